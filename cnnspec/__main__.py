@@ -1,0 +1,3 @@
+from cnnspec.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Errors that point at the source: ``file:line:col: error: message``, the line, a caret, a hint."""
+from __future__ import annotations
+
+
+class CnnSpecError(Exception):
+    """A mistake in a ``.cnn`` file (or in what was asked of a network), located in the source.
+
+    ``file``, ``line`` and ``col`` (1-based) say where; ``source_line`` is the text of that line;
+    ``hint`` is an optional suggestion ("did you mean `maxpool`?"). ``str(err)`` is the rendered
+    message, as the CLI prints it.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 col: int | None = None, source_line: str | None = None, hint: str | None = None,
+                 width: int = 1):
+        self.message = message
+        self.file = file
+        self.line = line
+        self.col = col
+        self.source_line = source_line
+        self.hint = hint
+        self.width = max(1, width)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = self.file or "<string>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.col is not None:
+                where += f":{self.col}"
+        out = [f"{where}: error: {self.message}"]
+        if self.source_line is not None and self.line is not None:
+            text = self.source_line.rstrip("\n").expandtabs(1)
+            out.append(f"    {text}")
+            if self.col is not None:
+                out.append("    " + " " * (self.col - 1) + "^" + "~" * (self.width - 1))
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def nearest(word: str, candidates) -> str | None:
+    """The candidate closest to ``word`` in spelling, or None when nothing is close."""
+    import difflib
+
+    found = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+class Pos(tuple):
+    """Where something is in the source: ``Pos(file, line, col, width)`` (1-based line and col)."""
+
+    __slots__ = ()
+
+    def __new__(cls, file: str | None, line: int, col: int, width: int = 1):
+        return tuple.__new__(cls, (file, line, col, width))
+
+    file = property(lambda self: self[0])
+    line = property(lambda self: self[1])
+    col = property(lambda self: self[2])
+    width = property(lambda self: self[3])
+
+
+def error_at(pos: Pos | None, message: str, *, sources: dict | None = None, hint: str | None = None,
+             file: str | None = None) -> CnnSpecError:
+    """A :class:`CnnSpecError` located at ``pos``, its source line taken from ``sources[file]``."""
+    if pos is None:
+        return CnnSpecError(message, file=file, hint=hint)
+    source_line = None
+    text = (sources or {}).get(pos.file)
+    if text is not None:
+        lines = text.splitlines()
+        if 1 <= pos.line <= len(lines):
+            source_line = lines[pos.line - 1]
+    return CnnSpecError(message, file=pos.file or file, line=pos.line, col=pos.col,
+                        source_line=source_line, hint=hint, width=pos.width)
