@@ -1,0 +1,95 @@
+"""Analysis of a built graph: shapes, parameters, MACs, memory and receptive field per layer.
+
+``infer(graph)`` resolves every node's configuration through the layer catalogue and annotates
+the node in place (see the attributes listed in :func:`infer`). Nothing here imports numba.
+"""
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+
+from cnnspec.analysis import receptive_field as rf
+from cnnspec.errors import CnnSpecError, error_at
+from cnnspec.layers import LAYERS, LayerError, fmt_shape
+
+
+def infer(graph: nx.DiGraph) -> nx.DiGraph:
+    """Annotate every node with ``config``, ``input_shapes``, ``output_shape``, ``params``,
+    ``state``, ``trainable``, ``n_params``, ``n_trainable``, ``macs``, ``activations`` and
+    ``receptive_field``; collect ``graph.graph["warnings"]``. Raises a located CnnSpecError."""
+    sources = graph.graph.get("sources", {})
+    warnings = []
+    nodes = graph.nodes
+    for name in graph.nodes:                 # the builder adds nodes in a topological order
+        node = nodes[name]
+        if node["op"] == "input":
+            shape = tuple(node["kwargs"]["shape"])
+            node.update(config={"shape": shape}, input_shapes=[], output_shape=shape, params={},
+                        state={}, trainable=True, n_params=0, n_trainable=0, macs=0,
+                        activations=math.prod(shape),
+                        receptive_field=rf.initial(len(shape) - 1) if len(shape) > 1 else None)
+            continue
+        kind = LAYERS[node["op"]]
+        in_shapes = [nodes[i]["output_shape"] for i in node["inputs"]]
+        try:
+            config = kind.configure(tuple(node["args"]), dict(node["kwargs"]), in_shapes)
+            out_shape = tuple(kind.output_shape(config, in_shapes))
+        except LayerError as err:
+            where = node.get("arg_pos", {}).get(err.arg) if err.arg is not None else None
+            raise error_at(where or node.get("pos"), f"in `{name}`: {err.message}", sources=sources,
+                           hint=err.hint, file=graph.graph.get("file")) from None
+        params = kind.param_shapes(config, in_shapes)
+        n_params = sum(math.prod(s) for s in params.values())
+        trainable = kind.trainable(config)
+        node.update(config=config, input_shapes=in_shapes, output_shape=out_shape, params=params,
+                    state=kind.state_shapes(config, in_shapes), trainable=trainable,
+                    n_params=n_params, n_trainable=n_params if trainable else 0,
+                    macs=kind.macs(config, in_shapes, out_shape),
+                    activations=0 if kind.in_place else math.prod(out_shape))
+        node["receptive_field"] = _field(kind, config, in_shapes, out_shape,
+                                         [nodes[i]["receptive_field"] for i in node["inputs"]])
+        field = node["receptive_field"]
+        if field is not None and not field["aligned"] and all(
+                nodes[i]["receptive_field"] is None or nodes[i]["receptive_field"]["aligned"]
+                for i in node["inputs"]):
+            warnings.append(f"{_where(node)}`{name}`: the receptive fields of its inputs are not aligned "
+                            f"({_paths(nodes, node['inputs'])}); outputs mix features centred at "
+                            "different input positions")
+    output = graph.graph.get("output")
+    if output is not None:
+        used = nx.ancestors(graph, output) | {output}
+        for name in graph.nodes:
+            if name not in used:
+                warnings.append(f"{_where(nodes[name])}`{name}` is computed but never used by the output")
+    graph.graph["warnings"] = warnings
+    return graph
+
+
+def _field(kind, config, in_shapes, out_shape, fields):
+    if len(out_shape) < 2 or any(f is None for f in fields):
+        return None                               # no spatial axes: the field is the whole input
+    field = rf.merge(fields) if len(fields) > 1 else fields[0]
+    terms = kind.window(config, in_shapes)
+    return rf.through_window(field, terms) if terms is not None else dict(field)
+
+
+def _paths(nodes, inputs) -> str:
+    parts = []
+    for i in inputs:
+        f = nodes[i]["receptive_field"]
+        parts.append(f"`{i}`: size {fmt_shape(f['size'])}, stride {fmt_shape(f['stride'])}, "
+                     f"centre {'x'.join(str(float(c)) for c in rf.centre(f))}")
+    return "; ".join(parts)
+
+
+def _where(node) -> str:
+    pos = node.get("pos")
+    return f"{pos.file or '<string>'}:{pos.line}:{pos.col}: " if pos is not None else ""
+
+
+def dtype_bytes(dtype: str) -> int:
+    sizes = {"float16": 2, "float32": 4, "float64": 8}
+    if dtype not in sizes:
+        raise CnnSpecError(f"unknown dtype `{dtype}`; choose float32 or float64")
+    return sizes[dtype]

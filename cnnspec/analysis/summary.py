@@ -1,0 +1,130 @@
+"""The per-layer summary: as data (the ``summary --json`` schema) and as a table for people."""
+from __future__ import annotations
+
+from cnnspec.analysis import dtype_bytes
+from cnnspec.layers import LAYERS, fmt_shape
+
+
+def optimizer_slots(train: dict | None) -> int:
+    """Values of optimizer state per trainable parameter: SGD with momentum 1, Adam 2, plain SGD 0."""
+    opt = (train or {}).get("optimizer") or {"name": "sgd"}
+    if opt.get("name") == "adam":
+        return 2
+    return 1 if opt.get("momentum", 0) else 0
+
+
+def summarize(graph, batch: int = 1, dtype: str = "float32") -> dict:
+    """The summary of an analysed graph as plain data (see README, "summary --json")."""
+    size = dtype_bytes(dtype)
+    nodes = graph.nodes
+    layers = []
+    for name in graph.nodes:
+        node = nodes[name]
+        field = node["receptive_field"]
+        layers.append({
+            "name": name, "op": node["op"], "inputs": list(node["inputs"]),
+            "output_shape": list(node["output_shape"]), "params": node["n_params"],
+            "trainable_params": node["n_trainable"], "macs": node["macs"],
+            "activations": node["activations"],
+            "receptive_field": None if field is None else {
+                "size": list(field["size"]), "stride": list(field["stride"]),
+                "padding": list(field["padding"]), "aligned": bool(field["aligned"])},
+        })
+    params = sum(layer["params"] for layer in layers)
+    trainable = sum(layer["trainable_params"] for layer in layers)
+    state = sum(sum(_prod(s) for s in nodes[n]["state"].values()) for n in graph.nodes)
+    macs = sum(layer["macs"] for layer in layers)
+    activations = sum(layer["activations"] for layer in layers)
+    forward = activations * batch * size
+    param_bytes = (params + state) * size
+    training = 2 * forward + param_bytes + trainable * size * (1 + optimizer_slots(graph.graph.get("train")))
+    input_name = graph.graph["input"]
+    return {
+        "network": graph.graph.get("network"), "file": graph.graph.get("file"),
+        "input": {"name": input_name, "shape": list(nodes[input_name]["output_shape"])},
+        "batch": batch, "dtype": dtype, "layers": layers,
+        "totals": {"params": params, "trainable_params": trainable, "frozen_params": params - trainable,
+                   "macs": macs, "flops": 2 * macs, "activations": activations,
+                   "memory_bytes": {"params": param_bytes, "forward": forward, "training": training}},
+        "warnings": list(graph.graph.get("warnings", [])),
+    }
+
+
+def _prod(shape) -> int:
+    out = 1
+    for v in shape:
+        out *= v
+    return out
+
+
+def human(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23M'."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}{unit}"
+    return f"{n:g}{unit}" if isinstance(n, float) else f"{n}{unit}"
+
+
+def human_bytes(n: int) -> str:
+    for scale, suffix in ((2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
+        if n >= scale:
+            return f"{n / scale:.2f} {suffix}"
+    return f"{n} B"
+
+
+def table(graph, batch: int = 1, dtype: str = "float32") -> str:
+    """The summary as the table torchinfo and Keras users know, blocks grouped, then totals."""
+    data = summarize(graph, batch, dtype)
+    blocks = graph.graph.get("blocks", {})
+    header = ("Layer", "Op", "Output shape", "Params", "MACs", "Activations", "RF size/stride")
+    rows, opened = [], ()
+    for layer in data["layers"]:
+        node = graph.nodes[layer["name"]]
+        scope = tuple(node.get("scope", ()))
+        common = 0
+        while common < min(len(scope), len(opened)) and scope[common] == opened[common]:
+            common += 1
+        for depth in range(common, len(scope)):          # entering block instances
+            info = blocks.get(".".join(scope[:depth + 1]), {})
+            args = ", ".join(str(v) for v in info.get("args", {}).values())
+            rows.append(("  " * depth + f"{scope[depth]}: {info.get('type', 'block')}({args})", *[""] * 6))
+        opened = scope
+        field = layer["receptive_field"]
+        kind = LAYERS.get(layer["op"])
+        detail = kind.describe(node["config"]) if kind is not None else fmt_shape(node["output_shape"])
+        rows.append((
+            "  " * len(scope) + layer["name"].rsplit(".", 1)[-1],
+            layer["op"] + (f"({detail})" if detail else ""),
+            fmt_shape(layer["output_shape"]),
+            _count(layer["params"], layer["trainable_params"]),
+            f"{layer['macs']:,}" if layer["macs"] else "-",
+            f"{layer['activations']:,}" if layer["activations"] else "-",
+            "-" if field is None else f"{fmt_shape(field['size'])}/{fmt_shape(field['stride'])}"
+            + ("" if field["aligned"] else " !"),
+        ))
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    right = {3, 4, 5}
+
+    def line(row):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    rule = "-" * len(line(header))
+    t = data["totals"]
+    mem = t["memory_bytes"]
+    out = [f"{data['network']}  (input {data['input']['name']}: {fmt_shape(data['input']['shape'])}, "
+           f"batch {batch}, {dtype})", rule, line(header), rule, *map(line, rows), rule,
+           f"Params:      {t['params']:,} ({human(t['params'])}): trainable {t['trainable_params']:,}, "
+           f"frozen {t['frozen_params']:,}",
+           f"MACs:        {t['macs']:,} ({human(t['macs'])}) per sample; FLOPs {human(t['flops'])}",
+           f"Activations: {t['activations']:,} values per sample",
+           f"Memory:      params {human_bytes(mem['params'])}, forward activations {human_bytes(mem['forward'])}, "
+           f"training estimate {human_bytes(mem['training'])} (batch {batch})"]
+    for warning in data["warnings"]:
+        out.append(f"warning: {warning}")
+    return "\n".join(out)
+
+
+def _count(total: int, trainable: int) -> str:
+    if not total:
+        return "-"
+    return f"{total:,}" + ("" if trainable == total else " (frozen)")

@@ -1,0 +1,168 @@
+"""Convolution (cross-correlation, as every framework computes it), 1-D or 2-D by input rank."""
+from __future__ import annotations
+
+import numpy as np
+
+from cnnspec.errors import nearest
+from cnnspec.layers.base import (REQUIRED, Layer, LayerError, as_bool, as_int, fmt_shape, output_size,
+                                 padding, spatial, spatial_rank)
+
+# The lectures' classic 3x3 kernels (rows top to bottom), usable as `weights=NAME`.
+NAMED_KERNELS = {
+    "identity": [[0, 0, 0], [0, 1, 0], [0, 0, 0]],
+    "edge_diag": [[1, 0, -1], [0, 0, 0], [-1, 0, 1]],
+    "laplacian": [[0, 1, 0], [1, -4, 1], [0, 1, 0]],
+    "laplacian8": [[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]],
+    "sharpen": [[0, -1, 0], [-1, 5, -1], [0, -1, 0]],
+    "box_blur": (np.ones((3, 3)) / 9).tolist(),
+    "gaussian_blur": (np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16).tolist(),
+    "emboss": [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]],
+    "sobel_x": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],
+    "sobel_y": [[-1, -2, -1], [0, 0, 0], [1, 2, 1]],
+    "vertical_line": [[-1, 1, -1], [-1, 1, -1], [-1, 1, -1]],
+    "horizontal_line": [[-1, -1, -1], [1, 1, 1], [-1, -1, -1]],
+    "corner": [[-1, -1, -1], [-1, 1, 1], [-1, 1, 1]],
+    "cross": [[-1, 1, -1], [1, 1, 1], [-1, 1, -1]],
+    "x_shape": [[1, -1, 1], [-1, 1, -1], [1, -1, 1]],
+}
+
+
+def window_terms(cfg) -> list:
+    """(kernel, stride, pad_before, dilation) per spatial axis, for the receptive field."""
+    dilation = cfg.get("dilation", (1,) * len(cfg["kernel"]))
+    return [(k, s, cfg["pad"][2 * i], d)
+            for i, (k, s, d) in enumerate(zip(cfg["kernel"], cfg["stride"], dilation))]
+
+
+def sliding_output(op, cfg, shape, ceil=False) -> tuple:
+    """Spatial output sizes of a sliding window; an output below 1 is an error with the terms."""
+    sizes = []
+    dilation = cfg.get("dilation", (1,) * len(cfg["kernel"]))
+    for i, (n, k, s, d) in enumerate(zip(shape[1:], cfg["kernel"], cfg["stride"], dilation)):
+        before, after = cfg["pad"][2 * i], cfg["pad"][2 * i + 1]
+        out = output_size(n, k, s, before, after, d, ceil)
+        if out < 1:
+            axis = ("length", ) if len(shape) == 2 else ("height", "width")
+            dil = f" - {d}*({k}-1)" if d != 1 else f" - ({k}-1)"
+            raise LayerError(
+                f"`{op}` output {axis[i]} would be {out} (below 1): input {axis[i]} {n}, "
+                f"out = 1 + {'ceil' if ceil else 'floor'}(({n} + {before} + {after}{dil} - 1) / {s})",
+                hint="use a smaller kernel or stride, or pad the input")
+        sizes.append(out)
+    return tuple(sizes)
+
+
+class Conv(Layer):
+    op = "conv"
+    params = {"filters": REQUIRED, "kernel": REQUIRED, "stride": 1, "pad": 0, "dilation": 1,
+              "groups": 1, "bias": True, "trainable": True, "weights": None}
+    n_positional = 2
+    min_rank = 1
+    example = "conv(16, 3x3)"
+
+    def resolve(self, v, at, in_shapes):
+        shape = in_shapes[0]
+        rank = spatial_rank(shape)
+        channels = shape[0]
+        filters = as_int(v["filters"], "filters", at["filters"])
+        kernel = spatial(v["kernel"], rank, "kernel", at["kernel"])
+        stride = spatial(v["stride"], rank, "stride", at["stride"])
+        dilation = spatial(v["dilation"], rank, "dilation", at["dilation"])
+        groups = as_int(v["groups"], "groups", at["groups"])
+        if channels % groups or filters % groups:
+            raise LayerError(f"groups={groups} must divide both the input channels ({channels}) "
+                             f"and the filters ({filters})", arg=at["groups"])
+        pad = padding(v["pad"], rank, kernel, stride, dilation, shape[1:], at["pad"])
+        cfg = {"filters": filters, "kernel": kernel, "stride": stride, "pad": pad, "dilation": dilation,
+               "groups": groups, "bias": as_bool(v["bias"], "bias", at["bias"]),
+               "trainable": as_bool(v["trainable"], "trainable", at["trainable"]), "weights": None}
+        if v["weights"] is not None:
+            cfg["weights"] = fixed_weights(v["weights"], (filters, channels // groups, *kernel), at["weights"])
+        return cfg
+
+    def output_shape(self, cfg, in_shapes):
+        return (cfg["filters"], *sliding_output(self.op, cfg, in_shapes[0]))
+
+    def param_shapes(self, cfg, in_shapes):
+        shapes = {"weight": (cfg["filters"], in_shapes[0][0] // cfg["groups"], *cfg["kernel"])}
+        if cfg["bias"]:
+            shapes["bias"] = (cfg["filters"],)
+        return shapes
+
+    def macs(self, cfg, in_shapes, out_shape):
+        per_output = in_shapes[0][0] // cfg["groups"] * int(np.prod(cfg["kernel"]))
+        return int(np.prod(out_shape)) * per_output
+
+    def window(self, cfg, in_shapes):
+        return window_terms(cfg)
+
+    def describe(self, cfg):
+        text = f"{cfg['filters']}, {fmt_shape(cfg['kernel'])}"
+        if any(s != 1 for s in cfg["stride"]):
+            text += f", stride {fmt_shape(cfg['stride'])}"
+        if any(cfg["pad"]):
+            text += f", pad {_pad_text(cfg['pad'])}"
+        if any(d != 1 for d in cfg["dilation"]):
+            text += f", dilation {fmt_shape(cfg['dilation'])}"
+        if cfg["groups"] != 1:
+            text += f", groups {cfg['groups']}"
+        if cfg["weights"] is not None:
+            text += ", fixed weights" if not cfg["trainable"] else ", initial weights"
+        elif not cfg["trainable"]:
+            text += ", frozen"
+        return text
+
+
+def _pad_text(pad) -> str:
+    pairs = list(zip(pad[::2], pad[1::2]))
+    if all(a == b for a, b in pairs):
+        return "x".join(str(a) for a, _ in pairs) if len(set(pairs)) > 1 else str(pairs[0][0])
+    return "(" + ", ".join(str(p) for p in pad) + ")"
+
+
+def fixed_weights(value, shape, arg) -> np.ndarray:
+    """``weights=``: a named kernel, a list of named kernels (one filter each, applied to every
+    input channel alike), or nested numbers: one filter ([kh][kw]), one per filter
+    ([F][kh][kw], every channel alike) or the full [F][C][kh][kw]."""
+    filters, channels, *kernel = shape
+
+    def kernel_array(item):
+        if isinstance(item, str):
+            if item not in NAMED_KERNELS:
+                guess = nearest(item, NAMED_KERNELS)
+                raise LayerError(f"unknown kernel `{item}`", arg=arg,
+                                 hint=f"did you mean `{guess}`?" if guess else
+                                 "named kernels: " + ", ".join(NAMED_KERNELS))
+            item = NAMED_KERNELS[item]
+        try:
+            array = np.array(item, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise LayerError("weights must be numbers in nested lists of equal lengths", arg=arg) from None
+        if array.dtype == object or not np.all(np.isfinite(array)):
+            raise LayerError("weights must be finite numbers in nested lists of equal lengths", arg=arg)
+        return array
+
+    if isinstance(value, list) and value and any(isinstance(item, str) for item in value):
+        array = np.stack([kernel_array(item) for item in value]) if all(
+            isinstance(item, (str, list)) for item in value) else kernel_array(value)
+        if array.ndim == len(kernel) + 1:                   # [F][k...]: every channel alike
+            array = array[:, None]
+    elif isinstance(value, (str, list)):
+        array = kernel_array(value)
+        if array.ndim == len(kernel):                       # one filter, every channel alike
+            if filters != 1:
+                raise LayerError(f"weights give one filter but the layer has {filters}", arg=arg,
+                                 hint="give a list with one kernel per filter")
+            array = array[None, None]
+        elif array.ndim == len(kernel) + 1:
+            array = array[:, None]
+    else:
+        raise LayerError(f"weights must be a kernel name or nested lists of numbers, received: {value!r}",
+                         arg=arg)
+    if array.ndim == len(kernel) + 2 and array.shape[1] == 1 and channels > 1 and array.shape[0] == filters \
+            and tuple(array.shape[2:]) == tuple(kernel):
+        array = np.repeat(array, channels, axis=1)
+    if array.shape != tuple(shape):
+        raise LayerError(f"weights have shape {fmt_shape(array.shape)} but the layer needs "
+                         f"{fmt_shape(shape)} (filters x channels x kernel)", arg=arg)
+    return np.ascontiguousarray(array)

@@ -1,0 +1,120 @@
+"""``Network``: a parsed, built and analysed ``.cnn`` network, and the entry points that make one."""
+from __future__ import annotations
+
+import os
+
+import networkx as nx
+
+from cnnspec.analysis import infer
+from cnnspec.analysis.summary import summarize, table
+from cnnspec.errors import CnnSpecError
+
+
+def load(path) -> "Network":
+    """Read a ``.cnn`` file and return its analysed :class:`Network`."""
+    from cnnspec.lang import compile_file
+
+    path = os.fspath(path)
+    return Network(infer(compile_file(path)))
+
+
+def loads(text: str, file: str | None = None) -> "Network":
+    """Parse ``.cnn`` text (``file`` names it in errors and anchors relative imports)."""
+    from cnnspec.lang import compile_source
+
+    if not isinstance(text, str):
+        raise CnnSpecError(f"expected .cnn text as a str, received {type(text).__name__}")
+    return Network(infer(compile_source(text, file=file)))
+
+
+class Network:
+    """A network described in a ``.cnn`` file.
+
+    ``graph`` is a ``networkx.DiGraph`` with one node per layer (keyed by its dotted name) carrying
+    the resolved configuration and the analysis (see :func:`cnnspec.analysis.infer`).
+    """
+
+    def __init__(self, graph: nx.DiGraph):
+        self.graph = graph
+
+    @property
+    def name(self) -> str:
+        return self.graph.graph["network"]
+
+    @property
+    def file(self) -> str | None:
+        return self.graph.graph.get("file")
+
+    @property
+    def input_name(self) -> str:
+        return self.graph.graph["input"]
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.graph.nodes[self.input_name]["output_shape"])
+
+    @property
+    def output_name(self) -> str:
+        return self.graph.graph["output"]
+
+    @property
+    def output_shape(self) -> tuple:
+        return tuple(self.graph.nodes[self.output_name]["output_shape"])
+
+    @property
+    def train_config(self) -> dict:
+        """The file's ``train`` section as plain values ({} when it has none)."""
+        return dict(self.graph.graph.get("train") or {})
+
+    @property
+    def warnings(self) -> list:
+        return list(self.graph.graph.get("warnings", []))
+
+    def layers(self) -> list:
+        """Layer names in topological order (the input first)."""
+        return list(self.graph.nodes)
+
+    def __getitem__(self, name: str) -> dict:
+        return self.graph.nodes[name]
+
+    def summary(self, batch: int = 1, dtype: str = "float32") -> dict:
+        """Per-layer shapes, parameters, MACs, memory and receptive fields, and totals, as data:
+        the same object ``cnnspec summary --json`` prints."""
+        _check_batch(batch)
+        return summarize(self.graph, batch, dtype)
+
+    def summary_table(self, batch: int = 1, dtype: str = "float32") -> str:
+        _check_batch(batch)
+        return table(self.graph, batch, dtype)
+
+    def render(self, path, fmt: str | None = None) -> str:
+        """Draw the graph with graphviz to ``path`` (.svg, .png, .pdf or .dot); returns the path written."""
+        from cnnspec.render.graph import render
+
+        return render(self, os.fspath(path), fmt)
+
+    def to_dot(self) -> str:
+        from cnnspec.render.graph import dot_source
+
+        return dot_source(self)
+
+    def _repr_svg_(self):
+        from cnnspec.render.graph import svg
+
+        return svg(self)
+
+    def compile(self, dtype: str = "float32", seed: int = 0, **kwargs):
+        """A runnable :class:`cnnspec.engine.Model` of this network (numba kernels)."""
+        from cnnspec.engine import Model
+
+        return Model(self, dtype=dtype, seed=seed, **kwargs)
+
+    def __repr__(self) -> str:
+        t = self.summary()["totals"]
+        return (f"<Network {self.name}: {len(self.graph) - 1} layers, input {self.input_shape}, "
+                f"output {self.output_shape}, {t['params']:,} params, {t['macs']:,} MACs>")
+
+
+def _check_batch(batch) -> None:
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise CnnSpecError(f"batch must be a positive integer, received: {batch!r}")

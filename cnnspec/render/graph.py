@@ -1,0 +1,124 @@
+"""Graphviz drawings of a network: a node per layer (op, key arguments, output shape), blocks as
+clusters, branches and merges visible."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from cnnspec.errors import CnnSpecError
+from cnnspec.layers import LAYERS, fmt_shape
+
+STYLE = {   # op family -> node fill colour
+    "input": "#d9d9d9", "conv": "#9ecae1", "dense": "#fdae6b", "pool": "#a1d99b",
+    "batchnorm": "#dadaeb", "dropout": "#f0f0f0", "merge": "#fdd0a2", "act": "#ffffff",
+}
+INSTALL_HINT = ("install graphviz to draw pictures: `apt-get install graphviz` (Debian/Ubuntu), "
+                "`brew install graphviz` (macOS) or `conda install graphviz`; then "
+                "`dot -Tsvg {dot} -o {out}`")
+
+
+def _family(op: str) -> str:
+    if op in ("maxpool", "avgpool", "sumpool", "globalavgpool", "globalmaxpool"):
+        return "pool"
+    if op in ("add", "concat"):
+        return "merge"
+    if op in ("relu", "sigmoid", "tanh", "softmax", "identity", "leaky_relu", "flatten"):
+        return "act"
+    return op if op in STYLE else "act"
+
+
+def digraph(network):
+    """The drawing as a ``graphviz.Digraph``."""
+    import graphviz
+
+    graph = network.graph
+    blocks = graph.graph.get("blocks", {})
+    root = graphviz.Digraph(network.name, graph_attr={"rankdir": "TB", "fontname": "Helvetica",
+                                                      "fontsize": "11", "nodesep": "0.25", "ranksep": "0.3"},
+                            node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
+                                       "fontsize": "10"},
+                            edge_attr={"arrowsize": "0.6", "color": "#555555"})
+    tree: dict = {}                      # nested block instances: {"nodes": [...], name: subtree}
+    for name in graph.nodes:
+        here = tree
+        for part in graph.nodes[name].get("scope", ()):
+            here = here.setdefault(part, {})
+        here.setdefault("nodes", []).append(name)
+
+    def emit(target, branch, path):
+        for name in branch.get("nodes", []):
+            node = graph.nodes[name]
+            family = "input" if node["op"] == "input" else _family(node["op"])
+            kind = LAYERS.get(node["op"])
+            detail = kind.describe(node["config"]) if kind is not None else ""
+            label = f"{name}\\n{node['op']}{'(' + detail + ')' if detail else ''}\\n{fmt_shape(node['output_shape'])}"
+            target.node(name, label, shape={"input": "ellipse", "merge": "hexagon"}.get(family, "box"),
+                        fillcolor=STYLE[family])
+        for part, child in branch.items():
+            if part == "nodes":
+                continue
+            info = blocks.get(".".join(path + (part,)), {})
+            args = ", ".join(str(v) for v in info.get("args", {}).values())
+            with target.subgraph(name="cluster_" + ".".join(path + (part,))) as cluster:
+                cluster.attr(label=f"{part}: {info.get('type', 'block')}({args})", style="rounded,dashed",
+                             color="#888888", fontsize="10", labeljust="l")
+                emit(cluster, child, path + (part,))
+
+    emit(root, tree, ())
+    for u, v in graph.edges:
+        root.edge(u, v)
+    return root
+
+
+def dot_source(network) -> str:
+    """The DOT text of the drawing."""
+    return digraph(network).source
+
+
+def render(network, path: str, fmt: str | None = None) -> str:
+    """Write the drawing to ``path``; the format comes from ``fmt`` or the file's extension
+    (svg, png, pdf or dot). Without graphviz's ``dot`` program, writes the .dot file and raises a
+    CnnSpecError saying how to install graphviz."""
+    fmt = (fmt or os.path.splitext(path)[1].lstrip(".") or "svg").lower()
+    if fmt not in ("svg", "png", "pdf", "dot", "gv"):
+        raise CnnSpecError(f"cannot draw to `.{fmt}`: choose .svg, .png, .pdf or .dot", file=path)
+    source = dot_source(network)
+    if fmt in ("dot", "gv"):
+        _write(path, source.encode())
+        return path
+    dot = shutil.which("dot")
+    if dot is None:
+        dot_path = os.path.splitext(path)[0] + ".dot"
+        _write(dot_path, source.encode())
+        raise CnnSpecError(f"graphviz's `dot` program was not found; wrote {dot_path} instead of {path}",
+                           hint=INSTALL_HINT.format(dot=dot_path, out=path))
+    _write(path, _run_dot(dot, source, fmt))
+    return path
+
+
+def svg(network) -> str | None:
+    """SVG text for notebooks (None when graphviz is missing)."""
+    dot = shutil.which("dot")
+    return _run_dot(dot, dot_source(network), "svg").decode() if dot else None
+
+
+def _run_dot(dot: str, source: str, fmt: str) -> bytes:
+    import subprocess
+
+    done = subprocess.run([dot, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=120)
+    if done.returncode != 0:
+        raise CnnSpecError(f"graphviz's dot failed: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout
+
+
+def _write(path: str, data: bytes) -> None:
+    """Write atomically: a half-written picture never replaces a good one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise CnnSpecError(f"cannot write {path}: {err.strerror or err}", file=path) from None
