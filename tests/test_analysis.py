@@ -144,27 +144,28 @@ def test_receptive_field_recurrence_by_hand():
 
 TWO_PATHS = """
 block fork(c) {
-    a = in -> conv(c, 3x3, stride=2)
-    b = in -> conv(c, 1x1, stride=2) -> SHIFT
+    a = in -> conv(c, 2x2, stride=2)
+    b = in -> SKIP
     add(a, b)
 }
 """
 
 
 def test_two_path_block_alignment_warning():
-    # 3x3 without padding is centred one pixel in; a 1x1 shortcut is not: not aligned
-    net = net_of("fork(4)", "4x9x9", TWO_PATHS.replace(" -> SHIFT", ""))
+    # a 2x2 window is centred between pixels, a strided 1x1 shortcut on a pixel: not aligned
+    net = net_of("fork(4)", "4x8x8", TWO_PATHS.replace("SKIP", "conv(c, 1x1, stride=2)"))
     assert any("not aligned" in w and "fork1.add1" in w for w in net.warnings)
     merged = net["fork1.add1"]["receptive_field"]
-    assert merged["aligned"] is False and merged["size"] == [3, 3]
-    # the padded version lines up and gives no warning
-    ok = net_of("fork(4)", "4x9x9", TWO_PATHS.replace(" -> SHIFT", "").replace("3x3, stride=2)", "3x3, stride=2, pad=1)"))
+    assert merged["aligned"] is False and merged["size"] == [2, 2]
+    assert net.summary()["layers"][-1]["receptive_field"]["aligned"] is False
+    # average-pooling the shortcut first lines the centres up: no warning
+    ok = net_of("fork(4)", "4x8x8", TWO_PATHS.replace("SKIP", "avgpool(2) -> conv(c, 1x1)"))
     assert ok.warnings == [] and ok["fork1.add1"]["receptive_field"]["aligned"]
 
 
 def test_unused_branch_warning():
     net = net_of("side = x -> conv(2, 1x1)\n    x -> conv(3, 1x1)", "1x4x4")
-    assert any("`side` is computed but never used" in w for w in net.warnings)
+    assert net.warnings == ["t.cnn:4:13: `conv1` is computed but never used by the output"]
 
 
 # ---- located errors of analysis (dsl.md section 9) ----------------------------------------------
@@ -184,7 +185,7 @@ def test_dense_on_image_says_add_flatten():
 def test_unknown_argument_suggests():
     err = error_of("conv(4, 3x3, strid=2)")
     assert "no argument `strid`" in err.message and err.hint == "did you mean `stride`?"
-    assert err.col == len("    conv(4, 3x3, ") + 1
+    assert err.col == len("conv(4, 3x3, ") + 1
 
 
 def test_bad_values_repeat_the_value():

@@ -69,7 +69,7 @@ def infer(graph: nx.DiGraph) -> nx.DiGraph:
 def _field(kind, config, in_shapes, out_shape, fields):
     if len(out_shape) < 2 or any(f is None for f in fields):
         return None                               # no spatial axes: the field is the whole input
-    field = rf.merge(fields) if len(fields) > 1 else fields[0]
+    field = rf.merge(fields, in_shapes[0][1:]) if len(fields) > 1 else fields[0]
     terms = kind.window(config, in_shapes)
     return rf.through_window(field, terms) if terms is not None else dict(field)
 

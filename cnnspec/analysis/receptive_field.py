@@ -34,8 +34,13 @@ def centre(field: dict) -> list:
     return [Fraction(r - 1, 2) - p for r, p in zip(field["size"], field["padding"])]
 
 
-def merge(fields: list) -> dict:
-    """Where paths meet: the largest field; aligned only if every path agrees on jump and centre."""
+def merge(fields: list, sizes) -> dict:
+    """Where paths meet: the largest field; aligned only if every path agrees on jump and centre.
+    ``sizes`` are the merged tensors' spatial sizes: on an axis of size 1 the jump means nothing."""
     largest = max(fields, key=lambda f: (f["size"], f["stride"]))
-    agree = all(f["stride"] == largest["stride"] and centre(f) == centre(largest) for f in fields)
-    return {**largest, "aligned": agree and all(f["aligned"] for f in fields)}
+    axes = [i for i, n in enumerate(sizes) if n > 1]
+
+    def agrees(f):
+        return all(f["stride"][i] == largest["stride"][i] for i in axes) and centre(f) == centre(largest)
+
+    return {**largest, "aligned": all(agrees(f) and f["aligned"] for f in fields)}

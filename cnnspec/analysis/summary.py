@@ -91,7 +91,7 @@ def table(graph, batch: int = 1, dtype: str = "float32") -> str:
         opened = scope
         field = layer["receptive_field"]
         kind = LAYERS.get(layer["op"])
-        detail = kind.describe(node["config"]) if kind is not None else fmt_shape(node["output_shape"])
+        detail = kind.describe(node["config"]) if kind is not None else ""
         rows.append((
             "  " * len(scope) + layer["name"].rsplit(".", 1)[-1],
             layer["op"] + (f"({detail})" if detail else ""),

@@ -1,7 +1,7 @@
 """Convolution (cross-correlation, as every framework computes it), 1-D or 2-D by input rank."""
 from __future__ import annotations
 
-import numpy as np
+import math
 
 from cnnspec.errors import nearest
 from cnnspec.layers.base import (REQUIRED, Layer, LayerError, as_bool, as_int, fmt_shape, output_size,
@@ -14,8 +14,8 @@ NAMED_KERNELS = {
     "laplacian": [[0, 1, 0], [1, -4, 1], [0, 1, 0]],
     "laplacian8": [[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]],
     "sharpen": [[0, -1, 0], [-1, 5, -1], [0, -1, 0]],
-    "box_blur": (np.ones((3, 3)) / 9).tolist(),
-    "gaussian_blur": (np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16).tolist(),
+    "box_blur": [[1 / 9] * 3] * 3,
+    "gaussian_blur": [[1 / 16, 2 / 16, 1 / 16], [2 / 16, 4 / 16, 2 / 16], [1 / 16, 2 / 16, 1 / 16]],
     "emboss": [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]],
     "sobel_x": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],
     "sobel_y": [[-1, -2, -1], [0, 0, 0], [1, 2, 1]],
@@ -90,8 +90,8 @@ class Conv(Layer):
         return shapes
 
     def macs(self, cfg, in_shapes, out_shape):
-        per_output = in_shapes[0][0] // cfg["groups"] * int(np.prod(cfg["kernel"]))
-        return int(np.prod(out_shape)) * per_output
+        per_output = in_shapes[0][0] // cfg["groups"] * math.prod(cfg["kernel"])
+        return math.prod(out_shape) * per_output
 
     def window(self, cfg, in_shapes):
         return window_terms(cfg)
@@ -120,10 +120,12 @@ def _pad_text(pad) -> str:
     return "(" + ", ".join(str(p) for p in pad) + ")"
 
 
-def fixed_weights(value, shape, arg) -> np.ndarray:
+def fixed_weights(value, shape, arg):
     """``weights=``: a named kernel, a list of named kernels (one filter each, applied to every
     input channel alike), or nested numbers: one filter ([kh][kw]), one per filter
     ([F][kh][kw], every channel alike) or the full [F][C][kh][kw]."""
+    import numpy as np      # only here: analysis of networks without fixed weights skips numpy
+
     filters, channels, *kernel = shape
 
     def kernel_array(item):
