@@ -23,6 +23,7 @@ def register(sub) -> None:
     p = sub.add_parser("render", help="draw the network with graphviz (.svg, .png, .pdf or .dot)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.svg, OUT.png, OUT.pdf or OUT.dot")
+    p.add_argument("--until", metavar="LAYER", help="draw only LAYER and the layers that feed it")
     p.set_defaults(func=render)
 
 
@@ -61,5 +62,5 @@ def render(args) -> int:
     from cnnspec.network import load
 
     net = load(args.file)
-    print(f"wrote {net.render(args.output)}")
+    print(f"wrote {net.render(args.output, until=args.until)}")
     return 0

@@ -23,12 +23,12 @@ class CnnSpecError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        where = self.file or "<string>"
+        where = self.file or ("<string>" if self.line is not None else "")
         if self.line is not None:
             where += f":{self.line}"
             if self.col is not None:
                 where += f":{self.col}"
-        out = [f"{where}: error: {self.message}"]
+        out = [f"{where}: error: {self.message}" if where else f"error: {self.message}"]
         if self.source_line is not None and self.line is not None:
             text = self.source_line.rstrip("\n").expandtabs(1)
             out.append(f"    {text}")

@@ -87,11 +87,12 @@ class Network:
         _check_batch(batch)
         return table(self.graph, batch, dtype)
 
-    def render(self, path, fmt: str | None = None) -> str:
-        """Draw the graph with graphviz to ``path`` (.svg, .png, .pdf or .dot); returns the path written."""
+    def render(self, path, fmt: str | None = None, until: str | None = None) -> str:
+        """Draw the graph with graphviz to ``path`` (.svg, .png, .pdf or .dot); returns the path
+        written. ``until`` draws only that layer and the layers that feed it."""
         from cnnspec.render.graph import render
 
-        return render(self, os.fspath(path), fmt)
+        return render(self, os.fspath(path), fmt, until)
 
     def to_dot(self) -> str:
         from cnnspec.render.graph import dot_source

@@ -27,12 +27,21 @@ def _family(op: str) -> str:
     return op if op in STYLE else "act"
 
 
-def digraph(network):
-    """The drawing as a ``graphviz.Digraph``."""
+def digraph(network, until: str | None = None):
+    """The drawing as a ``graphviz.Digraph``; ``until`` keeps only that layer and what feeds it."""
     import graphviz
+    import networkx as nx
 
     graph = network.graph
-    blocks = graph.graph.get("blocks", {})
+    if until is not None:
+        if until not in graph:
+            from cnnspec.errors import nearest
+
+            guess = nearest(until, graph.nodes)
+            raise CnnSpecError(f"no layer named `{until}` in {network.name}",
+                               hint=f"did you mean `{guess}`?" if guess else "see `cnnspec summary` for names")
+        graph = graph.subgraph(nx.ancestors(graph, until) | {until})
+    blocks = network.graph.graph.get("blocks", {})
     root = graphviz.Digraph(network.name, graph_attr={"rankdir": "TB", "fontname": "Helvetica",
                                                       "fontsize": "11", "nodesep": "0.25", "ranksep": "0.3"},
                             node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
@@ -70,19 +79,19 @@ def digraph(network):
     return root
 
 
-def dot_source(network) -> str:
+def dot_source(network, until: str | None = None) -> str:
     """The DOT text of the drawing."""
-    return digraph(network).source
+    return digraph(network, until).source
 
 
-def render(network, path: str, fmt: str | None = None) -> str:
+def render(network, path: str, fmt: str | None = None, until: str | None = None) -> str:
     """Write the drawing to ``path``; the format comes from ``fmt`` or the file's extension
     (svg, png, pdf or dot). Without graphviz's ``dot`` program, writes the .dot file and raises a
     CnnSpecError saying how to install graphviz."""
     fmt = (fmt or os.path.splitext(path)[1].lstrip(".") or "svg").lower()
     if fmt not in ("svg", "png", "pdf", "dot", "gv"):
         raise CnnSpecError(f"cannot draw to `.{fmt}`: choose .svg, .png, .pdf or .dot", file=path)
-    source = dot_source(network)
+    source = dot_source(network, until)
     if fmt in ("dot", "gv"):
         _write(path, source.encode())
         return path
