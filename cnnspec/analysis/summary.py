@@ -85,9 +85,13 @@ def table(graph, batch: int = 1, dtype: str = "float32") -> str:
         while common < min(len(scope), len(opened)) and scope[common] == opened[common]:
             common += 1
         for depth in range(common, len(scope)):          # entering block instances
-            info = blocks.get(".".join(scope[:depth + 1]), {})
+            prefix = ".".join(scope[:depth + 1])
+            info = blocks.get(prefix, {})
             args = ", ".join(str(v) for v in info.get("args", {}).values())
-            rows.append(("  " * depth + f"{scope[depth]}: {info.get('type', 'block')}({args})", *[""] * 6))
+            inside = [x for x in data["layers"] if x["name"].startswith(prefix + ".")]
+            params, macs = sum(x["params"] for x in inside), sum(x["macs"] for x in inside)
+            rows.append(("  " * depth + f"{scope[depth]}: {info.get('type', 'block')}({args})", "", "",
+                         f"[{params:,}]" if params else "", f"[{macs:,}]" if macs else "", "", ""))
         opened = scope
         field = layer["receptive_field"]
         kind = LAYERS.get(layer["op"])
@@ -102,10 +106,15 @@ def table(graph, batch: int = 1, dtype: str = "float32") -> str:
             "-" if field is None else f"{fmt_shape(field['size'])}/{fmt_shape(field['stride'])}"
             + ("" if field["aligned"] else " !"),
         ))
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    layer_rows = [r for r in rows if r[1]]                # block headers span the first columns
+    widths = [max(len(r[i]) for r in layer_rows + [header]) for i in range(len(header))]
     right = {3, 4, 5}
 
     def line(row):
+        if not row[1]:                                    # a block header: name, then its totals
+            cells = [row[0].ljust(widths[0] + widths[1] + widths[2] + 4)]
+            cells += [c.rjust(w) for c, w in zip(row[3:6], widths[3:6])]
+            return "  ".join(cells).rstrip()
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
 
     rule = "-" * len(line(header))
