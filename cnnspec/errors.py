@@ -72,7 +72,7 @@ def error_at(pos: Pos | None, message: str, *, sources: dict | None = None, hint
     source_line = None
     text = (sources or {}).get(pos.file)
     if text is not None:
-        lines = text.splitlines()
+        lines = text.split("\n")
         if 1 <= pos.line <= len(lines):
             source_line = lines[pos.line - 1]
     return CnnSpecError(message, file=pos.file or file, line=pos.line, col=pos.col,

@@ -1,0 +1,58 @@
+"""The `.cnn` language front end: text -> syntax tree -> raw graph (see shared/docs/dsl.md).
+
+    graph = compile_file("specs/lenet5.cnn")        # parse, read the imports, build
+    graph = compile_source(text, file="net.cnn")
+    module = parse(text, file="net.cnn")            # just the syntax tree (cnnspec.lang.ast)
+    graph = build_graph(module)
+
+Every mistake in the text is a located :class:`cnnspec.errors.CnnSpecError`. Where dsl.md is
+silent, the language does this:
+
+* ``block NAME { ... }`` may omit the parentheses; a block called without arguments may omit
+  them too (``act``, ``act()``). Defaults may use earlier parameters: ``block b(c, d=2*c)``.
+* ``stem = basic(64)`` names the block instance (``stem.conv1``), as ``c1 = conv(...)`` names a
+  layer. Bound names may not look like generated ones (``conv2``, ``basic1``), nor be ``in``, a
+  layer, a block or a block parameter. The reserved words are ``network block import train
+  input true false``.
+* Only the first step of a statement may be a tensor name or a merge; ``x = in`` binds a name
+  to an existing tensor. ``add(x, x)`` is allowed (one edge, two inputs).
+* Arithmetic is on integers; ``5*5`` (two number literals) is refused as a likely ``5x5``.
+* Repetition counts are 1..100000 and a network expands to at most 100000 layers and block
+  instances; brackets nest at most 100 deep.
+* Imports are transitive, and relative to the importing file (to the working directory for
+  text without a file); a file's network and train section are ignored when it is imported.
+* The train section syntax is described in :mod:`cnnspec.lang.train`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+
+from cnnspec.errors import CnnSpecError
+from cnnspec.lang.build import MAX_LAYERS, build_graph
+from cnnspec.lang.imports import blocks_in_scope
+from cnnspec.lang.parser import parse
+
+__all__ = ["MAX_LAYERS", "build_graph", "blocks_in_scope", "compile_file", "compile_source", "parse"]
+
+
+def compile_source(text: str, file: str | None = None) -> nx.DiGraph:
+    """The raw graph of the network in ``text`` (named ``file`` in messages; imports are relative
+    to it, or to the working directory when it is None)."""
+    try:
+        return build_graph(parse(text, file))
+    except RecursionError:                       # a last guard: every pass is meant to be shallow
+        raise CnnSpecError("the file is nested too deeply to read", file=file) from None
+
+
+def compile_file(path) -> nx.DiGraph:
+    """The raw graph of the `.cnn` file at ``path``."""
+    path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise CnnSpecError("not UTF-8 text", file=path) from None
+    except OSError as err:
+        raise CnnSpecError(f"cannot read the file: {err.strerror or err}", file=path) from None
+    return compile_source(text, path)

@@ -1,0 +1,169 @@
+"""The ``train`` section -> a plain dict (``graph.graph["train"]``).
+
+One ``key = value`` per line; every key is optional::
+
+    train {
+        data      = shapes                  # built-in data set: shapes, digits
+        data      = mnist:data/mnist        # KIND:PATH, no spaces: mnist, cifar10, folder
+        data      = "my data/train.npz"     # any path (or KIND:PATH with spaces) in double quotes
+        loss      = cross_entropy           # or mse
+        optimizer = sgd(lr=0.05, momentum=0.9)               # sgd(lr, momentum, weight_decay)
+        optimizer = adam(lr=1e-3, betas=(0.9, 0.999))        # adam(lr, betas, weight_decay)
+        epochs    = 5
+        batch     = 64
+        seed      = 0
+        val_split = 0.1
+        augment   = [flip, rotate(10), shift(2)]  # flip, vflip, rotate(deg), shift(px),
+    }                                             # scale(lo, hi), noise(std)
+
+Values become plain Python: ``data`` and ``loss`` str (``data`` exactly as written, e.g.
+``"mnist:data/mnist"``); ``optimizer`` ``{"name": "sgd", "lr": 0.05, "momentum": 0.9}`` with only
+the arguments written (positional ones take the names in the order above); ``epochs``, ``batch``,
+``seed`` int; ``val_split`` float; ``augment`` a list of ``(name, args tuple)``. Defaults are
+filled in by the trainer, not here.
+"""
+from __future__ import annotations
+
+from cnnspec.errors import error_at, nearest
+from cnnspec.lang import ast
+
+OPTIMIZERS = {"sgd": ("lr", "momentum", "weight_decay"), "adam": ("lr", "betas", "weight_decay")}
+AUGMENTS = {"flip": (), "vflip": (), "rotate": ("deg",), "shift": ("px",), "scale": ("lo", "hi"),
+            "noise": ("std",)}
+LOSSES = ("cross_entropy", "mse")
+KEYS = ("data", "loss", "optimizer", "epochs", "batch", "seed", "val_split", "augment")
+
+
+def train_config(train: ast.Train, sources: dict) -> tuple[dict, dict]:
+    """The settings as plain values, and where each was written ({key: Pos})."""
+    return Settings(sources).convert(train)
+
+
+class Settings:
+    """Converts and checks the settings of one train section."""
+
+    def __init__(self, sources: dict):
+        self.sources = sources
+
+    def fail(self, pos, message, hint=None):
+        return error_at(pos, message, sources=self.sources, hint=hint)
+
+    def unknown(self, word, options, what, pos):
+        guess = nearest(word, options)
+        return self.fail(pos, f"unknown {what} `{word}`",
+                         hint=f"did you mean `{guess}`?" if guess else f"choose from: {', '.join(options)}")
+
+    def plain(self, node):
+        if isinstance(node, ast.Literal):
+            return node.value
+        if isinstance(node, ast.Name):
+            return node.name
+        if isinstance(node, ast.TupleOf):
+            return tuple(self.plain(item) for item in node.items)
+        if isinstance(node, ast.ListOf):
+            return [self.plain(item) for item in node.items]
+        raise self.fail(node.pos, "expected a number, a word, a tuple or a list here")
+
+    def number(self, node, what, integer=False):
+        v = self.plain(node)
+        if type(v) is not int and (integer or type(v) is not float):
+            raise self.fail(node.pos, f"{what} must be {'an integer' if integer else 'a number'}, got {v!r}")
+        return v
+
+    def convert(self, train: ast.Train) -> tuple[dict, dict]:
+        config, where = {}, {}
+        for setting in train.settings:
+            key, value = setting.key, setting.value
+            if key not in KEYS:
+                raise self.unknown(key, KEYS, "train setting", setting.key_pos)
+            if key in config:
+                raise self.fail(setting.key_pos, f"`{key}` is set twice",
+                                hint=f"first at line {where[key].line}")
+            where[key] = setting.pos
+            config[key] = getattr(self, key)(value)
+        return config, where
+
+    def data(self, value) -> str:
+        if not (isinstance(value, ast.Name) or isinstance(value, ast.Literal) and type(value.value) is str):
+            raise self.fail(value.pos, "`data` is a data set name, KIND:PATH or a quoted path",
+                            hint='e.g. data = shapes, data = mnist:data/mnist, data = "train.npz"')
+        return self.plain(value)
+
+    def loss(self, value) -> str:
+        if not isinstance(value, ast.Name):
+            raise self.fail(value.pos, f"`loss` is one of: {', '.join(LOSSES)}")
+        if value.name not in LOSSES:
+            raise self.unknown(value.name, LOSSES, "loss", value.pos)
+        return value.name
+
+    def epochs(self, value) -> int:
+        return self.count(value, "epochs", 1)
+
+    def batch(self, value) -> int:
+        return self.count(value, "batch", 1)
+
+    def seed(self, value) -> int:
+        return self.count(value, "seed", 0)
+
+    def count(self, value, what, minimum) -> int:
+        n = self.number(value, what, integer=True)
+        if n < minimum:
+            raise self.fail(value.pos, f"{what} must be at least {minimum}, got {n}")
+        return n
+
+    def val_split(self, value) -> float:
+        split = self.number(value, "val_split")
+        if not 0 <= split < 1:
+            raise self.fail(value.pos, f"val_split must be at least 0 and below 1, got {split}")
+        return float(split)
+
+    def optimizer(self, value) -> dict:
+        """``sgd(lr=0.05, momentum=0.9)`` -> ``{"name": "sgd", "lr": 0.05, "momentum": 0.9}``."""
+        if not isinstance(value, (ast.Name, ast.Call)):
+            raise self.fail(value.pos, "`optimizer` is sgd(...) or adam(...)",
+                            hint="e.g. sgd(lr=0.05, momentum=0.9)")
+        if value.name not in OPTIMIZERS:
+            raise self.unknown(value.name, list(OPTIMIZERS), "optimizer", value.pos)
+        names = OPTIMIZERS[value.name]
+        result = {"name": value.name}
+        for i, arg in enumerate(getattr(value, "args", [])):
+            key = arg.key
+            if key is None:
+                if len(result) != i + 1 or i >= len(names):
+                    raise self.fail(arg.pos, f"unexpected positional argument to `{value.name}`",
+                                    hint=f"its arguments are {', '.join(names)}, positional ones first")
+                key = names[i]
+            elif key not in names:
+                raise self.unknown(key, names, f"argument of `{value.name}`:", arg.pos)
+            if key in result:
+                raise self.fail(arg.pos, f"`{key}` is given twice")
+            if key == "betas":
+                betas = self.plain(arg.value)
+                if not (isinstance(betas, tuple) and len(betas) == 2
+                        and all(type(b) in (int, float) for b in betas)):
+                    raise self.fail(arg.value.pos,
+                                    f"betas must be two numbers such as (0.9, 0.999), got {betas!r}")
+                result[key] = tuple(float(b) for b in betas)
+            else:
+                result[key] = self.number(arg.value, key)
+        return result
+
+    def augment(self, value) -> list:
+        """``[flip, rotate(10)]`` -> ``[("flip", ()), ("rotate", (10,))]``."""
+        items = value.items if isinstance(value, ast.ListOf) else [value]
+        return [self.augmentation(item) for item in items]
+
+    def augmentation(self, item) -> tuple:
+        if not isinstance(item, (ast.Name, ast.Call)):
+            raise self.fail(item.pos, "an augmentation is a name such as `flip` "
+                                      "or a call such as `rotate(10)`")
+        if item.name not in AUGMENTS:
+            raise self.unknown(item.name, list(AUGMENTS), "augmentation", item.pos)
+        wanted = AUGMENTS[item.name]
+        args = getattr(item, "args", [])
+        if len(args) != len(wanted) or any(arg.key is not None for arg in args):
+            signature = f"{item.name}({', '.join(wanted)})" if wanted else item.name
+            raise self.fail(item.pos, f"`{item.name}` takes {len(wanted) or 'no'} argument"
+                            f"{'' if len(wanted) == 1 else 's'}", hint=f"write `{signature}`")
+        return item.name, tuple(self.number(arg.value, f"the {name} of {item.name}")
+                                for arg, name in zip(args, wanted))
