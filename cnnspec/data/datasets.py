@@ -1,0 +1,197 @@
+"""One entry point for every data set: :func:`load_dataset` reads a data spec and returns a
+:class:`Dataset` whose arrays fit the network's input.
+
+Data specs (the train section's ``data`` key and ``--data``):
+
+=========================  ======================================================================
+``shapes``                 built-in synthetic figures at the network's input size (the default)
+``shapes:plus,x,square``   only these classes, labelled 0, 1, 2 in the order written
+``shapes:n=2000``          2000 samples in all (items combine: ``shapes:plus,x,n=600``)
+``digits``                 scikit-learn's 8x8 handwritten digits (``pip install cnnspec[digits]``)
+``PATH.npz``               arrays ``x`` (N, ...) and ``y`` (N,); optional ``classes``, ``x_test``, ``y_test``
+``mnist:DIR``              the four MNIST IDX files, gzipped or not
+``cifar10:DIR``            CIFAR-10's python batches ``data_batch_1..5`` and ``test_batch``
+``folder:DIR``             one sub-folder of pictures per class, resized to the input size
+=========================  ======================================================================
+
+Scaling: pictures stored as bytes (IDX, CIFAR, image files, uint8 arrays) are divided by 255,
+digits by 16, so every input lies in [0, 1]; float arrays from ``.npz``/``.npy`` are used as they
+are. Nothing is standardised with data-set statistics, so a weights file is all ``run`` and
+``evaluate`` need to treat new inputs exactly as training did.
+
+Validation: a seeded random ``val_split`` fraction of the training samples is held out. Formats
+with an official test split (MNIST, CIFAR-10, ``x_test`` in a ``.npz``) keep it apart as ``test``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnspec.data import files
+from cnnspec.data.shapes import SHAPE_CLASSES, make_shapes
+from cnnspec.errors import CnnSpecError, nearest
+
+SHAPES_SAMPLES = 8000            # default size of the `shapes` data set
+KINDS = ("shapes", "digits", "mnist", "cifar10", "folder")
+FORMS = "shapes, shapes:CLASS,..., digits, PATH.npz, mnist:DIR, cifar10:DIR, folder:DIR"
+
+
+def fmt_shape(shape) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+@dataclass
+class Dataset:
+    """Training, validation and (where the format has one) test arrays, fitted to the input shape.
+
+    ``x_*`` are float32 (N, *input shape); ``y_*`` int64 (N,) class indexes into ``classes``.
+    """
+
+    spec: str
+    classes: list
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+    @property
+    def sample_shape(self) -> tuple:
+        return tuple(self.x_train.shape[1:])
+
+    def split(self, name: str):
+        """``(x, y)`` of the split called ``train``, ``val`` or ``test``."""
+        if name not in ("train", "val", "test"):
+            raise CnnSpecError(f"unknown split {name!r}: choose train, val or test")
+        x, y = getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+        if x is None or len(x) == 0:
+            raise CnnSpecError(f"data set {self.spec!r} has no {name} samples",
+                               hint="set val_split above 0" if name == "val" else None)
+        return x, y
+
+    def describe(self) -> str:
+        parts = [f"{len(self.x_train)} train", f"{len(self.x_val)} val"]
+        if self.x_test is not None:
+            parts.append(f"{len(self.x_test)} test")
+        return (f"{self.spec}: {' / '.join(parts)} samples of {fmt_shape(self.sample_shape)}, "
+                f"{len(self.classes)} classes")
+
+
+def load_dataset(spec: str | None, input_shape, *, seed: int = 0, val_split: float = 0.1,
+                 base_dir: str | Path | None = None, output_shape=None) -> Dataset:
+    """Read the data set ``spec`` (see the module docstring; None means ``shapes``) for a network
+    whose per-sample input shape is ``input_shape``. Relative paths are taken from ``base_dir``
+    (default: the working directory). With ``output_shape`` the labels are checked to fit it.
+    """
+    spec = (spec or "shapes").strip()
+    input_shape = tuple(input_shape)
+    if not 0.0 <= float(val_split) < 1.0:
+        raise CnnSpecError(f"val_split must be in [0, 1), got {val_split}")
+    raw = _read(spec, input_shape, seed, Path(base_dir) if base_dir else Path.cwd())
+    x = fit_to_input(raw.x, input_shape, spec)
+    x_test = fit_to_input(raw.x_test, input_shape, spec) if raw.x_test is not None else None
+    n_val = int(round(len(x) * float(val_split)))
+    if val_split and n_val == 0 and len(x) > 1:
+        n_val = 1
+    order = np.random.default_rng([seed, 0x5917]).permutation(len(x))
+    val, train = order[:n_val], order[n_val:]
+    if len(train) == 0:
+        raise CnnSpecError(f"data set {spec!r} has {len(x)} sample(s): none left for training "
+                           f"after val_split={val_split}")
+    data = Dataset(spec, list(raw.classes), x[train], raw.y[train], x[val], raw.y[val], x_test, raw.y_test)
+    if output_shape is not None:
+        check_labels(data, output_shape)
+    return data
+
+
+def _read(spec: str, input_shape, seed: int, base_dir: Path) -> files.Raw:
+    kind, sep, rest = spec.partition(":")
+    if spec.lower().endswith(".npz"):
+        return files.read_npz(_path(spec, base_dir))
+    if kind == "shapes":
+        return _read_shapes(rest if sep else "", input_shape, seed)
+    if kind == "digits" and not sep:
+        return files.read_digits()
+    if kind in ("mnist", "cifar10", "folder") and rest:
+        folder = _path(rest, base_dir)
+        if kind == "mnist":
+            return files.read_mnist(folder)
+        if kind == "cifar10":
+            return files.read_cifar10(folder)
+        return files.read_folder(folder, input_shape)
+    guess = nearest(kind, KINDS)
+    hint = f"did you mean `{guess}`?" if guess and guess != kind else f"data specs are: {FORMS}"
+    if kind in ("mnist", "cifar10", "folder"):
+        hint = f"write {kind}:DIR, the folder holding the files"
+    raise CnnSpecError(f"unknown data set {spec!r}", hint=hint)
+
+
+def _path(text: str, base_dir: Path) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _read_shapes(options: str, input_shape, seed: int) -> files.Raw:
+    """``shapes[:ITEM,...]`` where an item is a class name or ``n=SAMPLES``."""
+    classes, n = [], SHAPES_SAMPLES
+    for item in filter(None, (part.strip() for part in options.split(","))):
+        if item.startswith("n="):
+            try:
+                n = int(item[2:])
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise CnnSpecError(f"shapes: {item!r} must be a positive number of samples, e.g. n=2000")
+        elif item not in SHAPE_CLASSES:
+            guess = nearest(item, SHAPE_CLASSES)
+            raise CnnSpecError(f"shapes has no class {item!r}",
+                               hint=(f"did you mean `{guess}`? " if guess else "")
+                               + f"its classes are: {', '.join(SHAPE_CLASSES)}")
+        elif item in classes:
+            raise CnnSpecError(f"shapes: class {item!r} is listed twice")
+        else:
+            classes.append(item)
+    classes = classes or list(SHAPE_CLASSES)
+    if len(input_shape) != 3 or min(input_shape[1:]) < 8:
+        raise CnnSpecError(f"the shapes data set draws pictures CxHxW of at least 8x8; the network's input "
+                           f"is {fmt_shape(input_shape)}",
+                           hint="give the network an image input such as 1x28x28, or use another data set")
+    x, y = make_shapes(n, input_shape, seed=seed, classes=classes)
+    return files.Raw(x, y, classes)
+
+
+def fit_to_input(x: np.ndarray, input_shape, spec: str) -> np.ndarray:
+    """``x`` (N, ...) arranged as (N, *input_shape): as it is, with a missing channel axis of 1
+    added, from channels-last (N, H, W, C) to channels-first, or flattened for a flat input.
+    Otherwise an error naming both shapes."""
+    input_shape = tuple(input_shape)
+    sample = tuple(x.shape[1:])
+    if sample == input_shape:
+        return x
+    if (1,) + sample == input_shape:
+        return x[:, None]
+    if len(input_shape) == 3 and sample == input_shape[1:] + input_shape[:1]:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if len(input_shape) == 1 and int(np.prod(sample)) == input_shape[0]:
+        return x.reshape(len(x), -1)
+    raise CnnSpecError(f"data set {spec!r} has samples of shape {fmt_shape(sample) or 'scalar'}, "
+                       f"but the network's input is {fmt_shape(input_shape)}",
+                       hint="change the network's `input` line to the data's shape, or pick a data set that fits")
+
+
+def check_labels(data: Dataset, output_shape) -> None:
+    """The network's output must be a vector of class scores, K or Kx1x1, with K >= the classes."""
+    output_shape = tuple(output_shape)
+    labels = [data.y_train, data.y_val] + ([data.y_test] if data.y_test is not None else [])
+    n_classes = max(len(data.classes), 1 + max(int(y.max(initial=-1)) for y in labels))
+    if not output_shape or int(np.prod(output_shape[1:])) != 1:
+        raise CnnSpecError(f"data set {data.spec!r} has {n_classes} classes, but the network's output is "
+                           f"{fmt_shape(output_shape)}, not a vector of class scores",
+                           hint=f"end the network with flatten -> dense({n_classes}) -> softmax")
+    if n_classes > output_shape[0]:
+        raise CnnSpecError(f"data set {data.spec!r} has {n_classes} classes (labels 0..{n_classes - 1}), "
+                           f"but the network's output has {output_shape[0]} units (shape {fmt_shape(output_shape)})",
+                           hint=f"end the network with dense({n_classes})")

@@ -1,0 +1,307 @@
+"""Readers for data sets kept in files: ``.npz``, MNIST IDX, CIFAR-10 python batches, image folders,
+and scikit-learn's bundled digits.
+
+Each reader returns a :class:`Raw`: samples as float32 (images scaled to [0, 1]), int64 labels,
+class names, and the official test split where the format has one. A file that is missing,
+truncated or not what it claims to be raises a :class:`CnnSpecError` naming the file.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnspec.errors import CnnSpecError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass
+class Raw:
+    x: np.ndarray                       # (N, *sample shape) float32
+    y: np.ndarray                       # (N,) int64
+    classes: list
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+def _scaled(array: np.ndarray) -> np.ndarray:
+    """uint8 pictures to [0, 1]; any other numbers as they are, in float32."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    return array.astype(np.float32)
+
+
+def _labels(values, path, n: int) -> np.ndarray:
+    """Check labels are whole numbers >= 0, one per sample, and return them as int64."""
+    y = np.asarray(values)
+    if y.ndim != 1 or len(y) != n:
+        raise CnnSpecError(f"labels have shape {y.shape}, expected one label per sample ({n},)", file=str(path))
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y)))):
+        raise CnnSpecError(f"labels must be whole numbers (class indexes), got dtype {y.dtype}", file=str(path))
+    if n and y.min() < 0:
+        raise CnnSpecError(f"labels must be >= 0, found {y.min():g}", file=str(path))
+    return y.astype(np.int64)
+
+
+# -- .npz ---------------------------------------------------------------------------------------
+
+def read_npz(path: Path) -> Raw:
+    """Arrays ``x`` (N, ...) and ``y`` (N,) int labels; optional ``classes`` (names, strings) and
+    ``x_test``/``y_test``. uint8 ``x`` is scaled to [0, 1]; float ``x`` is used as it is."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise CnnSpecError("no such file", file=str(path)) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CnnSpecError(f"cannot read this .npz file (corrupt or truncated?): {exc}", file=str(path)) from None
+    missing = [key for key in ("x", "y") if key not in arrays]
+    if missing:
+        raise CnnSpecError(f"the .npz file has no array {' or '.join(repr(k) for k in missing)} "
+                           f"(it has: {', '.join(sorted(arrays)) or 'nothing'})", file=str(path),
+                           hint="save it with numpy.savez(path, x=samples, y=labels)")
+    x, y = arrays["x"], _labels(arrays["y"], path, len(arrays["x"]))
+    if x.dtype.kind not in "iuf":
+        raise CnnSpecError(f"array 'x' must hold numbers, got dtype {x.dtype}", file=str(path))
+    x_test = y_test = None
+    if "x_test" in arrays or "y_test" in arrays:
+        if "x_test" not in arrays or "y_test" not in arrays:
+            raise CnnSpecError("the .npz file must hold both 'x_test' and 'y_test', or neither", file=str(path))
+        x_test, y_test = _scaled(arrays["x_test"]), _labels(arrays["y_test"], path, len(arrays["x_test"]))
+    n_classes = int(max([y.max(initial=-1)] + ([y_test.max(initial=-1)] if y_test is not None else []))) + 1
+    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(n_classes)]
+    if len(classes) < n_classes:
+        raise CnnSpecError(f"array 'classes' names {len(classes)} classes but the labels go up to "
+                           f"{n_classes - 1}", file=str(path))
+    return Raw(_scaled(x), y, classes, x_test, y_test)
+
+
+# -- MNIST IDX ----------------------------------------------------------------------------------
+
+_IDX_NAMES = {
+    "train images": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+    "train labels": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    "test images": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    "test labels": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+}
+
+
+def _find_idx(folder: Path, what: str) -> Path:
+    for name in _IDX_NAMES[what]:
+        for candidate in (folder / name, folder / (name + ".gz")):
+            if candidate.is_file():
+                return candidate
+    raise CnnSpecError(f"no MNIST {what} file here (looked for {_IDX_NAMES[what][0]} or "
+                       f"{_IDX_NAMES[what][0]}.gz)", file=str(folder))
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """One IDX file (gzipped or not) of unsigned bytes with ``ndim`` dimensions."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as exc:
+        raise CnnSpecError(f"cannot read this IDX file (corrupt or truncated gzip?): {exc}", file=str(path)) from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00":
+        raise CnnSpecError("not an IDX file: it must start with two zero bytes (magic number)", file=str(path))
+    type_code, dims = raw[2], raw[3]
+    if type_code != 0x08:
+        raise CnnSpecError(f"IDX data type 0x{type_code:02x} is not supported (MNIST uses 0x08, unsigned bytes)",
+                           file=str(path))
+    if dims != ndim:
+        raise CnnSpecError(f"IDX file has {dims} dimension(s), expected {ndim} "
+                           f"(magic number 0x{0x800 + ndim:08x})", file=str(path))
+    header = 4 + 4 * dims
+    if len(raw) < header:
+        raise CnnSpecError("IDX file is truncated inside its header", file=str(path))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    expected = header + int(np.prod(shape))
+    if len(raw) != expected:
+        raise CnnSpecError(f"IDX file holds {len(raw) - header} data bytes but its header announces "
+                           f"shape {shape} ({expected - header} bytes): "
+                           f"{'truncated' if len(raw) < expected else 'trailing data'}", file=str(path))
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _read_idx_pair(folder: Path, split: str):
+    images_path, labels_path = _find_idx(folder, f"{split} images"), _find_idx(folder, f"{split} labels")
+    images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
+    if len(images) != len(labels):
+        raise CnnSpecError(f"{len(labels)} labels for {len(images)} images in {images_path.name}",
+                           file=str(labels_path))
+    return _scaled(images[:, None]), labels.astype(np.int64)
+
+
+def read_mnist(folder: Path) -> Raw:
+    """The four MNIST IDX files (also Fashion-MNIST, which uses the same names and format)."""
+    if not folder.is_dir():
+        raise CnnSpecError("no such folder (mnist:DIR needs the four IDX files in DIR)", file=str(folder))
+    x, y = _read_idx_pair(folder, "train")
+    x_test, y_test = _read_idx_pair(folder, "test")
+    n_classes = int(max(y.max(initial=-1), y_test.max(initial=-1))) + 1
+    return Raw(x, y, [str(i) for i in range(n_classes)], x_test, y_test)
+
+
+# -- CIFAR-10 python batches --------------------------------------------------------------------
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles plain containers, bytes, str, numbers and numpy arrays of plain dtypes, nothing
+    else: a pickle can name any importable callable, so plain ``pickle.load`` runs arbitrary code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),           # how protocol-2 pickles written by Python 3 spell bytes
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only plain data is allowed)")
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            data = _SafeUnpickler(handle, encoding="bytes").load()
+    except FileNotFoundError:
+        raise CnnSpecError("missing CIFAR-10 batch file", file=str(path)) from None
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError) as exc:
+        raise CnnSpecError(f"cannot read this CIFAR-10 batch (corrupt, truncated or not plain data): {exc}",
+                           file=str(path)) from None
+    if not isinstance(data, dict):
+        raise CnnSpecError(f"a CIFAR-10 batch must be a dict, this is a {type(data).__name__}", file=str(path))
+    return {key.decode() if isinstance(key, bytes) else key: value for key, value in data.items()}
+
+
+def _cifar_batch(path: Path):
+    batch = _unpickle(path)
+    if "data" not in batch or "labels" not in batch:
+        raise CnnSpecError(f"a CIFAR-10 batch needs keys 'data' and 'labels' (it has: "
+                           f"{', '.join(map(str, batch))})", file=str(path))
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        got = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise CnnSpecError(f"'data' must be a uint8 array of shape (N, 3072), got {got}", file=str(path))
+    labels = _labels(batch["labels"], path, len(data))
+    return _scaled(data.reshape(-1, 3, 32, 32)), labels
+
+
+def read_cifar10(folder: Path) -> Raw:
+    """``data_batch_1`` .. ``data_batch_5`` and ``test_batch`` (the "python version"), in DIR or in
+    DIR/cifar-10-batches-py; class names from ``batches.meta`` when present."""
+    if (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    if not folder.is_dir():
+        raise CnnSpecError("no such folder (cifar10:DIR needs data_batch_1..5 and test_batch in DIR)",
+                           file=str(folder))
+    parts = [_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    x_test, y_test = _cifar_batch(folder / "test_batch")
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    if (folder / "batches.meta").is_file():
+        names = _unpickle(folder / "batches.meta").get("label_names")
+        if isinstance(names, list) and all(isinstance(n, (bytes, str)) for n in names):
+            classes = [n.decode() if isinstance(n, bytes) else n for n in names]
+    return Raw(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+               classes, x_test, y_test)
+
+
+# -- image folder -------------------------------------------------------------------------------
+
+def read_image(path: Path, shape) -> np.ndarray:
+    """One picture as float32 (C, H, W) in [0, 1]: grey for C = 1, RGB for C = 3, resized to H x W."""
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = shape
+    if channels not in (1, 3):
+        raise CnnSpecError(f"pictures can feed a 1-channel (grey) or 3-channel (RGB) input, "
+                           f"not {channels} channels", file=str(path))
+    try:
+        with Image.open(path) as picture:
+            picture = picture.convert("L" if channels == 1 else "RGB")
+            if picture.size != (width, height):
+                picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(picture, dtype=np.uint8)
+    except FileNotFoundError:
+        raise CnnSpecError("no such file", file=str(path)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise CnnSpecError(f"cannot read this picture (corrupt or not an image?): {exc}", file=str(path)) from None
+    array = array[None] if channels == 1 else array.transpose(2, 0, 1)
+    return _scaled(array)
+
+
+def read_folder(folder: Path, shape) -> Raw:
+    """One sub-folder of pictures per class (class names = sub-folder names, sorted), each picture
+    converted to grey or RGB by the input's channel count and resized to the input's size."""
+    if not folder.is_dir():
+        raise CnnSpecError("no such folder (folder:DIR needs one sub-folder of pictures per class)",
+                           file=str(folder))
+    if len(shape) != 3:
+        raise CnnSpecError(f"an image folder gives pictures (CxHxW); the network's input is "
+                           f"{'x'.join(map(str, shape))}", file=str(folder))
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise CnnSpecError("no class sub-folders here (folder:DIR needs DIR/<class>/<picture>)", file=str(folder))
+    pictures, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise CnnSpecError(f"class folder '{name}' holds no pictures ({', '.join(IMAGE_SUFFIXES)})",
+                               file=str(folder / name))
+        pictures += [read_image(path, shape) for path in files]
+        labels += [label] * len(files)
+    return Raw(np.stack(pictures), np.asarray(labels, dtype=np.int64), classes)
+
+
+# -- scikit-learn digits ------------------------------------------------------------------------
+
+def read_digits() -> Raw:
+    """scikit-learn's bundled 8x8 digits (1797 samples, values 0..16 scaled to [0, 1])."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise CnnSpecError("the `digits` data set needs scikit-learn, which is not installed",
+                           file="digits", hint="pip install cnnspec[digits]") from None
+    bunch = load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None]
+    return Raw(x, bunch.target.astype(np.int64), [str(i) for i in range(10)])
+
+
+def read_array(path: Path, shape) -> np.ndarray:
+    """One input sample from ``.npy`` (C x H x W, or H x W for one channel, with or without a batch
+    axis of 1) or from a picture; uint8 is scaled to [0, 1], floats are used as they are."""
+    if path.suffix.lower() != ".npy":
+        if len(shape) != 3:
+            raise CnnSpecError(f"a picture can only feed an image input (CxHxW); the network's input is "
+                               f"{'x'.join(map(str, shape))}", file=str(path), hint="give a .npy array")
+        return read_image(path, shape)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CnnSpecError("no such file", file=str(path)) from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise CnnSpecError(f"cannot read this .npy file (corrupt or truncated?): {exc}", file=str(path)) from None
+    if array.dtype.kind not in "iuf":
+        raise CnnSpecError(f"the array must hold numbers, got dtype {array.dtype}", file=str(path))
+    shape = tuple(shape)
+    accepted = [shape, (1,) + shape] + ([shape[1:]] if len(shape) >= 2 and shape[0] == 1 else [])
+    if array.shape != shape:
+        if array.shape in accepted:
+            array = array.reshape(shape)
+        else:
+            raise CnnSpecError(f"the array has shape {'x'.join(map(str, array.shape))}, the network's input "
+                               f"is {'x'.join(map(str, shape))}", file=str(path))
+    return _scaled(array)
+
+
+__all__ = ["Raw", "read_npz", "read_idx", "read_mnist", "read_cifar10", "read_folder", "read_image",
+           "read_digits", "read_array", "IMAGE_SUFFIXES"]

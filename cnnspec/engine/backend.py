@@ -1,0 +1,300 @@
+"""Layer-API functions (layer-api.md) in place of the built-in kernels, e.g. a student's code.
+
+``Model(network, backend={"conv2d_forward": f, "relu_backward": g, ...})`` runs each layer the
+given functions cover through them: they allocate their results, which are checked and copied
+into the plan's buffers (this path favours clarity over speed). The functions receive copies of
+the engine's arrays, so a function that modifies its inputs cannot corrupt the model. Each
+direction is covered on its own: a layer whose forward is given but not its backward runs the
+built-in backward. Layers outside the API (and configurations the API does not have: groups,
+dilation, pooling ``ceil`` mode, batchnorm in evaluation mode) always run the built-in kernels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cnnspec import kernels as K
+from cnnspec.engine import ops
+from cnnspec.errors import CnnSpecError, nearest
+
+API = (
+    "conv2d_forward", "conv2d_backward", "conv1d_forward", "conv1d_backward",
+    "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+    "dense_forward", "dense_backward", "relu_forward", "relu_backward", "sigmoid_forward",
+    "sigmoid_backward", "tanh_forward", "tanh_backward", "softmax_forward", "softmax_cross_entropy",
+    "mse_loss", "batchnorm_forward", "batchnorm_backward", "dropout_forward", "dropout_backward",
+)
+
+
+class Backend:
+    """The functions given, and the into-style loss kernels the plan calls (built-in or given)."""
+
+    def __init__(self, funcs, dtype):
+        funcs = dict(funcs)
+        for name, f in funcs.items():
+            if name not in API:
+                guess = nearest(name, API)
+                raise CnnSpecError(f"backend: `{name}` is not a layer-API function",
+                                   hint=f"did you mean `{guess}`?" if guess else f"the functions are: {', '.join(API)}")
+            if not callable(f):
+                raise CnnSpecError(f"backend: `{name}` is not callable ({type(f).__name__})")
+        self.funcs = funcs
+        self.softmax_forward_into = K.softmax_forward_into
+        if "softmax_forward" in funcs:
+            self.softmax_forward_into = lambda x, out: put(out, funcs["softmax_forward"](x.copy()), "softmax_forward")
+        self.softmax_cross_entropy_into = K.softmax_cross_entropy_into
+        if "softmax_cross_entropy" in funcs:
+            self.softmax_cross_entropy_into = lambda logits, y, dlogits: loss_into(
+                funcs["softmax_cross_entropy"](logits.copy(), y.copy()), dlogits, "softmax_cross_entropy")
+        self.mse_loss_into = K.mse_loss_into
+        if "mse_loss" in funcs:
+            self.mse_loss_into = lambda pred, target, dpred: loss_into(
+                funcs["mse_loss"](pred.copy(), target.copy()), dpred, "mse_loss")
+
+    def op(self, c: ops.NodeContext):
+        """The op of a node through the given functions, or None for the built-in one."""
+        config, rank = c.config, c.xs[0].ndim - 2 if c.xs else 0
+        if c.op == "conv" and config["groups"] == 1 and all(d == 1 for d in config["dilation"]):
+            kind = f"conv{rank}d"
+        elif c.op in ("maxpool", "avgpool") and not config["ceil"]:
+            kind = f"{c.op}2d"
+        elif c.op in ("dense", "relu", "sigmoid", "tanh", "batchnorm", "dropout"):
+            kind = c.op
+        elif c.op == "softmax":
+            return Softmax(c, self.funcs.get("softmax_forward"), None) if "softmax_forward" in self.funcs else None
+        else:
+            return None
+        forward, backward = self.funcs.get(f"{kind}_forward"), self.funcs.get(f"{kind}_backward")
+        if forward is None and backward is None:
+            return None
+        return BACKEND_OPS[c.op](c, forward, backward)
+
+
+def checked(value, shape, what):
+    value = np.asarray(value)
+    if value.shape != tuple(shape):
+        raise CnnSpecError(f"backend `{what}` returned an array of shape {value.shape}; expected {tuple(shape)}")
+    if value.dtype.kind not in "fiu":
+        raise CnnSpecError(f"backend `{what}` returned {value.dtype} values; expected numbers")
+    return value
+
+
+def put(dst, value, what):
+    np.copyto(dst, checked(value, dst.shape, what), casting="unsafe")
+
+
+def put_grad(target, value, what):
+    """Write (or accumulate) an input gradient into ``target = (buffer, accumulate)``."""
+    if target is None:
+        return
+    dx, acc = target
+    value = checked(value, dx.shape, what)
+    if acc:
+        np.add(dx, value, out=dx, casting="unsafe")
+    else:
+        np.copyto(dx, value, casting="unsafe")
+
+
+def put_param_grad(grads, key, value, what):
+    if grads is not None and key in grads:
+        put(grads[key], value, what)
+
+
+def unpack(result, n, what):
+    if not isinstance(result, (tuple, list)) or len(result) != n:
+        raise CnnSpecError(f"backend `{what}` must return a tuple of {n} arrays; received {type(result).__name__}")
+    return result
+
+
+def loss_into(result, grad, what):
+    loss, g = unpack(result, 2, what)
+    put(grad, g, what)
+    return float(loss)
+
+
+class Conv(ops.Conv):
+    def __init__(self, c, forward, backward):
+        super().__init__(c)
+        self.api_forward, self.api_backward = forward, backward
+        self.kind = f"conv{c.xs[0].ndim - 2}d"
+        cfg = c.config
+        self.api_stride, self.api_pad = tuple(cfg["stride"]), tuple(cfg["pad"])
+
+    def forward(self, training):
+        if self.api_forward is None:
+            return super().forward(training)
+        f, x, y, what = self.api_forward, self.x, self.y, f"{self.kind}_forward"
+        w, b, s, p = self.c.params["weight"], self.c.params.get("bias"), self.api_stride, self.api_pad
+        return lambda: put(y, f(x.copy(), w.copy(), None if b is None else b.copy(), s, p), what)
+
+    def backward(self, dy, dxs, grads):
+        if self.api_backward is None:
+            return super().backward(dy, dxs, grads)
+        f, x, what = self.api_backward, self.x, f"{self.kind}_backward"
+        w, b, s, p = self.c.params["weight"], self.c.params.get("bias"), self.api_stride, self.api_pad
+
+        def step():
+            dx, dw, db = unpack(f(dy.copy(), x.copy(), w.copy(), None if b is None else b.copy(), s, p), 3, what)
+            put_grad(dxs[0], dx, what)
+            put_param_grad(grads, "weight", dw, what)
+            if b is not None:
+                put_param_grad(grads, "bias", db, what)
+        return step
+
+
+class Pool(ops.Op):
+    """max/avg pooling through maxpool2d_*/avgpool2d_* (1-D as an image of height 1)."""
+
+    def __init__(self, c, forward, backward):
+        super().__init__(c)
+        self.api_forward, self.api_backward = forward, backward
+        self.kind = f"{c.op}2d"
+        self.x4, self.y4 = ops.as4d(self.x), ops.as4d(self.y)
+        self.kernel, self.stride, self.pad, _ = ops.geometry(c.config)
+        self.builtin = ops.OPS[c.op](c)
+        if c.op == "maxpool" and forward is not None and backward is None:
+            # the built-in backward needs the argmax of a built-in forward, run into a scratch output
+            scratch = ops.NodeContext(c.name, {"op": c.op, "config": c.config}, c.xs, np.zeros_like(c.y),
+                                      c.params, c.state, c.model)
+            self.builtin = ops.MaxPool(scratch)
+
+    def forward(self, training):
+        if self.api_forward is None:
+            return self.builtin.forward(training)
+        f, x, y, what = self.api_forward, self.x4, self.y4, f"{self.kind}_forward"
+        k, s, p = self.kernel, self.stride, self.pad
+        return lambda: put(y, f(x.copy(), k, s, p), what)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        if self.api_backward is None:
+            if self.c.op == "maxpool" and self.api_forward is not None:
+                return ops.chain([self.builtin.forward(True), self.builtin.backward(dy, dxs, grads)])
+            return self.builtin.backward(dy, dxs, grads)
+        f, x, what, dy4 = self.api_backward, self.x4, f"{self.kind}_backward", ops.as4d(dy)
+        k, s, p = self.kernel, self.stride, self.pad
+        dx, acc = dxs[0]
+        target = (ops.as4d(dx), acc)
+        return lambda: put_grad(target, f(dy4.copy(), x.copy(), k, s, p), what)
+
+
+class Dense(ops.Dense):
+    def __init__(self, c, forward, backward):
+        super().__init__(c)
+        self.api_forward, self.api_backward = forward, backward
+
+    def forward(self, training):
+        if self.api_forward is None:
+            return super().forward(training)
+        f, x, y = self.api_forward, self.x, self.y
+        w, b = self.c.params["weight"], self.c.params.get("bias")
+        return lambda: put(y, f(x.copy(), w.copy(), None if b is None else b.copy()), "dense_forward")
+
+    def backward(self, dy, dxs, grads):
+        if self.api_backward is None:
+            return super().backward(dy, dxs, grads)
+        f, x, w, b = self.api_backward, self.x, self.c.params["weight"], self.c.params.get("bias")
+
+        def step():
+            dx, dw, db = unpack(f(dy.copy(), x.copy(), w.copy(), None if b is None else b.copy()), 3, "dense_backward")
+            put_grad(dxs[0], dx, "dense_backward")
+            put_param_grad(grads, "weight", dw, "dense_backward")
+            if b is not None:
+                put_param_grad(grads, "bias", db, "dense_backward")
+        return step
+
+
+class Activation(ops.Activation):
+    """relu, sigmoid, tanh: the API's backward takes the forward input x."""
+
+    def __init__(self, c, forward, backward):
+        super().__init__(c)
+        self.api_forward, self.api_backward = forward, backward
+
+    def forward(self, training):
+        if self.api_forward is None:
+            return super().forward(training)
+        f, x, y, what = self.api_forward, self.x, self.y, f"{self.c.op}_forward"
+        return lambda: put(y, f(x.copy()), what)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        if self.api_backward is None:
+            return super().backward(dy, dxs, grads)
+        f, x, target, what = self.api_backward, self.x, dxs[0], f"{self.c.op}_backward"
+        return lambda: put_grad(target, f(dy.copy(), x.copy()), what)
+
+
+class Softmax(Activation):
+    """A softmax inside the network: the API has no softmax backward; the built-in one uses y."""
+
+
+class BatchNorm(ops.BatchNorm):
+    """Training mode through the API; the running statistics are updated here as PyTorch does
+    (biased batch variance to normalise, unbiased in the running variance)."""
+
+    def __init__(self, c, forward, backward):
+        super().__init__(c)
+        self.api_forward, self.api_backward = forward, backward
+        self.axes = (0, *range(2, self.x.ndim))
+
+    def forward(self, training):
+        if not training or self.api_forward is None:
+            return super().forward(training)
+        f, x, y, eps, m, axes = self.api_forward, self.x, self.y, self.eps, self.momentum, self.axes
+        gamma, beta = self.c.params["weight"], self.c.params["bias"]
+        rm, rv, mean, invstd = self.c.state["running_mean"], self.c.state["running_var"], self.mean, self.invstd
+        count = x.size // x.shape[1]
+
+        def step():
+            put(y, f(x.copy(), gamma.copy(), beta.copy(), eps), "batchnorm_forward")
+            batch_mean, batch_var = x.mean(axis=axes), x.var(axis=axes)
+            mean[...], invstd[...] = batch_mean, 1 / np.sqrt(batch_var + eps)   # for a built-in backward
+            rm[...] = (1 - m) * rm + m * batch_mean
+            rv[...] = (1 - m) * rv + m * batch_var * (count / max(count - 1, 1))
+        return step
+
+    def backward(self, dy, dxs, grads):
+        if self.api_backward is None:
+            return super().backward(dy, dxs, grads)
+        f, x, eps = self.api_backward, self.x, self.eps
+        gamma, beta = self.c.params["weight"], self.c.params["bias"]
+
+        def step():
+            dx, dgamma, dbeta = unpack(f(dy.copy(), x.copy(), gamma.copy(), beta.copy(), eps), 3, "batchnorm_backward")
+            put_grad(dxs[0], dx, "batchnorm_backward")
+            put_param_grad(grads, "weight", dgamma, "batchnorm_backward")
+            put_param_grad(grads, "bias", dbeta, "batchnorm_backward")
+        return step
+
+
+class Dropout(ops.Dropout):
+    """The mask is drawn by the engine exactly as for the built-in kernel (same seed, same mask)."""
+
+    def __init__(self, c, forward, backward):
+        super().__init__(c)
+        self.api_forward, self.api_backward = forward, backward
+
+    def forward(self, training):
+        if not training or self.api_forward is None:
+            return super().forward(training)
+        f, x, y, p, mask, u, model = self.api_forward, self.x, self.y, self.p, self.mask, self.uniform, self.c.model
+
+        def step():
+            model.rng.random(out=u)
+            np.greater_equal(u, p, out=mask)
+            put(y, f(x.copy(), p, mask.copy()), "dropout_forward")
+        return step
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        if self.api_backward is None:
+            return super().backward(dy, dxs, grads)
+        f, p, mask, target = self.api_backward, self.p, self.mask, dxs[0]
+        return lambda: put_grad(target, f(dy.copy(), p, mask.copy()), "dropout_backward")
+
+
+BACKEND_OPS = {"conv": Conv, "maxpool": Pool, "avgpool": Pool, "dense": Dense, "relu": Activation,
+               "sigmoid": Activation, "tanh": Activation, "batchnorm": BatchNorm, "dropout": Dropout}

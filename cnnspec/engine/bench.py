@@ -1,0 +1,321 @@
+"""``cnnspec bench``: how fast the engine runs on this machine, beside PyTorch when it is installed.
+
+Measures GFLOP/s of convolution forward and forward+backward on standard shapes, training
+throughput (samples/s) of LeNet-5 and a small ResNet, the first-call compile time (a fresh process
+with an empty numba cache), the time a second process takes from start to its first training step
+(cache warm) and, with ``analysis=True``, the speed of the analysis. PyTorch runs the same work in
+the same process with as many threads as numba uses. Every figure is returned as data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# (name, input shape N x C x H x W, filters, kernel, padding on every side)
+CONV_CASES = [
+    ("3x3 64->64", (8, 64, 56, 56), 64, 3, 1),
+    ("5x5 16->32", (64, 16, 14, 14), 32, 5, 2),
+    ("3x3 3->32", (32, 3, 32, 32), 32, 3, 1),
+]
+
+LENET5 = """
+network LeNet5 {
+    input image: 1x32x32
+    conv(6, 5x5) -> relu -> maxpool(2x2)
+    conv(16, 5x5) -> relu -> maxpool(2)
+    flatten
+    dense(120) -> relu
+    dense(84) -> relu
+    dense(10) -> softmax
+}
+"""
+
+RESNET8 = """
+block basic(c) {
+    main = conv(c, 3x3, pad=1, bias=false) -> batchnorm -> relu
+           -> conv(c, 3x3, pad=1, bias=false) -> batchnorm
+    add(in, main) -> relu
+}
+block down(c) {
+    main = conv(c, 3x3, stride=2, pad=1, bias=false) -> batchnorm -> relu
+           -> conv(c, 3x3, pad=1, bias=false) -> batchnorm
+    skip = in -> conv(c, 1x1, stride=2, bias=false) -> batchnorm
+    add(main, skip) -> relu
+}
+network ResNet8 {
+    input image: 3x32x32
+    conv(16, 3x3, pad=1, bias=false) -> batchnorm -> relu
+    basic(16)
+    down(32)
+    down(64)
+    globalavgpool -> flatten -> dense(10) -> softmax
+}
+"""
+
+# (label, network text, batch sizes)
+TRAINING_CASES = [("LeNet-5 1x32x32", LENET5, (1, 64, 256)), ("ResNet-8 3x32x32", RESNET8, (64,))]
+
+
+def timed(fn, min_time: float, repeat: int = 3) -> float:
+    """Seconds per call of ``fn``: the best of ``repeat`` runs of as many calls as fill
+    ``min_time / repeat`` (after one warm-up call)."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    calls = max(1, int(min_time / repeat / once))
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def conv_bench(name, shape, filters, k, pad, min_time, torch=None) -> dict:
+    """GFLOP/s of one float32 convolution: forward (FLOPs = 2 x MACs) and forward+backward
+    (3x the forward's FLOPs: the output, the input gradient, the weight gradient)."""
+    from cnnspec import kernels as K
+
+    n, c, h, w = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    weight = rng.standard_normal((filters, c, k, k), dtype=np.float32) * 0.1
+    bias = rng.standard_normal(filters, dtype=np.float32)
+    oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+    out = np.zeros((n, filters, oh, ow), np.float32)
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    dx, dw, db = np.zeros_like(x), np.zeros_like(weight), np.zeros_like(bias)
+    geometry = ((1, 1), (pad,) * 4, (1, 1), 1)
+    ws = np.zeros(K.conv2d_workspace_size(x.shape, weight.shape, *geometry), np.float32)
+    flops = 2.0 * n * filters * oh * ow * c * k * k
+
+    def forward():
+        K.conv2d_forward_into(x, weight, bias, *geometry, out, ws)
+
+    def forward_backward():
+        K.conv2d_forward_into(x, weight, bias, *geometry, out, ws)
+        K.conv2d_backward_into(dout, x, weight, *geometry, dx, dw, db, ws)
+
+    row = {"name": name, "shape": list(shape), "filters": filters, "kernel": k, "pad": pad,
+           "gflops_forward": flops / timed(forward, min_time) / 1e9,
+           "gflops_forward_backward": 3 * flops / timed(forward_backward, min_time) / 1e9}
+    if torch is not None:
+        tx = torch.from_numpy(x).requires_grad_(True)
+        tw = torch.from_numpy(weight).requires_grad_(True)
+        tb = torch.from_numpy(bias).requires_grad_(True)
+        tdout = torch.from_numpy(dout)
+        F = torch.nn.functional
+
+        def t_forward():
+            with torch.no_grad():
+                F.conv2d(tx, tw, tb, padding=pad)
+
+        def t_forward_backward():
+            tx.grad = tw.grad = tb.grad = None
+            F.conv2d(tx, tw, tb, padding=pad).backward(tdout)
+
+        row["torch_gflops_forward"] = flops / timed(t_forward, min_time) / 1e9
+        row["torch_gflops_forward_backward"] = 3 * flops / timed(t_forward_backward, min_time) / 1e9
+        row["ratio_forward"] = row["gflops_forward"] / row["torch_gflops_forward"]
+        row["ratio_forward_backward"] = row["gflops_forward_backward"] / row["torch_gflops_forward_backward"]
+    return row
+
+
+def training_bench(label, text, batch, min_time, torch=None) -> dict:
+    """Samples per second of training steps (SGD with momentum, cross-entropy) at one batch size."""
+    import cnnspec
+    from cnnspec.engine import SGD
+
+    net = cnnspec.loads(text)
+    model = net.compile(dtype="float32", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *model.input_shape), dtype=np.float32)
+    y = rng.integers(0, model.output_shape[0], batch)
+    opt = SGD(model, lr=0.01, momentum=0.9)
+    row = {"network": label, "batch": batch, "params": model.n_params,
+           "samples_per_s": batch / timed(lambda: model.train_step(x, y, opt), min_time)}
+    if torch is not None:
+        from cnnspec.engine.torch_ref import TorchNet
+
+        tnet = TorchNet(model)
+        topt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def step():
+            topt.zero_grad()
+            loss = tnet.loss(tx, ty)
+            loss.backward()
+            topt.step()
+
+        row["torch_samples_per_s"] = batch / timed(step, min_time)
+        row["ratio"] = row["samples_per_s"] / row["torch_samples_per_s"]
+    return row
+
+
+# A child process: imports, compiles LeNet-5, makes one training step, says when.
+CHILD = r"""
+import json, sys, time
+start = time.perf_counter()
+import numpy as np
+import cnnspec
+from cnnspec.engine import SGD
+imported = time.perf_counter()
+net = cnnspec.loads(sys.argv[1])
+model = net.compile(dtype="float32", seed=0)
+opt = SGD(model, lr=0.01, momentum=0.9)
+x = np.zeros((64, *model.input_shape), np.float32)
+y = np.zeros(64, np.int64)
+model.train_step(x, y, opt)
+stepped = time.perf_counter()
+print("STEP", flush=True)
+model.forward(x)
+done = time.perf_counter()
+print(json.dumps({"import_s": imported - start, "first_step_s": stepped - imported,
+                  "first_forward_s": done - stepped}), flush=True)
+"""
+
+
+def child_run(cache_dir: str) -> dict:
+    """Run CHILD with ``NUMBA_CACHE_DIR=cache_dir``; time from spawn to its first training step."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, LENET5], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    to_step = time.perf_counter() - start
+    rest, err = proc.communicate()
+    if proc.returncode != 0 or line.strip() != "STEP":
+        raise RuntimeError(f"bench child failed:\n{err}")
+    info = json.loads(rest.strip().splitlines()[-1])
+    info["start_to_first_step_s"] = to_step
+    return info
+
+
+def compile_bench() -> dict:
+    """First-call compile time (empty numba cache) and a second process's start-to-first-step."""
+    with tempfile.TemporaryDirectory(prefix="cnnspec-bench-") as cache:
+        cold = child_run(cache)
+        warm = child_run(cache)
+    return {"cold": cold, "warm": warm}
+
+
+def analysis_bench(specs_dir: Path | None = None) -> dict:
+    """Cold ``cnnspec summary specs/resnet50.cnn`` in a subprocess; analysis of 1,000 layers."""
+    import cnnspec
+
+    out = {}
+    specs_dir = specs_dir or Path(__file__).resolve().parents[2] / "specs"
+    resnet50 = specs_dir / "resnet50.cnn"
+    if resnet50.exists():
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "cnnspec", "summary", str(resnet50)],
+                              capture_output=True, text=True)
+        out["summary_resnet50_s"] = time.perf_counter() - start
+        out["summary_resnet50_ok"] = proc.returncode == 0
+    text = "network Deep {\n    input x: 8x16x16\n    (conv(8, 3x3, pad=1) -> relu) * 500\n}\n"
+    start = time.perf_counter()
+    net = cnnspec.loads(text)
+    loaded = time.perf_counter()
+    net.summary()
+    out["layers"] = len(net.graph) - 1
+    out["load_1000_layers_s"] = loaded - start
+    out["summary_1000_layers_s"] = time.perf_counter() - loaded
+    return out
+
+
+def machine(threads: int, torch=None) -> dict:
+    import numba
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__,
+            "torch": torch.__version__ if torch is not None else None}
+
+
+def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, compile_times: bool = True,
+        progress=None) -> dict:
+    """Every measurement, as a dict (what ``cnnspec bench --json`` prints)."""
+    import numba
+
+    say = progress or (lambda message: None)
+    threads = numba.get_num_threads()
+    torch = None
+    if use_torch:
+        try:
+            import torch
+            torch.set_num_threads(threads)
+        except ImportError:
+            torch = None
+    min_time = 0.3 if quick else 1.5
+    results = {"machine": machine(threads, torch), "quick": quick, "conv": [], "training": []}
+    for case in CONV_CASES:
+        say(f"conv {case[0]}")
+        results["conv"].append(conv_bench(*case, min_time, torch))
+    for label, text, batches in TRAINING_CASES:
+        for batch in batches:
+            say(f"training {label} batch {batch}")
+            results["training"].append(training_bench(label, text, batch, min_time, torch))
+    if compile_times:
+        say("compile times (two child processes)")
+        results["compile"] = compile_bench()
+    if analysis:
+        say("analysis")
+        results["analysis"] = analysis_bench()
+    return results
+
+
+def report(results: dict) -> str:
+    """The human-readable table of ``run()``'s results."""
+    m = results["machine"]
+    torch = m["torch"] is not None
+    lines = [f"cnnspec bench on {m['cpu']} ({m['cores']} cores, {m['threads']} threads); "
+             f"numpy {m['numpy']}, numba {m['numba']}" + (f", torch {m['torch']}" if torch else ", no torch"),
+             ""]
+    head = f"{'convolution, float32':36} {'GFLOP/s':>9}" + (f" {'torch':>9} {'ratio':>7}" if torch else "")
+    lines.append(head)
+    for row in results["conv"]:
+        shape = "x".join(map(str, row["shape"]))
+        for key, what in (("forward", "forward"), ("forward_backward", "fwd+bwd")):
+            text = f"  {row['name']:11} {shape:13} {what:8} {row['gflops_' + key]:9.1f}"
+            if torch:
+                text += f" {row['torch_gflops_' + key]:9.1f} {row['ratio_' + key]:6.2f}x"
+            lines.append(text)
+    lines.append("")
+    lines.append(f"{'training (SGD, momentum), float32':36} {'samples/s':>9}" + (f" {'torch':>9} {'ratio':>7}" if torch else ""))
+    for row in results["training"]:
+        text = f"  {row['network']:20} batch {row['batch']:<7} {row['samples_per_s']:9.0f}"
+        if torch:
+            text += f" {row['torch_samples_per_s']:9.0f} {row['ratio']:6.2f}x"
+        lines.append(text)
+    if "compile" in results:
+        cold, warm = results["compile"]["cold"], results["compile"]["warm"]
+        lines += ["", "compile (LeNet-5, one training step at batch 64)",
+                  f"  first call, empty numba cache: {cold['first_step_s']:.1f} s to compile and run the first step "
+                  f"(+ {cold['first_forward_s']:.1f} s the first evaluation forward; import {cold['import_s']:.2f} s)",
+                  f"  second process, cache warm:    {warm['start_to_first_step_s']:.2f} s from start to its first "
+                  f"training step (import {warm['import_s']:.2f} s)"]
+    if "analysis" in results:
+        a = results["analysis"]
+        lines += ["", "analysis"]
+        if "summary_resnet50_s" in a:
+            lines.append(f"  cnnspec summary specs/resnet50.cnn (cold process): {a['summary_resnet50_s']:.2f} s")
+        lines.append(f"  {a['layers']}-layer network: load+analyse {a['load_1000_layers_s']:.2f} s, "
+                     f"summary {a['summary_1000_layers_s']:.2f} s")
+    return "\n".join(lines)

@@ -1,0 +1,333 @@
+"""A compiled network: parameters, state, and the plans that run it.
+
+    model = net.compile(dtype="float32", seed=0)           # or Model(net, dtype=..., seed=...)
+    probs = model.forward(x)                               # evaluation mode
+    loss, grads = model.loss_and_grad(x, y)                # training mode, grads[layer][param]
+    opt = SGD(model, lr=0.05, momentum=0.9)
+    loss, out = model.train_step(x, y, opt)
+    model.save("w.npz"); model.load("w.npz")
+
+All parameters live in one flat array (``params[layer][name]`` are views into it; assigning to
+one copies into the view) and their gradients in another, so an optimizer step is one fused loop.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+
+from cnnspec.engine import init, losses
+from cnnspec.errors import CnnSpecError, nearest
+
+DTYPES = ("float32", "float64")
+PLAN_CACHE = 4                       # plans (batch sizes) kept per model, least recently used out
+
+
+class ParamDict(dict):
+    """A layer's parameters: assigning ``params[layer][name] = value`` copies into the array in
+    place (it is a view into the model's flat parameter array), after checking the shape."""
+
+    def __setitem__(self, key, value):
+        if key not in self:
+            raise KeyError(f"no parameter {key!r}; this layer has {', '.join(self)}")
+        target = dict.__getitem__(self, key)
+        value = np.asarray(value)
+        if value.shape != target.shape:
+            raise ValueError(f"parameter {key!r} has shape {target.shape}, received {value.shape}")
+        target[...] = value
+
+
+@dataclass
+class LoadReport:
+    """What ``Model.load(path, strict=False)`` did: names loaded, skipped (with the reason) and
+    present in the network but not in the file (kept at their initial values)."""
+    path: str
+    loaded: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)       # (name, reason)
+    new: list = field(default_factory=list)
+
+    def __str__(self):
+        lines = [f"{self.path}: loaded {len(self.loaded)}, skipped {len(self.skipped)}, new {len(self.new)}"]
+        lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        lines += [f"  new {name} (kept its initial value)" for name in self.new]
+        return "\n".join(lines)
+
+
+class Model:
+    """An analysed network compiled for execution (see the module docstring).
+
+    ``backend`` maps layer-API function names (layer-api.md: ``conv2d_forward``, ``relu_backward``,
+    ...) to callables that replace the built-in kernels for the layers they cover.
+    """
+
+    def __init__(self, network, dtype="float32", seed: int = 0, backend=None):
+        graph = network if isinstance(network, nx.DiGraph) else network.graph
+        if str(np.dtype(dtype)) not in DTYPES:
+            raise CnnSpecError(f"unknown dtype `{dtype}`; choose float32 or float64")
+        self.network = network
+        self.graph = graph
+        self.name = graph.graph.get("network") or "network"
+        self.dtype = np.dtype(dtype)
+        self.seed = int(seed)
+        self.input_name = graph.graph["input"]
+        self.output_name = graph.graph["output"]
+        self.input_shape = tuple(graph.nodes[self.input_name]["output_shape"])
+        self.output_shape = tuple(graph.nodes[self.output_name]["output_shape"])
+        order = topological(graph)
+        self.layers = [name for name in order if graph.nodes[name]["op"] != "input"]
+        used = nx.ancestors(graph, self.output_name) | {self.output_name}
+        self._live = [name for name in order if name in used]
+        self._backend = None
+        if backend is not None:
+            from cnnspec.engine.backend import Backend
+            self._backend = Backend(backend, self.dtype)
+
+        init_rng, dropout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(2))
+        self.rng = dropout_rng               # dropout masks; assign a new Generator to reseed
+        self._allocate(graph, init_rng)
+        self._version = 0                    # bumped when the trainable set changes
+        self._segments_cache = None
+        self._plans = OrderedDict()
+
+    def _allocate(self, graph, rng):
+        entries = []                         # (layer, param name, shape, initial float64 value)
+        self.state = {}
+        self._trainable = {}
+        for name in self.layers:
+            node = graph.nodes[name]
+            shapes = {k: tuple(v) for k, v in node.get("params", {}).items()}
+            if shapes:
+                values = init.init_params(node["op"], node["config"], shapes, rng)
+                entries += [(name, k, shapes[k], values[k]) for k in shapes]
+                self._trainable[name] = bool(node.get("trainable", True))
+            if node.get("state"):
+                values = init.init_state(node["op"], {k: tuple(v) for k, v in node["state"].items()})
+                self.state[name] = {k: v.astype(self.dtype) for k, v in values.items()}
+        total = sum(math.prod(shape) for _, _, shape, _ in entries)
+        self._flat_params = np.zeros(total, self.dtype)
+        self._flat_grads = np.zeros(total, self.dtype)
+        self.params, self._grads, self._spans = {}, {}, {}
+        offset = 0
+        for layer, key, shape, value in entries:
+            size = math.prod(shape)
+            view = self._flat_params[offset:offset + size].reshape(shape)
+            view[...] = value
+            dict.__setitem__(self.params.setdefault(layer, ParamDict()), key, view)
+            self._grads.setdefault(layer, {})[key] = self._flat_grads[offset:offset + size].reshape(shape)
+            start, _ = self._spans.get(layer, (offset, 0))
+            self._spans[layer] = (start, offset + size)
+            offset += size
+
+    # -- running ---------------------------------------------------------------------------------
+    def forward(self, x, batch: int = 256) -> np.ndarray:
+        """Evaluation-mode output for inputs ``x`` (N, *input shape), computed ``batch`` samples at
+        a time (dropout is the identity, batchnorm uses its running statistics)."""
+        x = self._check_input(x)
+        out = np.empty((len(x), *self.output_shape), self.dtype)
+        for start in range(0, len(x), batch):
+            part = x[start:start + batch]
+            out[start:start + len(part)] = self._plan(len(part)).forward(part)
+        return out
+
+    def loss_and_grad(self, x, y, loss: str = "cross_entropy"):
+        """Training-mode loss and its gradients: ``(loss, {layer: {param: array}})`` for the
+        trainable layers (a frozen layer has no gradient). Batchnorm running statistics are
+        updated and dropout draws new masks, as in a training step."""
+        self._run_training(x, y, loss)
+        return self._last_loss, {layer: {k: g.copy() for k, g in self._grads[layer].items()}
+                                 for layer, flag in self._trainable.items() if flag}
+
+    def train_step(self, x, y, optimizer, loss: str = "cross_entropy"):
+        """One training step: forward, loss, backward, ``optimizer.step()``. Returns ``(loss,
+        output)`` with the network's output of this (training-mode) forward."""
+        if optimizer.model is not self:
+            raise CnnSpecError("this optimizer was made for another model")
+        plan = self._run_training(x, y, loss)
+        optimizer.step()
+        return self._last_loss, plan.output.copy()
+
+    def evaluate(self, x, y, batch: int = 256, loss: str = "cross_entropy"):
+        """Evaluation-mode mean loss over all samples and the outputs: ``(loss, outputs)``."""
+        losses.check_loss(loss)
+        x = self._check_input(x)
+        y = losses.check_targets(loss, y, len(x), self.output_shape)
+        out = np.empty((len(x), *self.output_shape), self.dtype)
+        total = 0.0
+        for start in range(0, len(x), batch):
+            part = x[start:start + batch]
+            plan = self._plan(len(part))
+            out[start:start + len(part)] = plan.forward(part)
+            total += plan.eval_loss(loss, y[start:start + batch]) * len(part)
+        return total / max(len(x), 1), out
+
+    def _run_training(self, x, y, loss):
+        losses.check_loss(loss)
+        x = self._check_input(x)
+        y = losses.check_targets(loss, y, len(x), self.output_shape)
+        plan = self._plan(len(x))
+        self._last_loss = plan.training(loss).run(x, y)
+        return plan
+
+    def _plan(self, batch: int):
+        plan = self._plans.get(batch)
+        if plan is None:
+            from cnnspec.engine.plan import Plan
+            plan = self._plans[batch] = Plan(self, batch)
+            while len(self._plans) > PLAN_CACHE:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(batch)
+        return plan
+
+    def _check_input(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype.kind == "f" and x.shape[1:] == self.input_shape and len(x):
+            return x
+        expected = "(N, " + ", ".join(map(str, self.input_shape)) + ")"
+        if x.dtype.kind != "f":
+            hint = "convert it with x.astype(np.float32) (and scale images to [0, 1])" if x.dtype.kind in "iub" else None
+            raise CnnSpecError(f"`{self.name}` takes floating-point input of shape {expected}; received "
+                               f"{x.dtype} of shape {x.shape}", hint=hint)
+        hint = "add a batch axis: x[None]" if x.shape == self.input_shape else None
+        raise CnnSpecError(f"`{self.name}` takes input of shape {expected}, N >= 1; received {x.shape}", hint=hint)
+
+    # -- parameters ------------------------------------------------------------------------------
+    @property
+    def trainable(self) -> dict:
+        """{layer: bool} for the layers that have parameters."""
+        return dict(self._trainable)
+
+    def set_trainable(self, patterns, flag: bool = True) -> list:
+        """Freeze (``flag=False``) or unfreeze the layers whose names match any of the fnmatch
+        ``patterns`` (``"conv*"``, ``"basic1.*"``). Returns the parameterised layers matched."""
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        matched = []
+        for pattern in patterns:
+            hits = [name for name in self.layers if fnmatch.fnmatchcase(name, pattern)]
+            if not hits:
+                guess = nearest(pattern, self.layers)
+                raise CnnSpecError(f"no layer of `{self.name}` matches `{pattern}`",
+                                   hint=f"did you mean `{guess}`?" if guess else
+                                   f"the layers are: {', '.join(self.layers)}")
+            matched += [name for name in hits if name in self._trainable and name not in matched]
+        for name in matched:
+            self._trainable[name] = bool(flag)
+        self._version += 1
+        self._segments_cache = None
+        return matched
+
+    def _segments(self) -> np.ndarray:
+        """(start, stop) ranges of the flat parameter array that the optimizer updates."""
+        if self._segments_cache is None:
+            ranges = []
+            for name, (start, stop) in self._spans.items():
+                if not self._trainable[name]:
+                    continue
+                if ranges and ranges[-1][1] == start:
+                    ranges[-1][1] = stop
+                else:
+                    ranges.append([start, stop])
+            self._segments_cache = np.array(ranges, np.int64).reshape(-1, 2)
+        return self._segments_cache
+
+    def arrays(self) -> dict:
+        """Parameters and state keyed ``"layer.name"`` (the keys of a weights file)."""
+        out = {f"{layer}.{k}": v for layer, group in self.params.items() for k, v in group.items()}
+        out.update({f"{layer}.{k}": v for layer, group in self.state.items() for k, v in group.items()})
+        return out
+
+    def save(self, path) -> None:
+        """Write parameters and state to an ``.npz`` file keyed ``"layer.param"`` (atomically)."""
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **self.arrays())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise CnnSpecError(f"cannot write weights: {exc.strerror or exc}", file=path) from None
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def load(self, path, strict: bool = True):
+        """Read weights saved by :meth:`save`. Strict: names and shapes must match exactly, or a
+        CnnSpecError lists what is missing, unexpected or of another shape (nothing is loaded).
+        ``strict=False`` loads what matches and returns a :class:`LoadReport`."""
+        path = os.fspath(path)
+        arrays = read_npz(path)
+        expected = self.arrays()
+        missing = [k for k in expected if k not in arrays]
+        unexpected = [k for k in arrays if k not in expected]
+        mismatched = [k for k in expected if k in arrays and arrays[k].shape != expected[k].shape]
+        bad_type = [k for k in expected if k in arrays and k not in mismatched and arrays[k].dtype.kind not in "fiu"]
+        if strict:
+            if missing or unexpected or mismatched or bad_type:
+                lines = [f"weights do not match network `{self.name}`:"]
+                lines += [f"  missing: {k} ({fmt(expected[k].shape)})" for k in missing]
+                lines += [f"  unexpected: {k} ({fmt(arrays[k].shape)})" for k in unexpected]
+                lines += [f"  shape mismatch: {k} is {fmt(arrays[k].shape)} in the file, "
+                          f"{fmt(expected[k].shape)} in the network" for k in mismatched]
+                lines += [f"  not numbers: {k} ({arrays[k].dtype})" for k in bad_type]
+                raise CnnSpecError("\n".join(lines), file=path,
+                                   hint="load(path, strict=False) loads the matching entries")
+            for k, target in expected.items():
+                target[...] = arrays[k]
+            return None
+        report = LoadReport(path)
+        for k, target in expected.items():
+            if k in missing:
+                report.new.append(k)
+            elif k in mismatched:
+                report.skipped.append((k, f"shape {fmt(arrays[k].shape)} in the file, {fmt(target.shape)} in the network"))
+            elif k in bad_type:
+                report.skipped.append((k, f"not numbers ({arrays[k].dtype})"))
+            else:
+                target[...] = arrays[k]
+                report.loaded.append(k)
+        report.skipped += [(k, "not in the network") for k in unexpected]
+        return report
+
+    @property
+    def n_params(self) -> int:
+        return self._flat_params.size
+
+    def __repr__(self):
+        return f"<Model {self.name}: {self.dtype}, {self.n_params:,} parameters, seed {self.seed}>"
+
+
+def read_npz(path: str) -> dict:
+    """All arrays of an ``.npz`` file; a missing, corrupt or non-npz file is a CnnSpecError."""
+    if not os.path.exists(path):
+        raise CnnSpecError("no such weights file", file=path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise CnnSpecError("not a .npz weights file (it holds a single array, not named arrays)", file=path)
+        with data:
+            return {k: data[k] for k in data.files}
+    except CnnSpecError:
+        raise
+    except Exception as exc:       # zipfile.BadZipFile, ValueError, OSError, EOFError, ...
+        raise CnnSpecError(f"not a readable .npz weights file ({exc})", file=path) from None
+
+
+def fmt(shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def topological(graph) -> list:
+    """Node names in topological order: the builder's insertion order when it is one (it is), else
+    networkx's."""
+    seen = set()
+    for name in graph.nodes:
+        if not all(i in seen for i in graph.nodes[name].get("inputs", ())):
+            return list(nx.topological_sort(graph))
+        seen.add(name)
+    return list(graph.nodes)

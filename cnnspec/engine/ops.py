@@ -1,0 +1,366 @@
+"""One class per layer kind: its forward and backward kernel calls, bound to a plan's buffers.
+
+An op is made once per plan (batch size). ``forward(training)`` and ``backward(dy, dxs, grads)``
+return zero-argument closures over the buffers (or None when there is nothing to do), so that the
+hot loop is a plain ``for step in steps: step()``: no allocation, no dictionary look-up.
+
+``backward`` receives ``dy`` (gradient of the op's output), ``dxs`` (per input: ``(buffer,
+accumulate)``, or None when that input needs no gradient) and ``grads`` (the parameter gradient
+views, or None for a frozen layer: no parameter gradient is computed).
+
+1-D layers run on the 2-D kernels with H = 1 (a free reshape), as cnnspec.kernels prescribes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cnnspec import kernels as K
+
+
+class NodeContext:
+    """What an op is built from: the node's config, its input and output buffers, parameters."""
+
+    def __init__(self, name, node, xs, y, params, state, model):
+        self.name = name
+        self.op = node["op"]
+        self.config = node["config"]
+        self.xs = xs                    # input activations, (N, *input shape) each
+        self.y = y                      # output activation, (N, *output shape)
+        self.params = params            # {name: array} views into the model's parameters
+        self.state = state              # {name: array} (batchnorm running statistics)
+        self.model = model
+
+
+def as4d(a):
+    """(N, C, L) -> (N, C, 1, L) view; 2-D images and None pass through."""
+    if a is not None and a.ndim == 3:
+        return a.reshape(a.shape[0], a.shape[1], 1, a.shape[2])
+    return a
+
+
+def geometry(config):
+    """kernel, stride, pad, dilation as the 2-D kernels take them (1-D: a height of 1)."""
+    kernel = tuple(int(k) for k in config["kernel"])
+    stride = tuple(int(s) for s in config["stride"])
+    pad = tuple(int(p) for p in config["pad"])
+    dilation = tuple(int(d) for d in config.get("dilation", (1,) * len(kernel)))
+    if len(kernel) == 1:
+        return (1, *kernel), (1, *stride), (0, 0, *pad), (1, *dilation)
+    return kernel, stride, pad, dilation
+
+
+class Op:
+    workspace = 0                       # elements of the shared conv workspace this op needs
+
+    def __init__(self, c: NodeContext):
+        self.c = c
+        self.x = c.xs[0] if c.xs else None
+        self.y = c.y
+
+    def forward(self, training: bool):
+        raise NotImplementedError
+
+    def backward(self, dy, dxs, grads):
+        raise NotImplementedError
+
+
+class Conv(Op):
+    def __init__(self, c):
+        super().__init__(c)
+        self.x4, self.y4 = as4d(self.x), as4d(self.y)
+        self.w = as_w4(c.params["weight"])
+        self.b = c.params.get("bias")
+        _, self.stride, self.pad, self.dilation = geometry(c.config)
+        self.groups = int(c.config["groups"])
+        self.workspace = K.conv2d_workspace_size(self.x4.shape, self.w.shape, self.stride, self.pad,
+                                                 self.dilation, self.groups)
+        self.ws = None                  # the plan's shared workspace, set before steps are made
+
+    def forward(self, training):
+        f, x, w, b, y, ws = K.conv2d_forward_into, self.x4, self.w, self.b, self.y4, self.ws
+        s, p, d, g = self.stride, self.pad, self.dilation, self.groups
+        return lambda: f(x, w, b, s, p, d, g, y, ws)
+
+    def backward(self, dy, dxs, grads):
+        dx, acc = dxs[0] or (None, False)
+        dw = as_w4(grads["weight"]) if grads else None
+        db = grads.get("bias") if grads else None
+        if dx is None and dw is None:
+            return None
+        f, x, w, dy, dx, ws = K.conv2d_backward_into, self.x4, self.w, as4d(dy), as4d(dx), self.ws
+        s, p, d, g = self.stride, self.pad, self.dilation, self.groups
+        return lambda: f(dy, x, w, s, p, d, g, dx, dw, db, ws, acc)
+
+
+def as_w4(w):
+    """conv weight (F, C, K) -> (F, C, 1, K) view; 2-D weights pass through."""
+    return w.reshape(w.shape[0], w.shape[1], 1, w.shape[2]) if w.ndim == 3 else w
+
+
+class MaxPool(Op):
+    def __init__(self, c):
+        super().__init__(c)
+        self.x4, self.y4 = as4d(self.x), as4d(self.y)
+        self.kernel, self.stride, self.pad, _ = geometry(c.config)
+        self.argmax = np.zeros(self.y4.shape, np.int64)
+
+    def forward(self, training):
+        f, x, y, a = K.maxpool2d_forward_into, self.x4, self.y4, self.argmax
+        k, s, p = self.kernel, self.stride, self.pad
+        return lambda: f(x, k, s, p, y, a)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, dy, a = dxs[0], K.maxpool2d_backward_into, as4d(dy), self.argmax
+        dx = as4d(dx)
+        return lambda: f(dy, a, dx, acc)
+
+
+class AvgPool(Op):
+    forward_kernel, backward_kernel = "avgpool2d_forward_into", "avgpool2d_backward_into"
+
+    def __init__(self, c):
+        super().__init__(c)
+        self.x4, self.y4 = as4d(self.x), as4d(self.y)
+        self.kernel, self.stride, self.pad, _ = geometry(c.config)
+
+    def forward(self, training):
+        f, x, y = getattr(K, self.forward_kernel), self.x4, self.y4
+        k, s, p = self.kernel, self.stride, self.pad
+        return lambda: f(x, k, s, p, y)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, dy = dxs[0], getattr(K, self.backward_kernel), as4d(dy)
+        dx, k, s, p = as4d(dx), self.kernel, self.stride, self.pad
+        return lambda: f(dy, k, s, p, dx, acc)
+
+
+class SumPool(AvgPool):
+    forward_kernel, backward_kernel = "sumpool2d_forward_into", "sumpool2d_backward_into"
+
+
+class GlobalAvgPool(Op):
+    def forward(self, training):
+        f, x, y = K.global_avgpool_forward_into, self.x, self.y
+        return lambda: f(x, y)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f = dxs[0], K.global_avgpool_backward_into
+        return lambda: f(dy, dx, acc)
+
+
+class GlobalMaxPool(Op):
+    def __init__(self, c):
+        super().__init__(c)
+        self.argmax = np.zeros(self.y.shape[:2], np.int64)
+
+    def forward(self, training):
+        f, x, y, a = K.global_maxpool_forward_into, self.x, self.y, self.argmax
+        return lambda: f(x, y, a)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, a = dxs[0], K.global_maxpool_backward_into, self.argmax
+        return lambda: f(dy, a, dx, acc)
+
+
+class Dense(Op):
+    def forward(self, training):
+        f, x, y = K.dense_forward_into, self.x, self.y
+        w, b = self.c.params["weight"], self.c.params.get("bias")
+        return lambda: f(x, w, b, y)
+
+    def backward(self, dy, dxs, grads):
+        dx, acc = dxs[0] or (None, False)
+        dw = grads["weight"] if grads else None
+        db = grads.get("bias") if grads else None
+        if dx is None and dw is None:
+            return None
+        f, x, w = K.dense_backward_into, self.x, self.c.params["weight"]
+        return lambda: f(dy, x, w, dx, dw, db, acc)
+
+
+class Activation(Op):
+    """relu, sigmoid, tanh, softmax: backward from the forward output y."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        self.forward_kernel = getattr(K, f"{c.op}_forward_into")
+        self.backward_kernel = getattr(K, f"{c.op}_backward_into")
+
+    def forward(self, training):
+        f, x, y = self.forward_kernel, self.x, self.y
+        return lambda: f(x, y)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, y = dxs[0], self.backward_kernel, self.y
+        return lambda: f(dy, y, dx, acc)
+
+
+class LeakyReLU(Op):
+    def forward(self, training):
+        f, x, y, slope = K.leaky_relu_forward_into, self.x, self.y, float(self.c.config["slope"])
+        return lambda: f(x, slope, y)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, x, slope = dxs[0], K.leaky_relu_backward_into, self.x, float(self.c.config["slope"])
+        return lambda: f(dy, x, slope, dx, acc)
+
+
+class BatchNorm(Op):
+    """Training: batch statistics, running statistics updated (PyTorch's momentum rule).
+    Evaluation: running statistics. A frozen batchnorm still normalises with batch statistics in
+    training, as a PyTorch module in train() mode whose parameters have requires_grad=False."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        channels = self.x.shape[1]
+        self.mean = np.zeros(channels, self.x.dtype)
+        self.invstd = np.zeros(channels, self.x.dtype)
+        self.eps = float(c.config["eps"])
+        self.momentum = float(c.config["momentum"])
+
+    def forward(self, training):
+        x, y, eps = self.x, self.y, self.eps
+        gamma, beta = self.c.params["weight"], self.c.params["bias"]
+        rm, rv = self.c.state["running_mean"], self.c.state["running_var"]
+        if not training:
+            f = K.batchnorm_forward_eval_into
+            return lambda: f(x, gamma, beta, eps, rm, rv, y)
+        f, momentum, mean, invstd = K.batchnorm_forward_train_into, self.momentum, self.mean, self.invstd
+        return lambda: f(x, gamma, beta, eps, momentum, rm, rv, y, mean, invstd)
+
+    def backward(self, dy, dxs, grads):
+        dx, acc = dxs[0] or (None, False)
+        dgamma = grads["weight"] if grads else None
+        dbeta = grads["bias"] if grads else None
+        if dx is None and dgamma is None:
+            return None
+        f, x, gamma, mean, invstd = K.batchnorm_backward_into, self.x, self.c.params["weight"], self.mean, self.invstd
+        return lambda: f(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, acc)
+
+
+class Dropout(Op):
+    """Inverted dropout. The keep-mask comes from ``model.rng`` (seeded from the model's seed), drawn
+    as float64 uniforms whatever the dtype, so float32 and float64 models drop the same units."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        self.p = float(c.config["p"])
+        self.mask = np.ones(self.x.shape, bool)
+        self.uniform = np.zeros(self.x.shape, np.float64)
+
+    def forward(self, training):
+        x, y = self.x, self.y
+        if not training:
+            return lambda: np.copyto(y, x)
+        f, p, mask, u, model = K.dropout_forward_into, self.p, self.mask, self.uniform, self.c.model
+
+        def step():
+            model.rng.random(out=u)
+            np.greater_equal(u, p, out=mask)
+            f(x, mask, p, y)
+        return step
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, mask, p = dxs[0], K.dropout_backward_into, self.mask, self.p
+        return lambda: f(dy, mask, p, dx, acc)
+
+
+class PassThrough(Op):
+    """Ops whose gradient reaches each input unchanged (add; flatten and identity, which are views).
+    The plan aliases an input's gradient buffer to ``dy`` when this op is its only consumer (then
+    ``dxs`` holds None for it); otherwise the gradient is copied or accumulated here."""
+
+    def backward(self, dy, dxs, grads):
+        steps = []
+        for i, target in enumerate(dxs):
+            if target is None:
+                continue
+            dx, acc = target
+            src = dy.reshape(dx.shape)
+            steps.append((lambda s=src, d=dx: K.accumulate_into(s, d)) if acc else (lambda s=src, d=dx: np.copyto(d, s)))
+        return chain(steps)
+
+
+class Add(PassThrough):
+    def forward(self, training):
+        f, xs, y = K.add_into, self.c.xs, self.y
+        if len(xs) == 2:
+            a, b = xs
+            return lambda: f(a, b, y)
+        first, rest = xs[:2], xs[2:]
+
+        def step():
+            f(first[0], first[1], y)
+            for x in rest:
+                f(y, x, y)
+        return step
+
+
+class View(PassThrough):
+    """flatten and identity: the output buffer is a view of the input's (set up by the plan)."""
+
+    def forward(self, training):
+        return None
+
+
+class Concat(Op):
+    """Along channels: each input is copied to (and its gradient taken from) a channel slice."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        bounds = np.cumsum([0] + [x.shape[1] for x in c.xs])
+        self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def forward(self, training):
+        pairs = [(self.y[:, s], x) for s, x in zip(self.slices, self.c.xs)]
+
+        def step():
+            for part, x in pairs:
+                np.copyto(part, x)
+        return step
+
+    def backward(self, dy, dxs, grads):
+        steps = []
+        for s, target in zip(self.slices, dxs):
+            if target is not None:
+                (dx, acc), part = target, dy[:, s]
+                steps.append((lambda p=part, d=dx: np.add(d, p, out=d)) if acc else (lambda p=part, d=dx: np.copyto(d, p)))
+        return chain(steps)
+
+
+def chain(steps):
+    steps = [s for s in steps if s is not None]
+    if not steps:
+        return None
+    if len(steps) == 1:
+        return steps[0]
+
+    def step():
+        for s in steps:
+            s()
+    return step
+
+
+OPS = {
+    "conv": Conv, "maxpool": MaxPool, "avgpool": AvgPool, "sumpool": SumPool,
+    "globalavgpool": GlobalAvgPool, "globalmaxpool": GlobalMaxPool, "dense": Dense,
+    "relu": Activation, "sigmoid": Activation, "tanh": Activation, "softmax": Activation,
+    "leaky_relu": LeakyReLU, "batchnorm": BatchNorm, "dropout": Dropout,
+    "add": Add, "concat": Concat, "flatten": View, "identity": View,
+}
+VIEWS = {"flatten", "identity"}         # output buffer = a view of the input buffer
+PASS_THROUGH = {"add", "flatten", "identity"}

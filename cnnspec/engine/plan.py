@@ -1,0 +1,188 @@
+"""A compiled plan: the network's kernel calls in topological order over buffers of one batch size.
+
+Every activation is allocated once, when the plan is made; flatten and identity outputs are views
+of their input. The training part (gradient buffers, backward calls, loss) is made on first use
+for a loss and remade when the set of trainable layers changes. Gradients flow in reverse
+topological order; a tensor that feeds several layers receives the first contribution by
+overwrite and the others by accumulation (``accumulate=True`` in the kernels). When an input's
+only consumer passes the gradient through unchanged (add, flatten, identity), the input's
+gradient buffer *is* the consumer's (a view): no copy.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from cnnspec import kernels as K
+from cnnspec.engine import losses
+from cnnspec.engine.ops import OPS, PASS_THROUGH, VIEWS, NodeContext
+
+
+class Plan:
+    """Buffers and steps for batches of ``batch`` samples."""
+
+    def __init__(self, model, batch: int):
+        self.model = model
+        self.batch = batch
+        graph, dtype = model.graph, model.dtype
+        self.order = model._live                        # nodes the output depends on, topological
+        self.act = {}
+        for name in self.order:
+            node = graph.nodes[name]
+            shape = (batch, *node["output_shape"])
+            if node["op"] in VIEWS:
+                self.act[name] = self.act[node["inputs"][0]].reshape(shape)
+            else:
+                self.act[name] = np.zeros(shape, dtype)
+        self.input = self.act[model.input_name]
+        self.output = self.act[model.output_name]
+        # losses start from the scores: the logits before a final softmax, else the output
+        out_node = graph.nodes[model.output_name]
+        self.softmax_output = out_node["op"] == "softmax"
+        self.logits = self.act[out_node["inputs"][0]] if self.softmax_output else self.output
+        self.labels = np.zeros(batch, np.int64)
+        self._target = None
+
+        backend = model._backend
+        self.loss_kernels = backend if backend is not None else K
+        self.ops = {}
+        for name in self.order:
+            node = graph.nodes[name]
+            if node["op"] == "input":
+                continue
+            ctx = NodeContext(name, node, [self.act[i] for i in node["inputs"]], self.act[name],
+                              model.params.get(name, {}), model.state.get(name, {}), model)
+            op = backend.op(ctx) if backend is not None else None
+            self.ops[name] = op or OPS[node["op"]](ctx)
+        size = max([op.workspace for op in self.ops.values()], default=0)
+        workspace = np.zeros(size, dtype)
+        for op in self.ops.values():
+            op.ws = workspace
+        self.eval_steps = self.forward_steps(training=False)
+        self._training = {}                             # (loss, trainable version) -> Training
+        self._eval_loss = {}                            # loss -> closure
+
+    def forward_steps(self, training: bool, skip=()) -> list:
+        steps = (self.ops[name].forward(training) for name in self.order if name in self.ops and name not in skip)
+        return [s for s in steps if s is not None]
+
+    @property
+    def target(self) -> np.ndarray:
+        """mse targets, (N, *output shape)."""
+        if self._target is None:
+            self._target = np.zeros(self.output.shape, self.model.dtype)
+        return self._target
+
+    def forward(self, x) -> np.ndarray:
+        """Evaluation-mode forward; returns the plan's output buffer (overwritten by the next call)."""
+        np.copyto(self.input, x, casting="same_kind")
+        for step in self.eval_steps:
+            step()
+        return self.output
+
+    def loss_step(self, loss: str, dscores: np.ndarray, fused: bool):
+        """A closure computing ``loss`` of the current output against the filled targets, writing
+        the gradient of the scores into ``dscores``; ``fused`` also computes the final softmax
+        (which the training forward skips)."""
+        kernels, n = self.loss_kernels, self.batch
+        if loss == "mse":
+            f, output, target = kernels.mse_loss_into, self.output, self.target
+            return lambda: f(output, target, dscores)
+        k = losses.classes(self.output.shape[1:])
+        f, logits, labels, dlogits = kernels.softmax_cross_entropy_into, self.logits.reshape(n, k), self.labels, dscores.reshape(n, k)
+        if not fused:
+            return lambda: f(logits, labels, dlogits)
+        softmax, probs = kernels.softmax_forward_into, self.output.reshape(n, k)
+
+        def step():
+            softmax(logits, probs)
+            return f(logits, labels, dlogits)
+        return step
+
+    def fill_targets(self, loss: str, y) -> None:
+        losses.fill_targets(y, self.labels, self.target if loss == "mse" else None)
+
+    def eval_loss(self, loss: str, y) -> float:
+        """The loss of the last ``forward`` (evaluation mode) against the checked targets ``y``."""
+        if loss not in self._eval_loss:
+            scratch = np.zeros(self.logits.shape if loss == "cross_entropy" else self.output.shape, self.model.dtype)
+            self._eval_loss[loss] = self.loss_step(loss, scratch, fused=False)
+        self.fill_targets(loss, y)
+        return float(self._eval_loss[loss]())
+
+    def training(self, loss: str) -> Training:
+        key = (loss, self.model._version)
+        if key not in self._training:
+            self._training = {k: v for k, v in self._training.items() if k[1] == self.model._version}
+            self._training[key] = Training(self, loss)
+        return self._training[key]
+
+
+class Training:
+    """The training-mode forward, the loss and the backward of one plan, for one loss."""
+
+    def __init__(self, plan: Plan, loss: str):
+        model, graph, order, act = plan.model, plan.model.graph, plan.order, plan.act
+        out_name = model.output_name
+        self.plan, self.loss = plan, loss
+        # cross-entropy after a final softmax: the softmax is not run (nor differentiated) in the
+        # training forward; the loss step computes it and the fused gradient (p - onehot) / N
+        fused = loss == "cross_entropy" and plan.softmax_output
+        score_name = graph.nodes[out_name]["inputs"][0] if fused else out_name
+
+        # which tensors need a gradient: a trainable layer there or upstream
+        trainable = model._trainable
+        need = {}
+        for name in order:
+            node = graph.nodes[name]
+            need[name] = node["op"] != "input" and (
+                trainable.get(name, False) or any(need[i] for i in node["inputs"]))
+        # how many gradient contributions each tensor receives
+        received = Counter()
+        for name in order:
+            if need[name] and not (fused and name == out_name):
+                received.update(i for i in graph.nodes[name]["inputs"] if need[i])
+        received[score_name] += 1                      # from the loss
+
+        grad, seen = {}, Counter()
+
+        def target(i, via=None):
+            """(buffer, accumulate) for the next gradient contribution to tensor ``i``; None when
+            ``via`` (a pass-through consumer's dy) serves as ``i``'s gradient buffer itself."""
+            seen[i] += 1
+            if i not in grad:
+                if via is not None and received[i] == 1:
+                    grad[i] = via.reshape(act[i].shape)
+                    return None
+                grad[i] = np.zeros(act[i].shape, model.dtype)
+            return grad[i], seen[i] > 1
+
+        dscores, _ = target(score_name)
+        self.loss_step = plan.loss_step(loss, dscores, fused)
+        backward = []
+        for name in reversed(order):
+            if name not in plan.ops or not need[name] or (fused and name == out_name):
+                continue
+            dy = grad[name]
+            via = dy if graph.nodes[name]["op"] in PASS_THROUGH else None
+            dxs = [target(i, via) if need[i] else None for i in graph.nodes[name]["inputs"]]
+            grads = model._grads.get(name) if trainable.get(name, False) else None
+            step = plan.ops[name].backward(dy, dxs, grads)
+            if step is not None:
+                backward.append(step)
+        self.forward_steps = plan.forward_steps(training=True, skip={out_name} if fused else ())
+        self.backward_steps = backward
+
+    def run(self, x, y) -> float:
+        """Training-mode forward, loss and backward for checked inputs ``x`` and targets ``y``; the
+        parameter gradients land in the model's gradient arrays. Returns the loss."""
+        plan = self.plan
+        np.copyto(plan.input, x, casting="same_kind")
+        plan.fill_targets(self.loss, y)
+        for step in self.forward_steps:
+            step()
+        value = self.loss_step()
+        for step in self.backward_steps:
+            step()
+        return float(value)

@@ -1,0 +1,410 @@
+"""The assignment: ``assignment.toml`` read into dataclasses, and ``cnnspec grade init``.
+
+Every key is documented in the file ``init`` writes (TOML_TEMPLATE below); a bad file is a
+CnnSpecError naming the file, the line and the key.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from cnnspec.errors import CnnSpecError, nearest
+from cnnspec.grade.functions import FUNCTIONS, template
+from cnnspec.grade.sandbox import Limits
+
+SECRET_ENV = "CNNSPEC_GRADE_SECRET"
+FRAMEWORKS = ["cnnspec", "torch", "torchvision", "tensorflow", "keras", "jax", "jaxlib", "flax",
+              "mxnet", "paddle", "chainer", "theano", "scipy", "numba", "sklearn", "cupy"]
+DEFAULT_POINTS = {
+    "conv2d_forward": 10, "conv2d_backward": 15, "conv1d_forward": 5, "conv1d_backward": 5,
+    "maxpool2d_forward": 5, "maxpool2d_backward": 5, "avgpool2d_forward": 4, "avgpool2d_backward": 4,
+    "dense_forward": 4, "dense_backward": 6, "relu_forward": 2, "relu_backward": 2,
+    "sigmoid_forward": 2, "sigmoid_backward": 2, "tanh_forward": 2, "tanh_backward": 2,
+    "softmax_forward": 3, "softmax_cross_entropy": 5, "mse_loss": 3, "batchnorm_forward": 5,
+    "batchnorm_backward": 5, "dropout_forward": 2, "dropout_backward": 2,
+}
+CHECKS = ("shape_dtype", "reference", "numeric", "edge", "inputs")
+CHECK_TITLES = {"shape_dtype": "shape and dtype", "reference": "matches the reference",
+                "numeric": "agrees with the numerical gradient of your forward",
+                "edge": "edge cases", "inputs": "inputs not modified"}
+
+
+@dataclass
+class FunctionProblem:
+    """One layer-API function to grade: a [functions.NAME] table over the [defaults]."""
+
+    name: str
+    points: float = 5.0
+    public_cases: int = 3
+    hidden_cases: int = 3
+    edge_cases: bool = True
+    forward_tolerance: float = 1e-7
+    backward_tolerance: float = 1e-7
+    numeric_tolerance: float = 1e-6
+    numeric_step: float = 1e-5
+    numeric_points: int = 8
+
+
+@dataclass
+class NetworkProblem:
+    """A .cnn network run with the student's functions in place of the built-in layers."""
+
+    name: str
+    spec: Path
+    points: float = 20.0
+    batch: int = 4
+    tolerance: float = 1e-6
+    seed: int = 0
+    train: bool = True
+    train_samples: int = 64
+    train_batch: int = 16
+    epochs: int = 1
+    lr: float = 0.05
+
+
+@dataclass
+class Assignment:
+    path: Path
+    name: str = "CNN layers"
+    submission: str = "layers.py"
+    public_seed: int = 2024
+    secret_file: str = ".secret"
+    checks: dict = field(default_factory=lambda: {"shape_dtype": 1.0, "reference": 3.0, "numeric": 2.0,
+                                                  "edge": 2.0, "inputs": 1.0})
+    limits: Limits = field(default_factory=Limits)
+    forbidden: tuple = tuple(FRAMEWORKS)
+    functions: list = field(default_factory=list)
+    networks: list = field(default_factory=list)
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def max_score(self) -> float:
+        return sum(p.points for p in self.functions) + sum(n.points for n in self.networks)
+
+    def hidden_seed(self) -> int:
+        """The seed of the hidden cases: HMAC-SHA256 of a secret that students never see (the
+        environment variable CNNSPEC_GRADE_SECRET, else the file ``secret_file``)."""
+        secret = os.environ.get(SECRET_ENV, "").encode()
+        if not secret:
+            path = self.directory / self.secret_file
+            try:
+                secret = path.read_bytes().strip()
+            except OSError:
+                raise CnnSpecError(
+                    f"no secret for the hidden cases: {path} cannot be read and {SECRET_ENV} is not set",
+                    file=str(self.path), hint="`cnnspec grade init` writes a secret file; or grade "
+                    "with --public (the public cases only)") from None
+            if not secret:
+                raise CnnSpecError(f"the secret file {path} is empty", file=str(self.path))
+        digest = hmac.new(secret, b"cnnspec hidden cases", hashlib.sha256).digest()
+        return int.from_bytes(digest[:8], "big")
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+_NUMBER = (int, float)
+_SCHEMA = {
+    "assignment": {"name": str, "submission": str, "public_seed": int, "secret_file": str},
+    "defaults": {f.name: f.type for f in fields(FunctionProblem) if f.name != "name"},
+    "checks": {name: _NUMBER for name in CHECKS},
+    "limits": {f.name: f.type for f in fields(Limits)},
+    "imports": {"forbidden": list},
+    "networks": {f.name: f.type for f in fields(NetworkProblem)},
+}
+_TYPES = {"str": str, "int": int, "float": _NUMBER, "bool": bool, "Path": str}
+_POSITIVE = {"points": 0, "public_cases": 0, "hidden_cases": 0, "numeric_points": 1, "batch": 1,
+             "train_samples": 1, "train_batch": 1, "epochs": 0, "cpu_seconds": 1, "memory_mb": 0,
+             "file_size_mb": 0, "open_files": 16, "output_kb": 0, "message_mb": 1}
+_STRICTLY_POSITIVE = ("forward_tolerance", "backward_tolerance", "numeric_tolerance", "numeric_step",
+                      "time_per_case", "import_time", "total_time", "tolerance", "lr")
+
+
+class _Reader:
+    """Validates the parsed TOML, with errors located at the key's line."""
+
+    def __init__(self, path: Path, text: str):
+        self.path, self.text = path, text
+        self.lines = text.splitlines()
+
+    def error(self, message, table=None, key=None, hint=None):
+        line = self.locate(table, key)
+        if line is None:
+            return CnnSpecError(message, file=str(self.path), hint=hint)
+        source = self.lines[line - 1]
+        found = source.find(key) if key else -1
+        start = found if found >= 0 else len(source) - len(source.lstrip())
+        width = len(key) if found >= 0 else len(source.split("#")[0].strip())
+        return CnnSpecError(message, file=str(self.path), line=line, col=start + 1,
+                            source_line=source, hint=hint, width=width)
+
+    def locate(self, table, key):
+        """Line (1-based) of ``key`` inside ``table`` ("functions.relu_forward", ("networks", 0)),
+        else of the table's header; None when not found."""
+        if table is None:
+            return None
+        name, index = (table if isinstance(table, tuple) else (table, None))
+        current, seen, header = None, -1, None
+        for number, raw in enumerate(self.lines, 1):
+            line = raw.split("#", 1)[0].strip()
+            if line.startswith("["):
+                title = line.strip("[] ")
+                if line.startswith("[[") and title == name:
+                    seen += 1
+                    current = (name, seen)
+                else:
+                    current = title
+                if current == (name if index is None else (name, index)):
+                    header = number
+                continue
+            if key and current == (name if index is None else (name, index)):
+                if line.split("=", 1)[0].strip().strip('"') == key:
+                    return number
+        return header
+
+    def table(self, data, name, where=None):
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            raise self.error(f"`{name}` must be a table ([{name}])", where or name)
+        return value
+
+    def check(self, table: dict, schema: dict, where, label: str) -> dict:
+        out = {}
+        for key, value in table.items():
+            if key not in schema:
+                guess = nearest(key, schema)
+                raise self.error(f"unknown key `{key}` in [{label}]", where, key,
+                                 hint=f"did you mean `{guess}`?" if guess else
+                                 f"the keys of [{label}] are: {', '.join(schema)}")
+            expected = _TYPES.get(schema[key], schema[key]) if isinstance(schema[key], str) else schema[key]
+            ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
+            if not ok:
+                kind = {str: "a string", int: "an integer", bool: "true or false", list: "a list",
+                        _NUMBER: "a number"}.get(expected, str(expected))
+                raise self.error(f"`{key}` in [{label}] must be {kind}; received {value!r}", where, key)
+            if key in _POSITIVE and value < _POSITIVE[key]:
+                raise self.error(f"`{key}` in [{label}] must be at least {_POSITIVE[key]}; received {value}",
+                                 where, key)
+            if key in _STRICTLY_POSITIVE and not value > 0:
+                raise self.error(f"`{key}` in [{label}] must be positive; received {value}", where, key)
+            out[key] = value
+        return out
+
+
+def load_assignment(path) -> Assignment:
+    """Read and validate ``assignment.toml`` (or a directory holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "assignment.toml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CnnSpecError(f"cannot read the assignment: {exc.strerror or exc}", file=str(path)) from None
+    reader = _Reader(path, text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        line = col = None
+        if "(at line " in message:
+            where = message.rsplit("(at line ", 1)[1].rstrip(")")
+            message = message.rsplit(" (at line ", 1)[0]
+            line_s, _, col_s = where.partition(", column ")
+            line, col = int(line_s), int(col_s or 1)
+        source = reader.lines[line - 1] if line and line <= len(reader.lines) else None
+        raise CnnSpecError(f"invalid TOML: {message}", file=str(path), line=line, col=col,
+                           source_line=source) from None
+
+    known = ("assignment", "defaults", "checks", "limits", "imports", "functions", "networks")
+    for key in data:
+        if key not in known:
+            guess = nearest(key, known)
+            raise reader.error(f"unknown table `{key}`", key, hint=f"did you mean `[{guess}]`?" if guess
+                               else f"the tables are: {', '.join(known)}")
+    assignment = Assignment(path=path.resolve())
+    for key, value in reader.check(reader.table(data, "assignment"), _SCHEMA["assignment"],
+                                   "assignment", "assignment").items():
+        setattr(assignment, key, value)
+    defaults = reader.check(reader.table(data, "defaults"), _SCHEMA["defaults"], "defaults", "defaults")
+    checks = reader.check(reader.table(data, "checks"), _SCHEMA["checks"], "checks", "checks")
+    assignment.checks.update({k: float(v) for k, v in checks.items()})
+    limits = reader.check(reader.table(data, "limits"), _SCHEMA["limits"], "limits", "limits")
+    assignment.limits = Limits(**limits)
+    imports = reader.check(reader.table(data, "imports"), _SCHEMA["imports"], "imports", "imports")
+    if "forbidden" in imports:
+        if not all(isinstance(n, str) and n.isidentifier() for n in imports["forbidden"]):
+            raise reader.error("`forbidden` must list module names", "imports", "forbidden")
+        assignment.forbidden = tuple(imports["forbidden"])
+
+    functions = reader.table(data, "functions")
+    for name, table in functions.items():
+        where = f"functions.{name}"
+        if name not in FUNCTIONS:
+            guess = nearest(name, FUNCTIONS)
+            raise reader.error(f"unknown function `{name}`", where, hint=f"did you mean `{guess}`?"
+                               if guess else "the functions are those of layer-api.md")
+        if not isinstance(table, dict):
+            raise reader.error(f"[functions.{name}] must be a table", "functions", name)
+        values = dict(defaults)
+        values.setdefault("points", DEFAULT_POINTS[name])
+        values.update(reader.check(table, _SCHEMA["defaults"], where, where))
+        assignment.functions.append(FunctionProblem(name=name, **_floats(values)))
+
+    networks = data.get("networks", [])
+    if not isinstance(networks, list):
+        raise reader.error("`networks` must be an array of tables ([[networks]])", "networks")
+    for index, table in enumerate(networks):
+        where = ("networks", index)
+        values = reader.check(table, _SCHEMA["networks"], where, "[networks]")
+        for required in ("name", "spec"):
+            if required not in values:
+                raise reader.error(f"[[networks]] number {index + 1} needs `{required}`", where)
+        spec = assignment.directory / values.pop("spec")
+        if not spec.exists():
+            raise reader.error(f"network file {spec} does not exist", where, "spec")
+        assignment.networks.append(NetworkProblem(spec=spec, **_floats(values)))
+    if not assignment.functions and not assignment.networks:
+        raise reader.error("the assignment grades nothing: add [functions.NAME] tables", "assignment")
+    return assignment
+
+
+def _floats(values: dict) -> dict:
+    """TOML integers given where a float is meant (points = 5) become floats."""
+    floats = {"points", "forward_tolerance", "backward_tolerance", "numeric_tolerance",
+              "numeric_step", "tolerance", "lr"}
+    return {k: float(v) if k in floats else v for k, v in values.items()}
+
+
+# -- writing: cnnspec grade init -----------------------------------------------------------------
+
+TOML_TEMPLATE = '''\
+# assignment.toml -- a cnnspec grading assignment, written by `cnnspec grade init`.
+#
+#   cnnspec grade assignment.toml layers.py --public     a student, at home: public cases only
+#   cnnspec grade assignment.toml layers.py              the instructor: public and hidden cases
+#   cnnspec grade batch assignment.toml submissions/ --out gradebook.csv --feedback feedback/
+#   cnnspec grade gradescope-bundle assignment.toml -o autograder.zip
+#
+# Every key is optional; the values below are the defaults. Give students this file and
+# layers.py, never the secret file.
+
+[assignment]
+name = "{name}"                 # the title of reports
+submission = "layers.py"        # in batch mode, the file graded inside each student's folder
+public_seed = {public_seed}              # seed of the public cases: students run exactly these at home
+# The hidden cases come from a seed derived from a secret (HMAC-SHA256): the environment
+# variable CNNSPEC_GRADE_SECRET when it is set, else the file below (relative to this one;
+# `grade init` writes a random one, readable by its owner only). Students never see hidden inputs.
+secret_file = ".secret"         # the secret's file; never give it to students
+
+[defaults]                      # for every [functions.*] table below, which may override any key
+public_cases = 3                # random "basic" cases in the public set ...
+hidden_cases = 3                # ... and in the hidden set; each set also has one case per
+edge_cases = true               # edge kind (stride > 1, asymmetric padding, non-square inputs and
+                                # kernels, 1x1 kernels, batch 1, one channel, no bias, ...)
+forward_tolerance = 1e-7        # CS231n relative error, max |a-b| / max(1e-8, |a|+|b|), float64,
+backward_tolerance = 1e-7       # of forward outputs / of gradients and losses, vs the reference
+numeric_tolerance = 1e-6        # a backward vs central differences of the student's own forward
+numeric_step = 1e-5             # h of the central differences
+numeric_points = 8              # coordinates checked per gradient and case (where the gradient is
+                                # not tiny: |g| >= 1e-3 or exactly 0)
+# points = 5                    # a function's points (each function below sets its own)
+
+[checks]                        # how a function's points are shared among its checks (weights,
+shape_dtype = 1                 # normalised over the checks that apply): each output has the
+reference = 3                   # expected type, shape and dtype (float64 and float32 inputs);
+numeric = 2                     # values match the reference (basic cases); a backward agrees with
+edge = 2                        # the numerical gradient of the student's forward; values match on
+inputs = 1                      # the edge cases; the input arrays are left unchanged
+
+[limits]                        # the sandbox (see the README): per submission
+time_per_case = 10.0            # wall-clock seconds per call of a student function
+import_time = 10.0              # wall-clock seconds to start the sandbox and import the file
+total_time = 600.0              # wall-clock seconds for the whole submission
+cpu_seconds = 300               # CPU seconds per sandbox process (RLIMIT_CPU)
+memory_mb = 2048                # address space per sandbox process (RLIMIT_AS)
+file_size_mb = 16               # largest file the submission may write (RLIMIT_FSIZE)
+open_files = 64                 # RLIMIT_NOFILE
+output_kb = 64                  # printed output kept for the report; the rest is dropped
+message_mb = 64                 # largest reply accepted from the sandbox
+user = "nobody"                 # when the grader runs as root, the sandbox runs as this user
+
+[imports]
+# Refused in the sandbox, by name or by file path (importlib tricks, sys.path changes, reading the
+# files), and reported; cnnspec (the reference), ctypes and cffi are refused whatever this says.
+forbidden = {forbidden}  # top-level module names
+
+# One table per graded function of layer-api.md; delete a table to leave a function out.
+{functions}
+# Network-level problems: the network runs with the student's functions in place of the
+# built-in layers (those the API covers); its outputs and gradients must match the reference
+# network's (float64, same initial weights), and one epoch of SGD on a fixed-seed subset of the
+# `shapes` data set must lower the loss. Repeat [[networks]] for more networks.
+[[networks]]
+name = "lenet5"                 # required: the problem's name in reports
+spec = "lenet5.cnn"             # required: the .cnn file, relative to this file
+points = 20                     # shared equally by the checks: outputs, gradients, training
+batch = 4                       # samples compared in the forward/backward check
+tolerance = 1e-6                # relative error of outputs and gradients
+seed = 0                        # initial weights and data
+train = true                    # also check that one epoch of training lowers the loss
+train_samples = 64              # size of the `shapes` subset
+train_batch = 16                # samples per training step
+epochs = 1                      # passes over the subset
+lr = 0.05                       # learning rate of plain SGD
+'''
+
+
+def render_toml(name="CNN layers", public_seed=2024, functions=None) -> str:
+    names = functions or list(FUNCTIONS)
+    tables = "\n".join(f"[functions.{n}]\npoints = {DEFAULT_POINTS[n]}\n" for n in names)
+    forbidden = "[" + ", ".join(f'"{n}"' for n in FRAMEWORKS) + "]"
+    return TOML_TEMPLATE.format(name=name, public_seed=public_seed, functions=tables, forbidden=forbidden)
+
+
+def init_assignment(directory, *, force: bool = False) -> list[Path]:
+    """Write a ready assignment into ``directory``: assignment.toml, the student template
+    layers.py, a random secret (mode 0600) and the network of the network problem."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {"assignment.toml": render_toml(),
+             "layers.py": template(list(FUNCTIONS), title="CNN layers", forbidden=FRAMEWORKS),
+             "lenet5.cnn": _lenet5_text()}
+    existing = [name for name in files if (directory / name).exists()]
+    if existing and not force:
+        raise CnnSpecError(f"{directory} already has {', '.join(existing)}", file=str(directory),
+                           hint="use --force to overwrite")
+    written = []
+    for name, text in files.items():
+        _write_atomic(directory / name, text)
+        written.append(directory / name)
+    secret = directory / ".secret"
+    if not secret.exists():
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        written.append(secret)
+    return written
+
+
+def _lenet5_text() -> str:
+    """specs/lenet5.cnn of the source checkout when there is one; else the same network."""
+    spec = Path(__file__).resolve().parents[2] / "specs" / "lenet5.cnn"
+    if spec.exists():
+        return spec.read_text(encoding="utf-8")
+    return ("network LeNet5 {\n    input image: 1x32x32\n\n    conv(6, 5x5) -> relu -> maxpool(2x2)\n"
+            "    conv(16, 5x5) -> relu -> maxpool(2)\n    flatten\n    dense(120) -> relu\n"
+            "    dense(84) -> relu\n    dense(10) -> softmax\n}\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    from cnnspec.grade.reports import write_atomic
+
+    write_atomic(path, text)

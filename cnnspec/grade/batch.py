@@ -1,0 +1,203 @@
+"""Grading a folder of submissions into a CSV gradebook and one feedback file per student.
+
+    submissions/alice.py             a student's file, or
+    submissions/bob/layers.py        a folder per student (the assignment's `submission` file)
+
+Each finished student is saved at once, atomically, as ``<gradebook>.d/<student>.json`` with
+the SHA-256 of the submission and of the assignment; ``--resume`` keeps those whose files did not
+change, so an interrupted batch continues where it stopped. The gradebook and the feedback files
+are written atomically too. Workers are processes, each with its own sandboxes.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import multiprocessing
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnspec.errors import CnnSpecError
+from cnnspec.grade import reports
+
+
+@dataclass
+class Entry:
+    student: str
+    path: Path | None          # None: no submission file found
+    why: str = ""
+
+
+def discover(directory: Path, submission_name: str) -> list[Entry]:
+    """The students of ``directory``: each ``.py`` file, and each folder (its submission file,
+    else its only ``.py`` file)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CnnSpecError(f"not a directory of submissions: {directory}", file=str(directory))
+    entries = []
+    for item in sorted(directory.iterdir()):
+        if item.name.startswith("."):
+            continue
+        if item.is_file() and item.suffix == ".py":
+            entries.append(Entry(item.stem, item))
+        elif item.is_dir():
+            entries.append(find_submission(item, submission_name, student=item.name))
+    return entries
+
+
+def find_submission(folder: Path, submission_name: str, student: str | None = None) -> Entry:
+    """The file to grade inside a student's folder."""
+    student = student or folder.name
+    wanted = folder / submission_name
+    if wanted.is_file():
+        return Entry(student, wanted)
+    found = sorted(p for p in folder.rglob("*.py") if p.is_file())
+    if len(found) == 1:
+        return Entry(student, found[0])
+    why = f"no {submission_name} in the folder" + (f" (and {len(found)} other .py files)" if found else "")
+    return Entry(student, None, why)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def safe_name(student: str) -> str:
+    """A student's name as a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", student)[:100] or "_"
+
+
+def csv_cell(value) -> str:
+    """A cell that a spreadsheet will not run as a formula."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+# -- workers -------------------------------------------------------------------------------------
+
+_GRADER = None
+
+
+def _init_worker(assignment_path: str, public_only: bool) -> None:
+    global _GRADER
+    from cnnspec.grade.assignment import load_assignment
+    from cnnspec.grade.grader import Grader
+
+    _GRADER = Grader(load_assignment(assignment_path), public_only=public_only)
+
+
+def _grade_one(student: str, path: str) -> dict:
+    result = _GRADER.grade(Path(path), display_name=f"{student}/{Path(path).name}")
+    return {"result": result.to_dict(), "text": reports.text(result)}
+
+
+# -- the batch -----------------------------------------------------------------------------------
+
+def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 1, resume: bool = False,
+              public_only: bool = False, progress=None, grader=None) -> dict:
+    """Grade every submission of ``directory``; write the gradebook ``out`` (CSV) and, with
+    ``feedback``, one text report per student. Returns {"graded", "reused", "missing", "seconds"}.
+    ``grader`` (a Grader) grades in this process instead of worker processes (tests)."""
+    from cnnspec.grade.assignment import load_assignment
+
+    import time
+
+    started = time.monotonic()
+    assignment = load_assignment(assignment_path)
+    if not public_only:
+        assignment.hidden_seed()                 # no secret: fail now, not in every worker
+    out = Path(out)
+    state = out.with_name(out.name + ".d")
+    state.mkdir(parents=True, exist_ok=True)
+    assignment_hash = _sha256(assignment.path)
+    entries = discover(Path(directory), assignment.submission)
+    records, todo = {}, []
+    for entry in entries:
+        saved = state / f"{safe_name(entry.student)}.json"
+        digest = _sha256(entry.path) if entry.path else None
+        if resume and saved.exists():
+            try:
+                record = json.loads(saved.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                record = None
+            if record and record.get("sha256") == digest and record.get("assignment") == assignment_hash \
+                    and record.get("public_only") == public_only:
+                records[entry.student] = record
+                continue
+        if entry.path is None:
+            records[entry.student] = _save(state, entry, None, assignment_hash, public_only,
+                                           {"result": None, "text": f"{entry.student}: {entry.why}\n"})
+            continue
+        todo.append((entry, digest))
+    reused = len(records)
+
+    def finished(entry, digest, payload):
+        records[entry.student] = _save(state, entry, digest, assignment_hash, public_only, payload)
+        if feedback:
+            reports.write_atomic(Path(feedback) / f"{safe_name(entry.student)}.txt", payload["text"])
+        if progress:
+            progress(entry.student, payload["result"])
+
+    if grader is not None or workers <= 1:
+        if grader is None:
+            from cnnspec.grade.grader import Grader
+
+            grader = Grader(assignment, public_only=public_only)
+        for entry, digest in todo:
+            result = grader.grade(entry.path, display_name=f"{entry.student}/{entry.path.name}")
+            finished(entry, digest, {"result": result.to_dict(), "text": reports.text(result)})
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(str(assignment.path), public_only)) as pool:
+            futures = {pool.submit(_grade_one, entry.student, str(entry.path)): (entry, digest)
+                       for entry, digest in todo}
+            try:
+                for future in as_completed(futures):
+                    entry, digest = futures[future]
+                    finished(entry, digest, future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    if feedback:
+        for entry in entries:
+            target = Path(feedback) / f"{safe_name(entry.student)}.txt"
+            if not target.exists():
+                reports.write_atomic(target, records[entry.student]["text"])
+    write_gradebook(out, assignment, [records[e.student] for e in entries])
+    return {"graded": len(todo), "reused": reused - sum(e.path is None for e in entries),
+            "missing": sum(e.path is None for e in entries), "students": len(entries),
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def _save(state: Path, entry: Entry, digest, assignment_hash: str, public_only: bool, payload: dict) -> dict:
+    record = {"student": entry.student, "submission": str(entry.path) if entry.path else None,
+              "sha256": digest, "assignment": assignment_hash, "public_only": public_only,
+              "result": payload["result"], "text": payload["text"], "why": entry.why}
+    reports.write_atomic(state / f"{safe_name(entry.student)}.json", json.dumps(record))
+    return record
+
+
+def write_gradebook(out: Path, assignment, records: list) -> None:
+    """One row per student: total, then one column per problem, then a status."""
+    names = [p.name for p in assignment.functions] + [n.name for n in assignment.networks]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["student", "score", "max_score", *names, "status"])
+    for record in records:
+        result = record["result"]
+        if result is None:
+            writer.writerow([csv_cell(record["student"]), 0, assignment.max_score, *[0] * len(names),
+                             csv_cell(record.get("why") or "no submission")])
+            continue
+        scores = {p["name"]: p["score"] for p in result["problems"]}
+        status = "graded"
+        if result.get("violations"):
+            status = "graded; refused: " + "; ".join(result["violations"])[:200]
+        writer.writerow([csv_cell(record["student"]), result["score"], result["max_score"],
+                         *[scores.get(n, 0) for n in names], csv_cell(status)])
+    reports.write_atomic(out, buffer.getvalue())

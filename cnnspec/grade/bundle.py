@@ -1,0 +1,108 @@
+"""``cnnspec grade gradescope-bundle``: the autograder zip Gradescope accepts.
+
+    setup.sh          installs cnnspec: the wheel inside the zip (built from the source checkout
+                      the command runs from, or given with --wheel), or `pip install cnnspec==V`
+                      from PyPI with --pypi; its dependencies come from PyPI
+    run_autograder    grades /autograder/submission with the assignment and writes
+                      /autograder/results/results.json (Gradescope's schema)
+    source files      assignment.toml, the secret, the network files of [[networks]]
+
+Gradescope runs one container per submission (as root: the sandbox drops to `nobody`), which is
+how a course of any size scales out. The zip holds the secret: upload it to Gradescope only.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from cnnspec.errors import CnnSpecError
+from cnnspec.grade.assignment import SECRET_ENV, load_assignment
+
+SETUP = """#!/usr/bin/env bash
+# Gradescope runs this once, when the autograder image is built.
+set -euo pipefail
+apt-get update -q && apt-get install -y -q python3 python3-pip python3-venv
+python3 -m venv /autograder/venv
+/autograder/venv/bin/pip install --upgrade pip
+/autograder/venv/bin/pip install {install}
+"""
+
+RUN = """#!/usr/bin/env bash
+# Gradescope runs this for every submission; it must write /autograder/results/results.json.
+set -u
+mkdir -p /autograder/results
+cd /autograder/source
+/autograder/venv/bin/cnnspec grade assignment.toml /autograder/submission \\
+    --format gradescope -o /autograder/results/results.json
+status=$?
+if [ $status -ne 0 ] || [ ! -s /autograder/results/results.json ]; then
+    cat > /autograder/results/results.json <<'JSON'
+{{"score": 0, "output": "The autograder could not run (exit status $status); please tell your instructor.", "tests": []}}
+JSON
+fi
+exit 0
+"""
+
+
+def build_wheel(out_dir: Path) -> Path:
+    """A wheel of the source checkout this cnnspec runs from (pip wheel, no dependencies), built
+    from a copy so that the checkout is left as it is."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").exists():
+        raise CnnSpecError("cnnspec is not running from a source checkout: give --wheel PATH or --pypi")
+    source = out_dir / "source"
+    source.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc", "*.egg-info")
+    for name in ("pyproject.toml", "README.md", "LICENSE", "cnnspec", "grammar"):
+        if (root / name).is_dir():
+            shutil.copytree(root / name, source / name, ignore=ignore)
+        elif (root / name).exists():
+            shutil.copy2(root / name, source / name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(out_dir), str(source)], capture_output=True, text=True)
+    wheels = sorted(out_dir.glob("cnnspec-*.whl"))
+    if done.returncode != 0 or not wheels:
+        raise CnnSpecError(f"building the cnnspec wheel failed: {done.stderr.strip()[-500:]}",
+                           hint="give a wheel with --wheel PATH, or use --pypi")
+    return wheels[-1]
+
+
+def make_bundle(assignment_path, out, *, wheel=None, pypi: bool = False) -> list[str]:
+    """Write the autograder zip ``out``; return the names it holds."""
+    from cnnspec import __version__
+    from cnnspec.grade.reports import write_atomic
+
+    assignment = load_assignment(assignment_path)
+    secret = assignment.directory / assignment.secret_file
+    if not secret.exists():
+        raise CnnSpecError(f"the secret file {secret} does not exist: hidden cases need it "
+                           f"(Gradescope does not see {SECRET_ENV})", file=str(assignment.path))
+    files = {"assignment.toml": assignment.path.read_bytes(), assignment.secret_file: secret.read_bytes()}
+    for problem in assignment.networks:
+        relative = problem.spec.relative_to(assignment.directory)
+        files[str(relative)] = problem.spec.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        if pypi:
+            install = f"cnnspec=={__version__}"
+        else:
+            wheel_path = Path(wheel) if wheel else build_wheel(Path(tmp))
+            if not wheel_path.exists():
+                raise CnnSpecError(f"no such wheel: {wheel_path}")
+            files[wheel_path.name] = wheel_path.read_bytes()
+            install = f"/autograder/source/{wheel_path.name}"
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, executable, text in (("setup.sh", True, SETUP.format(install=install)),
+                                           ("run_autograder", True, RUN.format())):
+                info = zipfile.ZipInfo(name)
+                info.external_attr = (0o755 if executable else 0o644) << 16
+                z.writestr(info, text)
+            for name, data in files.items():
+                z.writestr(name, data)
+        write_atomic(out, buffer.getvalue())
+    return ["setup.sh", "run_autograder", *files]

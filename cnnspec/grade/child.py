@@ -1,0 +1,322 @@
+"""The sandboxed child process that runs a student's functions. Started by sandbox.py as
+
+    python -I -B child.py REQUEST_FD REPLY_FD
+
+in a fresh temporary working directory, a new session and a scrubbed environment. It is a script,
+never imported as part of ``cnnspec``: the child never imports the package (nor the reference).
+
+In order, before any student code runs: read the configuration (the first message); lower the
+resource limits (soft = hard, so they cannot be raised again); import NumPy and the modules a
+submission commonly uses; when started as root, drop to the unprivileged user for good; install
+the guard (an audit hook and a meta-path finder refusing forbidden imports, file access outside
+the allowed places, processes, threads, sockets, ctypes and signals to other processes). Then
+it imports the submission and answers calls: each request carries inputs only, each reply the
+outputs, which the parent decodes strictly (protocol.py) and judges itself.
+
+The guard is a second line of defence and a source of clear messages ("forbidden import:
+cnnspec"); the boundary is the operating system: the separate user (when the grader runs as
+root), the session, the resource limits and the parent's wall-clock timeout.
+"""
+import json
+import os
+import resource
+import struct
+import sys
+import time
+
+# Imported before the switch to the sandbox user, who may not be able to read the Python install
+# (e.g. one under /root): what submissions commonly import must already be loaded.
+PRELOAD = ("math", "cmath", "random", "itertools", "functools", "collections", "collections.abc",
+           "dataclasses", "typing", "operator", "copy", "string", "re", "warnings", "traceback",
+           "linecache", "numbers", "fractions", "decimal", "statistics", "heapq", "bisect", "enum",
+           "contextlib", "textwrap", "pprint", "time", "gc", "inspect", "signal", "threading",
+           "subprocess", "io", "pathlib", "tempfile", "shutil", "glob", "pickle", "hashlib",
+           "array", "numpy", "numpy.linalg", "numpy.fft", "numpy.random", "numpy.lib.stride_tricks")
+
+# audit events refused outright (processes, threads, native code, network, limits)
+REFUSED = ("os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
+           "subprocess.Popen", "pty.spawn", "_thread.start_new_thread", "os.symlink", "os.link",
+           "resource.setrlimit", "resource.prlimit", "sys.addaudithook", "os.chroot",
+           "webbrowser.open", "os.startfile")
+REFUSED_PREFIXES = ("ctypes.", "socket.", "_ssl.", "sqlite3.", "urllib.", "http.", "ftplib.",
+                    "smtplib.", "imaplib.", "poplib.", "nntplib.", "telnetlib.")
+# audit events whose path arguments must lie inside the working directory
+WRITES = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.truncate", "os.chmod", "os.chown",
+          "os.utime", "os.chflags", "os.lchflags", "os.lchmod", "os.lchown", "os.mkfifo",
+          "os.mknod", "os.removexattr", "os.setxattr", "shutil.copyfile", "shutil.copytree",
+          "shutil.move", "shutil.rmtree", "shutil.make_archive", "shutil.unpack_archive")
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def read_exact(fd, n):
+    chunks, got = [], 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_body(fd):
+    (n,) = struct.unpack(">Q", read_exact(fd, 8))
+    return read_exact(fd, n)
+
+
+def set_limits(limits):
+    def cap(resource_id, value):
+        resource.setrlimit(resource_id, (value, value))
+
+    cap(resource.RLIMIT_CORE, 0)
+    cap(resource.RLIMIT_CPU, int(limits["cpu_seconds"]))
+    cap(resource.RLIMIT_FSIZE, int(limits["file_size_mb"]) << 20)
+    cap(resource.RLIMIT_NOFILE, int(limits["open_files"]))
+    if limits.get("memory_mb"):
+        cap(resource.RLIMIT_AS, int(limits["memory_mb"]) << 20)
+    if limits.get("no_processes"):
+        cap(resource.RLIMIT_NPROC, 0)       # not even threads (a uid of its own when run as root)
+
+
+def drop_privileges(uid, gid):
+    """Become ``uid``/``gid`` in all three (real, effective, saved) ids: no way back to root."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid) or os.getgroups():
+        raise SystemExit("could not drop privileges")
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    raise SystemExit("privileges were not dropped")
+
+
+def die_with_parent(parent_pid):
+    """SIGKILL this process when the grader dies (set after the user switch, which clears it)."""
+    import ctypes                      # already loaded by NumPy; refused to the submission later
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)     # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:     # the grader died before that: do not run on
+        raise SystemExit(1)
+
+
+class Guard:
+    """Refuses what a submission must not do, and remembers each refusal for the report."""
+
+    def __init__(self, config, workdir):
+        self.forbidden = frozenset(config["forbidden"])
+        # the Python install and the import path this interpreter (-I) was started with
+        roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+        roots.update(p for p in sys.path if os.path.isabs(p) and os.path.isdir(p))
+        self.read_roots = tuple(os.path.realpath(p) for p in sorted(roots)) + (workdir,)
+        self.deny = [(os.path.realpath(p), what) for p, what in config["deny"]]   # (root, label)
+        self.workdir = workdir
+        self.violations = []
+        self.pid, self.pgrp = os.getpid(), os.getpgrp()
+        self._realpath, self._fsdecode = os.path.realpath, os.fsdecode   # bound now, not looked up later
+
+    def record(self, message):
+        if message not in self.violations and len(self.violations) < 50:
+            self.violations.append(message)
+
+    def refuse(self, message, error=PermissionError):
+        self.record(message)
+        raise error(message)
+
+    # -- imports --------------------------------------------------------------------------
+    def find_spec(self, name, path=None, target=None):       # a meta-path finder
+        self.check_import(name)
+        return None
+
+    def check_import(self, name):
+        top = str(name).partition(".")[0]
+        if top in self.forbidden:
+            self.refuse(f"forbidden import: {top}", ImportError)
+
+    # -- files ----------------------------------------------------------------------------
+    @staticmethod
+    def _under(path, root):
+        return path == root or path.startswith(root.rstrip("/") + "/")
+
+    def check_path(self, raw, writing):
+        if isinstance(raw, int) or raw is None:
+            return                                   # an already open descriptor
+        path = self._realpath(self._fsdecode(raw))
+        if writing:
+            if not (self._under(path, self.workdir) or path == "/dev/null"):
+                self.refuse(f"forbidden file access: writing {path} (only the working directory "
+                            f"may be written)")
+            return
+        for root, what in self.deny:
+            if self._under(path, root):
+                if what.startswith("import "):
+                    self.refuse(f"forbidden import: {what[7:]} (by file path {path})", ImportError)
+                self.refuse(f"forbidden file access: reading {path}")
+        if path in ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"):
+            return
+        if not any(self._under(path, root) for root in self.read_roots):
+            self.refuse(f"forbidden file access: reading {path}")
+
+    # -- the audit hook -----------------------------------------------------------------------
+    def audit(self, event, args):
+        if event == "open":
+            path, mode, flags = args
+            writing = bool((flags or 0) & WRITE_FLAGS) or any(c in (mode or "") for c in "wax+")
+            self.check_path(path, writing)
+        elif event == "import":
+            self.check_import(args[0])
+        elif event in ("os.listdir", "os.scandir"):
+            self.check_path(args[0] if args and args[0] is not None else ".", False)
+        elif event in WRITES:
+            for arg in args:
+                if isinstance(arg, (str, bytes)) or hasattr(arg, "__fspath__"):
+                    self.check_path(arg, True)
+        elif event == "os.kill":
+            pid = args[0]
+            if pid not in (0, self.pid, -self.pgrp):
+                self.refuse(f"forbidden: sending signal {args[1]} to another process (pid {pid})")
+        elif event == "os.killpg":
+            if args[0] not in (0, self.pgrp):
+                self.refuse(f"forbidden: sending signal {args[1]} to process group {args[0]}")
+        elif event in REFUSED or event.startswith(REFUSED_PREFIXES):
+            self.refuse(f"forbidden: {event}")
+
+
+def load_submission(path, display_name):
+    """Import the submission as module ``submission``; an error or exit at import is reported, and
+    the functions defined before it are still graded."""
+    import types
+
+    module = types.ModuleType("submission")
+    module.__file__ = display_name
+    sys.modules["submission"] = module
+    with open(path, encoding="utf-8", errors="replace") as f:
+        source = f.read()
+    try:
+        exec(compile(source, display_name, "exec"), module.__dict__)
+    except BaseException as exc:       # noqa: B036 -- SystemExit and KeyboardInterrupt too
+        return module, describe_exception(exc, display_name)
+    return module, None
+
+
+def describe_exception(exc, display_name):
+    """The exception in words, with the line numbers of the submission's frames; never raises."""
+    import traceback
+
+    try:
+        traceback.clear_frames(exc.__traceback__)      # drop the locals (a memory hog's hoard)
+        summary = traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__),
+                                                 lookup_lines=False)
+        frames = [f for f in summary if f.filename == display_name]
+    except BaseException:              # noqa: B036
+        frames = []
+    line = frames[-1].lineno if frames else getattr(exc, "lineno", None)
+    try:
+        text = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
+            f"{type(exc).__name__}: {exc}"
+    except BaseException:              # noqa: B036 -- an exception that cannot be printed
+        text = type(exc).__name__
+    where = ", ".join(f"line {f.lineno} in {f.name}" for f in frames[-5:])
+    return {"type": type(exc).__name__, "message": text[:1000], "line": line, "where": where}
+
+
+def encode_result(value, np, dtypes, depth=0):
+    """Outputs as plain data for the wire; anything that is not what the API returns is described
+    (a list, an ndarray subclass, an object) instead of sent."""
+    kind = type(value)
+    if kind is np.ndarray:
+        native = value.dtype.newbyteorder("=") if value.dtype.byteorder == ">" else value.dtype
+        if value.dtype.str not in dtypes and native.str not in dtypes:
+            return {"$bad": f"an array of dtype {value.dtype}"[:120]}
+        return value
+    if kind is tuple or (kind is list and depth == 0):
+        if depth > 0:
+            return {"$bad": "a nested tuple"}
+        return {"$" + kind.__name__: [encode_result(v, np, dtypes, depth + 1) for v in value[:8]]}
+    if value is None:
+        return None
+    if kind in (float, int):
+        return {"$num": float(value)}
+    if isinstance(value, np.generic) and kind in (np.float16, np.float32, np.float64):
+        return {"$scalar": np.asarray(value)}
+    if isinstance(value, np.ndarray):
+        return {"$bad": f"an ndarray subclass ({kind.__name__}), not a plain numpy.ndarray"[:160]}
+    if kind is list:
+        return {"$bad": "a list, not a NumPy array"}
+    return {"$bad": f"an object of type {kind.__name__}, not a NumPy array"[:160]}
+
+
+def main():
+    req_fd, rep_fd = int(sys.argv[1]), int(sys.argv[2])
+    config = json.loads(read_body(req_fd)[4:].decode("utf-8"))["h"]
+    set_limits(config["limits"])
+    import importlib
+    import importlib.util
+
+    for name in PRELOAD + tuple(config.get("preload", ())):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    spec = importlib.util.spec_from_file_location(
+        "_cnnspec_grade_protocol", os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.py"))
+    protocol = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocol)
+    import numpy as np
+
+    if config.get("user"):
+        drop_privileges(*config["user"])
+    die_with_parent(config["parent"])
+    workdir = os.path.realpath(os.getcwd())
+    guard = Guard(config, workdir)
+    if config.get("guard", True):
+        sys.meta_path.insert(0, guard)
+        sys.addaudithook(guard.audit)
+    send = lambda value: protocol.write_message(rep_fd, value)          # noqa: E731
+
+    started = time.perf_counter()
+    module, import_error = load_submission(config["submission"], config["display_name"])
+    defined = sorted(k for k, v in module.__dict__.items() if callable(v) and not k.startswith("_"))
+    send({"status": "ready", "import_error": import_error, "defined": defined,
+          "seconds": time.perf_counter() - started, "uid": os.getuid(),
+          "violations": guard.violations})
+
+    while True:
+        try:
+            request = protocol.decode(read_body(req_fd))
+        except EOFError:
+            return
+        if request["op"] == "exit":
+            return
+        func = module.__dict__.get(request["func"])
+        replies = [call(func, request["func"], args, np, protocol.DTYPES, config["display_name"])
+                   for args in request["calls"]]
+        send({"replies": replies, "violations": guard.violations})
+
+
+def call(func, name, args, np, dtypes, display_name):
+    if not callable(func):
+        return {"status": "missing"}
+    args = [tuple(a) if isinstance(a, list) else a for a in args]
+    before = [(a.copy(), a.shape, a.dtype) if type(a) is np.ndarray else None for a in args]
+    started = time.perf_counter()
+    try:
+        value = func(*args)
+    except NotImplementedError:
+        return {"status": "not_implemented", "seconds": time.perf_counter() - started}
+    except BaseException as exc:       # noqa: B036 -- report sys.exit() and Ctrl-C as well
+        return {"status": "error", "error": describe_exception(exc, display_name),
+                "seconds": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    modified = [i for i, (a, b) in enumerate(zip(args, before)) if b is not None and (
+        type(a) is not np.ndarray or a.shape != b[1] or a.dtype != b[2] or a.tobytes() != b[0].tobytes())]
+    return {"status": "ok", "value": encode_result(value, np, dtypes), "modified": modified,
+            "seconds": seconds}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,528 @@
+"""Diagnosis: a catalogue of known student mistakes, each a *mutant* of the reference.
+
+A mutant computes what a layer-API function returns when it makes one known mistake, from the
+reference's own functions (``ref``, the module cnnspec.api) and the case's inputs. When a
+student's failing output equals a mutant's, the feedback names the mistake in plain words, with
+the lecture slide that explains the right way. Mutants run in the trusted parent only.
+
+    mutant = diagnose("conv2d_forward", ref, case.args, student_outputs, reference_outputs)
+    mutant.message   # "Your output equals a true convolution, i.e. the kernel flipped. ..."
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cnnspec.grade.checks import as_outputs, close
+
+_c = np.ascontiguousarray
+
+
+@dataclass(eq=False)
+class Mutant:
+    name: str
+    message: str
+    variants: dict = field(default_factory=dict)     # function name -> [impl(ref, *args)]
+
+    def on(self, *functions):
+        """Register an implementation of this mistake for each function in ``functions``."""
+        def register(impl):
+            for name in functions:
+                self.variants.setdefault(name, []).append(impl)
+            return impl
+        return register
+
+    @property
+    def functions(self) -> tuple:
+        return tuple(self.variants)
+
+
+MUTANTS: dict[str, Mutant] = {}
+
+
+def mutant(name: str, message: str) -> Mutant:
+    MUTANTS[name] = Mutant(name, " ".join(message.split()))
+    return MUTANTS[name]
+
+
+def diagnose(function: str, ref, args, student, expected, tol: float = 1e-6) -> Mutant | None:
+    """The first mutant whose outputs equal the student's wherever the student's differ from the
+    reference's (``student``, ``expected``: tuples of outputs). None when nothing matches."""
+    differ = [i for i, (s, e) in enumerate(zip(student, expected)) if not close(s, e, tol)]
+    if not differ:
+        return None
+    candidates = []                   # (mutant, its outputs)
+    for candidate in MUTANTS.values():
+        for impl in candidate.variants.get(function, ()):
+            try:
+                with np.errstate(all="ignore"):
+                    outputs = as_outputs(impl(ref, *args))
+            except Exception:          # noqa: BLE001 -- a mutant that does not apply to this case
+                continue
+            if len(outputs) == len(student):
+                candidates.append((candidate, outputs))
+    # a mutant equal in every output first; else one equal where the student's outputs are wrong
+    # (the student may have made the mistake in dw only, and got dx right)
+    for wanted in (range(len(student)), differ):
+        for candidate, outputs in candidates:
+            if all(close(student[i], outputs[i], tol) for i in wanted):
+                return candidate
+    return None
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def _flip(w):
+    """The kernel flipped along every spatial axis (a true convolution's kernel)."""
+    return _c(w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)])
+
+
+def _zero_padded(x, pad):
+    top, bottom, left, right = pad
+    return _c(np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))))
+
+
+# -- convolution and pooling geometry -------------------------------------------------------
+
+kernel_flipped = mutant("kernel_flipped", """
+    Your output equals a true convolution, i.e. the kernel flipped. CNN layers compute
+    cross-correlation: out[i, j] = sum over k, l of w[k, l] * x[i + k, j + l], with no flip
+    (lecture 000, 'Convolution or cross-correlation?').""")
+
+
+@kernel_flipped.on("conv2d_forward", "conv1d_forward")
+def _(ref, x, w, b, stride, pad):
+    return _layer(ref, x, "forward")(x, _flip(w), b, stride, pad)
+
+
+@kernel_flipped.on("conv2d_backward", "conv1d_backward")
+def _(ref, dout, x, w, b, stride, pad):
+    dx, dw, db = _layer(ref, x, "backward")(dout, x, _flip(w), b, stride, pad)
+    return dx, _flip(dw), db
+
+
+input_gradient_not_flipped = mutant("input_gradient_not_flipped", """
+    Your dx slides the kernel over dout without flipping it. The gradient with respect to the
+    input is a 'full' convolution of dout with the kernel flipped (equivalently: add
+    w * dout[n, f, i, j] back onto the window the forward read for output (i, j))
+    (lecture 000, 'Convolution or cross-correlation?').""")
+
+
+@input_gradient_not_flipped.on("conv2d_backward", "conv1d_backward")
+def _(ref, dout, x, w, b, stride, pad):
+    backward = _layer(ref, x, "backward")
+    dx, _, _ = backward(dout, x, _flip(w), b, stride, pad)
+    _, dw, db = backward(dout, x, w, b, stride, pad)
+    return dx, dw, db
+
+
+# Geometry mistakes: the same function with another (stride, pad). Each alternative maps the
+# case's (stride, pad) to the one the mistake uses.
+_GEOMETRY_2D = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
+                "avgpool2d_forward", "avgpool2d_backward")
+_GEOMETRY_1D = ("conv1d_forward", "conv1d_backward")
+
+
+def _geometry(m: Mutant, alternatives_2d, alternatives_1d=()):
+    for names, alternatives in ((_GEOMETRY_2D, alternatives_2d), (_GEOMETRY_1D, alternatives_1d)):
+        for name in names:
+            for alternative in alternatives:
+                m.variants.setdefault(name, []).append(_with_geometry(name, alternative))
+
+
+def _with_geometry(name, alternative):
+    def impl(ref, *args):
+        stride, pad = alternative(tuple(args[-2]), tuple(int(p) for p in args[-1]))
+        if (stride, pad) == (tuple(args[-2]), tuple(args[-1])):
+            raise ValueError("the same as the reference for this case")
+        if name.endswith("backward"):
+            # the mistake in a backward only fits this dout if it keeps the output's size
+            forward = getattr(ref, name.replace("backward", "forward"))
+            if forward(*args[1:-2], stride, pad).shape != args[0].shape:
+                raise ValueError("another output size")
+        return getattr(ref, name)(*args[:-2], stride, pad)
+    return impl
+
+
+height_width_swapped = mutant("height_width_swapped", """
+    Your output equals the right one with height and width swapped: in stride = (sh, sw) and
+    pad = (top, bottom, left, right) the first stride and the first two paddings are for the
+    height (axis 2), the others for the width (axis 3) (lecture 002, 'Convolution Settings').""")
+_geometry(height_width_swapped, (
+    lambda s, p: ((s[1], s[0]), (p[2], p[3], p[0], p[1])),      # both swapped
+    lambda s, p: ((s[1], s[0]), p),                             # the stride only
+    lambda s, p: (s, (p[2], p[3], p[0], p[1]))))                # pad read as (left, right, top, bottom)
+
+padding_ignored = mutant("padding_ignored", """
+    Your output equals the right one computed without padding: first add `top` rows of zeros
+    above the input, `bottom` rows below, `left` columns on the left and `right` columns on the
+    right, then slide the window (lecture 002, 'Convolution and Padding').""")
+_geometry(padding_ignored, (lambda s, p: (s, (0, 0, 0, 0)),), (lambda s, p: (s, (0, 0)),))
+
+padding_one_side = mutant("padding_one_side", """
+    Your output equals the right one with the padding on one side only, or the same on both
+    sides: pad = (top, bottom, left, right) gives each side its own number of rows or columns
+    of zeros (lecture 002, 'Convolution and Padding').""")
+_geometry(padding_one_side, (
+    lambda s, p: (s, (p[0] + p[1], 0, p[2] + p[3], 0)), lambda s, p: (s, (0, p[0] + p[1], 0, p[2] + p[3])),
+    lambda s, p: (s, (p[0], 0, p[2], 0)), lambda s, p: (s, (0, p[1], 0, p[3])),
+    lambda s, p: (s, (p[0], p[0], p[2], p[2])), lambda s, p: (s, (p[1], p[1], p[3], p[3]))), (
+    lambda s, p: (s, (p[0] + p[1], 0)), lambda s, p: (s, (0, p[0] + p[1])),
+    lambda s, p: (s, (p[0], 0)), lambda s, p: (s, (0, p[1])),
+    lambda s, p: (s, (p[0], p[0])), lambda s, p: (s, (p[1], p[1]))))
+
+stride_ignored = mutant("stride_ignored", """
+    Your output equals the right one with stride 1: move the window sh rows down and sw columns
+    right at each step, so that OH = 1 + (H + top + bottom - KH) // sh
+    (lecture 002, 'Convolution with Stride').""")
+_geometry(stride_ignored, (lambda s, p: ((1, 1), p),), (lambda s, p: ((1,), p),))
+
+
+# -- pooling ----------------------------------------------------------------------------------
+
+average_instead_of_max = mutant("average_instead_of_max", """
+    Your output equals average pooling: max-pooling keeps the largest value of each window, and
+    its gradient goes to that value only (lecture 000, 'Max-pooling').""")
+
+
+@average_instead_of_max.on("maxpool2d_forward")
+def _(ref, x, kernel, stride, pad):
+    return ref.avgpool2d_forward(x, kernel, stride, pad)
+
+
+@average_instead_of_max.on("maxpool2d_backward")
+def _(ref, dout, x, kernel, stride, pad):
+    return ref.avgpool2d_backward(dout, x, kernel, stride, pad)
+
+
+maxpool_gradient_whole_window = mutant("maxpool_gradient_whole_window", """
+    Your gradient goes to every input of each window: in max-pooling only the input that won
+    the max (the first maximum in row-major order) receives dout; the others get 0
+    (lecture 000, 'Max-pooling').""")
+
+
+@maxpool_gradient_whole_window.on("maxpool2d_backward")
+def _(ref, dout, x, kernel, stride, pad):
+    return ref.avgpool2d_backward(dout, x, kernel, stride, pad) * (kernel[0] * kernel[1])
+
+
+padding_wins_max = mutant("padding_wins_max", """
+    Your max-pooling lets the zero padding win a window's max. Padding never wins a max: pad
+    with -inf, or take the max over the real inputs of each window only
+    (layer-api.md; lecture 000, 'Max-pooling').""")
+
+
+@padding_wins_max.on("maxpool2d_forward")
+def _(ref, x, kernel, stride, pad):
+    return ref.maxpool2d_forward(_zero_padded(x, pad), kernel, stride, (0, 0, 0, 0))
+
+
+@padding_wins_max.on("maxpool2d_backward")
+def _(ref, dout, x, kernel, stride, pad):
+    top, _, left, _ = pad
+    dxp = ref.maxpool2d_backward(dout, _zero_padded(x, pad), kernel, stride, (0, 0, 0, 0))
+    return _c(dxp[:, :, top:top + x.shape[2], left:left + x.shape[3]])
+
+
+avgpool_padding_not_counted = mutant("avgpool_padding_not_counted", """
+    Your average divides by the number of real inputs in each window. The layer API counts the
+    padded zeros: always divide by kh * kw (PyTorch's count_include_pad=True)
+    (lecture 002, 'Pooling: Average Pooling').""")
+
+
+@avgpool_padding_not_counted.on("avgpool2d_forward")
+def _(ref, x, kernel, stride, pad):
+    share = ref.avgpool2d_forward(np.ones_like(x), kernel, stride, pad)     # real inputs / (kh kw)
+    return ref.avgpool2d_forward(x, kernel, stride, pad) / share
+
+
+@avgpool_padding_not_counted.on("avgpool2d_backward")
+def _(ref, dout, x, kernel, stride, pad):
+    share = ref.avgpool2d_forward(np.ones_like(x), kernel, stride, pad)
+    return ref.avgpool2d_backward(_c(dout / share), x, kernel, stride, pad)
+
+
+# -- parameters --------------------------------------------------------------------------------
+
+bias_missing = mutant("bias_missing", """
+    Your output equals the right one without the bias: add b[f] to every output of filter (or
+    unit) f -- f(sum of W * X + b); its gradient db[f] is the sum of dout over the batch and all
+    positions (lecture 000, 'Convolutions on images').""")
+
+
+@bias_missing.on("conv2d_forward", "conv1d_forward", "dense_forward")
+def _(ref, x, w, b, *geometry):
+    return _layer(ref, x, "forward")(x, w, None, *geometry)
+
+
+@bias_missing.on("conv2d_backward", "conv1d_backward", "dense_backward")
+def _(ref, dout, x, w, b, *geometry):
+    dx, dw, _ = _layer(ref, x, "backward")(dout, x, w, b, *geometry)
+    return dx, dw, None if b is None else np.zeros_like(b)
+
+
+@bias_missing.on("conv2d_backward", "conv1d_backward", "dense_backward")
+def _(ref, dout, x, w, b, *geometry):
+    dx, dw, _ = _layer(ref, x, "backward")(dout, x, w, b, *geometry)
+    return dx, dw, None
+
+
+def _layer(ref, x, which):
+    """The conv2d, conv1d or dense function the input belongs to (by its number of axes)."""
+    family = {4: "conv2d", 3: "conv1d", 2: "dense"}[x.ndim]
+    return getattr(ref, f"{family}_{which}")
+
+
+weight_gradient_transposed = mutant("weight_gradient_transposed", """
+    Your weight gradient is transposed: dw must have the shape of w. For out = x @ w,
+    dw = x.T @ dout, of shape (D, M); for a convolution dw[f, c, i, j] goes with w[f, c, i, j]
+    (lecture 003, 'Fully Connected layers': dot products of inputs and weights).""")
+
+
+@weight_gradient_transposed.on("dense_backward", "conv2d_backward", "conv1d_backward")
+def _(ref, dout, x, w, b, *rest):
+    dx, dw, db = _layer(ref, x, "backward")(dout, x, w, b, *rest)
+    return dx, _c(dw.T) if dw.ndim == 2 else _c(np.swapaxes(dw, 0, 1)), db
+
+
+@weight_gradient_transposed.on("conv2d_backward")
+def _(ref, dout, x, w, b, stride, pad):
+    dx, dw, db = ref.conv2d_backward(dout, x, w, b, stride, pad)
+    return dx, _c(np.swapaxes(dw, 2, 3)), db
+
+
+gradient_from_one_sample = mutant("gradient_from_one_sample", """
+    Your weight and bias gradients come from one sample only. One kernel is used at every
+    position of every sample, so all their gradients add up: accumulate with +=, do not
+    overwrite with = inside the loop (lecture 000, 'Convolutions on images').""")
+
+
+@gradient_from_one_sample.on("conv2d_backward", "conv1d_backward", "dense_backward")
+def _(ref, dout, x, w, b, *rest):
+    fn = _layer(ref, x, "backward")
+    dx, _, _ = fn(dout, x, w, b, *rest)
+    _, dw, db = fn(_c(dout[-1:]), _c(x[-1:]), w, b, *rest)
+    return dx, dw, db
+
+
+@gradient_from_one_sample.on("conv2d_backward", "conv1d_backward", "dense_backward")
+def _(ref, dout, x, w, b, *rest):
+    fn = _layer(ref, x, "backward")
+    dx, _, _ = fn(dout, x, w, b, *rest)
+    _, dw, db = fn(_c(dout[:1]), _c(x[:1]), w, b, *rest)
+    return dx, dw, db
+
+
+# -- activations ---------------------------------------------------------------------------------
+
+relu_gradient_not_masked = mutant("relu_gradient_not_masked", """
+    Your ReLU gradient is not masked by the input: dx = dout where x > 0, and 0 where x <= 0
+    (lecture 003, ReLU: y = max{0, x}).""")
+
+
+@relu_gradient_not_masked.on("relu_backward")
+def _(ref, dout, x):
+    return dout.copy()
+
+
+@relu_gradient_not_masked.on("relu_backward")
+def _(ref, dout, x):
+    return dout * (dout > 0)
+
+
+activation_gradient_from_input = mutant("activation_gradient_from_input", """
+    Your gradient uses x where it should use the activation's output: sigmoid'(x) = s (1 - s)
+    with s = sigmoid(x), and tanh'(x) = 1 - tanh(x)**2. The backward receives the forward's
+    INPUT x: apply the activation to it first (lecture 003, the activation functions).""")
+
+
+@activation_gradient_from_input.on("sigmoid_backward")
+def _(ref, dout, x):
+    return dout * x * (1 - x)
+
+
+@activation_gradient_from_input.on("tanh_backward")
+def _(ref, dout, x):
+    return dout * (1 - x ** 2)
+
+
+softmax_not_stabilised = mutant("softmax_not_stabilised", """
+    Your softmax overflows for large inputs: exp(1000) is inf, and inf / inf is NaN. Subtract
+    each row's maximum before exp -- softmax(x) = softmax(x - max(x)) gives the same result
+    without overflow (lecture 003, the Softmax slide).""")
+
+
+def _naive_softmax(x):
+    e = np.exp(x)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@softmax_not_stabilised.on("softmax_forward")
+def _(ref, x):
+    return _naive_softmax(x)
+
+
+@softmax_not_stabilised.on("softmax_cross_entropy")
+def _(ref, logits, y):
+    n = logits.shape[0]
+    p = _naive_softmax(logits)
+    loss = -np.mean(np.log(p[np.arange(n), y]))
+    p[np.arange(n), y] -= 1
+    return loss, p / n
+
+
+softmax_wrong_axis = mutant("softmax_wrong_axis", """
+    Your softmax normalises over the wrong axis: each row (one sample's scores) must sum to 1,
+    so normalise over axis 1, the classes (lecture 003, the Softmax slide).""")
+
+
+@softmax_wrong_axis.on("softmax_forward")
+def _(ref, x):
+    return _c(ref.softmax_forward(_c(x.T)).T)
+
+
+@softmax_wrong_axis.on("softmax_forward")
+def _(ref, x):
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+# -- losses ----------------------------------------------------------------------------------------
+
+loss_sum_or_mean = mutant("loss_sum_or_mean", """
+    Your loss or its gradient is a sum where it should be a mean (or a mean over the wrong
+    number of values): cross-entropy is the mean over the batch, so dlogits is divided by N;
+    the MSE is the mean over ALL elements, so dpred = 2 (pred - target) / pred.size
+    (lecture 000, 'Stacking convolution, pooling, dense layers': cross-entropy, mean squared error).""")
+
+
+@loss_sum_or_mean.on("softmax_cross_entropy")
+def _(ref, logits, y):
+    loss, grad = ref.softmax_cross_entropy(logits, y)
+    return loss * len(y), grad * len(y)                # a sum over the batch
+
+
+@loss_sum_or_mean.on("softmax_cross_entropy")
+def _(ref, logits, y):
+    loss, grad = ref.softmax_cross_entropy(logits, y)
+    return loss, grad * len(y)                         # the gradient not divided by N
+
+
+@loss_sum_or_mean.on("mse_loss")
+def _(ref, pred, target):
+    loss, grad = ref.mse_loss(pred, target)
+    return loss * pred.size, grad * pred.size          # a sum over all elements
+
+
+@loss_sum_or_mean.on("mse_loss")
+def _(ref, pred, target):
+    loss, grad = ref.mse_loss(pred, target)
+    per_sample = pred.size // pred.shape[0]            # a mean over the batch only
+    return loss * per_sample, grad * per_sample
+
+
+@loss_sum_or_mean.on("mse_loss")
+def _(ref, pred, target):
+    loss, grad = ref.mse_loss(pred, target)
+    return loss, grad * pred.size                      # the gradient not divided by the size
+
+
+cross_entropy_gradient_without_onehot = mutant("cross_entropy_gradient_without_onehot", """
+    Your dlogits is softmax(logits) / N: subtract 1 at each sample's true class,
+    dlogits = (softmax(logits) - onehot(y)) / N (lecture 000, 'Stacking convolution, pooling,
+    dense layers': softmax with cross-entropy).""")
+
+
+@cross_entropy_gradient_without_onehot.on("softmax_cross_entropy")
+def _(ref, logits, y):
+    loss, grad = ref.softmax_cross_entropy(logits, y)
+    grad = grad.copy()
+    grad[np.arange(len(y)), y] += 1.0 / len(y)
+    return loss, grad
+
+
+mse_gradient_factor = mutant("mse_gradient_factor", """
+    Your MSE gradient misses the factor 2: d/dpred mean((pred - target)**2) =
+    2 (pred - target) / pred.size (lecture 000, 'Stacking convolution, pooling, dense layers':
+    the mean squared error).""")
+
+
+@mse_gradient_factor.on("mse_loss")
+def _(ref, pred, target):
+    loss, grad = ref.mse_loss(pred, target)
+    return loss, grad / 2
+
+
+# -- normalisation and dropout ---------------------------------------------------------------------
+
+batchnorm_unbiased_variance = mutant("batchnorm_unbiased_variance", """
+    Your output uses the unbiased variance (divided by m - 1). Batch normalisation in training
+    mode divides by m, the number of values per feature or channel (np.var's default ddof=0)
+    (lecture 003, 'CNNs: Other Layers': batch normalization).""")
+
+
+def _unbiased(x, gamma, eps):
+    # (x - mu) / sqrt(s var + eps) = (x - mu) / sqrt(var + eps / s) / sqrt(s), s = m / (m - 1)
+    m = x.size // x.shape[1]
+    s = m / (m - 1)
+    return _c(gamma / np.sqrt(s)), eps / s, np.sqrt(s)
+
+
+@batchnorm_unbiased_variance.on("batchnorm_forward")
+def _(ref, x, gamma, beta, eps):
+    g, e, _ = _unbiased(x, gamma, eps)
+    return ref.batchnorm_forward(x, g, beta, e)
+
+
+@batchnorm_unbiased_variance.on("batchnorm_backward")
+def _(ref, dout, x, gamma, beta, eps):
+    g, e, root = _unbiased(x, gamma, eps)
+    dx, dgamma, dbeta = ref.batchnorm_backward(dout, x, g, beta, e)
+    return dx, dgamma / root, dbeta
+
+
+batchnorm_wrong_axes = mutant("batchnorm_wrong_axes", """
+    Your statistics are computed over the batch only, separately at each position. For
+    (N, C, H, W) or (N, C, L) inputs batch normalisation uses one mean and one variance per
+    channel, over the batch AND all positions (lecture 003, 'CNNs: Other Layers').""")
+
+
+def _per_position(x, gamma, beta):
+    n, c = x.shape[:2]
+    positions = x.size // (n * c)
+    return _c(x.reshape(n, -1)), np.repeat(gamma, positions), np.repeat(beta, positions), positions
+
+
+@batchnorm_wrong_axes.on("batchnorm_forward")
+def _(ref, x, gamma, beta, eps):
+    x2, g2, b2, _ = _per_position(x, gamma, beta)
+    return ref.batchnorm_forward(x2, g2, b2, eps).reshape(x.shape)
+
+
+@batchnorm_wrong_axes.on("batchnorm_backward")
+def _(ref, dout, x, gamma, beta, eps):
+    x2, g2, b2, positions = _per_position(x, gamma, beta)
+    dx, dg, db = ref.batchnorm_backward(_c(dout.reshape(x2.shape)), x2, g2, b2, eps)
+    c = x.shape[1]
+    return dx.reshape(x.shape), dg.reshape(c, positions).sum(1), db.reshape(c, positions).sum(1)
+
+
+dropout_not_rescaled = mutant("dropout_not_rescaled", """
+    Your dropout is not rescaled: inverted dropout divides the kept values by 1 - p, so that
+    each value's expected output equals its input (lecture 003, 'CNNs: Other Layers': dropout).""")
+
+
+@dropout_not_rescaled.on("dropout_forward", "dropout_backward")
+def _(ref, x, p, mask):
+    return x * mask
+
+
+dropout_divides_by_p = mutant("dropout_divides_by_p", """
+    Your dropout divides by p, but p is the probability of DROPPING a value: divide the kept
+    values by the keep probability, 1 - p (lecture 003, 'CNNs: Other Layers': dropout).""")
+
+
+@dropout_divides_by_p.on("dropout_forward", "dropout_backward")
+def _(ref, x, p, mask):
+    return x * mask / p

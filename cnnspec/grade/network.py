@@ -1,0 +1,135 @@
+"""Network-level problems: a .cnn network run by the engine with the student's functions in place
+of the built-in layers, compared with the same network run by the reference.
+
+The engine runs in the trusted parent; its ``backend`` is a set of proxies, each forwarding one
+call (inputs only) to the sandboxed child and returning the child's outputs once they pass the
+same strict checks as everywhere else. Three checks, equal shares:
+
+* outputs: the network's output on a fixed batch matches the reference network's (float64, the
+  same initial weights);
+* gradients: the training-mode loss and every parameter's gradient match;
+* training: one epoch of SGD on a fixed-seed subset of the ``shapes`` data set lowers the loss.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from cnnspec.errors import CnnSpecError
+from cnnspec.grade.checks import Bad, rel_error, unwrap
+from cnnspec.grade.functions import FUNCTIONS
+from cnnspec.grade.results import CheckResult, ProblemResult
+from cnnspec.grade.sandbox import SandboxError
+
+
+class StudentFailure(Exception):
+    """A student function failed inside the network (message: which and why)."""
+
+
+class Remote:
+    """A layer-API function whose calls run in the sandbox."""
+
+    def __init__(self, runner, name: str, timeout: float):
+        self.runner, self.name, self.timeout = runner, name, timeout
+        self.spec = FUNCTIONS[name]
+
+    def __call__(self, *args):
+        if self.name in self.runner.broken:                 # it timed out or crashed before
+            raise StudentFailure(self.runner.broken[self.name])
+        try:
+            [reply] = self.runner.run(self.name, [list(args)], self.timeout)
+        except SandboxError as exc:
+            self.runner.broken[self.name] = exc.message
+            raise
+        status = reply.get("status") if isinstance(reply, dict) else None
+        if status == "not_implemented":
+            raise StudentFailure(f"needs your {self.name}, which is not implemented")
+        if status == "missing":
+            raise StudentFailure(f"needs your {self.name}, which is not defined")
+        if status != "ok":
+            error = reply.get("error") if isinstance(reply, dict) else None
+            message = error.get("message") if isinstance(error, dict) else "no usable reply"
+            raise StudentFailure(f"your {self.name} failed: {str(message)[:300]}")
+        outputs, whole = unwrap(reply.get("value"), self.spec.returns)
+        if whole:
+            raise StudentFailure(f"your {self.name} {whole}")
+        for name, value in zip(self.spec.returns, outputs):
+            if isinstance(value, Bad):
+                raise StudentFailure(f"your {self.name} returned {name} as {value.why}")
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def grade_network(grader, problem, runner) -> ProblemResult:
+    """Grade one [[networks]] problem of the assignment with the submission's ``runner``."""
+    import cnnspec
+    from cnnspec.data import make_shapes
+    from cnnspec.engine import SGD, Model
+
+    started = time.monotonic()
+    result = ProblemResult(problem.name, "network", problem.points)
+    keys = ["outputs", "gradients"] + (["training"] if problem.train else [])
+    share = problem.points / len(keys)
+    checks = {
+        "outputs": CheckResult("outputs", "outputs match the reference network", share),
+        "gradients": CheckResult("gradients", "loss and gradients match the reference network", share),
+        "training": CheckResult("training", "one epoch of training lowers the loss", share),
+    }
+    checks = {k: checks[k] for k in keys}
+    result.checks = list(checks.values())
+    net = cnnspec.load(problem.spec)
+    try:
+        runner.ensure()
+    except SandboxError as exc:
+        for check in checks.values():
+            check.record(False, exc.message)
+        return result
+    defined = set(runner.defined or ()) & set(FUNCTIONS)
+    backend = {name: Remote(runner, name, grader.assignment.limits.time_per_case) for name in defined}
+    x, y = make_shapes(problem.batch, net.input_shape, seed=problem.seed)
+    x = x.astype(np.float64)
+
+    def attempt(check, run):
+        try:
+            ok, why = run()
+        except (StudentFailure, SandboxError, CnnSpecError) as exc:
+            ok, why = False, str(getattr(exc, "message", exc))
+        except (FloatingPointError, ValueError, ArithmeticError) as exc:
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+        check.record(ok, why)
+
+    reference = Model(net, dtype="float64", seed=problem.seed)
+    student = Model(net, dtype="float64", seed=problem.seed, backend=backend)
+
+    def outputs():
+        err = rel_error(student.forward(x), reference.forward(x))
+        return err < problem.tolerance, f"the output differs from the reference network's (relative error {err:.1e})"
+
+    def gradients():
+        loss_ref, grads_ref = reference.loss_and_grad(x, y)
+        loss, grads = student.loss_and_grad(x, y)
+        bad = [] if rel_error(loss, loss_ref) < problem.tolerance else ["the loss"]
+        for layer, params in grads_ref.items():
+            for key, g in params.items():
+                if not rel_error(grads[layer][key], g) < problem.tolerance:
+                    bad.append(f"{layer}.{key}")
+        return not bad, f"differs from the reference network's: {', '.join(bad[:6])}"
+
+    def training():
+        xs, ys = make_shapes(problem.train_samples, net.input_shape, seed=problem.seed + 1)
+        model = Model(net, dtype="float32", seed=problem.seed, backend=backend)
+        before = model.evaluate(xs, ys, batch=problem.train_batch)[0]
+        optimizer = SGD(model, lr=problem.lr)
+        for _ in range(problem.epochs):
+            for start in range(0, len(xs), problem.train_batch):
+                model.train_step(xs[start:start + problem.train_batch], ys[start:start + problem.train_batch],
+                                 optimizer)
+        after = model.evaluate(xs, ys, batch=problem.train_batch)[0]
+        return bool(np.isfinite(after) and after < before), \
+            f"the loss went from {before:.4f} to {after:.4f}; it should go down"
+
+    for key, run in (("outputs", outputs), ("gradients", gradients), ("training", training)):
+        if key in checks:
+            attempt(checks[key], run)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result

@@ -1,0 +1,154 @@
+"""Reports of a GradeResult: text for people, Gradescope's results.json (also ``--format json``,
+with the full details added), JUnit XML for CI; and atomic file writing.
+
+What a submission printed appears only in clearly marked, truncated sections, each line behind
+"| ", so that printed text cannot pass for the grader's own lines.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from cnnspec.grade.results import GradeResult
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean(text: str) -> str:
+    """Text without control characters (escape sequences in a submission's output, NUL bytes)."""
+    return _CONTROL.sub("?", str(text))
+
+
+def quoted(text: str, max_lines: int = 40, max_width: int = 160) -> str:
+    """A submission's output, each line behind "| ", cut to ``max_lines`` of ``max_width``."""
+    lines = clean(text).splitlines()
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + [f"[... {len(lines) - max_lines} more lines]"]
+    return "\n".join("  | " + (line if len(line) <= max_width else line[:max_width] + " [...]")
+                     for line in lines)
+
+
+def _fmt(x: float) -> str:
+    """2.5, 10, 0.33: at most two decimals, no trailing zeros."""
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def header(result: GradeResult) -> list[str]:
+    cases = "public cases only" if result.public_only else "public and hidden cases"
+    lines = [f"{result.assignment} -- {clean(result.submission)}: {_fmt(result.score)} / "
+             f"{_fmt(result.max_score)} ({cases}, {result.seconds:.1f} s)"]
+    if result.import_error:
+        lines.append(f"Import: {clean(result.import_error)}")
+    for v in result.violations:
+        lines.append(f"Refused: {clean(v)}")
+    return lines
+
+
+def text(result: GradeResult, verbose: bool = False) -> str:
+    """The readable report: per problem, its points, what passed, what failed and why."""
+    lines = header(result) + [""]
+    width = max([len(p.name) for p in result.problems] + [20])
+    for p in result.problems:
+        lines.append(f"{p.name:<{width}}  {_fmt(p.score):>6} / {_fmt(p.max_score)}")
+        for note in p.notes:
+            lines.append(f"    {clean(note)}")
+        if verbose:
+            pass
+        elif not p.notes and all(c.ok for c in p.checks):
+            total = max(c.total for c in p.checks) if p.checks else 0
+            lines.append(f"    all {len(p.checks)} checks passed ({total} cases)")
+            continue
+        elif p.notes and not any(c.passed or c.messages for c in p.checks):
+            continue                   # nothing passed, for the reasons in the notes
+        for c in p.checks:
+            mark = "PASS" if c.ok else "FAIL"
+            lines.append(f"    {mark} {c.title:<56} {_fmt(c.score):>5} / {_fmt(c.max_score):<5} "
+                         f"{c.passed}/{c.total}")
+            for m in c.messages:
+                lines.append(f"         {clean(m)}")
+            if c.dropped:
+                lines.append(f"         ... and {c.dropped} more")
+    if result.output.strip():
+        lines += ["", "What your code printed (truncated):", quoted(result.output)]
+    return "\n".join(lines) + "\n"
+
+
+def gradescope(result: GradeResult, details: bool = False) -> dict:
+    """Gradescope's results.json: one test per check of each problem."""
+    tests = []
+    for i, p in enumerate(result.problems, 1):
+        for j, c in enumerate(p.checks, 1):
+            output = [] if c.ok else [clean(n) for n in p.notes]
+            output += [clean(m) for m in c.messages]
+            if c.dropped:
+                output.append(f"... and {c.dropped} more")
+            tests.append({"name": f"{p.name}: {c.title}", "number": f"{i}.{j}",
+                          "score": round(c.score, 2), "max_score": round(c.max_score, 2),
+                          "status": "passed" if c.ok else "failed",
+                          "output": "\n".join(output) or f"{c.passed}/{c.total} cases passed",
+                          "visibility": "visible"})
+    summary = "\n".join(header(result))
+    if result.output.strip():
+        summary += "\n\nWhat your code printed (truncated):\n" + quoted(result.output)
+    data = {"score": result.score, "execution_time": round(result.seconds, 2), "output": summary,
+            "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+    if details:
+        data["cnnspec"] = result.to_dict()
+    return data
+
+
+def junit(result: GradeResult) -> str:
+    """JUnit XML: a test suite per problem, a test case per check."""
+    suites = ET.Element("testsuites", name=result.assignment, time=f"{result.seconds:.3f}")
+    failures_total = tests_total = 0
+    for p in result.problems:
+        failures = sum(not c.ok for c in p.checks)
+        suite = ET.SubElement(suites, "testsuite", name=p.name, tests=str(len(p.checks)),
+                              failures=str(failures), time=f"{p.seconds:.3f}")
+        for c in p.checks:
+            case = ET.SubElement(suite, "testcase", classname=p.name, name=c.title, time="0")
+            ET.SubElement(case, "properties")
+            if not c.ok:
+                failure = ET.SubElement(case, "failure", message=f"{_fmt(c.score)}/{_fmt(c.max_score)} points, "
+                                                                 f"{c.passed}/{c.total} cases passed")
+                failure.text = clean("\n".join(p.notes + c.messages))
+        failures_total += failures
+        tests_total += len(p.checks)
+    suites.set("tests", str(tests_total))
+    suites.set("failures", str(failures_total))
+    if result.output.strip() or result.violations:
+        out = ET.SubElement(suites, "system-out")
+        out.text = clean("\n".join(header(result)) + "\n" + result.output)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def render(result: GradeResult, fmt: str) -> str:
+    if fmt == "text":
+        return text(result)
+    if fmt == "junit":
+        return junit(result)
+    return json.dumps(gradescope(result, details=(fmt == "json")), indent=2) + "\n"
+
+
+def write_atomic(path, data) -> None:
+    """Write a file so that readers see the old or the new content, never a part: a temporary
+    file in the same directory, flushed, then renamed over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,120 @@
+"""Numba kernels for every layer of dsl.md §6 — forward and backward side by side per family.
+
+This docstring is the interface the engine codes against (kept true by the kernels helper).
+
+Conventions
+-----------
+* Arrays are C-contiguous NumPy arrays; all float arrays of one call share one dtype, float32 or
+  float64.  Labels are int64 (N,), dropout masks are bool, max-pool argmax buffers are int64.
+* Spatial arguments are tuples of Python ints (keep them tuples of ints: one numba signature):
+  ``kernel (kh, kw)``, ``stride (sh, sw)``, ``pad (top, bottom, left, right)``, ``dilation (dh, dw)``.
+* 1-D layers run on the 2-D kernels with H = 1: x.reshape(N, C, 1, L), w.reshape(F, Cg, 1, K),
+  kernel (1, k), stride (1, s), pad (0, 0, left, right), dilation (1, d).  A reshape of a
+  C-contiguous array is free.
+* ``*_into`` entry points are plain Python functions that call the njit kernels; they write into
+  caller-provided buffers and allocate nothing (so the engine allocates every buffer once per batch
+  size).  Output sizes are taken from the ``out`` buffer (so pooling ``ceil`` mode is the caller's
+  choice of OH/OW).
+* Backward entry points take ``accumulate`` (default False): False overwrites ``dx``, True adds
+  into it (``dx += ...``), for a tensor that feeds several layers (micrograd's ``+=``).  Only input
+  gradients accumulate; parameter gradients (dw, db, dgamma, dbeta) are always overwritten.
+  Gradient arguments may be None: that gradient is not computed (network input, frozen layer).
+* Element-wise forward may run in place (``out is x``); element-wise backward with
+  accumulate=False may run in place (``dx is dout``).
+
+Entry points
+------------
+Convolution (cross-correlation; groups and dilation supported):
+    conv2d_workspace_size(x_shape, w_shape, stride, pad, dilation, groups) -> int
+        number of elements (x's dtype) of the 1-D ``workspace`` scratch buffer that forward and
+        backward need (for numba's current thread count); one workspace may be shared by all
+        layers (scratch during a call only).  Too small a workspace raises ValueError.
+    conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace)
+        x (N, C, H, W); w (F, C // groups, KH, KW); b (F,) or None; out (N, F, OH, OW)
+    conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,
+                         accumulate=False)
+        dx (N, C, H, W) or None; dw like w or None; db (F,) or None
+
+Pooling (out's spatial size is given by the caller; padding never wins a max; avg divides by the
+window clipped to the padded input, like PyTorch count_include_pad=True, also in ceil mode;
+sum = the plain window sum = avg x its divisor):
+    maxpool2d_forward_into(x, kernel, stride, pad, out, argmax)
+        argmax int64 (N, C, OH, OW): flat index h*W + w of the chosen input (first maximum in
+        row-major order), -1 for a window with no input element (then out = -inf, as PyTorch)
+    maxpool2d_backward_into(dout, argmax, dx, accumulate=False)
+    avgpool2d_forward_into(x, kernel, stride, pad, out)
+    avgpool2d_backward_into(dout, kernel, stride, pad, dx, accumulate=False)
+    sumpool2d_forward_into(x, kernel, stride, pad, out)
+    sumpool2d_backward_into(dout, kernel, stride, pad, dx, accumulate=False)
+    global_avgpool_forward_into(x, out)                 x (N, C, *spatial), out (N, C, 1[, 1])
+    global_avgpool_backward_into(dout, dx, accumulate=False)
+    global_maxpool_forward_into(x, out, argmax)         argmax int64 (N, C): flat spatial index
+    global_maxpool_backward_into(dout, argmax, dx, accumulate=False)
+
+Dense (out = x @ w + b):
+    dense_forward_into(x, w, b, out)                    x (N, D); w (D, M); b (M,) or None
+    dense_backward_into(dout, x, w, dx, dw, db, accumulate=False)
+
+Activations (any shape; softmax over axis 1 of (N, C, *spatial)):
+    relu_forward_into(x, out);          relu_backward_into(dout, y, dx, accumulate=False)
+    leaky_relu_forward_into(x, slope, out)
+    leaky_relu_backward_into(dout, x, slope, dx, accumulate=False)
+    sigmoid_forward_into(x, out);       sigmoid_backward_into(dout, y, dx, accumulate=False)
+    tanh_forward_into(x, out);          tanh_backward_into(dout, y, dx, accumulate=False)
+    softmax_forward_into(x, out);       softmax_backward_into(dout, y, dx, accumulate=False)
+        y is the forward OUTPUT (so the forward may run in place); relu: y or x, same sign pattern;
+        leaky_relu takes the forward input x (the output works too when slope >= 0).
+
+Batch normalisation (x (N, C, *spatial) per channel, or (N, D) per feature):
+    batchnorm_forward_train_into(x, gamma, beta, eps, momentum, running_mean, running_var,
+                                 out, mean, invstd)
+        batch statistics (biased variance); writes mean and invstd = 1/sqrt(var + eps), both
+        FLOAT64 (C,) buffers, for the backward; updates running_mean/running_var in place as PyTorch does
+        (running = (1 - momentum) * running + momentum * batch, var unbiased); pass
+        running_mean=None to skip the update.
+    batchnorm_forward_eval_into(x, gamma, beta, eps, running_mean, running_var, out)
+    batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, accumulate=False)
+        training-mode backward (batch statistics).
+    batchnorm_backward_eval_into(dout, x, gamma, eps, running_mean, running_var, dx, dgamma,
+                                 dbeta, accumulate=False)
+        backward of the evaluation-mode forward (a fixed affine map), e.g. for frozen layers.
+
+Dropout, merges:
+    dropout_forward_into(x, mask, p, out)               out = x * mask / (1 - p); mask bool
+    dropout_backward_into(dout, mask, p, dx, accumulate=False)
+    add_into(a, b, out)                                 out = a + b  (n-ary add: call repeatedly)
+    accumulate_into(src, dst)                           dst += src   (the backward of add)
+    concat_forward_into(xs, out)                        xs: sequence of (N, Ci, *spatial)
+    concat_backward_into(dout, dxs, accumulate=False)   dxs: sequence of arrays; an int entry
+                                                        (that input's channel count) skips it
+
+Losses (return the loss as a Python float, mean as stated; write the gradient):
+    softmax_cross_entropy_into(logits, y, dlogits) -> loss     logits (N, K), y int64 (N,)
+    mse_loss_into(pred, target, dpred) -> loss                 mean over all elements
+
+Everything is also available as the stateless layer API of layer-api.md in ``cnnspec.api``.
+"""
+from cnnspec.kernels import _blas
+
+_blas.single_threaded_blas()
+
+from cnnspec.kernels.activation import (  # noqa: E402
+    leaky_relu_backward_into, leaky_relu_forward_into, relu_backward_into, relu_forward_into,
+    sigmoid_backward_into, sigmoid_forward_into, softmax_backward_into, softmax_forward_into,
+    tanh_backward_into, tanh_forward_into)
+from cnnspec.kernels.conv import (  # noqa: E402
+    conv2d_backward_into, conv2d_forward_into, conv2d_output_shape, conv2d_workspace_size,
+    conv_output_size)
+from cnnspec.kernels.dense import dense_backward_into, dense_forward_into  # noqa: E402
+from cnnspec.kernels.loss import mse_loss_into, softmax_cross_entropy_into  # noqa: E402
+from cnnspec.kernels.merge import (  # noqa: E402
+    accumulate_into, add_into, concat_backward_into, concat_forward_into, dropout_backward_into,
+    dropout_forward_into)
+from cnnspec.kernels.norm import (  # noqa: E402
+    batchnorm_backward_eval_into, batchnorm_backward_into, batchnorm_forward_eval_into,
+    batchnorm_forward_train_into)
+from cnnspec.kernels.pool import (  # noqa: E402
+    avgpool2d_backward_into, avgpool2d_forward_into, global_avgpool_backward_into,
+    global_avgpool_forward_into, global_maxpool_backward_into, global_maxpool_forward_into,
+    maxpool2d_backward_into, maxpool2d_forward_into, sumpool2d_backward_into,
+    sumpool2d_forward_into)

@@ -1,0 +1,84 @@
+"""``gemm``: BLAS sgemm/dgemm callable from numba kernels, with leading dimensions and beta.
+
+numba's own ``np.dot`` calls BLAS through the exported helper ``numba_xxgemm`` (which forwards to
+``scipy.linalg.cython_blas``) but only on whole contiguous matrices with beta = 0.  Convolution
+needs more: a matrix that starts inside a buffer (``ld`` larger than its width), accumulation
+(beta = 1) and transposes.  We call the same helper with our own arguments.  It is resolved by
+symbol name at link time, so kernels that use it stay cacheable.
+
+Threads: the kernels split samples over threads and call BLAS from each, so the BLAS library
+numba calls must use one thread per call (BLAS's own threads nested in ours were measured 1.5x
+slower on two cores).  :func:`single_threaded_blas` sets that once, at import of
+:mod:`cnnspec.kernels`, with threadpoolctl, and only for scipy's BLAS when numpy has its own
+copy (numpy's ``matmul`` keeps its threads).
+"""
+import numpy as np
+from numba import types
+from numba.extending import overload
+from numba.np.linalg import ensure_blas
+
+ensure_blas()  # imports scipy.linalg.cython_blas, which provides the symbols numba_xxgemm calls
+
+
+def _xxgemm(dtype):
+    ptr = types.CPointer(dtype)
+    sig = types.intc(types.char, types.char, types.char,      # kind, transa, transb
+                     types.intp, types.intp, types.intp,      # m, n, k
+                     ptr, ptr, types.intp, ptr, types.intp,   # alpha, a, lda, b, ldb
+                     ptr, ptr, types.intp)                    # beta, c, ldc
+    return types.ExternalFunction("numba_xxgemm", sig)
+
+
+_XXGEMM = {types.float32: (_xxgemm(types.float32), ord("s")),
+           types.float64: (_xxgemm(types.float64), ord("d"))}
+
+
+def gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major ``C = alpha * op(A) @ op(B) + beta * C``, C (m, n), op(A) (m, k), op(B) (k, n).
+
+    a, b, c are 1-D arrays whose first element is the matrix's first element; row i of a matrix
+    starts ``i * ld`` elements later.  ``op(A) = A.T`` when ``trans_a`` (A stored (k, m)).
+    With beta == 0, C is not read.  Callable from numba kernels only.
+    """
+    raise NotImplementedError("gemm is called from numba kernels only")
+
+
+@overload(gemm)
+def _gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    xxgemm, kind = _XXGEMM[c.dtype]
+    N, T = ord("n"), ord("t")
+
+    def impl(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        if m == 0 or n == 0:
+            return
+        scalars = np.empty(2, c.dtype)
+        scalars[0] = alpha
+        scalars[1] = beta
+        if k == 0:                          # the product is empty: C = beta * C
+            for i in range(m):
+                for j in range(n):
+                    c[i * ldc + j] = c[i * ldc + j] * beta if beta != 0 else 0
+            return
+        # column-major BLAS sees every row-major matrix transposed: C^T = op(B)^T @ op(A)^T
+        xxgemm(kind, T if trans_b else N, T if trans_a else N, n, m, k,
+               scalars[0:].ctypes, b.ctypes, ldb, a.ctypes, lda,
+               scalars[1:].ctypes, c.ctypes, ldc)
+
+    return impl
+
+
+def single_threaded_blas():
+    """Make the BLAS that numba's kernels call run one thread per call (see module docstring)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:                     # still correct, only slower on several cores
+        return
+    import os
+
+    numpy_dir = os.path.dirname(np.__file__)
+    controller = ThreadpoolController()
+    blas = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
+    # numpy's wheels bundle their own BLAS (in numpy.libs / numpy/.dylibs): leave that one alone
+    own = [lib for lib in blas if not os.path.dirname(lib.filepath).startswith(numpy_dir)]
+    for lib in own or blas:
+        lib.set_num_threads(1)

@@ -1,0 +1,166 @@
+"""Element-wise activations and softmax, forward and backward side by side.
+
+Arrays of any shape (flattened to 1-D views; softmax works on (N, C, S) over C).  Backward
+functions take the forward OUTPUT y where that suffices, so the forward may run in place
+(``out is x``); with accumulate=False the backward may run in place (``dx is dout``).
+Element-wise work is memory-bound and cheap next to convolution: one thread, SIMD loops.
+"""
+import numpy as np
+
+from cnnspec.kernels._jit import jit
+
+
+@jit
+def _relu_forward(x, out):
+    for i in range(x.size):
+        out[i] = x[i] if x[i] > 0 else 0
+
+
+@jit
+def _relu_backward(dout, y, dx, accumulate):
+    # the gradient at x == 0 is 0: test y > 0, not y >= 0
+    if accumulate:
+        for i in range(dx.size):
+            dx[i] += dout[i] if y[i] > 0 else 0
+    else:
+        for i in range(dx.size):
+            dx[i] = dout[i] if y[i] > 0 else 0
+
+
+@jit
+def _leaky_relu_forward(x, slope, out):
+    for i in range(x.size):
+        out[i] = x[i] if x[i] > 0 else x[i] * slope
+
+
+@jit
+def _leaky_relu_backward(dout, x, slope, dx, accumulate):
+    if accumulate:
+        for i in range(dx.size):
+            dx[i] += dout[i] if x[i] > 0 else dout[i] * slope
+    else:
+        for i in range(dx.size):
+            dx[i] = dout[i] if x[i] > 0 else dout[i] * slope
+
+
+@jit
+def _sigmoid_forward(x, out):
+    for i in range(x.size):
+        v = x[i]
+        if v >= 0:                       # never exp of a large positive number
+            out[i] = 1 / (1 + np.exp(-v))
+        else:
+            e = np.exp(v)
+            out[i] = e / (1 + e)
+
+
+@jit
+def _sigmoid_backward(dout, y, dx, accumulate):
+    if accumulate:
+        for i in range(dx.size):
+            dx[i] += dout[i] * y[i] * (1 - y[i])
+    else:
+        for i in range(dx.size):
+            dx[i] = dout[i] * y[i] * (1 - y[i])
+
+
+@jit
+def _tanh_forward(x, out):
+    for i in range(x.size):
+        out[i] = np.tanh(x[i])
+
+
+@jit
+def _tanh_backward(dout, y, dx, accumulate):
+    if accumulate:
+        for i in range(dx.size):
+            dx[i] += dout[i] * (1 - y[i] * y[i])
+    else:
+        for i in range(dx.size):
+            dx[i] = dout[i] * (1 - y[i] * y[i])
+
+
+@jit
+def _softmax_forward(x, out):
+    """x, out (N, C, S): softmax over C, minus the max first (stable for |x| up to 1e4)."""
+    n_, c_, s_ = x.shape
+    for n in range(n_):
+        for s in range(s_):
+            m = x[n, 0, s]
+            for c in range(1, c_):
+                m = max(m, x[n, c, s])
+            total = 0.0
+            for c in range(c_):
+                e = np.exp(x[n, c, s] - m)
+                out[n, c, s] = e
+                total += e
+            for c in range(c_):
+                out[n, c, s] = out[n, c, s] / total
+
+
+@jit
+def _softmax_backward(dout, y, dx, accumulate):
+    """dx = y * (dout - sum_c dout * y), per (n, s)."""
+    n_, c_, s_ = y.shape
+    for n in range(n_):
+        for s in range(s_):
+            dot = 0.0
+            for c in range(c_):
+                dot += dout[n, c, s] * y[n, c, s]
+            for c in range(c_):
+                g = y[n, c, s] * (dout[n, c, s] - dot)
+                if accumulate:
+                    dx[n, c, s] += g
+                else:
+                    dx[n, c, s] = g
+
+
+def _flat(a):
+    return a.reshape(-1)              # a view: every buffer is C-contiguous
+
+
+def _ncs(a):
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def relu_forward_into(x, out):
+    _relu_forward(_flat(x), _flat(out))
+
+
+def relu_backward_into(dout, y, dx, accumulate=False):
+    _relu_backward(_flat(dout), _flat(y), _flat(dx), bool(accumulate))
+
+
+# slope is passed in x's dtype (x * slope rounds as NumPy's float32 arithmetic does)
+def leaky_relu_forward_into(x, slope, out):
+    _leaky_relu_forward(_flat(x), x.dtype.type(slope), _flat(out))
+
+
+def leaky_relu_backward_into(dout, x, slope, dx, accumulate=False):
+    _leaky_relu_backward(_flat(dout), _flat(x), x.dtype.type(slope), _flat(dx),
+                         bool(accumulate))
+
+
+def sigmoid_forward_into(x, out):
+    _sigmoid_forward(_flat(x), _flat(out))
+
+
+def sigmoid_backward_into(dout, y, dx, accumulate=False):
+    _sigmoid_backward(_flat(dout), _flat(y), _flat(dx), bool(accumulate))
+
+
+def tanh_forward_into(x, out):
+    _tanh_forward(_flat(x), _flat(out))
+
+
+def tanh_backward_into(dout, y, dx, accumulate=False):
+    _tanh_backward(_flat(dout), _flat(y), _flat(dx), bool(accumulate))
+
+
+def softmax_forward_into(x, out):
+    """Softmax over axis 1 of x (N, C, *spatial)."""
+    _softmax_forward(_ncs(x), _ncs(out))
+
+
+def softmax_backward_into(dout, y, dx, accumulate=False):
+    _softmax_backward(_ncs(dout), _ncs(y), _ncs(dx), bool(accumulate))

@@ -1,0 +1,28 @@
+"""Training, evaluation and inference on top of the engine — the Python API behind
+``cnnspec train``, ``cnnspec evaluate`` and ``cnnspec run``.
+
+    net = cnnspec.load("specs/lenet5.cnn")
+    history = fit(net, epochs=3, out="runs/lenet5")          # the file's train section, overridden
+    history.rows[-1]["val_acc"]
+    result = evaluate(history.model, *history.dataset.split("val"), history.dataset.classes)
+    print(result.report())
+    predict(history.model, history.dataset.x_val[0], classes=history.classes).top
+
+Names are imported on first use, so that ``cnnspec.train.cli`` (imported by every ``cnnspec``
+command) loads nothing heavy.
+"""
+_NAMES = {
+    "fit": "loop", "History": "loop",
+    "TrainConfig": "config", "resolve_config": "config",
+    "evaluate": "metrics", "Evaluation": "metrics",
+    "predict": "inference", "Prediction": "inference", "activations": "inference",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(f"cnnspec.train.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'cnnspec.train' has no attribute {name!r}")

@@ -1,0 +1,213 @@
+"""``cnnspec train``, ``cnnspec evaluate`` and ``cnnspec run``: thin faces over :mod:`cnnspec.train`.
+
+Nothing heavy is imported here at import time (no numba, no matplotlib): each handler imports
+what it needs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from cnnspec.errors import CnnSpecError
+
+MAX_DEFAULT_LAYERS = 8           # layers `run --feature-maps` draws when --layers is not given
+DATA_HELP = ("data set: shapes (default), shapes:CLASS,...[,n=N], digits, PATH.npz, mnist:DIR, "
+             "cifar10:DIR, folder:DIR")
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train", help="train a network on a data set",
+        description="Train a network. The file's train section gives the defaults; flags override them. "
+                    "Writes weights.npz, log.csv, log.json and curves.png to --out. Ctrl-C stops after "
+                    "the current batch and saves a checkpoint that --resume continues.")
+    train.add_argument("file", help="the .cnn file")
+    train.add_argument("--data", help=DATA_HELP)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch", type=int)
+    train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument("--optimizer", help="sgd, adam, or with arguments: 'sgd(lr=0.05, momentum=0.9)'")
+    train.add_argument("--momentum", type=float, help="SGD momentum")
+    train.add_argument("--loss", choices=("cross_entropy", "mse"))
+    train.add_argument("--seed", type=int)
+    train.add_argument("--val-split", type=float, help="fraction of the training data held out for validation")
+    train.add_argument("--augment", nargs="+", action="extend", metavar="STEP",
+                       help="flip vflip 'rotate(DEG)' 'shift(PX)' 'scale(LO,HI)' 'noise(STD)', or none")
+    train.add_argument("--init", metavar="W.npz", help="start from these weights where names and shapes match")
+    train.add_argument("--freeze", nargs="+", action="extend", metavar="GLOB",
+                       help="keep the parameters of matching layers fixed, e.g. 'conv*'")
+    train.add_argument("--unfreeze-after", action="append", metavar="N:GLOB",
+                       help="make matching frozen layers trainable after N epochs, e.g. 3:conv5*")
+    train.add_argument("--out", metavar="DIR", help="run directory (default: runs/<network>-<timestamp>)")
+    train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=train_command)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", help="accuracy, per-class accuracy and confusion matrix of trained weights",
+        description="Evaluate trained weights on a data split: the test split where the data set has one, "
+                    "else the validation split (the same samples training held out: data, seed and val_split "
+                    "come from the log.json beside the weights, else from the file's train section).")
+    evaluate.add_argument("file", help="the .cnn file")
+    evaluate.add_argument("--weights", required=True, metavar="W.npz")
+    evaluate.add_argument("--data", help=DATA_HELP)
+    evaluate.add_argument("--split", choices=("train", "val", "test"))
+    evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--val-split", type=float)
+    evaluate.add_argument("--plot", metavar="PNG", help="draw the confusion matrix to this picture")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.set_defaults(func=evaluate_command)
+
+    run = subparsers.add_parser(
+        "run", help="run a network on one input; draw feature maps and filters",
+        description="Run a network on one picture (.png, .jpg, ...: grey or RGB by the input's channels, "
+                    "resized to the input size, scaled to [0, 1]) or array (.npy, used as it is). Prints the "
+                    "top classes of a classifier, else the output.")
+    run.add_argument("file", help="the .cnn file")
+    run.add_argument("--weights", metavar="W.npz", help="trained weights (default: initial weights)")
+    run.add_argument("--input", required=True, metavar="IMAGE", help="a picture or a .npy array")
+    run.add_argument("--feature-maps", metavar="PNG", help="draw the chosen layers' outputs")
+    run.add_argument("--layers", nargs="+", metavar="GLOB",
+                     help="layers for --feature-maps (default: the input and every picture-shaped layer)")
+    run.add_argument("--filters", metavar="PNG", help="draw the first conv layer's kernels")
+    run.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
+    run.set_defaults(func=run_command)
+
+
+def default_run_dir(network: str) -> Path:
+    """``runs/<network>-<timestamp>`` (with a suffix when that already exists)."""
+    base = Path("runs") / f"{network}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, k = base, 2
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    return path
+
+
+def train_command(args) -> int:
+    import cnnspec
+    from cnnspec.train.config import resolve_config
+    from cnnspec.train.loop import fit
+
+    network = cnnspec.load(args.file)
+    settings = dict(data=args.data, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                    optimizer=args.optimizer, momentum=args.momentum, loss=args.loss, seed=args.seed,
+                    val_split=args.val_split, augment=args.augment, init=args.init, freeze=args.freeze,
+                    unfreeze_after=args.unfreeze_after)
+    started = time.perf_counter()
+    if args.resume:
+        history = fit(network, resume=args.resume, out=args.out, progress=not args.no_progress, **settings)
+    else:
+        config = resolve_config(network, **settings)
+        out = Path(args.out) if args.out else default_run_dir(network.name)
+        history = fit(network, config, out=out, progress=not args.no_progress)
+    if history.interrupted:
+        return 130
+    out = history.out
+    last = history.last
+    if last:
+        best = max((r["val_acc"] for r in history.rows if r["val_acc"] is not None), default=None)
+        summary = f"done in {time.perf_counter() - started:.1f} s"
+        if last.get("val_acc") is not None:
+            summary += f": validation accuracy {100 * last['val_acc']:.2f}% (best {100 * best:.2f}%)"
+        print(summary)
+    print(f"wrote {out / 'weights.npz'}, {out / 'log.csv'}, {out / 'log.json'}, {out / 'curves.png'}")
+    return 0
+
+
+def _run_settings(weights) -> dict:
+    """data, seed and val_split of the run that wrote ``weights`` (its log.json), if there is one."""
+    folder = Path(weights).resolve().parent
+    for log in (folder / "log.json", folder.parent / "log.json"):
+        if log.is_file():
+            try:
+                config = json.loads(log.read_text()).get("config", {})
+            except (OSError, ValueError):
+                return {}
+            return {key: config.get(key) for key in ("data", "data_base", "seed", "val_split", "loss")}
+    return {}
+
+
+def evaluate_command(args) -> int:
+    import cnnspec
+    from cnnspec.data import load_dataset
+    from cnnspec.train.config import located, resolve_config
+    from cnnspec.train.metrics import evaluate
+
+    network = cnnspec.load(args.file)
+    config = resolve_config(network, seed=args.seed, val_split=args.val_split, data=args.data)
+    previous = _run_settings(args.weights)
+    if previous and args.data is None and previous.get("data"):
+        config.data, config.data_base = previous["data"], previous.get("data_base")
+    for key in ("seed", "val_split", "loss"):
+        if previous.get(key) is not None and getattr(args, key, None) is None:
+            setattr(config, key, previous[key])
+    model = network.compile(dtype="float32", seed=config.seed)
+    model.load(args.weights)
+    with located(network, "data", config.from_file if not previous else []):
+        dataset = load_dataset(config.data, network.input_shape, seed=config.seed, val_split=config.val_split,
+                               base_dir=config.data_base, output_shape=network.output_shape)
+    split = args.split or ("test" if dataset.x_test is not None else "val")
+    x, y = dataset.split(split)
+    result = evaluate(model, x, y, dataset.classes, loss=config.loss, split=split)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(f"{network.name} with {args.weights} on {dataset.spec}")
+        print(result.report())
+    if args.plot:
+        from cnnspec.render.pictures import plot_confusion
+
+        plot_confusion(result.confusion, result.classes, args.plot,
+                       title=f"{network.name} on {dataset.spec} ({split}): {100 * result.accuracy:.1f}%")
+        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def run_command(args) -> int:
+    import cnnspec
+    from cnnspec.data import read_array
+    from cnnspec.train.inference import class_names, picture_layers, predict
+
+    network = cnnspec.load(args.file)
+    model = network.compile(dtype="float32", seed=int(network.train_config.get("seed", 0)))
+    if args.weights:
+        model.load(args.weights)
+    else:
+        learned = [name for name, flag in model.trainable.items()
+                   if flag and network.graph.nodes[name]["config"].get("weights") is None]
+        if learned:
+            print(f"note: no --weights: {', '.join(learned)} keep their random initial values",
+                  file=sys.stderr)
+    if args.top < 1:
+        raise CnnSpecError(f"--top must be at least 1, got {args.top}")
+    x = read_array(Path(args.input), network.input_shape)
+    layers = args.layers
+    if args.feature_maps and not layers:
+        layers = picture_layers(model)
+        if len(layers) > MAX_DEFAULT_LAYERS:
+            print(f"note: drawing the first {MAX_DEFAULT_LAYERS} of {len(layers)} picture-shaped layers; "
+                  f"choose others with --layers", file=sys.stderr)
+            layers = layers[:MAX_DEFAULT_LAYERS]
+    result = predict(model, x, classes=class_names(network, args.weights), layers=layers, top=args.top)
+    print(result.report())
+    if args.feature_maps:
+        from cnnspec.render.pictures import plot_feature_maps
+
+        maps = {name: value for name, value in result.maps.items() if value.ndim >= 2}
+        if not maps:
+            raise CnnSpecError(f"none of the chosen layers ({', '.join(result.maps)}) has a picture- or "
+                               f"sequence-shaped output to draw")
+        plot_feature_maps(maps, args.feature_maps, title=f"{network.name} on {Path(args.input).name}")
+        print(f"wrote {args.feature_maps} ({', '.join(maps)})")
+    if args.filters:
+        from cnnspec.render.pictures import plot_filters
+
+        conv = next((name for name in model.layers if network.graph.nodes[name]["op"] == "conv"), None)
+        if conv is None:
+            raise CnnSpecError(f"network {network.name} has no conv layer whose filters --filters could draw")
+        plot_filters(model.params[conv]["weight"], args.filters, conv)
+        print(f"wrote {args.filters} ({conv})")
+    return 0
+

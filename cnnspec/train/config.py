@@ -1,0 +1,210 @@
+"""Training settings: the ``train`` section of a ``.cnn`` file (dsl.md §7) with overrides on top."""
+from __future__ import annotations
+
+import fnmatch
+import re
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cnnspec.data.augment import parse_augment
+from cnnspec.errors import CnnSpecError, error_at, nearest
+
+OPTIMIZERS = {
+    # name -> default arguments (dsl.md §7)
+    "sgd": {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0},
+    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 0.0},
+}
+SECTION_KEYS = ("data", "loss", "optimizer", "epochs", "batch", "seed", "val_split", "augment")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (what ``log.json`` records and ``--resume`` restores)."""
+
+    data: str = "shapes"
+    data_base: str | None = None          # folder relative data paths are read from (None: cwd)
+    loss: str = "cross_entropy"
+    optimizer: str = "sgd"
+    optimizer_args: dict = field(default_factory=lambda: dict(OPTIMIZERS["sgd"]))
+    epochs: int = 10
+    batch: int = 32
+    seed: int = 0
+    val_split: float = 0.1
+    augment: list = field(default_factory=list)         # [(name, args), ...]
+    init: str | None = None                              # weights to start from (transfer learning)
+    freeze: list = field(default_factory=list)           # layer-name globs kept fixed
+    unfreeze_after: list = field(default_factory=list)   # [(epochs, glob), ...]
+    from_file: list = field(default_factory=list)        # settings the train section gave (not overridden)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer_args["lr"]
+
+    def describe_optimizer(self) -> str:
+        args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.optimizer_args.items()
+                         if k == "lr" or v != OPTIMIZERS[self.optimizer][k])
+        return f"{self.optimizer}({args})"
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["augment"] = [[name, list(args)] for name, args in self.augment]
+        data["unfreeze_after"] = [[n, glob] for n, glob in self.unfreeze_after]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainConfig":
+        data = dict(data)
+        data["augment"] = [(name, tuple(args)) for name, args in data.get("augment", [])]
+        data["unfreeze_after"] = [(int(n), glob) for n, glob in data.get("unfreeze_after", [])]
+        if "betas" in data.get("optimizer_args", {}):
+            data["optimizer_args"]["betas"] = tuple(data["optimizer_args"]["betas"])
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def _fmt(value) -> str:
+    return f"({', '.join(f'{v:g}' for v in value)})" if isinstance(value, tuple) else f"{value:g}"
+
+
+def resolve_config(network, **overrides) -> TrainConfig:
+    """The network's ``train`` section, then ``overrides`` (keyword per setting; None means "not
+    given"): data, loss, optimizer (a name, ``"sgd(lr=0.1, momentum=0.9)"`` or a dict with a
+    ``name``), lr, momentum, weight_decay, epochs, batch, seed, val_split, augment (list of words or
+    (name, args)), init, freeze (globs), unfreeze_after (``"N:GLOB"`` words or (N, glob))."""
+    config = TrainConfig()
+    section = network.train_config
+    file = getattr(network, "file", None)
+    if "data" in section:
+        config.data = str(section["data"])
+        config.data_base = str(Path(file).resolve().parent) if file else None
+    if "optimizer" in section:
+        _set_optimizer(config, section["optimizer"])
+    for key in ("loss", "epochs", "batch", "seed", "val_split"):
+        if key in section:
+            setattr(config, key, section[key])
+    with located(network, "augment", ["augment"]):
+        config.augment = parse_augment(section.get("augment") or [])
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    config.from_file = [key for key in SECTION_KEYS if key in section and key not in given
+                        and not (key == "optimizer" and {"lr", "momentum", "weight_decay"} & set(given))]
+    unknown = sorted(set(given) - {"data", "loss", "optimizer", "lr", "momentum", "weight_decay",
+                                   "epochs", "batch", "seed", "val_split", "augment", "init", "freeze",
+                                   "unfreeze_after"})
+    if unknown:
+        raise TypeError(f"unknown training setting(s): {', '.join(unknown)}")
+    if "data" in given:
+        config.data, config.data_base = str(given["data"]), None
+    if "optimizer" in given:
+        _set_optimizer(config, given["optimizer"], keep=config)
+    for key in ("lr", "momentum", "weight_decay"):
+        if key in given:
+            if key not in OPTIMIZERS[config.optimizer]:
+                raise CnnSpecError(f"{config.optimizer} has no setting `{key}`")
+            config.optimizer_args[key] = float(given[key])
+    for key in ("loss", "epochs", "batch", "seed", "val_split", "init"):
+        if key in given:
+            setattr(config, key, given[key])
+    if "augment" in given:
+        config.augment = parse_augment(given["augment"])
+    if "freeze" in given:
+        config.freeze = list(given["freeze"])
+    if "unfreeze_after" in given:
+        config.unfreeze_after = [parse_unfreeze(item) for item in given["unfreeze_after"]]
+    check_config(config)
+    return config
+
+
+def _set_optimizer(config: TrainConfig, value, keep: TrainConfig | None = None) -> None:
+    """Set the optimizer from a dict ({"name": ..., args}), a name, or text such as ``adam(lr=0.01)``.
+    A bare name that keeps the same optimizer keeps its current arguments."""
+    if isinstance(value, dict):
+        name, args = value.get("name"), {k: v for k, v in value.items() if k != "name"}
+    else:
+        match = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*", str(value))
+        if not match:
+            raise CnnSpecError(f"cannot read optimizer {value!r}", hint="write e.g. sgd(lr=0.05, momentum=0.9) or adam")
+        name, args = match.group(1), _parse_kwargs(match.group(2) or "", value)
+        if match.group(2) is None and keep is not None and name == keep.optimizer:
+            return
+    if name not in OPTIMIZERS:
+        guess = nearest(str(name), OPTIMIZERS)
+        raise CnnSpecError(f"unknown optimizer `{name}`",
+                           hint=f"did you mean `{guess}`?" if guess else "choose sgd or adam")
+    merged = dict(OPTIMIZERS[name])
+    for key, arg in args.items():
+        if key not in merged:
+            raise CnnSpecError(f"{name} has no argument `{key}` (it has: {', '.join(merged)})")
+        merged[key] = tuple(float(b) for b in arg) if key == "betas" else float(arg)
+    config.optimizer, config.optimizer_args = name, merged
+
+
+def _parse_kwargs(text: str, whole) -> dict:
+    args = {}
+    for part in re.findall(r"(\w+)\s*=\s*(\([^)]*\)|[^,]+)", text):
+        key, raw = part[0], part[1].strip()
+        try:
+            args[key] = tuple(float(v) for v in raw.strip("()").split(",")) if raw.startswith("(") else float(raw)
+        except ValueError:
+            raise CnnSpecError(f"optimizer {whole!r}: {key}={raw} is not a number") from None
+    if text.strip() and not args:
+        raise CnnSpecError(f"cannot read optimizer {whole!r}", hint="write keyword arguments: sgd(lr=0.05, momentum=0.9)")
+    return args
+
+
+def parse_unfreeze(item) -> tuple:
+    """``"3:conv5*"`` or (3, "conv5*") -> (3, "conv5*"): unfreeze matching layers after 3 epochs."""
+    if isinstance(item, (tuple, list)):
+        epochs, glob = item
+    else:
+        epochs, sep, glob = str(item).partition(":")
+        if not sep or not glob:
+            raise CnnSpecError(f"--unfreeze-after takes N:GLOB, e.g. 3:conv5*; got {item!r}")
+    try:
+        epochs = int(epochs)
+    except ValueError:
+        raise CnnSpecError(f"--unfreeze-after {item!r}: {epochs!r} is not a whole number of epochs") from None
+    if epochs < 0:
+        raise CnnSpecError(f"--unfreeze-after {item!r}: the number of epochs must be >= 0")
+    return epochs, glob
+
+
+def check_config(config: TrainConfig) -> None:
+    for key in ("epochs", "batch", "seed"):
+        value = getattr(config, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key != "batch" else 1):
+            raise CnnSpecError(f"{key} must be a whole number >= {0 if key != 'batch' else 1}, got {value!r}")
+    if not 0 <= config.val_split < 1:
+        raise CnnSpecError(f"val_split must be in [0, 1), got {config.val_split}")
+    if config.loss not in ("cross_entropy", "mse"):
+        guess = nearest(str(config.loss), ("cross_entropy", "mse"))
+        raise CnnSpecError(f"unknown loss `{config.loss}`",
+                           hint=f"did you mean `{guess}`?" if guess else "choose cross_entropy or mse")
+    if not config.lr > 0:
+        raise CnnSpecError(f"lr must be positive, got {config.lr}")
+
+
+@contextmanager
+def located(network, key: str, from_file):
+    """Point an error about the setting ``key`` at its line in the train section, when the file
+    gave it (``key in from_file``) and the error is not about some other file."""
+    try:
+        yield
+    except CnnSpecError as err:
+        where = (network.graph.graph.get("train_pos") or {}).get(key)
+        if key not in from_file or where is None or err.file is not None or err.line is not None:
+            raise
+        raise error_at(where, err.message, sources=network.graph.graph.get("sources"), hint=err.hint) from None
+
+
+def match_layers(layers, patterns, what: str) -> list:
+    """The layers any glob matches; a glob matching no layer is an error listing some names."""
+    chosen = []
+    for pattern in patterns:
+        found = [name for name in layers if fnmatch.fnmatchcase(name, pattern)]
+        if not found:
+            guess = nearest(pattern, layers)
+            raise CnnSpecError(f"{what} {pattern!r} matches no layer",
+                               hint=f"did you mean `{guess}`?" if guess else f"layers: {', '.join(layers)}")
+        chosen += [name for name in found if name not in chosen]
+    return chosen

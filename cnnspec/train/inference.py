@@ -1,0 +1,119 @@
+"""Running a network on one input: its output, its top classes, and what every layer sees."""
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnnspec.errors import CnnSpecError, nearest
+
+
+@dataclass
+class Prediction:
+    output: np.ndarray                      # the network's output for the sample, (*output shape)
+    top: list | None = None                 # [(index, class name, score)], best first; None if not a classifier
+    probabilities: bool = False             # scores are softmax probabilities
+    maps: dict = field(default_factory=dict)   # layer name -> its output for the sample
+
+    def report(self) -> str:
+        """The text ``cnnspec run`` prints."""
+        if self.top is not None:
+            what = "probability" if self.probabilities else "score"
+            width = max(len(str(name)) for _, name, _ in self.top)
+            lines = [f"top {len(self.top)} classes ({what}):"]
+            for index, name, score in self.top:
+                value = f"{100 * score:6.2f}%" if self.probabilities else f"{score: .4f}"
+                lines.append(f"  {index:>3} {name:<{width}}  {value}")
+            return "\n".join(lines)
+        return describe_output(self.output)
+
+
+def describe_output(output: np.ndarray) -> str:
+    """The output's values per channel (small maps in full, large ones as min/mean/max)."""
+    shape = "x".join(map(str, output.shape))
+    if output.ndim <= 1:
+        return f"output ({shape}):\n  " + np.array2string(output, precision=4, suppress_small=True)
+    lines = [f"output ({shape}):"]
+    for c, channel in enumerate(output):
+        if channel.size <= 144:
+            text = np.array2string(channel, precision=3, suppress_small=True, max_line_width=120)
+            lines.append(f"  channel {c}:\n" + "\n".join("    " + line for line in text.splitlines()))
+        else:
+            lines.append(f"  channel {c}: min {channel.min():.4g}, mean {channel.mean():.4g}, max {channel.max():.4g}")
+    return "\n".join(lines)
+
+
+def is_classifier(output_shape) -> bool:
+    """A vector of class scores: (K,), (K, 1) or (K, 1, 1)."""
+    return int(np.prod(output_shape[1:])) == 1 and len(output_shape) >= 1
+
+
+def predict(model, x: np.ndarray, *, classes=None, layers=None, top: int = 5) -> Prediction:
+    """Run ``model`` in evaluation mode on one sample ``x`` (input shape, no batch axis).
+
+    With ``layers`` (fnmatch globs, or ``["*"]``) the outputs of the matching layers are kept in
+    ``maps``. A classifier's ``top`` classes are named from ``classes`` when given.
+    """
+    x = np.asarray(x, dtype=model.dtype)[None]
+    maps = activations(model, x, layers) if layers else {}
+    output = model.forward(x)[0]
+    result = Prediction(output, maps=maps)
+    if is_classifier(output.shape):
+        scores = output.reshape(-1)
+        order = np.argsort(-scores, kind="stable")[:top]
+        names = list(classes or [])
+        result.top = [(int(k), names[k] if k < len(names) else str(k), float(scores[k])) for k in order]
+        result.probabilities = model.graph.nodes[model.output_name]["op"] == "softmax"
+    return result
+
+
+def activations(model, x: np.ndarray, patterns) -> dict:
+    """{layer: its output for sample 0} for the layers (and the input) that match ``patterns``,
+    in network order. A pattern that matches nothing is an error."""
+    names = list(model._live)                      # the input and every layer the output needs, in order
+    chosen = []
+    for pattern in patterns:
+        hits = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            guess = nearest(pattern, names)
+            raise CnnSpecError(f"--layers {pattern!r} matches no layer",
+                               hint=f"did you mean `{guess}`?" if guess else f"layers: {', '.join(names)}")
+        chosen += hits
+    # SHIM (until the engine offers Model.activations): run the cached single-sample plan, whose
+    # buffers keep every layer's output after a forward pass.
+    plan = model._plan(len(x))
+    plan.forward(x)
+    return {name: plan.act[name][0].copy() for name in names if name in chosen}
+
+
+def picture_layers(model) -> list:
+    """The input and the layers whose output is a picture (C x H x W) or a sequence (C x L)."""
+    return [name for name in model._live if len(model.graph.nodes[name]["output_shape"]) >= 2]
+
+
+def class_names(network, weights=None) -> list | None:
+    """Class names for a network's outputs: from the ``log.json`` written beside the weights by
+    ``cnnspec train``, else from the train section's data set when that is ``shapes`` or ``digits``."""
+    if weights is not None:
+        folder = Path(weights).resolve().parent
+        for log in (folder / "log.json", folder.parent / "log.json"):
+            if log.is_file():
+                try:
+                    classes = json.loads(log.read_text()).get("classes")
+                except (OSError, ValueError):
+                    classes = None
+                if classes:
+                    return [str(c) for c in classes]
+    spec = str(network.train_config.get("data", "shapes"))
+    if spec == "digits":
+        return [str(i) for i in range(10)]
+    if spec == "shapes" or spec.startswith("shapes:"):
+        from cnnspec.data.shapes import SHAPE_CLASSES
+
+        chosen = [item.strip() for item in spec.partition(":")[2].split(",")
+                  if item.strip() in SHAPE_CLASSES]
+        return chosen or list(SHAPE_CLASSES)
+    return None

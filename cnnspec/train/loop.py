@@ -1,0 +1,390 @@
+"""The training loop: :func:`fit` trains a network on a data set and returns its :class:`History`.
+
+Reproducible: the model's initial weights come from ``seed``; each epoch's shuffling and
+augmentation draw from a generator seeded by (seed, epoch). A run interrupted with Ctrl-C (or by
+``stop``) finishes its current batch and saves a checkpoint — weights, optimizer state, epoch,
+batch and generator states — from which ``fit(..., resume=DIR)`` continues to the very weights an
+uninterrupted run reaches.
+
+A run directory holds ``weights.npz`` (by layer name), ``log.csv``, ``log.json``, ``curves.png``
+and ``checkpoint/`` (``weights.npz``, ``optimizer.npz``, ``state.json``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnnspec.data import Augmenter, load_dataset
+from cnnspec.data.augment import describe as describe_augment
+from cnnspec.errors import CnnSpecError
+from cnnspec.train.config import TrainConfig, located, match_layers, resolve_config
+from cnnspec.train.progress import EpochBar, epoch_line
+
+LOG_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "samples_per_s")
+TIMING_FIELDS = ("seconds", "samples_per_s")
+
+
+@dataclass
+class History:
+    """What a training run did: one row per epoch (``LOG_FIELDS``; accuracies are fractions)."""
+
+    network: str
+    config: TrainConfig
+    rows: list = field(default_factory=list)
+    classes: list = field(default_factory=list)
+    data: dict = field(default_factory=dict)        # spec, sample shape, sizes of the splits
+    init: dict | None = None                          # loaded / skipped / new layers (``--init``)
+    frozen: list = field(default_factory=list)
+    interrupted: bool = False
+    out: Path | None = None
+    model: object = None
+    dataset: object = None
+
+    @property
+    def last(self) -> dict:
+        return self.rows[-1] if self.rows else {}
+
+    def to_json(self) -> dict:
+        return {"network": self.network, "config": self.config.to_json(), "classes": self.classes,
+                "data": self.data, "init": self.init, "frozen": self.frozen, "interrupted": self.interrupted,
+                "epochs": self.rows}
+
+
+class StopRequest:
+    """Turns Ctrl-C into a request to stop after the current batch (a second Ctrl-C stops at once)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, resume=None,
+        progress: bool = True, echo=print, on_batch=None, **overrides) -> History:
+    """Train ``network`` (a :class:`cnnspec.network.Network`) and return its :class:`History`.
+
+    ``config`` (default: the file's train section with ``overrides`` such as ``epochs=3``,
+    ``data="shapes:n=500"``, ``lr=0.1``, ``freeze=["conv*"]``; see :func:`resolve_config`);
+    ``dataset`` a ready :class:`cnnspec.data.Dataset` instead of ``config.data``; ``out`` the run
+    directory to write (None: write nothing); ``resume`` a run directory to continue (then ``out``
+    defaults to it and only ``epochs`` may be overridden); ``echo`` receives each line of text;
+    ``on_batch(epoch, batch, loss)`` is called after every batch.
+    """
+    state = None
+    if resume is not None:
+        resume = Path(resume)
+        state = _read_state(resume)
+        if state["network"] != network.name:
+            raise CnnSpecError(f"the checkpoint is of network {state['network']}, not {network.name}",
+                               file=str(resume / "checkpoint"))
+        extra = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
+        if config is not None or extra:
+            raise CnnSpecError(f"a resumed run keeps its settings; only epochs can change "
+                               f"(given: {', '.join(extra) or 'config'})")
+        config = TrainConfig.from_json(state["config"])
+        if overrides.get("epochs") is not None:
+            config.epochs = int(overrides["epochs"])
+        out = resume if out is None else out
+    elif config is None:
+        config = resolve_config(network, **overrides)
+    run = Run(network, config, dataset, Path(out) if out is not None else None, progress, echo, on_batch)
+    if state is not None:
+        run.restore(resume, state)
+    return run.train()
+
+
+class Run:
+    """One training run: the data, model, optimizer and augmenter it made, and where it stands."""
+
+    def __init__(self, network, config: TrainConfig, dataset, out: Path | None, progress: bool, echo, on_batch):
+        self.network, self.config, self.out = network, config, out
+        self.progress, self.echo, self.on_batch = progress, echo, on_batch
+        if dataset is None:
+            if config.data_base is None:
+                config.data_base = os.getcwd()
+            with located(network, "data", config.from_file):
+                dataset = load_dataset(config.data, network.input_shape, seed=config.seed,
+                                       val_split=config.val_split, base_dir=config.data_base,
+                                       output_shape=network.output_shape)
+        self.dataset = dataset
+        with located(network, "augment", config.from_file):
+            self.augment = Augmenter(config.augment, dataset.sample_shape)
+        self.model = network.compile(dtype="float32", seed=config.seed)
+        self.history = History(network.name, config, classes=list(dataset.classes), out=out, dataset=dataset,
+                               model=self.model, data={
+                                   "spec": dataset.spec, "sample_shape": list(dataset.sample_shape),
+                                   "train": len(dataset.x_train), "val": len(dataset.x_val),
+                                   "test": None if dataset.x_test is None else len(dataset.x_test)})
+        self.layers = network.layers()
+        if config.freeze:
+            self.model.set_trainable(match_layers(self.layers, config.freeze, "--freeze"), False)
+        for _, glob in config.unfreeze_after:
+            match_layers(self.layers, [glob], "--unfreeze-after")
+        self.optimizer = make_optimizer(self.model, config)
+        # where to start: the next epoch and batch, and that epoch's generator state and sums so far
+        self.epoch, self.batch, self.rng_state, self.sums = 1, 0, None, None
+        self.resumed = False
+
+    def restore(self, run: Path, state: dict) -> None:
+        """Continue from the checkpoint in ``run``."""
+        self.model.load(run / "checkpoint" / "weights.npz")
+        _load_optimizer(self.optimizer, run / "checkpoint" / "optimizer.npz")
+        self.history.rows, self.history.init = state["rows"], state.get("init")
+        self.epoch, self.batch, self.rng_state, self.sums = state["epoch"], state["batch"], state["rng"], state["sums"]
+        if state.get("engine_rng") is not None:
+            self.model.rng.bit_generator.state = state["engine_rng"]
+        self.resumed = True
+
+    def train(self) -> History:
+        config, history, echo = self.config, self.history, self.echo
+        if self.resumed:
+            if self.epoch > config.epochs:
+                echo(f"{history.network} has already trained for {self.epoch - 1} epochs; "
+                     f"give --epochs N (N > {self.epoch - 1}) to train longer")
+                return history
+            echo(f"resuming {self.out} at epoch {self.epoch}, batch {self.batch}")
+        else:
+            if config.init:
+                history.init = _load_init(self.model, config.init)
+                echo(_init_line(config.init, history.init))
+            echo(describe_run(history, self.dataset, config))
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+        with StopRequest() as stop:
+            while self.epoch <= config.epochs:
+                finished = self.train_epoch(stop)
+                if not finished or (stop.requested and self.epoch <= config.epochs):
+                    history.interrupted = True
+                    where = (f"in epoch {self.epoch} after batch {self.batch}/{self.n_batches}" if not finished
+                             else f"after epoch {self.epoch - 1}")
+                    saved = (f": checkpoint saved in {self.out / 'checkpoint'}; continue with --resume {self.out}"
+                             if self.out is not None else "")
+                    echo(f"interrupted {where}{saved}")
+                    return history
+        if self.out is not None:
+            self.model.save(self.out / "weights.npz")
+            _write_logs(self.out, history)
+            from cnnspec.render.pictures import plot_curves
+
+            plot_curves(history.rows, self.out / "curves.png")
+        return history
+
+    @property
+    def n_batches(self) -> int:
+        return -(-len(self.dataset.x_train) // self.config.batch)
+
+    def train_epoch(self, stop: StopRequest) -> bool:
+        """Train from the current position to the end of the epoch (True), or until a stop is
+        requested (False, with a checkpoint saved and the position kept)."""
+        config, model, epoch = self.config, self.model, self.epoch
+        x, y, batch = self.dataset.x_train, self.dataset.y_train, config.batch
+        self.history.frozen = _apply_unfreezing(model, self.layers, config, epoch, self.echo,
+                                                announce=self.batch == 0)
+        rng = np.random.default_rng([config.seed, epoch])
+        order = rng.permutation(len(x))
+        loss_sum, correct, seen, seconds = 0.0, 0, 0, 0.0
+        if self.batch:                                  # resuming inside this epoch
+            rng.bit_generator.state = self.rng_state
+            loss_sum, correct, seen, seconds = self.sums
+        bar = EpochBar(epoch, config.epochs, self.n_batches, self.batch, enabled=self.progress)
+        for b in range(self.batch, self.n_batches):
+            tick = time.perf_counter()
+            index = order[b * batch:(b + 1) * batch]
+            xb, yb = x[index], y[index]
+            if self.augment:
+                xb = self.augment(xb, rng)
+            loss, output = model.train_step(xb, yb, self.optimizer, loss=config.loss)
+            seconds += time.perf_counter() - tick
+            loss_sum += loss * len(index)
+            correct += int(np.count_nonzero(_predicted(output) == yb))
+            seen += len(index)
+            bar.update(loss_sum / seen, correct / seen, seen / max(seconds, 1e-9))
+            if self.on_batch is not None:
+                self.on_batch(epoch, b, loss)
+            if stop.requested and b + 1 < self.n_batches:
+                bar.close()
+                self.batch, self.rng_state, self.sums = b + 1, rng.bit_generator.state, [loss_sum, correct, seen, seconds]
+                self.save_checkpoint()
+                return False
+        bar.close()
+        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "val_loss": None, "val_acc": None, "lr": config.lr,
+               "seconds": round(seconds, 3), "samples_per_s": round(seen / max(seconds, 1e-9), 1)}
+        if len(self.dataset.x_val):
+            x_val, y_val = self.dataset.x_val, self.dataset.y_val
+            val_loss, outputs = model.evaluate(x_val, y_val, batch=256, loss=config.loss)
+            row["val_loss"], row["val_acc"] = float(val_loss), float(np.mean(_predicted(outputs) == y_val))
+        self.history.rows.append(row)
+        self.echo(epoch_line(row, config.epochs))
+        self.epoch, self.batch, self.rng_state, self.sums = epoch + 1, 0, None, None
+        self.save_checkpoint()
+        return True
+
+    def save_checkpoint(self) -> None:
+        """Weights, optimizer state and the position to continue from (with the logs so far)."""
+        if self.out is None:
+            return
+        folder = self.out / "checkpoint"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save(folder / "weights.npz")
+        np.savez(folder / "optimizer.tmp.npz", **_optimizer_state(self.optimizer))
+        os.replace(folder / "optimizer.tmp.npz", folder / "optimizer.npz")
+        state = {"network": self.network.name, "file": self.network.file, "epoch": self.epoch,
+                 "batch": self.batch, "rng": self.rng_state, "sums": self.sums,
+                 "engine_rng": self.model.rng.bit_generator.state, "config": self.config.to_json(),
+                 "rows": self.history.rows, "init": self.history.init}
+        _write_json(folder / "state.json", state)
+        _write_logs(self.out, self.history)
+
+
+def make_optimizer(model, config: TrainConfig):
+    from cnnspec.engine import SGD, Adam
+
+    args = config.optimizer_args
+    if config.optimizer == "adam":
+        return Adam(model, args["lr"], betas=args["betas"], weight_decay=args["weight_decay"])
+    return SGD(model, args["lr"], momentum=args["momentum"], weight_decay=args["weight_decay"])
+
+
+def _predicted(output: np.ndarray) -> np.ndarray:
+    return output.reshape(len(output), -1).argmax(axis=1)
+
+
+def _apply_unfreezing(model, layers, config, epoch: int, echo, announce: bool) -> list:
+    """Make the layers of every ``unfreeze_after`` rule whose epochs have passed trainable again;
+    return the globs still frozen."""
+    still_frozen = list(config.freeze)
+    for after, glob in config.unfreeze_after:
+        if epoch > after:
+            names = match_layers(layers, [glob], "--unfreeze-after")
+            model.set_trainable(names, True)
+            if announce and epoch == after + 1:
+                echo(f"unfreezing {', '.join(names)} after {after} epoch{'s' if after != 1 else ''}")
+            still_frozen = [g for g in still_frozen if g != glob]
+    return still_frozen
+
+
+def _load_init(model, path) -> dict:
+    """Load what matches from ``path``; per layer, which were loaded, skipped (why) and new."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnSpecError("no such weights file (--init)", file=str(path))
+    report = model.load(path, strict=False)
+    layer = lambda key: key.rsplit(".", 1)[0]                                # noqa: E731
+    skipped = {}
+    for key, reason in report.skipped:
+        skipped.setdefault(layer(key), f"{key}: {reason}")
+    new = list(dict.fromkeys(layer(k) for k in report.new if layer(k) not in skipped))
+    loaded = list(dict.fromkeys(layer(k) for k in report.loaded if layer(k) not in skipped and layer(k) not in new))
+    return {"loaded": loaded, "skipped": [[name, why] for name, why in skipped.items()], "new": new}
+
+
+def _init_line(path, report: dict) -> str:
+    """``--init W.npz: loaded 4 layers (conv1, ...); skipped 1 (dense3.weight: shape ...); new 0``"""
+    parts = [f"loaded {len(report['loaded'])} layers" + (f" ({', '.join(report['loaded'])})" if report["loaded"] else "")]
+    parts.append(f"skipped {len(report['skipped'])}" +
+                 (f" ({'; '.join(why for _, why in report['skipped'])})" if report["skipped"] else ""))
+    parts.append(f"new {len(report['new'])}" + (f" ({', '.join(report['new'])})" if report["new"] else ""))
+    return f"--init {path}: " + "; ".join(parts)
+
+
+# -- checkpoints and logs -----------------------------------------------------------------------
+
+def _read_state(run: Path) -> dict:
+    path = run / "checkpoint" / "state.json"
+    if not path.is_file():
+        raise CnnSpecError("no checkpoint here to resume (expected checkpoint/state.json)", file=str(run))
+    try:
+        with open(path) as handle:
+            state = json.load(handle)
+        for key in ("network", "epoch", "batch", "config", "rows"):
+            state[key]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CnnSpecError(f"cannot read this checkpoint (corrupt?): {exc!r}", file=str(path)) from None
+    return state
+
+
+def _optimizer_state(optimizer) -> dict:
+    """The optimizer's step count and moment buffers (SGD: buf; Adam: m, v)."""
+    state = {"steps": optimizer.steps}
+    for key in ("buf", "m", "v"):
+        if hasattr(optimizer, key):
+            state[key] = getattr(optimizer, key)
+    return state
+
+
+def _load_optimizer(optimizer, path: Path) -> None:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            saved = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise CnnSpecError(f"cannot read the optimizer state (corrupt?): {exc}", file=str(path)) from None
+    for key, value in saved.items():
+        if key == "steps":
+            optimizer.steps = int(value)
+            continue
+        current = getattr(optimizer, key, None)
+        if current is None or current.shape != value.shape:
+            raise CnnSpecError(f"optimizer state {key!r} has shape {value.shape}, this model needs "
+                               f"{None if current is None else current.shape}", file=str(path))
+        current[...] = value
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=2, default=_json_default)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _write_logs(out: Path, history: History) -> None:
+    with open(out / "log.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        for row in history.rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in LOG_FIELDS})
+    _write_json(out / "log.json", history.to_json())
+
+
+def describe_run(history: History, dataset, config: TrainConfig) -> str:
+    """``training on shapes: 7200 train / 800 val samples ...; sgd(lr=0.05, momentum=0.9), 5 epochs ...``"""
+    text = (f"{history.network}: training on {dataset.describe()}\n"
+            f"  {config.describe_optimizer()}, loss {config.loss}, {config.epochs} epochs, batch {config.batch}, "
+            f"seed {config.seed}")
+    if config.augment:
+        text += f", augment {describe_augment(config.augment)}"
+    if config.freeze:
+        text += f", frozen {' '.join(config.freeze)}"
+    return text

@@ -1,0 +1,45 @@
+"""What a training run tells the user while it runs: a progress bar per epoch (stderr) and one
+line per epoch (stdout)."""
+from __future__ import annotations
+
+import sys
+
+
+class EpochBar:
+    """A tqdm bar over an epoch's batches showing loss, accuracy, samples/s and time left; does
+    nothing when ``enabled`` is false or stderr is not a terminal."""
+
+    def __init__(self, epoch: int, epochs: int, batches: int, start: int = 0, enabled: bool = True):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=batches, initial=start, desc=f"epoch {epoch}/{epochs}", unit="batch",
+                            file=sys.stderr, leave=False, dynamic_ncols=True, disable=None,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                       "[{elapsed}<{remaining}{postfix}]")
+
+    def update(self, loss: float, accuracy: float | None, samples_per_s: float) -> None:
+        if self.bar is not None:
+            postfix = f"loss={loss:.4f}"
+            if accuracy is not None:
+                postfix += f", acc={100 * accuracy:.1f}%"
+            self.bar.set_postfix_str(f"{postfix}, {samples_per_s:,.0f} samples/s", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """``epoch  3/5  train loss 0.2154 acc 93.1%  val loss 0.1822 acc 94.5%  (6.1 s, 2,410 samples/s)``"""
+    width = len(str(epochs))
+    text = f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc {_pct(row['train_acc'])}"
+    if row.get("val_loss") is not None:
+        text += f"  val loss {row['val_loss']:.4f} acc {_pct(row['val_acc'])}"
+    return text + f"  ({row['seconds']:.1f} s, {row['samples_per_s']:,.0f} samples/s)"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:5.1f}%"

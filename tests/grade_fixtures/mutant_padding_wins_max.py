@@ -1,0 +1,8 @@
+# Appended to solution.py by the tests: one known mistake.
+# mutant: padding_wins_max
+# loses: maxpool2d_forward
+def maxpool2d_forward(x, kernel, stride, pad):
+    kh, kw = kernel
+    oh, ow = _out_size(x.shape[2], x.shape[3], kh, kw, stride, pad)
+    cols = _windows(_pad(x, pad, 0.0), kh, kw, stride[0], stride[1], oh, ow)    # zero padding
+    return cols.max(axis=(4, 5))

@@ -1,0 +1,68 @@
+"""``cnnspec bench``: the command registers without numba, the measurements and the report run.
+
+No timed assertions: only that figures are produced and reported.
+"""
+import subprocess
+import sys
+
+import pytest
+
+from cnnspec.engine import bench
+
+
+def test_cli_module_does_not_import_numba():
+    code = ("import sys, argparse, cnnspec.engine.cli as c; p = argparse.ArgumentParser(); "
+            "c.register(p.add_subparsers()); assert 'numba' not in sys.modules, 'numba imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bench_arguments():
+    from cnnspec.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--quick", "--json", "--analysis"])
+    assert args.quick and args.json and args.analysis and args.func.__module__ == "cnnspec.engine.cli"
+
+
+def test_timed_is_positive():
+    assert 0 < bench.timed(lambda: sum(range(100)), 0.01) < 0.01
+
+
+def test_conv_and_training_measurements():
+    row = bench.conv_bench("tiny", (2, 3, 8, 8), 4, 3, 1, 0.01)
+    assert row["gflops_forward"] > 0 and row["gflops_forward_backward"] > 0
+    row = bench.training_bench("LeNet-5", bench.LENET5, 2, 0.01)
+    assert row["samples_per_s"] > 0 and row["params"] == 61706
+
+
+def test_conv_measurement_beside_pytorch():
+    torch = pytest.importorskip("torch")
+    row = bench.conv_bench("tiny", (2, 3, 8, 8), 4, 3, 1, 0.01, torch)
+    assert row["ratio_forward"] > 0 and row["torch_gflops_forward_backward"] > 0
+
+
+def test_report_lists_every_figure():
+    results = {
+        "machine": {"cpu": "Test CPU", "cores": 2, "threads": 2, "python": "3.11", "numpy": "2", "numba": "0.6",
+                    "torch": "2.13"},
+        "quick": True,
+        "conv": [{"name": "3x3 64->64", "shape": [8, 64, 56, 56], "gflops_forward": 150.0,
+                  "gflops_forward_backward": 120.0, "torch_gflops_forward": 180.0,
+                  "torch_gflops_forward_backward": 160.0, "ratio_forward": 150 / 180,
+                  "ratio_forward_backward": 0.75}],
+        "training": [{"network": "LeNet-5 1x32x32", "batch": 64, "samples_per_s": 9000.0,
+                      "torch_samples_per_s": 8600.0, "ratio": 9000 / 8600}],
+        "compile": {"cold": {"import_s": 0.4, "first_step_s": 20.0, "first_forward_s": 1.0},
+                    "warm": {"import_s": 0.4, "first_step_s": 0.5, "first_forward_s": 0.1,
+                             "start_to_first_step_s": 1.2}},
+        "analysis": {"summary_resnet50_s": 0.5, "layers": 1000, "load_1000_layers_s": 0.3,
+                     "summary_1000_layers_s": 0.1},
+    }
+    text = bench.report(results)
+    for expected in ("Test CPU", "torch 2.13", "3x3 64->64", "8x64x56x56", "150.0", "180.0", "0.83x",
+                     "0.75x", "batch 64", "9000", "1.05x", "20.0 s", "1.20 s", "resnet50", "1000-layer"):
+        assert expected in text, expected
+    results["machine"]["torch"] = None
+    for row in results["conv"] + results["training"]:
+        for key in [k for k in row if k.startswith(("torch", "ratio"))]:
+            del row[key]
+    assert "ratio" not in bench.report(results)

@@ -1,0 +1,460 @@
+"""The auto-grader: assignments, cases, the wire format, checks, full grades, reports, CLI, batch,
+Gradescope bundle. Hostile submissions: test_grade_hostile.py; mutants: test_grade_mutants.py."""
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import os
+import stat
+import struct
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnspec.cli import main as cli_main
+from cnnspec.errors import CnnSpecError
+from cnnspec.grade import protocol, reports
+from cnnspec.grade.assignment import (CHECKS, DEFAULT_POINTS, SECRET_ENV, init_assignment, load_assignment,
+                                      render_toml)
+from cnnspec.grade.batch import csv_cell, run_batch
+from cnnspec.grade.bundle import make_bundle
+from cnnspec.grade.cases import EDGES, make_cases
+from cnnspec.grade.checks import output_problem, rel_error, unwrap, value_problem
+from cnnspec.grade.functions import FUNCTIONS, template
+from cnnspec.grade.grader import Grader
+from cnnspec.grade.sandbox import Limits
+from grade_fixtures.support import SOLUTION, reference, small_assignment
+
+ALL = list(FUNCTIONS)
+
+
+# -- the assignment ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def homework(tmp_path_factory):
+    """`grade init`'s assignment, without the network problem (test_grade_network.py has it)."""
+    directory = tmp_path_factory.mktemp("hw")
+    init_assignment(directory)
+    toml = directory / "assignment.toml"
+    toml.write_text(toml.read_text().split("[[networks]]")[0])
+    return directory
+
+
+def test_init_writes_a_ready_assignment(tmp_path):
+    written = {p.name for p in init_assignment(tmp_path)}
+    assert written == {"assignment.toml", "layers.py", "lenet5.cnn", ".secret"}
+    assert stat.S_IMODE((tmp_path / ".secret").stat().st_mode) == 0o600
+    a = load_assignment(tmp_path)
+    assert [p.name for p in a.functions] == ALL
+    assert [p.points for p in a.functions] == [DEFAULT_POINTS[n] for n in ALL]
+    assert a.networks[0].name == "lenet5" and a.networks[0].spec == tmp_path / "lenet5.cnn"
+    assert a.limits == Limits() and "cnnspec" in a.forbidden and "torch" in a.forbidden
+    with pytest.raises(CnnSpecError, match="already has"):
+        init_assignment(tmp_path)
+    secret = (tmp_path / ".secret").read_text()
+    init_assignment(tmp_path, force=True)
+    assert (tmp_path / ".secret").read_text() == secret          # --force keeps the secret
+
+
+def test_every_key_is_documented_in_the_generated_toml():
+    text = render_toml()
+    from cnnspec.grade.assignment import _SCHEMA
+
+    for table, keys in _SCHEMA.items():
+        for key in keys:
+            lines = [line for line in text.splitlines() if line.lstrip("# ").startswith(f"{key} =")]
+            assert any("#" in line for line in lines), (table, key)     # with its comment
+    for check in CHECKS:
+        assert f"\n{check} = " in text
+
+
+def test_template_has_every_signature_shapes_and_raises():
+    source = template(ALL)
+    tree = ast.parse(source)
+    defined = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    assert list(defined) == ALL
+    for name, node in defined.items():
+        assert [a.arg for a in node.args.args] == list(FUNCTIONS[name].params)
+        doc = ast.get_docstring(node)
+        assert doc and ("(N" in doc or "like x" in doc or "shape" in doc), name
+    namespace = {}
+    exec(compile(source, "layers.py", "exec"), namespace)
+    with pytest.raises(NotImplementedError):
+        namespace["conv2d_forward"](None, None, None, (1, 1), (0, 0, 0, 0))
+
+
+BAD = [
+    ("[limits]\ntime_per_cse = 3\n", r"assignment.toml:2:1: error: unknown key `time_per_cse` in \[limits\]",
+     "did you mean `time_per_case`"),
+    ("[defaults]\npublic_cases = \"many\"\n", "2:1: error: `public_cases` in .* must be an integer", None),
+    ("[functions.relu_forwrd]\n", "1:1: error: unknown function `relu_forwrd`", "did you mean `relu_forward`"),
+    ("[functions.relu_forward]\npoints = = 3\n", "2:10: error: invalid TOML", None),
+    ("[functions.relu_forward]\npoints = -1\n", "2:1: error: `points` .* at least 0", None),
+    ("[limit]\n[functions.relu_forward]\n", "error: unknown table `limit`", "did you mean `\\[limits\\]`"),
+    ("[imports]\nforbidden = [\"os path\"]\n", "2:1: error: `forbidden` must list module names", None),
+    ("[functions.relu_forward]\n[[networks]]\nname = \"n\"\nspec = \"missing.cnn\"\n",
+     "4:1: error: network file .*missing.cnn does not exist", None),
+    ("[assignment]\nname = \"x\"\n", "error: the assignment grades nothing", None),
+]
+
+
+@pytest.mark.parametrize("text, message, hint", BAD)
+def test_a_bad_assignment_is_a_located_error(tmp_path, text, message, hint):
+    path = tmp_path / "assignment.toml"
+    path.write_text(text)
+    with pytest.raises(CnnSpecError) as info:
+        load_assignment(path)
+    rendered = info.value.render()
+    assert info.value.file == str(path)
+    import re
+
+    assert re.search(message, rendered), rendered
+    if hint:
+        assert re.search(hint, rendered)
+
+
+def test_cli_bad_assignment_exits_1_with_the_location(tmp_path, capsys):
+    path = tmp_path / "assignment.toml"
+    path.write_text("[functions.relu_forward]\n\n[limits]\nmemory = 5\n")
+    assert cli_main(["grade", str(path), str(SOLUTION)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:4:1: error: unknown key `memory`" in err and "did you mean `memory_mb`" in err
+
+
+def test_the_hidden_seed_comes_from_the_secret(tmp_path, monkeypatch):
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    a = load_assignment(small_assignment(tmp_path, ["relu_forward"]))
+    seed = a.hidden_seed()
+    (tmp_path / ".secret").write_text("another secret")
+    assert a.hidden_seed() != seed
+    monkeypatch.setenv(SECRET_ENV, "from the environment")
+    from_env = a.hidden_seed()
+    (tmp_path / ".secret").unlink()
+    assert a.hidden_seed() == from_env                      # the variable takes precedence
+    monkeypatch.delenv(SECRET_ENV)
+    with pytest.raises(CnnSpecError, match="no secret for the hidden cases"):
+        a.hidden_seed()
+    Grader(a, reference=reference(), public_only=True)     # --public needs no secret
+
+
+# -- cases ---------------------------------------------------------------------------------------
+
+def test_cases_are_deterministic_and_cover_the_edges():
+    for name in ALL:
+        a, b = make_cases(name, 5, 2, "public"), make_cases(name, 5, 2, "public")
+        assert [c.kind for c in a] == ["basic", "basic", *EDGES[FUNCTIONS[name].family]]
+        for x, y in zip(a, b):
+            for u, v in zip(x.args, y.args):
+                assert (u is None and v is None) or np.array_equal(np.asarray(u), np.asarray(v))
+        other = make_cases(name, 6, 2, "public")
+        assert not np.array_equal(a[0].args[0], other[0].args[0])
+
+
+def test_cases_keep_away_from_kinks_and_ties():
+    for case in make_cases("relu_backward", 1, 5, "public"):
+        assert np.abs(case.args[1]).min() > 1e-3
+    for case in make_cases("maxpool2d_backward", 1, 5, "public"):
+        values = np.sort(case.args[1].ravel())
+        assert np.diff(values).min() > 1e-3
+    kinds = {c.kind: c for c in make_cases("conv2d_forward", 1, 1, "public")}
+    x, w, b, stride, pad = kinds["non-square"].args
+    assert x.shape[2] != x.shape[3] and w.shape[2] != w.shape[3] and stride[0] != stride[1]
+    assert len(set(kinds["asymmetric padding"].args[4])) > 1
+    assert kinds["1x1 kernel"].args[1].shape[2:] == (1, 1) and kinds["no bias"].args[2] is None
+    assert kinds["batch 1"].args[0].shape[0] == 1 and kinds["one channel"].args[0].shape[1] == 1
+
+
+# -- the wire format -------------------------------------------------------------------------------
+
+def test_protocol_round_trip():
+    value = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [1, 2.5, None, "s"],
+             "c": (np.array(True), np.int64(4))}
+    out = protocol.decode(protocol.encode(value)[8:])
+    assert out["a"].dtype == np.float32 and np.array_equal(out["a"], value["a"])
+    assert out["b"] == [1, 2.5, None, "s"] and out["c"][1] == 4 and out["c"][0].dtype == bool
+    assert out["a"].flags.writeable and out["a"].flags.owndata
+
+
+def _body(header: dict, data: bytes = b"") -> bytes:
+    head = json.dumps(header).encode()
+    return struct.pack(">I", len(head)) + head + data
+
+
+@pytest.mark.parametrize("body", [
+    b"\x80\x04\x95" + b"pickle" * 3,                                           # a pickle
+    _body({"h": {"$a": 0}, "a": [["|O", [1]]]}, b"\0" * 8),                    # object dtype
+    _body({"h": {"$a": 0}, "a": [[">f8", [1]]]}, b"\0" * 8),                   # big-endian
+    _body({"h": {"$a": 0}, "a": [["<f8", [2]]]}, b"\0" * 8),                   # data too short
+    _body({"h": {"$a": 0}, "a": [["<f8", [1]]]}, b"\0" * 9),                   # trailing bytes
+    _body({"h": {"$a": 1}, "a": [["<f8", [1]]]}, b"\0" * 8),                   # bad reference
+    _body({"h": 1, "a": [["<f8", [-1]]]}),                                     # negative size
+    _body({"h": 1, "a": [["<f8", [1.5]]]}),                                    # float size
+    _body({"h": 1, "a": [], "x": 2}),                                          # extra key
+    _body({"h": 1, "a": [["<f8", [1] * 9]]}),                                  # too many axes
+    struct.pack(">I", 10**9) + b"{}",                                          # header too long
+    _body({"h": json.loads("[" * 50 + "]" * 50), "a": []}),                    # too deep
+])
+def test_protocol_refuses_anything_else(body):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(body)
+
+
+# -- judging outputs ---------------------------------------------------------------------------------
+
+def test_relative_error_is_cs231ns():
+    assert rel_error([1.0, 2.0], [1.0, 2.0]) == 0
+    assert rel_error([1.0], [3.0]) == pytest.approx(0.5)
+    assert rel_error([0.0], [1e-12]) == pytest.approx(1e-4)           # the 1e-8 floor
+    assert rel_error([np.nan], [1.0]) == float("inf")
+
+
+def test_returned_values_are_judged_strictly():
+    expected = np.zeros((2, 3))
+    assert unwrap({"$list": [np.zeros(2)]}, ("out",))[1] == "returned a list of 1 values; expected one array"
+    assert "expected a tuple (dx, dw, db)" in unwrap(np.zeros(2), ("dx", "dw", "db"))[1]
+    (bad,), _ = unwrap({"$bad": "a list, not a NumPy array"}, ("out",))
+    assert output_problem("out", bad, expected, np.float64) == "out is a list, not a NumPy array"
+    assert "shape (3, 2); expected (2, 3)" in output_problem("out", np.zeros((3, 2)), expected, np.float64)
+    assert "dtype float32; expected float64" in output_problem("out", np.zeros((2, 3), np.float32),
+                                                                 expected, np.float64)
+    assert output_problem("db", np.zeros(2), None, np.float64) == "db should be None here (b is None)"
+    assert output_problem("loss", 1.5, 1.0, np.float64) is None
+    assert "expected a number" in output_problem("loss", np.zeros(2), 1.0, np.float64)
+    got = np.zeros((2, 3))
+    got[1, 2] = np.nan
+    assert value_problem("out", got, expected, 1e-7, True) == "out contains NaN"
+    got = expected.copy()
+    got[1, 0] = 0.5
+    message = value_problem("out", got, expected, 1e-7, show_values=True)
+    assert "first large difference at index (1, 0): got 0.5, expected 0" in message
+    assert "index" not in value_problem("out", got, expected, 1e-7, show_values=False)
+
+
+# -- full grades ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def template_result(homework):
+    grader = Grader(load_assignment(homework), reference=reference())
+    return grader.grade(homework / "layers.py")
+
+
+@pytest.fixture(scope="module")
+def solution_result(homework, template_result):
+    """A full grade and its time, the reference's kernels already compiled (by the template's
+    grade: a warm numba cache), its cases not (a new Grader)."""
+    grader = Grader(load_assignment(homework), reference=reference())
+    started = time.monotonic()
+    result = grader.grade(SOLUTION, display_name="solution.py")
+    return result, time.monotonic() - started
+
+
+def test_a_correct_numpy_solution_gets_full_marks(solution_result):
+    result, seconds = solution_result
+    assert not result.public_only
+    assert result.score == result.max_score == sum(DEFAULT_POINTS.values()), reports.text(result)
+    for p in result.problems:
+        assert all(c.ok for c in p.checks) and not p.notes, p.name
+        kinds = {c.key: c.total for c in p.checks}
+        assert kinds["reference"] == 6 and kinds["edge"] == 2 * len(EDGES[FUNCTIONS[p.name].family])
+    assert seconds < 20
+
+
+def test_the_reference_graded_as_a_submission_gets_full_marks(homework, tmp_path):
+    """cnnspec.api itself, through the sandbox (trusted: allowed to import cnnspec)."""
+    pytest.importorskip("cnnspec.api")
+    shim = tmp_path / "reference.py"
+    shim.write_text("from cnnspec.api import *\n")
+    grader = Grader(load_assignment(homework), reference=reference())
+    result = grader.grade(shim, trusted=True)
+    assert result.score == result.max_score, reports.text(result)
+    public = Grader(load_assignment(homework), reference=reference(), public_only=True).grade(shim, trusted=True)
+    assert public.public_only and public.score == public.max_score
+
+
+def test_the_template_gets_zero_and_not_implemented_everywhere(template_result):
+    assert template_result.score == 0
+    for p in template_result.problems:
+        assert p.notes == [f"{p.name} is not implemented (it raises NotImplementedError)"], p.notes
+    text = reports.text(template_result)
+    assert text.count("is not implemented") == len(ALL)
+
+
+def test_public_only_runs_no_hidden_case(homework, monkeypatch):
+    monkeypatch.setenv(SECRET_ENV, "")
+    (homework / ".secret").rename(homework / ".secret.away")
+    try:
+        a = load_assignment(homework)
+        a.functions = a.functions[:2]
+        result = Grader(a, reference=reference(), public_only=True).grade(SOLUTION)
+    finally:
+        (homework / ".secret.away").rename(homework / ".secret")
+    assert result.public_only and result.score == result.max_score
+    assert all(c.total == 3 for p in result.problems for c in p.checks if c.key == "reference")
+
+
+# -- reports ------------------------------------------------------------------------------------------
+
+def test_gradescope_results_schema(template_result, solution_result):
+    for result in (template_result, solution_result[0]):
+        data = reports.gradescope(result)
+        assert set(data) == {"score", "execution_time", "output", "visibility", "stdout_visibility", "tests"}
+        assert data["score"] == result.score and data["visibility"] == "visible"
+        assert sum(t["max_score"] for t in data["tests"]) == pytest.approx(result.max_score, abs=0.05)
+        assert sum(t["score"] for t in data["tests"]) == pytest.approx(result.score, abs=0.05)
+        for t in data["tests"]:
+            assert set(t) == {"name", "number", "score", "max_score", "status", "output", "visibility"}
+            assert t["status"] in ("passed", "failed") and isinstance(t["output"], str)
+    detailed = json.loads(reports.render(template_result, "json"))
+    assert detailed["cnnspec"]["problems"][0]["name"] == "conv2d_forward"
+
+
+def test_junit_report(template_result):
+    root = ET.fromstring(reports.junit(template_result))
+    assert root.tag == "testsuites" and int(root.get("failures")) == int(root.get("tests"))
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ALL
+    assert "not implemented" in suites[0].find("testcase/failure").text
+
+
+def test_text_report_per_function(template_result, solution_result):
+    text = reports.text(solution_result[0])
+    assert text.splitlines()[0].startswith("CNN layers -- solution.py: 100 / 100 (public and hidden cases")
+    assert "conv2d_backward" in text and "all 5 checks passed" in text
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+def test_cli_grades_and_exits_0_whatever_the_score(homework, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert cli_main(["grade", str(homework), str(homework / "layers.py"), "--public",
+                     "--format", "gradescope", "-o", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["score"] == 0 and len(data["tests"]) > len(ALL)
+    assert cli_main(["grade", str(homework / "assignment.toml"), str(homework / "layers.py"),
+                     "--public", "--format", "junit"]) == 0
+    assert capsys.readouterr().out.startswith("<?xml")
+
+
+def test_cli_usage_errors(homework, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli_main(["grade", str(homework), str(SOLUTION), "--workers", "2"])
+    assert info.value.code == 2
+    assert "--workers applies to `cnnspec grade batch` only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["grade", "batch", str(homework), "somewhere"])
+    assert "needs --out" in capsys.readouterr().err
+    assert cli_main(["grade", str(homework), "no-such-file.py"]) == 1
+
+
+def test_cli_init(tmp_path, capsys):
+    assert cli_main(["grade", "init", str(tmp_path / "hw")]) == 0
+    assert (tmp_path / "hw" / "assignment.toml").exists()
+    assert cli_main(["grade", "init", str(tmp_path / "hw")]) == 1
+    assert "use --force" in capsys.readouterr().err
+
+
+# -- batch ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def classroom(tmp_path, homework):
+    submissions = tmp_path / "submissions"
+    (submissions / "bob").mkdir(parents=True)
+    (submissions / "carol").mkdir()
+    (submissions / "alice.py").write_text(SOLUTION.read_text())
+    (submissions / "bob" / "layers.py").write_text((homework / "layers.py").read_text())
+    (submissions / "=cmd()").mkdir()
+    (submissions / "=cmd()" / "mine.py").write_text(SOLUTION.read_text())
+    assignment = small_assignment(tmp_path / "a", ["relu_forward", "relu_backward", "dense_forward"])
+    return assignment, submissions
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return {row["student"]: row for row in csv.DictReader(f)}
+
+
+def test_batch_gradebook_feedback_and_resume(classroom, tmp_path):
+    assignment, submissions = classroom
+    out, feedback = tmp_path / "gradebook.csv", tmp_path / "feedback"
+    grader = Grader(load_assignment(assignment), reference=reference())
+    summary = run_batch(assignment, submissions, out, feedback=feedback, grader=grader)
+    assert summary["graded"] == 3 and summary["missing"] == 1
+    rows = _rows(out)
+    assert list(rows) == ["'=cmd()", "alice", "bob", "carol"]                # no formula injection
+    assert rows["alice"]["score"] == rows["alice"]["max_score"] == "8.0"        # 2 + 2 + 4 points
+    assert float(rows["bob"]["score"]) == 0 and float(rows["bob"]["relu_forward"]) == 0
+    assert rows["carol"]["status"].startswith("no layers.py")
+    assert float(rows["'=cmd()"]["score"]) == 8
+    assert "relu_forward is not implemented" in (feedback / "bob.txt").read_text()
+    assert "no layers.py in the folder" in (feedback / "carol.txt").read_text()
+    again = run_batch(assignment, submissions, out, feedback=feedback, resume=True, grader=grader)
+    assert again["graded"] == 0 and again["reused"] == 3
+    (submissions / "bob" / "layers.py").write_text(SOLUTION.read_text())       # bob resubmits
+    again = run_batch(assignment, submissions, out, feedback=feedback, resume=True, grader=grader)
+    assert again["graded"] == 1 and float(_rows(out)["bob"]["score"]) == 8
+    assert not list(tmp_path.glob(".gradebook.csv.*"))                           # no temporary left
+
+
+def test_batch_resumes_after_an_interruption(classroom, tmp_path):
+    assignment, submissions = classroom
+    out = tmp_path / "gradebook.csv"
+    grader = Grader(load_assignment(assignment), reference=reference())
+    calls = []
+
+    def interrupt(student, result):
+        calls.append(student)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(assignment, submissions, out, progress=interrupt, grader=grader)
+    assert not out.exists() and len(list((tmp_path / "gradebook.csv.d").glob("*.json"))) == 3
+    summary = run_batch(assignment, submissions, out, resume=True, grader=grader)
+    assert summary["graded"] == 1 and len(_rows(out)) == 4
+
+
+def test_batch_with_worker_processes(classroom, tmp_path, capsys):
+    assignment, submissions = classroom
+    out = tmp_path / "gradebook.csv"
+    assert cli_main(["grade", "batch", str(assignment), str(submissions), "--out", str(out),
+                     "--workers", "2", "--feedback", str(tmp_path / "feedback")]) == 0
+    assert "graded 3, reused 0, missing 1 of 4 students" in capsys.readouterr().out
+    rows = _rows(out)
+    assert float(rows["alice"]["score"]) == 8 and float(rows["bob"]["score"]) == 0
+    assert len(list((tmp_path / "feedback").glob("*.txt"))) == 4
+
+
+def test_csv_cells_cannot_be_formulas():
+    assert csv_cell("=1+1") == "'=1+1" and csv_cell("@x") == "'@x" and csv_cell("alice") == "alice"
+
+
+# -- Gradescope --------------------------------------------------------------------------------------------
+
+def test_gradescope_bundle(homework, tmp_path):
+    (homework / "lenet5.cnn").touch()
+    wheel = tmp_path / "cnnspec-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"a wheel")
+    out = tmp_path / "autograder.zip"
+    names = make_bundle(homework, out, wheel=wheel)
+    with zipfile.ZipFile(out) as z:
+        assert set(z.namelist()) == set(names) == {"setup.sh", "run_autograder", "assignment.toml",
+                                                   ".secret", wheel.name}
+        run = z.read("run_autograder").decode()
+        assert "/autograder/results/results.json" in run and "--format gradescope" in run
+        assert z.getinfo("run_autograder").external_attr >> 16 == 0o755
+        assert f"pip install /autograder/source/{wheel.name}" in z.read("setup.sh").decode()
+    make_bundle(homework, out)                             # a wheel built from this checkout
+    with zipfile.ZipFile(out) as z:
+        [built] = [n for n in z.namelist() if n.endswith(".whl")]
+        with zipfile.ZipFile(io.BytesIO(z.read(built))) as w:
+            assert {"cnnspec/grade/child.py", "cnnspec/api.py", "cnnspec/grammar/cnn.lark"} <= set(w.namelist())
+    make_bundle(homework, out, pypi=True)
+    with zipfile.ZipFile(out) as z:
+        assert "pip install cnnspec==" in z.read("setup.sh").decode()
+        assert wheel.name not in z.namelist()

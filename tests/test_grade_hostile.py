@@ -1,0 +1,324 @@
+"""Trust and safety: hostile submissions (tests/grade_fixtures/hostile_*.py, each appended to a
+correct NumPy solution) end in a report that names what happened and scores the rest fairly;
+and the sandbox's own walls hold even without the in-process guard.
+
+These pass as root (the child switches to `nobody`) and as an ordinary user.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnspec.grade import reports
+from cnnspec.grade.assignment import load_assignment
+from cnnspec.grade.grader import Grader
+from cnnspec.grade.sandbox import Limits, Sandbox
+from grade_fixtures.support import FIXTURES, reference, small_assignment, submission
+
+FUNCTIONS = ["relu_forward", "relu_backward", "sigmoid_forward", "tanh_forward", "dense_forward",
+             "softmax_forward", "mse_loss"]
+LIMITS = {"time_per_case": 1.5, "import_time": 10.0, "memory_mb": 1024}
+HOSTILE = sorted(p.stem for p in FIXTURES.glob("hostile_*.py"))
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory):
+    """The assignment, a gradebook and another student's file the submissions go after."""
+    directory = tmp_path_factory.mktemp("hostile")
+    assignment = small_assignment(directory / "assignment", FUNCTIONS, limits=LIMITS)
+    (directory / "out").mkdir()
+    (directory / "out" / "gradebook.csv").write_text("student,score\nalice,7\n")
+    (directory / "others").mkdir()
+    (directory / "others" / "bob.py").write_text("# bob's work\n")
+    return directory, assignment
+
+
+@pytest.fixture(scope="module")
+def graded(place):
+    """Every hostile submission graded once: {fixture: (result, seconds)}."""
+    directory, assignment = place
+    grader = Grader(load_assignment(assignment), reference=reference())
+    replacements = {"__OUTPUT__": directory / "out" / "report.json",
+                    "__GRADEBOOK__": directory / "out" / "gradebook.csv",
+                    "__ASSIGNMENT__": assignment, "__SECRET__": assignment.parent / ".secret",
+                    "__OTHER__": directory / "others" / "bob.py"}
+    sentinel = subprocess.Popen(["sleep", "120"])        # in the grader's own process group
+    results = {}
+    try:
+        for name in HOSTILE:
+            started = time.monotonic()
+            result = grader.grade(submission(directory, name, replacements))
+            results[name] = (result, time.monotonic() - started)
+        assert sentinel.poll() is None, "a submission killed the grader's process group"
+    finally:
+        sentinel.kill()
+        sentinel.wait()
+    return results
+
+
+def full(result, *names):
+    for name in names:
+        problem = result.problem(name)
+        assert problem.score == problem.max_score, (name, reports.text(result))
+
+
+def rest_full(result, *hit, numeric_only=()):
+    """Every function not in ``hit`` gets full marks, except those in ``numeric_only`` (a broken
+    forward costs its backward the numerical-gradient check, and only that)."""
+    for problem in result.problems:
+        if problem.name in hit:
+            continue
+        if problem.name in numeric_only:
+            assert [c.key for c in problem.checks if not c.ok] == ["numeric"], problem.name
+        else:
+            full(result, problem.name)
+
+
+def note(result, name) -> str:
+    return " | ".join(result.problem(name).notes)
+
+
+def zero(result, name, *words):
+    problem = result.problem(name)
+    assert problem.score == 0, (name, reports.text(result))
+    text = note(result, name)
+    assert any(w in text for w in words), (name, text)
+
+
+def test_every_hostile_fixture_is_tested():
+    tested = {name[len("test_"):] for name in globals() if name.startswith("test_hostile_")}
+    assert tested == set(HOSTILE)
+
+
+def test_hostile_infinite_loop(graded):
+    result, seconds = graded["hostile_infinite_loop"]
+    zero(result, "relu_forward", "time limit exceeded in relu_forward")
+    rest_full(result, "relu_forward", numeric_only=["relu_backward"])
+    assert seconds < 15
+
+
+def test_hostile_sleep(graded):
+    result, seconds = graded["hostile_sleep"]
+    zero(result, "relu_forward", "time limit exceeded in relu_forward")
+    rest_full(result, "relu_forward", numeric_only=["relu_backward"])
+    assert seconds < 15
+
+
+def test_hostile_memory_bomb(graded):
+    result, _ = graded["hostile_memory_bomb"]
+    zero(result, "relu_forward", "MemoryError")
+    zero(result, "relu_backward", "MemoryError")
+    rest_full(result, "relu_forward", "relu_backward")
+
+
+def test_hostile_fork_bomb(graded):
+    result, _ = graded["hostile_fork_bomb"]
+    zero(result, "relu_forward", "forbidden: os.fork")
+    zero(result, "relu_backward", "forbidden: subprocess.Popen")
+    zero(result, "sigmoid_forward", "can't start new thread", "forbidden")
+    assert {"forbidden: os.fork", "forbidden: subprocess.Popen"} <= set(result.violations)
+    rest_full(result, "relu_forward", "relu_backward", "sigmoid_forward")
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert cmdline.read_bytes() != b"sleep\x00100\x00"
+        except OSError:
+            pass
+
+
+def test_hostile_exit_at_import(graded):
+    result, _ = graded["hostile_exit_at_import"]
+    assert "called sys.exit(3)" in result.import_error
+    assert "the functions defined before that point were graded" in result.import_error
+    assert result.score == result.max_score
+
+
+def test_hostile_os_exit_at_import(graded):
+    result, _ = graded["hostile_os_exit_at_import"]
+    assert "could not be imported" in result.import_error and "exited with status 0" in result.import_error
+    assert result.score == 0
+    assert all(p.notes == ["not graded: your file could not be imported"] for p in result.problems)
+
+
+def test_hostile_os_exit(graded):
+    result, _ = graded["hostile_os_exit"]
+    zero(result, "relu_forward", "exited with status 3", "in relu_forward")
+    zero(result, "sigmoid_forward", "called sys.exit('bye')")
+    rest_full(result, "relu_forward", "sigmoid_forward", numeric_only=["relu_backward"])
+    assert result.sandbox_starts == 2                     # restarted once, after relu_forward
+
+
+def test_hostile_kill_parent(graded):
+    result, _ = graded["hostile_kill_parent"]            # the sentinel in `graded` survived too
+    zero(result, "relu_forward", "forbidden: sending signal 9 to another process")
+    zero(result, "relu_backward", "forbidden: sending signal 9 to process group")
+    zero(result, "sigmoid_forward", "killed by SIGKILL")
+    zero(result, "tanh_forward", "killed by SIGTERM")
+    rest_full(result, "relu_forward", "relu_backward", "sigmoid_forward", "tanh_forward")
+
+
+def test_hostile_fake_output(graded):
+    result, _ = graded["hostile_fake_output"]
+    relu = result.problem("relu_forward")
+    assert [c.key for c in relu.checks if not c.ok] == ["reference", "edge"]
+    rest_full(result, "relu_forward", numeric_only=["relu_backward"])
+    data = json.loads(reports.render(result, "gradescope"))
+    assert data["score"] == result.score < result.max_score
+    for line in reports.text(result).splitlines() + data["output"].splitlines():
+        if "100 / 100" in line or '"score": 100' in line or "PASS relu_forward:" in line:
+            assert line.startswith("  | "), line                    # only ever quoted
+
+
+def test_hostile_write_files(graded, place):
+    directory, assignment = place
+    result, _ = graded["hostile_write_files"]
+    full(result, "relu_forward")                            # right only if every attempt was refused
+    assert (directory / "out" / "gradebook.csv").read_text() == "student,score\nalice,7\n"
+    assert not (directory / "out" / "report.json").exists()
+    assert "hacked" not in assignment.read_text()
+    refused = "\n".join(result.violations)
+    for what in ("writing /autograder/results/results.json", f"writing {directory}/out/report.json",
+                 f"writing {directory}/out/gradebook.csv", f"writing {assignment}",
+                 f"reading {assignment.parent}/.secret", f"reading {directory}/others/bob.py"):
+        assert what in refused, what
+    reports.write_atomic(directory / "out" / "report.json", reports.render(result, "json"))
+    assert json.loads((directory / "out" / "report.json").read_text())["score"] == result.score
+
+
+def test_hostile_import_cnnspec(graded):
+    result, _ = graded["hostile_import_cnnspec"]
+    zero(result, "relu_forward", "the reference was out of reach")
+    assert "forbidden import: cnnspec" in result.violations
+    assert any(v.startswith("forbidden import: cnnspec (by file path") for v in result.violations)
+    assert "forbidden import: torch" in result.violations or "torch" not in sys.modules
+    rest_full(result, "relu_forward", numeric_only=["relu_backward"])
+
+
+def test_hostile_frame_inspection(graded):
+    result, _ = graded["hostile_frame_inspection"]
+    [check] = [c for c in result.problem("relu_forward").checks if c.key == "reference"]
+    assert check.passed == 0                                # no expected value was in reach
+    rest_full(result, "relu_forward", numeric_only=["relu_backward"])
+
+
+def test_hostile_bad_returns(graded):
+    result, _ = graded["hostile_bad_returns"]
+    expected = {"relu_forward": "out is an object of type Liar, not a NumPy array",
+                "relu_backward": "dx is an ndarray subclass (Sneaky), not a plain numpy.ndarray",
+                "sigmoid_forward": "returned a list of",
+                "tanh_forward": "out has dtype float32; expected float64",
+                "dense_forward": "out contains NaN",
+                "softmax_forward": "out has shape",
+                "mse_loss": "loss is an object of type str"}
+    for name, message in expected.items():
+        problem = result.problem(name)
+        value_checks = [c for c in problem.checks if c.key in ("reference", "edge")]
+        assert all(c.passed == 0 for c in value_checks), name
+        assert any(message in m for c in problem.checks for m in c.messages), (name, reports.text(result))
+
+
+def test_hostile_flood(graded):
+    result, seconds = graded["hostile_flood"]
+    assert result.score == result.max_score
+    assert len(result.output) < 66 * 1024 and "more bytes not kept" in result.output
+    assert len(reports.text(result)) < 20_000
+    assert seconds < 15
+
+
+def test_hostile_recursion(graded):
+    result, _ = graded["hostile_recursion"]
+    zero(result, "relu_forward", "SIGSEGV", "time limit exceeded", "MemoryError", "RecursionError")
+    zero(result, "relu_backward", "RecursionError")
+    rest_full(result, "relu_forward", "relu_backward")
+
+
+def test_hostile_pipe(graded):
+    result, _ = graded["hostile_pipe"]
+    zero(result, "relu_forward", "malformed reply in relu_forward")
+    zero(result, "sigmoid_forward", "reply in sigmoid_forward larger than 64 MB")
+    rest_full(result, "relu_forward", "sigmoid_forward", numeric_only=["relu_backward"])
+
+
+# -- the walls that do not depend on the in-process guard -------------------------------------------
+
+def probe(tmp_path, guard: bool, big_mb: int = 0, limits: Limits | None = None) -> dict:
+    """Run probe_sandbox.py's relu_forward in a sandbox; what it saw from the inside. It also tries
+    to read a file the grader can read (in the test's directory, which may well be on the
+    grader's sys.path)."""
+    path = submission(tmp_path, "probe_sandbox", {"__BIG__": big_mb, "__NEXT_TO_GRADER__": tmp_path / "x"})
+    (tmp_path / "x").write_text("the grader's")
+    with Sandbox(path, limits=limits or Limits(), guard=guard) as box:
+        box.start()
+        [reply] = box.call("relu_forward", [[np.zeros(2)]], timeout=20)["replies"]
+    assert reply["status"] == "error", reply
+    return json.loads(reply["error"]["message"].split(": ", 1)[1])
+
+
+def test_the_child_is_unprivileged_alone_in_its_session_with_a_scrubbed_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNSPEC_GRADE_SECRET", "do not tell")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nor this")
+    info = probe(tmp_path, guard=True)
+    if ROOT:
+        nobody = pwd.getpwnam("nobody")
+        assert (info["uid"], info["gid"], info["groups"]) == (nobody.pw_uid, nobody.pw_gid, [])
+        assert info["setuid_root"].startswith("PermissionError")
+    else:
+        assert info["uid"] == os.getuid()
+    assert info["pid"] == info["pgid"] == info["sid"] != os.getsid(0)        # a session of its own
+    assert info["ppid"] == os.getpid()
+    assert "CNNSPEC_GRADE_SECRET" not in info["env"] and "AWS_SECRET_ACCESS_KEY" not in info["env"]
+    assert info["home"] == info["cwd"] != os.getcwd()
+    assert info["cwd"].startswith("/") and not os.path.exists(info["cwd"])     # removed afterwards
+    assert info["fork"].startswith("PermissionError: forbidden: os.fork")
+    assert info["read_next_to_grader"].startswith("PermissionError: forbidden file access")
+
+
+def test_the_limits_hold_without_the_guard(tmp_path):
+    """With the in-process guard off, the operating system still refuses."""
+    limits = Limits(memory_mb=1500, cpu_seconds=77, file_size_mb=16, open_files=40)
+    info = probe(tmp_path, guard=False, big_mb=32, limits=limits)
+    assert info["limits"]["RLIMIT_AS"] == [1500 << 20] * 2
+    assert info["limits"]["RLIMIT_CPU"] == [77, 77]
+    assert info["limits"]["RLIMIT_FSIZE"] == [16 << 20] * 2
+    assert info["limits"]["RLIMIT_NOFILE"] == [40, 40]
+    assert info["limits"]["RLIMIT_NPROC"] == [0, 0]
+    assert info["fork"].startswith("BlockingIOError")                          # RLIMIT_NPROC = 0
+    assert "File too large" in info["big_file"]                               # RLIMIT_FSIZE
+    if ROOT:
+        assert info["kill_parent"].startswith("PermissionError")              # another user
+        assert info["read_next_to_grader"].startswith("PermissionError") or "the grader's" in info["read_next_to_grader"]
+
+
+def test_a_killed_grader_takes_its_sandbox_along(tmp_path):
+    """The child dies with the grader (PR_SET_PDEATHSIG): no orphan keeps running student code."""
+    path = tmp_path / "loop.py"
+    path.write_text("def relu_forward(x):\n    while True:\n        pass\n")
+    script = tmp_path / "grader.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        "from cnnspec.grade.sandbox import Sandbox\n"
+        f"box = Sandbox({str(path)!r})\n"
+        "box.start()\n"
+        "print(box.proc.pid, flush=True)\n"
+        "box.call('relu_forward', [[np.zeros(2)]], timeout=60)\n")
+    grader = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(grader.stdout.readline())
+    time.sleep(0.3)
+    grader.kill()
+    grader.wait()
+    for _ in range(50):
+        if not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the sandbox outlived the grader")

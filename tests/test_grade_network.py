@@ -1,0 +1,71 @@
+"""Network-level problems: specs/lenet5.cnn run by the engine with the student's functions (in the
+sandbox) in place of the built-in layers, against the same network run by the reference."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from cnnspec.grade import reports
+from cnnspec.grade.assignment import load_assignment
+from cnnspec.grade.grader import Grader
+from grade_fixtures.support import SOLUTION, reference, small_assignment, submission
+
+pytest.importorskip("cnnspec.engine.model")
+
+NETWORK = """
+[[networks]]
+name = "lenet5"
+spec = "lenet5.cnn"
+points = 30
+batch = 4
+train_samples = 64
+train_batch = 16
+"""
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    from conftest import SPECS
+
+    directory = tmp_path_factory.mktemp("network")
+    assignment = small_assignment(directory / "a", [], limits={"time_per_case": 3.0}, extra=NETWORK)
+    shutil.copy(SPECS / "lenet5.cnn", directory / "a" / "lenet5.cnn")
+    grader = Grader(load_assignment(assignment), reference=reference())
+    template = directory / "template.py"
+    template.write_text("import numpy as np\n\ndef conv2d_forward(x, w, b, stride, pad):\n"
+                        "    raise NotImplementedError\n")
+    return {name: grader.grade(path) for name, path in (
+        ("solution", SOLUTION), ("template", template),
+        ("flipped", submission(directory, "mutant_kernel_flipped")),
+        ("loop", submission(directory, "hostile_infinite_loop")))}
+
+
+def checks(result):
+    return {c.key: c for c in result.problem("lenet5").checks}
+
+
+def test_a_correct_solution_matches_the_reference_network_and_trains(graded):
+    result = graded["solution"]
+    assert result.score == result.max_score == 30, reports.text(result)
+
+
+def test_a_missing_function_fails_the_network_with_its_name(graded):
+    result = graded["template"]
+    assert result.score == 0
+    for check in checks(result).values():
+        assert check.messages == ["needs your conv2d_forward, which is not implemented"]
+
+
+def test_a_flipped_kernel_changes_outputs_and_gradients_but_still_trains(graded):
+    found = checks(graded["flipped"])
+    assert not found["outputs"].ok and "differs from the reference network's" in found["outputs"].messages[0]
+    assert not found["gradients"].ok and "conv" in found["gradients"].messages[0]
+    assert found["training"].ok                            # a true convolution learns just as well
+
+
+def test_a_hanging_function_fails_the_network_in_time(graded):
+    result = graded["loop"]
+    for check in checks(result).values():
+        assert not check.ok and "time limit exceeded in relu_forward" in check.messages[0]
+    assert result.seconds < 15
