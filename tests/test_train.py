@@ -248,3 +248,9 @@ def test_predict_top_classes_and_maps(tiny):
     with pytest.raises(CnnSpecError, match="--layers 'cnv1' matches no layer") as info:
         predict(model, x, layers=["cnv1"])
     assert "did you mean `conv1`" in str(info.value)
+
+
+def test_a_vector_trained_with_mse_is_not_a_classifier():
+    net = cnnspec.loads("network R {\n input x: 1x4x4\n flatten -> dense(2)\n}\ntrain {\n loss = mse\n}\n")
+    result = predict(net.compile(), np.ones((1, 4, 4), np.float32))
+    assert result.top is None and result.report().startswith("output (2):")

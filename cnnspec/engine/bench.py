@@ -67,21 +67,32 @@ TRAINING_CASES = [("LeNet-5 1x32x32", LENET5, (1, 64, 256)), ("ResNet-8 3x32x32"
 def timed(fn, min_time: float, repeat: int = 3) -> float:
     """Seconds per call of ``fn``: the best of ``repeat`` runs of as many calls as fill
     ``min_time / repeat`` (after one warm-up call)."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-7)
-    calls = max(1, int(min_time / repeat / once))
-    best = float("inf")
-    for _ in range(repeat):
+    return timed_pair(fn, None, min_time, repeat)[0]
+
+
+def timed_pair(ours, theirs, min_time: float, repeat: int = 3):
+    """Seconds per call of ``ours`` and ``theirs`` (None: not measured), measured in alternating
+    runs and the best run of each kept: a machine whose load changes during the bench then slows
+    both alike, and the best run is the one least disturbed."""
+    fns = [f for f in (ours, theirs) if f is not None]
+    calls = []
+    for fn in fns:
+        fn()
         start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
+        fn()
+        once = max(time.perf_counter() - start, 1e-7)
+        calls.append(max(1, int(min_time / repeat / once)))
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(calls[i]):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - start) / calls[i])
+    return best[0], (best[1] if theirs is not None else None)
 
 
-def conv_bench(name, shape, filters, k, pad, min_time, torch=None) -> dict:
+def conv_bench(name, shape, filters, k, pad, min_time, torch=None, repeat=3) -> dict:
     """GFLOP/s of one float32 convolution: forward (FLOPs = 2 x MACs) and forward+backward
     (3x the forward's FLOPs: the output, the input gradient, the weight gradient)."""
     from cnnspec import kernels as K
@@ -106,9 +117,7 @@ def conv_bench(name, shape, filters, k, pad, min_time, torch=None) -> dict:
         K.conv2d_forward_into(x, weight, bias, *geometry, out, ws)
         K.conv2d_backward_into(dout, x, weight, *geometry, dx, dw, db, ws)
 
-    row = {"name": name, "shape": list(shape), "filters": filters, "kernel": k, "pad": pad,
-           "gflops_forward": flops / timed(forward, min_time) / 1e9,
-           "gflops_forward_backward": 3 * flops / timed(forward_backward, min_time) / 1e9}
+    t_forward = t_forward_backward = None
     if torch is not None:
         tx = torch.from_numpy(x).requires_grad_(True)
         tw = torch.from_numpy(weight).requires_grad_(True)
@@ -124,14 +133,19 @@ def conv_bench(name, shape, filters, k, pad, min_time, torch=None) -> dict:
             tx.grad = tw.grad = tb.grad = None
             F.conv2d(tx, tw, tb, padding=pad).backward(tdout)
 
-        row["torch_gflops_forward"] = flops / timed(t_forward, min_time) / 1e9
-        row["torch_gflops_forward_backward"] = 3 * flops / timed(t_forward_backward, min_time) / 1e9
+    ours, theirs = timed_pair(forward, t_forward, min_time, repeat)
+    ours_fb, theirs_fb = timed_pair(forward_backward, t_forward_backward, min_time, repeat)
+    row = {"name": name, "shape": list(shape), "filters": filters, "kernel": k, "pad": pad,
+           "gflops_forward": flops / ours / 1e9, "gflops_forward_backward": 3 * flops / ours_fb / 1e9}
+    if torch is not None:
+        row["torch_gflops_forward"] = flops / theirs / 1e9
+        row["torch_gflops_forward_backward"] = 3 * flops / theirs_fb / 1e9
         row["ratio_forward"] = row["gflops_forward"] / row["torch_gflops_forward"]
         row["ratio_forward_backward"] = row["gflops_forward_backward"] / row["torch_gflops_forward_backward"]
     return row
 
 
-def training_bench(label, text, batch, min_time, torch=None) -> dict:
+def training_bench(label, text, batch, min_time, torch=None, repeat=3) -> dict:
     """Samples per second of training steps (SGD with momentum, cross-entropy) at one batch size."""
     import cnnspec
     from cnnspec.engine import SGD
@@ -142,8 +156,7 @@ def training_bench(label, text, batch, min_time, torch=None) -> dict:
     x = rng.standard_normal((batch, *model.input_shape), dtype=np.float32)
     y = rng.integers(0, model.output_shape[0], batch)
     opt = SGD(model, lr=0.01, momentum=0.9)
-    row = {"network": label, "batch": batch, "params": model.n_params,
-           "samples_per_s": batch / timed(lambda: model.train_step(x, y, opt), min_time)}
+    torch_step = None
     if torch is not None:
         from cnnspec.engine.torch_ref import TorchNet
 
@@ -151,13 +164,16 @@ def training_bench(label, text, batch, min_time, torch=None) -> dict:
         topt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
-        def step():
+        def torch_step():
             topt.zero_grad()
             loss = tnet.loss(tx, ty)
             loss.backward()
             topt.step()
 
-        row["torch_samples_per_s"] = batch / timed(step, min_time)
+    ours, theirs = timed_pair(lambda: model.train_step(x, y, opt), torch_step, min_time, repeat)
+    row = {"network": label, "batch": batch, "params": model.n_params, "samples_per_s": batch / ours}
+    if torch is not None:
+        row["torch_samples_per_s"] = batch / theirs
         row["ratio"] = row["samples_per_s"] / row["torch_samples_per_s"]
     return row
 
@@ -263,15 +279,16 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
             torch.set_num_threads(threads)
         except ImportError:
             torch = None
-    min_time = 0.3 if quick else 1.5
+    # per measurement, split in `repeat` alternating runs of cnnspec and torch (the best kept)
+    min_time, repeat = (0.3, 3) if quick else (2.0, 5)
     results = {"machine": machine(threads, torch), "quick": quick, "conv": [], "training": []}
     for case in CONV_CASES:
         say(f"conv {case[0]}")
-        results["conv"].append(conv_bench(*case, min_time, torch))
+        results["conv"].append(conv_bench(*case, min_time, torch, repeat))
     for label, text, batches in TRAINING_CASES:
         for batch in batches:
             say(f"training {label} batch {batch}")
-            results["training"].append(training_bench(label, text, batch, min_time, torch))
+            results["training"].append(training_bench(label, text, batch, min_time, torch, repeat))
     if compile_times:
         say("compile times (two child processes)")
         results["compile"] = compile_bench()

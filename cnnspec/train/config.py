@@ -148,7 +148,8 @@ def _parse_kwargs(text: str, whole) -> dict:
         except ValueError:
             raise CnnSpecError(f"optimizer {whole!r}: {key}={raw} is not a number") from None
     if text.strip() and not args:
-        raise CnnSpecError(f"cannot read optimizer {whole!r}", hint="write keyword arguments: sgd(lr=0.05, momentum=0.9)")
+        raise CnnSpecError(f"cannot read optimizer {whole!r}",
+                           hint="write keyword arguments: sgd(lr=0.05, momentum=0.9)")
     return args
 
 

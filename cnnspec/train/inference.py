@@ -46,22 +46,29 @@ def describe_output(output: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def is_classifier(output_shape) -> bool:
-    """A vector of class scores: (K,), (K, 1) or (K, 1, 1)."""
-    return int(np.prod(output_shape[1:])) == 1 and len(output_shape) >= 1
+def is_classifier(model) -> bool:
+    """Class scores: an output of shape K, Kx1 or Kx1x1 that ends in softmax or is trained with
+    cross-entropy (a vector trained with mse is a regression)."""
+    shape, graph = model.output_shape, model.graph
+    if not shape or int(np.prod(shape[1:])) != 1:
+        return False
+    ends_in_softmax = graph.nodes[model.output_name]["op"] == "softmax"
+    return ends_in_softmax or (graph.graph.get("train") or {}).get("loss", "cross_entropy") == "cross_entropy"
 
 
-def predict(model, x: np.ndarray, *, classes=None, layers=None, top: int = 5) -> Prediction:
+def predict(model, x: np.ndarray, *, classes=None, layers=None, top: int = 5,
+            classify: bool | None = None) -> Prediction:
     """Run ``model`` in evaluation mode on one sample ``x`` (input shape, no batch axis).
 
-    With ``layers`` (fnmatch globs, or ``["*"]``) the outputs of the matching layers are kept in
-    ``maps``. A classifier's ``top`` classes are named from ``classes`` when given.
+    With ``layers`` (fnmatch globs) the outputs of the matching layers are kept in ``maps``. A
+    classifier's (``classify``, default :func:`is_classifier`) ``top`` classes are named from
+    ``classes`` when given.
     """
     x = np.asarray(x, dtype=model.dtype)[None]
     maps = activations(model, x, layers) if layers else {}
     output = model.forward(x)[0]
     result = Prediction(output, maps=maps)
-    if is_classifier(output.shape):
+    if classify if classify is not None else is_classifier(model):
         scores = output.reshape(-1)
         order = np.argsort(-scores, kind="stable")[:top]
         names = list(classes or [])

@@ -1,8 +1,8 @@
 """The training loop: :func:`fit` trains a network on a data set and returns its :class:`History`.
 
 Reproducible: the model's initial weights come from ``seed``; each epoch's shuffling and
-augmentation draw from a generator seeded by (seed, epoch). A run interrupted with Ctrl-C (or by
-``stop``) finishes its current batch and saves a checkpoint — weights, optimizer state, epoch,
+augmentation draw from a generator seeded by (seed, epoch). A run interrupted with Ctrl-C
+(SIGINT) finishes its current batch and saves a checkpoint — weights, optimizer state, epoch,
 batch and generator states — from which ``fit(..., resume=DIR)`` continues to the very weights an
 uninterrupted run reaches.
 
@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,6 @@ from cnnspec.train.config import TrainConfig, located, match_layers, resolve_con
 from cnnspec.train.progress import EpochBar, epoch_line
 
 LOG_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "samples_per_s")
-TIMING_FIELDS = ("seconds", "samples_per_s")
 
 
 @dataclass
@@ -74,6 +74,7 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        print("\nstopping after this batch (Ctrl-C again to stop at once)", file=sys.stderr)
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -224,7 +225,8 @@ class Run:
                 self.on_batch(epoch, b, loss)
             if stop.requested and b + 1 < self.n_batches:
                 bar.close()
-                self.batch, self.rng_state, self.sums = b + 1, rng.bit_generator.state, [loss_sum, correct, seen, seconds]
+                self.batch, self.rng_state = b + 1, rng.bit_generator.state
+                self.sums = [loss_sum, correct, seen, seconds]
                 self.save_checkpoint()
                 return False
         bar.close()
@@ -301,15 +303,14 @@ def _load_init(model, path) -> dict:
 
 
 def _init_line(path, report: dict) -> str:
-    """``--init W.npz: loaded 4 layers (conv1, ...); skipped 1 (dense3.weight: shape ...); new 0``"""
-    parts = [f"loaded {len(report['loaded'])} layers" + (f" ({', '.join(report['loaded'])})" if report["loaded"] else "")]
-    parts.append(f"skipped {len(report['skipped'])}" +
-                 (f" ({'; '.join(why for _, why in report['skipped'])})" if report["skipped"] else ""))
-    parts.append(f"new {len(report['new'])}" + (f" ({', '.join(report['new'])})" if report["new"] else ""))
+    """``--init W.npz: loaded 2 layers (conv1, conv2); skipped 1 (dense2.weight: ...); new 1 (dense3)``"""
+    loaded, new = report["loaded"], report["new"]
+    skipped = [why for _, why in report["skipped"]]
+    parts = [f"loaded {len(loaded)} layers" + (f" ({', '.join(loaded)})" if loaded else ""),
+             f"skipped {len(skipped)}" + (f" ({'; '.join(skipped)})" if skipped else ""),
+             f"new {len(new)}" + (f" ({', '.join(new)})" if new else "")]
     return f"--init {path}: " + "; ".join(parts)
 
-
-# -- checkpoints and logs -----------------------------------------------------------------------
 
 def _read_state(run: Path) -> dict:
     path = run / "checkpoint" / "state.json"

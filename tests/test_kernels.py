@@ -1,0 +1,588 @@
+"""The numba kernels against the plain NumPy reference (cnnspec/kernels/reference.py) and
+against central differences of their own forward.
+
+Every kernel is compiled once per dtype: all cases of a family share one numba signature
+(C-contiguous arrays, tuples of ints), so the many configurations below cost no extra compiles.
+"""
+import numpy as np
+import pytest
+
+from cnnspec import kernels as K
+from cnnspec.kernels import reference as R
+from cnnspec.kernels.conv import GATHER, IM2COL, KN2ROW, _Plan
+
+DTYPES = [np.float64, np.float32]
+TOL = {np.float64: 1e-9, np.float32: 1e-4}
+
+
+def rel_error(a, b):
+    """CS231n's relative error: max |a - b| / max(1e-8, |a| + |b|)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+
+
+def norm_error(a, b):
+    """max |a - b| / max(|a| + |b|): float32 sums that cancel to near zero make the
+    element-wise ratio meaningless, so float32 results are compared to the array's scale."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b)) / max(1e-8, np.max(np.abs(a) + np.abs(b))))
+
+
+def close(a, b, dtype):
+    err = rel_error(a, b) if dtype == np.float64 else norm_error(a, b)
+    assert err < TOL[dtype], err
+
+
+def numeric_grad(f, x, h=1e-5):
+    """Central differences of the scalar f() with respect to every entry of x (float64)."""
+    grad = np.zeros_like(x)
+    flat, g = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        plus = f()
+        flat[i] = old - h
+        minus = f()
+        flat[i] = old
+        g[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+rng = np.random.default_rng(1234)
+
+
+def randn(*shape, dtype=np.float64):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# -- convolution ---------------------------------------------------------------------------------
+
+# (N, C, H, W, F, KH, KW, stride, pad (t, b, l, r), dilation, groups, bias)
+CONV_CASES = [
+    (2, 3, 7, 9, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, True),        # gather, same pad
+    (3, 4, 8, 6, 6, 3, 2, (2, 1), (0, 2, 1, 0), (1, 1), 2, True),        # im2col, asym, groups
+    (1, 1, 6, 6, 1, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1, False),       # batch 1, one channel
+    (1, 32, 10, 11, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, True),    # kn2row
+    (2, 32, 10, 11, 16, 3, 3, (1, 1), (2, 0, 1, 3), (2, 1), 1, True),    # kn2row, dilation
+    (2, 64, 9, 9, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2, False),     # kn2row, groups
+    (2, 16, 5, 5, 8, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, True),       # 1x1: x is the matrix
+    (2, 16, 5, 7, 8, 1, 1, (2, 3), (0, 0, 0, 0), (1, 1), 2, True),       # 1x1 strided
+    (2, 3, 5, 5, 4, 1, 1, (1, 1), (1, 0, 0, 2), (1, 1), 1, True),        # 1x1 padded
+    (2, 1, 12, 12, 6, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1, True),      # LeNet conv1
+    (3, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1, True),     # LeNet conv2
+    (2, 5, 1, 17, 7, 1, 3, (1, 2), (0, 0, 1, 1), (1, 2), 1, True),       # 1-D as H = 1
+    (2, 20, 1, 17, 20, 1, 3, (1, 1), (0, 0, 2, 1), (1, 2), 4, True),     # 1-D, groups
+    (4, 18, 12, 12, 18, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 18, True),   # depthwise
+    (2, 3, 13, 11, 5, 7, 5, (3, 2), (3, 2, 1, 4), (1, 2), 1, True),      # big kernel, strided
+    (4, 32, 16, 16, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, True),    # split over threads
+    (8, 3, 16, 16, 8, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, True),      # im2col, threads
+    (1, 2, 3, 3, 2, 3, 3, (1, 1), (2, 2, 2, 2), (1, 1), 1, True),        # full padding
+    (2, 4, 6, 5, 3, 2, 4, (1, 1), (0, 1, 3, 0), (2, 1), 1, True),        # even kernel, dilation
+]
+
+
+def conv_id(case):
+    n, c, h, w, f, kh, kw, s, p, d, g, bias = case
+    return f"{n}x{c}x{h}x{w}-{f}f{kh}x{kw}-s{s[0]}{s[1]}-p{''.join(map(str, p))}-d{d[0]}{d[1]}-g{g}"
+
+
+def run_conv(case, dtype):
+    n, c, h, w, f, kh, kw, stride, pad, dil, groups, bias = case
+    x, wt = randn(n, c, h, w, dtype=dtype), randn(f, c // groups, kh, kw, dtype=dtype)
+    b = randn(f, dtype=dtype) if bias else None
+    shape = K.conv2d_output_shape(x.shape, wt.shape, stride, pad, dil)
+    ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, stride, pad, dil, groups), dtype)
+    out = np.full(shape, np.nan, dtype)
+    K.conv2d_forward_into(x, wt, b, stride, pad, dil, groups, out, ws)
+    return x, wt, b, out, ws
+
+
+def test_conv_cases_cover_every_mode():
+    modes = {_Plan(c[:4], (c[4], c[1] // c[10], c[5], c[6]), c[7], c[8], c[9], c[10]).mode
+             for c in CONV_CASES}
+    assert modes == {IM2COL, GATHER, KN2ROW}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=conv_id)
+def test_conv2d_matches_reference(case, dtype):
+    stride, pad, dil, groups = case[7:11]
+    x, w, b, out, ws = run_conv(case, dtype)
+    close(out, R.conv2d_forward(x, w, b, stride, pad, dil, groups), dtype)
+
+    dout = randn(*out.shape, dtype=dtype)
+    rdx, rdw, rdb = R.conv2d_backward(dout, x, w, b, stride, pad, dil, groups)
+    dx, dw = np.full_like(x, np.nan), np.full_like(w, np.nan)
+    db = None if b is None else np.full_like(b, np.nan)
+    K.conv2d_backward_into(dout, x, w, stride, pad, dil, groups, dx, dw, db, ws)
+    close(dx, rdx, dtype)
+    close(dw, rdw, dtype)
+    if b is not None:
+        close(db, rdb, dtype)
+
+    # accumulate adds into dx; None gradients are skipped
+    dx2 = np.ones_like(x)
+    K.conv2d_backward_into(dout, x, w, stride, pad, dil, groups, dx2, None, None, ws,
+                           accumulate=True)
+    close(dx2 - 1, rdx, dtype)
+    dw2 = np.full_like(w, np.nan)
+    K.conv2d_backward_into(dout, x, w, stride, pad, dil, groups, None, dw2, None, ws)
+    close(dw2, rdw, dtype)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (0, 1, 3, 6, 11, 17)], ids=conv_id)
+def test_conv2d_backward_matches_central_differences(case):
+    n, c, h, w_, f, kh, kw, stride, pad, dil, groups, bias = case
+    f = max(groups, min(f, 4) // groups * groups)
+    x, w, b = randn(1, c, min(h, 6), min(w_, 6)), randn(f, c // groups, kh, kw), randn(f)
+    shape = K.conv2d_output_shape(x.shape, w.shape, stride, pad, dil)
+    ws = np.empty(K.conv2d_workspace_size(x.shape, w.shape, stride, pad, dil, groups))
+    out = np.empty(shape)
+    dout = randn(*shape)
+
+    def loss():
+        K.conv2d_forward_into(x, w, b, stride, pad, dil, groups, out, ws)
+        return float(np.sum(out * dout))
+
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+    K.conv2d_backward_into(dout, x, w, stride, pad, dil, groups, dx, dw, db, ws)
+    assert rel_error(dx, numeric_grad(loss, x)) < 1e-6
+    assert rel_error(dw, numeric_grad(loss, w)) < 1e-6
+    assert rel_error(db, numeric_grad(loss, b)) < 1e-6
+
+
+def test_conv2d_workspace_too_small_is_an_error():
+    x, w = randn(1, 2, 5, 5), randn(3, 2, 3, 3)
+    with pytest.raises(ValueError, match="workspace"):
+        K.conv2d_forward_into(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1, np.empty((1, 3, 3, 3)),
+                              np.empty(1))
+
+
+# -- pooling -------------------------------------------------------------------------------------
+
+# (N, C, H, W, kernel, stride, pad (t, b, l, r), ceil)
+POOL_CASES = [
+    (2, 3, 8, 8, (2, 2), (2, 2), (0, 0, 0, 0), False),
+    (1, 1, 7, 9, (3, 3), (2, 2), (1, 1, 1, 1), False),
+    (2, 2, 7, 9, (3, 3), (2, 2), (1, 1, 1, 1), True),       # ceil: last window hangs over
+    (2, 2, 6, 5, (3, 2), (2, 3), (1, 0, 0, 1), True),       # asymmetric pad, non-square
+    (1, 3, 5, 5, (2, 2), (1, 1), (0, 0, 0, 0), False),      # overlapping windows
+    (2, 2, 10, 7, (4, 3), (3, 3), (2, 1, 1, 1), True),
+    (2, 3, 1, 11, (1, 3), (1, 2), (0, 0, 1, 1), True),      # 1-D as H = 1
+    (3, 2, 9, 9, (3, 3), (3, 3), (0, 0, 0, 0), True),       # ceil that changes nothing
+    (16, 16, 32, 32, (2, 2), (2, 2), (0, 0, 0, 0), False),  # split over threads
+]
+
+
+def pool_id(case):
+    n, c, h, w, k, s, p, ceil = case
+    return f"{n}x{c}x{h}x{w}-k{k[0]}{k[1]}-s{s[0]}{s[1]}-p{''.join(map(str, p))}-{'ceil' if ceil else 'floor'}"
+
+
+def pool_shape(case):
+    n, c, h, w, k, s, p, ceil = case
+    return (n, c, R.pool_output_size(h, k[0], s[0], p[0], p[1], ceil),
+            R.pool_output_size(w, k[1], s[1], p[2], p[3], ceil))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=pool_id)
+def test_pooling_matches_reference(case, dtype):
+    n, c, h, w, k, s, p, ceil = case
+    shape = pool_shape(case)
+    x = randn(n, c, h, w, dtype=dtype)
+    dout = randn(*shape, dtype=dtype)
+    hw = shape[2:]
+
+    out, arg = np.full(shape, np.nan, dtype), np.empty(shape, np.int64)
+    K.maxpool2d_forward_into(x, k, s, p, out, arg)
+    close(out, R.maxpool2d_forward(x, k, s, p, hw), dtype)
+    dx = np.full_like(x, np.nan)
+    K.maxpool2d_backward_into(dout, arg, dx)
+    close(dx, R.maxpool2d_backward(dout, x, k, s, p, hw), dtype)
+    K.maxpool2d_backward_into(dout, arg, dx, accumulate=True)
+    close(dx, 2 * R.maxpool2d_backward(dout, x, k, s, p, hw), dtype)
+
+    for fwd, bwd, rf, rb in [
+            (K.avgpool2d_forward_into, K.avgpool2d_backward_into, R.avgpool2d_forward,
+             R.avgpool2d_backward),
+            (K.sumpool2d_forward_into, K.sumpool2d_backward_into, R.sumpool2d_forward,
+             R.sumpool2d_backward)]:
+        out = np.full(shape, np.nan, dtype)
+        fwd(x, k, s, p, out)
+        close(out, rf(x, k, s, p, hw), dtype)
+        dx = np.full_like(x, np.nan)
+        bwd(dout, k, s, p, dx)
+        close(dx, rb(dout, x, k, s, p, hw), dtype)
+        bwd(dout, k, s, p, dx, accumulate=True)
+        close(dx, 2 * rb(dout, x, k, s, p, hw), dtype)
+
+
+def test_sum_pool_is_avg_pool_times_its_divisor():
+    case = POOL_CASES[2]
+    n, c, h, w, k, s, p, ceil = case
+    x = randn(n, c, h, w)
+    avg, total = np.empty(pool_shape(case)), np.empty(pool_shape(case))
+    K.avgpool2d_forward_into(x, k, s, p, avg)
+    K.sumpool2d_forward_into(x, k, s, p, total)
+    # the divisor: the window clipped to the padded input, padded positions counted
+    padded = np.ones((n, c, h + p[0] + p[1], w + p[2] + p[3]))
+    divisor = np.empty(pool_shape(case))
+    K.sumpool2d_forward_into(padded, k, s, (0, 0, 0, 0), divisor)
+    assert rel_error(total, avg * divisor) < 1e-12
+
+
+def test_padding_never_wins_a_max():
+    x = -np.ones((1, 1, 2, 2)) * 5
+    out, arg = np.empty((1, 1, 2, 2)), np.empty((1, 1, 2, 2), np.int64)
+    K.maxpool2d_forward_into(x, (2, 2), (1, 1), (1, 0, 1, 0), out, arg)
+    assert np.all(out == -5)
+    assert np.all(arg >= 0)
+
+
+def test_maxpool_ties_go_to_the_first_maximum():
+    x = np.zeros((1, 1, 2, 2))
+    out, arg = np.empty((1, 1, 1, 1)), np.empty((1, 1, 1, 1), np.int64)
+    K.maxpool2d_forward_into(x, (2, 2), (2, 2), (0, 0, 0, 0), out, arg)
+    dx = np.empty_like(x)
+    K.maxpool2d_backward_into(np.ones((1, 1, 1, 1)), arg, dx)
+    assert dx.ravel().tolist() == [1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("case", [POOL_CASES[i] for i in (1, 2, 3)], ids=pool_id)
+def test_pooling_backward_matches_central_differences(case):
+    n, c, h, w, k, s, p, ceil = case
+    shape = pool_shape(case)
+    x, dout = randn(1, 1, h, w), randn(1, 1, *shape[2:])
+    out, arg = np.empty(dout.shape), np.empty(dout.shape, np.int64)
+    dx = np.empty_like(x)
+    for fwd, bwd in [(lambda: K.maxpool2d_forward_into(x, k, s, p, out, arg),
+                      lambda: K.maxpool2d_backward_into(dout, arg, dx)),
+                     (lambda: K.avgpool2d_forward_into(x, k, s, p, out),
+                      lambda: K.avgpool2d_backward_into(dout, k, s, p, dx)),
+                     (lambda: K.sumpool2d_forward_into(x, k, s, p, out),
+                      lambda: K.sumpool2d_backward_into(dout, k, s, p, dx))]:
+        fwd()
+        bwd()
+
+        def loss():
+            fwd()
+            return float(np.sum(out * dout))
+        assert rel_error(dx, numeric_grad(loss, x)) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (1, 4, 7), (3, 2, 1, 1)])
+def test_global_pooling(shape, dtype):
+    x = randn(*shape, dtype=dtype)
+    out_shape = shape[:2] + (1,) * (len(shape) - 2)
+    out = np.empty(out_shape, dtype)
+    K.global_avgpool_forward_into(x, out)
+    close(out.reshape(shape[:2]), R.global_avgpool_forward(x), dtype)
+    dout = randn(*out_shape, dtype=dtype)
+    dx = np.empty_like(x)
+    K.global_avgpool_backward_into(dout, dx)
+    close(dx, R.global_avgpool_backward(dout, x), dtype)
+
+    arg = np.empty(shape[:2], np.int64)
+    K.global_maxpool_forward_into(x, out, arg)
+    close(out.reshape(shape[:2]), R.global_maxpool_forward(x), dtype)
+    K.global_maxpool_backward_into(dout, arg, dx)
+    close(dx, R.global_maxpool_backward(dout, x), dtype)
+
+
+# -- dense ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,d,m,bias", [(1, 400, 120, True), (64, 400, 120, True),
+                                        (5, 7, 3, False), (256, 300, 200, True)])
+def test_dense_matches_reference(n, d, m, bias, dtype):
+    x, w = randn(n, d, dtype=dtype), randn(d, m, dtype=dtype)
+    b = randn(m, dtype=dtype) if bias else None
+    out = np.empty((n, m), dtype)
+    K.dense_forward_into(x, w, b, out)
+    close(out, R.dense_forward(x, w, b), dtype)
+    dout = randn(n, m, dtype=dtype)
+    rdx, rdw, rdb = R.dense_backward(dout, x, w, b)
+    dx, dw = np.empty_like(x), np.empty_like(w)
+    db = None if b is None else np.empty_like(b)
+    K.dense_backward_into(dout, x, w, dx, dw, db)
+    close(dx, rdx, dtype)
+    close(dw, rdw, dtype)
+    if bias:
+        close(db, rdb, dtype)
+    K.dense_backward_into(dout, x, w, dx, None, None, accumulate=True)
+    close(dx, 2 * rdx, dtype)
+
+
+def test_dense_backward_matches_central_differences():
+    x, w, b, dout = randn(3, 5), randn(5, 4), randn(4), randn(3, 4)
+    out = np.empty((3, 4))
+
+    def loss():
+        K.dense_forward_into(x, w, b, out)
+        return float(np.sum(out * dout))
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+    K.dense_backward_into(dout, x, w, dx, dw, db)
+    for grad, param in [(dx, x), (dw, w), (db, b)]:
+        assert rel_error(grad, numeric_grad(loss, param)) < 1e-6
+
+
+# -- activations, softmax ------------------------------------------------------------------------
+
+# (name, forward, backward, reference forward, derivative as a function of the output y)
+ACTIVATIONS = [
+    ("relu", K.relu_forward_into, K.relu_backward_into, R.relu_forward, lambda y: y > 0),
+    ("sigmoid", K.sigmoid_forward_into, K.sigmoid_backward_into, R.sigmoid_forward,
+     lambda y: y * (1 - y)),
+    ("tanh", K.tanh_forward_into, K.tanh_backward_into, R.tanh_forward, lambda y: 1 - y * y),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,fwd,bwd,rf,deriv", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activations(name, fwd, bwd, rf, deriv, dtype):
+    x = randn(3, 4, 5, dtype=dtype) * 3
+    x[0, 0, :3] = [0.0, 40.0, -40.0]                # relu's kink; sigmoid/tanh saturation
+    out = np.empty_like(x)
+    fwd(x, out)
+    close(out, rf(x), dtype)
+    # the backward is a function of the forward's output; computing the derivative from y
+    # (rather than x) is what it tests: 1 - y*y near saturation amplifies y's last-bit
+    # differences between libm's and NumPy's tanh, so each side uses the same y.
+    dout = randn(*x.shape, dtype=dtype)
+    want = dout.astype(np.float64) * deriv(out.astype(np.float64))
+    dx = np.empty_like(x)
+    bwd(dout, out, dx)
+    close(dx, want, dtype)
+    bwd(dout, out, dx, accumulate=True)
+    close(dx, 2 * want, dtype)
+    y = x.copy()
+    fwd(y, y)                                        # in place
+    close(y, rf(x), dtype)
+
+
+def test_relu_gradient_is_zero_at_zero():
+    x = np.array([-1.0, 0.0, 2.0])
+    dx = np.empty(3)
+    K.relu_backward_into(np.ones(3), x, dx)
+    assert dx.tolist() == [0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("slope", [0.01, 0.2, -0.5])
+def test_leaky_relu(slope, dtype):
+    x = randn(4, 6, dtype=dtype)
+    x[0, 0] = 0
+    out = np.empty_like(x)
+    K.leaky_relu_forward_into(x, slope, out)
+    close(out, R.leaky_relu_forward(x, slope), dtype)
+    dout, dx = randn(4, 6, dtype=dtype), np.empty_like(x)
+    K.leaky_relu_backward_into(dout, x, slope, dx)
+    close(dx, R.leaky_relu_backward(dout, x, slope), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,scale", [((4, 10), 1.0), ((3, 5), 1e4), ((2, 3, 4, 5), 2.0),
+                                         ((1, 7, 6), 1e4)])
+def test_softmax(shape, scale, dtype):
+    x = randn(*shape, dtype=dtype) * dtype(scale)
+    out = np.empty_like(x)
+    K.softmax_forward_into(x, out)
+    assert np.all(np.isfinite(out))
+    close(out, R.softmax_forward(x), dtype)
+    dout, dx = randn(*shape, dtype=dtype), np.empty_like(x)
+    K.softmax_backward_into(dout, out, dx)
+    close(dx, R.softmax_backward(dout, x), dtype)
+
+
+def test_activation_backward_matches_central_differences():
+    x = randn(2, 3, 4)
+    x[np.abs(x) < 1e-3] = 0.5                       # away from relu's kink
+    dout = randn(2, 3, 4)
+    out, dx = np.empty_like(x), np.empty_like(x)
+    cases = [(K.relu_forward_into, K.relu_backward_into),
+             (K.sigmoid_forward_into, K.sigmoid_backward_into),
+             (K.tanh_forward_into, K.tanh_backward_into),
+             (K.softmax_forward_into, K.softmax_backward_into),
+             (lambda a, o: K.leaky_relu_forward_into(a, 0.1, o),
+              lambda g, y, d: K.leaky_relu_backward_into(g, y, 0.1, d))]
+    for fwd, bwd in cases:
+        def loss():
+            fwd(x, out)
+            return float(np.sum(out * dout))
+        fwd(x, out)
+        bwd(dout, out, dx)
+        assert rel_error(dx, numeric_grad(loss, x)) < 1e-6
+
+
+# -- losses --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k,scale", [(8, 10, 1.0), (1, 3, 1.0), (5, 4, 1e4)])
+def test_softmax_cross_entropy(n, k, scale, dtype):
+    z = randn(n, k, dtype=dtype) * dtype(scale)
+    y = rng.integers(0, k, n)
+    d = np.empty_like(z)
+    loss = K.softmax_cross_entropy_into(z, y, d)
+    rloss, rd = R.softmax_cross_entropy(z, y)
+    assert np.isfinite(loss) and abs(loss - rloss) <= TOL[dtype] * max(1, abs(rloss))
+    close(d, rd, dtype)
+
+
+def test_softmax_cross_entropy_gradient_and_bad_labels():
+    z, y = randn(4, 5), np.array([0, 4, 2, 2])
+    d = np.empty_like(z)
+    K.softmax_cross_entropy_into(z, y, d)
+    assert rel_error(d, numeric_grad(lambda: K.softmax_cross_entropy_into(z, y, np.empty_like(z)),
+                                     z)) < 1e-6
+    with pytest.raises(ValueError, match="label 5"):
+        K.softmax_cross_entropy_into(z, np.array([0, 5, 1, 1]), d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mse(dtype):
+    p, t = randn(4, 3, 2, dtype=dtype), randn(4, 3, 2, dtype=dtype)
+    d = np.empty_like(p)
+    loss = K.mse_loss_into(p, t, d)
+    rloss, rd = R.mse_loss(p, t)
+    assert abs(loss - rloss) <= TOL[dtype] * rloss
+    close(d, rd, dtype)
+    if dtype == np.float64:
+        assert rel_error(d, numeric_grad(lambda: K.mse_loss_into(p, t, np.empty_like(p)), p)) < 1e-6
+
+
+# -- batch normalisation -------------------------------------------------------------------------
+
+BN_SHAPES = [(8, 5), (4, 3, 5, 6), (2, 4, 9), (1, 2, 3, 3), (16, 8, 32, 32)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batchnorm_training(shape, dtype):
+    c = shape[1]
+    x = randn(*shape, dtype=dtype) * dtype(3) + dtype(100)   # a large mean
+    gamma, beta = randn(c, dtype=dtype), randn(c, dtype=dtype)
+    rm, rv = randn(c, dtype=dtype), np.abs(randn(c, dtype=dtype)) + 1
+    rm0, rv0 = rm.copy(), rv.copy()
+    out, mean, invstd = np.empty_like(x), np.empty(c), np.empty(c)
+    K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, rm, rv, out, mean, invstd)
+    close(out, R.batchnorm_forward(x, gamma, beta, 1e-5), dtype)
+    erm, erv = R.batchnorm_running_update(x, rm0, rv0, 0.1)
+    close(rm, erm, dtype)
+    close(rv, erv, dtype)
+
+    dout = randn(*shape, dtype=dtype)
+    rdx, rdg, rdb = R.batchnorm_backward(dout, x, gamma, beta, 1e-5)
+    dx, dg, db = np.empty_like(x), np.empty_like(gamma), np.empty_like(beta)
+    K.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dg, db)
+    close(dx, rdx, dtype)
+    close(dg, rdg, dtype)
+    close(db, rdb, dtype)
+    K.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, None, None, accumulate=True)
+    close(dx, 2 * rdx, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BN_SHAPES[:3], ids=str)
+def test_batchnorm_evaluation(shape, dtype):
+    c = shape[1]
+    x, gamma, beta = randn(*shape, dtype=dtype), randn(c, dtype=dtype), randn(c, dtype=dtype)
+    rm, rv = randn(c, dtype=dtype), np.abs(randn(c, dtype=dtype)) + 0.5
+    out = np.empty_like(x)
+    K.batchnorm_forward_eval_into(x, gamma, beta, 1e-5, rm, rv, out)
+    close(out, R.batchnorm_forward_eval(x, gamma, beta, 1e-5, rm, rv), dtype)
+
+
+def test_batchnorm_backward_matches_central_differences():
+    for shape in [(4, 3), (2, 3, 2, 2)]:
+        c = shape[1]
+        x, gamma, beta, dout = randn(*shape), randn(c), randn(c), randn(*shape)
+        rm, rv = randn(c), np.abs(randn(c)) + 0.5
+        out, mean, invstd = np.empty_like(x), np.empty(c), np.empty(c)
+
+        def train_loss():
+            K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, None, None, out, mean,
+                                           invstd)
+            return float(np.sum(out * dout))
+
+        def eval_loss():
+            K.batchnorm_forward_eval_into(x, gamma, beta, 1e-5, rm, rv, out)
+            return float(np.sum(out * dout))
+
+        train_loss()
+        dx, dg, db = np.empty_like(x), np.empty_like(gamma), np.empty_like(beta)
+        K.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dg, db)
+        for grad, param in [(dx, x), (dg, gamma), (db, beta)]:
+            assert rel_error(grad, numeric_grad(train_loss, param)) < 1e-6
+        K.batchnorm_backward_eval_into(dout, x, gamma, 1e-5, rm, rv, dx, dg, db)
+        for grad, param in [(dx, x), (dg, gamma), (db, beta)]:
+            assert rel_error(grad, numeric_grad(eval_loss, param)) < 1e-6
+
+
+# -- dropout, add, concat ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.9])
+def test_dropout(p, dtype):
+    x = randn(3, 4, 5, dtype=dtype)
+    mask = rng.random(x.shape) >= p
+    out, dx = np.empty_like(x), np.empty_like(x)
+    K.dropout_forward_into(x, mask, p, out)
+    close(out, R.dropout_forward(x, p, mask), dtype)
+    K.dropout_backward_into(x, mask, p, dx)
+    close(dx, R.dropout_backward(x, p, mask), dtype)
+    K.dropout_backward_into(x, mask, p, dx, accumulate=True)
+    close(dx, 2 * R.dropout_backward(x, p, mask), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_and_concat(dtype):
+    a, b = randn(2, 3, 4, 4, dtype=dtype), randn(2, 3, 4, 4, dtype=dtype)
+    out = np.empty_like(a)
+    K.add_into(a, b, out)
+    close(out, a + b, dtype)
+    K.accumulate_into(a, out)
+    close(out, 2 * a + b, dtype)
+
+    xs = [randn(2, c, 4, 4, dtype=dtype) for c in (1, 3, 2)]
+    cat = np.empty((2, 6, 4, 4), dtype)
+    K.concat_forward_into(xs, cat)
+    close(cat, R.concat_forward(xs), dtype)
+    dout = randn(2, 6, 4, 4, dtype=dtype)
+    dxs = [np.empty_like(x) for x in xs]
+    K.concat_backward_into(dout, dxs)
+    for got, want in zip(dxs, R.concat_backward(dout, [1, 3, 2])):
+        close(got, want, dtype)
+    K.concat_backward_into(dout, [1, dxs[1], dxs[2]], accumulate=True)   # int: skip input 0
+    close(dxs[1], 2 * R.concat_backward(dout, [1, 3, 2])[1], dtype)
+
+
+def test_threads_give_reproducible_results(monkeypatch):
+    """Static split, partial sums added in thread order: two runs give identical bits, and
+    one thread agrees with two to rounding."""
+    case = CONV_CASES[15]
+    stride, pad, dil, groups = case[7:11]
+    x, w, b, out, ws = run_conv(case, np.float64)
+    dout = randn(*out.shape)
+    grads = []
+    for threads in ("2", "2", "1"):
+        monkeypatch.setenv("CNNSPEC_THREADS", threads)
+        o = np.empty_like(out)
+        ws2 = np.empty(K.conv2d_workspace_size(x.shape, w.shape, stride, pad, dil, groups))
+        K.conv2d_forward_into(x, w, b, stride, pad, dil, groups, o, ws2)
+        dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+        K.conv2d_backward_into(dout, x, w, stride, pad, dil, groups, dx, dw, db, ws2)
+        grads.append((o, dx, dw, db))
+    for a, b_, c in zip(*grads):
+        assert np.array_equal(a, b_)
+        assert rel_error(a, c) < 1e-9
