@@ -29,9 +29,10 @@ block basic(c) {
 }
 network Residual {
     input x: 3x8x8
-    conv(4, 3x3, pad=1) -> relu
-    basic(4)
-    maxpool(2)
+    s = conv(4, 3x3, pad=1)
+    r = s -> relu
+    b = r -> basic(4)
+    add(b, r, s) -> maxpool(2)
     globalavgpool -> flatten -> dense(3) -> softmax
 }
 """
@@ -69,8 +70,18 @@ network Text {
 }
 """
 
+POOLS = """
+network Pools {
+    input x: 4x12x12
+    conv(6, 3x3, pad=same, stride=2, groups=2) -> sigmoid      # 'same' pads (0, 1) here
+    conv(6, 3x3, dilation=2, pad=2) -> leaky_relu(0.2)
+    avgpool(3, stride=1, pad=1) -> sumpool(2, stride=1) -> maxpool(2, ceil=true)
+    globalmaxpool -> flatten -> dense(3) -> softmax
+}
+"""
+
 NETWORKS = {"lenet5": LENET5, "residual": RESIDUAL, "inception": INCEPTION, "bn_dropout": BN_DROPOUT,
-            "text": TEXT}
+            "text": TEXT, "pools": POOLS}
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +145,7 @@ def test_gradients_mse_and_frozen_layer(nets):
     target = np.random.default_rng(3).random((len(x), 3))
     check_gradients(model, x, target, loss="mse")
     _, grads = model.loss_and_grad(x, target, loss="mse")
-    assert set(grads) == {"conv1", "dense1"}
+    assert set(grads) == {"s", "dense1"}
 
 
 def test_cross_entropy_on_logits_without_softmax():
@@ -146,6 +157,19 @@ def test_cross_entropy_on_logits_without_softmax():
     z = logits - logits.max(axis=1, keepdims=True)
     expected = np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(4), y])
     assert model.loss_and_grad(x, y)[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_losses_on_outputs_with_spatial_axes():
+    net = cnnspec.loads("network G { input x: 3x6x6\n conv(4, 3x3) -> globalavgpool -> softmax }")
+    model = net.compile(dtype="float64", seed=0)
+    x, y = batch(model, n=4)
+    check_gradients(model, x, y)                           # fused, on a 4x1x1 output
+    net = cnnspec.loads("network S { input x: 3x6x6\n conv(4, 3x3) -> softmax }")
+    model = net.compile(dtype="float64", seed=0)
+    target = np.random.default_rng(0).random((4, 4, 4, 4))
+    check_gradients(model, x, target, loss="mse")          # softmax over channels, differentiated
+    with pytest.raises(CnnSpecError, match="one score per class"):
+        model.loss_and_grad(x, y)
 
 
 def test_fused_cross_entropy_is_stable():
@@ -166,7 +190,7 @@ def torch_ref():
     return torch_ref
 
 
-@pytest.mark.parametrize("name", ["lenet5", "residual", "inception", "text"])
+@pytest.mark.parametrize("name", ["lenet5", "residual", "inception", "text", "pools"])
 def test_forward_and_gradients_match_pytorch(nets, torch_ref, name):
     model = nets[name].compile(dtype="float64", seed=4)
     x, y = batch(model, n=4)
@@ -227,6 +251,31 @@ def test_adam_matches_pytorch(nets, torch_ref, dtype):
             np.testing.assert_allclose(value, tnet.param(layer, key), rtol=rtol, atol=atol, err_msg=f"{layer}.{key}")
 
 
+def test_adam_with_unfreezing_matches_pytorch(nets, torch_ref):
+    """A layer unfrozen later starts its Adam bias correction afresh, as torch counts steps per
+    parameter (and skips parameters without a gradient)."""
+    import torch
+
+    model = nets["lenet5"].compile(dtype="float64", seed=8)
+    model.set_trainable("conv*", False)
+    tnet = torch_ref.TorchNet(model)
+    opt = Adam(model, lr=1e-2)
+    topt = torch.optim.Adam(list(tnet.params.values()), lr=1e-2)
+    for step in range(4):
+        if step == 2:
+            model.set_trainable("conv*", True)
+            for (layer, _), t in tnet.params.items():
+                t.requires_grad_(True)
+        x, y = batch(model, n=4, seed=step)
+        model.train_step(x, y, opt)
+        topt.zero_grad()
+        tnet.loss(x, y).backward()
+        topt.step()
+    for layer, group in model.params.items():
+        for key, value in group.items():
+            np.testing.assert_allclose(value, tnet.param(layer, key), rtol=1e-9, atol=1e-12, err_msg=f"{layer}.{key}")
+
+
 def test_float32_training_matches_pytorch(nets, torch_ref):
     import torch
 
@@ -244,13 +293,19 @@ def test_float32_training_matches_pytorch(nets, torch_ref):
         assert loss == pytest.approx(tloss.item(), rel=1e-5)
         assert out.dtype == np.float32 and out.shape == (16, 10)
     x, _ = batch(model, n=16, seed=9)
-    np.testing.assert_allclose(model.forward(x), tnet.forward(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-6)
+    expected = tnet.forward(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(model.forward(x), expected, rtol=1e-4, atol=1e-6)
 
 
 # -- initialisation, reproducibility, freezing ------------------------------------------------
 
 def test_initialisation_like_pytorch(nets):
     model = nets["residual"].compile(dtype="float64", seed=0)
+    assert isinstance(model, Model)
+    same = Model(nets["residual"].graph, dtype="float64", seed=0)       # a bare analysed graph works too
+    assert np.array_equal(same._flat_params, model._flat_params)
+    with pytest.raises(CnnSpecError, match="unknown dtype `float16`"):
+        Model(nets["residual"], dtype="float16")
     for layer, group in model.params.items():
         w = group["weight"]
         if "batchnorm" in layer:
@@ -357,6 +412,21 @@ def test_evaluate_and_forward_in_chunks(nets):
     assert mse == pytest.approx(np.mean((whole - np.eye(10)[y]) ** 2), rel=1e-10)
 
 
+def test_activations(nets):
+    model = nets["inception"].compile(dtype="float64", seed=0)
+    x, _ = batch(model, n=3)
+    maps = model.activations(x, ["x", "leaky*", "inception1.*"], batch=2)
+    assert list(maps)[:3] == ["x", "leaky_relu1", "inception1.conv1"] and "dense1" not in maps
+    np.testing.assert_array_equal(maps["x"], x)
+    concat = maps["inception1.concat1"]
+    assert concat.shape == (3, 2 + 3 + 2 + 4, 6, 6)
+    np.testing.assert_array_equal(concat[:, :2], maps["inception1.relu1"])
+    np.testing.assert_array_equal(concat[:, 7:], maps["leaky_relu1"])
+    assert list(model.activations(x)) == ["x"] + model.layers
+    with pytest.raises(CnnSpecError, match="matches `incpetion1.conv1`"):
+        model.activations(x, ["incpetion1.conv1"])
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 def test_bad_inputs_are_clear_errors(nets):
@@ -377,6 +447,10 @@ def test_bad_inputs_are_clear_errors(nets):
         model.loss_and_grad(x, y, loss="mae")
     with pytest.raises(CnnSpecError, match="another model"):
         model.train_step(x, y, SGD(nets["lenet5"].compile(dtype="float64"), lr=0.1))
+    bn = nets["bn_dropout"].compile(dtype="float64")
+    with pytest.raises(CnnSpecError, match="`batchnorm2` .* more than one value per channel"):
+        bn.loss_and_grad(*batch(bn, n=1))
+    assert bn.forward(batch(bn, n=1)[0]).shape == (1, 3)          # evaluation is fine
 
 
 # -- weight files -------------------------------------------------------------------------------

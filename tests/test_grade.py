@@ -6,13 +6,11 @@ import ast
 import csv
 import io
 import json
-import os
 import stat
 import struct
 import time
 import xml.etree.ElementTree as ET
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +21,7 @@ from cnnspec.grade import protocol, reports
 from cnnspec.grade.assignment import (CHECKS, DEFAULT_POINTS, SECRET_ENV, init_assignment, load_assignment,
                                       render_toml)
 from cnnspec.grade.batch import csv_cell, run_batch
-from cnnspec.grade.bundle import make_bundle
+from cnnspec.grade.bundle import make_bundle, warm_up
 from cnnspec.grade.cases import EDGES, make_cases
 from cnnspec.grade.checks import output_problem, rel_error, unwrap, value_problem
 from cnnspec.grade.functions import FUNCTIONS, template
@@ -270,10 +268,11 @@ def test_the_reference_graded_as_a_submission_gets_full_marks(homework, tmp_path
     pytest.importorskip("cnnspec.api")
     shim = tmp_path / "reference.py"
     shim.write_text("from cnnspec.api import *\n")
-    grader = Grader(load_assignment(homework), reference=reference())
-    result = grader.grade(shim, trusted=True)
+    assignment = load_assignment(homework)
+    assignment.limits.time_per_case = 300          # time to compile the kernels if the cache is cold
+    result = Grader(assignment, reference=reference()).grade(shim, trusted=True)
     assert result.score == result.max_score, reports.text(result)
-    public = Grader(load_assignment(homework), reference=reference(), public_only=True).grade(shim, trusted=True)
+    public = Grader(assignment, reference=reference(), public_only=True).grade(shim, trusted=True)
     assert public.public_only and public.score == public.max_score
 
 
@@ -456,5 +455,11 @@ def test_gradescope_bundle(homework, tmp_path):
             assert {"cnnspec/grade/child.py", "cnnspec/api.py", "cnnspec/grammar/cnn.lark"} <= set(w.namelist())
     make_bundle(homework, out, pypi=True)
     with zipfile.ZipFile(out) as z:
-        assert "pip install cnnspec==" in z.read("setup.sh").decode()
+        setup = z.read("setup.sh").decode()
+        assert "pip install cnnspec==" in setup and "warm_up('/autograder/source/assignment.toml')" in setup
         assert wheel.name not in z.namelist()
+
+
+def test_warm_up_runs_the_reference_on_every_case(tmp_path):
+    assignment = small_assignment(tmp_path, ["relu_forward", "conv2d_backward"])
+    warm_up(assignment)                                  # compiles; must not need the secret

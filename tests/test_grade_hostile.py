@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +249,14 @@ def test_hostile_pipe(graded):
     rest_full(result, "relu_forward", "sigmoid_forward", numeric_only=["relu_backward"])
 
 
+def test_hostile_fake_messages(graded):
+    """Messages of the wrong shape forged on the pipe only ever hurt the one who forged them."""
+    result, _ = graded["hostile_fake_messages"]
+    assert result.score == 0 and result.import_error is None and result.violations == []
+    for problem in result.problems:
+        assert any("malformed reply" in n for n in problem.notes), problem.notes
+
+
 # -- the walls that do not depend on the in-process guard -------------------------------------------
 
 def probe(tmp_path, guard: bool, big_mb: int = 0, limits: Limits | None = None) -> dict:
@@ -308,13 +317,15 @@ def test_a_killed_grader_takes_its_sandbox_along(tmp_path):
         "from cnnspec.grade.sandbox import Sandbox\n"
         f"box = Sandbox({str(path)!r})\n"
         "box.start()\n"
-        "print(box.proc.pid, flush=True)\n"
+        "print(box.proc.pid, box.workdir, flush=True)\n"
         "box.call('relu_forward', [[np.zeros(2)]], timeout=60)\n")
     grader = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    child = int(grader.stdout.readline())
+    child, workdir = grader.stdout.readline().split()
+    child = int(child)
     time.sleep(0.3)
     grader.kill()
     grader.wait()
+    shutil.rmtree(workdir)                   # a killed grader cannot clean up after itself
     for _ in range(50):
         if not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
             break

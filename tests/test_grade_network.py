@@ -3,6 +3,7 @@ sandbox) in place of the built-in layers, against the same network run by the re
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -26,11 +27,9 @@ train_batch = 16
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from conftest import SPECS
-
     directory = tmp_path_factory.mktemp("network")
     assignment = small_assignment(directory / "a", [], limits={"time_per_case": 3.0}, extra=NETWORK)
-    shutil.copy(SPECS / "lenet5.cnn", directory / "a" / "lenet5.cnn")
+    shutil.copy(Path(__file__).resolve().parent.parent / "specs" / "lenet5.cnn", directory / "a")
     grader = Grader(load_assignment(assignment), reference=reference())
     template = directory / "template.py"
     template.write_text("import numpy as np\n\ndef conv2d_forward(x, w, b, stride, pad):\n"

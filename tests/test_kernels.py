@@ -182,7 +182,8 @@ POOL_CASES = [
 
 def pool_id(case):
     n, c, h, w, k, s, p, ceil = case
-    return f"{n}x{c}x{h}x{w}-k{k[0]}{k[1]}-s{s[0]}{s[1]}-p{''.join(map(str, p))}-{'ceil' if ceil else 'floor'}"
+    mode = "ceil" if ceil else "floor"
+    return f"{n}x{c}x{h}x{w}-k{k[0]}{k[1]}-s{s[0]}{s[1]}-p{''.join(map(str, p))}-{mode}"
 
 
 def pool_shape(case):
@@ -364,6 +365,9 @@ def test_activations(name, fwd, bwd, rf, deriv, dtype):
     close(dx, want, dtype)
     bwd(dout, out, dx, accumulate=True)
     close(dx, 2 * want, dtype)
+    g = dout.copy()
+    bwd(g, out, g)                                   # in place: dx is dout
+    close(g, want, dtype)
     y = x.copy()
     fwd(y, y)                                        # in place
     close(y, rf(x), dtype)
@@ -387,6 +391,8 @@ def test_leaky_relu(slope, dtype):
     dout, dx = randn(4, 6, dtype=dtype), np.empty_like(x)
     K.leaky_relu_backward_into(dout, x, slope, dx)
     close(dx, R.leaky_relu_backward(dout, x, slope), dtype)
+    K.leaky_relu_backward_into(dout, x, slope, dout)         # in place
+    close(dout, dx, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -543,6 +549,9 @@ def test_dropout(p, dtype):
     close(dx, R.dropout_backward(x, p, mask), dtype)
     K.dropout_backward_into(x, mask, p, dx, accumulate=True)
     close(dx, 2 * R.dropout_backward(x, p, mask), dtype)
+    g = x.copy()
+    K.dropout_backward_into(g, mask, p, g)                   # in place
+    close(g, R.dropout_backward(x, p, mask), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

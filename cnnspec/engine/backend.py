@@ -28,7 +28,7 @@ API = (
 class Backend:
     """The functions given, and the into-style loss kernels the plan calls (built-in or given)."""
 
-    def __init__(self, funcs, dtype):
+    def __init__(self, funcs):
         funcs = dict(funcs)
         for name, f in funcs.items():
             if name not in API:
@@ -242,6 +242,7 @@ class BatchNorm(ops.BatchNorm):
     def forward(self, training):
         if not training or self.api_forward is None:
             return super().forward(training)
+        self.check_batch()
         f, x, y, eps, m, axes = self.api_forward, self.x, self.y, self.eps, self.momentum, self.axes
         gamma, beta = self.c.params["weight"], self.c.params["bias"]
         rm, rv, mean, invstd = self.c.state["running_mean"], self.c.state["running_var"], self.mean, self.invstd

@@ -242,7 +242,7 @@ def analysis_bench(specs_dir: Path | None = None) -> dict:
     start = time.perf_counter()
     net = cnnspec.loads(text)
     loaded = time.perf_counter()
-    net.summary()
+    net.summary_table()
     out["layers"] = len(net.graph) - 1
     out["load_1000_layers_s"] = loaded - start
     out["summary_1000_layers_s"] = time.perf_counter() - loaded
@@ -315,7 +315,8 @@ def report(results: dict) -> str:
                 text += f" {row['torch_gflops_' + key]:9.1f} {row['ratio_' + key]:6.2f}x"
             lines.append(text)
     lines.append("")
-    lines.append(f"{'training (SGD, momentum), float32':36} {'samples/s':>9}" + (f" {'torch':>9} {'ratio':>7}" if torch else ""))
+    head = f"{'training (SGD, momentum), float32':36} {'samples/s':>9}"
+    lines.append(head + (f" {'torch':>9} {'ratio':>7}" if torch else ""))
     for row in results["training"]:
         text = f"  {row['network']:20} batch {row['batch']:<7} {row['samples_per_s']:9.0f}"
         if torch:
@@ -325,7 +326,7 @@ def report(results: dict) -> str:
         cold, warm = results["compile"]["cold"], results["compile"]["warm"]
         lines += ["", "compile (LeNet-5, one training step at batch 64)",
                   f"  first call, empty numba cache: {cold['first_step_s']:.1f} s to compile and run the first step "
-                  f"(+ {cold['first_forward_s']:.1f} s the first evaluation forward; import {cold['import_s']:.2f} s)",
+                  f"(then {cold['first_forward_s']:.2f} s the first evaluation forward; import {cold['import_s']:.2f} s)",
                   f"  second process, cache warm:    {warm['start_to_first_step_s']:.2f} s from start to its first "
                   f"training step (import {warm['import_s']:.2f} s)"]
     if "analysis" in results:
@@ -333,6 +334,6 @@ def report(results: dict) -> str:
         lines += ["", "analysis"]
         if "summary_resnet50_s" in a:
             lines.append(f"  cnnspec summary specs/resnet50.cnn (cold process): {a['summary_resnet50_s']:.2f} s")
-        lines.append(f"  {a['layers']}-layer network: load+analyse {a['load_1000_layers_s']:.2f} s, "
-                     f"summary {a['summary_1000_layers_s']:.2f} s")
+        lines.append(f"  {a['layers']}-layer network: parse+build+analyse {a['load_1000_layers_s']:.3f} s, "
+                     f"summary table {a['summary_1000_layers_s']:.3f} s")
     return "\n".join(lines)

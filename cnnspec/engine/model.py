@@ -67,12 +67,15 @@ class Model:
 
     def __init__(self, network, dtype="float32", seed: int = 0, backend=None):
         graph = network if isinstance(network, nx.DiGraph) else network.graph
-        if str(np.dtype(dtype)) not in DTYPES:
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            self.dtype = None
+        if str(self.dtype) not in DTYPES:
             raise CnnSpecError(f"unknown dtype `{dtype}`; choose float32 or float64")
         self.network = network
         self.graph = graph
         self.name = graph.graph.get("network") or "network"
-        self.dtype = np.dtype(dtype)
         self.seed = int(seed)
         self.input_name = graph.graph["input"]
         self.output_name = graph.graph["output"]
@@ -85,7 +88,7 @@ class Model:
         self._backend = None
         if backend is not None:
             from cnnspec.engine.backend import Backend
-            self._backend = Backend(backend, self.dtype)
+            self._backend = Backend(backend)
 
         init_rng, dropout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(2))
         self.rng = dropout_rng               # dropout masks; assign a new Generator to reseed
@@ -134,12 +137,27 @@ class Model:
             out[start:start + len(part)] = self._plan(len(part)).forward(part)
         return out
 
+    def activations(self, x, layers=None, batch: int = 256) -> dict:
+        """Evaluation-mode outputs of the layers whose names match the fnmatch patterns ``layers``
+        (default: the input and every layer the output depends on), as ``{name: (N, *shape)}`` in
+        network order."""
+        x = self._check_input(x)
+        names = self._live if layers is None else self._match(layers, self._live)
+        out = {name: np.empty((len(x), *self.graph.nodes[name]["output_shape"]), self.dtype) for name in names}
+        for start in range(0, len(x), batch):
+            part = x[start:start + batch]
+            plan = self._plan(len(part))
+            plan.forward(part)
+            for name in names:
+                out[name][start:start + len(part)] = plan.act[name]
+        return out
+
     def loss_and_grad(self, x, y, loss: str = "cross_entropy"):
         """Training-mode loss and its gradients: ``(loss, {layer: {param: array}})`` for the
         trainable layers (a frozen layer has no gradient). Batchnorm running statistics are
         updated and dropout draws new masks, as in a training step."""
-        self._run_training(x, y, loss)
-        return self._last_loss, {layer: {k: g.copy() for k, g in self._grads[layer].items()}
+        value, _ = self._run_training(x, y, loss)
+        return value, {layer: {k: g.copy() for k, g in self._grads[layer].items()}
                                  for layer, flag in self._trainable.items() if flag}
 
     def train_step(self, x, y, optimizer, loss: str = "cross_entropy"):
@@ -147,9 +165,9 @@ class Model:
         output)`` with the network's output of this (training-mode) forward."""
         if optimizer.model is not self:
             raise CnnSpecError("this optimizer was made for another model")
-        plan = self._run_training(x, y, loss)
+        value, plan = self._run_training(x, y, loss)
         optimizer.step()
-        return self._last_loss, plan.output.copy()
+        return value, plan.output.copy()
 
     def evaluate(self, x, y, batch: int = 256, loss: str = "cross_entropy"):
         """Evaluation-mode mean loss over all samples and the outputs: ``(loss, outputs)``."""
@@ -166,12 +184,12 @@ class Model:
         return total / max(len(x), 1), out
 
     def _run_training(self, x, y, loss):
+        """Training-mode forward, loss and backward; returns (loss, plan)."""
         losses.check_loss(loss)
         x = self._check_input(x)
         y = losses.check_targets(loss, y, len(x), self.output_shape)
         plan = self._plan(len(x))
-        self._last_loss = plan.training(loss).run(x, y)
-        return plan
+        return plan.training(loss).run(x, y), plan
 
     def _plan(self, batch: int):
         plan = self._plans.get(batch)
@@ -190,7 +208,8 @@ class Model:
             return x
         expected = "(N, " + ", ".join(map(str, self.input_shape)) + ")"
         if x.dtype.kind != "f":
-            hint = "convert it with x.astype(np.float32) (and scale images to [0, 1])" if x.dtype.kind in "iub" else None
+            hint = ("convert it with x.astype(np.float32) (and scale images to [0, 1])"
+                    if x.dtype.kind in "iub" else None)
             raise CnnSpecError(f"`{self.name}` takes floating-point input of shape {expected}; received "
                                f"{x.dtype} of shape {x.shape}", hint=hint)
         hint = "add a batch axis: x[None]" if x.shape == self.input_shape else None
@@ -205,35 +224,37 @@ class Model:
     def set_trainable(self, patterns, flag: bool = True) -> list:
         """Freeze (``flag=False``) or unfreeze the layers whose names match any of the fnmatch
         ``patterns`` (``"conv*"``, ``"basic1.*"``). Returns the parameterised layers matched."""
-        if isinstance(patterns, str):
-            patterns = [patterns]
-        matched = []
-        for pattern in patterns:
-            hits = [name for name in self.layers if fnmatch.fnmatchcase(name, pattern)]
-            if not hits:
-                guess = nearest(pattern, self.layers)
-                raise CnnSpecError(f"no layer of `{self.name}` matches `{pattern}`",
-                                   hint=f"did you mean `{guess}`?" if guess else
-                                   f"the layers are: {', '.join(self.layers)}")
-            matched += [name for name in hits if name in self._trainable and name not in matched]
-        for name in matched:
-            self._trainable[name] = bool(flag)
-        self._version += 1
-        self._segments_cache = None
+        matched = [name for name in self._match(patterns, self.layers) if name in self._trainable]
+        if any(self._trainable[name] != bool(flag) for name in matched):
+            for name in matched:
+                self._trainable[name] = bool(flag)
+            self._version += 1
+            self._segments_cache = None
         return matched
 
+    def _match(self, patterns, names) -> list:
+        """The ``names`` that match any of the fnmatch ``patterns``, in order; a pattern that
+        matches nothing is an error with a suggestion."""
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        chosen = set()
+        for pattern in patterns:
+            hits = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+            if not hits:
+                guess = nearest(pattern, names)
+                raise CnnSpecError(f"no layer of `{self.name}` matches `{pattern}`",
+                                   hint=f"did you mean `{guess}`?" if guess else f"the layers are: {', '.join(names)}")
+            chosen.update(hits)
+        return [name for name in names if name in chosen]
+
     def _segments(self) -> np.ndarray:
-        """(start, stop) ranges of the flat parameter array that the optimizer updates."""
+        """What the optimizer updates: one row (start, stop, layer index) per trainable layer that
+        the output depends on, its parameters being ``_flat_params[start:stop]``."""
         if self._segments_cache is None:
-            ranges = []
-            for name, (start, stop) in self._spans.items():
-                if not self._trainable[name]:
-                    continue
-                if ranges and ranges[-1][1] == start:
-                    ranges[-1][1] = stop
-                else:
-                    ranges.append([start, stop])
-            self._segments_cache = np.array(ranges, np.int64).reshape(-1, 2)
+            live = set(self._live)
+            rows = [(start, stop, i) for i, (name, (start, stop)) in enumerate(self._spans.items())
+                    if self._trainable[name] and name in live]
+            self._segments_cache = np.array(rows, np.int64).reshape(-1, 3)
         return self._segments_cache
 
     def arrays(self) -> dict:
@@ -285,7 +306,8 @@ class Model:
             if k in missing:
                 report.new.append(k)
             elif k in mismatched:
-                report.skipped.append((k, f"shape {fmt(arrays[k].shape)} in the file, {fmt(target.shape)} in the network"))
+                report.skipped.append((k, f"shape {fmt(arrays[k].shape)} in the file, "
+                                          f"{fmt(target.shape)} in the network"))
             elif k in bad_type:
                 report.skipped.append((k, f"not numbers ({arrays[k].dtype})"))
             else:

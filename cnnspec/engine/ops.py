@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnspec import kernels as K
+from cnnspec.errors import CnnSpecError
 
 
 class NodeContext:
@@ -230,10 +231,19 @@ class BatchNorm(Op):
         self.eps = float(c.config["eps"])
         self.momentum = float(c.config["momentum"])
 
+    def check_batch(self):
+        """As PyTorch: batch statistics need more than one value per channel."""
+        if self.x.size == self.x.shape[1]:
+            raise CnnSpecError(f"`{self.c.name}` (batchnorm) needs more than one value per channel in training; "
+                               f"its input is {self.x.shape[1]} features x batch 1",
+                               hint="train with a batch of 2 or more")
+
     def forward(self, training):
         x, y, eps = self.x, self.y, self.eps
         gamma, beta = self.c.params["weight"], self.c.params["bias"]
         rm, rv = self.c.state["running_mean"], self.c.state["running_var"]
+        if training:
+            self.check_batch()
         if not training:
             f = K.batchnorm_forward_eval_into
             return lambda: f(x, gamma, beta, eps, rm, rv, y)
@@ -286,12 +296,15 @@ class PassThrough(Op):
 
     def backward(self, dy, dxs, grads):
         steps = []
-        for i, target in enumerate(dxs):
+        for target in dxs:
             if target is None:
                 continue
             dx, acc = target
             src = dy.reshape(dx.shape)
-            steps.append((lambda s=src, d=dx: K.accumulate_into(s, d)) if acc else (lambda s=src, d=dx: np.copyto(d, s)))
+            if acc:
+                steps.append(lambda s=src, d=dx: K.accumulate_into(s, d))
+            else:
+                steps.append(lambda s=src, d=dx: np.copyto(d, s))
         return chain(steps)
 
 
@@ -338,7 +351,10 @@ class Concat(Op):
         for s, target in zip(self.slices, dxs):
             if target is not None:
                 (dx, acc), part = target, dy[:, s]
-                steps.append((lambda p=part, d=dx: np.add(d, p, out=d)) if acc else (lambda p=part, d=dx: np.copyto(d, p)))
+                if acc:
+                    steps.append(lambda p=part, d=dx: np.add(d, p, out=d))
+                else:
+                    steps.append(lambda p=part, d=dx: np.copyto(d, p))
         return chain(steps)
 
 

@@ -1,17 +1,18 @@
 """Optimizers as PyTorch defines them, updating a model's parameters in place.
 
 A model keeps all its parameters in one flat array (``model.params[layer][name]`` are views into
-it) and their gradients in another; the trainable parts are a few (start, stop) segments. One
+it) and their gradients in another; each trainable layer is a (start, stop) segment of them. One
 fused numba loop per step updates them all, in the parameters' dtype, with the operations in
 torch's order (``torch.optim.SGD``/``Adam``, single-tensor path) so that results agree to rounding.
+Frozen layers are skipped, as torch skips parameters without a gradient; Adam counts steps per
+layer, as torch does per parameter, so a layer unfrozen later starts its bias correction afresh.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from cnnspec.engine.jit import njit
+from cnnspec.errors import CnnSpecError
 
 
 class Optimizer:
@@ -19,7 +20,7 @@ class Optimizer:
 
     def __init__(self, model, lr: float):
         if not lr > 0:
-            raise ValueError(f"lr must be positive, received: {lr}")
+            raise CnnSpecError(f"lr must be positive, received: {lr}")
         self.model = model
         self.lr = float(lr)
         self.steps = 0
@@ -60,20 +61,25 @@ class Adam(Optimizer):
         super().__init__(model, lr)
         self.betas = (float(betas[0]), float(betas[1]))
         if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must be in [0, 1), received: {betas}")
+            raise CnnSpecError(f"betas must be in [0, 1), received: {betas}")
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
         self.m = self.zeros()
         self.v = self.zeros()
+        self.layer_steps = np.zeros(len(model._spans), np.int64)
 
     def _update(self, p, g, segments):
-        t = self._scalar
+        t, dtype = self._scalar, self.model.dtype
         beta1, beta2 = self.betas
-        correction1 = 1 - beta1 ** self.steps
-        correction2 = 1 - beta2 ** self.steps
+        layers = segments[:, 2]
+        self.layer_steps[layers] += 1
+        steps = self.layer_steps[layers]
+        correction1 = 1 - beta1 ** steps                          # float64, as torch's Python floats
+        root_correction2 = np.sqrt(1 - beta2 ** steps).astype(dtype)
+        neg_step = (-self.lr / correction1).astype(dtype)
         w1 = t(1 - beta1)
         adam_update(p, g, self.m, self.v, segments, w1, t(1) - w1, t(beta2), t(1 - beta2),
-                    t(math.sqrt(correction2)), t(self.eps), t(-self.lr / correction1), t(self.weight_decay))
+                    root_correction2, t(self.eps), neg_step, t(self.weight_decay))
 
     def __repr__(self):
         return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay})"
@@ -101,9 +107,11 @@ def sgd_update(p, g, buf, segments, lr, momentum, weight_decay):
 @njit
 def adam_update(p, g, m, v, segments, w1, one_minus_w1, beta2, w2, root_correction2, eps, neg_step,
                 weight_decay):
+    """root_correction2 and neg_step (-lr / correction1) hold one value per segment."""
     for s in range(segments.shape[0]):
         start, stop = segments[s, 0], segments[s, 1]
         ps, gs, ms, vs = p[start:stop], g[start:stop], m[start:stop], v[start:stop]
+        c2, step = root_correction2[s], neg_step[s]
         for i in range(ps.size):
             d = gs[i]
             if weight_decay != 0:
@@ -114,5 +122,5 @@ def adam_update(p, g, m, v, segments, w1, one_minus_w1, beta2, w2, root_correcti
             else:
                 ms[i] = d - (d - ms[i]) * one_minus_w1
             vs[i] = vs[i] * beta2 + w2 * d * d
-            denom = np.sqrt(vs[i]) / root_correction2 + eps
-            ps[i] = ps[i] + neg_step * ms[i] / denom
+            denom = np.sqrt(vs[i]) / c2 + eps
+            ps[i] = ps[i] + step * ms[i] / denom

@@ -90,7 +90,8 @@ class Plan:
             f, output, target = kernels.mse_loss_into, self.output, self.target
             return lambda: f(output, target, dscores)
         k = losses.classes(self.output.shape[1:])
-        f, logits, labels, dlogits = kernels.softmax_cross_entropy_into, self.logits.reshape(n, k), self.labels, dscores.reshape(n, k)
+        f, labels = kernels.softmax_cross_entropy_into, self.labels
+        logits, dlogits = self.logits.reshape(n, k), dscores.reshape(n, k)
         if not fused:
             return lambda: f(logits, labels, dlogits)
         softmax, probs = kernels.softmax_forward_into, self.output.reshape(n, k)

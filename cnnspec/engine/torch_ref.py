@@ -42,7 +42,8 @@ class TorchNet:
         for (layer, name), t in self.params.items():
             if t.grad is not None:
                 g = t.grad.numpy()
-                out.setdefault(layer, {})[name] = g.T if self.graph.nodes[layer]["op"] == "dense" and name == "weight" else g
+                transposed = self.graph.nodes[layer]["op"] == "dense" and name == "weight"
+                out.setdefault(layer, {})[name] = g.T if transposed else g
         return out
 
     def param(self, layer, name) -> np.ndarray:
@@ -84,19 +85,20 @@ class TorchNet:
             return lambda xs, t: conv(F.pad(xs[0], torch_pad), p("weight"), p("bias"), **args)
         if op in ("maxpool", "avgpool", "sumpool"):
             rank = len(cfg["kernel"])
-            pool = {("maxpool", 2): F.max_pool2d, ("maxpool", 1): F.max_pool1d,
-                    ("avgpool", 2): F.avg_pool2d, ("avgpool", 1): F.avg_pool1d,
-                    ("sumpool", 2): F.avg_pool2d, ("sumpool", 1): F.avg_pool1d}[op, rank]
             pad = cfg["pad"]
             if pad[0::2] != pad[1::2]:
                 raise NotImplementedError("TorchNet: asymmetric pooling padding")
             kw = dict(kernel_size=tuple(cfg["kernel"]), stride=tuple(cfg["stride"]), padding=tuple(pad[0::2]),
                       ceil_mode=cfg["ceil"])
-            if op == "sumpool":
-                area = int(np.prod(cfg["kernel"]))
-                return lambda xs, t: pool(xs[0], count_include_pad=True, divisor_override=area, **kw) \
-                    if rank == 2 else pool(xs[0], count_include_pad=True, **kw) * area
-            return lambda xs, t: pool(xs[0], **kw)
+            if op == "maxpool":
+                pool = F.max_pool2d if rank == 2 else F.max_pool1d
+                return lambda xs, t: pool(xs[0], **kw)
+            if op == "avgpool":
+                pool = F.avg_pool2d if rank == 2 else F.avg_pool1d
+                return lambda xs, t: pool(xs[0], **kw)
+            if rank == 2:                                       # sum: divide by 1
+                return lambda xs, t: F.avg_pool2d(xs[0], divisor_override=1, **kw)
+            return lambda xs, t: F.avg_pool1d(xs[0], **kw) * cfg["kernel"][0]
         dims = lambda x: tuple(range(2, x.dim()))         # noqa: E731
         simple = {
             "globalavgpool": lambda xs, t: xs[0].mean(dim=dims(xs[0]), keepdim=True),
@@ -112,8 +114,8 @@ class TorchNet:
             "add": lambda xs, t: sum(xs[1:], xs[0]),
             "concat": lambda xs, t: torch.cat(xs, dim=1),
             "dropout": lambda xs, t: F.dropout(xs[0], cfg["p"], training=t),
-            "batchnorm": lambda xs, t: F.batch_norm(xs[0], self.state[name, "running_mean"], self.state[name, "running_var"],
-                                                    p("weight"), p("bias"), training=t, momentum=cfg["momentum"],
-                                                    eps=cfg["eps"]),
+            "batchnorm": lambda xs, t: F.batch_norm(
+                xs[0], self.state[name, "running_mean"], self.state[name, "running_var"], p("weight"), p("bias"),
+                training=t, momentum=cfg["momentum"], eps=cfg["eps"]),
         }
         return simple[op]

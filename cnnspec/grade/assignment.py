@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cnnspec.errors import CnnSpecError, nearest
 from cnnspec.grade.functions import FUNCTIONS, template
+from cnnspec.grade.reports import write_atomic
 from cnnspec.grade.sandbox import Limits
 
 SECRET_ENV = "CNNSPEC_GRADE_SECRET"
@@ -296,7 +297,8 @@ TOML_TEMPLATE = '''\
 # layers.py, never the secret file.
 
 [assignment]
-name = "{name}"                 # the title of reports
+# the title of reports
+name = "{name}"
 submission = "layers.py"        # in batch mode, the file graded inside each student's folder
 public_seed = {public_seed}              # seed of the public cases: students run exactly these at home
 # The hidden cases come from a seed derived from a secret (HMAC-SHA256): the environment
@@ -325,12 +327,13 @@ edge = 2                        # the numerical gradient of the student's forwar
 inputs = 1                      # the edge cases; the input arrays are left unchanged
 
 [limits]                        # the sandbox (see the README): per submission
-time_per_case = 10.0            # wall-clock seconds per call of a student function
+time_per_case = 10.0            # wall-clock seconds per call of a student function (a case
+                                # calls it twice: float64 and float32 inputs)
 import_time = 10.0              # wall-clock seconds to start the sandbox and import the file
 total_time = 600.0              # wall-clock seconds for the whole submission
 cpu_seconds = 300               # CPU seconds per sandbox process (RLIMIT_CPU)
-memory_mb = 2048                # address space per sandbox process (RLIMIT_AS)
-file_size_mb = 16               # largest file the submission may write (RLIMIT_FSIZE)
+memory_mb = 2048                # address space per sandbox process (RLIMIT_AS); 0: no limit
+file_size_mb = 16               # largest file the submission may write (RLIMIT_FSIZE); 0: none
 open_files = 64                 # RLIMIT_NOFILE
 output_kb = 64                  # printed output kept for the report; the rest is dropped
 message_mb = 64                 # largest reply accepted from the sandbox
@@ -383,7 +386,7 @@ def init_assignment(directory, *, force: bool = False) -> list[Path]:
                            hint="use --force to overwrite")
     written = []
     for name, text in files.items():
-        _write_atomic(directory / name, text)
+        write_atomic(directory / name, text)
         written.append(directory / name)
     secret = directory / ".secret"
     if not secret.exists():
@@ -402,9 +405,3 @@ def _lenet5_text() -> str:
     return ("network LeNet5 {\n    input image: 1x32x32\n\n    conv(6, 5x5) -> relu -> maxpool(2x2)\n"
             "    conv(16, 5x5) -> relu -> maxpool(2)\n    flatten\n    dense(120) -> relu\n"
             "    dense(84) -> relu\n    dense(10) -> softmax\n}\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    from cnnspec.grade.reports import write_atomic
-
-    write_atomic(path, text)

@@ -6,7 +6,8 @@
 Each finished student is saved at once, atomically, as ``<gradebook>.d/<student>.json`` with
 the SHA-256 of the submission and of the assignment; ``--resume`` keeps those whose files did not
 change, so an interrupted batch continues where it stopped. The gradebook and the feedback files
-are written atomically too. Workers are processes, each with its own sandboxes.
+are written atomically too. Workers are processes (spawned: numba and threads do not survive a
+fork), each with its own sandboxes; Ctrl-C stops them at once.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import io
 import json
 import multiprocessing
 import re
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,15 +83,19 @@ _GRADER = None
 
 def _init_worker(assignment_path: str, public_only: bool) -> None:
     global _GRADER
+    import signal
+
     from cnnspec.grade.assignment import load_assignment
     from cnnspec.grade.grader import Grader
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the parent's to handle
     _GRADER = Grader(load_assignment(assignment_path), public_only=public_only)
 
 
-def _grade_one(student: str, path: str) -> dict:
+def _grade_one(task: tuple) -> tuple:
+    index, student, path = task
     result = _GRADER.grade(Path(path), display_name=f"{student}/{Path(path).name}")
-    return {"result": result.to_dict(), "text": reports.text(result)}
+    return index, {"result": result.to_dict(), "text": reports.text(result)}
 
 
 # -- the batch -----------------------------------------------------------------------------------
@@ -150,19 +154,18 @@ def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 
             result = grader.grade(entry.path, display_name=f"{entry.student}/{entry.path.name}")
             finished(entry, digest, {"result": result.to_dict(), "text": reports.text(result)})
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(str(assignment.path), public_only)) as pool:
-            futures = {pool.submit(_grade_one, entry.student, str(entry.path)): (entry, digest)
-                       for entry, digest in todo}
-            try:
-                for future in as_completed(futures):
-                    entry, digest = futures[future]
-                    finished(entry, digest, future.result())
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        pool = multiprocessing.get_context("spawn").Pool(
+            workers, initializer=_init_worker, initargs=(str(assignment.path), public_only))
+        try:
+            tasks = [(i, entry.student, str(entry.path)) for i, (entry, _) in enumerate(todo)]
+            for index, payload in pool.imap_unordered(_grade_one, tasks):
+                finished(*todo[index], payload)
+            pool.close()
+        except BaseException:
+            pool.terminate()                # the workers' sandboxes die with them (PDEATHSIG)
+            raise
+        finally:
+            pool.join()
     if feedback:
         for entry in entries:
             target = Path(feedback) / f"{safe_name(entry.student)}.txt"

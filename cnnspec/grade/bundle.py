@@ -30,23 +30,50 @@ apt-get update -q && apt-get install -y -q python3 python3-pip python3-venv
 python3 -m venv /autograder/venv
 /autograder/venv/bin/pip install --upgrade pip
 /autograder/venv/bin/pip install {install}
+# compile the reference's numba kernels now, into the image: each submission's container then
+# starts with a warm cache
+/autograder/venv/bin/python -c "from cnnspec.grade.bundle import warm_up; warm_up('/autograder/source/assignment.toml')"
 """
 
 RUN = """#!/usr/bin/env bash
 # Gradescope runs this for every submission; it must write /autograder/results/results.json.
 set -u
 mkdir -p /autograder/results
+chmod go-rwx /autograder/source            # the secret: not for the sandbox's user
 cd /autograder/source
 /autograder/venv/bin/cnnspec grade assignment.toml /autograder/submission \\
     --format gradescope -o /autograder/results/results.json
 status=$?
 if [ $status -ne 0 ] || [ ! -s /autograder/results/results.json ]; then
-    cat > /autograder/results/results.json <<'JSON'
+    cat > /autograder/results/results.json <<JSON
 {{"score": 0, "output": "The autograder could not run (exit status $status); please tell your instructor.", "tests": []}}
 JSON
 fi
 exit 0
 """
+
+
+def warm_up(assignment_path) -> None:
+    """Run the reference on every case and network of the assignment once, so that numba
+    compiles (and caches) every kernel the grading needs."""
+    import numpy as np
+
+    import cnnspec
+    from cnnspec.data import make_shapes
+    from cnnspec.engine import SGD, Model
+    from cnnspec.grade.grader import Grader
+
+    assignment = load_assignment(assignment_path)
+    grader = Grader(assignment, public_only=True)
+    for problem in assignment.functions:
+        grader.cases(problem)
+    for problem in assignment.networks:
+        net = cnnspec.load(problem.spec)
+        x, y = make_shapes(problem.batch, net.input_shape, seed=problem.seed)
+        Model(net, dtype="float64", seed=problem.seed).loss_and_grad(x.astype(np.float64), y)
+        model = Model(net, dtype="float32", seed=problem.seed)
+        model.train_step(x, y, SGD(model, lr=problem.lr))
+        model.evaluate(x, y)
 
 
 def build_wheel(out_dir: Path) -> Path:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnspec.grade.functions import FUNCTIONS, FunctionSpec, forward_of
+from cnnspec.grade.functions import FUNCTIONS, forward_of
 
 EDGES = {
     "conv2d": ("stride 2", "asymmetric padding", "non-square", "1x1 kernel", "batch 1",
@@ -262,7 +262,3 @@ GENERATORS = {
     "tanh": _elementwise(30.0), "softmax": _softmax, "cross_entropy": _cross_entropy,
     "mse": _mse, "batchnorm": _batchnorm, "dropout": _dropout,
 }
-
-
-def spec_of(case: Case) -> FunctionSpec:
-    return FUNCTIONS[case.function]

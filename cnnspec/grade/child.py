@@ -1,6 +1,6 @@
 """The sandboxed child process that runs a student's functions. Started by sandbox.py as
 
-    python -I -B child.py REQUEST_FD REPLY_FD
+    python -I -B -u child.py REQUEST_FD REPLY_FD
 
 in a fresh temporary working directory, a new session and a scrubbed environment. It is a script,
 never imported as part of ``cnnspec``: the child never imports the package (nor the reference).

@@ -21,7 +21,6 @@ class FunctionSpec:
     doc: str                 # the template's docstring: what it computes, shapes
     forward: str | None = None                     # backward: the forward it differentiates
     grads: dict = field(default_factory=dict)      # returned name -> forward argument it is d/d of
-    optional: tuple = ()     # returned names that are None in some cases (db when b is None)
 
     @property
     def signature(self) -> str:
@@ -52,7 +51,7 @@ Gradients of conv2d_forward(x, w, b, stride, pad), given dout = dL/dout (N, F, O
 
     {_CONV2D}
     Returns (dx, dw, db): dx like x, dw like w, db (F,) -- db is None when b is None
-""", forward="conv2d_forward", grads={"dx": "x", "dw": "w", "db": "b"}, optional=("db",)),
+""", forward="conv2d_forward", grads={"dx": "x", "dw": "w", "db": "b"}),
     _f("conv1d_forward", "x w b stride pad", "out", "forward", "conv1d", f"""
 1-D convolution (cross-correlation) plus bias, e.g. over the words of a sentence.
 
@@ -64,7 +63,7 @@ Gradients of conv1d_forward(x, w, b, stride, pad), given dout (N, F, OL).
 
     {_CONV1D}
     Returns (dx, dw, db): dx like x, dw like w, db (F,) -- db is None when b is None
-""", forward="conv1d_forward", grads={"dx": "x", "dw": "w", "db": "b"}, optional=("db",)),
+""", forward="conv1d_forward", grads={"dx": "x", "dw": "w", "db": "b"}),
     _f("maxpool2d_forward", "x kernel stride pad", "out", "forward", "maxpool2d", f"""
 Max-pooling: the largest value of each window. Padding never wins a max (pad with -inf).
 
@@ -101,7 +100,7 @@ Gradients of dense_forward(x, w, b), given dout (N, M).
 
     x (N, D); w (D, M); b (M,) or None
     Returns (dx, dw, db): dx (N, D), dw (D, M), db (M,) -- db is None when b is None
-""", forward="dense_forward", grads={"dx": "x", "dw": "w", "db": "b"}, optional=("db",)),
+""", forward="dense_forward", grads={"dx": "x", "dw": "w", "db": "b"}),
     _f("relu_forward", "x", "out", "forward", "relu", """
 ReLU, element-wise: max(x, 0). x of any shape; returns out like x.
 """),

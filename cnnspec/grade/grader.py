@@ -24,6 +24,7 @@ from cnnspec.grade.assignment import CHECK_TITLES, Assignment, FunctionProblem
 from cnnspec.grade.cases import Case, cast, make_cases
 from cnnspec.grade.checks import as_outputs, output_problem, rel_error, unwrap, value_problem
 from cnnspec.grade.functions import FUNCTIONS, forward_of
+from cnnspec.grade.network import grade_network
 from cnnspec.grade.results import CheckResult, GradeResult, ProblemResult
 from cnnspec.grade.sandbox import Sandbox, SandboxError
 
@@ -49,20 +50,23 @@ class Runner:
         if self.box.alive:
             return
         if self.box.starts >= MAX_STARTS:
-            self.fatal = f"not run: the sandbox had to be restarted {MAX_STARTS} times"
+            self.fatal = f"the sandbox had to be restarted {MAX_STARTS} times"
             raise SandboxError("fatal", self.fatal)
         try:
             ready = self.box.start()
         except SandboxError as exc:
-            self.fatal = f"your file could not be imported: {exc.message}"
+            self.fatal = "your file could not be imported"
+            self.import_error = f"{self.fatal}: {exc.message}"
             raise SandboxError("fatal", self.fatal) from None
+        # everything in a message from the child is checked before use: the submission ran there
         self._note(ready.get("violations"))
-        if self.import_error is None and ready.get("import_error"):
-            error = ready["import_error"]
-            line = f" at line {error['line']}" if error.get("line") else ""
-            self.import_error = (f"importing your file stopped{line}: {error['message']}; the "
-                                 f"functions defined before that point were graded")
-        self.defined = ready.get("defined")
+        error = ready.get("import_error")
+        if self.import_error is None and isinstance(error, dict):
+            line = f" at line {error['line']}" if isinstance(error.get("line"), int) else ""
+            self.import_error = (f"importing your file stopped{line}: {str(error.get('message'))[:500]}; "
+                                 f"the functions defined before that point were graded")
+        defined = ready.get("defined")
+        self.defined = [d for d in defined if isinstance(d, str)] if isinstance(defined, list) else []
 
     def run(self, func: str, calls: list, timeout: float) -> list:
         self.ensure()
@@ -71,7 +75,7 @@ class Runner:
         return reply["replies"]
 
     def _note(self, violations) -> None:
-        for v in violations or ():
+        for v in violations if isinstance(violations, list) else ():
             if isinstance(v, str) and v not in self.violations and len(self.violations) < 20:
                 self.violations.append(v[:300])
 
@@ -122,8 +126,6 @@ class Grader:
                     continue
                 result.problems.append(self.grade_function(problem, runner))
             for problem in a.networks:
-                from cnnspec.grade.network import grade_network
-
                 if time.monotonic() > deadline:
                     result.problems.append(self._not_graded(problem.name, "network", problem.points,
                                                             "not graded: the total time limit was exceeded"))
@@ -133,8 +135,7 @@ class Grader:
             box.close()
         result.output = box.output()
         result.violations = runner.violations
-        result.import_error = runner.import_error or (runner.fatal if runner.fatal and
-                                                      "imported" in runner.fatal else None)
+        result.import_error = runner.import_error
         result.sandbox_starts = box.starts
         result.seconds = round(time.monotonic() - started, 3)
         return result
@@ -179,7 +180,7 @@ class Grader:
                                for args in (case.args, cast(case.args, np.float32))]
                 except SandboxError as exc:
                     if exc.kind == "fatal":
-                        stop = "not graded: " + exc.message.split(":")[0]
+                        stop = f"not graded: {exc.message}"
                         result.notes.append(stop)
                     else:
                         stop = f"{exc.message}, {case.label}"
@@ -200,6 +201,10 @@ class Grader:
         result.checks = list(checks.values())
         if any(not c.ok for c in result.checks if c.key in ("reference", "edge")):
             runner.wrong.add(spec.name)
+        if (spec.forward in runner.wrong and spec.forward not in runner.broken and "numeric" in checks
+                and checks["numeric"].messages):
+            result.notes.append(f"Your {spec.forward} does not match the reference, so this backward "
+                                f"cannot agree with its numerical gradient: fix {spec.forward} first")
         result.seconds = round(time.monotonic() - started, 3)
         return result
 
@@ -260,8 +265,8 @@ class Grader:
             checks[value_key].record(not why, f"{case.label}: {'; '.join(why)}")
 
         if "inputs" in checks:
-            modified = sorted({spec.params[i] for r in (r64, r32) for i in r.get("modified") or ()
-                               if isinstance(i, int) and 0 <= i < len(spec.params)})
+            modified = sorted({spec.params[i] for r in (r64, r32) for i in _list(r.get("modified"))
+                               if type(i) is int and 0 <= i < len(spec.params)})
             checks["inputs"].record(not modified, f"{case.label}: your function changed its input "
                                     f"{', '.join(modified)} (work on a copy)")
         if "numeric" in checks and "numeric" in applicable:
@@ -316,7 +321,8 @@ class Grader:
                 return False, f"your {forward.name} failed: {_error_text(reply, case, label=False)}"
             out, whole = unwrap(reply.get("value"), forward.returns)
             value = out[0]
-            if whole or value is None or not isinstance(value, (np.ndarray, float)):
+            usable = isinstance(value, (np.ndarray, float)) and (spec.kind != "loss" or np.ndim(value) == 0)
+            if whole or not usable:
                 return False, f"your {forward.name} did not return a usable value"
             values.append(np.asarray(value, dtype=np.float64))
         numeric, analytic = {}, {}
@@ -337,9 +343,11 @@ class Grader:
             if not err < problem.numeric_tolerance:
                 bad.append(f"{spec.returns[out_index]} does not agree with the numerical gradient of "
                            f"your {forward.name} (relative error {err:.1e})")
-        if bad and forward.name in runner.wrong:
-            bad.append(f"your {forward.name} itself does not match the reference: fix it first")
         return not bad, "; ".join(bad)
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _cases(count: int) -> str:

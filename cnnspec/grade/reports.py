@@ -10,6 +10,7 @@ import json
 import os
 import re
 import tempfile
+import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -48,16 +49,22 @@ def header(result: GradeResult) -> list[str]:
     return lines
 
 
+def _wrapped(text: str, indent: int) -> list[str]:
+    return textwrap.wrap(clean(text), width=100, initial_indent=" " * indent,
+                         subsequent_indent=" " * (indent + 2), break_on_hyphens=False) or [""]
+
+
 def text(result: GradeResult, verbose: bool = False) -> str:
     """The readable report: per problem, its points, what passed, what failed and why."""
     lines = header(result) + [""]
     width = max([len(p.name) for p in result.problems] + [20])
+    title = max([len(c.title) for p in result.problems for c in p.checks] + [20])
     for p in result.problems:
         lines.append(f"{p.name:<{width}}  {_fmt(p.score):>6} / {_fmt(p.max_score)}")
         for note in p.notes:
-            lines.append(f"    {clean(note)}")
+            lines += _wrapped(note, 4)
         if verbose:
-            pass
+            pass                       # every check of every problem
         elif not p.notes and all(c.ok for c in p.checks):
             total = max(c.total for c in p.checks) if p.checks else 0
             lines.append(f"    all {len(p.checks)} checks passed ({total} cases)")
@@ -66,10 +73,10 @@ def text(result: GradeResult, verbose: bool = False) -> str:
             continue                   # nothing passed, for the reasons in the notes
         for c in p.checks:
             mark = "PASS" if c.ok else "FAIL"
-            lines.append(f"    {mark} {c.title:<56} {_fmt(c.score):>5} / {_fmt(c.max_score):<5} "
+            lines.append(f"    {mark} {c.title:<{title}}  {_fmt(c.score):>5} / {_fmt(c.max_score):<5} "
                          f"{c.passed}/{c.total}")
             for m in c.messages:
-                lines.append(f"         {clean(m)}")
+                lines += _wrapped(m, 9)
             if c.dropped:
                 lines.append(f"         ... and {c.dropped} more")
     if result.output.strip():

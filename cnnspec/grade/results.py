@@ -82,5 +82,5 @@ class GradeResult:
         for p, pd in zip(self.problems, data["problems"]):
             pd["score"] = p.score
             for c, cd in zip(p.checks, pd["checks"]):
-                cd["score"] = c.score
+                cd["score"] = round(c.score, 4)
         return data

@@ -158,6 +158,8 @@ class Sandbox:
         self._rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
         env = dict(ENV, HOME=str(self.workdir), TMPDIR=str(self.workdir))
+        if self.trusted:                # our own reference: keep e.g. its numba cache settings
+            env = dict(os.environ, **ENV)
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-B", "-u", str(CHILD), str(req_r), str(rep_w)],
@@ -183,9 +185,10 @@ class Sandbox:
         }
         self._send(config, time.monotonic() + limits.import_time)
         self.ready = self._receive(time.monotonic() + limits.import_time, what="importing your file")
-        if self.ready.get("status") != "ready":
+        if not isinstance(self.ready, dict) or self.ready.get("status") != "ready":
             self.kill()
-            raise SandboxError("protocol", "the sandbox did not start properly")
+            raise SandboxError("protocol", "the sandbox did not start properly (did your file write "
+                                           "to the grader's pipe?)")
         return self.ready
 
     def call(self, func: str, calls: list, timeout: float) -> dict:

@@ -1,7 +1,7 @@
 """numba options in one place (numba-stats' `_util.py` pattern).
 
-* ``cache=True``: compiled machine code is stored in ``__pycache__`` next to the sources, so a second
-  process loads every kernel from disk instead of compiling it again.
+* ``cache=True``: compiled machine code is stored in ``__pycache__`` next to the sources, so a
+  second process loads every kernel from disk instead of compiling it again.
 * ``nogil=True``: kernels release the GIL (the data loader can run beside them).
 * ``error_model="numpy"``: no ZeroDivisionError checks inside loops (they block vectorisation);
   every divisor in the kernels is a validated stride, count or size.

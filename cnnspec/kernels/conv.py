@@ -1,6 +1,7 @@
 """Convolution (cross-correlation) forward and backward, 2-D; 1-D runs with H = 1.
 
-    out[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j] * xpad[n, g*Cg + c, oh*sh + i*dh, ow*sw + j*dw]
+    out[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j]
+                                 * xpad[n, g*Cg + c, oh*sh + i*dh, ow*sw + j*dw]
 
 for output channel f in group g = f // Fg (Cg = C / groups input and Fg = F / groups output
 channels per group); xpad is x with (top, bottom, left, right) zeros around it.
@@ -22,17 +23,22 @@ a fixed order afterwards, so results do not depend on timing).  Two ways to make
   backward ``dw += dout @ col.T``, ``dcol = w.T @ dout`` and col2im adds dcol back into dx.  A 1x1
   convolution with stride 1 and no padding needs no col: x itself is the matrix.
 
-kn2row is used when stride is 1 and Cg >= 16 (its products have inner dimension Cg; im2col's
-have Cg*KH*KW).  Measured on this machine (2 cores, float32, GFLOP/s of useful work, PyTorch
-2.13 with 2 threads in brackets) — see the table in ``cnnspec/kernels/__init__.py``.
+Stride 1 uses KN2ROW when Cg >= 16 (products with inner dimension Cg), else GATHER (the taps'
+windows copied into col, inner dimension Cg*KH*KW); other strides use IM2COL.  Measured choices
+(float32, 2 cores): on 3x3 64->64 kn2row ran 187 GFLOP/s against 128 for gather; on LeNet's
+conv2 gather ran 2.5x faster than im2col (whose rows of OW = 10 elements cost more to copy than
+the wide grid's 40% extra columns).  dw is computed as dw^T = col @ dwide^T, BLAS's fast (NN)
+case: 114 against 45 GFLOP/s for dw = dwide @ col^T on LeNet's conv2.  Performance table:
+``cnnspec/kernels/__init__.py``.
 """
 import numpy as np
 
 from cnnspec.kernels._blas import gemm
 from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
 
-# Chunk sizes (measured): kn2row products of about 128 columns and im2col chunks of about 16k
-# elements stay on OpenBLAS's small-matrix path and in L2.
+# Chunk sizes (measured): kn2row products of about 128 columns (105 GFLOP/s on one core against
+# 80 for whole rows of 3248) and col chunks of about 32k elements stay on OpenBLAS's
+# small-matrix path and in L2.
 _KN2ROW_COLUMNS = 128
 _KN2ROW_CHANNELS = 16
 _IM2COL_ELEMENTS = 32768

@@ -6,6 +6,7 @@ add: out = a + b; its backward hands dout to every operand (``accumulate_into``)
 concat along channels: each input is a block of channels of out; the backward splits dout.
 """
 from cnnspec.kernels._jit import jit
+from cnnspec.kernels.activation import same_buffer
 
 
 @jit
@@ -22,6 +23,12 @@ def _dropout_backward(dout, mask, keep, dx, accumulate):
     else:
         for i in range(dx.size):
             dx[i] = dout[i] / keep if mask[i] else 0
+
+
+@jit
+def _dropout_backward_in_place(g, mask, keep):
+    for i in range(g.size):
+        g[i] = g[i] / keep if mask[i] else 0
 
 
 @jit
@@ -69,8 +76,11 @@ def dropout_forward_into(x, mask, p, out):
 
 
 def dropout_backward_into(dout, mask, p, dx, accumulate=False):
-    _dropout_backward(_flat(dout), _flat(mask), dout.dtype.type(1 - p), _flat(dx),
-                      bool(accumulate))
+    keep = dout.dtype.type(1 - p)
+    if not accumulate and same_buffer(dx, dout):     # see activation._relu_backward_in_place
+        _dropout_backward_in_place(_flat(dx), _flat(mask), keep)
+    else:
+        _dropout_backward(_flat(dout), _flat(mask), keep, _flat(dx), bool(accumulate))
 
 
 def add_into(a, b, out):

@@ -1,0 +1,355 @@
+"""cnnspec.api: the layer API of layer-api.md, as the grader will run it.
+
+Signatures exactly as the contract, dtypes kept, inputs never modified, clear errors, the
+lectures' worked examples, and gradients that agree with central differences of the forward.
+"""
+import inspect
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnspec import api
+from cnnspec.kernels import reference as R
+
+DOCS = Path(__file__).resolve().parent.parent.parent / "shared" / "docs"
+
+# transcribed from layer-api.md (+ the dilation=1, groups=1 keywords it gives the conv functions)
+SIGNATURES = {
+    "conv2d_forward": "x, w, b, stride, pad, dilation=1, groups=1",
+    "conv2d_backward": "dout, x, w, b, stride, pad, dilation=1, groups=1",
+    "conv1d_forward": "x, w, b, stride, pad, dilation=1, groups=1",
+    "conv1d_backward": "dout, x, w, b, stride, pad, dilation=1, groups=1",
+    "maxpool2d_forward": "x, kernel, stride, pad",
+    "maxpool2d_backward": "dout, x, kernel, stride, pad",
+    "avgpool2d_forward": "x, kernel, stride, pad",
+    "avgpool2d_backward": "dout, x, kernel, stride, pad",
+    "dense_forward": "x, w, b",
+    "dense_backward": "dout, x, w, b",
+    "relu_forward": "x",
+    "relu_backward": "dout, x",
+    "sigmoid_forward": "x",
+    "sigmoid_backward": "dout, x",
+    "tanh_forward": "x",
+    "tanh_backward": "dout, x",
+    "softmax_forward": "x",
+    "softmax_cross_entropy": "logits, y",
+    "mse_loss": "pred, target",
+    "batchnorm_forward": "x, gamma, beta, eps",
+    "batchnorm_backward": "dout, x, gamma, beta, eps",
+    "dropout_forward": "x, p, mask",
+    "dropout_backward": "dout, p, mask",
+}
+
+
+def signature(fn):
+    return ", ".join(str(p) for p in inspect.signature(fn).parameters.values())
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_signature_is_the_contract(name):
+    assert signature(getattr(api, name)) == SIGNATURES[name]
+
+
+def test_public_functions_are_exactly_the_contract():
+    public = {n for n, f in vars(api).items() if inspect.isfunction(f) and not n.startswith("_")}
+    assert public == set(SIGNATURES) == set(api.__all__)
+
+
+@pytest.mark.skipif(not (DOCS / "layer-api.md").exists(), reason="shared docs not present")
+def test_signatures_match_layer_api_md():
+    text = (DOCS / "layer-api.md").read_text()
+    found = dict(re.findall(r"^\s*(\w+)\(([^)]*)\) ->", text, flags=re.M))
+    found.update(re.findall(r";\s*(\w+)\(([^)]*)\) ->", text))
+    assert set(found) == set(SIGNATURES)
+    for name, params in found.items():
+        assert SIGNATURES[name].startswith(params), name
+
+
+# -- one call per function: (name, args) with float64 inputs --------------------------------------
+
+rng = np.random.default_rng(7)
+
+
+def r(*shape):
+    return rng.standard_normal(shape)
+
+
+def calls():
+    x4, w4, b4 = r(2, 3, 6, 5), r(4, 3, 3, 2), r(4)
+    x3, w3 = r(2, 3, 9), r(4, 3, 3)
+    xd, wd, bd = r(5, 6), r(6, 3), r(3)
+    mask = rng.random((2, 3, 6, 5)) > 0.4
+    return [
+        ("conv2d_forward", (x4, w4, b4, (2, 1), (1, 0, 0, 1))),
+        ("conv2d_backward", (r(2, 4, 3, 5), x4, w4, b4, (2, 1), (1, 0, 0, 1))),
+        ("conv1d_forward", (x3, w3, b4, 2, (1, 1))),
+        ("conv1d_backward", (r(2, 4, 5), x3, w3, b4, 2, (1, 1))),
+        ("maxpool2d_forward", (x4, (2, 2), (2, 1), (0, 0, 1, 0))),
+        ("maxpool2d_backward", (r(2, 3, 3, 5), x4, (2, 2), (2, 1), (0, 0, 1, 0))),
+        ("avgpool2d_forward", (x4, (3, 2), (1, 2), (1, 1, 0, 1))),
+        ("avgpool2d_backward", (r(2, 3, 6, 3), x4, (3, 2), (1, 2), (1, 1, 0, 1))),
+        ("dense_forward", (xd, wd, bd)),
+        ("dense_backward", (r(5, 3), xd, wd, bd)),
+        ("relu_forward", (x4,)), ("relu_backward", (r(2, 3, 6, 5), x4)),
+        ("sigmoid_forward", (x4,)), ("sigmoid_backward", (r(2, 3, 6, 5), x4)),
+        ("tanh_forward", (x4,)), ("tanh_backward", (r(2, 3, 6, 5), x4)),
+        ("softmax_forward", (xd,)),
+        ("softmax_cross_entropy", (xd, np.array([0, 5, 2, 2, 1]))),
+        ("mse_loss", (xd, r(5, 6))),
+        ("batchnorm_forward", (x4, r(3), r(3), 1e-5)),
+        ("batchnorm_backward", (r(2, 3, 6, 5), x4, r(3), r(3), 1e-5)),
+        ("dropout_forward", (x4, 0.4, mask)),
+        ("dropout_backward", (r(2, 3, 6, 5), 0.4, mask)),
+    ]
+
+
+REFERENCE = {
+    "conv2d_forward": R.conv2d_forward, "conv2d_backward": R.conv2d_backward,
+    "conv1d_forward": R.conv1d_forward, "conv1d_backward": R.conv1d_backward,
+    "maxpool2d_forward": R.maxpool2d_forward, "maxpool2d_backward": R.maxpool2d_backward,
+    "avgpool2d_forward": R.avgpool2d_forward, "avgpool2d_backward": R.avgpool2d_backward,
+    "dense_forward": R.dense_forward, "dense_backward": R.dense_backward,
+    "relu_forward": R.relu_forward, "relu_backward": R.relu_backward,
+    "sigmoid_forward": R.sigmoid_forward, "sigmoid_backward": R.sigmoid_backward,
+    "tanh_forward": R.tanh_forward, "tanh_backward": R.tanh_backward,
+    "softmax_forward": R.softmax_forward, "softmax_cross_entropy": R.softmax_cross_entropy,
+    "mse_loss": R.mse_loss, "batchnorm_forward": R.batchnorm_forward,
+    "batchnorm_backward": R.batchnorm_backward, "dropout_forward": R.dropout_forward,
+    "dropout_backward": R.dropout_backward,
+}
+
+
+def arrays(result):
+    return [a for a in (result if isinstance(result, tuple) else (result,))
+            if isinstance(a, np.ndarray)]
+
+
+def rel_error(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+
+
+@pytest.mark.parametrize("name,args", calls(), ids=[c[0] for c in calls()])
+def test_matches_the_reference_and_keeps_inputs(name, args):
+    before = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    got = getattr(api, name)(*args)
+    for a, b in zip(args, before):
+        if isinstance(a, np.ndarray):
+            assert np.array_equal(a, b), f"{name} modified an input"
+    want = REFERENCE[name](*args)
+    got_t = got if isinstance(got, tuple) else (got,)
+    want_t = want if isinstance(want, tuple) else (want,)
+    assert len(got_t) == len(want_t)
+    for g, w in zip(got_t, want_t):
+        assert rel_error(g, w) < 1e-9
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,args", calls(), ids=[c[0] for c in calls()])
+def test_dtype_is_kept(name, args, dtype):
+    args = tuple(a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
+                 for a in args)
+    for out in arrays(getattr(api, name)(*args)):
+        assert out.dtype == dtype
+
+
+def test_db_is_none_without_bias():
+    x, w = r(2, 3, 5, 5), r(4, 3, 3, 3)
+    assert api.conv2d_backward(r(2, 4, 3, 3), x, w, None, (1, 1), (0, 0, 0, 0))[2] is None
+    assert api.conv1d_backward(r(2, 4, 3), x[:, :, 0], w[:, :, 0], None, 1, (0, 0))[2] is None
+    assert api.dense_backward(r(2, 4), r(2, 5), r(5, 4), None)[2] is None
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: api.conv2d_forward(r(3, 5, 5), r(2, 3, 3, 3), None, (1, 1), (0, 0, 0, 0)),
+     "x must be 4-D"),
+    (lambda: api.conv2d_forward(r(1, 3, 5, 5), r(2, 4, 3, 3), None, (1, 1), (0, 0, 0, 0)),
+     "x has 3 channels but w"),
+    (lambda: api.conv2d_forward(r(1, 3, 5, 5), r(2, 3, 3, 3), r(3), (1, 1), (0, 0, 0, 0)),
+     "b has shape"),
+    (lambda: api.conv2d_forward(r(1, 3, 2, 2), r(2, 3, 3, 3), None, (1, 1), (0, 0, 0, 0)),
+     "output height would be 0"),
+    (lambda: api.conv2d_forward(r(1, 3, 5, 5), r(2, 3, 3, 3), None, (0, 1), (0, 0, 0, 0)),
+     "stride values must be >= 1"),
+    (lambda: api.conv2d_forward(r(1, 3, 5, 5), r(2, 3, 3, 3), None, (1, 1), (0, 0, 0)),
+     "pad must have 4 values"),
+    (lambda: api.conv2d_backward(r(1, 2, 2, 2), r(1, 3, 5, 5), r(2, 3, 3, 3), None, (1, 1),
+                                 (0, 0, 0, 0)), "dout has shape"),
+    (lambda: api.conv1d_forward(r(1, 3, 5, 5), r(2, 3, 3), None, 1, (0, 0)), "x must be 3-D"),
+    (lambda: api.maxpool2d_forward(r(3, 4, 4), (2, 2), (2, 2), (0, 0, 0, 0)), "x must be 4-D"),
+    (lambda: api.dense_forward(r(2, 5), r(4, 3), None), "x has 5 features but w"),
+    (lambda: api.softmax_cross_entropy(r(3, 4), np.array([0, 1])), "y must have shape"),
+    (lambda: api.softmax_cross_entropy(r(2, 4), np.array([0, 4])), "label 4"),
+    (lambda: api.mse_loss(r(2, 3), r(3, 2)), "target has shape"),
+    (lambda: api.batchnorm_forward(r(4, 3), r(2), r(3), 1e-5), "gamma has shape"),
+    (lambda: api.dropout_forward(r(2, 3), 1.0, np.ones((2, 3), bool)), "p must be in"),
+    (lambda: api.dropout_forward(r(2, 3), 0.5, np.ones((3, 2), bool)), "mask has shape"),
+])
+def test_bad_arguments_raise_clear_value_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# -- the lectures' worked examples (shared/seeds) ------------------------------------------------
+
+CROSS = [[-1, 1, -1], [1, 1, 1], [-1, 1, -1]]
+X_SHAPE = [[1, -1, 1], [-1, 1, -1], [1, -1, 1]]
+CROSS_IMAGE = [[-1, 1, -1, -1, -1, -1],
+               [1, 1, 1, -1, -1, -1],
+               [-1, 1, -1, -1, -1, -1],
+               [-1, -1, -1, 1, -1, 1],
+               [-1, -1, -1, -1, 1, -1],
+               [-1, -1, -1, 1, -1, 1]]
+
+
+def conv(image, kernels, stride=(1, 1), pad=(0, 0, 0, 0)):
+    x = np.array(image, float)[None, None]
+    w = np.array(kernels, float)
+    w = w[None, None] if w.ndim == 2 else w[:, None]
+    return api.conv2d_forward(x, w, None, stride, pad)[0]
+
+
+def test_lecture_000_cross_detector():
+    fmap = conv(CROSS_IMAGE, CROSS)[0]
+    assert fmap.shape == (4, 4)                       # "4x4 instead of 6x6"
+    assert fmap[0, 0] == 9 and fmap[0, 1] == -1       # the slide's "9  -1"
+    # wide convolution with zero padding, "+" and "X" kernels: first rows of both maps
+    maps = conv(CROSS_IMAGE, [CROSS, X_SHAPE], pad=(1, 1, 1, 1))
+    assert maps.shape == (2, 6, 6)
+    assert maps[0, 0, :3].tolist() == [0, -2, 0]
+    assert maps[1, 0, :3].tolist() == [-2, 4, -2]
+
+
+def test_lecture_000_max_pooling():
+    plus = [[-0.1, -4, -0.1, -7.9, -4, -4],
+            [-4, 17.5, -2, 1.9, -2, -4],
+            [-0.1, -2, -2, -2, -9.8, -0.1],
+            [-7.9, 1.9, -2, -2, 9.7, -4],
+            [-4, -2, -9.8, 9.7, -13.7, 7.7],
+            [-4, -4, -0.1, -4, 7.7, -4]]
+    x_map = [[-3.9, 7.8, -3.9, 3.9, 0, 0],
+             [7.8, -13.7, 5.8, -5.9, -2, 0],
+             [-3.9, 5.8, -2, -2, 5.8, -3.9],
+             [3.9, -5.9, -2, 5.8, -13.7, 7.8],
+             [0, -2, 5.8, -13.7, 17.5, -11.7],
+             [0, 0, -3.9, 7.8, -11.7, 7.8]]
+    pooled = api.maxpool2d_forward(np.array([[plus, x_map]]), (2, 2), (2, 2), (0, 0, 0, 0))[0]
+    assert pooled[0].tolist() == [[17.5, 1.9, -2], [1.9, -2, 9.7], [-2, 9.7, 7.7]]
+    assert pooled[1].tolist() == [[7.8, 5.8, 0], [5.8, 5.8, 7.8], [0, 7.8, 17.5]]
+
+
+def test_lecture_002_sobel():
+    image = [[3, 2, 1], [1, 2, 3], [1, 1, 1]]
+    sobel_x = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
+    assert conv(image, sobel_x)[0].tolist() == [[2]]
+
+
+LECTURE_002_INPUT = [[1, 2, 0, 3, 1],
+                     [1, 0, 0, 2, 2],
+                     [2, 1, 2, 1, 1],
+                     [0, 0, 1, 0, 0],
+                     [1, 2, 1, 1, 1]]
+LECTURE_002_KERNEL = [[-1, 1, 2], [1, 1, 0], [-1, -2, 0]]
+
+
+def test_lecture_002_padding_and_stride():
+    no_pad = conv(LECTURE_002_INPUT, LECTURE_002_KERNEL)[0]
+    assert no_pad.shape == (3, 3) and no_pad[0, 0] == -2           # "Without Padding": -2
+    padded = conv(LECTURE_002_INPUT, LECTURE_002_KERNEL, pad=(1, 1, 1, 1))[0]
+    assert padded.shape == (5, 5) and padded[0, 0] == -1           # "With Padding": -1
+    strided = conv(LECTURE_002_INPUT, LECTURE_002_KERNEL, stride=(2, 2))[0]
+    assert strided.shape == (2, 2) and strided[0].tolist() == [-2, 3]      # "Stride 2"
+    both = conv(LECTURE_002_INPUT, LECTURE_002_KERNEL, stride=(2, 2), pad=(1, 1, 1, 1))[0]
+    assert both.shape == (3, 3)                                     # "Stride 2 - With Padding"
+    assert both[0, :2].tolist() == [-1, 2] and both[1, 0] == 3
+
+
+def test_lecture_004_x_kernel():
+    image = [[1, 1, 1, 0, 0],
+             [0, 1, 1, 1, 0],
+             [0, 0, 1, 1, 1],
+             [0, 0, 1, 1, 0],
+             [0, 1, 1, 0, 0]]
+    kernel = [[1, 0, 1], [0, 1, 0], [1, 0, 1]]
+    assert conv(image, kernel)[0].tolist() == [[4, 3, 4], [2, 4, 3], [2, 3, 4]]
+
+
+# -- the grader's own check: backward against central differences of the forward ----------------
+
+
+def numeric_grad(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    flat, g = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        plus = f()
+        flat[i] = old - h
+        minus = f()
+        flat[i] = old
+        g[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+def away_from_kinks(*shape):
+    x = r(*shape)
+    x[np.abs(x) < 1e-3] = 0.5
+    return x
+
+
+@pytest.mark.parametrize("name,inputs,extra", [
+    ("conv2d", ["x", "w", "b"], dict(stride=(2, 1), pad=(1, 0, 2, 1))),
+    ("conv1d", ["x", "w", "b"], dict(stride=1, pad=(2, 0))),
+    ("maxpool2d", ["x"], dict(kernel=(2, 3), stride=(1, 2), pad=(1, 0, 0, 1))),
+    ("avgpool2d", ["x"], dict(kernel=(3, 2), stride=(2, 1), pad=(1, 1, 0, 1))),
+    ("dense", ["x", "w", "b"], {}),
+    ("relu", ["x"], {}), ("sigmoid", ["x"], {}), ("tanh", ["x"], {}),
+    ("batchnorm", ["x", "gamma", "beta"], dict(eps=1e-5)),
+])
+def test_backward_agrees_with_central_differences(name, inputs, extra):
+    values = {
+        "conv2d": dict(x=away_from_kinks(2, 2, 5, 4), w=r(3, 2, 3, 2), b=r(3)),
+        "conv1d": dict(x=r(2, 2, 7), w=r(3, 2, 3), b=r(3)),
+        "maxpool2d": dict(x=away_from_kinks(2, 2, 5, 6)),
+        "avgpool2d": dict(x=r(2, 2, 5, 4)),
+        "dense": dict(x=r(3, 4), w=r(4, 2), b=r(2)),
+        "relu": dict(x=away_from_kinks(3, 4)), "sigmoid": dict(x=r(3, 4)),
+        "tanh": dict(x=r(3, 4)),
+        "batchnorm": dict(x=r(5, 3, 2), gamma=r(3), beta=r(3)),
+    }[name]
+    forward, backward = getattr(api, name + "_forward"), getattr(api, name + "_backward")
+    args = dict(values, **extra)
+    out = forward(**args)
+    dout = r(*out.shape)
+    grads = backward(dout, **args)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    for key, grad in zip(inputs, grads):
+        numeric = numeric_grad(lambda: float(np.sum(forward(**args) * dout)), values[key])
+        assert rel_error(grad, numeric) < 1e-6, key
+
+
+def test_losses_agree_with_central_differences():
+    z, y = r(4, 5), np.array([1, 0, 4, 4])
+    _, dz = api.softmax_cross_entropy(z, y)
+    assert rel_error(dz, numeric_grad(lambda: api.softmax_cross_entropy(z, y)[0], z)) < 1e-6
+    p, t = r(3, 4), r(3, 4)
+    _, dp = api.mse_loss(p, t)
+    assert rel_error(dp, numeric_grad(lambda: api.mse_loss(p, t)[0], p)) < 1e-6
+
+
+def test_softmax_is_stable_for_large_logits():
+    z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4 + 1, -1e4]])
+    assert np.all(np.isfinite(api.softmax_forward(z)))
+    loss, d = api.softmax_cross_entropy(z, np.array([1, 0]))
+    assert np.isfinite(loss) and np.all(np.isfinite(d))
+    assert abs(loss - 0.5 * (2e4 + np.log(2 + np.e))) < 1e-9
+
+
+def test_dropout_rescales_kept_values():
+    x = np.ones((2, 4))
+    mask = np.array([[1, 0, 1, 0], [0, 0, 1, 1]], bool)
+    assert api.dropout_forward(x, 0.5, mask).tolist() == [[2, 0, 2, 0], [0, 0, 2, 2]]
+    assert api.dropout_backward(x, 0.5, mask).tolist() == [[2, 0, 2, 0], [0, 0, 2, 2]]
