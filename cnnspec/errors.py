@@ -50,6 +50,23 @@ def nearest(word: str, candidates) -> str | None:
     return found[0] if found else None
 
 
+def match_names(names, patterns, what: str) -> list:
+    """The ``names`` that any of the fnmatch ``patterns`` matches, in the order of ``names``. A
+    pattern that matches nothing is an error that starts with ``what`` and suggests a name."""
+    import fnmatch
+
+    names = list(names)
+    chosen = set()
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        hits = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            guess = nearest(pattern, names)
+            raise CnnSpecError(f"{what} {pattern!r} matches no layer",
+                               hint=f"did you mean `{guess}`?" if guess else f"the layers are: {', '.join(names)}")
+        chosen.update(hits)
+    return [name for name in names if name in chosen]
+
+
 class Pos(tuple):
     """Where something is in the source: ``Pos(file, line, col, width)`` (1-based line and col)."""
 

@@ -12,7 +12,6 @@ one copies into the view) and their gradients in another, so an optimizer step i
 """
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 from collections import OrderedDict
@@ -22,7 +21,7 @@ import networkx as nx
 import numpy as np
 
 from cnnspec.engine import init, losses
-from cnnspec.errors import CnnSpecError, nearest
+from cnnspec.errors import CnnSpecError, match_names
 
 DTYPES = ("float32", "float64")
 PLAN_CACHE = 4                       # plans (batch sizes) kept per model, least recently used out
@@ -84,7 +83,7 @@ class Model:
         order = topological(graph)
         self.layers = [name for name in order if graph.nodes[name]["op"] != "input"]
         used = nx.ancestors(graph, self.output_name) | {self.output_name}
-        self._live = [name for name in order if name in used]
+        self.live = [name for name in order if name in used]
         self._backend = None
         if backend is not None:
             from cnnspec.engine.backend import Backend
@@ -142,7 +141,7 @@ class Model:
         (default: the input and every layer the output depends on), as ``{name: (N, *shape)}`` in
         network order."""
         x = self._check_input(x)
-        names = self._live if layers is None else self._match(layers, self._live)
+        names = self.live if layers is None else self._match(layers, self.live)
         out = {name: np.empty((len(x), *self.graph.nodes[name]["output_shape"]), self.dtype) for name in names}
         for start in range(0, len(x), batch):
             part = x[start:start + batch]
@@ -233,25 +232,13 @@ class Model:
         return matched
 
     def _match(self, patterns, names) -> list:
-        """The ``names`` that match any of the fnmatch ``patterns``, in order; a pattern that
-        matches nothing is an error with a suggestion."""
-        if isinstance(patterns, str):
-            patterns = [patterns]
-        chosen = set()
-        for pattern in patterns:
-            hits = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
-            if not hits:
-                guess = nearest(pattern, names)
-                raise CnnSpecError(f"no layer of `{self.name}` matches `{pattern}`",
-                                   hint=f"did you mean `{guess}`?" if guess else f"the layers are: {', '.join(names)}")
-            chosen.update(hits)
-        return [name for name in names if name in chosen]
+        return match_names(names, patterns, f"the layer pattern (network `{self.name}`)")
 
     def _segments(self) -> np.ndarray:
         """What the optimizer updates: one row (start, stop, layer index) per trainable layer that
         the output depends on, its parameters being ``_flat_params[start:stop]``."""
         if self._segments_cache is None:
-            live = set(self._live)
+            live = set(self.live)
             rows = [(start, stop, i) for i, (name, (start, stop)) in enumerate(self._spans.items())
                     if self._trainable[name] and name in live]
             self._segments_cache = np.array(rows, np.int64).reshape(-1, 3)

@@ -26,7 +26,7 @@ class Plan:
         self.model = model
         self.batch = batch
         graph, dtype = model.graph, model.dtype
-        self.order = model._live                        # nodes the output depends on, topological
+        self.order = model.live                        # nodes the output depends on, topological
         self.act = {}
         for name in self.order:
             node = graph.nodes[name]

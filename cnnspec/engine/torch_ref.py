@@ -30,7 +30,7 @@ class TorchNet:
                 self.params[layer, name] = tensor
         self.state = {(layer, k): torch.tensor(v, dtype=self.dtype)
                       for layer, group in model.state.items() for k, v in group.items()}
-        self.steps = [(name, self._step(name)) for name in model._live if self.graph.nodes[name]["op"] != "input"]
+        self.steps = [(name, self._step(name)) for name in model.live if self.graph.nodes[name]["op"] != "input"]
         self.output_softmax = self.graph.nodes[model.output_name]["op"] == "softmax"
 
     def parameters(self) -> list:

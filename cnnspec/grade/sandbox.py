@@ -158,11 +158,15 @@ class Sandbox:
         self._rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
         env = dict(ENV, HOME=str(self.workdir), TMPDIR=str(self.workdir))
-        if self.trusted:                # our own reference: keep e.g. its numba cache settings
-            env = dict(os.environ, **ENV)
+        isolation = ["-I"]
+        if self.trusted:                # our own reference: keep e.g. its numba cache settings,
+            env = dict(os.environ, **ENV)   # and find cnnspec even when it is not installed
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
+                                                              os.environ.get("PYTHONPATH")]))
+            isolation = []
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-u", str(CHILD), str(req_r), str(rep_w)],
+                [sys.executable, *isolation, "-B", "-u", str(CHILD), str(req_r), str(rep_w)],
                 cwd=self.workdir, env=env, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
                 pass_fds=(req_r, rep_w), start_new_session=True, close_fds=True)
         finally:

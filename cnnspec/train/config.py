@@ -1,14 +1,13 @@
 """Training settings: the ``train`` section of a ``.cnn`` file (dsl.md §7) with overrides on top."""
 from __future__ import annotations
 
-import fnmatch
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cnnspec.data.augment import parse_augment
-from cnnspec.errors import CnnSpecError, error_at, nearest
+from cnnspec.errors import CnnSpecError, error_at, match_names, nearest
 
 OPTIMIZERS = {
     # name -> default arguments (dsl.md §7)
@@ -199,13 +198,5 @@ def located(network, key: str, from_file):
 
 
 def match_layers(layers, patterns, what: str) -> list:
-    """The layers any glob matches; a glob matching no layer is an error listing some names."""
-    chosen = []
-    for pattern in patterns:
-        found = [name for name in layers if fnmatch.fnmatchcase(name, pattern)]
-        if not found:
-            guess = nearest(pattern, layers)
-            raise CnnSpecError(f"{what} {pattern!r} matches no layer",
-                               hint=f"did you mean `{guess}`?" if guess else f"layers: {', '.join(layers)}")
-        chosen += [name for name in found if name not in chosen]
-    return chosen
+    """The layers any glob matches; a glob matching no layer is an error naming the flag."""
+    return match_names(layers, patterns, what)

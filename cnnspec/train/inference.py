@@ -1,14 +1,13 @@
 """Running a network on one input: its output, its top classes, and what every layer sees."""
 from __future__ import annotations
 
-import fnmatch
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cnnspec.errors import CnnSpecError, nearest
+from cnnspec.errors import match_names
 
 
 @dataclass
@@ -80,25 +79,13 @@ def predict(model, x: np.ndarray, *, classes=None, layers=None, top: int = 5,
 def activations(model, x: np.ndarray, patterns) -> dict:
     """{layer: its output for sample 0} for the layers (and the input) that match ``patterns``,
     in network order. A pattern that matches nothing is an error."""
-    names = list(model._live)                      # the input and every layer the output needs, in order
-    chosen = []
-    for pattern in patterns:
-        hits = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
-        if not hits:
-            guess = nearest(pattern, names)
-            raise CnnSpecError(f"--layers {pattern!r} matches no layer",
-                               hint=f"did you mean `{guess}`?" if guess else f"layers: {', '.join(names)}")
-        chosen += hits
-    # SHIM (until the engine offers Model.activations): run the cached single-sample plan, whose
-    # buffers keep every layer's output after a forward pass.
-    plan = model._plan(len(x))
-    plan.forward(x)
-    return {name: plan.act[name][0].copy() for name in names if name in chosen}
+    chosen = match_names(model.live, patterns, "--layers")
+    return {name: maps[0] for name, maps in model.activations(x, chosen).items()}
 
 
 def picture_layers(model) -> list:
     """The input and the layers whose output is a picture (C x H x W) or a sequence (C x L)."""
-    return [name for name in model._live if len(model.graph.nodes[name]["output_shape"]) >= 2]
+    return [name for name in model.live if len(model.graph.nodes[name]["output_shape"]) >= 2]
 
 
 def class_names(network, weights=None) -> list | None:
