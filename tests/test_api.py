@@ -5,7 +5,6 @@ lectures' worked examples, and gradients that agree with central differences of 
 """
 import inspect
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from cnnspec import api
 from cnnspec.kernels import reference as R
 
-DOCS = Path(__file__).resolve().parent.parent.parent / "shared" / "docs"
+from conftest import DOCS
 
 # transcribed from layer-api.md (+ the dilation=1, groups=1 keywords it gives the conv functions)
 SIGNATURES = {
@@ -57,7 +56,6 @@ def test_public_functions_are_exactly_the_contract():
     assert public == set(SIGNATURES) == set(api.__all__)
 
 
-@pytest.mark.skipif(not (DOCS / "layer-api.md").exists(), reason="shared docs not present")
 def test_signatures_match_layer_api_md():
     text = (DOCS / "layer-api.md").read_text()
     found = dict(re.findall(r"^\s*(\w+)\(([^)]*)\) ->", text, flags=re.M))

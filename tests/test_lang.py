@@ -4,21 +4,19 @@ semantics of dsl.md §3-§8 (chains, names, blocks, repetition, values, the trai
 The expected names, edges and counts below are written from reading dsl.md, not from the code.
 """
 import re
-from pathlib import Path
 
 import pytest
 
 from cnnspec.errors import Pos
 from cnnspec.lang import compile_source, parse
 from cnnspec.layers.values import Size
+from conftest import DOCS
 
-DSL = Path(__file__).resolve().parents[2] / "shared" / "docs" / "dsl.md"
+DSL = DOCS / "dsl.md"
 
 
 def dsl_examples() -> dict[str, str]:
     """The `.cnn` code fences of dsl.md (those holding a network), by network name."""
-    if not DSL.is_file():
-        pytest.skip("shared/docs/dsl.md is not available")
     fences = re.findall(r"^```[^\n]*\n(.*?)^```", DSL.read_text(), re.S | re.M)
     return {re.search(r"network (\w+)", f).group(1): f for f in fences if "network " in f}
 
