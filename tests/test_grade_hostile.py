@@ -73,15 +73,11 @@ def full(result, *names):
         assert problem.score == problem.max_score, (name, reports.text(result))
 
 
-def rest_full(result, *hit, numeric_only=()):
-    """Every function not in ``hit`` gets full marks, except those in ``numeric_only`` (a broken
-    forward costs its backward the numerical-gradient check, and only that)."""
+def rest_full(result, *hit):
+    """Every function not in ``hit`` gets full marks (a backward that matches the reference keeps
+    them even when the forward it belongs to is broken)."""
     for problem in result.problems:
-        if problem.name in hit:
-            continue
-        if problem.name in numeric_only:
-            assert [c.key for c in problem.checks if not c.ok] == ["numeric"], problem.name
-        else:
+        if problem.name not in hit:
             full(result, problem.name)
 
 
@@ -104,14 +100,14 @@ def test_every_hostile_fixture_is_tested():
 def test_hostile_infinite_loop(graded):
     result, seconds = graded["hostile_infinite_loop"]
     zero(result, "relu_forward", "time limit exceeded in relu_forward")
-    rest_full(result, "relu_forward", numeric_only=["relu_backward"])
+    rest_full(result, "relu_forward")
     assert seconds < 15
 
 
 def test_hostile_sleep(graded):
     result, seconds = graded["hostile_sleep"]
     zero(result, "relu_forward", "time limit exceeded in relu_forward")
-    rest_full(result, "relu_forward", numeric_only=["relu_backward"])
+    rest_full(result, "relu_forward")
     assert seconds < 15
 
 
@@ -154,7 +150,7 @@ def test_hostile_os_exit(graded):
     result, _ = graded["hostile_os_exit"]
     zero(result, "relu_forward", "exited with status 3", "in relu_forward")
     zero(result, "sigmoid_forward", "called sys.exit('bye')")
-    rest_full(result, "relu_forward", "sigmoid_forward", numeric_only=["relu_backward"])
+    rest_full(result, "relu_forward", "sigmoid_forward")
     assert result.sandbox_starts == 2                     # restarted once, after relu_forward
 
 
@@ -171,7 +167,7 @@ def test_hostile_fake_output(graded):
     result, _ = graded["hostile_fake_output"]
     relu = result.problem("relu_forward")
     assert [c.key for c in relu.checks if not c.ok] == ["reference", "edge"]
-    rest_full(result, "relu_forward", numeric_only=["relu_backward"])
+    rest_full(result, "relu_forward")
     data = json.loads(reports.render(result, "gradescope"))
     assert data["score"] == result.score < result.max_score
     for line in reports.text(result).splitlines() + data["output"].splitlines():
@@ -201,14 +197,14 @@ def test_hostile_import_cnnspec(graded):
     assert "forbidden import: cnnspec" in result.violations
     assert any(v.startswith("forbidden import: cnnspec (by file path") for v in result.violations)
     assert "forbidden import: torch" in result.violations or "torch" not in sys.modules
-    rest_full(result, "relu_forward", numeric_only=["relu_backward"])
+    rest_full(result, "relu_forward")
 
 
 def test_hostile_frame_inspection(graded):
     result, _ = graded["hostile_frame_inspection"]
     [check] = [c for c in result.problem("relu_forward").checks if c.key == "reference"]
     assert check.passed == 0                                # no expected value was in reach
-    rest_full(result, "relu_forward", numeric_only=["relu_backward"])
+    rest_full(result, "relu_forward")
 
 
 def test_hostile_bad_returns(graded):
@@ -246,7 +242,7 @@ def test_hostile_pipe(graded):
     result, _ = graded["hostile_pipe"]
     zero(result, "relu_forward", "malformed reply in relu_forward")
     zero(result, "sigmoid_forward", "reply in sigmoid_forward larger than 64 MB")
-    rest_full(result, "relu_forward", "sigmoid_forward", numeric_only=["relu_backward"])
+    rest_full(result, "relu_forward", "sigmoid_forward")
 
 
 def test_hostile_fake_messages(graded):

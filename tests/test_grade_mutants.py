@@ -67,11 +67,9 @@ def test_a_mutant_loses_points_on_its_function_and_the_feedback_names_it(graded,
         assert problem.score < problem.max_score, name
         assert problem.notes and problem.notes[0].startswith(mutant.message), (name, problem.notes)
     for problem in result.problems:
-        if problem.name in loses or problem.score == problem.max_score:
-            continue
-        # a wrong forward also costs its backward the check against the numerical gradient of it
-        assert FUNCTIONS[problem.name].forward in loses, problem.name
-        assert [c.key for c in problem.checks if not c.ok] == ["numeric"], problem.name
+        # a right backward keeps its points even when its forward is wrong (no penalty twice)
+        if problem.name not in loses:
+            assert problem.score == problem.max_score, (problem.name, [c.key for c in problem.checks if not c.ok])
 
 
 def test_an_unknown_mistake_shows_the_first_difference_in_public_cases_only(tmp_path):

@@ -252,6 +252,7 @@ class Grader:
             checks["shape_dtype"].record(not problems, f"{case.label}: {'; '.join(problems)}")
 
         value_key = "edge" if case.is_edge else "reference"
+        matched = False
         if value_key in checks:
             tol = problem.forward_tolerance if spec.kind == "forward" else problem.backward_tolerance
             why = problems64 or [p for p in (value_problem(n, g, e, tol, case.visibility == "public")
@@ -263,6 +264,7 @@ class Grader:
                     diagnoses[mutant] += 1
                     why = [f"matches the mistake '{mutant.name.replace('_', ' ')}' (see above)"]
             checks[value_key].record(not why, f"{case.label}: {'; '.join(why)}")
+            matched = not why
 
         if "inputs" in checks:
             modified = sorted({spec.params[i] for r in (r64, r32) for i in _list(r.get("modified"))
@@ -270,8 +272,13 @@ class Grader:
             checks["inputs"].record(not modified, f"{case.label}: your function changed its input "
                                     f"{', '.join(modified)} (work on a copy)")
         if "numeric" in checks and "numeric" in applicable:
-            ok, why = self._numeric(problem, spec, case, expected, outputs, problems64, runner)
-            checks["numeric"].record(ok, f"{case.label}: {why}")
+            # A backward equal to the reference's is the gradient of the right forward: it earns
+            # this check even when the student's own forward is wrong (no penalty twice).
+            if matched:
+                checks["numeric"].record(True)
+            else:
+                ok, why = self._numeric(problem, spec, case, expected, outputs, problems64, runner)
+                checks["numeric"].record(ok, f"{case.label}: {why}")
         return None
 
     # -- the numerical gradient of the student's own forward ----------------------------------------
