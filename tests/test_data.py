@@ -165,7 +165,7 @@ def test_npz_errors(tmp_path):
     np.savez(tmp_path / "count.npz", x=np.zeros((3, 3)), y=[0, 1])
     with pytest.raises(CnnSpecError, match="one label per sample"):
         load_dataset(str(tmp_path / "count.npz"), (3,))
-    with pytest.raises(CnnSpecError, match="no such file"):
+    with pytest.raises(CnnSpecError, match="no such data set file"):
         load_dataset(str(tmp_path / "missing.npz"), (3,))
 
 

@@ -190,7 +190,11 @@ def interrupt_at(epoch, batch):
     return on_batch
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_reaches_the_same_weights(tiny, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd(lr=0.1, momentum=0.9)", "adam(lr=0.01)"])
+def test_ctrl_c_saves_a_checkpoint_and_resume_reaches_the_same_weights(optimizer, tmp_path):
+    path = tmp_path / "tiny.cnn"
+    path.write_text(TINY.replace("sgd(lr=0.1, momentum=0.9)", optimizer))
+    tiny = cnnspec.load(path)
     straight = fit(tiny, echo=quiet, progress=False, out=tmp_path / "straight", epochs=3)
     lines = []
     stopped = fit(tiny, echo=lines.append, progress=False, out=tmp_path / "run", epochs=3,
@@ -254,3 +258,18 @@ def test_a_vector_trained_with_mse_is_not_a_classifier():
     net = cnnspec.loads("network R {\n input x: 1x4x4\n flatten -> dense(2)\n}\ntrain {\n loss = mse\n}\n")
     result = predict(net.compile(), np.ones((1, 4, 4), np.float32))
     assert result.top is None and result.report().startswith("output (2):")
+
+
+def test_resume_refuses_an_optimizer_state_that_does_not_fit(tiny, tmp_path):
+    fit(tiny, echo=quiet, progress=False, out=tmp_path / "run", epochs=1)
+    state = tmp_path / "run" / "checkpoint" / "optimizer.npz"
+    np.savez(state, steps=np.int64(3), buf=np.zeros(5, np.float32))
+    with pytest.raises(CnnSpecError, match=r"optimizer state 'buf' has shape \(5,\)") as info:
+        fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run", epochs=2)
+    assert info.value.file == str(state)
+    np.savez(state, steps=np.int64(3), m=np.zeros(5, np.float32))
+    with pytest.raises(CnnSpecError, match="not the state of SGD: missing buf; unexpected m"):
+        fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run", epochs=2)
+    state.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CnnSpecError, match="cannot read this optimizer state file"):
+        fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run", epochs=2)

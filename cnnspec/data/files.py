@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import gzip
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cnnspec.errors import CnnSpecError
+from cnnspec.npz import read_npz as load_npz
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -53,13 +53,7 @@ def _labels(values, path, n: int) -> np.ndarray:
 def read_npz(path: Path) -> Raw:
     """Arrays ``x`` (N, ...) and ``y`` (N,) int labels; optional ``classes`` (names, strings) and
     ``x_test``/``y_test``. uint8 ``x`` is scaled to [0, 1]; float ``x`` is used as it is."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise CnnSpecError("no such file", file=str(path)) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CnnSpecError(f"cannot read this .npz file (corrupt or truncated?): {exc}", file=str(path)) from None
+    arrays = load_npz(path, "data set")
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
         raise CnnSpecError(f"the .npz file has no array {' or '.join(repr(k) for k in missing)} "

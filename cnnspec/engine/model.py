@@ -22,6 +22,7 @@ import numpy as np
 
 from cnnspec.engine import init, losses
 from cnnspec.errors import CnnSpecError, match_names
+from cnnspec.npz import read_npz
 
 DTYPES = ("float32", "float64")
 PLAN_CACHE = 4                       # plans (batch sizes) kept per model, least recently used out
@@ -269,7 +270,7 @@ class Model:
         CnnSpecError lists what is missing, unexpected or of another shape (nothing is loaded).
         ``strict=False`` loads what matches and returns a :class:`LoadReport`."""
         path = os.fspath(path)
-        arrays = read_npz(path)
+        arrays = read_npz(path, "weights")
         expected = self.arrays()
         missing = [k for k in expected if k not in arrays]
         unexpected = [k for k in arrays if k not in expected]
@@ -309,22 +310,6 @@ class Model:
 
     def __repr__(self):
         return f"<Model {self.name}: {self.dtype}, {self.n_params:,} parameters, seed {self.seed}>"
-
-
-def read_npz(path: str) -> dict:
-    """All arrays of an ``.npz`` file; a missing, corrupt or non-npz file is a CnnSpecError."""
-    if not os.path.exists(path):
-        raise CnnSpecError("no such weights file", file=path)
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise CnnSpecError("not a .npz weights file (it holds a single array, not named arrays)", file=path)
-        with data:
-            return {k: data[k] for k in data.files}
-    except CnnSpecError:
-        raise
-    except Exception as exc:       # zipfile.BadZipFile, ValueError, OSError, EOFError, ...
-        raise CnnSpecError(f"not a readable .npz weights file ({exc})", file=path) from None
 
 
 def fmt(shape) -> str:

@@ -34,6 +34,29 @@ class Optimizer:
     def zeros(self) -> np.ndarray:
         return np.zeros_like(self.model._flat_params)
 
+    STATE = ()                                     # the names of the arrays an update carries over
+
+    def state_dict(self) -> dict:
+        """The step count and every buffer an update carries over, as NumPy arrays (for
+        ``np.savez``); ``load_state_dict`` of it continues to the very same weights."""
+        return {"steps": np.int64(self.steps), **{key: getattr(self, key) for key in self.STATE}}
+
+    def load_state_dict(self, state) -> None:
+        """Restore :meth:`state_dict`'s arrays (copied in place), after checking names and shapes."""
+        missing = sorted({"steps", *self.STATE} - set(state))
+        unknown = sorted(set(state) - {"steps", *self.STATE})
+        if missing or unknown:
+            raise CnnSpecError(f"this is not the state of {type(self).__name__}: "
+                               + "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
+                                                         unknown and f"unexpected {', '.join(unknown)}"])))
+        for key in self.STATE:
+            current, value = getattr(self, key), np.asarray(state[key])
+            if current.shape != value.shape:
+                raise CnnSpecError(f"optimizer state {key!r} has shape {value.shape}, this model "
+                                   f"needs {current.shape}")
+            current[...] = value
+        self.steps = int(state["steps"])
+
 
 class SGD(Optimizer):
     """``torch.optim.SGD(params, lr, momentum, weight_decay)``: g += wd*p; buf = momentum*buf + g;
@@ -44,6 +67,8 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.buf = self.zeros() if self.momentum else np.zeros(0, model.dtype)
+
+    STATE = ("buf",)
 
     def _update(self, p, g, segments):
         t = self._scalar
@@ -66,7 +91,9 @@ class Adam(Optimizer):
         self.weight_decay = float(weight_decay)
         self.m = self.zeros()
         self.v = self.zeros()
-        self.layer_steps = np.zeros(len(model._spans), np.int64)
+        self.layer_steps = np.zeros(len(model._spans), np.int64)   # bias corrections, per layer
+
+    STATE = ("m", "v", "layer_steps")
 
     def _update(self, p, g, segments):
         t, dtype = self._scalar, self.model.dtype

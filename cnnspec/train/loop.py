@@ -26,6 +26,7 @@ import numpy as np
 from cnnspec.data import Augmenter, load_dataset
 from cnnspec.data.augment import describe as describe_augment
 from cnnspec.errors import CnnSpecError
+from cnnspec.npz import read_npz
 from cnnspec.train.config import TrainConfig, located, match_layers, resolve_config
 from cnnspec.train.progress import EpochBar, epoch_line
 
@@ -250,7 +251,7 @@ class Run:
         folder = self.out / "checkpoint"
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save(folder / "weights.npz")
-        np.savez(folder / "optimizer.tmp.npz", **_optimizer_state(self.optimizer))
+        np.savez(folder / "optimizer.tmp.npz", **self.optimizer.state_dict())
         os.replace(folder / "optimizer.tmp.npz", folder / "optimizer.npz")
         state = {"network": self.network.name, "file": self.network.file, "epoch": self.epoch,
                  "batch": self.batch, "rng": self.rng_state, "sums": self.sums,
@@ -326,30 +327,12 @@ def _read_state(run: Path) -> dict:
     return state
 
 
-def _optimizer_state(optimizer) -> dict:
-    """The optimizer's step count and moment buffers (SGD: buf; Adam: m, v)."""
-    state = {"steps": optimizer.steps}
-    for key in ("buf", "m", "v"):
-        if hasattr(optimizer, key):
-            state[key] = getattr(optimizer, key)
-    return state
-
-
 def _load_optimizer(optimizer, path: Path) -> None:
+    saved = read_npz(path, "optimizer state")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            saved = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise CnnSpecError(f"cannot read the optimizer state (corrupt?): {exc}", file=str(path)) from None
-    for key, value in saved.items():
-        if key == "steps":
-            optimizer.steps = int(value)
-            continue
-        current = getattr(optimizer, key, None)
-        if current is None or current.shape != value.shape:
-            raise CnnSpecError(f"optimizer state {key!r} has shape {value.shape}, this model needs "
-                               f"{None if current is None else current.shape}", file=str(path))
-        current[...] = value
+        optimizer.load_state_dict(saved)
+    except CnnSpecError as exc:
+        raise CnnSpecError(exc.message, file=str(path)) from None
 
 
 def _write_json(path: Path, data) -> None:
