@@ -31,6 +31,8 @@ CASES = {
     "missing brace before network": ("block b(c) {\n    conv(c, 3x3)\n\n" + HEAD + "    b(3)\n}\n",
                                      4, 1, 7, "missing `}` before `network`",
                                      "`{` at line 1, column 12 is never closed"),
+    "two settings on a line": (HEAD + "    relu\n}\ntrain {\n    epochs = 1 batch = 8\n}\n", 6, 16, 5,
+                               "missing end of line before `batch`", "on a line of its own"),
     "5*5": (HEAD + "    conv(6, 5*5)\n}\n", 3, 13, 3, "`5*5` multiplies two numbers", "`5x5`"),
     "5 x 5": (HEAD + "    conv(6, 5 x 5)\n}\n", 3, 13, 1, "a size is written without spaces", "`5x5`"),
     "stray bracket": (HEAD + "    relu ]\n}\n", 3, 10, 1, "unmatched `]`", "`{` at line 1"),

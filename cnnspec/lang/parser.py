@@ -371,6 +371,11 @@ def syntax_error(err: UnexpectedInput, text: str, file: str | None, postlex: Pos
             tok.value.startswith("x") and tok.line == previous.line:
         return fail(token_pos(previous, file), "a size is written without spaces",
                     "write it as one word, e.g. `5x5` or `3x1`")
+    in_train = innermost is not None and innermost.type == "LBRACE" and \
+        re.search(r"\btrain\s*$", text[:innermost.start_pos]) is not None
+    if in_train and tok.type == "NAME" and "_NL" in err.expected:
+        return fail(pos, f"missing end of line before {describe_found(tok)}",
+                    "each setting of the train section is `key = value` on a line of its own")
     if tok.type in ("NAME", "LPAR") and "_ARROW" in err.expected:
         return fail(pos, f"missing `->` before {describe_found(tok)}",
                     "steps of a chain are joined by `->`; a new statement starts on a new line")
