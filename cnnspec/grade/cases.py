@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnspec.grade.functions import FUNCTIONS, forward_of
+from cnnspec.layers.base import output_size
 
 EDGES = {
     "conv2d": ("stride 2", "asymmetric padding", "non-square", "1x1 kernel", "batch 1",
@@ -89,10 +90,6 @@ def _distinct(rng, shape, low=-3.0, high=3.0):
     return rng.permutation(np.linspace(low, high, size)).reshape(shape)
 
 
-def _conv_out(size, k, s, before, after):
-    return 1 + (size + before + after - k) // s
-
-
 def _conv2d(rng, kind):
     n, c, f = int(rng.integers(2, 4)), int(rng.integers(2, 4)), int(rng.integers(2, 4))
     h = w = int(rng.integers(5, 8))
@@ -120,7 +117,7 @@ def _conv2d(rng, kind):
     inputs = {"x": rng.standard_normal((n, c, h, w)),
               "w": rng.standard_normal((f, c, kh, kw)) / np.sqrt(c * kh * kw),
               "b": rng.standard_normal(f) if bias else None, "stride": stride, "pad": pad}
-    out = (n, f, _conv_out(h, kh, stride[0], pad[0], pad[1]), _conv_out(w, kw, stride[1], pad[2], pad[3]))
+    out = (n, f, output_size(h, kh, stride[0], pad[0], pad[1]), output_size(w, kw, stride[1], pad[2], pad[3]))
     return inputs, out
 
 
@@ -142,7 +139,7 @@ def _conv1d(rng, kind):
     inputs = {"x": rng.standard_normal((n, c, length)),
               "w": rng.standard_normal((f, c, k)) / np.sqrt(c * k),
               "b": rng.standard_normal(f) if bias else None, "stride": (stride,), "pad": pad}
-    return inputs, (n, f, _conv_out(length, k, stride, *pad))
+    return inputs, (n, f, output_size(length, k, stride, *pad))
 
 
 def _pool(negative_padding):
@@ -165,8 +162,8 @@ def _pool(negative_padding):
             c = 1
         inputs = {"x": _distinct(rng, (n, c, h, w), low, high), "kernel": kernel, "stride": stride,
                   "pad": pad}
-        out = (n, c, _conv_out(h, kernel[0], stride[0], pad[0], pad[1]),
-               _conv_out(w, kernel[1], stride[1], pad[2], pad[3]))
+        out = (n, c, output_size(h, kernel[0], stride[0], pad[0], pad[1]),
+               output_size(w, kernel[1], stride[1], pad[2], pad[3]))
         return inputs, out
     return generate
 
