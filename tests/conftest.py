@@ -1,6 +1,7 @@
 """Shared test set-up. Area-specific fixtures live in each area's own test modules."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,3 +17,18 @@ DOCS = SHARED_DOCS if (SHARED_DOCS / "dsl.md").is_file() else CONTRACTS
 @pytest.fixture
 def specs_dir() -> Path:
     return SPECS
+
+
+def numeric_grad(f, x, h=1e-5):
+    """Central differences of the scalar f() with respect to every entry of x (float64)."""
+    grad = np.zeros_like(x)
+    flat, g = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        plus = f()
+        flat[i] = old - h
+        minus = f()
+        flat[i] = old
+        g[i] = (plus - minus) / (2 * h)
+    return grad

@@ -12,7 +12,7 @@ import pytest
 from cnnspec import api
 from cnnspec.kernels import reference as R
 
-from conftest import DOCS
+from conftest import DOCS, numeric_grad
 
 # transcribed from layer-api.md (+ the dilation=1, groups=1 keywords it gives the conv functions)
 SIGNATURES = {
@@ -276,20 +276,6 @@ def test_lecture_004_x_kernel():
 
 
 # -- the grader's own check: backward against central differences of the forward ----------------
-
-
-def numeric_grad(f, x, h=1e-5):
-    grad = np.zeros_like(x)
-    flat, g = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        plus = f()
-        flat[i] = old - h
-        minus = f()
-        flat[i] = old
-        g[i] = (plus - minus) / (2 * h)
-    return grad
 
 
 def away_from_kinks(*shape):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cnnspec import kernels as K
+from conftest import numeric_grad
 from cnnspec.kernels import reference as R
 from cnnspec.kernels.conv import GATHER, IM2COL, KN2ROW, _Plan
 
@@ -37,21 +38,6 @@ def norm_error(a, b):
 def close(a, b, dtype):
     err = rel_error(a, b) if dtype == np.float64 else norm_error(a, b)
     assert err < TOL[dtype], err
-
-
-def numeric_grad(f, x, h=1e-5):
-    """Central differences of the scalar f() with respect to every entry of x (float64)."""
-    grad = np.zeros_like(x)
-    flat, g = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        plus = f()
-        flat[i] = old - h
-        minus = f()
-        flat[i] = old
-        g[i] = (plus - minus) / (2 * h)
-    return grad
 
 
 rng = np.random.default_rng(1234)
