@@ -16,10 +16,15 @@ def read_npz(path, what: str = ".npz") -> dict:
     if not os.path.isfile(path):
         raise CnnSpecError(f"no such {what} file", file=path)
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise CnnSpecError(f"not a {what} file: it holds a single array, not named arrays (.npz)",
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+        if magic == b"\x93NUMPY":
+            raise CnnSpecError(f"not a {what} file: it holds a single array (.npy), not named arrays (.npz)",
                                file=path)
+        if not magic.startswith(b"PK"):
+            raise CnnSpecError(f"not a {what} file: an .npz file is a zip archive of arrays, this one is not",
+                               file=path, hint="save it with numpy.savez(path, name=array, ...)")
+        data = np.load(path, allow_pickle=False)
         with data:
             return {key: data[key] for key in data.files}
     except CnnSpecError:

@@ -493,9 +493,13 @@ def test_load_errors(nets, tmp_path):
         model.load(tmp_path / "partial.npz")
 
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip file")
-    with pytest.raises(CnnSpecError, match="cannot read this weights file") as err:
+    with pytest.raises(CnnSpecError, match="not a weights file: an .npz file is a zip archive") as err:
         model.load(tmp_path / "junk.npz")
     assert str(tmp_path / "junk.npz") in str(err.value)
+    with open(tmp_path / "other.npz", "rb") as whole:
+        (tmp_path / "truncated.npz").write_bytes(whole.read()[:200])
+    with pytest.raises(CnnSpecError, match="cannot read this weights file"):
+        model.load(tmp_path / "truncated.npz")
     np.save(tmp_path / "one.npy", np.zeros(3))
     with pytest.raises(CnnSpecError, match="single array"):
         model.load(tmp_path / "one.npy")
