@@ -177,6 +177,8 @@ def test_protocol_round_trip():
     assert out["a"].dtype == np.float32 and np.array_equal(out["a"], value["a"])
     assert out["b"] == [1, 2.5, None, "s"] and out["c"][1] == 4 and out["c"][0].dtype == bool
     assert out["a"].flags.writeable and out["a"].flags.owndata
+    scalar = protocol.decode(protocol.encode({"$scalar": np.asarray(np.float32(0.25))})[8:])["$scalar"]
+    assert scalar.shape == () and scalar.dtype == np.float32 and scalar == 0.25      # stays 0-d
 
 
 def _body(header: dict, data: bytes = b"") -> bytes:
@@ -261,6 +263,25 @@ def test_a_correct_numpy_solution_gets_full_marks(solution_result):
         kinds = {c.key: c.total for c in p.checks}
         assert kinds["reference"] == 6 and kinds["edge"] == 2 * len(EDGES[FUNCTIONS[p.name].family])
     assert seconds < 20
+
+
+def test_losses_may_return_numpy_scalars(tmp_path):
+    """np.mean returns a NumPy scalar: a loss that is one (float64, or float32 for float32
+    inputs) is as good as a Python float."""
+    path = tmp_path / "layers.py"
+    path.write_text(SOLUTION.read_text() + """
+
+_mse, _sce = mse_loss, softmax_cross_entropy
+def mse_loss(pred, target):
+    loss, d = _mse(pred, target)
+    return pred.dtype.type(loss), d
+def softmax_cross_entropy(logits, y):
+    loss, d = _sce(logits, y)
+    return np.float64(loss), d
+""")
+    assignment = small_assignment(tmp_path / "a", ["mse_loss", "softmax_cross_entropy"])
+    result = Grader(load_assignment(assignment), reference=reference()).grade(path)
+    assert result.score == result.max_score, reports.text(result)
 
 
 def test_the_reference_graded_as_a_submission_gets_full_marks(homework, tmp_path):

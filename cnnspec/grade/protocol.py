@@ -37,7 +37,7 @@ def encode(value) -> bytes:
 
     def walk(v):
         if isinstance(v, np.ndarray):
-            a = np.ascontiguousarray(v)
+            a = v if v.flags.c_contiguous else v.copy(order="C")   # (ascontiguousarray makes 0-d 1-d)
             if a.dtype.byteorder == ">":
                 a = a.astype(a.dtype.newbyteorder("<"))
             arrays.append(a)
@@ -86,7 +86,7 @@ def decode(body: bytes):
         if offset + nbytes > len(body):
             raise ProtocolError("array data shorter than announced")
         # np.frombuffer of plain numeric dtypes cannot run code; .copy() owns and may be written
-        arrays.append(np.frombuffer(body, dtype, count, offset).reshape(spec[1]).copy())
+        arrays.append(np.frombuffer(body, dtype, count, offset).reshape(tuple(spec[1])).copy())
         offset += nbytes
     if offset != len(body):
         raise ProtocolError("trailing bytes after the arrays")
