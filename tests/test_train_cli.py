@@ -58,6 +58,33 @@ def test_run_crosses_cli_draws_the_feature_maps(tmp_path, capsys):
     assert (tmp_path / "maps.png").stat().st_size > 1000 and (tmp_path / "kernels.png").stat().st_size > 1000
 
 
+def test_edges_on_a_real_photograph(tmp_path, capsys):
+    """specs/edges.cnn's fixed kernels on matplotlib's sample photograph equal a plain NumPy
+    cross-correlation (zero padding 1) of the same picture, read and resized as Pillow does."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    with Image.open(photo) as picture:
+        grey = np.asarray(picture.convert("L").resize((128, 128), Image.Resampling.BILINEAR), np.float64) / 255
+    from cnnspec.data.files import read_image
+    np.testing.assert_allclose(read_image(Path(photo), (1, 128, 128))[0], grey, atol=1e-7)   # what `run` reads
+    padded = np.pad(grey, 1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3))           # 128 x 128 x 3 x 3
+    kernels = {"sobel_x": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],                     # dsl.md's table
+               "laplacian": [[0, 1, 0], [1, -4, 1], [0, 1, 0]],
+               "gaussian_blur": np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16}
+    result = predict(cnnspec.load(SPECS / "edges.cnn").compile(dtype="float64"),
+                     grey[None], layers=["conv1"])
+    maps = result.maps["conv1"]
+    for channel, name in [(0, "sobel_x"), (2, "laplacian"), (5, "gaussian_blur")]:
+        expected = np.einsum("hwij,ij->hw", windows, np.asarray(kernels[name], np.float64))
+        np.testing.assert_allclose(maps[channel], expected, atol=1e-12, err_msg=name)
+    status = main(["run", str(SPECS / "edges.cnn"), "--input", photo, "--feature-maps", str(tmp_path / "e.png")])
+    assert status == 0 and "output (6x128x128):" in capsys.readouterr().out
+    assert (tmp_path / "e.png").stat().st_size > 10000
+
+
 def test_train_evaluate_run_end_to_end(tiny_file, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(tiny_file), "--epochs", "1", "--batch", "8", "--out", str(run), "--no-progress",
