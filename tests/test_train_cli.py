@@ -13,6 +13,7 @@ import pytest
 import cnnspec
 from cnnspec.cli import main
 from cnnspec.train import predict
+from cnnspec.train.inference import kernel_names
 from test_train import TINY
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -45,6 +46,7 @@ def test_crosses_feature_maps_peak_where_the_patterns_are():
     assert np.count_nonzero(plus == 9) == 1 and np.count_nonzero(x == 9) == 1
     pooled = result.output                                         # 2x3x3 after max-pooling
     assert pooled[0, 0, 0] == 9 and pooled[1, 2, 2] == 9
+    assert kernel_names(net, "maps") == ["cross", "x_shape"] and kernel_names(net, "maxpool1") == []
 
 
 def test_run_crosses_cli_draws_the_feature_maps(tmp_path, capsys):

@@ -68,10 +68,10 @@ def plot_curves(history, path) -> None:
     fig.savefig(path)
 
 
-def plot_feature_maps(maps: dict, path, title: str | None = None) -> None:
+def plot_feature_maps(maps: dict, path, title: str | None = None, labels: dict | None = None) -> None:
     """A grid per layer of its channels. ``maps`` maps a layer name to one sample's output,
     (C, H, W) for pictures or (C, L) for sequences (drawn as one C x L strip). Panels of at most
-    8 x 8 values show the numbers."""
+    8 x 8 values show the numbers. ``labels`` may name a layer's channels (e.g. its fixed kernels)."""
     blocks = []                                      # (name, panels, is_sequence)
     for name, array in maps.items():
         array = np.asarray(array, dtype=np.float64)
@@ -96,7 +96,9 @@ def plot_feature_maps(maps: dict, path, title: str | None = None) -> None:
         for k, ax in enumerate(axes.flat):
             if k < len(panels):
                 panel = panels[k]
-                _panel(ax, panel, None if is_sequence else f"channel {k}",
+                names = (labels or {}).get(name) or ()
+                caption = f"channel {k}" + (f": {names[k]}" if k < len(names) else "")
+                _panel(ax, panel, None if is_sequence else caption,
                        annotate=panel.size <= 64, cmap="viridis" if is_sequence else "gray")
             else:
                 ax.axis("off")

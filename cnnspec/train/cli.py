@@ -168,7 +168,7 @@ def evaluate_command(args) -> int:
 def run_command(args) -> int:
     import cnnspec
     from cnnspec.data import read_array
-    from cnnspec.train.inference import class_names, picture_layers, predict
+    from cnnspec.train.inference import class_names, kernel_names, picture_layers, predict
 
     network = cnnspec.load(args.file)
     model = network.compile(dtype="float32", seed=int(network.train_config.get("seed", 0)))
@@ -199,7 +199,8 @@ def run_command(args) -> int:
         if not maps:
             raise CnnSpecError(f"none of the chosen layers ({', '.join(result.maps)}) has a picture- or "
                                f"sequence-shaped output to draw")
-        plot_feature_maps(maps, args.feature_maps, title=f"{network.name} on {Path(args.input).name}")
+        plot_feature_maps(maps, args.feature_maps, title=f"{network.name} on {Path(args.input).name}",
+                          labels={name: kernel_names(network, name) for name in maps})
         print(f"wrote {args.feature_maps} ({', '.join(maps)})")
     if args.filters:
         from cnnspec.render.pictures import plot_filters

@@ -88,6 +88,19 @@ def picture_layers(model) -> list:
     return [name for name in model.live if len(model.graph.nodes[name]["output_shape"]) >= 2]
 
 
+def kernel_names(network, layer: str) -> list:
+    """The names of a conv layer's fixed kernels, one per output channel, when its ``weights=``
+    named them (``weights=[sobel_x, sobel_y]``, or one name for every filter); else []."""
+    node = network.graph.nodes[layer]
+    given = node.get("kwargs", {}).get("weights") if node["op"] == "conv" else None
+    filters = node["output_shape"][0]
+    if isinstance(given, str):
+        return [given] * filters
+    if isinstance(given, (list, tuple)) and len(given) == filters and all(isinstance(g, str) for g in given):
+        return list(given)
+    return []
+
+
 def class_names(network, weights=None) -> list | None:
     """Class names for a network's outputs: from the ``log.json`` written beside the weights by
     ``cnnspec train``, else from the train section's data set when that is ``shapes`` or ``digits``."""
