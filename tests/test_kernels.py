@@ -10,7 +10,7 @@ import pytest
 from cnnspec import kernels as K
 from conftest import numeric_grad
 from cnnspec.kernels import reference as R
-from cnnspec.kernels.conv import GATHER, IM2COL, KN2ROW, _Plan
+from cnnspec.kernels.conv import GATHER, IM2COL, KN2ROW, ROWTAP, _Plan
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-9, np.float32: 1e-4}
@@ -92,7 +92,7 @@ def run_conv(case, dtype):
 def test_conv_cases_cover_every_mode():
     modes = {_Plan(c[:4], (c[4], c[1] // c[10], c[5], c[6]), c[7], c[8], c[9], c[10]).mode
              for c in CONV_CASES}
-    assert modes == {IM2COL, GATHER, KN2ROW}
+    assert modes == {IM2COL, GATHER, KN2ROW, ROWTAP}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -104,24 +104,28 @@ Threads, compile, performance
   (dense) into contiguous ranges run on a small pool of Python threads (``_jit.run_split``;
   ``nogil`` kernels); ``CNNSPEC_THREADS`` sets the count (default: the machine's cores).  Small
   calls stay on the calling thread.  BLAS runs one thread per call (set at import).
-* Compile: every kernel for float32 and float64 takes ~47 s the first time (2 cores, measured
-  under a load of ~3); ``cache=True`` makes a second process load them all in 0.5 s, after
-  0.5 s to import this package (numba 0.14 s, scipy.linalg for BLAS 0.19 s).
+* Compile: every kernel for float32 and float64 takes ~70 s the first time (2 cores; the
+  kernel tests' cold run minus their warm run); a network compiles only the kernels its layers
+  use (convolution: one driver per way of making the matrices), LeNet-5's first training step
+  10 s.  ``cache=True`` makes a second process load them all in 0.5 s, after 0.5 s to import
+  this package (numba 0.14 s, scipy.linalg for BLAS 0.19 s).
 * Measured on this machine (AMD EPYC Zen 4, 2 cores, float32; PyTorch 2.13 with 2 threads,
   timed alternately with ours, best of several runs; the machine was shared, so the absolute
-  numbers moved by +-30% between runs, the ratios less):
+  numbers moved by +-30% between runs, the ratios less; forward+backward counts 3x the
+  forward's FLOPs, also without dx):
 
-  conv, GFLOP/s (ours / PyTorch)       forward               forward+backward
-  3x3 64->64 (8,64,56,56) pad 1       180-190 / 205-215 (0.83-0.89)   161-167 / 152-193 (0.87-1.07)
-  5x5 16->32 (64,16,14,14) pad 0/2    104-127 / 200-250 (0.50-0.64)   108-128 / 158-209 (0.59-0.69)
-  3x3 3->32 (32,3,32,32) pad 1        132-146 / 135-138 (0.95-1.06)    66 / 70 (0.95, with dx)
-  LeNet conv1 1->6 (64,1,32,32)        60-80 / 44 (1.35-1.74)          44-58 / 43 (1.03-1.33)
-  LeNet conv2 6->16 (64,6,14,14)       93-107 / 160-168 (0.55-0.69)    79-94 / 66-86 (0.96-1.24)
+  conv, GFLOP/s (ours / PyTorch)       forward                          forward+backward
+  3x3 64->64 (8,64,56,56) pad 1       183-189 / 123-132 (1.36-1.49)   185-187 / 149-175 (1.07-1.24)
+  5x5 16->32 (64,16,14,14) pad 2      162-175 / 242-245 (0.67-0.71)   158-168 / 231-234 (0.69-0.73)
+  3x3 3->32 (32,3,32,32) pad 1        107-120 / 126-132 (0.81-0.95)    95-99 / 64-70 (1.40-1.50)
+  LeNet conv1 1->6 (64,1,32,32)        61-63 / 38-42 (1.46-1.66)        75-76 / 62-65 (1.14-1.22)
+  LeNet conv2 6->16 (64,6,14,14)       95-96 / 154-158 (0.61-0.62)      95-101 / 83-90 (1.12-1.14)
 
-  LeNet-5 training step (engine + these kernels, SGD momentum): batch 1 5,890 samples/s
-  (PyTorch 780-885: 6.7-7.6x), batch 64 17,000 samples/s (PyTorch 12,000-13,500: 1.3-1.4x).
-  LeNet layer times at batch 1 (us): conv1 fwd 9, bwd (dw) 25; pool1 7; conv2 fwd 19,
-  bwd 40; dense 400-120 fwd 7, bwd 16; the whole step's kernels ~150 us.
+  Training steps (engine + these kernels, SGD momentum), samples/s: LeNet-5 batch 1 5,900
+  (PyTorch 1,130: 5.2x), batch 64 21,000-21,800 (PyTorch 16,200-17,100: 1.28x), batch 256
+  24,300-26,200 (1.34-1.42x); ResNet-8 (3x32x32, batchnorm) batch 64 1,310-1,320 (PyTorch
+  1,250-1,330: 0.99-1.06x).  LeNet layer times at batch 1 (us): conv1 fwd 13, bwd (dw) 17;
+  pool1 8; conv2 fwd 15, bwd 30; dense 400-120 fwd 8, bwd 13; the whole step's kernels ~160 us.
 """
 from cnnspec.kernels import _blas
 

@@ -9,38 +9,55 @@ channels per group); xpad is x with (top, bottom, left, right) zeros around it.
 Every convolution is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``; each thread owns a slice of the workspace and a partial dw/db, summed in
-a fixed order afterwards, so results do not depend on timing).  Two ways to make the matrices:
+a fixed order afterwards, so results do not depend on timing).  Three ways to make the matrices:
 
-* **kn2row** (stride 1): copy the sample once into a zero-padded buffer xp (C, Hp, Wp); then
-  for every tap (i, j) the input the tap sees is the 2-D window ``xp[c, i*dh*Wp + j*dw + q]``,
-  q = oh*Wp + ow, a matrix with leading dimension Hp*Wp that BLAS reads in place.  The output is
-  computed on the "wide" grid (OH, Wp) and the Wp - OW extra columns per row are dropped:
+* **kn2row**: copy the sample once into a zero-padded buffer xp (C, Hp, Wp); then for every tap
+  (i, j) the input the tap sees is the 2-D window ``xp[c, i*dh*Wp + j*dw + q]``, q = oh*Wp + ow,
+  a matrix with leading dimension Hp*Wp that BLAS reads in place.  The output is computed on the
+  "wide" grid (OH, Wp) and the Wp - OW extra columns per row are dropped:
   ``wide (Fg, q) += w[:, :, i, j] (Fg, Cg) @ xp_tap (Cg, q)``.  No im2col copy at all; the wasted
   columns cost (KW - 1) * dw / Wp of the work.  Backward runs the same taps the other way:
   ``dw_tap += dwide @ xp_tap.T`` and ``dxp_tap += w_tap.T @ dwide`` (dwide is zero on the extra
-  columns, so they contribute nothing).
+  columns, so they contribute nothing).  **Strides** run the same way on the sample split into
+  stride phases (``_split_sample``): phase (a, b) = xpad[:, a::sh, b::sw], and tap (i, j) is a
+  stride-1 tap of phase ((i*dh) % sh, (j*dw) % sw) shifted by ((i*dh)//sh, (j*dw)//sw); the
+  wide grid is a phase's width Wq = ceil(Wp / sw).  The split copies the sample once, where
+  im2col copied KH*KW/(sh*sw) times as much element by element: 3x3 stride-2 convolutions ran
+  1.6x faster forward and backward.
+* **rowtap** (stride 1, groups 1): ``col (C*KW, Hp*OW)``, the KW column shifts of every padded
+  row (``_row_col``, contiguous runs); kernel row i then reads col's rows from i*dh on in place:
+  ``out (F, q) += w_i (F, C*KW) @ col_i (C*KW, q)``.  Nothing is wasted, the inner dimension is
+  KW times kn2row's, and the output is written straight into out.  Backward: ``dw_i^T += col_i @
+  dout^T`` over whole planes and ``dcol_i += w_i^T @ dout``, then the KW shifts are added back.
 * **im2col** (any stride): ``col (Cg*KH*KW, rows*OW)`` then ``out = w (Fg, Cg*KH*KW) @ col``;
   backward ``dw += dout @ col.T``, ``dcol = w.T @ dout`` and col2im adds dcol back into dx.  A 1x1
   convolution with stride 1 and no padding needs no col: x itself is the matrix.
 
-Stride 1 uses KN2ROW when Cg >= 16 (products with inner dimension Cg), else GATHER (the taps'
-windows copied into col, inner dimension Cg*KH*KW); other strides use IM2COL.  Measured choices
-(float32, 2 cores): on 3x3 64->64 kn2row ran 187 GFLOP/s against 128 for gather; on LeNet's
-conv2 gather ran 2.5x faster than im2col (whose rows of OW = 10 elements cost more to copy than
-the wide grid's 40% extra columns).  dw is computed as dw^T = col @ dwide^T, BLAS's fast (NN)
-case: 114 against 45 GFLOP/s for dw = dwide @ col^T on LeNet's conv2.  Performance table:
-``cnnspec/kernels/__init__.py``.
+Choice (``_Plan``): 1x1 with stride 1 and no padding, or a kernel smaller than the stride (whose
+phases would be copied for nothing): IM2COL.  Stride 1, groups 1, few channels (C < 32) or a
+wide grid wasting over 15% of its columns: ROWTAP (``_use_rowtap`` has the measurements: 25% on
+5x5 16->32 on 14x14, 10-45% for few channels).  Otherwise KN2ROW when Cg >= 16 (products with
+inner dimension Cg), else GATHER (the taps' windows copied into col, inner dimension
+Cg*KH*KW).  Measured (float32, 2 cores): on 3x3 64->64 kn2row ran 187 GFLOP/s against 128 for
+gather; on LeNet's conv2 gather ran 2.5x faster than im2col (whose rows of OW = 10 elements
+cost more to copy than the wide grid's 40% extra columns), rowtap 20% faster again.  dw is
+computed as dw^T = col @ dwide^T, BLAS's fast (NN) case: 114 against 45 GFLOP/s for dw = dwide
+@ col^T on LeNet's conv2.  Performance table: ``cnnspec/kernels/__init__.py``.
 """
 import numpy as np
 
 from cnnspec.kernels._blas import gemm
 from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
 
-# Chunk sizes (measured): kn2row products of about 128 columns (105 GFLOP/s on one core against
-# 80 for whole rows of 3248) and col chunks of about 32k elements stay on OpenBLAS's
-# small-matrix path and in L2.
-_KN2ROW_COLUMNS = 128
+# Chunk sizes (measured): kn2row (and rowtap) products whose output and input panels,
+# (Fg + Cg) x columns, hold about 32k elements (3x3 64->64: 256 columns, 105 GFLOP/s on one core
+# against 80 for whole rows of 3248; 16->16 channels: 1024 columns, 15% faster than 128) and col
+# chunks of about 32k elements stay on OpenBLAS's small-matrix path and in L2.  Rowtap's col
+# holds a whole sample: at most _ROWTAP_MAX_COL elements (1 MB in float32).
+_KN2ROW_ELEMENTS = 32768
 _KN2ROW_CHANNELS = 16
+_ROWTAP_ELEMENTS = 32768
+_ROWTAP_MAX_COL = 1 << 18
 _IM2COL_ELEMENTS = 32768
 
 # -- shapes -----------------------------------------------------------------------------------
@@ -60,19 +77,23 @@ def conv2d_output_shape(x_shape, w_shape, stride, pad, dilation=(1, 1)):
 
 
 # How a convolution runs (``_Plan.mode``).
-IM2COL = 0        # any stride: col (Cg*KH*KW, rows*OW) per chunk; 1x1/stride 1/no pad: x itself
-GATHER = 1        # stride 1, few channels: the taps' windows of xp copied into col (contiguous)
-KN2ROW = 2        # stride 1, Cg >= 16: BLAS reads every tap's window of xp in place
+IM2COL = 0        # 1x1/stride 1/no pad (x itself), or kernel < stride: col (Cg*KH*KW, rows*OW)
+GATHER = 1        # Cg < 16: the taps' windows of the phases copied into col (contiguous)
+KN2ROW = 2        # Cg >= 16: BLAS reads every tap's window of the phases in place
+ROWTAP = 3        # stride 1, groups 1, few channels or narrow rows: col (C*KW, Hp*OW), KH products
 
 
 class _Plan:
     """How one convolution runs: mode, row-chunk size and workspace layout (in elements).
 
-    The workspace holds ``shared`` elements (KN2ROW: the weights, tap-major) and then one
-    ``per_thread`` slice per thread with the offsets ``layout = (xp, wide, col, dw, db)``:
-    GATHER/KN2ROW  [xp | dxp | wide chunk | its transpose | col (GATHER) | partial dw | db]
+    The workspace holds ``shared`` elements (KN2ROW: the weights, tap-major; ROWTAP: by kernel
+    row) and then one ``per_thread`` slice per thread with the offsets
+    ``layout = (xp, wide, col, dw, db)``:
+    GATHER/KN2ROW  [xp (phases) | dxp | wide chunk | its transpose | col (GATHER) | partial dw | db]
+    ROWTAP         [col | dcol | dout^T (OH*OW, F) | partial dw | db]   (xp, wide = their ends)
     IM2COL         [col | partial dw | partial db]                (xp = wide = col = 0)
-    Partial dw layouts: IM2COL (F, Cg*KH*KW) like w; GATHER (Cg*KH*KW, F); KN2ROW (taps, Cg, F).
+    Partial dw layouts: IM2COL (F, Cg*KH*KW) like w; GATHER (Cg*KH*KW, F); KN2ROW (taps, Cg, F);
+    ROWTAP (KH, C*KW, F).
     """
 
     __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout")
@@ -83,21 +104,32 @@ class _Plan:
         k = cg * kh * kw
         oh, ow = conv2d_output_shape(x_shape, w_shape, stride, pad, dilation)[2:]
         self.identity = (kh == 1 and kw == 1 and stride == (1, 1) and pad == (0, 0, 0, 0))
-        if stride != (1, 1) or self.identity:
+        if self.identity or kh < stride[0] or kw < stride[1]:
             self.mode = IM2COL
             self.rows = max(1, min(oh, _IM2COL_ELEMENTS // max(1, k * ow)))
             self.shared = 0
             o_dw = 0 if self.identity else k * self.rows * ow
             self.layout = (0, 0, 0, o_dw, o_dw + f * k)
+        elif _use_rowtap(x_shape, w_shape, stride, pad, dilation, groups, ow):
+            self.mode = ROWTAP
+            kc = c * kw                      # inner dimension of the products
+            big_l = (h + pad[0] + pad[1]) * ow
+            self.rows = max(1, min(oh, _ROWTAP_ELEMENTS // ((f + kc) * ow)))
+            o_dcol = c * kw * big_l
+            o_doutt = 2 * o_dcol
+            o_dw = o_doutt + oh * ow * f
+            self.shared = f * k
+            self.layout = (o_dcol, o_doutt, o_dw, o_dw, o_dw + f * k)
         else:
             self.mode = KN2ROW if cg >= _KN2ROW_CHANNELS else GATHER
-            hp, wp = h + pad[0] + pad[1], w + pad[2] + pad[3]
+            hq, wq = _phase_shape(h, w, stride, pad)
             if self.mode == KN2ROW:
-                self.rows = max(1, min(oh, _KN2ROW_COLUMNS // wp))
+                fg = f // groups
+                self.rows = max(1, min(oh, _KN2ROW_ELEMENTS // ((fg + cg) * wq)))
             else:
-                self.rows = max(1, min(oh, _IM2COL_ELEMENTS // (k * wp)))
-            q = self.rows * wp
-            xp = c * hp * wp + (kw - 1) * dilation[1]
+                self.rows = max(1, min(oh, _IM2COL_ELEMENTS // (k * wq)))
+            q = self.rows * wq
+            xp = stride[0] * stride[1] * c * hq * wq + (kw - 1) * dilation[1] // stride[1]
             o_col = 2 * xp + 2 * f * q
             o_dw = o_col + (k * q if self.mode == GATHER else 0)
             self.shared = kh * kw * f * cg if self.mode == KN2ROW else 0
@@ -106,6 +138,21 @@ class _Plan:
 
     def workspace_size(self, threads):
         return self.shared + threads * self.per_thread
+
+
+def _use_rowtap(x_shape, w_shape, stride, pad, dilation, groups, ow):
+    """ROWTAP (stride 1, groups 1, a col of at most _ROWTAP_MAX_COL elements) for few channels,
+    where it replaces GATHER, or where the wide grid would waste over 15% of its columns.
+    Measured (float32, 2 cores, forward / backward): LeNet conv1 1->6 15% / 20% faster than
+    gather, 3x3 3->32 on 32x32 5% / 45%; 3x3 16->16 on 32x32 as fast / 12% faster than kn2row,
+    5x5 16->32 on 14x14 pad 2 25%, 3x3 64->64 on 8x8 10%; but 3x3 32->32 on 16x16 (11% waste)
+    5% slower, and on big planes (3x3 64->64 on 56x56, 3% waste) kn2row keeps its lead."""
+    c, h, w = x_shape[1], x_shape[2], x_shape[3]
+    kw = w_shape[3]
+    wp = w + pad[2] + pad[3]
+    col = c * kw * (h + pad[0] + pad[1]) * ow
+    return (stride == (1, 1) and groups == 1 and col <= _ROWTAP_MAX_COL
+            and (c < 2 * _KN2ROW_CHANNELS or (wp - ow) * 100 > 15 * wp))
 
 
 def conv2d_workspace_size(x_shape, w_shape, stride, pad, dilation=(1, 1), groups=1):
@@ -122,6 +169,14 @@ def conv2d_workspace_size(x_shape, w_shape, stride, pad, dilation=(1, 1), groups
 
 
 @jit
+def _zero(a):
+    """a[:] = 0 for a 1-D array, as a loop: numba's slice assignment compiles its general
+    broadcasting code (seconds of first-call compile time for the kernels that use it)."""
+    for e in range(a.size):
+        a[e] = 0
+
+
+@jit
 def _span(n_out, n_in, step, offset):
     """Outputs o in [lo, hi) with 0 <= o * step + offset < n_in (the rest read padding)."""
     lo = 0
@@ -134,18 +189,131 @@ def _span(n_out, n_in, step, offset):
     return min(lo, hi), hi
 
 
-@jit
-def _pad_sample(x, n, pad, xp):
-    """xp (flat) = x[n] (C, H, W) with zero borders (C, Hp, Wp); zeros after it to the end."""
-    _, c_, h_, w_ = x.shape
+def _phase_shape(h_, w_, stride, pad):
+    """(Hq, Wq): rows and columns of one phase plane of the padded input (see _split_sample)."""
     hp, wp = h_ + pad[0] + pad[1], w_ + pad[2] + pad[3]
-    xp[:] = 0
-    for c in range(c_):
-        for h in range(h_):
-            src = x[n, c, h]
-            dst = xp[(c * hp + h + pad[0]) * wp + pad[2]:]
-            for j in range(w_):
-                dst[j] = src[j]
+    return -(-hp // stride[0]), -(-wp // stride[1])
+
+
+_phase_shape_jit = jit(_phase_shape)
+
+
+@jit
+def _phase_runs(size, before, step, phase):
+    """Input positions p = p0 + e*step (e < count) whose padded position p + before lies in
+    ``phase`` (= (p + before) % step); their index in the phase is s0 + e.  Returns p0, s0, count."""
+    p0 = (phase - before) % step
+    if p0 >= size:
+        return 0, 0, 0
+    return p0, (p0 + before) // step, (size - p0 + step - 1) // step
+
+
+@jit
+def _split_sample(x, n, stride, pad, zero, xp):
+    """xp (flat) = x[n] zero-padded and split into stride phases (sh*sw, C, Hq, Wq):
+    xp[(a*sw + b), c, r, s] = xpad[c, r*sh + a, s*sw + b].  With stride 1 that is just the padded
+    sample (C, Hp, Wp).  A strided convolution is then a sum of stride-1 taps over the phases
+    (tap (i, j) reads phase ((i*dh) % sh, (j*dw) % sw) shifted by ((i*dh)//sh, (j*dw)//sw)), so
+    every stride runs on the wide-grid products without an im2col copy.  The borders are the
+    same for every sample: ``zero`` (first sample of a call) clears the whole buffer, including
+    the tail after it that the wide grid's last row reads."""
+    _, c_, h_, w_ = x.shape
+    sh, sw = stride
+    hq, wq = _phase_shape_jit(h_, w_, stride, pad)
+    plane = hq * wq
+    if zero:
+        _zero(xp)
+    xf = x.reshape(x.size)
+    if sh == 1 and sw == 1:                  # flat arrays, unsigned indices: see _to_wide
+        for c in range(c_):
+            for h in range(h_):
+                src = np.uint64(((n * c_ + c) * h_ + h) * w_)
+                dst = np.uint64((c * hq + h + pad[0]) * wq + pad[2])
+                for e in range(w_):
+                    xp[dst + np.uint64(e)] = xf[src + np.uint64(e)]
+        return
+    # row phase by row phase, so that the divisions are out of the loops (one per row cost 3x)
+    be = pad[2] % sw                         # the column phase that even columns of x go to
+    _, se, _ = _phase_runs(w_, pad[2], sw, be)
+    _, so, _ = _phase_runs(w_, pad[2], sw, 1 - be)
+    half = w_ // 2
+    one, two = np.uint64(1), np.uint64(2)
+    for a in range(sh):
+        h0, r0, rows = _phase_runs(h_, pad[0], sh, a)
+        for c in range(c_):
+            for rr in range(rows):
+                # flat arrays and unsigned indices, no views: a row view cost as much as the
+                # copy of its few elements, and unsigned indices skip the negative-index test
+                src = np.uint64(((n * c_ + c) * h_ + h0 + rr * sh) * w_)
+                at = (a * sw * c_ + c) * plane + (r0 + rr) * wq
+                if sw == 2:                  # even and odd columns in one loop
+                    de = np.uint64(at + be * c_ * plane + se)
+                    do = np.uint64(at + (1 - be) * c_ * plane + so)
+                    for e in range(half):
+                        u = np.uint64(e)
+                        xp[de + u] = xf[src + two * u]
+                        xp[do + u] = xf[src + two * u + one]
+                    if w_ % 2:
+                        xp[de + np.uint64(half)] = xf[src + np.uint64(w_ - 1)]
+                    continue
+                for b in range(sw):
+                    pb, sb, nb = _phase_runs(w_, pad[2], sw, b)
+                    dst = np.uint64(at + b * c_ * plane + sb)
+                    for e in range(nb):
+                        xp[dst + np.uint64(e)] = xf[src + np.uint64(pb + sw * e)]
+
+
+@jit
+def _merge_phases(dxp, stride, pad, n, accumulate, dx):
+    """dx[n] (+)= dxp (phases, as _split_sample lays them out) without the padding (flat arrays
+    and unsigned indices, as in _split_sample)."""
+    _, c_, h_, w_ = dx.shape
+    sh, sw = stride
+    hq, wq = _phase_shape_jit(h_, w_, stride, pad)
+    plane = hq * wq
+    dxf = dx.reshape(dx.size)
+    be = pad[2] % sw                         # the column phase of x's even columns
+    _, se, _ = _phase_runs(w_, pad[2], sw, be)
+    _, so, _ = _phase_runs(w_, pad[2], sw, 1 - be)
+    half = w_ // 2
+    one, two = np.uint64(1), np.uint64(2)
+    for a in range(sh):
+        h0, r0, rows = _phase_runs(h_, pad[0], sh, a)
+        for c in range(c_):
+            for rr in range(rows):
+                dst = np.uint64(((n * c_ + c) * h_ + h0 + rr * sh) * w_)
+                at = (a * sw * c_ + c) * plane + (r0 + rr) * wq
+                if sw == 2 and w_ % 2 == 0:  # even and odd columns in one loop
+                    de = np.uint64(at + be * c_ * plane + se)
+                    do = np.uint64(at + (1 - be) * c_ * plane + so)
+                    if accumulate:
+                        for e in range(half):
+                            u = np.uint64(e)
+                            dxf[dst + two * u] += dxp[de + u]
+                            dxf[dst + two * u + one] += dxp[do + u]
+                    else:
+                        for e in range(half):
+                            u = np.uint64(e)
+                            dxf[dst + two * u] = dxp[de + u]
+                            dxf[dst + two * u + one] = dxp[do + u]
+                    continue
+                for b in range(sw):
+                    pb, sb, nb = _phase_runs(w_, pad[2], sw, b)
+                    src = np.uint64(at + b * c_ * plane + sb)
+                    if accumulate:
+                        for e in range(nb):
+                            dxf[dst + np.uint64(pb + sw * e)] += dxp[src + np.uint64(e)]
+                    else:
+                        for e in range(nb):
+                            dxf[dst + np.uint64(pb + sw * e)] = dxp[src + np.uint64(e)]
+
+
+@jit
+def _tap_offset(i, j, c_, plane, wq, stride, dilation):
+    """Offset in the phase buffer of tap (i, j)'s window for output (0, 0) of channel 0."""
+    ai, aj = i * dilation[0], j * dilation[1]
+    phase = (ai % stride[0]) * stride[1] + aj % stride[1]
+    return phase * c_ * plane + (ai // stride[0]) * wq + aj // stride[1]
 
 
 @jit
@@ -161,30 +329,37 @@ def _tap_major(w, wt):
 
 @jit
 def _im2col(x, n, c0, cg, kernel, stride, pad, dilation, oh0, oh1, ow_, col):
-    """col[(c, i, j), (oh - oh0)*OW + ow] = xpad[n, c0 + c, oh*sh + i*dh, ow*sw + j*dw]."""
-    h_, w_ = x.shape[2], x.shape[3]
-    sw = stride[1]
+    """col[(c, i, j), (oh - oh0)*OW + ow] = xpad[n, c0 + c, oh*sh + i*dh, ow*sw + j*dw].
+
+    Flat arrays and unsigned indices instead of a view per output row: the rows are short
+    (1x1 stride-2 convolutions: 16 elements) and a view costs about as much as copying them
+    (measured 2.5x faster)."""
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    sw = np.uint64(stride[1])
     pc = (oh1 - oh0) * ow_
+    xf = x.reshape(x.size)
     for c in range(cg):
         for i in range(kernel[0]):
             for j in range(kernel[1]):
                 row = ((c * kernel[0] + i) * kernel[1] + j) * pc
                 off = j * dilation[1] - pad[2]
-                lo, hi = _span(ow_, w_, sw, off)
+                lo, hi = _span(ow_, w_, stride[1], off)
                 for oh in range(oh0, oh1):
-                    dst = col[row + (oh - oh0) * ow_:row + (oh - oh0 + 1) * ow_]
+                    d = np.uint64(row + (oh - oh0) * ow_)
                     ih = oh * stride[0] + i * dilation[0] - pad[0]
                     if ih < 0 or ih >= h_:
-                        dst[:] = 0
+                        for e in range(ow_):
+                            col[d + np.uint64(e)] = 0
                         continue
                     for e in range(lo):
-                        dst[e] = 0
-                    src = x[n, c0 + c, ih, lo * sw + off:]
-                    inner = dst[lo:]
+                        col[d + np.uint64(e)] = 0
+                    src = np.uint64((((n * c_ + c0 + c) * h_ + ih) * w_) + lo * stride[1] + off)
+                    d += np.uint64(lo)
                     for e in range(hi - lo):
-                        inner[e] = src[e * sw]
-                    for e in range(hi, ow_):
-                        dst[e] = 0
+                        col[d + np.uint64(e)] = xf[src + sw * np.uint64(e)]
+                    d += np.uint64(hi - lo)
+                    for e in range(ow_ - hi):
+                        col[d + np.uint64(e)] = 0
 
 
 @jit
@@ -193,6 +368,9 @@ def _col2im_add(col, kernel, stride, pad, dilation, oh0, oh1, ow_, n, c0, cg, dx
     h_, w_ = dx.shape[2], dx.shape[3]
     sw = stride[1]
     pc = (oh1 - oh0) * ow_
+    c_ = dx.shape[1]
+    dxf = dx.reshape(dx.size)
+    step = np.uint64(sw)
     for c in range(cg):
         for i in range(kernel[0]):
             for j in range(kernel[1]):
@@ -203,166 +381,168 @@ def _col2im_add(col, kernel, stride, pad, dilation, oh0, oh1, ow_, n, c0, cg, dx
                     ih = oh * stride[0] + i * dilation[0] - pad[0]
                     if ih < 0 or ih >= h_:
                         continue
-                    src = col[row + (oh - oh0) * ow_ + lo:]
-                    dst = dx[n, c0 + c, ih, lo * sw + off:]
+                    src = np.uint64(row + (oh - oh0) * ow_ + lo)
+                    dst = np.uint64(((n * c_ + c0 + c) * h_ + ih) * w_ + lo * sw + off)
                     for e in range(hi - lo):
-                        dst[e * sw] += src[e]
+                        dxf[dst + step * np.uint64(e)] += col[src + np.uint64(e)]
 
 
 @jit
-def _gather_taps(xp, g, cg, kernel, dilation, plane, wp, oh0, q, col):
-    """col[(c, i, j), :q] = xp[g*cg + c, tap (i, j) window from row oh0] (contiguous runs)."""
+def _gather_taps(xp, c_, g, cg, kernel, stride, dilation, plane, wq, oh0, q, col):
+    """col[(c, i, j), :q] = xp[tap (i, j) window of channel g*cg + c from row oh0] (contiguous
+    runs; c_ channels in all, see _tap_offset)."""
     for c in range(cg):
         for i in range(kernel[0]):
             for j in range(kernel[1]):
-                src = xp[(g * cg + c) * plane + (oh0 + i * dilation[0]) * wp + j * dilation[1]:]
+                src = xp[_tap_offset(i, j, c_, plane, wq, stride, dilation)
+                         + (g * cg + c) * plane + oh0 * wq:]
                 dst = col[((c * kernel[0] + i) * kernel[1] + j) * q:]
                 for e in range(q):
                     dst[e] = src[e]
 
 
 @jit
-def _scatter_taps(col, g, cg, kernel, dilation, plane, wp, oh0, q, dxp):
+def _scatter_taps(col, c_, g, cg, kernel, stride, dilation, plane, wq, oh0, q, dxp):
     """The adjoint of _gather_taps: dxp[tap window] += col[(c, i, j), :q]."""
     for c in range(cg):
         for i in range(kernel[0]):
             for j in range(kernel[1]):
-                dst = dxp[(g * cg + c) * plane + (oh0 + i * dilation[0]) * wp + j * dilation[1]:]
+                dst = dxp[_tap_offset(i, j, c_, plane, wq, stride, dilation)
+                          + (g * cg + c) * plane + oh0 * wq:]
                 src = col[((c * kernel[0] + i) * kernel[1] + j) * q:]
                 for e in range(q):
                     dst[e] += src[e]
 
 
+# The small copies below use flat arrays and unsigned indices (np.uint64) rather than a view per
+# row: rows are short (8 to 32 elements in ResNet-8), a view costs about as much as copying
+# them, and an unsigned index needs no negative-index test (measured: stride-2 phase split 2.8x,
+# merge 2.8x, 1x1 stride-2 im2col 2x faster).
+
+
 @jit
 def _to_wide(dout, n, oh0, r, wp, wide):
     """wide[f, rr*Wp + ow] = dout[n, f, oh0 + rr, ow]; zero on the Wp - OW extra columns."""
-    f_, ow_ = dout.shape[1], dout.shape[3]
+    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
     q = r * wp
+    df = dout.reshape(dout.size)
     for f in range(f_):
         for rr in range(r):
-            src = dout[n, f, oh0 + rr]
-            dst = wide[f * q + rr * wp:f * q + (rr + 1) * wp]
+            src = np.uint64(((n * f_ + f) * oh_ + oh0 + rr) * ow_)
+            dst = np.uint64(f * q + rr * wp)
             for e in range(ow_):
-                dst[e] = src[e]
+                wide[dst + np.uint64(e)] = df[src + np.uint64(e)]
             for e in range(ow_, wp):
-                dst[e] = 0
+                wide[dst + np.uint64(e)] = 0
 
 
 @jit
 def _to_wide_t(dout, n, oh0, r, wp, wide_t):
     """wide_t[rr*Wp + ow, f] = dout[n, f, oh0 + rr, ow]: the transpose of _to_wide's matrix."""
-    f_, ow_ = dout.shape[1], dout.shape[3]
+    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
+    df = dout.reshape(dout.size)
+    step = np.uint64(oh_ * ow_)
     for rr in range(r):
         for ow in range(wp):
-            dst = wide_t[(rr * wp + ow) * f_:(rr * wp + ow + 1) * f_]
+            dst = np.uint64((rr * wp + ow) * f_)
             if ow < ow_:
+                src = np.uint64((n * f_ * oh_ + oh0 + rr) * ow_ + ow)
                 for f in range(f_):
-                    dst[f] = dout[n, f, oh0 + rr, ow]
+                    wide_t[dst + np.uint64(f)] = df[src + step * np.uint64(f)]
             else:
-                dst[:] = 0
+                for f in range(f_):
+                    wide_t[dst + np.uint64(f)] = 0
 
 
 @jit
 def _from_wide(wide, b, n, oh0, r, wp, out):
     """out[n, f, oh0 + rr, :] = wide[f, rr*Wp : rr*Wp + OW] + b[f] (the extra columns dropped)."""
-    f_, ow_ = out.shape[1], out.shape[3]
+    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
     q = r * wp
+    of = out.reshape(out.size)
     for f in range(f_):
         bias = b[f] if b.size > 0 else 0
         for rr in range(r):
-            src = wide[f * q + rr * wp:]
-            dst = out[n, f, oh0 + rr]
+            src = np.uint64(f * q + rr * wp)
+            dst = np.uint64(((n * f_ + f) * oh_ + oh0 + rr) * ow_)
             for e in range(ow_):
-                dst[e] = src[e] + bias
-
-
-@jit
-def _crop_padding(dxp, pad, n, accumulate, dx):
-    """dx[n] (+)= dxp (C, Hp, Wp) without its borders."""
-    _, c_, h_, w_ = dx.shape
-    hp, wp = h_ + pad[0] + pad[1], w_ + pad[2] + pad[3]
-    for c in range(c_):
-        for h in range(h_):
-            src = dxp[(c * hp + h + pad[0]) * wp + pad[2]:]
-            dst = dx[n, c, h]
-            if accumulate:
-                for j in range(w_):
-                    dst[j] += src[j]
-            else:
-                for j in range(w_):
-                    dst[j] = src[j]
+                of[dst + np.uint64(e)] = wide[src + np.uint64(e)] + bias
 
 
 # -- one sample -------------------------------------------------------------------------------
 
 
 @jit
-def _wide_forward(x, n, w, wt, b, kernel, pad, dilation, groups, out, gather, rows, xp, wide,
-                  col):
-    """Stride 1: out[n] on the wide grid (OH, Wp), taps read in place (kn2row) or gathered."""
+def _wide_forward(x, n, w, wt, b, kernel, stride, pad, dilation, groups, out, gather, rows,
+                  zero, xp, wide, col):
+    """out[n] on the wide grid (OH, Wq) of the phase planes, taps read in place (kn2row) or
+    gathered."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
     cg, fg = c_ // groups, f_ // groups
     k = cg * kernel[0] * kernel[1]
-    wp = w_ + pad[2] + pad[3]
-    plane = (h_ + pad[0] + pad[1]) * wp
+    hq, wq = _phase_shape_jit(h_, w_, stride, pad)
+    plane = hq * wq
     wf = w.reshape(w.size)
-    _pad_sample(x, n, pad, xp)
+    _split_sample(x, n, stride, pad, zero, xp)
     for oh0 in range(0, oh_, rows):
         r = min(rows, oh_ - oh0)
-        q = r * wp
+        q = r * wq
         for g in range(groups):
             if gather:
-                _gather_taps(xp, g, cg, kernel, dilation, plane, wp, oh0, q, col)
+                _gather_taps(xp, c_, g, cg, kernel, stride, dilation, plane, wq, oh0, q, col)
                 gemm(False, False, fg, q, k, 1.0, wf[g * fg * k:], k, col, q,
                      0.0, wide[g * fg * q:], q)
                 continue
             for i in range(kernel[0]):
                 for j in range(kernel[1]):
                     tap = i * kernel[1] + j
-                    shift = g * cg * plane + (oh0 + i * dilation[0]) * wp + j * dilation[1]
+                    shift = (_tap_offset(i, j, c_, plane, wq, stride, dilation)
+                             + g * cg * plane + oh0 * wq)
                     gemm(False, False, fg, q, cg, 1.0, wt[(tap * f_ + g * fg) * cg:], cg,
                          xp[shift:], plane, 0.0 if tap == 0 else 1.0, wide[g * fg * q:], q)
-        _from_wide(wide, b, n, oh0, r, wp, out)
+        _from_wide(wide, b, n, oh0, r, wq, out)
 
 
 @jit
-def _wide_backward(dout, x, n, w, wt, kernel, pad, dilation, groups, dx, accumulate, need_dx,
-                   need_dw, gather, rows, xp, dxp, wide, wide_t, col, dwp):
+def _wide_backward(dout, x, n, w, wt, kernel, stride, pad, dilation, groups, dx, accumulate,
+                   need_dx, need_dw, gather, rows, zero, xp, dxp, wide, wide_t, col, dwp):
     """dx (+)= and dw^T += for sample n (dwp: GATHER (K, F), KN2ROW (taps, Cg, F))."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
     cg, fg = c_ // groups, f_ // groups
     k = cg * kernel[0] * kernel[1]
-    wp = w_ + pad[2] + pad[3]
-    plane = (h_ + pad[0] + pad[1]) * wp
+    hq, wq = _phase_shape_jit(h_, w_, stride, pad)
+    plane = hq * wq
     wf = w.reshape(w.size)
     if need_dw:
-        _pad_sample(x, n, pad, xp)
+        _split_sample(x, n, stride, pad, zero, xp)
     if need_dx:
-        dxp[:] = 0
+        _zero(dxp)
     for oh0 in range(0, oh_, rows):
         r = min(rows, oh_ - oh0)
-        q = r * wp
+        q = r * wq
         if need_dx:
-            _to_wide(dout, n, oh0, r, wp, wide)
+            _to_wide(dout, n, oh0, r, wq, wide)
         if need_dw:                          # dw^T = col @ dwide^T is BLAS's fast (NN) case
-            _to_wide_t(dout, n, oh0, r, wp, wide_t)
+            _to_wide_t(dout, n, oh0, r, wq, wide_t)
         for g in range(groups):
             if gather:
                 if need_dw:
-                    _gather_taps(xp, g, cg, kernel, dilation, plane, wp, oh0, q, col)
+                    _gather_taps(xp, c_, g, cg, kernel, stride, dilation, plane, wq, oh0, q, col)
                     gemm(False, False, k, fg, q, 1.0, col, q, wide_t[g * fg:], f_,
                          1.0, dwp[g * fg:], f_)
                 if need_dx:
                     gemm(True, False, k, q, fg, 1.0, wf[g * fg * k:], k, wide[g * fg * q:], q,
                          0.0, col, q)
-                    _scatter_taps(col, g, cg, kernel, dilation, plane, wp, oh0, q, dxp)
+                    _scatter_taps(col, c_, g, cg, kernel, stride, dilation, plane, wq, oh0, q,
+                                  dxp)
                 continue
             for i in range(kernel[0]):
                 for j in range(kernel[1]):
                     tap = i * kernel[1] + j
-                    shift = g * cg * plane + (oh0 + i * dilation[0]) * wp + j * dilation[1]
+                    shift = (_tap_offset(i, j, c_, plane, wq, stride, dilation)
+                             + g * cg * plane + oh0 * wq)
                     if need_dw:
                         gemm(False, False, cg, fg, q, 1.0, xp[shift:], plane, wide_t[g * fg:],
                              f_, 1.0, dwp[tap * cg * f_ + g * fg:], f_)
@@ -370,7 +550,119 @@ def _wide_backward(dout, x, n, w, wt, kernel, pad, dilation, groups, dx, accumul
                         gemm(True, False, cg, q, fg, 1.0, wt[(tap * f_ + g * fg) * cg:], cg,
                              wide[g * fg * q:], q, 1.0, dxp[shift:], plane)
     if need_dx:
-        _crop_padding(dxp, pad, n, accumulate, dx)
+        _merge_phases(dxp, stride, pad, n, accumulate, dx)
+
+
+@jit
+def _row_major_taps(w, wr):
+    """wr[i, f, (c, j)] = w[f, c, i, j] (flat): each kernel row i is a BLAS matrix (F, C*KW)."""
+    f_, c_, kh, kw = w.shape
+    for f in range(f_):
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    wr[((i * f_ + f) * c_ + c) * kw + j] = w[f, c, i, j]
+
+
+@jit
+def _row_col(x, n, pad, dilation, kw, ow_, col):
+    """col[(c, j), hp, ow] = xpad[n, c, hp, ow + j*dw] for every padded row hp (C*KW, Hp*OW)."""
+    _, c_, h_, w_ = x.shape
+    hp = h_ + pad[0] + pad[1]
+    xf = x.reshape(x.size)
+    for c in range(c_):
+        for j in range(kw):
+            base = (c * kw + j) * hp * ow_
+            off = j * dilation[1] - pad[2]
+            lo, hi = _span(ow_, w_, 1, off)
+            for r in range(hp):
+                dst = np.uint64(base + r * ow_)
+                h = r - pad[0]
+                if h < 0 or h >= h_:
+                    for e in range(ow_):
+                        col[dst + np.uint64(e)] = 0
+                    continue
+                for e in range(lo):
+                    col[dst + np.uint64(e)] = 0
+                src = np.uint64(((n * c_ + c) * h_ + h) * w_ + lo + off)
+                inner = dst + np.uint64(lo)
+                for e in range(hi - lo):
+                    col[inner + np.uint64(e)] = xf[src + np.uint64(e)]
+                for e in range(hi, ow_):
+                    col[dst + np.uint64(e)] = 0
+
+
+@jit
+def _row_col_add(dcol, pad, dilation, kw, ow_, n, accumulate, dx):
+    """The adjoint of _row_col: dx[n] (+)= the sum of dcol's windows (padding dropped)."""
+    _, c_, h_, w_ = dx.shape
+    hp = h_ + pad[0] + pad[1]
+    if not accumulate:
+        _zero(dx[n].reshape(dx[n].size))
+    dxf = dx.reshape(dx.size)
+    for c in range(c_):
+        for j in range(kw):
+            base = (c * kw + j) * hp * ow_
+            off = j * dilation[1] - pad[2]
+            lo, hi = _span(ow_, w_, 1, off)
+            for h in range(h_):
+                src = np.uint64(base + (h + pad[0]) * ow_ + lo)
+                dst = np.uint64(((n * c_ + c) * h_ + h) * w_ + lo + off)
+                for e in range(hi - lo):
+                    dxf[dst + np.uint64(e)] += dcol[src + np.uint64(e)]
+
+
+@jit
+def _rowtap_forward(x, n, wr, b, kernel, pad, dilation, out, rows, col):
+    """out[n] = sum over kernel rows i of wr[i] (F, C*KW) @ col shifted by i*dh rows."""
+    c_, h_ = x.shape[1], x.shape[2]
+    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
+    kc = c_ * kernel[1]
+    p = oh_ * ow_
+    big_l = (h_ + pad[0] + pad[1]) * ow_
+    of = out.reshape(out.size)
+    _row_col(x, n, pad, dilation, kernel[1], ow_, col)
+    for oh0 in range(0, oh_, rows):
+        q = min(rows, oh_ - oh0) * ow_
+        dst = of[n * f_ * p + oh0 * ow_:]
+        for i in range(kernel[0]):
+            gemm(False, False, f_, q, kc, 1.0, wr[i * f_ * kc:], kc,
+                 col[(oh0 + i * dilation[0]) * ow_:], big_l, 0.0 if i == 0 else 1.0, dst, p)
+    if b.size > 0:
+        for f in range(f_):
+            plane = of[(n * f_ + f) * p:(n * f_ + f + 1) * p]
+            for e in range(p):
+                plane[e] += b[f]
+
+
+@jit
+def _rowtap_backward(dout, x, n, wr, kernel, pad, dilation, dx, accumulate, need_dx, need_dw,
+                     rows, col, dcol, doutt, dwp):
+    """dx (+)= and dw^T += for sample n; dwp (KH, C*KW, F): dw_i^T += col_i @ dout^T."""
+    c_, h_ = x.shape[1], x.shape[2]
+    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
+    kc = c_ * kernel[1]
+    p = oh_ * ow_
+    big_l = (h_ + pad[0] + pad[1]) * ow_
+    df = dout.reshape(dout.size)
+    if need_dw:
+        _row_col(x, n, pad, dilation, kernel[1], ow_, col)
+        for f in range(f_):                  # dout^T (P, F): the products' fast (NN) case
+            src = df[(n * f_ + f) * p:(n * f_ + f + 1) * p]
+            for e in range(p):
+                doutt[np.uint64(e * f_ + f)] = src[e]
+        for i in range(kernel[0]):           # whole planes: a long inner dimension is fast
+            gemm(False, False, kc, f_, p, 1.0, col[i * dilation[0] * ow_:], big_l, doutt, f_,
+                 1.0, dwp[i * kc * f_:], f_)
+    if not need_dx:
+        return
+    _zero(dcol[:kc * big_l])
+    for oh0 in range(0, oh_, rows):
+        q = min(rows, oh_ - oh0) * ow_
+        for i in range(kernel[0]):
+            gemm(True, False, kc, q, f_, 1.0, wr[i * f_ * kc:], kc, df[n * f_ * p + oh0 * ow_:],
+                 p, 1.0, dcol[(oh0 + i * dilation[0]) * ow_:], big_l)
+    _row_col_add(dcol, pad, dilation, kernel[1], ow_, n, accumulate, dx)
 
 
 @jit
@@ -412,7 +704,7 @@ def _im2col_backward(dout, x, n, w, kernel, stride, pad, dilation, groups, dx, a
     xf, wf, df = x.reshape(x.size), w.reshape(w.size), dout.reshape(dout.size)
     dxf = dx.reshape(dx.size)
     if need_dx and not accumulate and not identity:
-        dx[n] = 0
+        _zero(dx[n].reshape(dx[n].size))
     for oh0 in range(0, oh_, rows):
         oh1 = min(oh_, oh0 + rows)
         pc = (oh1 - oh0) * ow_
@@ -444,41 +736,86 @@ def _bias_grad_add(dout, n, db):
 
 
 # -- drivers: samples split over threads ------------------------------------------------------
-# ``layout`` = per-thread buffer offsets (see _Plan); ``wt`` = tap-major weights (KN2ROW).
+# ``layout`` = per-thread buffer offsets (see _Plan); ``wt`` = tap-major weights (KN2ROW) or
+# weights by kernel row (ROWTAP).  One driver per way of making the matrices, all with the same
+# arguments: a network compiles only the ways its layers use (a driver branching on the mode
+# compiled all of them, LLVM inlining every branch: LeNet-5's first step took 4 s longer).
 
 
 @jit
-def _forward_samples(x, w, b, kernel, stride, pad, dilation, groups, out, mode, identity, rows,
-                     layout, wt, buf, n0, n1):
+def _forward_im2col(x, w, b, kernel, stride, pad, dilation, groups, out, mode, identity, rows,
+                    layout, wt, buf, n0, n1):
+    for n in range(n0, n1):
+        _im2col_forward(x, n, w, b, kernel, stride, pad, dilation, groups, out, identity, rows,
+                        buf[:layout[3]])
+
+
+@jit
+def _forward_rowtap(x, w, b, kernel, stride, pad, dilation, groups, out, mode, identity, rows,
+                    layout, wt, buf, n0, n1):
+    for n in range(n0, n1):
+        _rowtap_forward(x, n, wt, b, kernel, pad, dilation, out, rows, buf[:layout[0]])
+
+
+@jit
+def _forward_wide(x, w, b, kernel, stride, pad, dilation, groups, out, mode, identity, rows,
+                  layout, wt, buf, n0, n1):
     xp, o_wide, o_col, o_dw, _ = layout
     for n in range(n0, n1):
-        if mode == IM2COL:
-            _im2col_forward(x, n, w, b, kernel, stride, pad, dilation, groups, out, identity,
-                            rows, buf[:o_dw])
-        else:
-            _wide_forward(x, n, w, wt, b, kernel, pad, dilation, groups, out, mode == GATHER,
-                          rows, buf[:xp], buf[o_wide:(o_wide + o_col) // 2], buf[o_col:o_dw])
+        _wide_forward(x, n, w, wt, b, kernel, stride, pad, dilation, groups, out,
+                      mode == GATHER, rows, n == n0, buf[:xp],
+                      buf[o_wide:(o_wide + o_col) // 2], buf[o_col:o_dw])
 
 
 @jit
-def _backward_samples(dout, x, w, kernel, stride, pad, dilation, groups, dx, accumulate,
-                      need_dx, need_dw, need_db, mode, identity, rows, layout, wt, buf, n0, n1):
-    xp, o_wide, o_col, o_dw, o_db = layout
+def _backward_im2col(dout, x, w, kernel, stride, pad, dilation, groups, dx, accumulate, need_dx,
+                     need_dw, need_db, mode, identity, rows, layout, wt, buf, n0, n1):
+    o_dw, o_db = layout[3], layout[4]
     dwp, dbp = buf[o_dw:o_db], buf[o_db:o_db + dout.shape[1]]
-    dwp[:] = 0
-    dbp[:] = 0
+    _zero(dwp)
+    _zero(dbp)
     for n in range(n0, n1):
-        if mode == IM2COL:
-            _im2col_backward(dout, x, n, w, kernel, stride, pad, dilation, groups, dx,
-                             accumulate, need_dx, need_dw, identity, rows, buf[:o_dw], dwp)
-        else:
-            half = (o_col - o_wide) // 2
-            _wide_backward(dout, x, n, w, wt, kernel, pad, dilation, groups, dx, accumulate,
-                           need_dx, need_dw, mode == GATHER, rows, buf[:xp], buf[xp:o_wide],
-                           buf[o_wide:o_wide + half], buf[o_wide + half:o_col],
-                           buf[o_col:o_dw], dwp)
+        _im2col_backward(dout, x, n, w, kernel, stride, pad, dilation, groups, dx, accumulate,
+                         need_dx, need_dw, identity, rows, buf[:o_dw], dwp)
         if need_db:
             _bias_grad_add(dout, n, dbp)
+
+
+@jit
+def _backward_rowtap(dout, x, w, kernel, stride, pad, dilation, groups, dx, accumulate, need_dx,
+                     need_dw, need_db, mode, identity, rows, layout, wt, buf, n0, n1):
+    xp, o_wide, o_col, o_dw, o_db = layout
+    dwp, dbp = buf[o_dw:o_db], buf[o_db:o_db + dout.shape[1]]
+    _zero(dwp)
+    _zero(dbp)
+    for n in range(n0, n1):
+        _rowtap_backward(dout, x, n, wt, kernel, pad, dilation, dx, accumulate, need_dx,
+                         need_dw, rows, buf[:xp], buf[xp:o_wide], buf[o_wide:o_col], dwp)
+        if need_db:
+            _bias_grad_add(dout, n, dbp)
+
+
+@jit
+def _backward_wide(dout, x, w, kernel, stride, pad, dilation, groups, dx, accumulate, need_dx,
+                   need_dw, need_db, mode, identity, rows, layout, wt, buf, n0, n1):
+    xp, o_wide, o_col, o_dw, o_db = layout
+    dwp, dbp = buf[o_dw:o_db], buf[o_db:o_db + dout.shape[1]]
+    _zero(dwp)
+    _zero(dbp)
+    half = (o_col - o_wide) // 2
+    for n in range(n0, n1):
+        _wide_backward(dout, x, n, w, wt, kernel, stride, pad, dilation, groups, dx, accumulate,
+                       need_dx, need_dw, mode == GATHER, rows, n == n0, buf[:xp],
+                       buf[xp:o_wide], buf[o_wide:o_wide + half], buf[o_wide + half:o_col],
+                       buf[o_col:o_dw], dwp)
+        if need_db:
+            _bias_grad_add(dout, n, dbp)
+
+
+_FORWARD = {IM2COL: _forward_im2col, ROWTAP: _forward_rowtap, GATHER: _forward_wide,
+            KN2ROW: _forward_wide}
+_BACKWARD = {IM2COL: _backward_im2col, ROWTAP: _backward_rowtap, GATHER: _backward_wide,
+             KN2ROW: _backward_wide}
 
 
 @jit
@@ -495,6 +832,8 @@ def _sum_partials(ws, shared, per_thread, threads, layout, mode, dw, db, need_dw
                             e = ((f * cg + c) * kh + i) * kw + j
                         elif mode == GATHER:
                             e = ((c * kh + i) * kw + j) * f_ + f
+                        elif mode == ROWTAP:
+                            e = ((i * cg + c) * kw + j) * f_ + f
                         else:
                             e = ((i * kw + j) * cg + c) * f_ + f
                         s = ws[shared + o_dw + e]
@@ -544,7 +883,9 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     wt = workspace[:shared]
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
-    run_split(_forward_samples, x.shape[0], threads, lambda t, lo, hi: (
+    elif plan.mode == ROWTAP:
+        _row_major_taps(w, wt)
+    run_split(_FORWARD[plan.mode], x.shape[0], threads, lambda t, lo, hi: (
         x, w, b, (kh, kw), stride, pad, dilation, groups, out, plan.mode, plan.identity,
         plan.rows, plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi))
 
@@ -560,8 +901,10 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     wt = workspace[:shared]
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
+    elif plan.mode == ROWTAP:
+        _row_major_taps(w, wt)
     dx_ = empty4 if dx is None else dx
-    run_split(_backward_samples, x.shape[0], threads, lambda t, lo, hi: (
+    run_split(_BACKWARD[plan.mode], x.shape[0], threads, lambda t, lo, hi: (
         dout, x, w, (kh, kw), stride, pad, dilation, groups, dx_, bool(accumulate),
         dx is not None, dw is not None, db is not None, plan.mode, plan.identity, plan.rows,
         plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi))

@@ -15,27 +15,33 @@ are independent: a big tensor is split over threads by channels (``run_split``).
 """
 import numpy as np
 
-from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
+from cnnspec.kernels._jit import jit, jit_sum, num_threads, run_split, sum64
 
 _PARALLEL_SIZE = 1 << 16
 
 
-@jit
+@jit_sum
 def _centred_sums(x, c, mu, g):
-    """sum over channel c of g and of g * (x - mu), float64 (g = x itself gives the variance)."""
-    s0 = s1 = t0 = t1 = 0.0
+    """sum over channel c of g and of g * (x - mu), float64 (vectorised: see ``jit_sum``)."""
+    s = t = 0.0
     for n in range(x.shape[0]):
         xs, gs = x[n, c], g[n, c]
-        half = xs.size // 2 * 2
-        for e in range(0, half, 2):          # two interleaved sums: half the FP-add latency
-            s0 += gs[e]
-            s1 += gs[e + 1]
-            t0 += gs[e] * (xs[e] - mu)
-            t1 += gs[e + 1] * (xs[e + 1] - mu)
-        if half < xs.size:
-            s0 += gs[half]
-            t0 += gs[half] * (xs[half] - mu)
-    return s0 + s1, t0 + t1
+        for e in range(xs.size):
+            s += gs[e]
+            t += gs[e] * (xs[e] - mu)
+    return s, t
+
+
+@jit_sum
+def _centred_square_sum(x, c, mu):
+    """sum over channel c of (x - mu)^2, float64 (the variance's; vectorised: see ``jit_sum``)."""
+    t = 0.0
+    for n in range(x.shape[0]):
+        xs = x[n, c]
+        for e in range(xs.size):
+            d = xs[e] - mu
+            t += d * d
+    return t
 
 
 @jit
@@ -60,7 +66,7 @@ def _train_channel(x, c, gamma, beta, eps, momentum, update, running_mean, runni
                    mean, invstd):
     m = x.shape[0] * x.shape[2]
     mu = _channel_mean(x, c)
-    _, sq = _centred_sums(x, c, mu, x)
+    sq = _centred_square_sum(x, c, mu)
     var = sq / m
     inv = 1.0 / np.sqrt(var + eps)
     mean[c] = mu

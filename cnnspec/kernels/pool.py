@@ -1,5 +1,5 @@
-"""Pooling forward and backward, 2-D; 1-D runs with H = 1.  Global pooling is pooling with the
-window equal to the whole plane.
+"""Pooling forward and backward, 2-D; 1-D runs with H = 1.  Global max pooling is pooling with the
+window equal to the whole plane; global average pooling has its own loops (a vectorised sum).
 
 Window (oh, ow) covers padded rows oh*sh - top ... + kh and columns ow*sw - left ... + kw.
 * max: over the real input elements in the window (padding never wins); ties go to the first
@@ -15,7 +15,7 @@ Samples are independent: big tensors are split over threads by samples (``run_sp
 """
 import numpy as np
 
-from cnnspec.kernels._jit import jit, num_threads, run_split
+from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
 
 _PARALLEL_WORK = 1 << 19          # window reads below which one thread is faster
 
@@ -67,6 +67,44 @@ def _max_2x2(src, sh, sw, outp, argp):
 
 
 @jit
+def _max_3x3(src, sh, sw, outp, argp):
+    """3x3 windows inside src, unrolled like _max_2x2 (the loops of _max_small ran 2.6x slower on
+    ResNet's 3x3 stride-2 pooling); argp = 4 * row + column of the winner in its window."""
+    oh_, ow_ = outp.shape
+    for oh in range(oh_):
+        r0, r1, r2 = src[oh * sh], src[oh * sh + 1], src[oh * sh + 2]
+        for ow in range(ow_):
+            c = ow * sw
+            m, a = r0[c], 0
+            v = r0[c + 1]
+            t = _take(v, m)
+            m, a = (v if t else m), (1 if t else a)
+            v = r0[c + 2]
+            t = _take(v, m)
+            m, a = (v if t else m), (2 if t else a)
+            v = r1[c]
+            t = _take(v, m)
+            m, a = (v if t else m), (4 if t else a)
+            v = r1[c + 1]
+            t = _take(v, m)
+            m, a = (v if t else m), (5 if t else a)
+            v = r1[c + 2]
+            t = _take(v, m)
+            m, a = (v if t else m), (6 if t else a)
+            v = r2[c]
+            t = _take(v, m)
+            m, a = (v if t else m), (8 if t else a)
+            v = r2[c + 1]
+            t = _take(v, m)
+            m, a = (v if t else m), (9 if t else a)
+            v = r2[c + 2]
+            t = _take(v, m)
+            m, a = (v if t else m), (10 if t else a)
+            outp[oh, ow] = m
+            argp[oh, ow] = a
+
+
+@jit
 def _max_small(src, kh, kw, sh, sw, outp, argp):
     """Windows of at most 3x3 inside src (no bounds tests); argp gets the winner's offset in
     its window as 4 * row + column."""
@@ -103,6 +141,28 @@ def _offsets_to_index(argp, sh, sw, pt, pl, h_, w_):
 
 
 @jit
+def _bordered_copy(xp, top, left, fill, dst):
+    """dst (hs, ws) = fill with xp at (top, left).  Plain loops: numba's 2-D slice assignment
+    took 3 s to compile (its broadcasting machinery)."""
+    h_, w_ = xp.shape
+    hs, ws = dst.shape
+    for r in range(hs):
+        row = dst[r]
+        if r < top or r >= top + h_:
+            for e in range(ws):
+                row[e] = fill
+            continue
+        src = xp[r - top]
+        for e in range(left):
+            row[e] = fill
+        inner = row[left:]
+        for e in range(w_):
+            inner[e] = src[e]
+        for e in range(left + w_, ws):
+            row[e] = fill
+
+
+@jit
 def _maxpool_plane(xp, kernel, stride, pad, outp, argp, scratch):
     h_, w_ = xp.shape
     oh_, ow_ = outp.shape
@@ -115,10 +175,11 @@ def _maxpool_plane(xp, kernel, stride, pad, outp, argp, scratch):
         else:                                # padding or ceil mode: a -inf border
             hs, ws = max(need_h, h_ + pad[0]), max(need_w, w_ + pad[2])
             src, pt, pl = scratch[:hs * ws].reshape(hs, ws), pad[0], pad[2]
-            src[:] = -np.inf
-            src[pt:pt + h_, pl:pl + w_] = xp
+            _bordered_copy(xp, pt, pl, -np.inf, src)
         if kh == 2 and kw == 2:
             _max_2x2(src, sh, sw, outp, argp)
+        elif kh == 3 and kw == 3:
+            _max_3x3(src, sh, sw, outp, argp)
         else:
             _max_small(src, kh, kw, sh, sw, outp, argp)
         _offsets_to_index(argp, sh, sw, pt, pl, h_, w_)
@@ -154,7 +215,8 @@ def _maxpool_forward(x, kernel, stride, pad, out, argmax):
 def _maxpool_backward_plane(doutp, argp, dxp, accumulate):
     flat = dxp.reshape(dxp.size)
     if not accumulate:
-        flat[:] = 0
+        for e in range(flat.size):           # a loop: see conv._zero
+            flat[e] = 0
     d = doutp.reshape(doutp.size)
     a = argp.reshape(argp.size)
     for e in range(d.size):
@@ -227,8 +289,7 @@ def _avgpool_plane(xp, kernel, stride, pad, divide, outp, scratch):
         src = xp
         if border:                           # zeros around x: padding adds nothing to a sum
             src = scratch[:hs * ws].reshape(hs, ws)
-            src[:] = 0
-            src[pad[0]:pad[0] + h_, pad[2]:pad[2] + w_] = xp
+            _bordered_copy(xp, pad[0], pad[2], 0.0, src)
         kh, kw, sh, sw = kernel[0], kernel[1], stride[0], stride[1]
         if kh == 2 and kw == 2:
             _sum_small(src, 2, 2, sh, sw, outp)
@@ -283,11 +344,14 @@ def _avgpool_backward_plane(doutp, kernel, stride, pad, divide, dxp, accumulate,
             _spread_small(g, 2, 3, sh, sw, dst)
         else:
             _spread_small(g, 3, 2, sh, sw, dst)
-        inner = dst[pad[0]:pad[0] + h_, pad[2]:pad[2] + w_]
-        if accumulate:
-            dxp += inner
-        else:
-            dxp[:] = inner
+        for h in range(h_):                  # plain loops, see _bordered_copy
+            src, row = dst[pad[0] + h, pad[2]:], dxp[h]
+            if accumulate:
+                for e in range(w_):
+                    row[e] += src[e]
+            else:
+                for e in range(w_):
+                    row[e] = src[e]
         return
     if not accumulate:
         dxp[:] = 0
@@ -369,17 +433,41 @@ def _planes(a):
 _WHOLE = (0, 0, 0, 0)
 
 
+@jit
+def _global_avg_forward(x, out):
+    """out[n, c] = the mean of plane x[n, c] (N, C, 1, S): a vectorised float64 sum (the window
+    loops of _avgpool_plane add one element per FP-add latency, 4x slower)."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            out[n, c, 0, 0] = sum64(x[n, c, 0]) / x.shape[3]
+
+
+@jit
+def _global_avg_backward(dout, dx, accumulate):
+    """dx[n, c, 0, :] (+)= dout[n, c] / S."""
+    for n in range(dx.shape[0]):
+        for c in range(dx.shape[1]):
+            g = dout[n, c, 0, 0] / dx.shape[3]
+            d = dx[n, c, 0]
+            if accumulate:
+                for e in range(d.size):
+                    d[e] += g
+            else:
+                for e in range(d.size):
+                    d[e] = g
+
+
 def global_avgpool_forward_into(x, out):
     """out (N, C, 1[, 1]) = the mean of each plane of x (N, C, *spatial)."""
-    x4 = _planes(x)
-    s = x4.shape[3]
-    _avgpool(x4, (1, s), (1, s), _WHOLE, True, _planes(out))
+    x4, out4 = _planes(x), _planes(out)
+    run_split(_global_avg_forward, x4.shape[0], _threads(x4.shape[0], x4.size),
+              lambda t, lo, hi: (x4[lo:hi], out4[lo:hi]))
 
 
 def global_avgpool_backward_into(dout, dx, accumulate=False):
-    dx4 = _planes(dx)
-    s = dx4.shape[3]
-    _avgpool_grad(_planes(dout), (1, s), (1, s), _WHOLE, True, dx4, accumulate)
+    dout4, dx4 = _planes(dout), _planes(dx)
+    run_split(_global_avg_backward, dx4.shape[0], _threads(dx4.shape[0], dx4.size),
+              lambda t, lo, hi: (dout4[lo:hi], dx4[lo:hi], bool(accumulate)))
 
 
 def global_maxpool_forward_into(x, out, argmax):
