@@ -265,6 +265,25 @@ def test_a_correct_numpy_solution_gets_full_marks(solution_result):
     assert seconds < 20
 
 
+def test_printed_output_never_shows_hidden_inputs(tmp_path):
+    path = tmp_path / "layers.py"
+    path.write_text(SOLUTION.read_text() + """
+print("imported")
+_relu = relu_forward
+def relu_forward(x):
+    print("INPUT", x.shape, float(x.ravel()[0]))
+    return _relu(x)
+""")
+    assignment = load_assignment(small_assignment(tmp_path / "a", ["relu_forward"]))
+    full = Grader(assignment, reference=reference()).grade(path)
+    public = Grader(assignment, reference=reference(), public_only=True).grade(path)
+    assert "INPUT" in public.output and "imported" in public.output
+    assert "INPUT" not in full.output and full.output.startswith("imported")
+    assert "could reveal the hidden cases" in full.output
+    for text in (reports.text(full), json.dumps(reports.gradescope(full)), reports.junit(full)):
+        assert "INPUT" not in text
+
+
 def test_losses_may_return_numpy_scalars(tmp_path):
     """np.mean returns a NumPy scalar: a loss that is one (float64, or float32 for float32
     inputs) is as good as a Python float."""

@@ -34,8 +34,10 @@ def graded(tmp_path_factory):
     template = directory / "template.py"
     template.write_text("import numpy as np\n\ndef conv2d_forward(x, w, b, stride, pad):\n"
                         "    raise NotImplementedError\n")
+    empty = directory / "empty.py"
+    empty.write_text("import numpy as np\n")
     return {name: grader.grade(path) for name, path in (
-        ("solution", SOLUTION), ("template", template),
+        ("solution", SOLUTION), ("template", template), ("empty", empty),
         ("flipped", submission(directory, "mutant_kernel_flipped")),
         ("loop", submission(directory, "hostile_infinite_loop")))}
 
@@ -54,6 +56,13 @@ def test_a_missing_function_fails_the_network_with_its_name(graded):
     assert result.score == 0
     for check in checks(result).values():
         assert check.messages == ["needs your conv2d_forward, which is not implemented"]
+
+
+def test_a_file_without_functions_gets_nothing_from_the_built_in_layers(graded):
+    result = graded["empty"]
+    assert result.score == 0
+    for check in checks(result).values():
+        assert check.messages == ["needs your conv2d_forward, which is not defined"]
 
 
 def test_a_flipped_kernel_changes_outputs_and_gradients_but_still_trains(graded):

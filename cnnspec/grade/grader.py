@@ -40,6 +40,7 @@ class Runner:
         self.fatal = None             # why nothing more can run
         self.violations = []
         self.import_error = None
+        self.import_output = None     # bytes printed before any case ran
         self.defined = None
         self.broken = {}              # function -> why it cannot be called (a timeout, a crash)
         self.wrong = set()            # functions whose outputs did not match the reference
@@ -63,10 +64,14 @@ class Runner:
         error = ready.get("import_error")
         if self.import_error is None and isinstance(error, dict):
             line = f" at line {error['line']}" if isinstance(error.get("line"), int) else ""
-            self.import_error = (f"importing your file stopped{line}: {str(error.get('message'))[:500]}; "
-                                 f"the functions defined before that point were graded")
+            rest = ("Python reads the whole file before running it, so no function could be graded"
+                    if error.get("type") in ("SyntaxError", "IndentationError", "TabError")
+                    else "the functions defined before that point were graded")
+            self.import_error = f"importing your file stopped{line}: {str(error.get('message'))[:500]}; {rest}"
         defined = ready.get("defined")
         self.defined = [d for d in defined if isinstance(d, str)] if isinstance(defined, list) else []
+        if self.import_output is None:     # what the first import printed: no case has run yet
+            self.import_output = self.box.output_size()
 
     def run(self, func: str, calls: list, timeout: float) -> list:
         self.ensure()
@@ -133,7 +138,9 @@ class Grader:
                 result.problems.append(grade_network(self, problem, runner))
         finally:
             box.close()
-        result.output = box.output()
+        # printed output can carry hidden inputs: a grade with hidden cases shows only what the
+        # import printed (a public-only grade shows everything)
+        result.output = box.output(None if self.public_only else (runner.import_output or 0))
         result.violations = runner.violations
         result.import_error = runner.import_error
         result.sandbox_starts = box.starts

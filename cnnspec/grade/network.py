@@ -84,8 +84,9 @@ def grade_network(grader, problem, runner) -> ProblemResult:
         for check in checks.values():
             check.record(False, exc.message)
         return result
-    defined = set(runner.defined or ()) & set(FUNCTIONS)
-    backend = {name: Remote(runner, name, grader.assignment.limits.time_per_case) for name in defined}
+    # the student's functions replace every built-in layer the API covers; one the file does not
+    # define is a failure ("needs your ..."), never a silent fall-back to the reference
+    backend = {name: Remote(runner, name, grader.assignment.limits.time_per_case) for name in FUNCTIONS}
     x, y = make_shapes(problem.batch, net.input_shape, seed=problem.seed)
     x = x.astype(np.float64)
 

@@ -80,7 +80,7 @@ def text(result: GradeResult, verbose: bool = False) -> str:
             if c.dropped:
                 lines.append(f"         ... and {c.dropped} more")
     if result.output.strip():
-        lines += ["", "What your code printed (truncated):", quoted(result.output)]
+        lines += ["", "What your code printed:", quoted(result.output)]
     return "\n".join(lines) + "\n"
 
 
@@ -100,7 +100,7 @@ def gradescope(result: GradeResult, details: bool = False) -> dict:
                           "visibility": "visible"})
     summary = "\n".join(header(result))
     if result.output.strip():
-        summary += "\n\nWhat your code printed (truncated):\n" + quoted(result.output)
+        summary += "\n\nWhat your code printed:\n" + quoted(result.output)
     data = {"score": result.score, "execution_time": round(result.seconds, 2), "output": summary,
             "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
     if details:

@@ -259,12 +259,22 @@ class Sandbox:
         finally:
             os.close(fd)
 
-    def output(self) -> str:
-        """What the submission printed (stdout and stderr, all children so far), truncated."""
-        text = self._output.decode("utf-8", errors="replace")
+    def output(self, upto: int | None = None) -> str:
+        """What the submission printed (stdout and stderr, all children so far), truncated; with
+        ``upto``, only its first ``upto`` bytes (see :meth:`output_size`)."""
+        kept = bytes(self._output if upto is None else self._output[:upto])
+        text = kept.decode("utf-8", errors="replace")
+        notes = []
+        if upto is not None and (len(self._output) > upto or self._output_dropped):
+            notes.append("[... what your code printed while the cases ran is not shown, as it could "
+                         "reveal the hidden cases: grade with --public to see it]")
         if self._output_dropped:
-            text += f"\n[... {self._output_dropped} more bytes not kept]"
-        return text
+            notes.append(f"[... {self._output_dropped} more bytes not kept]")
+        return "\n".join(filter(None, [text, *notes]))
+
+    def output_size(self) -> int:
+        """How many bytes of printed output have been kept so far."""
+        return len(self._output)
 
     # -- messages ---------------------------------------------------------------------------
     def _send(self, value, deadline: float) -> None:
