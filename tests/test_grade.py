@@ -353,12 +353,35 @@ def test_gradescope_results_schema(template_result, solution_result):
     assert detailed["cnnspec"]["problems"][0]["name"] == "conv2d_forward"
 
 
+def test_gradescope_test_scores_add_up_to_the_total():
+    from decimal import Decimal
+
+    from cnnspec.grade.results import CheckResult, GradeResult, ProblemResult
+
+    problems = []
+    for name, points, passed in (("a", 10, (1, 2, 2)), ("b", 5, (2, 0, 1)), ("c", 7, (0, 1, 3))):
+        checks = [CheckResult(f"k{i}", f"check {i}", points / 3, passed=k, total=3) for i, k in enumerate(passed)]
+        problems.append(ProblemResult(name, "function", points, checks))
+    result = GradeResult("A", "s.py", False, problems)
+    data = reports.gradescope(result)
+    cents = lambda key: sum(Decimal(str(t[key])) for t in data["tests"])       # as Gradescope adds them
+    assert cents("score") == Decimal(str(data["score"])) == Decimal(str(result.score)) == Decimal("10.34")   # 5.56 + 1.67 + 3.11
+    assert cents("max_score") == Decimal("22")
+    assert all(t["score"] == round(t["score"], 2) for t in data["tests"])
+
+
 def test_junit_report(template_result):
     root = ET.fromstring(reports.junit(template_result))
     assert root.tag == "testsuites" and int(root.get("failures")) == int(root.get("tests"))
     suites = root.findall("testsuite")
     assert [s.get("name") for s in suites] == ALL
     assert "not implemented" in suites[0].find("testcase/failure").text
+    points = {p.get("name"): p.get("value") for p in suites[0].find("testcase/properties")}
+    assert points == {"score": "0", "max_score": reports._fmt(template_result.problems[0].checks[0].max_score)}
+    import dataclasses
+    printed = dataclasses.replace(template_result, output="odd \ufffe\uffff\x00 \ud800 text")
+    out = ET.fromstring(reports.junit(printed).encode("utf-8", "surrogatepass")).find("system-out").text
+    assert "odd ??? ? text" in out                              # XML 1.0 cannot hold them
 
 
 def test_text_report_per_function(template_result, solution_result):
@@ -467,6 +490,16 @@ def test_batch_with_worker_processes(classroom, tmp_path, capsys):
     rows = _rows(out)
     assert float(rows["alice"]["score"]) == 8 and float(rows["bob"]["score"]) == 0
     assert len(list((tmp_path / "feedback").glob("*.txt"))) == 4
+
+
+def test_feedback_file_names_are_safe_and_one_per_student():
+    from cnnspec.grade.batch import safe_name
+
+    names = ["alice", "a b", "a?b", "a_b", "Zoë", "Zoé", "../../etc/passwd", ".hidden", "x" * 300, ""]
+    files = [safe_name(n) for n in names]
+    assert len(set(files)) == len(names)
+    assert files[0] == "alice" and files[3] == "a_b" and files[4] == "Zoë"
+    assert all("/" not in f and not f.startswith(".") and 0 < len(f) < 100 for f in files)
 
 
 def test_csv_cells_cannot_be_formulas():

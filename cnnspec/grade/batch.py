@@ -66,8 +66,13 @@ def _sha256(path: Path) -> str:
 
 
 def safe_name(student: str) -> str:
-    """A student's name as a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", student)[:100] or "_"
+    """A student's name as a file name, one per student: letters (any script), digits and ``._-``
+    are kept; a name that needs other characters replaced, or is too long, gets a short hash of
+    the original so that "a b" and "a?b" do not share a feedback file."""
+    name = re.sub(r"[^\w.-]", "_", student).lstrip(".")[:80]
+    if name != student or not name:
+        name = f"{name or '_'}-{hashlib.sha256(student.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    return name
 
 
 def csv_cell(value) -> str:

@@ -7,6 +7,7 @@ What a submission printed appears only in clearly marked, truncated sections, ea
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from cnnspec.grade.results import GradeResult
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# control characters, and what XML 1.0 cannot hold (lone surrogates, U+FFFE, U+FFFF)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 def clean(text: str) -> str:
@@ -67,7 +69,7 @@ def text(result: GradeResult, verbose: bool = False) -> str:
             pass                       # every check of every problem
         elif not p.notes and all(c.ok for c in p.checks):
             total = max(c.total for c in p.checks) if p.checks else 0
-            lines.append(f"    all {len(p.checks)} checks passed ({total} cases)")
+            lines.append(f"    all {len(p.checks)} checks passed ({total} case{'s' * (total != 1)})")
             continue
         elif p.notes and not any(c.passed or c.messages for c in p.checks):
             continue                   # nothing passed, for the reasons in the notes
@@ -84,8 +86,23 @@ def text(result: GradeResult, verbose: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cents(values) -> list[float]:
+    """``values`` rounded to hundredths so that they add up to their rounded sum (largest
+    remainders get the spare hundredths): what Gradescope shows then adds up."""
+    exact = [v * 100 for v in values]
+    floors = [math.floor(e + 1e-9) for e in exact]
+    spare = round(sum(exact)) - sum(floors)
+    for k in sorted(range(len(exact)), key=lambda k: floors[k] - exact[k])[:max(0, spare)]:
+        floors[k] += 1
+    return [f / 100 for f in floors]
+
+
 def gradescope(result: GradeResult, details: bool = False) -> dict:
-    """Gradescope's results.json: one test per check of each problem."""
+    """Gradescope's results.json: one test per check of each problem (their scores, in
+    hundredths, add up to the total)."""
+    # per problem, as the problems' (rounded) scores make up the total
+    scores = iter([v for p in result.problems for v in _cents([c.score for c in p.checks])])
+    max_scores = iter([v for p in result.problems for v in _cents([c.max_score for c in p.checks])])
     tests = []
     for i, p in enumerate(result.problems, 1):
         for j, c in enumerate(p.checks, 1):
@@ -94,14 +111,14 @@ def gradescope(result: GradeResult, details: bool = False) -> dict:
             if c.dropped:
                 output.append(f"... and {c.dropped} more")
             tests.append({"name": f"{p.name}: {c.title}", "number": f"{i}.{j}",
-                          "score": round(c.score, 2), "max_score": round(c.max_score, 2),
+                          "score": next(scores), "max_score": next(max_scores),
                           "status": "passed" if c.ok else "failed",
                           "output": "\n".join(output) or f"{c.passed}/{c.total} cases passed",
                           "visibility": "visible"})
     summary = "\n".join(header(result))
     if result.output.strip():
         summary += "\n\nWhat your code printed:\n" + quoted(result.output)
-    data = {"score": result.score, "execution_time": round(result.seconds, 2), "output": summary,
+    data = {"score": round(result.score, 2), "execution_time": round(result.seconds, 2), "output": summary,
             "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
     if details:
         data["cnnspec"] = result.to_dict()
@@ -118,7 +135,9 @@ def junit(result: GradeResult) -> str:
                               failures=str(failures), time=f"{p.seconds:.3f}")
         for c in p.checks:
             case = ET.SubElement(suite, "testcase", classname=p.name, name=c.title, time="0")
-            ET.SubElement(case, "properties")
+            properties = ET.SubElement(case, "properties")
+            for key, value in (("score", c.score), ("max_score", c.max_score)):
+                ET.SubElement(properties, "property", name=key, value=_fmt(value))
             if not c.ok:
                 failure = ET.SubElement(case, "failure", message=f"{_fmt(c.score)}/{_fmt(c.max_score)} points, "
                                                                  f"{c.passed}/{c.total} cases passed")
