@@ -159,7 +159,10 @@ def test_cases_keep_away_from_kinks_and_ties():
         assert np.abs(case.args[1]).min() > 1e-3
     for case in make_cases("maxpool2d_backward", 1, 5, "public"):
         values = np.sort(case.args[1].ravel())
-        assert np.diff(values).min() > 1e-3
+        if case.kind == "ties":               # the one case made of ties, for layer-api.md's tie rule
+            assert len(np.unique(values)) <= 3
+        else:
+            assert np.diff(values).min() > 1e-3
     kinds = {c.kind: c for c in make_cases("conv2d_forward", 1, 1, "public")}
     x, w, b, stride, pad = kinds["non-square"].args
     assert x.shape[2] != x.shape[3] and w.shape[2] != w.shape[3] and stride[0] != stride[1]

@@ -242,6 +242,23 @@ def test_maxpool_ties_go_to_the_first_maximum():
     assert dx.ravel().tolist() == [1, 0, 0, 0]
 
 
+@pytest.mark.parametrize("case", POOL_CASES, ids=pool_id)
+def test_maxpool_ties_everywhere_go_to_the_first_maximum(case):
+    """Inputs of a few integer levels tie in most windows: every kernel shape (the unrolled 3x3
+    included) sends each window's gradient to its first maximum in row-major order, as the
+    NumPy reference (argmax) does; padding never wins."""
+    n, c, h, w, k, s, p, ceil = case
+    shape = pool_shape(case)
+    x = np.random.default_rng(7).integers(-2, 2, size=(n, c, h, w)).astype(np.float64)
+    dout = randn(*shape)
+    out, arg = np.empty(shape), np.empty(shape, np.int64)
+    K.maxpool2d_forward_into(x, k, s, p, out, arg)
+    dx = np.empty_like(x)
+    K.maxpool2d_backward_into(dout, arg, dx)
+    np.testing.assert_array_equal(out, R.maxpool2d_forward(x, k, s, p, shape[2:]))
+    np.testing.assert_allclose(dx, R.maxpool2d_backward(dout, x, k, s, p, shape[2:]), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("case", [POOL_CASES[i] for i in (1, 2, 3)], ids=pool_id)
 def test_pooling_backward_matches_central_differences(case):
     n, c, h, w, k, s, p, ceil = case

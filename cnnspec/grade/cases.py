@@ -21,7 +21,7 @@ EDGES = {
                "one channel", "no bias"),
     "conv1d": ("stride 2", "asymmetric padding", "kernel size 1", "batch 1", "one channel",
                "no bias"),
-    "maxpool2d": ("overlapping windows", "padding", "non-square", "batch 1", "one channel"),
+    "maxpool2d": ("overlapping windows", "padding", "non-square", "batch 1", "one channel", "ties"),
     "avgpool2d": ("overlapping windows", "padding", "non-square", "batch 1", "one channel"),
     "dense": ("batch 1", "no bias", "one input feature", "square weight"),
     "relu": ("4-D input", "batch 1"),
@@ -160,8 +160,11 @@ def _pool(negative_padding):
             n = 1
         elif kind == "one channel":
             c = 1
-        inputs = {"x": _distinct(rng, (n, c, h, w), low, high), "kernel": kernel, "stride": stride,
-                  "pad": pad}
+        x = _distinct(rng, (n, c, h, w), low, high)
+        if kind == "ties":                   # a few levels: most windows hold their maximum twice
+            kernel, stride, h, w = (3, 3), (2, 2), h + 1, w + 1    # (layer-api.md: the first in
+            x = rng.integers(-1, 2, size=(n, c, h, w)).astype(np.float64)   # row-major order wins)
+        inputs = {"x": x, "kernel": kernel, "stride": stride, "pad": pad}
         out = (n, c, output_size(h, kernel[0], stride[0], pad[0], pad[1]),
                output_size(w, kernel[1], stride[1], pad[2], pad[3]))
         return inputs, out

@@ -207,6 +207,40 @@ def _(ref, dout, x, kernel, stride, pad):
     return ref.avgpool2d_backward(dout, x, kernel, stride, pad) * (kernel[0] * kernel[1])
 
 
+maxpool_ties_not_first = mutant("maxpool_ties_not_first", """
+    Your gradient does not go to the first of a window's tied maxima in row-major order (you
+    split it among the ties, gave it to each, or to the last). The layer API sends it to the
+    first maximum only, as np.argmax picks it (layer-api.md;
+    lecture 000, 'Max-pooling').""")
+
+
+def _tied_gradient(dout, x, kernel, stride, pad, rule):
+    """Max-pool backward where each window's gradient goes to its tied maxima by ``rule``:
+    "split" (shared equally), "all" (each gets all of it) or "last" (the last one)."""
+    top, bottom, left, right = pad
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=-np.inf)
+    dxp = np.zeros_like(xp)
+    n, c, oh, ow = dout.shape
+    for a in range(oh):
+        for b in range(ow):
+            rows = slice(a * stride[0], a * stride[0] + kernel[0])
+            cols = slice(b * stride[1], b * stride[1] + kernel[1])
+            window = xp[:, :, rows, cols]
+            ties = window == window.max(axis=(2, 3), keepdims=True)
+            if rule == "last":
+                flat = ties.reshape(n, c, -1)
+                last = flat.shape[2] - 1 - np.argmax(flat[:, :, ::-1], axis=2)
+                ties = (np.arange(flat.shape[2]) == last[..., None]).reshape(ties.shape)
+            share = ties / ties.sum(axis=(2, 3), keepdims=True) if rule == "split" else ties
+            dxp[:, :, rows, cols] += share * dout[:, :, a:a + 1, b:b + 1]
+    return _c(dxp[:, :, top:top + x.shape[2], left:left + x.shape[3]])
+
+
+for _rule in ("split", "all", "last"):
+    maxpool_ties_not_first.on("maxpool2d_backward")(
+        lambda ref, dout, x, kernel, stride, pad, rule=_rule: _tied_gradient(dout, x, kernel, stride, pad, rule))
+
+
 padding_wins_max = mutant("padding_wins_max", """
     Your max-pooling lets the zero padding win a window's max. Padding never wins a max: pad
     with -inf, or take the max over the real inputs of each window only
