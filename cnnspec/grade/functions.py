@@ -133,6 +133,7 @@ Softmax followed by cross-entropy, averaged over the batch.
     logits (N, K); y (N,) integer labels in [0, K)
     Returns (loss, dlogits): loss a float = mean over n of -log softmax(logits)[n, y[n]];
     dlogits (N, K) = d loss / d logits
+    Must stay finite for logits up to 1e4 (compute log softmax with log-sum-exp).
 """, grads={"dlogits": "logits"}),
     _f("mse_loss", "pred target", "loss dpred", "loss", "mse", """
 Mean squared error, the mean over ALL elements of (pred - target) ** 2.

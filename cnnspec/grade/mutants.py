@@ -406,6 +406,23 @@ def _(ref, logits, y):
     return loss, p / n
 
 
+log_of_softmax_underflows = mutant("log_of_softmax_underflows", """
+    Your loss takes log(softmax(logits)): for large logits the softmax of a wrong class
+    underflows to 0 and log(0) = -inf, so the loss is inf. Compute the log-softmax directly,
+    with log-sum-exp: log softmax(z) = z - max(z) - log(sum(exp(z - max(z)))) (lecture 003, the
+    Softmax slide).""")
+
+
+@log_of_softmax_underflows.on("softmax_cross_entropy")
+def _(ref, logits, y):
+    n = logits.shape[0]
+    p = ref.softmax_forward(logits)                 # stable, but its zeros reach the log
+    with np.errstate(divide="ignore"):
+        loss = -np.mean(np.log(p[np.arange(n), y]))
+    p[np.arange(n), y] -= 1
+    return loss, p / n
+
+
 softmax_wrong_axis = mutant("softmax_wrong_axis", """
     Your softmax normalises over the wrong axis: each row (one sample's scores) must sum to 1,
     so normalise over axis 1, the classes (lecture 003, the Softmax slide).""")
