@@ -287,6 +287,22 @@ def relu_forward(x):
         assert "INPUT" not in text
 
 
+def test_a_crash_costs_the_values_of_its_case_only(tmp_path):
+    path = tmp_path / "layers.py"
+    path.write_text(SOLUTION.read_text() + """
+_relu = relu_forward
+def relu_forward(x):
+    if x.shape[0] == 1:
+        raise ValueError("batch of one")
+    return _relu(x)
+""")
+    assignment = load_assignment(small_assignment(tmp_path / "a", ["relu_forward"]))
+    problem = Grader(assignment, reference=reference()).grade(path).problem("relu_forward")
+    failed = {c.key for c in problem.checks if not c.ok}
+    assert failed == {"shape_dtype", "edge"}, failed          # not "inputs" as well
+    assert any("ValueError: batch of one" in note for note in problem.notes)
+
+
 def test_losses_may_return_numpy_scalars(tmp_path):
     """np.mean returns a NumPy scalar: a loss that is one (float64, or float32 for float32
     inputs) is as good as a Python float."""
@@ -435,6 +451,7 @@ def classroom(tmp_path, homework):
     (submissions / "bob" / "layers.py").write_text((homework / "layers.py").read_text())
     (submissions / "=cmd()").mkdir()
     (submissions / "=cmd()" / "mine.py").write_text(SOLUTION.read_text())
+    (submissions / "dave.py").write_text("def relu_forward(x)\n    return x\n")      # a syntax error
     assignment = small_assignment(tmp_path / "a", ["relu_forward", "relu_backward", "dense_forward"])
     return assignment, submissions
 
@@ -449,9 +466,10 @@ def test_batch_gradebook_feedback_and_resume(classroom, tmp_path):
     out, feedback = tmp_path / "gradebook.csv", tmp_path / "feedback"
     grader = Grader(load_assignment(assignment), reference=reference())
     summary = run_batch(assignment, submissions, out, feedback=feedback, grader=grader)
-    assert summary["graded"] == 3 and summary["missing"] == 1
+    assert summary["graded"] == 4 and summary["missing"] == 1
     rows = _rows(out)
-    assert list(rows) == ["'=cmd()", "alice", "bob", "carol"]                # no formula injection
+    assert list(rows) == ["'=cmd()", "alice", "bob", "carol", "dave"]        # no formula injection
+    assert float(rows["dave"]["score"]) == 0 and "SyntaxError" in rows["dave"]["status"]
     assert rows["alice"]["score"] == rows["alice"]["max_score"] == "8.0"        # 2 + 2 + 4 points
     assert float(rows["bob"]["score"]) == 0 and float(rows["bob"]["relu_forward"]) == 0
     assert rows["carol"]["status"].startswith("no layers.py")
@@ -459,7 +477,7 @@ def test_batch_gradebook_feedback_and_resume(classroom, tmp_path):
     assert "relu_forward is not implemented" in (feedback / "bob.txt").read_text()
     assert "no layers.py in the folder" in (feedback / "carol.txt").read_text()
     again = run_batch(assignment, submissions, out, feedback=feedback, resume=True, grader=grader)
-    assert again["graded"] == 0 and again["reused"] == 3
+    assert again["graded"] == 0 and again["reused"] == 4
     (submissions / "bob" / "layers.py").write_text(SOLUTION.read_text())       # bob resubmits
     again = run_batch(assignment, submissions, out, feedback=feedback, resume=True, grader=grader)
     assert again["graded"] == 1 and float(_rows(out)["bob"]["score"]) == 8
@@ -481,7 +499,7 @@ def test_batch_resumes_after_an_interruption(classroom, tmp_path):
         run_batch(assignment, submissions, out, progress=interrupt, grader=grader)
     assert not out.exists() and len(list((tmp_path / "gradebook.csv.d").glob("*.json"))) == 3
     summary = run_batch(assignment, submissions, out, resume=True, grader=grader)
-    assert summary["graded"] == 1 and len(_rows(out)) == 4
+    assert summary["graded"] == 2 and len(_rows(out)) == 5
 
 
 def test_batch_with_worker_processes(classroom, tmp_path, capsys):
@@ -489,10 +507,10 @@ def test_batch_with_worker_processes(classroom, tmp_path, capsys):
     out = tmp_path / "gradebook.csv"
     assert cli_main(["grade", "batch", str(assignment), str(submissions), "--out", str(out),
                      "--workers", "2", "--feedback", str(tmp_path / "feedback")]) == 0
-    assert "graded 3, reused 0, missing 1 of 4 students" in capsys.readouterr().out
+    assert "graded 4, reused 0, missing 1 of 5 students" in capsys.readouterr().out
     rows = _rows(out)
     assert float(rows["alice"]["score"]) == 8 and float(rows["bob"]["score"]) == 0
-    assert len(list((tmp_path / "feedback").glob("*.txt"))) == 4
+    assert len(list((tmp_path / "feedback").glob("*.txt"))) == 5
 
 
 def test_feedback_file_names_are_safe_and_one_per_student():

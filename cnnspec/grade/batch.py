@@ -203,9 +203,12 @@ def write_gradebook(out: Path, assignment, records: list) -> None:
                              csv_cell(record.get("why") or "no submission")])
             continue
         scores = {p["name"]: p["score"] for p in result["problems"]}
-        status = "graded"
+        status = ["graded"]
+        if result.get("import_error"):
+            status.append(str(result["import_error"])[:200])
         if result.get("violations"):
-            status = "graded; refused: " + "; ".join(result["violations"])[:200]
+            status.append("refused: " + "; ".join(result["violations"])[:200])
+        status = "; ".join(status)
         writer.writerow([csv_cell(record["student"]), result["score"], result["max_score"],
                          *[scores.get(n, 0) for n in names], csv_cell(status)])
     reports.write_atomic(out, buffer.getvalue())

@@ -238,8 +238,9 @@ class Grader:
                     f"{spec.name} is not implemented (it raises NotImplementedError)")
         if status != "ok":
             errors[_error_text(r64, case, label=False)] += 1
-            for key in applicable:
-                checks[key].record(False)
+            for key in applicable:        # the inputs check judges the cases that returned:
+                if key != "inputs":       # a crash costs the values, not that check as well
+                    checks[key].record(False)
             return None
 
         outputs, whole = unwrap(r64.get("value"), spec.returns)
@@ -274,10 +275,7 @@ class Grader:
             matched = not why
 
         if "inputs" in checks:
-            modified = sorted({spec.params[i] for r in (r64, r32) for i in _list(r.get("modified"))
-                               if type(i) is int and 0 <= i < len(spec.params)})
-            checks["inputs"].record(not modified, f"{case.label}: your function changed its input "
-                                    f"{', '.join(modified)} (work on a copy)")
+            self._record_inputs(checks["inputs"], spec, case, (r64, r32))
         if "numeric" in checks and "numeric" in applicable:
             # A backward equal to the reference's is the gradient of the right forward: it earns
             # this check even when the student's own forward is wrong (no penalty twice).
@@ -287,6 +285,13 @@ class Grader:
                 ok, why = self._numeric(problem, spec, case, expected, outputs, problems64, runner)
                 checks["numeric"].record(ok, f"{case.label}: {why}")
         return None
+
+    @staticmethod
+    def _record_inputs(check, spec, case, replies) -> None:
+        modified = sorted({spec.params[i] for r in replies for i in _list(r.get("modified"))
+                           if type(i) is int and 0 <= i < len(spec.params)})
+        check.record(not modified, f"{case.label}: your function changed its input "
+                     f"{', '.join(modified)} (work on a copy)")
 
     # -- the numerical gradient of the student's own forward ----------------------------------------
     def _numeric(self, problem, spec, case, expected, outputs, problems, runner):
