@@ -226,8 +226,8 @@ class BatchNorm(Op):
     def __init__(self, c):
         super().__init__(c)
         channels = self.x.shape[1]
-        self.mean = np.zeros(channels, self.x.dtype)
-        self.invstd = np.zeros(channels, self.x.dtype)
+        self.mean = np.zeros(channels)          # float64, as the kernels and cnnspec.api keep them
+        self.invstd = np.zeros(channels)
         self.eps = float(c.config["eps"])
         self.momentum = float(c.config["momentum"])
 

@@ -48,6 +48,7 @@ import numpy as np
 
 from cnnspec.kernels._blas import gemm
 from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
+from cnnspec.layers.base import output_size
 
 # Chunk sizes (measured): kn2row (and rowtap) products whose output and input panels,
 # (Fg + Cg) x columns, hold about 32k elements (3x3 64->64: 256 columns, 105 GFLOP/s on one core
@@ -64,8 +65,9 @@ _IM2COL_ELEMENTS = 32768
 
 
 def conv_output_size(size, kernel, stride, pad_before, pad_after, dilation=1):
-    """Output length along one axis: 1 + (size + pads - dilation*(kernel-1) - 1) // stride."""
-    return 1 + (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride
+    """Output length along one axis: 1 + (size + pads - dilation*(kernel-1) - 1) // stride (the
+    layer catalogue's one rule)."""
+    return output_size(size, kernel, stride, pad_before, pad_after, dilation)
 
 
 def conv2d_output_shape(x_shape, w_shape, stride, pad, dilation=(1, 1)):
