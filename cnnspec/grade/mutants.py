@@ -161,16 +161,18 @@ padding_ignored = mutant("padding_ignored", """
 _geometry(padding_ignored, (lambda s, p: (s, (0, 0, 0, 0)),), (lambda s, p: (s, (0, 0)),))
 
 padding_one_side = mutant("padding_one_side", """
-    Your output equals the right one with the padding on one side only, or the same on both
-    sides: pad = (top, bottom, left, right) gives each side its own number of rows or columns
-    of zeros (lecture 002, 'Convolution and Padding').""")
+    Your output equals the right one with the padding on one side only, the same on both
+    sides, or the two sides swapped: pad = (top, bottom, left, right) -- (left, right) in 1-D --
+    gives each side its own number of rows or columns of zeros (lecture 002, 'Convolution and
+    Padding').""")
 _geometry(padding_one_side, (
     lambda s, p: (s, (p[0] + p[1], 0, p[2] + p[3], 0)), lambda s, p: (s, (0, p[0] + p[1], 0, p[2] + p[3])),
     lambda s, p: (s, (p[0], 0, p[2], 0)), lambda s, p: (s, (0, p[1], 0, p[3])),
-    lambda s, p: (s, (p[0], p[0], p[2], p[2])), lambda s, p: (s, (p[1], p[1], p[3], p[3]))), (
+    lambda s, p: (s, (p[0], p[0], p[2], p[2])), lambda s, p: (s, (p[1], p[1], p[3], p[3])),
+    lambda s, p: (s, (p[1], p[0], p[3], p[2]))), (
     lambda s, p: (s, (p[0] + p[1], 0)), lambda s, p: (s, (0, p[0] + p[1])),
     lambda s, p: (s, (p[0], 0)), lambda s, p: (s, (0, p[1])),
-    lambda s, p: (s, (p[0], p[0])), lambda s, p: (s, (p[1], p[1]))))
+    lambda s, p: (s, (p[0], p[0])), lambda s, p: (s, (p[1], p[1])), lambda s, p: (s, (p[1], p[0]))))
 
 stride_ignored = mutant("stride_ignored", """
     Your output equals the right one with stride 1: move the window sh rows down and sw columns
