@@ -39,6 +39,7 @@ def graded(tmp_path_factory):
     return {name: grader.grade(path) for name, path in (
         ("solution", SOLUTION), ("template", template), ("empty", empty),
         ("flipped", submission(directory, "mutant_kernel_flipped")),
+        ("onehot", submission(directory, "mutant_cross_entropy_gradient_without_onehot")),
         ("loop", submission(directory, "hostile_infinite_loop")))}
 
 
@@ -70,6 +71,14 @@ def test_a_flipped_kernel_changes_outputs_and_gradients_but_still_trains(graded)
     assert not found["outputs"].ok and "differs from the reference network's" in found["outputs"].messages[0]
     assert not found["gradients"].ok and "conv" in found["gradients"].messages[0]
     assert found["training"].ok                            # a true convolution learns just as well
+
+
+def test_wrong_gradients_name_the_functions_to_look_at(graded):
+    found = checks(graded["onehot"])
+    assert found["outputs"].ok and not found["gradients"].ok
+    message = found["gradients"].messages[0]
+    assert "the first wrong gradient from the loss back is dense3's" in message
+    assert message.endswith("look at your dense_backward, softmax_cross_entropy")
 
 
 def test_a_hanging_function_fails_the_network_in_time(graded):

@@ -52,21 +52,28 @@ class Backend:
 
     def op(self, c: ops.NodeContext):
         """The op of a node through the given functions, or None for the built-in one."""
-        config, rank = c.config, c.xs[0].ndim - 2 if c.xs else 0
-        if c.op == "conv" and config["groups"] == 1 and all(d == 1 for d in config["dilation"]):
-            kind = f"conv{rank}d"
-        elif c.op in ("maxpool", "avgpool") and not config["ceil"]:
-            kind = f"{c.op}2d"
-        elif c.op in ("dense", "relu", "sigmoid", "tanh", "batchnorm", "dropout"):
-            kind = c.op
-        elif c.op == "softmax":
+        kind = api_kind(c.op, c.config, c.xs[0].ndim - 2 if c.xs else 0)
+        if kind == "softmax":
             return Softmax(c, self.funcs.get("softmax_forward"), None) if "softmax_forward" in self.funcs else None
-        else:
+        if kind is None:
             return None
         forward, backward = self.funcs.get(f"{kind}_forward"), self.funcs.get(f"{kind}_backward")
         if forward is None and backward is None:
             return None
         return BACKEND_OPS[c.op](c, forward, backward)
+
+
+def api_kind(op: str, config: dict, rank: int) -> str | None:
+    """The layer-API family (``conv2d``, ``relu``, ...: its functions are ``<kind>_forward`` and
+    ``<kind>_backward``) that runs a layer ``op`` with ``rank`` spatial axes; None for a layer
+    the API does not cover (groups, dilation, ceil-mode pooling, sum pooling, ...)."""
+    if op == "conv" and config["groups"] == 1 and all(d == 1 for d in config["dilation"]):
+        return f"conv{rank}d"
+    if op in ("maxpool", "avgpool") and not config["ceil"]:
+        return f"{op}2d"
+    if op in ("dense", "relu", "sigmoid", "tanh", "batchnorm", "dropout", "softmax"):
+        return op
+    return None
 
 
 def checked(value, shape, what):

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from cnnspec.engine.backend import api_kind
 from cnnspec.errors import CnnSpecError
 from cnnspec.grade.checks import Bad, rel_error, unwrap
 from cnnspec.grade.functions import FUNCTIONS
@@ -25,6 +26,26 @@ from cnnspec.grade.sandbox import SandboxError
 
 class StudentFailure(Exception):
     """A student function failed inside the network (message: which and why)."""
+
+
+def suspects(net, model, last_wrong: str) -> str:
+    """Which of the student's backward functions to look at when gradients differ: gradients flow
+    from the loss back, so the wrong one is that of ``last_wrong`` (the wrong gradient nearest to
+    the output) or of a layer after it."""
+    graph, order = net.graph, model.live
+    names = []
+    for name in order[order.index(last_wrong):]:
+        node = graph.nodes[name]
+        rank = len(node["input_shapes"][0]) - 1 if node.get("input_shapes") else 0
+        kind = api_kind(node["op"], node["config"], rank)
+        if kind == "softmax" and name == model.output_name:
+            kind = "softmax_cross_entropy"                # trained with the fused loss
+        elif kind is not None:
+            kind += "_backward"
+        if kind is not None and kind in FUNCTIONS and kind not in names:
+            names.append(kind)
+    return ("the first wrong gradient from the loss back is " f"{last_wrong}'s: look at your "
+            + ", ".join(names)) if names else f"the first wrong gradient from the loss back is {last_wrong}'s"
 
 
 class Remote:
@@ -110,11 +131,16 @@ def grade_network(grader, problem, runner) -> ProblemResult:
         loss_ref, grads_ref = reference.loss_and_grad(x, y)
         loss, grads = student.loss_and_grad(x, y)
         bad = [] if rel_error(loss, loss_ref) < problem.tolerance else ["the loss"]
+        wrong_layers = []
         for layer, params in grads_ref.items():
             for key, g in params.items():
                 if not rel_error(grads[layer][key], g) < problem.tolerance:
                     bad.append(f"{layer}.{key}")
-        return not bad, f"differs from the reference network's: {', '.join(bad[:6])}"
+                    wrong_layers.append(layer)
+        why = f"differs from the reference network's: {', '.join(bad[:6])}"
+        if wrong_layers:
+            why += f"; {suspects(net, student, wrong_layers[-1])}"
+        return not bad, why
 
     def training():
         xs, ys = make_shapes(problem.train_samples, net.input_shape, seed=problem.seed + 1)
