@@ -50,6 +50,14 @@ def nearest(word: str, candidates) -> str | None:
     return found[0] if found else None
 
 
+def not_utf8(err: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8: "not UTF-8 text: byte 0xe9 at line 2, column 19"."""
+    data, at = err.object, err.start
+    line = data.count(b"\n", 0, at) + 1
+    col = at - (data.rfind(b"\n", 0, at) + 1) + 1
+    return f"not UTF-8 text: byte 0x{data[at]:02x} at line {line}, column {col} (save the file as UTF-8)"
+
+
 def match_names(names, patterns, what: str) -> list:
     """The ``names`` that any of the fnmatch ``patterns`` matches, in the order of ``names``. A
     pattern that matches nothing is an error that starts with ``what`` and suggests a name."""

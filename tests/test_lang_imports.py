@@ -104,8 +104,8 @@ def test_unreadable_files(tmp_path):
     err = error_of_file(tmp_path / "none.cnn")
     assert err.file == str(tmp_path / "none.cnn") and err.line is None and "cannot read" in err.message
     bad = tmp_path / "bad.cnn"
-    bad.write_bytes(b"network N {\xff\xfe}")
-    assert "not UTF-8" in error_of_file(bad).message
+    bad.write_bytes(b"network N {\n  input x: 4  # caf\xe9\n}")               # Latin-1, not UTF-8
+    assert error_of_file(bad).message == "not UTF-8 text: byte 0xe9 at line 2, column 20 (save the file as UTF-8)"
     write(tmp_path / "lib.cnn", "")
     (tmp_path / "lib.cnn").write_bytes(b"\xff")
     main = write(tmp_path / "main.cnn", 'import "lib.cnn"\nnetwork N { input x: 4 }\n')

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from cnnspec.errors import CnnSpecError
+from cnnspec.errors import CnnSpecError, not_utf8
 from cnnspec.lang.build import MAX_LAYERS, build_graph
 from cnnspec.lang.imports import blocks_in_scope
 from cnnspec.lang.parser import parse
@@ -51,8 +51,8 @@ def compile_file(path) -> nx.DiGraph:
     path = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise CnnSpecError("not UTF-8 text", file=path) from None
+    except UnicodeDecodeError as err:
+        raise CnnSpecError(not_utf8(err), file=path) from None
     except OSError as err:
         raise CnnSpecError(f"cannot read the file: {err.strerror or err}", file=path) from None
     return compile_source(text, path)

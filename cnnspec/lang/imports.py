@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from cnnspec.errors import error_at
+from cnnspec.errors import error_at, not_utf8
 from cnnspec.lang import ast
 from cnnspec.lang.parser import parse
 
@@ -52,7 +52,7 @@ def read(path: str, imp: ast.Import, sources: dict) -> str:
     except FileNotFoundError:
         raise error_at(imp.pos, f"cannot find `{imp.path}`", sources=sources,
                        hint=f"imports are relative to the importing file; looked for {path}") from None
-    except UnicodeDecodeError:
-        raise error_at(imp.pos, f"`{imp.path}` is not UTF-8 text", sources=sources) from None
+    except UnicodeDecodeError as err:
+        raise error_at(imp.pos, f"`{imp.path}` is {not_utf8(err)}", sources=sources) from None
     except OSError as err:
         raise error_at(imp.pos, f"cannot read `{imp.path}`: {err.strerror or err}", sources=sources) from None
