@@ -73,6 +73,20 @@ def build_graph(module: ast.Module, blocks: dict[str, ast.Block] | None = None,
     return graph
 
 
+# Layer names of PyTorch and Keras (lower case, no underscores) -> the layer here, for hints.
+FRAMEWORK_NAMES = {
+    "linear": "dense", "fc": "dense", "fullyconnected": "dense", "conv1d": "conv", "conv2d": "conv",
+    "convolution": "conv", "maxpool1d": "maxpool", "maxpool2d": "maxpool", "maxpooling1d": "maxpool",
+    "maxpooling2d": "maxpool", "avgpool1d": "avgpool", "avgpool2d": "avgpool",
+    "averagepooling1d": "avgpool", "averagepooling2d": "avgpool", "batchnorm1d": "batchnorm",
+    "batchnorm2d": "batchnorm", "batchnormalization": "batchnorm", "adaptiveavgpool2d": "globalavgpool",
+    "globalaveragepooling2d": "globalavgpool", "globalaveragepooling1d": "globalavgpool",
+    "adaptivemaxpool2d": "globalmaxpool", "globalmaxpooling2d": "globalmaxpool",
+    "globalmaxpooling1d": "globalmaxpool", "dropout2d": "dropout", "leakyrelu": "leaky_relu",
+    "concatenate": "concat", "cat": "concat", "sum": "add",
+}
+
+
 @dataclass
 class Scope:
     """One body being expanded: the network's, or one block instance's."""
@@ -104,6 +118,9 @@ class Builder:
 
     @staticmethod
     def suggest(word, candidates) -> str | None:
+        known = FRAMEWORK_NAMES.get(word.lower().replace("_", ""))
+        if known in candidates:                   # a PyTorch or Keras name
+            return f"PyTorch's or Keras's `{word}` is called `{known}` here"
         guess = nearest(word, candidates)
         return f"did you mean `{guess}`?" if guess else None
 
