@@ -56,7 +56,7 @@ def _wrapped(text: str, indent: int) -> list[str]:
                          subsequent_indent=" " * (indent + 2), break_on_hyphens=False) or [""]
 
 
-def text(result: GradeResult, verbose: bool = False) -> str:
+def text(result: GradeResult) -> str:
     """The readable report: per problem, its points, what passed, what failed and why."""
     lines = header(result) + [""]
     width = max([len(p.name) for p in result.problems] + [20])
@@ -65,9 +65,7 @@ def text(result: GradeResult, verbose: bool = False) -> str:
         lines.append(f"{p.name:<{width}}  {_fmt(p.score):>6} / {_fmt(p.max_score)}")
         for note in p.notes:
             lines += _wrapped(note, 4)
-        if verbose:
-            pass                       # every check of every problem
-        elif not p.notes and all(c.ok for c in p.checks):
+        if not p.notes and all(c.ok for c in p.checks):
             total = max(c.total for c in p.checks) if p.checks else 0
             lines.append(f"    all {len(p.checks)} checks passed ({total} case{'s' * (total != 1)})")
             continue
