@@ -6,6 +6,11 @@ fused numba loop per step updates them all, in the parameters' dtype, with the o
 torch's order (``torch.optim.SGD``/``Adam``, single-tensor path) so that results agree to rounding.
 Frozen layers are skipped, as torch skips parameters without a gradient; Adam counts steps per
 layer, as torch does per parameter, so a layer unfrozen later starts its bias correction afresh.
+
+``clip_grad_norm=`` (any optimizer, like Keras' ``global_clipnorm``) clips the gradients by their
+global norm before each update, as ``torch.nn.utils.clip_grad_norm_`` does between ``backward()``
+and ``step()``. Learning-rate schedules (:mod:`cnnspec.engine.schedule`) set ``lr`` (and, for
+one-cycle, the momentum or Adam's beta1) between steps, as torch's schedulers set a param group's.
 """
 from __future__ import annotations
 
@@ -16,20 +21,37 @@ from cnnspec.errors import CnnSpecError
 
 
 class Optimizer:
-    """What SGD and Adam share: the model, its flat parameter/gradient arrays, a step count."""
+    """What SGD and Adam share: the model, its flat parameter/gradient arrays, a step count, and
+    optional clipping of the gradients by their global norm."""
 
-    def __init__(self, model, lr: float):
+    def __init__(self, model, lr: float, clip_grad_norm: float | None = None):
         if not lr > 0:
             raise CnnSpecError(f"lr must be positive, received: {lr}")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise CnnSpecError(f"clip_grad_norm must be positive, received: {clip_grad_norm}")
         self.model = model
         self.lr = float(lr)
+        self.initial_lr = None                     # set by the first schedule, as torch's param group
+        self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
+        self.grad_norm = None                      # the total norm before clipping, of the last step
         self.steps = 0
         self._scalar = model.dtype.type            # scalars in the parameters' dtype, as torch does
 
     def step(self) -> None:
         """Apply one update from the gradients of the last ``loss_and_grad``/``train_step``."""
         self.steps += 1
-        self._update(self.model._flat_params, self.model._flat_grads, self.model._segments())
+        segments = self.model._segments()
+        if self.clip_grad_norm is not None:
+            self.grad_norm = clip_grad_norm_(self.model, self.clip_grad_norm, segments)
+        self._update(self.model._flat_params, self.model._flat_grads, segments)
+
+    @property
+    def momentum_value(self) -> float:
+        """SGD's momentum, Adam's beta1: what a one-cycle schedule cycles."""
+        raise NotImplementedError
+
+    def set_momentum(self, value: float) -> None:
+        raise NotImplementedError
 
     def zeros(self) -> np.ndarray:
         return np.zeros_like(self.model._flat_params)
@@ -62,13 +84,29 @@ class SGD(Optimizer):
     """``torch.optim.SGD(params, lr, momentum, weight_decay)``: g += wd*p; buf = momentum*buf + g;
     p -= lr*buf (buf = g on the first step, which the zero-initialised buffer gives exactly)."""
 
-    def __init__(self, model, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
-        super().__init__(model, lr)
+    def __init__(self, model, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 clip_grad_norm: float | None = None):
+        super().__init__(model, lr, clip_grad_norm)
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.buf = self.zeros() if self.momentum else np.zeros(0, model.dtype)
 
     STATE = ("buf",)
+
+    @property
+    def momentum_value(self) -> float:
+        return self.momentum
+
+    def set_momentum(self, value: float) -> None:
+        """A momentum that becomes non-zero starts from an empty buffer (torch: buf = grad)."""
+        self.momentum = float(value)
+        if self.momentum and not self.buf.size:
+            self.buf = self.zeros()
+
+    def load_state_dict(self, state) -> None:
+        if "buf" in state and np.asarray(state["buf"]).size and not self.buf.size:
+            self.buf = self.zeros()                # saved while a schedule's momentum was on
+        super().load_state_dict(state)
 
     def _update(self, p, g, segments):
         t = self._scalar
@@ -82,8 +120,11 @@ class Adam(Optimizer):
     """``torch.optim.Adam(params, lr, betas, eps, weight_decay)`` with bias correction; weight decay
     is the L2 term added to the gradient (not AdamW's decoupled decay)."""
 
-    def __init__(self, model, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        super().__init__(model, lr)
+    decoupled = False
+
+    def __init__(self, model, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 clip_grad_norm: float | None = None):
+        super().__init__(model, lr, clip_grad_norm)
         self.betas = (float(betas[0]), float(betas[1]))
         if not all(0 <= b < 1 for b in self.betas):
             raise CnnSpecError(f"betas must be in [0, 1), received: {betas}")
@@ -95,6 +136,13 @@ class Adam(Optimizer):
 
     STATE = ("m", "v", "layer_steps")
 
+    @property
+    def momentum_value(self) -> float:
+        return self.betas[0]
+
+    def set_momentum(self, value: float) -> None:
+        self.betas = (float(value), self.betas[1])
+
     def _update(self, p, g, segments):
         t, dtype = self._scalar, self.model.dtype
         beta1, beta2 = self.betas
@@ -105,11 +153,44 @@ class Adam(Optimizer):
         root_correction2 = np.sqrt(1 - beta2 ** steps).astype(dtype)
         neg_step = (-self.lr / correction1).astype(dtype)
         w1 = t(1 - beta1)
+        if self.decoupled:                                        # AdamW: p *= 1 - lr*wd first
+            decay, l2 = t(1 - self.lr * self.weight_decay), t(0)
+        else:
+            decay, l2 = t(1), t(self.weight_decay)
         adam_update(p, g, self.m, self.v, segments, w1, t(1) - w1, t(beta2), t(1 - beta2),
-                    root_correction2, t(self.eps), neg_step, t(self.weight_decay))
+                    root_correction2, t(self.eps), neg_step, l2, decay)
 
     def __repr__(self):
-        return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay})"
+        return (f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps}, "
+                f"weight_decay={self.weight_decay})")
+
+
+class AdamW(Adam):
+    """``torch.optim.AdamW(params, lr, betas, eps, weight_decay=0.01)``: decoupled weight decay,
+    ``p *= 1 - lr*weight_decay`` before the Adam update of the unchanged gradient (Loshchilov &
+    Hutter), with the scheduled lr of each step."""
+
+    decoupled = True
+
+    def __init__(self, model, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
+                 clip_grad_norm: float | None = None):
+        super().__init__(model, lr, betas, eps, weight_decay, clip_grad_norm)
+
+
+def clip_grad_norm_(model, max_norm: float, segments=None) -> float:
+    """``torch.nn.utils.clip_grad_norm_(params, max_norm)`` over the model's trainable parameters:
+    the total L2 norm of all their gradients together, and when ``max_norm / (total + 1e-6)`` is
+    below 1, every gradient scaled by it. Returns the total norm before clipping."""
+    if segments is None:
+        segments = model._segments()
+    g = model._flat_grads
+    total = float(np.sqrt(sum(float(np.dot(g[a:b], g[a:b])) for a, b, _ in segments)))
+    coef = float(max_norm) / (total + 1e-6)
+    if coef < 1:
+        scale = g.dtype.type(coef)
+        for a, b, _ in segments:
+            g[a:b] *= scale
+    return total
 
 
 # Each segment is sliced first: indexing with bounds read from an array would make numba check
@@ -133,13 +214,16 @@ def sgd_update(p, g, buf, segments, lr, momentum, weight_decay):
 
 @njit
 def adam_update(p, g, m, v, segments, w1, one_minus_w1, beta2, w2, root_correction2, eps, neg_step,
-                weight_decay):
-    """root_correction2 and neg_step (-lr / correction1) hold one value per segment."""
+                weight_decay, decay):
+    """root_correction2 and neg_step (-lr / correction1) hold one value per segment; ``decay`` is
+    AdamW's factor 1 - lr*weight_decay (1: none), ``weight_decay`` Adam's L2 term."""
     for s in range(segments.shape[0]):
         start, stop = segments[s, 0], segments[s, 1]
         ps, gs, ms, vs = p[start:stop], g[start:stop], m[start:stop], v[start:stop]
         c2, step = root_correction2[s], neg_step[s]
         for i in range(ps.size):
+            if decay != 1:
+                ps[i] = ps[i] * decay
             d = gs[i]
             if weight_decay != 0:
                 d = d + weight_decay * ps[i]
