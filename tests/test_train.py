@@ -73,7 +73,7 @@ def test_defaults_without_a_train_section():
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"optimizer": "adamw"}, "unknown optimizer `adamw`"),
+    ({"optimizer": "adamax"}, "unknown optimizer `adamax`"),
     ({"optimizer": "sgd(lr=0.1, beta=2)"}, "sgd has no argument `beta`"),
     ({"optimizer": "adam", "momentum": 0.9}, "adam has no setting `momentum`"),
     ({"lr": 0.0}, "lr must be positive"),

@@ -21,17 +21,24 @@ Values become plain Python: ``data`` and ``loss`` str (``data`` exactly as writt
 the arguments written (positional ones take the names in the order above); ``epochs``, ``batch``,
 ``seed`` int; ``val_split`` float; ``augment`` a list of ``(name, args tuple)``. Defaults are
 filled in by the trainer, not here.
+
+The keys cnnspec adds where dsl.md is silent (``schedule``, ``warmup``, ``monitor``, ``patience``,
+``min_delta``, ``restore_best_weights``, ``clip_grad_norm``, ``top_k``; ``adamw`` among the
+optimizers) are converted by :mod:`cnnspec.lang.fitting`.
 """
 from __future__ import annotations
 
 from cnnspec.errors import error_at, nearest
 from cnnspec.lang import ast
+from cnnspec.lang.fitting import FIT_KEYS, FitSettings
 
-OPTIMIZERS = {"sgd": ("lr", "momentum", "weight_decay"), "adam": ("lr", "betas", "weight_decay")}
+OPTIMIZERS = {"sgd": ("lr", "momentum", "weight_decay"), "adam": ("lr", "betas", "weight_decay"),
+              "adamw": ("lr", "betas", "weight_decay")}
 AUGMENTS = {"flip": (), "vflip": (), "rotate": ("deg",), "shift": ("px",), "scale": ("lo", "hi"),
             "noise": ("std",)}
 LOSSES = ("cross_entropy", "mse")
 KEYS = ("data", "loss", "optimizer", "epochs", "batch", "seed", "val_split", "augment")
+KEYS += FIT_KEYS
 
 
 def train_config(train: ast.Train, sources: dict) -> tuple[dict, dict]:
@@ -39,7 +46,7 @@ def train_config(train: ast.Train, sources: dict) -> tuple[dict, dict]:
     return Settings(sources).convert(train)
 
 
-class Settings:
+class Settings(FitSettings):
     """Converts and checks the settings of one train section."""
 
     def __init__(self, sources: dict):
@@ -81,6 +88,7 @@ class Settings:
                                 hint=f"first at line {where[key].line}")
             where[key] = setting.pos
             config[key] = getattr(self, key)(value)
+        self.check_together(config, where)
         return config, where
 
     def data(self, value) -> str:
@@ -120,7 +128,7 @@ class Settings:
     def optimizer(self, value) -> dict:
         """``sgd(lr=0.05, momentum=0.9)`` -> ``{"name": "sgd", "lr": 0.05, "momentum": 0.9}``."""
         if not isinstance(value, (ast.Name, ast.Call)):
-            raise self.fail(value.pos, "`optimizer` is sgd(...) or adam(...)",
+            raise self.fail(value.pos, "`optimizer` is sgd(...), adam(...) or adamw(...)",
                             hint="e.g. sgd(lr=0.05, momentum=0.9)")
         if value.name not in OPTIMIZERS:
             raise self.unknown(value.name, list(OPTIMIZERS), "optimizer", value.pos)

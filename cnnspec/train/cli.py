@@ -5,6 +5,7 @@ what it needs.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -40,6 +41,7 @@ def register(subparsers) -> None:
                        help="keep the parameters of matching layers fixed, e.g. 'conv*'")
     train.add_argument("--unfreeze-after", action="append", metavar="N:GLOB",
                        help="make matching frozen layers trainable after N epochs, e.g. 3:conv5*")
+    add_fit_flags(train)
     train.add_argument("--out", metavar="DIR", help="run directory (default: runs/<network>-<timestamp>)")
     train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -51,11 +53,14 @@ def register(subparsers) -> None:
                     "else the validation split (the same samples training held out: data, seed and val_split "
                     "come from the log.json beside the weights, else from the file's train section).")
     evaluate.add_argument("file", help="the .cnn file")
-    evaluate.add_argument("--weights", required=True, metavar="W.npz")
+    evaluate.add_argument("--weights", required=True, metavar="W.npz",
+                          help="a weights file, or a run directory (its best.npz, else its weights.npz)")
     evaluate.add_argument("--data", help=DATA_HELP)
     evaluate.add_argument("--split", choices=("train", "val", "test"))
     evaluate.add_argument("--seed", type=int)
     evaluate.add_argument("--val-split", type=float)
+    evaluate.add_argument("--top-k", type=int, metavar="K",
+                          help="also report top-K accuracy (default: the run's or the file's top_k)")
     evaluate.add_argument("--plot", metavar="PNG", help="draw the confusion matrix to this picture")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(func=evaluate_command)
@@ -66,7 +71,8 @@ def register(subparsers) -> None:
                     "resized to the input size, scaled to [0, 1]) or array (.npy, used as it is). Prints the "
                     "top classes of a classifier, else the output.")
     run.add_argument("file", help="the .cnn file")
-    run.add_argument("--weights", metavar="W.npz", help="trained weights (default: initial weights)")
+    run.add_argument("--weights", metavar="W.npz", help="trained weights, or a run directory (its best.npz, else "
+                                                         "its weights.npz); default: initial weights")
     run.add_argument("--input", required=True, metavar="IMAGE", help="a picture or a .npy array")
     run.add_argument("--feature-maps", metavar="PNG", help="draw the chosen layers' outputs")
     run.add_argument("--layers", nargs="+", metavar="GLOB",
@@ -74,6 +80,30 @@ def register(subparsers) -> None:
     run.add_argument("--filters", metavar="PNG", help="draw the first conv layer's kernels")
     run.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
     run.set_defaults(func=run_command)
+
+
+def add_fit_flags(parser) -> None:
+    """The flags of the train keys cnnspec adds where dsl.md is silent (cnnspec.lang.fitting): each
+    value is read as the file's setting would be."""
+    group = parser.add_argument_group("schedules, best weights, early stopping (train-section keys too)")
+    group.add_argument("--weight-decay", type=float, metavar="WD", help="the optimizer's weight_decay (adamw: decoupled)")
+    group.add_argument("--schedule", metavar="SCHED",
+                       help="'step(STEP_SIZE, gamma=0.1)', 'multistep([M1, M2], gamma=0.1)', "
+                            "'cosine(T_max, eta_min=0)', 'onecycle(max_lr, pct_start=0.3, ...)' or none; "
+                            "interval=epoch|step")
+    group.add_argument("--warmup", metavar="N", help="N epochs (steps) of linear warm-up, or 'linear(N, start_factor=F)'")
+    group.add_argument("--monitor", metavar="Q", help="val_loss (default), val_acc, train_loss, train_acc: "
+                                                      "what best.npz and early stopping follow")
+    group.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without improvement")
+    group.add_argument("--min-delta", type=float, metavar="X", help="the least change that counts as an improvement")
+    group.add_argument("--restore-best-weights", action=argparse.BooleanOptionalAction, default=None,
+                       help="end with the best epoch's weights in weights.npz")
+    group.add_argument("--clip-grad-norm", type=float, metavar="MAX", help="clip gradients to this global L2 norm")
+    group.add_argument("--top-k", type=int, metavar="K", help="also report top-K accuracy")
+
+
+FIT_FLAGS = ("weight_decay", "schedule", "warmup", "monitor", "patience", "min_delta", "restore_best_weights",
+             "clip_grad_norm", "top_k")
 
 
 def default_run_dir(network: str) -> Path:
@@ -95,6 +125,7 @@ def train_command(args) -> int:
                     optimizer=args.optimizer, momentum=args.momentum, loss=args.loss, seed=args.seed,
                     val_split=args.val_split, augment=args.augment, init=args.init, freeze=args.freeze,
                     unfreeze_after=args.unfreeze_after)
+    settings.update({key: getattr(args, key) for key in FIT_FLAGS})
     started = time.perf_counter()
     if args.resume:
         history = fit(network, resume=args.resume, out=args.out, progress=not args.no_progress, **settings)
@@ -112,8 +143,34 @@ def train_command(args) -> int:
         if last.get("val_acc") is not None:
             summary += f": validation accuracy {100 * last['val_acc']:.2f}% (best {100 * best:.2f}%)"
         print(summary)
-    print(f"wrote {out / 'weights.npz'}, {out / 'log.csv'}, {out / 'log.json'}, {out / 'curves.png'}")
+    print(f"wrote {out / 'weights.npz'}{_best_note(history)}, {out / 'log.csv'}, {out / 'log.json'}, "
+          f"{out / 'curves.png'}")
     return 0
+
+
+def _best_note(history) -> str:
+    """`` (epoch 10), runs/x/best.npz (epoch 6: val_loss 0.0412)`` when the run kept a best epoch."""
+    from cnnspec.train.callbacks import format_quantity
+
+    kept = history.best or {}
+    if kept.get("epoch") is None or not history.rows:
+        return ""
+    final = kept["epoch"] if history.config.restore_best_weights else history.last["epoch"]
+    return (f" (epoch {final}), {history.out / 'best.npz'} (epoch {kept['epoch']}: {kept['monitor']} "
+            f"{format_quantity(kept['monitor'], kept['value'])})")
+
+
+def weights_file(path) -> str:
+    """``--weights``: a file as given; a run directory gives its ``best.npz`` when it has one (the
+    best epoch: what Keras' ModelCheckpoint(save_best_only=True) keeps), else its ``weights.npz``."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return str(path)
+    for name in ("best.npz", "weights.npz"):
+        if (folder / name).is_file():
+            print(f"using {folder / name}", file=sys.stderr)
+            return str(folder / name)
+    raise CnnSpecError("no best.npz or weights.npz in this folder", file=str(path))
 
 
 def _run_settings(weights) -> dict:
@@ -125,7 +182,7 @@ def _run_settings(weights) -> dict:
                 config = json.loads(log.read_text()).get("config", {})
             except (OSError, ValueError):
                 return {}
-            return {key: config.get(key) for key in ("data", "data_base", "seed", "val_split", "loss")}
+            return {key: config.get(key) for key in ("data", "data_base", "seed", "val_split", "loss", "top_k")}
     return {}
 
 
@@ -136,11 +193,12 @@ def evaluate_command(args) -> int:
     from cnnspec.train.metrics import evaluate
 
     network = cnnspec.load(args.file)
-    config = resolve_config(network, seed=args.seed, val_split=args.val_split, data=args.data)
+    args.weights = weights_file(args.weights)
+    config = resolve_config(network, seed=args.seed, val_split=args.val_split, data=args.data, top_k=args.top_k)
     previous = _run_settings(args.weights)
     if previous and args.data is None and previous.get("data"):
         config.data, config.data_base = previous["data"], previous.get("data_base")
-    for key in ("seed", "val_split", "loss"):
+    for key in ("seed", "val_split", "loss", "top_k"):
         if previous.get(key) is not None and getattr(args, key, None) is None:
             setattr(config, key, previous[key])
     model = network.compile(dtype="float32", seed=config.seed)
@@ -150,7 +208,8 @@ def evaluate_command(args) -> int:
                                base_dir=config.data_base, output_shape=network.output_shape)
     split = args.split or ("test" if dataset.x_test is not None else "val")
     x, y = dataset.split(split)
-    result = evaluate(model, x, y, dataset.classes, loss=config.loss, split=split)
+    with located(network, "top_k", config.from_file if not previous else []):
+        result = evaluate(model, x, y, dataset.classes, loss=config.loss, split=split, top_k=config.top_k)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -173,6 +232,7 @@ def run_command(args) -> int:
     network = cnnspec.load(args.file)
     model = network.compile(dtype="float32", seed=int(network.train_config.get("seed", 0)))
     if args.weights:
+        args.weights = weights_file(args.weights)
         model.load(args.weights)
     else:
         learned = [name for name, flag in model.trainable.items()

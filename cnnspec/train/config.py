@@ -8,13 +8,16 @@ from pathlib import Path
 
 from cnnspec.data.augment import parse_augment
 from cnnspec.errors import CnnSpecError, error_at, match_names, nearest
+from cnnspec.lang.fitting import FIT_KEYS, conflicts, setting_value
 
 OPTIMIZERS = {
     # name -> default arguments (dsl.md §7)
     "sgd": {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0},
     "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 0.0},
+    "adamw": {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 0.01},     # torch.optim.AdamW's
 }
 SECTION_KEYS = ("data", "loss", "optimizer", "epochs", "batch", "seed", "val_split", "augment")
+SECTION_KEYS += FIT_KEYS
 
 
 @dataclass
@@ -34,11 +37,33 @@ class TrainConfig:
     init: str | None = None                              # weights to start from (transfer learning)
     freeze: list = field(default_factory=list)           # layer-name globs kept fixed
     unfreeze_after: list = field(default_factory=list)   # [(epochs, glob), ...]
+    # where dsl.md is silent (cnnspec.lang.fitting): schedules, best weights, early stopping, ...
+    schedule: dict | None = None                          # {"name": "cosine", arguments written}
+    warmup: dict | None = None                            # {"total_iters": N, "start_factor": F}
+    monitor: str = "val_loss"                             # best.npz and early stopping follow it
+    patience: int | None = None                           # None: no early stopping
+    min_delta: float = 0.0
+    restore_best_weights: bool = False
+    clip_grad_norm: float | None = None
+    top_k: int | None = None
     from_file: list = field(default_factory=list)        # settings the train section gave (not overridden)
 
     @property
     def lr(self) -> float:
         return self.optimizer_args["lr"]
+
+    def describe_schedule(self) -> str:
+        """``cosine(eta_min=0.0001) after 2 warm-up epochs``, or "" without a schedule."""
+        parts = []
+        if self.schedule:
+            args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.schedule.items() if k != "name")
+            parts.append(f"{self.schedule['name']}({args})")
+        if self.warmup:
+            n, unit = self.warmup["total_iters"], self.warmup.get("interval", (self.schedule or {}).get("interval", "epoch"))
+            start = self.warmup.get("start_factor")
+            parts.append(f"{'after ' if parts else ''}{n} warm-up {unit}{'s' if n != 1 else ''}"
+                         + (f" from {_fmt(start)}*lr" if start is not None else ""))
+        return " ".join(parts)
 
     def describe_optimizer(self) -> str:
         args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.optimizer_args.items()
@@ -62,7 +87,12 @@ class TrainConfig:
 
 
 def _fmt(value) -> str:
-    return f"({', '.join(f'{v:g}' for v in value)})" if isinstance(value, tuple) else f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(_fmt(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def resolve_config(network, **overrides) -> TrainConfig:
@@ -78,7 +108,7 @@ def resolve_config(network, **overrides) -> TrainConfig:
         config.data_base = str(Path(file).resolve().parent) if file else None
     if "optimizer" in section:
         _set_optimizer(config, section["optimizer"])
-    for key in ("loss", "epochs", "batch", "seed", "val_split"):
+    for key in ("loss", "epochs", "batch", "seed", "val_split", *FIT_KEYS):
         if key in section:
             setattr(config, key, section[key])
     with located(network, "augment", ["augment"]):
@@ -89,7 +119,7 @@ def resolve_config(network, **overrides) -> TrainConfig:
                         and not (key == "optimizer" and {"lr", "momentum", "weight_decay"} & set(given))]
     unknown = sorted(set(given) - {"data", "loss", "optimizer", "lr", "momentum", "weight_decay",
                                    "epochs", "batch", "seed", "val_split", "augment", "init", "freeze",
-                                   "unfreeze_after"})
+                                   "unfreeze_after"} - set(FIT_KEYS))
     if unknown:
         raise TypeError(f"unknown training setting(s): {', '.join(unknown)}")
     if "data" in given:
@@ -110,7 +140,13 @@ def resolve_config(network, **overrides) -> TrainConfig:
         config.freeze = list(given["freeze"])
     if "unfreeze_after" in given:
         config.unfreeze_after = [parse_unfreeze(item) for item in given["unfreeze_after"]]
+    for key in FIT_KEYS:
+        if key in given:
+            setattr(config, key, setting_value(key, given[key]))
     check_config(config)
+    for key, message in conflicts({key: getattr(config, key) for key in FIT_KEYS}):
+        with located(network, key, config.from_file):
+            raise CnnSpecError(message)
     return config
 
 

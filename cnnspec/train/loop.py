@@ -6,8 +6,10 @@ augmentation draw from a generator seeded by (seed, epoch). A run interrupted wi
 batch and generator states — from which ``fit(..., resume=DIR)`` continues to the very weights an
 uninterrupted run reaches.
 
-A run directory holds ``weights.npz`` (by layer name), ``log.csv``, ``log.json``, ``curves.png``
-and ``checkpoint/`` (``weights.npz``, ``optimizer.npz``, ``state.json``).
+A run directory holds ``weights.npz`` (by layer name), ``best.npz`` (the weights of the best epoch
+by the ``monitor``ed quantity), ``log.csv``, ``log.json``, ``curves.png`` and ``checkpoint/``
+(``weights.npz``, ``optimizer.npz``, ``state.json``). Schedules, early stopping and top-k accuracy
+live in :mod:`cnnspec.train.callbacks`; their state rides in the checkpoint's state.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from cnnspec.data import Augmenter, load_dataset
 from cnnspec.data.augment import describe as describe_augment
 from cnnspec.errors import CnnSpecError
 from cnnspec.npz import read_npz
+from cnnspec.train.callbacks import Tracker, check_top_k, make_optimizer, make_schedule, top_k_correct
 from cnnspec.train.config import TrainConfig, located, match_layers, resolve_config
 from cnnspec.train.progress import EpochBar, epoch_line
 
@@ -35,7 +38,10 @@ LOG_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "
 
 @dataclass
 class History:
-    """What a training run did: one row per epoch (``LOG_FIELDS``; accuracies are fractions)."""
+    """What a training run did: one row per epoch (``LOG_FIELDS``, plus ``train_topK``/``val_topK``,
+    ``momentum`` and ``grad_norm`` when the run has them; accuracies are fractions). ``best`` is the
+    best epoch by the monitored quantity (``{"monitor", "value", "epoch", "stopped_early"}``) and
+    ``best_weights`` its arrays (what ``best.npz`` holds)."""
 
     network: str
     config: TrainConfig
@@ -45,6 +51,8 @@ class History:
     init: dict | None = None                          # loaded / skipped / new layers (``--init``)
     frozen: list = field(default_factory=list)
     interrupted: bool = False
+    best: dict | None = None
+    best_weights: dict | None = None
     out: Path | None = None
     model: object = None
     dataset: object = None
@@ -56,7 +64,7 @@ class History:
     def to_json(self) -> dict:
         return {"network": self.network, "config": self.config.to_json(), "classes": self.classes,
                 "data": self.data, "init": self.init, "frozen": self.frozen, "interrupted": self.interrupted,
-                "epochs": self.rows}
+                "best": self.best, "epochs": self.rows}
 
 
 class StopRequest:
@@ -144,6 +152,12 @@ class Run:
         for _, glob in config.unfreeze_after:
             match_layers(self.layers, [glob], "--unfreeze-after")
         self.optimizer = make_optimizer(self.model, config)
+        with located(network, "schedule" if config.schedule else "warmup", config.from_file):
+            self.schedule = make_schedule(self.optimizer, config, self.n_batches)
+        if config.top_k:
+            with located(network, "top_k", config.from_file):
+                check_top_k(config.top_k, self.model.output_shape, dataset.y_train)
+        self.tracker = Tracker(config.monitor, config.patience, config.min_delta, has_validation=len(dataset.x_val) > 0)
         # where to start: the next epoch and batch, and that epoch's generator state and sums so far
         self.epoch, self.batch, self.rng_state, self.sums = 1, 0, None, None
         self.resumed = False
@@ -156,11 +170,30 @@ class Run:
         self.epoch, self.batch, self.rng_state, self.sums = state["epoch"], state["batch"], state["rng"], state["sums"]
         if state.get("engine_rng") is not None:
             self.model.rng.bit_generator.state = state["engine_rng"]
+        self.restore_fit_state(run, state)
         self.resumed = True
+
+    def fit_state(self) -> dict:
+        """What the schedule and the tracker carry over (part of the checkpoint's state)."""
+        return {"schedule": self.schedule.state_dict() if self.schedule else None,
+                "tracker": self.tracker.state_dict()}
+
+    def restore_fit_state(self, run: Path, state: dict) -> None:
+        if self.schedule is not None and state.get("schedule") is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        if state.get("tracker") is not None:
+            self.tracker.load_state_dict(state["tracker"])
+            if self.tracker.best_epoch is not None:
+                self.tracker.best_weights = dict(read_npz(run / "best.npz", "best weights"))
+        self.history.best = self.tracker.to_json()
 
     def train(self) -> History:
         config, history, echo = self.config, self.history, self.echo
         if self.resumed:
+            if self.tracker.stopped:
+                echo(f"{history.network} stopped early after epoch {self.tracker.stopped_epoch} "
+                     f"(patience {config.patience}); nothing to resume")
+                return history
             if self.epoch > config.epochs:
                 echo(f"{history.network} has already trained for {self.epoch - 1} epochs; "
                      f"give --epochs N (N > {self.epoch - 1}) to train longer")
@@ -173,10 +206,12 @@ class Run:
             echo(describe_run(history, self.dataset, config))
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
+            if not self.resumed:
+                (self.out / "best.npz").unlink(missing_ok=True)      # a stale one from an earlier run
         with StopRequest() as stop:
-            while self.epoch <= config.epochs:
+            while self.epoch <= config.epochs and not self.tracker.stopped:
                 finished = self.train_epoch(stop)
-                if not finished or (stop.requested and self.epoch <= config.epochs):
+                if not finished or (stop.requested and self.epoch <= config.epochs and not self.tracker.stopped):
                     history.interrupted = True
                     where = (f"in epoch {self.epoch} after batch {self.batch}/{self.n_batches}" if not finished
                              else f"after epoch {self.epoch - 1}")
@@ -184,6 +219,7 @@ class Run:
                              if self.out is not None else "")
                     echo(f"interrupted {where}{saved}")
                     return history
+        self.finish_fit()
         if self.out is not None:
             self.model.save(self.out / "weights.npz")
             _write_logs(self.out, history)
@@ -191,6 +227,29 @@ class Run:
 
             plot_curves(history.rows, self.out / "curves.png")
         return history
+
+    def finish_fit(self) -> None:
+        """Say why training stopped early; with ``restore_best_weights`` end with the best epoch's weights."""
+        tracker, history = self.tracker, self.history
+        history.best, history.best_weights = tracker.to_json(), tracker.best_weights
+        if tracker.stopped:
+            self.echo(tracker.describe_stop())
+        if self.config.restore_best_weights and tracker.best_weights is not None:
+            tracker.restore_best(self.model)
+            self.echo(f"restored the weights of epoch {tracker.best_epoch}, the best by {tracker.quantity} "
+                      f"(restore_best_weights)")
+        if self.out is not None and tracker.best_weights is not None and not (self.out / "best.npz").is_file():
+            self.save_best()                  # resumed into another folder: bring best.npz along
+
+    def save_best(self) -> None:
+        """Write the best epoch's arrays to ``best.npz`` (atomically, as ``Model.save``)."""
+        keep = {key: array.copy() for key, array in self.model.arrays().items()}
+        self.tracker.restore_best(self.model)
+        try:
+            self.model.save(self.out / "best.npz")
+        finally:
+            for key, array in self.model.arrays().items():
+                array[...] = keep[key]
 
     @property
     def n_batches(self) -> int:
@@ -205,10 +264,10 @@ class Run:
                                                 announce=self.batch == 0)
         rng = np.random.default_rng([config.seed, epoch])
         order = rng.permutation(len(x))
-        loss_sum, correct, seen, seconds = 0.0, 0, 0, 0.0
+        loss_sum, correct, seen, seconds, top_correct, norm_sum = 0.0, 0, 0, 0.0, 0, 0.0
         if self.batch:                                  # resuming inside this epoch
             rng.bit_generator.state = self.rng_state
-            loss_sum, correct, seen, seconds = self.sums
+            loss_sum, correct, seen, seconds, top_correct, norm_sum = [*self.sums, 0, 0.0][:6]
         bar = EpochBar(epoch, config.epochs, self.n_batches, self.batch, enabled=self.progress)
         for b in range(self.batch, self.n_batches):
             tick = time.perf_counter()
@@ -217,9 +276,15 @@ class Run:
             if self.augment:
                 xb = self.augment(xb, rng)
             loss, output = model.train_step(xb, yb, self.optimizer, loss=config.loss)
+            if self.schedule is not None:
+                self.schedule.after_batch()
             seconds += time.perf_counter() - tick
             loss_sum += loss * len(index)
             correct += int(np.count_nonzero(_predicted(output) == yb))
+            if config.top_k:
+                top_correct += top_k_correct(output, yb, config.top_k)
+            if config.clip_grad_norm is not None:
+                norm_sum += self.optimizer.grad_norm
             seen += len(index)
             bar.update(loss_sum / seen, correct / seen, seen / max(seconds, 1e-9))
             if self.on_batch is not None:
@@ -227,19 +292,39 @@ class Run:
             if stop.requested and b + 1 < self.n_batches:
                 bar.close()
                 self.batch, self.rng_state = b + 1, rng.bit_generator.state
-                self.sums = [loss_sum, correct, seen, seconds]
+                self.sums = [loss_sum, correct, seen, seconds, top_correct, norm_sum]
                 self.save_checkpoint()
                 return False
         bar.close()
-        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "val_loss": None, "val_acc": None, "lr": config.lr,
-               "seconds": round(seconds, 3), "samples_per_s": round(seen / max(seconds, 1e-9), 1)}
+        k, schedule = config.top_k, self.schedule
+        top = f"top{k}"
+        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+        if k:
+            row[f"train_{top}"] = top_correct / seen
+        row.update({"val_loss": None, "val_acc": None})
+        if k:
+            row[f"val_{top}"] = None
+        row["lr"] = schedule.lr_of_epoch(epoch) if schedule else config.lr
+        if schedule and schedule.momentum_of_epoch(epoch) is not None:
+            row["momentum"] = schedule.momentum_of_epoch(epoch)
+        if config.clip_grad_norm is not None:
+            row["grad_norm"] = norm_sum / self.n_batches
+        row.update({"seconds": round(seconds, 3), "samples_per_s": round(seen / max(seconds, 1e-9), 1)})
         if len(self.dataset.x_val):
             x_val, y_val = self.dataset.x_val, self.dataset.y_val
             val_loss, outputs = model.evaluate(x_val, y_val, batch=256, loss=config.loss)
             row["val_loss"], row["val_acc"] = float(val_loss), float(np.mean(_predicted(outputs) == y_val))
+            if k:
+                row[f"val_{top}"] = top_k_correct(outputs, y_val, k) / len(y_val)
         self.history.rows.append(row)
-        self.echo(epoch_line(row, config.epochs))
+        best = self.tracker.update(epoch, row, model)
+        if best and self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            model.save(self.out / "best.npz")
+        self.history.best = self.tracker.to_json()
+        self.echo(epoch_line(row, config.epochs, lr=schedule is not None) + ("  [best]" if best else ""))
+        if schedule is not None:
+            schedule.after_epoch()
         self.epoch, self.batch, self.rng_state, self.sums = epoch + 1, 0, None, None
         self.save_checkpoint()
         return True
@@ -256,18 +341,9 @@ class Run:
         state = {"network": self.network.name, "file": self.network.file, "epoch": self.epoch,
                  "batch": self.batch, "rng": self.rng_state, "sums": self.sums,
                  "engine_rng": self.model.rng.bit_generator.state, "config": self.config.to_json(),
-                 "rows": self.history.rows, "init": self.history.init}
+                 "rows": self.history.rows, "init": self.history.init, **self.fit_state()}
         _write_json(folder / "state.json", state)
         _write_logs(self.out, self.history)
-
-
-def make_optimizer(model, config: TrainConfig):
-    from cnnspec.engine import SGD, Adam
-
-    args = config.optimizer_args
-    if config.optimizer == "adam":
-        return Adam(model, args["lr"], betas=args["betas"], weight_decay=args["weight_decay"])
-    return SGD(model, args["lr"], momentum=args["momentum"], weight_decay=args["weight_decay"])
 
 
 def _predicted(output: np.ndarray) -> np.ndarray:
@@ -355,10 +431,11 @@ def _json_default(value):
 
 def _write_logs(out: Path, history: History) -> None:
     with open(out / "log.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+        fields = list(history.rows[0]) if history.rows else LOG_FIELDS
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for row in history.rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in LOG_FIELDS})
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
     _write_json(out / "log.json", history.to_json())
 
 
@@ -371,4 +448,25 @@ def describe_run(history: History, dataset, config: TrainConfig) -> str:
         text += f", augment {describe_augment(config.augment)}"
     if config.freeze:
         text += f", frozen {' '.join(config.freeze)}"
-    return text
+    fit = describe_fit(config, has_validation=len(dataset.x_val) > 0)
+    return text + (f"\n  {fit}" if fit else "")
+
+
+def describe_fit(config: TrainConfig, has_validation: bool) -> str:
+    """``cosine(T_max=8) after 2 warm-up epochs, clip_grad_norm 1, top-5 accuracy; best.npz by
+    val_loss, early stopping after 3 epochs without improvement`` ("" when none of these is set)."""
+    parts = [part for part in (
+        config.describe_schedule(),
+        config.clip_grad_norm is not None and f"clip_grad_norm {config.clip_grad_norm:g}",
+        config.top_k and f"top-{config.top_k} accuracy") if part]
+    set_any = parts or config.patience is not None or config.restore_best_weights or config.monitor != "val_loss"
+    if not set_any:
+        return ""
+    quantity = Tracker(config.monitor, has_validation=has_validation).quantity
+    best = f"best.npz by {quantity}" + ("" if quantity == config.monitor else " (no validation data)")
+    if config.patience is not None:
+        delta = f" by more than {config.min_delta:g}" if config.min_delta else ""
+        best += f", early stopping after {config.patience} epoch{'s' if config.patience != 1 else ''} without improvement{delta}"
+    if config.restore_best_weights:
+        best += ", restore_best_weights"
+    return "; ".join(filter(None, [", ".join(parts), best]))

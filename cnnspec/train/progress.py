@@ -32,12 +32,21 @@ class EpochBar:
             self.bar.close()
 
 
-def epoch_line(row: dict, epochs: int) -> str:
-    """``epoch  3/5  train loss 0.2154 acc 93.1%  val loss 0.1822 acc 94.5%  (6.1 s, 2,410 samples/s)``"""
+def epoch_line(row: dict, epochs: int, lr: bool = False) -> str:
+    """``epoch  3/5  train loss 0.2154 acc 93.1%  val loss 0.1822 acc 94.5%  (6.1 s, 2,410 samples/s)``,
+    with ``top5 99.0%`` after each accuracy when the row has top-k accuracies and ``lr 0.05``
+    before the timing when ``lr``."""
     width = len(str(epochs))
+    top = next((key[len("train_"):] for key in row if key.startswith("train_top")), None)
     text = f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc {_pct(row['train_acc'])}"
+    if top:
+        text += f" {top} {_pct(row['train_' + top])}"
     if row.get("val_loss") is not None:
         text += f"  val loss {row['val_loss']:.4f} acc {_pct(row['val_acc'])}"
+        if top:
+            text += f" {top} {_pct(row['val_' + top])}"
+    if lr:
+        text += f"  lr {row['lr']:.3g}"
     return text + f"  ({row['seconds']:.1f} s, {row['samples_per_s']:,.0f} samples/s)"
 
 
