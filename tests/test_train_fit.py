@@ -373,3 +373,15 @@ def test_python_values_for_the_new_settings(tiny):
             config.monitor) == (3, 0.01, True, 1.0, 2, "val_acc")
     assert config.optimizer_args == {"lr": 0.001, "betas": (0.9, 0.999), "weight_decay": 0.01}   # AdamW's
     assert resolve_config(tiny, schedule="none").schedule is None
+
+
+def test_summary_counts_the_optimizer_state_of_adamw_and_one_cycle():
+    from cnnspec.analysis.summary import optimizer_slots
+
+    def slots(train):
+        return optimizer_slots(cnnspec.loads(TINY.replace("    optimizer = sgd(lr=0.1, momentum=0.9)", train))
+                               .graph.graph["train"])
+
+    assert slots("    optimizer = adamw") == slots("    optimizer = adam") == 2
+    assert slots("    optimizer = sgd(lr=0.1)\n    schedule = onecycle") == 1       # momentum cycled
+    assert slots("    optimizer = sgd(lr=0.1)\n    schedule = onecycle(cycle_momentum=false)") == 0

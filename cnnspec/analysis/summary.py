@@ -6,11 +6,14 @@ from cnnspec.layers import LAYERS, fmt_shape
 
 
 def optimizer_slots(train: dict | None) -> int:
-    """Values of optimizer state per trainable parameter: SGD with momentum 1, Adam 2, plain SGD 0."""
+    """Values of optimizer state per trainable parameter: SGD with momentum 1, Adam and AdamW 2,
+    plain SGD 0 (1 under a one-cycle schedule, which cycles the momentum as torch's does)."""
     opt = (train or {}).get("optimizer") or {"name": "sgd"}
-    if opt.get("name") == "adam":
+    if opt.get("name") in ("adam", "adamw"):
         return 2
-    return 1 if opt.get("momentum", 0) else 0
+    schedule = (train or {}).get("schedule") or {}
+    cycles = schedule.get("name") == "onecycle" and schedule.get("cycle_momentum", True)
+    return 1 if opt.get("momentum", 0) or cycles else 0
 
 
 def summarize(graph, batch: int = 1, dtype: str = "float32") -> dict:
