@@ -163,18 +163,26 @@ def test_schedules_match_torch(network, name, optimizer):
     else:
         opt, topt = AdamW(model, lr=0.05), torch.optim.AdamW(params, lr=0.05)
     sched, tsched = SCHEDULES[name](opt, Ours), SCHEDULES[name](topt, torch.optim.lr_scheduler)
-    lrs = []
-    for step in range(STEPS):
+    lrs, _ = train_both(model, tensors, opt, topt, sched, tsched, STEPS)
+    assert len(set(np.round(lrs, 12))) > 2, "the schedule did change the learning rate"
+
+
+def train_both(model, tensors, opt, topt, sched, tsched, steps):
+    """Step both sides alike, comparing lr, momentum and parameters at every step; returns the
+    learning rates and momenta seen."""
+    lrs, momenta = [], []
+    for step in range(steps):
         assert opt.lr == pytest.approx(topt.param_groups[0]["lr"], rel=RTOL), f"lr at step {step}"
         assert opt.momentum_value == pytest.approx(momentum_of(topt), rel=RTOL), f"momentum at step {step}"
         lrs.append(opt.lr)
+        momenta.append(opt.momentum_value)
         set_gradients(model, tensors, step)
         opt.step()
         topt.step()
         assert_same_params(model, tensors)
         sched.step()
         tsched.step()
-    assert len(set(np.round(lrs, 12))) > 2, "the schedule did change the learning rate"
+    return lrs, momenta
 
 
 def test_onecycle_momentum_cycles_sgd_without_momentum(network):
@@ -183,16 +191,7 @@ def test_onecycle_momentum_cycles_sgd_without_momentum(network):
     opt, topt = SGD(model, lr=0.1), torch.optim.SGD(list(tensors.values()), lr=0.1)
     sched = OneCycleLR(opt, max_lr=0.3, total_steps=10)
     tsched = torch.optim.lr_scheduler.OneCycleLR(topt, max_lr=0.3, total_steps=10)
-    seen = []
-    for step in range(10):
-        seen.append(opt.momentum_value)
-        assert opt.momentum_value == pytest.approx(topt.param_groups[0]["momentum"], rel=RTOL)
-        set_gradients(model, tensors, step)
-        opt.step()
-        topt.step()
-        assert_same_params(model, tensors)
-        sched.step()
-        tsched.step()
+    _, seen = train_both(model, tensors, opt, topt, sched, tsched, 10)
     assert seen[0] == 0.95 and min(seen) == pytest.approx(0.85)
 
 

@@ -12,20 +12,13 @@ from cnnspec.engine.model import Model
 from cnnspec.errors import CnnSpecError
 from cnnspec.train import fit, resolve_config
 from cnnspec.train.callbacks import Tracker, top_k_correct
-from test_train import TINY, interrupt_at, quiet, weights, without_timings
+from test_train import TINY, interrupt_at, quiet, tiny, weights, without_timings   # noqa: F401 (tiny: a fixture)
 
 # lr 0.1 on 150 samples: val_loss is lowest at epoch 4 of 6 and rises after (val_acc 80% at epoch
 # 4, 67% at the end): the case where the last weights are not the best ones.
 OVERSHOOT = dict(epochs=6, data="shapes:plus,x,square,n=150")
 SIX = TINY.replace("dense(3)", "dense(6)").replace("shapes:plus,x,square,n=96",
                                                   "shapes:plus,x,square,hbar,vbar,circle,n=120")
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.cnn"
-    path.write_text(TINY)
-    return cnnspec.load(path)
 
 
 def npz(path) -> dict:

@@ -45,7 +45,8 @@ WARMUP_ARGS = (("total_iters", "count"), ("start_factor", "factor"))
 
 class FitSettings:
     """Converters for :data:`FIT_KEYS`, mixed into :class:`cnnspec.lang.train.Settings` (which
-    gives ``fail``, ``unknown``, ``plain`` and ``number``)."""
+    gives ``fail``, ``unknown``, ``plain`` and ``number``). ``arguments`` also reads the
+    optimizer's."""
 
     def check_together(self, config: dict, where: dict) -> None:
         for key, message in conflicts(config):
@@ -140,6 +141,13 @@ class FitSettings:
             if type(v) is not bool:
                 raise self.fail(node.pos, f"{what} is true or false, got {v!r}")
             return v
+        if kind == "betas":
+            betas = self.plain(node)
+            if not (isinstance(betas, tuple) and len(betas) == 2 and all(type(b) in (int, float) for b in betas)):
+                raise self.fail(node.pos, f"betas must be two numbers such as (0.9, 0.999), got {betas!r}")
+            return tuple(float(b) for b in betas)
+        if kind == "number":
+            return self.number(node, what)
         if kind == "milestones":
             items = node.items if isinstance(node, ast.ListOf) else None
             if not items:

@@ -133,28 +133,8 @@ class Settings(FitSettings):
         if value.name not in OPTIMIZERS:
             raise self.unknown(value.name, list(OPTIMIZERS), "optimizer", value.pos)
         names = OPTIMIZERS[value.name]
-        result = {"name": value.name}
-        for i, arg in enumerate(getattr(value, "args", [])):
-            key = arg.key
-            if key is None:
-                if len(result) != i + 1 or i >= len(names):
-                    raise self.fail(arg.pos, f"unexpected positional argument to `{value.name}`",
-                                    hint=f"its arguments are {', '.join(names)}, positional ones first")
-                key = names[i]
-            elif key not in names:
-                raise self.unknown(key, names, f"argument of `{value.name}`:", arg.pos)
-            if key in result:
-                raise self.fail(arg.pos, f"`{key}` is given twice")
-            if key == "betas":
-                betas = self.plain(arg.value)
-                if not (isinstance(betas, tuple) and len(betas) == 2
-                        and all(type(b) in (int, float) for b in betas)):
-                    raise self.fail(arg.value.pos,
-                                    f"betas must be two numbers such as (0.9, 0.999), got {betas!r}")
-                result[key] = tuple(float(b) for b in betas)
-            else:
-                result[key] = self.number(arg.value, key)
-        return result
+        return self.arguments(value, [(name, "betas" if name == "betas" else "number") for name in names],
+                              positional=len(names))
 
     def augment(self, value) -> list:
         """``[flip, rotate(10)]`` -> ``[("flip", ()), ("rotate", (10,))]``."""
