@@ -297,7 +297,8 @@ def tiny_path(tmp_path):
     ("schedule  = cosine(interval=batch)", "unknown interval `batch`", "^~~~~", "choose from: epoch, step"),
     ("warmup    = -1", "warmup must be at least 0, got -1", "^", None),
     ("warmup    = linear(2, start_factor=0)", "start_factor must be above 0 and at most 1, got 0", "^", None),
-    ("monitor   = val_accuracy", "unknown quantity to monitor `val_accuracy`", "^~~~~~~~~~~~", "did you mean `val_acc`?"),
+    ("monitor   = val_accuracy", "unknown quantity to monitor `val_accuracy`", "^~~~~~~~~~~~",
+     "did you mean `val_acc`?"),
     ("patience  = 2.5", "patience must be an integer, got 2.5", "^~~", None),
     ("min_delta = -0.1", "min_delta must be at least 0, got -0.1", "^", None),
     ("restore_best_weights = yes", "restore_best_weights is true or false, got 'yes'", "^~~", None),
@@ -328,7 +329,8 @@ def test_adamw_in_the_file(tmp_path):
     assert str(info.value).startswith(f"{path}:11:32: error: unknown argument of `adamw`: `momentum`")
     path.write_text(TINY.replace("sgd(lr=0.1, momentum=0.9)", "adamw(0.01, (0.9, 0.99))"))
     config = resolve_config(cnnspec.load(path))
-    assert (config.optimizer, config.optimizer_args) == ("adamw", {"lr": 0.01, "betas": (0.9, 0.99), "weight_decay": 0.01})
+    assert config.optimizer == "adamw"
+    assert config.optimizer_args == {"lr": 0.01, "betas": (0.9, 0.99), "weight_decay": 0.01}
 
 
 def test_settings_that_do_not_go_together(tmp_path, tiny):

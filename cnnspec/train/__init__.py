@@ -4,6 +4,9 @@
     net = cnnspec.load("specs/lenet5.cnn")
     history = fit(net, epochs=3, out="runs/lenet5")          # the file's train section, overridden
     history.rows[-1]["val_acc"]
+    history = fit(net, optimizer="adamw", schedule="cosine", warmup=1, patience=3, top_k=3,
+                  clip_grad_norm=1.0, monitor="val_acc", restore_best_weights=True)
+    history.best, history.best_weights                       # the best epoch (best.npz)
     result = evaluate(history.model, *history.dataset.split("val"), history.dataset.classes)
     print(result.report())
     predict(history.model, history.dataset.x_val[0], classes=history.classes).top

@@ -182,6 +182,27 @@ class Tracker:
         self.wait, self.stopped_epoch = int(state["wait"]), state["stopped_epoch"]
 
 
+def describe_fit(config, has_validation: bool) -> str:
+    """``cosine(T_max=8) after 2 warm-up epochs, clip_grad_norm 1, top-5 accuracy; best.npz by
+    val_loss, early stopping after 3 epochs without improvement`` ("" when none of these is set)."""
+    parts = [part for part in (
+        config.describe_schedule(),
+        config.clip_grad_norm is not None and f"clip_grad_norm {config.clip_grad_norm:g}",
+        config.top_k and f"top-{config.top_k} accuracy") if part]
+    set_any = parts or config.patience is not None or config.restore_best_weights or config.monitor != "val_loss"
+    if not set_any:
+        return ""
+    quantity = Tracker(config.monitor, has_validation=has_validation).quantity
+    best = f"best.npz by {quantity}" + ("" if quantity == config.monitor else " (no validation data)")
+    if config.patience is not None:
+        delta = f" by more than {config.min_delta:g}" if config.min_delta else ""
+        best += (f", early stopping after {config.patience} epoch{'s' if config.patience != 1 else ''} "
+                 f"without improvement{delta}")
+    if config.restore_best_weights:
+        best += ", restore_best_weights"
+    return "; ".join(filter(None, [", ".join(parts), best]))
+
+
 def format_quantity(quantity: str, value: float) -> str:
     """Accuracies as percentages, losses with 4 significant digits."""
     return f"{100 * value:.2f}%" if "_acc" in quantity or "_top" in quantity else f"{value:.4g}"

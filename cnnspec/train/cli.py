@@ -86,12 +86,14 @@ def add_fit_flags(parser) -> None:
     """The flags of the train keys cnnspec adds where dsl.md is silent (cnnspec.lang.fitting): each
     value is read as the file's setting would be."""
     group = parser.add_argument_group("schedules, best weights, early stopping (train-section keys too)")
-    group.add_argument("--weight-decay", type=float, metavar="WD", help="the optimizer's weight_decay (adamw: decoupled)")
+    group.add_argument("--weight-decay", type=float, metavar="WD",
+                       help="the optimizer's weight_decay (adamw: decoupled)")
     group.add_argument("--schedule", metavar="SCHED",
                        help="'step(STEP_SIZE, gamma=0.1)', 'multistep([M1, M2], gamma=0.1)', "
                             "'cosine(T_max, eta_min=0)', 'onecycle(max_lr, pct_start=0.3, ...)' or none; "
                             "interval=epoch|step")
-    group.add_argument("--warmup", metavar="N", help="N epochs (steps) of linear warm-up, or 'linear(N, start_factor=F)'")
+    group.add_argument("--warmup", metavar="N",
+                       help="N epochs (steps) of linear warm-up, or 'linear(N, start_factor=F)'")
     group.add_argument("--monitor", metavar="Q", help="val_loss (default), val_acc, train_loss, train_acc: "
                                                       "what best.npz and early stopping follow")
     group.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without improvement")

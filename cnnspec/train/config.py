@@ -59,7 +59,8 @@ class TrainConfig:
             args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.schedule.items() if k != "name")
             parts.append(f"{self.schedule['name']}({args})")
         if self.warmup:
-            n, unit = self.warmup["total_iters"], self.warmup.get("interval", (self.schedule or {}).get("interval", "epoch"))
+            n = self.warmup["total_iters"]
+            unit = self.warmup.get("interval", (self.schedule or {}).get("interval", "epoch"))
             start = self.warmup.get("start_factor")
             parts.append(f"{'after ' if parts else ''}{n} warm-up {unit}{'s' if n != 1 else ''}"
                          + (f" from {_fmt(start)}*lr" if start is not None else ""))

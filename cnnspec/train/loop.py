@@ -29,7 +29,8 @@ from cnnspec.data import Augmenter, load_dataset
 from cnnspec.data.augment import describe as describe_augment
 from cnnspec.errors import CnnSpecError
 from cnnspec.npz import read_npz
-from cnnspec.train.callbacks import Tracker, check_top_k, make_optimizer, make_schedule, top_k_correct
+from cnnspec.train.callbacks import (Tracker, check_top_k, describe_fit, make_optimizer, make_schedule,
+                                     top_k_correct)
 from cnnspec.train.config import TrainConfig, located, match_layers, resolve_config
 from cnnspec.train.progress import EpochBar, epoch_line
 
@@ -157,7 +158,8 @@ class Run:
         if config.top_k:
             with located(network, "top_k", config.from_file):
                 check_top_k(config.top_k, self.model.output_shape, dataset.y_train)
-        self.tracker = Tracker(config.monitor, config.patience, config.min_delta, has_validation=len(dataset.x_val) > 0)
+        self.tracker = Tracker(config.monitor, config.patience, config.min_delta,
+                               has_validation=len(dataset.x_val) > 0)
         # where to start: the next epoch and batch, and that epoch's generator state and sums so far
         self.epoch, self.batch, self.rng_state, self.sums = 1, 0, None, None
         self.resumed = False
@@ -450,23 +452,3 @@ def describe_run(history: History, dataset, config: TrainConfig) -> str:
         text += f", frozen {' '.join(config.freeze)}"
     fit = describe_fit(config, has_validation=len(dataset.x_val) > 0)
     return text + (f"\n  {fit}" if fit else "")
-
-
-def describe_fit(config: TrainConfig, has_validation: bool) -> str:
-    """``cosine(T_max=8) after 2 warm-up epochs, clip_grad_norm 1, top-5 accuracy; best.npz by
-    val_loss, early stopping after 3 epochs without improvement`` ("" when none of these is set)."""
-    parts = [part for part in (
-        config.describe_schedule(),
-        config.clip_grad_norm is not None and f"clip_grad_norm {config.clip_grad_norm:g}",
-        config.top_k and f"top-{config.top_k} accuracy") if part]
-    set_any = parts or config.patience is not None or config.restore_best_weights or config.monitor != "val_loss"
-    if not set_any:
-        return ""
-    quantity = Tracker(config.monitor, has_validation=has_validation).quantity
-    best = f"best.npz by {quantity}" + ("" if quantity == config.monitor else " (no validation data)")
-    if config.patience is not None:
-        delta = f" by more than {config.min_delta:g}" if config.min_delta else ""
-        best += f", early stopping after {config.patience} epoch{'s' if config.patience != 1 else ''} without improvement{delta}"
-    if config.restore_best_weights:
-        best += ", restore_best_weights"
-    return "; ".join(filter(None, [", ".join(parts), best]))
