@@ -196,8 +196,9 @@ def describe_fit(config, has_validation: bool) -> str:
     best = f"best.npz by {quantity}" + ("" if quantity == config.monitor else " (no validation data)")
     if config.patience is not None:
         delta = f" by more than {config.min_delta:g}" if config.min_delta else ""
-        best += (f", early stopping after {config.patience} epoch{'s' if config.patience != 1 else ''} "
-                 f"without improvement{delta}")
+        after = (f"after {config.patience} epoch{'s' if config.patience != 1 else ''}" if config.patience
+                 else "at the first epoch")
+        best += f", early stopping {after} without improvement{delta}"
     if config.restore_best_weights:
         best += ", restore_best_weights"
     return "; ".join(filter(None, [", ".join(parts), best]))
