@@ -5,6 +5,7 @@
     loss, grads = model.loss_and_grad(x, y)                # training mode, grads[layer][param]
     opt = SGD(model, lr=0.05, momentum=0.9)
     loss, out = model.train_step(x, y, opt)
+    g = model.gradient(x, of=3, wrt=["input", "conv2"])   # d logit_3 / d input, d logit_3 / d conv2
     model.save("w.npz"); model.load("w.npz")
 
 All parameters live in one flat array (``params[layer][name]`` are views into it; assigning to
@@ -81,6 +82,9 @@ class Model:
         self.output_name = graph.graph["output"]
         self.input_shape = tuple(graph.nodes[self.input_name]["output_shape"])
         self.output_shape = tuple(graph.nodes[self.output_name]["output_shape"])
+        out_node = graph.nodes[self.output_name]
+        # the class scores: the logits before a final softmax (what losses and gradients start from)
+        self.scores_name = out_node["inputs"][0] if out_node["op"] == "softmax" else self.output_name
         order = topological(graph)
         self.layers = [name for name in order if graph.nodes[name]["op"] != "input"]
         used = nx.ancestors(graph, self.output_name) | {self.output_name}
@@ -151,6 +155,72 @@ class Model:
             for name in names:
                 out[name][start:start + len(part)] = plan.act[name]
         return out
+
+    def gradient(self, x, of=None, wrt="input", *, layer: str | None = None, batch: int = 256) -> "Gradients":
+        """Evaluation-mode gradients of one layer's output with respect to the input and to layers.
+
+        ``layer`` is the tensor differentiated: by default the scores (``scores_name``: the logits
+        before a final softmax, else the output). ``of`` says which of its values, per sample:
+
+        * an int or a tuple of ints: one unit (``3`` = class 3 of a score vector, ``(5, 4, 4)`` =
+          channel 5, row 4, column 4 of a conv layer), the same for every sample;
+        * a sequence of N ints (a vector ``layer``): one class per sample;
+        * an array of shape (N, *layer shape): weights w, giving the gradient of sum(w * layer)
+          (a vector-Jacobian product: w is the gradient of some objective with respect to ``layer``);
+        * None: all ones (the gradient of the layer's sum).
+
+        ``wrt`` names the tensors to differentiate with respect to (a name or a list; ``"input"``
+        is the network's input). Returns :class:`Gradients`: ``{name: (N, *shape) array}``, and
+        ``.activations``, the forward outputs of those tensors and of ``layer``. Dropout is the
+        identity and batchnorm uses its running statistics, as in :meth:`forward`; no parameter
+        gradient is computed. The backward buffers are made once per batch size and reused.
+        """
+        x = self._check_input(x)
+        layer = self.scores_name if layer is None else self._tensor(layer, "layer")
+        names = tuple(dict.fromkeys(self._tensor(n, "wrt") for n in ([wrt] if isinstance(wrt, str) else wrt)))
+        if not names:
+            raise CnnSpecError("gradient: `wrt` names no tensor")
+        upstream = nx.ancestors(self.graph, layer) | {layer}
+        for name in names:
+            if name not in upstream:
+                raise CnnSpecError(f"gradient: `{layer}` does not depend on `{name}`, so its gradient "
+                                   f"with respect to `{name}` is zero",
+                                   hint="choose a tensor that feeds the differentiated layer")
+        shape = tuple(self.graph.nodes[layer]["output_shape"])
+        fill = _seed(of, len(x), shape, layer)
+        result = Gradients({name: np.empty((len(x), *self.graph.nodes[name]["output_shape"]), self.dtype)
+                            for name in names}, layer=layer)
+        result.activations = {name: np.empty((len(x), *self.graph.nodes[name]["output_shape"]), self.dtype)
+                              for name in dict.fromkeys(names + (layer,))}
+        for start in range(0, len(x), batch):
+            part = x[start:start + batch]
+            plan = self._plan(len(part))
+            backprop = plan.backprop(layer, names)
+            plan.forward(part)
+            fill(backprop.seed, start)
+            backprop.run()
+            for name, grad in backprop.grads.items():
+                result[name][start:start + len(part)] = grad
+            for name, out in result.activations.items():
+                out[start:start + len(part)] = plan.act[name]
+        return result
+
+    def _tensor(self, name, what: str) -> str:
+        """A tensor's name for :meth:`gradient` (``"input"`` is the input), checked."""
+        if not isinstance(name, str):
+            raise CnnSpecError(f"gradient: `{what}` takes layer names, received {type(name).__name__}")
+        if name == "input" and name not in self.graph:
+            return self.input_name
+        if name in self.live:
+            return name
+        if name in self.graph:
+            raise CnnSpecError(f"gradient: `{name}` does not feed the output of `{self.name}`; "
+                               f"the engine does not compute it")
+        from cnnspec.errors import nearest
+
+        guess = nearest(name, ["input", *self.live])
+        raise CnnSpecError(f"gradient: no layer named `{name}` in `{self.name}`",
+                           hint=f"did you mean `{guess}`?" if guess else f"the layers are: {', '.join(self.live)}")
 
     def loss_and_grad(self, x, y, loss: str = "cross_entropy"):
         """Training-mode loss and its gradients: ``(loss, {layer: {param: array}})`` for the
@@ -310,6 +380,52 @@ class Model:
 
     def __repr__(self):
         return f"<Model {self.name}: {self.dtype}, {self.n_params:,} parameters, seed {self.seed}>"
+
+
+class Gradients(dict):
+    """What :meth:`Model.gradient` returns: ``{name: gradient}`` (N, *shape) for each ``wrt``
+    tensor; ``layer`` is the tensor differentiated; ``activations`` holds the evaluation-mode
+    outputs of the ``wrt`` tensors and of ``layer`` for the same inputs."""
+
+    def __init__(self, grads: dict, layer: str):
+        super().__init__(grads)
+        self.layer = layer
+        self.activations: dict = {}
+
+
+def _seed(of, n: int, shape: tuple, layer: str):
+    """A function ``fill(buffer, start)`` writing the gradient seed of samples ``start:start+B``
+    into the seed buffer (B, *shape), for :meth:`Model.gradient`'s ``of``."""
+    what = f"gradient: `of` for `{layer}` ({fmt(shape)} per sample)"
+    if of is None:
+        return lambda buf, start: buf.fill(1)
+    if isinstance(of, (int, np.integer)) and not isinstance(of, bool):
+        of = (int(of),)
+    if isinstance(of, tuple) and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in of):
+        if len(of) != len(shape) or not all(-d <= i < d for i, d in zip(of, shape)):
+            raise CnnSpecError(f"{what}: the unit index {of} is not a valid index of that shape")
+        index = (slice(None), *(int(i) for i in of))
+
+        def fill_unit(buf, start):
+            buf.fill(0)
+            buf[index] = 1
+        return fill_unit
+    array = np.asarray(of)
+    if array.dtype.kind in "iu" and array.ndim == 1 and len(shape) == 1:
+        if len(array) != n:
+            raise CnnSpecError(f"{what}: {len(array)} class indices for {n} samples")
+        if array.size and not (array.min() >= -shape[0] and array.max() < shape[0]):
+            raise CnnSpecError(f"{what}: class indices must lie in [0, {shape[0]})")
+
+        def fill_classes(buf, start):
+            buf.fill(0)
+            rows = array[start:start + len(buf)]
+            buf[np.arange(len(rows)), rows] = 1
+        return fill_classes
+    if array.dtype.kind not in "fiu" or array.shape != (n, *shape):
+        raise CnnSpecError(f"{what}: expected a unit index, {n} class indices or an array of shape "
+                           f"{(n, *shape)}; received {array.dtype} of shape {array.shape}")
+    return lambda buf, start: np.copyto(buf, array[start:start + len(buf)], casting="unsafe")
 
 
 def fmt(shape) -> str:

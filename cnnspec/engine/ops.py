@@ -64,6 +64,11 @@ class Op:
     def backward(self, dy, dxs, grads):
         raise NotImplementedError
 
+    def backward_eval(self, dy, dxs):
+        """The backward of the evaluation-mode forward, input gradients only (``Model.gradient``);
+        the same as the training backward except where the two forwards differ (batchnorm, dropout)."""
+        return self.backward(dy, dxs, None)
+
 
 class Conv(Op):
     def __init__(self, c):
@@ -259,6 +264,14 @@ class BatchNorm(Op):
         f, x, gamma, mean, invstd = K.batchnorm_backward_into, self.x, self.c.params["weight"], self.mean, self.invstd
         return lambda: f(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, acc)
 
+    def backward_eval(self, dy, dxs):
+        """Through the running statistics (a fixed affine map per channel)."""
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, x, eps = dxs[0], K.batchnorm_backward_eval_into, self.x, self.eps
+        gamma, rm, rv = self.c.params["weight"], self.c.state["running_mean"], self.c.state["running_var"]
+        return lambda: f(dy, x, gamma, eps, rm, rv, dx, None, None, acc)
+
 
 class Dropout(Op):
     """Inverted dropout. The keep-mask comes from ``model.rng`` (seeded from the model's seed), drawn
@@ -288,6 +301,10 @@ class Dropout(Op):
         (dx, acc), f, mask, p = dxs[0], K.dropout_backward_into, self.mask, self.p
         return lambda: f(dy, mask, p, dx, acc)
 
+    def backward_eval(self, dy, dxs):
+        """Evaluation-mode dropout is the identity: the gradient passes through (EVAL_PASS_THROUGH)."""
+        return pass_gradient(dy, dxs)
+
 
 class PassThrough(Op):
     """Ops whose gradient reaches each input unchanged (add; flatten and identity, which are views).
@@ -295,17 +312,23 @@ class PassThrough(Op):
     ``dxs`` holds None for it); otherwise the gradient is copied or accumulated here."""
 
     def backward(self, dy, dxs, grads):
-        steps = []
-        for target in dxs:
-            if target is None:
-                continue
-            dx, acc = target
-            src = dy.reshape(dx.shape)
-            if acc:
-                steps.append(lambda s=src, d=dx: K.accumulate_into(s, d))
-            else:
-                steps.append(lambda s=src, d=dx: np.copyto(d, s))
-        return chain(steps)
+        return pass_gradient(dy, dxs)
+
+
+def pass_gradient(dy, dxs):
+    """``dy`` copied (or accumulated) into each input's gradient; None entries are skipped (an input
+    whose gradient buffer is ``dy`` itself, or that needs none)."""
+    steps = []
+    for target in dxs:
+        if target is None:
+            continue
+        dx, acc = target
+        src = dy.reshape(dx.shape)
+        if acc:
+            steps.append(lambda s=src, d=dx: K.accumulate_into(s, d))
+        else:
+            steps.append(lambda s=src, d=dx: np.copyto(d, s))
+    return chain(steps)
 
 
 class Add(PassThrough):
@@ -380,3 +403,4 @@ OPS = {
 }
 VIEWS = {"flatten", "identity"}         # output buffer = a view of the input buffer
 PASS_THROUGH = {"add", "flatten", "identity"}
+EVAL_PASS_THROUGH = PASS_THROUGH | {"dropout"}     # the same in evaluation mode

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import networkx as nx
 import numpy as np
 
 from cnnspec import kernels as K
 from cnnspec.engine import losses
-from cnnspec.engine.ops import OPS, PASS_THROUGH, VIEWS, NodeContext
+from cnnspec.engine.ops import EVAL_PASS_THROUGH, OPS, PASS_THROUGH, VIEWS, NodeContext
 
 
 class Plan:
@@ -62,6 +63,7 @@ class Plan:
         self.eval_steps = self.forward_steps(training=False)
         self._training = {}                             # (loss, trainable version) -> Training
         self._eval_loss = {}                            # loss -> closure
+        self._backprop = {}                             # (layer, wrt) -> Backprop
 
     def forward_steps(self, training: bool, skip=()) -> list:
         steps = (self.ops[name].forward(training) for name in self.order if name in self.ops and name not in skip)
@@ -118,6 +120,66 @@ class Plan:
             self._training = {k: v for k, v in self._training.items() if k[1] == self.model._version}
             self._training[key] = Training(self, loss)
         return self._training[key]
+
+
+    def backprop(self, layer: str, wrt: tuple) -> Backprop:
+        """The evaluation-mode backward from ``layer`` to the tensors ``wrt`` (made once, kept)."""
+        key = (layer, wrt)
+        if key not in self._backprop:
+            self._backprop[key] = Backprop(self, layer, wrt)
+        return self._backprop[key]
+
+
+class Backprop:
+    """Input gradients of the evaluation-mode forward, from one tensor back to chosen tensors.
+
+    ``seed`` is the gradient buffer of ``layer`` (what it is differentiated against: fill it, then
+    call :meth:`run` after ``plan.forward``); ``grads[name]`` receive the gradients of the ``wrt``
+    tensors. Only the layers between them run a backward step, none computes parameter gradients,
+    and batchnorm and dropout are differentiated as evaluated (running statistics; identity).
+    Buffers are allocated once, with the same aliasing and accumulation as :class:`Training`.
+    """
+
+    def __init__(self, plan: Plan, layer: str, wrt: tuple):
+        graph, order, act, dtype = plan.model.graph, plan.order, plan.act, plan.model.dtype
+        upstream = nx.ancestors(graph, layer) | {layer}
+        need = {}
+        for name in order:
+            node = graph.nodes[name]
+            need[name] = name in upstream and (name in wrt or any(need[i] for i in node["inputs"]))
+        received = Counter()
+        for name in order:
+            if need[name]:
+                received.update(i for i in graph.nodes[name]["inputs"] if need[i])
+        received[layer] += 1                           # the seed
+        grad, seen = {}, Counter()
+
+        def target(i, via=None):
+            seen[i] += 1
+            if i not in grad:
+                if via is not None and received[i] == 1:
+                    grad[i] = via.reshape(act[i].shape)
+                    return None
+                grad[i] = np.zeros(act[i].shape, dtype)
+            return grad[i], seen[i] > 1
+
+        self.seed, _ = target(layer)
+        steps = []
+        for name in reversed(order):
+            if name not in plan.ops or not need[name] or not any(need[i] for i in graph.nodes[name]["inputs"]):
+                continue
+            dy = grad[name]
+            via = dy if graph.nodes[name]["op"] in EVAL_PASS_THROUGH else None
+            dxs = [target(i, via) if need[i] else None for i in graph.nodes[name]["inputs"]]
+            step = plan.ops[name].backward_eval(dy, dxs)
+            if step is not None:
+                steps.append(step)
+        self.steps = steps
+        self.grads = {name: grad[name] for name in wrt}
+
+    def run(self) -> None:
+        for step in self.steps:
+            step()
 
 
 class Training:
