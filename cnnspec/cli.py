@@ -16,6 +16,7 @@ from cnnspec.errors import CnnSpecError
 COMMAND_MODULES = (
     "cnnspec.commands",        # check, summary, render
     "cnnspec.train.cli",       # train, evaluate, run
+    "cnnspec.explain.cli",     # explain, filters
     "cnnspec.engine.cli",      # bench
     "cnnspec.grade.cli",       # grade init | grade | grade batch | grade gradescope-bundle
 )

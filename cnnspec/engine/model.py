@@ -177,7 +177,9 @@ class Model:
         """
         x = self._check_input(x)
         layer = self.scores_name if layer is None else self._tensor(layer, "layer")
-        names = tuple(dict.fromkeys(self._tensor(n, "wrt") for n in ([wrt] if isinstance(wrt, str) else wrt)))
+        if isinstance(wrt, str) or not isinstance(wrt, (list, tuple)):
+            wrt = [wrt]
+        names = tuple(dict.fromkeys(self._tensor(n, "wrt") for n in wrt))
         if not names:
             raise CnnSpecError("gradient: `wrt` names no tensor")
         upstream = nx.ancestors(self.graph, layer) | {layer}

@@ -10,7 +10,7 @@ gradient buffer *is* the consumer's (a view): no copy.
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 
 import networkx as nx
 import numpy as np
@@ -18,6 +18,8 @@ import numpy as np
 from cnnspec import kernels as K
 from cnnspec.engine import losses
 from cnnspec.engine.ops import EVAL_PASS_THROUGH, OPS, PASS_THROUGH, VIEWS, NodeContext
+
+BACKPROP_CACHE = 8                  # backward paths (layer, wrt) kept per plan, least recently used out
 
 
 class Plan:
@@ -63,7 +65,7 @@ class Plan:
         self.eval_steps = self.forward_steps(training=False)
         self._training = {}                             # (loss, trainable version) -> Training
         self._eval_loss = {}                            # loss -> closure
-        self._backprop = {}                             # (layer, wrt) -> Backprop
+        self._backprop = OrderedDict()                  # (layer, wrt) -> Backprop, recent last
 
     def forward_steps(self, training: bool, skip=()) -> list:
         steps = (self.ops[name].forward(training) for name in self.order if name in self.ops and name not in skip)
@@ -125,8 +127,12 @@ class Plan:
     def backprop(self, layer: str, wrt: tuple) -> Backprop:
         """The evaluation-mode backward from ``layer`` to the tensors ``wrt`` (made once, kept)."""
         key = (layer, wrt)
-        if key not in self._backprop:
+        if key in self._backprop:
+            self._backprop.move_to_end(key)
+        else:
             self._backprop[key] = Backprop(self, layer, wrt)
+            while len(self._backprop) > BACKPROP_CACHE:
+                self._backprop.popitem(last=False)
         return self._backprop[key]
 
 

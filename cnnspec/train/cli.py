@@ -79,6 +79,10 @@ def register(subparsers) -> None:
                      help="layers for --feature-maps (default: the input and every picture-shaped layer)")
     run.add_argument("--filters", metavar="PNG", help="draw the first conv layer's kernels")
     run.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
+    run.add_argument("--rf", metavar="LAYER:ROW,COL", help="draw the input region that unit sees (the analysed "
+                     "receptive field) beside its effective field |d unit / d input|")
+    run.add_argument("--rf-out", metavar="PNG", default="receptive-field.png",
+                     help="the --rf picture (default receptive-field.png)")
     run.set_defaults(func=run_command)
 
 
@@ -272,5 +276,9 @@ def run_command(args) -> int:
             raise CnnSpecError(f"network {network.name} has no conv layer whose filters --filters could draw")
         plot_filters(model.params[conv]["weight"], args.filters, conv)
         print(f"wrote {args.filters} ({conv})")
+    if args.rf:
+        from cnnspec.explain.cli import field_picture
+
+        field_picture(network, model, x, args.rf, args.rf_out)
     return 0
 
