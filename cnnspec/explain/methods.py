@@ -150,8 +150,10 @@ def last_conv(model) -> str:
 
 # -- the methods -----------------------------------------------------------------------------------
 
-def gradcam(model, x, target=None, layer=None, *, score="logit", upsampling="bilinear") -> Explanation:
-    """Grad-CAM of class ``target`` at ``layer`` (default: the last conv layer); see the module text."""
+def gradcam(model, x, target=None, layer=None, *, score="logit", upsampling="bilinear",
+            relu: bool = True) -> Explanation:
+    """Grad-CAM of class ``target`` at ``layer`` (default: the last conv layer); see the module text.
+    ``relu=False`` keeps the negative part too (Captum's ``relu_attributions=False``)."""
     size = _spatial(model)
     x = _check_x(model, x)
     target, predicted, value, score_layer = _target(model, x, target, score)
@@ -167,9 +169,11 @@ def gradcam(model, x, target=None, layer=None, *, score="logit", upsampling="bil
     grads = g[layer][0].astype(np.float64)
     acts = g.activations[layer][0].astype(np.float64)
     weights = grads.reshape(len(grads), -1).mean(axis=1)
-    raw = np.maximum(np.tensordot(weights, acts, axes=1), 0.0)
+    raw = np.tensordot(weights, acts, axes=1)
+    if relu:
+        raw = np.maximum(raw, 0.0)
     return Explanation("gradcam", upsample(raw, size, upsampling), target, predicted, value, score, layer, raw,
-                       {"upsampling": upsampling})
+                       {"upsampling": upsampling, "relu": bool(relu)})
 
 
 def saliency(model, x, target=None, *, score="logit") -> Explanation:

@@ -98,6 +98,10 @@ def plot_ascent(result, path, title: str = "", columns: int = 8) -> None:
     fig.savefig(path)
 
 
+def _limits(first: int, last: int, n: int) -> tuple:
+    return (-0.5 if first >= 0 else first - 0.7), (n - 0.5 if last <= n - 1 else last + 0.7)
+
+
 def plot_field(x, view, path, title: str = "") -> None:
     """The input with the unit's analysed field (a box; dashed where it reaches into the padding)
     beside the effective field |d unit / d input| with the same box."""
@@ -136,7 +140,8 @@ def plot_field(x, view, path, title: str = "") -> None:
             (b0, b1), (a0, a1) = unclipped
             ax.add_patch(Rectangle((a0 - 0.5, b0 - 0.5), a1 - a0 + 1, b1 - b0 + 1, fill=False,
                                    edgecolor="#00e5ff", linewidth=1, linestyle="--"))
-        ax.set_xlim(min(-0.5, unclipped[1][0] - 1), max(x.shape[2] - 0.5, unclipped[1][1] + 1))
-        ax.set_ylim(max(x.shape[1] - 0.5, unclipped[0][1] + 1), min(-0.5, unclipped[0][0] - 1))
+        (top, bottom), (left_edge, right_edge) = (_limits(a, b, n) for (a, b), n in zip(unclipped, x.shape[1:]))
+        ax.set_xlim(left_edge, right_edge)          # room for the part of the field in the padding
+        ax.set_ylim(bottom, top)
         _bare(ax)
     fig.savefig(path)
