@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "cnnspec.commands",        # check, summary, render
     "cnnspec.train.cli",       # train, evaluate, run
     "cnnspec.explain.cli",     # explain, filters
+    "cnnspec.report.cli",      # report, serve
     "cnnspec.engine.cli",      # bench
     "cnnspec.grade.cli",       # grade init | grade | grade batch | grade gradescope-bundle
 )

@@ -7,11 +7,16 @@ of the same name are located errors. Networks and train sections of imported fil
 """
 from __future__ import annotations
 
+import contextvars
 import os
 
 from cnnspec.errors import error_at, not_utf8
 from cnnspec.lang import ast
 from cnnspec.lang.parser import parse
+
+# A folder (real path) that imports must stay inside, or None: `cnnspec serve` sets it while it
+# analyses text sent by the browser, so that an import cannot read a file outside its folder.
+IMPORT_ROOT: contextvars.ContextVar = contextvars.ContextVar("cnnspec_import_root", default=None)
 
 
 def blocks_in_scope(module: ast.Module, sources: dict) -> dict[str, ast.Block]:
@@ -23,6 +28,10 @@ def blocks_in_scope(module: ast.Module, sources: dict) -> dict[str, ast.Block]:
         for imp in mod.imports:
             path = os.path.normpath(os.path.join(os.path.dirname(mod.file or ""), imp.path))
             real = os.path.realpath(path)
+            root = IMPORT_ROOT.get()
+            if root is not None and os.path.commonpath([real, root]) != root:
+                raise error_at(imp.pos, f"`{imp.path}` is outside the folder being served", sources=sources,
+                               hint="imports may only read files inside that folder")
             if real in chain:
                 cycle = " -> ".join(os.path.basename(p) for p in (*chain[chain.index(real):], real))
                 raise error_at(imp.pos, f"cyclic import of `{imp.path}`", sources=sources,
