@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 def report_command(args) -> int:
     from cnnspec.network import load
-    from cnnspec.report.page import drawing, write_report
+    from cnnspec.report.build import drawing, write_report
 
     network = load(args.file)
     path = write_report(network, args.output)

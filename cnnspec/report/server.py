@@ -3,7 +3,7 @@ library's ThreadingHTTPServer).
 
 Endpoints (JSON in and out, UTF-8):
 
-* ``GET /`` — the page (:func:`cnnspec.report.page.page` in editor mode);
+* ``GET /`` — the page (:func:`cnnspec.report.build.page` in editor mode);
 * ``GET /api/files`` — the ``.cnn`` files under the folder (``{"files": [...]}``, paths relative
   to it, at most MAX_LISTED, four folders deep);
 * ``GET /api/file?path=P`` — ``{"path", "text"}`` of one file;
@@ -91,7 +91,7 @@ def analyse(root: str, relative, text) -> dict:
     """The JSON reply of /api/analyse for ``text`` standing for file ``relative``."""
     from cnnspec.lang.imports import IMPORT_ROOT
     from cnnspec.network import loads
-    from cnnspec.report.page import drawing, report_data
+    from cnnspec.report.build import drawing, report_data
 
     if not isinstance(text, str):
         raise Refused(HTTPStatus.BAD_REQUEST, "`text` must be a string")
@@ -234,7 +234,7 @@ class Handler(BaseHTTPRequestHandler):
     def get(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/":
-            from cnnspec.report.page import page
+            from cnnspec.report.build import page
 
             body = page(serve=True, extra={"open": self.initial, "example": EXAMPLE}).encode("utf-8")
             self.send_body(HTTPStatus.OK, body, "text/html; charset=utf-8")

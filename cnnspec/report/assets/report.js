@@ -247,7 +247,7 @@
     var line1 = blockLabel(c.path);
     var line2 = b ? shape(b.output_shape) + " \u00b7 " + human(b.params) + " params \u00b7 " + human(b.macs) + " MACs \u00b7 " +
       b.layers.length + " layers" : "";
-    var width = Math.min(c.right - c.left, Math.max(150, 6.2 * Math.max(line1.length, line2.length) + 34));
+    var width = Math.max(150, 6.2 * Math.max(line1.length, line2.length) + 34);
     var x = (c.left + c.right) / 2 - width / 2;
     var g = el("g", { "class": "folded", "data-block": c.path }, D.overlay);
     el("title", {}, g).textContent = c.path + " (folded; click + to unfold)";
@@ -434,7 +434,7 @@
   function grid(dims, opts) {
     var h = dims.length === 2 ? dims[0] : 1, w = dims.length === 2 ? dims[1] : dims[0];
     var margin = opts.margin || 0;
-    var cell = Math.max(1, Math.min(14, Math.floor(220 / Math.max(h + 2 * margin, w + 2 * margin))));
+    var cell = Math.min(12, 156 / Math.max(h + 2 * margin, w + 2 * margin));   // pixels per position
     var W = (w + 2 * margin) * cell, H = (h + 2 * margin) * cell, o = margin * cell;
     var s = '<svg class="grid' + (opts.clickable ? " clickable" : "") + '" width="' + W + '" height="' + H +
       '" data-cell="' + cell + '" data-dims="' + esc(JSON.stringify(dims)) + '" viewBox="0 0 ' + W + " " + H + '">';
@@ -451,7 +451,14 @@
     }
     if (opts.boxOut) { s += rect("box-out", opts.boxOut); }
     if (opts.box) { s += rect("box", opts.box); }
-    if (opts.unit) { s += rect("unit", opts.unit.map(function (u) { return [u, u]; })); }
+    if (opts.unit) {
+      s += rect("unit", opts.unit.map(function (u) { return [u, u]; }));
+      if (cell < 6) {                   // a ring, so that one small cell can be found
+        var cx = o + ((dims.length === 2 ? opts.unit[1] : opts.unit[0]) + 0.5) * cell;
+        var cy = o + ((dims.length === 2 ? opts.unit[0] : 0) + 0.5) * cell;
+        s += '<circle class="unit-ring" cx="' + cx + '" cy="' + cy + '" r="6"/>';
+      }
+    }
     return s + "</svg>";
   }
   function fieldGrids(L) {
