@@ -226,20 +226,45 @@
       c.shapes.forEach(function (s) { warpShape(s, f); });
       c.toggle.setAttribute("transform", "translate(" + (c.right - 17) + "," + (f(c.top) + 3) + ")");
     });
+    while (D.overlay.firstChild) { D.overlay.removeChild(D.overlay.firstChild); }
+    var placed = {};
+    boxes.forEach(function (c) { placed[c.path] = foldedBox(c, f(c.top) + 6); });
     D.edges.forEach(function (e) {
       var a = representative(e.from, folded), b = representative(e.to, folded);
-      e.g.style.display = a === b && a.indexOf("block:") === 0 ? "none" : "";
-      e.lines.forEach(function (s) { warpShape(s, f); });
-      e.heads.forEach(function (s) { shiftShape(s, f); });
+      var from = a.indexOf("block:") === 0 ? placed[a.slice(6)] : null;
+      var to = b.indexOf("block:") === 0 ? placed[b.slice(6)] : null;
+      e.g.style.display = a === b && from ? "none" : "";
+      if (!from && !to) {
+        e.lines.forEach(function (s) { warpShape(s, f); });
+        e.heads.forEach(function (s) { shiftShape(s, f); });
+        return;
+      }
+      rewire(e, from, to, f);
     });
-    while (D.overlay.firstChild) { D.overlay.removeChild(D.overlay.firstChild); }
-    boxes.forEach(function (c) { foldedBox(c, f(c.top) + 6); });
     var vb = D.viewBox.slice();
     vb[3] = D.viewBox[3] - saved;
     D.svg.setAttribute("viewBox", vb.join(" "));
     D.svg.setAttribute("width", (D.width * state.zoom) + D.unit);
     D.svg.setAttribute("height", ((D.height - saved) * state.zoom) + D.unit);
     highlight();
+  }
+
+  function rewire(e, from, to, f) {      // an edge that enters or leaves a folded box: to the box
+    var segs = e.lines[0].segs, first = segs[0].v, last = segs[segs.length - 1].v;
+    var sx = from ? from.cx : first[0], sy = from ? from.bottom : f(first[1]);
+    var ex = to ? to.cx : last[last.length - 2], ey = to ? to.top - 9 : f(last[last.length - 1]);
+    var dy = (ey - sy) / 2;
+    e.lines[0].el.setAttribute("d", "M" + sx + "," + sy + "C" + sx + "," + (sy + dy) + " " + ex + "," + (ey - dy) +
+      " " + ex + "," + ey);
+    e.lines.slice(1).forEach(function (s) { s.el.setAttribute("d", ""); });
+    e.heads.forEach(function (s) {
+      if (to && s.pts) {
+        s.el.setAttribute("points", (ex - 3.5) + "," + ey + " " + (ex + 3.5) + "," + ey + " " + ex + "," + (ey + 9) +
+          " " + (ex - 3.5) + "," + ey);
+      } else {
+        shiftShape(s, f);
+      }
+    });
   }
 
   function foldedBox(c, y) {
@@ -259,6 +284,7 @@
     g.appendChild(toggleButton(x + width - 17, y + 3, "+", "unfold " + c.path, function () { unfold(c.path); }));
     g.addEventListener("click", function (ev) { ev.stopPropagation(); selectBlock(c.path); });
     g.addEventListener("dblclick", function (ev) { ev.stopPropagation(); unfold(c.path); });
+    return { cx: x + width / 2, top: y, bottom: y + FOLD_H };
   }
 
   function fold(path) { state.folded.add(path); refreshFolds(); }
