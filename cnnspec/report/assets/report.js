@@ -133,6 +133,8 @@
     D.height = parseFloat(svg.getAttribute("height"));
     D.viewBox = (svg.getAttribute("viewBox") || "0 0 " + D.width + " " + D.height).split(/[\s,]+/).map(Number);
     D.unit = /pt$/.test(svg.getAttribute("width") || "") ? "pt" : "px";
+    var shift = /translate\(\s*([-\d.e]+)/.exec(D.graph.getAttribute("transform") || "");
+    D.dx = shift ? parseFloat(shift[1]) : 0;        // graph x + dx = drawing x
     svg.querySelectorAll("g.node").forEach(function (g) {
       var name = titleOf(g), b = g.getBBox();
       D.nodes[name] = { g: g, top: b.y, bottom: b.y + b.height, cy: b.y + b.height / 2 };
@@ -272,8 +274,9 @@
     var line1 = blockLabel(c.path);
     var line2 = b ? shape(b.output_shape) + " \u00b7 " + human(b.params) + " params \u00b7 " + human(b.macs) + " MACs \u00b7 " +
       b.layers.length + " layers" : "";
-    var width = Math.max(150, 6.2 * Math.max(line1.length, line2.length) + 34);
-    var x = (c.left + c.right) / 2 - width / 2;
+    var width = Math.min(D.viewBox[2] - 8, Math.max(150, 6.2 * Math.max(line1.length, line2.length) + 34));
+    var lo = D.viewBox[0] - D.dx + 4, hi = D.viewBox[0] + D.viewBox[2] - D.dx - 4;   // inside the drawing
+    var x = Math.max(lo, Math.min((c.left + c.right) / 2 - width / 2, hi - width));
     var g = el("g", { "class": "folded", "data-block": c.path }, D.overlay);
     el("title", {}, g).textContent = c.path + " (folded; click + to unfold)";
     el("rect", { "class": "fold-box", x: x, y: y, width: width, height: FOLD_H, rx: 6 }, g);
