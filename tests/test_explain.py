@@ -254,3 +254,51 @@ def test_not_a_classifier():
     model = cnnspec.load(SPECS / "edges.cnn").compile(dtype="float64")
     with pytest.raises(CnnSpecError, match="does not output class scores"):
         saliency(model, np.zeros(model.input_shape))
+
+
+SEQUENCE = """
+network Seq {
+    input words: 4x20
+    conv(5, 3, pad=same) -> relu -> conv(3, 3, stride=2) -> tanh -> globalmaxpool -> flatten -> dense(2)
+}
+"""
+
+
+def test_sequences_match_captum():
+    """1-D inputs: Grad-CAM upsampled linearly (F.interpolate "linear"), saliency, occlusion."""
+    pytest.importorskip("torch")
+    pytest.importorskip("captum")
+    import torch
+    from captum.attr import LayerAttribution, LayerGradCam, Occlusion, Saliency
+
+    from cnnspec.engine import torch_ref
+
+    model = cnnspec.loads(SEQUENCE).compile(dtype="float64", seed=4)
+    x = np.random.default_rng(5).standard_normal((4, 20))
+    tnet = torch_ref.TorchNet(model)
+
+    class Hook(torch.nn.Module):
+        def forward(self, t):
+            return t
+
+    hook = Hook()
+
+    def logits(t):
+        v = {model.input_name: t}
+        for name, step in tnet.steps:
+            v[name] = step([v[i] for i in model.graph.nodes[name]["inputs"]], False)
+            if name == "conv2":
+                v[name] = hook(v[name])
+        return v[model.scores_name]
+
+    for target in (0, 1):
+        ours = gradcam(model, x, target, relu=False)
+        cam = LayerGradCam(logits, hook).attribute(tensor(x), target=target, relu_attributions=False)
+        close(ours.raw, cam[0, 0].detach().numpy())
+        close(ours.map, LayerAttribution.interpolate(cam, 20, interpolate_mode="linear")[0, 0].detach().numpy())
+        ours = saliency(model, x, target)
+        close(ours.map, Saliency(logits).attribute(tensor(x).requires_grad_(), target=target, abs=True)[0].amax(dim=0).numpy())
+        ours = occlusion(model, x, target, window=3, stride=2, baseline=0.1)
+        theirs = Occlusion(logits).attribute(tensor(x), sliding_window_shapes=(4, 3), strides=(4, 2), baselines=0.1,
+                                             target=target)
+        close(ours.map, theirs[0, 0].numpy())

@@ -143,6 +143,21 @@ def test_dilated_fields_have_gaps_inside_the_box():
     np.testing.assert_array_equal(view.effective[3:14, 3:14] != 0, expected)
 
 
+def test_sequence_fields(tmp_path):
+    from cnnspec.explain.pictures import plot_field
+
+    model = cnnspec.loads("network S {\n input w: 3x30\n conv(4, 5, pad=2) -> tanh -> conv(2, 3, stride=2)\n}").compile(
+        dtype="float64", seed=0)
+    x = np.random.default_rng(1).standard_normal((3, 30))
+    for position, box in [(0, (-2, 4)), (7, (12, 18)), (14, (26, 32))]:    # field 7, jump 2, padding 2
+        view = receptive_field(model, x, "conv2", (position,))
+        assert view.unclipped == (box,) and view.box == ((max(box[0], 0), min(box[1], 29)),)
+        nonzero = np.flatnonzero(view.effective)
+        assert (nonzero.min(), nonzero.max()) == view.box[0]
+    plot_field(x, view, tmp_path / "rf.png")
+    assert (tmp_path / "rf.png").stat().st_size > 1000
+
+
 @pytest.mark.parametrize("text", ["conv2", "conv2:", ":3,4", "conv2:a,b"])
 def test_unit_syntax_errors(text):
     with pytest.raises(CnnSpecError, match="--rf takes LAYER:ROW,COL"):

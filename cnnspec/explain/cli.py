@@ -146,8 +146,8 @@ def explain_command(args) -> int:
     result = methods.explain(model, x, args.method, _class(args.target, classes, k), **options)
     name = lambda c: f"{c} {classes[c]}" if classes and c < len(classes) else str(c)   # noqa: E731
     print(f"{network.name} on {Path(args.input).name}: predicted class {name(result.predicted)}")
-    where = f" at {result.layer} ({'x'.join(map(str, result.raw.shape))}, upsampled {args.upsample})" \
-        if result.layer else ""
+    how = "linear" if args.upsample == "bilinear" and result.map.ndim == 1 else args.upsample
+    where = f" at {result.layer} ({'x'.join(map(str, result.raw.shape))}, upsampled {how})" if result.layer else ""
     peak = np.unravel_index(int(np.argmax(result.map)), result.map.shape)
     print(f"{methods_title(result.method)} of class {name(result.target)} ({args.score} {result.score:.4g}){where}: "
           f"max {result.map.max():.4g} at {','.join(map(str, peak))}")

@@ -108,13 +108,10 @@ def plot_field(x, view, path, title: str = "") -> None:
     from matplotlib.patches import Rectangle
 
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 2:                                            # sequences: as a 1-row picture
-        x = x[:, None, :]
-        effective = view.effective[None]
-        box = ((0, 0), *view.box)
-        unclipped = ((0, 0), *view.unclipped)
-    else:
-        effective, box, unclipped = view.effective, view.box, view.unclipped
+    if x.ndim == 2:
+        _plot_field_sequence(x, view, path, title)
+        return
+    effective, box, unclipped = view.effective, view.box, view.unclipped
     picture, grey = _image(x)
     fig = _figure(8, 4.2)
     where = ",".join(map(str, view.position))
@@ -144,4 +141,26 @@ def plot_field(x, view, path, title: str = "") -> None:
         ax.set_xlim(left_edge, right_edge)          # room for the part of the field in the padding
         ax.set_ylim(bottom, top)
         _bare(ax)
+    fig.savefig(path)
+
+
+def _plot_field_sequence(x, view, path, title: str = "") -> None:
+    """plot_field for sequences: the input (channels x positions) and the effective field as a strip."""
+    from matplotlib.patches import Rectangle
+
+    (a, b), (ua, ub) = view.box[0], view.unclipped[0]
+    fig = _figure(9, 3.8)
+    fig.suptitle(title or f"{view.layer} at {view.position[0]}: analysed field {ub - ua + 1} positions", fontsize=10)
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    top.imshow(x, aspect="auto", cmap="gray", interpolation="nearest")
+    top.set_ylabel("channel")
+    top.set_title(f"input: positions {a}..{b}" + (f" ({ua}..{ub} with the padding)" if (ua, ub) != (a, b) else ""),
+                  fontsize=8)
+    image = bottom.imshow(view.effective[None], aspect="auto", cmap="magma", interpolation="nearest")
+    bottom.set_yticks([])
+    bottom.set_xlabel("position")
+    bottom.set_title("effective field |d unit / d input|, summed over channels", fontsize=8)
+    fig.colorbar(image, ax=[top, bottom], shrink=0.8)
+    for ax, rows in ((top, x.shape[0]), (bottom, 1)):
+        ax.add_patch(Rectangle((a - 0.5, -0.5), b - a + 1, rows, fill=False, edgecolor="#00e5ff", linewidth=1.6))
     fig.savefig(path)
