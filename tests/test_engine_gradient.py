@@ -6,22 +6,11 @@ import pytest
 
 import cnnspec
 from cnnspec import CnnSpecError
+import test_engine
 from conftest import numeric_grad
 
-RESIDUAL = """
-block basic(c) {
-    main = conv(c, 3x3, pad=1, bias=false) -> batchnorm -> relu -> conv(c, 3x3, pad=1)
-    add(in, main) -> relu
-}
-network Residual {
-    input x: 3x8x8
-    s = conv(4, 3x3, pad=1)
-    r = s -> relu
-    b = r -> basic(4)
-    add(b, r, s) -> dropout(0.3) -> maxpool(2)
-    globalavgpool -> flatten -> dense(3) -> softmax
-}
-"""
+RESIDUAL = test_engine.RESIDUAL.replace("add(b, r, s) -> maxpool(2)", "add(b, r, s) -> dropout(0.3) -> maxpool(2)")
+assert "dropout" in RESIDUAL
 
 INCEPTION = """
 network Inception {

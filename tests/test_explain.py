@@ -191,26 +191,9 @@ def test_gradcam_on_probabilities_matches_captum(rgb):
     import torch
     from captum.attr import LayerAttribution, LayerGradCam
 
-    from cnnspec.engine import torch_ref
-
     model, x, _ = rgb
-    tnet = torch_ref.TorchNet(model)
     values = {}
-
-    class Conv3(torch.nn.Module):                    # a module to hook: the conv3 step of the graph
-        def forward(self, t):
-            return t
-
-    hook = Conv3()
-
-    def probabilities(t):
-        v = {model.input_name: t}
-        for name, step in tnet.steps:
-            v[name] = step([v[i] for i in model.graph.nodes[name]["inputs"]], False)
-            if name == "conv3":
-                v[name] = hook(v[name])
-        values.update(v)
-        return v[model.output_name]
+    probabilities, hook = hooked(model, "conv3", model.output_name, values)
 
     for target in range(3):
         ours = gradcam(model, x, target, score="probability", upsampling="nearest")
@@ -220,6 +203,28 @@ def test_gradcam_on_probabilities_matches_captum(rgb):
         up = LayerAttribution.interpolate(cam, (16, 16), interpolate_mode="nearest")
         close(ours.map, up[0, 0].detach().numpy())
         assert ours.score == pytest.approx(values[model.output_name][0, target].item(), rel=1e-12)
+
+
+def hooked(model, layer, output, values=None):
+    """The model's graph in PyTorch (TorchNet) as a function of the input returning ``output``, and
+    an identity module applied to ``layer``'s output for Captum's layer methods to hook."""
+    import torch
+
+    from cnnspec.engine import torch_ref
+
+    tnet = torch_ref.TorchNet(model)
+    hook = torch.nn.Identity()
+
+    def forward(t):
+        v = {model.input_name: t}
+        for name, step in tnet.steps:
+            v[name] = step([v[i] for i in model.graph.nodes[name]["inputs"]], False)
+            if name == layer:
+                v[name] = hook(v[name])
+        if values is not None:
+            values.update(v)
+        return v[output]
+    return forward, hook
 
 
 def test_occlusion_attributions_are_score_drops(lenet):
@@ -271,25 +276,9 @@ def test_sequences_match_captum():
     import torch
     from captum.attr import LayerAttribution, LayerGradCam, Occlusion, Saliency
 
-    from cnnspec.engine import torch_ref
-
     model = cnnspec.loads(SEQUENCE).compile(dtype="float64", seed=4)
     x = np.random.default_rng(5).standard_normal((4, 20))
-    tnet = torch_ref.TorchNet(model)
-
-    class Hook(torch.nn.Module):
-        def forward(self, t):
-            return t
-
-    hook = Hook()
-
-    def logits(t):
-        v = {model.input_name: t}
-        for name, step in tnet.steps:
-            v[name] = step([v[i] for i in model.graph.nodes[name]["inputs"]], False)
-            if name == "conv2":
-                v[name] = hook(v[name])
-        return v[model.scores_name]
+    logits, hook = hooked(model, "conv2", model.scores_name)
 
     for target in (0, 1):
         ours = gradcam(model, x, target, relu=False)

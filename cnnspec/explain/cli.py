@@ -104,20 +104,16 @@ def _class(text, classes, k: int):
 
 
 def _atomic_npy(path, array) -> None:
-    import os
+    """np.save, written atomically (a half-written file never replaces a good one)."""
+    import io
 
     import numpy as np
 
-    path = str(path)
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise CnnSpecError(f"cannot write: {err.strerror or err}", file=path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from cnnspec.render.graph import _write
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    _write(str(path), buffer.getvalue())
 
 
 def explain_command(args) -> int:
