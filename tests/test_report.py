@@ -116,3 +116,16 @@ def test_unwritable_path(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(CnnSpecError, match="cannot write"):
         write_report(cnnspec.load(SPECS / "lenet5.cnn"), tmp_path / "file" / "x.html")
+
+
+def test_pyproject_ships_the_page_assets():
+    import fnmatch
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("not a source checkout")
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["cnnspec.report"]
+    assets = [p.relative_to(root / "cnnspec" / "report").as_posix() for p in (root / "cnnspec" / "report" / "assets").iterdir()]
+    assert assets and all(any(fnmatch.fnmatch(a, pattern) for pattern in patterns) for a in assets), (assets, patterns)
