@@ -129,3 +129,17 @@ def test_pyproject_ships_the_page_assets():
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["cnnspec.report"]
     assets = [p.relative_to(root / "cnnspec" / "report").as_posix() for p in (root / "cnnspec" / "report" / "assets").iterdir()]
     assert assets and all(any(fnmatch.fnmatch(a, pattern) for pattern in patterns) for a in assets), (assets, patterns)
+
+
+def test_report_does_not_import_numba(tmp_path):
+    """The page is analysis only: a cold `cnnspec report` never loads numba (nor matplotlib)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.html"
+    code = ("import sys, cnnspec.cli; rc = cnnspec.cli.main(['report', %r, '-o', %r]); "
+            "assert 'numba' not in sys.modules and 'matplotlib' not in sys.modules, 'heavy import'; sys.exit(rc)"
+            ) % (str(SPECS / "resnet18.cnn"), str(out))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert payload(out.read_text(encoding="utf-8"))["data"]["totals"]["params"] == 11_689_512

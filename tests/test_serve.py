@@ -171,3 +171,29 @@ def test_server_errors():
         make_server(SPECS, SPECS / "missing.cnn", port=0)
     with pytest.raises(CnnSpecError, match="is not a folder"):
         make_server(SPECS / "lenet5.cnn", port=0)
+
+
+def test_serve_command(tmp_path):
+    """`cnnspec serve FILE --port 0` in its own process: prints its address, serves the folder it
+    was started in, stops on Ctrl-C (SIGINT) with status 0."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "net.cnn").write_text(LENET)
+    process = subprocess.Popen([sys.executable, "-m", "cnnspec", "serve", "net.cnn", "--port", "0"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        found = re.match(r"serving (.+) at (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C stops\)", line)
+        assert found, line + process.stderr.read() if process.poll() is not None else line
+        site = {"base": found.group(2).rstrip("/"), "port": int(found.group(3))}
+        status, body, _ = get(site, "/api/files")
+        assert status == 200 and json.loads(body)["files"] == ["net.cnn"]
+        assert json.loads(get(site, "/")[1].decode().split('id="cnnspec-data">')[1].split("</script>")[0])["open"] == "net.cnn"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        process.stdout.close()
+        process.stderr.close()

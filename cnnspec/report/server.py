@@ -308,7 +308,7 @@ def serve(root=".", initial=None, host: str = "127.0.0.1", port: int = 8000) -> 
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: other machines can reach this server and read the .cnn files "
               f"of {server.RequestHandlerClass.root}", file=sys.stderr)
-    print(f"serving {server.RequestHandlerClass.root} at {where} (Ctrl-C stops)")
+    print(f"serving {server.RequestHandlerClass.root} at {where} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
