@@ -9,7 +9,9 @@ pixels that actually move the unit, usually a blob much smaller than the box.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -54,8 +56,12 @@ def field_box(node, position) -> tuple:
     if len(position) != len(shape) or not all(0 <= i < n for i, n in zip(position, shape)):
         raise CnnSpecError(f"position {','.join(map(str, position))} is outside the layer's "
                            f"{'x'.join(map(str, shape))} positions (counting from 0)")
-    return tuple((i * j - p, i * j - p + r - 1)
-                 for i, r, j, p in zip(position, field["size"], field["stride"], field["padding"]))
+    extent = field.get("extent", field["size"])        # exact (fractions) where the analysis keeps them
+    box = []
+    for i, r, j, p in zip(position, extent, field["stride"], field["padding"]):
+        first = i * Fraction(j) - Fraction(p)
+        box.append((math.ceil(first), math.floor(first + Fraction(r) - 1)))
+    return tuple(box)
 
 
 def receptive_field(model, x, layer: str, position) -> FieldView:
