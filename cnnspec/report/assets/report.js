@@ -441,7 +441,7 @@
     if (out) {
       out.addEventListener("click", function (ev) {
         var r = out.getBoundingClientRect(), dims = JSON.parse(out.dataset.dims), cell = Number(out.dataset.cell);
-        var col = Math.floor((ev.clientX - r.left) / cell), rowi = Math.floor((ev.clientY - r.top) / cell);
+        var col = Math.floor((ev.clientX - r.left) / cell), rowi = Math.floor((ev.clientY - r.top) / Number(out.dataset.cellH));
         state.unit = dims.length === 2 ? [Math.min(rowi, dims[0] - 1), Math.min(col, dims[1] - 1)] : [Math.min(col, dims[0] - 1)];
         renderDetails();
       });
@@ -464,27 +464,29 @@
     var h = dims.length === 2 ? dims[0] : 1, w = dims.length === 2 ? dims[1] : dims[0];
     var margin = opts.margin || 0;
     var cell = Math.min(12, 156 / Math.max(h + 2 * margin, w + 2 * margin));   // pixels per position
-    var W = (w + 2 * margin) * cell, H = (h + 2 * margin) * cell, o = margin * cell;
+    var ch = dims.length === 2 ? cell : Math.max(cell, 16);                     // a sequence: a strip
+    var W = (w + 2 * margin) * cell, H = h * ch + 2 * margin * cell, ox = margin * cell, oy = margin * cell;
     var s = '<svg class="grid' + (opts.clickable ? " clickable" : "") + '" width="' + W + '" height="' + H +
-      '" data-cell="' + cell + '" data-dims="' + esc(JSON.stringify(dims)) + '" viewBox="0 0 ' + W + " " + H + '">';
+      '" data-cell="' + cell + '" data-cell-h="' + ch + '" data-dims="' + esc(JSON.stringify(dims)) +
+      '" viewBox="0 0 ' + W + " " + H + '">';
     if (margin) { s += '<rect class="pad" x="0.5" y="0.5" width="' + (W - 1) + '" height="' + (H - 1) + '"/>'; }
-    s += '<rect class="frame" x="' + o + '" y="' + o + '" width="' + w * cell + '" height="' + h * cell + '"/>';
+    s += '<rect class="frame" x="' + ox + '" y="' + oy + '" width="' + w * cell + '" height="' + h * ch + '"/>';
     if (cell >= 4 && Math.max(h, w) <= 64) {
-      for (var i = 1; i < w; i++) { s += '<line class="cell-line" x1="' + (o + i * cell) + '" y1="' + o + '" x2="' + (o + i * cell) + '" y2="' + (o + h * cell) + '"/>'; }
-      for (var j = 1; j < h; j++) { s += '<line class="cell-line" x1="' + o + '" y1="' + (o + j * cell) + '" x2="' + (o + w * cell) + '" y2="' + (o + j * cell) + '"/>'; }
+      for (var i = 1; i < w; i++) { s += '<line class="cell-line" x1="' + (ox + i * cell) + '" y1="' + oy + '" x2="' + (ox + i * cell) + '" y2="' + (oy + h * ch) + '"/>'; }
+      for (var j = 1; j < h; j++) { s += '<line class="cell-line" x1="' + ox + '" y1="' + (oy + j * ch) + '" x2="' + (ox + w * cell) + '" y2="' + (oy + j * ch) + '"/>'; }
     }
-    function rect(cls, box) {           // box: [[r0, r1], [c0, c1]] in cells (inclusive)
+    function rect(cls, box) {           // box: [[r0, r1], [c0, c1]] (or [[c0, c1]]) in positions, inclusive
       var rows = dims.length === 2 ? box[0] : [0, 0], cols = dims.length === 2 ? box[1] : box[0];
-      return '<rect class="' + cls + '" x="' + (o + cols[0] * cell) + '" y="' + (o + rows[0] * cell) + '" width="' +
-        (cols[1] - cols[0] + 1) * cell + '" height="' + (rows[1] - rows[0] + 1) * cell + '"/>';
+      return '<rect class="' + cls + '" x="' + (ox + cols[0] * cell) + '" y="' + (oy + rows[0] * ch) + '" width="' +
+        (cols[1] - cols[0] + 1) * cell + '" height="' + (rows[1] - rows[0] + 1) * ch + '"/>';
     }
     if (opts.boxOut) { s += rect("box-out", opts.boxOut); }
     if (opts.box) { s += rect("box", opts.box); }
     if (opts.unit) {
       s += rect("unit", opts.unit.map(function (u) { return [u, u]; }));
       if (cell < 6) {                   // a ring, so that one small cell can be found
-        var cx = o + ((dims.length === 2 ? opts.unit[1] : opts.unit[0]) + 0.5) * cell;
-        var cy = o + ((dims.length === 2 ? opts.unit[0] : 0) + 0.5) * cell;
+        var cx = ox + ((dims.length === 2 ? opts.unit[1] : opts.unit[0]) + 0.5) * cell;
+        var cy = oy + ((dims.length === 2 ? opts.unit[0] : 0) + 0.5) * ch;
         s += '<circle class="unit-ring" cx="' + cx + '" cy="' + cy + '" r="6"/>';
       }
     }
