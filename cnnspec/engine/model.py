@@ -176,10 +176,10 @@ class Model:
         gradient is computed. The backward buffers are made once per batch size and reused.
         """
         x = self._check_input(x)
-        layer = self.scores_name if layer is None else self._tensor(layer, "layer")
+        layer = self.scores_name if layer is None else self.tensor_name(layer, "layer")
         if isinstance(wrt, str) or not isinstance(wrt, (list, tuple)):
             wrt = [wrt]
-        names = tuple(dict.fromkeys(self._tensor(n, "wrt") for n in wrt))
+        names = tuple(dict.fromkeys(self.tensor_name(n, "wrt") for n in wrt))
         if not names:
             raise CnnSpecError("gradient: `wrt` names no tensor")
         upstream = nx.ancestors(self.graph, layer) | {layer}
@@ -207,22 +207,23 @@ class Model:
                 out[start:start + len(part)] = plan.act[name]
         return result
 
-    def _tensor(self, name, what: str) -> str:
-        """A tensor's name for :meth:`gradient` (``"input"`` is the input), checked."""
+    def tensor_name(self, name, what: str = "layer") -> str:
+        """A tensor's name for :meth:`gradient` (``"input"`` is the input), checked; ``what``
+        names the argument in errors."""
         if not isinstance(name, str):
-            raise CnnSpecError(f"gradient: `{what}` takes layer names, received {type(name).__name__}")
+            raise CnnSpecError(f"`{what}` takes layer names, received {type(name).__name__}")
         if name == "input" and name not in self.graph:
             return self.input_name
         if name in self.live:
             return name
         if name in self.graph:
-            raise CnnSpecError(f"gradient: `{name}` does not feed the output of `{self.name}`; "
-                               f"the engine does not compute it")
+            raise CnnSpecError(f"`{name}` does not feed the output of `{self.name}`; the engine does not compute it")
         from cnnspec.errors import nearest
 
         guess = nearest(name, ["input", *self.live])
-        raise CnnSpecError(f"gradient: no layer named `{name}` in `{self.name}`",
-                           hint=f"did you mean `{guess}`?" if guess else f"the layers are: {', '.join(self.live)}")
+        layers = f"the layers are: {', '.join(self.live)}" if len(self.live) <= 30 else "`cnnspec summary` lists the layers"
+        raise CnnSpecError(f"no layer named `{name}` in `{self.name}`",
+                           hint=f"did you mean `{guess}`?" if guess else layers)
 
     def loss_and_grad(self, x, y, loss: str = "cross_entropy"):
         """Training-mode loss and its gradients: ``(loss, {layer: {param: array}})`` for the

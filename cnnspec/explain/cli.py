@@ -170,7 +170,7 @@ def filters_command(args) -> int:
         layer = next((n for n in model.live if network.graph.nodes[n]["op"] == "conv"), None)
         if layer is None:
             raise CnnSpecError(f"network {network.name} has no conv layer; choose one with --layer")
-    layer = model._tensor(layer, "--layer")
+    layer = model.tensor_name(layer, "--layer")
     if not args.ascent:
         from cnnspec.render.pictures import plot_filters
 

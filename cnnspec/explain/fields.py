@@ -66,7 +66,7 @@ def field_box(node, position) -> tuple:
 
 def receptive_field(model, x, layer: str, position) -> FieldView:
     """The analysis's box and the effective field of unit ``position`` of ``layer`` for input ``x``."""
-    layer = model._tensor(layer, "layer")
+    layer = model.tensor_name(layer, "layer")
     node = dict(model.graph.nodes[layer], name=layer)
     shape = tuple(node["output_shape"])
     if len(shape) < 2 or node["receptive_field"] is None:

@@ -157,7 +157,7 @@ def gradcam(model, x, target=None, layer=None, *, score="logit", upsampling="bil
     size = _spatial(model)
     x = _check_x(model, x)
     target, predicted, value, score_layer = _target(model, x, target, score)
-    layer = last_conv(model) if layer is None else model._tensor(layer, "layer")
+    layer = last_conv(model) if layer is None else model.tensor_name(layer, "layer")
     shape = model.graph.nodes[layer]["output_shape"]
     if len(shape) != len(size) + 1:
         raise CnnSpecError(f"Grad-CAM needs a layer with channels and {'rows and columns' if len(size) == 2 else 'positions'}; "

@@ -46,7 +46,7 @@ def ascent(model, layer: str, channels=None, *, steps: int = 128, lr: float = 0.
            blur: float = 0.0, blur_every: int = 4, clip=(0.0, 1.0), seed: int = 0) -> Ascent:
     """Gradient ascent on the mean activation of each of ``channels`` (default: all, at most 256)
     of ``layer``; see the module text for the steps."""
-    layer = model._tensor(layer, "layer")
+    layer = model.tensor_name(layer, "layer")
     shape = tuple(model.graph.nodes[layer]["output_shape"])
     if layer == model.input_name:
         raise CnnSpecError("choose a layer after the input")
