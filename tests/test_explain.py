@@ -188,7 +188,6 @@ def test_three_channels_match_captum(rgb):
 
 
 def test_gradcam_on_probabilities_matches_captum(rgb):
-    import torch
     from captum.attr import LayerAttribution, LayerGradCam
 
     model, x, _ = rgb
@@ -273,7 +272,6 @@ def test_sequences_match_captum():
     """1-D inputs: Grad-CAM upsampled linearly (F.interpolate "linear"), saliency, occlusion."""
     pytest.importorskip("torch")
     pytest.importorskip("captum")
-    import torch
     from captum.attr import LayerAttribution, LayerGradCam, Occlusion, Saliency
 
     model = cnnspec.loads(SEQUENCE).compile(dtype="float64", seed=4)

@@ -221,7 +221,8 @@ class Model:
         from cnnspec.errors import nearest
 
         guess = nearest(name, ["input", *self.live])
-        layers = f"the layers are: {', '.join(self.live)}" if len(self.live) <= 30 else "`cnnspec summary` lists the layers"
+        layers = (f"the layers are: {', '.join(self.live)}" if len(self.live) <= 30
+                  else "`cnnspec summary` lists the layers")
         raise CnnSpecError(f"no layer named `{name}` in `{self.name}`",
                            hint=f"did you mean `{guess}`?" if guess else layers)
 

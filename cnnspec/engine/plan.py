@@ -123,7 +123,6 @@ class Plan:
             self._training[key] = Training(self, loss)
         return self._training[key]
 
-
     def backprop(self, layer: str, wrt: tuple) -> Backprop:
         """The evaluation-mode backward from ``layer`` to the tensors ``wrt`` (made once, kept)."""
         key = (layer, wrt)

@@ -52,7 +52,8 @@ def field_box(node, position) -> tuple:
     field = node["receptive_field"]
     shape = node["output_shape"][1:]
     if field is None:
-        raise CnnSpecError(f"`{node.get('name', 'this layer')}` has no spatial receptive field (it sees the whole input)")
+        raise CnnSpecError(f"`{node.get('name', 'this layer')}` has no spatial receptive field "
+                           f"(it sees the whole input)")
     if len(position) != len(shape) or not all(0 <= i < n for i, n in zip(position, shape)):
         raise CnnSpecError(f"position {','.join(map(str, position))} is outside the layer's "
                            f"{'x'.join(map(str, shape))} positions (counting from 0)")

@@ -160,7 +160,8 @@ def gradcam(model, x, target=None, layer=None, *, score="logit", upsampling="bil
     layer = last_conv(model) if layer is None else model.tensor_name(layer, "layer")
     shape = model.graph.nodes[layer]["output_shape"]
     if len(shape) != len(size) + 1:
-        raise CnnSpecError(f"Grad-CAM needs a layer with channels and {'rows and columns' if len(size) == 2 else 'positions'}; "
+        axes = "rows and columns" if len(size) == 2 else "positions"
+        raise CnnSpecError(f"Grad-CAM needs a layer with channels and {axes}; "
                            f"`{layer}` outputs {'x'.join(map(str, shape))}",
                            hint=f"the last conv layer is `{last_conv(model)}`")
     if layer == score_layer:

@@ -38,7 +38,8 @@ class Ascent:
 def _positive(value, what, integer=False, zero=False):
     ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
     if isinstance(value, bool) or not ok or not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-        raise CnnSpecError(f"{what} must be a {'whole ' if integer else ''}number {'>=' if zero else '>'} 0, got {value!r}")
+        kind, bound = "whole number" if integer else "number", ">=" if zero else ">"
+        raise CnnSpecError(f"{what} must be a {kind} {bound} 0, got {value!r}")
     return value
 
 
