@@ -9,9 +9,13 @@ import hashlib
 import hmac
 import os
 import secrets
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:             # Python 3.10: the same parser, as a package (pyproject.toml)
+    import tomli as tomllib
 
 from cnnspec.errors import CnnSpecError, nearest
 from cnnspec.grade.functions import FUNCTIONS, template
