@@ -43,7 +43,7 @@ class Limits:
 
     time_per_case: float = 10.0     # wall-clock seconds per call of a student function
     import_time: float = 10.0       # wall-clock seconds to start the child and import the file
-    total_time: float = 600.0       # wall-clock seconds for the whole submission
+    total_time: float = 240.0       # wall-clock seconds for the whole submission (checked per call)
     cpu_seconds: int = 300          # RLIMIT_CPU of each child process
     memory_mb: int = 2048           # RLIMIT_AS of each child process
     file_size_mb: int = 16          # RLIMIT_FSIZE
