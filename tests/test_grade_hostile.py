@@ -219,8 +219,15 @@ def test_hostile_bad_returns(graded):
     for name, message in expected.items():
         problem = result.problem(name)
         value_checks = [c for c in problem.checks if c.key in ("reference", "edge")]
-        assert all(c.passed == 0 for c in value_checks), name
+        # float32 values of tanh are right to float32 precision: only the dtype is wrong; the
+        # transposed softmax of a batch of 1 has the right values in a (K, 1) array: only its shape
+        if name == "softmax_forward":
+            assert value_checks[0].passed == 0
+        else:
+            assert all(c.passed == 0 for c in value_checks) or name == "tanh_forward", name
         assert any(message in m for c in problem.checks for m in c.messages), (name, reports.text(result))
+    [dtype] = [c for c in result.problem("tanh_forward").checks if c.key == "shape_dtype"]
+    assert dtype.passed == 0
 
 
 def test_hostile_flood(graded):

@@ -138,7 +138,7 @@ def junit(result: GradeResult) -> str:
         for key, value in (*env.items(), ("score", _fmt(p.score)), ("max_score", _fmt(p.max_cents / 100))):
             ET.SubElement(properties, "property", name=key, value=str(value))
         for c, (score, top) in zip(p.checks, cents):
-            case = ET.SubElement(suite, "testcase", classname=p.name, name=c.title, time=f"{c.seconds:.3f}")
+            case = ET.SubElement(suite, "testcase", classname=p.name, name=c.title, time=f"{c.seconds:.6f}")
             summary = f"{_fmt(score / 100)}/{_fmt(top / 100)} points, {c.passed}/{c.total} cases passed"
             if c.skipped:
                 ET.SubElement(case, "skipped", message=clean(c.skipped))
