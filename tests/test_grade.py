@@ -502,6 +502,44 @@ def test_batch_with_worker_processes(classroom, tmp_path, capsys):
     assert len(list((tmp_path / "feedback").glob("*.txt"))) == 5
 
 
+def test_resume_regrades_when_anything_that_decides_a_score_changed(classroom, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import cnnspec
+    from cnnspec.grade import batch
+
+    assignment_path, submissions = classroom
+    shutil.copy(Path(__file__).resolve().parent.parent / "specs" / "lenet5.cnn", assignment_path.parent)
+    with open(assignment_path, "a") as f:
+        f.write('\n[[networks]]\nname = "net"\nspec = "lenet5.cnn"\n')
+    a = load_assignment(assignment_path)
+    key = batch.grading_key(a, False)
+    assert batch.grading_key(a, False) == key and batch.grading_key(a, True) != key
+    (assignment_path.parent / ".secret").write_text("another secret\n")
+    assert batch.grading_key(a, False) != key                       # the hidden cases changed
+    assert batch.grading_key(a, True) == batch.grading_key(a, True)
+    key = batch.grading_key(a, False)
+    spec = assignment_path.parent / "lenet5.cnn"
+    spec.write_text(spec.read_text().replace("dense(84)", "dense(80)"))
+    assert batch.grading_key(a, False) != key                       # a network file changed
+    key = batch.grading_key(a, False)
+    monkeypatch.setattr(cnnspec, "__version__", "99.0")
+    assert batch.grading_key(a, False) != key                       # another cnnspec
+    key = batch.grading_key(a, False)
+    monkeypatch.setattr(batch, "code_digest", lambda: "another grader")
+    assert batch.grading_key(a, False) != key                       # the grader's own code changed
+
+    # and run_batch uses it: a changed secret regrades everyone
+    out = tmp_path / "gradebook.csv"
+    small = load_assignment(small_assignment(tmp_path / "small", ["relu_forward"]))
+    grader = Grader(small, reference=reference())
+    first = run_batch(small.path, submissions, out, grader=grader)
+    assert run_batch(small.path, submissions, out, resume=True, grader=grader)["graded"] == 0
+    (small.directory / ".secret").write_text("changed\n")
+    assert run_batch(small.path, submissions, out, resume=True, grader=grader)["graded"] == first["graded"]
+
+
 def test_feedback_file_names_are_safe_and_one_per_student():
     from cnnspec.grade.batch import safe_name
 

@@ -4,8 +4,10 @@
     submissions/bob/layers.py        a folder per student (the assignment's `submission` file)
 
 Each finished student is saved at once, atomically, as ``<gradebook>.d/<student>.json`` with
-the SHA-256 of the submission and of the assignment; ``--resume`` keeps those whose files did not
-change, so an interrupted batch continues where it stopped. The gradebook and the feedback files
+the SHA-256 of the submission and a key of everything else that decides a score (grading_key:
+the assignment file, its network files, the secret, public or not, the cnnspec version and source,
+Python and NumPy); ``--resume`` keeps those whose submission and key did not change, so an
+interrupted batch continues where it stopped. The gradebook and the feedback files
 are written atomically too. Workers are processes (spawned: numba and threads do not survive a
 fork), each with its own sandboxes; Ctrl-C stops them at once.
 """
@@ -65,6 +67,45 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def grading_key(assignment, public_only: bool) -> str:
+    """SHA-256 of everything besides the submission that decides its score: the assignment file,
+    every [[networks]] .cnn file, the hidden cases' seed (from the secret; never the secret
+    itself), public or not, the cnnspec version and the source of the installed package (the
+    grader, the reference, the engine), and the Python and NumPy the submissions run with."""
+    import platform
+
+    import numpy
+
+    import cnnspec
+
+    digest = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        digest.update(f"{label}:{len(data)}:".encode() + data)
+
+    add("assignment", assignment.path.read_bytes())
+    for problem in assignment.networks:
+        add(f"network {problem.name}", problem.spec.read_bytes())
+    add("cases", b"public" if public_only else str(assignment.hidden_seed()).encode())
+    add("versions", f"{cnnspec.__version__} {platform.python_version()} {numpy.__version__}".encode())
+    add("code", code_digest().encode())
+    return digest.hexdigest()
+
+
+def code_digest() -> str:
+    """SHA-256 of the installed cnnspec package's source (.py, .lark): a changed grader or
+    reference is a changed grade."""
+    root = Path(__file__).resolve().parent.parent
+    files = list(root.rglob("*.py")) + list(root.rglob("*.lark"))
+    if (root.parent / "grammar").is_dir():               # a source checkout: the grammar beside
+        files += list((root.parent / "grammar").glob("*.lark"))
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        if "__pycache__" not in path.parts:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def safe_name(student: str) -> str:
     """A student's name as a file name, one per student: letters (any script), digits and ``._-``
     are kept; a name that needs other characters replaced, or is too long, gets a short hash of
@@ -121,7 +162,7 @@ def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 
     out = Path(out)
     state = out.with_name(out.name + ".d")
     state.mkdir(parents=True, exist_ok=True)
-    assignment_hash = _sha256(assignment.path)
+    assignment_hash = grading_key(assignment, public_only)
     entries = discover(Path(directory), assignment.submission)
     records, todo = {}, []
     for entry in entries:
