@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import multiprocessing
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,7 @@ def csv_cell(value) -> str:
 _GRADER = None
 
 
-def _init_worker(assignment_path: str, public_only: bool) -> None:
+def _init_worker(assignment_path: str, public_only: bool, parent: int) -> None:
     global _GRADER
     import signal
 
@@ -135,7 +136,25 @@ def _init_worker(assignment_path: str, public_only: bool) -> None:
     from cnnspec.grade.grader import Grader
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)      # the parent's terminate() ends a worker
+    _die_with_parent(parent)
     _GRADER = Grader(load_assignment(assignment_path), public_only=public_only)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM this worker when the batch process dies, however it dies (Linux); a worker's
+    sandboxes die with the worker (child.py)."""
+    import os
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)    # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:          # the parent died before that
+        os._exit(1)
 
 
 def _grade_one(task: tuple) -> tuple:
@@ -201,7 +220,7 @@ def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 
             finished(entry, digest, {"result": result.to_dict(), "text": reports.text(result)})
     else:
         pool = multiprocessing.get_context("spawn").Pool(
-            workers, initializer=_init_worker, initargs=(str(assignment.path), public_only))
+            workers, initializer=_init_worker, initargs=(str(assignment.path), public_only, os.getpid()))
         try:
             tasks = [(i, entry.student, str(entry.path)) for i, (entry, _) in enumerate(todo)]
             for index, payload in pool.imap_unordered(_grade_one, tasks):

@@ -59,7 +59,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=main, grade_parser=p)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (what `timeout`, CI and systemd send) ends grading as Ctrl-C does: cleanly, with
+    the worker processes and every sandbox stopped before this process exits."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main(a) -> int:
+    _stop_on_sigterm()
     words = list(a.words)
     form = words.pop(0) if words and words[0] in KEYWORDS else "grade"
     wanted = POSITIONALS[form]
