@@ -584,3 +584,24 @@ def test_gradescope_bundle(homework, tmp_path):
 def test_warm_up_runs_the_reference_on_every_case(tmp_path):
     assignment = small_assignment(tmp_path, ["relu_forward", "conv2d_backward"])
     warm_up(assignment)                                  # compiles; must not need the secret
+
+
+def test_a_submission_without_the_expected_file_is_told_which_and_what_was_found(homework, tmp_path, capsys):
+    """Gradescope puts whatever the student uploaded in /autograder/submission."""
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    (folder / "layers (1).ipynb").write_text("{}")
+    (folder / "notes.txt").write_text("hi")
+    (folder / "a.py").write_text("x = 1\n")
+    (folder / "b.py").write_text("y = 2\n")
+    out = tmp_path / "results.json"
+    assert cli_main(["grade", str(homework), str(folder), "--format", "gradescope", "-o", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["score"] == 0 and data["tests"] and all(t["score"] == 0 for t in data["tests"])
+    assert "expected layers.py; found a.py, b.py, layers (1).ipynb, notes.txt" in data["output"]
+    assert "export its code as a Python file named layers.py" in data["output"]
+    assert "rename the one to grade to layers.py" in data["output"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["grade", str(homework), str(empty), "--public"]) == 0
+    assert "expected layers.py; found no files" in capsys.readouterr().out

@@ -52,7 +52,8 @@ def discover(directory: Path, submission_name: str) -> list[Entry]:
 
 
 def find_submission(folder: Path, submission_name: str, student: str | None = None) -> Entry:
-    """The file to grade inside a student's folder."""
+    """The file to grade inside a student's folder: the assignment's file, else the folder's only
+    ``.py`` file. Without one, ``why`` says which file was expected and which were found."""
     student = student or folder.name
     wanted = folder / submission_name
     if wanted.is_file():
@@ -60,7 +61,13 @@ def find_submission(folder: Path, submission_name: str, student: str | None = No
     found = sorted(p for p in folder.rglob("*.py") if p.is_file())
     if len(found) == 1:
         return Entry(student, found[0])
-    why = f"no {submission_name} in the folder" + (f" (and {len(found)} other .py files)" if found else "")
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    listed = ", ".join(files[:12]) + (f", ... ({len(files)} files in all)" if len(files) > 12 else "")
+    why = f"no {submission_name} in the folder: expected {submission_name}; found {listed or 'no files'}"
+    if len(found) > 1:
+        why += f" ({len(found)} .py files: rename the one to grade to {submission_name})"
+    if any(f.endswith(".ipynb") for f in files):
+        why += f"; a notebook is not graded: export its code as a Python file named {submission_name}"
     return Entry(student, None, why)
 
 

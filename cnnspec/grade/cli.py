@@ -97,21 +97,31 @@ def _init(a, directory) -> int:
 
 
 def _grade(a, assignment_path, submission_path) -> int:
-    from cnnspec.grade import reports
     from cnnspec.grade.assignment import load_assignment
     from cnnspec.grade.batch import find_submission
 
     assignment = load_assignment(assignment_path)
     submission = Path(submission_path)
+    grader = None
     if submission.is_dir():
         entry = find_submission(submission, assignment.submission)
         if entry.path is None:
-            raise CnnSpecError(f"nothing to grade in {submission}: {entry.why}", file=str(submission))
+            # a report, not an error: on Gradescope the student reads it (which file was expected,
+            # which were found); grading itself completed
+            grader = _grader(assignment, a.public)
+            result = grader.missing(assignment.submission, entry.why)
+            return _report(a, result)
         submission = entry.path
     if not submission.is_file():
         raise CnnSpecError("no such submission file", file=str(submission))
     grader = _grader(assignment, a.public)
     result = grader.grade(submission, display_name=submission.name)
+    return _report(a, result)
+
+
+def _report(a, result) -> int:
+    from cnnspec.grade import reports
+
     report = reports.render(result, a.format or "text")
     if a.output:
         reports.write_atomic(a.output, report)

@@ -173,8 +173,7 @@ class Grader:
         """The result of a submission without the file to grade: every problem scores zero, with
         ``why`` (which file was expected, which were found) as the report's message."""
         a = self.assignment
-        result = GradeResult(a.name, display_name, self.public_only, environment=environment())
-        result.import_error = why
+        result = GradeResult(a.name, display_name, self.public_only, environment=environment(), missing=why)
         for problem in a.functions:
             result.problems.append(self._not_graded(problem.name, "function", problem.points,
                                                     "not graded: no submission file"))

@@ -50,6 +50,8 @@ def header(result: GradeResult) -> list[str]:
     lines = [f"{result.assignment} -- {clean(result.submission)}: {_fmt(result.score)} / "
              f"{_fmt(result.max_score)} ({cases}, {result.seconds:.1f} s)",
              f"Graded with {environment(result)}"]
+    if result.missing:
+        lines.append(f"Not graded: {clean(result.missing)}")
     if result.import_error:
         lines.append(f"Import: {clean(result.import_error)}")
     for v in result.violations:

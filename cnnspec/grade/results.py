@@ -92,6 +92,7 @@ class GradeResult:
     import_error: str | None = None
     sandbox_starts: int = 0
     environment: dict = field(default_factory=dict)   # {"python": "3.11.7", "numpy": "2.1.3"}
+    missing: str | None = None    # no file to grade: which was expected, which were found
 
     @property
     def score(self) -> float:
