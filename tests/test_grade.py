@@ -605,3 +605,30 @@ def test_a_submission_without_the_expected_file_is_told_which_and_what_was_found
     empty.mkdir()
     assert cli_main(["grade", str(homework), str(empty), "--public"]) == 0
     assert "expected layers.py; found no files" in capsys.readouterr().out
+
+
+def test_students_can_run_public_from_the_student_bundle_alone(tmp_path, capsys):
+    """`grade student-bundle` holds exactly what --public needs: unpacked in a fresh folder, with
+    no secret anywhere, the public cases and the network problem run."""
+    import os
+    import subprocess
+    import sys
+
+    hw = tmp_path / "hw"
+    init_assignment(hw)
+    assert cli_main(["grade", "student-bundle", str(hw / "assignment.toml"), "-o", str(tmp_path / "s.zip")]) == 0
+    with zipfile.ZipFile(tmp_path / "s.zip") as z:
+        names = set(z.namelist())
+        assert names == {"assignment.toml", "layers.py", "lenet5.cnn", "README.txt"}
+        assert all(b"a test secret" not in z.read(n) and (hw / ".secret").read_bytes().strip() not in z.read(n)
+                   for n in names)
+        home = tmp_path / "student"
+        z.extractall(home)
+    (home / "layers.py").write_text(SOLUTION.read_text())
+    env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "grade", "assignment.toml", "layers.py", "--public"],
+                          cwd=home, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "120 / 120 (public cases only" in done.stdout and "lenet5" in done.stdout, done.stdout
+    assert cli_main(["grade", "student-bundle", str(hw), "-o", str(tmp_path / "folder")]) == 0
+    assert {p.name for p in (tmp_path / "folder").iterdir()} == names
