@@ -25,9 +25,11 @@ from cnnspec.errors import CnnSpecError
 from cnnspec.grade.assignment import SECRET_ENV, load_assignment
 
 SETUP = """#!/usr/bin/env bash
-# Gradescope runs this once, when the autograder image is built.
+# Gradescope runs this once, when the autograder image is built. Its default image, Ubuntu 22.04,
+# has Python 3.10: cnnspec runs on Python 3.10 and later.
 set -euo pipefail
 apt-get update -q && apt-get install -y -q python3 python3-pip python3-venv
+python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "cnnspec needs Python 3.10 or later; this image has " + sys.version.split()[0])'
 python3 -m venv /autograder/venv
 /autograder/venv/bin/pip install --upgrade pip
 /autograder/venv/bin/pip install {install}
@@ -47,7 +49,7 @@ cd /autograder/source
 status=$?
 if [ $status -ne 0 ] || [ ! -s /autograder/results/results.json ]; then
     cat > /autograder/results/results.json <<JSON
-{{"score": 0, "output": "The autograder could not run (exit status $status); please tell your instructor.", "tests": []}}
+{{"score": 0, "output": "The autograder could not run (exit status $status); please tell your instructor.", "output_format": "text", "tests": []}}
 JSON
 fi
 exit 0
