@@ -100,10 +100,13 @@ NUMPY_RENAMED = {"int": "int (or np.int64)", "float": "float (or np.float64)", "
                  "find_common_type": "np.result_type", "mat": "np.asarray"}
 
 
-def numpy_hint(message: str, version: str | None = None) -> str | None:
-    """A hint for an error that comes from code written for an older NumPy (np.int, int() of an
-    array with one element), naming the replacement; None for any other error."""
+def numpy_hint(message: str, version: str | None = None, warning: bool = False) -> str | None:
+    """A hint for an error (or, ``warning``, a DeprecationWarning) that comes from code written
+    for an older NumPy (np.int, int() of an array with one element), naming the replacement; None
+    for any other message."""
     version = version or np.__version__
+    status = f"deprecated in NumPy {version} (an error in later releases)" if warning else \
+        f"an error in NumPy {version}, which grades your code"
     found = re.search(r"module 'numpy' has no attribute '(\w+)'", message) or \
         re.search(r"`np\.(\w+)` was (?:removed|a deprecated alias)", message)
     if found:
@@ -116,8 +119,8 @@ def numpy_hint(message: str, version: str | None = None) -> str | None:
             or "only length-1 arrays can be converted" in message
             or "Conversion of an array with ndim > 0 to a scalar" in message):
         return (f"hint: int(a) or float(a) of an array with one element but one or more axes (e.g. "
-                f"np.argwhere(...)[0] or a (1,) slice) is an error in NumPy {version}, which grades your "
-                f"code: use a.item() or index it down to a number, e.g. int(a[0])")
+                f"np.argwhere(...)[0] or a (1,) slice) is {status}: use a.item() or index it down to a "
+                f"number, e.g. int(a[0])")
     return None
 
 

@@ -298,6 +298,10 @@ class Grader:
                 checks[key].record(False, failed if hidden else f"{case.label}: {_error_text(r64, False)}")
             return None
 
+        for message in _list(r64.get("deprecations")):
+            hint = numpy_hint(str(message), warning=True)
+            if hint and hint not in state.hints:
+                state.hints.append(hint)
         tol = problem.forward_tolerance if spec.kind == "forward" else problem.backward_tolerance
         outputs, whole = unwrap(r64.get("value"), spec.returns)
         ok32 = r32.get("status") == "ok"
