@@ -9,9 +9,13 @@ import hashlib
 import hmac
 import os
 import secrets
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:             # Python 3.10: the same parser, as a package (pyproject.toml)
+    import tomli as tomllib
 
 from cnnspec.errors import CnnSpecError, nearest
 from cnnspec.grade.functions import FUNCTIONS, template
@@ -58,14 +62,14 @@ class NetworkProblem:
     name: str
     spec: Path
     points: float = 20.0
-    batch: int = 4
+    batch: int = 2
     tolerance: float = 1e-6
     seed: int = 0
     train: bool = True
-    train_samples: int = 64
-    train_batch: int = 16
-    epochs: int = 1
-    lr: float = 0.05
+    train_samples: int = 16
+    train_batch: int = 4
+    epochs: int = 2
+    lr: float = 0.5
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Assignment:
     forbidden: tuple = tuple(FRAMEWORKS)
     functions: list = field(default_factory=list)
     networks: list = field(default_factory=list)
+    references: dict = field(default_factory=dict)   # mistake name -> "Lecture 3, slide 12"
 
     @property
     def directory(self) -> Path:
@@ -223,7 +228,7 @@ def load_assignment(path) -> Assignment:
         raise CnnSpecError(f"invalid TOML: {message}", file=str(path), line=line, col=col,
                            source_line=source) from None
 
-    known = ("assignment", "defaults", "checks", "limits", "imports", "functions", "networks")
+    known = ("assignment", "defaults", "checks", "limits", "imports", "functions", "networks", "references")
     for key in data:
         if key not in known:
             guess = nearest(key, known)
@@ -243,6 +248,19 @@ def load_assignment(path) -> Assignment:
         if not all(isinstance(n, str) and n.isidentifier() for n in imports["forbidden"]):
             raise reader.error("`forbidden` must list module names", "imports", "forbidden")
         assignment.forbidden = tuple(imports["forbidden"])
+
+    from cnnspec.grade.mutants import MUTANTS
+
+    references = reader.table(data, "references")
+    for name, text in references.items():
+        if name not in MUTANTS:
+            guess = nearest(name, MUTANTS)
+            raise reader.error(f"unknown mistake `{name}` in [references]", "references", name,
+                               hint=f"did you mean `{guess}`?" if guess else
+                               f"the mistakes are: {', '.join(MUTANTS)}")
+        if not isinstance(text, str) or not text.strip():
+            raise reader.error(f"the reference for `{name}` must be a non-empty string", "references", name)
+        assignment.references[name] = text.strip()
 
     functions = reader.table(data, "functions")
     for name, table in functions.items():
@@ -293,8 +311,9 @@ TOML_TEMPLATE = '''\
 #   cnnspec grade batch assignment.toml submissions/ --out gradebook.csv --feedback feedback/
 #   cnnspec grade gradescope-bundle assignment.toml -o autograder.zip
 #
-# Every key is optional; the values below are the defaults. Give students this file and
-# layers.py, never the secret file.
+# Every key is optional; the values below are the defaults. Give students what
+#   cnnspec grade student-bundle assignment.toml -o student.zip
+# writes (this file, the layers.py template and the network files), never the secret file.
 
 [assignment]
 # the title of reports
@@ -330,7 +349,10 @@ inputs = 1                      # the edge cases; the input arrays are left unch
 time_per_case = 10.0            # wall-clock seconds per call of a student function (a case
                                 # calls it twice: float64 and float32 inputs)
 import_time = 10.0              # wall-clock seconds to start the sandbox and import the file
-total_time = 600.0              # wall-clock seconds for the whole submission
+total_time = 240.0              # wall-clock seconds for the whole submission, checked at every
+                                # call (the rest is "not graded"): keep it well below the
+                                # platform's own limit (Gradescope: 10 minutes by default), so
+                                # that a slow submission still gets its report
 cpu_seconds = 300               # CPU seconds per sandbox process (RLIMIT_CPU)
 memory_mb = 2048                # address space per sandbox process (RLIMIT_AS); 0: no limit
 file_size_mb = 16               # largest file the submission may write (RLIMIT_FSIZE); 0: none
@@ -344,6 +366,12 @@ user = "nobody"                 # when the grader runs as root, the sandbox runs
 # files), and reported; cnnspec (the reference), ctypes and cffi are refused whatever this says.
 forbidden = {forbidden}  # top-level module names
 
+[references]
+# Where your course explains each mistake the feedback can name: mistake = "text", appended to the
+# explanation as "(see text)". None by default; the names are:
+# {mistakes}.
+# kernel_flipped = "Lecture 3, slide 12: convolution or cross-correlation?"
+
 # One table per graded function of layer-api.md; delete a table to leave a function out.
 {functions}
 # Network-level problems: the network runs with the student's functions in place of the
@@ -354,22 +382,34 @@ forbidden = {forbidden}  # top-level module names
 name = "lenet5"                 # required: the problem's name in reports
 spec = "lenet5.cnn"             # required: the .cnn file, relative to this file
 points = 20                     # shared equally by the checks: outputs, gradients, training
-batch = 4                       # samples compared in the forward/backward check
+batch = 2                       # samples compared in the forward/backward check
 tolerance = 1e-6                # relative error of outputs and gradients
 seed = 0                        # initial weights and data
-train = true                    # also check that one epoch of training lowers the loss
-train_samples = 64              # size of the `shapes` subset
-train_batch = 16                # samples per training step
-epochs = 1                      # passes over the subset
-lr = 0.05                       # learning rate of plain SGD
+train = true                    # also check that training lowers the loss (at least half as much
+                                # as it lowers the reference network's, from the same weights)
+train_samples = 16              # size of the `shapes` subset
+train_batch = 4                 # samples per training step
+epochs = 2                      # passes over the subset
+lr = 0.5                        # learning rate of plain SGD
+# Speed: every call of a student function here must finish within time_per_case. With these
+# small batches, a correct implementation written with Python loops over the batch, the filters
+# and the output positions (CS231n's "naive" layers) takes about 0.2 s per call of its slowest
+# function (conv2d_backward, batch 4) on one core, so it passes with a wide margin on half a CPU
+# (Gradescope's default); larger batches cost loop-written submissions proportionally more time.
 '''
 
 
 def render_toml(name="CNN layers", public_seed=2024, functions=None) -> str:
+    import textwrap
+
+    from cnnspec.grade.mutants import MUTANTS
+
     names = functions or list(FUNCTIONS)
     tables = "\n".join(f"[functions.{n}]\npoints = {DEFAULT_POINTS[n]}\n" for n in names)
     forbidden = "[" + ", ".join(f'"{n}"' for n in FRAMEWORKS) + "]"
-    return TOML_TEMPLATE.format(name=name, public_seed=public_seed, functions=tables, forbidden=forbidden)
+    mistakes = textwrap.fill(", ".join(MUTANTS), width=96, subsequent_indent="# ")
+    return TOML_TEMPLATE.format(name=name, public_seed=public_seed, functions=tables, forbidden=forbidden,
+                                mistakes=mistakes)
 
 
 def init_assignment(directory, *, force: bool = False) -> list[Path]:

@@ -4,8 +4,10 @@
     submissions/bob/layers.py        a folder per student (the assignment's `submission` file)
 
 Each finished student is saved at once, atomically, as ``<gradebook>.d/<student>.json`` with
-the SHA-256 of the submission and of the assignment; ``--resume`` keeps those whose files did not
-change, so an interrupted batch continues where it stopped. The gradebook and the feedback files
+the SHA-256 of the submission and a key of everything else that decides a score (grading_key:
+the assignment file, its network files, the secret, public or not, the cnnspec version and source,
+Python and NumPy); ``--resume`` keeps those whose submission and key did not change, so an
+interrupted batch continues where it stopped. The gradebook and the feedback files
 are written atomically too. Workers are processes (spawned: numba and threads do not survive a
 fork), each with its own sandboxes; Ctrl-C stops them at once.
 """
@@ -16,6 +18,7 @@ import hashlib
 import io
 import json
 import multiprocessing
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +52,8 @@ def discover(directory: Path, submission_name: str) -> list[Entry]:
 
 
 def find_submission(folder: Path, submission_name: str, student: str | None = None) -> Entry:
-    """The file to grade inside a student's folder."""
+    """The file to grade inside a student's folder: the assignment's file, else the folder's only
+    ``.py`` file. Without one, ``why`` says which file was expected and which were found."""
     student = student or folder.name
     wanted = folder / submission_name
     if wanted.is_file():
@@ -57,12 +61,57 @@ def find_submission(folder: Path, submission_name: str, student: str | None = No
     found = sorted(p for p in folder.rglob("*.py") if p.is_file())
     if len(found) == 1:
         return Entry(student, found[0])
-    why = f"no {submission_name} in the folder" + (f" (and {len(found)} other .py files)" if found else "")
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    listed = ", ".join(files[:12]) + (f", ... ({len(files)} files in all)" if len(files) > 12 else "")
+    why = f"no {submission_name} in the folder: expected {submission_name}; found {listed or 'no files'}"
+    if len(found) > 1:
+        why += f" ({len(found)} .py files: rename the one to grade to {submission_name})"
+    if any(f.endswith(".ipynb") for f in files):
+        why += f"; a notebook is not graded: export its code as a Python file named {submission_name}"
     return Entry(student, None, why)
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def grading_key(assignment, public_only: bool) -> str:
+    """SHA-256 of everything besides the submission that decides its score: the assignment file,
+    every [[networks]] .cnn file, the hidden cases' seed (from the secret; never the secret
+    itself), public or not, the cnnspec version and the source of the installed package (the
+    grader, the reference, the engine), and the Python and NumPy the submissions run with."""
+    import platform
+
+    import numpy
+
+    import cnnspec
+
+    digest = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        digest.update(f"{label}:{len(data)}:".encode() + data)
+
+    add("assignment", assignment.path.read_bytes())
+    for problem in assignment.networks:
+        add(f"network {problem.name}", problem.spec.read_bytes())
+    add("cases", b"public" if public_only else str(assignment.hidden_seed()).encode())
+    add("versions", f"{cnnspec.__version__} {platform.python_version()} {numpy.__version__}".encode())
+    add("code", code_digest().encode())
+    return digest.hexdigest()
+
+
+def code_digest() -> str:
+    """SHA-256 of the installed cnnspec package's source (.py, .lark): a changed grader or
+    reference is a changed grade."""
+    root = Path(__file__).resolve().parent.parent
+    files = list(root.rglob("*.py")) + list(root.rglob("*.lark"))
+    if (root.parent / "grammar").is_dir():               # a source checkout: the grammar beside
+        files += list((root.parent / "grammar").glob("*.lark"))
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        if "__pycache__" not in path.parts:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def safe_name(student: str) -> str:
@@ -86,7 +135,7 @@ def csv_cell(value) -> str:
 _GRADER = None
 
 
-def _init_worker(assignment_path: str, public_only: bool) -> None:
+def _init_worker(assignment_path: str, public_only: bool, parent: int) -> None:
     global _GRADER
     import signal
 
@@ -94,7 +143,25 @@ def _init_worker(assignment_path: str, public_only: bool) -> None:
     from cnnspec.grade.grader import Grader
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)      # the parent's terminate() ends a worker
+    _die_with_parent(parent)
     _GRADER = Grader(load_assignment(assignment_path), public_only=public_only)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM this worker when the batch process dies, however it dies (Linux); a worker's
+    sandboxes die with the worker (child.py)."""
+    import os
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)    # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:          # the parent died before that
+        os._exit(1)
 
 
 def _grade_one(task: tuple) -> tuple:
@@ -121,7 +188,7 @@ def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 
     out = Path(out)
     state = out.with_name(out.name + ".d")
     state.mkdir(parents=True, exist_ok=True)
-    assignment_hash = _sha256(assignment.path)
+    assignment_hash = grading_key(assignment, public_only)
     entries = discover(Path(directory), assignment.submission)
     records, todo = {}, []
     for entry in entries:
@@ -160,7 +227,7 @@ def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 
             finished(entry, digest, {"result": result.to_dict(), "text": reports.text(result)})
     else:
         pool = multiprocessing.get_context("spawn").Pool(
-            workers, initializer=_init_worker, initargs=(str(assignment.path), public_only))
+            workers, initializer=_init_worker, initargs=(str(assignment.path), public_only, os.getpid()))
         try:
             tasks = [(i, entry.student, str(entry.path)) for i, (entry, _) in enumerate(todo)]
             for index, payload in pool.imap_unordered(_grade_one, tasks):

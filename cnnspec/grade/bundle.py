@@ -1,4 +1,5 @@
-"""``cnnspec grade gradescope-bundle``: the autograder zip Gradescope accepts.
+"""``cnnspec grade gradescope-bundle``: the autograder zip Gradescope accepts; and
+``cnnspec grade student-bundle``: what students need to run ``--public`` at home.
 
     setup.sh          installs cnnspec: the wheel inside the zip (built from the source checkout
                       the command runs from, or given with --wheel), or `pip install cnnspec==V`
@@ -24,9 +25,11 @@ from cnnspec.errors import CnnSpecError
 from cnnspec.grade.assignment import SECRET_ENV, load_assignment
 
 SETUP = """#!/usr/bin/env bash
-# Gradescope runs this once, when the autograder image is built.
+# Gradescope runs this once, when the autograder image is built. Its default image, Ubuntu 22.04,
+# has Python 3.10: cnnspec runs on Python 3.10 and later.
 set -euo pipefail
 apt-get update -q && apt-get install -y -q python3 python3-pip python3-venv
+python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "cnnspec needs Python 3.10 or later; this image has " + sys.version.split()[0])'
 python3 -m venv /autograder/venv
 /autograder/venv/bin/pip install --upgrade pip
 /autograder/venv/bin/pip install {install}
@@ -46,7 +49,7 @@ cd /autograder/source
 status=$?
 if [ $status -ne 0 ] || [ ! -s /autograder/results/results.json ]; then
     cat > /autograder/results/results.json <<JSON
-{{"score": 0, "output": "The autograder could not run (exit status $status); please tell your instructor.", "tests": []}}
+{{"score": 0, "output": "The autograder could not run (exit status $status); please tell your instructor.", "output_format": "text", "tests": []}}
 JSON
 fi
 exit 0
@@ -133,3 +136,107 @@ def make_bundle(assignment_path, out, *, wheel=None, pypi: bool = False) -> list
                 z.writestr(name, data)
         write_atomic(out, buffer.getvalue())
     return ["setup.sh", "run_autograder", *files]
+
+
+# -- what students get --------------------------------------------------------------------------
+
+STUDENT_README = """{name}
+{underline}
+
+Implement the functions of {submission} (each docstring states the shapes), then check your work
+on the public cases -- the same cases and checks as the instructor's, without the hidden ones:
+
+    pip install cnnspec
+    cnnspec grade assignment.toml {submission} --public
+
+Files: assignment.toml (the assignment; it holds no secret), {submission} (your template){networks}.
+The grader that made this bundle runs Python {python} and NumPy {numpy}.
+"""
+
+
+def network_functions(assignment) -> list[str]:
+    """The layer-API functions the assignment's network problems run (their layers' forward and
+    backward functions, and the loss the engine trains them with)."""
+    import cnnspec
+    from cnnspec.engine.backend import api_kind
+    from cnnspec.grade.functions import FUNCTIONS
+
+    names = []
+    for problem in assignment.networks:
+        net = cnnspec.load(problem.spec)
+        for name in net.graph.nodes:
+            node = net.graph.nodes[name]
+            if not node.get("input_shapes"):
+                continue
+            kind = api_kind(node["op"], node["config"], len(node["input_shapes"][0]) - 1)
+            if kind == "softmax":
+                names.append("softmax_cross_entropy")
+            for suffix in ("_forward", "_backward"):
+                if kind and f"{kind}{suffix}" in FUNCTIONS:
+                    names.append(f"{kind}{suffix}")
+    return list(dict.fromkeys(names))
+
+
+def _cnn_files(spec: Path) -> list[Path]:
+    """A .cnn file and every file it imports, transitively."""
+    import re
+
+    seen, todo = [], [spec.resolve()]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.append(path)
+        for name in re.findall(r'^\s*import\s+"([^"]+)"', path.read_text(encoding="utf-8"), flags=re.M):
+            todo.append((path.parent / name).resolve())
+    return seen
+
+
+def make_student_bundle(assignment_path, out) -> list[str]:
+    """Write what students need to run ``cnnspec grade assignment.toml layers.py --public`` at
+    home: assignment.toml (no secret is in it; the secret file is left out), the template of the
+    submission file (every graded function, the forwards the backwards need and the functions the
+    network problems run), the network files with the files they import, and a README. ``out``:
+    a .zip file, else a directory. Returns the names written."""
+    import platform
+
+    import numpy
+
+    from cnnspec.grade.functions import FUNCTIONS, template
+    from cnnspec.grade.reports import write_atomic
+
+    assignment = load_assignment(assignment_path)
+    graded = [p.name for p in assignment.functions]
+    names = [n for n in FUNCTIONS if n in set(graded) | set(network_functions(assignment))]
+    files = {"assignment.toml": assignment.path.read_bytes(),
+             assignment.submission: template(names, title=assignment.name, submission=assignment.submission,
+                                             forbidden=assignment.forbidden).encode()}
+    networks = []
+    for problem in assignment.networks:
+        for path in _cnn_files(problem.spec):
+            try:
+                relative = path.relative_to(assignment.directory.resolve())
+            except ValueError:
+                raise CnnSpecError(f"the network file {path} is outside the assignment's folder "
+                                   f"{assignment.directory}: students could not be given it at the same "
+                                   f"place", file=str(assignment.path)) from None
+            files[str(relative)] = path.read_bytes()
+            networks.append(str(relative))
+    if assignment.secret_file in files:
+        raise CnnSpecError("the student bundle would hold the secret file", file=str(assignment.path))
+    extra = f", {', '.join(dict.fromkeys(networks))} (the network problems)" if networks else ""
+    readme = STUDENT_README.format(name=assignment.name, underline="=" * len(assignment.name),
+                                   submission=assignment.submission, networks=extra,
+                                   python=platform.python_version(), numpy=numpy.__version__)
+    files["README.txt"] = readme.encode()
+    out = Path(out)
+    if out.suffix == ".zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in files.items():
+                z.writestr(name, data)
+        write_atomic(out, buffer.getvalue())
+    else:
+        for name, data in files.items():
+            write_atomic(out / name, data)
+    return list(files)

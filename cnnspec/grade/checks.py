@@ -7,6 +7,8 @@ reason, and anything else it might send is refused with a reason too.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 
@@ -72,11 +74,61 @@ def unwrap(value, returns: tuple):
     return (_item(value),), None
 
 
+def shorten(text, limit: int = 600) -> str:
+    """``text`` in at most about ``limit`` characters, cut after a whole sentence when one ends in
+    the last third, else after a whole word, and marked " [...]": never mid-word."""
+    text = " ".join(str(text).split()) if len(str(text)) > limit else str(text)
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    end = max(head.rfind(". "), head.rfind("; "), head.rfind(": "))
+    if end >= limit * 2 // 3:
+        return head[:end + 1] + " [...]"
+    space = head.rfind(" ")
+    return (head[:space] if space > limit // 2 else head).rstrip(" ,;:") + " [...]"
+
+
+# NumPy 2 (and 1.24) removed names that course code written for NumPy 1.x still uses
+NUMPY_RENAMED = {"int": "int (or np.int64)", "float": "float (or np.float64)", "bool": "bool (or np.bool_)",
+                 "object": "object", "str": "str", "long": "int", "complex": "complex", "unicode": "str",
+                 "float_": "np.float64", "complex_": "np.complex128", "NaN": "np.nan", "NAN": "np.nan",
+                 "Inf": "np.inf", "Infinity": "np.inf", "infty": "np.inf", "PINF": "np.inf",
+                 "NINF": "-np.inf", "product": "np.prod", "cumproduct": "np.cumprod",
+                 "sometrue": "np.any", "alltrue": "np.all", "trapz": "np.trapezoid", "in1d": "np.isin",
+                 "row_stack": "np.vstack", "asfarray": "np.asarray(x, dtype=float)", "round_": "np.round",
+                 "string_": "np.bytes_", "unicode_": "np.str_", "msort": "np.sort(x, axis=0)",
+                 "find_common_type": "np.result_type", "mat": "np.asarray"}
+
+
+def numpy_hint(message: str, version: str | None = None, warning: bool = False) -> str | None:
+    """A hint for an error (or, ``warning``, a DeprecationWarning) that comes from code written
+    for an older NumPy (np.int, int() of an array with one element), naming the replacement; None
+    for any other message."""
+    version = version or np.__version__
+    status = f"deprecated in NumPy {version} (an error in later releases)" if warning else \
+        f"an error in NumPy {version}, which grades your code"
+    found = re.search(r"module 'numpy' has no attribute '(\w+)'", message) or \
+        re.search(r"`np\.(\w+)` was (?:removed|a deprecated alias)", message)
+    if found:
+        name = found.group(1)
+        instead = NUMPY_RENAMED.get(name)
+        use = f": use {instead} instead" if instead else ""
+        return (f"hint: np.{name} does not exist in NumPy {version}, which grades your code (it was removed "
+                f"in NumPy 1.24 or 2.0){use}")
+    if ("only 0-dimensional arrays can be converted to Python scalars" in message
+            or "only length-1 arrays can be converted" in message
+            or "Conversion of an array with ndim > 0 to a scalar" in message):
+        return (f"hint: int(a) or float(a) of an array with one element but one or more axes (e.g. "
+                f"np.argwhere(...)[0] or a (1,) slice) is {status}: use a.item() or index it down to a "
+                f"number, e.g. int(a[0])")
+    return None
+
+
 class Bad:
     """A returned value that is not an array or a number: why, in plain words."""
 
     def __init__(self, why: str):
-        self.why = str(why)[:200]
+        self.why = shorten(why, 200)
 
     def __repr__(self):
         return f"Bad({self.why!r})"
@@ -104,6 +156,44 @@ def describe(v) -> str:
     if isinstance(v, float):
         return "a float"
     return f"an array of shape {v.shape} and dtype {v.dtype}"
+
+
+def squeezed_like(got, expected):
+    """``got`` as an array of ``expected``'s shape when the two differ at most by axes of size 1
+    (a (1, M) array for an (M,) one, a 1-element array for a number); else None."""
+    if not isinstance(got, np.ndarray) or got.dtype.kind not in "fiub":
+        return None
+    shape = np.shape(expected)
+    if got.shape == shape:
+        return got
+    if [d for d in got.shape if d != 1] == [d for d in shape if d != 1] and got.size == int(np.prod(shape)):
+        return got.reshape(shape)
+    return None
+
+
+def nothing_computed(name: str, got, expected, inputs: dict, got32=None) -> str | None:
+    """Why output ``got`` (of ``expected``'s shape; values known to be wrong) shows that nothing
+    was computed: one value everywhere, an input returned unchanged, or values that change from
+    one call to the next for the same input (random numbers). None when it computed something."""
+    if expected is None or not isinstance(got, np.ndarray):
+        return None
+    g = np.asarray(got, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        if g.size > 1 and np.ptp(e) > 0 and np.all(g == g.flat[0]):
+            return f"{name} computes nothing: it is {float(g.flat[0]):g} everywhere"
+        for param, value in inputs.items():
+            if (isinstance(value, np.ndarray) and value.shape == g.shape and np.array_equal(g, value)
+                    and not np.array_equal(e, value)):
+                return f"{name} computes nothing: it is the input {param}, unchanged"
+        if isinstance(got32, np.ndarray) and got32.shape == got.shape and got32.dtype.kind == "f":
+            g32 = np.asarray(got32, dtype=np.float64)
+            if np.isfinite(g).all() and np.isfinite(g32).all():
+                scale = np.linalg.norm(g) + np.linalg.norm(g32)
+                if scale > 0 and np.linalg.norm(g - g32) / scale > 0.1:
+                    return (f"{name} is not a function of the inputs: float32 and float64 copies of "
+                            f"the same inputs give different values (random numbers?)")
+    return None
 
 
 def output_problem(name: str, got, expected, dtype) -> str | None:

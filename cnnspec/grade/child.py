@@ -23,6 +23,7 @@ import resource
 import struct
 import sys
 import time
+import warnings
 
 # Imported before the switch to the sandbox user, who may not be able to read the Python install
 # (e.g. one under /root): what submissions commonly import must already be loaded.
@@ -318,18 +319,31 @@ def call(func, name, args, np, dtypes, display_name):
     args = [tuple(a) if isinstance(a, list) else a for a in args]
     before = [(a.copy(), a.shape, a.dtype) if type(a) is np.ndarray else None for a in args]
     started = time.perf_counter()
+    caught = []
     try:
-        value = func(*args)
+        with warnings.catch_warnings(record=True) as caught:
+            # deprecations (int() of a 1-element array, ...) are errors in later NumPy releases
+            warnings.simplefilter("always", DeprecationWarning)
+            value = func(*args)
     except NotImplementedError:
         return {"status": "not_implemented", "seconds": time.perf_counter() - started}
     except BaseException as exc:       # noqa: B036 -- report sys.exit() and Ctrl-C as well
         return {"status": "error", "error": describe_exception(exc, display_name),
                 "seconds": time.perf_counter() - started}
     seconds = time.perf_counter() - started
+    deprecations = []
+    for w in caught[:20]:
+        try:
+            if issubclass(w.category, DeprecationWarning):
+                message = str(w.message)[:300]
+                if message not in deprecations and len(deprecations) < 3:
+                    deprecations.append(message)
+        except BaseException:          # noqa: B036 -- a warning that cannot be printed
+            pass
     modified = [i for i, (a, b) in enumerate(zip(args, before)) if b is not None and (
         type(a) is not np.ndarray or a.shape != b[1] or a.dtype != b[2] or a.tobytes() != b[0].tobytes())]
     return {"status": "ok", "value": encode_result(value, np, dtypes), "modified": modified,
-            "seconds": seconds}
+            "seconds": seconds, "deprecations": deprecations}
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
     cnnspec grade ASSIGNMENT SUBMISSION [--public] [--format text|json|gradescope|junit] [-o FILE]
     cnnspec grade batch ASSIGNMENT DIR --out gradebook.csv [--feedback DIR] [--workers N] [--resume]
     cnnspec grade gradescope-bundle ASSIGNMENT -o autograder.zip [--wheel PATH | --pypi]
+    cnnspec grade student-bundle ASSIGNMENT -o student.zip|DIR
 
-``init``, ``batch`` and ``gradescope-bundle`` are keywords; anything else after ``grade`` is the
+``init``, ``batch``, ``gradescope-bundle`` and ``student-bundle`` are keywords; anything else after ``grade`` is the
 ASSIGNMENT (a TOML file or a folder holding assignment.toml). Grading exits 0 whenever it
 completed, whatever the score; 1 when the grader itself could not run (e.g. a bad assignment).
 Nothing heavy is imported until a handler runs.
@@ -18,22 +19,26 @@ from pathlib import Path
 
 from cnnspec.errors import CnnSpecError
 
-KEYWORDS = ("init", "batch", "gradescope-bundle")
+KEYWORDS = ("init", "batch", "gradescope-bundle", "student-bundle")
 USAGE = """cnnspec grade init DIR [--force]
        cnnspec grade ASSIGNMENT SUBMISSION [--public] [--format text|json|gradescope|junit] [-o FILE]
        cnnspec grade batch ASSIGNMENT DIR --out gradebook.csv [--feedback DIR] [--workers N] [--resume]
-       cnnspec grade gradescope-bundle ASSIGNMENT -o autograder.zip [--wheel PATH | --pypi]"""
+       cnnspec grade gradescope-bundle ASSIGNMENT -o autograder.zip [--wheel PATH | --pypi]
+       cnnspec grade student-bundle ASSIGNMENT -o student.zip|DIR"""
 DESCRIPTION = """Grade students' implementations of the layer API (layer-api.md) against cnnspec's
 reference, in a sandbox. `grade init` writes an assignment to edit; `grade ASSIGNMENT FILE` grades
 one submission (students: add --public to run the public cases at home); `grade batch` grades a
-folder into a CSV gradebook; `grade gradescope-bundle` makes Gradescope's autograder zip."""
+folder into a CSV gradebook; `grade gradescope-bundle` makes Gradescope's autograder zip;
+`grade student-bundle` what students need to run --public at home."""
 
 
 # option -> the forms it belongs to ("grade" is grading one submission)
-OPTIONS = {"public": ("grade", "batch"), "format": ("grade",), "output": ("grade", "gradescope-bundle"),
+OPTIONS = {"public": ("grade", "batch"), "format": ("grade",),
+           "output": ("grade", "gradescope-bundle", "student-bundle"),
            "out": ("batch",), "feedback": ("batch",), "workers": ("batch",), "resume": ("batch",),
            "wheel": ("gradescope-bundle",), "pypi": ("gradescope-bundle",), "force": ("init",)}
 POSITIONALS = {"init": ("DIR",), "batch": ("ASSIGNMENT", "DIR"), "gradescope-bundle": ("ASSIGNMENT",),
+               "student-bundle": ("ASSIGNMENT",),
                "grade": ("ASSIGNMENT", "SUBMISSION")}
 
 
@@ -42,7 +47,7 @@ def register(subparsers) -> None:
                               usage=USAGE, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("words", nargs="*", metavar="...", help="init DIR | ASSIGNMENT SUBMISSION | "
-                   "batch ASSIGNMENT DIR | gradescope-bundle ASSIGNMENT")
+                   "batch ASSIGNMENT DIR | gradescope-bundle ASSIGNMENT | student-bundle ASSIGNMENT")
     p.add_argument("--public", action="store_true", help="run the public cases only (no secret needed)")
     p.add_argument("--format", choices=("text", "json", "gradescope", "junit"), default=None,
                    help="report format of one submission (default text)")
@@ -59,7 +64,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=main, grade_parser=p)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (what `timeout`, CI and systemd send) ends grading as Ctrl-C does: cleanly, with
+    the worker processes and every sandbox stopped before this process exits."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main(a) -> int:
+    _stop_on_sigterm()
     words = list(a.words)
     form = words.pop(0) if words and words[0] in KEYWORDS else "grade"
     wanted = POSITIONALS[form]
@@ -69,7 +88,8 @@ def main(a) -> int:
     for option, forms in OPTIONS.items():
         if getattr(a, option) not in (None, False) and form not in forms:
             a.grade_parser.error(f"--{option} applies to `cnnspec grade {' / '.join(forms)}` only")
-    return {"init": _init, "batch": _batch, "gradescope-bundle": _bundle, "grade": _grade}[form](a, *words)
+    return {"init": _init, "batch": _batch, "gradescope-bundle": _bundle, "student-bundle": _student_bundle,
+            "grade": _grade}[form](a, *words)
 
 
 def _init(a, directory) -> int:
@@ -77,27 +97,38 @@ def _init(a, directory) -> int:
 
     for path in init_assignment(directory, force=a.force):
         print(f"wrote {path}")
-    print(f"edit {Path(directory) / 'assignment.toml'}; give students assignment.toml and layers.py "
+    print(f"edit {Path(directory) / 'assignment.toml'}; then give students what "
+          f"`cnnspec grade student-bundle {Path(directory) / 'assignment.toml'} -o student.zip` writes "
           f"(never .secret)")
     return 0
 
 
 def _grade(a, assignment_path, submission_path) -> int:
-    from cnnspec.grade import reports
     from cnnspec.grade.assignment import load_assignment
     from cnnspec.grade.batch import find_submission
 
     assignment = load_assignment(assignment_path)
     submission = Path(submission_path)
+    grader = None
     if submission.is_dir():
         entry = find_submission(submission, assignment.submission)
         if entry.path is None:
-            raise CnnSpecError(f"nothing to grade in {submission}: {entry.why}", file=str(submission))
+            # a report, not an error: on Gradescope the student reads it (which file was expected,
+            # which were found); grading itself completed
+            grader = _grader(assignment, a.public)
+            result = grader.missing(assignment.submission, entry.why)
+            return _report(a, result)
         submission = entry.path
     if not submission.is_file():
         raise CnnSpecError("no such submission file", file=str(submission))
     grader = _grader(assignment, a.public)
     result = grader.grade(submission, display_name=submission.name)
+    return _report(a, result)
+
+
+def _report(a, result) -> int:
+    from cnnspec.grade import reports
+
     report = reports.render(result, a.format or "text")
     if a.output:
         reports.write_atomic(a.output, report)
@@ -145,4 +176,15 @@ def _bundle(a, assignment_path) -> int:
     names = make_bundle(assignment_path, a.output, wheel=a.wheel, pypi=a.pypi)
     print(f"wrote {a.output}: {', '.join(names)}")
     print("upload it to Gradescope only: it holds the assignment's secret")
+    return 0
+
+
+def _student_bundle(a, assignment_path) -> int:
+    from cnnspec.grade.bundle import make_student_bundle
+
+    if a.output is None:
+        a.grade_parser.error("`cnnspec grade student-bundle` needs -o student.zip (or a directory)")
+    names = make_student_bundle(assignment_path, a.output)
+    print(f"wrote {a.output}: {', '.join(names)}")
+    print("give it to students: it holds no secret")
     return 0

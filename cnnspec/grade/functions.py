@@ -185,6 +185,15 @@ Implement every function below. Rules:
 
 Check your work on the public cases at home:
     cnnspec grade assignment.toml {submission} --public
+
+Environment: the grader that wrote this file runs Python {python} and NumPy {numpy} (every report
+says which it graded with). NumPy 2 removed np.int, np.float, np.bool8, np.product, ... and
+refuses int() or float() of an array with one element but one or more axes (use a.item()).
+
+Speed: each call of a function must finish within the assignment's time_per_case (10 s by
+default). The network problem runs LeNet-5 on batches of 2 and 4 images (32x32): a correct
+implementation with Python loops over the batch, the filters and the output positions (like
+CS231n's naive layers) takes well under a second per call, so loops are fine.
 """
 import numpy as np
 '''
@@ -199,7 +208,12 @@ def template(names, *, title="Homework", submission="layers.py", forbidden=("cnn
             wanted.add(FUNCTIONS[name].forward)
     refused = textwrap.fill(", ".join(sorted(forbidden)) or "none", width=90,
                             initial_indent="    ", subsequent_indent="    ")
-    parts = [TEMPLATE_HEADER.format(title=title, submission=submission, forbidden=refused)]
+    import platform
+
+    import numpy
+
+    parts = [TEMPLATE_HEADER.format(title=title, submission=submission, forbidden=refused,
+                                    python=platform.python_version(), numpy=numpy.__version__)]
     for spec in FUNCTIONS.values():
         if spec.name not in wanted:
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import platform
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +23,8 @@ import numpy as np
 from cnnspec.grade import mutants
 from cnnspec.grade.assignment import CHECK_TITLES, Assignment, FunctionProblem
 from cnnspec.grade.cases import Case, cast, make_cases
-from cnnspec.grade.checks import as_outputs, output_problem, rel_error, unwrap, value_problem
+from cnnspec.grade.checks import (Bad, as_outputs, describe, nothing_computed, numpy_hint, output_problem,
+                                  rel_error, shorten, squeezed_like, unwrap, value_problem)
 from cnnspec.grade.functions import FUNCTIONS, forward_of
 from cnnspec.grade.network import grade_network
 from cnnspec.grade.results import CheckResult, GradeResult, ProblemResult
@@ -33,10 +35,13 @@ MAX_STARTS = 25               # sandbox (re)starts per submission before the res
 
 class Runner:
     """A submission's sandbox for the length of one grading: started on demand, restarted after
-    a crash or a timeout, given up when it cannot even import the file."""
+    a crash or a timeout, given up when it cannot even import the file or when the submission's
+    total time is spent (every call's timeout is cut to the time left)."""
 
-    def __init__(self, sandbox: Sandbox):
+    def __init__(self, sandbox: Sandbox, deadline: float | None = None, total_time: float | None = None):
         self.box = sandbox
+        self.deadline = deadline      # time.monotonic() when the whole submission must be done
+        self.total_time = total_time
         self.fatal = None             # why nothing more can run
         self.violations = []
         self.import_error = None
@@ -45,8 +50,16 @@ class Runner:
         self.broken = {}              # function -> why it cannot be called (a timeout, a crash)
         self.wrong = set()            # functions whose outputs did not match the reference
 
+    def out_of_time(self) -> bool:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.fatal = self.fatal or self.time_message()
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def time_message(self) -> str:
+        return f"the total time limit of {self.total_time:g} s for a submission was exceeded"
+
     def ensure(self) -> None:
-        if self.fatal:
+        if self.out_of_time() or self.fatal:
             raise SandboxError("fatal", self.fatal)
         if self.box.alive:
             return
@@ -67,7 +80,10 @@ class Runner:
             rest = ("Python reads the whole file before running it, so no function could be graded"
                     if error.get("type") in ("SyntaxError", "IndentationError", "TabError")
                     else "the functions defined before that point were graded")
-            self.import_error = f"importing your file stopped{line}: {str(error.get('message'))[:500]}; {rest}"
+            message = shorten(error.get("message"), 500)
+            hint = numpy_hint(message)
+            self.import_error = f"importing your file stopped{line}: {message}; {rest}" + (
+                f" ({hint})" if hint else "")
         defined = ready.get("defined")
         self.defined = [d for d in defined if isinstance(d, str)] if isinstance(defined, list) else []
         if self.import_output is None:     # what the first import printed: no case has run yet
@@ -75,14 +91,21 @@ class Runner:
 
     def run(self, func: str, calls: list, timeout: float) -> list:
         self.ensure()
-        reply = self.box.call(func, calls, timeout)
+        left = self.deadline - time.monotonic() if self.deadline is not None else timeout
+        try:
+            reply = self.box.call(func, calls, min(timeout, left))
+        except SandboxError as exc:
+            if exc.kind == "timeout" and left < timeout:
+                self.fatal = self.time_message()
+                raise SandboxError("fatal", self.fatal) from None
+            raise
         self._note(reply.get("violations"))
         return reply["replies"]
 
     def _note(self, violations) -> None:
         for v in violations if isinstance(violations, list) else ():
             if isinstance(v, str) and v not in self.violations and len(self.violations) < 20:
-                self.violations.append(v[:300])
+                self.violations.append(shorten(v, 300))
 
 
 class Grader:
@@ -117,23 +140,22 @@ class Grader:
         submission = Path(submission)
         a = self.assignment
         result = GradeResult(a.name, display_name or submission.name, self.public_only)
+        result.environment = environment()
         box = Sandbox(submission, limits=a.limits, forbidden=a.forbidden,
                       display_name=a.submission if display_name is None else Path(display_name).name,
                       trusted=trusted)
-        runner = Runner(box)
-        deadline = started + a.limits.total_time
+        runner = Runner(box, started + a.limits.total_time, a.limits.total_time)
         try:
             for problem in a.functions:
-                if time.monotonic() > deadline:
+                if runner.out_of_time():
                     result.problems.append(self._not_graded(problem.name, "function", problem.points,
-                                                            f"not graded: the total time limit "
-                                                            f"({a.limits.total_time:g} s) was exceeded"))
+                                                            f"not graded: {runner.fatal}"))
                     continue
                 result.problems.append(self.grade_function(problem, runner))
             for problem in a.networks:
-                if time.monotonic() > deadline:
+                if runner.out_of_time():
                     result.problems.append(self._not_graded(problem.name, "network", problem.points,
-                                                            "not graded: the total time limit was exceeded"))
+                                                            f"not graded: {runner.fatal}"))
                     continue
                 result.problems.append(grade_network(self, problem, runner))
         finally:
@@ -145,6 +167,19 @@ class Grader:
         result.import_error = runner.import_error
         result.sandbox_starts = box.starts
         result.seconds = round(time.monotonic() - started, 3)
+        return result
+
+    def missing(self, display_name: str, why: str) -> GradeResult:
+        """The result of a submission without the file to grade: every problem scores zero, with
+        ``why`` (which file was expected, which were found) as the report's message."""
+        a = self.assignment
+        result = GradeResult(a.name, display_name, self.public_only, environment=environment(), missing=why)
+        for problem in a.functions:
+            result.problems.append(self._not_graded(problem.name, "function", problem.points,
+                                                    "not graded: no submission file"))
+        for problem in a.networks:
+            result.problems.append(self._not_graded(problem.name, "network", problem.points,
+                                                    "not graded: no submission file"))
         return result
 
     @staticmethod
@@ -167,7 +202,7 @@ class Grader:
         titles = dict(CHECK_TITLES)
         if spec.forward:
             titles["numeric"] = f"agrees with the numerical gradient of your {spec.forward}"
-        return {k: CheckResult(k, titles[k], round(problem.points * w / total, 4))
+        return {k: CheckResult(k, titles[k], problem.points * w / total)
                 for k, w in weights.items() if w > 0}
 
     def grade_function(self, problem: FunctionProblem, runner: Runner) -> ProblemResult:
@@ -175,13 +210,13 @@ class Grader:
         spec = FUNCTIONS[problem.name]
         result = ProblemResult(problem.name, "function", problem.points)
         checks = self.check_results(problem)
-        diagnoses = Counter()
-        errors = Counter()            # what the function raised, once per kind
+        state = _FunctionState()
         stop = None                   # why the remaining cases are not run
         limits = self.assignment.limits
         for case, expected in self.cases(problem):
             applicable = [k for k in checks if self._applies(k, case, spec)]
             if stop is None:
+                called = time.perf_counter()
                 try:
                     replies = [runner.run(spec.name, [list(args)], timeout=limits.time_per_case)[0]
                                for args in (case.args, cast(case.args, np.float32))]
@@ -194,22 +229,31 @@ class Grader:
                         result.notes.append(stop + "; the remaining cases of this function were not run")
                     runner.broken[spec.name] = stop
                 else:
+                    seconds = time.perf_counter() - called
+                    checks["edge" if case.is_edge and "edge" in checks else
+                           "reference" if "reference" in checks else next(iter(checks))].seconds += seconds
                     stop = self._judge_case(problem, spec, case, expected, replies, checks, applicable,
-                                            diagnoses, errors, runner)
+                                            state, runner)
                     if stop:
                         result.notes.append(stop)
+                        if state.skipped:
+                            for check in checks.values():
+                                check.skipped = stop
                     continue
             for key in applicable:
                 checks[key].record(False)
-        for text, count in errors.most_common():
+        for text, count in state.errors.most_common():
             result.notes.append(f"{text} [{_cases(count)}]")
-        for mutant, count in diagnoses.most_common():
-            result.notes.insert(0, f"{mutant.message} [{_cases(count)}]")
+        for hint in state.hints:
+            result.notes.append(hint)
+        for mutant, count in reversed(state.diagnoses.most_common()):
+            reference = self.assignment.references.get(mutant.name)
+            see = f" (see {reference})" if reference else ""
+            result.notes.insert(0, f"{mutant.message}{see} [{_cases(count)}]")
         result.checks = list(checks.values())
         if any(not c.ok for c in result.checks if c.key in ("reference", "edge")):
             runner.wrong.add(spec.name)
-        if (spec.forward in runner.wrong and spec.forward not in runner.broken and "numeric" in checks
-                and checks["numeric"].messages):
+        if spec.forward in runner.wrong and spec.forward not in runner.broken and state.disagreed:
             result.notes.append(f"Your {spec.forward} does not match the reference, so this backward "
                                 f"cannot agree with its numerical gradient: fix {spec.forward} first")
         result.seconds = round(time.monotonic() - started, 3)
@@ -225,81 +269,154 @@ class Grader:
             return not case.is_edge and spec.kind != "forward"
         return True
 
-    def _judge_case(self, problem, spec, case, expected, replies, checks, applicable, diagnoses,
-                    errors, runner) -> str | None:
+    def _judge_case(self, problem, spec, case, expected, replies, checks, applicable, state,
+                    runner) -> str | None:
         """Record this case in each applicable check; return a reason to stop grading the
-        function (not defined, not implemented), else None."""
+        function (not defined, not implemented), else None.
+
+        Credit goes to work done: the shape and inputs checks pay only alongside an output that
+        computes something (right values, or wrong ones that are neither one value everywhere,
+        nor an input unchanged, nor different for the same input); a hidden case's messages say
+        only that it failed."""
+        judged = time.perf_counter()
+        hidden = case.visibility == "hidden"
+        failed = f"{case.label}: failed"
         r64, r32 = (r if isinstance(r, dict) else {} for r in replies)
         status = r64.get("status")
         if status in ("missing", "not_implemented"):
             for key in applicable:
                 checks[key].record(False)
+            state.skipped = True
             return (f"{spec.name} is not defined in your file" if status == "missing" else
                     f"{spec.name} is not implemented (it raises NotImplementedError)")
         if status != "ok":
-            errors[_error_text(r64, case, label=False)] += 1
-            for key in applicable:        # the inputs check judges the cases that returned:
-                if key != "inputs":       # a crash costs the values, not that check as well
-                    checks[key].record(False)
+            state.errors[_error_text(r64, hidden)] += 1
+            hint = numpy_hint(_error_message(r64))
+            if hint and hint not in state.hints:
+                state.hints.append(hint)
+            for key in applicable:
+                checks[key].record(False, failed if hidden else f"{case.label}: {_error_text(r64, False)}")
             return None
 
+        for message in _list(r64.get("deprecations")):
+            hint = numpy_hint(str(message), warning=True)
+            if hint and hint not in state.hints:
+                state.hints.append(hint)
+        tol = problem.forward_tolerance if spec.kind == "forward" else problem.backward_tolerance
         outputs, whole = unwrap(r64.get("value"), spec.returns)
-        problems64 = [whole] if whole else [
-            output_problem(n, g, e, np.float64) for n, g, e in zip(spec.returns, outputs, expected)]
-        problems64 = [p for p in problems64 if p]
+        ok32 = r32.get("status") == "ok"
+        outputs32, whole32 = unwrap(r32.get("value"), spec.returns) if ok32 else ((None,) * len(spec.returns), None)
+        args = dict(zip(spec.params, case.args))
+
+        # the values, compared after squeezing axes of size 1: a shape slip costs the shape check only
+        value_why, slips, nothing = ([whole] if whole else []), {}, []
+        unreadable = bool(whole)              # an output that is not an array of comparable shape
+        as_expected = [None] * len(spec.returns)     # the outputs, squeezed to the expected shapes
+        for i, (n, g, e, g32) in enumerate([] if whole else zip(spec.returns, outputs, expected, outputs32)):
+            if e is None:
+                if g is not None:
+                    value_why.append(f"{n} should be None here (b is None)")
+                continue
+            if g is None or isinstance(g, Bad):
+                value_why.append(output_problem(n, g, e, np.float64))
+                unreadable = True
+                continue
+            got = np.asarray(g) if isinstance(g, float) else g
+            same = squeezed_like(got, e)
+            if same is None:
+                value_why.append(output_problem(n, g, e, np.float64) or f"{n} is {describe(g)}")
+                unreadable = True
+                continue
+            as_expected[i] = same
+            why = value_problem(n, same, e, tol, not hidden)
+            if why:
+                value_why.append(why)
+                reason = nothing_computed(n, same, e, args, squeezed_like(g32, e))
+                if reason:
+                    nothing.append(reason)
+            elif same.shape != got.shape:
+                shown = "a number" if np.ndim(e) == 0 else f"{np.shape(e)}"
+                slips[n] = (f"{n}: the values are right, but the shape is {got.shape}; expected {shown}"
+                            if not hidden else f"{n}: the values are right, the shape is not")
+        values_ok = not value_why
+        usable = values_ok or not (unreadable or nothing)
+
         if "shape_dtype" in checks:
-            problems = list(problems64)
-            if r32.get("status") == "ok":
-                outputs32, whole32 = unwrap(r32.get("value"), spec.returns)
-                problems += [whole32] if whole32 else [
-                    output_problem(n, g, e, np.float32) for n, g, e in zip(spec.returns, outputs32, expected)]
-                problems = [p for p in problems if p]
-                problems = list(dict.fromkeys(problems))
-            else:
-                problems.append("with float32 inputs: " + _error_text(r32, case, label=False))
-            checks["shape_dtype"].record(not problems, f"{case.label}: {'; '.join(problems)}")
+            problems = []
+            for outs, whole_, dtype in ((outputs, whole, np.float64), (outputs32, whole32, np.float32)):
+                if dtype is np.float32 and not ok32:
+                    problems.append("with float32 inputs: " + (
+                        "it raised an error" if hidden else _error_text(r32, False)))
+                    continue
+                if whole_:
+                    problems.append(whole_)
+                    continue
+                for n, g, e in zip(spec.returns, outs, expected):
+                    if n in slips:
+                        problems.append(slips[n])
+                    else:
+                        problems.append(output_problem(n, g, e, dtype))
+            problems = list(dict.fromkeys(p for p in problems if p))
+            if not problems and not usable:
+                problems = nothing or ["no usable output"]
+            passed = usable and not problems
+            checks["shape_dtype"].record(passed, failed if hidden else f"{case.label}: {'; '.join(problems)}")
 
         value_key = "edge" if case.is_edge else "reference"
-        matched = False
         if value_key in checks:
-            tol = problem.forward_tolerance if spec.kind == "forward" else problem.backward_tolerance
-            why = problems64 or [p for p in (value_problem(n, g, e, tol, case.visibility == "public")
-                                             for n, g, e in zip(spec.returns, outputs, expected)) if p]
+            why = value_why
             if why and not whole:
                 mutant = mutants.diagnose(spec.name, self.reference, copy.deepcopy(case.args), outputs,
                                           expected, tol=max(1e-6, 10 * tol))
                 if mutant is not None:
-                    diagnoses[mutant] += 1
+                    state.diagnoses[mutant] += 1
                     why = [f"matches the mistake '{mutant.name.replace('_', ' ')}' (see above)"]
-            checks[value_key].record(not why, f"{case.label}: {'; '.join(why)}")
-            matched = not why
+                elif nothing:
+                    why = nothing
+            message = f"{case.label}: {'; '.join(why)}"
+            if hidden:
+                message = failed + (f" ({why[0]})" if why and why[0].startswith("matches the mistake") else "")
+            checks[value_key].record(not why, message)
 
         if "inputs" in checks:
-            self._record_inputs(checks["inputs"], spec, case, (r64, r32))
+            self._record_inputs(checks["inputs"], spec, case, (r64, r32), usable, failed if hidden else None)
+        for key in ("shape_dtype", "inputs"):
+            if key in checks:
+                checks[key].seconds += (time.perf_counter() - judged) / 4
         if "numeric" in checks and "numeric" in applicable:
+            numeric_started = time.perf_counter()
             # A backward equal to the reference's is the gradient of the right forward: it earns
             # this check even when the student's own forward is wrong (no penalty twice).
-            if matched:
+            if values_ok:
                 checks["numeric"].record(True)
             else:
-                ok, why = self._numeric(problem, spec, case, expected, outputs, problems64, runner)
-                checks["numeric"].record(ok, f"{case.label}: {why}")
+                ok, why, compared = self._numeric(problem, spec, case, expected, as_expected,
+                                                  [] if usable else (nothing or value_why), runner, hidden)
+                state.disagreed |= compared and not ok
+                checks["numeric"].record(ok, failed if hidden else f"{case.label}: {why}")
+            checks["numeric"].seconds += time.perf_counter() - numeric_started
         return None
 
     @staticmethod
-    def _record_inputs(check, spec, case, replies) -> None:
+    def _record_inputs(check, spec, case, replies, usable, hidden_message) -> None:
         modified = sorted({spec.params[i] for r in replies for i in _list(r.get("modified"))
                            if type(i) is int and 0 <= i < len(spec.params)})
-        check.record(not modified, f"{case.label}: your function changed its input "
+        if not usable:
+            check.record(False, hidden_message or f"{case.label}: no usable output (this check pays "
+                                                  f"only alongside an output that computes something)")
+            return
+        check.record(not modified, hidden_message or f"{case.label}: your function changed its input "
                      f"{', '.join(modified)} (work on a copy)")
 
     # -- the numerical gradient of the student's own forward ----------------------------------------
-    def _numeric(self, problem, spec, case, expected, outputs, problems, runner):
+    def _numeric(self, problem, spec, case, expected, outputs, problems, runner, hidden):
+        """(passed, why, compared): ``compared`` when the backward's values were compared with the
+        numerical gradient (and not refused before: no usable output, a failing forward)."""
         if problems:
-            return False, "; ".join(problems)
+            return False, "; ".join(problems), False
         forward = forward_of(spec)
         if forward.name in runner.broken and forward.name != spec.name:
-            return False, f"cannot use your {forward.name}: {runner.broken[forward.name]}"
+            return False, f"cannot use your {forward.name}: {runner.broken[forward.name]}", False
         h = problem.numeric_step
         rng = np.random.default_rng(case.seed + (7,))
         calls, points = [], []                     # points: (output index, index into the array)
@@ -309,11 +426,14 @@ class Grader:
                 continue
             arg_index = forward.params.index(param)
             base = case.forward_args[arg_index]
-            if base is None:
+            if base is None or not isinstance(outputs[out_index], np.ndarray) or np.ndim(expected[out_index]) == 0:
                 continue
             g = np.abs(expected[out_index]).ravel()
-            candidates = np.flatnonzero((g >= 1e-3) | (g == 0))
-            chosen = rng.choice(candidates, min(problem.numeric_points, len(candidates)), replace=False)
+            # mostly coordinates where the reference's gradient is not tiny, a few where it is 0
+            large, zero = np.flatnonzero(g >= 1e-3), np.flatnonzero(g == 0)
+            k = min(problem.numeric_points, len(large) + len(zero))
+            take = min(len(large), max(k - len(zero), math.ceil(3 * k / 4)))
+            chosen = list(rng.choice(large, take, replace=False)) + list(rng.choice(zero, k - take, replace=False))
             for flat in chosen:
                 index = np.unravel_index(flat, base.shape)
                 for sign in (1, -1):
@@ -321,48 +441,72 @@ class Grader:
                     args[arg_index] = base.copy()
                     args[arg_index][index] += sign * h
                     calls.append(args)
-                points.append((out_index, index))
+                points.append((out_index, index, g[flat] >= 1e-3))
         if not calls:
-            return True, ""
+            return True, "", False
         timeout = self.assignment.limits.time_per_case * max(1, math.ceil(len(calls) / 8))
         try:
             replies = runner.run(forward.name, calls, timeout=timeout)
         except SandboxError as exc:
-            return False, exc.message
+            return False, exc.message, False
         values = []
         for reply in replies:
             if not isinstance(reply, dict) or reply.get("status") != "ok":
                 status = reply.get("status") if isinstance(reply, dict) else None
                 if status == "not_implemented":
-                    return False, f"needs your {forward.name}, which is not implemented"
+                    return False, f"needs your {forward.name}, which is not implemented", False
                 if status == "missing":
-                    return False, f"needs your {forward.name}, which is not defined"
-                return False, f"your {forward.name} failed: {_error_text(reply, case, label=False)}"
+                    return False, f"needs your {forward.name}, which is not defined", False
+                return False, f"your {forward.name} failed: {_error_text(reply, hidden)}", False
             out, whole = unwrap(reply.get("value"), forward.returns)
             value = out[0]
             usable = isinstance(value, (np.ndarray, float)) and (spec.kind != "loss" or np.ndim(value) == 0)
             if whole or not usable:
-                return False, f"your {forward.name} did not return a usable value"
+                return False, f"your {forward.name} did not return a usable value", False
             values.append(np.asarray(value, dtype=np.float64))
-        numeric, analytic = {}, {}
-        for k, (out_index, index) in enumerate(points):
+        numeric, analytic, flat_params = {}, {}, set()
+        for k, (out_index, index, matters) in enumerate(points):
             plus, minus = values[2 * k], values[2 * k + 1]
             if spec.kind == "backward":
                 dout = case.args[0]
                 if plus.shape != dout.shape or minus.shape != dout.shape:
-                    return False, f"your {forward.name} returned the wrong shape"
+                    return False, f"your {forward.name} returned the wrong shape", False
                 slope = float(np.sum((plus - minus) * dout) / (2 * h))
             else:
                 slope = float((plus - minus) / (2 * h))
+            if matters and np.array_equal(plus, minus):
+                flat_params.add(spec.grads[spec.returns[out_index]])
             numeric.setdefault(out_index, []).append(slope)
             analytic.setdefault(out_index, []).append(float(np.asarray(outputs[out_index], np.float64)[index]))
+        if flat_params:
+            # a forward that does not vary where the true gradient is not 0 computes nothing there:
+            # a backward "agreeing" with it (zeros) earns nothing
+            names = ", ".join(sorted(flat_params))
+            return False, (f"your {forward.name} does not change when {names} changes, though the right "
+                           f"output does: a gradient cannot be checked against it"), False
         bad = []
         for out_index in numeric:
             err = rel_error(analytic[out_index], numeric[out_index])
             if not err < problem.numeric_tolerance:
                 bad.append(f"{spec.returns[out_index]} does not agree with the numerical gradient of "
                            f"your {forward.name} (relative error {err:.1e})")
-        return not bad, "; ".join(bad)
+        return not bad, "; ".join(bad), bool(bad)
+
+
+class _FunctionState:
+    """What grading one function gathers across its cases."""
+
+    def __init__(self):
+        self.diagnoses = Counter()    # mutant -> cases
+        self.errors = Counter()       # what the function raised, once per kind
+        self.hints = []               # NumPy-version hints
+        self.disagreed = False        # a backward's values disagreed with the numerical gradient
+        self.skipped = False          # not implemented / not defined
+
+
+def environment() -> dict:
+    """The Python and NumPy a submission runs with (the sandbox runs this interpreter)."""
+    return {"python": platform.python_version(), "numpy": np.__version__}
 
 
 def _list(value) -> list:
@@ -373,16 +517,24 @@ def _cases(count: int) -> str:
     return f"{count} case{'s' if count > 1 else ''}"
 
 
-def _error_text(reply: dict, case: Case, label: bool = True) -> str:
-    """A failed call in words: the exception, or how the call failed."""
-    prefix = f"{case.label}: " if label else ""
+def _error_message(reply) -> str:
+    error = reply.get("error") if isinstance(reply, dict) else None
+    return str(error.get("message")) if isinstance(error, dict) else ""
+
+
+def _error_text(reply: dict, hidden: bool = False) -> str:
+    """A failed call in words: the exception (for a hidden case only its type: its message may
+    show the hidden inputs' shapes), or how the call failed."""
     status = reply.get("status") if isinstance(reply, dict) else None
     if status == "error" and isinstance(reply.get("error"), dict):
         error = reply["error"]
+        kind = str(error.get("type"))
+        if hidden:
+            return f"raised {kind if kind.isidentifier() else 'an exception'} in a hidden case"
         line = f" (line {error['line']})" if isinstance(error.get("line"), int) else ""
-        return f"{prefix}{str(error.get('message'))[:300]}{line}"
+        return f"{shorten(error.get('message'), 400)}{line}"
     if status == "not_implemented":
-        return f"{prefix}raises NotImplementedError"
+        return "raises NotImplementedError"
     if status == "missing":
-        return f"{prefix}not defined"
-    return f"{prefix}no usable reply"
+        return "not defined"
+    return "no usable reply"

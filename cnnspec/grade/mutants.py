@@ -2,8 +2,9 @@
 
 A mutant computes what a layer-API function returns when it makes one known mistake, from the
 reference's own functions (``ref``, the module cnnspec.api) and the case's inputs. When a
-student's failing output equals a mutant's, the feedback names the mistake in plain words, with
-the lecture slide that explains the right way. Mutants run in the trusted parent only.
+student's failing output equals a mutant's, the feedback names the mistake in plain words and says
+what is right, citing no course: an assignment adds its own pointers ([references] in
+assignment.toml: mistake name -> "Lecture 3, slide 12"). Mutants run in the trusted parent only.
 
     mutant = diagnose("conv2d_forward", ref, case.args, student_outputs, reference_outputs)
     mutant.message   # "Your output equals a true convolution, i.e. the kernel flipped. ..."
@@ -87,8 +88,7 @@ def _zero_padded(x, pad):
 
 kernel_flipped = mutant("kernel_flipped", """
     Your output equals a true convolution, i.e. the kernel flipped. CNN layers compute
-    cross-correlation: out[i, j] = sum over k, l of w[k, l] * x[i + k, j + l], with no flip
-    (lecture 000, 'Convolution or cross-correlation?').""")
+    cross-correlation: out[i, j] = sum over k, l of w[k, l] * x[i + k, j + l], with no flip.""")
 
 
 @kernel_flipped.on("conv2d_forward", "conv1d_forward")
@@ -105,8 +105,7 @@ def _(ref, dout, x, w, b, stride, pad):
 input_gradient_not_flipped = mutant("input_gradient_not_flipped", """
     Your dx slides the kernel over dout without flipping it. The gradient with respect to the
     input is a 'full' convolution of dout with the kernel flipped (equivalently: add
-    w * dout[n, f, i, j] back onto the window the forward read for output (i, j))
-    (lecture 000, 'Convolution or cross-correlation?').""")
+    w * dout[n, f, i, j] back onto the window the forward read for output (i, j)).""")
 
 
 @input_gradient_not_flipped.on("conv2d_backward", "conv1d_backward")
@@ -148,7 +147,7 @@ def _with_geometry(name, alternative):
 height_width_swapped = mutant("height_width_swapped", """
     Your output equals the right one with height and width swapped: in stride = (sh, sw) and
     pad = (top, bottom, left, right) the first stride and the first two paddings are for the
-    height (axis 2), the others for the width (axis 3) (lecture 002, 'Convolution Settings').""")
+    height (axis 2), the others for the width (axis 3).""")
 _geometry(height_width_swapped, (
     lambda s, p: ((s[1], s[0]), (p[2], p[3], p[0], p[1])),      # both swapped
     lambda s, p: ((s[1], s[0]), p),                             # the stride only
@@ -157,14 +156,13 @@ _geometry(height_width_swapped, (
 padding_ignored = mutant("padding_ignored", """
     Your output equals the right one computed without padding: first add `top` rows of zeros
     above the input, `bottom` rows below, `left` columns on the left and `right` columns on the
-    right, then slide the window (lecture 002, 'Convolution and Padding').""")
+    right, then slide the window.""")
 _geometry(padding_ignored, (lambda s, p: (s, (0, 0, 0, 0)),), (lambda s, p: (s, (0, 0)),))
 
 padding_one_side = mutant("padding_one_side", """
     Your output equals the right one with the padding on one side only, the same on both
     sides, or the two sides swapped: pad = (top, bottom, left, right) -- (left, right) in 1-D --
-    gives each side its own number of rows or columns of zeros (lecture 002, 'Convolution and
-    Padding').""")
+    gives each side its own number of rows or columns of zeros.""")
 _geometry(padding_one_side, (
     lambda s, p: (s, (p[0] + p[1], 0, p[2] + p[3], 0)), lambda s, p: (s, (0, p[0] + p[1], 0, p[2] + p[3])),
     lambda s, p: (s, (p[0], 0, p[2], 0)), lambda s, p: (s, (0, p[1], 0, p[3])),
@@ -176,16 +174,55 @@ _geometry(padding_one_side, (
 
 stride_ignored = mutant("stride_ignored", """
     Your output equals the right one with stride 1: move the window sh rows down and sw columns
-    right at each step, so that OH = 1 + (H + top + bottom - KH) // sh
-    (lecture 002, 'Convolution with Stride').""")
+    right at each step, so that OH = 1 + (H + top + bottom - KH) // sh.""")
 _geometry(stride_ignored, (lambda s, p: ((1, 1), p),), (lambda s, p: ((1,), p),))
+
+
+padding_cropped_with_negative_end = mutant("padding_cropped_with_negative_end", """
+    Your dx is cut where a padding is 0: dx_pad[:, :, top:-bottom, left:-right] is empty along an
+    axis whose end padding is 0, since -0 == 0 makes the slice top:0. Crop with explicit ends:
+    dx_pad[:, :, top:top + H, left:left + W] (and x_pad[:, :, left:left + L] in 1-D).""")
+
+
+def _negative_end_crop(dxp, pad):
+    """What `dxp[:, :, top:-bottom, left:-right]` gives (the slice of a student who crops the
+    padding with negative ends); 1-D: pad = (left, right)."""
+    index = [slice(None), slice(None)]
+    for start, end in zip(pad[::2], pad[1::2]):
+        index.append(slice(start, -end))
+    return _c(dxp[tuple(index)])
+
+
+def _padded_input_gradient(ref, name, dout, x, *rest):
+    """The gradient with respect to the zero-padded input: the reference's backward run on x
+    padded beforehand, with no padding."""
+    pad = tuple(int(p) for p in rest[-1])
+    if not any(pad):
+        raise ValueError("no padding: nothing to crop")
+    widths = [(0, 0), (0, 0)] + [(a, b) for a, b in zip(pad[::2], pad[1::2])]
+    xp = _c(np.pad(x, widths))
+    no_pad = (0,) * len(pad)
+    if name.startswith("maxpool"):
+        xp = _c(np.pad(x, widths, constant_values=-np.inf))
+    out = getattr(ref, name)(dout, xp, *rest[:-1], no_pad)
+    return out if isinstance(out, tuple) else (out,)
+
+
+for _name in ("conv2d_backward", "conv1d_backward", "maxpool2d_backward", "avgpool2d_backward"):
+    def _impl(ref, dout, x, *rest, name=_name):
+        outputs = _padded_input_gradient(ref, name, dout, x, *rest)
+        dx = _negative_end_crop(outputs[0], tuple(int(p) for p in rest[-1]))
+        if dx.shape == x.shape:
+            raise ValueError("every padding is > 0: the crop is right")
+        return (dx, *outputs[1:]) if len(outputs) > 1 else dx
+    padding_cropped_with_negative_end.on(_name)(_impl)
 
 
 # -- pooling ----------------------------------------------------------------------------------
 
 average_instead_of_max = mutant("average_instead_of_max", """
     Your output equals average pooling: max-pooling keeps the largest value of each window, and
-    its gradient goes to that value only (lecture 000, 'Max-pooling').""")
+    its gradient goes to that value only.""")
 
 
 @average_instead_of_max.on("maxpool2d_forward")
@@ -200,8 +237,7 @@ def _(ref, dout, x, kernel, stride, pad):
 
 maxpool_gradient_whole_window = mutant("maxpool_gradient_whole_window", """
     Your gradient goes to every input of each window: in max-pooling only the input that won
-    the max (the first maximum in row-major order) receives dout; the others get 0
-    (lecture 000, 'Max-pooling').""")
+    the max (the first maximum in row-major order) receives dout; the others get 0.""")
 
 
 @maxpool_gradient_whole_window.on("maxpool2d_backward")
@@ -212,8 +248,7 @@ def _(ref, dout, x, kernel, stride, pad):
 maxpool_ties_not_first = mutant("maxpool_ties_not_first", """
     Your gradient does not go to the first of a window's tied maxima in row-major order (you
     split it among the ties, gave it to each, or to the last). The layer API sends it to the
-    first maximum only, as np.argmax picks it (layer-api.md;
-    lecture 000, 'Max-pooling').""")
+    first maximum only, as np.argmax picks it (layer-api.md).""")
 
 
 def _tied_gradient(dout, x, kernel, stride, pad, rule):
@@ -243,10 +278,43 @@ for _rule in ("split", "all", "last"):
         lambda ref, dout, x, kernel, stride, pad, rule=_rule: _tied_gradient(dout, x, kernel, stride, pad, rule))
 
 
+maxpool_gradient_assigned = mutant("maxpool_gradient_assigned", """
+    Your gradient is assigned (=) where it must be added (+=): where windows overlap, an input can
+    win the max of several windows, and it receives the sum of their dout. Writing with = keeps
+    only the last window's dout (or erases it when a whole window is written).""")
+
+
+def _assigned_gradient(dout, x, kernel, stride, pad, whole_window):
+    """Max-pool backward that writes with = in row-major window order: at the first maximum only,
+    or (``whole_window``) the masked window, zeros included."""
+    top, bottom, left, right = pad
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=-np.inf)
+    dxp = np.zeros_like(xp)
+    n, c, oh, ow = dout.shape
+    kh, kw = kernel
+    for a in range(oh):
+        for b in range(ow):
+            rows = slice(a * stride[0], a * stride[0] + kh)
+            cols = slice(b * stride[1], b * stride[1] + kw)
+            window = xp[:, :, rows, cols].reshape(n, c, -1)
+            first = window.argmax(axis=2)
+            if whole_window:
+                mask = (window == window.max(axis=2, keepdims=True)).reshape(n, c, kh, kw)
+                dxp[:, :, rows, cols] = mask * dout[:, :, a:a + 1, b:b + 1]
+            else:
+                i, j = np.indices((n, c))
+                dxp[i, j, a * stride[0] + first // kw, b * stride[1] + first % kw] = dout[:, :, a, b]
+    return _c(dxp[:, :, top:top + x.shape[2], left:left + x.shape[3]])
+
+
+for _whole in (False, True):
+    maxpool_gradient_assigned.on("maxpool2d_backward")(
+        lambda ref, dout, x, kernel, stride, pad, whole=_whole: _assigned_gradient(dout, x, kernel, stride, pad, whole))
+
+
 padding_wins_max = mutant("padding_wins_max", """
     Your max-pooling lets the zero padding win a window's max. Padding never wins a max: pad
-    with -inf, or take the max over the real inputs of each window only
-    (layer-api.md; lecture 000, 'Max-pooling').""")
+    with -inf, or take the max over the real inputs of each window only (layer-api.md).""")
 
 
 @padding_wins_max.on("maxpool2d_forward")
@@ -263,8 +331,7 @@ def _(ref, dout, x, kernel, stride, pad):
 
 avgpool_padding_not_counted = mutant("avgpool_padding_not_counted", """
     Your average divides by the number of real inputs in each window. The layer API counts the
-    padded zeros: always divide by kh * kw (PyTorch's count_include_pad=True)
-    (lecture 002, 'Pooling: Average Pooling').""")
+    padded zeros: always divide by kh * kw (PyTorch's count_include_pad=True).""")
 
 
 @avgpool_padding_not_counted.on("avgpool2d_forward")
@@ -284,7 +351,7 @@ def _(ref, dout, x, kernel, stride, pad):
 bias_missing = mutant("bias_missing", """
     Your output equals the right one without the bias: add b[f] to every output of filter (or
     unit) f -- f(sum of W * X + b); its gradient db[f] is the sum of dout over the batch and all
-    positions (lecture 000, 'Convolutions on images').""")
+    positions.""")
 
 
 @bias_missing.on("conv2d_forward", "conv1d_forward", "dense_forward")
@@ -312,8 +379,7 @@ def _layer(ref, x, which):
 
 weight_gradient_transposed = mutant("weight_gradient_transposed", """
     Your weight gradient is transposed: dw must have the shape of w. For out = x @ w,
-    dw = x.T @ dout, of shape (D, M); for a convolution dw[f, c, i, j] goes with w[f, c, i, j]
-    (lecture 003, 'Fully Connected layers': dot products of inputs and weights).""")
+    dw = x.T @ dout, of shape (D, M); for a convolution dw[f, c, i, j] goes with w[f, c, i, j].""")
 
 
 @weight_gradient_transposed.on("dense_backward", "conv2d_backward", "conv1d_backward")
@@ -331,7 +397,7 @@ def _(ref, dout, x, w, b, stride, pad):
 gradient_from_one_sample = mutant("gradient_from_one_sample", """
     Your weight and bias gradients come from one sample only. One kernel is used at every
     position of every sample, so all their gradients add up: accumulate with +=, do not
-    overwrite with = inside the loop (lecture 000, 'Convolutions on images').""")
+    overwrite with = inside the loop.""")
 
 
 @gradient_from_one_sample.on("conv2d_backward", "conv1d_backward", "dense_backward")
@@ -353,8 +419,7 @@ def _(ref, dout, x, w, b, *rest):
 # -- activations ---------------------------------------------------------------------------------
 
 relu_gradient_not_masked = mutant("relu_gradient_not_masked", """
-    Your ReLU gradient is not masked by the input: dx = dout where x > 0, and 0 where x <= 0
-    (lecture 003, ReLU: y = max{0, x}).""")
+    Your ReLU gradient is not masked by the input: dx = dout where x > 0, and 0 where x <= 0.""")
 
 
 @relu_gradient_not_masked.on("relu_backward")
@@ -370,7 +435,7 @@ def _(ref, dout, x):
 activation_gradient_from_input = mutant("activation_gradient_from_input", """
     Your gradient uses x where it should use the activation's output: sigmoid'(x) = s (1 - s)
     with s = sigmoid(x), and tanh'(x) = 1 - tanh(x)**2. The backward receives the forward's
-    INPUT x: apply the activation to it first (lecture 003, the activation functions).""")
+    INPUT x: apply the activation to it first.""")
 
 
 @activation_gradient_from_input.on("sigmoid_backward")
@@ -386,7 +451,7 @@ def _(ref, dout, x):
 softmax_not_stabilised = mutant("softmax_not_stabilised", """
     Your softmax overflows for large inputs: exp(1000) is inf, and inf / inf is NaN. Subtract
     each row's maximum before exp -- softmax(x) = softmax(x - max(x)) gives the same result
-    without overflow (lecture 003, the Softmax slide).""")
+    without overflow.""")
 
 
 def _naive_softmax(x):
@@ -411,8 +476,7 @@ def _(ref, logits, y):
 log_of_softmax_underflows = mutant("log_of_softmax_underflows", """
     Your loss takes log(softmax(logits)): for large logits the softmax of a wrong class
     underflows to 0 and log(0) = -inf, so the loss is inf. Compute the log-softmax directly,
-    with log-sum-exp: log softmax(z) = z - max(z) - log(sum(exp(z - max(z)))) (lecture 003, the
-    Softmax slide).""")
+    with log-sum-exp: log softmax(z) = z - max(z) - log(sum(exp(z - max(z)))).""")
 
 
 @log_of_softmax_underflows.on("softmax_cross_entropy")
@@ -425,9 +489,52 @@ def _(ref, logits, y):
     return loss, p / n
 
 
+@softmax_not_stabilised.on("softmax_cross_entropy")
+def _(ref, logits, y):
+    # log-sum-exp without the shift: log(sum(exp(z))) overflows to inf, log_probs = -inf
+    n = logits.shape[0]
+    log_probs = logits - np.log(np.sum(np.exp(logits), axis=1, keepdims=True))
+    loss = -np.sum(log_probs[np.arange(n), y]) / n
+    p = np.exp(log_probs)
+    p[np.arange(n), y] -= 1
+    return loss, p / n
+
+
+@softmax_not_stabilised.on("softmax_cross_entropy")
+def _(ref, logits, y):
+    # the loss from the naive softmax, the gradient right
+    n = logits.shape[0]
+    loss = -np.mean(np.log(_naive_softmax(logits)[np.arange(n), y]))
+    return loss, ref.softmax_cross_entropy(logits, y)[1]
+
+
+log_with_epsilon = mutant("log_with_epsilon", """
+    Your loss takes the log of the probability plus a small constant (log(p + 1e-16)), or of
+    the probability clipped away from 0: when the softmax of the true class underflows to 0 for
+    large logits, the loss stops at -log(1e-16) = 36.8 instead of its true value (about the gap
+    between the largest and the true logit). Compute the log-softmax with log-sum-exp instead:
+    log softmax(z) = z - max(z) - log(sum(exp(z - max(z)))), and no constant is needed.""")
+_EPSILONS = (1e-30, 1e-20, 1e-16, 1e-15, 1e-12, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5)
+
+
+def _log_with(eps, clip):
+    def impl(ref, logits, y):
+        n = logits.shape[0]
+        loss, grad = ref.softmax_cross_entropy(logits, y)
+        p = ref.softmax_forward(logits)[np.arange(n), y]
+        guarded = np.maximum(p, eps) if clip else p + eps
+        return float(-np.mean(np.log(guarded))), grad
+    return impl
+
+
+for _eps in _EPSILONS:
+    for _clip in (False, True):
+        log_with_epsilon.on("softmax_cross_entropy")(_log_with(_eps, _clip))
+
+
 softmax_wrong_axis = mutant("softmax_wrong_axis", """
     Your softmax normalises over the wrong axis: each row (one sample's scores) must sum to 1,
-    so normalise over axis 1, the classes (lecture 003, the Softmax slide).""")
+    so normalise over axis 1, the classes.""")
 
 
 @softmax_wrong_axis.on("softmax_forward")
@@ -446,8 +553,7 @@ def _(ref, x):
 loss_sum_or_mean = mutant("loss_sum_or_mean", """
     Your loss or its gradient is a sum where it should be a mean (or a mean over the wrong
     number of values): cross-entropy is the mean over the batch, so dlogits is divided by N;
-    the MSE is the mean over ALL elements, so dpred = 2 (pred - target) / pred.size
-    (lecture 000, 'Stacking convolution, pooling, dense layers': cross-entropy, mean squared error).""")
+    the MSE is the mean over ALL elements, so dpred = 2 (pred - target) / pred.size.""")
 
 
 @loss_sum_or_mean.on("softmax_cross_entropy")
@@ -483,8 +589,7 @@ def _(ref, pred, target):
 
 cross_entropy_gradient_without_onehot = mutant("cross_entropy_gradient_without_onehot", """
     Your dlogits is softmax(logits) / N: subtract 1 at each sample's true class,
-    dlogits = (softmax(logits) - onehot(y)) / N (lecture 000, 'Stacking convolution, pooling,
-    dense layers': softmax with cross-entropy).""")
+    dlogits = (softmax(logits) - onehot(y)) / N.""")
 
 
 @cross_entropy_gradient_without_onehot.on("softmax_cross_entropy")
@@ -497,8 +602,7 @@ def _(ref, logits, y):
 
 mse_gradient_factor = mutant("mse_gradient_factor", """
     Your MSE gradient misses the factor 2: d/dpred mean((pred - target)**2) =
-    2 (pred - target) / pred.size (lecture 000, 'Stacking convolution, pooling, dense layers':
-    the mean squared error).""")
+    2 (pred - target) / pred.size.""")
 
 
 @mse_gradient_factor.on("mse_loss")
@@ -511,8 +615,7 @@ def _(ref, pred, target):
 
 batchnorm_unbiased_variance = mutant("batchnorm_unbiased_variance", """
     Your output uses the unbiased variance (divided by m - 1). Batch normalisation in training
-    mode divides by m, the number of values per feature or channel (np.var's default ddof=0)
-    (lecture 003, 'CNNs: Other Layers': batch normalization).""")
+    mode divides by m, the number of values per feature or channel (np.var's default ddof=0).""")
 
 
 def _unbiased(x, gamma, eps):
@@ -538,7 +641,7 @@ def _(ref, dout, x, gamma, beta, eps):
 batchnorm_wrong_axes = mutant("batchnorm_wrong_axes", """
     Your statistics are computed over the batch only, separately at each position. For
     (N, C, H, W) or (N, C, L) inputs batch normalisation uses one mean and one variance per
-    channel, over the batch AND all positions (lecture 003, 'CNNs: Other Layers').""")
+    channel, over the batch AND all positions.""")
 
 
 def _per_position(x, gamma, beta):
@@ -563,7 +666,7 @@ def _(ref, dout, x, gamma, beta, eps):
 
 dropout_not_rescaled = mutant("dropout_not_rescaled", """
     Your dropout is not rescaled: inverted dropout divides the kept values by 1 - p, so that
-    each value's expected output equals its input (lecture 003, 'CNNs: Other Layers': dropout).""")
+    each value's expected output equals its input.""")
 
 
 @dropout_not_rescaled.on("dropout_forward", "dropout_backward")
@@ -573,7 +676,7 @@ def _(ref, x, p, mask):
 
 dropout_divides_by_p = mutant("dropout_divides_by_p", """
     Your dropout divides by p, but p is the probability of DROPPING a value: divide the kept
-    values by the keep probability, 1 - p (lecture 003, 'CNNs: Other Layers': dropout).""")
+    values by the keep probability, 1 - p.""")
 
 
 @dropout_divides_by_p.on("dropout_forward", "dropout_backward")

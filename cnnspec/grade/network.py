@@ -8,7 +8,12 @@ same strict checks as everywhere else. Three checks, equal shares:
 * outputs: the network's output on a fixed batch matches the reference network's (float64, the
   same initial weights);
 * gradients: the training-mode loss and every parameter's gradient match;
-* training: one epoch of SGD on a fixed-seed subset of the ``shapes`` data set lowers the loss.
+* training: SGD on a fixed-seed subset of the ``shapes`` data set lowers the loss by at least half
+  as much as it lowers the reference network's (from the same initial weights), and the network
+  gives the same loss twice for the same data (a network of random numbers does not).
+
+Its default size (batches of 2 and 4 LeNet-5 images) lets a correct implementation written with
+Python loops (CS231n's "naive" layers) pass in well under a second per call on half a CPU.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import numpy as np
 
 from cnnspec.engine.backend import api_kind
 from cnnspec.errors import CnnSpecError
-from cnnspec.grade.checks import Bad, rel_error, unwrap
+from cnnspec.grade.checks import Bad, rel_error, shorten, unwrap
 from cnnspec.grade.functions import FUNCTIONS
 from cnnspec.grade.results import CheckResult, ProblemResult
 from cnnspec.grade.sandbox import SandboxError
@@ -51,8 +56,8 @@ def suspects(net, model, last_wrong: str) -> str:
 class Remote:
     """A layer-API function whose calls run in the sandbox."""
 
-    def __init__(self, runner, name: str, timeout: float):
-        self.runner, self.name, self.timeout = runner, name, timeout
+    def __init__(self, runner, name: str, timeout: float, network: str = "the network"):
+        self.runner, self.name, self.timeout, self.network = runner, name, timeout, network
         self.spec = FUNCTIONS[name]
 
     def __call__(self, *args):
@@ -61,8 +66,17 @@ class Remote:
         try:
             [reply] = self.runner.run(self.name, [list(args)], self.timeout)
         except SandboxError as exc:
-            self.runner.broken[self.name] = exc.message
-            raise
+            message = exc.message
+            if exc.kind == "timeout":
+                x = args[1] if self.spec.kind == "backward" and len(args) > 1 else args[0]
+                shape = "x".join(str(d) for d in np.shape(x))
+                message = (f"{exc.message}: one call of your {self.name} in network {self.network} "
+                           f"(a batch of {np.shape(x)[0] if np.ndim(x) else 1}, input {shape}) took more "
+                           f"than {self.timeout:g} s. Make it faster: vectorise the innermost loops (over "
+                           f"channels and kernel positions) with NumPy; a loop over the batch, the filters "
+                           f"and the output positions is fast enough")
+            self.runner.broken[self.name] = message
+            raise StudentFailure(message) from None
         status = reply.get("status") if isinstance(reply, dict) else None
         if status == "not_implemented":
             raise StudentFailure(f"needs your {self.name}, which is not implemented")
@@ -71,13 +85,19 @@ class Remote:
         if status != "ok":
             error = reply.get("error") if isinstance(reply, dict) else None
             message = error.get("message") if isinstance(error, dict) else "no usable reply"
-            raise StudentFailure(f"your {self.name} failed: {str(message)[:300]}")
+            raise StudentFailure(f"your {self.name} failed: {shorten(message, 400)}")
         outputs, whole = unwrap(reply.get("value"), self.spec.returns)
         if whole:
             raise StudentFailure(f"your {self.name} {whole}")
+        forward = FUNCTIONS[self.spec.forward] if self.spec.forward else self.spec
+        given = dict(zip(self.spec.params, args))
         for name, value in zip(self.spec.returns, outputs):
             if isinstance(value, Bad):
                 raise StudentFailure(f"your {self.name} returned {name} as {value.why}")
+            param = self.spec.grads.get(name)
+            if value is None and not (param in forward.params and param in given and given[param] is None):
+                raise StudentFailure(f"your {self.name} returned None for {name} (does it end without "
+                                     f"`return`?); expected an array")
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
@@ -94,7 +114,7 @@ def grade_network(grader, problem, runner) -> ProblemResult:
     checks = {
         "outputs": CheckResult("outputs", "outputs match the reference network", share),
         "gradients": CheckResult("gradients", "loss and gradients match the reference network", share),
-        "training": CheckResult("training", "one epoch of training lowers the loss", share),
+        "training": CheckResult("training", "training lowers the loss", share),
     }
     checks = {k: checks[k] for k in keys}
     result.checks = list(checks.values())
@@ -107,7 +127,8 @@ def grade_network(grader, problem, runner) -> ProblemResult:
         return result
     # the student's functions replace every built-in layer the API covers; one the file does not
     # define is a failure ("needs your ..."), never a silent fall-back to the reference
-    backend = {name: Remote(runner, name, grader.assignment.limits.time_per_case) for name in FUNCTIONS}
+    backend = {name: Remote(runner, name, grader.assignment.limits.time_per_case, problem.name)
+               for name in FUNCTIONS}
     x, y = make_shapes(problem.batch, net.input_shape, seed=problem.seed)
     x = x.astype(np.float64)
 
@@ -144,16 +165,26 @@ def grade_network(grader, problem, runner) -> ProblemResult:
 
     def training():
         xs, ys = make_shapes(problem.train_samples, net.input_shape, seed=problem.seed + 1)
-        model = Model(net, dtype="float32", seed=problem.seed, backend=backend)
-        before = model.evaluate(xs, ys, batch=problem.train_batch)[0]
-        optimizer = SGD(model, lr=problem.lr)
-        for _ in range(problem.epochs):
-            for start in range(0, len(xs), problem.train_batch):
-                model.train_step(xs[start:start + problem.train_batch], ys[start:start + problem.train_batch],
-                                 optimizer)
-        after = model.evaluate(xs, ys, batch=problem.train_batch)[0]
-        return bool(np.isfinite(after) and after < before), \
-            f"the loss went from {before:.4f} to {after:.4f}; it should go down"
+
+        def train(model):
+            before = model.evaluate(xs, ys, batch=problem.train_batch)[0]
+            again = model.evaluate(xs, ys, batch=problem.train_batch)[0]
+            optimizer = SGD(model, lr=problem.lr)
+            for _ in range(problem.epochs):
+                for start in range(0, len(xs), problem.train_batch):
+                    model.train_step(xs[start:start + problem.train_batch],
+                                     ys[start:start + problem.train_batch], optimizer)
+            return before, again, model.evaluate(xs, ys, batch=problem.train_batch)[0]
+
+        ref_before, _, ref_after = train(Model(net, dtype="float32", seed=problem.seed))
+        before, again, after = train(Model(net, dtype="float32", seed=problem.seed, backend=backend))
+        if not (np.isfinite(before) and before == again):
+            return False, (f"the network's loss is not the same twice for the same data ({before:.4f}, "
+                           f"then {again:.4f}): its layers do not compute a function of their inputs")
+        wanted = (ref_before - ref_after) / 2
+        return bool(np.isfinite(after) and before - after >= wanted), (
+            f"the loss went from {before:.4f} to {after:.4f}; it should go down by at least {wanted:.4f} "
+            f"(half of what the reference network's does: {ref_before:.4f} to {ref_after:.4f})")
 
     for key, run in (("outputs", outputs), ("gradients", gradients), ("training", training)):
         if key in checks:

@@ -7,7 +7,6 @@ What a submission printed appears only in clearly marked, truncated sections, ea
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
@@ -40,10 +39,19 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".")
 
 
+def environment(result: GradeResult) -> str:
+    """"Python 3.10.12, NumPy 1.26.4": what the submission ran with."""
+    env = result.environment
+    return f"Python {env.get('python', '?')}, NumPy {env.get('numpy', '?')}"
+
+
 def header(result: GradeResult) -> list[str]:
     cases = "public cases only" if result.public_only else "public and hidden cases"
     lines = [f"{result.assignment} -- {clean(result.submission)}: {_fmt(result.score)} / "
-             f"{_fmt(result.max_score)} ({cases}, {result.seconds:.1f} s)"]
+             f"{_fmt(result.max_score)} ({cases}, {result.seconds:.1f} s)",
+             f"Graded with {environment(result)}"]
+    if result.missing:
+        lines.append(f"Not graded: {clean(result.missing)}")
     if result.import_error:
         lines.append(f"Import: {clean(result.import_error)}")
     for v in result.violations:
@@ -62,7 +70,8 @@ def text(result: GradeResult) -> str:
     width = max([len(p.name) for p in result.problems] + [20])
     title = max([len(c.title) for p in result.problems for c in p.checks] + [20])
     for p in result.problems:
-        lines.append(f"{p.name:<{width}}  {_fmt(p.score):>6} / {_fmt(p.max_score)}")
+        cents = p.cents()
+        lines.append(f"{p.name:<{width}}  {_fmt(p.score):>6} / {_fmt(p.max_cents / 100)}")
         for note in p.notes:
             lines += _wrapped(note, 4)
         if not p.notes and all(c.ok for c in p.checks):
@@ -71,9 +80,9 @@ def text(result: GradeResult) -> str:
             continue
         elif p.notes and not any(c.passed or c.messages for c in p.checks):
             continue                   # nothing passed, for the reasons in the notes
-        for c in p.checks:
-            mark = "PASS" if c.ok else "FAIL"
-            lines.append(f"    {mark} {c.title:<{title}}  {_fmt(c.score):>5} / {_fmt(c.max_score):<5} "
+        for c, (score, top) in zip(p.checks, cents):
+            mark = "PASS" if c.ok else "SKIP" if c.skipped else "FAIL"
+            lines.append(f"    {mark} {c.title:<{title}}  {_fmt(score / 100):>5} / {_fmt(top / 100):<5} "
                          f"{c.passed}/{c.total}")
             for m in c.messages:
                 lines += _wrapped(m, 9)
@@ -84,39 +93,29 @@ def text(result: GradeResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cents(values) -> list[float]:
-    """``values`` rounded to hundredths so that they add up to their rounded sum (largest
-    remainders get the spare hundredths): what Gradescope shows then adds up."""
-    exact = [v * 100 for v in values]
-    floors = [math.floor(e + 1e-9) for e in exact]
-    spare = round(sum(exact)) - sum(floors)
-    for k in sorted(range(len(exact)), key=lambda k: floors[k] - exact[k])[:max(0, spare)]:
-        floors[k] += 1
-    return [f / 100 for f in floors]
+FORMAT = "text"          # Gradescope renders every string as plain text: printed markup stays text
 
 
 def gradescope(result: GradeResult, details: bool = False) -> dict:
-    """Gradescope's results.json: one test per check of each problem (their scores, in
-    hundredths, add up to the total)."""
-    # per problem, as the problems' (rounded) scores make up the total
-    scores = iter([v for p in result.problems for v in _cents([c.score for c in p.checks])])
-    max_scores = iter([v for p in result.problems for v in _cents([c.max_score for c in p.checks])])
+    """Gradescope's results.json: one test per check of each problem, scored in whole hundredths
+    (ProblemResult.cents: they add up to the total, and "passed" is full marks)."""
     tests = []
     for i, p in enumerate(result.problems, 1):
-        for j, c in enumerate(p.checks, 1):
+        for j, (c, (score, top)) in enumerate(zip(p.checks, p.cents()), 1):
             output = [] if c.ok else [clean(n) for n in p.notes]
             output += [clean(m) for m in c.messages]
             if c.dropped:
                 output.append(f"... and {c.dropped} more")
-            tests.append({"name": f"{p.name}: {c.title}", "number": f"{i}.{j}",
-                          "score": next(scores), "max_score": next(max_scores),
+            tests.append({"name": f"{p.name}: {c.title}", "name_format": FORMAT, "number": f"{i}.{j}",
+                          "score": score / 100, "max_score": top / 100,
                           "status": "passed" if c.ok else "failed",
                           "output": "\n".join(output) or f"{c.passed}/{c.total} cases passed",
-                          "visibility": "visible"})
+                          "output_format": FORMAT, "visibility": "visible"})
     summary = "\n".join(header(result))
     if result.output.strip():
         summary += "\n\nWhat your code printed:\n" + quoted(result.output)
-    data = {"score": round(result.score, 2), "execution_time": round(result.seconds, 2), "output": summary,
+    data = {"score": result.score, "execution_time": round(result.seconds, 2), "output": summary,
+            "output_format": FORMAT, "test_output_format": FORMAT, "test_name_format": FORMAT,
             "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
     if details:
         data["cnnspec"] = result.to_dict()
@@ -124,29 +123,38 @@ def gradescope(result: GradeResult, details: bool = False) -> dict:
 
 
 def junit(result: GradeResult) -> str:
-    """JUnit XML: a test suite per problem, a test case per check."""
+    """JUnit XML valid against Jenkins xunit's junit-10.xsd: a test suite per problem (its
+    properties: the environment and the points), a test case per check with the time it took;
+    a check of a function that is not implemented is <skipped>."""
     suites = ET.Element("testsuites", name=result.assignment, time=f"{result.seconds:.3f}")
     failures_total = tests_total = 0
-    for p in result.problems:
-        failures = sum(not c.ok for c in p.checks)
+    env = {"python": result.environment.get("python", "?"), "numpy": result.environment.get("numpy", "?")}
+    for index, p in enumerate(result.problems):
+        cents = p.cents()
+        failures = sum(not c.ok and not c.skipped for c in p.checks)
+        skipped = sum(bool(c.skipped) for c in p.checks)
         suite = ET.SubElement(suites, "testsuite", name=p.name, tests=str(len(p.checks)),
-                              failures=str(failures), time=f"{p.seconds:.3f}")
-        for c in p.checks:
-            case = ET.SubElement(suite, "testcase", classname=p.name, name=c.title, time="0")
-            properties = ET.SubElement(case, "properties")
-            for key, value in (("score", c.score), ("max_score", c.max_score)):
-                ET.SubElement(properties, "property", name=key, value=_fmt(value))
-            if not c.ok:
-                failure = ET.SubElement(case, "failure", message=f"{_fmt(c.score)}/{_fmt(c.max_score)} points, "
-                                                                 f"{c.passed}/{c.total} cases passed")
+                              failures=str(failures), errors="0", skipped=str(skipped),
+                              time=f"{p.seconds:.3f}")
+        properties = ET.SubElement(suite, "properties")
+        for key, value in (*env.items(), ("score", _fmt(p.score)), ("max_score", _fmt(p.max_cents / 100))):
+            ET.SubElement(properties, "property", name=key, value=str(value))
+        for c, (score, top) in zip(p.checks, cents):
+            case = ET.SubElement(suite, "testcase", classname=p.name, name=c.title, time=f"{c.seconds:.6f}")
+            summary = f"{_fmt(score / 100)}/{_fmt(top / 100)} points, {c.passed}/{c.total} cases passed"
+            if c.skipped:
+                ET.SubElement(case, "skipped", message=clean(c.skipped))
+            elif not c.ok:
+                failure = ET.SubElement(case, "failure", message=summary)
                 failure.text = clean("\n".join(p.notes + c.messages))
+        if index == 0 and (result.output.strip() or result.violations or result.import_error):
+            out = ET.SubElement(suite, "system-out")      # (testsuites may not hold one)
+            out.text = clean("\n".join(header(result)) + "\n" + result.output)
         failures_total += failures
         tests_total += len(p.checks)
     suites.set("tests", str(tests_total))
     suites.set("failures", str(failures_total))
-    if result.output.strip() or result.violations:
-        out = ET.SubElement(suites, "system-out")
-        out.text = clean("\n".join(header(result)) + "\n" + result.output)
+    suites.set("errors", "0")
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 

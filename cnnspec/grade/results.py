@@ -1,6 +1,7 @@
 """What grading found, as data: the reports (text, JSON/Gradescope, JUnit, CSV) render these."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 
@@ -15,10 +16,12 @@ class CheckResult:
     total: int = 0
     messages: list = field(default_factory=list)    # why cases failed, student-facing
     dropped: int = 0                                # further failure messages not kept
+    seconds: float = 0.0                            # time spent on this check (calls, judging)
+    skipped: str | None = None                      # why it did not run (not implemented, ...)
 
     @property
     def score(self) -> float:
-        """Unrounded: reports round; the problem's score rounds the sum."""
+        """Exact; what is shown and added up is ProblemResult.cents()."""
         return self.max_score * self.passed / self.total if self.total else 0.0
 
     @property
@@ -45,9 +48,36 @@ class ProblemResult:
     notes: list = field(default_factory=list)       # diagnoses and errors, shown first
     seconds: float = 0.0
 
+    def cents(self) -> list[tuple[int, int]]:
+        """Each check's (score, max_score) in whole hundredths of a point, the accounting every
+        report shows: the maxima share the problem's points (in hundredths) by largest remainders,
+        so they add up to them; a passed check scores its maximum; any other check its exact score
+        rounded down, below its maximum. Scores never exceed their maximum, "passed" means full
+        marks, and the parts add up to the problem's score."""
+        exact = [c.max_score for c in self.checks]
+        target = round(self.max_score * 100)
+        total = sum(exact)
+        shares = [target * e / total if total > 0 else 0.0 for e in exact]
+        maxima = [math.floor(s + 1e-9) for s in shares]
+        spare = target - sum(maxima) if total > 0 else 0
+        for k in sorted(range(len(shares)), key=lambda k: (maxima[k] - shares[k], k))[:max(0, spare)]:
+            maxima[k] += 1
+        out = []
+        for c, top in zip(self.checks, maxima):
+            if c.ok:
+                out.append((top, top))
+            else:
+                fraction = c.passed / c.total if c.total else 0.0
+                out.append((min(math.floor(top * fraction + 1e-9), max(top - 1, 0)), top))
+        return out
+
     @property
     def score(self) -> float:
-        return round(sum(c.score for c in self.checks), 2)
+        return sum(s for s, _ in self.cents()) / 100
+
+    @property
+    def max_cents(self) -> int:
+        return sum(m for _, m in self.cents()) if self.checks else round(self.max_score * 100)
 
 
 @dataclass
@@ -61,14 +91,16 @@ class GradeResult:
     violations: list = field(default_factory=list)  # refused actions ("forbidden import: cnnspec")
     import_error: str | None = None
     sandbox_starts: int = 0
+    environment: dict = field(default_factory=dict)   # {"python": "3.11.7", "numpy": "2.1.3"}
+    missing: str | None = None    # no file to grade: which was expected, which were found
 
     @property
     def score(self) -> float:
-        return round(sum(p.score for p in self.problems), 2)
+        return sum(s for p in self.problems for s, _ in p.cents()) / 100
 
     @property
     def max_score(self) -> float:
-        return round(sum(p.max_score for p in self.problems), 2)
+        return sum(p.max_cents for p in self.problems) / 100
 
     def problem(self, name: str) -> ProblemResult:
         for p in self.problems:
@@ -81,6 +113,6 @@ class GradeResult:
         data["score"], data["max_score"] = self.score, self.max_score
         for p, pd in zip(self.problems, data["problems"]):
             pd["score"] = p.score
-            for c, cd in zip(p.checks, pd["checks"]):
-                cd["score"] = round(c.score, 4)
+            for (score, top), cd in zip(p.cents(), pd["checks"]):
+                cd["score"], cd["max_score"] = score / 100, top / 100
         return data

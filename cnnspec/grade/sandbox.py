@@ -14,6 +14,7 @@ starts a fresh child. The child's stdout and stderr are drained by a thread into
 """
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import pwd
@@ -24,6 +25,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ class Limits:
 
     time_per_case: float = 10.0     # wall-clock seconds per call of a student function
     import_time: float = 10.0       # wall-clock seconds to start the child and import the file
-    total_time: float = 600.0       # wall-clock seconds for the whole submission
+    total_time: float = 240.0       # wall-clock seconds for the whole submission (checked per call)
     cpu_seconds: int = 300          # RLIMIT_CPU of each child process
     memory_mb: int = 2048           # RLIMIT_AS of each child process
     file_size_mb: int = 16          # RLIMIT_FSIZE
@@ -125,6 +127,8 @@ class Sandbox:
         self._output = bytearray()
         self._output_dropped = 0
         self._drain = None
+        self._out_fd = None
+        self._draining = False
 
     # -- life cycle ----------------------------------------------------------------------
     def __enter__(self):
@@ -174,6 +178,7 @@ class Sandbox:
                 os.close(fd)
         os.set_blocking(self._req_w, False)
         self._buffer.clear()
+        self._out_fd = out_r
         self._drain = threading.Thread(target=self._drain_output, args=(out_r,), daemon=True)
         self._drain.start()
         limits = self.limits
@@ -247,8 +252,12 @@ class Sandbox:
     # -- captured output -------------------------------------------------------------------
     def _drain_output(self, fd: int) -> None:
         keep = self.limits.output_kb * 1024
+        self._out_fd = fd
         try:
             while True:
+                self._draining = False
+                select.select([fd], [], [])
+                self._draining = True          # set before the read: see output_size()
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     return
@@ -257,6 +266,8 @@ class Sandbox:
                     self._output += chunk[:room]
                 self._output_dropped += max(0, len(chunk) - max(room, 0))
         finally:
+            self._out_fd = None
+            self._draining = False
             os.close(fd)
 
     def output(self, upto: int | None = None) -> str:
@@ -273,7 +284,20 @@ class Sandbox:
         return "\n".join(filter(None, [text, *notes]))
 
     def output_size(self) -> int:
-        """How many bytes of printed output have been kept so far."""
+        """How many bytes of printed output have been kept so far: everything the child printed
+        before its last message (which it wrote after), once the drain thread has taken it."""
+        give_up = time.monotonic() + 2.0
+        while time.monotonic() < give_up:
+            fd = self._out_fd
+            if fd is None:
+                break
+            try:
+                pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            except OSError:
+                break
+            if pending == 0 and not self._draining:
+                break
+            time.sleep(0.001)
         return len(self._output)
 
     # -- messages ---------------------------------------------------------------------------

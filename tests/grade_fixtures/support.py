@@ -49,3 +49,39 @@ def small_assignment(directory: Path, functions, *, public_cases: int = 1, hidde
     path.write_text("\n".join(lines) + "\n" + extra)
     (directory / ".secret").write_text("a test secret\n")
     return path
+
+
+STUDENTS = FIXTURES / "students"
+# the do-nothing styles of students/nothing.py: the body of its _fill(shape, like)
+NOTHING = {
+    "nothing_zeros": "return np.zeros(shape, dtype=like.dtype)",
+    "nothing_ones": "return np.ones(shape, dtype=like.dtype)",
+    "nothing_random": "return np.random.standard_normal(shape).astype(like.dtype)",
+}
+
+
+def student(directory: Path, name: str) -> Path:
+    """The submission ``name`` of tests/grade_fixtures/students, written as directory/<name>.py:
+    a file as it is; a ``bug_*`` file after its ``# base:`` solution (its functions replace the
+    base's); a ``nothing_*`` style of nothing.py; ``template``, `grade init`'s layers.py."""
+    if name == "template":
+        from cnnspec.grade.functions import FUNCTIONS, template
+
+        text = template(list(FUNCTIONS))
+    elif name in NOTHING:
+        text = (STUDENTS / "nothing.py").read_text().replace(
+            "return np.zeros(shape, dtype=like.dtype)", NOTHING[name])
+    else:
+        text = (STUDENTS / f"{name}.py").read_text()
+        base = re.search(r"^# base: (\w+)$", text, flags=re.M)
+        if base:
+            text = (STUDENTS / f"{base.group(1)}.py").read_text() + "\n\n" + text
+    path = Path(directory) / f"{name}.py"
+    path.write_text(text)
+    return path
+
+
+def student_names() -> list:
+    """Every submission of tests/grade_fixtures/students, the do-nothing styles included."""
+    files = sorted(p.stem for p in STUDENTS.glob("*.py") if p.stem != "nothing")
+    return files + sorted(NOTHING) + ["template"]
