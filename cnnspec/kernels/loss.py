@@ -7,7 +7,7 @@ subtracting the max keeps it finite for logits up to 1e4 (exp never overflows).
 mse over all elements: loss = mean((pred - target)^2), dpred = 2 (pred - target) / size.
 bce over probabilities, as PyTorch's binary_cross_entropy (mean over all elements):
     loss_i = -(t log p + (1 - t) log(1 - p)), each log clamped at -100 (log(0) never gives inf)
-    dpred = (p - t) / max(p (1 - p), 1e-12) / size
+    dpred = (p - t) / max(p (1 - p), 1e-12) / size    (1e-12 rounded to float32, as PyTorch)
 sigmoid_bce over logits, fused and stable (BCEWithLogits) for |logits| up to 1e4:
     loss_i = (1 - t) x - logsigmoid(x),  logsigmoid(x) = min(x, 0) - log1p(exp(-|x|))
     dlogits = (sigmoid(x) - t) / size
@@ -54,6 +54,10 @@ def _mse(pred, target, dpred):
     return total / pred.size
 
 
+# PyTorch's EPSILON in the bce gradient is a float32 constant: 1e-12 rounded to float32
+_BCE_EPSILON = float(np.float32(1e-12))
+
+
 @jit
 def _bce(p, t, dp):
     total = 0.0
@@ -61,7 +65,7 @@ def _bce(p, t, dp):
     for i in range(p.size):
         pi, ti = np.float64(p[i]), np.float64(t[i])
         total += (ti - 1) * max(np.log1p(-pi), -100.0) - ti * max(np.log(pi), -100.0)
-        dp[i] = (pi - ti) / max((1 - pi) * pi, 1e-12) * scale
+        dp[i] = (pi - ti) / max((1 - pi) * pi, _BCE_EPSILON) / p.size
     return total * scale
 
 

@@ -6,7 +6,8 @@ kinks included, checked against autograd in the tests:
 
   relu6        min(max(x, 0), 6)              grad where 0 < x < 6 (0 at 0 and 6)
   hardswish    x * min(max(x + 3, 0), 6) / 6  0 for x <= -3, grad for x >= 3, else grad*(x/3 + 1/2)
-  hardsigmoid  min(max(x + 3, 0), 6) / 6      grad/6 where -3 < x < 3, else 0
+  hardsigmoid  min(max(x + 3, 0), 6) / 6      grad*(1/6) where -3 < x < 3, else 0 (1/6 rounded
+                                              to float32, as PyTorch, also in float64)
   silu         x / (1 + exp(-x))              grad * s * (1 + x*(1 - s)), s = sigmoid(x)
   gelu         x/2 * (1 + erf(x/sqrt 2))      grad * (Phi(x) + x * phi(x))
   softplus     log1p(exp(x)), x for x > 20    grad * z/(z + 1), z = exp(x); grad for x > 20
@@ -31,6 +32,9 @@ from cnnspec.kernels.activation import same_buffer
 
 _SQRT1_2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+# PyTorch's hardsigmoid gradient multiplies by ``scalar_t(1.0f / 6.0f)``: the float32 value of
+# 1/6, also in float64 (0.16666667163372040, not 0.16666666666666666)
+_ONE_SIXTH = float(np.float32(1 / 6))
 
 
 # -- relu6 -------------------------------------------------------------------------------------
@@ -96,14 +100,14 @@ def _hardsigmoid_forward(x, out):
 @jit
 def _hardsigmoid_backward(dout, x, dx, accumulate):
     for i in range(dx.size):
-        d = dout[i] * (1 / 6) if (x[i] > -3) & (x[i] < 3) else 0
+        d = dout[i] * _ONE_SIXTH if (x[i] > -3) & (x[i] < 3) else 0
         dx[i] = dx[i] + d if accumulate else d
 
 
 @jit
 def _hardsigmoid_backward_in_place(g, x):
     for i in range(g.size):
-        g[i] = g[i] * (1 / 6) if (x[i] > -3) & (x[i] < 3) else 0
+        g[i] = g[i] * _ONE_SIXTH if (x[i] > -3) & (x[i] < 3) else 0
 
 
 # -- silu, gelu, softplus, elu: one loop each (libm calls: not vectorised either way) ----------

@@ -544,8 +544,9 @@ def hardsigmoid_forward(x):
 
 
 def hardsigmoid_backward(dout, x):
+    """PyTorch multiplies by 1/6 rounded to float32 (``scalar_t(1.0f / 6.0f)``)."""
     dout, x = _f64(dout, x)
-    return np.where((x > -3) & (x < 3), dout / 6, 0.0)
+    return np.where((x > -3) & (x < 3), dout * float(np.float32(1 / 6)), 0.0)
 
 
 def _sigmoid(x):
@@ -645,11 +646,12 @@ def vae_sample_backward(dz, dkl, mu, logvar, eps):
 
 
 def bce_loss(pred, target):
-    """PyTorch's binary_cross_entropy: logs clamped at -100, gradient's divisor at 1e-12."""
+    """PyTorch's binary_cross_entropy: logs clamped at -100, the gradient's divisor p(1 - p) at
+    least EPSILON = 1e-12, a float32 constant there (9.99999996e-13)."""
     p, t = _f64(pred, target)
     with np.errstate(divide="ignore"):
         loss = -(t * np.maximum(np.log(p), -100) + (1 - t) * np.maximum(np.log(1 - p), -100))
-    return loss.mean(), (p - t) / np.maximum(p * (1 - p), 1e-12) / p.size
+    return loss.mean(), (p - t) / np.maximum(p * (1 - p), float(np.float32(1e-12))) / p.size
 
 
 def sigmoid_bce(logits, target):
