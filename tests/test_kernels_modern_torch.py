@@ -8,31 +8,13 @@ from cnnspec import kernels as K
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-DTYPES = [np.float64, np.float32]
-TOL = {np.float64: 1e-9, np.float32: 1e-4}
+from test_kernels_torch import DTYPES, TOL, close, tensor  # noqa: E402
+
 rng = np.random.default_rng(11)
-
-
-def error(a, b, dtype):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    if dtype == np.float64:
-        return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)), initial=0))
-    return float(np.max(np.abs(a - b), initial=0) / max(1e-8, np.max(np.abs(a) + np.abs(b))))
-
-
-def close(a, b, dtype):
-    if isinstance(b, torch.Tensor):
-        b = b.detach().numpy()
-    assert error(a, b, dtype) < TOL[dtype]
 
 
 def randn(*shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
-
-
-def tensor(a, grad=True):
-    return torch.from_numpy(a.copy()).requires_grad_(grad)
 
 
 # (N, C, H, W, F, KH, KW, stride, padding, output_padding, dilation, groups): torch pads

@@ -83,24 +83,9 @@ def timed(fn, min_time: float, repeat: int = 3) -> float:
 
 def timed_pair(ours, theirs, min_time: float, repeat: int = 3):
     """Seconds per call of ``ours`` and ``theirs`` (None: not measured), measured in alternating
-    runs and the best run of each kept: a machine whose load changes during the bench then slows
-    both alike, and the best run is the one least disturbed."""
-    fns = [f for f in (ours, theirs) if f is not None]
-    calls = []
-    for fn in fns:
-        fn()
-        start = time.perf_counter()
-        fn()
-        once = max(time.perf_counter() - start, 1e-7)
-        calls.append(max(1, int(min_time / repeat / once)))
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            for _ in range(calls[i]):
-                fn()
-            best[i] = min(best[i], (time.perf_counter() - start) / calls[i])
-    return best[0], (best[1] if theirs is not None else None)
+    runs (``timed_rounds``) and the best run of each kept: the one least disturbed."""
+    mine, other = timed_rounds(ours, theirs, min_time, repeat)
+    return min(mine), (min(other) if other is not None else None)
 
 
 def timed_rounds(ours, theirs, min_time: float, rounds: int = 5):

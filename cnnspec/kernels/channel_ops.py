@@ -12,7 +12,7 @@ value per channel broadcast over the plane: squeeze-and-excitation), the channel
 import numpy as np
 
 from cnnspec.kernels._jit import jit, jit_sum
-from cnnspec.kernels.merge import _copy_channels
+from cnnspec.kernels.merge import _copy_channels, _flat, _ncs
 
 
 @jit
@@ -100,14 +100,6 @@ def _transpose_channels(src, rows, cols, dst, accumulate):
                 else:
                     for e in range(d.size):
                         d[e] = s[e]
-
-
-def _flat(a):
-    return a.reshape(-1)
-
-
-def _ncs(a):
-    return a.reshape(a.shape[0], a.shape[1], -1)
 
 
 def mul_forward_into(a, b, out):

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from cnnspec.kernels._jit import jit
-from cnnspec.kernels.activation import same_buffer
+from cnnspec.kernels.activation import _flat, same_buffer
 
 _SQRT1_2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
@@ -176,10 +176,6 @@ def _elu_backward(dout, x, alpha, dx, accumulate):
 
 
 # -- entry points (any shape; C-contiguous) ----------------------------------------------------
-
-def _flat(a):
-    return a.reshape(-1)
-
 
 def _backward(kernel, in_place, dout, x, dx, accumulate):
     if in_place is not None and not accumulate and same_buffer(dx, dout):

@@ -15,6 +15,7 @@ layer API takes them as arguments, so every function stays deterministic).
 import numpy as np
 
 from cnnspec.kernels._jit import jit
+from cnnspec.kernels.activation import _flat
 
 
 @jit
@@ -63,10 +64,6 @@ def _sample_backward(dz, dkl_n, mu, logvar, eps, dmu, dlogvar, need_dz, need_mu,
 
 def _rows(a):
     return a.reshape(a.shape[0], -1)
-
-
-def _flat(a):
-    return a.reshape(-1)
 
 
 def _scale(dtype, p):
