@@ -9,6 +9,7 @@ import pytest
 
 from cnnspec import kernels as K
 from cnnspec.kernels import reference as R
+from cnnspec.kernels.conv import _is_depthwise
 from conftest import numeric_grad
 from test_kernels import DTYPES, close, rel_error
 
@@ -137,9 +138,8 @@ def dw_id(case):
 @pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=dw_id)
 def test_depthwise_matches_reference(case, dtype):
     n, c, h, w_, m, kh, kw, stride, pad, dil, bias = case
-    from cnnspec.kernels import depthwise
     x, w = randn(n, c, h, w_, dtype=dtype), randn(c * m, 1, kh, kw, dtype=dtype)
-    assert depthwise.applies(x.shape, w.shape, c)
+    assert _is_depthwise(x.shape, w.shape, c)
     b = randn(c * m, dtype=dtype) if bias else None
     shape = K.conv2d_output_shape(x.shape, w.shape, stride, pad, dil)
     ws = np.full(K.conv2d_workspace_size(x.shape, w.shape, stride, pad, dil, c), np.nan, dtype)
@@ -163,10 +163,9 @@ def test_depthwise_matches_reference(case, dtype):
 
 
 def test_one_channel_convolution_stays_on_the_general_path():
-    from cnnspec.kernels import depthwise
-    assert not depthwise.applies((8, 1, 32, 32), (6, 1, 5, 5), 1)      # LeNet's conv1
-    assert not depthwise.applies((8, 4, 32, 32), (8, 2, 3, 3), 2)      # two channels per group
-    assert depthwise.applies((8, 4, 32, 32), (8, 1, 3, 3), 4)
+    assert not _is_depthwise((8, 1, 32, 32), (6, 1, 5, 5), 1)      # LeNet's conv1
+    assert not _is_depthwise((8, 4, 32, 32), (8, 2, 3, 3), 2)      # two channels per group
+    assert _is_depthwise((8, 4, 32, 32), (8, 1, 3, 3), 4)
 
 
 # -- upsampling ----------------------------------------------------------------------------------

@@ -33,6 +33,10 @@ a fixed order afterwards, so results do not depend on timing).  Three ways to ma
   backward ``dw += dout @ col.T``, ``dcol = w.T @ dout`` and col2im adds dcol back into dx.  A 1x1
   convolution with stride 1 and no padding needs no col: x itself is the matrix.
 
+A depthwise convolution (groups == C > 1, one channel per group) does not come here: its
+(1 x KH*KW) products are far too small for BLAS, and ``depthwise.py`` runs it as vectorised loops
+on this file's stride phases (``_is_depthwise``).
+
 Choice (``_Plan``): 1x1 with stride 1 and no padding, or a kernel smaller than the stride (whose
 phases would be copied for nothing): IM2COL.  Stride 1, groups 1, few channels (C < 32) or a
 wide grid wasting over 15% of its columns: ROWTAP (``_use_rowtap`` has the measurements: 25% on

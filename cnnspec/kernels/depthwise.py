@@ -36,12 +36,6 @@ _PARALLEL_MACS = 1 << 20          # below this many multiply-adds one thread is 
 _CHUNK = 512                      # elements of the wide grid per loop (a chunk of rows)
 
 
-def applies(x_shape, w_shape, groups):
-    """One input channel per group and several groups (a one-channel convolution with groups=1,
-    LeNet's first layer, stays on the general path)."""
-    return groups > 1 and groups == x_shape[1] and w_shape[1] == 1
-
-
 def _layout(x_shape, w_shape, stride, pad, dilation):
     """(rows per chunk, phase buffer elements, elements per thread).  A thread's slice holds
     [phases | their gradient | a chunk of the wide grid | partial sums (m, taps, chunk)]; the
