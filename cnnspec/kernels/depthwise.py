@@ -2,7 +2,7 @@
 group (groups == C > 1, w (F, 1, KH, KW), F = m*C; MobileNet's and EfficientNet's 3x3 and 5x5
 layers have m = 1).  ``conv2d_*_into`` (conv.py) send these here.
 
-    out[n, f, oh, ow] = b[f] + sum_{i, j} w[f, 0, i, j] * xpad[n, f // m, oh*sh + i*dh, ow*sw + j*dw]
+    out[n, f, oh, ow] = b[f] + sum_{i,j} w[f, 0, i, j] * xpad[n, f // m, oh*sh + i*dh, ow*sw + j*dw]
 
 The general path runs each group as a BLAS product, here (1 x KH*KW) @ (KH*KW x columns): far
 too small (MobileNetV2's 3x3 on 32x96x56x56 took 116 ms there, PyTorch 181 ms).  Here every

@@ -364,7 +364,7 @@ def concat_backward(dout, channels):
     return np.split(np.asarray(dout, np.float64), np.cumsum(channels)[:-1], axis=1)
 
 
-# -- dsl.md §10: transposed convolution ------------------------------------------------------------
+# -- dsl.md §10: transposed convolution -----------------------------------------------------------
 
 
 def conv_transpose2d_forward(x, w, b, stride, pad, output_pad, dilation=(1, 1), groups=1):
