@@ -21,6 +21,9 @@ __all__ = [
     "tanh_forward", "tanh_backward", "softmax_forward",
     "softmax_cross_entropy", "mse_loss",
     "batchnorm_forward", "batchnorm_backward", "dropout_forward", "dropout_backward",
+    "conv_transpose2d_forward", "conv_transpose2d_backward",
+    "upsample2d_forward", "upsample2d_backward",
+    "bce_loss", "sigmoid_bce", "vae_sample_forward", "vae_sample_backward",
 ]
 
 
@@ -413,3 +416,177 @@ def dropout_backward(dout, p, mask):
     dx = np.empty_like(dout)
     _k.dropout_backward_into(dout, mask, p, dx)
     return dx
+
+
+# -- encoder-decoders and generative networks (dsl.md §10) ----------------------------------------
+
+
+def _conv_transpose_args(fn, x, w, b, stride, pad, output_pad, dilation, groups):
+    dtype = _dtype(x)
+    x = _array(fn, "x", x, dtype, 4)
+    w = _array(fn, "w", w, dtype, 4)
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{fn}: groups must be a positive integer, got {groups!r}")
+    groups = int(groups)
+    n, c, h, width = x.shape
+    cw, fg, kh, kw = w.shape
+    if cw != c:
+        raise ValueError(f"{fn}: x has {c} channels but w of shape {w.shape} expects {cw} "
+                         f"(w is (C, F/groups, KH, KW), PyTorch's ConvTranspose2d layout)")
+    if c % groups:
+        raise ValueError(f"{fn}: x has {c} channels, not divisible by groups={groups}")
+    if min(fg, kh, kw) < 1:
+        raise ValueError(f"{fn}: w of shape {w.shape} has no filters or an empty kernel")
+    if b is not None:
+        b = _array(fn, "b", b, dtype, 1)
+        _same_shape(fn, "b", b, (fg * groups,))
+    stride = _ints(fn, "stride", stride, 2, 1)
+    pad = _pad2d(fn, pad)
+    output_pad = _ints(fn, "output_pad", output_pad, 2, 0)
+    dilation = _ints(fn, "dilation", dilation, 2, 1)
+    for axis in range(2):
+        if output_pad[axis] >= stride[axis] and output_pad[axis] >= dilation[axis]:
+            raise ValueError(f"{fn}: output_pad must be smaller than the stride or the dilation "
+                             f"(as PyTorch), got output_pad={output_pad} with stride={stride}, "
+                             f"dilation={dilation}")
+    shape = _k.conv_transpose2d_output_shape(x.shape, w.shape, stride, pad, output_pad,
+                                             dilation, groups)
+    for size, what, axis in ((shape[2], "height", 0), (shape[3], "width", 1)):
+        if size < 1:
+            raise ValueError(f"{fn}: output {what} would be {size} < 1 (input {x.shape[2 + axis]}, "
+                             f"kernel {w.shape[2 + axis]}, stride {stride[axis]}, padding "
+                             f"{pad[2 * axis]}+{pad[2 * axis + 1]} cropped, output_pad "
+                             f"{output_pad[axis]})")
+    workspace = np.empty(_k.conv_transpose2d_workspace_size(x.shape, w.shape, stride, pad,
+                                                            output_pad, dilation, groups), dtype)
+    return x, w, b, (stride, pad, output_pad, dilation, groups), shape, workspace
+
+
+def conv_transpose2d_forward(x, w, b, stride, pad, output_pad, dilation=1, groups=1):
+    """out (N, F, OH, OW): the transposed convolution of x (N, C, H, W) by w (C, F/groups, KH, KW)
+    + b (F,); stride (sh, sw); pad (top, bottom, left, right) cropped from the output;
+    output_pad (oh, ow) added at the bottom and right; OH = (H-1)*sh - top - bottom + KH + oh."""
+    x, w, b, geometry, shape, workspace = _conv_transpose_args(
+        "conv_transpose2d_forward", x, w, b, stride, pad, output_pad, dilation, groups)
+    out = np.empty(shape, x.dtype)
+    _k.conv_transpose2d_forward_into(x, w, b, *geometry, out, workspace)
+    return out
+
+
+def conv_transpose2d_backward(dout, x, w, b, stride, pad, output_pad, dilation=1, groups=1):
+    """(dx, dw, db) of conv_transpose2d_forward for upstream gradient dout; db is None when b
+    is None."""
+    fn = "conv_transpose2d_backward"
+    x, w, b, geometry, shape, workspace = _conv_transpose_args(
+        fn, x, w, b, stride, pad, output_pad, dilation, groups)
+    dout = _array(fn, "dout", dout, x.dtype, 4)
+    _same_shape(fn, "dout", dout, shape)
+    dx, dw = np.empty_like(x), np.empty_like(w)
+    db = None if b is None else np.empty_like(b)
+    _k.conv_transpose2d_backward_into(dout, x, w, *geometry, dx, dw, db, workspace)
+    return dx, dw, db
+
+
+_UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+def _upsample_args(fn, x, scale, mode):
+    x = _array(fn, "x", x, _dtype(x), 4)
+    scale = _ints(fn, "scale", scale, 2, 1)
+    if mode not in _UPSAMPLE_MODES:
+        raise ValueError(f"{fn}: mode must be \"nearest\" or \"bilinear\", got {mode!r}")
+    n, c, h, w = x.shape
+    return x, scale, (n, c, h * scale[0], w * scale[1])
+
+
+def upsample2d_forward(x, scale, mode):
+    """out (N, C, H*sh, W*sw): x (N, C, H, W) upsampled by integer factors scale (sh, sw);
+    mode "nearest", or "bilinear" with align_corners=False (PyTorch's interpolate)."""
+    x, scale, shape = _upsample_args("upsample2d_forward", x, scale, mode)
+    out = np.empty(shape, x.dtype)
+    _k.upsample2d_forward_into(x, scale, mode, out)
+    return out
+
+
+def upsample2d_backward(dout, x, scale, mode):
+    """dx of upsample2d_forward for upstream gradient dout."""
+    fn = "upsample2d_backward"
+    x, scale, shape = _upsample_args(fn, x, scale, mode)
+    dout = _array(fn, "dout", dout, x.dtype, 4)
+    _same_shape(fn, "dout", dout, shape)
+    dx = np.empty_like(x)
+    _k.upsample2d_backward_into(dout, scale, mode, dx)
+    return dx
+
+
+def _pair(fn, first, a, second, b):
+    a = _array(fn, first, a, _dtype(a))
+    b = _array(fn, second, b, a.dtype)
+    _same_shape(fn, second, b, a.shape)
+    return a, b
+
+
+def _in_unit_interval(fn, name, a):
+    if not np.all((a >= 0) & (a <= 1)):
+        bad = np.flatnonzero(~((a >= 0) & (a <= 1)))[0]
+        raise ValueError(f"{fn}: {name} must hold values in [0, 1], got {a.reshape(-1)[bad]!r} "
+                         f"at flat index {bad}")
+
+
+def bce_loss(pred, target):
+    """(loss, dpred): mean binary cross-entropy of probabilities pred against target (both in
+    [0, 1], same shape); each log clamped at -100, as PyTorch's binary_cross_entropy."""
+    fn = "bce_loss"
+    pred, target = _pair(fn, "pred", pred, "target", target)
+    _in_unit_interval(fn, "pred", pred)
+    _in_unit_interval(fn, "target", target)
+    dpred = np.empty_like(pred)
+    loss = _k.bce_loss_into(pred, target, dpred)
+    return loss, dpred
+
+
+def sigmoid_bce(logits, target):
+    """(loss, dlogits): mean binary cross-entropy of sigmoid(logits) against target, computed
+    from the logits (PyTorch's binary_cross_entropy_with_logits): stable for |logits| up to 1e4."""
+    logits, target = _pair("sigmoid_bce", "logits", logits, "target", target)
+    dlogits = np.empty_like(logits)
+    loss = _k.sigmoid_bce_into(logits, target, dlogits)
+    return loss, dlogits
+
+
+def _sample_args(fn, mu, logvar, eps):
+    dtype = _dtype(mu)
+    mu = _array(fn, "mu", mu, dtype)
+    if mu.ndim < 1 or mu.shape[0] < 1:
+        raise ValueError(f"{fn}: mu must be (N, ...) with a batch of at least 1, got shape "
+                         f"{mu.shape}")
+    logvar = _array(fn, "logvar", logvar, dtype)
+    eps = _array(fn, "eps", eps, dtype)
+    _same_shape(fn, "logvar", logvar, mu.shape)
+    _same_shape(fn, "eps", eps, mu.shape)
+    return mu, logvar, eps
+
+
+def vae_sample_forward(mu, logvar, eps):
+    """(z, kl): z = mu + exp(logvar/2) * eps; kl = the mean over the batch of
+    sum(-(1 + logvar - mu^2 - exp(logvar))/2) over each sample's features (a float)."""
+    mu, logvar, eps = _sample_args("vae_sample_forward", mu, logvar, eps)
+    z = np.empty_like(mu)
+    kl = _k.vae_sample_forward_into(mu, logvar, eps, z)
+    return z, kl
+
+
+def vae_sample_backward(dz, dkl, mu, logvar, eps):
+    """(dmu, dlogvar) of vae_sample_forward for the gradients dz (of z) and dkl (of kl, a
+    number)."""
+    fn = "vae_sample_backward"
+    mu, logvar, eps = _sample_args(fn, mu, logvar, eps)
+    dz = _array(fn, "dz", dz, mu.dtype)
+    _same_shape(fn, "dz", dz, mu.shape)
+    try:
+        dkl = float(dkl)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: dkl must be a number, got {dkl!r}") from None
+    dmu, dlogvar = np.empty_like(mu), np.empty_like(mu)
+    _k.vae_sample_backward_into(dz, dkl, mu, logvar, eps, dmu, dlogvar)
+    return dmu, dlogvar

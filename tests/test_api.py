@@ -14,7 +14,8 @@ from cnnspec.kernels import reference as R
 
 from conftest import DOCS, numeric_grad
 
-# transcribed from layer-api.md (+ the dilation=1, groups=1 keywords it gives the conv functions)
+# transcribed from layer-api.md (+ the dilation=1, groups=1 keywords it gives the conv functions,
+# also the transposed ones)
 SIGNATURES = {
     "conv2d_forward": "x, w, b, stride, pad, dilation=1, groups=1",
     "conv2d_backward": "dout, x, w, b, stride, pad, dilation=1, groups=1",
@@ -39,6 +40,14 @@ SIGNATURES = {
     "batchnorm_backward": "dout, x, gamma, beta, eps",
     "dropout_forward": "x, p, mask",
     "dropout_backward": "dout, p, mask",
+    "conv_transpose2d_forward": "x, w, b, stride, pad, output_pad, dilation=1, groups=1",
+    "conv_transpose2d_backward": "dout, x, w, b, stride, pad, output_pad, dilation=1, groups=1",
+    "upsample2d_forward": "x, scale, mode",
+    "upsample2d_backward": "dout, x, scale, mode",
+    "bce_loss": "pred, target",
+    "sigmoid_bce": "logits, target",
+    "vae_sample_forward": "mu, logvar, eps",
+    "vae_sample_backward": "dz, dkl, mu, logvar, eps",
 }
 
 
@@ -79,6 +88,7 @@ def calls():
     x3, w3 = r(2, 3, 9), r(4, 3, 3)
     xd, wd, bd = r(5, 6), r(6, 3), r(3)
     mask = rng.random((2, 3, 6, 5)) > 0.4
+    probs = rng.uniform(0.02, 0.98, (5, 6))
     return [
         ("conv2d_forward", (x4, w4, b4, (2, 1), (1, 0, 0, 1))),
         ("conv2d_backward", (r(2, 4, 3, 5), x4, w4, b4, (2, 1), (1, 0, 0, 1))),
@@ -100,6 +110,17 @@ def calls():
         ("batchnorm_backward", (r(2, 3, 6, 5), x4, r(3), r(3), 1e-5)),
         ("dropout_forward", (x4, 0.4, mask)),
         ("dropout_backward", (r(2, 3, 6, 5), 0.4, mask)),
+        ("conv_transpose2d_forward", (x4, r(3, 2, 3, 2), r(2), (2, 1), (1, 0, 0, 1), (1, 0))),
+        ("conv_transpose2d_backward", (r(2, 2, 13, 5), x4, r(3, 2, 3, 2), r(2), (2, 1),
+                                       (1, 0, 0, 1), (1, 0))),
+        ("upsample2d_forward", (x4, (2, 3), "nearest")),
+        ("upsample2d_backward", (r(2, 3, 12, 15), x4, (2, 3), "nearest")),
+        ("upsample2d_forward", (x4, (3, 2), "bilinear")),
+        ("upsample2d_backward", (r(2, 3, 18, 10), x4, (3, 2), "bilinear")),
+        ("bce_loss", (probs, rng.random((5, 6)))),
+        ("sigmoid_bce", (xd, rng.random((5, 6)))),
+        ("vae_sample_forward", (xd, r(5, 6), r(5, 6))),
+        ("vae_sample_backward", (r(5, 6), 0.5, xd, r(5, 6), r(5, 6))),
     ]
 
 
@@ -116,6 +137,11 @@ REFERENCE = {
     "mse_loss": R.mse_loss, "batchnorm_forward": R.batchnorm_forward,
     "batchnorm_backward": R.batchnorm_backward, "dropout_forward": R.dropout_forward,
     "dropout_backward": R.dropout_backward,
+    "conv_transpose2d_forward": R.conv_transpose2d_forward,
+    "conv_transpose2d_backward": R.conv_transpose2d_backward,
+    "upsample2d_forward": R.upsample2d_forward, "upsample2d_backward": R.upsample2d_backward,
+    "bce_loss": R.bce_loss, "sigmoid_bce": R.sigmoid_bce,
+    "vae_sample_forward": R.vae_sample_forward, "vae_sample_backward": R.vae_sample_backward,
 }
 
 
@@ -130,7 +156,11 @@ def rel_error(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
 
 
-@pytest.mark.parametrize("name,args", calls(), ids=[c[0] for c in calls()])
+def call_ids():
+    return [f"{name}-{i}" for i, (name, _) in enumerate(calls())]
+
+
+@pytest.mark.parametrize("name,args", calls(), ids=call_ids())
 def test_matches_the_reference_and_keeps_inputs(name, args):
     before = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
     got = getattr(api, name)(*args)
@@ -142,11 +172,14 @@ def test_matches_the_reference_and_keeps_inputs(name, args):
     want_t = want if isinstance(want, tuple) else (want,)
     assert len(got_t) == len(want_t)
     for g, w in zip(got_t, want_t):
+        if g is None or w is None:
+            assert g is None and w is None
+            continue
         assert rel_error(g, w) < 1e-9
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name,args", calls(), ids=[c[0] for c in calls()])
+@pytest.mark.parametrize("name,args", calls(), ids=call_ids())
 def test_dtype_is_kept(name, args, dtype):
     args = tuple(a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
                  for a in args)
@@ -185,6 +218,34 @@ def test_db_is_none_without_bias():
     (lambda: api.batchnorm_forward(r(4, 3), r(2), r(3), 1e-5), "gamma has shape"),
     (lambda: api.dropout_forward(r(2, 3), 1.0, np.ones((2, 3), bool)), "p must be in"),
     (lambda: api.dropout_forward(r(2, 3), 0.5, np.ones((3, 2), bool)), "mask has shape"),
+    (lambda: api.conv_transpose2d_forward(r(1, 3, 4, 4), r(4, 2, 3, 3), None, 2, 1, 0),
+     "x has 3 channels but w of shape"),
+    (lambda: api.conv_transpose2d_forward(r(1, 3, 4, 4), r(3, 2, 3, 3), r(3), 2, 1, 0),
+     "b has shape"),
+    (lambda: api.conv_transpose2d_forward(r(1, 3, 4, 4), r(3, 2, 3, 3), None, 2, 1, 2),
+     "output_pad must be smaller than the stride or the dilation"),
+    (lambda: api.conv_transpose2d_forward(r(1, 3, 4, 4), r(3, 2, 3, 3), None, 1, 1, -1),
+     "output_pad values must be >= 0"),
+    (lambda: api.conv_transpose2d_forward(r(1, 3, 1, 1), r(3, 2, 1, 1), None, 1, (1, 0, 0, 0),
+                                          0), "output height would be 0"),
+    (lambda: api.conv_transpose2d_forward(r(1, 4, 3, 3), r(4, 2, 3, 3), None, 1, 0, 0,
+                                          groups=3), "not divisible by groups=3"),
+    (lambda: api.conv_transpose2d_backward(r(1, 2, 5, 5), r(1, 3, 4, 4), r(3, 2, 3, 3), None, 2,
+                                           1, 1), "dout has shape"),
+    (lambda: api.upsample2d_forward(r(1, 2, 3, 3), 2, "bicubic"), "mode must be"),
+    (lambda: api.upsample2d_forward(r(1, 2, 3, 3), (2, 0), "nearest"),
+     "scale values must be >= 1"),
+    (lambda: api.upsample2d_forward(r(2, 3, 3), 2, "nearest"), "x must be 4-D"),
+    (lambda: api.upsample2d_backward(r(1, 2, 5, 6), r(1, 2, 3, 3), 2, "nearest"),
+     "dout has shape"),
+    (lambda: api.bce_loss(np.array([0.5, 1.5]), np.array([0.0, 1.0])), "pred must hold values"),
+    (lambda: api.bce_loss(np.array([0.5, 0.5]), np.array([0.0, -1.0])),
+     "target must hold values"),
+    (lambda: api.bce_loss(np.array([0.5, 0.5]), np.array([0.0, 1.0, 1.0])), "target has shape"),
+    (lambda: api.sigmoid_bce(r(2, 3), r(3, 2)), "target has shape"),
+    (lambda: api.vae_sample_forward(r(2, 3), r(2, 3), r(3, 2)), "eps has shape"),
+    (lambda: api.vae_sample_backward(r(2, 3), [1, 2], r(2, 3), r(2, 3), r(2, 3)),
+     "dkl must be a number"),
 ])
 def test_bad_arguments_raise_clear_value_errors(call, message):
     with pytest.raises(ValueError, match=message):
@@ -275,6 +336,85 @@ def test_lecture_004_x_kernel():
     assert conv(image, kernel)[0].tolist() == [[4, 3, 4], [2, 4, 3], [2, 3, 4]]
 
 
+# -- worked examples of dsl.md §10's layers, by hand ---------------------------------------------
+
+
+def test_transposed_convolution_by_hand():
+    """A 2x2 image through a 2x2 kernel with stride 2: each input pixel stamps the kernel, scaled
+    by its value, into its own 2x2 block of the 4x4 output."""
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    w = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    out = api.conv_transpose2d_forward(x, w, None, 2, 0, 0)[0, 0]
+    assert out.tolist() == [[1, 2, 2, 4],
+                            [3, 4, 6, 8],
+                            [3, 6, 4, 8],
+                            [9, 12, 12, 16]]
+    # stride 1: the stamps overlap and add up; padding 1 crops the border of that 3x3 result
+    ones = np.ones((1, 1, 2, 2))
+    assert api.conv_transpose2d_forward(ones, ones, None, 1, 0, 0)[0, 0].tolist() == \
+        [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
+    assert api.conv_transpose2d_forward(ones, ones, None, 1, 1, 0)[0, 0].tolist() == [[4]]
+    # output_pad adds a row and a column that no input reaches: only the bias (0.5) lands there
+    padded = api.conv_transpose2d_forward(x, w, np.array([0.5]), 2, 0, 1)[0, 0]
+    assert padded.shape == (5, 5)
+    assert padded[4].tolist() == [0.5] * 5 and padded[:, 4].tolist() == [0.5] * 5
+    assert padded[0, :2].tolist() == [1.5, 2.5]
+    # backward: dx of an all-ones dout is each pixel's kernel sum (1+2+3+4); dw sums the pixels;
+    # db counts the 16 outputs
+    dx, dw, db = api.conv_transpose2d_backward(np.ones((1, 1, 4, 4)), x, w, np.zeros(1), 2, 0, 0)
+    assert dx[0, 0].tolist() == [[10, 10], [10, 10]]
+    assert dw[0, 0].tolist() == [[10, 10], [10, 10]] and db.tolist() == [16]
+
+
+def test_transposed_convolution_is_the_adjoint_of_convolution():
+    """<conv(y), x> == <y, conv_transpose(x)> with the same weights: why it 'undoes' the shape."""
+    x, y, w = r(2, 3, 4, 4), r(2, 5, 7, 7), r(3, 5, 3, 3)
+    conv_y = api.conv2d_forward(y, w, None, (2, 2), (1, 1, 1, 1))
+    convt_x = api.conv_transpose2d_forward(x, w, None, (2, 2), (1, 1, 1, 1), (0, 0))
+    assert conv_y.shape == x.shape and convt_x.shape == y.shape
+    assert abs(np.sum(conv_y * x) - np.sum(y * convt_x)) < 1e-9 * np.sum(np.abs(conv_y * x))
+
+
+def test_upsampling_by_hand():
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    assert api.upsample2d_forward(x, 2, "nearest")[0, 0].tolist() == [[1, 1, 2, 2],
+                                                                      [1, 1, 2, 2],
+                                                                      [3, 3, 4, 4],
+                                                                      [3, 3, 4, 4]]
+    # bilinear, align_corners=False: output o reads source (o + 0.5)/2 - 0.5 = -0.25 (clamped
+    # to 0), 0.25, 0.75, 1.25 (clamped to the last pixel); a row [a, b] becomes
+    # [a, .75a + .25b, .25a + .75b, b], and so do the columns
+    assert api.upsample2d_forward(x, 2, "bilinear")[0, 0].tolist() == [[1.0, 1.25, 1.75, 2.0],
+                                                                       [1.5, 1.75, 2.25, 2.5],
+                                                                       [2.5, 2.75, 3.25, 3.5],
+                                                                       [3.0, 3.25, 3.75, 4.0]]
+    # backward of all-ones: each pixel receives its total weight, (1 + .75 + .25)^2 = 4 for
+    # bilinear, the 2x2 block = 4 for nearest
+    for mode in ("nearest", "bilinear"):
+        assert api.upsample2d_backward(np.ones((1, 1, 4, 4)), x, 2, mode)[0, 0].tolist() == \
+            [[4, 4], [4, 4]]
+
+
+def test_binary_cross_entropy_by_hand():
+    loss, d = api.bce_loss(np.array([[0.5, 0.8]]), np.array([[1.0, 0.0]]))
+    assert abs(loss - (np.log(2) + np.log(5)) / 2) < 1e-12        # -log .5, -log(1 - .8)
+    assert np.allclose(d, [[-0.5 / 0.25 / 2, 0.8 / 0.16 / 2]])
+    loss, d = api.bce_loss(np.array([0.0, 1.0]), np.array([1.0, 0.0]))   # log(0) clamped
+    assert loss == 100 and np.all(np.isfinite(d))
+    loss, d = api.sigmoid_bce(np.array([0.0, 1e4, -1e4]), np.array([1.0, 1.0, 1.0]))
+    assert abs(loss - (np.log(2) + 0 + 1e4) / 3) < 1e-9 and np.allclose(d, [-0.5 / 3, 0, -1 / 3])
+
+
+def test_vae_sample_by_hand():
+    mu, logvar, eps = np.array([[1.0, 0.0]]), np.array([[0.0, np.log(4)]]), np.array([[2.0, 1.0]])
+    z, kl = api.vae_sample_forward(mu, logvar, eps)
+    assert z.tolist() == [[3.0, 2.0]]                 # 1 + 1*2, 0 + 2*1
+    # KL per feature: (mu^2 + sigma^2 - 1 - log sigma^2)/2: (1 + 1 - 1 - 0)/2 + (0 + 4 - 1 - log 4)/2
+    assert abs(kl - (0.5 + (3 - np.log(4)) / 2)) < 1e-12
+    dmu, dlogvar = api.vae_sample_backward(np.zeros((1, 2)), 1.0, mu, logvar, eps)
+    assert dmu.tolist() == [[1.0, 0.0]] and np.allclose(dlogvar, [[0.0, 1.5]])   # (e^lv - 1)/2
+
+
 # -- the grader's own check: backward against central differences of the forward ----------------
 
 
@@ -313,6 +453,40 @@ def test_backward_agrees_with_central_differences(name, inputs, extra):
     for key, grad in zip(inputs, grads):
         numeric = numeric_grad(lambda: float(np.sum(forward(**args) * dout)), values[key])
         assert rel_error(grad, numeric) < 1e-6, key
+
+
+@pytest.mark.parametrize("name,args", [
+    ("conv_transpose2d", dict(w=r(2, 3, 3, 2), b=r(3), stride=(2, 1), pad=(1, 0, 2, 1),
+                              output_pad=(1, 0))),
+    ("upsample2d", dict(scale=(2, 3), mode="nearest")),
+    ("upsample2d", dict(scale=(3, 2), mode="bilinear")),
+])
+def test_new_backward_agrees_with_central_differences(name, args):
+    x = r(2, 2, 3, 4)
+    forward, backward = getattr(api, name + "_forward"), getattr(api, name + "_backward")
+    dout = r(*forward(x, **args).shape)
+    grads = backward(dout, x, **args)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    for key, grad in zip(["x", "w", "b"], grads):
+        value = x if key == "x" else args[key]
+        numeric = numeric_grad(lambda: float(np.sum(forward(x, **args) * dout)), value)
+        assert rel_error(grad, numeric) < 1e-6, key
+
+
+def test_new_losses_agree_with_central_differences():
+    p, t, z = rng.uniform(0.05, 0.95, (3, 4)), rng.random((3, 4)), r(3, 4)
+    _, dp = api.bce_loss(p, t)
+    assert rel_error(dp, numeric_grad(lambda: api.bce_loss(p, t)[0], p)) < 1e-6
+    _, dz = api.sigmoid_bce(z, t)
+    assert rel_error(dz, numeric_grad(lambda: api.sigmoid_bce(z, t)[0], z)) < 1e-6
+    mu, logvar, eps, g = r(3, 4), r(3, 4), r(3, 4), r(3, 4)
+
+    def objective():                                  # <z, g> + 0.3 kl
+        z_, kl = api.vae_sample_forward(mu, logvar, eps)
+        return float(np.sum(z_ * g)) + 0.3 * kl
+    dmu, dlogvar = api.vae_sample_backward(g, 0.3, mu, logvar, eps)
+    assert rel_error(dmu, numeric_grad(objective, mu)) < 1e-6
+    assert rel_error(dlogvar, numeric_grad(objective, logvar)) < 1e-6
 
 
 def test_losses_agree_with_central_differences():

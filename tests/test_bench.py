@@ -40,6 +40,28 @@ def test_conv_measurement_beside_pytorch():
     assert row["ratio_forward"] > 0 and row["torch_gflops_forward_backward"] > 0
 
 
+@pytest.mark.parametrize("kind,args", [
+    ("depthwise", dict(shape=(2, 4, 6, 6), kernel=3, stride=2)),
+    ("conv_transpose", dict(shape=(2, 4, 3, 3), filters=3, kernel=4, stride=2, pad=1)),
+    ("upsample", dict(shape=(2, 3, 4, 4), scale=2, mode="bilinear")),
+])
+def test_layer_measurements(kind, args):
+    row = bench.layer_bench("tiny", kind, args, 0.01, rounds=3)
+    for key in ("ms_forward", "ms_forward_backward"):
+        median, low, high = row[key]
+        assert 0 < low <= median <= high
+    assert "ratio_forward" not in row
+
+
+def test_layer_measurement_beside_pytorch():
+    torch = pytest.importorskip("torch")
+    row = bench.layer_bench("tiny", "depthwise", dict(shape=(2, 4, 6, 6), kernel=3, stride=1),
+                            0.01, torch, rounds=3)
+    assert row["ratio_forward"][1] > 0 and row["torch_ms_forward_backward"][0] > 0
+    assert bench.timed_rounds(lambda: None, None, 0.01, 4)[1] is None
+    assert len(bench.timed_rounds(lambda: None, lambda: None, 0.01, 4)[1]) == 4
+
+
 def test_report_lists_every_figure():
     results = {
         "machine": {"cpu": "Test CPU", "cores": 2, "threads": 2, "python": "3.11", "numpy": "2", "numba": "0.6",
@@ -49,6 +71,12 @@ def test_report_lists_every_figure():
                   "gflops_forward_backward": 120.0, "torch_gflops_forward": 180.0,
                   "torch_gflops_forward_backward": 160.0, "ratio_forward": 150 / 180,
                   "ratio_forward_backward": 0.75}],
+        "layers": [{"name": "depthwise 3x3 s1", "kind": "depthwise", "shape": [32, 96, 56, 56],
+                    "rounds": 7, "ms_forward": [12.5, 11.0, 14.0],
+                    "ms_forward_backward": [40.0, 38.0, 45.0],
+                    "torch_ms_forward": [25.0, 24.0, 30.0],
+                    "torch_ms_forward_backward": [60.0, 55.0, 70.0],
+                    "ratio_forward": [2.0, 1.7, 2.3], "ratio_forward_backward": [1.5, 1.2, 1.8]}],
         "training": [{"network": "LeNet-5 1x32x32", "batch": 64, "samples_per_s": 9000.0,
                       "torch_samples_per_s": 8600.0, "ratio": 9000 / 8600}],
         "compile": {"cold": {"import_s": 0.4, "first_step_s": 20.0, "first_forward_s": 1.0},
@@ -59,10 +87,12 @@ def test_report_lists_every_figure():
     }
     text = bench.report(results)
     for expected in ("Test CPU", "torch 2.13", "3x3 64->64", "8x64x56x56", "150.0", "180.0", "0.83x",
-                     "0.75x", "batch 64", "9000", "1.05x", "20.0 s", "1.20 s", "resnet50", "1000-layer"):
+                     "0.75x", "batch 64", "9000", "1.05x", "20.0 s", "1.20 s", "resnet50", "1000-layer",
+                     "depthwise 3x3 s1", "32x96x56x56", "median of 7 rounds", "12.50 (11.00-14.00)",
+                     "25.00 (24.00-30.00)", "2.00x (1.70-2.30)", "1.50x (1.20-1.80)"):
         assert expected in text, expected
     results["machine"]["torch"] = None
-    for row in results["conv"] + results["training"]:
+    for row in results["conv"] + results["layers"] + results["training"]:
         for key in [k for k in row if k.startswith(("torch", "ratio"))]:
             del row[key]
     assert "ratio" not in bench.report(results)

@@ -1,6 +1,7 @@
 """``cnnspec bench``: how fast the engine runs on this machine, beside PyTorch when it is installed.
 
-Measures GFLOP/s of convolution forward and forward+backward on standard shapes, training
+Measures GFLOP/s of convolution forward and forward+backward on standard shapes, the time of the
+layers of dsl.md §10 (depthwise, transposed convolution, bilinear upsampling), training
 throughput (samples/s) of LeNet-5 and a small ResNet, the first-call compile time (a fresh process
 with an empty numba cache), the time a second process takes from start to its first training step
 (cache warm) and, with ``analysis=True``, the speed of the analysis. PyTorch runs the same work in
@@ -60,6 +61,16 @@ network ResNet8 {
 }
 """
 
+# Layers of dsl.md §10, each beside PyTorch: (name, kind, arguments)
+LAYER_CASES = [
+    ("depthwise 3x3 s1", "depthwise", dict(shape=(32, 96, 56, 56), kernel=3, stride=1)),
+    ("depthwise 3x3 s2", "depthwise", dict(shape=(32, 144, 56, 56), kernel=3, stride=2)),
+    ("depthwise 3x3 s1", "depthwise", dict(shape=(32, 144, 28, 28), kernel=3, stride=1)),
+    ("conv_transpose 4x4 s2", "conv_transpose", dict(shape=(64, 128, 8, 8), filters=64,
+                                                     kernel=4, stride=2, pad=1)),
+    ("upsample bilinear x2", "upsample", dict(shape=(16, 64, 32, 32), scale=2, mode="bilinear")),
+]
+
 # (label, network text, batch sizes)
 TRAINING_CASES = [("LeNet-5 1x32x32", LENET5, (1, 64, 256)), ("ResNet-8 3x32x32", RESNET8, (64,))]
 
@@ -72,8 +83,15 @@ def timed(fn, min_time: float, repeat: int = 3) -> float:
 
 def timed_pair(ours, theirs, min_time: float, repeat: int = 3):
     """Seconds per call of ``ours`` and ``theirs`` (None: not measured), measured in alternating
-    runs and the best run of each kept: a machine whose load changes during the bench then slows
-    both alike, and the best run is the one least disturbed."""
+    runs (``timed_rounds``) and the best run of each kept: the one least disturbed."""
+    mine, other = timed_rounds(ours, theirs, min_time, repeat)
+    return min(mine), (min(other) if other is not None else None)
+
+
+def timed_rounds(ours, theirs, min_time: float, rounds: int = 5):
+    """Seconds per call of ``ours`` and ``theirs`` (None: not measured) in each of ``rounds``
+    rounds; a round runs one side's calls in a row, then the other's, so a change of load
+    during the bench slows both alike.  Returns (our times, their times or None), one per round."""
     fns = [f for f in (ours, theirs) if f is not None]
     calls = []
     for fn in fns:
@@ -81,15 +99,120 @@ def timed_pair(ours, theirs, min_time: float, repeat: int = 3):
         start = time.perf_counter()
         fn()
         once = max(time.perf_counter() - start, 1e-7)
-        calls.append(max(1, int(min_time / repeat / once)))
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
+        calls.append(max(1, int(min_time / rounds / once)))
+    times = [[] for _ in fns]
+    for _ in range(rounds):
         for i, fn in enumerate(fns):
             start = time.perf_counter()
             for _ in range(calls[i]):
                 fn()
-            best[i] = min(best[i], (time.perf_counter() - start) / calls[i])
-    return best[0], (best[1] if theirs is not None else None)
+            times[i].append((time.perf_counter() - start) / calls[i])
+    return times[0], (times[1] if theirs is not None else None)
+
+
+def _spread(values):
+    """(median, min, max) of a list of figures."""
+    return float(np.median(values)), float(min(values)), float(max(values))
+
+
+def _layer_steps(kind, args, torch):
+    """(forward, forward+backward) of cnnspec's kernels and, with torch, of PyTorch, on the
+    same float32 data."""
+    from cnnspec import kernels as K
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(args["shape"], dtype=np.float32)
+    n, c, h, w = x.shape
+    F = torch.nn.functional if torch is not None else None
+    if kind == "depthwise":                   # MobileNet's: groups = C, no bias, pad k // 2
+        k, s = args["kernel"], args["stride"]
+        weight = rng.standard_normal((c, 1, k, k), dtype=np.float32) * 0.3
+        geometry = ((s, s), (k // 2,) * 4, (1, 1), c)
+        out = np.zeros(K.conv2d_output_shape(x.shape, weight.shape, *geometry[:3]), np.float32)
+        ws = np.zeros(K.conv2d_workspace_size(x.shape, weight.shape, *geometry), np.float32)
+
+        def forward():
+            K.conv2d_forward_into(x, weight, None, *geometry, out, ws)
+
+        def backward():
+            K.conv2d_backward_into(dout, x, weight, *geometry, dx, dw, None, ws)
+
+        def torch_forward(tx, tw):
+            return F.conv2d(tx, tw, None, s, k // 2, 1, c)
+    elif kind == "conv_transpose":            # DCGAN's: 4x4, stride 2, pad 1, no bias
+        k, s, p, f = args["kernel"], args["stride"], args["pad"], args["filters"]
+        weight = rng.standard_normal((c, f, k, k), dtype=np.float32) * 0.05
+        geometry = ((s, s), (p,) * 4, (0, 0), (1, 1), 1)
+        out = np.zeros(K.conv_transpose2d_output_shape(x.shape, weight.shape, *geometry),
+                       np.float32)
+        ws = np.zeros(K.conv_transpose2d_workspace_size(x.shape, weight.shape, *geometry),
+                      np.float32)
+
+        def forward():
+            K.conv_transpose2d_forward_into(x, weight, None, *geometry, out, ws)
+
+        def backward():
+            K.conv_transpose2d_backward_into(dout, x, weight, *geometry, dx, dw, None, ws)
+
+        def torch_forward(tx, tw):
+            return F.conv_transpose2d(tx, tw, None, s, p)
+    elif kind == "upsample":
+        scale, mode = args["scale"], args["mode"]
+        weight = None
+        out = np.zeros((n, c, h * scale, w * scale), np.float32)
+
+        def forward():
+            K.upsample2d_forward_into(x, (scale, scale), mode, out)
+
+        def backward():
+            K.upsample2d_backward_into(dout, (scale, scale), mode, dx)
+
+        def torch_forward(tx, tw):
+            return F.interpolate(tx, scale_factor=scale, mode=mode, align_corners=False)
+    else:
+        raise ValueError(f"unknown layer bench {kind!r}")
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    dx = np.zeros_like(x)
+    dw = None if weight is None else np.zeros_like(weight)
+
+    def forward_backward():
+        forward()
+        backward()
+
+    steps = [forward, forward_backward]
+    if torch is None:
+        return steps + [None, None]
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tw = None if weight is None else torch.from_numpy(weight).requires_grad_(True)
+    tdout = torch.from_numpy(dout)
+
+    def t_forward():
+        with torch.no_grad():
+            torch_forward(tx, tw)
+
+    def t_forward_backward():
+        tx.grad = None
+        if tw is not None:
+            tw.grad = None
+        torch_forward(tx, tw).backward(tdout)
+
+    return steps + [t_forward, t_forward_backward]
+
+
+def layer_bench(name, kind, args, min_time, torch=None, rounds=5) -> dict:
+    """Milliseconds per call of one layer, forward and forward+backward, float32, over
+    ``rounds`` alternating rounds with PyTorch: medians and (min, max); ratio = PyTorch's time /
+    cnnspec's, per round (above 1: cnnspec is faster)."""
+    forward, forward_backward, t_forward, t_forward_backward = _layer_steps(kind, args, torch)
+    row = {"name": name, "kind": kind, "shape": list(args["shape"]), "rounds": rounds}
+    for key, ours, theirs in (("forward", forward, t_forward),
+                              ("forward_backward", forward_backward, t_forward_backward)):
+        mine, other = timed_rounds(ours, theirs, min_time, rounds)
+        row["ms_" + key] = _spread([1e3 * t for t in mine])
+        if other is not None:
+            row["torch_ms_" + key] = _spread([1e3 * t for t in other])
+            row["ratio_" + key] = _spread([b / a for a, b in zip(mine, other)])
+    return row
 
 
 def conv_bench(name, shape, filters, k, pad, min_time, torch=None, repeat=3) -> dict:
@@ -281,10 +404,14 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
             torch = None
     # per measurement, split in `repeat` alternating runs of cnnspec and torch (the best kept)
     min_time, repeat = (0.3, 3) if quick else (2.0, 5)
-    results = {"machine": machine(threads, torch), "quick": quick, "conv": [], "training": []}
+    results = {"machine": machine(threads, torch), "quick": quick, "conv": [], "layers": [],
+               "training": []}
     for case in CONV_CASES:
         say(f"conv {case[0]}")
         results["conv"].append(conv_bench(*case, min_time, torch, repeat))
+    for name, kind, args in LAYER_CASES:
+        say(f"layer {name} {'x'.join(map(str, args['shape']))}")
+        results["layers"].append(layer_bench(name, kind, args, min_time, torch, 3 if quick else 7))
     for label, text, batches in TRAINING_CASES:
         for batch in batches:
             say(f"training {label} batch {batch}")
@@ -314,6 +441,21 @@ def report(results: dict) -> str:
             if torch:
                 text += f" {row['torch_gflops_' + key]:9.1f} {row['ratio_' + key]:6.2f}x"
             lines.append(text)
+    if results.get("layers"):
+        lines += ["", f"layers of dsl.md §10, float32: ms per call, median of "
+                      f"{results['layers'][0]['rounds']} rounds (min-max)"
+                  + ("; ratio = torch / cnnspec" if torch else "")]
+        for row in results["layers"]:
+            shape = "x".join(map(str, row["shape"]))
+            for key, what in (("forward", "forward"), ("forward_backward", "fwd+bwd")):
+                med, lo, hi = row["ms_" + key]
+                text = f"  {row['name']:21} {shape:12} {what:8} {med:8.2f} ({lo:.2f}-{hi:.2f})"
+                if torch:
+                    tmed, tlo, thi = row["torch_ms_" + key]
+                    rmed, rlo, rhi = row["ratio_" + key]
+                    text += (f"  torch {tmed:8.2f} ({tlo:.2f}-{thi:.2f})  "
+                             f"{rmed:5.2f}x ({rlo:.2f}-{rhi:.2f})")
+                lines.append(text)
     lines.append("")
     head = f"{'training (SGD, momentum), float32':36} {'samples/s':>9}"
     lines.append(head + (f" {'torch':>9} {'ratio':>7}" if torch else ""))

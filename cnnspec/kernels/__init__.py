@@ -95,6 +95,50 @@ Dropout, merges:
 Losses (return the loss as a Python float, mean as stated; write the gradient):
     softmax_cross_entropy_into(logits, y, dlogits) -> loss     logits (N, K), y int64 (N,)
     mse_loss_into(pred, target, dpred) -> loss                 mean over all elements
+    bce_loss_into(pred, target, dpred) -> loss                 pred in [0, 1]; logs clamped at -100
+    sigmoid_bce_into(logits, target, dlogits) -> loss          BCE of sigmoid(logits), stable
+    l1_loss_into(pred, target, dpred) -> loss                  gradient sign(pred - target), 0 at 0
+
+Layers of dsl.md §10 (loaded on first use: a network that does not use them imports nothing):
+  Transposed convolution (PyTorch's ConvTranspose; ``output_pad (oh, ow)``; batched im2col /
+  col2im and BLAS products, see conv_transpose.py):
+    conv_transpose2d_output_shape(x_shape, w_shape, stride, pad, output_pad, dilation, groups)
+    conv_transpose2d_workspace_size(x_shape, w_shape, stride, pad, output_pad, dilation, groups)
+    conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, groups, out,
+                                  workspace)
+        x (N, C, H, W); w (C, F // groups, KH, KW); b (F,) or None; out (N, F, OH, OW),
+        OH = (H - 1)*sh - top - bottom + dh*(KH - 1) + oh + 1
+    conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation, groups, dx, dw,
+                                   db, workspace, accumulate=False)
+  Depthwise convolution (groups == C, w (F, 1, KH, KW)) runs through conv2d_*_into as any
+  convolution (its own loops, depthwise.py).
+  Upsampling by integer factors (mode "nearest", "bilinear", "linear" (1-D as H = 1)):
+    upsample2d_forward_into(x, scale, mode, out)        scale (sh, sw); out (N, C, H*sh, W*sw)
+    upsample2d_backward_into(dout, scale, mode, dx, accumulate=False)
+  Adaptive pooling (out's spatial size chosen by the caller; PyTorch's windows):
+    adaptive_avgpool2d_forward_into(x, out)
+    adaptive_avgpool2d_backward_into(dout, dx, accumulate=False)
+    adaptive_maxpool2d_forward_into(x, out, argmax)     argmax int64, as maxpool2d's
+    adaptive_maxpool2d_backward_into(dout, argmax, dx, accumulate=False)
+  Activations (backward from the forward INPUT x; elu takes alpha after x):
+    {relu6,hardswish,hardsigmoid,silu,gelu,softplus}_forward_into(x, out)
+    {relu6,hardswish,hardsigmoid,silu,gelu,softplus}_backward_into(dout, x, dx, accumulate=False)
+    elu_forward_into(x, alpha, out);    elu_backward_into(dout, x, alpha, dx, accumulate=False)
+  Channel operations (x (N, C, *spatial)):
+    mul_forward_into(a, b, out)                          equal shapes
+    mul_backward_into(dout, other, dx, accumulate=False) one operand's gradient: dout * other
+    gate_forward_into(x, gate, out)                      gate (N, C[, 1, 1]) over each plane
+    gate_backward_into(dout, x, gate, dx, dgate, accumulate_dx=False, accumulate_dgate=False)
+    channel_slice_forward_into(x, start, out)            out = x[:, start:start + C_out]
+    channel_slice_backward_into(dout, start, dx, accumulate=False)
+    channel_shuffle_forward_into(x, groups, out)
+    channel_shuffle_backward_into(dout, groups, dx, accumulate=False)
+  Given noise (drawn by the caller):
+    droppath_forward_into(x, keep, p, out)               keep bool (N,): whole samples
+    droppath_backward_into(dout, keep, p, dx, accumulate=False)
+    vae_sample_forward_into(mu, logvar, eps, z) -> kl    kl: float (mean over the batch)
+    vae_sample_backward_into(dz, dkl, mu, logvar, eps, dmu, dlogvar, accumulate_mu=False,
+                             accumulate_logvar=False)    dz may be None; dkl a number
 
 Everything is also available as the stateless layer API of layer-api.md in ``cnnspec.api``.
 
@@ -139,7 +183,8 @@ from cnnspec.kernels.conv import (  # noqa: E402
     conv2d_backward_into, conv2d_forward_into, conv2d_output_shape, conv2d_workspace_size,
     conv_output_size)
 from cnnspec.kernels.dense import dense_backward_into, dense_forward_into  # noqa: E402
-from cnnspec.kernels.loss import mse_loss_into, softmax_cross_entropy_into  # noqa: E402
+from cnnspec.kernels.loss import (  # noqa: E402
+    bce_loss_into, l1_loss_into, mse_loss_into, sigmoid_bce_into, softmax_cross_entropy_into)
 from cnnspec.kernels.merge import (  # noqa: E402
     accumulate_into, add_into, concat_backward_into, concat_forward_into, dropout_backward_into,
     dropout_forward_into)
@@ -151,3 +196,39 @@ from cnnspec.kernels.pool import (  # noqa: E402
     global_avgpool_forward_into, global_maxpool_backward_into, global_maxpool_forward_into,
     maxpool2d_backward_into, maxpool2d_forward_into, sumpool2d_backward_into,
     sumpool2d_forward_into)
+
+# The kernels of dsl.md §10's layers, imported on first access (PEP 562): importing this package
+# and running a network without them costs nothing more.
+_LAZY = {
+    "conv_transpose": ("conv_transpose_output_size", "conv_transpose2d_output_shape",
+                       "conv_transpose2d_workspace_size", "conv_transpose2d_forward_into",
+                       "conv_transpose2d_backward_into"),
+    "upsample": ("upsample2d_forward_into", "upsample2d_backward_into"),
+    "adaptive_pool": ("adaptive_avgpool2d_forward_into", "adaptive_avgpool2d_backward_into",
+                      "adaptive_maxpool2d_forward_into", "adaptive_maxpool2d_backward_into"),
+    "pointwise": tuple(f"{name}_{way}_into" for name in ("relu6", "hardswish", "hardsigmoid",
+                                                         "silu", "gelu", "softplus", "elu")
+                       for way in ("forward", "backward")),
+    "channel_ops": ("mul_forward_into", "mul_backward_into", "gate_forward_into",
+                    "gate_backward_into", "channel_slice_forward_into",
+                    "channel_slice_backward_into", "channel_shuffle_forward_into",
+                    "channel_shuffle_backward_into"),
+    "stochastic": ("droppath_forward_into", "droppath_backward_into", "vae_sample_forward_into",
+                   "vae_sample_backward_into"),
+}
+_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name):
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cnnspec.kernels' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"cnnspec.kernels.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_NAMES))

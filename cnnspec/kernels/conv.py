@@ -33,6 +33,10 @@ a fixed order afterwards, so results do not depend on timing).  Three ways to ma
   backward ``dw += dout @ col.T``, ``dcol = w.T @ dout`` and col2im adds dcol back into dx.  A 1x1
   convolution with stride 1 and no padding needs no col: x itself is the matrix.
 
+A depthwise convolution (groups == C > 1, one channel per group) does not come here: its
+(1 x KH*KW) products are far too small for BLAS, and ``depthwise.py`` runs it as vectorised loops
+on this file's stride phases (``_is_depthwise``).
+
 Choice (``_Plan``): 1x1 with stride 1 and no padding, or a kernel smaller than the stride (whose
 phases would be copied for nothing): IM2COL.  Stride 1, groups 1, few channels (C < 32) or a
 wide grid wasting over 15% of its columns: ROWTAP (``_use_rowtap`` has the measurements: 25% on
@@ -157,8 +161,19 @@ def _use_rowtap(x_shape, w_shape, stride, pad, dilation, groups, ow):
             and (c < 2 * _KN2ROW_CHANNELS or (wp - ow) * 100 > 15 * wp))
 
 
+def _is_depthwise(x_shape, w_shape, groups):
+    """One input channel per group and several groups: the direct loops of depthwise.py (a
+    (1 x KH*KW) matrix per group is far too small for BLAS).  A one-channel convolution with
+    groups=1 (LeNet's first layer) stays here."""
+    return groups > 1 and groups == x_shape[1] and w_shape[1] == 1
+
+
 def conv2d_workspace_size(x_shape, w_shape, stride, pad, dilation=(1, 1), groups=1):
     """Elements of the scratch ``workspace`` that conv2d_forward_into/backward_into need."""
+    if _is_depthwise(x_shape, w_shape, groups):
+        from cnnspec.kernels import depthwise
+        return depthwise.workspace_size(tuple(x_shape), tuple(w_shape), tuple(stride),
+                                        tuple(pad), tuple(dilation), num_threads())
     plan = _Plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(pad), tuple(dilation),
                  groups)
     return plan.workspace_size(num_threads())
@@ -876,6 +891,11 @@ def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
 
 def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     """out (N, F, OH, OW) = conv2d(x, w) + b.  See the package docstring for conventions."""
+    if _is_depthwise(x.shape, w.shape, groups):
+        from cnnspec.kernels import depthwise
+        depthwise.forward_into(x, w, b, stride, pad, dilation, out, workspace,
+                               _empty(x.dtype)[0])
+        return
     f_, cg, kh, kw = w.shape
     threads = _threads(x.shape[0], out.size * cg * kh * kw)
     plan = _plan_for(x, w, stride, pad, dilation, groups, workspace, threads)
@@ -895,6 +915,11 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
 def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,
                          accumulate=False):
     """dx (+)= dL/dx, dw = dL/dw, db = dL/db (each may be None: not computed)."""
+    if _is_depthwise(x.shape, w.shape, groups):
+        from cnnspec.kernels import depthwise
+        depthwise.backward_into(dout, x, w, stride, pad, dilation, dx, dw, db, workspace,
+                                accumulate, *_empty(x.dtype))
+        return
     f_, cg, kh, kw = w.shape
     threads = _threads(x.shape[0], 2 * dout.size * cg * kh * kw)
     plan = _plan_for(x, w, stride, pad, dilation, groups, workspace, threads)

@@ -5,6 +5,13 @@ softmax-cross-entropy over logits (N, K) and int labels (N,), mean over the batc
     dlogits = (softmax(z) - onehot(y)) / N
 subtracting the max keeps it finite for logits up to 1e4 (exp never overflows).
 mse over all elements: loss = mean((pred - target)^2), dpred = 2 (pred - target) / size.
+bce over probabilities, as PyTorch's binary_cross_entropy (mean over all elements):
+    loss_i = -(t log p + (1 - t) log(1 - p)), each log clamped at -100 (log(0) never gives inf)
+    dpred = (p - t) / max(p (1 - p), 1e-12) / size    (1e-12 rounded to float32, as PyTorch)
+sigmoid_bce over logits, fused and stable (BCEWithLogits) for |logits| up to 1e4:
+    loss_i = (1 - t) x - logsigmoid(x),  logsigmoid(x) = min(x, 0) - log1p(exp(-|x|))
+    dlogits = (sigmoid(x) - t) / size
+l1: loss = mean |pred - target|, dpred = sign(pred - target) / size (0 where they are equal).
 Losses are summed in float64 and returned as Python floats.
 """
 import numpy as np
@@ -47,6 +54,45 @@ def _mse(pred, target, dpred):
     return total / pred.size
 
 
+# PyTorch's EPSILON in the bce gradient is a float32 constant: 1e-12 rounded to float32
+_BCE_EPSILON = float(np.float32(1e-12))
+
+
+@jit
+def _bce(p, t, dp):
+    total = 0.0
+    scale = 1.0 / p.size
+    for i in range(p.size):
+        pi, ti = np.float64(p[i]), np.float64(t[i])
+        total += (ti - 1) * max(np.log1p(-pi), -100.0) - ti * max(np.log(pi), -100.0)
+        dp[i] = (pi - ti) / max((1 - pi) * pi, _BCE_EPSILON) / p.size
+    return total * scale
+
+
+@jit
+def _sigmoid_bce(x, t, dx):
+    total = 0.0
+    scale = 1.0 / x.size
+    for i in range(x.size):
+        v, ti = np.float64(x[i]), np.float64(t[i])
+        e = np.exp(-abs(v))                         # never exp of a positive number
+        total += (1 - ti) * v - (min(v, 0.0) - np.log1p(e))
+        s = 1 / (1 + e) if v >= 0 else e / (1 + e)  # sigmoid(v)
+        dx[i] = (s - ti) * scale
+    return total * scale
+
+
+@jit
+def _l1(p, t, dp):
+    total = 0.0
+    scale = 1.0 / p.size
+    for i in range(p.size):
+        d = np.float64(p[i]) - np.float64(t[i])
+        total += abs(d)
+        dp[i] = scale if d > 0 else (-scale if d < 0 else 0.0)
+    return total * scale
+
+
 def softmax_cross_entropy_into(logits, y, dlogits):
     """loss (float) = mean cross-entropy of softmax(logits (N, K)) against labels y (N,);
     dlogits (N, K) = its gradient."""
@@ -60,3 +106,20 @@ def softmax_cross_entropy_into(logits, y, dlogits):
 def mse_loss_into(pred, target, dpred):
     """loss (float) = mean((pred - target)^2) over all elements; dpred its gradient."""
     return float(_mse(pred.reshape(-1), target.reshape(-1), dpred.reshape(-1)))
+
+
+def bce_loss_into(pred, target, dpred):
+    """loss (float) = mean binary cross-entropy of probabilities pred against target in [0, 1]
+    (logs clamped at -100, as PyTorch); dpred its gradient."""
+    return float(_bce(pred.reshape(-1), target.reshape(-1), dpred.reshape(-1)))
+
+
+def sigmoid_bce_into(logits, target, dlogits):
+    """loss (float) = mean binary cross-entropy of sigmoid(logits) against target, computed from
+    the logits (stable); dlogits its gradient."""
+    return float(_sigmoid_bce(logits.reshape(-1), target.reshape(-1), dlogits.reshape(-1)))
+
+
+def l1_loss_into(pred, target, dpred):
+    """loss (float) = mean |pred - target| over all elements; dpred its gradient."""
+    return float(_l1(pred.reshape(-1), target.reshape(-1), dpred.reshape(-1)))

@@ -362,3 +362,305 @@ def concat_forward(xs):
 
 def concat_backward(dout, channels):
     return np.split(np.asarray(dout, np.float64), np.cumsum(channels)[:-1], axis=1)
+
+
+# -- dsl.md §10: transposed convolution -----------------------------------------------------------
+
+
+def conv_transpose2d_forward(x, w, b, stride, pad, output_pad, dilation=(1, 1), groups=1):
+    """By the definition: every input element adds x * w[c, :, i, j] at output position
+    (h*sh + i*dh - top, w*sw + j*dw - left); the full output is then cropped by the padding
+    (top, left; output_pad extends the bottom and right)."""
+    x, w, b = _f64(x, w, b)
+    n, c, h, wd = x.shape
+    _, fg, kh, kw = w.shape
+    cg = c // groups
+    full = ((h - 1) * stride[0] + dilation[0] * (kh - 1) + 1,
+            (wd - 1) * stride[1] + dilation[1] * (kw - 1) + 1)
+    oh = full[0] - pad[0] - pad[1] + output_pad[0]
+    ow = full[1] - pad[2] - pad[3] + output_pad[1]
+    big = np.zeros((n, fg * groups, max(full[0], pad[0] + oh), max(full[1], pad[2] + ow)))
+    for g in range(groups):
+        xg, wg = x[:, g * cg:(g + 1) * cg], w[g * cg:(g + 1) * cg]
+        for i in range(kh):
+            for j in range(kw):
+                h0, w0 = i * dilation[0], j * dilation[1]
+                big[:, g * fg:(g + 1) * fg, h0:h0 + stride[0] * (h - 1) + 1:stride[0],
+                    w0:w0 + stride[1] * (wd - 1) + 1:stride[1]] += \
+                    np.einsum("nchw,cf->nfhw", xg, wg[:, :, i, j])
+    out = big[:, :, pad[0]:pad[0] + oh, pad[2]:pad[2] + ow]
+    if b is not None:
+        out = out + b[None, :, None, None]
+    return out
+
+
+def conv_transpose2d_backward(dout, x, w, b, stride, pad, output_pad, dilation=(1, 1), groups=1):
+    """The adjoint of the forward's scatter: each input element collects dout over its taps."""
+    dout, x, w = _f64(dout, x, w)
+    n, c, h, wd = x.shape
+    _, fg, kh, kw = w.shape
+    cg = c // groups
+    big_h = max((h - 1) * stride[0] + dilation[0] * (kh - 1) + 1, pad[0] + dout.shape[2])
+    big_w = max((wd - 1) * stride[1] + dilation[1] * (kw - 1) + 1, pad[2] + dout.shape[3])
+    big = np.zeros((n, dout.shape[1], big_h, big_w))
+    big[:, :, pad[0]:pad[0] + dout.shape[2], pad[2]:pad[2] + dout.shape[3]] = dout
+    dx, dw = np.zeros_like(x), np.zeros_like(w)
+    for g in range(groups):
+        for i in range(kh):
+            for j in range(kw):
+                h0, w0 = i * dilation[0], j * dilation[1]
+                window = big[:, g * fg:(g + 1) * fg, h0:h0 + stride[0] * (h - 1) + 1:stride[0],
+                             w0:w0 + stride[1] * (wd - 1) + 1:stride[1]]
+                dx[:, g * cg:(g + 1) * cg] += np.einsum("nfhw,cf->nchw", window,
+                                                        w[g * cg:(g + 1) * cg, :, i, j])
+                dw[g * cg:(g + 1) * cg, :, i, j] = np.einsum("nchw,nfhw->cf",
+                                                             x[:, g * cg:(g + 1) * cg], window)
+    db = None if b is None else dout.sum(axis=(0, 2, 3))
+    return dx, dw, db
+
+
+def conv_transpose1d_forward(x, w, b, stride, pad, output_pad, dilation=1, groups=1):
+    out = conv_transpose2d_forward(np.asarray(x)[:, :, None, :], np.asarray(w)[:, :, None, :], b,
+                                   (1, stride), (0, 0, pad[0], pad[1]), (0, output_pad),
+                                   (1, dilation), groups)
+    return out[:, :, 0, :]
+
+
+# -- upsampling, adaptive pooling ------------------------------------------------------------------
+
+
+def _linear_taps(n_out, n_in, scale):
+    """Per output index: the two source indices and weights of PyTorch's align_corners=False
+    rule, src = max(0, (o + 0.5)/scale - 0.5)."""
+    src = np.maximum((np.arange(n_out) + 0.5) / scale - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    l1 = src - i0
+    return i0, i1, 1 - l1, l1
+
+
+def _upsample_matrix(n_in, scale, mode):
+    """The (n_out, n_in) matrix of 1-D upsampling: out = A @ x along one axis."""
+    n_out = n_in * scale
+    a = np.zeros((n_out, n_in))
+    if mode == "nearest":
+        a[np.arange(n_out), np.arange(n_out) // scale] = 1
+        return a
+    i0, i1, l0, l1 = _linear_taps(n_out, n_in, scale)
+    np.add.at(a, (np.arange(n_out), i0), l0)
+    np.add.at(a, (np.arange(n_out), i1), l1)
+    return a
+
+
+def upsample2d_forward(x, scale, mode):
+    """out = A_h @ x @ A_w^T per plane (separable), A the 1-D upsampling matrices."""
+    (x,) = _f64(x)
+    mode = "bilinear" if mode == "linear" else mode
+    ah = _upsample_matrix(x.shape[2], scale[0], mode)
+    aw = _upsample_matrix(x.shape[3], scale[1], mode)
+    return np.einsum("oh,nchw,pw->ncop", ah, x, aw)
+
+
+def upsample2d_backward(dout, x, scale, mode):
+    dout, x = _f64(dout, x)
+    mode = "bilinear" if mode == "linear" else mode
+    ah = _upsample_matrix(x.shape[2], scale[0], mode)
+    aw = _upsample_matrix(x.shape[3], scale[1], mode)
+    return np.einsum("oh,ncop,pw->nchw", ah, dout, aw)
+
+
+def _adaptive_windows(n_in, n_out):
+    return [(i * n_in // n_out, -(-(i + 1) * n_in // n_out)) for i in range(n_out)]
+
+
+def adaptive_avgpool2d_forward(x, out_hw):
+    (x,) = _f64(x)
+    out = np.empty(x.shape[:2] + tuple(out_hw))
+    for a, (h0, h1) in enumerate(_adaptive_windows(x.shape[2], out_hw[0])):
+        for b, (w0, w1) in enumerate(_adaptive_windows(x.shape[3], out_hw[1])):
+            out[:, :, a, b] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+    return out
+
+
+def adaptive_avgpool2d_backward(dout, x):
+    dout, x = _f64(dout, x)
+    dx = np.zeros_like(x)
+    for a, (h0, h1) in enumerate(_adaptive_windows(x.shape[2], dout.shape[2])):
+        for b, (w0, w1) in enumerate(_adaptive_windows(x.shape[3], dout.shape[3])):
+            dx[:, :, h0:h1, w0:w1] += dout[:, :, a, b, None, None] / ((h1 - h0) * (w1 - w0))
+    return dx
+
+
+def adaptive_maxpool2d_forward(x, out_hw):
+    (x,) = _f64(x)
+    out = np.empty(x.shape[:2] + tuple(out_hw))
+    for a, (h0, h1) in enumerate(_adaptive_windows(x.shape[2], out_hw[0])):
+        for b, (w0, w1) in enumerate(_adaptive_windows(x.shape[3], out_hw[1])):
+            out[:, :, a, b] = x[:, :, h0:h1, w0:w1].max(axis=(2, 3))
+    return out
+
+
+def adaptive_maxpool2d_backward(dout, x):
+    """dout goes to the first maximum of each window in row-major order (argmax)."""
+    dout, x = _f64(dout, x)
+    dx = np.zeros_like(x)
+    n, c = x.shape[:2]
+    for a, (h0, h1) in enumerate(_adaptive_windows(x.shape[2], dout.shape[2])):
+        for b, (w0, w1) in enumerate(_adaptive_windows(x.shape[3], dout.shape[3])):
+            window = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+            i, j = np.divmod(window.argmax(axis=2), w1 - w0)
+            for nn in range(n):
+                for cc in range(c):
+                    dx[nn, cc, h0 + i[nn, cc], w0 + j[nn, cc]] += dout[nn, cc, a, b]
+    return dx
+
+
+# -- activations of dsl.md §10.1 (gradients at the kinks as PyTorch's autograd) -----------------
+
+
+def relu6_forward(x):
+    (x,) = _f64(x)
+    return np.clip(x, 0, 6)
+
+
+def relu6_backward(dout, x):
+    dout, x = _f64(dout, x)
+    return np.where((x > 0) & (x < 6), dout, 0.0)
+
+
+def hardswish_forward(x):
+    (x,) = _f64(x)
+    return x * np.clip(x + 3, 0, 6) / 6
+
+
+def hardswish_backward(dout, x):
+    dout, x = _f64(dout, x)
+    return np.where(x <= -3, 0.0, np.where(x >= 3, dout, dout * (x / 3 + 0.5)))
+
+
+def hardsigmoid_forward(x):
+    (x,) = _f64(x)
+    return np.clip(x + 3, 0, 6) / 6
+
+
+def hardsigmoid_backward(dout, x):
+    """PyTorch multiplies by 1/6 rounded to float32 (``scalar_t(1.0f / 6.0f)``)."""
+    dout, x = _f64(dout, x)
+    return np.where((x > -3) & (x < 3), dout * float(np.float32(1 / 6)), 0.0)
+
+
+def _sigmoid(x):
+    """Accurate in both tails (sigmoid_forward's 1 + tanh(x/2) cancels for x << 0)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def silu_forward(x):
+    (x,) = _f64(x)
+    return x * _sigmoid(x)
+
+
+def silu_backward(dout, x):
+    dout, x = _f64(dout, x)
+    s = _sigmoid(x)
+    return dout * (s + x * s * (1 - s))
+
+
+def _erf(x):
+    from math import erf
+
+    return np.vectorize(erf, otypes=[float])(x)
+
+
+def gelu_forward(x):
+    (x,) = _f64(x)
+    return x * 0.5 * (1 + _erf(x / np.sqrt(2)))
+
+
+def gelu_backward(dout, x):
+    dout, x = _f64(dout, x)
+    return dout * (0.5 * (1 + _erf(x / np.sqrt(2))) + x * np.exp(-x * x / 2) / np.sqrt(2 * np.pi))
+
+
+def softplus_forward(x):
+    (x,) = _f64(x)
+    return np.where(x > 20, x, np.logaddexp(0, np.minimum(x, 20)))
+
+
+def softplus_backward(dout, x):
+    dout, x = _f64(dout, x)
+    return np.where(x > 20, dout, dout * _sigmoid(x))
+
+
+def elu_forward(x, alpha=1.0):
+    (x,) = _f64(x)
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def elu_backward(dout, x, alpha=1.0):
+    dout, x = _f64(dout, x)
+    return np.where(x > 0, dout, dout * alpha * np.exp(np.minimum(x, 0)))
+
+
+# -- channel operations, droppath, the VAE's sample --------------------------------------------
+
+
+def gate_forward(x, gate):
+    x, gate = _f64(x, gate)
+    return x * gate.reshape(gate.shape[:2] + (1,) * (x.ndim - 2))
+
+
+def gate_backward(dout, x, gate):
+    dout, x, gate = _f64(dout, x, gate)
+    g = gate.reshape(gate.shape[:2] + (1,) * (x.ndim - 2))
+    return dout * g, (dout * x).sum(axis=tuple(range(2, x.ndim))).reshape(gate.shape)
+
+
+def channel_shuffle(x, groups):
+    (x,) = _f64(x)
+    n, c = x.shape[:2]
+    rest = x.shape[2:]
+    return x.reshape(n, groups, c // groups, *rest).swapaxes(1, 2).reshape(x.shape)
+
+
+def droppath_forward(x, p, keep):
+    (x,) = _f64(x)
+    return x * np.asarray(keep, float).reshape((-1,) + (1,) * (x.ndim - 1)) / (1 - p)
+
+
+def vae_sample_forward(mu, logvar, eps):
+    mu, logvar, eps = _f64(mu, logvar, eps)
+    z = mu + np.exp(logvar / 2) * eps
+    kl = -0.5 * np.sum(1 + logvar - mu ** 2 - np.exp(logvar)) / mu.shape[0]
+    return z, kl
+
+
+def vae_sample_backward(dz, dkl, mu, logvar, eps):
+    dz, mu, logvar, eps = _f64(dz, mu, logvar, eps)
+    n = mu.shape[0]
+    return (dz + dkl * mu / n,
+            dz * eps * np.exp(logvar / 2) / 2 + dkl * (np.exp(logvar) - 1) / (2 * n))
+
+
+# -- losses of dsl.md §10.4 ----------------------------------------------------------------------
+
+
+def bce_loss(pred, target):
+    """PyTorch's binary_cross_entropy: logs clamped at -100, the gradient's divisor p(1 - p) at
+    least EPSILON = 1e-12, a float32 constant there (9.99999996e-13)."""
+    p, t = _f64(pred, target)
+    with np.errstate(divide="ignore"):
+        loss = -(t * np.maximum(np.log(p), -100) + (1 - t) * np.maximum(np.log(1 - p), -100))
+    return loss.mean(), (p - t) / np.maximum(p * (1 - p), float(np.float32(1e-12))) / p.size
+
+
+def sigmoid_bce(logits, target):
+    """From the logits: log(1 + exp(-|x|)) never overflows."""
+    x, t = _f64(logits, target)
+    loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+    return loss.mean(), (_sigmoid(x) - t) / x.size
+
+
+def l1_loss(pred, target):
+    p, t = _f64(pred, target)
+    return np.abs(p - t).mean(), np.sign(p - t) / p.size

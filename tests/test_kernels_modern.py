@@ -1,0 +1,516 @@
+"""The kernels of dsl.md §10's layers against the plain NumPy reference (reference.py) and against
+central differences of their own forward.
+
+Every kernel compiles once per dtype: all cases of a family share one numba signature (tuples of
+ints, C-contiguous arrays, the same argument types whether a bias or gradient is given or not).
+"""
+import numpy as np
+import pytest
+
+from cnnspec import kernels as K
+from cnnspec.kernels import reference as R
+from cnnspec.kernels.conv import _is_depthwise
+from conftest import numeric_grad
+from test_kernels import DTYPES, close, rel_error
+
+rng = np.random.default_rng(2024)
+
+
+def randn(*shape, dtype=np.float64):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# -- transposed convolution ----------------------------------------------------------------------
+
+# (N, C, H, W, F, KH, KW, stride, pad (t, b, l, r), output_pad, dilation, groups, bias)
+CONVT_CASES = [
+    (2, 3, 4, 5, 4, 3, 3, (1, 1), (0, 0, 0, 0), (0, 0), (1, 1), 1, True),      # plain
+    (2, 8, 4, 4, 32, 4, 4, (2, 2), (1, 1, 1, 1), (0, 0), (1, 1), 1, True),     # DCGAN's 4x4/2
+    (1, 4, 5, 3, 6, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), (1, 1), 1, True),      # auto-encoder's
+    (2, 4, 3, 4, 6, 3, 2, (3, 2), (2, 0, 1, 0), (2, 1), (1, 1), 2, False),     # op > pad: crop
+    (2, 6, 5, 5, 6, 3, 3, (2, 1), (1, 1, 1, 1), (1, 0), (1, 1), 6, True),      # depthwise
+    (1, 4, 3, 5, 4, 2, 3, (1, 2), (0, 1, 2, 0), (1, 0), (3, 1), 2, True),      # op >= stride < dil
+    (2, 5, 4, 3, 3, 1, 1, (2, 3), (0, 0, 0, 0), (1, 2), (1, 1), 1, True),      # 1x1 < stride
+    (2, 3, 3, 4, 5, 2, 3, (3, 3), (0, 0, 1, 0), (0, 2), (1, 1), 1, True),      # kernel < stride
+    (3, 32, 3, 3, 16, 3, 3, (1, 1), (1, 1, 1, 1), (0, 0), (2, 2), 1, True),    # wide, dilation
+    (2, 3, 1, 7, 4, 1, 3, (1, 2), (0, 0, 1, 2), (0, 1), (1, 2), 1, True),      # 1-D as H = 1
+    (1, 2, 1, 1, 2, 1, 1, (1, 1), (1, 0, 0, 0), (1, 0), (2, 1), 1, True),      # all cropped: bias
+    (1, 1, 2, 2, 1, 2, 2, (2, 2), (0, 0, 0, 0), (0, 0), (1, 1), 1, False),     # lecture-sized
+]
+
+
+def convt_id(case):
+    n, c, h, w, f, kh, kw, s, p, op, d, g, bias = case
+    return (f"{n}x{c}x{h}x{w}-{f}f{kh}x{kw}-s{s[0]}{s[1]}-p{''.join(map(str, p))}"
+            f"-op{op[0]}{op[1]}-d{d[0]}{d[1]}-g{g}{'' if bias else '-nobias'}")
+
+
+def run_convt(case, dtype):
+    n, c, h, w, f, kh, kw, stride, pad, op, dil, groups, bias = case
+    x, wt = randn(n, c, h, w, dtype=dtype), randn(c, f // groups, kh, kw, dtype=dtype)
+    b = randn(f, dtype=dtype) if bias else None
+    shape = K.conv_transpose2d_output_shape(x.shape, wt.shape, stride, pad, op, dil, groups)
+    ws = np.full(K.conv_transpose2d_workspace_size(x.shape, wt.shape, stride, pad, op, dil,
+                                                   groups), np.nan, dtype)
+    out = np.full(shape, np.nan, dtype)
+    K.conv_transpose2d_forward_into(x, wt, b, stride, pad, op, dil, groups, out, ws)
+    return x, wt, b, out, ws
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONVT_CASES, ids=convt_id)
+def test_conv_transpose_matches_reference(case, dtype):
+    stride, pad, op, dil, groups = case[7:12]
+    x, w, b, out, ws = run_convt(case, dtype)
+    close(out, R.conv_transpose2d_forward(x, w, b, stride, pad, op, dil, groups), dtype)
+
+    dout = randn(*out.shape, dtype=dtype)
+    rdx, rdw, rdb = R.conv_transpose2d_backward(dout, x, w, b, stride, pad, op, dil, groups)
+    dx, dw = np.full_like(x, np.nan), np.full_like(w, np.nan)
+    db = None if b is None else np.full_like(b, np.nan)
+    K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, dx, dw, db, ws)
+    close(dx, rdx, dtype)
+    close(dw, rdw, dtype)
+    if b is not None:
+        close(db, rdb, dtype)
+    dx2 = np.ones_like(x)                    # accumulate adds into dx; None is not computed
+    K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, dx2, None, None,
+                                     ws, accumulate=True)
+    close(dx2 - 1, rdx, dtype)
+
+
+def test_conv_transpose_output_sizes_are_pytorchs():
+    # (in, kernel, stride, pad, pad, output_pad, dilation) -> PyTorch's ConvTranspose size
+    assert K.conv_transpose_output_size(8, 4, 2, 1, 1, 0, 1) == 16           # DCGAN
+    assert K.conv_transpose_output_size(7, 3, 2, 1, 1, 1, 1) == 14           # auto-encoder
+    assert K.conv_transpose_output_size(5, 3, 1, 0, 0, 0, 2) == 9
+    assert K.conv_transpose2d_output_shape((2, 3, 4, 5), (3, 2, 3, 3), (2, 1), (1, 0, 0, 2),
+                                           (1, 0), (1, 1), 2) == (2, 4, 9, 5)
+
+
+@pytest.mark.parametrize("case", [CONVT_CASES[i] for i in (0, 3, 5, 9)], ids=convt_id)
+def test_conv_transpose_backward_matches_central_differences(case):
+    n, c, h, w_, f, kh, kw, stride, pad, op, dil, groups, bias = case
+    x, w, b = randn(1, c, h, w_), randn(c, f // groups, kh, kw), randn(f)
+    shape = K.conv_transpose2d_output_shape(x.shape, w.shape, stride, pad, op, dil, groups)
+    ws = np.empty(K.conv_transpose2d_workspace_size(x.shape, w.shape, stride, pad, op, dil,
+                                                    groups))
+    out, dout = np.empty(shape), randn(*shape)
+
+    def loss():
+        K.conv_transpose2d_forward_into(x, w, b, stride, pad, op, dil, groups, out, ws)
+        return float(np.sum(out * dout))
+
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+    K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, dx, dw, db, ws)
+    for grad, param in [(dx, x), (dw, w), (db, b)]:
+        assert rel_error(grad, numeric_grad(loss, param)) < 1e-6
+
+
+def test_conv_transpose_workspace_too_small_is_an_error():
+    x, w = randn(1, 2, 3, 3), randn(2, 3, 2, 2)
+    with pytest.raises(ValueError, match="workspace"):
+        K.conv_transpose2d_forward_into(x, w, None, (2, 2), (0, 0, 0, 0), (0, 0), (1, 1), 1,
+                                        np.empty((1, 3, 6, 6)), np.empty(1))
+
+
+# -- depthwise convolution (the conv2d entry points' direct loops) --------------------------------
+
+# (N, C, H, W, m, KH, KW, stride, pad, dilation, bias): F = m*C filters, groups = C
+DEPTHWISE_CASES = [
+    (2, 6, 9, 9, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False),      # MobileNet's, stride 1
+    (2, 5, 9, 8, 1, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), True),       # stride 2, odd/even sizes
+    (1, 3, 11, 10, 1, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1), True),     # EfficientNet's 5x5
+    (2, 4, 8, 7, 2, 5, 3, (2, 1), (2, 0, 1, 2), (1, 2), True),       # multiplier 2, asymmetric
+    (3, 2, 6, 11, 3, 2, 4, (1, 3), (0, 1, 3, 0), (2, 1), False),     # multiplier 3, even kernel
+    (2, 3, 10, 10, 1, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), True),     # any kernel size
+    (2, 4, 1, 13, 1, 1, 3, (1, 2), (0, 0, 1, 1), (1, 1), True),      # 1-D as H = 1
+    (4, 64, 12, 12, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), True),    # split over threads
+]
+
+
+def dw_id(case):
+    n, c, h, w, m, kh, kw, s, p, d, bias = case
+    return f"{n}x{c}x{h}x{w}-m{m}-{kh}x{kw}-s{s[0]}{s[1]}-p{''.join(map(str, p))}-d{d[0]}{d[1]}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=dw_id)
+def test_depthwise_matches_reference(case, dtype):
+    n, c, h, w_, m, kh, kw, stride, pad, dil, bias = case
+    x, w = randn(n, c, h, w_, dtype=dtype), randn(c * m, 1, kh, kw, dtype=dtype)
+    assert _is_depthwise(x.shape, w.shape, c)
+    b = randn(c * m, dtype=dtype) if bias else None
+    shape = K.conv2d_output_shape(x.shape, w.shape, stride, pad, dil)
+    ws = np.full(K.conv2d_workspace_size(x.shape, w.shape, stride, pad, dil, c), np.nan, dtype)
+    out = np.full(shape, np.nan, dtype)
+    K.conv2d_forward_into(x, w, b, stride, pad, dil, c, out, ws)
+    close(out, R.conv2d_forward(x, w, b, stride, pad, dil, c), dtype)
+    dout = randn(*shape, dtype=dtype)
+    rdx, rdw, rdb = R.conv2d_backward(dout, x, w, b, stride, pad, dil, c)
+    dx, dw = np.full_like(x, np.nan), np.full_like(w, np.nan)
+    db = None if b is None else np.full_like(b, np.nan)
+    K.conv2d_backward_into(dout, x, w, stride, pad, dil, c, dx, dw, db, ws)
+    close(dx, rdx, dtype)
+    close(dw, rdw, dtype)
+    if bias:
+        close(db, rdb, dtype)
+    K.conv2d_backward_into(dout, x, w, stride, pad, dil, c, dx, None, None, ws, accumulate=True)
+    close(dx, 2 * rdx, dtype)
+    dw2 = np.full_like(w, np.nan)            # dw alone: no dx computed
+    K.conv2d_backward_into(dout, x, w, stride, pad, dil, c, None, dw2, None, ws)
+    close(dw2, rdw, dtype)
+
+
+def test_one_channel_convolution_stays_on_the_general_path():
+    assert not _is_depthwise((8, 1, 32, 32), (6, 1, 5, 5), 1)      # LeNet's conv1
+    assert not _is_depthwise((8, 4, 32, 32), (8, 2, 3, 3), 2)      # two channels per group
+    assert _is_depthwise((8, 4, 32, 32), (8, 1, 3, 3), 4)
+
+
+# -- upsampling ----------------------------------------------------------------------------------
+
+# (N, C, H, W, scale, mode)
+UPSAMPLE_CASES = [
+    (2, 3, 4, 5, (2, 2), "nearest"), (1, 2, 3, 3, (3, 2), "nearest"),
+    (2, 3, 4, 5, (2, 2), "bilinear"), (1, 2, 3, 7, (3, 2), "bilinear"),
+    (2, 2, 1, 1, (2, 4), "bilinear"), (1, 3, 5, 2, (1, 3), "bilinear"),
+    (2, 3, 1, 6, (1, 2), "linear"), (2, 2, 1, 5, (1, 3), "nearest"),
+    (16, 8, 16, 16, (2, 2), "bilinear"),                            # split over threads
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", UPSAMPLE_CASES, ids=str)
+def test_upsample_matches_reference(case, dtype):
+    n, c, h, w, scale, mode = case
+    x = randn(n, c, h, w, dtype=dtype)
+    out = np.full((n, c, h * scale[0], w * scale[1]), np.nan, dtype)
+    K.upsample2d_forward_into(x, scale, mode, out)
+    close(out, R.upsample2d_forward(x, scale, mode), dtype)
+    dout = randn(*out.shape, dtype=dtype)
+    want = R.upsample2d_backward(dout, x, scale, mode)
+    dx = np.full_like(x, np.nan)
+    K.upsample2d_backward_into(dout, scale, mode, dx)
+    close(dx, want, dtype)
+    K.upsample2d_backward_into(dout, scale, mode, dx, accumulate=True)
+    close(dx, 2 * want, dtype)
+
+
+def test_upsample_backward_matches_central_differences():
+    x = randn(1, 2, 3, 4)
+    for mode, scale in [("nearest", (2, 3)), ("bilinear", (3, 2))]:
+        out = np.empty((1, 2, 3 * scale[0], 4 * scale[1]))
+        dout = randn(*out.shape)
+
+        def loss():
+            K.upsample2d_forward_into(x, scale, mode, out)
+            return float(np.sum(out * dout))
+        dx = np.empty_like(x)
+        K.upsample2d_backward_into(dout, scale, mode, dx)
+        assert rel_error(dx, numeric_grad(loss, x)) < 1e-6
+
+
+def test_upsample_mode_is_checked():
+    with pytest.raises(ValueError, match="mode"):
+        K.upsample2d_forward_into(np.zeros((1, 1, 2, 2)), (2, 2), "bicubic",
+                                  np.zeros((1, 1, 4, 4)))
+
+
+# -- adaptive pooling ----------------------------------------------------------------------------
+
+# (N, C, H, W, OH, OW): even splits, uneven overlapping windows, output larger than the input
+ADAPTIVE_CASES = [(2, 3, 8, 8, 4, 4), (2, 2, 7, 10, 3, 4), (1, 3, 5, 5, 7, 3),
+                  (2, 2, 6, 9, 1, 1), (2, 3, 1, 11, 1, 4), (8, 16, 16, 16, 5, 5)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ADAPTIVE_CASES, ids=str)
+def test_adaptive_pooling_matches_reference(case, dtype):
+    n, c, h, w, oh, ow = case
+    x = randn(n, c, h, w, dtype=dtype)
+    dout = randn(n, c, oh, ow, dtype=dtype)
+    out = np.full((n, c, oh, ow), np.nan, dtype)
+    K.adaptive_avgpool2d_forward_into(x, out)
+    close(out, R.adaptive_avgpool2d_forward(x, (oh, ow)), dtype)
+    dx = np.full_like(x, np.nan)
+    K.adaptive_avgpool2d_backward_into(dout, dx)
+    close(dx, R.adaptive_avgpool2d_backward(dout, x), dtype)
+    K.adaptive_avgpool2d_backward_into(dout, dx, accumulate=True)
+    close(dx, 2 * R.adaptive_avgpool2d_backward(dout, x), dtype)
+
+    arg = np.empty((n, c, oh, ow), np.int64)
+    K.adaptive_maxpool2d_forward_into(x, out, arg)
+    close(out, R.adaptive_maxpool2d_forward(x, (oh, ow)), dtype)
+    K.adaptive_maxpool2d_backward_into(dout, arg, dx)
+    close(dx, R.adaptive_maxpool2d_backward(dout, x), dtype)
+
+
+def test_adaptive_maxpool_ties_go_to_the_first_maximum():
+    x = np.random.default_rng(3).integers(-1, 2, size=(2, 3, 7, 9)).astype(np.float64)
+    dout = randn(2, 3, 3, 4)
+    out, arg = np.empty(dout.shape), np.empty(dout.shape, np.int64)
+    K.adaptive_maxpool2d_forward_into(x, out, arg)
+    dx = np.empty_like(x)
+    K.adaptive_maxpool2d_backward_into(dout, arg, dx)
+    np.testing.assert_array_equal(dx, R.adaptive_maxpool2d_backward(dout, x))
+
+
+# -- activations -----------------------------------------------------------------------------------
+
+ACTIVATIONS = ["relu6", "hardswish", "hardsigmoid", "silu", "gelu", "softplus", "elu"]
+
+
+def activation(name):
+    if name == "elu":
+        return (lambda x, o: K.elu_forward_into(x, 0.7, o),
+                lambda g, x, d, accumulate=False: K.elu_backward_into(g, x, 0.7, d, accumulate),
+                lambda x: R.elu_forward(x, 0.7), lambda g, x: R.elu_backward(g, x, 0.7))
+    return (getattr(K, f"{name}_forward_into"), getattr(K, f"{name}_backward_into"),
+            getattr(R, f"{name}_forward"), getattr(R, f"{name}_backward"))
+
+
+# the kinks and thresholds, saturation, and ordinary values
+SPECIAL = [0.0, -3.0, 3.0, 6.0, -6.0, 20.0, 20.5, 19.5, -20.0, 40.0, -40.0, 1e-3, -1e-3]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activations_match_reference(name, dtype):
+    fwd, bwd, rf, rb = activation(name)
+    x = randn(3, 4, 7, dtype=dtype) * dtype(4)
+    x.reshape(-1)[:len(SPECIAL)] = SPECIAL
+    out = np.full_like(x, np.nan)
+    fwd(x, out)
+    close(out, rf(x), dtype)
+    dout = randn(*x.shape, dtype=dtype)
+    want = rb(dout, x)
+    dx = np.full_like(x, np.nan)
+    bwd(dout, x, dx)
+    close(dx, want, dtype)
+    bwd(dout, x, dx, accumulate=True)
+    close(dx, 2 * want, dtype)
+    g = dout.copy()
+    bwd(g, x, g)                                          # in place: dx is dout
+    close(g, want, dtype)
+    y = x.copy()
+    fwd(y, y)                                             # the forward in place
+    close(y, rf(x), dtype)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_gradients_match_central_differences(name):
+    fwd, bwd, _, _ = activation(name)
+    x = randn(2, 3, 4) * 4
+    x[np.abs(np.abs(x) - 3) < 1e-3] = 1.0                 # away from the kinks at +-3, 0, 6
+    x[np.abs(x) < 1e-3] = 0.5
+    x[np.abs(x - 6) < 1e-3] = 5.5
+    dout, out, dx = randn(2, 3, 4), np.empty_like(x), np.empty_like(x)
+
+    def loss():
+        fwd(x, out)
+        return float(np.sum(out * dout))
+    bwd(dout, x, dx)
+    assert rel_error(dx, numeric_grad(loss, x)) < 1e-6
+
+
+def test_activation_kinks_by_hand():
+    x = np.array([-3.0, 0.0, 3.0, 6.0, 20.0])
+    dx = np.empty(5)
+    K.relu6_backward_into(np.ones(5), x, dx)
+    assert dx.tolist() == [0, 0, 1, 0, 0]                 # 0 at both kinks of relu6
+    K.hardswish_backward_into(np.ones(5), x, dx)
+    assert dx.tolist() == [0, 0.5, 1, 1, 1]               # 0 at -3, 1 at 3 (PyTorch 2.13)
+    K.hardsigmoid_backward_into(np.ones(5), x, dx)
+    assert dx.tolist() == [0, float(np.float32(1 / 6)), 0, 0, 0]     # PyTorch's float32 1/6
+    K.elu_backward_into(np.ones(5), x, 0.5, dx)
+    assert dx.tolist() == [0.5 * np.exp(-3), 0.5, 1, 1, 1]  # alpha at 0
+    out = np.empty(5)
+    K.softplus_forward_into(x, out)
+    assert out[4] == np.log1p(np.exp(20.0))               # threshold: x > 20, not >=
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations_propagate_nan(dtype):
+    x = np.full(40, np.nan, dtype)
+    out = np.empty_like(x)
+    for name in ACTIVATIONS:
+        fwd, bwd, _, _ = activation(name)
+        fwd(x, out)
+        assert np.all(np.isnan(out)), name
+
+
+# -- channel operations, droppath, sample ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gate_shape", ["NC11", "NC1", "NC"])
+def test_gate_and_mul(gate_shape, dtype):
+    x = randn(3, 5, 7, dtype=dtype) if gate_shape == "NC1" else randn(3, 5, 4, 6, dtype=dtype)
+    shape = {"NC11": (3, 5, 1, 1), "NC1": (3, 5, 1), "NC": (3, 5)}[gate_shape]
+    gate = randn(*shape, dtype=dtype)
+    out = np.empty_like(x)
+    K.gate_forward_into(x, gate, out)
+    close(out, R.gate_forward(x, gate), dtype)
+    dout = randn(*x.shape, dtype=dtype)
+    rdx, rdg = R.gate_backward(dout, x, gate)
+    dx, dg = np.empty_like(x), np.empty_like(gate)
+    K.gate_backward_into(dout, x, gate, dx, dg)
+    close(dx, rdx, dtype)
+    close(dg, rdg, dtype)
+    K.gate_backward_into(dout, x, gate, dx, dg, accumulate_dx=True, accumulate_dgate=True)
+    close(dx, 2 * rdx, dtype)
+    close(dg, 2 * rdg, dtype)
+    dg2 = np.full_like(gate, np.nan)
+    K.gate_backward_into(dout, x, gate, None, dg2)
+    close(dg2, rdg, dtype)
+
+    b = randn(*x.shape, dtype=dtype)
+    K.mul_forward_into(x, b, out)
+    close(out, x.astype(np.float64) * b, dtype)
+    K.mul_backward_into(dout, b, dx)
+    close(dx, dout.astype(np.float64) * b, dtype)
+    K.mul_backward_into(dout, b, dx, accumulate=True)
+    close(dx, 2 * dout.astype(np.float64) * b, dtype)
+
+
+def test_gate_backward_matches_central_differences():
+    x, gate, dout = randn(2, 3, 4, 5), randn(2, 3, 1, 1), randn(2, 3, 4, 5)
+    out = np.empty_like(x)
+
+    def loss():
+        K.gate_forward_into(x, gate, out)
+        return float(np.sum(out * dout))
+    dx, dg = np.empty_like(x), np.empty_like(gate)
+    K.gate_backward_into(dout, x, gate, dx, dg)
+    assert rel_error(dx, numeric_grad(loss, x)) < 1e-6
+    assert rel_error(dg, numeric_grad(loss, gate)) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channel_slice_and_shuffle(dtype):
+    x = randn(2, 12, 3, 4, dtype=dtype)
+    out = np.empty((2, 5, 3, 4), dtype)
+    K.channel_slice_forward_into(x, 4, out)
+    close(out, x[:, 4:9], dtype)
+    dout = randn(2, 5, 3, 4, dtype=dtype)
+    dx = np.full_like(x, np.nan)
+    K.channel_slice_backward_into(dout, 4, dx)
+    want = np.zeros_like(x, np.float64)
+    want[:, 4:9] = dout
+    close(dx, want, dtype)
+    K.channel_slice_backward_into(dout, 4, dx, accumulate=True)
+    want[:, 4:9] *= 2
+    close(dx, want, dtype)
+
+    for groups in (1, 2, 3, 4, 12):
+        out = np.empty_like(x)
+        K.channel_shuffle_forward_into(x, groups, out)
+        close(out, R.channel_shuffle(x, groups), dtype)
+        back = np.full_like(x, np.nan)
+        K.channel_shuffle_backward_into(out, groups, back)   # the inverse permutation
+        close(back, x, dtype)
+        K.channel_shuffle_backward_into(out, groups, back, accumulate=True)
+        close(back, 2 * x.astype(np.float64), dtype)
+
+
+def test_channel_shuffle_by_hand():
+    x = np.arange(6, dtype=np.float64).reshape(1, 6, 1, 1)
+    out = np.empty_like(x)
+    K.channel_shuffle_forward_into(x, 2, out)               # (2, 3) -> (3, 2)
+    assert out.ravel().tolist() == [0, 3, 1, 4, 2, 5]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_droppath(dtype):
+    x = randn(4, 3, 2, 2, dtype=dtype)
+    keep = np.array([True, False, True, False])
+    out = np.full_like(x, np.nan)
+    K.droppath_forward_into(x, keep, 0.25, out)
+    close(out, R.droppath_forward(x, 0.25, keep), dtype)
+    assert np.all(out[1] == 0) and np.all(out[3] == 0)
+    dx = np.full_like(x, np.nan)
+    K.droppath_backward_into(x, keep, 0.25, dx)
+    close(dx, R.droppath_forward(x, 0.25, keep), dtype)
+    K.droppath_backward_into(x, keep, 0.25, dx, accumulate=True)
+    close(dx, 2 * R.droppath_forward(x, 0.25, keep), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5, 8), (1, 3), (2, 4, 3, 3)])
+def test_vae_sample(shape, dtype):
+    mu, logvar, eps = randn(*shape, dtype=dtype), randn(*shape, dtype=dtype), randn(*shape,
+                                                                                   dtype=dtype)
+    z = np.empty_like(mu)
+    kl = K.vae_sample_forward_into(mu, logvar, eps, z)
+    rz, rkl = R.vae_sample_forward(mu, logvar, eps)
+    close(z, rz, dtype)
+    assert abs(kl - rkl) <= 1e-4 * abs(rkl) if dtype == np.float32 else abs(kl - rkl) <= 1e-12
+    dz = randn(*shape, dtype=dtype)
+    rdmu, rdlv = R.vae_sample_backward(dz, 0.7, mu, logvar, eps)
+    dmu, dlv = np.empty_like(mu), np.empty_like(mu)
+    K.vae_sample_backward_into(dz, 0.7, mu, logvar, eps, dmu, dlv)
+    close(dmu, rdmu, dtype)
+    close(dlv, rdlv, dtype)
+    K.vae_sample_backward_into(dz, 0.7, mu, logvar, eps, dmu, dlv, True, True)
+    close(dmu, 2 * rdmu, dtype)
+    close(dlv, 2 * rdlv, dtype)
+    K.vae_sample_backward_into(None, 1.0, mu, logvar, eps, dmu, None)   # the KL term alone
+    close(dmu, R.vae_sample_backward(np.zeros(shape), 1.0, mu, logvar, eps)[0], dtype)
+
+
+def test_vae_sample_gradients_match_central_differences():
+    mu, logvar, eps, dz = randn(3, 4), randn(3, 4), randn(3, 4), randn(3, 4)
+    z = np.empty_like(mu)
+
+    def loss():                                           # L = <z, dz> + 0.6 * kl
+        kl = K.vae_sample_forward_into(mu, logvar, eps, z)
+        return float(np.sum(z * dz)) + 0.6 * kl
+    dmu, dlv = np.empty_like(mu), np.empty_like(mu)
+    K.vae_sample_backward_into(dz, 0.6, mu, logvar, eps, dmu, dlv)
+    assert rel_error(dmu, numeric_grad(loss, mu)) < 1e-6
+    assert rel_error(dlv, numeric_grad(loss, logvar)) < 1e-6
+
+
+def test_kl_of_the_standard_normal_is_zero():
+    z = np.empty((2, 3))
+    assert K.vae_sample_forward_into(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((2, 3)), z) == 0
+    assert z.tolist() == [[1, 1, 1], [1, 1, 1]]
+
+
+# -- losses --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_losses_match_reference(dtype):
+    p = rng.uniform(0.01, 0.99, (4, 6)).astype(dtype)
+    p[0, :3] = [0.0, 1.0, 1e-30]                           # clamped logs
+    t = rng.uniform(0, 1, (4, 6)).astype(dtype)
+    t[1, :2] = [0, 1]
+    for kernel, ref, args in [(K.bce_loss_into, R.bce_loss, (p, t)),
+                              (K.sigmoid_bce_into, R.sigmoid_bce, (randn(4, 6, dtype=dtype)
+                                                                   * dtype(1e4), t)),
+                              (K.sigmoid_bce_into, R.sigmoid_bce, (randn(4, 6, dtype=dtype), t)),
+                              (K.l1_loss_into, R.l1_loss, (p, t))]:
+        d = np.empty_like(args[0])
+        loss = kernel(*args, d)
+        rloss, rd = ref(*args)
+        assert np.isfinite(loss) and abs(loss - rloss) <= 1e-6 * max(1, abs(rloss))
+        close(d, rd, dtype)
+
+
+def test_loss_gradients_match_central_differences():
+    p, t = rng.uniform(0.05, 0.95, (3, 4)), rng.uniform(0, 1, (3, 4))
+    z = randn(3, 4)
+    p[np.abs(p - t) < 1e-3] += 0.01                        # away from l1's kink
+    for kernel, arg in [(K.bce_loss_into, p), (K.sigmoid_bce_into, z), (K.l1_loss_into, p)]:
+        d = np.empty_like(arg)
+        kernel(arg, t, d)
+        numeric = numeric_grad(lambda: kernel(arg, t, np.empty_like(arg)), arg)
+        assert rel_error(d, numeric) < 1e-6
+
+
+def test_l1_gradient_is_zero_where_equal():
+    d = np.empty(3)
+    K.l1_loss_into(np.array([1.0, 2.0, 3.0]), np.array([0.0, 2.0, 4.0]), d)
+    assert d.tolist() == [1 / 3, 0, -1 / 3]
