@@ -67,11 +67,21 @@ def infer(graph: nx.DiGraph) -> nx.DiGraph:
 
 
 def _field(kind, config, in_shapes, out_shape, fields):
+    """The receptive field of a layer's output from its inputs' (None: the whole input)."""
+    local = kind.field_inputs(config, in_shapes)          # a gate's global context is left out
+    fields = [fields[i] for i in local]
     if len(out_shape) < 2 or any(f is None for f in fields):
         return None                               # no spatial axes: the field is the whole input
-    field = rf.merge(fields, in_shapes[0][1:]) if len(fields) > 1 else fields[0]
     terms = kind.window(config, in_shapes)
-    return rf.through_window(field, terms) if terms is not None else dict(field)
+    if len(fields) > 1:
+        field = rf.merge(fields, in_shapes[local[0]][1:])
+    elif terms is None and tuple(in_shapes[local[0]][1:]) != tuple(out_shape[1:]):
+        return None                               # a reshape that moves values across positions
+    else:
+        field = fields[0]
+    if terms is None:
+        return rf.finish(field["extent"], field["stride"], field["padding"], field["aligned"], out_shape[1:])
+    return rf.through_window(field, terms, out_shape[1:])
 
 
 def _paths(nodes, inputs) -> str:

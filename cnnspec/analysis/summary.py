@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from cnnspec.analysis import dtype_bytes
+from cnnspec.analysis import receptive_field as rf
 from cnnspec.layers import LAYERS, fmt_shape
 
 
@@ -30,8 +31,8 @@ def summarize(graph, batch: int = 1, dtype: str = "float32") -> dict:
             "trainable_params": node["n_trainable"], "macs": node["macs"],
             "activations": node["activations"],
             "receptive_field": None if field is None else {
-                "size": list(field["size"]), "stride": list(field["stride"]),
-                "padding": list(field["padding"]), "aligned": bool(field["aligned"])},
+                "size": list(field["size"]), "stride": [rf.plain(v) for v in field["stride"]],
+                "padding": [rf.plain(v) for v in field["padding"]], "aligned": bool(field["aligned"])},
         })
     params = sum(layer["params"] for layer in layers)
     trainable = sum(layer["trainable_params"] for layer in layers)

@@ -110,9 +110,15 @@ class Layer:
         return 0
 
     def window(self, cfg, in_shapes):
-        """Receptive-field terms per spatial axis: a list of (kernel, stride, pad_before, dilation),
-        or None when the layer does not change the field (element-wise layers)."""
+        """Receptive-field terms per spatial axis: a list of (span, stride, offset), meaning that
+        output unit ``o`` reads the input units in ``[o*stride - offset, o*stride - offset + span]``
+        (numbers or exact Fractions); None when the layer does not move values across positions
+        (element-wise layers, merges, channel slices)."""
         return None
+
+    def field_inputs(self, cfg, in_shapes) -> list:
+        """Indices of the inputs whose receptive fields the output's field is the union of."""
+        return list(range(len(in_shapes)))
 
     def describe(self, cfg) -> str:
         """Short text of the key arguments, for tables and drawings."""

@@ -28,9 +28,10 @@ NAMED_KERNELS = {
 
 
 def window_terms(cfg) -> list:
-    """(kernel, stride, pad_before, dilation) per spatial axis, for the receptive field."""
+    """(span, stride, offset) per spatial axis, for the receptive field: dilation*(kernel-1),
+    the stride and the padding before."""
     dilation = cfg.get("dilation", (1,) * len(cfg["kernel"]))
-    return [(k, s, cfg["pad"][2 * i], d)
+    return [(d * (k - 1), s, cfg["pad"][2 * i])
             for i, (k, s, d) in enumerate(zip(cfg["kernel"], cfg["stride"], dilation))]
 
 

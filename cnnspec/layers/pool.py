@@ -60,7 +60,7 @@ class GlobalPool(Layer):
         return (shape[0],) + (1,) * spatial_rank(shape)
 
     def window(self, cfg, in_shapes):
-        return [(n, n, 0, 1) for n in in_shapes[0][1:]]
+        return [(n - 1, n, 0) for n in in_shapes[0][1:]]
 
 
 class GlobalAvgPool(GlobalPool):
