@@ -119,8 +119,10 @@ def test_params_macs_and_memory_by_hand():
 
 def test_json_schema():
     s = net_of("conv(4, 3x3) -> relu -> flatten -> dense(2)", "1x5x5").summary()
-    assert set(s) == {"network", "file", "input", "batch", "dtype", "layers", "totals", "warnings"}
-    assert s["input"] == {"name": "x", "shape": [1, 5, 5]}
+    assert set(s) == {"network", "file", "input", "inputs", "batch", "dtype", "layers", "totals", "loss_terms",
+                      "warnings"}
+    assert s["input"] == {"name": "x", "shape": [1, 5, 5]} and s["inputs"] == [s["input"]]
+    assert s["loss_terms"] == []
     for layer in s["layers"]:
         assert set(layer) == {"name", "op", "inputs", "output_shape", "params", "trainable_params", "macs",
                               "activations", "receptive_field"}

@@ -40,14 +40,16 @@ def net(body: str, head: str = "input image: 1x28x28", extra: str = ""):
 # ---- the examples of dsl.md -----------------------------------------------------------------------
 
 def test_the_contract_has_the_examples_we_expect(examples):
-    assert set(examples) == {"LeNet5", "ResNet18", "VGG16", "Edges", "CrossesAndXs"}
+    assert set(examples) == {"LeNet5", "ResNet18", "VGG16", "Edges", "CrossesAndXs", "AutoEncoder", "Generator"}
 
 
-@pytest.mark.parametrize("name", ["LeNet5", "ResNet18", "VGG16", "Edges", "CrossesAndXs"])
-def test_every_example_parses_and_builds(examples, name):
+@pytest.mark.parametrize("name, first_input", [("LeNet5", "image"), ("ResNet18", "image"), ("VGG16", "image"),
+                                               ("Edges", "image"), ("CrossesAndXs", "image"),
+                                               ("AutoEncoder", "image"), ("Generator", "z")])
+def test_every_example_parses_and_builds(examples, name, first_input):
     graph = compile_source(examples[name], f"{name}.cnn")
     assert graph.graph["network"] == name
-    assert graph.graph["input"] == "image"
+    assert graph.graph["input"] == first_input
     assert graph.graph["file"] == f"{name}.cnn"
     assert graph.graph["sources"] == {f"{name}.cnn": examples[name]}
     for node, data in graph.nodes(data=True):

@@ -56,7 +56,7 @@ CASES = {
                                    "missing `}` before `train`", "`{` at line 1, column 11"),
     "unclosed paren before block": (HEAD + "    conv(1, 3x3\nblock b() { relu }\n", 3, 9, 1,
                                     "unclosed `(`", "`)`"),
-    "two networks": (HEAD + "}\n" + HEAD + "}\n", 4, 9, 1, "at most one `network`", "line 1"),
+    "two networks of one name": (HEAD + "}\n" + HEAD + "}\n", 4, 9, 1, "network `N` is defined twice", "line 1"),
     "two trains": (HEAD + "}\ntrain { }\ntrain { }\n", 5, 1, 9, "at most one `train`", "line 4"),
     "nesting": (HEAD + "    conv(" + "(" * 150 + "1" + ")" * 150 + ")\n}\n", 3, 108, 1,
                 "nested more than 100 deep", None),
@@ -98,9 +98,9 @@ CASES = {
     "no input": ("network N {\n    relu\n}\n", 1, 9, 1, "network `N` has no input", "input NAME: SHAPE"),
     "input not first": ("network N {\n    relu\n    input x: 3\n}\n", 3, 5, 10,
                         "`input` must be the first statement", None),
-    "two inputs": (HEAD + "    input x: 3\n}\n", 3, 5, 10, "exactly one input", "line 2"),
+    "two inputs of one name": (HEAD + "    input image: 3\n}\n", 3, 11, 5, "`image` is already bound", "line 2"),
     "input in a block": ("block a() { input x: 3 }\n" + HEAD + "    a\n}\n", 1, 13, 10,
-                         "`input` is only the first statement of a network", "`in`"),
+                         "`input` is only a statement of a network's body", "`in`"),
     "bad input shape": ("network N {\n    input x: 1x2x3x4\n}\n", 2, 5, 16, "bad input shape 1x2x3x4",
                         "CxHxW"),
     "zero input size": ("network N {\n    input x: 0x8\n}\n", 2, 5, 12, "bad input shape 0x8", None),
@@ -172,8 +172,8 @@ CASES = {
                                "val_split must be at least 0 and below 1", None),
     "data as a number": (HEAD + "}\ntrain {\n    data = 3\n}\n", 5, 12, 1, "`data` is a data set name",
                          "mnist:data/mnist"),
-    "unquoted path": (HEAD + "}\ntrain {\n    data = my.npz\n}\n", 5, 14, 1, "unexpected character `.`",
-                      None),
+    "unquoted path": (HEAD + "}\ntrain {\n    data = my.npz\n}\n", 5, 12, 6, "`my.npz` looks like a file name",
+                      'data = "my.npz"'),
 }
 
 

@@ -16,10 +16,13 @@ from cnnspec.layers import LAYERS, LayerError, fmt_shape
 
 def infer(graph: nx.DiGraph) -> nx.DiGraph:
     """Annotate every node with ``config``, ``input_shapes``, ``output_shape``, ``params``,
-    ``state``, ``trainable``, ``n_params``, ``n_trainable``, ``macs``, ``activations`` and
-    ``receptive_field``; collect ``graph.graph["warnings"]``. Raises a located CnnSpecError."""
+    ``state``, ``trainable``, ``n_params``, ``n_trainable``, ``macs``, ``activations``,
+    ``receptive_field`` and ``loss_term`` (what the layer adds to the training loss, e.g.
+    ``{"term": "kl", "weight": 1.0}`` for ``sample``; else None); collect
+    ``graph.graph["warnings"]`` and ``graph.graph["loss_terms"]`` (the layers that have one).
+    Raises a located CnnSpecError."""
     sources = graph.graph.get("sources", {})
-    warnings = []
+    warnings, loss_terms = [], []
     nodes = graph.nodes
     for name in graph.nodes:                 # the builder adds nodes in a topological order
         node = nodes[name]
@@ -27,18 +30,11 @@ def infer(graph: nx.DiGraph) -> nx.DiGraph:
             shape = tuple(node["kwargs"]["shape"])
             node.update(config={"shape": shape}, input_shapes=[], output_shape=shape, params={},
                         state={}, trainable=True, n_params=0, n_trainable=0, macs=0,
-                        activations=math.prod(shape),
+                        activations=math.prod(shape), loss_term=None,
                         receptive_field=rf.initial(len(shape) - 1) if len(shape) > 1 else None)
             continue
-        kind = LAYERS[node["op"]]
         in_shapes = [nodes[i]["output_shape"] for i in node["inputs"]]
-        try:
-            config = kind.configure(tuple(node["args"]), dict(node["kwargs"]), in_shapes)
-            out_shape = tuple(kind.output_shape(config, in_shapes))
-        except LayerError as err:
-            where = node.get("arg_pos", {}).get(err.arg) if err.arg is not None else None
-            raise error_at(where or node.get("pos"), f"in `{name}`: {err.message}", sources=sources,
-                           hint=err.hint, file=graph.graph.get("file")) from None
+        kind, config, out_shape = configure(graph, name, in_shapes, sources)
         params = kind.param_shapes(config, in_shapes)
         n_params = sum(math.prod(s) for s in params.values())
         trainable = kind.trainable(config)
@@ -46,7 +42,10 @@ def infer(graph: nx.DiGraph) -> nx.DiGraph:
                     state=kind.state_shapes(config, in_shapes), trainable=trainable,
                     n_params=n_params, n_trainable=n_params if trainable else 0,
                     macs=kind.macs(config, in_shapes, out_shape),
-                    activations=0 if kind.in_place else math.prod(out_shape))
+                    activations=0 if kind.in_place else math.prod(out_shape),
+                    loss_term=kind.loss_term(config))
+        if node["loss_term"] is not None:
+            loss_terms.append(name)
         node["receptive_field"] = _field(kind, config, in_shapes, out_shape,
                                          [nodes[i]["receptive_field"] for i in node["inputs"]])
         field = node["receptive_field"]
@@ -54,16 +53,34 @@ def infer(graph: nx.DiGraph) -> nx.DiGraph:
                 nodes[i]["receptive_field"] is None or nodes[i]["receptive_field"]["aligned"]
                 for i in node["inputs"]):
             warnings.append(f"{_where(node)}`{name}`: the receptive fields of its inputs are not aligned "
-                            f"({_paths(nodes, node['inputs'])}); outputs mix features centred at "
+                            f"({_paths(nodes, [node['inputs'][i] for i in kind.field_inputs(config, in_shapes)])}); "
+                            "outputs mix features centred at "
                             "different input positions")
     output = graph.graph.get("output")
     if output is not None:
         used = nx.ancestors(graph, output) | {output}
         for name in graph.nodes:
             if name not in used:
-                warnings.append(f"{_where(nodes[name])}`{name}` is computed but never used by the output")
+                what = "input" if nodes[name]["op"] == "input" else "computed but"
+                warnings.append(f"{_where(nodes[name])}`{name}` is {what} never used by the output")
     graph.graph["warnings"] = warnings
+    graph.graph["loss_terms"] = loss_terms
     return graph
+
+
+def configure(graph: nx.DiGraph, name: str, in_shapes: list, sources: dict):
+    """(layer kind, resolved config, output shape) of the layer node ``name`` fed ``in_shapes``;
+    a bad argument or shape is a CnnSpecError located at the argument or the layer."""
+    node = graph.nodes[name]
+    kind = LAYERS[node["op"]]
+    try:
+        config = kind.configure(tuple(node["args"]), dict(node["kwargs"]), in_shapes)
+        out_shape = tuple(kind.output_shape(config, in_shapes))
+    except LayerError as err:
+        where = node.get("arg_pos", {}).get(err.arg) if err.arg is not None else None
+        raise error_at(where or node.get("pos"), f"in `{name}`: {err.message}", sources=sources,
+                       hint=err.hint, file=graph.graph.get("file")) from None
+    return kind, config, out_shape
 
 
 def _field(kind, config, in_shapes, out_shape, fields):
@@ -80,7 +97,7 @@ def _field(kind, config, in_shapes, out_shape, fields):
     else:
         field = fields[0]
     if terms is None:
-        return rf.finish(field["extent"], field["stride"], field["padding"], field["aligned"], out_shape[1:])
+        return rf.finish(field["axes"], field["aligned"], out_shape[1:])
     return rf.through_window(field, terms, out_shape[1:])
 
 

@@ -1,102 +1,143 @@
-"""Receptive fields by the recurrence of Araujo, Norris & Sim, "Computing Receptive Fields of
-Convolutional Neural Networks", Distill, 2019, in exact fractions so that it also runs through
-layers that enlarge their input (``upsample``, ``conv_transpose``).
+"""Receptive fields: per spatial axis, the input positions each unit of a tensor depends on.
 
-Per spatial axis, a tensor's field is (extent r, jump j, effective padding p), all exact
-``Fraction``s: its unit ``o`` depends on input positions inside the interval
+The field of unit ``o`` of a tensor, on one axis, is the whole-number interval
+``[L(o), H(o)]`` of input positions (positions outside the input are padding; they count, as in
+Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill
+2019). A layer's window, per axis, is (span, stride, offset): its unit ``o`` reads the units of
+its input inside the real interval ``[o*stride - offset, o*stride - offset + span]`` -- for a
+convolution or pooling ``span = dilation*(kernel-1)``, ``stride`` its stride and ``offset`` its
+padding before; layers that enlarge have a fractional stride (``upsample(2)``: 1/2). So
 
-    [o*j - p,  o*j - p + r - 1]            (input coordinates; positions outside are padding)
+    L'(o) = L(ceil(o*stride - offset)),     H'(o) = H(floor(o*stride - offset + span))
 
-A layer's window, per axis, is (span, stride, offset): its unit ``o`` reads the units of its input
-inside ``[o*stride - offset, o*stride - offset + span]``. For a convolution or pooling
-``span = dilation*(kernel-1)``, ``stride`` its stride and ``offset`` its padding before; layers that
-enlarge have a fractional stride (``1/2``). Through a window,
+For strided convolutions and pooling this is Araujo et al.'s recurrence (L(o) = o*j - p,
+H(o) = L(o) + r - 1). Through upsampling and transposed convolutions the field of a unit depends
+on its position modulo the upsampling factor, so L and H are kept as exact periodic tables:
+``L(o + P) = L(o) + P*J`` with J the effective stride (jump), an exact ``Fraction``.
 
-    r' = r + span*j,     j' = j*stride,     p' = p + offset*j
-
-Where paths meet, the field is the union of the paths' fields, per axis (the smallest interval
-holding every path's interval for every unit). A path whose jump or centre differs from the
-others' makes the merge "not aligned".
-
-``size`` is what summaries print: the most input positions the interval of any unit of the tensor
-holds (its extent r when the jump and padding are whole numbers, as in every classifier).
+Reported per axis: ``size``, the most input positions any unit of the tensor depends on;
+``stride``, J (``1/2`` after a 2x upsampling); ``padding``, ``-L(0)``. Where paths meet the
+field is their union, unit by unit (``L = min``, ``H = max``). Paths whose jumps differ, or
+whose fields are centred at different points though each is the same for every unit, are "not
+aligned" (a path through an upsampling, as a U-Net's decoder, is centred on its coarse grid by
+design, so only its jump is compared). A field whose period would exceed ``MAX_PERIOD`` units (a chain of
+upsamplings by more than 4096 overall) is not computed (None).
 """
 from __future__ import annotations
 
 import math
 from fractions import Fraction
 
-MAX_UNITS_SCANNED = 4096         # beyond this, a tensor's units are not scanned one by one
+MAX_PERIOD = 4096
+
+
+class Axis:
+    """L and H on one axis: ``L(o) = low[o % period] + (o // period) * shift`` (H alike), where
+    ``shift = period * jump`` is a whole number."""
+
+    __slots__ = ("jump", "period", "shift", "low", "high")
+
+    def __init__(self, jump, period: int, low: tuple, high: tuple):
+        self.jump = jump
+        self.period = period
+        self.shift = int(period * jump)
+        self.low = low
+        self.high = high
+
+    def L(self, o: int) -> int:
+        q, r = divmod(o, self.period)
+        return self.low[r] + q * self.shift
+
+    def H(self, o: int) -> int:
+        q, r = divmod(o, self.period)
+        return self.high[r] + q * self.shift
+
+    def centres(self, units: int) -> list:
+        return [self.L(o) + self.H(o) for o in range(units)]
 
 
 def initial(rank: int) -> dict:
     """The field of an input itself: every position sees one pixel."""
-    one, zero = Fraction(1), Fraction(0)
-    return {"size": [1] * rank, "extent": [one] * rank, "stride": [one] * rank,
-            "padding": [zero] * rank, "aligned": True}
+    return finish([Axis(1, 1, (0,), (0,)) for _ in range(rank)], True, [1] * rank)
 
 
-def through_window(field: dict, terms, sizes) -> dict:
+def finish(axes: list, aligned: bool, sizes) -> dict | None:
+    """The field dict of ``axes`` for a tensor of spatial ``sizes``."""
+    if any(axis is None for axis in axes):
+        return None
+    size = []
+    for axis, n in zip(axes, sizes):
+        units = range(min(n, axis.period))
+        size.append(max(0, max(axis.H(o) - axis.L(o) + 1 for o in units)))
+    return {"size": size, "stride": [axis.jump for axis in axes], "padding": [-axis.L(0) for axis in axes],
+            "aligned": aligned, "axes": axes}
+
+
+def through_window(field: dict, terms, sizes) -> dict | None:
     """The field after a window with per-axis ``terms`` (span, stride, offset); ``sizes`` are the
     output's spatial sizes."""
-    extent, stride, pad = [], [], []
-    for r, j, p, (span, s, q) in zip(field["extent"], field["stride"], field["padding"], terms):
-        extent.append(r + Fraction(span) * j)
-        stride.append(j * Fraction(s))
-        pad.append(p + Fraction(q) * j)
-    return finish(extent, stride, pad, field["aligned"], sizes)
+    return finish([window_axis(axis, *term) for axis, term in zip(field["axes"], terms)], field["aligned"], sizes)
 
 
-def finish(extent, stride, pad, aligned, sizes) -> dict:
-    return {"size": [count(r, j, p, n) for r, j, p, n in zip(extent, stride, pad, sizes)],
-            "extent": extent, "stride": stride, "padding": pad, "aligned": aligned}
+def window_axis(axis: Axis, span, stride, offset) -> Axis | None:
+    if all(type(v) is int for v in (span, stride, offset)):          # a plain window: whole numbers
+        period = axis.period // math.gcd(stride, axis.period)
+        low = tuple(axis.L(o * stride - offset) for o in range(period))
+        high = tuple(axis.H(o * stride - offset + span) for o in range(period))
+        return Axis(axis.jump * stride, period, low, high)
+    stride, offset, span = Fraction(stride), Fraction(offset), Fraction(span)
+    period = stride.denominator * axis.period // math.gcd(stride.numerator, axis.period)
+    if period > MAX_PERIOD:
+        return None
+    low = tuple(axis.L(math.ceil(o * stride - offset)) for o in range(period))
+    high = tuple(axis.H(math.floor(o * stride - offset + span)) for o in range(period))
+    jump = axis.jump * stride
+    return Axis(jump.numerator if jump.denominator == 1 else jump, period, low, high)
 
 
-def count(r: Fraction, j: Fraction, p: Fraction, n: int) -> int:
-    """The most whole positions that the interval [o*j - p, o*j - p + r - 1] holds, over the
-    units o = 0 .. n-1 of the tensor."""
-    length = r - 1
+def merge(fields: list, sizes) -> dict | None:
+    """Where paths meet: the union, unit by unit and per axis, of the paths' fields. ``sizes``
+    are the merged tensors' spatial sizes (on an axis of size 1 the jump means nothing).
 
-    def held(lo):
-        return math.floor(lo + length) - math.ceil(lo) + 1
+    Where the jumps differ (an unaligned merge, warned about) the union is exact on the tensor's
+    units and continued beyond them with the largest jump."""
+    axes = []
+    for a, n in enumerate(sizes):
+        paths = [f["axes"][a] for f in fields]
+        jumps = {p.jump for p in paths}
+        if len(jumps) == 1:
+            period = math.lcm(*(p.period for p in paths))
+            jump = paths[0].jump
+        else:
+            jump = max(jumps)
+            period = n * Fraction(jump).denominator
+        if period > MAX_PERIOD:
+            return None
+        low = tuple(min(p.L(o) for p in paths) for o in range(period))
+        high = tuple(max(p.H(o) for p in paths) for o in range(period))
+        axes.append(Axis(jump, period, low, high))
+    first = fields[0]
 
-    b = j.denominator
-    if n < b and n <= MAX_UNITS_SCANNED:
-        return max(held(o * j - p) for o in range(n))
-    # o*j - p takes every fractional part f0 + k/b (k = 0 .. b-1), f0 = frac(-p) modulo 1/b
-    f0 = ((-p) * b - math.floor((-p) * b)) / b
-    if f0 == 0:
-        return math.floor(length) + 1
-    return math.floor(f0 + Fraction(b - 1, b) + length)
+    def agrees(f):
+        for a, n in enumerate(sizes):
+            mine, theirs = f["axes"][a], first["axes"][a]
+            if n > 1 and mine.jump != theirs.jump:
+                return False
+            if mine.period == theirs.period == 1 and mine.centres(1) != theirs.centres(1):
+                return False
+        return True
+
+    return finish(axes, all(agrees(f) and f["aligned"] for f in fields), sizes)
 
 
 def centre(field: dict) -> list:
-    """Input coordinate of the centre of the first output position's field, per axis."""
-    return [(r - 1) / 2 - p for r, p in zip(field["extent"], field["padding"])]
+    """Input coordinate of the centre of the first unit's field, per axis."""
+    return [Fraction(axis.L(0) + axis.H(0), 2) for axis in field["axes"]]
 
 
-def merge(fields: list, sizes) -> dict:
-    """Where paths meet: the union, per axis, of the paths' fields. ``sizes`` are the merged
-    tensors' spatial sizes (on an axis of size 1 the jump means nothing).
-
-    On an axis where the jumps agree the union is exact: p = max(p_i), r - p = max(r_i - p_i).
-    Where they differ (an unaligned merge, warned about) it takes the largest jump and the
-    smallest interval that covers every path on every unit 0 .. n-1."""
-    extent, stride, pad = [], [], []
-    for axis, n in enumerate(sizes):
-        j = max(f["stride"][axis] for f in fields)
-        p = max(f["padding"][axis] + (n - 1) * (j - f["stride"][axis]) for f in fields)
-        r = max(f["extent"][axis] - f["padding"][axis] for f in fields) + p
-        extent.append(r)
-        stride.append(j)
-        pad.append(p)
-    first = fields[0]
-    axes = [i for i, n in enumerate(sizes) if n > 1]
-
-    def agrees(f):
-        return all(f["stride"][i] == first["stride"][i] for i in axes) and centre(f) == centre(first)
-
-    return finish(extent, stride, pad, all(agrees(f) and f["aligned"] for f in fields), sizes)
+def interval(field: dict, o) -> list:
+    """``(L, H)`` per axis of the unit at position ``o`` (a tuple of ints)."""
+    return [(axis.L(i), axis.H(i)) for axis, i in zip(field["axes"], o)]
 
 
 def plain(value):

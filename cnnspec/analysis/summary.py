@@ -42,14 +42,16 @@ def summarize(graph, batch: int = 1, dtype: str = "float32") -> dict:
     forward = activations * batch * size
     param_bytes = (params + state) * size
     training = 2 * forward + param_bytes + trainable * size * (1 + optimizer_slots(graph.graph.get("train")))
-    input_name = graph.graph["input"]
+    inputs = [{"name": name, "shape": list(nodes[name]["output_shape"])}
+              for name in graph.graph.get("inputs") or [graph.graph["input"]]]
     return {
         "network": graph.graph.get("network"), "file": graph.graph.get("file"),
-        "input": {"name": input_name, "shape": list(nodes[input_name]["output_shape"])},
+        "input": inputs[0], "inputs": inputs,
         "batch": batch, "dtype": dtype, "layers": layers,
         "totals": {"params": params, "trainable_params": trainable, "frozen_params": params - trainable,
                    "macs": macs, "flops": 2 * macs, "activations": activations,
                    "memory_bytes": {"params": param_bytes, "forward": forward, "training": training}},
+        "loss_terms": [{"layer": name, **nodes[name]["loss_term"]} for name in graph.graph.get("loss_terms", [])],
         "warnings": list(graph.graph.get("warnings", [])),
     }
 
@@ -124,7 +126,8 @@ def table(graph, batch: int = 1, dtype: str = "float32") -> str:
     rule = "-" * len(line(header))
     t = data["totals"]
     mem = t["memory_bytes"]
-    out = [f"{data['network']}  (input {data['input']['name']}: {fmt_shape(data['input']['shape'])}, "
+    shown = ", ".join(f"{i['name']}: {fmt_shape(i['shape'])}" for i in data["inputs"])
+    out = [f"{data['network']}  ({'inputs' if len(data['inputs']) > 1 else 'input'} {shown}, "
            f"batch {batch}, {dtype})", rule, line(header), rule, *map(line, rows), rule,
            f"Params:      {t['params']:,} ({human(t['params'])}): trainable {t['trainable_params']:,}, "
            f"frozen {t['frozen_params']:,}",
@@ -132,6 +135,9 @@ def table(graph, batch: int = 1, dtype: str = "float32") -> str:
            f"Activations: {t['activations']:,} values per sample",
            f"Memory:      params {human_bytes(mem['params'])}, forward activations {human_bytes(mem['forward'])}, "
            f"training estimate {human_bytes(mem['training'])} (batch {batch})"]
+    for term in data["loss_terms"]:
+        out.append(f"Loss:        + {term['weight']:g} * {term['term'].upper()} of `{term['layer']}` (added to the "
+                   "training loss)")
     for warning in data["warnings"]:
         out.append(f"warning: {warning}")
     return "\n".join(out)

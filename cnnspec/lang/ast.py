@@ -1,8 +1,11 @@
 """The syntax tree of a `.cnn` file: small dataclasses, each carrying the ``Pos`` it was written at.
 
-Values (argument values, block-parameter defaults, train settings) are expressions: ``Literal``,
-``Name``, ``Neg``, ``BinOp``, ``TupleOf``, ``ListOf`` and ``Call``. Chain steps are ``Name`` (a layer
-or block without arguments, or, first in a chain, a tensor name), ``Call``, ``Group`` and ``Repeat``.
+Values (argument values, block-parameter defaults, train settings, conditions) are expressions:
+``Literal``, ``Name``, ``Attribute`` (``x.channels``), ``Neg``, ``BinOp``, ``Compare``, ``BoolOp``,
+``Not``, ``TupleOf``, ``ListOf`` and ``Call`` (``min(a, b)``). Chain steps are expressions too, told
+apart by the builder: ``Name`` (a layer or block without arguments, or, first in a chain, a tensor
+name), ``Call``, ``Group``, and ``BinOp("*", step, count)``, a repetition. A statement whose right
+side is an integer expression binds a constant.
 """
 from __future__ import annotations
 
@@ -44,6 +47,41 @@ class BinOp:
 
 
 @dataclass
+class Attribute:
+    """``name.attr``: a size of a tensor (``in.channels``, ``x.height``, ``x.width``, ``x.length``)."""
+    name: str
+    attr: str
+    pos: Pos                      # the whole ``name.attr``
+    name_pos: Pos
+    attr_pos: Pos
+
+
+@dataclass
+class Compare:
+    """``left op right``, op one of ``== != < <= > >=``."""
+    op: str
+    left: object
+    right: object
+    pos: Pos
+
+
+@dataclass
+class BoolOp:
+    """``left and right`` or ``left or right``."""
+    op: str
+    left: object
+    right: object
+    pos: Pos
+
+
+@dataclass
+class Not:
+    """``not operand``."""
+    operand: object
+    pos: Pos
+
+
+@dataclass
 class TupleOf:
     """``(1, 2, 1, 2)``."""
     items: list
@@ -78,14 +116,16 @@ class Call:
 
 @dataclass
 class Group:
-    """``( chain )``: several steps treated as one, usually to repeat them."""
+    """``( chain )`` of two steps or more, treated as one, usually to repeat it (a parenthesised
+    single step or value is that step or value itself)."""
     chain: Chain
     pos: Pos
 
 
 @dataclass
 class Repeat:
-    """``step * count``: the step applied ``count`` times in sequence."""
+    """``step * count``: the step applied ``count`` times in sequence (made by the builder from the
+    ``BinOp("*", step, ...)`` the parser reads)."""
     step: object
     count: object
     pos: Pos
@@ -105,6 +145,14 @@ class Statement:
     chain: Chain
     pos: Pos
     target_pos: Pos | None = None
+
+
+@dataclass
+class If:
+    """``if condition { body }``: the body's statements belong to the enclosing scope."""
+    condition: object
+    body: list
+    pos: Pos                      # the ``if`` keyword
 
 
 @dataclass
@@ -137,7 +185,7 @@ class Block:
 
 @dataclass
 class Network:
-    """``network NAME { body }``; the body starts with an ``Input``."""
+    """``network NAME { body }``; the body starts with an ``Input`` (and may declare more)."""
     name: str
     body: list
     pos: Pos
@@ -168,10 +216,16 @@ class Train:
 
 @dataclass
 class Module:
-    """One parsed file: at most one network and train section, any blocks and imports."""
+    """One parsed file: networks (in order; names unique), at most one train section, any blocks
+    and imports."""
     file: str | None
     text: str = ""
-    network: Network | None = None
+    networks: list[Network] = field(default_factory=list)
     blocks: list[Block] = field(default_factory=list)
     imports: list[Import] = field(default_factory=list)
     train: Train | None = None
+
+    @property
+    def network(self) -> Network | None:
+        """The first network (the one commands act on by default)."""
+        return self.networks[0] if self.networks else None

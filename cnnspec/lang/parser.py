@@ -20,7 +20,7 @@ from cnnspec.lang import ast
 from cnnspec.layers.values import Size
 
 MAX_NESTING = 100                # brackets deeper than this are refused (keeps every pass shallow)
-KEYWORDS = ("network", "block", "import", "train", "input", "true", "false")
+KEYWORDS = ("network", "block", "import", "train", "input", "true", "false", "if", "and", "or", "not")
 CLOSING = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
 
 
@@ -46,7 +46,7 @@ class PostLex:
     arrow itself (the terminal also holds the line breaks around it) and keeps the stack of open
     brackets and the last tokens seen, which syntax errors use to explain themselves."""
 
-    always_accept = ("_NL",)
+    always_accept = ("_NL", "_ARROW")          # `->` is never read as `-` and `>`
 
     def __init__(self):
         self.open: list[Token] = []
@@ -113,20 +113,26 @@ def parse(text: str, file: str | None = None) -> ast.Module:
 
 
 def assemble(items: list, file: str | None, text: str) -> ast.Module:
-    """The module of the top-level items; a second network or train section is an error."""
+    """The module of the top-level items; two networks of one name, or a second train section,
+    is an error."""
     module = ast.Module(file, text)
     for item in items:
         if isinstance(item, ast.Block):
             module.blocks.append(item)
         elif isinstance(item, ast.Import):
             module.imports.append(item)
-        else:
-            kind = "network" if isinstance(item, ast.Network) else "train"
-            first = getattr(module, kind)
+        elif isinstance(item, ast.Network):
+            first = next((n for n in module.networks if n.name == item.name), None)
             if first is not None:
-                raise error_at(item.pos, f"a file holds at most one `{kind}`", sources={file: text},
-                               hint=f"the first one is at line {first.pos.line}")
-            setattr(module, kind, item)
+                raise error_at(item.pos, f"network `{item.name}` is defined twice", sources={file: text},
+                               hint=f"the first one is at line {first.pos.line}; networks of one file "
+                                    "need different names")
+            module.networks.append(item)
+        else:
+            if module.train is not None:
+                raise error_at(item.pos, "a file holds at most one `train`", sources={file: text},
+                               hint=f"the first one is at line {module.train.pos.line}")
+            module.train = item
     return module
 
 
@@ -219,12 +225,14 @@ class ToAst(Transformer_NonRecursive):
     def chain(self, meta, steps):
         return ast.Chain(steps, self.pos(meta))
 
-    def repeat(self, meta, children):
-        step, count = children
-        return ast.Repeat(step, count, self.pos(meta))
+    def if_(self, meta, children):
+        condition, body = children
+        return ast.If(condition, body, Pos(self.file, meta.line, meta.column, 2))
 
     def group(self, meta, children):
         (chain,) = children
+        if len(chain.steps) == 1:                # `(x)` is x: a parenthesised value or step
+            return chain.steps[0]
         return ast.Group(chain, self.pos(meta))
 
     def call(self, meta, children):
@@ -283,6 +291,24 @@ class ToAst(Transformer_NonRecursive):
     def floordiv(self, meta, children):
         return ast.BinOp("//", *children, self.pos(meta))
 
+    def compare(self, meta, children):
+        left, op, right = children
+        return ast.Compare(str(op), left, right, self.pos(meta))
+
+    def and_(self, meta, children):
+        return ast.BoolOp("and", *children, self.pos(meta))
+
+    def or_(self, meta, children):
+        return ast.BoolOp("or", *children, self.pos(meta))
+
+    def not_(self, meta, children):
+        (operand,) = children
+        return ast.Not(operand, self.pos(meta))
+
+    def attribute(self, meta, children):
+        name, attr = children
+        return ast.Attribute(str(name), str(attr), self.pos(meta), self.tpos(name), self.tpos(attr))
+
     def tuple(self, meta, items):
         return ast.TupleOf([i for i in items if i is not None], self.pos(meta))
 
@@ -295,7 +321,7 @@ class ToAst(Transformer_NonRecursive):
 TERMINAL_NAMES = {
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "SIZE": "a size such as 5x5",
     "STRING": "a quoted string", "SOURCE": "a data source such as mnist:DIR", "_NL": "a new line",
-    "_ARROW": "`->`", "$END": "the end of the file",
+    "_ARROW": "`->`", "$END": "the end of the file", "COMPARE": "a comparison (== != < <= > >=)",
 }
 
 
@@ -387,10 +413,19 @@ def syntax_error(err: UnexpectedInput, text: str, file: str | None, postlex: Pos
                 expected_hint(err.expected, innermost if in_brackets else None))
 
 
+VALUE_STARTS = {"INT", "FLOAT", "SIZE", "NAME", "LPAR", "LSQB", "MINUS"}
+
+
 def expected_hint(expected, open_bracket) -> str | None:
     """``expected a, b or c`` (when few things would do), and the bracket still open, if any."""
+    expected = set(expected)
+    value = VALUE_STARTS <= expected
+    if value:                                   # where any expression may start
+        expected -= VALUE_STARTS | {"STRING", "TRUE", "FALSE", "NOT"}
     wanted = sorted({describe_expected(name, lark_parser()) for name in expected},
                     key=lambda w: (w.startswith("`"), w))
+    if value:
+        wanted.insert(0, "a layer, a name or a value")
     hint = None
     if len(wanted) == 1:
         hint = f"expected {wanted[0]}"

@@ -14,13 +14,23 @@ One ``key = value`` per line; every key is optional::
         seed      = 0
         val_split = 0.1
         augment   = [flip, rotate(10), shift(2)]  # flip, vflip, rotate(deg), shift(px),
-    }                                             # scale(lo, hi), noise(std)
+                                                  # scale(lo, hi), noise(std)
+        task      = reconstruct             # classify, reconstruct, segment, gan (dsl.md §10.4)
+        corrupt   = [noise(0.3)]            # like augment, on the input only (reconstruct)
+        generator = Generator               # gan: network names of the file
+        discriminator = Discriminator
+        latent    = 64                      # gan: the size of the generator's noise input
+        d_steps   = 1                       # gan: discriminator steps per generator step
+    }
 
 Values become plain Python: ``data`` and ``loss`` str (``data`` exactly as written, e.g.
 ``"mnist:data/mnist"``); ``optimizer`` ``{"name": "sgd", "lr": 0.05, "momentum": 0.9}`` with only
 the arguments written (positional ones take the names in the order above); ``epochs``, ``batch``,
-``seed`` int; ``val_split`` float; ``augment`` a list of ``(name, args tuple)``. Defaults are
-filled in by the trainer, not here.
+``seed`` int; ``val_split`` float; ``augment`` and ``corrupt`` lists of ``(name, args tuple)``;
+``task``, ``generator`` and ``discriminator`` str; ``latent`` and ``d_steps`` int. Defaults are
+filled in by the trainer, not here. ``generator``/``discriminator`` must name networks of the file
+and come with ``task = gan`` (which needs both); ``latent`` must match the size of the
+generator's first input.
 
 The keys cnnspec adds where dsl.md is silent (``schedule``, ``warmup``, ``monitor``, ``patience``,
 ``min_delta``, ``restore_best_weights``, ``clip_grad_norm``, ``top_k``; ``adamw`` among the
@@ -36,21 +46,26 @@ OPTIMIZERS = {"sgd": ("lr", "momentum", "weight_decay"), "adam": ("lr", "betas",
               "adamw": ("lr", "betas", "weight_decay")}
 AUGMENTS = {"flip": (), "vflip": (), "rotate": ("deg",), "shift": ("px",), "scale": ("lo", "hi"),
             "noise": ("std",)}
-LOSSES = ("cross_entropy", "mse")
-KEYS = ("data", "loss", "optimizer", "epochs", "batch", "seed", "val_split", "augment")
+LOSSES = ("cross_entropy", "mse", "bce", "l1")
+TASKS = ("classify", "reconstruct", "segment", "gan")
+GAN_KEYS = ("generator", "discriminator", "latent", "d_steps")
+KEYS = ("data", "loss", "optimizer", "epochs", "batch", "seed", "val_split", "augment",
+        "task", "corrupt", *GAN_KEYS)
 KEYS += FIT_KEYS
 
 
-def train_config(train: ast.Train, sources: dict) -> tuple[dict, dict]:
-    """The settings as plain values, and where each was written ({key: Pos})."""
-    return Settings(sources).convert(train)
+def train_config(train: ast.Train, sources: dict, networks: dict | None = None) -> tuple[dict, dict]:
+    """The settings as plain values, and where each was written ({key: Pos}). ``networks`` are
+    the file's networks by name (``ast.Network``), which ``generator`` and ``discriminator`` name."""
+    return Settings(sources, networks or {}).convert(train)
 
 
 class Settings(FitSettings):
     """Converts and checks the settings of one train section."""
 
-    def __init__(self, sources: dict):
+    def __init__(self, sources: dict, networks: dict | None = None):
         self.sources = sources
+        self.networks = networks or {}
 
     def fail(self, pos, message, hint=None):
         return error_at(pos, message, sources=self.sources, hint=hint)
@@ -89,9 +104,14 @@ class Settings(FitSettings):
             where[key] = setting.pos
             config[key] = getattr(self, key)(value)
         self.check_together(config, where)
+        self.check_task(config, where, train)
         return config, where
 
     def data(self, value) -> str:
+        if isinstance(value, ast.Attribute):
+            path = f"{value.name}.{value.attr}"
+            raise self.fail(value.pos, f"`{path}` looks like a file name: write it in double quotes",
+                            hint=f'data = "{path}"')
         if not (isinstance(value, ast.Name) or isinstance(value, ast.Literal) and type(value.value) is str):
             raise self.fail(value.pos, "`data` is a data set name, KIND:PATH or a quoted path",
                             hint='e.g. data = shapes, data = mnist:data/mnist, data = "train.npz"')
@@ -135,6 +155,77 @@ class Settings(FitSettings):
         names = OPTIMIZERS[value.name]
         return self.arguments(value, [(name, "betas" if name == "betas" else "number") for name in names],
                               positional=len(names))
+
+    def task(self, value) -> str:
+        if not isinstance(value, ast.Name):
+            raise self.fail(value.pos, f"`task` is one of: {', '.join(TASKS)}")
+        if value.name not in TASKS:
+            raise self.unknown(value.name, TASKS, "task", value.pos)
+        return value.name
+
+    def generator(self, value) -> str:
+        return self.network_name(value, "generator")
+
+    def discriminator(self, value) -> str:
+        return self.network_name(value, "discriminator")
+
+    def network_name(self, value, key) -> str:
+        if not isinstance(value, ast.Name):
+            raise self.fail(value.pos, f"`{key}` is the name of a network of this file",
+                            hint=f"e.g. {key} = {key.capitalize()}")
+        if value.name not in self.networks:
+            names = list(self.networks)
+            guess = nearest(value.name, names)
+            raise self.fail(value.pos, f"no network `{value.name}` in this file",
+                            hint=f"did you mean `{guess}`?" if guess else
+                            (f"its networks are: {', '.join(names)}" if names else None))
+        return value.name
+
+    def latent(self, value) -> int:
+        return self.count(value, "latent", 1)
+
+    def d_steps(self, value) -> int:
+        return self.count(value, "d_steps", 1)
+
+    def corrupt(self, value) -> list:
+        """``[noise(0.3)]``: augmentations of the input only (``task = reconstruct``)."""
+        return self.augment(value)
+
+    def check_task(self, config: dict, where: dict, train: ast.Train):
+        """The settings that belong to a task come with it; a GAN names its two networks, and
+        ``latent`` is the size of the generator's first input."""
+        task = config.get("task", "classify")
+        for key in GAN_KEYS:
+            if key in config and task != "gan":
+                raise self.fail(where[key], f"`{key}` is a setting of `task = gan`",
+                                hint=f"this section's task is {task}" + ("" if "task" in config
+                                                                         else " (the default)"))
+        if "corrupt" in config and task != "reconstruct":
+            raise self.fail(where["corrupt"], "`corrupt` is a setting of `task = reconstruct` "
+                                              "(it spoils the input, the target stays clean)",
+                            hint="use `augment` to vary the training samples of other tasks")
+        if task != "gan":
+            return
+        missing = [key for key in ("generator", "discriminator") if key not in config]
+        if missing:
+            raise self.fail(where["task"], f"`task = gan` needs {' and '.join(f'`{k}`' for k in missing)}",
+                            hint="name the two networks of the file: generator = G, discriminator = D")
+        if config["generator"] == config["discriminator"]:
+            raise self.fail(where["discriminator"], "the generator and the discriminator are the same network",
+                            hint="a GAN trains two networks against each other")
+        if "latent" in config:
+            generator = self.networks[config["generator"]]
+            first = next((s for s in generator.body if isinstance(s, ast.Input)), None)
+            if first is not None:
+                size = 1
+                for v in first.shape:
+                    size *= v
+                if size != config["latent"]:
+                    shape = "x".join(map(str, first.shape))
+                    raise self.fail(where["latent"], f"latent = {config['latent']}, but the generator "
+                                    f"`{generator.name}` takes `{first.name}: {shape}` ({size} values)",
+                                    hint=f"write latent = {size}, or leave it out: it defaults to the "
+                                         "generator's input")
 
     def augment(self, value) -> list:
         """``[flip, rotate(10)]`` -> ``[("flip", ()), ("rotate", (10,))]``."""

@@ -1,4 +1,8 @@
-"""Activations, element-wise (computed in place) except softmax, which runs over channels."""
+"""Activations, element-wise (computed in place) except softmax, which runs over channels.
+
+Each is the function of ``torch.nn.functional`` of the same name (``gelu`` the exact one, with
+erf; ``softplus`` with beta 1, threshold 20). Only ``leaky_relu`` (config key ``slope``) and
+``elu`` (config key ``alpha``) have arguments."""
 from __future__ import annotations
 
 from cnnspec.layers.base import Layer, as_float
@@ -38,3 +42,39 @@ class LeakyReLU(Activation):
 
     def describe(self, cfg):
         return f"{cfg['slope']:g}"
+
+
+class ReLU6(Activation):
+    op = "relu6"                 # min(max(x, 0), 6)
+
+
+class HardSwish(Activation):
+    op = "hardswish"             # x * relu6(x + 3) / 6
+
+
+class HardSigmoid(Activation):
+    op = "hardsigmoid"           # relu6(x + 3) / 6
+
+
+class SiLU(Activation):
+    op = "silu"                  # x * sigmoid(x) (swish)
+
+
+class GELU(Activation):
+    op = "gelu"                  # x * Phi(x) = x/2 * (1 + erf(x / sqrt(2)))
+
+
+class Softplus(Activation):
+    op = "softplus"              # log(1 + exp(x)); x itself above 20, as PyTorch
+
+
+class ELU(Activation):
+    op = "elu"                   # x if x > 0 else alpha*(exp(x) - 1)
+    params = {"alpha": 1.0}
+    n_positional = 1
+
+    def resolve(self, v, at, in_shapes):
+        return {"alpha": as_float(v["alpha"], "alpha", at["alpha"])}
+
+    def describe(self, cfg):
+        return f"{cfg['alpha']:g}"

@@ -42,6 +42,7 @@ class Layer:
     params: dict = {}            # name -> default (REQUIRED for required positional arguments)
     n_positional: int = 0        # how many of `params` may be given positionally
     n_inputs: int | None = 1     # None: any number >= 2 (merges)
+    takes_names = False          # its operands are tensor names written as arguments: add(a, b)
     in_place = False             # element-wise: computed in place, adds no activation memory
     min_rank = 0                 # lowest spatial rank of the input it accepts
 
@@ -119,6 +120,10 @@ class Layer:
     def field_inputs(self, cfg, in_shapes) -> list:
         """Indices of the inputs whose receptive fields the output's field is the union of."""
         return list(range(len(in_shapes)))
+
+    def loss_term(self, cfg) -> dict | None:
+        """What the layer adds to the training loss (``sample``'s KL term), or None."""
+        return None
 
     def describe(self, cfg) -> str:
         """Short text of the key arguments, for tables and drawings."""

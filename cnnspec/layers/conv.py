@@ -169,3 +169,115 @@ def fixed_weights(value, shape, arg):
         raise LayerError(f"weights have shape {fmt_shape(array.shape)} but the layer needs "
                          f"{fmt_shape(shape)} (filters x channels x kernel)", arg=arg)
     return np.ascontiguousarray(array)
+
+
+class ConvTranspose(Layer):
+    """Transposed convolution, as PyTorch's ``ConvTranspose1d/2d``; 1-D or 2-D by input rank.
+
+    Config keys (regular, like conv's): ``filters`` F; ``kernel``, ``stride``, ``dilation`` per
+    axis; ``pad`` as (before, after) per axis flattened, (top, bottom, left, right) in 2-D,
+    (left, right) in 1-D: rows/columns cropped from the full output; ``output_pad`` per axis:
+    rows/columns added at the bottom/right end; ``groups``; ``bias``; ``trainable``. Weight
+    (C, F/groups, *kernel) as PyTorch lays it out; bias (F,).
+
+    ``out = (in-1)*stride - before - after + dilation*(k-1) + output_pad + 1``: the output is
+    ``full[before : before + out]`` of the full transposed convolution, zero-extended at its end.
+    ``pad=same`` gives ``out = in*stride``: with ``P = dilation*(k-1) + 1 - stride``, it crops
+    ``ceil(P/2)`` before and ``floor(P/2)`` after (PyTorch's usual ``padding=ceil(P/2),
+    output_padding=P % 2``: ``conv_transpose(c, 4x4, stride=2, pad=1)``,
+    ``conv_transpose(c, 3x3, stride=2, pad=1, output_pad=1)``); when P < 0 it crops nothing and
+    adds ``output_pad = -P``.
+    """
+    op = "conv_transpose"
+    params = {"filters": REQUIRED, "kernel": REQUIRED, "stride": 1, "pad": 0, "output_pad": 0,
+              "dilation": 1, "groups": 1, "bias": True, "trainable": True}
+    n_positional = 2
+    min_rank = 1
+    example = "conv_transpose(16, 4x4, stride=2, pad=1)"
+
+    def resolve(self, v, at, in_shapes):
+        shape = in_shapes[0]
+        rank = spatial_rank(shape)
+        channels = shape[0]
+        filters = as_int(v["filters"], "filters", at["filters"])
+        kernel = spatial(v["kernel"], rank, "kernel", at["kernel"])
+        stride = spatial(v["stride"], rank, "stride", at["stride"])
+        dilation = spatial(v["dilation"], rank, "dilation", at["dilation"])
+        groups = as_int(v["groups"], "groups", at["groups"])
+        if channels % groups or filters % groups:
+            raise LayerError(f"groups={groups} must divide both the input channels ({channels}) "
+                             f"and the filters ({filters})", arg=at["groups"])
+        if v["pad"] == "same":
+            if at["output_pad"] is not None:
+                raise LayerError("`pad=same` already sets the output to in*stride, so it takes no output_pad",
+                                 arg=at["output_pad"], hint="drop output_pad, or give pad as numbers")
+            pad, output_pad = [], []
+            for k, s, d in zip(kernel, stride, dilation):
+                total = d * (k - 1) + 1 - s
+                pad += [-(-total // 2), total // 2] if total >= 0 else [0, 0]
+                output_pad.append(max(-total, 0))
+            pad, output_pad = tuple(pad), tuple(output_pad)
+        else:
+            pad = padding(v["pad"], rank, kernel, stride, dilation, shape[1:], at["pad"])
+            output_pad = spatial(v["output_pad"], rank, "output_pad", at["output_pad"], minimum=0)
+            for op_, s, d in zip(output_pad, stride, dilation):
+                if op_ >= max(s, d):
+                    raise LayerError(f"output_pad {fmt_shape(output_pad)} must be smaller than the stride "
+                                     f"{fmt_shape(stride)} or the dilation {fmt_shape(dilation)} on every axis",
+                                     arg=at["output_pad"],
+                                     hint="as PyTorch: output_pad only chooses among the sizes a strided "
+                                          "convolution maps to the same output size")
+        return {"filters": filters, "kernel": kernel, "stride": stride, "pad": pad, "output_pad": output_pad,
+                "dilation": dilation, "groups": groups, "bias": as_bool(v["bias"], "bias", at["bias"]),
+                "trainable": as_bool(v["trainable"], "trainable", at["trainable"])}
+
+    def output_shape(self, cfg, in_shapes):
+        shape = in_shapes[0]
+        sizes = []
+        for i, (n, k, s, d, op_) in enumerate(zip(shape[1:], cfg["kernel"], cfg["stride"], cfg["dilation"],
+                                                  cfg["output_pad"])):
+            before, after = cfg["pad"][2 * i], cfg["pad"][2 * i + 1]
+            out = (n - 1) * s - before - after + d * (k - 1) + op_ + 1
+            if out < 1:
+                axis = ("length",) if len(shape) == 2 else ("height", "width")
+                raise LayerError(
+                    f"`conv_transpose` output {axis[i]} would be {out} (below 1): input {axis[i]} {n}, "
+                    f"out = ({n}-1)*{s} - {before} - {after} + {d}*({k}-1) + {op_} + 1",
+                    hint="crop less (a smaller pad)")
+            sizes.append(out)
+        return (cfg["filters"], *sizes)
+
+    def param_shapes(self, cfg, in_shapes):
+        shapes = {"weight": (in_shapes[0][0], cfg["filters"] // cfg["groups"], *cfg["kernel"])}
+        if cfg["bias"]:
+            shapes["bias"] = (cfg["filters"],)
+        return shapes
+
+    def macs(self, cfg, in_shapes, out_shape):
+        """fvcore's (and torch.utils.flop_counter's) count: C*(F/groups)*k per input position."""
+        channels = in_shapes[0][0]
+        return channels * (cfg["filters"] // cfg["groups"]) * math.prod(cfg["kernel"]) * math.prod(in_shapes[0][1:])
+
+    def window(self, cfg, in_shapes):
+        """Output unit o reads the inputs i with i*s in [o + before - d*(k-1), o + before]."""
+        from fractions import Fraction
+
+        terms = []
+        for i, (k, s, d) in enumerate(zip(cfg["kernel"], cfg["stride"], cfg["dilation"])):
+            span = d * (k - 1)
+            terms.append((Fraction(span, s), Fraction(1, s), Fraction(span - cfg["pad"][2 * i], s)))
+        return terms
+
+    def describe(self, cfg):
+        text = f"{cfg['filters']}, {fmt_shape(cfg['kernel'])}"
+        if any(s != 1 for s in cfg["stride"]):
+            text += f", stride {fmt_shape(cfg['stride'])}"
+        if any(cfg["pad"]):
+            text += f", pad {_pad_text(cfg['pad'])}"
+        if any(cfg["output_pad"]):
+            text += f", output_pad {fmt_shape(cfg['output_pad'])}"
+        if any(d != 1 for d in cfg["dilation"]):
+            text += f", dilation {fmt_shape(cfg['dilation'])}"
+        if cfg["groups"] != 1:
+            text += f", groups {cfg['groups']}"
+        return text + ("" if cfg["trainable"] else ", frozen")

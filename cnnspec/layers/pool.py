@@ -69,3 +69,44 @@ class GlobalAvgPool(GlobalPool):
 
 class GlobalMaxPool(GlobalPool):
     op = "globalmaxpool"
+
+
+class AdaptivePool(Layer):
+    """Pools to a fixed output size with PyTorch's windows: output i of an axis of size n pools
+    the inputs ``[floor(i*n/m), ceil((i+1)*n/m))``, m the output size (windows of uneven length
+    when m does not divide n; overlapping ones when m > n).
+
+    Config key: ``size``, the output's spatial sizes (per axis)."""
+    params = {"size": REQUIRED}
+    n_positional = 1
+    min_rank = 1
+    example = "adaptiveavgpool(7x7)"
+
+    def resolve(self, v, at, in_shapes):
+        return {"size": spatial(v["size"], spatial_rank(in_shapes[0]), "size", at["size"])}
+
+    def output_shape(self, cfg, in_shapes):
+        return (in_shapes[0][0], *cfg["size"])
+
+    def window(self, cfg, in_shapes):
+        from fractions import Fraction
+
+        terms = []
+        for n, m in zip(in_shapes[0][1:], cfg["size"]):
+            if n % m == 0:                             # even windows: a plain pooling window
+                terms.append((n // m - 1, n // m, 0))
+            else:                                      # [o*n/m - (m-1)/m, (o+1)*n/m - 1 + (m-1)/m]
+                slack = Fraction(m - 1, m)
+                terms.append((Fraction(n, m) - 1 + 2 * slack, Fraction(n, m), slack))
+        return terms
+
+    def describe(self, cfg):
+        return fmt_shape(cfg["size"])
+
+
+class AdaptiveAvgPool(AdaptivePool):
+    op = "adaptiveavgpool"
+
+
+class AdaptiveMaxPool(AdaptivePool):
+    op = "adaptivemaxpool"
