@@ -11,10 +11,12 @@ def register(sub) -> None:
     p = sub.add_parser("check", help="compile .cnn files and report errors (exit 1 if any is invalid)")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.add_argument("--network", metavar="NAME", help="check only this network of each file (default: all)")
     p.set_defaults(func=check)
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, memory and receptive fields")
     p.add_argument("file", metavar="FILE")
+    add_network_option(p)
     p.add_argument("--batch", type=int, default=1, help="batch size for memory totals (default 1)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -24,33 +26,41 @@ def register(sub) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.svg, OUT.png, OUT.pdf or OUT.dot")
     p.add_argument("--until", metavar="LAYER", help="draw only LAYER and the layers that feed it")
+    add_network_option(p)
     p.set_defaults(func=render)
 
 
+def add_network_option(parser) -> None:
+    """``--network NAME``: which network of the file a command acts on."""
+    parser.add_argument("--network", metavar="NAME",
+                        help="the network of the file to use, when it has several (default: the first)")
+
+
 def check(args) -> int:
-    from cnnspec.network import load
+    from cnnspec.network import load, load_all
 
     status = 0
     for path in args.files:
         try:
-            net = load(path)
+            nets = {args.network: load(path, network=args.network)} if args.network else load_all(path)
         except CnnSpecError as err:
             print(err.render(), file=sys.stderr)
             status = 1
             continue
-        for warning in net.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        if not args.quiet:
-            t = net.summary()["totals"]
-            print(f"{path}: ok ({net.name}: {len(net.graph) - 1} layers, {t['params']:,} params, "
-                  f"{t['macs']:,} MACs)")
+        for net in nets.values():
+            for warning in net.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            if not args.quiet:
+                t = net.summary()["totals"]
+                print(f"{path}: ok ({net.name}: {len(net.graph) - len(net.input_names)} layers, "
+                      f"{t['params']:,} params, {t['macs']:,} MACs)")
     return status
 
 
 def summary(args) -> int:
     from cnnspec.network import load
 
-    net = load(args.file)
+    net = load(args.file, network=args.network)
     if args.json:
         print(json.dumps(net.summary(args.batch, args.dtype)))
     else:
@@ -61,6 +71,6 @@ def summary(args) -> int:
 def render(args) -> int:
     from cnnspec.network import load
 
-    net = load(args.file)
+    net = load(args.file, network=args.network)
     print(f"wrote {net.render(args.output, until=args.until)}")
     return 0

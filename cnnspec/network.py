@@ -10,21 +10,48 @@ from cnnspec.analysis.summary import summarize, table
 from cnnspec.errors import CnnSpecError
 
 
-def load(path) -> "Network":
-    """Read a ``.cnn`` file and return its analysed :class:`Network`."""
+def load(path, network: str | None = None) -> "Network":
+    """Read a ``.cnn`` file and return its analysed :class:`Network`: the one called ``network``,
+    or the first of the file."""
     from cnnspec.lang import compile_file
 
     path = os.fspath(path)
-    return Network(infer(compile_file(path)))
+    return Network(infer(compile_file(path, network=_check_name(network))))
 
 
-def loads(text: str, file: str | None = None) -> "Network":
-    """Parse ``.cnn`` text (``file`` names it in errors and anchors relative imports)."""
+def loads(text: str, file: str | None = None, network: str | None = None) -> "Network":
+    """Parse ``.cnn`` text (``file`` names it in errors and anchors relative imports); the
+    network called ``network``, or the first."""
     from cnnspec.lang import compile_source
 
+    return Network(infer(compile_source(_check_text(text), file=file, network=_check_name(network))))
+
+
+def load_all(path) -> dict:
+    """Every network of a ``.cnn`` file, analysed: ``{name: Network}`` in the order written."""
+    from cnnspec.lang import read_source
+
+    path = os.fspath(path)
+    return loads_all(read_source(path), file=path)
+
+
+def loads_all(text: str, file: str | None = None) -> dict:
+    """Every network of ``.cnn`` text, analysed: ``{name: Network}`` in the order written."""
+    from cnnspec.lang import compile_all
+
+    return {name: Network(infer(graph)) for name, graph in compile_all(_check_text(text), file).items()}
+
+
+def _check_text(text):
     if not isinstance(text, str):
         raise CnnSpecError(f"expected .cnn text as a str, received {type(text).__name__}")
-    return Network(infer(compile_source(text, file=file)))
+    return text
+
+
+def _check_name(network):
+    if network is not None and not isinstance(network, str):
+        raise CnnSpecError(f"network is the name of a network of the file, received {network!r}")
+    return network
 
 
 class Network:
@@ -46,8 +73,29 @@ class Network:
         return self.graph.graph.get("file")
 
     @property
+    def networks(self) -> list:
+        """The names of every network of the file this one is in (it is one of them)."""
+        return list(self.graph.graph.get("networks") or [self.name])
+
+    @property
     def input_name(self) -> str:
+        """The first input's name (the current tensor a network starts from)."""
         return self.graph.graph["input"]
+
+    @property
+    def input_names(self) -> list:
+        """Every input's name, in the order declared."""
+        return list(self.graph.graph.get("inputs") or [self.input_name])
+
+    @property
+    def input_shapes(self) -> dict:
+        """{input name: shape} of every input, in the order declared."""
+        return {name: tuple(self.graph.nodes[name]["output_shape"]) for name in self.input_names}
+
+    @property
+    def loss_terms(self) -> list:
+        """Layers that add to the training loss (``sample``'s KL term): [{"layer", "term", "weight"}]."""
+        return [{"layer": name, **self.graph.nodes[name]["loss_term"]} for name in self.graph.graph.get("loss_terms", [])]
 
     @property
     def input_shape(self) -> tuple:

@@ -86,6 +86,7 @@ class Model:
         # the class scores: the logits before a final softmax (what losses and gradients start from)
         self.scores_name = out_node["inputs"][0] if out_node["op"] == "softmax" else self.output_name
         order = topological(graph)
+        check_runnable(graph, self.name)
         self.layers = [name for name in order if graph.nodes[name]["op"] != "input"]
         used = nx.ancestors(graph, self.output_name) | {self.output_name}
         self.live = [name for name in order if name in used]
@@ -430,6 +431,26 @@ def _seed(of, n: int, shape: tuple, layer: str):
         raise CnnSpecError(f"{what}: expected a unit index, {n} class indices or an array of shape "
                            f"{(n, *shape)}; received {array.dtype} of shape {array.shape}")
     return lambda buf, start: np.copyto(buf, array[start:start + len(buf)], casting="unsafe")
+
+
+def check_runnable(graph, name: str) -> None:
+    """The engine runs every layer of the network, and the network has one input; else a
+    CnnSpecError saying what it cannot run yet (analysis covers more than the engine)."""
+    from cnnspec.engine.ops import OPS
+
+    inputs = graph.graph.get("inputs") or [graph.graph["input"]]
+    if len(inputs) > 1:
+        raise CnnSpecError(f"the engine cannot run a network with several inputs yet (`{name}` takes "
+                           f"{', '.join(inputs)})", file=graph.graph.get("file"),
+                           hint="`cnnspec check`, `summary` and `render` work on it")
+    missing = list(dict.fromkeys(graph.nodes[n]["op"] for n in graph.nodes
+                                 if graph.nodes[n]["op"] not in OPS and graph.nodes[n]["op"] != "input"))
+    if missing:
+        first = next(n for n in graph.nodes if graph.nodes[n]["op"] == missing[0])
+        kinds = ", ".join(f"`{op}`" for op in missing)
+        raise CnnSpecError(f"the engine cannot run {kinds} yet (`{first}` of network `{name}`)",
+                           file=graph.graph.get("file"),
+                           hint="`cnnspec check`, `summary` and `render` work on it")
 
 
 def fmt(shape) -> str:

@@ -61,6 +61,7 @@ class NetworkProblem:
 
     name: str
     spec: Path
+    network: str = ""              # which network of the file ("": the first)
     points: float = 20.0
     batch: int = 2
     tolerance: float = 1e-6
@@ -381,6 +382,7 @@ forbidden = {forbidden}  # top-level module names
 [[networks]]
 name = "lenet5"                 # required: the problem's name in reports
 spec = "lenet5.cnn"             # required: the .cnn file, relative to this file
+# network = "LeNet5"            # which network of the file, when it has several (default: the first)
 points = 20                     # shared equally by the checks: outputs, gradients, training
 batch = 2                       # samples compared in the forward/backward check
 tolerance = 1e-6                # relative error of outputs and gradients

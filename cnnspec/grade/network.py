@@ -118,7 +118,7 @@ def grade_network(grader, problem, runner) -> ProblemResult:
     }
     checks = {k: checks[k] for k in keys}
     result.checks = list(checks.values())
-    net = cnnspec.load(problem.spec)
+    net = cnnspec.load(problem.spec, network=problem.network or None)
     try:
         runner.ensure()
     except SandboxError as exc:

@@ -1,6 +1,8 @@
 """The `.cnn` language front end: text -> syntax tree -> raw graph (see shared/docs/dsl.md).
 
-    graph = compile_file("specs/lenet5.cnn")        # parse, read the imports, build
+    graph = compile_file("specs/lenet5.cnn")        # parse, read the imports, build the first network
+    graph = compile_file("dcgan.cnn", network="Discriminator")
+    graphs = compile_all(text, file="gan.cnn")      # {name: graph} of every network of the file
     graph = compile_source(text, file="net.cnn")
     module = parse(text, file="net.cnn")            # just the syntax tree (cnnspec.lang.ast)
     graph = build_graph(module)
@@ -22,6 +24,11 @@ silent, the language does this:
 * Imports are transitive, and relative to the importing file (to the working directory for
   text without a file); a file's network and train section are ignored when it is imported.
 * The train section syntax is described in :mod:`cnnspec.lang.train`.
+* Several networks of a file share its blocks, imports and train section; their names differ.
+  Inputs after the first may be declared anywhere at the network's top level (not inside ``if``).
+* ``if`` has no ``else``. Conditions and constants evaluate like Python's (``//`` floors), but
+  ``and``/``or`` join conditions only, and comparisons do not chain. ``and``, ``or``, ``not``
+  and ``if`` are reserved words. A constant may also hold a size (``k = 3x3``) or a number.
 """
 from __future__ import annotations
 
@@ -34,25 +41,45 @@ from cnnspec.lang.build import MAX_LAYERS, build_graph
 from cnnspec.lang.imports import blocks_in_scope
 from cnnspec.lang.parser import parse
 
-__all__ = ["MAX_LAYERS", "build_graph", "blocks_in_scope", "compile_file", "compile_source", "parse"]
+__all__ = ["MAX_LAYERS", "build_graph", "blocks_in_scope", "compile_all", "compile_file", "compile_source",
+           "parse", "read_source"]
 
 
-def compile_source(text: str, file: str | None = None) -> nx.DiGraph:
-    """The raw graph of the network in ``text`` (named ``file`` in messages; imports are relative
-    to it, or to the working directory when it is None)."""
+def compile_source(text: str, file: str | None = None, network: str | None = None) -> nx.DiGraph:
+    """The raw graph of the network called ``network`` (None: the first) in ``text`` (named
+    ``file`` in messages; imports are relative to it, or to the working directory when None)."""
     try:
-        return build_graph(parse(text, file))
+        return build_graph(parse(text, file), network=network)
     except RecursionError:                       # a last guard: every pass is meant to be shallow
         raise CnnSpecError("the file is nested too deeply to read", file=file) from None
 
 
-def compile_file(path) -> nx.DiGraph:
-    """The raw graph of the `.cnn` file at ``path``."""
+def compile_all(text: str, file: str | None = None) -> dict:
+    """{network name: raw graph} of every network in ``text``, in the order written (the file is
+    parsed and its imports read once)."""
+    try:
+        module = parse(text, file)
+        sources = {file: text}
+        blocks = blocks_in_scope(module, sources)
+        if not module.networks:
+            return {None: build_graph(module, blocks, sources)}      # raises "no `network`"
+        return {n.name: build_graph(module, blocks, sources, network=n.name) for n in module.networks}
+    except RecursionError:
+        raise CnnSpecError("the file is nested too deeply to read", file=file) from None
+
+
+def read_source(path) -> str:
+    """The text of the `.cnn` file at ``path`` (a located error when it cannot be read)."""
     path = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise CnnSpecError(not_utf8(err), file=path) from None
     except OSError as err:
         raise CnnSpecError(f"cannot read the file: {err.strerror or err}", file=path) from None
-    return compile_source(text, path)
+
+
+def compile_file(path, network: str | None = None) -> nx.DiGraph:
+    """The raw graph of the network called ``network`` (None: the first) of the file at ``path``."""
+    path = str(path)
+    return compile_source(read_source(path), path, network)

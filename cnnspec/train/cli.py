@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from cnnspec.commands import add_network_option
 from cnnspec.errors import CnnSpecError
 
 MAX_DEFAULT_LAYERS = 8           # layers `run --feature-maps` draws when --layers is not given
@@ -25,6 +26,7 @@ def register(subparsers) -> None:
                     "Writes weights.npz, log.csv, log.json and curves.png to --out. Ctrl-C stops after "
                     "the current batch and saves a checkpoint that --resume continues.")
     train.add_argument("file", help="the .cnn file")
+    add_network_option(train)
     train.add_argument("--data", help=DATA_HELP)
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch", type=int)
@@ -53,6 +55,7 @@ def register(subparsers) -> None:
                     "else the validation split (the same samples training held out: data, seed and val_split "
                     "come from the log.json beside the weights, else from the file's train section).")
     evaluate.add_argument("file", help="the .cnn file")
+    add_network_option(evaluate)
     evaluate.add_argument("--weights", required=True, metavar="W.npz",
                           help="a weights file, or a run directory (its best.npz, else its weights.npz)")
     evaluate.add_argument("--data", help=DATA_HELP)
@@ -71,6 +74,7 @@ def register(subparsers) -> None:
                     "resized to the input size, scaled to [0, 1]) or array (.npy, used as it is). Prints the "
                     "top classes of a classifier, else the output.")
     run.add_argument("file", help="the .cnn file")
+    add_network_option(run)
     run.add_argument("--weights", metavar="W.npz", help="trained weights, or a run directory (its best.npz, else "
                                                          "its weights.npz); default: initial weights")
     run.add_argument("--input", required=True, metavar="IMAGE", help="a picture or a .npy array")
@@ -126,7 +130,7 @@ def train_command(args) -> int:
     from cnnspec.train.config import resolve_config
     from cnnspec.train.loop import fit
 
-    network = cnnspec.load(args.file)
+    network = cnnspec.load(args.file, network=args.network)
     settings = dict(data=args.data, epochs=args.epochs, batch=args.batch, lr=args.lr,
                     optimizer=args.optimizer, momentum=args.momentum, loss=args.loss, seed=args.seed,
                     val_split=args.val_split, augment=args.augment, init=args.init, freeze=args.freeze,
@@ -198,7 +202,7 @@ def evaluate_command(args) -> int:
     from cnnspec.train.config import located, resolve_config
     from cnnspec.train.metrics import evaluate
 
-    network = cnnspec.load(args.file)
+    network = cnnspec.load(args.file, network=args.network)
     args.weights = weights_file(args.weights)
     config = resolve_config(network, seed=args.seed, val_split=args.val_split, data=args.data, top_k=args.top_k)
     previous = _run_settings(args.weights)
@@ -235,7 +239,7 @@ def run_command(args) -> int:
     from cnnspec.data import read_array
     from cnnspec.train.inference import class_names, kernel_names, picture_layers, predict
 
-    network = cnnspec.load(args.file)
+    network = cnnspec.load(args.file, network=args.network)
     model = network.compile(dtype="float32", seed=int(network.train_config.get("seed", 0)))
     if args.weights:
         args.weights = weights_file(args.weights)

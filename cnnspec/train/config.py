@@ -103,6 +103,7 @@ def resolve_config(network, **overrides) -> TrainConfig:
     (name, args)), init, freeze (globs), unfreeze_after (``"N:GLOB"`` words or (N, glob))."""
     config = TrainConfig()
     section = network.train_config
+    check_trainable_task(network, section)
     file = getattr(network, "file", None)
     if "data" in section:
         config.data = str(section["data"])
@@ -149,6 +150,24 @@ def resolve_config(network, **overrides) -> TrainConfig:
         with located(network, key, config.from_file):
             raise CnnSpecError(message)
     return config
+
+
+def check_trainable_task(network, section: dict) -> None:
+    """The trainer runs ``task = classify`` with cross_entropy or mse; the other tasks and losses
+    of dsl.md §10.4 parse and are checked, but training them is not built yet: say so, at the line."""
+    task, loss = section.get("task", "classify"), section.get("loss")
+    for key, value, wanted in (("task", task, "classify"), ("loss", loss, None)):
+        if key == "loss" and value not in ("bce", "l1"):
+            continue
+        if key == "task" and value == wanted:
+            continue
+        where = (network.graph.graph.get("train_pos") or {}).get(key)
+        message = f"`cnnspec train` cannot train {key} = {value} yet: it trains classifiers " \
+                  "(task = classify, loss = cross_entropy or mse)"
+        hint = "`cnnspec check`, `summary` and `render` work on this file"
+        if where is None:
+            raise CnnSpecError(message, file=network.file, hint=hint)
+        raise error_at(where, message, sources=network.graph.graph.get("sources"), hint=hint)
 
 
 def _set_optimizer(config: TrainConfig, value, keep: TrainConfig | None = None) -> None:
