@@ -11,6 +11,14 @@ from cnnspec.layers import LAYERS, fmt_shape
 STYLE = {   # op family -> node fill colour
     "input": "#d9d9d9", "conv": "#9ecae1", "dense": "#fdae6b", "pool": "#a1d99b",
     "batchnorm": "#dadaeb", "dropout": "#f0f0f0", "merge": "#fdd0a2", "act": "#ffffff",
+    "sample": "#fcbba1",
+}
+FAMILIES = {
+    "pool": ("maxpool", "avgpool", "sumpool", "globalavgpool", "globalmaxpool", "adaptiveavgpool",
+             "adaptivemaxpool", "upsample"),
+    "merge": ("add", "concat", "mul"),
+    "conv": ("conv", "conv_transpose"),
+    "dropout": ("dropout", "droppath"),
 }
 INSTALL_HINT = ("install graphviz to draw pictures: `apt-get install graphviz` (Debian/Ubuntu), "
                 "`brew install graphviz` (macOS) or `conda install graphviz`; then "
@@ -18,13 +26,23 @@ INSTALL_HINT = ("install graphviz to draw pictures: `apt-get install graphviz` (
 
 
 def _family(op: str) -> str:
-    if op in ("maxpool", "avgpool", "sumpool", "globalavgpool", "globalmaxpool"):
-        return "pool"
-    if op in ("add", "concat"):
-        return "merge"
-    if op in ("relu", "sigmoid", "tanh", "softmax", "identity", "leaky_relu", "flatten"):
-        return "act"
+    for family, ops in FAMILIES.items():
+        if op in ops:
+            return family
     return op if op in STYLE else "act"
+
+
+def _edge_style(graph, u, v) -> dict:
+    """How the edge u -> v is drawn: the operands of ``sample`` are labelled mu and logvar; a gate
+    broadcast by ``mul`` (squeeze-and-excitation) is dashed and labelled with its shape."""
+    node = graph.nodes[v]
+    index = node["inputs"].index(u)
+    if node["op"] == "sample":
+        return {"label": ("mu", "logvar")[index], "fontsize": "9"}
+    if node["op"] == "mul" and node["config"]["broadcast"][index] == "gate":
+        return {"label": f"gate {fmt_shape(graph.nodes[u]['output_shape'])}", "style": "dashed",
+                "fontsize": "9", "color": "#c04000", "fontcolor": "#c04000"}
+    return {}
 
 
 def digraph(network, until: str | None = None):
@@ -60,9 +78,13 @@ def digraph(network, until: str | None = None):
             family = "input" if node["op"] == "input" else _family(node["op"])
             kind = LAYERS.get(node["op"])
             detail = kind.describe(node["config"]) if kind is not None else ""
-            label = f"{name}\\n{node['op']}{'(' + detail + ')' if detail else ''}\\n{fmt_shape(node['output_shape'])}"
-            target.node(name, label, shape={"input": "ellipse", "merge": "hexagon"}.get(family, "box"),
-                        fillcolor=STYLE[family])
+            op = {"mul": "mul ×"}.get(node["op"], node["op"])
+            label = f"{name}\\n{op}{'(' + detail + ')' if detail else ''}\\n{fmt_shape(node['output_shape'])}"
+            term = node.get("loss_term")
+            if term is not None:
+                label += f"\\n+ {term['weight']:g}·{term['term'].upper()} to the loss"
+            target.node(name, label, shape={"input": "ellipse", "merge": "hexagon", "sample": "octagon"}.get(
+                family, "box"), fillcolor=STYLE[family])
         for part, child in branch.items():
             if part == "nodes":
                 continue
@@ -75,7 +97,7 @@ def digraph(network, until: str | None = None):
 
     emit(root, tree, ())
     for u, v in graph.edges:
-        root.edge(u, v)
+        root.edge(u, v, **_edge_style(graph, u, v))
     return root
 
 
