@@ -609,6 +609,8 @@ class Builder:
     def condition(self, expr, scope: Scope) -> bool:
         """The truth of an ``if`` condition: comparisons of integers joined by and, or, not."""
         if not isinstance(expr, (ast.Compare, ast.BoolOp, ast.Not)):
+            if isinstance(expr, ast.Name) and expr.name in scope.names:
+                self.comparand(expr, scope)                  # a tensor: conditions are on integers
             value = self.value(expr, scope)
             if type(value) is bool:
                 return value
@@ -716,9 +718,8 @@ class Builder:
         sizes = SIZES[len(shape)]
         if expr.attr not in sizes:
             kind = {1: "a flat vector", 2: "a sequence (CxL)", 3: "an image (CxHxW)"}[len(shape)]
-            known = ("channels", "height", "width", "length")
-            hint = (f"did you mean `{nearest(expr.attr, known)}`?" if nearest(expr.attr, known) and
-                    nearest(expr.attr, known) in sizes else f"it has: {', '.join('.' + s for s in sizes)}")
+            guess = nearest(expr.attr, sizes)
+            hint = (f"did you mean `{guess}`? " if guess else "") + f"it has {', '.join('.' + s for s in sizes)}"
             raise self.fail(expr.attr_pos, f"`{expr.name}` is {kind} of shape "
                             f"{'x'.join(map(str, shape))}: it has no size `.{expr.attr}`", hint=hint)
         return shape[sizes.index(expr.attr)]

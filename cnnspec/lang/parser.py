@@ -405,6 +405,10 @@ def syntax_error(err: UnexpectedInput, text: str, file: str | None, postlex: Pos
     if tok.type in ("NAME", "LPAR") and "_ARROW" in err.expected:
         return fail(pos, f"missing `->` before {describe_found(tok)}",
                     "steps of a chain are joined by `->`; a new statement starts on a new line")
+    if previous is not None and previous.value in KEYWORDS and previous.type == previous.value.upper() \
+            and tok.value == "=":
+        return fail(token_pos(previous, file), f"`{previous.value}` is a reserved word",
+                    "choose another name")
     if tok.value in KEYWORDS:
         hint = ("`input NAME: SHAPE` is the first statement of a network; refer to the input by its name"
                 if tok.value == "input" else f"`{tok.value}` is a reserved word")

@@ -152,9 +152,13 @@ def as_float(value, what: str, arg, low=None, high=None, low_open=False, high_op
     value = float(value)
     if not math.isfinite(value) or (low is not None and (value < low or (low_open and value == low))) \
             or (high is not None and (value > high or (high_open and value == high))):
-        lo = "" if low is None else f"{'(' if low_open else '['}{low}"
-        hi = "" if high is None else f"{high}{')' if high_open else ']'}"
-        raise LayerError(f"{what} must be in {lo}, {hi}, received: {value}", arg=arg)
+        if high is None:
+            bound = f"above {low}" if low_open else f"at least {low}"
+        elif low is None:
+            bound = f"below {high}" if high_open else f"at most {high}"
+        else:
+            bound = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise LayerError(f"{what} must be {bound}, received: {value}", arg=arg)
     return value
 
 
