@@ -337,3 +337,50 @@ def test_compile_names_the_layer_the_engine_lacks():
     n = net("concat(z, label)", head="input z: 4\n    input label: 3")
     with pytest.raises(CnnSpecError, match="several inputs"):
         n.compile()
+
+
+# ---- the train keys of dsl.md §10.4 ---------------------------------------------------------------
+
+TWO = "network G {\n    input z: 8\n    dense(4)\n}\nnetwork D {\n    input x: 4\n    dense(1)\n}\n"
+
+
+def train_of(settings: str):
+    return cnnspec.loads(TWO + "train {\n" + settings + "\n}\n", file="g.cnn").train_config
+
+
+def train_error(settings: str) -> CnnSpecError:
+    with pytest.raises(CnnSpecError) as info:
+        train_of(settings)
+    return info.value
+
+
+def test_train_keys_of_the_tasks():
+    assert train_of("task = reconstruct\nloss = l1\ncorrupt = [noise(0.1), flip]") == {
+        "task": "reconstruct", "loss": "l1", "corrupt": [("noise", (0.1,)), ("flip", ())]}
+    assert train_of("task = segment\nloss = cross_entropy") == {"task": "segment", "loss": "cross_entropy"}
+    assert train_of("task = gan\ngenerator = G\ndiscriminator = D\nlatent = 8\nd_steps = 2\nloss = bce") == {
+        "task": "gan", "generator": "G", "discriminator": "D", "latent": 8, "d_steps": 2, "loss": "bce"}
+    assert train_of("task = classify") == {"task": "classify"}
+
+
+@pytest.mark.parametrize("settings, where, message, hint", [
+    ("task = regress", (10, 8), "unknown task `regress`", "classify, reconstruct, segment, gan"),
+    ("task = gan\ngenerator = G", (10, 1), "`task = gan` needs `discriminator`", "generator = G, discriminator = D"),
+    ("task = gan\ngenerator = G\ndiscriminator = Gen", (12, 17), "no network `Gen` in this file", "its networks are: G, D"),
+    ("task = gan\ngenerator = G\ndiscriminator = G", (12, 1), "the generator and the discriminator are the same", None),
+    ("generator = G", (10, 1), "`generator` is a setting of `task = gan`", "(the default)"),
+    ("task = reconstruct\nd_steps = 2", (11, 1), "`d_steps` is a setting of `task = gan`", "reconstruct"),
+    ("task = gan\ngenerator = G\ndiscriminator = D\nlatent = 9", (13, 1), "latent = 9, but the generator `G` takes "
+     "`z: 8` (8 values)", "latent = 8"),
+    ("task = gan\ngenerator = G\ndiscriminator = D\nd_steps = 0", (13, 11), "d_steps must be at least 1", None),
+    ("corrupt = [noise(0.1)]", (10, 1), "`corrupt` is a setting of `task = reconstruct`", "augment"),
+    ("task = reconstruct\ncorrupt = [blur]", (11, 12), "unknown augmentation `blur`", None),
+    ("loss = hinge", (10, 8), "unknown loss `hinge`", None),
+    ("generator = \"G\"", (10, 13), "`generator` is the name of a network of this file", None),
+])
+def test_train_key_errors(settings, where, message, hint):
+    err = train_error(settings)
+    assert (err.file, err.line, err.col) == ("g.cnn", *where), str(err)
+    assert message in err.message, str(err)
+    if hint is not None:
+        assert hint in err.hint, str(err)

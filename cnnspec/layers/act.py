@@ -33,6 +33,7 @@ class Softmax(Activation):
 
 
 class LeakyReLU(Activation):
+    """x if x > 0 else slope*x. Config key: ``slope``."""
     op = "leaky_relu"
     params = {"slope": 0.01}
     n_positional = 1
@@ -69,7 +70,8 @@ class Softplus(Activation):
 
 
 class ELU(Activation):
-    op = "elu"                   # x if x > 0 else alpha*(exp(x) - 1)
+    """x if x > 0 else alpha*(exp(x) - 1). Config key: ``alpha``."""
+    op = "elu"
     params = {"alpha": 1.0}
     n_positional = 1
 
