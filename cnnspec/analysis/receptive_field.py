@@ -40,7 +40,7 @@ class Axis:
     def __init__(self, jump, period: int, low: tuple, high: tuple):
         self.jump = jump
         self.period = period
-        self.shift = int(period * jump)
+        self.shift = period * jump if type(jump) is int else int(period * jump)
         self.low = low
         self.high = high
 
@@ -67,8 +67,10 @@ def finish(axes: list, aligned: bool, sizes) -> dict | None:
         return None
     size = []
     for axis, n in zip(axes, sizes):
-        units = range(min(n, axis.period))
-        size.append(max(0, max(axis.H(o) - axis.L(o) + 1 for o in units)))
+        if axis.period == 1:
+            size.append(max(0, axis.high[0] - axis.low[0] + 1))
+        else:
+            size.append(max(0, max(axis.H(o) - axis.L(o) + 1 for o in range(min(n, axis.period)))))
     return {"size": size, "stride": [axis.jump for axis in axes], "padding": [-axis.L(0) for axis in axes],
             "aligned": aligned, "axes": axes}
 
@@ -81,6 +83,10 @@ def through_window(field: dict, terms, sizes) -> dict | None:
 
 def window_axis(axis: Axis, span, stride, offset) -> Axis | None:
     if all(type(v) is int for v in (span, stride, offset)):          # a plain window: whole numbers
+        if axis.period == 1:                                          # Araujo et al.'s recurrence
+            shift = axis.shift
+            return Axis(axis.jump * stride, 1, (axis.low[0] - offset * shift,),
+                        (axis.high[0] + (span - offset) * shift,))
         period = axis.period // math.gcd(stride, axis.period)
         low = tuple(axis.L(o * stride - offset) for o in range(period))
         high = tuple(axis.H(o * stride - offset + span) for o in range(period))
@@ -105,6 +111,9 @@ def merge(fields: list, sizes) -> dict | None:
     for a, n in enumerate(sizes):
         paths = [f["axes"][a] for f in fields]
         jumps = {p.jump for p in paths}
+        if len(jumps) == 1 and all(p.period == 1 for p in paths):
+            axes.append(Axis(paths[0].jump, 1, (min(p.low[0] for p in paths),), (max(p.high[0] for p in paths),)))
+            continue
         if len(jumps) == 1:
             period = math.lcm(*(p.period for p in paths))
             jump = paths[0].jump
