@@ -109,7 +109,7 @@ def table(graph, batch: int = 1, dtype: str = "float32") -> str:
             _count(layer["params"], layer["trainable_params"]),
             f"{layer['macs']:,}" if layer["macs"] else "-",
             f"{layer['activations']:,}" if layer["activations"] else "-",
-            "-" if field is None else f"{fmt_shape(field['size'])}/{fmt_shape(field['stride'])}"
+            "-" if field is None else f"{fmt_shape(field['size'])}/{_strides(field['stride'])}"
             + ("" if field["aligned"] else " !"),
         ))
     layer_rows = [r for r in rows if r[1]]                # block headers span the first columns
@@ -141,6 +141,11 @@ def table(graph, batch: int = 1, dtype: str = "float32") -> str:
     for warning in data["warnings"]:
         out.append(f"warning: {warning}")
     return "\n".join(out)
+
+
+def _strides(strides) -> str:
+    """Effective strides per axis, fractions in parentheses: ``2x2``, ``(1/2)x(1/2)``."""
+    return "x".join(str(v) if "/" not in str(v) else f"({v})" for v in strides)
 
 
 def _count(total: int, trainable: int) -> str:
