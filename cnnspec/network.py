@@ -160,7 +160,8 @@ class Network:
 
     def __repr__(self) -> str:
         t = self.summary()["totals"]
-        return (f"<Network {self.name}: {len(self.graph) - 1} layers, input {self.input_shape}, "
+        inputs = ", ".join(f"{name} {shape}" for name, shape in self.input_shapes.items())
+        return (f"<Network {self.name}: {len(self.graph) - len(self.input_names)} layers, input {inputs}, "
                 f"output {self.output_shape}, {t['params']:,} params, {t['macs']:,} MACs>")
 
 

@@ -384,3 +384,32 @@ def test_train_key_errors(settings, where, message, hint):
     assert message in err.message, str(err)
     if hint is not None:
         assert hint in err.hint, str(err)
+
+
+def test_drawings_show_gates_samples_and_every_input():
+    n = net("gate = globalavgpool -> conv(8, 1x1) -> sigmoid\n a = mul(image, gate)\n"
+            "mu = a -> flatten -> dense(4)\n logvar = a -> flatten -> dense(4)\n z = sample(mu, logvar)\n"
+            "concat(z, y)", head="input image: 8x16x16\n    input y: 3")
+    dot = n.to_dot()
+    full_edge = next(line for line in dot.splitlines() if "image -> a" in line)
+    gate_edge = next(line for line in dot.splitlines() if "sigmoid1 -> a" in line)
+    assert "dashed" in gate_edge and "gate 8x1x1" in gate_edge and "dashed" not in full_edge
+    assert "mu ×" not in dot and "mul ×" in dot
+    mu_edge = next(line for line in dot.splitlines() if "dense1 -> z" in line)
+    logvar_edge = next(line for line in dot.splitlines() if "dense2 -> z" in line)
+    assert "label=mu" in mu_edge and "label=logvar" in logvar_edge
+    assert "octagon" in next(line for line in dot.splitlines() if line.strip().startswith("z ["))
+    assert "KL to the loss" in dot
+    assert "y [" in dot and "ellipse" in next(line for line in dot.splitlines() if line.strip().startswith("y ["))
+
+
+def test_a_grader_network_problem_names_one_network_of_its_file(tmp_path):
+    from cnnspec.grade.assignment import load_assignment
+    from grade_fixtures.support import small_assignment
+
+    extra = '[[networks]]\nname = "d"\nspec = "gan.cnn"\nnetwork = "D"\n'
+    path = small_assignment(tmp_path / "a", ["relu_forward"], extra=extra)
+    (tmp_path / "a" / "gan.cnn").write_text(GAN)
+    (problem,) = load_assignment(path).networks
+    assert problem.network == "D"
+    assert cnnspec.load(problem.spec, network=problem.network or None).name == "D"

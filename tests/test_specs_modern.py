@@ -6,10 +6,13 @@ and dense layer, in order.
 
 The torchvision architectures are copied from torchvision's source (mobilenetv2.py,
 mobilenetv3.py, efficientnet.py, shufflenetv2.py), reduced to what shapes and counts depend on.
-torchvision publishes their parameter counts exactly and their GFLOPS rounded; both are checked.
+torchvision publishes their parameter counts exactly and their GFLOPS rounded; both are checked,
+and so is what the real torchvision 0.29.1 models give, measured once (tests/reference/).
 """
+import json
 import math
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +28,11 @@ TORCHVISION = {
     "mobilenet_v2": ("mobilenet_v2.cnn", 3_504_872, 0.301, 3),
     "mobilenet_v3_small": ("mobilenet_v3_small.cnn", 2_542_856, 0.057, 3),
     "efficientnet_b0": ("efficientnet_b0.cnn", 5_288_548, 0.386, 3),
-    "shufflenet_v2_x1_0": ("shufflenet_v2.cnn", 2_278_604, 0.14, 2),
+    "shufflenet_v2_x1_0": ("shufflenet_v2.cnn", 2_278_604, 0.145, 3),
 }
+# What torchvision 0.29.1 itself gives (tests/reference/torchvision_profile.py wrote it, with the
+# same hooks as `profile` below, on the real torchvision models) and the figures it publishes.
+MEASURED = json.loads((Path(__file__).parent / "reference" / "torchvision-0.29.1.json").read_text())
 
 
 # ---- counting in PyTorch -------------------------------------------------------------------------
@@ -244,6 +250,20 @@ class ShuffleNetV2(nn.Module):
     def forward(self, x):
         x = self.conv5(self.stages(self.maxpool(self.conv1(x))))
         return self.fc(x.mean([2, 3]))
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION))
+def test_real_torchvision_models_as_measured(name):
+    """Every conv and dense layer's output shape, the parameters and the MACs of the spec are those
+    of the real torchvision model (measured with torchvision 0.29.1), and torchvision's figures."""
+    spec, params, gflops, decimals = TORCHVISION[name]
+    measured = MEASURED[name]
+    s = cnnspec.load(SPECS / spec).summary()
+    layers = [[layer["op"], layer["output_shape"]] for layer in s["layers"] if layer["op"] in ("conv", "dense")]
+    assert layers == measured["layers"]
+    assert s["totals"]["params"] == measured["params"] == measured["meta"]["num_params"] == params
+    assert s["totals"]["macs"] == measured["macs"]
+    assert round(measured["macs"] / 1e9, decimals) == measured["meta"]["_ops"] == gflops
 
 
 TORCH = {"mobilenet_v2": mobilenet_v2, "mobilenet_v3_small": mobilenet_v3_small, "efficientnet_b0": efficientnet_b0,
