@@ -32,18 +32,25 @@ class Softmax(Activation):
     op = "softmax"               # over channels / features (axis 1 with the batch)
 
 
-class LeakyReLU(Activation):
-    """x if x > 0 else slope*x. Config key: ``slope``."""
-    op = "leaky_relu"
-    params = {"slope": 0.01}
-    n_positional = 1
+class ScaledActivation(Activation):
+    """An activation with one number argument, ``arg`` (its config key), defaulting to ``default``."""
+    arg, default = "", 0.0
+
+    def __init_subclass__(cls):
+        cls.params = {cls.arg: cls.default}
+        cls.n_positional = 1
 
     def resolve(self, v, at, in_shapes):
-        return {"slope": as_float(v["slope"], "slope", at["slope"])}
+        return {self.arg: as_float(v[self.arg], self.arg, at[self.arg])}
 
     def describe(self, cfg):
-        return f"{cfg['slope']:g}"
+        return f"{cfg[self.arg]:g}"
 
+
+class LeakyReLU(ScaledActivation):
+    """x if x > 0 else slope*x. Config key: ``slope``."""
+    op = "leaky_relu"
+    arg, default = "slope", 0.01
 
 class ReLU6(Activation):
     op = "relu6"                 # min(max(x, 0), 6)
@@ -69,14 +76,7 @@ class Softplus(Activation):
     op = "softplus"              # log(1 + exp(x)); x itself above 20, as PyTorch
 
 
-class ELU(Activation):
+class ELU(ScaledActivation):
     """x if x > 0 else alpha*(exp(x) - 1). Config key: ``alpha``."""
     op = "elu"
-    params = {"alpha": 1.0}
-    n_positional = 1
-
-    def resolve(self, v, at, in_shapes):
-        return {"alpha": as_float(v["alpha"], "alpha", at["alpha"])}
-
-    def describe(self, cfg):
-        return f"{cfg['alpha']:g}"
+    arg, default = "alpha", 1.0

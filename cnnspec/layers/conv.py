@@ -63,22 +63,13 @@ class Conv(Layer):
 
     def resolve(self, v, at, in_shapes):
         shape = in_shapes[0]
-        rank = spatial_rank(shape)
-        channels = shape[0]
-        filters = as_int(v["filters"], "filters", at["filters"])
-        kernel = spatial(v["kernel"], rank, "kernel", at["kernel"])
-        stride = spatial(v["stride"], rank, "stride", at["stride"])
-        dilation = spatial(v["dilation"], rank, "dilation", at["dilation"])
-        groups = as_int(v["groups"], "groups", at["groups"])
-        if channels % groups or filters % groups:
-            raise LayerError(f"groups={groups} must divide both the input channels ({channels}) "
-                             f"and the filters ({filters})", arg=at["groups"])
-        pad = padding(v["pad"], rank, kernel, stride, dilation, shape[1:], at["pad"])
-        cfg = {"filters": filters, "kernel": kernel, "stride": stride, "pad": pad, "dilation": dilation,
-               "groups": groups, "bias": as_bool(v["bias"], "bias", at["bias"]),
-               "trainable": as_bool(v["trainable"], "trainable", at["trainable"]), "weights": None}
+        cfg = filter_arguments(v, at, shape)
+        cfg["pad"] = padding(v["pad"], len(cfg["kernel"]), cfg["kernel"], cfg["stride"], cfg["dilation"], shape[1:],
+                             at["pad"])
+        cfg["weights"] = None
         if v["weights"] is not None:
-            cfg["weights"] = fixed_weights(v["weights"], (filters, channels // groups, *kernel), at["weights"])
+            cfg["weights"] = fixed_weights(v["weights"], (cfg["filters"], shape[0] // cfg["groups"], *cfg["kernel"]),
+                                           at["weights"])
         return cfg
 
     def output_shape(self, cfg, in_shapes):
@@ -98,20 +89,46 @@ class Conv(Layer):
         return window_terms(cfg)
 
     def describe(self, cfg):
-        text = f"{cfg['filters']}, {fmt_shape(cfg['kernel'])}"
-        if any(s != 1 for s in cfg["stride"]):
-            text += f", stride {fmt_shape(cfg['stride'])}"
-        if any(cfg["pad"]):
-            text += f", pad {_pad_text(cfg['pad'])}"
-        if any(d != 1 for d in cfg["dilation"]):
-            text += f", dilation {fmt_shape(cfg['dilation'])}"
-        if cfg["groups"] != 1:
-            text += f", groups {cfg['groups']}"
+        text = describe_filters(cfg)
         if cfg["weights"] is not None:
             text += ", fixed weights" if not cfg["trainable"] else ", initial weights"
         elif not cfg["trainable"]:
             text += ", frozen"
         return text
+
+
+def filter_arguments(v, at, shape) -> dict:
+    """The arguments conv and conv_transpose share, checked against the input ``shape``: filters,
+    kernel, stride, dilation, groups (dividing the channels and the filters), bias, trainable."""
+    rank = spatial_rank(shape)
+    channels = shape[0]
+    filters = as_int(v["filters"], "filters", at["filters"])
+    groups = as_int(v["groups"], "groups", at["groups"])
+    if channels % groups or filters % groups:
+        raise LayerError(f"groups={groups} must divide both the input channels ({channels}) "
+                         f"and the filters ({filters})", arg=at["groups"])
+    return {"filters": filters, "kernel": spatial(v["kernel"], rank, "kernel", at["kernel"]),
+            "stride": spatial(v["stride"], rank, "stride", at["stride"]),
+            "dilation": spatial(v["dilation"], rank, "dilation", at["dilation"]), "groups": groups,
+            "bias": as_bool(v["bias"], "bias", at["bias"]),
+            "trainable": as_bool(v["trainable"], "trainable", at["trainable"])}
+
+
+def describe_filters(cfg, extra=()) -> str:
+    """``16, 3x3, stride 2x2, pad 1, ...``: the arguments that differ from their defaults."""
+    text = f"{cfg['filters']}, {fmt_shape(cfg['kernel'])}"
+    if any(s != 1 for s in cfg["stride"]):
+        text += f", stride {fmt_shape(cfg['stride'])}"
+    if any(cfg["pad"]):
+        text += f", pad {_pad_text(cfg['pad'])}"
+    for key in extra:
+        if any(cfg[key]):
+            text += f", {key} {fmt_shape(cfg[key])}"
+    if any(d != 1 for d in cfg["dilation"]):
+        text += f", dilation {fmt_shape(cfg['dilation'])}"
+    if cfg["groups"] != 1:
+        text += f", groups {cfg['groups']}"
+    return text
 
 
 def _pad_text(pad) -> str:
@@ -197,16 +214,9 @@ class ConvTranspose(Layer):
 
     def resolve(self, v, at, in_shapes):
         shape = in_shapes[0]
-        rank = spatial_rank(shape)
-        channels = shape[0]
-        filters = as_int(v["filters"], "filters", at["filters"])
-        kernel = spatial(v["kernel"], rank, "kernel", at["kernel"])
-        stride = spatial(v["stride"], rank, "stride", at["stride"])
-        dilation = spatial(v["dilation"], rank, "dilation", at["dilation"])
-        groups = as_int(v["groups"], "groups", at["groups"])
-        if channels % groups or filters % groups:
-            raise LayerError(f"groups={groups} must divide both the input channels ({channels}) "
-                             f"and the filters ({filters})", arg=at["groups"])
+        cfg = filter_arguments(v, at, shape)
+        kernel, stride, dilation = cfg["kernel"], cfg["stride"], cfg["dilation"]
+        rank = len(kernel)
         if v["pad"] == "same":
             if at["output_pad"] is not None:
                 raise LayerError("`pad=same` already sets the output to in*stride, so it takes no output_pad",
@@ -227,9 +237,8 @@ class ConvTranspose(Layer):
                                      arg=at["output_pad"],
                                      hint="as PyTorch: output_pad only chooses among the sizes a strided "
                                           "convolution maps to the same output size")
-        return {"filters": filters, "kernel": kernel, "stride": stride, "pad": pad, "output_pad": output_pad,
-                "dilation": dilation, "groups": groups, "bias": as_bool(v["bias"], "bias", at["bias"]),
-                "trainable": as_bool(v["trainable"], "trainable", at["trainable"])}
+        cfg.update(pad=pad, output_pad=output_pad)
+        return cfg
 
     def output_shape(self, cfg, in_shapes):
         shape = in_shapes[0]
@@ -269,15 +278,4 @@ class ConvTranspose(Layer):
         return terms
 
     def describe(self, cfg):
-        text = f"{cfg['filters']}, {fmt_shape(cfg['kernel'])}"
-        if any(s != 1 for s in cfg["stride"]):
-            text += f", stride {fmt_shape(cfg['stride'])}"
-        if any(cfg["pad"]):
-            text += f", pad {_pad_text(cfg['pad'])}"
-        if any(cfg["output_pad"]):
-            text += f", output_pad {fmt_shape(cfg['output_pad'])}"
-        if any(d != 1 for d in cfg["dilation"]):
-            text += f", dilation {fmt_shape(cfg['dilation'])}"
-        if cfg["groups"] != 1:
-            text += f", groups {cfg['groups']}"
-        return text + ("" if cfg["trainable"] else ", frozen")
+        return describe_filters(cfg, extra=("output_pad",)) + ("" if cfg["trainable"] else ", frozen")

@@ -55,25 +55,16 @@ class Dropout(Layer):
     example = "dropout(0.5)"
 
     def resolve(self, v, at, in_shapes):
-        return {"p": as_float(v["p"], "dropout probability p", at["p"], 0.0, 1.0, high_open=True)}
+        return {"p": as_float(v["p"], f"{self.op} probability p", at["p"], 0.0, 1.0, high_open=True)}
 
     def describe(self, cfg):
         return f"p={cfg['p']:g}"
 
 
-class DropPath(Layer):
+class DropPath(Dropout):
     """Stochastic depth (EfficientNet's residual branches): in training, each sample's whole input
     is zeroed with probability p and the rest scaled by 1/(1-p); identity at evaluation.
 
     Config key: ``p``."""
     op = "droppath"
-    params = {"p": REQUIRED}
-    n_positional = 1
-    in_place = True
     example = "droppath(0.2)"
-
-    def resolve(self, v, at, in_shapes):
-        return {"p": as_float(v["p"], "droppath probability p", at["p"], 0.0, 1.0, high_open=True)}
-
-    def describe(self, cfg):
-        return f"p={cfg['p']:g}"
