@@ -247,6 +247,8 @@ def test_sample_takes_mu_then_logvar_and_adds_its_kl_term():
     ("flatten -> Linear(2) -> ConvTranspose2d(3, 2)", None, "", (4, 12), "unknown layer or block `Linear`", None),
     ("ConvTranspose2d(3, 2)", None, "", (4, 1), "unknown layer or block `ConvTranspose2d`",
      "`ConvTranspose2d` is called `conv_transpose` here"),
+    ("ReLU6", None, "", (4, 1), "unknown name `ReLU6`", "`ReLU6` is called `relu6` here"),
+    ("x = SiLU", None, "", (4, 5), "unknown layer or block `SiLU`", "`SiLU` is called `silu` here"),
 ])
 def test_located_errors(body, head, extra, where, message, hint):
     head = head or "input image: 8x16x16"

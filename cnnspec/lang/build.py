@@ -105,7 +105,7 @@ FRAMEWORK_NAMES = {
     "convtranspose2d": "conv_transpose", "conv2dtranspose": "conv_transpose",
     "conv1dtranspose": "conv_transpose", "deconv": "conv_transpose", "deconvolution": "conv_transpose",
     "upsampling1d": "upsample", "upsampling2d": "upsample", "interpolate": "upsample",
-    "multiply": "mul", "swish": "silu", "hardsigmoid": "hardsigmoid", "adaptiveavgpool1d": "adaptiveavgpool",
+    "multiply": "mul", "swish": "silu", "adaptiveavgpool1d": "adaptiveavgpool",
     "adaptivemaxpool1d": "adaptivemaxpool", "channelshuffle": "shuffle", "stochasticdepth": "droppath",
     "view": "reshape",
 }
@@ -156,6 +156,8 @@ class Builder:
     @staticmethod
     def suggest(word, candidates) -> str | None:
         known = FRAMEWORK_NAMES.get(word.lower().replace("_", ""))
+        if known is None and word.lower() in candidates:
+            known = word.lower()                  # ReLU6, SiLU, GELU: PyTorch's capitals
         if known in candidates:                   # a PyTorch or Keras name
             return f"PyTorch's or Keras's `{word}` is called `{known}` here"
         guess = nearest(word, candidates)
