@@ -243,12 +243,12 @@ def test_sample_takes_mu_then_logvar_and_adds_its_kl_term():
     ("flatten -> adaptivemaxpool(2)", None, "", (4, 12), "needs an input with spatial axes", None),
     ("elu(alpha=true)", None, "", (4, 5), "alpha must be a number", None),
     ("droppath(1.0)", None, "", (4, 10), "droppath probability p must be in [0.0, 1.0)", None),
-    ("Upsample(2)", None, "", (4, 1), "unknown layer or block `Upsample`", "did you mean `upsample`"),
+    ("Upsample(2)", None, "", (4, 1), "unknown layer or block `Upsample`", "`Upsample` is called `upsample` here"),
     ("flatten -> Linear(2) -> ConvTranspose2d(3, 2)", None, "", (4, 12), "unknown layer or block `Linear`", None),
     ("ConvTranspose2d(3, 2)", None, "", (4, 1), "unknown layer or block `ConvTranspose2d`",
      "`ConvTranspose2d` is called `conv_transpose` here"),
     ("ReLU6", None, "", (4, 1), "unknown name `ReLU6`", "`ReLU6` is called `relu6` here"),
-    ("x = SiLU", None, "", (4, 5), "unknown layer or block `SiLU`", "`SiLU` is called `silu` here"),
+    ("x = SiLU", None, "", (4, 5), "unknown name `SiLU`", "`SiLU` is called `silu` here"),
 ])
 def test_located_errors(body, head, extra, where, message, hint):
     head = head or "input image: 8x16x16"
