@@ -601,8 +601,7 @@ def test_a_submission_without_the_expected_file_is_told_which_and_what_was_found
     data = json.loads(out.read_text())
     assert data["score"] == 0 and data["tests"] and all(t["score"] == 0 for t in data["tests"])
     assert "expected layers.py; found a.py, b.py, layers (1).ipynb, notes.txt" in data["output"]
-    assert "export its code as a Python file named layers.py" in data["output"]
-    assert "rename the one to grade to layers.py" in data["output"]
+    assert "3 Python files and notebooks: rename the one to grade to layers.py (or layers.ipynb)" in data["output"]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli_main(["grade", str(homework), str(empty), "--public"]) == 0

@@ -34,9 +34,12 @@ class Entry:
     why: str = ""
 
 
+SOURCES = (".py", ".ipynb")       # a layer-function submission: a Python file or a Jupyter notebook
+
+
 def discover(directory: Path, submission_name: str) -> list[Entry]:
-    """The students of ``directory``: each ``.py`` file, and each folder (its submission file,
-    else its only ``.py`` file)."""
+    """The students of ``directory``: each ``.py`` or ``.ipynb`` file, and each folder (its
+    submission file, see :func:`find_submission`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CnnSpecError(f"not a directory of submissions: {directory}", file=str(directory))
@@ -44,30 +47,39 @@ def discover(directory: Path, submission_name: str) -> list[Entry]:
     for item in sorted(directory.iterdir()):
         if item.name.startswith("."):
             continue
-        if item.is_file() and item.suffix == ".py":
+        if item.is_file() and item.suffix in SOURCES:
             entries.append(Entry(item.stem, item))
         elif item.is_dir():
             entries.append(find_submission(item, submission_name, student=item.name))
     return entries
 
 
+def _files(folder: Path) -> list[Path]:
+    """The files of a folder and its sub-folders, hidden ones (``.ipynb_checkpoints``) left out."""
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
 def find_submission(folder: Path, submission_name: str, student: str | None = None) -> Entry:
-    """The file to grade inside a student's folder: the assignment's file, else the folder's only
-    ``.py`` file. Without one, ``why`` says which file was expected and which were found."""
+    """The file to grade inside a student's folder: the assignment's file; else the same name as
+    a notebook (``layers.ipynb`` for ``layers.py``) or a Python file; else the folder's only
+    ``.py`` or ``.ipynb`` file. Without one, ``why`` says which file was expected and which were
+    found."""
     student = student or folder.name
-    wanted = folder / submission_name
-    if wanted.is_file():
-        return Entry(student, wanted)
-    found = sorted(p for p in folder.rglob("*.py") if p.is_file())
+    stem = Path(submission_name).stem
+    for name in (submission_name, *(stem + suffix for suffix in SOURCES)):
+        if (folder / name).is_file():
+            return Entry(student, folder / name)
+    files = _files(folder)
+    found = [p for p in files if p.suffix in SOURCES]
     if len(found) == 1:
         return Entry(student, found[0])
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    listed = ", ".join(files[:12]) + (f", ... ({len(files)} files in all)" if len(files) > 12 else "")
+    names = [str(p.relative_to(folder)) for p in files]
+    listed = ", ".join(names[:12]) + (f", ... ({len(names)} files in all)" if len(names) > 12 else "")
     why = f"no {submission_name} in the folder: expected {submission_name}; found {listed or 'no files'}"
     if len(found) > 1:
-        why += f" ({len(found)} .py files: rename the one to grade to {submission_name})"
-    if any(f.endswith(".ipynb") for f in files):
-        why += f"; a notebook is not graded: export its code as a Python file named {submission_name}"
+        why += (f" ({len(found)} Python files and notebooks: rename the one to grade to {submission_name}"
+                f" (or {stem}.ipynb))")
     return Entry(student, None, why)
 
 

@@ -27,8 +27,9 @@ from cnnspec.grade.checks import (Bad, as_outputs, describe, nothing_computed, n
                                   rel_error, shorten, squeezed_like, unwrap, value_problem)
 from cnnspec.grade.functions import FUNCTIONS, forward_of
 from cnnspec.grade.network import grade_network
+from cnnspec.grade.notebook import NotebookError, notebook_code
 from cnnspec.grade.results import CheckResult, GradeResult, ProblemResult
-from cnnspec.grade.sandbox import Sandbox, SandboxError
+from cnnspec.grade.sandbox import Sandbox, SandboxError, line_text
 
 MAX_STARTS = 25               # sandbox (re)starts per submission before the rest is not graded
 
@@ -76,8 +77,10 @@ class Runner:
         self._note(ready.get("violations"))
         error = ready.get("import_error")
         if self.import_error is None and isinstance(error, dict):
-            line = f" at line {error['line']}" if isinstance(error.get("line"), int) else ""
-            rest = ("Python reads the whole file before running it, so no function could be graded"
+            line = f" at {line_text(error)}" if line_text(error) else ""
+            whole = ("Python reads the whole file" if self.box.code is None else
+                     "the code cells are read as one module, all of them")
+            rest = (f"{whole} before running it, so no function could be graded"
                     if error.get("type") in ("SyntaxError", "IndentationError", "TabError")
                     else "the functions defined before that point were graded")
             message = shorten(error.get("message"), 500)
@@ -141,9 +144,18 @@ class Grader:
         a = self.assignment
         result = GradeResult(a.name, display_name or submission.name, self.public_only)
         result.environment = environment()
-        box = Sandbox(submission, limits=a.limits, forbidden=a.forbidden,
-                      display_name=a.submission if display_name is None else Path(display_name).name,
-                      trusted=trusted)
+        code = None
+        if submission.suffix.lower() == ".ipynb":
+            try:
+                code = notebook_code(submission)
+            except NotebookError as exc:
+                return self.missing(display_name or submission.name, f"your notebook could not be read: "
+                                    f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""),
+                                    location=exc.line and f"line {exc.line}, column {exc.col}")
+            result.notices.append(code.summary())
+        name = a.submission if display_name is None and code is None else Path(display_name or submission).name
+        box = Sandbox(submission, limits=a.limits, forbidden=a.forbidden, display_name=name,
+                      trusted=trusted, code=code)
         runner = Runner(box, started + a.limits.total_time, a.limits.total_time)
         try:
             for problem in a.functions:
@@ -169,17 +181,20 @@ class Grader:
         result.seconds = round(time.monotonic() - started, 3)
         return result
 
-    def missing(self, display_name: str, why: str) -> GradeResult:
-        """The result of a submission without the file to grade: every problem scores zero, with
-        ``why`` (which file was expected, which were found) as the report's message."""
+    def missing(self, display_name: str, why: str, location: str | None = None) -> GradeResult:
+        """The result of a submission without a file to grade (or with one that cannot be read):
+        every problem scores zero, with ``why`` (which file was expected, which were found; what
+        is wrong with it, at ``location``) as the report's message."""
         a = self.assignment
+        if location:
+            why += f" (at {location})"
         result = GradeResult(a.name, display_name, self.public_only, environment=environment(), missing=why)
+        reason = "not graded: no submission file" if "could not be read" not in why else \
+            "not graded: the submission could not be read"
         for problem in a.functions:
-            result.problems.append(self._not_graded(problem.name, "function", problem.points,
-                                                    "not graded: no submission file"))
+            result.problems.append(self._not_graded(problem.name, "function", problem.points, reason))
         for problem in a.networks:
-            result.problems.append(self._not_graded(problem.name, "network", problem.points,
-                                                    "not graded: no submission file"))
+            result.problems.append(self._not_graded(problem.name, "network", problem.points, reason))
         return result
 
     @staticmethod
@@ -531,7 +546,7 @@ def _error_text(reply: dict, hidden: bool = False) -> str:
         kind = str(error.get("type"))
         if hidden:
             return f"raised {kind if kind.isidentifier() else 'an exception'} in a hidden case"
-        line = f" (line {error['line']})" if isinstance(error.get("line"), int) else ""
+        line = f" ({line_text(error)})" if line_text(error) else ""
         return f"{shorten(error.get('message'), 400)}{line}"
     if status == "not_implemented":
         return "raises NotImplementedError"

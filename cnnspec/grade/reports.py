@@ -52,6 +52,8 @@ def header(result: GradeResult) -> list[str]:
              f"Graded with {environment(result)}"]
     if result.missing:
         lines.append(f"Not graded: {clean(result.missing)}")
+    for notice in result.notices:
+        lines.append(f"Read: {clean(notice)}")
     if result.import_error:
         lines.append(f"Import: {clean(result.import_error)}")
     for v in result.violations:

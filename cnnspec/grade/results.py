@@ -93,6 +93,7 @@ class GradeResult:
     sandbox_starts: int = 0
     environment: dict = field(default_factory=dict)   # {"python": "3.11.7", "numpy": "2.1.3"}
     missing: str | None = None    # no file to grade: which was expected, which were found
+    notices: list = field(default_factory=list)   # how the submission was read (a notebook's cells)
 
     @property
     def score(self) -> float:

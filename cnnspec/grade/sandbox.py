@@ -55,6 +55,19 @@ class Limits:
     user: str = "nobody"            # the child's user when the grader runs as root
 
 
+class Located(str):
+    """Where in a notebook an error is ("cell 3, line 2"): made by the grader from the child's line
+    number (the child's replies decode to plain str only, so it cannot make one)."""
+
+
+def line_text(error: dict) -> str | None:
+    """"line 12" or "cell 3, line 2" for an error dict from the child, None when it has no line."""
+    line = error.get("line")
+    if type(line) is int:
+        return f"line {line}"
+    return str(line) if type(line) is Located else None
+
+
 class SandboxError(Exception):
     """The child did not answer: ``kind`` is "timeout", "crash", "protocol" or "start"."""
 
@@ -112,8 +125,12 @@ class Sandbox:
     """One submission's child process, started lazily and restarted after a crash or timeout."""
 
     def __init__(self, submission: Path, *, limits: Limits | None = None, forbidden=("cnnspec",),
-                 display_name: str | None = None, trusted: bool = False, guard: bool = True):
+                 display_name: str | None = None, trusted: bool = False, guard: bool = True,
+                 code=None):
         self.submission = Path(submission)
+        # a notebook's code (notebook.NotebookCode) runs instead of the file, and the line numbers
+        # of errors are given back as the notebook's cells and lines
+        self.code = code
         self.limits = limits or Limits()
         self.forbidden = tuple(forbidden)
         self.display_name = display_name or self.submission.name
@@ -148,7 +165,7 @@ class Sandbox:
         self.starts += 1
         self.workdir = Path(tempfile.mkdtemp(prefix="cnnspec-sandbox-"))
         copy = self.workdir / "submission.py"
-        copy.write_bytes(self.submission.read_bytes())
+        copy.write_bytes(self.submission.read_bytes() if self.code is None else self.code.source.encode())
         user = None
         if os.geteuid() == 0 and not self.trusted:
             entry = pwd.getpwnam(self.limits.user)
@@ -193,7 +210,7 @@ class Sandbox:
             "deny": [] if self.trusted else _package_roots() + _framework_roots(self.forbidden),
         }
         self._send(config, time.monotonic() + limits.import_time)
-        self.ready = self._receive(time.monotonic() + limits.import_time, what="importing your file")
+        self.ready = self._relocated(self._receive(time.monotonic() + limits.import_time, what="importing your file"))
         if not isinstance(self.ready, dict) or self.ready.get("status") != "ready":
             self.kill()
             raise SandboxError("protocol", "the sandbox did not start properly (did your file write "
@@ -207,12 +224,30 @@ class Sandbox:
             raise SandboxError("start", "the sandbox is not running")
         deadline = time.monotonic() + timeout
         self._send({"op": "call", "func": func, "calls": calls}, deadline)
-        reply = self._receive(deadline, what=f"in {func}")
+        reply = self._relocated(self._receive(deadline, what=f"in {func}"))
         replies = reply.get("replies") if isinstance(reply, dict) else None
         if not isinstance(replies, list) or len(replies) != len(calls):
             self.kill()
             raise SandboxError("protocol", f"the sandbox sent a malformed reply in {func}")
         return reply
+
+    def _relocated(self, message):
+        """A notebook's errors at its cells and lines: each error's ``line`` becomes "cell K,
+        line L", as do the "line N" in its message and traceback summary."""
+        if self.code is None:
+            return message
+        errors = [message.get("import_error")] if isinstance(message, dict) else []
+        replies = message.get("replies") if isinstance(message, dict) else None
+        errors += [r.get("error") for r in replies if isinstance(r, dict)] if isinstance(replies, list) else []
+        for error in errors:
+            if not isinstance(error, dict):
+                continue
+            if type(error.get("line")) is int:
+                error["line"] = Located(self.code.locate(error["line"]))
+            for key in ("message", "where"):
+                if isinstance(error.get(key), str):
+                    error[key] = self.code.relocate(error[key])
+        return message
 
     def kill(self) -> None:
         """SIGKILL the child's whole process group (its own session) and reap it."""
