@@ -139,3 +139,98 @@ def test_the_issues_rounding_examples():
                 min_size=1, max_size=6))
 def test_scores_never_exceed_their_maximum_and_add_up(problems):
     _check_points(_result(problems))
+
+
+# -- PrairieLearn -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prairielearn_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((SCHEMAS / "prairielearn-results.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def test_prairielearn_results_follow_the_documented_format(results, prairielearn_schema, tmp_path):
+    import jsonschema
+
+    grader = Grader(load_assignment(small_assignment(tmp_path / "a", FUNCTIONS)), reference=reference())
+    broken = tmp_path / "broken.py"
+    broken.write_text("def relu_forward(x):\n    return x +\n")
+    unreadable = grader.grade(broken)
+    missing = grader.missing("student", "no layers.py in the folder: expected layers.py; found no files")
+    for result in [*results.values(), unreadable, missing]:
+        text = reports.render(result, "prairielearn")
+        assert len(text.encode()) <= reports.PRAIRIELEARN_MAX_BYTES
+        data = json.loads(text)
+        jsonschema.validate(data, prairielearn_schema)
+        if data["gradable"]:
+            assert data["score"] == pytest.approx(result.score / result.max_score)
+            # the tests' points add up to the score PrairieLearn records, as on every platform
+            points = sum(Decimal(str(t["points"])) for t in data["tests"])
+            top = sum(Decimal(str(t["max_points"])) for t in data["tests"])
+            assert points == Decimal(str(result.score)) and top == Decimal(str(result.max_score))
+    solution = reports.prairielearn(results["solution"])
+    assert solution["gradable"] and solution["score"] == 1.0
+    assert all(t["points"] == t["max_points"] > 0 for t in solution["tests"])
+    mixed = reports.prairielearn(results["mixed"])
+    assert 0 < mixed["score"] < 1 and "<script>" in mixed["output"]      # printed text, as text
+    # nothing could run: PrairieLearn marks it invalid and keeps the student's attempt
+    for result, reason in ((unreadable, "SyntaxError"), (missing, "expected layers.py")):
+        data = reports.prairielearn(result)
+        assert data["gradable"] is False and reason in data["format_errors"][0]
+    with pytest.raises(jsonschema.ValidationError):                      # the schema can fail
+        jsonschema.validate({"score": 1.5, "tests": []}, prairielearn_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"gradable": True, "tests": [{"name": "x", "points": 1}]}, prairielearn_schema)
+
+
+def test_prairielearn_results_stay_under_one_megabyte():
+    result = GradeResult("a", "s.py", False)
+    problem = ProblemResult("f", "function", 1.0)
+    check = CheckResult("reference", "matches", 1.0, 0, 1)
+    check.messages = ["x" * 400_000] * 4
+    problem.checks = [check]
+    result.problems = [problem]
+    data = reports.prairielearn(result)
+    assert len(json.dumps(data).encode()) <= reports.PRAIRIELEARN_MAX_BYTES
+    assert "limited to 1 MB" in data["tests"][0]["output"]
+
+
+def test_prairielearn_question_folder(tmp_path, capsys):
+    jsonschema = pytest.importorskip("jsonschema")
+    from cnnspec.cli import main as cli_main
+    from cnnspec.grade.assignment import init_assignment
+
+    init_assignment(tmp_path / "hw")
+    wheel = tmp_path / "cnnspec-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"a wheel")
+    out = tmp_path / "pl"
+    assert cli_main(["grade", "prairielearn-bundle", str(tmp_path / "hw"), "-o", str(out), "--wheel", str(wheel),
+                     "--image", "course/cnn-grader:1"]) == 0
+    info = json.loads((out / "question" / "info.json").read_text())
+    schema = json.loads((SCHEMAS / "prairielearn-info-question.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(info, schema)
+    options = info["externalGradingOptions"]
+    assert options["image"] == "course/cnn-grader:1" and options["entrypoint"] == "/grade/tests/run.sh"
+    assert info["gradingMethod"] == "External" and options["timeout"] <= 600
+    tests = out / "question" / "tests"
+    assert {p.name for p in tests.iterdir()} == {"run.sh", "assignment.toml", ".secret", "lenet5.cnn"}
+    assert (tests / "run.sh").stat().st_mode & 0o777 == 0o755 and (tests / ".secret").stat().st_mode & 0o077 == 0
+    run = (tests / "run.sh").read_text()
+    assert "/grade/student --format prairielearn -o /grade/results/results.json" in run
+    fallback = json.loads(run.split("<<JSON\n")[1].split("\nJSON")[0].replace("$status", "1"))
+    jsonschema.validate(fallback, json.loads((SCHEMAS / "prairielearn-results.schema.json").read_text()))
+    html = (out / "question" / "question.html").read_text()
+    assert '<pl-file-upload optional-file-names="layers.py,layers.ipynb"></pl-file-upload>' in html
+    assert "<pl-external-grader-results></pl-external-grader-results>" in html
+    dockerfile = (out / "image" / "Dockerfile").read_text()
+    assert f"pip install --no-cache-dir /opt/cnnspec/{wheel.name}" in dockerfile
+    assert (out / "image" / wheel.name).read_bytes() == b"a wheel"
+    assert not (out / "image" / "warm-up" / ".secret").exists()           # the image holds no secret
+    # regenerating keeps the question's uuid (its identity in the course)
+    assert cli_main(["grade", "prairielearn-bundle", str(tmp_path / "hw"), "-o", str(out), "--pypi"]) == 0
+    assert json.loads((out / "question" / "info.json").read_text())["uuid"] == info["uuid"]
+    assert "pip install --no-cache-dir cnnspec==" in (out / "image" / "Dockerfile").read_text()
+    assert "secret" in capsys.readouterr().out

@@ -102,27 +102,49 @@ def build_wheel(out_dir: Path) -> Path:
     return wheels[-1]
 
 
+def grading_files(assignment, platform: str, secret: bool = True) -> dict:
+    """What grading needs beside cnnspec, by path relative to the assignment: assignment.toml,
+    the secret (``secret``), the network files of [[networks]] and what they import."""
+    files = {"assignment.toml": assignment.path.read_bytes()}
+    if secret:
+        path = assignment.directory / assignment.secret_file
+        if not path.exists():
+            raise CnnSpecError(f"the secret file {path} does not exist: hidden cases need it "
+                               f"({platform} does not see {SECRET_ENV})", file=str(assignment.path))
+        files[assignment.secret_file] = path.read_bytes()
+    for problem in assignment.networks:
+        for path in _cnn_files(problem.spec):
+            files[_relative(path, assignment)] = path.read_bytes()
+    return files
+
+
+def _relative(path: Path, assignment) -> str:
+    try:
+        return str(path.resolve().relative_to(assignment.directory.resolve()))
+    except ValueError:
+        raise CnnSpecError(f"the file {path} is outside the assignment's folder {assignment.directory}: "
+                           f"it could not be put at the same place", file=str(assignment.path)) from None
+
+
+def _wheel(tmp: Path, wheel=None) -> Path:
+    wheel_path = Path(wheel) if wheel else build_wheel(tmp)
+    if not wheel_path.exists():
+        raise CnnSpecError(f"no such wheel: {wheel_path}")
+    return wheel_path
+
+
 def make_bundle(assignment_path, out, *, wheel=None, pypi: bool = False) -> list[str]:
     """Write the autograder zip ``out``; return the names it holds."""
     from cnnspec import __version__
     from cnnspec.grade.reports import write_atomic
 
     assignment = load_assignment(assignment_path)
-    secret = assignment.directory / assignment.secret_file
-    if not secret.exists():
-        raise CnnSpecError(f"the secret file {secret} does not exist: hidden cases need it "
-                           f"(Gradescope does not see {SECRET_ENV})", file=str(assignment.path))
-    files = {"assignment.toml": assignment.path.read_bytes(), assignment.secret_file: secret.read_bytes()}
-    for problem in assignment.networks:
-        relative = problem.spec.relative_to(assignment.directory)
-        files[str(relative)] = problem.spec.read_bytes()
+    files = grading_files(assignment, "Gradescope")
     with tempfile.TemporaryDirectory() as tmp:
         if pypi:
             install = f"cnnspec=={__version__}"
         else:
-            wheel_path = Path(wheel) if wheel else build_wheel(Path(tmp))
-            if not wheel_path.exists():
-                raise CnnSpecError(f"no such wheel: {wheel_path}")
+            wheel_path = _wheel(Path(tmp), wheel)
             files[wheel_path.name] = wheel_path.read_bytes()
             install = f"/autograder/source/{wheel_path.name}"
         buffer = io.BytesIO()
@@ -212,16 +234,10 @@ def make_student_bundle(assignment_path, out) -> list[str]:
              assignment.submission: template(names, title=assignment.name, submission=assignment.submission,
                                              forbidden=assignment.forbidden).encode()}
     networks = []
-    for problem in assignment.networks:
-        for path in _cnn_files(problem.spec):
-            try:
-                relative = path.relative_to(assignment.directory.resolve())
-            except ValueError:
-                raise CnnSpecError(f"the network file {path} is outside the assignment's folder "
-                                   f"{assignment.directory}: students could not be given it at the same "
-                                   f"place", file=str(assignment.path)) from None
-            files[str(relative)] = path.read_bytes()
-            networks.append(str(relative))
+    for name, data in grading_files(assignment, "students", secret=False).items():
+        if name != "assignment.toml":
+            files[name] = data
+            networks.append(name)
     if assignment.secret_file in files:
         raise CnnSpecError("the student bundle would hold the secret file", file=str(assignment.path))
     extra = f", {', '.join(dict.fromkeys(networks))} (the network problems)" if networks else ""
@@ -240,3 +256,156 @@ def make_student_bundle(assignment_path, out) -> list[str]:
         for name, data in files.items():
             write_atomic(out / name, data)
     return list(files)
+
+
+# -- PrairieLearn ---------------------------------------------------------------------------------
+
+PL_RUN = """#!/bin/bash
+# PrairieLearn's external grader runs this (info.json's entrypoint) in a container of the image
+# built from image/Dockerfile: the student's files are in /grade/student, this folder (the
+# question's tests/) in /grade/tests; it must write /grade/results/results.json.
+set -u
+mkdir -p /grade/results
+chmod -R go-rwx /grade/tests              # the secret: not for the sandbox's user
+cd /grade/tests
+cnnspec grade assignment.toml /grade/student --format prairielearn -o /grade/results/results.json
+status=$?
+if [ $status -ne 0 ] || [ ! -s /grade/results/results.json ]; then
+    cat > /grade/results/results.json <<JSON
+{{"gradable": false, "score": 0, "message": "The autograder could not run (exit status $status); please tell your instructor.", "format_errors": ["the autograder could not run"], "tests": []}}
+JSON
+fi
+exit 0
+"""
+
+PL_DOCKERFILE = """# The grading image of the PrairieLearn question (info.json's "image"): Python with cnnspec
+# installed and its numba kernels compiled for the assignment, so that grading starts warm.
+#     docker build -t {image} .            (in this folder)
+#     docker push {image}                  (PrairieLearn pulls graders from Docker Hub)
+FROM python:{python}-slim
+COPY {wheel_source} /opt/cnnspec/
+RUN pip install --no-cache-dir {install}
+COPY warm-up/ /opt/cnnspec/warm-up/
+RUN python -c "from cnnspec.grade.bundle import warm_up; warm_up('/opt/cnnspec/warm-up/assignment.toml')"
+"""
+
+PL_QUESTION = """<pl-question-panel>
+  <p><strong>{name}</strong></p>
+  <p>{what}</p>
+  <p>Check your work first with the public cases, as the student bundle's README says:
+  <code>cnnspec grade assignment.toml {first} --public</code>. The grader runs the same public cases and
+  hidden ones, and shows what passed and what failed, check by check.</p>
+</pl-question-panel>
+
+<pl-file-upload {files}></pl-file-upload>
+
+<pl-submission-panel>
+  <pl-external-grader-results></pl-external-grader-results>
+  <pl-file-preview></pl-file-preview>
+</pl-submission-panel>
+"""
+
+PL_README = """{name}: a PrairieLearn question graded by cnnspec
+{underline}
+
+question/     copy it to your course as questions/{qid}/ (info.json, question.html, tests/).
+              tests/ holds the assignment, its secret and its files: PrairieLearn never serves a
+              question's tests/ folder to students.
+image/        the grading image. PrairieLearn runs external graders in a Docker image it pulls
+              from Docker Hub; this one is python:{python}-slim with cnnspec installed and its
+              numba kernels compiled for the assignment:
+                  cd image && docker build -t {image} . && docker push {image}
+              info.json names "{image}" (give --image NAME to write another name).
+
+The grader (tests/run.sh, the entrypoint) writes /grade/results/results.json in PrairieLearn's
+external-grader format. Grading runs as root in the container; the sandbox drops to `nobody`.
+The timeout in info.json is {timeout} s (PrairieLearn allows at most 600).
+"""
+
+
+def make_prairielearn_bundle(assignment_path, out, *, image: str = "cnnspec-grader", wheel=None,
+                             pypi: bool = False) -> list[str]:
+    """Write a PrairieLearn question folder (``out/question``: info.json, question.html with a
+    file upload element, tests/ with run.sh and the grading files), the grading image's
+    Dockerfile (``out/image``) and a README. Returns the paths written, relative to ``out``."""
+    import json
+    import platform
+    import uuid
+
+    from cnnspec import __version__
+    from cnnspec.grade.reports import write_atomic
+
+    assignment = load_assignment(assignment_path)
+    out = Path(out)
+    files = {f"question/tests/{name}": data for name, data in grading_files(assignment, "PrairieLearn").items()}
+    files["question/tests/run.sh"] = PL_RUN.format().encode()
+    info_path = out / "question" / "info.json"
+    question_uuid = None
+    try:                                   # regenerating keeps the question's identity
+        question_uuid = str(uuid.UUID(json.loads(info_path.read_text())["uuid"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        question_uuid = str(uuid.uuid4())
+    timeout = int(min(600, max(30, assignment.limits.total_time + 60 + _design_seconds(assignment))))
+    info = {"uuid": question_uuid, "type": "v3", "title": assignment.name, "topic": "Convolutional networks",
+            "tags": ["cnnspec", "autograded"], "gradingMethod": "External", "singleVariant": True,
+            "partialCredit": True,
+            "externalGradingOptions": {"enabled": True, "image": image, "entrypoint": "/grade/tests/run.sh",
+                                       "timeout": timeout}}
+    files["question/info.json"] = (json.dumps(info, indent=2) + "\n").encode()
+    names = upload_names(assignment)
+    required = [n for n in names if n.endswith(".cnn")]
+    optional = [n for n in names if not n.endswith(".cnn")]
+    attributes = " ".join(f'{key}="{",".join(values)}"' for key, values in
+                          (("file-names", required), ("optional-file-names", optional)) if values)
+    what = (f"Upload <code>{assignment.submission}</code> (or the notebook <code>"
+            f"{Path(assignment.submission).stem}.ipynb</code>) with your layer functions."
+            if assignment.functions or assignment.networks else "")
+    if required:
+        what += f" Upload your network{'s' * (len(required) > 1)}: " + ", ".join(f"<code>{n}</code>" for n in required) + "."
+    files["question/question.html"] = PL_QUESTION.format(name=_html(assignment.name), what=what.strip(),
+                                                         first=names[0], files=attributes).encode()
+    python = ".".join(platform.python_version_tuple()[:2])
+    with tempfile.TemporaryDirectory() as tmp:
+        if pypi:
+            install, wheel_source = f"cnnspec=={__version__}", None
+        else:
+            wheel_path = _wheel(Path(tmp), wheel)
+            files[f"image/{wheel_path.name}"] = wheel_path.read_bytes()
+            install, wheel_source = f"/opt/cnnspec/{wheel_path.name}", wheel_path.name
+        for name, data in grading_files(assignment, "PrairieLearn", secret=False).items():
+            files[f"image/warm-up/{name}"] = data
+        dockerfile = PL_DOCKERFILE.format(image=image, python=python, wheel_source=wheel_source or "warm-up/",
+                                          install=install)
+        if wheel_source is None:
+            dockerfile = dockerfile.replace("COPY warm-up/ /opt/cnnspec/\n", "")
+        files["image/Dockerfile"] = dockerfile.encode()
+        qid = "".join(c if c.isalnum() else "-" for c in assignment.name.lower()).strip("-") or "cnnspec"
+        files["README.txt"] = PL_README.format(name=assignment.name, underline="=" * (len(assignment.name) + 46),
+                                               qid=qid, python=python, image=image, timeout=timeout).encode()
+        for name, data in files.items():
+            write_atomic(out / name, data)
+    (out / "question" / "tests" / "run.sh").chmod(0o755)
+    secret = out / "question" / "tests" / assignment.secret_file
+    secret.chmod(0o600)
+    return list(files)
+
+
+def upload_names(assignment) -> list[str]:
+    """The files a student hands in: the layer file (and its notebook twin) when the assignment
+    grades functions or networks, and each design's .cnn file."""
+    names = []
+    if assignment.functions or assignment.networks:
+        names += [assignment.submission, f"{Path(assignment.submission).stem}.ipynb"]
+    names += [d.submission for d in getattr(assignment, "designs", [])]
+    return list(dict.fromkeys(names))
+
+
+def _design_seconds(assignment) -> float:
+    """Training time the design problems may take (their time limits)."""
+    return sum(d.time_limit for d in getattr(assignment, "designs", []))
+
+
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(text)

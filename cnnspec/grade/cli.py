@@ -1,15 +1,16 @@
 """``cnnspec grade``: a thin face over cnnspec.grade.
 
     cnnspec grade init DIR [--force]
-    cnnspec grade ASSIGNMENT SUBMISSION [--public] [--format text|json|gradescope|junit] [-o FILE]
+    cnnspec grade ASSIGNMENT SUBMISSION [--public] [--format text|json|gradescope|junit|prairielearn] [-o FILE]
     cnnspec grade batch ASSIGNMENT DIR --out gradebook.csv [--feedback DIR] [--workers N] [--resume]
     cnnspec grade gradescope-bundle ASSIGNMENT -o autograder.zip [--wheel PATH | --pypi]
     cnnspec grade student-bundle ASSIGNMENT -o student.zip|DIR
+    cnnspec grade prairielearn-bundle ASSIGNMENT -o DIR [--image NAME] [--wheel PATH | --pypi]
 
-``init``, ``batch``, ``gradescope-bundle`` and ``student-bundle`` are keywords; anything else after ``grade`` is the
-ASSIGNMENT (a TOML file or a folder holding assignment.toml). Grading exits 0 whenever it
-completed, whatever the score; 1 when the grader itself could not run (e.g. a bad assignment).
-Nothing heavy is imported until a handler runs.
+``init``, ``batch``, ``gradescope-bundle``, ``student-bundle`` and ``prairielearn-bundle`` are
+keywords; anything else after ``grade`` is the ASSIGNMENT (a TOML file or a folder holding
+assignment.toml). Grading exits 0 whenever it completed, whatever the score; 1 when the grader
+itself could not run (e.g. a bad assignment). Nothing heavy is imported until a handler runs.
 """
 from __future__ import annotations
 
@@ -19,26 +20,29 @@ from pathlib import Path
 
 from cnnspec.errors import CnnSpecError
 
-KEYWORDS = ("init", "batch", "gradescope-bundle", "student-bundle")
+KEYWORDS = ("init", "batch", "gradescope-bundle", "student-bundle", "prairielearn-bundle")
 USAGE = """cnnspec grade init DIR [--force]
-       cnnspec grade ASSIGNMENT SUBMISSION [--public] [--format text|json|gradescope|junit] [-o FILE]
+       cnnspec grade ASSIGNMENT SUBMISSION [--public] [--format text|json|gradescope|junit|prairielearn] [-o FILE]
        cnnspec grade batch ASSIGNMENT DIR --out gradebook.csv [--feedback DIR] [--workers N] [--resume]
        cnnspec grade gradescope-bundle ASSIGNMENT -o autograder.zip [--wheel PATH | --pypi]
-       cnnspec grade student-bundle ASSIGNMENT -o student.zip|DIR"""
+       cnnspec grade student-bundle ASSIGNMENT -o student.zip|DIR
+       cnnspec grade prairielearn-bundle ASSIGNMENT -o DIR [--image NAME] [--wheel PATH | --pypi]"""
 DESCRIPTION = """Grade students' implementations of the layer API (layer-api.md) against cnnspec's
 reference, in a sandbox. `grade init` writes an assignment to edit; `grade ASSIGNMENT FILE` grades
 one submission (students: add --public to run the public cases at home); `grade batch` grades a
 folder into a CSV gradebook; `grade gradescope-bundle` makes Gradescope's autograder zip;
-`grade student-bundle` what students need to run --public at home."""
+`grade student-bundle` what students need to run --public at home; `grade prairielearn-bundle`
+a PrairieLearn question (info.json, question.html, tests/) and its grading image."""
 
 
 # option -> the forms it belongs to ("grade" is grading one submission)
 OPTIONS = {"public": ("grade", "batch"), "format": ("grade",),
-           "output": ("grade", "gradescope-bundle", "student-bundle"),
+           "output": ("grade", "gradescope-bundle", "student-bundle", "prairielearn-bundle"),
            "out": ("batch",), "feedback": ("batch",), "workers": ("batch",), "resume": ("batch",),
-           "wheel": ("gradescope-bundle",), "pypi": ("gradescope-bundle",), "force": ("init",)}
+           "wheel": ("gradescope-bundle", "prairielearn-bundle"), "pypi": ("gradescope-bundle", "prairielearn-bundle"),
+           "image": ("prairielearn-bundle",), "force": ("init",)}
 POSITIONALS = {"init": ("DIR",), "batch": ("ASSIGNMENT", "DIR"), "gradescope-bundle": ("ASSIGNMENT",),
-               "student-bundle": ("ASSIGNMENT",),
+               "student-bundle": ("ASSIGNMENT",), "prairielearn-bundle": ("ASSIGNMENT",),
                "grade": ("ASSIGNMENT", "SUBMISSION")}
 
 
@@ -47,9 +51,10 @@ def register(subparsers) -> None:
                               usage=USAGE, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("words", nargs="*", metavar="...", help="init DIR | ASSIGNMENT SUBMISSION | "
-                   "batch ASSIGNMENT DIR | gradescope-bundle ASSIGNMENT | student-bundle ASSIGNMENT")
+                   "batch ASSIGNMENT DIR | gradescope-bundle ASSIGNMENT | student-bundle ASSIGNMENT | "
+                   "prairielearn-bundle ASSIGNMENT")
     p.add_argument("--public", action="store_true", help="run the public cases only (no secret needed)")
-    p.add_argument("--format", choices=("text", "json", "gradescope", "junit"), default=None,
+    p.add_argument("--format", choices=("text", "json", "gradescope", "junit", "prairielearn"), default=None,
                    help="report format of one submission (default text)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report (or the zip) here, atomically")
     p.add_argument("--out", metavar="CSV", help="batch: the gradebook to write")
@@ -60,6 +65,8 @@ def register(subparsers) -> None:
     p.add_argument("--wheel", metavar="PATH", help="bundle: this cnnspec wheel (default: one built "
                    "from the source checkout)")
     p.add_argument("--pypi", action="store_true", help="bundle: install cnnspec from PyPI instead")
+    p.add_argument("--image", metavar="NAME", help="prairielearn-bundle: the grading image's Docker Hub name "
+                   "written in info.json (default cnnspec-grader)")
     p.add_argument("--force", action="store_true", help="init: overwrite existing files")
     p.set_defaults(func=main, grade_parser=p)
 
@@ -89,7 +96,7 @@ def main(a) -> int:
         if getattr(a, option) not in (None, False) and form not in forms:
             a.grade_parser.error(f"--{option} applies to `cnnspec grade {' / '.join(forms)}` only")
     return {"init": _init, "batch": _batch, "gradescope-bundle": _bundle, "student-bundle": _student_bundle,
-            "grade": _grade}[form](a, *words)
+            "prairielearn-bundle": _prairielearn_bundle, "grade": _grade}[form](a, *words)
 
 
 def _init(a, directory) -> int:
@@ -187,4 +194,19 @@ def _student_bundle(a, assignment_path) -> int:
     names = make_student_bundle(assignment_path, a.output)
     print(f"wrote {a.output}: {', '.join(names)}")
     print("give it to students: it holds no secret")
+    return 0
+
+
+def _prairielearn_bundle(a, assignment_path) -> int:
+    from cnnspec.grade.bundle import make_prairielearn_bundle
+
+    if a.output is None:
+        a.grade_parser.error("`cnnspec grade prairielearn-bundle` needs -o DIR")
+    if a.wheel and a.pypi:
+        a.grade_parser.error("give --wheel or --pypi, not both")
+    names = make_prairielearn_bundle(assignment_path, a.output, image=a.image or "cnnspec-grader",
+                                     wheel=a.wheel, pypi=a.pypi)
+    print(f"wrote {a.output}: {', '.join(names)}")
+    print(f"copy {Path(a.output) / 'question'} into your course's questions/, build and push the image "
+          f"(see {Path(a.output) / 'README.txt'}); question/tests/ holds the assignment's secret")
     return 0

@@ -46,6 +46,7 @@ class Runner:
         self.fatal = None             # why nothing more can run
         self.violations = []
         self.import_error = None
+        self.unreadable = False       # a syntax error: nothing in the file could run
         self.import_output = None     # bytes printed before any case ran
         self.defined = None
         self.broken = {}              # function -> why it cannot be called (a timeout, a crash)
@@ -78,6 +79,7 @@ class Runner:
         error = ready.get("import_error")
         if self.import_error is None and isinstance(error, dict):
             line = f" at {line_text(error)}" if line_text(error) else ""
+            self.unreadable = error.get("type") in ("SyntaxError", "IndentationError", "TabError")
             whole = ("Python reads the whole file" if self.box.code is None else
                      "the code cells are read as one module, all of them")
             rest = (f"{whole} before running it, so no function could be graded"
@@ -177,6 +179,7 @@ class Grader:
         result.output = box.output(None if self.public_only else (runner.import_output or 0))
         result.violations = runner.violations
         result.import_error = runner.import_error
+        result.unreadable = runner.unreadable
         result.sandbox_starts = box.starts
         result.seconds = round(time.monotonic() - started, 3)
         return result

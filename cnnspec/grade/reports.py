@@ -160,11 +160,52 @@ def junit(result: GradeResult) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
+PRAIRIELEARN_MAX_BYTES = 1_000_000     # "this file should be limited to 1 MB"
+
+
+def prairielearn(result: GradeResult) -> dict:
+    """PrairieLearn's external-grader ``results.json``: ``gradable``, ``score`` in [0, 1],
+    ``message``, ``output`` and one test per check (``name``, ``description``, ``points``,
+    ``max_points``, ``message``, ``output``), scored in whole hundredths as every report is.
+
+    A submission without a file to grade, or one that cannot be read or compiled (a syntax
+    error, a malformed notebook), is ``gradable: false`` with ``format_errors``: PrairieLearn
+    then shows it as invalid and does not count the attempt."""
+    tests = []
+    for p in result.problems:
+        for c, (score, top) in zip(p.checks, p.cents()):
+            notes = [] if c.ok else [clean(n) for n in p.notes]
+            messages = [clean(m) for m in c.messages] + ([f"... and {c.dropped} more"] if c.dropped else [])
+            tests.append({"name": f"{p.name}: {c.title}", "description": f"{c.passed}/{c.total} cases passed",
+                          "points": score / 100, "max_points": top / 100,
+                          "message": "\n".join(notes) or ("passed" if c.ok else "failed"),
+                          "output": "\n".join(messages)})
+    summary = "\n".join(header(result))
+    data = {"gradable": True, "score": round(result.score / result.max_score, 6) if result.max_score else 0.0,
+            "message": summary, "output": quoted(result.output) if result.output.strip() else "",
+            "tests": tests}
+    if result.missing or result.unreadable:
+        data = {"gradable": False, "score": 0.0, "message": summary, "output": data["output"],
+                "format_errors": [clean(result.missing or result.import_error or "the file could not be read")],
+                "tests": tests}
+    text = json.dumps(data)
+    while len(text.encode()) > PRAIRIELEARN_MAX_BYTES and any(t["output"] for t in data["tests"]):
+        longest = max(data["tests"], key=lambda t: len(t["output"]))
+        longest["output"] = longest["output"][:len(longest["output"]) // 2] + "\n[... cut: results.json is limited to 1 MB]"
+        text = json.dumps(data)
+    return data
+
+
+FORMATS = ("text", "json", "gradescope", "junit", "prairielearn")
+
+
 def render(result: GradeResult, fmt: str) -> str:
     if fmt == "text":
         return text(result)
     if fmt == "junit":
         return junit(result)
+    if fmt == "prairielearn":
+        return json.dumps(prairielearn(result), indent=2) + "\n"
     return json.dumps(gradescope(result, details=(fmt == "json")), indent=2) + "\n"
 
 

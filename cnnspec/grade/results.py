@@ -94,6 +94,7 @@ class GradeResult:
     environment: dict = field(default_factory=dict)   # {"python": "3.11.7", "numpy": "2.1.3"}
     missing: str | None = None    # no file to grade: which was expected, which were found
     notices: list = field(default_factory=list)   # how the submission was read (a notebook's cells)
+    unreadable: bool = False      # the file could not be read or compiled (a syntax error): nothing ran
 
     @property
     def score(self) -> float:
