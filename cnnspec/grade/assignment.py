@@ -73,6 +73,46 @@ class NetworkProblem:
     lr: float = 0.5
 
 
+DESIGN_CHECKS = ("compiles", "shapes", "layers", "params", "macs", "memory", "receptive_field", "accuracy")
+DESIGN_WEIGHTS = {"compiles": 1.0, "shapes": 1.0, "layers": 1.0, "params": 1.0, "macs": 1.0, "memory": 1.0,
+                  "receptive_field": 1.0, "accuracy": 4.0}
+STUDENT_TRAIN_KEYS = ("optimizer", "epochs", "batch", "augment", "schedule", "warmup", "clip_grad_norm")
+
+
+@dataclass
+class DesignProblem:
+    """Design a network: the student hands in a .cnn file, checked against requirements and
+    budgets, then trained by the grader and scored on held-out data (cnnspec/grade/design.py)."""
+
+    name: str
+    input: str                        # the required input shape, "1x28x28"
+    submission: str = "design.cnn"    # the student's file
+    points: float = 30.0
+    output: str = ""                  # the required output shape; "" = one unit per class
+    layers: list = field(default_factory=list)      # allowed layer kinds; [] = any
+    max_params: int = 0               # 0 = no budget
+    max_macs: int = 0
+    max_memory_mb: float = 0.0        # the summary's training estimate at the training batch
+    receptive_field_layer: str = ""   # a layer the student names (``features = conv(...)``)
+    receptive_field_min: int = 0      # ... whose field is at least this on every axis
+    data: str = "shapes"              # a data spec (cnnspec/data), relative to the assignment
+    test_split: float = 0.2           # held out by the (hidden) seed, unless the data has a test split
+    loss: str = "cross_entropy"
+    optimizer: str = "adam(lr=0.003)"
+    epochs: int = 3
+    batch: int = 32
+    student_train: list = field(default_factory=list)   # the student's train settings honoured
+    max_epochs: int = 0               # bound on the student's epochs (0: the design's epochs)
+    min_batch: int = 8                # bounds on the student's batch
+    max_batch: int = 256
+    time_limit: float = 120.0         # wall-clock seconds of training, estimated before it starts
+    memory_mb: int = 2048             # the training process's address space (RLIMIT_AS)
+    compile_time: float = 300.0       # wall-clock seconds to start the process and compile kernels
+    metric: str = "accuracy"
+    thresholds: list = field(default_factory=lambda: [[0.5, 0.25], [0.7, 0.5], [0.8, 0.75], [0.9, 1.0]])
+    weights: dict = field(default_factory=dict)    # check -> weight, over DESIGN_WEIGHTS
+
+
 @dataclass
 class Assignment:
     path: Path
@@ -86,6 +126,7 @@ class Assignment:
     forbidden: tuple = tuple(FRAMEWORKS)
     functions: list = field(default_factory=list)
     networks: list = field(default_factory=list)
+    designs: list = field(default_factory=list)
     references: dict = field(default_factory=dict)   # mistake name -> "Lecture 3, slide 12"
 
     @property
@@ -94,7 +135,8 @@ class Assignment:
 
     @property
     def max_score(self) -> float:
-        return sum(p.points for p in self.functions) + sum(n.points for n in self.networks)
+        return (sum(p.points for p in self.functions) + sum(n.points for n in self.networks)
+                + sum(d.points for d in self.designs))
 
     def hidden_seed(self) -> int:
         """The seed of the hidden cases: HMAC-SHA256 of a secret that students never see (the
@@ -125,13 +167,17 @@ _SCHEMA = {
     "limits": {f.name: f.type for f in fields(Limits)},
     "imports": {"forbidden": list},
     "networks": {f.name: f.type for f in fields(NetworkProblem)},
+    "designs": {f.name: f.type for f in fields(DesignProblem)},
 }
-_TYPES = {"str": str, "int": int, "float": _NUMBER, "bool": bool, "Path": str}
+_TYPES = {"str": str, "int": int, "float": _NUMBER, "bool": bool, "Path": str, "list": list, "dict": dict}
 _POSITIVE = {"points": 0, "public_cases": 0, "hidden_cases": 0, "numeric_points": 1, "batch": 1,
              "train_samples": 1, "train_batch": 1, "epochs": 0, "cpu_seconds": 1, "memory_mb": 0,
-             "file_size_mb": 0, "open_files": 16, "output_kb": 0, "message_mb": 1}
+             "file_size_mb": 0, "open_files": 16, "output_kb": 0, "message_mb": 1, "max_params": 0,
+             "max_macs": 0, "max_memory_mb": 0, "receptive_field_min": 0, "max_epochs": 0, "min_batch": 1,
+             "max_batch": 1}
 _STRICTLY_POSITIVE = ("forward_tolerance", "backward_tolerance", "numeric_tolerance", "numeric_step",
-                      "time_per_case", "import_time", "total_time", "tolerance", "lr")
+                      "time_per_case", "import_time", "total_time", "tolerance", "lr", "time_limit",
+                      "memory_mb", "compile_time")
 
 
 class _Reader:
@@ -194,7 +240,7 @@ class _Reader:
             ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
             if not ok:
                 kind = {str: "a string", int: "an integer", bool: "true or false", list: "a list",
-                        _NUMBER: "a number"}.get(expected, str(expected))
+                        _NUMBER: "a number", dict: "a table"}.get(expected, str(expected))
                 raise self.error(f"`{key}` in [{label}] must be {kind}; received {value!r}", where, key)
             if key in _POSITIVE and value < _POSITIVE[key]:
                 raise self.error(f"`{key}` in [{label}] must be at least {_POSITIVE[key]}; received {value}",
@@ -229,7 +275,8 @@ def load_assignment(path) -> Assignment:
         raise CnnSpecError(f"invalid TOML: {message}", file=str(path), line=line, col=col,
                            source_line=source) from None
 
-    known = ("assignment", "defaults", "checks", "limits", "imports", "functions", "networks", "references")
+    known = ("assignment", "defaults", "checks", "limits", "imports", "functions", "networks", "designs",
+             "references")
     for key in data:
         if key not in known:
             guess = nearest(key, known)
@@ -290,15 +337,103 @@ def load_assignment(path) -> Assignment:
         if not spec.exists():
             raise reader.error(f"network file {spec} does not exist", where, "spec")
         assignment.networks.append(NetworkProblem(spec=spec, **_floats(values)))
-    if not assignment.functions and not assignment.networks:
+    designs = data.get("designs", [])
+    if not isinstance(designs, list):
+        raise reader.error("`designs` must be an array of tables ([[designs]])", "designs")
+    for index, table in enumerate(designs):
+        assignment.designs.append(_design(reader, table, index, assignment))
+    names = [p.name for p in assignment.functions] + [n.name for n in assignment.networks]
+    for index, design in enumerate(assignment.designs):
+        if design.name in names:
+            raise reader.error(f"two problems are named `{design.name}`", ("designs", index), "name")
+        names.append(design.name)
+    if not assignment.functions and not assignment.networks and not assignment.designs:
         raise reader.error("the assignment grades nothing: add [functions.NAME] tables", "assignment")
     return assignment
+
+
+def _design(reader: _Reader, table, index: int, assignment: Assignment) -> DesignProblem:
+    """One [[designs]] table, every value checked (shapes, layer kinds, data, optimizer, ...)."""
+    from cnnspec.layers import LAYERS
+
+    where = ("designs", index)
+    if not isinstance(table, dict):
+        raise reader.error("each [[designs]] must be a table", where)
+    values = reader.check(table, _SCHEMA["designs"], where, "[designs]")
+    for required in ("name", "input"):
+        if required not in values:
+            raise reader.error(f"[[designs]] number {index + 1} needs `{required}`", where)
+    for key in ("input", "output"):
+        text = values.get(key, "")
+        if text and not _shape(text):
+            raise reader.error(f"`{key}` in [designs] must be a shape such as 1x28x28 or 10; received {text!r}",
+                               where, key)
+    if not values.get("submission", ".cnn").endswith(".cnn"):
+        raise reader.error("`submission` in [designs] must name a .cnn file", where, "submission")
+    for kind in values.get("layers", []):
+        if kind not in LAYERS:
+            guess = nearest(str(kind), LAYERS)
+            raise reader.error(f"unknown layer kind `{kind}` in `layers`", where, "layers",
+                               hint=f"did you mean `{guess}`?" if guess else f"the kinds are: {', '.join(LAYERS)}")
+    for key in values.get("student_train", []):
+        if key not in STUDENT_TRAIN_KEYS:
+            raise reader.error(f"`student_train` lists settings a student may choose: {', '.join(STUDENT_TRAIN_KEYS)}; "
+                               f"received {key!r}", where, "student_train")
+    weights = values.get("weights", {})
+    for key, weight in weights.items():
+        if key not in DESIGN_CHECKS:
+            guess = nearest(key, DESIGN_CHECKS)
+            raise reader.error(f"unknown check `{key}` in `weights`", where, "weights",
+                               hint=f"did you mean `{guess}`?" if guess else f"the checks are: {', '.join(DESIGN_CHECKS)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise reader.error(f"the weight of `{key}` must be a number >= 0; received {weight!r}", where, "weights")
+    thresholds = values.get("thresholds")
+    if thresholds is not None:
+        ok = thresholds and all(isinstance(t, list) and len(t) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in t) for t in thresholds)
+        if not ok:
+            raise reader.error("`thresholds` is a list of [metric, credit] pairs, each between 0 and 1, e.g. "
+                               "[[0.6, 0.5], [0.8, 1.0]]", where, "thresholds")
+        values["thresholds"] = sorted([float(a), float(b)] for a, b in thresholds)
+    if values.get("metric", "accuracy") != "accuracy":
+        raise reader.error(f"`metric` must be \"accuracy\": designs are trained to classify (received "
+                           f"{values['metric']!r}); mean IoU and PSNR come with cnnspec training the segment "
+                           f"and reconstruct tasks", where, "metric")
+    if "test_split" in values and not 0 < values["test_split"] < 1:
+        raise reader.error(f"`test_split` must be between 0 and 1; received {values['test_split']}", where,
+                           "test_split")
+    for key in ("epochs", "batch"):
+        if key in values and values[key] < 1:
+            raise reader.error(f"`{key}` in [designs] must be at least 1", where, key)
+    from cnnspec.train.config import TrainConfig, _set_optimizer, check_config
+
+    try:
+        config = TrainConfig()
+        _set_optimizer(config, values.get("optimizer", DesignProblem.optimizer))
+        config.loss = values.get("loss", DesignProblem.loss)
+        check_config(config)
+    except CnnSpecError as exc:
+        key = "loss" if "loss" in exc.message else "optimizer"
+        raise reader.error(f"`{key}` in [designs]: {exc.message}", where, key, hint=exc.hint) from None
+    design = DesignProblem(**_floats(values))
+    if design.data.startswith("shapes") is False and ":" not in design.data and not design.data.endswith(".npz") \
+            and design.data != "digits":
+        raise reader.error(f"unknown data set {design.data!r}", where, "data",
+                           hint="shapes, shapes:n=2000, digits, PATH.npz, mnist:DIR, cifar10:DIR, folder:DIR")
+    return design
+
+
+def _shape(text: str) -> tuple | None:
+    parts = str(text).lower().split("x")
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
 
 
 def _floats(values: dict) -> dict:
     """TOML integers given where a float is meant (points = 5) become floats."""
     floats = {"points", "forward_tolerance", "backward_tolerance", "numeric_tolerance",
-              "numeric_step", "tolerance", "lr"}
+              "numeric_step", "tolerance", "lr", "max_memory_mb", "test_split", "time_limit", "compile_time"}
     return {k: float(v) if k in floats else v for k, v in values.items()}
 
 

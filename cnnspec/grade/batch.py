@@ -37,9 +37,10 @@ class Entry:
 SOURCES = (".py", ".ipynb")       # a layer-function submission: a Python file or a Jupyter notebook
 
 
-def discover(directory: Path, submission_name: str) -> list[Entry]:
-    """The students of ``directory``: each ``.py`` or ``.ipynb`` file, and each folder (its
-    submission file, see :func:`find_submission`)."""
+def discover(directory: Path, submission_name: str, designs: bool = False) -> list[Entry]:
+    """The students of ``directory``: each ``.py`` or ``.ipynb`` file (and ``.cnn`` file when
+    the assignment has ``designs``), and each folder (its submission file, see
+    :func:`find_submission`; the folder itself when the assignment has designs)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CnnSpecError(f"not a directory of submissions: {directory}", file=str(directory))
@@ -47,11 +48,24 @@ def discover(directory: Path, submission_name: str) -> list[Entry]:
     for item in sorted(directory.iterdir()):
         if item.name.startswith("."):
             continue
-        if item.is_file() and item.suffix in SOURCES:
+        if item.is_file() and (item.suffix in SOURCES or designs and item.suffix == ".cnn"):
             entries.append(Entry(item.stem, item))
         elif item.is_dir():
-            entries.append(find_submission(item, submission_name, student=item.name))
+            entries.append(Entry(item.name, item) if designs else
+                           find_submission(item, submission_name, student=item.name))
     return entries
+
+
+def find_design(folder: Path, design, designs: list) -> tuple:
+    """A design's file in a student's folder, and why not when there is none: its ``submission``
+    name; else, for an assignment with one design, the folder's only ``.cnn`` file."""
+    if (folder / design.submission).is_file():
+        return folder / design.submission, None
+    found = [p for p in _files(folder) if p.suffix == ".cnn"]
+    if len(designs) == 1 and len(found) == 1:
+        return found[0], None
+    names = ", ".join(str(p.relative_to(folder)) for p in found) or "no .cnn file"
+    return None, f"no {design.submission} in the folder (found {names})"
 
 
 def _files(folder: Path) -> list[Path]:
@@ -84,7 +98,13 @@ def find_submission(folder: Path, submission_name: str, student: str | None = No
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Of a file's bytes; of a folder, its files' names and bytes."""
+    if not path.is_dir():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for file in _files(path):
+        digest.update(str(file.relative_to(path)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def grading_key(assignment, public_only: bool) -> str:
@@ -106,6 +126,10 @@ def grading_key(assignment, public_only: bool) -> str:
     add("assignment", assignment.path.read_bytes())
     for problem in assignment.networks:
         add(f"network {problem.name}", problem.spec.read_bytes())
+    for problem in assignment.designs:
+        data = assignment.directory / problem.data
+        if data.is_file():                      # an instructor's data set decides scores too
+            add(f"design data {problem.name}", hashlib.sha256(data.read_bytes()).digest())
     add("cases", b"public" if public_only else str(assignment.hidden_seed()).encode())
     add("versions", f"{cnnspec.__version__} {platform.python_version()} {numpy.__version__}".encode())
     add("code", code_digest().encode())
@@ -178,7 +202,7 @@ def _die_with_parent(parent: int) -> None:
 
 def _grade_one(task: tuple) -> tuple:
     index, student, path = task
-    result = _GRADER.grade(Path(path), display_name=f"{student}/{Path(path).name}")
+    result = _GRADER.grade(Path(path), display_name=_display(student, Path(path)))
     return index, {"result": result.to_dict(), "text": reports.text(result)}
 
 
@@ -201,7 +225,7 @@ def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 
     state = out.with_name(out.name + ".d")
     state.mkdir(parents=True, exist_ok=True)
     assignment_hash = grading_key(assignment, public_only)
-    entries = discover(Path(directory), assignment.submission)
+    entries = discover(Path(directory), assignment.submission, designs=bool(assignment.designs))
     records, todo = {}, []
     for entry in entries:
         saved = state / f"{safe_name(entry.student)}.json"
@@ -235,7 +259,7 @@ def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 
 
             grader = Grader(assignment, public_only=public_only)
         for entry, digest in todo:
-            result = grader.grade(entry.path, display_name=f"{entry.student}/{entry.path.name}")
+            result = grader.grade(entry.path, display_name=_display(entry.student, entry.path))
             finished(entry, digest, {"result": result.to_dict(), "text": reports.text(result)})
     else:
         pool = multiprocessing.get_context("spawn").Pool(
@@ -261,6 +285,10 @@ def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 
             "seconds": round(time.monotonic() - started, 2)}
 
 
+def _display(student: str, path: Path) -> str:
+    return student if path.is_dir() else f"{student}/{path.name}"
+
+
 def _save(state: Path, entry: Entry, digest, assignment_hash: str, public_only: bool, payload: dict) -> dict:
     record = {"student": entry.student, "submission": str(entry.path) if entry.path else None,
               "sha256": digest, "assignment": assignment_hash, "public_only": public_only,
@@ -271,7 +299,8 @@ def _save(state: Path, entry: Entry, digest, assignment_hash: str, public_only: 
 
 def write_gradebook(out: Path, assignment, records: list) -> None:
     """One row per student: total, then one column per problem, then a status."""
-    names = [p.name for p in assignment.functions] + [n.name for n in assignment.networks]
+    names = ([p.name for p in assignment.functions] + [n.name for n in assignment.networks]
+             + [d.name for d in assignment.designs])
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["student", "score", "max_score", *names, "status"])
@@ -282,7 +311,7 @@ def write_gradebook(out: Path, assignment, records: list) -> None:
                              csv_cell(record.get("why") or "no submission")])
             continue
         scores = {p["name"]: p["score"] for p in result["problems"]}
-        status = ["graded"]
+        status = [f"not graded: {result['missing']}"[:300]] if result.get("missing") else ["graded"]
         if result.get("import_error"):
             status.append(str(result["import_error"])[:200])
         if result.get("violations"):

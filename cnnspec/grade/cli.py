@@ -112,24 +112,15 @@ def _init(a, directory) -> int:
 
 def _grade(a, assignment_path, submission_path) -> int:
     from cnnspec.grade.assignment import load_assignment
-    from cnnspec.grade.batch import find_submission
 
     assignment = load_assignment(assignment_path)
     submission = Path(submission_path)
-    grader = None
-    if submission.is_dir():
-        entry = find_submission(submission, assignment.submission)
-        if entry.path is None:
-            # a report, not an error: on Gradescope the student reads it (which file was expected,
-            # which were found); grading itself completed
-            grader = _grader(assignment, a.public)
-            result = grader.missing(assignment.submission, entry.why)
-            return _report(a, result)
-        submission = entry.path
-    if not submission.is_file():
-        raise CnnSpecError("no such submission file", file=str(submission))
-    grader = _grader(assignment, a.public)
-    result = grader.grade(submission, display_name=submission.name)
+    if not submission.exists():
+        raise CnnSpecError("no such submission file or folder", file=str(submission))
+    # a folder without the expected files is a report, not an error: on Gradescope the student
+    # reads it (which file was expected, which were found); grading itself completed
+    result = _grader(assignment, a.public).grade(submission, display_name=None if submission.is_dir()
+                                                 else submission.name)
     return _report(a, result)
 
 

@@ -26,6 +26,7 @@ from cnnspec.grade.cases import Case, cast, make_cases
 from cnnspec.grade.checks import (Bad, as_outputs, describe, nothing_computed, numpy_hint, output_problem,
                                   rel_error, shorten, squeezed_like, unwrap, value_problem)
 from cnnspec.grade.functions import FUNCTIONS, forward_of
+from cnnspec.grade.design import grade_design, load_design_data
 from cnnspec.grade.network import grade_network
 from cnnspec.grade.notebook import NotebookError, notebook_code
 from cnnspec.grade.results import CheckResult, GradeResult, ProblemResult
@@ -122,6 +123,7 @@ class Grader:
         self.public_only = public_only
         self.hidden_seed = None if public_only else assignment.hidden_seed()
         self._cases = {}
+        self._designs = {}
 
     # -- cases and expected values ------------------------------------------------------------
     def cases(self, problem: FunctionProblem) -> list[tuple[Case, tuple]]:
@@ -139,8 +141,69 @@ class Grader:
 
     # -- one submission ---------------------------------------------------------------------------
     def grade(self, submission, *, display_name: str | None = None, trusted: bool = False) -> GradeResult:
-        """Grade the file ``submission``. ``trusted`` runs it without the guard and the user
-        switch: only for the project's own reference (self-tests)."""
+        """Grade ``submission``: a layer file (``.py`` or ``.ipynb``), a design's ``.cnn`` file,
+        or a student's folder holding them (what Gradescope and PrairieLearn hand over).
+        ``trusted`` runs a layer file without the guard and the user switch: only for the
+        project's own reference (self-tests)."""
+        from cnnspec.grade.batch import find_design, find_submission
+
+        submission = Path(submission)
+        a = self.assignment
+        shown = display_name or submission.name
+        layers, why, designs, root = None, None, {}, None
+        if submission.is_dir():
+            root = submission
+            if a.functions or a.networks:
+                entry = find_submission(submission, a.submission)
+                layers, why = entry.path, entry.why
+            designs = {d.name: find_design(submission, d, a.designs) for d in a.designs}
+            if layers is None and not any(path for path, _ in designs.values()):
+                whys = [why] if why else []
+                whys += [reason for path, reason in designs.values() if reason]
+                return self.missing(shown, "; ".join(whys))
+        elif submission.suffix.lower() == ".cnn":
+            named = [d for d in a.designs if d.submission == submission.name] or a.designs[:1]
+            designs = {d.name: (submission if d in named else None,
+                                f"no {d.submission}: a single .cnn file was handed in") for d in a.designs}
+            why = f"no {a.submission}: a .cnn file was handed in"
+            if not a.designs:
+                return self.missing(shown, f"a .cnn file was handed in, but this assignment grades {a.submission}")
+        else:
+            layers = submission
+            designs = {d.name: (None, f"no {d.submission} (grade the student's folder to grade designs)")
+                       for d in a.designs}
+        if layers is not None:
+            if submission.is_dir():
+                relative = layers.relative_to(submission)
+                display_name = f"{display_name}/{relative}" if display_name else str(relative)
+            result = self.grade_layers(layers, display_name=display_name, trusted=trusted)
+        else:
+            result = GradeResult(a.name, shown, self.public_only, environment=environment())
+            for problem in a.functions:
+                result.problems.append(self._not_graded(problem.name, "function", problem.points, f"not graded: {why}"))
+            for problem in a.networks:
+                result.problems.append(self._not_graded(problem.name, "network", problem.points, f"not graded: {why}"))
+        started = time.monotonic()
+        for problem in a.designs:
+            path, reason = designs[problem.name]
+            if path is None:
+                result.problems.append(self._not_graded(problem.name, "design", problem.points,
+                                                        f"not graded: {reason}"))
+                continue
+            result.problems.append(grade_design(self, problem, path, root=root,
+                                                display=str(path.relative_to(root)) if root else path.name))
+        result.seconds = round(result.seconds + time.monotonic() - started, 3)
+        return result
+
+    def design_data(self, problem):
+        """A design's training and held-out samples (made once per grader)."""
+        if problem.name not in self._designs:
+            self._designs[problem.name] = load_design_data(self, problem)
+        return self._designs[problem.name]
+
+    def grade_layers(self, submission, *, display_name: str | None = None, trusted: bool = False) -> GradeResult:
+        """Grade the layer file ``submission`` (``.py`` or ``.ipynb``): the function and network
+        problems."""
         started = time.monotonic()
         submission = Path(submission)
         a = self.assignment
@@ -153,7 +216,7 @@ class Grader:
             except NotebookError as exc:
                 return self.missing(display_name or submission.name, f"your notebook could not be read: "
                                     f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""),
-                                    location=exc.line and f"line {exc.line}, column {exc.col}")
+                                    location=exc.line and f"line {exc.line}, column {exc.col}", designs=False)
             result.notices.append(code.summary())
         name = a.submission if display_name is None and code is None else Path(display_name or submission).name
         box = Sandbox(submission, limits=a.limits, forbidden=a.forbidden, display_name=name,
@@ -184,10 +247,12 @@ class Grader:
         result.seconds = round(time.monotonic() - started, 3)
         return result
 
-    def missing(self, display_name: str, why: str, location: str | None = None) -> GradeResult:
+    def missing(self, display_name: str, why: str, location: str | None = None,
+                designs: bool = True) -> GradeResult:
         """The result of a submission without a file to grade (or with one that cannot be read):
         every problem scores zero, with ``why`` (which file was expected, which were found; what
-        is wrong with it, at ``location``) as the report's message."""
+        is wrong with it, at ``location``) as the report's message. ``designs``: the design
+        problems too (else only the layer file's problems)."""
         a = self.assignment
         if location:
             why += f" (at {location})"
@@ -198,6 +263,8 @@ class Grader:
             result.problems.append(self._not_graded(problem.name, "function", problem.points, reason))
         for problem in a.networks:
             result.problems.append(self._not_graded(problem.name, "network", problem.points, reason))
+        for problem in a.designs if designs else ():
+            result.problems.append(self._not_graded(problem.name, "design", problem.points, reason))
         return result
 
     @staticmethod

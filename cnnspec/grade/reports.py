@@ -62,8 +62,13 @@ def header(result: GradeResult) -> list[str]:
 
 
 def _wrapped(text: str, indent: int) -> list[str]:
-    return textwrap.wrap(clean(text), width=100, initial_indent=" " * indent,
-                         subsequent_indent=" " * (indent + 2), break_on_hyphens=False) or [""]
+    """``text`` wrapped at 100 columns, each of its lines apart (a located error's source line and
+    caret stay as they are)."""
+    out = []
+    for line in str(text).split("\n"):
+        out += textwrap.wrap(clean(line), width=100, initial_indent=" " * indent,
+                             subsequent_indent=" " * (indent + 2), break_on_hyphens=False) or [""]
+    return out
 
 
 def text(result: GradeResult) -> str:
@@ -83,7 +88,7 @@ def text(result: GradeResult) -> str:
         elif p.notes and not any(c.passed or c.messages for c in p.checks):
             continue                   # nothing passed, for the reasons in the notes
         for c, (score, top) in zip(p.checks, cents):
-            mark = "PASS" if c.ok else "SKIP" if c.skipped else "FAIL"
+            mark = "PASS" if c.ok else "SKIP" if c.skipped else "PART" if c.credit else "FAIL"
             lines.append(f"    {mark} {c.title:<{title}}  {_fmt(score / 100):>5} / {_fmt(top / 100):<5} "
                          f"{c.passed}/{c.total}")
             for m in c.messages:

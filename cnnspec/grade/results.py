@@ -18,14 +18,23 @@ class CheckResult:
     dropped: int = 0                                # further failure messages not kept
     seconds: float = 0.0                            # time spent on this check (calls, judging)
     skipped: str | None = None                      # why it did not run (not implemented, ...)
+    credit: float | None = None                     # partial credit in [0, 1] instead of passed/total
+
+    @property
+    def fraction(self) -> float:
+        if self.credit is not None:
+            return self.credit
+        return self.passed / self.total if self.total else 0.0
 
     @property
     def score(self) -> float:
         """Exact; what is shown and added up is ProblemResult.cents()."""
-        return self.max_score * self.passed / self.total if self.total else 0.0
+        return self.max_score * self.fraction
 
     @property
     def ok(self) -> bool:
+        if self.credit is not None:
+            return self.credit >= 1.0
         return self.total > 0 and self.passed == self.total
 
     def record(self, passed: bool, message: str | None = None, keep: int = 4) -> None:
@@ -42,11 +51,12 @@ class CheckResult:
 @dataclass
 class ProblemResult:
     name: str
-    kind: str                # "function" | "network"
+    kind: str                # "function" | "network" | "design"
     max_score: float
     checks: list = field(default_factory=list)
     notes: list = field(default_factory=list)       # diagnoses and errors, shown first
     seconds: float = 0.0
+    details: dict = field(default_factory=dict)     # figures for the JSON report (a design's training)
 
     def cents(self) -> list[tuple[int, int]]:
         """Each check's (score, max_score) in whole hundredths of a point, the accounting every
@@ -67,8 +77,7 @@ class ProblemResult:
             if c.ok:
                 out.append((top, top))
             else:
-                fraction = c.passed / c.total if c.total else 0.0
-                out.append((min(math.floor(top * fraction + 1e-9), max(top - 1, 0)), top))
+                out.append((min(math.floor(top * c.fraction + 1e-9), max(top - 1, 0)), top))
         return out
 
     @property
