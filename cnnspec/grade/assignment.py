@@ -533,6 +533,43 @@ lr = 0.5                        # learning rate of plain SGD
 # and the output positions (CS231n's "naive" layers) takes about 0.2 s per call of its slowest
 # function (conv2d_backward, batch 4) on one core, so it passes with a wide margin on half a CPU
 # (Gradescope's default); larger batches cost loop-written submissions proportionally more time.
+
+# Design problems: the student hands in a .cnn file (their folder's `submission`), checked against
+# the requirements and budgets below, then trained by the grader (in a sandboxed process, with
+# these settings and a seed from the secret) and scored on held-out data. Uncomment to use;
+# repeat [[designs]] for more. See the README, "Design problems".
+# [[designs]]
+# name = "small_cnn"            # required: the problem's name in reports
+# input = "1x28x28"             # required: the input shape the network must take (CxHxW)
+# submission = "design.cnn"     # the student's file
+# points = 30                   # shared by the checks by their weights (below)
+# output = ""                   # the output shape required; "" = one unit per class of the data
+# layers = ["conv", "relu", "maxpool", "flatten", "dense", "softmax"]   # allowed kinds; [] = any
+# max_params = 20000            # budgets; 0 = none
+# max_macs = 2000000            # multiply-accumulates per sample
+# max_memory_mb = 16            # the summary's training memory estimate at the training batch
+# receptive_field_layer = ""    # a layer the student names (`features = conv(...)`) ...
+# receptive_field_min = 0       # ... whose receptive field is at least this on every axis
+# data = "shapes"               # shapes, shapes:n=2000, digits, PATH.npz, mnist:DIR, ... (relative to here)
+# test_split = 0.2              # held out (by the secret's seed) unless the data has a test split
+# loss = "cross_entropy"        # training settings, the same for every student
+# optimizer = "adam(lr=0.003)"
+# epochs = 3
+# batch = 32
+# student_train = []            # of the student's train section, the settings honoured: optimizer,
+#                               # epochs, batch, augment, schedule, warmup, clip_grad_norm
+# max_epochs = 0                # bound on the student's epochs (0: `epochs`)
+# min_batch = 8                 # bounds on the student's batch
+# max_batch = 256
+# time_limit = 120.0            # wall-clock seconds of training: estimated before it starts (from the
+#                               # MACs, activations and layers at this machine's measured rates); a
+#                               # network over it is not trained, and the report gives the figures
+# memory_mb = 2048              # address space of the training process (the estimate is checked first)
+# compile_time = 300.0          # seconds to start that process and compile its kernels
+# metric = "accuracy"           # held-out accuracy (the only metric today)
+# thresholds = [[0.5, 0.25], [0.7, 0.5], [0.8, 0.75], [0.9, 1.0]]   # [accuracy, share of its points]
+# weights = {{}}                # check -> weight; defaults compiles 1, shapes 1, layers 1, params 1,
+#                               # macs 1, memory 1, receptive_field 1, accuracy 4
 '''
 
 

@@ -6,9 +6,11 @@
     cnnspec grade gradescope-bundle ASSIGNMENT -o autograder.zip [--wheel PATH | --pypi]
     cnnspec grade student-bundle ASSIGNMENT -o student.zip|DIR
     cnnspec grade prairielearn-bundle ASSIGNMENT -o DIR [--image NAME] [--wheel PATH | --pypi]
+    cnnspec grade exercise make TEMPLATE --students ROSTER.csv -o DIR [--seed N] [--moodle FILE]
+    cnnspec grade exercise check DIR ANSWERS [--format text|json|csv] [-o FILE]
 
-``init``, ``batch``, ``gradescope-bundle``, ``student-bundle`` and ``prairielearn-bundle`` are
-keywords; anything else after ``grade`` is the ASSIGNMENT (a TOML file or a folder holding
+``init``, ``batch``, ``gradescope-bundle``, ``student-bundle``, ``prairielearn-bundle`` and
+``exercise`` are keywords; anything else after ``grade`` is the ASSIGNMENT (a TOML file or a folder holding
 assignment.toml). Grading exits 0 whenever it completed, whatever the score; 1 when the grader
 itself could not run (e.g. a bad assignment). Nothing heavy is imported until a handler runs.
 """
@@ -20,29 +22,36 @@ from pathlib import Path
 
 from cnnspec.errors import CnnSpecError
 
-KEYWORDS = ("init", "batch", "gradescope-bundle", "student-bundle", "prairielearn-bundle")
+KEYWORDS = ("init", "batch", "gradescope-bundle", "student-bundle", "prairielearn-bundle", "exercise")
 USAGE = """cnnspec grade init DIR [--force]
        cnnspec grade ASSIGNMENT SUBMISSION [--public] [--format text|json|gradescope|junit|prairielearn] [-o FILE]
        cnnspec grade batch ASSIGNMENT DIR --out gradebook.csv [--feedback DIR] [--workers N] [--resume]
        cnnspec grade gradescope-bundle ASSIGNMENT -o autograder.zip [--wheel PATH | --pypi]
        cnnspec grade student-bundle ASSIGNMENT -o student.zip|DIR
-       cnnspec grade prairielearn-bundle ASSIGNMENT -o DIR [--image NAME] [--wheel PATH | --pypi]"""
+       cnnspec grade prairielearn-bundle ASSIGNMENT -o DIR [--image NAME] [--wheel PATH | --pypi]
+       cnnspec grade exercise make TEMPLATE --students ROSTER.csv -o DIR [--seed N] [--moodle FILE]
+       cnnspec grade exercise check DIR ANSWERS [--format text|json|csv] [-o FILE]"""
 DESCRIPTION = """Grade students' implementations of the layer API (layer-api.md) against cnnspec's
 reference, in a sandbox. `grade init` writes an assignment to edit; `grade ASSIGNMENT FILE` grades
 one submission (students: add --public to run the public cases at home); `grade batch` grades a
 folder into a CSV gradebook; `grade gradescope-bundle` makes Gradescope's autograder zip;
 `grade student-bundle` what students need to run --public at home; `grade prairielearn-bundle`
-a PrairieLearn question (info.json, question.html, tests/) and its grading image."""
+a PrairieLearn question (info.json, question.html, tests/) and its grading image; `grade exercise
+make` a network per student with questions on it (sheets, answer key, Moodle XML), `grade
+exercise check` their answers."""
 
 
 # option -> the forms it belongs to ("grade" is grading one submission)
-OPTIONS = {"public": ("grade", "batch"), "format": ("grade",),
-           "output": ("grade", "gradescope-bundle", "student-bundle", "prairielearn-bundle"),
+OPTIONS = {"public": ("grade", "batch"), "format": ("grade", "exercise check"),
+           "output": ("grade", "gradescope-bundle", "student-bundle", "prairielearn-bundle", "exercise make",
+                      "exercise check"),
+           "students": ("exercise make",), "seed": ("exercise make",), "moodle": ("exercise make",),
            "out": ("batch",), "feedback": ("batch",), "workers": ("batch",), "resume": ("batch",),
            "wheel": ("gradescope-bundle", "prairielearn-bundle"), "pypi": ("gradescope-bundle", "prairielearn-bundle"),
            "image": ("prairielearn-bundle",), "force": ("init",)}
 POSITIONALS = {"init": ("DIR",), "batch": ("ASSIGNMENT", "DIR"), "gradescope-bundle": ("ASSIGNMENT",),
                "student-bundle": ("ASSIGNMENT",), "prairielearn-bundle": ("ASSIGNMENT",),
+               "exercise make": ("TEMPLATE",), "exercise check": ("DIR", "ANSWERS"),
                "grade": ("ASSIGNMENT", "SUBMISSION")}
 
 
@@ -54,8 +63,8 @@ def register(subparsers) -> None:
                    "batch ASSIGNMENT DIR | gradescope-bundle ASSIGNMENT | student-bundle ASSIGNMENT | "
                    "prairielearn-bundle ASSIGNMENT")
     p.add_argument("--public", action="store_true", help="run the public cases only (no secret needed)")
-    p.add_argument("--format", choices=("text", "json", "gradescope", "junit", "prairielearn"), default=None,
-                   help="report format of one submission (default text)")
+    p.add_argument("--format", choices=("text", "json", "gradescope", "junit", "prairielearn", "csv"), default=None,
+                   help="report format of one submission (default text); exercise check: text, json or csv")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report (or the zip) here, atomically")
     p.add_argument("--out", metavar="CSV", help="batch: the gradebook to write")
     p.add_argument("--feedback", metavar="DIR", help="batch: write one text report per student here")
@@ -67,6 +76,9 @@ def register(subparsers) -> None:
     p.add_argument("--pypi", action="store_true", help="bundle: install cnnspec from PyPI instead")
     p.add_argument("--image", metavar="NAME", help="prairielearn-bundle: the grading image's Docker Hub name "
                    "written in info.json (default cnnspec-grader)")
+    p.add_argument("--students", metavar="CSV", help="exercise make: the roster (a column id, optionally name)")
+    p.add_argument("--seed", type=int, default=None, help="exercise make: the seed of the variants (default 0)")
+    p.add_argument("--moodle", metavar="FILE", help="exercise make: also write the questions as Moodle XML")
     p.add_argument("--force", action="store_true", help="init: overwrite existing files")
     p.set_defaults(func=main, grade_parser=p)
 
@@ -88,6 +100,10 @@ def main(a) -> int:
     _stop_on_sigterm()
     words = list(a.words)
     form = words.pop(0) if words and words[0] in KEYWORDS else "grade"
+    if form == "exercise":
+        if not words or words[0] not in ("make", "check"):
+            a.grade_parser.error("`cnnspec grade exercise` takes make or check")
+        form = f"exercise {words.pop(0)}"
     wanted = POSITIONALS[form]
     if len(words) != len(wanted):
         a.grade_parser.error(f"`cnnspec grade{'' if form == 'grade' else ' ' + form}` takes "
@@ -95,8 +111,12 @@ def main(a) -> int:
     for option, forms in OPTIONS.items():
         if getattr(a, option) not in (None, False) and form not in forms:
             a.grade_parser.error(f"--{option} applies to `cnnspec grade {' / '.join(forms)}` only")
+    if form == "grade" and a.format == "csv":
+        a.grade_parser.error("--format csv applies to `cnnspec grade exercise check`; a grade is text, json, "
+                             "gradescope, junit or prairielearn")
     return {"init": _init, "batch": _batch, "gradescope-bundle": _bundle, "student-bundle": _student_bundle,
-            "prairielearn-bundle": _prairielearn_bundle, "grade": _grade}[form](a, *words)
+            "prairielearn-bundle": _prairielearn_bundle, "exercise make": _exercise_make,
+            "exercise check": _exercise_check, "grade": _grade}[form](a, *words)
 
 
 def _init(a, directory) -> int:
@@ -200,4 +220,47 @@ def _prairielearn_bundle(a, assignment_path) -> int:
     print(f"wrote {a.output}: {', '.join(names)}")
     print(f"copy {Path(a.output) / 'question'} into your course's questions/, build and push the image "
           f"(see {Path(a.output) / 'README.txt'}); question/tests/ holds the assignment's secret")
+    return 0
+
+
+def _exercise_make(a, template) -> int:
+    from cnnspec.grade.exercise import make_exercise
+
+    if a.students is None or a.output is None:
+        a.grade_parser.error("`cnnspec grade exercise make` needs --students ROSTER.csv and -o DIR")
+    key = make_exercise(template, a.students, a.output, seed=a.seed or 0, moodle=a.moodle)
+    n = len(key["students"])
+    questions = len(next(iter(key["students"].values()))["questions"]) if n else 0
+    print(f"wrote {a.output}: a sheet, network.cnn, network.svg and answers.csv for each of {n} students "
+          f"({questions} questions each), key.json and answer-key.csv" + (f"; {a.moodle}" if a.moodle else ""))
+    print("keep key.json and answer-key.csv to yourself: they hold every answer")
+    return 0
+
+
+def _exercise_check(a, key, answers) -> int:
+    import csv
+    import io
+    import json
+
+    from cnnspec.grade import exercise
+    from cnnspec.grade.reports import write_atomic
+
+    if a.format not in (None, "text", "json", "csv"):
+        a.grade_parser.error("`cnnspec grade exercise check` writes --format text, json or csv")
+    results = exercise.check_files(key, answers)
+    if a.format == "json":
+        text = json.dumps(results, indent=1) + "\n"
+    elif a.format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["student", "score", "max_score", *[q["id"] for q in results[0]["questions"]]])
+        for r in results:
+            writer.writerow([r["student"], r["score"], r["max_score"], *[int(q["ok"]) for q in r["questions"]]])
+        text = buffer.getvalue()
+    else:
+        text = "\n".join(exercise.report_text(r) for r in results)
+    if a.output:
+        write_atomic(a.output, text)
+    else:
+        sys.stdout.write(text)
     return 0
