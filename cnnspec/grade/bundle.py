@@ -6,7 +6,8 @@
                       from PyPI with --pypi; its dependencies come from PyPI
     run_autograder    grades /autograder/submission with the assignment and writes
                       /autograder/results/results.json (Gradescope's schema)
-    source files      assignment.toml, the secret, the network files of [[networks]]
+    source files      assignment.toml, the secret, the network files of [[networks]], the data
+                      files of [[designs]]
 
 Gradescope runs one container per submission (as root: the sandbox drops to `nobody`), which is
 how a course of any size scales out. The zip holds the secret: upload it to Gradescope only.
@@ -70,6 +71,10 @@ def warm_up(assignment_path) -> None:
     grader = Grader(assignment, public_only=True)
     for problem in assignment.functions:
         grader.cases(problem)
+    if assignment.designs:
+        from cnnspec.grade.design import machine_rate
+
+        machine_rate()                    # the training kernels of the rate's calibration networks
     for problem in assignment.networks:
         net = cnnspec.load(problem.spec)
         x, y = make_shapes(problem.batch, net.input_shape, seed=problem.seed)
@@ -115,6 +120,15 @@ def grading_files(assignment, platform: str, secret: bool = True) -> dict:
     for problem in assignment.networks:
         for path in _cnn_files(problem.spec):
             files[_relative(path, assignment)] = path.read_bytes()
+    for problem in assignment.designs if secret else ():   # the instructor's data, held-out part included
+        path = assignment.directory / problem.data
+        if path.is_file():
+            files[_relative(path, assignment)] = path.read_bytes()
+        elif ":" in problem.data and not problem.data.startswith("shapes"):
+            folder = assignment.directory / problem.data.partition(":")[2]
+            for item in sorted(folder.rglob("*")) if folder.is_dir() else ():
+                if item.is_file():
+                    files[_relative(item, assignment)] = item.read_bytes()
     return files
 
 
@@ -176,6 +190,16 @@ The grader that made this bundle runs Python {python} and NumPy {numpy}.
 """
 
 
+DESIGN_README = """
+Design problems: hand in a .cnn file for each (the limits and budgets are in assignment.toml,
+under [[designs]]):
+{designs}
+Check one at home with `cnnspec check FILE.cnn` and `cnnspec summary FILE.cnn`, then
+`cnnspec grade assignment.toml FILE.cnn --public`: the grader trains it as it will (its data,
+settings and a public seed instead of the hidden one) and scores it on its public held-out split.
+"""
+
+
 def network_functions(assignment) -> list[str]:
     """The layer-API functions the assignment's network problems run (their layers' forward and
     backward functions, and the loss the engine trains them with)."""
@@ -230,9 +254,10 @@ def make_student_bundle(assignment_path, out) -> list[str]:
     assignment = load_assignment(assignment_path)
     graded = [p.name for p in assignment.functions]
     names = [n for n in FUNCTIONS if n in set(graded) | set(network_functions(assignment))]
-    files = {"assignment.toml": assignment.path.read_bytes(),
-             assignment.submission: template(names, title=assignment.name, submission=assignment.submission,
-                                             forbidden=assignment.forbidden).encode()}
+    files = {"assignment.toml": assignment.path.read_bytes()}
+    if assignment.functions or assignment.networks:
+        files[assignment.submission] = template(names, title=assignment.name, submission=assignment.submission,
+                                                forbidden=assignment.forbidden).encode()
     networks = []
     for name, data in grading_files(assignment, "students", secret=False).items():
         if name != "assignment.toml":
@@ -244,6 +269,14 @@ def make_student_bundle(assignment_path, out) -> list[str]:
     readme = STUDENT_README.format(name=assignment.name, underline="=" * len(assignment.name),
                                    submission=assignment.submission, networks=extra,
                                    python=platform.python_version(), numpy=numpy.__version__)
+    if assignment.designs:
+        readme += DESIGN_README.format(designs="\n".join(
+            f"    {d.submission}: {d.name}, input {d.input}" + (f", at most {d.max_params:,} parameters"
+                                                                 if d.max_params else "")
+            for d in assignment.designs))
+        if not (assignment.functions or assignment.networks):
+            readme = readme.split("Implement the functions")[0] + readme[readme.index("Files:"):].replace(
+                f", {assignment.submission} (your template)", "")
     files["README.txt"] = readme.encode()
     out = Path(out)
     if out.suffix == ".zip":
