@@ -550,9 +550,11 @@ def train_in_sandbox(grader, problem, net, path, root, display, data: DesignData
     rep_r, rep_w = os.pipe()
     import cnnspec
 
-    env = dict(ENV, HOME=str(workdir), TMPDIR=str(workdir),
-               PYTHONPATH=str(Path(cnnspec.__file__).resolve().parents[1]))
-    for key in ("NUMBA_CACHE_DIR",):            # the grader's numba cache is the training's too
+    # the grader's threads and numba cache: the machine rate the estimate used was measured here
+    env = {k: v for k, v in ENV.items() if not k.endswith("_THREADS")}
+    env.update(HOME=str(workdir), TMPDIR=str(workdir), PYTHONPATH=str(Path(cnnspec.__file__).resolve().parents[1]))
+    for key in ("NUMBA_CACHE_DIR", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS", "NUMBA_THREADING_LAYER"):
         if os.environ.get(key):
             env[key] = os.environ[key]
     proc = subprocess.Popen([sys.executable, "-s", "-B", str(DESIGN_CHILD), str(req_r), str(rep_w)],
