@@ -57,6 +57,9 @@ def main():
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
+        from cnnspec.lang.imports import IMPORT_ROOT
+
+        IMPORT_ROOT.set(workdir)             # the files sent, and nothing else, can be imported
         net = cnnspec.load(os.path.join(workdir, config["main"]))
         x, y = config["x"], config["y"].astype(np.int64)
         settings = TrainConfig.from_json(config["train"])
