@@ -241,9 +241,11 @@ def test_a_folder_submission_and_the_batch_gradebook(graded, tmp_path):
         (submissions / student).mkdir(parents=True)
         (submissions / student / "design.cnn").write_text(paths[name].read_text())
     # ana's network imports a block from her own folder: it travels with her file to the training
-    (submissions / "ana" / "blocks.cnn").write_text("block stage(c) {\n    conv(c, 3x3, pad=1) -> relu -> maxpool(2)\n}\n")
-    (submissions / "ana" / "design.cnn").write_text(LEARNS.replace(
-        "conv(8, 3x3, pad=1) -> relu -> maxpool(2)", "stage(8)").replace("network Small", 'import "blocks.cnn"\nnetwork Small'))
+    block = "block stage(c) {\n    conv(c, 3x3, pad=1) -> relu -> maxpool(2)\n}\n"
+    (submissions / "ana" / "blocks.cnn").write_text(block)
+    design = LEARNS.replace("conv(8, 3x3, pad=1) -> relu -> maxpool(2)", "stage(8)")
+    design = design.replace("network Small", 'import "blocks.cnn"\nnetwork Small')
+    (submissions / "ana" / "design.cnn").write_text(design)
     (submissions / "dee").mkdir()
     (submissions / "dee" / "notes.txt").write_text("forgot")
     out = tmp_path / "book.csv"

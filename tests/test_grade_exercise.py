@@ -169,8 +169,9 @@ def test_check_gives_the_formula_with_the_students_numbers(exercise, tmp_path, c
     answers = tmp_path / "answers"
     answers.mkdir()
     (answers / "answers-s05.csv").write_text("question,answer\n" + "".join(f'{q},"{a}"\n' for q, a in wrong.items()))
-    (answers / "s06.json").write_text(json.dumps({"answers": {q["id"]: f"{q['answer']:,}" if isinstance(q["answer"], int)
-                                                              else q["answer"] for q in key["students"]["s06"]["questions"]}}))
+    separated = {q["id"]: f"{q['answer']:,}" if isinstance(q["answer"], int) else q["answer"]
+                 for q in key["students"]["s06"]["questions"]}                     # "1,234"
+    (answers / "s06.json").write_text(json.dumps({"answers": separated}))
     [five, six] = check_files(tmp / "out", answers)
     assert six["student"] == "s06" and six["score"] == six["max_score"] == 17      # "1,234" is 1234
     assert five["score"] == 14

@@ -70,7 +70,9 @@ def notebook(code: str) -> str:
 
 def test_an_otter_test_file_scores_with_cnnspec(tmp_path, monkeypatch):
     assignment = small_assignment(tmp_path / "hw", ["relu_forward", "dense_backward"])
-    wrong = SOLUTION.read_text() + "\n\ndef dense_backward(dout, x, w, b):\n    return dout @ w.T, x.T @ dout, (dout.mean(axis=0) if b is not None else None)\n"
+    wrong = SOLUTION.read_text() + ("\n\ndef dense_backward(dout, x, w, b):\n"      # db: mean, not sum
+                                    "    return dout @ w.T, x.T @ dout, (dout.mean(axis=0) if b is not None\n"
+                                    "                                    else None)\n")
     submission = tmp_path / "layers.ipynb"
     submission.write_text(notebook("%matplotlib inline\n" + wrong))
     monkeypatch.setenv("CNNSPEC_ASSIGNMENT", str(assignment))

@@ -384,7 +384,8 @@ def _design(reader: _Reader, table, index: int, assignment: Assignment) -> Desig
         if key not in DESIGN_CHECKS:
             guess = nearest(key, DESIGN_CHECKS)
             raise reader.error(f"unknown check `{key}` in `weights`", where, "weights",
-                               hint=f"did you mean `{guess}`?" if guess else f"the checks are: {', '.join(DESIGN_CHECKS)}")
+                               hint=f"did you mean `{guess}`?" if guess else
+                               f"the checks are: {', '.join(DESIGN_CHECKS)}")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             raise reader.error(f"the weight of `{key}` must be a number >= 0; received {weight!r}", where, "weights")
     thresholds = values.get("thresholds")

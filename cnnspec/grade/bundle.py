@@ -305,7 +305,9 @@ cnnspec grade assignment.toml /grade/student --format prairielearn -o /grade/res
 status=$?
 if [ $status -ne 0 ] || [ ! -s /grade/results/results.json ]; then
     cat > /grade/results/results.json <<JSON
-{{"gradable": false, "score": 0, "message": "The autograder could not run (exit status $status); please tell your instructor.", "format_errors": ["the autograder could not run"], "tests": []}}
+{{"gradable": false, "score": 0, "tests": [],
+ "message": "The autograder could not run (exit status $status); please tell your instructor.",
+ "format_errors": ["the autograder could not run"]}}
 JSON
 fi
 exit 0
@@ -394,7 +396,8 @@ def make_prairielearn_bundle(assignment_path, out, *, image: str = "cnnspec-grad
             f"{Path(assignment.submission).stem}.ipynb</code>) with your layer functions."
             if assignment.functions or assignment.networks else "")
     if required:
-        what += f" Upload your network{'s' * (len(required) > 1)}: " + ", ".join(f"<code>{n}</code>" for n in required) + "."
+        listed = ", ".join(f"<code>{n}</code>" for n in required)
+        what += f" Upload your network{'s' * (len(required) > 1)}: {listed}."
     files["question/question.html"] = PL_QUESTION.format(name=_html(assignment.name), what=what.strip(),
                                                          first=names[0], files=attributes).encode()
     python = ".".join(platform.python_version_tuple()[:2])

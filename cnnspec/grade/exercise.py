@@ -209,7 +209,8 @@ def answers(net, asks) -> list[dict]:
             value = {"shape": lambda: "x".join(map(str, node["output_shape"])),
                      "params": lambda: node["n_params"], "macs": lambda: node["macs"],
                      "activations": lambda: node["activations"],
-                     "receptive_field": lambda: "x".join(str(int(v)) for v in node["receptive_field"]["size"])}[quantity]()
+                     "receptive_field": lambda: "x".join(str(int(v)) for v in node["receptive_field"]["size"]),
+                     }[quantity]()
             formula = explain(net, layer, quantity)
         out.append({"id": f"q{number}", "quantity": quantity, "layer": layer,
                     "question": QUESTION_TEXT[quantity].format(layer=layer), "answer": value, "formula": formula})
@@ -237,7 +238,7 @@ def explain(net, layer: str, quantity: str) -> str:
                 value = 1 + (-(-numerator // s) if ceil else numerator // s)
                 text = f"{axis} = 1 + {'ceil' if ceil else 'floor'}(({n} + {before} + {after} - {window}) / {s})"
                 if value != out[1 + i]:         # ceil mode: the last window must start inside
-                    text += f" - 1 (the last window would start in the padding)"
+                    text += " - 1 (the last window would start in the padding)"
                 parts.append(f"{text} = {out[1 + i]}")
             return "; ".join(parts)
         if op == "dense":
@@ -246,7 +247,9 @@ def explain(net, layer: str, quantity: str) -> str:
             return f"{' x '.join(map(str, ins))} = {out[0]} values in a row"
         if op in ("globalavgpool", "globalmaxpool"):
             return f"one value per channel: {out[0]}x" + "x".join("1" for _ in out[1:])
-        return f"the same shape as its input: {'x'.join(map(str, out))}"
+        if ins is not None and tuple(ins) == tuple(out):
+            return f"the same shape as its input: {'x'.join(map(str, out))}"
+        return f"`{op}` gives {'x'.join(map(str, out))}"
     if quantity == "params":
         value = node["n_params"]
         if op == "conv":
@@ -259,8 +262,12 @@ def explain(net, layer: str, quantity: str) -> str:
             return (f"params = inputs x units {'+ units (biases) ' if cfg['bias'] else ''}= {ins[0]} x {cfg['units']}"
                     + (f" + {cfg['units']}" if cfg["bias"] else "") + f" = {value}")
         if op == "batchnorm":
-            return f"params = 2 x channels (gamma and beta; the running statistics are not parameters) = 2 x {ins[0]} = {value}"
-        return f"params = 0: `{op}` has no weights"
+            return (f"params = 2 x channels (gamma and beta; the running statistics are not parameters) "
+                    f"= 2 x {ins[0]} = {value}")
+        if not value:
+            return f"params = 0: `{op}` has no weights"
+        parts = [f"{key} {' x '.join(map(str, shape))} = {math.prod(shape)}" for key, shape in node["params"].items()]
+        return f"params = {' + '.join(parts)} = {value}"
     if quantity == "macs":
         value = node["macs"]
         if op == "conv":
@@ -269,7 +276,9 @@ def explain(net, layer: str, quantity: str) -> str:
                     f"({' x '.join(map(str, out))}) x ({per} x {' x '.join(map(str, cfg['kernel']))}) = {value}")
         if op == "dense":
             return f"MACs = inputs x units = {ins[0]} x {cfg['units']} = {value}"
-        return f"MACs = 0: only conv and dense layers multiply-accumulate (biases not counted)"
+        if value:
+            return f"MACs of `{op}` = {value}"
+        return "MACs = 0: only conv and dense layers multiply-accumulate (biases not counted)"
     if quantity == "activations":
         value = node["activations"]
         if value == 0:
@@ -301,7 +310,8 @@ def _field_formula(net, layer: str) -> str:
     square = len(set(size)) == 1
     text = "; ".join(steps) if steps else "the input itself: 1"
     if square and r == size[0]:
-        return f"r = r_prev + (k - 1) x j_prev, j = j_prev x stride, from r = 1, j = 1: {text}; so {'x'.join(map(str, size))}"
+        return (f"r = r_prev + (k - 1) x j_prev, j = j_prev x stride, from r = 1, j = 1: {text}; "
+                f"so {'x'.join(map(str, size))}")
     return f"{text} (height); the field is {'x'.join(map(str, size))}"
 
 
@@ -597,7 +607,8 @@ def moodle_xml(key: dict, pictures: dict | None = None) -> str:
             name = escape(f"{title} {q['id']} (variant {entry['folder']})")
             out += [f'  <question type="{kind}">', f"    <name><text>{name}</text></name>",
                     f'    <questiontext format="html">\n      <text>{cdata(html)}</text>{files}\n    </questiontext>',
-                    f'    <generalfeedback format="html"><text>{cdata("<p>" + _html(q["formula"]) + "</p>")}</text></generalfeedback>',
+                    f'    <generalfeedback format="html"><text>{cdata("<p>" + _html(q["formula"]) + "</p>")}'
+                    "</text></generalfeedback>",
                     "    <defaultgrade>1</defaultgrade>", "    <penalty>0.3333333</penalty>", "    <hidden>0</hidden>"]
             if kind == "shortanswer":
                 out.append("    <usecase>0</usecase>")
@@ -607,12 +618,12 @@ def moodle_xml(key: dict, pictures: dict | None = None) -> str:
                 if q["quantity"] == "receptive_field" and len(set(dims)) == 1:
                     spellings.append(dims[0])
                 for spelling in spellings:
-                    out += [f'    <answer fraction="100" format="moodle_auto_format">',
+                    out += ['    <answer fraction="100" format="moodle_auto_format">',
                             f"      <text>{escape(spelling)}</text>",
                             f'      <feedback format="html"><text>{cdata("<p>Right.</p>")}</text></feedback>',
                             "    </answer>"]
             else:
-                out += [f'    <answer fraction="100" format="moodle_auto_format">',
+                out += ['    <answer fraction="100" format="moodle_auto_format">',
                         f"      <text>{escape(str(q['answer']))}</text>", "      <tolerance>0</tolerance>",
                         f'      <feedback format="html"><text>{cdata("<p>Right.</p>")}</text></feedback>',
                         "    </answer>"]

@@ -88,7 +88,8 @@ def read_notebook(path) -> dict:
     except json.JSONDecodeError as exc:
         raise NotebookError(f"not a notebook: invalid JSON ({exc.msg})", file=str(path), line=exc.lineno,
                             col=exc.colno, source_line=_line(text, exc.lineno),
-                            hint="a notebook is saved by Jupyter as JSON; open it in Jupyter and save it again") from None
+                            hint="a notebook is saved by Jupyter as JSON; open it in Jupyter and save it "
+                                 "again") from None
     except RecursionError:
         raise NotebookError("not a notebook: its JSON is nested too deeply", file=str(path)) from None
     if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):

@@ -196,7 +196,8 @@ def prairielearn(result: GradeResult) -> dict:
     text = json.dumps(data)
     while len(text.encode()) > PRAIRIELEARN_MAX_BYTES and any(t["output"] for t in data["tests"]):
         longest = max(data["tests"], key=lambda t: len(t["output"]))
-        longest["output"] = longest["output"][:len(longest["output"]) // 2] + "\n[... cut: results.json is limited to 1 MB]"
+        half = longest["output"][:len(longest["output"]) // 2]
+        longest["output"] = half + "\n[... cut: results.json is limited to 1 MB]"
         text = json.dumps(data)
     return data
 
