@@ -32,8 +32,10 @@ USAGE = """cnnspec grade init DIR [--force]
        cnnspec grade exercise make TEMPLATE --students ROSTER.csv -o DIR [--seed N] [--moodle FILE]
        cnnspec grade exercise check DIR ANSWERS [--format text|json|csv] [-o FILE]"""
 DESCRIPTION = """Grade students' implementations of the layer API (layer-api.md) against cnnspec's
-reference, in a sandbox. `grade init` writes an assignment to edit; `grade ASSIGNMENT FILE` grades
-one submission (students: add --public to run the public cases at home); `grade batch` grades a
+reference, in a sandbox, and networks students design (.cnn files, trained and scored). `grade init`
+writes an assignment to edit; `grade ASSIGNMENT FILE_OR_FOLDER` grades one submission (a .py file,
+a notebook, a design's .cnn file or a student's folder; students: add --public to run the public
+cases at home); `grade batch` grades a
 folder into a CSV gradebook; `grade gradescope-bundle` makes Gradescope's autograder zip;
 `grade student-bundle` what students need to run --public at home; `grade prairielearn-bundle`
 a PrairieLearn question (info.json, question.html, tests/) and its grading image; `grade exercise
@@ -61,7 +63,7 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("words", nargs="*", metavar="...", help="init DIR | ASSIGNMENT SUBMISSION | "
                    "batch ASSIGNMENT DIR | gradescope-bundle ASSIGNMENT | student-bundle ASSIGNMENT | "
-                   "prairielearn-bundle ASSIGNMENT")
+                   "prairielearn-bundle ASSIGNMENT | exercise make TEMPLATE | exercise check DIR ANSWERS")
     p.add_argument("--public", action="store_true", help="run the public cases only (no secret needed)")
     p.add_argument("--format", choices=("text", "json", "gradescope", "junit", "prairielearn", "csv"), default=None,
                    help="report format of one submission (default text); exercise check: text, json or csv")
