@@ -8,9 +8,12 @@
 Modules: ``functions`` (the graded functions, the student template), ``assignment`` (the TOML),
 ``cases`` (inputs from seeds), ``sandbox``/``child``/``protocol`` (the untrusted side and the wire
 between), ``checks`` (judging outputs), ``mutants`` (diagnosis), ``grader`` (one submission),
-``network`` (network-level problems), ``results``/``reports`` (text, Gradescope JSON, JUnit),
-``batch`` (a folder of submissions to a gradebook), ``bundle`` (Gradescope autograder zip),
-``cli`` (``cnnspec grade ...``).
+``network`` (network-level problems), ``design``/``design_child`` (design problems: a student's
+.cnn file checked, trained in a sandboxed process, scored on held-out data), ``notebook``
+(.ipynb submissions), ``exercise`` (a network per student, answer keys, Moodle XML, checking
+answers), ``results``/``reports`` (text, Gradescope JSON, PrairieLearn JSON, JUnit), ``batch`` (a
+folder of submissions to a gradebook), ``bundle`` (Gradescope zip, PrairieLearn question, student
+bundle), ``otter`` (Otter-Grader test files), ``cli`` (``cnnspec grade ...``).
 
 Names are imported on first use: ``cnnspec --help`` must not pay for NumPy or numba.
 """
