@@ -58,6 +58,17 @@ def not_utf8(err: UnicodeDecodeError) -> str:
     return f"not UTF-8 text: byte 0x{data[at]:02x} at line {line}, column {col} (save the file as UTF-8)"
 
 
+def not_utf8_error(err: UnicodeDecodeError, file: str) -> "CnnSpecError":
+    """:func:`not_utf8` as an error located at the byte, showing its line (bad bytes as U+FFFD)."""
+    data, at = err.object, err.start
+    start = data.rfind(b"\n", 0, at) + 1
+    end = data.find(b"\n", at)
+    line_text = data[start:end if end >= 0 else len(data)].decode("utf-8", errors="replace")
+    col = len(data[start:at].decode("utf-8", errors="replace")) + 1
+    return CnnSpecError(not_utf8(err), file=file, line=data.count(b"\n", 0, at) + 1, col=col,
+                        source_line=line_text)
+
+
 def match_names(names, patterns, what: str) -> list:
     """The ``names`` that any of the fnmatch ``patterns`` matches, in the order of ``names``. A
     pattern that matches nothing is an error that starts with ``what`` and suggests a name."""
