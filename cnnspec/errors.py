@@ -42,6 +42,11 @@ class CnnSpecError(Exception):
         return self.render()
 
 
+class CnnSpecWarning(UserWarning):
+    """Something suspicious that does not stop the work (weights that are not finite, ...); the
+    command line prints it as ``warning: ...``."""
+
+
 def nearest(word: str, candidates) -> str | None:
     """The candidate closest to ``word`` in spelling, or None when nothing is close."""
     import difflib
