@@ -30,11 +30,19 @@ def reason(exc: OSError) -> str:
     return REASONS.get(exc.errno, exc.strerror or str(exc))
 
 
-def write_error(exc: OSError, path, what: str, hint: str | None = None) -> CnnSpecError:
+class WriteError(CnnSpecError):
+    """A file could not be written (``errno`` says why); nothing was half-written."""
+
+    def __init__(self, message: str, errno_: int | None = None, **kwargs):
+        self.errno = errno_
+        super().__init__(message, **kwargs)
+
+
+def write_error(exc: OSError, path, what: str, hint: str | None = None) -> WriteError:
     """A CnnSpecError for a write that failed with ``exc``."""
     if hint is None and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        hint = "free some space (or choose another folder with --out) and try again"
-    return CnnSpecError(f"cannot write the {what}: {reason(exc)}", file=os.fspath(path), hint=hint)
+        hint = "free some space (or choose another folder) and try again"
+    return WriteError(f"cannot write the {what}: {reason(exc)}", exc.errno, file=os.fspath(path), hint=hint)
 
 
 def temporary_name(path: Path) -> Path:

@@ -131,5 +131,5 @@ def require_memory(nbytes: int, what: str, available: int | None = None, hint: s
         available = available_memory()
     if available is None or nbytes <= available:
         return
-    raise CnnSpecError(f"not enough memory: {what} needs {human_bytes(nbytes)}, and this machine has "
-                       f"{human_bytes(available)} available", file=file, hint=hint)
+    raise CnnSpecError(f"not enough memory for {what}: it needs {human_bytes(nbytes)}, and this machine "
+                       f"has {human_bytes(available)} available", file=file, hint=hint)

@@ -103,6 +103,14 @@ class Model:
         self._plans = OrderedDict()
 
     def _allocate(self, graph, rng):
+        from cnnspec.limits import require_memory
+
+        # parameters and their gradients, plus the float64 initial values made on the way
+        n_params = sum(graph.nodes[name].get("n_params", 0) for name in self.layers)
+        n_state = sum(math.prod(s) for name in self.layers for s in graph.nodes[name].get("state", {}).values())
+        require_memory(n_params * (8 + 2 * self.dtype.itemsize) + n_state * (8 + self.dtype.itemsize),
+                       f"the parameters of `{self.name}` ({n_params:,} values, with their gradients)",
+                       hint="`cnnspec summary` shows the parameters per layer")
         entries = []                         # (layer, param name, shape, initial float64 value)
         self.state = {}
         self._trainable = {}

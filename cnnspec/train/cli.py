@@ -186,15 +186,9 @@ def weights_file(path) -> str:
 
 def _run_settings(weights) -> dict:
     """data, seed and val_split of the run that wrote ``weights`` (its log.json), if there is one."""
-    folder = Path(weights).resolve().parent
-    for log in (folder / "log.json", folder.parent / "log.json"):
-        if log.is_file():
-            try:
-                config = json.loads(log.read_text()).get("config", {})
-            except (OSError, ValueError):
-                return {}
-            return {key: config.get(key) for key in ("data", "data_base", "seed", "val_split", "loss", "top_k")}
-    return {}
+    from cnnspec.train.inference import run_log
+
+    return run_log(weights).get("config", {})
 
 
 def evaluate_command(args) -> int:
