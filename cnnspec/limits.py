@@ -58,7 +58,9 @@ def open_regular(path, what: str = "file"):
 def read_bytes(path, what: str = "file", limit: int | None = None) -> bytes:
     """The content of the regular file ``path``; more than ``limit`` bytes is an error."""
     with open_regular(path, what) as handle:
-        data = handle.read() if limit is None else handle.read(limit + 1)
+        size = os.fstat(handle.fileno()).st_size
+        # read what the file holds (never a buffer of the limit's size), one byte more to see growth
+        data = handle.read() if limit is None else handle.read(min(size, limit) + 1)
     if limit is not None and len(data) > limit:
         raise CnnSpecError(f"this {what} is larger than {limit // 2 ** 20} MiB: it cannot be "
                            f"what it should be", file=os.fspath(path))

@@ -184,6 +184,9 @@ def fixed_weights(value, shape, arg):
     if array.shape != tuple(shape) and not alike:
         raise LayerError(f"weights have shape {fmt_shape(array.shape)} but the layer needs "
                          f"{fmt_shape(shape)} (filters x channels x kernel)", arg=arg)
+    if math.prod(shape) > 2 ** 62:
+        raise LayerError(f"weights of shape {fmt_shape(shape)} would have more values than an array can "
+                         f"hold", arg=arg)
     # a kernel applied to every input channel alike stays one per filter: a read-only view over
     # the channels (stride 0), so analysing 10,000,000 input channels allocates nothing that size;
     # compiling copies it into the model's parameters
