@@ -23,7 +23,7 @@ import pytest
 import cnnspec
 from cnnspec.cli import main
 from cnnspec.errors import CnnSpecError
-from cnnspec.train import checkpoint, fit
+from cnnspec.train import fit
 from test_train import TINY, interrupt_at, quiet, without_timings
 
 EPOCHS = 2
