@@ -136,7 +136,12 @@ def svg(network) -> str | None:
 def _run_dot(dot: str, source: str, fmt: str) -> bytes:
     import subprocess
 
-    done = subprocess.run([dot, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=120)
+    try:
+        done = subprocess.run([dot, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise CnnSpecError("graphviz's dot took more than 120 s to lay out this drawing",
+                           hint="draw a part of the network with --until LAYER, or write .dot and run dot "
+                                "yourself") from None
     if done.returncode != 0:
         raise CnnSpecError(f"graphviz's dot failed: {done.stderr.decode(errors='replace').strip()}")
     return done.stdout
