@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("always", CnnSpecWarning)
             warnings.showwarning = _show_warning
-            return int(args.func(args) or 0)
+            status = int(args.func(args) or 0)
+        if argv is None:                # the program is ending: a late Ctrl-C has nothing to stop
+            _ignore_interrupts()
+        return status
     except CnnSpecError as err:
         print(err.render(), file=sys.stderr)
         return 1

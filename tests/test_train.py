@@ -76,7 +76,7 @@ def test_defaults_without_a_train_section():
     ({"optimizer": "adamax"}, "unknown optimizer `adamax`"),
     ({"optimizer": "sgd(lr=0.1, beta=2)"}, "sgd has no argument `beta`"),
     ({"optimizer": "adam", "momentum": 0.9}, "adam has no setting `momentum`"),
-    ({"lr": 0.0}, "lr must be positive"),
+    ({"lr": 0.0}, "lr must be a positive finite number"),
     ({"batch": 0}, "batch must be"),
     ({"val_split": 1.5}, "val_split"),
     ({"loss": "hinge"}, "unknown loss"),

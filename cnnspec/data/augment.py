@@ -82,7 +82,7 @@ def _checked(name: str, args: tuple) -> tuple:
         "rotate": lambda deg: not 0 <= deg <= 180 and "deg must be in [0, 180]",
         "shift": lambda px: not (px >= 0 and px == int(px)) and "px must be a whole number >= 0",
         "scale": lambda lo, hi: not 0 < lo <= hi and "needs 0 < lo <= hi",
-        "noise": lambda std: not 0 <= std <= 1e30 and "std must be in [0, 1e30]",
+        "noise": lambda std: (not std >= 0 and "std must be >= 0") or (std > 1e30 and "std must be at most 1e30"),
     }.get(name, lambda *a: False)(*args)
     if problem:
         raise CnnSpecError(f"augmentation {describe([(name, args)])}: {problem}")

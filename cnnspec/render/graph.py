@@ -148,13 +148,12 @@ def _run_dot(dot: str, source: str, fmt: str) -> bytes:
 
 
 def _write(path: str, data: bytes) -> None:
-    """Write atomically: a half-written picture never replaces a good one."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Write atomically (:func:`cnnspec.atomic.write_bytes`): a half-written picture never replaces
+    a good one, and a failure (no space, no permission) is an error naming the file."""
+    from cnnspec import atomic
+
     try:
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as err:
-        raise CnnSpecError(f"cannot write {path}: {err.strerror or err}", file=path) from None
+        raise atomic.write_error(err, path, "file") from None
+    atomic.write_bytes(path, data, what="file")
