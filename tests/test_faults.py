@@ -186,6 +186,10 @@ def test_resume_refuses_a_checkpoint_whose_parts_disagree(tiny, straight, tmp_pa
     (out / "checkpoint" / "state.json").write_text(json.dumps({"epoch": 2}))
     with pytest.raises(CnnSpecError, match="not a checkpoint this version of cnnspec can resume"):
         fit(tiny, echo=quiet, progress=False, resume=out, epochs=3)
+    (out / "checkpoint" / "weights.npz").write_bytes(first)          # as an earlier cnnspec left it
+    with pytest.raises(CnnSpecError) as info:
+        fit(tiny, echo=quiet, progress=False, resume=out, epochs=3)
+    assert f"--init {out / 'checkpoint' / 'weights.npz'}" in info.value.hint
 
 
 # -- a full disk, a bad --out ---------------------------------------------------------------------

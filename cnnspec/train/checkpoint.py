@@ -104,8 +104,11 @@ def _read_record(folder: Path) -> dict:
         raise CnnSpecError(f"cannot read this checkpoint (corrupt?): {exc}", file=str(path)) from None
     meta = record.get(KEY) if isinstance(record, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("parts"), dict) or meta.get("format") != FORMAT:
+        older = (folder / "weights.npz").is_file()
         raise CnnSpecError(f"this is not a checkpoint this version of cnnspec can resume (no "
-                           f"`{KEY}` record of format {FORMAT})", file=str(path))
+                           f"`{KEY}` record of format {FORMAT})", file=str(path),
+                           hint=f"an earlier cnnspec wrote it, without checksums: start from its weights with "
+                                f"--init {folder / 'weights.npz'}" if older else None)
     return record
 
 
