@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings as ``warning: ...``. After a Ctrl-C the program is ending: further Ctrl-Cs are
     ignored, so a burst of them never prints a traceback (an in-process caller, which passes
     ``argv``, gets its handler back)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     previous = signal.getsignal(signal.SIGINT)
-    try:
+    try:                                # from the start: a Ctrl-C while the commands load is one too
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         with warnings.catch_warnings():
             warnings.simplefilter("always", CnnSpecWarning)
             warnings.showwarning = _show_warning

@@ -361,7 +361,12 @@ def test_a_malformed_log_beside_the_weights_is_ignored_with_a_warning(tiny, tmp_
 # -- Ctrl-C ---------------------------------------------------------------------------------------
 
 def test_bursts_of_ctrl_c_never_print_a_traceback(tiny, tmp_path):
+    """A burst of six Ctrl-Cs while the command loads (once Python itself has started: before
+    that, cnnspec's code is not running yet) and while it trains."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cnnspec", "--version"], capture_output=True, env=env, timeout=60)
+    startup = time.perf_counter() - started
     for when in ("loading", "training"):
         out = tmp_path / when
         child = subprocess.Popen([sys.executable, "-m", "cnnspec", "train", str(tiny.file), "--epochs", "500",
@@ -373,7 +378,7 @@ def test_bursts_of_ctrl_c_never_print_a_traceback(tiny, tmp_path):
                 while line and line.split()[:2] != ["epoch", "1/500"]:
                     line = child.stdout.readline()
             else:
-                time.sleep(0.5)                        # importing, reading the data, compiling
+                time.sleep(1.5 * startup)              # importing, reading the data, compiling
             for _ in range(6):
                 child.send_signal(signal.SIGINT)
                 time.sleep(0.01)
