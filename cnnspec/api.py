@@ -27,7 +27,12 @@ __all__ = [
 ]
 
 
-# -- argument checking ----------------------------------------------------------------------------
+# -- argument checking, shared by every function -----------------------------------------------
+# Each raises ValueError naming the function and the argument. Sizes are exact integers (a stride
+# of 1.7 is refused, not truncated, as PyTorch refuses it), at most MAX_SIZE (the kernels index in
+# 64-bit integers: products of larger sizes would overflow silently).
+
+MAX_SIZE = 2 ** 31 - 1
 
 
 def _dtype(a):
@@ -46,18 +51,42 @@ def _array(fn, name, a, dtype, ndim=None):
     return a
 
 
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def _ints(fn, name, value, n, minimum):
     """An int or a tuple of n ints (each >= minimum) as a tuple of n Python ints."""
-    values = (value,) * n if np.ndim(value) == 0 else tuple(value)
+    try:
+        values = (value,) * n if np.ndim(value) == 0 else tuple(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: {name} must be an integer or {n} integers, got {value!r}") from None
     if len(values) != n:
         raise ValueError(f"{fn}: {name} must have {n} values, got {value!r}")
-    try:
-        values = tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{fn}: {name} must be integers, got {value!r}") from None
+    if not all(_is_int(v) for v in values):
+        raise ValueError(f"{fn}: {name} must be integers, got {value!r}")
+    values = tuple(int(v) for v in values)
     if any(v < minimum for v in values):
         raise ValueError(f"{fn}: {name} values must be >= {minimum}, got {value!r}")
+    if any(v > MAX_SIZE for v in values):
+        raise ValueError(f"{fn}: {name} values must be at most {MAX_SIZE}, got {value!r}")
     return values
+
+
+def _kernel_of(fn, name, shape):
+    """The kernel size an array's trailing axes give (w's KH, KW): every axis >= 1."""
+    if any(k < 1 for k in shape):
+        raise ValueError(f"{fn}: {name} has a {'x'.join(map(str, shape))} kernel: every kernel size "
+                         f"must be >= 1")
+    return tuple(shape)
+
+
+def _pool_pad(fn, kernel, pad):
+    """Padding smaller than the kernel on every side (else a window could hold only padding)."""
+    for i, k in enumerate(kernel):
+        if max(pad[2 * i], pad[2 * i + 1]) >= k:
+            raise ValueError(f"{fn}: pad {pad} must be smaller than the kernel {kernel} on every side")
+    return pad
 
 
 def _pad2d(fn, pad):
@@ -92,6 +121,7 @@ def _conv_args(fn, x, w, b, stride, pad, dilation, groups):
     groups = int(groups)
     n, c, h, width = x.shape
     f, cg, kh, kw = w.shape
+    _kernel_of(fn, "w", (kh, kw))
     if cg * groups != c:
         raise ValueError(f"{fn}: x has {c} channels but w of shape {w.shape} expects "
                          f"{cg * groups} (w.shape[1] * groups = {cg} * {groups})")
@@ -139,6 +169,7 @@ def _conv1d_as_2d(fn, x, w, stride, pad, dilation):
     dtype = _dtype(x)
     x = _array(fn, "x", x, dtype, 3)
     w = _array(fn, "w", w, dtype, 3)
+    _kernel_of(fn, "w", w.shape[2:])
     (s,) = _ints(fn, "stride", stride, 1, 1)
     left, right = _ints(fn, "pad", pad, 2, 0)
     (d,) = _ints(fn, "dilation", dilation, 1, 1)
@@ -174,7 +205,7 @@ def _pool_args(fn, x, kernel, stride, pad):
     x = _array(fn, "x", x, _dtype(x), 4)
     kernel = _ints(fn, "kernel", kernel, 2, 1)
     stride = _ints(fn, "stride", stride, 2, 1)
-    pad = _pad2d(fn, pad)
+    pad = _pool_pad(fn, kernel, _pad2d(fn, pad))
     n, c, h, w = x.shape
     oh = _out_size(fn, "height", h, kernel[0], stride[0], pad[0], pad[1])
     ow = _out_size(fn, "width", w, kernel[1], stride[1], pad[2], pad[3])

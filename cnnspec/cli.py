@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
+import warnings
 
-from cnnspec.errors import CnnSpecError
+from cnnspec.errors import CnnSpecError, CnnSpecWarning
 
 # module path -> it defines register(subparsers); order is the order of `cnnspec --help`.
 COMMAND_MODULES = (
@@ -44,21 +47,58 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
+    """Run one command; returns the exit status. Errors print as ``file:line:col: error: ...``,
+    warnings as ``warning: ...``. After a Ctrl-C the program is ending: further Ctrl-Cs are
+    ignored, so a burst of them never prints a traceback (an in-process caller, which passes
+    ``argv``, gets its handler back)."""
+    previous = signal.getsignal(signal.SIGINT)
+    try:                                # from the start: a Ctrl-C while the commands load is one too
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CnnSpecWarning)
+            warnings.showwarning = _show_warning
+            status = int(args.func(args) or 0)
+        if argv is None:                # the program is ending: a late Ctrl-C has nothing to stop
+            _ignore_interrupts()
+        return status
     except CnnSpecError as err:
         print(err.render(), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _ignore_interrupts()
         print("interrupted", file=sys.stderr)
+        if argv is not None:
+            _restore_interrupts(previous)
         return 130
+    except MemoryError:
+        print("error: out of memory (the machine has too little free memory for this)", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 0
+
+
+def _ignore_interrupts() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _restore_interrupts(handler) -> None:
+    if threading.current_thread() is threading.main_thread() and handler is not None:
+        signal.signal(signal.SIGINT, handler)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, CnnSpecWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 if __name__ == "__main__":

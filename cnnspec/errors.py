@@ -42,6 +42,11 @@ class CnnSpecError(Exception):
         return self.render()
 
 
+class CnnSpecWarning(UserWarning):
+    """Something suspicious that does not stop the work (weights that are not finite, ...); the
+    command line prints it as ``warning: ...``."""
+
+
 def nearest(word: str, candidates) -> str | None:
     """The candidate closest to ``word`` in spelling, or None when nothing is close."""
     import difflib
@@ -56,6 +61,17 @@ def not_utf8(err: UnicodeDecodeError) -> str:
     line = data.count(b"\n", 0, at) + 1
     col = at - (data.rfind(b"\n", 0, at) + 1) + 1
     return f"not UTF-8 text: byte 0x{data[at]:02x} at line {line}, column {col} (save the file as UTF-8)"
+
+
+def not_utf8_error(err: UnicodeDecodeError, file: str) -> "CnnSpecError":
+    """:func:`not_utf8` as an error located at the byte, showing its line (bad bytes as U+FFFD)."""
+    data, at = err.object, err.start
+    start = data.rfind(b"\n", 0, at) + 1
+    end = data.find(b"\n", at)
+    line_text = data[start:end if end >= 0 else len(data)].decode("utf-8", errors="replace")
+    col = len(data[start:at].decode("utf-8", errors="replace")) + 1
+    return CnnSpecError(not_utf8(err), file=file, line=data.count(b"\n", 0, at) + 1, col=col,
+                        source_line=line_text)
 
 
 def match_names(names, patterns, what: str) -> list:

@@ -195,11 +195,12 @@ def test_located_error(case):
 
 
 def test_no_network():
-    err = error_of("block b() { relu }\n")
-    assert err.file == "f.cnn" and err.line is None and "no `network`" in err.message
-    assert "import" in err.hint
-    assert "no `network`" in error_of("").message
-    assert "no `network`" in error_of("# only a comment\n\n").message
+    err = error_of("\nblock b() { relu }\n")
+    assert (err.file, err.line, err.col) == ("f.cnn", 2, 7) and "no `network`" in err.message
+    assert "import" in err.hint and str(err).splitlines()[1:3] == ["    block b() { relu }", "          ^"]
+    for text in ("", "# only a comment\n\n"):
+        err = error_of(text)
+        assert (err.line, err.col) == (1, 1) and "no `network`" in err.message and "^" in str(err)
 
 
 def test_errors_in_a_block_body_point_into_the_block():

@@ -102,7 +102,7 @@ def test_errors_inside_an_imported_file_point_into_it(tmp_path):
 
 def test_unreadable_files(tmp_path):
     err = error_of_file(tmp_path / "none.cnn")
-    assert err.file == str(tmp_path / "none.cnn") and err.line is None and "cannot read" in err.message
+    assert err.file == str(tmp_path / "none.cnn") and err.line is None and "no such .cnn file" in err.message
     bad = tmp_path / "bad.cnn"
     bad.write_bytes(b"network N {\n  input x: 4  # caf\xe9\n}")               # Latin-1, not UTF-8
     assert error_of_file(bad).message == "not UTF-8 text: byte 0xe9 at line 2, column 20 (save the file as UTF-8)"
@@ -113,4 +113,4 @@ def test_unreadable_files(tmp_path):
     assert (err.line, err.col) == (1, 8) and "`lib.cnn` is not UTF-8 text" in err.message
     (tmp_path / "dir.cnn").mkdir()
     main = write(tmp_path / "main.cnn", 'import "dir.cnn"\nnetwork N { input x: 4 }\n')
-    assert "cannot read `dir.cnn`" in error_of_file(main).message
+    assert "cannot import `dir.cnn`: this file is a folder" in error_of_file(main).message

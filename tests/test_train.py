@@ -76,7 +76,7 @@ def test_defaults_without_a_train_section():
     ({"optimizer": "adamax"}, "unknown optimizer `adamax`"),
     ({"optimizer": "sgd(lr=0.1, beta=2)"}, "sgd has no argument `beta`"),
     ({"optimizer": "adam", "momentum": 0.9}, "adam has no setting `momentum`"),
-    ({"lr": 0.0}, "lr must be positive"),
+    ({"lr": 0.0}, "lr must be a positive finite number"),
     ({"batch": 0}, "batch must be"),
     ({"val_split": 1.5}, "val_split"),
     ({"loss": "hinge"}, "unknown loss"),
@@ -214,9 +214,11 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_reaches_the_same_weights(optimizer
 
 def test_resume_with_more_epochs_and_its_errors(tiny, tmp_path):
     fit(tiny, echo=quiet, progress=False, out=tmp_path / "run", epochs=1)
-    lines = []
-    done = fit(tiny, echo=lines.append, progress=False, resume=tmp_path / "run")
-    assert "already trained for 1 epochs" in lines[-1] and len(done.rows) == 1
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(CnnSpecError, match="already trained for 1 epoch: there is nothing to resume") as info:
+        fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run")
+    assert "give --epochs N with N > 1" in info.value.hint
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
     longer = fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run", epochs=2)
     assert [row["epoch"] for row in longer.rows] == [1, 2]
     with pytest.raises(CnnSpecError, match="only epochs can change"):
@@ -261,15 +263,19 @@ def test_a_vector_trained_with_mse_is_not_a_classifier():
 
 
 def test_resume_refuses_an_optimizer_state_that_does_not_fit(tiny, tmp_path):
+    from cnnspec.train import checkpoint
+
     fit(tiny, echo=quiet, progress=False, out=tmp_path / "run", epochs=1)
-    state = tmp_path / "run" / "checkpoint" / "optimizer.npz"
-    np.savez(state, steps=np.int64(3), buf=np.zeros(5, np.float32))
+    folder = tmp_path / "run" / "checkpoint"
+    parts, state = checkpoint.load(folder)
+    checkpoint.save(folder, {**parts, "optimizer": {"steps": np.int64(3), "buf": np.zeros(5, np.float32)}}, state)
     with pytest.raises(CnnSpecError, match=r"optimizer state 'buf' has shape \(5,\)") as info:
         fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run", epochs=2)
-    assert info.value.file == str(state)
-    np.savez(state, steps=np.int64(3), m=np.zeros(5, np.float32))
+    assert info.value.file == str(folder)
+    checkpoint.save(folder, {**parts, "optimizer": {"steps": np.int64(3), "m": np.zeros(5, np.float32)}}, state)
     with pytest.raises(CnnSpecError, match="not the state of SGD: missing buf; unexpected m"):
         fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run", epochs=2)
-    state.write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(CnnSpecError, match="cannot read this optimizer state file"):
+    optimizer = next(folder.glob("optimizer-*.npz"))
+    optimizer.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CnnSpecError, match=f"the checkpoint's parts disagree: {optimizer.name} has 14 bytes, the record says"):
         fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run", epochs=2)

@@ -121,9 +121,11 @@ def test_fit_stops_early_at_the_right_epoch(tiny, tmp_path, monkeypatch):
                          "2 epochs (best val_loss 0.79 at epoch 3)")
     log = json.loads((tmp_path / "run" / "log.json").read_text())
     assert log["best"]["stopped_early"] == 4 and len(log["epochs"]) == 4
-    lines.clear()
-    fit(tiny, resume=tmp_path / "run", echo=lines.append, progress=False)
-    assert lines == ["Tiny stopped early after epoch 4 (patience 2); nothing to resume"]
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(CnnSpecError, match=r"this run stopped early after epoch 4 \(patience 2\): there is "
+                                           r"nothing to resume"):
+        fit(tiny, resume=tmp_path / "run", echo=lines.append, progress=False)
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
 
 # -- schedules ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ bilinearly; shifts move whole pixels, so what stays in the frame is exact.
 """
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -71,12 +72,17 @@ def _checked(name: str, args: tuple) -> tuple:
                            hint=f"write {wanted}")
     if any(not isinstance(a, (int, float)) or isinstance(a, bool) for a in args):
         raise CnnSpecError(f"augmentation `{name}` takes numbers, got {args}")
-    args = tuple(float(a) for a in args)
+    try:
+        args = tuple(float(a) for a in args)
+    except OverflowError:
+        raise CnnSpecError(f"augmentation `{name}` takes numbers of a usable size, got {args}") from None
+    if not all(math.isfinite(a) for a in args):
+        raise CnnSpecError(f"augmentation {describe([(name, args)])}: its arguments must be finite numbers")
     problem = {
         "rotate": lambda deg: not 0 <= deg <= 180 and "deg must be in [0, 180]",
         "shift": lambda px: not (px >= 0 and px == int(px)) and "px must be a whole number >= 0",
         "scale": lambda lo, hi: not 0 < lo <= hi and "needs 0 < lo <= hi",
-        "noise": lambda std: not std >= 0 and "std must be >= 0",
+        "noise": lambda std: (not std >= 0 and "std must be >= 0") or (std > 1e30 and "std must be at most 1e30"),
     }.get(name, lambda *a: False)(*args)
     if problem:
         raise CnnSpecError(f"augmentation {describe([(name, args)])}: {problem}")
@@ -103,6 +109,10 @@ class Augmenter:
             if rank < needed:
                 raise CnnSpecError(f"augmentation {describe([(name, args)])} needs {_RANK_NAMES[needed]}; "
                                    f"the network's input is {'x'.join(map(str, sample_shape))}")
+            if name == "shift" and args[0] >= min(sample_shape[1:]):
+                raise CnnSpecError(f"augmentation {describe([(name, args)])} would move every pixel out of "
+                                   f"the {'x'.join(map(str, sample_shape[1:]))} input",
+                                   hint=f"shift by fewer than {min(sample_shape[1:])} pixels")
 
     def __bool__(self) -> bool:
         return bool(self.steps)

@@ -24,6 +24,7 @@ with an official test split (MNIST, CIFAR-10, ``x_test`` in a ``.npz``) keep it 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 from cnnspec.data import files
 from cnnspec.data.shapes import SHAPE_CLASSES, make_shapes
 from cnnspec.errors import CnnSpecError, nearest
+from cnnspec.limits import require_memory
 
 SHAPES_SAMPLES = 8000            # default size of the `shapes` data set
 KINDS = ("shapes", "digits", "mnist", "cifar10", "folder")
@@ -159,6 +161,10 @@ def _read_shapes(options: str, input_shape, seed: int) -> files.Raw:
         raise CnnSpecError(f"the shapes data set draws pictures CxHxW of at least 8x8; the network's input "
                            f"is {fmt_shape(input_shape)}",
                            hint="give the network an image input such as 1x28x28, or use another data set")
+    per_picture = 4 * math.prod(input_shape)           # float32; chunks of drawing buffers, then the splits
+    require_memory(per_picture * (2 * n + 6 * min(n, 512)),
+                   f"the shapes data set ({n:,} pictures of {fmt_shape(input_shape)})",
+                   hint="draw fewer pictures (shapes:n=500) or give the network a smaller input")
     x, y = make_shapes(n, input_shape, seed=seed, classes=classes)
     return files.Raw(x, y, classes)
 

@@ -4,18 +4,32 @@ and scikit-learn's bundled digits.
 Each reader returns a :class:`Raw`: samples as float32 (images scaled to [0, 1]), int64 labels,
 class names, and the official test split where the format has one. A file that is missing,
 truncated or not what it claims to be raises a :class:`CnnSpecError` naming the file.
+
+Bad files cannot exhaust the machine: only regular files are read; what a file announces (an
+IDX header's shape, an array's header, a picture's size) is checked against what it holds and
+against the memory available before anything that size is made; labels name at most
+``MAX_CLASSES`` classes; samples must be finite numbers (NaN or infinity would make every loss NaN).
 """
 from __future__ import annotations
 
 import gzip
+import io
+import math
+import os
 import pickle
+import pickletools
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cnnspec.errors import CnnSpecError
+from cnnspec.limits import MAX_CLASSES, available_memory, human_bytes, open_regular, read_bytes, require_memory
+from cnnspec.npz import read_npy
 from cnnspec.npz import read_npz as load_npz
+
+MAX_PICKLE_BYTES = 2 ** 30           # a CIFAR-10 batch is 30 MB
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -37,7 +51,17 @@ def _scaled(array: np.ndarray) -> np.ndarray:
 
 
 def _labels(values, path, n: int) -> np.ndarray:
-    """Check labels are whole numbers >= 0, one per sample, and return them as int64."""
+    """Check labels are whole numbers 0..K-1 (K <= MAX_CLASSES), one per sample; return them as
+    int64. A Python list must be flat: a list of lists (which a tiny pickle can make huge by
+    sharing) is refused before NumPy would build it."""
+    if isinstance(values, (list, tuple)):
+        if len(values) != n:
+            raise CnnSpecError(f"{len(values)} labels for {n} samples: expected one label per sample",
+                               file=str(path))
+        if not all(type(v) is int for v in values):
+            bad = next(v for v in values if type(v) is not int)
+            raise CnnSpecError(f"labels must be whole numbers (class indexes), found a {type(bad).__name__}",
+                               file=str(path))
     y = np.asarray(values)
     if y.ndim != 1 or len(y) != n:
         raise CnnSpecError(f"labels have shape {y.shape}, expected one label per sample ({n},)", file=str(path))
@@ -45,7 +69,35 @@ def _labels(values, path, n: int) -> np.ndarray:
         raise CnnSpecError(f"labels must be whole numbers (class indexes), got dtype {y.dtype}", file=str(path))
     if n and y.min() < 0:
         raise CnnSpecError(f"labels must be >= 0, found {y.min():g}", file=str(path))
+    if n and y.max() >= MAX_CLASSES:
+        top = int(y.max()) if y.dtype.kind != "f" else f"{y.max():g}"
+        raise CnnSpecError(f"labels run to {top}; expected class indexes 0..K-1 with K <= {MAX_CLASSES:,}",
+                           file=str(path), hint="labels are class indexes, not class codes: number the "
+                                                "classes 0, 1, 2, ...")
     return y.astype(np.int64)
+
+
+def _samples(x, path, name: str = "x") -> np.ndarray:
+    """Check an array of samples: numbers, at least one axis (N, ...), finite."""
+    if x.dtype.kind not in "iuf":
+        raise CnnSpecError(f"array {name!r} must hold numbers, got dtype {x.dtype}", file=str(path))
+    if x.ndim == 0:
+        raise CnnSpecError(f"array {name!r} is a single number: it must hold samples, shape (N, ...)",
+                           file=str(path))
+    _finite(x, path, f"array {name!r}")
+    return x
+
+
+def _finite(x: np.ndarray, path, what: str) -> None:
+    """NaN or infinity in inputs make every loss NaN: refuse them, saying how many and where."""
+    if x.dtype.kind != "f" or np.isfinite(x).all():
+        return
+    nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+    first = np.unravel_index(int(np.argmin(np.isfinite(x).reshape(-1))), x.shape)
+    counts = ", ".join(filter(None, [nan and f"{nan:,} NaN", inf and f"{inf:,} infinite"]))
+    raise CnnSpecError(f"{what} holds values that are not finite numbers ({counts}; the first at index "
+                       f"{tuple(int(i) for i in first)})", file=str(path),
+                       hint="replace or drop those samples (e.g. numpy.nan_to_num) before training")
 
 
 # -- .npz ---------------------------------------------------------------------------------------
@@ -59,16 +111,20 @@ def read_npz(path: Path) -> Raw:
         raise CnnSpecError(f"the .npz file has no array {' or '.join(repr(k) for k in missing)} "
                            f"(it has: {', '.join(sorted(arrays)) or 'nothing'})", file=str(path),
                            hint="save it with numpy.savez(path, x=samples, y=labels)")
-    x, y = arrays["x"], _labels(arrays["y"], path, len(arrays["x"]))
-    if x.dtype.kind not in "iuf":
-        raise CnnSpecError(f"array 'x' must hold numbers, got dtype {x.dtype}", file=str(path))
+    x = _samples(arrays["x"], path)
+    y = _labels(arrays["y"], path, len(x))
     x_test = y_test = None
     if "x_test" in arrays or "y_test" in arrays:
         if "x_test" not in arrays or "y_test" not in arrays:
             raise CnnSpecError("the .npz file must hold both 'x_test' and 'y_test', or neither", file=str(path))
-        x_test, y_test = _scaled(arrays["x_test"]), _labels(arrays["y_test"], path, len(arrays["x_test"]))
+        x_test = _scaled(_samples(arrays["x_test"], path, "x_test"))
+        y_test = _labels(arrays["y_test"], path, len(x_test))
     n_classes = int(max([y.max(initial=-1)] + ([y_test.max(initial=-1)] if y_test is not None else []))) + 1
-    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(n_classes)]
+    names = arrays.get("classes")
+    if names is not None and (names.ndim != 1 or len(names) > MAX_CLASSES):
+        raise CnnSpecError(f"array 'classes' must be a list of at most {MAX_CLASSES:,} names, got shape "
+                           f"{names.shape}", file=str(path))
+    classes = [str(c) for c in names] if names is not None else [str(i) for i in range(n_classes)]
     if len(classes) < n_classes:
         raise CnnSpecError(f"array 'classes' names {len(classes)} classes but the labels go up to "
                            f"{n_classes - 1}", file=str(path))
@@ -95,33 +151,49 @@ def _find_idx(folder: Path, what: str) -> Path:
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """One IDX file (gzipped or not) of unsigned bytes with ``ndim`` dimensions."""
+    """One IDX file (gzipped or not) of unsigned bytes with ``ndim`` dimensions. The header's
+    shape must agree with the data the file holds (a gzipped file is decompressed no further than
+    that), and fit in the memory available."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
+        with open_regular(path, "IDX file") as handle:
+            gzipped = handle.read(2) == b"\x1f\x8b"
+            handle.seek(0)
+            stream = gzip.GzipFile(fileobj=handle, mode="rb") if gzipped else handle
+            head = stream.read(4)
+            if len(head) < 4 or head[:2] != b"\x00\x00":
+                raise CnnSpecError("not an IDX file: it must start with two zero bytes (magic number)",
+                                   file=str(path))
+            type_code, dims = head[2], head[3]
+            if type_code != 0x08:
+                raise CnnSpecError(f"IDX data type 0x{type_code:02x} is not supported (MNIST uses 0x08, "
+                                   f"unsigned bytes)", file=str(path))
+            if dims != ndim:
+                raise CnnSpecError(f"IDX file has {dims} dimension(s), expected {ndim} "
+                                   f"(magic number 0x{0x800 + ndim:08x})", file=str(path))
+            sizes = stream.read(4 * dims)
+            if len(sizes) < 4 * dims:
+                raise CnnSpecError("IDX file is truncated inside its header", file=str(path))
+            shape = tuple(int.from_bytes(sizes[4 * i:4 * i + 4], "big") for i in range(dims))
+            count = math.prod(shape)                    # Python ints: 2^31 x 2^31 x 4 does not wrap
+            header = 4 + 4 * dims
+            if not gzipped:
+                held = os.fstat(handle.fileno()).st_size - header
+                if held != count:
+                    raise CnnSpecError(f"IDX file holds {held} data bytes but its header announces "
+                                       f"shape {shape} ({count} bytes): "
+                                       f"{'truncated' if held < count else 'trailing data'}", file=str(path))
+            require_memory(count, f"this IDX file (its header announces shape {shape})", file=str(path),
+                           hint="a decompression bomb, or a file too large for this machine")
+            raw = stream.read(count + 1)                # at most one byte more than announced
+    except CnnSpecError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:
         raise CnnSpecError(f"cannot read this IDX file (corrupt or truncated gzip?): {exc}", file=str(path)) from None
-    if len(raw) < 4 or raw[:2] != b"\x00\x00":
-        raise CnnSpecError("not an IDX file: it must start with two zero bytes (magic number)", file=str(path))
-    type_code, dims = raw[2], raw[3]
-    if type_code != 0x08:
-        raise CnnSpecError(f"IDX data type 0x{type_code:02x} is not supported (MNIST uses 0x08, unsigned bytes)",
-                           file=str(path))
-    if dims != ndim:
-        raise CnnSpecError(f"IDX file has {dims} dimension(s), expected {ndim} "
-                           f"(magic number 0x{0x800 + ndim:08x})", file=str(path))
-    header = 4 + 4 * dims
-    if len(raw) < header:
-        raise CnnSpecError("IDX file is truncated inside its header", file=str(path))
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
-    expected = header + int(np.prod(shape))
-    if len(raw) != expected:
-        raise CnnSpecError(f"IDX file holds {len(raw) - header} data bytes but its header announces "
-                           f"shape {shape} ({expected - header} bytes): "
-                           f"{'truncated' if len(raw) < expected else 'trailing data'}", file=str(path))
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    if len(raw) != count:
+        raise CnnSpecError(f"IDX file holds {len(raw) if len(raw) < count else 'more than ' + str(count)} data "
+                           f"bytes but its header announces shape {shape} ({count} bytes): "
+                           f"{'truncated' if len(raw) < count else 'trailing data'}", file=str(path))
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
 def _read_idx_pair(folder: Path, split: str):
@@ -163,11 +235,18 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def _unpickle(path: Path) -> dict:
+    if not os.path.lexists(path):
+        raise CnnSpecError("missing CIFAR-10 batch file", file=str(path))
+    raw = read_bytes(path, "CIFAR-10 batch", MAX_PICKLE_BYTES)
     try:
-        with open(path, "rb") as handle:
-            data = _SafeUnpickler(handle, encoding="bytes").load()
-    except FileNotFoundError:
-        raise CnnSpecError("missing CIFAR-10 batch file", file=str(path)) from None
+        # every count in the pickle (bytes, strings) checked against the data it holds, before
+        # anything is built: a header claiming 2^62 bytes allocates nothing
+        for _ in pickletools.genops(io.BytesIO(raw)):
+            pass
+        data = _SafeUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except MemoryError:
+        raise CnnSpecError("cannot read this CIFAR-10 batch: it builds more than the memory available",
+                           file=str(path)) from None
     except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError,
             IndexError, KeyError) as exc:
         raise CnnSpecError(f"cannot read this CIFAR-10 batch (corrupt, truncated or not plain data): {exc}",
@@ -220,14 +299,20 @@ def read_image(path: Path, shape) -> np.ndarray:
         raise CnnSpecError(f"pictures can feed a 1-channel (grey) or 3-channel (RGB) input, "
                            f"not {channels} channels", file=str(path))
     try:
-        with Image.open(path) as picture:
+        with open_regular(path, "picture") as handle, Image.open(handle) as picture:
+            pixels = picture.size[0] * picture.size[1]
+            require_memory(4 * pixels, f"this picture ({picture.size[0]}x{picture.size[1]} pixels)",
+                           file=str(path))
             picture = picture.convert("L" if channels == 1 else "RGB")
             if picture.size != (width, height):
                 picture = picture.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(picture, dtype=np.uint8)
-    except FileNotFoundError:
-        raise CnnSpecError("no such file", file=str(path)) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise CnnSpecError(f"this picture is too large to read: {exc}", file=str(path),
+                           hint="a decompression bomb, or resize the picture first") from None
+    except MemoryError:
+        raise CnnSpecError("this picture does not fit in the memory available", file=str(path)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise CnnSpecError(f"cannot read this picture (corrupt or not an image?): {exc}", file=str(path)) from None
     array = array[None] if channels == 1 else array.transpose(2, 0, 1)
     return _scaled(array)
@@ -278,14 +363,10 @@ def read_array(path: Path, shape) -> np.ndarray:
             raise CnnSpecError(f"a picture can only feed an image input (CxHxW); the network's input is "
                                f"{'x'.join(map(str, shape))}", file=str(path), hint="give a .npy array")
         return read_image(path, shape)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise CnnSpecError("no such file", file=str(path)) from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise CnnSpecError(f"cannot read this .npy file (corrupt or truncated?): {exc}", file=str(path)) from None
+    array = read_npy(path, ".npy")
     if array.dtype.kind not in "iuf":
         raise CnnSpecError(f"the array must hold numbers, got dtype {array.dtype}", file=str(path))
+    _finite(array, path, "the array")
     shape = tuple(shape)
     accepted = [shape, (1,) + shape] + ([shape[1:]] if len(shape) >= 2 and shape[0] == 1 else [])
     if array.shape != shape:

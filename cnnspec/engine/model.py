@@ -103,6 +103,14 @@ class Model:
         self._plans = OrderedDict()
 
     def _allocate(self, graph, rng):
+        from cnnspec.limits import require_memory
+
+        # parameters and their gradients, plus the float64 initial values made on the way
+        n_params = sum(graph.nodes[name].get("n_params", 0) for name in self.layers)
+        n_state = sum(math.prod(s) for name in self.layers for s in graph.nodes[name].get("state", {}).values())
+        require_memory(n_params * (8 + 2 * self.dtype.itemsize) + n_state * (8 + self.dtype.itemsize),
+                       f"the parameters of `{self.name}` ({n_params:,} values, with their gradients)",
+                       hint="`cnnspec summary` shows the parameters per layer")
         entries = []                         # (layer, param name, shape, initial float64 value)
         self.state = {}
         self._trainable = {}
@@ -326,26 +334,25 @@ class Model:
         out.update({f"{layer}.{k}": v for layer, group in self.state.items() for k, v in group.items()})
         return out
 
-    def save(self, path) -> None:
-        """Write parameters and state to an ``.npz`` file keyed ``"layer.param"`` (atomically)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **self.arrays())
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise CnnSpecError(f"cannot write weights: {exc.strerror or exc}", file=path) from None
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    def save(self, path):
+        """Write parameters and state to an ``.npz`` file keyed ``"layer.param"`` (atomically: a
+        failure, e.g. a full disk, is a CnnSpecError and leaves any previous file as it was).
+        Returns the path written."""
+        from cnnspec.atomic import write_npz
+
+        return write_npz(os.fspath(path), self.arrays(), what="weights")
 
     def load(self, path, strict: bool = True):
         """Read weights saved by :meth:`save`. Strict: names and shapes must match exactly, or a
         CnnSpecError lists what is missing, unexpected or of another shape (nothing is loaded).
-        ``strict=False`` loads what matches and returns a :class:`LoadReport`."""
+        ``strict=False`` loads what matches and returns a :class:`LoadReport`. Values that are
+        not finite (NaN, inf) are loaded with a :class:`~cnnspec.errors.CnnSpecWarning`."""
         path = os.fspath(path)
-        arrays = read_npz(path, "weights")
+        return self.load_arrays(read_npz(path, "weights"), strict, source=path)
+
+    def load_arrays(self, arrays: dict, strict: bool = True, source: str = "weights"):
+        """:meth:`load` from arrays by name (``source`` names them in messages)."""
+        path = source
         expected = self.arrays()
         missing = [k for k in expected if k not in arrays]
         unexpected = [k for k in arrays if k not in expected]
@@ -363,6 +370,7 @@ class Model:
                                    hint="load(path, strict=False) loads the matching entries")
             for k, target in expected.items():
                 target[...] = arrays[k]
+            _warn_not_finite(path, {k: arrays[k] for k in expected})
             return None
         report = LoadReport(path)
         for k, target in expected.items():
@@ -377,6 +385,7 @@ class Model:
                 target[...] = arrays[k]
                 report.loaded.append(k)
         report.skipped += [(k, "not in the network") for k in unexpected]
+        _warn_not_finite(path, {k: arrays[k] for k in report.loaded})
         return report
 
     @property
@@ -451,6 +460,23 @@ def check_runnable(graph, name: str) -> None:
         raise CnnSpecError(f"the engine cannot run {kinds} yet (`{first}` of network `{name}`)",
                            file=graph.graph.get("file"),
                            hint="`cnnspec check`, `summary` and `render` work on it")
+
+
+def _warn_not_finite(source: str, arrays: dict) -> None:
+    """A CnnSpecWarning naming the loaded arrays that hold NaN or infinite values."""
+    bad = []
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+            bad.append(f"{key} ({', '.join(filter(None, [nan and f'{nan} NaN', inf and f'{inf} infinite']))})")
+    if bad:
+        import warnings
+
+        from cnnspec.errors import CnnSpecWarning
+
+        warnings.warn(f"{source}: weights that are not finite numbers: {'; '.join(bad)}; the network's "
+                      f"outputs will be NaN (was it saved from a run that diverged?)", CnnSpecWarning, stacklevel=3)
 
 
 def fmt(shape) -> str:

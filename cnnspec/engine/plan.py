@@ -10,6 +10,7 @@ gradient buffer *is* the consumer's (a view): no copy.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict
 
 import networkx as nx
@@ -18,6 +19,7 @@ import numpy as np
 from cnnspec import kernels as K
 from cnnspec.engine import losses
 from cnnspec.engine.ops import EVAL_PASS_THROUGH, OPS, PASS_THROUGH, VIEWS, NodeContext
+from cnnspec.limits import available_memory, require_memory
 
 BACKPROP_CACHE = 8                  # backward paths (layer, wrt) kept per plan, least recently used out
 
@@ -30,6 +32,11 @@ class Plan:
         self.batch = batch
         graph, dtype = model.graph, model.dtype
         self.order = model.live                        # nodes the output depends on, topological
+        # what this plan may use, measured before it allocates; each stage checks its total
+        self.available = available_memory()
+        self.reserved = sum(batch * math.prod(graph.nodes[name]["output_shape"]) for name in self.order
+                            if graph.nodes[name]["op"] not in VIEWS) * dtype.itemsize
+        self.require(self.reserved, f"the activations of `{model.name}` for a batch of {batch}")
         self.act = {}
         for name in self.order:
             node = graph.nodes[name]
@@ -58,7 +65,16 @@ class Plan:
                               model.params.get(name, {}), model.state.get(name, {}), model)
             op = backend.op(ctx) if backend is not None else None
             self.ops[name] = op or OPS[node["op"]](ctx)
-        size = max([op.workspace for op in self.ops.values()], default=0)
+        largest = max(self.ops, key=lambda name: self.ops[name].workspace, default=None)
+        size = self.ops[largest].workspace if largest is not None else 0
+        if size * dtype.itemsize > 2 ** 20:
+            cfg = graph.nodes[largest]["config"]
+            terms = ", ".join(f"{key} {'x'.join(map(str, cfg[key])) if isinstance(cfg[key], (tuple, list)) else cfg[key]}"
+                              for key in ("kernel", "stride", "pad", "dilation") if key in cfg)
+            self.require(self.reserved + size * dtype.itemsize,
+                         f"`{largest}` ({terms}) with a batch of {batch} (its workspace and the activations)",
+                         hint="the padded input it reads is that large: check its padding and dilation")
+        self.reserved += size * dtype.itemsize
         workspace = np.zeros(size, dtype)
         for op in self.ops.values():
             op.ws = workspace
@@ -66,6 +82,13 @@ class Plan:
         self._training = {}                             # (loss, trainable version) -> Training
         self._eval_loss = {}                            # loss -> closure
         self._backprop = OrderedDict()                  # (layer, wrt) -> Backprop, recent last
+
+    def require(self, nbytes: int, what: str, hint: str | None = None) -> None:
+        """Refuse (CnnSpecError with the figures) to go on when ``nbytes`` exceed what was
+        available when the plan started."""
+        require_memory(nbytes, what, self.available, hint=hint or (
+            f"memory grows with the batch ({self.batch} here): use a smaller one; "
+            f"`cnnspec summary` shows the memory per layer"))
 
     def forward_steps(self, training: bool, skip=()) -> list:
         steps = (self.ops[name].forward(training) for name in self.order if name in self.ops and name not in skip)
@@ -157,6 +180,8 @@ class Backprop:
             if need[name]:
                 received.update(i for i in graph.nodes[name]["inputs"] if need[i])
         received[layer] += 1                           # the seed
+        plan.require(plan.reserved + sum(act[name].nbytes for name in order if need[name]),
+                     f"the gradients of `{layer}` for a batch of {plan.batch}")
         grad, seen = {}, Counter()
 
         def target(i, via=None):
@@ -212,6 +237,9 @@ class Training:
             if need[name] and not (fused and name == out_name):
                 received.update(i for i in graph.nodes[name]["inputs"] if need[i])
         received[score_name] += 1                      # from the loss
+        grads_bytes = sum(act[name].nbytes for name in order if need[name])
+        plan.require(plan.reserved + grads_bytes,
+                     f"training `{model.name}` with a batch of {plan.batch} (activations and their gradients)")
 
         grad, seen = {}, Counter()
 

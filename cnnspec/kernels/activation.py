@@ -10,21 +10,25 @@ import numpy as np
 from cnnspec.kernels._jit import jit
 
 
+# NaN goes through as PyTorch lets it (relu(NaN) = NaN, and its gradient passes): the tests are
+# written `<= 0`, which NaN fails, so a NaN is never hidden as a 0
+
+
 @jit
 def _relu_forward(x, out):
     for i in range(x.size):
-        out[i] = x[i] if x[i] > 0 else 0
+        out[i] = 0 if x[i] <= 0 else x[i]
 
 
 @jit
 def _relu_backward(dout, y, dx, accumulate):
-    # the gradient at x == 0 is 0: test y > 0, not y >= 0
+    # the gradient at x == 0 is 0: test y <= 0, not y < 0
     if accumulate:
         for i in range(dx.size):
-            dx[i] += dout[i] if y[i] > 0 else 0
+            dx[i] += 0 if y[i] <= 0 else dout[i]
     else:
         for i in range(dx.size):
-            dx[i] = dout[i] if y[i] > 0 else 0
+            dx[i] = 0 if y[i] <= 0 else dout[i]
 
 
 @jit
@@ -32,7 +36,7 @@ def _relu_backward_in_place(g, y):
     # g is dout and dx at once: with two arrays LLVM's overlap check passes and the loop stays
     # vectorised (with dx aliasing dout it fell back to a branchy scalar loop, 40x slower)
     for i in range(g.size):
-        g[i] = g[i] if y[i] > 0 else 0
+        g[i] = 0 if y[i] <= 0 else g[i]
 
 
 @jit

@@ -224,12 +224,12 @@ def dense_backward(dout, x, w, b):
 
 def relu_forward(x):
     (x,) = _f64(x)
-    return np.where(x > 0, x, 0.0)
+    return np.where(x <= 0, 0.0, x)              # NaN stays NaN, as in PyTorch
 
 
 def relu_backward(dout, x):
     dout, x = _f64(dout, x)
-    return np.where(x > 0, dout, 0.0)
+    return np.where(x <= 0, 0.0, dout)
 
 
 def leaky_relu_forward(x, slope=0.01):

@@ -32,14 +32,13 @@ silent, the language does this:
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import networkx as nx
 
-from cnnspec.errors import CnnSpecError, not_utf8
+from cnnspec.errors import CnnSpecError, not_utf8_error
 from cnnspec.lang.build import MAX_LAYERS, build_graph
 from cnnspec.lang.imports import blocks_in_scope
 from cnnspec.lang.parser import parse
+from cnnspec.limits import read_text
 
 __all__ = ["MAX_LAYERS", "build_graph", "blocks_in_scope", "compile_all", "compile_file", "compile_source",
            "parse", "read_source"]
@@ -72,11 +71,9 @@ def read_source(path) -> str:
     """The text of the `.cnn` file at ``path`` (a located error when it cannot be read)."""
     path = str(path)
     try:
-        return Path(path).read_text(encoding="utf-8-sig")
+        return read_text(path, ".cnn file")
     except UnicodeDecodeError as err:
-        raise CnnSpecError(not_utf8(err), file=path) from None
-    except OSError as err:
-        raise CnnSpecError(f"cannot read the file: {err.strerror or err}", file=path) from None
+        raise not_utf8_error(err, path) from None
 
 
 def compile_file(path, network: str | None = None) -> nx.DiGraph:

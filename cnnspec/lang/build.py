@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from cnnspec.errors import CnnSpecError, error_at, nearest
+from cnnspec.errors import CnnSpecError, Pos, error_at, nearest
 from cnnspec.lang import ast
 from cnnspec.lang.imports import blocks_in_scope
+from cnnspec.lang.parser import MAX_INT
 from cnnspec.lang.train import train_config
 
 MAX_LAYERS = 100_000             # layers plus block instances after expansion
-MAX_INT = 10 ** 18               # block-parameter arithmetic beyond this is refused
 NAME_LAYERS = ("add", "concat", "mul", "sample")   # layers whose operands are tensor names
 SIZES = {1: ("channels",), 2: ("channels", "length"), 3: ("channels", "height", "width")}
 FUNCTIONS = {"min": min, "max": max}
@@ -49,12 +49,15 @@ def layer_kinds() -> frozenset[str]:
     return frozenset(LAYERS)
 
 
-def pick_network(module: ast.Module, network: str | None) -> ast.Network:
+def pick_network(module: ast.Module, network: str | None, sources: dict | None = None) -> ast.Network:
     """The network called ``network`` (None: the first one) of ``module``."""
     if not module.networks:
         hint = ("a file of blocks is used with `import` from a file that has a network"
                 if module.blocks else "write `network NAME { input x: 1x28x28 ... }`")
-        raise CnnSpecError("no `network` in this file", file=module.file, hint=hint)
+        first = [item.pos for item in (*module.blocks[:1], *module.imports[:1], module.train) if item]
+        where = min(first, key=lambda pos: (pos.line, pos.col)) if first else Pos(module.file, 1, 1)
+        raise error_at(where, "no `network` in this file", sources=sources or {module.file: module.text},
+                       hint=hint)
     if network is None:
         return module.networks[0]
     names = [n.name for n in module.networks]
@@ -76,7 +79,7 @@ def build_graph(module: ast.Module, blocks: dict[str, ast.Block] | None = None,
     sources = dict(sources) if sources is not None else {module.file: module.text}
     if blocks is None:
         blocks = blocks_in_scope(module, sources)
-    chosen = pick_network(module, network)
+    chosen = pick_network(module, network, sources)
     builder = Builder(blocks, sources)
     builder.check_blocks()
     scope = builder.network(chosen)

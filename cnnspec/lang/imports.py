@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextvars
 import os
 
-from cnnspec.errors import error_at, not_utf8
+from cnnspec.errors import CnnSpecError, error_at, not_utf8
 from cnnspec.lang import ast
 from cnnspec.lang.parser import parse
+from cnnspec.limits import read_text
 
 # A folder (real path) that imports must stay inside, or None: `cnnspec serve` sets it while it
 # analyses text sent by the browser, so that an import cannot read a file outside its folder.
@@ -55,13 +56,13 @@ def blocks_in_scope(module: ast.Module, sources: dict) -> dict[str, ast.Block]:
 
 def read(path: str, imp: ast.Import, sources: dict) -> str:
     """The text of an imported file, or a located error at the import."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return f.read()
-    except FileNotFoundError:
+    if not os.path.exists(path):
         raise error_at(imp.pos, f"cannot find `{imp.path}`", sources=sources,
-                       hint=f"imports are relative to the importing file; looked for {path}") from None
+                       hint=f"imports are relative to the importing file; looked for {path}")
+    try:
+        return read_text(path, "file")
     except UnicodeDecodeError as err:
         raise error_at(imp.pos, f"`{imp.path}` is {not_utf8(err)}", sources=sources) from None
-    except OSError as err:
-        raise error_at(imp.pos, f"cannot read `{imp.path}`: {err.strerror or err}", sources=sources) from None
+    except CnnSpecError as err:           # not a regular file, too large, unreadable
+        raise error_at(imp.pos, f"cannot import `{imp.path}`: {err.message}", sources=sources,
+                       hint=err.hint) from None

@@ -179,13 +179,18 @@ def fixed_weights(value, shape, arg):
     else:
         raise LayerError(f"weights must be a kernel name or nested lists of numbers, received: {value!r}",
                          arg=arg)
-    if array.ndim == len(kernel) + 2 and array.shape[1] == 1 and channels > 1 and array.shape[0] == filters \
-            and tuple(array.shape[2:]) == tuple(kernel):
-        array = np.repeat(array, channels, axis=1)
-    if array.shape != tuple(shape):
+    alike = array.ndim == len(kernel) + 2 and array.shape[1] == 1 and array.shape[0] == filters \
+        and tuple(array.shape[2:]) == tuple(kernel)
+    if array.shape != tuple(shape) and not alike:
         raise LayerError(f"weights have shape {fmt_shape(array.shape)} but the layer needs "
                          f"{fmt_shape(shape)} (filters x channels x kernel)", arg=arg)
-    return np.ascontiguousarray(array)
+    if math.prod(shape) > 2 ** 62:
+        raise LayerError(f"weights of shape {fmt_shape(shape)} would have more values than an array can "
+                         f"hold", arg=arg)
+    # a kernel applied to every input channel alike stays one per filter: a read-only view over
+    # the channels (stride 0), so analysing 10,000,000 input channels allocates nothing that size;
+    # compiling copies it into the model's parameters
+    return np.broadcast_to(array, shape) if alike else np.ascontiguousarray(array)
 
 
 class ConvTranspose(Layer):

@@ -136,20 +136,24 @@ def svg(network) -> str | None:
 def _run_dot(dot: str, source: str, fmt: str) -> bytes:
     import subprocess
 
-    done = subprocess.run([dot, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=120)
+    try:
+        done = subprocess.run([dot, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise CnnSpecError("graphviz's dot took more than 120 s to lay out this drawing",
+                           hint="draw a part of the network with --until LAYER, or write .dot and run dot "
+                                "yourself") from None
     if done.returncode != 0:
         raise CnnSpecError(f"graphviz's dot failed: {done.stderr.decode(errors='replace').strip()}")
     return done.stdout
 
 
 def _write(path: str, data: bytes) -> None:
-    """Write atomically: a half-written picture never replaces a good one."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Write atomically (:func:`cnnspec.atomic.write_bytes`): a half-written picture never replaces
+    a good one, and a failure (no space, no permission) is an error naming the file."""
+    from cnnspec import atomic
+
     try:
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as err:
-        raise CnnSpecError(f"cannot write {path}: {err.strerror or err}", file=path) from None
+        raise atomic.write_error(err, path, "file") from None
+    atomic.write_bytes(path, data, what="file")

@@ -145,7 +145,6 @@ def train_command(args) -> int:
         history = fit(network, config, out=out, progress=not args.no_progress)
     if history.interrupted:
         return 130
-    out = history.out
     last = history.last
     if last:
         best = max((r["val_acc"] for r in history.rows if r["val_acc"] is not None), default=None)
@@ -153,8 +152,10 @@ def train_command(args) -> int:
         if last.get("val_acc") is not None:
             summary += f": validation accuracy {100 * last['val_acc']:.2f}% (best {100 * best:.2f}%)"
         print(summary)
-    print(f"wrote {out / 'weights.npz'}{_best_note(history)}, {out / 'log.csv'}, {out / 'log.json'}, "
-          f"{out / 'curves.png'}")
+    if history.written:            # best.npz is named in the note after weights.npz
+        shown = [str(path) + (_best_note(history) if path.name == "weights.npz" else "")
+                 for path in history.written if path.name != "best.npz"]
+        print(f"wrote {', '.join(shown)}")
     return 0
 
 
@@ -185,15 +186,9 @@ def weights_file(path) -> str:
 
 def _run_settings(weights) -> dict:
     """data, seed and val_split of the run that wrote ``weights`` (its log.json), if there is one."""
-    folder = Path(weights).resolve().parent
-    for log in (folder / "log.json", folder.parent / "log.json"):
-        if log.is_file():
-            try:
-                config = json.loads(log.read_text()).get("config", {})
-            except (OSError, ValueError):
-                return {}
-            return {key: config.get(key) for key in ("data", "data_base", "seed", "val_split", "loss", "top_k")}
-    return {}
+    from cnnspec.train.inference import run_log
+
+    return run_log(weights).get("config", {})
 
 
 def evaluate_command(args) -> int:

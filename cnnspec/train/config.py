@@ -113,6 +113,8 @@ def resolve_config(network, **overrides) -> TrainConfig:
     for key in ("loss", "epochs", "batch", "seed", "val_split", *FIT_KEYS):
         if key in section:
             setattr(config, key, section[key])
+    with located(network, "optimizer", ["optimizer"]):
+        check_optimizer(config.optimizer, config.optimizer_args)
     with located(network, "augment", ["augment"]):
         config.augment = parse_augment(section.get("augment") or [])
 
@@ -132,7 +134,7 @@ def resolve_config(network, **overrides) -> TrainConfig:
         if key in given:
             if key not in OPTIMIZERS[config.optimizer]:
                 raise CnnSpecError(f"{config.optimizer} has no setting `{key}`")
-            config.optimizer_args[key] = float(given[key])
+            config.optimizer_args[key] = _number(given[key], key)
     for key in ("loss", "epochs", "batch", "seed", "val_split", "init"):
         if key in given:
             setattr(config, key, given[key])
@@ -190,8 +192,18 @@ def _set_optimizer(config: TrainConfig, value, keep: TrainConfig | None = None) 
     for key, arg in args.items():
         if key not in merged:
             raise CnnSpecError(f"{name} has no argument `{key}` (it has: {', '.join(merged)})")
-        merged[key] = tuple(float(b) for b in arg) if key == "betas" else float(arg)
+        merged[key] = tuple(_number(b, key) for b in arg) if key == "betas" else _number(arg, key)
     config.optimizer, config.optimizer_args = name, merged
+
+
+def _number(value, what: str) -> float:
+    """``value`` as a float, or a CnnSpecError (a number too large for a float, not a number)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise CnnSpecError(f"{what} {value!r} is too large for a floating-point number") from None
+    except (TypeError, ValueError):
+        raise CnnSpecError(f"{what} must be a number, got {value!r}") from None
 
 
 def _parse_kwargs(text: str, whole) -> dict:
@@ -236,8 +248,29 @@ def check_config(config: TrainConfig) -> None:
         guess = nearest(str(config.loss), ("cross_entropy", "mse"))
         raise CnnSpecError(f"unknown loss `{config.loss}`",
                            hint=f"did you mean `{guess}`?" if guess else "choose cross_entropy or mse")
-    if not config.lr > 0:
-        raise CnnSpecError(f"lr must be positive, got {config.lr}")
+    check_optimizer(config.optimizer, config.optimizer_args)
+
+
+# the range of each optimizer argument, as torch.optim checks them (lr > 0 here: 0 trains nothing)
+OPTIMIZER_RANGES = {"lr": (0, None, "a positive finite number"), "momentum": (0, None, "a number >= 0"),
+                    "weight_decay": (0, None, "a number >= 0"), "betas": (0, 1, "two numbers in [0, 1)")}
+
+
+def check_optimizer(name: str, args: dict) -> None:
+    """Every argument a finite number in its range, e.g. ``lr`` > 0 and ``betas`` in [0, 1)."""
+    import math
+
+    for key, value in args.items():
+        low, high, words = OPTIMIZER_RANGES.get(key, (None, None, "a finite number"))
+        values = value if isinstance(value, tuple) else (value,)
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        if ok and low is not None:
+            ok = all(v > low if key == "lr" else v >= low for v in values)
+        if ok and high is not None:
+            ok = all(v < high for v in values)
+        if not ok:
+            shown = f"({', '.join(f'{v:g}' for v in values)})" if isinstance(value, tuple) else f"{value!r}"
+            raise CnnSpecError(f"{name}'s {key} must be {words}, got {shown}")
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,19 +102,58 @@ def kernel_names(network, layer: str) -> list:
     return []
 
 
+# what run_log keeps of a log.json, and the types each may have
+LOG_SETTINGS = {"data": (str,), "data_base": (str, type(None)), "seed": (int,), "val_split": (int, float),
+                "loss": (str,), "top_k": (int,)}
+
+
+def run_log(weights) -> dict:
+    """What ``cnnspec train`` recorded in the ``log.json`` beside ``weights`` (or one folder up,
+    for a checkpoint's weights): ``{"config": {data, data_base, seed, val_split, loss},
+    "classes": [...]}`` with only well-formed entries; {} when there is none. A log.json that is
+    malformed is ignored with a :class:`CnnSpecWarning` saying why."""
+    import warnings
+
+    from cnnspec.errors import CnnSpecError, CnnSpecWarning
+    from cnnspec.limits import MAX_CLASSES, MAX_JSON_BYTES, read_bytes
+
+    if weights is None:
+        return {}
+    folder = Path(weights).resolve().parent
+    log = next((p for p in (folder / "log.json", folder.parent / "log.json") if os.path.lexists(p)), None)
+    if log is None:
+        return {}
+    try:
+        data = json.loads(read_bytes(log, "log", MAX_JSON_BYTES))
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+        config, classes = data.get("config", {}), data.get("classes")
+        if not isinstance(config, dict):
+            raise ValueError("its `config` is not an object")
+        for key, kinds in LOG_SETTINGS.items():
+            value = config.get(key)
+            if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+                raise ValueError(f"its config `{key}` is {value!r}")
+        if not 0 <= (config.get("seed") or 0) < 2 ** 63 or not 0 <= (config.get("val_split") or 0) < 1 \
+                or not 0 <= (config.get("top_k") or 0) <= 10 ** 6:
+            raise ValueError("its config `seed`, `val_split` or `top_k` is out of range")
+        if classes is not None and not (isinstance(classes, list) and len(classes) <= MAX_CLASSES and
+                                        all(isinstance(c, (str, int, float)) for c in classes)):
+            raise ValueError("its `classes` is not a list of names")
+    except (CnnSpecError, ValueError, UnicodeDecodeError) as exc:
+        reason = exc.message if isinstance(exc, CnnSpecError) else str(exc)
+        warnings.warn(f"{log}: ignoring this log.json, which is not one cnnspec train wrote ({reason})",
+                      CnnSpecWarning, stacklevel=2)
+        return {}
+    return {"config": {key: config.get(key) for key in LOG_SETTINGS}, "classes": classes}
+
+
 def class_names(network, weights=None) -> list | None:
     """Class names for a network's outputs: from the ``log.json`` written beside the weights by
     ``cnnspec train``, else from the train section's data set when that is ``shapes`` or ``digits``."""
-    if weights is not None:
-        folder = Path(weights).resolve().parent
-        for log in (folder / "log.json", folder.parent / "log.json"):
-            if log.is_file():
-                try:
-                    classes = json.loads(log.read_text()).get("classes")
-                except (OSError, ValueError):
-                    classes = None
-                if classes:
-                    return [str(c) for c in classes]
+    classes = run_log(weights).get("classes")
+    if classes:
+        return [str(c) for c in classes]
     spec = str(network.train_config.get("data", "shapes"))
     if spec == "digits":
         return [str(i) for i in range(10)]

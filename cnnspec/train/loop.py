@@ -7,14 +7,19 @@ batch and generator states — from which ``fit(..., resume=DIR)`` continues to 
 uninterrupted run reaches.
 
 A run directory holds ``weights.npz`` (by layer name), ``best.npz`` (the weights of the best epoch
-by the ``monitor``ed quantity), ``log.csv``, ``log.json``, ``curves.png`` and ``checkpoint/``
-(``weights.npz``, ``optimizer.npz``, ``state.json``). Schedules, early stopping and top-k accuracy
-live in :mod:`cnnspec.train.callbacks`; their state rides in the checkpoint's state.
+by the ``monitor``ed quantity), ``log.csv``, ``log.json``, ``curves.png`` and ``checkpoint/`` (see
+:mod:`cnnspec.train.checkpoint`: the parts and the state of a checkpoint are committed together,
+and a checkpoint whose parts disagree is refused). Every file is written atomically. Schedules,
+early stopping and top-k accuracy live in :mod:`cnnspec.train.callbacks`; their state rides in the
+checkpoint's state, the best weights in a part of it. A loss that stops being finite ends the run
+with a CnnSpecError saying where and why.
 """
 from __future__ import annotations
 
 import csv
-import json
+import errno
+import io
+import math
 import os
 import signal
 import sys
@@ -25,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnspec import atomic
 from cnnspec.data import Augmenter, load_dataset
 from cnnspec.data.augment import describe as describe_augment
 from cnnspec.errors import CnnSpecError
-from cnnspec.npz import read_npz
+from cnnspec.limits import require_memory
+from cnnspec.train import checkpoint
 from cnnspec.train.callbacks import (Tracker, check_top_k, describe_fit, make_optimizer, make_schedule,
                                      top_k_correct)
 from cnnspec.train.config import TrainConfig, located, match_layers, resolve_config
@@ -55,6 +62,7 @@ class History:
     best: dict | None = None
     best_weights: dict | None = None
     out: Path | None = None
+    written: list = field(default_factory=list)      # the files of ``out`` this call wrote at the end
     model: object = None
     dataset: object = None
 
@@ -102,10 +110,10 @@ def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, r
     defaults to it and only ``epochs`` may be overridden); ``echo`` receives each line of text;
     ``on_batch(epoch, batch, loss)`` is called after every batch.
     """
-    state = None
+    state = parts = None
     if resume is not None:
         resume = Path(resume)
-        state = _read_state(resume)
+        parts, state = _read_checkpoint(resume)
         if state["network"] != network.name:
             raise CnnSpecError(f"the checkpoint is of network {state['network']}, not {network.name}",
                                file=str(resume / "checkpoint"))
@@ -121,7 +129,7 @@ def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, r
         config = resolve_config(network, **overrides)
     run = Run(network, config, dataset, Path(out) if out is not None else None, progress, echo, on_batch)
     if state is not None:
-        run.restore(resume, state)
+        run.restore(resume, parts, state)
     return run.train()
 
 
@@ -131,6 +139,12 @@ class Run:
     def __init__(self, network, config: TrainConfig, dataset, out: Path | None, progress: bool, echo, on_batch):
         self.network, self.config, self.out = network, config, out
         self.progress, self.echo, self.on_batch = progress, echo, on_batch
+        if out is not None:                 # a folder that cannot be written is found out now
+            atomic.make_folder(out, "run folder")
+        estimate = network.summary(config.batch)["totals"]["memory_bytes"]["training"]
+        require_memory(estimate, f"training `{network.name}` with a batch of {config.batch} "
+                                 f"(cnnspec summary's training estimate)",
+                       hint="memory grows with the batch: try a smaller one (--batch), or a smaller network")
         if dataset is None:
             if config.data_base is None:
                 config.data_base = os.getcwd()
@@ -162,54 +176,66 @@ class Run:
                                has_validation=len(dataset.x_val) > 0)
         # where to start: the next epoch and batch, and that epoch's generator state and sums so far
         self.epoch, self.batch, self.rng_state, self.sums = 1, 0, None, None
-        self.resumed = False
+        self.resumed = self.finished = False
 
-    def restore(self, run: Path, state: dict) -> None:
-        """Continue from the checkpoint in ``run``."""
-        self.model.load(run / "checkpoint" / "weights.npz")
-        _load_optimizer(self.optimizer, run / "checkpoint" / "optimizer.npz")
+    def restore(self, run: Path, parts: dict, state: dict) -> None:
+        """Continue from the checkpoint of ``run`` (its ``parts`` and ``state``)."""
+        folder = str(run / "checkpoint")
+        for name in ("weights", "optimizer"):
+            if name not in parts:
+                raise CnnSpecError(f"the checkpoint has no {name}", file=folder)
+        try:
+            self.model.load_arrays(parts["weights"], source=folder)
+            self.optimizer.load_state_dict(parts["optimizer"])
+        except CnnSpecError as exc:
+            raise CnnSpecError(exc.message, file=folder, hint=exc.hint) from None
         self.history.rows, self.history.init = state["rows"], state.get("init")
         self.epoch, self.batch, self.rng_state, self.sums = state["epoch"], state["batch"], state["rng"], state["sums"]
         if state.get("engine_rng") is not None:
             self.model.rng.bit_generator.state = state["engine_rng"]
-        self.restore_fit_state(run, state)
-        self.resumed = True
+        self.restore_fit_state(parts, state, folder)
+        self.resumed, self.finished = True, bool(state.get("finished"))
 
     def fit_state(self) -> dict:
         """What the schedule and the tracker carry over (part of the checkpoint's state)."""
         return {"schedule": self.schedule.state_dict() if self.schedule else None,
                 "tracker": self.tracker.state_dict()}
 
-    def restore_fit_state(self, run: Path, state: dict) -> None:
+    def restore_fit_state(self, parts: dict, state: dict, folder: str) -> None:
         if self.schedule is not None and state.get("schedule") is not None:
             self.schedule.load_state_dict(state["schedule"])
         if state.get("tracker") is not None:
             self.tracker.load_state_dict(state["tracker"])
             if self.tracker.best_epoch is not None:
-                self.tracker.best_weights = dict(read_npz(run / "best.npz", "best weights"))
+                if "best" not in parts:
+                    raise CnnSpecError("the checkpoint names a best epoch but holds no best weights", file=folder)
+                self.tracker.best_weights = dict(parts["best"])
         self.history.best = self.tracker.to_json()
 
     def train(self) -> History:
+        try:
+            return self._train()
+        except atomic.WriteError as err:
+            if self.out is None or not checkpoint.exists(self.out / "checkpoint"):
+                raise
+            fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+            raise CnnSpecError(err.message, file=err.file,
+                               hint=f"the last complete checkpoint is kept: {fix}, then continue "
+                                    f"with --resume {self.out}") from None
+
+    def _train(self) -> History:
         config, history, echo = self.config, self.history, self.echo
         if self.resumed:
-            if self.tracker.stopped:
-                echo(f"{history.network} stopped early after epoch {self.tracker.stopped_epoch} "
-                     f"(patience {config.patience}); nothing to resume")
-                return history
-            if self.epoch > config.epochs:
-                echo(f"{history.network} has already trained for {self.epoch - 1} epochs; "
-                     f"give --epochs N (N > {self.epoch - 1}) to train longer")
-                return history
+            if self.tracker.stopped or self.epoch > config.epochs:
+                return self.resume_finished()
             echo(f"resuming {self.out} at epoch {self.epoch}, batch {self.batch}")
         else:
             if config.init:
                 history.init = _load_init(self.model, config.init)
                 echo(_init_line(config.init, history.init))
             echo(describe_run(history, self.dataset, config))
-        if self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
-            if not self.resumed:
-                (self.out / "best.npz").unlink(missing_ok=True)      # a stale one from an earlier run
+        if self.out is not None and not self.resumed:
+            (self.out / "best.npz").unlink(missing_ok=True)          # a stale one from an earlier run
         with StopRequest() as stop:
             while self.epoch <= config.epochs and not self.tracker.stopped:
                 finished = self.train_epoch(stop)
@@ -221,14 +247,52 @@ class Run:
                              if self.out is not None else "")
                     echo(f"interrupted {where}{saved}")
                     return history
-        self.finish_fit()
-        if self.out is not None:
-            self.model.save(self.out / "weights.npz")
-            _write_logs(self.out, history)
-            from cnnspec.render.pictures import plot_curves
-
-            plot_curves(history.rows, self.out / "curves.png")
+            self.finish_fit()               # a Ctrl-C now only asks to stop: the files get written
+            self.write_final()
         return history
+
+    def write_final(self) -> None:
+        """The run's final files (weights, logs, curves), then the checkpoint marked finished: a
+        run stopped while writing them is finished by ``--resume``."""
+        if self.out is None:
+            return
+        out, history = self.out, self.history
+        written = [self.model.save(out / "weights.npz")]
+        if (out / "best.npz").is_file():
+            written.append(out / "best.npz")
+        written += _write_logs(out, history)
+        from cnnspec.render.pictures import plot_curves
+
+        written.append(atomic.write_atomic(out / "curves.png", lambda tmp: plot_curves(history.rows, tmp),
+                                           what="training curves"))
+        checkpoint.update_state(out / "checkpoint", default=_json_default, finished=True)
+        history.written = [Path(p) for p in written]
+
+    def resume_finished(self) -> History:
+        """``--resume`` of a run that has trained all its epochs (or stopped early): write the
+        final files if it was stopped while writing them; else nothing is left to do, which is an
+        error saying what to do."""
+        config, done, tracker = self.config, self.epoch - 1, self.tracker
+        if self.batch and not tracker.stopped:  # stopped inside an epoch beyond the new --epochs
+            raise CnnSpecError(f"this run stopped inside epoch {self.epoch}: it cannot end after epoch "
+                               f"{config.epochs}", file=str(self.out),
+                               hint=f"resume it with --epochs {self.epoch} or more")
+        if self.finished:
+            if tracker.stopped:
+                raise CnnSpecError(f"this run stopped early after epoch {tracker.stopped_epoch} (patience "
+                                   f"{config.patience}): there is nothing to resume", file=str(self.out))
+            plural = "s" if done != 1 else ""
+            raise CnnSpecError(f"this run has already trained for {done} epoch{plural}"
+                               + (f" (--epochs {config.epochs} asks for no more)" if config.epochs < done else "")
+                               + ": there is nothing to resume", file=str(self.out),
+                               hint=f"give --epochs N with N > {done} to train it further, e.g. "
+                                    f"--resume {self.out} --epochs {2 * done}")
+        self.echo(f"{self.history.network} has trained for {done} epoch{'s' if done != 1 else ''}; "
+                  f"writing the final files its run did not finish writing")
+        with StopRequest():
+            self.finish_fit()
+            self.write_final()
+        return self.history
 
     def finish_fit(self) -> None:
         """Say why training stopped early; with ``restore_best_weights`` end with the best epoch's weights."""
@@ -245,13 +309,7 @@ class Run:
 
     def save_best(self) -> None:
         """Write the best epoch's arrays to ``best.npz`` (atomically, as ``Model.save``)."""
-        keep = {key: array.copy() for key, array in self.model.arrays().items()}
-        self.tracker.restore_best(self.model)
-        try:
-            self.model.save(self.out / "best.npz")
-        finally:
-            for key, array in self.model.arrays().items():
-                array[...] = keep[key]
+        atomic.write_npz(self.out / "best.npz", self.tracker.best_weights, what="best weights")
 
     @property
     def n_batches(self) -> int:
@@ -278,6 +336,9 @@ class Run:
             if self.augment:
                 xb = self.augment(xb, rng)
             loss, output = model.train_step(xb, yb, self.optimizer, loss=config.loss)
+            if not math.isfinite(loss):
+                bar.close()
+                raise self.diverged(loss, b, loss_sum / seen if seen else None)
             if self.schedule is not None:
                 self.schedule.after_batch()
             seconds += time.perf_counter() - tick
@@ -331,21 +392,49 @@ class Run:
         self.save_checkpoint()
         return True
 
+    def diverged(self, loss: float, batch: int, mean_so_far) -> CnnSpecError:
+        """The error that ends a run whose loss stopped being finite: where, the likely cause,
+        what to try, and the checkpoint that is kept."""
+        config, epoch = self.config, self.epoch
+        first_step = epoch == 1 and batch == 0 and not self.resumed
+        where = f"in epoch {epoch}, batch {batch + 1}/{self.n_batches}"
+        if first_step:
+            largest = float(np.max(np.abs(self.dataset.x_train))) if len(self.dataset.x_train) else 0.0
+            cause = (f"the network's output is not finite on the first batch: the inputs run to "
+                     f"{largest:.3g}" + ("; scale them to about [0, 1]" if largest > 1e3 else
+                                         f", so the learning rate lr={config.lr:g} or the network's "
+                                         f"fixed weights may be too large"))
+        else:
+            before = f" (the mean loss of this epoch so far was {mean_so_far:.4g})" if mean_so_far is not None else ""
+            cause = f"the learning rate lr={config.lr:g} is likely too high{before}"
+        kept = (f"; the checkpoint of epoch {epoch - 1 if not self.batch else epoch} is kept in "
+                f"{self.out / 'checkpoint'}" if self.out is not None and checkpoint.exists(self.out / "checkpoint")
+                else "")
+        return CnnSpecError(f"training diverged: the loss became {loss} {where}{kept}",
+                            hint=f"{cause}; try --lr {config.lr / 10:g}")
+
     def save_checkpoint(self) -> None:
-        """Weights, optimizer state and the position to continue from (with the logs so far)."""
+        """The checkpoint (weights, optimizer state, the best weights and the position to continue
+        from, committed as one), then the logs so far."""
         if self.out is None:
             return
-        folder = self.out / "checkpoint"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.model.save(folder / "weights.npz")
-        np.savez(folder / "optimizer.tmp.npz", **self.optimizer.state_dict())
-        os.replace(folder / "optimizer.tmp.npz", folder / "optimizer.npz")
-        state = {"network": self.network.name, "file": self.network.file, "epoch": self.epoch,
-                 "batch": self.batch, "rng": self.rng_state, "sums": self.sums,
-                 "engine_rng": self.model.rng.bit_generator.state, "config": self.config.to_json(),
-                 "rows": self.history.rows, "init": self.history.init, **self.fit_state()}
-        _write_json(folder / "state.json", state)
+        checkpoint.save(self.out / "checkpoint", self.checkpoint_parts(), self.checkpoint_state(),
+                        default=_json_default)
         _write_logs(self.out, self.history)
+
+    def checkpoint_parts(self) -> dict:
+        """The arrays a checkpoint keeps, by part: {part: {name: array}}."""
+        parts = {"weights": self.model.arrays(), "optimizer": self.optimizer.state_dict()}
+        if self.tracker.best_weights is not None:
+            parts["best"] = self.tracker.best_weights
+        return parts
+
+    def checkpoint_state(self) -> dict:
+        """Everything else a run needs to continue (JSON): one dict, extended by new settings."""
+        return {"network": self.network.name, "file": self.network.file, "epoch": self.epoch,
+                "batch": self.batch, "rng": self.rng_state, "sums": self.sums,
+                "engine_rng": self.model.rng.bit_generator.state, "config": self.config.to_json(),
+                "rows": self.history.rows, "init": self.history.init, "finished": False, **self.fit_state()}
 
 
 def _predicted(output: np.ndarray) -> np.ndarray:
@@ -391,34 +480,19 @@ def _init_line(path, report: dict) -> str:
     return f"--init {path}: " + "; ".join(parts)
 
 
-def _read_state(run: Path) -> dict:
-    path = run / "checkpoint" / "state.json"
-    if not path.is_file():
-        raise CnnSpecError("no checkpoint here to resume (expected checkpoint/state.json)", file=str(run))
-    try:
-        with open(path) as handle:
-            state = json.load(handle)
-        for key in ("network", "epoch", "batch", "config", "rows"):
-            state[key]
-    except (OSError, ValueError, KeyError) as exc:
-        raise CnnSpecError(f"cannot read this checkpoint (corrupt?): {exc!r}", file=str(path)) from None
-    return state
+STATE_KEYS = {"network": str, "epoch": int, "batch": int, "config": dict, "rows": list}
 
 
-def _load_optimizer(optimizer, path: Path) -> None:
-    saved = read_npz(path, "optimizer state")
-    try:
-        optimizer.load_state_dict(saved)
-    except CnnSpecError as exc:
-        raise CnnSpecError(exc.message, file=str(path)) from None
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, default=_json_default)
-        handle.write("\n")
-    os.replace(tmp, path)
+def _read_checkpoint(run: Path) -> tuple[dict, dict]:
+    """The checkpoint of the run folder ``run``: its parts and its state, checked."""
+    if not run.is_dir():
+        raise CnnSpecError("no checkpoint here to resume: there is no such folder", file=str(run))
+    parts, state = checkpoint.load(run / "checkpoint")
+    wrong = [key for key, kind in STATE_KEYS.items() if not isinstance(state.get(key), kind)]
+    if wrong:
+        raise CnnSpecError(f"cannot resume from this checkpoint: its state has no valid {', '.join(wrong)}",
+                           file=str(run / "checkpoint" / checkpoint.RECORD))
+    return parts, state
 
 
 def _json_default(value):
@@ -431,14 +505,16 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _write_logs(out: Path, history: History) -> None:
-    with open(out / "log.csv", "w", newline="") as handle:
-        fields = list(history.rows[0]) if history.rows else LOG_FIELDS
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for row in history.rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
-    _write_json(out / "log.json", history.to_json())
+def _write_logs(out: Path, history: History) -> list:
+    """``log.csv`` and ``log.json`` (atomically); returns their paths."""
+    fields = list(history.rows[0]) if history.rows else LOG_FIELDS
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    for row in history.rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
+    return [atomic.write_text(out / "log.csv", text.getvalue(), what="training log"),
+            atomic.write_json(out / "log.json", history.to_json(), what="training log", default=_json_default)]
 
 
 def describe_run(history: History, dataset, config: TrainConfig) -> str:
