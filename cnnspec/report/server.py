@@ -202,6 +202,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length required") from None
         if length < 0 or length > MAX_BODY:
+            self.discard(length)
             raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"requests are limited to {MAX_BODY:,} bytes")
         raw = self.rfile.read(length)
         try:
@@ -211,6 +212,16 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(value, dict):
             raise Refused(HTTPStatus.BAD_REQUEST, "send a JSON object")
         return value
+
+    def discard(self, length: int) -> None:
+        """Read and drop an oversized body (up to a bound), so that the client, still sending it,
+        reads the refusal instead of a reset connection."""
+        left = min(max(length, 0), 8 * MAX_BODY)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            left -= len(chunk)
 
     def handle_one(self, action) -> None:
         try:
