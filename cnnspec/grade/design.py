@@ -99,21 +99,13 @@ def read_design(path: Path, display: str, root: Path | None = None):
 
 
 def _read_text(path: Path, display: str) -> str:
-    """The file's text: a regular file, at most MAX_DESIGN_BYTES, UTF-8."""
-    import stat
+    """The file's text: a regular file (cnnspec.limits' reader), at most MAX_DESIGN_BYTES, UTF-8."""
+    from cnnspec import limits
 
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise CnnSpecError(f"cannot read the file: {exc.strerror or exc}", file=display) from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise CnnSpecError("not a regular file", file=display)
-        data = handle.read(MAX_DESIGN_BYTES + 1)
-    if len(data) > MAX_DESIGN_BYTES:
-        raise CnnSpecError(f"the file is larger than {MAX_DESIGN_BYTES >> 20} MiB", file=display)
-    try:
-        return data.decode("utf-8-sig")
+        return limits.read_text(path, "file", MAX_DESIGN_BYTES)
+    except CnnSpecError as err:
+        raise CnnSpecError(err.message, file=display, hint=err.hint) from None
     except UnicodeDecodeError as exc:
         raise CnnSpecError(f"not UTF-8 text (byte {exc.start})", file=display) from None
 

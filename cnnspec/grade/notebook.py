@@ -68,17 +68,16 @@ class NotebookCode:
 
 def read_notebook(path) -> dict:
     """The notebook's JSON, or a NotebookError."""
+    from cnnspec import limits
+
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise NotebookError("the notebook is not a regular file", file=str(path))
-        if size > MAX_NOTEBOOK_BYTES:
-            raise NotebookError(f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MiB", file=str(path),
-                                hint="clear its outputs (Kernel > Restart & Clear Output) and save it again")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise NotebookError(f"cannot read the notebook: {exc.strerror or exc}", file=str(path)) from None
+        data = limits.read_bytes(path, "notebook", MAX_NOTEBOOK_BYTES)
+    except CnnSpecError as err:
+        hint = err.hint
+        if "larger than" in err.message:
+            hint = "clear its outputs (Kernel > Restart & Clear Output) and save it again"
+        raise NotebookError(err.message, file=str(path), hint=hint) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
