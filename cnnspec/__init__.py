@@ -8,7 +8,7 @@
 from cnnspec.errors import CnnSpecError
 
 __version__ = "0.1.0"
-__all__ = ["CnnSpecError", "Network", "load", "load_all", "loads", "loads_all", "__version__"]
+__all__ = ["CnnSpecError", "Network", "from_onnx", "load", "load_all", "loads", "loads_all", "__version__"]
 
 
 def load(path, **kwargs):
@@ -38,6 +38,14 @@ def loads_all(text, **kwargs):
     from cnnspec.network import loads_all as _loads_all
 
     return _loads_all(text, **kwargs)
+
+
+def from_onnx(path, name=None):
+    """Read an ONNX model: returns ``(network, weights)``, the analysed :class:`Network` and its
+    weights ``{"layer.param": array}`` (what ``cnnspec import`` writes). Needs ``onnx``."""
+    from cnnspec.interop.onnx_import import from_onnx as _from_onnx
+
+    return _from_onnx(path, name)
 
 
 def __getattr__(name):

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "cnnspec.report.cli",      # report, serve
     "cnnspec.engine.cli",      # bench
     "cnnspec.grade.cli",       # grade init | grade | grade batch | grade gradescope-bundle
+    "cnnspec.interop.cli",     # export (pytorch, onnx), import (onnx)
 )
 
 

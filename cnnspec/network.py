@@ -158,6 +158,21 @@ class Network:
 
         return Model(self, dtype=dtype, seed=seed, **kwargs)
 
+    def to_torch(self, weights=None, seed: int = 0, dtype: str = "float32"):
+        """This network as a ``torch.nn.Module`` (evaluation mode) holding ``weights`` (an ``.npz``
+        file or a dict ``{"layer.param": array}``; default: the engine's initial weights for
+        ``seed``). Its source is ``module.source``. Needs PyTorch."""
+        from cnnspec.interop.torch_export import to_torch
+
+        return to_torch(self, weights, seed, dtype)
+
+    def to_onnx(self, path=None, weights=None, seed: int = 0):
+        """Write this network as an ONNX model (opset 21) to ``path``; returns the ModelProto.
+        ``weights`` as for :meth:`to_torch`. Needs the ``onnx`` package."""
+        from cnnspec.interop.onnx_export import to_onnx
+
+        return to_onnx(self, path, weights, seed)
+
     def __repr__(self) -> str:
         t = self.summary()["totals"]
         inputs = ", ".join(f"{name} {shape}" for name, shape in self.input_shapes.items())

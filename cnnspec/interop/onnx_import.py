@@ -581,7 +581,7 @@ def _no():
 
 # ---- the public entry point ----------------------------------------------------------------------------
 
-def from_onnx(path, name: str | None = None):
+def import_onnx(path, name: str | None = None):
     """Read the ONNX model at ``path``: returns ``(network, weights, text)``, the analysed
     :class:`cnnspec.Network`, its weights ``{"layer.param": float32 array}`` and the ``.cnn``
     text it was compiled from."""
@@ -594,6 +594,12 @@ def from_onnx(path, name: str | None = None):
     return write(layers, importer, path, name)
 
 
+def from_onnx(path, name: str | None = None):
+    """``(network, weights)`` of the ONNX model at ``path`` (see :func:`import_onnx`)."""
+    net, weights, _ = import_onnx(path, name)
+    return net, weights
+
+
 def describe(model) -> str:
     """``producer version, opset N`` for the header comment of an imported file."""
     producer = " ".join(filter(None, [model.producer_name, model.producer_version])) or "an unknown producer"
@@ -601,5 +607,5 @@ def describe(model) -> str:
     return f"{producer}, opset {opset}"
 
 
-__all__ = ["BATCH", "FOLD", "Importer", "Layer", "Value", "describe", "from_onnx", "read_model",
+__all__ = ["BATCH", "FOLD", "Importer", "Layer", "Value", "describe", "from_onnx", "import_onnx", "read_model",
            "supported_operators"]

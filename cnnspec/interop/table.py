@@ -687,6 +687,9 @@ class Add(Kind):
     ops = ("add",)
     onnx_ops = ("Add", "Sum")
 
+    def torch(self, node):
+        return None                                     # written in forward
+
     def torch_merge(self, node, operands):
         return " + ".join(operands)
 
@@ -711,6 +714,9 @@ class Add(Kind):
 class Concat(Kind):
     ops = ("concat",)
     onnx_ops = ("Concat",)
+
+    def torch(self, node):
+        return None
 
     def torch_merge(self, node, operands):
         return f"torch.cat([{', '.join(operands)}], dim=1)"

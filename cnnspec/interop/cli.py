@@ -1,0 +1,97 @@
+"""``cnnspec export`` and ``cnnspec import``: thin faces over :mod:`cnnspec.interop` (nothing heavy
+is imported until a command runs)."""
+from __future__ import annotations
+
+import os
+
+from cnnspec.errors import CnnSpecError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="write the network as a PyTorch module (.py + .pt state dict) "
+                                      "or an ONNX model")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--to", required=True, choices=["pytorch", "onnx"], help="the format")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="OUT.py (pytorch: the state dict goes to OUT.pt) or OUT.onnx")
+    p.add_argument("--weights", metavar="W.npz",
+                   help="weights to carry (default: the engine's initial weights for --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    p.set_defaults(func=export)
+
+    p = sub.add_parser("import", help="read an ONNX model as a .cnn file and a weights file")
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("-o", "--output", metavar="OUT.cnn", help="the .cnn file to write (default: print it)")
+    p.add_argument("--weights-out", metavar="W.npz",
+                   help="the weights file to write (default: OUT.npz beside OUT.cnn)")
+    p.add_argument("--name", help="the network's name (default: the ONNX graph's or the file's)")
+    p.set_defaults(func=import_)
+
+
+def export(args) -> int:
+    from cnnspec.network import load
+
+    net = load(args.file)
+    if args.to == "pytorch":
+        from cnnspec.interop.torch_export import export_torch
+
+        written = export_torch(net, args.output, weights=args.weights, seed=args.seed)
+        print(f"wrote {', '.join(written)} ({net.name}: class {net.name}, "
+              f"{net.summary()['totals']['params']:,} parameters)")
+        return 0
+    from cnnspec.interop.onnx_export import OPSET, to_onnx
+
+    model = to_onnx(net, args.output, weights=args.weights, seed=args.seed)
+    print(f"wrote {args.output} ({net.name}: ONNX opset {OPSET}, {len(model.graph.node)} nodes named "
+          f"as the layers; open it in Netron: https://netron.app)")
+    return 0
+
+
+def import_(args) -> int:
+    import numpy as np
+
+    from cnnspec.interop.onnx_import import import_onnx
+
+    net, weights, text = import_onnx(args.model, name=args.name)
+    if args.output is None:
+        print(text, end="")
+        if args.weights_out:
+            _save(args.weights_out, weights, np)
+        return 0
+    weights_out = args.weights_out or os.path.splitext(args.output)[0] + ".npz"
+    if os.path.abspath(weights_out) == os.path.abspath(args.output):
+        raise CnnSpecError("the .cnn file and the weights file are the same file", file=args.output)
+    _write_text(args.output, text)
+    _save(weights_out, weights, np)
+    totals = net.summary()["totals"]
+    blocks = {v["type"] for v in net.graph.graph.get("blocks", {}).values()}
+    print(f"wrote {args.output} ({net.name}: {len(net.graph) - 1} layers"
+          + (f", blocks {', '.join(sorted(blocks))}" if blocks else "")
+          + f"; {totals['params']:,} parameters, {totals['macs']:,} MACs) and {weights_out}")
+    return 0
+
+
+def _write_text(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CnnSpecError(f"cannot write: {exc.strerror or exc}", file=path) from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _save(path, weights, np):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **weights)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CnnSpecError(f"cannot write: {exc.strerror or exc}", file=path) from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
