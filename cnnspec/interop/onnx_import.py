@@ -118,9 +118,17 @@ def _first_line(exc) -> str:
 STRUCTURAL = ("Identity", "Cast", "Pad", "Mul")
 
 
-def supported_operators() -> list:
-    """The ONNX operators ``cnnspec import`` reads (constant-folded ones included)."""
-    return sorted(set(IMPORTERS) | set(STRUCTURAL) | set(FOLD))
+def supported_operators() -> tuple:
+    """The ONNX operators ``cnnspec import`` reads: ``(on tensors, on constants and shapes only)``.
+    The second are computed at import time (the shape arithmetic around a flatten)."""
+    tensors = set(IMPORTERS) | set(STRUCTURAL)
+    return sorted(tensors), sorted(set(FOLD) - tensors)
+
+
+def supported_text() -> str:
+    tensors, folded = supported_operators()
+    return (f"cnnspec reads {', '.join(tensors)}; and, on constants and shapes only, "
+            f"{', '.join(folded)}")
 
 
 class Importer:
@@ -313,7 +321,7 @@ class Importer:
 
     # -- the structural operators ----------------------------------------------------------------
     def Identity(self, node):
-        self.values[node.output[0]] = self.tensor(node, 0)
+        self.layer("identity", {}, [self.tensor(node, 0)], node)
 
     def Cast(self, node):
         to = self.attr(node, "to")
@@ -443,6 +451,12 @@ class Importer:
                 getattr(self, node.op_type)(node)
             elif node.op_type in IMPORTERS:
                 IMPORTERS[node.op_type].from_onnx(self, node)
+            elif node.op_type in FOLD:
+                tensor = next((i for i in node.input if i in self.values), "?")
+                raise CnnSpecError(f"node `{node.name or '(unnamed)'}`: operator {node.op_type} on a tensor "
+                                   f"computed from the input (`{tensor}`) is not supported: cnnspec computes "
+                                   f"{node.op_type} only on constants and shapes, at import time",
+                                   file=self.file, hint=supported_text())
             else:
                 raise self.unsupported(node)
         if len(graph.output) != 1:
@@ -459,7 +473,7 @@ class Importer:
         domain = f" of domain `{node.domain}`" if node.domain not in ("", "ai.onnx") else ""
         return CnnSpecError(
             f"node `{node.name or '(unnamed)'}`: operator {node.op_type}{domain} is not supported",
-            file=self.file, hint="cnnspec reads: " + ", ".join(supported_operators()))
+            file=self.file, hint=supported_text())
 
     def _live(self, output: int) -> list:
         keep = {output}
@@ -608,4 +622,4 @@ def describe(model) -> str:
 
 
 __all__ = ["BATCH", "FOLD", "Importer", "Layer", "Value", "describe", "from_onnx", "import_onnx", "read_model",
-           "supported_operators"]
+           "supported_operators", "supported_text"]

@@ -314,7 +314,7 @@ def pool_extra(n, k, s, before, after, ceil):
     spec_ceil = 1 + -(-(n + before + after - k) // s)     # ONNX's ceil rule, without Caffe's drop
     if not ceil or spec_ceil == out:
         return None
-    return (out - 1) * s + k - (n + before + after)
+    return max(0, (out - 1) * s + k - (n + before + after))
 
 
 @register

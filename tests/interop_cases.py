@@ -1,0 +1,70 @@
+"""Small networks that between them use every layer kind and argument form of dsl.md §6 (padding
+forms, asymmetric and `same` padding with odd totals, ceil mode where Caffe's rule drops a window,
+1-D and 2-D, groups, dilation, frozen layers): the cases of the export and import tests."""
+
+ZOO = {
+    # conv: every padding form, stride, dilation, groups, bias or not, 2-D
+    "conv2d": """
+network Conv2d {
+    input image: 4x13x11
+    a = conv(6, 3x3, pad=same, stride=2) -> relu
+    b = image -> conv(6, 3x2, pad=(0, 2, 1, 0), dilation=2x1, groups=2, bias=false) -> leaky_relu(0.2)
+    c = image -> conv(6, 5x5, pad=full, stride=3) -> tanh -> maxpool(2x2, stride=1, ceil=true)
+    e = image -> conv(6, 4x4, pad=same, stride=2, trainable=false) -> identity
+    concat(a, e) -> conv(8, 3x3, pad=valid, groups=4) -> batchnorm(eps=0.001, momentum=0.2)
+    f = conv(8, 3x3, pad=1) -> sigmoid
+    g = b -> conv(8, 3x3, pad=(0, 1, 2, 0), stride=2x3)
+    h = c -> conv(8, 2x2, pad=(0, 2, 1, 1), dilation=2)
+    add(f, g, h) -> relu -> flatten -> dropout(0.3) -> dense(7) -> softmax
+}
+""",
+    # pooling: max/avg/sum, padding (asymmetric too), ceil mode incl. Caffe's dropped window
+    "pools2d": """
+network Pools2d {
+    input image: 3x9x10
+    t = conv(4, 3x3, pad=1)
+    a = t -> maxpool(3x3, stride=2, pad=1, ceil=true)
+    b = t -> avgpool(3x3, stride=2, pad=1, ceil=true)
+    c = t -> sumpool(2x3, stride=2x2, pad=(1, 0, 0, 2), ceil=true)
+    d = t -> maxpool(2x2, stride=3, pad=(0, 1, 1, 0), ceil=true)
+    e = t -> avgpool(4x4, stride=3, pad=2, ceil=true)
+    f = t -> sumpool(2x2)
+    g = t -> maxpool(3x3, pad=2)
+    x1 = a -> globalavgpool
+    x2 = b -> globalmaxpool
+    x3 = c -> globalavgpool
+    x4 = d -> globalmaxpool
+    x5 = e -> globalavgpool
+    x6 = f -> globalmaxpool
+    x7 = g -> globalavgpool
+    concat(x1, x2, x3, x4, x5, x6, x7) -> flatten -> batchnorm -> dense(5, bias=false)
+}
+""",
+    # 1-D: conv, pools (sum in 1-D), batchnorm over channels, global pools
+    "seq1d": """
+network Seq1d {
+    input words: 6x20
+    t = words -> conv(8, 3, pad=same, stride=2) -> batchnorm -> relu
+    a = t -> maxpool(3, stride=2, pad=1, ceil=true)
+    b = t -> sumpool(3, stride=2, pad=(0, 2), ceil=true)
+    c = t -> avgpool(2, pad=1)
+    x1 = a -> conv(5, 2, pad=(1, 0), dilation=2, groups=1)
+    x2 = b -> conv(5, 2, pad=(1, 1), dilation=2)
+    x3 = c -> conv(8, 3, pad=1, groups=8, bias=false)
+    y = x3 -> globalavgpool
+    s = add(x1, x2) -> globalmaxpool
+    concat(s, y) -> flatten -> dense(3, trainable=false) -> tanh
+}
+""",
+    # a flat input: dense, batchnorm per feature, leaky relu, add of three
+    "flat": """
+network Flat {
+    input z: 12
+    t = z -> dense(16) -> batchnorm(momentum=0.3) -> leaky_relu
+    a = t -> dense(16) -> relu
+    b = t -> dense(16, bias=false) -> sigmoid
+    c = t -> identity
+    add(a, b, c) -> dropout(0.5) -> dense(4) -> softmax
+}
+""",
+}
