@@ -452,11 +452,12 @@ class Importer:
             elif node.op_type in IMPORTERS:
                 IMPORTERS[node.op_type].from_onnx(self, node)
             elif node.op_type in FOLD:
-                tensor = next((i for i in node.input if i in self.values), "?")
-                raise CnnSpecError(f"node `{node.name or '(unnamed)'}`: operator {node.op_type} on a tensor "
-                                   f"computed from the input (`{tensor}`) is not supported: cnnspec computes "
-                                   f"{node.op_type} only on constants and shapes, at import time",
-                                   file=self.file, hint=supported_text())
+                tensor = next((i for i in node.input if i in self.values), None)
+                what = (f"on a tensor computed from the input (`{tensor}`)" if tensor else
+                        "on these inputs (they could not be computed at import time)")
+                raise CnnSpecError(f"node `{node.name or '(unnamed)'}`: operator {node.op_type} {what} is not "
+                                   f"supported: cnnspec computes {node.op_type} only on constants and shapes, "
+                                   "at import time", file=self.file, hint=supported_text())
             else:
                 raise self.unsupported(node)
         if len(graph.output) != 1:
@@ -566,7 +567,8 @@ FOLD = {
     "Cast": _cast,
     "CastLike": _cast,
     "Shape": None,                                          # handled in Importer.fold
-    "Gather": lambda imp, node, x, i: np.take(x, i.astype(np.int64), axis=imp.attr(node, "axis", 0)),
+    "Gather": lambda imp, node, x, i: np.asarray(np.take(x, i.astype(np.int64), axis=imp.attr(node, "axis", 0)),
+                                                 dtype=x.dtype),
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,
     "Concat": lambda imp, node, *xs: np.concatenate([np.atleast_1d(x) for x in xs], axis=imp.attr(node, "axis")),

@@ -1,0 +1,365 @@
+"""`cnnspec import` of ONNX files made elsewhere: torch.onnx.export's output (the acceptance test:
+ResNet-18), the patterns exporters emit, unsupported operators and malformed files.
+
+The reference for every imported network is ONNX Runtime running the ONNX file itself: the engine,
+running the imported .cnn with the imported weights, must compute the same.
+"""
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import cnnspec
+from cnnspec.cli import main
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def rel(a, b) -> float:
+    return float(np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def engine_output(net, weights, x):
+    model = net.compile(dtype="float32", seed=1)
+    for key, value in weights.items():
+        group, param = key.rsplit(".", 1)
+        (model.state if param.startswith("running_") else model.params)[group][param] = value
+    return model.forward(x)
+
+
+def check_against_runtime(path, batch=2, seed=0):
+    """Import ``path``; the engine's output with the imported weights equals ONNX Runtime's."""
+    net, weights = cnnspec.from_onnx(path)
+    x = np.random.default_rng(seed).standard_normal((batch, *net.input_shape)).astype(np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert rel(engine_output(net, weights, x), expected) < 1e-5
+    return net, weights
+
+
+# ---- ResNet-18 from PyTorch: the acceptance test ----------------------------------------------------
+
+def resnet18_module():
+    """torchvision.models.resnet18, written out (torchvision's resnet.py: BasicBlock, _make_layer)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class BasicBlock(nn.Module):
+        def __init__(self, inplanes, planes, stride=1, downsample=None):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.downsample = downsample
+
+        def forward(self, x):
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+            return self.relu(out)
+
+    class ResNet(nn.Module):
+        def __init__(self, num_classes=1000):
+            super().__init__()
+            self.inplanes = 64
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            self.layer1 = self._make_layer(64, 2)
+            self.layer2 = self._make_layer(128, 2, stride=2)
+            self.layer3 = self._make_layer(256, 2, stride=2)
+            self.layer4 = self._make_layer(512, 2, stride=2)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(512, num_classes)
+
+        def _make_layer(self, planes, blocks, stride=1):
+            downsample = None
+            if stride != 1 or self.inplanes != planes:
+                downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride, bias=False),
+                                           nn.BatchNorm2d(planes))
+            layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+            self.inplanes = planes
+            layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+            return nn.Sequential(*layers)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    torch.manual_seed(0)
+    model = ResNet()
+    with torch.no_grad():           # batch norms as after training: statistics that matter
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def torch_export(model, path, shape, **kwargs):
+    torch = pytest.importorskip("torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, *shape),), str(path), input_names=["x"], output_names=["y"],
+                          **kwargs)
+
+
+@pytest.fixture(scope="module")
+def resnet18_onnx(tmp_path_factory):
+    """ResNet-18 through torch.onnx.export's TorchScript exporter, batch norm kept (not folded into
+    the convolutions), batch dynamic, at 3x224x224."""
+    path = tmp_path_factory.mktemp("resnet") / "resnet18.onnx"
+    model = resnet18_module()
+    assert sum(p.numel() for p in model.parameters()) == 11_689_512      # torchvision's count
+    torch_export(model, path, (3, 224, 224), dynamo=False, do_constant_folding=False,
+                 dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    return path
+
+
+def test_resnet18_from_pytorch_imports_with_torchvisions_figures(resnet18_onnx, tmp_path):
+    out = tmp_path / "resnet18.cnn"
+    assert main(["import", str(resnet18_onnx), "-o", str(out)]) == 0
+    net = cnnspec.load(out)
+    totals = net.summary()["totals"]
+    assert totals["params"] == 11_689_512                 # torchvision's published count
+    assert round(totals["macs"] / 1e9, 3) == 1.814         # torchvision's "GFLOPS" (fvcore's MACs)
+    text = out.read_text()
+    assert text.count("block ") == 2 and "* 2" not in text.split("network")[0]   # two block kinds
+    weights = dict(np.load(tmp_path / "resnet18.npz"))
+    x = np.random.default_rng(0).random((2, 3, 224, 224), dtype=np.float32)
+    sess = ort.InferenceSession(str(resnet18_onnx), providers=["CPUExecutionProvider"])
+    assert rel(engine_output(net, weights, x), sess.run(None, {"x": x})[0]) < 1e-5
+
+
+def test_resnet18_with_batchnorm_folded_imports_as_convolutions_with_bias(tmp_path):
+    """torch.onnx.export's default folds each batch norm into the convolution before it: the
+    import is then a ResNet-18 whose convolutions have biases (11,689,512 - 9,600 parameters: each
+    batch norm's 2C become the convolution's C), computing the same."""
+    path = tmp_path / "folded.onnx"
+    torch_export(resnet18_module(), path, (3, 64, 64), dynamo=False, dynamic_axes={"x": {0: "batch"}})
+    net, _ = check_against_runtime(path)
+    bn_channels = 64 + 2 * 2 * 64 + (2 * 2 + 1) * (128 + 256 + 512)
+    assert net.summary()["totals"]["params"] == 11_689_512 - bn_channels
+    assert not any(net[n]["op"] == "batchnorm" for n in net.layers())
+
+
+def test_the_dynamo_exporter_is_read_too(tmp_path):
+    """torch.onnx.export(dynamo=True), PyTorch's default exporter (needs onnxscript)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    path = tmp_path / "dynamo.onnx"
+    torch_export(resnet18_module(), path, (3, 64, 64), dynamo=True,
+                 dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    net, _ = check_against_runtime(path)
+    assert net.output_shape == (1000,)
+
+
+# ---- hand-made graphs: the patterns exporters emit -----------------------------------------------------
+
+def make_model(nodes, inits, in_shape, out_rank=None, opset=21, inputs=None, producer="test"):
+    rng = np.random.default_rng(0)
+    tensors = [numpy_helper.from_array(np.asarray(v if not callable(v) else v(rng)), k) for k, v in inits.items()]
+    graph_inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_shape])]
+    out = nodes[-1].output[0]
+    dims = ["N"] + [None] * ((out_rank or len(in_shape) + 1) - 1)
+    graph = helper.make_graph(nodes, "g", graph_inputs,
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, dims)], initializer=tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer)
+    model.ir_version = 8 if opset < 21 else 10
+    return model
+
+
+def save(model, tmp_path, name="m.onnx"):
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def w(*shape):
+    return lambda rng: rng.standard_normal(shape).astype(np.float32)
+
+
+def test_matmul_and_add_become_one_dense_layer(tmp_path):
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], axis=1),
+             helper.make_node("MatMul", ["f", "W"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Gemm", ["r", "W2", "b2"], ["g"], transB=1, alpha=0.5, beta=2.0),
+             helper.make_node("Softmax", ["g"], ["y"], axis=-1)]
+    path = save(make_model(nodes, {"W": w(12, 5), "b": w(5), "W2": w(3, 5), "b2": w(1, 3)}, (3, 2, 2), 2), tmp_path)
+    net, weights = check_against_runtime(path)
+    assert [net[n]["op"] for n in net.layers()] == ["input", "flatten", "dense", "relu", "dense", "softmax"]
+    assert net["dense1"]["config"]["bias"] and "dense1.bias" in weights
+
+
+def test_conv_without_bias_plus_a_constant_is_a_conv_with_bias(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["B", "c"], ["y"])]
+    path = save(make_model(nodes, {"W": w(4, 2, 3, 3), "B": w(1, 4, 1, 1)}, (2, 5, 5)), tmp_path)
+    net, weights = check_against_runtime(path)
+    assert net["conv1"]["config"]["bias"] and weights["conv1.bias"].shape == (4,)
+
+
+def test_pad_before_convolution_and_pooling_folds_into_them(tmp_path):
+    nodes = [helper.make_node("Pad", ["x", "p1"], ["xp"]),                     # zeros: conv padding
+             helper.make_node("Conv", ["xp", "W"], ["c"], pads=[0, 1, 0, 0]),
+             helper.make_node("Pad", ["c", "p2", "ninf"], ["cp"]),             # -inf: max-pool padding
+             helper.make_node("MaxPool", ["cp"], ["m"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Pad", ["m", "p3"], ["mp"]),                     # zeros: counted by avg
+             helper.make_node("AveragePool", ["mp"], ["y"], kernel_shape=[2, 2], strides=[1, 1],
+                              count_include_pad=0)]
+    inits = {"p1": np.array([0, 0, 1, 0, 0, 0, 0, 2], np.int64), "W": w(3, 2, 3, 3),
+             "p2": np.array([0, 0, 0, 1, 0, 0, 1, 0], np.int64), "ninf": np.array(-np.inf, np.float32),
+             "p3": np.array([0, 0, 1, 1, 0, 0, 0, 0], np.int64)}
+    path = save(make_model(nodes, inits, (2, 7, 6)), tmp_path)
+    net, _ = check_against_runtime(path)
+    assert net["conv1"]["config"]["pad"] == (1, 0, 1, 2)
+    assert net["maxpool1"]["config"]["pad"] == (0, 1, 1, 0)
+    assert net["avgpool1"]["config"]["pad"] == (1, 0, 1, 0)
+
+
+def test_auto_pad_same_and_flatten_through_shape_arithmetic(tmp_path):
+    """x.view(x.size(0), -1) as the TorchScript exporter writes it: Shape, Gather, Unsqueeze, Concat,
+    Reshape; auto_pad=SAME_UPPER; ReduceMean over the spatial axes as global pooling; opset 13."""
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], auto_pad="SAME_UPPER", strides=[2, 2]),
+             helper.make_node("LeakyRelu", ["c"], ["l"], alpha=0.1),
+             helper.make_node("ReduceMean", ["l"], ["g"], axes=[2, 3], keepdims=1),     # opset 13: an attribute
+             helper.make_node("Shape", ["g"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["g", "shape"], ["r"]),
+             helper.make_node("Dropout", ["r", "ratio"], ["d"]),
+             helper.make_node("Gemm", ["d", "W2"], ["y"], transB=1)]
+    inits = {"W": w(4, 3, 4, 4), "B": w(4), "zero": np.array(0, np.int64),
+             "axes0": np.array([0], np.int64), "minus1": np.array([-1], np.int64),
+             "ratio": np.array(0.25, np.float32), "W2": w(2, 4)}
+    path = save(make_model(nodes, inits, (3, 9, 7), 2, opset=13), tmp_path)
+    net, _ = check_against_runtime(path)
+    ops = [net[n]["op"] for n in net.layers()]
+    assert ops == ["input", "conv", "leaky_relu", "globalavgpool", "flatten", "dropout", "dense"]
+    assert net["conv1"]["config"]["pad"] == (1, 2, 1, 2) and net["dropout1"]["config"]["p"] == 0.25
+
+
+def test_sum_squeeze_sigmoid_tanh_and_reduce_max(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]),
+             helper.make_node("Sigmoid", ["c"], ["a"]),
+             helper.make_node("Tanh", ["c"], ["b"]),
+             helper.make_node("Sum", ["a", "b", "c"], ["s"]),
+             helper.make_node("ReduceMax", ["s", "axes"], ["m"], keepdims=0),
+             helper.make_node("Identity", ["m"], ["i"]),
+             helper.make_node("BatchNormalization", ["i", "g", "bb", "mu", "var"], ["y"], epsilon=1e-3)]
+    inits = {"W": w(3, 1, 3), "axes": np.array([2], np.int64), "g": w(3), "bb": w(3), "mu": w(3),
+             "var": lambda rng: rng.uniform(0.5, 1.5, 3).astype(np.float32)}
+    path = save(make_model(nodes, inits, (1, 10), 2, opset=18), tmp_path)
+    net, _ = check_against_runtime(path)
+    assert [net[n]["op"] for n in net.layers()][1:] == ["conv", "sigmoid", "tanh", "add", "globalmaxpool",
+                                                        "flatten", "identity", "batchnorm"]
+    assert net["batchnorm1"]["config"]["eps"] == 1e-3
+
+
+# ---- what cnnspec does not read: clear errors, never a traceback --------------------------------------
+
+def cli_error(capsys, path) -> str:
+    assert main(["import", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_an_unsupported_operator_names_the_node_and_the_supported_ones(tmp_path, capsys):
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]),
+             helper.make_node("Erf", ["c"], ["y"], name="gelu_erf")]
+    path = save(make_model(nodes, {"W": w(2, 1, 3, 3)}, (1, 5, 5)), tmp_path)
+    err = cli_error(capsys, path)
+    assert "node `gelu_erf`: operator Erf is not supported" in err
+    assert "hint: cnnspec reads " in err and "BatchNormalization" in err and "Conv" in err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("slice", "operator Slice on a tensor computed from the input"),
+    ("pad_relu", "cnnspec reads Pad only right before a Conv, MaxPool or AveragePool"),
+    ("add_const", "Add of a constant other than the bias"),
+    ("two_inputs", "the model has 2 inputs (x, z)"),
+    ("dynamic", "has a size that is not fixed (H)"),
+    ("channel_softmax", "Softmax over axis 2"),
+    ("runtime_weights", "the weights computed at run time"),
+])
+def test_graphs_cnnspec_cannot_express_are_clear_errors(tmp_path, capsys, case, message):
+    W = {"W": w(2, 1, 3, 3)}
+    conv = helper.make_node("Conv", ["x", "W"], ["c"], name="conv")
+    inputs = None
+    if case == "slice":
+        nodes, inits = [conv, helper.make_node("Slice", ["c", "s", "e", "a"], ["y"])], {
+            **W, "s": np.array([0]), "e": np.array([1]), "a": np.array([1])}
+    elif case == "pad_relu":
+        nodes, inits = [conv, helper.make_node("Pad", ["c", "p"], ["q"], name="pad"),
+                        helper.make_node("Relu", ["q"], ["y"])], {**W, "p": np.array([0, 0, 1, 1, 0, 0, 1, 1])}
+    elif case == "add_const":
+        nodes, inits = [conv, helper.make_node("Relu", ["c"], ["r"]),
+                        helper.make_node("Add", ["r", "k"], ["y"])], {**W, "k": w(1)}
+    elif case == "two_inputs":
+        inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 1, 5, 5]) for n in ("x", "z")]
+        nodes, inits = [helper.make_node("Add", ["x", "z"], ["y"])], {}
+    elif case == "dynamic":
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", 5])]
+        nodes, inits = [conv], W
+    elif case == "channel_softmax":
+        nodes, inits = [conv, helper.make_node("Softmax", ["c"], ["y"], axis=2)], W
+    else:
+        nodes, inits = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["x", "r"], ["y"])], {}
+    path = save(make_model(nodes, inits, (1, 5, 5), inputs=inputs), tmp_path)
+    err = cli_error(capsys, path)
+    assert message in err and err.startswith(f"{path}: error: ")
+
+
+def test_malformed_files_are_clear_errors(tmp_path, capsys):
+    good = make_model([helper.make_node("Conv", ["x", "W"], ["y"])], {"W": w(2, 1, 3, 3)}, (1, 5, 5))
+    data = good.SerializeToString()
+    cases = {
+        "text.onnx": (b"network N {\n    input x: 3\n}\n", "not an ONNX model"),
+        "truncated.onnx": (data[: len(data) // 2], "not an ONNX model"),
+        "random.onnx": (np.random.default_rng(0).bytes(5000), "not an ONNX model"),
+        "empty.onnx": (b"", "the file is empty"),
+        "png.onnx": (b"\x89PNG\r\n\x1a\n" + bytes(100), "not an ONNX model"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        err = cli_error(capsys, tmp_path / name)
+        assert message in err and name in err, (name, err)
+    assert "no such ONNX file" in cli_error(capsys, tmp_path / "missing.onnx")
+    invalid = helper.make_model(helper.make_graph([helper.make_node("Conv", ["x", "W"], ["y"])], "g", [], []))
+    (tmp_path / "invalid.onnx").write_bytes(invalid.SerializeToString())
+    assert "not a valid ONNX model" in cli_error(capsys, tmp_path / "invalid.onnx")
+
+
+def test_a_file_over_protobufs_limit_is_refused_before_reading(tmp_path, capsys, monkeypatch):
+    from cnnspec.interop import onnx_import
+
+    path = save(make_model([helper.make_node("Conv", ["x", "W"], ["y"])], {"W": w(2, 1, 3, 3)}, (1, 5, 5)),
+                tmp_path)
+    monkeypatch.setattr(onnx_import, "MAX_BYTES", 100)
+    assert "the ONNX file is too large" in cli_error(capsys, path)
+
+
+def test_import_without_onnx_says_how_to_install_it(tmp_path):
+    """In a process where `import onnx` fails: a one-line error naming the pip command."""
+    code = ("import sys; sys.modules['onnx'] = None\n"
+            "from cnnspec.cli import main\n"
+            f"raise SystemExit(main(['import', {str(tmp_path / 'm.onnx')!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "needs the `onnx` package" in result.stderr and "pip install 'cnnspec[onnx]'" in result.stderr
