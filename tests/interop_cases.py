@@ -68,3 +68,29 @@ network Flat {
 }
 """,
 }
+
+
+def readme_section(title="## When you outgrow one CPU"):
+    """The text of a README section (up to the next `## ` heading)."""
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index(title)
+    end = text.find("\n## ", start + len(title))
+    return text[start:end if end >= 0 else None]
+
+
+def code_blocks(section, lang=""):
+    """The fenced code blocks of ``section`` whose opening fence says ``lang`` ("" for plain ones)."""
+    blocks, current, fence = [], None, None
+    for line in section.splitlines(keepends=True):
+        if line.startswith("```"):
+            if current is None:
+                current, fence = [], line[3:].strip()
+            else:
+                if fence == lang:
+                    blocks.append("".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks

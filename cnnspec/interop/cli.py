@@ -35,8 +35,8 @@ def export(args) -> int:
     if args.to == "pytorch":
         from cnnspec.interop.torch_export import export_torch
 
-        written = export_torch(net, args.output, weights=args.weights, seed=args.seed)
-        print(f"wrote {', '.join(written)} ({net.name}: class {net.name}, "
+        ((cls, pt),) = export_torch(net, args.output, weights=args.weights, seed=args.seed)
+        print(f"wrote {args.output} (class {cls}) and {pt} (its state dict: "
               f"{net.summary()['totals']['params']:,} parameters)")
         return 0
     from cnnspec.interop.onnx_export import OPSET, to_onnx

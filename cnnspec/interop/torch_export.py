@@ -448,7 +448,7 @@ def to_torch(network, weights=None, seed: int = 0, dtype: str = "float32"):
 def export_torch(networks, path, weights=None, seed: int = 0) -> list:
     """Write the module file ``path`` (.py) and one state dict per network beside it (``stem.pt``,
     or ``stem.NAME.pt`` for several networks). ``weights``: one per network (a list) or one for a
-    single network. Returns the paths written."""
+    single network. Returns ``[(class name, state dict path)]``."""
     from cnnspec.interop.deps import require
     from cnnspec.interop.weights import network_arrays
 
@@ -458,13 +458,13 @@ def export_torch(networks, path, weights=None, seed: int = 0) -> list:
     text, names = torch_source(networks)
     path = os.fspath(path)
     stem = os.path.splitext(path)[0]
-    written = [path]
+    states = [state_dict(net, network_arrays(net, w, seed, dtype="float64")) for net, w in zip(networks, weights)]
+    written = []
     _atomic_write(path, lambda f: f.write(text.encode()))
-    for net, name, w in zip(networks, names, weights):
+    for name, sd in zip(names, states):
         pt = f"{stem}.pt" if len(networks) == 1 else f"{stem}.{name}.pt"
-        sd = state_dict(net, network_arrays(net, w, seed, dtype="float64"))
         _atomic_write(pt, lambda f, sd=sd: torch.save(sd, f))
-        written.append(pt)
+        written.append((name, pt))
     return written
 
 

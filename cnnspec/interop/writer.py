@@ -185,6 +185,8 @@ def _block_name(layers, instances, hints, taken) -> str:
     if base is None or not usable(base, taken):
         ops = {layers[i].op for i in instances[0][1]}
         base = "residual" if "add" in ops else "inception" if "concat" in ops else "gated" if "mul" in ops else "unit"
+        strided = all(any(max(layers[i].kwargs.get("stride", (1,))) > 1 for i in nodes) for _, nodes in instances)
+        base += "_down" if strided else ""
     name, letter = base, "b"
     while not usable(name, taken):
         name, letter = f"{base}_{letter}", chr(ord(letter) + 1)
