@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from cnnspec.errors import CnnSpecError
+from cnnspec.interop.files import write_atomic
 
 
 def register(sub) -> None:
@@ -72,26 +73,8 @@ def import_(args) -> int:
 
 
 def _write_text(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CnnSpecError(f"cannot write: {exc.strerror or exc}", file=path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _save(path, weights, np):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **weights)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CnnSpecError(f"cannot write: {exc.strerror or exc}", file=path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomic(path, lambda f: np.savez(f, **weights))

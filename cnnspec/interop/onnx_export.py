@@ -16,6 +16,7 @@ import numpy as np
 from cnnspec import __version__
 from cnnspec.errors import CnnSpecError
 from cnnspec.interop.deps import require
+from cnnspec.interop.files import write_atomic
 from cnnspec.interop.table import framework_layout, kind
 
 OPSET = 21
@@ -102,21 +103,16 @@ def to_onnx(network, path=None, weights=None, seed: int = 0, check: bool = True)
             raise CnnSpecError(f"the ONNX model of `{network.name}` does not pass onnx.checker: {exc}") from None
     if path is not None:
         path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        try:
-            if size >= LARGE:            # protobuf's 2 GB limit: weights beside the model
-                onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+        if size < LARGE:
+            write_atomic(path, lambda f: f.write(model.SerializeToString()))
+        else:                            # protobuf's 2 GB limit: the weights beside the model
+            try:
+                onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                                 location=os.path.basename(path) + ".data")
-                if check:
-                    onnx.checker.check_model(tmp)
-            else:
-                onnx.save_model(model, tmp)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise CnnSpecError(f"cannot write the ONNX file: {exc.strerror or exc}", file=path) from None
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            except OSError as exc:
+                raise CnnSpecError(f"cannot write the ONNX file: {exc.strerror or exc}", file=path) from None
+            if check:
+                onnx.checker.check_model(path)
     return model
 
 

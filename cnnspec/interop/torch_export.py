@@ -192,8 +192,7 @@ class TorchWriter:
             params = ["in_channels"] if "in_channels" in used else []
             params += [p for p in progs[0].args if p in used and p != "in_channels"]
             params += [name for name, _ in extra]
-            for i, p in enumerate(progs):
-                env = envs[i]
+            for i, env in enumerate(envs):
                 values = {name: env[name] for name in params if name in env}
                 values.update({name: vals[i] for name, vals in extra})
                 ctor_args[(shape_key, i)] = values
@@ -450,6 +449,7 @@ def export_torch(networks, path, weights=None, seed: int = 0) -> list:
     or ``stem.NAME.pt`` for several networks). ``weights``: one per network (a list) or one for a
     single network. Returns ``[(class name, state dict path)]``."""
     from cnnspec.interop.deps import require
+    from cnnspec.interop.files import write_atomic
     from cnnspec.interop.weights import network_arrays
 
     torch = require("torch")
@@ -460,22 +460,9 @@ def export_torch(networks, path, weights=None, seed: int = 0) -> list:
     stem = os.path.splitext(path)[0]
     states = [state_dict(net, network_arrays(net, w, seed, dtype="float64")) for net, w in zip(networks, weights)]
     written = []
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    write_atomic(path, lambda f: f.write(text.encode()))
     for name, sd in zip(names, states):
         pt = f"{stem}.pt" if len(networks) == 1 else f"{stem}.{name}.pt"
-        _atomic_write(pt, lambda f, sd=sd: torch.save(sd, f))
+        write_atomic(pt, lambda f, sd=sd: torch.save(sd, f))
         written.append((name, pt))
     return written
-
-
-def _atomic_write(path, write):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CnnSpecError(f"cannot write: {exc.strerror or exc}", file=path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

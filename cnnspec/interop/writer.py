@@ -177,7 +177,7 @@ def find_blocks(layers, parts, hints) -> dict:
 
 def _block_name(layers, instances, hints, taken) -> str:
     bases = set()
-    for entry, nodes in instances:
+    for _, nodes in instances:
         prefixes = {hints.get(i, "").split(".")[0] for i in nodes if "." in hints.get(i, "")}
         m = re.fullmatch(r"([A-Za-z_][A-Za-z_0-9]*?)_?(\d+)", prefixes.pop()) if len(prefixes) == 1 else None
         bases.add(m.group(1) if m else None)
@@ -277,7 +277,7 @@ class Body:
             head, steps, ops = None, [], []
 
         start = current
-        for k, item in enumerate(self.items):
+        for item in self.items:
             if item.merge:
                 flush()
                 head, start = f"{item.merge}({', '.join(self.names[t] for t in item.inputs)})", None
