@@ -43,8 +43,9 @@ def check_against_runtime(path, batch=2, seed=0):
 
 # ---- ResNet-18 from PyTorch: the acceptance test ----------------------------------------------------
 
-def resnet18_module():
-    """torchvision.models.resnet18, written out (torchvision's resnet.py: BasicBlock, _make_layer)."""
+def resnet18_module(blocks=2):
+    """torchvision.models.resnet18, written out (torchvision's resnet.py: BasicBlock, _make_layer);
+    ``blocks`` per stage (2 in ResNet-18)."""
     torch = pytest.importorskip("torch")
     nn = torch.nn
 
@@ -75,10 +76,10 @@ def resnet18_module():
             self.bn1 = nn.BatchNorm2d(64)
             self.relu = nn.ReLU(inplace=True)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
-            self.layer1 = self._make_layer(64, 2)
-            self.layer2 = self._make_layer(128, 2, stride=2)
-            self.layer3 = self._make_layer(256, 2, stride=2)
-            self.layer4 = self._make_layer(512, 2, stride=2)
+            self.layer1 = self._make_layer(64, blocks)
+            self.layer2 = self._make_layer(128, blocks, stride=2)
+            self.layer3 = self._make_layer(256, blocks, stride=2)
+            self.layer4 = self._make_layer(512, blocks, stride=2)
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
             self.fc = nn.Linear(512, num_classes)
 
@@ -157,11 +158,12 @@ def test_resnet18_with_batchnorm_folded_imports_as_convolutions_with_bias(tmp_pa
 
 
 def test_the_dynamo_exporter_is_read_too(tmp_path):
-    """torch.onnx.export(dynamo=True), PyTorch's default exporter (needs onnxscript)."""
+    """torch.onnx.export(dynamo=True), PyTorch's default exporter (needs onnxscript); a ResNet
+    of one block per stage (the exporter's patterns are the same, its tracing time half)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
     path = tmp_path / "dynamo.onnx"
-    torch_export(resnet18_module(), path, (3, 64, 64), dynamo=True,
+    torch_export(resnet18_module(blocks=1), path, (3, 32, 32), dynamo=True,
                  dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
     net, _ = check_against_runtime(path)
     assert net.output_shape == (1000,)

@@ -18,9 +18,17 @@ from interop_cases import ZOO
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-# every spec of specs/ the engine runs, at its size (vgg16 has its own, narrower test below)
+# every spec of specs/, at its input size; AlexNet and VGG-16 with a fraction of their channels and
+# dense units (their 61M and 138M parameters make 244 MB and 553 MB files, slow to write and read
+# on a shared 2-core machine; their layer kinds, strides and paddings stay as they are)
 SPEC_NAMES = ["lenet5", "crosses", "edges", "digits", "textcnn", "transfer", "googlenet", "resnet18",
-              "alexnet", "resnet50"]
+              "alexnet", "vgg16", "resnet50"]
+NARROW = {"alexnet": 4, "vgg16": 8}
+
+
+def narrow(text: str, factor: int) -> str:
+    text = re.sub(r"conv\((\d+)", lambda m: f"conv({int(m.group(1)) // factor}", text)
+    return text.replace("dense(4096)", f"dense({4096 // factor})")
 
 
 def without_train(text: str) -> str:
@@ -56,6 +64,8 @@ def exported(tmp_path_factory):
     def get(name):
         if name not in cache:
             text = ZOO[name] if name in ZOO else without_train((SPECS / f"{name}.cnn").read_text())
+            if name in NARROW:
+                text = narrow(text, NARROW[name])
             cache[name] = Exported(text, folder / f"{name}.onnx")
         return cache[name]
     return get
@@ -139,17 +149,10 @@ def test_round_trip_writes_repeated_structures_as_blocks(exported):
     assert "bottleneck_id(256) * 5" in resnet50.text
 
 
-def test_vgg16_round_trip_at_its_input_size(tmp_path):
-    """VGG-16's layout at 224x224 with 1/8 of its channels and dense units (the full network's
-    138M parameters make a 553 MB ONNX file; its layers are the same kinds as AlexNet's)."""
-    text = (SPECS / "vgg16.cnn").read_text()
-    narrow = re.sub(r"conv\((\d+)", lambda m: f"conv({int(m.group(1)) // 8}", text)
-    narrow = narrow.replace("dense(4096)", "dense(512)")
-    e = Exported(narrow, tmp_path / "vgg.onnx")
-    assert e.imported.summary()["totals"] == e.net.summary()["totals"]
-    assert "(conv(64, 3x3, pad=1) -> relu) * 3 -> maxpool(2x2)" in e.text.replace("\n        ", " ")
-    x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
-    assert rel(session(e.path).run(None, {"image": x})[0], e.net.compile(seed=0).forward(x)) < 1e-5
+def test_vgg16_comes_back_in_its_groups(exported):
+    text = exported("vgg16").text.replace("\n        ", " ")
+    assert "(conv(64, 3x3, pad=1) -> relu) * 3 -> maxpool(2x2)" in text          # 512 / 8
+    assert "(dense(512) -> relu -> dropout(0.5)) * 2 -> dense(1000) -> softmax" in text
 
 
 def test_weights_file_is_carried(tmp_path):

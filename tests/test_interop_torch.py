@@ -12,6 +12,7 @@ import pytest
 
 import cnnspec
 from cnnspec.cli import main
+from cnnspec.interop.torch_export import torch_source
 from conftest import SPECS
 from interop_cases import ZOO
 
@@ -33,13 +34,13 @@ def network(name, small=False):
         return cnnspec.loads(ZOO[name])
     text = (SPECS / f"{name}.cnn").read_text()
     if small and name in SMALL:
-        text = text.replace("input image: 3x224x224", "input image: 3x64x64")
+        text = text.replace("input image: 3x224x224", "input image: 3x32x32")
     return cnnspec.loads(text)
 
 
 @pytest.mark.parametrize("name", sorted(ZOO) + SPEC_NAMES)
 def test_eval_outputs_equal_the_engines(name):
-    net = network(name)
+    net = network(name, small=True)
     x = np.random.default_rng(0).random((2, *net.input_shape))
     module = net.to_torch(dtype="float64")
     with torch.no_grad():
@@ -136,14 +137,14 @@ def test_the_module_reads_as_one_would_write_it():
     assert "        self.down1 = Down(in_channels=64, c=128)" in source
     assert "        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)" in source
     assert "        x = inp + batchnorm2" in source                      # the merge, in forward
-    resnet50 = network("resnet50")
-    source = resnet50.to_torch().source
+    source, _ = torch_source(network("resnet50"))
     assert "nn.Conv2d(c, 4 * c, 1, bias=False)" in source                 # block arithmetic
     assert "nn.Conv2d(c, c, 3, stride=stride, padding=1, bias=False)" in source
-    state = resnet50.to_torch().state_dict()
-    engine = resnet50.compile(seed=0)
+    net = network("googlenet", small=True)                                # nested blocks
+    state = net.to_torch().state_dict()
     names = {k for k in state if not k.endswith("num_batches_tracked")}
-    assert names == set(engine.arrays())                                  # the .cnn names
+    assert names == set(net.compile(seed=0).arrays())                     # the .cnn names
+    assert "inception1.cbr2.conv1.weight" in names
 
 
 def test_padding_torch_cannot_say_uses_the_helpers():
