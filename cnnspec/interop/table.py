@@ -556,7 +556,9 @@ class Flatten(Kind):
             target = tuple(n for i, n in enumerate(x.shape) if i + 1 not in axes)
         else:
             target = imp.reshape_target(node, x)
-        if target == tuple(x.shape):
+        if target == (size,) and (node.op_type == "Flatten" or target != tuple(x.shape)):
+            imp.layer("flatten", {}, [x], node)             # (a Flatten of a flat tensor stays a layer)
+        elif target == tuple(x.shape):
             imp.alias(node.output[0], x)
         elif target == (size,):
             imp.layer("flatten", {}, [x], node)
