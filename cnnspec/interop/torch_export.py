@@ -26,6 +26,7 @@ from cnnspec.interop.table import HELPERS, Ctor, framework_layout, kind
 from cnnspec.layers.values import Size
 
 RESERVED_VARS = {"self", "torch", "nn", "F", "math", "logits"}
+HELPER_CLASSES = {"Pool", "PadConv1d", "PadConv2d"}        # the classes of table.HELPERS
 
 
 def _camel(name: str) -> str:
@@ -74,7 +75,7 @@ class TorchWriter:
         self.live_set = set(self.live)
         self.instances = {k: v for k, v in self.graph.graph.get("blocks", {}).items()}
         self.helpers = set()
-        self.classes = {}                  # structure key -> (class name, source)
+        self.classes = {}                  # structure key -> {"programs": instances, "name": class}
         self.class_names = set()
 
     # -- scopes ------------------------------------------------------------------------------------
@@ -88,12 +89,6 @@ class TorchWriter:
         if path and len(outside) > 1:
             raise CnnSpecError(f"block instance `{'.'.join(path)}` reads several tensors from outside")
         scope_input = next(iter(outside)) if path else self.net.input_name
-
-        def local_of(node_name):
-            if node_name == scope_input:
-                return "in"
-            rest = node_name[len(prefix):].split(".")
-            return rest[0]
 
         entries, seen = [], set()
         for n in under:
@@ -155,7 +150,7 @@ class TorchWriter:
         if group["name"] is None:
             base = _camel(prog.block_type or "Block")
             name, k = base, 2
-            while name in self.class_names or name in RESERVED_VARS:
+            while name in self.class_names or name in RESERVED_VARS or name in HELPER_CLASSES:
                 name, k = f"{base}{k}", k + 1
             self.class_names.add(name)
             group["name"] = name
@@ -206,7 +201,7 @@ class TorchWriter:
                     "        super().__init__()"]
             for entry, args, kwargs in lines:
                 body += self._construct(entry, args, kwargs)
-            body += [""] + self.forward(progs[0], "x", [])
+            body += [""] + self.forward(progs[0], "x")
             sources.append("\n".join(body))
         return sources, ctor_args
 
@@ -255,7 +250,9 @@ class TorchWriter:
         return f"self._modules[{local!r}]" if _odd(local) else f"self.{local}"
 
     # -- forward -----------------------------------------------------------------------------------
-    def forward(self, prog: Program, input_var: str, head: list, logits_flag=False) -> list:
+    def forward(self, prog: Program, input_var: str, logits_flag=False) -> list:
+        """The lines of ``forward``: one assignment per step; a tensor used later than the next
+        step (or by a merge) keeps a variable named after its layer, the chain reuses one."""
         entries = prog.entries
         users = defaultdict(list)
         for k, e in enumerate(entries):
@@ -295,7 +292,7 @@ class TorchWriter:
         prog = self.program(())
         sources, ctor_args = self.resolve_classes()
         name = _var(self.net.name)
-        if name in self.class_names:
+        while name in self.class_names or name in HELPER_CLASSES:
             name += "Net"
         out_node = self.graph.nodes[self.graph.graph["output"]]
         logits = out_node["op"] == "softmax" and not out_node["scope"] and len(prog.entries) > 0
@@ -315,7 +312,7 @@ class TorchWriter:
             else:
                 body += self._construct(entry, [_literal(a) for a in entry.ctor.args],
                                         {k: _literal(v) for k, v in entry.ctor.kwargs.items()})
-        body += [""] + self.forward(prog, _var(self.net.input_name), [], logits_flag=logits)
+        body += [""] + self.forward(prog, _var(self.net.input_name), logits_flag=logits)
         self.network_name = name
         return "\n\n\n".join(sources + ["\n".join(body)])
 
