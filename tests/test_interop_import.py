@@ -284,10 +284,10 @@ def cli_error(capsys, path) -> str:
 
 def test_an_unsupported_operator_names_the_node_and_the_supported_ones(tmp_path, capsys):
     nodes = [helper.make_node("Conv", ["x", "W"], ["c"]),
-             helper.make_node("Erf", ["c"], ["y"], name="gelu_erf")]
+             helper.make_node("LRN", ["c"], ["y"], name="norm1", size=3)]     # AlexNet's 2012 normalisation
     path = save(make_model(nodes, {"W": w(2, 1, 3, 3)}, (1, 5, 5)), tmp_path)
     err = cli_error(capsys, path)
-    assert "node `gelu_erf`: operator Erf is not supported" in err
+    assert "node `norm1`: operator LRN is not supported" in err
     assert "hint: cnnspec reads " in err and "BatchNormalization" in err and "Conv" in err
 
 

@@ -71,7 +71,10 @@ def build_model(network, arrays: dict):
         if name != network.output_name:
             value_info.append(helper.make_tensor_value_info(outputs[name], TensorProto.FLOAT,
                                                             ["N", *node["output_shape"]]))
-    inputs = [helper.make_tensor_value_info(network.input_name, TensorProto.FLOAT, ["N", *network.input_shape])]
+    names = graph.graph.get("inputs") or [network.input_name]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", *graph.nodes[n]["output_shape"]])
+              for n in names]
+    _describe_layers(b.nodes, graph, outputs)
     out = helper.make_tensor_value_info(outputs[network.output_name], TensorProto.FLOAT,
                                         ["N", *network.output_shape])
     onnx_graph = helper.make_graph(b.nodes, network.name, inputs, [out],
@@ -81,9 +84,32 @@ def build_model(network, arrays: dict):
                               doc_string=f"{network.name}" + (f" from {network.file}" if network.file else ""))
     model.ir_version = IR_VERSION
     frozen = [n for n in live if graph.nodes[n].get("n_params") and not graph.nodes[n].get("trainable", True)]
-    helper.set_model_props(model, {"cnnspec.network": network.name, "cnnspec.input": network.input_name,
+    helper.set_model_props(model, {"cnnspec.network": network.name, "cnnspec.input": ",".join(names),
                                    "cnnspec.frozen": ",".join(frozen)})
     return model
+
+
+def _describe_layers(nodes, graph, outputs) -> None:
+    """Each layer's last node: its documentation (shown by Netron) is the layer as the summary
+    writes it, ``conv(64, 3x3, pad 1)``; its metadata ``cnnspec.layer`` the kind, the resolved
+    arguments and the input tensors, which ``cnnspec import`` reads back for the kinds whose ONNX
+    form would read as another kind."""
+    import json
+
+    from cnnspec.layers import LAYERS
+
+    by_name = {n.name: n for n in nodes}
+    for name, out in outputs.items():
+        node = graph.nodes[name]
+        if node["op"] == "input" or name not in by_name:
+            continue
+        described = LAYERS[node["op"]].describe(node["config"])
+        by_name[name].doc_string = f"{name}: {node['op']}" + (f"({described})" if described else "")
+        config = {k: list(v) if isinstance(v, tuple) else v for k, v in node["config"].items()
+                  if isinstance(v, (int, float, str, bool, tuple)) or v is None}
+        entry = by_name[name].metadata_props.add()
+        entry.key, entry.value = "cnnspec.layer", json.dumps(
+            {"op": node["op"], "config": config, "inputs": [outputs[i] for i in node["inputs"]]})
 
 
 def to_onnx(network, path=None, weights=None, seed: int = 0, check: bool = True):

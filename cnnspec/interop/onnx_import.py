@@ -27,8 +27,9 @@ import numpy as np
 
 from cnnspec.errors import CnnSpecError
 from cnnspec.interop.deps import require
-from cnnspec.interop.table import IMPORTERS, pool_divisors
+from cnnspec.interop.table import IMPORTERS, KINDS, pool_divisors
 from cnnspec.layers import LAYERS, LayerError, fmt_shape
+from cnnspec.layers.values import Size
 
 MAX_BYTES = 2 ** 31 - 1          # protobuf's limit for one message; larger weights are external data
 
@@ -57,6 +58,7 @@ class Value:
     pad: tuple | None = None
     fill: float = 0.0
     pad_node: str | None = None
+    pattern: tuple | None = None     # (stage, node name, data): part of a pattern that makes one layer
 
 
 @dataclass
@@ -115,7 +117,7 @@ def _first_line(exc) -> str:
 
 # ---- the importer --------------------------------------------------------------------------------
 
-STRUCTURAL = ("Identity", "Cast", "Pad", "Mul")
+STRUCTURAL = ("Identity", "Cast", "Pad", "Mul", "Div", "Erf", "Unsqueeze", "Transpose")
 
 
 def supported_operators() -> tuple:
@@ -152,13 +154,15 @@ class Importer:
         self.from_cnnspec = model.producer_name == "cnnspec"
         self.frozen = set(filter(None, props.get("cnnspec.frozen", "").split(","))) if self.from_cnnspec else set()
         inputs = [i for i in graph.input if i.name not in self.consts]
-        if len(inputs) != 1:
+        several = "sample" in LAYERS                   # several inputs: dsl.md §10's catalogue
+        if not inputs or (len(inputs) > 1 and not several):
             names = ", ".join(i.name for i in inputs) or "none"
             raise CnnSpecError(f"the model has {len(inputs)} inputs ({names}); cnnspec reads models with one",
                                file=file)
-        self.input_name = inputs[0].name
-        self.input_shape = self._input_shape(inputs[0])
-        self.values[self.input_name] = Value(-1, self.input_shape)
+        self.inputs = [(i.name, self._input_shape(i)) for i in inputs]       # input k is layer -(k+1)
+        self.input_name, self.input_shape = self.inputs[0]
+        for k, (name, shape) in enumerate(self.inputs):
+            self.values[name] = Value(-(k + 1), shape)
 
     # -- helpers for the table -----------------------------------------------------------------
     def fail(self, node, what: str) -> CnnSpecError:
@@ -223,6 +227,8 @@ class Importer:
                 raise CnnSpecError(f"node `{x.pad_node}` (Pad): cnnspec reads Pad only right before a Conv, "
                                    f"MaxPool or AveragePool, not before {node.op_type} `{node.name}`",
                                    file=self.file)
+            if x.pattern is not None:
+                raise self.broken_pattern(x, node)
         shapes = [x.shape for x in inputs]
         try:
             cfg = LAYERS[op].configure((), dict(kwargs), shapes)
@@ -357,6 +363,17 @@ class Importer:
 
     def Mul(self, node):
         tensors, consts = self.split_operands(node)
+        if self.gelu_stage(node, tensors, consts):
+            return
+        if len(tensors) == 2 and "silu" in LAYERS:
+            for gate, x in (tensors, tensors[::-1]):     # x * sigmoid(x): silu
+                layer = self.layers[gate.layer] if gate.layer >= 0 else None
+                if layer is not None and layer.op == "sigmoid" and layer.inputs == [x.layer] and \
+                        gate.pattern is None and x.pattern is None and self._single_use(gate):
+                    layer.op = "silu"
+                    layer.node = node.name
+                    self.values[node.output[0]] = gate
+                    return
         if len(tensors) == 2 and "mul" in LAYERS:
             self.layer("mul", {}, tensors, node)
             return
@@ -372,6 +389,131 @@ class Importer:
                     return
         raise self.fail(node, "Mul other than an average pool times its window sizes (sum pooling)"
                               + (" or of two tensors" if "mul" in LAYERS else ""))
+
+    # -- patterns of several nodes that make one layer ------------------------------------------------
+    def broken_pattern(self, x: Value, node) -> CnnSpecError:
+        stage, first, _ = x.pattern
+        what = {"gelu": "GELU (x * 0.5 * (1 + erf(x / sqrt(2))))", "shuffle": "a channel shuffle "
+                "(Reshape, Transpose, Reshape)"}[stage.split(":")[0]]
+        return CnnSpecError(f"node `{first}` starts what looks like {what}, but `{node.name}` ({node.op_type}) "
+                            "uses a part of it: cnnspec reads only the whole pattern", file=self.file)
+
+    def pattern(self, node, x: Value, stage: str, data=None, first=None):
+        self.values[node.output[0]] = Value(x.layer, x.shape, pattern=(stage, first or node.name, data))
+
+    def Div(self, node):                     # x / sqrt(2), the start of GELU's erf form
+        tensors, consts = self.split_operands(node)
+        if len(tensors) == 1 and len(consts) == 1 and node.input[0] in self.values and tensors[0].pattern is None \
+                and abs(float(np.reshape(consts[0], -1)[0]) - math.sqrt(2)) < 1e-5 and "gelu" in LAYERS:
+            self.pattern(node, tensors[0], "gelu:scaled")
+            return
+        raise self.fail(node, "Div of tensors (other than x / sqrt(2) in GELU's erf form)")
+
+    def Erf(self, node):
+        x = self.tensor(node, 0)
+        if x.pattern is None or x.pattern[0] != "gelu:scaled":
+            raise self.fail(node, "Erf other than in GELU's erf form x * 0.5 * (1 + erf(x / sqrt(2)))")
+        self.pattern(node, x, "gelu:erf", first=x.pattern[1])
+
+    def gelu_stage(self, node, tensors, consts) -> bool:
+        """Add(erf, 1), Mul(x, ...), Mul(..., 0.5) in either order: GELU. True when ``node`` is a stage."""
+        staged = [t for t in tensors if t.pattern is not None and t.pattern[0].startswith("gelu")]
+        if not staged:
+            return False
+        (p,), plain = staged, [t for t in tensors if t.pattern is None]
+        stage, first, data = p.pattern
+        value = float(np.reshape(consts[0], -1)[0]) if len(consts) == 1 and np.size(consts[0]) == 1 else None
+        x = Value(p.layer, p.shape)
+        if node.op_type == "Add" and stage == "gelu:erf" and value == 1.0 and not plain:
+            self.pattern(node, x, "gelu:plus1", first=first)
+        elif node.op_type == "Mul" and stage in ("gelu:plus1", "gelu:half") and len(plain) == 1 and \
+                plain[0].layer == p.layer and not consts:
+            self.pattern(node, x, "gelu:x*" if stage == "gelu:plus1" else "gelu:done", first=first)
+        elif node.op_type == "Mul" and stage in ("gelu:x*", "gelu:plus1") and value == 0.5 and not plain:
+            self.pattern(node, x, "gelu:done" if stage == "gelu:x*" else "gelu:half", first=first)
+        else:
+            raise self.broken_pattern(p, node)
+        if self.values[node.output[0]].pattern[0] == "gelu:done":
+            del self.values[node.output[0]]
+            self.layer("gelu", {}, [x], node)
+        return True
+
+    def Unsqueeze(self, node):               # a flat gate viewed as Cx1x1: reshape
+        x = self.tensor(node, 0)
+        axes = self.attr(node, "axes", None)
+        if axes is None:
+            axes = self.const(node, 1, "the axes").reshape(-1).tolist()
+        shape = list(x.shape)
+        rank = len(shape) + 1 + len(axes)
+        for a in sorted(int(a) % rank for a in axes):
+            if a == 0:
+                raise self.fail(node, "Unsqueeze of the batch axis")
+            shape.insert(a - 1, 1)
+        if "reshape" not in LAYERS or len(shape) > 3:
+            raise self.fail(node, f"Unsqueeze of a (batch, {fmt_shape(x.shape)}) tensor")
+        self.layer("reshape", {"shape": Size(shape) if len(shape) > 1 else shape[0]}, [x], node)
+
+    def Transpose(self, node):               # the middle of a channel shuffle
+        x = self.tensor(node, 0)
+        perm = list(self.attr(node, "perm", []))
+        if x.pattern is not None and x.pattern[0] == "shuffle:view" and perm == [0, 2, 1] + list(
+                range(3, len(perm))):
+            self.pattern(node, x, "shuffle:swapped", x.pattern[2], first=x.pattern[1])
+            return
+        raise self.fail(node, "Transpose other than the one of a channel shuffle (Reshape to (N, g, C/g, ...), "
+                              "Transpose(0, 2, 1, ...), Reshape back)")
+
+    def reshape_pattern(self, node, x: Value, target) -> bool:
+        """Reshape into (groups, C/groups, ...) or back after the Transpose: a channel shuffle."""
+        if "shuffle" not in LAYERS:
+            return False
+        if x.pattern is None and len(target) == len(x.shape) + 1 and target[0] * target[1] == x.shape[0] \
+                and tuple(target[2:]) == tuple(x.shape[1:]):
+            self.pattern(node, x, "shuffle:view", target[0])
+            return True
+        if x.pattern is not None and x.pattern[0] == "shuffle:swapped" and tuple(target) == tuple(x.shape):
+            self.layer("shuffle", {"groups": x.pattern[2]}, [Value(x.layer, x.shape)], node)
+            return True
+        if x.pattern is not None:
+            raise self.broken_pattern(x, node)
+        return False
+
+    def CnnspecLayer(self, node):
+        """A layer of a file cnnspec wrote whose ONNX form reads as another kind (see ``opaque``)."""
+        import json
+
+        info = json.loads(node.doc_string)
+        inputs = [self.values[name] for name in info["inputs"]]
+        config = dict(info["config"], op=info["op"])
+        KINDS[info["op"]].from_cnnspec(self, node, config, inputs)
+
+    def opaque_layers(self, nodes) -> list:
+        """For files cnnspec wrote: the nodes of each layer of an ``opaque`` kind (its node and those
+        named ``layer/...``) become one node that reads the layer from its metadata."""
+        import json
+
+        helper = self.onnx.helper
+        layers = {}
+        for node in nodes:
+            meta = {p.key: p.value for p in node.metadata_props}
+            if "cnnspec.layer" in meta:
+                info = json.loads(meta["cnnspec.layer"])
+                if info["op"] in KINDS and getattr(KINDS[info["op"]], "opaque", False) and info["op"] in LAYERS:
+                    layers[node.name] = info
+        if not layers:
+            return list(nodes)
+        out, done = [], set()
+        for node in nodes:
+            owner = node.name if node.name in layers else node.name.split("/")[0]
+            if owner not in layers:
+                out.append(node)
+            elif owner not in done:
+                done.add(owner)
+                pseudo = helper.make_node("CnnspecLayer", layers[owner]["inputs"], [owner], name=owner,
+                                          domain="cnnspec.internal")
+                pseudo.doc_string = json.dumps(layers[owner])
+                out.append(pseudo)
+        return out
 
     def _single_use(self, x: Value) -> bool:
         return all(self.uses[name] == 1 for name, v in self.values.items() if v is x)
@@ -398,7 +540,7 @@ class Importer:
             else:
                 return False
             start, end = self.attr(node, "start", 0), self.attr(node, "end", None)
-            self.consts[node.output[0]] = shape[start:end]
+            self.consts[node.output[0]] = _known(shape[start:end])
             return True
         inputs = [self.consts.get(name) if name else None for name in node.input]
         if any(name and name not in self.consts for name in node.input):
@@ -408,7 +550,7 @@ class Importer:
         except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, AttributeError):
             return False
         for name, value in zip(node.output, outputs if isinstance(outputs, tuple) else (outputs,)):
-            self.consts[name] = value
+            self.consts[name] = _known(value)
         return True
 
     def _array(self, tensor):
@@ -442,7 +584,11 @@ class Importer:
     def run(self) -> tuple:
         """Read every node; returns (layers that the output depends on, in order)."""
         graph = self.model.graph
-        for node in graph.node:
+        nodes = self.opaque_layers(graph.node) if self.from_cnnspec else graph.node
+        for node in nodes:
+            if node.domain == "cnnspec.internal":
+                self.CnnspecLayer(node)
+                continue
             if node.domain not in ("", "ai.onnx"):
                 raise self.unsupported(node)
             if self.fold(node):
@@ -465,6 +611,8 @@ class Importer:
                                file=self.file)
         name = graph.output[0].name
         out = self.values.get(name)
+        if out is not None and out.pattern is not None:
+            raise self.broken_pattern(out, graph.output[0])
         if out is None or out.layer < 0 or out.pad is not None:
             raise CnnSpecError(f"the output `{name}` is not computed by a layer cnnspec reads "
                                "(a constant, the input itself, or a bare Pad)", file=self.file)
@@ -485,7 +633,7 @@ class Importer:
         layers = []
         for old in sorted(keep):
             layer = self.layers[old]
-            layer.inputs = [index[j] if j >= 0 else -1 for j in layer.inputs]
+            layer.inputs = [index[j] if j >= 0 else j for j in layer.inputs]
             if layer.node in self.frozen and "trainable" in LAYERS[layer.op].params:
                 layer.kwargs["trainable"] = False
             layers.append(layer)
@@ -589,6 +737,14 @@ FOLD = {
     "Equal": lambda imp, node, a, b: np.equal(a, b) if a.dtype != object and b.dtype != object else _no(),
     "Where": lambda imp, node, c, a, b: np.where(c, a, b),
 }
+
+
+def _known(value):
+    """Shape arithmetic without the symbolic batch size is plain integers again."""
+    value = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    if value.dtype == object and not any(v is BATCH for v in value.reshape(-1)):
+        return value.astype(np.int64)
+    return value
 
 
 def _no():

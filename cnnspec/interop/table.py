@@ -210,6 +210,8 @@ class Kind:
     ops: tuple = ()              # the cnnspec ops this entry translates
     onnx_ops: tuple = ()         # the ONNX operators it reads back
     slots: tuple = ()            # arguments that may become block parameters
+    opaque = False               # its ONNX form reads back as another kind: files cnnspec wrote
+                                 # are read through the layer's metadata (from_cnnspec)
 
     # .cnn text of resolved written arguments (what from_onnx passes to imp.layer)
     def text(self, op, kwargs) -> str:
@@ -556,6 +558,8 @@ class Flatten(Kind):
             target = tuple(n for i, n in enumerate(x.shape) if i + 1 not in axes)
         else:
             target = imp.reshape_target(node, x)
+            if imp.reshape_pattern(node, x, target):
+                return
         if target == (size,) and (node.op_type == "Flatten" or target != tuple(x.shape)):
             imp.layer("flatten", {}, [x], node)             # (a Flatten of a flat tensor stays a layer)
         elif target == tuple(x.shape):
@@ -735,6 +739,12 @@ class Concat(Kind):
             imp.alias(node.output[0], tensors[0])
             return
         imp.layer("concat", {}, tensors, node)
+
+
+# the layers of dsl.md §10, where the layer catalogue has them
+from cnnspec.interop import modern  # noqa: E402  (registers its entries)
+
+HELPERS.update(modern.HELPERS)
 
 
 def kind(op: str) -> Kind:

@@ -26,7 +26,9 @@ from cnnspec.interop.table import HELPERS, Ctor, framework_layout, kind
 from cnnspec.layers.values import Size
 
 RESERVED_VARS = {"self", "torch", "nn", "F", "math", "logits"}
-HELPER_CLASSES = {"Pool", "PadConv1d", "PadConv2d"}        # the classes of table.HELPERS
+# the classes (and function) of table.HELPERS
+HELPER_CLASSES = {"Pool", "PadConv1d", "PadConv2d", "CropConvTranspose1d", "CropConvTranspose2d", "crop_transposed",
+                  "Reshape", "DropPath", "Sample"}
 
 
 def _camel(name: str) -> str:
@@ -64,6 +66,7 @@ class Program:
     in_channels: int | None = None
     block_type: str | None = None
     args: dict = field(default_factory=dict)
+    inputs: list = field(default_factory=lambda: ["in"])    # the network's input names, or "in"
 
 
 class TorchWriter:
@@ -88,7 +91,8 @@ class TorchWriter:
         outside = {i for n in under for i in self.graph.nodes[n]["inputs"] if i not in under_set}
         if path and len(outside) > 1:
             raise CnnSpecError(f"block instance `{'.'.join(path)}` reads several tensors from outside")
-        scope_input = next(iter(outside)) if path else self.net.input_name
+        scope_input = next(iter(outside)) if path else None
+        net_inputs = [] if path else [n for n in self.graph.graph.get("inputs") or [self.net.input_name]]
 
         entries, seen = [], set()
         for n in under:
@@ -120,7 +124,8 @@ class TorchWriter:
             out = self._local_tensor(self.graph.graph["output"], prefix, scope_input, under_set)
         channels = self.graph.nodes[scope_input]["output_shape"][0] if path else None
         info = self.instances.get(".".join(path), {}) if path else {}
-        return Program(path, entries, out, channels, info.get("type"), dict(info.get("args", {})))
+        return Program(path, entries, out, channels, info.get("type"), dict(info.get("args", {})),
+                       net_inputs or ["in"])
 
     def _instance_input(self, key):
         prefix = key + "."
@@ -129,8 +134,10 @@ class TorchWriter:
         return next(iter(outside))
 
     def _local_tensor(self, node_name, prefix, scope_input, under_set):
-        """The local a tensor is known by in a scope: ``in``, a layer's local name, or the local
-        name of the (child) instance that computes it."""
+        """The local a tensor is known by in a scope: ``in`` (a block's input), an input's name (in
+        the network), a layer's local name, or the local name of the (child) instance computing it."""
+        if scope_input is None and self.graph.nodes[node_name]["op"] == "input":
+            return node_name
         if node_name == scope_input or node_name not in under_set:
             return "in"
         return node_name[len(prefix):].split(".")[0]
@@ -259,25 +266,27 @@ class TorchWriter:
             for t in dict.fromkeys(e.inputs):
                 users[t].append(k)
         producer = {e.local: k for k, e in enumerate(entries)}
-        producer["in"] = -1
+        producer.update({name: -1 for name in prog.inputs})
 
         def needs(t):
             ks = users.get(t, [])
             return len(ks) > 1 or any(entries[k].ctor is None for k in ks) or (ks and ks[0] != producer[t] + 1) \
                 or (t == prog.output and entries and producer.get(t, -1) != len(entries) - 1)
 
-        in_var = input_var if not needs("in") else (input_var if input_var != "x" else "inp")
-        chain = "h" if in_var == "x" else "x"
-        var = {"in": in_var}
+        if prog.inputs == ["in"]:
+            var = {"in": input_var if not needs("in") or input_var != "x" else "inp"}
+        else:
+            var = {name: _var(name) for name in prog.inputs}
+        chain = "h" if "x" in var.values() else "x"
         lines = []
-        signature = f"self, {in_var}" + (", logits=False" if logits_flag else "")
+        signature = ", ".join(["self", *var.values()]) + (", logits=False" if logits_flag else "")
         lines.append(f"    def forward({signature}):")
         for k, e in enumerate(entries):
             args = [var[t] for t in e.inputs]
             if e.ctor is None:
                 expr = kind(e.op).torch_merge(e.merge_node, args)
             else:
-                expr = f"{self._ref(e.local)}({args[0]})"
+                expr = f"{self._ref(e.local)}({', '.join(args)})"
             target = _var(e.local) if needs(e.local) else chain
             if logits_flag and k == len(entries) - 1:
                 lines.append(f"        if logits:                       # the scores before `{e.local}`")
@@ -296,9 +305,9 @@ class TorchWriter:
             name += "Net"
         out_node = self.graph.nodes[self.graph.graph["output"]]
         logits = out_node["op"] == "softmax" and not out_node["scope"] and len(prog.entries) > 0
-        shape = "x".join(map(str, self.net.input_shape))
+        inputs = ", ".join(f"{n} {'x'.join(map(str, self.graph.nodes[n]['output_shape']))}" for n in prog.inputs)
         doc = [f'    """{self.net.name}' + (f" ({os.path.basename(self.net.file)})" if self.net.file else "")
-               + f": input {self.net.input_name} {shape}."]
+               + f": input{'s' if len(prog.inputs) > 1 else ''} {inputs}."]
         if logits:
             doc.append("")
             doc.append("    forward(x, logits=True) returns the scores before the final softmax (for F.cross_entropy).")
@@ -312,7 +321,7 @@ class TorchWriter:
             else:
                 body += self._construct(entry, [_literal(a) for a in entry.ctor.args],
                                         {k: _literal(v) for k, v in entry.ctor.kwargs.items()})
-        body += [""] + self.forward(prog, _var(self.net.input_name), logits_flag=logits)
+        body += [""] + self.forward(prog, None, logits_flag=logits)
         self.network_name = name
         return "\n\n\n".join(sources + ["\n".join(body)])
 

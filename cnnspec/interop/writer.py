@@ -29,7 +29,7 @@ from cnnspec.interop.table import KINDS, Expr
 from cnnspec.layers import LAYERS
 
 RESERVED = {"network", "block", "import", "train", "input", "true", "false", "in"}
-MERGES = {"add", "concat", "mul"}
+MERGES = {"add", "concat", "mul", "sample"}        # written with the names of their operands
 ELEMENTWISE = {"relu", "sigmoid", "tanh", "leaky_relu", "identity", "relu6", "hardswish", "hardsigmoid",
                "silu", "gelu", "softplus", "elu"}
 LINE = 96                       # wrap chains longer than this
@@ -61,8 +61,9 @@ def regions(layers) -> list:
     for i, layer in enumerate(layers):
         for j in set(layer.inputs):
             consumers[j].add(i)
-    remaining = {-1: len(consumers[-1])}
-    open_ = {-1}
+    inputs = sorted({j for layer in layers for j in layer.inputs if j < 0}, reverse=True)   # -1, -2, ...
+    remaining = {j: len(consumers[j]) for j in inputs}
+    open_ = set(inputs)
     found, current, entry = [], [], -1
     for i, layer in enumerate(layers):
         for j in set(layer.inputs):
@@ -108,8 +109,12 @@ def slot_values(layer) -> dict:
     return out
 
 
-def signature(layers, entry, nodes) -> tuple:
+def signature(layers, entry, nodes) -> tuple | None:
+    """The structure of a region, numbers of its slots aside; None when it reads more than its
+    entry from outside (a network's second input): no block."""
     local = {entry: "in", **{i: k for k, i in enumerate(nodes)}}
+    if any(j not in local for i in nodes for j in layers[i].inputs):
+        return None
     parts = []
     for i in nodes:
         layer = layers[i]
@@ -133,7 +138,9 @@ def find_blocks(layers, parts, hints) -> dict:
     groups = defaultdict(list)
     for r, (entry, nodes) in enumerate(parts):
         if len(nodes) > 1:
-            groups[signature(layers, entry, nodes)].append(r)
+            key = signature(layers, entry, nodes)
+            if key is not None:
+                groups[key].append(r)
     blocks, names = {}, []
     for members in (g for g in groups.values() if len(g) > 1):
         first = parts[members[0]][1]
@@ -240,13 +247,14 @@ def compress(steps: list, ops: list | None = None) -> list:
 class Body:
     """Writes the statements of one body (the network's or a block's)."""
 
-    def __init__(self, items, entry, entry_name, taken):
+    def __init__(self, items, entries: dict, taken):
+        """``entries``: {tensor: name} of the body's inputs, the first the current tensor."""
         self.items, self.lines = items, []
-        self.names = {entry: entry_name}
+        self.names = dict(entries)
         self.taken = set(taken)
         self.counter = 0
         producer = {item.output: k for k, item in enumerate(items)}
-        producer[entry] = -1
+        producer.update({entry: -1 for entry in entries})
         users = defaultdict(list)
         for k, item in enumerate(items):
             for t in dict.fromkeys(item.inputs):
@@ -280,7 +288,9 @@ class Body:
         for item in self.items:
             if item.merge:
                 flush()
-                head, start = f"{item.merge}({', '.join(self.names[t] for t in item.inputs)})", None
+                operands = ", ".join(self.names[t] for t in item.inputs)
+                head, start = item.text.replace(f"{item.merge}(", f"{item.merge}({operands}, ", 1) \
+                    if item.text.endswith(")") else f"{item.merge}({operands})", None
             elif item.hint and item.inputs == [current] and usable(item.hint, taken=self.taken):
                 flush()
                 self.taken.add(item.hint)
@@ -329,10 +339,13 @@ def write(layers, importer, path, name=None):
     parts = regions(layers)
     blocks = find_blocks(layers, parts, hints)
     block_names = {b.name for b in blocks.values()}
-    rank = len(importer.input_shape)
-    input_name = importer.input_name if importer.from_cnnspec else re.sub(r"\W", "_", importer.input_name)
-    if not usable(input_name, block_names):
-        input_name = {3: "image", 2: "x"}.get(rank, "x")
+    input_names = []
+    for k, (given, shape) in enumerate(importer.inputs):
+        candidate = given if importer.from_cnnspec else re.sub(r"\W", "_", given)
+        if not usable(candidate, block_names, input_names):
+            candidate = {3: "image", 2: "x"}.get(len(shape), "x") + (str(k + 1) if len(importer.inputs) > 1 else "")
+            candidate = candidate if usable(candidate, block_names, input_names) else f"input_{k + 1}"
+        input_names.append(candidate)
     net_name = name or _network_name(importer.model, path)
 
     # the block bodies
@@ -350,7 +363,7 @@ def write(layers, importer, path, name=None):
                 if pos == k:
                     kwargs[key] = e
             items.append(_item(layer, i, kwargs, None))
-        body = Body(items, entry, "in", set(block.params) | block_names | {"in"})
+        body = Body(items, {entry: "in"}, set(block.params) | block_names | {"in"})
         params = f"({', '.join(block.params)})" if block.params else ""
         text_blocks.append(f"block {block.name}{params} {{\n"
                            + "".join(f"    {line}\n" for line in body.write()) + "}\n")
@@ -369,16 +382,17 @@ def write(layers, importer, path, name=None):
             hint = hints.get(i)
             items.append(_item(layers[i], i, None, hint if hint and "." not in hint else None))
             order.append(i)
-    taken = block_names | {input_name}
-    body = Body(items, -1, input_name, taken)
+    taken = block_names | set(input_names)
+    body = Body(items, {-(k + 1): n for k, n in enumerate(input_names)}, taken)
     lines = body.write()
-    shape = "x".join(str(v) for v in importer.input_shape)
+    declared = "".join(f"    input {n}: {'x'.join(str(v) for v in shape)}\n"
+                       for n, (_, shape) in zip(input_names, importer.inputs))
     header = (f"# Imported by cnnspec from {os.path.basename(path)} ({describe(importer.model)}):\n"
               f"# {len(layers)} layers" + (f", {len(block_names)} repeated structure"
                                            f"{'s' if len(block_names) != 1 else ''} written as blocks"
                                            if block_names else "") + ".\n")
     text = header + "".join(b + "\n" for b in text_blocks) + (
-        f"network {net_name} {{\n    input {input_name}: {shape}\n"
+        f"network {net_name} {{\n{declared}"
         + "".join(f"    {line}\n" for line in lines) + "}\n")
     try:
         net = cnnspec.loads(text)
