@@ -30,11 +30,14 @@ IMPORTERS: dict = {}         # ONNX op_type -> the Kind method that reads it
 
 
 def register(cls):
+    """Enter a Kind in the tables; its ONNX operators are read only when the layer catalogue has
+    its layers (dsl.md §10's arrive in the catalogue before the engine runs them)."""
     kind = cls()
     for op in cls.ops:
         KINDS[op] = kind
-    for op_type in cls.onnx_ops:
-        IMPORTERS[op_type] = kind
+    if any(op in LAYERS for op in cls.ops):
+        for op_type in cls.onnx_ops:
+            IMPORTERS[op_type] = kind
     return cls
 
 
