@@ -94,3 +94,75 @@ def code_blocks(section, lang=""):
         elif current is not None:
             current.append(line)
     return blocks
+
+
+# dsl.md §10: every new layer kind, with the argument forms PyTorch cannot say directly
+# (asymmetric transposed-convolution padding, adaptive pooling to sizes that do not divide)
+ZOO10 = {
+    "transposed": """
+network Transposed {
+    input image: 4x5x6
+    a = conv_transpose(6, 3x3, stride=2, pad=1, output_pad=1) -> relu6
+    b = image -> conv_transpose(6, 4x4, stride=2, pad=(2, 0, 0, 2), bias=false) -> hardswish
+    c = image -> conv_transpose(6, 2x2, stride=2, groups=2, dilation=1) -> hardsigmoid
+    d = image -> conv_transpose(6, 3x3, stride=2, pad=same, dilation=2) -> silu
+    e = add(a, b) -> gelu
+    f = add(c, d) -> softplus
+    concat(e, f) -> elu(0.5) -> conv_transpose(3, 3x2, pad=(0, 1, 1, 0), output_pad=0) -> elu
+}
+""",
+    "resampling": """
+network Resampling {
+    input image: 3x7x6
+    t = conv(4, 3x3, pad=1)
+    a = t -> upsample(2) -> adaptiveavgpool(5x4) -> flatten
+    b = t -> upsample(2, mode=bilinear) -> adaptivemaxpool(5x4) -> flatten
+    c = t -> upsample(2x3) -> adaptiveavgpool(7x6) -> flatten
+    d = t -> adaptiveavgpool(3x4) -> upsample(2x3, mode=bilinear) -> adaptivemaxpool(3x4) -> flatten
+    e = t -> adaptivemaxpool(1) -> upsample(5x4) -> adaptiveavgpool(1) -> flatten
+    concat(a, b, c, d, e) -> dense(3)
+}
+""",
+    "gates": """
+network Gates {
+    input image: 8x6x6
+    t = conv(8, 3x3, pad=1) -> batchnorm -> relu
+    gate = t -> globalavgpool -> conv(4, 1x1) -> relu -> conv(8, 1x1) -> hardsigmoid
+    se = mul(t, gate)
+    flatgate = t -> globalavgpool -> flatten -> dense(8) -> sigmoid
+    g2 = mul(se, flatgate)
+    left = g2 -> channels(0, 4)
+    right = g2 -> channels(4, 8) -> conv(4, 3x3, pad=1, groups=4) -> droppath(0.2)
+    p = mul(left, right)
+    concat(p, right) -> shuffle(2) -> conv(6, 1x1) -> globalmaxpool
+}
+""",
+    "vae": """
+network Vae {
+    input image: 1x8x8
+    h = conv(4, 3x3, stride=2, pad=1) -> relu -> flatten -> dense(16) -> relu
+    mu = h -> dense(6)
+    logvar = h -> dense(6)
+    z = sample(mu, logvar, beta=0.5)
+    dense(36) -> relu -> reshape(4x3x3) -> conv_transpose(1, 4x4, stride=2, pad=1) -> sigmoid
+}
+""",
+    "seq": """
+network Seq {
+    input words: 4x9
+    t = conv(6, 3, pad=1) -> relu
+    a = t -> conv_transpose(4, 3, stride=2, pad=(1, 0), output_pad=1) -> upsample(2, mode=linear)
+        -> adaptiveavgpool(7)
+    b = t -> upsample(3) -> adaptivemaxpool(7) -> conv(4, 1)
+    concat(a, b) -> shuffle(4) -> channels(1, 7) -> globalavgpool -> flatten -> dense(2)
+}
+""",
+    "conditional": """
+network Conditional {
+    input z: 8
+    input label: 3
+    concat(z, label) -> dense(32) -> batchnorm -> leaky_relu(0.2) -> dense(2*4*4) -> tanh -> reshape(2x4x4)
+    conv_transpose(1, 4x4, stride=2, pad=1) -> tanh
+}
+""",
+}

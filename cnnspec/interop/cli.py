@@ -15,8 +15,10 @@ def register(sub) -> None:
     p.add_argument("--to", required=True, choices=["pytorch", "onnx"], help="the format")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="OUT.py (pytorch: the state dict goes to OUT.pt) or OUT.onnx")
-    p.add_argument("--weights", metavar="W.npz",
-                   help="weights to carry (default: the engine's initial weights for --seed)")
+    p.add_argument("--network", metavar="NAME", help="export only this network of the file (default: all)")
+    p.add_argument("--weights", metavar="W.npz", action="append",
+                   help="weights to carry (default: the engine's initial weights for --seed); with "
+                        "several networks, once per network as NAME=W.npz")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     p.set_defaults(func=export)
 
@@ -30,22 +32,60 @@ def register(sub) -> None:
 
 
 def export(args) -> int:
-    from cnnspec.network import load
-
-    net = load(args.file)
+    networks = _networks(args.file, args.network)
+    weights = _weights(args.weights or [], networks)
     if args.to == "pytorch":
         from cnnspec.interop.torch_export import export_torch
 
-        ((cls, pt),) = export_torch(net, args.output, weights=args.weights, seed=args.seed)
-        print(f"wrote {args.output} (class {cls}) and {pt} (its state dict: "
-              f"{net.summary()['totals']['params']:,} parameters)")
+        written = export_torch(networks, args.output, weights=[weights.get(n.name) for n in networks],
+                               seed=args.seed)
+        for net, (cls, pt) in zip(networks, written):
+            print(f"wrote {args.output} (class {cls}) and {pt} (its state dict: "
+                  f"{net.summary()['totals']['params']:,} parameters)")
         return 0
     from cnnspec.interop.onnx_export import OPSET, to_onnx
 
-    model = to_onnx(net, args.output, weights=args.weights, seed=args.seed)
-    print(f"wrote {args.output} ({net.name}: ONNX opset {OPSET}, {len(model.graph.node)} nodes named "
-          f"as the layers; open it in Netron: https://netron.app)")
+    stem, ext = os.path.splitext(args.output)
+    for net in networks:
+        path = args.output if len(networks) == 1 else f"{stem}.{net.name}{ext or '.onnx'}"
+        model = to_onnx(net, path, weights=weights.get(net.name), seed=args.seed)
+        print(f"wrote {path} ({net.name}: ONNX opset {OPSET}, {len(model.graph.node)} nodes named "
+              f"as the layers; open it in Netron: https://netron.app)")
     return 0
+
+
+def _networks(path, name) -> list:
+    """The networks of the file to export: the one called ``name``, or all of them."""
+    import inspect
+
+    from cnnspec import network
+
+    if name is not None:
+        if "network" not in inspect.signature(network.load).parameters:
+            raise CnnSpecError("--network needs a cnnspec that reads several networks per file")
+        return [network.load(path, network=name)]
+    if hasattr(network, "load_all"):
+        return list(network.load_all(path).values())
+    return [network.load(path)]
+
+
+def _weights(given: list, networks: list) -> dict:
+    """{network name: weights file} from ``--weights W.npz`` (one network) or ``NAME=W.npz``."""
+    names = [n.name for n in networks]
+    out = {}
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep or (name not in names and len(networks) == 1):
+            if len(networks) > 1:
+                raise CnnSpecError(f"this file has several networks ({', '.join(names)}): give --weights "
+                                   "NAME=W.npz for each, or choose one with --network NAME")
+            name, path = names[0], item
+        elif name not in names:
+            raise CnnSpecError(f"--weights {item}: no network `{name}` here (the networks: {', '.join(names)})")
+        if name in out:
+            raise CnnSpecError(f"--weights given twice for `{name}`")
+        out[name] = path
+    return out
 
 
 def import_(args) -> int:

@@ -70,6 +70,20 @@ class Reshape(nn.Module):
     def forward(self, x):
         return x.reshape(len(x), *self.shape)
 ''',
+    "Channels": '''
+class Channels(nn.Module):
+    """The channel slice [start, stop) (cnnspec's channels)."""
+
+    def __init__(self, start, stop):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def extra_repr(self):
+        return f"{self.start}, {self.stop}"
+
+    def forward(self, x):
+        return x[:, self.start:self.stop]
+''',
     "DropPath": '''
 class DropPath(nn.Module):
     """Stochastic depth: in training each sample's whole input is zeroed with probability p and
@@ -380,7 +394,8 @@ class AdaptivePool(Kind):
     opaque = True                         # an AveragePool would read back as avgpool
 
     def text(self, op, kw):
-        return call_text(op, [Size(kw["size"]) if len(kw["size"]) > 1 else kw["size"][0]])
+        size = kw["size"]
+        return call_text(op, [size if isinstance(size, int) else Size(size) if len(size) > 1 else size[0]])
 
     def torch(self, node):
         cls = "AdaptiveAvgPool" if node["op"] == "adaptiveavgpool" else "AdaptiveMaxPool"
@@ -406,10 +421,10 @@ class AdaptivePool(Kind):
                 start, end = (i * n) // m, -(-((i + 1) * n) // m)
                 part = b.node("Slice", [x, b.const(f"{name}/a{axis}s{i}", np.array([start], np.int64)),
                                         b.const(f"{name}/a{axis}e{i}", np.array([end], np.int64)),
-                                        b.const(f"{name}/a{axis}", np.array([axis], np.int64))],
+                                        b.const(f"{name}/axis{axis}", np.array([axis], np.int64))],
                               f"{name}/a{axis}slice{i}")
                 parts.append(b.node("ReduceMean" if avg else "ReduceMax",
-                                    [part, b.const(f"{name}/a{axis}", np.array([axis], np.int64))],
+                                    [part, b.const(f"{name}/axis{axis}", np.array([axis], np.int64))],
                                     f"{name}/a{axis}pool{i}", keepdims=1))
             x = b.node("Concat", parts, name if last else f"{name}/a{axis}", axis=axis)
         return x
@@ -428,10 +443,7 @@ class Channels(Kind):
         return call_text(op, [kw["start"], kw["stop"]])
 
     def torch(self, node):
-        return None                                  # a slice, written in forward
-
-    def torch_merge(self, node, operands):
-        return f"{operands[0]}[:, {node['config']['start']}:{node['config']['stop']}]"
+        return Ctor("Channels", [node["config"]["start"], node["config"]["stop"]], helper="Channels")
 
     def to_onnx(self, b, name, node, xs):
         cfg = node["config"]

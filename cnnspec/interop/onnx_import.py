@@ -72,6 +72,7 @@ class Layer:
     shape: tuple
     params: dict = field(default_factory=dict)
     state: dict = field(default_factory=dict)
+    unsqueeze: bool = False      # a reshape read from Unsqueeze (a gate viewed as Cx1x1)
 
 
 # ---- reading the file ----------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class Importer:
                                file=file)
         self.inputs = [(i.name, self._input_shape(i)) for i in inputs]       # input k is layer -(k+1)
         self.input_name, self.input_shape = self.inputs[0]
+        self.input_shapes = {-(k + 1): shape for k, (_, shape) in enumerate(self.inputs)}
         for k, (name, shape) in enumerate(self.inputs):
             self.values[name] = Value(-(k + 1), shape)
 
@@ -375,7 +377,15 @@ class Importer:
                     self.values[node.output[0]] = gate
                     return
         if len(tensors) == 2 and "mul" in LAYERS:
-            self.layer("mul", {}, tensors, node)
+            # cnnspec's mul takes a flat gate as it is: the Unsqueeze that viewed it as Cx1x1 goes
+            operands = []
+            for t in tensors:
+                layer = self.layers[t.layer] if t.layer >= 0 else None
+                if layer is not None and layer.unsqueeze and self._single_use(t):
+                    source = layer.inputs[0]
+                    t = Value(source, self.input_shapes[source] if source < 0 else self.layers[source].shape)
+                operands.append(t)
+            self.layer("mul", {}, operands, node)
             return
         if len(tensors) == 1 and len(consts) == 1:
             x, c = tensors[0], consts[0]
@@ -451,7 +461,8 @@ class Importer:
             shape.insert(a - 1, 1)
         if "reshape" not in LAYERS or len(shape) > 3:
             raise self.fail(node, f"Unsqueeze of a (batch, {fmt_shape(x.shape)}) tensor")
-        self.layer("reshape", {"shape": Size(shape) if len(shape) > 1 else shape[0]}, [x], node)
+        value = self.layer("reshape", {"shape": Size(shape) if len(shape) > 1 else shape[0]}, [x], node)
+        self.layers[value.layer].unsqueeze = True
 
     def Transpose(self, node):               # the middle of a channel shuffle
         x = self.tensor(node, 0)

@@ -707,6 +707,8 @@ class Add(Kind):
 
     def from_onnx(self, imp, node):
         tensors, consts = imp.split_operands(node)
+        if imp.gelu_stage(node, tensors, consts):
+            return
         if consts:
             if node.op_type != "Add" or len(tensors) != 1:
                 raise imp.fail(node, "a sum with a constant (cnnspec reads Add of a constant as the bias "

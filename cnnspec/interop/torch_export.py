@@ -28,7 +28,20 @@ from cnnspec.layers.values import Size
 RESERVED_VARS = {"self", "torch", "nn", "F", "math", "logits"}
 # the classes (and function) of table.HELPERS
 HELPER_CLASSES = {"Pool", "PadConv1d", "PadConv2d", "CropConvTranspose1d", "CropConvTranspose2d", "crop_transposed",
-                  "Reshape", "DropPath", "Sample"}
+                  "Reshape", "Channels", "DropPath", "Sample"}
+# keyword arguments of torch.nn's convolutions at their defaults (a block's instances may differ in
+# them); pooling's stride defaults to its kernel, so pooling has none here
+DEFAULTS = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "output_padding": 0}
+CONVOLUTIONS = ("nn.Conv", "PadConv", "nn.ConvTranspose", "CropConvTranspose")
+
+
+def _defaults(cls: str) -> dict:
+    return DEFAULTS if cls.startswith(CONVOLUTIONS) else {}
+# constructor arguments that are channel counts: (class prefix, position) -> a block parameter of
+# the same value names them even when every instance has the same (other numbers stay literal)
+CHANNEL_ARGS = {("nn.Conv", 0), ("nn.Conv", 1), ("PadConv", 0), ("PadConv", 1), ("nn.ConvTranspose", 0),
+                ("nn.ConvTranspose", 1), ("CropConvTranspose", 0), ("CropConvTranspose", 1), ("nn.Linear", 0),
+                ("nn.Linear", 1), ("nn.BatchNorm", 0)}
 
 
 def _camel(name: str) -> str:
@@ -148,9 +161,9 @@ class TorchWriter:
         instances of a block whose layers have the same form."""
         shape_key = (prog.block_type, prog.output, tuple(
             (e.local, tuple(e.inputs), e.op, e.frozen, e.ref[0] if e.ref else None,
-             None if e.ctor is None else (e.ctor.cls, len(e.ctor.args), tuple(e.ctor.kwargs),
-                                         tuple(_shape_of(v) for v in e.ctor.args),
-                                         tuple(_shape_of(v) for v in e.ctor.kwargs.values())))
+             None if e.ctor is None else (e.ctor.cls, tuple(_shape_of(v) for v in e.ctor.args),
+                                         tuple((k, _shape_of(v)) for k, v in e.ctor.kwargs.items()
+                                               if not (k in _defaults(e.ctor.cls) and isinstance(v, int)))))
             for e in prog.entries))
         group = self.classes.setdefault(shape_key, {"programs": [], "name": None})
         group["programs"].append(prog)
@@ -179,17 +192,28 @@ class TorchWriter:
                 if entry.ref is not None:                 # a nested block: its class's arguments
                     values = [ctor_args[p.entries[pos].ref] for p in progs]
                     kwargs = {k: self._expr([v[k] for v in values], envs, used, extra, f"{entry.local}_{k}",
-                                            prefer_in=k == "in_channels") for k in values[0]}
+                                            prefer_in=k == "in_channels", named=True) for k in values[0]}
                     lines.append((entry, [], kwargs))
                     continue
                 variants = [p.entries[pos].ctor for p in progs]
                 # the first argument of these is the channels of their input: `in_channels` when
                 # that input is the block's, else (preferably) an expression of the parameters
                 reads_in = entry.op in ("conv", "dense", "batchnorm") and entry.inputs == ["in"]
+                channel = [any(entry.ctor.cls.startswith(prefix) and pos == a for prefix, pos in CHANNEL_ARGS)
+                           for a in range(len(entry.ctor.args))]
                 args = [self._expr([v.args[a] for v in variants], envs, used, extra, f"{entry.local}_arg{a}",
-                                   prefer_in=reads_in and a == 0) for a in range(len(entry.ctor.args))]
-                kwargs = {key: self._expr([v.kwargs[key] for v in variants], envs, used, extra,
-                                          f"{entry.local}_{key}", False) for key in entry.ctor.kwargs}
+                                   prefer_in=reads_in and a == 0, named=channel[a])
+                        for a in range(len(entry.ctor.args))]
+                # keyword arguments some instances leave at their default (stride=1) take it
+                fullest = max(variants, key=lambda v: len(v.kwargs)).kwargs
+                keys = list(dict.fromkeys([*fullest, *(k for v in variants for k in v.kwargs)]))
+                kwargs, defaults = {}, _defaults(entry.ctor.cls)
+                for key in keys:
+                    values = [v.kwargs.get(key, defaults.get(key)) for v in variants]
+                    if key in defaults and all(value == defaults[key] for value in values):
+                        continue
+                    kwargs[key] = self._expr(values, envs, used, extra, f"{entry.local}_{key}", False,
+                                             named=key == "groups")
                 lines.append((entry, args, kwargs))
             params = ["in_channels"] if "in_channels" in used else []
             params += [p for p in progs[0].args if p in used and p != "in_channels"]
@@ -212,9 +236,13 @@ class TorchWriter:
             sources.append("\n".join(body))
         return sources, ctor_args
 
-    def _expr(self, values, envs, used, extra, fallback, prefer_in):
-        """Python source for an argument whose value in each instance is ``values``."""
+    def _expr(self, values, envs, used, extra, fallback, prefer_in, named=True):
+        """Python source for an argument whose value in each instance is ``values``: a literal
+        when every instance has the same (unless ``named``: a channel count, which a parameter of
+        the same value names), else an expression of the parameters that fits every instance."""
         ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        if ints and len(set(values)) == 1 and not named:
+            return _literal(values[0])
         if ints:
             names = [n for n in envs[0] if all(n in env for env in envs)]
             names.sort(key=lambda n: (n != "in_channels") if prefer_in else (n == "in_channels"))
@@ -222,8 +250,6 @@ class TorchWriter:
                 if all(env[n] == v for env, v in zip(envs, values)):
                     used.append(n)
                     return n
-            if len(set(values)) == 1:
-                return _literal(values[0])
             for n in names:
                 for m in range(2, 65):
                     if all(env[n] * m == v for env, v in zip(envs, values)):
@@ -237,6 +263,8 @@ class TorchWriter:
                     if a < b and all(env[a] * env[b] == v for env, v in zip(envs, values)):
                         used += [a, b]
                         return f"{a} * {b}"
+            if len(set(values)) == 1:
+                return _literal(values[0])
         elif all(v == values[0] for v in values):
             return _literal(values[0])
         name = re.sub(r"\W", "_", fallback)
@@ -311,7 +339,9 @@ class TorchWriter:
         if logits:
             doc.append("")
             doc.append("    forward(x, logits=True) returns the scores before the final softmax (for F.cross_entropy).")
-        doc.append('    """')
+            doc.append('    """')
+        else:
+            doc[-1] += '"""'
         body = [f"class {name}(nn.Module):"] + doc + ["", "    def __init__(self):", "        super().__init__()"]
         for entry in prog.entries:
             if entry.ctor is None:

@@ -36,14 +36,11 @@ LINE = 96                       # wrap chains longer than this
 
 
 def generated_base(name: str, blocks=()) -> str | None:
-    """The layer kind or block whose generated names ``name`` looks like (``conv2`` -> ``conv``)."""
-    m = re.fullmatch(r"(.*?)(\d+)", name)
-    if not m:
-        return None
-    for end in range(len(m.group(1)), len(name)):
-        if name[:end] in LAYERS or name[:end] in blocks:
-            return name[:end]
-    return None
+    """The layer kind or block whose generated names ``name`` looks like (``conv2`` -> ``conv``):
+    the language's own rule."""
+    from cnnspec.lang.build import Builder
+
+    return Builder(dict.fromkeys(blocks), {}).generated_base(name)
 
 
 def usable(name: str, blocks=(), taken=()) -> bool:
