@@ -127,7 +127,7 @@ class Sample(nn.Module):
 class ConvTranspose(Kind):
     ops = ("conv_transpose",)
     onnx_ops = ("ConvTranspose",)
-    slots = ("filters", "stride")
+    slots = ("filters", "stride", "groups")
 
     def text(self, op, kw):
         keys = []
@@ -438,6 +438,7 @@ class AdaptivePool(Kind):
 class Channels(Kind):
     ops = ("channels",)
     onnx_ops = ("Slice", "Split")
+    slots = ("start", "stop")
 
     def text(self, op, kw):
         return call_text(op, [kw["start"], kw["stop"]])

@@ -241,7 +241,7 @@ def spatial_of(node) -> int:
 class Conv(Kind):
     ops = ("conv",)
     onnx_ops = ("Conv",)
-    slots = ("filters", "stride")
+    slots = ("filters", "stride", "groups")
 
     def text(self, op, kw):
         keys = []

@@ -32,6 +32,7 @@ RESERVED = {"network", "block", "import", "train", "input", "true", "false", "in
 MERGES = {"add", "concat", "mul", "sample"}        # written with the names of their operands
 ELEMENTWISE = {"relu", "sigmoid", "tanh", "leaky_relu", "identity", "relu6", "hardswish", "hardsigmoid",
                "silu", "gelu", "softplus", "elu"}
+ABSORBED = ELEMENTWISE | {"shuffle"}     # taken into the branching region they follow
 LINE = 96                       # wrap chains longer than this
 
 
@@ -74,9 +75,9 @@ def regions(layers) -> list:
         if open_ == {i} or i == len(layers) - 1:
             found.append((entry, current))
             entry, current = i, []
-    merged = []                 # a branching region takes the activations right after its merge
+    merged = []                 # a branching region takes the activations (shuffles) right after its merge
     for entry, nodes in found:
-        if merged and len(merged[-1][1]) > 1 and len(nodes) == 1 and layers[nodes[0]].op in ELEMENTWISE \
+        if merged and len(merged[-1][1]) > 1 and len(nodes) == 1 and layers[nodes[0]].op in ABSORBED \
                 and merged[-1][1][-1] == entry:
             merged[-1][1].append(nodes[0])
         else:
@@ -186,7 +187,9 @@ def _block_name(layers, instances, hints, taken) -> str:
         m = re.fullmatch(r"([A-Za-z_][A-Za-z_0-9]*?)_?(\d+)", prefixes.pop()) if len(prefixes) == 1 else None
         bases.add(m.group(1) if m else None)
     base = bases.pop() if len(bases) == 1 else None
-    if base is None or not usable(base, taken):
+    if base is not None and not usable(base, taken) and usable(f"{base}_b", taken):
+        pass                                     # a second form of the same block: unit, unit_b
+    elif base is None or not usable(base, taken):
         ops = {layers[i].op for i in instances[0][1]}
         base = "residual" if "add" in ops else "inception" if "concat" in ops else "gated" if "mul" in ops else "unit"
         strided = all(any(max(layers[i].kwargs.get("stride", (1,))) > 1 for i in nodes) for _, nodes in instances)
