@@ -297,7 +297,7 @@ def test_an_unsupported_operator_names_the_node_and_the_supported_ones(tmp_path,
      else "a Slice of other axes than channels"),
     ("pad_relu", "cnnspec reads Pad only right before a Conv, MaxPool or AveragePool"),
     ("add_const", "Add of a constant other than the bias"),
-    ("two_inputs", "the model has 2 inputs (x, z)"),
+    ("two_outputs", "the model has 2 outputs; cnnspec reads models with one"),
     ("dynamic", "has a size that is not fixed (H)"),
     ("channel_softmax", "Softmax over axis 2"),
     ("runtime_weights", "the weights computed at run time"),
@@ -315,11 +315,8 @@ def test_graphs_cnnspec_cannot_express_are_clear_errors(tmp_path, capsys, case, 
     elif case == "add_const":
         nodes, inits = [conv, helper.make_node("Relu", ["c"], ["r"]),
                         helper.make_node("Add", ["r", "k"], ["y"])], {**W, "k": w(1)}
-    elif case == "two_inputs":
-        if "sample" in LAYERS:
-            pytest.skip("dsl.md §10 reads several inputs (tests/test_interop_modern.py)")
-        inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 1, 5, 5]) for n in ("x", "z")]
-        nodes, inits = [helper.make_node("Add", ["x", "z"], ["y"])], {}
+    elif case == "two_outputs":
+        nodes, inits = [conv, helper.make_node("Relu", ["c"], ["y"])], W
     elif case == "dynamic":
         inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", 5])]
         nodes, inits = [conv], W
@@ -327,7 +324,10 @@ def test_graphs_cnnspec_cannot_express_are_clear_errors(tmp_path, capsys, case, 
         nodes, inits = [conv, helper.make_node("Softmax", ["c"], ["y"], axis=2)], W
     else:
         nodes, inits = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["x", "r"], ["y"])], {}
-    path = save(make_model(nodes, inits, (1, 5, 5), inputs=inputs), tmp_path)
+    model = make_model(nodes, inits, (1, 5, 5), inputs=inputs)
+    if case == "two_outputs":
+        model.graph.output.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 2, 3, 3]))
+    path = save(model, tmp_path)
     err = cli_error(capsys, path)
     assert message in err and err.startswith(f"{path}: error: ")
 

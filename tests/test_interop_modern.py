@@ -270,6 +270,24 @@ def test_a_gan_exports_both_networks(tmp_path, capsys):
     assert onnx.load(tmp_path / "d.onnx").graph.name == "Discriminator"
 
 
+def test_a_gan_takes_one_weights_file_per_network(tmp_path, capsys):
+    from cnnspec.interop.weights import initial_arrays
+
+    nets = cnnspec.load_all(SPECS / "dcgan.cnn")
+    arrays = initial_arrays(nets["Discriminator"], seed=7, dtype="float32")
+    np.savez(tmp_path / "d.npz", **arrays)
+    out = str(tmp_path / "gan.onnx")
+    assert main(["export", str(SPECS / "dcgan.cnn"), "--to", "onnx", "-o", out,
+                 "--weights", f"Discriminator={tmp_path / 'd.npz'}"]) == 0
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(tmp_path / "gan.Discriminator.onnx").graph.initializer}
+    np.testing.assert_array_equal(init["conv1.weight"], arrays["conv1.weight"])
+    capsys.readouterr()
+    for weights, message in [(str(tmp_path / "d.npz"), "this file has several networks (Generator, Discriminator)"),
+                             (f"Critic={tmp_path / 'd.npz'}", "no network `Critic` here")]:
+        assert main(["export", str(SPECS / "dcgan.cnn"), "--to", "onnx", "-o", out, "--weights", weights]) == 1
+        assert message in capsys.readouterr().err
+
+
 # ---- graphs from PyTorch with these layers --------------------------------------------------------------
 
 def modern_torch_module():

@@ -56,17 +56,9 @@ def export(args) -> int:
 
 def _networks(path, name) -> list:
     """The networks of the file to export: the one called ``name``, or all of them."""
-    import inspect
+    from cnnspec.network import load, load_all
 
-    from cnnspec import network
-
-    if name is not None:
-        if "network" not in inspect.signature(network.load).parameters:
-            raise CnnSpecError("--network needs a cnnspec that reads several networks per file")
-        return [network.load(path, network=name)]
-    if hasattr(network, "load_all"):
-        return list(network.load_all(path).values())
-    return [network.load(path)]
+    return [load(path, network=name)] if name is not None else list(load_all(path).values())
 
 
 def _weights(given: list, networks: list) -> dict:

@@ -155,11 +155,8 @@ class Importer:
         self.from_cnnspec = model.producer_name == "cnnspec"
         self.frozen = set(filter(None, props.get("cnnspec.frozen", "").split(","))) if self.from_cnnspec else set()
         inputs = [i for i in graph.input if i.name not in self.consts]
-        several = "sample" in LAYERS                   # several inputs: dsl.md §10's catalogue
-        if not inputs or (len(inputs) > 1 and not several):
-            names = ", ".join(i.name for i in inputs) or "none"
-            raise CnnSpecError(f"the model has {len(inputs)} inputs ({names}); cnnspec reads models with one",
-                               file=file)
+        if not inputs:
+            raise CnnSpecError("the model has no input (every graph input is an initializer)", file=file)
         self.inputs = [(i.name, self._input_shape(i)) for i in inputs]       # input k is layer -(k+1)
         self.input_name, self.input_shape = self.inputs[0]
         self.input_shapes = {-(k + 1): shape for k, (_, shape) in enumerate(self.inputs)}
