@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnspec.interop.table import (Ctor, Expr, Kind, call_text, cnn_pads, number_text, onnx_pads, pad_text,
-                                   per_axis_text, register, spatial_of, squash)
+from cnnspec.interop.table import (Conv, Ctor, Kind, call_text, cnn_pads, number_text, per_axis_text,
+                                   register, spatial_of, squash)
 from cnnspec.layers.values import Size
 
 HELPERS = {
@@ -124,62 +124,14 @@ class Sample(nn.Module):
 
 
 @register
-class ConvTranspose(Kind):
+class ConvTranspose(Conv):
     ops = ("conv_transpose",)
     onnx_ops = ("ConvTranspose",)
-    slots = ("filters", "stride", "groups")
 
-    def text(self, op, kw):
-        keys = []
-        stride = kw.get("stride", 1)
-        if isinstance(stride, Expr) or (isinstance(stride, int) and stride != 1):
-            keys.append(("stride", stride))
-        elif not isinstance(stride, int) and any(v != 1 for v in stride):
-            keys.append(("stride", per_axis_text(stride)))
-        pad = pad_text(kw.get("pad", (0,)))
-        if pad:
-            keys.append(("pad", pad))
-        if any(v for v in kw.get("output_pad", (0,))):
-            keys.append(("output_pad", per_axis_text(kw["output_pad"])))
-        if any(v != 1 for v in kw.get("dilation", (1,))):
-            keys.append(("dilation", per_axis_text(kw["dilation"])))
-        if kw.get("groups", 1) != 1:
-            keys.append(("groups", kw["groups"]))
-        if not kw.get("bias", True):
-            keys.append(("bias", False))
-        if not kw.get("trainable", True):
-            keys.append(("trainable", False))
-        return call_text(op, [kw["filters"], Size(kw["kernel"])], keys)
+    torch_class, torch_helper, onnx_op = "ConvTranspose", "CropConvTranspose", "ConvTranspose"
 
-    def torch(self, node):
-        cfg, rank = node["config"], spatial_of(node)
-        before, after = cfg["pad"][0::2], cfg["pad"][1::2]
-        kwargs = {}
-        if any(s != 1 for s in cfg["stride"]):
-            kwargs["stride"] = squash(cfg["stride"])
-        symmetric = before == after
-        if symmetric and any(before):
-            kwargs["padding"] = squash(before)
-        if symmetric and any(cfg["output_pad"]):
-            kwargs["output_padding"] = squash(cfg["output_pad"])
-        if cfg["groups"] != 1:
-            kwargs["groups"] = cfg["groups"]
-        if not cfg["bias"]:
-            kwargs["bias"] = False
-        if any(d != 1 for d in cfg["dilation"]):
-            kwargs["dilation"] = squash(cfg["dilation"])
-        args = [node["input_shapes"][0][0], cfg["filters"], squash(cfg["kernel"])]
-        if not symmetric:
-            kwargs.update(pad=tuple(cfg["pad"]), output_pad=tuple(cfg["output_pad"]))
-            return Ctor(f"CropConvTranspose{rank}d", args, kwargs, helper="CropConvTranspose")
-        return Ctor(f"nn.ConvTranspose{rank}d", args, kwargs)
-
-    def to_onnx(self, b, name, node, xs):
-        cfg = node["config"]
-        inputs = [xs[0], b.param(name, "weight")] + ([b.param(name, "bias")] if cfg["bias"] else [])
-        return b.node("ConvTranspose", inputs, name, kernel_shape=list(cfg["kernel"]), strides=list(cfg["stride"]),
-                      pads=onnx_pads(cfg["pad"]), output_padding=list(cfg["output_pad"]),
-                      dilations=list(cfg["dilation"]), group=cfg["groups"])
+    def uneven(self, cfg) -> dict:
+        return {"pad": tuple(cfg["pad"]), "output_pad": tuple(cfg["output_pad"])}
 
     def from_onnx(self, imp, node):
         x = imp.tensor(node, 0)

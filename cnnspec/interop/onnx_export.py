@@ -99,7 +99,7 @@ def _describe_layers(nodes, graph, outputs) -> None:
     from cnnspec.layers import LAYERS
 
     by_name = {n.name: n for n in nodes}
-    for name, out in outputs.items():
+    for name in outputs:
         node = graph.nodes[name]
         if node["op"] == "input" or name not in by_name:
             continue

@@ -253,6 +253,8 @@ class Conv(Kind):
         pad = pad_text(kw.get("pad", (0,)))
         if pad:
             keys.append(("pad", pad))
+        if any(v for v in kw.get("output_pad", (0,))):                # conv_transpose
+            keys.append(("output_pad", per_axis_text(kw["output_pad"])))
         if any(v != 1 for v in kw.get("dilation", (1,))):
             keys.append(("dilation", per_axis_text(kw["dilation"])))
         if kw.get("groups", 1) != 1:
@@ -263,31 +265,48 @@ class Conv(Kind):
             keys.append(("trainable", False))
         return call_text(op, [kw["filters"], Size(kw["kernel"])], keys)
 
-    def torch(self, node):
-        cfg, rank = node["config"], spatial_of(node)
+    @staticmethod
+    def torch_kwargs(cfg) -> dict:
+        """torch.nn's keyword arguments of a convolution (padding where it is the same on both
+        sides; the caller handles the other case)."""
         before, after = cfg["pad"][0::2], cfg["pad"][1::2]
         kwargs = {}
         if any(s != 1 for s in cfg["stride"]):
             kwargs["stride"] = squash(cfg["stride"])
         if before == after and any(before):
             kwargs["padding"] = squash(before)
+        if before == after and any(cfg.get("output_pad", ())):
+            kwargs["output_padding"] = squash(cfg["output_pad"])
         if any(d != 1 for d in cfg["dilation"]):
             kwargs["dilation"] = squash(cfg["dilation"])
         if cfg["groups"] != 1:
             kwargs["groups"] = cfg["groups"]
         if not cfg["bias"]:
             kwargs["bias"] = False
+        return kwargs
+
+    # torch.nn's class, the helper class for padding that differs between the sides, ONNX's operator
+    torch_class, torch_helper, onnx_op = "Conv", "PadConv", "Conv"
+
+    def uneven(self, cfg) -> dict:
+        """The helper class's keyword arguments for padding that differs between the sides."""
+        return {"pad": torch_pad(cfg["pad"])}
+
+    def torch(self, node):
+        cfg, rank = node["config"], spatial_of(node)
+        kwargs = self.torch_kwargs(cfg)
         args = [node["input_shapes"][0][0], cfg["filters"], squash(cfg["kernel"])]
-        if before != after:
-            kwargs["pad"] = torch_pad(cfg["pad"])
-            return Ctor(f"PadConv{rank}d", args, kwargs, helper="PadConv")
-        return Ctor(f"nn.Conv{rank}d", args, kwargs)
+        if cfg["pad"][0::2] != cfg["pad"][1::2]:
+            kwargs.update(self.uneven(cfg))
+            return Ctor(f"{self.torch_helper}{rank}d", args, kwargs, helper=self.torch_helper)
+        return Ctor(f"nn.{self.torch_class}{rank}d", args, kwargs)
 
     def to_onnx(self, b, name, node, xs):
         cfg = node["config"]
         inputs = [xs[0], b.param(name, "weight")] + ([b.param(name, "bias")] if cfg["bias"] else [])
-        return b.node("Conv", inputs, name, kernel_shape=list(cfg["kernel"]), strides=list(cfg["stride"]),
-                      pads=onnx_pads(cfg["pad"]), dilations=list(cfg["dilation"]), group=cfg["groups"])
+        extra = {"output_padding": list(cfg["output_pad"])} if "output_pad" in cfg else {}
+        return b.node(self.onnx_op, inputs, name, kernel_shape=list(cfg["kernel"]), strides=list(cfg["stride"]),
+                      pads=onnx_pads(cfg["pad"]), dilations=list(cfg["dilation"]), group=cfg["groups"], **extra)
 
     def from_onnx(self, imp, node):
         x = imp.tensor(node, 0)
