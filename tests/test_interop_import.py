@@ -347,6 +347,8 @@ def test_malformed_files_are_clear_errors(tmp_path, capsys):
         err = cli_error(capsys, tmp_path / name)
         assert message in err and name in err, (name, err)
     assert "no such ONNX file" in cli_error(capsys, tmp_path / "missing.onnx")
+    (tmp_path / "folder.onnx").mkdir()
+    assert "this ONNX file is a folder" in cli_error(capsys, tmp_path / "folder.onnx")
     invalid = helper.make_model(helper.make_graph([helper.make_node("Conv", ["x", "W"], ["y"])], "g", [], []))
     (tmp_path / "invalid.onnx").write_bytes(invalid.SerializeToString())
     assert "not a valid ONNX model" in cli_error(capsys, tmp_path / "invalid.onnx")

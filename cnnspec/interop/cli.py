@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from cnnspec.errors import CnnSpecError
-from cnnspec.interop.files import write_atomic
+from cnnspec.atomic import write_npz, write_text
 
 
 def register(sub) -> None:
@@ -81,32 +81,22 @@ def _weights(given: list, networks: list) -> dict:
 
 
 def import_(args) -> int:
-    import numpy as np
-
     from cnnspec.interop.onnx_import import import_onnx
 
     net, weights, text = import_onnx(args.model, name=args.name)
     if args.output is None:
         print(text, end="")
         if args.weights_out:
-            _save(args.weights_out, weights, np)
+            write_npz(args.weights_out, weights, "weights file")
         return 0
     weights_out = args.weights_out or os.path.splitext(args.output)[0] + ".npz"
     if os.path.abspath(weights_out) == os.path.abspath(args.output):
         raise CnnSpecError("the .cnn file and the weights file are the same file", file=args.output)
-    _write_text(args.output, text)
-    _save(weights_out, weights, np)
+    write_text(args.output, text, ".cnn file")
+    write_npz(weights_out, weights, "weights file")
     totals = net.summary()["totals"]
     blocks = {v["type"] for v in net.graph.graph.get("blocks", {}).values()}
     print(f"wrote {args.output} ({net.name}: {len(net.graph) - 1} layers"
           + (f", blocks {', '.join(sorted(blocks))}" if blocks else "")
           + f"; {totals['params']:,} parameters, {totals['macs']:,} MACs) and {weights_out}")
     return 0
-
-
-def _write_text(path, text):
-    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def _save(path, weights, np):
-    write_atomic(path, lambda f: np.savez(f, **weights))

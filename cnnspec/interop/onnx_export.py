@@ -16,7 +16,6 @@ import numpy as np
 from cnnspec import __version__
 from cnnspec.errors import CnnSpecError
 from cnnspec.interop.deps import require
-from cnnspec.interop.files import write_atomic
 from cnnspec.interop.table import framework_layout, kind
 
 OPSET = 21
@@ -130,7 +129,8 @@ def to_onnx(network, path=None, weights=None, seed: int = 0, check: bool = True)
     if path is not None:
         path = os.fspath(path)
         if size < LARGE:
-            write_atomic(path, lambda f: f.write(model.SerializeToString()))
+            from cnnspec.atomic import write_bytes
+            write_bytes(path, model.SerializeToString(), "ONNX file")
         else:                            # protobuf's 2 GB limit: the weights beside the model
             try:
                 onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,

@@ -80,19 +80,21 @@ class Layer:
 def read_model(path):
     """The ``onnx.ModelProto`` in ``path``, checked; every way the file can be wrong is a
     CnnSpecError naming it."""
+    from cnnspec.limits import open_regular
+
     onnx = require("onnx")
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CnnSpecError("no such ONNX file", file=path)
-    size = os.path.getsize(path)
-    if size > MAX_BYTES:
-        raise CnnSpecError(f"the ONNX file is too large ({size:,} bytes; a model file holds at most 2 GiB)",
-                           file=path, hint="save the weights as external data: onnx.save_model(model, path, "
-                                           "save_as_external_data=True)")
-    if size == 0:
-        raise CnnSpecError("not an ONNX model: the file is empty", file=path)
+    with open_regular(path, "ONNX file") as handle:        # a folder, a pipe, a device: said so
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_BYTES:
+            raise CnnSpecError(f"the ONNX file is too large ({size:,} bytes; a model file holds at most 2 GiB)",
+                               file=path, hint="save the weights as external data: onnx.save_model(model, path, "
+                                               "save_as_external_data=True)")
+        if size == 0:
+            raise CnnSpecError("not an ONNX model: the file is empty", file=path)
+        data = handle.read(size + 1)
     try:
-        model = onnx.load(path, load_external_data=False)
+        model = onnx.load_model_from_string(data)
     except Exception as exc:          # google.protobuf.message.DecodeError, RuntimeWarning, ...
         raise CnnSpecError(f"not an ONNX model (it does not decode as an ONNX protobuf; truncated or "
                            f"another format?): {_first_line(exc)}", file=path) from None

@@ -484,8 +484,8 @@ def export_torch(networks, path, weights=None, seed: int = 0) -> list:
     """Write the module file ``path`` (.py) and one state dict per network beside it (``stem.pt``,
     or ``stem.NAME.pt`` for several networks). ``weights``: one per network (a list) or one for a
     single network. Returns ``[(class name, state dict path)]``."""
+    from cnnspec.atomic import write_atomic, write_text
     from cnnspec.interop.deps import require
-    from cnnspec.interop.files import write_atomic
     from cnnspec.interop.weights import network_arrays
 
     torch = require("torch")
@@ -496,9 +496,9 @@ def export_torch(networks, path, weights=None, seed: int = 0) -> list:
     stem = os.path.splitext(path)[0]
     states = [state_dict(net, network_arrays(net, w, seed, dtype="float64")) for net, w in zip(networks, weights)]
     written = []
-    write_atomic(path, lambda f: f.write(text.encode()))
+    write_text(path, text, "module file")
     for name, sd in zip(names, states):
         pt = f"{stem}.pt" if len(networks) == 1 else f"{stem}.{name}.pt"
-        write_atomic(pt, lambda f, sd=sd: torch.save(sd, f))
+        write_atomic(pt, lambda tmp, sd=sd: torch.save(sd, tmp), "state dict")
         written.append((name, pt))
     return written
