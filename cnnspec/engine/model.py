@@ -8,6 +8,12 @@
     g = model.gradient(x, of=3, wrt=["input", "conv2"])   # d logit_3 / d input, d logit_3 / d conv2
     model.save("w.npz"); model.load("w.npz")
 
+A network with several inputs takes a dict of arrays wherever ``x`` appears above:
+``model.forward({"z": z, "label": y})`` (a dict also works for one input). Losses: cross_entropy
+(class labels; one per pixel for a KxHxW output), mse, l1 and bce (targets of the output's shape:
+for an auto-encoder, the clean input itself). A network with ``sample`` layers (a VAE) adds their
+beta * KL to the loss; ``model.loss_parts`` says how the last loss was made up.
+
 All parameters live in one flat array (``params[layer][name]`` are views into it; assigning to
 one copies into the view) and their gradients in another, so an optimizer step is one fused loop.
 """
@@ -16,13 +22,14 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
 
 from cnnspec.engine import init, losses
-from cnnspec.errors import CnnSpecError, match_names
+from cnnspec.errors import CnnSpecError, match_names, nearest
 from cnnspec.npz import read_npz
 
 DTYPES = ("float32", "float64")
@@ -78,15 +85,16 @@ class Model:
         self.graph = graph
         self.name = graph.graph.get("network") or "network"
         self.seed = int(seed)
-        self.input_name = graph.graph["input"]
+        self.input_name = graph.graph["input"]              # the first input
+        self.input_names = list(graph.graph.get("inputs") or [self.input_name])
+        self.input_shapes = {name: tuple(graph.nodes[name]["output_shape"]) for name in self.input_names}
         self.output_name = graph.graph["output"]
-        self.input_shape = tuple(graph.nodes[self.input_name]["output_shape"])
+        self.input_shape = self.input_shapes[self.input_name]
         self.output_shape = tuple(graph.nodes[self.output_name]["output_shape"])
         out_node = graph.nodes[self.output_name]
         # the class scores: the logits before a final softmax (what losses and gradients start from)
         self.scores_name = out_node["inputs"][0] if out_node["op"] == "softmax" else self.output_name
         order = topological(graph)
-        check_runnable(graph, self.name)
         self.layers = [name for name in order if graph.nodes[name]["op"] != "input"]
         used = nx.ancestors(graph, self.output_name) | {self.output_name}
         self.live = [name for name in order if name in used]
@@ -99,6 +107,7 @@ class Model:
         self.rng = dropout_rng               # dropout masks; assign a new Generator to reseed
         self._allocate(graph, init_rng)
         self._version = 0                    # bumped when the trainable set changes
+        self.loss_parts = {}                 # the last loss: {"output": ..., sample layer: beta * KL}
         self._segments_cache = None
         self._plans = OrderedDict()
 
@@ -141,28 +150,27 @@ class Model:
 
     # -- running ---------------------------------------------------------------------------------
     def forward(self, x, batch: int = 256) -> np.ndarray:
-        """Evaluation-mode output for inputs ``x`` (N, *input shape), computed ``batch`` samples at
-        a time (dropout is the identity, batchnorm uses its running statistics)."""
-        x = self._check_input(x)
-        out = np.empty((len(x), *self.output_shape), self.dtype)
-        for start in range(0, len(x), batch):
-            part = x[start:start + batch]
-            out[start:start + len(part)] = self._plan(len(part)).forward(part)
+        """Evaluation-mode output for inputs ``x`` (N, *input shape) -- for several inputs a dict
+        ``{name: array}`` -- computed ``batch`` samples at a time (dropout and droppath are the
+        identity, batchnorm uses its running statistics, sample gives mu)."""
+        xs, n = self._check_inputs(x)
+        out = np.empty((n, *self.output_shape), self.dtype)
+        for start, part in _batches(xs, n, batch):
+            out[start:start + _size(part)] = self._plan(_size(part)).forward(part)
         return out
 
     def activations(self, x, layers=None, batch: int = 256) -> dict:
         """Evaluation-mode outputs of the layers whose names match the fnmatch patterns ``layers``
-        (default: the input and every layer the output depends on), as ``{name: (N, *shape)}`` in
+        (default: the inputs and every layer the output depends on), as ``{name: (N, *shape)}`` in
         network order."""
-        x = self._check_input(x)
+        xs, n = self._check_inputs(x)
         names = self.live if layers is None else self._match(layers, self.live)
-        out = {name: np.empty((len(x), *self.graph.nodes[name]["output_shape"]), self.dtype) for name in names}
-        for start in range(0, len(x), batch):
-            part = x[start:start + batch]
-            plan = self._plan(len(part))
+        out = {name: np.empty((n, *self.graph.nodes[name]["output_shape"]), self.dtype) for name in names}
+        for start, part in _batches(xs, n, batch):
+            plan = self._plan(_size(part))
             plan.forward(part)
             for name in names:
-                out[name][start:start + len(part)] = plan.act[name]
+                out[name][start:start + _size(part)] = plan.act[name]
         return out
 
     def gradient(self, x, of=None, wrt="input", *, layer: str | None = None, batch: int = 256) -> "Gradients":
@@ -179,16 +187,17 @@ class Model:
         * None: all ones (the gradient of the layer's sum).
 
         ``wrt`` names the tensors to differentiate with respect to (a name or a list; ``"input"``
-        is the network's input). Returns :class:`Gradients`: ``{name: (N, *shape) array}``, and
-        ``.activations``, the forward outputs of those tensors and of ``layer``. Dropout is the
-        identity and batchnorm uses its running statistics, as in :meth:`forward`; no parameter
-        gradient is computed. The backward buffers are made once per batch size and reused.
+        is the network's first input, the others go by their names). Returns :class:`Gradients`:
+        ``{name: (N, *shape) array}``, and ``.activations``, the forward outputs of those tensors
+        and of ``layer`` for the same inputs. Dropout and droppath are the identity, batchnorm uses
+        its running statistics and sample gives mu, as in :meth:`forward`; no parameter gradient
+        is computed. The backward buffers are made once per batch size and reused.
         """
-        x = self._check_input(x)
+        xs, n = self._check_inputs(x)
         layer = self.scores_name if layer is None else self.tensor_name(layer, "layer")
         if isinstance(wrt, str) or not isinstance(wrt, (list, tuple)):
             wrt = [wrt]
-        names = tuple(dict.fromkeys(self.tensor_name(n, "wrt") for n in wrt))
+        names = tuple(dict.fromkeys(self.tensor_name(name, "wrt") for name in wrt))
         if not names:
             raise CnnSpecError("gradient: `wrt` names no tensor")
         upstream = nx.ancestors(self.graph, layer) | {layer}
@@ -198,22 +207,22 @@ class Model:
                                    f"with respect to `{name}` is zero",
                                    hint="choose a tensor that feeds the differentiated layer")
         shape = tuple(self.graph.nodes[layer]["output_shape"])
-        fill = _seed(of, len(x), shape, layer)
-        result = Gradients({name: np.empty((len(x), *self.graph.nodes[name]["output_shape"]), self.dtype)
+        fill = _seed(of, n, shape, layer)
+        result = Gradients({name: np.empty((n, *self.graph.nodes[name]["output_shape"]), self.dtype)
                             for name in names}, layer=layer)
-        result.activations = {name: np.empty((len(x), *self.graph.nodes[name]["output_shape"]), self.dtype)
+        result.activations = {name: np.empty((n, *self.graph.nodes[name]["output_shape"]), self.dtype)
                               for name in dict.fromkeys(names + (layer,))}
-        for start in range(0, len(x), batch):
-            part = x[start:start + batch]
-            plan = self._plan(len(part))
+        for start, part in _batches(xs, n, batch):
+            size = _size(part)
+            plan = self._plan(size)
             backprop = plan.backprop(layer, names)
             plan.forward(part)
             fill(backprop.seed, start)
             backprop.run()
             for name, grad in backprop.grads.items():
-                result[name][start:start + len(part)] = grad
+                result[name][start:start + size] = grad
             for name, out in result.activations.items():
-                out[start:start + len(part)] = plan.act[name]
+                out[start:start + size] = plan.act[name]
         return result
 
     def tensor_name(self, name, what: str = "layer") -> str:
@@ -222,13 +231,11 @@ class Model:
         if not isinstance(name, str):
             raise CnnSpecError(f"`{what}` takes layer names, received {type(name).__name__}")
         if name == "input" and name not in self.graph:
-            return self.input_name
+            return self.input_name                      # the first input
         if name in self.live:
             return name
         if name in self.graph:
             raise CnnSpecError(f"`{name}` does not feed the output of `{self.name}`; the engine does not compute it")
-        from cnnspec.errors import nearest
-
         guess = nearest(name, ["input", *self.live])
         layers = (f"the layers are: {', '.join(self.live)}" if len(self.live) <= 30
                   else "`cnnspec summary` lists the layers")
@@ -238,7 +245,10 @@ class Model:
     def loss_and_grad(self, x, y, loss: str = "cross_entropy"):
         """Training-mode loss and its gradients: ``(loss, {layer: {param: array}})`` for the
         trainable layers (a frozen layer has no gradient). Batchnorm running statistics are
-        updated and dropout draws new masks, as in a training step."""
+        updated and dropout, droppath and sample draw new noise, as in a training step. ``y``:
+        class labels (cross_entropy), or targets of the output's shape (mse, l1, bce: for an
+        auto-encoder the clean input). The loss includes the sample layers' beta * KL
+        (``loss_parts`` has each part)."""
         value, _ = self._run_training(x, y, loss)
         return value, {layer: {k: g.copy() for k, g in self._grads[layer].items()}
                                  for layer, flag in self._trainable.items() if flag}
@@ -253,26 +263,34 @@ class Model:
         return value, plan.output.copy()
 
     def evaluate(self, x, y, batch: int = 256, loss: str = "cross_entropy"):
-        """Evaluation-mode mean loss over all samples and the outputs: ``(loss, outputs)``."""
+        """Evaluation-mode mean loss over all samples and the outputs: ``(loss, outputs)``. The
+        loss includes the sample layers' beta * KL (of mu and logvar: z = mu in evaluation);
+        ``loss_parts`` has the means of each part."""
         losses.check_loss(loss)
-        x = self._check_input(x)
-        y = losses.check_targets(loss, y, len(x), self.output_shape)
-        out = np.empty((len(x), *self.output_shape), self.dtype)
-        total = 0.0
-        for start in range(0, len(x), batch):
-            part = x[start:start + batch]
-            plan = self._plan(len(part))
-            out[start:start + len(part)] = plan.forward(part)
-            total += plan.eval_loss(loss, y[start:start + batch]) * len(part)
-        return total / max(len(x), 1), out
+        xs, n = self._check_inputs(x)
+        y = losses.check_targets(loss, y, n, self.output_shape)
+        losses.check_output(loss, self.graph, self.output_name)
+        out = np.empty((n, *self.output_shape), self.dtype)
+        totals = {}
+        for start, part in _batches(xs, n, batch):
+            size = _size(part)
+            plan = self._plan(size)
+            out[start:start + size] = plan.forward(part)
+            value, terms = plan.eval_loss(loss, y[start:start + batch])
+            for key, v in {"output": value, **terms}.items():
+                totals[key] = totals.get(key, 0.0) + v * size
+        self.loss_parts = {key: v / max(n, 1) for key, v in totals.items()}
+        return sum(self.loss_parts.values()), out
 
     def _run_training(self, x, y, loss):
         """Training-mode forward, loss and backward; returns (loss, plan)."""
         losses.check_loss(loss)
-        x = self._check_input(x)
-        y = losses.check_targets(loss, y, len(x), self.output_shape)
-        plan = self._plan(len(x))
-        return plan.training(loss).run(x, y), plan
+        xs, n = self._check_inputs(x)
+        y = losses.check_targets(loss, y, n, self.output_shape)
+        plan = self._plan(n)
+        value, terms = plan.training(loss).run(xs, y)
+        self.loss_parts = {"output": value, **terms}
+        return value + sum(terms.values()), plan
 
     def _plan(self, batch: int):
         plan = self._plans.get(batch)
@@ -285,18 +303,51 @@ class Model:
             self._plans.move_to_end(batch)
         return plan
 
-    def _check_input(self, x) -> np.ndarray:
+    def _check_inputs(self, x) -> tuple:
+        """``({input name: array}, N)``: every input of the network, floating point, of its shape
+        and one batch size N >= 1. ``x`` is an array (a network with one input) or a mapping of
+        the inputs' names to arrays."""
+        names = self.input_names
+        if isinstance(x, Mapping):
+            unknown = [key for key in x if key not in names]
+            if unknown:
+                guess = nearest(str(unknown[0]), names)
+                raise CnnSpecError(f"`{self.name}` has no input named `{unknown[0]}`; its inputs are "
+                                   f"{self._describe_inputs()}", hint=f"did you mean `{guess}`?" if guess else None)
+            missing = [name for name in names if name not in x]
+            if missing:
+                raise CnnSpecError(f"input `{missing[0]}` of `{self.name}` is missing; its inputs are "
+                                   f"{self._describe_inputs()}")
+            xs = {name: self._check_array(name, x[name]) for name in names}
+        elif len(names) > 1:
+            keys = ", ".join(f'"{name}": ...' for name in names)
+            raise CnnSpecError(f"`{self.name}` has {len(names)} inputs ({self._describe_inputs()}); pass a dict "
+                               f"of arrays, {{{keys}}}")
+        else:
+            xs = {names[0]: self._check_array(names[0], x)}
+        sizes = {name: len(a) for name, a in xs.items()}
+        if len(set(sizes.values())) > 1:
+            raise CnnSpecError(f"the inputs of `{self.name}` have different batch sizes: "
+                               + ", ".join(f"{name} {size}" for name, size in sizes.items()))
+        return xs, next(iter(sizes.values()))
+
+    def _describe_inputs(self) -> str:
+        return ", ".join(f"{name} ({fmt(shape)})" for name, shape in self.input_shapes.items())
+
+    def _check_array(self, name, x) -> np.ndarray:
         x = np.asarray(x)
-        if x.dtype.kind == "f" and x.shape[1:] == self.input_shape and len(x):
+        shape = self.input_shapes[name]
+        if x.dtype.kind == "f" and x.shape[1:] == shape and len(x):
             return x
-        expected = "(N, " + ", ".join(map(str, self.input_shape)) + ")"
+        whose = f"`{self.name}`" if len(self.input_names) == 1 else f"input `{name}` of `{self.name}`"
+        expected = "(N, " + ", ".join(map(str, shape)) + ")"
         if x.dtype.kind != "f":
             hint = ("convert it with x.astype(np.float32) (and scale images to [0, 1])"
                     if x.dtype.kind in "iub" else None)
-            raise CnnSpecError(f"`{self.name}` takes floating-point input of shape {expected}; received "
+            raise CnnSpecError(f"{whose} takes floating-point input of shape {expected}; received "
                                f"{x.dtype} of shape {x.shape}", hint=hint)
-        hint = "add a batch axis: x[None]" if x.shape == self.input_shape else None
-        raise CnnSpecError(f"`{self.name}` takes input of shape {expected}, N >= 1; received {x.shape}", hint=hint)
+        hint = "add a batch axis: x[None]" if x.shape == shape else None
+        raise CnnSpecError(f"{whose} takes input of shape {expected}, N >= 1; received {x.shape}", hint=hint)
 
     # -- parameters ------------------------------------------------------------------------------
     @property
@@ -442,24 +493,14 @@ def _seed(of, n: int, shape: tuple, layer: str):
     return lambda buf, start: np.copyto(buf, array[start:start + len(buf)], casting="unsafe")
 
 
-def check_runnable(graph, name: str) -> None:
-    """The engine runs every layer of the network, and the network has one input; else a
-    CnnSpecError saying what it cannot run yet (analysis covers more than the engine)."""
-    from cnnspec.engine.ops import OPS
+def _batches(xs: dict, n: int, batch: int):
+    """(start, {name: the samples start:start+batch of each input}) over the batch."""
+    for start in range(0, n, batch):
+        yield start, {name: a[start:start + batch] for name, a in xs.items()}
 
-    inputs = graph.graph.get("inputs") or [graph.graph["input"]]
-    if len(inputs) > 1:
-        raise CnnSpecError(f"the engine cannot run a network with several inputs yet (`{name}` takes "
-                           f"{', '.join(inputs)})", file=graph.graph.get("file"),
-                           hint="`cnnspec check`, `summary` and `render` work on it")
-    missing = list(dict.fromkeys(graph.nodes[n]["op"] for n in graph.nodes
-                                 if graph.nodes[n]["op"] not in OPS and graph.nodes[n]["op"] != "input"))
-    if missing:
-        first = next(n for n in graph.nodes if graph.nodes[n]["op"] == missing[0])
-        kinds = ", ".join(f"`{op}`" for op in missing)
-        raise CnnSpecError(f"the engine cannot run {kinds} yet (`{first}` of network `{name}`)",
-                           file=graph.graph.get("file"),
-                           hint="`cnnspec check`, `summary` and `render` work on it")
+
+def _size(part: dict) -> int:
+    return len(next(iter(part.values())))
 
 
 def _warn_not_finite(source: str, arrays: dict) -> None:

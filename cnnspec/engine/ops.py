@@ -50,6 +50,12 @@ def geometry(config):
     return kernel, stride, pad, dilation
 
 
+def as2d(sizes) -> tuple:
+    """Per-axis ints as the 2-D kernels take them: (s,) -> (1, s); 2-D sizes pass through."""
+    sizes = tuple(int(v) for v in sizes)
+    return (1, *sizes) if len(sizes) == 1 else sizes
+
+
 class Op:
     workspace = 0                       # elements of the shared conv workspace this op needs
 
@@ -211,16 +217,38 @@ class Activation(Op):
         return lambda: f(dy, y, dx, acc)
 
 
-class LeakyReLU(Op):
-    def forward(self, training):
-        f, x, y, slope = K.leaky_relu_forward_into, self.x, self.y, float(self.c.config["slope"])
-        return lambda: f(x, slope, y)
+class InputActivation(Activation):
+    """relu6, hardswish, hardsigmoid, silu, gelu, softplus: backward from the forward input x
+    (the forward writes its own buffer, never x)."""
 
     def backward(self, dy, dxs, grads):
         if dxs[0] is None:
             return None
-        (dx, acc), f, x, slope = dxs[0], K.leaky_relu_backward_into, self.x, float(self.c.config["slope"])
-        return lambda: f(dy, x, slope, dx, acc)
+        (dx, acc), f, x = dxs[0], self.backward_kernel, self.x
+        return lambda: f(dy, x, dx, acc)
+
+
+class ScaledActivation(Op):
+    """leaky_relu (slope) and elu (alpha): one number, the layer's ``arg`` config key; backward
+    from the forward input x."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        from cnnspec.layers import LAYERS
+
+        self.value = float(c.config[LAYERS[c.op].arg])
+        self.forward_kernel = getattr(K, f"{c.op}_forward_into")
+        self.backward_kernel = getattr(K, f"{c.op}_backward_into")
+
+    def forward(self, training):
+        f, x, y, value = self.forward_kernel, self.x, self.y, self.value
+        return lambda: f(x, value, y)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, x, value = dxs[0], self.backward_kernel, self.x, self.value
+        return lambda: f(dy, x, value, dx, acc)
 
 
 class BatchNorm(Op):
@@ -347,7 +375,8 @@ class Add(PassThrough):
 
 
 class View(PassThrough):
-    """flatten and identity: the output buffer is a view of the input's (set up by the plan)."""
+    """flatten, identity and reshape: the output buffer is a view of the input's (set up by the
+    plan)."""
 
     def forward(self, training):
         return None
@@ -381,6 +410,283 @@ class Concat(Op):
         return chain(steps)
 
 
+# ---- the layers of dsl.md §10 ----------------------------------------------------------------------
+
+class ConvTranspose(Op):
+    """Transposed convolution (PyTorch's ConvTranspose1d/2d); weight (C, F/groups, *kernel)."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        self.x4, self.y4 = as4d(self.x), as4d(self.y)
+        self.w = as_w4(c.params["weight"])
+        self.b = c.params.get("bias")
+        _, self.stride, self.pad, self.dilation = geometry(c.config)
+        self.output_pad = as2d(c.config["output_pad"])
+        self.groups = int(c.config["groups"])
+        self.workspace = K.conv_transpose2d_workspace_size(self.x4.shape, self.w.shape, self.stride, self.pad,
+                                                           self.output_pad, self.dilation, self.groups)
+        self.ws = None
+
+    def forward(self, training):
+        f, x, w, b, y, ws = K.conv_transpose2d_forward_into, self.x4, self.w, self.b, self.y4, self.ws
+        s, p, o, d, g = self.stride, self.pad, self.output_pad, self.dilation, self.groups
+        return lambda: f(x, w, b, s, p, o, d, g, y, ws)
+
+    def backward(self, dy, dxs, grads):
+        dx, acc = dxs[0] or (None, False)
+        dw = as_w4(grads["weight"]) if grads else None
+        db = grads.get("bias") if grads else None
+        if dx is None and dw is None:
+            return None
+        f, x, w, dy, dx, ws = K.conv_transpose2d_backward_into, self.x4, self.w, as4d(dy), as4d(dx), self.ws
+        s, p, o, d, g = self.stride, self.pad, self.output_pad, self.dilation, self.groups
+        return lambda: f(dy, x, w, s, p, o, d, g, dx, dw, db, ws, acc)
+
+
+class Upsample(Op):
+    """nearest or (bi)linear upsampling by integer factors (1-D: an image of height 1)."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        self.x4, self.y4 = as4d(self.x), as4d(self.y)
+        self.scale = as2d(c.config["scale"])
+        self.mode = c.config["mode"]
+
+    def forward(self, training):
+        f, x, y, scale, mode = K.upsample2d_forward_into, self.x4, self.y4, self.scale, self.mode
+        return lambda: f(x, scale, mode, y)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, scale, mode = dxs[0], K.upsample2d_backward_into, self.scale, self.mode
+        dy4, dx4 = as4d(dy), as4d(dx)
+        return lambda: f(dy4, scale, mode, dx4, acc)
+
+
+class AdaptiveAvgPool(Op):
+    def __init__(self, c):
+        super().__init__(c)
+        self.x4, self.y4 = as4d(self.x), as4d(self.y)
+
+    def forward(self, training):
+        f, x, y = K.adaptive_avgpool2d_forward_into, self.x4, self.y4
+        return lambda: f(x, y)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, dy4 = dxs[0], K.adaptive_avgpool2d_backward_into, as4d(dy)
+        dx4 = as4d(dx)
+        return lambda: f(dy4, dx4, acc)
+
+
+class AdaptiveMaxPool(Op):
+    def __init__(self, c):
+        super().__init__(c)
+        self.x4, self.y4 = as4d(self.x), as4d(self.y)
+        self.argmax = np.zeros(self.y4.shape, np.int64)
+
+    def forward(self, training):
+        f, x, y, a = K.adaptive_maxpool2d_forward_into, self.x4, self.y4, self.argmax
+        return lambda: f(x, y, a)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, dy4, a = dxs[0], K.adaptive_maxpool2d_backward_into, as4d(dy), self.argmax
+        dx4 = as4d(dx)
+        return lambda: f(dy4, a, dx4, acc)
+
+
+class Mul(Op):
+    """Element-wise product of operands of the output's shape ("full") and of gates ("gate": one
+    value per channel, Cx1x1, Cx1 or C, broadcast over the positions: squeeze-and-excitation).
+
+    The gradient of an operand is dout times the product of the others. Two operands run the
+    kernels directly (mul_backward for two full ones; gate_backward for a full one and a gate,
+    both gradients in one pass); more operands form the product of the others in a scratch
+    buffer first."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        self.forms = tuple(c.config["broadcast"])
+        self.scratch = np.zeros(self.y.shape, self.y.dtype) if len(c.xs) > 2 else None
+
+    def _product(self, out, skip=None):
+        """A closure writing the product of the operands (all but number ``skip``) into ``out``."""
+        operands = [(x, form) for i, (x, form) in enumerate(zip(self.c.xs, self.forms)) if i != skip]
+        full = [x for x, form in operands if form == "full"]
+        gates = [x for x, form in operands if form == "gate"]
+        mul, gate = K.mul_forward_into, K.gate_forward_into
+
+        def step():
+            if len(full) >= 2:
+                mul(full[0], full[1], out)
+                for a in full[2:]:
+                    mul(out, a, out)
+            elif full:
+                np.copyto(out, full[0])
+            else:                          # only gates are left: the skipped operand was the full one
+                out.fill(1)
+            for g in gates:
+                gate(out, g, out)
+        return step
+
+    def forward(self, training):
+        xs, y = self.c.xs, self.y
+        if len(xs) > 2:
+            return self._product(y)
+        a, b = xs
+        if self.forms == ("full", "full"):
+            f = K.mul_forward_into
+            return lambda: f(a, b, y)
+        x, gate = (a, b) if self.forms[0] == "full" else (b, a)
+        f = K.gate_forward_into
+        return lambda: f(x, gate, y)
+
+    def backward(self, dy, dxs, grads):
+        xs = self.c.xs
+        if all(t is None for t in dxs):
+            return None
+        if len(xs) == 2 and self.forms == ("full", "full"):
+            f = K.mul_backward_into
+            return chain([lambda dx=t[0], acc=t[1], other=xs[1 - i]: f(dy, other, dx, acc)
+                          for i, t in enumerate(dxs) if t is not None])
+        if len(xs) == 2:
+            i, j = (0, 1) if self.forms[0] == "full" else (1, 0)        # i: the full operand
+            dx, acc_dx = dxs[i] or (None, False)
+            dgate, acc_dgate = dxs[j] or (None, False)
+            f, x, gate = K.gate_backward_into, xs[i], xs[j]
+            return lambda: f(dy, x, gate, dx, dgate, acc_dx, acc_dgate)
+        steps, others = [], self.scratch
+        for i, target in enumerate(dxs):
+            if target is None:
+                continue
+            dx, acc = target
+            steps.append(self._product(others, skip=i))
+            if self.forms[i] == "full":
+                steps.append(lambda dx=dx, acc=acc: K.mul_backward_into(dy, others, dx, acc))
+            else:                          # the sums over each plane of dy * (the others)
+                steps.append(lambda dg=dx, acc=acc: K.gate_backward_into(dy, others, dg, None, dg, False, acc))
+        return chain(steps)
+
+
+class Channels(Op):
+    """The channel slice [start, stop) (copied: a channel range is not contiguous across samples)."""
+
+    def forward(self, training):
+        f, x, y, start = K.channel_slice_forward_into, self.x, self.y, int(self.c.config["start"])
+        return lambda: f(x, start, y)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, start = dxs[0], K.channel_slice_backward_into, int(self.c.config["start"])
+        return lambda: f(dy, start, dx, acc)
+
+
+class Shuffle(Op):
+    def forward(self, training):
+        f, x, y, groups = K.channel_shuffle_forward_into, self.x, self.y, int(self.c.config["groups"])
+        return lambda: f(x, groups, y)
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, groups = dxs[0], K.channel_shuffle_backward_into, int(self.c.config["groups"])
+        return lambda: f(dy, groups, dx, acc)
+
+
+class DropPath(Op):
+    """Stochastic depth: in training each sample is kept with probability 1 - p (and scaled by
+    1/(1 - p)) or zeroed whole; the keep-mask comes from ``model.rng`` as float64 uniforms, as
+    dropout's does (float32 and float64 models drop the same samples). Identity in evaluation."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        self.p = float(c.config["p"])
+        n = self.x.shape[0]
+        self.keep = np.ones(n, bool)
+        self.uniform = np.zeros(n, np.float64)
+
+    def forward(self, training):
+        x, y = self.x, self.y
+        if not training:
+            return lambda: np.copyto(y, x)
+        f, p, keep, u, model = K.droppath_forward_into, self.p, self.keep, self.uniform, self.c.model
+
+        def step():
+            model.rng.random(out=u)
+            np.greater_equal(u, p, out=keep)
+            f(x, keep, p, y)
+        return step
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None:
+            return None
+        (dx, acc), f, keep, p = dxs[0], K.droppath_backward_into, self.keep, self.p
+        return lambda: f(dy, keep, p, dx, acc)
+
+    def backward_eval(self, dy, dxs):
+        """Evaluation-mode droppath is the identity (EVAL_PASS_THROUGH)."""
+        return pass_gradient(dy, dxs)
+
+
+class Sample(Op):
+    """The VAE's reparameterised sample of its inputs (mu, logvar): z = mu + exp(logvar/2)*eps in
+    training, eps ~ N(0, 1) from ``model.rng`` (drawn in float64, then cast, as dropout's masks);
+    z = mu in evaluation. Each forward also sets ``kl``, the KL divergence of N(mu, exp(logvar))
+    from N(0, 1), summed over the features and averaged over the batch: the plan adds ``beta *
+    kl`` to the loss, and the training backward sends its gradient (weight beta) into mu and
+    logvar along with z's."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        self.mu, self.logvar = c.xs
+        self.beta = float(c.config["beta"])
+        self.eps = np.zeros(self.y.shape, self.y.dtype)
+        self.normal = np.zeros(self.y.shape, np.float64)
+        self.kl = 0.0                      # of the last forward
+
+    @property
+    def loss_term(self) -> float:
+        """What the last forward adds to the loss: beta * KL."""
+        return self.beta * self.kl
+
+    def forward(self, training):
+        f, mu, logvar, z, eps = K.vae_sample_forward_into, self.mu, self.logvar, self.y, self.eps
+        if not training:
+            zeros = np.zeros_like(eps)
+
+            def evaluate():
+                self.kl = f(mu, logvar, zeros, z)
+                np.copyto(z, mu)           # exactly mu, also where exp(logvar/2) * 0 overflows to NaN
+            return evaluate
+        normal, model = self.normal, self.c.model
+
+        def step():
+            model.rng.standard_normal(out=normal)
+            np.copyto(eps, normal, casting="unsafe")
+            self.kl = f(mu, logvar, eps, z)
+        return step
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None and dxs[1] is None:
+            return None
+        dmu, acc_mu = dxs[0] or (None, False)
+        dlogvar, acc_logvar = dxs[1] or (None, False)
+        f, mu, logvar, eps, beta = K.vae_sample_backward_into, self.mu, self.logvar, self.eps, self.beta
+        return lambda: f(dy, beta, mu, logvar, eps, dmu, dlogvar, acc_mu, acc_logvar)
+
+    def backward_eval(self, dy, dxs):
+        """z = mu in evaluation: mu receives dy, logvar nothing."""
+        steps = [pass_gradient(dy, dxs[:1])]
+        if dxs[1] is not None and not dxs[1][1]:
+            steps.append(lambda d=dxs[1][0]: d.fill(0))
+        return chain(steps)
+
+
 def chain(steps):
     steps = [s for s in steps if s is not None]
     if not steps:
@@ -398,9 +704,15 @@ OPS = {
     "conv": Conv, "maxpool": MaxPool, "avgpool": AvgPool, "sumpool": SumPool,
     "globalavgpool": GlobalAvgPool, "globalmaxpool": GlobalMaxPool, "dense": Dense,
     "relu": Activation, "sigmoid": Activation, "tanh": Activation, "softmax": Activation,
-    "leaky_relu": LeakyReLU, "batchnorm": BatchNorm, "dropout": Dropout,
+    "leaky_relu": ScaledActivation, "batchnorm": BatchNorm, "dropout": Dropout,
     "add": Add, "concat": Concat, "flatten": View, "identity": View,
+    # dsl.md §10
+    "conv_transpose": ConvTranspose, "upsample": Upsample, "reshape": View, "mul": Mul,
+    "relu6": InputActivation, "hardswish": InputActivation, "hardsigmoid": InputActivation,
+    "silu": InputActivation, "gelu": InputActivation, "softplus": InputActivation, "elu": ScaledActivation,
+    "adaptiveavgpool": AdaptiveAvgPool, "adaptivemaxpool": AdaptiveMaxPool, "channels": Channels,
+    "shuffle": Shuffle, "droppath": DropPath, "sample": Sample,
 }
-VIEWS = {"flatten", "identity"}         # output buffer = a view of the input buffer
-PASS_THROUGH = {"add", "flatten", "identity"}
-EVAL_PASS_THROUGH = PASS_THROUGH | {"dropout"}     # the same in evaluation mode
+VIEWS = {"flatten", "identity", "reshape"}          # output buffer = a view of the input buffer
+PASS_THROUGH = {"add", "flatten", "identity", "reshape"}
+EVAL_PASS_THROUGH = PASS_THROUGH | {"dropout", "droppath"}     # the same in evaluation mode

@@ -7,6 +7,10 @@ topological order; a tensor that feeds several layers receives the first contrib
 overwrite and the others by accumulation (``accumulate=True`` in the kernels). When an input's
 only consumer passes the gradient through unchanged (add, flatten, identity), the input's
 gradient buffer *is* the consumer's (a view): no copy.
+
+Inputs are given as ``{input name: array}`` (every input of the network). Layers with a loss term
+(``sample``: beta * KL) add it to the loss of the training step and of the evaluation; the
+training backward sends its gradient with the rest.
 """
 from __future__ import annotations
 
@@ -45,13 +49,14 @@ class Plan:
                 self.act[name] = self.act[node["inputs"][0]].reshape(shape)
             else:
                 self.act[name] = np.zeros(shape, dtype)
-        self.input = self.act[model.input_name]
+        self.inputs = {name: self.act[name] for name in model.input_names if name in self.act}
         self.output = self.act[model.output_name]
-        # losses start from the scores: the logits before a final softmax, else the output
+        # losses start from the scores: the input of a final softmax (cross_entropy) or sigmoid
+        # (bce), else the output
         out_node = graph.nodes[model.output_name]
-        self.softmax_output = out_node["op"] == "softmax"
-        self.logits = self.act[out_node["inputs"][0]] if self.softmax_output else self.output
-        self.labels = np.zeros(batch, np.int64)
+        self.output_op = out_node["op"]
+        self.before_output = self.act[out_node["inputs"][0]] if out_node["inputs"] else self.output
+        self._labels = None
         self._target = None
 
         backend = model._backend
@@ -79,6 +84,8 @@ class Plan:
         for op in self.ops.values():
             op.ws = workspace
         self.eval_steps = self.forward_steps(training=False)
+        # layers that add to the loss (sample's beta * KL), {name: op}: op.loss_term after a forward
+        self.term_ops = {name: self.ops[name] for name in graph.graph.get("loss_terms", []) if name in self.ops}
         self._training = {}                             # (loss, trainable version) -> Training
         self._eval_loss = {}                            # loss -> closure
         self._backprop = OrderedDict()                  # (layer, wrt) -> Backprop, recent last
@@ -96,48 +103,102 @@ class Plan:
 
     @property
     def target(self) -> np.ndarray:
-        """mse targets, (N, *output shape)."""
+        """mse, l1 and bce targets, (N, *output shape)."""
         if self._target is None:
             self._target = np.zeros(self.output.shape, self.model.dtype)
         return self._target
 
-    def forward(self, x) -> np.ndarray:
-        """Evaluation-mode forward; returns the plan's output buffer (overwritten by the next call)."""
-        np.copyto(self.input, x, casting="same_kind")
+    @property
+    def labels(self) -> np.ndarray:
+        """cross_entropy labels, int64: one per sample, or one per output position."""
+        if self._labels is None:
+            self._labels = np.zeros(self.batch * losses.positions(self.output.shape[1:]), np.int64)
+        return self._labels
+
+    def fuses(self, loss: str) -> bool:
+        """Whether ``loss`` starts from the input of the final activation (softmax for
+        cross_entropy, sigmoid for bce)."""
+        return losses.FUSED.get(loss) == self.output_op
+
+    def scores(self, loss: str) -> np.ndarray:
+        """The tensor ``loss`` is computed from (and whose gradient it writes)."""
+        return self.before_output if self.fuses(loss) else self.output
+
+    def copy_inputs(self, xs: dict) -> None:
+        for name, buffer in self.inputs.items():
+            np.copyto(buffer, xs[name], casting="same_kind")
+
+    def forward(self, xs: dict) -> np.ndarray:
+        """Evaluation-mode forward of the checked inputs ``{name: array}``; returns the plan's output
+        buffer (overwritten by the next call)."""
+        self.copy_inputs(xs)
         for step in self.eval_steps:
             step()
         return self.output
 
-    def loss_step(self, loss: str, dscores: np.ndarray, fused: bool):
-        """A closure computing ``loss`` of the current output against the filled targets, writing
-        the gradient of the scores into ``dscores``; ``fused`` also computes the final softmax
-        (which the training forward skips)."""
-        kernels, n = self.loss_kernels, self.batch
-        if loss == "mse":
-            f, output, target = kernels.mse_loss_into, self.output, self.target
-            return lambda: f(output, target, dscores)
-        k = losses.classes(self.output.shape[1:])
-        f, labels = kernels.softmax_cross_entropy_into, self.labels
-        logits, dlogits = self.logits.reshape(n, k), dscores.reshape(n, k)
-        if not fused:
-            return lambda: f(logits, labels, dlogits)
-        softmax, probs = kernels.softmax_forward_into, self.output.reshape(n, k)
+    def term_values(self) -> dict:
+        """{layer: its loss term} of the last forward (sample: beta * KL)."""
+        return {name: op.loss_term for name, op in self.term_ops.items()}
 
-        def step():
-            softmax(logits, probs)
-            return f(logits, labels, dlogits)
-        return step
+    def loss_step(self, loss: str, dscores: np.ndarray, fused: bool):
+        """A closure computing ``loss`` of the current scores (``scores(loss)``) against the filled
+        targets, writing the gradient of the scores into ``dscores``; ``fused`` also computes the
+        final softmax or sigmoid (which the training forward skips)."""
+        kernels, n = self.loss_kernels, self.batch
+        scores, output = self.scores(loss), self.output
+        if loss in ("mse", "l1") or (loss == "bce" and not self.fuses(loss)):
+            f = {"mse": kernels.mse_loss_into, "l1": K.l1_loss_into, "bce": K.bce_loss_into}[loss]
+            target = self.target
+            return lambda: f(output, target, dscores)
+        if loss == "bce":
+            f, target = K.sigmoid_bce_into, self.target
+            if not fused:
+                return lambda: f(scores, target, dscores)
+            sigmoid = K.sigmoid_forward_into
+
+            def sigmoid_step():
+                sigmoid(scores, output)
+                return f(scores, target, dscores)
+            return sigmoid_step
+        f, labels, k = kernels.softmax_cross_entropy_into, self.labels, self.output.shape[1]
+        per = losses.positions(self.output.shape[1:])
+        softmax = kernels.softmax_forward_into
+        if per == 1:
+            logits, dlogits = scores.reshape(n, k), dscores.reshape(n, k)
+            if not fused:
+                return lambda: f(logits, labels, dlogits)
+            probs = output.reshape(n, k)
+
+            def step():
+                softmax(logits, probs)
+                return f(logits, labels, dlogits)
+            return step
+        # one label per position: the scores (N, K, P) as rows (N*P, K), and back for the gradient
+        rows, drows = np.zeros((n * per, k), scores.dtype), np.zeros((n * per, k), scores.dtype)
+        by_class, dby_class = scores.reshape(n, k, per), dscores.reshape(n, k, per)
+        by_row, dby_row = rows.reshape(n, per, k), drows.reshape(n, per, k)
+
+        def per_position():
+            if fused:
+                softmax(scores, output)
+            np.copyto(by_row, by_class.transpose(0, 2, 1))
+            value = f(rows, labels, drows)
+            np.copyto(dby_class, dby_row.transpose(0, 2, 1))
+            return value
+        return per_position
 
     def fill_targets(self, loss: str, y) -> None:
-        losses.fill_targets(y, self.labels, self.target if loss == "mse" else None)
+        losses.fill_targets(y, self.labels if loss == "cross_entropy" else None,
+                            None if loss == "cross_entropy" else self.target)
 
-    def eval_loss(self, loss: str, y) -> float:
-        """The loss of the last ``forward`` (evaluation mode) against the checked targets ``y``."""
+    def eval_loss(self, loss: str, y) -> tuple:
+        """(loss, {layer: term}) of the last ``forward`` (evaluation mode) against the checked
+        targets ``y``: the loss of the output and the layers' loss terms."""
         if loss not in self._eval_loss:
-            scratch = np.zeros(self.logits.shape if loss == "cross_entropy" else self.output.shape, self.model.dtype)
+            scratch = np.zeros(self.scores(loss).shape, self.model.dtype)
             self._eval_loss[loss] = self.loss_step(loss, scratch, fused=False)
         self.fill_targets(loss, y)
-        return float(self._eval_loss[loss]())
+        return float(self._eval_loss[loss]()), self.term_values()
 
     def training(self, loss: str) -> Training:
         key = (loss, self.model._version)
@@ -219,9 +280,11 @@ class Training:
         model, graph, order, act = plan.model, plan.model.graph, plan.order, plan.act
         out_name = model.output_name
         self.plan, self.loss = plan, loss
-        # cross-entropy after a final softmax: the softmax is not run (nor differentiated) in the
-        # training forward; the loss step computes it and the fused gradient (p - onehot) / N
-        fused = loss == "cross_entropy" and plan.softmax_output
+        losses.check_output(loss, graph, out_name)
+        # cross-entropy after a final softmax (bce after a final sigmoid): the activation is not run
+        # (nor differentiated) in the training forward; the loss step computes it and the fused
+        # gradient, (p - onehot) / N ((p - target) / size)
+        fused = plan.fuses(loss)
         score_name = graph.nodes[out_name]["inputs"][0] if fused else out_name
 
         # which tensors need a gradient: a trainable layer there or upstream
@@ -270,15 +333,16 @@ class Training:
         self.forward_steps = plan.forward_steps(training=True, skip={out_name} if fused else ())
         self.backward_steps = backward
 
-    def run(self, x, y) -> float:
-        """Training-mode forward, loss and backward for checked inputs ``x`` and targets ``y``; the
-        parameter gradients land in the model's gradient arrays. Returns the loss."""
+    def run(self, xs: dict, y) -> tuple:
+        """Training-mode forward, loss and backward for checked inputs ``{name: array}`` and
+        targets ``y``; the parameter gradients land in the model's gradient arrays. Returns (the
+        loss of the output, {layer: loss term}): the loss is their sum."""
         plan = self.plan
-        np.copyto(plan.input, x, casting="same_kind")
+        plan.copy_inputs(xs)
         plan.fill_targets(self.loss, y)
         for step in self.forward_steps:
             step()
         value = self.loss_step()
         for step in self.backward_steps:
             step()
-        return float(value)
+        return float(value), plan.term_values()
