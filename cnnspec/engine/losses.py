@@ -40,11 +40,11 @@ def check_loss(loss: str) -> str:
     return loss
 
 
-def check_output(loss: str, graph, output_name: str) -> None:
-    """bce needs probabilities: a network ending in one of PROBABILITIES."""
-    op = graph.nodes[output_name]["op"]
+def check_output(loss: str, op: str, name: str) -> None:
+    """bce needs probabilities: a network whose last computing layer ``name`` (before flatten,
+    reshape, identity) is an ``op`` of PROBABILITIES."""
     if loss == "bce" and op not in PROBABILITIES:
-        raise CnnSpecError(f"bce takes probabilities, but the network's output `{output_name}` is a `{op}` "
+        raise CnnSpecError(f"bce takes probabilities, but the network's output comes from `{name}`, a `{op}` "
                            f"layer", hint="end the network in sigmoid (bce is then computed from its input, "
                                           "stably), or use loss=mse or l1")
 

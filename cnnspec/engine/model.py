@@ -269,12 +269,12 @@ class Model:
         losses.check_loss(loss)
         xs, n = self._check_inputs(x)
         y = losses.check_targets(loss, y, n, self.output_shape)
-        losses.check_output(loss, self.graph, self.output_name)
         out = np.empty((n, *self.output_shape), self.dtype)
         totals = {}
         for start, part in _batches(xs, n, batch):
             size = _size(part)
             plan = self._plan(size)
+            losses.check_output(loss, plan.final_op, plan.head[-1])
             out[start:start + size] = plan.forward(part)
             value, terms = plan.eval_loss(loss, y[start:start + batch])
             for key, v in {"output": value, **terms}.items():

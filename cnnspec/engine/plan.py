@@ -52,10 +52,15 @@ class Plan:
         self.inputs = {name: self.act[name] for name in model.input_names if name in self.act}
         self.output = self.act[model.output_name]
         # losses start from the scores: the input of a final softmax (cross_entropy) or sigmoid
-        # (bce), else the output
-        out_node = graph.nodes[model.output_name]
-        self.output_op = out_node["op"]
-        self.before_output = self.act[out_node["inputs"][0]] if out_node["inputs"] else self.output
+        # (bce), seen through the views after it (flatten, reshape, identity), else the output
+        head = [model.output_name]
+        while graph.nodes[head[-1]]["op"] in VIEWS:
+            head.append(graph.nodes[head[-1]]["inputs"][0])
+        self.head = head                               # the output, ..., the final computing layer
+        final = graph.nodes[head[-1]]
+        self.final_op = final["op"]
+        self.final_out = self.act[head[-1]]
+        self.before_final = self.act[final["inputs"][0]] if final["inputs"] else self.final_out
         self._labels = None
         self._target = None
 
@@ -116,13 +121,14 @@ class Plan:
         return self._labels
 
     def fuses(self, loss: str) -> bool:
-        """Whether ``loss`` starts from the input of the final activation (softmax for
-        cross_entropy, sigmoid for bce)."""
-        return losses.FUSED.get(loss) == self.output_op
+        """Whether ``loss`` starts from the input of the final activation: softmax for
+        cross_entropy (over the output's classes), sigmoid for bce."""
+        return losses.FUSED.get(loss) == self.final_op and (
+            loss == "bce" or self.final_out.shape[:2] == self.output.shape[:2])
 
     def scores(self, loss: str) -> np.ndarray:
         """The tensor ``loss`` is computed from (and whose gradient it writes)."""
-        return self.before_output if self.fuses(loss) else self.output
+        return self.before_final if self.fuses(loss) else self.output
 
     def copy_inputs(self, xs: dict) -> None:
         for name, buffer in self.inputs.items():
@@ -145,7 +151,7 @@ class Plan:
         targets, writing the gradient of the scores into ``dscores``; ``fused`` also computes the
         final softmax or sigmoid (which the training forward skips)."""
         kernels, n = self.loss_kernels, self.batch
-        scores, output = self.scores(loss), self.output
+        scores, output, final = self.scores(loss), self.output, self.final_out
         if loss in ("mse", "l1") or (loss == "bce" and not self.fuses(loss)):
             f = {"mse": kernels.mse_loss_into, "l1": K.l1_loss_into, "bce": K.bce_loss_into}[loss]
             target = self.target
@@ -157,7 +163,7 @@ class Plan:
             sigmoid = K.sigmoid_forward_into
 
             def sigmoid_step():
-                sigmoid(scores, output)
+                sigmoid(scores, final)
                 return f(scores, target, dscores)
             return sigmoid_step
         f, labels, k = kernels.softmax_cross_entropy_into, self.labels, self.output.shape[1]
@@ -167,7 +173,7 @@ class Plan:
             logits, dlogits = scores.reshape(n, k), dscores.reshape(n, k)
             if not fused:
                 return lambda: f(logits, labels, dlogits)
-            probs = output.reshape(n, k)
+            probs = final.reshape(n, k)
 
             def step():
                 softmax(logits, probs)
@@ -180,7 +186,7 @@ class Plan:
 
         def per_position():
             if fused:
-                softmax(scores, output)
+                softmax(scores, final)
             np.copyto(by_row, by_class.transpose(0, 2, 1))
             value = f(rows, labels, drows)
             np.copyto(dby_class, dby_row.transpose(0, 2, 1))
@@ -280,12 +286,13 @@ class Training:
         model, graph, order, act = plan.model, plan.model.graph, plan.order, plan.act
         out_name = model.output_name
         self.plan, self.loss = plan, loss
-        losses.check_output(loss, graph, out_name)
-        # cross-entropy after a final softmax (bce after a final sigmoid): the activation is not run
-        # (nor differentiated) in the training forward; the loss step computes it and the fused
-        # gradient, (p - onehot) / N ((p - target) / size)
+        losses.check_output(loss, plan.final_op, plan.head[-1])
+        # cross-entropy after a final softmax (bce after a final sigmoid): the activation (and the
+        # views after it) are not run nor differentiated in the training forward; the loss step
+        # computes it and the fused gradient, (p - onehot) / N ((p - target) / size)
         fused = plan.fuses(loss)
-        score_name = graph.nodes[out_name]["inputs"][0] if fused else out_name
+        skip = set(plan.head) if fused else set()
+        score_name = graph.nodes[plan.head[-1]]["inputs"][0] if fused else out_name
 
         # which tensors need a gradient: a trainable layer there or upstream
         trainable = model._trainable
@@ -297,7 +304,7 @@ class Training:
         # how many gradient contributions each tensor receives
         received = Counter()
         for name in order:
-            if need[name] and not (fused and name == out_name):
+            if need[name] and name not in skip:
                 received.update(i for i in graph.nodes[name]["inputs"] if need[i])
         received[score_name] += 1                      # from the loss
         grads_bytes = sum(act[name].nbytes for name in order if need[name])
@@ -321,7 +328,7 @@ class Training:
         self.loss_step = plan.loss_step(loss, dscores, fused)
         backward = []
         for name in reversed(order):
-            if name not in plan.ops or not need[name] or (fused and name == out_name):
+            if name not in plan.ops or not need[name] or name in skip:
                 continue
             dy = grad[name]
             via = dy if graph.nodes[name]["op"] in PASS_THROUGH else None
@@ -330,7 +337,7 @@ class Training:
             step = plan.ops[name].backward(dy, dxs, grads)
             if step is not None:
                 backward.append(step)
-        self.forward_steps = plan.forward_steps(training=True, skip={out_name} if fused else ())
+        self.forward_steps = plan.forward_steps(training=True, skip=skip)
         self.backward_steps = backward
 
     def run(self, xs: dict, y) -> tuple:
