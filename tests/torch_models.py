@@ -350,15 +350,16 @@ def pairs(model, module, *inputs):
     return list(zip(layers, mods))
 
 
-def copy_weights(model, module, *inputs, rng=None):
-    """Give ``module`` the model's parameters and batchnorm running statistics (randomised first
-    when ``rng`` is given, so that batchnorm is not the identity in evaluation); the module is
-    converted to the model's dtype. Returns the (layer, module) pairs."""
+def copy_weights(model, module, *inputs, rng=None, gamma=(0.5, 1.5)):
+    """Give ``module`` the model's parameters and batchnorm running statistics (with ``rng``,
+    batchnorm's parameters and statistics are randomised first, its scales drawn in ``gamma``, so
+    that it is not the identity in evaluation); the module is converted to the model's dtype.
+    Returns the (layer, module) pairs."""
     module.to({np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64}[model.dtype])
     matched = pairs(model, module, *inputs)
     for name, mod in matched:
         if rng is not None and name in model.state:
-            model.params[name]["weight"] = rng.uniform(0.5, 1.5, model.params[name]["weight"].shape)
+            model.params[name]["weight"] = rng.uniform(*gamma, model.params[name]["weight"].shape)
             model.params[name]["bias"] = rng.standard_normal(model.params[name]["bias"].shape) * 0.1
             model.state[name]["running_mean"][...] = rng.standard_normal(model.state[name]["running_mean"].shape) * 0.1
             model.state[name]["running_var"][...] = rng.uniform(0.5, 1.5, model.state[name]["running_var"].shape)

@@ -61,6 +61,42 @@ network ResNet8 {
 }
 """
 
+# MobileNetV2's inverted residual block as torchvision builds it (dsl.md §10.2), one block alone
+# and a small MobileNetV2-style network at CIFAR size (tests/torch_models.small_mobilenet_v2)
+INVERTED = """
+block inverted(c, expand=6, stride=1) {
+    hidden = in.channels * expand
+    if expand != 1 {
+        in -> conv(hidden, 1x1, bias=false) -> batchnorm -> relu6
+    }
+    main = conv(hidden, 3x3, stride=stride, pad=1, groups=hidden, bias=false) -> batchnorm -> relu6
+           -> conv(c, 1x1, bias=false) -> batchnorm
+    if stride == 1 and in.channels == c {
+        add(in, main)
+    }
+}
+"""
+
+MOBILENET_BLOCK = INVERTED + """
+network InvertedResidual {
+    input x: 24x56x56
+    inverted(24)                                  # 24 -> 144 -> depthwise 3x3 -> 24, + shortcut
+}
+"""
+
+MOBILENET_SMALL = INVERTED + """
+network MobileNetV2Small {
+    input image: 3x32x32
+    conv(16, 3x3, pad=1, bias=false) -> batchnorm -> relu6
+    inverted(16, expand=1)
+    inverted(24, stride=2) -> inverted(24)
+    inverted(32, stride=2) -> inverted(32)
+    inverted(64, stride=2)
+    conv(128, 1x1, bias=false) -> batchnorm -> relu6
+    globalavgpool -> flatten -> dense(10) -> softmax
+}
+"""
+
 # Layers of dsl.md §10, each beside PyTorch: (name, kind, arguments)
 LAYER_CASES = [
     ("depthwise 3x3 s1", "depthwise", dict(shape=(32, 96, 56, 56), kernel=3, stride=1)),
