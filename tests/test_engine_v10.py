@@ -373,3 +373,45 @@ def test_per_pixel_cross_entropy_by_hand():
     loss, _ = model.loss_and_grad(x, y)
     assert loss == pytest.approx(expected, rel=1e-12)
     assert model.evaluate(x, y)[0] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name, loss", [("vae", "bce"), ("unet", "cross_entropy"), ("sequence", "cross_entropy")])
+def test_the_layer_api_backend_runs_the_new_layers(nets, name, loss):
+    """The reference's layer-API functions (cnnspec.api) in place of the built-in kernels: the
+    same training steps (the transposed convolutions, upsampling, the VAE's sample and bce through
+    the API; 1-D ones as images of height 1)."""
+    api = pytest.importorskip("cnnspec.api")
+    from cnnspec.engine import SGD
+    from cnnspec.engine.backend import API
+
+    calls = set()
+
+    def counted(fname):
+        def call(*args):
+            calls.add(fname)
+            return getattr(api, fname)(*args)
+        return call
+
+    a = nets[name].compile(dtype="float64", seed=3)
+    b = nets[name].compile(dtype="float64", seed=3, backend={f: counted(f) for f in API})
+    opt_a, opt_b = SGD(a, lr=0.1, momentum=0.9), SGD(b, lr=0.1, momentum=0.9)
+    for step in range(2):
+        xs = inputs_for(a, 3, seed=step)
+        if name == "vae":
+            xs = {"x": np.random.default_rng(step).random((3, 1, 6, 6))}
+        y, _ = targets_for(name, a, xs, seed=step)
+        x = xs["x"]
+        for model in (a, b):
+            model.rng = np.random.default_rng(step)
+        la, oa = a.train_step(x, y, opt_a, loss=loss)
+        lb, ob = b.train_step(x, y, opt_b, loss=loss)
+        assert la == pytest.approx(lb, rel=1e-12)
+        np.testing.assert_allclose(oa, ob, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(a._flat_params, b._flat_params, rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(b.forward(x), a.forward(x), rtol=1e-10, atol=1e-14)
+    expected = {"vae": {"conv_transpose2d_forward", "conv_transpose2d_backward", "vae_sample_forward",
+                        "vae_sample_backward", "sigmoid_bce"},
+                "unet": {"upsample2d_forward", "upsample2d_backward"},
+                "sequence": {"conv_transpose2d_forward", "conv_transpose2d_backward", "upsample2d_forward",
+                             "upsample2d_backward"}}[name]
+    assert expected <= calls, expected - calls

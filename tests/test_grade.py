@@ -24,12 +24,12 @@ from cnnspec.grade.batch import csv_cell, run_batch
 from cnnspec.grade.bundle import make_bundle, warm_up
 from cnnspec.grade.cases import EDGES, make_cases
 from cnnspec.grade.checks import output_problem, rel_error, unwrap, value_problem
-from cnnspec.grade.functions import FUNCTIONS, template
+from cnnspec.grade.functions import FUNCTIONS, GROUPS, template
 from cnnspec.grade.grader import Grader
 from cnnspec.grade.sandbox import Limits
 from grade_fixtures.support import SOLUTION, reference, small_assignment
 
-ALL = list(FUNCTIONS)
+ALL = list(GROUPS["core"])           # the functions of `grade init`'s default assignment
 
 
 # -- the assignment ------------------------------------------------------------------------------

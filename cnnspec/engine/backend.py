@@ -7,6 +7,7 @@ the engine's arrays, so a function that modifies its inputs cannot corrupt the m
 direction is covered on its own: a layer whose forward is given but not its backward runs the
 built-in backward. Layers outside the API (and configurations the API does not have: groups,
 dilation, pooling ``ceil`` mode, batchnorm in evaluation mode) always run the built-in kernels.
+1-D transposed convolutions and upsampling run the 2-D functions on an image of height 1.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ API = (
     "dense_forward", "dense_backward", "relu_forward", "relu_backward", "sigmoid_forward",
     "sigmoid_backward", "tanh_forward", "tanh_backward", "softmax_forward", "softmax_cross_entropy",
     "mse_loss", "batchnorm_forward", "batchnorm_backward", "dropout_forward", "dropout_backward",
+    # encoder-decoders and generative networks
+    "conv_transpose2d_forward", "conv_transpose2d_backward", "upsample2d_forward", "upsample2d_backward",
+    "bce_loss", "sigmoid_bce", "vae_sample_forward", "vae_sample_backward",
 )
 
 
@@ -45,10 +49,16 @@ class Backend:
         if "softmax_cross_entropy" in funcs:
             self.softmax_cross_entropy_into = lambda logits, y, dlogits: loss_into(
                 funcs["softmax_cross_entropy"](logits.copy(), y.copy()), dlogits, "softmax_cross_entropy")
-        self.mse_loss_into = K.mse_loss_into
-        if "mse_loss" in funcs:
-            self.mse_loss_into = lambda pred, target, dpred: loss_into(
-                funcs["mse_loss"](pred.copy(), target.copy()), dpred, "mse_loss")
+        # the plan's element-wise losses: mse_loss_into, bce_loss_into, sigmoid_bce_into, l1_loss_into
+        for name in ("mse_loss", "bce_loss", "sigmoid_bce", "l1_loss"):
+            into = getattr(K, f"{name}_into")
+            if name in funcs:
+                into = self._loss(funcs[name], name)
+            setattr(self, f"{name}_into", into)
+
+    @staticmethod
+    def _loss(f, what):
+        return lambda pred, target, dpred: loss_into(f(pred.copy(), target.copy()), dpred, what)
 
     def op(self, c: ops.NodeContext):
         """The op of a node through the given functions, or None for the built-in one."""
@@ -71,6 +81,12 @@ def api_kind(op: str, config: dict, rank: int) -> str | None:
         return f"conv{rank}d"
     if op in ("maxpool", "avgpool") and not config["ceil"]:
         return f"{op}2d"
+    if op == "conv_transpose" and config["groups"] == 1 and all(d == 1 for d in config["dilation"]):
+        return "conv_transpose2d"
+    if op == "upsample":
+        return "upsample2d"
+    if op == "sample":
+        return "vae_sample"
     if op in ("dense", "relu", "sigmoid", "tanh", "batchnorm", "dropout", "softmax"):
         return op
     return None
@@ -304,5 +320,96 @@ class Dropout(ops.Dropout):
         return lambda: put_grad(target, f(dy.copy(), p, mask.copy()), "dropout_backward")
 
 
+class ConvTranspose(ops.ConvTranspose):
+    """conv_transpose2d_*: 1-D as an image of height 1 (pad (0, 0, left, right))."""
+
+    def __init__(self, c, forward, backward):
+        super().__init__(c)
+        self.api_forward, self.api_backward = forward, backward
+
+    def forward(self, training):
+        if self.api_forward is None:
+            return super().forward(training)
+        f, x, y, w, b = self.api_forward, self.x4, self.y4, self.w, self.b
+        s, p, o = self.stride, self.pad, self.output_pad
+        return lambda: put(y, f(x.copy(), w.copy(), None if b is None else b.copy(), s, p, o),
+                           "conv_transpose2d_forward")
+
+    def backward(self, dy, dxs, grads):
+        if self.api_backward is None:
+            return super().backward(dy, dxs, grads)
+        f, x, w, b, what = self.api_backward, self.x4, self.w, self.b, "conv_transpose2d_backward"
+        s, p, o, dy4 = self.stride, self.pad, self.output_pad, ops.as4d(dy)
+        target = None if dxs[0] is None else (ops.as4d(dxs[0][0]), dxs[0][1])
+        grads4 = None if not grads else {key: ops.as_w4(g) if key == "weight" else g for key, g in grads.items()}
+
+        def step():
+            dx, dw, db = unpack(f(dy4.copy(), x.copy(), w.copy(), None if b is None else b.copy(), s, p, o), 3, what)
+            put_grad(target, dx, what)
+            put_param_grad(grads4, "weight", dw, what)
+            if b is not None:
+                put_param_grad(grads4, "bias", db, what)
+        return step
+
+
+class Upsample(ops.Upsample):
+    def __init__(self, c, forward, backward):
+        super().__init__(c)
+        self.api_forward, self.api_backward = forward, backward
+        self.api_mode = "bilinear" if self.mode == "linear" else self.mode      # 1-D: H = 1, scale 1
+
+    def forward(self, training):
+        if self.api_forward is None:
+            return super().forward(training)
+        f, x, y, scale, mode = self.api_forward, self.x4, self.y4, self.scale, self.api_mode
+        return lambda: put(y, f(x.copy(), scale, mode), "upsample2d_forward")
+
+    def backward(self, dy, dxs, grads):
+        if dxs[0] is None or self.api_backward is None:
+            return super().backward(dy, dxs, grads)
+        f, x, scale, mode, dy4 = self.api_backward, self.x4, self.scale, self.api_mode, ops.as4d(dy)
+        target = (ops.as4d(dxs[0][0]), dxs[0][1])
+        return lambda: put_grad(target, f(dy4.copy(), x.copy(), scale, mode), "upsample2d_backward")
+
+
+class Sample(ops.Sample):
+    """vae_sample_*: the noise is drawn by the engine exactly as for the built-in kernel; the KL
+    the forward returns joins the loss."""
+
+    def __init__(self, c, forward, backward):
+        super().__init__(c)
+        self.api_forward, self.api_backward = forward, backward
+
+    def forward(self, training):
+        if self.api_forward is None:
+            return super().forward(training)
+        f, mu, logvar, z, eps, normal, model = (self.api_forward, self.mu, self.logvar, self.y, self.eps,
+                                                self.normal, self.c.model)
+        what = "vae_sample_forward"
+
+        def step():
+            if training:
+                model.rng.standard_normal(out=normal)
+                np.copyto(eps, normal, casting="unsafe")
+            else:
+                eps.fill(0)
+            out, kl = unpack(f(mu.copy(), logvar.copy(), eps.copy()), 2, what)
+            put(z, mu if not training else out, what)
+            self.kl = float(checked(kl, (), what))
+        return step
+
+    def backward(self, dy, dxs, grads):
+        if self.api_backward is None or (dxs[0] is None and dxs[1] is None):
+            return super().backward(dy, dxs, grads)
+        f, mu, logvar, eps, beta, what = self.api_backward, self.mu, self.logvar, self.eps, self.beta, "vae_sample_backward"
+
+        def step():
+            dmu, dlogvar = unpack(f(dy.copy(), beta, mu.copy(), logvar.copy(), eps.copy()), 2, what)
+            put_grad(dxs[0], dmu, what)
+            put_grad(dxs[1], dlogvar, what)
+        return step
+
+
 BACKEND_OPS = {"conv": Conv, "maxpool": Pool, "avgpool": Pool, "dense": Dense, "relu": Activation,
-               "sigmoid": Activation, "tanh": Activation, "batchnorm": BatchNorm, "dropout": Dropout}
+               "sigmoid": Activation, "tanh": Activation, "batchnorm": BatchNorm, "dropout": Dropout,
+               "conv_transpose": ConvTranspose, "upsample": Upsample, "sample": Sample}

@@ -51,7 +51,7 @@ def geometry(config):
 
 
 def as2d(sizes) -> tuple:
-    """Per-axis ints as the 2-D kernels take them: (s,) -> (1, s); 2-D sizes pass through."""
+    """Per-axis factors as the 2-D kernels take them: (s,) -> (1, s); 2-D ones pass through."""
     sizes = tuple(int(v) for v in sizes)
     return (1, *sizes) if len(sizes) == 1 else sizes
 
@@ -421,7 +421,8 @@ class ConvTranspose(Op):
         self.w = as_w4(c.params["weight"])
         self.b = c.params.get("bias")
         _, self.stride, self.pad, self.dilation = geometry(c.config)
-        self.output_pad = as2d(c.config["output_pad"])
+        output_pad = tuple(int(v) for v in c.config["output_pad"])
+        self.output_pad = (0, *output_pad) if len(output_pad) == 1 else output_pad
         self.groups = int(c.config["groups"])
         self.workspace = K.conv_transpose2d_workspace_size(self.x4.shape, self.w.shape, self.stride, self.pad,
                                                            self.output_pad, self.dilation, self.groups)

@@ -153,11 +153,11 @@ class Plan:
         kernels, n = self.loss_kernels, self.batch
         scores, output, final = self.scores(loss), self.output, self.final_out
         if loss in ("mse", "l1") or (loss == "bce" and not self.fuses(loss)):
-            f = {"mse": kernels.mse_loss_into, "l1": K.l1_loss_into, "bce": K.bce_loss_into}[loss]
+            f = {"mse": kernels.mse_loss_into, "l1": kernels.l1_loss_into, "bce": kernels.bce_loss_into}[loss]
             target = self.target
             return lambda: f(output, target, dscores)
         if loss == "bce":
-            f, target = K.sigmoid_bce_into, self.target
+            f, target = kernels.sigmoid_bce_into, self.target
             if not fused:
                 return lambda: f(scores, target, dscores)
             sigmoid = K.sigmoid_forward_into

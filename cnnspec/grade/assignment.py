@@ -18,7 +18,7 @@ except ImportError:             # Python 3.10: the same parser, as a package (py
     import tomli as tomllib
 
 from cnnspec.errors import CnnSpecError, nearest
-from cnnspec.grade.functions import FUNCTIONS, template
+from cnnspec.grade.functions import FUNCTIONS, GROUPS, template
 from cnnspec.grade.reports import write_atomic
 from cnnspec.grade.sandbox import Limits
 
@@ -32,7 +32,13 @@ DEFAULT_POINTS = {
     "sigmoid_forward": 2, "sigmoid_backward": 2, "tanh_forward": 2, "tanh_backward": 2,
     "softmax_forward": 3, "softmax_cross_entropy": 5, "mse_loss": 3, "batchnorm_forward": 5,
     "batchnorm_backward": 5, "dropout_forward": 2, "dropout_backward": 2,
+}                                   # the default assignment (GROUPS["core"]): 120 with the network
+GENERATIVE_POINTS = {
+    "conv_transpose2d_forward": 8, "conv_transpose2d_backward": 10, "upsample2d_forward": 5,
+    "upsample2d_backward": 5, "bce_loss": 3, "sigmoid_bce": 4, "vae_sample_forward": 4,
+    "vae_sample_backward": 5,
 }
+POINTS = {**DEFAULT_POINTS, **GENERATIVE_POINTS}
 CHECKS = ("shape_dtype", "reference", "numeric", "edge", "inputs")
 CHECK_TITLES = {"shape_dtype": "shape and dtype", "reference": "matches the reference",
                 "numeric": "agrees with the numerical gradient of your forward",
@@ -320,7 +326,7 @@ def load_assignment(path) -> Assignment:
         if not isinstance(table, dict):
             raise reader.error(f"[functions.{name}] must be a table", "functions", name)
         values = dict(defaults)
-        values.setdefault("points", DEFAULT_POINTS[name])
+        values.setdefault("points", POINTS[name])
         values.update(reader.check(table, _SCHEMA["defaults"], where, where))
         assignment.functions.append(FunctionProblem(name=name, **_floats(values)))
 
@@ -509,7 +515,9 @@ forbidden = {forbidden}  # top-level module names
 # {mistakes}.
 # kernel_flipped = "Lecture 3, slide 12: convolution or cross-correlation?"
 
-# One table per graded function of layer-api.md; delete a table to leave a function out.
+# One table per graded function of layer-api.md; delete a table to leave a function out, add
+# one to grade another: `cnnspec grade init DIR --functions core,generative` writes the tables of
+# these groups (core: the layers above; generative: {generative}).
 {functions}
 # Network-level problems: the network runs with the student's functions in place of the
 # built-in layers (those the API covers); its outputs and gradients must match the reference
@@ -574,26 +582,52 @@ lr = 0.5                        # learning rate of plain SGD
 '''
 
 
+def resolve_functions(spec) -> list:
+    """Function names from ``spec``: names of layer-api.md's functions and of GROUPS, as a list
+    or a comma-separated string ("core,generative", "core,vae_sample_forward"); in that order,
+    each once. An unknown name is a CnnSpecError naming it."""
+    words = [w.strip() for w in spec.split(",")] if isinstance(spec, str) else list(spec)
+    words = [w for w in words if w]
+    names = []
+    for word in words:
+        if word in GROUPS:
+            names += GROUPS[word]
+        elif word in FUNCTIONS:
+            names.append(word)
+        else:
+            guess = nearest(str(word), [*GROUPS, *FUNCTIONS])
+            raise CnnSpecError(f"unknown function or group `{word}`",
+                               hint=f"did you mean `{guess}`?" if guess else
+                               f"the groups are {', '.join(GROUPS)}; the functions those of layer-api.md")
+    if not names:
+        raise CnnSpecError("no function to grade: name functions or groups (core, generative)")
+    return list(dict.fromkeys(names))
+
+
 def render_toml(name="CNN layers", public_seed=2024, functions=None) -> str:
     import textwrap
 
     from cnnspec.grade.mutants import MUTANTS
 
-    names = functions or list(FUNCTIONS)
-    tables = "\n".join(f"[functions.{n}]\npoints = {DEFAULT_POINTS[n]}\n" for n in names)
+    names = resolve_functions(functions or "core")
+    tables = "\n".join(f"[functions.{n}]\npoints = {POINTS[n]}\n" for n in names)
     forbidden = "[" + ", ".join(f'"{n}"' for n in FRAMEWORKS) + "]"
     mistakes = textwrap.fill(", ".join(MUTANTS), width=96, subsequent_indent="# ")
+    generative = textwrap.fill(", ".join(GROUPS["generative"]) + ")", width=96, subsequent_indent="# ")
     return TOML_TEMPLATE.format(name=name, public_seed=public_seed, functions=tables, forbidden=forbidden,
-                                mistakes=mistakes)
+                                mistakes=mistakes, generative=generative)
 
 
-def init_assignment(directory, *, force: bool = False) -> list[Path]:
+def init_assignment(directory, *, force: bool = False, functions=None) -> list[Path]:
     """Write a ready assignment into ``directory``: assignment.toml, the student template
-    layers.py, a random secret (mode 0600) and the network of the network problem."""
+    layers.py, a random secret (mode 0600) and the network of the network problem. ``functions``
+    (names or groups, see :func:`resolve_functions`) chooses the graded functions; default
+    ``"core"``, the layers of CNN classifiers."""
     directory = Path(directory)
+    names = resolve_functions(functions or "core")
     directory.mkdir(parents=True, exist_ok=True)
-    files = {"assignment.toml": render_toml(),
-             "layers.py": template(list(FUNCTIONS), title="CNN layers", forbidden=FRAMEWORKS),
+    files = {"assignment.toml": render_toml(functions=names),
+             "layers.py": template(names, title="CNN layers", forbidden=FRAMEWORKS),
              "lenet5.cnn": _lenet5_text()}
     existing = [name for name in files if (directory / name).exists()]
     if existing and not force:

@@ -32,6 +32,13 @@ EDGES = {
     "mse": ("4-D input", "batch 1"),
     "batchnorm": ("4-D input", "3-D input", "batch 1, 4-D input"),
     "dropout": ("4-D input", "batch 1", "p = 0.2"),
+    "conv_transpose2d": ("stride 1", "output padding", "asymmetric padding", "non-square", "1x1 kernel",
+                         "batch 1", "one channel", "no bias"),
+    "upsample2d": ("nearest, scale 3", "bilinear, scale 3", "non-square scale", "scale 1 on one axis",
+                   "one row", "batch 1", "one channel"),
+    "bce": ("saturated predictions", "binary targets", "4-D input", "batch 1"),
+    "sigmoid_bce": ("large logits", "binary targets", "4-D input", "batch 1"),
+    "vae_sample": ("batch 1", "one feature", "4-D input"),
 }
 
 
@@ -64,7 +71,10 @@ def make_cases(name: str, seed: int, count: int, visibility: str, edges: bool = 
         rng = np.random.default_rng(case_seed)
         inputs, out_shape = GENERATORS[spec.family](rng, kind)
         if spec.kind == "backward":
-            inputs["dout"] = rng.standard_normal(out_shape)
+            # one upstream gradient per output of the forward: an array, or a number for a scalar
+            shapes = (out_shape,) if len(spec.upstream) == 1 else out_shape
+            for param, shape in zip(spec.upstream, shapes):
+                inputs[param] = rng.standard_normal(shape) if shape else float(rng.standard_normal())
         forward = forward_of(spec)
         cases.append(Case(name, index, kind, visibility, tuple(inputs[p] for p in spec.params),
                           tuple(inputs[p] for p in forward.params), case_seed))
@@ -256,9 +266,123 @@ def _dropout(rng, kind):
     return {"x": rng.standard_normal(shape), "p": p, "mask": rng.random(shape) >= p}, shape
 
 
+def _conv_transpose2d(rng, kind):
+    n, c, f = int(rng.integers(2, 4)), int(rng.integers(2, 4)), int(rng.integers(2, 4))
+    h = w = int(rng.integers(3, 5))
+    kh = kw = int(rng.choice([3, 4]))
+    stride, pad, output_pad, bias = (2, 2), (1, 1, 1, 1), (0, 0), True
+    if kh == 3 and rng.random() < 0.5:
+        output_pad = (1, 1)                  # the auto-encoder's: doubles the size
+    if kind == "stride 1":
+        stride, output_pad = (1, 1), (0, 0)
+    elif kind == "output padding":
+        kh = kw = 3
+        output_pad = (1, 0) if rng.random() < 0.5 else (0, 1)
+    elif kind == "asymmetric padding":
+        kh = kw = 4
+        pad = tuple(int(p) for p in rng.permutation([0, 1, 2, 1]))
+    elif kind == "non-square":
+        h, w = int(rng.integers(2, 4)), int(rng.integers(4, 6))
+        kh, kw = (3, 2) if rng.random() < 0.5 else (2, 3)
+        stride, pad, output_pad = (2, 1), (1, 0, 0, 1), (1, 0)
+    elif kind == "1x1 kernel":
+        kh = kw = 1
+        pad, output_pad = (0, 0, 0, 0), (1, 1)
+    elif kind == "batch 1":
+        n = 1
+    elif kind == "one channel":
+        c = 1
+    elif kind == "no bias":
+        bias = False
+    inputs = {"x": rng.standard_normal((n, c, h, w)),
+              "w": rng.standard_normal((c, f, kh, kw)) / np.sqrt(c * kh * kw),
+              "b": rng.standard_normal(f) if bias else None, "stride": stride, "pad": pad,
+              "output_pad": output_pad}
+    out = (n, f, (h - 1) * stride[0] - pad[0] - pad[1] + kh + output_pad[0],
+           (w - 1) * stride[1] - pad[2] - pad[3] + kw + output_pad[1])
+    return inputs, out
+
+
+def _upsample2d(rng, kind):
+    n, c = int(rng.integers(2, 4)), int(rng.integers(2, 4))
+    h, w = int(rng.integers(2, 5)), int(rng.integers(2, 5))
+    scale, mode = (2, 2), ("bilinear" if rng.random() < 0.5 else "nearest")
+    if kind == "nearest, scale 3":
+        scale, mode = (3, 3), "nearest"
+    elif kind == "bilinear, scale 3":
+        scale, mode = (3, 3), "bilinear"
+    elif kind == "non-square scale":
+        scale, mode = (2, 3), "bilinear"
+    elif kind == "scale 1 on one axis":
+        scale, mode = (1, 2), "bilinear"
+    elif kind == "one row":
+        h, mode = 1, "bilinear"
+    elif kind == "batch 1":
+        n = 1
+    elif kind == "one channel":
+        c = 1
+    inputs = {"x": rng.standard_normal((n, c, h, w)), "scale": scale, "mode": mode}
+    return inputs, (n, c, h * scale[0], w * scale[1])
+
+
+def _probabilities_shape(rng, kind):
+    shape = (int(rng.integers(3, 6)), int(rng.integers(2, 6)))
+    if kind == "4-D input":
+        shape = (2, 2, 3, 3)
+    elif kind == "batch 1":
+        shape = (1, shape[1])
+    return shape
+
+
+def _bce(rng, kind):
+    shape = _probabilities_shape(rng, kind)
+    pred = rng.uniform(0.02, 0.98, shape)
+    target = rng.random(shape)
+    if kind == "binary targets":
+        target = (target < 0.5).astype(np.float64)
+    elif kind == "saturated predictions":
+        # a sigmoid's outputs: exactly 0 and 1 (sigmoid(-800), sigmoid(40) in float64), 1e-60
+        # (a log below -100); the others plain; binary targets, some of them against the prediction
+        shape = (4, 6)
+        z = rng.permutation(np.array([-800.0, -800.0, 40.0, 40.0, 800.0, -138.0 * np.log(10)]
+                                     + list(rng.uniform(-3, 3, 18))))
+        with np.errstate(over="ignore"):
+            pred = (1 / (1 + np.exp(-z))).reshape(shape)
+        target = (rng.random(shape) < 0.5).astype(np.float64)
+        target.flat[:6] = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0]
+    return {"pred": pred, "target": target}, ()
+
+
+def _sigmoid_bce(rng, kind):
+    shape = _probabilities_shape(rng, kind)
+    logits = rng.standard_normal(shape) * 3
+    target = rng.random(shape)
+    if kind == "binary targets":
+        target = (target < 0.5).astype(np.float64)
+    elif kind == "large logits":
+        logits = rng.uniform(-1e4, 1e4, shape)
+        target = (rng.random(shape) < 0.5).astype(np.float64)
+    return {"logits": logits, "target": target}, ()
+
+
+def _vae_sample(rng, kind):
+    shape = (int(rng.integers(3, 6)), int(rng.integers(2, 6)))
+    if kind == "batch 1":
+        shape = (1, shape[1])
+    elif kind == "one feature":
+        shape = (shape[0], 1)
+    elif kind == "4-D input":
+        shape = (2, 3, 2, 2)
+    inputs = {"mu": rng.standard_normal(shape), "logvar": rng.uniform(-2.0, 1.0, shape),
+              "eps": rng.standard_normal(shape)}
+    return inputs, (shape, ())
+
+
 GENERATORS = {
     "conv2d": _conv2d, "conv1d": _conv1d, "maxpool2d": _pool(True), "avgpool2d": _pool(False),
     "dense": _dense, "relu": _elementwise(2.0), "sigmoid": _elementwise(300.0),
     "tanh": _elementwise(30.0), "softmax": _softmax, "cross_entropy": _cross_entropy,
     "mse": _mse, "batchnorm": _batchnorm, "dropout": _dropout,
+    "conv_transpose2d": _conv_transpose2d, "upsample2d": _upsample2d, "bce": _bce,
+    "sigmoid_bce": _sigmoid_bce, "vae_sample": _vae_sample,
 }

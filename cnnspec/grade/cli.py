@@ -1,6 +1,6 @@
 """``cnnspec grade``: a thin face over cnnspec.grade.
 
-    cnnspec grade init DIR [--force]
+    cnnspec grade init DIR [--functions LIST] [--force]
     cnnspec grade ASSIGNMENT SUBMISSION [--public] [--format text|json|gradescope|junit|prairielearn] [-o FILE]
     cnnspec grade batch ASSIGNMENT DIR --out gradebook.csv [--feedback DIR] [--workers N] [--resume]
     cnnspec grade gradescope-bundle ASSIGNMENT -o autograder.zip [--wheel PATH | --pypi]
@@ -23,7 +23,7 @@ from pathlib import Path
 from cnnspec.errors import CnnSpecError
 
 KEYWORDS = ("init", "batch", "gradescope-bundle", "student-bundle", "prairielearn-bundle", "exercise")
-USAGE = """cnnspec grade init DIR [--force]
+USAGE = """cnnspec grade init DIR [--functions LIST] [--force]
        cnnspec grade ASSIGNMENT SUBMISSION [--public] [--format text|json|gradescope|junit|prairielearn] [-o FILE]
        cnnspec grade batch ASSIGNMENT DIR --out gradebook.csv [--feedback DIR] [--workers N] [--resume]
        cnnspec grade gradescope-bundle ASSIGNMENT -o autograder.zip [--wheel PATH | --pypi]
@@ -50,7 +50,7 @@ OPTIONS = {"public": ("grade", "batch"), "format": ("grade", "exercise check"),
            "students": ("exercise make",), "seed": ("exercise make",), "moodle": ("exercise make",),
            "out": ("batch",), "feedback": ("batch",), "workers": ("batch",), "resume": ("batch",),
            "wheel": ("gradescope-bundle", "prairielearn-bundle"), "pypi": ("gradescope-bundle", "prairielearn-bundle"),
-           "image": ("prairielearn-bundle",), "force": ("init",)}
+           "image": ("prairielearn-bundle",), "force": ("init",), "functions": ("init",)}
 POSITIONALS = {"init": ("DIR",), "batch": ("ASSIGNMENT", "DIR"), "gradescope-bundle": ("ASSIGNMENT",),
                "student-bundle": ("ASSIGNMENT",), "prairielearn-bundle": ("ASSIGNMENT",),
                "exercise make": ("TEMPLATE",), "exercise check": ("DIR", "ANSWERS"),
@@ -82,6 +82,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None, help="exercise make: the seed of the variants (default 0)")
     p.add_argument("--moodle", metavar="FILE", help="exercise make: also write the questions as Moodle XML")
     p.add_argument("--force", action="store_true", help="init: overwrite existing files")
+    p.add_argument("--functions", metavar="LIST", help="init: the functions to grade, names and groups "
+                   "separated by commas (default core; generative: conv_transpose2d, upsample2d, bce_loss, "
+                   "sigmoid_bce, vae_sample)")
     p.set_defaults(func=main, grade_parser=p)
 
 
@@ -124,7 +127,7 @@ def main(a) -> int:
 def _init(a, directory) -> int:
     from cnnspec.grade.assignment import init_assignment
 
-    for path in init_assignment(directory, force=a.force):
+    for path in init_assignment(directory, force=a.force, functions=a.functions):
         print(f"wrote {path}")
     print(f"edit {Path(directory) / 'assignment.toml'}; then give students what "
           f"`cnnspec grade student-bundle {Path(directory) / 'assignment.toml'} -o student.zip` writes "

@@ -3,7 +3,12 @@ case generator, the checks and the reports.
 
 A *forward* function maps inputs to ``out``; a *backward* function receives ``dout`` and the
 forward's inputs again and returns the gradient of ``sum(forward(...) * dout)`` with respect to
-some of them; a *loss* returns ``(loss, gradient of loss w.r.t. its first argument)``.
+some of them (a forward of several outputs, ``vae_sample_forward``'s ``(z, kl)``, has one upstream
+gradient per output: ``sum(z * dz) + kl * dkl``); a *loss* returns ``(loss, gradient of loss
+w.r.t. its first argument)``.
+
+``GROUPS`` names sets of functions an assignment may grade: ``core`` (the default assignment of
+``cnnspec grade init``), ``generative`` (layer-api.md's encoder-decoders and generative networks).
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ class FunctionSpec:
     doc: str                 # the template's docstring: what it computes, shapes
     forward: str | None = None                     # backward: the forward it differentiates
     grads: dict = field(default_factory=dict)      # returned name -> forward argument it is d/d of
+    upstream: tuple = ("dout",)                    # backward: the arguments holding the gradients
+                                                   # of the forward's outputs, in order
 
     @property
     def signature(self) -> str:
@@ -37,6 +44,9 @@ _CONV2D = """x (N, C, H, W); w (F, C, KH, KW); b (F,) or None
 _CONV1D = """x (N, C, L); w (F, C, K); b (F,) or None
     stride (s,); pad (left, right)"""
 _POOL = """x (N, C, H, W); kernel (kh, kw); stride (sh, sw); pad (top, bottom, left, right)"""
+_CONV_T = """x (N, C, H, W); w (C, F, KH, KW) -- PyTorch's ConvTranspose2d layout: INPUT channels first
+    b (F,) or None; stride (sh, sw); pad (top, bottom, left, right): cropped from the output
+    output_pad (oh, ow): added at the bottom and the right"""
 
 FUNCTIONS: dict[str, FunctionSpec] = {spec.name: spec for spec in [
     _f("conv2d_forward", "x w b stride pad", "out", "forward", "conv2d", f"""
@@ -166,7 +176,92 @@ Inverted dropout with a given keep-mask: out = x * mask / (1 - p).
     _f("dropout_backward", "dout p mask", "dx", "backward", "dropout", """
 Gradient of dropout_forward(x, p, mask), given dout like x. Returns dx like dout.
 """, forward="dropout_forward", grads={"dx": "x"}),
+    _f("conv_transpose2d_forward", "x w b stride pad output_pad", "out", "forward", "conv_transpose2d", f"""
+Transposed 2-D convolution (PyTorch's ConvTranspose2d): each input value, times the kernel, is
+ADDED onto the output window it "un-slides" to -- input (i, j) of channel c adds
+x[n, c, i, j] * w[c, f, :, :] to full[n, f, i*sh : i*sh + KH, j*sw : j*sw + KW] -- where full
+has (H - 1)*sh + KH rows and (W - 1)*sw + KW columns. The kernel is not flipped. Then:
+pad = (top, bottom, left, right) rows and columns are CROPPED from full (not added),
+output_pad = (oh, ow) rows and columns of zeros are added at the bottom and the right (they
+choose among the sizes a strided convolution maps to the same size; oh < sh, ow < sw), and the
+bias is added everywhere.
+
+    {_CONV_T}
+    Returns out (N, F, OH, OW), OH = (H - 1)*sh - top - bottom + KH + oh,
+                                OW = (W - 1)*sw - left - right + KW + ow
+"""),
+    _f("conv_transpose2d_backward", "dout x w b stride pad output_pad", "dx dw db", "backward",
+       "conv_transpose2d", f"""
+Gradients of conv_transpose2d_forward(x, w, b, stride, pad, output_pad), given dout (N, F, OH,
+OW). dx[n, c, i, j] is the sum of dout over the window input (i, j) was added onto (the crop
+shifts it by (top, left)), weighted by w[c, f]: a strided cross-correlation of dout with w,
+no flip.
+
+    {_CONV_T}
+    Returns (dx, dw, db): dx like x, dw like w, db (F,) -- db is None when b is None
+""", forward="conv_transpose2d_forward", grads={"dx": "x", "dw": "w", "db": "b"}),
+    _f("upsample2d_forward", "x scale mode", "out", "forward", "upsample2d", """
+Upsampling by integer factors, as PyTorch's F.interpolate(x, scale_factor=scale, mode=mode,
+align_corners=False).
+
+    x (N, C, H, W); scale (sh, sw) integers; mode "nearest" or "bilinear"
+    nearest:  out[n, c, o, p] = x[n, c, o // sh, p // sw]  (floor, never rounding)
+    bilinear: along each axis, output o reads the input at src = (o + 0.5) / s - 0.5 (a
+              pixel's centre; align_corners=False), clamped below at 0: with i0 = floor(src),
+              i1 = min(i0 + 1, size - 1), l = src - i0, the value is (1 - l) * x[i0] + l * x[i1];
+              rows first, then columns (the two axes are independent)
+    Returns out (N, C, H*sh, W*sw)
+"""),
+    _f("upsample2d_backward", "dout x scale mode", "dx", "backward", "upsample2d", """
+Gradient of upsample2d_forward(x, scale, mode), given dout (N, C, H*sh, W*sw): each dout goes
+back to the input values the forward read for it, with the same weights (nearest: every input
+collects the sum of its sh x sw block).
+
+    Returns dx like x
+""", forward="upsample2d_forward", grads={"dx": "x"}),
+    _f("bce_loss", "pred target", "loss dpred", "loss", "bce", """
+Binary cross-entropy of probabilities, the mean over ALL elements, as PyTorch's
+F.binary_cross_entropy: loss = mean(-(target * log(pred) + (1 - target) * log(1 - pred))).
+A sigmoid's output can be exactly 0 or 1 in floating point, and log(0) = -inf: clamp each log
+at -100 (max(log(p), -100), max(log(1 - p), -100)), and divide the gradient by
+max(pred * (1 - pred), 1e-12) instead of pred * (1 - pred).
+
+    pred, target: the same shape; pred in [0, 1] (probabilities), target in [0, 1]
+    Returns (loss, dpred): loss a float; dpred like pred = d loss / d pred
+            = (pred - target) / max(pred * (1 - pred), 1e-12) / pred.size
+""", grads={"dpred": "pred"}),
+    _f("sigmoid_bce", "logits target", "loss dlogits", "loss", "sigmoid_bce", """
+Binary cross-entropy of sigmoid(logits), the mean over ALL elements, computed from the logits
+(PyTorch's F.binary_cross_entropy_with_logits). Must stay finite and exact for |logits| up to
+1e4, where sigmoid(logits) is exactly 0 or 1: use log(sigmoid(x)) = min(x, 0) - log(1 + exp(-|x|))
+and log(1 - sigmoid(x)) = log(sigmoid(x)) - x, never exp of a large positive number.
+
+    logits, target: the same shape; target in [0, 1]
+    Returns (loss, dlogits): loss a float; dlogits like logits = (sigmoid(logits) - target) / size
+""", grads={"dlogits": "logits"}),
+    _f("vae_sample_forward", "mu logvar eps", "z kl", "forward", "vae_sample", """
+The reparameterised sample of a variational auto-encoder and its KL term. The code's standard
+deviation is exp(logvar / 2) (logvar is the log of the VARIANCE), the noise eps is given:
+
+    z  = mu + exp(logvar / 2) * eps
+    kl = KL(N(mu, exp(logvar)) || N(0, 1)) SUMMED over each sample's features, then AVERAGED
+         over the batch: mean over n of sum over i of -(1 + logvar - mu**2 - exp(logvar)) / 2
+
+    mu, logvar, eps: the same shape (N, D) or (N, C, H, W) (everything but axis 0 is features)
+    Returns (z, kl): z like mu; kl a float (>= 0)
+"""),
+    _f("vae_sample_backward", "dz dkl mu logvar eps", "dmu dlogvar", "backward", "vae_sample", """
+Gradients of the loss with respect to mu and logvar, given dz = dL/dz (like mu) and dkl = dL/dkl
+(a number: the weight the loss gives the KL term, often 1 or a beta), through both outputs of
+vae_sample_forward(mu, logvar, eps).
+
+    Returns (dmu, dlogvar), each like mu
+""", forward="vae_sample_forward", grads={"dmu": "mu", "dlogvar": "logvar"}, upstream=("dz", "dkl")),
 ]}
+
+_GENERATIVE = ("conv_transpose2d_forward", "conv_transpose2d_backward", "upsample2d_forward",
+               "upsample2d_backward", "bce_loss", "sigmoid_bce", "vae_sample_forward", "vae_sample_backward")
+GROUPS = {"core": tuple(name for name in FUNCTIONS if name not in _GENERATIVE), "generative": _GENERATIVE}
 
 
 def forward_of(spec: FunctionSpec) -> FunctionSpec:

@@ -534,7 +534,7 @@ class Grader:
             replies = runner.run(forward.name, calls, timeout=timeout)
         except SandboxError as exc:
             return False, exc.message, False
-        values = []
+        values = []                                # per call, the forward's outputs (float64)
         for reply in replies:
             if not isinstance(reply, dict) or reply.get("status") != "ok":
                 status = reply.get("status") if isinstance(reply, dict) else None
@@ -544,22 +544,27 @@ class Grader:
                     return False, f"needs your {forward.name}, which is not defined", False
                 return False, f"your {forward.name} failed: {_error_text(reply, hidden)}", False
             out, whole = unwrap(reply.get("value"), forward.returns)
-            value = out[0]
-            usable = isinstance(value, (np.ndarray, float)) and (spec.kind != "loss" or np.ndim(value) == 0)
-            if whole or not usable:
+            used = out if spec.kind == "backward" else out[:1]     # a loss: the loss itself
+            usable = not whole and all(isinstance(v, (np.ndarray, float)) for v in used) and (
+                spec.kind != "loss" or np.ndim(out[0]) == 0)
+            if not usable:
                 return False, f"your {forward.name} did not return a usable value", False
-            values.append(np.asarray(value, dtype=np.float64))
+            values.append([np.asarray(v, dtype=np.float64) for v in used])
+        # a backward differentiates sum over the forward's outputs of output * its upstream gradient
+        upstream = [np.asarray(case.args[spec.params.index(p)], dtype=np.float64) for p in spec.upstream] \
+            if spec.kind == "backward" else None
         numeric, analytic, flat_params = {}, {}, set()
         for k, (out_index, index, matters) in enumerate(points):
             plus, minus = values[2 * k], values[2 * k + 1]
             if spec.kind == "backward":
-                dout = case.args[0]
-                if plus.shape != dout.shape or minus.shape != dout.shape:
+                if any(a.shape != u.shape or b.shape != u.shape for a, b, u in zip(plus, minus, upstream)):
                     return False, f"your {forward.name} returned the wrong shape", False
-                slope = float(np.sum((plus - minus) * dout) / (2 * h))
+                slope = float(sum(np.sum((a - b) * u) for a, b, u in zip(plus, minus, upstream)) / (2 * h))
+                same = all(np.array_equal(a, b) for a, b in zip(plus, minus))
             else:
-                slope = float((plus - minus) / (2 * h))
-            if matters and np.array_equal(plus, minus):
+                slope = float((plus[0] - minus[0]) / (2 * h))
+                same = np.array_equal(plus[0], minus[0])
+            if matters and same:
                 flat_params.add(spec.grads[spec.returns[out_index]])
             numeric.setdefault(out_index, []).append(slope)
             analytic.setdefault(out_index, []).append(float(np.asarray(outputs[out_index], np.float64)[index]))

@@ -553,7 +553,8 @@ def _(ref, x):
 loss_sum_or_mean = mutant("loss_sum_or_mean", """
     Your loss or its gradient is a sum where it should be a mean (or a mean over the wrong
     number of values): cross-entropy is the mean over the batch, so dlogits is divided by N;
-    the MSE is the mean over ALL elements, so dpred = 2 (pred - target) / pred.size.""")
+    the MSE is the mean over ALL elements, so dpred = 2 (pred - target) / pred.size; binary
+    cross-entropy too is the mean over ALL elements, its gradient divided by pred.size.""")
 
 
 @loss_sum_or_mean.on("softmax_cross_entropy")
@@ -682,3 +683,396 @@ dropout_divides_by_p = mutant("dropout_divides_by_p", """
 @dropout_divides_by_p.on("dropout_forward", "dropout_backward")
 def _(ref, x, p, mask):
     return x * mask / p
+
+
+# -- transposed convolution (layer-api.md: encoder-decoders and generative networks) ------------------
+
+def _ct(ref, which, dout, x, w, b, stride, pad, output_pad):
+    """The reference's conv_transpose2d forward (dout None) or backward."""
+    if which == "forward":
+        return ref.conv_transpose2d_forward(x, w, b, stride, pad, output_pad)
+    return ref.conv_transpose2d_backward(dout, x, w, b, stride, pad, output_pad)
+
+
+def _ct_geometry(m: Mutant, alternatives, *, backward=True):
+    """Register, for conv_transpose2d's forward (and backward), the reference with another
+    (stride, pad, output_pad): ``alternatives`` map the case's to the mistake's."""
+    names = ("conv_transpose2d_forward", "conv_transpose2d_backward") if backward else ("conv_transpose2d_forward",)
+    for name in names:
+        for alternative in alternatives:
+            m.variants.setdefault(name, []).append(_with_ct_geometry(name, alternative))
+
+
+def _with_ct_geometry(name, alternative):
+    def impl(ref, *args):
+        stride, pad, output_pad = (tuple(int(v) for v in a) for a in args[-3:])
+        geometry = alternative(stride, pad, output_pad)
+        if geometry == (stride, pad, output_pad):
+            raise ValueError("the same as the reference for this case")
+        if name.endswith("backward"):
+            dout, rest = args[0], args[1:-3]
+            if ref.conv_transpose2d_forward(*rest, *geometry).shape != dout.shape:
+                raise ValueError("another output size")
+            return ref.conv_transpose2d_backward(dout, *rest, *geometry)
+        return ref.conv_transpose2d_forward(*args[:-3], *geometry)
+    return impl
+
+
+transposed_as_convolution = mutant("transposed_as_convolution", """
+    Your output equals a convolution of x with w (channels swapped to fit): a transposed
+    convolution goes the other way, each input value times the kernel is ADDED onto the output
+    window it un-slides to, so it enlarges its input: OH = (H - 1)*sh - top - bottom + KH + oh.""")
+
+
+@transposed_as_convolution.on("conv_transpose2d_forward")
+def _(ref, x, w, b, stride, pad, output_pad):
+    return ref.conv2d_forward(x, _c(np.swapaxes(w, 0, 1)), b, stride, pad)
+
+
+@transposed_as_convolution.on("conv_transpose2d_forward")
+def _(ref, x, w, b, stride, pad, output_pad):
+    kh, kw = w.shape[2:]                     # a "same" convolution: the size kept at stride 1
+    return ref.conv2d_forward(x, _c(np.swapaxes(w, 0, 1)), b, (1, 1),
+                              ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2))
+
+
+transposed_kernel_flipped = mutant("transposed_kernel_flipped", """
+    Your output equals the transposed convolution with the kernel flipped: written as a
+    convolution of the zero-stretched input, a transposed convolution needs the kernel flipped
+    (w[:, :, ::-1, ::-1], channels swapped); written as "add x[i] * w onto out[i*s : i*s + K]" it
+    needs no flip -- one of the two flips is missing or one too many.""")
+
+
+@transposed_kernel_flipped.on("conv_transpose2d_forward")
+def _(ref, x, w, b, stride, pad, output_pad):
+    return ref.conv_transpose2d_forward(x, _flip(w), b, stride, pad, output_pad)
+
+
+@transposed_kernel_flipped.on("conv_transpose2d_backward")
+def _(ref, dout, x, w, b, stride, pad, output_pad):
+    dx, dw, db = ref.conv_transpose2d_backward(dout, x, _flip(w), b, stride, pad, output_pad)
+    return dx, _flip(dw), db
+
+
+transposed_gradient_kernel_flipped = mutant("transposed_gradient_kernel_flipped", """
+    Your dx (or dw) equals the right one with the kernel flipped: a transposed convolution's
+    backward reads dout without flipping anything, dx[n, c, i, j] = sum over f, k, l of
+    w[c, f, k, l] * dout[n, f, i*sh + k - top, j*sw + l - left] -- a strided cross-correlation of
+    dout with w (it is a convolution's backward that flips the kernel, not this one).""")
+
+
+@transposed_gradient_kernel_flipped.on("conv_transpose2d_backward")
+def _(ref, dout, x, w, b, stride, pad, output_pad):
+    dx, _, _ = ref.conv_transpose2d_backward(dout, x, _flip(w), b, stride, pad, output_pad)
+    _, dw, db = ref.conv_transpose2d_backward(dout, x, w, b, stride, pad, output_pad)
+    return dx, dw, db
+
+
+@transposed_gradient_kernel_flipped.on("conv_transpose2d_backward")
+def _(ref, dout, x, w, b, stride, pad, output_pad):
+    dx, dw, db = ref.conv_transpose2d_backward(dout, x, w, b, stride, pad, output_pad)
+    return dx, _flip(dw), db
+
+
+output_padding_ignored = mutant("output_padding_ignored", """
+    Your output has no output padding: output_pad = (oh, ow) adds oh rows at the bottom and ow
+    columns at the right of the output, OH = (H - 1)*sh - top - bottom + KH + oh. They hold what
+    the full transposed convolution has there (only the bias past its end), and their dout
+    reaches dx and dw like any other.""")
+_ct_geometry(output_padding_ignored, [lambda s, p, o: (s, p, (0, 0))], backward=False)
+
+
+@output_padding_ignored.on("conv_transpose2d_backward")
+def _(ref, dout, x, w, b, stride, pad, output_pad):
+    oh, ow = (int(v) for v in output_pad)
+    if not (oh or ow):
+        raise ValueError("no output padding")
+    h, wd = dout.shape[2] - oh, dout.shape[3] - ow        # dout of the rows and columns before it
+    return ref.conv_transpose2d_backward(_c(dout[:, :, :h, :wd]), x, w, b, stride, pad, (0, 0))
+
+
+transposed_padding_not_cropped = mutant("transposed_padding_not_cropped", """
+    Your output is the full transposed convolution, uncropped: in a transposed convolution pad =
+    (top, bottom, left, right) REMOVES top rows from the top, bottom rows from the bottom, left
+    and right columns, so that OH = (H - 1)*sh - top - bottom + KH + oh (it does not add zeros
+    around the input as a convolution's padding does).""")
+_ct_geometry(transposed_padding_not_cropped, [lambda s, p, o: (s, (0, 0, 0, 0), o)])
+
+transposed_padding_one_side = mutant("transposed_padding_one_side", """
+    Your output is cropped from one side only, or the sides are swapped: pad = (top, bottom,
+    left, right) removes top rows from the top and bottom rows from the bottom of the full
+    transposed convolution (left and right columns likewise), so out = full[top : top + OH,
+    left : left + OW] and dout goes back to those rows and columns.""")
+_ct_geometry(transposed_padding_one_side, [
+    lambda s, p, o: (s, (p[0] + p[1], 0, p[2] + p[3], 0), o), lambda s, p, o: (s, (0, p[0] + p[1], 0, p[2] + p[3]), o),
+    lambda s, p, o: (s, (p[1], p[0], p[3], p[2]), o)])
+
+_ct_geometry(height_width_swapped, [
+    lambda s, p, o: ((s[1], s[0]), (p[2], p[3], p[0], p[1]), (o[1], o[0])),
+    lambda s, p, o: ((s[1], s[0]), p, o), lambda s, p, o: (s, (p[2], p[3], p[0], p[1]), o),
+    lambda s, p, o: (s, p, (o[1], o[0]))])
+_ct_geometry(stride_ignored, [lambda s, p, o: ((1, 1), p, (0, 0))])
+
+
+@bias_missing.on("conv_transpose2d_forward")
+def _(ref, x, w, b, stride, pad, output_pad):
+    return ref.conv_transpose2d_forward(x, w, None, stride, pad, output_pad)
+
+
+@bias_missing.on("conv_transpose2d_backward")
+def _(ref, dout, x, w, b, stride, pad, output_pad):
+    dx, dw, _ = ref.conv_transpose2d_backward(dout, x, w, b, stride, pad, output_pad)
+    return dx, dw, None if b is None else np.zeros_like(b)
+
+
+@gradient_from_one_sample.on("conv_transpose2d_backward")
+def _(ref, dout, x, w, b, stride, pad, output_pad):
+    dx, _, _ = ref.conv_transpose2d_backward(dout, x, w, b, stride, pad, output_pad)
+    _, dw, db = ref.conv_transpose2d_backward(_c(dout[-1:]), _c(x[-1:]), w, b, stride, pad, output_pad)
+    return dx, dw, db
+
+
+# -- upsampling ----------------------------------------------------------------------------------
+
+def _interpolation(n_in, scale, rule):
+    """The (n_in * scale, n_in) matrix of one axis' upsampling by a mistaken ``rule``."""
+    n_out = n_in * scale
+    o = np.arange(n_out)
+    a = np.zeros((n_out, n_in))
+    if rule in ("round", "round_half_even"):
+        i = np.floor(o / scale + 0.5) if rule == "round" else np.round(o / scale)
+        a[o, np.minimum(i.astype(int), n_in - 1)] = 1
+        return a
+    if rule == "align_corners":
+        src = o * (n_in - 1) / (n_out - 1) if n_out > 1 else np.zeros(n_out)
+    elif rule == "no_half_pixel":
+        src = o / scale
+    else:                                               # "not_clamped": floor(src) = -1 wraps around
+        src = (o + 0.5) / scale - 0.5
+    i0 = np.floor(src).astype(int)
+    i0 = np.minimum(i0, n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = src - i0
+    np.add.at(a, (o, i0 % n_in), 1 - frac)
+    np.add.at(a, (o, i1 % n_in), frac)
+    return a
+
+
+def _upsampled(rule, modes):
+    """forward and backward implementations of upsampling by ``rule`` (for cases in ``modes``)."""
+    def matrices(x, scale, mode):
+        if mode not in modes:
+            raise ValueError("another mode")
+        return _interpolation(x.shape[2], int(scale[0]), rule), _interpolation(x.shape[3], int(scale[1]), rule)
+
+    def forward(ref, x, scale, mode):
+        ah, aw = matrices(x, scale, mode)
+        return np.einsum("oh,nchw,pw->ncop", ah, x, aw)
+
+    def backward(ref, dout, x, scale, mode):
+        ah, aw = matrices(x, scale, mode)
+        return np.einsum("oh,ncop,pw->nchw", ah, dout, aw)
+    return forward, backward
+
+
+def _upsample_mutant(m: Mutant, rules, modes):
+    for rule in rules:
+        forward, backward = _upsampled(rule, modes)
+        m.on("upsample2d_forward")(forward)
+        m.on("upsample2d_backward")(backward)
+
+
+align_corners_true = mutant("align_corners_true", """
+    Your bilinear upsampling uses align_corners=True, which maps the corner pixels onto each
+    other (src = o * (in - 1) / (out - 1)). PyTorch's default, and the layer API's, is
+    align_corners=False: output o reads the input at src = (o + 0.5) / scale - 0.5 (pixel
+    centres), clamped below at 0.""")
+_upsample_mutant(align_corners_true, ["align_corners"], ("bilinear",))
+
+bilinear_without_half_pixel = mutant("bilinear_without_half_pixel", """
+    Your bilinear upsampling reads the input at o / scale: positions are pixel centres, half a
+    pixel in from the corner, so output o reads the input at src = (o + 0.5) / scale - 0.5,
+    clamped below at 0.""")
+_upsample_mutant(bilinear_without_half_pixel, ["no_half_pixel"], ("bilinear",))
+
+bilinear_source_not_clamped = mutant("bilinear_source_not_clamped", """
+    Your bilinear upsampling does not clamp the source position at 0: for the first outputs
+    src = (o + 0.5) / scale - 0.5 is negative, floor(src) = -1, and NumPy reads index -1 as the
+    LAST row or column. Clamp src below at 0, so the border value is repeated.""")
+_upsample_mutant(bilinear_source_not_clamped, ["not_clamped"], ("bilinear",))
+
+nearest_rounding = mutant("nearest_rounding", """
+    Your nearest upsampling rounds o / scale to the nearest integer: the nearest mode (PyTorch's,
+    the layer API's) takes floor(o / scale), so that each input value is repeated scale times
+    from its own position on: out[o] = x[o // scale].""")
+_upsample_mutant(nearest_rounding, ["round", "round_half_even"], ("nearest",))
+
+
+def _swap_scale(name):
+    def impl(ref, *args):
+        scale = tuple(int(s) for s in args[-2])
+        if scale[0] == scale[1]:
+            raise ValueError("a square scale")
+        return getattr(ref, name)(*args[:-2], (scale[1], scale[0]), args[-1])
+    return impl
+
+
+for _name in ("upsample2d_forward", "upsample2d_backward"):
+    height_width_swapped.on(_name)(_swap_scale(_name))
+
+
+# -- binary cross-entropy ------------------------------------------------------------------------
+
+def _bce_terms(pred, target, guard):
+    """Per-element loss -(t log p + (1 - t) log(1 - p)) with the logs passed through ``guard``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -(target * guard(np.log(pred)) + (1 - target) * guard(np.log(1 - pred)))
+
+
+bce_not_clipped = mutant("bce_not_clipped", """
+    Your binary cross-entropy takes log(0) = -inf where a prediction is exactly 0 or 1 (as a
+    saturated sigmoid gives), so the loss or its gradient is inf or NaN. Clamp each log at -100,
+    as PyTorch does (max(log(p), -100)), and divide the gradient by max(p * (1 - p), 1e-12).""")
+
+
+@bce_not_clipped.on("bce_loss")
+def _(ref, pred, target):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grad = (pred - target) / (pred * (1 - pred)) / pred.size
+    return float(np.mean(_bce_terms(pred, target, lambda v: v))), grad
+
+
+@bce_not_clipped.on("bce_loss")
+def _(ref, pred, target):
+    return float(np.mean(_bce_terms(pred, target, lambda v: v))), ref.bce_loss(pred, target)[1]
+
+
+@bce_not_clipped.on("bce_loss")
+def _(ref, pred, target):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grad = (pred - target) / (pred * (1 - pred)) / pred.size
+    return ref.bce_loss(pred, target)[0], grad
+
+
+bce_epsilon_instead_of_clamp = mutant("bce_epsilon_instead_of_clamp", """
+    Your binary cross-entropy guards the log with a small constant (log(p + eps), or p clipped to
+    [eps, 1 - eps]): where a prediction is exactly 0 or 1 its loss stops at -log(eps). The layer
+    API clamps each log at -100 instead (PyTorch's rule, max(log(p), -100)), and divides the
+    gradient by max(p * (1 - p), 1e-12).""")
+
+
+def _bce_with(eps, clip):
+    def impl(ref, pred, target):
+        p = np.clip(pred, eps, 1 - eps) if clip else pred
+        shift = 0.0 if clip else eps
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loss = -np.mean(target * np.log(p + shift) + (1 - target) * np.log(1 - p + shift))
+        return float(loss), ref.bce_loss(pred, target)[1]
+    return impl
+
+
+for _eps in (1e-15, 1e-12, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5):
+    for _clip in (False, True):
+        bce_epsilon_instead_of_clamp.on("bce_loss")(_bce_with(_eps, _clip))
+
+sigmoid_bce_unstable = mutant("sigmoid_bce_unstable", """
+    Your loss is not stable for large logits: sigmoid(x) is exactly 0 or 1 in floating point
+    once |x| is above 40 or so, so log(sigmoid(x)) is -inf (or wrong once clamped), and exp(-x)
+    overflows to inf below x = -710. Compute from the logits: log(sigmoid(x)) = min(x, 0) -
+    log(1 + exp(-|x|)), and the loss is (1 - t) * x - log(sigmoid(x)).""")
+
+
+@sigmoid_bce_unstable.on("sigmoid_bce")
+def _(ref, logits, target):
+    with np.errstate(over="ignore"):
+        p = 1 / (1 + np.exp(-logits))
+    return float(np.mean(_bce_terms(p, target, lambda v: v))), ref.sigmoid_bce(logits, target)[1]
+
+
+@sigmoid_bce_unstable.on("sigmoid_bce")
+def _(ref, logits, target):
+    with np.errstate(over="ignore"):
+        p = 1 / (1 + np.exp(-logits))
+    return float(np.mean(_bce_terms(p, target, lambda v: np.maximum(v, -100)))), ref.sigmoid_bce(logits, target)[1]
+
+
+@sigmoid_bce_unstable.on("sigmoid_bce")
+def _(ref, logits, target):
+    with np.errstate(over="ignore"):
+        loss = np.mean((1 - target) * logits + np.log(1 + np.exp(-logits)))
+    return float(loss), ref.sigmoid_bce(logits, target)[1]
+
+
+def _summed(name, per_sample):
+    """The reference loss ``name`` summed over all elements, or (``per_sample``) averaged over
+    the batch only."""
+    def impl(ref, pred, target):
+        loss, grad = getattr(ref, name)(pred, target)
+        factor = pred.size // pred.shape[0] if per_sample else pred.size
+        return loss * factor, grad * factor
+    return impl
+
+
+for _name in ("bce_loss", "sigmoid_bce"):
+    for _per_sample in (False, True):
+        loss_sum_or_mean.on(_name)(_summed(_name, _per_sample))
+
+
+# -- the VAE's sample ----------------------------------------------------------------------------
+
+def _kl_scaled(factor):
+    """The reference with its KL term (and the KL's gradient) times ``factor(mu)``."""
+    def forward(ref, mu, logvar, eps):
+        z, kl = ref.vae_sample_forward(mu, logvar, eps)
+        return z, kl * factor(mu)
+
+    def backward(ref, dz, dkl, mu, logvar, eps):
+        return ref.vae_sample_backward(dz, dkl * factor(mu), mu, logvar, eps)
+    return forward, backward
+
+
+def _kl_mutant(m: Mutant, factor, applies):
+    forward, backward = _kl_scaled(factor)
+
+    def check(fn):
+        def impl(ref, *args):
+            if not applies(args[-3]):
+                raise ValueError("the same as the reference for this case")
+            return fn(ref, *args)
+        return impl
+    m.on("vae_sample_forward")(check(forward))
+    m.on("vae_sample_backward")(check(backward))
+
+
+kl_wrong_sign = mutant("kl_wrong_sign", """
+    Your KL term has the wrong sign: KL(N(mu, sigma^2) || N(0, 1)) = -1/2 * sum(1 + logvar -
+    mu**2 - exp(logvar)) is never negative, and the loss ADDS it (it pulls the codes towards
+    N(0, 1)).""")
+_kl_mutant(kl_wrong_sign, lambda mu: -1.0, lambda mu: True)
+
+kl_summed_over_batch = mutant("kl_summed_over_batch", """
+    Your KL term is summed over the batch: sum it over each sample's features, then AVERAGE over
+    the batch (divide by N), as the reconstruction loss is averaged -- and its gradient carries the
+    same 1/N.""")
+_kl_mutant(kl_summed_over_batch, lambda mu: float(mu.shape[0]), lambda mu: mu.shape[0] > 1)
+
+kl_mean_over_features = mutant("kl_mean_over_features", """
+    Your KL term averages over the features: the KL divergence of a D-dimensional code is the SUM
+    over its D dimensions (then averaged over the batch, and only over the batch).""")
+_kl_mutant(kl_mean_over_features, lambda mu: 1.0 / (mu.size // mu.shape[0]), lambda mu: mu.size > mu.shape[0])
+
+vae_std_from_exp_logvar = mutant("vae_std_from_exp_logvar", """
+    Your z uses exp(logvar) as the standard deviation: logvar is the log of the VARIANCE, so
+    sigma = exp(logvar / 2), z = mu + exp(logvar / 2) * eps, and dz/dlogvar = eps * exp(logvar / 2) / 2.""")
+
+
+@vae_std_from_exp_logvar.on("vae_sample_forward")
+def _(ref, mu, logvar, eps):
+    _, kl = ref.vae_sample_forward(mu, logvar, eps)
+    return mu + np.exp(logvar) * eps, kl
+
+
+@vae_std_from_exp_logvar.on("vae_sample_backward")
+def _(ref, dz, dkl, mu, logvar, eps):
+    dmu, dlogvar = ref.vae_sample_backward(dz, dkl, mu, logvar, eps)
+    return dmu, dlogvar - dz * eps * np.exp(logvar / 2) / 2 + dz * eps * np.exp(logvar)

@@ -216,3 +216,118 @@ def dropout_forward(x, p, mask):
 
 def dropout_backward(dout, p, mask):
     return dout * mask / (1 - p)
+
+
+# -- encoder-decoders and generative networks (layer-api.md) ---------------------------------------
+
+def _ct_crop(full_h, full_w, pad, output_pad):
+    """Output size, and the rows/columns of the full result that land in it."""
+    top, bottom, left, right = pad
+    oh = full_h - top - bottom + output_pad[0]
+    ow = full_w - left - right + output_pad[1]
+    return oh, ow, min(oh, full_h - top), min(ow, full_w - left)
+
+
+def _ct_forward(x, w, b, stride, pad, output_pad):
+    n, c, h, wd = x.shape
+    _, f, kh, kw = w.shape
+    sh, sw = stride
+    full = np.zeros((n, f, (h - 1) * sh + kh, (wd - 1) * sw + kw), dtype=x.dtype)
+    for i in range(kh):                       # each input value times the kernel, added on
+        for j in range(kw):
+            full[:, :, i:i + sh * (h - 1) + 1:sh, j:j + sw * (wd - 1) + 1:sw] += np.einsum(
+                "nchw,cf->nfhw", x, w[:, :, i, j])
+    oh, ow, rows, cols = _ct_crop(full.shape[2], full.shape[3], pad, output_pad)
+    out = np.zeros((n, f, oh, ow), dtype=x.dtype)
+    out[:, :, :rows, :cols] = full[:, :, pad[0]:pad[0] + rows, pad[2]:pad[2] + cols]
+    if b is not None:
+        out += b.reshape(1, f, 1, 1)
+    return out
+
+
+def _ct_backward(dout, x, w, b, stride, pad, output_pad):
+    n, c, h, wd = x.shape
+    _, f, kh, kw = w.shape
+    sh, sw = stride
+    dfull = np.zeros((n, f, (h - 1) * sh + kh, (wd - 1) * sw + kw), dtype=x.dtype)
+    _, _, rows, cols = _ct_crop(dfull.shape[2], dfull.shape[3], pad, output_pad)
+    dfull[:, :, pad[0]:pad[0] + rows, pad[2]:pad[2] + cols] = dout[:, :, :rows, :cols]
+    dx = np.zeros_like(x)
+    dw = np.zeros_like(w)
+    for i in range(kh):
+        for j in range(kw):
+            window = dfull[:, :, i:i + sh * (h - 1) + 1:sh, j:j + sw * (wd - 1) + 1:sw]
+            dx += np.einsum("nfhw,cf->nchw", window, w[:, :, i, j])
+            dw[:, :, i, j] = np.einsum("nchw,nfhw->cf", x, window)
+    db = dout.sum(axis=(0, 2, 3)) if b is not None else None
+    return dx, dw, db
+
+
+def conv_transpose2d_forward(x, w, b, stride, pad, output_pad):
+    return _ct_forward(x, w, b, stride, pad, output_pad)
+
+
+def conv_transpose2d_backward(dout, x, w, b, stride, pad, output_pad):
+    return _ct_backward(dout, x, w, b, stride, pad, output_pad)
+
+
+def _interpolation(n_in, scale, mode):
+    """(n_in * scale, n_in): the weights of each output on the inputs, along one axis."""
+    n_out = n_in * scale
+    a = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        if mode == "nearest":
+            a[o, o // scale] = 1
+            continue
+        src = max((o + 0.5) / scale - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        frac = src - i0
+        a[o, i0] += 1 - frac
+        a[o, i1] += frac
+    return a
+
+
+def _upsample_matrices(x, scale, mode):
+    return (_interpolation(x.shape[2], scale[0], mode).astype(x.dtype),
+            _interpolation(x.shape[3], scale[1], mode).astype(x.dtype))
+
+
+def upsample2d_forward(x, scale, mode):
+    ah, aw = _upsample_matrices(x, scale, mode)
+    return np.einsum("oh,nchw,pw->ncop", ah, x, aw)
+
+
+def upsample2d_backward(dout, x, scale, mode):
+    ah, aw = _upsample_matrices(x, scale, mode)
+    return np.einsum("oh,ncop,pw->nchw", ah, dout, aw)
+
+
+def bce_loss(pred, target):
+    with np.errstate(divide="ignore"):
+        log_p = np.maximum(np.log(pred), -100)
+        log_q = np.maximum(np.log(1 - pred), -100)
+    loss = -np.mean(target * log_p + (1 - target) * log_q)
+    dpred = (pred - target) / np.maximum(pred * (1 - pred), 1e-12) / pred.size
+    return float(loss), dpred
+
+
+def sigmoid_bce(logits, target):
+    log_sigmoid = np.minimum(logits, 0) - np.log1p(np.exp(-np.abs(logits)))
+    loss = np.mean((1 - target) * logits - log_sigmoid)
+    e = np.exp(-np.abs(logits))
+    sigmoid = np.where(logits >= 0, 1 / (1 + e), e / (1 + e))
+    return float(loss), (sigmoid - target) / logits.size
+
+
+def vae_sample_forward(mu, logvar, eps):
+    z = mu + np.exp(logvar / 2) * eps
+    per_sample = -0.5 * (1 + logvar - mu ** 2 - np.exp(logvar)).reshape(len(mu), -1).sum(axis=1)
+    return z, float(per_sample.mean())
+
+
+def vae_sample_backward(dz, dkl, mu, logvar, eps):
+    n = len(mu)
+    dmu = dz + dkl * mu / n
+    dlogvar = dz * eps * np.exp(logvar / 2) / 2 + dkl * (np.exp(logvar) - 1) / (2 * n)
+    return dmu, dlogvar

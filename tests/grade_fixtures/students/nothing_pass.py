@@ -92,3 +92,35 @@ def dropout_forward(x, p, mask):
 
 def dropout_backward(dout, p, mask):
     pass
+
+
+def conv_transpose2d_forward(x, w, b, stride, pad, output_pad):
+    pass
+
+
+def conv_transpose2d_backward(dout, x, w, b, stride, pad, output_pad):
+    pass
+
+
+def upsample2d_forward(x, scale, mode):
+    pass
+
+
+def upsample2d_backward(dout, x, scale, mode):
+    pass
+
+
+def bce_loss(pred, target):
+    pass
+
+
+def sigmoid_bce(logits, target):
+    pass
+
+
+def vae_sample_forward(mu, logvar, eps):
+    pass
+
+
+def vae_sample_backward(dz, dkl, mu, logvar, eps):
+    pass
