@@ -44,6 +44,8 @@ def test_conv_measurement_beside_pytorch():
     ("depthwise", dict(shape=(2, 4, 6, 6), kernel=3, stride=2)),
     ("conv_transpose", dict(shape=(2, 4, 3, 3), filters=3, kernel=4, stride=2, pad=1)),
     ("upsample", dict(shape=(2, 3, 4, 4), scale=2, mode="bilinear")),
+    ("block", dict(shape=(2, 8, 6, 6), text=bench.MOBILENET_BLOCK.replace("24x56x56", "8x6x6").replace(
+        "inverted(24)", "inverted(8, expand=2)"))),
 ])
 def test_layer_measurements(kind, args):
     row = bench.layer_bench("tiny", kind, args, 0.01, rounds=3)
@@ -58,6 +60,20 @@ def test_layer_measurement_beside_pytorch():
     row = bench.layer_bench("tiny", "depthwise", dict(shape=(2, 4, 6, 6), kernel=3, stride=1),
                             0.01, torch, rounds=3)
     assert row["ratio_forward"][1] > 0 and row["torch_ms_forward_backward"][0] > 0
+
+
+def test_block_and_small_mobilenet_beside_pytorch():
+    torch = pytest.importorskip("torch")
+    text = bench.MOBILENET_BLOCK.replace("24x56x56", "8x6x6").replace("inverted(24)", "inverted(8, expand=2)")
+    row = bench.layer_bench("block", "block", dict(shape=(2, 8, 6, 6), text=text), 0.01, torch, rounds=3)
+    assert row["torch_ms_forward"][0] > 0 and row["ratio_forward_backward"][0] > 0
+    row = bench.training_bench("MobileNetV2-S", bench.MOBILENET_SMALL, 2, 0.01, torch, repeat=3)
+    median, low, high = row["samples_per_s_spread"]
+    assert row["samples_per_s"] == median and 0 < low <= median <= high
+    from torch_models import small_mobilenet_v2
+
+    assert row["ratio"] == row["ratio_spread"][0] > 0
+    assert row["params"] == sum(p.numel() for p in small_mobilenet_v2().parameters()) == 70_538
     assert bench.timed_rounds(lambda: None, None, 0.01, 4)[1] is None
     assert len(bench.timed_rounds(lambda: None, lambda: None, 0.01, 4)[1]) == 4
 

@@ -233,3 +233,32 @@ def test_torchvision_architectures_forward(name, builder):
         module.to(torch.float64 if dtype == "float64" else torch.float32)
         x = images((3, 32, 32), seed=1).astype(dtype)
         check_forward(model, module, {"image": x}, dtype, scores=True)
+
+
+# ---- TorchNet (the bench's PyTorch side) runs every layer kind ------------------------------------
+
+@pytest.mark.parametrize("name", ["se", "inverted", "unet", "vae", "adaptive", "shuffle", "mul", "sequence"])
+def test_torchnet_runs_the_new_layers(name):
+    """cnnspec.engine.torch_ref.TorchNet, which `cnnspec bench` times beside the engine: the same
+    evaluation outputs, and (for the networks without noise) the same training gradients."""
+    from cnnspec.engine.torch_ref import TorchNet
+    from test_engine_v10 import NETWORKS, inputs_for, targets_for
+
+    model = cnnspec.loads(NETWORKS[name]).compile(dtype="float64", seed=2)
+    xs = inputs_for(model, 3, seed=0)
+    if name == "vae":
+        xs = {"x": np.random.default_rng(0).random((3, 1, 6, 6))}
+    tnet = TorchNet(model)
+    with torch.no_grad():
+        close(model.forward(xs["x"]), tnet.forward(xs["x"]), 1e-10, "forward")
+    y, loss = targets_for(name, model, xs, seed=0)
+    ours, grads = model.loss_and_grad(xs["x"], y, loss=loss)
+    theirs = tnet.loss(xs["x"], y, loss=loss)
+    if name == "vae":                                 # eps differs: the KL term alone is comparable
+        assert model.loss_parts["z"] == pytest.approx(float(tnet.kl), rel=1e-12)
+        return
+    theirs.backward()
+    assert ours == pytest.approx(theirs.item(), rel=1e-12)
+    for layer, group in tnet.grads().items():
+        for key, g in group.items():
+            close(grads[layer][key], g, 1e-10, f"{layer}.{key}", floor=1e-5)

@@ -1,8 +1,9 @@
 """``cnnspec bench``: how fast the engine runs on this machine, beside PyTorch when it is installed.
 
 Measures GFLOP/s of convolution forward and forward+backward on standard shapes, the time of the
-layers of dsl.md §10 (depthwise, transposed convolution, bilinear upsampling), training
-throughput (samples/s) of LeNet-5 and a small ResNet, the first-call compile time (a fresh process
+layers of dsl.md §10 (depthwise, transposed convolution, bilinear upsampling) and of MobileNetV2's
+inverted residual block (evaluation forward; training forward+backward), training throughput
+(samples/s) of LeNet-5, a small ResNet and a small MobileNetV2, the first-call compile time (a fresh process
 with an empty numba cache), the time a second process takes from start to its first training step
 (cache warm) and, with ``analysis=True``, the speed of the analysis. PyTorch runs the same work in
 the same process with as many threads as numba uses. Every figure is returned as data.
@@ -105,10 +106,12 @@ LAYER_CASES = [
     ("conv_transpose 4x4 s2", "conv_transpose", dict(shape=(64, 128, 8, 8), filters=64,
                                                      kernel=4, stride=2, pad=1)),
     ("upsample bilinear x2", "upsample", dict(shape=(16, 64, 32, 32), scale=2, mode="bilinear")),
+    ("MobileNetV2 block", "block", dict(shape=(32, 24, 56, 56), text=MOBILENET_BLOCK)),
 ]
 
 # (label, network text, batch sizes)
-TRAINING_CASES = [("LeNet-5 1x32x32", LENET5, (1, 64, 256)), ("ResNet-8 3x32x32", RESNET8, (64,))]
+TRAINING_CASES = [("LeNet-5 1x32x32", LENET5, (1, 64, 256)), ("ResNet-8 3x32x32", RESNET8, (64,)),
+                  ("MobileNetV2-S 3x32x32", MOBILENET_SMALL, (64,))]
 
 
 def timed(fn, min_time: float, repeat: int = 3) -> float:
@@ -205,6 +208,8 @@ def _layer_steps(kind, args, torch):
 
         def torch_forward(tx, tw):
             return F.interpolate(tx, scale_factor=scale, mode=mode, align_corners=False)
+    elif kind == "block":
+        return _block_steps(args, x, torch)
     else:
         raise ValueError(f"unknown layer bench {kind!r}")
     dout = rng.standard_normal(out.shape, dtype=np.float32)
@@ -231,6 +236,39 @@ def _layer_steps(kind, args, torch):
         if tw is not None:
             tw.grad = None
         torch_forward(tx, tw).backward(tdout)
+
+    return steps + [t_forward, t_forward_backward]
+
+
+def _block_steps(args, x, torch):
+    """A network of one block (``args["text"]``): the evaluation forward, and the training
+    forward + backward (mse against zeros, parameter gradients included), of the engine's plan and
+    of the same network in PyTorch (TorchNet: torch.nn.functional, the same weights)."""
+    import cnnspec
+
+    model = cnnspec.loads(args["text"]).compile(dtype="float32", seed=0)
+    assert model.input_shape == x.shape[1:], (model.input_shape, x.shape)
+    target = np.zeros((len(x), *model.output_shape), np.float32)
+    plan = model._plan(len(x))
+    training = plan.training("mse")
+    inputs = {model.input_name: x}
+    steps = [lambda: plan.forward(inputs), lambda: training.run(inputs, target)]
+    if torch is None:
+        return steps + [None, None]
+    from cnnspec.engine.torch_ref import TorchNet
+
+    tnet = TorchNet(model)
+    tx, ttarget = torch.from_numpy(x), torch.from_numpy(target)
+    params = tnet.parameters()
+
+    def t_forward():
+        with torch.no_grad():
+            tnet.forward(tx, training=False)
+
+    def t_forward_backward():
+        for p in params:
+            p.grad = None
+        torch.nn.functional.mse_loss(tnet.forward(tx, training=True), ttarget).backward()
 
     return steps + [t_forward, t_forward_backward]
 
@@ -305,7 +343,9 @@ def conv_bench(name, shape, filters, k, pad, min_time, torch=None, repeat=3) -> 
 
 
 def training_bench(label, text, batch, min_time, torch=None, repeat=3) -> dict:
-    """Samples per second of training steps (SGD with momentum, cross-entropy) at one batch size."""
+    """Samples per second of training steps (SGD with momentum, cross-entropy) at one batch size,
+    over ``repeat`` alternating rounds with PyTorch: the median (``samples_per_s``) and the
+    (median, min, max) of the rounds (``*_spread``); ratio = cnnspec's / PyTorch's, per round."""
     import cnnspec
     from cnnspec.engine import SGD
 
@@ -329,11 +369,15 @@ def training_bench(label, text, batch, min_time, torch=None, repeat=3) -> dict:
             loss.backward()
             topt.step()
 
-    ours, theirs = timed_pair(lambda: model.train_step(x, y, opt), torch_step, min_time, repeat)
-    row = {"network": label, "batch": batch, "params": model.n_params, "samples_per_s": batch / ours}
+    mine, other = timed_rounds(lambda: model.train_step(x, y, opt), torch_step, min_time, repeat)
+    row = {"network": label, "batch": batch, "params": model.n_params, "rounds": repeat,
+           "samples_per_s_spread": _spread([batch / t for t in mine])}
+    row["samples_per_s"] = row["samples_per_s_spread"][0]
     if torch is not None:
-        row["torch_samples_per_s"] = batch / theirs
-        row["ratio"] = row["samples_per_s"] / row["torch_samples_per_s"]
+        row["torch_samples_per_s_spread"] = _spread([batch / t for t in other])
+        row["torch_samples_per_s"] = row["torch_samples_per_s_spread"][0]
+        row["ratio_spread"] = _spread([b / a for a, b in zip(mine, other)])
+        row["ratio"] = row["ratio_spread"][0]
     return row
 
 
@@ -493,12 +537,22 @@ def report(results: dict) -> str:
                              f"{rmed:5.2f}x ({rlo:.2f}-{rhi:.2f})")
                 lines.append(text)
     lines.append("")
+    rounds = results["training"][0].get("rounds") if results["training"] else None
     head = f"{'training (SGD, momentum), float32':36} {'samples/s':>9}"
-    lines.append(head + (f" {'torch':>9} {'ratio':>7}" if torch else ""))
+    lines.append(head + (f" {'torch':>9} {'ratio':>7}" if torch else "")
+                 + (f"   median of {rounds} rounds (min-max)" if rounds else ""))
     for row in results["training"]:
-        text = f"  {row['network']:20} batch {row['batch']:<7} {row['samples_per_s']:9.0f}"
+        text = f"  {row['network']:22} batch {row['batch']:<5} {row['samples_per_s']:9.0f}"
         if torch:
             text += f" {row['torch_samples_per_s']:9.0f} {row['ratio']:6.2f}x"
+        if "samples_per_s_spread" in row:
+            _, lo, hi = row["samples_per_s_spread"]
+            text += f"   ({lo:.0f}-{hi:.0f}"
+            if torch:
+                _, tlo, thi = row["torch_samples_per_s_spread"]
+                _, rlo, rhi = row["ratio_spread"]
+                text += f"; torch {tlo:.0f}-{thi:.0f}; {rlo:.2f}-{rhi:.2f}x"
+            text += ")"
         lines.append(text)
     if "compile" in results:
         cold, warm = results["compile"]["cold"], results["compile"]["warm"]
