@@ -14,24 +14,11 @@ import pytest
 
 import cnnspec
 from cnnspec import CnnSpecError
+from cnnspec.engine.bench import INVERTED                  # dsl.md §10.2: MobileNetV2's block
 from cnnspec.engine.ops import OPS
 from cnnspec.layers import LAYERS
 from conftest import numeric_grad
 from test_engine import check_gradients
-
-INVERTED = """
-block inverted(c, expand=6, stride=1) {        # dsl.md §10.2: MobileNetV2's block
-    hidden = in.channels * expand
-    if expand != 1 {
-        in -> conv(hidden, 1x1, bias=false) -> batchnorm -> relu6
-    }
-    main = conv(hidden, 3x3, stride=stride, pad=1, groups=hidden, bias=false) -> batchnorm -> relu6
-           -> conv(c, 1x1, bias=false) -> batchnorm
-    if stride == 1 and in.channels == c {
-        add(in, main)
-    }
-}
-"""
 
 NETWORKS = {
     "se": """

@@ -134,10 +134,30 @@ def loss_into(result, grad, what):
     return float(loss)
 
 
-class Conv(ops.Conv):
+class Given:
+    """Mixin of the ops below: the API's functions given for a layer's forward and backward (None:
+    the built-in kernel runs that direction)."""
+
     def __init__(self, c, forward, backward):
         super().__init__(c)
         self.api_forward, self.api_backward = forward, backward
+
+
+def params_step(f, args, target, grads, has_bias, what):
+    """A closure: ``(dx, dw, db) = f(*args)`` (fresh copies), dx into ``target``, dw and db into
+    ``grads`` (None: frozen)."""
+    def step():
+        dx, dw, db = unpack(f(*(None if a is None else a.copy() for a in args[:4]), *args[4:]), 3, what)
+        put_grad(target, dx, what)
+        put_param_grad(grads, "weight", dw, what)
+        if has_bias:
+            put_param_grad(grads, "bias", db, what)
+    return step
+
+
+class Conv(Given, ops.Conv):
+    def __init__(self, c, forward, backward):
+        super().__init__(c, forward, backward)
         self.kind = f"conv{c.xs[0].ndim - 2}d"
         cfg = c.config
         self.api_stride, self.api_pad = tuple(cfg["stride"]), tuple(cfg["pad"])
@@ -152,24 +172,16 @@ class Conv(ops.Conv):
     def backward(self, dy, dxs, grads):
         if self.api_backward is None:
             return super().backward(dy, dxs, grads)
-        f, x, what = self.api_backward, self.x, f"{self.kind}_backward"
-        w, b, s, p = self.c.params["weight"], self.c.params.get("bias"), self.api_stride, self.api_pad
-
-        def step():
-            dx, dw, db = unpack(f(dy.copy(), x.copy(), w.copy(), None if b is None else b.copy(), s, p), 3, what)
-            put_grad(dxs[0], dx, what)
-            put_param_grad(grads, "weight", dw, what)
-            if b is not None:
-                put_param_grad(grads, "bias", db, what)
-        return step
+        w, b = self.c.params["weight"], self.c.params.get("bias")
+        return params_step(self.api_backward, (dy, self.x, w, b, self.api_stride, self.api_pad), dxs[0], grads,
+                           b is not None, f"{self.kind}_backward")
 
 
-class Pool(ops.Op):
+class Pool(Given, ops.Op):
     """max/avg pooling through maxpool2d_*/avgpool2d_* (1-D as an image of height 1)."""
 
     def __init__(self, c, forward, backward):
-        super().__init__(c)
-        self.api_forward, self.api_backward = forward, backward
+        super().__init__(c, forward, backward)
         self.kind = f"{c.op}2d"
         self.x4, self.y4 = ops.as4d(self.x), ops.as4d(self.y)
         self.kernel, self.stride, self.pad, _ = ops.geometry(c.config)
@@ -201,11 +213,7 @@ class Pool(ops.Op):
         return lambda: put_grad(target, f(dy4.copy(), x.copy(), k, s, p), what)
 
 
-class Dense(ops.Dense):
-    def __init__(self, c, forward, backward):
-        super().__init__(c)
-        self.api_forward, self.api_backward = forward, backward
-
+class Dense(Given, ops.Dense):
     def forward(self, training):
         if self.api_forward is None:
             return super().forward(training)
@@ -216,23 +224,12 @@ class Dense(ops.Dense):
     def backward(self, dy, dxs, grads):
         if self.api_backward is None:
             return super().backward(dy, dxs, grads)
-        f, x, w, b = self.api_backward, self.x, self.c.params["weight"], self.c.params.get("bias")
-
-        def step():
-            dx, dw, db = unpack(f(dy.copy(), x.copy(), w.copy(), None if b is None else b.copy()), 3, "dense_backward")
-            put_grad(dxs[0], dx, "dense_backward")
-            put_param_grad(grads, "weight", dw, "dense_backward")
-            if b is not None:
-                put_param_grad(grads, "bias", db, "dense_backward")
-        return step
+        w, b = self.c.params["weight"], self.c.params.get("bias")
+        return params_step(self.api_backward, (dy, self.x, w, b), dxs[0], grads, b is not None, "dense_backward")
 
 
-class Activation(ops.Activation):
+class Activation(Given, ops.Activation):
     """relu, sigmoid, tanh: the API's backward takes the forward input x."""
-
-    def __init__(self, c, forward, backward):
-        super().__init__(c)
-        self.api_forward, self.api_backward = forward, backward
 
     def forward(self, training):
         if self.api_forward is None:
@@ -253,13 +250,12 @@ class Softmax(Activation):
     """A softmax inside the network: the API has no softmax backward; the built-in one uses y."""
 
 
-class BatchNorm(ops.BatchNorm):
+class BatchNorm(Given, ops.BatchNorm):
     """Training mode through the API; the running statistics are updated here as PyTorch does
     (biased batch variance to normalise, unbiased in the running variance)."""
 
     def __init__(self, c, forward, backward):
-        super().__init__(c)
-        self.api_forward, self.api_backward = forward, backward
+        super().__init__(c, forward, backward)
         self.axes = (0, *range(2, self.x.ndim))
 
     def forward(self, training):
@@ -293,12 +289,8 @@ class BatchNorm(ops.BatchNorm):
         return step
 
 
-class Dropout(ops.Dropout):
+class Dropout(Given, ops.Dropout):
     """The mask is drawn by the engine exactly as for the built-in kernel (same seed, same mask)."""
-
-    def __init__(self, c, forward, backward):
-        super().__init__(c)
-        self.api_forward, self.api_backward = forward, backward
 
     def forward(self, training):
         if not training or self.api_forward is None:
@@ -320,12 +312,8 @@ class Dropout(ops.Dropout):
         return lambda: put_grad(target, f(dy.copy(), p, mask.copy()), "dropout_backward")
 
 
-class ConvTranspose(ops.ConvTranspose):
+class ConvTranspose(Given, ops.ConvTranspose):
     """conv_transpose2d_*: 1-D as an image of height 1 (pad (0, 0, left, right))."""
-
-    def __init__(self, c, forward, backward):
-        super().__init__(c)
-        self.api_forward, self.api_backward = forward, backward
 
     def forward(self, training):
         if self.api_forward is None:
@@ -338,24 +326,15 @@ class ConvTranspose(ops.ConvTranspose):
     def backward(self, dy, dxs, grads):
         if self.api_backward is None:
             return super().backward(dy, dxs, grads)
-        f, x, w, b, what = self.api_backward, self.x4, self.w, self.b, "conv_transpose2d_backward"
-        s, p, o, dy4 = self.stride, self.pad, self.output_pad, ops.as4d(dy)
         target = None if dxs[0] is None else (ops.as4d(dxs[0][0]), dxs[0][1])
         grads4 = None if not grads else {key: ops.as_w4(g) if key == "weight" else g for key, g in grads.items()}
-
-        def step():
-            dx, dw, db = unpack(f(dy4.copy(), x.copy(), w.copy(), None if b is None else b.copy(), s, p, o), 3, what)
-            put_grad(target, dx, what)
-            put_param_grad(grads4, "weight", dw, what)
-            if b is not None:
-                put_param_grad(grads4, "bias", db, what)
-        return step
+        args = (ops.as4d(dy), self.x4, self.w, self.b, self.stride, self.pad, self.output_pad)
+        return params_step(self.api_backward, args, target, grads4, self.b is not None, "conv_transpose2d_backward")
 
 
-class Upsample(ops.Upsample):
+class Upsample(Given, ops.Upsample):
     def __init__(self, c, forward, backward):
-        super().__init__(c)
-        self.api_forward, self.api_backward = forward, backward
+        super().__init__(c, forward, backward)
         self.api_mode = "bilinear" if self.mode == "linear" else self.mode      # 1-D: H = 1, scale 1
 
     def forward(self, training):
@@ -372,13 +351,9 @@ class Upsample(ops.Upsample):
         return lambda: put_grad(target, f(dy4.copy(), x.copy(), scale, mode), "upsample2d_backward")
 
 
-class Sample(ops.Sample):
+class Sample(Given, ops.Sample):
     """vae_sample_*: the noise is drawn by the engine exactly as for the built-in kernel; the KL
     the forward returns joins the loss."""
-
-    def __init__(self, c, forward, backward):
-        super().__init__(c)
-        self.api_forward, self.api_backward = forward, backward
 
     def forward(self, training):
         if self.api_forward is None:

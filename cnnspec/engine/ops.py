@@ -304,18 +304,23 @@ class BatchNorm(Op):
 class Dropout(Op):
     """Inverted dropout. The keep-mask comes from ``model.rng`` (seeded from the model's seed), drawn
     as float64 uniforms whatever the dtype, so float32 and float64 models drop the same units."""
+    kernels = ("dropout_forward_into", "dropout_backward_into")
 
     def __init__(self, c):
         super().__init__(c)
         self.p = float(c.config["p"])
-        self.mask = np.ones(self.x.shape, bool)
-        self.uniform = np.zeros(self.x.shape, np.float64)
+        shape = self.mask_shape()
+        self.mask = np.ones(shape, bool)
+        self.uniform = np.zeros(shape, np.float64)
+
+    def mask_shape(self) -> tuple:
+        return self.x.shape                         # one value per unit
 
     def forward(self, training):
         x, y = self.x, self.y
         if not training:
             return lambda: np.copyto(y, x)
-        f, p, mask, u, model = K.dropout_forward_into, self.p, self.mask, self.uniform, self.c.model
+        f, p, mask, u, model = getattr(K, self.kernels[0]), self.p, self.mask, self.uniform, self.c.model
 
         def step():
             model.rng.random(out=u)
@@ -326,7 +331,7 @@ class Dropout(Op):
     def backward(self, dy, dxs, grads):
         if dxs[0] is None:
             return None
-        (dx, acc), f, mask, p = dxs[0], K.dropout_backward_into, self.mask, self.p
+        (dx, acc), f, mask, p = dxs[0], getattr(K, self.kernels[1]), self.mask, self.p
         return lambda: f(dy, mask, p, dx, acc)
 
     def backward_eval(self, dy, dxs):
@@ -573,65 +578,38 @@ class Mul(Op):
         return chain(steps)
 
 
-class Channels(Op):
-    """The channel slice [start, stop) (copied: a channel range is not contiguous across samples)."""
-
-    def forward(self, training):
-        f, x, y, start = K.channel_slice_forward_into, self.x, self.y, int(self.c.config["start"])
-        return lambda: f(x, start, y)
-
-    def backward(self, dy, dxs, grads):
-        if dxs[0] is None:
-            return None
-        (dx, acc), f, start = dxs[0], K.channel_slice_backward_into, int(self.c.config["start"])
-        return lambda: f(dy, start, dx, acc)
-
-
-class Shuffle(Op):
-    def forward(self, training):
-        f, x, y, groups = K.channel_shuffle_forward_into, self.x, self.y, int(self.c.config["groups"])
-        return lambda: f(x, groups, y)
-
-    def backward(self, dy, dxs, grads):
-        if dxs[0] is None:
-            return None
-        (dx, acc), f, groups = dxs[0], K.channel_shuffle_backward_into, int(self.c.config["groups"])
-        return lambda: f(dy, groups, dx, acc)
-
-
-class DropPath(Op):
-    """Stochastic depth: in training each sample is kept with probability 1 - p (and scaled by
-    1/(1 - p)) or zeroed whole; the keep-mask comes from ``model.rng`` as float64 uniforms, as
-    dropout's does (float32 and float64 models drop the same samples). Identity in evaluation."""
+class Rearrange(Op):
+    """channels (the slice [start, stop), copied: a channel range is not contiguous across samples)
+    and shuffle (groups): kernels ``f(x, value, out)`` and ``f(dout, value, dx, accumulate)`` of one
+    config value."""
+    KERNELS = {"channels": ("channel_slice", "start"), "shuffle": ("channel_shuffle", "groups")}
 
     def __init__(self, c):
         super().__init__(c)
-        self.p = float(c.config["p"])
-        n = self.x.shape[0]
-        self.keep = np.ones(n, bool)
-        self.uniform = np.zeros(n, np.float64)
+        kernel, key = self.KERNELS[c.op]
+        self.forward_kernel = getattr(K, f"{kernel}_forward_into")
+        self.backward_kernel = getattr(K, f"{kernel}_backward_into")
+        self.value = int(c.config[key])
 
     def forward(self, training):
-        x, y = self.x, self.y
-        if not training:
-            return lambda: np.copyto(y, x)
-        f, p, keep, u, model = K.droppath_forward_into, self.p, self.keep, self.uniform, self.c.model
-
-        def step():
-            model.rng.random(out=u)
-            np.greater_equal(u, p, out=keep)
-            f(x, keep, p, y)
-        return step
+        f, x, y, value = self.forward_kernel, self.x, self.y, self.value
+        return lambda: f(x, value, y)
 
     def backward(self, dy, dxs, grads):
         if dxs[0] is None:
             return None
-        (dx, acc), f, keep, p = dxs[0], K.droppath_backward_into, self.keep, self.p
-        return lambda: f(dy, keep, p, dx, acc)
+        (dx, acc), f, value = dxs[0], self.backward_kernel, self.value
+        return lambda: f(dy, value, dx, acc)
 
-    def backward_eval(self, dy, dxs):
-        """Evaluation-mode droppath is the identity (EVAL_PASS_THROUGH)."""
-        return pass_gradient(dy, dxs)
+
+class DropPath(Dropout):
+    """Stochastic depth: in training each sample is kept with probability 1 - p (and scaled by
+    1/(1 - p)) or zeroed whole, its keep-mask drawn as dropout's (one value per sample); the
+    identity in evaluation (EVAL_PASS_THROUGH)."""
+    kernels = ("droppath_forward_into", "droppath_backward_into")
+
+    def mask_shape(self) -> tuple:
+        return self.x.shape[:1]
 
 
 class Sample(Op):
@@ -711,8 +689,8 @@ OPS = {
     "conv_transpose": ConvTranspose, "upsample": Upsample, "reshape": View, "mul": Mul,
     "relu6": InputActivation, "hardswish": InputActivation, "hardsigmoid": InputActivation,
     "silu": InputActivation, "gelu": InputActivation, "softplus": InputActivation, "elu": ScaledActivation,
-    "adaptiveavgpool": AdaptiveAvgPool, "adaptivemaxpool": AdaptiveMaxPool, "channels": Channels,
-    "shuffle": Shuffle, "droppath": DropPath, "sample": Sample,
+    "adaptiveavgpool": AdaptiveAvgPool, "adaptivemaxpool": AdaptiveMaxPool, "channels": Rearrange,
+    "shuffle": Rearrange, "droppath": DropPath, "sample": Sample,
 }
 VIEWS = {"flatten", "identity", "reshape"}          # output buffer = a view of the input buffer
 PASS_THROUGH = {"add", "flatten", "identity", "reshape"}

@@ -100,6 +100,11 @@ def _distinct(rng, shape, low=-3.0, high=3.0):
     return rng.permutation(np.linspace(low, high, size)).reshape(shape)
 
 
+def _common(kind, n, c, bias=True):
+    """(n, c, bias) after the edge kinds every layer with weights has: batch 1, one channel, no bias."""
+    return 1 if kind == "batch 1" else n, 1 if kind == "one channel" else c, bias and kind != "no bias"
+
+
 def _conv2d(rng, kind):
     n, c, f = int(rng.integers(2, 4)), int(rng.integers(2, 4)), int(rng.integers(2, 4))
     h = w = int(rng.integers(5, 8))
@@ -118,12 +123,7 @@ def _conv2d(rng, kind):
     elif kind == "1x1 kernel":
         kh = kw = 1
         pad = (0, 0, 0, 0)
-    elif kind == "batch 1":
-        n = 1
-    elif kind == "one channel":
-        c = 1
-    elif kind == "no bias":
-        bias = False
+    n, c, bias = _common(kind, n, c, bias)
     inputs = {"x": rng.standard_normal((n, c, h, w)),
               "w": rng.standard_normal((f, c, kh, kw)) / np.sqrt(c * kh * kw),
               "b": rng.standard_normal(f) if bias else None, "stride": stride, "pad": pad}
@@ -140,12 +140,7 @@ def _conv1d(rng, kind):
         pad = (0, 2) if rng.random() < 0.5 else (2, 1)
     elif kind == "kernel size 1":
         k, pad = 1, (0, 0)
-    elif kind == "batch 1":
-        n = 1
-    elif kind == "one channel":
-        c = 1
-    elif kind == "no bias":
-        bias = False
+    n, c, bias = _common(kind, n, c, bias)
     inputs = {"x": rng.standard_normal((n, c, length)),
               "w": rng.standard_normal((f, c, k)) / np.sqrt(c * k),
               "b": rng.standard_normal(f) if bias else None, "stride": (stride,), "pad": pad}
@@ -288,12 +283,7 @@ def _conv_transpose2d(rng, kind):
     elif kind == "1x1 kernel":
         kh = kw = 1
         pad, output_pad = (0, 0, 0, 0), (1, 1)
-    elif kind == "batch 1":
-        n = 1
-    elif kind == "one channel":
-        c = 1
-    elif kind == "no bias":
-        bias = False
+    n, c, bias = _common(kind, n, c, bias)
     inputs = {"x": rng.standard_normal((n, c, h, w)),
               "w": rng.standard_normal((c, f, kh, kw)) / np.sqrt(c * kh * kw),
               "b": rng.standard_normal(f) if bias else None, "stride": stride, "pad": pad,
@@ -317,10 +307,7 @@ def _upsample2d(rng, kind):
         scale, mode = (1, 2), "bilinear"
     elif kind == "one row":
         h, mode = 1, "bilinear"
-    elif kind == "batch 1":
-        n = 1
-    elif kind == "one channel":
-        c = 1
+    n, c, _ = _common(kind, n, c)
     inputs = {"x": rng.standard_normal((n, c, h, w)), "scale": scale, "mode": mode}
     return inputs, (n, c, h * scale[0], w * scale[1])
 

@@ -1,18 +1,5 @@
 # Appended to solution.py by the tests: one known mistake.
 # mutant: bilinear_source_not_clamped
 # loses: upsample2d_forward upsample2d_backward
-_right_interpolation = _interpolation
-
-
-def _interpolation(n_in, scale, mode):
-    if mode == "nearest":
-        return _right_interpolation(n_in, scale, mode)
-    a = np.zeros((n_in * scale, n_in))
-    for o in range(n_in * scale):
-        n_out = n_in * scale
-        src = (o + 0.5) / scale - 0.5                                 # not clamped at 0
-        i0 = min(int(np.floor(src)), n_in - 1)
-        frac = src - i0
-        a[o, i0] += 1 - frac
-        a[o, min(i0 + 1, n_in - 1)] += frac
-    return a
+def _source(o, n_in, scale):
+    return (o + 0.5) / scale - 0.5                                    # not clamped at 0: -1 reads the last

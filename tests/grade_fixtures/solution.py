@@ -271,15 +271,24 @@ def conv_transpose2d_backward(dout, x, w, b, stride, pad, output_pad):
     return _ct_backward(dout, x, w, b, stride, pad, output_pad)
 
 
+def _nearest(o, n_in, scale):
+    return o // scale
+
+
+def _source(o, n_in, scale):
+    """Where bilinear output o reads the input: pixel centres, clamped at 0."""
+    return max((o + 0.5) / scale - 0.5, 0.0)
+
+
 def _interpolation(n_in, scale, mode):
     """(n_in * scale, n_in): the weights of each output on the inputs, along one axis."""
     n_out = n_in * scale
     a = np.zeros((n_out, n_in))
     for o in range(n_out):
         if mode == "nearest":
-            a[o, o // scale] = 1
+            a[o, _nearest(o, n_in, scale)] = 1
             continue
-        src = max((o + 0.5) / scale - 0.5, 0.0)
+        src = _source(o, n_in, scale)
         i0 = min(int(np.floor(src)), n_in - 1)
         i1 = min(i0 + 1, n_in - 1)
         frac = src - i0
