@@ -68,7 +68,8 @@ class Remote:
         except SandboxError as exc:
             message = exc.message
             if exc.kind == "timeout":
-                x = args[1] if self.spec.kind == "backward" and len(args) > 1 else args[0]
+                inputs = args[len(self.spec.upstream):] if self.spec.kind == "backward" else args
+                x = next((a for a in inputs if isinstance(a, np.ndarray)), args[0])
                 shape = "x".join(str(d) for d in np.shape(x))
                 message = (f"{exc.message}: one call of your {self.name} in network {self.network} "
                            f"(a batch of {np.shape(x)[0] if np.ndim(x) else 1}, input {shape}) took more "
