@@ -376,7 +376,8 @@ class Sample(Given, ops.Sample):
     def backward(self, dy, dxs, grads):
         if self.api_backward is None or (dxs[0] is None and dxs[1] is None):
             return super().backward(dy, dxs, grads)
-        f, mu, logvar, eps, beta, what = self.api_backward, self.mu, self.logvar, self.eps, self.beta, "vae_sample_backward"
+        f, mu, logvar, eps, beta = self.api_backward, self.mu, self.logvar, self.eps, self.beta
+        what = "vae_sample_backward"
 
         def step():
             dmu, dlogvar = unpack(f(dy.copy(), beta, mu.copy(), logvar.copy(), eps.copy()), 2, what)

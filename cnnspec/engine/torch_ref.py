@@ -166,7 +166,8 @@ class TorchNet:
 
             def sample(xs, t):
                 mu, logvar = xs
-                self.kl = self.kl + beta * (-0.5 * (1 + logvar - mu ** 2 - logvar.exp()).reshape(len(mu), -1).sum(1)).mean()
+                kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).reshape(len(mu), -1).sum(1)
+                self.kl = self.kl + beta * kl.mean()
                 return mu + torch.exp(logvar / 2) * torch.randn_like(mu) if t else mu
             return sample
         if op == "droppath":
@@ -182,7 +183,8 @@ class TorchNet:
         if op in ("adaptiveavgpool", "adaptivemaxpool"):
             rank = len(cfg["size"])
             pool = {("adaptiveavgpool", 1): F.adaptive_avg_pool1d, ("adaptiveavgpool", 2): F.adaptive_avg_pool2d,
-                    ("adaptivemaxpool", 1): F.adaptive_max_pool1d, ("adaptivemaxpool", 2): F.adaptive_max_pool2d}[op, rank]
+                    ("adaptivemaxpool", 1): F.adaptive_max_pool1d,
+                    ("adaptivemaxpool", 2): F.adaptive_max_pool2d}[op, rank]
             return lambda xs, t: pool(xs[0], tuple(cfg["size"]))
         if op == "shuffle":
             g = cfg["groups"]
