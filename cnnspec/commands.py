@@ -19,6 +19,13 @@ def register(sub) -> None:
     add_network_option(p)
     p.add_argument("--batch", type=int, default=1, help="batch size for memory totals (default 1)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--depth", type=int, metavar="N",
+                   help="show N levels of blocks; deeper block instances are one row each "
+                        "(1: the network's own statements)")
+    p.add_argument("--columns", metavar="COLS",
+                   help="columns to show, in order, comma-separated: op, input, output, kernel, params, "
+                        "macs, activations, rf, connected (or all); default op,output,params,macs,"
+                        "activations,rf (and connected for a network that branches)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=summary)
 
@@ -62,9 +69,11 @@ def summary(args) -> int:
 
     net = load(args.file, network=args.network)
     if args.json:
-        print(json.dumps(net.summary(args.batch, args.dtype)))
+        if args.columns:
+            raise CnnSpecError("--columns chooses the table's columns; --json prints every field")
+        print(json.dumps(net.summary(args.batch, args.dtype, args.depth)))
     else:
-        print(net.summary_table(args.batch, args.dtype))
+        print(net.summary_table(args.batch, args.dtype, args.depth, args.columns))
     return 0
 
 
