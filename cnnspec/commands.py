@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cnnspec.errors import CnnSpecError
+from cnnspec.errors import CnnSpecError, plural
 
 
 def register(sub) -> None:
@@ -59,7 +59,7 @@ def check(args) -> int:
                 print(f"warning: {warning}", file=sys.stderr)
             if not args.quiet:
                 t = net.summary()["totals"]
-                print(f"{path}: ok ({net.name}: {len(net.graph) - len(net.input_names)} layers, "
+                print(f"{path}: ok ({net.name}: {plural(len(net.graph) - len(net.input_names), 'layer')}, "
                       f"{t['params']:,} params, {t['macs']:,} MACs)")
     return status
 

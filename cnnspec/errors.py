@@ -55,6 +55,12 @@ def nearest(word: str, candidates) -> str | None:
     return found[0] if found else None
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``plural(1, "epoch")`` -> "1 epoch", ``plural(5, "epoch")`` -> "5 epochs"; ``many`` for
+    irregular nouns. Counts are written with thousands separators."""
+    return f"{count:,} {noun if count == 1 else many or noun + 's'}"
+
+
 def not_utf8(err: UnicodeDecodeError) -> str:
     """Where a file stops being UTF-8: "not UTF-8 text: byte 0xe9 at line 2, column 19"."""
     data, at = err.object, err.start

@@ -7,7 +7,7 @@ import networkx as nx
 
 from cnnspec.analysis import infer
 from cnnspec.analysis.summary import summarize, table
-from cnnspec.errors import CnnSpecError
+from cnnspec.errors import CnnSpecError, plural
 
 
 def load(path, network: str | None = None) -> "Network":
@@ -181,7 +181,8 @@ class Network:
     def __repr__(self) -> str:
         t = self.summary()["totals"]
         inputs = ", ".join(f"{name} {shape}" for name, shape in self.input_shapes.items())
-        return (f"<Network {self.name}: {len(self.graph) - len(self.input_names)} layers, input {inputs}, "
+        layers = plural(len(self.graph) - len(self.input_names), "layer")
+        return (f"<Network {self.name}: {layers}, input {inputs}, "
                 f"output {self.output_shape}, {t['params']:,} params, {t['macs']:,} MACs>")
 
 

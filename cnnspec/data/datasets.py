@@ -32,7 +32,7 @@ import numpy as np
 
 from cnnspec.data import files
 from cnnspec.data.shapes import SHAPE_CLASSES, make_shapes
-from cnnspec.errors import CnnSpecError, nearest
+from cnnspec.errors import CnnSpecError, nearest, plural
 from cnnspec.limits import require_memory
 
 SHAPES_SAMPLES = 8000            # default size of the `shapes` data set
@@ -79,7 +79,7 @@ class Dataset:
         if self.x_test is not None:
             parts.append(f"{len(self.x_test)} test")
         return (f"{self.spec}: {' / '.join(parts)} samples of {fmt_shape(self.sample_shape)}, "
-                f"{len(self.classes)} classes")
+                f"{plural(len(self.classes), 'class', 'classes')}")
 
 
 def load_dataset(spec: str | None, input_shape, *, seed: int = 0, val_split: float = 0.1,

@@ -149,6 +149,8 @@ def train_command(args) -> int:
     if last:
         best = max((r["val_acc"] for r in history.rows if r["val_acc"] is not None), default=None)
         summary = f"done in {time.perf_counter() - started:.1f} s"
+        if history.compile_seconds is not None:
+            summary += f" ({history.compile_seconds:.1f} s of it compiling kernels, first run only)"
         if last.get("val_acc") is not None:
             summary += f": validation accuracy {100 * last['val_acc']:.2f}% (best {100 * best:.2f}%)"
         print(summary)
@@ -208,6 +210,10 @@ def evaluate_command(args) -> int:
             setattr(config, key, previous[key])
     model = network.compile(dtype="float32", seed=config.seed)
     model.load(args.weights)
+    from cnnspec.train.progress import CompileNotice
+
+    with CompileNotice():
+        model.warm_up(loss=config.loss, training=False)
     with located(network, "data", config.from_file if not previous else []):
         dataset = load_dataset(config.data, network.input_shape, seed=config.seed, val_split=config.val_split,
                                base_dir=config.data_base, output_shape=network.output_shape)
@@ -248,6 +254,10 @@ def run_command(args) -> int:
     if args.top < 1:
         raise CnnSpecError(f"--top must be at least 1, got {args.top}")
     x = read_array(Path(args.input), network.input_shape)
+    from cnnspec.train.progress import CompileNotice
+
+    with CompileNotice():
+        model.warm_up(loss=None, training=False, batch=1)
     layers = args.layers
     if args.feature_maps and not layers:
         layers = picture_layers(model)

@@ -33,13 +33,13 @@ import numpy as np
 from cnnspec import atomic
 from cnnspec.data import Augmenter, load_dataset
 from cnnspec.data.augment import describe as describe_augment
-from cnnspec.errors import CnnSpecError
+from cnnspec.errors import CnnSpecError, plural
 from cnnspec.limits import require_memory
 from cnnspec.train import checkpoint
 from cnnspec.train.callbacks import (Tracker, check_top_k, describe_fit, make_optimizer, make_schedule,
                                      top_k_correct)
 from cnnspec.train.config import TrainConfig, located, match_layers, resolve_config
-from cnnspec.train.progress import EpochBar, epoch_line
+from cnnspec.train.progress import CompileNotice, EpochBar, epoch_line
 
 LOG_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "samples_per_s")
 
@@ -61,6 +61,7 @@ class History:
     interrupted: bool = False
     best: dict | None = None
     best_weights: dict | None = None
+    compile_seconds: float | None = None              # first run: compiling kernels (not in the epochs)
     out: Path | None = None
     written: list = field(default_factory=list)      # the files of ``out`` this call wrote at the end
     model: object = None
@@ -236,6 +237,11 @@ class Run:
             echo(describe_run(history, self.dataset, config))
         if self.out is not None and not self.resumed:
             (self.out / "best.npz").unlink(missing_ok=True)          # a stale one from an earlier run
+        # compile before the first batch, so that the bar's rate and time left and the epoch's
+        # seconds are the training's own; the first run on a machine says what it is doing
+        with CompileNotice() as notice:
+            self.model.warm_up(self.optimizer, config.loss)
+        history.compile_seconds = notice.seconds if notice.shown else None
         with StopRequest() as stop:
             while self.epoch <= config.epochs and not self.tracker.stopped:
                 finished = self.train_epoch(stop)
@@ -474,7 +480,7 @@ def _init_line(path, report: dict) -> str:
     """``--init W.npz: loaded 2 layers (conv1, conv2); skipped 1 (dense2.weight: ...); new 1 (dense3)``"""
     loaded, new = report["loaded"], report["new"]
     skipped = [why for _, why in report["skipped"]]
-    parts = [f"loaded {len(loaded)} layers" + (f" ({', '.join(loaded)})" if loaded else ""),
+    parts = [f"loaded {plural(len(loaded), 'layer')}" + (f" ({', '.join(loaded)})" if loaded else ""),
              f"skipped {len(skipped)}" + (f" ({'; '.join(skipped)})" if skipped else ""),
              f"new {len(new)}" + (f" ({', '.join(new)})" if new else "")]
     return f"--init {path}: " + "; ".join(parts)
@@ -520,7 +526,7 @@ def _write_logs(out: Path, history: History) -> list:
 def describe_run(history: History, dataset, config: TrainConfig) -> str:
     """``training on shapes: 7200 train / 800 val samples ...; sgd(lr=0.05, momentum=0.9), 5 epochs ...``"""
     text = (f"{history.network}: training on {dataset.describe()}\n"
-            f"  {config.describe_optimizer()}, loss {config.loss}, {config.epochs} epochs, batch {config.batch}, "
+            f"  {config.describe_optimizer()}, loss {config.loss}, {plural(config.epochs, 'epoch')}, batch {config.batch}, "
             f"seed {config.seed}")
     if config.augment:
         text += f", augment {describe_augment(config.augment)}"

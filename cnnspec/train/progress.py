@@ -3,6 +3,8 @@ line per epoch (stdout)."""
 from __future__ import annotations
 
 import sys
+import threading
+import time
 
 
 class EpochBar:
@@ -52,3 +54,49 @@ def epoch_line(row: dict, epochs: int, lr: bool = False) -> str:
 
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:5.1f}%"
+
+
+class CompileNotice:
+    """Says what a silent first run is doing: when the block it wraps (a model's ``warm_up``) is
+    still running after ``after`` seconds, writes "compiling kernels for this machine: first run
+    only ..." to ``stream`` and, at the end, how long it took. A warm numba cache loads in well
+    under ``after``: nothing is written then. ``seconds`` is the block's time, ``shown`` whether
+    the notice was written.
+
+        with CompileNotice() as notice:
+            model.warm_up(optimizer, loss)
+    """
+
+    MESSAGE = "compiling kernels for this machine: first run only (numba caches them) ..."
+
+    def __init__(self, stream=None, after: float = 1.0):
+        self.stream = stream if stream is not None else sys.stderr
+        self.after = after
+        self.seconds = 0.0
+        self.shown = False
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        self._thread = threading.Thread(target=self._announce, name="cnnspec-compile-notice", daemon=True)
+        self._thread.start()
+        return self
+
+    def _announce(self):
+        if not self._done.wait(self.after):
+            with self._lock:
+                if not self._done.is_set():
+                    self.stream.write(self.MESSAGE)
+                    self.stream.flush()
+                    self.shown = True
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._done.set()
+            self.seconds = time.perf_counter() - self._start
+            if self.shown:
+                self.stream.write(f" {self.seconds:.1f} s\n" if exc[0] is None else " stopped\n")
+                self.stream.flush()
+        self._thread.join()
+        return False
