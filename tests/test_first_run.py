@@ -70,31 +70,53 @@ def test_warm_up_for_evaluation_and_mse():
 
 def test_compile_notice_says_what_a_slow_first_run_does():
     stream = io.StringIO()
-    with CompileNotice(stream, after=0.05) as notice:
+    with CompileNotice(stream, after=0.05, compiling=lambda: True) as notice:
         time.sleep(0.3)
     assert notice.shown and notice.seconds >= 0.3
     text = stream.getvalue()
     assert text.startswith("compiling kernels for this machine: first run only") and text.endswith(" s\n")
     assert float(text.split("... ")[1].split()[0]) >= 0.3
     quiet = io.StringIO()
-    with CompileNotice(quiet, after=5) as notice:       # a warm cache: nothing to say
-        pass
+    with CompileNotice(quiet, after=0.05, compiling=lambda: False) as notice:
+        time.sleep(0.3)                                  # slow, but loading numba's cache: nothing to say
+    assert not notice.shown and quiet.getvalue() == ""
+    with CompileNotice(quiet, after=5, compiling=lambda: True) as notice:
+        pass                                             # fast: nothing to say
     assert not notice.shown and quiet.getvalue() == ""
     stream = io.StringIO()
     with pytest.raises(KeyboardInterrupt):
-        with CompileNotice(stream, after=0.01):
+        with CompileNotice(stream, after=0.01, compiling=lambda: True):
             time.sleep(0.2)
             raise KeyboardInterrupt
     assert stream.getvalue().endswith("... stopped\n")
     assert threading.active_count() < 50
 
 
+def test_the_notice_hears_numba_compile():
+    """The default notice counts numba's compile events (a cache load is not one)."""
+    import numba
+
+    @numba.njit                                            # a fresh function: compiled here, no cache
+    def double(v):
+        return 2 * v
+
+    with CompileNotice(io.StringIO(), after=100) as notice:
+        assert double(21) == 42
+    assert notice.compiles == 1
+    with CompileNotice(io.StringIO(), after=100) as notice:
+        double(4)                                           # compiled already
+    assert notice.compiles == 0
+
+
 def test_training_figures_exclude_the_compile(tmp_path, monkeypatch, capsys):
-    """A slow warm-up (standing in for a cold numba cache) is announced, reported apart in the
+    """A slow warm-up that compiles (standing in for a cold numba cache) is announced, reported apart in the
     final line, and counted neither in the epoch's seconds nor in its samples/s."""
     original = Model.warm_up
 
-    def slow(self, *args, **kwargs):
+    def slow(self, *args, **kwargs):                     # a cold cache: a compile, then seconds
+        import numba
+
+        numba.njit(lambda v: v + 1)(1)
         time.sleep(1.5)
         return original(self, *args, **kwargs)
 

@@ -40,7 +40,9 @@ def register(subparsers) -> None:
                        help="flip vflip 'rotate(DEG)' 'shift(PX)' 'scale(LO,HI)' 'noise(STD)', or none")
     train.add_argument("--init", metavar="W.npz", help="start from these weights where names and shapes match")
     train.add_argument("--freeze", nargs="+", action="extend", metavar="GLOB",
-                       help="keep the parameters of matching layers fixed, e.g. 'conv*'")
+                       help="keep the parameters of matching layers fixed: a layer's full name, a block "
+                            "instance (all its layers), or a glob: 'conv*' (every conv, in blocks too), "
+                            "'basic1.*'")
     train.add_argument("--unfreeze-after", action="append", metavar="N:GLOB",
                        help="make matching frozen layers trainable after N epochs, e.g. 3:conv5*")
     add_fit_flags(train)
@@ -58,6 +60,9 @@ def register(subparsers) -> None:
     add_network_option(evaluate)
     evaluate.add_argument("--weights", required=True, metavar="W.npz",
                           help="a weights file, or a run directory (its best.npz, else its weights.npz)")
+    evaluate.add_argument("--partial", action="store_true",
+                          help="load the weights whose names and shapes match, keep the others at their "
+                               "initial values (weights of another network)")
     evaluate.add_argument("--data", help=DATA_HELP)
     evaluate.add_argument("--split", choices=("train", "val", "test"))
     evaluate.add_argument("--seed", type=int)
@@ -77,6 +82,8 @@ def register(subparsers) -> None:
     add_network_option(run)
     run.add_argument("--weights", metavar="W.npz", help="trained weights, or a run directory (its best.npz, else "
                                                          "its weights.npz); default: initial weights")
+    run.add_argument("--partial", action="store_true",
+                     help="load the weights whose names and shapes match, keep the others at their initial values")
     run.add_argument("--input", required=True, metavar="IMAGE", help="a picture or a .npy array")
     run.add_argument("--feature-maps", metavar="PNG", help="draw the chosen layers' outputs")
     run.add_argument("--layers", nargs="+", metavar="GLOB",
@@ -186,6 +193,32 @@ def weights_file(path) -> str:
     raise CnnSpecError("no best.npz or weights.npz in this folder", file=str(path))
 
 
+def load_weights(model, path, partial: bool) -> None:
+    """``--weights`` (and ``--partial``): strict, with the command line's own way out in the hint; or
+    what matches, saying per layer what was loaded, skipped and left at its initial value."""
+    if not partial:
+        try:
+            model.load(path)
+        except CnnSpecError as err:
+            if not err.message.startswith("weights do not match"):
+                raise
+            raise CnnSpecError(err.message, file=err.file,
+                               hint="--partial loads the weights whose names and shapes match and keeps "
+                                    "the others at their initial values") from None
+        return
+    from cnnspec.errors import plural
+
+    report = model.load(path, strict=False)
+    layer = lambda key: key.rsplit(".", 1)[0]                                # noqa: E731
+    skipped = list(dict.fromkeys(layer(k) for k, _ in report.skipped))
+    new = [n for n in dict.fromkeys(layer(k) for k in report.new) if n not in skipped]
+    loaded = [n for n in dict.fromkeys(layer(k) for k in report.loaded) if n not in skipped + new]
+    parts = [f"loaded {plural(len(loaded), 'layer')}" + (f" ({', '.join(loaded)})" if loaded else "")]
+    parts += [f"skipped {'; '.join(f'{k}: {why}' for k, why in report.skipped)}"] if report.skipped else []
+    parts += [f"kept the initial values of {', '.join(new)}"] if new else []
+    print(f"--partial {path}: " + "; ".join(parts), file=sys.stderr)
+
+
 def _run_settings(weights) -> dict:
     """data, seed and val_split of the run that wrote ``weights`` (its log.json), if there is one."""
     from cnnspec.train.inference import run_log
@@ -209,7 +242,7 @@ def evaluate_command(args) -> int:
         if previous.get(key) is not None and getattr(args, key, None) is None:
             setattr(config, key, previous[key])
     model = network.compile(dtype="float32", seed=config.seed)
-    model.load(args.weights)
+    load_weights(model, args.weights, args.partial)
     from cnnspec.train.progress import CompileNotice
 
     with CompileNotice():
@@ -244,7 +277,7 @@ def run_command(args) -> int:
     model = network.compile(dtype="float32", seed=int(network.train_config.get("seed", 0)))
     if args.weights:
         args.weights = weights_file(args.weights)
-        model.load(args.weights)
+        load_weights(model, args.weights, args.partial)
     else:
         learned = [name for name, flag in model.trainable.items()
                    if flag and network.graph.nodes[name]["config"].get("weights") is None]

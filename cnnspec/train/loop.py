@@ -163,8 +163,10 @@ class Run:
                                    "train": len(dataset.x_train), "val": len(dataset.x_val),
                                    "test": None if dataset.x_test is None else len(dataset.x_test)})
         self.layers = network.layers()
+        self.frozen_layers = []                        # the layers --freeze made untrainable
         if config.freeze:
-            self.model.set_trainable(match_layers(self.layers, config.freeze, "--freeze"), False)
+            self.frozen_layers = self.model.set_trainable(match_layers(self.layers, config.freeze, "--freeze"),
+                                                          False)
         for _, glob in config.unfreeze_after:
             match_layers(self.layers, [glob], "--unfreeze-after")
         self.optimizer = make_optimizer(self.model, config)
@@ -235,6 +237,8 @@ class Run:
                 history.init = _load_init(self.model, config.init)
                 echo(_init_line(config.init, history.init))
             echo(describe_run(history, self.dataset, config))
+            if config.freeze:
+                echo(frozen_line(config.freeze, self.frozen_layers))
         if self.out is not None and not self.resumed:
             (self.out / "best.npz").unlink(missing_ok=True)          # a stale one from an earlier run
         # compile before the first batch, so that the bar's rate and time left and the epoch's
@@ -521,6 +525,14 @@ def _write_logs(out: Path, history: History) -> list:
         writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
     return [atomic.write_text(out / "log.csv", text.getvalue(), what="training log"),
             atomic.write_json(out / "log.json", history.to_json(), what="training log", default=_json_default)]
+
+
+def frozen_line(globs, layers) -> str:
+    """``frozen by --freeze conv*: conv1, basic1.conv1 (2 layers)``: what a glob picked."""
+    what = f"frozen by --freeze {' '.join(globs)}: "
+    if not layers:
+        return what + "nothing (the layers it names have no parameters)"
+    return what + f"{', '.join(layers)} ({plural(len(layers), 'layer')})"
 
 
 def describe_run(history: History, dataset, config: TrainConfig) -> str:
