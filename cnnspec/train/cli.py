@@ -219,6 +219,31 @@ def load_weights(model, path, partial: bool) -> None:
     print(f"--partial {path}: " + "; ".join(parts), file=sys.stderr)
 
 
+def spread(names: list, count: int) -> list:
+    """``count`` of ``names`` evenly spaced from the first to the last (both kept), in order."""
+    if len(names) <= count:
+        return list(names)
+    return [names[round(i * (len(names) - 1) / (count - 1))] for i in range(count)]
+
+
+def aspect_note(path: Path, input_shape) -> str | None:
+    """A note when a picture is resized to the input with another aspect ratio (it is stretched)."""
+    if path.suffix.lower() == ".npy" or len(input_shape) != 3:
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(path) as picture:
+            width, height = picture.size
+    except Exception:                     # read_array has said what is wrong with the file
+        return None
+    want_h, want_w = input_shape[1], input_shape[2]
+    if abs(width * want_h - height * want_w) <= 0.02 * height * want_w:
+        return None
+    return (f"note: {path.name} is {width}x{height} (width x height); it was resized to {want_w}x{want_h}, "
+            f"the network's input, which changes its aspect ratio (crop it to {want_w}:{want_h} to keep shapes)")
+
+
 def _run_settings(weights) -> dict:
     """data, seed and val_split of the run that wrote ``weights`` (its log.json), if there is one."""
     from cnnspec.train.inference import run_log
@@ -287,6 +312,9 @@ def run_command(args) -> int:
     if args.top < 1:
         raise CnnSpecError(f"--top must be at least 1, got {args.top}")
     x = read_array(Path(args.input), network.input_shape)
+    resized = aspect_note(Path(args.input), network.input_shape)
+    if resized:
+        print(resized, file=sys.stderr)
     from cnnspec.train.progress import CompileNotice
 
     with CompileNotice():
@@ -295,9 +323,10 @@ def run_command(args) -> int:
     if args.feature_maps and not layers:
         layers = picture_layers(model)
         if len(layers) > MAX_DEFAULT_LAYERS:
-            print(f"note: drawing the first {MAX_DEFAULT_LAYERS} of {len(layers)} picture-shaped layers; "
-                  f"choose others with --layers", file=sys.stderr)
-            layers = layers[:MAX_DEFAULT_LAYERS]
+            chosen = spread(layers, MAX_DEFAULT_LAYERS)
+            print(f"note: drawing {MAX_DEFAULT_LAYERS} of the {len(layers)} picture-shaped layers, spread over "
+                  f"the network: {', '.join(chosen)}; choose others with --layers", file=sys.stderr)
+            layers = chosen
     result = predict(model, x, classes=class_names(network, args.weights), layers=layers, top=args.top)
     print(result.report())
     if args.feature_maps:
