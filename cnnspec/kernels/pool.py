@@ -245,23 +245,19 @@ def _maxpool_driver(x, kernel, stride, pad, out):
 
 
 @jit
-def _maxpool_backward_plane(doutp, argp, dxp, accumulate):
-    flat = dxp.reshape(dxp.size)
-    if not accumulate:
-        for e in range(flat.size):           # a loop: see conv._zero
-            flat[e] = 0
-    d = doutp.reshape(doutp.size)
-    a = argp.reshape(argp.size)
-    for e in range(d.size):
-        if a[e] >= 0:
-            flat[a[e]] += d[e]
-
-
-@jit
 def _maxpool_backward(dout, argmax, dx, accumulate):
-    for n in range(dx.shape[0]):
-        for c in range(dx.shape[1]):
-            _maxpool_backward_plane(dout[n, c], argmax[n, c], dx[n, c], accumulate)
+    """dx[n, c] (+)= each window's gradient sent to its argmax: flat loops over the planes, in one
+    function (a per-plane helper cost a level of compiling, 0.25 s of LeNet-5's first step)."""
+    hw, ohw = dx.shape[2] * dx.shape[3], dout.shape[2] * dout.shape[3]
+    dxf, df, af = dx.reshape(dx.size), dout.reshape(dout.size), argmax.reshape(argmax.size)
+    if not accumulate:
+        for e in range(dxf.size):            # a loop: see conv._zero
+            dxf[e] = 0
+    for p in range(dx.shape[0] * dx.shape[1]):
+        dst, g, a = dxf[p * hw:(p + 1) * hw], df[p * ohw:(p + 1) * ohw], af[p * ohw:(p + 1) * ohw]
+        for e in range(ohw):
+            if a[e] >= 0:
+                dst[a[e]] += g[e]
 
 
 @jit
