@@ -287,10 +287,10 @@ class Model:
                 self._run_training(x, y, loss or "cross_entropy")
             elif training:
                 self.train_step(x, y, optimizer, loss or "cross_entropy")
-            if loss is None:
-                self.forward(x)
-            else:
-                self.evaluate(x, y, loss=loss)
+            plan = self._plan(batch)                   # evaluate()'s work, without its bookkeeping
+            plan.forward(x)
+            if loss is not None:
+                plan.eval_loss(loss, y)
         finally:
             self._flat_params[...] = params
             for layer, group in state.items():

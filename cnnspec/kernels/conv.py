@@ -715,16 +715,19 @@ def _forward_im2col(x, w, b, kernel, stride, pad, dilation, groups, out, mode, i
 
 
 @jit
+def _rowtap_sizes(x, y, kernel, pad):
+    """(F, OH, OW, C*KW, OH*OW, Hp*OW) of a rowtap convolution of x giving y: the products' sizes."""
+    f_, oh_, ow_ = y.shape[1], y.shape[2], y.shape[3]
+    return f_, oh_, ow_, x.shape[1] * kernel[1], oh_ * ow_, (x.shape[2] + pad[0] + pad[1]) * ow_
+
+
+@jit
 def _forward_rowtap(x, w, b, kernel, stride, pad, dilation, groups, out, mode, identity, rows,
                     layout, wt, buf, n0, n1):
     """out[n] = sum over kernel rows i of wt[i] (F, C*KW) @ col shifted by i*dh rows, for the
     samples n0 <= n < n1.  Driver and per-sample loop in one function: each level of jitted
     calls is compiled again inside its caller (LeNet-5's first step: 0.9 s per level)."""
-    c_, h_ = x.shape[1], x.shape[2]
-    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
-    kc = c_ * kernel[1]
-    p = oh_ * ow_
-    big_l = (h_ + pad[0] + pad[1]) * ow_
+    f_, oh_, ow_, kc, p, big_l = _rowtap_sizes(x, out, kernel, pad)
     of = out.reshape(out.size)
     col = buf[:layout[0]]
     for n in range(n0, n1):
@@ -776,11 +779,7 @@ def _backward_rowtap(dout, x, w, kernel, stride, pad, dilation, groups, dx, accu
     col, dcol, doutt = buf[:xp], buf[xp:o_wide], buf[o_wide:o_col]
     _zero(dwp)
     _zero(dbp)
-    c_, h_ = x.shape[1], x.shape[2]
-    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
-    kc = c_ * kernel[1]
-    p = oh_ * ow_
-    big_l = (h_ + pad[0] + pad[1]) * ow_
+    f_, oh_, ow_, kc, p, big_l = _rowtap_sizes(x, dout, kernel, pad)
     df = dout.reshape(dout.size)
     for n in range(n0, n1):
         if need_dw:
