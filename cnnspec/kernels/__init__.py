@@ -153,8 +153,9 @@ Threads, compile, performance
   use (convolution: one driver per way of making the matrices; max-pooling: one per kind of
   window), LeNet-5's first training step 7.8 s of CPU (median of 10 processes, 7.3-8.9 s; 26
   compiled functions; 13.6 s before the drivers were split and flattened: every level of jitted
-  calls is optimised again inside its caller).  ``cache=True`` makes a second process load them all in 0.5 s, after 0.5 s to import
-  this package (numba 0.14 s, scipy.linalg for BLAS 0.19 s).
+  calls is optimised again inside its caller).  ``cache=True`` makes a second process load
+  them all in 0.5 s, after 0.5 s to import this package (numba 0.14 s, scipy.linalg for BLAS
+  0.19 s).
 * Measured on this machine (AMD EPYC Zen 4, 2 cores, float32; PyTorch 2.13 with 2 threads,
   timed alternately with ours, best of several runs; the machine was shared, so the absolute
   numbers moved by +-30% between runs, the ratios less; forward+backward counts 3x the
