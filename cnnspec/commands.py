@@ -40,7 +40,8 @@ def register(sub) -> None:
     p = sub.add_parser("render", help="draw the network with graphviz (.svg, .png, .pdf or .dot)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.svg, OUT.png, OUT.pdf or OUT.dot")
-    p.add_argument("--until", metavar="LAYER", help="draw only LAYER (or a block instance) and the layers that feed it")
+    p.add_argument("--until", metavar="LAYER",
+                   help="draw only LAYER (or a block instance) and the layers that feed it")
     add_network_option(p)
     p.set_defaults(func=render)
 

@@ -32,7 +32,8 @@ def _operand_names(node, sources) -> list:
     for i, layer in enumerate(node["inputs"]):
         pos = node.get("arg_pos", {}).get(i)
         text = (sources or {}).get(pos.file if pos is not None else None)
-        line = text.split("\n")[pos.line - 1] if text is not None and 0 < pos.line <= text.count("\n") + 1 else None
+        lines = text.split("\n") if text is not None else []
+        line = lines[pos.line - 1] if 0 < (pos.line if pos is not None else 0) <= len(lines) else None
         names.append(line[pos.col - 1:pos.col - 1 + pos.width] if line else layer)
     return names
 

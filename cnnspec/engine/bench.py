@@ -496,13 +496,13 @@ def report(results: dict) -> str:
         rounds = cold.get("rounds", 1)
         spread = f", {low:.1f}-{high:.1f} s over {rounds} runs" if rounds > 1 else ""
         cpu = f"; {cold['first_step_cpu_s']:.1f} s of CPU" if "first_step_cpu_s" in cold else ""
+        step = (f"the step itself, once compiled: {seconds(cold['second_step_s'])}; "
+                if "second_step_s" in cold else "")
         lines += ["", "compile (LeNet-5, training steps at batch 64)",
                   f"  empty numba cache (a first run): {cold['first_step_s']:.1f} s to the first training step "
                   f"(median{spread}{cpu}; import {seconds(cold['import_s'])})",
-                  f"    the step itself, once compiled: {seconds(cold['second_step_s'])}; the evaluation forward "
-                  f"after it: {seconds(cold['first_forward_s'])} (no new kernels to compile)"
-                  if "second_step_s" in cold else
-                  f"    the evaluation forward after it: {seconds(cold['first_forward_s'])} (no new kernels to compile)",
+                  f"    {step}the evaluation forward after it: {seconds(cold['first_forward_s'])} "
+                  f"(no new kernels to compile)",
                   f"  second process, cache warm:      {seconds(warm['start_to_first_step_s'])} from start to its "
                   f"first training step (import {seconds(warm['import_s'])})"]
     if "analysis" in results:

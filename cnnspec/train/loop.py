@@ -538,8 +538,8 @@ def frozen_line(globs, layers) -> str:
 def describe_run(history: History, dataset, config: TrainConfig) -> str:
     """``training on shapes: 7200 train / 800 val samples ...; sgd(lr=0.05, momentum=0.9), 5 epochs ...``"""
     text = (f"{history.network}: training on {dataset.describe()}\n"
-            f"  {config.describe_optimizer()}, loss {config.loss}, {plural(config.epochs, 'epoch')}, batch {config.batch}, "
-            f"seed {config.seed}")
+            f"  {config.describe_optimizer()}, loss {config.loss}, {plural(config.epochs, 'epoch')}, "
+            f"batch {config.batch}, seed {config.seed}")
     if config.augment:
         text += f", augment {describe_augment(config.augment)}"
     if config.freeze:

@@ -76,6 +76,7 @@ class CompileNotice:
         self.seconds = 0.0
         self.shown = False
         self.compiles = 0
+        self._listens = compiling is None          # count numba's compile events
         self._compiling = compiling or (lambda: self.compiles > 0)
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -83,7 +84,7 @@ class CompileNotice:
 
     def __enter__(self):
         self._start = time.perf_counter()
-        if self._listener is None and self._compiling.__name__ == "<lambda>":
+        if self._listens and self._listener is None:
             self._listen()
         self._thread = threading.Thread(target=self._announce, name="cnnspec-compile-notice", daemon=True)
         self._thread.start()
