@@ -55,6 +55,12 @@ def nearest(word: str, candidates) -> str | None:
     return found[0] if found else None
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``plural(1, "epoch")`` -> "1 epoch", ``plural(5, "epoch")`` -> "5 epochs"; ``many`` for
+    irregular nouns. Counts are written with thousands separators."""
+    return f"{count:,} {noun if count == 1 else many or noun + 's'}"
+
+
 def not_utf8(err: UnicodeDecodeError) -> str:
     """Where a file stops being UTF-8: "not UTF-8 text: byte 0xe9 at line 2, column 19"."""
     data, at = err.object, err.start
@@ -75,14 +81,27 @@ def not_utf8_error(err: UnicodeDecodeError, file: str) -> "CnnSpecError":
 
 
 def match_names(names, patterns, what: str) -> list:
-    """The ``names`` that any of the fnmatch ``patterns`` matches, in the order of ``names``. A
-    pattern that matches nothing is an error that starts with ``what`` and suggests a name."""
+    """The layer ``names`` (dotted: ``basic1.conv2``) that any of the ``patterns`` picks, in the order
+    of ``names``. A pattern picks:
+
+    * the layer of that full name (``conv1``, ``basic1.conv2``), when there is one;
+    * else, with a dot, the full names it matches as an fnmatch glob (``basic1.*``, ``*.conv1``),
+      and every layer inside the block instance it names (``stage1.basic2``);
+    * else (no dot) every layer one part of whose name it matches: the layer's own name or a
+      block instance holding it (``conv*``: conv1, basic1.conv1, ...; ``basic1``: its layers).
+
+    A pattern that picks nothing is an error that starts with ``what`` and suggests a name."""
     import fnmatch
 
     names = list(names)
     chosen = set()
     for pattern in [patterns] if isinstance(patterns, str) else patterns:
-        hits = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        if pattern in names:
+            hits = [pattern]
+        elif "." in pattern:
+            hits = [name for name in names if fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern + ".")]
+        else:
+            hits = [name for name in names if any(fnmatch.fnmatchcase(part, pattern) for part in name.split("."))]
         if not hits:
             guess = nearest(pattern, names)
             raise CnnSpecError(f"{what} {pattern!r} matches no layer",

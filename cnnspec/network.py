@@ -7,7 +7,7 @@ import networkx as nx
 
 from cnnspec.analysis import infer
 from cnnspec.analysis.summary import summarize, table
-from cnnspec.errors import CnnSpecError
+from cnnspec.errors import CnnSpecError, plural
 
 
 def load(path, network: str | None = None) -> "Network":
@@ -125,15 +125,20 @@ class Network:
     def __getitem__(self, name: str) -> dict:
         return self.graph.nodes[name]
 
-    def summary(self, batch: int = 1, dtype: str = "float32") -> dict:
+    def summary(self, batch: int = 1, dtype: str = "float32", depth: int | None = None) -> dict:
         """Per-layer shapes, parameters, MACs, memory and receptive fields, and totals, as data:
-        the same object ``cnnspec summary --json`` prints."""
+        the same object ``cnnspec summary --json`` prints. ``depth=N`` lists every block instance
+        nested N levels deep as one entry (``"op": "block"``) instead of its layers."""
         _check_batch(batch)
-        return summarize(self.graph, batch, dtype)
+        return summarize(self.graph, batch, dtype, depth)
 
-    def summary_table(self, batch: int = 1, dtype: str = "float32") -> str:
+    def summary_table(self, batch: int = 1, dtype: str = "float32", depth: int | None = None,
+                      columns=None) -> str:
+        """The summary as a table (what ``cnnspec summary`` prints); ``depth`` as in
+        :meth:`summary`, ``columns`` the columns to show, e.g. ``"op,output,kernel,params"``
+        (keys of ``cnnspec.analysis.summary.COLUMNS``, or ``"all"``)."""
         _check_batch(batch)
-        return table(self.graph, batch, dtype)
+        return table(self.graph, batch, dtype, depth, columns)
 
     def render(self, path, fmt: str | None = None, until: str | None = None) -> str:
         """Draw the graph with graphviz to ``path`` (.svg, .png, .pdf or .dot); returns the path
@@ -176,7 +181,8 @@ class Network:
     def __repr__(self) -> str:
         t = self.summary()["totals"]
         inputs = ", ".join(f"{name} {shape}" for name, shape in self.input_shapes.items())
-        return (f"<Network {self.name}: {len(self.graph) - len(self.input_names)} layers, input {inputs}, "
+        layers = plural(len(self.graph) - len(self.input_names), "layer")
+        return (f"<Network {self.name}: {layers}, input {inputs}, "
                 f"output {self.output_shape}, {t['params']:,} params, {t['macs']:,} MACs>")
 
 

@@ -119,13 +119,13 @@ def test_params_macs_and_memory_by_hand():
 
 def test_json_schema():
     s = net_of("conv(4, 3x3) -> relu -> flatten -> dense(2)", "1x5x5").summary()
-    assert set(s) == {"network", "file", "input", "inputs", "batch", "dtype", "layers", "totals", "loss_terms",
-                      "warnings"}
+    assert set(s) == {"network", "file", "input", "inputs", "batch", "dtype", "layers", "blocks", "totals",
+                      "loss_terms", "warnings"}
     assert s["input"] == {"name": "x", "shape": [1, 5, 5]} and s["inputs"] == [s["input"]]
     assert s["loss_terms"] == []
     for layer in s["layers"]:
-        assert set(layer) == {"name", "op", "inputs", "output_shape", "params", "trainable_params", "macs",
-                              "activations", "receptive_field"}
+        assert set(layer) == {"name", "op", "inputs", "output_shape", "kernel", "block", "params",
+                              "trainable_params", "macs", "activations", "receptive_field"}
     assert s["layers"][-1]["receptive_field"] is None
     assert s["layers"][1]["receptive_field"] == {"size": [3, 3], "stride": [1, 1], "padding": [0, 0],
                                                  "aligned": True}

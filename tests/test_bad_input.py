@@ -124,7 +124,7 @@ def test_check_of_fixed_weights_over_ten_million_channels_stays_small(tmp_path):
     path.write_text("network Wide {\n    input x: 10000000x8x8\n    conv(1, 3x3, weights=sobel_x)\n}\n")
     done = bounded(["check", str(path)], memory=GiB // 2, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "wide.cnn: ok (Wide: 1 layers, 90,000,001 params" in done.stdout
+    assert "wide.cnn: ok (Wide: 1 layer, 90,000,001 params" in done.stdout
     weights = cnnspec.load(path)["conv1"]["config"]["weights"]
     assert weights.shape == (1, 10_000_000, 3, 3) and weights.strides[1] == 0     # a view, not a copy
     assert weights[0, 9_999_999].tolist() == [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
@@ -471,4 +471,4 @@ def test_the_summary_of_20000_block_instances_is_linear(tmp_path):
     path.write_text("block b {\n    conv(4, 3x3, pad=1) -> relu\n}\nnetwork B {\n    input x: 4x8x8\n    b * 20000\n}\n")
     done = bounded(["summary", str(path)], memory=2 * GiB, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "b20000: b()" in done.stdout and "[148]" in done.stdout
+    assert any(line.split()[:3] == ["b20000", "b()", "[148]"] for line in done.stdout.splitlines())

@@ -103,7 +103,7 @@ def test_report_lists_every_figure():
     }
     text = bench.report(results)
     for expected in ("Test CPU", "torch 2.13", "3x3 64->64", "8x64x56x56", "150.0", "180.0", "0.83x",
-                     "0.75x", "batch 64", "9000", "1.05x", "20.0 s", "1.20 s", "resnet50", "1000-layer",
+                     "0.75x", "batch 64", "9000", "1.05x", "20.0 s", "1.2 s", "resnet50", "1000-layer",
                      "depthwise 3x3 s1", "32x96x56x56", "median of 7 rounds", "12.50 (11.00-14.00)",
                      "25.00 (24.00-30.00)", "2.00x (1.70-2.30)", "1.50x (1.20-1.80)"):
         assert expected in text, expected

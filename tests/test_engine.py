@@ -98,9 +98,27 @@ def batch(model, n=3, seed=0):
 
 # -- gradients ---------------------------------------------------------------------------------
 
+# Central differences of a loss of about 1 carry rounding noise of about eps / h = 2e-11 (h = 1e-5):
+# a gradient that is exactly 0 shows up as such noise, which no relative error can judge.
+ZERO_GRAD_ATOL = 1e-8
+
+
+def zero_by_construction(model) -> set:
+    """(layer, "bias") of every layer whose output feeds batchnorms only: in training a batchnorm
+    subtracts the batch mean per channel, so a per-channel shift changes nothing and that bias's
+    gradient is exactly 0 (dense1.bias in BN_DROPOUT)."""
+    graph = model.graph
+    return {(name, "bias") for name, group in model.params.items()
+            if "bias" in group and list(graph.successors(name))
+            and all(graph.nodes[c]["op"] == "batchnorm" for c in graph.successors(name))}
+
+
 def check_gradients(model, x, y, loss="cross_entropy", per_tensor=6, h=1e-5):
     """Central differences of the training loss (dropout masks fixed by reseeding) against the
-    analytic gradients, on a few entries of every parameter; returns the worst relative error."""
+    analytic gradients, on a few entries of every parameter; returns the worst relative error.
+    Gradients that are zero by construction (``zero_by_construction``) must be zero on both sides,
+    to ``ZERO_GRAD_ATOL``; every other one must agree to a relative error of 1e-6."""
+    zeros = zero_by_construction(model)
     def loss_at():
         model.rng = np.random.default_rng(7)
         return model.loss_and_grad(x, y, loss)[0]
@@ -125,6 +143,10 @@ def check_gradients(model, x, y, loss="cross_entropy", per_tensor=6, h=1e-5):
                 flat[i] = old
                 numeric.append((up - down) / (2 * h))
             a, n = analytic.reshape(-1)[entries], np.array(numeric)
+            if (layer, name) in zeros:
+                assert np.abs(a).max() <= ZERO_GRAD_ATOL and np.abs(n).max() <= ZERO_GRAD_ATOL, (
+                    f"{layer}.{name} should have a zero gradient\nanalytic {a}\nnumeric  {n}")
+                continue
             err = np.abs(a - n).max() / max(np.abs(a).max() + np.abs(n).max(), 1e-8)
             # a parameter whose gradient is exactly 0 (a bias before batchnorm) has numeric
             # differences of rounding size, one ulp of the loss / 2h = 1e-11: those are 0
@@ -139,6 +161,16 @@ def test_whole_network_gradients(nets, name):
     model = nets[name].compile(dtype="float64", seed=1)
     x, y = batch(model)
     check_gradients(model, x, y)
+
+
+def test_zero_gradients_by_construction_are_recognised(nets):
+    """The absolute check above applies to exactly the biases feeding a batchnorm."""
+    assert zero_by_construction(nets["bn_dropout"].compile(dtype="float64")) == {("dense1", "bias")}
+    assert zero_by_construction(nets["residual"].compile(dtype="float64")) == set()     # bias=false there
+    model = nets["bn_dropout"].compile(dtype="float64", seed=1)
+    _, grads = model.loss_and_grad(*batch(model))
+    assert np.abs(grads["dense1"]["bias"]).max() <= ZERO_GRAD_ATOL            # zero, up to rounding
+    assert np.abs(grads["dense1"]["weight"]).max() > 1e-4                   # the weights do learn
 
 
 def test_gradients_mse_and_frozen_layer(nets):

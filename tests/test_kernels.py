@@ -163,6 +163,7 @@ POOL_CASES = [
     (2, 3, 1, 11, (1, 3), (1, 2), (0, 0, 1, 1), True),      # 1-D as H = 1
     (3, 2, 9, 9, (3, 3), (3, 3), (0, 0, 0, 0), True),       # ceil that changes nothing
     (16, 16, 32, 32, (2, 2), (2, 2), (0, 0, 0, 0), False),  # split over threads
+    (16, 16, 33, 33, (3, 3), (2, 2), (1, 1, 1, 1), False),  # bordered windows, split over threads
 ]
 
 

@@ -93,7 +93,7 @@ def test_train_evaluate_run_end_to_end(tiny_file, tmp_path, capsys):
                  "--augment", "rotate(10)", "noise(0.02)"]) == 0
     out = capsys.readouterr().out
     assert "Tiny: training on shapes:plus,x,square,n=96: 86 train / 10 val samples of 1x12x12, 3 classes" in out
-    assert ("sgd(lr=0.1, momentum=0.9), loss cross_entropy, 1 epochs, batch 8, seed 0, "
+    assert ("sgd(lr=0.1, momentum=0.9), loss cross_entropy, 1 epoch, batch 8, seed 0, "
             "augment rotate(10), noise(0.02)") in out
     assert "epoch 1/1  train loss" in out and "validation accuracy" in out
     assert {p.name for p in run.iterdir()} >= {"weights.npz", "log.csv", "log.json", "curves.png", "checkpoint"}

@@ -14,6 +14,30 @@ from cnnspec.errors import CnnSpecError, error_at
 from cnnspec.layers import LAYERS, LayerError, fmt_shape
 
 
+def looks_channels_last(shape) -> bool:
+    """An input written height x width x channels (28x28x1, 32x32x3): a picture's size first and
+    1, 3 or 4 last, where channels come first."""
+    return len(shape) == 3 and shape[2] in (1, 3, 4) and shape[0] >= 8 and shape[1] >= 8
+
+
+def channels_last_hint(name, shape) -> str:
+    h, w, c = shape
+    return (f"input `{name}` is {fmt_shape(shape)}, read as {h} channels of {w}x{c}: shapes are channels "
+            f"first, CxHxW; a {h}x{w} picture with {c} channel{'s' * (c != 1)} is {c}x{h}x{w}")
+
+
+def _operand_names(node, sources) -> list:
+    """The operands of a merge as the file writes them (`in`, `main`), else their layer names."""
+    names = []
+    for i, layer in enumerate(node["inputs"]):
+        pos = node.get("arg_pos", {}).get(i)
+        text = (sources or {}).get(pos.file if pos is not None else None)
+        lines = text.split("\n") if text is not None else []
+        line = lines[pos.line - 1] if 0 < (pos.line if pos is not None else 0) <= len(lines) else None
+        names.append(line[pos.col - 1:pos.col - 1 + pos.width] if line else layer)
+    return names
+
+
 def infer(graph: nx.DiGraph) -> nx.DiGraph:
     """Annotate every node with ``config``, ``input_shapes``, ``output_shape``, ``params``,
     ``state``, ``trainable``, ``n_params``, ``n_trainable``, ``macs``, ``activations``,
@@ -28,6 +52,8 @@ def infer(graph: nx.DiGraph) -> nx.DiGraph:
         node = nodes[name]
         if node["op"] == "input":
             shape = tuple(node["kwargs"]["shape"])
+            if looks_channels_last(shape):
+                warnings.append(f"{_where(node)}{channels_last_hint(name, shape)}")
             node.update(config={"shape": shape}, input_shapes=[], output_shape=shape, params={},
                         state={}, trainable=True, n_params=0, n_trainable=0, macs=0,
                         activations=math.prod(shape), loss_term=None,
@@ -78,9 +104,21 @@ def configure(graph: nx.DiGraph, name: str, in_shapes: list, sources: dict):
         out_shape = tuple(kind.output_shape(config, in_shapes))
     except LayerError as err:
         where = node.get("arg_pos", {}).get(err.arg) if err.arg is not None else None
-        raise error_at(where or node.get("pos"), f"in `{name}`: {err.message}", sources=sources,
-                       hint=err.hint, file=graph.graph.get("file")) from None
+        message = err.named(_operand_names(node, sources)) if err.named is not None else err.message
+        raise error_at(where or node.get("pos"), f"in `{name}`: {message}", sources=sources,
+                       hint=_channels_last_of(graph) or err.hint, file=graph.graph.get("file")) from None
     return kind, config, out_shape
+
+
+def _channels_last_of(graph) -> str | None:
+    """The hint for an input of the network written HxWxC, if there is one: the likely cause of a
+    shape error further on."""
+    for name in graph.nodes:
+        node = graph.nodes[name]
+        shape = tuple(node["kwargs"]["shape"]) if node["op"] == "input" else ()
+        if looks_channels_last(shape):
+            return channels_last_hint(name, shape)
+    return None
 
 
 def _field(kind, config, in_shapes, out_shape, fields):

@@ -32,7 +32,7 @@ import numpy as np
 
 from cnnspec.data import files
 from cnnspec.data.shapes import SHAPE_CLASSES, make_shapes
-from cnnspec.errors import CnnSpecError, nearest
+from cnnspec.errors import CnnSpecError, nearest, plural
 from cnnspec.limits import require_memory
 
 SHAPES_SAMPLES = 8000            # default size of the `shapes` data set
@@ -79,7 +79,7 @@ class Dataset:
         if self.x_test is not None:
             parts.append(f"{len(self.x_test)} test")
         return (f"{self.spec}: {' / '.join(parts)} samples of {fmt_shape(self.sample_shape)}, "
-                f"{len(self.classes)} classes")
+                f"{plural(len(self.classes), 'class', 'classes')}")
 
 
 def load_dataset(spec: str | None, input_shape, *, seed: int = 0, val_split: float = 0.1,
@@ -136,8 +136,32 @@ def _path(text: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def _read_shapes(options: str, input_shape, seed: int) -> files.Raw:
-    """``shapes[:ITEM,...]`` where an item is a class name or ``n=SAMPLES``."""
+def check_spec(spec: str | None, input_shape, base_dir: str | Path | None = None) -> None:
+    """What can be told about the data spec ``spec`` without reading the data (``cnnspec check``):
+    a known kind, shapes' classes and sizes, and a file or folder that exists."""
+    spec = (spec or "shapes").strip()
+    base = Path(base_dir) if base_dir else Path.cwd()
+    kind, sep, rest = spec.partition(":")
+    if spec.lower().endswith(".npz"):
+        if not _path(spec, base).is_file():
+            raise CnnSpecError(f"no such data file: {_path(spec, base)}", hint=_relative_hint(spec))
+    elif kind == "shapes":
+        _shapes_options(rest if sep else "", input_shape)
+    elif kind in ("mnist", "cifar10", "folder") and rest:
+        if not _path(rest, base).is_dir():
+            raise CnnSpecError(f"{kind}: no such folder: {_path(rest, base)}", hint=_relative_hint(rest))
+    elif not (kind == "digits" and not sep):
+        _read(spec, input_shape, 0, base)                  # the error for an unknown spec
+
+
+def _relative_hint(path: str) -> str | None:
+    if Path(path).expanduser().is_absolute():
+        return None
+    return "a relative path in a train section is read from the .cnn file's folder"
+
+
+def _shapes_options(options: str, input_shape) -> tuple:
+    """(classes, samples) of ``shapes[:ITEM,...]``, an item being a class name or ``n=SAMPLES``."""
     classes, n = [], SHAPES_SAMPLES
     for item in filter(None, (part.strip() for part in options.split(","))):
         if item.startswith("n="):
@@ -165,6 +189,12 @@ def _read_shapes(options: str, input_shape, seed: int) -> files.Raw:
     require_memory(per_picture * (2 * n + 6 * min(n, 512)),
                    f"the shapes data set ({n:,} pictures of {fmt_shape(input_shape)})",
                    hint="draw fewer pictures (shapes:n=500) or give the network a smaller input")
+    return classes, n
+
+
+def _read_shapes(options: str, input_shape, seed: int) -> files.Raw:
+    """``shapes[:ITEM,...]`` where an item is a class name or ``n=SAMPLES``."""
+    classes, n = _shapes_options(options, input_shape)
     x, y = make_shapes(n, input_shape, seed=seed, classes=classes)
     return files.Raw(x, y, classes)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -381,7 +382,8 @@ def training_bench(label, text, batch, min_time, torch=None, repeat=3) -> dict:
     return row
 
 
-# A child process: imports, compiles LeNet-5, makes one training step, says when.
+# A child process: imports, compiles LeNet-5, makes one training step (wall and CPU time), then a
+# second one (the step without compiling) and an evaluation forward, says when.
 CHILD = r"""
 import json, sys, time
 start = time.perf_counter()
@@ -389,6 +391,7 @@ import numpy as np
 import cnnspec
 from cnnspec.engine import SGD
 imported = time.perf_counter()
+cpu = time.process_time()
 net = cnnspec.loads(sys.argv[1])
 model = net.compile(dtype="float32", seed=0)
 opt = SGD(model, lr=0.01, momentum=0.9)
@@ -396,17 +399,22 @@ x = np.zeros((64, *model.input_shape), np.float32)
 y = np.zeros(64, np.int64)
 model.train_step(x, y, opt)
 stepped = time.perf_counter()
+step_cpu = time.process_time() - cpu
 print("STEP", flush=True)
+model.train_step(x, y, opt)
+again = time.perf_counter()
 model.forward(x)
 done = time.perf_counter()
 print(json.dumps({"import_s": imported - start, "first_step_s": stepped - imported,
-                  "first_forward_s": done - stepped}), flush=True)
+                  "first_step_cpu_s": step_cpu, "second_step_s": again - stepped,
+                  "first_forward_s": done - again}), flush=True)
 """
 
 
-def child_run(cache_dir: str) -> dict:
-    """Run CHILD with ``NUMBA_CACHE_DIR=cache_dir``; time from spawn to its first training step."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+def child_run(cache_dir: str | None) -> dict:
+    """Run CHILD with ``NUMBA_CACHE_DIR=cache_dir`` (None: numba's cache as it is); time from
+    spawn to its first training step."""
+    env = dict(os.environ) if cache_dir is None else {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, LENET5], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -420,11 +428,17 @@ def child_run(cache_dir: str) -> dict:
     return info
 
 
-def compile_bench() -> dict:
-    """First-call compile time (empty numba cache) and a second process's start-to-first-step."""
-    with tempfile.TemporaryDirectory(prefix="cnnspec-bench-") as cache:
-        cold = child_run(cache)
-        warm = child_run(cache)
+def compile_bench(rounds: int = 3) -> dict:
+    """First-call compile time (``rounds`` processes, each with an empty numba cache: the median
+    and range are reported) and a second process's start-to-first-step on a warm cache."""
+    colds = []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="cnnspec-bench-") as cache:
+            colds.append(child_run(cache))
+            warm = child_run(cache)
+    cold = {key: statistics.median(run[key] for run in colds) for key in colds[0]}
+    cold["first_step_range_s"] = [min(r["first_step_s"] for r in colds), max(r["first_step_s"] for r in colds)]
+    cold["rounds"] = rounds
     return {"cold": cold, "warm": warm}
 
 
@@ -497,12 +511,24 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
             say(f"training {label} batch {batch}")
             results["training"].append(training_bench(label, text, batch, min_time, torch, repeat))
     if compile_times:
-        say("compile times (two child processes)")
-        results["compile"] = compile_bench()
+        rounds = 1 if quick else 3
+        say(f"compile times ({2 * rounds} child processes)")
+        results["compile"] = compile_bench(rounds)
     if analysis:
         say("analysis")
         results["analysis"] = analysis_bench()
     return results
+
+
+def seconds(value: float) -> str:
+    """3.2 -> "3.2 s", 0.0042 -> "4.2 ms", 0.00004 -> "40 us": never a bare 0.00."""
+    if value >= 1:
+        return f"{value:.1f} s"
+    if value >= 0.1:
+        return f"{value:.2f} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value * 1e6:.0f} us"
 
 
 def report(results: dict) -> str:
@@ -556,11 +582,19 @@ def report(results: dict) -> str:
         lines.append(text)
     if "compile" in results:
         cold, warm = results["compile"]["cold"], results["compile"]["warm"]
-        lines += ["", "compile (LeNet-5, one training step at batch 64)",
-                  f"  first call, empty numba cache: {cold['first_step_s']:.1f} s to compile and run the first step "
-                  f"(then {cold['first_forward_s']:.2f} s the first evaluation forward; import {cold['import_s']:.2f} s)",
-                  f"  second process, cache warm:    {warm['start_to_first_step_s']:.2f} s from start to its first "
-                  f"training step (import {warm['import_s']:.2f} s)"]
+        low, high = cold.get("first_step_range_s", [cold["first_step_s"]] * 2)
+        rounds = cold.get("rounds", 1)
+        spread = f", {low:.1f}-{high:.1f} s over {rounds} runs" if rounds > 1 else ""
+        cpu = f"; {cold['first_step_cpu_s']:.1f} s of CPU" if "first_step_cpu_s" in cold else ""
+        step = (f"the step itself, once compiled: {seconds(cold['second_step_s'])}; "
+                if "second_step_s" in cold else "")
+        lines += ["", "compile (LeNet-5, training steps at batch 64)",
+                  f"  empty numba cache (a first run): {cold['first_step_s']:.1f} s to the first training step "
+                  f"(median{spread}{cpu}; import {seconds(cold['import_s'])})",
+                  f"    {step}the evaluation forward after it: {seconds(cold['first_forward_s'])} "
+                  f"(no new kernels to compile)",
+                  f"  second process, cache warm:      {seconds(warm['start_to_first_step_s'])} from start to its "
+                  f"first training step (import {seconds(warm['import_s'])})"]
     if "analysis" in results:
         a = results["analysis"]
         lines += ["", "analysis"]

@@ -282,6 +282,41 @@ class Model:
         self.loss_parts = {key: v / max(n, 1) for key, v in totals.items()}
         return sum(self.loss_parts.values()), out
 
+    def warm_up(self, optimizer=None, loss: str | None = "cross_entropy", training: bool = True,
+                batch: int = 2) -> None:
+        """Compile (or load from numba's on-disk cache) every kernel that a training step with
+        ``optimizer`` (None: forward and backward only; ``training=False``: none) and an
+        evaluation forward with ``loss`` (None: the forward only) of this model use, on ``batch``
+        zero samples. Parameters, gradients, batchnorm statistics, the dropout
+        generator and the optimizer's state are restored afterwards: a run that warms up first
+        reaches the very weights of one that does not. The first run on a machine spends seconds
+        here; later ones load numba's cache in a fraction of a second."""
+        x = np.zeros((batch, *self.input_shape), self.dtype)
+        y = (np.zeros(batch, np.int64) if loss in ("cross_entropy", None)
+             else np.zeros((batch, *self.output_shape), self.dtype))
+        params, grads = self._flat_params.copy(), self._flat_grads.copy()
+        state = {layer: {k: v.copy() for k, v in group.items()} for layer, group in self.state.items()}
+        rng = self.rng.bit_generator.state
+        saved = None if optimizer is None else {k: np.copy(v) for k, v in optimizer.state_dict().items()}
+        try:
+            if training and optimizer is None:
+                self._run_training(x, y, loss or "cross_entropy")
+            elif training:
+                self.train_step(x, y, optimizer, loss or "cross_entropy")
+            plan = self._plan(batch)                   # evaluate()'s work, without its bookkeeping
+            plan.forward(x)
+            if loss is not None:
+                plan.eval_loss(loss, y)
+        finally:
+            self._flat_params[...] = params
+            for layer, group in state.items():
+                for k, v in group.items():
+                    self.state[layer][k][...] = v
+            self.rng.bit_generator.state = rng
+            if saved is not None:
+                optimizer.load_state_dict(saved)
+            self._flat_grads[...] = grads
+
     def _run_training(self, x, y, loss):
         """Training-mode forward, loss and backward; returns (loss, plan)."""
         losses.check_loss(loss)

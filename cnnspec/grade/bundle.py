@@ -98,7 +98,12 @@ def build_wheel(out_dir: Path) -> Path:
             shutil.copytree(root / name, source / name, ignore=ignore)
         elif (root / name).exists():
             shutil.copy2(root / name, source / name)
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+    # Offline (--no-build-isolation) when this environment's setuptools can make wheels: from 70.1
+    # on it has bdist_wheel, older ones (Python 3.11's venv brings 65.5) need the `wheel` package.
+    # Otherwise pip builds in an isolated environment with pyproject.toml's [build-system]
+    # requirements, from the package index, as `pip install -e .` did.
+    isolation = ["--no-build-isolation"] if _can_build_wheels() else []
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation,
                            "-q", "-w", str(out_dir), str(source)], capture_output=True, text=True)
     wheels = sorted(out_dir.glob("cnnspec-*.whl"))
     if done.returncode != 0 or not wheels:
@@ -145,6 +150,21 @@ def _wheel(tmp: Path, wheel=None) -> Path:
     if not wheel_path.exists():
         raise CnnSpecError(f"no such wheel: {wheel_path}")
     return wheel_path
+
+
+def _can_build_wheels() -> bool:
+    """Whether setuptools here has bdist_wheel: version 70.1 or later, or the `wheel` package."""
+    from importlib import metadata
+
+    try:
+        version = tuple(int(part) for part in metadata.version("setuptools").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return False
+    try:
+        metadata.version("wheel")
+        return True
+    except metadata.PackageNotFoundError:
+        return version >= (70, 1)
 
 
 def make_bundle(assignment_path, out, *, wheel=None, pypi: bool = False) -> list[str]:

@@ -630,59 +630,6 @@ def _row_col_add(dcol, pad, dilation, kw, ow_, n, accumulate, dx):
 
 
 @jit
-def _rowtap_forward(x, n, wr, b, kernel, pad, dilation, out, rows, col):
-    """out[n] = sum over kernel rows i of wr[i] (F, C*KW) @ col shifted by i*dh rows."""
-    c_, h_ = x.shape[1], x.shape[2]
-    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
-    kc = c_ * kernel[1]
-    p = oh_ * ow_
-    big_l = (h_ + pad[0] + pad[1]) * ow_
-    of = out.reshape(out.size)
-    _row_col(x, n, pad, dilation, kernel[1], ow_, col)
-    for oh0 in range(0, oh_, rows):
-        q = min(rows, oh_ - oh0) * ow_
-        dst = of[n * f_ * p + oh0 * ow_:]
-        for i in range(kernel[0]):
-            gemm(False, False, f_, q, kc, 1.0, wr[i * f_ * kc:], kc,
-                 col[(oh0 + i * dilation[0]) * ow_:], big_l, 0.0 if i == 0 else 1.0, dst, p)
-    if b.size > 0:
-        for f in range(f_):
-            plane = of[(n * f_ + f) * p:(n * f_ + f + 1) * p]
-            for e in range(p):
-                plane[e] += b[f]
-
-
-@jit
-def _rowtap_backward(dout, x, n, wr, kernel, pad, dilation, dx, accumulate, need_dx, need_dw,
-                     rows, col, dcol, doutt, dwp):
-    """dx (+)= and dw^T += for sample n; dwp (KH, C*KW, F): dw_i^T += col_i @ dout^T."""
-    c_, h_ = x.shape[1], x.shape[2]
-    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
-    kc = c_ * kernel[1]
-    p = oh_ * ow_
-    big_l = (h_ + pad[0] + pad[1]) * ow_
-    df = dout.reshape(dout.size)
-    if need_dw:
-        _row_col(x, n, pad, dilation, kernel[1], ow_, col)
-        for f in range(f_):                  # dout^T (P, F): the products' fast (NN) case
-            src = df[(n * f_ + f) * p:(n * f_ + f + 1) * p]
-            for e in range(p):
-                doutt[np.uint64(e * f_ + f)] = src[e]
-        for i in range(kernel[0]):           # whole planes: a long inner dimension is fast
-            gemm(False, False, kc, f_, p, 1.0, col[i * dilation[0] * ow_:], big_l, doutt, f_,
-                 1.0, dwp[i * kc * f_:], f_)
-    if not need_dx:
-        return
-    _zero(dcol[:kc * big_l])
-    for oh0 in range(0, oh_, rows):
-        q = min(rows, oh_ - oh0) * ow_
-        for i in range(kernel[0]):
-            gemm(True, False, kc, q, f_, 1.0, wr[i * f_ * kc:], kc, df[n * f_ * p + oh0 * ow_:],
-                 p, 1.0, dcol[(oh0 + i * dilation[0]) * ow_:], big_l)
-    _row_col_add(dcol, pad, dilation, kernel[1], ow_, n, accumulate, dx)
-
-
-@jit
 def _im2col_forward(x, n, w, b, kernel, stride, pad, dilation, groups, out, identity, rows,
                     col):
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
@@ -768,10 +715,34 @@ def _forward_im2col(x, w, b, kernel, stride, pad, dilation, groups, out, mode, i
 
 
 @jit
+def _rowtap_sizes(x, y, kernel, pad):
+    """(F, OH, OW, C*KW, OH*OW, Hp*OW) of a rowtap convolution of x giving y: the products' sizes."""
+    f_, oh_, ow_ = y.shape[1], y.shape[2], y.shape[3]
+    return f_, oh_, ow_, x.shape[1] * kernel[1], oh_ * ow_, (x.shape[2] + pad[0] + pad[1]) * ow_
+
+
+@jit
 def _forward_rowtap(x, w, b, kernel, stride, pad, dilation, groups, out, mode, identity, rows,
                     layout, wt, buf, n0, n1):
+    """out[n] = sum over kernel rows i of wt[i] (F, C*KW) @ col shifted by i*dh rows, for the
+    samples n0 <= n < n1.  Driver and per-sample loop in one function: each level of jitted
+    calls is compiled again inside its caller (LeNet-5's first step: 0.9 s per level)."""
+    f_, oh_, ow_, kc, p, big_l = _rowtap_sizes(x, out, kernel, pad)
+    of = out.reshape(out.size)
+    col = buf[:layout[0]]
     for n in range(n0, n1):
-        _rowtap_forward(x, n, wt, b, kernel, pad, dilation, out, rows, buf[:layout[0]])
+        _row_col(x, n, pad, dilation, kernel[1], ow_, col)
+        for oh0 in range(0, oh_, rows):
+            q = min(rows, oh_ - oh0) * ow_
+            dst = of[n * f_ * p + oh0 * ow_:]
+            for i in range(kernel[0]):
+                gemm(False, False, f_, q, kc, 1.0, wt[i * f_ * kc:], kc,
+                     col[(oh0 + i * dilation[0]) * ow_:], big_l, 0.0 if i == 0 else 1.0, dst, p)
+        if b.size > 0:
+            for f in range(f_):
+                plane = of[(n * f_ + f) * p:(n * f_ + f + 1) * p]
+                for e in range(p):
+                    plane[e] += b[f]
 
 
 @jit
@@ -801,13 +772,33 @@ def _backward_im2col(dout, x, w, kernel, stride, pad, dilation, groups, dx, accu
 @jit
 def _backward_rowtap(dout, x, w, kernel, stride, pad, dilation, groups, dx, accumulate, need_dx,
                      need_dw, need_db, mode, identity, rows, layout, wt, buf, n0, n1):
+    """Per sample n0 <= n < n1: dx (+)= and the partial dw^T += col_i @ dout^T, dwp laid out
+    (KH, C*KW, F), partial db (driver and per-sample loop in one function: see _forward_rowtap)."""
     xp, o_wide, o_col, o_dw, o_db = layout
     dwp, dbp = buf[o_dw:o_db], buf[o_db:o_db + dout.shape[1]]
+    col, dcol, doutt = buf[:xp], buf[xp:o_wide], buf[o_wide:o_col]
     _zero(dwp)
     _zero(dbp)
+    f_, oh_, ow_, kc, p, big_l = _rowtap_sizes(x, dout, kernel, pad)
+    df = dout.reshape(dout.size)
     for n in range(n0, n1):
-        _rowtap_backward(dout, x, n, wt, kernel, pad, dilation, dx, accumulate, need_dx,
-                         need_dw, rows, buf[:xp], buf[xp:o_wide], buf[o_wide:o_col], dwp)
+        if need_dw:
+            _row_col(x, n, pad, dilation, kernel[1], ow_, col)
+            for f in range(f_):              # dout^T (P, F): the products' fast (NN) case
+                src = df[(n * f_ + f) * p:(n * f_ + f + 1) * p]
+                for e in range(p):
+                    doutt[np.uint64(e * f_ + f)] = src[e]
+            for i in range(kernel[0]):       # whole planes: a long inner dimension is fast
+                gemm(False, False, kc, f_, p, 1.0, col[i * dilation[0] * ow_:], big_l, doutt, f_,
+                     1.0, dwp[i * kc * f_:], f_)
+        if need_dx:
+            _zero(dcol[:kc * big_l])
+            for oh0 in range(0, oh_, rows):
+                q = min(rows, oh_ - oh0) * ow_
+                for i in range(kernel[0]):
+                    gemm(True, False, kc, q, f_, 1.0, wt[i * f_ * kc:], kc, df[n * f_ * p + oh0 * ow_:],
+                         p, 1.0, dcol[(oh0 + i * dilation[0]) * ow_:], big_l)
+            _row_col_add(dcol, pad, dilation, kernel[1], ow_, n, accumulate, dx)
         if need_db:
             _bias_grad_add(dout, n, dbp)
 
@@ -836,26 +827,22 @@ _BACKWARD = {IM2COL: _backward_im2col, ROWTAP: _backward_rowtap, GATHER: _backwa
 
 
 @jit
-def _sum_partials(ws, shared, per_thread, threads, layout, mode, dw, db, need_dw, need_db):
-    """dw, db = the sums of the threads' partials, in thread order (deterministic)."""
+def _sum_partials(ws, shared, per_thread, threads, layout, strides, dw, db, need_dw, need_db):
+    """dw, db = the sums of the threads' partials, in thread order (deterministic).  dw[f, c, i, j]
+    is at offset f*sf + c*sc + i*si + j*sj of a partial (``_PARTIAL_STRIDES``): one loop for
+    every layout (a branch per layout inside the loops cost 0.6 s of compile time)."""
     o_dw, o_db = layout[3], layout[4]
     f_, cg, kh, kw = dw.shape
+    sf, sc, si, sj = strides
     if need_dw:
         for f in range(f_):
             for c in range(cg):
                 for i in range(kh):
                     for j in range(kw):
-                        if mode == IM2COL:
-                            e = ((f * cg + c) * kh + i) * kw + j
-                        elif mode == GATHER:
-                            e = ((c * kh + i) * kw + j) * f_ + f
-                        elif mode == ROWTAP:
-                            e = ((i * cg + c) * kw + j) * f_ + f
-                        else:
-                            e = ((i * kw + j) * cg + c) * f_ + f
-                        s = ws[shared + o_dw + e]
+                        e = shared + o_dw + f * sf + c * sc + i * si + j * sj
+                        s = ws[e]
                         for t in range(1, threads):
-                            s += ws[shared + t * per_thread + o_dw + e]
+                            s += ws[e + t * per_thread]
                         dw[f, c, i, j] = s
     if need_db:
         for f in range(f_):
@@ -863,6 +850,18 @@ def _sum_partials(ws, shared, per_thread, threads, layout, mode, dw, db, need_dw
             for t in range(1, threads):
                 s += ws[shared + t * per_thread + o_db + f]
             db[f] = s
+
+
+def _partial_strides(mode, w_shape):
+    """(sf, sc, si, sj): where dw[f, c, i, j] lies in a thread's partial dw (see _Plan)."""
+    f_, cg, kh, kw = w_shape
+    if mode == IM2COL:                   # (F, Cg, KH, KW) like w
+        return cg * kh * kw, kh * kw, kw, 1
+    if mode == GATHER:                   # (Cg, KH, KW, F)
+        return 1, kh * kw * f_, kw * f_, f_
+    if mode == ROWTAP:                   # (KH, Cg, KW, F)
+        return 1, kw * f_, cg * kw * f_, f_
+    return 1, f_, kw * cg * f_, cg * f_  # KN2ROW: (KH, KW, Cg, F)
 
 
 # -- entry points -----------------------------------------------------------------------------
@@ -936,6 +935,6 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         dx is not None, dw is not None, db is not None, plan.mode, plan.identity, plan.rows,
         plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi))
     if dw is not None or db is not None:
-        _sum_partials(workspace, shared, per, threads, plan.layout, plan.mode,
+        _sum_partials(workspace, shared, per, threads, plan.layout, _partial_strides(plan.mode, w.shape),
                       empty4 if dw is None else dw, empty1 if db is None else db,
                       dw is not None, db is not None)

@@ -163,72 +163,101 @@ def _bordered_copy(xp, top, left, fill, dst):
 
 
 @jit
-def _maxpool_plane(xp, kernel, stride, pad, outp, argp, scratch):
-    h_, w_ = xp.shape
-    oh_, ow_ = outp.shape
-    kh, kw = kernel
-    sh, sw = stride
-    if 2 <= kh <= 3 and 2 <= kw <= 3:
-        need_h, need_w = (oh_ - 1) * sh + kh, (ow_ - 1) * sw + kw
-        if pad[0] == 0 and pad[2] == 0 and need_h <= h_ and need_w <= w_:
-            src, pt, pl = xp, 0, 0
-        else:                                # padding or ceil mode: a -inf border
-            hs, ws = max(need_h, h_ + pad[0]), max(need_w, w_ + pad[2])
-            src, pt, pl = scratch[:hs * ws].reshape(hs, ws), pad[0], pad[2]
-            _bordered_copy(xp, pt, pl, -np.inf, src)
-        if kh == 2 and kw == 2:
-            _max_2x2(src, sh, sw, outp, argp)
-        elif kh == 3 and kw == 3:
-            _max_3x3(src, sh, sw, outp, argp)
-        else:
-            _max_small(src, kh, kw, sh, sw, outp, argp)
-        _offsets_to_index(argp, sh, sw, pt, pl, h_, w_)
-        return
-    for oh in range(oh_):                    # any other window: clipped loops
-        h0, h1, _ = _window(oh, sh, pad[0], kh, h_, pad[1])
-        for ow in range(ow_):
-            w0, w1, _ = _window(ow, sw, pad[2], kw, w_, pad[3])
-            best = -np.inf
-            arg = -1
-            for h in range(h0, h1):
-                for w in range(w0, w1):
-                    v = xp[h, w]
-                    t = _take(v, best) | (arg < 0)
-                    best = v if t else best
-                    arg = h * w_ + w if t else arg
-            outp[oh, ow] = best
-            argp[oh, ow] = arg
-
-
-@jit
-def _maxpool_forward(x, kernel, stride, pad, out, argmax):
-    oh_, ow_ = out.shape[2], out.shape[3]
-    size = (max((oh_ - 1) * stride[0] + kernel[0], x.shape[2] + pad[0]) *
-            max((ow_ - 1) * stride[1] + kernel[1], x.shape[3] + pad[2]))
-    scratch = np.empty(size, x.dtype)        # one small buffer per call, reused by every plane
+def _maxpool_2x2_forward(x, stride, out, argmax):
+    """2x2 windows that lie inside x (no padding, no ceil overhang): LeNet's and VGG's pooling.
+    One driver per kind of window, chosen in Python (``_maxpool_driver``): a network compiles
+    only the kinds it uses (all kinds behind one branch took LeNet-5's first step 3.9 s longer)."""
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
-            _maxpool_plane(x[n, c], kernel, stride, pad, out[n, c], argmax[n, c], scratch)
+            _max_2x2(x[n, c], stride[0], stride[1], out[n, c], argmax[n, c])
+            _offsets_to_index(argmax[n, c], stride[0], stride[1], 0, 0, x.shape[2], x.shape[3])
 
 
 @jit
-def _maxpool_backward_plane(doutp, argp, dxp, accumulate):
-    flat = dxp.reshape(dxp.size)
-    if not accumulate:
-        for e in range(flat.size):           # a loop: see conv._zero
-            flat[e] = 0
-    d = doutp.reshape(doutp.size)
-    a = argp.reshape(argp.size)
-    for e in range(d.size):
-        if a[e] >= 0:
-            flat[a[e]] += d[e]
+def _maxpool_3x3_forward(x, stride, out, argmax):
+    """3x3 windows inside x (see _maxpool_2x2_forward)."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            _max_3x3(x[n, c], stride[0], stride[1], out[n, c], argmax[n, c])
+            _offsets_to_index(argmax[n, c], stride[0], stride[1], 0, 0, x.shape[2], x.shape[3])
+
+
+@jit
+def _maxpool_small_forward(x, kernel, stride, pad, out, argmax, scratch):
+    """2 to 3 rows and columns with padding or a ceil overhang (or 2x3, 3x2): each plane copied
+    into ``scratch`` with a -inf border, then the straight-line windows."""
+    h_, w_ = x.shape[2], x.shape[3]
+    oh_, ow_ = out.shape[2], out.shape[3]
+    kh, kw = kernel
+    sh, sw = stride
+    hs, ws = max((oh_ - 1) * sh + kh, h_ + pad[0]), max((ow_ - 1) * sw + kw, w_ + pad[2])
+    src = scratch[:hs * ws].reshape(hs, ws)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            outp, argp = out[n, c], argmax[n, c]
+            _bordered_copy(x[n, c], pad[0], pad[2], -np.inf, src)
+            if kh == 2 and kw == 2:
+                _max_2x2(src, sh, sw, outp, argp)
+            elif kh == 3 and kw == 3:
+                _max_3x3(src, sh, sw, outp, argp)
+            else:
+                _max_small(src, kh, kw, sh, sw, outp, argp)
+            _offsets_to_index(argp, sh, sw, pad[0], pad[2], h_, w_)
+
+
+@jit
+def _maxpool_general_forward(x, kernel, stride, pad, out, argmax):
+    """Any window (global max pooling, big kernels): loops clipped to the input."""
+    h_, w_ = x.shape[2], x.shape[3]
+    oh_, ow_ = out.shape[2], out.shape[3]
+    kh, kw = kernel
+    sh, sw = stride
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            xp, outp, argp = x[n, c], out[n, c], argmax[n, c]
+            for oh in range(oh_):
+                h0, h1, _ = _window(oh, sh, pad[0], kh, h_, pad[1])
+                for ow in range(ow_):
+                    w0, w1, _ = _window(ow, sw, pad[2], kw, w_, pad[3])
+                    best = xp[0, 0]
+                    arg = -1
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            v = xp[h, w]
+                            t = _take(v, best) | (arg < 0)
+                            best = v if t else best
+                            arg = h * w_ + w if t else arg
+                    outp[oh, ow] = best if arg >= 0 else -np.inf
+                    argp[oh, ow] = arg
+
+
+def _maxpool_driver(x, kernel, stride, pad, out):
+    """(driver, the arguments after x) for this pooling: see _maxpool_2x2_forward."""
+    kh, kw = kernel
+    if not (2 <= kh <= 3 and 2 <= kw <= 3):
+        return _maxpool_general_forward, (kernel, stride, pad)
+    oh_, ow_ = out.shape[2], out.shape[3]
+    need_h, need_w = (oh_ - 1) * stride[0] + kh, (ow_ - 1) * stride[1] + kw
+    if pad[0] == 0 and pad[2] == 0 and need_h <= x.shape[2] and need_w <= x.shape[3] and kh == kw:
+        return (_maxpool_2x2_forward if kh == 2 else _maxpool_3x3_forward), (stride,)
+    size = max(need_h, x.shape[2] + pad[0]) * max(need_w, x.shape[3] + pad[2])
+    return _maxpool_small_forward, (kernel, stride, pad, size)
 
 
 @jit
 def _maxpool_backward(dout, argmax, dx, accumulate):
-    for n in range(dx.shape[0]):
-        for c in range(dx.shape[1]):
-            _maxpool_backward_plane(dout[n, c], argmax[n, c], dx[n, c], accumulate)
+    """dx[n, c] (+)= each window's gradient sent to its argmax: flat loops over the planes, in one
+    function (a per-plane helper cost a level of compiling, 0.25 s of LeNet-5's first step)."""
+    hw, ohw = dx.shape[2] * dx.shape[3], dout.shape[2] * dout.shape[3]
+    dxf, df, af = dx.reshape(dx.size), dout.reshape(dout.size), argmax.reshape(argmax.size)
+    if not accumulate:
+        for e in range(dxf.size):            # a loop: see conv._zero
+            dxf[e] = 0
+    for p in range(dx.shape[0] * dx.shape[1]):
+        dst, g, a = dxf[p * hw:(p + 1) * hw], df[p * ohw:(p + 1) * ohw], af[p * ohw:(p + 1) * ohw]
+        for e in range(ohw):
+            if a[e] >= 0:
+                dst[a[e]] += g[e]
 
 
 @jit
@@ -388,8 +417,16 @@ def _threads(n, work):
 
 
 def maxpool2d_forward_into(x, kernel, stride, pad, out, argmax):
-    run_split(_maxpool_forward, x.shape[0], _threads(x.shape[0], out.size * kernel[0] * kernel[1]),
-              lambda t, lo, hi: (x[lo:hi], kernel, stride, pad, out[lo:hi], argmax[lo:hi]))
+    driver, args = _maxpool_driver(x, kernel, stride, pad, out)
+    if driver is _maxpool_small_forward:            # a scratch plane per thread
+        kernel, stride, pad, size = args
+        threads = _threads(x.shape[0], out.size * kernel[0] * kernel[1])
+        scratch = np.empty((threads, size), x.dtype)
+        run_split(driver, x.shape[0], threads, lambda t, lo, hi: (
+            x[lo:hi], kernel, stride, pad, out[lo:hi], argmax[lo:hi], scratch[t]))
+        return
+    run_split(driver, x.shape[0], _threads(x.shape[0], out.size * kernel[0] * kernel[1]),
+              lambda t, lo, hi: (x[lo:hi], *args, out[lo:hi], argmax[lo:hi]))
 
 
 def maxpool2d_backward_into(dout, argmax, dx, accumulate=False):

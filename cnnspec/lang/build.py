@@ -108,9 +108,22 @@ FRAMEWORK_NAMES = {
     "convtranspose2d": "conv_transpose", "conv2dtranspose": "conv_transpose",
     "conv1dtranspose": "conv_transpose", "deconv": "conv_transpose", "deconvolution": "conv_transpose",
     "upsampling1d": "upsample", "upsampling2d": "upsample", "interpolate": "upsample",
+    "upsamplingnearest2d": "upsample", "upsamplingbilinear2d": "upsample",
     "multiply": "mul", "swish": "silu", "adaptiveavgpool1d": "adaptiveavgpool",
     "adaptivemaxpool1d": "adaptivemaxpool", "channelshuffle": "shuffle", "stochasticdepth": "droppath",
     "view": "reshape",
+}
+
+# Layers of PyTorch and Keras that have no counterpart here: said so, rather than a far guess
+# (only while cnnspec has no layer of that name).
+NO_COUNTERPART = {
+    "lstm", "gru", "rnn", "simplernn", "lstmcell", "grucell", "rnncell", "bidirectional", "convlstm2d",
+    "embedding", "embeddingbag", "layernorm", "layernormalization", "groupnorm", "groupnormalization",
+    "instancenorm1d", "instancenorm2d", "localresponsenorm", "multiheadattention", "attention",
+    "transformer", "transformerencoder", "transformerdecoder", "timedistributed", "lambda",
+    "prelu", "rrelu", "selu", "mish", "logsoftmax", "softmin", "zeropadding1d", "zeropadding2d",
+    "cropping1d", "cropping2d", "spatialdropout1d", "spatialdropout2d", "alphadropout", "pixelshuffle",
+    "unfold", "fold",
 }
 
 
@@ -157,12 +170,16 @@ class Builder:
         return error_at(pos, message, sources=self.sources, hint=hint)
 
     @staticmethod
-    def suggest(word, candidates) -> str | None:
-        known = FRAMEWORK_NAMES.get(word.lower().replace("_", ""))
-        if known is None and word.lower() in candidates:
-            known = word.lower()                  # ReLU6, SiLU, GELU: PyTorch's capitals
-        if known in candidates:                   # a PyTorch or Keras name
-            return f"PyTorch's or Keras's `{word}` is called `{known}` here"
+    def suggest(word, candidates, layer: bool = False) -> str | None:
+        """A hint for an unknown ``word``; ``layer``: it stands where a layer goes, so the names of
+        PyTorch's and Keras's layers are recognised (``Linear``, ``ReLU6``, ``LSTM``)."""
+        key = word.lower().replace("_", "")
+        for known in (FRAMEWORK_NAMES.get(key), word.lower(), key) if layer else ():
+            if known in candidates and known != word:     # a PyTorch or Keras name (`Linear`, `ReLU`)
+                return f"PyTorch's or Keras's `{word}` is called `{known}` here"
+        if layer and key in NO_COUNTERPART and key not in candidates:
+            return (f"`{word}` is a PyTorch or Keras layer that cnnspec does not have; "
+                    f"`cnnspec help language` lists the layers")
         guess = nearest(word, candidates)
         return f"did you mean `{guess}`?" if guess else None
 
@@ -384,16 +401,16 @@ class Builder:
         elif isinstance(first, ast.Call) and first.name in self.name_layers:
             x, steps = self.merge(first, scope, name), steps[1:]
         elif isinstance(first, ast.Name) and first.name not in self.kinds | self.blocks.keys():
-            raise self.unknown_name(first, scope)
+            raise self.unknown_name(first, scope, layer=True)
         for step in steps:
             x = self.step(step, scope, x, name)
         scope.current = x
         if target is not None:
             self.bind(scope, target, x, statement.target_pos)
 
-    def unknown_name(self, expr: ast.Name, scope: Scope) -> CnnSpecError:
+    def unknown_name(self, expr: ast.Name, scope: Scope, layer: bool = False) -> CnnSpecError:
         known = [*scope.names, *self.kinds, *self.blocks]
-        hint = self.suggest(expr.name, known)
+        hint = self.suggest(expr.name, known, layer)
         if expr.name == "in":
             hint = f"`in` is a block's input; here the input is `{self.input_name}`"
         elif expr.name in scope.skipped:
@@ -475,7 +492,7 @@ class Builder:
             raise self.fail(where, f"`{what}` is a value, not a layer",
                             hint="values are arguments of layers, e.g. `conv(c, 3x3)`")
         raise self.fail(where, f"unknown layer or block `{what}`",
-                        hint=self.suggest(what, [*self.kinds, *self.blocks]))
+                        hint=self.suggest(what, [*self.kinds, *self.blocks], layer=True))
 
     @staticmethod
     def name_example(op: str) -> str:

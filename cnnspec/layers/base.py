@@ -18,11 +18,12 @@ REQUIRED = object()          # marks a positional argument without a default
 class LayerError(Exception):
     """A bad argument or input shape; ``arg`` (index or keyword) says which argument to point at."""
 
-    def __init__(self, message: str, arg=None, hint: str | None = None):
+    def __init__(self, message: str, arg=None, hint: str | None = None, named=None):
         super().__init__(message)
         self.message = message
         self.arg = arg
         self.hint = hint
+        self.named = named      # for merges: names (as written) -> the message naming the operands
 
 
 def fmt_shape(shape) -> str:

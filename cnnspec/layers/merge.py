@@ -21,10 +21,27 @@ class Add(Merge):
 
     def output_shape(self, cfg, in_shapes):
         if any(tuple(s) != tuple(in_shapes[0]) for s in in_shapes):
-            raise LayerError("`add` needs operands of exactly the same shape, got "
-                             + ", ".join(fmt_shape(s) for s in in_shapes),
-                             hint="project the shortcut, e.g. conv(C, 1x1, stride=S), to match")
+            def message(names):
+                return "`add` needs operands of exactly the same shape, got " + ", ".join(
+                    f"`{n}` {fmt_shape(s)}" if n else fmt_shape(s) for n, s in zip(names, in_shapes))
+            raise LayerError(message([None] * len(in_shapes)), hint=_add_hint(in_shapes), named=message)
         return tuple(in_shapes[0])
+
+
+def _add_hint(in_shapes) -> str:
+    """What can make the operands of `add` equal: padding for sizes, a 1x1 projection for channels."""
+    ranks = {len(s) for s in in_shapes}
+    channels = {s[0] for s in in_shapes}
+    sizes = {tuple(s[1:]) for s in in_shapes}
+    if len(ranks) > 1:
+        return "the operands have different ranks: flatten both, or neither"
+    if len(channels) == 1 and len(sizes) > 1:
+        return ("they differ in size only, which a 1x1 projection cannot fix: give the convolutions on the "
+                "way padding that keeps the size (pad=same, or pad=1 for 3x3), or stride/pool both paths alike")
+    if len(sizes) == 1:
+        return f"they differ in channels only: project the narrower one, e.g. conv({max(channels)}, 1x1)"
+    return ("project the shortcut to the main path's channels and size, e.g. conv(C, 1x1, stride=S), "
+            "or pad the main path's convolutions")
 
 
 class Concat(Merge):

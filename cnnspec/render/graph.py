@@ -22,7 +22,7 @@ FAMILIES = {
 }
 INSTALL_HINT = ("install graphviz to draw pictures: `apt-get install graphviz` (Debian/Ubuntu), "
                 "`brew install graphviz` (macOS) or `conda install graphviz`; then "
-                "`dot -Tsvg {dot} -o {out}`")
+                "`dot -T{fmt} {dot} -o {out}`")
 
 
 def _family(op: str) -> str:
@@ -46,11 +46,16 @@ def _edge_style(graph, u, v) -> dict:
 
 
 def digraph(network, until: str | None = None):
-    """The drawing as a ``graphviz.Digraph``; ``until`` keeps only that layer and what feeds it."""
+    """The drawing as a ``graphviz.Digraph``; ``until`` keeps only that layer (or block instance)
+    and what feeds it."""
     import graphviz
     import networkx as nx
 
     graph = network.graph
+    if until is not None and until not in graph and until in graph.graph.get("blocks", {}):
+        from cnnspec.analysis.summary import block_output
+
+        until = block_output(graph, until)             # a block instance: up to its output
     if until is not None:
         if until not in graph:
             from cnnspec.errors import nearest
@@ -122,7 +127,7 @@ def render(network, path: str, fmt: str | None = None, until: str | None = None)
         dot_path = os.path.splitext(path)[0] + ".dot"
         _write(dot_path, source.encode())
         raise CnnSpecError(f"graphviz's `dot` program was not found; wrote {dot_path} instead of {path}",
-                           hint=INSTALL_HINT.format(dot=dot_path, out=path))
+                           hint=INSTALL_HINT.format(dot=dot_path, out=path, fmt=fmt))
     _write(path, _run_dot(dot, source, fmt))
     return path
 

@@ -40,7 +40,9 @@ def register(subparsers) -> None:
                        help="flip vflip 'rotate(DEG)' 'shift(PX)' 'scale(LO,HI)' 'noise(STD)', or none")
     train.add_argument("--init", metavar="W.npz", help="start from these weights where names and shapes match")
     train.add_argument("--freeze", nargs="+", action="extend", metavar="GLOB",
-                       help="keep the parameters of matching layers fixed, e.g. 'conv*'")
+                       help="keep the parameters of matching layers fixed: a layer's full name, a block "
+                            "instance (all its layers), or a glob: 'conv*' (every conv, in blocks too), "
+                            "'basic1.*'")
     train.add_argument("--unfreeze-after", action="append", metavar="N:GLOB",
                        help="make matching frozen layers trainable after N epochs, e.g. 3:conv5*")
     add_fit_flags(train)
@@ -58,6 +60,9 @@ def register(subparsers) -> None:
     add_network_option(evaluate)
     evaluate.add_argument("--weights", required=True, metavar="W.npz",
                           help="a weights file, or a run directory (its best.npz, else its weights.npz)")
+    evaluate.add_argument("--partial", action="store_true",
+                          help="load the weights whose names and shapes match, keep the others at their "
+                               "initial values (weights of another network)")
     evaluate.add_argument("--data", help=DATA_HELP)
     evaluate.add_argument("--split", choices=("train", "val", "test"))
     evaluate.add_argument("--seed", type=int)
@@ -77,6 +82,8 @@ def register(subparsers) -> None:
     add_network_option(run)
     run.add_argument("--weights", metavar="W.npz", help="trained weights, or a run directory (its best.npz, else "
                                                          "its weights.npz); default: initial weights")
+    run.add_argument("--partial", action="store_true",
+                     help="load the weights whose names and shapes match, keep the others at their initial values")
     run.add_argument("--input", required=True, metavar="IMAGE", help="a picture or a .npy array")
     run.add_argument("--feature-maps", metavar="PNG", help="draw the chosen layers' outputs")
     run.add_argument("--layers", nargs="+", metavar="GLOB",
@@ -149,6 +156,8 @@ def train_command(args) -> int:
     if last:
         best = max((r["val_acc"] for r in history.rows if r["val_acc"] is not None), default=None)
         summary = f"done in {time.perf_counter() - started:.1f} s"
+        if history.compile_seconds is not None:
+            summary += f" ({history.compile_seconds:.1f} s of it compiling kernels, first run only)"
         if last.get("val_acc") is not None:
             summary += f": validation accuracy {100 * last['val_acc']:.2f}% (best {100 * best:.2f}%)"
         print(summary)
@@ -184,6 +193,57 @@ def weights_file(path) -> str:
     raise CnnSpecError("no best.npz or weights.npz in this folder", file=str(path))
 
 
+def load_weights(model, path, partial: bool) -> None:
+    """``--weights`` (and ``--partial``): strict, with the command line's own way out in the hint; or
+    what matches, saying per layer what was loaded, skipped and left at its initial value."""
+    if not partial:
+        try:
+            model.load(path)
+        except CnnSpecError as err:
+            if not err.message.startswith("weights do not match"):
+                raise
+            raise CnnSpecError(err.message, file=err.file,
+                               hint="--partial loads the weights whose names and shapes match and keeps "
+                                    "the others at their initial values") from None
+        return
+    from cnnspec.errors import plural
+
+    report = model.load(path, strict=False)
+    layer = lambda key: key.rsplit(".", 1)[0]                                # noqa: E731
+    skipped = list(dict.fromkeys(layer(k) for k, _ in report.skipped))
+    new = [n for n in dict.fromkeys(layer(k) for k in report.new) if n not in skipped]
+    loaded = [n for n in dict.fromkeys(layer(k) for k in report.loaded) if n not in skipped + new]
+    parts = [f"loaded {plural(len(loaded), 'layer')}" + (f" ({', '.join(loaded)})" if loaded else "")]
+    parts += [f"skipped {'; '.join(f'{k}: {why}' for k, why in report.skipped)}"] if report.skipped else []
+    parts += [f"kept the initial values of {', '.join(new)}"] if new else []
+    print(f"--partial {path}: " + "; ".join(parts), file=sys.stderr)
+
+
+def spread(names: list, count: int) -> list:
+    """``count`` of ``names`` evenly spaced from the first to the last (both kept), in order."""
+    if len(names) <= count:
+        return list(names)
+    return [names[round(i * (len(names) - 1) / (count - 1))] for i in range(count)]
+
+
+def aspect_note(path: Path, input_shape) -> str | None:
+    """A note when a picture is resized to the input with another aspect ratio (it is stretched)."""
+    if path.suffix.lower() == ".npy" or len(input_shape) != 3:
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(path) as picture:
+            width, height = picture.size
+    except Exception:                     # read_array has said what is wrong with the file
+        return None
+    want_h, want_w = input_shape[1], input_shape[2]
+    if abs(width * want_h - height * want_w) <= 0.02 * height * want_w:
+        return None
+    return (f"note: {path.name} is {width}x{height} (width x height); it was resized to {want_w}x{want_h}, "
+            f"the network's input, which changes its aspect ratio (crop it to {want_w}:{want_h} to keep shapes)")
+
+
 def _run_settings(weights) -> dict:
     """data, seed and val_split of the run that wrote ``weights`` (its log.json), if there is one."""
     from cnnspec.train.inference import run_log
@@ -207,7 +267,11 @@ def evaluate_command(args) -> int:
         if previous.get(key) is not None and getattr(args, key, None) is None:
             setattr(config, key, previous[key])
     model = network.compile(dtype="float32", seed=config.seed)
-    model.load(args.weights)
+    load_weights(model, args.weights, args.partial)
+    from cnnspec.train.progress import CompileNotice
+
+    with CompileNotice():
+        model.warm_up(loss=config.loss, training=False)
     with located(network, "data", config.from_file if not previous else []):
         dataset = load_dataset(config.data, network.input_shape, seed=config.seed, val_split=config.val_split,
                                base_dir=config.data_base, output_shape=network.output_shape)
@@ -238,7 +302,7 @@ def run_command(args) -> int:
     model = network.compile(dtype="float32", seed=int(network.train_config.get("seed", 0)))
     if args.weights:
         args.weights = weights_file(args.weights)
-        model.load(args.weights)
+        load_weights(model, args.weights, args.partial)
     else:
         learned = [name for name, flag in model.trainable.items()
                    if flag and network.graph.nodes[name]["config"].get("weights") is None]
@@ -248,13 +312,21 @@ def run_command(args) -> int:
     if args.top < 1:
         raise CnnSpecError(f"--top must be at least 1, got {args.top}")
     x = read_array(Path(args.input), network.input_shape)
+    resized = aspect_note(Path(args.input), network.input_shape)
+    if resized:
+        print(resized, file=sys.stderr)
+    from cnnspec.train.progress import CompileNotice
+
+    with CompileNotice():
+        model.warm_up(loss=None, training=False, batch=1)
     layers = args.layers
     if args.feature_maps and not layers:
         layers = picture_layers(model)
         if len(layers) > MAX_DEFAULT_LAYERS:
-            print(f"note: drawing the first {MAX_DEFAULT_LAYERS} of {len(layers)} picture-shaped layers; "
-                  f"choose others with --layers", file=sys.stderr)
-            layers = layers[:MAX_DEFAULT_LAYERS]
+            chosen = spread(layers, MAX_DEFAULT_LAYERS)
+            print(f"note: drawing {MAX_DEFAULT_LAYERS} of the {len(layers)} picture-shaped layers, spread over "
+                  f"the network: {', '.join(chosen)}; choose others with --layers", file=sys.stderr)
+            layers = chosen
     result = predict(model, x, classes=class_names(network, args.weights), layers=layers, top=args.top)
     print(result.report())
     if args.feature_maps:

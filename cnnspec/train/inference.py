@@ -23,7 +23,7 @@ class Prediction:
         if self.top is not None:
             what = "probability" if self.probabilities else "score"
             width = max(len(str(name)) for _, name, _ in self.top)
-            lines = [f"top {len(self.top)} classes ({what}):"]
+            lines = [f"top {len(self.top)} classes ({what}):" if len(self.top) > 1 else f"top class ({what}):"]
             for index, name, score in self.top:
                 value = f"{100 * score:6.2f}%" if self.probabilities else f"{score: .4f}"
                 lines.append(f"  {index:>3} {name:<{width}}  {value}")

@@ -33,13 +33,13 @@ import numpy as np
 from cnnspec import atomic
 from cnnspec.data import Augmenter, load_dataset
 from cnnspec.data.augment import describe as describe_augment
-from cnnspec.errors import CnnSpecError
+from cnnspec.errors import CnnSpecError, plural
 from cnnspec.limits import require_memory
 from cnnspec.train import checkpoint
 from cnnspec.train.callbacks import (Tracker, check_top_k, describe_fit, make_optimizer, make_schedule,
                                      top_k_correct)
 from cnnspec.train.config import TrainConfig, located, match_layers, resolve_config
-from cnnspec.train.progress import EpochBar, epoch_line
+from cnnspec.train.progress import CompileNotice, EpochBar, epoch_line
 
 LOG_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "samples_per_s")
 
@@ -61,6 +61,7 @@ class History:
     interrupted: bool = False
     best: dict | None = None
     best_weights: dict | None = None
+    compile_seconds: float | None = None              # first run: compiling kernels (not in the epochs)
     out: Path | None = None
     written: list = field(default_factory=list)      # the files of ``out`` this call wrote at the end
     model: object = None
@@ -162,8 +163,10 @@ class Run:
                                    "train": len(dataset.x_train), "val": len(dataset.x_val),
                                    "test": None if dataset.x_test is None else len(dataset.x_test)})
         self.layers = network.layers()
+        self.frozen_layers = []                        # the layers --freeze made untrainable
         if config.freeze:
-            self.model.set_trainable(match_layers(self.layers, config.freeze, "--freeze"), False)
+            self.frozen_layers = self.model.set_trainable(match_layers(self.layers, config.freeze, "--freeze"),
+                                                          False)
         for _, glob in config.unfreeze_after:
             match_layers(self.layers, [glob], "--unfreeze-after")
         self.optimizer = make_optimizer(self.model, config)
@@ -234,8 +237,15 @@ class Run:
                 history.init = _load_init(self.model, config.init)
                 echo(_init_line(config.init, history.init))
             echo(describe_run(history, self.dataset, config))
+            if config.freeze:
+                echo(frozen_line(config.freeze, self.frozen_layers))
         if self.out is not None and not self.resumed:
             (self.out / "best.npz").unlink(missing_ok=True)          # a stale one from an earlier run
+        # compile before the first batch, so that the bar's rate and time left and the epoch's
+        # seconds are the training's own; the first run on a machine says what it is doing
+        with CompileNotice() as notice:
+            self.model.warm_up(self.optimizer, config.loss)
+        history.compile_seconds = notice.seconds if notice.shown else None
         with StopRequest() as stop:
             while self.epoch <= config.epochs and not self.tracker.stopped:
                 finished = self.train_epoch(stop)
@@ -474,7 +484,7 @@ def _init_line(path, report: dict) -> str:
     """``--init W.npz: loaded 2 layers (conv1, conv2); skipped 1 (dense2.weight: ...); new 1 (dense3)``"""
     loaded, new = report["loaded"], report["new"]
     skipped = [why for _, why in report["skipped"]]
-    parts = [f"loaded {len(loaded)} layers" + (f" ({', '.join(loaded)})" if loaded else ""),
+    parts = [f"loaded {plural(len(loaded), 'layer')}" + (f" ({', '.join(loaded)})" if loaded else ""),
              f"skipped {len(skipped)}" + (f" ({'; '.join(skipped)})" if skipped else ""),
              f"new {len(new)}" + (f" ({', '.join(new)})" if new else "")]
     return f"--init {path}: " + "; ".join(parts)
@@ -517,11 +527,19 @@ def _write_logs(out: Path, history: History) -> list:
             atomic.write_json(out / "log.json", history.to_json(), what="training log", default=_json_default)]
 
 
+def frozen_line(globs, layers) -> str:
+    """``frozen by --freeze conv*: conv1, basic1.conv1 (2 layers)``: what a glob picked."""
+    what = f"frozen by --freeze {' '.join(globs)}: "
+    if not layers:
+        return what + "nothing (the layers it names have no parameters)"
+    return what + f"{', '.join(layers)} ({plural(len(layers), 'layer')})"
+
+
 def describe_run(history: History, dataset, config: TrainConfig) -> str:
     """``training on shapes: 7200 train / 800 val samples ...; sgd(lr=0.05, momentum=0.9), 5 epochs ...``"""
     text = (f"{history.network}: training on {dataset.describe()}\n"
-            f"  {config.describe_optimizer()}, loss {config.loss}, {config.epochs} epochs, batch {config.batch}, "
-            f"seed {config.seed}")
+            f"  {config.describe_optimizer()}, loss {config.loss}, {plural(config.epochs, 'epoch')}, "
+            f"batch {config.batch}, seed {config.seed}")
     if config.augment:
         text += f", augment {describe_augment(config.augment)}"
     if config.freeze:

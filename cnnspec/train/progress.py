@@ -3,6 +3,8 @@ line per epoch (stdout)."""
 from __future__ import annotations
 
 import sys
+import threading
+import time
 
 
 class EpochBar:
@@ -52,3 +54,82 @@ def epoch_line(row: dict, epochs: int, lr: bool = False) -> str:
 
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:5.1f}%"
+
+
+class CompileNotice:
+    """Says what a silent first run is doing: when the block it wraps (a model's ``warm_up``) has
+    been running for ``after`` seconds and numba is compiling (not only loading its cache), writes
+    "compiling kernels for this machine: first run only ..." to ``stream`` and, at the end, how
+    long the block took. ``seconds`` is that time, ``shown`` whether the notice was written.
+
+        with CompileNotice() as notice:
+            model.warm_up(optimizer, loss)
+
+    ``compiling`` (a callable, default: numba's compile events) says whether compiling happened.
+    """
+
+    MESSAGE = "compiling kernels for this machine: first run only (numba caches them) ..."
+
+    def __init__(self, stream=None, after: float = 1.0, compiling=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.after = after
+        self.seconds = 0.0
+        self.shown = False
+        self.compiles = 0
+        self._listens = compiling is None          # count numba's compile events
+        self._compiling = compiling or (lambda: self.compiles > 0)
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._listener = None
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        if self._listens and self._listener is None:
+            self._listen()
+        self._thread = threading.Thread(target=self._announce, name="cnnspec-compile-notice", daemon=True)
+        self._thread.start()
+        return self
+
+    def _listen(self):
+        try:
+            from numba.core import event
+        except ImportError:                        # no numba: nothing compiles
+            return
+        notice = self
+
+        class Listener(event.Listener):
+            def on_start(self, ev):
+                notice.compiles += 1
+
+            def on_end(self, ev):
+                pass
+
+        self._listener = Listener()
+        event.register("numba:compile", self._listener)
+
+    def _announce(self):
+        deadline = self._start + self.after
+        while not self._done.wait(max(0.0, min(0.1, deadline - time.perf_counter()))):
+            if time.perf_counter() < deadline or not self._compiling():
+                continue
+            with self._lock:
+                if not self._done.is_set():
+                    self.stream.write(self.MESSAGE)
+                    self.stream.flush()
+                    self.shown = True
+            return
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._done.set()
+            self.seconds = time.perf_counter() - self._start
+            if self.shown:
+                self.stream.write(f" {self.seconds:.1f} s\n" if exc[0] is None else " stopped\n")
+                self.stream.flush()
+        self._thread.join()
+        if self._listener is not None:
+            from numba.core import event
+
+            event.unregister("numba:compile", self._listener)
+            self._listener = None
+        return False
