@@ -68,6 +68,27 @@ def test_warm_up_for_evaluation_and_mse():
     assert np.array_equal(model._flat_params, weights)
 
 
+def test_warm_up_two_inputs_and_per_pixel_labels():
+    """A network with two inputs (a dict) and a per-pixel classifier warm up like any other."""
+    two = cnnspec.loads("""
+network Two {
+    input img: 1x6x6
+    input label: 3
+    a = img -> conv(2, 3x3, pad=1) -> flatten
+    b = label -> dense(72)
+    concat(a, b) -> dense(4) -> softmax
+}""")
+    model = two.compile(dtype="float64")
+    weights = model._flat_params.copy()
+    model.warm_up(Adam(model, lr=0.1))
+    assert np.array_equal(model._flat_params, weights)
+    seg = cnnspec.loads("network Seg { input x: 2x6x6\n conv(3, 3x3, pad=1) -> softmax }")
+    model = seg.compile(dtype="float64")
+    weights = model._flat_params.copy()
+    model.warm_up(Adam(model, lr=0.1))              # labels of shape (N, 6, 6)
+    assert np.array_equal(model._flat_params, weights)
+
+
 def test_compile_notice_says_what_a_slow_first_run_does():
     stream = io.StringIO()
     with CompileNotice(stream, after=0.05, compiling=lambda: True) as notice:

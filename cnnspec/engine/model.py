@@ -291,8 +291,9 @@ class Model:
         generator and the optimizer's state are restored afterwards: a run that warms up first
         reaches the very weights of one that does not. The first run on a machine spends seconds
         here; later ones load numba's cache in a fraction of a second."""
-        x = np.zeros((batch, *self.input_shape), self.dtype)
-        y = (np.zeros(batch, np.int64) if loss in ("cross_entropy", None)
+        x = {name: np.zeros((batch, *shape), self.dtype) for name, shape in self.input_shapes.items()}
+        spatial = self.output_shape[1:] if losses.positions(self.output_shape) > 1 else ()
+        y = (np.zeros((batch, *spatial), np.int64) if loss in ("cross_entropy", None)
              else np.zeros((batch, *self.output_shape), self.dtype))
         params, grads = self._flat_params.copy(), self._flat_grads.copy()
         state = {layer: {k: v.copy() for k, v in group.items()} for layer, group in self.state.items()}
