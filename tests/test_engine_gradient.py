@@ -52,6 +52,16 @@ def test_scores_are_the_logits_before_a_final_softmax(models):
     assert models["text"].scores_name == "dense1" == models["text"].output_name
 
 
+def test_scores_are_the_logit_before_a_final_sigmoid():
+    """A binary classifier's score is its logit: the gradient of dense(1) -> sigmoid's score with
+    respect to the input is the dense weight (not sigmoid' times it)."""
+    model = cnnspec.loads("network B {\n input x: 4\n dense(1) -> sigmoid\n}").compile(dtype="float64")
+    assert model.scores_name == "dense1"
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    grads = model.gradient(x)
+    assert np.allclose(grads["x"], np.broadcast_to(model.params["dense1"]["weight"][:, 0], (3, 4)), rtol=1e-12)
+
+
 @pytest.mark.parametrize("name, wrt", [("residual", ["input", "s", "basic1.batchnorm1", "dropout1"]),
                                        ("inception", ["input", "tanh1", "conv2", "batchnorm1"]),
                                        ("text", ["input", "conv1", "maxpool1"])])

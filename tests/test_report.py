@@ -95,6 +95,13 @@ def test_report_command(tmp_path, capsys):
     assert "bad.cnn:3:" in err and "Traceback" not in err
 
 
+def test_report_of_the_second_network(tmp_path):
+    out = tmp_path / "d.html"
+    assert main(["report", str(SPECS / "dcgan.cnn"), "--network", "Discriminator", "-o", str(out)]) == 0
+    data = payload(out.read_text(encoding="utf-8"))["data"]
+    assert data["network"] == "Discriminator" and data["totals"]["params"] == 2765568   # published DCGAN D (64x64)
+
+
 def test_report_without_graphviz(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     out = tmp_path / "lenet.html"

@@ -123,6 +123,16 @@ def test_analyse(site):
     assert reply["ok"] and reply["data"]["network"] == "N"                         # untitled text
 
 
+def test_analyse_a_chosen_network(site):
+    text = "network A {\n input x: 4\n dense(2)\n}\nnetwork B {\n input x: 4\n dense(3)\n}\n"
+    status, reply = post(site, "/api/analyse", {"text": text, "network": "B"})
+    assert status == 200 and reply["ok"] and reply["data"]["network"] == "B" and reply["data"]["totals"]["params"] == 15
+    status, reply = post(site, "/api/analyse", {"text": text, "network": "C"})
+    assert status == 200 and not reply["ok"] and "C" in reply["error"]["message"]
+    status, reply = post(site, "/api/analyse", {"text": text, "network": 3})
+    assert status == 400
+
+
 @pytest.mark.parametrize("target", ["../outside/secret.cnn", "{outside}/secret.cnn", "link.cnn", "out/secret.cnn"])
 def test_imports_cannot_leave_the_folder(site, target):
     target = target.format(outside=site["outside"])

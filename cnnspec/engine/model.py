@@ -93,7 +93,8 @@ class Model:
         self.output_shape = tuple(graph.nodes[self.output_name]["output_shape"])
         out_node = graph.nodes[self.output_name]
         # the class scores: the logits before a final softmax (what losses and gradients start from)
-        self.scores_name = out_node["inputs"][0] if out_node["op"] == "softmax" else self.output_name
+        self.scores_name = (out_node["inputs"][0] if out_node["op"] in ("softmax", "sigmoid")
+                            else self.output_name)              # logits: before a final softmax/sigmoid
         order = topological(graph)
         self.layers = [name for name in order if graph.nodes[name]["op"] != "input"]
         used = nx.ancestors(graph, self.output_name) | {self.output_name}
@@ -177,7 +178,7 @@ class Model:
         """Evaluation-mode gradients of one layer's output with respect to the input and to layers.
 
         ``layer`` is the tensor differentiated: by default the scores (``scores_name``: the logits
-        before a final softmax, else the output). ``of`` says which of its values, per sample:
+        before a final softmax or sigmoid, else the output). ``of`` says which of its values, per sample:
 
         * an int or a tuple of ints: one unit (``3`` = class 3 of a score vector, ``(5, 4, 4)`` =
           channel 5, row 4, column 4 of a conv layer), the same for every sample;

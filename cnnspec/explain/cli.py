@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cnnspec.commands import add_network_option
 from cnnspec.errors import CnnSpecError
 
 
@@ -13,8 +14,9 @@ def register(subparsers) -> None:
         "explain", help="Grad-CAM, saliency, SmoothGrad or occlusion map of one input",
         description="Which parts of an input a classifier's score depends on, for the predicted class unless "
                     "--class says otherwise; drawn over the input (-o) and/or saved as an array (--npy). "
-                    "The score is the class's logit (before a final softmax) unless --score probability.")
+                    "The score is the class's logit (before a final softmax or sigmoid) unless --score probability.")
     p.add_argument("file", help="the .cnn file")
+    add_network_option(p)
     p.add_argument("--weights", metavar="W.npz", help="trained weights (default: initial weights)")
     p.add_argument("--input", required=True, metavar="IMAGE", help="a picture or a .npy array")
     p.add_argument("--method", default="gradcam", choices=("gradcam", "saliency", "smoothgrad", "occlusion"),
@@ -26,7 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", metavar="PNG", help="draw input, map and overlay to this picture")
     p.add_argument("--npy", metavar="NPY", help="save the map (input's height x width) as a .npy array")
     p.add_argument("--score", choices=("logit", "probability"), default="logit",
-                   help="what is explained: the class's logit (default) or its softmax probability")
+                   help="what is explained: the class's logit (default) or its probability (the final "
+                        "softmax's or sigmoid's output)")
     p.add_argument("--upsample", choices=("bilinear", "nearest"), default="bilinear",
                    help="Grad-CAM's resampling to the input size (default bilinear)")
     p.add_argument("--samples", type=int, default=50, help="SmoothGrad: noisy copies (default 50)")
@@ -45,6 +48,7 @@ def register(subparsers) -> None:
                     "an input that maximises the channel's mean activation, found by gradient ascent "
                     "(normalised steps, jitter, optional blur, clipped to [0, 1]; seeded).")
     p.add_argument("file", help="the .cnn file")
+    add_network_option(p)
     p.add_argument("--weights", metavar="W.npz", help="trained weights (default: initial weights)")
     p.add_argument("--layer", help="the layer (default: the first conv layer)")
     p.add_argument("--ascent", action="store_true", help="gradient ascent in input space")
@@ -60,12 +64,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=filters_command)
 
 
-def load_model(file, weights, dtype="float32"):
+def load_model(file, weights, dtype="float32", network=None):
     """(network, model) with ``weights`` loaded, or a note on stderr that the learned layers keep
     their random initial values."""
     import cnnspec
 
-    network = cnnspec.load(file)
+    network = cnnspec.load(file, network=network)
     model = network.compile(dtype=dtype, seed=int(network.train_config.get("seed", 0)))
     if weights:
         model.load(weights)
@@ -125,7 +129,7 @@ def explain_command(args) -> int:
 
     if not args.output and not args.npy:
         raise CnnSpecError("say where the map goes: -o PNG (a picture) and/or --npy NPY (the array)")
-    network, model = load_model(args.file, args.weights, args.dtype)
+    network, model = load_model(args.file, args.weights, args.dtype, args.network)
     x = read_array(Path(args.input), network.input_shape)
     classes = class_names(network, args.weights)
     k = network.graph.nodes[model.scores_name]["output_shape"][0]
@@ -164,7 +168,7 @@ def methods_title(method: str) -> str:
 
 
 def filters_command(args) -> int:
-    network, model = load_model(args.file, args.weights)
+    network, model = load_model(args.file, args.weights, network=args.network)
     layer = args.layer
     if layer is None:
         layer = next((n for n in model.live if network.graph.nodes[n]["op"] == "conv"), None)

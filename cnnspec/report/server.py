@@ -7,9 +7,11 @@ Endpoints (JSON in and out, UTF-8):
 * ``GET /api/files`` — the ``.cnn`` files under the folder (``{"files": [...]}``, paths relative
   to it, at most MAX_LISTED, four folders deep);
 * ``GET /api/file?path=P`` — ``{"path", "text"}`` of one file;
-* ``POST /api/analyse`` ``{"path", "text"}`` — ``{"ok": true, "data", "svg", "note"}`` (the page's
-  data and drawing) or ``{"ok": false, "error": {"message", "file", "line", "col", "width",
-  "hint", "rendered"}}``; ``path`` names the file the text is (imports are relative to it);
+* ``POST /api/analyse`` ``{"path", "text"[, "network"]}`` — ``{"ok": true, "data", "svg", "note"}``
+  (the page's data and drawing of the text's network called ``network``, default the one given to
+  ``serve --network``, else the first) or ``{"ok": false, "error": {"message", "file", "line",
+  "col", "width", "hint", "rendered"}}``; ``path`` names the file the text is (imports are
+  relative to it);
 * ``POST /api/save`` ``{"path", "text"}`` — writes a ``.cnn`` file (atomically).
 
 Safety. The server listens on 127.0.0.1 unless told otherwise. Every path a request names is
@@ -87,18 +89,21 @@ def listing(root: str) -> list:
     return found
 
 
-def analyse(root: str, relative, text) -> dict:
-    """The JSON reply of /api/analyse for ``text`` standing for file ``relative``."""
+def analyse(root: str, relative, text, network: str | None = None) -> dict:
+    """The JSON reply of /api/analyse for ``text`` standing for file ``relative``: its network
+    called ``network``, or the first."""
     from cnnspec.lang.imports import IMPORT_ROOT
     from cnnspec.network import loads
     from cnnspec.report.build import drawing, report_data
 
     if not isinstance(text, str):
         raise Refused(HTTPStatus.BAD_REQUEST, "`text` must be a string")
+    if network is not None and not isinstance(network, str):
+        raise Refused(HTTPStatus.BAD_REQUEST, "`network` must be a string")
     path = inside(root, relative or "untitled.cnn", must_exist=False)
     token = IMPORT_ROOT.set(root)
     try:
-        network = loads(text, file=path)
+        network = loads(text, file=path, network=network)
         data = report_data(network)
     except CnnSpecError as err:
         return {"ok": False, "error": located(err, root)}
@@ -156,6 +161,7 @@ class Handler(BaseHTTPRequestHandler):
     # set by make_server on a subclass
     root: str = ""
     initial: str | None = None
+    network: str | None = None
     hosts: frozenset = frozenset()
     lock = threading.Lock()
     quiet = True
@@ -277,14 +283,17 @@ class Handler(BaseHTTPRequestHandler):
         request = self.read_json()
         with self.lock:                                 # the parser keeps per-parse state
             if url.path == "/api/analyse":
-                self.send_json(analyse(self.root, request.get("path"), request.get("text")))
+                self.send_json(analyse(self.root, request.get("path"), request.get("text"),
+                                        request.get("network", self.network)))
             else:
                 self.send_json(save(self.root, request.get("path"), request.get("text")))
 
 
-def make_server(root=".", initial=None, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+def make_server(root=".", initial=None, host: str = "127.0.0.1", port: int = 8000,
+                network: str | None = None) -> ThreadingHTTPServer:
     """A server for the files of ``root`` (not started: call ``serve_forever``). ``initial`` is the
-    file the page opens, a path inside ``root``."""
+    file the page opens, a path inside ``root``; ``network`` the network of a file the page shows
+    (default: the first; a request's ``"network"`` overrides it)."""
     root = os.path.realpath(os.fspath(root))
     if not os.path.isdir(root):
         raise CnnSpecError(f"{root} is not a folder")
@@ -297,7 +306,8 @@ def make_server(root=".", initial=None, host: str = "127.0.0.1", port: int = 800
         if not os.path.isfile(real):
             raise CnnSpecError("no such file", file=os.fspath(initial))
         relative = os.path.relpath(real, root).replace(os.sep, "/")
-    handler = type("CnnspecHandler", (Handler,), {"root": root, "initial": relative, "lock": threading.Lock()})
+    handler = type("CnnspecHandler", (Handler,), {"root": root, "initial": relative, "network": network,
+                                               "lock": threading.Lock()})
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as err:
@@ -312,8 +322,8 @@ def make_server(root=".", initial=None, host: str = "127.0.0.1", port: int = 800
     return server
 
 
-def serve(root=".", initial=None, host: str = "127.0.0.1", port: int = 8000) -> int:
-    server = make_server(root, initial, host, port)
+def serve(root=".", initial=None, host: str = "127.0.0.1", port: int = 8000, network: str | None = None) -> int:
+    server = make_server(root, initial, host, port, network)
     address = server.server_address
     where = f"http://{'127.0.0.1' if host == '127.0.0.1' else host}:{address[1]}/"
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -150,7 +150,13 @@ def run_log(weights) -> dict:
 
 def class_names(network, weights=None) -> list | None:
     """Class names for a network's outputs: from the ``log.json`` written beside the weights by
-    ``cnnspec train``, else from the train section's data set when that is ``shapes`` or ``digits``."""
+    ``cnnspec train``, else from the train section's data set when that is ``shapes`` or ``digits``;
+    None where their number is not the number of the network's outputs (a GAN's discriminator)."""
+    names = _class_names(network, weights)
+    return names if names and len(names) == network.output_shape[0] else None
+
+
+def _class_names(network, weights) -> list | None:
     classes = run_log(weights).get("classes")
     if classes:
         return [str(c) for c in classes]
