@@ -104,6 +104,24 @@ def test_real_torchvision_models_as_measured(name):
     assert round(measured["macs"] / 1e9, decimals) == measured["meta"]["_ops"] == gflops
 
 
+def test_inception_v3_as_torchvision_and_its_receptive_fields():
+    """specs/inception_v3.cnn (written from the paper and torchvision's source, without the
+    auxiliary head) is torchvision 0.29.1's inception_v3(aux_logits=False) layer by layer; the
+    published figures: 27,161,264 parameters with the auxiliary head's 3,326,696, 5.713 GFLOPS.
+    Where the branches of its blocks meet (1x7 beside 7x1 kernels), the receptive field is the union
+    per axis: 1311x1311 after the last block (the bug of issue 11 gave 1311x1183)."""
+    measured = MEASURED["inception_v3"]
+    net = cnnspec.load(SPECS / "inception_v3.cnn")
+    s = net.summary()
+    layers = [[layer["op"], layer["output_shape"]] for layer in s["layers"] if layer["op"] in ("conv", "dense")]
+    assert layers == measured["layers"]
+    assert s["totals"]["params"] == measured["params"] == measured["meta"]["num_params"] - 3_326_696
+    assert s["totals"]["macs"] == measured["macs"] and round(measured["macs"] / 1e9, 3) == measured["meta"]["_ops"]
+    fields = {layer["name"]: layer["receptive_field"] for layer in s["layers"]}
+    last = [layer["name"] for layer in s["layers"] if layer["op"] == "concat"][-1]
+    assert fields[last]["size"] == [1311, 1311] and fields[last]["stride"] == [32, 32]
+
+
 TORCH = {"mobilenet_v2": mobilenet_v2, "mobilenet_v3_small": mobilenet_v3_small, "efficientnet_b0": efficientnet_b0,
          "shufflenet_v2_x1_0": ShuffleNetV2}
 

@@ -1,5 +1,5 @@
 """Writes torchvision-0.29.1.json: the parameters, MACs (fvcore's convention: conv, transposed conv
-and dense, biases excluded) and every conv/dense output shape of four torchvision models, and the
+and dense, biases excluded) and every conv/dense output shape of five torchvision models (Inception-v3 without its auxiliary head), and the
 figures torchvision publishes for them (weights meta: ``num_params`` and ``_ops``, its GFLOPS).
 
 Run by hand, once, in a scratch environment with torch 2.14.1 and torchvision 0.29.1 (which are
@@ -49,6 +49,12 @@ def main():
         result[name] = profile(getattr(torchvision.models, name)(), torch.zeros(1, 3, 224, 224))
         meta = getattr(torchvision.models, weights).IMAGENET1K_V1.meta
         result[name]["meta"] = {"num_params": meta["num_params"], "_ops": meta["_ops"]}
+    # Inception-v3 without its auxiliary head (aux_logits=False, as specs/inception_v3.cnn), at its
+    # 3x299x299; the weights' meta counts the auxiliary head too (27,161,264 parameters).
+    module = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    result["inception_v3"] = profile(module, torch.zeros(1, 3, 299, 299))
+    meta = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1.meta
+    result["inception_v3"]["meta"] = {"num_params": meta["num_params"], "_ops": meta["_ops"]}
     with open("torchvision-0.29.1.json", "w") as f:
         json.dump(result, f, separators=(",", ":"))
 
