@@ -84,16 +84,26 @@ def gradient_extents(net, layer=None):
     saved = net.graph.graph["output"]
     net.graph.graph["output"] = layer
 
-    def f(x):
-        return run_torch(net, x).sum(1)[0]             # every channel of each output position
-
-    x = torch.ones(1, *net.input_shape, dtype=torch.float64)
+    # The Jacobian's rows, a chunk of output positions at a time: every layer here treats the
+    # samples of a batch apart, so sample i of a batch of ones, seeded with output position i,
+    # gets that position's gradient (one backward pass per chunk instead of one per position).
+    # float64: a bilinear weight that is zero in exact arithmetic (scale 3) is not in float32.
     try:
-        jac = torch.autograd.functional.jacobian(f, x, vectorize=True)
+        x = torch.ones(1, *net.input_shape, dtype=torch.float64)
+        out_sizes = tuple(run_torch(net, x).shape[2:])
+        count = math.prod(out_sizes)
+        rows = []
+        for start in range(0, count, 512):
+            size = min(512, count - start)
+            x = torch.ones(size, *net.input_shape, dtype=torch.float64, requires_grad=True)
+            out = run_torch(net, x).sum(1).reshape(size, count)           # every channel of each position
+            seed = torch.zeros(size, count, dtype=torch.float64)
+            seed[torch.arange(size), torch.arange(start, start + size)] = 1
+            (grad,) = torch.autograd.grad(out, x, seed)
+            rows.append(grad.abs().sum(1) != 0)                            # over input channels
     finally:
         net.graph.graph["output"] = saved
-    out_sizes = jac.shape[:jac.dim() - x.dim()]
-    depends = jac.abs().reshape(*out_sizes, *x.shape[1:]).sum(len(out_sizes)) != 0   # over input channels
+    depends = torch.cat(rows).reshape(*out_sizes, *net.input_shape[1:])
     rank = len(out_sizes)
     lows, highs = [], []
     for a in range(rank):                              # per axis: first and last input index used
@@ -259,7 +269,7 @@ block down(c) {
     conv(c, 3x3, pad=1) -> relu
 }
 network U {
-    input x: 1x40x40
+    input x: 1x32x32
     e1 = down(2)
     e2 = maxpool(2) -> down(2)
     b = maxpool(2) -> down(2)
