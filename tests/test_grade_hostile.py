@@ -399,9 +399,12 @@ def test_sigterm_stops_the_workers_and_their_sandboxes_with_the_batch(tmp_path):
     command = [sys.executable, "-c", "import sys; from cnnspec.cli import main; sys.exit(main(sys.argv[1:]))",
                "grade", "batch", str(assignment), str(submissions), "--out", str(tmp_path / "book.csv"),
                "--workers", "2"]
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     done = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT, *command], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=dict(os.environ, TMPDIR=str(temporary)))
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["sandboxes"] >= 2, report                     # it was grading when stopped
     assert report["left"] == [], report
     assert report["status"] != 0
+    assert sorted(p.name for p in temporary.iterdir()) == []    # the sandboxes' folders removed too

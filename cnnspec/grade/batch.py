@@ -179,9 +179,15 @@ def _init_worker(assignment_path: str, public_only: bool, parent: int) -> None:
     from cnnspec.grade.grader import Grader
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the parent's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)      # the parent's terminate() ends a worker
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)    # the parent's terminate() ends a worker,
     _die_with_parent(parent)
     _GRADER = Grader(load_assignment(assignment_path), public_only=public_only)
+
+
+def _exit_on_sigterm(signum, frame):
+    """... through its ``finally`` blocks: the sandbox being graded is stopped and its folder
+    removed (a plain exit would leave the folder in the temporary directory)."""
+    raise SystemExit(128 + signum)
 
 
 def _die_with_parent(parent: int) -> None:
