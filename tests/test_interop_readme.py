@@ -91,7 +91,8 @@ def test_the_distributed_data_parallel_lines_run(workdir):
     assert sep
     script = head + sep + cpu + rest + "\nprint('step', loss.item())\ntorch.distributed.destroy_process_group()\n"
     (workdir / "train.py").write_text(script)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (workdir / "tmp").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(workdir / "tmp")}     # torchelastic's folders
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1",
                              "--standalone", "train.py"], capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
