@@ -1,6 +1,19 @@
-"""Small networks that between them use every layer kind and argument form of dsl.md §6 (padding
-forms, asymmetric and `same` padding with odd totals, ceil mode where Caffe's rule drops a window,
-1-D and 2-D, groups, dilation, frozen layers): the cases of the export and import tests."""
+"""The cases of the export and import tests: small networks that between them use every layer kind
+and argument form of dsl.md §6 (ZOO: padding forms, asymmetric and `same` padding with odd totals,
+ceil mode where Caffe's rule drops a window, 1-D and 2-D, groups, dilation, frozen layers) and §10
+(ZOO10), and every network of every spec in specs/ (at a small input size where the spec allows).
+
+``CASES`` names them all; ``network(case)``, ``inputs(case)`` and ``engine_output(case, dtype)``
+(the engine's evaluation-mode output, seed 0, computed once per session) are what the tests
+compare PyTorch, ONNX Runtime and imported networks with.
+"""
+import functools
+import re
+
+import numpy as np
+
+import cnnspec
+from conftest import SPECS
 
 ZOO = {
     # conv: every padding form, stride, dilation, groups, bias or not, 2-D
@@ -166,3 +179,99 @@ network Conditional {
 }
 """,
 }
+
+
+# ---- every network of specs/ ---------------------------------------------------------------------------
+
+# where a spec allows (global pooling before the head, or fully convolutional), the tests run it at a
+# small input: the torchvision architectures at 3x32x32, the U-Nets at 3x16x16 (four halvings)
+SMALL_INPUT = {"resnet18": "3x32x32", "resnet50": "3x32x32", "googlenet": "3x32x32", "mobilenet_v2": "3x32x32",
+               "mobilenet_v3_small": "3x32x32", "efficientnet_b0": "3x32x32", "shufflenet_v2": "3x32x32",
+               "unet": "3x16x16", "unet_bilinear": "3x16x16", "edges": "1x16x16"}
+# AlexNet and VGG-16 keep their input size (their dense layers read the last map whole), with a
+# fraction of their channels and dense units: 61M and 138M parameters are 244 MB and 553 MB files,
+# slow to write and read on a shared 2-core machine; their layer kinds, strides and paddings stay
+NARROW = {"alexnet": 4, "vgg16": 8}
+
+
+def without_train(text: str) -> str:
+    """The networks alone: the training-memory total depends on the train section's optimizer,
+    which neither an ONNX file nor a PyTorch module carries."""
+    return re.sub(r"\ntrain\s*\{[^}]*\}", "\n", text)
+
+
+def narrow(text: str, factor: int) -> str:
+    text = re.sub(r"conv\((\d+)", lambda m: f"conv({int(m.group(1)) // factor}", text)
+    return text.replace("dense(4096)", f"dense({4096 // factor})")
+
+
+def resize(text: str, size: str) -> str:
+    """``text`` with its first input declared ``size`` (CxHxW)."""
+    text, count = re.subn(r"(input \w+: )\d+x\d+x\d+", lambda m: m.group(1) + size, text, count=1)
+    assert count == 1
+    return text
+
+
+def spec_text(stem: str, small: bool = True) -> str:
+    """specs/STEM.cnn as the tests run it: without its train section, narrowed (AlexNet, VGG-16)
+    and, with ``small``, at its small input size."""
+    text = without_train((SPECS / f"{stem}.cnn").read_text())
+    if stem in NARROW:
+        text = narrow(text, NARROW[stem])
+    if small and stem in SMALL_INPUT:
+        text = resize(text, SMALL_INPUT[stem])
+    return text
+
+
+# "lenet5.cnn", "dcgan.cnn:Generator": one case per network of each spec
+SPEC_CASES = [f"{path.name}:{name}" if len(names) > 1 else path.name
+              for path in sorted(SPECS.glob("*.cnn"))
+              for names in [re.findall(r"^network (\w+)", path.read_text(), re.M)] for name in names]
+CASES = sorted(ZOO) + sorted(ZOO10) + SPEC_CASES
+# the cases with layers of dsl.md §10
+CASES10 = sorted(ZOO10) + [c for c in SPEC_CASES if c.split(".")[0] in (
+    "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2", "unet", "unet_bilinear",
+    "autoencoder", "vae", "dcgan", "cgan")]
+
+
+def case_text(case: str, small: bool = True) -> tuple:
+    """``(text, network name or None)`` of a case."""
+    if case in ZOO or case in ZOO10:
+        return (ZOO.get(case) or ZOO10[case]), None
+    file, _, name = case.partition(":")
+    return spec_text(file[:-len(".cnn")], small), name or None
+
+
+@functools.lru_cache(maxsize=None)
+def network(case: str, small: bool = True):
+    """The case's network (do not modify it: it is shared)."""
+    text, name = case_text(case, small)
+    return cnnspec.loads(text, network=name)
+
+
+def inputs(case: str, batch: int = 2, seed: int = 0) -> dict:
+    """{input name: (batch, *shape) float64}, standard normal: the same for every test of a case."""
+    net = network(case)
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal((batch, *shape)) for name, shape in net.input_shapes.items()}
+
+
+def as_engine_input(xs: dict, dtype="float64"):
+    xs = {k: v.astype(dtype) for k, v in xs.items()}
+    return xs if len(xs) > 1 else next(iter(xs.values()))
+
+
+@functools.lru_cache(maxsize=None)
+def engine_output(case: str, dtype: str) -> np.ndarray:
+    """The engine's evaluation-mode output for ``inputs(case)`` with its initial weights of seed 0."""
+    model = network(case).compile(dtype=dtype, seed=0)
+    out = model.forward(as_engine_input(inputs(case), dtype))
+    out.flags.writeable = False
+    return out
+
+
+def rel(a, b) -> float:
+    """The largest difference relative to the largest value of ``b``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))

@@ -16,7 +16,6 @@ import pytest
 
 import cnnspec
 from cnnspec.cli import main
-from cnnspec.interop.weights import initial_arrays
 from cnnspec.layers import LAYERS
 from conftest import SPECS
 from interop_cases import ZOO10
@@ -136,7 +135,7 @@ def cases(tmp_path_factory):
 def test_exports_compute_what_the_numpy_reference_computes(cases, name):
     torch = pytest.importorskip("torch")
     net, path = cases[name]
-    arrays = initial_arrays(net, seed=0)
+    arrays = net.compile(dtype="float64", seed=0).arrays()
     inputs = inputs_of(net)
     expected = numpy_forward(net, arrays, inputs)
     module = net.to_torch(dtype="float64")
@@ -157,7 +156,7 @@ def test_round_trip_keeps_summary_and_outputs(cases, name):
                       for r in n.summary()["layers"]]
     assert rows(again) == rows(net)
     inputs = inputs_of(net)
-    expected = numpy_forward(net, initial_arrays(net, seed=0, dtype="float32"), inputs)
+    expected = numpy_forward(net, net.compile(dtype="float32", seed=0).arrays(), inputs)
     assert rel(numpy_forward(again, weights, inputs), expected) < 1e-6
 
 
@@ -184,7 +183,7 @@ def test_sample_adds_its_kl_term_in_training():
     inputs = inputs_of(net, batch=4)
     torch.manual_seed(0)
     module(*(torch.from_numpy(x) for x in inputs.values()))
-    arrays = initial_arrays(net, seed=0)
+    arrays = net.compile(dtype="float64", seed=0).arrays()
     encoder = ZOO10["vae"].split("    mu =")[0] + "}\n"           # the same layer names, up to h
     h = numpy_forward(cnnspec.loads(encoder), arrays, inputs)
     (mu_layer, logvar_layer) = net["z"]["inputs"]                     # `mu = h -> dense(6)`: dense2
@@ -271,10 +270,8 @@ def test_a_gan_exports_both_networks(tmp_path, capsys):
 
 
 def test_a_gan_takes_one_weights_file_per_network(tmp_path, capsys):
-    from cnnspec.interop.weights import initial_arrays
-
     nets = cnnspec.load_all(SPECS / "dcgan.cnn")
-    arrays = initial_arrays(nets["Discriminator"], seed=7, dtype="float32")
+    arrays = nets["Discriminator"].compile(dtype="float32", seed=7).arrays()
     np.savez(tmp_path / "d.npz", **arrays)
     out = str(tmp_path / "gan.onnx")
     assert main(["export", str(SPECS / "dcgan.cnn"), "--to", "onnx", "-o", out,

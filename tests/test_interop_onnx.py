@@ -175,22 +175,6 @@ def test_weights_that_do_not_fit_are_a_clear_error(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.parametrize("name", ["lenet5", "googlenet", "conv2d", "seq1d"])
-def test_initial_weights_are_the_engines(name):
-    """Exports draw the initial weights as Model does (networks the engine cannot run yet export
-    too): the same arrays, bit for bit."""
-    from cnnspec.interop.weights import initial_arrays
-
-    net = cnnspec.loads(ZOO[name]) if name in ZOO else cnnspec.load(SPECS / f"{name}.cnn")
-    for dtype in ("float32", "float64"):
-        engine = net.compile(dtype=dtype, seed=5).arrays()
-        ours = initial_arrays(net, seed=5, dtype=dtype)
-        assert list(ours) == list(engine)
-        for key in engine:
-            np.testing.assert_array_equal(ours[key], engine[key])
-            assert ours[key].dtype == engine[key].dtype
-
-
 def test_weights_with_nan_are_refused(tmp_path):
     net = cnnspec.load(SPECS / "lenet5.cnn")
     model = net.compile(seed=0)

@@ -442,19 +442,10 @@ class Model:
         """:meth:`load` from arrays by name (``source`` names them in messages)."""
         path = source
         expected = self.arrays()
-        missing = [k for k in expected if k not in arrays]
-        unexpected = [k for k in arrays if k not in expected]
-        mismatched = [k for k in expected if k in arrays and arrays[k].shape != expected[k].shape]
-        bad_type = [k for k in expected if k in arrays and k not in mismatched and arrays[k].dtype.kind not in "fiu"]
+        missing, unexpected, mismatched, bad_type = weight_mismatches(expected, arrays)
         if strict:
             if missing or unexpected or mismatched or bad_type:
-                lines = [f"weights do not match network `{self.name}`:"]
-                lines += [f"  missing: {k} ({fmt(expected[k].shape)})" for k in missing]
-                lines += [f"  unexpected: {k} ({fmt(arrays[k].shape)})" for k in unexpected]
-                lines += [f"  shape mismatch: {k} is {fmt(arrays[k].shape)} in the file, "
-                          f"{fmt(expected[k].shape)} in the network" for k in mismatched]
-                lines += [f"  not numbers: {k} ({arrays[k].dtype})" for k in bad_type]
-                raise CnnSpecError("\n".join(lines), file=path,
+                raise CnnSpecError(describe_mismatches(self.name, expected, arrays), file=path,
                                    hint="load(path, strict=False) loads the matching entries")
             for k, target in expected.items():
                 target[...] = arrays[k]
@@ -538,6 +529,31 @@ def _batches(xs: dict, n: int, batch: int):
 
 def _size(part: dict) -> int:
     return len(next(iter(part.values())))
+
+
+def weight_mismatches(expected: dict, arrays: dict) -> tuple:
+    """``(missing, unexpected, mismatched, bad_type)``: the names of ``expected`` (arrays keyed
+    "layer.param") absent from ``arrays``, the names of ``arrays`` not expected, those of another
+    shape, and those that are not numbers."""
+    missing = [k for k in expected if k not in arrays]
+    unexpected = [k for k in arrays if k not in expected]
+    mismatched = [k for k in expected if k in arrays and np.shape(arrays[k]) != np.shape(expected[k])]
+    bad_type = [k for k in expected if k in arrays and k not in mismatched
+                and np.asarray(arrays[k]).dtype.kind not in "fiu"]
+    return missing, unexpected, mismatched, bad_type
+
+
+def describe_mismatches(network: str, expected: dict, arrays: dict) -> str:
+    """The message saying why the weights ``arrays`` do not fit network ``network``, one line per name."""
+    missing, unexpected, mismatched, bad_type = weight_mismatches(expected, arrays)
+    shape = lambda a: fmt(np.shape(a))          # noqa: E731
+    lines = [f"weights do not match network `{network}`:"]
+    lines += [f"  missing: {k} ({shape(expected[k])})" for k in missing]
+    lines += [f"  unexpected: {k} ({shape(arrays[k])})" for k in unexpected]
+    lines += [f"  shape mismatch: {k} is {shape(arrays[k])} in the file, {shape(expected[k])} in the network"
+              for k in mismatched]
+    lines += [f"  not numbers: {k} ({np.asarray(arrays[k]).dtype})" for k in bad_type]
+    return "\n".join(lines)
 
 
 def _warn_not_finite(source: str, arrays: dict) -> None:

@@ -474,8 +474,7 @@ def to_torch(network, weights=None, seed: int = 0, dtype: str = "float32"):
     text, names = torch_source(network)
     cls = module_from_source(text, names[0])
     module = cls().to(getattr(torch, dtype))       # the dtype first: loading copies into it
-    arrays = network_arrays(network, weights, seed, dtype="float64")
-    module.load_state_dict(state_dict(network, arrays, dtype))
+    module.load_state_dict(state_dict(network, network_arrays(network, weights, seed, dtype), dtype))
     module.source = text
     return module.eval()
 
@@ -494,7 +493,7 @@ def export_torch(networks, path, weights=None, seed: int = 0) -> list:
     text, names = torch_source(networks)
     path = os.fspath(path)
     stem = os.path.splitext(path)[0]
-    states = [state_dict(net, network_arrays(net, w, seed, dtype="float64")) for net, w in zip(networks, weights)]
+    states = [state_dict(net, network_arrays(net, w, seed)) for net, w in zip(networks, weights)]
     written = []
     write_text(path, text, "module file")
     for name, sd in zip(names, states):
