@@ -213,10 +213,10 @@ def resize(text: str, size: str) -> str:
 
 
 def spec_text(stem: str, small: bool = True) -> str:
-    """specs/STEM.cnn as the tests run it: without its train section, narrowed (AlexNet, VGG-16)
-    and, with ``small``, at its small input size."""
+    """specs/STEM.cnn without its train section; with ``small``, as the output comparisons run it:
+    narrowed (AlexNet, VGG-16) or at its small input size. ``small=False`` is the spec itself."""
     text = without_train((SPECS / f"{stem}.cnn").read_text())
-    if stem in NARROW:
+    if small and stem in NARROW:
         text = narrow(text, NARROW[stem])
     if small and stem in SMALL_INPUT:
         text = resize(text, SMALL_INPUT[stem])
@@ -246,7 +246,8 @@ def case_text(case: str, small: bool = True) -> tuple:
 def network(case: str, small: bool = True):
     """The case's network (do not modify it: it is shared)."""
     text, name = case_text(case, small)
-    return cnnspec.loads(text, network=name)
+    file = str(SPECS / case.partition(":")[0]) if case.endswith(".cnn") or ":" in case else None
+    return cnnspec.loads(text, file=file, network=name)
 
 
 def inputs(case: str, batch: int = 2, seed: int = 0) -> dict:

@@ -1,56 +1,45 @@
 """PyTorch export: the generated module, run by PyTorch, computes what the engine computes — outputs
-in evaluation mode, gradients and batch-norm statistics in training mode (the engine's dropout masks
-injected, since the two draw them from different generators) — and reads as one would write it.
+in evaluation mode, gradients and batch-norm statistics in training mode — for every layer kind of
+dsl.md (§6 and §10) and every network of specs/, and reads as one would write it.
+
+The stochastic layers draw their noise from the engine's generator and from PyTorch's, so the
+training comparison gives the module the engine's noise of the same step (read from the engine's
+plan after it): dropout's keep-masks (an ``nn.Dropout`` replaced by the mask), droppath's per-sample
+masks and sample's eps (``torch.rand`` and ``torch.randn_like`` answering with them while the
+exported ``DropPath`` and ``Sample`` run, so their own code is what is tested).
 """
 import importlib.util
 import re
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
 
 import cnnspec
 from cnnspec.cli import main
+from cnnspec.interop.table import framework_layout
 from cnnspec.interop.torch_export import torch_source
 from conftest import SPECS
-from interop_cases import ZOO
+from interop_cases import CASES, SPEC_CASES, ZOO, ZOO10, engine_output, inputs, network, rel
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-SPEC_NAMES = ["lenet5", "crosses", "edges", "digits", "textcnn", "transfer", "googlenet", "resnet18"]
-# where the spec allows (global pooling before the head), at a smaller input for speed
-SMALL = {"resnet18", "googlenet", "resnet50"}
 
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
-
-
-def network(name, small=False):
-    if name in ZOO:
-        return cnnspec.loads(ZOO[name])
-    text = (SPECS / f"{name}.cnn").read_text()
-    if small and name in SMALL:
-        text = text.replace("input image: 3x224x224", "input image: 3x32x32")
-    return cnnspec.loads(text)
-
-
-@pytest.mark.parametrize("name", sorted(ZOO) + SPEC_NAMES)
-def test_eval_outputs_equal_the_engines(name):
-    net = network(name, small=True)
-    x = np.random.default_rng(0).random((2, *net.input_shape))
+@pytest.mark.parametrize("case", CASES)
+def test_eval_outputs_equal_the_engines(case):
+    net = network(case)
+    xs = inputs(case)
     module = net.to_torch(dtype="float64")
     with torch.no_grad():
-        assert rel(module(torch.from_numpy(x)).numpy(), net.compile(dtype="float64", seed=0).forward(x)) < 1e-10
-    if name == "googlenet":
-        return
+        got = module(*(torch.from_numpy(x) for x in xs.values())).numpy()
+    assert rel(got, engine_output(case, "float64")) < 1e-10
     module32 = net.to_torch()                               # float32, the default
     with torch.no_grad():
-        got = module32(torch.from_numpy(x.astype(np.float32))).numpy()
-    assert rel(got, net.compile(dtype="float32", seed=0).forward(x.astype(np.float32))) < 1e-5
+        got = module32(*(torch.from_numpy(x.astype(np.float32)) for x in xs.values())).numpy()
+    assert rel(got, engine_output(case, "float32")) < 1e-5
 
 
 class Mask(torch.nn.Module):
@@ -64,44 +53,79 @@ class Mask(torch.nn.Module):
         return x * self.mask / (1 - self.p) if self.training else x
 
 
-def inject_masks(module, model, batch):
-    plan = model._plan(batch)
+def answering(submodule, function: str, value):
+    """``submodule`` runs its own forward with ``torch.<function>`` returning ``value``."""
+    forward = submodule.forward
+
+    def fixed(*args, **kwargs):
+        with mock.patch.object(torch, function, lambda *a, **k: value):
+            return forward(*args, **kwargs)
+    submodule.forward = fixed
+
+
+def inject_noise(module, model, batch) -> int:
+    """Give ``module`` the noise of ``model``'s last training step (batch ``batch``); returns how
+    many layers drew noise."""
+    ops = model._plan(batch).ops
+    count = 0
     for name, node in model.graph.nodes.items():
+        if node["op"] not in ("dropout", "droppath", "sample"):
+            continue
+        count += 1
+        parent, _, local = name.rpartition(".")
+        owner = module.get_submodule(parent) if parent else module
         if node["op"] == "dropout":
-            parent, _, local = name.rpartition(".")
-            owner = module.get_submodule(parent) if parent else module
-            setattr(owner, local, Mask(plan.ops[name].mask.copy(), node["config"]["p"]))
+            setattr(owner, local, Mask(ops[name].mask.copy(), node["config"]["p"]))
+        elif node["op"] == "droppath":                   # keep where rand >= p: 1.0 kept, 0.0 dropped
+            mask = ops[name].mask.reshape(-1, *[1] * len(node["output_shape"]))
+            answering(getattr(owner, local), "rand", torch.from_numpy(mask.astype(np.float64)))
+        else:
+            answering(getattr(owner, local), "randn_like", torch.from_numpy(ops[name].eps.copy()))
+    return count
 
 
 def torch_grads(module, net) -> dict:
-    """{layer: {param: gradient}} in the engine's layout (nn.Linear's weight transposed back)."""
+    """{layer: {param: gradient}} in the engine's layout."""
     out = {}
     for key, p in module.named_parameters():
         if p.grad is None:
             continue
         layer, param = key.rsplit(".", 1)
-        g = p.grad.numpy()
-        out.setdefault(layer, {})[param] = g.T if net[layer]["op"] == "dense" and param == "weight" else g
+        out.setdefault(layer, {})[param] = framework_layout(net[layer]["op"], param, p.grad.numpy())
     return out
 
 
-@pytest.mark.parametrize("name", sorted(ZOO) + ["lenet5", "textcnn", "resnet18", "googlenet", "crosses"])
-def test_training_gradients_and_statistics_equal_the_engines(name):
-    net = network(name, small=True)
-    x = np.random.default_rng(1).random((4, *net.input_shape))
+# every layer kind (the zoos), and the specs' networks whose layers or shapes the zoos do not have
+# (the others are the same layer kinds again, slower)
+TRAINED = sorted(ZOO) + sorted(ZOO10) + ["lenet5.cnn", "textcnn.cnn", "crosses.cnn", "resnet18.cnn",
+                                         "googlenet.cnn", "vae.cnn", "cgan.cnn:Generator", "unet_bilinear.cnn",
+                                         "mobilenet_v3_small.cnn"]
+
+
+@pytest.mark.parametrize("case", TRAINED)
+def test_training_gradients_and_statistics_equal_the_engines(case):
+    net = network(case)
+    xs = inputs(case, batch=4, seed=1)
     model = net.compile(dtype="float64", seed=0)
     module = net.to_torch(dtype="float64").train()
     softmax_out = net[net.output_name]["op"] == "softmax"
-    k = int(np.prod(net.output_shape))
-    y = np.arange(4) % k
-    loss = "cross_entropy" if softmax_out else "mse"
-    value, grads = model.loss_and_grad(x, y, loss=loss)
-    inject_masks(module, model, 4)
-    if softmax_out:
-        t_loss = F.cross_entropy(module(torch.from_numpy(x), logits=True), torch.from_numpy(y))
+    rng = np.random.default_rng(2)
+    if softmax_out:                                          # a class per sample, or per pixel (U-Net)
+        y = rng.integers(0, net.output_shape[0], (4, *net.output_shape[1:]))
     else:
-        target = torch.from_numpy(np.eye(k)[y].reshape(4, *net.output_shape))
-        t_loss = F.mse_loss(module(torch.from_numpy(x)), target)
+        y = rng.standard_normal((4, *net.output_shape))
+    target = torch.from_numpy(y)
+    loss = "cross_entropy" if softmax_out else "mse"
+    value, grads = model.loss_and_grad(xs if len(xs) > 1 else next(iter(xs.values())), y, loss=loss)
+    stochastic = inject_noise(module, model, 4)
+    args = [torch.from_numpy(x) for x in xs.values()]
+    if softmax_out:
+        t_loss = F.cross_entropy(module(*args, logits=True), target)
+    else:
+        t_loss = F.mse_loss(module(*args), target)
+    for name in net.layers():                                # a VAE adds each sample layer's beta * KL
+        if net[name]["op"] == "sample":
+            t_loss = t_loss + module.get_submodule(name).kl
     assert t_loss.item() == pytest.approx(value, rel=1e-10)
     if t_loss.requires_grad:                                 # crosses.cnn: every layer is frozen
         t_loss.backward()
@@ -115,7 +139,17 @@ def test_training_gradients_and_statistics_equal_the_engines(name):
     for key, buffer in module.named_buffers():               # running statistics, updated alike
         layer, stat = key.rsplit(".", 1)
         if stat.startswith("running_"):
-            assert rel(buffer.numpy(), model.state[layer][stat]) < 1e-10, key
+            np.testing.assert_allclose(buffer.numpy(), model.state[layer][stat], rtol=1e-10, atol=1e-12, err_msg=key)
+    if case in ("gates", "vae", "flat", "conv2d"):
+        assert stochastic                                    # the noise was there to inject
+
+
+def test_the_cases_cover_every_layer_kind():
+    from cnnspec.layers import LAYERS
+
+    used = {network(case)[name]["op"] for case in TRAINED for name in network(case).layers()}
+    assert used - {"input"} == set(LAYERS)
+    assert len(SPEC_CASES) == 23
 
 
 def test_frozen_layers_do_not_require_gradients():
@@ -128,7 +162,7 @@ def test_frozen_layers_do_not_require_gradients():
 
 
 def test_the_module_reads_as_one_would_write_it():
-    source = network("resnet18").to_torch().source
+    source = network("resnet18.cnn", small=False).to_torch().source
     assert "class Basic(nn.Module):" in source and "class Down(nn.Module):" in source
     assert "    def __init__(self, in_channels, c):" in source
     assert "        self.conv1 = nn.Conv2d(in_channels, c, 3, padding=1, bias=False)" in source
@@ -137,10 +171,10 @@ def test_the_module_reads_as_one_would_write_it():
     assert "        self.down1 = Down(in_channels=64, c=128)" in source
     assert "        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)" in source
     assert "        x = inp + batchnorm2" in source                      # the merge, in forward
-    source, _ = torch_source(network("resnet50"))
+    source, _ = torch_source(network("resnet50.cnn", small=False))
     assert "nn.Conv2d(c, 4 * c, 1, bias=False)" in source                 # block arithmetic
     assert "nn.Conv2d(c, c, 3, stride=stride, padding=1, bias=False)" in source
-    net = network("googlenet", small=True)                                # nested blocks
+    net = network("googlenet.cnn")                                # nested blocks
     state = net.to_torch().state_dict()
     names = {k for k in state if not k.endswith("num_batches_tracked")}
     assert names == set(net.compile(seed=0).arrays())                     # the .cnn names
