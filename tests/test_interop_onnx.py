@@ -1,11 +1,16 @@
-"""ONNX export and the round trip .cnn -> ONNX -> `cnnspec import` -> .cnn.
+"""ONNX export and the round trip .cnn -> ONNX -> `cnnspec import` -> .cnn, for every layer kind of
+dsl.md (§6 and §10) and every network of every spec in specs/.
 
 The references are the engine (cnnspec's own numba kernels, themselves tested against NumPy and
 PyTorch) and ONNX Runtime (Microsoft's implementation of the ONNX operators): the exported model
 run by ONNX Runtime must compute what the engine computes, and the imported spec, run by the engine
 with the imported weights, must too.
+
+The specs' outputs are compared at the small inputs of ``interop_cases`` (AlexNet and VGG-16
+narrowed: their dense layers read the whole last map, so no smaller input exists); their summary
+totals are checked on the specs as written, full size, exported and imported once per session.
 """
-import re
+import time
 
 import numpy as np
 import pytest
@@ -13,32 +18,11 @@ import pytest
 import cnnspec
 from cnnspec.interop.table import missing_kinds
 from conftest import SPECS
-from interop_cases import ZOO
+from interop_cases import (CASES, SPEC_CASES, ZOO, ZOO10, as_engine_input, case_text, engine_output, inputs,
+                           network, rel)
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
-# every spec of specs/, at its input size; AlexNet and VGG-16 with a fraction of their channels and
-# dense units (their 61M and 138M parameters make 244 MB and 553 MB files, slow to write and read
-# on a shared 2-core machine; their layer kinds, strides and paddings stay as they are)
-SPEC_NAMES = ["lenet5", "crosses", "edges", "digits", "textcnn", "transfer", "googlenet", "resnet18",
-              "alexnet", "vgg16", "resnet50"]
-NARROW = {"alexnet": 4, "vgg16": 8}
-
-
-def narrow(text: str, factor: int) -> str:
-    text = re.sub(r"conv\((\d+)", lambda m: f"conv({int(m.group(1)) // factor}", text)
-    return text.replace("dense(4096)", f"dense({4096 // factor})")
-
-
-def without_train(text: str) -> str:
-    """The network alone: the training-memory total depends on the train section's optimizer,
-    which an ONNX file does not carry."""
-    return re.sub(r"\ntrain\s*\{[^}]*\}", "\n", text)
-
-
-def rel(a, b) -> float:
-    return float(np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
 
 
 def session(path):
@@ -46,28 +30,33 @@ def session(path):
 
 
 class Exported:
-    """A network, its ONNX file (engine's initial weights, seed 0) and what importing it gives."""
+    """A network, its ONNX file (the engine's initial weights, seed 0) and what importing it gives."""
 
-    def __init__(self, text, path):
-        self.net = cnnspec.loads(text)
-        self.path = path
-        self.model = self.net.to_onnx(path)
+    def __init__(self, net, path):
         from cnnspec.interop.onnx_import import import_onnx
+
+        self.net = net
+        self.path = path
+        started = time.perf_counter()
+        self.model = net.to_onnx(path)
         self.imported, self.weights, self.text = import_onnx(path)
+        self.seconds = time.perf_counter() - started
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(tmp_path_factory):
+    """``exported(case, small=True)``: the case's export and import, made once per session (the
+    full-size AlexNet and VGG-16 are 244 and 553 MB files)."""
     cache = {}
     folder = tmp_path_factory.mktemp("onnx")
 
-    def get(name):
-        if name not in cache:
-            text = ZOO[name] if name in ZOO else without_train((SPECS / f"{name}.cnn").read_text())
-            if name in NARROW:
-                text = narrow(text, NARROW[name])
-            cache[name] = Exported(text, folder / f"{name}.onnx")
-        return cache[name]
+    def get(case, small=True):
+        if not small and case_text(case, True) == case_text(case, False):
+            small = True                                     # the spec runs at its own size
+        if (case, small) not in cache:
+            name = case.replace(".cnn", "").replace(":", ".") + ("" if small else ".full")
+            cache[case, small] = Exported(network(case, small), folder / f"{name}.onnx")
+        return cache[case, small]
     return get
 
 
@@ -75,36 +64,34 @@ def test_every_layer_kind_has_a_translation():
     assert missing_kinds() == []
 
 
-@pytest.mark.parametrize("name", sorted(ZOO) + SPEC_NAMES)
-def test_onnx_runtime_computes_what_the_engine_computes(exported, name):
-    e = exported(name)
-    net = e.net
-    model = net.compile(dtype="float32", seed=0)
+@pytest.mark.parametrize("case", CASES)
+def test_onnx_runtime_computes_what_the_engine_computes(exported, case):
+    e = exported(case)
+    onnx.checker.check_model(e.model, full_check=True)
+    xs = {k: v.astype(np.float32) for k, v in inputs(case).items()}
     sess = session(e.path)
-    for batch in (3, 1):                              # the batch dimension is dynamic
-        x = np.random.default_rng(batch).random((batch, *net.input_shape), dtype=np.float32)
-        got = sess.run(None, {net.input_name: x})[0]
-        assert got.shape == (batch, *net.output_shape)
-        assert rel(got, model.forward(x)) < 1e-5
-        if name in ("resnet50", "alexnet", "googlenet"):
-            break
+    got = sess.run(None, xs)[0]
+    assert rel(got, engine_output(case, "float32")) < 1e-5
+    if case in ZOO or case in ZOO10:                 # the batch dimension is dynamic
+        one = sess.run(None, {k: v[:1] for k, v in xs.items()})[0]
+        assert rel(one, engine_output(case, "float32")[:1]) < 1e-5
 
 
-@pytest.mark.parametrize("name", sorted(ZOO) + ["resnet18", "textcnn", "crosses"])
-def test_the_onnx_graph_names_nodes_as_the_layers(exported, name):
-    e = exported(name)
+@pytest.mark.parametrize("case", sorted(ZOO) + sorted(ZOO10) + ["resnet18.cnn", "textcnn.cnn", "crosses.cnn"])
+def test_the_onnx_graph_names_nodes_as_the_layers(exported, case):
+    e = exported(case)
     graph = e.model.graph
     names = {n.name for n in graph.node}
     outputs = {o for n in graph.node for o in n.output}
     layers = [n for n in e.net.layers() if e.net[n]["op"] != "input"]
     assert set(layers) <= names and set(layers) <= outputs      # Netron shows the .cnn names
     assert [o.name for o in graph.output] == [e.net.output_name]
-    (inp,) = graph.input
-    dims = inp.type.tensor_type.shape.dim
-    assert inp.name == e.net.input_name and dims[0].dim_param == "N"
-    assert [d.dim_value for d in dims[1:]] == list(e.net.input_shape)
+    assert [i.name for i in graph.input] == list(e.net.input_shapes)
+    for inp in graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        assert dims[0].dim_param == "N"
+        assert [d.dim_value for d in dims[1:]] == list(e.net.input_shapes[inp.name])
     assert [(o.domain, o.version) for o in e.model.opset_import] == [("", 21)]
-    onnx.checker.check_model(e.model, full_check=True)
 
 
 def test_frozen_layers_are_recorded_and_read_back(exported):
@@ -120,37 +107,50 @@ def layer_rows(net):
             for row in net.summary()["layers"]]
 
 
-@pytest.mark.parametrize("name", sorted(ZOO) + SPEC_NAMES)
-def test_round_trip_keeps_the_summary_and_the_outputs(exported, name):
-    e = exported(name)
+@pytest.mark.parametrize("case", CASES)
+def test_round_trip_keeps_the_summary_and_the_outputs(exported, case):
+    e = exported(case)
     assert e.imported.summary()["totals"] == e.net.summary()["totals"]
     assert layer_rows(e.imported) == layer_rows(e.net)
-    original = e.net.compile(dtype="float32", seed=0)
+    assert e.imported.input_shapes == e.net.input_shapes
     again = e.imported.compile(dtype="float32", seed=123)          # other initial weights ...
-    for key, value in e.weights.items():                          # ... replaced by the imported
-        group, param = key.rsplit(".", 1)
-        (again.state if param.startswith("running_") else again.params)[group][param] = value
-    x = np.random.default_rng(7).random((2, *e.net.input_shape), dtype=np.float32)
-    assert rel(again.forward(x), original.forward(x)) < 1e-5
+    again.load_arrays(e.weights, source="the imported weights")      # ... replaced by the imported
+    got = again.forward(as_engine_input(inputs(case), "float32"))
+    assert rel(got, engine_output(case, "float32")) < 1e-5
+
+
+@pytest.mark.parametrize("case", [c for c in SPEC_CASES if case_text(c, True) != case_text(c, False)])
+def test_specs_as_written_keep_their_summary_totals(exported, case):
+    """The specs the output comparisons run smaller or narrower, at their own size: the round trip
+    keeps parameters (trainable and frozen), MACs, activations and memory, layer by layer."""
+    e = exported(case, small=False)
+    original = cnnspec.load(SPECS / case.partition(":")[0])          # the spec as written ...
+    totals = dict(original.summary()["totals"])
+    totals["memory_bytes"] = dict(totals["memory_bytes"])
+    del totals["memory_bytes"]["training"]                           # ... but for its optimizer's state
+    again = dict(e.imported.summary()["totals"])
+    again["memory_bytes"] = {k: v for k, v in again["memory_bytes"].items() if k != "training"}
+    assert again == totals
+    assert layer_rows(e.imported) == layer_rows(original)
 
 
 def test_round_trip_writes_repeated_structures_as_blocks(exported):
     """ResNet-18 comes back as dsl.md writes it: the blocks `basic(c)` and `down(c)` (named after
     the instances' names in the ONNX graph), `basic(64) * 2`, the same layer names."""
-    e = exported("resnet18")
+    e = exported("resnet18.cnn")
     assert "block basic(c) {" in e.text and "block down(c) {" in e.text
     assert "basic(64) * 2 -> down(128) -> basic(128) -> down(256)" in e.text.replace("\n        ", " ")
     assert e.imported.layers() == e.net.layers()
-    googlenet = exported("googlenet")
+    googlenet = exported("googlenet.cnn")
     assert "block inception(c1, c2, c3, c4, c5, c6) {" in googlenet.text
     assert "inception(64, 96, 128, 16, 32, 32)" in googlenet.text
-    resnet50 = exported("resnet50")                             # 4*c: a multiple of a parameter
+    resnet50 = exported("resnet50.cnn")                             # 4*c: a multiple of a parameter
     assert "conv(4*c, 1x1, stride=stride, bias=false)" in resnet50.text
     assert "bottleneck_id(256) * 5" in resnet50.text
 
 
 def test_vgg16_comes_back_in_its_groups(exported):
-    text = exported("vgg16").text.replace("\n        ", " ")
+    text = exported("vgg16.cnn").text.replace("\n        ", " ")
     assert "(conv(64, 3x3, pad=1) -> relu) * 3 -> maxpool(2x2)" in text          # 512 / 8
     assert "(dense(512) -> relu -> dropout(0.5)) * 2 -> dense(1000) -> softmax" in text
 
