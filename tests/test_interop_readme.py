@@ -116,3 +116,14 @@ def test_resnet18_import_as_the_readme_shows(workdir, capsys):
     assert net.summary()["totals"]["params"] == 11_689_512
     weights = dict(np.load("resnet18.npz"))
     assert set(weights) == set(net.compile(seed=0).arrays())
+
+
+def test_the_readme_lists_every_operator_import_reads():
+    """The list of ONNX operators supported on import is the importer's own, both ways."""
+    from cnnspec.interop.onnx_import import supported_operators
+
+    start = SECTION.index("ONNX operators supported on import")
+    listed = SECTION[start:SECTION.index("Anything else is an error", start)]
+    named = set(re.findall(r"`([A-Z][A-Za-z]+)`", listed))
+    tensors, folded = supported_operators()
+    assert named == set(tensors) | set(folded)
