@@ -228,10 +228,6 @@ SPEC_CASES = [f"{path.name}:{name}" if len(names) > 1 else path.name
               for path in sorted(SPECS.glob("*.cnn"))
               for names in [re.findall(r"^network (\w+)", path.read_text(), re.M)] for name in names]
 CASES = sorted(ZOO) + sorted(ZOO10) + SPEC_CASES
-# the cases with layers of dsl.md §10
-CASES10 = sorted(ZOO10) + [c for c in SPEC_CASES if c.split(".")[0] in (
-    "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2", "unet", "unet_bilinear",
-    "autoencoder", "vae", "dcgan", "cgan")]
 
 
 def case_text(case: str, small: bool = True) -> tuple:
