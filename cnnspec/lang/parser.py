@@ -17,7 +17,7 @@ from lark import Lark, Token, Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from cnnspec.errors import CnnSpecError, Pos, error_at
-from cnnspec.lang import ast
+from cnnspec.lang import ast, fastparse
 from cnnspec.layers.values import Size
 
 MAX_NESTING = 100                # brackets deeper than this are refused (keeps every pass shallow)
@@ -96,6 +96,10 @@ def lark_parser() -> Lark:
 def parse(text: str, file: str | None = None) -> ast.Module:
     """Parse the text of one `.cnn` file (named ``file`` in messages) into an ``ast.Module``."""
     text = text.removeprefix("\ufeff")            # a byte-order mark some editors write
+    try:                                          # well-formed text: the fast reader
+        return assemble(fastparse.parse_items(text, file, MAX_INT, MAX_NESTING), file, text)
+    except (fastparse.GiveUp, RecursionError):
+        pass                                      # Lark reads it again and explains what is wrong
     parser = lark_parser()
     with PARSING:
         try:
