@@ -296,16 +296,16 @@ class Builder:
         scope.counts[kind] += 1
         return name or generated_name(kind, scope.counts[kind])
 
-    def grow(self, key: str, pos):
-        """Account for one more layer or block instance named ``key``."""
+    def grow(self, key: str, pos, layer: bool = True):
+        """Account for one more layer or block instance named ``key`` (inputs are not layers)."""
         if key in self.graph or key in self.instances:
             raise self.fail(pos, f"the name `{key}` is given twice")
-        if len(self.graph) + len(self.instances) >= MAX_LAYERS:
+        if layer and len(self.graph) - len(self.inputs) + len(self.instances) >= MAX_LAYERS:
             raise self.fail(pos, f"the network expands to more than {MAX_LAYERS} layers",
                             hint="check the repetition counts")
 
     def add_node(self, key, op, args, kwargs, inputs, pos, arg_pos, scope: Scope):
-        self.grow(key, pos)
+        self.grow(key, pos, layer=op != "input")
         self.graph.add_node(key, op=op, args=args, kwargs=kwargs, inputs=list(inputs), pos=pos,
                             arg_pos=arg_pos, scope=scope.path)
         self.order.append(key)
