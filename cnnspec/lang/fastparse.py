@@ -31,6 +31,11 @@ KEYWORDS = {k: k.upper() for k in ("network", "block", "import", "train", "input
 PUNCTUATION = {"LPAR": "(", "RPAR": ")", "LSQB": "[", "RSQB": "]", "LBRACE": "{", "RBRACE": "}",
                "COMMA": ",", "COLON": ":", "DOT": ".", "EQUAL": "=", "MINUS": "-", "PLUS": "+",
                "STAR": "*", "__ANON_0": "//"}
+OPENING = frozenset("([{")
+OPENING_OF = {")": "(", "]": "[", "}": "{"}
+PLAIN = frozenset({"SIZE", "FLOAT", "STRING", "INT", "COMPARE", ",", ":", ".", "=", "-", "+", "*", "//"})
+PREFIXES = frozenset({"-", "NOT"})
+OPERATORS = frozenset({"OR", "AND", "COMPARE", "+", "-", "*", "//"})
 SOURCE = re.compile(r'[A-Za-z_][A-Za-z_0-9]*:[^\s#"]+')   # the grammar's SOURCE, read in context
 
 
@@ -67,45 +72,47 @@ def tokens(text: str, nesting: int) -> list:
     """(kind, value, line, col, start, end) of every token, after the post-lexer's rules: keywords
     are their own kinds, newlines inside ( ) and [ ] are dropped, `->` is placed on the arrow."""
     pattern, kinds = scanner()
-    match = pattern.match
     out = []
     append = out.append
     opened = []
-    pos, line, line_start, n = 0, 1, 0, len(text)
-    while pos < n:
-        m = match(text, pos)
-        if m is None:
+    pos, line, line_start = 0, 1, 0
+    plain = PLAIN
+    for m in pattern.finditer(text):
+        start = m.start()
+        if start != pos:                                # a character no terminal matches
             raise GiveUp
         kind = kinds[m.lastgroup]
-        end = m.end()
-        if kind is None:                               # blanks
-            pos = end
+        pos = m.end()
+        if kind in plain:
+            append((kind, m.group(), line, start - line_start + 1, start, pos))
+        elif kind == "NAME":
+            value = m.group()
+            append((KEYWORDS.get(value, "NAME"), value, line, start - line_start + 1, start, pos))
+        elif kind is None:                              # blanks
             continue
-        value = text[pos:end]
-        if kind == "NAME":
-            append((KEYWORDS.get(value, "NAME"), value, line, pos - line_start + 1, pos, end))
         elif kind == "NL" or kind == "ARROW":
-            at = value.find("->") if kind == "ARROW" else 0
-            before = value.count("\n", 0, at)
+            value = m.group()
             if kind == "ARROW":
-                arrow_line = line + before
-                start_of_line = pos + value.rindex("\n", 0, at) + 1 if before else line_start
-                append(("ARROW", "->", arrow_line, pos + at - start_of_line + 1, pos + at, pos + at + 2))
+                at = value.find("->")
+                before = value.count("\n", 0, at)
+                start_of_line = start + value.rindex("\n", 0, at) + 1 if before else line_start
+                append(("ARROW", "->", line + before, start + at - start_of_line + 1, start + at, start + at + 2))
             elif not opened or opened[-1] == "{":
-                append(("NL", value, line, pos - line_start + 1, pos, end))
+                append(("NL", value, line, start - line_start + 1, start, pos))
             newlines = value.count("\n")
             if newlines:
                 line += newlines
-                line_start = pos + value.rindex("\n") + 1
-        else:
-            if kind in ("(", "[", "{"):
+                line_start = start + value.rindex("\n") + 1
+        else:                                           # brackets
+            if kind in OPENING:
                 opened.append(kind)
                 if len(opened) > nesting:
                     raise GiveUp
-            elif kind in (")", "]", "}") and opened and opened[-1] == {")": "(", "]": "[", "}": "{"}[kind]:
+            elif opened and opened[-1] == OPENING_OF[kind]:
                 opened.pop()
-            append((kind, value, line, pos - line_start + 1, pos, end))
-        pos = end
+            append((kind, kind, line, start - line_start + 1, start, pos))
+    if pos != len(text):
+        raise GiveUp
     append(("END", "", line, pos - line_start + 1, pos, pos))
     return out
 
@@ -294,54 +301,62 @@ class Reader:
         return ast.Chain(steps, self.span(first))
 
     # -- values: or < and < not < comparison < + - < * // < unary - < atom
+    # Most values are a bare atom (`8`, `3x3`, `conv(...)`): ``expr`` reads it and returns it when
+    # no operator follows; else the atom read is handed down the levels as their leftmost operand.
     def expr(self):
         first = self.i
-        left = self.conjunction()
+        if self.toks[first][0] in PREFIXES:
+            return self.disjunction(None, first)
+        left = self.atom()
+        if self.toks[self.i][0] not in OPERATORS:
+            return left
+        return self.disjunction(left, first)
+
+    def disjunction(self, left, first):
+        left = self.conjunction(left, first)
         while self.toks[self.i][0] == "OR":
             self.i += 1
-            left = ast.BoolOp("or", left, self.conjunction(), self.span(first))
+            left = ast.BoolOp("or", left, self.conjunction(None, self.i), self.span(first))
         return left
 
-    def conjunction(self):
-        first = self.i
-        left = self.negation()
+    def conjunction(self, left, first):
+        left = self.negation(left, first)
         while self.toks[self.i][0] == "AND":
             self.i += 1
-            left = ast.BoolOp("and", left, self.negation(), self.span(first))
+            left = ast.BoolOp("and", left, self.negation(None, self.i), self.span(first))
         return left
 
-    def negation(self):
+    def negation(self, left, first):
+        if left is not None:
+            return self.comparison(left, first)
         nots = []
         while self.toks[self.i][0] == "NOT":
             nots.append(self.i)
             self.i += 1
-        value = self.comparison()
-        for first in reversed(nots):
-            value = ast.Not(value, self.span(first))
+        value = self.comparison(None, self.i)
+        for start in reversed(nots):
+            value = ast.Not(value, self.span(start))
         return value
 
-    def comparison(self):
-        first = self.i
-        left = self.sum()
+    def comparison(self, left, first):
+        left = self.sum(left, first)
         if self.toks[self.i][0] == "COMPARE":
             op = self.toks[self.i][1]
             self.i += 1
-            left = ast.Compare(op, left, self.sum(), self.span(first))
+            left = ast.Compare(op, left, self.sum(None, self.i), self.span(first))
         return left
 
-    def sum(self):
-        first = self.i
-        left = self.product()
+    def sum(self, left, first):
+        left = self.product(left, first)
         toks = self.toks
         while toks[self.i][0] in ("+", "-"):
             op = toks[self.i][0]
             self.i += 1
-            left = ast.BinOp(op, left, self.product(), self.span(first))
+            left = ast.BinOp(op, left, self.product(None, self.i), self.span(first))
         return left
 
-    def product(self):
-        first = self.i
-        left = self.unary()
+    def product(self, left, first):
+        left = self.unary() if left is None else left
         toks = self.toks
         while toks[self.i][0] in ("*", "//"):
             op = toks[self.i][0]
@@ -355,12 +370,12 @@ class Reader:
             minus.append(self.i)
             self.i += 1
         value = self.atom()
-        for first in reversed(minus):
+        for start in reversed(minus):
             inner = getattr(value, "value", None)
             if isinstance(value, ast.Literal) and type(inner) in (int, float):
-                value = ast.Literal(-inner, self.span(first))      # a negative number
+                value = ast.Literal(-inner, self.span(start))      # a negative number
             else:
-                value = ast.Neg(value, self.span(first))
+                value = ast.Neg(value, self.span(start))
         return value
 
     def atom(self):
