@@ -34,6 +34,7 @@ PUNCTUATION = {"LPAR": "(", "RPAR": ")", "LSQB": "[", "RSQB": "]", "LBRACE": "{"
 OPENING = frozenset("([{")
 OPENING_OF = {")": "(", "]": "[", "}": "{"}
 PLAIN = frozenset({"SIZE", "FLOAT", "STRING", "INT", "COMPARE", ",", ":", ".", "=", "-", "+", "*", "//"})
+BRACKETS = re.compile(r"[][(){}]")
 PREFIXES = frozenset({"-", "NOT"})
 OPERATORS = frozenset({"OR", "AND", "COMPARE", "+", "-", "*", "//"})
 SOURCE = re.compile(r'[A-Za-z_][A-Za-z_0-9]*:[^\s#"]+')   # the grammar's SOURCE, read in context
@@ -70,7 +71,8 @@ def scanner() -> tuple[re.Pattern, dict]:
 
 def tokens(text: str, nesting: int) -> list:
     """(kind, value, line, col, start, end) of every token, after the post-lexer's rules: keywords
-    are their own kinds, newlines inside ( ) and [ ] are dropped, `->` is placed on the arrow."""
+    are their own kinds, newlines inside ( ) and [ ] are dropped, `->` is placed on the arrow.
+    Characters no terminal matches are ERR tokens, which only a train setting's SOURCE may cover."""
     pattern, kinds = scanner()
     out = []
     append = out.append
@@ -79,8 +81,8 @@ def tokens(text: str, nesting: int) -> list:
     plain = PLAIN
     for m in pattern.finditer(text):
         start = m.start()
-        if start != pos:                                # a character no terminal matches
-            raise GiveUp
+        if start != pos:            # characters no terminal matches (only a SOURCE may hold them)
+            append(("ERR", text[pos:start], line, pos - line_start + 1, pos, start))
         kind = kinds[m.lastgroup]
         pos = m.end()
         if kind in plain:
@@ -112,7 +114,8 @@ def tokens(text: str, nesting: int) -> list:
                 opened.pop()
             append((kind, kind, line, start - line_start + 1, start, pos))
     if pos != len(text):
-        raise GiveUp
+        append(("ERR", text[pos:], line, pos - line_start + 1, pos, len(text)))
+        pos = len(text)
     append(("END", "", line, pos - line_start + 1, pos, pos))
     return out
 
@@ -235,8 +238,8 @@ class Reader:
             j = self.i
             while self.toks[j][4] < end:
                 j += 1
-            if self.toks[j - 1][5] != end or self.toks[j - 1][2] != tok[2]:
-                raise GiveUp
+            if self.toks[j - 1][5] != end or self.toks[j - 1][2] != tok[2] or BRACKETS.search(m.group()):
+                raise GiveUp                     # tokens (or brackets) run past it: let Lark read it
             self.i = j
             value = ast.Literal(m.group(), Pos(self.file, tok[2], tok[3], end - tok[4]))
         else:
