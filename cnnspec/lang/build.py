@@ -63,8 +63,9 @@ def pick_network(module: ast.Module, network: str | None, sources: dict | None =
     names = [n.name for n in module.networks]
     if network not in names:
         guess = nearest(str(network), names)
-        raise CnnSpecError(f"no network `{network}` in this file", file=module.file,
-                           hint=f"did you mean `{guess}`?" if guess else f"its networks are: {', '.join(names)}")
+        raise error_at(module.networks[0].pos, f"no network `{network}` in this file",
+                       sources=sources or {module.file: module.text},
+                       hint=f"did you mean `{guess}`?" if guess else f"its networks are: {', '.join(names)}")
     return module.networks[names.index(network)]
 
 
