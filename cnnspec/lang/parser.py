@@ -4,6 +4,9 @@ The grammar is ``grammar/cnn.lark`` in a source checkout and ``cnnspec/grammar/c
 installed wheel. It is parsed by a cached LALR parser; a ``Transformer`` maps each rule to a
 dataclass. Every syntax error becomes a :class:`CnnSpecError` with a message for the common
 mistakes (missing ``->``, unclosed ``(``, missing ``}``, ``5 x 5``, a stray token).
+
+Well-formed text is read first by :mod:`cnnspec.lang.fastparse`, which builds the same tree
+several times sooner; whatever it does not accept plainly is read here, so the messages are Lark's.
 """
 from __future__ import annotations
 
