@@ -4,13 +4,17 @@
   directory), and text files only up to a size limit: :func:`open_regular`, :func:`read_text`.
 * Memory is compared with what the machine (and this process's address-space limit) has before
   anything large is allocated: :func:`available_memory`, :func:`require_memory`.
+* The garbage collector is paused while a network is read and analysed: :func:`gc_paused`.
 
 Nothing here imports numpy or numba.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import stat
+import threading
 
 from cnnspec.errors import CnnSpecError
 
@@ -135,3 +139,30 @@ def require_memory(nbytes: int, what: str, available: int | None = None, hint: s
         return
     raise CnnSpecError(f"not enough memory for {what}: it needs {human_bytes(nbytes)}, and this machine "
                        f"has {human_bytes(available)} available", file=file, hint=hint)
+
+
+_gc_lock = threading.Lock()
+_gc_state = {"depth": 0, "was_enabled": True}
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector while a network is read and analysed.
+
+    Those passes allocate several objects per layer and leave no reference cycles behind, but the
+    collector rescans everything alive each time enough new objects accumulate: for 100,000
+    written-out layers that was half the time of ``cnnspec check``. Nested and concurrent pauses
+    are counted; the collector runs again (if it ran before) when the last one ends, and then
+    collects whatever cycles the paused code made."""
+    with _gc_lock:
+        if _gc_state["depth"] == 0:
+            _gc_state["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _gc_state["depth"] += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_state["depth"] -= 1
+            if _gc_state["depth"] == 0 and _gc_state["was_enabled"]:
+                gc.enable()

@@ -8,6 +8,7 @@ import networkx as nx
 from cnnspec.analysis import infer
 from cnnspec.analysis.summary import summarize, table
 from cnnspec.errors import CnnSpecError, plural
+from cnnspec.limits import gc_paused
 
 
 def load(path, network: str | None = None) -> "Network":
@@ -16,7 +17,8 @@ def load(path, network: str | None = None) -> "Network":
     from cnnspec.lang import compile_file
 
     path = os.fspath(path)
-    return Network(infer(compile_file(path, network=_check_name(network))))
+    with gc_paused():
+        return Network(infer(compile_file(path, network=_check_name(network))))
 
 
 def loads(text: str, file: str | None = None, network: str | None = None) -> "Network":
@@ -24,7 +26,8 @@ def loads(text: str, file: str | None = None, network: str | None = None) -> "Ne
     network called ``network``, or the first."""
     from cnnspec.lang import compile_source
 
-    return Network(infer(compile_source(_check_text(text), file=file, network=_check_name(network))))
+    with gc_paused():
+        return Network(infer(compile_source(_check_text(text), file=file, network=_check_name(network))))
 
 
 def load_all(path) -> dict:
@@ -39,7 +42,8 @@ def loads_all(text: str, file: str | None = None) -> dict:
     """Every network of ``.cnn`` text, analysed: ``{name: Network}`` in the order written."""
     from cnnspec.lang import compile_all
 
-    return {name: Network(infer(graph)) for name, graph in compile_all(_check_text(text), file).items()}
+    with gc_paused():
+        return {name: Network(infer(graph)) for name, graph in compile_all(_check_text(text), file).items()}
 
 
 def _check_text(text):
@@ -130,7 +134,8 @@ class Network:
         the same object ``cnnspec summary --json`` prints. ``depth=N`` lists every block instance
         nested N levels deep as one entry (``"op": "block"``) instead of its layers."""
         _check_batch(batch)
-        return summarize(self.graph, batch, dtype, depth)
+        with gc_paused():
+            return summarize(self.graph, batch, dtype, depth)
 
     def summary_table(self, batch: int = 1, dtype: str = "float32", depth: int | None = None,
                       columns=None) -> str:
@@ -138,7 +143,8 @@ class Network:
         :meth:`summary`, ``columns`` the columns to show, e.g. ``"op,output,kernel,params"``
         (keys of ``cnnspec.analysis.summary.COLUMNS``, or ``"all"``)."""
         _check_batch(batch)
-        return table(self.graph, batch, dtype, depth, columns)
+        with gc_paused():
+            return table(self.graph, batch, dtype, depth, columns)
 
     def render(self, path, fmt: str | None = None, until: str | None = None) -> str:
         """Draw the graph with graphviz to ``path`` (.svg, .png, .pdf or .dot); returns the path

@@ -32,9 +32,11 @@ silent, the language does this:
 """
 from __future__ import annotations
 
+import re
+
 import networkx as nx
 
-from cnnspec.errors import CnnSpecError, not_utf8_error
+from cnnspec.errors import CnnSpecError, Pos, error_at, not_utf8_error
 from cnnspec.lang.build import MAX_LAYERS, build_graph
 from cnnspec.lang.imports import blocks_in_scope
 from cnnspec.lang.parser import parse
@@ -50,7 +52,7 @@ def compile_source(text: str, file: str | None = None, network: str | None = Non
     try:
         return build_graph(parse(text, file), network=network)
     except RecursionError:                       # a last guard: every pass is meant to be shallow
-        raise CnnSpecError("the file is nested too deeply to read", file=file) from None
+        raise too_deep(text, file) from None
 
 
 def compile_all(text: str, file: str | None = None) -> dict:
@@ -64,7 +66,25 @@ def compile_all(text: str, file: str | None = None) -> dict:
             return {None: build_graph(module, blocks, sources)}      # raises "no `network`"
         return {n.name: build_graph(module, blocks, sources, network=n.name) for n in module.networks}
     except RecursionError:
-        raise CnnSpecError("the file is nested too deeply to read", file=file) from None
+        raise too_deep(text, file) from None
+
+
+def too_deep(text: str, file: str | None) -> CnnSpecError:
+    """"nested too deeply", located at the bracket that opens the deepest nesting of ``text``."""
+    depth, deepest, where = 0, 0, 0
+    for match in re.finditer(r'"[^"\n]*"|#[^\n]*|[][(){}]', text):
+        char = match.group()
+        if char in "([{":
+            depth += 1
+            if depth > deepest:
+                deepest, where = depth, match.start()
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+    line = text.count("\n", 0, where) + 1
+    col = where - (text.rfind("\n", 0, where) + 1) + 1
+    return error_at(Pos(file, line, col), "the file is nested too deeply to read", sources={file: text},
+                    hint=f"brackets, blocks and repetitions nest {deepest} deep here; flatten the expression "
+                         "or split it into blocks")
 
 
 def read_source(path) -> str:

@@ -63,8 +63,9 @@ def pick_network(module: ast.Module, network: str | None, sources: dict | None =
     names = [n.name for n in module.networks]
     if network not in names:
         guess = nearest(str(network), names)
-        raise CnnSpecError(f"no network `{network}` in this file", file=module.file,
-                           hint=f"did you mean `{guess}`?" if guess else f"its networks are: {', '.join(names)}")
+        raise error_at(module.networks[0].pos, f"no network `{network}` in this file",
+                       sources=sources or {module.file: module.text},
+                       hint=f"did you mean `{guess}`?" if guess else f"its networks are: {', '.join(names)}")
     return module.networks[names.index(network)]
 
 
@@ -296,16 +297,16 @@ class Builder:
         scope.counts[kind] += 1
         return name or generated_name(kind, scope.counts[kind])
 
-    def grow(self, key: str, pos):
-        """Account for one more layer or block instance named ``key``."""
+    def grow(self, key: str, pos, layer: bool = True):
+        """Account for one more layer or block instance named ``key`` (inputs are not layers)."""
         if key in self.graph or key in self.instances:
             raise self.fail(pos, f"the name `{key}` is given twice")
-        if len(self.graph) + len(self.instances) >= MAX_LAYERS:
+        if layer and len(self.graph) - len(self.inputs) + len(self.instances) >= MAX_LAYERS:
             raise self.fail(pos, f"the network expands to more than {MAX_LAYERS} layers",
                             hint="check the repetition counts")
 
     def add_node(self, key, op, args, kwargs, inputs, pos, arg_pos, scope: Scope):
-        self.grow(key, pos)
+        self.grow(key, pos, layer=op != "input")
         self.graph.add_node(key, op=op, args=args, kwargs=kwargs, inputs=list(inputs), pos=pos,
                             arg_pos=arg_pos, scope=scope.path)
         self.order.append(key)

@@ -4,6 +4,9 @@ The grammar is ``grammar/cnn.lark`` in a source checkout and ``cnnspec/grammar/c
 installed wheel. It is parsed by a cached LALR parser; a ``Transformer`` maps each rule to a
 dataclass. Every syntax error becomes a :class:`CnnSpecError` with a message for the common
 mistakes (missing ``->``, unclosed ``(``, missing ``}``, ``5 x 5``, a stray token).
+
+Well-formed text is read first by :mod:`cnnspec.lang.fastparse`, which builds the same tree
+several times sooner; whatever it does not accept plainly is read here, so the messages are Lark's.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from lark import Lark, Token, Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from cnnspec.errors import CnnSpecError, Pos, error_at
-from cnnspec.lang import ast
+from cnnspec.lang import ast, fastparse
 from cnnspec.layers.values import Size
 
 MAX_NESTING = 100                # brackets deeper than this are refused (keeps every pass shallow)
@@ -96,6 +99,10 @@ def lark_parser() -> Lark:
 def parse(text: str, file: str | None = None) -> ast.Module:
     """Parse the text of one `.cnn` file (named ``file`` in messages) into an ``ast.Module``."""
     text = text.removeprefix("\ufeff")            # a byte-order mark some editors write
+    try:                                          # well-formed text: the fast reader
+        return assemble(fastparse.parse_items(text, file, MAX_INT, MAX_NESTING), file, text)
+    except (fastparse.GiveUp, RecursionError):
+        pass                                      # Lark reads it again and explains what is wrong
     parser = lark_parser()
     with PARSING:
         try:
