@@ -174,3 +174,18 @@ def test_report_prints_scaling_api_and_memory():
                      "1 thread ", "cnnspec  1.80x", "torch  1.50x", "estimate    3.0 MiB", "measured    4.0 MiB",
                      "estimate/measured 0.75"):
         assert expected in text, expected
+
+
+def test_a_failed_compile_child_is_reported_not_fatal(monkeypatch):
+    def fail(rounds):
+        raise RuntimeError("bench child failed (exit status 0, output 'STEP\\n')")
+
+    monkeypatch.setattr(bench, "compile_bench", fail)
+    monkeypatch.setattr(bench, "CONV_CASES", [])
+    monkeypatch.setattr(bench, "LAYER_CASES", [])
+    monkeypatch.setattr(bench, "TRAINING_CASES", [])
+    monkeypatch.setattr(bench, "MEMORY_CASES", [])
+    monkeypatch.setattr(bench, "API_CASE", ("tiny", (2, 3, 8, 8), 4, 3, 1))
+    results = bench.run(quick=True, use_torch=False, rounds=2)
+    assert "compile" not in results and "exit status 0" in results["compile_error"]
+    assert "compile: not measured: bench child failed" in bench.report(results)

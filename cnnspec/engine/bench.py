@@ -614,9 +614,11 @@ def child_run(cache_dir: str | None) -> dict:
     line = proc.stdout.readline()
     to_step = time.perf_counter() - start
     rest, err = proc.communicate()
-    if proc.returncode != 0 or line.strip() != "STEP":
-        raise RuntimeError(f"bench child failed:\n{err}")
-    info = json.loads(rest.strip().splitlines()[-1])
+    lines = rest.strip().splitlines()
+    if proc.returncode != 0 or line.strip() != "STEP" or not lines:
+        raise RuntimeError(f"bench child failed (exit status {proc.returncode}, output {(line + rest)[-300:]!r}):"
+                           f"\n{err[-2000:]}")
+    info = json.loads(lines[-1])
     info["start_to_first_step_s"] = to_step
     return info
 
@@ -717,7 +719,10 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
     if compile_times:
         rounds = 1 if quick else 3
         say(f"compile times ({2 * rounds} child processes)")
-        results["compile"] = compile_bench(rounds)
+        try:
+            results["compile"] = compile_bench(rounds)
+        except RuntimeError as e:                     # the other figures are still reported
+            results["compile_error"] = str(e)
     if analysis:
         say("analysis")
         results["analysis"] = analysis_bench()
@@ -839,6 +844,8 @@ def report(results: dict) -> str:
                   f"(no new kernels to compile)",
                   f"  second process, cache warm:      {seconds(warm['start_to_first_step_s'])} from start to its "
                   f"first training step (import {seconds(warm['import_s'])})"]
+    if "compile_error" in results:
+        lines += ["", "compile: not measured: " + results["compile_error"]]
     if "analysis" in results:
         a = results["analysis"]
         lines += ["", "analysis"]
