@@ -153,7 +153,11 @@ def test_report_prints_scaling_api_and_memory():
     results = {
         "machine": {"cpu": "Test CPU", "cores": 2, "threads": 2, "python": "3.11", "numpy": "2", "numba": "0.6",
                     "torch": "2.13"},
-        "conv": [], "layers": [],
+        "conv": [{"name": "3x3 64->64", "shape": [8, 64, 56, 56], "threads": 1, "rounds": 5,
+                  **{f"{what}_{key}{end}": ([v, v, v] if end else v)
+                     for what, v in (("gflops", 100.0), ("torch_gflops", 80.0), ("ratio", 1.25))
+                     for key in ("forward", "forward_backward") for end in ("", "_spread")}}],
+        "layers": [],
         "api": {"name": "3x3 64->64", "shape": [8, 64, 56, 56], "rounds": 5,
                 **{f"{what}_{key}": spread for what in ("engine_ms", "api_ms", "api_vs_engine", "torch_ms",
                                                         "ratio", "engine_ratio")
@@ -170,8 +174,8 @@ def test_report_prints_scaling_api_and_memory():
                     "measured_bytes": 4 * 2 ** 20, "ratio": 0.75}],
     }
     text = bench.report(results)
-    for expected in ("api/engine 1.00x (0.90-1.10)", "9000 (8000-9500)", "1.50x (1.40-1.60)", "2 threads",
-                     "1 thread ", "cnnspec  1.80x", "torch  1.50x", "estimate    3.0 MiB", "measured    4.0 MiB",
+    for expected in ("8x64x56x56    1t forward", "1.25x (1.25-1.25)", "api/engine 1.00x (0.90-1.10)",
+                     "9000 (8000-9500)", "1.50x (1.40-1.60)", "2 threads", "1 thread ", "cnnspec  1.80x", "torch  1.50x", "estimate    3.0 MiB", "measured    4.0 MiB",
                      "estimate/measured 0.75"):
         assert expected in text, expected
 

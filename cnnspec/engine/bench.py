@@ -1,6 +1,7 @@
 """``cnnspec bench``: how fast the engine runs on this machine, beside PyTorch when it is installed.
 
-Measures GFLOP/s of convolution forward and forward+backward on standard shapes, the layer API
+Measures GFLOP/s of convolution forward and forward+backward on standard shapes (with the
+machine's threads and with one thread on each side), the layer API
 (``cnnspec.api``) against the engine's kernel calls on the same convolution, the time of the
 layers of dsl.md §10 (depthwise, transposed convolution, bilinear upsampling) and of MobileNetV2's
 inverted residual block (evaluation forward; training forward+backward), training throughput
@@ -698,8 +699,13 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
     results = {"machine": machine(threads, torch), "quick": quick, "conv": [], "layers": [],
                "training": [], "memory": []}
     for case in CONV_CASES:
-        say(f"conv {case[0]}")
-        results["conv"].append(conv_bench(*case, min_time, torch, repeat))
+        # with the machine's threads and with one on each side: PyTorch's OpenMP threads suffer
+        # most when another process holds a core, so the one-thread rows are the steadier ones
+        for count in sorted({threads, 1}, reverse=True):
+            say(f"conv {case[0]}, {count} thread{'s' * (count > 1)}")
+            with using_threads(count, torch):
+                row = conv_bench(*case, min_time, torch, repeat)
+            results["conv"].append({**row, "threads": count})
     say(f"layer API against the engine, conv {API_CASE[0]}")
     results["api"] = api_bench(*API_CASE, min_time, torch, repeat)
     for name, kind, args in LAYER_CASES:
@@ -761,12 +767,15 @@ def report(results: dict) -> str:
              "medians of alternating rounds, (min-max) over the rounds"
              + ("; ratios above 1: cnnspec is faster" if torch else ""), ""]
     rounds = results["conv"][0].get("rounds") if results["conv"] else None
-    lines.append("convolution, float32: GFLOP/s" + (f", {rounds} rounds" if rounds else "")
+    lines.append("convolution, float32: GFLOP/s (Nt: N threads on each side)"
+                 + (f", {rounds} rounds" if rounds else "")
                  + ("; ratio = cnnspec / torch per round" if torch else ""))
     for row in results["conv"]:
         shape = "x".join(map(str, row["shape"]))
         for key, what in (("forward", "forward"), ("forward_backward", "fwd+bwd")):
-            text = (f"  {row['name']:11} {shape:13} {what:8} "
+            count = row.get("threads")
+            who = f"{count}t" if count else ""
+            text = (f"  {row['name']:11} {shape:13} {who:3}{what:8} "
                     f"{_figure(row.get(f'gflops_{key}_spread', row['gflops_' + key])):>20}")
             if torch:
                 text += (f"  torch {_figure(row.get(f'torch_gflops_{key}_spread', row['torch_gflops_' + key])):>20}"
@@ -801,7 +810,8 @@ def report(results: dict) -> str:
                 lines.append(text)
     lines.append("")
     rounds = results["training"][0].get("rounds") if results["training"] else None
-    lines.append("training (SGD, momentum), float32: samples/s" + (f", median of {rounds} rounds (min-max)" if rounds else "")
+    lines.append("training (SGD, momentum), float32: samples/s"
+                 + (f", median of {rounds} rounds (min-max)" if rounds else "")
                  + ("; ratio = cnnspec / torch per round" if torch else ""))
     speed = {}
     for row in results["training"]:

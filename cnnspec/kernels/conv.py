@@ -43,11 +43,12 @@ most 1 MB (every plane of CIFAR-sized networks): ROWTAP (``_use_rowtap`` has the
 25% on 5x5 16->32 on 14x14, 10-45% for few channels, 10-30% against kn2row on ResNet's 3x3
 layers).  Otherwise KN2ROW when Cg >= 16 and stride 1 (products with inner dimension Cg), else
 GATHER (the taps' windows copied into col, inner dimension Cg*KH*KW; for strided layers too,
-where it measured 14-25% faster than kn2row).  Measured (float32, 2 cores): on 3x3 64->64 kn2row ran 187 GFLOP/s against 128 for
-gather; on LeNet's conv2 gather ran 2.5x faster than im2col (whose rows of OW = 10 elements
-cost more to copy than the wide grid's 40% extra columns), rowtap 20% faster again.  dw is
-computed as dw^T = col @ dwide^T, BLAS's fast (NN) case: 114 against 45 GFLOP/s for dw = dwide
-@ col^T on LeNet's conv2.  Performance table: ``cnnspec/kernels/__init__.py``.
+where it measured 14-25% faster than kn2row).  Measured (float32, 2 cores): on 3x3 64->64
+kn2row ran 187 GFLOP/s against 128 for gather; on LeNet's conv2 gather ran 2.5x faster than
+im2col (whose rows of OW = 10 elements cost more to copy than the wide grid's 40% extra
+columns), rowtap 20% faster again.  dw is computed as dw^T = col @ dwide^T, BLAS's fast (NN)
+case: 114 against 45 GFLOP/s for dw = dwide @ col^T on LeNet's conv2.  Performance table:
+``cnnspec/kernels/__init__.py``.
 """
 import numpy as np
 
