@@ -175,8 +175,8 @@ def test_report_prints_scaling_api_and_memory():
     }
     text = bench.report(results)
     for expected in ("8x64x56x56    1t forward", "1.25x (1.25-1.25)", "api/engine 1.00x (0.90-1.10)",
-                     "9000 (8000-9500)", "1.50x (1.40-1.60)", "2 threads", "1 thread ", "cnnspec  1.80x", "torch  1.50x", "estimate    3.0 MiB", "measured    4.0 MiB",
-                     "estimate/measured 0.75"):
+                     "9000 (8000-9500)", "1.50x (1.40-1.60)", "2 threads", "1 thread ", "cnnspec  1.80x",
+                     "torch  1.50x", "estimate    3.0 MiB", "measured    4.0 MiB", "estimate/measured 0.75"):
         assert expected in text, expected
 
 
