@@ -65,7 +65,8 @@ def training_bytes(graph, batch: int, size: int) -> int:
     values = sum(numel[n] for n in order if nodes[n]["op"] not in _VIEWS)
     side = sum(numel[n] * _SIDE_BYTES[nodes[n]["op"]](size) for n in order if nodes[n]["op"] in _SIDE_BYTES)
     # the head: the output, the views before it and a final softmax/sigmoid (fused with the loss)
-    head = [order[-1]] if order else []
+    output = graph.graph.get("output") or (order[-1] if order else None)
+    head = [output] if output is not None else []
     while head and nodes[head[-1]]["op"] in _VIEWS and nodes[head[-1]]["inputs"]:
         head.append(nodes[head[-1]]["inputs"][0])
     fused = bool(head) and nodes[head[-1]]["op"] in ("softmax", "sigmoid") and bool(nodes[head[-1]]["inputs"])
