@@ -112,3 +112,84 @@ def test_report_lists_every_figure():
         for key in [k for k in row if k.startswith(("torch", "ratio"))]:
             del row[key]
     assert "ratio" not in bench.report(results)
+
+
+def test_api_against_engine_beside_pytorch():
+    torch = pytest.importorskip("torch")
+    row = bench.api_bench("tiny", (2, 3, 8, 8), 4, 3, 1, 0.01, torch, rounds=3)
+    for key in ("engine_ms_forward", "api_ms_backward", "api_vs_engine_forward", "torch_ms_backward",
+                "ratio_forward", "engine_ratio_backward"):
+        median, low, high = row[key]
+        assert 0 < low <= median <= high, key
+    assert row["rounds"] == 3
+
+
+def test_training_rows_on_one_thread_restore_the_threads():
+    import os
+
+    torch = pytest.importorskip("torch")
+    before_env, before_torch = os.environ.get("CNNSPEC_THREADS"), torch.get_num_threads()
+    row = bench.training_bench("LeNet-5", bench.LENET5, 2, 0.01, torch, repeat=3, threads=1)
+    assert row["threads"] == 1 and row["samples_per_s"] > 0 and row["ratio"] > 0
+    assert os.environ.get("CNNSPEC_THREADS") == before_env and torch.get_num_threads() == before_torch
+
+
+def test_unet_row_trains_per_pixel():
+    row = bench.training_bench("U-Net-S", bench.UNET_SMALL.replace("3x64x64", "3x16x16"), 2, 0.01, repeat=3)
+    assert row["samples_per_s"] > 0
+
+
+def test_memory_estimate_against_measured():
+    row = bench.memory_bench("LeNet-5", bench.LENET5, 4)
+    assert row["estimate_bytes"] > 0 and row["measured_bytes"] > 0
+    assert row["ratio"] == row["estimate_bytes"] / row["measured_bytes"]
+    # ResNet-18 read from specs/ with its input replaced
+    text = bench._network_text(("resnet18.cnn", "3x64x64"))
+    assert "3x64x64" in text and "224" not in text.split("input", 1)[1].split("\n", 1)[0]
+
+
+def test_report_prints_scaling_api_and_memory():
+    spread = [1.0, 0.9, 1.1]
+    results = {
+        "machine": {"cpu": "Test CPU", "cores": 2, "threads": 2, "python": "3.11", "numpy": "2", "numba": "0.6",
+                    "torch": "2.13"},
+        "conv": [{"name": "3x3 64->64", "shape": [8, 64, 56, 56], "threads": 1, "rounds": 5,
+                  **{f"{what}_{key}{end}": ([v, v, v] if end else v)
+                     for what, v in (("gflops", 100.0), ("torch_gflops", 80.0), ("ratio", 1.25))
+                     for key in ("forward", "forward_backward") for end in ("", "_spread")}}],
+        "layers": [],
+        "api": {"name": "3x3 64->64", "shape": [8, 64, 56, 56], "rounds": 5,
+                **{f"{what}_{key}": spread for what in ("engine_ms", "api_ms", "api_vs_engine", "torch_ms",
+                                                        "ratio", "engine_ratio")
+                   for key in ("forward", "backward")}},
+        "training": [{"network": "LeNet-5", "batch": 64, "threads": 2, "rounds": 5, "samples_per_s": 9000.0,
+                      "samples_per_s_spread": [9000.0, 8000.0, 9500.0], "torch_samples_per_s": 6000.0,
+                      "torch_samples_per_s_spread": [6000.0, 5000.0, 6500.0], "ratio": 1.5,
+                      "ratio_spread": [1.5, 1.4, 1.6]},
+                     {"network": "LeNet-5", "batch": 64, "threads": 1, "rounds": 5, "samples_per_s": 5000.0,
+                      "samples_per_s_spread": [5000.0, 4000.0, 5500.0], "torch_samples_per_s": 4000.0,
+                      "torch_samples_per_s_spread": [4000.0, 3000.0, 4500.0], "ratio": 1.25,
+                      "ratio_spread": [1.25, 1.2, 1.3]}],
+        "memory": [{"network": "LeNet-5", "batch": 64, "estimate_bytes": 3 * 2 ** 20,
+                    "measured_bytes": 4 * 2 ** 20, "ratio": 0.75}],
+    }
+    text = bench.report(results)
+    for expected in ("8x64x56x56    1t forward", "1.25x (1.25-1.25)", "api/engine 1.00x (0.90-1.10)",
+                     "9000 (8000-9500)", "1.50x (1.40-1.60)", "2 threads", "1 thread ", "cnnspec  1.80x",
+                     "torch  1.50x", "estimate    3.0 MiB", "measured    4.0 MiB", "estimate/measured 0.75"):
+        assert expected in text, expected
+
+
+def test_a_failed_compile_child_is_reported_not_fatal(monkeypatch):
+    def fail(rounds):
+        raise RuntimeError("bench child failed (exit status 0, output 'STEP\\n')")
+
+    monkeypatch.setattr(bench, "compile_bench", fail)
+    monkeypatch.setattr(bench, "CONV_CASES", [])
+    monkeypatch.setattr(bench, "LAYER_CASES", [])
+    monkeypatch.setattr(bench, "TRAINING_CASES", [])
+    monkeypatch.setattr(bench, "MEMORY_CASES", [])
+    monkeypatch.setattr(bench, "API_CASE", ("tiny", (2, 3, 8, 8), 4, 3, 1))
+    results = bench.run(quick=True, use_torch=False, rounds=2)
+    assert "compile" not in results and "exit status 0" in results["compile_error"]
+    assert "compile: not measured: bench child failed" in bench.report(results)

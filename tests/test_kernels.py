@@ -70,6 +70,8 @@ CONV_CASES = [
     (8, 3, 16, 16, 8, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, True),      # im2col, threads
     (1, 2, 3, 3, 2, 3, 3, (1, 1), (2, 2, 2, 2), (1, 1), 1, True),        # full padding
     (2, 4, 6, 5, 3, 2, 4, (1, 1), (0, 1, 3, 0), (2, 1), 1, True),        # even kernel, dilation
+    (1, 32, 60, 60, 16, 3, 3, (1, 1), (2, 0, 1, 3), (2, 1), 1, True),    # kn2row: too big for rowtap
+    (2, 32, 9, 9, 16, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, True),      # gather: strided, many channels
 ]
 
 

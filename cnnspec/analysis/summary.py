@@ -39,6 +39,66 @@ def optimizer_slots(train: dict | None) -> int:
     return 1 if opt.get("momentum", 0) or cycles else 0
 
 
+# What the engine allocates per training step beyond parameters (see README, "Counting
+# conventions"): a buffer per layer output except views, a gradient per output a trainable layer
+# depends on (an add or a view hands its single-use gradient through), and per-element side
+# buffers: max-pooling's argmax (int64), dropout's mask and uniform draws (bool + float64),
+# sample's eps and normal draws (dtype + float64).
+_VIEWS = {"flatten", "identity", "reshape"}
+_HANDS_THROUGH = _VIEWS | {"add"}
+_SIDE_BYTES = {"maxpool": lambda size: 8, "adaptivemaxpool": lambda size: 8, "dropout": lambda size: 9,
+               "sample": lambda size: size + 8}
+
+
+def training_bytes(graph, batch: int, size: int) -> int:
+    """Bytes of the activations, their gradients and the layers' side buffers that cnnspec's
+    engine keeps for a training step of ``batch`` samples of ``size`` bytes (parameters, their
+    gradients and optimizer state not included).  Mirrors ``engine.plan.Training``: a final
+    softmax or sigmoid is fused with its loss (no gradient of its own)."""
+    import math
+
+    import networkx as nx
+
+    nodes = graph.nodes
+    order = list(nx.topological_sort(graph))
+    numel = {n: math.prod(nodes[n]["output_shape"]) for n in order}
+    values = sum(numel[n] for n in order if nodes[n]["op"] not in _VIEWS)
+    side = sum(numel[n] * _SIDE_BYTES[nodes[n]["op"]](size) for n in order if nodes[n]["op"] in _SIDE_BYTES)
+    # the head: the output, the views before it and a final softmax/sigmoid (fused with the loss)
+    output = graph.graph.get("output") or (order[-1] if order else None)
+    head = [output] if output is not None else []
+    while head and nodes[head[-1]]["op"] in _VIEWS and nodes[head[-1]]["inputs"]:
+        head.append(nodes[head[-1]]["inputs"][0])
+    fused = bool(head) and nodes[head[-1]]["op"] in ("softmax", "sigmoid") and bool(nodes[head[-1]]["inputs"])
+    skip = set(head) if fused else set()
+    score = nodes[head[-1]]["inputs"][0] if fused else (head[0] if head else None)
+    need, received = {}, {}
+    for n in order:
+        node = nodes[n]
+        need[n] = node["op"] != "input" and (node.get("n_trainable", 0) > 0
+                                             or any(need[i] for i in node["inputs"]))
+    for n in order:
+        if need[n] and n not in skip:
+            for i in nodes[n]["inputs"]:
+                if need[i]:
+                    received[i] = received.get(i, 0) + 1
+    grads = set()
+    if score is not None:
+        received[score] = received.get(score, 0) + 1
+        grads.add(score)
+    shared = set()
+    for n in reversed(order):
+        if not need[n] or n in skip:
+            continue
+        for i in nodes[n]["inputs"]:
+            if need[i] and i not in grads and i not in shared:
+                if nodes[n]["op"] in _HANDS_THROUGH and received.get(i) == 1:
+                    shared.add(i)
+                else:
+                    grads.add(i)
+    return batch * (size * (values + sum(numel[n] for n in grads)) + side)
+
+
 def summarize(graph, batch: int = 1, dtype: str = "float32", depth: int | None = None) -> dict:
     """The summary of an analysed graph as plain data (see README, "summary --json"). With
     ``depth``, the layers nested in more than ``depth`` levels of blocks are replaced in
@@ -69,7 +129,8 @@ def summarize(graph, batch: int = 1, dtype: str = "float32", depth: int | None =
     activations = sum(layer["activations"] for layer in layers)
     forward = activations * batch * size
     param_bytes = (params + state) * size
-    training = 2 * forward + param_bytes + trainable * size * (1 + optimizer_slots(graph.graph.get("train")))
+    training = training_bytes(graph, batch, size) + param_bytes + params * size \
+        + trainable * size * optimizer_slots(graph.graph.get("train"))
     inputs = [{"name": name, "shape": list(nodes[name]["output_shape"])}
               for name in graph.graph.get("inputs") or [graph.graph["input"]]]
     blocks = _blocks(graph, layers)

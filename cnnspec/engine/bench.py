@@ -1,15 +1,23 @@
 """``cnnspec bench``: how fast the engine runs on this machine, beside PyTorch when it is installed.
 
-Measures GFLOP/s of convolution forward and forward+backward on standard shapes, the time of the
+Measures GFLOP/s of convolution forward and forward+backward on standard shapes (with the
+machine's threads and with one thread on each side), the layer API
+(``cnnspec.api``) against the engine's kernel calls on the same convolution, the time of the
 layers of dsl.md §10 (depthwise, transposed convolution, bilinear upsampling) and of MobileNetV2's
 inverted residual block (evaluation forward; training forward+backward), training throughput
-(samples/s) of LeNet-5, a small ResNet and a small MobileNetV2, the first-call compile time (a fresh process
-with an empty numba cache), the time a second process takes from start to its first training step
-(cache warm) and, with ``analysis=True``, the speed of the analysis. PyTorch runs the same work in
-the same process with as many threads as numba uses. Every figure is returned as data.
+(samples/s) of LeNet-5, a small ResNet, a small MobileNetV2 and a small U-Net with the machine's
+threads and with one thread on each side, the summary's training-memory estimate against the
+measured peak of a training step, the first-call compile time (a fresh process with an empty numba
+cache), the time a second process takes from start to its first training step (cache warm) and,
+with ``analysis=True``, the speed of the analysis. PyTorch runs the same work in the same process
+with as many threads as cnnspec uses. Every timing is taken in rounds: a round runs one side's
+calls in a row, then the other's (``timed_rounds``), so a neighbour's load hits both alike;
+medians and the min-max over the rounds are reported, and ratios are taken per round. Every
+figure is returned as data.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -110,9 +118,36 @@ LAYER_CASES = [
     ("MobileNetV2 block", "block", dict(shape=(32, 24, 56, 56), text=MOBILENET_BLOCK)),
 ]
 
+# A small U-Net (specs/unet.cnn's structure, three levels, 16-32-64 channels): transposed
+# convolutions up, concat with the encoder's maps, a class per pixel (per-pixel cross-entropy)
+UNET_SMALL = """
+block double(c) {
+    (conv(c, 3x3, pad=1, bias=false) -> batchnorm -> relu) * 2
+}
+network UNetSmall {
+    input image: 3x64x64
+    e1 = double(16)                                   # 16x64x64
+    e2 = maxpool(2) -> double(32)                     # 32x32x32
+    e3 = maxpool(2) -> double(64)                     # 64x16x16
+    u2 = conv_transpose(32, 2x2, stride=2)            # 32x32x32
+    d2 = concat(e2, u2) -> double(32)
+    u1 = conv_transpose(16, 2x2, stride=2)            # 16x64x64
+    d1 = concat(e1, u1) -> double(16)
+    conv(2, 1x1) -> softmax                           # 2x64x64: a class per pixel
+}
+"""
+
 # (label, network text, batch sizes)
 TRAINING_CASES = [("LeNet-5 1x32x32", LENET5, (1, 64, 256)), ("ResNet-8 3x32x32", RESNET8, (64,)),
-                  ("MobileNetV2-S 3x32x32", MOBILENET_SMALL, (64,))]
+                  ("MobileNetV2-S 3x32x32", MOBILENET_SMALL, (64,)), ("U-Net-S 3x64x64", UNET_SMALL, (16,))]
+
+# The training-memory estimate of `cnnspec summary` against a measured training step:
+# (label, network text or the name of a file in specs/ with its input replaced, batch)
+MEMORY_CASES = [("LeNet-5 1x32x32", LENET5, 64), ("ResNet-18 3x64x64", ("resnet18.cnn", "3x64x64"), 16),
+                ("U-Net-S 3x64x64", UNET_SMALL, 16)]
+
+# The layer API (cnnspec.api) against the engine's kernel calls: the issue's shape
+API_CASE = ("3x3 64->64", (8, 64, 56, 56), 64, 3, 1)
 
 
 def timed(fn, min_time: float, repeat: int = 3) -> float:
@@ -132,22 +167,57 @@ def timed_rounds(ours, theirs, min_time: float, rounds: int = 5):
     """Seconds per call of ``ours`` and ``theirs`` (None: not measured) in each of ``rounds``
     rounds; a round runs one side's calls in a row, then the other's, so a change of load
     during the bench slows both alike.  Returns (our times, their times or None), one per round."""
-    fns = [f for f in (ours, theirs) if f is not None]
-    calls = []
-    for fn in fns:
+    times = timed_sides([ours, theirs], min_time, rounds)
+    return times[0], times[1]
+
+
+def timed_sides(fns, min_time: float, rounds: int = 5) -> list:
+    """Seconds per call of each function of ``fns`` (None: not measured, None returned) in each of
+    ``rounds`` rounds of ``timed_rounds``: each side's calls in a row within a round (alternating
+    single calls would let two thread pools slow each other), the sides one after the other,
+    about ``min_time`` seconds per side.  Each side first runs once to warm up and once to be timed."""
+    calls = {}
+    for i, fn in enumerate(fns):
+        if fn is None:
+            continue
         fn()
         start = time.perf_counter()
         fn()
         once = max(time.perf_counter() - start, 1e-7)
-        calls.append(max(1, int(min_time / rounds / once)))
-    times = [[] for _ in fns]
+        calls[i] = max(1, int(min_time / rounds / once))
+    times = [[] if fn is not None else None for fn in fns]
     for _ in range(rounds):
-        for i, fn in enumerate(fns):
+        for i, count in calls.items():
+            fn = fns[i]
             start = time.perf_counter()
-            for _ in range(calls[i]):
+            for _ in range(count):
                 fn()
-            times[i].append((time.perf_counter() - start) / calls[i])
-    return times[0], (times[1] if theirs is not None else None)
+            times[i].append((time.perf_counter() - start) / count)
+    return times
+
+
+@contextlib.contextmanager
+def using_threads(threads: int | None, torch=None):
+    """cnnspec's kernels (``CNNSPEC_THREADS``) and PyTorch (``set_num_threads``) on ``threads``
+    threads inside the block (None: as they are).  Plans made inside keep workspaces for that many
+    threads: make models inside the block."""
+    if threads is None:
+        yield
+        return
+    saved_env = os.environ.get("CNNSPEC_THREADS")
+    saved_torch = torch.get_num_threads() if torch is not None else None
+    os.environ["CNNSPEC_THREADS"] = str(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("CNNSPEC_THREADS", None)
+        else:
+            os.environ["CNNSPEC_THREADS"] = saved_env
+        if torch is not None:
+            torch.set_num_threads(saved_torch)
 
 
 def _spread(values):
@@ -290,19 +360,47 @@ def layer_bench(name, kind, args, min_time, torch=None, rounds=5) -> dict:
     return row
 
 
-def conv_bench(name, shape, filters, k, pad, min_time, torch=None, repeat=3) -> dict:
-    """GFLOP/s of one float32 convolution: forward (FLOPs = 2 x MACs) and forward+backward
-    (3x the forward's FLOPs: the output, the input gradient, the weight gradient)."""
-    from cnnspec import kernels as K
-
-    n, c, h, w = shape
+def _conv_data(shape, filters, k, pad):
+    """Float32 x, weight, bias and an upstream gradient of a k x k stride-1 convolution."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape, dtype=np.float32)
-    weight = rng.standard_normal((filters, c, k, k), dtype=np.float32) * 0.1
+    weight = rng.standard_normal((filters, shape[1], k, k), dtype=np.float32) * 0.1
     bias = rng.standard_normal(filters, dtype=np.float32)
-    oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
-    out = np.zeros((n, filters, oh, ow), np.float32)
-    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    n, _, h, w = shape
+    dout = rng.standard_normal((n, filters, h + 2 * pad - k + 1, w + 2 * pad - k + 1), dtype=np.float32)
+    return x, weight, bias, dout
+
+
+def _torch_conv(torch, x, weight, bias, dout, pad):
+    """PyTorch's (forward, forward+backward) of the same convolution."""
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tw = torch.from_numpy(weight).requires_grad_(True)
+    tb = torch.from_numpy(bias).requires_grad_(True)
+    tdout = torch.from_numpy(dout)
+    F = torch.nn.functional
+
+    def t_forward():
+        with torch.no_grad():
+            F.conv2d(tx, tw, tb, padding=pad)
+
+    def t_forward_backward():
+        tx.grad = tw.grad = tb.grad = None
+        F.conv2d(tx, tw, tb, padding=pad).backward(tdout)
+
+    return t_forward, t_forward_backward
+
+
+def conv_bench(name, shape, filters, k, pad, min_time, torch=None, repeat=5) -> dict:
+    """GFLOP/s of one float32 convolution: forward (FLOPs = 2 x MACs) and forward+backward
+    (3x the forward's FLOPs: the output, the input gradient, the weight gradient), over
+    ``repeat`` rounds beside PyTorch: the medians (``gflops_*``), (median, min, max) of the rounds
+    (``*_spread``) and the per-round ratio cnnspec / PyTorch (``ratio_*``: its median)."""
+    from cnnspec import kernels as K
+
+    x, weight, bias, dout = _conv_data(shape, filters, k, pad)
+    n, c = shape[:2]
+    oh, ow = dout.shape[2:]
+    out = np.zeros(dout.shape, np.float32)
     dx, dw, db = np.zeros_like(x), np.zeros_like(weight), np.zeros_like(bias)
     geometry = ((1, 1), (pad,) * 4, (1, 1), 1)
     ws = np.zeros(K.conv2d_workspace_size(x.shape, weight.shape, *geometry), np.float32)
@@ -317,62 +415,105 @@ def conv_bench(name, shape, filters, k, pad, min_time, torch=None, repeat=3) -> 
 
     t_forward = t_forward_backward = None
     if torch is not None:
-        tx = torch.from_numpy(x).requires_grad_(True)
-        tw = torch.from_numpy(weight).requires_grad_(True)
-        tb = torch.from_numpy(bias).requires_grad_(True)
-        tdout = torch.from_numpy(dout)
-        F = torch.nn.functional
-
-        def t_forward():
-            with torch.no_grad():
-                F.conv2d(tx, tw, tb, padding=pad)
-
-        def t_forward_backward():
-            tx.grad = tw.grad = tb.grad = None
-            F.conv2d(tx, tw, tb, padding=pad).backward(tdout)
-
-    ours, theirs = timed_pair(forward, t_forward, min_time, repeat)
-    ours_fb, theirs_fb = timed_pair(forward_backward, t_forward_backward, min_time, repeat)
-    row = {"name": name, "shape": list(shape), "filters": filters, "kernel": k, "pad": pad,
-           "gflops_forward": flops / ours / 1e9, "gflops_forward_backward": 3 * flops / ours_fb / 1e9}
-    if torch is not None:
-        row["torch_gflops_forward"] = flops / theirs / 1e9
-        row["torch_gflops_forward_backward"] = 3 * flops / theirs_fb / 1e9
-        row["ratio_forward"] = row["gflops_forward"] / row["torch_gflops_forward"]
-        row["ratio_forward_backward"] = row["gflops_forward_backward"] / row["torch_gflops_forward_backward"]
+        t_forward, t_forward_backward = _torch_conv(torch, x, weight, bias, dout, pad)
+    row = {"name": name, "shape": list(shape), "filters": filters, "kernel": k, "pad": pad, "rounds": repeat}
+    for key, ours, theirs, work in (("forward", forward, t_forward, flops),
+                                    ("forward_backward", forward_backward, t_forward_backward, 3 * flops)):
+        mine, other = timed_rounds(ours, theirs, min_time, repeat)
+        row[f"gflops_{key}_spread"] = _spread([work / t / 1e9 for t in mine])
+        row[f"gflops_{key}"] = row[f"gflops_{key}_spread"][0]
+        if other is not None:
+            row[f"torch_gflops_{key}_spread"] = _spread([work / t / 1e9 for t in other])
+            row[f"torch_gflops_{key}"] = row[f"torch_gflops_{key}_spread"][0]
+            row[f"ratio_{key}_spread"] = _spread([b / a for a, b in zip(mine, other)])
+            row[f"ratio_{key}"] = row[f"ratio_{key}_spread"][0]
     return row
 
 
-def training_bench(label, text, batch, min_time, torch=None, repeat=3) -> dict:
+def api_bench(name, shape, filters, k, pad, min_time, torch=None, rounds=5) -> dict:
+    """The layer API against the engine on one float32 convolution: ``cnnspec.api``'s
+    conv2d_forward and conv2d_backward (checked arguments, new output arrays each call) and the
+    kernel calls of the engine's plan (buffers made once), beside PyTorch; ms per call over
+    ``rounds`` rounds (median, min, max), and per round engine time / api time (``api_vs_engine_*``:
+    1.0 = as fast) and PyTorch time / api time (``ratio_*``)."""
+    from cnnspec import api
+    from cnnspec import kernels as K
+
+    x, weight, bias, dout = _conv_data(shape, filters, k, pad)
+    geometry = ((1, 1), (pad,) * 4, (1, 1), 1)
+    out = np.zeros(dout.shape, np.float32)
+    dx, dw, db = np.zeros_like(x), np.zeros_like(weight), np.zeros_like(bias)
+    ws = np.zeros(K.conv2d_workspace_size(x.shape, weight.shape, *geometry), np.float32)
+    sides = {
+        "forward": (lambda: K.conv2d_forward_into(x, weight, bias, *geometry, out, ws),
+                    lambda: api.conv2d_forward(x, weight, bias, 1, pad)),
+        "backward": (lambda: K.conv2d_backward_into(dout, x, weight, *geometry, dx, dw, db, ws),
+                     lambda: api.conv2d_backward(dout, x, weight, bias, 1, pad)),
+    }
+    theirs = {"forward": None, "backward": None}
+    if torch is not None:
+        tx = torch.from_numpy(x).requires_grad_(True)
+        tw = torch.from_numpy(weight).requires_grad_(True)
+        tb = torch.from_numpy(bias).requires_grad_(True)
+        tout = torch.nn.functional.conv2d(tx, tw, tb, padding=pad)
+        tdout = torch.from_numpy(dout)
+        theirs["forward"] = _torch_conv(torch, x, weight, bias, dout, pad)[0]
+
+        def t_backward():
+            tx.grad = tw.grad = tb.grad = None
+            tout.backward(tdout, retain_graph=True)
+        theirs["backward"] = t_backward
+    row = {"name": name, "shape": list(shape), "filters": filters, "kernel": k, "pad": pad, "rounds": rounds}
+    for key, (engine, layer_api) in sides.items():
+        t_engine, t_api, t_torch = timed_sides([engine, layer_api, theirs[key]], min_time, rounds)
+        row[f"engine_ms_{key}"] = _spread([1e3 * t for t in t_engine])
+        row[f"api_ms_{key}"] = _spread([1e3 * t for t in t_api])
+        row[f"api_vs_engine_{key}"] = _spread([a / b for a, b in zip(t_engine, t_api)])
+        if t_torch is not None:
+            row[f"torch_ms_{key}"] = _spread([1e3 * t for t in t_torch])
+            row[f"ratio_{key}"] = _spread([b / a for a, b in zip(t_api, t_torch)])
+            row[f"engine_ratio_{key}"] = _spread([b / a for a, b in zip(t_engine, t_torch)])
+    return row
+
+
+def _labels(rng, model, batch):
+    """Class labels for a batch: one per sample, or one per pixel of a KxHxW output."""
+    k, *spatial = model.output_shape
+    return rng.integers(0, k, (batch, *spatial) if spatial else batch)
+
+
+def training_bench(label, text, batch, min_time, torch=None, repeat=3, threads=None) -> dict:
     """Samples per second of training steps (SGD with momentum, cross-entropy) at one batch size,
     over ``repeat`` alternating rounds with PyTorch: the median (``samples_per_s``) and the
-    (median, min, max) of the rounds (``*_spread``); ratio = cnnspec's / PyTorch's, per round."""
+    (median, min, max) of the rounds (``*_spread``); ratio = cnnspec's / PyTorch's, per round.
+    ``threads``: both sides on that many threads (None: as they are)."""
     import cnnspec
     from cnnspec.engine import SGD
 
-    net = cnnspec.loads(text)
-    model = net.compile(dtype="float32", seed=0)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, *model.input_shape), dtype=np.float32)
-    y = rng.integers(0, model.output_shape[0], batch)
-    opt = SGD(model, lr=0.01, momentum=0.9)
-    torch_step = None
-    if torch is not None:
-        from cnnspec.engine.torch_ref import TorchNet
+    with using_threads(threads, torch):
+        net = cnnspec.loads(text)
+        model = net.compile(dtype="float32", seed=0)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch, *model.input_shape), dtype=np.float32)
+        y = _labels(rng, model, batch)
+        opt = SGD(model, lr=0.01, momentum=0.9)
+        torch_step = None
+        if torch is not None:
+            from cnnspec.engine.torch_ref import TorchNet
 
-        tnet = TorchNet(model)
-        topt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+            tnet = TorchNet(model)
+            topt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
+            tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
-        def torch_step():
-            topt.zero_grad()
-            loss = tnet.loss(tx, ty)
-            loss.backward()
-            topt.step()
+            def torch_step():
+                topt.zero_grad()
+                loss = tnet.loss(tx, ty)
+                loss.backward()
+                topt.step()
 
-    mine, other = timed_rounds(lambda: model.train_step(x, y, opt), torch_step, min_time, repeat)
+        mine, other = timed_rounds(lambda: model.train_step(x, y, opt), torch_step, min_time, repeat)
     row = {"network": label, "batch": batch, "params": model.n_params, "rounds": repeat,
-           "samples_per_s_spread": _spread([batch / t for t in mine])}
+           "threads": threads, "samples_per_s_spread": _spread([batch / t for t in mine])}
     row["samples_per_s"] = row["samples_per_s_spread"][0]
     if torch is not None:
         row["torch_samples_per_s_spread"] = _spread([batch / t for t in other])
@@ -380,6 +521,59 @@ def training_bench(label, text, batch, min_time, torch=None, repeat=3) -> dict:
         row["ratio_spread"] = _spread([b / a for a, b in zip(mine, other)])
         row["ratio"] = row["ratio_spread"][0]
     return row
+
+
+def _network_text(spec) -> str | None:
+    """A MEMORY_CASES network: its text, or (file in specs/, input size) read with the input
+    replaced (None when the specs folder is not there: an installed package)."""
+    if isinstance(spec, str):
+        return spec
+    name, size = spec
+    path = Path(__file__).resolve().parents[2] / "specs" / name
+    if not path.exists():
+        return None
+    import re
+
+    return re.sub(r"(input \w+:\s*)[0-9x]+", lambda m: m.group(1) + size, path.read_text(), count=1)
+
+
+def memory_bench(label, text, batch) -> dict:
+    """The summary's training-memory estimate (float32, ``batch``) against the peak of what a
+    float32 model allocates to make its first training step (SGD with momentum, as the estimate
+    counts one optimizer slot for it): parameters, gradients, optimizer state, the plan's
+    activations, gradients and workspace, traced with tracemalloc (NumPy reports its arrays to it;
+    the input batch is made before, the kernels loaded before).  ``ratio`` = estimate / measured."""
+    import tracemalloc
+
+    import cnnspec
+    from cnnspec.engine import SGD
+
+    net = cnnspec.loads(text)
+    graph = net.graph
+    train = dict(graph.graph.get("train") or {})
+    graph.graph["train"] = {**train, "optimizer": {"name": "sgd", "momentum": 0.9}}
+    try:
+        estimate = net.summary(batch=batch)["totals"]["memory_bytes"]["training"]
+    finally:
+        graph.graph["train"] = train or None
+    rng = np.random.default_rng(0)
+    shape = graph.nodes[graph.graph["input"]]["output_shape"]
+    # the kernels loaded (or compiled) first, by a step at batch 2 of another model: what numba
+    # keeps of them is not the step's memory
+    warm = net.compile(dtype="float32", seed=0)
+    warm.train_step(rng.standard_normal((2, *shape), dtype=np.float32), _labels(rng, warm, 2), SGD(warm, lr=0.01))
+    del warm
+    x = rng.standard_normal((batch, *shape), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        model = net.compile(dtype="float32", seed=0)
+        y = _labels(rng, model, batch)
+        model.train_step(x, y, SGD(model, lr=0.01, momentum=0.9))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return {"network": label, "batch": batch, "estimate_bytes": int(estimate), "measured_bytes": int(peak),
+            "ratio": estimate / peak}
 
 
 # A child process: imports, compiles LeNet-5, makes one training step (wall and CPU time), then a
@@ -421,9 +615,11 @@ def child_run(cache_dir: str | None) -> dict:
     line = proc.stdout.readline()
     to_step = time.perf_counter() - start
     rest, err = proc.communicate()
-    if proc.returncode != 0 or line.strip() != "STEP":
-        raise RuntimeError(f"bench child failed:\n{err}")
-    info = json.loads(rest.strip().splitlines()[-1])
+    lines = rest.strip().splitlines()
+    if proc.returncode != 0 or line.strip() != "STEP" or not lines:
+        raise RuntimeError(f"bench child failed (exit status {proc.returncode}, output {(line + rest)[-300:]!r}):"
+                           f"\n{err[-2000:]}")
+    info = json.loads(lines[-1])
     info["start_to_first_step_s"] = to_step
     return info
 
@@ -483,12 +679,13 @@ def machine(threads: int, torch=None) -> dict:
 
 
 def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, compile_times: bool = True,
-        progress=None) -> dict:
-    """Every measurement, as a dict (what ``cnnspec bench --json`` prints)."""
-    import numba
+        progress=None, rounds: int | None = None) -> dict:
+    """Every measurement, as a dict (what ``cnnspec bench --json`` prints). ``rounds``: alternating
+    rounds per measurement (default 3 quick, else 5 and 7 for the layer rows)."""
+    from cnnspec.kernels._jit import num_threads
 
     say = progress or (lambda message: None)
-    threads = numba.get_num_threads()
+    threads = num_threads()
     torch = None
     if use_torch:
         try:
@@ -496,24 +693,42 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
             torch.set_num_threads(threads)
         except ImportError:
             torch = None
-    # per measurement, split in `repeat` alternating runs of cnnspec and torch (the best kept)
-    min_time, repeat = (0.3, 3) if quick else (2.0, 5)
+    min_time = 0.3 if quick else 2.0
+    repeat = rounds or (3 if quick else 5)
+    layer_rounds = rounds or (3 if quick else 7)
     results = {"machine": machine(threads, torch), "quick": quick, "conv": [], "layers": [],
-               "training": []}
+               "training": [], "memory": []}
     for case in CONV_CASES:
-        say(f"conv {case[0]}")
-        results["conv"].append(conv_bench(*case, min_time, torch, repeat))
+        # with the machine's threads and with one on each side: PyTorch's OpenMP threads suffer
+        # most when another process holds a core, so the one-thread rows are the steadier ones
+        for count in sorted({threads, 1}, reverse=True):
+            say(f"conv {case[0]}, {count} thread{'s' * (count > 1)}")
+            with using_threads(count, torch):
+                row = conv_bench(*case, min_time, torch, repeat)
+            results["conv"].append({**row, "threads": count})
+    say(f"layer API against the engine, conv {API_CASE[0]}")
+    results["api"] = api_bench(*API_CASE, min_time, torch, repeat)
     for name, kind, args in LAYER_CASES:
         say(f"layer {name} {'x'.join(map(str, args['shape']))}")
-        results["layers"].append(layer_bench(name, kind, args, min_time, torch, 3 if quick else 7))
+        results["layers"].append(layer_bench(name, kind, args, min_time, torch, layer_rounds))
     for label, text, batches in TRAINING_CASES:
         for batch in batches:
-            say(f"training {label} batch {batch}")
-            results["training"].append(training_bench(label, text, batch, min_time, torch, repeat))
+            for count in sorted({threads, 1}, reverse=True):
+                say(f"training {label} batch {batch}, {count} thread{'s' * (count > 1)}")
+                results["training"].append(training_bench(label, text, batch, min_time, torch, repeat,
+                                                           threads=count))
+    for label, spec, batch in MEMORY_CASES:
+        text = _network_text(spec)
+        if text is not None:
+            say(f"memory {label} batch {batch}")
+            results["memory"].append(memory_bench(label, text, batch))
     if compile_times:
         rounds = 1 if quick else 3
         say(f"compile times ({2 * rounds} child processes)")
-        results["compile"] = compile_bench(rounds)
+        try:
+            results["compile"] = compile_bench(rounds)
+        except RuntimeError as e:                     # the other figures are still reported
+            results["compile_error"] = str(e)
     if analysis:
         say("analysis")
         results["analysis"] = analysis_bench()
@@ -531,21 +746,52 @@ def seconds(value: float) -> str:
     return f"{value * 1e6:.0f} us"
 
 
+def _figure(spread, digits=1, unit="") -> str:
+    """(median, min, max) as 'median (min-max)'; a bare number as itself."""
+    if not isinstance(spread, (list, tuple)):
+        return f"{spread:.{digits}f}{unit}"
+    med, lo, hi = spread
+    return f"{med:.{digits}f}{unit} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MiB"
+
+
 def report(results: dict) -> str:
     """The human-readable table of ``run()``'s results."""
     m = results["machine"]
     torch = m["torch"] is not None
     lines = [f"cnnspec bench on {m['cpu']} ({m['cores']} cores, {m['threads']} threads); "
              f"numpy {m['numpy']}, numba {m['numba']}" + (f", torch {m['torch']}" if torch else ", no torch"),
-             ""]
-    head = f"{'convolution, float32':36} {'GFLOP/s':>9}" + (f" {'torch':>9} {'ratio':>7}" if torch else "")
-    lines.append(head)
+             "medians of alternating rounds, (min-max) over the rounds"
+             + ("; ratios above 1: cnnspec is faster" if torch else ""), ""]
+    rounds = results["conv"][0].get("rounds") if results["conv"] else None
+    lines.append("convolution, float32: GFLOP/s (Nt: N threads on each side)"
+                 + (f", {rounds} rounds" if rounds else "")
+                 + ("; ratio = cnnspec / torch per round" if torch else ""))
     for row in results["conv"]:
         shape = "x".join(map(str, row["shape"]))
         for key, what in (("forward", "forward"), ("forward_backward", "fwd+bwd")):
-            text = f"  {row['name']:11} {shape:13} {what:8} {row['gflops_' + key]:9.1f}"
+            count = row.get("threads")
+            who = f"{count}t" if count else ""
+            text = (f"  {row['name']:11} {shape:13} {who:3}{what:8} "
+                    f"{_figure(row.get(f'gflops_{key}_spread', row['gflops_' + key])):>20}")
             if torch:
-                text += f" {row['torch_gflops_' + key]:9.1f} {row['ratio_' + key]:6.2f}x"
+                text += (f"  torch {_figure(row.get(f'torch_gflops_{key}_spread', row['torch_gflops_' + key])):>20}"
+                         f"  {_figure(row.get(f'ratio_{key}_spread', row['ratio_' + key]), 2, 'x')}")
+            lines.append(text)
+    if results.get("api"):
+        row = results["api"]
+        shape = "x".join(map(str, row["shape"]))
+        lines += ["", f"layer API (cnnspec.api) against the engine's kernel calls, conv {row['name']} {shape}: "
+                      f"ms per call, {row['rounds']} rounds; api/engine = engine time / api time"]
+        for key in ("forward", "backward"):
+            text = (f"  {key:8}  engine {_figure(row['engine_ms_' + key], 2)}  api {_figure(row['api_ms_' + key], 2)}"
+                    f"  api/engine {_figure(row['api_vs_engine_' + key], 2, 'x')}")
+            if "torch_ms_" + key in row:
+                text += (f"  torch {_figure(row['torch_ms_' + key], 2)}  api vs torch "
+                         f"{_figure(row['ratio_' + key], 2, 'x')}")
             lines.append(text)
     if results.get("layers"):
         lines += ["", f"layers of dsl.md §10, float32: ms per call, median of "
@@ -564,22 +810,35 @@ def report(results: dict) -> str:
                 lines.append(text)
     lines.append("")
     rounds = results["training"][0].get("rounds") if results["training"] else None
-    head = f"{'training (SGD, momentum), float32':36} {'samples/s':>9}"
-    lines.append(head + (f" {'torch':>9} {'ratio':>7}" if torch else "")
-                 + (f"   median of {rounds} rounds (min-max)" if rounds else ""))
+    lines.append("training (SGD, momentum), float32: samples/s"
+                 + (f", median of {rounds} rounds (min-max)" if rounds else "")
+                 + ("; ratio = cnnspec / torch per round" if torch else ""))
+    speed = {}
     for row in results["training"]:
-        text = f"  {row['network']:22} batch {row['batch']:<5} {row['samples_per_s']:9.0f}"
+        count = row.get("threads")
+        who = f"{count} thread{'s' * (count > 1)}" if count else ""
+        speed[row["network"], row["batch"], count] = row
+        text = (f"  {row['network']:22} batch {row['batch']:<4} {who:9} "
+                f"{_figure(row.get('samples_per_s_spread', row['samples_per_s']), 0):>20}")
         if torch:
-            text += f" {row['torch_samples_per_s']:9.0f} {row['ratio']:6.2f}x"
-        if "samples_per_s_spread" in row:
-            _, lo, hi = row["samples_per_s_spread"]
-            text += f"   ({lo:.0f}-{hi:.0f}"
-            if torch:
-                _, tlo, thi = row["torch_samples_per_s_spread"]
-                _, rlo, rhi = row["ratio_spread"]
-                text += f"; torch {tlo:.0f}-{thi:.0f}; {rlo:.2f}-{rhi:.2f}x"
-            text += ")"
+            text += (f"  torch {_figure(row.get('torch_samples_per_s_spread', row['torch_samples_per_s']), 0):>20}"
+                     f"  {_figure(row.get('ratio_spread', row['ratio']), 2, 'x')}")
         lines.append(text)
+    scaling = [(key, row, speed[key[:2] + (1,)]) for key, row in speed.items()
+               if key[2] and key[2] > 1 and key[:2] + (1,) in speed]
+    if scaling:
+        lines += ["", "scaling: samples/s with {0} threads / with 1 thread (medians)".format(scaling[0][0][2])]
+        for (label, batch, count), many, one in scaling:
+            text = f"  {label:22} batch {batch:<4} cnnspec {many['samples_per_s'] / one['samples_per_s']:5.2f}x"
+            if torch:
+                text += f"   torch {many['torch_samples_per_s'] / one['torch_samples_per_s']:5.2f}x"
+            lines.append(text)
+    if results.get("memory"):
+        lines += ["", "training memory, float32: the summary's estimate against the measured peak of a "
+                      "training step (tracemalloc)"]
+        for row in results["memory"]:
+            lines.append(f"  {row['network']:22} batch {row['batch']:<4} estimate {_mib(row['estimate_bytes']):>10}"
+                         f"  measured {_mib(row['measured_bytes']):>10}  estimate/measured {row['ratio']:.2f}")
     if "compile" in results:
         cold, warm = results["compile"]["cold"], results["compile"]["warm"]
         low, high = cold.get("first_step_range_s", [cold["first_step_s"]] * 2)
@@ -595,6 +854,8 @@ def report(results: dict) -> str:
                   f"(no new kernels to compile)",
                   f"  second process, cache warm:      {seconds(warm['start_to_first_step_s'])} from start to its "
                   f"first training step (import {seconds(warm['import_s'])})"]
+    if "compile_error" in results:
+        lines += ["", "compile: not measured: " + results["compile_error"]]
     if "analysis" in results:
         a = results["analysis"]
         lines += ["", "analysis"]

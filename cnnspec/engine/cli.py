@@ -14,6 +14,9 @@ def register(sub) -> None:
                                                            "a 1,000-layer network)")
     p.add_argument("--no-torch", action="store_true", help="do not run PyTorch even if it is installed")
     p.add_argument("--no-compile", action="store_true", help="skip the compile-time child processes")
+    p.add_argument("--rounds", type=int, default=None, metavar="N",
+                   help="alternating rounds of cnnspec and PyTorch per measurement (default 5, 7 for the "
+                        "layer rows; 3 with --quick): more rounds, a truer median on a busy machine")
     p.set_defaults(func=bench)
 
 
@@ -22,6 +25,7 @@ def bench(args) -> int:
 
     progress = None if args.json else (lambda message: print(f"... {message}", file=sys.stderr, flush=True))
     results = b.run(quick=args.quick, analysis=args.analysis, use_torch=not args.no_torch,
-                    compile_times=not args.no_compile, progress=progress)
+                    compile_times=not args.no_compile, progress=progress,
+                    rounds=args.rounds)
     print(json.dumps(results, indent=2) if args.json else b.report(results))
     return 0

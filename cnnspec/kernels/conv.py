@@ -38,15 +38,17 @@ A depthwise convolution (groups == C > 1, one channel per group) does not come h
 on this file's stride phases (``_is_depthwise``).
 
 Choice (``_Plan``): 1x1 with stride 1 and no padding, or a kernel smaller than the stride (whose
-phases would be copied for nothing): IM2COL.  Stride 1, groups 1, few channels (C < 32) or a
-wide grid wasting over 15% of its columns: ROWTAP (``_use_rowtap`` has the measurements: 25% on
-5x5 16->32 on 14x14, 10-45% for few channels).  Otherwise KN2ROW when Cg >= 16 (products with
-inner dimension Cg), else GATHER (the taps' windows copied into col, inner dimension
-Cg*KH*KW).  Measured (float32, 2 cores): on 3x3 64->64 kn2row ran 187 GFLOP/s against 128 for
-gather; on LeNet's conv2 gather ran 2.5x faster than im2col (whose rows of OW = 10 elements
-cost more to copy than the wide grid's 40% extra columns), rowtap 20% faster again.  dw is
-computed as dw^T = col @ dwide^T, BLAS's fast (NN) case: 114 against 45 GFLOP/s for dw = dwide
-@ col^T on LeNet's conv2.  Performance table: ``cnnspec/kernels/__init__.py``.
+phases would be copied for nothing): IM2COL.  Stride 1, groups 1 and one sample's col of at
+most 1 MB (every plane of CIFAR-sized networks): ROWTAP (``_use_rowtap`` has the measurements:
+25% on 5x5 16->32 on 14x14, 10-45% for few channels, 10-30% against kn2row on ResNet's 3x3
+layers).  Otherwise KN2ROW when Cg >= 16 and stride 1 (products with inner dimension Cg), else
+GATHER (the taps' windows copied into col, inner dimension Cg*KH*KW; for strided layers too,
+where it measured 14-25% faster than kn2row).  Measured (float32, 2 cores): on 3x3 64->64
+kn2row ran 187 GFLOP/s against 128 for gather; on LeNet's conv2 gather ran 2.5x faster than
+im2col (whose rows of OW = 10 elements cost more to copy than the wide grid's 40% extra
+columns), rowtap 20% faster again.  dw is computed as dw^T = col @ dwide^T, BLAS's fast (NN)
+case: 114 against 45 GFLOP/s for dw = dwide @ col^T on LeNet's conv2.  Performance table:
+``cnnspec/kernels/__init__.py``.
 """
 import numpy as np
 
@@ -84,9 +86,14 @@ def conv2d_output_shape(x_shape, w_shape, stride, pad, dilation=(1, 1)):
 
 # How a convolution runs (``_Plan.mode``).
 IM2COL = 0        # 1x1/stride 1/no pad (x itself), or kernel < stride: col (Cg*KH*KW, rows*OW)
-GATHER = 1        # Cg < 16: the taps' windows of the phases copied into col (contiguous)
-KN2ROW = 2        # Cg >= 16: BLAS reads every tap's window of the phases in place
-ROWTAP = 3        # stride 1, groups 1, few channels or narrow rows: col (C*KW, Hp*OW), KH products
+GATHER = 1        # Cg < 16 or strided: the taps' windows of the phases copied into col
+                  # (contiguous). Strided, it beat kn2row forward+backward on every shape
+                  # measured but one (one thread, CPU time): ResNet's 3x3 s2 16->32 on 32x32
+                  # by 25%, 32->64 on 16x16 21%, 128->256 on 8x8 14%, 256->512 on 4x4 16%;
+                  # 64->128 on 16x16 7% slower (its backward reads col once, kn2row each tap's
+                  # window, many times over for a strided kernel)
+KN2ROW = 2        # Cg >= 16, stride 1: BLAS reads every tap's window of the phases in place
+ROWTAP = 3        # stride 1, groups 1, one sample's col of at most 1 MB: col (C*KW, Hp*OW), KH products
 
 
 class _Plan:
@@ -127,7 +134,7 @@ class _Plan:
             self.shared = f * k
             self.layout = (o_dcol, o_doutt, o_dw, o_dw, o_dw + f * k)
         else:
-            self.mode = KN2ROW if cg >= _KN2ROW_CHANNELS else GATHER
+            self.mode = KN2ROW if cg >= _KN2ROW_CHANNELS and stride == (1, 1) else GATHER
             hq, wq = _phase_shape(h, w, stride, pad)
             if self.mode == KN2ROW:
                 fg = f // groups
@@ -147,18 +154,17 @@ class _Plan:
 
 
 def _use_rowtap(x_shape, w_shape, stride, pad, dilation, groups, ow):
-    """ROWTAP (stride 1, groups 1, a col of at most _ROWTAP_MAX_COL elements) for few channels,
-    where it replaces GATHER, or where the wide grid would waste over 15% of its columns.
-    Measured (float32, 2 cores, forward / backward): LeNet conv1 1->6 15% / 20% faster than
-    gather, 3x3 3->32 on 32x32 5% / 45%; 3x3 16->16 on 32x32 as fast / 12% faster than kn2row,
-    5x5 16->32 on 14x14 pad 2 25%, 3x3 64->64 on 8x8 10%; but 3x3 32->32 on 16x16 (11% waste)
-    5% slower, and on big planes (3x3 64->64 on 56x56, 3% waste) kn2row keeps its lead."""
-    c, h, w = x_shape[1], x_shape[2], x_shape[3]
+    """ROWTAP for every stride-1, groups-1 convolution whose col holds at most _ROWTAP_MAX_COL
+    elements (one sample's input, C*KW x Hp*OW).  Measured (float32, one thread, CPU time,
+    forward / backward): LeNet conv1 1->6 15% / 20% faster than gather, 3x3 3->32 on 32x32
+    5% / 45%; and against kn2row, at batch 64, 3x3 32->32 on 16x16 13% / 30% faster, 32->32 on
+    32x32 4% / 20%, at batch 16 64->64 on 16x16 9% / 25%, 128->128 on 8x8 15% / 11%, 256->256
+    on 4x4 30% / 26%; 16->16 on 32x32 as fast as gather.  Big planes (3x3 64->64 on 56x56: col
+    over the limit) stay with kn2row, which keeps its lead there."""
+    c, h = x_shape[1], x_shape[2]
     kw = w_shape[3]
-    wp = w + pad[2] + pad[3]
     col = c * kw * (h + pad[0] + pad[1]) * ow
-    return (stride == (1, 1) and groups == 1 and col <= _ROWTAP_MAX_COL
-            and (c < 2 * _KN2ROW_CHANNELS or (wp - ow) * 100 > 15 * wp))
+    return stride == (1, 1) and groups == 1 and col <= _ROWTAP_MAX_COL
 
 
 def _is_depthwise(x_shape, w_shape, groups):
