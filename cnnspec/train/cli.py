@@ -154,12 +154,16 @@ def train_command(args) -> int:
         return 130
     last = history.last
     if last:
-        best = max((r["val_acc"] for r in history.rows if r["val_acc"] is not None), default=None)
         summary = f"done in {time.perf_counter() - started:.1f} s"
         if history.compile_seconds is not None:
             summary += f" ({history.compile_seconds:.1f} s of it compiling kernels, first run only)"
-        if last.get("val_acc") is not None:
-            summary += f": validation accuracy {100 * last['val_acc']:.2f}% (best {100 * best:.2f}%)"
+        for key, words, show in (("val_miou", "validation mean IoU", lambda v: f"{100 * v:.2f}%"),
+                                 ("val_acc", "validation accuracy", lambda v: f"{100 * v:.2f}%"),
+                                 ("val_psnr", "validation PSNR", lambda v: f"{v:.2f} dB")):
+            if last.get(key) is not None:
+                best = max(r[key] for r in history.rows if r.get(key) is not None)
+                summary += f": {words} {show(last[key])} (best {show(best)})"
+                break
         print(summary)
     if history.written:            # best.npz is named in the note after weights.npz
         shown = [str(path) + (_best_note(history) if path.name == "weights.npz" else "")
