@@ -337,6 +337,7 @@ class Model:
             self._flat_grads += saved
         training = plan.training(loss, names, params)
         self.input_grads = {name: grad.copy() for name, grad in training.input_grads.items()}
+        self.last_output = plan.final_out.copy()        # the final activation's values (D(x) of a GAN)
         return value
 
     def forward_train(self, x) -> np.ndarray:

@@ -101,7 +101,7 @@ class StopRequest:
 
 
 def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, resume=None,
-        progress: bool = True, echo=print, on_batch=None, **overrides) -> History:
+        progress: bool = True, echo=print, on_batch=None, networks: dict | None = None, **overrides) -> History:
     """Train ``network`` (a :class:`cnnspec.network.Network`) and return its :class:`History`.
 
     ``config`` (default: the file's train section with ``overrides`` such as ``epochs=3``,
@@ -110,12 +110,24 @@ def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, r
     directory to write (None: write nothing); ``resume`` a run directory to continue (then ``out``
     defaults to it and only ``epochs`` may be overridden); ``echo`` receives each line of text;
     ``on_batch(epoch, batch, loss)`` is called after every batch.
+
+    The task (dsl.md §10.4) is the train section's: ``classify``; ``reconstruct`` (the rows have
+    ``train_psnr``/``val_psnr`` in dB, and a VAE's ``*_recon`` and ``*_kl`` parts of the loss);
+    ``segment`` (``*_acc`` the pixel accuracy, ``*_miou`` the mean IoU); ``gan`` (see
+    :mod:`cnnspec.train.gan`: ``networks`` maps names to Networks, default the networks of
+    ``network``'s file; the rows have ``d_loss``, ``g_loss``, ``d_real``, ``d_fake``;
+    ``History.model`` is the generator, ``History.discriminator`` the discriminator).
+    ``History.rows`` holds every epoch's figures, ``History.best`` the best epoch by the monitored
+    quantity (``val_psnr``/``val_miou`` by default for reconstruct/segment) and ``History.model``
+    the trained model.
     """
     state = parts = None
     if resume is not None:
         resume = Path(resume)
         parts, state = _read_checkpoint(resume)
-        if state["network"] != network.name:
+        gan = state.get("task") == "gan"
+        names = (state["config"].get("generator"), state["config"].get("discriminator")) if gan else (state["network"],)
+        if network.name not in names:
             raise CnnSpecError(f"the checkpoint is of network {state['network']}, not {network.name}",
                                file=str(resume / "checkpoint"))
         extra = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
@@ -128,7 +140,14 @@ def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, r
         out = resume if out is None else out
     elif config is None:
         config = resolve_config(network, **overrides)
-    run = Run(network, config, dataset, Path(out) if out is not None else None, progress, echo, on_batch)
+    if config.task == "gan":
+        from cnnspec.train.gan import GanRun, gan_networks
+
+        generator, discriminator = gan_networks(network, networks, config)
+        run = GanRun(generator, discriminator, config, dataset, Path(out) if out is not None else None,
+                     progress, echo, on_batch)
+    else:
+        run = Run(network, config, dataset, Path(out) if out is not None else None, progress, echo, on_batch)
     if state is not None:
         run.restore(resume, parts, state)
     return run.train()
