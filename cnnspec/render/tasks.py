@@ -56,15 +56,17 @@ def plot_reconstructions(clean, corrupted, outputs, path, title: str | None = No
 
 
 def plot_segmentations(pictures, masks, predicted, path, classes=None, title: str | None = None) -> None:
-    """Rows: the pictures, the true masks and the predicted masks overlaid on the pictures."""
+    """Rows: the pictures, the true masks (unless ``masks`` is None: the predicted ones alone)
+    and the predicted masks overlaid on the pictures."""
     n = len(pictures)
-    fig = _figure(1.3 * n + 0.6, 4.2)
+    fig = _figure(1.3 * n + 0.6 if n > 1 else 4.5, 4.2)
     axes = np.asarray(fig.subplots(3, n, squeeze=False))
     for i in range(n):
         base = to_display(pictures[i])
         grey = base if base.ndim == 2 else base.mean(axis=2)
         _show(axes[0, i], pictures[i], "picture" if i == 0 else None)
-        _show(axes[1, i], mask_colours(masks[i]), "true mask" if i == 0 else None)
+        shown = predicted if masks is None else masks
+        _show(axes[1, i], mask_colours(shown[i]), ("predicted mask" if masks is None else "true mask") if i == 0 else None)
         overlay = 0.5 * np.repeat(grey[:, :, None], 3, axis=2) + 0.5 * mask_colours(predicted[i])
         _show(axes[2, i], overlay, "predicted" if i == 0 else None)
     if title:

@@ -65,11 +65,23 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def evaluate(model, x, y, classes, *, loss: str = "cross_entropy", batch: int = 256,
-             split: str = "val", top_k: int | None = None) -> Evaluation:
+def evaluate(model, x, y, classes=None, *, loss: str = "cross_entropy", batch: int = 256,
+             split: str = "val", top_k: int | None = None, task: str = "classify"):
     """Run ``model`` in evaluation mode on ``x`` and compare its top class with the labels ``y``
     (and, with ``top_k``, whether the label is among its k highest scores). Predicted indexes
-    beyond ``classes`` (an output wider than the data's classes) are named by their index."""
+    beyond ``classes`` (an output wider than the data's classes) are named by their index.
+
+    Other tasks (dsl.md §10.4): ``task="segment"`` compares the class of each pixel with the
+    masks ``y`` (N, H, W): a :class:`SegmentationEvaluation` (pixel accuracy, IoU per class, mean
+    IoU, the confusion matrix over pixels); ``task="reconstruct"`` compares the outputs for ``x``
+    (the inputs, corrupted or not) with the clean pictures ``y`` (None: ``x``) under ``loss``: a
+    :class:`ReconstructionEvaluation` (loss and its parts, MSE, PSNR, the inputs' own PSNR)."""
+    if task == "segment":
+        return evaluate_segmentation(model, x, y, classes or [], batch=batch, split=split)
+    if task == "reconstruct":
+        clean = x if y is None else np.asarray(y)
+        return evaluate_reconstruction(model, clean, loss=loss, batch=batch, split=split,
+                                       corrupted=None if y is None or np.array_equal(x, y) else x)
     if top_k:
         from cnnspec.train.callbacks import check_top_k
 
