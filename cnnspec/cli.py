@@ -19,6 +19,7 @@ from cnnspec.errors import CnnSpecError, CnnSpecWarning
 COMMAND_MODULES = (
     "cnnspec.commands",        # check, summary, render
     "cnnspec.train.cli",       # train, evaluate, run
+    "cnnspec.train.sampling",  # generate
     "cnnspec.explain.cli",     # explain, filters
     "cnnspec.report.cli",      # report, serve
     "cnnspec.engine.cli",      # bench

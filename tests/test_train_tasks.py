@@ -385,3 +385,77 @@ def test_conditional_gan_needs_labels_on_both(tmp_path):
                        "    flatten\n")
     with pytest.raises(CnnSpecError, match="only the generator has `input label`"):
         fit(load(tmp_path, text), echo=quiet, progress=False)
+
+
+# -- generate -----------------------------------------------------------------------------------
+
+def test_generate_from_a_vae_decoder_by_hand(tmp_path):
+    """Samples come from the layers after `sample` fed with z ~ N(0, I): here sigmoid(z W + b)."""
+    from cnnspec.train import generate
+
+    network = load(tmp_path, VAE)
+    model = network.compile(seed=4)
+    pictures = generate(network, n=5, seed=7, model=model)
+    z = np.random.default_rng(7).standard_normal((5, 3)).astype(np.float32)
+    decoder = next(name for name, group in model.params.items() if group.get("weight", np.zeros(0)).shape == (3, 144))
+    w, b = model.params[decoder]["weight"], model.params[decoder]["bias"]
+    expected = 1 / (1 + np.exp(-(z.astype(np.float64) @ w + b)))
+    np.testing.assert_allclose(pictures.reshape(5, -1), expected, rtol=1e-5, atol=1e-6)
+    walk = generate(network, n=6, seed=1, model=model, interpolate=True)
+    logits = np.log(walk / (1 - walk)).reshape(6, -1).astype(np.float64)
+    np.testing.assert_allclose(np.diff(logits, 2, axis=0), 0, atol=2e-3)      # a straight line in z
+    assert np.abs(logits[-1] - logits[0]).max() > 0.1
+
+
+def test_generate_command(tmp_path, capsys):
+    from cnnspec.cli import main
+
+    path = tmp_path / "gan.cnn"
+    path.write_text(GAN)
+    networks = cnnspec.load_all(path)
+    run = fit(networks["G"], echo=quiet, progress=False, out=tmp_path / "run", epochs=1)
+    assert main(["generate", str(path), "--weights", str(tmp_path / "run"), "-n", "6", "--label", "2",
+                 "-o", str(tmp_path / "grid.png"), "--npz", str(tmp_path / "x.npz")]) == 0
+    x = np.load(tmp_path / "x.npz")["x"]
+    assert x.shape == (6, 1, 12, 12) and 0 <= x.min() and x.max() <= 1
+    labels = np.zeros((6, 3), np.float32)
+    labels[:, 2] = 1
+    z = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    expected = (run.model.forward({"z": z, "label": labels}) + 1) / 2            # tanh back to [0, 1]
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-6)
+    from PIL import Image
+    assert Image.open(tmp_path / "grid.png").size[0] > 0
+    capsys.readouterr()
+    assert main(["generate", str(path), "--weights", str(tmp_path / "run"), "--label", "3", "-o",
+                 str(tmp_path / "g.png")]) == 1
+    assert "--label 3: the generator's labels are 0..2" in capsys.readouterr().err
+    ae = tmp_path / "ae.cnn"
+    ae.write_text(AE.replace("LOSS", "mse"))
+    assert main(["generate", str(ae), "--weights", str(tmp_path / "run" / "weights.npz"), "-o", "x.png"]) == 1
+    assert "generates nothing" in capsys.readouterr().err
+
+
+def test_evaluate_and_run_commands_for_the_tasks(tmp_path, capsys):
+    from cnnspec.cli import main
+
+    seg = tmp_path / "seg.cnn"
+    seg.write_text(SEG)
+    fit(cnnspec.load(seg), echo=quiet, progress=False, out=tmp_path / "seg", epochs=1)
+    assert main(["evaluate", str(seg), "--weights", str(tmp_path / "seg"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "segment" and result["classes"][0] == "background"
+    confusion = np.array(result["confusion"])
+    assert result["mean_iou"] == pytest.approx(mean_iou(confusion))
+    assert confusion.sum() == result["pixels"] == 10 * 12 * 12                     # the val split's pixels
+    picture = tmp_path / "one.npy"
+    np.save(picture, np.zeros((1, 12, 12), np.float32))
+    assert main(["run", str(seg), "--weights", str(tmp_path / "seg"), "--input", str(picture),
+                 "--picture", str(tmp_path / "mask.png")]) == 0
+    assert "mask (12x12 pixels)" in capsys.readouterr().out and (tmp_path / "mask.png").is_file()
+    ae = tmp_path / "ae.cnn"
+    ae.write_text(AE.replace("LOSS", "mse"))
+    fit(cnnspec.load(ae), echo=quiet, progress=False, out=tmp_path / "ae", epochs=1)
+    assert main(["evaluate", str(ae), "--weights", str(tmp_path / "ae"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["psnr"] == pytest.approx(10 * np.log10(1 / result["mse"]))
+    assert result["input_psnr"] is not None
