@@ -511,13 +511,9 @@ def _score(problem: DesignProblem, model, data: DesignData, config) -> tuple:
         words = (f"held-out mean IoU {value:.3f} (pixel accuracy {result.pixel_accuracy:.3f}, {n} pictures, "
                  f"{result.pixels:,} pixels)")
     elif problem.metric == "psnr":
-        from cnnspec.data import Augmenter
-        from cnnspec.train.metrics import evaluate_reconstruction
+        from cnnspec.train.metrics import corrupted_held_out, evaluate_reconstruction
 
-        corrupted = None
-        if config.corrupt:
-            corrupted = Augmenter(config.corrupt, data.x_test.shape[1:])(
-                data.x_test, np.random.default_rng([config.seed, 0x7A1]))
+        corrupted = corrupted_held_out(config.corrupt, data.x_test, config.seed) if config.corrupt else None
         result = evaluate_reconstruction(model, data.x_test, loss=config.loss, split="held-out", corrupted=corrupted)
         value = result.psnr
         words = f"held-out PSNR {value:.2f} dB ({n} pictures" + (

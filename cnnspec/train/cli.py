@@ -69,7 +69,8 @@ def register(subparsers) -> None:
     evaluate.add_argument("--val-split", type=float)
     evaluate.add_argument("--top-k", type=int, metavar="K",
                           help="also report top-K accuracy (default: the run's or the file's top_k)")
-    evaluate.add_argument("--plot", metavar="PNG", help="draw the confusion matrix to this picture")
+    evaluate.add_argument("--plot", metavar="PNG", help="draw the confusion matrix (over pixels for task = segment; "
+                                                        "reconstructions for task = reconstruct) to this picture")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(func=evaluate_command)
 
@@ -287,51 +288,35 @@ def evaluate_command(args) -> int:
                                base_dir=config.data_base, output_shape=network.output_shape, task=config.task)
     split = args.split or ("test" if dataset.x_test is not None else "val")
     x, y = dataset.split(split)
-    if config.task == "reconstruct":
-        return _evaluate_reconstruction(args, network, model, config, dataset, split, x)
-    with located(network, "top_k", config.from_file if not previous else []):
-        result = evaluate(model, x, y, dataset.classes, loss=config.loss, split=split, top_k=config.top_k,
-                          task=config.task)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        print(f"{network.name} with {args.weights} on {dataset.spec}")
-        print(result.report())
-    if args.plot:
-        from cnnspec.render.pictures import plot_confusion
-
-        title = (f"{network.name} on {dataset.spec} ({split}): mean IoU {100 * result.mean_iou:.1f}%, pixels"
-                 if config.task == "segment" else f"{network.name} on {dataset.spec} ({split}): "
-                                                   f"{100 * result.accuracy:.1f}%")
-        plot_confusion(result.confusion, result.classes, args.plot, title=title)
-        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
-    return 0
-
-
-def _evaluate_reconstruction(args, network, model, config, dataset, split, x) -> int:
-    """``cnnspec evaluate`` of an auto-encoder: loss, PSNR, and with ``corrupt`` the PSNR of the
-    corrupted inputs (corrupted as training corrupts its validation split); ``--plot`` draws
-    eight inputs, their corrupted versions and reconstructions."""
-    import numpy as np
-
-    from cnnspec.data import Augmenter
-    from cnnspec.train.metrics import evaluate_reconstruction
-
     corrupted = None
-    if config.corrupt:
-        corrupted = Augmenter(config.corrupt, dataset.sample_shape)(x, np.random.default_rng([config.seed, 0x7A1]))
-    result = evaluate_reconstruction(model, x, loss=config.loss, split=split, corrupted=corrupted)
+    if config.task == "reconstruct":
+        from cnnspec.train.metrics import corrupted_held_out, evaluate_reconstruction
+
+        corrupted = corrupted_held_out(config.corrupt, x, config.seed) if config.corrupt else None
+        result = evaluate_reconstruction(model, x, loss=config.loss, split=split, corrupted=corrupted)
+    else:
+        with located(network, "top_k", config.from_file if not previous else []):
+            result = evaluate(model, x, y, dataset.classes, loss=config.loss, split=split, top_k=config.top_k,
+                              task=config.task)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(f"{network.name} with {args.weights} on {dataset.spec}")
         print(result.report())
     if args.plot:
-        from cnnspec.render.tasks import plot_reconstructions
+        where = f"{network.name} on {dataset.spec} ({split})"
+        if config.task == "reconstruct":             # eight inputs, corrupted, reconstructed
+            from cnnspec.render.tasks import plot_reconstructions
 
-        fed = x if corrupted is None else corrupted
-        plot_reconstructions(x[:8], None if corrupted is None else corrupted[:8], model.forward(fed[:8]), args.plot,
-                             title=f"{network.name} on {dataset.spec} ({split}): PSNR {result.psnr:.2f} dB")
+            fed = x if corrupted is None else corrupted
+            plot_reconstructions(x[:8], None if corrupted is None else corrupted[:8], model.forward(fed[:8]),
+                                 args.plot, title=f"{where}: PSNR {result.psnr:.2f} dB")
+        else:
+            from cnnspec.render.pictures import plot_confusion
+
+            title = (f"{where}: mean IoU {100 * result.mean_iou:.1f}%, pixels" if config.task == "segment"
+                     else f"{where}: {100 * result.accuracy:.1f}%")
+            plot_confusion(result.confusion, result.classes, args.plot, title=title)
         print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
 

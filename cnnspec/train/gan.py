@@ -28,7 +28,6 @@ epoch is kept and there is no early stopping.
 """
 from __future__ import annotations
 
-import errno
 import math
 import os
 import time
@@ -41,6 +40,7 @@ from cnnspec.data import load_dataset
 from cnnspec.errors import CnnSpecError, plural
 from cnnspec.train import checkpoint
 from cnnspec.train.config import TrainConfig, located
+from cnnspec.train.loop import Trains
 from cnnspec.train.progress import CompileNotice, EpochBar, epoch_line
 
 LABEL = "label"                        # the input name of a conditional GAN's class
@@ -73,7 +73,7 @@ def gan_networks(network, networks: dict | None, config: TrainConfig) -> tuple:
     return tuple(found)
 
 
-class GanRun:
+class GanRun(Trains):
     """One GAN training run: both models, both optimizers, the data and where the run stands."""
 
     def __init__(self, generator, discriminator, config: TrainConfig, dataset, out: Path | None,
@@ -185,17 +185,6 @@ class GanRun:
         self.resumed, self.finished = True, bool(state.get("finished"))
 
     # -- the run ---------------------------------------------------------------------------------
-
-    def train(self):
-        try:
-            return self._train()
-        except atomic.WriteError as err:
-            if self.out is None or not checkpoint.exists(self.out / "checkpoint"):
-                raise
-            fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
-            raise CnnSpecError(err.message, file=err.file,
-                               hint=f"the last complete checkpoint is kept: {fix}, then continue "
-                                    f"with --resume {self.out}") from None
 
     def _train(self):
         from cnnspec.train.loop import StopRequest

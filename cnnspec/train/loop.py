@@ -153,7 +153,25 @@ def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, r
     return run.train()
 
 
-class Run:
+class Trains:
+    """What every kind of run shares: ``train()`` runs ``_train()``, and a file that cannot be
+    written ends it with an error that names the checkpoint kept."""
+
+    out: Path | None
+
+    def train(self) -> History:
+        try:
+            return self._train()
+        except atomic.WriteError as err:
+            if self.out is None or not checkpoint.exists(self.out / "checkpoint"):
+                raise
+            fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+            raise CnnSpecError(err.message, file=err.file,
+                               hint=f"the last complete checkpoint is kept: {fix}, then continue "
+                                    f"with --resume {self.out}") from None
+
+
+class Run(Trains):
     """One training run: the data, model, optimizer and augmenter it made, and where it stands."""
 
     def __init__(self, network, config: TrainConfig, dataset, out: Path | None, progress: bool, echo, on_batch):
@@ -244,17 +262,6 @@ class Run:
                     raise CnnSpecError("the checkpoint names a best epoch but holds no best weights", file=folder)
                 self.tracker.best_weights = dict(parts["best"])
         self.history.best = self.tracker.to_json()
-
-    def train(self) -> History:
-        try:
-            return self._train()
-        except atomic.WriteError as err:
-            if self.out is None or not checkpoint.exists(self.out / "checkpoint"):
-                raise
-            fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
-            raise CnnSpecError(err.message, file=err.file,
-                               hint=f"the last complete checkpoint is kept: {fix}, then continue "
-                                    f"with --resume {self.out}") from None
 
     def _train(self) -> History:
         config, history, echo = self.config, self.history, self.echo
@@ -466,7 +473,9 @@ class Run:
         x_val = self.dataset.x_val
         if self.config.task == "reconstruct" and self.corrupt:
             if getattr(self, "_val_corrupted", None) is None:
-                self._val_corrupted = self.corrupt(x_val, np.random.default_rng([self.config.seed, 0x7A1]))
+                from cnnspec.train.metrics import corrupted_held_out
+
+                self._val_corrupted = corrupted_held_out(self.config.corrupt, x_val, self.config.seed)
             return self._val_corrupted
         return x_val
 

@@ -216,6 +216,14 @@ class ReconstructionEvaluation:
         return text
 
 
+def corrupted_held_out(steps, x, seed: int):
+    """``x`` spoiled by the ``corrupt`` steps with a generator of its own, seeded by ``seed``: a
+    denoiser's held-out inputs, the same in training's validation, ``evaluate`` and the grader."""
+    from cnnspec.data import Augmenter
+
+    return Augmenter(steps, x.shape[1:])(x, np.random.default_rng([seed, 0x7A1]))
+
+
 def evaluate_segmentation(model, x, masks, classes, *, batch: int = 256, split: str = "val") -> SegmentationEvaluation:
     """Per-pixel cross-entropy, the pixel confusion matrix, pixel accuracy and IoU of ``model`` on
     ``x`` against ``masks`` (N, H, W)."""
