@@ -467,3 +467,48 @@ def test_a_loss_that_stops_being_finite_ends_the_run_with_a_message(task, tmp_pa
     text = text.replace("adam(lr=0.01)", "sgd(lr=1e30)").replace("adam(lr=2e-3, betas=(0.5, 0.999))", "sgd(lr=1e30)")
     with pytest.raises(CnnSpecError, match=r"training diverged: .*loss became nan in epoch 1, batch \d+/6"):
         fit(load(tmp_path, text), echo=quiet, progress=False, out=tmp_path / "run")
+
+
+def test_three_gan_iterations_with_adam_equal_pytorch(tmp_path):
+    """Gradients are not carried from one step to the next, and each network's Adam keeps its own
+    state: three iterations of both steps end at PyTorch's weights."""
+    torch = pytest.importorskip("torch")
+    from cnnspec.data import Dataset
+    from cnnspec.train.config import resolve_config
+    from cnnspec.train.gan import GanRun
+
+    (tmp_path / "gan.cnn").write_text(GAN_STEP.replace("optimizer = sgd(lr=0.1)",
+                                                       "g_optimizer = adam(lr=0.01)\n    d_optimizer = adam(lr=0.02)"))
+    networks = cnnspec.load_all(tmp_path / "gan.cnn")
+    config = resolve_config(networks["G"])
+    rng = np.random.default_rng(1)
+    real = rng.random((3, 4, 1, 2, 2)).astype(np.float32)
+    data = Dataset("test", [], real[0], np.zeros(4, np.int64), real[0][:0], np.zeros(0, np.int64), task="gan")
+    run = GanRun(networks["G"], networks["D"], config, data, None, False, quiet, None)
+    t = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)       # noqa: E731
+    G = {k: t(v) for k, v in run.g.arrays().items()}
+    D = {k: t(v) for k, v in run.d.arrays().items()}
+    opt_g, opt_d = torch.optim.Adam(G.values(), lr=0.01), torch.optim.Adam(D.values(), lr=0.02)
+    lrelu, bce = torch.nn.functional.leaky_relu, torch.nn.functional.binary_cross_entropy
+
+    def mlp(x, params, last):
+        h = lrelu(x.reshape(len(x), -1) @ params["dense1.weight"] + params["dense1.bias"], 0.2)
+        return last(h @ params["dense2.weight"] + params["dense2.bias"])
+
+    ones, zeros = torch.ones(4, 1, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64)
+    for step in range(3):
+        z = rng.standard_normal((4, 3)).astype(np.float32)
+        fake = run.g.forward_train({"z": z})
+        run._d_step(run._real_inputs(real[step], None), fake, None)
+        run._g_step(None)
+        fake_t = mlp(torch.tensor(z, dtype=torch.float64), G, torch.tanh)
+        opt_d.zero_grad()
+        (bce(mlp(torch.tensor(real[step] * 2 - 1, dtype=torch.float64), D, torch.sigmoid), ones)
+         + bce(mlp(fake_t.detach(), D, torch.sigmoid), zeros)).backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        bce(mlp(fake_t, D, torch.sigmoid), ones).backward()
+        opt_g.step()
+    for model, params in ((run.g, G), (run.d, D)):
+        for k, p in params.items():
+            np.testing.assert_allclose(model.arrays()[k], p.detach().numpy(), rtol=1e-4, atol=1e-5)
