@@ -512,3 +512,17 @@ def test_three_gan_iterations_with_adam_equal_pytorch(tmp_path):
     for model, params in ((run.g, G), (run.d, D)):
         for k, p in params.items():
             np.testing.assert_allclose(model.arrays()[k], p.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_check_reads_a_gan_files_data_against_the_pictures(tmp_path, capsys):
+    """The data of task = gan are the generator's outputs and the discriminator's image input, not
+    the noise: `cnnspec check` of a GAN on shapes is ok for both networks."""
+    from cnnspec.cli import main
+
+    path = tmp_path / "gan.cnn"
+    path.write_text(GAN)
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out.count(": ok (") == 2
+    path.write_text(GAN.replace("reshape(1x12x12)", "reshape(1x4x36)").replace("1x12x12", "1x4x36"))
+    assert main(["check", str(path)]) == 1
+    assert "pictures CxHxW of at least 8x8; the network's input is 1x4x36" in capsys.readouterr().err
