@@ -18,7 +18,7 @@ Each network has its own optimizer (``g_optimizer``, ``d_optimizer``; default ``
 and state. A conditional GAN's generator has an input ``label`` (one-hot, K = the data's
 classes) and so does its discriminator: the real images come with their labels, the fakes with
 labels drawn uniformly. Each epoch writes ``samples/epoch_NNN.png``, the generator's samples of
-the same fixed noise (and labels: one row per class for a conditional GAN).
+the same fixed noise (and labels: a row of eight per class for a conditional GAN).
 
 A run directory holds ``weights.npz`` (the generator: what ``cnnspec generate`` reads),
 ``discriminator.npz``, the logs, ``curves.png``, the sample grids and ``checkpoint/`` (both
@@ -112,10 +112,12 @@ class GanRun(Trains):
         self.history.discriminator = self.d
         self.epoch, self.batch, self.rng_state, self.sums = 1, 0, None, None
         self.resumed = self.finished = False
-        rng = np.random.default_rng([config.seed, 0x6A7])
-        self.fixed_z = rng.standard_normal((SAMPLES, *self.g.input_shapes[self.noise_name])).astype(np.float32)
+        # the sample grid: 64 noise vectors, or 8 per class in a row each for a conditional GAN
         k = self.g.input_shapes[LABEL][0] if self.conditional else 0
-        self.fixed_labels = np.arange(SAMPLES) // max(1, SAMPLES // k) % k if k else None
+        rng = np.random.default_rng([config.seed, 0x6A7])
+        self.fixed_z = rng.standard_normal((8 * k if k else SAMPLES, *self.g.input_shapes[self.noise_name]))
+        self.fixed_z = self.fixed_z.astype(np.float32)
+        self.fixed_labels = np.repeat(np.arange(k), 8) if k else None
 
     # -- checks ----------------------------------------------------------------------------------
 
