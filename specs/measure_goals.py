@@ -14,8 +14,8 @@ reused. Goals:
 * dcgan: dcgan_shapes.cnn trained in under 10 minutes; a LeNet-5 (specs/lenet5.cnn, trained on
   shapes) classifies 1,000 samples: the share classified with confidence >= 0.9 (goal: >= 70%)
   and the largest share of one class among those (goal: <= 30%, no mode collapse);
-* cgan: 100 samples per label k from cgan.cnn (1x28x28, padded by 2 pixels of their border to
-  LeNet-5's 1x32x32): the share classified k (goal: >= 70%);
+* cgan, cgan_shapes: 100 samples per label k from cgan.cnn (1x28x28, padded by 2 pixels of
+  their border to LeNet-5's 1x32x32) or cgan_shapes.cnn: the share classified k (goal: >= 70%);
 * vae: a latent walk of vae.cnn (specs/pictures/vae-walk.png) and random samples.
 """
 from __future__ import annotations
@@ -116,9 +116,9 @@ def dcgan(out, judge_model):
             "met": bool(confident.mean() >= 0.7 and shares.max() <= 0.3 and seconds < 600)}
 
 
-def cgan(out, judge_model):
-    model, _, seconds = trained("cgan.cnn", out)
-    network = cnnspec.load(HERE / "cgan.cnn")
+def cgan(out, judge_model, spec="cgan.cnn"):
+    model, _, seconds = trained(spec, out)
+    network = cnnspec.load(HERE / spec)
     right, per_label = 0, []
     rows = []
     for k in range(10):
@@ -129,8 +129,8 @@ def cgan(out, judge_model):
         rows.append(pictures[:8])
     from cnnspec.render.tasks import save_grid
 
-    save_grid(np.concatenate(rows), HERE / "pictures" / "cgan-by-label.png", columns=8)
-    return {"spec": "cgan.cnn", "train_seconds": seconds, "share_classified_as_label": right / 1000,
+    save_grid(np.concatenate(rows), HERE / "pictures" / f"{Path(spec).stem.replace('_', '-')}-by-label.png", columns=8)
+    return {"spec": spec, "train_seconds": seconds, "share_classified_as_label": right / 1000,
             "per_label": [round(v, 3) for v in per_label], "goal": ">= 70% classified as their label",
             "met": right / 1000 >= 0.7}
 
@@ -152,13 +152,13 @@ def vae(out):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/goals", help="folder of the runs (default runs/goals)")
-    parser.add_argument("--only", nargs="+", choices=("denoise", "autoencoder", "unet", "dcgan", "cgan", "vae"))
+    parser.add_argument("--only", nargs="+", choices=("denoise", "autoencoder", "unet", "dcgan", "cgan", "cgan_shapes", "vae"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = args.only or ("denoise", "autoencoder", "unet", "vae", "dcgan", "cgan")
+    chosen = args.only or ("denoise", "autoencoder", "unet", "vae", "dcgan", "cgan", "cgan_shapes")
     results = {}
-    judge_model = judge(out) if {"dcgan", "cgan"} & set(chosen) else None
+    judge_model = judge(out) if {"dcgan", "cgan", "cgan_shapes"} & set(chosen) else None
     for name in chosen:
         if name in ("denoise", "autoencoder"):
             results[name] = held_out_reconstruction(f"{name}.cnn", out)
@@ -166,8 +166,8 @@ def main() -> int:
             results[name] = unet(out)
         elif name == "dcgan":
             results[name] = dcgan(out, judge_model)
-        elif name == "cgan":
-            results[name] = cgan(out, judge_model)
+        elif name in ("cgan", "cgan_shapes"):
+            results[name] = cgan(out, judge_model, f"{name}.cnn")
         else:
             results[name] = vae(out)
         print(json.dumps({name: results[name]}, indent=1), flush=True)
