@@ -119,7 +119,6 @@ def resolve_config(network, **overrides) -> TrainConfig:
     (name, args)), init, freeze (globs), unfreeze_after (``"N:GLOB"`` words or (N, glob))."""
     config = TrainConfig()
     section = network.train_config
-    check_trainable_task(network, section)
     file = getattr(network, "file", None)
     if "data" in section:
         config.data = str(section["data"])
@@ -170,10 +169,6 @@ def resolve_config(network, **overrides) -> TrainConfig:
         with located(network, key, config.from_file):
             raise CnnSpecError(message)
     return config
-
-
-def check_trainable_task(network, section: dict) -> None:
-    """Every task of dsl.md §10.4 trains; kept for callers that ask (nothing to refuse)."""
 
 
 def _set_task(network, config: TrainConfig, section: dict) -> None:
