@@ -14,8 +14,8 @@ reused. Goals:
 * dcgan: dcgan_shapes.cnn trained in under 10 minutes; a LeNet-5 (specs/lenet5.cnn, trained on
   shapes) classifies 1,000 samples: the share classified with confidence >= 0.9 (goal: >= 70%)
   and the largest share of one class among those (goal: <= 30%, no mode collapse);
-* cgan, cgan_shapes: 100 samples per label k from cgan.cnn (1x28x28, padded by 2 pixels of
-  their border to LeNet-5's 1x32x32) or cgan_shapes.cnn: the share classified k (goal: >= 70%);
+* cgan: 100 samples per label k from cgan.cnn (1x28x28, padded by 2 pixels of their border to
+  LeNet-5's 1x32x32): the share classified k (goal: >= 70%);
 * vae: a latent walk of vae.cnn (specs/pictures/vae-walk.png) and random samples.
 """
 from __future__ import annotations
@@ -152,13 +152,13 @@ def vae(out):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/goals", help="folder of the runs (default runs/goals)")
-    parser.add_argument("--only", nargs="+", choices=("denoise", "autoencoder", "unet", "dcgan", "cgan", "cgan_shapes", "vae"))
+    parser.add_argument("--only", nargs="+", choices=("denoise", "autoencoder", "unet", "dcgan", "cgan", "vae"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = args.only or ("denoise", "autoencoder", "unet", "vae", "dcgan", "cgan", "cgan_shapes")
+    chosen = args.only or ("denoise", "autoencoder", "unet", "vae", "dcgan", "cgan")
     results = {}
-    judge_model = judge(out) if {"dcgan", "cgan", "cgan_shapes"} & set(chosen) else None
+    judge_model = judge(out) if {"dcgan", "cgan"} & set(chosen) else None
     for name in chosen:
         if name in ("denoise", "autoencoder"):
             results[name] = held_out_reconstruction(f"{name}.cnn", out)
@@ -166,8 +166,8 @@ def main() -> int:
             results[name] = unet(out)
         elif name == "dcgan":
             results[name] = dcgan(out, judge_model)
-        elif name in ("cgan", "cgan_shapes"):
-            results[name] = cgan(out, judge_model, f"{name}.cnn")
+        elif name == "cgan":
+            results[name] = cgan(out, judge_model)
         else:
             results[name] = vae(out)
         print(json.dumps({name: results[name]}, indent=1), flush=True)
