@@ -17,6 +17,7 @@ import threading
 COMMAND_MODULES = (
     "cnnspec.commands",        # check, summary, render
     "cnnspec.train.cli",       # train, evaluate, run
+    "cnnspec.train.sampling",  # generate
     "cnnspec.explain.cli",     # explain, filters
     "cnnspec.report.cli",      # report, serve
     "cnnspec.engine.cli",      # bench

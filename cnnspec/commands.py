@@ -90,8 +90,16 @@ def _check_data(net) -> None:
     from cnnspec.data.datasets import check_spec
     from cnnspec.train.config import located
 
+    section, shape = net.train_config, net.input_shape
+    if section.get("task") == "gan":            # the data are the pictures the generator learns to make
+        if net.name == section.get("generator"):
+            shape = net.output_shape
+        elif net.name == section.get("discriminator"):
+            shape = next((s for name, s in net.input_shapes.items() if name != "label"), net.input_shape)
+        else:
+            return
     with located(net, "data", ["data"]):
-        check_spec(str(data), net.input_shape, Path(net.file).resolve().parent if net.file else None)
+        check_spec(str(data), shape, Path(net.file).resolve().parent if net.file else None)
 
 
 def summary(args) -> int:

@@ -141,9 +141,10 @@ def test_vae_with_the_same_noise():
     model.rng = np.random.default_rng(5)                       # the same eps again
     module.train()
     out = module(torch.from_numpy(x), torch.from_numpy(eps))
-    loss = F.binary_cross_entropy(out, torch.from_numpy(x)) + module.kl
+    beta = net.loss_terms[0]["weight"]                         # vae.cnn's beta (1/784: bce is a mean)
+    loss = F.binary_cross_entropy(out, torch.from_numpy(x)) + beta * module.kl
     check_gradients(model, matched, loss, x, x, "bce")
-    assert model.loss_parts["z"] == pytest.approx(module.kl.item(), rel=1e-12)
+    assert model.loss_parts["z"] == pytest.approx(beta * module.kl.item(), rel=1e-12)
 
 
 # ---- GANs -----------------------------------------------------------------------------------------

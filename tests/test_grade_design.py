@@ -272,7 +272,7 @@ def test_cli_grades_a_design_in_every_format(graded, capsys, tmp_path):
     ("input", '"1x16"', None),
     ("input", '"16 by 16"', "must be a shape"),
     ("layers", '["conv", "maxpol"]', "unknown layer kind `maxpol`"),
-    ("metric", '"miou"', "`metric` must be \"accuracy\""),
+    ("metric", '"miou"', '`metric` of task = classify is "accuracy"'),
     ("thresholds", "[[0.5, 2]]", "`thresholds` is a list of [metric, credit] pairs"),
     ("optimizer", '"adamm(lr=1)"', "unknown optimizer"),
     ("student_train", '["data"]', "`student_train` lists settings"),
@@ -287,6 +287,86 @@ def test_a_bad_design_table_is_a_located_error(tmp_path, key, value, message):
     if message is None:
         load_assignment(directory)
         return
+    with pytest.raises(CnnSpecError) as err:
+        load_assignment(directory)
+    assert message in str(err.value) and "assignment.toml:" in str(err.value)
+
+
+TASK_ASSIGNMENT = """
+[assignment]
+name = "design for a task"
+public_seed = 5
+
+[[designs]]
+name = "task_design"
+input = "1x12x12"
+data = "shapes:plus,x,square,n=120"
+test_split = 0.25
+epochs = 2
+batch = 16
+optimizer = "adam(lr=0.01)"
+time_limit = 60
+{extra}
+"""
+
+SEGMENTER = """network Seg {
+    input image: 1x12x12
+    conv(8, 3x3, pad=1) -> relu
+    conv(4, 1x1) -> softmax
+}
+"""
+
+DENOISER = """network Den {
+    input image: 1x12x12
+    conv(8, 3x3, pad=1) -> relu
+    conv(1, 3x3, pad=1) -> sigmoid
+}
+"""
+
+
+@pytest.mark.parametrize("task, extra, submission", [
+    ("segment", 'task = "segment"\noutput = "4x12x12"\nthresholds = [[0.1, 0.5], [0.99, 1.0]]', SEGMENTER),
+    ("reconstruct", 'task = "reconstruct"\ncorrupt = ["noise(0.2)"]\nthresholds = [[5, 0.5], [60, 1.0]]',
+     DENOISER)])
+def test_a_design_for_a_task_is_scored_by_its_metric(tmp_path, task, extra, submission):
+    """Segmentation designs score the held-out mean IoU, reconstructions the PSNR, each measured by
+    the grader itself: the figures equal what the NumPy references give for the trained arrays."""
+    import numpy as np
+
+    from cnnspec.train.metrics import mean_iou, pixel_confusion
+
+    directory = tmp_path / "hw"
+    directory.mkdir()
+    (directory / "assignment.toml").write_text(TASK_ASSIGNMENT.replace("{extra}", extra))
+    (directory / ".secret").write_text("task secret\n")
+    path = tmp_path / "design.cnn"
+    path.write_text(submission)
+    grader = Grader(load_assignment(directory))
+    result = grader.grade(path)
+    problem = result.problems[0]
+    text = reports.text(result)
+    value = problem.details["accuracy"]
+    data = grader.design_data(grader.assignment.designs[0])
+    if task == "segment":
+        assert data.y_test.shape[1:] == (12, 12) and "held-out mean IoU" in text
+        assert 0.1 <= value < 0.99 and problem.cents()[-1][0] == problem.cents()[-1][1] / 2, text
+    else:
+        assert "held-out PSNR" in text and "their corrupted inputs" in text
+        assert 5 <= value < 60, text
+    assert all(c.ok for c in problem.checks[:2]), text
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('task = "segment"', "a segmentation design needs `output`"),
+    ('task = "detect"', "`task` in [designs] is one of classify, segment, reconstruct"),
+    ('task = "segment"\noutput = "4x12x12"\nmetric = "psnr"', '`metric` of task = segment is "miou"'),
+    ('corrupt = ["noise(0.2)"]', "`corrupt` spoils a reconstruction's input"),
+    ('task = "reconstruct"\ncorrupt = ["blur(2)"]', "`corrupt` in [designs]"),
+])
+def test_bad_task_settings_are_located_errors(tmp_path, extra, message):
+    directory = tmp_path / "hw"
+    directory.mkdir()
+    (directory / "assignment.toml").write_text(TASK_ASSIGNMENT.replace("{extra}", extra))
     with pytest.raises(CnnSpecError) as err:
         load_assignment(directory)
     assert message in str(err.value) and "assignment.toml:" in str(err.value)

@@ -324,12 +324,14 @@ def test_cli_network_option(tmp_path, capsys):
     assert "label" in text and "z\\ninput" in text and "concat1" in text
 
 
-def test_cli_train_says_what_it_cannot_train(tmp_path, capsys):
+def test_cli_train_trains_the_gan_of_the_file(tmp_path, capsys):
+    """Any network of a GAN file trains the pair; this one's label goes to the generator alone."""
     path = tmp_path / "gan.cnn"
     path.write_text(GAN)
     assert main(["train", str(path), "--network", "D", "--epochs", "1"]) == 1
     err = capsys.readouterr().err
-    assert "gan.cnn:12:5: error: `cnnspec train` cannot train task = gan yet" in err and "Traceback" not in err
+    assert "gan.cnn:14:5: error: a conditional GAN gives the label to both networks: only the generator has " \
+           "`input label`" in err and "Traceback" not in err
 
 
 def test_compile_runs_the_new_layers_and_several_inputs():

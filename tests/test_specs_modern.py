@@ -191,4 +191,4 @@ def test_published_dcgan_and_unet_figures():
     assert gan["Generator"].output_shape == (3, 64, 64) and gan["Discriminator"].output_shape == (1,)
     assert gan["Generator"].train_config["generator"] == "Generator"
     vae = cnnspec.load(SPECS / "vae.cnn")
-    assert vae.loss_terms == [{"layer": "z", "term": "kl", "weight": 1.0}]
+    assert vae.loss_terms == [{"layer": "z", "term": "kl", "weight": 0.0012755}]

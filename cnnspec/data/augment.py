@@ -7,11 +7,21 @@
 ``shift(px)``      move by whole pixels drawn uniformly in [-px, px] per axis  images, sequences
 ``scale(lo, hi)``  zoom about the centre by a factor drawn in [lo, hi]      images
 ``noise(std)``     add Gaussian noise of standard deviation ``std``         any input
+``mask(p)``        zero each pixel (all its channels) with probability p    images, sequences
+``erase(lo, hi)``  zero one rectangle per sample covering a fraction of      images
+                   the picture drawn in [lo, hi], aspect ratio in
+                   [0.3, 3.3] (torchvision's ``RandomErasing``, p=1)
 =================  =====================================================  ==================
 
 Every step is vectorised over the batch, works on a copy (never on its input) and leaves the
 labels alone. Pixels that come from outside the picture are 0. Rotation and scaling sample
 bilinearly; shifts move whole pixels, so what stays in the frame is exact.
+
+The same steps spoil a denoising auto-encoder's input (``corrupt``, dsl.md §10.4). For
+segmentation, :class:`Augmenter` moves each mask with its picture: the geometric steps (flip,
+vflip, rotate, shift, scale) act on the picture and on its mask's one-hot channels together (the
+class of a moved pixel is its channel of largest weight; from outside the picture, background),
+and the others (noise, mask, erase) on the picture alone.
 """
 from __future__ import annotations
 
@@ -30,7 +40,10 @@ AUGMENTATIONS = {
     "shift": (("px",), 1),
     "scale": (("lo", "hi"), 2),
     "noise": (("std",), 0),
+    "mask": (("p",), 1),
+    "erase": (("lo", "hi"), 2),
 }
+GEOMETRIC = ("flip", "vflip", "rotate", "shift", "scale")     # steps that move pixels (and masks)
 _RANK_NAMES = {0: "any input", 1: "a sequence (CxL) or an image (CxHxW)", 2: "an image (CxHxW)"}
 
 
@@ -83,6 +96,8 @@ def _checked(name: str, args: tuple) -> tuple:
         "shift": lambda px: not (px >= 0 and px == int(px)) and "px must be a whole number >= 0",
         "scale": lambda lo, hi: not 0 < lo <= hi and "needs 0 < lo <= hi",
         "noise": lambda std: (not std >= 0 and "std must be >= 0") or (std > 1e30 and "std must be at most 1e30"),
+        "mask": lambda p: not 0 <= p <= 1 and "p must be in [0, 1]",
+        "erase": lambda lo, hi: not 0 <= lo <= hi <= 1 and "needs 0 <= lo <= hi <= 1 (fractions of the picture)",
     }.get(name, lambda *a: False)(*args)
     if problem:
         raise CnnSpecError(f"augmentation {describe([(name, args)])}: {problem}")
@@ -117,10 +132,27 @@ class Augmenter:
     def __bool__(self) -> bool:
         return bool(self.steps)
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, x: np.ndarray, rng: np.random.Generator, masks: np.ndarray | None = None):
+        """The augmented batch; with ``masks`` (N, *spatial) class indexes of the input's size,
+        ``(batch, masks)`` moved together (see the module docstring)."""
+        if masks is None:
+            for name, args in self.steps:
+                x = STEPS[name](x, rng, *args)
+            return x
+        if masks.shape[1:] != x.shape[2:]:
+            raise CnnSpecError(f"augmentation moves a mask with its picture: the masks are "
+                               f"{'x'.join(map(str, masks.shape[1:]))}, the pictures {'x'.join(map(str, x.shape[2:]))}",
+                               hint="drop the geometric steps (flip, vflip, rotate, shift, scale), or give masks "
+                                    "of the input's size")
+        channels, k = x.shape[1], int(masks.max(initial=0)) + 1
+        classes = np.arange(k).reshape(1, k, *([1] * (masks.ndim - 1)))
+        joined = np.concatenate([x, (masks[:, None] == classes).astype(x.dtype)], axis=1)
         for name, args in self.steps:
-            x = STEPS[name](x, rng, *args)
-        return x
+            if name in GEOMETRIC:
+                joined = STEPS[name](joined, rng, *args)
+            else:
+                joined[:, :channels] = STEPS[name](joined[:, :channels], rng, *args)
+        return np.ascontiguousarray(joined[:, :channels]), joined[:, channels:].argmax(axis=1).astype(masks.dtype)
 
 
 def flip(x, rng):
@@ -168,6 +200,31 @@ def noise(x, rng, std):
     return x + rng.normal(0.0, std, x.shape).astype(x.dtype)
 
 
+def mask(x, rng, p):
+    """Zero each pixel (every channel of it) with probability ``p``: masking noise (Vincent et al.,
+    2008, for denoising auto-encoders)."""
+    keep = rng.random((len(x), 1, *x.shape[2:])) >= p
+    return x * keep.astype(x.dtype)
+
+
+def erase(x, rng, lo, hi):
+    """Zero one rectangle per picture, as torchvision's ``RandomErasing(p=1, scale=(lo, hi),
+    ratio=(0.3, 3.3), value=0)`` draws it: its area a fraction of the picture drawn in [lo, hi],
+    its aspect ratio log-uniform in [0.3, 3.3], its place uniform; a side longer than the picture
+    is cut to it (torchvision draws again, up to 10 times)."""
+    n, _, height, width = x.shape
+    area = rng.uniform(lo, hi, n) * height * width
+    ratio = np.exp(rng.uniform(math.log(0.3), math.log(3.3), n))
+    h = np.clip(np.round(np.sqrt(area * ratio)).astype(np.int64), 0, height)
+    w = np.clip(np.round(np.sqrt(area / ratio)).astype(np.int64), 0, width)
+    top = (rng.random(n) * (height - h + 1)).astype(np.int64)
+    left = (rng.random(n) * (width - w + 1)).astype(np.int64)
+    rows, cols = np.arange(height), np.arange(width)
+    inside = (((rows[None] >= top[:, None]) & (rows[None] < (top + h)[:, None]))[:, :, None]
+              & ((cols[None] >= left[:, None]) & (cols[None] < (left + w)[:, None]))[:, None, :])
+    return x * (~inside[:, None]).astype(x.dtype)
+
+
 def _affine(x, angles, zooms):
     """Rotate each picture by ``angles`` (radians) and zoom it by ``zooms`` about its centre,
     sampling the source bilinearly; outside the picture reads as 0."""
@@ -194,4 +251,5 @@ def _affine(x, angles, zooms):
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
-STEPS = {"flip": flip, "vflip": vflip, "rotate": rotate, "shift": shift, "scale": scale, "noise": noise}
+STEPS = {"flip": flip, "vflip": vflip, "rotate": rotate, "shift": shift, "scale": scale, "noise": noise,
+         "mask": mask, "erase": erase}

@@ -21,6 +21,11 @@ are. Nothing is standardised with data-set statistics, so a weights file is all 
 
 Validation: a seeded random ``val_split`` fraction of the training samples is held out. Formats
 with an official test split (MNIST, CIFAR-10, ``x_test`` in a ``.npz``) keep it apart as ``test``.
+
+Tasks (dsl.md §10.4): ``task="segment"`` reads a mask per sample into ``y`` (N, H, W): from
+``shapes`` (0 background, k+1 the figure of class k), a ``.npz`` whose ``y`` is (N, H, W), or
+``folder:DIR`` holding ``images/`` and ``masks/``. ``reconstruct`` and ``gan`` need images alone:
+labels are kept where the data has them (a conditional GAN's), and a ``.npz`` may hold ``x`` alone.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ from cnnspec.limits import require_memory
 
 SHAPES_SAMPLES = 8000            # default size of the `shapes` data set
 KINDS = ("shapes", "digits", "mnist", "cifar10", "folder")
+TASKS = ("classify", "reconstruct", "segment", "gan")
+MASK_FORMS = "shapes, a .npz whose y holds masks (N x H x W) or folder:DIR with images/ and masks/"
 FORMS = "shapes, shapes:CLASS,..., digits, PATH.npz, mnist:DIR, cifar10:DIR, folder:DIR"
 
 
@@ -48,7 +55,9 @@ def fmt_shape(shape) -> str:
 class Dataset:
     """Training, validation and (where the format has one) test arrays, fitted to the input shape.
 
-    ``x_*`` are float32 (N, *input shape); ``y_*`` int64 (N,) class indexes into ``classes``.
+    ``x_*`` are float32 (N, *input shape); ``y_*`` int64 (N,) class indexes into ``classes``, or
+    for ``task == "segment"`` masks (N, H, W) of class indexes per pixel. A data set of images
+    alone (``reconstruct``, ``gan``) has no ``classes`` and zeros for ``y``.
     """
 
     spec: str
@@ -59,6 +68,7 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    task: str = "classify"
 
     @property
     def sample_shape(self) -> tuple:
@@ -78,21 +88,32 @@ class Dataset:
         parts = [f"{len(self.x_train)} train", f"{len(self.x_val)} val"]
         if self.x_test is not None:
             parts.append(f"{len(self.x_test)} test")
-        return (f"{self.spec}: {' / '.join(parts)} samples of {fmt_shape(self.sample_shape)}, "
-                f"{plural(len(self.classes), 'class', 'classes')}")
+        text = f"{self.spec}: {' / '.join(parts)} samples of {fmt_shape(self.sample_shape)}"
+        if self.task == "segment":
+            return text + f" with {fmt_shape(self.y_train.shape[1:])} masks of {plural(len(self.classes), 'class', 'classes')}"
+        return text + (f", {plural(len(self.classes), 'class', 'classes')}" if self.task == "classify" or self.classes else "")
 
 
 def load_dataset(spec: str | None, input_shape, *, seed: int = 0, val_split: float = 0.1,
-                 base_dir: str | Path | None = None, output_shape=None) -> Dataset:
+                 base_dir: str | Path | None = None, output_shape=None, task: str = "classify") -> Dataset:
     """Read the data set ``spec`` (see the module docstring; None means ``shapes``) for a network
     whose per-sample input shape is ``input_shape``. Relative paths are taken from ``base_dir``
-    (default: the working directory). With ``output_shape`` the labels are checked to fit it.
+    (default: the working directory). With ``output_shape`` the labels (a classifier's) or masks
+    (``task="segment"``, which needs it) are checked to fit it.
     """
     spec = (spec or "shapes").strip()
     input_shape = tuple(input_shape)
+    if task not in TASKS:
+        raise CnnSpecError(f"unknown task {task!r}: choose {', '.join(TASKS)}")
     if not 0.0 <= float(val_split) < 1.0:
         raise CnnSpecError(f"val_split must be in [0, 1), got {val_split}")
-    raw = _read(spec, input_shape, seed, Path(base_dir) if base_dir else Path.cwd())
+    if task == "segment" and (output_shape is None or len(tuple(output_shape)) < 2):
+        shown = "not given" if output_shape is None else fmt_shape(output_shape)
+        raise CnnSpecError(f"segmentation gives a class score per pixel: the network's output must be KxHxW "
+                           f"(K classes), here it is {shown}",
+                           hint="end the network with conv(K, 1x1) -> softmax at the masks' size")
+    raw = _read(spec, input_shape, seed, Path(base_dir) if base_dir else Path.cwd(), task,
+                tuple(output_shape)[1:] if task == "segment" else None)
     x = fit_to_input(raw.x, input_shape, spec)
     x_test = fit_to_input(raw.x_test, input_shape, spec) if raw.x_test is not None else None
     n_val = int(round(len(x) * float(val_split)))
@@ -103,18 +124,28 @@ def load_dataset(spec: str | None, input_shape, *, seed: int = 0, val_split: flo
     if len(train) == 0:
         raise CnnSpecError(f"data set {spec!r} has {len(x)} sample(s): none left for training "
                            f"after val_split={val_split}")
-    data = Dataset(spec, list(raw.classes), x[train], raw.y[train], x[val], raw.y[val], x_test, raw.y_test)
-    if output_shape is not None:
+    data = Dataset(spec, list(raw.classes), x[train], raw.y[train], x[val], raw.y[val], x_test, raw.y_test,
+                   task=task)
+    if task == "segment":
+        check_masks(data, output_shape)
+    elif output_shape is not None and task == "classify":
         check_labels(data, output_shape)
     return data
 
 
-def _read(spec: str, input_shape, seed: int, base_dir: Path) -> files.Raw:
+def _read(spec: str, input_shape, seed: int, base_dir: Path, task: str = "classify",
+          mask_size=None) -> files.Raw:
     kind, sep, rest = spec.partition(":")
+    segment = task == "segment"
     if spec.lower().endswith(".npz"):
-        return files.read_npz(_path(spec, base_dir))
+        targets = "masks" if segment else "labels" if task == "classify" else "optional"
+        return files.read_npz(_path(spec, base_dir), targets)
     if kind == "shapes":
-        return _read_shapes(rest if sep else "", input_shape, seed)
+        return _read_shapes(rest if sep else "", input_shape, seed, masks=segment)
+    if segment and (kind in ("digits", "mnist", "cifar10") or (kind == "folder" and rest)):
+        if kind == "folder":
+            return files.read_segmentation_folder(_path(rest, base_dir), input_shape, mask_size)
+        raise CnnSpecError(f"data set {spec!r} has no masks for segmentation", hint=f"segmentation reads {MASK_FORMS}")
     if kind == "digits" and not sep:
         return files.read_digits()
     if kind in ("mnist", "cifar10", "folder") and rest:
@@ -192,9 +223,16 @@ def _shapes_options(options: str, input_shape) -> tuple:
     return classes, n
 
 
-def _read_shapes(options: str, input_shape, seed: int) -> files.Raw:
-    """``shapes[:ITEM,...]`` where an item is a class name or ``n=SAMPLES``."""
+def _read_shapes(options: str, input_shape, seed: int, masks: bool = False) -> files.Raw:
+    """``shapes[:ITEM,...]`` where an item is a class name or ``n=SAMPLES``; with ``masks`` the
+    labels are masks (0 background, k+1 the figure of class k) and the classes start with
+    ``background``."""
     classes, n = _shapes_options(options, input_shape)
+    if masks:
+        require_memory(8 * n * math.prod(input_shape[1:]), f"the masks of the shapes data set ({n:,} of "
+                       f"{fmt_shape(input_shape[1:])})", hint="draw fewer pictures (shapes:n=500)")
+        x, _, y = make_shapes(n, input_shape, seed=seed, classes=classes, masks=True)
+        return files.Raw(x, y, ["background", *classes])
     x, y = make_shapes(n, input_shape, seed=seed, classes=classes)
     return files.Raw(x, y, classes)
 
@@ -216,6 +254,26 @@ def fit_to_input(x: np.ndarray, input_shape, spec: str) -> np.ndarray:
     raise CnnSpecError(f"data set {spec!r} has samples of shape {fmt_shape(sample) or 'scalar'}, "
                        f"but the network's input is {fmt_shape(input_shape)}",
                        hint="change the network's `input` line to the data's shape, or pick a data set that fits")
+
+
+def check_masks(data: Dataset, output_shape) -> None:
+    """The network's output must be K x H x W with the masks' H x W and K above every mask value."""
+    output_shape = tuple(output_shape)
+    masks = [data.y_train, data.y_val] + ([data.y_test] if data.y_test is not None else [])
+    size = tuple(data.y_train.shape[1:])
+    if tuple(output_shape[1:]) != size:
+        raise CnnSpecError(f"data set {data.spec!r} has masks of {fmt_shape(size)} pixels, but the network's output "
+                           f"is {fmt_shape(output_shape)}: segmentation needs one class score per pixel, "
+                           f"Kx{fmt_shape(size)}", hint="make the output as large as the masks (upsample, "
+                                                        "conv_transpose), or the masks as large as the output")
+    top = max(int(m.max(initial=0)) for m in masks)
+    if top >= output_shape[0]:
+        k = output_shape[0]
+        raise CnnSpecError(f"data set {data.spec!r} has masks with class {top}, but the network's output has "
+                           f"{k} channel{'s' if k != 1 else ''} (classes 0..{k - 1})",
+                           hint=f"give the last layer {top + 1} filters: conv({top + 1}, 1x1)")
+    n = max(top + 1, len(data.classes))
+    data.classes = list(data.classes) + [str(i) for i in range(len(data.classes), max(n, output_shape[0]))]
 
 
 def check_labels(data: Dataset, output_shape) -> None:

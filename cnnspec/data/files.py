@@ -50,7 +50,7 @@ def _scaled(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _labels(values, path, n: int) -> np.ndarray:
+def _labels(values, path, n: int, name: str = "y") -> np.ndarray:
     """Check labels are whole numbers 0..K-1 (K <= MAX_CLASSES), one per sample; return them as
     int64. A Python list must be flat: a list of lists (which a tiny pickle can make huge by
     sharing) is refused before NumPy would build it."""
@@ -74,6 +74,25 @@ def _labels(values, path, n: int) -> np.ndarray:
         raise CnnSpecError(f"labels run to {top}; expected class indexes 0..K-1 with K <= {MAX_CLASSES:,}",
                            file=str(path), hint="labels are class indexes, not class codes: number the "
                                                 "classes 0, 1, 2, ...")
+    return y.astype(np.int64)
+
+
+def _masks(values, path, n: int, name: str = "y") -> np.ndarray:
+    """Check segmentation masks: (N, H, W) whole numbers 0..K-1 (K <= MAX_CLASSES), one mask per
+    sample; return them as int64."""
+    y = np.asarray(values)
+    if y.ndim != 3 or len(y) != n:
+        raise CnnSpecError(f"array {name!r} has shape {'x'.join(map(str, y.shape)) or 'scalar'}; segmentation needs "
+                           f"one mask of class indexes per sample, shape ({n}, H, W)", file=str(path),
+                           hint="a mask holds the class of each pixel: 0 for the background, 1, 2, ... for the objects")
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y)))):
+        raise CnnSpecError(f"masks ({name!r}) must hold whole numbers (class indexes), got dtype {y.dtype}",
+                           file=str(path))
+    if y.size and (y.min() < 0 or y.max() >= MAX_CLASSES):
+        bad = y.min() if y.min() < 0 else y.max()
+        where = tuple(int(i) for i in np.argwhere(y == bad)[0])
+        raise CnnSpecError(f"mask pixel {where} of {name!r} is {bad:g}; masks hold class indexes 0..K-1 "
+                           f"(K <= {MAX_CLASSES:,})", file=str(path))
     return y.astype(np.int64)
 
 
@@ -102,23 +121,33 @@ def _finite(x: np.ndarray, path, what: str) -> None:
 
 # -- .npz ---------------------------------------------------------------------------------------
 
-def read_npz(path: Path) -> Raw:
-    """Arrays ``x`` (N, ...) and ``y`` (N,) int labels; optional ``classes`` (names, strings) and
-    ``x_test``/``y_test``. uint8 ``x`` is scaled to [0, 1]; float ``x`` is used as it is."""
+def read_npz(path: Path, targets: str = "labels") -> Raw:
+    """Arrays ``x`` (N, ...) and ``y``; optional ``classes`` (names, strings) and
+    ``x_test``/``y_test``. uint8 ``x`` is scaled to [0, 1]; float ``x`` is used as it is.
+
+    ``targets`` says what ``y`` holds: ``labels``, (N,) class indexes; ``masks``, (N, H, W) class
+    indexes per pixel (segmentation); ``optional``, labels or nothing (a data set of images alone,
+    for reconstruction and GANs: ``y`` is then all zeros and ``classes`` empty)."""
     arrays = load_npz(path, "data set")
-    missing = [key for key in ("x", "y") if key not in arrays]
+    needed = ("x",) if targets == "optional" else ("x", "y")
+    missing = [key for key in needed if key not in arrays]
     if missing:
+        what = "labels" if targets == "labels" else "masks, (N, H, W) class indexes per pixel"
         raise CnnSpecError(f"the .npz file has no array {' or '.join(repr(k) for k in missing)} "
                            f"(it has: {', '.join(sorted(arrays)) or 'nothing'})", file=str(path),
-                           hint="save it with numpy.savez(path, x=samples, y=labels)")
+                           hint=f"save it with numpy.savez(path, x=samples, y={what})")
+    read_y = _masks if targets == "masks" else _labels
     x = _samples(arrays["x"], path)
-    y = _labels(arrays["y"], path, len(x))
+    y = read_y(arrays["y"], path, len(x)) if "y" in arrays else np.zeros(len(x), np.int64)
     x_test = y_test = None
     if "x_test" in arrays or "y_test" in arrays:
-        if "x_test" not in arrays or "y_test" not in arrays:
+        if "x_test" not in arrays or ("y_test" not in arrays and "y" in arrays):
             raise CnnSpecError("the .npz file must hold both 'x_test' and 'y_test', or neither", file=str(path))
         x_test = _scaled(_samples(arrays["x_test"], path, "x_test"))
-        y_test = _labels(arrays["y_test"], path, len(x_test))
+        y_test = (read_y(arrays["y_test"], path, len(x_test), "y_test") if "y_test" in arrays
+                  else np.zeros(len(x_test), np.int64))
+    if "y" not in arrays:
+        return Raw(_scaled(x), y, [], x_test, y_test)
     n_classes = int(max([y.max(initial=-1)] + ([y_test.max(initial=-1)] if y_test is not None else []))) + 1
     names = arrays.get("classes")
     if names is not None and (names.ndim != 1 or len(names) > MAX_CLASSES):
@@ -341,6 +370,95 @@ def read_folder(folder: Path, shape) -> Raw:
     return Raw(np.stack(pictures), np.asarray(labels, dtype=np.int64), classes)
 
 
+def read_mask(path: Path, size) -> np.ndarray:
+    """One segmentation mask: a single-channel picture (grey ``L``, palette ``P``, 16- or 32-bit
+    integers) whose pixel values are class indexes, resized to ``size`` = (H, W) by nearest
+    neighbour (never blending two classes). Colour (RGB) masks are refused."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width = size
+    try:
+        with open_regular(path, "mask") as handle, Image.open(handle) as mask:
+            require_memory(8 * mask.size[0] * mask.size[1], f"this mask ({mask.size[0]}x{mask.size[1]} pixels)",
+                           file=str(path))
+            if mask.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "1"):
+                raise CnnSpecError(f"a mask must be a single-channel picture of class indexes (grey or palette "
+                                   f"PNG), this one is {mask.mode}", file=str(path),
+                                   hint="save it with Image.fromarray(mask.astype(np.uint8)) (mode L)")
+            original, binary = mask.size, mask.mode == "1"
+            if binary:
+                mask = mask.convert("L")
+            if mask.size != (width, height):
+                mask = mask.resize((width, height), Image.Resampling.NEAREST)
+            array = np.asarray(mask).astype(np.int64)
+            if binary:                                  # black and white: classes 0 and 1
+                array = (array > 0).astype(np.int64)
+    except CnnSpecError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise CnnSpecError(f"this mask is too large to read: {exc}", file=str(path)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise CnnSpecError(f"cannot read this mask (corrupt or not an image?): {exc}", file=str(path)) from None
+    if array.size and (array.min() < 0 or array.max() >= MAX_CLASSES):
+        raise CnnSpecError(f"mask values run to {array.max()}; they must be class indexes below {MAX_CLASSES:,}",
+                           file=str(path))
+    return array, original
+
+
+def read_segmentation_folder(folder: Path, shape, mask_size) -> Raw:
+    """``DIR/images/`` and ``DIR/masks/``: a mask per picture, of the same file name up to the
+    suffix (``images/cat1.jpg`` and ``masks/cat1.png``), of the picture's size, its pixels class
+    indexes. Pictures are resized to the input (bilinear), masks to ``mask_size`` (the output's
+    H x W; nearest)."""
+    if not folder.is_dir():
+        raise CnnSpecError("no such folder (folder:DIR for segmentation needs DIR/images and DIR/masks)",
+                           file=str(folder))
+    if len(shape) != 3:
+        raise CnnSpecError(f"an image folder gives pictures (CxHxW); the network's input is "
+                           f"{'x'.join(map(str, shape))}", file=str(folder))
+    missing = [name for name in ("images", "masks") if not (folder / name).is_dir()]
+    if missing:
+        raise CnnSpecError(f"segmentation data needs the sub-folders images/ and masks/; {missing[0]}/ is missing",
+                           file=str(folder), hint="folder:DIR with DIR/images/NAME.png and DIR/masks/NAME.png")
+    listing = {}
+    for kind in ("images", "masks"):
+        found = {}
+        for path in sorted((folder / kind).iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if path.stem in found:
+                raise CnnSpecError(f"two {kind[:-1]}s named {path.stem}: {found[path.stem].name} and {path.name}",
+                                   file=str(path))
+            found[path.stem] = path
+        listing[kind] = found
+    images, masks = listing["images"], listing["masks"]
+    if not images:
+        raise CnnSpecError(f"images/ holds no pictures ({', '.join(IMAGE_SUFFIXES)})", file=str(folder / "images"))
+    for stem, path in images.items():
+        if stem not in masks:
+            raise CnnSpecError(f"no mask for this picture (expected masks/{stem}.png)", file=str(path))
+    for stem, path in masks.items():
+        if stem not in images:
+            raise CnnSpecError(f"no picture for this mask (expected images/{stem} with a picture's suffix)",
+                               file=str(path))
+    pictures, labels = [], []
+    for stem, path in images.items():
+        from PIL import Image
+
+        pictures.append(read_image(path, shape))
+        mask, original = read_mask(masks[stem], mask_size)
+        with open_regular(path, "picture") as handle, Image.open(handle) as picture:
+            size = picture.size
+        if size != original:
+            raise CnnSpecError(f"this mask is {original[0]}x{original[1]} pixels, its picture {path.name} "
+                               f"{size[0]}x{size[1]}: a mask labels every pixel of its picture",
+                               file=str(masks[stem]))
+        labels.append(mask)
+    y = np.stack(labels)
+    n_classes = int(y.max(initial=0)) + 1
+    return Raw(np.stack(pictures), y, [str(i) for i in range(n_classes)])
+
+
 # -- scikit-learn digits ------------------------------------------------------------------------
 
 def read_digits() -> Raw:
@@ -379,4 +497,4 @@ def read_array(path: Path, shape) -> np.ndarray:
 
 
 __all__ = ["Raw", "read_npz", "read_idx", "read_mnist", "read_cifar10", "read_folder", "read_image",
-           "read_digits", "read_array", "IMAGE_SUFFIXES"]
+           "read_mask", "read_segmentation_folder", "read_digits", "read_array", "IMAGE_SUFFIXES"]

@@ -55,16 +55,26 @@ def _draw(name: str, u, v, size, thickness):
     return np.clip(thickness / 2 + 0.5 - dist, 0.0, 1.0)
 
 
-def make_shapes(n: int, shape, *, seed: int = 0, classes=SHAPE_CLASSES):
+def make_shapes(n: int, shape, *, seed: int = 0, classes=SHAPE_CLASSES, masks: bool = False):
     """``n`` pictures of shape ``shape`` = (C, H, W), float32 in [0, 1], and their labels (int64,
-    indexes into ``classes``), balanced over the classes and shuffled. Deterministic in ``seed``."""
+    indexes into ``classes``), balanced over the classes and shuffled. Deterministic in ``seed``.
+
+    With ``masks`` also a segmentation mask per picture, (n, H, W) int64: 0 for the background,
+    k + 1 for the pixels of the figure of class k, a pixel belonging to the figure where its ink
+    (the share of the figure's colour in it, before noise) is at least one half. The pictures are
+    the same with or without masks."""
     channels, height, width = shape
     rng = np.random.default_rng([seed, 0x5A4E])
     labels = rng.permutation(np.arange(n) % len(classes))
     images = np.empty((n, channels, height, width), dtype=np.float32)
+    drawn = np.zeros((n, height, width), dtype=np.int64) if masks else None
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
-        images[start:stop] = _draw_chunk(rng, labels[start:stop], classes, shape)
+        images[start:stop], ink = _draw_chunk(rng, labels[start:stop], classes, shape)
+        if masks:
+            drawn[start:stop] = np.where(ink >= 0.5, labels[start:stop, None, None] + 1, 0)
+    if masks:
+        return images, labels.astype(np.int64), drawn
     return images, labels.astype(np.int64)
 
 
@@ -94,4 +104,4 @@ def _draw_chunk(rng, labels, classes, shape):
     foreground = rng.uniform(0.6, 1.0, (n, channels, 1, 1)).astype(np.float32)
     noise = rng.normal(0.0, 0.05, (n, channels, height, width)).astype(np.float32)
     pictures = background + (foreground - background) * ink[:, None] + noise
-    return np.clip(pictures, 0.0, 1.0)
+    return np.clip(pictures, 0.0, 1.0), ink

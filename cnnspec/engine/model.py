@@ -111,6 +111,8 @@ class Model:
         self.loss_parts = {}                 # the last loss: {"output": ..., sample layer: beta * KL}
         self._segments_cache = None
         self._plans = OrderedDict()
+        self._pending = None                 # the Training of the last forward_train (backward)
+        self.input_grads = {}                # of the last backprop(..., inputs=...)
 
     def _allocate(self, graph, rng):
         from cnnspec.limits import require_memory
@@ -319,17 +321,108 @@ class Model:
                 optimizer.load_state_dict(saved)
             self._flat_grads[...] = grads
 
-    def _run_training(self, x, y, loss):
+    def backprop(self, x, y, loss: str = "cross_entropy", *, inputs=(), params: bool = True,
+                 accumulate: bool = False) -> float:
+        """Training-mode forward, loss and backward, the parameter gradients left in the model
+        (what the next ``optimizer.step()`` applies): PyTorch's ``loss.backward()``. Returns the
+        loss (``loss_parts`` has its parts). ``inputs`` names inputs (``"input"``: the first)
+        whose gradients to compute, in ``input_grads`` ({name: array}, copies); ``params=False``
+        computes no parameter gradient (a GAN's discriminator in the generator's step);
+        ``accumulate=True`` adds the parameter gradients to those already there, as successive
+        ``backward()`` calls do in PyTorch (a discriminator's real and fake batches)."""
+        names = self._input_list(inputs)
+        saved = self._flat_grads.copy() if accumulate and params else None
+        value, plan = self._run_training(x, y, loss, names, params)
+        if saved is not None:
+            self._flat_grads += saved
+        training = plan.training(loss, names, params)
+        self.input_grads = {name: grad.copy() for name, grad in training.input_grads.items()}
+        self.last_output = plan.final_out.copy()        # the final activation's values (D(x) of a GAN)
+        return value
+
+    def forward_train(self, x) -> np.ndarray:
+        """Training-mode forward (batchnorm on batch statistics, updating its running ones;
+        dropout, droppath and sample drawing noise), kept for :meth:`backward`: returns a copy of
+        the output. Running the model in any other way in between discards it."""
+        xs, n = self._check_inputs(x)
+        plan = self._plan(n)
+        training = plan.training(None)
+        training.forward(xs)
+        self._pending = training
+        return plan.output.copy()
+
+    def backward(self, doutput, *, inputs=(), accumulate: bool = False) -> dict:
+        """Backward of the last :meth:`forward_train` from ``doutput``, the gradient of some loss
+        with respect to the output (N, *output shape): parameter gradients into the model (added
+        to those there with ``accumulate``), plus the sample layers' beta * KL terms. Returns
+        {input: gradient} for the inputs named in ``inputs``."""
+        training = getattr(self, "_pending", None)
+        if training is None:
+            raise CnnSpecError("backward() needs the activations of a forward_train() just before it",
+                               hint="call model.forward_train(x), then model.backward(doutput)")
+        names = self._input_list(inputs)
+        doutput = np.asarray(doutput)
+        if doutput.shape != training.plan.output.shape:
+            raise CnnSpecError(f"backward: the gradient of the output has shape {doutput.shape}; the output "
+                               f"of the last forward_train has shape {training.plan.output.shape}")
+        if names:                       # the same forward (the plan's ops), differentiated to the inputs too
+            training = training.plan.training(None, names)
+        saved = self._flat_grads.copy() if accumulate else None
+        np.copyto(training.doutput, doutput.reshape(training.doutput.shape), casting="same_kind")
+        training.backward()
+        if saved is not None:
+            self._flat_grads += saved
+        self._pending = None
+        return {name: training.input_grads[name].copy() for name in names}
+
+    def decode(self, layer: str, values, batch: int = 256) -> np.ndarray:
+        """Evaluation-mode output of the network with ``layer``'s output set to ``values`` (N,
+        *its shape) and only the layers after it computed: a VAE's decoder fed with codes z
+        (``layer`` its ``sample`` layer). The layers after it may read no other tensor."""
+        layer = self.tensor_name(layer)
+        after = nx.descendants(self.graph, layer)
+        if self.output_name not in after:
+            raise CnnSpecError(f"decode: the output of `{self.name}` does not follow `{layer}`")
+        outside = sorted({i for name in after for i in self.graph.nodes[name]["inputs"]
+                          if i != layer and i not in after})
+        if outside:
+            raise CnnSpecError(f"decode: the layers after `{layer}` also read `{outside[0]}`, which comes "
+                               f"before it: they cannot run from `{layer}` alone")
+        shape = tuple(self.graph.nodes[layer]["output_shape"])
+        values = np.asarray(values)
+        if values.dtype.kind != "f" or values.shape[1:] != shape or not len(values):
+            raise CnnSpecError(f"decode: `{layer}` takes floating-point values of shape (N, {fmt(shape)}); "
+                               f"received {values.dtype} of shape {values.shape}")
+        out = np.empty((len(values), *self.output_shape), self.dtype)
+        for start in range(0, len(values), batch):
+            part = values[start:start + batch]
+            plan = self._plan(len(part))
+            np.copyto(plan.act[layer], part, casting="same_kind")
+            for step in plan.decoder_steps(layer):
+                step()
+            out[start:start + len(part)] = plan.output
+        return out
+
+    def _input_list(self, inputs) -> tuple:
+        names = [inputs] if isinstance(inputs, str) else list(inputs or ())
+        for name in names:
+            if name != "input" and name not in self.input_names:
+                raise CnnSpecError(f"`{self.name}` has no input named `{name}`; its inputs are "
+                                   f"{self._describe_inputs()}")
+        return tuple(dict.fromkeys(self.input_name if name == "input" else name for name in names))
+
+    def _run_training(self, x, y, loss, inputs=(), params=True):
         """Training-mode forward, loss and backward; returns (loss, plan)."""
         losses.check_loss(loss)
         xs, n = self._check_inputs(x)
         y = losses.check_targets(loss, y, n, self.output_shape)
         plan = self._plan(n)
-        value, terms = plan.training(loss).run(xs, y)
+        value, terms = plan.training(loss, inputs, params).run(xs, y)
         self.loss_parts = {"output": value, **terms}
         return value + sum(terms.values()), plan
 
     def _plan(self, batch: int):
+        self._pending = None             # other buffers' contents: no backward() of a forward_train
         plan = self._plans.get(batch)
         if plan is None:
             from cnnspec.engine.plan import Plan

@@ -206,12 +206,22 @@ class Plan:
         self.fill_targets(loss, y)
         return float(self._eval_loss[loss]()), self.term_values()
 
-    def training(self, loss: str) -> Training:
-        key = (loss, self.model._version)
+    def training(self, loss: str | None, inputs: tuple = (), params: bool = True) -> Training:
+        """The training forward and backward for ``loss`` (None: the gradient of the output is
+        given, ``Training.doutput``), with the gradients of the inputs named in ``inputs`` and,
+        unless ``params`` is false, of the trainable parameters."""
+        key = (loss, self.model._version, tuple(inputs), bool(params))
         if key not in self._training:
             self._training = {k: v for k, v in self._training.items() if k[1] == self.model._version}
-            self._training[key] = Training(self, loss)
+            self._training[key] = Training(self, loss, tuple(inputs), bool(params))
         return self._training[key]
+
+    def decoder_steps(self, layer: str) -> list:
+        """Evaluation-mode steps of the layers after ``layer`` (its output written by the caller):
+        a network's decoder fed with a code."""
+        after = nx.descendants(self.model.graph, layer)
+        return [step for step in (self.ops[name].forward(False) for name in self.order
+                                  if name in after and name in self.ops) if step is not None]
 
     def backprop(self, layer: str, wrt: tuple) -> Backprop:
         """The evaluation-mode backward from ``layer`` to the tensors ``wrt`` (made once, kept)."""
@@ -280,26 +290,33 @@ class Backprop:
 
 
 class Training:
-    """The training-mode forward, the loss and the backward of one plan, for one loss."""
+    """The training-mode forward, the loss and the backward of one plan, for one loss.
 
-    def __init__(self, plan: Plan, loss: str):
+    With ``loss`` None there is no loss step: the caller writes the gradient of the output into
+    ``doutput`` between :meth:`forward` and :meth:`backward` (a GAN's generator, whose gradient
+    comes from the discriminator). ``inputs`` names the inputs whose gradients are computed
+    (``input_grads``); ``params`` false computes no parameter gradient (the discriminator in the
+    generator's step)."""
+
+    def __init__(self, plan: Plan, loss: str | None, inputs: tuple = (), params: bool = True):
         model, graph, order, act = plan.model, plan.model.graph, plan.order, plan.act
         out_name = model.output_name
         self.plan, self.loss = plan, loss
-        losses.check_output(loss, plan.final_op, plan.head[-1])
+        if loss is not None:
+            losses.check_output(loss, plan.final_op, plan.head[-1])
         # cross-entropy after a final softmax (bce after a final sigmoid): the activation (and the
         # views after it) are not run nor differentiated in the training forward; the loss step
         # computes it and the fused gradient, (p - onehot) / N ((p - target) / size)
-        fused = plan.fuses(loss)
+        fused = loss is not None and plan.fuses(loss)
         skip = set(plan.head) if fused else set()
         score_name = graph.nodes[plan.head[-1]]["inputs"][0] if fused else out_name
 
-        # which tensors need a gradient: a trainable layer there or upstream
-        trainable = model._trainable
+        # which tensors need a gradient: a trainable layer there or upstream, or a chosen input
+        trainable = model._trainable if params else {}
         need = {}
         for name in order:
             node = graph.nodes[name]
-            need[name] = node["op"] != "input" and (
+            need[name] = name in inputs if node["op"] == "input" else (
                 trainable.get(name, False) or any(need[i] for i in node["inputs"]))
         # how many gradient contributions each tensor receives
         received = Counter()
@@ -325,7 +342,8 @@ class Training:
             return grad[i], seen[i] > 1
 
         dscores, _ = target(score_name)
-        self.loss_step = plan.loss_step(loss, dscores, fused)
+        self.doutput = dscores
+        self.loss_step = plan.loss_step(loss, dscores, fused) if loss is not None else None
         backward = []
         for name in reversed(order):
             if name not in plan.ops or not need[name] or name in skip:
@@ -339,17 +357,26 @@ class Training:
                 backward.append(step)
         self.forward_steps = plan.forward_steps(training=True, skip=skip)
         self.backward_steps = backward
+        # an input no layer differentiates through (unused by the output) has a zero gradient
+        self.input_grads = {name: grad[name] if name in grad else np.zeros(act[name].shape, model.dtype)
+                            for name in inputs if name in act}
 
     def run(self, xs: dict, y) -> tuple:
         """Training-mode forward, loss and backward for checked inputs ``{name: array}`` and
         targets ``y``; the parameter gradients land in the model's gradient arrays. Returns (the
         loss of the output, {layer: loss term}): the loss is their sum."""
         plan = self.plan
-        plan.copy_inputs(xs)
         plan.fill_targets(self.loss, y)
+        self.forward(xs)
+        value = self.loss_step()
+        self.backward()
+        return float(value), plan.term_values()
+
+    def forward(self, xs: dict) -> None:
+        self.plan.copy_inputs(xs)
         for step in self.forward_steps:
             step()
-        value = self.loss_step()
+
+    def backward(self) -> None:
         for step in self.backward_steps:
             step()
-        return float(value), plan.term_values()

@@ -82,6 +82,8 @@ class NetworkProblem:
 DESIGN_CHECKS = ("compiles", "shapes", "layers", "params", "macs", "memory", "receptive_field", "accuracy")
 DESIGN_WEIGHTS = {"compiles": 1.0, "shapes": 1.0, "layers": 1.0, "params": 1.0, "macs": 1.0, "memory": 1.0,
                   "receptive_field": 1.0, "accuracy": 4.0}
+DESIGN_METRICS = {"classify": "accuracy", "segment": "miou", "reconstruct": "psnr"}
+METRIC_WORDS = {"classify": "held-out accuracy", "segment": "held-out mean IoU", "reconstruct": "held-out PSNR in dB"}
 STUDENT_TRAIN_KEYS = ("optimizer", "epochs", "batch", "augment", "schedule", "warmup", "clip_grad_norm")
 
 
@@ -114,7 +116,9 @@ class DesignProblem:
     time_limit: float = 120.0         # wall-clock seconds of training, estimated before it starts
     memory_mb: int = 2048             # the training process's address space (RLIMIT_AS)
     compile_time: float = 300.0       # wall-clock seconds to start the process and compile kernels
-    metric: str = "accuracy"
+    task: str = "classify"            # classify, segment (scored by mean IoU), reconstruct (by PSNR)
+    corrupt: list = field(default_factory=list)     # reconstruct: augmentation steps on the input only
+    metric: str = ""                  # accuracy, miou or psnr: the task's ("" = by the task)
     thresholds: list = field(default_factory=lambda: [[0.5, 0.25], [0.7, 0.5], [0.8, 0.75], [0.9, 1.0]])
     weights: dict = field(default_factory=dict)    # check -> weight, over DESIGN_WEIGHTS
 
@@ -394,18 +398,42 @@ def _design(reader: _Reader, table, index: int, assignment: Assignment) -> Desig
                                f"the checks are: {', '.join(DESIGN_CHECKS)}")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             raise reader.error(f"the weight of `{key}` must be a number >= 0; received {weight!r}", where, "weights")
+    task = values.get("task", "classify")
+    if task not in DESIGN_METRICS:
+        raise reader.error(f"`task` in [designs] is one of {', '.join(DESIGN_METRICS)}; received {task!r}",
+                           where, "task")
+    metric = values.get("metric") or DESIGN_METRICS[task]
+    if metric != DESIGN_METRICS[task]:
+        raise reader.error(f"`metric` of task = {task} is \"{DESIGN_METRICS[task]}\" ({METRIC_WORDS[task]}); "
+                           f"received {metric!r}", where, "metric")
+    values["metric"] = metric
+    if task == "segment" and not values.get("output"):
+        raise reader.error("a segmentation design needs `output`, the class scores per pixel (KxHxW, e.g. "
+                           "\"11x32x32\" for shapes' 11 mask classes)", where, "output")
+    if values.get("corrupt") and task != "reconstruct":
+        raise reader.error("`corrupt` spoils a reconstruction's input: it needs task = \"reconstruct\"", where,
+                           "corrupt")
+    if values.get("corrupt"):
+        from cnnspec.data.augment import parse_augment
+
+        try:
+            values["corrupt"] = [[name, list(args)] for name, args in parse_augment(values["corrupt"])]
+        except CnnSpecError as exc:
+            raise reader.error(f"`corrupt` in [designs]: {exc.message}", where, "corrupt", hint=exc.hint) from None
+    if "loss" not in values and task == "reconstruct":
+        values["loss"] = "mse"
     thresholds = values.get("thresholds")
     if thresholds is not None:
+        top = float("inf") if metric == "psnr" else 1       # PSNR thresholds are decibels
         ok = thresholds and all(isinstance(t, list) and len(t) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in t) for t in thresholds)
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= (top if i == 0 else 1)
+            for i, v in enumerate(t)) for t in thresholds)
         if not ok:
-            raise reader.error("`thresholds` is a list of [metric, credit] pairs, each between 0 and 1, e.g. "
-                               "[[0.6, 0.5], [0.8, 1.0]]", where, "thresholds")
+            raise reader.error("`thresholds` is a list of [metric, credit] pairs, each between 0 and 1 (the metric "
+                               "in dB for psnr), e.g. [[0.6, 0.5], [0.8, 1.0]]", where, "thresholds")
         values["thresholds"] = sorted([float(a), float(b)] for a, b in thresholds)
-    if values.get("metric", "accuracy") != "accuracy":
-        raise reader.error(f"`metric` must be \"accuracy\": designs are trained to classify (received "
-                           f"{values['metric']!r}); mean IoU and PSNR come with cnnspec training the segment "
-                           f"and reconstruct tasks", where, "metric")
+    elif metric == "psnr":
+        values["thresholds"] = [[12.0, 0.25], [15.0, 0.5], [18.0, 0.75], [20.0, 1.0]]
     if "test_split" in values and not 0 < values["test_split"] < 1:
         raise reader.error(f"`test_split` must be between 0 and 1; received {values['test_split']}", where,
                            "test_split")
@@ -418,6 +446,7 @@ def _design(reader: _Reader, table, index: int, assignment: Assignment) -> Desig
         config = TrainConfig()
         _set_optimizer(config, values.get("optimizer", DesignProblem.optimizer))
         config.loss = values.get("loss", DesignProblem.loss)
+        config.task = task
         check_config(config)
     except CnnSpecError as exc:
         key = "loss" if "loss" in exc.message else "optimizer"
@@ -575,8 +604,13 @@ lr = 0.5                        # learning rate of plain SGD
 #                               # network over it is not trained, and the report gives the figures
 # memory_mb = 2048              # address space of the training process (the estimate is checked first)
 # compile_time = 300.0          # seconds to start that process and compile its kernels
-# metric = "accuracy"           # held-out accuracy (the only metric today)
-# thresholds = [[0.5, 0.25], [0.7, 0.5], [0.8, 0.75], [0.9, 1.0]]   # [accuracy, share of its points]
+# task = "classify"             # classify (held-out accuracy), segment (mean IoU; `output` KxHxW and
+#                               # data with masks), reconstruct (PSNR in dB of the output against the
+#                               # clean input; loss mse unless given)
+# corrupt = []                  # reconstruct: ["noise(0.3)"] spoils the input only (denoising)
+# metric = ""                   # accuracy, miou or psnr: the task's (the default)
+# thresholds = [[0.5, 0.25], [0.7, 0.5], [0.8, 0.75], [0.9, 1.0]]   # [metric, share of its points]
+#                               # (psnr's default: [[12, 0.25], [15, 0.5], [18, 0.75], [20, 1.0]] dB)
 # weights = {{}}                # check -> weight; defaults compiles 1, shapes 1, layers 1, params 1,
 #                               # macs 1, memory 1, receptive_field 1, accuracy 4
 '''

@@ -139,8 +139,10 @@ def load_design_data(grader, problem: DesignProblem) -> DesignData:
 
     shape = _shape(problem.input)
     seed = design_seed(grader, problem)
+    output = _shape(problem.output) if problem.output else None
     data = load_dataset(problem.data, shape, seed=seed, val_split=problem.test_split,
-                        base_dir=grader.assignment.directory)
+                        base_dir=grader.assignment.directory, task=problem.task,
+                        output_shape=output if problem.task == "segment" else None)
     if data.x_test is not None and len(data.x_test):
         x_train = np.concatenate([data.x_train, data.x_val])
         y_train = np.concatenate([data.y_train, data.y_val])
@@ -233,7 +235,7 @@ def estimate_seconds(net, samples: int, epochs: int, batch: int, rate: Rate) -> 
             + steps * layers * rate.layer_step_seconds)
 
 
-def estimate_memory_mb(net, batch: int, samples: int, optimizer: dict) -> float:
+def estimate_memory_mb(net, batch: int, samples: int, optimizer: dict, task: str = "classify") -> float:
     """The training process's memory: the summary's training estimate at ``batch`` (activations
     and their gradients, parameters, gradients, optimizer state), the training data, and the
     interpreter with its libraries."""
@@ -242,13 +244,15 @@ def estimate_memory_mb(net, batch: int, samples: int, optimizer: dict) -> float:
     graph = net.graph
     train = dict(graph.graph.get("train") or {})
     train["optimizer"] = optimizer
+    train["task"] = task
     saved = graph.graph.get("train")
     graph.graph["train"] = train
     try:
         training = summarize(graph, batch, "float32")["totals"]["memory_bytes"]["training"]
     finally:
         graph.graph["train"] = saved
-    data = samples * math.prod(net.input_shape) * 4 + samples * 8
+    per_label = math.prod(net.output_shape[1:]) if train.get("task") == "segment" else 1    # masks: H x W
+    data = samples * math.prod(net.input_shape) * 4 + samples * 8 * per_label
     return (2 * training + data) / 2 ** 20 + BASELINE_MB     # plans keep a few buffers twice
 
 
@@ -264,6 +268,12 @@ def training_settings(problem: DesignProblem, net, seed: int):
     _set_optimizer(config, problem.optimizer)
     config.loss, config.epochs, config.batch, config.seed = problem.loss, problem.epochs, problem.batch, seed
     config.val_split = 0.0
+    config.task = problem.task
+    config.corrupt = [(name, tuple(args)) for name, args in problem.corrupt]
+    if problem.task != "classify":
+        from cnnspec.lang.train import TASK_MONITORS
+
+        config.monitor = TASK_MONITORS[problem.task][0]
     notes = []
     section = net.train_config
     if not section:
@@ -316,6 +326,7 @@ def check_results(problem: DesignProblem) -> dict:
     titles = dict(TITLES)
     if problem.receptive_field_layer:
         titles["receptive_field"] = f"receptive field at `{problem.receptive_field_layer}`"
+    titles["accuracy"] = {"miou": "held-out mean IoU", "psnr": "held-out PSNR"}.get(problem.metric, titles["accuracy"])
     return {k: CheckResult(k, titles[k], problem.points * w / total) for k, w in weights.items() if w > 0}
 
 
@@ -357,13 +368,16 @@ def grade_design(grader, problem: DesignProblem, path: Path, root: Path | None =
 
     data = grader.design_data(problem)
     wanted_in = _shape(problem.input)
-    wanted_out = _shape(problem.output) if problem.output else (len(data.classes),)
+    wanted_out = (_shape(problem.output) if problem.output else
+                  wanted_in if problem.task == "reconstruct" else (len(data.classes),))
     problems = []
     if tuple(net.input_shape) != wanted_in:
         problems.append(f"your input is {_fmt(net.input_shape)}; the assignment's is {_fmt(wanted_in)}")
     if tuple(net.output_shape) != wanted_out:
         problems.append(f"your output is {_fmt(net.output_shape)}; the assignment asks for {_fmt(wanted_out)}"
-                        + (f" (one unit per class: {len(data.classes)})" if not problem.output else ""))
+                        + (f" (one unit per class: {len(data.classes)})" if not problem.output
+                           and problem.task == "classify" else
+                           " (the input's shape: a reconstruction)" if not problem.output else ""))
     checks["shapes"].record(not problems, "; ".join(problems) or None)
     train_blockers = list(problems)
 
@@ -427,7 +441,8 @@ def grade_design(grader, problem: DesignProblem, path: Path, root: Path | None =
     rate = machine_rate()
     samples = len(data.x_train)
     seconds = estimate_seconds(net, samples, config.epochs, config.batch, rate)
-    memory = estimate_memory_mb(net, config.batch, samples, {"name": config.optimizer, **config.optimizer_args})
+    memory = estimate_memory_mb(net, config.batch, samples, {"name": config.optimizer, **config.optimizer_args},
+                                config.task)
     figures = (f"{totals['macs']:,} MACs and {totals['activations']:,} activations per sample x "
                f"{samples:,} samples x {config.epochs} epochs, {len(net.graph) - 1} layers x "
                f"{config.epochs * math.ceil(samples / config.batch):,} steps, at this machine's measured rates")
@@ -479,16 +494,43 @@ def score_accuracy(problem: DesignProblem, net, trained, data: DesignData, confi
         if not np.all(np.isfinite(value)):
             return 0.0, f"training diverged: {key} is not finite (lower the learning rate)", None
         target[...] = value
-    outputs = model.forward(data.x_test)
-    correct = int(np.sum(np.argmax(outputs.reshape(len(outputs), -1), axis=1) == data.y_test))
-    value = correct / len(data.y_test)
+    return _score(problem, model, data, config)
+
+
+def _score(problem: DesignProblem, model, data: DesignData, config) -> tuple:
+    """(credit, words, value) of the trained ``model`` on the held-out split by the problem's
+    metric: accuracy; mean IoU over pixels (classes absent from both prediction and truth left
+    out); PSNR in dB of the outputs for the (corrupted, seeded by the design's seed) inputs
+    against the clean pictures."""
+    n = len(data.x_test)
+    if problem.metric == "miou":
+        from cnnspec.train.metrics import evaluate_segmentation
+
+        result = evaluate_segmentation(model, data.x_test, data.y_test, data.classes, split="held-out")
+        value = result.mean_iou
+        words = (f"held-out mean IoU {value:.3f} (pixel accuracy {result.pixel_accuracy:.3f}, {n} pictures, "
+                 f"{result.pixels:,} pixels)")
+    elif problem.metric == "psnr":
+        from cnnspec.train.metrics import corrupted_held_out, evaluate_reconstruction
+
+        corrupted = corrupted_held_out(config.corrupt, data.x_test, config.seed) if config.corrupt else None
+        result = evaluate_reconstruction(model, data.x_test, loss=config.loss, split="held-out", corrupted=corrupted)
+        value = result.psnr
+        words = f"held-out PSNR {value:.2f} dB ({n} pictures" + (
+            f"; their corrupted inputs: {result.input_psnr:.2f} dB)" if corrupted is not None else ")")
+    else:
+        outputs = model.forward(data.x_test)
+        correct = int(np.sum(np.argmax(outputs.reshape(len(outputs), -1), axis=1) == data.y_test))
+        value = correct / n
+        words = f"held-out accuracy {value:.3f} ({correct}/{n} samples)"
+    if not math.isfinite(value):
+        return 0.0, f"{words}: not a finite score", None
     credit = 0.0
     for threshold, fraction in problem.thresholds:
         if value >= threshold:
             credit = max(credit, fraction)
     steps = ", ".join(f"{t:g} -> {f:g}" for t, f in problem.thresholds)
-    return credit, (f"held-out accuracy {value:.3f} ({correct}/{len(data.y_test)} samples): {credit:g} of the "
-                    f"points (thresholds: {steps})"), value
+    return credit, f"{words}: {credit:g} of the points (thresholds: {steps})", value
 
 
 # -- the training process ---------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def main():
         empty_x, empty_y = x[:0], y[:0]
 
         def dataset(xs, ys):
-            return Dataset("grader", list(config["classes"]), xs, ys, empty_x, empty_y)
+            return Dataset("grader", list(config["classes"]), xs, ys, empty_x, empty_y, task=settings.task)
 
         # compile every kernel now, as the grader's user (numba's cache is theirs): one epoch over
         # a full batch and the last, smaller one, each size the real epochs use

@@ -26,7 +26,7 @@ from cnnspec.lang import ast
 
 FIT_KEYS = ("schedule", "warmup", "monitor", "patience", "min_delta", "restore_best_weights",
             "clip_grad_norm", "top_k")
-MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")
+MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc", "val_psnr", "train_psnr", "val_miou", "train_miou")
 INTERVALS = ("epoch", "step")
 # name -> its arguments in torch's positional order, each (name, kind); every schedule also takes
 # the keyword ``interval`` (epoch or step: when the schedule steps, as Lightning's "interval").
@@ -175,7 +175,20 @@ class FitSettings:
 def conflicts(settings: dict) -> list:
     """(key, message) for the settings in ``settings`` (key -> converted value) that do not go
     together; checked on a file's section and again after the command line's overrides."""
+    from cnnspec.lang.train import TASK_MONITORS
+
     schedule, warmup = settings.get("schedule") or {}, settings.get("warmup") or {}
+    task, monitor = settings.get("task") or "classify", settings.get("monitor")
+    if task == "gan":
+        for key in ("monitor", "patience", "restore_best_weights", "top_k"):
+            if settings.get(key) not in (None, False):
+                return [(key, f"`{key}` is not a setting of `task = gan`: a GAN's losses do not measure its "
+                              f"samples, so there is no best epoch to keep or to stop at")]
+    elif monitor is not None and monitor not in TASK_MONITORS[task]:
+        return [("monitor", f"`task = {task}` does not measure {monitor}; it monitors "
+                            f"{', '.join(TASK_MONITORS[task])}")]
+    if task != "classify" and settings.get("top_k") is not None:
+        return [("top_k", f"top_k ranks class scores: `task = {task}` has none")]
     if warmup and schedule.get("name") == "onecycle":
         return [("warmup", "onecycle warms up by itself (its pct_start): drop `warmup`")]
     if "interval" in warmup and schedule and warmup["interval"] != schedule.get("interval", "epoch"):

@@ -45,10 +45,20 @@ from cnnspec.lang.fitting import FIT_KEYS, FitSettings
 OPTIMIZERS = {"sgd": ("lr", "momentum", "weight_decay"), "adam": ("lr", "betas", "weight_decay"),
               "adamw": ("lr", "betas", "weight_decay")}
 AUGMENTS = {"flip": (), "vflip": (), "rotate": ("deg",), "shift": ("px",), "scale": ("lo", "hi"),
-            "noise": ("std",)}
+            "noise": ("std",), "mask": ("p",), "erase": ("lo", "hi")}
 LOSSES = ("cross_entropy", "mse", "bce", "l1")
 TASKS = ("classify", "reconstruct", "segment", "gan")
-GAN_KEYS = ("generator", "discriminator", "latent", "d_steps")
+GAN_KEYS = ("generator", "discriminator", "latent", "d_steps", "g_optimizer", "d_optimizer")
+# what each task trains with (the first loss is its default, dsl.md §10.4) and what it can monitor
+# for best.npz and early stopping (the first is the default); a GAN keeps no best epoch
+TASK_LOSSES = {"classify": ("cross_entropy", "mse"), "reconstruct": ("mse", "l1", "bce"),
+               "segment": ("cross_entropy",), "gan": ("bce", "mse")}
+TASK_MONITORS = {"classify": ("val_loss", "val_acc", "train_loss", "train_acc"),
+                 "reconstruct": ("val_psnr", "val_loss", "train_psnr", "train_loss"),
+                 "segment": ("val_miou", "val_loss", "val_acc", "train_miou", "train_loss", "train_acc"),
+                 "gan": ()}
+LOSS_WORDS = {"cross_entropy": "class labels (per pixel for segmentation)", "mse": "mean squared error",
+              "l1": "mean absolute error", "bce": "binary cross-entropy"}
 KEYS = ("data", "loss", "optimizer", "epochs", "batch", "seed", "val_split", "augment",
         "task", "corrupt", *GAN_KEYS)
 KEYS += FIT_KEYS
@@ -187,6 +197,14 @@ class Settings(FitSettings):
     def d_steps(self, value) -> int:
         return self.count(value, "d_steps", 1)
 
+    def g_optimizer(self, value) -> dict:
+        """The generator's own optimizer (default: ``optimizer``)."""
+        return self.optimizer(value)
+
+    def d_optimizer(self, value) -> dict:
+        """The discriminator's own optimizer (default: ``optimizer``)."""
+        return self.optimizer(value)
+
     def corrupt(self, value) -> list:
         """``[noise(0.3)]``: augmentations of the input only (``task = reconstruct``)."""
         return self.augment(value)
@@ -204,6 +222,11 @@ class Settings(FitSettings):
             raise self.fail(where["corrupt"], "`corrupt` is a setting of `task = reconstruct` "
                                               "(it spoils the input, the target stays clean)",
                             hint="use `augment` to vary the training samples of other tasks")
+        if "loss" in config and config["loss"] not in TASK_LOSSES[task]:
+            raise self.fail(where["loss"], loss_message(config["loss"], task), hint=loss_hint(task))
+        if "optimizer" in config and "g_optimizer" in config and "d_optimizer" in config:
+            raise self.fail(where["optimizer"], "`optimizer` is used by neither network: `g_optimizer` and "
+                                                "`d_optimizer` are both given", hint="drop one of the three")
         if task != "gan":
             return
         missing = [key for key in ("generator", "discriminator") if key not in config]
@@ -246,3 +269,13 @@ class Settings(FitSettings):
                             f"{'' if len(wanted) == 1 else 's'}", hint=f"write `{signature}`")
         return item.name, tuple(self.number(arg.value, f"the {name} of {item.name}")
                                 for arg, name in zip(args, wanted))
+
+
+def loss_message(loss: str, task: str) -> str:
+    """Why ``loss`` does not train ``task``."""
+    return f"`loss = {loss}` does not train `task = {task}`: it takes " + \
+        " or ".join(f"{name} ({LOSS_WORDS[name]})" for name in TASK_LOSSES[task])
+
+
+def loss_hint(task: str) -> str:
+    return f"leave `loss` out for {TASK_LOSSES[task][0]}, the default of task = {task}"

@@ -50,14 +50,26 @@ def plot_curves(history, path) -> None:
     fig = _figure(10, 4)
     loss_ax, acc_ax = fig.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
+    first = history[0] if history else {}
+    # other tasks (dsl.md §10.4): PSNR, mean IoU, a GAN's two losses and D's outputs
+    measure, scale, measure_name = next(((key, s, n) for key, s, n in (
+        ("psnr", 1, "PSNR (dB)"), ("miou", 100, "mean IoU (%)"), ("acc", 100, "accuracy (%)"))
+        if f"train_{key}" in first), ("acc", 100, "accuracy (%)"))
+    if "d_loss" in first:
+        for key in ("d_loss", "g_loss"):
+            loss_ax.plot(epochs, [row[key] for row in history], marker="o", label=key)
+        for key, label in (("d_real", "D(x)"), ("d_fake", "D(G(z))")):
+            acc_ax.plot(epochs, [row[key] for row in history], marker="o", label=label)
+        measure_name = "discriminator output"
     for key, label in (("train", "training"), ("val", "validation")):
         losses = [row.get(f"{key}_loss") for row in history]
-        accs = [row.get(f"{key}_acc") for row in history]
+        accs = [row.get(f"{key}_{measure}") for row in history]
+        accs = [None if v is None else v * scale / 100 for v in accs]
         if any(v is not None for v in losses):
             loss_ax.plot(epochs, [np.nan if v is None else v for v in losses], marker="o", label=label)
         if any(v is not None for v in accs):
             acc_ax.plot(epochs, [np.nan if v is None else 100 * v for v in accs], marker="o", label=label)
-    for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy (%)")):
+    for ax, name in ((loss_ax, "loss"), (acc_ax, measure_name)):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

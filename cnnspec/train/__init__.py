@@ -11,6 +11,12 @@
     print(result.report())
     predict(history.model, history.dataset.x_val[0], classes=history.classes).top
 
+Tasks beyond classification (dsl.md §10.4) go through the same functions: ``fit`` of a file whose
+train section says ``task = reconstruct``, ``segment`` or ``gan``; ``evaluate(model, x, masks,
+classes, task="segment")`` (mean IoU) or ``evaluate(model, corrupted, clean, task="reconstruct",
+loss="bce")`` (PSNR); ``predict`` gives a mask or a reconstruction's PSNR; ``generate(network,
+weights, n=64)`` draws from a GAN's generator or a VAE's decoder.
+
 Names are imported on first use, so that ``cnnspec.train.cli`` (imported by every ``cnnspec``
 command) loads nothing heavy.
 """
@@ -19,6 +25,7 @@ _NAMES = {
     "TrainConfig": "config", "resolve_config": "config",
     "evaluate": "metrics", "Evaluation": "metrics",
     "predict": "inference", "Prediction": "inference", "activations": "inference",
+    "SegmentationEvaluation": "metrics", "ReconstructionEvaluation": "metrics", "generate": "sampling",
 }
 __all__ = sorted(_NAMES)
 

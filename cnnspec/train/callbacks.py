@@ -102,6 +102,9 @@ def make_schedule(optimizer, config, steps_per_epoch: int) -> Schedule | None:
     return Schedule(scheduler, interval, steps_per_epoch)
 
 
+MAXIMIZED = ("acc", "psnr", "miou")          # quantities where higher is better
+
+
 class Tracker:
     """The best epoch by ``monitor`` and early stopping, as Keras' callbacks decide them.
 
@@ -116,7 +119,7 @@ class Tracker:
                  has_validation: bool = True):
         self.monitor = monitor
         self.quantity = monitor if has_validation or not monitor.startswith("val_") else "train_" + monitor[4:]
-        self.maximize = self.quantity.endswith("acc")
+        self.maximize = self.quantity.endswith(MAXIMIZED)
         self.patience, self.min_delta = patience, abs(float(min_delta))
         self.best = self.best_epoch = None
         self.reference = None                 # early stopping's best (improvements above min_delta)
@@ -177,7 +180,7 @@ class Tracker:
 
     def load_state_dict(self, state: dict) -> None:
         self.quantity = state["quantity"]
-        self.maximize = self.quantity.endswith("acc")
+        self.maximize = self.quantity.endswith(MAXIMIZED)
         self.best, self.best_epoch, self.reference = state["best"], state["best_epoch"], state["reference"]
         self.wait, self.stopped_epoch = int(state["wait"]), state["stopped_epoch"]
 
@@ -206,7 +209,9 @@ def describe_fit(config, has_validation: bool) -> str:
 
 def format_quantity(quantity: str, value: float) -> str:
     """Accuracies as percentages, losses with 4 significant digits."""
-    return f"{100 * value:.2f}%" if "_acc" in quantity or "_top" in quantity else f"{value:.4g}"
+    if quantity.endswith("psnr"):
+        return f"{value:.2f} dB"
+    return f"{100 * value:.2f}%" if "_acc" in quantity or "_top" in quantity or "miou" in quantity else f"{value:.4g}"
 
 
 def top_k_correct(output: np.ndarray, y: np.ndarray, k: int) -> int:

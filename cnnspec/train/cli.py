@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--optimizer", help="sgd, adam, or with arguments: 'sgd(lr=0.05, momentum=0.9)'")
     train.add_argument("--momentum", type=float, help="SGD momentum")
-    train.add_argument("--loss", choices=("cross_entropy", "mse"))
+    train.add_argument("--loss", choices=("cross_entropy", "mse", "bce", "l1"))
     train.add_argument("--seed", type=int)
     train.add_argument("--val-split", type=float, help="fraction of the training data held out for validation")
     train.add_argument("--augment", nargs="+", action="extend", metavar="STEP",
@@ -69,7 +69,8 @@ def register(subparsers) -> None:
     evaluate.add_argument("--val-split", type=float)
     evaluate.add_argument("--top-k", type=int, metavar="K",
                           help="also report top-K accuracy (default: the run's or the file's top_k)")
-    evaluate.add_argument("--plot", metavar="PNG", help="draw the confusion matrix to this picture")
+    evaluate.add_argument("--plot", metavar="PNG", help="draw the confusion matrix (over pixels for task = segment; "
+                                                        "reconstructions for task = reconstruct) to this picture")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(func=evaluate_command)
 
@@ -90,6 +91,8 @@ def register(subparsers) -> None:
                      help="layers for --feature-maps (default: the input and every picture-shaped layer)")
     run.add_argument("--filters", metavar="PNG", help="draw the first conv layer's kernels")
     run.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
+    run.add_argument("--picture", metavar="PNG", help="task = reconstruct: the input beside its reconstruction; "
+                                                      "task = segment: the picture, its predicted mask and both overlaid")
     run.add_argument("--rf", metavar="LAYER:ROW,COL", help="draw the input region that unit sees (the analysed "
                      "receptive field) beside its effective field |d unit / d input|")
     run.add_argument("--rf-out", metavar="PNG", default="receptive-field.png",
@@ -154,12 +157,16 @@ def train_command(args) -> int:
         return 130
     last = history.last
     if last:
-        best = max((r["val_acc"] for r in history.rows if r["val_acc"] is not None), default=None)
         summary = f"done in {time.perf_counter() - started:.1f} s"
         if history.compile_seconds is not None:
             summary += f" ({history.compile_seconds:.1f} s of it compiling kernels, first run only)"
-        if last.get("val_acc") is not None:
-            summary += f": validation accuracy {100 * last['val_acc']:.2f}% (best {100 * best:.2f}%)"
+        for key, words, show in (("val_miou", "validation mean IoU", lambda v: f"{100 * v:.2f}%"),
+                                 ("val_acc", "validation accuracy", lambda v: f"{100 * v:.2f}%"),
+                                 ("val_psnr", "validation PSNR", lambda v: f"{v:.2f} dB")):
+            if last.get(key) is not None:
+                best = max(r[key] for r in history.rows if r.get(key) is not None)
+                summary += f": {words} {show(last[key])} (best {show(best)})"
+                break
         print(summary)
     if history.written:            # best.npz is named in the note after weights.npz
         shown = [str(path) + (_best_note(history) if path.name == "weights.npz" else "")
@@ -260,6 +267,10 @@ def evaluate_command(args) -> int:
     network = cnnspec.load(args.file, network=args.network)
     args.weights = weights_file(args.weights)
     config = resolve_config(network, seed=args.seed, val_split=args.val_split, data=args.data, top_k=args.top_k)
+    if config.task == "gan":
+        raise CnnSpecError("a GAN's losses do not measure its samples: `cnnspec evaluate` has nothing to report "
+                           "for task = gan", hint=f"draw samples with cnnspec generate {args.file} --weights "
+                                                  f"{args.weights} -o grid.png")
     previous = _run_settings(args.weights)
     if previous and args.data is None and previous.get("data"):
         config.data, config.data_base = previous["data"], previous.get("data_base")
@@ -274,23 +285,56 @@ def evaluate_command(args) -> int:
         model.warm_up(loss=config.loss, training=False)
     with located(network, "data", config.from_file if not previous else []):
         dataset = load_dataset(config.data, network.input_shape, seed=config.seed, val_split=config.val_split,
-                               base_dir=config.data_base, output_shape=network.output_shape)
+                               base_dir=config.data_base, output_shape=network.output_shape, task=config.task)
     split = args.split or ("test" if dataset.x_test is not None else "val")
     x, y = dataset.split(split)
-    with located(network, "top_k", config.from_file if not previous else []):
-        result = evaluate(model, x, y, dataset.classes, loss=config.loss, split=split, top_k=config.top_k)
+    corrupted = None
+    if config.task == "reconstruct":
+        from cnnspec.train.metrics import corrupted_held_out, evaluate_reconstruction
+
+        corrupted = corrupted_held_out(config.corrupt, x, config.seed) if config.corrupt else None
+        result = evaluate_reconstruction(model, x, loss=config.loss, split=split, corrupted=corrupted)
+    else:
+        with located(network, "top_k", config.from_file if not previous else []):
+            result = evaluate(model, x, y, dataset.classes, loss=config.loss, split=split, top_k=config.top_k,
+                              task=config.task)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(f"{network.name} with {args.weights} on {dataset.spec}")
         print(result.report())
     if args.plot:
-        from cnnspec.render.pictures import plot_confusion
+        where = f"{network.name} on {dataset.spec} ({split})"
+        if config.task == "reconstruct":             # eight inputs, corrupted, reconstructed
+            from cnnspec.render.tasks import plot_reconstructions
 
-        plot_confusion(result.confusion, result.classes, args.plot,
-                       title=f"{network.name} on {dataset.spec} ({split}): {100 * result.accuracy:.1f}%")
+            fed = x if corrupted is None else corrupted
+            plot_reconstructions(x[:8], None if corrupted is None else corrupted[:8], model.forward(fed[:8]),
+                                 args.plot, title=f"{where}: PSNR {result.psnr:.2f} dB")
+        else:
+            from cnnspec.render.pictures import plot_confusion
+
+            title = (f"{where}: mean IoU {100 * result.mean_iou:.1f}%, pixels" if config.task == "segment"
+                     else f"{where}: {100 * result.accuracy:.1f}%")
+            plot_confusion(result.confusion, result.classes, args.plot, title=title)
         print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _task_picture(path, network, x, result) -> None:
+    """``run --picture``: what a reconstruction or segmentation network made of the input."""
+    from cnnspec.render.tasks import plot_reconstructions, plot_segmentations
+
+    if result.mask is not None:
+        plot_segmentations(x[None], None, result.mask[None], path, classes=result.classes,
+                           title=f"{network.name}: predicted mask")
+    elif result.psnr is not None:
+        plot_reconstructions(x[None], None, result.output[None], path,
+                             title=f"{network.name}: PSNR {result.psnr:.2f} dB")
+    else:
+        raise CnnSpecError("--picture draws the output of task = reconstruct or segment; this network's train "
+                           "section has neither")
+    print(f"wrote {path}")
 
 
 def run_command(args) -> int:
@@ -329,6 +373,8 @@ def run_command(args) -> int:
             layers = chosen
     result = predict(model, x, classes=class_names(network, args.weights), layers=layers, top=args.top)
     print(result.report())
+    if args.picture:
+        _task_picture(args.picture, network, x, result)
     if args.feature_maps:
         from cnnspec.render.pictures import plot_feature_maps
 

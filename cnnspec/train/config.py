@@ -18,6 +18,8 @@ OPTIMIZERS = {
 }
 SECTION_KEYS = ("data", "loss", "optimizer", "epochs", "batch", "seed", "val_split", "augment")
 SECTION_KEYS += FIT_KEYS
+# dsl.md §10.4: what the task trains for and, for a GAN, its two networks
+TASK_KEYS = ("task", "corrupt", "generator", "discriminator", "latent", "d_steps", "g_optimizer", "d_optimizer")
 
 
 @dataclass
@@ -46,6 +48,15 @@ class TrainConfig:
     restore_best_weights: bool = False
     clip_grad_norm: float | None = None
     top_k: int | None = None
+    # tasks (dsl.md §10.4): classify, reconstruct (target = the clean input), segment, gan
+    task: str = "classify"
+    corrupt: list = field(default_factory=list)           # [(name, args), ...] on the input only (reconstruct)
+    generator: str | None = None                          # gan: the networks' names
+    discriminator: str | None = None
+    latent: int | None = None                             # gan: the size of the noise input (checked)
+    d_steps: int = 1                                      # gan: discriminator steps per generator step
+    g_optimizer: dict | None = None                       # gan: {"name", args}; None: ``optimizer``
+    d_optimizer: dict | None = None
     from_file: list = field(default_factory=list)        # settings the train section gave (not overridden)
 
     @property
@@ -74,6 +85,7 @@ class TrainConfig:
     def to_json(self) -> dict:
         data = asdict(self)
         data["augment"] = [[name, list(args)] for name, args in self.augment]
+        data["corrupt"] = [[name, list(args)] for name, args in self.corrupt]
         data["unfreeze_after"] = [[n, glob] for n, glob in self.unfreeze_after]
         return data
 
@@ -81,6 +93,10 @@ class TrainConfig:
     def from_json(cls, data: dict) -> "TrainConfig":
         data = dict(data)
         data["augment"] = [(name, tuple(args)) for name, args in data.get("augment", [])]
+        data["corrupt"] = [(name, tuple(args)) for name, args in data.get("corrupt", [])]
+        for key in ("g_optimizer", "d_optimizer"):
+            if data.get(key) and "betas" in data[key]:
+                data[key]["betas"] = tuple(data[key]["betas"])
         data["unfreeze_after"] = [(int(n), glob) for n, glob in data.get("unfreeze_after", [])]
         if "betas" in data.get("optimizer_args", {}):
             data["optimizer_args"]["betas"] = tuple(data["optimizer_args"]["betas"])
@@ -103,7 +119,6 @@ def resolve_config(network, **overrides) -> TrainConfig:
     (name, args)), init, freeze (globs), unfreeze_after (``"N:GLOB"`` words or (N, glob))."""
     config = TrainConfig()
     section = network.train_config
-    check_trainable_task(network, section)
     file = getattr(network, "file", None)
     if "data" in section:
         config.data = str(section["data"])
@@ -117,9 +132,10 @@ def resolve_config(network, **overrides) -> TrainConfig:
         check_optimizer(config.optimizer, config.optimizer_args)
     with located(network, "augment", ["augment"]):
         config.augment = parse_augment(section.get("augment") or [])
+    _set_task(network, config, section)
 
     given = {k: v for k, v in overrides.items() if v is not None}
-    config.from_file = [key for key in SECTION_KEYS if key in section and key not in given
+    config.from_file = [key for key in SECTION_KEYS + TASK_KEYS if key in section and key not in given
                         and not (key == "optimizer" and {"lr", "momentum", "weight_decay"} & set(given))]
     unknown = sorted(set(given) - {"data", "loss", "optimizer", "lr", "momentum", "weight_decay",
                                    "epochs", "batch", "seed", "val_split", "augment", "init", "freeze",
@@ -148,28 +164,39 @@ def resolve_config(network, **overrides) -> TrainConfig:
         if key in given:
             setattr(config, key, setting_value(key, given[key]))
     check_config(config)
-    for key, message in conflicts({key: getattr(config, key) for key in FIT_KEYS}):
+    for key, message in conflicts({**{key: getattr(config, key) for key in FIT_KEYS}, "task": config.task,
+                                   "monitor": config.monitor if "monitor" in given or "monitor" in section else None}):
         with located(network, key, config.from_file):
             raise CnnSpecError(message)
     return config
 
 
-def check_trainable_task(network, section: dict) -> None:
-    """The trainer runs ``task = classify`` with cross_entropy or mse; the other tasks and losses
-    of dsl.md §10.4 parse and are checked, but training them is not built yet: say so, at the line."""
-    task, loss = section.get("task", "classify"), section.get("loss")
-    for key, value, wanted in (("task", task, "classify"), ("loss", loss, None)):
-        if key == "loss" and value not in ("bce", "l1"):
-            continue
-        if key == "task" and value == wanted:
-            continue
-        where = (network.graph.graph.get("train_pos") or {}).get(key)
-        message = f"`cnnspec train` cannot train {key} = {value} yet: it trains classifiers " \
-                  "(task = classify, loss = cross_entropy or mse)"
-        hint = "`cnnspec check`, `summary` and `render` work on this file"
-        if where is None:
-            raise CnnSpecError(message, file=network.file, hint=hint)
-        raise error_at(where, message, sources=network.graph.graph.get("sources"), hint=hint)
+def _set_task(network, config: TrainConfig, section: dict) -> None:
+    """The task settings of the train section (dsl.md §10.4), the loss and the monitored quantity
+    defaulting by task: reconstruct mse and val_psnr, segment cross_entropy and val_miou, gan bce."""
+    from cnnspec.lang.train import TASK_LOSSES, TASK_MONITORS
+
+    config.task = str(section.get("task", "classify"))
+    if "loss" not in section:
+        config.loss = TASK_LOSSES[config.task][0]
+    if "monitor" not in section and TASK_MONITORS[config.task]:
+        config.monitor = TASK_MONITORS[config.task][0]
+    with located(network, "corrupt", ["corrupt"]):
+        config.corrupt = parse_augment(section.get("corrupt") or [])
+    for key in ("generator", "discriminator"):
+        if key in section:
+            setattr(config, key, str(section[key]))
+    if "latent" in section:
+        config.latent = int(section["latent"])
+    if "d_steps" in section:
+        config.d_steps = int(section["d_steps"])
+    for key in ("g_optimizer", "d_optimizer"):
+        if key in section:
+            holder = TrainConfig()
+            with located(network, key, [key]):
+                _set_optimizer(holder, section[key])
+                check_optimizer(holder.optimizer, holder.optimizer_args)
+            setattr(config, key, {"name": holder.optimizer, **holder.optimizer_args})
 
 
 def _set_optimizer(config: TrainConfig, value, keep: TrainConfig | None = None) -> None:
@@ -244,10 +271,15 @@ def check_config(config: TrainConfig) -> None:
             raise CnnSpecError(f"{key} must be a whole number >= {0 if key != 'batch' else 1}, got {value!r}")
     if not 0 <= config.val_split < 1:
         raise CnnSpecError(f"val_split must be in [0, 1), got {config.val_split}")
-    if config.loss not in ("cross_entropy", "mse"):
-        guess = nearest(str(config.loss), ("cross_entropy", "mse"))
+    from cnnspec.lang.train import TASK_LOSSES, loss_hint, loss_message
+
+    known = TASK_LOSSES.get(config.task, ())
+    if config.loss not in known:
+        if config.loss in ("cross_entropy", "mse", "bce", "l1"):
+            raise CnnSpecError(loss_message(config.loss, config.task), hint=loss_hint(config.task))
+        guess = nearest(str(config.loss), known)
         raise CnnSpecError(f"unknown loss `{config.loss}`",
-                           hint=f"did you mean `{guess}`?" if guess else "choose cross_entropy or mse")
+                           hint=f"did you mean `{guess}`?" if guess else f"choose {' or '.join(known)}")
     check_optimizer(config.optimizer, config.optimizer_args)
 
 

@@ -17,9 +17,24 @@ class Prediction:
     top: list | None = None                 # [(index, class name, score)], best first; None if not a classifier
     probabilities: bool = False             # scores are softmax probabilities
     maps: dict = field(default_factory=dict)   # layer name -> its output for the sample
+    mask: np.ndarray | None = None          # segmentation: the class of each pixel (H, W)
+    classes: list | None = None
+    psnr: float | None = None               # reconstruction: the output against the input, dB
 
     def report(self) -> str:
         """The text ``cnnspec run`` prints."""
+        if self.mask is not None:
+            counts = np.bincount(self.mask.ravel(), minlength=len(self.output))
+            names = list(self.classes or [])
+            lines = [f"mask ({'x'.join(map(str, self.mask.shape))} pixels), pixels per class:"]
+            for k, count in enumerate(counts):
+                if count:
+                    name = names[k] if k < len(names) else str(k)
+                    lines.append(f"  {k:>3} {name:<12} {count:>7} ({100 * count / self.mask.size:5.1f}%)")
+            return "\n".join(lines)
+        if self.psnr is not None:
+            return (f"reconstruction ({'x'.join(map(str, self.output.shape))}): PSNR {self.psnr:.2f} dB against "
+                    f"the input (data in [0, 1]: 10 log10(1 / MSE))")
         if self.top is not None:
             what = "probability" if self.probabilities else "score"
             width = max(len(str(name)) for _, name, _ in self.top)
@@ -57,17 +72,27 @@ def is_classifier(model) -> bool:
 
 
 def predict(model, x: np.ndarray, *, classes=None, layers=None, top: int = 5,
-            classify: bool | None = None) -> Prediction:
+            classify: bool | None = None, task: str | None = None) -> Prediction:
     """Run ``model`` in evaluation mode on one sample ``x`` (input shape, no batch axis).
 
     With ``layers`` (fnmatch globs) the outputs of the matching layers are kept in ``maps``. A
     classifier's (``classify``, default :func:`is_classifier`) ``top`` classes are named from
-    ``classes`` when given.
+    ``classes`` when given. ``task`` (default: the network's train section's) ``segment`` gives
+    ``mask``, the class of each pixel; ``reconstruct`` the ``psnr`` of the output against ``x``.
     """
+    task = task or (model.graph.graph.get("train") or {}).get("task", "classify")
     x = np.asarray(x, dtype=model.dtype)[None]
     maps = activations(model, x, layers) if layers else {}
     output = model.forward(x)[0]
     result = Prediction(output, maps=maps)
+    if task == "segment" and output.ndim >= 2:
+        result.mask, result.classes = output.argmax(axis=0), list(classes or [])
+        return result
+    if task == "reconstruct" and output.shape == x.shape[1:]:
+        from cnnspec.train.metrics import psnr
+
+        result.psnr = psnr(float(np.mean((output.astype(np.float64) - x[0]) ** 2)))
+        return result
     if classify if classify is not None else is_classifier(model):
         scores = output.reshape(-1)
         order = np.argsort(-scores, kind="stable")[:top]

@@ -101,7 +101,7 @@ class StopRequest:
 
 
 def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, resume=None,
-        progress: bool = True, echo=print, on_batch=None, **overrides) -> History:
+        progress: bool = True, echo=print, on_batch=None, networks: dict | None = None, **overrides) -> History:
     """Train ``network`` (a :class:`cnnspec.network.Network`) and return its :class:`History`.
 
     ``config`` (default: the file's train section with ``overrides`` such as ``epochs=3``,
@@ -110,12 +110,24 @@ def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, r
     directory to write (None: write nothing); ``resume`` a run directory to continue (then ``out``
     defaults to it and only ``epochs`` may be overridden); ``echo`` receives each line of text;
     ``on_batch(epoch, batch, loss)`` is called after every batch.
+
+    The task (dsl.md §10.4) is the train section's: ``classify``; ``reconstruct`` (the rows have
+    ``train_psnr``/``val_psnr`` in dB, and a VAE's ``*_recon`` and ``*_kl`` parts of the loss);
+    ``segment`` (``*_acc`` the pixel accuracy, ``*_miou`` the mean IoU); ``gan`` (see
+    :mod:`cnnspec.train.gan`: ``networks`` maps names to Networks, default the networks of
+    ``network``'s file; the rows have ``d_loss``, ``g_loss``, ``d_real``, ``d_fake``;
+    ``History.model`` is the generator, ``History.discriminator`` the discriminator).
+    ``History.rows`` holds every epoch's figures, ``History.best`` the best epoch by the monitored
+    quantity (``val_psnr``/``val_miou`` by default for reconstruct/segment) and ``History.model``
+    the trained model.
     """
     state = parts = None
     if resume is not None:
         resume = Path(resume)
         parts, state = _read_checkpoint(resume)
-        if state["network"] != network.name:
+        gan = state.get("task") == "gan"
+        names = (state["config"].get("generator"), state["config"].get("discriminator")) if gan else (state["network"],)
+        if network.name not in names:
             raise CnnSpecError(f"the checkpoint is of network {state['network']}, not {network.name}",
                                file=str(resume / "checkpoint"))
         extra = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
@@ -128,13 +140,38 @@ def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, r
         out = resume if out is None else out
     elif config is None:
         config = resolve_config(network, **overrides)
-    run = Run(network, config, dataset, Path(out) if out is not None else None, progress, echo, on_batch)
+    if config.task == "gan":
+        from cnnspec.train.gan import GanRun, gan_networks
+
+        generator, discriminator = gan_networks(network, networks, config)
+        run = GanRun(generator, discriminator, config, dataset, Path(out) if out is not None else None,
+                     progress, echo, on_batch)
+    else:
+        run = Run(network, config, dataset, Path(out) if out is not None else None, progress, echo, on_batch)
     if state is not None:
         run.restore(resume, parts, state)
     return run.train()
 
 
-class Run:
+class Trains:
+    """What every kind of run shares: ``train()`` runs ``_train()``, and a file that cannot be
+    written ends it with an error that names the checkpoint kept."""
+
+    out: Path | None
+
+    def train(self) -> History:
+        try:
+            return self._train()
+        except atomic.WriteError as err:
+            if self.out is None or not checkpoint.exists(self.out / "checkpoint"):
+                raise
+            fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+            raise CnnSpecError(err.message, file=err.file,
+                               hint=f"the last complete checkpoint is kept: {fix}, then continue "
+                                    f"with --resume {self.out}") from None
+
+
+class Run(Trains):
     """One training run: the data, model, optimizer and augmenter it made, and where it stands."""
 
     def __init__(self, network, config: TrainConfig, dataset, out: Path | None, progress: bool, echo, on_batch):
@@ -152,10 +189,21 @@ class Run:
             with located(network, "data", config.from_file):
                 dataset = load_dataset(config.data, network.input_shape, seed=config.seed,
                                        val_split=config.val_split, base_dir=config.data_base,
-                                       output_shape=network.output_shape)
+                                       output_shape=network.output_shape, task=config.task)
         self.dataset = dataset
         with located(network, "augment", config.from_file):
             self.augment = Augmenter(config.augment, dataset.sample_shape)
+        with located(network, "corrupt", config.from_file):
+            self.corrupt = Augmenter(config.corrupt, dataset.sample_shape)
+        if config.task == "reconstruct" and tuple(network.output_shape) != tuple(dataset.sample_shape):
+            with located(network, "task", config.from_file):
+                raise CnnSpecError(f"task = reconstruct trains the output to give back the input: the output is "
+                                   f"{'x'.join(map(str, network.output_shape))}, the input "
+                                   f"{'x'.join(map(str, dataset.sample_shape))}",
+                                   hint="end the decoder at the input's shape (conv_transpose, upsample, reshape)")
+        if config.task == "segment" and config.augment and dataset.y_train.shape[1:] != dataset.sample_shape[1:]:
+            Augmenter(config.augment, dataset.sample_shape)(dataset.x_train[:1], np.random.default_rng(0),
+                                                            dataset.y_train[:1])     # its located error
         self.model = network.compile(dtype="float32", seed=config.seed)
         self.history = History(network.name, config, classes=list(dataset.classes), out=out, dataset=dataset,
                                model=self.model, data={
@@ -214,17 +262,6 @@ class Run:
                     raise CnnSpecError("the checkpoint names a best epoch but holds no best weights", file=folder)
                 self.tracker.best_weights = dict(parts["best"])
         self.history.best = self.tracker.to_json()
-
-    def train(self) -> History:
-        try:
-            return self._train()
-        except atomic.WriteError as err:
-            if self.out is None or not checkpoint.exists(self.out / "checkpoint"):
-                raise
-            fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
-            raise CnnSpecError(err.message, file=err.file,
-                               hint=f"the last complete checkpoint is kept: {fix}, then continue "
-                                    f"with --resume {self.out}") from None
 
     def _train(self) -> History:
         config, history, echo = self.config, self.history, self.echo
@@ -328,23 +365,32 @@ class Run:
     def train_epoch(self, stop: StopRequest) -> bool:
         """Train from the current position to the end of the epoch (True), or until a stop is
         requested (False, with a checkpoint saved and the position kept)."""
-        config, model, epoch = self.config, self.model, self.epoch
+        config, model, epoch, task = self.config, self.model, self.epoch, self.config.task
         x, y, batch = self.dataset.x_train, self.dataset.y_train, config.batch
         self.history.frozen = _apply_unfreezing(model, self.layers, config, epoch, self.echo,
                                                 announce=self.batch == 0)
         rng = np.random.default_rng([config.seed, epoch])
         order = rng.permutation(len(x))
         loss_sum, correct, seen, seconds, top_correct, norm_sum = 0.0, 0, 0, 0.0, 0, 0.0
+        extra = TaskSums(task, self.n_classes)
         if self.batch:                                  # resuming inside this epoch
             rng.bit_generator.state = self.rng_state
             loss_sum, correct, seen, seconds, top_correct, norm_sum = [*self.sums, 0, 0.0][:6]
+            extra.load(self.sums[6] if len(self.sums) > 6 else None)
         bar = EpochBar(epoch, config.epochs, self.n_batches, self.batch, enabled=self.progress)
         for b in range(self.batch, self.n_batches):
             tick = time.perf_counter()
             index = order[b * batch:(b + 1) * batch]
             xb, yb = x[index], y[index]
             if self.augment:
-                xb = self.augment(xb, rng)
+                if task == "segment":
+                    xb, yb = self.augment(xb, rng, yb)
+                else:
+                    xb = self.augment(xb, rng)
+            if task == "reconstruct":
+                yb = xb                                  # the target: the clean input
+                if self.corrupt:
+                    xb = self.corrupt(xb, rng)
             loss, output = model.train_step(xb, yb, self.optimizer, loss=config.loss)
             if not math.isfinite(loss):
                 bar.close()
@@ -353,28 +399,34 @@ class Run:
                 self.schedule.after_batch()
             seconds += time.perf_counter() - tick
             loss_sum += loss * len(index)
-            correct += int(np.count_nonzero(_predicted(output) == yb))
+            if task == "classify":
+                correct += int(np.count_nonzero(_predicted(output) == yb))
+            else:
+                extra.add(output, yb, model.loss_parts, len(index))
             if config.top_k:
                 top_correct += top_k_correct(output, yb, config.top_k)
             if config.clip_grad_norm is not None:
                 norm_sum += self.optimizer.grad_norm
             seen += len(index)
-            bar.update(loss_sum / seen, correct / seen, seen / max(seconds, 1e-9))
+            bar.update(loss_sum / seen, correct / seen if task == "classify" else None, seen / max(seconds, 1e-9))
             if self.on_batch is not None:
                 self.on_batch(epoch, b, loss)
             if stop.requested and b + 1 < self.n_batches:
                 bar.close()
                 self.batch, self.rng_state = b + 1, rng.bit_generator.state
-                self.sums = [loss_sum, correct, seen, seconds, top_correct, norm_sum]
+                self.sums = [loss_sum, correct, seen, seconds, top_correct, norm_sum, extra.state()]
                 self.save_checkpoint()
                 return False
         bar.close()
         k, schedule = config.top_k, self.schedule
         top = f"top{k}"
-        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+        row = {"epoch": epoch, "train_loss": loss_sum / seen}
+        if task == "classify":
+            row["train_acc"] = correct / seen
+        row.update(extra.row("train"))
         if k:
             row[f"train_{top}"] = top_correct / seen
-        row.update({"val_loss": None, "val_acc": None})
+        row.update({"val_loss": None, **({"val_acc": None} if task == "classify" else extra.empty_row("val"))})
         if k:
             row[f"val_{top}"] = None
         row["lr"] = schedule.lr_of_epoch(epoch) if schedule else config.lr
@@ -384,11 +436,20 @@ class Run:
             row["grad_norm"] = norm_sum / self.n_batches
         row.update({"seconds": round(seconds, 3), "samples_per_s": round(seen / max(seconds, 1e-9), 1)})
         if len(self.dataset.x_val):
-            x_val, y_val = self.dataset.x_val, self.dataset.y_val
-            val_loss, outputs = model.evaluate(x_val, y_val, batch=256, loss=config.loss)
-            row["val_loss"], row["val_acc"] = float(val_loss), float(np.mean(_predicted(outputs) == y_val))
+            x_val, y_val = self.val_inputs(), self.dataset.y_val
+            target = self.dataset.x_val if task == "reconstruct" else y_val
+            val_loss, outputs = model.evaluate(x_val, target, batch=256, loss=config.loss)
+            row["val_loss"] = float(val_loss)
+            if task == "classify":
+                row["val_acc"] = float(np.mean(_predicted(outputs) == y_val))
+            else:
+                sums = TaskSums(task, self.n_classes)
+                sums.add(outputs, target, model.loss_parts, len(x_val))
+                row.update(sums.row("val"))
             if k:
                 row[f"val_{top}"] = top_k_correct(outputs, y_val, k) / len(y_val)
+            if self.out is not None and task != "classify":
+                self.write_pictures(epoch, x_val, outputs)
         self.history.rows.append(row)
         best = self.tracker.update(epoch, row, model)
         if best and self.out is not None:
@@ -401,6 +462,40 @@ class Run:
         self.epoch, self.batch, self.rng_state, self.sums = epoch + 1, 0, None, None
         self.save_checkpoint()
         return True
+
+    @property
+    def n_classes(self) -> int:
+        return max(len(self.dataset.classes), self.model.output_shape[0]) if self.config.task == "segment" else 0
+
+    def val_inputs(self) -> np.ndarray:
+        """The validation inputs: for a denoising auto-encoder corrupted once, with a generator of
+        their own (seeded by the run's seed), the same every epoch."""
+        x_val = self.dataset.x_val
+        if self.config.task == "reconstruct" and self.corrupt:
+            if getattr(self, "_val_corrupted", None) is None:
+                from cnnspec.train.metrics import corrupted_held_out
+
+                self._val_corrupted = corrupted_held_out(self.config.corrupt, x_val, self.config.seed)
+            return self._val_corrupted
+        return x_val
+
+    def write_pictures(self, epoch: int, x_val, outputs) -> None:
+        """``pictures/epoch_NNN.png``: eight validation samples, their inputs (clean, corrupted)
+        and reconstructions, or their pictures, true and predicted masks."""
+        from cnnspec.render.tasks import plot_reconstructions, plot_segmentations
+
+        n = min(8, len(x_val))
+        folder = self.out / "pictures"
+        atomic.make_folder(folder, "pictures folder")
+        path = folder / f"epoch_{epoch:03d}.png"
+        if self.config.task == "reconstruct":
+            corrupted = x_val[:n] if self.corrupt else None
+            draw = lambda tmp: plot_reconstructions(self.dataset.x_val[:n], corrupted, outputs[:n], tmp,   # noqa: E731
+                                                    title=f"epoch {epoch}")
+        else:
+            draw = lambda tmp: plot_segmentations(x_val[:n], self.dataset.y_val[:n], outputs[:n].argmax(axis=1),  # noqa
+                                                  tmp, classes=self.dataset.classes, title=f"epoch {epoch}")
+        atomic.write_atomic(path, draw, what="pictures")
 
     def diverged(self, loss: float, batch: int, mean_so_far) -> CnnSpecError:
         """The error that ends a run whose loss stopped being finite: where, the likely cause,
@@ -445,6 +540,57 @@ class Run:
                 "batch": self.batch, "rng": self.rng_state, "sums": self.sums,
                 "engine_rng": self.model.rng.bit_generator.state, "config": self.config.to_json(),
                 "rows": self.history.rows, "init": self.history.init, "finished": False, **self.fit_state()}
+
+
+class TaskSums:
+    """What an epoch adds up beyond the loss for reconstruct (squared errors, a VAE's loss parts)
+    and segment (the pixel confusion matrix); JSON-able (``state``) for a checkpoint."""
+
+    def __init__(self, task: str, k: int = 0):
+        self.task, self.k = task, k
+        self.sse, self.values, self.parts, self.samples = 0.0, 0, {}, 0
+        self.confusion = np.zeros((k, k), np.int64) if task == "segment" else None
+
+    def add(self, output, target, parts: dict, n: int) -> None:
+        if self.task == "reconstruct":
+            self.sse += float(np.sum((np.asarray(output, np.float64) - target) ** 2))
+            self.values += int(np.asarray(target).size)
+            for key, value in parts.items():
+                self.parts[key] = self.parts.get(key, 0.0) + float(value) * n
+            self.samples += n
+        elif self.task == "segment":
+            from cnnspec.train.metrics import pixel_confusion
+
+            self.confusion += pixel_confusion(np.asarray(output).argmax(axis=1), target, self.k)
+
+    def row(self, split: str) -> dict:
+        from cnnspec.train.metrics import mean_iou, psnr
+
+        if self.task == "reconstruct":
+            row = {f"{split}_psnr": psnr(self.sse / max(self.values, 1))}
+            if len(self.parts) > 1:            # a VAE: the reconstruction and the KL terms apart
+                row[f"{split}_recon"] = self.parts["output"] / max(self.samples, 1)
+                row[f"{split}_kl"] = sum(v for k, v in self.parts.items() if k != "output") / max(self.samples, 1)
+            return row
+        if self.task == "segment":
+            total = max(int(self.confusion.sum()), 1)
+            return {f"{split}_acc": float(np.trace(self.confusion) / total), f"{split}_miou": mean_iou(self.confusion)}
+        return {}
+
+    def empty_row(self, split: str) -> dict:
+        return {key: None for key in self.row(split)}
+
+    def state(self) -> dict:
+        return {"sse": self.sse, "values": self.values, "parts": self.parts, "samples": self.samples,
+                "confusion": None if self.confusion is None else self.confusion.tolist()}
+
+    def load(self, state: dict | None) -> None:
+        if not state:
+            return
+        self.sse, self.values, self.samples = float(state["sse"]), int(state["values"]), int(state["samples"])
+        self.parts = {k: float(v) for k, v in state["parts"].items()}
+        if state.get("confusion") is not None:
+            self.confusion = np.asarray(state["confusion"], np.int64).reshape(self.k, self.k)
 
 
 def _predicted(output: np.ndarray) -> np.ndarray:

@@ -37,16 +37,29 @@ class EpochBar:
 def epoch_line(row: dict, epochs: int, lr: bool = False) -> str:
     """``epoch  3/5  train loss 0.2154 acc 93.1%  val loss 0.1822 acc 94.5%  (6.1 s, 2,410 samples/s)``,
     with ``top5 99.0%`` after each accuracy when the row has top-k accuracies and ``lr 0.05``
-    before the timing when ``lr``."""
+    before the timing when ``lr``. Other tasks show their measures: ``psnr 21.3 dB`` (and a VAE's
+    ``recon``/``kl`` parts), ``acc`` (of pixels) and ``miou``; a GAN its two losses and D(x), D(G(z))."""
     width = len(str(epochs))
     top = next((key[len("train_"):] for key in row if key.startswith("train_top")), None)
-    text = f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc {_pct(row['train_acc'])}"
-    if top:
-        text += f" {top} {_pct(row['train_' + top])}"
-    if row.get("val_loss") is not None:
-        text += f"  val loss {row['val_loss']:.4f} acc {_pct(row['val_acc'])}"
-        if top:
-            text += f" {top} {_pct(row['val_' + top])}"
+    text = f"epoch {row['epoch']:>{width}}/{epochs}"
+    if "d_loss" in row:
+        text += (f"  d_loss {row['d_loss']:.4f} g_loss {row['g_loss']:.4f}  D(x) {row['d_real']:.3f} "
+                 f"D(G(z)) {row['d_fake']:.3f}")
+    else:
+        for split in ("train", "val"):
+            if row.get(f"{split}_loss") is None:
+                continue
+            text += f"{'  ' if split == 'train' else '  '}{split} loss {row[f'{split}_loss']:.4f}"
+            if f"{split}_recon" in row and row[f"{split}_recon"] is not None:
+                text += f" (recon {row[f'{split}_recon']:.4f} + kl {row[f'{split}_kl']:.4f})"
+            if f"{split}_psnr" in row and row[f"{split}_psnr"] is not None:
+                text += f" psnr {row[f'{split}_psnr']:.2f} dB"
+            if f"{split}_acc" in row:
+                text += f" acc {_pct(row[f'{split}_acc'])}"
+            if f"{split}_miou" in row and row[f"{split}_miou"] is not None:
+                text += f" miou {_pct(row[f'{split}_miou'])}"
+            if top:
+                text += f" {top} {_pct(row[f'{split}_' + top])}"
     if lr:
         text += f"  lr {row['lr']:.3g}"
     return text + f"  ({row['seconds']:.1f} s, {row['samples_per_s']:,.0f} samples/s)"

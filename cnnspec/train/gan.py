@@ -1,0 +1,421 @@
+"""Training a GAN (``task = gan``, dsl.md §10.4): a file's generator and discriminator networks
+trained in turns, as PyTorch's DCGAN tutorial trains them.
+
+One step, on a batch of n real images x (scaled to [-1, 1] when the generator ends in tanh, kept
+in [0, 1] when it ends in sigmoid) and n noise vectors z ~ N(0, I) drawn from the epoch's
+generator:
+
+1. fake = G(z), a training-mode forward of the generator, kept for step 3;
+2. the discriminator: its gradients of ``loss(D(x), 1)`` and ``loss(D(fake), 0)`` added up (two
+   backward passes, the fakes taken as constants), then the discriminator's optimizer steps;
+   the logged ``d_loss`` is the sum of the two losses, ``d_real`` the mean of D(x) and ``d_fake``
+   the mean of D(G(z)) in this step;
+3. every ``d_steps``-th batch, the generator: the non-saturating loss of Goodfellow et al. (2014),
+   ``loss(D(fake), 1)`` = -log D(G(z)) for bce, differentiated through the (just updated)
+   discriminator, whose parameters do not change, into the generator; its optimizer steps.
+
+Each network has its own optimizer (``g_optimizer``, ``d_optimizer``; default ``optimizer``)
+and state. A conditional GAN's generator has an input ``label`` (one-hot, K = the data's
+classes) and so does its discriminator: the real images come with their labels, the fakes with
+labels drawn uniformly. Each epoch writes ``samples/epoch_NNN.png``, the generator's samples of
+the same fixed noise (and labels: a row of eight per class for a conditional GAN).
+
+A run directory holds ``weights.npz`` (the generator: what ``cnnspec generate`` reads),
+``discriminator.npz``, the logs, ``curves.png``, the sample grids and ``checkpoint/`` (both
+networks, both optimizers, the position and generator states: ``--resume`` continues to the
+very weights an uninterrupted run reaches). A GAN's losses do not measure its samples: no best
+epoch is kept and there is no early stopping.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cnnspec import atomic
+from cnnspec.data import load_dataset
+from cnnspec.errors import CnnSpecError, plural
+from cnnspec.train import checkpoint
+from cnnspec.train.config import TrainConfig, located
+from cnnspec.train.loop import Trains
+from cnnspec.train.progress import CompileNotice, EpochBar, epoch_line
+
+LABEL = "label"                        # the input name of a conditional GAN's class
+SAMPLES = 64                           # the per-epoch sample grid
+
+
+def gan_networks(network, networks: dict | None, config: TrainConfig) -> tuple:
+    """(generator, discriminator) Networks named by the train section; ``networks`` (name ->
+    Network) defaults to every network of ``network``'s file."""
+    if networks is None:
+        if not getattr(network, "file", None):
+            networks = {network.name: network}
+        else:
+            import cnnspec
+
+            networks = cnnspec.load_all(network.file)
+    found = []
+    for key in ("generator", "discriminator"):
+        name = getattr(config, key)
+        if name is None:
+            raise CnnSpecError(f"task = gan needs `{key} = NAME` in the train section", file=network.file)
+        if name not in networks:
+            with located(network, key, config.from_file):
+                raise CnnSpecError(f"no network `{name}` in this file (the {key}); it has "
+                                   f"{', '.join(f'`{n}`' for n in networks)}")
+        found.append(networks[name])
+    if found[0].name == found[1].name:
+        with located(network, "discriminator", config.from_file):
+            raise CnnSpecError("the generator and the discriminator must be two networks")
+    return tuple(found)
+
+
+class GanRun(Trains):
+    """One GAN training run: both models, both optimizers, the data and where the run stands."""
+
+    def __init__(self, generator, discriminator, config: TrainConfig, dataset, out: Path | None,
+                 progress: bool, echo, on_batch):
+        from cnnspec.train.callbacks import make_optimizer
+        from cnnspec.train.loop import History
+
+        self.config, self.out, self.progress, self.echo, self.on_batch = config, out, progress, echo, on_batch
+        self.network = generator
+        if out is not None:
+            atomic.make_folder(out, "run folder")
+        self.g = generator.compile(dtype="float32", seed=config.seed)
+        self.d = discriminator.compile(dtype="float32", seed=config.seed + 1)
+        self.noise_name, self.image_name, self.conditional = self._check(generator, discriminator, config)
+        if dataset is None:
+            if config.data_base is None:
+                config.data_base = os.getcwd()
+            with located(generator, "data", config.from_file):
+                dataset = load_dataset(config.data, self.g.output_shape, seed=config.seed, val_split=0.0,
+                                       base_dir=config.data_base, task="gan")
+        self.dataset = dataset
+        if self.conditional:
+            k = self.g.input_shapes[LABEL][0]
+            if not dataset.classes or int(dataset.y_train.max(initial=0)) >= k or len(dataset.classes) > k:
+                with located(generator, "data", config.from_file):
+                    raise CnnSpecError(f"a conditional GAN's `label` input is one-hot of size {k}, but the data set "
+                                       f"{dataset.spec!r} has {plural(len(dataset.classes), 'class', 'classes')}",
+                                       hint=f"give both networks `input label: {len(dataset.classes) or 'K'}`"
+                                            if dataset.classes else "use data with labels (shapes, a .npz with y)")
+        self.tanh = self.g._plan(1).final_op == "tanh"
+        self.optimizer_g = make_optimizer(self.g, _with_optimizer(config, config.g_optimizer))
+        self.optimizer_d = make_optimizer(self.d, _with_optimizer(config, config.d_optimizer))
+        self.history = History(generator.name, config, classes=list(dataset.classes), out=out, dataset=dataset,
+                               model=self.g, data={"spec": dataset.spec, "sample_shape": list(dataset.sample_shape),
+                                                   "train": len(dataset.x_train), "val": 0, "test": None})
+        self.history.discriminator = self.d
+        self.epoch, self.batch, self.rng_state, self.sums = 1, 0, None, None
+        self.resumed = self.finished = False
+        # the sample grid: 64 noise vectors, or 8 per class in a row each for a conditional GAN
+        k = self.g.input_shapes[LABEL][0] if self.conditional else 0
+        rng = np.random.default_rng([config.seed, 0x6A7])
+        self.fixed_z = rng.standard_normal((8 * k if k else SAMPLES, *self.g.input_shapes[self.noise_name]))
+        self.fixed_z = self.fixed_z.astype(np.float32)
+        self.fixed_labels = np.repeat(np.arange(k), 8) if k else None
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    def _check(self, generator, discriminator, config):
+        g, d = self.g, self.d
+        noise = [name for name in g.input_names if name != LABEL]
+        image = [name for name in d.input_names if name != LABEL]
+        if len(noise) != 1:
+            with located(generator, "generator", config.from_file):
+                raise CnnSpecError(f"the generator `{g.name}` must have one noise input (and optionally "
+                                   f"`input label: K`); it has {', '.join(g.input_names)}")
+        if len(image) != 1:
+            with located(generator, "discriminator", config.from_file):
+                raise CnnSpecError(f"the discriminator `{d.name}` must have one image input (and optionally "
+                                   f"`input label: K`); it has {', '.join(d.input_names)}")
+        conditional = LABEL in g.input_names
+        if conditional != (LABEL in d.input_names):
+            which = "generator" if conditional else "discriminator"
+            with located(generator, "discriminator", config.from_file):
+                raise CnnSpecError(f"a conditional GAN gives the label to both networks: only the {which} has "
+                                   f"`input label`", hint="add `input label: K` to the other network too")
+        if conditional and g.input_shapes[LABEL] != d.input_shapes[LABEL]:
+            with located(generator, "discriminator", config.from_file):
+                raise CnnSpecError(f"the label inputs differ: {g.input_shapes[LABEL]} in the generator, "
+                                   f"{d.input_shapes[LABEL]} in the discriminator")
+        if conditional and len(g.input_shapes[LABEL]) != 1:
+            with located(generator, "generator", config.from_file):
+                raise CnnSpecError("`input label` is one-hot: a vector of K values (input label: 10)")
+        if tuple(g.output_shape) != tuple(d.input_shapes[image[0]]):
+            with located(generator, "discriminator", config.from_file):
+                raise CnnSpecError(f"the generator makes {_fmt(g.output_shape)} pictures but the discriminator "
+                                   f"takes {_fmt(d.input_shapes[image[0]])}")
+        if math.prod(d.output_shape) != 1:
+            with located(generator, "discriminator", config.from_file):
+                raise CnnSpecError(f"the discriminator must give one value per picture (real or fake); its output "
+                                   f"is {_fmt(d.output_shape)}", hint="end it in dense(1) -> sigmoid")
+        size = math.prod(g.input_shapes[noise[0]])
+        if config.latent is not None and config.latent != size:
+            with located(generator, "latent", config.from_file):
+                raise CnnSpecError(f"latent = {config.latent}, but the generator's noise input `{noise[0]}` has "
+                                   f"{size} values ({_fmt(g.input_shapes[noise[0]])})")
+        final = g._plan(1).final_op
+        if final not in ("tanh", "sigmoid"):
+            with located(generator, "generator", config.from_file):
+                raise CnnSpecError(f"the generator must end in tanh (pictures in [-1, 1]) or sigmoid ([0, 1]); "
+                                   f"`{g.name}` ends in {final}")
+        return noise[0], image[0], conditional
+
+    # -- resume ----------------------------------------------------------------------------------
+
+    def restore(self, run: Path, parts: dict, state: dict) -> None:
+        folder = str(run / "checkpoint")
+        for name in ("weights", "discriminator", "optimizer", "d_optimizer"):
+            if name not in parts:
+                raise CnnSpecError(f"the checkpoint has no {name}", file=folder)
+        try:
+            self.g.load_arrays(parts["weights"], source=folder)
+            self.d.load_arrays(parts["discriminator"], source=folder)
+            self.optimizer_g.load_state_dict(parts["optimizer"])
+            self.optimizer_d.load_state_dict(parts["d_optimizer"])
+        except CnnSpecError as exc:
+            raise CnnSpecError(exc.message, file=folder, hint=exc.hint) from None
+        self.history.rows = state["rows"]
+        self.epoch, self.batch, self.rng_state, self.sums = state["epoch"], state["batch"], state["rng"], state["sums"]
+        self.g.rng.bit_generator.state = state["engine_rng"]
+        self.d.rng.bit_generator.state = state["d_engine_rng"]
+        self.resumed, self.finished = True, bool(state.get("finished"))
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def _train(self):
+        from cnnspec.train.loop import StopRequest
+
+        config, history = self.config, self.history
+        if self.resumed:
+            if self.epoch > config.epochs:
+                if self.finished:
+                    done = self.epoch - 1
+                    raise CnnSpecError(f"this run has already trained for {plural(done, 'epoch')}: there is "
+                                       f"nothing to resume", file=str(self.out),
+                                       hint=f"give --epochs N with N > {done} to train it further")
+                self.write_final()
+                return history
+            self.echo(f"resuming {self.out} at epoch {self.epoch}, batch {self.batch}")
+        else:
+            self.echo(self.describe())
+        with CompileNotice() as notice:
+            self.warm_up()
+        history.compile_seconds = notice.seconds if notice.shown else None
+        with StopRequest() as stop:
+            while self.epoch <= config.epochs:
+                finished = self.train_epoch(stop)
+                if not finished or (stop.requested and self.epoch <= config.epochs):
+                    history.interrupted = True
+                    where = (f"in epoch {self.epoch} after batch {self.batch}/{self.n_batches}" if not finished
+                             else f"after epoch {self.epoch - 1}")
+                    saved = (f": checkpoint saved in {self.out / 'checkpoint'}; continue with --resume {self.out}"
+                             if self.out is not None else "")
+                    self.echo(f"interrupted {where}{saved}")
+                    return history
+            self.write_final()
+        return history
+
+    def describe(self) -> str:
+        config = self.config
+        g_opt = _with_optimizer(config, config.g_optimizer).describe_optimizer()
+        d_opt = _with_optimizer(config, config.d_optimizer).describe_optimizer()
+        kind = "conditional GAN" if self.conditional else "GAN"
+        return (f"{kind} {self.g.name} / {self.d.name}: training on {self.dataset.describe()}\n"
+                f"  generator {g_opt}, discriminator {d_opt}, loss {config.loss}, "
+                f"{plural(config.epochs, 'epoch')}, batch {config.batch}, d_steps {config.d_steps}, seed {config.seed}; "
+                f"real pictures scaled to {'[-1, 1] (the generator ends in tanh)' if self.tanh else '[0, 1]'}")
+
+    def warm_up(self) -> None:
+        """Compile the kernels both steps use before the first batch (weights and states kept)."""
+        saved = [(m, m._flat_params.copy(), m.rng.bit_generator.state,
+                  {layer: {k: v.copy() for k, v in group.items()} for layer, group in m.state.items()})
+                 for m in (self.g, self.d)]
+        try:
+            z, labels = self._noise(np.random.default_rng(0), 2)
+            real = self.dataset.x_train[:2]
+            self._d_step(self._real_inputs(real, self.dataset.y_train[:2]), self.g.forward_train(z), labels,
+                         step=False)
+            self._g_step(labels, step=False)
+            self.g.forward({k: v[:1] for k, v in z.items()}, batch=1)
+        finally:
+            for model, params, rng, state in saved:
+                model._flat_params[...] = params
+                model.rng.bit_generator.state = rng
+                for layer, group in state.items():
+                    for k, v in group.items():
+                        model.state[layer][k][...] = v
+                model._flat_grads[...] = 0
+
+    @property
+    def n_batches(self) -> int:
+        return -(-len(self.dataset.x_train) // self.config.batch)
+
+    def _one_hot(self, labels) -> np.ndarray:
+        k = self.g.input_shapes[LABEL][0]
+        return np.eye(k, dtype=np.float32)[labels]
+
+    def _noise(self, rng, n: int) -> tuple:
+        """The generator's inputs for ``n`` fakes (noise, and labels drawn uniformly) and the labels."""
+        z = rng.standard_normal((n, *self.g.input_shapes[self.noise_name])).astype(np.float32)
+        if not self.conditional:
+            return {self.noise_name: z}, None
+        labels = rng.integers(0, self.g.input_shapes[LABEL][0], n)
+        return {self.noise_name: z, LABEL: self._one_hot(labels)}, labels
+
+    def _real_inputs(self, x, y) -> dict:
+        x = x * 2 - 1 if self.tanh else x
+        return {self.image_name: x, **({LABEL: self._one_hot(y)} if self.conditional else {})}
+
+    def _fake_inputs(self, fake, labels) -> dict:
+        return {self.image_name: fake, **({LABEL: self._one_hot(labels)} if self.conditional else {})}
+
+    def _d_step(self, real: dict, fake, labels, step: bool = True) -> tuple:
+        """The discriminator's step: (d_loss, mean D(x), mean D(G(z)))."""
+        n_real, n_fake = len(real[self.image_name]), len(fake)
+        loss = self.config.loss
+        real_loss = self.d.backprop(real, np.ones((n_real, *self.d.output_shape), np.float32), loss)
+        d_real = float(np.mean(self.d.last_output))
+        fake_loss = self.d.backprop(self._fake_inputs(fake, labels), np.zeros((n_fake, *self.d.output_shape),
+                                                                               np.float32), loss, accumulate=True)
+        d_fake = float(np.mean(self.d.last_output))
+        if step:
+            self.optimizer_d.step()
+        return real_loss + fake_loss, d_real, d_fake
+
+    def _g_step(self, labels, step: bool = True) -> float:
+        """The generator's step on the fakes of its last training forward: the non-saturating loss."""
+        pending = self.g._pending
+        fake = pending.plan.output.copy()
+        loss = self.d.backprop(self._fake_inputs(fake, labels), np.ones((len(fake), *self.d.output_shape), np.float32),
+                               self.config.loss, inputs=(self.image_name,), params=False)
+        self.g._pending = pending                 # D's run does not touch G; kept explicit
+        self.g.backward(self.d.input_grads[self.image_name])
+        if step:
+            self.optimizer_g.step()
+        return loss
+
+    def train_epoch(self, stop) -> bool:
+        config, epoch = self.config, self.epoch
+        x, y, batch = self.dataset.x_train, self.dataset.y_train, config.batch
+        rng = np.random.default_rng([config.seed, epoch])
+        order = rng.permutation(len(x))
+        d_sum, g_sum, real_sum, fake_sum, seen, g_steps, seconds = 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0
+        if self.batch:
+            rng.bit_generator.state = self.rng_state
+            d_sum, g_sum, real_sum, fake_sum, seen, g_steps, seconds = self.sums
+        bar = EpochBar(epoch, config.epochs, self.n_batches, self.batch, enabled=self.progress)
+        for b in range(self.batch, self.n_batches):
+            tick = time.perf_counter()
+            index = order[b * batch:(b + 1) * batch]
+            z, labels = self._noise(rng, len(index))
+            fake = self.g.forward_train(z)
+            d_loss, d_real, d_fake = self._d_step(self._real_inputs(x[index], y[index]), fake, labels)
+            g_loss = None
+            if (b + 1) % config.d_steps == 0:
+                g_loss = self._g_step(labels)
+                g_sum += g_loss
+                g_steps += 1
+            for value, what in ((d_loss, "the discriminator's"), (g_loss, "the generator's")):
+                if value is not None and not math.isfinite(value):
+                    bar.close()
+                    raise CnnSpecError(f"training diverged: {what} loss became {value} in epoch {epoch}, batch "
+                                       f"{b + 1}/{self.n_batches}" + self._kept(),
+                                       hint=f"try a lower learning rate (--lr {config.lr / 10:g})")
+            seconds += time.perf_counter() - tick
+            d_sum += d_loss * len(index)
+            real_sum += d_real * len(index)
+            fake_sum += d_fake * len(index)
+            seen += len(index)
+            bar.update(d_sum / seen, None, seen / max(seconds, 1e-9))
+            if self.on_batch is not None:
+                self.on_batch(epoch, b, d_loss)
+            if stop.requested and b + 1 < self.n_batches:
+                bar.close()
+                self.batch, self.rng_state = b + 1, rng.bit_generator.state
+                self.sums = [d_sum, g_sum, real_sum, fake_sum, seen, g_steps, seconds]
+                self.save_checkpoint()
+                return False
+        bar.close()
+        row = {"epoch": epoch, "d_loss": d_sum / seen, "g_loss": g_sum / max(g_steps, 1) if g_steps else None,
+               "d_real": real_sum / seen, "d_fake": fake_sum / seen, "lr": config.lr,
+               "seconds": round(seconds, 3), "samples_per_s": round(seen / max(seconds, 1e-9), 1)}
+        self.history.rows.append(row)
+        if self.out is not None:
+            self.write_samples(epoch)
+        self.echo(epoch_line({**row, "g_loss": row["g_loss"] if row["g_loss"] is not None else float("nan")},
+                             config.epochs))
+        self.epoch, self.batch, self.rng_state, self.sums = epoch + 1, 0, None, None
+        self.save_checkpoint()
+        return True
+
+    def _kept(self) -> str:
+        if self.out is not None and checkpoint.exists(self.out / "checkpoint"):
+            return f"; the last checkpoint is kept in {self.out / 'checkpoint'}"
+        return ""
+
+    def samples(self) -> np.ndarray:
+        """The generator's pictures (evaluation mode) of the fixed noise, in [0, 1]."""
+        inputs = {self.noise_name: self.fixed_z}
+        if self.conditional:
+            inputs[LABEL] = self._one_hot(self.fixed_labels)
+        out = self.g.forward(inputs)
+        return (out + 1) / 2 if self.tanh else out
+
+    def write_samples(self, epoch: int) -> None:
+        from cnnspec.render.tasks import save_grid
+
+        folder = self.out / "samples"
+        atomic.make_folder(folder, "samples folder")
+        pictures = self.samples()
+        atomic.write_atomic(folder / f"epoch_{epoch:03d}.png", lambda tmp: save_grid(pictures, tmp, columns=8),
+                            what="sample grid")
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        if self.out is None:
+            return
+        from cnnspec.train.loop import _json_default, _write_logs
+
+        parts = {"weights": self.g.arrays(), "discriminator": self.d.arrays(),
+                 "optimizer": self.optimizer_g.state_dict(), "d_optimizer": self.optimizer_d.state_dict()}
+        state = {"network": self.g.name, "file": self.network.file, "task": "gan", "epoch": self.epoch,
+                 "batch": self.batch, "rng": self.rng_state, "sums": self.sums,
+                 "engine_rng": self.g.rng.bit_generator.state, "d_engine_rng": self.d.rng.bit_generator.state,
+                 "config": self.config.to_json(), "rows": self.history.rows, "init": None, "finished": False}
+        checkpoint.save(self.out / "checkpoint", parts, state, default=_json_default)
+        _write_logs(self.out, self.history)
+
+    def write_final(self) -> None:
+        if self.out is None:
+            return
+        from cnnspec.render.pictures import plot_curves
+        from cnnspec.train.loop import _json_default, _write_logs
+
+        out, history = self.out, self.history
+        written = [self.g.save(out / "weights.npz"), self.d.save(out / "discriminator.npz")]
+        written += _write_logs(out, history)
+        written.append(atomic.write_atomic(out / "curves.png", lambda tmp: plot_curves(history.rows, tmp),
+                                           what="training curves"))
+        checkpoint.update_state(out / "checkpoint", default=_json_default, finished=True)
+        history.written = [Path(p) for p in written]
+
+
+def _with_optimizer(config: TrainConfig, optimizer: dict | None) -> TrainConfig:
+    """``config`` with the optimizer ``optimizer`` ({"name", args}; None: config's own)."""
+    if optimizer is None:
+        return config
+    from dataclasses import replace
+
+    args = {k: v for k, v in optimizer.items() if k != "name"}
+    return replace(config, optimizer=optimizer["name"], optimizer_args=args)
+
+
+def _fmt(shape) -> str:
+    return "x".join(map(str, shape))

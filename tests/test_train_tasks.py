@@ -1,0 +1,528 @@
+"""Training beyond classification (dsl.md §10.4): reconstruct (auto-encoders, denoising, VAEs),
+segment and gan — their metrics against independent references, a GAN step against a
+hand-written PyTorch one, Ctrl-C and --resume bit-identity for each task, losses that go down,
+and located errors for data that does not fit."""
+import json
+import signal
+
+import numpy as np
+import pytest
+
+import cnnspec
+from cnnspec.errors import CnnSpecError
+from cnnspec.train import fit
+from cnnspec.train.metrics import iou, mean_iou, pixel_confusion, psnr
+
+AE = """
+network AE {
+    input image: 1x12x12
+    conv(4, 3x3, stride=2, pad=1) -> relu
+    conv_transpose(1, 4x4, stride=2, pad=1) -> sigmoid
+}
+train {
+    data = shapes:n=96
+    task = reconstruct
+    loss = LOSS
+    corrupt = [noise(0.2), mask(0.1)]
+    optimizer = adam(lr=0.01)
+    epochs = 2
+    batch = 16
+}
+"""
+
+VAE = """
+network VAE {
+    input image: 1x12x12
+    h = flatten -> dense(16) -> relu
+    mu = h -> dense(3)
+    logvar = h -> dense(3)
+    z = sample(mu, logvar)
+    dense(144) -> sigmoid -> reshape(1x12x12)
+}
+train {
+    data = shapes:n=96
+    task = reconstruct
+    loss = bce
+    optimizer = adam(lr=0.01)
+    epochs = 2
+    batch = 16
+}
+"""
+
+SEG = """
+network Seg {
+    input image: 1x12x12
+    conv(6, 3x3, pad=1) -> batchnorm -> relu
+    conv(4, 1x1) -> softmax
+}
+train {
+    data = shapes:plus,x,square,n=96
+    task = segment
+    optimizer = adam(lr=0.02)
+    epochs = 2
+    batch = 16
+    augment = [flip, shift(1)]
+}
+"""
+
+GAN = """
+network G {
+    input z: 4
+    input label: 3
+    concat(z, label)
+    dense(16) -> batchnorm -> relu -> dense(144) -> tanh -> reshape(1x12x12)
+}
+network D {
+    input image: 1x12x12
+    input label: 3
+    pixels = image -> flatten
+    concat(pixels, label)
+    dense(16) -> leaky_relu(0.2) -> dropout(0.3) -> dense(1) -> sigmoid
+}
+train {
+    data = shapes:plus,x,square,n=96
+    task = gan
+    generator = G
+    discriminator = D
+    g_optimizer = adam(lr=2e-3, betas=(0.5, 0.999))
+    d_optimizer = sgd(lr=0.05, momentum=0.5)
+    epochs = 2
+    batch = 16
+}
+"""
+
+
+def quiet(*args):
+    pass
+
+
+def load(tmp_path, text, name="net.cnn"):
+    path = tmp_path / name
+    path.write_text(text)
+    return cnnspec.load(path)
+
+
+def without_timings(rows):
+    return [{k: v for k, v in row.items() if k not in ("seconds", "samples_per_s")} for row in rows]
+
+
+def interrupt_at(epoch, batch):
+    def on_batch(e, b, loss):
+        if (e, b) == (epoch, batch):
+            signal.raise_signal(signal.SIGINT)
+    return on_batch
+
+
+# -- metrics against independent references -----------------------------------------------------
+
+def test_confusion_and_iou_against_a_loop():
+    rng = np.random.default_rng(0)
+    truth, predicted = rng.integers(0, 4, (5, 6, 7)), rng.integers(0, 4, (5, 6, 7))
+    predicted[truth == 3] = 0                           # class 3 never predicted
+    truth[truth == 2] = 1
+    predicted[predicted == 2] = 1                       # class 2 absent from both
+    k = 5                                               # class 4 absent from both too
+    expected = np.zeros((k, k), int)
+    for t, p in zip(truth.ravel(), predicted.ravel()):
+        expected[t, p] += 1
+    confusion = pixel_confusion(predicted, truth, k)
+    assert np.array_equal(confusion, expected)
+    values = []
+    for c in range(k):
+        inter = np.sum((truth == c) & (predicted == c))
+        union = np.sum((truth == c) | (predicted == c))
+        values.append(None if union == 0 else inter / union)
+    assert iou(confusion) == pytest.approx(values)
+    assert values[2] is None and values[4] is None and values[3] == 0
+    assert mean_iou(confusion) == pytest.approx(np.mean([v for v in values if v is not None]))
+
+
+def test_iou_against_torchmetrics_practice():
+    """A perfect prediction of two of five classes scores 1: absent classes are left out."""
+    truth = np.array([[0, 0, 1, 1]])
+    assert mean_iou(pixel_confusion(truth, truth, 5)) == 1.0
+    assert mean_iou(pixel_confusion(np.array([[0, 0, 0, 1]]), truth, 5)) == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_psnr():
+    assert psnr(0.01) == pytest.approx(20.0)
+    assert psnr(1e-4) == pytest.approx(40.0)
+    assert psnr(0.0) == float("inf")
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1", "bce", "cross_entropy"])
+def test_task_losses_against_pytorch(loss):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    channels = 3 if loss == "cross_entropy" else 1
+    final = "softmax" if loss == "cross_entropy" else "sigmoid"
+    network = cnnspec.loads(f"network N {{\n input image: 2x5x5\n conv({channels}, 3x3, pad=1) -> {final}\n}}")
+    model = network.compile(seed=3, dtype="float64")
+    rng = np.random.default_rng(1)
+    x = rng.random((4, 2, 5, 5))
+    y = rng.integers(0, 3, (4, 5, 5)) if loss == "cross_entropy" else rng.random((4, 1, 5, 5))
+    value, grads = model.loss_and_grad(x, y, loss=loss)
+    arrays = model.arrays()
+    w = torch.tensor(arrays["conv1.weight"], requires_grad=True)
+    b = torch.tensor(arrays["conv1.bias"], requires_grad=True)
+    scores = F.conv2d(torch.tensor(x), w, b, padding=1)
+    target = torch.tensor(y)
+    reference = {"mse": lambda: F.mse_loss(torch.sigmoid(scores), target),
+                 "l1": lambda: F.l1_loss(torch.sigmoid(scores), target),
+                 "bce": lambda: F.binary_cross_entropy_with_logits(scores, target),
+                 "cross_entropy": lambda: F.cross_entropy(scores, target)}[loss]()
+    reference.backward()
+    assert value == pytest.approx(reference.item(), rel=1e-10)
+    np.testing.assert_allclose(grads["conv1"]["weight"], w.grad.numpy(), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(grads["conv1"]["bias"], b.grad.numpy(), rtol=1e-8, atol=1e-12)
+
+
+# -- the GAN step against PyTorch ---------------------------------------------------------------
+
+GAN_STEP = """
+network G {
+    input z: 3
+    dense(5) -> leaky_relu(0.2) -> dense(4) -> tanh -> reshape(1x2x2)
+}
+network D {
+    input image: 1x2x2
+    flatten -> dense(3) -> leaky_relu(0.2) -> dense(1) -> sigmoid
+}
+train {
+    data = shapes:n=8
+    task = gan
+    generator = G
+    discriminator = D
+    optimizer = sgd(lr=0.1)
+    batch = 4
+}
+"""
+
+
+def test_one_gan_step_equals_a_hand_written_pytorch_step(tmp_path):
+    """One discriminator step (real -> 1, fake -> 0, gradients added, fakes detached) and one
+    generator step (the non-saturating loss through the updated discriminator) give PyTorch's
+    gradients and weights."""
+    torch = pytest.importorskip("torch")
+    from cnnspec.train.config import resolve_config
+    from cnnspec.data import Dataset
+    from cnnspec.train.gan import GanRun
+
+    networks = cnnspec.load_all(tmp_path / "gan.cnn") if (tmp_path / "gan.cnn").write_text(GAN_STEP) else None
+    config = resolve_config(networks["G"])
+    rng = np.random.default_rng(0)
+    real = rng.random((4, 1, 2, 2)).astype(np.float32)
+    data = Dataset("test", [], real, np.zeros(4, np.int64), real[:0], np.zeros(0, np.int64), task="gan")
+    run = GanRun(networks["G"], networks["D"], config, data, None, False, quiet, None)
+    g0, d0 = {k: v.copy() for k, v in run.g.arrays().items()}, {k: v.copy() for k, v in run.d.arrays().items()}
+    z = rng.standard_normal((4, 3)).astype(np.float32)
+    fake = run.g.forward_train({"z": z})
+    d_loss, d_real, d_fake = run._d_step(run._real_inputs(real, None), fake, None)
+    d_grads = {k: v.copy() for k, v in run.d._grads["dense1"].items()}
+    g_loss = run._g_step(None)
+
+    t = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)       # noqa: E731
+    G = {k: t(v) for k, v in g0.items()}
+    D = {k: t(v) for k, v in d0.items()}
+    lrelu = torch.nn.functional.leaky_relu
+
+    def gen(zz):
+        h = lrelu(torch.tensor(zz, dtype=torch.float64) @ G["dense1.weight"] + G["dense1.bias"], 0.2)
+        return torch.tanh(h @ G["dense2.weight"] + G["dense2.bias"]).reshape(-1, 1, 2, 2)
+
+    def disc(images, params):
+        h = lrelu(images.reshape(len(images), -1) @ params["dense1.weight"] + params["dense1.bias"], 0.2)
+        return torch.sigmoid(h @ params["dense2.weight"] + params["dense2.bias"])
+
+    bce = torch.nn.functional.binary_cross_entropy
+    fake_t = gen(z)
+    np.testing.assert_allclose(fake, fake_t.detach().numpy(), rtol=1e-5, atol=1e-6)
+    real_t = torch.tensor(real * 2 - 1, dtype=torch.float64)           # tanh: real scaled to [-1, 1]
+    out_real, out_fake = disc(real_t, D), disc(fake_t.detach(), D)
+    err_real = bce(out_real, torch.ones(4, 1, dtype=torch.float64))
+    err_fake = bce(out_fake, torch.zeros(4, 1, dtype=torch.float64))
+    err_real.backward()
+    err_fake.backward()
+    assert d_loss == pytest.approx((err_real + err_fake).item(), rel=1e-5)
+    assert (d_real, d_fake) == pytest.approx((out_real.mean().item(), out_fake.mean().item()), rel=1e-5)
+    np.testing.assert_allclose(d_grads["weight"], D["dense1.weight"].grad.numpy(), rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        for p in D.values():
+            p -= 0.1 * p.grad
+            p.grad = None
+    for k, p in D.items():
+        np.testing.assert_allclose(run.d.arrays()[k], p.detach().numpy(), rtol=1e-5, atol=1e-6)
+    err_g = bce(disc(fake_t, D), torch.ones(4, 1, dtype=torch.float64))    # non-saturating: -log D(G(z))
+    err_g.backward()
+    assert g_loss == pytest.approx(err_g.item(), rel=1e-5)
+    assert all(p.grad is None or True for p in D.values())
+    for k, p in G.items():
+        np.testing.assert_allclose(run.g._grads[k.split(".")[0]][k.split(".")[1]], p.grad.numpy(),
+                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(run.g.arrays()[k], (p - 0.1 * p.grad).detach().numpy(), rtol=1e-5, atol=1e-6)
+    for k, p in D.items():                        # the generator's step leaves D's weights alone
+        np.testing.assert_allclose(run.d.arrays()[k], p.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+# -- training, resuming, losses going down ------------------------------------------------------
+
+TASKS = {"reconstruct": AE.replace("LOSS", "bce"), "vae": VAE, "segment": SEG, "gan": GAN}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_ctrl_c_and_resume_reach_the_same_weights(task, tmp_path):
+    network = load(tmp_path, TASKS[task])
+    straight = fit(network, echo=quiet, progress=False, out=tmp_path / "straight", epochs=3)
+    lines = []
+    stopped = fit(network, echo=lines.append, progress=False, out=tmp_path / "run", epochs=3,
+                  on_batch=interrupt_at(2, 1))
+    assert stopped.interrupted and len(stopped.rows) == 1
+    assert "checkpoint saved" in lines[-1]
+    resumed = fit(network, echo=lines.append, progress=False, resume=tmp_path / "run")
+    assert without_timings(resumed.rows) == without_timings(straight.rows)
+    models = [(straight.model, resumed.model)]
+    if task == "gan":
+        models.append((straight.discriminator, resumed.discriminator))
+    for a, b in models:
+        a, b = a.arrays(), b.arrays()
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"weights.npz", "log.csv", "curves.png"} <= files
+    if task == "gan":
+        assert "discriminator.npz" in files and len(list((tmp_path / "run" / "samples").iterdir())) == 3
+    else:
+        assert "best.npz" in files and len(list((tmp_path / "run" / "pictures").iterdir())) == 3
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1", "bce"])
+def test_reconstruct_learns_and_logs_psnr(loss, tmp_path):
+    history = fit(load(tmp_path, AE.replace("LOSS", loss)), echo=quiet, progress=False, epochs=4)
+    rows = history.rows
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["val_psnr"] > rows[0]["val_psnr"]
+    assert history.best["monitor"] == "val_psnr"
+    # the logged PSNR is 10 log10(1 / MSE) of the clean validation pictures
+    run_x = history.dataset.x_val
+    from cnnspec.data.augment import Augmenter
+    corrupted = Augmenter([("noise", (0.2,)), ("mask", (0.1,))], run_x.shape[1:])(
+        run_x, np.random.default_rng([0, 0x7A1]))
+    out = history.model.forward(corrupted)
+    assert rows[-1]["val_psnr"] == pytest.approx(10 * np.log10(1 / np.mean((out - run_x) ** 2)), rel=1e-5)
+
+
+def test_vae_logs_reconstruction_and_kl_apart(tmp_path):
+    rows = fit(load(tmp_path, VAE), echo=quiet, progress=False, epochs=3).rows
+    for row in rows:
+        assert row["train_loss"] == pytest.approx(row["train_recon"] + row["train_kl"], rel=1e-9)
+        assert row["train_kl"] > 0
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_segment_learns_and_reports_miou(tmp_path):
+    history = fit(load(tmp_path, SEG), echo=quiet, progress=False, epochs=4)
+    rows = history.rows
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert history.best["monitor"] == "val_miou"
+    x, masks = history.dataset.x_val, history.dataset.y_val
+    predicted = history.model.forward(x).argmax(axis=1)
+    confusion = pixel_confusion(predicted, masks, 4)
+    assert rows[-1]["val_miou"] == pytest.approx(mean_iou(confusion))
+    assert rows[-1]["val_acc"] == pytest.approx(np.mean(predicted == masks))
+
+
+def test_gan_logs_both_losses(tmp_path):
+    history = fit(load(tmp_path, GAN), echo=quiet, progress=False, epochs=2)
+    for row in history.rows:
+        assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(row)
+        assert 0 < row["d_real"] < 1 and 0 < row["d_fake"] < 1
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+def test_masks_of_the_wrong_size(tmp_path):
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    np.savez(tmp_path / "seg.npz", x=x, y=np.zeros((4, 6, 6), np.int64))
+    network = load(tmp_path, SEG.replace("1x12x12", "1x8x8").replace("shapes:plus,x,square,n=96", "\"seg.npz\""))
+    with pytest.raises(CnnSpecError, match=r"masks of 6x6 pixels, but the network's output is 4x8x8") as info:
+        fit(network, echo=quiet, progress=False)
+    assert info.value.line is not None                                   # at the data line
+
+
+def test_labels_instead_of_masks(tmp_path):
+    np.savez(tmp_path / "seg.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    network = load(tmp_path, SEG.replace("1x12x12", "1x8x8").replace("shapes:plus,x,square,n=96", "\"seg.npz\""))
+    with pytest.raises(CnnSpecError, match=r"segmentation needs one mask of class indexes per sample"):
+        fit(network, echo=quiet, progress=False)
+
+
+def test_reconstruct_output_must_match_the_input(tmp_path):
+    network = load(tmp_path, AE.replace("LOSS", "mse").replace("conv_transpose(1, 4x4", "conv_transpose(2, 4x4"))
+    with pytest.raises(CnnSpecError, match="the output is 2x12x12, the input 1x12x12") as info:
+        fit(network, echo=quiet, progress=False)
+    assert info.value.line is not None
+
+
+def test_missing_generator_network(tmp_path):
+    with pytest.raises(CnnSpecError, match=r"no network `Gen` in this file") as info:
+        load(tmp_path, GAN.replace("generator = G", "generator = Gen"))
+    assert info.value.line == 18
+    with pytest.raises(CnnSpecError, match=r"generator") as info:
+        load(tmp_path, GAN.replace("    generator = G\n", ""))
+    # given only one of the file's networks (the API), the other is named as missing
+    networks = cnnspec.load_all(tmp_path / "net.cnn") if (tmp_path / "net.cnn").write_text(GAN) else None
+    with pytest.raises(CnnSpecError, match=r"no network `D` in this file \(the discriminator\)"):
+        fit(networks["G"], networks={"G": networks["G"]}, echo=quiet, progress=False)
+
+
+def test_wrong_loss_for_a_task(tmp_path):
+    with pytest.raises(CnnSpecError, match="does not train `task = segment`"):
+        cnnspec.load(tmp_path / "x.cnn") if (tmp_path / "x.cnn").write_text(
+            SEG.replace("task = segment", "task = segment\n    loss = mse")) else None
+
+
+def test_conditional_gan_needs_labels_on_both(tmp_path):
+    text = GAN.replace("    input label: 3\n    pixels = image -> flatten\n    concat(pixels, label)\n",
+                       "    flatten\n")
+    with pytest.raises(CnnSpecError, match="only the generator has `input label`"):
+        fit(load(tmp_path, text), echo=quiet, progress=False)
+
+
+# -- generate -----------------------------------------------------------------------------------
+
+def test_generate_from_a_vae_decoder_by_hand(tmp_path):
+    """Samples come from the layers after `sample` fed with z ~ N(0, I): here sigmoid(z W + b)."""
+    from cnnspec.train import generate
+
+    network = load(tmp_path, VAE)
+    model = network.compile(seed=4)
+    pictures = generate(network, n=5, seed=7, model=model)
+    z = np.random.default_rng(7).standard_normal((5, 3)).astype(np.float32)
+    decoder = next(name for name, group in model.params.items() if group.get("weight", np.zeros(0)).shape == (3, 144))
+    w, b = model.params[decoder]["weight"], model.params[decoder]["bias"]
+    expected = 1 / (1 + np.exp(-(z.astype(np.float64) @ w + b)))
+    np.testing.assert_allclose(pictures.reshape(5, -1), expected, rtol=1e-5, atol=1e-6)
+    walk = generate(network, n=6, seed=1, model=model, interpolate=True)
+    logits = np.log(walk / (1 - walk)).reshape(6, -1).astype(np.float64)
+    np.testing.assert_allclose(np.diff(logits, 2, axis=0), 0, atol=2e-3)      # a straight line in z
+    assert np.abs(logits[-1] - logits[0]).max() > 0.1
+
+
+def test_generate_command(tmp_path, capsys):
+    from cnnspec.cli import main
+
+    path = tmp_path / "gan.cnn"
+    path.write_text(GAN)
+    networks = cnnspec.load_all(path)
+    run = fit(networks["G"], echo=quiet, progress=False, out=tmp_path / "run", epochs=1)
+    assert main(["generate", str(path), "--weights", str(tmp_path / "run"), "-n", "6", "--label", "2",
+                 "-o", str(tmp_path / "grid.png"), "--npz", str(tmp_path / "x.npz")]) == 0
+    x = np.load(tmp_path / "x.npz")["x"]
+    assert x.shape == (6, 1, 12, 12) and 0 <= x.min() and x.max() <= 1
+    labels = np.zeros((6, 3), np.float32)
+    labels[:, 2] = 1
+    z = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    expected = (run.model.forward({"z": z, "label": labels}) + 1) / 2            # tanh back to [0, 1]
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-6)
+    from PIL import Image
+    assert Image.open(tmp_path / "grid.png").size[0] > 0
+    capsys.readouterr()
+    assert main(["generate", str(path), "--weights", str(tmp_path / "run"), "--label", "3", "-o",
+                 str(tmp_path / "g.png")]) == 1
+    assert "--label 3: the generator's labels are 0..2" in capsys.readouterr().err
+    ae = tmp_path / "ae.cnn"
+    ae.write_text(AE.replace("LOSS", "mse"))
+    assert main(["generate", str(ae), "--weights", str(tmp_path / "run" / "weights.npz"), "-o", "x.png"]) == 1
+    assert "generates nothing" in capsys.readouterr().err
+
+
+def test_evaluate_and_run_commands_for_the_tasks(tmp_path, capsys):
+    from cnnspec.cli import main
+
+    seg = tmp_path / "seg.cnn"
+    seg.write_text(SEG)
+    fit(cnnspec.load(seg), echo=quiet, progress=False, out=tmp_path / "seg", epochs=1)
+    assert main(["evaluate", str(seg), "--weights", str(tmp_path / "seg"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "segment" and result["classes"][0] == "background"
+    confusion = np.array(result["confusion"])
+    assert result["mean_iou"] == pytest.approx(mean_iou(confusion))
+    assert confusion.sum() == result["pixels"] == 10 * 12 * 12                     # the val split's pixels
+    picture = tmp_path / "one.npy"
+    np.save(picture, np.zeros((1, 12, 12), np.float32))
+    assert main(["run", str(seg), "--weights", str(tmp_path / "seg"), "--input", str(picture),
+                 "--picture", str(tmp_path / "mask.png")]) == 0
+    assert "mask (12x12 pixels)" in capsys.readouterr().out and (tmp_path / "mask.png").is_file()
+    ae = tmp_path / "ae.cnn"
+    ae.write_text(AE.replace("LOSS", "mse"))
+    fit(cnnspec.load(ae), echo=quiet, progress=False, out=tmp_path / "ae", epochs=1)
+    assert main(["evaluate", str(ae), "--weights", str(tmp_path / "ae"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["psnr"] == pytest.approx(10 * np.log10(1 / result["mse"]))
+    assert result["input_psnr"] is not None
+
+
+@pytest.mark.parametrize("task", ["reconstruct", "gan"])
+def test_a_loss_that_stops_being_finite_ends_the_run_with_a_message(task, tmp_path):
+    text = TASKS[task]
+    text = text.replace("adam(lr=0.01)", "sgd(lr=1e30)").replace("adam(lr=2e-3, betas=(0.5, 0.999))", "sgd(lr=1e30)")
+    with pytest.raises(CnnSpecError, match=r"training diverged: .*loss became nan in epoch 1, batch \d+/6"):
+        fit(load(tmp_path, text), echo=quiet, progress=False, out=tmp_path / "run")
+
+
+def test_three_gan_iterations_with_adam_equal_pytorch(tmp_path):
+    """Gradients are not carried from one step to the next, and each network's Adam keeps its own
+    state: three iterations of both steps end at PyTorch's weights."""
+    torch = pytest.importorskip("torch")
+    from cnnspec.data import Dataset
+    from cnnspec.train.config import resolve_config
+    from cnnspec.train.gan import GanRun
+
+    (tmp_path / "gan.cnn").write_text(GAN_STEP.replace("optimizer = sgd(lr=0.1)",
+                                                       "g_optimizer = adam(lr=0.01)\n    d_optimizer = adam(lr=0.02)"))
+    networks = cnnspec.load_all(tmp_path / "gan.cnn")
+    config = resolve_config(networks["G"])
+    rng = np.random.default_rng(1)
+    real = rng.random((3, 4, 1, 2, 2)).astype(np.float32)
+    data = Dataset("test", [], real[0], np.zeros(4, np.int64), real[0][:0], np.zeros(0, np.int64), task="gan")
+    run = GanRun(networks["G"], networks["D"], config, data, None, False, quiet, None)
+    t = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)       # noqa: E731
+    G = {k: t(v) for k, v in run.g.arrays().items()}
+    D = {k: t(v) for k, v in run.d.arrays().items()}
+    opt_g, opt_d = torch.optim.Adam(G.values(), lr=0.01), torch.optim.Adam(D.values(), lr=0.02)
+    lrelu, bce = torch.nn.functional.leaky_relu, torch.nn.functional.binary_cross_entropy
+
+    def mlp(x, params, last):
+        h = lrelu(x.reshape(len(x), -1) @ params["dense1.weight"] + params["dense1.bias"], 0.2)
+        return last(h @ params["dense2.weight"] + params["dense2.bias"])
+
+    ones, zeros = torch.ones(4, 1, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64)
+    for step in range(3):
+        z = rng.standard_normal((4, 3)).astype(np.float32)
+        fake = run.g.forward_train({"z": z})
+        run._d_step(run._real_inputs(real[step], None), fake, None)
+        run._g_step(None)
+        fake_t = mlp(torch.tensor(z, dtype=torch.float64), G, torch.tanh)
+        opt_d.zero_grad()
+        (bce(mlp(torch.tensor(real[step] * 2 - 1, dtype=torch.float64), D, torch.sigmoid), ones)
+         + bce(mlp(fake_t.detach(), D, torch.sigmoid), zeros)).backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        bce(mlp(fake_t, D, torch.sigmoid), ones).backward()
+        opt_g.step()
+    for model, params in ((run.g, G), (run.d, D)):
+        for k, p in params.items():
+            np.testing.assert_allclose(model.arrays()[k], p.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_check_reads_a_gan_files_data_against_the_pictures(tmp_path, capsys):
+    """The data of task = gan are the generator's outputs and the discriminator's image input, not
+    the noise: `cnnspec check` of a GAN on shapes is ok for both networks."""
+    from cnnspec.cli import main
+
+    path = tmp_path / "gan.cnn"
+    path.write_text(GAN)
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out.count(": ok (") == 2
+    path.write_text(GAN.replace("reshape(1x12x12)", "reshape(1x4x36)").replace("1x12x12", "1x4x36"))
+    assert main(["check", str(path)]) == 1
+    assert "pictures CxHxW of at least 8x8; the network's input is 1x4x36" in capsys.readouterr().err
