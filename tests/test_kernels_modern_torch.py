@@ -194,7 +194,14 @@ def test_activations_match_torch(name, dtype):
     out, dx = np.empty_like(x), np.empty_like(x)
     fwd(x, out)
     bwd(dout, x, dx)
-    want_out, want_dx = ref.detach().numpy(), tx.grad.numpy()
+    want_out, want_dx = ref.detach().numpy().copy(), tx.grad.numpy().copy()
+    # At +-inf PyTorch's float32 vector loops depend on the CPU: gelu(inf) is inf with AVX2 and
+    # NaN with AVX-512 (its erf approximation); float64 (and mathematics) say inf. There, float64 decides.
+    infinite = np.isinf(x)
+    t64 = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    tf(t64).backward(torch.from_numpy(dout.astype(np.float64)))
+    want_out[infinite] = tf(t64).detach().numpy()[infinite]
+    want_dx[infinite] = t64.grad.numpy()[infinite]
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want_out), err_msg="forward NaN")
     np.testing.assert_array_equal(np.isnan(dx), np.isnan(want_dx), err_msg="gradient NaN")
     np.testing.assert_array_equal(np.isinf(out), np.isinf(want_out), err_msg="forward inf")
