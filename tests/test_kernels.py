@@ -10,6 +10,7 @@ import pytest
 from cnnspec import kernels as K
 from conftest import numeric_grad
 from cnnspec.kernels import reference as R
+from cnnspec.kernels import conv
 from cnnspec.kernels.conv import GATHER, IM2COL, KN2ROW, ROWTAP, _Plan
 
 DTYPES = [np.float64, np.float32]
@@ -97,9 +98,27 @@ def test_conv_cases_cover_every_mode():
     assert modes == {IM2COL, GATHER, KN2ROW, ROWTAP}
 
 
+@pytest.fixture(params=["blas", "direct"])
+def forward(request, monkeypatch):
+    """Every convolution case twice: the plan's BLAS forward, and conv_direct.py's
+    register-blocked forward wherever it applies (groups 1, not IM2COL), however small."""
+    monkeypatch.setattr(conv, "_DIRECT", request.param == "direct")
+    monkeypatch.setattr(conv, "_DIRECT_MACS", 0)
+    return request.param
+
+
+def test_direct_forward_covers_its_cases(forward):
+    direct = [_Plan(c[:4], (c[4], c[1] // c[10], c[5], c[6]), c[7], c[8], c[9], c[10]).direct
+              is not None for c in CONV_CASES]
+    if forward == "blas":
+        assert not any(direct)
+    else:                    # strided, dilated, padded unevenly, F not a multiple of 8, batch 1
+        assert sum(direct) == 15, direct
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=conv_id)
-def test_conv2d_matches_reference(case, dtype):
+def test_conv2d_matches_reference(case, dtype, forward):
     stride, pad, dil, groups = case[7:11]
     x, w, b, out, ws = run_conv(case, dtype)
     close(out, R.conv2d_forward(x, w, b, stride, pad, dil, groups), dtype)

@@ -109,7 +109,7 @@ class _Plan:
     ROWTAP (KH, C*KW, F).
     """
 
-    __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout")
+    __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout", "direct")
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -148,6 +148,15 @@ class _Plan:
             self.shared = kh * kw * f * cg if self.mode == KN2ROW else 0
             self.layout = (xp, 2 * xp, o_col, o_dw, o_dw + f * k)
         self.per_thread = self.layout[4] + f
+        # the forward by conv_direct.py instead (the backward keeps the mode): its packed
+        # weights in the shared part, its phase and wide buffers in each thread's slice
+        self.direct = None
+        if _use_direct(x_shape, w_shape, stride, pad, dilation, groups, self.mode, oh, ow):
+            from cnnspec.kernels.conv_direct import direct_sizes
+            wpk, xp, wide = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+            self.direct = (xp, xp + wide)
+            self.shared = max(self.shared, wpk)
+            self.per_thread = max(self.per_thread, xp + wide)
 
     def workspace_size(self, threads):
         return self.shared + threads * self.per_thread
@@ -165,6 +174,24 @@ def _use_rowtap(x_shape, w_shape, stride, pad, dilation, groups, ow):
     kw = w_shape[3]
     col = c * kw * (h + pad[0] + pad[1]) * ow
     return stride == (1, 1) and groups == 1 and col <= _ROWTAP_MAX_COL
+
+
+_DIRECT = True         # False: every forward on BLAS products (the tests run both)
+_DIRECT_MACS = 1 << 20  # below, the BLAS modes (LeNet-5's conv2 at batch 1: 0.76x with direct)
+
+
+def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
+    """The register-blocked direct forward (conv_direct.py) for groups-1 convolutions of at
+    least _DIRECT_MACS multiply-adds that are not a bare matrix product (1x1, stride 1, no
+    padding) or a kernel smaller than its stride (IM2COL).  Measured against the mode's BLAS
+    forward (float32, one thread, CPU time, median of 7 rounds at load 3-7): faster on every
+    layer of ResNet-8 (batch 64: 1.2-1.7x, the strided ones by gather 1.3x and 1.7x), the
+    U-Net (batch 16: 1.2-1.5x), LeNet-5 at batch 64 (1.4x, 1.1x) and the bench rows (1.0-1.35x);
+    LeNet-5 at batch 1 (0.1-0.2 M multiply-adds) 0.98x and 0.76x."""
+    if not _DIRECT or groups != 1 or mode == IM2COL:
+        return False
+    macs = x_shape[0] * w_shape[0] * oh * ow * w_shape[1] * w_shape[2] * w_shape[3]
+    return macs >= _DIRECT_MACS
 
 
 def _is_depthwise(x_shape, w_shape, groups):
@@ -908,6 +935,15 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         b = _empty(x.dtype)[0]
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
+    if plan.direct is not None:
+        from cnnspec.kernels.conv_direct import forward_direct, pack_weights
+        pack_weights(w, wt)
+        xp, end = plan.direct
+        run_split(forward_direct, x.shape[0], threads, lambda t, lo, hi: (
+            x, b, (kh, kw), stride, pad, dilation, out, wt,
+            workspace[shared + t * per:shared + t * per + xp],
+            workspace[shared + t * per + xp:shared + t * per + end], lo, hi))
+        return
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
     elif plan.mode == ROWTAP:
