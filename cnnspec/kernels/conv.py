@@ -109,7 +109,8 @@ class _Plan:
     ROWTAP (KH, C*KW, F).
     """
 
-    __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout", "direct")
+    __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout", "direct",
+                 "direct_dx", "direct_dw")
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -157,6 +158,27 @@ class _Plan:
             self.direct = (xp, xp + wide)
             self.shared = max(self.shared, wpk)
             self.per_thread = max(self.per_thread, xp + wide)
+        # dx of a stride-1 convolution is a convolution of dout by the flipped weights: by
+        # conv_direct.py too (dw stays with the mode)
+        self.direct_dx = None
+        if self.direct is not None and stride == (1, 1) and (c >= 8 or _DIRECT_ALL):
+            from cnnspec.kernels.conv_direct import backward_data_pad, direct_sizes
+            pad_dx = backward_data_pad((kh, kw), pad, dilation)
+            if pad_dx is not None and (_DIRECT_ALL or
+                                       wide_waste(ow + pad_dx[2] + pad_dx[3], h, w) <= 1.35):
+                wpk, xp, wide = direct_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
+                                             dilation, h)
+                self.direct_dx = (xp, xp + wide, pad_dx)
+                self.shared = max(self.shared, wpk)
+                self.per_thread = max(self.per_thread, xp + wide)
+        # dw and db by conv_direct.py's blocked sums over the wide grid
+        self.direct_dw = None
+        if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
+                (c * f <= 256 or c <= 4)
+                and wide_waste(_phase_shape(h, w, stride, pad)[1], oh, ow) <= 1.35)):
+            from cnnspec.kernels.conv_direct import weight_grad_sizes
+            self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+            self.per_thread = max(self.per_thread, self.direct_dw[3])
 
     def workspace_size(self, threads):
         return self.shared + threads * self.per_thread
@@ -177,6 +199,8 @@ def _use_rowtap(x_shape, w_shape, stride, pad, dilation, groups, ow):
 
 
 _DIRECT = True         # False: every forward on BLAS products (the tests run both)
+_DIRECT_DW = True       # False: dw on the BLAS modes
+_DIRECT_ALL = False     # True: the direct kernels wherever they apply (tests), not where faster
 _DIRECT_MACS = 1 << 20  # below, the BLAS modes (LeNet-5's conv2 at batch 1: 0.76x with direct)
 
 
@@ -191,7 +215,7 @@ def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
     if not _DIRECT or groups != 1 or mode == IM2COL:
         return False
     macs = x_shape[0] * w_shape[0] * oh * ow * w_shape[1] * w_shape[2] * w_shape[3]
-    return macs >= _DIRECT_MACS
+    return macs >= _DIRECT_MACS or _DIRECT_ALL
 
 
 def _is_depthwise(x_shape, w_shape, groups):
@@ -237,6 +261,11 @@ def _span(n_out, n_in, step, offset):
         hi = (n_in - offset + step - 1) // step
     hi = min(hi, n_out)
     return min(lo, hi), hi
+
+
+def wide_waste(wq, oh, ow):
+    """Work on the wide grid (OH rows of Wq, in strips of 32) over the output's OH*OW."""
+    return -(-(oh * wq) // 32) * 32 / (oh * ow)
 
 
 def _phase_shape(h_, w_, stride, pad):
@@ -940,7 +969,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         pack_weights(w, wt)
         xp, end = plan.direct
         run_split(forward_direct, x.shape[0], threads, lambda t, lo, hi: (
-            x, b, (kh, kw), stride, pad, dilation, out, wt,
+            x, b, (kh, kw), stride, pad, dilation, out, False, wt,
             workspace[shared + t * per:shared + t * per + xp],
             workspace[shared + t * per + xp:shared + t * per + end], lo, hi))
         return
@@ -967,6 +996,30 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     empty1, empty4 = _empty(x.dtype)
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
+    if dx is not None and plan.direct_dx is not None:
+        from cnnspec.kernels.conv_direct import forward_direct, pack_weights_flipped
+        pack_weights_flipped(w, wt)
+        xp, end, pad_dx = plan.direct_dx
+        run_split(forward_direct, x.shape[0], threads, lambda t, lo, hi: (
+            dout, empty1, (kh, kw), (1, 1), pad_dx, dilation, dx, bool(accumulate), wt,
+            workspace[shared + t * per:shared + t * per + xp],
+            workspace[shared + t * per + xp:shared + t * per + end], lo, hi))
+        if dw is None and db is None:
+            return
+        dx = None
+    if (dw is not None or db is not None) and plan.direct_dw is not None:
+        from cnnspec.kernels.conv_direct import weight_grad_direct
+        group, xp, wide, total = plan.direct_dw
+        run_split(weight_grad_direct, x.shape[0], threads, lambda t, lo, hi: (
+            dout, x, (kh, kw), stride, pad, dilation, dw is not None, db is not None, group, xp,
+            wide, workspace[shared + t * per:shared + t * per + total], lo, hi))
+        o_dw = group * (xp + wide) + 384
+        _sum_partials(workspace, shared, per, threads, (0, 0, 0, o_dw, o_dw + f_ * cg * kh * kw),
+                      _partial_strides(GATHER, w.shape), empty4 if dw is None else dw,
+                      empty1 if db is None else db, dw is not None, db is not None)
+        if dx is None:
+            return
+        dw = db = None
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
     elif plan.mode == ROWTAP:

@@ -29,7 +29,7 @@ import numpy as np
 
 from cnnspec.kernels._jit import jit
 from cnnspec.kernels._simd import vfma, vlanes, vload, vsplat, vstore, vzero
-from cnnspec.kernels.conv import _phase_shape_jit, _split_sample, _tap_offset
+from cnnspec.kernels.conv import _bias_grad_add, _phase_shape_jit, _split_sample, _tap_offset
 
 BLOCK_F = 8          # output channels per register block
 STRIP = 32           # outputs per block along q for float32 (2 vectors of 16 lanes; float64: 16)
@@ -65,8 +65,34 @@ def pack_weights(w, wpk):
 
 
 @jit
-def _from_wide_all(wide, qs, wq, b, n, out):
-    """out[n, f, oh, :] = wide[f*qs + oh*wq : ... + OW] + b[f] (the extra columns dropped)."""
+def pack_weights_flipped(w, wpk):
+    """pack_weights of w' (C, F, KH, KW), w'[c, f, i, j] = w[f, c, KH-1-i, KW-1-j]: the
+    weights of the convolution that gives dx from dout (see backward_data_pad)."""
+    f_, c_, kh, kw = w.shape
+    cp = (c_ + 7) // 8 * 8
+    k = f_ * kh * kw
+    for e in range(cp * k):
+        wpk[e] = 0
+    for c in range(c_):
+        for f in range(f_):
+            for i in range(kh):
+                for j in range(kw):
+                    wpk[((((c // 8) * f_ + f) * kh + i) * kw + j) * 8 + c % 8] = \
+                        w[f, c, kh - 1 - i, kw - 1 - j]
+
+
+def backward_data_pad(kernel, pad, dilation):
+    """Padding of dout for dx = conv(dout padded, w flipped) of a stride-1 convolution, or None
+    where a side would be negative (padding beyond (K-1)*dilation: left to the BLAS modes)."""
+    kh, kw = kernel
+    ph, pw = (kh - 1) * dilation[0], (kw - 1) * dilation[1]
+    new = (ph - pad[0], ph - pad[1], pw - pad[2], pw - pad[3])
+    return new if min(new) >= 0 else None
+
+
+@jit
+def _from_wide_all(wide, qs, wq, b, n, accumulate, out):
+    """out[n, f, oh, :] (+)= wide[f*qs + oh*wq : ... + OW] + b[f] (the extra columns dropped)."""
     f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
     of = out.reshape(out.size)
     for f in range(f_):
@@ -74,13 +100,17 @@ def _from_wide_all(wide, qs, wq, b, n, out):
         for rr in range(oh_):
             src = np.uint64(f * qs + rr * wq)
             dst = np.uint64(((n * f_ + f) * oh_ + rr) * ow_)
-            for e in range(ow_):
-                of[dst + np.uint64(e)] = wide[src + np.uint64(e)] + bias
+            if accumulate:
+                for e in range(ow_):
+                    of[dst + np.uint64(e)] += wide[src + np.uint64(e)] + bias
+            else:
+                for e in range(ow_):
+                    of[dst + np.uint64(e)] = wide[src + np.uint64(e)] + bias
 
 
 @jit
-def forward_direct(x, b, kernel, stride, pad, dilation, out, wpk, xp, wide, n0, n1):
-    """out[n] = conv(x[n]) + b for n0 <= n < n1 (groups 1), wpk from pack_weights."""
+def forward_direct(x, b, kernel, stride, pad, dilation, out, accumulate, wpk, xp, wide, n0, n1):
+    """out[n] (+)= conv(x[n]) + b for n0 <= n < n1 (groups 1), wpk from pack_weights."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     f_, oh_ = out.shape[1], out.shape[2]
     hq, wq = _phase_shape_jit(h_, w_, stride, pad)
@@ -164,4 +194,181 @@ def forward_direct(x, b, kernel, stride, pad, dilation, out, wpk, xp, wide, n0, 
                 vstore(wide, d + 6 * qs + lanes, b6)
                 vstore(wide, d + 7 * qs, a7)
                 vstore(wide, d + 7 * qs + lanes, b7)
-        _from_wide_all(wide, qs, wq, b, n, out)
+        _from_wide_all(wide, qs, wq, b, n, accumulate, out)
+
+
+# -- the weight gradient ----------------------------------------------------------------------
+# dw[f, (c, i, j)] = sum over samples and q of dwide[f, q] * xp[offs(c, i, j) + q], dwide = dout
+# on the wide grid (zero on the extra columns and past the last row).  A block of 4 output
+# channels x 4 taps is 16 vector accumulators of lane-wise partial sums over a group of samples
+# (the phase buffers of the group side by side), added up lane by lane into the partial dw at
+# the end of the group.
+
+DW_BLOCK = 4         # output channels and taps per block (16 accumulators)
+DW_GROUP_ELEMENTS = 1 << 18   # a group's phase and wide buffers, at most (1 MB of float32)
+
+
+def weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh):
+    """(samples per group, phase buffer per sample, wide dout per sample, per-thread total):
+    the per-thread slice holds [phase buffers | wide douts | 16 x 16 scratch | dw (K, F) | db]."""
+    _, c, h, w = x_shape
+    f, _, kh, kw = w_shape
+    _, xp, _ = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+    hq, wq = -(-(h + pad[0] + pad[1]) // stride[0]), -(-(w + pad[2] + pad[3]) // stride[1])
+    wide = -(-f // DW_BLOCK) * DW_BLOCK * (-(-(oh * wq) // STRIP) * STRIP)
+    group = max(1, min(x_shape[0], DW_GROUP_ELEMENTS // (xp + wide)))
+    k = c * kh * kw
+    return group, xp, wide, group * (xp + wide) + 384 + k * f + f
+
+
+@jit
+def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db, group,
+                       xp_size, wide_size, buf, n0, n1):
+    """The partial dw (K, F) and db (F) of samples n0 <= n < n1 in buf (see weight_grad_sizes)."""
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
+    hq, wq = _phase_shape_jit(h_, w_, stride, pad)
+    plane = hq * wq
+    lanes = vlanes(buf)
+    qs = (oh_ * wq + 2 * lanes - 1) // (2 * lanes) * (2 * lanes)
+    fp = (f_ + 3) // 4 * 4
+    kh, kw = kernel
+    k_ = c_ * kh * kw
+    kp = (k_ + 5) // 6 * 6
+    o_wide = group * xp_size
+    o_tmp = o_wide + group * wide_size
+    o_dw = o_tmp + 384
+    o_db = o_dw + k_ * f_
+    dwp, dbp = buf[o_dw:o_db], buf[o_db:o_db + f_]
+    for e in range(k_ * f_):
+        dwp[e] = 0
+    for e in range(f_):
+        dbp[e] = 0
+    offs = np.zeros(kp, np.int64)         # the padded taps read the first window: discarded
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                offs[(c * kh + i) * kw + j] = (_tap_offset(i, j, c_, plane, wq, stride, dilation)
+                                               + c * plane)
+    df = dout.reshape(dout.size)
+    for g0 in range(n0, n1, group):
+        g1 = min(n1, g0 + group)
+        for n in range(g0, g1):
+            if need_db:
+                _bias_grad_add(dout, n, dbp)
+            if not need_dw:
+                continue
+            _split_sample(x, n, stride, pad, g0 == n0, buf[(n - g0) * xp_size:
+                                                          (n - g0 + 1) * xp_size])
+            wide = buf[o_wide + (n - g0) * wide_size:o_wide + (n - g0 + 1) * wide_size]
+            for e in range(wide_size):
+                wide[e] = 0
+            for f in range(f_):
+                for r in range(oh_):
+                    src = ((n * f_ + f) * oh_ + r) * ow_
+                    dst = f * qs + r * wq
+                    for e in range(ow_):
+                        wide[dst + e] = df[src + e]
+        if not need_dw:
+            continue
+        for fb in range(0, fp, 4):
+            for kb in range(0, kp, 6):
+                a00 = vzero(buf)
+                a01 = vzero(buf)
+                a02 = vzero(buf)
+                a03 = vzero(buf)
+                a10 = vzero(buf)
+                a11 = vzero(buf)
+                a12 = vzero(buf)
+                a13 = vzero(buf)
+                a20 = vzero(buf)
+                a21 = vzero(buf)
+                a22 = vzero(buf)
+                a23 = vzero(buf)
+                a30 = vzero(buf)
+                a31 = vzero(buf)
+                a32 = vzero(buf)
+                a33 = vzero(buf)
+                a40 = vzero(buf)
+                a41 = vzero(buf)
+                a42 = vzero(buf)
+                a43 = vzero(buf)
+                a50 = vzero(buf)
+                a51 = vzero(buf)
+                a52 = vzero(buf)
+                a53 = vzero(buf)
+                for n in range(g1 - g0):
+                    t0 = n * xp_size + offs[kb + 0]
+                    t1 = n * xp_size + offs[kb + 1]
+                    t2 = n * xp_size + offs[kb + 2]
+                    t3 = n * xp_size + offs[kb + 3]
+                    t4 = n * xp_size + offs[kb + 4]
+                    t5 = n * xp_size + offs[kb + 5]
+                    u = o_wide + n * wide_size + fb * qs
+                    for q in range(0, qs, lanes):
+                        y0 = vload(buf, u + q)
+                        y1 = vload(buf, u + qs + q)
+                        y2 = vload(buf, u + 2 * qs + q)
+                        y3 = vload(buf, u + 3 * qs + q)
+                        v = vload(buf, t0 + q)
+                        a00 = vfma(a00, y0, v)
+                        a01 = vfma(a01, y1, v)
+                        a02 = vfma(a02, y2, v)
+                        a03 = vfma(a03, y3, v)
+                        v = vload(buf, t1 + q)
+                        a10 = vfma(a10, y0, v)
+                        a11 = vfma(a11, y1, v)
+                        a12 = vfma(a12, y2, v)
+                        a13 = vfma(a13, y3, v)
+                        v = vload(buf, t2 + q)
+                        a20 = vfma(a20, y0, v)
+                        a21 = vfma(a21, y1, v)
+                        a22 = vfma(a22, y2, v)
+                        a23 = vfma(a23, y3, v)
+                        v = vload(buf, t3 + q)
+                        a30 = vfma(a30, y0, v)
+                        a31 = vfma(a31, y1, v)
+                        a32 = vfma(a32, y2, v)
+                        a33 = vfma(a33, y3, v)
+                        v = vload(buf, t4 + q)
+                        a40 = vfma(a40, y0, v)
+                        a41 = vfma(a41, y1, v)
+                        a42 = vfma(a42, y2, v)
+                        a43 = vfma(a43, y3, v)
+                        v = vload(buf, t5 + q)
+                        a50 = vfma(a50, y0, v)
+                        a51 = vfma(a51, y1, v)
+                        a52 = vfma(a52, y2, v)
+                        a53 = vfma(a53, y3, v)
+                # tmp[(tap, channel), lane], then lane sums into dw[(kb + tap), fb + channel]
+                vstore(buf, o_tmp + 0 * lanes, a00)
+                vstore(buf, o_tmp + 1 * lanes, a01)
+                vstore(buf, o_tmp + 2 * lanes, a02)
+                vstore(buf, o_tmp + 3 * lanes, a03)
+                vstore(buf, o_tmp + 4 * lanes, a10)
+                vstore(buf, o_tmp + 5 * lanes, a11)
+                vstore(buf, o_tmp + 6 * lanes, a12)
+                vstore(buf, o_tmp + 7 * lanes, a13)
+                vstore(buf, o_tmp + 8 * lanes, a20)
+                vstore(buf, o_tmp + 9 * lanes, a21)
+                vstore(buf, o_tmp + 10 * lanes, a22)
+                vstore(buf, o_tmp + 11 * lanes, a23)
+                vstore(buf, o_tmp + 12 * lanes, a30)
+                vstore(buf, o_tmp + 13 * lanes, a31)
+                vstore(buf, o_tmp + 14 * lanes, a32)
+                vstore(buf, o_tmp + 15 * lanes, a33)
+                vstore(buf, o_tmp + 16 * lanes, a40)
+                vstore(buf, o_tmp + 17 * lanes, a41)
+                vstore(buf, o_tmp + 18 * lanes, a42)
+                vstore(buf, o_tmp + 19 * lanes, a43)
+                vstore(buf, o_tmp + 20 * lanes, a50)
+                vstore(buf, o_tmp + 21 * lanes, a51)
+                vstore(buf, o_tmp + 22 * lanes, a52)
+                vstore(buf, o_tmp + 23 * lanes, a53)
+                for rk in range(min(6, k_ - kb)):
+                    for rf in range(min(4, f_ - fb)):
+                        src = o_tmp + (rk * 4 + rf) * lanes
+                        s = buf[src]
+                        for e in range(1, lanes):
+                            s += buf[src + e]
+                        dwp[(kb + rk) * f_ + fb + rf] += s
