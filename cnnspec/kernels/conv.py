@@ -165,7 +165,7 @@ class _Plan:
             from cnnspec.kernels.conv_direct import backward_data_pad, direct_sizes
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
             if pad_dx is not None and (_DIRECT_ALL or
-                                       wide_waste(ow + pad_dx[2] + pad_dx[3], h, w) <= 1.35):
+                                       wide_waste(ow + max(pad_dx[2:]), h, w) <= 1.35):
                 wpk, xp, wide = direct_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
                                              dilation, h)
                 self.direct_dx = (xp, xp + wide, pad_dx)
@@ -175,7 +175,7 @@ class _Plan:
         self.direct_dw = None
         if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
                 (c * f <= 256 or c <= 4)
-                and wide_waste(_phase_shape(h, w, stride, pad)[1], oh, ow) <= 1.35)):
+                and wide_waste(_direct_pitch(w, stride, pad), oh, ow) <= 1.35)):
             from cnnspec.kernels.conv_direct import weight_grad_sizes
             self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh)
             self.per_thread = max(self.per_thread, self.direct_dw[3])
@@ -261,6 +261,11 @@ def _span(n_out, n_in, step, offset):
         hi = (n_in - offset + step - 1) // step
     hi = min(hi, n_out)
     return min(lo, hi), hi
+
+
+def _direct_pitch(w, stride, pad):
+    """Row pitch of conv_direct.py's wide grid (its _grid)."""
+    return w + max(pad[2], pad[3]) if stride == (1, 1) else -(-(w + pad[2] + pad[3]) // stride[1])
 
 
 def wide_waste(wq, oh, ow):

@@ -29,7 +29,7 @@ import numpy as np
 
 from cnnspec.kernels._jit import jit
 from cnnspec.kernels._simd import vfma, vlanes, vload, vsplat, vstore, vzero
-from cnnspec.kernels.conv import _bias_grad_add, _phase_shape_jit, _split_sample, _tap_offset
+from cnnspec.kernels.conv import _bias_grad_add, _split_sample, _tap_offset
 
 BLOCK_F = 8          # output channels per register block
 STRIP = 32           # outputs per block along q for float32 (2 vectors of 16 lanes; float64: 16)
@@ -39,14 +39,70 @@ def direct_sizes(x_shape, w_shape, stride, pad, dilation, oh):
     """(packed weights, per-thread phase buffer, per-thread wide buffer), in elements."""
     _, c, h, w = x_shape
     f, _, kh, kw = w_shape
-    hp, wp = h + pad[0] + pad[1], w + pad[2] + pad[3]
-    hq, wq = -(-hp // stride[0]), -(-wp // stride[1])
+    wq, plane = _grid(h, w, stride, pad)
     fp = -(-f // BLOCK_F) * BLOCK_F
     qs = -(-(oh * wq) // STRIP) * STRIP
     # the last strip reads up to a strip past the last window: zeros (or finished samples'
     # values) that only reach the discarded outputs
-    xp = stride[0] * stride[1] * c * hq * wq + (kw - 1) * dilation[1] + 2 * STRIP
+    xp = stride[0] * stride[1] * c * plane + (kw - 1) * dilation[1] + 2 * STRIP
     return fp * c * kh * kw, xp, fp * qs
+
+
+def _grid(h, w, stride, pad):
+    """(row pitch, plane) of the sample buffer of forward_direct.  Stride 1: rows of
+    ``max(left, right)`` zeros then the W values, so that a row's trailing zeros are the next
+    row's leading ones (``_pad_rows``; pitch W + max instead of W + left + right: 16 against 18
+    for 14x14 with padding 2, the wide grid's extra work 14% instead of 29%), one zero row more
+    at the bottom; strided: conv._split_sample's phases."""
+    if stride == (1, 1):
+        pitch = w + max(pad[2], pad[3])
+        return pitch, (h + pad[0] + pad[1] + 1) * pitch
+    hq, wq = -(-(h + pad[0] + pad[1]) // stride[0]), -(-(w + pad[2] + pad[3]) // stride[1])
+    return wq, hq * wq
+
+
+_grid_jit = jit(_grid)
+
+
+@jit
+def _window_offsets(c_, kernel, stride, pad, dilation, wq, plane, offs):
+    """offs[(c, i, j)] = where tap (i, j) of channel c reads for output q = 0 (_grid's layout)."""
+    kh, kw = kernel
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                if stride[0] == 1 and stride[1] == 1:
+                    t = i * dilation[0] * wq + j * dilation[1] + max(pad[2], pad[3]) - pad[2]
+                else:
+                    t = _tap_offset(i, j, c_, plane, wq, stride, dilation)
+                offs[(c * kh + i) * kw + j] = t + c * plane
+
+
+@jit
+def _fill_sample(x, n, stride, pad, wq, plane, zero, xp):
+    """Sample n into the buffer of _grid's layout."""
+    if stride[0] == 1 and stride[1] == 1:
+        _pad_rows(x, n, pad, wq, plane, zero, xp)
+    else:
+        _split_sample(x, n, stride, pad, zero, xp)
+
+
+@jit
+def _pad_rows(x, n, pad, pitch, plane, zero, xp):
+    """xp[c*plane + (h + top)*pitch + s + w] = x[n, c, h, w], s = max(left, right); zeros
+    elsewhere (the whole buffer is cleared when ``zero``: the first sample of a call)."""
+    _, c_, h_, w_ = x.shape
+    if zero:
+        for e in range(xp.size):
+            xp[e] = 0
+    s = max(pad[2], pad[3])
+    xf = x.reshape(x.size)
+    for c in range(c_):
+        for h in range(h_):
+            src = np.uint64(((n * c_ + c) * h_ + h) * w_)
+            dst = np.uint64(c * plane + (h + pad[0]) * pitch + s)
+            for e in range(w_):
+                xp[dst + np.uint64(e)] = xf[src + np.uint64(e)]
 
 
 @jit
@@ -113,8 +169,7 @@ def forward_direct(x, b, kernel, stride, pad, dilation, out, accumulate, wpk, xp
     """out[n] (+)= conv(x[n]) + b for n0 <= n < n1 (groups 1), wpk from pack_weights."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     f_, oh_ = out.shape[1], out.shape[2]
-    hq, wq = _phase_shape_jit(h_, w_, stride, pad)
-    plane = hq * wq
+    wq, plane = _grid_jit(h_, w_, stride, pad)
     lanes = vlanes(xp)
     strip = 2 * lanes
     qs = (oh_ * wq + strip - 1) // strip * strip
@@ -122,13 +177,9 @@ def forward_direct(x, b, kernel, stride, pad, dilation, out, accumulate, wpk, xp
     kh, kw = kernel
     k_ = c_ * kh * kw
     offs = np.empty(k_, np.int64)
-    for c in range(c_):
-        for i in range(kh):
-            for j in range(kw):
-                offs[(c * kh + i) * kw + j] = (_tap_offset(i, j, c_, plane, wq, stride, dilation)
-                                               + c * plane)
+    _window_offsets(c_, kernel, stride, pad, dilation, wq, plane, offs)
     for n in range(n0, n1):
-        _split_sample(x, n, stride, pad, n == n0, xp)
+        _fill_sample(x, n, stride, pad, wq, plane, n == n0, xp)
         for fb in range(0, fp, 8):
             for q0 in range(0, qs, strip):
                 a0 = vzero(xp)
@@ -214,7 +265,7 @@ def weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh):
     _, c, h, w = x_shape
     f, _, kh, kw = w_shape
     _, xp, _ = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
-    hq, wq = -(-(h + pad[0] + pad[1]) // stride[0]), -(-(w + pad[2] + pad[3]) // stride[1])
+    wq, _ = _grid(h, w, stride, pad)
     wide = -(-f // DW_BLOCK) * DW_BLOCK * (-(-(oh * wq) // STRIP) * STRIP)
     group = max(1, min(x_shape[0], DW_GROUP_ELEMENTS // (xp + wide)))
     k = c * kh * kw
@@ -227,8 +278,7 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
     """The partial dw (K, F) and db (F) of samples n0 <= n < n1 in buf (see weight_grad_sizes)."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
-    hq, wq = _phase_shape_jit(h_, w_, stride, pad)
-    plane = hq * wq
+    wq, plane = _grid_jit(h_, w_, stride, pad)
     lanes = vlanes(buf)
     qs = (oh_ * wq + 2 * lanes - 1) // (2 * lanes) * (2 * lanes)
     fp = (f_ + 3) // 4 * 4
@@ -245,11 +295,7 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
     for e in range(f_):
         dbp[e] = 0
     offs = np.zeros(kp, np.int64)         # the padded taps read the first window: discarded
-    for c in range(c_):
-        for i in range(kh):
-            for j in range(kw):
-                offs[(c * kh + i) * kw + j] = (_tap_offset(i, j, c_, plane, wq, stride, dilation)
-                                               + c * plane)
+    _window_offsets(c_, kernel, stride, pad, dilation, wq, plane, offs)
     df = dout.reshape(dout.size)
     for g0 in range(n0, n1, group):
         g1 = min(n1, g0 + group)
@@ -258,8 +304,8 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
                 _bias_grad_add(dout, n, dbp)
             if not need_dw:
                 continue
-            _split_sample(x, n, stride, pad, g0 == n0, buf[(n - g0) * xp_size:
-                                                          (n - g0 + 1) * xp_size])
+            _fill_sample(x, n, stride, pad, wq, plane, g0 == n0,
+                         buf[(n - g0) * xp_size:(n - g0 + 1) * xp_size])
             wide = buf[o_wide + (n - g0) * wide_size:o_wide + (n - g0 + 1) * wide_size]
             for e in range(wide_size):
                 wide[e] = 0
