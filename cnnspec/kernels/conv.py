@@ -6,7 +6,10 @@
 for output channel f in group g = f // Fg (Cg = C / groups input and Fg = F / groups output
 channels per group); xpad is x with (top, bottom, left, right) zeros around it.
 
-Every convolution is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
+Groups-1 convolutions of at least a million multiply-adds run their forward, and where measured
+faster their dx and dw, as the register-blocked direct loops of ``conv_direct.py`` (``_Plan.direct``,
+``direct_dx``, ``direct_dw``; ``_use_direct`` and the rules in ``_Plan`` say where).  The rest, and
+every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``; each thread owns a slice of the workspace and a partial dw/db, summed in
 a fixed order afterwards, so results do not depend on timing).  Three ways to make the matrices:
@@ -174,7 +177,7 @@ class _Plan:
         # dw and db by conv_direct.py's blocked sums over the wide grid
         self.direct_dw = None
         if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
-                (c * f <= 256 or c <= 4)
+                (c * f <= 256 or c <= 4) and f >= 8
                 and wide_waste(_direct_pitch(w, stride, pad), oh, ow) <= 1.35)):
             from cnnspec.kernels.conv_direct import weight_grad_sizes
             self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh)
@@ -970,13 +973,20 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
     if plan.direct is not None:
-        from cnnspec.kernels.conv_direct import forward_direct, pack_weights
-        pack_weights(w, wt)
+        from cnnspec.kernels import conv_direct as D
+        D.pack_weights(w, wt)
         xp, end = plan.direct
-        run_split(forward_direct, x.shape[0], threads, lambda t, lo, hi: (
-            x, b, (kh, kw), stride, pad, dilation, out, False, wt,
-            workspace[shared + t * per:shared + t * per + xp],
-            workspace[shared + t * per + xp:shared + t * per + end], lo, hi))
+        offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
+        if stride == (1, 1):
+            run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
+                x, b, (kh, kw), pad, dilation, out, False, wt, offs,
+                workspace[shared + t * per:shared + t * per + xp],
+                workspace[shared + t * per + xp:shared + t * per + end], lo, hi))
+        else:
+            run_split(D.forward_direct_strided, x.shape[0], threads, lambda t, lo, hi: (
+                x, b, (kh, kw), stride, pad, dilation, out, wt, offs,
+                workspace[shared + t * per:shared + t * per + xp],
+                workspace[shared + t * per + xp:shared + t * per + end], lo, hi))
         return
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
@@ -1002,22 +1012,25 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
     if dx is not None and plan.direct_dx is not None:
-        from cnnspec.kernels.conv_direct import forward_direct, pack_weights_flipped
-        pack_weights_flipped(w, wt)
+        from cnnspec.kernels import conv_direct as D
+        D.pack_weights_flipped(w, wt)
         xp, end, pad_dx = plan.direct_dx
-        run_split(forward_direct, x.shape[0], threads, lambda t, lo, hi: (
-            dout, empty1, (kh, kw), (1, 1), pad_dx, dilation, dx, bool(accumulate), wt,
+        offs = D.window_offsets(dout.shape, (kh, kw), (1, 1), pad_dx, dilation, f_ * kh * kw)
+        run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
+            dout, empty1, (kh, kw), pad_dx, dilation, dx, bool(accumulate), wt, offs,
             workspace[shared + t * per:shared + t * per + xp],
             workspace[shared + t * per + xp:shared + t * per + end], lo, hi))
         if dw is None and db is None:
             return
         dx = None
     if (dw is not None or db is not None) and plan.direct_dw is not None:
-        from cnnspec.kernels.conv_direct import weight_grad_direct
+        from cnnspec.kernels import conv_direct as D
         group, xp, wide, total = plan.direct_dw
-        run_split(weight_grad_direct, x.shape[0], threads, lambda t, lo, hi: (
+        offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation,
+                                -(-(cg * kh * kw) // 6) * 6)
+        run_split(D.weight_grad_direct, x.shape[0], threads, lambda t, lo, hi: (
             dout, x, (kh, kw), stride, pad, dilation, dw is not None, db is not None, group, xp,
-            wide, workspace[shared + t * per:shared + t * per + total], lo, hi))
+            wide, offs, workspace[shared + t * per:shared + t * per + total], lo, hi))
         o_dw = group * (xp + wide) + 384
         _sum_partials(workspace, shared, per, threads, (0, 0, 0, o_dw, o_dw + f_ * cg * kh * kw),
                       _partial_strides(GATHER, w.shape), empty4 if dw is None else dw,

@@ -1,29 +1,40 @@
-"""Direct convolution forward: register-blocked loops instead of BLAS products (``_Plan.direct``).
+"""Direct convolution kernels: register-blocked loops instead of BLAS products (``_Plan.direct``,
+``direct_dx``, ``direct_dw``).
 
-The sample is zero-padded and split into stride phases as for kn2row (``conv._split_sample``),
-and the output is computed on the same "wide" grid (OH, Wq) of a phase plane, q = oh*Wq + ow:
-for tap (i, j) and input channel c, ``wide[f, q] += w[f, c, i, j] * xp[offs(c, i, j) + q]``,
-where offs is the tap's window in the phase buffer (``conv._tap_offset``).  oneDNN's technique,
-on NCHW data: a block of 8 output channels x 2 vectors of q (32 float32 or 16 float64 outputs) is
-kept in 16 SIMD accumulators (``_simd.Vec``: one AVX-512 register each) through the whole
-reduction over (c, i, j), a single flat loop over a table of window offsets; each step loads two
-vectors of input and broadcasts 8 weights from a packed copy (``wpk[f // 8, (c, i, j), f % 8]``,
-made once per call, zero for the channels past F), 16 fused multiply-adds.  Nothing is stored
-until the reduction ends, then the block goes to the wide buffer and ``_from_wide_all`` drops
-the Wq - OW extra columns and adds the bias.
+**Forward.**  The sample is copied once into a zero-padded buffer (``_grid``): with stride 1,
+rows of max(left, right) zeros followed by the W values (a row's trailing zeros are the next
+row's leading ones); strided, conv.py's stride phases (``_split_sample``).  The output is
+computed on the "wide" grid of that buffer, q = oh*pitch + ow: for input channel c and tap
+(i, j), ``wide[f, q] += w[f, c, i, j] * xp[offs(c, i, j) + q]``.  oneDNN's technique, on NCHW
+data: a block of 8 output channels x 2 vectors of q (32 float32 or 16 float64 outputs) stays in
+16 SIMD accumulators (``_simd.Vec``: one AVX-512 register each) through the whole reduction over
+(c, i, j), one flat loop over a table of window offsets; each step loads two input vectors and
+broadcasts 8 weights from a packed copy (``wpk[f // 8, (c, i, j), f % 8]``, made once per call,
+zero past F): 16 fused multiply-adds.  Nothing is stored until the reduction ends; then
+``_from_wide_all`` drops the extra columns (pitch - OW per row) and adds the bias.
+
+**Input gradient** (stride 1): dx is the convolution of dout, padded by (K-1)*dilation minus
+the forward's padding on each side, with the flipped, transposed weights
+(``pack_weights_flipped``): the same kernel.
+
+**Weight gradient**: ``dw[f, (c, i, j)] = sum over samples and q of dwide[f, q] *
+xp[offs(c, i, j) + q]`` with dwide = dout on the wide grid (zero on the extra columns): 4 output
+channels x 6 taps = 24 vector accumulators of lane-wise partial sums over a group of samples
+(their buffers side by side, at most ``DW_GROUP_ELEMENTS``), added up lane by lane into the
+thread's partial dw at the end of each group; db is summed as in conv.py.
 
 Why not BLAS: per sample the products are small (kn2row's (F, Cg) @ (Cg, q) per tap, rowtap's
-K = C*KW), so OpenBLAS spends much of its time packing and in its edge kernels; the loop above
-reads every input vector once per 8 output channels and never writes a partial sum.  Measured
-(float32, one thread, CPU time, median of 7 rounds; forward, ms): 3x3 16->16 on 64x32x32 2.5
-against rowtap's 3.4 (PyTorch 3.2), 3x3 3->32 on 32x3x32x32 0.71 against 0.98 (0.87), 3x3
-32->32 on 64x32x16x16 2.5 against 3.0 (2.3), 3x3 64->64 on 8x64x56x56 15.0 against kn2row's 16.4
-(12.8), 5x5 16->32 on 64x16x14x14 2.7 against 2.9 (2.0).  The wide grid wastes (Wq - OW)/Wq of
-the work (8x8 planes with padding 1: 20%, and up to a strip of 32 per plane), and a calls away
-in a ``_tap_offset`` inside the loop made LLVM spill the 16 accumulators at every tap: the table
-of offsets keeps the loop body a straight run of loads and FMAs (1.3x faster).
-
-The backward passes stay with the BLAS modes of the plan (``conv.py``).
+inner dimension C*KW, dw's products of 9-48 rows), and OpenBLAS spends much of its time packing
+and in its edge kernels; the loops above read every input vector once per 8 output channels and
+never store a partial sum.  Measured (float32, one thread, CPU time, median of 7 rounds, machine
+shared): forward 1.2-1.7x faster than the BLAS modes on every 3x3 layer of ResNet-8 (batch 64)
+and of the U-Net (batch 16), 1.35x / 1.07x on LeNet-5's layers at batch 64; dx as fast as the
+forward (3x3 16->16 on 64x32x32: 2.5 ms against rowtap's 4.5); dw 1.2-1.9x faster than BLAS for
+C*F <= 256 or C <= 4 (3x3 3->32 on 32x32: 1.7 ms against 3.2) and slower above (32->32 on 16x16:
+4.5 against 3.3), hence ``_Plan``'s rules.  A call to ``_tap_offset`` inside the loop made LLVM
+spill the 16 accumulators at every tap: the table of offsets keeps the body a straight run of
+loads and FMAs (1.3x).  The wide grid's extra work is (pitch*OH rounded up to a strip) / (OH*OW):
+6% on 32x32 with padding 1, 14% on 14x14 with padding 2, 50% on 8x8 with padding 1.
 """
 import numpy as np
 
@@ -62,6 +73,16 @@ def _grid(h, w, stride, pad):
 
 
 _grid_jit = jit(_grid)
+
+
+def window_offsets(x_shape, kernel, stride, pad, dilation, size):
+    """The int64 table of window offsets of _grid's layout (``size`` >= C*KH*KW entries, the
+    rest 0), made once per call."""
+    _, c, h, w = x_shape
+    wq, plane = _grid(h, w, stride, pad)
+    offs = np.zeros(size, np.int64)
+    _window_offsets(c, kernel, stride, pad, dilation, wq, plane, offs)
+    return offs
 
 
 @jit
@@ -165,87 +186,111 @@ def _from_wide_all(wide, qs, wq, b, n, accumulate, out):
 
 
 @jit
-def forward_direct(x, b, kernel, stride, pad, dilation, out, accumulate, wpk, xp, wide, n0, n1):
-    """out[n] (+)= conv(x[n]) + b for n0 <= n < n1 (groups 1), wpk from pack_weights."""
-    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
-    f_, oh_ = out.shape[1], out.shape[2]
-    wq, plane = _grid_jit(h_, w_, stride, pad)
+def _direct_sample(xp, wpk, offs, fp, qs, wide):
+    """wide[f, q] = sum over k of wpk[f // 8, k, f % 8] * xp[offs[k] + q] for f < fp, q < qs:
+    one sample, blocks of 8 channels x 2 vectors."""
     lanes = vlanes(xp)
     strip = 2 * lanes
+    k_ = offs.size
+    for fb in range(0, fp, 8):
+        for q0 in range(0, qs, strip):
+            a0 = vzero(xp)
+            a1 = vzero(xp)
+            a2 = vzero(xp)
+            a3 = vzero(xp)
+            a4 = vzero(xp)
+            a5 = vzero(xp)
+            a6 = vzero(xp)
+            a7 = vzero(xp)
+            b0 = vzero(xp)
+            b1 = vzero(xp)
+            b2 = vzero(xp)
+            b3 = vzero(xp)
+            b4 = vzero(xp)
+            b5 = vzero(xp)
+            b6 = vzero(xp)
+            b7 = vzero(xp)
+            u = fb * k_
+            for k in range(k_):
+                t = offs[k] + q0
+                x0 = vload(xp, t)
+                x1 = vload(xp, t + lanes)
+                s = vsplat(wpk, u)
+                a0 = vfma(a0, s, x0)
+                b0 = vfma(b0, s, x1)
+                s = vsplat(wpk, u + 1)
+                a1 = vfma(a1, s, x0)
+                b1 = vfma(b1, s, x1)
+                s = vsplat(wpk, u + 2)
+                a2 = vfma(a2, s, x0)
+                b2 = vfma(b2, s, x1)
+                s = vsplat(wpk, u + 3)
+                a3 = vfma(a3, s, x0)
+                b3 = vfma(b3, s, x1)
+                s = vsplat(wpk, u + 4)
+                a4 = vfma(a4, s, x0)
+                b4 = vfma(b4, s, x1)
+                s = vsplat(wpk, u + 5)
+                a5 = vfma(a5, s, x0)
+                b5 = vfma(b5, s, x1)
+                s = vsplat(wpk, u + 6)
+                a6 = vfma(a6, s, x0)
+                b6 = vfma(b6, s, x1)
+                s = vsplat(wpk, u + 7)
+                a7 = vfma(a7, s, x0)
+                b7 = vfma(b7, s, x1)
+                u += 8
+            d = fb * qs + q0
+            vstore(wide, d, a0)
+            vstore(wide, d + lanes, b0)
+            vstore(wide, d + qs, a1)
+            vstore(wide, d + qs + lanes, b1)
+            vstore(wide, d + 2 * qs, a2)
+            vstore(wide, d + 2 * qs + lanes, b2)
+            vstore(wide, d + 3 * qs, a3)
+            vstore(wide, d + 3 * qs + lanes, b3)
+            vstore(wide, d + 4 * qs, a4)
+            vstore(wide, d + 4 * qs + lanes, b4)
+            vstore(wide, d + 5 * qs, a5)
+            vstore(wide, d + 5 * qs + lanes, b5)
+            vstore(wide, d + 6 * qs, a6)
+            vstore(wide, d + 6 * qs + lanes, b6)
+            vstore(wide, d + 7 * qs, a7)
+            vstore(wide, d + 7 * qs + lanes, b7)
+
+
+@jit
+def forward_direct(x, b, kernel, pad, dilation, out, accumulate, wpk, offs, xp, wide, n0, n1):
+    """out[n] (+)= conv(x[n]) + b, stride 1, for n0 <= n < n1 (groups 1); wpk from pack_weights,
+    offs from window_offsets.  One driver per layout (this one and forward_direct_strided): a
+    network compiles only those its layers use (the phase split alone costs 1.6 s to compile)."""
+    h_, w_ = x.shape[2], x.shape[3]
+    f_, oh_ = out.shape[1], out.shape[2]
+    wq = w_ + max(pad[2], pad[3])
+    plane = (h_ + pad[0] + pad[1] + 1) * wq
+    strip = 2 * vlanes(xp)
     qs = (oh_ * wq + strip - 1) // strip * strip
     fp = (f_ + 7) // 8 * 8
-    kh, kw = kernel
-    k_ = c_ * kh * kw
-    offs = np.empty(k_, np.int64)
-    _window_offsets(c_, kernel, stride, pad, dilation, wq, plane, offs)
     for n in range(n0, n1):
-        _fill_sample(x, n, stride, pad, wq, plane, n == n0, xp)
-        for fb in range(0, fp, 8):
-            for q0 in range(0, qs, strip):
-                a0 = vzero(xp)
-                a1 = vzero(xp)
-                a2 = vzero(xp)
-                a3 = vzero(xp)
-                a4 = vzero(xp)
-                a5 = vzero(xp)
-                a6 = vzero(xp)
-                a7 = vzero(xp)
-                b0 = vzero(xp)
-                b1 = vzero(xp)
-                b2 = vzero(xp)
-                b3 = vzero(xp)
-                b4 = vzero(xp)
-                b5 = vzero(xp)
-                b6 = vzero(xp)
-                b7 = vzero(xp)
-                u = fb * k_
-                for k in range(k_):
-                    t = offs[k] + q0
-                    x0 = vload(xp, t)
-                    x1 = vload(xp, t + lanes)
-                    s = vsplat(wpk, u)
-                    a0 = vfma(a0, s, x0)
-                    b0 = vfma(b0, s, x1)
-                    s = vsplat(wpk, u + 1)
-                    a1 = vfma(a1, s, x0)
-                    b1 = vfma(b1, s, x1)
-                    s = vsplat(wpk, u + 2)
-                    a2 = vfma(a2, s, x0)
-                    b2 = vfma(b2, s, x1)
-                    s = vsplat(wpk, u + 3)
-                    a3 = vfma(a3, s, x0)
-                    b3 = vfma(b3, s, x1)
-                    s = vsplat(wpk, u + 4)
-                    a4 = vfma(a4, s, x0)
-                    b4 = vfma(b4, s, x1)
-                    s = vsplat(wpk, u + 5)
-                    a5 = vfma(a5, s, x0)
-                    b5 = vfma(b5, s, x1)
-                    s = vsplat(wpk, u + 6)
-                    a6 = vfma(a6, s, x0)
-                    b6 = vfma(b6, s, x1)
-                    s = vsplat(wpk, u + 7)
-                    a7 = vfma(a7, s, x0)
-                    b7 = vfma(b7, s, x1)
-                    u += 8
-                d = fb * qs + q0
-                vstore(wide, d, a0)
-                vstore(wide, d + lanes, b0)
-                vstore(wide, d + qs, a1)
-                vstore(wide, d + qs + lanes, b1)
-                vstore(wide, d + 2 * qs, a2)
-                vstore(wide, d + 2 * qs + lanes, b2)
-                vstore(wide, d + 3 * qs, a3)
-                vstore(wide, d + 3 * qs + lanes, b3)
-                vstore(wide, d + 4 * qs, a4)
-                vstore(wide, d + 4 * qs + lanes, b4)
-                vstore(wide, d + 5 * qs, a5)
-                vstore(wide, d + 5 * qs + lanes, b5)
-                vstore(wide, d + 6 * qs, a6)
-                vstore(wide, d + 6 * qs + lanes, b6)
-                vstore(wide, d + 7 * qs, a7)
-                vstore(wide, d + 7 * qs + lanes, b7)
+        _pad_rows(x, n, pad, wq, plane, n == n0, xp)
+        _direct_sample(xp, wpk, offs, fp, qs, wide)
         _from_wide_all(wide, qs, wq, b, n, accumulate, out)
+
+
+@jit
+def forward_direct_strided(x, b, kernel, stride, pad, dilation, out, wpk, offs, xp, wide, n0,
+                           n1):
+    """out[n] = conv(x[n]) + b on conv.py's stride phases (see forward_direct)."""
+    h_, w_ = x.shape[2], x.shape[3]
+    f_, oh_ = out.shape[1], out.shape[2]
+    wq, _ = _grid_jit(h_, w_, stride, pad)
+    strip = 2 * vlanes(xp)
+    qs = (oh_ * wq + strip - 1) // strip * strip
+    fp = (f_ + 7) // 8 * 8
+    for n in range(n0, n1):
+        _split_sample(x, n, stride, pad, n == n0, xp)
+        _direct_sample(xp, wpk, offs, fp, qs, wide)
+        _from_wide_all(wide, qs, wq, b, n, False, out)
 
 
 # -- the weight gradient ----------------------------------------------------------------------
@@ -274,8 +319,10 @@ def weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh):
 
 @jit
 def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db, group,
-                       xp_size, wide_size, buf, n0, n1):
-    """The partial dw (K, F) and db (F) of samples n0 <= n < n1 in buf (see weight_grad_sizes)."""
+                       xp_size, wide_size, offs, buf, n0, n1):
+    """The partial dw (K, F) and db (F) of samples n0 <= n < n1 in buf (see weight_grad_sizes);
+    offs: window_offsets padded to a multiple of 6 taps (the extra ones read the first window,
+    their sums are discarded)."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
     wq, plane = _grid_jit(h_, w_, stride, pad)
@@ -294,8 +341,6 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
         dwp[e] = 0
     for e in range(f_):
         dbp[e] = 0
-    offs = np.zeros(kp, np.int64)         # the padded taps read the first window: discarded
-    _window_offsets(c_, kernel, stride, pad, dilation, wq, plane, offs)
     df = dout.reshape(dout.size)
     for g0 in range(n0, n1, group):
         g1 = min(n1, g0 + group)
