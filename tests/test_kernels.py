@@ -10,6 +10,7 @@ import pytest
 from cnnspec import kernels as K
 from conftest import numeric_grad
 from cnnspec.kernels import reference as R
+from cnnspec.kernels import conv, conv_direct
 from cnnspec.kernels.conv import GATHER, IM2COL, KN2ROW, ROWTAP, _Plan
 
 DTYPES = [np.float64, np.float32]
@@ -72,6 +73,7 @@ CONV_CASES = [
     (2, 4, 6, 5, 3, 2, 4, (1, 1), (0, 1, 3, 0), (2, 1), 1, True),        # even kernel, dilation
     (1, 32, 60, 60, 16, 3, 3, (1, 1), (2, 0, 1, 3), (2, 1), 1, True),    # kn2row: too big for rowtap
     (2, 32, 9, 9, 16, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, True),      # gather: strided, many channels
+    (5, 4, 6, 7, 5, 3, 3, (1, 1), (1, 0, 2, 1), (1, 1), 1, True),        # direct dw: groups 2+2+1
 ]
 
 
@@ -97,9 +99,36 @@ def test_conv_cases_cover_every_mode():
     assert modes == {IM2COL, GATHER, KN2ROW, ROWTAP}
 
 
+@pytest.fixture(params=["blas", "direct"])
+def forward(request, monkeypatch):
+    """Every convolution case twice: the plan's BLAS forward, and conv_direct.py's
+    register-blocked forward wherever it applies (groups 1, not IM2COL), however small."""
+    monkeypatch.setattr(conv, "_DIRECT", request.param == "direct")
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    # the weight gradient's sample groups: one sample, several, all of the batch
+    monkeypatch.setattr(conv_direct, "DW_GROUP_ELEMENTS", 2000)
+    return request.param
+
+
+def test_direct_forward_covers_its_cases(forward):
+    plans = [_Plan(c[:4], (c[4], c[1] // c[10], c[5], c[6]), c[7], c[8], c[9], c[10])
+             for c in CONV_CASES]
+    direct = [p.direct is not None for p in plans]
+    direct_dx = [p.direct_dx is not None for p in plans]
+    if forward == "blas":
+        assert not any(direct) and not any(direct_dx)
+    else:                    # strided, dilated, padded unevenly, F not a multiple of 8, batch 1
+        assert sum(direct) == 16, direct
+        # dx as a convolution of dout: stride 1 and padding at most (K-1)*dilation on each side
+        # (full padding included), C not a multiple of 8
+        assert sum(direct_dx) == 9, direct_dx
+        groups = {(p.direct_dw[0], c[0]) for p, c in zip(plans, CONV_CASES) if p.direct_dw}
+        assert {(1, 2), (1, 8), (2, 2), (2, 5)} <= groups, groups
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=conv_id)
-def test_conv2d_matches_reference(case, dtype):
+def test_conv2d_matches_reference(case, dtype, forward):
     stride, pad, dil, groups = case[7:11]
     x, w, b, out, ws = run_conv(case, dtype)
     close(out, R.conv2d_forward(x, w, b, stride, pad, dil, groups), dtype)

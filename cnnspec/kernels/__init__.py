@@ -156,6 +156,10 @@ Threads, compile, performance
   jitted calls is optimised again inside its caller).  ``cache=True`` makes a second process load
   them all in 0.5 s, after 0.5 s to import this package (numba 0.14 s, scipy.linalg for BLAS
   0.19 s).
+* Since issue 16's second round, groups-1 convolutions run their forward (and, where measured
+  faster, dx and dw) as register-blocked direct loops on explicit 512-bit vectors
+  (``conv_direct.py``, ``_simd.py``); README "### Performance" has the current figures.  The
+  table below is the BLAS modes' (the direct kernels off: ``conv._DIRECT = False``).
 * Measured on this machine (AMD EPYC Zen 4, 2 cores, float32; PyTorch 2.13 with 2 threads,
   timed alternately with ours, best of several runs; the machine was shared, so the absolute
   numbers moved by +-30% between runs, the ratios less; forward+backward counts 3x the

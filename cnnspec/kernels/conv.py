@@ -6,7 +6,10 @@
 for output channel f in group g = f // Fg (Cg = C / groups input and Fg = F / groups output
 channels per group); xpad is x with (top, bottom, left, right) zeros around it.
 
-Every convolution is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
+Groups-1 convolutions of at least a million multiply-adds run their forward, and where measured
+faster their dx and dw, as the register-blocked direct loops of ``conv_direct.py`` (``_Plan.direct``,
+``direct_dx``, ``direct_dw``; ``_use_direct`` and the rules in ``_Plan`` say where).  The rest, and
+every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``; each thread owns a slice of the workspace and a partial dw/db, summed in
 a fixed order afterwards, so results do not depend on timing).  Three ways to make the matrices:
@@ -109,7 +112,8 @@ class _Plan:
     ROWTAP (KH, C*KW, F).
     """
 
-    __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout")
+    __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout", "direct",
+                 "direct_dx", "direct_dw")
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -148,6 +152,36 @@ class _Plan:
             self.shared = kh * kw * f * cg if self.mode == KN2ROW else 0
             self.layout = (xp, 2 * xp, o_col, o_dw, o_dw + f * k)
         self.per_thread = self.layout[4] + f
+        # the forward by conv_direct.py instead (the backward keeps the mode): its packed
+        # weights in the shared part, its phase and wide buffers in each thread's slice
+        self.direct = None
+        if _use_direct(x_shape, w_shape, stride, pad, dilation, groups, self.mode, oh, ow):
+            from cnnspec.kernels.conv_direct import direct_sizes
+            wpk, xp, wide = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+            self.direct = (xp, xp + wide)
+            self.shared = max(self.shared, wpk)
+            self.per_thread = max(self.per_thread, xp + wide)
+        # dx of a stride-1 convolution is a convolution of dout by the flipped weights: by
+        # conv_direct.py too (dw stays with the mode)
+        self.direct_dx = None
+        if self.direct is not None and stride == (1, 1) and (c >= 8 or _DIRECT_ALL):
+            from cnnspec.kernels.conv_direct import backward_data_pad, direct_sizes
+            pad_dx = backward_data_pad((kh, kw), pad, dilation)
+            if pad_dx is not None and (_DIRECT_ALL or
+                                       wide_waste(ow + max(pad_dx[2:]), h, w) <= 1.35):
+                wpk, xp, wide = direct_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
+                                             dilation, h)
+                self.direct_dx = (xp, xp + wide, pad_dx)
+                self.shared = max(self.shared, wpk)
+                self.per_thread = max(self.per_thread, xp + wide)
+        # dw and db by conv_direct.py's blocked sums over the wide grid
+        self.direct_dw = None
+        if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
+                (c * f <= 256 or c <= 4) and f >= 8
+                and wide_waste(_direct_pitch(w, stride, pad), oh, ow) <= 1.35)):
+            from cnnspec.kernels.conv_direct import weight_grad_sizes
+            self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+            self.per_thread = max(self.per_thread, self.direct_dw[3])
 
     def workspace_size(self, threads):
         return self.shared + threads * self.per_thread
@@ -165,6 +199,26 @@ def _use_rowtap(x_shape, w_shape, stride, pad, dilation, groups, ow):
     kw = w_shape[3]
     col = c * kw * (h + pad[0] + pad[1]) * ow
     return stride == (1, 1) and groups == 1 and col <= _ROWTAP_MAX_COL
+
+
+_DIRECT = True         # False: every forward on BLAS products (the tests run both)
+_DIRECT_DW = True       # False: dw on the BLAS modes
+_DIRECT_ALL = False     # True: the direct kernels wherever they apply (tests), not where faster
+_DIRECT_MACS = 1 << 20  # below, the BLAS modes (LeNet-5's conv2 at batch 1: 0.76x with direct)
+
+
+def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
+    """The register-blocked direct forward (conv_direct.py) for groups-1 convolutions of at
+    least _DIRECT_MACS multiply-adds that are not a bare matrix product (1x1, stride 1, no
+    padding) or a kernel smaller than its stride (IM2COL).  Measured against the mode's BLAS
+    forward (float32, one thread, CPU time, median of 7 rounds at load 3-7): faster on every
+    layer of ResNet-8 (batch 64: 1.2-1.7x, the strided ones by gather 1.3x and 1.7x), the
+    U-Net (batch 16: 1.2-1.5x), LeNet-5 at batch 64 (1.4x, 1.1x) and the bench rows (1.0-1.35x);
+    LeNet-5 at batch 1 (0.1-0.2 M multiply-adds) 0.98x and 0.76x."""
+    if not _DIRECT or groups != 1 or mode == IM2COL:
+        return False
+    macs = x_shape[0] * w_shape[0] * oh * ow * w_shape[1] * w_shape[2] * w_shape[3]
+    return macs >= _DIRECT_MACS or _DIRECT_ALL
 
 
 def _is_depthwise(x_shape, w_shape, groups):
@@ -210,6 +264,16 @@ def _span(n_out, n_in, step, offset):
         hi = (n_in - offset + step - 1) // step
     hi = min(hi, n_out)
     return min(lo, hi), hi
+
+
+def _direct_pitch(w, stride, pad):
+    """Row pitch of conv_direct.py's wide grid (its _grid)."""
+    return w + max(pad[2], pad[3]) if stride == (1, 1) else -(-(w + pad[2] + pad[3]) // stride[1])
+
+
+def wide_waste(wq, oh, ow):
+    """Work on the wide grid (OH rows of Wq, in strips of 32) over the output's OH*OW."""
+    return -(-(oh * wq) // 32) * 32 / (oh * ow)
 
 
 def _phase_shape(h_, w_, stride, pad):
@@ -908,6 +972,22 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         b = _empty(x.dtype)[0]
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
+    if plan.direct is not None:
+        from cnnspec.kernels import conv_direct as D
+        D.pack_weights(w, wt)
+        xp, end = plan.direct
+        offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
+        if stride == (1, 1):
+            run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
+                x, b, (kh, kw), pad, dilation, out, False, wt, offs,
+                workspace[shared + t * per:shared + t * per + xp],
+                workspace[shared + t * per + xp:shared + t * per + end], lo, hi))
+        else:
+            run_split(D.forward_direct_strided, x.shape[0], threads, lambda t, lo, hi: (
+                x, b, (kh, kw), stride, pad, dilation, out, wt, offs,
+                workspace[shared + t * per:shared + t * per + xp],
+                workspace[shared + t * per + xp:shared + t * per + end], lo, hi))
+        return
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
     elif plan.mode == ROWTAP:
@@ -931,6 +1011,33 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     empty1, empty4 = _empty(x.dtype)
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
+    if dx is not None and plan.direct_dx is not None:
+        from cnnspec.kernels import conv_direct as D
+        D.pack_weights_flipped(w, wt)
+        xp, end, pad_dx = plan.direct_dx
+        offs = D.window_offsets(dout.shape, (kh, kw), (1, 1), pad_dx, dilation, f_ * kh * kw)
+        run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
+            dout, empty1, (kh, kw), pad_dx, dilation, dx, bool(accumulate), wt, offs,
+            workspace[shared + t * per:shared + t * per + xp],
+            workspace[shared + t * per + xp:shared + t * per + end], lo, hi))
+        if dw is None and db is None:
+            return
+        dx = None
+    if (dw is not None or db is not None) and plan.direct_dw is not None:
+        from cnnspec.kernels import conv_direct as D
+        group, xp, wide, total = plan.direct_dw
+        offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation,
+                                -(-(cg * kh * kw) // 6) * 6)
+        run_split(D.weight_grad_direct, x.shape[0], threads, lambda t, lo, hi: (
+            dout, x, (kh, kw), stride, pad, dilation, dw is not None, db is not None, group, xp,
+            wide, offs, workspace[shared + t * per:shared + t * per + total], lo, hi))
+        o_dw = group * (xp + wide) + 384
+        _sum_partials(workspace, shared, per, threads, (0, 0, 0, o_dw, o_dw + f_ * cg * kh * kw),
+                      _partial_strides(GATHER, w.shape), empty4 if dw is None else dw,
+                      empty1 if db is None else db, dw is not None, db is not None)
+        if dx is None:
+            return
+        dw = db = None
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
     elif plan.mode == ROWTAP:

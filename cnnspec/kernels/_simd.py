@@ -1,0 +1,126 @@
+"""Explicit SIMD vectors for numba kernels: one 64-byte vector (16 float32 or 8 float64 lanes).
+
+LLVM's auto-vectorisers cannot keep a block of accumulators in registers across a reduction
+loop (the loop they vectorise is the innermost one), and on AVX-512 machines they prefer 256-bit
+vectors.  A register-blocked kernel (``conv_direct.py``) therefore holds its accumulators as
+values of :class:`Vec`, an LLVM ``<16 x float>`` / ``<8 x double>``; LLVM lowers each operation
+to one 512-bit instruction where the CPU has AVX-512, and to two or four 256/128-bit ones where it
+does not (the same results: every lane is computed alone).
+
+Operations (callable from numba kernels only): ``vzero(a)`` (a vector of a's dtype, zero),
+``vload(a, i)`` (a[i : i + lanes], unaligned, no bounds check: the caller keeps i + lanes <=
+a.size), ``vsplat(a, i)`` (lanes copies of a[i]), ``vstore(a, i, v)``, ``vfma(acc, u, v)``
+(acc + u * v with one rounding, per lane: ``llvm.fma``, as BLAS's FMA kernels compute) and ``vlanes(a)`` (the lanes, a compile-time
+constant).  No fastmath anywhere: each lane is IEEE arithmetic in a fixed order.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+VECTOR_BYTES = 64
+
+
+class Vec(types.Type):
+    """A SIMD vector of ``lanes`` elements of ``dtype`` (a numba float type)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+        super().__init__(name=f"Vec({dtype}x{self.lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        scalar = ir.FloatType() if fe_type.dtype == types.float32 else ir.DoubleType()
+        super().__init__(dmm, fe_type, ir.VectorType(scalar, fe_type.lanes))
+
+
+def lanes_of(dtype) -> int:
+    """Lanes of a vector of NumPy dtype ``dtype`` (16 for float32, 8 for float64)."""
+    return VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def _element_pointer(context, builder, arr_type, arr, index):
+    array = context.make_array(arr_type)(context, builder, arr)
+    return builder.gep(array.data, [index])
+
+
+@intrinsic
+def vzero(typingctx, arr):
+    vec = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vec), None)
+
+    return vec(arr), codegen
+
+
+@intrinsic
+def vlanes(typingctx, arr):
+    lanes = Vec(arr.dtype).lanes
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, lanes)
+
+    return types.intp(arr), codegen
+
+
+@intrinsic
+def vload(typingctx, arr, index):
+    vec = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], index)
+        vptr = builder.bitcast(ptr, context.get_value_type(vec).as_pointer())
+        return builder.load(vptr, align=arr.dtype.bitwidth // 8)
+
+    return vec(arr, index), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, index, value):
+    def codegen(context, builder, sig, args):
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], index)
+        vptr = builder.bitcast(ptr, args[2].type.as_pointer())
+        builder.store(args[2], vptr, align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, index, value), codegen
+
+
+@intrinsic
+def vsplat(typingctx, arr, index):
+    """A vector of lanes copies of arr[index] (no bounds check)."""
+    vec = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        value = builder.load(_element_pointer(context, builder, sig.args[0], args[0], index))
+        vty = context.get_value_type(vec)
+        undef = ir.Constant(vty, ir.Undefined)
+        one = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count)
+        return builder.shuffle_vector(one, undef, mask)
+
+    return vec(arr, index), codegen
+
+
+@intrinsic
+def vfma(typingctx, acc, a, b):
+    """acc + a * b, lane by lane, one rounding (llvm.fma)."""
+    if not (isinstance(acc, Vec) and a == acc and b == acc):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = args[0].type
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty] * 3),
+            f"llvm.fma.v{vty.count}f{acc.dtype.bitwidth}")
+        return builder.call(fma, [args[1], args[2], args[0]])
+
+    return acc(acc, a, b), codegen

@@ -1,0 +1,465 @@
+"""Direct convolution kernels: register-blocked loops instead of BLAS products (``_Plan.direct``,
+``direct_dx``, ``direct_dw``).
+
+**Forward.**  The sample is copied once into a zero-padded buffer (``_grid``): with stride 1,
+rows of max(left, right) zeros followed by the W values (a row's trailing zeros are the next
+row's leading ones); strided, conv.py's stride phases (``_split_sample``).  The output is
+computed on the "wide" grid of that buffer, q = oh*pitch + ow: for input channel c and tap
+(i, j), ``wide[f, q] += w[f, c, i, j] * xp[offs(c, i, j) + q]``.  oneDNN's technique, on NCHW
+data: a block of 8 output channels x 2 vectors of q (32 float32 or 16 float64 outputs) stays in
+16 SIMD accumulators (``_simd.Vec``: one AVX-512 register each) through the whole reduction over
+(c, i, j), one flat loop over a table of window offsets; each step loads two input vectors and
+broadcasts 8 weights from a packed copy (``wpk[f // 8, (c, i, j), f % 8]``, made once per call,
+zero past F): 16 fused multiply-adds.  Nothing is stored until the reduction ends; then
+``_from_wide_all`` drops the extra columns (pitch - OW per row) and adds the bias.
+
+**Input gradient** (stride 1): dx is the convolution of dout, padded by (K-1)*dilation minus
+the forward's padding on each side, with the flipped, transposed weights
+(``pack_weights_flipped``): the same kernel.
+
+**Weight gradient**: ``dw[f, (c, i, j)] = sum over samples and q of dwide[f, q] *
+xp[offs(c, i, j) + q]`` with dwide = dout on the wide grid (zero on the extra columns): 4 output
+channels x 6 taps = 24 vector accumulators of lane-wise partial sums over a group of samples
+(their buffers side by side, at most ``DW_GROUP_ELEMENTS``), added up lane by lane into the
+thread's partial dw at the end of each group; db is summed as in conv.py.
+
+Why not BLAS: per sample the products are small (kn2row's (F, Cg) @ (Cg, q) per tap, rowtap's
+inner dimension C*KW, dw's products of 9-48 rows), and OpenBLAS spends much of its time packing
+and in its edge kernels; the loops above read every input vector once per 8 output channels and
+never store a partial sum.  Measured (float32, one thread, CPU time, median of 7 rounds, machine
+shared): forward 1.2-1.7x faster than the BLAS modes on every 3x3 layer of ResNet-8 (batch 64)
+and of the U-Net (batch 16), 1.35x / 1.07x on LeNet-5's layers at batch 64; dx as fast as the
+forward (3x3 16->16 on 64x32x32: 2.5 ms against rowtap's 4.5); dw 1.2-1.9x faster than BLAS for
+C*F <= 256 or C <= 4 (3x3 3->32 on 32x32: 1.7 ms against 3.2) and slower above (32->32 on 16x16:
+4.5 against 3.3), hence ``_Plan``'s rules.  A call to ``_tap_offset`` inside the loop made LLVM
+spill the 16 accumulators at every tap: the table of offsets keeps the body a straight run of
+loads and FMAs (1.3x).  The wide grid's extra work is (pitch*OH rounded up to a strip) / (OH*OW):
+6% on 32x32 with padding 1, 14% on 14x14 with padding 2, 50% on 8x8 with padding 1.
+"""
+import numpy as np
+
+from cnnspec.kernels._jit import jit
+from cnnspec.kernels._simd import vfma, vlanes, vload, vsplat, vstore, vzero
+from cnnspec.kernels.conv import _bias_grad_add, _split_sample, _tap_offset
+
+BLOCK_F = 8          # output channels per register block
+STRIP = 32           # outputs per block along q for float32 (2 vectors of 16 lanes; float64: 16)
+
+
+def direct_sizes(x_shape, w_shape, stride, pad, dilation, oh):
+    """(packed weights, per-thread phase buffer, per-thread wide buffer), in elements."""
+    _, c, h, w = x_shape
+    f, _, kh, kw = w_shape
+    wq, plane = _grid(h, w, stride, pad)
+    fp = -(-f // BLOCK_F) * BLOCK_F
+    qs = -(-(oh * wq) // STRIP) * STRIP
+    # the last strip reads up to a strip past the last window: zeros (or finished samples'
+    # values) that only reach the discarded outputs
+    xp = stride[0] * stride[1] * c * plane + (kw - 1) * dilation[1] + 2 * STRIP
+    return fp * c * kh * kw, xp, fp * qs
+
+
+def _grid(h, w, stride, pad):
+    """(row pitch, plane) of the sample buffer of forward_direct.  Stride 1: rows of
+    ``max(left, right)`` zeros then the W values, so that a row's trailing zeros are the next
+    row's leading ones (``_pad_rows``; pitch W + max instead of W + left + right: 16 against 18
+    for 14x14 with padding 2, the wide grid's extra work 14% instead of 29%), one zero row more
+    at the bottom; strided: conv._split_sample's phases."""
+    if stride == (1, 1):
+        pitch = w + max(pad[2], pad[3])
+        return pitch, (h + pad[0] + pad[1] + 1) * pitch
+    hq, wq = -(-(h + pad[0] + pad[1]) // stride[0]), -(-(w + pad[2] + pad[3]) // stride[1])
+    return wq, hq * wq
+
+
+_grid_jit = jit(_grid)
+
+
+def window_offsets(x_shape, kernel, stride, pad, dilation, size):
+    """The int64 table of window offsets of _grid's layout (``size`` >= C*KH*KW entries, the
+    rest 0), made once per call."""
+    _, c, h, w = x_shape
+    wq, plane = _grid(h, w, stride, pad)
+    offs = np.zeros(size, np.int64)
+    _window_offsets(c, kernel, stride, pad, dilation, wq, plane, offs)
+    return offs
+
+
+@jit
+def _window_offsets(c_, kernel, stride, pad, dilation, wq, plane, offs):
+    """offs[(c, i, j)] = where tap (i, j) of channel c reads for output q = 0 (_grid's layout)."""
+    kh, kw = kernel
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                if stride[0] == 1 and stride[1] == 1:
+                    t = i * dilation[0] * wq + j * dilation[1] + max(pad[2], pad[3]) - pad[2]
+                else:
+                    t = _tap_offset(i, j, c_, plane, wq, stride, dilation)
+                offs[(c * kh + i) * kw + j] = t + c * plane
+
+
+@jit
+def _fill_sample(x, n, stride, pad, wq, plane, zero, xp):
+    """Sample n into the buffer of _grid's layout."""
+    if stride[0] == 1 and stride[1] == 1:
+        _pad_rows(x, n, pad, wq, plane, zero, xp)
+    else:
+        _split_sample(x, n, stride, pad, zero, xp)
+
+
+@jit
+def _pad_rows(x, n, pad, pitch, plane, zero, xp):
+    """xp[c*plane + (h + top)*pitch + s + w] = x[n, c, h, w], s = max(left, right); zeros
+    elsewhere (the whole buffer is cleared when ``zero``: the first sample of a call)."""
+    _, c_, h_, w_ = x.shape
+    if zero:
+        for e in range(xp.size):
+            xp[e] = 0
+    s = max(pad[2], pad[3])
+    xf = x.reshape(x.size)
+    for c in range(c_):
+        for h in range(h_):
+            src = np.uint64(((n * c_ + c) * h_ + h) * w_)
+            dst = np.uint64(c * plane + (h + pad[0]) * pitch + s)
+            for e in range(w_):
+                xp[dst + np.uint64(e)] = xf[src + np.uint64(e)]
+
+
+@jit
+def pack_weights(w, wpk):
+    """wpk[f // 8, (c, i, j), f % 8] = w[f, c, i, j] (flat), zero for f >= F in the last block."""
+    f_, cg, kh, kw = w.shape
+    fp = (f_ + 7) // 8 * 8
+    k = cg * kh * kw
+    for e in range(fp * k):
+        wpk[e] = 0
+    for f in range(f_):
+        for c in range(cg):
+            for i in range(kh):
+                for j in range(kw):
+                    wpk[((((f // 8) * cg + c) * kh + i) * kw + j) * 8 + f % 8] = w[f, c, i, j]
+
+
+@jit
+def pack_weights_flipped(w, wpk):
+    """pack_weights of w' (C, F, KH, KW), w'[c, f, i, j] = w[f, c, KH-1-i, KW-1-j]: the
+    weights of the convolution that gives dx from dout (see backward_data_pad)."""
+    f_, c_, kh, kw = w.shape
+    cp = (c_ + 7) // 8 * 8
+    k = f_ * kh * kw
+    for e in range(cp * k):
+        wpk[e] = 0
+    for c in range(c_):
+        for f in range(f_):
+            for i in range(kh):
+                for j in range(kw):
+                    wpk[((((c // 8) * f_ + f) * kh + i) * kw + j) * 8 + c % 8] = \
+                        w[f, c, kh - 1 - i, kw - 1 - j]
+
+
+def backward_data_pad(kernel, pad, dilation):
+    """Padding of dout for dx = conv(dout padded, w flipped) of a stride-1 convolution, or None
+    where a side would be negative (padding beyond (K-1)*dilation: left to the BLAS modes)."""
+    kh, kw = kernel
+    ph, pw = (kh - 1) * dilation[0], (kw - 1) * dilation[1]
+    new = (ph - pad[0], ph - pad[1], pw - pad[2], pw - pad[3])
+    return new if min(new) >= 0 else None
+
+
+@jit
+def _from_wide_all(wide, qs, wq, b, n, accumulate, out):
+    """out[n, f, oh, :] (+)= wide[f*qs + oh*wq : ... + OW] + b[f] (the extra columns dropped)."""
+    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
+    of = out.reshape(out.size)
+    for f in range(f_):
+        bias = b[f] if b.size > 0 else 0
+        for rr in range(oh_):
+            src = np.uint64(f * qs + rr * wq)
+            dst = np.uint64(((n * f_ + f) * oh_ + rr) * ow_)
+            if accumulate:
+                for e in range(ow_):
+                    of[dst + np.uint64(e)] += wide[src + np.uint64(e)] + bias
+            else:
+                for e in range(ow_):
+                    of[dst + np.uint64(e)] = wide[src + np.uint64(e)] + bias
+
+
+@jit
+def _direct_sample(xp, wpk, offs, fp, qs, wide):
+    """wide[f, q] = sum over k of wpk[f // 8, k, f % 8] * xp[offs[k] + q] for f < fp, q < qs:
+    one sample, blocks of 8 channels x 2 vectors."""
+    lanes = vlanes(xp)
+    strip = 2 * lanes
+    k_ = offs.size
+    for fb in range(0, fp, 8):
+        for q0 in range(0, qs, strip):
+            a0 = vzero(xp)
+            a1 = vzero(xp)
+            a2 = vzero(xp)
+            a3 = vzero(xp)
+            a4 = vzero(xp)
+            a5 = vzero(xp)
+            a6 = vzero(xp)
+            a7 = vzero(xp)
+            b0 = vzero(xp)
+            b1 = vzero(xp)
+            b2 = vzero(xp)
+            b3 = vzero(xp)
+            b4 = vzero(xp)
+            b5 = vzero(xp)
+            b6 = vzero(xp)
+            b7 = vzero(xp)
+            u = fb * k_
+            for k in range(k_):
+                t = offs[k] + q0
+                x0 = vload(xp, t)
+                x1 = vload(xp, t + lanes)
+                s = vsplat(wpk, u)
+                a0 = vfma(a0, s, x0)
+                b0 = vfma(b0, s, x1)
+                s = vsplat(wpk, u + 1)
+                a1 = vfma(a1, s, x0)
+                b1 = vfma(b1, s, x1)
+                s = vsplat(wpk, u + 2)
+                a2 = vfma(a2, s, x0)
+                b2 = vfma(b2, s, x1)
+                s = vsplat(wpk, u + 3)
+                a3 = vfma(a3, s, x0)
+                b3 = vfma(b3, s, x1)
+                s = vsplat(wpk, u + 4)
+                a4 = vfma(a4, s, x0)
+                b4 = vfma(b4, s, x1)
+                s = vsplat(wpk, u + 5)
+                a5 = vfma(a5, s, x0)
+                b5 = vfma(b5, s, x1)
+                s = vsplat(wpk, u + 6)
+                a6 = vfma(a6, s, x0)
+                b6 = vfma(b6, s, x1)
+                s = vsplat(wpk, u + 7)
+                a7 = vfma(a7, s, x0)
+                b7 = vfma(b7, s, x1)
+                u += 8
+            d = fb * qs + q0
+            vstore(wide, d, a0)
+            vstore(wide, d + lanes, b0)
+            vstore(wide, d + qs, a1)
+            vstore(wide, d + qs + lanes, b1)
+            vstore(wide, d + 2 * qs, a2)
+            vstore(wide, d + 2 * qs + lanes, b2)
+            vstore(wide, d + 3 * qs, a3)
+            vstore(wide, d + 3 * qs + lanes, b3)
+            vstore(wide, d + 4 * qs, a4)
+            vstore(wide, d + 4 * qs + lanes, b4)
+            vstore(wide, d + 5 * qs, a5)
+            vstore(wide, d + 5 * qs + lanes, b5)
+            vstore(wide, d + 6 * qs, a6)
+            vstore(wide, d + 6 * qs + lanes, b6)
+            vstore(wide, d + 7 * qs, a7)
+            vstore(wide, d + 7 * qs + lanes, b7)
+
+
+@jit
+def forward_direct(x, b, kernel, pad, dilation, out, accumulate, wpk, offs, xp, wide, n0, n1):
+    """out[n] (+)= conv(x[n]) + b, stride 1, for n0 <= n < n1 (groups 1); wpk from pack_weights,
+    offs from window_offsets.  One driver per layout (this one and forward_direct_strided): a
+    network compiles only those its layers use (the phase split alone costs 1.6 s to compile)."""
+    h_, w_ = x.shape[2], x.shape[3]
+    f_, oh_ = out.shape[1], out.shape[2]
+    wq = w_ + max(pad[2], pad[3])
+    plane = (h_ + pad[0] + pad[1] + 1) * wq
+    strip = 2 * vlanes(xp)
+    qs = (oh_ * wq + strip - 1) // strip * strip
+    fp = (f_ + 7) // 8 * 8
+    for n in range(n0, n1):
+        _pad_rows(x, n, pad, wq, plane, n == n0, xp)
+        _direct_sample(xp, wpk, offs, fp, qs, wide)
+        _from_wide_all(wide, qs, wq, b, n, accumulate, out)
+
+
+@jit
+def forward_direct_strided(x, b, kernel, stride, pad, dilation, out, wpk, offs, xp, wide, n0,
+                           n1):
+    """out[n] = conv(x[n]) + b on conv.py's stride phases (see forward_direct)."""
+    h_, w_ = x.shape[2], x.shape[3]
+    f_, oh_ = out.shape[1], out.shape[2]
+    wq, _ = _grid_jit(h_, w_, stride, pad)
+    strip = 2 * vlanes(xp)
+    qs = (oh_ * wq + strip - 1) // strip * strip
+    fp = (f_ + 7) // 8 * 8
+    for n in range(n0, n1):
+        _split_sample(x, n, stride, pad, n == n0, xp)
+        _direct_sample(xp, wpk, offs, fp, qs, wide)
+        _from_wide_all(wide, qs, wq, b, n, False, out)
+
+
+# -- the weight gradient ----------------------------------------------------------------------
+# dw[f, (c, i, j)] = sum over samples and q of dwide[f, q] * xp[offs(c, i, j) + q], dwide = dout
+# on the wide grid (zero on the extra columns and past the last row).  A block of 4 output
+# channels x 4 taps is 16 vector accumulators of lane-wise partial sums over a group of samples
+# (the phase buffers of the group side by side), added up lane by lane into the partial dw at
+# the end of the group.
+
+DW_BLOCK = 4         # output channels and taps per block (16 accumulators)
+DW_GROUP_ELEMENTS = 1 << 18   # a group's phase and wide buffers, at most (1 MB of float32)
+
+
+def weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh):
+    """(samples per group, phase buffer per sample, wide dout per sample, per-thread total):
+    the per-thread slice holds [phase buffers | wide douts | 16 x 16 scratch | dw (K, F) | db]."""
+    _, c, h, w = x_shape
+    f, _, kh, kw = w_shape
+    _, xp, _ = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+    wq, _ = _grid(h, w, stride, pad)
+    wide = -(-f // DW_BLOCK) * DW_BLOCK * (-(-(oh * wq) // STRIP) * STRIP)
+    group = max(1, min(x_shape[0], DW_GROUP_ELEMENTS // (xp + wide)))
+    k = c * kh * kw
+    return group, xp, wide, group * (xp + wide) + 384 + k * f + f
+
+
+@jit
+def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db, group,
+                       xp_size, wide_size, offs, buf, n0, n1):
+    """The partial dw (K, F) and db (F) of samples n0 <= n < n1 in buf (see weight_grad_sizes);
+    offs: window_offsets padded to a multiple of 6 taps (the extra ones read the first window,
+    their sums are discarded)."""
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
+    wq, plane = _grid_jit(h_, w_, stride, pad)
+    lanes = vlanes(buf)
+    qs = (oh_ * wq + 2 * lanes - 1) // (2 * lanes) * (2 * lanes)
+    fp = (f_ + 3) // 4 * 4
+    kh, kw = kernel
+    k_ = c_ * kh * kw
+    kp = (k_ + 5) // 6 * 6
+    o_wide = group * xp_size
+    o_tmp = o_wide + group * wide_size
+    o_dw = o_tmp + 384
+    o_db = o_dw + k_ * f_
+    dwp, dbp = buf[o_dw:o_db], buf[o_db:o_db + f_]
+    for e in range(k_ * f_):
+        dwp[e] = 0
+    for e in range(f_):
+        dbp[e] = 0
+    df = dout.reshape(dout.size)
+    for g0 in range(n0, n1, group):
+        g1 = min(n1, g0 + group)
+        for n in range(g0, g1):
+            if need_db:
+                _bias_grad_add(dout, n, dbp)
+            if not need_dw:
+                continue
+            _fill_sample(x, n, stride, pad, wq, plane, g0 == n0,
+                         buf[(n - g0) * xp_size:(n - g0 + 1) * xp_size])
+            wide = buf[o_wide + (n - g0) * wide_size:o_wide + (n - g0 + 1) * wide_size]
+            for e in range(wide_size):
+                wide[e] = 0
+            for f in range(f_):
+                for r in range(oh_):
+                    src = ((n * f_ + f) * oh_ + r) * ow_
+                    dst = f * qs + r * wq
+                    for e in range(ow_):
+                        wide[dst + e] = df[src + e]
+        if not need_dw:
+            continue
+        for fb in range(0, fp, 4):
+            for kb in range(0, kp, 6):
+                a00 = vzero(buf)
+                a01 = vzero(buf)
+                a02 = vzero(buf)
+                a03 = vzero(buf)
+                a10 = vzero(buf)
+                a11 = vzero(buf)
+                a12 = vzero(buf)
+                a13 = vzero(buf)
+                a20 = vzero(buf)
+                a21 = vzero(buf)
+                a22 = vzero(buf)
+                a23 = vzero(buf)
+                a30 = vzero(buf)
+                a31 = vzero(buf)
+                a32 = vzero(buf)
+                a33 = vzero(buf)
+                a40 = vzero(buf)
+                a41 = vzero(buf)
+                a42 = vzero(buf)
+                a43 = vzero(buf)
+                a50 = vzero(buf)
+                a51 = vzero(buf)
+                a52 = vzero(buf)
+                a53 = vzero(buf)
+                for n in range(g1 - g0):
+                    t0 = n * xp_size + offs[kb + 0]
+                    t1 = n * xp_size + offs[kb + 1]
+                    t2 = n * xp_size + offs[kb + 2]
+                    t3 = n * xp_size + offs[kb + 3]
+                    t4 = n * xp_size + offs[kb + 4]
+                    t5 = n * xp_size + offs[kb + 5]
+                    u = o_wide + n * wide_size + fb * qs
+                    for q in range(0, qs, lanes):
+                        y0 = vload(buf, u + q)
+                        y1 = vload(buf, u + qs + q)
+                        y2 = vload(buf, u + 2 * qs + q)
+                        y3 = vload(buf, u + 3 * qs + q)
+                        v = vload(buf, t0 + q)
+                        a00 = vfma(a00, y0, v)
+                        a01 = vfma(a01, y1, v)
+                        a02 = vfma(a02, y2, v)
+                        a03 = vfma(a03, y3, v)
+                        v = vload(buf, t1 + q)
+                        a10 = vfma(a10, y0, v)
+                        a11 = vfma(a11, y1, v)
+                        a12 = vfma(a12, y2, v)
+                        a13 = vfma(a13, y3, v)
+                        v = vload(buf, t2 + q)
+                        a20 = vfma(a20, y0, v)
+                        a21 = vfma(a21, y1, v)
+                        a22 = vfma(a22, y2, v)
+                        a23 = vfma(a23, y3, v)
+                        v = vload(buf, t3 + q)
+                        a30 = vfma(a30, y0, v)
+                        a31 = vfma(a31, y1, v)
+                        a32 = vfma(a32, y2, v)
+                        a33 = vfma(a33, y3, v)
+                        v = vload(buf, t4 + q)
+                        a40 = vfma(a40, y0, v)
+                        a41 = vfma(a41, y1, v)
+                        a42 = vfma(a42, y2, v)
+                        a43 = vfma(a43, y3, v)
+                        v = vload(buf, t5 + q)
+                        a50 = vfma(a50, y0, v)
+                        a51 = vfma(a51, y1, v)
+                        a52 = vfma(a52, y2, v)
+                        a53 = vfma(a53, y3, v)
+                # tmp[(tap, channel), lane], then lane sums into dw[(kb + tap), fb + channel]
+                vstore(buf, o_tmp + 0 * lanes, a00)
+                vstore(buf, o_tmp + 1 * lanes, a01)
+                vstore(buf, o_tmp + 2 * lanes, a02)
+                vstore(buf, o_tmp + 3 * lanes, a03)
+                vstore(buf, o_tmp + 4 * lanes, a10)
+                vstore(buf, o_tmp + 5 * lanes, a11)
+                vstore(buf, o_tmp + 6 * lanes, a12)
+                vstore(buf, o_tmp + 7 * lanes, a13)
+                vstore(buf, o_tmp + 8 * lanes, a20)
+                vstore(buf, o_tmp + 9 * lanes, a21)
+                vstore(buf, o_tmp + 10 * lanes, a22)
+                vstore(buf, o_tmp + 11 * lanes, a23)
+                vstore(buf, o_tmp + 12 * lanes, a30)
+                vstore(buf, o_tmp + 13 * lanes, a31)
+                vstore(buf, o_tmp + 14 * lanes, a32)
+                vstore(buf, o_tmp + 15 * lanes, a33)
+                vstore(buf, o_tmp + 16 * lanes, a40)
+                vstore(buf, o_tmp + 17 * lanes, a41)
+                vstore(buf, o_tmp + 18 * lanes, a42)
+                vstore(buf, o_tmp + 19 * lanes, a43)
+                vstore(buf, o_tmp + 20 * lanes, a50)
+                vstore(buf, o_tmp + 21 * lanes, a51)
+                vstore(buf, o_tmp + 22 * lanes, a52)
+                vstore(buf, o_tmp + 23 * lanes, a53)
+                for rk in range(min(6, k_ - kb)):
+                    for rf in range(min(4, f_ - fb)):
+                        src = o_tmp + (rk * 4 + rf) * lanes
+                        s = buf[src]
+                        for e in range(1, lanes):
+                            s += buf[src + e]
+                        dwp[(kb + rk) * f_ + fb + rf] += s
