@@ -110,6 +110,21 @@ def forward(request, monkeypatch):
     return request.param
 
 
+@pytest.mark.parametrize("features, direct", [
+    ("+64bit,+avx,+avx2,+fma,+sse4.2,-avx512f,-avx512vl", False),   # AVX2: the accumulators spill
+    ("+64bit,+avx,+avx2,+fma,+avx512f,+avx512vl,+avx512bw", True),
+    ("+neon,+fp-armv8", False),
+])
+def test_direct_kernels_only_where_numba_compiles_avx512(features, direct, monkeypatch):
+    from numba.core import config
+    monkeypatch.setattr(config, "CPU_FEATURES", features)
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", None)
+    # ResNet-8's first 3x3 16->16 layer at batch 64: 151 M multiply-adds, direct with AVX-512
+    plan = _Plan((64, 16, 32, 32), (16, 16, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    assert (plan.direct is not None) is direct
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", None)
+
+
 def test_direct_forward_covers_its_cases(forward):
     plans = [_Plan(c[:4], (c[4], c[1] // c[10], c[5], c[6]), c[7], c[8], c[9], c[10])
              for c in CONV_CASES]

@@ -6,7 +6,7 @@
 for output channel f in group g = f // Fg (Cg = C / groups input and Fg = F / groups output
 channels per group); xpad is x with (top, bottom, left, right) zeros around it.
 
-Groups-1 convolutions of at least a million multiply-adds run their forward, and where measured
+On CPUs with AVX-512, groups-1 convolutions of at least a million multiply-adds run their forward, and where measured
 faster their dx and dw, as the register-blocked direct loops of ``conv_direct.py`` (``_Plan.direct``,
 ``direct_dx``, ``direct_dw``; ``_use_direct`` and the rules in ``_Plan`` say where).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
@@ -207,6 +207,28 @@ _DIRECT_ALL = False     # True: the direct kernels wherever they apply (tests), 
 _DIRECT_MACS = 1 << 20  # below, the BLAS modes (LeNet-5's conv2 at batch 1: 0.76x with direct)
 
 
+def _wide_vector_cpu() -> bool:
+    """Whether numba compiles for AVX-512 (the host's features, or NUMBA_CPU_FEATURES).  The
+    direct kernels keep 16 accumulators of 512 bits: AVX-512's 32 vector registers hold them;
+    with AVX2's 16 registers of 256 bits they spill.  Measured on this project's AVX-512 machine
+    with numba generating AVX2 code (NUMBA_CPU_NAME=haswell and its features, float32, one
+    thread, CPU time): the direct forward 0.37-0.53x of the BLAS modes on ResNet-8/U-Net 3x3
+    layers and the 5x5 16->32 row, where with AVX-512 it is 1.1-1.4x faster.  So elsewhere the
+    BLAS modes stay (the tests still run the direct kernels on every machine: _DIRECT_ALL)."""
+    global _WIDE_VECTORS
+    if _WIDE_VECTORS is None:
+        from numba.core import config
+        features = config.CPU_FEATURES
+        if features is None:
+            from llvmlite import binding
+            features = binding.get_host_cpu_features().flatten()
+        _WIDE_VECTORS = "+avx512f" in features.split(",")
+    return _WIDE_VECTORS
+
+
+_WIDE_VECTORS = None
+
+
 def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
     """The register-blocked direct forward (conv_direct.py) for groups-1 convolutions of at
     least _DIRECT_MACS multiply-adds that are not a bare matrix product (1x1, stride 1, no
@@ -217,8 +239,10 @@ def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
     LeNet-5 at batch 1 (0.1-0.2 M multiply-adds) 0.98x and 0.76x."""
     if not _DIRECT or groups != 1 or mode == IM2COL:
         return False
+    if _DIRECT_ALL:
+        return True
     macs = x_shape[0] * w_shape[0] * oh * ow * w_shape[1] * w_shape[2] * w_shape[3]
-    return macs >= _DIRECT_MACS or _DIRECT_ALL
+    return macs >= _DIRECT_MACS and _wide_vector_cpu()
 
 
 def _is_depthwise(x_shape, w_shape, groups):
