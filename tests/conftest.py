@@ -4,6 +4,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+try:
+    import torch
+except ImportError:
+    torch = None
+else:
+    # PyTorch's intra-op threads wait for each other spinning: on a 2-core machine shared with other
+    # work, a float64 EfficientNet-B0 forward at 3x32x32 took 25-40 s on two threads against 0.2 s on
+    # one. The tests compare values, not speed (`cnnspec bench` measures that, with its own setting).
+    torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 SEEDS = ROOT.parent / "shared" / "seeds"
