@@ -4,6 +4,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from threadpoolctl import threadpool_limits
+
+# The tests compare values, not speed (`cnnspec bench` measures speed, with its own thread settings),
+# and run on one thread of BLAS and of PyTorch: their threads wait for each other spinning, which on
+# a 2-core machine shared with other work made a float64 EfficientNet-B0 forward at 3x32x32 take
+# 25-40 s on two threads against 0.2 s on one, and 200 NumPy (300x600)@(600x400) products 14-18 s
+# against 2.3-3.2 s. (The kernels' own threads, CNNSPEC_THREADS, are kept: they do not spin.)
+ONE_THREAD = threadpool_limits(limits=1)
+try:
+    import torch
+except ImportError:
+    torch = None
+else:
+    torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 SEEDS = ROOT.parent / "shared" / "seeds"

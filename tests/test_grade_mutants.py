@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -55,10 +56,16 @@ def test_the_cases_reveal_every_mutant(name):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    """Every fixture graded by one grader: its cases and reference outputs made once, then two
+    submissions at a time (each in its own sandbox; the parent mostly waits on their pipes)."""
     directory = tmp_path_factory.mktemp("mutants")
     assignment = small_assignment(directory / "assignment", list(FUNCTIONS), public_cases=2, hidden_cases=1)
     grader = Grader(load_assignment(assignment), reference=reference())
-    return {name: grader.grade(submission(directory, name)) for name in FIXTURE_NAMES}
+    for problem in grader.assignment.functions:
+        grader.cases(problem)
+    paths = [submission(directory, name) for name in FIXTURE_NAMES]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(FIXTURE_NAMES, pool.map(grader.grade, paths)))
 
 
 @pytest.mark.parametrize("fixture", FIXTURE_NAMES)
