@@ -514,6 +514,118 @@ def test_three_gan_iterations_with_adam_equal_pytorch(tmp_path):
             np.testing.assert_allclose(model.arrays()[k], p.detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
+CGAN_STEP = """
+network G {
+    input z: 3x1x1
+    input label: 2
+    code = label -> reshape(2x1x1)
+    concat(z, code)
+    conv_transpose(4, 2x2, bias=false) -> batchnorm -> relu
+    conv_transpose(1, 4x4, stride=2, pad=1, bias=false) -> tanh
+}
+network D {
+    input image: 1x4x4
+    input label: 2
+    maps = label -> reshape(2x1x1) -> upsample(4)
+    concat(image, maps)
+    conv(3, 4x4, stride=2, pad=1, bias=false) -> batchnorm -> leaky_relu(0.2)
+    flatten -> dense(1) -> sigmoid
+}
+train {
+    data = shapes:plus,x,n=12
+    task = gan
+    generator = G
+    discriminator = D
+    g_optimizer = adam(lr=0.01, betas=(0.5, 0.999))
+    d_optimizer = adam(lr=0.02, betas=(0.5, 0.999))
+    batch = 4
+    d_steps = D_STEPS
+    seed = 3
+}
+"""
+
+
+@pytest.mark.parametrize("d_steps", [1, 2])
+def test_a_conditional_gan_epoch_with_batchnorm_equals_pytorch(tmp_path, d_steps):
+    """A whole epoch of a conditional convolutional GAN against PyTorch (float64): fake labels
+    drawn per batch and the SAME labels given to G and to D (in both steps), the real pictures with
+    their own labels, batchnorm on batch statistics in training (D's real and fake batches apart,
+    as in PyTorch's DCGAN tutorial) with running statistics updated by each training forward,
+    ``d_steps``, and one Adam per network: weights, running statistics and logged losses."""
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from cnnspec.data import Dataset
+    from cnnspec.train.config import resolve_config
+    from cnnspec.train.gan import GanRun
+
+    F = torch.nn.functional
+    (tmp_path / "gan.cnn").write_text(CGAN_STEP.replace("D_STEPS", str(d_steps)))
+    networks = cnnspec.load_all(tmp_path / "gan.cnn")
+    config = resolve_config(networks["G"])
+    rng = np.random.default_rng(7)
+    real = rng.random((12, 1, 4, 4)).astype(np.float32)
+    y = np.arange(12) % 2
+    data = Dataset("test", ["plus", "x"], real, y, real[:0], y[:0], task="gan")
+    run = GanRun(networks["G"], networks["D"], config, data, None, False, quiet, None)
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64)           # noqa: E731
+    G = {k: t(v).requires_grad_(not k.endswith(("running_mean", "running_var"))) for k, v in run.g.arrays().items()}
+    D = {k: t(v).requires_grad_(not k.endswith(("running_mean", "running_var"))) for k, v in run.d.arrays().items()}
+    opt_g = torch.optim.Adam([p for p in G.values() if p.requires_grad], lr=0.01, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam([p for p in D.values() if p.requires_grad], lr=0.02, betas=(0.5, 0.999))
+
+    def bn(h, p, name):
+        return F.batch_norm(h, p[f"{name}.running_mean"], p[f"{name}.running_var"], p[f"{name}.weight"],
+                            p[f"{name}.bias"], training=True, momentum=0.1, eps=1e-5)
+
+    def gen(z, onehot):
+        h = torch.cat([z, onehot.reshape(-1, 2, 1, 1)], dim=1)
+        h = F.relu(bn(F.conv_transpose2d(h, G["conv_transpose1.weight"]), G, "batchnorm1"))
+        return torch.tanh(F.conv_transpose2d(h, G["conv_transpose2.weight"], stride=2, padding=1))
+
+    def disc(images, onehot):
+        maps = onehot.reshape(-1, 2, 1, 1).expand(-1, 2, 4, 4)
+        h = F.conv2d(torch.cat([images, maps], dim=1), D["conv1.weight"], stride=2, padding=1)
+        h = F.leaky_relu(bn(h, D, "batchnorm1"), 0.2).flatten(1)
+        return torch.sigmoid(h @ D["dense1.weight"] + D["dense1.bias"])
+
+    # the epoch's generator as the trainer draws from it: the order, then per batch z and labels
+    draw = np.random.default_rng([config.seed, 1])
+    order = draw.permutation(12)
+    expected_d, expected_g, drawn = [], [], []
+    for b in range(3):
+        index = order[4 * b:4 * b + 4]
+        z = draw.standard_normal((4, 3, 1, 1)).astype(np.float32)
+        labels = draw.integers(0, 2, 4)
+        drawn.extend(labels)
+        fake_labels, real_labels = t(np.eye(2)[labels]), t(np.eye(2)[y[index]])
+        fake = gen(t(z), fake_labels)
+        opt_d.zero_grad()
+        out_real, out_fake = disc(t(real[index] * 2 - 1), real_labels), disc(fake.detach(), fake_labels)
+        err_real = F.binary_cross_entropy(out_real, torch.ones_like(out_real))
+        err_fake = F.binary_cross_entropy(out_fake, torch.zeros_like(out_fake))
+        err_real.backward()
+        err_fake.backward()
+        opt_d.step()
+        expected_d.append((err_real + err_fake).item())
+        if (b + 1) % d_steps == 0:
+            opt_g.zero_grad()
+            out = disc(fake, fake_labels)                 # through the updated D; the same labels
+            err_g = F.binary_cross_entropy(out, torch.ones_like(out))
+            err_g.backward()
+            opt_g.step()
+            expected_g.append(err_g.item())
+    assert 0 < sum(drawn) < len(drawn)                    # both labels drawn for fakes
+
+    assert run.train_epoch(SimpleNamespace(requested=False))
+    row = run.history.rows[-1]
+    assert row["d_loss"] == pytest.approx(np.mean(expected_d), rel=1e-4)
+    assert row["g_loss"] == pytest.approx(np.mean(expected_g), rel=1e-4)
+    for model, params in ((run.g, G), (run.d, D)):
+        for k, p in params.items():
+            np.testing.assert_allclose(model.arrays()[k], p.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+
+
 def test_check_reads_a_gan_files_data_against_the_pictures(tmp_path, capsys):
     """The data of task = gan are the generator's outputs and the discriminator's image input, not
     the noise: `cnnspec check` of a GAN on shapes is ok for both networks."""
