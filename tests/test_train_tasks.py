@@ -374,6 +374,20 @@ def test_missing_generator_network(tmp_path):
         fit(networks["G"], networks={"G": networks["G"]}, echo=quiet, progress=False)
 
 
+@pytest.mark.parametrize("line, key", [("schedule = cosine", "schedule"), ("warmup = 1", "warmup"),
+                                       ("augment = [flip]", "augment")])
+def test_settings_the_gan_trainer_does_not_apply_are_errors(tmp_path, line, key):
+    """A GAN trains at its optimizers' fixed rates on the real pictures as they are: a schedule, a
+    warm-up or augmentation would be silently ignored, so each is an error at its line (and as an
+    override of fit)."""
+    with pytest.raises(CnnSpecError, match=f"`{key}` is not a setting of `task = gan`") as info:
+        load(tmp_path, GAN.replace("    batch = 16\n", f"    batch = 16\n    {line}\n"))
+    assert info.value.line == 24
+    value = {"schedule": "cosine", "warmup": 1, "augment": ["flip"]}[key]
+    with pytest.raises(CnnSpecError, match=f"`{key}` is not a setting of `task = gan`"):
+        fit(load(tmp_path, GAN), echo=quiet, progress=False, **{key: value})
+
+
 def test_wrong_loss_for_a_task(tmp_path):
     with pytest.raises(CnnSpecError, match="does not train `task = segment`"):
         cnnspec.load(tmp_path / "x.cnn") if (tmp_path / "x.cnn").write_text(
