@@ -3,9 +3,11 @@ classification" table). Not a test: it trains networks for minutes each. Run fro
 
     python specs/measure_goals.py --out runs/goals                 # every goal
     python specs/measure_goals.py --out runs/goals --only unet dcgan
+    python specs/measure_goals.py --out runs/goals --only dcgan cgan --seeds 0 1 2
 
-Each spec trains from its own train section (seed 0) into OUT/<name>; a finished run found there is
-reused. Goals:
+Each spec trains from its own train section (seed 0) into OUT/<name>; the GANs also with the other
+``--seeds`` (into OUT/<name>-seed<S>), reported one by one and as median, min and max, with the
+load averages before and after each run. A finished run found there is reused. Goals:
 
 * denoise, autoencoder: PSNR of the outputs on the held-out split minus the PSNR of the noisy
   inputs (goal: >= 6 dB);
@@ -14,8 +16,8 @@ reused. Goals:
 * dcgan: dcgan_shapes.cnn trained in under 10 minutes; a LeNet-5 (specs/lenet5.cnn, trained on
   shapes) classifies 1,000 samples: the share classified with confidence >= 0.9 (goal: >= 70%)
   and the largest share of one class among those (goal: <= 30%, no mode collapse);
-* cgan: 100 samples per label k from cgan.cnn (1x28x28, padded by 2 pixels of their border to
-  LeNet-5's 1x32x32): the share classified k (goal: >= 70%);
+* cgan: 100 samples per label k from cgan_shapes.cnn: the share classified k (goal: >= 70%);
+  cgan_mlp the same for cgan.cnn (1x28x28, padded by 2 pixels of their border to LeNet-5's 1x32x32);
 * vae: a latent walk of vae.cnn (specs/pictures/vae-walk.png) and random samples.
 """
 from __future__ import annotations
