@@ -21,8 +21,9 @@ from conftest import SPECS
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from torch_models import (VAE, AutoEncoder, CGANDiscriminator, CGANGenerator, DCGANDiscriminator,  # noqa: E402
-                          DCGANGenerator, ShuffleNetV2, UNet, efficientnet_b0, mobilenet_v2, mobilenet_v3_small)
+from torch_models import (VAE, AutoEncoder, CGANDiscriminator, CGANGenerator, CondDCGANDiscriminator,  # noqa: E402
+                          CondDCGANGenerator, DCGANDiscriminator, DCGANGenerator, ShuffleNetV2, UNet,
+                          efficientnet_b0, mobilenet_v2, mobilenet_v3_small)
 
 # name: (spec file, network, params, GFLOPS and the decimals torchvision publishes)
 TORCHVISION = {
@@ -174,6 +175,8 @@ def test_unets(spec, bilinear, params):
     ("dcgan.cnn", "Discriminator", DCGANDiscriminator, [(3, 64, 64)]),
     ("cgan.cnn", "Generator", CGANGenerator, [(100,), (10,)]),
     ("cgan.cnn", "Discriminator", CGANDiscriminator, [(1, 28, 28), (10,)]),
+    ("cgan_shapes.cnn", "Generator", CondDCGANGenerator, [(64, 1, 1), (10,)]),
+    ("cgan_shapes.cnn", "Discriminator", CondDCGANDiscriminator, [(1, 32, 32), (10,)]),
 ])
 def test_encoder_decoders_and_gans(spec, network, module, inputs):
     net = cnnspec.load(SPECS / spec, network=network)

@@ -374,6 +374,20 @@ def test_missing_generator_network(tmp_path):
         fit(networks["G"], networks={"G": networks["G"]}, echo=quiet, progress=False)
 
 
+@pytest.mark.parametrize("line, key", [("schedule = cosine", "schedule"), ("warmup = 1", "warmup"),
+                                       ("augment = [flip]", "augment")])
+def test_settings_the_gan_trainer_does_not_apply_are_errors(tmp_path, line, key):
+    """A GAN trains at its optimizers' fixed rates on the real pictures as they are: a schedule, a
+    warm-up or augmentation would be silently ignored, so each is an error at its line (and as an
+    override of fit)."""
+    with pytest.raises(CnnSpecError, match=f"`{key}` is not a setting of `task = gan`") as info:
+        load(tmp_path, GAN.replace("    batch = 16\n", f"    batch = 16\n    {line}\n"))
+    assert info.value.line == 24
+    value = {"schedule": "cosine", "warmup": 1, "augment": ["flip"]}[key]
+    with pytest.raises(CnnSpecError, match=f"`{key}` is not a setting of `task = gan`"):
+        fit(load(tmp_path, GAN), echo=quiet, progress=False, **{key: value})
+
+
 def test_wrong_loss_for_a_task(tmp_path):
     with pytest.raises(CnnSpecError, match="does not train `task = segment`"):
         cnnspec.load(tmp_path / "x.cnn") if (tmp_path / "x.cnn").write_text(
@@ -465,6 +479,7 @@ def test_evaluate_and_run_commands_for_the_tasks(tmp_path, capsys):
 def test_a_loss_that_stops_being_finite_ends_the_run_with_a_message(task, tmp_path):
     text = TASKS[task]
     text = text.replace("adam(lr=0.01)", "sgd(lr=1e30)").replace("adam(lr=2e-3, betas=(0.5, 0.999))", "sgd(lr=1e30)")
+    text = text.replace("sgd(lr=0.05, momentum=0.5)", "sgd(lr=1e30)")     # a GAN's G saturates in tanh: D too
     with pytest.raises(CnnSpecError, match=r"training diverged: .*loss became nan in epoch 1, batch \d+/6"):
         fit(load(tmp_path, text), echo=quiet, progress=False, out=tmp_path / "run")
 
@@ -512,6 +527,118 @@ def test_three_gan_iterations_with_adam_equal_pytorch(tmp_path):
     for model, params in ((run.g, G), (run.d, D)):
         for k, p in params.items():
             np.testing.assert_allclose(model.arrays()[k], p.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+CGAN_STEP = """
+network G {
+    input z: 3x1x1
+    input label: 2
+    code = label -> reshape(2x1x1)
+    concat(z, code)
+    conv_transpose(4, 2x2, bias=false) -> batchnorm -> relu
+    conv_transpose(1, 4x4, stride=2, pad=1, bias=false) -> tanh
+}
+network D {
+    input image: 1x4x4
+    input label: 2
+    maps = label -> reshape(2x1x1) -> upsample(4)
+    concat(image, maps)
+    conv(3, 4x4, stride=2, pad=1, bias=false) -> batchnorm -> leaky_relu(0.2)
+    flatten -> dense(1) -> sigmoid
+}
+train {
+    data = shapes:plus,x,n=12
+    task = gan
+    generator = G
+    discriminator = D
+    g_optimizer = adam(lr=0.01, betas=(0.5, 0.999))
+    d_optimizer = adam(lr=0.02, betas=(0.5, 0.999))
+    batch = 4
+    d_steps = D_STEPS
+    seed = 3
+}
+"""
+
+
+@pytest.mark.parametrize("d_steps", [1, 2])
+def test_a_conditional_gan_epoch_with_batchnorm_equals_pytorch(tmp_path, d_steps):
+    """A whole epoch of a conditional convolutional GAN against PyTorch (float64): fake labels
+    drawn per batch and the SAME labels given to G and to D (in both steps), the real pictures with
+    their own labels, batchnorm on batch statistics in training (D's real and fake batches apart,
+    as in PyTorch's DCGAN tutorial) with running statistics updated by each training forward,
+    ``d_steps``, and one Adam per network: weights, running statistics and logged losses."""
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from cnnspec.data import Dataset
+    from cnnspec.train.config import resolve_config
+    from cnnspec.train.gan import GanRun
+
+    F = torch.nn.functional
+    (tmp_path / "gan.cnn").write_text(CGAN_STEP.replace("D_STEPS", str(d_steps)))
+    networks = cnnspec.load_all(tmp_path / "gan.cnn")
+    config = resolve_config(networks["G"])
+    rng = np.random.default_rng(7)
+    real = rng.random((12, 1, 4, 4)).astype(np.float32)
+    y = np.arange(12) % 2
+    data = Dataset("test", ["plus", "x"], real, y, real[:0], y[:0], task="gan")
+    run = GanRun(networks["G"], networks["D"], config, data, None, False, quiet, None)
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64)           # noqa: E731
+    G = {k: t(v).requires_grad_(not k.endswith(("running_mean", "running_var"))) for k, v in run.g.arrays().items()}
+    D = {k: t(v).requires_grad_(not k.endswith(("running_mean", "running_var"))) for k, v in run.d.arrays().items()}
+    opt_g = torch.optim.Adam([p for p in G.values() if p.requires_grad], lr=0.01, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam([p for p in D.values() if p.requires_grad], lr=0.02, betas=(0.5, 0.999))
+
+    def bn(h, p, name):
+        return F.batch_norm(h, p[f"{name}.running_mean"], p[f"{name}.running_var"], p[f"{name}.weight"],
+                            p[f"{name}.bias"], training=True, momentum=0.1, eps=1e-5)
+
+    def gen(z, onehot):
+        h = torch.cat([z, onehot.reshape(-1, 2, 1, 1)], dim=1)
+        h = F.relu(bn(F.conv_transpose2d(h, G["conv_transpose1.weight"]), G, "batchnorm1"))
+        return torch.tanh(F.conv_transpose2d(h, G["conv_transpose2.weight"], stride=2, padding=1))
+
+    def disc(images, onehot):
+        maps = onehot.reshape(-1, 2, 1, 1).expand(-1, 2, 4, 4)
+        h = F.conv2d(torch.cat([images, maps], dim=1), D["conv1.weight"], stride=2, padding=1)
+        h = F.leaky_relu(bn(h, D, "batchnorm1"), 0.2).flatten(1)
+        return torch.sigmoid(h @ D["dense1.weight"] + D["dense1.bias"])
+
+    # the epoch's generator as the trainer draws from it: the order, then per batch z and labels
+    draw = np.random.default_rng([config.seed, 1])
+    order = draw.permutation(12)
+    expected_d, expected_g, drawn = [], [], []
+    for b in range(3):
+        index = order[4 * b:4 * b + 4]
+        z = draw.standard_normal((4, 3, 1, 1)).astype(np.float32)
+        labels = draw.integers(0, 2, 4)
+        drawn.extend(labels)
+        fake_labels, real_labels = t(np.eye(2)[labels]), t(np.eye(2)[y[index]])
+        fake = gen(t(z), fake_labels)
+        opt_d.zero_grad()
+        out_real, out_fake = disc(t(real[index] * 2 - 1), real_labels), disc(fake.detach(), fake_labels)
+        err_real = F.binary_cross_entropy(out_real, torch.ones_like(out_real))
+        err_fake = F.binary_cross_entropy(out_fake, torch.zeros_like(out_fake))
+        err_real.backward()
+        err_fake.backward()
+        opt_d.step()
+        expected_d.append((err_real + err_fake).item())
+        if (b + 1) % d_steps == 0:
+            opt_g.zero_grad()
+            out = disc(fake, fake_labels)                 # through the updated D; the same labels
+            err_g = F.binary_cross_entropy(out, torch.ones_like(out))
+            err_g.backward()
+            opt_g.step()
+            expected_g.append(err_g.item())
+    assert 0 < sum(drawn) < len(drawn)                    # both labels drawn for fakes
+
+    assert run.train_epoch(SimpleNamespace(requested=False))
+    row = run.history.rows[-1]
+    assert row["d_loss"] == pytest.approx(np.mean(expected_d), rel=1e-4)
+    assert row["g_loss"] == pytest.approx(np.mean(expected_g), rel=1e-4)
+    for model, params in ((run.g, G), (run.d, D)):
+        for k, p in params.items():
+            np.testing.assert_allclose(model.arrays()[k], p.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
 
 
 def test_check_reads_a_gan_files_data_against_the_pictures(tmp_path, capsys):

@@ -297,6 +297,35 @@ class CGANDiscriminator(nn.Module):
         return self.model(torch.cat((image.view(len(image), -1), label), -1))
 
 
+class CondDCGANGenerator(nn.Module):          # specs/cgan_shapes.cnn: y concatenated to z (dcgan_code's cond. MNIST)
+    def __init__(self, nz=64, classes=10, ngf=32):
+        super().__init__()
+
+        def up(cin, cout, first=False):
+            return [nn.ConvTranspose2d(cin, cout, 4, 1 if first else 2, 0 if first else 1, bias=False),
+                    nn.BatchNorm2d(cout), nn.ReLU(True)]
+        self.main = nn.Sequential(*up(nz + classes, ngf * 4, True), *up(ngf * 4, ngf * 2), *up(ngf * 2, ngf),
+                                  nn.ConvTranspose2d(ngf, 1, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, z, label):
+        return self.main(torch.cat([z, label.view(len(label), -1, 1, 1)], 1))
+
+
+class CondDCGANDiscriminator(nn.Module):      # label maps concatenated to the picture's channels
+    def __init__(self, classes=10, ndf=16):
+        super().__init__()
+
+        def down(cin, cout):
+            return [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True)]
+        self.main = nn.Sequential(nn.Conv2d(1 + classes, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
+                                  *down(ndf, ndf * 2), *down(ndf * 2, ndf * 4),
+                                  nn.Conv2d(ndf * 4, 1, 4, 1, 0, bias=False), nn.Sigmoid(), nn.Flatten())
+
+    def forward(self, image, label):
+        maps = label.view(len(label), -1, 1, 1).expand(-1, -1, *image.shape[2:])
+        return self.main(torch.cat([image, maps], 1))
+
+
 # ---- a small MobileNetV2-style network (3x32x32, the bench's) -------------------------------------
 
 def small_mobilenet_v2(classes=10, width=16):

@@ -184,6 +184,10 @@ def conflicts(settings: dict) -> list:
             if settings.get(key) not in (None, False):
                 return [(key, f"`{key}` is not a setting of `task = gan`: a GAN's losses do not measure its "
                               f"samples, so there is no best epoch to keep or to stop at")]
+        for key in ("schedule", "warmup"):
+            if settings.get(key):
+                return [(key, f"`{key}` is not a setting of `task = gan`: its two networks train at their "
+                              f"optimizers' fixed learning rates (g_optimizer, d_optimizer)")]
     elif monitor is not None and monitor not in TASK_MONITORS[task]:
         return [("monitor", f"`task = {task}` does not measure {monitor}; it monitors "
                             f"{', '.join(TASK_MONITORS[task])}")]

@@ -222,6 +222,9 @@ class Settings(FitSettings):
             raise self.fail(where["corrupt"], "`corrupt` is a setting of `task = reconstruct` "
                                               "(it spoils the input, the target stays clean)",
                             hint="use `augment` to vary the training samples of other tasks")
+        if "augment" in config and task == "gan":
+            raise self.fail(where["augment"], "`augment` is not a setting of `task = gan`: the discriminator "
+                                              "sees the real pictures as they are")
         if "loss" in config and config["loss"] not in TASK_LOSSES[task]:
             raise self.fail(where["loss"], loss_message(config["loss"], task), hint=loss_hint(task))
         if "optimizer" in config and "g_optimizer" in config and "d_optimizer" in config:
