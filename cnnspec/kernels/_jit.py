@@ -28,6 +28,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
+import numpy as np
 
 jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 jit_sum = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
@@ -67,3 +68,36 @@ def sum64(a):
     for e in range(a.size):
         s += a[e]
     return s
+
+
+_PARALLEL_ELEMENTS = 1 << 18           # element-wise loops below this many elements: one thread
+_BLOCK = 16                            # pieces start on 64-byte lines (float32): no line is shared
+
+
+def elementwise(kernel, *args):
+    """``kernel(*args)`` for an element-wise kernel whose array arguments are 1-D and as long as
+    the first: a big call runs on the threads, each on its contiguous piece of every such array
+    (other arguments passed as they are).  The result does not depend on the split."""
+    n = args[0].shape[0]
+    if n < _PARALLEL_ELEMENTS or num_threads() <= 1:
+        kernel(*args)
+        return
+    cut = tuple(isinstance(a, np.ndarray) and a.ndim == 1 and a.shape[0] == n for a in args)
+
+    def args_for(t, lo, hi):
+        lo, hi = lo * _BLOCK, min(hi * _BLOCK, n)
+        return tuple(a[lo:hi] if c else a for a, c in zip(args, cut))
+    run_split(kernel, -(-n // _BLOCK), min(num_threads(), -(-n // _BLOCK)), args_for)
+
+
+def by_samples(kernel, work, *args):
+    """``kernel(*args)`` for a kernel independent per sample (axis 0 of the arrays as long as the
+    first argument): with ``work`` (elements touched) above the element-wise threshold, the
+    threads take contiguous ranges of samples, each calling ``kernel`` on its slices."""
+    n = args[0].shape[0]
+    threads = 1 if work < _PARALLEL_ELEMENTS else min(num_threads(), n)
+    if threads <= 1:
+        kernel(*args)
+        return
+    cut = tuple(isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == n for a in args)
+    run_split(kernel, n, threads, lambda t, lo, hi: tuple(a[lo:hi] if c else a for a, c in zip(args, cut)))

@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
 
-_PARALLEL_WORK = 1 << 19          # window reads below which one thread is faster
+_PARALLEL_WORK = 1 << 17          # window reads below which one thread is faster (~0.1 ms)
 
 
 @jit
