@@ -280,3 +280,71 @@ def test_subnormal_momentum_stored_as_zero_same_parameters_as_torch():
         assert subnormal.sum() > theirs.size // 2             # the case this test is about
         assert np.all(ours[subnormal] == 0)
         np.testing.assert_array_equal(ours[~subnormal], theirs[~subnormal])
+
+
+# -- the pool ------------------------------------------------------------------------------------
+
+def _pieces(n, threads):
+    """run_split's pieces of range(n), as filled in by each piece: out[i] = its piece number + 1."""
+    out = np.zeros(n, np.int64)
+
+    def fn(t, lo, hi):
+        out[lo:hi] = t + 1
+    _jit.run_split(fn, n, threads, lambda t, lo, hi: (t, lo, hi))
+    return out
+
+
+def test_pool_cuts_contiguous_pieces_and_raises_a_workers_error():
+    np.testing.assert_array_equal(_pieces(7, 3), [1, 1, 2, 2, 3, 3, 3])
+    np.testing.assert_array_equal(_pieces(2, 3), [2, 3])             # more threads than items
+
+    def fn(t):
+        if t == 2:
+            raise ValueError("piece 2 failed")
+    with pytest.raises(ValueError, match="piece 2 failed"):
+        _jit.run_split(fn, 3, 3, lambda t, lo, hi: (t,))
+    np.testing.assert_array_equal(_pieces(6, 3), [1, 1, 2, 2, 3, 3])  # still serving
+
+
+def test_pool_nested_and_concurrent_calls_run_every_piece():
+    """A call made while the workers serve another (from inside a piece, or from a second Python
+    thread) runs its pieces in its own thread: no deadlock, the same pieces."""
+    import threading
+
+    inner = []
+
+    def outer(t):
+        inner.append(_pieces(5, 2))
+    _jit.run_split(outer, 2, 2, lambda t, lo, hi: (t,))
+    for result in inner:
+        np.testing.assert_array_equal(result, [1, 1, 2, 2, 2])
+    failures = []
+
+    def hammer():
+        for _ in range(200):
+            if not np.array_equal(_pieces(9, 3), [1, 1, 1, 2, 2, 2, 3, 3, 3]):
+                failures.append(1)
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+def _child_pieces(queue):
+    queue.put(_pieces(4, 2).tolist())
+
+
+def test_pool_in_a_forked_child():
+    """A child forked after the workers started has none of them: it starts its own."""
+    import multiprocessing
+
+    _pieces(4, 2)                                   # the parent's workers exist
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_pieces, args=(queue,))
+    child.start()
+    result = queue.get(timeout=60)
+    child.join(60)
+    assert result == [1, 1, 2, 2]

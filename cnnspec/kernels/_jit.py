@@ -13,28 +13,27 @@
   than eight hand-interleaved partial sums, which LLVM kept scalar.
 
 Threads: no ``parallel=True``.  A big kernel is split by the caller into contiguous ranges of
-disjoint outputs (samples, planes) and :func:`run_split` runs the ranges on a small pool of
-Python threads; ``nogil=True`` lets them run at once.  Measured (float64, conv, 2 cores): the
-``prange`` drivers took 15.5 s (forward) + 23.6 s (backward) to compile against 11.1 + 11.2 s
-for the serial ones they call, per dtype, and the OpenMP layer's thread wake-up added
-milliseconds per call when another process held a core; the thread pool costs ~20 us per call,
-so only work above ~0.1 ms is split.  The split is static: results do not depend on timing.
+disjoint outputs (samples, planes, elements) and :func:`run_split` runs the ranges on a few
+daemon worker threads; ``nogil=True`` lets them run at once.  Measured (float64, conv, 2 cores):
+the ``prange`` drivers took 15.5 s (forward) + 23.6 s (backward) to compile against 11.1 + 11.2
+s for the serial ones they call, per dtype, and the OpenMP layer's thread wake-up added
+milliseconds per call when another process held a core; a split call costs the worker's wake-up
+(~15-20 us measured with the cores shared) and ~5 us of Python, so only work above ~0.1 ms is
+split.  :func:`elementwise` and :func:`by_samples` split the memory-bound kernels (activations,
+add, copies, softmax, concat).  The split is static: results do not depend on timing (but a
+reduction split over threads, conv's dw, may round differently for another thread count).
 
 numba's cache checks only the source file of the function it compiles: after editing a helper
 here (or ``_blas.py``) that kernels in other files call, delete ``cnnspec/kernels/__pycache__``.
 """
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
 jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 jit_sum = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
-
-_pool = None
-_pool_lock = threading.Lock()
 
 
 def num_threads() -> int:
@@ -43,22 +42,77 @@ def num_threads() -> int:
     return max(1, int(value)) if value else max(1, min(8, os.cpu_count() or 1))
 
 
+class _Worker:
+    """A daemon thread that runs one piece per call: ``task`` is set, ``go`` released; it runs
+    the piece and releases ``done``.  Two plain locks per call and no futures: a split call
+    costs the threads' wake-up and ~5 us of Python (ThreadPoolExecutor's futures and queue
+    added ~10 us)."""
+
+    def __init__(self):
+        self.go, self.done = threading.Lock(), threading.Lock()
+        self.go.acquire()
+        self.done.acquire()
+        self.task, self.error = None, None
+        threading.Thread(target=self._loop, name="cnnspec-kernels", daemon=True).start()
+
+    def _loop(self):
+        while True:
+            self.go.acquire()
+            fn, args = self.task
+            self.task = None
+            try:
+                fn(*args)
+            except BaseException as error:         # handed to the caller, which raises it
+                self.error = error
+            self.done.release()
+
+
+_workers = []
+_busy = threading.Lock()                          # held by the call whose pieces the workers run
+
+
+def _forget_workers():
+    """A forked child has none of the parent's threads: it starts its own."""
+    global _workers, _busy
+    _workers, _busy = [], threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_workers)
+
+
 def run_split(fn, n, threads, args_for):
     """Call ``fn(*args_for(t, lo, hi))`` for t in range(threads), range(n) cut into contiguous
-    [lo, hi) pieces; piece 0 runs in the calling thread, the others on the pool."""
-    global _pool
+    [lo, hi) pieces; piece 0 runs in the calling thread, the others on the workers.  While the
+    workers serve one call, another (from a second Python thread, or from inside a piece) runs
+    its pieces one after the other in its own thread: the same pieces, the same results."""
     if threads <= 1:
         fn(*args_for(0, 0, n))
         return
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=num_threads() - 1 or 1,
-                                       thread_name_prefix="cnnspec-kernels")
-    futures = [_pool.submit(fn, *args_for(t, t * n // threads, (t + 1) * n // threads))
-               for t in range(1, threads)]
-    fn(*args_for(0, 0, n // threads))
-    for f in futures:
-        f.result()
+    if not _busy.acquire(blocking=False):
+        for t in range(threads):
+            fn(*args_for(t, t * n // threads, (t + 1) * n // threads))
+        return
+    try:
+        while len(_workers) < threads - 1:
+            _workers.append(_Worker())
+        started = []
+        try:
+            for t in range(1, threads):
+                worker = _workers[t - 1]
+                worker.task = (fn, args_for(t, t * n // threads, (t + 1) * n // threads))
+                worker.go.release()
+                started.append(worker)
+            fn(*args_for(0, 0, n // threads))
+        finally:
+            for worker in started:                  # never leave a worker running a piece
+                worker.done.acquire()
+        errors = [worker.error for worker in started if worker.error is not None]
+        for worker in started:
+            worker.error = None
+        if errors:
+            raise errors[0]
+    finally:
+        _busy.release()
 
 
 @jit_sum

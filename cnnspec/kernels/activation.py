@@ -139,7 +139,11 @@ def _flat(a):
 
 
 def same_buffer(a, b):
-    """a and b start at the same address (dx given as dout itself, or a view of it)."""
+    """a and b start at the same address (dx given as dout itself, or a view of it).  Arrays of
+    different memory owners are told apart first, without the address (reading it costs ~5 us:
+    8 calls in a LeNet-5 step); an element-wise kernel is correct either way, only slower."""
+    if (a if a.base is None else a.base) is not (b if b.base is None else b.base):
+        return False
     return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
 
 

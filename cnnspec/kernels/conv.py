@@ -53,6 +53,8 @@ columns), rowtap 20% faster again.  dw is computed as dw^T = col @ dwide^T, BLAS
 case: 114 against 45 GFLOP/s for dw = dwide @ col^T on LeNet's conv2.  Performance table:
 ``cnnspec/kernels/__init__.py``.
 """
+import functools
+
 import numpy as np
 
 from cnnspec.kernels._blas import gemm
@@ -974,8 +976,14 @@ def _threads(n, macs):
     return 1 if macs < _PARALLEL_MACS else min(num_threads(), n)
 
 
+@functools.lru_cache(maxsize=512)
+def _cached_plan(x_shape, w_shape, stride, pad, dilation, groups):
+    """A layer's _Plan, made once (a plan is ~10 us of Python: a LeNet-5 step at batch 1 made 4)."""
+    return _Plan(x_shape, w_shape, stride, pad, dilation, groups)
+
+
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
-    plan = _Plan(x.shape, w.shape, stride, pad, dilation, groups)
+    plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups)
     if workspace.size < plan.workspace_size(threads):
         raise ValueError(f"conv2d workspace too small: {workspace.size} elements, "
                          f"need {plan.workspace_size(threads)} (conv2d_workspace_size)")
