@@ -25,9 +25,9 @@ def split(monkeypatch):
     calls = []
     original = _jit.run_split
 
-    def counting(fn, n, threads, args_for):
+    def counting(fn, n, threads, args_for, **options):
         calls.append(threads)
-        return original(fn, n, threads, args_for)
+        return original(fn, n, threads, args_for, **options)
 
     monkeypatch.setattr(_jit, "run_split", counting)
 
@@ -218,8 +218,8 @@ def test_optimizer_update_split_equal_serial(monkeypatch, make):
     monkeypatch.setattr(optim, "_PARALLEL_PARAMS", 1)
     calls = []
     original = optim.run_split
-    monkeypatch.setattr(optim, "run_split", lambda fn, n, threads, args_for: (
-        calls.append(threads), original(fn, n, threads, args_for)))
+    monkeypatch.setattr(optim, "run_split", lambda fn, n, threads, args_for, **options: (
+        calls.append(threads), original(fn, n, threads, args_for, **options)))
     network = cnnspec.loads(NET)
     fresh = network.compile(dtype="float32", seed=0)
     results = []
@@ -304,6 +304,24 @@ def test_pool_cuts_contiguous_pieces_and_raises_a_workers_error():
     with pytest.raises(ValueError, match="piece 2 failed"):
         _jit.run_split(fn, 3, 3, lambda t, lo, hi: (t,))
     np.testing.assert_array_equal(_pieces(6, 3), [1, 1, 2, 2, 3, 3])  # still serving
+
+
+@pytest.mark.parametrize("n, threads", [(100, 3), (10, 3), (2, 3), (1000, 2)])
+def test_dynamic_split_runs_the_fixed_pieces_once(n, threads):
+    """Dynamic: min(n, 4 * threads) fixed pieces, each run once, by whichever thread is free,
+    with that thread's slot (0: the calling thread)."""
+    import threading
+
+    seen, main = [], threading.get_ident()
+
+    def fn(slot, lo, hi):
+        seen.append((lo, hi, slot, threading.get_ident() == main))
+    _jit.run_split(fn, n, threads, lambda t, lo, hi: (t, lo, hi), dynamic=True)
+    pieces = min(n, 4 * threads)
+    assert sorted((lo, hi) for lo, hi, _, _ in seen) == [(c * n // pieces, (c + 1) * n // pieces)
+                                                           for c in range(pieces)]
+    for _, _, slot, on_main in seen:
+        assert 0 <= slot < threads and (slot == 0) == on_main
 
 
 def test_pool_nested_and_concurrent_calls_run_every_piece():

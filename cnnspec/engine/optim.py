@@ -222,7 +222,7 @@ def _update_split(fn, segments, *args):
     first, last = int(segments[0, 0]), int(segments[-1, 1])
     size = last - first
     threads = 1 if size < _PARALLEL_PARAMS else num_threads()
-    run_split(fn, size, threads, lambda t, lo, hi: args + (first + lo, first + hi))
+    run_split(fn, size, threads, lambda t, lo, hi: args + (first + lo, first + hi), dynamic=True)
 
 
 @njit

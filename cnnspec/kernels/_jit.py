@@ -80,29 +80,57 @@ def _forget_workers():
 os.register_at_fork(after_in_child=_forget_workers)
 
 
-def run_split(fn, n, threads, args_for):
-    """Call ``fn(*args_for(t, lo, hi))`` for t in range(threads), range(n) cut into contiguous
-    [lo, hi) pieces; piece 0 runs in the calling thread, the others on the workers.  While the
-    workers serve one call, another (from a second Python thread, or from inside a piece) runs
-    its pieces one after the other in its own thread: the same pieces, the same results."""
+_CHUNKS_PER_THREAD = 4                  # pieces of a dynamic split, per thread
+
+
+def _drain(fn, args_for, slot, claim, n, pieces):
+    """Run the pieces claimed from ``claim`` (a shared iterator: ``next`` is atomic under the
+    GIL) with the thread's ``slot`` (its scratch, e.g. its slice of a workspace)."""
+    for c in claim:
+        fn(*args_for(slot, c * n // pieces, (c + 1) * n // pieces))
+
+
+def run_split(fn, n, threads, args_for, dynamic=False):
+    """Call ``fn(*args_for(t, lo, hi))`` over range(n) cut into contiguous [lo, hi) pieces, on
+    ``threads`` threads (the calling one and the workers).
+
+    Static (default): piece t is [t*n//threads, (t+1)*n//threads) with slot t, piece 0 in the
+    calling thread: for kernels that sum partial results per slot (conv's dw), whose rounding
+    must not depend on timing.  ``dynamic``: min(n, 4*threads) pieces, each thread taking the
+    next free one and passing its own slot (0: the calling thread): for kernels whose pieces
+    write disjoint outputs and use the slot only for scratch.  A thread that the OS deschedules
+    (a busy machine) then holds up one small piece, not half the work, and the calling thread
+    starts at once instead of waiting for a worker to wake; the results are the same.
+
+    While the workers serve one call, another (from a second Python thread, or from inside a
+    piece) runs its pieces one after the other in its own thread: the same results."""
     if threads <= 1:
         fn(*args_for(0, 0, n))
         return
+    pieces = min(n, _CHUNKS_PER_THREAD * threads) if dynamic else threads
     if not _busy.acquire(blocking=False):
-        for t in range(threads):
-            fn(*args_for(t, t * n // threads, (t + 1) * n // threads))
+        for c in range(pieces):
+            fn(*args_for(0 if dynamic else c, c * n // pieces, (c + 1) * n // pieces))
         return
     try:
-        while len(_workers) < threads - 1:
+        helpers = min(threads, pieces) - 1
+        while len(_workers) < helpers:
             _workers.append(_Worker())
+        claim = iter(range(pieces))
         started = []
         try:
-            for t in range(1, threads):
+            for t in range(1, helpers + 1):
                 worker = _workers[t - 1]
-                worker.task = (fn, args_for(t, t * n // threads, (t + 1) * n // threads))
+                if dynamic:
+                    worker.task = (_drain, (fn, args_for, t, claim, n, pieces))
+                else:
+                    worker.task = (fn, args_for(t, t * n // threads, (t + 1) * n // threads))
                 worker.go.release()
                 started.append(worker)
-            fn(*args_for(0, 0, n // threads))
+            if dynamic:
+                _drain(fn, args_for, 0, claim, n, pieces)
+            else:
+                fn(*args_for(0, 0, n // threads))
         finally:
             for worker in started:                  # never leave a worker running a piece
                 worker.done.acquire()
@@ -113,15 +141,6 @@ def run_split(fn, n, threads, args_for):
             raise errors[0]
     finally:
         _busy.release()
-
-
-@jit_sum
-def sum64(a):
-    """Sum of a 1-D array in float64 (vectorised: see ``jit_sum``)."""
-    s = 0.0
-    for e in range(a.size):
-        s += a[e]
-    return s
 
 
 _PARALLEL_ELEMENTS = 1 << 18           # element-wise loops below this many elements: one thread
@@ -141,7 +160,7 @@ def elementwise(kernel, *args):
     def args_for(t, lo, hi):
         lo, hi = lo * _BLOCK, min(hi * _BLOCK, n)
         return tuple(a[lo:hi] if c else a for a, c in zip(args, cut))
-    run_split(kernel, -(-n // _BLOCK), min(num_threads(), -(-n // _BLOCK)), args_for)
+    run_split(kernel, -(-n // _BLOCK), min(num_threads(), -(-n // _BLOCK)), args_for, dynamic=True)
 
 
 def by_samples(kernel, work, *args):
@@ -154,4 +173,15 @@ def by_samples(kernel, work, *args):
         kernel(*args)
         return
     cut = tuple(isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == n for a in args)
-    run_split(kernel, n, threads, lambda t, lo, hi: tuple(a[lo:hi] if c else a for a, c in zip(args, cut)))
+    run_split(kernel, n, threads, lambda t, lo, hi: tuple(a[lo:hi] if c else a
+                                                          for a, c in zip(args, cut)), dynamic=True)
+
+
+@jit_sum
+def sum64(a):
+    """Sum of a 1-D array in float64 (vectorised: see ``jit_sum``)."""
+    s = 0.0
+    for e in range(a.size):
+        s += a[e]
+    return s
+

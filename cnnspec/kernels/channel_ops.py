@@ -114,7 +114,8 @@ def mul_backward_into(dout, other, dx, accumulate=False):
 
 def gate_forward_into(x, gate, out):
     """out (N, C, *spatial) = x * gate, gate (N, C[, 1, ...]): one value per channel."""
-    by_samples(_gate_forward, 2 * x.size, _ncs(x), gate.reshape(gate.shape[0], gate.shape[1]), _ncs(out))
+    by_samples(_gate_forward, 2 * x.size, _ncs(x), gate.reshape(gate.shape[0], gate.shape[1]),
+               _ncs(out))
 
 
 def gate_backward_into(dout, x, gate, dx, dgate, accumulate_dx=False, accumulate_dgate=False):
@@ -124,8 +125,8 @@ def gate_backward_into(dout, x, gate, dx, dgate, accumulate_dx=False, accumulate
     g2 = gate.reshape(gate.shape[0], gate.shape[1])
     dx3 = d3[:0] if dx is None else _ncs(dx)
     dg2 = g2[:0] if dgate is None else dgate.reshape(dgate.shape[0], dgate.shape[1])
-    by_samples(_gate_backward, 3 * x.size, d3, _ncs(x), g2, dx3, dg2, dx is not None, dgate is not None,
-               bool(accumulate_dx), bool(accumulate_dgate))
+    by_samples(_gate_backward, 3 * x.size, d3, _ncs(x), g2, dx3, dg2, dx is not None,
+               dgate is not None, bool(accumulate_dx), bool(accumulate_dgate))
 
 
 def channel_slice_forward_into(x, start, out):

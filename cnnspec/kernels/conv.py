@@ -1026,7 +1026,8 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         _row_major_taps(w, wt)
     run_split(_FORWARD[plan.mode], x.shape[0], threads, lambda t, lo, hi: (
         x, w, b, (kh, kw), stride, pad, dilation, groups, out, plan.mode, plan.identity,
-        plan.rows, plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi))
+        plan.rows, plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi),
+        dynamic=True)
 
 
 def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,

@@ -143,8 +143,8 @@ def cross_entropy_positions_into(logits, y, dlogits):
     the samples' sums, in order, whatever the split."""
     n, _, p = logits.shape
     totals = np.zeros(n)
-    by_samples(_cross_entropy_positions, 3 * logits.size, logits, y.astype(np.int64, copy=False), dlogits,
-               n * p, totals)
+    by_samples(_cross_entropy_positions, 3 * logits.size, logits, y.astype(np.int64, copy=False),
+               dlogits, n * p, totals)
     return float(totals.sum() / (n * p))
 
 

@@ -238,4 +238,5 @@ def elu_forward_into(x, alpha, out):
 
 
 def elu_backward_into(dout, x, alpha, dx, accumulate=False):
-    elementwise(_elu_backward, _flat(dout), _flat(x), x.dtype.type(alpha), _flat(dx), bool(accumulate))
+    elementwise(_elu_backward, _flat(dout), _flat(x), x.dtype.type(alpha), _flat(dx),
+                bool(accumulate))
