@@ -366,3 +366,42 @@ def test_pool_in_a_forked_child():
     result = queue.get(timeout=60)
     child.join(60)
     assert result == [1, 1, 2, 2]
+
+
+# -- convolution: the forward's dynamic pieces, the backward's pieces with their own partials ----
+
+@pytest.mark.parametrize("case", [
+    dict(x=(5, 3, 9, 8), w=(4, 3, 1, 1), stride=(1, 1), pad=(0, 0, 0, 0), groups=1, mode=0),     # im2col
+    dict(x=(5, 3, 9, 8), w=(4, 3, 3, 3), stride=(2, 2), pad=(1, 1, 1, 1), groups=1, mode=1),     # gather
+    dict(x=(5, 32, 6, 7), w=(8, 16, 3, 3), stride=(1, 1), pad=(1, 1, 1, 1), groups=2, mode=2),   # kn2row
+    dict(x=(5, 3, 9, 8), w=(4, 3, 3, 3), stride=(1, 1), pad=(1, 2, 0, 1), groups=1, mode=3),     # rowtap
+    dict(x=(1, 3, 9, 8), w=(4, 3, 3, 3), stride=(1, 1), pad=(1, 1, 1, 1), groups=1, mode=3),     # batch 1
+], ids=["im2col", "gather", "kn2row", "rowtap", "batch1"])
+def test_conv_split_matches_numpy_and_does_not_depend_on_timing(monkeypatch, case):
+    from cnnspec.kernels import conv
+    from cnnspec.kernels.conv import _cached_plan
+
+    monkeypatch.setattr(conv, "_PARALLEL_MACS", 1)
+    monkeypatch.setenv("CNNSPEC_THREADS", "3")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(case["x"])
+    w = rng.standard_normal(case["w"])
+    b = rng.standard_normal(case["w"][0])
+    stride, pad, groups = case["stride"], case["pad"], case["groups"]
+    out = np.zeros(K.conv2d_output_shape(x.shape, w.shape, stride, pad))
+    ws = np.zeros(K.conv2d_workspace_size(x.shape, w.shape, stride, pad, (1, 1), groups))
+    assert _cached_plan(x.shape, w.shape, stride, pad, (1, 1), groups).mode == case["mode"]
+    K.conv2d_forward_into(x, w, b, stride, pad, (1, 1), groups, out, ws)
+    np.testing.assert_allclose(out, R.conv2d_forward(x, w, b, stride, pad, groups=groups), rtol=1e-10,
+                               atol=1e-10)
+    dout = rng.standard_normal(out.shape)
+    runs = []
+    for _ in range(3):
+        dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)
+        K.conv2d_backward_into(dout, x, w, stride, pad, (1, 1), groups, dx, dw, db, ws)
+        runs.append((dx, dw, db))
+    ref = R.conv2d_backward(dout, x, w, b, stride, pad, groups=groups)
+    for got, want in zip(runs[0], ref):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    for other in runs[1:]:
+        same(runs[0], other)

@@ -85,32 +85,51 @@ _CHUNKS_PER_THREAD = 4                  # pieces of a dynamic split, per thread
 
 def _drain(fn, args_for, slot, claim, n, pieces):
     """Run the pieces claimed from ``claim`` (a shared iterator: ``next`` is atomic under the
-    GIL) with the thread's ``slot`` (its scratch, e.g. its slice of a workspace)."""
+    GIL) with the thread's ``slot`` (its scratch, e.g. its slice of a workspace), or with the
+    piece's own index when ``slot`` is None."""
     for c in claim:
-        fn(*args_for(slot, c * n // pieces, (c + 1) * n // pieces))
+        fn(*args_for(c if slot is None else slot, c * n // pieces, (c + 1) * n // pieces))
 
 
-def run_split(fn, n, threads, args_for, dynamic=False):
+def piece_count(n, threads, per_thread=_CHUNKS_PER_THREAD):
+    """How many pieces a dynamic split of range(n) over ``threads`` threads makes."""
+    return 1 if threads <= 1 else min(n, per_thread * threads)
+
+
+def run_split(fn, n, threads, args_for, dynamic=False, pieces=None):
     """Call ``fn(*args_for(t, lo, hi))`` over range(n) cut into contiguous [lo, hi) pieces, on
     ``threads`` threads (the calling one and the workers).
 
     Static (default): piece t is [t*n//threads, (t+1)*n//threads) with slot t, piece 0 in the
-    calling thread: for kernels that sum partial results per slot (conv's dw), whose rounding
-    must not depend on timing.  ``dynamic``: min(n, 4*threads) pieces, each thread taking the
+    calling thread.  ``dynamic``: ``piece_count(n, threads)`` pieces, each thread taking the
     next free one and passing its own slot (0: the calling thread): for kernels whose pieces
-    write disjoint outputs and use the slot only for scratch.  A thread that the OS deschedules
-    (a busy machine) then holds up one small piece, not half the work, and the calling thread
-    starts at once instead of waiting for a worker to wake; the results are the same.
+    write disjoint outputs and use the slot only for scratch.  ``pieces=k``: dynamic over k
+    pieces, passing the piece's index instead of a slot: for kernels that sum partial results
+    (conv's dw), each piece into its own scratch, summed afterwards in piece order.  Either way
+    the result does not depend on which thread ran which piece.  With dynamic pieces a thread
+    that the OS deschedules (a busy machine) holds up one small piece, not half the work, and
+    the calling thread starts at once instead of waiting for a worker to wake.
 
     While the workers serve one call, another (from a second Python thread, or from inside a
     piece) runs its pieces one after the other in its own thread: the same results."""
-    if threads <= 1:
+    if threads <= 1 and pieces is None:
         fn(*args_for(0, 0, n))
         return
-    pieces = min(n, _CHUNKS_PER_THREAD * threads) if dynamic else threads
+    by_piece = pieces is not None
+    if by_piece:
+        dynamic = True
+    elif dynamic:
+        pieces = piece_count(n, threads)
+    else:
+        pieces = threads
+    if threads <= 1:
+        for c in range(pieces):
+            fn(*args_for(c, c * n // pieces, (c + 1) * n // pieces))
+        return
     if not _busy.acquire(blocking=False):
         for c in range(pieces):
-            fn(*args_for(0 if dynamic else c, c * n // pieces, (c + 1) * n // pieces))
+            slot = 0 if dynamic and not by_piece else c
+            fn(*args_for(slot, c * n // pieces, (c + 1) * n // pieces))
         return
     try:
         helpers = min(threads, pieces) - 1
@@ -122,13 +141,14 @@ def run_split(fn, n, threads, args_for, dynamic=False):
             for t in range(1, helpers + 1):
                 worker = _workers[t - 1]
                 if dynamic:
-                    worker.task = (_drain, (fn, args_for, t, claim, n, pieces))
+                    slot = None if by_piece else t
+                    worker.task = (_drain, (fn, args_for, slot, claim, n, pieces))
                 else:
                     worker.task = (fn, args_for(t, t * n // threads, (t + 1) * n // threads))
                 worker.go.release()
                 started.append(worker)
             if dynamic:
-                _drain(fn, args_for, 0, claim, n, pieces)
+                _drain(fn, args_for, None if by_piece else 0, claim, n, pieces)
             else:
                 fn(*args_for(0, 0, n // threads))
         finally:
