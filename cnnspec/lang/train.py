@@ -70,6 +70,10 @@ def train_config(train: ast.Train, sources: dict, networks: dict | None = None) 
     return Settings(sources, networks or {}).convert(train)
 
 
+GAN_AUGMENT = ("`augment` is not a setting of `task = gan`: the discriminator sees the real pictures "
+               "as they are")
+
+
 class Settings(FitSettings):
     """Converts and checks the settings of one train section."""
 
@@ -223,8 +227,7 @@ class Settings(FitSettings):
                                               "(it spoils the input, the target stays clean)",
                             hint="use `augment` to vary the training samples of other tasks")
         if "augment" in config and task == "gan":
-            raise self.fail(where["augment"], "`augment` is not a setting of `task = gan`: the discriminator "
-                                              "sees the real pictures as they are")
+            raise self.fail(where["augment"], GAN_AUGMENT)
         if "loss" in config and config["loss"] not in TASK_LOSSES[task]:
             raise self.fail(where["loss"], loss_message(config["loss"], task), hint=loss_hint(task))
         if "optimizer" in config and "g_optimizer" in config and "d_optimizer" in config:

@@ -87,8 +87,8 @@ class GanRun(Trains):
             atomic.make_folder(out, "run folder")
         if config.augment:
             with located(generator, "augment", config.from_file):
-                raise CnnSpecError("`augment` is not a setting of `task = gan`: the discriminator sees the real "
-                                   "pictures as they are")
+                from cnnspec.lang.train import GAN_AUGMENT
+                raise CnnSpecError(GAN_AUGMENT)
         self.g = generator.compile(dtype="float32", seed=config.seed)
         self.d = discriminator.compile(dtype="float32", seed=config.seed + 1)
         self.noise_name, self.image_name, self.conditional = self._check(generator, discriminator, config)
