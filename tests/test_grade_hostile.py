@@ -23,7 +23,7 @@ from cnnspec.grade import reports
 from cnnspec.grade.assignment import load_assignment
 from cnnspec.grade.grader import Grader
 from cnnspec.grade.sandbox import Limits, Sandbox
-from grade_fixtures.support import FIXTURES, reference, small_assignment, submission
+from grade_fixtures.support import FIXTURES, SOLUTION, reference, small_assignment, submission
 
 FUNCTIONS = ["relu_forward", "relu_backward", "sigmoid_forward", "tanh_forward", "dense_forward",
              "softmax_forward", "mse_loss"]
@@ -338,6 +338,22 @@ def test_a_killed_grader_takes_its_sandbox_along(tmp_path):
         pytest.fail("the sandbox outlived the grader")
 
 
+def test_a_private_temporary_folder_still_grades(tmp_path, monkeypatch):
+    """The sandboxes' folders go in TMPDIR. As root the sandbox runs as `nobody`, who may not
+    enter the folders above its own when TMPDIR is private (pytest's are drwx------): the child
+    reads its copy through its working directory, so the student is graded, not failed at import
+    with "the process exited with status 1"."""
+    import tempfile
+
+    private = tmp_path / "private"
+    (private / "tmp").mkdir(parents=True)
+    private.chmod(0o700)
+    monkeypatch.setattr(tempfile, "tempdir", str(private / "tmp"))
+    result = Grader(load_assignment(small_assignment(tmp_path / "a", ["relu_forward"]))).grade(SOLUTION)
+    assert result.import_error is None and result.score == result.max_score, reports.text(result)
+    assert list((private / "tmp").iterdir()) == []
+
+
 SIGTERM_SCRIPT = r'''
 import ctypes, json, os, signal, subprocess, sys, time
 ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER: orphans come here
@@ -362,10 +378,16 @@ def descendants():
                 todo.append(child)
     return {pid: command for pid, (state, command) in found.items() if state != "Z"}
 
-batch = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def grading():
+    """The sandboxes inside the student's function (it leaves a file in its working directory)."""
+    import glob
+    entered = glob.glob(os.path.join(os.environ["TMPDIR"], "cnnspec-sandbox-*", "entered"))
+    return [c for c in descendants().values() if "child.py" in c] if len(entered) >= 2 else []
+
+batch = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=open(os.environ["BATCH_ERR"], "w"))
 deadline = time.time() + 120
-while time.time() < deadline:
-    sandboxes = [c for c in descendants().values() if "child.py" in c]
+while time.time() < deadline and batch.poll() is None:
+    sandboxes = grading()
     if len(sandboxes) >= 2:
         break
     time.sleep(0.1)
@@ -394,17 +416,24 @@ def test_sigterm_stops_the_workers_and_their_sandboxes_with_the_batch(tmp_path):
     submissions = tmp_path / "submissions"
     submissions.mkdir()
     for name in ("ann", "ben", "cat", "dan"):
-        (submissions / f"{name}.py").write_text("import time\n\ndef relu_forward(x):\n    time.sleep(60)\n")
-    assignment = small_assignment(tmp_path / "a", ["relu_forward"], limits={"time_per_case": 90.0})
+        (submissions / f"{name}.py").write_text(
+            "import time\n\ndef relu_forward(x):\n    open('entered', 'w').close()\n    time.sleep(60)\n")
+    assignment = small_assignment(tmp_path / "a", ["relu_forward"],
+                                  limits={"time_per_case": 90.0, "import_time": 60.0})
     command = [sys.executable, "-c", "import sys; from cnnspec.cli import main; sys.exit(main(sys.argv[1:]))",
                "grade", "batch", str(assignment), str(submissions), "--out", str(tmp_path / "book.csv"),
                "--workers", "2"]
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     done = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT, *command], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, TMPDIR=str(temporary)))
+                          timeout=300, env=dict(os.environ, TMPDIR=str(temporary),
+                                                BATCH_ERR=str(tmp_path / "batch.err")))
     report = json.loads(done.stdout.strip().splitlines()[-1])
+    book = tmp_path / "book.csv"
+    report["stderr"] = (tmp_path / "batch.err").read_text()[-3000:]
+    report["gradebook"] = book.read_text() if book.exists() else None
     assert report["sandboxes"] >= 2, report                     # it was grading when stopped
     assert report["left"] == [], report
-    assert report["status"] != 0
+    assert report["status"] != 0, report
+    assert report["gradebook"] is None, report                  # stopped before it was written
     assert sorted(p.name for p in temporary.iterdir()) == []    # the sandboxes' folders removed too

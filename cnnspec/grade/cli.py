@@ -88,6 +88,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=main, grade_parser=p)
 
 
+_TERMINATED = []                 # the SIGTERMs received by this process's grading command
+
+
 def _stop_on_sigterm() -> None:
     """SIGTERM (what `timeout`, CI and systemd send) ends grading as Ctrl-C does: cleanly, with
     the worker processes and every sandbox stopped before this process exits."""
@@ -95,6 +98,7 @@ def _stop_on_sigterm() -> None:
     import threading
 
     def stop(signum, frame):
+        _TERMINATED.append(signum)
         raise SystemExit(128 + signum)
 
     if threading.current_thread() is threading.main_thread():
@@ -103,6 +107,15 @@ def _stop_on_sigterm() -> None:
 
 def main(a) -> int:
     _stop_on_sigterm()
+    try:
+        return _main(a)
+    finally:
+        if _TERMINATED:     # a stopped batch never exits 0, even if its SystemExit was lost on the way
+            raise SystemExit(128 + _TERMINATED[0])   # (raised in a finalizer, Python reports and drops it;
+                                                     # replaced by an error while stopping the workers)
+
+
+def _main(a) -> int:
     words = list(a.words)
     form = words.pop(0) if words and words[0] in KEYWORDS else "grade"
     if form == "exercise":

@@ -200,7 +200,9 @@ class Sandbox:
         self._drain.start()
         limits = self.limits
         config = {
-            "submission": str(copy), "display_name": self.display_name,
+            # relative to the working directory (the child starts in it): a sandbox user who may
+            # not enter the folders above it (a private TMPDIR) still reads its copy
+            "submission": copy.name, "display_name": self.display_name,
             "limits": {"cpu_seconds": limits.cpu_seconds, "file_size_mb": limits.file_size_mb,
                        "open_files": limits.open_files,
                        "memory_mb": None if self.trusted else limits.memory_mb,
