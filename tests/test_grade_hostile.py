@@ -127,7 +127,7 @@ def test_hostile_fork_bomb(graded):
     rest_full(result, "relu_forward", "relu_backward", "sigmoid_forward")
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            assert cmdline.read_bytes() != b"sleep\x00100\x00"
+            assert cmdline.read_bytes() != b"sleep\x00100.0417\x00"      # the fixture's, none other
         except OSError:
             pass
 

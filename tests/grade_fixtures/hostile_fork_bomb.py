@@ -11,7 +11,7 @@ def relu_forward(x):
 
 
 def relu_backward(dout, x):
-    subprocess.Popen(["sleep", "100"])
+    subprocess.Popen(["sleep", "100.0417"])      # a duration no other program on the machine sleeps
     return dout * (x > 0)
 
 
