@@ -358,9 +358,9 @@ def pass_gradient(dy, dxs):
         dx, acc = target
         src = dy.reshape(dx.shape)
         if acc:
-            steps.append(lambda s=src, d=dx: K.accumulate_into(s, d))
+            steps.append(lambda s=src, d=dx, f=K.accumulate_into: f(s, d))
         else:
-            steps.append(lambda s=src, d=dx: np.copyto(d, s))
+            steps.append(lambda s=src, d=dx, f=K.copy_into: f(s, d))
     return chain(steps)
 
 
@@ -388,30 +388,20 @@ class View(PassThrough):
 
 
 class Concat(Op):
-    """Along channels: each input is copied to (and its gradient taken from) a channel slice."""
-
-    def __init__(self, c):
-        super().__init__(c)
-        bounds = np.cumsum([0] + [x.shape[1] for x in c.xs])
-        self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    """Along channels: each input is copied to (and its gradient taken from) a channel block."""
 
     def forward(self, training):
-        pairs = [(self.y[:, s], x) for s, x in zip(self.slices, self.c.xs)]
-
-        def step():
-            for part, x in pairs:
-                np.copyto(part, x)
-        return step
+        f, xs, y = K.concat_forward_into, self.c.xs, self.y
+        return lambda: f(xs, y)
 
     def backward(self, dy, dxs, grads):
-        steps = []
-        for s, target in zip(self.slices, dxs):
+        steps, f = [], K.concat_backward_into
+        for i, target in enumerate(dxs):
             if target is not None:
-                (dx, acc), part = target, dy[:, s]
-                if acc:
-                    steps.append(lambda p=part, d=dx: np.add(d, p, out=d))
-                else:
-                    steps.append(lambda p=part, d=dx: np.copyto(d, p))
+                # the others as their channel counts: skipped
+                dx, acc = target
+                entries = [dx if j == i else x.shape[1] for j, x in enumerate(self.c.xs)]
+                steps.append(lambda e=entries, acc=acc: f(dy, e, acc))
         return chain(steps)
 
 

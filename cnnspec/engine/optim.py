@@ -3,7 +3,9 @@
 A model keeps all its parameters in one flat array (``model.params[layer][name]`` are views into
 it) and their gradients in another; each trainable layer is a (start, stop) segment of them. One
 fused numba loop per step updates them all, in the parameters' dtype, with the operations in
-torch's order (``torch.optim.SGD``/``Adam``, single-tensor path) so that results agree to rounding.
+torch's order (``torch.optim.SGD``/``Adam``, single-tensor path) so that results agree to rounding;
+a big model's update is split over threads. Momentum and Adam moments that fall below the smallest
+normal number are stored as 0 (see ``sgd_update``: subnormal arithmetic is ~100x slower).
 Frozen layers are skipped, as torch skips parameters without a gradient; Adam counts steps per
 layer, as torch does per parameter, so a layer unfrozen later starts its bias correction afresh.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnspec.engine.jit import njit
+from cnnspec.kernels._jit import num_threads, run_split
 from cnnspec.errors import CnnSpecError
 
 
@@ -36,6 +39,7 @@ class Optimizer:
         self.grad_norm = None                      # the total norm before clipping, of the last step
         self.steps = 0
         self._scalar = model.dtype.type            # scalars in the parameters' dtype, as torch does
+        self._tiny = np.finfo(model.dtype).tiny    # state below it is stored as 0 (see sgd_update)
 
     def step(self) -> None:
         """Apply one update from the gradients of the last ``loss_and_grad``/``train_step``."""
@@ -110,7 +114,8 @@ class SGD(Optimizer):
 
     def _update(self, p, g, segments):
         t = self._scalar
-        sgd_update(p, g, self.buf, segments, t(self.lr), t(self.momentum), t(self.weight_decay))
+        _update_split(sgd_update, segments, p, g, self.buf, segments, t(self.lr), t(self.momentum),
+                      t(self.weight_decay), t(self._tiny))
 
     def __repr__(self):
         return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
@@ -157,8 +162,8 @@ class Adam(Optimizer):
             decay, l2 = t(1 - self.lr * self.weight_decay), t(0)
         else:
             decay, l2 = t(1), t(self.weight_decay)
-        adam_update(p, g, self.m, self.v, segments, w1, t(1) - w1, t(beta2), t(1 - beta2),
-                    root_correction2, t(self.eps), neg_step, l2, decay)
+        _update_split(adam_update, segments, p, g, self.m, self.v, segments, w1, t(1) - w1, t(beta2),
+                      t(1 - beta2), root_correction2, t(self.eps), neg_step, l2, decay, t(self._tiny))
 
     def __repr__(self):
         return (f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps}, "
@@ -195,11 +200,38 @@ def clip_grad_norm_(model, max_norm: float, segments=None) -> float:
 
 # Each segment is sliced first: indexing with bounds read from an array would make numba check
 # for negative indices on every access, which stops LLVM from vectorising the loop (8x slower).
+#
+# Subnormal state is stored as 0 (``tiny``: the dtype's smallest normal number). A momentum (or
+# Adam moment) whose gradient stays 0 decays by a factor each step, and rounding keeps it at the
+# smallest subnormal for ever (0.9 * 2**-149 rounds back to 2**-149 in float32): every later
+# step then does subnormal arithmetic, which x86 runs ~100x slower (measured: a LeNet-5 batch-1
+# step 2x slower after ~800 steps, half its momentum buffer stuck there). A flushed value
+# differs from torch's by less than ``tiny`` and moves no parameter: lr times it rounds away
+# against any parameter above ~1e-30. NaN is kept (``abs(NaN) < tiny`` is false).
+#
+# Large models are updated on several threads, each a contiguous range [lo, hi) of the flat
+# arrays (element-wise: the result does not depend on the split).
+
+_PARALLEL_PARAMS = 1 << 17                 # parameters below which one thread is faster
+
+
+def _update_split(fn, segments, *args):
+    """fn(*args, lo, hi) over element ranges of the segments' span, on threads for big models."""
+    if segments.shape[0] == 0:
+        return
+    first, last = int(segments[0, 0]), int(segments[-1, 1])
+    size = last - first
+    threads = 1 if size < _PARALLEL_PARAMS else num_threads()
+    run_split(fn, size, threads, lambda t, lo, hi: args + (first + lo, first + hi), dynamic=True)
+
 
 @njit
-def sgd_update(p, g, buf, segments, lr, momentum, weight_decay):
+def sgd_update(p, g, buf, segments, lr, momentum, weight_decay, tiny, lo, hi):
+    """The SGD step of the segments' elements in [lo, hi)."""
     for s in range(segments.shape[0]):
-        start, stop = segments[s, 0], segments[s, 1]
+        start, stop = max(segments[s, 0], lo), min(segments[s, 1], hi)
+        if start >= stop:
+            continue
         ps, gs = p[start:stop], g[start:stop]
         bs = buf[start:stop] if momentum != 0 else buf
         for i in range(ps.size):
@@ -208,17 +240,22 @@ def sgd_update(p, g, buf, segments, lr, momentum, weight_decay):
                 d = d + weight_decay * ps[i]
             if momentum != 0:
                 d = bs[i] * momentum + d
+                if abs(d) < tiny:
+                    d = 0
                 bs[i] = d
             ps[i] = ps[i] - lr * d
 
 
 @njit
 def adam_update(p, g, m, v, segments, w1, one_minus_w1, beta2, w2, root_correction2, eps, neg_step,
-                weight_decay, decay):
+                weight_decay, decay, tiny, lo, hi):
     """root_correction2 and neg_step (-lr / correction1) hold one value per segment; ``decay`` is
-    AdamW's factor 1 - lr*weight_decay (1: none), ``weight_decay`` Adam's L2 term."""
+    AdamW's factor 1 - lr*weight_decay (1: none), ``weight_decay`` Adam's L2 term. Updates the
+    segments' elements in [lo, hi)."""
     for s in range(segments.shape[0]):
-        start, stop = segments[s, 0], segments[s, 1]
+        start, stop = max(segments[s, 0], lo), min(segments[s, 1], hi)
+        if start >= stop:
+            continue
         ps, gs, ms, vs = p[start:stop], g[start:stop], m[start:stop], v[start:stop]
         c2, step = root_correction2[s], neg_step[s]
         for i in range(ps.size):
@@ -229,9 +266,14 @@ def adam_update(p, g, m, v, segments, w1, one_minus_w1, beta2, w2, root_correcti
                 d = d + weight_decay * ps[i]
             # torch: exp_avg.lerp_(grad, 1 - beta1), whose formula depends on the weight
             if w1 < 0.5:
-                ms[i] = ms[i] + w1 * (d - ms[i])
+                mi = ms[i] + w1 * (d - ms[i])
             else:
-                ms[i] = d - (d - ms[i]) * one_minus_w1
-            vs[i] = vs[i] * beta2 + w2 * d * d
-            denom = np.sqrt(vs[i]) / c2 + eps
-            ps[i] = ps[i] + step * ms[i] / denom
+                mi = d - (d - ms[i]) * one_minus_w1
+            vi = vs[i] * beta2 + w2 * d * d
+            if abs(mi) < tiny:
+                mi = 0
+            if abs(vi) < tiny:
+                vi = 0
+            ms[i], vs[i] = mi, vi
+            denom = np.sqrt(vi) / c2 + eps
+            ps[i] = ps[i] + step * mi / denom

@@ -179,7 +179,17 @@ class Plan:
                 softmax(logits, probs)
                 return f(logits, labels, dlogits)
             return step
-        # one label per position: the scores (N, K, P) as rows (N*P, K), and back for the gradient
+        if f is K.softmax_cross_entropy_into:
+            # one label per position, the built-in kernel: straight from the (N, K, P) layout
+            f, by_position = K.cross_entropy_positions_into, labels.reshape(n, per)
+            by_class, dby_class = scores.reshape(n, k, per), dscores.reshape(n, k, per)
+
+            def positions():
+                if fused:
+                    softmax(scores, final)
+                return f(by_class, by_position, dby_class)
+            return positions
+        # a given softmax_cross_entropy (rows): the scores (N, K, P) as rows (N*P, K), and back
         rows, drows = np.zeros((n * per, k), scores.dtype), np.zeros((n * per, k), scores.dtype)
         by_class, dby_class = scores.reshape(n, k, per), dscores.reshape(n, k, per)
         by_row, dby_row = rows.reshape(n, per, k), drows.reshape(n, per, k)

@@ -88,12 +88,15 @@ Dropout, merges:
     dropout_backward_into(dout, mask, p, dx, accumulate=False)
     add_into(a, b, out)                                 out = a + b  (n-ary add: call repeatedly)
     accumulate_into(src, dst)                           dst += src   (the backward of add)
+    copy_into(src, dst)                                 dst = src    (same dtype)
     concat_forward_into(xs, out)                        xs: sequence of (N, Ci, *spatial)
     concat_backward_into(dout, dxs, accumulate=False)   dxs: sequence of arrays; an int entry
                                                         (that input's channel count) skips it
 
 Losses (return the loss as a Python float, mean as stated; write the gradient):
     softmax_cross_entropy_into(logits, y, dlogits) -> loss     logits (N, K), y int64 (N,)
+    cross_entropy_positions_into(logits, y, dlogits) -> loss   logits (N, K, P), y (N, P): a
+        label per position (labels not checked), the mean over N*P
     mse_loss_into(pred, target, dpred) -> loss                 mean over all elements
     bce_loss_into(pred, target, dpred) -> loss                 pred in [0, 1]; logs clamped at -100
     sigmoid_bce_into(logits, target, dlogits) -> loss          BCE of sigmoid(logits), stable
@@ -144,8 +147,9 @@ Everything is also available as the stateless layer API of layer-api.md in ``cnn
 
 Threads, compile, performance
 -----------------------------
-* Big kernels split their samples (conv, pooling), channels (batchnorm) or output columns
-  (dense) into contiguous ranges run on a small pool of Python threads (``_jit.run_split``;
+* Big kernels split their samples (conv, pooling, softmax, concat, gates), channels (batchnorm,
+  depthwise) output columns (dense) or elements (activations, add, dropout, mul: pieces of 16
+  elements) into contiguous ranges run on a small pool of Python threads (``_jit.run_split``;
   ``nogil`` kernels); ``CNNSPEC_THREADS`` sets the count (default: the machine's cores).  Small
   calls stay on the calling thread.  BLAS runs one thread per call (set at import).
 * Compile: every kernel for float32 and float64 takes ~70 s the first time (2 cores; the
@@ -191,10 +195,11 @@ from cnnspec.kernels.conv import (  # noqa: E402
     conv_output_size)
 from cnnspec.kernels.dense import dense_backward_into, dense_forward_into  # noqa: E402
 from cnnspec.kernels.loss import (  # noqa: E402
-    bce_loss_into, l1_loss_into, mse_loss_into, sigmoid_bce_into, softmax_cross_entropy_into)
+    bce_loss_into, cross_entropy_positions_into, l1_loss_into, mse_loss_into, sigmoid_bce_into,
+    softmax_cross_entropy_into)
 from cnnspec.kernels.merge import (  # noqa: E402
-    accumulate_into, add_into, concat_backward_into, concat_forward_into, dropout_backward_into,
-    dropout_forward_into)
+    accumulate_into, add_into, concat_backward_into, concat_forward_into, copy_into,
+    dropout_backward_into, dropout_forward_into)
 from cnnspec.kernels.norm import (  # noqa: E402
     batchnorm_backward_eval_into, batchnorm_backward_into, batchnorm_forward_eval_into,
     batchnorm_forward_train_into)

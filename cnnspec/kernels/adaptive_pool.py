@@ -97,19 +97,19 @@ def _threads(n, work):
 def adaptive_avgpool2d_forward_into(x, out):
     """out (N, C, OH, OW) = the means of x (N, C, H, W) over PyTorch's adaptive windows."""
     run_split(_avg_forward, x.shape[0], _threads(x.shape[0], x.size),
-              lambda t, lo, hi: (x[lo:hi], out[lo:hi]))
+              lambda t, lo, hi: (x[lo:hi], out[lo:hi]), dynamic=True)
 
 
 def adaptive_avgpool2d_backward_into(dout, dx, accumulate=False):
     run_split(_avg_backward, dx.shape[0], _threads(dx.shape[0], dx.size),
-              lambda t, lo, hi: (dout[lo:hi], dx[lo:hi], bool(accumulate)))
+              lambda t, lo, hi: (dout[lo:hi], dx[lo:hi], bool(accumulate)), dynamic=True)
 
 
 def adaptive_maxpool2d_forward_into(x, out, argmax):
     """out (N, C, OH, OW) = the maxima over the adaptive windows; argmax int64 (N, C, OH, OW):
     the flat index h*W + w of each window's first maximum."""
     run_split(_max_forward, x.shape[0], _threads(x.shape[0], x.size),
-              lambda t, lo, hi: (x[lo:hi], out[lo:hi], argmax[lo:hi]))
+              lambda t, lo, hi: (x[lo:hi], out[lo:hi], argmax[lo:hi]), dynamic=True)
 
 
 def adaptive_maxpool2d_backward_into(dout, argmax, dx, accumulate=False):

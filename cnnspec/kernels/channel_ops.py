@@ -11,7 +11,7 @@ value per channel broadcast over the plane: squeeze-and-excitation), the channel
 """
 import numpy as np
 
-from cnnspec.kernels._jit import jit, jit_sum
+from cnnspec.kernels._jit import by_samples, elementwise, jit, jit_sum
 from cnnspec.kernels.merge import _copy_channels, _flat, _ncs
 
 
@@ -104,17 +104,18 @@ def _transpose_channels(src, rows, cols, dst, accumulate):
 
 def mul_forward_into(a, b, out):
     """out = a * b (equal shapes)."""
-    _mul(_flat(a), _flat(b), _flat(out))
+    elementwise(_mul, _flat(a), _flat(b), _flat(out))
 
 
 def mul_backward_into(dout, other, dx, accumulate=False):
     """dx (+)= dout * other: the gradient of one operand of mul (other = the other operand)."""
-    _mul_grad(_flat(dout), _flat(other), _flat(dx), bool(accumulate))
+    elementwise(_mul_grad, _flat(dout), _flat(other), _flat(dx), bool(accumulate))
 
 
 def gate_forward_into(x, gate, out):
     """out (N, C, *spatial) = x * gate, gate (N, C[, 1, ...]): one value per channel."""
-    _gate_forward(_ncs(x), gate.reshape(gate.shape[0], gate.shape[1]), _ncs(out))
+    by_samples(_gate_forward, 2 * x.size, _ncs(x), gate.reshape(gate.shape[0], gate.shape[1]),
+               _ncs(out))
 
 
 def gate_backward_into(dout, x, gate, dx, dgate, accumulate_dx=False, accumulate_dgate=False):
@@ -124,13 +125,13 @@ def gate_backward_into(dout, x, gate, dx, dgate, accumulate_dx=False, accumulate
     g2 = gate.reshape(gate.shape[0], gate.shape[1])
     dx3 = d3[:0] if dx is None else _ncs(dx)
     dg2 = g2[:0] if dgate is None else dgate.reshape(dgate.shape[0], dgate.shape[1])
-    _gate_backward(d3, _ncs(x), g2, dx3, dg2, dx is not None, dgate is not None,
-                   bool(accumulate_dx), bool(accumulate_dgate))
+    by_samples(_gate_backward, 3 * x.size, d3, _ncs(x), g2, dx3, dg2, dx is not None,
+               dgate is not None, bool(accumulate_dx), bool(accumulate_dgate))
 
 
 def channel_slice_forward_into(x, start, out):
     """out (N, C_out, *spatial) = x[:, start:start + C_out]."""
-    _copy_channels(_ncs(x), _ncs(out), int(start), False, False)
+    by_samples(_copy_channels, 2 * out.size, _ncs(x), _ncs(out), int(start), False, False)
 
 
 def channel_slice_backward_into(dout, start, dx, accumulate=False):
@@ -138,7 +139,7 @@ def channel_slice_backward_into(dout, start, dx, accumulate=False):
     dx3 = _ncs(dx)
     if not accumulate:
         _zero_outside(dx3, int(start), int(start) + dout.shape[1])
-    _copy_channels(_ncs(dout), dx3, int(start), True, bool(accumulate))
+    by_samples(_copy_channels, 2 * dout.size, _ncs(dout), dx3, int(start), True, bool(accumulate))
 
 
 def channel_shuffle_forward_into(x, groups, out):

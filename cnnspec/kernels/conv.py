@@ -11,8 +11,9 @@ faster their dx and dw, as the register-blocked direct loops of ``conv_direct.py
 ``direct_dx``, ``direct_dw``; ``_use_direct`` and the rules in ``_Plan`` say where).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
-threads (``run_split``; each thread owns a slice of the workspace and a partial dw/db, summed in
-a fixed order afterwards, so results do not depend on timing).  Three ways to make the matrices:
+threads (``run_split``: the forward's pieces taken by whichever thread is free, each with the
+thread's slice of the workspace; the backward's pieces, two per thread, each with its own slice
+and partial dw/db, summed in a fixed order afterwards, so results do not depend on timing).  Three ways to make the matrices:
 
 * **kn2row**: copy the sample once into a zero-padded buffer xp (C, Hp, Wp); then for every tap
   (i, j) the input the tap sees is the 2-D window ``xp[c, i*dh*Wp + j*dw + q]``, q = oh*Wp + ow,
@@ -53,10 +54,12 @@ columns), rowtap 20% faster again.  dw is computed as dw^T = col @ dwide^T, BLAS
 case: 114 against 45 GFLOP/s for dw = dwide @ col^T on LeNet's conv2.  Performance table:
 ``cnnspec/kernels/__init__.py``.
 """
+import functools
+
 import numpy as np
 
 from cnnspec.kernels._blas import gemm
-from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
+from cnnspec.kernels._jit import jit, num_threads, piece_count, run_split, sum64
 from cnnspec.layers.base import output_size
 
 # Chunk sizes (measured): kn2row (and rowtap) products whose output and input panels,
@@ -260,7 +263,7 @@ def conv2d_workspace_size(x_shape, w_shape, stride, pad, dilation=(1, 1), groups
                                         tuple(pad), tuple(dilation), num_threads())
     plan = _Plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(pad), tuple(dilation),
                  groups)
-    return plan.workspace_size(num_threads())
+    return plan.workspace_size(_backward_pieces(x_shape[0], num_threads()))
 
 
 # -- small loops ------------------------------------------------------------------------------
@@ -922,7 +925,7 @@ _BACKWARD = {IM2COL: _backward_im2col, ROWTAP: _backward_rowtap, GATHER: _backwa
 
 @jit
 def _sum_partials(ws, shared, per_thread, threads, layout, strides, dw, db, need_dw, need_db):
-    """dw, db = the sums of the threads' partials, in thread order (deterministic).  dw[f, c, i, j]
+    """dw, db = the sums of the pieces' partials, in piece order (deterministic).  dw[f, c, i, j]
     is at offset f*sf + c*sc + i*si + j*sj of a partial (``_PARTIAL_STRIDES``): one loop for
     every layout (a branch per layout inside the loops cost 0.6 s of compile time)."""
     o_dw, o_db = layout[3], layout[4]
@@ -974,8 +977,22 @@ def _threads(n, macs):
     return 1 if macs < _PARALLEL_MACS else min(num_threads(), n)
 
 
+def _backward_pieces(n, threads):
+    """The backward's pieces of the batch: 2 per thread, taken by whichever thread is free, each
+    with its own slice of the workspace (scratch and partial dw, db), summed in piece order: on a
+    busy machine a descheduled thread holds up a quarter of the batch, not half, and the sums do
+    not depend on which thread ran which piece."""
+    return piece_count(n, threads, 2)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_plan(x_shape, w_shape, stride, pad, dilation, groups):
+    """A layer's _Plan, made once (a plan is ~10 us of Python: a LeNet-5 step at batch 1 made 4)."""
+    return _Plan(x_shape, w_shape, stride, pad, dilation, groups)
+
+
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
-    plan = _Plan(x.shape, w.shape, stride, pad, dilation, groups)
+    plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups)
     if workspace.size < plan.workspace_size(threads):
         raise ValueError(f"conv2d workspace too small: {workspace.size} elements, "
                          f"need {plan.workspace_size(threads)} (conv2d_workspace_size)")
@@ -1018,7 +1035,8 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         _row_major_taps(w, wt)
     run_split(_FORWARD[plan.mode], x.shape[0], threads, lambda t, lo, hi: (
         x, w, b, (kh, kw), stride, pad, dilation, groups, out, plan.mode, plan.identity,
-        plan.rows, plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi))
+        plan.rows, plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi),
+        dynamic=True)
 
 
 def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,
@@ -1031,7 +1049,8 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         return
     f_, cg, kh, kw = w.shape
     threads = _threads(x.shape[0], 2 * dout.size * cg * kh * kw)
-    plan = _plan_for(x, w, stride, pad, dilation, groups, workspace, threads)
+    pieces = _backward_pieces(x.shape[0], threads)
+    plan = _plan_for(x, w, stride, pad, dilation, groups, workspace, pieces)
     empty1, empty4 = _empty(x.dtype)
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
@@ -1070,8 +1089,9 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     run_split(_BACKWARD[plan.mode], x.shape[0], threads, lambda t, lo, hi: (
         dout, x, w, (kh, kw), stride, pad, dilation, groups, dx_, bool(accumulate),
         dx is not None, dw is not None, db is not None, plan.mode, plan.identity, plan.rows,
-        plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi))
+        plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi),
+        pieces=pieces)
     if dw is not None or db is not None:
-        _sum_partials(workspace, shared, per, threads, plan.layout, _partial_strides(plan.mode, w.shape),
-                      empty4 if dw is None else dw, empty1 if db is None else db,
-                      dw is not None, db is not None)
+        _sum_partials(workspace, shared, per, pieces, plan.layout,
+                      _partial_strides(plan.mode, w.shape), empty4 if dw is None else dw,
+                      empty1 if db is None else db, dw is not None, db is not None)

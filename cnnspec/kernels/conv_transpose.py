@@ -298,7 +298,7 @@ def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, gr
     b = _empty(x.dtype)[0] if b is None else b
     run_split(_forward, x.shape[0], threads, lambda t, lo, hi: (
         x, w, b, stride, pad, dilation, groups, out, g_max,
-        workspace[t * per:(t + 1) * per], lo, hi))
+        workspace[t * per:(t + 1) * per], lo, hi), dynamic=True)
 
 
 def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation, groups, dx, dw,

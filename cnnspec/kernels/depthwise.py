@@ -222,7 +222,7 @@ def forward_into(x, w, b, stride, pad, dilation, out, workspace, empty1):
     b = empty1 if b is None else b
     run_split(_forward, c_, threads, lambda t, lo, hi: (
         x, w, b, stride, pad, dilation, out, rows, phases, workspace[t * per:(t + 1) * per],
-        lo, hi))
+        lo, hi), dynamic=True)
 
 
 def backward_into(dout, x, w, stride, pad, dilation, dx, dw, db, workspace, accumulate, empty1,
@@ -237,4 +237,4 @@ def backward_into(dout, x, w, stride, pad, dilation, dx, dw, db, workspace, accu
         dout, x, w, stride, pad, dilation, empty4 if dx is None else dx,
         empty4 if dw is None else dw, empty1 if db is None else db, bool(accumulate),
         dx is not None, dw is not None, db is not None, rows, phases,
-        workspace[t * per:(t + 1) * per], lo, hi))
+        workspace[t * per:(t + 1) * per], lo, hi), dynamic=True)

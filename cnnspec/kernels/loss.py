@@ -16,7 +16,7 @@ Losses are summed in float64 and returned as Python floats.
 """
 import numpy as np
 
-from cnnspec.kernels._jit import jit
+from cnnspec.kernels._jit import by_samples, jit
 
 
 @jit
@@ -41,6 +41,39 @@ def _softmax_cross_entropy(z, y, dz):
             drow[k] = np.exp(row[k] - lse) / n_
         drow[label] -= 1.0 / n_
     return total / n_, -1
+
+
+@jit
+def _cross_entropy_positions(z, y, dz, count, totals):
+    """z, dz (N, K, P): one score per class at each of P positions; y (N, P) labels (checked by
+    the caller).  dz = (softmax over K - onehot) / count; totals[n] = sample n's summed loss.
+    Each position computes as a row of _softmax_cross_entropy does (same types, same order),
+    the positions side by side (vectorised over P, no transposed copy)."""
+    n_, k_, p_ = z.shape
+    m = np.empty(p_, z.dtype)
+    s = np.empty(p_, np.float64)
+    lse = np.empty(p_, np.float64)
+    for n in range(n_):
+        zn, dn, yn = z[n], dz[n], y[n]
+        for p in range(p_):
+            m[p] = zn[0, p]
+            s[p] = 0.0
+        for k in range(1, k_):
+            for p in range(p_):
+                m[p] = max(m[p], zn[k, p])
+        for k in range(k_):
+            for p in range(p_):
+                s[p] += np.exp(zn[k, p] - m[p])
+        total = 0.0
+        for p in range(p_):
+            lse[p] = m[p] + np.log(s[p])
+            total += lse[p] - zn[yn[p], p]
+        for k in range(k_):
+            for p in range(p_):
+                dn[k, p] = np.exp(zn[k, p] - lse[p]) / count
+        for p in range(p_):
+            dn[yn[p], p] -= 1.0 / count
+        totals[n] = total
 
 
 @jit
@@ -101,6 +134,18 @@ def softmax_cross_entropy_into(logits, y, dlogits):
     if bad >= 0:
         raise ValueError(f"label {int(y[bad])} of sample {bad} is outside 0..{logits.shape[1] - 1}")
     return float(loss)
+
+
+def cross_entropy_positions_into(logits, y, dlogits):
+    """loss (float) = mean cross-entropy over every position of softmax over axis 1 of logits
+    (N, K, P) against labels y (N, P) in 0..K-1 (not checked here: the engine checks them);
+    dlogits (N, K, P) its gradient.  Samples are split over the threads; the loss is the sum of
+    the samples' sums, in order, whatever the split."""
+    n, _, p = logits.shape
+    totals = np.zeros(n)
+    by_samples(_cross_entropy_positions, 3 * logits.size, logits, y.astype(np.int64, copy=False),
+               dlogits, n * p, totals)
+    return float(totals.sum() / (n * p))
 
 
 def mse_loss_into(pred, target, dpred):

@@ -5,7 +5,7 @@ engine draws it from a seeded generator); identity at evaluation (the engine ski
 add: out = a + b; its backward hands dout to every operand (``accumulate_into``).
 concat along channels: each input is a block of channels of out; the backward splits dout.
 """
-from cnnspec.kernels._jit import jit
+from cnnspec.kernels._jit import by_samples, elementwise, jit
 from cnnspec.kernels.activation import same_buffer
 
 
@@ -44,6 +44,12 @@ def _accumulate(src, dst):
 
 
 @jit
+def _copy(src, dst):
+    for i in range(dst.size):
+        dst[i] = src[i]
+
+
+@jit
 def _copy_channels(src, dst, c0, to_block, accumulate):
     """to_block: dst[:, c0:c0+Cs] (+)= src;  else: dst (+)= src[:, c0:c0+Cd].  (N, C, S) views."""
     n_ = src.shape[0]
@@ -72,23 +78,28 @@ def _ncs(a):
 
 # x / (1 - p) with 1 - p in x's dtype: the rounding NumPy's float32 arithmetic gives
 def dropout_forward_into(x, mask, p, out):
-    _dropout(_flat(x), _flat(mask), x.dtype.type(1 - p), _flat(out))
+    elementwise(_dropout, _flat(x), _flat(mask), x.dtype.type(1 - p), _flat(out))
 
 
 def dropout_backward_into(dout, mask, p, dx, accumulate=False):
     keep = dout.dtype.type(1 - p)
     if not accumulate and same_buffer(dx, dout):     # see activation._relu_backward_in_place
-        _dropout_backward_in_place(_flat(dx), _flat(mask), keep)
+        elementwise(_dropout_backward_in_place, _flat(dx), _flat(mask), keep)
     else:
-        _dropout_backward(_flat(dout), _flat(mask), keep, _flat(dx), bool(accumulate))
+        elementwise(_dropout_backward, _flat(dout), _flat(mask), keep, _flat(dx), bool(accumulate))
 
 
 def add_into(a, b, out):
-    _add(_flat(a), _flat(b), _flat(out))
+    elementwise(_add, _flat(a), _flat(b), _flat(out))
 
 
 def accumulate_into(src, dst):
-    _accumulate(_flat(src), _flat(dst))
+    elementwise(_accumulate, _flat(src), _flat(dst))
+
+
+def copy_into(src, dst):
+    """dst = src (same size, same dtype): the backward of add, on the threads when big."""
+    elementwise(_copy, _flat(src), _flat(dst))
 
 
 def concat_forward_into(xs, out):
@@ -96,7 +107,7 @@ def concat_forward_into(xs, out):
     o = _ncs(out)
     c0 = 0
     for x in xs:
-        _copy_channels(_ncs(x), o, c0, True, False)
+        by_samples(_copy_channels, 2 * x.size, _ncs(x), o, c0, True, False)
         c0 += x.shape[1]
 
 
@@ -111,5 +122,5 @@ def concat_backward_into(dout, dxs, accumulate=False):
         if isinstance(dx, int):
             c0 += dx
             continue
-        _copy_channels(d, _ncs(dx), c0, False, bool(accumulate))
+        by_samples(_copy_channels, 2 * dx.size, d, _ncs(dx), c0, False, bool(accumulate))
         c0 += dx.shape[1]

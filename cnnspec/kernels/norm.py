@@ -140,7 +140,7 @@ def _split(fn, x, *args):
     """fn(*args, c0, c1) over channel ranges, on several threads for a big x."""
     c = x.shape[1]
     threads = 1 if x.size < _PARALLEL_SIZE else min(num_threads(), c)
-    run_split(fn, c, threads, lambda t, lo, hi: args + (lo, hi))
+    run_split(fn, c, threads, lambda t, lo, hi: args + (lo, hi), dynamic=True)
 
 
 def _empty(dtype, ndim):

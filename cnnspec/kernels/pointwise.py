@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from cnnspec.kernels._jit import jit
+from cnnspec.kernels._jit import elementwise, jit
 from cnnspec.kernels.activation import _flat, same_buffer
 
 _SQRT1_2 = 1 / math.sqrt(2)
@@ -179,13 +179,13 @@ def _elu_backward(dout, x, alpha, dx, accumulate):
 
 def _backward(kernel, in_place, dout, x, dx, accumulate):
     if in_place is not None and not accumulate and same_buffer(dx, dout):
-        in_place(_flat(dx), _flat(x))
+        elementwise(in_place, _flat(dx), _flat(x))
     else:
-        kernel(_flat(dout), _flat(x), _flat(dx), bool(accumulate))
+        elementwise(kernel, _flat(dout), _flat(x), _flat(dx), bool(accumulate))
 
 
 def relu6_forward_into(x, out):
-    _relu6_forward(_flat(x), _flat(out))
+    elementwise(_relu6_forward, _flat(x), _flat(out))
 
 
 def relu6_backward_into(dout, x, dx, accumulate=False):
@@ -193,7 +193,7 @@ def relu6_backward_into(dout, x, dx, accumulate=False):
 
 
 def hardswish_forward_into(x, out):
-    _hardswish_forward(_flat(x), _flat(out))
+    elementwise(_hardswish_forward, _flat(x), _flat(out))
 
 
 def hardswish_backward_into(dout, x, dx, accumulate=False):
@@ -201,7 +201,7 @@ def hardswish_backward_into(dout, x, dx, accumulate=False):
 
 
 def hardsigmoid_forward_into(x, out):
-    _hardsigmoid_forward(_flat(x), _flat(out))
+    elementwise(_hardsigmoid_forward, _flat(x), _flat(out))
 
 
 def hardsigmoid_backward_into(dout, x, dx, accumulate=False):
@@ -209,7 +209,7 @@ def hardsigmoid_backward_into(dout, x, dx, accumulate=False):
 
 
 def silu_forward_into(x, out):
-    _silu_forward(_flat(x), _flat(out))
+    elementwise(_silu_forward, _flat(x), _flat(out))
 
 
 def silu_backward_into(dout, x, dx, accumulate=False):
@@ -217,7 +217,7 @@ def silu_backward_into(dout, x, dx, accumulate=False):
 
 
 def gelu_forward_into(x, out):
-    _gelu_forward(_flat(x), _flat(out))
+    elementwise(_gelu_forward, _flat(x), _flat(out))
 
 
 def gelu_backward_into(dout, x, dx, accumulate=False):
@@ -225,7 +225,7 @@ def gelu_backward_into(dout, x, dx, accumulate=False):
 
 
 def softplus_forward_into(x, out):
-    _softplus_forward(_flat(x), _flat(out))
+    elementwise(_softplus_forward, _flat(x), _flat(out))
 
 
 def softplus_backward_into(dout, x, dx, accumulate=False):
@@ -234,8 +234,9 @@ def softplus_backward_into(dout, x, dx, accumulate=False):
 
 # alpha in x's dtype, as leaky_relu's slope
 def elu_forward_into(x, alpha, out):
-    _elu_forward(_flat(x), x.dtype.type(alpha), _flat(out))
+    elementwise(_elu_forward, _flat(x), x.dtype.type(alpha), _flat(out))
 
 
 def elu_backward_into(dout, x, alpha, dx, accumulate=False):
-    _elu_backward(_flat(dout), _flat(x), x.dtype.type(alpha), _flat(dx), bool(accumulate))
+    elementwise(_elu_backward, _flat(dout), _flat(x), x.dtype.type(alpha), _flat(dx),
+                bool(accumulate))

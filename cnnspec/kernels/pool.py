@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
 
-_PARALLEL_WORK = 1 << 19          # window reads below which one thread is faster
+_PARALLEL_WORK = 1 << 17          # window reads below which one thread is faster (~0.1 ms)
 
 
 @jit
@@ -423,27 +423,28 @@ def maxpool2d_forward_into(x, kernel, stride, pad, out, argmax):
         threads = _threads(x.shape[0], out.size * kernel[0] * kernel[1])
         scratch = np.empty((threads, size), x.dtype)
         run_split(driver, x.shape[0], threads, lambda t, lo, hi: (
-            x[lo:hi], kernel, stride, pad, out[lo:hi], argmax[lo:hi], scratch[t]))
+            x[lo:hi], kernel, stride, pad, out[lo:hi], argmax[lo:hi], scratch[t]), dynamic=True)
         return
     run_split(driver, x.shape[0], _threads(x.shape[0], out.size * kernel[0] * kernel[1]),
-              lambda t, lo, hi: (x[lo:hi], *args, out[lo:hi], argmax[lo:hi]))
+              lambda t, lo, hi: (x[lo:hi], *args, out[lo:hi], argmax[lo:hi]), dynamic=True)
 
 
 def maxpool2d_backward_into(dout, argmax, dx, accumulate=False):
     run_split(_maxpool_backward, dx.shape[0], _threads(dx.shape[0], dx.size),
-              lambda t, lo, hi: (dout[lo:hi], argmax[lo:hi], dx[lo:hi], bool(accumulate)))
+              lambda t, lo, hi: (dout[lo:hi], argmax[lo:hi], dx[lo:hi], bool(accumulate)),
+              dynamic=True)
 
 
 def _avgpool(x, kernel, stride, pad, divide, out):
     run_split(_avgpool_forward, x.shape[0], _threads(x.shape[0], out.size * kernel[0] * kernel[1]),
-              lambda t, lo, hi: (x[lo:hi], kernel, stride, pad, divide, out[lo:hi]))
+              lambda t, lo, hi: (x[lo:hi], kernel, stride, pad, divide, out[lo:hi]), dynamic=True)
 
 
 def _avgpool_grad(dout, kernel, stride, pad, divide, dx, accumulate):
     run_split(_avgpool_backward, dx.shape[0],
               _threads(dx.shape[0], dout.size * kernel[0] * kernel[1]),
               lambda t, lo, hi: (dout[lo:hi], kernel, stride, pad, divide, dx[lo:hi],
-                                 bool(accumulate)))
+                                 bool(accumulate)), dynamic=True)
 
 
 def avgpool2d_forward_into(x, kernel, stride, pad, out):
@@ -498,13 +499,13 @@ def global_avgpool_forward_into(x, out):
     """out (N, C, 1[, 1]) = the mean of each plane of x (N, C, *spatial)."""
     x4, out4 = _planes(x), _planes(out)
     run_split(_global_avg_forward, x4.shape[0], _threads(x4.shape[0], x4.size),
-              lambda t, lo, hi: (x4[lo:hi], out4[lo:hi]))
+              lambda t, lo, hi: (x4[lo:hi], out4[lo:hi]), dynamic=True)
 
 
 def global_avgpool_backward_into(dout, dx, accumulate=False):
     dout4, dx4 = _planes(dout), _planes(dx)
     run_split(_global_avg_backward, dx4.shape[0], _threads(dx4.shape[0], dx4.size),
-              lambda t, lo, hi: (dout4[lo:hi], dx4[lo:hi], bool(accumulate)))
+              lambda t, lo, hi: (dout4[lo:hi], dx4[lo:hi], bool(accumulate)), dynamic=True)
 
 
 def global_maxpool_forward_into(x, out, argmax):

@@ -163,7 +163,7 @@ def upsample2d_forward_into(x, scale, mode, out):
     fn = _nearest_forward if _mode(mode) else _bilinear_forward
     sh, sw = int(scale[0]), int(scale[1])
     run_split(fn, x.shape[0], _threads(x.shape[0], out.size),
-              lambda t, lo, hi: (x[lo:hi], sh, sw, out[lo:hi]))
+              lambda t, lo, hi: (x[lo:hi], sh, sw, out[lo:hi]), dynamic=True)
 
 
 def upsample2d_backward_into(dout, scale, mode, dx, accumulate=False):
@@ -171,4 +171,4 @@ def upsample2d_backward_into(dout, scale, mode, dx, accumulate=False):
     fn = _nearest_backward if _mode(mode) else _bilinear_backward
     sh, sw = int(scale[0]), int(scale[1])
     run_split(fn, dx.shape[0], _threads(dx.shape[0], dout.size),
-              lambda t, lo, hi: (dout[lo:hi], sh, sw, dx[lo:hi], bool(accumulate)))
+              lambda t, lo, hi: (dout[lo:hi], sh, sw, dx[lo:hi], bool(accumulate)), dynamic=True)
