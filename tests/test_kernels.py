@@ -125,6 +125,18 @@ def test_direct_kernels_only_where_numba_compiles_avx512(features, direct, monke
     monkeypatch.setattr(conv, "_WIDE_VECTORS", None)
 
 
+def test_the_kernels_use_the_plan_of_the_switches_in_force(forward):
+    """conv2d_*_into take their plans from a cache: a plan made with the direct kernels switched
+    off must not be reused once they are on (nor the other way), or one of the fixture's two
+    runs would test the other's kernels."""
+    x_shape, w_shape = (2, 8, 9, 9), (8, 8, 3, 3)
+    workspace = np.empty(conv.conv2d_workspace_size(x_shape, w_shape, (1, 1), (1, 1, 1, 1)))
+    for _ in range(2):
+        plan = conv._plan_for(np.empty(x_shape), np.empty(w_shape), (1, 1), (1, 1, 1, 1), (1, 1), 1,
+                              workspace, 1)
+        assert (plan.direct is not None) is (forward == "direct")
+
+
 def test_direct_forward_covers_its_cases(forward):
     plans = [_Plan(c[:4], (c[4], c[1] // c[10], c[5], c[6]), c[7], c[8], c[9], c[10])
              for c in CONV_CASES]

@@ -55,6 +55,7 @@ case: 114 against 45 GFLOP/s for dw = dwide @ col^T on LeNet's conv2.  Performan
 ``cnnspec/kernels/__init__.py``.
 """
 import functools
+import sys
 
 import numpy as np
 
@@ -986,13 +987,23 @@ def _backward_pieces(n, threads):
 
 
 @functools.lru_cache(maxsize=512)
-def _cached_plan(x_shape, w_shape, stride, pad, dilation, groups):
-    """A layer's _Plan, made once (a plan is ~10 us of Python: a LeNet-5 step at batch 1 made 4)."""
+def _cached_plan(x_shape, w_shape, stride, pad, dilation, groups, rules=None):
+    """A layer's _Plan, made once (a plan is ~10 us of Python: a LeNet-5 step at batch 1 made 4).
+    ``rules`` (the module's switches, _rules()) is only part of the key: a plan made under other
+    switches (the tests run every case with and without the direct kernels) is another plan."""
     return _Plan(x_shape, w_shape, stride, pad, dilation, groups)
 
 
+def _rules():
+    """The switches and limits _Plan reads: the cache key's part that is not the layer's."""
+    direct = sys.modules.get("cnnspec.kernels.conv_direct")
+    return (_DIRECT, _DIRECT_DW, _DIRECT_ALL, _DIRECT_MACS, _WIDE_VECTORS, _ROWTAP_MAX_COL,
+            _ROWTAP_ELEMENTS, direct.DW_GROUP_ELEMENTS if direct is not None else None)
+
+
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
-    plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups)
+    plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups,
+                        _rules())
     if workspace.size < plan.workspace_size(threads):
         raise ValueError(f"conv2d workspace too small: {workspace.size} elements, "
                          f"need {plan.workspace_size(threads)} (conv2d_workspace_size)")
