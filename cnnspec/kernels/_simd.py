@@ -124,3 +124,15 @@ def vfma(typingctx, acc, a, b):
         return builder.call(fma, [args[1], args[2], args[0]])
 
     return acc(acc, a, b), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b, lane by lane."""
+    if not (isinstance(a, Vec) and b == a):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen
