@@ -8,7 +8,8 @@ channels per group); xpad is x with (top, bottom, left, right) zeros around it.
 
 On CPUs with AVX-512, groups-1 convolutions of at least a million multiply-adds run their forward, and where measured
 faster their dx and dw, as the register-blocked direct loops of ``conv_direct.py`` (``_Plan.direct``,
-``direct_dx``, ``direct_dw``; ``_use_direct`` and the rules in ``_Plan`` say where).  The rest, and
+``direct_dx``, ``direct_dw`` or ``direct_dwl``; ``_use_direct``, ``_use_dw_lanes`` and the rules in
+``_Plan`` say where).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``: the forward's pieces taken by whichever thread is free, each with the
@@ -224,11 +225,12 @@ _DW_LANES = None        # tests: True / False, dw by weight_grad_lanes / weight_
 def _use_dw_lanes(c, f, blocked):
     """The weight gradient with the filters in the vector lanes (conv_direct.weight_grad_lanes)
     where the blocked sums (``blocked``: few channels) do not run and F fills the lanes (F >= 32:
-    blocks of 32 filters).  Measured against the BLAS modes (float32, one thread, CPU time,
-    median of 7 rounds, load 4-7): 5x5 16->32 on 64x14x14 1.21x (BLAS 5.1 -> 3.0 ms; PyTorch
-    3.1), ResNet-8's 3x3 32->32 16x16 1.20x and 64->64 8x8 1.16x, the U-Net's 32->32 32x32
-    1.27-1.49x and 64->64 16x16 1.12x, 3x3 64->64 on 8x56x56 1.13x (0.64-1.27: the rounds swing,
-    kn2row's dw is already 1.45x PyTorch's there); with F = 16 (half the lanes idle) 0.87x."""
+    blocks of 32 filters).  Measured against the rules before it (the BLAS modes; float32, one
+    thread, CPU time per call, 40 pairs of calls in alternating order, load 4; median speed-up,
+    quartiles): 5x5 16->32 on 64x14x14 1.15x (1.11-1.18), 3x3 64->64 on 8x56x56 1.04x
+    (1.01-1.12), ResNet-8's 32->32 on 64x16x16 1.24x (1.20-1.29) and 64->64 on 64x8x8 1.16x
+    (1.13-1.20), the U-Net's 32->32 on 16x32x32 1.36x (1.29-1.42) and 64->64 on 16x16x16 1.29x
+    (1.25-1.32); with F = 16 (half the lanes idle) 0.87x, where the blocked sums run anyway."""
     if _DW_LANES is not None:
         return _DW_LANES
     return blocked is None and f >= 32

@@ -24,6 +24,11 @@ gradient) measured 0.65x PyTorch's speed on one thread (DCGAN's 4x4 stride-2 128
 64); with the samples batched the products run at BLAS's large-matrix speed (~90 GFLOP/s on one
 Zen 4 core).  Samples are split over threads (each thread its chunks, its slice of the workspace
 and a partial dw summed in thread order afterwards: results do not depend on timing).
+
+An input gradient asked for alone (no dw) runs, where conv.py's direct kernels run for the
+adjoint convolution (groups 1, AVX-512, at least a million multiply-adds, output padding below
+the stride: ``_adjoint_plan``), as that convolution's forward of dout (strided: its stride
+phases); an accumulated dx, and dx with dw, stay here.
 """
 import numpy as np
 
@@ -84,12 +89,16 @@ def conv_transpose2d_workspace_size(x_shape, w_shape, stride, pad, output_pad, d
 def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
     """conv.py's plan of the convolution of the output (N, F, OH, OW) by w (C, F, KH, KW) with
     this stride, padding and dilation, whose input gradient is this transposed convolution's
-    forward: its forward is this one's dx, its weight gradient (of x as the output gradient) this
-    one's dw.  Returned where its direct kernels run (groups 1, AVX-512, at least a million
-    multiply-adds; output padding below the stride, so that it gives back x's size), else None.
-    Measured against the batched products below (float32, one thread, CPU time, median of 7
-    rounds at load 16): DCGAN's 4x4 s2 128->64 at 64x8x8 dx 0.99x, dw 1.50x; the U-Net's 2x2
-    s2 64->32 at 16x16x16 dx 1.43x, dw 1.12x, 32->16 at 16x32x32 dx 1.70x, dw 1.04x."""
+    forward: its forward is this one's dx.  Returned where its direct kernels run (groups 1,
+    AVX-512, at least a million multiply-adds; output padding below the stride, so that it gives
+    back x's size), else None.  Used for dx alone (a frozen layer, the input gradient of
+    ``model.gradient``).  Measured against the batched products below (float32, one thread, CPU
+    time per call, 40 pairs of calls in alternating order, load 4; median speed-up, quartiles):
+    dx alone, DCGAN's 4x4 s2 128->64 at 64x8x8 1.04x (0.99-1.12), the U-Net's 2x2 s2 64->32 at
+    16x16x16 1.28x (1.23-1.37), 32->16 at 16x32x32 1.63x (1.57-1.66).  Not used when dw is
+    wanted too: the products below share one im2col of dout between dx and dw, and dx + dw by
+    conv.py (its dw from its weight-gradient kernels) measured 0.96x, 0.96x, 1.06x; dw alone
+    1.28x, 0.85x, 1.01x."""
     from cnnspec.kernels.conv import _Plan, conv2d_output_shape
     if groups != 1:
         return None
@@ -329,18 +338,15 @@ def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, gr
 def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation, groups, dx, dw,
                                    db, workspace, accumulate=False):
     """dx (+)= dL/dx, dw = dL/dw, db = dL/db (each may be None: not computed)."""
-    adjoint = _adjoint_plan(dout.shape, x.shape, w.shape, stride, pad, dilation, groups)
-    if adjoint is not None:           # by conv.py's direct kernels (see _adjoint_plan)
-        from cnnspec.kernels.conv import conv2d_backward_into, conv2d_forward_into
-        geometry = (tuple(stride), tuple(pad), tuple(dilation), 1)
-        if dx is not None and not accumulate:
-            conv2d_forward_into(dout, w, None, *geometry, dx, workspace)
-            dx = None
-        if dw is not None and (adjoint.direct_dwl is not None or adjoint.direct_dw is not None):
-            conv2d_backward_into(x, dout, w, *geometry, None, dw, None, workspace)
-            dw = None
-        if dx is None and dw is None and db is None:
+    if (dx is not None and dw is None and not accumulate and _adjoint_plan(
+            dout.shape, x.shape, w.shape, stride, pad, dilation, groups) is not None):
+        # dx alone: conv.py's direct forward of the adjoint convolution (see _adjoint_plan)
+        from cnnspec.kernels.conv import conv2d_forward_into
+        conv2d_forward_into(dout, w, None, tuple(stride), tuple(pad), tuple(dilation), 1, dx,
+                            workspace)
+        if db is None:
             return
+        dx = None
     threads, g_max, per = _plan(x, w, groups, workspace, 2 * x.size * w.shape[1] * w.shape[2]
                                 * w.shape[3])
     empty1, empty4 = _empty(x.dtype)
