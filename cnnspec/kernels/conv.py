@@ -189,7 +189,8 @@ class _Plan:
             self.per_thread = max(self.per_thread, self.direct_dw[3])
         # or by conv_direct.py's sums with the filters in the vector lanes
         self.direct_dwl = None
-        if self.direct is not None and _DIRECT_DW and _use_dw_lanes(c, f, oh * ow, self.direct_dw):
+        if self.direct is not None and _DIRECT_DW and _use_dw_lanes(c, f, oh * ow,
+                                                                    self.direct_dw):
             from cnnspec.kernels.conv_direct import weight_grad_lanes_sizes
             self.direct_dw = None
             self.direct_dwl = weight_grad_lanes_sizes(x_shape, w_shape, stride, pad, dilation,
@@ -226,12 +227,12 @@ def _use_dw_lanes(c, f, plane, blocked):
     """The weight gradient with the filters in the vector lanes (conv_direct.weight_grad_lanes)
     where the blocked sums (``blocked``: few channels) do not run, F fills the lanes (F >= 32:
     blocks of 32 filters) and a sample's dout^T (plane x F) holds at most _DW_LANES_ELEMENTS
-    (512 KB in float32; 3x3 64->64 on 56x56, 800 KB, stays with kn2row: see below).  Measured against the rules before it (the BLAS modes; float32, one
-    thread, CPU time per call, 40 pairs of calls in alternating order, load 4; median speed-up,
-    quartiles): 5x5 16->32 on 64x14x14 1.15x (1.11-1.18), 3x3 64->64 on 8x56x56 1.04x
-    (1.01-1.12), ResNet-8's 32->32 on 64x16x16 1.24x (1.20-1.29) and 64->64 on 64x8x8 1.16x
-    (1.13-1.20), the U-Net's 32->32 on 16x32x32 1.36x (1.29-1.42) and 64->64 on 16x16x16 1.29x
-    (1.25-1.32); with F = 16 (half the lanes idle) 0.87x, where the blocked sums run anyway.
+    (512 KB in float32; 3x3 64->64 on 56x56, 800 KB, stays with kn2row: see below).  Measured
+    against the rules before it (the BLAS modes; float32, one thread, CPU time per call, 40
+    pairs of calls in alternating order, load 4; median speed-up, quartiles): 5x5 16->32 on
+    64x14x14 1.15x (1.11-1.18), 3x3 64->64 on 8x56x56 1.04x (1.01-1.12), ResNet-8's 32->32 on
+    64x16x16 1.24x (1.20-1.29) and 64->64 on 64x8x8 1.16x (1.13-1.20), the U-Net's 32->32 on
+    16x32x32 1.36x (1.29-1.42) and 64->64 on 16x16x16 1.29x (1.25-1.32); with F = 16 (half the lanes idle) 0.87x, where the blocked sums run anyway.
     On 3x3 64->64 at 8x56x56 the whole fwd+bwd row then measured 0.97x (0.93-1.05): kn2row's dw,
     already 1.1-1.45x PyTorch's there, stays."""
     if _DW_LANES is not None:
