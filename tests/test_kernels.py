@@ -132,14 +132,16 @@ def test_direct_kernels_only_where_numba_compiles_avx512(features, direct, monke
 
 def test_the_kernels_use_the_plan_of_the_switches_in_force(forward):
     """conv2d_*_into take their plans from a cache: a plan made with the direct kernels switched
-    off must not be reused once they are on (nor the other way), or one of the fixture's two
-    runs would test the other's kernels."""
+    off must not be reused once they are on (nor the other way), nor one made with the blocked
+    weight gradient once the lanes' is on, or one of the fixture's runs would test another's
+    kernels."""
     x_shape, w_shape = (2, 8, 9, 9), (8, 8, 3, 3)
     workspace = np.empty(conv.conv2d_workspace_size(x_shape, w_shape, (1, 1), (1, 1, 1, 1)))
     for _ in range(2):
         plan = conv._plan_for(np.empty(x_shape), np.empty(w_shape), (1, 1), (1, 1, 1, 1), (1, 1), 1,
                               workspace, 1)
-        assert (plan.direct is not None) is (forward == "direct")
+        assert (plan.direct is not None) is (forward != "blas")
+        assert (plan.direct_dwl is not None) is (forward == "direct-lanes")
 
 
 def test_direct_forward_covers_its_cases(forward):

@@ -1030,7 +1030,8 @@ def _rules():
     """The switches and limits _Plan reads: the cache key's part that is not the layer's."""
     direct = sys.modules.get("cnnspec.kernels.conv_direct")
     return (_DIRECT, _DIRECT_DW, _DIRECT_ALL, _DIRECT_MACS, _WIDE_VECTORS, _ROWTAP_MAX_COL,
-            _ROWTAP_ELEMENTS, direct.DW_GROUP_ELEMENTS if direct is not None else None)
+            _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS,
+            (direct.DW_GROUP_ELEMENTS, direct.DWL_TILE) if direct is not None else None)
 
 
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):

@@ -99,13 +99,13 @@ def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
     wanted too: the products below share one im2col of dout between dx and dw, and dx + dw by
     conv.py (its dw from its weight-gradient kernels) measured 0.96x, 0.96x, 1.06x; dw alone
     1.28x, 0.85x, 1.01x."""
-    from cnnspec.kernels.conv import _Plan, conv2d_output_shape
+    from cnnspec.kernels.conv import _cached_plan, _rules, conv2d_output_shape
     if groups != 1:
         return None
     geometry = (tuple(stride), tuple(pad), tuple(dilation))
     if tuple(conv2d_output_shape(out_shape, w_shape, *geometry)) != tuple(x_shape):
         return None
-    plan = _Plan(tuple(out_shape), tuple(w_shape), *geometry, 1)
+    plan = _cached_plan(tuple(out_shape), tuple(w_shape), *geometry, 1, _rules())
     return plan if plan.direct is not None else None
 
 
