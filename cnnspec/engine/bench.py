@@ -610,11 +610,14 @@ def child_run(cache_dir: str | None) -> dict:
     spawn to its first training step."""
     env = dict(os.environ) if cache_dir is None else {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
     start = time.perf_counter()
+    # unbuffered bytes: a text pipe's readline reads ahead, and when the child is quick the
+    # figures' line lands in that buffer, where communicate() (reading the pipe itself) never
+    # sees it (the suite failed so on a busy machine: "output 'STEP\n'", exit status 0)
     proc = subprocess.Popen([sys.executable, "-c", CHILD, LENET5], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline()
+                            stderr=subprocess.PIPE, bufsize=0, env=env)
+    line = proc.stdout.readline().decode()
     to_step = time.perf_counter() - start
-    rest, err = proc.communicate()
+    rest, err = (part.decode(errors="replace") for part in proc.communicate())
     lines = rest.strip().splitlines()
     if proc.returncode != 0 or line.strip() != "STEP" or not lines:
         raise RuntimeError(f"bench child failed (exit status {proc.returncode}, output {(line + rest)[-300:]!r}):"
