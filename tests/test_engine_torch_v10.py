@@ -172,7 +172,7 @@ def test_dcgan_generator_and_discriminator():
 
 
 def test_conditional_generator_takes_two_inputs():
-    net = spec("cgan.cnn", network="Generator")
+    net = spec("cgan_mlp.cnn", network="Generator")
     module = tm.CGANGenerator()
     model, matched = compiled(net, module, "float64")
     rng = np.random.default_rng(0)

@@ -330,11 +330,14 @@ def test_segment_learns_and_reports_miou(tmp_path):
     assert rows[-1]["val_acc"] == pytest.approx(np.mean(predicted == masks))
 
 
-def test_gan_logs_both_losses(tmp_path):
-    history = fit(load(tmp_path, GAN), echo=quiet, progress=False, epochs=2)
+def test_gan_logs_both_losses_and_each_optimizers_lr(tmp_path):
+    history = fit(load(tmp_path, GAN), echo=quiet, progress=False, epochs=2, out=tmp_path / "run")
     for row in history.rows:
         assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(row)
         assert 0 < row["d_real"] < 1 and 0 < row["d_fake"] < 1
+        assert (row["g_lr"], row["d_lr"]) == (2e-3, 0.05) and "lr" not in row      # not the shared lr
+    header = (tmp_path / "run" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"g_lr", "d_lr"} <= set(header) and "lr" not in header
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -636,6 +639,7 @@ def test_a_conditional_gan_epoch_with_batchnorm_equals_pytorch(tmp_path, d_steps
     row = run.history.rows[-1]
     assert row["d_loss"] == pytest.approx(np.mean(expected_d), rel=1e-4)
     assert row["g_loss"] == pytest.approx(np.mean(expected_g), rel=1e-4)
+    assert (row["g_lr"], row["d_lr"]) == (0.01, 0.02) and "lr" not in row       # each optimizer's own
     for model, params in ((run.g, G), (run.d, D)):
         for k, p in params.items():
             np.testing.assert_allclose(model.arrays()[k], p.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=k)

@@ -347,7 +347,8 @@ class GanRun(Trains):
                 return False
         bar.close()
         row = {"epoch": epoch, "d_loss": d_sum / seen, "g_loss": g_sum / max(g_steps, 1) if g_steps else None,
-               "d_real": real_sum / seen, "d_fake": fake_sum / seen, "lr": config.lr,
+               "d_real": real_sum / seen, "d_fake": fake_sum / seen,
+               "g_lr": self.optimizer_g.lr, "d_lr": self.optimizer_d.lr,
                "seconds": round(seconds, 3), "samples_per_s": round(seen / max(seconds, 1e-9), 1)}
         self.history.rows.append(row)
         if self.out is not None:
