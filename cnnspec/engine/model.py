@@ -369,12 +369,11 @@ class Model:
                 if isinstance(op, BatchNorm):
                     values = op.x.size // op.x.shape[1]
                     variance = (1 / op.invstd ** 2 - op.eps) * values / max(values - 1, 1)
-                    mean_sum, var_sum = sums.get(name, (0.0, 0.0))
-                    sums[name] = (mean_sum + op.mean, var_sum + variance)
+                    state, mean_sum, var_sum = sums.get(name, (op.c.state, 0.0, 0.0))
+                    sums[name] = (state, mean_sum + op.mean, var_sum + variance)
             count += 1
         self._pending = None
-        for name, (mean_sum, var_sum) in sums.items():
-            state = self.state[name]
+        for state, mean_sum, var_sum in sums.values():
             state["running_mean"][...] = mean_sum / count
             state["running_var"][...] = var_sum / count
         return count
