@@ -16,8 +16,9 @@ load averages before and after each run. A finished run found there is reused. G
 * dcgan: dcgan_shapes.cnn trained in under 10 minutes; a LeNet-5 (specs/lenet5.cnn, trained on
   shapes) classifies 1,000 samples: the share classified with confidence >= 0.9 (goal: >= 70%)
   and the largest share of one class among those (goal: <= 30%, no mode collapse);
-* cgan: 100 samples per label k from cgan_shapes.cnn: the share classified k (goal: >= 70%);
-  cgan_mlp the same for cgan.cnn (1x28x28, padded by 2 pixels of their border to LeNet-5's 1x32x32);
+* cgan: 100 samples per label k from cgan.cnn: the share classified k (goal: >= 70%);
+  cgan_mlp the same for cgan_mlp.cnn (1x28x28, padded by 2 pixels of their border to LeNet-5's
+  1x32x32);
 * vae: a latent walk of vae.cnn (specs/pictures/vae-walk.png) and random samples.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-CGAN = "cgan_shapes.cnn"                   # the conditional GAN of the goal (cgan_mlp: cgan.cnn)
+CGAN = "cgan.cnn"                          # the conditional GAN of the goal (cgan_mlp: cgan_mlp.cnn)
 sys.path.insert(0, str(HERE.parent))
 
 import cnnspec                                               # noqa: E402
@@ -203,7 +204,7 @@ def main() -> int:
             results[name] = over_seeds(lambda s: dcgan(out, judge_model, gan_seed(s), s == args.seeds[0]), args.seeds,
                                        ("confident_share", "largest_class_share", "train_seconds"))
         elif name in ("cgan", "cgan_mlp"):
-            spec = CGAN if name == "cgan" else "cgan.cnn"
+            spec = CGAN if name == "cgan" else "cgan_mlp.cnn"
             results[name] = over_seeds(lambda s: cgan(out, judge_model, spec, gan_seed(s), s == args.seeds[0]),
                                        args.seeds, ("share_classified_as_label", "train_seconds"))
         else:

@@ -172,7 +172,7 @@ def test_dcgan_generator_and_discriminator():
 
 
 def test_conditional_generator_takes_two_inputs():
-    net = spec("cgan.cnn", network="Generator")
+    net = spec("cgan_mlp.cnn", network="Generator")
     module = tm.CGANGenerator()
     model, matched = compiled(net, module, "float64")
     rng = np.random.default_rng(0)
@@ -263,3 +263,34 @@ def test_torchnet_runs_the_new_layers(name):
     for layer, group in tnet.grads().items():
         for key, g in group.items():
             close(grads[layer][key], g, 1e-10, f"{layer}.{key}", floor=1e-5)
+
+
+def test_update_batchnorm_is_torchs_update_bn():
+    """Model.update_batchnorm recomputes running statistics as torch.optim.swa_utils.update_bn does
+    (reset, then the plain average of the batches' means and unbiased variances; batches of
+    different sizes), here for the conditional DCGAN generator's two inputs; weights unchanged."""
+    net = spec("cgan.cnn", network="Generator")
+    module = tm.CondDCGANGenerator().double()
+    model, _ = compiled(net, module, "float64")
+    params = model._flat_params.copy()
+    rng = np.random.default_rng(3)
+    batches = [{"z": rng.standard_normal((n, 64, 1, 1)), "label": np.eye(10)[rng.integers(0, 10, n)]}
+               for n in (8, 8, 5)]
+
+    class Pair(torch.nn.Module):                       # update_bn calls model(batch) with one argument
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, batch):
+            return self.inner(*torch_inputs(batch))
+    torch.optim.swa_utils.update_bn(batches, Pair())
+    assert model.update_batchnorm(iter(batches)) == 3
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == len(model.state) == 3
+    for (name, state), bn in zip(model.state.items(), bns):
+        close(state["running_mean"], bn.running_mean, 1e-10, f"{name} mean")
+        close(state["running_var"], bn.running_var, 1e-10, f"{name} var")
+    np.testing.assert_array_equal(model._flat_params, params)
+    module.eval()
+    check_forward(model, module, batches[2], "float64")     # evaluation with the new statistics

@@ -98,7 +98,7 @@ def torch_grads(module, net) -> dict:
 # every layer kind (the zoos), and the specs' networks whose layers or shapes the zoos do not have
 # (the others are the same layer kinds again, slower)
 TRAINED = sorted(ZOO) + sorted(ZOO10) + ["lenet5.cnn", "textcnn.cnn", "crosses.cnn", "resnet18.cnn",
-                                         "googlenet.cnn", "vae.cnn", "cgan.cnn:Generator", "unet_bilinear.cnn",
+                                         "googlenet.cnn", "vae.cnn", "cgan_mlp.cnn:Generator", "unet_bilinear.cnn",
                                          "mobilenet_v3_small.cnn"]
 
 
@@ -150,7 +150,8 @@ def test_the_cases_cover_every_layer_kind():
     used = {network(case)[name]["op"] for case in TRAINED for name in network(case).layers()}
     assert used - {"input"} == set(LAYERS)
     assert {case.partition(":")[0] for case in SPEC_CASES} == {path.name for path in SPECS.glob("*.cnn")}
-    assert {"dcgan.cnn:Generator", "dcgan.cnn:Discriminator", "cgan.cnn:Generator"} <= set(SPEC_CASES)
+    assert {"dcgan.cnn:Generator", "dcgan.cnn:Discriminator", "cgan_mlp.cnn:Generator",
+            "cgan.cnn:Generator"} <= set(SPEC_CASES)
 
 
 def test_frozen_layers_do_not_require_gradients():

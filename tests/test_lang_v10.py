@@ -366,6 +366,7 @@ def test_train_keys_of_the_tasks():
     assert train_of("task = segment\nloss = cross_entropy") == {"task": "segment", "loss": "cross_entropy"}
     assert train_of("task = gan\ngenerator = G\ndiscriminator = D\nlatent = 8\nd_steps = 2\nloss = bce") == {
         "task": "gan", "generator": "G", "discriminator": "D", "latent": 8, "d_steps": 2, "loss": "bce"}
+    assert train_of("task = gan\ngenerator = G\ndiscriminator = D\ng_ema = 0.999")["g_ema"] == 0.999
     assert train_of("task = classify") == {"task": "classify"}
 
 
@@ -379,6 +380,13 @@ def test_train_keys_of_the_tasks():
     ("task = gan\ngenerator = G\ndiscriminator = D\nlatent = 9", (13, 1), "latent = 9, but the generator `G` takes "
      "`z: 8` (8 values)", "latent = 8"),
     ("task = gan\ngenerator = G\ndiscriminator = D\nd_steps = 0", (13, 11), "d_steps must be at least 1", None),
+    ("task = gan\ngenerator = G\ndiscriminator = D\ng_ema = 1", (13, 9), "g_ema is the decay of the generator's "
+     "moving average: a number between 0 and 1, got 1", "g_ema = 0.999"),
+    ("task = gan\ngenerator = G\ndiscriminator = D\ng_ema = 0.0", (13, 9), "between 0 and 1, got 0.0", None),
+    ("task = gan\ngenerator = G\ndiscriminator = D\ng_ema = -0.5", (13, 9), "between 0 and 1", None),
+    ("task = gan\ngenerator = G\ndiscriminator = D\ng_ema = yes", (13, 9), "g_ema must be a number, got 'yes'",
+     None),
+    ("g_ema = 0.99", (10, 1), "`g_ema` is a setting of `task = gan`", "(the default)"),
     ("corrupt = [noise(0.1)]", (10, 1), "`corrupt` is a setting of `task = reconstruct`", "augment"),
     ("task = reconstruct\ncorrupt = [blur]", (11, 12), "unknown augmentation `blur`", None),
     ("loss = hinge", (10, 8), "unknown loss `hinge`", None),

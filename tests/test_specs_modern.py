@@ -173,10 +173,10 @@ def test_unets(spec, bilinear, params):
     ("vae.cnn", None, VAE, [(1, 28, 28)]),
     ("dcgan.cnn", "Generator", DCGANGenerator, [(100, 1, 1)]),
     ("dcgan.cnn", "Discriminator", DCGANDiscriminator, [(3, 64, 64)]),
-    ("cgan.cnn", "Generator", CGANGenerator, [(100,), (10,)]),
-    ("cgan.cnn", "Discriminator", CGANDiscriminator, [(1, 28, 28), (10,)]),
-    ("cgan_shapes.cnn", "Generator", CondDCGANGenerator, [(64, 1, 1), (10,)]),
-    ("cgan_shapes.cnn", "Discriminator", CondDCGANDiscriminator, [(1, 32, 32), (10,)]),
+    ("cgan_mlp.cnn", "Generator", CGANGenerator, [(100,), (10,)]),
+    ("cgan_mlp.cnn", "Discriminator", CGANDiscriminator, [(1, 28, 28), (10,)]),
+    ("cgan.cnn", "Generator", CondDCGANGenerator, [(64, 1, 1), (10,)]),
+    ("cgan.cnn", "Discriminator", CondDCGANDiscriminator, [(1, 32, 32), (10,)]),
 ])
 def test_encoder_decoders_and_gans(spec, network, module, inputs):
     net = cnnspec.load(SPECS / spec, network=network)

@@ -10,7 +10,7 @@ import pytest
 
 import cnnspec
 from cnnspec.errors import CnnSpecError
-from cnnspec.train import fit
+from cnnspec.train import checkpoint, fit
 from cnnspec.train.metrics import iou, mean_iou, pixel_confusion, psnr
 
 AE = """
@@ -266,7 +266,8 @@ def test_one_gan_step_equals_a_hand_written_pytorch_step(tmp_path):
 
 # -- training, resuming, losses going down ------------------------------------------------------
 
-TASKS = {"reconstruct": AE.replace("LOSS", "bce"), "vae": VAE, "segment": SEG, "gan": GAN}
+TASKS = {"reconstruct": AE.replace("LOSS", "bce"), "vae": VAE, "segment": SEG, "gan": GAN,
+         "gan_ema": GAN.replace("batch = 16", "batch = 16\n    g_ema = 0.9")}
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -281,14 +282,19 @@ def test_ctrl_c_and_resume_reach_the_same_weights(task, tmp_path):
     resumed = fit(network, echo=lines.append, progress=False, resume=tmp_path / "run")
     assert without_timings(resumed.rows) == without_timings(straight.rows)
     models = [(straight.model, resumed.model)]
-    if task == "gan":
+    if task.startswith("gan"):
         models.append((straight.discriminator, resumed.discriminator))
     for a, b in models:
         a, b = a.arrays(), b.arrays()
         assert all(np.array_equal(a[k], b[k]) for k in a)
     files = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"weights.npz", "log.csv", "curves.png"} <= files
-    if task == "gan":
+    if task == "gan_ema":                   # weights.npz: the averaged generator, not the trained one
+        saved = np.load(tmp_path / "run" / "weights.npz")
+        assert all(np.array_equal(saved[k], v) for k, v in resumed.model.arrays().items())
+        parts, _ = checkpoint.load(tmp_path / "run" / "checkpoint")
+        assert "g_ema" in parts and not np.array_equal(saved["dense1.weight"], parts["weights"]["dense1.weight"])
+    if task.startswith("gan"):
         assert "discriminator.npz" in files and len(list((tmp_path / "run" / "samples").iterdir())) == 3
     else:
         assert "best.npz" in files and len(list((tmp_path / "run" / "pictures").iterdir())) == 3
@@ -330,11 +336,14 @@ def test_segment_learns_and_reports_miou(tmp_path):
     assert rows[-1]["val_acc"] == pytest.approx(np.mean(predicted == masks))
 
 
-def test_gan_logs_both_losses(tmp_path):
-    history = fit(load(tmp_path, GAN), echo=quiet, progress=False, epochs=2)
+def test_gan_logs_both_losses_and_each_optimizers_lr(tmp_path):
+    history = fit(load(tmp_path, GAN), echo=quiet, progress=False, epochs=2, out=tmp_path / "run")
     for row in history.rows:
         assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(row)
         assert 0 < row["d_real"] < 1 and 0 < row["d_fake"] < 1
+        assert (row["g_lr"], row["d_lr"]) == (2e-3, 0.05) and "lr" not in row      # not the shared lr
+    header = (tmp_path / "run" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"g_lr", "d_lr"} <= set(header) and "lr" not in header
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -556,17 +565,21 @@ train {
     batch = 4
     d_steps = D_STEPS
     seed = 3
+    G_EMA
 }
 """
 
 
-@pytest.mark.parametrize("d_steps", [1, 2])
-def test_a_conditional_gan_epoch_with_batchnorm_equals_pytorch(tmp_path, d_steps):
+@pytest.mark.parametrize("d_steps, g_ema", [(1, None), (2, None), (1, 0.9)])
+def test_a_conditional_gan_epoch_with_batchnorm_equals_pytorch(tmp_path, d_steps, g_ema):
     """A whole epoch of a conditional convolutional GAN against PyTorch (float64): fake labels
     drawn per batch and the SAME labels given to G and to D (in both steps), the real pictures with
     their own labels, batchnorm on batch statistics in training (D's real and fake batches apart,
     as in PyTorch's DCGAN tutorial) with running statistics updated by each training forward,
-    ``d_steps``, and one Adam per network: weights, running statistics and logged losses."""
+    ``d_steps``, and one Adam per network: weights, running statistics and logged losses. With
+    ``g_ema``, the generator that samples holds torch's exponential moving average of the weights
+    (swa_utils' ema function, after each generator step) and batchnorm statistics recomputed as
+    ``update_bn`` does, over the trainer's fixed noise (1,024 vectors in batches of 4)."""
     torch = pytest.importorskip("torch")
     from types import SimpleNamespace
 
@@ -575,7 +588,8 @@ def test_a_conditional_gan_epoch_with_batchnorm_equals_pytorch(tmp_path, d_steps
     from cnnspec.train.gan import GanRun
 
     F = torch.nn.functional
-    (tmp_path / "gan.cnn").write_text(CGAN_STEP.replace("D_STEPS", str(d_steps)))
+    (tmp_path / "gan.cnn").write_text(CGAN_STEP.replace("D_STEPS", str(d_steps))
+                                      .replace("G_EMA", f"g_ema = {g_ema}" if g_ema else ""))
     networks = cnnspec.load_all(tmp_path / "gan.cnn")
     config = resolve_config(networks["G"])
     rng = np.random.default_rng(7)
@@ -589,13 +603,13 @@ def test_a_conditional_gan_epoch_with_batchnorm_equals_pytorch(tmp_path, d_steps
     opt_g = torch.optim.Adam([p for p in G.values() if p.requires_grad], lr=0.01, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam([p for p in D.values() if p.requires_grad], lr=0.02, betas=(0.5, 0.999))
 
-    def bn(h, p, name):
+    def bn(h, p, name, momentum=0.1):
         return F.batch_norm(h, p[f"{name}.running_mean"], p[f"{name}.running_var"], p[f"{name}.weight"],
-                            p[f"{name}.bias"], training=True, momentum=0.1, eps=1e-5)
+                            p[f"{name}.bias"], training=True, momentum=momentum, eps=1e-5)
 
-    def gen(z, onehot):
+    def gen(z, onehot, G=G, momentum=0.1):
         h = torch.cat([z, onehot.reshape(-1, 2, 1, 1)], dim=1)
-        h = F.relu(bn(F.conv_transpose2d(h, G["conv_transpose1.weight"]), G, "batchnorm1"))
+        h = F.relu(bn(F.conv_transpose2d(h, G["conv_transpose1.weight"]), G, "batchnorm1", momentum))
         return torch.tanh(F.conv_transpose2d(h, G["conv_transpose2.weight"], stride=2, padding=1))
 
     def disc(images, onehot):
@@ -608,6 +622,9 @@ def test_a_conditional_gan_epoch_with_batchnorm_equals_pytorch(tmp_path, d_steps
     draw = np.random.default_rng([config.seed, 1])
     order = draw.permutation(12)
     expected_d, expected_g, drawn = [], [], []
+    trained = [p for p in G.values() if p.requires_grad]
+    ema, averaged = [p.detach().clone() for p in trained], 0
+    average = g_ema and torch.optim.swa_utils.get_ema_multi_avg_fn(g_ema)
     for b in range(3):
         index = order[4 * b:4 * b + 4]
         z = draw.standard_normal((4, 3, 1, 1)).astype(np.float32)
@@ -630,15 +647,43 @@ def test_a_conditional_gan_epoch_with_batchnorm_equals_pytorch(tmp_path, d_steps
             err_g.backward()
             opt_g.step()
             expected_g.append(err_g.item())
+            if g_ema:                  # AveragedModel.update_parameters: the first update copies
+                with torch.no_grad():
+                    if averaged == 0:
+                        ema = [p.detach().clone() for p in trained]
+                    else:
+                        average(ema, [p.detach() for p in trained], averaged)
+                averaged += 1
     assert 0 < sum(drawn) < len(drawn)                    # both labels drawn for fakes
 
     assert run.train_epoch(SimpleNamespace(requested=False))
     row = run.history.rows[-1]
     assert row["d_loss"] == pytest.approx(np.mean(expected_d), rel=1e-4)
     assert row["g_loss"] == pytest.approx(np.mean(expected_g), rel=1e-4)
+    assert (row["g_lr"], row["d_lr"]) == (0.01, 0.02) and "lr" not in row       # each optimizer's own
     for model, params in ((run.g, G), (run.d, D)):
         for k, p in params.items():
             np.testing.assert_allclose(model.arrays()[k], p.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+    if not g_ema:
+        assert run.sampler() is run.g
+        return
+    # the sampling generator: the averaged weights, then update_bn over the fixed noise (momentum
+    # None: the cumulative average of the batches' statistics, from reset buffers)
+    avg = dict(zip([k for k, p in G.items() if p.requires_grad], ema))
+    channels = len(G["batchnorm1.running_mean"])
+    avg.update({"batchnorm1.running_mean": torch.zeros(channels, dtype=torch.float64),
+                "batchnorm1.running_var": torch.ones(channels, dtype=torch.float64)})
+    noise = np.random.default_rng([config.seed, 0xB4])
+    with torch.no_grad():
+        for i in range(1024 // 4):
+            z = noise.standard_normal((4, 3, 1, 1)).astype(np.float32)
+            gen(t(z), t(np.eye(2)[noise.integers(0, 2, 4)]), avg, momentum=1 / (i + 1))
+    sampler = run.sampler()
+    assert sampler is not run.g
+    for k, p in avg.items():
+        np.testing.assert_allclose(sampler.arrays()[k], p.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+    assert not np.allclose(sampler.arrays()["conv_transpose1.weight"], run.g.arrays()["conv_transpose1.weight"],
+                           rtol=1e-3, atol=1e-4)                    # the average is not the last weights
 
 
 def test_check_reads_a_gan_files_data_against_the_pictures(tmp_path, capsys):

@@ -271,7 +271,7 @@ class DCGANDiscriminator(nn.Sequential):
                          nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(), nn.Flatten())
 
 
-class CGANGenerator(nn.Module):                           # PyTorch-GAN's cgan, one-hot labels
+class CGANGenerator(nn.Module):                           # specs/cgan_mlp.cnn: PyTorch-GAN's cgan, one-hot
     def __init__(self):
         super().__init__()
 
@@ -297,7 +297,7 @@ class CGANDiscriminator(nn.Module):
         return self.model(torch.cat((image.view(len(image), -1), label), -1))
 
 
-class CondDCGANGenerator(nn.Module):          # specs/cgan_shapes.cnn: y concatenated to z (dcgan_code's cond. MNIST)
+class CondDCGANGenerator(nn.Module):          # specs/cgan.cnn: y concatenated to z (dcgan_code's cond. MNIST)
     def __init__(self, nz=64, classes=10, ngf=32):
         super().__init__()
 

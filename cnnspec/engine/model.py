@@ -351,6 +351,33 @@ class Model:
         self._pending = training
         return plan.output.copy()
 
+    def update_batchnorm(self, batches) -> int:
+        """Recompute every batchnorm's running statistics from ``batches`` (an iterable of inputs,
+        as :meth:`forward` takes them): the plain average over the batches of each batch's mean
+        and unbiased variance, PyTorch's ``torch.optim.swa_utils.update_bn`` (running statistics
+        reset, momentum None). For weights that no training forward produced, such as an average
+        of weights. Parameters do not change; dropout and sample layers draw from the model's
+        generator as in training. Returns the number of batches (0: nothing changed)."""
+        from cnnspec.engine.ops import BatchNorm
+
+        sums, count = {}, 0
+        for x in batches:
+            xs, n = self._check_inputs(x)
+            plan = self._plan(n)
+            plan.training(None).forward(xs)
+            for name, op in plan.ops.items():
+                if isinstance(op, BatchNorm):
+                    values = op.x.size // op.x.shape[1]
+                    variance = (1 / op.invstd ** 2 - op.eps) * values / max(values - 1, 1)
+                    state, mean_sum, var_sum = sums.get(name, (op.c.state, 0.0, 0.0))
+                    sums[name] = (state, mean_sum + op.mean, var_sum + variance)
+            count += 1
+        self._pending = None
+        for state, mean_sum, var_sum in sums.values():
+            state["running_mean"][...] = mean_sum / count
+            state["running_var"][...] = var_sum / count
+        return count
+
     def backward(self, doutput, *, inputs=(), accumulate: bool = False) -> dict:
         """Backward of the last :meth:`forward_train` from ``doutput``, the gradient of some loss
         with respect to the output (N, *output shape): parameter gradients into the model (added

@@ -21,13 +21,15 @@ One ``key = value`` per line; every key is optional::
         discriminator = Discriminator
         latent    = 64                      # gan: the size of the generator's noise input
         d_steps   = 1                       # gan: discriminator steps per generator step
+        g_ema     = 0.999                   # gan: sample from a moving average of the generator
     }
 
 Values become plain Python: ``data`` and ``loss`` str (``data`` exactly as written, e.g.
 ``"mnist:data/mnist"``); ``optimizer`` ``{"name": "sgd", "lr": 0.05, "momentum": 0.9}`` with only
 the arguments written (positional ones take the names in the order above); ``epochs``, ``batch``,
 ``seed`` int; ``val_split`` float; ``augment`` and ``corrupt`` lists of ``(name, args tuple)``;
-``task``, ``generator`` and ``discriminator`` str; ``latent`` and ``d_steps`` int. Defaults are
+``task``, ``generator`` and ``discriminator`` str; ``latent`` and ``d_steps`` int; ``g_ema`` float
+(cnnspec's addition: dsl.md does not name it). Defaults are
 filled in by the trainer, not here. ``generator``/``discriminator`` must name networks of the file
 and come with ``task = gan`` (which needs both); ``latent`` must match the size of the
 generator's first input.
@@ -48,7 +50,7 @@ AUGMENTS = {"flip": (), "vflip": (), "rotate": ("deg",), "shift": ("px",), "scal
             "noise": ("std",), "mask": ("p",), "erase": ("lo", "hi")}
 LOSSES = ("cross_entropy", "mse", "bce", "l1")
 TASKS = ("classify", "reconstruct", "segment", "gan")
-GAN_KEYS = ("generator", "discriminator", "latent", "d_steps", "g_optimizer", "d_optimizer")
+GAN_KEYS = ("generator", "discriminator", "latent", "d_steps", "g_optimizer", "d_optimizer", "g_ema")
 # what each task trains with (the first loss is its default, dsl.md §10.4) and what it can monitor
 # for best.npz and early stopping (the first is the default); a GAN keeps no best epoch
 TASK_LOSSES = {"classify": ("cross_entropy", "mse"), "reconstruct": ("mse", "l1", "bce"),
@@ -200,6 +202,14 @@ class Settings(FitSettings):
 
     def d_steps(self, value) -> int:
         return self.count(value, "d_steps", 1)
+
+    def g_ema(self, value) -> float:
+        """The decay d of the generator's exponential moving average, 0 < d < 1."""
+        decay = self.number(value, "g_ema")
+        if not 0 < decay < 1:
+            raise self.fail(value.pos, f"g_ema is the decay of the generator's moving average: a number between "
+                                       f"0 and 1, got {decay}", hint="e.g. g_ema = 0.999")
+        return float(decay)
 
     def g_optimizer(self, value) -> dict:
         """The generator's own optimizer (default: ``optimizer``)."""

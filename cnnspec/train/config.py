@@ -19,7 +19,8 @@ OPTIMIZERS = {
 SECTION_KEYS = ("data", "loss", "optimizer", "epochs", "batch", "seed", "val_split", "augment")
 SECTION_KEYS += FIT_KEYS
 # dsl.md §10.4: what the task trains for and, for a GAN, its two networks
-TASK_KEYS = ("task", "corrupt", "generator", "discriminator", "latent", "d_steps", "g_optimizer", "d_optimizer")
+TASK_KEYS = ("task", "corrupt", "generator", "discriminator", "latent", "d_steps", "g_optimizer", "d_optimizer",
+             "g_ema")
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrainConfig:
     d_steps: int = 1                                      # gan: discriminator steps per generator step
     g_optimizer: dict | None = None                       # gan: {"name", args}; None: ``optimizer``
     d_optimizer: dict | None = None
+    g_ema: float | None = None                            # gan: the decay of the generator's moving average
     from_file: list = field(default_factory=list)        # settings the train section gave (not overridden)
 
     @property
@@ -190,6 +192,8 @@ def _set_task(network, config: TrainConfig, section: dict) -> None:
         config.latent = int(section["latent"])
     if "d_steps" in section:
         config.d_steps = int(section["d_steps"])
+    if "g_ema" in section:
+        config.g_ema = float(section["g_ema"])
     for key in ("g_optimizer", "d_optimizer"):
         if key in section:
             holder = TrainConfig()

@@ -20,6 +20,10 @@ classes) and so does its discriminator: the real images come with their labels, 
 labels drawn uniformly. Each epoch writes ``samples/epoch_NNN.png``, the generator's samples of
 the same fixed noise (and labels: a row of eight per class for a conditional GAN).
 
+With ``g_ema = d`` (cnnspec's addition) the generator that samples is an exponential moving
+average of its weights, updated after each of its steps, with batchnorm statistics recomputed
+over fixed noise (:meth:`GanRun.sampler`); the sample grids and ``weights.npz`` are drawn from it.
+
 A run directory holds ``weights.npz`` (the generator: what ``cnnspec generate`` reads),
 ``discriminator.npz``, the logs, ``curves.png``, the sample grids and ``checkpoint/`` (both
 networks, both optimizers, the position and generator states: ``--resume`` continues to the
@@ -45,6 +49,7 @@ from cnnspec.train.progress import CompileNotice, EpochBar, epoch_line
 
 LABEL = "label"                        # the input name of a conditional GAN's class
 SAMPLES = 64                           # the per-epoch sample grid
+BN_SAMPLES = 1024                      # g_ema: the noise vectors that recompute its batchnorm statistics
 
 
 def gan_networks(network, networks: dict | None, config: TrainConfig) -> tuple:
@@ -108,6 +113,11 @@ class GanRun(Trains):
                                        hint=f"give both networks `input label: {len(dataset.classes) or 'K'}`"
                                             if dataset.classes else "use data with labels (shapes, a .npz with y)")
         self.tanh = self.g._plan(1).final_op == "tanh"
+        # g_ema: the moving average of the generator's weights (None before its first step), and
+        # the model that samples with it
+        self.ema = None
+        self.g_avg = generator.compile(dtype="float32", seed=config.seed) if config.g_ema is not None else None
+        self.g_avg_rng = None if self.g_avg is None else self.g_avg.rng.bit_generator.state
         self.optimizer_g = make_optimizer(self.g, _with_optimizer(config, config.g_optimizer))
         self.optimizer_d = make_optimizer(self.d, _with_optimizer(config, config.d_optimizer))
         self.history = History(generator.name, config, classes=list(dataset.classes), out=out, dataset=dataset,
@@ -182,6 +192,8 @@ class GanRun(Trains):
             self.d.load_arrays(parts["discriminator"], source=folder)
             self.optimizer_g.load_state_dict(parts["optimizer"])
             self.optimizer_d.load_state_dict(parts["d_optimizer"])
+            if self.g_avg is not None and "g_ema" in parts:
+                self.ema = _ema_of(parts["g_ema"], self.g._flat_params, folder)
         except CnnSpecError as exc:
             raise CnnSpecError(exc.message, file=folder, hint=exc.hint) from None
         self.history.rows = state["rows"]
@@ -232,7 +244,8 @@ class GanRun(Trains):
         kind = "conditional GAN" if self.conditional else "GAN"
         return (f"{kind} {self.g.name} / {self.d.name}: training on {self.dataset.describe()}\n"
                 f"  generator {g_opt}, discriminator {d_opt}, loss {config.loss}, "
-                f"{plural(config.epochs, 'epoch')}, batch {config.batch}, d_steps {config.d_steps}, seed {config.seed}; "
+                f"{plural(config.epochs, 'epoch')}, batch {config.batch}, d_steps {config.d_steps}, seed {config.seed}"
+                f"{'' if config.g_ema is None else f', g_ema {config.g_ema:g}'}; "
                 f"real pictures scaled to {'[-1, 1] (the generator ends in tanh)' if self.tanh else '[0, 1]'}")
 
     def warm_up(self) -> None:
@@ -302,7 +315,33 @@ class GanRun(Trains):
         self.g.backward(self.d.input_grads[self.image_name])
         if step:
             self.optimizer_g.step()
+            if self.g_avg is not None:
+                self._average()
         return loss
+
+    def _average(self) -> None:
+        """g_ema = d: after each generator step, ema = d * ema + (1 - d) * weights (the first step
+        copies the weights): PyTorch's ``AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(d))``."""
+        weights = self.g._flat_params
+        if self.ema is None:
+            self.ema = weights.copy()
+        else:
+            self.ema += np.float32(1 - self.config.g_ema) * (weights - self.ema)
+
+    def sampler(self):
+        """The generator that samples: the trained one, or with ``g_ema`` a copy holding the moving
+        average of its weights, whose batchnorm running statistics are recomputed over BN_SAMPLES
+        fresh noise vectors in batches of ``batch`` (``update_bn`` of ``torch.optim.swa_utils``:
+        averaged weights have no statistics of their own), the same noise every time."""
+        if self.g_avg is None:
+            return self.g
+        model = self.g_avg
+        model._flat_params[...] = self.g._flat_params if self.ema is None else self.ema
+        if model.state:
+            model.rng.bit_generator.state = self.g_avg_rng
+            rng, n = np.random.default_rng([self.config.seed, 0xB4]), self.config.batch
+            model.update_batchnorm(self._noise(rng, n)[0] for _ in range(-(-BN_SAMPLES // n)))
+        return model
 
     def train_epoch(self, stop) -> bool:
         config, epoch = self.config, self.epoch
@@ -347,7 +386,8 @@ class GanRun(Trains):
                 return False
         bar.close()
         row = {"epoch": epoch, "d_loss": d_sum / seen, "g_loss": g_sum / max(g_steps, 1) if g_steps else None,
-               "d_real": real_sum / seen, "d_fake": fake_sum / seen, "lr": config.lr,
+               "d_real": real_sum / seen, "d_fake": fake_sum / seen,
+               "g_lr": self.optimizer_g.lr, "d_lr": self.optimizer_d.lr,
                "seconds": round(seconds, 3), "samples_per_s": round(seen / max(seconds, 1e-9), 1)}
         self.history.rows.append(row)
         if self.out is not None:
@@ -368,7 +408,7 @@ class GanRun(Trains):
         inputs = {self.noise_name: self.fixed_z}
         if self.conditional:
             inputs[LABEL] = self._one_hot(self.fixed_labels)
-        out = self.g.forward(inputs)
+        out = self.sampler().forward(inputs)
         return (out + 1) / 2 if self.tanh else out
 
     def write_samples(self, epoch: int) -> None:
@@ -389,6 +429,8 @@ class GanRun(Trains):
 
         parts = {"weights": self.g.arrays(), "discriminator": self.d.arrays(),
                  "optimizer": self.optimizer_g.state_dict(), "d_optimizer": self.optimizer_d.state_dict()}
+        if self.ema is not None:
+            parts["g_ema"] = {"weights": self.ema}
         state = {"network": self.g.name, "file": self.network.file, "task": "gan", "epoch": self.epoch,
                  "batch": self.batch, "rng": self.rng_state, "sums": self.sums,
                  "engine_rng": self.g.rng.bit_generator.state, "d_engine_rng": self.d.rng.bit_generator.state,
@@ -397,13 +439,16 @@ class GanRun(Trains):
         _write_logs(self.out, self.history)
 
     def write_final(self) -> None:
+        """weights.npz: the generator that samples (with ``g_ema`` the averaged one, which is also
+        the History's model; the trained weights stay in the checkpoint)."""
+        self.history.model = sampler = self.sampler()
         if self.out is None:
             return
         from cnnspec.render.pictures import plot_curves
         from cnnspec.train.loop import _json_default, _write_logs
 
         out, history = self.out, self.history
-        written = [self.g.save(out / "weights.npz"), self.d.save(out / "discriminator.npz")]
+        written = [sampler.save(out / "weights.npz"), self.d.save(out / "discriminator.npz")]
         written += _write_logs(out, history)
         written.append(atomic.write_atomic(out / "curves.png", lambda tmp: plot_curves(history.rows, tmp),
                                            what="training curves"))
@@ -419,6 +464,14 @@ def _with_optimizer(config: TrainConfig, optimizer: dict | None) -> TrainConfig:
 
     args = {k: v for k, v in optimizer.items() if k != "name"}
     return replace(config, optimizer=optimizer["name"], optimizer_args=args)
+
+
+def _ema_of(part: dict, weights: np.ndarray, folder: str) -> np.ndarray:
+    """The checkpoint's moving average of the generator's weights, checked against them."""
+    ema = part.get("weights")
+    if ema is None or ema.shape != weights.shape or ema.dtype != weights.dtype:
+        raise CnnSpecError("the checkpoint's g_ema part does not match the generator", file=folder)
+    return ema.copy()
 
 
 def _fmt(shape) -> str:
