@@ -106,6 +106,7 @@ def _stop_on_sigterm() -> None:
 
 
 def main(a) -> int:
+    _TERMINATED.clear()         # an in-process caller's earlier command does not count
     _stop_on_sigterm()
     try:
         return _main(a)
