@@ -1,4 +1,4 @@
-# base: loops
+# base: im2col
 # Max-pool backward that assigns the gradient instead of adding it: an input that wins two
 # overlapping windows keeps only the last window's gradient.
 def maxpool2d_backward(dout, x, kernel, stride, pad):

@@ -1,4 +1,4 @@
-# base: loops
+# base: im2col
 # Max-pool backward writing the masked window with `=`: overlapping windows overwrite each other.
 def maxpool2d_backward(dout, x, kernel, stride, pad):
     N, C, H, W = x.shape

@@ -1,4 +1,4 @@
-# base: loops
+# base: im2col
 # Written for NumPy 1.x: np.int and int() of a one-element array (errors in NumPy 2).
 def maxpool2d_backward(dout, x, kernel, stride, pad):
     N, C, H, W = x.shape
