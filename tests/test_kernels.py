@@ -167,6 +167,60 @@ def test_direct_forward_covers_its_cases(forward):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_vector_moves_touch_only_their_lanes(dtype):
+    """_simd's vstore_lanes / vload_lanes: lanes lo <= l < hi only (the direct forward's stores
+    into out rely on it: the other lanes' memory may be another thread's sample)."""
+    import numba
+    from cnnspec.kernels._simd import lanes_of, vload, vload_lanes, vstore_lanes
+
+    @numba.njit
+    def move(src, i, lo, hi, dst, j):
+        vstore_lanes(dst, j, vload_lanes(src, i, lo, hi), lo, hi)
+        vstore_lanes(dst, j + 40, vload(src, i), lo, hi)
+
+    lanes = lanes_of(dtype)
+    src = np.arange(1, 65, dtype=dtype)
+    for lo, hi in ((0, lanes), (0, 1), (3, 7), (lanes - 1, lanes), (5, 5)):
+        dst = np.full(100, -1, dtype)
+        move(src, 10, lo, hi, dst, 20)
+        want = np.full(100, -1, dtype)
+        want[20 + lo:20 + hi] = src[10 + lo:10 + hi]
+        want[60 + lo:60 + hi] = src[10 + lo:10 + hi]
+        np.testing.assert_array_equal(dst, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_direct_kernels_write_only_their_output(dtype, monkeypatch):
+    """The direct forward and dx store each vector of outputs by masked stores, one per output
+    row it spans: on planes narrower than a vector (3 to 5 columns) and with F, C not multiples
+    of 8, every output is written (out starts NaN), none twice (accumulate), and nothing around
+    out (its samples are a slice of a bigger array whose other samples are sentinels)."""
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    for n, c, h, w, f, k, pad, stride in ((3, 5, 4, 3, 11, 3, 1, 1), (2, 9, 6, 5, 7, 2, 0, 1),
+                                          (2, 3, 9, 7, 13, 3, 1, 2)):
+        x, wt, b = randn(n, c, h, w, dtype=dtype), randn(f, c, k, k, dtype=dtype), randn(f, dtype=dtype)
+        geometry = ((stride,) * 2, (pad,) * 4, (1, 1), 1)
+        shape = K.conv2d_output_shape(x.shape, wt.shape, *geometry[:3])
+        assert _Plan(x.shape, wt.shape, *geometry).direct is not None
+        ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype)
+        big = np.full((n + 2,) + tuple(shape[1:]), np.nan, dtype)
+        big[0] = big[-1] = 7.0
+        K.conv2d_forward_into(x, wt, b, *geometry, big[1:-1], ws)
+        close(big[1:-1], R.conv2d_forward(x, wt, b, *geometry), dtype)
+        assert (big[0] == 7).all() and (big[-1] == 7).all()
+        if stride != 1:
+            continue
+        dout = randn(*shape, dtype=dtype)
+        rdx = R.conv2d_backward(dout, x, wt, b, *geometry)[0]
+        assert _Plan(x.shape, wt.shape, *geometry).direct_dx is not None
+        bigx = np.full((n + 2, c, h, w), 1.0, dtype)
+        bigx[0] = bigx[-1] = 7.0
+        K.conv2d_backward_into(dout, x, wt, *geometry, bigx[1:-1], None, None, ws, accumulate=True)
+        close(bigx[1:-1] - 1, rdx, dtype)
+        assert (bigx[0] == 7).all() and (bigx[-1] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=conv_id)
 def test_conv2d_matches_reference(case, dtype, forward):
     stride, pad, dil, groups = case[7:11]
