@@ -167,35 +167,19 @@ def test_direct_forward_covers_its_cases(forward):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_masked_vector_moves_touch_only_their_lanes(dtype):
-    """_simd's vstore_lanes / vload_lanes: lanes lo <= l < hi only (the direct forward's stores
-    into out rely on it: the other lanes' memory may be another thread's sample)."""
-    import numba
-    from cnnspec.kernels._simd import lanes_of, vload, vload_lanes, vstore_lanes
-
-    @numba.njit
-    def move(src, i, lo, hi, dst, j):
-        vstore_lanes(dst, j, vload_lanes(src, i, lo, hi), lo, hi)
-        vstore_lanes(dst, j + 40, vload(src, i), lo, hi)
-
-    lanes = lanes_of(dtype)
-    src = np.arange(1, 65, dtype=dtype)
-    for lo, hi in ((0, lanes), (0, 1), (3, 7), (lanes - 1, lanes), (5, 5)):
-        dst = np.full(100, -1, dtype)
-        move(src, 10, lo, hi, dst, 20)
-        want = np.full(100, -1, dtype)
-        want[20 + lo:20 + hi] = src[10 + lo:10 + hi]
-        want[60 + lo:60 + hi] = src[10 + lo:10 + hi]
-        np.testing.assert_array_equal(dst, want)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_direct_kernels_write_only_their_output(dtype, monkeypatch):
-    """The direct forward and dx store each vector of outputs by masked stores, one per output
-    row it spans: on planes narrower than a vector (3 to 5 columns) and with F, C not multiples
-    of 8, every output is written (out starts NaN), none twice (accumulate), and nothing around
-    out (its samples are a slice of a bigger array whose other samples are sentinels)."""
+    """The direct forward and dx, whose pieces of the batch are taken by whichever thread is
+    free, on planes narrower than a vector (3 to 5 columns) and with F, C not multiples of 8:
+    every output is written (out starts NaN), none twice (accumulate), and nothing around out
+    (its samples are a slice of a bigger array whose other samples are sentinels)."""
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)       # split however small: 2 threads,
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")           # 2 or 3 pieces of the batch
+    gen = np.random.default_rng(16)       # its own stream: the shared one feeds the cases below
+
+    def randn(*shape, dtype):
+        return gen.standard_normal(shape).astype(dtype)
+
     for n, c, h, w, f, k, pad, stride in ((3, 5, 4, 3, 11, 3, 1, 1), (2, 9, 6, 5, 7, 2, 0, 1),
                                           (2, 3, 9, 7, 13, 3, 1, 2)):
         x, wt, b = randn(n, c, h, w, dtype=dtype), randn(f, c, k, k, dtype=dtype), randn(f, dtype=dtype)

@@ -10,9 +10,8 @@ does not (the same results: every lane is computed alone).
 Operations (callable from numba kernels only): ``vzero(a)`` (a vector of a's dtype, zero),
 ``vload(a, i)`` (a[i : i + lanes], unaligned, no bounds check: the caller keeps i + lanes <=
 a.size), ``vsplat(a, i)`` (lanes copies of a[i]), ``vstore(a, i, v)``, ``vfma(acc, u, v)``
-(acc + u * v with one rounding, per lane: ``llvm.fma``, as BLAS's FMA kernels compute), ``vlanes(a)`` (the lanes, a compile-time
-constant), and the masked ``vstore_lanes(a, i, v, lo, hi)`` / ``vload_lanes(a, i, lo, hi)``
-(lanes lo <= l < hi only; the others' memory untouched: AVX-512's masked moves).  No fastmath anywhere: each lane is IEEE arithmetic in a fixed order.
+(acc + u * v with one rounding, per lane: ``llvm.fma``, as BLAS's FMA kernels compute) and ``vlanes(a)`` (the lanes, a compile-time
+constant).  No fastmath anywhere: each lane is IEEE arithmetic in a fixed order.
 """
 import numpy as np
 from llvmlite import ir
@@ -137,65 +136,3 @@ def vadd(typingctx, a, b):
         return builder.fadd(args[0], args[1])
 
     return a(a, b), codegen
-
-
-def _lane_mask(context, builder, count, lo, lo_type, hi, hi_type):
-    """<count x i1>: lanes lo <= l < hi."""
-    ity = ir.IntType(32)              # lane numbers and bounds as i32: one compare per bound
-    vty = ir.VectorType(ity, count)
-    zeros = ir.Constant(ir.VectorType(ir.IntType(32), count), [0] * count)
-
-    def splat(value, vtype):
-        value = context.cast(builder, value, vtype, types.int32)
-        one = builder.insert_element(ir.Constant(vty, ir.Undefined), value,
-                                     ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), zeros)
-
-    lane = ir.Constant(vty, list(range(count)))
-    return builder.and_(builder.icmp_signed(">=", lane, splat(lo, lo_type)),
-                        builder.icmp_signed("<", lane, splat(hi, hi_type)))
-
-
-@intrinsic
-def vstore_lanes(typingctx, arr, index, value, lo, hi):
-    """a[index + l] = value[l] for lo <= l < hi only (a masked store: the other lanes' memory is
-    not touched, so it may belong to another thread or lie outside the array)."""
-    if not isinstance(value, Vec):
-        return None
-
-    def codegen(context, builder, sig, args):
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], index)
-        vty = args[2].type
-        vptr = builder.bitcast(ptr, vty.as_pointer())
-        mask = _lane_mask(context, builder, vty.count, args[3], sig.args[3], args[4], sig.args[4])
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [vty, vptr.type, ir.IntType(32),
-                                                            mask.type]),
-            f"llvm.masked.store.v{vty.count}f{value.dtype.bitwidth}.p0")
-        builder.call(fn, [args[2], vptr, ir.Constant(ir.IntType(32), value.dtype.bitwidth // 8),
-                          mask])
-        return context.get_dummy_value()
-
-    return types.none(arr, index, value, lo, hi), codegen
-
-
-@intrinsic
-def vload_lanes(typingctx, arr, index, lo, hi):
-    """A vector of a[index + l] for lo <= l < hi and 0 in the other lanes (a masked load: their
-    memory is not read)."""
-    vec = Vec(arr.dtype)
-
-    def codegen(context, builder, sig, args):
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], index)
-        vty = context.get_value_type(vec)
-        vptr = builder.bitcast(ptr, vty.as_pointer())
-        mask = _lane_mask(context, builder, vty.count, args[2], sig.args[2], args[3], sig.args[3])
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vptr.type, ir.IntType(32), mask.type, vty]),
-            f"llvm.masked.load.v{vty.count}f{arr.dtype.bitwidth}.p0")
-        return builder.call(fn, [vptr, ir.Constant(ir.IntType(32), arr.dtype.bitwidth // 8), mask,
-                                 ir.Constant(vty, None)])
-
-    return vec(arr, index, lo, hi), codegen

@@ -158,14 +158,14 @@ class _Plan:
             self.layout = (xp, 2 * xp, o_col, o_dw, o_dw + f * k)
         self.per_thread = self.layout[4] + f
         # the forward by conv_direct.py instead (the backward keeps the mode): its packed
-        # weights in the shared part, its phase buffer in each thread's slice
+        # weights in the shared part, its phase and wide buffers in each thread's slice
         self.direct = None
         if _use_direct(x_shape, w_shape, stride, pad, dilation, groups, self.mode, oh, ow):
             from cnnspec.kernels.conv_direct import direct_sizes
-            wpk, xp = direct_sizes(x_shape, w_shape, stride, pad, dilation)
-            self.direct = xp
+            wpk, xp, wide = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+            self.direct = (xp, xp + wide)
             self.shared = max(self.shared, wpk)
-            self.per_thread = max(self.per_thread, xp)
+            self.per_thread = max(self.per_thread, xp + wide)
         # dx of a stride-1 convolution is a convolution of dout by the flipped weights: by
         # conv_direct.py too (dw stays with the mode)
         self.direct_dx = None
@@ -174,10 +174,11 @@ class _Plan:
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
             if pad_dx is not None and (_DIRECT_ALL or
                                        wide_waste(ow + max(pad_dx[2:]), h, w) <= 1.35):
-                wpk, xp = direct_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx, dilation)
-                self.direct_dx = (xp, pad_dx)
+                wpk, xp, wide = direct_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
+                                             dilation, h)
+                self.direct_dx = (xp, xp + wide, pad_dx)
                 self.shared = max(self.shared, wpk)
-                self.per_thread = max(self.per_thread, xp)
+                self.per_thread = max(self.per_thread, xp + wide)
         # dw and db by conv_direct.py's blocked sums over the wide grid
         self.direct_dw = None
         if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
@@ -1059,16 +1060,18 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     if plan.direct is not None:
         from cnnspec.kernels import conv_direct as D
         D.pack_weights(w, wt)
-        xp = plan.direct
+        xp, end = plan.direct
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
         if stride == (1, 1):
             run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
                 x, b, (kh, kw), pad, dilation, out, False, wt, offs,
-                workspace[shared + t * per:shared + t * per + xp], lo, hi), dynamic=True)
+                workspace[shared + t * per:shared + t * per + xp],
+                workspace[shared + t * per + xp:shared + t * per + end], lo, hi), dynamic=True)
         else:
             run_split(D.forward_direct_strided, x.shape[0], threads, lambda t, lo, hi: (
                 x, b, (kh, kw), stride, pad, dilation, out, wt, offs,
-                workspace[shared + t * per:shared + t * per + xp], lo, hi), dynamic=True)
+                workspace[shared + t * per:shared + t * per + xp],
+                workspace[shared + t * per + xp:shared + t * per + end], lo, hi), dynamic=True)
         return
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
@@ -1098,11 +1101,12 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     if dx is not None and plan.direct_dx is not None:
         from cnnspec.kernels import conv_direct as D
         D.pack_weights_flipped(w, wt)
-        xp, pad_dx = plan.direct_dx
+        xp, end, pad_dx = plan.direct_dx
         offs = D.window_offsets(dout.shape, (kh, kw), (1, 1), pad_dx, dilation, f_ * kh * kw)
         run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
             dout, empty1, (kh, kw), pad_dx, dilation, dx, bool(accumulate), wt, offs,
-            workspace[shared + t * per:shared + t * per + xp], lo, hi), dynamic=True)
+            workspace[shared + t * per:shared + t * per + xp],
+            workspace[shared + t * per + xp:shared + t * per + end], lo, hi), dynamic=True)
         if dw is None and db is None:
             return
         dx = None

@@ -10,11 +10,8 @@ data: a block of 8 output channels x 2 vectors of q (32 float32 or 16 float64 ou
 16 SIMD accumulators (``_simd.Vec``: one AVX-512 register each) through the whole reduction over
 (c, i, j), one flat loop over a table of window offsets; each step loads two input vectors and
 broadcasts 8 weights from a packed copy (``wpk[f // 8, (c, i, j), f % 8]``, made once per call,
-zero past F): 16 fused multiply-adds.  Nothing is stored until the reduction ends; then each
-vector goes straight into out, bias added, by one masked store per output row it spans
-(``_direct_sample``; the extra columns, pitch - OW per row, never leave the registers).  Before,
-the block went to a wide buffer that a second pass copied into out: 7-12% of the forward's time
-on 5x5 16->32 at 64x14x14 (0.17-0.3 of 2.5 ms, one thread).
+zero past F): 16 fused multiply-adds.  Nothing is stored until the reduction ends; then
+``_from_wide_all`` drops the extra columns (pitch - OW per row) and adds the bias.
 
 **Input gradient** (stride 1): dx is the convolution of dout, padded by (K-1)*dilation minus
 the forward's padding on each side, with the flipped, transposed weights
@@ -47,24 +44,24 @@ loads and FMAs (1.3x).  The wide grid's extra work is (pitch*OH rounded up to a 
 import numpy as np
 
 from cnnspec.kernels._jit import jit
-from cnnspec.kernels._simd import (vadd, vfma, vlanes, vload, vload_lanes, vsplat, vstore,
-                                   vstore_lanes, vzero)
+from cnnspec.kernels._simd import vadd, vfma, vlanes, vload, vsplat, vstore, vzero
 from cnnspec.kernels.conv import _bias_grad_add, _split_sample, _tap_offset
 
 BLOCK_F = 8          # output channels per register block
 STRIP = 32           # outputs per block along q for float32 (2 vectors of 16 lanes; float64: 16)
 
 
-def direct_sizes(x_shape, w_shape, stride, pad, dilation):
-    """(packed weights, per-thread phase buffer), in elements."""
+def direct_sizes(x_shape, w_shape, stride, pad, dilation, oh):
+    """(packed weights, per-thread phase buffer, per-thread wide buffer), in elements."""
     _, c, h, w = x_shape
     f, _, kh, kw = w_shape
-    _, plane = _grid(h, w, stride, pad)
+    wq, plane = _grid(h, w, stride, pad)
     fp = -(-f // BLOCK_F) * BLOCK_F
+    qs = -(-(oh * wq) // STRIP) * STRIP
     # the last strip reads up to a strip past the last window: zeros (or finished samples'
     # values) that only reach the discarded outputs
     xp = stride[0] * stride[1] * c * plane + (kw - 1) * dilation[1] + 2 * STRIP
-    return fp * c * kh * kw, xp
+    return fp * c * kh * kw, xp, fp * qs
 
 
 def _grid(h, w, stride, pad):
@@ -176,22 +173,31 @@ def backward_data_pad(kernel, pad, dilation):
 
 
 @jit
-def _direct_sample(xp, wpk, offs, wq, b, n, accumulate, out, tmp):
-    """out[n, f] (+)= b[f] + sum over k of wpk[f // 8, k, f % 8] * xp[offs[k] + q] at the
-    outputs q = oh*wq + ow (ow < OW): blocks of 8 channels x 2 vectors of q in registers, each
-    vector stored straight into out by masked stores, one per output row it spans (the wide
-    grid's extra columns never reach out); tmp: 256 elements of scratch."""
+def _from_wide_all(wide, qs, wq, b, n, accumulate, out):
+    """out[n, f, oh, :] (+)= wide[f*qs + oh*wq : ... + OW] + b[f] (the extra columns dropped)."""
+    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
+    of = out.reshape(out.size)
+    for f in range(f_):
+        bias = b[f] if b.size > 0 else 0
+        for rr in range(oh_):
+            src = np.uint64(f * qs + rr * wq)
+            dst = np.uint64(((n * f_ + f) * oh_ + rr) * ow_)
+            if accumulate:
+                for e in range(ow_):
+                    of[dst + np.uint64(e)] += wide[src + np.uint64(e)] + bias
+            else:
+                for e in range(ow_):
+                    of[dst + np.uint64(e)] = wide[src + np.uint64(e)] + bias
+
+
+@jit
+def _direct_sample(xp, wpk, offs, fp, qs, wide):
+    """wide[f, q] = sum over k of wpk[f // 8, k, f % 8] * xp[offs[k] + q] for f < fp, q < qs:
+    one sample, blocks of 8 channels x 2 vectors."""
     lanes = vlanes(xp)
     strip = 2 * lanes
-    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
-    qs = (oh_ * wq + strip - 1) // strip * strip
-    fp = (f_ + 7) // 8 * 8
-    step = oh_ * ow_
-    of = out.reshape(out.size)
     k_ = offs.size
     for fb in range(0, fp, 8):
-        nf = min(8, f_ - fb)
-        base = (n * f_ + fb) * step
         for q0 in range(0, qs, strip):
             a0 = vzero(xp)
             a1 = vzero(xp)
@@ -239,64 +245,57 @@ def _direct_sample(xp, wpk, offs, wq, b, n, accumulate, out, tmp):
                 a7 = vfma(a7, s, x0)
                 b7 = vfma(b7, s, x1)
                 u += 8
-            # the block through an L1-resident scratch (tmp[(channel, vector), lane]), then
-            # lane l of the vector at qv is output q = qv + l, row r = q // wq, column
-            # q - r*wq: stored where the column is below OW and the row below OH
-            vstore(tmp, 0, a0)
-            vstore(tmp, lanes, b0)
-            vstore(tmp, 2 * lanes, a1)
-            vstore(tmp, 3 * lanes, b1)
-            vstore(tmp, 4 * lanes, a2)
-            vstore(tmp, 5 * lanes, b2)
-            vstore(tmp, 6 * lanes, a3)
-            vstore(tmp, 7 * lanes, b3)
-            vstore(tmp, 8 * lanes, a4)
-            vstore(tmp, 9 * lanes, b4)
-            vstore(tmp, 10 * lanes, a5)
-            vstore(tmp, 11 * lanes, b5)
-            vstore(tmp, 12 * lanes, a6)
-            vstore(tmp, 13 * lanes, b6)
-            vstore(tmp, 14 * lanes, a7)
-            vstore(tmp, 15 * lanes, b7)
-            for v in range(2):
-                qv = q0 + v * lanes
-                for r in range(qv // wq, min(oh_, (qv + lanes - 1) // wq + 1)):
-                    lo, hi = max(0, r * wq - qv), min(lanes, r * wq + ow_ - qv)
-                    if hi <= lo:
-                        continue
-                    at = base + r * (ow_ - wq) + qv
-                    for c in range(nf):
-                        y = vload(tmp, (2 * c + v) * lanes)
-                        if b.size > 0:
-                            y = vadd(y, vsplat(b, fb + c))
-                        if accumulate:
-                            y = vadd(y, vload_lanes(of, at + c * step, lo, hi))
-                        vstore_lanes(of, at + c * step, y, lo, hi)
+            d = fb * qs + q0
+            vstore(wide, d, a0)
+            vstore(wide, d + lanes, b0)
+            vstore(wide, d + qs, a1)
+            vstore(wide, d + qs + lanes, b1)
+            vstore(wide, d + 2 * qs, a2)
+            vstore(wide, d + 2 * qs + lanes, b2)
+            vstore(wide, d + 3 * qs, a3)
+            vstore(wide, d + 3 * qs + lanes, b3)
+            vstore(wide, d + 4 * qs, a4)
+            vstore(wide, d + 4 * qs + lanes, b4)
+            vstore(wide, d + 5 * qs, a5)
+            vstore(wide, d + 5 * qs + lanes, b5)
+            vstore(wide, d + 6 * qs, a6)
+            vstore(wide, d + 6 * qs + lanes, b6)
+            vstore(wide, d + 7 * qs, a7)
+            vstore(wide, d + 7 * qs + lanes, b7)
 
 
 @jit
-def forward_direct(x, b, kernel, pad, dilation, out, accumulate, wpk, offs, xp, n0, n1):
+def forward_direct(x, b, kernel, pad, dilation, out, accumulate, wpk, offs, xp, wide, n0, n1):
     """out[n] (+)= conv(x[n]) + b, stride 1, for n0 <= n < n1 (groups 1); wpk from pack_weights,
     offs from window_offsets.  One driver per layout (this one and forward_direct_strided): a
     network compiles only those its layers use (the phase split alone costs 1.6 s to compile)."""
     h_, w_ = x.shape[2], x.shape[3]
+    f_, oh_ = out.shape[1], out.shape[2]
     wq = w_ + max(pad[2], pad[3])
     plane = (h_ + pad[0] + pad[1] + 1) * wq
-    tmp = np.empty(256, xp.dtype)
+    strip = 2 * vlanes(xp)
+    qs = (oh_ * wq + strip - 1) // strip * strip
+    fp = (f_ + 7) // 8 * 8
     for n in range(n0, n1):
         _pad_rows(x, n, pad, wq, plane, n == n0, xp)
-        _direct_sample(xp, wpk, offs, wq, b, n, accumulate, out, tmp)
+        _direct_sample(xp, wpk, offs, fp, qs, wide)
+        _from_wide_all(wide, qs, wq, b, n, accumulate, out)
 
 
 @jit
-def forward_direct_strided(x, b, kernel, stride, pad, dilation, out, wpk, offs, xp, n0, n1):
+def forward_direct_strided(x, b, kernel, stride, pad, dilation, out, wpk, offs, xp, wide, n0,
+                           n1):
     """out[n] = conv(x[n]) + b on conv.py's stride phases (see forward_direct)."""
     h_, w_ = x.shape[2], x.shape[3]
+    f_, oh_ = out.shape[1], out.shape[2]
     wq, _ = _grid_jit(h_, w_, stride, pad)
-    tmp = np.empty(256, xp.dtype)
+    strip = 2 * vlanes(xp)
+    qs = (oh_ * wq + strip - 1) // strip * strip
+    fp = (f_ + 7) // 8 * 8
     for n in range(n0, n1):
         _split_sample(x, n, stride, pad, n == n0, xp)
-        _direct_sample(xp, wpk, offs, wq, b, n, False, out, tmp)
+        _direct_sample(xp, wpk, offs, fp, qs, wide)
+        _from_wide_all(wide, qs, wq, b, n, False, out)
 
 
 # -- the weight gradient ----------------------------------------------------------------------
@@ -315,7 +314,7 @@ def weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh):
     the per-thread slice holds [phase buffers | wide douts | 16 x 16 scratch | dw (K, F) | db]."""
     _, c, h, w = x_shape
     f, _, kh, kw = w_shape
-    _, xp = direct_sizes(x_shape, w_shape, stride, pad, dilation)
+    _, xp, _ = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
     wq, _ = _grid(h, w, stride, pad)
     wide = -(-f // DW_BLOCK) * DW_BLOCK * (-(-(oh * wq) // STRIP) * STRIP)
     group = max(1, min(x_shape[0], DW_GROUP_ELEMENTS // (xp + wide)))
@@ -492,7 +491,7 @@ def weight_grad_lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow):
     lanes = 16
     _, c, h, w = x_shape
     f, _, kh, kw = w_shape
-    _, xp = direct_sizes(x_shape, w_shape, stride, pad, dilation)
+    _, xp, _ = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
     kp = -(-(c * kh * kw) // DWL_TAPS) * DWL_TAPS
     fp = -(-f // (2 * lanes)) * 2 * lanes
     return kp, fp, xp, oh * ow * fp, xp + oh * ow * fp + kp * fp + f, max(1, DWL_TILE // ow)
