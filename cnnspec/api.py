@@ -36,9 +36,10 @@ _scratch = threading.local()
 
 def _workspace(size, dtype):
     """A scratch array of ``size`` elements, reused by this thread's later calls (the largest
-    asked for is kept, per dtype).  A fresh one per call cost page faults and, with the kernels'
-    threads touching it, cross-core TLB flushes when it was freed: conv2d_backward on 8x64x56x56,
-    3x3 64->64 (8 MB of workspace on 2 threads) ran at 0.80x the engine's kernel calls."""
+    asked for is kept, per dtype).  A fresh one per call cost page faults: conv2d_backward on
+    8x64x56x56, 3x3 64->64 (8 MB of workspace on 2 threads) took 767-991 per call, now 546 (its
+    new dx and dw); its time against the engine's kernel calls moved within the noise of a
+    shared machine (README, issue 16's fourth round)."""
     kept = getattr(_scratch, "arrays", None)
     if kept is None:
         kept = _scratch.arrays = {}
