@@ -92,6 +92,31 @@ train {
 """
 
 
+PACGAN = """
+network G {
+    input z: 3x1x1
+    conv_transpose(4, 2x2, bias=false) -> batchnorm -> relu
+    conv_transpose(1, 4x4, stride=2, pad=1, bias=false) -> tanh
+}
+network D {
+    input image: 2x4x4
+    conv(3, 4x4, stride=2, pad=1, bias=false) -> batchnorm -> leaky_relu(0.2)
+    flatten -> dense(1) -> sigmoid
+}
+train {
+    data = shapes:plus,x,n=15
+    task = gan
+    generator = G
+    discriminator = D
+    g_optimizer = adam(lr=0.01, betas=(0.5, 0.999))
+    d_optimizer = adam(lr=0.02, betas=(0.5, 0.999))
+    batch = 4
+    seed = 3
+    pack = 2
+}
+"""
+
+
 def quiet(*args):
     pass
 
@@ -267,7 +292,8 @@ def test_one_gan_step_equals_a_hand_written_pytorch_step(tmp_path):
 # -- training, resuming, losses going down ------------------------------------------------------
 
 TASKS = {"reconstruct": AE.replace("LOSS", "bce"), "vae": VAE, "segment": SEG, "gan": GAN,
-         "gan_ema": GAN.replace("batch = 16", "batch = 16\n    g_ema = 0.9")}
+         "gan_ema": GAN.replace("batch = 16", "batch = 16\n    g_ema = 0.9"),
+         "gan_pack": PACGAN.replace("n=15", "n=14").replace("4, 2x2", "4, 4x4").replace("2x4x4", "2x8x8")}
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -568,6 +594,102 @@ train {
     G_EMA
 }
 """
+
+
+
+
+def test_a_packed_gan_epoch_equals_pytorch(tmp_path):
+    """PacGAN (Lin et al. 2018), ``pack = 2``: the discriminator judges pairs of pictures stacked on
+    the channel axis (pictures 2i and 2i+1 of the batch, real with real and fake with fake; its
+    batchnorm over the packs), the generator's gradient flowing back to both pictures of a pair.
+    A whole epoch of 15 pictures in batches of 4 against PyTorch (float64): the last batch of 3
+    keeps one pack of 2 (and draws noise for 2)."""
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from cnnspec.data import Dataset
+    from cnnspec.train.config import resolve_config
+    from cnnspec.train.gan import GanRun
+
+    F = torch.nn.functional
+    (tmp_path / "gan.cnn").write_text(PACGAN)
+    networks = cnnspec.load_all(tmp_path / "gan.cnn")
+    config = resolve_config(networks["G"])
+    assert config.pack == 2
+    rng = np.random.default_rng(5)
+    real = rng.random((15, 1, 4, 4)).astype(np.float32)
+    y = np.zeros(15, np.int64)
+    data = Dataset("test", [], real, y, real[:0], y[:0], task="gan")
+    run = GanRun(networks["G"], networks["D"], config, data, None, False, quiet, None)
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64)           # noqa: E731
+    G = {k: t(v).requires_grad_(not k.endswith(("running_mean", "running_var"))) for k, v in run.g.arrays().items()}
+    D = {k: t(v).requires_grad_(not k.endswith(("running_mean", "running_var"))) for k, v in run.d.arrays().items()}
+    opt_g = torch.optim.Adam([p for p in G.values() if p.requires_grad], lr=0.01, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam([p for p in D.values() if p.requires_grad], lr=0.02, betas=(0.5, 0.999))
+
+    def bn(h, p, name):
+        return F.batch_norm(h, p[f"{name}.running_mean"], p[f"{name}.running_var"], p[f"{name}.weight"],
+                            p[f"{name}.bias"], training=True, momentum=0.1, eps=1e-5)
+
+    def gen(z):
+        h = F.relu(bn(F.conv_transpose2d(z, G["conv_transpose1.weight"]), G, "batchnorm1"))
+        return torch.tanh(F.conv_transpose2d(h, G["conv_transpose2.weight"], stride=2, padding=1))
+
+    def disc(images):
+        pairs = torch.cat([images[0::2], images[1::2]], dim=1)          # pack i: pictures 2i and 2i+1
+        h = F.leaky_relu(bn(F.conv2d(pairs, D["conv1.weight"], stride=2, padding=1), D, "batchnorm1"), 0.2)
+        return torch.sigmoid(h.flatten(1) @ D["dense1.weight"] + D["dense1.bias"])
+
+    draw = np.random.default_rng([config.seed, 1])
+    order = draw.permutation(15)
+    expected_d, expected_g = [], []
+    for b in range(4):
+        index = order[4 * b:4 * b + 4][:2 if b == 3 else 4]
+        z = draw.standard_normal((len(index), 3, 1, 1)).astype(np.float32)
+        fake = gen(t(z))
+        opt_d.zero_grad()
+        out_real, out_fake = disc(t(real[index] * 2 - 1)), disc(fake.detach())
+        assert out_real.shape == (len(index) // 2, 1)
+        err_real = F.binary_cross_entropy(out_real, torch.ones_like(out_real))
+        err_fake = F.binary_cross_entropy(out_fake, torch.zeros_like(out_fake))
+        (err_real + err_fake).backward()
+        opt_d.step()
+        expected_d.append(((err_real + err_fake).item(), len(index)))
+        opt_g.zero_grad()
+        out = disc(fake)
+        err_g = F.binary_cross_entropy(out, torch.ones_like(out))
+        err_g.backward()
+        opt_g.step()
+        expected_g.append(err_g.item())
+
+    assert run.train_epoch(SimpleNamespace(requested=False))
+    row = run.history.rows[-1]
+    assert row["d_loss"] == pytest.approx(sum(v * n for v, n in expected_d) / 14, rel=1e-4)
+    assert row["g_loss"] == pytest.approx(np.mean(expected_g), rel=1e-4)
+    for model, params in ((run.g, G), (run.d, D)):
+        for k, p in params.items():
+            np.testing.assert_allclose(model.arrays()[k], p.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("change, message, line", [
+    ("input image: 2x4x4|input image: 1x4x4", r"pack = 2: the discriminator judges 2 pictures stacked on the "
+     r"channel axis, so it must take 2x4x4: 2 x 1 channels; it takes 1x4x4", 21),
+    ("batch = 4|batch = 5", r"pack = 2: the batch \(5\) must be a whole number of packs of 2", 21),
+    ("pack = 2|pack = 0", "pack must be at least 1, got 0", 21),
+    ("pack = 2|pack = 1.5", "pack", 21),
+    ("task = gan|task = reconstruct", r"`generator` is a setting of `task = gan`", 15)])
+def test_bad_pack_settings_are_errors_at_their_line(tmp_path, change, message, line):
+    old, new = change.split("|")
+    with pytest.raises(CnnSpecError, match=message) as info:
+        fit(load(tmp_path, PACGAN.replace(old, new)), echo=quiet, progress=False)
+    assert info.value.line == line
+
+
+def test_pack_with_a_conditional_gan_is_an_error(tmp_path):
+    text = GAN.replace("    batch = 16\n", "    batch = 16\n    pack = 2\n")
+    with pytest.raises(CnnSpecError, match="pack is for an unconditional GAN") as info:
+        fit(load(tmp_path, text), echo=quiet, progress=False)
+    assert info.value.line == 24
 
 
 @pytest.mark.parametrize("d_steps, g_ema", [(1, None), (2, None), (1, 0.9)])

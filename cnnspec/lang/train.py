@@ -22,14 +22,15 @@ One ``key = value`` per line; every key is optional::
         latent    = 64                      # gan: the size of the generator's noise input
         d_steps   = 1                       # gan: discriminator steps per generator step
         g_ema     = 0.999                   # gan: sample from a moving average of the generator
+        pack      = 2                       # gan: the discriminator judges 2 pictures at a time (PacGAN)
     }
 
 Values become plain Python: ``data`` and ``loss`` str (``data`` exactly as written, e.g.
 ``"mnist:data/mnist"``); ``optimizer`` ``{"name": "sgd", "lr": 0.05, "momentum": 0.9}`` with only
 the arguments written (positional ones take the names in the order above); ``epochs``, ``batch``,
 ``seed`` int; ``val_split`` float; ``augment`` and ``corrupt`` lists of ``(name, args tuple)``;
-``task``, ``generator`` and ``discriminator`` str; ``latent`` and ``d_steps`` int; ``g_ema`` float
-(cnnspec's addition: dsl.md does not name it). Defaults are
+``task``, ``generator`` and ``discriminator`` str; ``latent``, ``d_steps`` and ``pack`` int; ``g_ema``
+float (``g_ema`` and ``pack`` are cnnspec's additions: dsl.md does not name them). Defaults are
 filled in by the trainer, not here. ``generator``/``discriminator`` must name networks of the file
 and come with ``task = gan`` (which needs both); ``latent`` must match the size of the
 generator's first input.
@@ -50,7 +51,7 @@ AUGMENTS = {"flip": (), "vflip": (), "rotate": ("deg",), "shift": ("px",), "scal
             "noise": ("std",), "mask": ("p",), "erase": ("lo", "hi")}
 LOSSES = ("cross_entropy", "mse", "bce", "l1")
 TASKS = ("classify", "reconstruct", "segment", "gan")
-GAN_KEYS = ("generator", "discriminator", "latent", "d_steps", "g_optimizer", "d_optimizer", "g_ema")
+GAN_KEYS = ("generator", "discriminator", "latent", "d_steps", "g_optimizer", "d_optimizer", "g_ema", "pack")
 # what each task trains with (the first loss is its default, dsl.md §10.4) and what it can monitor
 # for best.npz and early stopping (the first is the default); a GAN keeps no best epoch
 TASK_LOSSES = {"classify": ("cross_entropy", "mse"), "reconstruct": ("mse", "l1", "bce"),
@@ -202,6 +203,10 @@ class Settings(FitSettings):
 
     def d_steps(self, value) -> int:
         return self.count(value, "d_steps", 1)
+
+    def pack(self, value) -> int:
+        """PacGAN's packing degree m: the discriminator judges m pictures at a time (>= 1)."""
+        return self.count(value, "pack", 1)
 
     def g_ema(self, value) -> float:
         """The decay d of the generator's exponential moving average, 0 < d < 1."""

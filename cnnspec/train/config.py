@@ -20,7 +20,7 @@ SECTION_KEYS = ("data", "loss", "optimizer", "epochs", "batch", "seed", "val_spl
 SECTION_KEYS += FIT_KEYS
 # dsl.md §10.4: what the task trains for and, for a GAN, its two networks
 TASK_KEYS = ("task", "corrupt", "generator", "discriminator", "latent", "d_steps", "g_optimizer", "d_optimizer",
-             "g_ema")
+             "g_ema", "pack")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class TrainConfig:
     g_optimizer: dict | None = None                       # gan: {"name", args}; None: ``optimizer``
     d_optimizer: dict | None = None
     g_ema: float | None = None                            # gan: the decay of the generator's moving average
+    pack: int = 1                                         # gan: pictures the discriminator judges at a time
     from_file: list = field(default_factory=list)        # settings the train section gave (not overridden)
 
     @property
@@ -194,6 +195,8 @@ def _set_task(network, config: TrainConfig, section: dict) -> None:
         config.d_steps = int(section["d_steps"])
     if "g_ema" in section:
         config.g_ema = float(section["g_ema"])
+    if "pack" in section:
+        config.pack = int(section["pack"])
     for key in ("g_optimizer", "d_optimizer"):
         if key in section:
             holder = TrainConfig()

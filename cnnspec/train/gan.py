@@ -160,7 +160,23 @@ class GanRun(Trains):
         if conditional and len(g.input_shapes[LABEL]) != 1:
             with located(generator, "generator", config.from_file):
                 raise CnnSpecError("`input label` is one-hot: a vector of K values (input label: 10)")
-        if tuple(g.output_shape) != tuple(d.input_shapes[image[0]]):
+        m = config.pack
+        if m > 1 and conditional:
+            with located(generator, "pack", config.from_file):
+                raise CnnSpecError("pack is for an unconditional GAN: a conditional one's discriminator judges "
+                                   "one picture with its label", hint="drop `pack`")
+        if m > 1 and config.batch % m:
+            with located(generator, "pack", config.from_file):
+                raise CnnSpecError(f"pack = {m}: the batch ({config.batch}) must be a whole number of packs of {m}",
+                                   hint=f"e.g. batch = {max(m, config.batch - config.batch % m)}")
+        packed = (g.output_shape[0] * m, *g.output_shape[1:]) if len(g.output_shape) >= 2 else None
+        if m > 1 and tuple(d.input_shapes[image[0]]) != packed:
+            with located(generator, "pack", config.from_file):
+                shown = f"{_fmt(packed)}: {m} x {g.output_shape[0]} channels" if packed else "channels to stack"
+                raise CnnSpecError(f"pack = {m}: the discriminator judges {m} pictures stacked on the channel axis, "
+                                   f"so it must take {shown}; it takes {_fmt(d.input_shapes[image[0]])}",
+                                   hint=f"declare its input as `input {image[0]}: {_fmt(packed)}`" if packed else None)
+        elif m == 1 and tuple(g.output_shape) != tuple(d.input_shapes[image[0]]):
             with located(generator, "discriminator", config.from_file):
                 raise CnnSpecError(f"the generator makes {_fmt(g.output_shape)} pictures but the discriminator "
                                    f"takes {_fmt(d.input_shapes[image[0]])}")
@@ -245,7 +261,8 @@ class GanRun(Trains):
         return (f"{kind} {self.g.name} / {self.d.name}: training on {self.dataset.describe()}\n"
                 f"  generator {g_opt}, discriminator {d_opt}, loss {config.loss}, "
                 f"{plural(config.epochs, 'epoch')}, batch {config.batch}, d_steps {config.d_steps}, seed {config.seed}"
-                f"{'' if config.g_ema is None else f', g_ema {config.g_ema:g}'}; "
+                f"{'' if config.g_ema is None else f', g_ema {config.g_ema:g}'}"
+                f"{'' if config.pack == 1 else f', pack {config.pack}'}; "
                 f"real pictures scaled to {'[-1, 1] (the generator ends in tanh)' if self.tanh else '[0, 1]'}")
 
     def warm_up(self) -> None:
@@ -254,9 +271,10 @@ class GanRun(Trains):
                   {layer: {k: v.copy() for k, v in group.items()} for layer, group in m.state.items()})
                  for m in (self.g, self.d)]
         try:
-            z, labels = self._noise(np.random.default_rng(0), 2)
-            real = self.dataset.x_train[:2]
-            self._d_step(self._real_inputs(real, self.dataset.y_train[:2]), self.g.forward_train(z), labels,
+            n = 2 * self.config.pack
+            z, labels = self._noise(np.random.default_rng(0), n)
+            real = self.dataset.x_train[:n]
+            self._d_step(self._real_inputs(real, self.dataset.y_train[:n]), self.g.forward_train(z), labels,
                          step=False)
             self._g_step(labels, step=False)
             self.g.forward({k: v[:1] for k, v in z.items()}, batch=1)
@@ -285,16 +303,22 @@ class GanRun(Trains):
         labels = rng.integers(0, self.g.input_shapes[LABEL][0], n)
         return {self.noise_name: z, LABEL: self._one_hot(labels)}, labels
 
+    def _packed(self, pictures) -> np.ndarray:
+        """``pack = m`` (PacGAN, Lin et al. 2018): n pictures C x H x W -> n/m packs of m x C
+        channels, each pack m consecutive pictures stacked on the channel axis."""
+        m = self.config.pack
+        return pictures if m == 1 else pictures.reshape(len(pictures) // m, m * pictures.shape[1], *pictures.shape[2:])
+
     def _real_inputs(self, x, y) -> dict:
         x = x * 2 - 1 if self.tanh else x
-        return {self.image_name: x, **({LABEL: self._one_hot(y)} if self.conditional else {})}
+        return {self.image_name: self._packed(x), **({LABEL: self._one_hot(y)} if self.conditional else {})}
 
     def _fake_inputs(self, fake, labels) -> dict:
-        return {self.image_name: fake, **({LABEL: self._one_hot(labels)} if self.conditional else {})}
+        return {self.image_name: self._packed(fake), **({LABEL: self._one_hot(labels)} if self.conditional else {})}
 
     def _d_step(self, real: dict, fake, labels, step: bool = True) -> tuple:
         """The discriminator's step: (d_loss, mean D(x), mean D(G(z)))."""
-        n_real, n_fake = len(real[self.image_name]), len(fake)
+        n_real, n_fake = len(real[self.image_name]), len(fake) // self.config.pack
         loss = self.config.loss
         real_loss = self.d.backprop(real, np.ones((n_real, *self.d.output_shape), np.float32), loss)
         d_real = float(np.mean(self.d.last_output))
@@ -309,10 +333,11 @@ class GanRun(Trains):
         """The generator's step on the fakes of its last training forward: the non-saturating loss."""
         pending = self.g._pending
         fake = pending.plan.output.copy()
-        loss = self.d.backprop(self._fake_inputs(fake, labels), np.ones((len(fake), *self.d.output_shape), np.float32),
+        n = len(fake) // self.config.pack
+        loss = self.d.backprop(self._fake_inputs(fake, labels), np.ones((n, *self.d.output_shape), np.float32),
                                self.config.loss, inputs=(self.image_name,), params=False)
         self.g._pending = pending                 # D's run does not touch G; kept explicit
-        self.g.backward(self.d.input_grads[self.image_name])
+        self.g.backward(self.d.input_grads[self.image_name].reshape(fake.shape))
         if step:
             self.optimizer_g.step()
             if self.g_avg is not None:
@@ -356,6 +381,9 @@ class GanRun(Trains):
         for b in range(self.batch, self.n_batches):
             tick = time.perf_counter()
             index = order[b * batch:(b + 1) * batch]
+            index = index[:len(index) - len(index) % config.pack]    # pack: the last batch in whole packs
+            if not len(index):
+                continue
             z, labels = self._noise(rng, len(index))
             fake = self.g.forward_train(z)
             d_loss, d_real, d_fake = self._d_step(self._real_inputs(x[index], y[index]), fake, labels)
