@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+DCGAN = "dcgan_shapes.cnn"                 # the unconditional DCGAN of the goal
 CGAN = "cgan.cnn"                          # the conditional GAN of the goal (cgan_mlp: cgan_mlp.cnn)
 sys.path.insert(0, str(HERE.parent))
 
@@ -129,8 +130,8 @@ def classify(judge_model, pictures):
 
 
 def dcgan(out, judge_model, seed=None, picture=True):
-    model, _, seconds = trained("dcgan_shapes.cnn", out, seed=seed)
-    network = cnnspec.load(HERE / "dcgan_shapes.cnn")
+    model, _, seconds = trained(DCGAN, out, seed=seed)
+    network = cnnspec.load(HERE / DCGAN)
     pictures = generate(network, n=1000, seed=123, model=model)
     predicted, confidence = classify(judge_model, pictures)
     confident = confidence >= 0.9
@@ -138,8 +139,8 @@ def dcgan(out, judge_model, seed=None, picture=True):
     if picture:
         from cnnspec.render.tasks import save_grid
 
-        save_grid(pictures[:64], HERE / "pictures" / "dcgan-shapes-samples.png", columns=8)
-    return {"spec": "dcgan_shapes.cnn", "train_seconds": seconds, "confident_share": float(confident.mean()),
+        save_grid(pictures[:64], HERE / "pictures" / f"{Path(DCGAN).stem.replace('_', '-')}-samples.png", columns=8)
+    return {"spec": DCGAN, "train_seconds": seconds, "confident_share": float(confident.mean()),
             "largest_class_share": float(shares.max()), "class_shares": shares.round(3).tolist(),
             "goal": ">= 70% confident, no class > 30%, trained in < 600 s",
             "met": bool(confident.mean() >= 0.7 and shares.max() <= 0.3 and seconds < 600)}
