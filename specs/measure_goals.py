@@ -13,7 +13,7 @@ load averages before and after each run. A finished run found there is reused. G
   inputs (goal: >= 6 dB);
 * unet: mean IoU of unet_shapes.cnn on 1,000 freshly drawn shapes (another seed: pictures the
   run never saw), classes absent from both prediction and truth left out (goal: >= 0.85);
-* dcgan: dcgan_shapes.cnn trained in under 10 minutes; a LeNet-5 (specs/lenet5.cnn, trained on
+* dcgan: dcgan.cnn trained in under 10 minutes; a LeNet-5 (specs/lenet5.cnn, trained on
   shapes) classifies 1,000 samples: the share classified with confidence >= 0.9 (goal: >= 70%)
   and the largest share of one class among those (goal: <= 30%, no mode collapse);
 * cgan: 100 samples per label k from cgan.cnn: the share classified k (goal: >= 70%);
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DCGAN = "dcgan_shapes.cnn"                 # the unconditional DCGAN of the goal
+DCGAN = "dcgan.cnn"                        # the unconditional DCGAN of the goal
 CGAN = "cgan.cnn"                          # the conditional GAN of the goal (cgan_mlp: cgan_mlp.cnn)
 sys.path.insert(0, str(HERE.parent))
 

@@ -150,7 +150,7 @@ def test_vae_with_the_same_noise():
 # ---- GANs -----------------------------------------------------------------------------------------
 
 def test_dcgan_generator_and_discriminator():
-    gen, disc = (spec("dcgan.cnn", network=name) for name in ("Generator", "Discriminator"))
+    gen, disc = (spec("dcgan64.cnn", network=name) for name in ("Generator", "Discriminator"))
     g_module, d_module = tm.DCGANGenerator(), tm.DCGANDiscriminator()
     g_model, g_matched = compiled(gen, g_module, "float64")
     d_model, d_matched = compiled(disc, d_module, "float64")

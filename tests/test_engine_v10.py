@@ -308,8 +308,8 @@ def test_one_input_still_takes_an_array_or_a_dict():
 
 
 def test_several_networks_in_one_file_compile_the_chosen_one(specs_dir):
-    g = cnnspec.load(specs_dir / "dcgan.cnn", network="Generator").compile(seed=0)
-    d = cnnspec.load(specs_dir / "dcgan.cnn", network="Discriminator").compile(seed=0)
+    g = cnnspec.load(specs_dir / "dcgan64.cnn", network="Generator").compile(seed=0)
+    d = cnnspec.load(specs_dir / "dcgan64.cnn", network="Discriminator").compile(seed=0)
     z = np.random.default_rng(0).standard_normal((2, 100, 1, 1)).astype(np.float32)
     images = g.forward(z)
     assert images.shape == (2, 3, 64, 64) and np.abs(images).max() <= 1

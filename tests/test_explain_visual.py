@@ -235,15 +235,15 @@ def test_filters_command(picture, capsys):
 def test_filters_and_explain_choose_the_network(picture, capsys):
     """--network picks a network of a file with several (a GAN's discriminator); a wrong name says
     which networks there are."""
-    assert main(["filters", str(SPECS / "dcgan.cnn"), "--network", "Discriminator", "--layer", "conv1", "--ascent",
+    assert main(["filters", str(SPECS / "dcgan64.cnn"), "--network", "Discriminator", "--layer", "conv1", "--ascent",
                  "--channels", "0", "--steps", "2", "-o", str(picture / "d.png"), "--npy", str(picture / "d.npy")]) == 0
     assert "conv1: 1 channel" in capsys.readouterr().out
     assert np.load(picture / "d.npy").shape == (1, 3, 64, 64)                 # the discriminator's input
-    assert main(["filters", str(SPECS / "dcgan.cnn"), "--network", "Critic", "-o", str(picture / "d.png")]) == 1
+    assert main(["filters", str(SPECS / "dcgan64.cnn"), "--network", "Critic", "-o", str(picture / "d.png")]) == 1
     err = capsys.readouterr().err
     assert "Critic" in err and "Discriminator" in err and "Traceback" not in err
     np.save(picture / "face.npy", np.random.default_rng(0).random((3, 64, 64)))
-    assert main(["explain", str(SPECS / "dcgan.cnn"), "--network", "Discriminator", "--input",
+    assert main(["explain", str(SPECS / "dcgan64.cnn"), "--network", "Discriminator", "--input",
                  str(picture / "face.npy"), "--method", "saliency", "--npy", str(picture / "sal.npy")]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("Discriminator on face.npy: predicted class 0\n")   # no class name: 1 output

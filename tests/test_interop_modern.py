@@ -90,40 +90,40 @@ def test_blocks_with_conditions_become_classes_per_form(tmp_path):
 def test_a_gan_exports_both_networks(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     out = tmp_path / "dcgan.py"
-    assert main(["export", str(SPECS / "dcgan.cnn"), "--to", "pytorch", "-o", str(out)]) == 0
+    assert main(["export", str(SPECS / "dcgan64.cnn"), "--to", "pytorch", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "class Generator" in printed and "class Discriminator" in printed
     import importlib.util
     spec = importlib.util.spec_from_file_location("dcgan_export", out)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    nets = cnnspec.load_all(SPECS / "dcgan.cnn")
+    nets = cnnspec.load_all(SPECS / "dcgan64.cnn")
     g, d = module.Generator(), module.Discriminator()
     g.load_state_dict(torch.load(tmp_path / "dcgan.Generator.pt"))
     d.load_state_dict(torch.load(tmp_path / "dcgan.Discriminator.pt"))
     z = torch.randn(2, *nets["Generator"].input_shape)
     with torch.no_grad():
         assert d.eval()(g.eval()(z)).shape == (2, 1)
-    assert main(["export", str(SPECS / "dcgan.cnn"), "--to", "onnx", "-o", str(tmp_path / "dcgan.onnx")]) == 0
+    assert main(["export", str(SPECS / "dcgan64.cnn"), "--to", "onnx", "-o", str(tmp_path / "dcgan.onnx")]) == 0
     assert (tmp_path / "dcgan.Generator.onnx").is_file() and (tmp_path / "dcgan.Discriminator.onnx").is_file()
-    assert main(["export", str(SPECS / "dcgan.cnn"), "--network", "Discriminator", "--to", "onnx",
+    assert main(["export", str(SPECS / "dcgan64.cnn"), "--network", "Discriminator", "--to", "onnx",
                  "-o", str(tmp_path / "d.onnx")]) == 0
     assert onnx.load(tmp_path / "d.onnx").graph.name == "Discriminator"
 
 
 def test_a_gan_takes_one_weights_file_per_network(tmp_path, capsys):
-    nets = cnnspec.load_all(SPECS / "dcgan.cnn")
+    nets = cnnspec.load_all(SPECS / "dcgan64.cnn")
     arrays = nets["Discriminator"].compile(dtype="float32", seed=7).arrays()
     np.savez(tmp_path / "d.npz", **arrays)
     out = str(tmp_path / "gan.onnx")
-    assert main(["export", str(SPECS / "dcgan.cnn"), "--to", "onnx", "-o", out,
+    assert main(["export", str(SPECS / "dcgan64.cnn"), "--to", "onnx", "-o", out,
                  "--weights", f"Discriminator={tmp_path / 'd.npz'}"]) == 0
     init = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(tmp_path / "gan.Discriminator.onnx").graph.initializer}
     np.testing.assert_array_equal(init["conv1.weight"], arrays["conv1.weight"])
     capsys.readouterr()
     for weights, message in [(str(tmp_path / "d.npz"), "this file has several networks (Generator, Discriminator)"),
                              (f"Critic={tmp_path / 'd.npz'}", "no network `Critic` here")]:
-        assert main(["export", str(SPECS / "dcgan.cnn"), "--to", "onnx", "-o", out, "--weights", weights]) == 1
+        assert main(["export", str(SPECS / "dcgan64.cnn"), "--to", "onnx", "-o", out, "--weights", weights]) == 1
         assert message in capsys.readouterr().err
 
 

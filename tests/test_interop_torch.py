@@ -150,7 +150,7 @@ def test_the_cases_cover_every_layer_kind():
     used = {network(case)[name]["op"] for case in TRAINED for name in network(case).layers()}
     assert used - {"input"} == set(LAYERS)
     assert {case.partition(":")[0] for case in SPEC_CASES} == {path.name for path in SPECS.glob("*.cnn")}
-    assert {"dcgan.cnn:Generator", "dcgan.cnn:Discriminator", "cgan_mlp.cnn:Generator",
+    assert {"dcgan64.cnn:Generator", "dcgan64.cnn:Discriminator", "dcgan.cnn:Discriminator", "cgan_mlp.cnn:Generator",
             "cgan.cnn:Generator"} <= set(SPEC_CASES)
 
 

@@ -97,7 +97,7 @@ def test_report_command(tmp_path, capsys):
 
 def test_report_of_the_second_network(tmp_path):
     out = tmp_path / "d.html"
-    assert main(["report", str(SPECS / "dcgan.cnn"), "--network", "Discriminator", "-o", str(out)]) == 0
+    assert main(["report", str(SPECS / "dcgan64.cnn"), "--network", "Discriminator", "-o", str(out)]) == 0
     data = payload(out.read_text(encoding="utf-8"))["data"]
     assert data["network"] == "Discriminator" and data["totals"]["params"] == 2765568   # published DCGAN D (64x64)
 

@@ -22,8 +22,9 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from torch_models import (VAE, AutoEncoder, CGANDiscriminator, CGANGenerator, CondDCGANDiscriminator,  # noqa: E402
-                          CondDCGANGenerator, DCGANDiscriminator, DCGANGenerator, ShuffleNetV2, UNet,
-                          efficientnet_b0, mobilenet_v2, mobilenet_v3_small)
+                          CondDCGANGenerator, DCGANDiscriminator, DCGANGenerator, ShapesDCGANDiscriminator,
+                          ShapesDCGANGenerator, ShuffleNetV2, UNet, efficientnet_b0, mobilenet_v2,
+                          mobilenet_v3_small)
 
 # name: (spec file, network, params, GFLOPS and the decimals torchvision publishes)
 TORCHVISION = {
@@ -171,8 +172,10 @@ def test_unets(spec, bilinear, params):
 @pytest.mark.parametrize("spec, network, module, inputs", [
     ("autoencoder.cnn", None, AutoEncoder, [(1, 28, 28)]),
     ("vae.cnn", None, VAE, [(1, 28, 28)]),
-    ("dcgan.cnn", "Generator", DCGANGenerator, [(100, 1, 1)]),
-    ("dcgan.cnn", "Discriminator", DCGANDiscriminator, [(3, 64, 64)]),
+    ("dcgan64.cnn", "Generator", DCGANGenerator, [(100, 1, 1)]),
+    ("dcgan64.cnn", "Discriminator", DCGANDiscriminator, [(3, 64, 64)]),
+    ("dcgan.cnn", "Generator", ShapesDCGANGenerator, [(100, 1, 1)]),
+    ("dcgan.cnn", "Discriminator", ShapesDCGANDiscriminator, [(2, 32, 32)]),
     ("cgan_mlp.cnn", "Generator", CGANGenerator, [(100,), (10,)]),
     ("cgan_mlp.cnn", "Discriminator", CGANDiscriminator, [(1, 28, 28), (10,)]),
     ("cgan.cnn", "Generator", CondDCGANGenerator, [(64, 1, 1), (10,)]),
@@ -187,7 +190,7 @@ def test_encoder_decoders_and_gans(spec, network, module, inputs):
 
 def test_published_dcgan_and_unet_figures():
     """PyTorch's DCGAN tutorial prints its two networks; their sizes are well known."""
-    gan = cnnspec.load_all(SPECS / "dcgan.cnn")
+    gan = cnnspec.load_all(SPECS / "dcgan64.cnn")
     assert list(gan) == ["Generator", "Discriminator"]
     assert gan["Generator"].summary()["totals"]["params"] == 3_576_704
     assert gan["Discriminator"].summary()["totals"]["params"] == 2_765_568

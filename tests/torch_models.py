@@ -271,6 +271,23 @@ class DCGANDiscriminator(nn.Sequential):
                          nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(), nn.Flatten())
 
 
+class ShapesDCGANGenerator(nn.Sequential):               # specs/dcgan.cnn: the tutorial's design at 1x32x32
+    def __init__(self, nz=100, ngf=32):
+        def up(cin, cout, stride=2, pad=1):
+            return [nn.ConvTranspose2d(cin, cout, 4, stride, pad, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+        super().__init__(*up(nz, ngf * 4, 1, 0), *up(ngf * 4, ngf * 2), *up(ngf * 2, ngf),
+                         nn.ConvTranspose2d(ngf, 1, 4, 2, 1, bias=False), nn.Tanh())
+
+
+class ShapesDCGANDiscriminator(nn.Sequential):           # its packed discriminator: two pictures, 2 channels
+    def __init__(self, ndf=16, pack=2):
+        def down(cin, cout):
+            return [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
+        super().__init__(nn.Conv2d(pack, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+                         *down(ndf, ndf * 2), *down(ndf * 2, ndf * 4),
+                         nn.Conv2d(ndf * 4, 1, 4, 1, 0, bias=False), nn.Sigmoid(), nn.Flatten())
+
+
 class CGANGenerator(nn.Module):                           # specs/cgan_mlp.cnn: PyTorch-GAN's cgan, one-hot
     def __init__(self):
         super().__init__()

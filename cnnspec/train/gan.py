@@ -169,13 +169,13 @@ class GanRun(Trains):
             with located(generator, "pack", config.from_file):
                 raise CnnSpecError(f"pack = {m}: the batch ({config.batch}) must be a whole number of packs of {m}",
                                    hint=f"e.g. batch = {max(m, config.batch - config.batch % m)}")
-        packed = (g.output_shape[0] * m, *g.output_shape[1:]) if len(g.output_shape) >= 2 else None
+        packed = (g.output_shape[0] * m, *g.output_shape[1:])
         if m > 1 and tuple(d.input_shapes[image[0]]) != packed:
             with located(generator, "pack", config.from_file):
-                shown = f"{_fmt(packed)}: {m} x {g.output_shape[0]} channels" if packed else "channels to stack"
                 raise CnnSpecError(f"pack = {m}: the discriminator judges {m} pictures stacked on the channel axis, "
-                                   f"so it must take {shown}; it takes {_fmt(d.input_shapes[image[0]])}",
-                                   hint=f"declare its input as `input {image[0]}: {_fmt(packed)}`" if packed else None)
+                                   f"so it must take {_fmt(packed)}: {m} x {g.output_shape[0]} channels; it takes "
+                                   f"{_fmt(d.input_shapes[image[0]])}",
+                                   hint=f"declare its input as `input {image[0]}: {_fmt(packed)}`")
         elif m == 1 and tuple(g.output_shape) != tuple(d.input_shapes[image[0]]):
             with located(generator, "discriminator", config.from_file):
                 raise CnnSpecError(f"the generator makes {_fmt(g.output_shape)} pictures but the discriminator "
