@@ -685,6 +685,16 @@ def test_bad_pack_settings_are_errors_at_their_line(tmp_path, change, message, l
     assert info.value.line == line
 
 
+def test_pack_needs_one_whole_pack_of_training_pictures(tmp_path):
+    from cnnspec.data import Dataset
+
+    real = np.zeros((1, 1, 4, 4), np.float32)
+    data = Dataset("one.npz", [], real, np.zeros(1, np.int64), real[:0], np.zeros(0, np.int64), task="gan")
+    with pytest.raises(CnnSpecError, match=r"pack = 2, but the data set 'one.npz' has only 1 training picture") as info:
+        fit(load(tmp_path, PACGAN), dataset=data, echo=quiet, progress=False)
+    assert info.value.line == 21
+
+
 def test_pack_with_a_conditional_gan_is_an_error(tmp_path):
     text = GAN.replace("    batch = 16\n", "    batch = 16\n    pack = 2\n")
     with pytest.raises(CnnSpecError, match="pack is for an unconditional GAN") as info:

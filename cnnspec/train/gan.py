@@ -20,6 +20,11 @@ classes) and so does its discriminator: the real images come with their labels, 
 labels drawn uniformly. Each epoch writes ``samples/epoch_NNN.png``, the generator's samples of
 the same fixed noise (and labels: a row of eight per class for a conditional GAN).
 
+With ``pack = m`` (PacGAN, Lin et al. 2018; cnnspec's addition) the discriminator judges m
+pictures at a time, stacked on the channel axis (its input has m x C channels): each batch's real
+pictures and its fakes are reshaped into n/m packs (:meth:`GanRun._packed`), and the gradient of
+the generator's loss with respect to the packs is reshaped back onto the n fakes.
+
 With ``g_ema = d`` (cnnspec's addition) the generator that samples is an exponential moving
 average of its weights, updated after each of its steps, with batchnorm statistics recomputed
 over fixed noise (:meth:`GanRun.sampler`); the sample grids and ``weights.npz`` are drawn from it.
@@ -112,6 +117,10 @@ class GanRun(Trains):
                                        f"{dataset.spec!r} has {plural(len(dataset.classes), 'class', 'classes')}",
                                        hint=f"give both networks `input label: {len(dataset.classes) or 'K'}`"
                                             if dataset.classes else "use data with labels (shapes, a .npz with y)")
+        if len(dataset.x_train) < config.pack:
+            with located(generator, "pack", config.from_file):
+                raise CnnSpecError(f"pack = {config.pack}, but the data set {dataset.spec!r} has only "
+                                   f"{plural(len(dataset.x_train), 'training picture')}: not one whole pack")
         self.tanh = self.g._plan(1).final_op == "tanh"
         # g_ema: the moving average of the generator's weights (None before its first step), and
         # the model that samples with it
@@ -271,7 +280,8 @@ class GanRun(Trains):
                   {layer: {k: v.copy() for k, v in group.items()} for layer, group in m.state.items()})
                  for m in (self.g, self.d)]
         try:
-            n = 2 * self.config.pack
+            m = self.config.pack
+            n = 2 * m if len(self.dataset.x_train) >= 2 * m else m
             z, labels = self._noise(np.random.default_rng(0), n)
             real = self.dataset.x_train[:n]
             self._d_step(self._real_inputs(real, self.dataset.y_train[:n]), self.g.forward_train(z), labels,
