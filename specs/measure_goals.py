@@ -11,7 +11,7 @@ load averages before and after each run. A finished run found there is reused. G
 
 * denoise, autoencoder: PSNR of the outputs on the held-out split minus the PSNR of the noisy
   inputs (goal: >= 6 dB);
-* unet: mean IoU of unet_shapes.cnn on 1,000 freshly drawn shapes (another seed: pictures the
+* unet: mean IoU of unet.cnn on 1,000 freshly drawn shapes (another seed: pictures the
   run never saw), classes absent from both prediction and truth left out (goal: >= 0.85);
 * dcgan: dcgan.cnn trained in under 10 minutes; a LeNet-5 (specs/lenet5.cnn, trained on
   shapes) classifies 1,000 samples: the share classified with confidence >= 0.9 (goal: >= 70%)
@@ -109,10 +109,10 @@ def unet(out):
     from cnnspec.data.shapes import make_shapes
     from cnnspec.train.metrics import evaluate_segmentation
 
-    model, _, seconds = trained("unet_shapes.cnn", out)
+    model, _, seconds = trained("unet.cnn", out)
     x, _, masks = make_shapes(1000, (1, 32, 32), seed=123, masks=True)
     result = evaluate_segmentation(model, x, masks, ["background"], split="1,000 new shapes")
-    return {"spec": "unet_shapes.cnn", "mean_iou": result.mean_iou, "pixel_accuracy": result.pixel_accuracy,
+    return {"spec": "unet.cnn", "mean_iou": result.mean_iou, "pixel_accuracy": result.pixel_accuracy,
             "iou": result.iou, "train_seconds": seconds, "goal": "mean IoU >= 0.85", "met": result.mean_iou >= 0.85}
 
 

@@ -188,7 +188,7 @@ network Conditional {
 # U-Nets at 3x16x16 (four halvings)
 SMALL_INPUT = {"resnet18": "3x32x32", "resnet50": "3x32x32", "googlenet": "3x32x32", "mobilenet_v2": "3x32x32",
                "mobilenet_v3_small": "3x32x32", "efficientnet_b0": "3x32x32", "shufflenet_v2": "3x32x32",
-               "inception_v3": "3x75x75", "unet": "3x16x16", "unet_bilinear": "3x16x16", "edges": "1x16x16"}
+               "inception_v3": "3x75x75", "unet256": "3x16x16", "unet_bilinear": "3x16x16", "edges": "1x16x16"}
 # AlexNet and VGG-16 keep their input size (their dense layers read the last map whole), with a
 # fraction of their channels and dense units: 61M and 138M parameters are 244 MB and 553 MB files,
 # slow to write and read on a shared 2-core machine; their layer kinds, strides and paddings stay

@@ -95,7 +95,7 @@ def images(shape, n=2, seed=0, unit=False):
 
 # ---- encoder-decoders -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, bilinear", [("unet.cnn", False), ("unet_bilinear.cnn", True)])
+@pytest.mark.parametrize("name, bilinear", [("unet256.cnn", False), ("unet_bilinear.cnn", True)])
 def test_unet(name, bilinear):
     """The shipped U-Nets at 3x16x16 (they are fully convolutional): PyTorch-UNet's modules, with
     align_corners=False upsampling (the spec's); a per-pixel cross-entropy in training."""

@@ -160,7 +160,7 @@ def test_the_specs_use_the_new_layers_as_torchvision_does():
 
 # ---- encoder-decoders and generative networks ------------------------------------------------
 
-@pytest.mark.parametrize("spec, bilinear, params", [("unet.cnn", False, 31_037_698),
+@pytest.mark.parametrize("spec, bilinear, params", [("unet256.cnn", False, 31_037_698),
                                                      ("unet_bilinear.cnn", True, 17_263_042)])
 def test_unets(spec, bilinear, params):
     net = cnnspec.load(SPECS / spec)
