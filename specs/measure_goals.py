@@ -139,7 +139,7 @@ def dcgan(out, judge_model, seed=None, picture=True):
     if picture:
         from cnnspec.render.tasks import save_grid
 
-        save_grid(pictures[:64], HERE / "pictures" / f"{Path(DCGAN).stem.replace('_', '-')}-samples.png", columns=8)
+        save_grid(pictures[:64], HERE / "pictures" / "dcgan-samples.png", columns=8)
     return {"spec": DCGAN, "train_seconds": seconds, "confident_share": float(confident.mean()),
             "largest_class_share": float(shares.max()), "class_shares": shares.round(3).tolist(),
             "goal": ">= 70% confident, no class > 30%, trained in < 600 s",

@@ -596,8 +596,6 @@ train {
 """
 
 
-
-
 def test_a_packed_gan_epoch_equals_pytorch(tmp_path):
     """PacGAN (Lin et al. 2018), ``pack = 2``: the discriminator judges pairs of pictures stacked on
     the channel axis (pictures 2i and 2i+1 of the batch, real with real and fake with fake; its
@@ -676,7 +674,7 @@ def test_a_packed_gan_epoch_equals_pytorch(tmp_path):
      r"channel axis, so it must take 2x4x4: 2 x 1 channels; it takes 1x4x4", 21),
     ("batch = 4|batch = 5", r"pack = 2: the batch \(5\) must be a whole number of packs of 2", 21),
     ("pack = 2|pack = 0", "pack must be at least 1, got 0", 21),
-    ("pack = 2|pack = 1.5", "pack", 21),
+    ("pack = 2|pack = 1.5", "pack must be an integer, got 1.5", 21),
     ("task = gan|task = reconstruct", r"`generator` is a setting of `task = gan`", 15)])
 def test_bad_pack_settings_are_errors_at_their_line(tmp_path, change, message, line):
     old, new = change.split("|")

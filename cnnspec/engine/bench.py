@@ -118,7 +118,7 @@ LAYER_CASES = [
     ("MobileNetV2 block", "block", dict(shape=(32, 24, 56, 56), text=MOBILENET_BLOCK)),
 ]
 
-# A small U-Net (specs/unet256.cnn's structure, three levels, 16-32-64 channels): transposed
+# A small U-Net (specs/unet.cnn's structure, three levels, 16-32-64 channels): transposed
 # convolutions up, concat with the encoder's maps, a class per pixel (per-pixel cross-entropy)
 UNET_SMALL = """
 block double(c) {
