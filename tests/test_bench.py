@@ -2,6 +2,7 @@
 
 No timed assertions: only that figures are produced and reported.
 """
+import platform
 import subprocess
 import sys
 
@@ -198,3 +199,38 @@ def test_a_failed_compile_child_is_reported_not_fatal(monkeypatch):
     results = bench.run(quick=True, use_torch=False, rounds=2)
     assert "compile" not in results and "exit status 0" in results["compile_error"]
     assert "compile: not measured: bench child failed" in bench.report(results)
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
+                    reason="glibc's malloc (its dynamic mmap threshold) is what settle_malloc settles")
+def test_the_bench_settles_malloc_before_timing():
+    """A call that allocates three 14 MB blocks (64-byte aligned, as PyTorch's CPU allocator asks)
+    and frees them: in a fresh process glibc gives the pages back after each call (43 MB free at
+    the heap's top, above its trim threshold) and the next call faults them in again; after
+    ``settle_malloc`` they stay in the heap, as in a long-running program."""
+    code = """if True:
+        import ctypes, resource
+        from cnnspec.engine import bench
+        libc = ctypes.CDLL(None)
+
+        def faults(n=14_450_688):                  # the output of a 32x144x28x28 float32 layer
+            counts = []
+            for _ in range(4):
+                start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                blocks = [ctypes.c_void_p() for _ in range(3)]
+                for p in blocks:
+                    assert libc.posix_memalign(ctypes.byref(p), 64, n) == 0
+                    ctypes.memset(p, 1, n)
+                for p in blocks:
+                    libc.free(p)
+                counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+            return counts[-1]
+
+        before = faults()
+        bench.settle_malloc()
+        print(before, faults())
+    """
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    before, after = map(int, out.split())
+    assert before > 14_450_688 // 4096, (before, after)         # fresh pages, every call
+    assert after < 100, (before, after)                         # the heap's, reused

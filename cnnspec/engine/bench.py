@@ -196,6 +196,22 @@ def timed_sides(fns, min_time: float, rounds: int = 5) -> list:
     return times
 
 
+def settle_malloc():
+    """Put glibc's malloc in the state a long-running program reaches, before anything is timed.
+
+    glibc serves a block above its mmap threshold (128 KiB at start) with fresh pages from the
+    kernel, and raises the threshold to the size of the first such block freed (up to 32 MiB).
+    A program that frees blocks of many sizes soon serves them from its heap; but one that asks
+    for one size with alignment again and again, as PyTorch's CPU allocator does (64-byte aligned
+    blocks, each a page larger than the last threshold), keeps mapping fresh pages: PyTorch's
+    depthwise 3x3 on 32x144x28x28 took 10,000 page faults and 15-100 ms per call in a fresh
+    process, none and 2.4-2.9 ms once a larger block had been freed. Which state a row met
+    depended on the rows before it; freeing one 31 MiB block first makes it the same for every
+    row, the state PyTorch's own training loops reach (and cnnspec's layer API, which allocates
+    its outputs, meets too). A no-op with other allocators."""
+    np.empty(31 << 20, np.uint8)     # allocated and freed at once: 31 MiB + a page <= 32 MiB
+
+
 @contextlib.contextmanager
 def using_threads(threads: int | None, torch=None):
     """cnnspec's kernels (``CNNSPEC_THREADS``) and PyTorch (``set_num_threads``) on ``threads``
@@ -688,6 +704,7 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
     from cnnspec.kernels._jit import num_threads
 
     say = progress or (lambda message: None)
+    settle_malloc()
     threads = num_threads()
     torch = None
     if use_torch:
