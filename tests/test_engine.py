@@ -382,6 +382,51 @@ def test_training_is_reproducible():
     assert run(12)[0] != losses_a
 
 
+FUSED = """
+network Fused {
+    input x: 3x7x5
+    a = conv(4, 3x3, pad=1) -> batchnorm -> relu                  # fused
+    b = a -> conv(6, 3x3, pad=1, bias=false) -> batchnorm        # feeds two layers: not fused
+    c = b -> relu
+    d = add(b, c) -> batchnorm -> relu                          # fused (its input's gradient
+    flatten -> dense(5) -> batchnorm -> relu                    # reaches an add); 2-D, output
+}
+"""
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_batchnorm_relu_fusion_is_bit_identical(monkeypatch, frozen):
+    """Training with batchnorm -> relu pairs fused (one kernel call each way) gives the same
+    losses, parameters, running statistics and input gradients bit for bit as the layers apart."""
+    from cnnspec.engine import plan as plan_module
+
+    net = cnnspec.loads(FUSED)
+
+    def run(fuse):
+        monkeypatch.setattr(plan_module, "FUSE_RELU", fuse)
+        model = net.compile(dtype="float32", seed=3)
+        if frozen:
+            model.set_trainable("batchnorm*", False)
+        plan = model._plan(4)
+        assert set(plan.relu_fusions()) == ({"batchnorm1", "batchnorm3", "batchnorm4"} if fuse else set())
+        opt = SGD(model, lr=0.1, momentum=0.9)
+        rng = np.random.default_rng(0)
+        losses = []
+        for _ in range(3):
+            x = rng.standard_normal((4, 3, 7, 5)).astype(np.float32)
+            losses.append(model.train_step(x, rng.standard_normal((4, 5)).astype(np.float32), opt, loss="mse")[0])
+        out = model.forward_train(x)
+        dx = model.backward(np.ones_like(out), inputs="x")["x"]
+        state = [a.copy() for group in model.state.values() for a in group.values()]
+        return losses, model._flat_params.copy(), state, out, dx
+
+    fused, apart = run(True), run(False)
+    assert fused[0] == apart[0]
+    for a, b in zip(fused[1:], apart[1:]):
+        for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            assert np.array_equal(u, v)
+
+
 def test_dropout_is_identity_in_evaluation_and_masks_in_training(nets):
     model = nets["bn_dropout"].compile(dtype="float64", seed=0)
     x, y = batch(model, n=4)

@@ -614,6 +614,48 @@ def test_batchnorm_training(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batchnorm_fused_relu(shape, dtype):
+    """relu(batchnorm(x)) in one call, and its backward from the relu's output gradient: the
+    NumPy references chained, and bit for bit the two kernels one after the other."""
+    c = shape[1]
+    x = randn(*shape, dtype=dtype) * dtype(3) + dtype(100)
+    gamma, beta = randn(c, dtype=dtype), randn(c, dtype=dtype)
+    x.flat[1] = np.nan                              # NaN goes through, as relu lets it
+    rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
+    rm2, rv2 = rm.copy(), rv.copy()
+    y, mean, invstd = np.empty_like(x), np.empty(c), np.empty(c)
+    K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, rm, rv, y, mean, invstd, relu=True)
+    bn, y2, mean2, invstd2 = np.empty_like(x), np.empty_like(x), np.empty(c), np.empty(c)
+    K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, rm2, rv2, bn, mean2, invstd2)
+    K.relu_forward_into(bn, y2)
+    assert np.array_equal(y, y2, equal_nan=True) and np.array_equal(rm, rm2, equal_nan=True)
+    assert np.array_equal(mean, mean2, equal_nan=True) and np.array_equal(invstd, invstd2, equal_nan=True)
+    assert (y >= 0).sum() + np.isnan(y).sum() == y.size and (y == 0).any()
+
+    x.flat[1] = 0.5                                 # finite, for the references
+    K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, None, None, y, mean, invstd, relu=True)
+    close(y, R.relu_forward(R.batchnorm_forward(x, gamma, beta, 1e-5)), dtype)
+    dout = randn(*shape, dtype=dtype)
+    dbn = R.relu_backward(dout, R.batchnorm_forward(x, gamma, beta, 1e-5))
+    rdx, rdg, rdb = R.batchnorm_backward(dbn, x, gamma, beta, 1e-5)
+    dx, dg, db = np.empty_like(x), np.empty_like(gamma), np.empty_like(beta)
+    K.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dg, db, relu_y=y)
+    close(dx, rdx, dtype)
+    close(dg, rdg, dtype)
+    close(db, rdb, dtype)
+    g2, dx2, dg2, db2 = np.empty_like(x), np.empty_like(x), np.empty_like(gamma), np.empty_like(beta)
+    K.relu_backward_into(dout, y, g2)
+    K.batchnorm_backward_into(g2, x, gamma, mean, invstd, dx2, dg2, db2)
+    assert np.array_equal(dx, dx2) and np.array_equal(dg, dg2) and np.array_equal(db, db2)
+    K.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, None, None, accumulate=True,
+                              relu_y=y)
+    close(dx, 2 * rdx, dtype)
+    K.batchnorm_backward_into(dout, x, gamma, mean, invstd, None, dg, None, relu_y=y)
+    assert np.array_equal(dg, dg2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", BN_SHAPES[:3], ids=str)
 def test_batchnorm_evaluation(shape, dtype):
     c = shape[1]

@@ -26,6 +26,7 @@ from cnnspec.engine.ops import EVAL_PASS_THROUGH, OPS, PASS_THROUGH, VIEWS, Node
 from cnnspec.limits import available_memory, require_memory
 
 BACKPROP_CACHE = 8                  # backward paths (layer, wrt) kept per plan, least recently used out
+FUSE_RELU = True                    # False: batchnorm -> relu pairs run apart in training (tests)
 
 
 class Plan:
@@ -102,9 +103,38 @@ class Plan:
             f"memory grows with the batch ({self.batch} here): use a smaller one; "
             f"`cnnspec summary` shows the memory per layer"))
 
-    def forward_steps(self, training: bool, skip=()) -> list:
-        steps = (self.ops[name].forward(training) for name in self.order if name in self.ops and name not in skip)
+    def forward_steps(self, training: bool, skip=(), fused=None) -> list:
+        """The forward's closures; ``fused`` ({batchnorm: relu}, training only): each such
+        batchnorm writes relu(batchnorm(x)) into the relu's output (the relu is in ``skip``)."""
+        fused = fused or {}
+        steps = (self.ops[name].forward_relu(self.act[fused[name]]) if name in fused else
+                 self.ops[name].forward(training)
+                 for name in self.order if name in self.ops and name not in skip)
         return [s for s in steps if s is not None]
+
+    def relu_fusions(self, skip=()) -> dict:
+        """{batchnorm: relu} for every built-in batchnorm whose only consumer is a built-in relu
+        (neither skipped): the training forward and backward run each pair as one kernel call
+        (``batchnorm_*_into`` with ``relu``), one pass over the tensor less each way, the same
+        results bit for bit.  The batchnorm's own output buffer is then not written in training
+        (nothing reads it there: the relu's backward needs only the relu's output); the
+        evaluation forward, ``activations`` and ``gradient`` run the layers apart."""
+        from cnnspec.engine.ops import Activation, BatchNorm
+
+        graph = self.model.graph
+        if not FUSE_RELU:
+            return {}
+        consumers = Counter(i for name in self.order for i in graph.nodes[name]["inputs"])
+        fused = {}
+        for name in self.order:
+            node = graph.nodes[name]
+            if node["op"] != "relu" or name in skip or len(node["inputs"]) != 1:
+                continue
+            bn = node["inputs"][0]
+            if (bn not in skip and consumers[bn] == 1 and bn != self.model.output_name
+                    and type(self.ops.get(bn)) is BatchNorm and type(self.ops[name]) is Activation):
+                fused[bn] = name
+        return fused
 
     @property
     def target(self) -> np.ndarray:
@@ -354,18 +384,29 @@ class Training:
         dscores, _ = target(score_name)
         self.doutput = dscores
         self.loss_step = plan.loss_step(loss, dscores, fused) if loss is not None else None
+        # batchnorm -> relu pairs run as one call each way (Plan.relu_fusions)
+        fused = plan.relu_fusions(skip)
+        fused_relus = {relu: bn for bn, relu in fused.items()}
         backward = []
         for name in reversed(order):
             if name not in plan.ops or not need[name] or name in skip:
                 continue
             dy = grad[name]
+            if name in fused_relus:                   # its batchnorm's backward takes dy and y
+                if need[fused_relus[name]]:
+                    grad[fused_relus[name]] = dy
+                continue
             via = dy if graph.nodes[name]["op"] in PASS_THROUGH else None
             dxs = [target(i, via) if need[i] else None for i in graph.nodes[name]["inputs"]]
             grads = model._grads.get(name) if trainable.get(name, False) else None
-            step = plan.ops[name].backward(dy, dxs, grads)
+            if name in fused:
+                step = plan.ops[name].backward(dy, dxs, grads, relu_y=act[fused[name]])
+            else:
+                step = plan.ops[name].backward(dy, dxs, grads)
             if step is not None:
                 backward.append(step)
-        self.forward_steps = plan.forward_steps(training=True, skip=skip)
+        self.forward_steps = plan.forward_steps(training=True, skip=skip | set(fused_relus),
+                                                fused=fused)
         self.backward_steps = backward
         # an input no layer differentiates through (unused by the output) has a zero gradient
         self.input_grads = {name: grad[name] if name in grad else np.zeros(act[name].shape, model.dtype)
