@@ -388,16 +388,18 @@ network Fused {
     a = conv(4, 3x3, pad=1) -> batchnorm -> relu                  # fused
     b = a -> conv(6, 3x3, pad=1, bias=false) -> batchnorm        # feeds two layers: not fused
     c = b -> relu
-    d = add(b, c) -> batchnorm -> relu                          # fused (its input's gradient
-    flatten -> dense(5) -> batchnorm -> relu                    # reaches an add); 2-D, output
+    d = add(b, c) -> relu                                       # fused (forward)
+    e = add(d, c, b) -> batchnorm -> relu                       # three operands: apart; fused
+    flatten -> dense(5) -> batchnorm -> relu                    # 2-D, the output: fused
 }
 """
 
 
 @pytest.mark.parametrize("frozen", [False, True])
 def test_batchnorm_relu_fusion_is_bit_identical(monkeypatch, frozen):
-    """Training with batchnorm -> relu pairs fused (one kernel call each way) gives the same
-    losses, parameters, running statistics and input gradients bit for bit as the layers apart."""
+    """Training with batchnorm -> relu pairs fused (one kernel call each way) and add -> relu
+    (forward) gives the same losses, parameters, running statistics and input gradients bit for
+    bit as the layers apart."""
     from cnnspec.engine import plan as plan_module
 
     net = cnnspec.loads(FUSED)
@@ -408,7 +410,7 @@ def test_batchnorm_relu_fusion_is_bit_identical(monkeypatch, frozen):
         if frozen:
             model.set_trainable("batchnorm*", False)
         plan = model._plan(4)
-        assert set(plan.relu_fusions()) == ({"batchnorm1", "batchnorm3", "batchnorm4"} if fuse else set())
+        assert set(plan.relu_fusions()) == ({"batchnorm1", "add1", "batchnorm3", "batchnorm4"} if fuse else set())
         opt = SGD(model, lr=0.1, momentum=0.9)
         rng = np.random.default_rng(0)
         losses = []

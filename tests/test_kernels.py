@@ -696,6 +696,22 @@ def test_batchnorm_backward_matches_central_differences():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_add_relu(dtype):
+    """relu(a + b) in one pass: the references chained, and bit for bit add then relu (a big
+    tensor runs on the threads)."""
+    for shape in [(3, 5, 7), (1, 2), (2, 16, 91, 93)]:
+        a, b = randn(*shape, dtype=dtype), randn(*shape, dtype=dtype)
+        a.flat[0] = np.nan
+        a.flat[-1] = -b.flat[-1]                          # a sum of exactly 0
+        out, y, y2 = np.empty_like(a), np.empty_like(a), np.empty_like(a)
+        K.add_relu_into(a, b, out)
+        K.add_into(a, b, y)
+        K.relu_forward_into(y, y2)
+        assert np.array_equal(out, y2, equal_nan=True) and np.isnan(out.flat[0]) and out.flat[-1] == 0
+        close(out.reshape(-1)[1:], R.relu_forward(a.astype(np.float64) + b).reshape(-1)[1:], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.9])
 def test_dropout(p, dtype):
     x = randn(3, 4, 5, dtype=dtype)

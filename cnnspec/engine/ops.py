@@ -379,6 +379,12 @@ def pass_gradient(dy, dxs):
 
 
 class Add(PassThrough):
+    def forward_relu(self, y):
+        """The forward of two operands fused with the relu after it: relu(a + b) into ``y`` (the
+        relu's output); this op's own output is not written."""
+        f, (a, b) = K.add_relu_into, self.c.xs
+        return lambda: f(a, b, y)
+
     def forward(self, training):
         f, xs, y = K.add_into, self.c.xs, self.y
         if len(xs) == 2:

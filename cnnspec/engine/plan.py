@@ -104,8 +104,8 @@ class Plan:
             f"`cnnspec summary` shows the memory per layer"))
 
     def forward_steps(self, training: bool, skip=(), fused=None) -> list:
-        """The forward's closures; ``fused`` ({batchnorm: relu}, training only): each such
-        batchnorm writes relu(batchnorm(x)) into the relu's output (the relu is in ``skip``)."""
+        """The forward's closures; ``fused`` ({layer: relu}, training only, ``relu_fusions``):
+        each such layer writes relu(its output) into the relu's output (the relu is in ``skip``)."""
         fused = fused or {}
         steps = (self.ops[name].forward_relu(self.act[fused[name]]) if name in fused else
                  self.ops[name].forward(training)
@@ -113,13 +113,14 @@ class Plan:
         return [s for s in steps if s is not None]
 
     def relu_fusions(self, skip=()) -> dict:
-        """{batchnorm: relu} for every built-in batchnorm whose only consumer is a built-in relu
-        (neither skipped): the training forward and backward run each pair as one kernel call
-        (``batchnorm_*_into`` with ``relu``), one pass over the tensor less each way, the same
-        results bit for bit.  The batchnorm's own output buffer is then not written in training
+        """{layer: relu} for every built-in batchnorm, or add of two operands, whose only
+        consumer is a built-in relu (neither skipped): the training forward runs each pair as
+        one kernel call (``batchnorm_forward_train_into`` with ``relu``, ``add_relu_into``), and
+        the backward of a batchnorm pair too (``relu_y``): one pass over the tensor less, the
+        same results bit for bit.  The layer's own output buffer is then not written in training
         (nothing reads it there: the relu's backward needs only the relu's output); the
         evaluation forward, ``activations`` and ``gradient`` run the layers apart."""
-        from cnnspec.engine.ops import Activation, BatchNorm
+        from cnnspec.engine.ops import Activation, Add, BatchNorm
 
         graph = self.model.graph
         if not FUSE_RELU:
@@ -130,10 +131,12 @@ class Plan:
             node = graph.nodes[name]
             if node["op"] != "relu" or name in skip or len(node["inputs"]) != 1:
                 continue
-            bn = node["inputs"][0]
-            if (bn not in skip and consumers[bn] == 1 and bn != self.model.output_name
-                    and type(self.ops.get(bn)) is BatchNorm and type(self.ops[name]) is Activation):
-                fused[bn] = name
+            src = node["inputs"][0]
+            kind = type(self.ops.get(src))
+            if (src not in skip and consumers[src] == 1 and src != self.model.output_name
+                    and type(self.ops[name]) is Activation
+                    and (kind is BatchNorm or (kind is Add and len(graph.nodes[src]["inputs"]) == 2))):
+                fused[src] = name
         return fused
 
     @property
@@ -384,9 +387,9 @@ class Training:
         dscores, _ = target(score_name)
         self.doutput = dscores
         self.loss_step = plan.loss_step(loss, dscores, fused) if loss is not None else None
-        # batchnorm -> relu pairs run as one call each way (Plan.relu_fusions)
-        fused = plan.relu_fusions(skip)
-        fused_relus = {relu: bn for bn, relu in fused.items()}
+        # batchnorm -> relu pairs run as one call each way, add -> relu forward (Plan.relu_fusions)
+        with_relu = plan.relu_fusions(skip)
+        fused_relus = {relu: bn for bn, relu in with_relu.items() if graph.nodes[bn]["op"] == "batchnorm"}
         backward = []
         for name in reversed(order):
             if name not in plan.ops or not need[name] or name in skip:
@@ -399,14 +402,14 @@ class Training:
             via = dy if graph.nodes[name]["op"] in PASS_THROUGH else None
             dxs = [target(i, via) if need[i] else None for i in graph.nodes[name]["inputs"]]
             grads = model._grads.get(name) if trainable.get(name, False) else None
-            if name in fused:
-                step = plan.ops[name].backward(dy, dxs, grads, relu_y=act[fused[name]])
+            if name in fused_relus.values():
+                step = plan.ops[name].backward(dy, dxs, grads, relu_y=act[with_relu[name]])
             else:
                 step = plan.ops[name].backward(dy, dxs, grads)
             if step is not None:
                 backward.append(step)
-        self.forward_steps = plan.forward_steps(training=True, skip=skip | set(fused_relus),
-                                                fused=fused)
+        self.forward_steps = plan.forward_steps(training=True, skip=skip | set(with_relu.values()),
+                                                fused=with_relu)
         self.backward_steps = backward
         # an input no layer differentiates through (unused by the output) has a zero gradient
         self.input_grads = {name: grad[name] if name in grad else np.zeros(act[name].shape, model.dtype)

@@ -71,14 +71,16 @@ Activations (any shape; softmax over axis 1 of (N, C, *spatial)):
 
 Batch normalisation (x (N, C, *spatial) per channel, or (N, D) per feature):
     batchnorm_forward_train_into(x, gamma, beta, eps, momentum, running_mean, running_var,
-                                 out, mean, invstd)
+                                 out, mean, invstd, relu=False)
         batch statistics (biased variance); writes mean and invstd = 1/sqrt(var + eps), both
         FLOAT64 (C,) buffers, for the backward; updates running_mean/running_var in place as
         PyTorch does (running = (1 - momentum) * running + momentum * batch, var unbiased); pass
-        running_mean=None to skip the update.
+        running_mean=None to skip the update.  relu=True: out = relu(batchnorm(x)) (fused).
     batchnorm_forward_eval_into(x, gamma, beta, eps, running_mean, running_var, out)
-    batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, accumulate=False)
-        training-mode backward (batch statistics).
+    batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, accumulate=False,
+                            relu_y=None)
+        training-mode backward (batch statistics); relu_y: the fused relu's output, dout the
+        gradient of that output.
     batchnorm_backward_eval_into(dout, x, gamma, eps, running_mean, running_var, dx, dgamma,
                                  dbeta, accumulate=False)
         backward of the evaluation-mode forward (a fixed affine map), e.g. for frozen layers.
@@ -87,6 +89,7 @@ Dropout, merges:
     dropout_forward_into(x, mask, p, out)               out = x * mask / (1 - p); mask bool
     dropout_backward_into(dout, mask, p, dx, accumulate=False)
     add_into(a, b, out)                                 out = a + b  (n-ary add: call repeatedly)
+    add_relu_into(a, b, out)                            out = relu(a + b)  (fused)
     accumulate_into(src, dst)                           dst += src   (the backward of add)
     copy_into(src, dst)                                 dst = src    (same dtype)
     concat_forward_into(xs, out)                        xs: sequence of (N, Ci, *spatial)
@@ -198,7 +201,7 @@ from cnnspec.kernels.loss import (  # noqa: E402
     bce_loss_into, cross_entropy_positions_into, l1_loss_into, mse_loss_into, sigmoid_bce_into,
     softmax_cross_entropy_into)
 from cnnspec.kernels.merge import (  # noqa: E402
-    accumulate_into, add_into, concat_backward_into, concat_forward_into, copy_into,
+    accumulate_into, add_into, add_relu_into, concat_backward_into, concat_forward_into, copy_into,
     dropout_backward_into, dropout_forward_into)
 from cnnspec.kernels.norm import (  # noqa: E402
     batchnorm_backward_eval_into, batchnorm_backward_into, batchnorm_forward_eval_into,

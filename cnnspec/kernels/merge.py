@@ -38,6 +38,13 @@ def _add(a, b, out):
 
 
 @jit
+def _add_relu(a, b, out):
+    for i in range(out.size):
+        v = a[i] + b[i]
+        out[i] = 0 if v <= 0 else v
+
+
+@jit
 def _accumulate(src, dst):
     for i in range(dst.size):
         dst[i] += src[i]
@@ -91,6 +98,12 @@ def dropout_backward_into(dout, mask, p, dx, accumulate=False):
 
 def add_into(a, b, out):
     elementwise(_add, _flat(a), _flat(b), _flat(out))
+
+
+def add_relu_into(a, b, out):
+    """out = relu(a + b): add_into then relu_forward_into in one pass, the same values bit for
+    bit (the sum rounds to out's dtype in both; NaN goes through)."""
+    elementwise(_add_relu, _flat(a), _flat(b), _flat(out))
 
 
 def accumulate_into(src, dst):
