@@ -204,6 +204,69 @@ def test_direct_kernels_write_only_their_output(dtype, monkeypatch):
         assert (bigx[0] == 7).all() and (bigx[-1] == 7).all()
 
 
+# forward_lanes (filters in the vector lanes, blocks of 64): F or, for dx, C a multiple of 64
+LANES_CASES = [   # (N, C, H, W, F, KH, KW, stride, pad, dilation, bias): forward, dx by lanes
+    ((1, 5, 7, 6, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), True), True, False),   # batch 1, C = 5
+    ((3, 64, 5, 7, 64, 3, 3, (1, 1), (1, 0, 2, 1), (1, 1), True), True, True),   # uneven padding
+    ((2, 7, 9, 8, 128, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), False), True, False),  # strided, 2 blocks
+    ((2, 64, 6, 6, 13, 2, 3, (1, 1), (0, 1, 1, 2), (2, 1), True), False, True),  # dilated, F = 13
+    ((3, 64, 4, 4, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False), True, True),  # 4x4
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case, fwd, bwd", LANES_CASES, ids=[str(i) for i in range(len(LANES_CASES))])
+def test_conv2d_lanes_matches_reference(case, fwd, bwd, dtype, monkeypatch):
+    """The forward and dx with the filters in the vector lanes (positions of 6 outputs across
+    rows, the last block padded; 2 threads, pieces of the batch taken dynamically): the NumPy
+    reference, the wide grid's direct forward bit for bit (the same sums in the same order),
+    accumulation into dx, and nothing written around out (a slice of a bigger array)."""
+    n, c, h, w, f, kh, kw, stride, pad, dil, bias = case
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+    x, wt = randn(n, c, h, w, dtype=dtype), randn(f, c, kh, kw, dtype=dtype)
+    b = randn(f, dtype=dtype) if bias else None
+    geometry = (stride, pad, dil, 1)
+    shape = K.conv2d_output_shape(x.shape, wt.shape, stride, pad, dil)
+    monkeypatch.setattr(conv, "_LANES", True)
+    plan = _Plan(x.shape, wt.shape, *geometry)
+    assert (plan.lanes is not None, plan.lanes_dx is not None) == (fwd, bwd)
+    ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype)
+    big = np.full((n + 2,) + tuple(shape[1:]), np.nan, dtype)
+    big[0] = big[-1] = 7.0
+    K.conv2d_forward_into(x, wt, b, *geometry, big[1:-1], ws)
+    close(big[1:-1], R.conv2d_forward(x, wt, b, *geometry), dtype)
+    assert (big[0] == 7).all() and (big[-1] == 7).all()
+    dout = randn(*shape, dtype=dtype)
+    rdx, rdw, _ = R.conv2d_backward(dout, x, wt, b, *geometry)
+    dx, dw = np.ones_like(x), np.empty_like(wt)
+    K.conv2d_backward_into(dout, x, wt, *geometry, dx, dw, None, ws, accumulate=True)
+    close(dx - 1, rdx, dtype)
+    close(dw, rdw, dtype)
+    monkeypatch.setattr(conv, "_LANES", False)
+    wide = np.empty(shape, dtype)
+    K.conv2d_forward_into(x, wt, b, *geometry, wide, np.empty(
+        K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype))
+    assert np.array_equal(wide, big[1:-1]) or not fwd
+
+
+def test_lanes_rules():
+    """Where the rules put forward_lanes: ResNet-8's 8x8 layers (64 filters: 3x3 64->64, the
+    stride-2 32->64 and its dx), not its 16x16 or 32x32 ones, nor 3x3 256->256 on 4x4 (K > 1536)."""
+    def plan(x, w, s, p):
+        return _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
+    if not conv._wide_vector_cpu():
+        pytest.skip("the direct kernels need AVX-512")
+    p = plan((64, 64, 8, 8), (64, 64, 3, 3), 1, 1)
+    assert p.lanes is not None and p.lanes_dx is not None
+    assert plan((64, 32, 16, 16), (64, 32, 3, 3), 2, 1).lanes is not None
+    for x, w in (((64, 32, 16, 16), (32, 32, 3, 3)), ((64, 16, 32, 32), (16, 16, 3, 3)),
+                 ((16, 64, 16, 16), (64, 64, 3, 3)), ((16, 256, 4, 4), (256, 256, 3, 3))):
+        p = plan(x, w, 1, 1)
+        assert p.lanes is None and p.lanes_dx is None, (x, w)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=conv_id)
 def test_conv2d_matches_reference(case, dtype, forward):

@@ -616,6 +616,184 @@ def weight_grad_lanes(dout, x, kernel, stride, pad, dilation, need_dw, need_db, 
                     _vadd_to(dwp, d + 11 * fp, a11, b11)
 
 
+# -- the forward with the filters in the vector lanes (small planes) --------------------------
+# out^T[p, f] = sum over k = (c, i, j) of xp[offs[k] + pos[p]] * wt[k, f]: blocks of 6 output
+# positions x 4 vectors of filters (64 float32 filters) = 24 accumulators; per k, 4 vector loads
+# of the packed weights and 6 broadcasts of the input.  Any output position can join a block
+# (the positions are a table), so nothing of the wide grid is computed: on 8x8 planes the wide
+# grid computes 96 outputs per 64, on 4x4 32 per 16.  Each accumulator sums its k in order with
+# one FMA per term, as _direct_sample does (the same values).
+
+LANES_POS = 6        # output positions per block
+LANES_FILTERS = 64   # filters per block, float32 (4 vectors; float64: 2 blocks of 32)
+LANES_CHUNK = 64     # taps per pass over the tile: their weights (16 KB) stay in L1
+
+
+def lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow):
+    """(packed weights, per-thread phase buffer, per-thread tile) in elements for
+    forward_lanes: weights (C*KH*KW, Fp), tile (P6, Fp); Fp = F rounded up to LANES_FILTERS,
+    P6 = OH*OW rounded up to LANES_POS."""
+    _, c, _, _ = x_shape
+    f, _, kh, kw = w_shape
+    _, xp, _ = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+    fp = -(-f // LANES_FILTERS) * LANES_FILTERS
+    p6 = -(-(oh * ow) // LANES_POS) * LANES_POS
+    return c * kh * kw * fp, xp, p6 * fp
+
+
+def lanes_positions(x_shape, stride, pad, oh, ow):
+    """int64 table of where output p = oh*OW + ow reads in _grid's layout (oh*pitch + ow), padded
+    to a multiple of LANES_POS with the last position (computed twice, stored once)."""
+    wq, _ = _grid(x_shape[2], x_shape[3], stride, pad)
+    p = oh * ow
+    pos = np.empty(-(-p // LANES_POS) * LANES_POS, np.int64)
+    pos[:p] = (np.arange(oh)[:, None] * wq + np.arange(ow)[None, :]).reshape(-1)
+    pos[p:] = pos[p - 1]
+    return pos
+
+
+@jit
+def pack_weights_lanes(w, flipped, wt):
+    """wt[k, o] (rows of Fp = O rounded up to LANES_FILTERS, zero past O): the forward's
+    w[o, (c, i, j)], or (``flipped``, dx's convolution of dout) w[f, o, KH-1-i, KW-1-j] at
+    k = (f, i, j)."""
+    f_, c_, kh, kw = w.shape
+    o_, r_ = (c_, f_) if flipped else (f_, c_)
+    fp = (o_ + 63) // 64 * 64
+    for e in range(r_ * kh * kw * fp):
+        wt[e] = 0
+    for f in range(f_):
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    if flipped:
+                        wt[((f * kh + i) * kw + j) * fp + c] = w[f, c, kh - 1 - i, kw - 1 - j]
+                    else:
+                        wt[((c * kh + i) * kw + j) * fp + f] = w[f, c, i, j]
+
+
+@jit
+def forward_lanes(x, b, stride, pad, out, accumulate, wt, offs, pos, xp, tile, n0, n1):
+    """out[n] (+)= conv(x[n]) + b for n0 <= n < n1 (groups 1, any stride: _grid's layout);
+    wt from pack_weights_lanes, offs from window_offsets, pos from lanes_positions."""
+    h_, w_ = x.shape[2], x.shape[3]
+    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
+    wq, plane = _grid_jit(h_, w_, stride, pad)
+    lanes = vlanes(xp)
+    p_ = oh_ * ow_
+    k_ = offs.size
+    fp = (f_ + 63) // 64 * 64
+    of = out.reshape(out.size)
+    for n in range(n0, n1):
+        _fill_sample(x, n, stride, pad, wq, plane, n == n0, xp)
+        for fb in range(0, fp, 4 * lanes):
+            for k0 in range(0, k_, LANES_CHUNK):
+                k1 = min(k_, k0 + LANES_CHUNK)
+                for p0 in range(0, pos.size, 6):
+                    q0 = pos[p0]
+                    q1 = pos[p0 + 1]
+                    q2 = pos[p0 + 2]
+                    q3 = pos[p0 + 3]
+                    q4 = pos[p0 + 4]
+                    q5 = pos[p0 + 5]
+                    d = p0 * fp + fb
+                    a00 = vzero(xp) if k0 == 0 else vload(tile, d)
+                    a01 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * lanes)
+                    a02 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * lanes)
+                    a03 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * lanes)
+                    a10 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp)
+                    a11 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp + 1 * lanes)
+                    a12 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp + 2 * lanes)
+                    a13 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp + 3 * lanes)
+                    a20 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp)
+                    a21 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp + 1 * lanes)
+                    a22 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp + 2 * lanes)
+                    a23 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp + 3 * lanes)
+                    a30 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp)
+                    a31 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp + 1 * lanes)
+                    a32 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp + 2 * lanes)
+                    a33 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp + 3 * lanes)
+                    a40 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp)
+                    a41 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp + 1 * lanes)
+                    a42 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp + 2 * lanes)
+                    a43 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp + 3 * lanes)
+                    a50 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp)
+                    a51 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp + 1 * lanes)
+                    a52 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp + 2 * lanes)
+                    a53 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp + 3 * lanes)
+                    u = k0 * fp + fb
+                    for k in range(k0, k1):
+                        t = offs[k]
+                        w0 = vload(wt, u)
+                        w1 = vload(wt, u + lanes)
+                        w2 = vload(wt, u + 2 * lanes)
+                        w3 = vload(wt, u + 3 * lanes)
+                        s = vsplat(xp, t + q0)
+                        a00 = vfma(a00, s, w0)
+                        a01 = vfma(a01, s, w1)
+                        a02 = vfma(a02, s, w2)
+                        a03 = vfma(a03, s, w3)
+                        s = vsplat(xp, t + q1)
+                        a10 = vfma(a10, s, w0)
+                        a11 = vfma(a11, s, w1)
+                        a12 = vfma(a12, s, w2)
+                        a13 = vfma(a13, s, w3)
+                        s = vsplat(xp, t + q2)
+                        a20 = vfma(a20, s, w0)
+                        a21 = vfma(a21, s, w1)
+                        a22 = vfma(a22, s, w2)
+                        a23 = vfma(a23, s, w3)
+                        s = vsplat(xp, t + q3)
+                        a30 = vfma(a30, s, w0)
+                        a31 = vfma(a31, s, w1)
+                        a32 = vfma(a32, s, w2)
+                        a33 = vfma(a33, s, w3)
+                        s = vsplat(xp, t + q4)
+                        a40 = vfma(a40, s, w0)
+                        a41 = vfma(a41, s, w1)
+                        a42 = vfma(a42, s, w2)
+                        a43 = vfma(a43, s, w3)
+                        s = vsplat(xp, t + q5)
+                        a50 = vfma(a50, s, w0)
+                        a51 = vfma(a51, s, w1)
+                        a52 = vfma(a52, s, w2)
+                        a53 = vfma(a53, s, w3)
+                        u += fp
+                    vstore(tile, d, a00)
+                    vstore(tile, d + 1 * lanes, a01)
+                    vstore(tile, d + 2 * lanes, a02)
+                    vstore(tile, d + 3 * lanes, a03)
+                    vstore(tile, d + 1 * fp, a10)
+                    vstore(tile, d + 1 * fp + 1 * lanes, a11)
+                    vstore(tile, d + 1 * fp + 2 * lanes, a12)
+                    vstore(tile, d + 1 * fp + 3 * lanes, a13)
+                    vstore(tile, d + 2 * fp, a20)
+                    vstore(tile, d + 2 * fp + 1 * lanes, a21)
+                    vstore(tile, d + 2 * fp + 2 * lanes, a22)
+                    vstore(tile, d + 2 * fp + 3 * lanes, a23)
+                    vstore(tile, d + 3 * fp, a30)
+                    vstore(tile, d + 3 * fp + 1 * lanes, a31)
+                    vstore(tile, d + 3 * fp + 2 * lanes, a32)
+                    vstore(tile, d + 3 * fp + 3 * lanes, a33)
+                    vstore(tile, d + 4 * fp, a40)
+                    vstore(tile, d + 4 * fp + 1 * lanes, a41)
+                    vstore(tile, d + 4 * fp + 2 * lanes, a42)
+                    vstore(tile, d + 4 * fp + 3 * lanes, a43)
+                    vstore(tile, d + 5 * fp, a50)
+                    vstore(tile, d + 5 * fp + 1 * lanes, a51)
+                    vstore(tile, d + 5 * fp + 2 * lanes, a52)
+                    vstore(tile, d + 5 * fp + 3 * lanes, a53)
+        for f in range(f_):
+            bias = b[f] if b.size > 0 else 0
+            dst = (n * f_ + f) * p_
+            if accumulate:
+                for p in range(p_):
+                    of[dst + p] += tile[p * fp + f] + bias
+            else:
+                for p in range(p_):
+                    of[dst + p] = tile[p * fp + f] + bias
+
+
 @jit
 def _vadd_to(a, i, u, v):
     """a[i : i + 2*lanes] += (u, v)."""
