@@ -356,15 +356,18 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
                 continue
             _fill_sample(x, n, stride, pad, wq, plane, g0 == n0,
                          buf[(n - g0) * xp_size:(n - g0 + 1) * xp_size])
-            wide = buf[o_wide + (n - g0) * wide_size:o_wide + (n - g0 + 1) * wide_size]
-            for e in range(wide_size):
-                wide[e] = 0
+            if g0 == n0 and n == g0:     # the extra columns stay zero: every sample writes
+                for e in range(o_wide, o_wide + group * wide_size):   # the same places
+                    buf[e] = 0
+            # unsigned indices (no negative-index test: the loop vectorises) and no clearing
+            # per sample: the copy took 0.6 of a 3x3 3->16 dw's 1.0 ms at 64x32x32, then 0.25
+            base = np.uint64(o_wide + (n - g0) * wide_size)
             for f in range(f_):
                 for r in range(oh_):
-                    src = ((n * f_ + f) * oh_ + r) * ow_
-                    dst = f * qs + r * wq
+                    src = np.uint64(((n * f_ + f) * oh_ + r) * ow_)
+                    dst = base + np.uint64(f * qs + r * wq)
                     for e in range(ow_):
-                        wide[dst + e] = df[src + e]
+                        buf[dst + np.uint64(e)] = df[src + np.uint64(e)]
         if not need_dw:
             continue
         for fb in range(0, fp, 4):
