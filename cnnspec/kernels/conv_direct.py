@@ -786,15 +786,17 @@ def forward_lanes(x, b, stride, pad, out, accumulate, wt, offs, pos, xp, tile, n
                     vstore(tile, d + 5 * fp + 1 * lanes, a51)
                     vstore(tile, d + 5 * fp + 2 * lanes, a52)
                     vstore(tile, d + 5 * fp + 3 * lanes, a53)
-        for f in range(f_):
+        for f in range(f_):                  # out[n, f, p] = tile[p, f]: unsigned indices
             bias = b[f] if b.size > 0 else 0
-            dst = (n * f_ + f) * p_
+            dst = np.uint64((n * f_ + f) * p_)
+            src = np.uint64(f)
+            step = np.uint64(fp)
             if accumulate:
                 for p in range(p_):
-                    of[dst + p] += tile[p * fp + f] + bias
+                    of[dst + np.uint64(p)] += tile[src + np.uint64(p) * step] + bias
             else:
                 for p in range(p_):
-                    of[dst + p] = tile[p * fp + f] + bias
+                    of[dst + np.uint64(p)] = tile[src + np.uint64(p) * step] + bias
 
 
 @jit
