@@ -251,6 +251,19 @@ def test_conv2d_lanes_matches_reference(case, fwd, bwd, dtype, monkeypatch):
     assert np.array_equal(wide, big[1:-1]) or not fwd
 
 
+def test_the_kernels_use_the_plan_of_the_lanes_switch_in_force(monkeypatch):
+    """A plan made with forward_lanes switched off is not reused once it is on (its results are
+    the same bit for bit, so only the plan tells)."""
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    x_shape, w_shape = (2, 8, 5, 5), (64, 8, 3, 3)
+    for lanes in (False, True, False):
+        monkeypatch.setattr(conv, "_LANES", lanes)
+        workspace = np.empty(conv.conv2d_workspace_size(x_shape, w_shape, (1, 1), (1, 1, 1, 1)))
+        plan = conv._plan_for(np.empty(x_shape), np.empty(w_shape), (1, 1), (1, 1, 1, 1), (1, 1),
+                              1, workspace, 1)
+        assert (plan.lanes is not None) is lanes
+
+
 def test_lanes_rules():
     """Where the rules put forward_lanes: ResNet-8's 8x8 layers (64 filters: 3x3 64->64, the
     stride-2 32->64 and its dx), not its 16x16 or 32x32 ones, nor 3x3 256->256 on 4x4 (K > 1536)."""

@@ -118,7 +118,8 @@ class _Plan:
     """
 
     __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout", "direct",
-                 "direct_dx", "direct_dw", "direct_dwl", "lanes", "lanes_dx")
+                 "direct_dx", "direct_dw", "direct_dwl")
+    __slots__ += ("lanes", "lanes_dx")          # conv_direct.forward_lanes (_use_lanes)
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -1072,13 +1073,13 @@ def _rules():
     """The switches and limits _Plan reads: the cache key's part that is not the layer's."""
     direct = sys.modules.get("cnnspec.kernels.conv_direct")
     return (_DIRECT, _DIRECT_DW, _DIRECT_ALL, _DIRECT_MACS, _WIDE_VECTORS, _ROWTAP_MAX_COL,
-            _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS, _LANES, _LANES_WASTE, _LANES_TAPS,
+            _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS,
             (direct.DW_GROUP_ELEMENTS, direct.DWL_TILE) if direct is not None else None)
 
 
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
     plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups,
-                        _rules())
+                        _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS))
     if workspace.size < plan.workspace_size(threads):
         raise ValueError(f"conv2d workspace too small: {workspace.size} elements, "
                          f"need {plan.workspace_size(threads)} (conv2d_workspace_size)")
