@@ -726,7 +726,7 @@ def forward_lanes(x, b, stride, pad, out, accumulate, wt, offs, pos, xp, tile, n
                     a53 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp + 3 * lanes)
                     u = k0 * fp + fb
                     for k in range(k0, k1):
-                        t = offs[k]
+                        t = offs[np.uint64(k)]      # unsigned: no negative-index test
                         w0 = vload(wt, u)
                         w1 = vload(wt, u + lanes)
                         w2 = vload(wt, u + 2 * lanes)
