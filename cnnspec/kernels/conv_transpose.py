@@ -38,6 +38,12 @@ from cnnspec.kernels.conv import _empty, _span, _zero
 
 _COL_ELEMENTS = 1 << 19           # elements of one chunk's col (2 MB in float32)
 _PARALLEL_MACS = 1 << 21          # below this many multiply-adds one thread is faster
+_LANES = None                     # tests: True / False, the forward and dx by conv_lanes.py
+                                  # wherever groups is 1 / never; None: the rules (_lanes_geometry)
+_LANES_MAX_PLANE = 1024           # planes (outputs of the gather) up to 32x32: its tile, 8 filters
+                                  # x plane x lanes, stays within 512 KB
+_DW_ADJOINT = None                # tests: True / False, dw by conv.py's weight gradient of the
+                                  # adjoint convolution wherever it runs / never; None: the rules
 
 
 def conv_transpose_output_size(size, kernel, stride, pad_before, pad_after, output_pad=0,
@@ -83,7 +89,42 @@ def conv_transpose2d_workspace_size(x_shape, w_shape, stride, pad, output_pad, d
     if _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups) is not None:
         from cnnspec.kernels.conv import conv2d_workspace_size
         size = max(size, conv2d_workspace_size(out_shape, w_shape, stride, pad, dilation, 1))
+    from cnnspec.kernels import conv_lanes
+    for kind in ("forward", "dx"):      # float32's lanes: float64's tables are smaller
+        geo = _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_shape,
+                              np.float32)
+        if geo is None and x_shape[0] >= 8:
+            geo = _lanes_geometry(kind, (16, *x_shape[1:]), w_shape, stride, pad, dilation,
+                                  groups, (16, *out_shape[1:]), np.float32)
+        if geo is not None:
+            size = max(size, conv_lanes.workspace_size(geo, num_threads()))
     return size
+
+
+def _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_shape, dtype):
+    """conv_lanes.py's tables for the forward (``kind`` "forward": x -> out) or the input
+    gradient ("dx": the adjoint convolution of dout -> x), or None where they do not run: they
+    run for groups 1 on AVX-512, batches of at least the lanes (16 samples in float32) and
+    gathers of at least a million multiply-adds onto planes of at most _LANES_MAX_PLANE.
+    Measured against the batched products (forward) and the adjoint convolution's direct
+    forward (dx; float32, one thread, CPU time): see the README's issue 16 fifth round."""
+    from cnnspec.kernels import conv_lanes
+    from cnnspec.kernels._simd import lanes_of
+    from cnnspec.kernels.conv import _DIRECT_MACS, _wide_vector_cpu
+    if groups != 1 or _LANES is False:
+        return None
+    lanes = lanes_of(dtype)
+    oh, ow = (out_shape[2], out_shape[3]) if kind == "forward" else (x_shape[2], x_shape[3])
+    if _LANES is None:
+        macs = x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3] * w_shape[1] * w_shape[2] \
+            * w_shape[3]
+        if (x_shape[0] < lanes or oh * ow > _LANES_MAX_PLANE or macs < _DIRECT_MACS
+                or not _wide_vector_cpu()):
+            return None
+    geometry = (tuple(stride), tuple(pad), tuple(dilation), oh, ow, lanes)
+    if kind == "forward":
+        return conv_lanes.transposed_geometry(tuple(x_shape), tuple(w_shape), *geometry)
+    return conv_lanes.conv_geometry(tuple(out_shape), tuple(w_shape), *geometry)
 
 
 def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
@@ -107,6 +148,19 @@ def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
         return None
     plan = _cached_plan(tuple(out_shape), tuple(w_shape), *geometry, 1, _rules())
     return plan if plan.direct is not None else None
+
+
+def _use_dw_adjoint(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
+    """dw by conv.py's weight gradient of the adjoint convolution (dout its input, x its output
+    gradient) when no dx is computed by the products here: where that convolution's plan takes
+    the weight gradient with the filters in the lanes (conv_direct.weight_grad_lanes; x's
+    channels are its filters)."""
+    if _DW_ADJOINT is False:
+        return False
+    plan = _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups)
+    if plan is None:
+        return False
+    return _DW_ADJOINT or plan.direct_dwl is not None
 
 
 # Flat arrays and unsigned indices in the copies below, as in conv.py: an unsigned index needs
@@ -322,13 +376,29 @@ def _plan(x, w, groups, workspace, macs):
     return threads, g_max, per
 
 
+def _check_lanes(geo, workspace, threads):
+    from cnnspec.kernels import conv_lanes
+    need = conv_lanes.workspace_size(geo, threads)
+    if workspace.size < need:
+        raise ValueError(f"conv_transpose2d workspace too small: {workspace.size} elements, "
+                         f"need {need} (conv_transpose2d_workspace_size)")
+
+
 def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, groups, out,
                                   workspace):
     """out (N, F, OH, OW) = the transposed convolution of x (N, C, H, W) by w (C, F/groups,
     KH, KW), + b (F,) or None.  ``output_pad`` only sets out's size (given by the caller's
     buffer).  See the package docstring for conventions."""
-    threads, g_max, per = _plan(x, w, groups, workspace, x.size * w.shape[1] * w.shape[2]
-                                * w.shape[3])
+    macs = x.size * w.shape[1] * w.shape[2] * w.shape[3]
+    geo = _lanes_geometry("forward", x.shape, w.shape, stride, pad, dilation, groups, out.shape,
+                          x.dtype)
+    if geo is not None:
+        from cnnspec.kernels import conv_lanes
+        threads = _threads(x.shape[0], macs)
+        _check_lanes(geo, workspace, threads)
+        conv_lanes.run(geo, x, w, b, False, out, workspace, threads)
+        return
+    threads, g_max, per = _plan(x, w, groups, workspace, macs)
     b = _empty(x.dtype)[0] if b is None else b
     run_split(_forward, x.shape[0], threads, lambda t, lo, hi: (
         x, w, b, stride, pad, dilation, groups, out, g_max,
@@ -338,17 +408,34 @@ def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, gr
 def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation, groups, dx, dw,
                                    db, workspace, accumulate=False):
     """dx (+)= dL/dx, dw = dL/dw, db = dL/db (each may be None: not computed)."""
-    if (dx is not None and dw is None and not accumulate and _adjoint_plan(
+    macs = x.size * w.shape[1] * w.shape[2] * w.shape[3]
+    geo = None if dx is None else _lanes_geometry("dx", x.shape, w.shape, stride, pad, dilation,
+                                                  groups, dout.shape, x.dtype)
+    if geo is not None:
+        # dx: conv_lanes.py's gather of the adjoint convolution (see _lanes_geometry)
+        from cnnspec.kernels import conv_lanes
+        threads = _threads(x.shape[0], macs)
+        _check_lanes(geo, workspace, threads)
+        conv_lanes.run(geo, dout, w, None, accumulate, dx, workspace, threads)
+        dx = None
+    elif (dx is not None and dw is None and not accumulate and _adjoint_plan(
             dout.shape, x.shape, w.shape, stride, pad, dilation, groups) is not None):
         # dx alone: conv.py's direct forward of the adjoint convolution (see _adjoint_plan)
         from cnnspec.kernels.conv import conv2d_forward_into
         conv2d_forward_into(dout, w, None, tuple(stride), tuple(pad), tuple(dilation), 1, dx,
                             workspace)
-        if db is None:
-            return
         dx = None
-    threads, g_max, per = _plan(x, w, groups, workspace, 2 * x.size * w.shape[1] * w.shape[2]
-                                * w.shape[3])
+    if dx is None and dw is not None and _use_dw_adjoint(dout.shape, x.shape, w.shape, stride,
+                                                         pad, dilation, groups):
+        # dw without the products' dx: conv.py's weight gradient of the adjoint convolution
+        # (dout its input, x its output gradient; db is not its bias gradient)
+        from cnnspec.kernels.conv import conv2d_backward_into
+        conv2d_backward_into(x, dout, w, tuple(stride), tuple(pad), tuple(dilation), 1, None,
+                             dw, None, workspace)
+        dw = None
+    if dx is None and dw is None and db is None:
+        return
+    threads, g_max, per = _plan(x, w, groups, workspace, 2 * macs)
     empty1, empty4 = _empty(x.dtype)
     run_split(_backward, x.shape[0], threads, lambda t, lo, hi: (
         dout, x, w, stride, pad, dilation, groups, empty4 if dx is None else dx,

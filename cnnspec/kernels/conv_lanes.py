@@ -1,0 +1,380 @@
+"""Direct convolution loops with the samples in the vector lanes: for small planes.
+
+conv_direct.py's loops put the output positions of one sample in the vector lanes, on the "wide"
+grid of the padded sample: every row computes its padding columns too, and a plane is rounded up
+to strips of 32 outputs.  On 8x8 planes that is 96 outputs computed per 64 (DCGAN's transposed
+convolutions, ResNet's last stage).  Here the lanes are 16 samples (float32; 8 in float64) at one
+position instead: a chunk of samples is copied once into ``xt[c, hp, wp, lane]`` (zero-padded,
+``to_lanes``), and
+
+    out[n, f, oh, ow] = sum over (c, tap) of W[f, c, tap] * xt[c, row(oh) + dr(tap), col(ow) + dc(tap), n]
+
+is computed for exactly the output positions there are: a block of 8 output channels x 2
+positions is 16 vector accumulators through the whole sum over (c, tap), each step two vector
+loads (one per position) and 8 weight broadcasts (``wpk[phase, f // 8, k, f % 8]``): the body of
+conv_direct._direct_sample, with no wide grid.  The block's 16 vectors go to a small tile
+``[position, f, lane]`` and from there to ``out`` (``lanes_conv``'s scatter).
+
+One description covers (``lanes_geometry``):
+
+* a convolution (any stride, dilation, padding): one phase, every tap; row(oh) = oh*sh.  The
+  transposed convolution's input gradient is one (the adjoint convolution of dout);
+* a transposed convolution's forward: out[oh] gathers x[h] with oh = h*sh + i*dh - top, so the
+  outputs with oh = a (mod sh) form phase a, which only the taps i with (a + top - i*dh) = 0
+  (mod sh) reach: sh*sw phases, each a stride-1 gather with its own taps and packed weights.
+
+Samples are padded to a multiple of the lanes with zeros (their outputs are not written): worth
+it for batches of 16 and more.  The positions and tap offsets are tables made once per geometry
+(``lanes_geometry``, cached); the weights are packed once per call through a table of indices.
+"""
+import functools
+
+import numpy as np
+
+from cnnspec.kernels._jit import jit
+from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vsplat, vstore,
+                                   vtranspose, vzero)
+
+BLOCK_F = 8
+
+
+class LanesGeometry:
+    """Tables of one convolution-like gather (see the module docstring), for ``lanes`` lanes.
+
+    offs (phases, kmax): where tap k of a phase reads in xt, relative to a position's base;
+    kcount (phases,); pin (positions, grouped by phase, each phase padded to an even count):
+    the base of a position in xt; pslot: its index in an output plane (OH*OW for the padding);
+    pstart (phases + 1); widx (phases, fp // 8, kmax, 8): the flat index into w of each
+    packed weight, -1 for zeros; pt, pl, hp, wp: xt's padding and plane; tile: elements of the
+    tile; xt: elements of xt; wpk: elements of the packed weights."""
+
+    def __init__(self, c, h, w, f, oh, ow, taps_of_phase, lanes):
+        # taps_of_phase: list over phases of (rows, cols, taps) with rows: list of (oh, base row),
+        # cols: list of (ow, base col), taps: list of (dr, dc, index into w for channel 0 and
+        # filter 0, w's stride per channel, w's stride per filter)
+        rmin = min([r + t[0] for rows, _, taps in taps_of_phase for _, r in rows[:1] for t in taps]
+                   + [0])
+        cmin = min([q + t[1] for _, cols, taps in taps_of_phase for _, q in cols[:1] for t in taps]
+                   + [0])
+        self.pt, self.pl = -rmin, -cmin
+        rmax = max([r + t[0] for rows, _, taps in taps_of_phase for _, r in rows[-1:] for t in taps]
+                   + [h - 1])
+        cmax = max([q + t[1] for _, cols, taps in taps_of_phase for _, q in cols[-1:] for t in taps]
+                   + [w - 1])
+        self.hp, self.wp = rmax + 1 + self.pt, cmax + 1 + self.pl
+        self.kmax = c * max(1, max(len(taps) for _, _, taps in taps_of_phase))
+        phases = len(taps_of_phase)
+        self.fp = -(-f // BLOCK_F) * BLOCK_F
+        self.offs = np.zeros((phases, self.kmax), np.int64)
+        self.kcount = np.zeros(phases, np.int64)
+        self.widx = np.full((phases, self.fp // BLOCK_F, self.kmax, BLOCK_F), -1, np.int64)
+        pin, pstart, pslot = [], [0], []
+        fs = np.arange(self.fp)
+        for ph, (rows, cols, taps) in enumerate(taps_of_phase):
+            nt = len(taps)
+            self.kcount[ph] = c * nt
+            for ci in range(c):
+                for t, (dr, dc, w0, wc, wf) in enumerate(taps):
+                    k = ci * nt + t
+                    self.offs[ph, k] = ((ci * self.hp + dr + self.pt) * self.wp + dc
+                                        + self.pl) * lanes
+                    idx = np.where(fs < f, w0 + ci * wc + fs * wf, -1)
+                    self.widx[ph, :, k, :] = idx.reshape(-1, BLOCK_F)
+            here_in = [(r * self.wp + q) * lanes for _, r in rows for _, q in cols]
+            here_out = [o * ow + q for o, _ in rows for q, _ in cols]
+            if len(here_in) % 2:
+                here_in.append(here_in[-1])
+                here_out.append(oh * ow)
+            pin += here_in
+            pslot += here_out
+            pstart.append(len(pin))
+        self.offs = self.offs.reshape(-1)
+        self.widx = self.widx.reshape(-1)
+        self.pin = np.array(pin, np.int64)
+        self.pslot = np.array(pslot, np.int64)
+        self.pstart = np.array(pstart, np.int64)
+        self.tile = (oh * ow + 1) * BLOCK_F * lanes
+        self.xt = c * self.hp * self.wp * lanes
+        self.wpk = self.widx.size
+        self.lanes = lanes
+
+
+@functools.lru_cache(maxsize=128)
+def conv_geometry(x_shape, w_shape, stride, pad, dilation, oh, ow, lanes):
+    """A convolution's gather: out (F, OH, OW) from x (C, H, W) by w (F, C, KH, KW)."""
+    _, c, h, w = x_shape
+    f, _, kh, kw = w_shape
+    rows = [(o, o * stride[0] - pad[0]) for o in range(oh)]
+    cols = [(o, o * stride[1] - pad[2]) for o in range(ow)]
+    taps = [(i * dilation[0], j * dilation[1], i * kw + j, kh * kw, c * kh * kw)
+            for i in range(kh) for j in range(kw)]
+    return LanesGeometry(c, h, w, f, oh, ow, [(rows, cols, taps)], lanes)
+
+
+@functools.lru_cache(maxsize=128)
+def transposed_geometry(x_shape, w_shape, stride, pad, dilation, oh, ow, lanes):
+    """A transposed convolution's forward: out (F, OH, OW) from x (C, H, W) by w (C, F, KH, KW),
+    one phase per (oh mod sh, ow mod sw)."""
+    _, c, h, w = x_shape
+    _, f, kh, kw = w_shape
+    sh, sw = stride
+    phases = []
+    for a in range(min(sh, oh)):
+        ti = [i for i in range(kh) if (a + pad[0] - i * dilation[0]) % sh == 0]
+        rows = [(o, (o - a) // sh) for o in range(a, oh, sh)]
+        for b in range(min(sw, ow)):
+            tj = [j for j in range(kw) if (b + pad[2] - j * dilation[1]) % sw == 0]
+            cols = [(o, (o - b) // sw) for o in range(b, ow, sw)]
+            taps = [((a + pad[0] - i * dilation[0]) // sh, (b + pad[2] - j * dilation[1]) // sw,
+                     i * kw + j, f * kh * kw, kh * kw) for i in ti for j in tj]
+            phases.append((rows, cols, taps))
+    return LanesGeometry(c, h, w, f, oh, ow, phases, lanes)
+
+
+def chunks(n, dtype):
+    """Chunks of samples (of the lanes each) of a batch of n."""
+    lanes = lanes_of(dtype)
+    return -(-n // lanes)
+
+
+@jit
+def pack(w, widx, wpk):
+    """wpk[e] = w.flat[widx[e]], 0 where widx[e] < 0."""
+    wf = w.reshape(w.size)
+    for e in range(widx.size):
+        i = widx[e]
+        wpk[e] = wf[i] if i >= 0 else 0
+
+
+@jit
+def to_lanes(x, n0, pt, pl, hp, wp, zero, xt):
+    """xt[((c*hp + h + pt)*wp + w + pl)*L + l] = x[n0 + l, c, h, w] for the samples there are;
+    with ``zero`` (a thread's first chunk) the rest of xt is cleared first: the padding is never
+    written, and the lanes past the batch (a last, partial chunk) are never read back.  Blocks of
+    lanes x lanes (samples x positions of a plane) are transposed by vector shuffles."""
+    n_, c_, h_, w_ = x.shape
+    lanes = vlanes(xt)
+    nl = min(lanes, n_ - n0)
+    if zero:
+        for e in range(c_ * hp * wp * lanes):
+            xt[e] = 0
+    xf = x.reshape(x.size)
+    hw = h_ * w_
+    chw = c_ * hw
+    for c in range(c_):
+        src = (n0 * c_ + c) * hw
+        q = 0
+        if nl == lanes:
+            while q + lanes <= hw:          # positions q.. of the plane, one run per row
+                h = q // w_
+                w = q - h * w_
+                k = 0
+                while k < lanes:
+                    run = min(lanes - k, w_ - w)
+                    at = ((c * hp + h + pt) * wp + w + pl - k) * lanes
+                    vtranspose(xf, src + q, chw, xt, at, lanes, k, k + run, False)
+                    k += run
+                    h += 1
+                    w = 0
+                q += lanes
+        for e in range(q, hw):
+            h = e // w_
+            w = e - h * w_
+            d = np.uint64(((c * hp + h + pt) * wp + w + pl) * lanes)
+            for l in range(nl):
+                xt[d + np.uint64(l)] = xf[np.uint64(src + e + l * chw)]
+
+
+@jit
+def lanes_conv(xt, wpk, offs, kmax, kcount, pin, pslot, pstart, b, accumulate, n0, fb0, fb1,
+               tile, out):
+    """out[n0 + l, f, position p] (+)= sum over k < kcount[phase] of wpk[phase, f // 8, k, f % 8]
+    * xt[pin[p] + offs[phase, k] + l] (+ b[f]) for the chunk's samples and the filters of
+    blocks fb0 <= f // 8 < fb1 (see the module docstring)."""
+    n_, f_ = out.shape[0], out.shape[1]
+    plane = out.shape[2] * out.shape[3]
+    lanes = vlanes(xt)
+    nl = min(lanes, n_ - n0)
+    fp = (f_ + 7) // 8 * 8
+    of = out.reshape(out.size)
+    for fb in range(fb0 * 8, min(fp, fb1 * 8), 8):
+        for ph in range(kcount.size):
+            k_ = kcount[ph]
+            p0, p1 = pstart[ph], pstart[ph + 1]
+            ob = offs[ph * kmax:(ph + 1) * kmax]
+            wb = wpk[((ph * (fp // 8)) + fb // 8) * kmax * 8:]
+            for p in range(p0, p1, 2):
+                t0 = pin[p]
+                t1 = pin[p + 1]
+                a0 = vzero(xt)
+                a1 = vzero(xt)
+                a2 = vzero(xt)
+                a3 = vzero(xt)
+                a4 = vzero(xt)
+                a5 = vzero(xt)
+                a6 = vzero(xt)
+                a7 = vzero(xt)
+                c0 = vzero(xt)
+                c1 = vzero(xt)
+                c2 = vzero(xt)
+                c3 = vzero(xt)
+                c4 = vzero(xt)
+                c5 = vzero(xt)
+                c6 = vzero(xt)
+                c7 = vzero(xt)
+                u = 0
+                for k in range(k_):
+                    t = ob[k]
+                    x0 = vload(xt, t0 + t)
+                    x1 = vload(xt, t1 + t)
+                    s = vsplat(wb, u)
+                    a0 = vfma(a0, s, x0)
+                    c0 = vfma(c0, s, x1)
+                    s = vsplat(wb, u + 1)
+                    a1 = vfma(a1, s, x0)
+                    c1 = vfma(c1, s, x1)
+                    s = vsplat(wb, u + 2)
+                    a2 = vfma(a2, s, x0)
+                    c2 = vfma(c2, s, x1)
+                    s = vsplat(wb, u + 3)
+                    a3 = vfma(a3, s, x0)
+                    c3 = vfma(c3, s, x1)
+                    s = vsplat(wb, u + 4)
+                    a4 = vfma(a4, s, x0)
+                    c4 = vfma(c4, s, x1)
+                    s = vsplat(wb, u + 5)
+                    a5 = vfma(a5, s, x0)
+                    c5 = vfma(c5, s, x1)
+                    s = vsplat(wb, u + 6)
+                    a6 = vfma(a6, s, x0)
+                    c6 = vfma(c6, s, x1)
+                    s = vsplat(wb, u + 7)
+                    a7 = vfma(a7, s, x0)
+                    c7 = vfma(c7, s, x1)
+                    u += 8
+                s = vsplat(b, fb)
+                a0 = vadd(a0, s)
+                c0 = vadd(c0, s)
+                s = vsplat(b, fb + 1)
+                a1 = vadd(a1, s)
+                c1 = vadd(c1, s)
+                s = vsplat(b, fb + 2)
+                a2 = vadd(a2, s)
+                c2 = vadd(c2, s)
+                s = vsplat(b, fb + 3)
+                a3 = vadd(a3, s)
+                c3 = vadd(c3, s)
+                s = vsplat(b, fb + 4)
+                a4 = vadd(a4, s)
+                c4 = vadd(c4, s)
+                s = vsplat(b, fb + 5)
+                a5 = vadd(a5, s)
+                c5 = vadd(c5, s)
+                s = vsplat(b, fb + 6)
+                a6 = vadd(a6, s)
+                c6 = vadd(c6, s)
+                s = vsplat(b, fb + 7)
+                a7 = vadd(a7, s)
+                c7 = vadd(c7, s)
+                d = pslot[p] * 8 * lanes
+                vstore(tile, d, a0)
+                vstore(tile, d + lanes, a1)
+                vstore(tile, d + 2 * lanes, a2)
+                vstore(tile, d + 3 * lanes, a3)
+                vstore(tile, d + 4 * lanes, a4)
+                vstore(tile, d + 5 * lanes, a5)
+                vstore(tile, d + 6 * lanes, a6)
+                vstore(tile, d + 7 * lanes, a7)
+                d = pslot[p + 1] * 8 * lanes
+                vstore(tile, d, c0)
+                vstore(tile, d + lanes, c1)
+                vstore(tile, d + 2 * lanes, c2)
+                vstore(tile, d + 3 * lanes, c3)
+                vstore(tile, d + 4 * lanes, c4)
+                vstore(tile, d + 5 * lanes, c5)
+                vstore(tile, d + 6 * lanes, c6)
+                vstore(tile, d + 7 * lanes, c7)
+        _from_tile(tile, fb, accumulate, n0, nl, of, f_, plane)
+
+
+@jit
+def _from_tile(tile, fb, accumulate, n0, nl, of, f_, plane):
+    """out[n0 + l, fb + r, p] (+)= tile[(p, r), l]: blocks of lanes positions transposed by
+    vector shuffles (``vtranspose``), the last few one by one."""
+    lanes = vlanes(tile)
+    step = f_ * plane
+    for r in range(min(8, f_ - fb)):
+        base = ((n0 * f_) + fb + r) * plane
+        p = 0
+        while p + lanes <= plane:
+            vtranspose(tile, (p * 8 + r) * lanes, 8 * lanes, of, base + p, step, 0, nl,
+                       accumulate)
+            p += lanes
+        for q in range(p, plane):
+            src = (q * 8 + r) * lanes
+            d = np.uint64(base + q)
+            for l in range(nl):
+                if accumulate:
+                    of[d + np.uint64(l * step)] += tile[src + l]
+                else:
+                    of[d + np.uint64(l * step)] = tile[src + l]
+
+
+@jit
+def lanes_driver(x, wpk, offs, kmax, kcount, pin, pslot, pstart, pt, pl, hp, wp, b, accumulate,
+                 xt, tile, out, parts, i0, i1):
+    """Pieces i0 <= i < i1: chunk i // parts of the batch, part i % parts of its blocks of
+    filters (to_lanes once per chunk), then lanes_conv."""
+    lanes = vlanes(xt)
+    blocks = (out.shape[1] + 7) // 8
+    last = -1
+    for i in range(i0, i1):
+        ch, part = i // parts, i % parts
+        if ch != last:
+            to_lanes(x, ch * lanes, pt, pl, hp, wp, last < 0, xt)
+            last = ch
+        lanes_conv(xt, wpk, offs, kmax, kcount, pin, pslot, pstart, b, accumulate, ch * lanes,
+                   part * blocks // parts, (part + 1) * blocks // parts, tile, out)
+
+
+_ZEROS = {}
+
+
+def _zeros(n, dtype):
+    """A zero bias of n elements (read only; the bias is padded to the blocks of filters)."""
+    key = (n, np.dtype(dtype))
+    if key not in _ZEROS:
+        _ZEROS[key] = np.zeros(n, dtype)
+    return _ZEROS[key]
+
+
+def _round(n):
+    return -(-n // 16) * 16
+
+
+def workspace_size(geo, threads):
+    """Elements: the packed weights, then per thread xt and the tile, each on 64-byte lines
+    (a vector load across two lines costs two)."""
+    return 16 + _round(geo.wpk) + threads * (_round(geo.xt) + _round(geo.tile))
+
+
+def run(geo, x, w, b, accumulate, out, workspace, threads):
+    """out (+)= the gather of ``geo`` over x by w (+ b, or None), on ``threads`` threads."""
+    from cnnspec.kernels._jit import run_split
+    at = (-(workspace.ctypes.data // workspace.itemsize)) % (64 // workspace.itemsize)
+    wpk = workspace[at:at + geo.wpk]
+    pack(w, geo.widx, wpk)
+    xt, tile = _round(geo.xt), _round(geo.tile)
+    base, per = at + _round(geo.wpk), xt + tile
+    bp = _zeros(geo.fp, x.dtype)
+    if b is not None:
+        bp = np.zeros(geo.fp, x.dtype)
+        bp[:b.size] = b
+    n = chunks(x.shape[0], x.dtype)
+    # a batch of few chunks is also split by blocks of filters, so that every thread has work
+    parts = 1 if threads <= 1 else min(-(-2 * threads // n), geo.fp // BLOCK_F)
+    run_split(lanes_driver, n * parts, threads, lambda t, lo, hi: (
+        x, wpk, geo.offs, geo.kmax, geo.kcount, geo.pin, geo.pslot, geo.pstart, geo.pt, geo.pl,
+        geo.hp, geo.wp, bp, bool(accumulate), workspace[base + t * per:base + t * per + geo.xt],
+        workspace[base + t * per + xt:base + t * per + xt + geo.tile], out, parts, lo, hi),
+        dynamic=True)
