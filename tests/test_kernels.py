@@ -99,15 +99,18 @@ def test_conv_cases_cover_every_mode():
     assert modes == {IM2COL, GATHER, KN2ROW, ROWTAP}
 
 
-@pytest.fixture(params=["blas", "direct", "direct-lanes"])
+@pytest.fixture(params=["blas", "direct", "direct-lanes", "direct-rows"])
 def forward(request, monkeypatch):
-    """Every convolution case three times: the plan's BLAS forward, and conv_direct.py's
+    """Every convolution case four times: the plan's BLAS forward, and conv_direct.py's
     register-blocked forward wherever it applies (groups 1, not IM2COL), however small, with the
-    weight gradient by the blocked sums (``direct``) or with the filters in the lanes
-    (``direct-lanes``)."""
+    weight gradient by the blocked sums (``direct``), with the filters in the lanes
+    (``direct-lanes``: conv_direct.weight_grad_lanes) or, where the width is not dilated, the
+    same on the input laid out channels innermost (``direct-rows``: conv_lanes.weight_grad_rows,
+    weight_grad_lanes elsewhere)."""
     monkeypatch.setattr(conv, "_DIRECT", request.param != "blas")
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
-    monkeypatch.setattr(conv, "_DW_LANES", request.param == "direct-lanes")
+    monkeypatch.setattr(conv, "_DW_LANES", request.param.startswith("direct-"))
+    monkeypatch.setattr(conv, "_DW_ROWS", None if request.param == "direct-rows" else False)
     # the weight gradient's sample groups: one sample, several, all of the batch; the lanes'
     # tiles: one row (OW >= 16), several, the whole plane
     monkeypatch.setattr(conv_direct, "DW_GROUP_ELEMENTS", 2000)
@@ -142,6 +145,7 @@ def test_the_kernels_use_the_plan_of_the_switches_in_force(forward):
                               workspace, 1)
         assert (plan.direct is not None) is (forward != "blas")
         assert (plan.direct_dwl is not None) is (forward == "direct-lanes")
+        assert (plan.direct_dwr is not None) is (forward == "direct-rows")
 
 
 def test_direct_forward_covers_its_cases(forward):
@@ -160,10 +164,16 @@ def test_direct_forward_covers_its_cases(forward):
             groups = {(p.direct_dw[0], c[0]) for p, c in zip(plans, CONV_CASES) if p.direct_dw}
             assert {(1, 2), (1, 8), (2, 2), (2, 5)} <= groups, groups
             assert not any(p.direct_dwl for p in plans)
-        else:                # F = 1 to 32 (one block, padded), K = 9 to 288 (padded to 12s)
+        elif forward == "direct-lanes":  # F = 1 to 32 (one block, padded), K = 9 to 288
             lanes = [p.direct_dwl for p in plans if p.direct_dwl]
             assert len(lanes) == 16 and not any(p.direct_dw for p in plans)
             assert {rows for *_, rows in lanes} >= {1, 2, 4}, lanes   # rows per tile
+        else:                # rows where the width is not dilated (runs of KW*C taps)
+            rows = [(p.direct_dwr.blocks, c[1] * c[6]) for p, c in zip(plans, CONV_CASES)
+                    if p.direct_dwr]
+            lanes = [p for p, c in zip(plans, CONV_CASES) if p.direct_dwl]
+            assert len(rows) + len(lanes) == 16 and len(lanes) >= 1, (rows, lanes)
+            assert {run % 12 == 0 for _, run in rows} == {True, False}, rows
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

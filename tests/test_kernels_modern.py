@@ -120,13 +120,13 @@ LANES_CASES = [c for c in CONVT_CASES if c[11] == 1] + [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", LANES_CASES, ids=convt_id)
 def test_conv_transpose_by_the_lanes_kernels(case, dtype, threads, monkeypatch):
-    """The forward and dx by conv_lanes.py (samples in the vector lanes), dw by conv.py's
-    weight gradient of the adjoint convolution, however small the layer, on 1 and 2 threads."""
+    """The forward and dx by conv_lanes.py (samples in the vector lanes), dw by its
+    weight_grad_rows on the adjoint convolution (the width not dilated), however small the
+    layer, on 1 and 2 threads."""
     from cnnspec.kernels import conv, conv_transpose
     monkeypatch.setenv("CNNSPEC_THREADS", threads)
     monkeypatch.setattr(conv_transpose, "_LANES", True)
-    monkeypatch.setattr(conv_transpose, "_DW_ADJOINT", True)
-    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv_transpose, "_DW_ROWS", True)
     stride, pad, op, dil, groups = case[7:12]
     x, w, b, out, ws = run_convt(case, dtype)
     assert conv_transpose._lanes_geometry("forward", x.shape, w.shape, stride, pad, dil, 1,

@@ -118,7 +118,7 @@ class _Plan:
     """
 
     __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout", "direct",
-                 "direct_dx", "direct_dw", "direct_dwl")
+                 "direct_dx", "direct_dw", "direct_dwl", "direct_dwr")
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -196,6 +196,14 @@ class _Plan:
             self.direct_dwl = weight_grad_lanes_sizes(x_shape, w_shape, stride, pad, dilation,
                                                       oh, ow)
             self.per_thread = max(self.per_thread, self.direct_dwl[4])
+        # the same sums on the input laid out channels innermost (conv_lanes.weight_grad_rows)
+        # wherever the width is not dilated: see _DW_ROWS
+        self.direct_dwr = None
+        if self.direct_dwl is not None and dilation[1] == 1 and _DW_ROWS is not False:
+            from cnnspec.kernels.conv_lanes import rows_geometry
+            self.direct_dwl = None
+            self.direct_dwr = rows_geometry(x_shape, w_shape, stride, pad, dilation, oh, ow)
+            self.per_thread = max(self.per_thread, self.direct_dwr.per + 16)
 
     def workspace_size(self, threads):
         return self.shared + threads * self.per_thread
@@ -241,6 +249,13 @@ def _use_dw_lanes(c, f, plane, blocked):
 
 
 _DW_LANES_ELEMENTS = 1 << 17
+_DW_ROWS = None         # False: the filters-in-lanes weight gradient by weight_grad_lanes even
+                        # where conv_lanes.weight_grad_rows runs (the width not dilated).  Rows
+                        # instead of lanes (float32, one thread, CPU time per call, 9 rounds
+                        # alternating, load 2-2.6; median speed-up, min-max): 5x5 16->32 on
+                        # 64x14x14 1.12x (0.97-1.37), ResNet-8's 64->64 on 64x8x8 1.20x
+                        # (0.83-2.30) and 32->32 on 64x16x16 1.19x (0.86-1.53), DCGAN's transposed
+                        # convolution's (the adjoint, 64->128 4x4 s2 on 16x16) 1.26x (0.86-1.96)
 
 
 def _wide_vector_cpu() -> bool:
@@ -1030,7 +1045,7 @@ def _rules():
     """The switches and limits _Plan reads: the cache key's part that is not the layer's."""
     direct = sys.modules.get("cnnspec.kernels.conv_direct")
     return (_DIRECT, _DIRECT_DW, _DIRECT_ALL, _DIRECT_MACS, _WIDE_VECTORS, _ROWTAP_MAX_COL,
-            _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS,
+            _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS, _DW_ROWS,
             (direct.DW_GROUP_ELEMENTS, direct.DWL_TILE) if direct is not None else None)
 
 
@@ -1110,6 +1125,13 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
+    if (dw is not None or db is not None) and plan.direct_dwr is not None:
+        from cnnspec.kernels import conv_lanes
+        conv_lanes.weight_grad(plan.direct_dwr, dout, x, w.shape, dilation, dw, db,
+                               workspace[shared:], threads)
+        if dx is None:
+            return
+        dw = db = None
     if (dw is not None or db is not None) and plan.direct_dwl is not None:
         from cnnspec.kernels import conv_direct as D
         kp, fp, xp, _, total, rows = plan.direct_dwl

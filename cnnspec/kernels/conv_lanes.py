@@ -75,12 +75,12 @@ class LanesGeometry:
             self.kcount[ph] = c * nt
             for ci in range(c):
                 for t, (dr, dc, w0, wc, wf) in enumerate(taps):
-                    k = ci * nt + t
-                    self.offs[ph, k] = ((ci * self.hp + dr + self.pt) * self.wp + dc
-                                        + self.pl) * lanes
+                    k = t * c + ci
+                    self.offs[ph, k] = (((dr + self.pt) * self.wp + dc + self.pl) * c
+                                        + ci) * lanes
                     idx = np.where(fs < f, w0 + ci * wc + fs * wf, -1)
                     self.widx[ph, :, k, :] = idx.reshape(-1, BLOCK_F)
-            here_in = [(r * self.wp + q) * lanes for _, r in rows for _, q in cols]
+            here_in = [(r * self.wp + q) * c * lanes for _, r in rows for _, q in cols]
             here_out = [o * ow + q for o, _ in rows for q, _ in cols]
             if len(here_in) % 2:
                 here_in.append(here_in[-1])
@@ -148,7 +148,7 @@ def pack(w, widx, wpk):
 
 @jit
 def to_lanes(x, n0, pt, pl, hp, wp, zero, xt):
-    """xt[((c*hp + h + pt)*wp + w + pl)*L + l] = x[n0 + l, c, h, w] for the samples there are;
+    """xt[(((h + pt)*wp + w + pl)*C + c)*L + l] = x[n0 + l, c, h, w] for the samples there are;
     with ``zero`` (a thread's first chunk) the rest of xt is cleared first: the padding is never
     written, and the lanes past the batch (a last, partial chunk) are never read back.  Blocks of
     lanes x lanes (samples x positions of a plane) are transposed by vector shuffles."""
@@ -171,8 +171,8 @@ def to_lanes(x, n0, pt, pl, hp, wp, zero, xt):
                 k = 0
                 while k < lanes:
                     run = min(lanes - k, w_ - w)
-                    at = ((c * hp + h + pt) * wp + w + pl - k) * lanes
-                    vtranspose(xf, src + q, chw, xt, at, lanes, k, k + run, False)
+                    at = (((h + pt) * wp + w + pl - k) * c_ + c) * lanes
+                    vtranspose(xf, src + q, chw, xt, at, c_ * lanes, k, k + run, False)
                     k += run
                     h += 1
                     w = 0
@@ -180,7 +180,7 @@ def to_lanes(x, n0, pt, pl, hp, wp, zero, xt):
         for e in range(q, hw):
             h = e // w_
             w = e - h * w_
-            d = np.uint64(((c * hp + h + pt) * wp + w + pl) * lanes)
+            d = np.uint64((((h + pt) * wp + w + pl) * c_ + c) * lanes)
             for l in range(nl):
                 xt[d + np.uint64(l)] = xf[np.uint64(src + e + l * chw)]
 
@@ -378,3 +378,254 @@ def run(geo, x, w, b, accumulate, out, workspace, threads):
         geo.hp, geo.wp, bp, bool(accumulate), workspace[base + t * per:base + t * per + geo.xt],
         workspace[base + t * per + xt:base + t * per + xt + geo.tile], out, parts, lo, hi),
         dynamic=True)
+
+
+# -- the weight gradient, filters in the lanes, input channels innermost -----------------------
+# dw^T[(i, j, c), f] = sum over samples and outputs p of xs[pin(p) + (i*dh*wp + j)*C + c] *
+# g^T[p, f], xs the sample padded and channel-innermost ([hp, wp, C]), g^T the output gradient
+# transposed ([OH*OW, Fp]).  With dilation 1 along the width, a kernel row's KW*C taps are one
+# contiguous run of xs: a block of 12 consecutive taps is 12 broadcasts at one base (no table of
+# offsets, whose 12 entries conv_direct.weight_grad_lanes keeps in registers), times 2 vectors
+# of filters = 24 accumulators, added as vectors into the piece's partial dw^T after each sample.
+# A run that is not a multiple of 12 reads a few values past it in its last block: those
+# accumulators are never read back.
+
+ROWS_TAPS = 12
+
+
+class RowsGeometry:
+    """Sizes and tables of weight_grad_rows for x (N, C, H, W), w (F, C, KH, KW) and an output
+    (OH, OW): xs (padded plane, channels innermost, + one block of slack), g^T, the partial
+    dw^T [KH, blocks * 12, Fp] and db; pin: each output's base in xs."""
+
+    def __init__(self, x_shape, w_shape, stride, pad, dilation, oh, ow):
+        _, c, h, w = x_shape
+        f, _, kh, kw = w_shape
+        self.pt, self.pl = pad[0], pad[2]
+        self.hp = max(h + pad[0], (oh - 1) * stride[0] + (kh - 1) * dilation[0] + 1)
+        self.wp = max(w + pad[2], (ow - 1) * stride[1] + (kw - 1) * dilation[1] + 1)
+        self.blocks = -(-(kw * c) // ROWS_TAPS)
+        self.fp = -(-f // 32) * 32
+        self.xs = _round(self.hp * self.wp * c + ROWS_TAPS)
+        self.gt = _round(oh * ow * self.fp)
+        self.dw = kh * self.blocks * ROWS_TAPS * self.fp
+        self.per = self.xs + self.gt + _round(self.dw + f)
+        self.pin = np.array([(o * stride[0] * self.wp + q * stride[1]) * c
+                             for o in range(oh) for q in range(ow)], np.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def rows_geometry(x_shape, w_shape, stride, pad, dilation, oh, ow):
+    return RowsGeometry(x_shape, w_shape, stride, pad, dilation, oh, ow)
+
+
+@jit
+def to_hwc(x, n, pt, pl, wp, cs, dst):
+    """dst[((h + pt)*wp + w + pl)*cs + c] = x[n, c, h, w]: blocks of lanes channels x lanes
+    positions transposed by vector shuffles, the rest one by one."""
+    _, c_, h_, w_ = x.shape
+    lanes = vlanes(dst)
+    xf = x.reshape(x.size)
+    hw = h_ * w_
+    c0 = 0
+    while c0 + lanes <= c_:
+        src = (n * c_ + c0) * hw
+        q = 0
+        while q + lanes <= hw:
+            h = q // w_
+            w = q - h * w_
+            k = 0
+            while k < lanes:
+                run = min(lanes - k, w_ - w)
+                at = ((h + pt) * wp + w + pl - k) * cs + c0
+                vtranspose(xf, src + q, hw, dst, at, cs, k, k + run, False)
+                k += run
+                h += 1
+                w = 0
+            q += lanes
+        for e in range(q, hw):
+            h = e // w_
+            d = ((h + pt) * wp + e - h * w_ + pl) * cs + c0
+            for c in range(lanes):
+                dst[np.uint64(d + c)] = xf[np.uint64(src + c * hw + e)]
+        c0 += lanes
+    for c in range(c0, c_):
+        src = (n * c_ + c) * hw
+        for e in range(hw):
+            h = e // w_
+            dst[np.uint64(((h + pt) * wp + e - h * w_ + pl) * cs + c)] = xf[np.uint64(src + e)]
+
+
+@jit
+def _vadd2(a, i, u, v):
+    """a[i : i + 2*lanes] += (u, v)."""
+    lanes = vlanes(a)
+    vstore(a, i, vadd(vload(a, i), u))
+    vstore(a, i + lanes, vadd(vload(a, i + lanes), v))
+
+
+@jit
+def weight_grad_rows(dout, x, kernel, dilation, pt, pl, hp, wp, fp, blocks, pin, need_dw, need_db,
+                     xs_size, gt_size, buf, n0, n1):
+    """The partial dw^T [KH, blocks*12, Fp] and db (F) of samples n0 <= n < n1 in buf
+    ([xs | g^T | dw^T | db], see RowsGeometry)."""
+    c_, f_ = x.shape[1], dout.shape[1]
+    kh = kernel[0]
+    p_ = dout.shape[2] * dout.shape[3]
+    ow_ = dout.shape[3]
+    lanes = vlanes(buf)
+    xs = buf[:xs_size]
+    gt = buf[xs_size:xs_size + gt_size]
+    o_dw = xs_size + gt_size
+    run = kh * blocks * 12 * fp
+    dwp = buf[o_dw:o_dw + run]
+    dbp = buf[o_dw + run:o_dw + run + f_]
+    for e in range(run):
+        dwp[e] = 0
+    for e in range(f_):
+        dbp[e] = 0
+    if need_dw:
+        for e in range(xs_size):
+            xs[e] = 0
+        for e in range(gt_size):
+            gt[e] = 0
+    for n in range(n0, n1):
+        if need_db:
+            for f in range(f_):
+                s = 0.0
+                plane = dout[n, f].reshape(p_)
+                for e in range(p_):
+                    s += plane[e]
+                dbp[f] += s
+        if not need_dw:
+            continue
+        to_hwc(x, n, pt, pl, wp, c_, xs)
+        to_hwc(dout, n, 0, 0, ow_, fp, gt)
+        for fb in range(0, fp, 2 * lanes):
+            for i in range(kh):
+                oi = i * dilation[0] * wp * c_
+                for kb in range(blocks):
+                    k0 = oi + kb * 12
+                    a0 = vzero(buf)
+                    a1 = vzero(buf)
+                    a2 = vzero(buf)
+                    a3 = vzero(buf)
+                    a4 = vzero(buf)
+                    a5 = vzero(buf)
+                    a6 = vzero(buf)
+                    a7 = vzero(buf)
+                    a8 = vzero(buf)
+                    a9 = vzero(buf)
+                    a10 = vzero(buf)
+                    a11 = vzero(buf)
+                    b0 = vzero(buf)
+                    b1 = vzero(buf)
+                    b2 = vzero(buf)
+                    b3 = vzero(buf)
+                    b4 = vzero(buf)
+                    b5 = vzero(buf)
+                    b6 = vzero(buf)
+                    b7 = vzero(buf)
+                    b8 = vzero(buf)
+                    b9 = vzero(buf)
+                    b10 = vzero(buf)
+                    b11 = vzero(buf)
+                    for p in range(p_):
+                        t = pin[p] + k0
+                        g = p * fp + fb
+                        y0 = vload(gt, g)
+                        y1 = vload(gt, g + lanes)
+                        s = vsplat(xs, t)
+                        a0 = vfma(a0, s, y0)
+                        b0 = vfma(b0, s, y1)
+                        s = vsplat(xs, t + 1)
+                        a1 = vfma(a1, s, y0)
+                        b1 = vfma(b1, s, y1)
+                        s = vsplat(xs, t + 2)
+                        a2 = vfma(a2, s, y0)
+                        b2 = vfma(b2, s, y1)
+                        s = vsplat(xs, t + 3)
+                        a3 = vfma(a3, s, y0)
+                        b3 = vfma(b3, s, y1)
+                        s = vsplat(xs, t + 4)
+                        a4 = vfma(a4, s, y0)
+                        b4 = vfma(b4, s, y1)
+                        s = vsplat(xs, t + 5)
+                        a5 = vfma(a5, s, y0)
+                        b5 = vfma(b5, s, y1)
+                        s = vsplat(xs, t + 6)
+                        a6 = vfma(a6, s, y0)
+                        b6 = vfma(b6, s, y1)
+                        s = vsplat(xs, t + 7)
+                        a7 = vfma(a7, s, y0)
+                        b7 = vfma(b7, s, y1)
+                        s = vsplat(xs, t + 8)
+                        a8 = vfma(a8, s, y0)
+                        b8 = vfma(b8, s, y1)
+                        s = vsplat(xs, t + 9)
+                        a9 = vfma(a9, s, y0)
+                        b9 = vfma(b9, s, y1)
+                        s = vsplat(xs, t + 10)
+                        a10 = vfma(a10, s, y0)
+                        b10 = vfma(b10, s, y1)
+                        s = vsplat(xs, t + 11)
+                        a11 = vfma(a11, s, y0)
+                        b11 = vfma(b11, s, y1)
+                    d = ((i * blocks + kb) * 12) * fp + fb
+                    _vadd2(dwp, d, a0, b0)
+                    _vadd2(dwp, d + fp, a1, b1)
+                    _vadd2(dwp, d + 2 * fp, a2, b2)
+                    _vadd2(dwp, d + 3 * fp, a3, b3)
+                    _vadd2(dwp, d + 4 * fp, a4, b4)
+                    _vadd2(dwp, d + 5 * fp, a5, b5)
+                    _vadd2(dwp, d + 6 * fp, a6, b6)
+                    _vadd2(dwp, d + 7 * fp, a7, b7)
+                    _vadd2(dwp, d + 8 * fp, a8, b8)
+                    _vadd2(dwp, d + 9 * fp, a9, b9)
+                    _vadd2(dwp, d + 10 * fp, a10, b10)
+                    _vadd2(dwp, d + 11 * fp, a11, b11)
+
+
+@jit
+def _rows_sum(ws, at, per, pieces, blocks, fp, need_dw, need_db, dw, db):
+    """dw[f, c, i, j] = the pieces' dw^T[i, j*C + c, f] summed in piece order; db likewise."""
+    f_, c_, kh, kw = dw.shape
+    o_db = kh * blocks * 12 * fp
+    if need_dw:
+        for f in range(f_):
+            for c in range(c_):
+                for i in range(kh):
+                    for j in range(kw):
+                        e = at + (i * blocks * 12 + j * c_ + c) * fp + f
+                        s = ws[e]
+                        for t in range(1, pieces):
+                            s += ws[e + t * per]
+                        dw[f, c, i, j] = s
+    if need_db:
+        for f in range(f_):
+            s = ws[at + o_db + f]
+            for t in range(1, pieces):
+                s += ws[at + o_db + f + t * per]
+            db[f] = s
+
+
+def rows_workspace_size(geo, pieces):
+    return 16 + pieces * geo.per
+
+
+def weight_grad(geo, dout, x, w_shape, dilation, dw, db, workspace, threads):
+    """dw (F, C, KH, KW) and db (F,) (either may be None) of the convolution of x giving dout,
+    by weight_grad_rows over pieces of the batch (two per thread), summed in piece order."""
+    from cnnspec.kernels._jit import piece_count, run_split
+    from cnnspec.kernels.conv import _empty
+    n = x.shape[0]
+    pieces = piece_count(n, threads, 2)
+    at = (-(workspace.ctypes.data // workspace.itemsize)) % (64 // workspace.itemsize)
+    per = geo.per
+    empty1, empty4 = _empty(x.dtype)
+    run_split(weight_grad_rows, n, threads, lambda t, lo, hi: (
+        dout, x, (w_shape[2], w_shape[3]), tuple(dilation), geo.pt, geo.pl, geo.hp, geo.wp,
+        geo.fp, geo.blocks, geo.pin, dw is not None, db is not None, geo.xs, geo.gt,
+        workspace[at + t * per:at + (t + 1) * per], lo, hi), pieces=pieces)
+    _rows_sum(workspace, at + geo.xs + geo.gt, per, pieces, geo.blocks, geo.fp, dw is not None,
+              db is not None, empty4 if dw is None else dw, empty1 if db is None else db)

@@ -42,8 +42,8 @@ _LANES = None                     # tests: True / False, the forward and dx by c
                                   # wherever groups is 1 / never; None: the rules (_lanes_geometry)
 _LANES_MAX_PLANE = 1024           # planes (outputs of the gather) up to 32x32: its tile, 8 filters
                                   # x plane x lanes, stays within 512 KB
-_DW_ADJOINT = None                # tests: True / False, dw by conv.py's weight gradient of the
-                                  # adjoint convolution wherever it runs / never; None: the rules
+_DW_ROWS = None                   # tests: True / False, dw by conv_lanes.weight_grad_rows of the
+                                  # adjoint convolution wherever it applies / never; None: the rules
 
 
 def conv_transpose_output_size(size, kernel, stride, pad_before, pad_after, output_pad=0,
@@ -98,6 +98,9 @@ def conv_transpose2d_workspace_size(x_shape, w_shape, stride, pad, output_pad, d
                                   groups, (16, *out_shape[1:]), np.float32)
         if geo is not None:
             size = max(size, conv_lanes.workspace_size(geo, num_threads()))
+    rows = _rows_geometry(out_shape, x_shape, w_shape, stride, pad, dilation, groups)
+    if rows is not None:
+        size = max(size, conv_lanes.rows_workspace_size(rows, 2 * num_threads()))
     return size
 
 
@@ -150,17 +153,23 @@ def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
     return plan if plan.direct is not None else None
 
 
-def _use_dw_adjoint(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
-    """dw by conv.py's weight gradient of the adjoint convolution (dout its input, x its output
-    gradient) when no dx is computed by the products here: where that convolution's plan takes
-    the weight gradient with the filters in the lanes (conv_direct.weight_grad_lanes; x's
-    channels are its filters)."""
-    if _DW_ADJOINT is False:
-        return False
-    plan = _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups)
-    if plan is None:
-        return False
-    return _DW_ADJOINT or plan.direct_dwl is not None
+def _rows_geometry(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
+    """conv_lanes.weight_grad_rows's tables for dw, as the weight gradient of the adjoint
+    convolution (dout its input, x its output gradient, x's channels its filters), or None where
+    it does not run: groups 1, the width not dilated, AVX-512, at least a million
+    multiply-adds and x's channels filling the lanes (C >= 32).  Measured against the batched
+    products (float32, one thread, CPU time): see the README's issue 16 fifth round."""
+    from cnnspec.kernels import conv_lanes
+    from cnnspec.kernels.conv import _DIRECT_MACS, _wide_vector_cpu
+    if groups != 1 or dilation[1] != 1 or _DW_ROWS is False:
+        return None
+    if _DW_ROWS is None:
+        macs = x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3] * w_shape[1] * w_shape[2] \
+            * w_shape[3]
+        if x_shape[1] < 32 or macs < _DIRECT_MACS or not _wide_vector_cpu():
+            return None
+    return conv_lanes.rows_geometry(tuple(out_shape), tuple(w_shape), tuple(stride), tuple(pad),
+                                    tuple(dilation), x_shape[2], x_shape[3])
 
 
 # Flat arrays and unsigned indices in the copies below, as in conv.py: an unsigned index needs
@@ -425,13 +434,14 @@ def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation
         conv2d_forward_into(dout, w, None, tuple(stride), tuple(pad), tuple(dilation), 1, dx,
                             workspace)
         dx = None
-    if dx is None and dw is not None and _use_dw_adjoint(dout.shape, x.shape, w.shape, stride,
-                                                         pad, dilation, groups):
-        # dw without the products' dx: conv.py's weight gradient of the adjoint convolution
-        # (dout its input, x its output gradient; db is not its bias gradient)
-        from cnnspec.kernels.conv import conv2d_backward_into
-        conv2d_backward_into(x, dout, w, tuple(stride), tuple(pad), tuple(dilation), 1, None,
-                             dw, None, workspace)
+    rows = None if dw is None or dx is not None else _rows_geometry(
+        dout.shape, x.shape, w.shape, stride, pad, dilation, groups)
+    if rows is not None:
+        # dw without the products' dx: conv_lanes.weight_grad_rows on the adjoint convolution
+        # (db, which is not that convolution's bias gradient, below)
+        from cnnspec.kernels import conv_lanes
+        conv_lanes.weight_grad(rows, x, dout, w.shape, dilation, dw, None, workspace,
+                               _threads(x.shape[0], macs))
         dw = None
     if dx is None and dw is None and db is None:
         return
