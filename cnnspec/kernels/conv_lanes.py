@@ -592,15 +592,16 @@ def _rows_sum(ws, at, per, pieces, blocks, fp, need_dw, need_db, dw, db):
     f_, c_, kh, kw = dw.shape
     o_db = kh * blocks * 12 * fp
     if need_dw:
+        acc = ws[at:at + o_db]
+        for t in range(1, pieces):              # piece 0 += piece t, in order (streaming)
+            part = ws[at + t * per:at + t * per + o_db]
+            for e in range(o_db):
+                acc[e] += part[e]
         for f in range(f_):
             for c in range(c_):
                 for i in range(kh):
                     for j in range(kw):
-                        e = at + (i * blocks * 12 + j * c_ + c) * fp + f
-                        s = ws[e]
-                        for t in range(1, pieces):
-                            s += ws[e + t * per]
-                        dw[f, c, i, j] = s
+                        dw[f, c, i, j] = acc[(i * blocks * 12 + j * c_ + c) * fp + f]
     if need_db:
         for f in range(f_):
             s = ws[at + o_db + f]
