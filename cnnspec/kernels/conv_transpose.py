@@ -119,10 +119,17 @@ def _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_s
     lanes = lanes_of(dtype)
     oh, ow = (out_shape[2], out_shape[3]) if kind == "forward" else (x_shape[2], x_shape[3])
     if _LANES is None:
+        from cnnspec.kernels.conv import _LANES_WASTE, _direct_pitch, wide_waste
         macs = x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3] * w_shape[1] * w_shape[2] \
             * w_shape[3]
         if (x_shape[0] < lanes or oh * ow > _LANES_MAX_PLANE or macs < _DIRECT_MACS
                 or not _wide_vector_cpu()):
+            return None
+        # dx: where the adjoint convolution's direct forward wastes much on its wide grid
+        # (DCGAN's 4x4 stride 2 on 8x8: 1.5); U-Net's 2x2 stride 2 wastes nothing there, and
+        # the lanes measured 0.54-0.71x of it
+        if kind == "dx" and wide_waste(_direct_pitch(out_shape[3], tuple(stride), tuple(pad)),
+                                       oh, ow) < _LANES_WASTE:
             return None
     geometry = (tuple(stride), tuple(pad), tuple(dilation), oh, ow, lanes)
     if kind == "forward":
@@ -427,18 +434,18 @@ def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation
         _check_lanes(geo, workspace, threads)
         conv_lanes.run(geo, dout, w, None, accumulate, dx, workspace, threads)
         dx = None
-    elif (dx is not None and dw is None and not accumulate and _adjoint_plan(
+    rows = None if dw is None else _rows_geometry(dout.shape, x.shape, w.shape, stride, pad,
+                                                  dilation, groups)
+    if (dx is not None and not accumulate and (dw is None or rows is not None) and _adjoint_plan(
             dout.shape, x.shape, w.shape, stride, pad, dilation, groups) is not None):
-        # dx alone: conv.py's direct forward of the adjoint convolution (see _adjoint_plan)
+        # dx: conv.py's direct forward of the adjoint convolution (see _adjoint_plan)
         from cnnspec.kernels.conv import conv2d_forward_into
         conv2d_forward_into(dout, w, None, tuple(stride), tuple(pad), tuple(dilation), 1, dx,
                             workspace)
         dx = None
-    rows = None if dw is None or dx is not None else _rows_geometry(
-        dout.shape, x.shape, w.shape, stride, pad, dilation, groups)
-    if rows is not None:
-        # dw without the products' dx: conv_lanes.weight_grad_rows on the adjoint convolution
-        # (db, which is not that convolution's bias gradient, below)
+    if dx is None and rows is not None:
+        # dw: conv_lanes.weight_grad_rows on the adjoint convolution (db, which is not that
+        # convolution's bias gradient, below)
         from cnnspec.kernels import conv_lanes
         conv_lanes.weight_grad(rows, x, dout, w.shape, dilation, dw, None, workspace,
                                _threads(x.shape[0], macs))
