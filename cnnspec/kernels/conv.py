@@ -9,7 +9,9 @@ channels per group); xpad is x with (top, bottom, left, right) zeros around it.
 On CPUs with AVX-512, groups-1 convolutions of at least a million multiply-adds run their forward, and where measured
 faster their dx and dw, as the register-blocked direct loops of ``conv_direct.py`` (``_Plan.direct``,
 ``direct_dx``, ``direct_dw`` or ``direct_dwl``; ``_use_direct``, ``_use_dw_lanes`` and the rules in
-``_Plan`` say where).  The rest, and
+``_Plan`` say where), or of ``conv_lanes.py`` where their wide grid wastes much: the forward and
+dx with the samples in the vector lanes (``_Plan.lanes``, ``lanes_dx``: ``_use_lanes``), dw on
+the input laid out channels innermost (``direct_dwr``: ``_DW_ROWS``).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``: the forward's pieces taken by whichever thread is free, each with the

@@ -4,16 +4,19 @@ conv_direct.py's loops put the output positions of one sample in the vector lane
 grid of the padded sample: every row computes its padding columns too, and a plane is rounded up
 to strips of 32 outputs.  On 8x8 planes that is 96 outputs computed per 64 (DCGAN's transposed
 convolutions, ResNet's last stage).  Here the lanes are 16 samples (float32; 8 in float64) at one
-position instead: a chunk of samples is copied once into ``xt[c, hp, wp, lane]`` (zero-padded,
-``to_lanes``), and
+position instead: a chunk of samples is copied once into ``xt[hp, wp, c, lane]`` (zero-padded,
+channels innermost so that one tap's channels are consecutive vectors: 1.2-1.35x faster than
+``xt[c, hp, wp, lane]``; ``to_lanes``, by 16 x 16 vector transposes), and
 
-    out[n, f, oh, ow] = sum over (c, tap) of W[f, c, tap] * xt[c, row(oh) + dr(tap), col(ow) + dc(tap), n]
+    out[n, f, oh, ow] = sum over (tap, c) of W[f, c, tap] * xt[row(oh) + dr(tap), col(ow) + dc(tap), c, n]
 
 is computed for exactly the output positions there are: a block of 8 output channels x 2
 positions is 16 vector accumulators through the whole sum over (c, tap), each step two vector
 loads (one per position) and 8 weight broadcasts (``wpk[phase, f // 8, k, f % 8]``): the body of
-conv_direct._direct_sample, with no wide grid.  The block's 16 vectors go to a small tile
-``[position, f, lane]`` and from there to ``out`` (``lanes_conv``'s scatter).
+conv_direct._direct_sample, with no wide grid.  The block's 16 vectors (plus the bias) go to a
+tile ``[position, f, lane]`` of the whole plane, which 16 x 16 vector transposes
+(``_simd.vtranspose``) write to ``out`` (scalar copies ran 3 cycles an element: 15% of the
+time).
 
 One description covers (``lanes_geometry``):
 
@@ -23,8 +26,10 @@ One description covers (``lanes_geometry``):
   outputs with oh = a (mod sh) form phase a, which only the taps i with (a + top - i*dh) = 0
   (mod sh) reach: sh*sw phases, each a stride-1 gather with its own taps and packed weights.
 
-Samples are padded to a multiple of the lanes with zeros (their outputs are not written): worth
-it for batches of 16 and more.  The positions and tap offsets are tables made once per geometry
+A last, partial chunk computes its missing lanes on whatever xt holds and never writes them:
+worth it for batches of 16 and more.  Threads take chunks (and, for fewer chunks than twice the
+threads, blocks of filters within them).  The measurements are in conv.py's ``_use_lanes`` and
+conv_transpose.py's rules.  The positions and tap offsets are tables made once per geometry
 (``lanes_geometry``, cached); the weights are packed once per call through a table of indices.
 """
 import functools

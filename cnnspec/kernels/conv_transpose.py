@@ -25,10 +25,14 @@ gradient) measured 0.65x PyTorch's speed on one thread (DCGAN's 4x4 stride-2 128
 Zen 4 core).  Samples are split over threads (each thread its chunks, its slice of the workspace
 and a partial dw summed in thread order afterwards: results do not depend on timing).
 
-An input gradient asked for alone (no dw) runs, where conv.py's direct kernels run for the
-adjoint convolution (groups 1, AVX-512, at least a million multiply-adds, output padding below
-the stride: ``_adjoint_plan``), as that convolution's forward of dout (strided: its stride
-phases); an accumulated dx, and dx with dw, stay here.
+On AVX-512 (groups 1, at least a million multiply-adds; ``_lanes_geometry``, ``_rows_geometry``
+and ``_adjoint_plan`` say where): the forward by conv_lanes.py with the samples in the vector
+lanes (batches of 16 or more, output planes up to 32x32; one stride-1 gather per residue of the
+stride), dx by conv_lanes.py too where the adjoint convolution's wide grid would waste 10% or
+more (that convolution of dout by w with this stride and padding), else as that convolution's
+direct forward (conv.py), dw by conv_lanes.weight_grad_rows on that convolution (dout
+its input, x its output gradient, C >= 32 its filters).  The products stay for the rest, and
+for dx with dw where dw does not run so (they share one im2col).
 """
 import numpy as np
 
