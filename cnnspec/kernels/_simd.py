@@ -196,3 +196,20 @@ def vtranspose(typingctx, src, si, sstride, dst, di, dstride, lo, hi, accumulate
         return context.get_dummy_value()
 
     return types.none(src, si, sstride, dst, di, dstride, lo, hi, accumulate), codegen
+
+
+@intrinsic
+def vprefetch(typingctx, arr, index):
+    """Hint that arr[index]'s line will be read soon (llvm.prefetch, read, into L1)."""
+    def codegen(context, builder, sig, args):
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], index)
+        i8p = ir.IntType(8).as_pointer()
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32),
+                                                            ir.IntType(32)]), "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(ir.IntType(32), 0),
+                          ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, index), codegen

@@ -37,10 +37,12 @@ import functools
 import numpy as np
 
 from cnnspec.kernels._jit import jit
-from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vsplat, vstore,
-                                   vtranspose, vzero)
+from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vprefetch, vsplat,
+                                   vstore, vtranspose, vzero)
 
 BLOCK_F = 8
+PREFETCH = 8         # lanes_conv prefetches the lines of tap k + 8 (software prefetch: 1.05-1.11x
+                     # faster on DCGAN's and the 5x5 row's gathers; 4 and 16 taps ahead the same)
 
 
 class LanesGeometry:
@@ -93,7 +95,7 @@ class LanesGeometry:
             pin += here_in
             pslot += here_out
             pstart.append(len(pin))
-        self.offs = self.offs.reshape(-1)
+        self.offs = np.concatenate([self.offs.reshape(-1), np.zeros(PREFETCH, np.int64)])
         self.widx = self.widx.reshape(-1)
         self.pin = np.array(pin, np.int64)
         self.pslot = np.array(pslot, np.int64)
@@ -206,7 +208,7 @@ def lanes_conv(xt, wpk, offs, kmax, kcount, pin, pslot, pstart, b, accumulate, n
         for ph in range(kcount.size):
             k_ = kcount[ph]
             p0, p1 = pstart[ph], pstart[ph + 1]
-            ob = offs[ph * kmax:(ph + 1) * kmax]
+            ob = offs[ph * kmax:]    # ob[k + PREFETCH]: the next phase's (or padding)
             wb = wpk[((ph * (fp // 8)) + fb // 8) * kmax * 8:]
             for p in range(p0, p1, 2):
                 t0 = pin[p]
@@ -230,6 +232,9 @@ def lanes_conv(xt, wpk, offs, kmax, kcount, pin, pslot, pstart, b, accumulate, n
                 u = 0
                 for k in range(k_):
                     t = ob[k]
+                    tp = ob[k + PREFETCH]
+                    vprefetch(xt, t0 + tp)
+                    vprefetch(xt, t1 + tp)
                     x0 = vload(xt, t0 + t)
                     x1 = vload(xt, t1 + t)
                     s = vsplat(wb, u)
