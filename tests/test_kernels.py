@@ -113,6 +113,8 @@ def forward(request, monkeypatch):
     monkeypatch.setattr(conv, "_DW_LANES", request.param in ("direct-lanes", "lanes"))
     monkeypatch.setattr(conv, "_DW_ROWS", None if request.param == "lanes" else False)
     monkeypatch.setattr(conv, "_LANES", request.param == "lanes")
+    if request.param == "lanes":       # its own data: the shared stream, from which the later
+        monkeypatch.setitem(globals(), "rng", np.random.default_rng(16))  # tests draw, as before
     # the weight gradient's sample groups: one sample, several, all of the batch; the lanes'
     # tiles: one row (OW >= 16), several, the whole plane
     monkeypatch.setattr(conv_direct, "DW_GROUP_ELEMENTS", 2000)

@@ -107,6 +107,13 @@ def test_conv_transpose_input_gradient_by_the_direct_convolution_kernels(case, d
     close(dx2 - 1, rdx, dtype)
 
 
+@pytest.fixture
+def own_rng(monkeypatch):
+    """The test's own random stream: the module's shared one, from which the later tests draw
+    their data, stays as it was without the test."""
+    monkeypatch.setitem(globals(), "rng", np.random.default_rng(16))
+
+
 # groups-1 cases for the samples-in-lanes kernels: batches that are not a multiple of the lanes
 # (16 float32, 8 float64), filters not a multiple of the block of 8, odd sizes, batch 1
 LANES_CASES = [c for c in CONVT_CASES if c[11] == 1] + [
@@ -118,7 +125,7 @@ LANES_CASES = [c for c in CONVT_CASES if c[11] == 1] + [
 
 @pytest.mark.parametrize("dtype, threads", [(np.float64, "1"), (np.float32, "2")])
 @pytest.mark.parametrize("case", LANES_CASES, ids=convt_id)
-def test_conv_transpose_by_the_lanes_kernels(case, dtype, threads, monkeypatch):
+def test_conv_transpose_by_the_lanes_kernels(case, dtype, threads, monkeypatch, own_rng):
     """The forward and dx by conv_lanes.py (samples in the vector lanes), dw by its
     weight_grad_rows on the adjoint convolution (the width not dilated), however small the
     layer, on 1 and 2 threads."""
@@ -160,7 +167,7 @@ LANES_CONV_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", LANES_CONV_CASES)
-def test_lanes_convolution_matches_reference(case, dtype):
+def test_lanes_convolution_matches_reference(case, dtype, own_rng):
     """conv_lanes.py's gather as a plain convolution (strides, padding, dilation, a batch over
     the lanes and of one sample), into a bias and added to an output."""
     from cnnspec.kernels import conv_lanes
@@ -179,7 +186,7 @@ def test_lanes_convolution_matches_reference(case, dtype):
     close(out - b[:, None, None], 2 * (ref - b[:, None, None]), dtype)
 
 
-def test_vtranspose_moves_every_lane():
+def test_vtranspose_moves_every_lane(own_rng):
     from cnnspec.kernels._jit import jit
     from cnnspec.kernels._simd import vtranspose
 
