@@ -112,7 +112,7 @@ def forward(request, monkeypatch):
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
     monkeypatch.setattr(conv, "_DW_LANES", request.param in ("direct-lanes", "lanes"))
     monkeypatch.setattr(conv, "_DW_ROWS", None if request.param == "lanes" else False)
-    monkeypatch.setattr(conv, "_LANES", request.param == "lanes")
+    monkeypatch.setattr(conv, "_SLANES", request.param == "lanes")
     if request.param == "lanes":       # its own data: the shared stream, from which the later
         monkeypatch.setitem(globals(), "rng", np.random.default_rng(16))  # tests draw, as before
     # the weight gradient's sample groups: one sample, several, all of the batch; the lanes'
@@ -150,7 +150,7 @@ def test_the_kernels_use_the_plan_of_the_switches_in_force(forward):
         assert (plan.direct is not None) is (forward != "blas")
         assert (plan.direct_dwl is not None) is (forward == "direct-lanes")
         assert (plan.direct_dwr is not None) is (forward == "lanes")
-        assert plan.lanes is plan.lanes_dx is (forward == "lanes")
+        assert plan.slanes is plan.slanes_dx is (forward == "lanes")
 
 
 def test_direct_forward_covers_its_cases(forward):
@@ -191,7 +191,7 @@ def test_direct_kernels_write_only_their_output(dtype, lanes, monkeypatch):
     nothing around out (its samples are a slice of a bigger array whose other samples are
     sentinels)."""
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
-    monkeypatch.setattr(conv, "_LANES", lanes)
+    monkeypatch.setattr(conv, "_SLANES", lanes)
     monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)       # split however small: 2 threads,
     monkeypatch.setenv("CNNSPEC_THREADS", "2")           # 2 or 3 pieces of the batch
     gen = np.random.default_rng(16)       # its own stream: the shared one feeds the cases below

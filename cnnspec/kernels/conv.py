@@ -10,7 +10,7 @@ On CPUs with AVX-512, groups-1 convolutions of at least a million multiply-adds 
 faster their dx and dw, as the register-blocked direct loops of ``conv_direct.py`` (``_Plan.direct``,
 ``direct_dx``, ``direct_dw`` or ``direct_dwl``; ``_use_direct``, ``_use_dw_lanes`` and the rules in
 ``_Plan`` say where), or of ``conv_lanes.py`` where their wide grid wastes much: the forward and
-dx with the samples in the vector lanes (``_Plan.lanes``, ``lanes_dx``: ``_use_lanes``), dw on
+dx with the samples in the vector lanes (``_Plan.slanes``, ``slanes_dx``: ``_use_slanes``), dw on
 the input laid out channels innermost (``direct_dwr``: ``_DW_ROWS``).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
@@ -120,8 +120,8 @@ class _Plan:
     """
 
     __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout", "direct",
-                 "direct_dx", "direct_dw", "direct_dwl", "direct_dwr", "lanes", "lanes_dx",
-                 "lanes_size")
+                 "direct_dx", "direct_dw", "direct_dwl", "direct_dwr", "slanes", "slanes_dx",
+                 "slanes_size")
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -208,11 +208,11 @@ class _Plan:
             self.direct_dwr = rows_geometry(x_shape, w_shape, stride, pad, dilation, oh, ow)
             self.per_thread = max(self.per_thread, self.direct_dwr.per + 16)
         # the forward and dx with the samples in the vector lanes (conv_lanes.py) where the
-        # wide grid wastes much: see _use_lanes
-        self.lanes, self.lanes_dx = _use_lanes(x_shape, w_shape, stride, pad, dilation, oh, ow,
+        # wide grid wastes much: see _use_slanes
+        self.slanes, self.slanes_dx = _use_slanes(x_shape, w_shape, stride, pad, dilation, oh, ow,
                                                self.direct, self.direct_dx)
-        self.lanes_size = (0, 0)
-        if self.lanes or self.lanes_dx:
+        self.slanes_size = (0, 0)
+        if self.slanes or self.slanes_dx:
             from cnnspec.kernels import conv_lanes as L
             geometry = (tuple(stride), tuple(pad), tuple(dilation))
             fwd = (L.workspace_size(L.conv_geometry(x_shape, w_shape, *geometry, oh, ow, 16), 0),
@@ -221,13 +221,13 @@ class _Plan:
                                                          w, 16), 0),
                   L.workspace_size(L.transposed_geometry((n, f, oh, ow), w_shape, *geometry, h,
                                                          w, 16), 1))
-            self.lanes_size = (max(fwd[0] if self.lanes else 0, dx[0] if self.lanes_dx else 0),
-                               max(fwd[1] - fwd[0] if self.lanes else 0,
-                                   dx[1] - dx[0] if self.lanes_dx else 0))
+            self.slanes_size = (max(fwd[0] if self.slanes else 0, dx[0] if self.slanes_dx else 0),
+                               max(fwd[1] - fwd[0] if self.slanes else 0,
+                                   dx[1] - dx[0] if self.slanes_dx else 0))
 
     def workspace_size(self, threads):
         return max(self.shared + threads * self.per_thread,
-                   self.lanes_size[0] + threads * self.lanes_size[1])
+                   self.slanes_size[0] + threads * self.slanes_size[1])
 
 
 def _use_rowtap(x_shape, w_shape, stride, pad, dilation, groups, ow):
@@ -279,17 +279,17 @@ _DW_ROWS = None         # False: the filters-in-lanes weight gradient by weight_
                         # convolution's (the adjoint, 64->128 4x4 s2 on 16x16) 1.26x (0.86-1.96)
 
 
-_LANES = None           # tests: True / False, the forward and dx by conv_lanes.py wherever the
-                        # direct forward runs / never; None: the rules (_use_lanes)
-_LANES_WASTE = 1.1      # the wide grid's extra work from which the lanes run
-_LANES_MAX_PLANE = 1024  # planes up to 32x32 (the tile: 8 filters x plane x 16 lanes, 512 KB)
+_SLANES = None           # tests: True / False, the forward and dx by conv_lanes.py wherever the
+                        # direct forward runs / never; None: the rules (_use_slanes)
+_SLANES_WASTE = 1.1      # the wide grid's extra work from which the lanes run
+_SLANES_MAX_PLANE = 1024  # planes up to 32x32 (the tile: 8 filters x plane x 16 lanes, 512 KB)
 
 
-def _use_lanes(x_shape, w_shape, stride, pad, dilation, oh, ow, direct, direct_dx):
+def _use_slanes(x_shape, w_shape, stride, pad, dilation, oh, ow, direct, direct_dx):
     """(forward, dx) by conv_lanes.py (the samples in the vector lanes: no wide grid), where the
     direct forward runs, the batch fills the lanes (N >= 16) and the plane (the output's for the
-    forward, the input's for dx) is at most _LANES_MAX_PLANE: the forward where the wide grid
-    wastes at least _LANES_WASTE of the work, dx where conv_direct's dx would waste as much or
+    forward, the input's for dx) is at most _SLANES_MAX_PLANE: the forward where the wide grid
+    wastes at least _SLANES_WASTE of the work, dx where conv_direct's dx would waste as much or
     does not run (strided, padding beyond the kernel: BLAS) and C >= 8 (C is dx's filters, in
     blocks of 8).  Measured against the kernels before (float32, one thread, CPU time per call,
     7 rounds alternating, load ~2; median speed-up, quartiles), forward / dx: 5x5 16->32 on
@@ -301,14 +301,14 @@ def _use_lanes(x_shape, w_shape, stride, pad, dilation, oh, ow, direct, direct_d
     a block of 8 filters mostly empty).  In float64 (8 samples a vector): 5x5 16->32 1.20x /
     1.22x, 64->64 on 8x8 1.36x / 1.18x, stride 2 32->64 1.51x / 1.73x."""
     n, c, h, w = x_shape
-    if direct is None or _LANES is False or (_LANES is None and n < 16):
+    if direct is None or _SLANES is False or (_SLANES is None and n < 16):
         return False, False
-    if _LANES:
+    if _SLANES:
         return True, True
-    forward = oh * ow <= _LANES_MAX_PLANE and wide_waste(_direct_pitch(w, stride, pad), oh,
-                                                         ow) >= _LANES_WASTE
-    dx = h * w <= _LANES_MAX_PLANE and c >= 8 and (direct_dx is None or wide_waste(
-        w + max(direct_dx[2][2:]), h, w) >= _LANES_WASTE)
+    forward = oh * ow <= _SLANES_MAX_PLANE and wide_waste(_direct_pitch(w, stride, pad), oh,
+                                                         ow) >= _SLANES_WASTE
+    dx = h * w <= _SLANES_MAX_PLANE and c >= 8 and (direct_dx is None or wide_waste(
+        w + max(direct_dx[2][2:]), h, w) >= _SLANES_WASTE)
     return forward, dx
 
 
@@ -1099,7 +1099,7 @@ def _rules():
     """The switches and limits _Plan reads: the cache key's part that is not the layer's."""
     direct = sys.modules.get("cnnspec.kernels.conv_direct")
     return (_DIRECT, _DIRECT_DW, _DIRECT_ALL, _DIRECT_MACS, _WIDE_VECTORS, _ROWTAP_MAX_COL,
-            _LANES, _LANES_WASTE, _LANES_MAX_PLANE,
+            _SLANES, _SLANES_WASTE, _SLANES_MAX_PLANE,
             _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS, _DW_ROWS,
             (direct.DW_GROUP_ELEMENTS, direct.DWL_TILE) if direct is not None else None)
 
@@ -1127,7 +1127,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         b = _empty(x.dtype)[0]
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
-    if plan.lanes:
+    if plan.slanes:
         from cnnspec.kernels import conv_lanes as L
         from cnnspec.kernels._simd import lanes_of
         geo = L.conv_geometry(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation),
@@ -1175,7 +1175,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     empty1, empty4 = _empty(x.dtype)
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
-    if dx is not None and plan.lanes_dx:
+    if dx is not None and plan.slanes_dx:
         # dx = the transposed convolution of dout by w: conv_lanes.py's phases
         from cnnspec.kernels import conv_lanes as L
         from cnnspec.kernels._simd import lanes_of

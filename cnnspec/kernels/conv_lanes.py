@@ -28,7 +28,7 @@ One description covers (``lanes_geometry``):
 
 A last, partial chunk computes its missing lanes on whatever xt holds and never writes them:
 worth it for batches of 16 and more.  Threads take chunks (and, for fewer chunks than twice the
-threads, blocks of filters within them).  The measurements are in conv.py's ``_use_lanes`` and
+threads, blocks of filters within them).  The measurements are in conv.py's ``_use_slanes`` and
 conv_transpose.py's rules.  The positions and tap offsets are tables made once per geometry
 (``lanes_geometry``, cached); the weights are packed once per call through a table of indices.
 """

@@ -123,7 +123,7 @@ def _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_s
     lanes = lanes_of(dtype)
     oh, ow = (out_shape[2], out_shape[3]) if kind == "forward" else (x_shape[2], x_shape[3])
     if _LANES is None:
-        from cnnspec.kernels.conv import _LANES_WASTE, _direct_pitch, wide_waste
+        from cnnspec.kernels.conv import _SLANES_WASTE, _direct_pitch, wide_waste
         macs = x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3] * w_shape[1] * w_shape[2] \
             * w_shape[3]
         if (x_shape[0] < lanes or oh * ow > _LANES_MAX_PLANE or macs < _DIRECT_MACS
@@ -133,7 +133,7 @@ def _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_s
         # (DCGAN's 4x4 stride 2 on 8x8: 1.5); U-Net's 2x2 stride 2 wastes nothing there, and
         # the lanes measured 0.54-0.71x of it
         if kind == "dx" and wide_waste(_direct_pitch(out_shape[3], tuple(stride), tuple(pad)),
-                                       oh, ow) < _LANES_WASTE:
+                                       oh, ow) < _SLANES_WASTE:
             return None
     geometry = (tuple(stride), tuple(pad), tuple(dilation), oh, ow, lanes)
     if kind == "forward":
