@@ -99,15 +99,23 @@ def test_conv_cases_cover_every_mode():
     assert modes == {IM2COL, GATHER, KN2ROW, ROWTAP}
 
 
-@pytest.fixture(params=["blas", "direct", "direct-lanes"])
+@pytest.fixture(params=["blas", "direct", "direct-lanes", "lanes"])
 def forward(request, monkeypatch):
-    """Every convolution case three times: the plan's BLAS forward, and conv_direct.py's
+    """Every convolution case four times: the plan's BLAS forward, and conv_direct.py's
     register-blocked forward wherever it applies (groups 1, not IM2COL), however small, with the
     weight gradient by the blocked sums (``direct``) or with the filters in the lanes
-    (``direct-lanes``)."""
+    (``direct-lanes``: conv_direct.weight_grad_lanes); or there conv_lanes.py's forward and dx
+    (the samples in the lanes) and, where the width is not dilated, its weight gradient on the
+    input laid out channels innermost (``lanes``: weight_grad_rows, weight_grad_lanes
+    elsewhere)."""
     monkeypatch.setattr(conv, "_DIRECT", request.param != "blas")
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
-    monkeypatch.setattr(conv, "_DW_LANES", request.param == "direct-lanes")
+    monkeypatch.setattr(conv, "_DW_LANES", request.param in ("direct-lanes", "lanes"))
+    monkeypatch.setattr(conv, "_DW_ROWS", None if request.param == "lanes" else False)
+    monkeypatch.setattr(conv, "_SLANES", request.param == "lanes")
+    monkeypatch.setattr(conv, "_LANES", False)          # forward_lanes: its own tests
+    if request.param == "lanes":       # its own data: the shared stream, from which the later
+        monkeypatch.setitem(globals(), "rng", np.random.default_rng(16))  # tests draw, as before
     # the weight gradient's sample groups: one sample, several, all of the batch; the lanes'
     # tiles: one row (OW >= 16), several, the whole plane
     monkeypatch.setattr(conv_direct, "DW_GROUP_ELEMENTS", 2000)
@@ -142,6 +150,8 @@ def test_the_kernels_use_the_plan_of_the_switches_in_force(forward):
                               workspace, 1)
         assert (plan.direct is not None) is (forward != "blas")
         assert (plan.direct_dwl is not None) is (forward == "direct-lanes")
+        assert (plan.direct_dwr is not None) is (forward == "lanes")
+        assert plan.slanes is plan.slanes_dx is (forward == "lanes")
 
 
 def test_direct_forward_covers_its_cases(forward):
@@ -160,19 +170,29 @@ def test_direct_forward_covers_its_cases(forward):
             groups = {(p.direct_dw[0], c[0]) for p, c in zip(plans, CONV_CASES) if p.direct_dw}
             assert {(1, 2), (1, 8), (2, 2), (2, 5)} <= groups, groups
             assert not any(p.direct_dwl for p in plans)
-        else:                # F = 1 to 32 (one block, padded), K = 9 to 288 (padded to 12s)
+        elif forward == "direct-lanes":  # F = 1 to 32 (one block, padded), K = 9 to 288
             lanes = [p.direct_dwl for p in plans if p.direct_dwl]
             assert len(lanes) == 16 and not any(p.direct_dw for p in plans)
             assert {rows for *_, rows in lanes} >= {1, 2, 4}, lanes   # rows per tile
+        else:                # rows where the width is not dilated (runs of KW*C taps)
+            rows = [(p.direct_dwr.blocks, c[1] * c[6]) for p, c in zip(plans, CONV_CASES)
+                    if p.direct_dwr]
+            lanes = [p for p, c in zip(plans, CONV_CASES) if p.direct_dwl]
+            assert len(rows) + len(lanes) == 16 and len(lanes) >= 1, (rows, lanes)
+            assert {run % 12 == 0 for _, run in rows} == {True, False}, rows
 
 
+@pytest.mark.parametrize("lanes", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_direct_kernels_write_only_their_output(dtype, monkeypatch):
-    """The direct forward and dx, whose pieces of the batch are taken by whichever thread is
-    free, on planes narrower than a vector (3 to 5 columns) and with F, C not multiples of 8:
-    every output is written (out starts NaN), none twice (accumulate), and nothing around out
-    (its samples are a slice of a bigger array whose other samples are sentinels)."""
+def test_direct_kernels_write_only_their_output(dtype, lanes, monkeypatch):
+    """The direct forward and dx (conv_direct.py's, or conv_lanes.py's with ``lanes``: chunks of
+    16 or 8 samples, the last one partial), whose pieces of the batch are taken by whichever
+    thread is free, on planes narrower than a vector (3 to 5 columns) and with F, C not
+    multiples of 8: every output is written (out starts NaN), none twice (accumulate), and
+    nothing around out (its samples are a slice of a bigger array whose other samples are
+    sentinels)."""
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_SLANES", lanes)
     monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)       # split however small: 2 threads,
     monkeypatch.setenv("CNNSPEC_THREADS", "2")           # 2 or 3 pieces of the batch
     gen = np.random.default_rng(16)       # its own stream: the shared one feeds the cases below
@@ -181,7 +201,7 @@ def test_direct_kernels_write_only_their_output(dtype, monkeypatch):
         return gen.standard_normal(shape).astype(dtype)
 
     for n, c, h, w, f, k, pad, stride in ((3, 5, 4, 3, 11, 3, 1, 1), (2, 9, 6, 5, 7, 2, 0, 1),
-                                          (2, 3, 9, 7, 13, 3, 1, 2)):
+                                          (2, 3, 9, 7, 13, 3, 1, 2), (19, 9, 5, 4, 10, 3, 1, 1)):
         x, wt, b = randn(n, c, h, w, dtype=dtype), randn(f, c, k, k, dtype=dtype), randn(f, dtype=dtype)
         geometry = ((stride,) * 2, (pad,) * 4, (1, 1), 1)
         shape = K.conv2d_output_shape(x.shape, wt.shape, *geometry[:3])

@@ -107,6 +107,107 @@ def test_conv_transpose_input_gradient_by_the_direct_convolution_kernels(case, d
     close(dx2 - 1, rdx, dtype)
 
 
+@pytest.fixture
+def own_rng(monkeypatch):
+    """The test's own random stream: the module's shared one, from which the later tests draw
+    their data, stays as it was without the test."""
+    monkeypatch.setitem(globals(), "rng", np.random.default_rng(16))
+
+
+# groups-1 cases for the samples-in-lanes kernels: batches that are not a multiple of the lanes
+# (16 float32, 8 float64), filters not a multiple of the block of 8, odd sizes, batch 1
+LANES_CASES = [c for c in CONVT_CASES if c[11] == 1] + [
+    (17, 8, 4, 4, 12, 4, 4, (2, 2), (1, 1, 1, 1), (0, 0), (1, 1), 1, True),     # DCGAN's, 2 chunks
+    (9, 5, 3, 5, 7, 3, 2, (2, 3), (1, 0, 2, 1), (1, 2), (1, 1), 1, False),     # odd, op > pad
+    (16, 3, 5, 4, 9, 2, 2, (2, 2), (0, 0, 0, 0), (0, 0), (1, 1), 1, True),     # U-Net's 2x2/2
+]
+
+
+@pytest.mark.parametrize("dtype, threads", [(np.float64, "1"), (np.float32, "2")])
+@pytest.mark.parametrize("case", LANES_CASES, ids=convt_id)
+def test_conv_transpose_by_the_lanes_kernels(case, dtype, threads, monkeypatch, own_rng):
+    """The forward and dx by conv_lanes.py (samples in the vector lanes), dw by its
+    weight_grad_rows on the adjoint convolution (the width not dilated), however small the
+    layer, on 1 and 2 threads."""
+    from cnnspec.kernels import conv, conv_transpose
+    monkeypatch.setenv("CNNSPEC_THREADS", threads)
+    monkeypatch.setattr(conv_transpose, "_LANES", True)
+    monkeypatch.setattr(conv_transpose, "_DW_ROWS", True)
+    stride, pad, op, dil, groups = case[7:12]
+    x, w, b, out, ws = run_convt(case, dtype)
+    assert conv_transpose._lanes_geometry("forward", x.shape, w.shape, stride, pad, dil, 1,
+                                          out.shape, dtype) is not None
+    close(out, R.conv_transpose2d_forward(x, w, b, stride, pad, op, dil, groups), dtype)
+    dout = randn(*out.shape, dtype=dtype)
+    rdx, rdw, rdb = R.conv_transpose2d_backward(dout, x, w, b, stride, pad, op, dil, groups)
+    dx, dw = np.full_like(x, np.nan), np.full_like(w, np.nan)
+    db = None if b is None else np.full_like(b, np.nan)
+    K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, dx, dw, db, ws)
+    close(dx, rdx, dtype)
+    close(dw, rdw, dtype)
+    if b is not None:
+        close(db, rdb, dtype)
+    dx2 = np.ones_like(x)                    # accumulate adds into dx
+    K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, dx2, None, None,
+                                     ws, accumulate=True)
+    close(dx2 - 1, rdx, dtype)
+    dw2 = np.full_like(w, np.nan)            # dw alone
+    K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, None, dw2, None,
+                                     ws)
+    close(dw2, rdw, dtype)
+
+
+# (N, C, H, W, F, KH, KW, stride, pad, dilation): convolutions by conv_lanes.conv_geometry
+LANES_CONV_CASES = [
+    (3, 5, 7, 6, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (17, 4, 6, 9, 8, 3, 2, (2, 3), (2, 0, 1, 1), (1, 2)),
+    (1, 2, 5, 5, 3, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", LANES_CONV_CASES)
+def test_lanes_convolution_matches_reference(case, dtype, own_rng):
+    """conv_lanes.py's gather as a plain convolution (strides, padding, dilation, a batch over
+    the lanes and of one sample), into a bias and added to an output."""
+    from cnnspec.kernels import conv_lanes
+    from cnnspec.kernels._simd import lanes_of
+    n, c, h, w_, f, kh, kw, stride, pad, dil = case
+    x, w, b = randn(n, c, h, w_, dtype=dtype), randn(f, c, kh, kw, dtype=dtype), randn(f, dtype=dtype)
+    shape = K.conv2d_output_shape(x.shape, w.shape, stride, pad, dil)
+    geo = conv_lanes.conv_geometry(x.shape, w.shape, stride, pad, dil, shape[2], shape[3],
+                                   lanes_of(dtype))
+    ws = np.full(conv_lanes.workspace_size(geo, 1), np.nan, dtype)
+    out = np.full(shape, np.nan, dtype)
+    conv_lanes.run(geo, x, w, b, False, out, ws, 1)
+    ref = R.conv2d_forward(x, w, b, stride, pad, dil, 1)
+    close(out, ref, dtype)
+    conv_lanes.run(geo, x, w, None, True, out, ws, 1)
+    close(out - b[:, None, None], 2 * (ref - b[:, None, None]), dtype)
+
+
+def test_vtranspose_moves_every_lane(own_rng):
+    from cnnspec.kernels._jit import jit
+    from cnnspec.kernels._simd import vtranspose
+
+    @jit
+    def transpose(src, si, ss, dst, di, ds, lo, hi, accumulate):
+        vtranspose(src, si, ss, dst, di, ds, lo, hi, accumulate)
+
+    for dtype, lanes in ((np.float32, 16), (np.float64, 8)):
+        src = randn(600, dtype=dtype)
+        dst = np.zeros(900, dtype)
+        transpose(src, 3, 37, dst, 5, 50, 2, lanes - 3, False)
+        ref = np.zeros(900, dtype)
+        for k in range(2, lanes - 3):        # only the vectors lo <= k < hi are stored
+            ref[5 + 50 * k:5 + 50 * k + lanes] = src[3 + k:3 + k + 37 * lanes:37]
+        assert np.array_equal(dst, ref)
+        transpose(src, 3, 37, dst, 5, 50, 0, lanes, True)
+        for k in range(lanes):
+            ref[5 + 50 * k:5 + 50 * k + lanes] += src[3 + k:3 + k + 37 * lanes:37]
+        assert np.array_equal(dst, ref)
+
+
 def test_conv_transpose_output_sizes_are_pytorchs():
     # (in, kernel, stride, pad, pad, output_pad, dilation) -> PyTorch's ConvTranspose size
     assert K.conv_transpose_output_size(8, 4, 2, 1, 1, 0, 1) == 16           # DCGAN

@@ -136,3 +136,80 @@ def vadd(typingctx, a, b):
         return builder.fadd(args[0], args[1])
 
     return a(a, b), codegen
+
+
+@intrinsic
+def vtranspose(typingctx, src, si, sstride, dst, di, dstride, lo, hi, accumulate):
+    """Transpose a lanes x lanes block: vector k of the result (lo <= k < hi) is lane k of the
+    vectors src[si + j*sstride] (j < lanes); it is stored at dst[di + k*dstride], or added there
+    when ``accumulate``.  One shuffle network (log2(lanes) stages of lanes/2 pairs), no scalar
+    moves: 64 shuffles for a 16 x 16 float32 block."""
+    if src.dtype != dst.dtype:
+        return None
+    vec = Vec(src.dtype)
+
+    def codegen(context, builder, sig, args):
+        src_, si_, ss_, dst_, di_, ds_, lo_, hi_, acc_ = args
+        vty = context.get_value_type(vec)
+        n = vty.count
+        intp = context.get_value_type(types.intp)
+
+        def index(value, position):
+            return context.cast(builder, value, sig.args[position], types.intp)
+
+        si_, ss_, di_, ds_, lo_, hi_ = (index(si_, 1), index(ss_, 2), index(di_, 4),
+                                        index(ds_, 5), index(lo_, 6), index(hi_, 7))
+        align = src.dtype.bitwidth // 8
+        rows = []
+        for j in range(n):
+            at = builder.add(si_, builder.mul(ss_, ir.Constant(intp, j)))
+            ptr = builder.bitcast(_element_pointer(context, builder, sig.args[0], src_, at),
+                                  vty.as_pointer())
+            rows.append(builder.load(ptr, align=align))
+        d = 1
+        while d < n:
+            for i in range(n):
+                if i & d:
+                    continue
+                a, b = rows[i], rows[i + d]
+                lo = [p if not p & d else n + p - d for p in range(n)]
+                hi = [p + d if not p & d else n + p for p in range(n)]
+                mask = lambda m: ir.Constant(ir.VectorType(ir.IntType(32), n), m)
+                rows[i] = builder.shuffle_vector(a, b, mask(lo))
+                rows[i + d] = builder.shuffle_vector(a, b, mask(hi))
+            d *= 2
+        acc = context.cast(builder, acc_, sig.args[8], types.boolean)
+        for k in range(n):
+            kk = ir.Constant(intp, k)
+            inside = builder.and_(builder.icmp_signed("<", kk, hi_),
+                                  builder.icmp_signed(">=", kk, lo_))
+            with builder.if_then(inside, likely=True):
+                at = builder.add(di_, builder.mul(ds_, ir.Constant(intp, k)))
+                ptr = builder.bitcast(_element_pointer(context, builder, sig.args[3], dst_, at),
+                                      vty.as_pointer())
+                with builder.if_else(acc) as (then, otherwise):
+                    with then:
+                        old = builder.load(ptr, align=align)
+                        builder.store(builder.fadd(old, rows[k]), ptr, align=align)
+                    with otherwise:
+                        builder.store(rows[k], ptr, align=align)
+        return context.get_dummy_value()
+
+    return types.none(src, si, sstride, dst, di, dstride, lo, hi, accumulate), codegen
+
+
+@intrinsic
+def vprefetch(typingctx, arr, index):
+    """Hint that arr[index]'s line will be read soon (llvm.prefetch, read, into L1)."""
+    def codegen(context, builder, sig, args):
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], index)
+        i8p = ir.IntType(8).as_pointer()
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32),
+                                                            ir.IntType(32)]), "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(ir.IntType(32), 0),
+                          ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, index), codegen

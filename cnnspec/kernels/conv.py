@@ -8,9 +8,12 @@ channels per group); xpad is x with (top, bottom, left, right) zeros around it.
 
 On CPUs with AVX-512, groups-1 convolutions of at least a million multiply-adds run their forward, and where measured
 faster their dx and dw, as the register-blocked direct loops of ``conv_direct.py`` (``_Plan.direct``,
-``direct_dx``, ``direct_dw`` or ``direct_dwl``, and on small planes the forward and dx with the
-filters in the vector lanes, ``lanes`` and ``lanes_dx``; ``_use_direct``, ``_use_dw_lanes``,
-``_use_lanes`` and the rules in ``_Plan`` say where).  The rest, and
+``direct_dx``, ``direct_dw`` or ``direct_dwl``; ``_use_direct``, ``_use_dw_lanes`` and the rules in
+``_Plan`` say where), or on small planes where their wide grid wastes much: the forward and dx
+with the filters in the vector lanes (``conv_direct.forward_lanes``: ``_Plan.lanes``,
+``lanes_dx``: ``_use_lanes``, tried first), else with the samples in the vector lanes
+(``conv_lanes.py``: ``_Plan.slanes``, ``slanes_dx``: ``_use_slanes``), dw on the input laid out
+channels innermost (``direct_dwr``: ``_DW_ROWS``).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``: the forward's pieces taken by whichever thread is free, each with the
@@ -119,7 +122,8 @@ class _Plan:
     """
 
     __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout", "direct",
-                 "direct_dx", "direct_dw", "direct_dwl")
+                 "direct_dx", "direct_dw", "direct_dwl", "direct_dwr", "slanes", "slanes_dx",
+                 "slanes_size")
     __slots__ += ("lanes", "lanes_dx")          # conv_direct.forward_lanes (_use_lanes)
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
@@ -220,9 +224,37 @@ class _Plan:
             self.direct_dwl = weight_grad_lanes_sizes(x_shape, w_shape, stride, pad, dilation,
                                                       oh, ow)
             self.per_thread = max(self.per_thread, self.direct_dwl[4])
+        # the same sums on the input laid out channels innermost (conv_lanes.weight_grad_rows)
+        # wherever the width is not dilated: see _DW_ROWS
+        self.direct_dwr = None
+        if self.direct_dwl is not None and dilation[1] == 1 and _DW_ROWS is not False:
+            from cnnspec.kernels.conv_lanes import rows_geometry
+            self.direct_dwl = None
+            self.direct_dwr = rows_geometry(x_shape, w_shape, stride, pad, dilation, oh, ow)
+            self.per_thread = max(self.per_thread, self.direct_dwr.per + 16)
+        # the forward and dx with the samples in the vector lanes (conv_lanes.py) where the
+        # wide grid wastes much: see _use_slanes
+        self.slanes, self.slanes_dx = _use_slanes(x_shape, w_shape, stride, pad, dilation, oh, ow,
+                                               self.direct, self.direct_dx)
+        self.slanes = self.slanes and self.lanes is None           # forward_lanes goes first
+        self.slanes_dx = self.slanes_dx and self.lanes_dx is None
+        self.slanes_size = (0, 0)
+        if self.slanes or self.slanes_dx:
+            from cnnspec.kernels import conv_lanes as L
+            geometry = (tuple(stride), tuple(pad), tuple(dilation))
+            fwd = (L.workspace_size(L.conv_geometry(x_shape, w_shape, *geometry, oh, ow, 16), 0),
+                   L.workspace_size(L.conv_geometry(x_shape, w_shape, *geometry, oh, ow, 16), 1))
+            dx = (L.workspace_size(L.transposed_geometry((n, f, oh, ow), w_shape, *geometry, h,
+                                                         w, 16), 0),
+                  L.workspace_size(L.transposed_geometry((n, f, oh, ow), w_shape, *geometry, h,
+                                                         w, 16), 1))
+            self.slanes_size = (max(fwd[0] if self.slanes else 0, dx[0] if self.slanes_dx else 0),
+                               max(fwd[1] - fwd[0] if self.slanes else 0,
+                                   dx[1] - dx[0] if self.slanes_dx else 0))
 
     def workspace_size(self, threads):
-        return self.shared + threads * self.per_thread
+        return max(self.shared + threads * self.per_thread,
+                   self.slanes_size[0] + threads * self.slanes_size[1])
 
 
 def _use_rowtap(x_shape, w_shape, stride, pad, dilation, groups, ow):
@@ -265,6 +297,46 @@ def _use_dw_lanes(c, f, plane, blocked):
 
 
 _DW_LANES_ELEMENTS = 1 << 17
+_DW_ROWS = None         # False: the filters-in-lanes weight gradient by weight_grad_lanes even
+                        # where conv_lanes.weight_grad_rows runs (the width not dilated).  Rows
+                        # instead of lanes (float32, one thread, CPU time per call, 9 rounds
+                        # alternating, load 2-2.6; median speed-up, min-max): 5x5 16->32 on
+                        # 64x14x14 1.12x (0.97-1.37), ResNet-8's 64->64 on 64x8x8 1.20x
+                        # (0.83-2.30) and 32->32 on 64x16x16 1.19x (0.86-1.53), DCGAN's transposed
+                        # convolution's (the adjoint, 64->128 4x4 s2 on 16x16) 1.26x (0.86-1.96)
+
+
+_SLANES = None           # tests: True / False, the forward and dx by conv_lanes.py wherever the
+                        # direct forward runs / never; None: the rules (_use_slanes)
+_SLANES_WASTE = 1.1      # the wide grid's extra work from which the lanes run
+_SLANES_MAX_PLANE = 1024  # planes up to 32x32 (the tile: 8 filters x plane x 16 lanes, 512 KB)
+
+
+def _use_slanes(x_shape, w_shape, stride, pad, dilation, oh, ow, direct, direct_dx):
+    """(forward, dx) by conv_lanes.py (the samples in the vector lanes: no wide grid), where the
+    direct forward runs, the batch fills the lanes (N >= 16) and the plane (the output's for the
+    forward, the input's for dx) is at most _SLANES_MAX_PLANE: the forward where the wide grid
+    wastes at least _SLANES_WASTE of the work, dx where conv_direct's dx would waste as much or
+    does not run (strided, padding beyond the kernel: BLAS) and C >= 8 (C is dx's filters, in
+    blocks of 8).  Measured against the kernels before (float32, one thread, CPU time per call,
+    7 rounds alternating, load ~2; median speed-up, quartiles), forward / dx: 5x5 16->32 on
+    64x14x14 (waste 1.14) 1.17x / 1.15x; ResNet-8 at batch 64: 3x3 32->32 on 16x16 (1.125)
+    1.10x / 1.20x, 64->64 on 8x8 (1.5) 1.49x / 1.10x, stride 2 16->32 on 32x32 1.04x / 1.77x
+    (dx was BLAS), 32->64 on 16x16 1.76x / 1.96x; U-Net 64->64 on 16x16 at batch 16 1.07x /
+    1.06x; LeNet-5's conv2 (6->16 5x5 on 14x14, waste 1.6) forward 1.71x.  Not used: 16->16 and
+    32->32 on 32x32 (waste 1.03: 0.83-0.90x / 0.75-0.88x), dx of 3 or 6 channels (0.53x, 0.73x:
+    a block of 8 filters mostly empty).  In float64 (8 samples a vector): 5x5 16->32 1.20x /
+    1.22x, 64->64 on 8x8 1.36x / 1.18x, stride 2 32->64 1.51x / 1.73x."""
+    n, c, h, w = x_shape
+    if direct is None or _SLANES is False or (_SLANES is None and n < 16):
+        return False, False
+    if _SLANES:
+        return True, True
+    forward = oh * ow <= _SLANES_MAX_PLANE and wide_waste(_direct_pitch(w, stride, pad), oh,
+                                                         ow) >= _SLANES_WASTE
+    dx = h * w <= _SLANES_MAX_PLANE and c >= 8 and (direct_dx is None or wide_waste(
+        w + max(direct_dx[2][2:]), h, w) >= _SLANES_WASTE)
+    return forward, dx
 
 
 def _wide_vector_cpu() -> bool:
@@ -1074,7 +1146,8 @@ def _rules():
     """The switches and limits _Plan reads: the cache key's part that is not the layer's."""
     direct = sys.modules.get("cnnspec.kernels.conv_direct")
     return (_DIRECT, _DIRECT_DW, _DIRECT_ALL, _DIRECT_MACS, _WIDE_VECTORS, _ROWTAP_MAX_COL,
-            _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS,
+            _SLANES, _SLANES_WASTE, _SLANES_MAX_PLANE,
+            _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS, _DW_ROWS,
             (direct.DW_GROUP_ELEMENTS, direct.DWL_TILE) if direct is not None else None)
 
 
@@ -1110,6 +1183,13 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
             x, b, tuple(stride), tuple(pad), out, False, wt, offs, pos,
             workspace[shared + t * per:shared + t * per + xp],
             workspace[shared + t * per + xp:shared + t * per + end], lo, hi), dynamic=True)
+        return
+    if plan.slanes:
+        from cnnspec.kernels import conv_lanes as L
+        from cnnspec.kernels._simd import lanes_of
+        geo = L.conv_geometry(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation),
+                              out.shape[2], out.shape[3], lanes_of(x.dtype))
+        L.run(geo, x, w, b if b.size else None, False, out, workspace, threads)
         return
     if plan.direct is not None:
         from cnnspec.kernels import conv_direct as D
@@ -1164,6 +1244,16 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
+    if dx is not None and plan.slanes_dx:
+        # dx = the transposed convolution of dout by w: conv_lanes.py's phases
+        from cnnspec.kernels import conv_lanes as L
+        from cnnspec.kernels._simd import lanes_of
+        geo = L.transposed_geometry(dout.shape, w.shape, tuple(stride), tuple(pad),
+                                    tuple(dilation), x.shape[2], x.shape[3], lanes_of(x.dtype))
+        L.run(geo, dout, w, None, accumulate, dx, workspace, threads)
+        if dw is None and db is None:
+            return
+        dx = None
     if dx is not None and plan.direct_dx is not None:
         from cnnspec.kernels import conv_direct as D
         D.pack_weights_flipped(w, wt)
@@ -1176,6 +1266,13 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
+    if (dw is not None or db is not None) and plan.direct_dwr is not None:
+        from cnnspec.kernels import conv_lanes
+        conv_lanes.weight_grad(plan.direct_dwr, dout, x, w.shape, dilation, dw, db,
+                               workspace[shared:], threads)
+        if dx is None:
+            return
+        dw = db = None
     if (dw is not None or db is not None) and plan.direct_dwl is not None:
         from cnnspec.kernels import conv_direct as D
         kp, fp, xp, _, total, rows = plan.direct_dwl

@@ -25,10 +25,14 @@ gradient) measured 0.65x PyTorch's speed on one thread (DCGAN's 4x4 stride-2 128
 Zen 4 core).  Samples are split over threads (each thread its chunks, its slice of the workspace
 and a partial dw summed in thread order afterwards: results do not depend on timing).
 
-An input gradient asked for alone (no dw) runs, where conv.py's direct kernels run for the
-adjoint convolution (groups 1, AVX-512, at least a million multiply-adds, output padding below
-the stride: ``_adjoint_plan``), as that convolution's forward of dout (strided: its stride
-phases); an accumulated dx, and dx with dw, stay here.
+On AVX-512 (groups 1, at least a million multiply-adds; ``_lanes_geometry``, ``_rows_geometry``
+and ``_adjoint_plan`` say where): the forward by conv_lanes.py with the samples in the vector
+lanes (batches of 16 or more, output planes up to 32x32; one stride-1 gather per residue of the
+stride), dx by conv_lanes.py too where the adjoint convolution's wide grid would waste 10% or
+more (that convolution of dout by w with this stride and padding), else as that convolution's
+direct forward (conv.py), dw by conv_lanes.weight_grad_rows on that convolution (dout
+its input, x its output gradient, C >= 32 its filters).  The products stay for the rest, and
+for dx with dw where dw does not run so (they share one im2col).
 """
 import numpy as np
 
@@ -38,6 +42,12 @@ from cnnspec.kernels.conv import _empty, _span, _zero
 
 _COL_ELEMENTS = 1 << 19           # elements of one chunk's col (2 MB in float32)
 _PARALLEL_MACS = 1 << 21          # below this many multiply-adds one thread is faster
+_LANES = None                     # tests: True / False, the forward and dx by conv_lanes.py
+                                  # wherever groups is 1 / never; None: the rules (_lanes_geometry)
+_LANES_MAX_PLANE = 1024           # planes (outputs of the gather) up to 32x32: its tile, 8 filters
+                                  # x plane x lanes, stays within 512 KB
+_DW_ROWS = None                   # tests: True / False, dw by conv_lanes.weight_grad_rows of the
+                                  # adjoint convolution wherever it applies / never; None: the rules
 
 
 def conv_transpose_output_size(size, kernel, stride, pad_before, pad_after, output_pad=0,
@@ -83,7 +93,52 @@ def conv_transpose2d_workspace_size(x_shape, w_shape, stride, pad, output_pad, d
     if _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups) is not None:
         from cnnspec.kernels.conv import conv2d_workspace_size
         size = max(size, conv2d_workspace_size(out_shape, w_shape, stride, pad, dilation, 1))
+    from cnnspec.kernels import conv_lanes
+    for kind in ("forward", "dx"):      # float32's lanes: float64's tables are smaller
+        geo = _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_shape,
+                              np.float32)
+        if geo is None and x_shape[0] >= 8:
+            geo = _lanes_geometry(kind, (16, *x_shape[1:]), w_shape, stride, pad, dilation,
+                                  groups, (16, *out_shape[1:]), np.float32)
+        if geo is not None:
+            size = max(size, conv_lanes.workspace_size(geo, num_threads()))
+    rows = _rows_geometry(out_shape, x_shape, w_shape, stride, pad, dilation, groups)
+    if rows is not None:
+        size = max(size, conv_lanes.rows_workspace_size(rows, 2 * num_threads()))
     return size
+
+
+def _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_shape, dtype):
+    """conv_lanes.py's tables for the forward (``kind`` "forward": x -> out) or the input
+    gradient ("dx": the adjoint convolution of dout -> x), or None where they do not run: they
+    run for groups 1 on AVX-512, batches of at least the lanes (16 samples in float32) and
+    gathers of at least a million multiply-adds onto planes of at most _LANES_MAX_PLANE.
+    Measured against the batched products (forward) and the adjoint convolution's direct
+    forward (dx; float32, one thread, CPU time): see the README's issue 16 fifth round."""
+    from cnnspec.kernels import conv_lanes
+    from cnnspec.kernels._simd import lanes_of
+    from cnnspec.kernels.conv import _DIRECT_MACS, _wide_vector_cpu
+    if groups != 1 or _LANES is False:
+        return None
+    lanes = lanes_of(dtype)
+    oh, ow = (out_shape[2], out_shape[3]) if kind == "forward" else (x_shape[2], x_shape[3])
+    if _LANES is None:
+        from cnnspec.kernels.conv import _SLANES_WASTE, _direct_pitch, wide_waste
+        macs = x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3] * w_shape[1] * w_shape[2] \
+            * w_shape[3]
+        if (x_shape[0] < lanes or oh * ow > _LANES_MAX_PLANE or macs < _DIRECT_MACS
+                or not _wide_vector_cpu()):
+            return None
+        # dx: where the adjoint convolution's direct forward wastes much on its wide grid
+        # (DCGAN's 4x4 stride 2 on 8x8: 1.5); U-Net's 2x2 stride 2 wastes nothing there, and
+        # the lanes measured 0.54-0.71x of it
+        if kind == "dx" and wide_waste(_direct_pitch(out_shape[3], tuple(stride), tuple(pad)),
+                                       oh, ow) < _SLANES_WASTE:
+            return None
+    geometry = (tuple(stride), tuple(pad), tuple(dilation), oh, ow, lanes)
+    if kind == "forward":
+        return conv_lanes.transposed_geometry(tuple(x_shape), tuple(w_shape), *geometry)
+    return conv_lanes.conv_geometry(tuple(out_shape), tuple(w_shape), *geometry)
 
 
 def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
@@ -107,6 +162,25 @@ def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
         return None
     plan = _cached_plan(tuple(out_shape), tuple(w_shape), *geometry, 1, _rules())
     return plan if plan.direct is not None else None
+
+
+def _rows_geometry(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
+    """conv_lanes.weight_grad_rows's tables for dw, as the weight gradient of the adjoint
+    convolution (dout its input, x its output gradient, x's channels its filters), or None where
+    it does not run: groups 1, the width not dilated, AVX-512, at least a million
+    multiply-adds and x's channels filling the lanes (C >= 32).  Measured against the batched
+    products (float32, one thread, CPU time): see the README's issue 16 fifth round."""
+    from cnnspec.kernels import conv_lanes
+    from cnnspec.kernels.conv import _DIRECT_MACS, _wide_vector_cpu
+    if groups != 1 or dilation[1] != 1 or _DW_ROWS is False:
+        return None
+    if _DW_ROWS is None:
+        macs = x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3] * w_shape[1] * w_shape[2] \
+            * w_shape[3]
+        if x_shape[1] < 32 or macs < _DIRECT_MACS or not _wide_vector_cpu():
+            return None
+    return conv_lanes.rows_geometry(tuple(out_shape), tuple(w_shape), tuple(stride), tuple(pad),
+                                    tuple(dilation), x_shape[2], x_shape[3])
 
 
 # Flat arrays and unsigned indices in the copies below, as in conv.py: an unsigned index needs
@@ -322,13 +396,29 @@ def _plan(x, w, groups, workspace, macs):
     return threads, g_max, per
 
 
+def _check_lanes(geo, workspace, threads):
+    from cnnspec.kernels import conv_lanes
+    need = conv_lanes.workspace_size(geo, threads)
+    if workspace.size < need:
+        raise ValueError(f"conv_transpose2d workspace too small: {workspace.size} elements, "
+                         f"need {need} (conv_transpose2d_workspace_size)")
+
+
 def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, groups, out,
                                   workspace):
     """out (N, F, OH, OW) = the transposed convolution of x (N, C, H, W) by w (C, F/groups,
     KH, KW), + b (F,) or None.  ``output_pad`` only sets out's size (given by the caller's
     buffer).  See the package docstring for conventions."""
-    threads, g_max, per = _plan(x, w, groups, workspace, x.size * w.shape[1] * w.shape[2]
-                                * w.shape[3])
+    macs = x.size * w.shape[1] * w.shape[2] * w.shape[3]
+    geo = _lanes_geometry("forward", x.shape, w.shape, stride, pad, dilation, groups, out.shape,
+                          x.dtype)
+    if geo is not None:
+        from cnnspec.kernels import conv_lanes
+        threads = _threads(x.shape[0], macs)
+        _check_lanes(geo, workspace, threads)
+        conv_lanes.run(geo, x, w, b, False, out, workspace, threads)
+        return
+    threads, g_max, per = _plan(x, w, groups, workspace, macs)
     b = _empty(x.dtype)[0] if b is None else b
     run_split(_forward, x.shape[0], threads, lambda t, lo, hi: (
         x, w, b, stride, pad, dilation, groups, out, g_max,
@@ -338,17 +428,35 @@ def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, gr
 def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation, groups, dx, dw,
                                    db, workspace, accumulate=False):
     """dx (+)= dL/dx, dw = dL/dw, db = dL/db (each may be None: not computed)."""
-    if (dx is not None and dw is None and not accumulate and _adjoint_plan(
+    macs = x.size * w.shape[1] * w.shape[2] * w.shape[3]
+    geo = None if dx is None else _lanes_geometry("dx", x.shape, w.shape, stride, pad, dilation,
+                                                  groups, dout.shape, x.dtype)
+    if geo is not None:
+        # dx: conv_lanes.py's gather of the adjoint convolution (see _lanes_geometry)
+        from cnnspec.kernels import conv_lanes
+        threads = _threads(x.shape[0], macs)
+        _check_lanes(geo, workspace, threads)
+        conv_lanes.run(geo, dout, w, None, accumulate, dx, workspace, threads)
+        dx = None
+    rows = None if dw is None else _rows_geometry(dout.shape, x.shape, w.shape, stride, pad,
+                                                  dilation, groups)
+    if (dx is not None and not accumulate and (dw is None or rows is not None) and _adjoint_plan(
             dout.shape, x.shape, w.shape, stride, pad, dilation, groups) is not None):
-        # dx alone: conv.py's direct forward of the adjoint convolution (see _adjoint_plan)
+        # dx: conv.py's direct forward of the adjoint convolution (see _adjoint_plan)
         from cnnspec.kernels.conv import conv2d_forward_into
         conv2d_forward_into(dout, w, None, tuple(stride), tuple(pad), tuple(dilation), 1, dx,
                             workspace)
-        if db is None:
-            return
         dx = None
-    threads, g_max, per = _plan(x, w, groups, workspace, 2 * x.size * w.shape[1] * w.shape[2]
-                                * w.shape[3])
+    if dx is None and rows is not None:
+        # dw: conv_lanes.weight_grad_rows on the adjoint convolution (db, which is not that
+        # convolution's bias gradient, below)
+        from cnnspec.kernels import conv_lanes
+        conv_lanes.weight_grad(rows, x, dout, w.shape, dilation, dw, None, workspace,
+                               _threads(x.shape[0], macs))
+        dw = None
+    if dx is None and dw is None and db is None:
+        return
+    threads, g_max, per = _plan(x, w, groups, workspace, 2 * macs)
     empty1, empty4 = _empty(x.dtype)
     run_split(_backward, x.shape[0], threads, lambda t, lo, hi: (
         dout, x, w, stride, pad, dilation, groups, empty4 if dx is None else dx,
