@@ -44,6 +44,17 @@ def close(a, b, dtype):
 rng = np.random.default_rng(1234)
 
 
+def forward_into_a_slice(x, wt, b, geometry, ws, dtype):
+    """conv2d_forward_into with out the middle samples of a bigger array whose first and last
+    samples are sentinels: the output, once checked that nothing around it was written."""
+    shape = K.conv2d_output_shape(x.shape, wt.shape, *geometry[:3])
+    big = np.full((len(x) + 2,) + tuple(shape[1:]), np.nan, dtype)
+    big[0] = big[-1] = 7.0
+    K.conv2d_forward_into(x, wt, b, *geometry, big[1:-1], ws)
+    assert (big[0] == 7).all() and (big[-1] == 7).all()
+    return big[1:-1]
+
+
 def randn(*shape, dtype=np.float64):
     return rng.standard_normal(shape).astype(dtype)
 
@@ -207,11 +218,8 @@ def test_direct_kernels_write_only_their_output(dtype, lanes, monkeypatch):
         shape = K.conv2d_output_shape(x.shape, wt.shape, *geometry[:3])
         assert _Plan(x.shape, wt.shape, *geometry).direct is not None
         ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype)
-        big = np.full((n + 2,) + tuple(shape[1:]), np.nan, dtype)
-        big[0] = big[-1] = 7.0
-        K.conv2d_forward_into(x, wt, b, *geometry, big[1:-1], ws)
-        close(big[1:-1], R.conv2d_forward(x, wt, b, *geometry), dtype)
-        assert (big[0] == 7).all() and (big[-1] == 7).all()
+        close(forward_into_a_slice(x, wt, b, geometry, ws, dtype),
+              R.conv2d_forward(x, wt, b, *geometry), dtype)
         if stride != 1:
             continue
         dout = randn(*shape, dtype=dtype)
@@ -253,11 +261,8 @@ def test_conv2d_lanes_matches_reference(case, fwd, bwd, dtype, monkeypatch):
     plan = _Plan(x.shape, wt.shape, *geometry)
     assert (plan.lanes is not None, plan.lanes_dx is not None) == (fwd, bwd)
     ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype)
-    big = np.full((n + 2,) + tuple(shape[1:]), np.nan, dtype)
-    big[0] = big[-1] = 7.0
-    K.conv2d_forward_into(x, wt, b, *geometry, big[1:-1], ws)
-    close(big[1:-1], R.conv2d_forward(x, wt, b, *geometry), dtype)
-    assert (big[0] == 7).all() and (big[-1] == 7).all()
+    out = forward_into_a_slice(x, wt, b, geometry, ws, dtype)
+    close(out, R.conv2d_forward(x, wt, b, *geometry), dtype)
     dout = randn(*shape, dtype=dtype)
     rdx, rdw, _ = R.conv2d_backward(dout, x, wt, b, *geometry)
     dx, dw = np.ones_like(x), np.empty_like(wt)
@@ -268,7 +273,7 @@ def test_conv2d_lanes_matches_reference(case, fwd, bwd, dtype, monkeypatch):
     wide = np.empty(shape, dtype)
     K.conv2d_forward_into(x, wt, b, *geometry, wide, np.empty(
         K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype))
-    assert np.array_equal(wide, big[1:-1]) or not fwd
+    assert np.array_equal(wide, out) or not fwd
 
 
 def test_the_kernels_use_the_plan_of_the_lanes_switch_in_force(monkeypatch):

@@ -57,13 +57,10 @@ def run_convt(case, dtype):
     return x, wt, b, out, ws
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONVT_CASES, ids=convt_id)
-def test_conv_transpose_matches_reference(case, dtype):
+def check_convt_backward(case, x, w, b, out, ws, dtype):
+    """conv_transpose2d_backward_into against the reference: dx, dw, db (outputs start NaN), and
+    dx accumulated (dw and db None: not computed); returns dout and the reference dw."""
     stride, pad, op, dil, groups = case[7:12]
-    x, w, b, out, ws = run_convt(case, dtype)
-    close(out, R.conv_transpose2d_forward(x, w, b, stride, pad, op, dil, groups), dtype)
-
     dout = randn(*out.shape, dtype=dtype)
     rdx, rdw, rdb = R.conv_transpose2d_backward(dout, x, w, b, stride, pad, op, dil, groups)
     dx, dw = np.full_like(x, np.nan), np.full_like(w, np.nan)
@@ -73,10 +70,21 @@ def test_conv_transpose_matches_reference(case, dtype):
     close(dw, rdw, dtype)
     if b is not None:
         close(db, rdb, dtype)
-    dx2 = np.ones_like(x)                    # accumulate adds into dx; None is not computed
+    dx2 = np.ones_like(x)
     K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, dx2, None, None,
                                      ws, accumulate=True)
     close(dx2 - 1, rdx, dtype)
+    return dout, rdw
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONVT_CASES, ids=convt_id)
+def test_conv_transpose_matches_reference(case, dtype):
+    stride, pad, op, dil, groups = case[7:12]
+    x, w, b, out, ws = run_convt(case, dtype)
+    close(out, R.conv_transpose2d_forward(x, w, b, stride, pad, op, dil, groups), dtype)
+
+    check_convt_backward(case, x, w, b, out, ws, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -138,19 +146,7 @@ def test_conv_transpose_by_the_lanes_kernels(case, dtype, threads, monkeypatch, 
     assert conv_transpose._lanes_geometry("forward", x.shape, w.shape, stride, pad, dil, 1,
                                           out.shape, dtype) is not None
     close(out, R.conv_transpose2d_forward(x, w, b, stride, pad, op, dil, groups), dtype)
-    dout = randn(*out.shape, dtype=dtype)
-    rdx, rdw, rdb = R.conv_transpose2d_backward(dout, x, w, b, stride, pad, op, dil, groups)
-    dx, dw = np.full_like(x, np.nan), np.full_like(w, np.nan)
-    db = None if b is None else np.full_like(b, np.nan)
-    K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, dx, dw, db, ws)
-    close(dx, rdx, dtype)
-    close(dw, rdw, dtype)
-    if b is not None:
-        close(db, rdb, dtype)
-    dx2 = np.ones_like(x)                    # accumulate adds into dx
-    K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, dx2, None, None,
-                                     ws, accumulate=True)
-    close(dx2 - 1, rdx, dtype)
+    dout, rdw = check_convt_backward(case, x, w, b, out, ws, dtype)
     dw2 = np.full_like(w, np.nan)            # dw alone
     K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, None, dw2, None,
                                      ws)
