@@ -110,27 +110,22 @@ def test_conv_cases_cover_every_mode():
     assert modes == {IM2COL, GATHER, KN2ROW, ROWTAP}
 
 
-@pytest.fixture(params=["blas", "direct", "direct-lanes", "lanes"])
+@pytest.fixture(params=["blas", "direct", "lanes"])
 def forward(request, monkeypatch):
-    """Every convolution case four times: the plan's BLAS forward, and conv_direct.py's
+    """Every convolution case three times: the plan's BLAS forward, and conv_direct.py's
     register-blocked forward wherever it applies (groups 1, not IM2COL), however small, with the
-    weight gradient by the blocked sums (``direct``) or with the filters in the lanes
-    (``direct-lanes``: conv_direct.weight_grad_lanes); or there conv_lanes.py's forward and dx
-    (the samples in the lanes) and, where the width is not dilated, its weight gradient on the
-    input laid out channels innermost (``lanes``: weight_grad_rows, weight_grad_lanes
-    elsewhere)."""
+    weight gradient by the blocked sums (``direct``); or there conv_lanes.py's forward and dx
+    (the samples in the lanes) and its weight gradient with the filters in the lanes
+    (``lanes``: weight_grad_rows, dilated widths included)."""
     monkeypatch.setattr(conv, "_DIRECT", request.param != "blas")
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
-    monkeypatch.setattr(conv, "_DW_LANES", request.param in ("direct-lanes", "lanes"))
-    monkeypatch.setattr(conv, "_DW_ROWS", None if request.param == "lanes" else False)
+    monkeypatch.setattr(conv, "_DW_LANES", request.param == "lanes")
     monkeypatch.setattr(conv, "_SLANES", request.param == "lanes")
     monkeypatch.setattr(conv, "_LANES", False)          # forward_lanes: its own tests
     if request.param == "lanes":       # its own data: the shared stream, from which the later
         monkeypatch.setitem(globals(), "rng", np.random.default_rng(16))  # tests draw, as before
-    # the weight gradient's sample groups: one sample, several, all of the batch; the lanes'
-    # tiles: one row (OW >= 16), several, the whole plane
+    # the weight gradient's sample groups: one sample, several, all of the batch
     monkeypatch.setattr(conv_direct, "DW_GROUP_ELEMENTS", 2000)
-    monkeypatch.setattr(conv_direct, "DWL_TILE", 16)
     return request.param
 
 
@@ -160,7 +155,6 @@ def test_the_kernels_use_the_plan_of_the_switches_in_force(forward):
         plan = conv._plan_for(np.empty(x_shape), np.empty(w_shape), (1, 1), (1, 1, 1, 1), (1, 1), 1,
                               workspace, 1)
         assert (plan.direct is not None) is (forward != "blas")
-        assert (plan.direct_dwl is not None) is (forward == "direct-lanes")
         assert (plan.direct_dwr is not None) is (forward == "lanes")
         assert plan.slanes is plan.slanes_dx is (forward == "lanes")
 
@@ -180,17 +174,13 @@ def test_direct_forward_covers_its_cases(forward):
         if forward == "direct":
             groups = {(p.direct_dw[0], c[0]) for p, c in zip(plans, CONV_CASES) if p.direct_dw}
             assert {(1, 2), (1, 8), (2, 2), (2, 5)} <= groups, groups
-            assert not any(p.direct_dwl for p in plans)
-        elif forward == "direct-lanes":  # F = 1 to 32 (one block, padded), K = 9 to 288
-            lanes = [p.direct_dwl for p in plans if p.direct_dwl]
-            assert len(lanes) == 16 and not any(p.direct_dw for p in plans)
-            assert {rows for *_, rows in lanes} >= {1, 2, 4}, lanes   # rows per tile
-        else:                # rows where the width is not dilated (runs of KW*C taps)
-            rows = [(p.direct_dwr.blocks, c[1] * c[6]) for p, c in zip(plans, CONV_CASES)
+            assert not any(p.direct_dwr for p in plans)
+        else:                # the filters in the lanes: runs of KW*C taps, dilated widths too
+            rows = [(p.direct_dwr.blocks, c[1] * c[6], c[9][1]) for p, c in zip(plans, CONV_CASES)
                     if p.direct_dwr]
-            lanes = [p for p, c in zip(plans, CONV_CASES) if p.direct_dwl]
-            assert len(rows) + len(lanes) == 16 and len(lanes) >= 1, (rows, lanes)
-            assert {run % 12 == 0 for _, run in rows} == {True, False}, rows
+            assert len(rows) == 16 and not any(p.direct_dw for p in plans), rows
+            assert sum(d > 1 for *_, d in rows) == 2, rows
+            assert {run % 12 == 0 for _, run, _ in rows} == {True, False}, rows
 
 
 @pytest.mark.parametrize("lanes", [False, True])
@@ -274,6 +264,40 @@ def test_conv2d_lanes_matches_reference(case, fwd, bwd, dtype, monkeypatch):
     K.conv2d_forward_into(x, wt, b, *geometry, wide, np.empty(
         K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype))
     assert np.array_equal(wide, out) or not fwd
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weight_grad_rows_on_dilated_widths(dtype, monkeypatch):
+    """dw and db with the filters in the lanes (conv_lanes.weight_grad_rows) where the width is
+    dilated: the padded input in dilation column phases, each kernel row's taps one run of one
+    phase.  Stride 1 and 2, dilation 2 and 3, odd and uneven padding (the first column in phase
+    1 or 2), C and F not multiples of the blocks, batch 1 and pieces on 2 threads: the NumPy
+    reference, and the rules' plan takes it (the F >= 32 layers conv_direct.weight_grad_lanes,
+    now deleted, served)."""
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+    monkeypatch.setattr(conv, "_DW_LANES", True)
+    for n, c, h, w, f, kh, kw, stride, pad, dil in (
+            (5, 5, 7, 11, 33, 3, 3, (1, 1), (1, 2, 3, 1), (1, 2)),
+            (1, 7, 6, 13, 9, 2, 4, (1, 1), (0, 1, 2, 2), (2, 3)),
+            (4, 13, 9, 12, 17, 3, 3, (2, 2), (2, 2, 1, 2), (2, 2)),
+            (3, 16, 5, 9, 40, 1, 5, (1, 2), (0, 0, 4, 3), (1, 2))):
+        x, wt, b = randn(n, c, h, w, dtype=dtype), randn(f, c, kh, kw, dtype=dtype), None
+        geometry = (stride, pad, dil, 1)
+        plan = _Plan(x.shape, wt.shape, *geometry)
+        assert plan.direct_dwr is not None and plan.direct_dwr.wp % dil[1] == 0
+        dout = randn(*K.conv2d_output_shape(x.shape, wt.shape, *geometry[:3]), dtype=dtype)
+        _, rdw, rdb = R.conv2d_backward(dout, x, wt, randn(f, dtype=dtype), *geometry)
+        ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype)
+        dw, db = np.full_like(wt, np.nan), np.full(f, np.nan, dtype)
+        K.conv2d_backward_into(dout, x, wt, *geometry, None, dw, db, ws)
+        close(dw, rdw, dtype)
+        close(db, rdb, dtype)
+    monkeypatch.setattr(conv, "_DW_LANES", None)          # the rules: F >= 32, plane * F small
+    monkeypatch.setattr(conv, "_DIRECT_ALL", False)
+    assert _Plan((64, 32, 16, 16), (64, 32, 3, 3), (1, 1), (2,) * 4, (2, 2), 1).direct_dwr \
+        is not None
 
 
 def test_the_kernels_use_the_plan_of_the_lanes_switch_in_force(monkeypatch):

@@ -8,12 +8,12 @@ channels per group); xpad is x with (top, bottom, left, right) zeros around it.
 
 On CPUs with AVX-512, groups-1 convolutions of at least a million multiply-adds run their forward, and where measured
 faster their dx and dw, as the register-blocked direct loops of ``conv_direct.py`` (``_Plan.direct``,
-``direct_dx``, ``direct_dw`` or ``direct_dwl``; ``_use_direct``, ``_use_dw_lanes`` and the rules in
+``direct_dx``, ``direct_dw`` or ``direct_dwr``; ``_use_direct``, ``_use_dw_lanes`` and the rules in
 ``_Plan`` say where), or on small planes where their wide grid wastes much: the forward and dx
 with the filters in the vector lanes (``conv_direct.forward_lanes``: ``_Plan.lanes``,
 ``lanes_dx``: ``_use_lanes``, tried first), else with the samples in the vector lanes
 (``conv_lanes.py``: ``_Plan.slanes``, ``slanes_dx``: ``_use_slanes``), dw on the input laid out
-channels innermost (``direct_dwr``: ``_DW_ROWS``).  The rest, and
+channels innermost (``direct_dwr``: ``_use_dw_lanes``).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``: the forward's pieces taken by whichever thread is free, each with the
@@ -122,7 +122,7 @@ class _Plan:
     """
 
     __slots__ = ("mode", "identity", "rows", "shared", "per_thread", "layout", "direct",
-                 "direct_dx", "direct_dw", "direct_dwl", "direct_dwr", "slanes", "slanes_dx",
+                 "direct_dx", "direct_dw", "direct_dwr", "slanes", "slanes_dx",
                  "slanes_size")
     __slots__ += ("lanes", "lanes_dx")          # conv_direct.forward_lanes (_use_lanes)
 
@@ -215,21 +215,13 @@ class _Plan:
             from cnnspec.kernels.conv_direct import weight_grad_sizes
             self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh)
             self.per_thread = max(self.per_thread, self.direct_dw[3])
-        # or by conv_direct.py's sums with the filters in the vector lanes
-        self.direct_dwl = None
+        # or with the filters in the vector lanes, on the input laid out channels innermost
+        # (conv_lanes.weight_grad_rows): see _use_dw_lanes
+        self.direct_dwr = None
         if self.direct is not None and _DIRECT_DW and _use_dw_lanes(c, f, oh * ow,
                                                                     self.direct_dw):
-            from cnnspec.kernels.conv_direct import weight_grad_lanes_sizes
-            self.direct_dw = None
-            self.direct_dwl = weight_grad_lanes_sizes(x_shape, w_shape, stride, pad, dilation,
-                                                      oh, ow)
-            self.per_thread = max(self.per_thread, self.direct_dwl[4])
-        # the same sums on the input laid out channels innermost (conv_lanes.weight_grad_rows)
-        # wherever the width is not dilated: see _DW_ROWS
-        self.direct_dwr = None
-        if self.direct_dwl is not None and dilation[1] == 1 and _DW_ROWS is not False:
             from cnnspec.kernels.conv_lanes import rows_geometry
-            self.direct_dwl = None
+            self.direct_dw = None
             self.direct_dwr = rows_geometry(x_shape, w_shape, stride, pad, dilation, oh, ow)
             self.per_thread = max(self.per_thread, self.direct_dwr.per + 16)
         # the forward and dx with the samples in the vector lanes (conv_lanes.py) where the
@@ -275,12 +267,13 @@ _DIRECT = True         # False: every forward on BLAS products (the tests run bo
 _DIRECT_DW = True       # False: dw on the BLAS modes
 _DIRECT_ALL = False     # True: the direct kernels wherever they apply (tests), not where faster
 _DIRECT_MACS = 1 << 20  # below, the BLAS modes (LeNet-5's conv2 at batch 1: 0.76x with direct)
-_DW_LANES = None        # tests: True / False, dw by weight_grad_lanes / weight_grad_direct
-                        # wherever the direct forward runs (with _DIRECT_ALL); None: the rules
+_DW_LANES = None        # tests: True / False, dw by conv_lanes.weight_grad_rows /
+                        # conv_direct.weight_grad_direct wherever the direct forward runs (with
+                        # _DIRECT_ALL); None: the rules
 
 
 def _use_dw_lanes(c, f, plane, blocked):
-    """The weight gradient with the filters in the vector lanes (conv_direct.weight_grad_lanes)
+    """The weight gradient with the filters in the vector lanes (conv_lanes.weight_grad_rows)
     where the blocked sums (``blocked``: few channels) do not run, F fills the lanes (F >= 32:
     blocks of 32 filters) and a sample's dout^T (plane x F) holds at most _DW_LANES_ELEMENTS
     (512 KB in float32; 3x3 64->64 on 56x56, 800 KB, stays with kn2row: see below).  Measured
@@ -290,20 +283,20 @@ def _use_dw_lanes(c, f, plane, blocked):
     64x16x16 1.24x (1.20-1.29) and 64->64 on 64x8x8 1.16x (1.13-1.20), the U-Net's 32->32 on
     16x32x32 1.36x (1.29-1.42) and 64->64 on 16x16x16 1.29x (1.25-1.32); with F = 16 (half the lanes idle) 0.87x, where the blocked sums run anyway.
     On 3x3 64->64 at 8x56x56 the whole fwd+bwd row then measured 0.97x (0.93-1.05): kn2row's dw,
-    already 1.1-1.45x PyTorch's there, stays."""
+    already 1.1-1.45x PyTorch's there, stays.  These figures are of the first version of those
+    sums (conv_direct.weight_grad_lanes, on the wide grid's buffer, 12 taps from a table of
+    offsets); weight_grad_rows, on the input laid out channels innermost, replaced it (float32,
+    one thread, CPU time per call, 9 rounds alternating, load 2-2.6; median speed-up, min-max):
+    5x5 16->32 on 64x14x14 1.12x (0.97-1.37), ResNet-8's 64->64 on 64x8x8 1.20x (0.83-2.30) and
+    32->32 on 64x16x16 1.19x (0.86-1.53), DCGAN's transposed convolution's (the adjoint, 64->128
+    4x4 s2 on 16x16) 1.26x (0.86-1.96); dilated widths: see the README's issue 16, sixth
+    round."""
     if _DW_LANES is not None:
         return _DW_LANES
     return blocked is None and f >= 32 and plane * f <= _DW_LANES_ELEMENTS
 
 
 _DW_LANES_ELEMENTS = 1 << 17
-_DW_ROWS = None         # False: the filters-in-lanes weight gradient by weight_grad_lanes even
-                        # where conv_lanes.weight_grad_rows runs (the width not dilated).  Rows
-                        # instead of lanes (float32, one thread, CPU time per call, 9 rounds
-                        # alternating, load 2-2.6; median speed-up, min-max): 5x5 16->32 on
-                        # 64x14x14 1.12x (0.97-1.37), ResNet-8's 64->64 on 64x8x8 1.20x
-                        # (0.83-2.30) and 32->32 on 64x16x16 1.19x (0.86-1.53), DCGAN's transposed
-                        # convolution's (the adjoint, 64->128 4x4 s2 on 16x16) 1.26x (0.86-1.96)
 
 
 _SLANES = None           # tests: True / False, the forward and dx by conv_lanes.py wherever the
@@ -1147,8 +1140,8 @@ def _rules():
     direct = sys.modules.get("cnnspec.kernels.conv_direct")
     return (_DIRECT, _DIRECT_DW, _DIRECT_ALL, _DIRECT_MACS, _WIDE_VECTORS, _ROWTAP_MAX_COL,
             _SLANES, _SLANES_WASTE, _SLANES_MAX_PLANE,
-            _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS, _DW_ROWS,
-            (direct.DW_GROUP_ELEMENTS, direct.DWL_TILE) if direct is not None else None)
+            _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS,
+            direct.DW_GROUP_ELEMENTS if direct is not None else None)
 
 
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
@@ -1270,20 +1263,6 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         from cnnspec.kernels import conv_lanes
         conv_lanes.weight_grad(plan.direct_dwr, dout, x, w.shape, dilation, dw, db,
                                workspace[shared:], threads)
-        if dx is None:
-            return
-        dw = db = None
-    if (dw is not None or db is not None) and plan.direct_dwl is not None:
-        from cnnspec.kernels import conv_direct as D
-        kp, fp, xp, _, total, rows = plan.direct_dwl
-        offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, kp)
-        run_split(D.weight_grad_lanes, x.shape[0], threads, lambda t, lo, hi: (
-            dout, x, (kh, kw), stride, pad, dilation, dw is not None, db is not None, kp, fp, xp,
-            rows, offs, workspace[shared + t * per:shared + t * per + total], lo, hi))
-        o_dw = total - kp * fp - f_
-        _sum_partials(workspace, shared, per, threads, (0, 0, 0, o_dw, o_dw + kp * fp),
-                      (1, kh * kw * fp, kw * fp, fp), empty4 if dw is None else dw,
-                      empty1 if db is None else db, dw is not None, db is not None)
         if dx is None:
             return
         dw = db = None

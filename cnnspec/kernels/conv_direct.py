@@ -22,11 +22,7 @@ xp[offs(c, i, j) + q]`` with dwide = dout on the wide grid (zero on the extra co
 channels x 6 taps = 24 vector accumulators of lane-wise partial sums over a group of samples
 (their buffers side by side, at most ``DW_GROUP_ELEMENTS``), added up lane by lane into the
 thread's partial dw at the end of each group; db is summed as in conv.py.  For many channels
-(``weight_grad_lanes``, F >= 32) the filters are the vector lanes instead: 12 taps x 2 vectors of
-filters = 24 accumulators, each output loading two vectors of dout transposed (made once per
-sample) and broadcasting 12 input values; no sums across lanes, the accumulators added as vectors
-into the partial dw^T after each tile of 128 outputs (5x5 16->32 on 14x14: 1.2x faster than BLAS,
-where the blocked sums ran 0.7x).
+(F >= 32) the filters are the vector lanes instead: conv_lanes.weight_grad_rows.
 
 Why not BLAS: per sample the products are small (kn2row's (F, Cg) @ (Cg, q) per tap, rowtap's
 inner dimension C*KW, dw's products of 9-48 rows), and OpenBLAS spends much of its time packing
@@ -44,7 +40,7 @@ loads and FMAs (1.3x).  The wide grid's extra work is (pitch*OH rounded up to a 
 import numpy as np
 
 from cnnspec.kernels._jit import jit
-from cnnspec.kernels._simd import vadd, vfma, vlanes, vload, vsplat, vstore, vzero
+from cnnspec.kernels._simd import vfma, vlanes, vload, vsplat, vstore, vzero
 from cnnspec.kernels.conv import _bias_grad_add, _split_sample, _tap_offset
 
 BLOCK_F = 8          # output channels per register block
@@ -473,152 +469,6 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
                         dwp[(kb + rk) * f_ + fb + rf] += s
 
 
-# -- the weight gradient, filters in the vector lanes -----------------------------------------
-# dw^T[(c, i, j), f] = sum over samples and outputs (oh, ow) of xp[offs(c, i, j) + oh*pitch + ow]
-# * dout^T[(oh, ow), f]: a block of DWL_TAPS taps x 2 vectors of filters (32 float32 / 16
-# float64) is 2*DWL_TAPS accumulators; each output loads two vectors of dout^T (the sample's dout
-# transposed once, filters padded with zeros to the block) and broadcasts DWL_TAPS input values.
-# The lanes are filters, so there is no sum across lanes: the accumulators are added, as vectors,
-# into the thread's partial dw^T (Kp, Fp) after each tile of output rows.  The tiles keep a
-# tile's dout^T rows in L1 while every tap block reads them.
-
-DWL_TAPS = 12        # taps per block (24 accumulators, 2 dout vectors, 1 broadcast: 27 of 32)
-DWL_TILE = 128       # outputs per tile (whole rows, at least one): on 3x3 64->64 at 56x56,
-                     # 1.13x faster than 256 outputs and 1.3x faster than 64
-
-
-def weight_grad_lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow):
-    """(Kp, Fp, phase buffer, dout^T, per-thread total) in elements and the rows of a tile: the
-    per-thread slice holds [phase buffer | dout^T (OH*OW, Fp) | partial dw^T (Kp, Fp) | db (F)].
-    Fp: F padded to 2 vectors of float32 (32; float64's blocks of 16 divide it)."""
-    lanes = 16
-    _, c, h, w = x_shape
-    f, _, kh, kw = w_shape
-    _, xp, _ = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
-    kp = -(-(c * kh * kw) // DWL_TAPS) * DWL_TAPS
-    fp = -(-f // (2 * lanes)) * 2 * lanes
-    return kp, fp, xp, oh * ow * fp, xp + oh * ow * fp + kp * fp + f, max(1, DWL_TILE // ow)
-
-
-@jit
-def weight_grad_lanes(dout, x, kernel, stride, pad, dilation, need_dw, need_db, kp, fp,
-                      xp_size, rows, offs, buf, n0, n1):
-    """The partial dw^T (Kp, Fp) and db (F) of samples n0 <= n < n1 in buf (see
-    weight_grad_lanes_sizes); offs: window_offsets padded to Kp taps (the extra ones read the
-    first window; their rows are never read back)."""
-    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
-    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
-    wq, plane = _grid_jit(h_, w_, stride, pad)
-    lanes = vlanes(buf)
-    p_ = oh_ * ow_
-    xp = buf[:xp_size]
-    dt = buf[xp_size:xp_size + p_ * fp]
-    o_dw = xp_size + p_ * fp
-    dwp = buf[o_dw:o_dw + kp * fp]
-    dbp = buf[o_dw + kp * fp:o_dw + kp * fp + f_]
-    for e in range(kp * fp):
-        dwp[e] = 0
-    for e in range(f_):
-        dbp[e] = 0
-    for e in range(p_ * fp):
-        dt[e] = 0
-    df = dout.reshape(dout.size)
-    for n in range(n0, n1):
-        if need_db:
-            _bias_grad_add(dout, n, dbp)
-        if not need_dw:
-            continue
-        _fill_sample(x, n, stride, pad, wq, plane, n == n0, xp)
-        for f in range(f_):
-            src = df[(n * f_ + f) * p_:(n * f_ + f + 1) * p_]
-            for e in range(p_):
-                dt[np.uint64(e * fp + f)] = src[e]
-        for r0 in range(0, oh_, rows):
-            r1 = min(oh_, r0 + rows)
-            for fb in range(0, fp, 2 * lanes):
-                for kb in range(0, kp, 12):
-                    a0 = vzero(buf)
-                    a1 = vzero(buf)
-                    a2 = vzero(buf)
-                    a3 = vzero(buf)
-                    a4 = vzero(buf)
-                    a5 = vzero(buf)
-                    a6 = vzero(buf)
-                    a7 = vzero(buf)
-                    a8 = vzero(buf)
-                    a9 = vzero(buf)
-                    a10 = vzero(buf)
-                    a11 = vzero(buf)
-                    b0 = vzero(buf)
-                    b1 = vzero(buf)
-                    b2 = vzero(buf)
-                    b3 = vzero(buf)
-                    b4 = vzero(buf)
-                    b5 = vzero(buf)
-                    b6 = vzero(buf)
-                    b7 = vzero(buf)
-                    b8 = vzero(buf)
-                    b9 = vzero(buf)
-                    b10 = vzero(buf)
-                    b11 = vzero(buf)
-                    ok = offs[kb:kb + 12]
-                    for r in range(r0, r1):
-                        xr = xp[r * wq:]
-                        dr = dt[r * ow_ * fp + fb:]
-                        for e in range(ow_):
-                            y0 = vload(dr, e * fp)
-                            y1 = vload(dr, e * fp + lanes)
-                            s = vsplat(xr, ok[0] + e)
-                            a0 = vfma(a0, s, y0)
-                            b0 = vfma(b0, s, y1)
-                            s = vsplat(xr, ok[1] + e)
-                            a1 = vfma(a1, s, y0)
-                            b1 = vfma(b1, s, y1)
-                            s = vsplat(xr, ok[2] + e)
-                            a2 = vfma(a2, s, y0)
-                            b2 = vfma(b2, s, y1)
-                            s = vsplat(xr, ok[3] + e)
-                            a3 = vfma(a3, s, y0)
-                            b3 = vfma(b3, s, y1)
-                            s = vsplat(xr, ok[4] + e)
-                            a4 = vfma(a4, s, y0)
-                            b4 = vfma(b4, s, y1)
-                            s = vsplat(xr, ok[5] + e)
-                            a5 = vfma(a5, s, y0)
-                            b5 = vfma(b5, s, y1)
-                            s = vsplat(xr, ok[6] + e)
-                            a6 = vfma(a6, s, y0)
-                            b6 = vfma(b6, s, y1)
-                            s = vsplat(xr, ok[7] + e)
-                            a7 = vfma(a7, s, y0)
-                            b7 = vfma(b7, s, y1)
-                            s = vsplat(xr, ok[8] + e)
-                            a8 = vfma(a8, s, y0)
-                            b8 = vfma(b8, s, y1)
-                            s = vsplat(xr, ok[9] + e)
-                            a9 = vfma(a9, s, y0)
-                            b9 = vfma(b9, s, y1)
-                            s = vsplat(xr, ok[10] + e)
-                            a10 = vfma(a10, s, y0)
-                            b10 = vfma(b10, s, y1)
-                            s = vsplat(xr, ok[11] + e)
-                            a11 = vfma(a11, s, y0)
-                            b11 = vfma(b11, s, y1)
-                    d = kb * fp + fb
-                    _vadd_to(dwp, d, a0, b0)
-                    _vadd_to(dwp, d + fp, a1, b1)
-                    _vadd_to(dwp, d + 2 * fp, a2, b2)
-                    _vadd_to(dwp, d + 3 * fp, a3, b3)
-                    _vadd_to(dwp, d + 4 * fp, a4, b4)
-                    _vadd_to(dwp, d + 5 * fp, a5, b5)
-                    _vadd_to(dwp, d + 6 * fp, a6, b6)
-                    _vadd_to(dwp, d + 7 * fp, a7, b7)
-                    _vadd_to(dwp, d + 8 * fp, a8, b8)
-                    _vadd_to(dwp, d + 9 * fp, a9, b9)
-                    _vadd_to(dwp, d + 10 * fp, a10, b10)
-                    _vadd_to(dwp, d + 11 * fp, a11, b11)
-
-
 # -- the forward with the filters in the vector lanes (small planes) --------------------------
 # out^T[p, f] = sum over k = (c, i, j) of xp[offs[k] + pos[p]] * wt[k, f]: blocks of 6 output
 # positions x 4 vectors of filters (64 float32 filters) = 24 accumulators; per k, 4 vector loads
@@ -797,11 +647,3 @@ def forward_lanes(x, b, stride, pad, out, accumulate, wt, offs, pos, xp, tile, n
             else:
                 for p in range(p_):
                     of[dst + np.uint64(p)] = tile[src + np.uint64(p) * step] + bias
-
-
-@jit
-def _vadd_to(a, i, u, v):
-    """a[i : i + 2*lanes] += (u, v)."""
-    lanes = vlanes(a)
-    vstore(a, i, vadd(vload(a, i), u))
-    vstore(a, i + lanes, vadd(vload(a, i + lanes), v))

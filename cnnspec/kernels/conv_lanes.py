@@ -34,11 +34,17 @@ conv_transpose.py's rules.  The positions and tap offsets are tables made once p
 """
 import functools
 
+import numba
 import numpy as np
 
 from cnnspec.kernels._jit import jit
 from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vprefetch, vsplat,
                                    vstore, vtranspose, vzero)
+
+# The forward's helpers are inlined into lanes_driver by numba (not compiled on their own):
+# compiled apart, each was optimised and compiled again inside every caller, and LeNet-5's first
+# training step spent ~3.5 s of CPU on them instead of ~1.5.
+inline = numba.njit(inline="always", nogil=True, error_model="numpy")
 
 BLOCK_F = 8
 PREFETCH = 8         # lanes_conv prefetches the lines of tap k + 8 (software prefetch: 1.05-1.11x
@@ -400,35 +406,42 @@ def run(geo, x, w, b, accumulate, out, workspace, threads):
 # -- the weight gradient, filters in the lanes, input channels innermost -----------------------
 # dw^T[(i, j, c), f] = sum over samples and outputs p of xs[pin(p) + (i*dh*wp + j)*C + c] *
 # g^T[p, f], xs the sample padded and channel-innermost ([hp, wp, C]), g^T the output gradient
-# transposed ([OH*OW, Fp]).  With dilation 1 along the width, a kernel row's KW*C taps are one
-# contiguous run of xs: a block of 12 consecutive taps is 12 broadcasts at one base (no table of
-# offsets, whose 12 entries conv_direct.weight_grad_lanes keeps in registers), times 2 vectors
+# transposed ([OH*OW, Fp]).  A kernel row's KW*C taps are one contiguous run of xs: a block of
+# 12 consecutive taps is 12 broadcasts at one base (no table of offsets, whose 12 entries the
+# filters-in-lanes loops on the wide grid kept in registers: 1.12-1.26x slower), times 2 vectors
 # of filters = 24 accumulators, added as vectors into the piece's partial dw^T after each sample.
-# A run that is not a multiple of 12 reads a few values past it in its last block: those
-# accumulators are never read back.
+# A width dilated by dw is laid out in dw column phases ([hp, dw, wq, C], padded column q at
+# phase q % dw, index q // dw): tap j of an output at column q0 reads column q0 + j*dw, index
+# q0 // dw + j of phase q0 % dw, so the run stays contiguous.  A run that is not a multiple of
+# 12 reads a few values past it in its last block: those accumulators are never read back.
 
 ROWS_TAPS = 12
 
 
 class RowsGeometry:
     """Sizes and tables of weight_grad_rows for x (N, C, H, W), w (F, C, KH, KW) and an output
-    (OH, OW): xs (padded plane, channels innermost, + one block of slack), g^T, the partial
+    (OH, OW): xs (padded plane, channels innermost, its width in dilation[1] column phases of wq
+    columns, wp = dilation[1]*wq positions a row; + one block of slack; with phases, + the
+    sample unpadded for to_hwc), g^T, the partial
     dw^T [KH, blocks * 12, Fp] and db; pin: each output's base in xs."""
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, oh, ow):
         _, c, h, w = x_shape
         f, _, kh, kw = w_shape
+        dc = dilation[1]
         self.pt, self.pl = pad[0], pad[2]
         self.hp = max(h + pad[0], (oh - 1) * stride[0] + (kh - 1) * dilation[0] + 1)
-        self.wp = max(w + pad[2], (ow - 1) * stride[1] + (kw - 1) * dilation[1] + 1)
+        self.wq = -(-max(w + pad[2], (ow - 1) * stride[1] + (kw - 1) * dc + 1) // dc)
+        self.wp = dc * self.wq
         self.blocks = -(-(kw * c) // ROWS_TAPS)
         self.fp = -(-f // 32) * 32
-        self.xs = _round(self.hp * self.wp * c + ROWS_TAPS)
+        self.xs = _round(self.hp * self.wp * c + ROWS_TAPS + (h * w * c if dc > 1 else 0))
         self.gt = _round(oh * ow * self.fp)
         self.dw = kh * self.blocks * ROWS_TAPS * self.fp
         self.per = self.xs + self.gt + _round(self.dw + f)
-        self.pin = np.array([(o * stride[0] * self.wp + q * stride[1]) * c
-                             for o in range(oh) for q in range(ow)], np.int64)
+        self.pin = np.array([(o * stride[0] * self.wp + q * stride[1] % dc * self.wq
+                              + q * stride[1] // dc) * c for o in range(oh) for q in range(ow)],
+                            np.int64)
 
 
 @functools.lru_cache(maxsize=64)
@@ -437,7 +450,34 @@ def rows_geometry(x_shape, w_shape, stride, pad, dilation, oh, ow):
 
 
 @jit
-def to_hwc(x, n, pt, pl, wp, cs, dst):
+def to_hwc(x, n, pt, pl, wp, dc, wq, cs, dst):
+    """dst[((h + pt)*wp + (w + pl) % dc * wq + (w + pl) // dc)*cs + c] = x[n, c, h, w] (dc: the
+    column phases, 1 for none, wp = dc*wq).  With phases (cs = C), x[n] goes to dst's last
+    H*W*C elements first (channels innermost, _hwc), whose rows of C are then moved to their
+    phases (scalar copies with a division per element ran 1.6x slower than the lanes' loops on
+    dilated widths)."""
+    if dc == 1:
+        _hwc(x, n, pt, pl, wp, cs, dst)
+        return
+    _, c_, h_, w_ = x.shape
+    at = dst.size - h_ * w_ * c_
+    _hwc(x, n, 0, 0, w_, c_, dst[at:])
+    for h in range(h_):
+        row = (h + pt) * wp
+        ph, q = pl % dc, pl // dc
+        for w in range(w_):
+            src = dst[at + (h * w_ + w) * c_:]
+            d = dst[(row + ph * wq + q) * c_:]
+            for c in range(c_):
+                d[c] = src[c]
+            ph += 1
+            if ph == dc:
+                ph = 0
+                q += 1
+
+
+@jit
+def _hwc(x, n, pt, pl, wp, cs, dst):
     """dst[((h + pt)*wp + w + pl)*cs + c] = x[n, c, h, w]: blocks of lanes channels x lanes
     positions transposed by vector shuffles, the rest one by one."""
     _, c_, h_, w_ = x.shape
@@ -482,8 +522,8 @@ def _vadd2(a, i, u, v):
 
 
 @jit
-def weight_grad_rows(dout, x, kernel, dilation, pt, pl, hp, wp, fp, blocks, pin, need_dw, need_db,
-                     xs_size, gt_size, buf, n0, n1):
+def weight_grad_rows(dout, x, kernel, dilation, pt, pl, hp, wp, wq, fp, blocks, pin, need_dw,
+                     need_db, xs_size, gt_size, buf, n0, n1):
     """The partial dw^T [KH, blocks*12, Fp] and db (F) of samples n0 <= n < n1 in buf
     ([xs | g^T | dw^T | db], see RowsGeometry)."""
     c_, f_ = x.shape[1], dout.shape[1]
@@ -516,8 +556,8 @@ def weight_grad_rows(dout, x, kernel, dilation, pt, pl, hp, wp, fp, blocks, pin,
                 dbp[f] += s
         if not need_dw:
             continue
-        to_hwc(x, n, pt, pl, wp, c_, xs)
-        to_hwc(dout, n, 0, 0, ow_, fp, gt)
+        to_hwc(x, n, pt, pl, wp, dilation[1], wq, c_, xs)
+        to_hwc(dout, n, 0, 0, ow_, 1, ow_, fp, gt)
         for fb in range(0, fp, 2 * lanes):
             for i in range(kh):
                 oi = i * dilation[0] * wp * c_
@@ -642,7 +682,7 @@ def weight_grad(geo, dout, x, w_shape, dilation, dw, db, workspace, threads):
     per = geo.per
     empty1, empty4 = _empty(x.dtype)
     run_split(weight_grad_rows, n, threads, lambda t, lo, hi: (
-        dout, x, (w_shape[2], w_shape[3]), tuple(dilation), geo.pt, geo.pl, geo.hp, geo.wp,
+        dout, x, (w_shape[2], w_shape[3]), tuple(dilation), geo.pt, geo.pl, geo.hp, geo.wp, geo.wq,
         geo.fp, geo.blocks, geo.pin, dw is not None, db is not None, geo.xs, geo.gt,
         workspace[at + t * per:at + (t + 1) * per], lo, hi), pieces=pieces)
     _rows_sum(workspace, at + geo.xs + geo.gt, per, pieces, geo.blocks, geo.fp, dw is not None,
