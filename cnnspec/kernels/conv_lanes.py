@@ -34,17 +34,11 @@ conv_transpose.py's rules.  The positions and tap offsets are tables made once p
 """
 import functools
 
-import numba
 import numpy as np
 
 from cnnspec.kernels._jit import jit
 from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vprefetch, vsplat,
                                    vstore, vtranspose, vzero)
-
-# The forward's helpers are inlined into lanes_driver by numba (not compiled on their own):
-# compiled apart, each was optimised and compiled again inside every caller, and LeNet-5's first
-# training step spent ~3.5 s of CPU on them instead of ~1.5.
-inline = numba.njit(inline="always", nogil=True, error_model="numpy")
 
 BLOCK_F = 8
 PREFETCH = 8         # lanes_conv prefetches the lines of tap k + 8 (software prefetch: 1.05-1.11x
