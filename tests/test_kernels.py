@@ -300,6 +300,24 @@ def test_weight_grad_rows_on_dilated_widths(dtype, monkeypatch):
         is not None
 
 
+def test_samples_in_lanes_rules():
+    """Where the rules put conv_lanes.py's forward and dx (the samples in the lanes): the 5x5
+    16->32 row and ResNet-8's 16x16 and strided layers at batch 64; not batches under 16, 32x32
+    planes of ResNet-8's 16->16 (the wide grid wastes 3%), nor the forward of fewer than 8 input
+    channels (LeNet-5's layers: the direct forward, one compiled forward for the network)."""
+    def plan(n, c, hw, f, k, s, p):
+        got = _Plan((n, c, hw, hw), (f, c, k, k), (s, s), (p,) * 4, (1, 1), 1)
+        return got.slanes, got.slanes_dx
+    assert plan(64, 16, 14, 32, 5, 1, 2) == (True, True)
+    assert plan(64, 32, 16, 32, 3, 1, 1) == (True, True)
+    assert plan(64, 16, 32, 32, 3, 2, 1) == (True, True)
+    assert plan(8, 16, 14, 32, 5, 1, 2) == (False, False)
+    assert plan(64, 16, 32, 16, 3, 1, 1) == (False, False)
+    assert plan(64, 1, 32, 6, 5, 1, 0) == (False, False)       # LeNet-5's conv1, conv2
+    assert plan(64, 6, 14, 16, 5, 1, 0) == (False, False)
+    assert plan(256, 6, 14, 16, 5, 1, 0) == (False, False)
+
+
 def test_the_kernels_use_the_plan_of_the_lanes_switch_in_force(monkeypatch):
     """A plan made with forward_lanes switched off is not reused once it is on (its results are
     the same bit for bit, so only the plan tells)."""

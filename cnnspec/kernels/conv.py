@@ -307,26 +307,30 @@ _SLANES_MAX_PLANE = 1024  # planes up to 32x32 (the tile: 8 filters x plane x 16
 
 def _use_slanes(x_shape, w_shape, stride, pad, dilation, oh, ow, direct, direct_dx):
     """(forward, dx) by conv_lanes.py (the samples in the vector lanes: no wide grid), where the
-    direct forward runs, the batch fills the lanes (N >= 16) and the plane (the output's for the
-    forward, the input's for dx) is at most _SLANES_MAX_PLANE: the forward where the wide grid
-    wastes at least _SLANES_WASTE of the work, dx where conv_direct's dx would waste as much or
-    does not run (strided, padding beyond the kernel: BLAS) and C >= 8 (C is dx's filters, in
-    blocks of 8).  Measured against the kernels before (float32, one thread, CPU time per call,
+    direct forward runs, the batch fills the lanes (N >= 16), C >= 8 and the plane (the output's
+    for the forward, the input's for dx) is at most _SLANES_MAX_PLANE: the forward where the wide
+    grid wastes at least _SLANES_WASTE of the work, dx where conv_direct's dx would waste as much
+    or does not run (strided, padding beyond the kernel: BLAS); C is dx's filters, in blocks of
+    8.  Measured against the kernels before (float32, one thread, CPU time per call,
     7 rounds alternating, load ~2; median speed-up, quartiles), forward / dx: 5x5 16->32 on
     64x14x14 (waste 1.14) 1.17x / 1.15x; ResNet-8 at batch 64: 3x3 32->32 on 16x16 (1.125)
     1.10x / 1.20x, 64->64 on 8x8 (1.5) 1.49x / 1.10x, stride 2 16->32 on 32x32 1.04x / 1.77x
     (dx was BLAS), 32->64 on 16x16 1.76x / 1.96x; U-Net 64->64 on 16x16 at batch 16 1.07x /
-    1.06x; LeNet-5's conv2 (6->16 5x5 on 14x14, waste 1.6) forward 1.71x.  Not used: 16->16 and
-    32->32 on 32x32 (waste 1.03: 0.83-0.90x / 0.75-0.88x), dx of 3 or 6 channels (0.53x, 0.73x:
-    a block of 8 filters mostly empty).  In float64 (8 samples a vector): 5x5 16->32 1.20x /
+    1.06x.  Not used: 16->16 and 32->32 on 32x32 (waste 1.03: 0.83-0.90x / 0.75-0.88x), dx of 3
+    or 6 channels (0.53x, 0.73x: a block of 8 filters mostly empty), and since the sixth round
+    the forward of fewer than 8 channels: LeNet-5's conv1 (1->6 5x5 on 32x32, waste 1.14) 0.83x
+    at batch 64, 1.06x at 256, 3->32 3x3 on 64x16x16 (waste 1.125) 0.83x; its conv2 (6->16 on
+    14x14, waste 1.6) gained 1.57x at batch 64 and 1.42x at 256 (0.27 ms of a ~7 ms step), but
+    taking it alone would compile both forwards for LeNet-5, and the lanes' forward costs LeNet-5's
+    first training step ~1.5 s more compile than the direct one (see the README's sixth round).  In float64 (8 samples a vector): 5x5 16->32 1.20x /
     1.22x, 64->64 on 8x8 1.36x / 1.18x, stride 2 32->64 1.51x / 1.73x."""
     n, c, h, w = x_shape
     if direct is None or _SLANES is False or (_SLANES is None and n < 16):
         return False, False
     if _SLANES:
         return True, True
-    forward = oh * ow <= _SLANES_MAX_PLANE and wide_waste(_direct_pitch(w, stride, pad), oh,
-                                                         ow) >= _SLANES_WASTE
+    forward = c >= 8 and oh * ow <= _SLANES_MAX_PLANE and wide_waste(
+        _direct_pitch(w, stride, pad), oh, ow) >= _SLANES_WASTE
     dx = h * w <= _SLANES_MAX_PLANE and c >= 8 and (direct_dx is None or wide_waste(
         w + max(direct_dx[2][2:]), h, w) >= _SLANES_WASTE)
     return forward, dx
