@@ -166,9 +166,10 @@ Threads, compile, performance
 * Since issue 16's second round, groups-1 convolutions run their forward (and, where measured
   faster, dx and dw) as register-blocked direct loops on explicit 512-bit vectors
   (``conv_direct.py``, ``_simd.py``), and since its fifth round, where their wide grid wastes
-  10% or more (small planes), with the samples in the vector lanes (``conv_lanes.py``, also the
-  transposed convolution's); README "### Performance" has the current figures.  The table below
-  is the BLAS modes' (the direct kernels off: ``conv._DIRECT = False``).
+  10% or more (small planes; 8 input channels or more), with the samples in the vector lanes
+  (``conv_lanes.py``, also the transposed convolution's); README "### Performance" has the
+  current figures.  The table below is the BLAS modes' (the direct kernels off:
+  ``conv._DIRECT = False``).
 * Measured on this machine (AMD EPYC Zen 4, 2 cores, float32; PyTorch 2.13 with 2 threads,
   timed alternately with ours, best of several runs; the machine was shared, so the absolute
   numbers moved by +-30% between runs, the ratios less; forward+backward counts 3x the
