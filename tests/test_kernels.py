@@ -333,7 +333,9 @@ def test_the_kernels_use_the_plan_of_the_lanes_switch_in_force(monkeypatch):
 
 def test_lanes_rules():
     """Where the rules put forward_lanes: ResNet-8's 8x8 layers (64 filters: 3x3 64->64, the
-    stride-2 32->64 and its dx), not its 16x16 or 32x32 ones, nor 3x3 256->256 on 4x4 (K > 1536)."""
+    stride-2 32->64 and its dx) and planes of 32x32 and more with 64 filters (the bench's 3x3
+    64->64 on 56x56), not ResNet-8's 16x16 or 32x32 layers (32 and 16 filters), 64->64 on
+    16x16, nor 3x3 256->256 on 4x4 (K > 1536)."""
     def plan(x, w, s, p):
         return _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
     if not conv._wide_vector_cpu():
@@ -341,6 +343,9 @@ def test_lanes_rules():
     p = plan((64, 64, 8, 8), (64, 64, 3, 3), 1, 1)
     assert p.lanes is not None and p.lanes_dx is not None
     assert plan((64, 32, 16, 16), (64, 32, 3, 3), 2, 1).lanes is not None
+    for x in ((8, 64, 56, 56), (16, 64, 32, 32)):
+        p = plan(x, (64, 64, 3, 3), 1, 1)
+        assert p.lanes is not None and p.lanes_dx is not None, x
     for x, w in (((64, 32, 16, 16), (32, 32, 3, 3)), ((64, 16, 32, 32), (16, 16, 3, 3)),
                  ((16, 64, 16, 16), (64, 64, 3, 3)), ((16, 256, 4, 4), (256, 256, 3, 3))):
         p = plan(x, w, 1, 1)

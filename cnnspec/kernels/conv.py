@@ -188,7 +188,7 @@ class _Plan:
         # on small planes, the forward (and dx) with the filters in the vector lanes: no wide grid
         self.lanes = self.lanes_dx = None
         if self.direct is not None and _use_lanes(f, k, wide_waste(_direct_pitch(w, stride, pad),
-                                                                   oh, ow)):
+                                                                   oh, ow), oh * ow):
             from cnnspec.kernels.conv_direct import lanes_positions, lanes_sizes
             wpk, xp, tile = lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow)
             self.lanes = (xp, xp + tile, lanes_positions(x_shape, stride, pad, oh, ow))
@@ -199,7 +199,7 @@ class _Plan:
                                                      lanes_sizes)
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
             if pad_dx is not None and _use_lanes(c, f * kh * kw,
-                                                 wide_waste(w + max(pad_dx[2:]), h, w)):
+                                                 wide_waste(w + max(pad_dx[2:]), h, w), h * w):
                 wpk, xp, tile = lanes_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
                                             dilation, h, w)
                 self.lanes_dx = (xp, xp + tile, pad_dx,
@@ -378,20 +378,25 @@ _LANES = None           # tests: True / False, the forward and dx by forward_lan
                         # direct kernels run / never; None: the rules (_use_lanes)
 _LANES_WASTE = 1.25     # the wide grid's extra work from which forward_lanes runs
 _LANES_TAPS = 1536      # at most this many C*KH*KW (the weights of a block of filters, 384 KB)
+_LANES_PLANE = 1024     # and on planes of at least this many outputs (32x32), whatever the waste
 
 
-def _use_lanes(f, k, waste):
+def _use_lanes(f, k, waste, plane):
     """The forward (or dx) by conv_direct.forward_lanes, filters in the vector lanes: where the
     wide grid would compute at least _LANES_WASTE times the outputs (small planes: 8x8 with
-    padding 1, 1.5x; 4x4, 2x), F is a multiple of its blocks of 64 filters and K = C*KH*KW is
-    at most _LANES_TAPS (each sample reads a block's K x 64 weights once: beyond L2 on 3x3
-    256->256, 0.5-0.75x).  Measured against the wide grid's direct loops (float32, one thread,
-    CPU time, 9 rounds, the machine shared; median speed-up, min-max): 3x3 64->64 on 64x8x8
-    1.29-1.48x, stride 2 32->64 on 64x16x16 (8x8 out) 1.26-1.40x, 128->128 on 16x8x8 1.16-1.29x;
-    on 16x16 planes (1.125x of wide work) 64->64 at batch 16 0.90-1.09x, left to the wide grid."""
+    padding 1, 1.5x; 4x4, 2x) or the plane has at least _LANES_PLANE outputs, F is a multiple
+    of its blocks of 64 filters and K = C*KH*KW is at most _LANES_TAPS (each sample reads a
+    block's K x 64 weights once: beyond L2 on 3x3 256->256, 0.5-0.75x).  Measured against the
+    wide grid's direct loops (float32, one thread, CPU time, 9 rounds, the machine shared;
+    median speed-up, min-max): 3x3 64->64 on 64x8x8 1.29-1.48x, stride 2 32->64 on 64x16x16
+    (8x8 out) 1.26-1.40x, 128->128 on 16x8x8 1.16-1.29x; on 16x16 planes (1.125x of wide work)
+    64->64 at batch 16 0.90-1.09x, left to the wide grid.  Large planes (sixth round, after
+    the tile went to ``out`` by vector transposes; 21 rounds, quartiles), forward / dx: 3x3
+    64->64 on 8x56x56 1.10x (1.03-1.18) / 1.12x (1.09-1.27), on 16x32x32 1.14x / 1.08x; not
+    on 16x16 (1.00x / 1.01x) or 128->128 on 8x28x28 (1.07x / 0.92x)."""
     if _LANES is not None:
         return _LANES and f % 64 == 0
-    return f % 64 == 0 and k <= _LANES_TAPS and waste >= _LANES_WASTE
+    return f % 64 == 0 and k <= _LANES_TAPS and (waste >= _LANES_WASTE or plane >= _LANES_PLANE)
 
 
 def _is_depthwise(x_shape, w_shape, groups):
@@ -1150,7 +1155,7 @@ def _rules():
 
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
     plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups,
-                        _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS))
+                        _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE))
     if workspace.size < plan.workspace_size(threads):
         raise ValueError(f"conv2d workspace too small: {workspace.size} elements, "
                          f"need {plan.workspace_size(threads)} (conv2d_workspace_size)")

@@ -40,7 +40,7 @@ loads and FMAs (1.3x).  The wide grid's extra work is (pitch*OH rounded up to a 
 import numpy as np
 
 from cnnspec.kernels._jit import jit
-from cnnspec.kernels._simd import vfma, vlanes, vload, vsplat, vstore, vzero
+from cnnspec.kernels._simd import vfma, vlanes, vload, vsplat, vstore, vtranspose, vzero
 from cnnspec.kernels.conv import _bias_grad_add, _split_sample, _tap_offset
 
 BLOCK_F = 8          # output channels per register block
@@ -636,14 +636,38 @@ def forward_lanes(x, b, stride, pad, out, accumulate, wt, offs, pos, xp, tile, n
                     vstore(tile, d + 5 * fp + 1 * lanes, a51)
                     vstore(tile, d + 5 * fp + 2 * lanes, a52)
                     vstore(tile, d + 5 * fp + 3 * lanes, a53)
-        for f in range(f_):                  # out[n, f, p] = tile[p, f]: unsigned indices
-            bias = b[f] if b.size > 0 else 0
-            dst = np.uint64((n * f_ + f) * p_)
-            src = np.uint64(f)
-            step = np.uint64(fp)
-            if accumulate:
-                for p in range(p_):
-                    of[dst + np.uint64(p)] += tile[src + np.uint64(p) * step] + bias
-            else:
-                for p in range(p_):
-                    of[dst + np.uint64(p)] = tile[src + np.uint64(p) * step] + bias
+        _lanes_out(tile, fp, b, n, accumulate, out)
+
+
+@jit
+def _lanes_out(tile, fp, b, n, accumulate, out):
+    """out[n, f, p] (+)= tile[p, f] + b[f]: blocks of lanes positions x lanes filters by vector
+    transposes (_simd.vtranspose), then the bias added along the rows; the last positions (and
+    a bias with ``accumulate``, which no caller passes) one by one, unsigned indices.  Scalar
+    copies throughout took 20% of the 3x3 64->64 forward on 56x56 (strided reads of the tile)."""
+    f_, p_ = out.shape[1], out.shape[2] * out.shape[3]
+    lanes = vlanes(tile)
+    of = out.reshape(out.size)
+    base = n * f_ * p_
+    pv = 0 if accumulate and b.size > 0 else p_ // lanes * lanes
+    for p0 in range(0, pv, lanes):
+        for f0 in range(0, f_, lanes):
+            vtranspose(tile, p0 * fp + f0, fp, of, base + f0 * p_ + p0, p_, 0,
+                       min(lanes, f_ - f0), accumulate)
+    if b.size > 0 and pv > 0:
+        for f in range(f_):
+            bias = b[f]
+            row = of[base + f * p_:base + f * p_ + pv]
+            for p in range(pv):
+                row[p] += bias
+    for f in range(f_):
+        bias = b[f] if b.size > 0 else 0
+        dst = np.uint64(base + f * p_)
+        src = np.uint64(f)
+        step = np.uint64(fp)
+        if accumulate:
+            for p in range(pv, p_):
+                of[dst + np.uint64(p)] += tile[src + np.uint64(p) * step] + bias
+        else:
+            for p in range(pv, p_):
+                of[dst + np.uint64(p)] = tile[src + np.uint64(p) * step] + bias
