@@ -122,6 +122,7 @@ def forward(request, monkeypatch):
     monkeypatch.setattr(conv, "_DW_LANES", request.param == "lanes")
     monkeypatch.setattr(conv, "_SLANES", request.param == "lanes")
     monkeypatch.setattr(conv, "_LANES", False)          # forward_lanes: its own tests
+    monkeypatch.setattr(conv, "_WINO", False)           # conv_big's Winograd: its own tests
     if request.param == "lanes":       # its own data: the shared stream, from which the later
         monkeypatch.setitem(globals(), "rng", np.random.default_rng(16))  # tests draw, as before
     # the weight gradient's sample groups: one sample, several, all of the batch
@@ -248,6 +249,7 @@ def test_conv2d_lanes_matches_reference(case, fwd, bwd, dtype, monkeypatch):
     geometry = (stride, pad, dil, 1)
     shape = K.conv2d_output_shape(x.shape, wt.shape, stride, pad, dil)
     monkeypatch.setattr(conv, "_LANES", True)
+    monkeypatch.setattr(conv, "_WINO", False)
     plan = _Plan(x.shape, wt.shape, *geometry)
     assert (plan.lanes is not None, plan.lanes_dx is not None) == (fwd, bwd)
     ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype)
@@ -350,6 +352,73 @@ def test_lanes_rules():
                  ((16, 64, 16, 16), (64, 64, 3, 3)), ((16, 256, 4, 4), (256, 256, 3, 3))):
         p = plan(x, w, 1, 1)
         assert p.lanes is None and p.lanes_dx is None, (x, w)
+
+
+# conv_big's Winograd F(2x2, 3x3): 3x3, stride 1 (N, C, H, W, F, pad, bias)
+WINO_CASES = [
+    (1, 5, 7, 9, 13, (1, 1, 1, 1), True),      # batch 1, 5 channels, 13 filters (one block)
+    (3, 64, 10, 11, 70, (0, 2, 1, 0), False),  # uneven padding, 2 blocks of filters, dx of 64
+    (2, 17, 16, 33, 64, (1, 1, 1, 1), True),   # OW = 33: the last vector overlaps; 2 chunks
+    (2, 3, 4, 4, 5, (2, 2, 2, 2), True),       # padding 2: dx's padding 0
+]
+# Winograd's outputs are the direct sums rounded differently: the transforms add and subtract
+# up to 4 inputs and up to 9 of the products' sums, each rounding at the scale of its terms,
+# so the error is a few units in the last place of the output's scale, not of each element:
+# measured max |ours - float64 NumPy| / max |reference| 1e-7 - 4e-7 in float32 (the direct
+# loops: 1.4e-7 - 1e-6, their sums of 9*C terms longer), 4e-16 - 7e-16 in float64
+WINO_TOL = {np.float32: 1e-5, np.float64: 1e-13}
+
+
+def scale_error(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", WINO_CASES, ids=[str(i) for i in range(len(WINO_CASES))])
+def test_conv2d_winograd_matches_reference(case, dtype, monkeypatch):
+    """Winograd's forward and dx (2 threads, pieces of the batch taken dynamically) against the
+    float64 NumPy reference, accumulation into dx, nothing written around out, dw unchanged."""
+    n, c, h, w, f, pad, bias = case
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
+    monkeypatch.setattr(conv, "_WINO", True)
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+    x, wt = randn(n, c, h, w, dtype=dtype), randn(f, c, 3, 3, dtype=dtype)
+    b = randn(f, dtype=dtype) if bias else None
+    geometry = ((1, 1), pad, (1, 1), 1)
+    plan = _Plan(x.shape, wt.shape, *geometry)
+    assert plan.wino is not None and plan.wino_dx is not None
+    ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype)
+    out = forward_into_a_slice(x, wt, b, geometry, ws, dtype)
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, wt, b)]
+    assert scale_error(out, R.conv2d_forward(*f64, *geometry)) < WINO_TOL[dtype]
+    dout = randn(*out.shape, dtype=dtype)
+    rdx, rdw, _ = R.conv2d_backward(dout.astype(np.float64), *f64, *geometry)
+    dx, dw = np.ones_like(x), np.empty_like(wt)
+    K.conv2d_backward_into(dout, x, wt, *geometry, dx, dw, None, ws, accumulate=True)
+    assert scale_error(dx - 1, rdx) < WINO_TOL[dtype]
+    close(dw, rdw, dtype)
+
+
+def test_winograd_rules():
+    """Where the rules put Winograd: 3x3 stride 1 with F (dx: C) a multiple of 64, C (dx: F)
+    >= 32 and planes of >= 16x16 outputs (the bench's 64->64 on 56x56, the U-Net's 64->64 on
+    16x16); not ResNet-8's 8x8 or its 32- and 16-filter layers, nor strides or other kernels."""
+    def plan(x, w, s=1, p=1):
+        return _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
+    if not conv._wide_vector_cpu():
+        pytest.skip("the direct kernels need AVX-512")
+    for x in ((8, 64, 56, 56), (16, 64, 16, 16)):
+        p = plan(x, (64, 64, 3, 3))
+        assert p.wino is not None and p.wino_dx is not None, x
+    assert plan((8, 16, 56, 56), (64, 16, 3, 3)).wino is None        # C = 16 < 32
+    assert plan((8, 64, 56, 56), (16, 64, 3, 3)).wino_dx is None     # dx: F = 16 < 32
+    for x, w, s in (((64, 64, 8, 8), (64, 64, 3, 3), 1), ((64, 32, 16, 16), (32, 32, 3, 3), 1),
+                    ((64, 16, 32, 32), (16, 16, 3, 3), 1), ((8, 64, 56, 56), (64, 64, 3, 3), 2),
+                    ((8, 64, 56, 56), (64, 64, 5, 5), 1)):
+        p = plan(x, w, s)
+        assert p.wino is None and p.wino_dx is None, (x, w, s)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

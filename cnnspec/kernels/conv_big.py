@@ -1,0 +1,373 @@
+"""Winograd F(2x2, 3x3): 3x3 stride-1 convolutions with many channels (``_Plan.wino``,
+``wino_dx``: ``conv._use_wino``).
+
+Each 2x2 block of outputs ("tile") is computed from the 4x4 input window around it as
+
+    Y = A^T [ sum over c of (G g_fc G^T) * (B^T d_c B) ] A      (* element-wise)
+
+(Lavin & Gray, 2015): the 16 products per tile and channel pair replace the direct loops' 36
+multiply-adds (2.25x fewer), at the price of the transforms (additions only: B and A hold 0 and
++-1, G halves).  Per call the weights are transformed once, ``U[e, c, f]`` (e < 16 the element
+of the 4x4 tile, filters padded to a block); per sample, tile rows in chunks:
+
+* the input's 4x4 windows, ``V[e, c, t] = (B^T d B)[e]``, from the sample copied once into a
+  zero-padded buffer with its even and odd columns apart (``xs[c, row, parity, k]`` = padded
+  column 2k + parity): tile t's columns are then unit-stride runs over t (vector loads);
+* 16 products ``M[e] (T, F) = V[e]^T (T, C) @ U[e] (C, F)``, blocks of 6 tiles x 4 vectors of
+  filters (24 accumulators; per channel 4 vector loads of U and 6 broadcasts of V), as
+  ``conv_direct.forward_lanes`` does;
+* ``Y = A^T M A`` with the filters in the lanes, into two output rows x OW x F, written to
+  ``out`` by vector transposes (``_simd.vtranspose``), then the bias.
+
+dx of a stride-1 convolution is the convolution of dout by the flipped, transposed weights
+(``conv_direct.backward_data_pad``): the same loops on U made from those.
+
+Accuracy: the transforms add and subtract up to 4 inputs (B^T d B), the weights' transform
+halves and sums 3 (G g G^T), and A^T M A adds up to 9 products' sums: each output is a sum of
+the same 9*C terms as the direct convolution's, rounded differently, so its error is a few
+units in the last place of the largest terms' magnitude times sqrt(C)-ish (tested against
+float64 NumPy; F(2x2, 3x3)'s transforms have no large constants, unlike F(4x4, 3x3)'s).
+"""
+import numpy as np
+from numba.extending import intrinsic
+
+from cnnspec.kernels._jit import jit
+from cnnspec.kernels._simd import (Vec, vadd, vfma, vlanes, vload, vsplat, vstore, vtranspose,
+                                   vzero)
+
+WINO_FILTERS = 64    # filters per block, float32 (4 vectors; float64: blocks of 32)
+WINO_POS = 6         # tiles per block
+WINO_TILES = 96      # tiles per chunk (whole tile rows, at least one): V and M in L2
+
+
+@intrinsic
+def _vsub(typingctx, a, b):
+    """a - b, lane by lane (_simd's vectors)."""
+    if not (isinstance(a, Vec) and b == a):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+def wino_geometry(x_shape, w_shape, pad):
+    """(tile rows, tile columns, padded rows, half width K2, tile rows per chunk, T6, OH, OW)."""
+    _, c, h, w = x_shape
+    oh, ow = h + pad[0] + pad[1] - 2, w + pad[2] + pad[3] - 2
+    th, tw = -(-oh // 2), -(-ow // 2)
+    rows = max(1, min(th, WINO_TILES // tw))
+    t6 = -(-(rows * tw) // WINO_POS) * WINO_POS
+    return th, tw, 2 * th + 2, tw + 1, rows, t6, oh, ow
+
+
+def wino_sizes(x_shape, w_shape, pad, lanes=16):
+    """(U in the shared part, per-thread slice) in elements; the slice holds [xs | V | M | Y]."""
+    _, c, _, _ = x_shape
+    f = w_shape[0]
+    th, tw, hp, k2, rows, t6, oh, ow = wino_geometry(x_shape, w_shape, pad)
+    fp = -(-f // WINO_FILTERS) * WINO_FILTERS
+    xs = c * hp * 2 * k2 + lanes
+    v = 16 * c * (t6 + lanes)
+    m = 16 * t6 * fp
+    y = 2 * (2 * tw + lanes) * fp
+    return 16 * c * fp, xs + v + m + y
+
+
+@jit
+def wino_weights(w, flipped, u):
+    """u[e, c, o] (rows of Fp = O rounded up to WINO_FILTERS, zero past O) = (G g G^T)[e] for
+    g = w[o, c] (3x3), or (``flipped``, dx's convolution of dout) g = w[c, o] turned by 180
+    degrees; G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]."""
+    f_, c_ = w.shape[0], w.shape[1]
+    o_, r_ = (c_, f_) if flipped else (f_, c_)
+    fp = (o_ + WINO_FILTERS - 1) // WINO_FILTERS * WINO_FILTERS
+    for e in range(16 * r_ * fp):
+        u[e] = 0
+    g = np.empty((3, 3), w.dtype)
+    gg = np.empty((4, 3), w.dtype)
+    half = w.dtype.type(0.5)
+    for o in range(o_):
+        for c in range(r_):
+            for i in range(3):
+                for j in range(3):
+                    g[i, j] = w[c, o, 2 - i, 2 - j] if flipped else w[o, c, i, j]
+            for j in range(3):
+                gg[0, j] = g[0, j]
+                gg[1, j] = (g[0, j] + g[1, j] + g[2, j]) * half
+                gg[2, j] = (g[0, j] - g[1, j] + g[2, j]) * half
+                gg[3, j] = g[2, j]
+            for i in range(4):
+                base = (i * 4 * r_ + c) * fp + o
+                u[base] = gg[i, 0]
+                u[base + r_ * fp] = (gg[i, 0] + gg[i, 1] + gg[i, 2]) * half
+                u[base + 2 * r_ * fp] = (gg[i, 0] - gg[i, 1] + gg[i, 2]) * half
+                u[base + 3 * r_ * fp] = gg[i, 2]
+
+
+@jit
+def _fill(x, n, pad, hp, k2, xs):
+    """xs[c, r, parity, k] = x padded at row r, column 2k + parity (the zeros around are the
+    caller's: every sample writes the same places)."""
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    for c in range(c_):
+        for h in range(h_):
+            src = x[n, c, h]
+            row = (c * hp + h + pad[0]) * 2 * k2
+            for w in range(w_):
+                p = w + pad[2]
+                xs[np.uint64(row + (p & 1) * k2 + (p >> 1))] = src[w]
+
+
+@jit
+def _input_tiles(xs, c_, hp, k2, tw, ti0, ti1, vs, v):
+    """v[e, c, t] = (B^T d B)[e] for the tiles of tile rows ti0 <= ti < ti1 (t from 0, row by
+    row), B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]; vs: v's row
+    stride (a vector past the last tile: the loops run whole vectors)."""
+    lanes = vlanes(xs)
+    for c in range(c_):
+        for ti in range(ti0, ti1):
+            r = (c * hp + 2 * ti) * 2 * k2
+            t = (ti - ti0) * tw
+            for j0 in range(0, tw, lanes):
+                a = r + j0
+                # rows 0..3 of the window, even (e) and odd (o) columns, at k = tj and tj + 1
+                e0 = vload(xs, a)
+                o0 = vload(xs, a + k2)
+                f0 = vload(xs, a + 1)
+                p0 = vload(xs, a + k2 + 1)
+                e1 = vload(xs, a + 2 * k2)
+                o1 = vload(xs, a + 3 * k2)
+                f1 = vload(xs, a + 2 * k2 + 1)
+                p1 = vload(xs, a + 3 * k2 + 1)
+                e2 = vload(xs, a + 4 * k2)
+                o2 = vload(xs, a + 5 * k2)
+                f2 = vload(xs, a + 4 * k2 + 1)
+                p2 = vload(xs, a + 5 * k2 + 1)
+                e3 = vload(xs, a + 6 * k2)
+                o3 = vload(xs, a + 7 * k2)
+                f3 = vload(xs, a + 6 * k2 + 1)
+                p3 = vload(xs, a + 7 * k2 + 1)
+                # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 (columns 0..3: e, o, f, p)
+                _row_tiles(v, (0 * c_ + c) * vs + t + j0, c_ * vs,
+                           _vsub(e0, e2), _vsub(o0, o2), _vsub(f0, f2), _vsub(p0, p2))
+                _row_tiles(v, (4 * c_ + c) * vs + t + j0, c_ * vs,
+                           vadd(e1, e2), vadd(o1, o2), vadd(f1, f2), vadd(p1, p2))
+                _row_tiles(v, (8 * c_ + c) * vs + t + j0, c_ * vs,
+                           _vsub(e2, e1), _vsub(o2, o1), _vsub(f2, f1), _vsub(p2, p1))
+                _row_tiles(v, (12 * c_ + c) * vs + t + j0, c_ * vs,
+                           _vsub(e1, e3), _vsub(o1, o3), _vsub(f1, f3), _vsub(p1, p3))
+
+
+@jit
+def _row_tiles(v, at, step, d0, d1, d2, d3):
+    """(row of B^T d) B: columns d0 - d2, d1 + d2, d2 - d1, d1 - d3 into v[at + j*step]."""
+    vstore(v, at, _vsub(d0, d2))
+    vstore(v, at + step, vadd(d1, d2))
+    vstore(v, at + 2 * step, _vsub(d2, d1))
+    vstore(v, at + 3 * step, _vsub(d1, d3))
+
+
+@jit
+def _products(u, v, c_, fp, t6, vs, m):
+    """m[e, t, f] = sum over c of v[e, c, t] * u[e, c, f]: blocks of 6 tiles x 4 vectors of
+    filters, the channels in order, one FMA per term."""
+    lanes = vlanes(u)
+    for e in range(16):
+        for fb in range(0, fp, 4 * lanes):
+            for t0 in range(0, t6, 6):
+                a00 = vzero(u)
+                a01 = vzero(u)
+                a02 = vzero(u)
+                a03 = vzero(u)
+                a10 = vzero(u)
+                a11 = vzero(u)
+                a12 = vzero(u)
+                a13 = vzero(u)
+                a20 = vzero(u)
+                a21 = vzero(u)
+                a22 = vzero(u)
+                a23 = vzero(u)
+                a30 = vzero(u)
+                a31 = vzero(u)
+                a32 = vzero(u)
+                a33 = vzero(u)
+                a40 = vzero(u)
+                a41 = vzero(u)
+                a42 = vzero(u)
+                a43 = vzero(u)
+                a50 = vzero(u)
+                a51 = vzero(u)
+                a52 = vzero(u)
+                a53 = vzero(u)
+                uu = e * c_ * fp + fb
+                vv = e * c_ * vs + t0
+                for c in range(c_):
+                    w0 = vload(u, uu)
+                    w1 = vload(u, uu + lanes)
+                    w2 = vload(u, uu + 2 * lanes)
+                    w3 = vload(u, uu + 3 * lanes)
+                    s = vsplat(v, vv)
+                    a00 = vfma(a00, s, w0)
+                    a01 = vfma(a01, s, w1)
+                    a02 = vfma(a02, s, w2)
+                    a03 = vfma(a03, s, w3)
+                    s = vsplat(v, vv + 1)
+                    a10 = vfma(a10, s, w0)
+                    a11 = vfma(a11, s, w1)
+                    a12 = vfma(a12, s, w2)
+                    a13 = vfma(a13, s, w3)
+                    s = vsplat(v, vv + 2)
+                    a20 = vfma(a20, s, w0)
+                    a21 = vfma(a21, s, w1)
+                    a22 = vfma(a22, s, w2)
+                    a23 = vfma(a23, s, w3)
+                    s = vsplat(v, vv + 3)
+                    a30 = vfma(a30, s, w0)
+                    a31 = vfma(a31, s, w1)
+                    a32 = vfma(a32, s, w2)
+                    a33 = vfma(a33, s, w3)
+                    s = vsplat(v, vv + 4)
+                    a40 = vfma(a40, s, w0)
+                    a41 = vfma(a41, s, w1)
+                    a42 = vfma(a42, s, w2)
+                    a43 = vfma(a43, s, w3)
+                    s = vsplat(v, vv + 5)
+                    a50 = vfma(a50, s, w0)
+                    a51 = vfma(a51, s, w1)
+                    a52 = vfma(a52, s, w2)
+                    a53 = vfma(a53, s, w3)
+                    uu += fp
+                    vv += vs
+                d = (e * t6 + t0) * fp + fb
+                vstore(m, d, a00)
+                vstore(m, d + lanes, a01)
+                vstore(m, d + 2 * lanes, a02)
+                vstore(m, d + 3 * lanes, a03)
+                vstore(m, d + fp, a10)
+                vstore(m, d + fp + lanes, a11)
+                vstore(m, d + fp + 2 * lanes, a12)
+                vstore(m, d + fp + 3 * lanes, a13)
+                vstore(m, d + 2 * fp, a20)
+                vstore(m, d + 2 * fp + lanes, a21)
+                vstore(m, d + 2 * fp + 2 * lanes, a22)
+                vstore(m, d + 2 * fp + 3 * lanes, a23)
+                vstore(m, d + 3 * fp, a30)
+                vstore(m, d + 3 * fp + lanes, a31)
+                vstore(m, d + 3 * fp + 2 * lanes, a32)
+                vstore(m, d + 3 * fp + 3 * lanes, a33)
+                vstore(m, d + 4 * fp, a40)
+                vstore(m, d + 4 * fp + lanes, a41)
+                vstore(m, d + 4 * fp + 2 * lanes, a42)
+                vstore(m, d + 4 * fp + 3 * lanes, a43)
+                vstore(m, d + 5 * fp, a50)
+                vstore(m, d + 5 * fp + lanes, a51)
+                vstore(m, d + 5 * fp + 2 * lanes, a52)
+                vstore(m, d + 5 * fp + 3 * lanes, a53)
+
+
+@jit
+def _output_tiles(m, t6, fp, tw, ti0, ti1, ow_, y, b, n, accumulate, out):
+    """Y = A^T M A (A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]) for tile rows ti0 <= ti < ti1, each
+    into y (2 rows x 2*TW positions x Fp filters), then out[n, f, 2*ti + a, :] (+)= y + b."""
+    lanes = vlanes(m)
+    f_, oh_ = out.shape[1], out.shape[2]
+    yw = 2 * tw + lanes
+    plane = oh_ * ow_
+    of = out.reshape(out.size)
+    for ti in range(ti0, ti1):
+        for tj in range(tw):
+            t = (ti - ti0) * tw + tj
+            for fb in range(0, fp, lanes):
+                a = t * fp + fb
+                es = t6 * fp
+                m0 = vload(m, a)
+                m1 = vload(m, a + es)
+                m2 = vload(m, a + 2 * es)
+                m3 = vload(m, a + 3 * es)
+                m4 = vload(m, a + 4 * es)
+                m5 = vload(m, a + 5 * es)
+                m6 = vload(m, a + 6 * es)
+                m7 = vload(m, a + 7 * es)
+                m8 = vload(m, a + 8 * es)
+                m9 = vload(m, a + 9 * es)
+                m10 = vload(m, a + 10 * es)
+                m11 = vload(m, a + 11 * es)
+                m12 = vload(m, a + 12 * es)
+                m13 = vload(m, a + 13 * es)
+                m14 = vload(m, a + 14 * es)
+                m15 = vload(m, a + 15 * es)
+                # A^T M: rows m0 + m1 + m2 and m1 - m2 - m3 of the 4x4 (row i: m[4i + j])
+                s0 = vadd(vadd(m0, m4), m8)
+                s1 = vadd(vadd(m1, m5), m9)
+                s2 = vadd(vadd(m2, m6), m10)
+                s3 = vadd(vadd(m3, m7), m11)
+                r0 = _vsub(_vsub(m4, m8), m12)
+                r1 = _vsub(_vsub(m5, m9), m13)
+                r2 = _vsub(_vsub(m6, m10), m14)
+                r3 = _vsub(_vsub(m7, m11), m15)
+                d = (2 * tj) * fp + fb
+                vstore(y, d, vadd(vadd(s0, s1), s2))
+                vstore(y, d + fp, _vsub(_vsub(s1, s2), s3))
+                vstore(y, d + yw * fp, vadd(vadd(r0, r1), r2))
+                vstore(y, d + yw * fp + fp, _vsub(_vsub(r1, r2), r3))
+        for a in range(2):
+            oh = 2 * ti + a
+            if oh >= oh_:
+                continue
+            base = n * f_ * plane + oh * ow_
+            src = a * yw * fp
+            # whole vectors of positions; the last one overlaps the one before it when it can
+            # (the same values written twice), else the rest one by one
+            last = ow_ - ow_ % lanes
+            for p0 in range(0, last, lanes):
+                for f0 in range(0, f_, lanes):
+                    vtranspose(y, src + p0 * fp + f0, fp, of, base + f0 * plane + p0, plane, 0,
+                               min(lanes, f_ - f0), accumulate)
+            if last < ow_ and ow_ >= lanes and not accumulate:
+                p0 = ow_ - lanes
+                for f0 in range(0, f_, lanes):
+                    vtranspose(y, src + p0 * fp + f0, fp, of, base + f0 * plane + p0, plane, 0,
+                               min(lanes, f_ - f0), False)
+                last = ow_
+            for f in range(f_):
+                row = of[base + f * plane:base + f * plane + ow_]
+                for p in range(last, ow_):
+                    if accumulate:
+                        row[p] += y[src + p * fp + f]
+                    else:
+                        row[p] = y[src + p * fp + f]
+                if b.size > 0:
+                    bias = b[f]
+                    for p in range(ow_):
+                        row[p] += bias
+
+
+@jit
+def forward_wino(x, b, pad, out, accumulate, u, buf, n0, n1):
+    """out[n] (+)= conv3x3(x[n]) + b for n0 <= n < n1 (stride 1, groups 1); u from
+    wino_weights, buf a thread's slice (wino_sizes)."""
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
+    lanes = vlanes(buf)
+    th, tw = (oh_ + 1) // 2, (ow_ + 1) // 2
+    hp, k2 = 2 * th + 2, tw + 1
+    rows = max(1, min(th, WINO_TILES // tw))
+    t6 = (rows * tw + WINO_POS - 1) // WINO_POS * WINO_POS
+    fp = (f_ + WINO_FILTERS - 1) // WINO_FILTERS * WINO_FILTERS
+    vs = t6 + lanes
+    o_v = c_ * hp * 2 * k2 + lanes
+    o_m = o_v + 16 * c_ * vs
+    o_y = o_m + 16 * t6 * fp
+    xs, v, m, y = buf[:o_v], buf[o_v:o_m], buf[o_m:o_y], buf[o_y:]
+    for n in range(n0, n1):
+        if n == n0:
+            for e in range(o_m):         # V's slack (tiles past the last) stays finite
+                buf[e] = 0
+        _fill(x, n, pad, hp, k2, xs)
+        for ti0 in range(0, th, rows):
+            ti1 = min(th, ti0 + rows)
+            _input_tiles(xs, c_, hp, k2, tw, ti0, ti1, vs, v)
+            _products(u, v, c_, fp, t6, vs, m)
+            _output_tiles(m, t6, fp, tw, ti0, ti1, ow_, y, b, n, accumulate, out)
