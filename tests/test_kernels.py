@@ -362,10 +362,12 @@ WINO_CASES = [
     (2, 3, 4, 4, 5, (2, 2, 2, 2), True),       # padding 2: dx's padding 0
 ]
 # Winograd's outputs are the direct sums rounded differently: the transforms add and subtract
-# up to 4 inputs and up to 9 of the products' sums, each rounding at the scale of its terms,
+# up to 4 inputs and up to 9 of the products' sums (dw: 4 and 9 the other way round), each
+# rounding at the scale of its terms,
 # so the error is a few units in the last place of the output's scale, not of each element:
 # measured max |ours - float64 NumPy| / max |reference| 1e-7 - 4e-7 in float32 (the direct
-# loops: 1.4e-7 - 1e-6, their sums of 9*C terms longer), 4e-16 - 7e-16 in float64
+# loops: 1.4e-7 - 1e-6, their sums of 9*C terms longer), 4e-16 - 7e-16 in float64; dw
+# 1.7e-7 - 4.1e-7 and 3e-16 - 1.7e-15 (the BLAS and direct paths 1.3e-7 - 2.7e-7, 2e-16 - 2e-15)
 WINO_TOL = {np.float32: 1e-5, np.float64: 1e-13}
 
 
@@ -377,8 +379,9 @@ def scale_error(a, b):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", WINO_CASES, ids=[str(i) for i in range(len(WINO_CASES))])
 def test_conv2d_winograd_matches_reference(case, dtype, monkeypatch):
-    """Winograd's forward and dx (2 threads, pieces of the batch taken dynamically) against the
-    float64 NumPy reference, accumulation into dx, nothing written around out, dw unchanged."""
+    """Winograd's forward, dx and dw (2 threads, pieces of the batch taken dynamically; dw's
+    pieces summed in order) against the float64 NumPy reference, accumulation into dx, nothing
+    written around out, db, and dw alone."""
     n, c, h, w, f, pad, bias = case
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
     monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
@@ -388,17 +391,23 @@ def test_conv2d_winograd_matches_reference(case, dtype, monkeypatch):
     b = randn(f, dtype=dtype) if bias else None
     geometry = ((1, 1), pad, (1, 1), 1)
     plan = _Plan(x.shape, wt.shape, *geometry)
-    assert plan.wino is not None and plan.wino_dx is not None
+    assert None not in (plan.wino, plan.wino_dx, plan.wino_dw)
     ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype)
     out = forward_into_a_slice(x, wt, b, geometry, ws, dtype)
     f64 = [None if a is None else a.astype(np.float64) for a in (x, wt, b)]
     assert scale_error(out, R.conv2d_forward(*f64, *geometry)) < WINO_TOL[dtype]
     dout = randn(*out.shape, dtype=dtype)
-    rdx, rdw, _ = R.conv2d_backward(dout.astype(np.float64), *f64, *geometry)
-    dx, dw = np.ones_like(x), np.empty_like(wt)
-    K.conv2d_backward_into(dout, x, wt, *geometry, dx, dw, None, ws, accumulate=True)
+    rdx, rdw, rdb = R.conv2d_backward(dout.astype(np.float64), *f64, *geometry)
+    dx, dw, db = np.ones_like(x), np.empty_like(wt), np.empty(f, dtype)
+    K.conv2d_backward_into(dout, x, wt, *geometry, dx, dw, db if bias else None, ws,
+                           accumulate=True)
     assert scale_error(dx - 1, rdx) < WINO_TOL[dtype]
-    close(dw, rdw, dtype)
+    assert scale_error(dw, rdw) < WINO_TOL[dtype]
+    if bias:
+        close(db, rdb, dtype)
+    dw2 = np.empty_like(wt)
+    K.conv2d_backward_into(dout, x, wt, *geometry, None, dw2, None, ws)
+    assert np.array_equal(dw2, dw)
 
 
 def test_winograd_rules():

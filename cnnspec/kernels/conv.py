@@ -125,7 +125,7 @@ class _Plan:
                  "direct_dx", "direct_dw", "direct_dwr", "slanes", "slanes_dx",
                  "slanes_size")
     __slots__ += ("lanes", "lanes_dx")          # conv_direct.forward_lanes (_use_lanes)
-    __slots__ += ("wino", "wino_dx")            # conv_big.forward_wino (_use_wino)
+    __slots__ += ("wino", "wino_dx", "wino_dw")  # conv_big.py's Winograd (_use_wino)
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -225,6 +225,11 @@ class _Plan:
                 self.wino_dx = (per, pad_dx)
                 self.shared = max(self.shared, u)
                 self.per_thread = max(self.per_thread, per)
+        self.wino_dw = None
+        if self.wino is not None:
+            from cnnspec.kernels.conv_big import wino_dw_sizes
+            self.wino_dw = wino_dw_sizes(x_shape, w_shape, pad)
+            self.per_thread = max(self.per_thread, self.wino_dw[0])
         # dw and db by conv_direct.py's blocked sums over the wide grid
         self.direct_dw = None
         if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
@@ -1326,6 +1331,18 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
+    if (dw is not None or db is not None) and plan.wino_dw is not None:
+        from cnnspec.kernels import conv_big
+        size, o_du, o_db = plan.wino_dw
+        run_split(conv_big.weight_grad_wino, x.shape[0], threads, lambda t, lo, hi: (
+            dout, x, tuple(pad), dw is not None, db is not None,
+            workspace[shared + t * per:shared + t * per + size], lo, hi), pieces=pieces)
+        conv_big.wino_dw_finish(workspace, shared, per, pieces, o_du, o_db,
+                                empty4 if dw is None else dw, empty1 if db is None else db,
+                                dw is not None, db is not None)
+        if dx is None:
+            return
+        dw = db = None
     if (dw is not None or db is not None) and plan.direct_dwr is not None:
         from cnnspec.kernels import conv_lanes
         conv_lanes.weight_grad(plan.direct_dwr, dout, x, w.shape, dilation, dw, db,

@@ -32,12 +32,14 @@ import numpy as np
 from numba.extending import intrinsic
 
 from cnnspec.kernels._jit import jit
+from cnnspec.kernels.conv import _bias_grad_add
 from cnnspec.kernels._simd import (Vec, vadd, vfma, vlanes, vload, vsplat, vstore, vtranspose,
                                    vzero)
 
 WINO_FILTERS = 64    # filters per block, float32 (4 vectors; float64: blocks of 32)
 WINO_POS = 6         # tiles per block
 WINO_TILES = 96      # tiles per chunk (whole tile rows, at least one): V and M in L2
+SLACK = 16           # elements past a buffer's rows that whole-vector loops may touch
 
 
 @intrinsic
@@ -62,16 +64,16 @@ def wino_geometry(x_shape, w_shape, pad):
     return th, tw, 2 * th + 2, tw + 1, rows, t6, oh, ow
 
 
-def wino_sizes(x_shape, w_shape, pad, lanes=16):
+def wino_sizes(x_shape, w_shape, pad):
     """(U in the shared part, per-thread slice) in elements; the slice holds [xs | V | M | Y]."""
     _, c, _, _ = x_shape
     f = w_shape[0]
     th, tw, hp, k2, rows, t6, oh, ow = wino_geometry(x_shape, w_shape, pad)
     fp = -(-f // WINO_FILTERS) * WINO_FILTERS
-    xs = c * hp * 2 * k2 + lanes
-    v = 16 * c * (t6 + lanes)
+    xs = c * hp * 2 * k2 + SLACK
+    v = 16 * c * (t6 + SLACK)
     m = 16 * t6 * fp
-    y = 2 * (2 * tw + lanes) * fp
+    y = 2 * (2 * tw + SLACK) * fp
     return 16 * c * fp, xs + v + m + y
 
 
@@ -121,10 +123,10 @@ def _fill(x, n, pad, hp, k2, xs):
 
 
 @jit
-def _input_tiles(xs, c_, hp, k2, tw, ti0, ti1, vs, v):
+def _input_tiles(xs, c_, cs, hp, k2, tw, ti0, ti1, vs, v):
     """v[e, c, t] = (B^T d B)[e] for the tiles of tile rows ti0 <= ti < ti1 (t from 0, row by
-    row), B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]; vs: v's row
-    stride (a vector past the last tile: the loops run whole vectors)."""
+    row), B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]; cs rows of v per
+    e (>= C), vs: v's row stride (a vector past the last tile: the loops run whole vectors)."""
     lanes = vlanes(xs)
     for c in range(c_):
         for ti in range(ti0, ti1):
@@ -150,13 +152,13 @@ def _input_tiles(xs, c_, hp, k2, tw, ti0, ti1, vs, v):
                 f3 = vload(xs, a + 6 * k2 + 1)
                 p3 = vload(xs, a + 7 * k2 + 1)
                 # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 (columns 0..3: e, o, f, p)
-                _row_tiles(v, (0 * c_ + c) * vs + t + j0, c_ * vs,
+                _row_tiles(v, (0 * cs + c) * vs + t + j0, cs * vs,
                            _vsub(e0, e2), _vsub(o0, o2), _vsub(f0, f2), _vsub(p0, p2))
-                _row_tiles(v, (4 * c_ + c) * vs + t + j0, c_ * vs,
+                _row_tiles(v, (4 * cs + c) * vs + t + j0, cs * vs,
                            vadd(e1, e2), vadd(o1, o2), vadd(f1, f2), vadd(p1, p2))
-                _row_tiles(v, (8 * c_ + c) * vs + t + j0, c_ * vs,
+                _row_tiles(v, (8 * cs + c) * vs + t + j0, cs * vs,
                            _vsub(e2, e1), _vsub(o2, o1), _vsub(f2, f1), _vsub(p2, p1))
-                _row_tiles(v, (12 * c_ + c) * vs + t + j0, c_ * vs,
+                _row_tiles(v, (12 * cs + c) * vs + t + j0, cs * vs,
                            _vsub(e1, e3), _vsub(o1, o3), _vsub(f1, f3), _vsub(p1, p3))
 
 
@@ -273,7 +275,7 @@ def _output_tiles(m, t6, fp, tw, ti0, ti1, ow_, y, b, n, accumulate, out):
     into y (2 rows x 2*TW positions x Fp filters), then out[n, f, 2*ti + a, :] (+)= y + b."""
     lanes = vlanes(m)
     f_, oh_ = out.shape[1], out.shape[2]
-    yw = 2 * tw + lanes
+    yw = 2 * tw + SLACK
     plane = oh_ * ow_
     of = out.reshape(out.size)
     for ti in range(ti0, ti1):
@@ -356,8 +358,8 @@ def forward_wino(x, b, pad, out, accumulate, u, buf, n0, n1):
     rows = max(1, min(th, WINO_TILES // tw))
     t6 = (rows * tw + WINO_POS - 1) // WINO_POS * WINO_POS
     fp = (f_ + WINO_FILTERS - 1) // WINO_FILTERS * WINO_FILTERS
-    vs = t6 + lanes
-    o_v = c_ * hp * 2 * k2 + lanes
+    vs = t6 + SLACK
+    o_v = c_ * hp * 2 * k2 + SLACK
     o_m = o_v + 16 * c_ * vs
     o_y = o_m + 16 * t6 * fp
     xs, v, m, y = buf[:o_v], buf[o_v:o_m], buf[o_m:o_y], buf[o_y:]
@@ -368,6 +370,248 @@ def forward_wino(x, b, pad, out, accumulate, u, buf, n0, n1):
         _fill(x, n, pad, hp, k2, xs)
         for ti0 in range(0, th, rows):
             ti1 = min(th, ti0 + rows)
-            _input_tiles(xs, c_, hp, k2, tw, ti0, ti1, vs, v)
+            _input_tiles(xs, c_, c_, hp, k2, tw, ti0, ti1, vs, v)
             _products(u, v, c_, fp, t6, vs, m)
             _output_tiles(m, t6, fp, tw, ti0, ti1, ow_, y, b, n, accumulate, out)
+
+
+# -- the weight gradient ----------------------------------------------------------------------
+# Y = A^T M A and M[e] = sum over c of U[e] * V[e] give dM = A dY A^T per tile (dY zero past the
+# output's edge), dU[e][c, f] = sum over tiles of V[e, c, t] * dM[e, t, f] and dw = G^T dU G:
+# the same 16 products as the forward, summed over the tiles instead of the channels.  Blocks of
+# 6 channels x 4 vectors of filters (24 accumulators; per tile 4 vector loads of dM, 6
+# broadcasts of V), added into the piece's partial dU after each chunk of tiles.
+
+
+def wino_dw_sizes(x_shape, w_shape, pad):
+    """(per-piece slice, offset of its partial dU (16, Cp, Fp), of its db) in elements: the slice
+    holds [xs | V (16, Cp, T6 + SLACK) | dout^T (2*TH, 2*TW, Fp) | dM (16, T6, Fp) | dU | db];
+    Cp = C rounded up to 6 (the extra rows of V stay zero)."""
+    _, c, _, _ = x_shape
+    f = w_shape[0]
+    th, tw, hp, k2, rows, t6, oh, ow = wino_geometry(x_shape, w_shape, pad)
+    fp = -(-f // WINO_FILTERS) * WINO_FILTERS
+    cp = -(-c // WINO_POS) * WINO_POS
+    xs = c * hp * 2 * k2 + SLACK
+    o_du = xs + 16 * cp * (t6 + SLACK) + 4 * th * tw * fp + 16 * t6 * fp
+    return o_du + 16 * cp * fp + f, o_du, o_du + 16 * cp * fp
+
+
+@jit
+def _dout_transposed(dout, n, tw2, fp, dt):
+    """dt[oh, ow, f] = dout[n, f, oh, ow] (rows of 2*TW positions; the zeros past OH and OW are
+    the caller's): blocks of lanes positions x lanes filters by vector transposes."""
+    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
+    lanes = vlanes(dt)
+    plane = oh_ * ow_
+    df = dout.reshape(dout.size)
+    fv = f_ // lanes * lanes
+    for oh in range(oh_):
+        src = n * f_ * plane + oh * ow_
+        dst = oh * tw2 * fp
+        if ow_ >= lanes:
+            for p0 in range(0, ow_, lanes):
+                p = min(p0, ow_ - lanes)     # the last block overlaps: the same values again
+                for f0 in range(0, fv, lanes):
+                    vtranspose(df, src + f0 * plane + p, plane, dt, dst + p * fp + f0, fp, 0,
+                               lanes, False)
+            f1 = fv
+        else:
+            f1 = 0
+        for f in range(f1, f_):
+            for p in range(ow_):
+                dt[dst + p * fp + f] = df[src + f * plane + p]
+
+
+@jit
+def _dout_tiles(dt, tw, tw2, fp, ti0, ti1, t6, dm):
+    """dm[e, t, f] = (A dY A^T)[e] for the tiles of tile rows ti0 <= ti < ti1, dY the 2x2 block
+    of dt; A = [[1, 0], [1, 1], [1, -1], [0, -1]]."""
+    lanes = vlanes(dt)
+    es = t6 * fp
+    for ti in range(ti0, ti1):
+        for tj in range(tw):
+            t = (ti - ti0) * tw + tj
+            a = ((2 * ti) * tw2 + 2 * tj) * fp
+            for fb in range(0, fp, lanes):
+                y00 = vload(dt, a + fb)
+                y01 = vload(dt, a + fp + fb)
+                y10 = vload(dt, a + tw2 * fp + fb)
+                y11 = vload(dt, a + tw2 * fp + fp + fb)
+                zero = vzero(dt)
+                d = t * fp + fb
+                _dm_row(dm, d, es, y00, y01)
+                _dm_row(dm, d + 4 * es, es, vadd(y00, y10), vadd(y01, y11))
+                _dm_row(dm, d + 8 * es, es, _vsub(y00, y10), _vsub(y01, y11))
+                _dm_row(dm, d + 12 * es, es, _vsub(zero, y10), _vsub(zero, y11))
+
+
+@jit
+def _dm_row(dm, at, step, p, q):
+    """A row (p, q) of A dY times A^T: p, p + q, p - q, -q into dm[at + j*step]."""
+    vstore(dm, at, p)
+    vstore(dm, at + step, vadd(p, q))
+    vstore(dm, at + 2 * step, _vsub(p, q))
+    vstore(dm, at + 3 * step, _vsub(vzero(dm), q))
+
+
+@jit
+def _dw_products(v, dm, cp, fp, t_, t6, vs, du):
+    """du[e, c, f] += sum over t < t_ of v[e, c, t] * dm[e, t, f]: blocks of 6 channels x 4
+    vectors of filters, the tiles in order."""
+    lanes = vlanes(v)
+    for e in range(16):
+        for cb in range(0, cp, 6):
+            for fb in range(0, fp, 4 * lanes):
+                a00 = vzero(v)
+                a01 = vzero(v)
+                a02 = vzero(v)
+                a03 = vzero(v)
+                a10 = vzero(v)
+                a11 = vzero(v)
+                a12 = vzero(v)
+                a13 = vzero(v)
+                a20 = vzero(v)
+                a21 = vzero(v)
+                a22 = vzero(v)
+                a23 = vzero(v)
+                a30 = vzero(v)
+                a31 = vzero(v)
+                a32 = vzero(v)
+                a33 = vzero(v)
+                a40 = vzero(v)
+                a41 = vzero(v)
+                a42 = vzero(v)
+                a43 = vzero(v)
+                a50 = vzero(v)
+                a51 = vzero(v)
+                a52 = vzero(v)
+                a53 = vzero(v)
+                mm = e * t6 * fp + fb
+                vv = (e * cp + cb) * vs
+                for t in range(t_):
+                    w0 = vload(dm, mm)
+                    w1 = vload(dm, mm + lanes)
+                    w2 = vload(dm, mm + 2 * lanes)
+                    w3 = vload(dm, mm + 3 * lanes)
+                    s = vsplat(v, vv + t)
+                    a00 = vfma(a00, s, w0)
+                    a01 = vfma(a01, s, w1)
+                    a02 = vfma(a02, s, w2)
+                    a03 = vfma(a03, s, w3)
+                    s = vsplat(v, vv + vs + t)
+                    a10 = vfma(a10, s, w0)
+                    a11 = vfma(a11, s, w1)
+                    a12 = vfma(a12, s, w2)
+                    a13 = vfma(a13, s, w3)
+                    s = vsplat(v, vv + 2 * vs + t)
+                    a20 = vfma(a20, s, w0)
+                    a21 = vfma(a21, s, w1)
+                    a22 = vfma(a22, s, w2)
+                    a23 = vfma(a23, s, w3)
+                    s = vsplat(v, vv + 3 * vs + t)
+                    a30 = vfma(a30, s, w0)
+                    a31 = vfma(a31, s, w1)
+                    a32 = vfma(a32, s, w2)
+                    a33 = vfma(a33, s, w3)
+                    s = vsplat(v, vv + 4 * vs + t)
+                    a40 = vfma(a40, s, w0)
+                    a41 = vfma(a41, s, w1)
+                    a42 = vfma(a42, s, w2)
+                    a43 = vfma(a43, s, w3)
+                    s = vsplat(v, vv + 5 * vs + t)
+                    a50 = vfma(a50, s, w0)
+                    a51 = vfma(a51, s, w1)
+                    a52 = vfma(a52, s, w2)
+                    a53 = vfma(a53, s, w3)
+                    mm += fp
+                d = (e * cp + cb) * fp + fb
+                _vadd4(du, d, lanes, a00, a01, a02, a03)
+                _vadd4(du, d + fp, lanes, a10, a11, a12, a13)
+                _vadd4(du, d + 2 * fp, lanes, a20, a21, a22, a23)
+                _vadd4(du, d + 3 * fp, lanes, a30, a31, a32, a33)
+                _vadd4(du, d + 4 * fp, lanes, a40, a41, a42, a43)
+                _vadd4(du, d + 5 * fp, lanes, a50, a51, a52, a53)
+
+
+@jit
+def _vadd4(a, i, lanes, p, q, r, s):
+    """a[i : i + 4*lanes] += (p, q, r, s)."""
+    vstore(a, i, vadd(vload(a, i), p))
+    vstore(a, i + lanes, vadd(vload(a, i + lanes), q))
+    vstore(a, i + 2 * lanes, vadd(vload(a, i + 2 * lanes), r))
+    vstore(a, i + 3 * lanes, vadd(vload(a, i + 3 * lanes), s))
+
+
+@jit
+def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, n0, n1):
+    """The partial dU (16, Cp, Fp) and db (F) of samples n0 <= n < n1 in buf (wino_dw_sizes);
+    wino_dw_finish sums the pieces' partials and makes dw."""
+    c_ = x.shape[1]
+    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
+    lanes = vlanes(buf)
+    th, tw = (oh_ + 1) // 2, (ow_ + 1) // 2
+    hp, k2 = 2 * th + 2, tw + 1
+    rows = max(1, min(th, WINO_TILES // tw))
+    t6 = (rows * tw + WINO_POS - 1) // WINO_POS * WINO_POS
+    fp = (f_ + WINO_FILTERS - 1) // WINO_FILTERS * WINO_FILTERS
+    cp = (c_ + WINO_POS - 1) // WINO_POS * WINO_POS
+    vs = t6 + SLACK
+    o_v = c_ * hp * 2 * k2 + SLACK
+    o_dt = o_v + 16 * cp * vs
+    o_dm = o_dt + 4 * th * tw * fp
+    o_du = o_dm + 16 * t6 * fp
+    o_db = o_du + 16 * cp * fp
+    xs, v, dt, dm = buf[:o_v], buf[o_v:o_dt], buf[o_dt:o_dm], buf[o_dm:o_du]
+    du, dbp = buf[o_du:o_db], buf[o_db:o_db + f_]
+    for e in range(o_dm):              # padding, V's extra rows and dout^T's edge: zeros
+        buf[e] = 0
+    for e in range(o_du, o_db + f_):
+        buf[e] = 0
+    for n in range(n0, n1):
+        if need_db:
+            _bias_grad_add(dout, n, dbp)
+        if not need_dw:
+            continue
+        _fill(x, n, pad, hp, k2, xs)
+        _dout_transposed(dout, n, 2 * tw, fp, dt)
+        for ti0 in range(0, th, rows):
+            ti1 = min(th, ti0 + rows)
+            _input_tiles(xs, c_, cp, hp, k2, tw, ti0, ti1, vs, v)
+            _dout_tiles(dt, tw, 2 * tw, fp, ti0, ti1, t6, dm)
+            _dw_products(v, dm, cp, fp, (ti1 - ti0) * tw, t6, vs, du)
+
+
+@jit
+def wino_dw_finish(ws, base, per, pieces, o_du, o_db, dw, db, need_dw, need_db):
+    """dw[f, c] = G^T (sum of the pieces' dU[:, c, f], in piece order) G, db = the sum of their
+    db; G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]]."""
+    f_, c_ = dw.shape[0], dw.shape[1]
+    fp = (f_ + WINO_FILTERS - 1) // WINO_FILTERS * WINO_FILTERS
+    cp = (c_ + WINO_POS - 1) // WINO_POS * WINO_POS
+    half = ws.dtype.type(0.5)
+    d = np.empty(16, ws.dtype)
+    h = np.empty((3, 4), ws.dtype)
+    if need_dw:
+        for c in range(c_):
+            for f in range(f_):
+                for e in range(16):
+                    at = base + o_du + (e * cp + c) * fp + f
+                    s = ws[at]
+                    for t in range(1, pieces):
+                        s += ws[at + t * per]
+                    d[e] = s
+                for j in range(4):
+                    h[0, j] = d[j] + (d[4 + j] + d[8 + j]) * half
+                    h[1, j] = (d[4 + j] - d[8 + j]) * half
+                    h[2, j] = (d[4 + j] + d[8 + j]) * half + d[12 + j]
+                for i in range(3):
+                    dw[f, c, i, 0] = h[i, 0] + (h[i, 1] + h[i, 2]) * half
+                    dw[f, c, i, 1] = (h[i, 1] - h[i, 2]) * half
+                    dw[f, c, i, 2] = (h[i, 1] + h[i, 2]) * half + h[i, 3]
+    if need_db:
+        for f in range(f_):
+            s = ws[base + o_db + f]
+            for t in range(1, pieces):
+                s += ws[base + o_db + f + t * per]
+            db[f] = s
