@@ -29,6 +29,8 @@ units in the last place of the largest terms' magnitude times sqrt(C)-ish (teste
 float64 NumPy; F(2x2, 3x3)'s transforms have no large constants, unlike F(4x4, 3x3)'s).
 """
 import numpy as np
+from llvmlite import ir
+from numba import types
 from numba.extending import intrinsic
 
 from cnnspec.kernels._jit import jit
@@ -108,18 +110,91 @@ def wino_weights(w, flipped, u):
                 u[base + 3 * r_ * fp] = gg[i, 2]
 
 
+@intrinsic
+def _vdeinterleave(typingctx, a, b):
+    """(even lanes, odd lanes) of the 2*lanes elements a, b (a first): two shuffles."""
+    if not (isinstance(a, Vec) and b == a):
+        return None
+    pair = types.UniTuple(a, 2)
+
+    def codegen(context, builder, sig, args):
+        n = args[0].type.count
+        mask = lambda m: ir.Constant(ir.VectorType(ir.IntType(32), n), m)
+        even = builder.shuffle_vector(args[0], args[1], mask(list(range(0, 2 * n, 2))))
+        odd = builder.shuffle_vector(args[0], args[1], mask(list(range(1, 2 * n, 2))))
+        return context.make_tuple(builder, sig.return_type, (even, odd))
+
+    return pair(a, b), codegen
+
+
 @jit
 def _fill(x, n, pad, hp, k2, xs):
-    """xs[c, r, parity, k] = x padded at row r, column 2k + parity (the zeros around are the
-    caller's: every sample writes the same places)."""
+    """xs[c, r, parity, k] = x[n] padded at row r, column 2k + parity, and zeros around: every
+    element of the rows, so nothing needs clearing first.  Pairs of columns (2m, 2m + 1) go to
+    the two halves, lanes pairs at a time (two vector loads, two shuffles)."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    lanes = vlanes(xs)
+    pl = pad[2]
+    odd = pl & 1
+    k0 = (pl + 1) // 2 if odd else pl // 2      # where x's column 1 (odd) / 0 (even) goes
+    k1 = (pl - 1) // 2 if odd else pl // 2      # where x's column 0 (odd) / 1 (even) goes
+    m_ = w_ // 2
+    xf = x.reshape(x.size)
+    for e in range(xs.size - c_ * hp * 2 * k2):
+        xs[c_ * hp * 2 * k2 + e] = 0
     for c in range(c_):
-        for h in range(h_):
-            src = x[n, c, h]
-            row = (c * hp + h + pad[0]) * 2 * k2
-            for w in range(w_):
-                p = w + pad[2]
-                xs[np.uint64(row + (p & 1) * k2 + (p >> 1))] = src[w]
+        for r in range(hp):
+            row = (c * hp + r) * 2 * k2
+            ev = xs[row:row + k2]
+            od = xs[row + k2:row + 2 * k2]
+            h = r - pad[0]
+            if h < 0 or h >= h_:
+                for k in range(k2):
+                    ev[k] = 0
+                    od[k] = 0
+                continue
+            src = xf[((n * c_ + c) * h_ + h) * w_:((n * c_ + c) * h_ + h + 1) * w_]
+            # even padded columns 2k: x's columns 2k - pl; odd ones 2k + 1 - pl
+            lo_e = k1 if not odd else k0         # first k of the even half that holds x
+            lo_o = k1 if odd else k0
+            for k in range(lo_e):
+                ev[k] = 0
+            for k in range(lo_o):
+                od[k] = 0
+            # whole vectors of pairs (the last one overlapping the one before), the rest one
+            # by one: x[2m] -> od[m + k1] (odd pl) or ev[m + k0], x[2m + 1] the other half
+            mv = 0
+            if m_ >= lanes:
+                for m0 in range(0, m_, lanes):
+                    m = min(m0, m_ - lanes)
+                    a, b = _vdeinterleave(vload(src, 2 * m), vload(src, 2 * m + lanes))
+                    if odd:
+                        vstore(od, m + k1, a)
+                        vstore(ev, m + k0, b)
+                    else:
+                        vstore(ev, m + k0, a)
+                        vstore(od, m + k1, b)
+                mv = m_
+            if odd:
+                for m in range(mv, m_):
+                    od[np.uint64(m + k1)] = src[np.uint64(2 * m)]
+                    ev[np.uint64(m + k0)] = src[np.uint64(2 * m + 1)]
+                ne, no = k0 + m_, k1 + m_
+                if w_ & 1:
+                    od[no] = src[w_ - 1]
+                    no += 1
+            else:
+                for m in range(mv, m_):
+                    ev[np.uint64(m + k0)] = src[np.uint64(2 * m)]
+                    od[np.uint64(m + k1)] = src[np.uint64(2 * m + 1)]
+                ne, no = k0 + m_, k1 + m_
+                if w_ & 1:
+                    ev[ne] = src[w_ - 1]
+                    ne += 1
+            for k in range(ne, k2):
+                ev[k] = 0
+            for k in range(no, k2):
+                od[k] = 0
 
 
 @jit
@@ -364,9 +439,8 @@ def forward_wino(x, b, pad, out, accumulate, u, buf, n0, n1):
     o_y = o_m + 16 * t6 * fp
     xs, v, m, y = buf[:o_v], buf[o_v:o_m], buf[o_m:o_y], buf[o_y:]
     for n in range(n0, n1):
-        if n == n0:
-            for e in range(o_m):         # V's slack (tiles past the last) stays finite
-                buf[e] = 0
+        # V's columns past a chunk's tiles and M's rows of them are never cleared: whatever
+        # they hold reaches only outputs past the plane, which are dropped
         _fill(x, n, pad, hp, k2, xs)
         for ti0 in range(0, th, rows):
             ti1 = min(th, ti0 + rows)
@@ -398,9 +472,10 @@ def wino_dw_sizes(x_shape, w_shape, pad):
 
 
 @jit
-def _dout_transposed(dout, n, tw2, fp, dt):
-    """dt[oh, ow, f] = dout[n, f, oh, ow] (rows of 2*TW positions; the zeros past OH and OW are
-    the caller's): blocks of lanes positions x lanes filters by vector transposes."""
+def _dout_transposed(dout, n, th2, tw2, fp, dt):
+    """dt[oh, ow, f] = dout[n, f, oh, ow] for oh < 2*TH, ow < 2*TW, zero past OH and OW (the
+    filters past F are left as they are: they reach only dU's columns past F, dropped): blocks
+    of lanes positions x lanes filters by vector transposes."""
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
     lanes = vlanes(dt)
     plane = oh_ * ow_
@@ -421,6 +496,10 @@ def _dout_transposed(dout, n, tw2, fp, dt):
         for f in range(f1, f_):
             for p in range(ow_):
                 dt[dst + p * fp + f] = df[src + f * plane + p]
+        for e in range(dst + ow_ * fp, dst + tw2 * fp):
+            dt[e] = 0
+    for e in range(oh_ * tw2 * fp, th2 * tw2 * fp):
+        dt[e] = 0
 
 
 @jit
@@ -564,8 +643,10 @@ def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, n0, n1):
     o_db = o_du + 16 * cp * fp
     xs, v, dt, dm = buf[:o_v], buf[o_v:o_dt], buf[o_dt:o_dm], buf[o_dm:o_du]
     du, dbp = buf[o_du:o_db], buf[o_db:o_db + f_]
-    for e in range(o_dm):              # padding, V's extra rows and dout^T's edge: zeros
-        buf[e] = 0
+    for e in range(16):                # V's extra rows (Cp > C): their dU rows are dropped, but
+        for c in range(c_, cp):        # NaN left in the workspace would not be
+            for t in range(vs):
+                v[(e * cp + c) * vs + t] = 0
     for e in range(o_du, o_db + f_):
         buf[e] = 0
     for n in range(n0, n1):
@@ -574,7 +655,7 @@ def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, n0, n1):
         if not need_dw:
             continue
         _fill(x, n, pad, hp, k2, xs)
-        _dout_transposed(dout, n, 2 * tw, fp, dt)
+        _dout_transposed(dout, n, 2 * th, 2 * tw, fp, dt)
         for ti0 in range(0, th, rows):
             ti1 = min(th, ti0 + rows)
             _input_tiles(xs, c_, cp, hp, k2, tw, ti0, ti1, vs, v)
