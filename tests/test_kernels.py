@@ -415,22 +415,24 @@ def test_conv2d_winograd_matches_reference(case, dtype, monkeypatch):
 
 def test_winograd_rules():
     """Where the rules put Winograd: 3x3 stride 1 with F (dx: C) a multiple of 64, C (dx: F)
-    >= 32 and planes of >= 16x16 outputs (the bench's 64->64 on 56x56, the U-Net's 64->64 on
-    16x16); not ResNet-8's 8x8 or its 32- and 16-filter layers, nor strides or other kernels."""
+    >= 32, C*F <= 4096 and planes of >= 2048 outputs (the bench's 64->64 on 56x56); not
+    ResNet-8's or the U-Net's layers (8x8 to 32x32), 128->128, strides or other kernels."""
     def plan(x, w, s=1, p=1):
         return _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
     if not conv._wide_vector_cpu():
         pytest.skip("the direct kernels need AVX-512")
-    for x in ((8, 64, 56, 56), (16, 64, 16, 16)):
-        p = plan(x, (64, 64, 3, 3))
-        assert p.wino is not None and p.wino_dx is not None, x
+    for x, w in (((8, 64, 56, 56), (64, 64, 3, 3)), ((1, 32, 48, 50), (64, 32, 3, 3))):
+        p = plan(x, w)
+        assert p.wino is not None and p.wino_dw is not None, (x, w)
+        assert (p.wino_dx is not None) == (x[1] == 64), (x, w)
     assert plan((8, 16, 56, 56), (64, 16, 3, 3)).wino is None        # C = 16 < 32
     assert plan((8, 64, 56, 56), (16, 64, 3, 3)).wino_dx is None     # dx: F = 16 < 32
     for x, w, s in (((64, 64, 8, 8), (64, 64, 3, 3), 1), ((64, 32, 16, 16), (32, 32, 3, 3), 1),
                     ((64, 16, 32, 32), (16, 16, 3, 3), 1), ((8, 64, 56, 56), (64, 64, 3, 3), 2),
-                    ((8, 64, 56, 56), (64, 64, 5, 5), 1)):
+                    ((8, 64, 56, 56), (64, 64, 5, 5), 1), ((16, 64, 32, 32), (64, 64, 3, 3), 1),
+                    ((8, 128, 56, 56), (128, 128, 3, 3), 1)):
         p = plan(x, w, s)
-        assert p.wino is None and p.wino_dx is None, (x, w, s)
+        assert p.wino is None and p.wino_dx is None and p.wino_dw is None, (x, w, s)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

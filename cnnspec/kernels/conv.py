@@ -424,24 +424,29 @@ def _use_lanes(f, k, waste, plane):
 
 _WINO = None            # tests: True / False, conv_big's Winograd wherever it can run / never;
                         # None: the rules (_use_wino)
-_WINO_PLANE = 256       # outputs per plane (16x16) from which it runs
+_WINO_PLANE = 2048      # outputs per plane from which it runs (56x56: 3136)
 _WINO_CHANNELS = 32     # input channels, at least (the products' inner dimension)
+_WINO_WEIGHTS = 4096    # C*F at most: the 16 transformed weight matrices (256 KB) stay in L2
 
 
 def _use_wino(c, f, kernel, stride, dilation, plane):
-    """The forward (or dx: c and f swapped, the input's plane) by Winograd F(2x2, 3x3)
+    """Forward, dx (c and f swapped, the input's plane) and dw by Winograd F(2x2, 3x3)
     (conv_big.py) for 3x3 kernels, stride 1, no dilation, F a multiple of its blocks of 64
-    filters, C >= _WINO_CHANNELS, planes of >= _WINO_PLANE outputs.  Measured against the
-    kernels the rules chose before (float32, one thread, CPU time, 15 rounds alternating, load
-    ~5; median speed-up, quartiles): 3x3 64->64 on 8x56x56 1.36x (1.35-1.38) over forward_lanes,
-    on 16x32x32 1.33x, on 16x16x16 1.17x; not on 8x8 (64->64 at batch 64 0.94x, 128->128 1.07x:
-    left to the lanes), nor with 32 or 16 filters (half or three quarters of a block empty:
-    0.68x, 0.46x)."""
+    filters, C >= _WINO_CHANNELS, C*F <= _WINO_WEIGHTS and planes of >= _WINO_PLANE outputs.
+    Measured against the kernels the rules chose before (float32, one thread, CPU time, 15
+    rounds alternating, load 4-5; median speed-up, quartiles), forward / dx / dw: 3x3 64->64 on
+    8x56x56 1.21x (1.13-1.22) / 1.18x (0.96-1.20) / 1.62x (1.50-1.68) (another run: forward
+    1.36x, 1.35-1.38); not on smaller planes: 64->64 on 16x32x32 0.94x / 1.00x / 1.03x, on
+    16x16x16 0.80x / 0.85x / 0.94x (the input transform runs whole vectors of 16 tiles: half
+    empty on rows of 8), 128->128 on 8x28x28 0.98x / 0.90x / 1.17x; nor with many channels (256
+    ->256 on 4x14x14 0.63x / 0.67x / 1.13x: each sample reads 4 MB of transformed weights) or
+    32 or 16 filters (a block of 64 half or three quarters empty: 0.68x, 0.46x forward)."""
     if kernel != (3, 3) or stride != (1, 1) or dilation != (1, 1):
         return False
     if _WINO is not None:
         return _WINO
-    return f % 64 == 0 and c >= _WINO_CHANNELS and plane >= _WINO_PLANE
+    return (f % 64 == 0 and c >= _WINO_CHANNELS and c * f <= _WINO_WEIGHTS
+            and plane >= _WINO_PLANE)
 
 
 def _is_depthwise(x_shape, w_shape, groups):
@@ -1201,7 +1206,7 @@ def _rules():
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
     plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups,
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
-                                     _WINO, _WINO_PLANE, _WINO_CHANNELS))
+                                     _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS))
     if workspace.size < plan.workspace_size(threads):
         raise ValueError(f"conv2d workspace too small: {workspace.size} elements, "
                          f"need {plan.workspace_size(threads)} (conv2d_workspace_size)")
