@@ -13,7 +13,9 @@ faster their dx and dw, as the register-blocked direct loops of ``conv_direct.py
 with the filters in the vector lanes (``conv_direct.forward_lanes``: ``_Plan.lanes``,
 ``lanes_dx``: ``_use_lanes``, tried first), else with the samples in the vector lanes
 (``conv_lanes.py``: ``_Plan.slanes``, ``slanes_dx``: ``_use_slanes``), dw on the input laid out
-channels innermost (``direct_dwr``: ``_use_dw_lanes``).  The rest, and
+channels innermost (``direct_dwr``: ``_use_dw_lanes``); 3x3 stride-1 layers of 64 filters on
+large planes run forward, dx and dw by Winograd F(2x2, 3x3) (``conv_big.py``: ``_Plan.wino``,
+``wino_dx``, ``wino_dw``: ``_use_wino``, tried before all of these).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``: the forward's pieces taken by whichever thread is free, each with the
@@ -186,7 +188,7 @@ class _Plan:
                 self.direct_dx = (xp, xp + wide, pad_dx)
                 self.shared = max(self.shared, wpk)
                 self.per_thread = max(self.per_thread, xp + wide)
-        # on small planes, the forward (and dx) with the filters in the vector lanes: no wide grid
+        # on small planes (and large ones), the forward and dx with the filters in the vector lanes
         self.lanes = self.lanes_dx = None
         if self.direct is not None and _use_lanes(f, k, wide_waste(_direct_pitch(w, stride, pad),
                                                                    oh, ow), oh * ow):

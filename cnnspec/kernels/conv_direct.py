@@ -469,7 +469,7 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
                         dwp[(kb + rk) * f_ + fb + rf] += s
 
 
-# -- the forward with the filters in the vector lanes (small planes) --------------------------
+# -- the forward with the filters in the vector lanes (small planes; large ones of 64 filters) --
 # out^T[p, f] = sum over k = (c, i, j) of xp[offs[k] + pos[p]] * wt[k, f]: blocks of 6 output
 # positions x 4 vectors of filters (64 float32 filters) = 24 accumulators; per k, 4 vector loads
 # of the packed weights and 6 broadcasts of the input.  Any output position can join a block
