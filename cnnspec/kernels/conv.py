@@ -232,6 +232,11 @@ class _Plan:
             from cnnspec.kernels.conv_big import wino_dw_sizes
             self.wino_dw = wino_dw_sizes(x_shape, w_shape, pad)
             self.per_thread = max(self.per_thread, self.wino_dw[0])
+        if self.wino is not None or self.wino_dx is not None:
+            # Winograd's buffers start on 64-byte lines (_wino_base): 5-6% faster each, U and
+            # the slices (NumPy's large arrays start 16 bytes past a line)
+            self.shared = -(-self.shared // 16) * 16 + 16
+            self.per_thread = -(-self.per_thread // 16) * 16
         # dw and db by conv_direct.py's blocked sums over the wide grid
         self.direct_dw = None
         if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
@@ -429,6 +434,14 @@ _WINO = None            # tests: True / False, conv_big's Winograd wherever it c
 _WINO_PLANE = 2048      # outputs per plane from which it runs (56x56: 3136)
 _WINO_CHANNELS = 32     # input channels, at least (the products' inner dimension)
 _WINO_WEIGHTS = 4096    # C*F at most: the 16 transformed weight matrices (256 KB) stay in L2
+
+
+def _wino_base(workspace, shared):
+    """(U, where the threads' slices start) for Winograd: the first element of the workspace on
+    a 64-byte line, and the slices from the line-aligned element in the last 16 of the shared
+    part (_Plan rounded it up to 16 and added 16; the slices' size is a multiple of 16)."""
+    shift = (-(workspace.ctypes.data // workspace.itemsize)) % (64 // workspace.itemsize)
+    return workspace[shift:shared - 16 + shift], shared - 16 + shift
 
 
 def _use_wino(c, f, kernel, stride, dilation, plane):
@@ -1231,10 +1244,11 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     wt = workspace[:shared]
     if plan.wino is not None:
         from cnnspec.kernels import conv_big
-        conv_big.wino_weights(w, False, wt)
+        u, base = _wino_base(workspace, shared)
+        conv_big.wino_weights(w, False, u)
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
-            x, b, tuple(pad), out, False, wt,
-            workspace[shared + t * per:shared + t * per + plan.wino], lo, hi), dynamic=True)
+            x, b, tuple(pad), out, False, u,
+            workspace[base + t * per:base + t * per + plan.wino], lo, hi), dynamic=True)
         return
     if plan.lanes is not None:
         from cnnspec.kernels import conv_direct as D
@@ -1296,11 +1310,12 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     wt = workspace[:shared]
     if dx is not None and plan.wino_dx is not None:
         from cnnspec.kernels import conv_big
-        conv_big.wino_weights(w, True, wt)
+        u, base = _wino_base(workspace, shared)
+        conv_big.wino_weights(w, True, u)
         size, pad_dx = plan.wino_dx
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
-            dout, empty1, pad_dx, dx, bool(accumulate), wt,
-            workspace[shared + t * per:shared + t * per + size], lo, hi), dynamic=True)
+            dout, empty1, pad_dx, dx, bool(accumulate), u,
+            workspace[base + t * per:base + t * per + size], lo, hi), dynamic=True)
         if dw is None and db is None:
             return
         dx = None
@@ -1341,10 +1356,11 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     if (dw is not None or db is not None) and plan.wino_dw is not None:
         from cnnspec.kernels import conv_big
         size, o_du, o_db = plan.wino_dw
+        _, base = _wino_base(workspace, shared)
         run_split(conv_big.weight_grad_wino, x.shape[0], threads, lambda t, lo, hi: (
             dout, x, tuple(pad), dw is not None, db is not None,
-            workspace[shared + t * per:shared + t * per + size], lo, hi), pieces=pieces)
-        conv_big.wino_dw_finish(workspace, shared, per, pieces, o_du, o_db,
+            workspace[base + t * per:base + t * per + size], lo, hi), pieces=pieces)
+        conv_big.wino_dw_finish(workspace, base, per, pieces, o_du, o_db,
                                 empty4 if dw is None else dw, empty1 if db is None else db,
                                 dw is not None, db is not None)
         if dx is None:
