@@ -1,5 +1,5 @@
-"""Winograd F(2x2, 3x3): 3x3 stride-1 convolutions with many channels (``_Plan.wino``,
-``wino_dx``: ``conv._use_wino``).
+"""Winograd F(2x2, 3x3): 3x3 stride-1 convolutions of 64 filters on large planes (``_Plan.wino``,
+``wino_dx``, ``wino_dw``: ``conv._use_wino``).
 
 Each 2x2 block of outputs ("tile") is computed from the 4x4 input window around it as
 
@@ -20,13 +20,16 @@ of the 4x4 tile, filters padded to a block); per sample, tile rows in chunks:
   ``out`` by vector transposes (``_simd.vtranspose``), then the bias.
 
 dx of a stride-1 convolution is the convolution of dout by the flipped, transposed weights
-(``conv_direct.backward_data_pad``): the same loops on U made from those.
+(``conv_direct.backward_data_pad``): the same loops on U made from those.  dw: see the weight
+gradient's section below (the same V, the products summed over the tiles instead).
 
 Accuracy: the transforms add and subtract up to 4 inputs (B^T d B), the weights' transform
 halves and sums 3 (G g G^T), and A^T M A adds up to 9 products' sums: each output is a sum of
-the same 9*C terms as the direct convolution's, rounded differently, so its error is a few
-units in the last place of the largest terms' magnitude times sqrt(C)-ish (tested against
-float64 NumPy; F(2x2, 3x3)'s transforms have no large constants, unlike F(4x4, 3x3)'s).
+the same 9*C terms as the direct convolution's, rounded differently, with errors at the scale
+of the output, not of each element (an output that cancels to near zero keeps the absolute
+error of its terms).  Measured against float64 NumPy, max error / max |output|: float32
+1-4e-7 (the direct loops 1.4e-7 - 1e-6), float64 3e-16 - 1.7e-15 (tests/test_kernels.py).
+F(2x2, 3x3)'s transforms have no constants beyond 1/2, unlike F(4x4, 3x3)'s (4, 5, 1/24).
 """
 import numpy as np
 from llvmlite import ir
