@@ -190,12 +190,11 @@ def _input_tiles(xs, c_, cs, hp, k2, tw, ti0, ti1, vs, v):
     row), B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]; cs rows of v per
     e (>= C), vs: v's row stride (a vector past the last tile: the loops run whole vectors)."""
     lanes = vlanes(xs)
-    for c in range(c_):
-        for ti in range(ti0, ti1):
-            r = (c * hp + 2 * ti) * 2 * k2
-            t = (ti - ti0) * tw
-            for j0 in range(0, tw, lanes):
-                a = r + j0
+    for ti in range(ti0, ti1):
+        t = (ti - ti0) * tw
+        for j0 in range(0, tw, lanes):
+            for c in range(c_):          # innermost: every stream moves by one stride
+                a = (c * hp + 2 * ti) * 2 * k2 + j0
                 # rows 0..3 of the window, even (e) and odd (o) columns, at k = tj and tj + 1
                 e0 = vload(xs, a)
                 o0 = vload(xs, a + k2)
