@@ -325,6 +325,36 @@ def test_dynamic_split_runs_the_fixed_pieces_once(n, threads):
         assert 0 <= slot < threads and (slot == 0) == on_main
 
 
+def test_caller_does_not_wait_for_a_worker_that_has_not_started(monkeypatch):
+    """A worker that is not running when a call is posted (descheduled on a busy machine; here
+    one that never wakes) holds nothing up: the calling thread takes every piece left, with its
+    own slot, and returns; with the worker back, the next call is shared again."""
+    import threading
+
+    class Asleep:
+        index = 1
+
+        def __init__(self):
+            self.wake = threading.Lock()
+            self.wake.acquire()
+
+    monkeypatch.setattr(_jit, "_workers", [Asleep()])
+    seen, main = [], threading.get_ident()
+
+    def fn(slot, lo, hi):
+        seen.append((lo, hi, slot, threading.get_ident() == main))
+    caller = threading.Thread(target=_jit.run_split,
+                              args=(fn, 10, 2, lambda t, lo, hi: (t, lo, hi)), kwargs={"dynamic": True})
+    main = None
+    caller.start()
+    caller.join(timeout=60)
+    assert not caller.is_alive(), "the caller waited for a worker that never started"
+    assert sorted((lo, hi) for lo, hi, _, _ in seen) == [(c * 10 // 8, (c + 1) * 10 // 8) for c in range(8)]
+    assert {slot for _, _, slot, _ in seen} == {0}
+    monkeypatch.undo()
+    np.testing.assert_array_equal(_pieces(6, 2), [1, 1, 1, 2, 2, 2])
+
+
 def test_pool_nested_and_concurrent_calls_run_every_piece():
     """A call made while the workers serve another (from inside a piece, or from a second Python
     thread) runs its pieces in its own thread: no deadlock, the same pieces."""

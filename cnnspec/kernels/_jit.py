@@ -26,6 +26,7 @@ reduction split over threads, conv's dw, may round differently for another threa
 numba's cache checks only the source file of the function it compiles: after editing a helper
 here (or ``_blas.py``) that kernels in other files call, delete ``cnnspec/kernels/__pycache__``.
 """
+import itertools
 import os
 import threading
 
@@ -42,29 +43,52 @@ def num_threads() -> int:
     return max(1, int(value)) if value else max(1, min(8, os.cpu_count() or 1))
 
 
-class _Worker:
-    """A daemon thread that runs one piece per call: ``task`` is set, ``go`` released; it runs
-    the piece and releases ``done``.  Two plain locks per call and no futures: a split call
-    costs the threads' wake-up and ~5 us of Python (ThreadPoolExecutor's futures and queue
-    added ~10 us)."""
+class _Job:
+    """One split call: its pieces are claimed from ``claim`` (``next`` is atomic under the GIL)
+    by the calling thread (index 0) and the workers that join (index 1 .. helpers); the one that
+    finishes the last piece releases ``done``."""
 
-    def __init__(self):
-        self.go, self.done = threading.Lock(), threading.Lock()
-        self.go.acquire()
+    __slots__ = ("fn", "args_for", "n", "pieces", "by_slot", "helpers", "claim",
+                 "finished", "done", "errors")
+
+    def __init__(self, fn, args_for, n, pieces, by_slot, helpers):
+        self.fn, self.args_for, self.n, self.pieces = fn, args_for, n, pieces
+        self.by_slot, self.helpers = by_slot, helpers
+        self.claim, self.finished = iter(range(pieces)), itertools.count(1)
+        self.done, self.errors = threading.Lock(), []
         self.done.acquire()
-        self.task, self.error = None, None
+
+    def run(self, index):
+        """Run pieces until none is left; ``index``: the thread's slot (0: the caller)."""
+        fn, args_for, n, pieces = self.fn, self.args_for, self.n, self.pieces
+        for c in self.claim:
+            try:
+                fn(*args_for(index if self.by_slot else c, c * n // pieces, (c + 1) * n // pieces))
+            except BaseException as error:         # handed to the caller, which raises it
+                self.errors.append(error)
+            if next(self.finished) == pieces:
+                self.done.release()
+
+
+_job = None
+
+
+class _Worker:
+    """A daemon thread that joins the posted calls: woken by ``wake`` (released by the caller),
+    it runs what pieces are left of the current call, if any, and sleeps again."""
+
+    def __init__(self, index):
+        self.index = index
+        self.wake = threading.Lock()
+        self.wake.acquire()
         threading.Thread(target=self._loop, name="cnnspec-kernels", daemon=True).start()
 
     def _loop(self):
         while True:
-            self.go.acquire()
-            fn, args = self.task
-            self.task = None
-            try:
-                fn(*args)
-            except BaseException as error:         # handed to the caller, which raises it
-                self.error = error
-            self.done.release()
+            self.wake.acquire()
+            job = _job
+            if job is not None and self.index <= job.helpers:
+                job.run(self.index)
 
 
 _workers = []
@@ -73,22 +97,14 @@ _busy = threading.Lock()                          # held by the call whose piece
 
 def _forget_workers():
     """A forked child has none of the parent's threads: it starts its own."""
-    global _workers, _busy
-    _workers, _busy = [], threading.Lock()
+    global _workers, _busy, _job
+    _workers, _busy, _job = [], threading.Lock(), None
 
 
 os.register_at_fork(after_in_child=_forget_workers)
 
 
 _CHUNKS_PER_THREAD = 4                  # pieces of a dynamic split, per thread
-
-
-def _drain(fn, args_for, slot, claim, n, pieces):
-    """Run the pieces claimed from ``claim`` (a shared iterator: ``next`` is atomic under the
-    GIL) with the thread's ``slot`` (its scratch, e.g. its slice of a workspace), or with the
-    piece's own index when ``slot`` is None."""
-    for c in claim:
-        fn(*args_for(c if slot is None else slot, c * n // pieces, (c + 1) * n // pieces))
 
 
 def piece_count(n, threads, per_thread=_CHUNKS_PER_THREAD):
@@ -100,71 +116,54 @@ def run_split(fn, n, threads, args_for, dynamic=False, pieces=None):
     """Call ``fn(*args_for(t, lo, hi))`` over range(n) cut into contiguous [lo, hi) pieces, on
     ``threads`` threads (the calling one and the workers).
 
-    Static (default): piece t is [t*n//threads, (t+1)*n//threads) with slot t, piece 0 in the
-    calling thread.  ``dynamic``: ``piece_count(n, threads)`` pieces, each thread taking the
-    next free one and passing its own slot (0: the calling thread): for kernels whose pieces
-    write disjoint outputs and use the slot only for scratch.  ``pieces=k``: dynamic over k
-    pieces, passing the piece's index instead of a slot: for kernels that sum partial results
-    (conv's dw), each piece into its own scratch, summed afterwards in piece order.  Either way
-    the result does not depend on which thread ran which piece.  With dynamic pieces a thread
-    that the OS deschedules (a busy machine) holds up one small piece, not half the work, and
-    the calling thread starts at once instead of waiting for a worker to wake.
+    Static (default): ``threads`` pieces, piece t [t*n//threads, (t+1)*n//threads) with slot t.
+    ``dynamic``: ``piece_count(n, threads)`` pieces, each passed the slot of the thread that runs
+    it (0: the calling thread): for kernels whose pieces write disjoint outputs and use the slot
+    only for scratch.  ``pieces=k``: k pieces, each passed its own index: for kernels that sum
+    partial results (conv's dw), each piece into its own scratch, summed afterwards in piece
+    order.  Every piece is taken by whichever thread is free, so the result never depends on
+    which thread ran which piece; a thread that the OS deschedules (a busy machine) holds up one
+    piece, not half the work, and the calling thread starts at once.  The caller waits only for
+    pieces a worker started: a worker that wakes late finds none left.
 
     While the workers serve one call, another (from a second Python thread, or from inside a
     piece) runs its pieces one after the other in its own thread: the same results."""
+    global _job
     if threads <= 1 and pieces is None:
         fn(*args_for(0, 0, n))
         return
-    by_piece = pieces is not None
-    if by_piece:
-        dynamic = True
-    elif dynamic:
-        pieces = piece_count(n, threads)
-    else:
-        pieces = threads
-    if threads <= 1:
+    by_slot = dynamic and pieces is None
+    if pieces is None:
+        pieces = piece_count(n, threads) if dynamic else threads
+    helpers = min(threads, pieces) - 1
+    if helpers <= 0 or not _busy.acquire(blocking=False):
         for c in range(pieces):
-            fn(*args_for(c, c * n // pieces, (c + 1) * n // pieces))
-        return
-    if not _busy.acquire(blocking=False):
-        for c in range(pieces):
-            slot = 0 if dynamic and not by_piece else c
-            fn(*args_for(slot, c * n // pieces, (c + 1) * n // pieces))
+            fn(*args_for(0 if by_slot else c, c * n // pieces, (c + 1) * n // pieces))
         return
     try:
-        helpers = min(threads, pieces) - 1
         while len(_workers) < helpers:
-            _workers.append(_Worker())
-        claim = iter(range(pieces))
-        started = []
-        try:
-            for t in range(1, helpers + 1):
-                worker = _workers[t - 1]
-                if dynamic:
-                    slot = None if by_piece else t
-                    worker.task = (_drain, (fn, args_for, slot, claim, n, pieces))
-                else:
-                    worker.task = (fn, args_for(t, t * n // threads, (t + 1) * n // threads))
-                worker.go.release()
-                started.append(worker)
-            if dynamic:
-                _drain(fn, args_for, None if by_piece else 0, claim, n, pieces)
-            else:
-                fn(*args_for(0, 0, n // threads))
-        finally:
-            for worker in started:                  # never leave a worker running a piece
-                worker.done.acquire()
-        errors = [worker.error for worker in started if worker.error is not None]
-        for worker in started:
-            worker.error = None
-        if errors:
-            raise errors[0]
+            _workers.append(_Worker(len(_workers) + 1))
+        _job = job = _Job(fn, args_for, n, pieces, by_slot, helpers)
+        for worker in _workers[:helpers]:
+            if worker.wake.locked():                 # else: woken already, not yet running
+                worker.wake.release()
+        job.run(0)
+        job.done.acquire()                           # the pieces a worker started are done
+        if job.errors:
+            raise job.errors[0]
     finally:
         _busy.release()
 
 
 _PARALLEL_ELEMENTS = 1 << 18           # element-wise loops below this many elements: one thread
 _BLOCK = 16                            # pieces start on 64-byte lines (float32): no line is shared
+_SMALL_WORK = 1 << 20                  # below this many elements touched, 2 pieces per thread
+
+
+def _memory_pieces(n, threads, work):
+    """Pieces of a memory-bound split of range(n): 4 per thread, 2 for a small call (each piece
+    costs two hand-offs of the GIL, ~5 us each: a quarter of a 0.1 ms call in 8 pieces)."""
+    return piece_count(n, threads, 2 if work < _SMALL_WORK else _CHUNKS_PER_THREAD)
 
 
 def elementwise(kernel, *args):
@@ -180,7 +179,9 @@ def elementwise(kernel, *args):
     def args_for(t, lo, hi):
         lo, hi = lo * _BLOCK, min(hi * _BLOCK, n)
         return tuple(a[lo:hi] if c else a for a, c in zip(args, cut))
-    run_split(kernel, -(-n // _BLOCK), min(num_threads(), -(-n // _BLOCK)), args_for, dynamic=True)
+    blocks = -(-n // _BLOCK)
+    threads = min(num_threads(), blocks)
+    run_split(kernel, blocks, threads, args_for, pieces=_memory_pieces(blocks, threads, n))
 
 
 def by_samples(kernel, work, *args):
@@ -194,7 +195,8 @@ def by_samples(kernel, work, *args):
         return
     cut = tuple(isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == n for a in args)
     run_split(kernel, n, threads, lambda t, lo, hi: tuple(a[lo:hi] if c else a
-                                                          for a, c in zip(args, cut)), dynamic=True)
+                                                          for a, c in zip(args, cut)),
+              pieces=_memory_pieces(n, threads, work))
 
 
 @jit_sum
