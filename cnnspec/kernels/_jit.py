@@ -18,9 +18,10 @@ daemon worker threads; ``nogil=True`` lets them run at once.  Measured (float64,
 the ``prange`` drivers took 15.5 s (forward) + 23.6 s (backward) to compile against 11.1 + 11.2
 s for the serial ones they call, per dtype, and the OpenMP layer's thread wake-up added
 milliseconds per call when another process held a core; a split call costs the worker's wake-up
-(~15-20 us measured with the cores shared) and ~5 us of Python, so only work above ~0.1 ms is
+(~15-20 us measured with the cores shared), ~5 us of Python and two hand-offs of the GIL per
+piece (a no-op call in 2 pieces: 7-13 us of CPU, in 8: 13-27 us), so only work above ~0.1 ms is
 split.  :func:`elementwise` and :func:`by_samples` split the memory-bound kernels (activations,
-add, copies, softmax, concat).  The split is static: results do not depend on timing (but a
+add, copies, softmax, concat).  The pieces are fixed: results do not depend on timing (but a
 reduction split over threads, conv's dw, may round differently for another thread count).
 
 numba's cache checks only the source file of the function it compiles: after editing a helper
@@ -44,24 +45,37 @@ def num_threads() -> int:
 
 
 class _Job:
-    """One split call: its pieces are claimed from ``claim`` (``next`` is atomic under the GIL)
-    by the calling thread (index 0) and the workers that join (index 1 .. helpers); the one that
-    finishes the last piece releases ``done``."""
+    """One split call: the calling thread (index 0) takes its pieces from the front, the workers
+    that join (index 1 .. helpers) from the back, so that with a worker on time each thread keeps
+    the same end of the batch from one call to the next (its data stays in that core's cache: a
+    LeNet-5 step's tensors fit in L2); the one that finishes the last piece releases ``done``."""
 
-    __slots__ = ("fn", "args_for", "n", "pieces", "by_slot", "helpers", "claim",
+    __slots__ = ("fn", "args_for", "n", "pieces", "by_slot", "helpers", "front", "back", "lock",
                  "finished", "done", "errors")
 
     def __init__(self, fn, args_for, n, pieces, by_slot, helpers):
         self.fn, self.args_for, self.n, self.pieces = fn, args_for, n, pieces
         self.by_slot, self.helpers = by_slot, helpers
-        self.claim, self.finished = iter(range(pieces)), itertools.count(1)
+        self.front, self.back, self.lock = 0, pieces, threading.Lock()
+        self.finished = itertools.count(1)
         self.done, self.errors = threading.Lock(), []
         self.done.acquire()
+
+    def _take(self, index):
+        """The next free piece from this thread's end, None when none is left."""
+        with self.lock:
+            if self.front >= self.back:
+                return None
+            if index == 0:
+                self.front += 1
+                return self.front - 1
+            self.back -= 1
+            return self.back
 
     def run(self, index):
         """Run pieces until none is left; ``index``: the thread's slot (0: the caller)."""
         fn, args_for, n, pieces = self.fn, self.args_for, self.n, self.pieces
-        for c in self.claim:
+        while (c := self._take(index)) is not None:
             try:
                 fn(*args_for(index if self.by_slot else c, c * n // pieces, (c + 1) * n // pieces))
             except BaseException as error:         # handed to the caller, which raises it
@@ -157,12 +171,13 @@ def run_split(fn, n, threads, args_for, dynamic=False, pieces=None):
 
 _PARALLEL_ELEMENTS = 1 << 18           # element-wise loops below this many elements: one thread
 _BLOCK = 16                            # pieces start on 64-byte lines (float32): no line is shared
-_SMALL_WORK = 1 << 20                  # below this many elements touched, 2 pieces per thread
+_SMALL_WORK = 1 << 21                  # below this many elements touched, 2 pieces per thread
 
 
-def _memory_pieces(n, threads, work):
-    """Pieces of a memory-bound split of range(n): 4 per thread, 2 for a small call (each piece
-    costs two hand-offs of the GIL, ~5 us each: a quarter of a 0.1 ms call in 8 pieces)."""
+def memory_pieces(n, threads, work):
+    """Pieces of a memory-bound split of range(n) (``work``: elements touched): 4 per thread, 2
+    for a call under 2M elements (each piece costs two hand-offs of the GIL, ~5 us each on a
+    quiet machine and several times that on a busy one: a tenth of a 0.2 ms call in 8 pieces)."""
     return piece_count(n, threads, 2 if work < _SMALL_WORK else _CHUNKS_PER_THREAD)
 
 
@@ -181,7 +196,7 @@ def elementwise(kernel, *args):
         return tuple(a[lo:hi] if c else a for a, c in zip(args, cut))
     blocks = -(-n // _BLOCK)
     threads = min(num_threads(), blocks)
-    run_split(kernel, blocks, threads, args_for, pieces=_memory_pieces(blocks, threads, n))
+    run_split(kernel, blocks, threads, args_for, pieces=memory_pieces(blocks, threads, n))
 
 
 def by_samples(kernel, work, *args):
@@ -196,7 +211,7 @@ def by_samples(kernel, work, *args):
     cut = tuple(isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == n for a in args)
     run_split(kernel, n, threads, lambda t, lo, hi: tuple(a[lo:hi] if c else a
                                                           for a, c in zip(args, cut)),
-              pieces=_memory_pieces(n, threads, work))
+              pieces=memory_pieces(n, threads, work))
 
 
 @jit_sum

@@ -22,7 +22,7 @@ are independent: a big tensor is split over threads by channels (``run_split``).
 """
 import numpy as np
 
-from cnnspec.kernels._jit import jit, jit_sum, num_threads, run_split, sum64
+from cnnspec.kernels._jit import jit, jit_sum, memory_pieces, num_threads, run_split, sum64
 
 _PARALLEL_SIZE = 1 << 16
 
@@ -180,7 +180,8 @@ def _split(fn, x, *args):
     """fn(*args, c0, c1) over channel ranges, on several threads for a big x."""
     c = x.shape[1]
     threads = 1 if x.size < _PARALLEL_SIZE else min(num_threads(), c)
-    run_split(fn, c, threads, lambda t, lo, hi: args + (lo, hi), dynamic=True)
+    run_split(fn, c, threads, lambda t, lo, hi: args + (lo, hi),
+              pieces=memory_pieces(c, threads, x.size) if threads > 1 else None)
 
 
 def _empty(dtype, ndim):
