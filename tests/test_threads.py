@@ -355,6 +355,25 @@ def test_caller_does_not_wait_for_a_worker_that_has_not_started(monkeypatch):
     np.testing.assert_array_equal(_pieces(6, 2), [1, 1, 1, 2, 2, 2])
 
 
+def test_caller_takes_pieces_from_the_front_and_workers_from_the_back():
+    """Each thread keeps its end of the range (its data stays in its core's cache from one call
+    to the next): the calling thread's pieces are a prefix, the worker's the rest."""
+    import threading
+    import time
+
+    main = threading.get_ident()
+    for _ in range(3):
+        seen = []
+
+        def fn(slot, lo, hi):
+            seen.append((lo, threading.get_ident() == main))
+            time.sleep(0.005)                           # the worker has time to join
+        _jit.run_split(fn, 8, 2, lambda t, lo, hi: (t, lo, hi), dynamic=True)
+        caller = sorted(lo for lo, on_main in seen if on_main)
+        worker = sorted(lo for lo, on_main in seen if not on_main)
+        assert caller == list(range(len(caller))) and worker == list(range(len(caller), 8)), seen
+
+
 def test_pool_nested_and_concurrent_calls_run_every_piece():
     """A call made while the workers serve another (from inside a piece, or from a second Python
     thread) runs its pieces in its own thread: no deadlock, the same pieces."""
