@@ -429,6 +429,51 @@ def test_batchnorm_relu_fusion_is_bit_identical(monkeypatch, frozen):
             assert np.array_equal(u, v)
 
 
+POOLED = """
+network Pooled {
+    input x: 3x9x11
+    a = conv(4, 3x3, pad=1) -> relu -> maxpool(2x2)              # fused
+    b = a -> conv(5, 3x3, pad=1) -> relu -> maxpool(3x3, stride=2, pad=1)   # overlapping: fused
+    c = b -> relu -> maxpool(3x3, stride=1, pad=1)              # b feeds two layers: apart
+    add(b, c) -> flatten -> dense(5)
+}
+"""
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_relu_maxpool_fusion_is_bit_identical(monkeypatch, frozen):
+    """Training with relu -> maxpool pairs fused (the maxpool pools the relu's input and takes the
+    relu of its output; its backward masks by that output) gives the same losses, parameters and
+    input gradients bit for bit as the layers apart."""
+    from cnnspec.engine import plan as plan_module
+
+    net = cnnspec.loads(POOLED)
+
+    def run(fuse):
+        monkeypatch.setattr(plan_module, "FUSE_RELU", fuse)
+        model = net.compile(dtype="float32", seed=3)
+        if frozen:
+            model.set_trainable("conv1", False)
+        plan = model._plan(4)
+        assert plan.relu_pool_fusions() == ({"relu1": "maxpool1", "relu2": "maxpool2"} if fuse else {})
+        opt = SGD(model, lr=0.1, momentum=0.9)
+        rng = np.random.default_rng(0)
+        losses = []
+        for _ in range(3):
+            x = rng.standard_normal((4, 3, 9, 11)).astype(np.float32)
+            x[:, :, :3] = -np.abs(x[:, :, :3])                  # windows with no positive value
+            losses.append(model.train_step(x, rng.standard_normal((4, 5)).astype(np.float32), opt, loss="mse")[0])
+        out = model.forward_train(x)
+        dx = model.backward(np.ones_like(out), inputs="x")["x"]
+        return losses, model._flat_params.copy(), out, dx
+
+    fused, apart = run(True), run(False)
+    assert fused[0] == apart[0]
+    for u, v in zip(fused[1:], apart[1:]):
+        assert np.array_equal(u, v)
+    assert np.any(fused[3] != 0)
+
+
 def test_dropout_is_identity_in_evaluation_and_masks_in_training(nets):
     model = nets["bn_dropout"].compile(dtype="float64", seed=0)
     x, y = batch(model, n=4)

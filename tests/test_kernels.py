@@ -539,6 +539,15 @@ def test_pooling_matches_reference(case, dtype):
     close(dx, R.maxpool2d_backward(dout, x, k, s, p, hw), dtype)
     K.maxpool2d_backward_into(dout, arg, dx, accumulate=True)
     close(dx, 2 * R.maxpool2d_backward(dout, x, k, s, p, hw), dtype)
+    # a relu before the pooling, fused (training): relu(max(x)) = max(relu(x)), and the gradient
+    # of max(relu(x)) with respect to x, masked by the pooled output
+    out, arg = np.full(shape, np.nan, dtype), np.empty(shape, np.int64)
+    K.maxpool2d_forward_into(x, k, s, p, out, arg, relu=True)
+    rx = R.relu_forward(x)
+    close(out, R.maxpool2d_forward(rx, k, s, p, hw), dtype)
+    dx = np.full_like(x, np.nan)
+    K.maxpool2d_backward_into(dout, arg, dx, after_relu=out)
+    close(dx, R.relu_backward(R.maxpool2d_backward(dout, rx, k, s, p, hw), x), dtype)
 
     for fwd, bwd, rf, rb in [
             (K.avgpool2d_forward_into, K.avgpool2d_backward_into, R.avgpool2d_forward,

@@ -121,12 +121,22 @@ class MaxPool(Op):
         k, s, p = self.kernel, self.stride, self.pad
         return lambda: f(x, k, s, p, y, a)
 
-    def backward(self, dy, dxs, grads):
+    def forward_after_relu(self, x):
+        """The training forward fused with the relu before it (``Plan.relu_pool_fusions``):
+        relu(maxpool(x)) = maxpool(relu(x)) from ``x``, the relu's input; the relu's output is not
+        written."""
+        f, x, y, a = K.maxpool2d_forward_into, as4d(x), self.y4, self.argmax
+        k, s, p = self.kernel, self.stride, self.pad
+        return lambda: f(x, k, s, p, y, a, True)
+
+    def backward(self, dy, dxs, grads, after_relu=False):
+        """``after_relu``: the forward was ``forward_after_relu``; ``dxs`` is then the relu's
+        input's gradient target."""
         if dxs[0] is None:
             return None
         (dx, acc), f, dy, a = dxs[0], K.maxpool2d_backward_into, as4d(dy), self.argmax
-        dx = as4d(dx)
-        return lambda: f(dy, a, dx, acc)
+        dx, y = as4d(dx), self.y4 if after_relu else None
+        return lambda: f(dy, a, dx, acc, y)
 
 
 class AvgPool(Op):

@@ -103,14 +103,48 @@ class Plan:
             f"memory grows with the batch ({self.batch} here): use a smaller one; "
             f"`cnnspec summary` shows the memory per layer"))
 
-    def forward_steps(self, training: bool, skip=(), fused=None) -> list:
+    def forward_steps(self, training: bool, skip=(), fused=None, pooled=None) -> list:
         """The forward's closures; ``fused`` ({layer: relu}, training only, ``relu_fusions``):
-        each such layer writes relu(its output) into the relu's output (the relu is in ``skip``)."""
+        each such layer writes relu(its output) into the relu's output (the relu is in ``skip``);
+        ``pooled`` ({relu: maxpool}, ``relu_pool_fusions``): each such maxpool pools the relu's
+        input and takes the relu of the result (the relu is in ``skip``)."""
         fused = fused or {}
+        after = {pool: self.model.graph.nodes[relu]["inputs"][0] for relu, pool in (pooled or {}).items()}
         steps = (self.ops[name].forward_relu(self.act[fused[name]]) if name in fused else
+                 self.ops[name].forward_after_relu(self.act[after[name]]) if name in after else
                  self.ops[name].forward(training)
                  for name in self.order if name in self.ops and name not in skip)
         return [s for s in steps if s is not None]
+
+    def relu_pool_fusions(self, skip=(), taken=()) -> dict:
+        """{relu: maxpool} for every built-in relu (not in ``taken``, the relus of
+        ``relu_fusions``) whose input feeds it alone and whose only consumer is a built-in 2-D
+        maxpool (LeNet's conv -> relu -> maxpool): in training the maxpool pools the relu's input
+        and takes the relu of its output, a quarter of the tensor for a 2x2 window
+        (relu(max) = max(relu): the same values, bit for bit), and its backward masks by its own
+        output and writes the relu's input's gradient: two calls over the full tensor less per
+        step.  The relu's output is not written in training (only the maxpool read it)."""
+        from cnnspec.engine.ops import Activation, MaxPool
+
+        graph = self.model.graph
+        if not FUSE_RELU:
+            return {}
+        consumers = Counter(i for name in self.order for i in graph.nodes[name]["inputs"])
+        users = {}
+        for name in self.order:
+            for i in graph.nodes[name]["inputs"]:
+                users[i] = name
+        fused = {}
+        for name in self.order:
+            node = graph.nodes[name]
+            if (node["op"] != "relu" or name in skip or name in taken or len(node["inputs"]) != 1
+                    or type(self.ops.get(name)) is not Activation or consumers[name] != 1
+                    or name == self.model.output_name or consumers[node["inputs"][0]] != 1):
+                continue
+            pool = users[name]
+            if type(self.ops.get(pool)) is MaxPool and pool not in skip:
+                fused[name] = pool
+        return fused
 
     def relu_fusions(self, skip=()) -> dict:
         """{layer: relu} for every built-in batchnorm, or add of two operands, whose only
@@ -390,9 +424,12 @@ class Training:
         # batchnorm -> relu pairs run as one call each way, add -> relu forward (Plan.relu_fusions)
         with_relu = plan.relu_fusions(skip)
         fused_relus = {relu: bn for bn, relu in with_relu.items() if graph.nodes[bn]["op"] == "batchnorm"}
+        # relu -> maxpool pairs: the maxpool from the relu's input, both ways (Plan.relu_pool_fusions)
+        pooled = plan.relu_pool_fusions(skip, taken=set(with_relu.values()))
+        after_relu = {pool: relu for relu, pool in pooled.items()}
         backward = []
         for name in reversed(order):
-            if name not in plan.ops or not need[name] or name in skip:
+            if name not in plan.ops or not need[name] or name in skip or name in pooled:
                 continue
             dy = grad[name]
             if name in fused_relus:                   # its batchnorm's backward takes dy and y
@@ -400,16 +437,20 @@ class Training:
                     grad[fused_relus[name]] = dy
                 continue
             via = dy if graph.nodes[name]["op"] in PASS_THROUGH else None
-            dxs = [target(i, via) if need[i] else None for i in graph.nodes[name]["inputs"]]
+            sources = graph.nodes[after_relu[name] if name in after_relu else name]["inputs"]
+            dxs = [target(i, via) if need[i] else None for i in sources]
             grads = model._grads.get(name) if trainable.get(name, False) else None
             if name in fused_relus.values():
                 step = plan.ops[name].backward(dy, dxs, grads, relu_y=act[with_relu[name]])
+            elif name in after_relu:
+                step = plan.ops[name].backward(dy, dxs, grads, after_relu=True)
             else:
                 step = plan.ops[name].backward(dy, dxs, grads)
             if step is not None:
                 backward.append(step)
-        self.forward_steps = plan.forward_steps(training=True, skip=skip | set(with_relu.values()),
-                                                fused=with_relu)
+        self.forward_steps = plan.forward_steps(
+            training=True, skip=skip | set(with_relu.values()) | set(pooled), fused=with_relu,
+            pooled=pooled)
         self.backward_steps = backward
         # an input no layer differentiates through (unused by the output) has a zero gradient
         self.input_grads = {name: grad[name] if name in grad else np.zeros(act[name].shape, model.dtype)

@@ -16,6 +16,7 @@ Samples are independent: big tensors are split over threads by samples (``run_sp
 import numpy as np
 
 from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
+from cnnspec.kernels.activation import _relu_forward
 
 _PARALLEL_WORK = 1 << 16          # window reads below which one thread is faster (~0.1 ms:
                                   # LeNet-5 b64 maxpool2, 102k reads, took 0.24 ms alone)
@@ -246,19 +247,30 @@ def _maxpool_driver(x, kernel, stride, pad, out):
 
 
 @jit
-def _maxpool_backward(dout, argmax, dx, accumulate):
+def _maxpool_backward(dout, argmax, dx, accumulate, y, after_relu):
     """dx[n, c] (+)= each window's gradient sent to its argmax: flat loops over the planes, in one
-    function (a per-plane helper cost a level of compiling, 0.25 s of LeNet-5's first step)."""
+    function (a per-plane helper cost a level of compiling, 0.25 s of LeNet-5's first step).
+    ``after_relu``: the forward pooled x and took the relu of the result (``y``, the output), which
+    is the pooling of relu(x); a window whose output is <= 0 sends nothing, as the relu's backward
+    would have zeroed it at its argmax (the relu leaves positive values and their order alone, so
+    the window's argmax over x is its argmax over relu(x))."""
     hw, ohw = dx.shape[2] * dx.shape[3], dout.shape[2] * dout.shape[3]
     dxf, df, af = dx.reshape(dx.size), dout.reshape(dout.size), argmax.reshape(argmax.size)
+    yf = y.reshape(y.size)
     if not accumulate:
         for e in range(dxf.size):            # a loop: see conv._zero
             dxf[e] = 0
     for p in range(dx.shape[0] * dx.shape[1]):
         dst, g, a = dxf[p * hw:(p + 1) * hw], df[p * ohw:(p + 1) * ohw], af[p * ohw:(p + 1) * ohw]
-        for e in range(ohw):
-            if a[e] >= 0:
-                dst[a[e]] += g[e]
+        if after_relu:
+            yp = yf[p * ohw:(p + 1) * ohw]
+            for e in range(ohw):
+                if a[e] >= 0 and not yp[e] <= 0:     # the relu's mask: y <= 0 sends nothing
+                    dst[a[e]] += g[e]
+        else:
+            for e in range(ohw):
+                if a[e] >= 0:
+                    dst[a[e]] += g[e]
 
 
 @jit
@@ -417,23 +429,36 @@ def _threads(n, work):
 # Samples are split over threads for big tensors: x[lo:hi] is a C-contiguous view.
 
 
-def maxpool2d_forward_into(x, kernel, stride, pad, out, argmax):
+def maxpool2d_forward_into(x, kernel, stride, pad, out, argmax, relu=False):
+    """``relu``: out = relu(maxpool(x)), which equals maxpool(relu(x)) bit for bit (a relu before
+    the pooling fused into it; its backward then takes ``after_relu``)."""
     driver, args = _maxpool_driver(x, kernel, stride, pad, out)
+    threads = _threads(x.shape[0], out.size * kernel[0] * kernel[1])
     if driver is _maxpool_small_forward:            # a scratch plane per thread
         kernel, stride, pad, size = args
-        threads = _threads(x.shape[0], out.size * kernel[0] * kernel[1])
         scratch = np.empty((threads, size), x.dtype)
-        run_split(driver, x.shape[0], threads, lambda t, lo, hi: (
-            x[lo:hi], kernel, stride, pad, out[lo:hi], argmax[lo:hi], scratch[t]), dynamic=True)
+        args_for = lambda t, lo, hi: (x[lo:hi], kernel, stride, pad, out[lo:hi], argmax[lo:hi],  # noqa: E731
+                                      scratch[t])
+    else:
+        args_for = lambda t, lo, hi: (x[lo:hi], *args, out[lo:hi], argmax[lo:hi])  # noqa: E731
+    if relu:                                        # each piece's outputs, while in cache
+        def pooled_relu(*piece):
+            driver(*piece)
+            flat = np.reshape(piece[-3] if driver is _maxpool_small_forward else piece[-2], -1,
+                              copy=False)
+            _relu_forward(flat, flat)
+        run_split(pooled_relu, x.shape[0], threads, args_for, dynamic=True)
         return
-    run_split(driver, x.shape[0], _threads(x.shape[0], out.size * kernel[0] * kernel[1]),
-              lambda t, lo, hi: (x[lo:hi], *args, out[lo:hi], argmax[lo:hi]), dynamic=True)
+    run_split(driver, x.shape[0], threads, args_for, dynamic=True)
 
 
-def maxpool2d_backward_into(dout, argmax, dx, accumulate=False):
+def maxpool2d_backward_into(dout, argmax, dx, accumulate=False, after_relu=None):
+    """``after_relu``: the output of a forward with ``relu=True``; dx is then the gradient of the
+    fused relu's input."""
+    y = dout if after_relu is None else after_relu
     run_split(_maxpool_backward, dx.shape[0], _threads(dx.shape[0], dx.size),
-              lambda t, lo, hi: (dout[lo:hi], argmax[lo:hi], dx[lo:hi], bool(accumulate)),
-              dynamic=True)
+              lambda t, lo, hi: (dout[lo:hi], argmax[lo:hi], dx[lo:hi], bool(accumulate), y[lo:hi],
+                                 after_relu is not None), dynamic=True)
 
 
 def _avgpool(x, kernel, stride, pad, divide, out):
