@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnspec.engine.jit import njit
-from cnnspec.kernels._jit import num_threads, run_split
+from cnnspec.kernels._jit import memory_pieces, num_threads, run_split
 from cnnspec.errors import CnnSpecError
 
 
@@ -222,7 +222,8 @@ def _update_split(fn, segments, *args):
     first, last = int(segments[0, 0]), int(segments[-1, 1])
     size = last - first
     threads = 1 if size < _PARALLEL_PARAMS else num_threads()
-    run_split(fn, size, threads, lambda t, lo, hi: args + (first + lo, first + hi), dynamic=True)
+    run_split(fn, size, threads, lambda t, lo, hi: args + (first + lo, first + hi),
+              pieces=memory_pieces(size, threads, size) if threads > 1 else None)
 
 
 @njit

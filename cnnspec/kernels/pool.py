@@ -15,7 +15,7 @@ Samples are independent: big tensors are split over threads by samples (``run_sp
 """
 import numpy as np
 
-from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
+from cnnspec.kernels._jit import jit, memory_pieces, num_threads, run_split, sum64
 from cnnspec.kernels.activation import _relu_forward
 
 _PARALLEL_WORK = 1 << 16          # window reads below which one thread is faster (~0.1 ms:
@@ -423,6 +423,17 @@ def _threads(n, work):
     return 1 if work < _PARALLEL_WORK else min(num_threads(), n)
 
 
+def _by_samples(fn, n, work, args_for, by_slot=False):
+    """fn(*args_for(t, lo, hi)) over samples [lo, hi), on threads for big ``work`` (window reads):
+    ``memory_pieces``' 2 or 4 pieces per thread (``by_slot``: the dynamic split's, t the
+    thread's slot, for a per-thread scratch)."""
+    threads = _threads(n, work)
+    if by_slot or threads <= 1:
+        run_split(fn, n, threads, args_for, dynamic=True)
+    else:
+        run_split(fn, n, threads, args_for, pieces=memory_pieces(n, threads, work))
+
+
 # -- entry points (x, out, dx 4-D C-contiguous; see the package docstring) ---------------------
 
 
@@ -433,8 +444,9 @@ def maxpool2d_forward_into(x, kernel, stride, pad, out, argmax, relu=False):
     """``relu``: out = relu(maxpool(x)), which equals maxpool(relu(x)) bit for bit (a relu before
     the pooling fused into it; its backward then takes ``after_relu``)."""
     driver, args = _maxpool_driver(x, kernel, stride, pad, out)
-    threads = _threads(x.shape[0], out.size * kernel[0] * kernel[1])
-    if driver is _maxpool_small_forward:            # a scratch plane per thread
+    work, small = out.size * kernel[0] * kernel[1], driver is _maxpool_small_forward
+    threads = _threads(x.shape[0], work)
+    if small:                                       # a scratch plane per thread
         kernel, stride, pad, size = args
         scratch = np.empty((threads, size), x.dtype)
         args_for = lambda t, lo, hi: (x[lo:hi], kernel, stride, pad, out[lo:hi], argmax[lo:hi],  # noqa: E731
@@ -447,30 +459,29 @@ def maxpool2d_forward_into(x, kernel, stride, pad, out, argmax, relu=False):
             flat = np.reshape(piece[-3] if driver is _maxpool_small_forward else piece[-2], -1,
                               copy=False)
             _relu_forward(flat, flat)
-        run_split(pooled_relu, x.shape[0], threads, args_for, dynamic=True)
+        _by_samples(pooled_relu, x.shape[0], work, args_for, small)
         return
-    run_split(driver, x.shape[0], threads, args_for, dynamic=True)
+    _by_samples(driver, x.shape[0], work, args_for, small)
 
 
 def maxpool2d_backward_into(dout, argmax, dx, accumulate=False, after_relu=None):
     """``after_relu``: the output of a forward with ``relu=True``; dx is then the gradient of the
     fused relu's input."""
     y = dout if after_relu is None else after_relu
-    run_split(_maxpool_backward, dx.shape[0], _threads(dx.shape[0], dx.size),
-              lambda t, lo, hi: (dout[lo:hi], argmax[lo:hi], dx[lo:hi], bool(accumulate), y[lo:hi],
-                                 after_relu is not None), dynamic=True)
+    _by_samples(_maxpool_backward, dx.shape[0], dx.size,
+                lambda t, lo, hi: (dout[lo:hi], argmax[lo:hi], dx[lo:hi], bool(accumulate),
+                                   y[lo:hi], after_relu is not None))
 
 
 def _avgpool(x, kernel, stride, pad, divide, out):
-    run_split(_avgpool_forward, x.shape[0], _threads(x.shape[0], out.size * kernel[0] * kernel[1]),
-              lambda t, lo, hi: (x[lo:hi], kernel, stride, pad, divide, out[lo:hi]), dynamic=True)
+    _by_samples(_avgpool_forward, x.shape[0], out.size * kernel[0] * kernel[1],
+                lambda t, lo, hi: (x[lo:hi], kernel, stride, pad, divide, out[lo:hi]))
 
 
 def _avgpool_grad(dout, kernel, stride, pad, divide, dx, accumulate):
-    run_split(_avgpool_backward, dx.shape[0],
-              _threads(dx.shape[0], dout.size * kernel[0] * kernel[1]),
-              lambda t, lo, hi: (dout[lo:hi], kernel, stride, pad, divide, dx[lo:hi],
-                                 bool(accumulate)), dynamic=True)
+    _by_samples(_avgpool_backward, dx.shape[0], dout.size * kernel[0] * kernel[1],
+                lambda t, lo, hi: (dout[lo:hi], kernel, stride, pad, divide, dx[lo:hi],
+                                   bool(accumulate)))
 
 
 def avgpool2d_forward_into(x, kernel, stride, pad, out):
@@ -524,14 +535,14 @@ def _global_avg_backward(dout, dx, accumulate):
 def global_avgpool_forward_into(x, out):
     """out (N, C, 1[, 1]) = the mean of each plane of x (N, C, *spatial)."""
     x4, out4 = _planes(x), _planes(out)
-    run_split(_global_avg_forward, x4.shape[0], _threads(x4.shape[0], x4.size),
-              lambda t, lo, hi: (x4[lo:hi], out4[lo:hi]), dynamic=True)
+    _by_samples(_global_avg_forward, x4.shape[0], x4.size,
+                lambda t, lo, hi: (x4[lo:hi], out4[lo:hi]))
 
 
 def global_avgpool_backward_into(dout, dx, accumulate=False):
     dout4, dx4 = _planes(dout), _planes(dx)
-    run_split(_global_avg_backward, dx4.shape[0], _threads(dx4.shape[0], dx4.size),
-              lambda t, lo, hi: (dout4[lo:hi], dx4[lo:hi], bool(accumulate)), dynamic=True)
+    _by_samples(_global_avg_backward, dx4.shape[0], dx4.size,
+                lambda t, lo, hi: (dout4[lo:hi], dx4[lo:hi], bool(accumulate)))
 
 
 def global_maxpool_forward_into(x, out, argmax):
