@@ -212,7 +212,7 @@ def clip_grad_norm_(model, max_norm: float, segments=None) -> float:
 # Large models are updated on several threads, each a contiguous range [lo, hi) of the flat
 # arrays (element-wise: the result does not depend on the split).
 
-_PARALLEL_PARAMS = 1 << 15                 # parameters below which one thread is faster
+_PARALLEL_PARAMS = 1 << 17                 # parameters below which one thread is faster
 
 
 def _update_split(fn, segments, *args):

@@ -18,8 +18,8 @@ import numpy as np
 from cnnspec.kernels._jit import jit, memory_pieces, num_threads, run_split, sum64
 from cnnspec.kernels.activation import _relu_forward
 
-_PARALLEL_WORK = 1 << 16          # window reads below which one thread is faster (~0.1 ms:
-                                  # LeNet-5 b64 maxpool2, 102k reads, took 0.24 ms alone)
+_PARALLEL_WORK = 1 << 17          # window reads below which one thread is faster (~0.1 ms; 1 << 16
+                                  # split LeNet-5 b64's maxpool2, 102k reads, 0.24 ms: no gain)
 
 
 @jit
