@@ -232,5 +232,7 @@ def test_the_bench_settles_malloc_before_timing():
     """
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     before, after = map(int, out.split())
-    assert before > 14_450_688 // 4096, (before, after)         # fresh pages, every call
+    # fresh pages every call: how many of the three blocks depends on where the imports left
+    # the heap's top (two here, one in some runs of the whole file), never none
+    assert before >= 14_450_688 // 4096, (before, after)
     assert after < 100, (before, after)                         # the heap's, reused
