@@ -26,9 +26,16 @@ plane is a few vectorised loops, on conv.py's layout:
 Channels are split over threads in contiguous ranges: every output (out, dx planes, dw and db
 rows) belongs to one thread, so no partial sums are merged and results do not depend on timing.
 """
+import functools
+
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
+from cnnspec.kernels._simd import Vec, vadd, vfma, vlanes, vload, vsplat, vstore, vzero
 from cnnspec.kernels.conv import (_merge_phases, _phase_shape, _phase_shape_jit, _split_sample,
                                   _tap_offset, _zero, conv_output_size)
 
@@ -52,6 +59,8 @@ def _layout(x_shape, w_shape, stride, pad, dilation):
 
 def workspace_size(x_shape, w_shape, stride, pad, dilation, threads):
     """Elements of the scratch workspace the depthwise kernels need with ``threads`` threads."""
+    if flat_ok(x_shape, w_shape, stride, pad, dilation):
+        return threads * _flat_per_thread(x_shape, w_shape, stride, pad, dilation)
     return threads * _layout(x_shape, w_shape, stride, pad, dilation)[2]
 
 
@@ -202,6 +211,380 @@ def _backward(dout, x, w, stride, pad, dilation, dx, dw, db, accumulate, need_dx
                 db[f] = dbs[k]
 
 
+# -- the flat kernels: whole planes in vectors, masked loads -------------------------------------
+#
+# MobileNet's layers (pad k // 2, one filter per channel) keep the plane's width on any stride:
+# ceil(W / sw) <= OW.  A plane's outputs, flat (p = oh*OW + ow), then run in vectors of 16
+# consecutive elements across row ends: tap t of output p reads src[p + off_t], where src is the
+# input plane itself (stride 1 and W == OW) or its stride phases laid out with OW columns (a copy
+# per plane), and lanes whose tap falls in the padding (or past the plane) are masked to zero
+# (one 16-bit mask per vector and tap, from a table made once per geometry).  No padded copy, no
+# wide grid, no copy out: every output is computed once and stored once, 8x8 and 4x4 planes
+# included (the wide grid computed 80 for 64 and 20 for 16, in loops of one or two vectors).
+# Four samples of a channel go together: they share each tap's weight and mask.
+# dx: stride 1 is the same gather on dout (taps mirrored); a strided dx gathers each stride phase
+# of dx from dout with the taps that land on it, then interleaves the phases into dx.
+# dw: per tap, four running vectors (one per sample) of dout * the tap's masked input, folded per
+# block of samples into float32 sums that go to float64 every 64 vectors.
+
+@intrinsic
+def _vload_masked(typingctx, arr, index, masks, mi):
+    """arr[index : index + lanes] with the lanes whose bit in masks[mi] is clear read as zero
+    (and not read at all: index may point before or past the array where masked)."""
+    vec = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(vec)
+        ptr = _pointer(context, builder, sig, args, 0, 1)
+        mask = _mask_bits(context, builder, sig, args, 2, 3, vty.count)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [ptr.type, ir.IntType(32), mask.type, vty]),
+            f"llvm.masked.load.v{vty.count}f{arr.dtype.bitwidth}.p0")
+        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), arr.dtype.bitwidth // 8),
+                                 mask, ir.Constant(vty, None)])
+
+    return vec(arr, index, masks, mi), codegen
+
+
+@intrinsic
+def _vstore_masked(typingctx, arr, index, value, masks, mi):
+    """arr[index + l] = value[l] for the lanes l whose bit in masks[mi] is set."""
+    def codegen(context, builder, sig, args):
+        vty = args[2].type
+        ptr = _pointer(context, builder, sig, args, 0, 1)
+        mask = _mask_bits(context, builder, sig, args, 3, 4, vty.count)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr.type, ir.IntType(32),
+                                                             mask.type]),
+            f"llvm.masked.store.v{vty.count}f{arr.dtype.bitwidth}.p0")
+        builder.call(fn, [args[2], ptr, ir.Constant(ir.IntType(32), arr.dtype.bitwidth // 8),
+                          mask])
+        return context.get_dummy_value()
+
+    return types.none(arr, index, value, masks, mi), codegen
+
+
+def _pointer(context, builder, sig, args, a, i):
+    index = context.cast(builder, args[i], sig.args[i], types.intp)
+    array = context.make_array(sig.args[a])(context, builder, args[a])
+    return builder.gep(array.data, [index])          # not inbounds: masked lanes may lie outside
+
+
+def _mask_bits(context, builder, sig, args, a, i, lanes):
+    index = context.cast(builder, args[i], sig.args[i], types.intp)
+    array = context.make_array(sig.args[a])(context, builder, args[a])
+    bits = builder.load(builder.gep(array.data, [index], inbounds=True))
+    bits = builder.trunc(bits, ir.IntType(lanes)) if lanes < 16 else bits
+    return builder.bitcast(bits, ir.VectorType(ir.IntType(1), lanes))
+
+
+_BLOCK = 4                        # samples of a channel per pass (they share weights and masks)
+_FLUSH = 64                       # vectors summed in float32 before dw's sums go to float64
+
+
+def flat_ok(x_shape, w_shape, stride, pad, dilation):
+    """The flat kernels take this convolution: one filter per channel, and each stride phase of
+    a row fits in OW columns (MobileNet's pad k // 2 on any stride)."""
+    if w_shape[0] != x_shape[1]:
+        return False
+    oh = conv_output_size(x_shape[2], w_shape[2], stride[0], pad[0], pad[1], dilation[0])
+    ow = conv_output_size(x_shape[3], w_shape[3], stride[1], pad[2], pad[3], dilation[1])
+    return oh > 0 and ow > 0 and -(-x_shape[3] // stride[1]) <= ow
+
+
+def _bits(valid, lanes):
+    """uint16 masks of a boolean (positions, ...) array: one per vector of ``lanes`` positions
+    and trailing index, bit l = position v*lanes + l."""
+    p = valid.shape[0]
+    nv = -(-p // lanes)
+    full = np.zeros((nv * lanes,) + valid.shape[1:], bool)
+    full[:p] = valid
+    full = full.reshape((nv, lanes) + valid.shape[1:])
+    weights = (1 << np.arange(lanes, dtype=np.int64)).reshape((1, lanes) + (1,) * (valid.ndim - 1))
+    return (full * weights).sum(axis=1).astype(np.uint16).reshape(-1)
+
+
+@functools.lru_cache(maxsize=256)
+def _tables(hw, kernel, stride, pad, dilation, lanes):
+    """Offsets and masks of the flat kernels for one geometry (see above).  Returns
+    (direct, PS, toff, fmask, nv, vmask, dx program (tap, offset, first tap, taps, first mask,
+    vectors per pass), dx's masks, dx's store masks)."""
+    h_, w_ = hw
+    kh, kw = kernel
+    sh, sw = stride
+    dh, dw = dilation
+    oh = conv_output_size(h_, kh, sh, pad[0], pad[1], dh)
+    ow = conv_output_size(w_, kw, sw, pad[2], pad[3], dw)
+    direct = sh == 1 and sw == 1 and w_ == ow
+    r0 = -(-h_ // sh)
+    ps = r0 * ow
+    ri, ci = np.arange(oh)[:, None], np.arange(ow)[None, :]
+    toff, valid = [], []
+    for i in range(kh):
+        for j in range(kw):
+            u, v = i * dh - pad[0], j * dw - pad[2]
+            if direct:
+                toff.append(u * w_ + v)
+            else:
+                toff.append(((u % sh) * sw + v % sw) * ps + (u // sh) * ow + v // sw)
+            ok = (ri * sh + u >= 0) & (ri * sh + u < h_) & (ci * sw + v >= 0) & (ci * sw + v < w_)
+            valid.append(ok.reshape(-1))
+    fmask = _bits(np.stack(valid, axis=1), lanes)
+    nv = -(-(oh * ow) // lanes)
+    vmask = _bits(np.ones((oh * ow, 1), bool), lanes)
+    # dx: one pass over dx's plane (direct) or one per stride phase of it
+    prog, xoff, xmasks, xstore = [], [], [], []
+    phases = [(0, 0)] if direct else [(a, b) for a in range(sh) for b in range(sw)]
+    for a, b in phases:
+        rows = h_ if direct else -(-(h_ - a) // sh)
+        pitch = w_ if direct else ow
+        r, c = np.arange(rows)[:, None], np.arange(pitch)[None, :]
+        taps, valid = [], []
+        for i in range(kh):
+            for j in range(kw):
+                u, v = a + pad[0] - i * dh, b + pad[2] - j * dw
+                if u % sh or v % sw:
+                    continue
+                du, dv = u // sh, v // sw
+                taps.append(i * kw + j)
+                xoff.append(du * ow + dv)
+                ok = ((r + du >= 0) & (r + du < oh) & (c + dv >= 0) & (c + dv < ow)
+                      & (c * sw + b < w_))
+                valid.append(ok.reshape(-1))
+        npos = rows * pitch
+        nvx = -(-npos // lanes)
+        prog.append((len(xoff) - len(taps), len(taps), sum(len(m) for m in xmasks),
+                     nvx, sum(len(m) for m in xstore)))
+        xmasks.append(_bits(np.stack(valid, axis=1), lanes) if taps
+                      else np.zeros(0, np.uint16))
+        xstore.append(_bits(np.ones((npos, 1), bool), lanes))
+        prog[-1] = prog[-1] + (taps,)
+    tapidx = np.array([t for p in prog for t in p[5]], np.int64)
+    program = np.array([p[:5] for p in prog], np.int64).reshape(-1, 5)
+    return (direct, ps, np.array(toff, np.int64), fmask, nv, vmask, tapidx,
+            np.array(xoff, np.int64), program, np.concatenate(xmasks).astype(np.uint16),
+            np.concatenate(xstore).astype(np.uint16))
+
+
+def _flat_per_thread(x_shape, w_shape, stride, pad, dilation):
+    """Elements of a thread's slice for the flat kernels: the stride phases of a block of
+    samples, as many for dx's phases, and the float32 dw sums (taps x 16)."""
+    ow = conv_output_size(x_shape[3], w_shape[3], stride[1], pad[2], pad[3], dilation[1])
+    ps = -(-x_shape[2] // stride[0]) * ow * stride[0] * stride[1]
+    return 2 * _BLOCK * ps + w_shape[2] * w_shape[3] * 16
+
+
+@jit
+def _split_plane(xf, base, h_, w_, stride, ow, ps, dst, at):
+    """dst[at + (a*sw + b)*ps + r*ow + c] = x plane[r*sh + a, c*sw + b] (no padding: the masks
+    stand for it)."""
+    sh, sw = stride
+    for hh in range(h_):
+        a, r = hh % sh, hh // sh
+        src = base + hh * w_
+        for b in range(sw):
+            d = at + (a * sw + b) * ps + r * ow
+            for cc in range((w_ - b + sw - 1) // sw):
+                dst[d + cc] = xf[src + cc * sw + b]
+
+
+@jit
+def _merge_plane(src, at, h_, w_, stride, ow, ps, accumulate, dxf, base):
+    """dx plane[h, w] (+)= src[at + (h%sh*sw + w%sw)*ps + (h//sh)*ow + w//sw]."""
+    sh, sw = stride
+    for hh in range(h_):
+        a, r = hh % sh, hh // sh
+        d = base + hh * w_
+        for b in range(sw):
+            s = at + (a * sw + b) * ps + r * ow
+            if accumulate:
+                for cc in range((w_ - b + sw - 1) // sw):
+                    dxf[d + cc * sw + b] += src[s + cc]
+            else:
+                for cc in range((w_ - b + sw - 1) // sw):
+                    dxf[d + cc * sw + b] = src[s + cc]
+
+
+@jit
+def _gather(src, sb, nb, wf, wb, tapidx, toff, t0, nt, masks, m0, nv, smask, s0, dst, db,
+            accumulate, b, bi):
+    """dst[db[k] + p] (+)= b[bi] + sum_t wf[wb + tapidx[t0+t]] * src[sb[k] + p + toff[t0+t]],
+    p over nv vectors, tap t's lanes masked by masks[m0 + v*nt + t], stores by smask[s0 + v];
+    nb = 4 samples (k < 4) or 1."""
+    lanes = vlanes(dst)
+    for v in range(nv):
+        p = v * lanes
+        if bi >= 0:
+            a0 = vsplat(b, bi)
+        else:
+            a0 = vzero(dst)
+        a1, a2, a3 = a0, a0, a0
+        mv = m0 + v * nt
+        if nb == 4:
+            for t in range(nt):
+                wv = vsplat(wf, wb + tapidx[t0 + t])
+                o = p + toff[t0 + t]
+                a0 = vfma(a0, wv, _vload_masked(src, sb[0] + o, masks, mv + t))
+                a1 = vfma(a1, wv, _vload_masked(src, sb[1] + o, masks, mv + t))
+                a2 = vfma(a2, wv, _vload_masked(src, sb[2] + o, masks, mv + t))
+                a3 = vfma(a3, wv, _vload_masked(src, sb[3] + o, masks, mv + t))
+            if accumulate:
+                a0 = vadd(a0, _vload_masked(dst, db[0] + p, smask, s0 + v))
+                a1 = vadd(a1, _vload_masked(dst, db[1] + p, smask, s0 + v))
+                a2 = vadd(a2, _vload_masked(dst, db[2] + p, smask, s0 + v))
+                a3 = vadd(a3, _vload_masked(dst, db[3] + p, smask, s0 + v))
+            _vstore_masked(dst, db[0] + p, a0, smask, s0 + v)
+            _vstore_masked(dst, db[1] + p, a1, smask, s0 + v)
+            _vstore_masked(dst, db[2] + p, a2, smask, s0 + v)
+            _vstore_masked(dst, db[3] + p, a3, smask, s0 + v)
+        else:
+            for t in range(nt):
+                wv = vsplat(wf, wb + tapidx[t0 + t])
+                a0 = vfma(a0, wv, _vload_masked(src, sb[0] + p + toff[t0 + t], masks, mv + t))
+            if accumulate:
+                a0 = vadd(a0, _vload_masked(dst, db[0] + p, smask, s0 + v))
+            _vstore_masked(dst, db[0] + p, a0, smask, s0 + v)
+
+
+@jit
+def _dw_block(df, dbase, xsrc, sb, nb, taps, toff, fmask, nv, vmask, acc):
+    """acc[t*lanes:] += sum over the block's samples and vectors of dout * tap t's input."""
+    lanes = vlanes(df)
+    for t in range(taps):
+        p0 = vzero(df)
+        p1, p2, p3 = p0, p0, p0
+        o = toff[t]
+        if nb == 4:
+            for v in range(nv):
+                p = v * lanes
+                mi = v * taps + t
+                p0 = vfma(p0, _vload_masked(df, dbase[0] + p, vmask, v),
+                          _vload_masked(xsrc, sb[0] + p + o, fmask, mi))
+                p1 = vfma(p1, _vload_masked(df, dbase[1] + p, vmask, v),
+                          _vload_masked(xsrc, sb[1] + p + o, fmask, mi))
+                p2 = vfma(p2, _vload_masked(df, dbase[2] + p, vmask, v),
+                          _vload_masked(xsrc, sb[2] + p + o, fmask, mi))
+                p3 = vfma(p3, _vload_masked(df, dbase[3] + p, vmask, v),
+                          _vload_masked(xsrc, sb[3] + p + o, fmask, mi))
+            p0 = vadd(vadd(p0, p1), vadd(p2, p3))
+        else:
+            for v in range(nv):
+                p = v * lanes
+                p0 = vfma(p0, _vload_masked(df, dbase[0] + p, vmask, v),
+                          _vload_masked(xsrc, sb[0] + p + o, fmask, v * taps + t))
+        vstore(acc, t * lanes, vadd(vload(acc, t * lanes), p0))
+
+
+@jit
+def _forward_flat(x, w, b, stride, out, direct, ps, toff, fmask, nv, vmask, buf, c0, c1):
+    """Output planes of channels [c0, c1), every sample (the flat kernels)."""
+    n_, c_, h_, w_ = x.shape
+    taps = w.shape[2] * w.shape[3]
+    oh_, ow_ = out.shape[2], out.shape[3]
+    xf, of, wf = x.reshape(x.size), out.reshape(out.size), w.reshape(w.size)
+    phases = stride[0] * stride[1] * ps
+    tapidx = np.arange(taps)
+    for c in range(c0, c1):
+        bi = c if b.size > 0 else -1
+        n = 0
+        while n < n_:
+            nb = _BLOCK if n_ - n >= _BLOCK else 1
+            xb = ((n * c_ + c) * h_ * w_, ((n + 1) * c_ + c) * h_ * w_,
+                  ((n + 2) * c_ + c) * h_ * w_, ((n + 3) * c_ + c) * h_ * w_)
+            ob = ((n * c_ + c) * oh_ * ow_, ((n + 1) * c_ + c) * oh_ * ow_,
+                  ((n + 2) * c_ + c) * oh_ * ow_, ((n + 3) * c_ + c) * oh_ * ow_)
+            if direct:
+                _gather(xf, xb, nb, wf, c * taps, tapidx, toff, 0, taps, fmask, 0, nv, vmask,
+                        0, of, ob, False, b, bi)
+            else:
+                for k in range(nb):
+                    _split_plane(xf, xb[k], h_, w_, stride, ow_, ps, buf, k * phases)
+                _gather(buf, (0, phases, 2 * phases, 3 * phases), nb, wf, c * taps, tapidx,
+                        toff, 0, taps, fmask, 0, nv, vmask, 0, of, ob, False, b, bi)
+            n += nb
+
+
+@jit
+def _backward_flat(dout, x, w, stride, dx, dw, db, accumulate, need_dx, need_dw, need_db,
+                   direct, ps, toff, fmask, nv, vmask, tapidx, xoff, program, xmask, xstore,
+                   buf, c0, c1):
+    """dx planes, dw and db rows of channels [c0, c1) (the flat kernels)."""
+    n_, c_, h_, w_ = x.shape
+    kh, kw = w.shape[2], w.shape[3]
+    taps = kh * kw
+    oh_, ow_ = dout.shape[2], dout.shape[3]
+    lanes = vlanes(x)
+    xf, df, wf = x.reshape(x.size), dout.reshape(dout.size), w.reshape(w.size)
+    dxf, dwf = dx.reshape(dx.size), dw.reshape(dw.size)
+    phases = stride[0] * stride[1] * ps
+    xs, ds = 0, _BLOCK * phases                  # x's phases, dx's phases
+    acc = buf[2 * _BLOCK * phases:2 * _BLOCK * phases + taps * lanes]
+    acc64 = np.zeros(taps * lanes)
+    for c in range(c0, c1):
+        if need_dw:
+            _zero(acc)
+            for e in range(taps * lanes):
+                acc64[e] = 0.0
+        dbs = 0.0
+        count = 0
+        n = 0
+        while n < n_:
+            nb = _BLOCK if n_ - n >= _BLOCK else 1
+            xb = ((n * c_ + c) * h_ * w_, ((n + 1) * c_ + c) * h_ * w_,
+                  ((n + 2) * c_ + c) * h_ * w_, ((n + 3) * c_ + c) * h_ * w_)
+            ob = ((n * c_ + c) * oh_ * ow_, ((n + 1) * c_ + c) * oh_ * ow_,
+                  ((n + 2) * c_ + c) * oh_ * ow_, ((n + 3) * c_ + c) * oh_ * ow_)
+            if need_db:
+                for k in range(nb):
+                    dbs += sum64(df[ob[k]:ob[k] + oh_ * ow_])
+            if need_dw:
+                if direct:
+                    _dw_block(df, ob, xf, xb, nb, taps, toff, fmask, nv, vmask, acc)
+                else:
+                    for k in range(nb):
+                        _split_plane(xf, xb[k], h_, w_, stride, ow_, ps, buf, xs + k * phases)
+                    _dw_block(df, ob, buf, (xs, xs + phases, xs + 2 * phases, xs + 3 * phases),
+                              nb, taps, toff, fmask, nv, vmask, acc)
+                count += nb * nv
+                if count >= _FLUSH:
+                    for e in range(taps * lanes):
+                        acc64[e] += acc[e]
+                        acc[e] = 0
+                    count = 0
+            if need_dx:
+                if direct:
+                    _gather(df, ob, nb, wf, c * taps, tapidx, xoff, 0, program[0, 1], xmask, 0,
+                            program[0, 3], xstore, 0, dxf, xb, accumulate, wf, -1)
+                else:
+                    for q in range(program.shape[0]):
+                        at = ds + q * ps
+                        _gather(df, ob, nb, wf, c * taps, tapidx, xoff, program[q, 0],
+                                program[q, 1], xmask, program[q, 2], program[q, 3], xstore,
+                                program[q, 4], buf, (at, at + phases, at + 2 * phases,
+                                                     at + 3 * phases), False, wf, -1)
+                    for k in range(nb):
+                        _merge_plane(buf, ds + k * phases, h_, w_, stride, ow_, ps, accumulate,
+                                     dxf, xb[k])
+            n += nb
+        if need_dw:
+            for e in range(taps * lanes):
+                acc64[e] += acc[e]
+            for t in range(taps):
+                s = 0.0
+                for e in range(lanes):
+                    s += acc64[t * lanes + e]
+                dwf[c * taps + t] = s
+        if need_db:
+            db[c] = dbs
+
+
+_FLAT = True                      # the flat kernels where flat_ok (False: the wide grid's, to compare)
+
+
+def _lanes(dtype):
+    return 64 // np.dtype(dtype).itemsize
+
+
 def _threads(channels, macs):
     return 1 if macs < _PARALLEL_MACS else min(num_threads(), channels)
 
@@ -217,6 +600,17 @@ def forward_into(x, w, b, stride, pad, dilation, out, workspace, empty1):
     ``empty1`` (an empty 1-D array of x's dtype) stands for b=None."""
     c_ = x.shape[1]
     threads = _threads(c_, out.size * w.shape[2] * w.shape[3])
+    if _FLAT and flat_ok(x.shape, w.shape, stride, pad, dilation):
+        per = _flat_per_thread(x.shape, w.shape, stride, pad, dilation)
+        _check(workspace, threads * per)
+        direct, ps, toff, fmask, nv, vmask = _tables(
+            x.shape[2:], w.shape[2:], tuple(stride), tuple(pad), tuple(dilation),
+            _lanes(x.dtype))[:6]
+        b = empty1 if b is None else b
+        run_split(_forward_flat, c_, threads, lambda t, lo, hi: (
+            x, w, b, tuple(stride), out, direct, ps, toff, fmask, nv, vmask,
+            workspace[t * per:(t + 1) * per], lo, hi), dynamic=True)
+        return
     rows, phases, per = _layout(x.shape, w.shape, stride, pad, dilation)
     _check(workspace, threads * per)
     b = empty1 if b is None else b
@@ -231,6 +625,17 @@ def backward_into(dout, x, w, stride, pad, dilation, dx, dw, db, workspace, accu
     ``empty4`` (empty arrays of x's dtype) stand for None."""
     c_ = x.shape[1]
     threads = _threads(c_, 2 * dout.size * w.shape[2] * w.shape[3])
+    if _FLAT and flat_ok(x.shape, w.shape, stride, pad, dilation):
+        per = _flat_per_thread(x.shape, w.shape, stride, pad, dilation)
+        _check(workspace, threads * per)
+        tables = _tables(x.shape[2:], w.shape[2:], tuple(stride), tuple(pad), tuple(dilation),
+                         _lanes(x.dtype))
+        run_split(_backward_flat, c_, threads, lambda t, lo, hi: (
+            dout, x, w, tuple(stride), empty4 if dx is None else dx,
+            empty4 if dw is None else dw, empty1 if db is None else db, bool(accumulate),
+            dx is not None, dw is not None, db is not None) + tables + (
+            workspace[t * per:(t + 1) * per], lo, hi), dynamic=True)
+        return
     rows, phases, per = _layout(x.shape, w.shape, stride, pad, dilation)
     _check(workspace, threads * per)
     run_split(_backward, c_, threads, lambda t, lo, hi: (
