@@ -367,42 +367,88 @@ def _tables(hw, kernel, stride, pad, dilation, lanes):
 
 
 def _flat_per_thread(x_shape, w_shape, stride, pad, dilation):
-    """Elements of a thread's slice for the flat kernels: the stride phases of a block of
+    """Elements of a thread's slice for the flat kernels: the stride phases of two blocks of
     samples, as many for dx's phases, and the float32 dw sums (taps x 16)."""
     ow = conv_output_size(x_shape[3], w_shape[3], stride[1], pad[2], pad[3], dilation[1])
     ps = -(-x_shape[2] // stride[0]) * ow * stride[0] * stride[1]
-    return 2 * _BLOCK * ps + w_shape[2] * w_shape[3] * 16
+    return 4 * _BLOCK * ps + w_shape[2] * w_shape[3] * 16
 
 
 @jit
 def _split_plane(xf, base, h_, w_, stride, ow, ps, dst, at):
     """dst[at + (a*sw + b)*ps + r*ow + c] = x plane[r*sh + a, c*sw + b] (no padding: the masks
-    stand for it)."""
+    stand for it).  Unsigned indices, as in conv's _split_sample."""
     sh, sw = stride
+    half = w_ // 2
+    one, two = np.uint64(1), np.uint64(2)
     for hh in range(h_):
         a, r = hh % sh, hh // sh
-        src = base + hh * w_
-        for b in range(sw):
-            d = at + (a * sw + b) * ps + r * ow
-            for cc in range((w_ - b + sw - 1) // sw):
-                dst[d + cc] = xf[src + cc * sw + b]
+        src = np.uint64(base + hh * w_)
+        d = np.uint64(at + a * sw * ps + r * ow)
+        if sw == 1:
+            for e in range(w_):
+                dst[d + np.uint64(e)] = xf[src + np.uint64(e)]
+        elif sw == 2:
+            do = d + np.uint64(ps)
+            for e in range(half):
+                u = np.uint64(e)
+                dst[d + u] = xf[src + two * u]
+                dst[do + u] = xf[src + two * u + one]
+            if w_ % 2:
+                dst[d + np.uint64(half)] = xf[src + np.uint64(w_ - 1)]
+        else:
+            for b in range(sw):
+                db = d + np.uint64(b * ps)
+                for e in range((w_ - b + sw - 1) // sw):
+                    dst[db + np.uint64(e)] = xf[src + np.uint64(e * sw + b)]
 
 
 @jit
 def _merge_plane(src, at, h_, w_, stride, ow, ps, accumulate, dxf, base):
     """dx plane[h, w] (+)= src[at + (h%sh*sw + w%sw)*ps + (h//sh)*ow + w//sw]."""
     sh, sw = stride
+    half = w_ // 2
+    one, two = np.uint64(1), np.uint64(2)
     for hh in range(h_):
         a, r = hh % sh, hh // sh
-        d = base + hh * w_
-        for b in range(sw):
-            s = at + (a * sw + b) * ps + r * ow
+        d = np.uint64(base + hh * w_)
+        s = np.uint64(at + a * sw * ps + r * ow)
+        if sw == 2 and w_ % 2 == 0:
+            so = s + np.uint64(ps)
             if accumulate:
-                for cc in range((w_ - b + sw - 1) // sw):
-                    dxf[d + cc * sw + b] += src[s + cc]
+                for e in range(half):
+                    u = np.uint64(e)
+                    dxf[d + two * u] += src[s + u]
+                    dxf[d + two * u + one] += src[so + u]
             else:
-                for cc in range((w_ - b + sw - 1) // sw):
-                    dxf[d + cc * sw + b] = src[s + cc]
+                for e in range(half):
+                    u = np.uint64(e)
+                    dxf[d + two * u] = src[s + u]
+                    dxf[d + two * u + one] = src[so + u]
+            continue
+        for b in range(sw):
+            sb = s + np.uint64(b * ps)
+            if accumulate:
+                for e in range((w_ - b + sw - 1) // sw):
+                    dxf[d + np.uint64(e * sw + b)] += src[sb + np.uint64(e)]
+            else:
+                for e in range((w_ - b + sw - 1) // sw):
+                    dxf[d + np.uint64(e * sw + b)] = src[sb + np.uint64(e)]
+
+
+@jit
+def _block(n_, i):
+    """(first sample, samples) of block i: blocks of _BLOCK, then single samples."""
+    full = n_ // _BLOCK
+    if i < full:
+        return i * _BLOCK, _BLOCK
+    return full * _BLOCK + i - full, 1
+
+
+@jit
+def _bases(n, c_, c, plane):
+    return ((n * c_ + c) * plane, ((n + 1) * c_ + c) * plane, ((n + 2) * c_ + c) * plane,
+            ((n + 3) * c_ + c) * plane)
 
 
 @jit
@@ -477,38 +523,48 @@ def _dw_block(df, dbase, xsrc, sb, nb, taps, toff, fmask, nv, vmask, acc):
 
 @jit
 def _forward_flat(x, w, b, stride, out, direct, ps, toff, fmask, nv, vmask, buf, c0, c1):
-    """Output planes of channels [c0, c1), every sample (the flat kernels)."""
+    """Output planes of channels [c0, c1), every sample (the flat kernels).  Strided: block
+    i + 1's phases are copied before block i is computed (two slots), so that the vector loads
+    do not wait for the copy's stores just made."""
     n_, c_, h_, w_ = x.shape
     taps = w.shape[2] * w.shape[3]
     oh_, ow_ = out.shape[2], out.shape[3]
     xf, of, wf = x.reshape(x.size), out.reshape(out.size), w.reshape(w.size)
     phases = stride[0] * stride[1] * ps
+    slot = _BLOCK * phases
+    blocks = n_ // _BLOCK + n_ % _BLOCK
     tapidx = np.arange(taps)
     for c in range(c0, c1):
         bi = c if b.size > 0 else -1
-        n = 0
-        while n < n_:
-            nb = _BLOCK if n_ - n >= _BLOCK else 1
-            xb = ((n * c_ + c) * h_ * w_, ((n + 1) * c_ + c) * h_ * w_,
-                  ((n + 2) * c_ + c) * h_ * w_, ((n + 3) * c_ + c) * h_ * w_)
-            ob = ((n * c_ + c) * oh_ * ow_, ((n + 1) * c_ + c) * oh_ * ow_,
-                  ((n + 2) * c_ + c) * oh_ * ow_, ((n + 3) * c_ + c) * oh_ * ow_)
+        if not direct:
+            n, nb = _block(n_, 0)
+            xb = _bases(n, c_, c, h_ * w_)
+            for k in range(nb):
+                _split_plane(xf, xb[k], h_, w_, stride, ow_, ps, buf, k * phases)
+        for i in range(blocks):
+            n, nb = _block(n_, i)
+            ob = _bases(n, c_, c, oh_ * ow_)
             if direct:
-                _gather(xf, xb, nb, wf, c * taps, tapidx, toff, 0, taps, fmask, 0, nv, vmask,
-                        0, of, ob, False, b, bi)
-            else:
-                for k in range(nb):
-                    _split_plane(xf, xb[k], h_, w_, stride, ow_, ps, buf, k * phases)
-                _gather(buf, (0, phases, 2 * phases, 3 * phases), nb, wf, c * taps, tapidx,
-                        toff, 0, taps, fmask, 0, nv, vmask, 0, of, ob, False, b, bi)
-            n += nb
+                _gather(xf, _bases(n, c_, c, h_ * w_), nb, wf, c * taps, tapidx, toff, 0, taps,
+                        fmask, 0, nv, vmask, 0, of, ob, False, b, bi)
+                continue
+            if i + 1 < blocks:
+                n1, nb1 = _block(n_, i + 1)
+                xb = _bases(n1, c_, c, h_ * w_)
+                for k in range(nb1):
+                    _split_plane(xf, xb[k], h_, w_, stride, ow_, ps, buf,
+                                 ((i + 1) % 2) * slot + k * phases)
+            at = (i % 2) * slot
+            _gather(buf, (at, at + phases, at + 2 * phases, at + 3 * phases), nb, wf, c * taps,
+                    tapidx, toff, 0, taps, fmask, 0, nv, vmask, 0, of, ob, False, b, bi)
 
 
 @jit
 def _backward_flat(dout, x, w, stride, dx, dw, db, accumulate, need_dx, need_dw, need_db,
                    direct, ps, toff, fmask, nv, vmask, tapidx, xoff, program, xmask, xstore,
                    buf, c0, c1):
-    """dx planes, dw and db rows of channels [c0, c1) (the flat kernels)."""
+    """dx planes, dw and db rows of channels [c0, c1) (the flat kernels; strided: x's phases
+    copied a block ahead, dx's phases merged a block behind, two slots each)."""
     n_, c_, h_, w_ = x.shape
     kh, kw = w.shape[2], w.shape[3]
     taps = kh * kw
@@ -517,23 +573,27 @@ def _backward_flat(dout, x, w, stride, dx, dw, db, accumulate, need_dx, need_dw,
     xf, df, wf = x.reshape(x.size), dout.reshape(dout.size), w.reshape(w.size)
     dxf, dwf = dx.reshape(dx.size), dw.reshape(dw.size)
     phases = stride[0] * stride[1] * ps
-    xs, ds = 0, _BLOCK * phases                  # x's phases, dx's phases
-    acc = buf[2 * _BLOCK * phases:2 * _BLOCK * phases + taps * lanes]
+    slot = _BLOCK * phases
+    xs, ds = 0, 2 * slot                         # x's phases, dx's phases: two slots each
+    acc = buf[4 * slot:4 * slot + taps * lanes]
     acc64 = np.zeros(taps * lanes)
+    blocks = n_ // _BLOCK + n_ % _BLOCK
     for c in range(c0, c1):
         if need_dw:
             _zero(acc)
             for e in range(taps * lanes):
                 acc64[e] = 0.0
+            if not direct:
+                n, nb = _block(n_, 0)
+                xb = _bases(n, c_, c, h_ * w_)
+                for k in range(nb):
+                    _split_plane(xf, xb[k], h_, w_, stride, ow_, ps, buf, xs + k * phases)
         dbs = 0.0
         count = 0
-        n = 0
-        while n < n_:
-            nb = _BLOCK if n_ - n >= _BLOCK else 1
-            xb = ((n * c_ + c) * h_ * w_, ((n + 1) * c_ + c) * h_ * w_,
-                  ((n + 2) * c_ + c) * h_ * w_, ((n + 3) * c_ + c) * h_ * w_)
-            ob = ((n * c_ + c) * oh_ * ow_, ((n + 1) * c_ + c) * oh_ * ow_,
-                  ((n + 2) * c_ + c) * oh_ * ow_, ((n + 3) * c_ + c) * oh_ * ow_)
+        for i in range(blocks):
+            n, nb = _block(n_, i)
+            xb = _bases(n, c_, c, h_ * w_)
+            ob = _bases(n, c_, c, oh_ * ow_)
             if need_db:
                 for k in range(nb):
                     dbs += sum64(df[ob[k]:ob[k] + oh_ * ow_])
@@ -541,9 +601,14 @@ def _backward_flat(dout, x, w, stride, dx, dw, db, accumulate, need_dx, need_dw,
                 if direct:
                     _dw_block(df, ob, xf, xb, nb, taps, toff, fmask, nv, vmask, acc)
                 else:
-                    for k in range(nb):
-                        _split_plane(xf, xb[k], h_, w_, stride, ow_, ps, buf, xs + k * phases)
-                    _dw_block(df, ob, buf, (xs, xs + phases, xs + 2 * phases, xs + 3 * phases),
+                    if i + 1 < blocks:
+                        n1, nb1 = _block(n_, i + 1)
+                        xb1 = _bases(n1, c_, c, h_ * w_)
+                        for k in range(nb1):
+                            _split_plane(xf, xb1[k], h_, w_, stride, ow_, ps, buf,
+                                         xs + ((i + 1) % 2) * slot + k * phases)
+                    at = xs + (i % 2) * slot
+                    _dw_block(df, ob, buf, (at, at + phases, at + 2 * phases, at + 3 * phases),
                               nb, taps, toff, fmask, nv, vmask, acc)
                 count += nb * nv
                 if count >= _FLUSH:
@@ -555,17 +620,19 @@ def _backward_flat(dout, x, w, stride, dx, dw, db, accumulate, need_dx, need_dw,
                 if direct:
                     _gather(df, ob, nb, wf, c * taps, tapidx, xoff, 0, program[0, 1], xmask, 0,
                             program[0, 3], xstore, 0, dxf, xb, accumulate, wf, -1)
-                else:
-                    for q in range(program.shape[0]):
-                        at = ds + q * ps
-                        _gather(df, ob, nb, wf, c * taps, tapidx, xoff, program[q, 0],
-                                program[q, 1], xmask, program[q, 2], program[q, 3], xstore,
-                                program[q, 4], buf, (at, at + phases, at + 2 * phases,
-                                                     at + 3 * phases), False, wf, -1)
-                    for k in range(nb):
-                        _merge_plane(buf, ds + k * phases, h_, w_, stride, ow_, ps, accumulate,
-                                     dxf, xb[k])
-            n += nb
+                    continue
+                base = ds + (i % 2) * slot
+                for q in range(program.shape[0]):
+                    at = base + q * ps
+                    _gather(df, ob, nb, wf, c * taps, tapidx, xoff, program[q, 0], program[q, 1],
+                            xmask, program[q, 2], program[q, 3], xstore, program[q, 4], buf,
+                            (at, at + phases, at + 2 * phases, at + 3 * phases), False, wf, -1)
+                if i > 0:
+                    _merge_block(buf, ds + ((i - 1) % 2) * slot, n_, i - 1, c_, c, h_, w_,
+                                 stride, ow_, ps, accumulate, dxf)
+        if need_dx and not direct and blocks > 0:
+            _merge_block(buf, ds + ((blocks - 1) % 2) * slot, n_, blocks - 1, c_, c, h_, w_,
+                         stride, ow_, ps, accumulate, dxf)
         if need_dw:
             for e in range(taps * lanes):
                 acc64[e] += acc[e]
@@ -576,6 +643,16 @@ def _backward_flat(dout, x, w, stride, dx, dw, db, accumulate, need_dx, need_dw,
                 dwf[c * taps + t] = s
         if need_db:
             db[c] = dbs
+
+
+@jit
+def _merge_block(buf, at, n_, i, c_, c, h_, w_, stride, ow, ps, accumulate, dxf):
+    """Block i's dx phases (at buf[at:]) into dx."""
+    n, nb = _block(n_, i)
+    xb = _bases(n, c_, c, h_ * w_)
+    phases = stride[0] * stride[1] * ps
+    for k in range(nb):
+        _merge_plane(buf, at + k * phases, h_, w_, stride, ow, ps, accumulate, dxf, xb[k])
 
 
 _FLAT = True                      # the flat kernels where flat_ok (False: the wide grid's, to compare)
