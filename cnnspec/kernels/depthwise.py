@@ -264,6 +264,29 @@ def _vstore_masked(typingctx, arr, index, value, masks, mi):
     return types.none(arr, index, value, masks, mi), codegen
 
 
+def _shuffle(pick):
+    """An intrinsic (a, b) -> the vector of lanes pick(lanes) of a's and b's lanes side by side."""
+    @intrinsic
+    def shuffle(typingctx, a, b):
+        if not (isinstance(a, Vec) and b == a):
+            return None
+
+        def codegen(context, builder, sig, args):
+            n = args[0].type.count
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), n), pick(n))
+            return builder.shuffle_vector(args[0], args[1], mask)
+
+        return a(a, b), codegen
+    return shuffle
+
+
+_vevens = _shuffle(lambda n: [2 * k for k in range(n)])          # a0 a2 .. b0 b2 ..
+_vodds = _shuffle(lambda n: [2 * k + 1 for k in range(n)])       # a1 a3 .. b1 b3 ..
+_vlow = _shuffle(lambda n: [k // 2 + (k % 2) * n for k in range(n)])              # a0 b0 a1 b1 ..
+_vhigh = _shuffle(lambda n: [n // 2 + k // 2 + (k % 2) * n for k in range(n)])    # the upper halves
+_HEAD = np.array([(1 << k) - 1 for k in range(17)], np.uint16)  # masks of the first k lanes
+
+
 def _pointer(context, builder, sig, args, a, i):
     index = context.cast(builder, args[i], sig.args[i], types.intp)
     array = context.make_array(sig.args[a])(context, builder, args[a])
@@ -377,63 +400,62 @@ def _flat_per_thread(x_shape, w_shape, stride, pad, dilation):
 @jit
 def _split_plane(xf, base, h_, w_, stride, ow, ps, dst, at):
     """dst[at + (a*sw + b)*ps + r*ow + c] = x plane[r*sh + a, c*sw + b] (no padding: the masks
-    stand for it).  Unsigned indices, as in conv's _split_sample."""
+    stand for it).  Unsigned indices, as in conv's _split_sample, and no division in the loops
+    (two per row took most of an 8x8 plane's time)."""
     sh, sw = stride
-    half = w_ // 2
-    one, two = np.uint64(1), np.uint64(2)
-    for hh in range(h_):
-        a, r = hh % sh, hh // sh
-        src = np.uint64(base + hh * w_)
-        d = np.uint64(at + a * sw * ps + r * ow)
-        if sw == 1:
-            for e in range(w_):
-                dst[d + np.uint64(e)] = xf[src + np.uint64(e)]
-        elif sw == 2:
-            do = d + np.uint64(ps)
-            for e in range(half):
-                u = np.uint64(e)
-                dst[d + u] = xf[src + two * u]
-                dst[do + u] = xf[src + two * u + one]
-            if w_ % 2:
-                dst[d + np.uint64(half)] = xf[src + np.uint64(w_ - 1)]
-        else:
-            for b in range(sw):
-                db = d + np.uint64(b * ps)
-                for e in range((w_ - b + sw - 1) // sw):
-                    dst[db + np.uint64(e)] = xf[src + np.uint64(e * sw + b)]
+    lanes = vlanes(dst)
+    for a in range(sh):
+        for r in range((h_ - a + sh - 1) // sh):
+            src = np.uint64(base + (r * sh + a) * w_)
+            d = np.uint64(at + a * sw * ps + r * ow)
+            if sw == 1:
+                for e in range(w_):
+                    dst[d + np.uint64(e)] = xf[src + np.uint64(e)]
+            elif sw == 2:                  # two vectors in, evens and odds out
+                for k0 in range(0, w_, 2 * lanes):
+                    n = min(2 * lanes, w_ - k0)
+                    v0 = _vload_masked(xf, src + k0, _HEAD, min(lanes, n))
+                    v1 = _vload_masked(xf, src + k0 + lanes, _HEAD, max(0, n - lanes))
+                    _vstore_masked(dst, d + k0 // 2, _vevens(v0, v1), _HEAD, (n + 1) // 2)
+                    _vstore_masked(dst, d + ps + k0 // 2, _vodds(v0, v1), _HEAD, n // 2)
+            else:
+                for b in range(sw):
+                    db = d + np.uint64(b * ps)
+                    for e in range((w_ - b + sw - 1) // sw):
+                        dst[db + np.uint64(e)] = xf[src + np.uint64(e * sw + b)]
 
 
 @jit
 def _merge_plane(src, at, h_, w_, stride, ow, ps, accumulate, dxf, base):
-    """dx plane[h, w] (+)= src[at + (h%sh*sw + w%sw)*ps + (h//sh)*ow + w//sw]."""
+    """dx plane[h, w] (+)= src[at + (h%sh*sw + w%sw)*ps + (h//sh)*ow + w//sw] (no division in
+    the loops, as in _split_plane)."""
     sh, sw = stride
-    half = w_ // 2
-    one, two = np.uint64(1), np.uint64(2)
-    for hh in range(h_):
-        a, r = hh % sh, hh // sh
-        d = np.uint64(base + hh * w_)
-        s = np.uint64(at + a * sw * ps + r * ow)
-        if sw == 2 and w_ % 2 == 0:
-            so = s + np.uint64(ps)
-            if accumulate:
-                for e in range(half):
-                    u = np.uint64(e)
-                    dxf[d + two * u] += src[s + u]
-                    dxf[d + two * u + one] += src[so + u]
-            else:
-                for e in range(half):
-                    u = np.uint64(e)
-                    dxf[d + two * u] = src[s + u]
-                    dxf[d + two * u + one] = src[so + u]
-            continue
-        for b in range(sw):
-            sb = s + np.uint64(b * ps)
-            if accumulate:
-                for e in range((w_ - b + sw - 1) // sw):
-                    dxf[d + np.uint64(e * sw + b)] += src[sb + np.uint64(e)]
-            else:
-                for e in range((w_ - b + sw - 1) // sw):
-                    dxf[d + np.uint64(e * sw + b)] = src[sb + np.uint64(e)]
+    lanes = vlanes(src)
+    for a in range(sh):
+        for r in range((h_ - a + sh - 1) // sh):
+            d = np.uint64(base + (r * sh + a) * w_)
+            s = np.uint64(at + a * sw * ps + r * ow)
+            if sw == 2:                      # evens and odds in, two vectors out
+                for k0 in range(0, w_, 2 * lanes):
+                    n = min(2 * lanes, w_ - k0)
+                    ev = _vload_masked(src, s + k0 // 2, _HEAD, (n + 1) // 2)
+                    od = _vload_masked(src, s + ps + k0 // 2, _HEAD, n // 2)
+                    lo, hi = _vlow(ev, od), _vhigh(ev, od)
+                    if accumulate:
+                        lo = vadd(lo, _vload_masked(dxf, d + k0, _HEAD, min(lanes, n)))
+                        hi = vadd(hi, _vload_masked(dxf, d + k0 + lanes, _HEAD,
+                                                    max(0, n - lanes)))
+                    _vstore_masked(dxf, d + k0, lo, _HEAD, min(lanes, n))
+                    _vstore_masked(dxf, d + k0 + lanes, hi, _HEAD, max(0, n - lanes))
+                continue
+            for b in range(sw):
+                sb = s + np.uint64(b * ps)
+                if accumulate:
+                    for e in range((w_ - b + sw - 1) // sw):
+                        dxf[d + np.uint64(e * sw + b)] += src[sb + np.uint64(e)]
+                else:
+                    for e in range((w_ - b + sw - 1) // sw):
+                        dxf[d + np.uint64(e * sw + b)] = src[sb + np.uint64(e)]
 
 
 @jit
