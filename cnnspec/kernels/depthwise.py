@@ -302,6 +302,9 @@ def _mask_bits(context, builder, sig, args, a, i, lanes):
 
 
 _BLOCK = 4                        # samples of a channel per pass (they share weights and masks)
+_SKEW = 48                        # elements between a sample's phases and the next's, and between
+#                                   slots: planes of 4 KB (32x32) otherwise met the copies' loads
+#                                   and stores at addresses equal mod 4096 (false dependencies)
 _FLUSH = 64                       # vectors summed in float32 before dw's sums go to float64
 
 
@@ -394,7 +397,7 @@ def _flat_per_thread(x_shape, w_shape, stride, pad, dilation):
     samples, as many for dx's phases, and the float32 dw sums (taps x 16)."""
     ow = conv_output_size(x_shape[3], w_shape[3], stride[1], pad[2], pad[3], dilation[1])
     ps = -(-x_shape[2] // stride[0]) * ow * stride[0] * stride[1]
-    return 4 * _BLOCK * ps + w_shape[2] * w_shape[3] * 16
+    return 4 * (_BLOCK * (ps + _SKEW) + _SKEW) + w_shape[2] * w_shape[3] * 16
 
 
 @jit
@@ -552,8 +555,8 @@ def _forward_flat(x, w, b, stride, out, direct, ps, toff, fmask, nv, vmask, buf,
     taps = w.shape[2] * w.shape[3]
     oh_, ow_ = out.shape[2], out.shape[3]
     xf, of, wf = x.reshape(x.size), out.reshape(out.size), w.reshape(w.size)
-    phases = stride[0] * stride[1] * ps
-    slot = _BLOCK * phases
+    phases = stride[0] * stride[1] * ps + _SKEW    # a sample's phases in the scratch
+    slot = _BLOCK * phases + _SKEW
     blocks = n_ // _BLOCK + n_ % _BLOCK
     tapidx = np.arange(taps)
     for c in range(c0, c1):
@@ -594,8 +597,8 @@ def _backward_flat(dout, x, w, stride, dx, dw, db, accumulate, need_dx, need_dw,
     lanes = vlanes(x)
     xf, df, wf = x.reshape(x.size), dout.reshape(dout.size), w.reshape(w.size)
     dxf, dwf = dx.reshape(dx.size), dw.reshape(dw.size)
-    phases = stride[0] * stride[1] * ps
-    slot = _BLOCK * phases
+    phases = stride[0] * stride[1] * ps + _SKEW    # a sample's phases in the scratch
+    slot = _BLOCK * phases + _SKEW
     xs, ds = 0, 2 * slot                         # x's phases, dx's phases: two slots each
     acc = buf[4 * slot:4 * slot + taps * lanes]
     acc64 = np.zeros(taps * lanes)
@@ -672,7 +675,7 @@ def _merge_block(buf, at, n_, i, c_, c, h_, w_, stride, ow, ps, accumulate, dxf)
     """Block i's dx phases (at buf[at:]) into dx."""
     n, nb = _block(n_, i)
     xb = _bases(n, c_, c, h_ * w_)
-    phases = stride[0] * stride[1] * ps
+    phases = stride[0] * stride[1] * ps + _SKEW
     for k in range(nb):
         _merge_plane(buf, at + k * phases, h_, w_, stride, ow, ps, accumulate, dxf, xb[k])
 
