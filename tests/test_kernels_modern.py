@@ -287,6 +287,72 @@ def test_depthwise_matches_reference(case, dtype):
     close(dw2, rdw, dtype)
 
 
+# the flat kernels (depthwise.flat_ok: one filter per channel, ceil(W / sw) <= OW): blocks of four
+# samples and single ones (N = 5, 9), planes of one vector or less and of several with a partial
+# last one, strides (2, 2), (1, 2), (3, 3) and odd widths (the phase copies' vector tails),
+# dilation, more padding than the kernel needs, a row (H = 1);
+# (N, C, H, W, KH, KW, stride, pad, dilation)
+FLAT_CASES = [
+    (5, 3, 9, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 2, 28, 28, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (9, 3, 8, 8, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (4, 2, 17, 35, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (3, 2, 11, 10, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1)),
+    (2, 3, 10, 12, 3, 3, (1, 2), (2, 1, 1, 2), (1, 1)),
+    (4, 2, 9, 9, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),
+    (4, 2, 9, 9, 3, 3, (1, 1), (2, 2, 3, 3), (1, 1)),
+    (5, 2, 13, 6, 3, 3, (3, 3), (1, 1, 1, 1), (1, 1)),
+    (2, 3, 1, 13, 1, 3, (1, 2), (0, 0, 1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", FLAT_CASES, ids=str)
+def test_depthwise_flat_kernels(case, dtype, monkeypatch):
+    """The flat kernels against the reference and against the wide grid's loops (depthwise._FLAT
+    off), with outputs between sentinels: nothing written outside them."""
+    from cnnspec.kernels import depthwise as D
+    n, c, h, w_, kh, kw, stride, pad, dil = case
+    x, w = randn(n, c, h, w_, dtype=dtype), randn(c, 1, kh, kw, dtype=dtype)
+    b = randn(c, dtype=dtype)
+    assert D.flat_ok(x.shape, w.shape, stride, pad, dil)
+    shape = K.conv2d_output_shape(x.shape, w.shape, stride, pad, dil)
+    dout = randn(*shape, dtype=dtype)
+    results = []
+    for flat in (True, False):
+        monkeypatch.setattr(D, "_FLAT", flat)
+        ws = np.full(K.conv2d_workspace_size(x.shape, w.shape, stride, pad, dil, c) + 64, np.nan,
+                     dtype)
+        big = np.full((n + 2,) + shape[1:], 7.0, dtype)      # sentinels: samples 0 and n + 1
+        out = big[1:n + 1]
+        K.conv2d_forward_into(x, w, b, stride, pad, dil, c, out, ws)
+        assert np.all(big[0] == 7.0) and np.all(big[n + 1] == 7.0)
+        bigx = np.full((n + 2, c, h, w_), 7.0, dtype)
+        dx, dw, db = bigx[1:n + 1], np.full_like(w, np.nan), np.full_like(b, np.nan)
+        K.conv2d_backward_into(dout, x, w, stride, pad, dil, c, dx, dw, db, ws)
+        assert np.all(bigx[0] == 7.0) and np.all(bigx[n + 1] == 7.0)
+        dx2 = dx.copy()
+        K.conv2d_backward_into(dout, x, w, stride, pad, dil, c, dx2, None, None, ws,
+                               accumulate=True)
+        dw2 = np.full_like(w, np.nan)
+        K.conv2d_backward_into(dout, x, w, stride, pad, dil, c, None, dw2, None, ws)
+        results.append((out.copy(), dx.copy(), dw, db, dx2, dw2))
+    rdx, rdw, rdb = R.conv2d_backward(dout, x, w, b, stride, pad, dil, c)
+    refs = (R.conv2d_forward(x, w, b, stride, pad, dil, c), rdx, rdw, rdb, 2 * rdx, rdw)
+    for got, old, ref in zip(results[0], results[1], refs):
+        close(got, ref, dtype)
+        close(got, old, dtype)
+
+
+def test_depthwise_flat_rule():
+    from cnnspec.kernels.depthwise import flat_ok
+    assert flat_ok((8, 16, 32, 32), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1))   # MobileNet's
+    assert flat_ok((8, 16, 32, 32), (16, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1))
+    assert flat_ok((8, 16, 7, 7), (16, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1))      # 4 columns
+    assert not flat_ok((8, 16, 32, 32), (16, 1, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1))  # 30 < 32
+    assert not flat_ok((8, 16, 32, 32), (32, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1))  # m = 2
+
+
 def test_one_channel_convolution_stays_on_the_general_path():
     assert not _is_depthwise((8, 1, 32, 32), (6, 1, 5, 5), 1)      # LeNet's conv1
     assert not _is_depthwise((8, 4, 32, 32), (8, 2, 3, 3), 2)      # two channels per group
