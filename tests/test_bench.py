@@ -207,17 +207,18 @@ def test_the_bench_settles_malloc_before_timing():
     """A call that allocates three 14 MB blocks (64-byte aligned, as PyTorch's CPU allocator asks)
     and frees them: in a fresh process glibc gives the pages back after each call (43 MB free at
     the heap's top, above its trim threshold) and the next call faults them in again; after
-    ``settle_malloc`` they stay in the heap, as in a long-running program."""
+    ``settle_malloc`` they stay in the heap, as in a long-running program.  So do six 25 MB
+    blocks (150 MB free at the top: above the trim threshold the free of 31 MiB alone leaves)."""
     code = """if True:
-        import ctypes, resource
+        import ctypes, resource, sys
         from cnnspec.engine import bench
         libc = ctypes.CDLL(None)
 
-        def faults(n=14_450_688):                  # the output of a 32x144x28x28 float32 layer
+        def faults(n=14_450_688, k=3):             # the output of a 32x144x28x28 float32 layer
             counts = []
             for _ in range(4):
                 start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                blocks = [ctypes.c_void_p() for _ in range(3)]
+                blocks = [ctypes.c_void_p() for _ in range(k)]
                 for p in blocks:
                     assert libc.posix_memalign(ctypes.byref(p), 64, n) == 0
                     ctypes.memset(p, 1, n)
@@ -226,12 +227,18 @@ def test_the_bench_settles_malloc_before_timing():
                 counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
             return counts[-1]
 
-        before = faults()
-        bench.settle_malloc()
-        print(before, faults())
+        if sys.argv[1] == "150":                # settled at once, then 150 MB a call
+            bench.settle_malloc()
+            print(faults(25_000_000, 6))
+        else:
+            before = faults()
+            bench.settle_malloc()
+            print(before, faults())
     """
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    before, after = map(int, out.split())
+    run = lambda *args: subprocess.run([sys.executable, "-c", code, *args], check=True,
+                                       capture_output=True, text=True).stdout
+    assert int(run("150")) < 100         # 30,000 a call without the trim threshold
+    before, after = map(int, run("14").split())
     # fresh pages every call: how many of the three blocks depends on where the imports left
     # the heap's top (two here, one in some runs of the whole file), never none
     assert before >= 14_450_688 // 4096, (before, after)

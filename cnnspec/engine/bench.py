@@ -208,8 +208,19 @@ def settle_malloc():
     process, none and 2.4-2.9 ms once a larger block had been freed. Which state a row met
     depended on the rows before it; freeing one 31 MiB block first makes it the same for every
     row, the state PyTorch's own training loops reach (and cnnspec's layer API, which allocates
-    its outputs, meets too). A no-op with other allocators."""
+    its outputs, meets too).  Then the heap's free top is kept (M_TRIM_THRESHOLD 1 GiB, which
+    also fixes the mmap threshold where the free left it): glibc otherwise gives it back to the
+    kernel once twice that threshold, ~62 MiB, is free there, and a call that frees more (PyTorch's
+    forward+backward of the same depthwise row, its fresh gradients) faulted 1,700-17,600 pages
+    back in on the next call (22-69 ms against 16.6-18 ms).  For the bench's process: it keeps
+    up to 1 GiB of freed memory.  A no-op with other allocators."""
     np.empty(31 << 20, np.uint8)     # allocated and freed at once: 31 MiB + a page <= 32 MiB
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        import ctypes
+        ctypes.CDLL(None).mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+
+_M_TRIM_THRESHOLD = -1      # glibc's malloc.h
 
 
 @contextlib.contextmanager
