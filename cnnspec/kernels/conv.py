@@ -1012,6 +1012,17 @@ def _bias_grad_add(dout, n, db):
         db[f] += sum64(dout[n, f].reshape(oh_ * ow_))
 
 
+@jit
+def _sum_pieces(ws, at, per, pieces, out):
+    """out[i] = the sum over t < pieces of ws[at + i + t * per], in piece order (the threads'
+    partial sums, laid ``per`` apart in the workspace: results do not depend on timing)."""
+    for i in range(out.shape[0]):
+        s = ws[at + i]
+        for t in range(1, pieces):
+            s += ws[at + i + t * per]
+        out[i] = s
+
+
 # -- drivers: samples split over threads ------------------------------------------------------
 # ``layout`` = per-thread buffer offsets (see _Plan); ``wt`` = tap-major weights (KN2ROW) or
 # weights by kernel row (ROWTAP).  One driver per way of making the matrices, all with the same

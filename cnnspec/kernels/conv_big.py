@@ -37,7 +37,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from cnnspec.kernels._jit import jit
-from cnnspec.kernels.conv import _bias_grad_add
+from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
 from cnnspec.kernels._simd import (Vec, vadd, vfma, vlanes, vload, vsplat, vstore, vtranspose,
                                    vzero)
 
@@ -677,8 +677,4 @@ def wino_dw_finish(ws, base, per, pieces, o_du, o_db, dw, db, need_dw, need_db):
                     dw[f, c, i, 1] = (h[i, 1] - h[i, 2]) * half
                     dw[f, c, i, 2] = (h[i, 1] + h[i, 2]) * half + h[i, 3]
     if need_db:
-        for f in range(f_):
-            s = ws[base + o_db + f]
-            for t in range(1, pieces):
-                s += ws[base + o_db + f + t * per]
-            db[f] = s
+        _sum_pieces(ws, base + o_db, per, pieces, db)

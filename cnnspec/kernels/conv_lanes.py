@@ -37,7 +37,7 @@ import functools
 import numpy as np
 
 from cnnspec.kernels._jit import jit
-from cnnspec.kernels.conv import _bias_grad_add
+from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
 from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vprefetch, vsplat,
                                    vstore, vtranspose, vzero)
 
@@ -650,11 +650,7 @@ def _rows_sum(ws, at, per, pieces, blocks, fp, need_dw, need_db, dw, db):
                     for j in range(kw):
                         dw[f, c, i, j] = acc[(i * blocks * 12 + j * c_ + c) * fp + f]
     if need_db:
-        for f in range(f_):
-            s = ws[at + o_db + f]
-            for t in range(1, pieces):
-                s += ws[at + o_db + f + t * per]
-            db[f] = s
+        _sum_pieces(ws, at + o_db, per, pieces, db)
 
 
 def rows_workspace_size(geo, pieces):
