@@ -139,6 +139,18 @@ def vadd(typingctx, a, b):
 
 
 @intrinsic
+def vsub(typingctx, a, b):
+    """a - b, lane by lane."""
+    if not (isinstance(a, Vec) and b == a):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
 def vtranspose(typingctx, src, si, sstride, dst, di, dstride, lo, hi, accumulate):
     """Transpose a lanes x lanes block: vector k of the result (lo <= k < hi) is lane k of the
     vectors src[si + j*sstride] (j < lanes); it is stored at dst[di + k*dstride], or added there
@@ -213,3 +225,78 @@ def vprefetch(typingctx, arr, index):
         return context.get_dummy_value()
 
     return types.none(arr, index), codegen
+
+
+# -- masked loads and stores, shuffles (depthwise.py's flat kernels) --------------------------
+
+@intrinsic
+def vload_masked(typingctx, arr, index, masks, mi):
+    """arr[index : index + lanes] with the lanes whose bit in masks[mi] is clear read as zero
+    (and not read at all: index may point before or past the array where masked)."""
+    vec = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(vec)
+        ptr = _pointer(context, builder, sig, args, 0, 1)
+        mask = _mask_bits(context, builder, sig, args, 2, 3, vty.count)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [ptr.type, ir.IntType(32), mask.type, vty]),
+            f"llvm.masked.load.v{vty.count}f{arr.dtype.bitwidth}.p0")
+        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), arr.dtype.bitwidth // 8),
+                                 mask, ir.Constant(vty, None)])
+
+    return vec(arr, index, masks, mi), codegen
+
+
+@intrinsic
+def vstore_masked(typingctx, arr, index, value, masks, mi):
+    """arr[index + l] = value[l] for the lanes l whose bit in masks[mi] is set."""
+    def codegen(context, builder, sig, args):
+        vty = args[2].type
+        ptr = _pointer(context, builder, sig, args, 0, 1)
+        mask = _mask_bits(context, builder, sig, args, 3, 4, vty.count)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr.type, ir.IntType(32),
+                                                             mask.type]),
+            f"llvm.masked.store.v{vty.count}f{arr.dtype.bitwidth}.p0")
+        builder.call(fn, [args[2], ptr, ir.Constant(ir.IntType(32), arr.dtype.bitwidth // 8),
+                          mask])
+        return context.get_dummy_value()
+
+    return types.none(arr, index, value, masks, mi), codegen
+
+
+def _shuffle(pick):
+    """An intrinsic (a, b) -> the vector of lanes pick(lanes) of a's and b's lanes side by side."""
+    @intrinsic
+    def shuffle(typingctx, a, b):
+        if not (isinstance(a, Vec) and b == a):
+            return None
+
+        def codegen(context, builder, sig, args):
+            n = args[0].type.count
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), n), pick(n))
+            return builder.shuffle_vector(args[0], args[1], mask)
+
+        return a(a, b), codegen
+    return shuffle
+
+
+vevens = _shuffle(lambda n: [2 * k for k in range(n)])          # a0 a2 .. b0 b2 ..
+vodds = _shuffle(lambda n: [2 * k + 1 for k in range(n)])       # a1 a3 .. b1 b3 ..
+vlow = _shuffle(lambda n: [k // 2 + (k % 2) * n for k in range(n)])              # a0 b0 a1 b1 ..
+vhigh = _shuffle(lambda n: [n // 2 + k // 2 + (k % 2) * n for k in range(n)])    # the upper halves
+
+
+def _pointer(context, builder, sig, args, a, i):
+    """_element_pointer of args[a] at index args[i] (not inbounds: masked lanes may lie outside)."""
+    index = context.cast(builder, args[i], sig.args[i], types.intp)
+    return _element_pointer(context, builder, sig.args[a], args[a], index)
+
+
+def _mask_bits(context, builder, sig, args, a, i, lanes):
+    index = context.cast(builder, args[i], sig.args[i], types.intp)
+    array = context.make_array(sig.args[a])(context, builder, args[a])
+    bits = builder.load(builder.gep(array.data, [index], inbounds=True))
+    bits = builder.trunc(bits, ir.IntType(lanes)) if lanes < 16 else bits
+    return builder.bitcast(bits, ir.VectorType(ir.IntType(1), lanes))

@@ -32,31 +32,16 @@ error of its terms).  Measured against float64 NumPy, max error / max |output|: 
 F(2x2, 3x3)'s transforms have no constants beyond 1/2, unlike F(4x4, 3x3)'s (4, 5, 1/24).
 """
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from cnnspec.kernels._jit import jit
 from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
-from cnnspec.kernels._simd import (Vec, vadd, vfma, vlanes, vload, vsplat, vstore, vtranspose,
-                                   vzero)
+from cnnspec.kernels._simd import (vadd, vevens, vfma, vlanes, vload, vodds, vsplat, vstore, vsub,
+                                   vtranspose, vzero)
 
 WINO_FILTERS = 64    # filters per block, float32 (4 vectors; float64: blocks of 32)
 WINO_POS = 6         # tiles per block
 WINO_TILES = 96      # tiles per chunk (whole tile rows, at least one): V and M in L2
 SLACK = 16           # elements past a buffer's rows that whole-vector loops may touch
-
-
-@intrinsic
-def _vsub(typingctx, a, b):
-    """a - b, lane by lane (_simd's vectors)."""
-    if not (isinstance(a, Vec) and b == a):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fsub(args[0], args[1])
-
-    return a(a, b), codegen
 
 
 def wino_geometry(x_shape, w_shape, pad):
@@ -113,23 +98,6 @@ def wino_weights(w, flipped, u):
                 u[base + 3 * r_ * fp] = gg[i, 2]
 
 
-@intrinsic
-def _vdeinterleave(typingctx, a, b):
-    """(even lanes, odd lanes) of the 2*lanes elements a, b (a first): two shuffles."""
-    if not (isinstance(a, Vec) and b == a):
-        return None
-    pair = types.UniTuple(a, 2)
-
-    def codegen(context, builder, sig, args):
-        n = args[0].type.count
-        mask = lambda m: ir.Constant(ir.VectorType(ir.IntType(32), n), m)
-        even = builder.shuffle_vector(args[0], args[1], mask(list(range(0, 2 * n, 2))))
-        odd = builder.shuffle_vector(args[0], args[1], mask(list(range(1, 2 * n, 2))))
-        return context.make_tuple(builder, sig.return_type, (even, odd))
-
-    return pair(a, b), codegen
-
-
 @jit
 def _fill(x, n, pad, hp, k2, xs):
     """xs[c, r, parity, k] = x[n] padded at row r, column 2k + parity, and zeros around: every
@@ -167,7 +135,8 @@ def _fill(x, n, pad, hp, k2, xs):
             if m_ >= lanes:
                 for m0 in range(0, m_, lanes):
                     m = min(m0, m_ - lanes)      # the last block overlaps: the same values
-                    ev, od = _vdeinterleave(vload(xf, src + 2 * m), vload(xf, src + 2 * m + lanes))
+                    lo, hi = vload(xf, src + 2 * m), vload(xf, src + 2 * m + lanes)
+                    ev, od = vevens(lo, hi), vodds(lo, hi)
                     vstore(xs, a + k0 + m, ev)
                     vstore(xs, b + k1 + m, od)
                 mv = m_
@@ -214,22 +183,22 @@ def _input_tiles(xs, c_, cs, hp, k2, tw, ti0, ti1, vs, v):
                 p3 = vload(xs, a + 7 * k2 + 1)
                 # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 (columns 0..3: e, o, f, p)
                 _row_tiles(v, (0 * cs + c) * vs + t + j0, cs * vs,
-                           _vsub(e0, e2), _vsub(o0, o2), _vsub(f0, f2), _vsub(p0, p2))
+                           vsub(e0, e2), vsub(o0, o2), vsub(f0, f2), vsub(p0, p2))
                 _row_tiles(v, (4 * cs + c) * vs + t + j0, cs * vs,
                            vadd(e1, e2), vadd(o1, o2), vadd(f1, f2), vadd(p1, p2))
                 _row_tiles(v, (8 * cs + c) * vs + t + j0, cs * vs,
-                           _vsub(e2, e1), _vsub(o2, o1), _vsub(f2, f1), _vsub(p2, p1))
+                           vsub(e2, e1), vsub(o2, o1), vsub(f2, f1), vsub(p2, p1))
                 _row_tiles(v, (12 * cs + c) * vs + t + j0, cs * vs,
-                           _vsub(e1, e3), _vsub(o1, o3), _vsub(f1, f3), _vsub(p1, p3))
+                           vsub(e1, e3), vsub(o1, o3), vsub(f1, f3), vsub(p1, p3))
 
 
 @jit
 def _row_tiles(v, at, step, d0, d1, d2, d3):
     """(row of B^T d) B: columns d0 - d2, d1 + d2, d2 - d1, d1 - d3 into v[at + j*step]."""
-    vstore(v, at, _vsub(d0, d2))
+    vstore(v, at, vsub(d0, d2))
     vstore(v, at + step, vadd(d1, d2))
-    vstore(v, at + 2 * step, _vsub(d2, d1))
-    vstore(v, at + 3 * step, _vsub(d1, d3))
+    vstore(v, at + 2 * step, vsub(d2, d1))
+    vstore(v, at + 3 * step, vsub(d1, d3))
 
 
 @jit
@@ -366,15 +335,15 @@ def _output_tiles(m, t6, fp, tw, ti0, ti1, ow_, y, b, n, accumulate, out):
                 s1 = vadd(vadd(m1, m5), m9)
                 s2 = vadd(vadd(m2, m6), m10)
                 s3 = vadd(vadd(m3, m7), m11)
-                r0 = _vsub(_vsub(m4, m8), m12)
-                r1 = _vsub(_vsub(m5, m9), m13)
-                r2 = _vsub(_vsub(m6, m10), m14)
-                r3 = _vsub(_vsub(m7, m11), m15)
+                r0 = vsub(vsub(m4, m8), m12)
+                r1 = vsub(vsub(m5, m9), m13)
+                r2 = vsub(vsub(m6, m10), m14)
+                r3 = vsub(vsub(m7, m11), m15)
                 d = (2 * tj) * fp + fb
                 vstore(y, d, vadd(vadd(s0, s1), s2))
-                vstore(y, d + fp, _vsub(_vsub(s1, s2), s3))
+                vstore(y, d + fp, vsub(vsub(s1, s2), s3))
                 vstore(y, d + yw * fp, vadd(vadd(r0, r1), r2))
-                vstore(y, d + yw * fp + fp, _vsub(_vsub(r1, r2), r3))
+                vstore(y, d + yw * fp + fp, vsub(vsub(r1, r2), r3))
         for a in range(2):
             oh = 2 * ti + a
             if oh >= oh_:
@@ -507,8 +476,8 @@ def _dout_tiles(dt, tw, tw2, fp, ti0, ti1, t6, dm):
                 d = t * fp + fb
                 _dm_row(dm, d, es, y00, y01)
                 _dm_row(dm, d + 4 * es, es, vadd(y00, y10), vadd(y01, y11))
-                _dm_row(dm, d + 8 * es, es, _vsub(y00, y10), _vsub(y01, y11))
-                _dm_row(dm, d + 12 * es, es, _vsub(zero, y10), _vsub(zero, y11))
+                _dm_row(dm, d + 8 * es, es, vsub(y00, y10), vsub(y01, y11))
+                _dm_row(dm, d + 12 * es, es, vsub(zero, y10), vsub(zero, y11))
 
 
 @jit
@@ -516,8 +485,8 @@ def _dm_row(dm, at, step, p, q):
     """A row (p, q) of A dY times A^T: p, p + q, p - q, -q into dm[at + j*step]."""
     vstore(dm, at, p)
     vstore(dm, at + step, vadd(p, q))
-    vstore(dm, at + 2 * step, _vsub(p, q))
-    vstore(dm, at + 3 * step, _vsub(vzero(dm), q))
+    vstore(dm, at + 2 * step, vsub(p, q))
+    vstore(dm, at + 3 * step, vsub(vzero(dm), q))
 
 
 @jit

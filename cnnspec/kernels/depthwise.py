@@ -31,14 +31,10 @@ rows) belongs to one thread, so no partial sums are merged and results do not de
 import functools
 
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
-from cnnspec.kernels._simd import (Vec, vadd, vfma, vlanes, vload, vprefetch, vsplat, vstore,
-                                  vzero)
+from cnnspec.kernels._simd import (vadd, vevens, vfma, vhigh, vlanes, vload, vload_masked,
+                                  vlow, vodds, vprefetch, vsplat, vstore, vstore_masked, vzero)
 from cnnspec.kernels.conv import (_merge_phases, _phase_shape, _phase_shape_jit, _split_sample,
                                   _tap_offset, _zero, conv_output_size)
 
@@ -230,78 +226,7 @@ def _backward(dout, x, w, stride, pad, dilation, dx, dw, db, accumulate, need_dx
 # dw: per tap, four running vectors (one per sample) of dout * the tap's masked input, folded per
 # block of samples into float32 sums that go to float64 every 64 vectors.
 
-@intrinsic
-def _vload_masked(typingctx, arr, index, masks, mi):
-    """arr[index : index + lanes] with the lanes whose bit in masks[mi] is clear read as zero
-    (and not read at all: index may point before or past the array where masked)."""
-    vec = Vec(arr.dtype)
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vec)
-        ptr = _pointer(context, builder, sig, args, 0, 1)
-        mask = _mask_bits(context, builder, sig, args, 2, 3, vty.count)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [ptr.type, ir.IntType(32), mask.type, vty]),
-            f"llvm.masked.load.v{vty.count}f{arr.dtype.bitwidth}.p0")
-        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), arr.dtype.bitwidth // 8),
-                                 mask, ir.Constant(vty, None)])
-
-    return vec(arr, index, masks, mi), codegen
-
-
-@intrinsic
-def _vstore_masked(typingctx, arr, index, value, masks, mi):
-    """arr[index + l] = value[l] for the lanes l whose bit in masks[mi] is set."""
-    def codegen(context, builder, sig, args):
-        vty = args[2].type
-        ptr = _pointer(context, builder, sig, args, 0, 1)
-        mask = _mask_bits(context, builder, sig, args, 3, 4, vty.count)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr.type, ir.IntType(32),
-                                                             mask.type]),
-            f"llvm.masked.store.v{vty.count}f{arr.dtype.bitwidth}.p0")
-        builder.call(fn, [args[2], ptr, ir.Constant(ir.IntType(32), arr.dtype.bitwidth // 8),
-                          mask])
-        return context.get_dummy_value()
-
-    return types.none(arr, index, value, masks, mi), codegen
-
-
-def _shuffle(pick):
-    """An intrinsic (a, b) -> the vector of lanes pick(lanes) of a's and b's lanes side by side."""
-    @intrinsic
-    def shuffle(typingctx, a, b):
-        if not (isinstance(a, Vec) and b == a):
-            return None
-
-        def codegen(context, builder, sig, args):
-            n = args[0].type.count
-            mask = ir.Constant(ir.VectorType(ir.IntType(32), n), pick(n))
-            return builder.shuffle_vector(args[0], args[1], mask)
-
-        return a(a, b), codegen
-    return shuffle
-
-
-_vevens = _shuffle(lambda n: [2 * k for k in range(n)])          # a0 a2 .. b0 b2 ..
-_vodds = _shuffle(lambda n: [2 * k + 1 for k in range(n)])       # a1 a3 .. b1 b3 ..
-_vlow = _shuffle(lambda n: [k // 2 + (k % 2) * n for k in range(n)])              # a0 b0 a1 b1 ..
-_vhigh = _shuffle(lambda n: [n // 2 + k // 2 + (k % 2) * n for k in range(n)])    # the upper halves
 _HEAD = np.array([(1 << k) - 1 for k in range(17)], np.uint16)  # masks of the first k lanes
-
-
-def _pointer(context, builder, sig, args, a, i):
-    index = context.cast(builder, args[i], sig.args[i], types.intp)
-    array = context.make_array(sig.args[a])(context, builder, args[a])
-    return builder.gep(array.data, [index])          # not inbounds: masked lanes may lie outside
-
-
-def _mask_bits(context, builder, sig, args, a, i, lanes):
-    index = context.cast(builder, args[i], sig.args[i], types.intp)
-    array = context.make_array(sig.args[a])(context, builder, args[a])
-    bits = builder.load(builder.gep(array.data, [index], inbounds=True))
-    bits = builder.trunc(bits, ir.IntType(lanes)) if lanes < 16 else bits
-    return builder.bitcast(bits, ir.VectorType(ir.IntType(1), lanes))
 
 
 _BLOCK = 4                        # samples of a channel per pass (they share weights and masks)
@@ -422,10 +347,10 @@ def _split_plane(xf, base, h_, w_, stride, ow, ps, dst, at):
             elif sw == 2:                  # two vectors in, evens and odds out
                 for k0 in range(0, w_, 2 * lanes):
                     n = min(2 * lanes, w_ - k0)
-                    v0 = _vload_masked(xf, src + k0, _HEAD, min(lanes, n))
-                    v1 = _vload_masked(xf, src + k0 + lanes, _HEAD, max(0, n - lanes))
-                    _vstore_masked(dst, d + k0 // 2, _vevens(v0, v1), _HEAD, (n + 1) // 2)
-                    _vstore_masked(dst, d + ps + k0 // 2, _vodds(v0, v1), _HEAD, n // 2)
+                    v0 = vload_masked(xf, src + k0, _HEAD, min(lanes, n))
+                    v1 = vload_masked(xf, src + k0 + lanes, _HEAD, max(0, n - lanes))
+                    vstore_masked(dst, d + k0 // 2, vevens(v0, v1), _HEAD, (n + 1) // 2)
+                    vstore_masked(dst, d + ps + k0 // 2, vodds(v0, v1), _HEAD, n // 2)
             else:
                 for b in range(sw):
                     db = d + np.uint64(b * ps)
@@ -446,15 +371,15 @@ def _merge_plane(src, at, h_, w_, stride, ow, ps, accumulate, dxf, base):
             if sw == 2:                      # evens and odds in, two vectors out
                 for k0 in range(0, w_, 2 * lanes):
                     n = min(2 * lanes, w_ - k0)
-                    ev = _vload_masked(src, s + k0 // 2, _HEAD, (n + 1) // 2)
-                    od = _vload_masked(src, s + ps + k0 // 2, _HEAD, n // 2)
-                    lo, hi = _vlow(ev, od), _vhigh(ev, od)
+                    ev = vload_masked(src, s + k0 // 2, _HEAD, (n + 1) // 2)
+                    od = vload_masked(src, s + ps + k0 // 2, _HEAD, n // 2)
+                    lo, hi = vlow(ev, od), vhigh(ev, od)
                     if accumulate:
-                        lo = vadd(lo, _vload_masked(dxf, d + k0, _HEAD, min(lanes, n)))
-                        hi = vadd(hi, _vload_masked(dxf, d + k0 + lanes, _HEAD,
+                        lo = vadd(lo, vload_masked(dxf, d + k0, _HEAD, min(lanes, n)))
+                        hi = vadd(hi, vload_masked(dxf, d + k0 + lanes, _HEAD,
                                                     max(0, n - lanes)))
-                    _vstore_masked(dxf, d + k0, lo, _HEAD, min(lanes, n))
-                    _vstore_masked(dxf, d + k0 + lanes, hi, _HEAD, max(0, n - lanes))
+                    vstore_masked(dxf, d + k0, lo, _HEAD, min(lanes, n))
+                    vstore_masked(dxf, d + k0 + lanes, hi, _HEAD, max(0, n - lanes))
                 continue
             for b in range(sw):
                 sb = s + np.uint64(b * ps)
@@ -514,26 +439,26 @@ def _gather(src, sb, nb, wf, wb, tapidx, toff, t0, nt, masks, m0, nv, smask, s0,
             for t in range(nt):
                 wv = vsplat(wf, wb + tapidx[t0 + t])
                 o = p + toff[t0 + t]
-                a0 = vfma(a0, wv, _vload_masked(src, sb[0] + o, masks, mv + t))
-                a1 = vfma(a1, wv, _vload_masked(src, sb[1] + o, masks, mv + t))
-                a2 = vfma(a2, wv, _vload_masked(src, sb[2] + o, masks, mv + t))
-                a3 = vfma(a3, wv, _vload_masked(src, sb[3] + o, masks, mv + t))
+                a0 = vfma(a0, wv, vload_masked(src, sb[0] + o, masks, mv + t))
+                a1 = vfma(a1, wv, vload_masked(src, sb[1] + o, masks, mv + t))
+                a2 = vfma(a2, wv, vload_masked(src, sb[2] + o, masks, mv + t))
+                a3 = vfma(a3, wv, vload_masked(src, sb[3] + o, masks, mv + t))
             if accumulate:
-                a0 = vadd(a0, _vload_masked(dst, db[0] + p, smask, s0 + v))
-                a1 = vadd(a1, _vload_masked(dst, db[1] + p, smask, s0 + v))
-                a2 = vadd(a2, _vload_masked(dst, db[2] + p, smask, s0 + v))
-                a3 = vadd(a3, _vload_masked(dst, db[3] + p, smask, s0 + v))
-            _vstore_masked(dst, db[0] + p, a0, smask, s0 + v)
-            _vstore_masked(dst, db[1] + p, a1, smask, s0 + v)
-            _vstore_masked(dst, db[2] + p, a2, smask, s0 + v)
-            _vstore_masked(dst, db[3] + p, a3, smask, s0 + v)
+                a0 = vadd(a0, vload_masked(dst, db[0] + p, smask, s0 + v))
+                a1 = vadd(a1, vload_masked(dst, db[1] + p, smask, s0 + v))
+                a2 = vadd(a2, vload_masked(dst, db[2] + p, smask, s0 + v))
+                a3 = vadd(a3, vload_masked(dst, db[3] + p, smask, s0 + v))
+            vstore_masked(dst, db[0] + p, a0, smask, s0 + v)
+            vstore_masked(dst, db[1] + p, a1, smask, s0 + v)
+            vstore_masked(dst, db[2] + p, a2, smask, s0 + v)
+            vstore_masked(dst, db[3] + p, a3, smask, s0 + v)
         else:
             for t in range(nt):
                 wv = vsplat(wf, wb + tapidx[t0 + t])
-                a0 = vfma(a0, wv, _vload_masked(src, sb[0] + p + toff[t0 + t], masks, mv + t))
+                a0 = vfma(a0, wv, vload_masked(src, sb[0] + p + toff[t0 + t], masks, mv + t))
             if accumulate:
-                a0 = vadd(a0, _vload_masked(dst, db[0] + p, smask, s0 + v))
-            _vstore_masked(dst, db[0] + p, a0, smask, s0 + v)
+                a0 = vadd(a0, vload_masked(dst, db[0] + p, smask, s0 + v))
+            vstore_masked(dst, db[0] + p, a0, smask, s0 + v)
 
 
 @jit
@@ -548,20 +473,20 @@ def _dw_block(df, dbase, xsrc, sb, nb, taps, toff, fmask, nv, vmask, acc):
             for v in range(nv):
                 p = v * lanes
                 mi = v * taps + t
-                p0 = vfma(p0, _vload_masked(df, dbase[0] + p, vmask, v),
-                          _vload_masked(xsrc, sb[0] + p + o, fmask, mi))
-                p1 = vfma(p1, _vload_masked(df, dbase[1] + p, vmask, v),
-                          _vload_masked(xsrc, sb[1] + p + o, fmask, mi))
-                p2 = vfma(p2, _vload_masked(df, dbase[2] + p, vmask, v),
-                          _vload_masked(xsrc, sb[2] + p + o, fmask, mi))
-                p3 = vfma(p3, _vload_masked(df, dbase[3] + p, vmask, v),
-                          _vload_masked(xsrc, sb[3] + p + o, fmask, mi))
+                p0 = vfma(p0, vload_masked(df, dbase[0] + p, vmask, v),
+                          vload_masked(xsrc, sb[0] + p + o, fmask, mi))
+                p1 = vfma(p1, vload_masked(df, dbase[1] + p, vmask, v),
+                          vload_masked(xsrc, sb[1] + p + o, fmask, mi))
+                p2 = vfma(p2, vload_masked(df, dbase[2] + p, vmask, v),
+                          vload_masked(xsrc, sb[2] + p + o, fmask, mi))
+                p3 = vfma(p3, vload_masked(df, dbase[3] + p, vmask, v),
+                          vload_masked(xsrc, sb[3] + p + o, fmask, mi))
             p0 = vadd(vadd(p0, p1), vadd(p2, p3))
         else:
             for v in range(nv):
                 p = v * lanes
-                p0 = vfma(p0, _vload_masked(df, dbase[0] + p, vmask, v),
-                          _vload_masked(xsrc, sb[0] + p + o, fmask, v * taps + t))
+                p0 = vfma(p0, vload_masked(df, dbase[0] + p, vmask, v),
+                          vload_masked(xsrc, sb[0] + p + o, fmask, v * taps + t))
         vstore(acc, t * lanes, vadd(vload(acc, t * lanes), p0))
 
 
