@@ -182,6 +182,50 @@ def test_lanes_convolution_matches_reference(case, dtype, own_rng):
     close(out - b[:, None, None], 2 * (ref - b[:, None, None]), dtype)
 
 
+# (kind, x shape, w shape, stride, pad, dilation, output plane): gathers with padding taps
+SKIP_CASES = [
+    ("forward", (17, 8, 4, 4), (8, 12, 4, 4), (2, 2), (1, 1, 1, 1), (1, 1), (8, 8)),  # DCGAN's
+    ("forward", (9, 5, 3, 5), (5, 7, 3, 2), (2, 3), (1, 0, 2, 1), (1, 1), (7, 13)),  # op > 0
+    ("conv", (17, 12, 8, 8), (8, 12, 4, 4), (2, 2), (1, 1, 1, 1), (1, 1), (4, 4)),    # its dx
+    ("conv", (1, 4, 6, 9), (5, 4, 3, 2), (2, 3), (2, 0, 1, 1), (1, 2), (3, 3)),
+    ("conv", (3, 5, 7, 6), (9, 5, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (7, 6)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SKIP_CASES)
+def test_gather_without_padding_taps(case, dtype, own_rng):
+    """conv_transpose's SkipGather: against the reference, equal to conv_lanes.run's gather,
+    which sums the same products plus the padding's zeros (a sum of x and +-0 is x), into a
+    bias and added to an output; and fewer multiply-adds than the taps times the positions."""
+    from cnnspec.kernels import conv_lanes, conv_transpose
+    from cnnspec.kernels._simd import lanes_of
+    kind, xs, ws_, stride, pad, dil, (oh, ow) = case
+    x, w = randn(*xs, dtype=dtype), randn(*ws_, dtype=dtype)
+    f = ws_[1] if kind == "forward" else ws_[0]
+    b = randn(f, dtype=dtype)
+    args = (xs, ws_, stride, pad, dil, oh, ow, lanes_of(dtype))
+    sg = conv_transpose.skip_geometry(kind, *args)
+    geo = (conv_lanes.transposed_geometry if kind == "forward" else conv_lanes.conv_geometry)(
+        *args)
+    taps = geo.kcount @ (geo.pstart[1:] - geo.pstart[:-1])
+    assert sg.macs < taps
+    ws = np.full(conv_lanes.workspace_size(sg.geo, 2), np.nan, dtype)
+    out, lanes = np.full((xs[0], f, oh, ow), np.nan, dtype), np.full((xs[0], f, oh, ow), 0, dtype)
+    conv_transpose.skip_run(sg, x, w, b, False, out, ws, 2)
+    conv_lanes.run(geo, x, w, b, False, lanes, ws, 1)
+    assert np.array_equal(out, lanes)
+    if kind == "forward":
+        base = K.conv_transpose2d_output_shape(xs, ws_, stride, pad, (0, 0), dil)
+        ref = R.conv_transpose2d_forward(x, w, b, stride, pad, (oh - base[2], ow - base[3]), dil,
+                                         1)
+    else:
+        ref = R.conv2d_forward(x, w, b, stride, pad, dil, 1)
+    close(out, ref, dtype)
+    conv_transpose.skip_run(sg, x, w, None, True, out, ws, 1)
+    close(out - b[:, None, None], 2 * (ref - b[:, None, None]), dtype)
+
+
 def test_vtranspose_moves_every_lane(own_rng):
     from cnnspec.kernels._jit import jit
     from cnnspec.kernels._simd import vtranspose

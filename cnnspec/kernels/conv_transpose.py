@@ -34,11 +34,16 @@ direct forward (conv.py), dw by conv_lanes.weight_grad_rows on that convolution 
 its input, x its output gradient, C >= 32 its filters).  The products stay for the rest, and
 for dx with dw where dw does not run so (they share one im2col).
 """
+import functools
+
 import numpy as np
 
 from cnnspec.kernels._blas import gemm
 from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
 from cnnspec.kernels.conv import _empty, _span, _zero
+from cnnspec.kernels.conv_lanes import PREFETCH, _from_tile
+from cnnspec.kernels.conv_lanes import to_lanes as _to_lanes
+from cnnspec.kernels._simd import vadd, vfma, vlanes, vload, vprefetch, vsplat, vstore, vzero
 
 _COL_ELEMENTS = 1 << 19           # elements of one chunk's col (2 MB in float32)
 _PARALLEL_MACS = 1 << 21          # below this many multiply-adds one thread is faster
@@ -101,7 +106,7 @@ def conv_transpose2d_workspace_size(x_shape, w_shape, stride, pad, output_pad, d
             geo = _lanes_geometry(kind, (16, *x_shape[1:]), w_shape, stride, pad, dilation,
                                   groups, (16, *out_shape[1:]), np.float32)
         if geo is not None:
-            size = max(size, conv_lanes.workspace_size(geo, num_threads()))
+            size = max(size, conv_lanes.workspace_size(geo.geo, num_threads()))
     rows = _rows_geometry(out_shape, x_shape, w_shape, stride, pad, dilation, groups)
     if rows is not None:
         size = max(size, conv_lanes.rows_workspace_size(rows, 2 * num_threads()))
@@ -109,13 +114,13 @@ def conv_transpose2d_workspace_size(x_shape, w_shape, stride, pad, output_pad, d
 
 
 def _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_shape, dtype):
-    """conv_lanes.py's tables for the forward (``kind`` "forward": x -> out) or the input
-    gradient ("dx": the adjoint convolution of dout -> x), or None where they do not run: they
-    run for groups 1 on AVX-512, batches of at least the lanes (16 samples in float32) and
-    gathers of at least a million multiply-adds onto planes of at most _LANES_MAX_PLANE.
+    """The SkipGather (conv_lanes.py's gather without its padding taps, below) of the forward
+    (``kind`` "forward": x -> out) or the input gradient ("dx": the adjoint convolution of dout
+    -> x), or None where it does not run: it runs for groups 1 on AVX-512, batches of at least
+    the lanes (16 samples in float32) and gathers of at least a million multiply-adds onto
+    planes of at most _LANES_MAX_PLANE.
     Measured against the batched products (forward) and the adjoint convolution's direct
     forward (dx; float32, one thread, CPU time): see the README's issue 16 fifth round."""
-    from cnnspec.kernels import conv_lanes
     from cnnspec.kernels._simd import lanes_of
     from cnnspec.kernels.conv import _DIRECT_MACS, _wide_vector_cpu
     if groups != 1 or _LANES is False:
@@ -137,8 +142,8 @@ def _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_s
             return None
     geometry = (tuple(stride), tuple(pad), tuple(dilation), oh, ow, lanes)
     if kind == "forward":
-        return conv_lanes.transposed_geometry(tuple(x_shape), tuple(w_shape), *geometry)
-    return conv_lanes.conv_geometry(tuple(out_shape), tuple(w_shape), *geometry)
+        return skip_geometry("forward", tuple(x_shape), tuple(w_shape), *geometry)
+    return skip_geometry("conv", tuple(out_shape), tuple(w_shape), *geometry)
 
 
 def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
@@ -396,9 +401,9 @@ def _plan(x, w, groups, workspace, macs):
     return threads, g_max, per
 
 
-def _check_lanes(geo, workspace, threads):
+def _check_lanes(sg, workspace, threads):
     from cnnspec.kernels import conv_lanes
-    need = conv_lanes.workspace_size(geo, threads)
+    need = conv_lanes.workspace_size(sg.geo, threads)
     if workspace.size < need:
         raise ValueError(f"conv_transpose2d workspace too small: {workspace.size} elements, "
                          f"need {need} (conv_transpose2d_workspace_size)")
@@ -413,10 +418,9 @@ def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, gr
     geo = _lanes_geometry("forward", x.shape, w.shape, stride, pad, dilation, groups, out.shape,
                           x.dtype)
     if geo is not None:
-        from cnnspec.kernels import conv_lanes
         threads = _threads(x.shape[0], macs)
         _check_lanes(geo, workspace, threads)
-        conv_lanes.run(geo, x, w, b, False, out, workspace, threads)
+        skip_run(geo, x, w, b, False, out, workspace, threads)
         return
     threads, g_max, per = _plan(x, w, groups, workspace, macs)
     b = _empty(x.dtype)[0] if b is None else b
@@ -432,11 +436,10 @@ def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation
     geo = None if dx is None else _lanes_geometry("dx", x.shape, w.shape, stride, pad, dilation,
                                                   groups, dout.shape, x.dtype)
     if geo is not None:
-        # dx: conv_lanes.py's gather of the adjoint convolution (see _lanes_geometry)
-        from cnnspec.kernels import conv_lanes
+        # dx: the gather of the adjoint convolution (see _lanes_geometry)
         threads = _threads(x.shape[0], macs)
         _check_lanes(geo, workspace, threads)
-        conv_lanes.run(geo, dout, w, None, accumulate, dx, workspace, threads)
+        skip_run(geo, dout, w, None, accumulate, dx, workspace, threads)
         dx = None
     rows = None if dw is None else _rows_geometry(dout.shape, x.shape, w.shape, stride, pad,
                                                   dilation, groups)
@@ -469,3 +472,280 @@ def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation
         _sum_partials(workspace, per, at_dw, at_dw + w.size, threads,
                       empty4 if dw is None else dw, empty1 if db is None else db,
                       dw is not None, db is not None)
+
+
+# -- the gathers without their padding taps -----------------------------------------------------
+# conv_lanes.py's gathers compute every tap of a phase at every position, reading the zero
+# padding of xt where a tap falls outside x: DCGAN's 4x4 stride 2 pad 1 on 8x8 spends 12% of its
+# multiply-adds on zeros (forward and dx alike: (30/32)^2 of them are real).  Here the positions
+# of a phase are sorted by the set of taps that land inside x and cut into blocks of three; a
+# block runs only the taps of its positions (runs of consecutive taps: segments of k), on
+# conv_lanes' packed weights, xt and tile.  Three positions a block (24 accumulators) rather
+# than conv_lanes' two: 1.01-1.03x more on DCGAN's forward and dx (see the performance log's
+# seventh round).
+
+_BLOCK = 3
+
+
+class SkipGather:
+    """conv_lanes' LanesGeometry ``geo`` plus blocks of three positions: pin (3 per block: the
+    bases in xt), pslot (their output slots, OH*OW for a padding position), phase (per block),
+    seg (block i's segments are seg[i]..seg[i + 1] of segs: [k0, k1) pairs); macs: the
+    multiply-adds per filter and lane."""
+
+    def __init__(self, c, h, w, f, oh, ow, taps_of_phase, lanes):
+        from cnnspec.kernels import conv_lanes
+        block = _BLOCK
+        self.geo = conv_lanes.LanesGeometry(c, h, w, f, oh, ow, taps_of_phase, lanes)
+        wp = self.geo.wp
+        pin, pslot, phase, seg, segs = [], [], [], [0], []
+        for ph, (rows, cols, taps) in enumerate(taps_of_phase):
+            here = []
+            for o, r in rows:
+                for q, s in cols:
+                    mask = tuple(0 <= r + dr < h and 0 <= s + dc < w for dr, dc, *_ in taps)
+                    here.append((mask, (r * wp + s) * c * lanes, o * ow + q))
+            here.sort(key=lambda e: e[0], reverse=True)      # stable: same taps side by side
+            while len(here) % block:
+                here.append((here[-1][0], here[-1][1], oh * ow))
+            for i in range(0, len(here), block):
+                mask = [any(e[0][t] for e in here[i:i + block]) for t in range(len(taps))]
+                t = 0
+                while t < len(mask):
+                    if mask[t]:
+                        t1 = t
+                        while t1 < len(mask) and mask[t1]:
+                            t1 += 1
+                        segs += [t * c, t1 * c]
+                        t = t1
+                    else:
+                        t += 1
+                pin += [e[1] for e in here[i:i + block]]
+                pslot += [e[2] for e in here[i:i + block]]
+                phase.append(ph)
+                seg.append(len(segs) // 2)
+        self.pin = np.array(pin, np.int64)
+        self.pslot = np.array(pslot, np.int64)
+        self.phase = np.array(phase, np.int64)
+        self.seg = np.array(seg, np.int64)
+        self.segs = np.array(segs + [0, 0], np.int64)
+        self.macs = sum(segs[i + 1] - segs[i] for i in range(0, len(segs), 2)) * block
+
+
+@functools.lru_cache(maxsize=32)
+def skip_geometry(kind, x_shape, w_shape, stride, pad, dilation, oh, ow, lanes):
+    """The SkipGather of a transposed convolution's forward (``kind`` "forward": out (F, OH, OW)
+    from x (C, H, W) by w (C, F, KH, KW), one phase per residue of the stride, as
+    conv_lanes.transposed_geometry) or of a convolution ("conv": out from x by w (F, C, KH,
+    KW), as conv_lanes.conv_geometry).  Taps are (dr, dc, index of w for channel 0 and filter
+    0, w's stride per channel, w's stride per filter)."""
+    _, c, h, w = x_shape
+    if kind == "conv":
+        f, _, kh, kw = w_shape
+        rows = [(o, o * stride[0] - pad[0]) for o in range(oh)]
+        cols = [(o, o * stride[1] - pad[2]) for o in range(ow)]
+        taps = [(i * dilation[0], j * dilation[1], i * kw + j, kh * kw, c * kh * kw)
+                for i in range(kh) for j in range(kw)]
+        return SkipGather(c, h, w, f, oh, ow, [(rows, cols, taps)], lanes)
+    _, f, kh, kw = w_shape
+    sh, sw = stride
+    phases = []
+    for a in range(min(sh, oh)):
+        ti = [i for i in range(kh) if (a + pad[0] - i * dilation[0]) % sh == 0]
+        rows = [(o, (o - a) // sh) for o in range(a, oh, sh)]
+        for b in range(min(sw, ow)):
+            tj = [j for j in range(kw) if (b + pad[2] - j * dilation[1]) % sw == 0]
+            cols = [(o, (o - b) // sw) for o in range(b, ow, sw)]
+            taps = [((a + pad[0] - i * dilation[0]) // sh, (b + pad[2] - j * dilation[1]) // sw,
+                     i * kw + j, f * kh * kw, kh * kw) for i in ti for j in tj]
+            phases.append((rows, cols, taps))
+    return SkipGather(c, h, w, f, oh, ow, phases, lanes)
+
+
+@jit
+def _skip_conv(xt, wpk, offs, kmax, pin, pslot, phase, seg, segs, b, accumulate, n0, fb0, fb1,
+               tile, out):
+    """out[n0 + l, f, position] (+)= the gather of conv_lanes.lanes_conv for the chunk's samples
+    and the filters of blocks fb0 <= f // 8 < fb1, over the blocks of three positions of a
+    SkipGather: each block sums only its segments of k (8 filters x 3 positions = 24 vector
+    accumulators, each step 3 vector loads and 8 weight broadcasts)."""
+    n_, f_ = out.shape[0], out.shape[1]
+    plane = out.shape[2] * out.shape[3]
+    lanes = vlanes(xt)
+    nl = min(lanes, n_ - n0)
+    fp = (f_ + 7) // 8 * 8
+    of = out.reshape(out.size)
+    for fb in range(fb0 * 8, min(fp, fb1 * 8), 8):
+        for i in range(phase.size):
+            ph = phase[i]
+            ob = offs[ph * kmax:]
+            wb = wpk[((ph * (fp // 8)) + fb // 8) * kmax * 8:]
+            t0 = pin[3 * i]
+            t1 = pin[3 * i + 1]
+            t2 = pin[3 * i + 2]
+            a0 = vzero(xt)
+            a1 = vzero(xt)
+            a2 = vzero(xt)
+            a3 = vzero(xt)
+            a4 = vzero(xt)
+            a5 = vzero(xt)
+            a6 = vzero(xt)
+            a7 = vzero(xt)
+            c0 = vzero(xt)
+            c1 = vzero(xt)
+            c2 = vzero(xt)
+            c3 = vzero(xt)
+            c4 = vzero(xt)
+            c5 = vzero(xt)
+            c6 = vzero(xt)
+            c7 = vzero(xt)
+            e0 = vzero(xt)
+            e1 = vzero(xt)
+            e2 = vzero(xt)
+            e3 = vzero(xt)
+            e4 = vzero(xt)
+            e5 = vzero(xt)
+            e6 = vzero(xt)
+            e7 = vzero(xt)
+            for sg in range(seg[i], seg[i + 1]):
+                for k in range(segs[2 * sg], segs[2 * sg + 1]):
+                    t = ob[k]
+                    tp = ob[k + PREFETCH]
+                    vprefetch(xt, t0 + tp)
+                    vprefetch(xt, t1 + tp)
+                    vprefetch(xt, t2 + tp)
+                    x0 = vload(xt, t0 + t)
+                    x1 = vload(xt, t1 + t)
+                    x2 = vload(xt, t2 + t)
+                    u = 8 * k
+                    s = vsplat(wb, u)
+                    a0 = vfma(a0, s, x0)
+                    c0 = vfma(c0, s, x1)
+                    e0 = vfma(e0, s, x2)
+                    s = vsplat(wb, u + 1)
+                    a1 = vfma(a1, s, x0)
+                    c1 = vfma(c1, s, x1)
+                    e1 = vfma(e1, s, x2)
+                    s = vsplat(wb, u + 2)
+                    a2 = vfma(a2, s, x0)
+                    c2 = vfma(c2, s, x1)
+                    e2 = vfma(e2, s, x2)
+                    s = vsplat(wb, u + 3)
+                    a3 = vfma(a3, s, x0)
+                    c3 = vfma(c3, s, x1)
+                    e3 = vfma(e3, s, x2)
+                    s = vsplat(wb, u + 4)
+                    a4 = vfma(a4, s, x0)
+                    c4 = vfma(c4, s, x1)
+                    e4 = vfma(e4, s, x2)
+                    s = vsplat(wb, u + 5)
+                    a5 = vfma(a5, s, x0)
+                    c5 = vfma(c5, s, x1)
+                    e5 = vfma(e5, s, x2)
+                    s = vsplat(wb, u + 6)
+                    a6 = vfma(a6, s, x0)
+                    c6 = vfma(c6, s, x1)
+                    e6 = vfma(e6, s, x2)
+                    s = vsplat(wb, u + 7)
+                    a7 = vfma(a7, s, x0)
+                    c7 = vfma(c7, s, x1)
+                    e7 = vfma(e7, s, x2)
+            s = vsplat(b, fb)
+            a0 = vadd(a0, s)
+            c0 = vadd(c0, s)
+            e0 = vadd(e0, s)
+            s = vsplat(b, fb + 1)
+            a1 = vadd(a1, s)
+            c1 = vadd(c1, s)
+            e1 = vadd(e1, s)
+            s = vsplat(b, fb + 2)
+            a2 = vadd(a2, s)
+            c2 = vadd(c2, s)
+            e2 = vadd(e2, s)
+            s = vsplat(b, fb + 3)
+            a3 = vadd(a3, s)
+            c3 = vadd(c3, s)
+            e3 = vadd(e3, s)
+            s = vsplat(b, fb + 4)
+            a4 = vadd(a4, s)
+            c4 = vadd(c4, s)
+            e4 = vadd(e4, s)
+            s = vsplat(b, fb + 5)
+            a5 = vadd(a5, s)
+            c5 = vadd(c5, s)
+            e5 = vadd(e5, s)
+            s = vsplat(b, fb + 6)
+            a6 = vadd(a6, s)
+            c6 = vadd(c6, s)
+            e6 = vadd(e6, s)
+            s = vsplat(b, fb + 7)
+            a7 = vadd(a7, s)
+            c7 = vadd(c7, s)
+            e7 = vadd(e7, s)
+            d = pslot[3 * i] * 8 * lanes
+            vstore(tile, d, a0)
+            vstore(tile, d + lanes, a1)
+            vstore(tile, d + 2 * lanes, a2)
+            vstore(tile, d + 3 * lanes, a3)
+            vstore(tile, d + 4 * lanes, a4)
+            vstore(tile, d + 5 * lanes, a5)
+            vstore(tile, d + 6 * lanes, a6)
+            vstore(tile, d + 7 * lanes, a7)
+            d = pslot[3 * i + 1] * 8 * lanes
+            vstore(tile, d, c0)
+            vstore(tile, d + lanes, c1)
+            vstore(tile, d + 2 * lanes, c2)
+            vstore(tile, d + 3 * lanes, c3)
+            vstore(tile, d + 4 * lanes, c4)
+            vstore(tile, d + 5 * lanes, c5)
+            vstore(tile, d + 6 * lanes, c6)
+            vstore(tile, d + 7 * lanes, c7)
+            d = pslot[3 * i + 2] * 8 * lanes
+            vstore(tile, d, e0)
+            vstore(tile, d + lanes, e1)
+            vstore(tile, d + 2 * lanes, e2)
+            vstore(tile, d + 3 * lanes, e3)
+            vstore(tile, d + 4 * lanes, e4)
+            vstore(tile, d + 5 * lanes, e5)
+            vstore(tile, d + 6 * lanes, e6)
+            vstore(tile, d + 7 * lanes, e7)
+        _from_tile(tile, fb, accumulate, n0, nl, of, f_, plane)
+
+
+@jit
+def _skip_driver(x, wpk, offs, kmax, pin, pslot, phase, seg, segs, pt, pl, hp, wp, b, accumulate,
+                 xt, tile, out, parts, i0, i1):
+    """conv_lanes.lanes_driver with _skip_conv."""
+    lanes = vlanes(xt)
+    blocks = (out.shape[1] + 7) // 8
+    last = -1
+    for i in range(i0, i1):
+        ch, part = i // parts, i % parts
+        if ch != last:
+            _to_lanes(x, ch * lanes, pt, pl, hp, wp, last < 0, xt)
+            last = ch
+        _skip_conv(xt, wpk, offs, kmax, pin, pslot, phase, seg, segs, b, accumulate, ch * lanes,
+                   part * blocks // parts, (part + 1) * blocks // parts, tile, out)
+
+
+def skip_run(sg, x, w, b, accumulate, out, workspace, threads):
+    """out (+)= the gather of SkipGather ``sg`` over x by w (+ b, or None), on ``threads``
+    threads; the workspace as conv_lanes.run's (conv_lanes.workspace_size(sg.geo, threads))."""
+    from cnnspec.kernels import conv_lanes
+    geo = sg.geo
+    at = (-(workspace.ctypes.data // workspace.itemsize)) % (64 // workspace.itemsize)
+    wpk = workspace[at:at + geo.wpk]
+    conv_lanes.pack(w, geo.wbase, geo.wf, geo.f, geo.fp, geo.kmax, wpk)
+    xt, tile = conv_lanes._round(geo.xt), conv_lanes._round(geo.tile)
+    base, per = at + conv_lanes._round(geo.wpk), xt + tile
+    bp = conv_lanes._zeros(geo.fp, x.dtype)
+    if b is not None:
+        bp = np.zeros(geo.fp, x.dtype)
+        bp[:b.size] = b
+    n = conv_lanes.chunks(x.shape[0], x.dtype)
+    parts = 1 if threads <= 1 else min(-(-2 * threads // n), geo.fp // conv_lanes.BLOCK_F)
+    run_split(_skip_driver, n * parts, threads, lambda t, lo, hi: (
+        x, wpk, geo.offs, geo.kmax, sg.pin, sg.pslot, sg.phase, sg.seg, sg.segs, geo.pt, geo.pl,
+        geo.hp, geo.wp, bp, bool(accumulate), workspace[base + t * per:base + t * per + geo.xt],
+        workspace[base + t * per + xt:base + t * per + xt + geo.tile], out, parts, lo, hi),
+        dynamic=True)
