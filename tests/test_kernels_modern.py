@@ -353,8 +353,9 @@ FLAT_CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", FLAT_CASES, ids=str)
 def test_depthwise_flat_kernels(case, dtype, monkeypatch):
-    """The flat kernels against the reference and against the wide grid's loops (depthwise._FLAT
-    off), with outputs between sentinels: nothing written outside them."""
+    """The flat kernels, strided ones by gathers and by their stride phases' copies, against the
+    reference and against the wide grid's loops (depthwise._FLAT off), with outputs between
+    sentinels: nothing written outside them."""
     from cnnspec.kernels import depthwise as D
     n, c, h, w_, kh, kw, stride, pad, dil = case
     x, w = randn(n, c, h, w_, dtype=dtype), randn(c, 1, kh, kw, dtype=dtype)
@@ -363,8 +364,10 @@ def test_depthwise_flat_kernels(case, dtype, monkeypatch):
     shape = K.conv2d_output_shape(x.shape, w.shape, stride, pad, dil)
     dout = randn(*shape, dtype=dtype)
     results = []
-    for flat in (True, False):
+    modes = [(True, True), (True, False)] if stride != (1, 1) else [(True, None)]
+    for flat, gathers in modes + [(False, None)]:
         monkeypatch.setattr(D, "_FLAT", flat)
+        monkeypatch.setattr(D, "_GATHERS", gathers)
         ws = np.full(K.conv2d_workspace_size(x.shape, w.shape, stride, pad, dil, c) + 64, np.nan,
                      dtype)
         big = np.full((n + 2,) + shape[1:], 7.0, dtype)      # sentinels: samples 0 and n + 1
@@ -383,9 +386,10 @@ def test_depthwise_flat_kernels(case, dtype, monkeypatch):
         results.append((out.copy(), dx.copy(), dw, db, dx2, dw2))
     rdx, rdw, rdb = R.conv2d_backward(dout, x, w, b, stride, pad, dil, c)
     refs = (R.conv2d_forward(x, w, b, stride, pad, dil, c), rdx, rdw, rdb, 2 * rdx, rdw)
-    for got, old, ref in zip(results[0], results[1], refs):
-        close(got, ref, dtype)
-        close(got, old, dtype)
+    for results_flat in results[:-1]:
+        for got, old, ref in zip(results_flat, results[-1], refs):
+            close(got, ref, dtype)
+            close(got, old, dtype)
 
 
 def test_depthwise_flat_rule():

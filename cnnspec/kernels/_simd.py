@@ -300,3 +300,41 @@ def _mask_bits(context, builder, sig, args, a, i, lanes):
     bits = builder.load(builder.gep(array.data, [index], inbounds=True))
     bits = builder.trunc(bits, ir.IntType(lanes)) if lanes < 16 else bits
     return builder.bitcast(bits, ir.VectorType(ir.IntType(1), lanes))
+
+
+@intrinsic
+def vgather(typingctx, arr, index, offsets, oi, masks, mi):
+    """The lanes l of arr[index + offsets[oi + l]] (offsets int32), those whose bit in masks[mi]
+    is clear read as zero (and not read at all).  One AVX-512 gather."""
+    vec = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(vec)
+        n = vty.count
+        ptr = _pointer(context, builder, sig, args, 0, 1)
+        oarr = context.make_array(sig.args[2])(context, builder, args[2])
+        oi = context.cast(builder, args[3], sig.args[3], types.intp)
+        optr = builder.gep(oarr.data, [oi], inbounds=True)
+        ivty = ir.VectorType(ir.IntType(32), n)
+        offs = builder.load(builder.bitcast(optr, ivty.as_pointer()), align=4)
+        if n < 16:                                    # float64: 8 of the int32 offsets
+            offs = builder.shuffle_vector(offs, offs, ir.Constant(ir.VectorType(ir.IntType(32),
+                                                                                 n), list(range(n))))
+        i64 = ir.IntType(64)
+        step = ir.Constant(ir.VectorType(i64, n), [arr.dtype.bitwidth // 8] * n)
+        base = builder.ptrtoint(ptr, i64)
+        bases = builder.insert_element(ir.Constant(ir.VectorType(i64, n), None), base,
+                                       ir.Constant(ir.IntType(32), 0))
+        bases = builder.shuffle_vector(bases, bases, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                                 [0] * n))
+        addr = builder.add(bases, builder.mul(builder.sext(offs, ir.VectorType(i64, n)), step))
+        pty = ptr.type
+        ptrs = builder.inttoptr(addr, ir.VectorType(pty, n))
+        mask = _mask_bits(context, builder, sig, args, 4, 5, n)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [ptrs.type, ir.IntType(32), mask.type, vty]),
+            f"llvm.masked.gather.v{n}f{arr.dtype.bitwidth}.v{n}p0")
+        return builder.call(fn, [ptrs, ir.Constant(ir.IntType(32), arr.dtype.bitwidth // 8),
+                                 mask, ir.Constant(vty, None)])
+
+    return vec(arr, index, offsets, oi, masks, mi), codegen

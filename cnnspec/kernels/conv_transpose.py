@@ -51,6 +51,7 @@ _LANES = None                     # tests: True / False, the forward and dx by c
                                   # wherever groups is 1 / never; None: the rules (_lanes_geometry)
 _LANES_MAX_PLANE = 1024           # planes (outputs of the gather) up to 32x32: its tile, 8 filters
                                   # x plane x lanes, stays within 512 KB
+_SKIP_AT_MOST = 0.97              # SkipGather where it computes at most this share of the taps
 _DW_ROWS = None                   # tests: True / False, dw by conv_lanes.weight_grad_rows of the
                                   # adjoint convolution wherever it applies / never; None: the rules
 
@@ -144,6 +145,17 @@ def _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_s
     if kind == "forward":
         return skip_geometry("forward", tuple(x_shape), tuple(w_shape), *geometry)
     return skip_geometry("conv", tuple(out_shape), tuple(w_shape), *geometry)
+
+
+def _gather_run(sg, x, w, b, accumulate, out, workspace, threads):
+    """out (+)= the gather of SkipGather ``sg``: by skip_run where it skips at least 3% of the
+    multiply-adds (DCGAN's 4x4 stride 2: 8-20%), else by conv_lanes.run on the same tables
+    (U-Net's 2x2 stride 2 has no padding taps; the blocks of three measured 0.99x there)."""
+    if sg.macs <= _SKIP_AT_MOST * sg.full:
+        skip_run(sg, x, w, b, accumulate, out, workspace, threads)
+    else:
+        from cnnspec.kernels import conv_lanes
+        conv_lanes.run(sg.geo, x, w, b, accumulate, out, workspace, threads)
 
 
 def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
@@ -420,7 +432,7 @@ def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, gr
     if geo is not None:
         threads = _threads(x.shape[0], macs)
         _check_lanes(geo, workspace, threads)
-        skip_run(geo, x, w, b, False, out, workspace, threads)
+        _gather_run(geo, x, w, b, False, out, workspace, threads)
         return
     threads, g_max, per = _plan(x, w, groups, workspace, macs)
     b = _empty(x.dtype)[0] if b is None else b
@@ -439,7 +451,7 @@ def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation
         # dx: the gather of the adjoint convolution (see _lanes_geometry)
         threads = _threads(x.shape[0], macs)
         _check_lanes(geo, workspace, threads)
-        skip_run(geo, dout, w, None, accumulate, dx, workspace, threads)
+        _gather_run(geo, dout, w, None, accumulate, dx, workspace, threads)
         dx = None
     rows = None if dw is None else _rows_geometry(dout.shape, x.shape, w.shape, stride, pad,
                                                   dilation, groups)
@@ -491,7 +503,7 @@ class SkipGather:
     """conv_lanes' LanesGeometry ``geo`` plus blocks of three positions: pin (3 per block: the
     bases in xt), pslot (their output slots, OH*OW for a padding position), phase (per block),
     seg (block i's segments are seg[i]..seg[i + 1] of segs: [k0, k1) pairs); macs: the
-    multiply-adds per filter and lane."""
+    multiply-adds per filter and lane, full: conv_lanes' (every tap at every position)."""
 
     def __init__(self, c, h, w, f, oh, ow, taps_of_phase, lanes):
         from cnnspec.kernels import conv_lanes
@@ -530,6 +542,7 @@ class SkipGather:
         self.seg = np.array(seg, np.int64)
         self.segs = np.array(segs + [0, 0], np.int64)
         self.macs = sum(segs[i + 1] - segs[i] for i in range(0, len(segs), 2)) * block
+        self.full = int(self.geo.kcount @ (self.geo.pstart[1:] - self.geo.pstart[:-1]))
 
 
 @functools.lru_cache(maxsize=32)
