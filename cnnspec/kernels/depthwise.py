@@ -640,10 +640,13 @@ def _use_gathers(kind, x_shape, stride):
     Measured (one thread, CPU time, MobileNetV2-S's strided layers at batch 64, see the
     performance log's seventh round): the forward 2.9x faster on 8x8 planes, 1.04-1.2x on 16x16
     to 56x56; the backward 1.8x on 8x8, 0.65-0.82x on 16x16 and larger."""
+    from cnnspec.kernels.conv import _wide_vector_cpu
     if tuple(stride) == (1, 1) or _GATHERS is False:
         return False
     if _GATHERS:
         return True
+    if not _wide_vector_cpu():          # measured on AVX-512 only (elsewhere LLVM's gathers are
+        return False                    # AVX2's or scalar loads)
     return kind == "forward" or x_shape[2] * x_shape[3] <= _GATHER_BACKWARD_PLANE
 
 
