@@ -318,8 +318,8 @@ def vgather(typingctx, arr, index, offsets, oi, masks, mi):
         ivty = ir.VectorType(ir.IntType(32), n)
         offs = builder.load(builder.bitcast(optr, ivty.as_pointer()), align=4)
         if n < 16:                                    # float64: 8 of the int32 offsets
-            offs = builder.shuffle_vector(offs, offs, ir.Constant(ir.VectorType(ir.IntType(32),
-                                                                                 n), list(range(n))))
+            first = ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n)))
+            offs = builder.shuffle_vector(offs, offs, first)
         i64 = ir.IntType(64)
         step = ir.Constant(ir.VectorType(i64, n), [arr.dtype.bitwidth // 8] * n)
         base = builder.ptrtoint(ptr, i64)

@@ -31,8 +31,9 @@ lanes (batches of 16 or more, output planes up to 32x32; one stride-1 gather per
 stride), dx by conv_lanes.py too where the adjoint convolution's wide grid would waste 10% or
 more (that convolution of dout by w with this stride and padding), else as that convolution's
 direct forward (conv.py), dw by conv_lanes.weight_grad_rows on that convolution (dout
-its input, x its output gradient, C >= 32 its filters).  The products stay for the rest, and
-for dx with dw where dw does not run so (they share one im2col).
+its input, x its output gradient, C >= 32 its filters).  The lanes' gathers skip the taps that
+fall in the padding where that saves 3% or more (``SkipGather``, below).  The products stay for
+the rest, and for dx with dw where dw does not run so (they share one im2col).
 """
 import functools
 
