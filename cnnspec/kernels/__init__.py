@@ -106,8 +106,9 @@ Losses (return the loss as a Python float, mean as stated; write the gradient):
     l1_loss_into(pred, target, dpred) -> loss                  gradient sign(pred - target), 0 at 0
 
 Layers of dsl.md §10 (loaded on first use: a network that does not use them imports nothing):
-  Transposed convolution (PyTorch's ConvTranspose; ``output_pad (oh, ow)``; batched im2col /
-  col2im and BLAS products, see conv_transpose.py):
+  Transposed convolution (PyTorch's ConvTranspose; ``output_pad (oh, ow)``; on AVX-512 the
+  samples-in-lanes gathers, else batched im2col / col2im and BLAS products; see
+  conv_transpose.py):
     conv_transpose2d_output_shape(x_shape, w_shape, stride, pad, output_pad, dilation, groups)
     conv_transpose2d_workspace_size(x_shape, w_shape, stride, pad, output_pad, dilation, groups)
     conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, groups, out,

@@ -494,7 +494,7 @@ def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation
 # of a phase are sorted by the set of taps that land inside x and cut into blocks of three; a
 # block runs only the taps of its positions (runs of consecutive taps: segments of k), on
 # conv_lanes' packed weights, xt and tile.  Three positions a block (24 accumulators) rather
-# than conv_lanes' two: 1.01-1.03x more on DCGAN's forward and dx (see the performance log's
+# than conv_lanes' two: 1.01-1.11x faster on DCGAN's forward and dx (see the performance log's
 # seventh round).
 
 _BLOCK = 3
