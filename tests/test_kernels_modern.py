@@ -340,6 +340,7 @@ FLAT_CASES = [
     (5, 3, 9, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
     (1, 2, 28, 28, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
     (9, 3, 8, 8, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (6, 5, 8, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
     (4, 2, 17, 35, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
     (3, 2, 11, 10, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1)),
     (2, 3, 10, 12, 3, 3, (1, 2), (2, 1, 1, 2), (1, 1)),
@@ -353,9 +354,10 @@ FLAT_CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", FLAT_CASES, ids=str)
 def test_depthwise_flat_kernels(case, dtype, monkeypatch):
-    """The flat kernels, strided ones by gathers and by their stride phases' copies, against the
-    reference and against the wide grid's loops (depthwise._FLAT off), with outputs between
-    sentinels: nothing written outside them."""
+    """The flat kernels, strided ones by gathers and by their stride phases' copies, planes of
+    up to 8x8 by the small planes' forward and without it, against the reference and against
+    the wide grid's loops (depthwise._FLAT off), with outputs between sentinels: nothing
+    written outside them."""
     from cnnspec.kernels import depthwise as D
     n, c, h, w_, kh, kw, stride, pad, dil = case
     x, w = randn(n, c, h, w_, dtype=dtype), randn(c, 1, kh, kw, dtype=dtype)
@@ -364,10 +366,13 @@ def test_depthwise_flat_kernels(case, dtype, monkeypatch):
     shape = K.conv2d_output_shape(x.shape, w.shape, stride, pad, dil)
     dout = randn(*shape, dtype=dtype)
     results = []
-    modes = [(True, True), (True, False)] if stride != (1, 1) else [(True, None)]
-    for flat, gathers in modes + [(False, None)]:
+    modes = [(True, True, True), (True, True, False), (True, False, False)]
+    if stride == (1, 1):
+        modes = [(True, None, True), (True, None, False)]
+    for flat, gathers, small in modes + [(False, None, False)]:
         monkeypatch.setattr(D, "_FLAT", flat)
         monkeypatch.setattr(D, "_GATHERS", gathers)
+        monkeypatch.setattr(D, "_SMALL", small)
         ws = np.full(K.conv2d_workspace_size(x.shape, w.shape, stride, pad, dil, c) + 64, np.nan,
                      dtype)
         big = np.full((n + 2,) + shape[1:], 7.0, dtype)      # sentinels: samples 0 and n + 1
