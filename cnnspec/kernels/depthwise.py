@@ -8,8 +8,9 @@ The general path runs each group as a BLAS product, here (1 x KH*KW) @ (KH*KW x 
 too small (MobileNetV2's 3x3 on 32x96x56x56 took 116 ms there, PyTorch 181 ms).  Two kernels
 here: the *flat* ones (below the wide grid's, "the flat kernels") where one filter per channel
 and ceil(W / sw) <= OW (MobileNet's pad k // 2, any stride: ``flat_ok``), 1.2-7x faster, strided
-ones by AVX-512 gathers where those measured faster (``_use_gathers``, at the end); the wide
-grid's loops for the rest (depth multipliers, less padding), on conv.py's layout:
+ones by AVX-512 gathers where those measured faster (``_use_gathers``, at the end), and the
+forward of planes up to 8x8 sample by sample (``_forward_small``); the wide grid's loops for the
+rest (depth multipliers, less padding), on conv.py's layout:
 
 * the padded plane is split into stride phases by conv's ``_split_sample`` (a plane is a sample of
   one channel): phase (a, b) = xpad[a::sh, b::sw], and tap (i, j) reads phase ((i*dh) % sh,
