@@ -513,16 +513,24 @@ def pack_weights_lanes(w, flipped, wt):
     f_, c_, kh, kw = w.shape
     o_, r_ = (c_, f_) if flipped else (f_, c_)
     fp = (o_ + 63) // 64 * 64
-    for e in range(r_ * kh * kw * fp):
-        wt[e] = 0
-    for f in range(f_):
-        for c in range(c_):
-            for i in range(kh):
-                for j in range(kw):
-                    if flipped:
-                        wt[((f * kh + i) * kw + j) * fp + c] = w[f, c, kh - 1 - i, kw - 1 - j]
-                    else:
-                        wt[((c * kh + i) * kw + j) * fp + f] = w[f, c, i, j]
+    for k in range(r_ * kh * kw):               # only the padding columns need zeros
+        for o in range(o_, fp):
+            wt[k * fp + o] = 0
+    # flat unsigned offsets (signed ones made numba test each for a negative value), by rows of
+    # w' so that each writes KH*KW rows of wt, a few KB: 2.3x faster on 64->64
+    t_ = kh * kw
+    wf = np.ascontiguousarray(w).reshape(f_ * c_ * t_)
+    for a in range(r_):
+        for b in range(o_):
+            f, c = (a, b) if flipped else (b, a)
+            src = np.uint64((f * c_ + c) * t_)
+            dst = np.uint64(a * t_ * fp + b)
+            if flipped:
+                for t in range(t_):
+                    wt[dst + np.uint64(t * fp)] = wf[src + np.uint64(t_ - 1 - t)]
+            else:
+                for t in range(t_):
+                    wt[dst + np.uint64(t * fp)] = wf[src + np.uint64(t)]
 
 
 @jit
