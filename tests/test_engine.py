@@ -395,15 +395,20 @@ network Fused {
 """
 
 
-def _trained(monkeypatch, text, fuse, frozen, fusions, negative_rows=0):
+def _trained(monkeypatch, text, fuse, frozen, fusions, negative_rows=0, gamma=None):
     """Losses, parameters, state, training output and input gradient after 3 SGD steps on the
     network ``text`` (batch 4), with the relu fusions on or off (``FUSE_RELU``); ``frozen``: a glob
     of layers to freeze, or None; ``fusions(plan)``: what the plan fused, as the test expects it;
-    ``negative_rows``: the inputs' first rows made negative (windows with no positive value)."""
+    ``negative_rows``: the inputs' first rows made negative (windows with no positive value);
+    ``gamma``: every batchnorm's scale set to it first."""
     from cnnspec.engine import plan as plan_module
 
     monkeypatch.setattr(plan_module, "FUSE_RELU", fuse)
     model = cnnspec.loads(text).compile(dtype="float32", seed=3)
+    if gamma is not None:
+        for name, params in model.params.items():
+            if model.graph.nodes[name]["op"] == "batchnorm":
+                params["weight"][...] = gamma
     if frozen:
         model.set_trainable(frozen, False)
     fusions(model._plan(4), fuse)
@@ -438,6 +443,29 @@ def test_batchnorm_relu_fusion_is_bit_identical(monkeypatch, frozen):
 
     _assert_bit_identical(_trained(monkeypatch, FUSED, True, frozen, fusions),
                           _trained(monkeypatch, FUSED, False, frozen, fusions))
+
+
+FUSED6 = """
+network Fused6 {
+    input x: 3x7x5
+    a = conv(4, 3x3, pad=1) -> batchnorm -> relu6                 # fused
+    b = a -> conv(6, 3x3, pad=1, bias=false) -> batchnorm        # feeds two layers: not fused
+    c = b -> relu6
+    add(b, c) -> relu6 -> flatten -> dense(5) -> batchnorm -> relu6   # add -> relu6 apart; fused
+}
+"""
+
+
+@pytest.mark.parametrize("frozen", [None, "batchnorm*"])
+def test_batchnorm_relu6_fusion_is_bit_identical(monkeypatch, frozen):
+    """batchnorm -> relu6 fused (MobileNetV2's pairs; scales of 4, so that outputs fall on both
+    sides of 0 and 6): the same losses, parameters, statistics and input gradients bit for bit
+    as the layers apart."""
+    def fusions(plan, fuse):
+        assert plan.relu_fusions() == ({"batchnorm1": "relu6_1", "batchnorm3": "relu6_4"} if fuse else {})
+
+    _assert_bit_identical(_trained(monkeypatch, FUSED6, True, frozen, fusions, gamma=4.0),
+                          _trained(monkeypatch, FUSED6, False, frozen, fusions, gamma=4.0))
 
 
 POOLED = """

@@ -897,6 +897,47 @@ def test_batchnorm_fused_relu(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batchnorm_fused_relu6(shape, dtype):
+    """relu6(batchnorm(x)) in one call (outputs on both sides of 0 and 6, a NaN) and its
+    backward from relu6's output: bit for bit batchnorm, relu6_forward_into and
+    relu6_backward_into (which takes relu6's input) then batchnorm's backward."""
+    c = shape[1]
+    x = randn(*shape, dtype=dtype) * dtype(3) + dtype(100)
+    gamma, beta = randn(c, dtype=dtype) * dtype(5), randn(c, dtype=dtype) + dtype(2)
+    x.flat[1] = np.nan
+    y, mean, invstd = np.empty_like(x), np.empty(c), np.empty(c)
+    rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
+    K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, rm, rv, y, mean, invstd, relu6=True)
+    bn, y2, mean2, invstd2 = np.empty_like(x), np.empty_like(x), np.empty(c), np.empty(c)
+    K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, None, None, bn, mean2, invstd2)
+    K.relu6_forward_into(bn, y2)
+    assert np.array_equal(y, y2, equal_nan=True)
+    assert np.array_equal(mean, mean2, equal_nan=True) and np.array_equal(invstd, invstd2, equal_nan=True)
+
+    x.flat[1] = 0.5
+    K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, None, None, y, mean, invstd, relu6=True)
+    K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, None, None, bn, mean, invstd)
+    if x.size > 100:
+        assert (y == 6).any() and (y == 0).any() and ((y > 0) & (y < 6)).any()
+    close(y, np.clip(R.batchnorm_forward(x, gamma, beta, 1e-5), 0, 6), dtype)
+    dout = randn(*shape, dtype=dtype)
+    dx, dg, db = np.empty_like(x), np.empty_like(gamma), np.empty_like(beta)
+    K.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dg, db, relu_y=y, relu6=True)
+    g2, dx2, dg2, db2 = np.empty_like(x), np.empty_like(x), np.empty_like(gamma), np.empty_like(beta)
+    K.relu6_backward_into(dout, bn, g2)
+    K.batchnorm_backward_into(g2, x, gamma, mean, invstd, dx2, dg2, db2)
+    assert np.array_equal(dx, dx2) and np.array_equal(dg, dg2) and np.array_equal(db, db2)
+    rdx, rdg, rdb = R.batchnorm_backward(np.where((bn > 0) & (bn < 6), dout, 0), x, gamma, beta, 1e-5)
+    close(dx, rdx, dtype)
+    close(dg, rdg, dtype)
+    close(db, rdb, dtype)
+    K.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, None, None, accumulate=True,
+                              relu_y=y, relu6=True)
+    close(dx, 2 * rdx, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", BN_SHAPES[:3], ids=str)
 def test_batchnorm_evaluation(shape, dtype):
     c = shape[1]

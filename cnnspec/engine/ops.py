@@ -293,25 +293,29 @@ class BatchNorm(Op):
         f, momentum, mean, invstd = K.batchnorm_forward_train_into, self.momentum, self.mean, self.invstd
         return lambda: f(x, gamma, beta, eps, momentum, rm, rv, y, mean, invstd)
 
-    def forward_relu(self, y):
-        """The training forward fused with the relu after it: relu(batchnorm(x)) into ``y`` (the
-        relu's output); this op's own output is not written."""
+    def forward_relu(self, y, relu6=False):
+        """The training forward fused with the relu (``relu6``: relu6) after it:
+        relu(batchnorm(x)) into ``y`` (the relu's output); this op's own output is not written."""
         self.check_batch()
         x, eps, momentum, mean, invstd = self.x, self.eps, self.momentum, self.mean, self.invstd
         gamma, beta = self.c.params["weight"], self.c.params["bias"]
         rm, rv = self.c.state["running_mean"], self.c.state["running_var"]
         f = K.batchnorm_forward_train_into
+        if relu6:
+            return lambda: f(x, gamma, beta, eps, momentum, rm, rv, y, mean, invstd, False, True)
         return lambda: f(x, gamma, beta, eps, momentum, rm, rv, y, mean, invstd, True)
 
-    def backward(self, dy, dxs, grads, relu_y=None):
-        """``relu_y``: the output of a relu fused with this op (``forward_relu``); ``dy`` is then
-        the gradient of the relu's output."""
+    def backward(self, dy, dxs, grads, relu_y=None, relu6=False):
+        """``relu_y``: the output of a relu (``relu6``: relu6) fused with this op
+        (``forward_relu``); ``dy`` is then the gradient of the relu's output."""
         dx, acc = dxs[0] or (None, False)
         dgamma = grads["weight"] if grads else None
         dbeta = grads["bias"] if grads else None
         if dx is None and dgamma is None:
             return None
         f, x, gamma, mean, invstd = K.batchnorm_backward_into, self.x, self.c.params["weight"], self.mean, self.invstd
+        if relu_y is not None and relu6:
+            return lambda: f(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, acc, relu_y, True)
         if relu_y is not None:
             return lambda: f(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, acc, relu_y)
         return lambda: f(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, acc)

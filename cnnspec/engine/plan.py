@@ -105,12 +105,16 @@ class Plan:
 
     def forward_steps(self, training: bool, skip=(), fused=None, pooled=None) -> list:
         """The forward's closures; ``fused`` ({layer: relu}, training only, ``relu_fusions``):
-        each such layer writes relu(its output) into the relu's output (the relu is in ``skip``);
+        each such layer writes relu(its output) (relu6's, for a relu6) into the relu's output
+        (the relu is in ``skip``);
         ``pooled`` ({relu: maxpool}, ``relu_pool_fusions``): each such maxpool pools the relu's
         input and takes the relu of the result (the relu is in ``skip``)."""
         fused = fused or {}
         after = {pool: self.model.graph.nodes[relu]["inputs"][0] for relu, pool in (pooled or {}).items()}
-        steps = (self.ops[name].forward_relu(self.act[fused[name]]) if name in fused else
+        graph = self.model.graph
+        steps = (self.ops[name].forward_relu(self.act[fused[name]], **(
+                     {"relu6": True} if graph.nodes[fused[name]]["op"] == "relu6" else {}))
+                 if name in fused else
                  self.ops[name].forward_after_relu(self.act[after[name]]) if name in after else
                  self.ops[name].forward(training)
                  for name in self.order if name in self.ops and name not in skip)
@@ -148,13 +152,14 @@ class Plan:
 
     def relu_fusions(self, skip=()) -> dict:
         """{layer: relu} for every built-in batchnorm, or add of two operands, whose only
-        consumer is a built-in relu (neither skipped): the training forward runs each pair as
-        one kernel call (``batchnorm_forward_train_into`` with ``relu``, ``add_relu_into``), and
+        consumer is a built-in relu (neither skipped), and {batchnorm: relu6} likewise
+        (MobileNetV2's): the training forward runs each pair as one kernel call
+        (``batchnorm_forward_train_into`` with ``relu`` or ``relu6``, ``add_relu_into``), and
         the backward of a batchnorm pair too (``relu_y``): one pass over the tensor less, the
         same results bit for bit.  The layer's own output buffer is then not written in training
         (nothing reads it there: the relu's backward needs only the relu's output); the
         evaluation forward, ``activations`` and ``gradient`` run the layers apart."""
-        from cnnspec.engine.ops import Activation, Add, BatchNorm
+        from cnnspec.engine.ops import Activation, Add, BatchNorm, InputActivation
 
         graph = self.model.graph
         if not FUSE_RELU:
@@ -163,13 +168,17 @@ class Plan:
         fused = {}
         for name in self.order:
             node = graph.nodes[name]
-            if node["op"] != "relu" or name in skip or len(node["inputs"]) != 1:
+            if node["op"] not in ("relu", "relu6") or name in skip or len(node["inputs"]) != 1:
                 continue
             src = node["inputs"][0]
             kind = type(self.ops.get(src))
-            if (src not in skip and consumers[src] == 1 and src != self.model.output_name
-                    and type(self.ops[name]) is Activation
-                    and (kind is BatchNorm or (kind is Add and len(graph.nodes[src]["inputs"]) == 2))):
+            if src in skip or consumers[src] != 1 or src == self.model.output_name:
+                continue
+            if node["op"] == "relu6":
+                if type(self.ops[name]) is InputActivation and kind is BatchNorm:
+                    fused[src] = name
+            elif (type(self.ops[name]) is Activation
+                  and (kind is BatchNorm or (kind is Add and len(graph.nodes[src]["inputs"]) == 2))):
                 fused[src] = name
         return fused
 
@@ -441,7 +450,8 @@ class Training:
             dxs = [target(i, via) if need[i] else None for i in sources]
             grads = model._grads.get(name) if trainable.get(name, False) else None
             if name in fused_relus.values():
-                step = plan.ops[name].backward(dy, dxs, grads, relu_y=act[with_relu[name]])
+                step = plan.ops[name].backward(dy, dxs, grads, relu_y=act[with_relu[name]],
+                                               relu6=graph.nodes[with_relu[name]]["op"] == "relu6")
             elif name in after_relu:
                 step = plan.ops[name].backward(dy, dxs, grads, after_relu=True)
             else:

@@ -71,16 +71,17 @@ Activations (any shape; softmax over axis 1 of (N, C, *spatial)):
 
 Batch normalisation (x (N, C, *spatial) per channel, or (N, D) per feature):
     batchnorm_forward_train_into(x, gamma, beta, eps, momentum, running_mean, running_var,
-                                 out, mean, invstd, relu=False)
+                                 out, mean, invstd, relu=False, relu6=False)
         batch statistics (biased variance); writes mean and invstd = 1/sqrt(var + eps), both
         FLOAT64 (C,) buffers, for the backward; updates running_mean/running_var in place as
         PyTorch does (running = (1 - momentum) * running + momentum * batch, var unbiased); pass
-        running_mean=None to skip the update.  relu=True: out = relu(batchnorm(x)) (fused).
+        running_mean=None to skip the update.  relu=True: out = relu(batchnorm(x)) (fused);
+        relu6=True: relu6(batchnorm(x)).
     batchnorm_forward_eval_into(x, gamma, beta, eps, running_mean, running_var, out)
     batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, accumulate=False,
-                            relu_y=None)
-        training-mode backward (batch statistics); relu_y: the fused relu's output, dout the
-        gradient of that output.
+                            relu_y=None, relu6=False)
+        training-mode backward (batch statistics); relu_y: the fused relu's (relu6=True:
+        relu6's) output, dout the gradient of that output.
     batchnorm_backward_eval_into(dout, x, gamma, eps, running_mean, running_var, dx, dgamma,
                                  dbeta, accumulate=False)
         backward of the evaluation-mode forward (a fixed affine map), e.g. for frozen layers.
@@ -151,8 +152,8 @@ Everything is also available as the stateless layer API of layer-api.md in ``cnn
 
 Threads, compile, performance
 -----------------------------
-* Big kernels split their samples (conv, pooling, softmax, concat, gates), channels (batchnorm,
-  depthwise) output columns (dense) or elements (activations, add, dropout, mul: pieces of 16
+* Big kernels split their samples (conv, pooling, softmax, concat, gates, training batchnorm),
+  channels (depthwise, evaluation batchnorm), output columns (dense) or elements (activations, add, dropout, mul: pieces of 16
   elements) into contiguous ranges run on a small pool of Python threads (``_jit.run_split``;
   ``nogil`` kernels); ``CNNSPEC_THREADS`` sets the count (default: the machine's cores).  Small
   calls stay on the calling thread.  BLAS runs one thread per call (set at import).

@@ -12,7 +12,9 @@ Evaluation: xhat = (x - running_mean) / sqrt(running_var + eps), a fixed affine 
 Fused with a following relu (``relu=True`` in training, the engine's plan where the relu is the
 batchnorm's only consumer): the forward writes relu(out) and never the batchnorm's output; the
 backward takes the gradient of the relu's output and the relu's output y, and uses
-``0 if y <= 0 else dout`` (relu_backward's rule) as its dout.  Same arithmetic in the same order
+``0 if y <= 0 else dout`` (relu_backward's rule) as its dout.  Likewise with relu6
+(``relu6=True``, MobileNetV2's batchnorm -> relu6): its gradient passes where 0 < y < 6, which
+is where 0 < x < 6 (the rule of relu6_backward, which takes x).  Same arithmetic in the same order
 as the two kernels one after the other, so the results are bit-identical; one pass over the
 tensor less each way.
 
@@ -63,7 +65,7 @@ def _backward_channel(dout, x, c, gamma, mu, inv, train, dx, dgamma, dbeta, need
     empty): the output of a fused relu, dout its gradient."""
     m = x.shape[0] * x.shape[2]
     relu = y.size > 0
-    sum_g, sum_gx = _block_centred_sums(x, c, 0, x.shape[0], mu, dout, y)
+    sum_g, sum_gx = _block_centred_sums(x, c, 0, x.shape[0], mu, dout, y, False)
     if dgamma.size > 0:
         dgamma[c] = sum_gx * inv
     if dbeta.size > 0:
@@ -116,11 +118,19 @@ def _block_centred_square_sum(x, c, n0, n1, mu):
 
 
 @jit_sum
-def _block_centred_sums(x, c, n0, n1, mu, g, y):
+def _block_centred_sums(x, c, n0, n1, mu, g, y, six):
     """sums over samples n0 <= n < n1 of channel c of g and g * (x - mu), float64; g masked by
-    relu's backward (0 where y <= 0) when y is not empty."""
+    relu's backward (0 where y <= 0) when y is not empty, or (``six``) relu6's (g where
+    0 < y < 6: y is the input there)."""
     s = t = 0.0
-    if y.size > 0:
+    if y.size > 0 and six:
+        for n in range(n0, n1):
+            xs, gs, ys = x[n, c], g[n, c], y[n, c]
+            for e in range(xs.size):
+                v = gs[e] if (ys[e] > 0) & (ys[e] < 6) else 0
+                s += v
+                t += v * (xs[e] - mu)
+    elif y.size > 0:
         for n in range(n0, n1):
             xs, gs, ys = x[n, c], g[n, c], y[n, c]
             for e in range(xs.size):
@@ -178,29 +188,34 @@ def _combine_stats(part, n_, s_, eps, momentum, update, running_mean, running_va
 
 
 @jit
-def _affine_samples(x, gamma, beta, mean, invstd, out, relu, n0, n1):
-    """out[n] = (x[n] - mean) * gamma * invstd + beta (relu: then max(0, .)) for n0 <= n < n1."""
+def _affine_samples(x, gamma, beta, mean, invstd, out, act, n0, n1):
+    """out[n] = (x[n] - mean) * gamma * invstd + beta for n0 <= n < n1, then (act 1) relu or
+    (act 2) relu6 (on the unrounded value: the same results, NaN kept)."""
     for n in range(n0, n1):
         for c in range(x.shape[1]):
             src, dst = x[n, c], out[n, c]
             mu, scale, shift = mean[c], gamma[c] * invstd[c], beta[c]
-            if relu:
+            if act == 1:
                 for e in range(src.size):
                     v = (src[e] - mu) * scale + shift
                     dst[e] = 0 if v <= 0 else v
+            elif act == 2:
+                for e in range(src.size):
+                    v = (src[e] - mu) * scale + shift
+                    dst[e] = 0 if v <= 0 else (6 if v >= 6 else v)
             else:
                 for e in range(src.size):
                     dst[e] = (src[e] - mu) * scale + shift
 
 
 @jit
-def _grad_sums_blocks(g, x, mean, y, part, nb, b0, b1):
+def _grad_sums_blocks(g, x, mean, y, six, part, nb, b0, b1):
     """part[b, c] = the sums of g and g * (x - mean) over block b's samples of channel c."""
     n_ = x.shape[0]
     for b in range(b0, b1):
         n0, n1 = b * n_ // nb, (b + 1) * n_ // nb
         for c in range(x.shape[1]):
-            s, t = _block_centred_sums(x, c, n0, n1, mean[c], g, y)
+            s, t = _block_centred_sums(x, c, n0, n1, mean[c], g, y, six)
             part[b, c, 0] = s
             part[b, c, 1] = t
 
@@ -226,7 +241,7 @@ def _combine_grads(part, n_, s_, gamma, invstd, dgamma, dbeta):
 
 
 @jit
-def _grad_samples(g, x, mean, y, part, gamma, invstd, dx, accumulate, n0, n1):
+def _grad_samples(g, x, mean, y, six, part, gamma, invstd, dx, accumulate, n0, n1):
     """dx[n] (+)= the batchnorm's input gradient for n0 <= n < n1 (part[0]: _combine_grads')."""
     relu = y.size > 0
     for n in range(n0, n1):
@@ -234,7 +249,16 @@ def _grad_samples(g, x, mean, y, part, gamma, invstd, dx, accumulate, n0, n1):
             gs, xs, d = g[n, c], x[n, c], dx[n, c]
             mu, scale = mean[c], gamma[c] * invstd[c]
             shift, slope = part[0, c, 0], part[0, c, 1]
-            if relu:
+            if relu and six:
+                ys = y[n, c]
+                for e in range(gs.size):
+                    ge = gs[e] if (ys[e] > 0) & (ys[e] < 6) else 0
+                    v = scale * (ge - shift - (xs[e] - mu) * slope)
+                    if accumulate:
+                        d[e] += v
+                    else:
+                        d[e] = v
+            elif relu:
                 ys = y[n, c]
                 for e in range(gs.size):
                     ge = 0 if ys[e] <= 0 else gs[e]
@@ -306,11 +330,12 @@ def _empty(dtype, ndim):
 
 
 def batchnorm_forward_train_into(x, gamma, beta, eps, momentum, running_mean, running_var, out,
-                                 mean, invstd, relu=False):
+                                 mean, invstd, relu=False, relu6=False):
     """Training-mode forward; mean, invstd (float64 (C,)) are written for the backward.
 
     running_mean/running_var are updated in place (None: no update).  ``relu``: out receives
-    relu(batchnorm(x)) (fused; the backward then takes ``relu_y=out``)."""
+    relu(batchnorm(x)) (fused; the backward then takes ``relu_y=out``); ``relu6``: relu6 of it
+    (the backward then takes ``relu_y=out, relu6=True``)."""
     update = running_mean is not None
     if not update:
         running_mean = running_var = _empty(x.dtype, 1)
@@ -319,7 +344,8 @@ def batchnorm_forward_train_into(x, gamma, beta, eps, momentum, running_mean, ru
     _by_blocks(_stats_blocks, x3, nb, x3, part)
     _combine_stats(part, x3.shape[0], x3.shape[2], float(eps), float(momentum), update,
                    running_mean, running_var, mean, invstd)
-    _by_samples(_affine_samples, x3, x3, gamma, beta, mean, invstd, out3, bool(relu))
+    _by_samples(_affine_samples, x3, x3, gamma, beta, mean, invstd, out3,
+                2 if relu6 else 1 if relu else 0)
 
 
 def batchnorm_forward_eval_into(x, gamma, beta, eps, running_mean, running_var, out):
@@ -328,18 +354,19 @@ def batchnorm_forward_eval_into(x, gamma, beta, eps, running_mean, running_var, 
 
 
 def batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, accumulate=False,
-                            relu_y=None):
+                            relu_y=None, relu6=False):
     """Training-mode backward from the forward's mean and invstd (None gradients: skipped).
-    ``relu_y``: the output of a fused relu (``relu=True`` forward); dout is then its gradient."""
+    ``relu_y``: the output of a fused relu (``relu=True`` forward; ``relu6``: of a fused relu6);
+    dout is then its gradient."""
     empty1 = _empty(x.dtype, 1)
     x3, g3 = _ncs(x), _ncs(dout)
     y3 = _empty(x.dtype, 3) if relu_y is None else _ncs(relu_y)
     nb, part = _partials(x3)
-    _by_blocks(_grad_sums_blocks, x3, nb, g3, x3, mean, y3, part)
+    _by_blocks(_grad_sums_blocks, x3, nb, g3, x3, mean, y3, bool(relu6), part)
     _combine_grads(part, x3.shape[0], x3.shape[2], gamma, invstd,
                    empty1 if dgamma is None else dgamma, empty1 if dbeta is None else dbeta)
     if dx is not None:
-        _by_samples(_grad_samples, x3, g3, x3, mean, y3, part, gamma, invstd, _ncs(dx),
+        _by_samples(_grad_samples, x3, g3, x3, mean, y3, bool(relu6), part, gamma, invstd, _ncs(dx),
                     bool(accumulate))
 
 
