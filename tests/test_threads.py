@@ -172,6 +172,44 @@ def test_by_samples_split_equal_serial_and_numpy(split, n, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, act", [(1, "relu"), (3, None), (11, "relu6"), (20, "relu")])
+def test_batchnorm_training_split_equal_serial_and_numpy(split, monkeypatch, n, act, dtype):
+    """Training batchnorm by blocks of the batch (11 samples: 8 blocks of 1 or 2) and ranges of
+    samples: bit for bit the same on 1 and 3 threads, the NumPy reference to rounding."""
+    from cnnspec.kernels import norm
+
+    monkeypatch.setattr(norm, "_PARALLEL_SIZE", 1)
+    monkeypatch.setattr(norm, "run_split", _jit.run_split)      # the fixture's, which counts
+    x, dout = data((n, 5, 3, 4), dtype) + dtype(50), data((n, 5, 3, 4), dtype, seed=1)
+    gamma, beta = data((5,), dtype, seed=2), data((5,), dtype, seed=3)
+    fused = {"relu": {"relu": True}, "relu6": {"relu6": True}, None: {}}[act]
+
+    def run():
+        rm, rv = np.zeros(5, dtype), np.ones(5, dtype)
+        y, mean, invstd = np.zeros_like(x), np.zeros(5), np.zeros(5)
+        K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, rm, rv, y, mean, invstd, **fused)
+        dx, dg, db = np.ones_like(x), np.zeros_like(gamma), np.zeros_like(beta)
+        K.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dg, db, accumulate=True,
+                                  relu_y=y if act else None, relu6=act == "relu6")
+        return y, rm, rv, mean, invstd, dx, dg, db
+
+    serial, threaded = split(run, expect_split=n > 1)
+    same(serial, threaded)
+    y, rm, rv, mean, invstd, dx, dg, db = threaded
+    bn = R.batchnorm_forward(x, gamma, beta, 1e-5)
+    top = {"relu": np.inf, "relu6": 6, None: None}[act]
+    near(y, bn if top is None else np.clip(bn, 0, top), dtype)
+    erm, erv = R.batchnorm_running_update(x, np.zeros(5, dtype), np.ones(5, dtype), 0.1)
+    near(rm, erm, dtype)
+    near(rv, erv, dtype)
+    g = dout if top is None else np.where((bn > 0) & (bn < top), dout, 0)
+    rdx, rdg, rdb = R.batchnorm_backward(g, x, gamma, beta, 1e-5)
+    near(dx, 1 + rdx, dtype)
+    near(dg, rdg, dtype)
+    near(db, rdb, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n, k, p", [(1, 2, 1), (3, 5, 7), (4, 2, 33)])
 def test_cross_entropy_per_position(split, n, k, p, dtype):
     """The per-position kernel against the row kernel on transposed copies (what the plan did
