@@ -901,10 +901,24 @@ def test_batchnorm_fused_relu(shape, dtype):
 def test_batchnorm_fused_relu6(shape, dtype):
     """relu6(batchnorm(x)) in one call (outputs on both sides of 0 and 6, a NaN) and its
     backward from relu6's output: bit for bit batchnorm, relu6_forward_into and
-    relu6_backward_into (which takes relu6's input) then batchnorm's backward."""
+    relu6_backward_into (which takes relu6's input) then batchnorm's backward.  Its own random
+    numbers (a failure does not depend on the tests before); the float64 gradients against NumPy
+    relative to their scale, 1e-10: the input's mean of 100 costs ~3 digits (200 seeds: at most
+    1.7e-12; element by element, gradients near 0 read 1e-9 and more)."""
     c = shape[1]
-    x = randn(*shape, dtype=dtype) * dtype(3) + dtype(100)
-    gamma, beta = randn(c, dtype=dtype) * dtype(5), randn(c, dtype=dtype) + dtype(2)
+    local = np.random.default_rng(len(shape) * 100 + shape[-1])
+
+    def draw(*size):
+        return local.standard_normal(size).astype(dtype)
+
+    def near(a, b):
+        if dtype == np.float64:
+            assert np.max(np.abs(a - b)) <= 1e-10 * np.max(np.abs(b)), np.max(np.abs(a - b))
+        else:
+            close(a, b, dtype)
+
+    x = draw(*shape) * dtype(3) + dtype(100)
+    gamma, beta = draw(c) * dtype(5), draw(c) + dtype(2)
     x.flat[1] = np.nan
     y, mean, invstd = np.empty_like(x), np.empty(c), np.empty(c)
     rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
@@ -921,7 +935,7 @@ def test_batchnorm_fused_relu6(shape, dtype):
     if x.size > 100:
         assert (y == 6).any() and (y == 0).any() and ((y > 0) & (y < 6)).any()
     close(y, np.clip(R.batchnorm_forward(x, gamma, beta, 1e-5), 0, 6), dtype)
-    dout = randn(*shape, dtype=dtype)
+    dout = draw(*shape)
     dx, dg, db = np.empty_like(x), np.empty_like(gamma), np.empty_like(beta)
     K.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dg, db, relu_y=y, relu6=True)
     g2, dx2, dg2, db2 = np.empty_like(x), np.empty_like(x), np.empty_like(gamma), np.empty_like(beta)
@@ -929,12 +943,12 @@ def test_batchnorm_fused_relu6(shape, dtype):
     K.batchnorm_backward_into(g2, x, gamma, mean, invstd, dx2, dg2, db2)
     assert np.array_equal(dx, dx2) and np.array_equal(dg, dg2) and np.array_equal(db, db2)
     rdx, rdg, rdb = R.batchnorm_backward(np.where((bn > 0) & (bn < 6), dout, 0), x, gamma, beta, 1e-5)
-    close(dx, rdx, dtype)
-    close(dg, rdg, dtype)
-    close(db, rdb, dtype)
+    near(dx, rdx)
+    near(dg, rdg)
+    near(db, rdb)
     K.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, None, None, accumulate=True,
                               relu_y=y, relu6=True)
-    close(dx, 2 * rdx, dtype)
+    near(dx, 2 * rdx)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
