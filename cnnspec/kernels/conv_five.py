@@ -1,0 +1,371 @@
+"""Winograd F(2x2, 5x5) with the samples in the vector lanes: 5x5 stride-1 convolutions on small
+planes (``conv._use_c5``: the forward, and dx as the convolution of dout by the flipped weights).
+
+Each 2x2 block of outputs ("tile") comes from the 6x6 input window around it as
+
+    Y = A^T [ sum over c of (G g_fc G^T) * (B^T d_c B) ] A      (* element-wise)
+
+with the interpolation points 0, 1, -1, 2, -2 and infinity (F(2, 5) shares B with F(4, 3)):
+
+    B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+           [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
+    G   = [[1/4, 0, 0, 0, 0], -1/6 [1, 1, 1, 1, 1], -1/6 [1, -1, 1, -1, 1],
+           [1/24, 1/12, 1/6, 1/3, 2/3], [1/24, -1/12, 1/6, -1/3, 2/3], [0, 0, 0, 0, 1]]
+    A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]]
+
+36 products per tile and channel pair instead of the direct loops' 100 (2.8x fewer), at the
+price of the transforms.  As in conv_lanes.py the lanes are 16 samples (float32; 8 in float64):
+a chunk of samples is copied once into ``xt[hp, wp, c, lane]`` (``conv_lanes.to_lanes``), so
+every transform is plain vector arithmetic with no shuffles and a plane of any size is cut into
+exact tiles (14x14: 7x7 tiles, nothing wasted; an odd side computes one extra row or column that
+is not written).  Per chunk, tiles in groups of 3:
+
+* ``V[e, t, c, lane] = (B^T d B)[e]`` (``_input_tiles``: the six columns through B^T into a 6x6
+  scratch in L1, then its six rows through B^T);
+* ``M[e, t, f, lane] = sum over c of U[e, c, f] * V[e, t, c, lane]`` (``_products``): blocks of
+  3 tiles x 8 filters, 24 vector accumulators; per channel 3 vector loads of V and 8 broadcasts
+  of the transformed weights ``U`` (``c5_weights``, once per call, in float64 and rounded once);
+* ``Y = A^T M A + b`` into a tile ``[f, position, lane]`` of the chunk's whole output plane
+  (``_output_tiles``), written to ``out`` by 16 x 16 vector transposes (``_from_tile``).
+
+Accuracy: each output is the sum of the same 25*C products as the direct convolution's, through
+transforms whose constants reach 5 and 1/24, so the rounding errors scale with the output's
+magnitude over a tile rather than with each element: measured against float64 NumPy (max error
+/ max |output|), float32 about 1e-6 (the direct loops 3e-7: see tests/test_conv_five.py), float64
+~1e-15.  The points 0, +-1, +-2 were the best of the sets tried that keep B^T and A^T integer
+(0, +-1, +-1/2: 1.4e-6; 0, +-1, 2, 1/2: 2.3e-6; 0, +-1, 2, -1/2 0.97e-6 but with halves in B^T
+and A^T, more operations).
+"""
+import numpy as np
+
+from cnnspec.kernels._jit import jit
+from cnnspec.kernels._simd import vadd, vfma, vlanes, vload, vsplat, vstore, vsub, vtranspose, vzero
+from cnnspec.kernels.conv_lanes import to_lanes
+
+GROUP = 3            # tiles per block of the products
+BLOCK_F = 8          # filters per block of the products (the filters are padded to a multiple)
+
+
+class C5Geometry:
+    """Sizes (elements) of one F(2x2, 5x5) convolution of x (N, C, H, W) by (F, C, 5, 5) with
+    padding ``pad`` into (OH, OW), for ``lanes`` lanes: th, tw tiles; xt's padding pt, pl and
+    plane hp x wp; fp: F rounded up to BLOCK_F; u: the transformed weights (36, C, Fp); per: a
+    thread's slice [xt | scratch (36 vectors) | V (36, 3, C) | M (36, 3, Fp) | tile (F, OH*OW)],
+    each part on whole vectors."""
+
+    def __init__(self, x_shape, f, pad, oh, ow, lanes):
+        _, c, h, w = x_shape
+        self.c, self.f, self.oh, self.ow = c, f, oh, ow
+        self.th, self.tw = -(-oh // 2), -(-ow // 2)
+        self.pt, self.pl = pad[0], pad[2]
+        self.hp = max(h + pad[0], 2 * self.th + 4)
+        self.wp = max(w + pad[2], 2 * self.tw + 4)
+        self.fp = -(-f // BLOCK_F) * BLOCK_F
+        self.u = 36 * c * self.fp
+        self.xt = self.hp * self.wp * c * lanes
+        self.v = 36 * GROUP * c * lanes
+        self.m = 36 * GROUP * self.fp * lanes
+        self.tile = f * oh * ow * lanes
+        self.per = self.xt + 36 * lanes + self.v + self.m + self.tile
+
+
+@jit
+def c5_weights(w, flipped, u):
+    """u[e, c, o] (rows of Fp = O rounded up to BLOCK_F, zero past O) = (G g G^T)[e] for
+    g = w[o, c] or (``flipped``: dx's convolution of dout) g = w[c, o] turned by 180 degrees;
+    computed in float64, rounded once."""
+    f_, c_ = w.shape[0], w.shape[1]
+    o_, r_ = (c_, f_) if flipped else (f_, c_)
+    fp = (o_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
+    gm = np.zeros((6, 5))
+    gm[0, 0] = 0.25
+    for k in range(5):
+        gm[1, k] = -1.0 / 6
+        gm[2, k] = -1.0 / 6 if k % 2 == 0 else 1.0 / 6
+        gm[3, k] = 2.0 ** k / 24
+        gm[4, k] = (-2.0) ** k / 24
+    gm[5, 4] = 1.0
+    g = np.empty((5, 5))
+    gg = np.empty((6, 5))
+    for e in range(36 * r_ * fp):
+        u[e] = 0
+    for o in range(o_):
+        for c in range(r_):
+            for i in range(5):
+                for j in range(5):
+                    g[i, j] = w[c, o, 4 - i, 4 - j] if flipped else w[o, c, i, j]
+            for i in range(6):
+                for j in range(5):
+                    s = 0.0
+                    for k in range(5):
+                        s += gm[i, k] * g[k, j]
+                    gg[i, j] = s
+            for i in range(6):
+                for j in range(6):
+                    s = 0.0
+                    for k in range(5):
+                        s += gg[i, k] * gm[j, k]
+                    u[((i * 6 + j) * r_ + c) * fp + o] = s
+
+
+@jit
+def _bt(d0, d1, d2, d3, d4, d5, k4, k5, k2, n4, n2):
+    """B^T (d0..d5): six vectors; k4, k5, k2, n4, n2: splats of 4, -5, 2, -4, -2."""
+    q = vsub(d4, d2)
+    p = vsub(d3, d1)
+    return (vfma(vfma(d4, k5, d2), k4, d0),
+            vfma(vadd(d3, d4), n4, vadd(d1, d2)),
+            vfma(vsub(d4, d3), k4, vsub(d1, d2)),
+            vfma(q, k2, p),
+            vfma(q, n2, p),
+            vfma(vfma(d5, k5, d3), k4, d1))
+
+
+@jit
+def _input_tiles(xt, c_, wp, th, tw, g0, consts, sc, v):
+    """v[e, t, c, lane] = (B^T d B)[e] for the tiles g0 + t (t < GROUP; a tile past the plane's
+    last repeats the last one: never written out), d the 6x6 window of channel c."""
+    lanes = vlanes(xt)
+    k4 = vsplat(consts, 0)
+    k5 = vsplat(consts, 1)
+    k2 = vsplat(consts, 2)
+    n4 = vsplat(consts, 3)
+    n2 = vsplat(consts, 4)
+    row = wp * c_ * lanes
+    col = c_ * lanes
+    last = th * tw - 1
+    for t in range(GROUP):
+        tile = min(g0 + t, last)
+        ti = tile // tw
+        tj = tile - ti * tw
+        base = (2 * ti * wp + 2 * tj) * c_ * lanes
+        for c in range(c_):
+            a = base + c * lanes
+            for j in range(6):
+                b = a + j * col
+                r0, r1, r2, r3, r4, r5 = _bt(vload(xt, b), vload(xt, b + row),
+                                             vload(xt, b + 2 * row), vload(xt, b + 3 * row),
+                                             vload(xt, b + 4 * row), vload(xt, b + 5 * row),
+                                             k4, k5, k2, n4, n2)
+                vstore(sc, j * lanes, r0)
+                vstore(sc, (6 + j) * lanes, r1)
+                vstore(sc, (12 + j) * lanes, r2)
+                vstore(sc, (18 + j) * lanes, r3)
+                vstore(sc, (24 + j) * lanes, r4)
+                vstore(sc, (30 + j) * lanes, r5)
+            es = GROUP * c_ * lanes
+            for i in range(6):
+                s = i * 6 * lanes
+                r0, r1, r2, r3, r4, r5 = _bt(vload(sc, s), vload(sc, s + lanes),
+                                             vload(sc, s + 2 * lanes), vload(sc, s + 3 * lanes),
+                                             vload(sc, s + 4 * lanes), vload(sc, s + 5 * lanes),
+                                             k4, k5, k2, n4, n2)
+                d = (i * 6 * GROUP + t) * c_ * lanes + c * lanes
+                vstore(v, d, r0)
+                vstore(v, d + es, r1)
+                vstore(v, d + 2 * es, r2)
+                vstore(v, d + 3 * es, r3)
+                vstore(v, d + 4 * es, r4)
+                vstore(v, d + 5 * es, r5)
+
+
+@jit
+def _products(u, v, c_, fp, m):
+    """m[e, t, f, lane] = sum over c of u[e, c, f] * v[e, t, c, lane]: blocks of 3 tiles x 8
+    filters, the channels in order, one FMA per term."""
+    lanes = vlanes(v)
+    for e in range(36):
+        for fb in range(0, fp, BLOCK_F):
+            a0 = vzero(v)
+            a1 = vzero(v)
+            a2 = vzero(v)
+            a3 = vzero(v)
+            a4 = vzero(v)
+            a5 = vzero(v)
+            a6 = vzero(v)
+            a7 = vzero(v)
+            b0 = vzero(v)
+            b1 = vzero(v)
+            b2 = vzero(v)
+            b3 = vzero(v)
+            b4 = vzero(v)
+            b5 = vzero(v)
+            b6 = vzero(v)
+            b7 = vzero(v)
+            c0 = vzero(v)
+            c1 = vzero(v)
+            c2 = vzero(v)
+            c3 = vzero(v)
+            c4 = vzero(v)
+            c5 = vzero(v)
+            c6 = vzero(v)
+            c7 = vzero(v)
+            uu = e * c_ * fp + fb
+            vv = e * GROUP * c_ * lanes
+            ts = c_ * lanes
+            for c in range(c_):
+                x0 = vload(v, vv)
+                x1 = vload(v, vv + ts)
+                x2 = vload(v, vv + 2 * ts)
+                s = vsplat(u, uu)
+                a0 = vfma(a0, s, x0)
+                b0 = vfma(b0, s, x1)
+                c0 = vfma(c0, s, x2)
+                s = vsplat(u, uu + 1)
+                a1 = vfma(a1, s, x0)
+                b1 = vfma(b1, s, x1)
+                c1 = vfma(c1, s, x2)
+                s = vsplat(u, uu + 2)
+                a2 = vfma(a2, s, x0)
+                b2 = vfma(b2, s, x1)
+                c2 = vfma(c2, s, x2)
+                s = vsplat(u, uu + 3)
+                a3 = vfma(a3, s, x0)
+                b3 = vfma(b3, s, x1)
+                c3 = vfma(c3, s, x2)
+                s = vsplat(u, uu + 4)
+                a4 = vfma(a4, s, x0)
+                b4 = vfma(b4, s, x1)
+                c4 = vfma(c4, s, x2)
+                s = vsplat(u, uu + 5)
+                a5 = vfma(a5, s, x0)
+                b5 = vfma(b5, s, x1)
+                c5 = vfma(c5, s, x2)
+                s = vsplat(u, uu + 6)
+                a6 = vfma(a6, s, x0)
+                b6 = vfma(b6, s, x1)
+                c6 = vfma(c6, s, x2)
+                s = vsplat(u, uu + 7)
+                a7 = vfma(a7, s, x0)
+                b7 = vfma(b7, s, x1)
+                c7 = vfma(c7, s, x2)
+                uu += fp
+                vv += lanes
+            d = (e * GROUP * fp + fb) * lanes
+            _store8(m, d, lanes, a0, a1, a2, a3, a4, a5, a6, a7)
+            _store8(m, d + fp * lanes, lanes, b0, b1, b2, b3, b4, b5, b6, b7)
+            _store8(m, d + 2 * fp * lanes, lanes, c0, c1, c2, c3, c4, c5, c6, c7)
+
+
+@jit
+def _store8(m, d, lanes, a0, a1, a2, a3, a4, a5, a6, a7):
+    vstore(m, d, a0)
+    vstore(m, d + lanes, a1)
+    vstore(m, d + 2 * lanes, a2)
+    vstore(m, d + 3 * lanes, a3)
+    vstore(m, d + 4 * lanes, a4)
+    vstore(m, d + 5 * lanes, a5)
+    vstore(m, d + 6 * lanes, a6)
+    vstore(m, d + 7 * lanes, a7)
+
+
+@jit
+def _at(m0, m1, m2, m3, m4, m5, k2):
+    """A^T (m0..m5): (m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 (m3 - m4) + m5)."""
+    return (vadd(vadd(m0, vadd(m1, m2)), vadd(m3, m4)),
+            vfma(vadd(vsub(m1, m2), m5), k2, vsub(m3, m4)))
+
+
+@jit
+def _output_tiles(m, fp, f_, oh_, ow_, tw, g0, g1, b, consts, tile):
+    """tile[f, position, lane] = (A^T M A)[.] + b[f] for the tiles g0 <= t < g1 (of the group
+    starting at g0), the outputs inside the plane."""
+    lanes = vlanes(m)
+    k2 = vsplat(consts, 2)
+    plane = oh_ * ow_
+    es = GROUP * fp * lanes
+    for t in range(g0, g1):
+        ti = t // tw
+        tj = t - ti * tw
+        oh, ow = 2 * ti, 2 * tj
+        down, right = oh + 1 < oh_, ow + 1 < ow_
+        for f in range(f_):
+            a = ((t - g0) * fp + f) * lanes
+            p0, q0 = _at(vload(m, a), vload(m, a + 6 * es), vload(m, a + 12 * es),
+                         vload(m, a + 18 * es), vload(m, a + 24 * es), vload(m, a + 30 * es), k2)
+            p1, q1 = _at(vload(m, a + es), vload(m, a + 7 * es), vload(m, a + 13 * es),
+                         vload(m, a + 19 * es), vload(m, a + 25 * es), vload(m, a + 31 * es), k2)
+            p2, q2 = _at(vload(m, a + 2 * es), vload(m, a + 8 * es), vload(m, a + 14 * es),
+                         vload(m, a + 20 * es), vload(m, a + 26 * es), vload(m, a + 32 * es), k2)
+            p3, q3 = _at(vload(m, a + 3 * es), vload(m, a + 9 * es), vload(m, a + 15 * es),
+                         vload(m, a + 21 * es), vload(m, a + 27 * es), vload(m, a + 33 * es), k2)
+            p4, q4 = _at(vload(m, a + 4 * es), vload(m, a + 10 * es), vload(m, a + 16 * es),
+                         vload(m, a + 22 * es), vload(m, a + 28 * es), vload(m, a + 34 * es), k2)
+            p5, q5 = _at(vload(m, a + 5 * es), vload(m, a + 11 * es), vload(m, a + 17 * es),
+                         vload(m, a + 23 * es), vload(m, a + 29 * es), vload(m, a + 35 * es), k2)
+            y00, y01 = _at(p0, p1, p2, p3, p4, p5, k2)
+            y10, y11 = _at(q0, q1, q2, q3, q4, q5, k2)
+            if b.size > 0:
+                s = vsplat(b, f)
+                y00 = vadd(y00, s)
+                y01 = vadd(y01, s)
+                y10 = vadd(y10, s)
+                y11 = vadd(y11, s)
+            d = (f * plane + oh * ow_ + ow) * lanes
+            vstore(tile, d, y00)
+            if right:
+                vstore(tile, d + lanes, y01)
+            if down:
+                vstore(tile, d + ow_ * lanes, y10)
+                if right:
+                    vstore(tile, d + (ow_ + 1) * lanes, y11)
+
+
+@jit
+def _from_tile(tile, accumulate, n0, nl, of, f_, plane):
+    """out[n0 + l, f, p] (+)= tile[f, p, l]: blocks of lanes positions by vector transposes, the
+    last few one by one."""
+    lanes = vlanes(tile)
+    step = f_ * plane
+    for f in range(f_):
+        base = (n0 * f_ + f) * plane
+        p = 0
+        while p + lanes <= plane:
+            vtranspose(tile, (f * plane + p) * lanes, lanes, of, base + p, step, 0, nl,
+                       accumulate)
+            p += lanes
+        for q in range(p, plane):
+            src = (f * plane + q) * lanes
+            d = np.uint64(base + q)
+            for l in range(nl):
+                if accumulate:
+                    of[d + np.uint64(l * step)] += tile[src + l]
+                else:
+                    of[d + np.uint64(l * step)] = tile[src + l]
+
+
+@jit
+def c5_driver(x, u, b, pad, hp, wp, consts, accumulate, buf, out, i0, i1):
+    """out[n] (+)= conv5x5(x[n]) + b (stride 1) for the samples of chunks i0 <= i < i1 (of the
+    lanes each); u from c5_weights, buf a thread's slice (C5Geometry.per)."""
+    n_, c_ = x.shape[0], x.shape[1]
+    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
+    lanes = vlanes(buf)
+    fp = (f_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
+    th, tw = (oh_ + 1) // 2, (ow_ + 1) // 2
+    o_sc = hp * wp * c_ * lanes
+    o_v = o_sc + 36 * lanes
+    o_m = o_v + 36 * GROUP * c_ * lanes
+    o_t = o_m + 36 * GROUP * fp * lanes
+    xt, sc, v, m, tile = buf[:o_sc], buf[o_sc:o_v], buf[o_v:o_m], buf[o_m:o_t], buf[o_t:]
+    of = out.reshape(out.size)
+    tiles = th * tw
+    for i in range(i0, i1):
+        n0 = i * lanes
+        to_lanes(x, n0, pad[0], pad[2], hp, wp, i == i0, xt)
+        for g0 in range(0, tiles, GROUP):
+            _input_tiles(xt, c_, wp, th, tw, g0, consts, sc, v)
+            _products(u, v, c_, fp, m)
+            _output_tiles(m, fp, f_, oh_, ow_, tw, g0, min(tiles, g0 + GROUP), b, consts, tile)
+        _from_tile(tile, accumulate, n0, min(lanes, n_ - n0), of, f_, oh_ * ow_)
+
+
+_CONSTS = {}
+
+
+def consts(dtype):
+    """The transforms' constants (4, -5, 2, -4, -2) as an array of ``dtype`` (vsplat reads memory)."""
+    key = np.dtype(dtype)
+    if key not in _CONSTS:
+        _CONSTS[key] = np.array([4, -5, 2, -4, -2], dtype)
+    return _CONSTS[key]
