@@ -15,7 +15,9 @@ with the filters in the vector lanes (``conv_direct.forward_lanes``: ``_Plan.lan
 (``conv_lanes.py``: ``_Plan.slanes``, ``slanes_dx``: ``_use_slanes``), dw on the input laid out
 channels innermost (``direct_dwr``: ``_use_dw_lanes``); 3x3 stride-1 layers of 64 filters on
 large planes run forward, dx and dw by Winograd F(2x2, 3x3) (``conv_big.py``: ``_Plan.wino``,
-``wino_dx``, ``wino_dw``: ``_use_wino``, tried before all of these).  The rest, and
+``wino_dx``, ``wino_dw``: ``_use_wino``, tried before all of these); 5x5 stride-1 layers with
+the samples in the lanes run forward and dx by Winograd F(2, 5) along the rows (``conv_five.py``:
+``_Plan.c5``, ``c5_dx``: ``_use_c5``, tried next).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``: the forward's pieces taken by whichever thread is free, each with the
@@ -128,6 +130,7 @@ class _Plan:
                  "slanes_size")
     __slots__ += ("lanes", "lanes_dx")          # conv_direct.forward_lanes (_use_lanes)
     __slots__ += ("wino", "wino_dx", "wino_dw")  # conv_big.py's Winograd (_use_wino)
+    __slots__ += ("c5", "c5_dx")                 # conv_five.py's row Winograd (_use_c5)
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -232,7 +235,25 @@ class _Plan:
             from cnnspec.kernels.conv_big import wino_dw_sizes
             self.wino_dw = wino_dw_sizes(x_shape, w_shape, pad)
             self.per_thread = max(self.per_thread, self.wino_dw[0])
-        if self.wino is not None or self.wino_dx is not None:
+        # 5x5 stride 1, the samples in the lanes: F(2, 5) along the rows (conv_five.py)
+        self.c5 = self.c5_dx = None
+        if self.direct is not None and (kh, kw) == (5, 5):
+            from cnnspec.kernels.conv_direct import backward_data_pad
+            from cnnspec.kernels.conv_five import C5Geometry
+            geo = C5Geometry(x_shape, f, pad, oh, ow, 16)
+            if _use_c5(n, c, f, stride, dilation, geo.per):
+                self.c5 = geo.per
+                self.shared = max(self.shared, geo.u)
+                self.per_thread = max(self.per_thread, geo.per)
+            pad_dx = backward_data_pad((kh, kw), pad, dilation)
+            if pad_dx is not None:
+                geo = C5Geometry((n, f, oh, ow), c, pad_dx, h, w, 16)
+                if _use_c5(n, f, c, stride, dilation, geo.per, dx=True):
+                    self.c5_dx = (geo.per, pad_dx)
+                    self.shared = max(self.shared, geo.u)
+                    self.per_thread = max(self.per_thread, geo.per)
+        if (self.wino is not None or self.wino_dx is not None or self.c5 is not None
+                or self.c5_dx is not None):
             # Winograd's buffers start on 64-byte lines (_wino_base): 5-6% faster each, U and
             # the slices (NumPy's large arrays start 16 bytes past a line)
             self.shared = -(-self.shared // 16) * 16 + 16
@@ -462,6 +483,33 @@ def _use_wino(c, f, kernel, stride, dilation, plane):
         return _WINO
     return (f % 64 == 0 and c >= _WINO_CHANNELS and c * f <= _WINO_WEIGHTS
             and plane >= _WINO_PLANE)
+
+
+_C5 = None              # tests: True / False, conv_five's row Winograd wherever it can run /
+                        # never; None: the rules (_use_c5)
+_C5_ELEMENTS = 1 << 22  # a thread's slice at most (16 MB in float32: 5x5 32->32 on 28x28, 9 MB)
+
+
+def _use_c5(n, c, f, stride, dilation, elements, dx=False):
+    """The forward (or with ``dx``, c and f swapped: dx) of a 5x5 convolution by Winograd F(2, 5)
+    along the rows with the samples in the lanes (conv_five.py): stride 1, no dilation, batches
+    of >= 16 samples (a chunk of lanes), C >= 8 (dx: F >= 32 and C >= 16, in the layer's terms)
+    and a thread's slice (xt, the transformed rows, the plane's tile: ``elements``) of at most
+    _C5_ELEMENTS.  Measured against the kernels the rules chose before (float32, one thread,
+    CPU time, 9-15 rounds alternating, load 2.5-3.8; median speed-up, quartiles), forward / dx:
+    5x5 16->32 on 64x14x14 1.36x (1.34-1.37) / 1.13x (1.10-1.16) (another run 1.15x / 1.04x),
+    32->32 on 64x28x28 1.31x / 1.26x, 64->64 on 32x14x14 1.03x / 1.05x, 16->32 on 16x14x14
+    1.10x / 0.90x, 8->8 on 64x14x14 1.08x / 1.01x, 16->16 on 32x28x28 1.02x / 0.99x; not
+    LeNet-5's 6->16 on 64x14x14 (1.52x forward, but dx 0.66x, and its first step would compile
+    these kernels: C < 8 stays with the direct loops) or 1->6 on 32x32 (0.99x / 0.31x), 3->32
+    on 32x32 (0.82x / 0.49x)."""
+    if stride != (1, 1) or dilation != (1, 1) or n < 16:
+        return False
+    if _C5 is not None:
+        return _C5
+    if c < (32 if dx else 8) or (dx and f < 16):
+        return False
+    return elements <= _C5_ELEMENTS
 
 
 def _is_depthwise(x_shape, w_shape, groups):
@@ -1232,7 +1280,8 @@ def _rules():
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
     plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups,
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
-                                     _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS))
+                                     _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS,
+                                     _C5, _C5_ELEMENTS))
     if workspace.size < plan.workspace_size(threads):
         raise ValueError(f"conv2d workspace too small: {workspace.size} elements, "
                          f"need {plan.workspace_size(threads)} (conv2d_workspace_size)")
@@ -1260,6 +1309,11 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
             x, b, tuple(pad), out, False, u,
             workspace[base + t * per:base + t * per + plan.wino], lo, hi), dynamic=True)
+        return
+    if plan.c5 is not None and -(-x.shape[0] // 16) >= threads:
+        from cnnspec.kernels import conv_five
+        conv_five.run(x, w, False, b, pad, out, False, workspace, plan.shared, per, plan.c5,
+                      threads)
         return
     if plan.lanes is not None:
         from cnnspec.kernels import conv_direct as D
@@ -1327,6 +1381,14 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
             dout, empty1, pad_dx, dx, bool(accumulate), u,
             workspace[base + t * per:base + t * per + size], lo, hi), dynamic=True)
+        if dw is None and db is None:
+            return
+        dx = None
+    if dx is not None and plan.c5_dx is not None and -(-x.shape[0] // 16) >= threads:
+        from cnnspec.kernels import conv_five
+        size, pad_dx = plan.c5_dx
+        conv_five.run(dout, w, True, empty1, pad_dx, dx, bool(accumulate), workspace, shared,
+                      per, size, threads)
         if dw is None and db is None:
             return
         dx = None

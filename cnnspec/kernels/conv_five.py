@@ -36,10 +36,13 @@ magnitude over a tile rather than with each element: measured against float64 Nu
 (0, +-1, +-1/2: 1.4e-6; 0, +-1, 2, 1/2: 2.3e-6; 0, +-1, 2, -1/2 0.97e-6 but with halves in B^T
 and A^T, more operations).
 """
+import functools
+
 import numpy as np
 
 from cnnspec.kernels._jit import jit
-from cnnspec.kernels._simd import vadd, vfma, vlanes, vload, vsplat, vstore, vsub, vtranspose, vzero
+from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vprefetch, vsplat,
+                                   vstore, vsub, vtranspose, vzero)
 from cnnspec.kernels.conv_lanes import to_lanes
 
 GROUP = 3            # tiles per block of the products
@@ -47,33 +50,33 @@ BLOCK_F = 8          # filters per block of the products (the filters are padded
 
 
 class C5Geometry:
-    """Sizes (elements) of one F(2x2, 5x5) convolution of x (N, C, H, W) by (F, C, 5, 5) with
-    padding ``pad`` into (OH, OW), for ``lanes`` lanes: th, tw tiles; xt's padding pt, pl and
-    plane hp x wp; fp: F rounded up to BLOCK_F; u: the transformed weights (36, C, Fp); per: a
-    thread's slice [xt | scratch (36 vectors) | V (36, 3, C) | M (36, 3, Fp) | tile (F, OH*OW)],
-    each part on whole vectors."""
+    """Sizes (elements) of one row-Winograd convolution of x (N, C, H, W) by (F, C, 5, 5) with
+    padding ``pad`` into (OH, OW), for ``lanes`` lanes: tw tiles a row (OH*TW tiles); xt's
+    padding pt, pl and plane hp x wp; fp: F rounded up to BLOCK_F; u: the transformed weights
+    (6, 5*C, Fp); per: a thread's slice [xt | V (6, TW, hp*C) | M (6, 3, Fp) | tile (F, OH*OW)],
+    in vectors of lanes."""
 
     def __init__(self, x_shape, f, pad, oh, ow, lanes):
         _, c, h, w = x_shape
         self.c, self.f, self.oh, self.ow = c, f, oh, ow
-        self.th, self.tw = -(-oh // 2), -(-ow // 2)
+        self.tw = -(-ow // 2)
         self.pt, self.pl = pad[0], pad[2]
-        self.hp = max(h + pad[0], 2 * self.th + 4)
+        self.hp = max(h + pad[0], oh + 4)
         self.wp = max(w + pad[2], 2 * self.tw + 4)
         self.fp = -(-f // BLOCK_F) * BLOCK_F
-        self.u = 36 * c * self.fp
+        self.u = 6 * 5 * c * self.fp
         self.xt = self.hp * self.wp * c * lanes
-        self.v = 36 * GROUP * c * lanes
-        self.m = 36 * GROUP * self.fp * lanes
+        self.v = 6 * self.tw * self.hp * c * lanes
+        self.m = 6 * GROUP * self.fp * lanes
         self.tile = f * oh * ow * lanes
-        self.per = self.xt + 36 * lanes + self.v + self.m + self.tile
+        self.per = self.xt + self.v + self.m + self.tile
 
 
 @jit
 def c5_weights(w, flipped, u):
-    """u[e, c, o] (rows of Fp = O rounded up to BLOCK_F, zero past O) = (G g G^T)[e] for
-    g = w[o, c] or (``flipped``: dx's convolution of dout) g = w[c, o] turned by 180 degrees;
-    computed in float64, rounded once."""
+    """u[e, i*C + c, o] (rows of Fp = O rounded up to BLOCK_F, zero past O) = (G g_i)[e] for
+    kernel row i of g = w[o, c] or (``flipped``: dx's convolution of dout) of g = w[c, o]
+    turned by 180 degrees; computed in float64, rounded once."""
     f_, c_ = w.shape[0], w.shape[1]
     o_, r_ = (c_, f_) if flipped else (f_, c_)
     fp = (o_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
@@ -85,27 +88,19 @@ def c5_weights(w, flipped, u):
         gm[3, k] = 2.0 ** k / 24
         gm[4, k] = (-2.0) ** k / 24
     gm[5, 4] = 1.0
-    g = np.empty((5, 5))
-    gg = np.empty((6, 5))
-    for e in range(36 * r_ * fp):
+    g = np.empty(5)
+    for e in range(30 * r_ * fp):
         u[e] = 0
     for o in range(o_):
         for c in range(r_):
             for i in range(5):
                 for j in range(5):
-                    g[i, j] = w[c, o, 4 - i, 4 - j] if flipped else w[o, c, i, j]
-            for i in range(6):
-                for j in range(5):
+                    g[j] = w[c, o, 4 - i, 4 - j] if flipped else w[o, c, i, j]
+                for e in range(6):
                     s = 0.0
                     for k in range(5):
-                        s += gm[i, k] * g[k, j]
-                    gg[i, j] = s
-            for i in range(6):
-                for j in range(6):
-                    s = 0.0
-                    for k in range(5):
-                        s += gg[i, k] * gm[j, k]
-                    u[((i * 6 + j) * r_ + c) * fp + o] = s
+                        s += gm[e, k] * g[k]
+                    u[(e * 5 * r_ + i * r_ + c) * fp + o] = s
 
 
 @jit
@@ -122,45 +117,28 @@ def _bt(d0, d1, d2, d3, d4, d5, k4, k5, k2, n4, n2):
 
 
 @jit
-def _input_tiles(xt, c_, wp, th, tw, g0, consts, sc, v):
-    """v[e, t, c, lane] = (B^T d B)[e] for the tiles g0 + t (t < GROUP; a tile past the plane's
-    last repeats the last one: never written out), d the 6x6 window of channel c."""
+def _input_rows(xt, c_, hp, wp, tw, consts, v):
+    """v[e, tj, r*C + c, lane] = (B^T d)[e], d = xt[r, 2*tj : 2*tj + 6, c] (every padded row r
+    and tile column tj)."""
     lanes = vlanes(xt)
     k4 = vsplat(consts, 0)
     k5 = vsplat(consts, 1)
     k2 = vsplat(consts, 2)
     n4 = vsplat(consts, 3)
     n2 = vsplat(consts, 4)
-    row = wp * c_ * lanes
     col = c_ * lanes
-    last = th * tw - 1
-    for t in range(GROUP):
-        tile = min(g0 + t, last)
-        ti = tile // tw
-        tj = tile - ti * tw
-        base = (2 * ti * wp + 2 * tj) * c_ * lanes
-        for c in range(c_):
-            a = base + c * lanes
-            for j in range(6):
-                b = a + j * col
-                r0, r1, r2, r3, r4, r5 = _bt(vload(xt, b), vload(xt, b + row),
-                                             vload(xt, b + 2 * row), vload(xt, b + 3 * row),
-                                             vload(xt, b + 4 * row), vload(xt, b + 5 * row),
+    es = tw * hp * c_ * lanes
+    for tj in range(tw):
+        for r in range(hp):
+            src = (r * wp + 2 * tj) * c_ * lanes
+            dst = (tj * hp + r) * c_ * lanes
+            for c in range(c_):
+                b = src + c * lanes
+                r0, r1, r2, r3, r4, r5 = _bt(vload(xt, b), vload(xt, b + col),
+                                             vload(xt, b + 2 * col), vload(xt, b + 3 * col),
+                                             vload(xt, b + 4 * col), vload(xt, b + 5 * col),
                                              k4, k5, k2, n4, n2)
-                vstore(sc, j * lanes, r0)
-                vstore(sc, (6 + j) * lanes, r1)
-                vstore(sc, (12 + j) * lanes, r2)
-                vstore(sc, (18 + j) * lanes, r3)
-                vstore(sc, (24 + j) * lanes, r4)
-                vstore(sc, (30 + j) * lanes, r5)
-            es = GROUP * c_ * lanes
-            for i in range(6):
-                s = i * 6 * lanes
-                r0, r1, r2, r3, r4, r5 = _bt(vload(sc, s), vload(sc, s + lanes),
-                                             vload(sc, s + 2 * lanes), vload(sc, s + 3 * lanes),
-                                             vload(sc, s + 4 * lanes), vload(sc, s + 5 * lanes),
-                                             k4, k5, k2, n4, n2)
-                d = (i * 6 * GROUP + t) * c_ * lanes + c * lanes
+                d = dst + c * lanes
                 vstore(v, d, r0)
                 vstore(v, d + es, r1)
                 vstore(v, d + 2 * es, r2)
@@ -170,11 +148,21 @@ def _input_tiles(xt, c_, wp, th, tw, g0, consts, sc, v):
 
 
 @jit
-def _products(u, v, c_, fp, m):
-    """m[e, t, f, lane] = sum over c of u[e, c, f] * v[e, t, c, lane]: blocks of 3 tiles x 8
-    filters, the channels in order, one FMA per term."""
+def _products(u, v, c_, fp, hp, tw, tiles, g0, m):
+    """m[e, t, f, lane] = sum over (i, c) of u[e, i*C + c, f] * v[e, tj, (oh + i)*C + c, lane]
+    for the tiles g0 + t = oh*TW + tj (t < GROUP; past the last tile, the last again: never
+    written out): blocks of 3 tiles x 8 filters, the terms in order, one FMA each."""
     lanes = vlanes(v)
-    for e in range(36):
+    k_ = 5 * c_
+    es = tw * hp * c_ * lanes
+    t0 = min(g0, tiles - 1)
+    t1 = min(g0 + 1, tiles - 1)
+    t2 = min(g0 + 2, tiles - 1)
+    o0, o1, o2 = t0 // tw, t1 // tw, t2 // tw
+    p0 = ((t0 - o0 * tw) * hp + o0) * c_ * lanes
+    p1 = ((t1 - o1 * tw) * hp + o1) * c_ * lanes
+    p2 = ((t2 - o2 * tw) * hp + o2) * c_ * lanes
+    for e in range(6):
         for fb in range(0, fp, BLOCK_F):
             a0 = vzero(v)
             a1 = vzero(v)
@@ -200,13 +188,17 @@ def _products(u, v, c_, fp, m):
             c5 = vzero(v)
             c6 = vzero(v)
             c7 = vzero(v)
-            uu = e * c_ * fp + fb
-            vv = e * GROUP * c_ * lanes
-            ts = c_ * lanes
-            for c in range(c_):
-                x0 = vload(v, vv)
-                x1 = vload(v, vv + ts)
-                x2 = vload(v, vv + 2 * ts)
+            uu = e * k_ * fp + fb
+            q0 = e * es + p0
+            q1 = e * es + p1
+            q2 = e * es + p2
+            for k in range(k_):
+                vprefetch(v, q0 + es)
+                vprefetch(v, q1 + es)
+                vprefetch(v, q2 + es)
+                x0 = vload(v, q0)
+                x1 = vload(v, q1)
+                x2 = vload(v, q2)
                 s = vsplat(u, uu)
                 a0 = vfma(a0, s, x0)
                 b0 = vfma(b0, s, x1)
@@ -240,7 +232,9 @@ def _products(u, v, c_, fp, m):
                 b7 = vfma(b7, s, x1)
                 c7 = vfma(c7, s, x2)
                 uu += fp
-                vv += lanes
+                q0 += lanes
+                q1 += lanes
+                q2 += lanes
             d = (e * GROUP * fp + fb) * lanes
             _store8(m, d, lanes, a0, a1, a2, a3, a4, a5, a6, a7)
             _store8(m, d + fp * lanes, lanes, b0, b1, b2, b3, b4, b5, b6, b7)
@@ -267,48 +261,29 @@ def _at(m0, m1, m2, m3, m4, m5, k2):
 
 
 @jit
-def _output_tiles(m, fp, f_, oh_, ow_, tw, g0, g1, b, consts, tile):
-    """tile[f, position, lane] = (A^T M A)[.] + b[f] for the tiles g0 <= t < g1 (of the group
+def _output_tiles(m, fp, f_, ow_, tw, g0, g1, b, consts, tile):
+    """tile[f, position, lane] = (A^T M)[.] + b[f] for the tiles g0 <= t < g1 (of the group
     starting at g0), the outputs inside the plane."""
     lanes = vlanes(m)
     k2 = vsplat(consts, 2)
-    plane = oh_ * ow_
+    plane_ = tile.size // (f_ * lanes)
     es = GROUP * fp * lanes
     for t in range(g0, g1):
-        ti = t // tw
-        tj = t - ti * tw
-        oh, ow = 2 * ti, 2 * tj
-        down, right = oh + 1 < oh_, ow + 1 < ow_
+        oh = t // tw
+        ow = 2 * (t - oh * tw)
+        right = ow + 1 < ow_
         for f in range(f_):
             a = ((t - g0) * fp + f) * lanes
-            p0, q0 = _at(vload(m, a), vload(m, a + 6 * es), vload(m, a + 12 * es),
-                         vload(m, a + 18 * es), vload(m, a + 24 * es), vload(m, a + 30 * es), k2)
-            p1, q1 = _at(vload(m, a + es), vload(m, a + 7 * es), vload(m, a + 13 * es),
-                         vload(m, a + 19 * es), vload(m, a + 25 * es), vload(m, a + 31 * es), k2)
-            p2, q2 = _at(vload(m, a + 2 * es), vload(m, a + 8 * es), vload(m, a + 14 * es),
-                         vload(m, a + 20 * es), vload(m, a + 26 * es), vload(m, a + 32 * es), k2)
-            p3, q3 = _at(vload(m, a + 3 * es), vload(m, a + 9 * es), vload(m, a + 15 * es),
-                         vload(m, a + 21 * es), vload(m, a + 27 * es), vload(m, a + 33 * es), k2)
-            p4, q4 = _at(vload(m, a + 4 * es), vload(m, a + 10 * es), vload(m, a + 16 * es),
-                         vload(m, a + 22 * es), vload(m, a + 28 * es), vload(m, a + 34 * es), k2)
-            p5, q5 = _at(vload(m, a + 5 * es), vload(m, a + 11 * es), vload(m, a + 17 * es),
-                         vload(m, a + 23 * es), vload(m, a + 29 * es), vload(m, a + 35 * es), k2)
-            y00, y01 = _at(p0, p1, p2, p3, p4, p5, k2)
-            y10, y11 = _at(q0, q1, q2, q3, q4, q5, k2)
+            y0, y1 = _at(vload(m, a), vload(m, a + es), vload(m, a + 2 * es),
+                         vload(m, a + 3 * es), vload(m, a + 4 * es), vload(m, a + 5 * es), k2)
             if b.size > 0:
                 s = vsplat(b, f)
-                y00 = vadd(y00, s)
-                y01 = vadd(y01, s)
-                y10 = vadd(y10, s)
-                y11 = vadd(y11, s)
-            d = (f * plane + oh * ow_ + ow) * lanes
-            vstore(tile, d, y00)
+                y0 = vadd(y0, s)
+                y1 = vadd(y1, s)
+            d = (f * plane_ + oh * ow_ + ow) * lanes
+            vstore(tile, d, y0)
             if right:
-                vstore(tile, d + lanes, y01)
-            if down:
-                vstore(tile, d + ow_ * lanes, y10)
-                if right:
-                    vstore(tile, d + (ow_ + 1) * lanes, y11)
+                vstore(tile, d + lanes, y1)
 
 
 @jit
@@ -342,22 +317,43 @@ def c5_driver(x, u, b, pad, hp, wp, consts, accumulate, buf, out, i0, i1):
     f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
     lanes = vlanes(buf)
     fp = (f_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
-    th, tw = (oh_ + 1) // 2, (ow_ + 1) // 2
-    o_sc = hp * wp * c_ * lanes
-    o_v = o_sc + 36 * lanes
-    o_m = o_v + 36 * GROUP * c_ * lanes
-    o_t = o_m + 36 * GROUP * fp * lanes
-    xt, sc, v, m, tile = buf[:o_sc], buf[o_sc:o_v], buf[o_v:o_m], buf[o_m:o_t], buf[o_t:]
+    tw = (ow_ + 1) // 2
+    o_v = hp * wp * c_ * lanes
+    o_m = o_v + 6 * tw * hp * c_ * lanes
+    o_t = o_m + 6 * GROUP * fp * lanes
+    xt, v, m, tile = buf[:o_v], buf[o_v:o_m], buf[o_m:o_t], buf[o_t:o_t + f_ * oh_ * ow_ * lanes]
     of = out.reshape(out.size)
-    tiles = th * tw
+    tiles = oh_ * tw
     for i in range(i0, i1):
         n0 = i * lanes
         to_lanes(x, n0, pad[0], pad[2], hp, wp, i == i0, xt)
+        _input_rows(xt, c_, hp, wp, tw, consts, v)
         for g0 in range(0, tiles, GROUP):
-            _input_tiles(xt, c_, wp, th, tw, g0, consts, sc, v)
-            _products(u, v, c_, fp, m)
-            _output_tiles(m, fp, f_, oh_, ow_, tw, g0, min(tiles, g0 + GROUP), b, consts, tile)
+            _products(u, v, c_, fp, hp, tw, tiles, g0, m)
+            _output_tiles(m, fp, f_, ow_, tw, g0, min(tiles, g0 + GROUP), b, consts, tile)
         _from_tile(tile, accumulate, n0, min(lanes, n_ - n0), of, f_, oh_ * ow_)
+
+
+@functools.lru_cache(maxsize=64)
+def _geometry(x_shape, f, pad, oh, ow):
+    return C5Geometry(x_shape, f, pad, oh, ow, 16)
+
+
+def run(x, w, flipped, b, pad, out, accumulate, workspace, shared, per, size, threads):
+    """out (+)= the convolution of x (N, C, H, W) by w (``flipped``: dx's, w (C, F, 5, 5)
+    turned) + b (empty: none), padding ``pad``, on ``threads`` threads: the transformed weights
+    at the workspace's first 64-byte line, then one slice of ``per`` elements a thread (``size``
+    used), as conv._wino_base lays them out."""
+    from cnnspec.kernels._jit import run_split
+    from cnnspec.kernels.conv import _wino_base
+    u, base = _wino_base(workspace, shared)
+    c5_weights(w, flipped, u)
+    pad = tuple(pad)
+    geo = _geometry(x.shape, out.shape[1], pad, out.shape[2], out.shape[3])
+    k = consts(x.dtype)
+    run_split(c5_driver, -(-x.shape[0] // lanes_of(x.dtype)), threads, lambda t, lo, hi: (
+        x, u, b, pad, geo.hp, geo.wp, k, bool(accumulate),
+        workspace[base + t * per:base + t * per + size], out, lo, hi), dynamic=True)
 
 
 _CONSTS = {}
