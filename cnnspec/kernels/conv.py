@@ -130,7 +130,7 @@ class _Plan:
                  "slanes_size")
     __slots__ += ("lanes", "lanes_dx")          # conv_direct.forward_lanes (_use_lanes)
     __slots__ += ("wino", "wino_dx", "wino_dw")  # conv_big.py's Winograd (_use_wino)
-    __slots__ += ("c5", "c5_dx")                 # conv_five.py's row Winograd (_use_c5)
+    __slots__ += ("c5", "c5_dx", "c5_dw")        # conv_five.py's row Winograd (_use_c5)
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -236,14 +236,18 @@ class _Plan:
             self.wino_dw = wino_dw_sizes(x_shape, w_shape, pad)
             self.per_thread = max(self.per_thread, self.wino_dw[0])
         # 5x5 stride 1, the samples in the lanes: F(2, 5) along the rows (conv_five.py)
-        self.c5 = self.c5_dx = None
+        self.c5 = self.c5_dx = self.c5_dw = None
         if self.direct is not None and (kh, kw) == (5, 5):
             from cnnspec.kernels.conv_direct import backward_data_pad
-            from cnnspec.kernels.conv_five import C5Geometry
+            from cnnspec.kernels.conv_five import C5DwGeometry, C5Geometry
             geo = C5Geometry(x_shape, f, pad, oh, ow, 16)
             if _use_c5(n, c, f, stride, dilation, geo.per):
                 self.c5 = geo.per
                 self.shared = max(self.shared, geo.u)
+                self.per_thread = max(self.per_thread, geo.per)
+            geo = C5DwGeometry(x_shape, f, pad, oh, ow, 16)
+            if _use_c5(n, c, f, stride, dilation, geo.per, dw=True):
+                self.c5_dw = geo.per
                 self.per_thread = max(self.per_thread, geo.per)
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
             if pad_dx is not None:
@@ -253,7 +257,7 @@ class _Plan:
                     self.shared = max(self.shared, geo.u)
                     self.per_thread = max(self.per_thread, geo.per)
         if (self.wino is not None or self.wino_dx is not None or self.c5 is not None
-                or self.c5_dx is not None):
+                or self.c5_dx is not None or self.c5_dw is not None):
             # Winograd's buffers start on 64-byte lines (_wino_base): 5-6% faster each, U and
             # the slices (NumPy's large arrays start 16 bytes past a line)
             self.shared = -(-self.shared // 16) * 16 + 16
@@ -490,7 +494,7 @@ _C5 = None              # tests: True / False, conv_five's row Winograd wherever
 _C5_ELEMENTS = 1 << 22  # a thread's slice at most (16 MB in float32: 5x5 32->32 on 28x28, 9 MB)
 
 
-def _use_c5(n, c, f, stride, dilation, elements, dx=False):
+def _use_c5(n, c, f, stride, dilation, elements, dx=False, dw=False):
     """The forward (or with ``dx``, c and f swapped: dx) of a 5x5 convolution by Winograd F(2, 5)
     along the rows with the samples in the lanes (conv_five.py): stride 1, no dilation, batches
     of >= 16 samples (a chunk of lanes), C >= 8 (dx: F >= 32 and C >= 16, in the layer's terms)
@@ -508,6 +512,8 @@ def _use_c5(n, c, f, stride, dilation, elements, dx=False):
     if _C5 is not None:
         return _C5
     if c < (32 if dx else 8) or (dx and f < 16):
+        return False
+    if dw and f < 16:
         return False
     return elements <= _C5_ELEMENTS
 
@@ -1436,6 +1442,12 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         conv_big.wino_dw_finish(workspace, base, per, pieces, o_du, o_db,
                                 empty4 if dw is None else dw, empty1 if db is None else db,
                                 dw is not None, db is not None)
+        if dx is None:
+            return
+        dw = db = None
+    if (dw is not None or db is not None) and plan.c5_dw is not None:
+        from cnnspec.kernels import conv_five
+        conv_five.weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces)
         if dx is None:
             return
         dw = db = None

@@ -43,10 +43,12 @@ import numpy as np
 from cnnspec.kernels._jit import jit
 from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vprefetch, vsplat,
                                    vstore, vsub, vtranspose, vzero)
+from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
 from cnnspec.kernels.conv_lanes import to_lanes
 
 GROUP = 3            # tiles per block of the products
 BLOCK_F = 8          # filters per block of the products (the filters are padded to a multiple)
+DW_TILES = 49        # tiles per block of the weight gradient's sums
 
 
 class C5Geometry:
@@ -117,9 +119,11 @@ def _bt(d0, d1, d2, d3, d4, d5, k4, k5, k2, n4, n2):
 
 
 @jit
-def _input_rows(xt, c_, hp, wp, tw, consts, v):
+def _input_rows(xt, c_, hp, wp, tw, ts, ks, consts, v):
     """v[e, tj, r*C + c, lane] = (B^T d)[e], d = xt[r, 2*tj : 2*tj + 6, c] (every padded row r
-    and tile column tj)."""
+    and tile column tj), at vector e*TW*hp*C + tj*ts + (r*C + c)*ks: the forward's layout
+    (ts = hp*C, ks = 1: a tile's (i, c) one run) or the weight gradient's (ts = 1, ks = TW: a
+    row's tiles one run)."""
     lanes = vlanes(xt)
     k4 = vsplat(consts, 0)
     k5 = vsplat(consts, 1)
@@ -131,14 +135,13 @@ def _input_rows(xt, c_, hp, wp, tw, consts, v):
     for tj in range(tw):
         for r in range(hp):
             src = (r * wp + 2 * tj) * c_ * lanes
-            dst = (tj * hp + r) * c_ * lanes
             for c in range(c_):
                 b = src + c * lanes
+                d = (tj * ts + (r * c_ + c) * ks) * lanes
                 r0, r1, r2, r3, r4, r5 = _bt(vload(xt, b), vload(xt, b + col),
                                              vload(xt, b + 2 * col), vload(xt, b + 3 * col),
                                              vload(xt, b + 4 * col), vload(xt, b + 5 * col),
                                              k4, k5, k2, n4, n2)
-                d = dst + c * lanes
                 vstore(v, d, r0)
                 vstore(v, d + es, r1)
                 vstore(v, d + 2 * es, r2)
@@ -327,16 +330,271 @@ def c5_driver(x, u, b, pad, hp, wp, consts, accumulate, buf, out, i0, i1):
     for i in range(i0, i1):
         n0 = i * lanes
         to_lanes(x, n0, pad[0], pad[2], hp, wp, i == i0, xt)
-        _input_rows(xt, c_, hp, wp, tw, consts, v)
+        _input_rows(xt, c_, hp, wp, tw, hp * c_, 1, consts, v)
         for g0 in range(0, tiles, GROUP):
             _products(u, v, c_, fp, hp, tw, tiles, g0, m)
             _output_tiles(m, fp, f_, ow_, tw, g0, min(tiles, g0 + GROUP), b, consts, tile)
         _from_tile(tile, accumulate, n0, min(lanes, n_ - n0), of, f_, oh_ * ow_)
 
 
+# -- the weight gradient -----------------------------------------------------------------------
+# Y = A^T M and M[e] = sum over (i, c) of U[e, i*C + c] * V[e, row + i, c] give dM = A dY per tile
+# (dY its 2 outputs; A = (A^T)^T: dM[e] = dy0 + a_e dy1, a = 0, 1, -1, 2, -2, and dM[5] = dy1),
+# dU[e, k, f] = sum over tiles and samples of V[e, tile's row + k] * dM[e, tile, f] and
+# dw[f, c, i, j] = sum over e of G[e, j] dU[e, i*C + c, f]: the forward's products summed over the
+# tiles instead of (i, c).  Blocks of 3 k x 8 filters, each product a vector of 16 samples, the
+# accumulators added as vectors into the piece's dU [e, k, f, lane] after each chunk; at the
+# piece's end its lanes are summed (16 x 16 vector transposes) into dU [e, k, f].
+
+
+class C5DwGeometry:
+    """Sizes (elements) of the weight gradient of a 5x5 convolution of x (N, C, H, W) into dout
+    (N, F, OH, OW), padding ``pad``, for ``lanes`` lanes: a piece's slice [xt | V (+ slack) | dout
+    in lanes (OH, 2*TW, F) | dM of one e (OH*TW, Fp) | dU in lanes (6, 5*C, Fp, lanes) | dU
+    (6, 5*C, Fp) | db (F)], with the offsets o_dt, o_dm, o_dul, o_du, o_db."""
+
+    def __init__(self, x_shape, f, pad, oh, ow, lanes):
+        g = C5Geometry(x_shape, f, pad, oh, ow, lanes)
+        c = x_shape[1]
+        self.hp, self.wp, self.tw, self.fp = g.hp, g.wp, g.tw, g.fp
+        self.o_dt = g.xt + g.v + 2 * g.tw * lanes      # V's slack: 2 rows of tiles
+        self.o_dm = self.o_dt + oh * 2 * g.tw * f * lanes
+        self.o_dul = self.o_dm + max(oh * g.tw * g.fp, lanes) * lanes   # also a transpose's scratch
+        self.o_du = self.o_dul + 30 * c * g.fp * lanes
+        self.o_db = self.o_du + 30 * c * g.fp
+        self.per = self.o_db + f
+
+
+@jit
+def _dout_tiles(dt, f_, fp, oh_, tw, e, consts, dm):
+    """dm[t, f, lane] = (A dY)[e] for the tiles t = oh*TW + tj, dY = dt[oh, 2*tj : 2*tj + 2, f]
+    (zero past F)."""
+    lanes = vlanes(dt)
+    ke = vsplat(consts, 5 + e)
+    for t in range(oh_ * tw):
+        oh = t // tw
+        a = (oh * 2 * tw + 2 * (t - oh * tw)) * f_ * lanes
+        d = t * fp * lanes
+        for f in range(f_):
+            dy1 = vload(dt, a + (f_ + f) * lanes)
+            if e == 5:
+                vstore(dm, d + f * lanes, dy1)
+            else:
+                vstore(dm, d + f * lanes, vfma(vload(dt, a + f * lanes), ke, dy1))
+        for f in range(f_, fp):
+            vstore(dm, d + f * lanes, vzero(dt))
+
+
+@jit
+def _dw_products(v, dm, c_, fp, hp, oh_, tw, e, dul):
+    """dul[e, k, f, lane] += sum over the tiles of v[e, oh*C + k, tj, lane] * dm[t, f, lane]:
+    the tiles in blocks of DW_TILES (their dM, all filters, stays in L1 through the blocks of
+    k), blocks of 3 k x 8 filters (a last block past 5*C reads V's slack: dropped)."""
+    lanes = vlanes(v)
+    k_ = 5 * c_
+    ks = tw * lanes
+    tiles = oh_ * tw
+    for t0 in range(0, tiles, DW_TILES):
+        t1 = min(tiles, t0 + DW_TILES)
+        oh0 = t0 // tw
+        tj0 = t0 - oh0 * tw
+        for k0 in range(0, k_, 3):
+            for fb in range(0, fp, BLOCK_F):
+                a0 = vzero(v)
+                a1 = vzero(v)
+                a2 = vzero(v)
+                a3 = vzero(v)
+                a4 = vzero(v)
+                a5 = vzero(v)
+                a6 = vzero(v)
+                a7 = vzero(v)
+                b0 = vzero(v)
+                b1 = vzero(v)
+                b2 = vzero(v)
+                b3 = vzero(v)
+                b4 = vzero(v)
+                b5 = vzero(v)
+                b6 = vzero(v)
+                b7 = vzero(v)
+                c0 = vzero(v)
+                c1 = vzero(v)
+                c2 = vzero(v)
+                c3 = vzero(v)
+                c4 = vzero(v)
+                c5 = vzero(v)
+                c6 = vzero(v)
+                c7 = vzero(v)
+                oh = oh0
+                tj = tj0
+                pv = ((e * hp * c_ + oh * c_ + k0) * tw + tj) * lanes
+                pm = (t0 * fp + fb) * lanes
+                for t in range(t0, t1):
+                    x0 = vload(v, pv)
+                    x1 = vload(v, pv + ks)
+                    x2 = vload(v, pv + 2 * ks)
+                    s = vload(dm, pm)
+                    a0 = vfma(a0, s, x0)
+                    b0 = vfma(b0, s, x1)
+                    c0 = vfma(c0, s, x2)
+                    s = vload(dm, pm + lanes)
+                    a1 = vfma(a1, s, x0)
+                    b1 = vfma(b1, s, x1)
+                    c1 = vfma(c1, s, x2)
+                    s = vload(dm, pm + 2 * lanes)
+                    a2 = vfma(a2, s, x0)
+                    b2 = vfma(b2, s, x1)
+                    c2 = vfma(c2, s, x2)
+                    s = vload(dm, pm + 3 * lanes)
+                    a3 = vfma(a3, s, x0)
+                    b3 = vfma(b3, s, x1)
+                    c3 = vfma(c3, s, x2)
+                    s = vload(dm, pm + 4 * lanes)
+                    a4 = vfma(a4, s, x0)
+                    b4 = vfma(b4, s, x1)
+                    c4 = vfma(c4, s, x2)
+                    s = vload(dm, pm + 5 * lanes)
+                    a5 = vfma(a5, s, x0)
+                    b5 = vfma(b5, s, x1)
+                    c5 = vfma(c5, s, x2)
+                    s = vload(dm, pm + 6 * lanes)
+                    a6 = vfma(a6, s, x0)
+                    b6 = vfma(b6, s, x1)
+                    c6 = vfma(c6, s, x2)
+                    s = vload(dm, pm + 7 * lanes)
+                    a7 = vfma(a7, s, x0)
+                    b7 = vfma(b7, s, x1)
+                    c7 = vfma(c7, s, x2)
+                    pm += fp * lanes
+                    tj += 1
+                    pv += lanes
+                    if tj == tw:
+                        tj = 0
+                        oh += 1
+                        pv += (c_ - 1) * ks
+                d = ((e * k_ + k0) * fp + fb) * lanes
+                _add8(dul, d, lanes, a0, a1, a2, a3, a4, a5, a6, a7)
+                if k0 + 1 < k_:
+                    _add8(dul, d + fp * lanes, lanes, b0, b1, b2, b3, b4, b5, b6, b7)
+                if k0 + 2 < k_:
+                    _add8(dul, d + 2 * fp * lanes, lanes, c0, c1, c2, c3, c4, c5, c6, c7)
+
+
+@jit
+def _add8(a, d, lanes, v0, v1, v2, v3, v4, v5, v6, v7):
+    vstore(a, d, vadd(vload(a, d), v0))
+    vstore(a, d + lanes, vadd(vload(a, d + lanes), v1))
+    vstore(a, d + 2 * lanes, vadd(vload(a, d + 2 * lanes), v2))
+    vstore(a, d + 3 * lanes, vadd(vload(a, d + 3 * lanes), v3))
+    vstore(a, d + 4 * lanes, vadd(vload(a, d + 4 * lanes), v4))
+    vstore(a, d + 5 * lanes, vadd(vload(a, d + 5 * lanes), v5))
+    vstore(a, d + 6 * lanes, vadd(vload(a, d + 6 * lanes), v6))
+    vstore(a, d + 7 * lanes, vadd(vload(a, d + 7 * lanes), v7))
+
+
+@jit
+def c5_dw_driver(dout, x, pad, hp, wp, consts, need_dw, need_db, buf, o_dt, o_dm, o_dul, o_du,
+                 o_db, i0, i1):
+    """The partial dU (6, 5*C, Fp) and db (F) of the samples of chunks i0 <= i < i1 in buf
+    (C5DwGeometry); c5_dw_finish sums the pieces' partials and makes dw."""
+    n_, c_ = x.shape[0], x.shape[1]
+    f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
+    lanes = vlanes(buf)
+    fp = (f_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
+    tw = (ow_ + 1) // 2
+    o_v = hp * wp * c_ * lanes
+    xt, v, dt, dm = buf[:o_v], buf[o_v:o_dt], buf[o_dt:o_dm], buf[o_dm:o_dul]
+    dul, du, dbp = buf[o_dul:o_du], buf[o_du:o_db], buf[o_db:o_db + f_]
+    for e in range(o_dul, o_db + f_):
+        buf[e] = 0
+    for e in range(o_v + 30 * c_ * hp * tw * lanes // 5, o_dt):   # V's slack: read by the
+        buf[e] = 0                                                   # last block of k
+    for i in range(i0, i1):
+        n0 = i * lanes
+        if need_db:
+            for n in range(n0, min(n_, n0 + lanes)):
+                _bias_grad_add(dout, n, dbp)
+        if not need_dw:
+            continue
+        # a last, partial chunk: its lanes past the batch cleared (they are summed here)
+        clear = i == i0 or n0 + lanes > n_
+        to_lanes(x, n0, pad[0], pad[2], hp, wp, clear, xt)
+        _input_rows(xt, c_, hp, wp, tw, 1, tw, consts, v)
+        to_lanes(dout, n0, 0, 0, oh_, 2 * tw, clear, dt)
+        for e in range(6):
+            _dout_tiles(dt, f_, fp, oh_, tw, e, consts, dm)
+            _dw_products(v, dm, c_, fp, hp, oh_, tw, e, dul)
+    if need_dw and i1 > i0:
+        # du[j] = sum over the lanes of dul's vector j: 16 vectors at a time, transposed
+        for j0 in range(0, du.size, lanes):
+            vtranspose(dul, j0 * lanes, lanes, dm, 0, lanes, 0, lanes, False)
+            s = vload(dm, 0)
+            for r in range(1, lanes):
+                s = vadd(s, vload(dm, r * lanes))
+            vstore(du, j0, s)
+
+
+@jit
+def c5_dw_finish(ws, base, per, pieces, o_du, o_db, dw, db, need_dw, need_db):
+    """dw[f, c, i, j] = sum over e of G[e, j] * (the sum of the pieces' dU[e, i*C + c, f], in
+    piece order), in float64; db = the sum of their db."""
+    f_, c_ = dw.shape[0], dw.shape[1]
+    fp = (f_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
+    gm = np.zeros((6, 5))
+    gm[0, 0] = 0.25
+    for k in range(5):
+        gm[1, k] = -1.0 / 6
+        gm[2, k] = -1.0 / 6 if k % 2 == 0 else 1.0 / 6
+        gm[3, k] = 2.0 ** k / 24
+        gm[4, k] = (-2.0) ** k / 24
+    gm[5, 4] = 1.0
+    d = np.empty(6)
+    if need_dw:
+        for f in range(f_):
+            for c in range(c_):
+                for i in range(5):
+                    for e in range(6):
+                        at = base + o_du + (e * 5 * c_ + i * c_ + c) * fp + f
+                        s = ws[at]
+                        for t in range(1, pieces):
+                            s += ws[at + t * per]
+                        d[e] = s
+                    for j in range(5):
+                        s = 0.0
+                        for e in range(6):
+                            s += gm[e, j] * d[e]
+                        dw[f, c, i, j] = s
+    if need_db:
+        _sum_pieces(ws, base + o_db, per, pieces, db)
+
+
 @functools.lru_cache(maxsize=64)
 def _geometry(x_shape, f, pad, oh, ow):
     return C5Geometry(x_shape, f, pad, oh, ow, 16)
+
+
+@functools.lru_cache(maxsize=64)
+def dw_geometry(x_shape, f, pad, oh, ow):
+    return C5DwGeometry(x_shape, f, pad, oh, ow, 16)
+
+
+def weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces):
+    """dw and db (each may be None) of a 5x5 stride-1 convolution by the row Winograd: pieces of
+    the batch's chunks, each into its own slice (``per`` apart, from conv._wino_base's start),
+    summed in piece order."""
+    from cnnspec.kernels._jit import run_split
+    from cnnspec.kernels.conv import _empty, _wino_base
+    _, base = _wino_base(workspace, shared)
+    pad = tuple(pad)
+    geo = dw_geometry(x.shape, dout.shape[1], pad, dout.shape[2], dout.shape[3])
+    k = consts(x.dtype)
+    run_split(c5_dw_driver, -(-x.shape[0] // lanes_of(x.dtype)), threads, lambda t, lo, hi: (
+        dout, x, pad, geo.hp, geo.wp, k, dw is not None, db is not None,
+        workspace[base + t * per:base + t * per + geo.per], geo.o_dt, geo.o_dm, geo.o_dul,
+        geo.o_du, geo.o_db, lo, hi), pieces=pieces)
+    empty1, empty4 = _empty(x.dtype)
+    c5_dw_finish(workspace, base, per, pieces, geo.o_du, geo.o_db,
+                 empty4 if dw is None else dw, empty1 if db is None else db, dw is not None,
+                 db is not None)
 
 
 def run(x, w, flipped, b, pad, out, accumulate, workspace, shared, per, size, threads):
@@ -360,8 +618,8 @@ _CONSTS = {}
 
 
 def consts(dtype):
-    """The transforms' constants (4, -5, 2, -4, -2) as an array of ``dtype`` (vsplat reads memory)."""
+    """The transforms' constants (4, -5, 2, -4, -2; dM's 0, 1, -1, 2, -2) as an array of ``dtype`` (vsplat reads memory)."""
     key = np.dtype(dtype)
     if key not in _CONSTS:
-        _CONSTS[key] = np.array([4, -5, 2, -4, -2], dtype)
+        _CONSTS[key] = np.array([4, -5, 2, -4, -2, 0, 1, -1, 2, -2], dtype)
     return _CONSTS[key]
