@@ -48,7 +48,7 @@ from cnnspec.kernels.conv_lanes import to_lanes
 
 GROUP = 3            # tiles per block of the products
 BLOCK_F = 8          # filters per block of the products (the filters are padded to a multiple)
-DW_TILES = 49        # tiles per block of the weight gradient's sums
+DW_TILES = 14        # tiles per block of the weight gradient's sums
 
 
 class C5Geometry:
@@ -342,195 +342,220 @@ def c5_driver(x, u, b, pad, hp, wp, consts, accumulate, buf, out, i0, i1):
 # (dY its 2 outputs; A = (A^T)^T: dM[e] = dy0 + a_e dy1, a = 0, 1, -1, 2, -2, and dM[5] = dy1),
 # dU[e, k, f] = sum over tiles and samples of V[e, tile's row + k] * dM[e, tile, f] and
 # dw[f, c, i, j] = sum over e of G[e, j] dU[e, i*C + c, f]: the forward's products summed over the
-# tiles instead of (i, c).  Blocks of 3 k x 8 filters, each product a vector of 16 samples, the
-# accumulators added as vectors into the piece's dU [e, k, f, lane] after each chunk; at the
-# piece's end its lanes are summed (16 x 16 vector transposes) into dU [e, k, f].
+# tiles and samples instead of (i, c).  Here the filters are in the lanes: dM of each sample
+# from its dout transposed ([position, f], _dout_t), V as the forward's (the
+# samples in the lanes, each one broadcast), blocks of 12 k x 2 vectors of filters (24
+# accumulators; per tile and sample 2 vector loads of dM and 12 broadcasts of V), added into the
+# piece's dU after each chunk.
 
 
 class C5DwGeometry:
     """Sizes (elements) of the weight gradient of a 5x5 convolution of x (N, C, H, W) into dout
-    (N, F, OH, OW), padding ``pad``, for ``lanes`` lanes: a piece's slice [xt | V (+ slack) | dout
-    in lanes (OH, 2*TW, F) | dM of one e (OH*TW, Fp) | dU in lanes (6, 5*C, Fp, lanes) | dU
-    (6, 5*C, Fp) | db (F)], with the offsets o_dt, o_dm, o_dul, o_du, o_db."""
+    (N, F, OH, OW), padding ``pad``, for ``lanes`` lanes: fp = F rounded up to 2 vectors; a
+    piece's slice [xt | V (+ slack) | dout^T of the chunk's samples (lanes, OH*OW, Fp) | dM of
+    one e (OH*TW, lanes, Fp) | dU (6, 5*C, Fp) | db (F)], with the offsets o_dt, o_dm, o_du,
+    o_db."""
 
     def __init__(self, x_shape, f, pad, oh, ow, lanes):
         g = C5Geometry(x_shape, f, pad, oh, ow, lanes)
         c = x_shape[1]
-        self.hp, self.wp, self.tw, self.fp = g.hp, g.wp, g.tw, g.fp
-        self.o_dt = g.xt + g.v + 2 * g.tw * lanes      # V's slack: 2 rows of tiles
-        self.o_dm = self.o_dt + oh * 2 * g.tw * f * lanes
-        self.o_dul = self.o_dm + max(oh * g.tw * g.fp, lanes) * lanes   # also a transpose's scratch
-        self.o_du = self.o_dul + 30 * c * g.fp * lanes
-        self.o_db = self.o_du + 30 * c * g.fp
+        self.hp, self.wp, self.tw = g.hp, g.wp, g.tw
+        self.fp = -(-f // (2 * lanes)) * 2 * lanes
+        self.o_dt = g.xt + g.v + 12 * lanes          # V's slack: a last block of 12 k
+        self.o_dm = self.o_dt + lanes * oh * ow * self.fp
+        self.o_du = self.o_dm + oh * g.tw * lanes * self.fp
+        self.o_db = self.o_du + 30 * c * self.fp
         self.per = self.o_db + f
 
 
 @jit
-def _dout_tiles(dt, f_, fp, oh_, tw, e, consts, dm):
-    """dm[t, f, lane] = (A dY)[e] for the tiles t = oh*TW + tj, dY = dt[oh, 2*tj : 2*tj + 2, f]
-    (zero past F)."""
+def _dout_t(dout, n, fp, dt):
+    """dt[p, f] = dout[n, f, p] (p a position of the plane; filters F.. Fp left as they are: they
+    reach only dU's columns past F, dropped): blocks of lanes positions x lanes filters by vector
+    transposes (the last block of positions overlapping the one before it), the rest one by
+    one."""
+    f_ = dout.shape[1]
+    plane = dout.shape[2] * dout.shape[3]
     lanes = vlanes(dt)
+    df = dout.reshape(dout.size)
+    fv = f_ // lanes * lanes if plane >= lanes else 0
+    src = n * f_ * plane
+    for f0 in range(0, fv, lanes):
+        for p0 in range(0, plane, lanes):
+            p = min(p0, plane - lanes)
+            vtranspose(df, src + f0 * plane + p, plane, dt, p * fp + f0, fp, 0, lanes, False)
+    for f in range(fv, f_):
+        for p in range(plane):
+            dt[p * fp + f] = df[src + f * plane + p]
+
+
+@jit
+def _dout_tiles(dtt, fp, oh_, ow_, tw, nl, e, consts, dm):
+    """dm[t, l, f] = (A dY)[e] for the tiles t = oh*TW + tj and the chunk's samples l < nl, dY
+    = dtt[l, oh*OW + 2*tj + (0, 1), f] (zero past OW)."""
+    lanes = vlanes(dtt)
     ke = vsplat(consts, 5 + e)
+    plane = oh_ * ow_ * fp
     for t in range(oh_ * tw):
         oh = t // tw
-        a = (oh * 2 * tw + 2 * (t - oh * tw)) * f_ * lanes
-        d = t * fp * lanes
-        for f in range(f_):
-            dy1 = vload(dt, a + (f_ + f) * lanes)
-            if e == 5:
-                vstore(dm, d + f * lanes, dy1)
-            else:
-                vstore(dm, d + f * lanes, vfma(vload(dt, a + f * lanes), ke, dy1))
-        for f in range(f_, fp):
-            vstore(dm, d + f * lanes, vzero(dt))
+        ow = 2 * (t - oh * tw)
+        a0 = (oh * ow_ + ow) * fp
+        right = ow + 1 < ow_
+        for l in range(nl):
+            a = l * plane + a0
+            d = (t * lanes + l) * fp
+            for f0 in range(0, fp, lanes):
+                dy0 = vload(dtt, a + f0)
+                dy1 = vload(dtt, a + fp + f0) if right else vzero(dtt)
+                if e == 5:
+                    vstore(dm, d + f0, dy1)
+                elif e == 0:
+                    vstore(dm, d + f0, dy0)
+                else:
+                    vstore(dm, d + f0, vfma(dy0, ke, dy1))
 
 
 @jit
-def _dw_products(v, dm, c_, fp, hp, oh_, tw, e, dul):
-    """dul[e, k, f, lane] += sum over the tiles of v[e, oh*C + k, tj, lane] * dm[t, f, lane]:
-    the tiles in blocks of DW_TILES (their dM, all filters, stays in L1 through the blocks of
-    k), blocks of 3 k x 8 filters (a last block past 5*C reads V's slack: dropped)."""
+def _dw_products(v, dm, c_, fp, hp, tiles, tw, nl, e, du):
+    """du[e, k, f] += sum over the tiles t = oh*TW + tj and samples l < nl of
+    v[e, tj, oh*C + k, l] * dm[t, l, f]: blocks of DW_TILES tiles (their dM stays in L1 through
+    the blocks of k; sums of at most DW_TILES*lanes terms added into du), in them blocks of 12 k x
+    2 vectors of filters (a last block past 5*C reads V's slack or the next row: dropped)."""
     lanes = vlanes(v)
     k_ = 5 * c_
-    ks = tw * lanes
-    tiles = oh_ * tw
     for t0 in range(0, tiles, DW_TILES):
-        t1 = min(tiles, t0 + DW_TILES)
-        oh0 = t0 // tw
-        tj0 = t0 - oh0 * tw
-        for k0 in range(0, k_, 3):
-            for fb in range(0, fp, BLOCK_F):
-                a0 = vzero(v)
-                a1 = vzero(v)
-                a2 = vzero(v)
-                a3 = vzero(v)
-                a4 = vzero(v)
-                a5 = vzero(v)
-                a6 = vzero(v)
-                a7 = vzero(v)
-                b0 = vzero(v)
-                b1 = vzero(v)
-                b2 = vzero(v)
-                b3 = vzero(v)
-                b4 = vzero(v)
-                b5 = vzero(v)
-                b6 = vzero(v)
-                b7 = vzero(v)
-                c0 = vzero(v)
-                c1 = vzero(v)
-                c2 = vzero(v)
-                c3 = vzero(v)
-                c4 = vzero(v)
-                c5 = vzero(v)
-                c6 = vzero(v)
-                c7 = vzero(v)
-                oh = oh0
-                tj = tj0
-                pv = ((e * hp * c_ + oh * c_ + k0) * tw + tj) * lanes
-                pm = (t0 * fp + fb) * lanes
-                for t in range(t0, t1):
-                    x0 = vload(v, pv)
-                    x1 = vload(v, pv + ks)
-                    x2 = vload(v, pv + 2 * ks)
-                    s = vload(dm, pm)
-                    a0 = vfma(a0, s, x0)
-                    b0 = vfma(b0, s, x1)
-                    c0 = vfma(c0, s, x2)
-                    s = vload(dm, pm + lanes)
-                    a1 = vfma(a1, s, x0)
-                    b1 = vfma(b1, s, x1)
-                    c1 = vfma(c1, s, x2)
-                    s = vload(dm, pm + 2 * lanes)
-                    a2 = vfma(a2, s, x0)
-                    b2 = vfma(b2, s, x1)
-                    c2 = vfma(c2, s, x2)
-                    s = vload(dm, pm + 3 * lanes)
-                    a3 = vfma(a3, s, x0)
-                    b3 = vfma(b3, s, x1)
-                    c3 = vfma(c3, s, x2)
-                    s = vload(dm, pm + 4 * lanes)
-                    a4 = vfma(a4, s, x0)
-                    b4 = vfma(b4, s, x1)
-                    c4 = vfma(c4, s, x2)
-                    s = vload(dm, pm + 5 * lanes)
-                    a5 = vfma(a5, s, x0)
-                    b5 = vfma(b5, s, x1)
-                    c5 = vfma(c5, s, x2)
-                    s = vload(dm, pm + 6 * lanes)
-                    a6 = vfma(a6, s, x0)
-                    b6 = vfma(b6, s, x1)
-                    c6 = vfma(c6, s, x2)
-                    s = vload(dm, pm + 7 * lanes)
-                    a7 = vfma(a7, s, x0)
-                    b7 = vfma(b7, s, x1)
-                    c7 = vfma(c7, s, x2)
-                    pm += fp * lanes
-                    tj += 1
-                    pv += lanes
-                    if tj == tw:
-                        tj = 0
-                        oh += 1
-                        pv += (c_ - 1) * ks
-                d = ((e * k_ + k0) * fp + fb) * lanes
-                _add8(dul, d, lanes, a0, a1, a2, a3, a4, a5, a6, a7)
-                if k0 + 1 < k_:
-                    _add8(dul, d + fp * lanes, lanes, b0, b1, b2, b3, b4, b5, b6, b7)
-                if k0 + 2 < k_:
-                    _add8(dul, d + 2 * fp * lanes, lanes, c0, c1, c2, c3, c4, c5, c6, c7)
+        _dw_block(v, dm, c_, fp, hp, t0, min(tiles, t0 + DW_TILES), tw, nl, e, du)
 
 
 @jit
-def _add8(a, d, lanes, v0, v1, v2, v3, v4, v5, v6, v7):
-    vstore(a, d, vadd(vload(a, d), v0))
-    vstore(a, d + lanes, vadd(vload(a, d + lanes), v1))
-    vstore(a, d + 2 * lanes, vadd(vload(a, d + 2 * lanes), v2))
-    vstore(a, d + 3 * lanes, vadd(vload(a, d + 3 * lanes), v3))
-    vstore(a, d + 4 * lanes, vadd(vload(a, d + 4 * lanes), v4))
-    vstore(a, d + 5 * lanes, vadd(vload(a, d + 5 * lanes), v5))
-    vstore(a, d + 6 * lanes, vadd(vload(a, d + 6 * lanes), v6))
-    vstore(a, d + 7 * lanes, vadd(vload(a, d + 7 * lanes), v7))
+def _dw_block(v, dm, c_, fp, hp, t0, t1, tw, nl, e, du):
+    """_dw_products for the tiles t0 <= t < t1."""
+    lanes = vlanes(v)
+    k_ = 5 * c_
+    for fb in range(0, fp, 2 * lanes):
+        for k0 in range(0, k_, 12):
+            a0 = vzero(v)
+            a1 = vzero(v)
+            a2 = vzero(v)
+            a3 = vzero(v)
+            a4 = vzero(v)
+            a5 = vzero(v)
+            a6 = vzero(v)
+            a7 = vzero(v)
+            a8 = vzero(v)
+            a9 = vzero(v)
+            a10 = vzero(v)
+            a11 = vzero(v)
+            b0 = vzero(v)
+            b1 = vzero(v)
+            b2 = vzero(v)
+            b3 = vzero(v)
+            b4 = vzero(v)
+            b5 = vzero(v)
+            b6 = vzero(v)
+            b7 = vzero(v)
+            b8 = vzero(v)
+            b9 = vzero(v)
+            b10 = vzero(v)
+            b11 = vzero(v)
+            for t in range(t0, t1):
+                oh = t // tw
+                pv = ((e * tw + t - oh * tw) * hp + oh) * c_ * lanes + k0 * lanes
+                pm = t * lanes * fp + fb
+                for l in range(nl):
+                    w0 = vload(dm, pm)
+                    w1 = vload(dm, pm + lanes)
+                    s = vsplat(v, pv + l)
+                    a0 = vfma(a0, s, w0)
+                    b0 = vfma(b0, s, w1)
+                    s = vsplat(v, pv + lanes + l)
+                    a1 = vfma(a1, s, w0)
+                    b1 = vfma(b1, s, w1)
+                    s = vsplat(v, pv + 2 * lanes + l)
+                    a2 = vfma(a2, s, w0)
+                    b2 = vfma(b2, s, w1)
+                    s = vsplat(v, pv + 3 * lanes + l)
+                    a3 = vfma(a3, s, w0)
+                    b3 = vfma(b3, s, w1)
+                    s = vsplat(v, pv + 4 * lanes + l)
+                    a4 = vfma(a4, s, w0)
+                    b4 = vfma(b4, s, w1)
+                    s = vsplat(v, pv + 5 * lanes + l)
+                    a5 = vfma(a5, s, w0)
+                    b5 = vfma(b5, s, w1)
+                    s = vsplat(v, pv + 6 * lanes + l)
+                    a6 = vfma(a6, s, w0)
+                    b6 = vfma(b6, s, w1)
+                    s = vsplat(v, pv + 7 * lanes + l)
+                    a7 = vfma(a7, s, w0)
+                    b7 = vfma(b7, s, w1)
+                    s = vsplat(v, pv + 8 * lanes + l)
+                    a8 = vfma(a8, s, w0)
+                    b8 = vfma(b8, s, w1)
+                    s = vsplat(v, pv + 9 * lanes + l)
+                    a9 = vfma(a9, s, w0)
+                    b9 = vfma(b9, s, w1)
+                    s = vsplat(v, pv + 10 * lanes + l)
+                    a10 = vfma(a10, s, w0)
+                    b10 = vfma(b10, s, w1)
+                    s = vsplat(v, pv + 11 * lanes + l)
+                    a11 = vfma(a11, s, w0)
+                    b11 = vfma(b11, s, w1)
+                    pm += fp
+            d = (e * k_ + k0) * fp + fb
+            _add2(du, d, k0 < k_, lanes, a0, b0)
+            _add2(du, d + fp, k0 + 1 < k_, lanes, a1, b1)
+            _add2(du, d + 2 * fp, k0 + 2 < k_, lanes, a2, b2)
+            _add2(du, d + 3 * fp, k0 + 3 < k_, lanes, a3, b3)
+            _add2(du, d + 4 * fp, k0 + 4 < k_, lanes, a4, b4)
+            _add2(du, d + 5 * fp, k0 + 5 < k_, lanes, a5, b5)
+            _add2(du, d + 6 * fp, k0 + 6 < k_, lanes, a6, b6)
+            _add2(du, d + 7 * fp, k0 + 7 < k_, lanes, a7, b7)
+            _add2(du, d + 8 * fp, k0 + 8 < k_, lanes, a8, b8)
+            _add2(du, d + 9 * fp, k0 + 9 < k_, lanes, a9, b9)
+            _add2(du, d + 10 * fp, k0 + 10 < k_, lanes, a10, b10)
+            _add2(du, d + 11 * fp, k0 + 11 < k_, lanes, a11, b11)
 
 
 @jit
-def c5_dw_driver(dout, x, pad, hp, wp, consts, need_dw, need_db, buf, o_dt, o_dm, o_dul, o_du,
-                 o_db, i0, i1):
+def _add2(a, d, inside, lanes, p, q):
+    """a[d : d + 2*lanes] += (p, q) if ``inside``."""
+    if inside:
+        vstore(a, d, vadd(vload(a, d), p))
+        vstore(a, d + lanes, vadd(vload(a, d + lanes), q))
+
+
+@jit
+def c5_dw_driver(dout, x, pad, hp, wp, consts, need_dw, need_db, buf, o_dt, o_dm, o_du, o_db,
+                 i0, i1):
     """The partial dU (6, 5*C, Fp) and db (F) of the samples of chunks i0 <= i < i1 in buf
     (C5DwGeometry); c5_dw_finish sums the pieces' partials and makes dw."""
     n_, c_ = x.shape[0], x.shape[1]
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
     lanes = vlanes(buf)
-    fp = (f_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
+    fp = (f_ + 2 * lanes - 1) // (2 * lanes) * 2 * lanes
     tw = (ow_ + 1) // 2
     o_v = hp * wp * c_ * lanes
-    xt, v, dt, dm = buf[:o_v], buf[o_v:o_dt], buf[o_dt:o_dm], buf[o_dm:o_dul]
-    dul, du, dbp = buf[o_dul:o_du], buf[o_du:o_db], buf[o_db:o_db + f_]
-    for e in range(o_dul, o_db + f_):
+    xt, v, dtt, dm = buf[:o_v], buf[o_v:o_dt], buf[o_dt:o_dm], buf[o_dm:o_du]
+    du, dbp = buf[o_du:o_db], buf[o_db:o_db + f_]
+    for e in range(o_du, o_db + f_):
         buf[e] = 0
-    for e in range(o_v + 30 * c_ * hp * tw * lanes // 5, o_dt):   # V's slack: read by the
-        buf[e] = 0                                                   # last block of k
+    plane = oh_ * ow_ * fp
     for i in range(i0, i1):
         n0 = i * lanes
+        nl = min(lanes, n_ - n0)
         if need_db:
-            for n in range(n0, min(n_, n0 + lanes)):
+            for n in range(n0, n0 + nl):
                 _bias_grad_add(dout, n, dbp)
         if not need_dw:
             continue
-        # a last, partial chunk: its lanes past the batch cleared (they are summed here)
-        clear = i == i0 or n0 + lanes > n_
-        to_lanes(x, n0, pad[0], pad[2], hp, wp, clear, xt)
-        _input_rows(xt, c_, hp, wp, tw, 1, tw, consts, v)
-        to_lanes(dout, n0, 0, 0, oh_, 2 * tw, clear, dt)
+        to_lanes(x, n0, pad[0], pad[2], hp, wp, i == i0, xt)
+        _input_rows(xt, c_, hp, wp, tw, hp * c_, 1, consts, v)
+        for l in range(nl):
+            _dout_t(dout, n0 + l, fp, dtt[l * plane:(l + 1) * plane])
         for e in range(6):
-            _dout_tiles(dt, f_, fp, oh_, tw, e, consts, dm)
-            _dw_products(v, dm, c_, fp, hp, oh_, tw, e, dul)
-    if need_dw and i1 > i0:
-        # du[j] = sum over the lanes of dul's vector j: 16 vectors at a time, transposed
-        for j0 in range(0, du.size, lanes):
-            vtranspose(dul, j0 * lanes, lanes, dm, 0, lanes, 0, lanes, False)
-            s = vload(dm, 0)
-            for r in range(1, lanes):
-                s = vadd(s, vload(dm, r * lanes))
-            vstore(du, j0, s)
+            _dout_tiles(dtt, fp, oh_, ow_, tw, nl, e, consts, dm)
+            _dw_products(v, dm, c_, fp, hp, oh_ * tw, tw, nl, e, du)
 
 
 @jit
@@ -538,7 +563,8 @@ def c5_dw_finish(ws, base, per, pieces, o_du, o_db, dw, db, need_dw, need_db):
     """dw[f, c, i, j] = sum over e of G[e, j] * (the sum of the pieces' dU[e, i*C + c, f], in
     piece order), in float64; db = the sum of their db."""
     f_, c_ = dw.shape[0], dw.shape[1]
-    fp = (f_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
+    lanes = vlanes(ws)
+    fp = (f_ + 2 * lanes - 1) // (2 * lanes) * 2 * lanes
     gm = np.zeros((6, 5))
     gm[0, 0] = 0.25
     for k in range(5):
@@ -589,8 +615,8 @@ def weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces):
     k = consts(x.dtype)
     run_split(c5_dw_driver, -(-x.shape[0] // lanes_of(x.dtype)), threads, lambda t, lo, hi: (
         dout, x, pad, geo.hp, geo.wp, k, dw is not None, db is not None,
-        workspace[base + t * per:base + t * per + geo.per], geo.o_dt, geo.o_dm, geo.o_dul,
-        geo.o_du, geo.o_db, lo, hi), pieces=pieces)
+        workspace[base + t * per:base + t * per + geo.per], geo.o_dt, geo.o_dm, geo.o_du,
+        geo.o_db, lo, hi), pieces=pieces)
     empty1, empty4 = _empty(x.dtype)
     c5_dw_finish(workspace, base, per, pieces, geo.o_du, geo.o_db,
                  empty4 if dw is None else dw, empty1 if db is None else db, dw is not None,
