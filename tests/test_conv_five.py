@@ -1,5 +1,6 @@
-"""conv_five.py: 5x5 stride-1 convolutions by Winograd F(2, 5) along the rows, the samples in the
-vector lanes (forward and dx; conv._use_c5), against the float64 NumPy reference."""
+"""conv_five.py: 5x5 stride-1 convolutions by Winograd F(2, 5) along the rows (forward and dx
+with the samples in the vector lanes, dw with the filters in them; conv._use_c5), against the
+float64 NumPy reference."""
 import numpy as np
 import pytest
 
@@ -32,9 +33,10 @@ def scale_error(a, b):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
 def test_c5_matches_reference(case, dtype, monkeypatch):
-    """Forward and dx by conv_five (2 threads, chunks taken dynamically) against the float64
-    reference; nothing written around out (a slice of a bigger array), dx accumulated; the
-    workspace starts NaN (the kernels clear what they read)."""
+    """Forward, dx and dw + db by conv_five (2 threads: the forward's and dx's chunks taken
+    dynamically, dw's pieces summed in order) against the float64 reference; nothing written
+    around out (a slice of a bigger array), dx accumulated, dw alone the same; the workspace
+    starts NaN (the kernels clear what they read)."""
     n, c, h, w, f, pad, bias = case
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
     monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
@@ -45,7 +47,7 @@ def test_c5_matches_reference(case, dtype, monkeypatch):
     b = rng.standard_normal(f).astype(dtype) if bias else None
     geometry = ((1, 1), pad, (1, 1), 1)
     plan = _Plan(x.shape, wt.shape, *geometry)
-    assert plan.c5 is not None and plan.c5_dx is not None
+    assert None not in (plan.c5, plan.c5_dx, plan.c5_dw)
     ws = np.full(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), np.nan, dtype)
     shape = K.conv2d_output_shape(x.shape, wt.shape, *geometry[:3])
     big = np.full((n + 2,) + tuple(shape[1:]), np.nan, dtype)
@@ -55,12 +57,20 @@ def test_c5_matches_reference(case, dtype, monkeypatch):
     f64 = [None if a is None else a.astype(np.float64) for a in (x, wt, b)]
     assert scale_error(big[1:-1], R.conv2d_forward(*f64, *geometry)) < TOL[dtype]
     dout = rng.standard_normal(shape).astype(dtype)
-    rdx = R.conv2d_backward(dout.astype(np.float64), *f64, *geometry)[0]
+    rdx, rdw, rdb = R.conv2d_backward(dout.astype(np.float64), *f64, *geometry)
     bigx = np.full((n + 2, c, h, w), 1.0, dtype)
     bigx[0] = bigx[-1] = 7.0
-    K.conv2d_backward_into(dout, x, wt, *geometry, bigx[1:-1], None, None, ws, accumulate=True)
+    dw, db = np.empty_like(wt), np.empty(f, dtype)
+    K.conv2d_backward_into(dout, x, wt, *geometry, bigx[1:-1], dw, db if bias else None, ws,
+                           accumulate=True)
     assert (bigx[0] == 7).all() and (bigx[-1] == 7).all()
     assert scale_error(bigx[1:-1] - 1, rdx) < TOL[dtype]
+    assert scale_error(dw, rdw) < TOL[dtype]
+    if bias:
+        assert scale_error(db, rdb) < TOL[dtype]
+    dw2 = np.empty_like(wt)
+    K.conv2d_backward_into(dout, x, wt, *geometry, None, dw2, None, ws)
+    assert np.array_equal(dw2, dw)
 
 
 def test_c5_error_is_near_the_direct_loops():
@@ -85,18 +95,19 @@ def test_c5_error_is_near_the_direct_loops():
 
 def test_c5_rules():
     """Where the rules put conv_five: 5x5 stride 1, batch >= 16, C >= 8 (dx: F >= 32 and
-    C >= 16); not LeNet-5's layers, small batches, 3x3, strides or dilations."""
+    C >= 16; dw: F a multiple of 32); not LeNet-5's layers, small batches, 3x3, strides or
+    dilations."""
     if not conv._wide_vector_cpu():
         pytest.skip("the direct kernels need AVX-512")
 
     def plan(x, w, s=1, p=2, d=1):
         return _Plan(x, w, (s, s), (p,) * 4, (d, d), 1)
     p = plan((64, 16, 14, 14), (32, 16, 5, 5))                  # the bench's row
-    assert p.c5 is not None and p.c5_dx is not None
+    assert None not in (p.c5, p.c5_dx, p.c5_dw)
     p = plan((64, 32, 28, 28), (32, 32, 5, 5))
-    assert p.c5 is not None and p.c5_dx is not None
-    p = plan((32, 16, 28, 28), (16, 16, 5, 5))                  # dx: F = 16 < 32
-    assert p.c5 is not None and p.c5_dx is None
+    assert None not in (p.c5, p.c5_dx, p.c5_dw)
+    p = plan((32, 16, 28, 28), (16, 16, 5, 5))                  # dx, dw: F = 16 < 32
+    assert p.c5 is not None and p.c5_dx is None and p.c5_dw is None
     for x, w, s, pad, d in (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1),    # LeNet-5's conv2
                             ((64, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1),     # and conv1
                             ((8, 16, 14, 14), (32, 16, 5, 5), 1, 2, 1),   # 8 samples
@@ -105,4 +116,4 @@ def test_c5_rules():
                             ((64, 16, 28, 28), (32, 16, 5, 5), 1, 4, 2),
                             ((64, 64, 56, 56), (64, 64, 5, 5), 1, 2, 1)):  # slice too big
         p = plan(x, w, s, pad, d)
-        assert p.c5 is None and p.c5_dx is None, (x, w, s, pad, d)
+        assert p.c5 is None and p.c5_dx is None and p.c5_dw is None, (x, w, s, pad, d)

@@ -495,25 +495,24 @@ _C5_ELEMENTS = 1 << 22  # a thread's slice at most (16 MB in float32: 5x5 32->32
 
 
 def _use_c5(n, c, f, stride, dilation, elements, dx=False, dw=False):
-    """The forward (or with ``dx``, c and f swapped: dx) of a 5x5 convolution by Winograd F(2, 5)
-    along the rows with the samples in the lanes (conv_five.py): stride 1, no dilation, batches
-    of >= 16 samples (a chunk of lanes), C >= 8 (dx: F >= 32 and C >= 16, in the layer's terms)
-    and a thread's slice (xt, the transformed rows, the plane's tile: ``elements``) of at most
-    _C5_ELEMENTS.  Measured against the kernels the rules chose before (float32, one thread,
-    CPU time, 9-15 rounds alternating, load 2.5-3.8; median speed-up, quartiles), forward / dx:
-    5x5 16->32 on 64x14x14 1.36x (1.34-1.37) / 1.13x (1.10-1.16) (another run 1.15x / 1.04x),
-    32->32 on 64x28x28 1.31x / 1.26x, 64->64 on 32x14x14 1.03x / 1.05x, 16->32 on 16x14x14
-    1.10x / 0.90x, 8->8 on 64x14x14 1.08x / 1.01x, 16->16 on 32x28x28 1.02x / 0.99x; not
-    LeNet-5's 6->16 on 64x14x14 (1.52x forward, but dx 0.66x, and its first step would compile
-    these kernels: C < 8 stays with the direct loops) or 1->6 on 32x32 (0.99x / 0.31x), 3->32
-    on 32x32 (0.82x / 0.49x)."""
+    """The forward, dx (``dx``: c and f swapped) or dw of a 5x5 convolution by Winograd F(2, 5)
+    along the rows (conv_five.py): stride 1, no dilation, batches of >= 16 samples (a chunk of
+    lanes), C >= 8 (dx: F >= 32 and C >= 16, in the layer's terms; dw: F a multiple of 32, its
+    blocks of filters) and a thread's slice (``elements``) of at most _C5_ELEMENTS.  Measured
+    against the kernels the rules chose before (float32, one thread, CPU time, 7-15 rounds
+    alternating, load 2.5-4.7; median speed-up, quartiles), forward / dx / dw + db: 5x5 16->32
+    on 64x14x14 1.39x (1.29-1.48) / 1.10x (1.02-1.15) / 1.13x (1.09-1.18) (other runs: forward
+    1.28-1.42x, dx 1.04-1.14x), 32->32 on 64x28x28 1.32x / 1.45x / 1.04x, 64->64 on 32x14x14
+    1.19x / 1.18x / 1.24x, 16->32 on 16x14x14 1.16x / 0.90x / 1.03x, 16->16 on 64x14x14 1.24x /
+    - / 1.09x, 8->8 on 64x14x14 1.08x / 1.01x / 0.52x, 16->16 on 32x28x28 1.16x / 0.99x / 0.77x
+    (16 filters: half of dw's blocks empty); not LeNet-5's 6->16 on 64x14x14 (1.52x forward, but
+    dx 0.66x, and its first step would compile these kernels: C < 8 stays with the direct loops)
+    or 1->6 on 32x32 (0.99x / 0.31x), 3->32 on 32x32 (0.82x / 0.49x)."""
     if stride != (1, 1) or dilation != (1, 1) or n < 16:
         return False
     if _C5 is not None:
         return _C5
-    if c < (32 if dx else 8) or (dx and f < 16):
-        return False
-    if dw and f < 16:
+    if c < (32 if dx else 8) or (dx and f < 16) or (dw and f % 32 != 0):
         return False
     return elements <= _C5_ELEMENTS
 
@@ -1445,7 +1444,8 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dx is None:
             return
         dw = db = None
-    if (dw is not None or db is not None) and plan.c5_dw is not None:
+    if ((dw is not None or db is not None) and plan.c5_dw is not None
+            and -(-x.shape[0] // 16) >= threads):
         from cnnspec.kernels import conv_five
         conv_five.weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces)
         if dx is None:
