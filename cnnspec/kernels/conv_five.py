@@ -1,9 +1,10 @@
-"""Winograd F(2x2, 5x5) with the samples in the vector lanes: 5x5 stride-1 convolutions on small
-planes (``conv._use_c5``: the forward, and dx as the convolution of dout by the flipped weights).
+"""Winograd F(2, 5) along the rows: 5x5 stride-1 convolutions on small planes (``conv._use_c5``:
+the forward, dx as the convolution of dout by the flipped weights, and dw).
 
-Each 2x2 block of outputs ("tile") comes from the 6x6 input window around it as
+Each pair of outputs of a row ("tile") is, per kernel row i, a 1-D F(2, 5) of the 6 inputs
+around it, the kernel rows and channels summed in the transformed domain:
 
-    Y = A^T [ sum over c of (G g_fc G^T) * (B^T d_c B) ] A      (* element-wise)
+    Y = A^T [ sum over (i, c) of (G g_fci) * (B^T d_c,row+i) ]      (* element-wise)
 
 with the interpolation points 0, 1, -1, 2, -2 and infinity (F(2, 5) shares B with F(4, 3)):
 
@@ -13,28 +14,34 @@ with the interpolation points 0, 1, -1, 2, -2 and infinity (F(2, 5) shares B wit
            [1/24, 1/12, 1/6, 1/3, 2/3], [1/24, -1/12, 1/6, -1/3, 2/3], [0, 0, 0, 0, 1]]
     A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]]
 
-36 products per tile and channel pair instead of the direct loops' 100 (2.8x fewer), at the
-price of the transforms.  As in conv_lanes.py the lanes are 16 samples (float32; 8 in float64):
-a chunk of samples is copied once into ``xt[hp, wp, c, lane]`` (``conv_lanes.to_lanes``), so
-every transform is plain vector arithmetic with no shuffles and a plane of any size is cut into
-exact tiles (14x14: 7x7 tiles, nothing wasted; an odd side computes one extra row or column that
-is not written).  Per chunk, tiles in groups of 3:
+30 products per tile and channel pair instead of the direct loops' 50 (1.67x fewer).  The
+forward and dx put 16 samples in the vector lanes (float32; 8 in float64), as conv_lanes.py
+does: a chunk is copied once into ``xt[hp, wp, c, lane]`` (``conv_lanes.to_lanes``), so the
+transforms are plain vector arithmetic with no shuffles and a row of any width is cut into exact
+tiles (14: 7 tiles; an odd width computes one extra output that is not written).  Per chunk:
 
-* ``V[e, t, c, lane] = (B^T d B)[e]`` (``_input_tiles``: the six columns through B^T into a 6x6
-  scratch in L1, then its six rows through B^T);
-* ``M[e, t, f, lane] = sum over c of U[e, c, f] * V[e, t, c, lane]`` (``_products``): blocks of
-  3 tiles x 8 filters, 24 vector accumulators; per channel 3 vector loads of V and 8 broadcasts
-  of the transformed weights ``U`` (``c5_weights``, once per call, in float64 and rounded once);
-* ``Y = A^T M A + b`` into a tile ``[f, position, lane]`` of the chunk's whole output plane
+* ``V[e, tj, r*C + c, lane] = (B^T d)[e]`` for every padded row r and tile column tj, once
+  (``_input_rows``): each row is shared by the 5 output rows that read it;
+* ``M[e, t, f, lane] = sum over k = (i, c) of U[e, k, f] * V[e, tj, oh*C + k, lane]`` for groups
+  of 3 tiles (``_products``): blocks of 3 tiles x 8 filters, 24 vector accumulators through the
+  5*C terms, each step 3 vector loads of V (one run per tile) and 8 broadcasts of the
+  transformed weights ``U`` (``c5_weights``, once per call, in float64 and rounded once);
+* ``Y = A^T M + b`` into a tile ``[f, position, lane]`` of the chunk's output plane
   (``_output_tiles``), written to ``out`` by 16 x 16 vector transposes (``_from_tile``).
+
+dw (below) sums the same products over the tiles and samples instead, with the filters in the
+lanes.  Measured first and dropped: the 2-D F(2x2, 5x5) (36 products per 2x2 tile instead of
+100), the same layout: 0.55-0.70x of the direct loops it would replace, its 6x6 input transform
+per tile and channel (0.72 ms of a 2.7 ms forward on the bench's row; dx with 32 channels
+1.8 ms) costing more than the products it saved.
 
 Accuracy: each output is the sum of the same 25*C products as the direct convolution's, through
 transforms whose constants reach 5 and 1/24, so the rounding errors scale with the output's
-magnitude over a tile rather than with each element: measured against float64 NumPy (max error
-/ max |output|), float32 about 1e-6 (the direct loops 3e-7: see tests/test_conv_five.py), float64
-~1e-15.  The points 0, +-1, +-2 were the best of the sets tried that keep B^T and A^T integer
-(0, +-1, +-1/2: 1.4e-6; 0, +-1, 2, 1/2: 2.3e-6; 0, +-1, 2, -1/2 0.97e-6 but with halves in B^T
-and A^T, more operations).
+magnitude over a tile row: measured against float64 NumPy (max error / max |output|) float32
+0.4-1.6e-6 forward and dx, 1-2e-6 dw (the direct loops 2e-7 - 1e-6), float64 2e-15 - 5e-15
+(tests/test_conv_five.py).  Of the point sets tried (2-D error, float32), 0, +-1, +-2 keep B^T
+and A^T integer: 1.3e-6 (0, +-1, +-1/2: 1.4e-6; 0, +-1, 2, 1/2: 2.3e-6; 0, +-1, 2, -1/2:
+0.97e-6 but halves in B^T and A^T, more operations).
 """
 import functools
 
