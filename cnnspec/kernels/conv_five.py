@@ -44,6 +44,7 @@ and A^T integer: 1.3e-6 (0, +-1, +-1/2: 1.4e-6; 0, +-1, 2, 1/2: 2.3e-6; 0, +-1, 
 0.97e-6 but halves in B^T and A^T, more operations).
 """
 import functools
+from fractions import Fraction as Fr
 
 import numpy as np
 
@@ -53,6 +54,9 @@ from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vprefetc
 from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
 from cnnspec.kernels.conv_lanes import to_lanes
 
+TILE = 4             # outputs per tile (F(4, 5): 8 transformed values per tile)
+E = 8                # transformed values per tile
+POINTS = (Fr(0), Fr(1), Fr(-1), Fr(2), Fr(-2), Fr(1, 2), Fr(-1, 2))   # and infinity
 GROUP = 3            # tiles per block of the products
 BLOCK_F = 8          # filters per block of the products (the filters are padded to a multiple)
 DW_TILES = 14        # tiles per block of the weight gradient's sums
@@ -68,44 +72,58 @@ class C5Geometry:
     def __init__(self, x_shape, f, pad, oh, ow, lanes):
         _, c, h, w = x_shape
         self.c, self.f, self.oh, self.ow = c, f, oh, ow
-        self.tw = -(-ow // 2)
+        self.tw = -(-ow // TILE)
         self.pt, self.pl = pad[0], pad[2]
         self.hp = max(h + pad[0], oh + 4)
-        self.wp = max(w + pad[2], 2 * self.tw + 4)
+        self.wp = max(w + pad[2], TILE * self.tw + 4)
         self.fp = -(-f // BLOCK_F) * BLOCK_F
-        self.u = 6 * 5 * c * self.fp
+        self.u = E * 5 * c * self.fp
         self.xt = self.hp * self.wp * c * lanes
-        self.v = 6 * self.tw * self.hp * c * lanes
-        self.m = 6 * GROUP * self.fp * lanes
+        self.v = E * self.tw * self.hp * c * lanes
+        self.m = E * GROUP * self.fp * lanes
         self.tile = f * oh * ow * lanes
         self.per = self.xt + self.v + self.m + self.tile
 
 
+def _transforms():
+    """(G (E, 5), A^T (TILE, E)) of F(TILE, 5) at POINTS and infinity, in float64."""
+    g = np.zeros((E, 5))
+    at = np.zeros((TILE, E))
+    for j, p in enumerate(POINTS):
+        den = Fr(1)
+        for q in POINTS:
+            if q != p:
+                den *= p - q
+        for k in range(5):
+            g[j, k] = float(p ** k / den)
+        for i in range(TILE):
+            at[i, j] = float(p ** i)
+    g[E - 1, 4] = 1
+    at[TILE - 1, E - 1] = 1
+    return g, at
+
+
+GM, AT = _transforms()
+
+
 @jit
-def c5_weights(w, flipped, u):
+def c5_weights(w, flipped, gm, u):
     """u[e, i*C + c, o] (rows of Fp = O rounded up to BLOCK_F, zero past O) = (G g_i)[e] for
     kernel row i of g = w[o, c] or (``flipped``: dx's convolution of dout) of g = w[c, o]
-    turned by 180 degrees; computed in float64, rounded once."""
+    turned by 180 degrees; G = gm, computed in float64, rounded once."""
     f_, c_ = w.shape[0], w.shape[1]
     o_, r_ = (c_, f_) if flipped else (f_, c_)
     fp = (o_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
-    gm = np.zeros((6, 5))
-    gm[0, 0] = 0.25
-    for k in range(5):
-        gm[1, k] = -1.0 / 6
-        gm[2, k] = -1.0 / 6 if k % 2 == 0 else 1.0 / 6
-        gm[3, k] = 2.0 ** k / 24
-        gm[4, k] = (-2.0) ** k / 24
-    gm[5, 4] = 1.0
+    e_ = gm.shape[0]
     g = np.empty(5)
-    for e in range(30 * r_ * fp):
+    for e in range(e_ * 5 * r_ * fp):
         u[e] = 0
     for o in range(o_):
         for c in range(r_):
             for i in range(5):
                 for j in range(5):
                     g[j] = w[c, o, 4 - i, 4 - j] if flipped else w[o, c, i, j]
-                for e in range(6):
+                for e in range(e_):
                     s = 0.0
                     for k in range(5):
                         s += gm[e, k] * g[k]
@@ -113,16 +131,28 @@ def c5_weights(w, flipped, u):
 
 
 @jit
-def _bt(d0, d1, d2, d3, d4, d5, k4, k5, k2, n4, n2):
-    """B^T (d0..d5): six vectors; k4, k5, k2, n4, n2: splats of 4, -5, 2, -4, -2."""
-    q = vsub(d4, d2)
-    p = vsub(d3, d1)
-    return (vfma(vfma(d4, k5, d2), k4, d0),
-            vfma(vadd(d3, d4), n4, vadd(d1, d2)),
-            vfma(vsub(d4, d3), k4, vsub(d1, d2)),
-            vfma(q, k2, p),
-            vfma(q, n2, p),
-            vfma(vfma(d5, k5, d3), k4, d1))
+def _bt(d0, d1, d2, d3, d4, d5, d6, d7, consts):
+    """B^T (d0..d7) of F(4, 5) (the points 0, +-1, +-2, +-1/2):
+    [-1, 0, 21/4, 0, -21/4, 0, 1, 0], [0, +-1, 1, -+17/4, -17/4, +-1, 1, 0],
+    [0, +-1/2, 1/4, -+5/2, -5/4, +-2, 1, 0], [0, +-2, 4, -+5/2, -5, +-1/2, 1, 0],
+    [0, -1, 0, 21/4, 0, -21/4, 0, 1]."""
+    c21 = vsplat(consts, 0)
+    c17 = vsplat(consts, 1)
+    c54 = vsplat(consts, 2)
+    c14 = vsplat(consts, 3)
+    c12 = vsplat(consts, 4)
+    c52 = vsplat(consts, 5)
+    c5 = vsplat(consts, 6)
+    c4 = vsplat(consts, 7)
+    a1 = vfma(vadd(d2, d6), c17, d4)
+    b1 = vfma(vadd(d1, d5), c17, d3)
+    a3 = vfma(vfma(d6, c14, d2), c54, d4)
+    b3 = vfma(vfma(vadd(d5, d5), c12, d1), c52, d3)
+    a5 = vfma(vfma(d6, c4, d2), c5, d4)
+    b5 = vfma(vfma(vadd(d1, d1), c12, d5), c52, d3)
+    return (vfma(vsub(d6, d0), c21, vsub(d2, d4)), vadd(a1, b1), vsub(a1, b1),
+            vadd(a3, b3), vsub(a3, b3), vadd(a5, b5), vsub(a5, b5),
+            vfma(vsub(d7, d1), c21, vsub(d3, d5)))
 
 
 @jit
@@ -132,29 +162,26 @@ def _input_rows(xt, c_, hp, wp, tw, ts, ks, consts, v):
     (ts = hp*C, ks = 1: a tile's (i, c) one run) or the weight gradient's (ts = 1, ks = TW: a
     row's tiles one run)."""
     lanes = vlanes(xt)
-    k4 = vsplat(consts, 0)
-    k5 = vsplat(consts, 1)
-    k2 = vsplat(consts, 2)
-    n4 = vsplat(consts, 3)
-    n2 = vsplat(consts, 4)
     col = c_ * lanes
     es = tw * hp * c_ * lanes
     for tj in range(tw):
         for r in range(hp):
-            src = (r * wp + 2 * tj) * c_ * lanes
+            src = (r * wp + TILE * tj) * c_ * lanes
             for c in range(c_):
                 b = src + c * lanes
                 d = (tj * ts + (r * c_ + c) * ks) * lanes
-                r0, r1, r2, r3, r4, r5 = _bt(vload(xt, b), vload(xt, b + col),
-                                             vload(xt, b + 2 * col), vload(xt, b + 3 * col),
-                                             vload(xt, b + 4 * col), vload(xt, b + 5 * col),
-                                             k4, k5, k2, n4, n2)
+                r0, r1, r2, r3, r4, r5, r6, r7 = _bt(
+                    vload(xt, b), vload(xt, b + col), vload(xt, b + 2 * col),
+                    vload(xt, b + 3 * col), vload(xt, b + 4 * col), vload(xt, b + 5 * col),
+                    vload(xt, b + 6 * col), vload(xt, b + 7 * col), consts)
                 vstore(v, d, r0)
                 vstore(v, d + es, r1)
                 vstore(v, d + 2 * es, r2)
                 vstore(v, d + 3 * es, r3)
                 vstore(v, d + 4 * es, r4)
                 vstore(v, d + 5 * es, r5)
+                vstore(v, d + 6 * es, r6)
+                vstore(v, d + 7 * es, r7)
 
 
 @jit
@@ -172,7 +199,7 @@ def _products(u, v, c_, fp, hp, tw, tiles, g0, m):
     p0 = ((t0 - o0 * tw) * hp + o0) * c_ * lanes
     p1 = ((t1 - o1 * tw) * hp + o1) * c_ * lanes
     p2 = ((t2 - o2 * tw) * hp + o2) * c_ * lanes
-    for e in range(6):
+    for e in range(E):
         for fb in range(0, fp, BLOCK_F):
             a0 = vzero(v)
             a1 = vzero(v)
@@ -264,36 +291,56 @@ def _store8(m, d, lanes, a0, a1, a2, a3, a4, a5, a6, a7):
 
 
 @jit
-def _at(m0, m1, m2, m3, m4, m5, k2):
-    """A^T (m0..m5): (m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 (m3 - m4) + m5)."""
-    return (vadd(vadd(m0, vadd(m1, m2)), vadd(m3, m4)),
-            vfma(vadd(vsub(m1, m2), m5), k2, vsub(m3, m4)))
-
-
-@jit
 def _output_tiles(m, fp, f_, ow_, tw, g0, g1, b, consts, tile):
     """tile[f, position, lane] = (A^T M)[.] + b[f] for the tiles g0 <= t < g1 (of the group
-    starting at g0), the outputs inside the plane."""
+    starting at g0), the outputs inside the plane; A^T = [[1, 1, 1, 1, 1, 1, 1, 0],
+    [0, 1, -1, 2, -2, 1/2, -1/2, 0], [0, 1, 1, 4, 4, 1/4, 1/4, 0],
+    [0, 1, -1, 8, -8, 1/8, -1/8, 1]]."""
     lanes = vlanes(m)
-    k2 = vsplat(consts, 2)
+    c14 = vsplat(consts, 3)
+    c12 = vsplat(consts, 4)
+    c4 = vsplat(consts, 7)
+    c2 = vsplat(consts, 8)
+    c18 = vsplat(consts, 9)
+    c8 = vsplat(consts, 10)
     plane_ = tile.size // (f_ * lanes)
     es = GROUP * fp * lanes
     for t in range(g0, g1):
         oh = t // tw
-        ow = 2 * (t - oh * tw)
-        right = ow + 1 < ow_
+        ow = TILE * (t - oh * tw)
+        n_ = min(TILE, ow_ - ow)
         for f in range(f_):
             a = ((t - g0) * fp + f) * lanes
-            y0, y1 = _at(vload(m, a), vload(m, a + es), vload(m, a + 2 * es),
-                         vload(m, a + 3 * es), vload(m, a + 4 * es), vload(m, a + 5 * es), k2)
+            m1 = vload(m, a + es)
+            m2 = vload(m, a + 2 * es)
+            m3 = vload(m, a + 3 * es)
+            m4 = vload(m, a + 4 * es)
+            m5 = vload(m, a + 5 * es)
+            m6 = vload(m, a + 6 * es)
+            s1 = vadd(m1, m2)
+            t1 = vsub(m1, m2)
+            s2 = vadd(m3, m4)
+            t2 = vsub(m3, m4)
+            s3 = vadd(m5, m6)
+            t3 = vsub(m5, m6)
+            y0 = vadd(vadd(vload(m, a), s1), vadd(s2, s3))
+            y1 = vfma(vfma(t1, c2, t2), c12, t3)
+            y2 = vfma(vfma(s1, c4, s2), c14, s3)
+            y3 = vfma(vfma(vadd(t1, vload(m, a + 7 * es)), c8, t2), c18, t3)
             if b.size > 0:
                 s = vsplat(b, f)
                 y0 = vadd(y0, s)
                 y1 = vadd(y1, s)
+                y2 = vadd(y2, s)
+                y3 = vadd(y3, s)
             d = (f * plane_ + oh * ow_ + ow) * lanes
             vstore(tile, d, y0)
-            if right:
+            if n_ > 1:
                 vstore(tile, d + lanes, y1)
+            if n_ > 2:
+                vstore(tile, d + 2 * lanes, y2)
+            if n_ > 3:
+                vstore(tile, d + 3 * lanes, y3)
 
 
 @jit
@@ -327,10 +374,10 @@ def c5_driver(x, u, b, pad, hp, wp, consts, accumulate, buf, out, i0, i1):
     f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
     lanes = vlanes(buf)
     fp = (f_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
-    tw = (ow_ + 1) // 2
+    tw = (ow_ + TILE - 1) // TILE
     o_v = hp * wp * c_ * lanes
-    o_m = o_v + 6 * tw * hp * c_ * lanes
-    o_t = o_m + 6 * GROUP * fp * lanes
+    o_m = o_v + E * tw * hp * c_ * lanes
+    o_t = o_m + E * GROUP * fp * lanes
     xt, v, m, tile = buf[:o_v], buf[o_v:o_m], buf[o_m:o_t], buf[o_t:o_t + f_ * oh_ * ow_ * lanes]
     of = out.reshape(out.size)
     tiles = oh_ * tw
@@ -371,7 +418,7 @@ class C5DwGeometry:
         self.o_dt = g.xt + g.v + 12 * lanes          # V's slack: a last block of 12 k
         self.o_dm = self.o_dt + lanes * oh * ow * self.fp
         self.o_du = self.o_dm + oh * g.tw * lanes * self.fp
-        self.o_db = self.o_du + 30 * c * self.fp
+        self.o_db = self.o_du + E * 5 * c * self.fp
         self.per = self.o_db + f
 
 
@@ -398,28 +445,31 @@ def _dout_t(dout, n, fp, dt):
 
 @jit
 def _dout_tiles(dtt, fp, oh_, ow_, tw, nl, e, consts, dm):
-    """dm[t, l, f] = (A dY)[e] for the tiles t = oh*TW + tj and the chunk's samples l < nl, dY
-    = dtt[l, oh*OW + 2*tj + (0, 1), f] (zero past OW)."""
+    """dm[t, l, f] = (A dY)[e] = sum over a of A^T[a, e] dY[a] for the tiles t = oh*TW + tj and
+    the chunk's samples l < nl, dY[a] = dtt[l, oh*OW + TILE*tj + a, f] (zero past OW)."""
     lanes = vlanes(dtt)
-    ke = vsplat(consts, 5 + e)
+    k0 = vsplat(consts, 11 + e)
+    k1 = vsplat(consts, 11 + E + e)
+    k2 = vsplat(consts, 11 + 2 * E + e)
+    k3 = vsplat(consts, 11 + 3 * E + e)
     plane = oh_ * ow_ * fp
     for t in range(oh_ * tw):
         oh = t // tw
-        ow = 2 * (t - oh * tw)
+        ow = TILE * (t - oh * tw)
         a0 = (oh * ow_ + ow) * fp
-        right = ow + 1 < ow_
+        n_ = min(TILE, ow_ - ow)
         for l in range(nl):
             a = l * plane + a0
             d = (t * lanes + l) * fp
             for f0 in range(0, fp, lanes):
-                dy0 = vload(dtt, a + f0)
-                dy1 = vload(dtt, a + fp + f0) if right else vzero(dtt)
-                if e == 5:
-                    vstore(dm, d + f0, dy1)
-                elif e == 0:
-                    vstore(dm, d + f0, dy0)
-                else:
-                    vstore(dm, d + f0, vfma(dy0, ke, dy1))
+                s = vfma(vzero(dtt), k0, vload(dtt, a + f0))
+                if n_ > 1:
+                    s = vfma(s, k1, vload(dtt, a + fp + f0))
+                if n_ > 2:
+                    s = vfma(s, k2, vload(dtt, a + 2 * fp + f0))
+                if n_ > 3:
+                    s = vfma(s, k3, vload(dtt, a + 3 * fp + f0))
+                vstore(dm, d + f0, s)
 
 
 @jit
@@ -541,7 +591,7 @@ def c5_dw_driver(dout, x, pad, hp, wp, consts, need_dw, need_db, buf, o_dt, o_dm
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
     lanes = vlanes(buf)
     fp = (f_ + 2 * lanes - 1) // (2 * lanes) * 2 * lanes
-    tw = (ow_ + 1) // 2
+    tw = (ow_ + TILE - 1) // TILE
     o_v = hp * wp * c_ * lanes
     xt, v, dtt, dm = buf[:o_v], buf[o_v:o_dt], buf[o_dt:o_dm], buf[o_dm:o_du]
     du, dbp = buf[o_du:o_db], buf[o_db:o_db + f_]
@@ -560,32 +610,25 @@ def c5_dw_driver(dout, x, pad, hp, wp, consts, need_dw, need_db, buf, o_dt, o_dm
         _input_rows(xt, c_, hp, wp, tw, hp * c_, 1, consts, v)
         for l in range(nl):
             _dout_t(dout, n0 + l, fp, dtt[l * plane:(l + 1) * plane])
-        for e in range(6):
+        for e in range(E):
             _dout_tiles(dtt, fp, oh_, ow_, tw, nl, e, consts, dm)
             _dw_products(v, dm, c_, fp, hp, oh_ * tw, tw, nl, e, du)
 
 
 @jit
-def c5_dw_finish(ws, base, per, pieces, o_du, o_db, dw, db, need_dw, need_db):
+def c5_dw_finish(ws, base, per, pieces, o_du, o_db, gm, dw, db, need_dw, need_db):
     """dw[f, c, i, j] = sum over e of G[e, j] * (the sum of the pieces' dU[e, i*C + c, f], in
-    piece order), in float64; db = the sum of their db."""
+    piece order), G = gm, in float64; db = the sum of their db."""
     f_, c_ = dw.shape[0], dw.shape[1]
     lanes = vlanes(ws)
     fp = (f_ + 2 * lanes - 1) // (2 * lanes) * 2 * lanes
-    gm = np.zeros((6, 5))
-    gm[0, 0] = 0.25
-    for k in range(5):
-        gm[1, k] = -1.0 / 6
-        gm[2, k] = -1.0 / 6 if k % 2 == 0 else 1.0 / 6
-        gm[3, k] = 2.0 ** k / 24
-        gm[4, k] = (-2.0) ** k / 24
-    gm[5, 4] = 1.0
-    d = np.empty(6)
+    e_ = gm.shape[0]
+    d = np.empty(e_)
     if need_dw:
         for f in range(f_):
             for c in range(c_):
                 for i in range(5):
-                    for e in range(6):
+                    for e in range(e_):
                         at = base + o_du + (e * 5 * c_ + i * c_ + c) * fp + f
                         s = ws[at]
                         for t in range(1, pieces):
@@ -593,7 +636,7 @@ def c5_dw_finish(ws, base, per, pieces, o_du, o_db, dw, db, need_dw, need_db):
                         d[e] = s
                     for j in range(5):
                         s = 0.0
-                        for e in range(6):
+                        for e in range(e_):
                             s += gm[e, j] * d[e]
                         dw[f, c, i, j] = s
     if need_db:
@@ -625,7 +668,7 @@ def weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces):
         workspace[base + t * per:base + t * per + geo.per], geo.o_dt, geo.o_dm, geo.o_du,
         geo.o_db, lo, hi), pieces=pieces)
     empty1, empty4 = _empty(x.dtype)
-    c5_dw_finish(workspace, base, per, pieces, geo.o_du, geo.o_db,
+    c5_dw_finish(workspace, base, per, pieces, geo.o_du, geo.o_db, GM,
                  empty4 if dw is None else dw, empty1 if db is None else db, dw is not None,
                  db is not None)
 
@@ -638,7 +681,7 @@ def run(x, w, flipped, b, pad, out, accumulate, workspace, shared, per, size, th
     from cnnspec.kernels._jit import run_split
     from cnnspec.kernels.conv import _wino_base
     u, base = _wino_base(workspace, shared)
-    c5_weights(w, flipped, u)
+    c5_weights(w, flipped, GM, u)
     pad = tuple(pad)
     geo = _geometry(x.shape, out.shape[1], pad, out.shape[2], out.shape[3])
     k = consts(x.dtype)
@@ -651,8 +694,10 @@ _CONSTS = {}
 
 
 def consts(dtype):
-    """The transforms' constants (4, -5, 2, -4, -2; dM's 0, 1, -1, 2, -2) as an array of ``dtype`` (vsplat reads memory)."""
+    """The transforms' constants as an array of ``dtype`` (vsplat reads memory): B^T's 21/4,
+    -17/4, -5/4, 1/4, 1/2, -5/2, -5, 4; A^T's 2, 1/8, 8; then A^T by rows (dM's coefficients)."""
     key = np.dtype(dtype)
     if key not in _CONSTS:
-        _CONSTS[key] = np.array([4, -5, 2, -4, -2, 0, 1, -1, 2, -2], dtype)
+        _CONSTS[key] = np.concatenate([[5.25, -4.25, -1.25, 0.25, 0.5, -2.5, -5, 4, 2, 0.125, 8],
+                                       AT.reshape(-1)]).astype(dtype)
     return _CONSTS[key]
