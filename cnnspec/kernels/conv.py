@@ -15,9 +15,9 @@ with the filters in the vector lanes (``conv_direct.forward_lanes``: ``_Plan.lan
 (``conv_lanes.py``: ``_Plan.slanes``, ``slanes_dx``: ``_use_slanes``), dw on the input laid out
 channels innermost (``direct_dwr``: ``_use_dw_lanes``); 3x3 stride-1 layers of 64 filters on
 large planes run forward, dx and dw by Winograd F(2x2, 3x3) (``conv_big.py``: ``_Plan.wino``,
-``wino_dx``, ``wino_dw``: ``_use_wino``, tried before all of these); 5x5 stride-1 layers with
-the samples in the lanes run forward and dx by Winograd F(2, 5) along the rows (``conv_five.py``:
-``_Plan.c5``, ``c5_dx``: ``_use_c5``, tried next).  The rest, and
+``wino_dx``, ``wino_dw``: ``_use_wino``, tried before all of these); 5x5 stride-1 layers on
+batches of 16 or more run forward, dx and dw by Winograd F(4, 5) along the rows
+(``conv_five.py``: ``_Plan.c5``, ``c5_dx``, ``c5_dw``: ``_use_c5``, tried next).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``: the forward's pieces taken by whichever thread is free, each with the
@@ -492,29 +492,36 @@ def _use_wino(c, f, kernel, stride, dilation, plane):
 _C5 = None              # tests: True / False, conv_five's row Winograd wherever it can run /
                         # never; None: the rules (_use_c5)
 _C5_ELEMENTS = 1 << 22  # a thread's slice at most (16 MB in float32: 5x5 32->32 on 28x28, 9 MB)
+_C5_CHANNELS = 8        # channels from which it runs (LeNet-5: compile; see _use_c5)
 
 
 def _use_c5(n, c, f, stride, dilation, elements, dx=False, dw=False):
-    """The forward, dx (``dx``: c and f swapped) or dw of a 5x5 convolution by Winograd F(2, 5)
+    """The forward, dx (``dx``: c and f swapped) or dw of a 5x5 convolution by Winograd F(4, 5)
     along the rows (conv_five.py): stride 1, no dilation, batches of >= 16 samples (a chunk of
-    lanes), C >= 8 (dx: F >= 32 and C >= 16, in the layer's terms; dw: F a multiple of 32, its
-    blocks of filters) and a thread's slice (``elements``) of at most _C5_ELEMENTS.  Measured
-    against the kernels the rules chose before (float32, one thread, CPU time, 7-15 rounds
-    alternating, load 2.5-4.7; median speed-up, quartiles), forward / dx / dw + db: 5x5 16->32
-    on 64x14x14 1.39x (1.29-1.48) / 1.10x (1.02-1.15) / 1.13x (1.09-1.18) (other runs: forward
-    1.28-1.42x, dx 1.04-1.14x), 32->32 on 64x28x28 1.32x / 1.45x / 1.04x, 64->64 on 32x14x14
-    1.19x / 1.18x / 1.24x, 16->32 on 16x14x14 1.16x / 0.90x / 1.03x, 16->16 on 64x14x14 1.24x /
-    - / 1.09x, 8->8 on 64x14x14 1.08x / 1.01x / 0.52x, 16->16 on 32x28x28 1.16x / 0.99x / 0.77x
-    (16 filters: half of dw's blocks empty); not LeNet-5's 6->16 on 64x14x14 (1.52x forward, but
-    dx 0.66x, and its first step would compile these kernels: C < 8 stays with the direct loops)
-    or 1->6 on 32x32 (0.99x / 0.31x), 3->32 on 32x32 (0.82x / 0.49x)."""
+    lanes), a thread's slice (``elements``) of at most _C5_ELEMENTS, and C >= _C5_CHANNELS or
+    F >= 32 (forward), C and F >= _C5_CHANNELS (dx), C >= _C5_CHANNELS and F >= 16 (dw: blocks
+    of 32 filters).  Measured against the kernels the rules chose before (float32, one thread,
+    CPU time, 7-13 rounds alternating, load 4-7; median speed-up, quartiles), forward / dx /
+    dw + db: 5x5 16->32 on 64x14x14 1.69x (1.52-1.78) / 1.32x (1.18-1.41) / 1.36x (1.24-1.45),
+    forward+backward 1.47x (1.38-1.78); 16->32 on 16x14x14 1.50x / 1.25x / 1.16x; 16->16 on
+    64x14x14 1.45x / 1.49x / 1.05x, on 32x28x28 1.63x / 1.66x / 1.04x; 8->8 on 64x14x14 1.36x /
+    1.27x / 0.64x (8 filters: dw's blocks three quarters empty); 3->32 on 64x32x32 1.37x / 0.89x
+    / 0.76x (3 channels); LeNet-5's 1->6 on 64x32x32 1.14x / 0.47x / 0.24x and 6->16 on
+    64x14x14 2.27x / 1.23x / 1.21x (step 1.39x), but LeNet-5's first training step then
+    compiled these kernels: 20.7-23.7 s of CPU against 10.5-13.5 (3 fresh processes each, load
+    7): so not below 8 channels and 32 filters.  F(2, 5), first: 0.85-0.87x of F(4, 5) on the
+    bench's row, 0.68-0.79x on 32->32 on 64x28x28."""
     if stride != (1, 1) or dilation != (1, 1) or n < 16:
         return False
     if _C5 is not None:
         return _C5
-    if c < (32 if dx else 8) or (dx and f < 16) or (dw and f % 32 != 0):
-        return False
-    return elements <= _C5_ELEMENTS
+    if dx:          # c, f = dx's channels, filters: the layer's F and C
+        ok = min(c, f) >= _C5_CHANNELS
+    elif dw:
+        ok = f >= 16 and c >= _C5_CHANNELS
+    else:
+        ok = c >= _C5_CHANNELS or f >= 32
+    return ok and elements <= _C5_ELEMENTS
 
 
 def _is_depthwise(x_shape, w_shape, groups):
@@ -1286,7 +1293,7 @@ def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
     plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups,
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
                                      _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS,
-                                     _C5, _C5_ELEMENTS))
+                                     _C5, _C5_ELEMENTS, _C5_CHANNELS))
     if workspace.size < plan.workspace_size(threads):
         raise ValueError(f"conv2d workspace too small: {workspace.size} elements, "
                          f"need {plan.workspace_size(threads)} (conv2d_workspace_size)")

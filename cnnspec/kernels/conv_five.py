@@ -1,24 +1,18 @@
-"""Winograd F(2, 5) along the rows: 5x5 stride-1 convolutions on small planes (``conv._use_c5``:
+"""Winograd F(4, 5) along the rows: 5x5 stride-1 convolutions on small planes (``conv._use_c5``:
 the forward, dx as the convolution of dout by the flipped weights, and dw).
 
-Each pair of outputs of a row ("tile") is, per kernel row i, a 1-D F(2, 5) of the 6 inputs
+Each run of 4 outputs of a row ("tile") is, per kernel row i, a 1-D F(4, 5) of the 8 inputs
 around it, the kernel rows and channels summed in the transformed domain:
 
     Y = A^T [ sum over (i, c) of (G g_fci) * (B^T d_c,row+i) ]      (* element-wise)
 
-with the interpolation points 0, 1, -1, 2, -2 and infinity (F(2, 5) shares B with F(4, 3)):
-
-    B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-           [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
-    G   = [[1/4, 0, 0, 0, 0], -1/6 [1, 1, 1, 1, 1], -1/6 [1, -1, 1, -1, 1],
-           [1/24, 1/12, 1/6, 1/3, 2/3], [1/24, -1/12, 1/6, -1/3, 2/3], [0, 0, 0, 0, 1]]
-    A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]]
-
-30 products per tile and channel pair instead of the direct loops' 50 (1.67x fewer).  The
-forward and dx put 16 samples in the vector lanes (float32; 8 in float64), as conv_lanes.py
-does: a chunk is copied once into ``xt[hp, wp, c, lane]`` (``conv_lanes.to_lanes``), so the
-transforms are plain vector arithmetic with no shuffles and a row of any width is cut into exact
-tiles (14: 7 tiles; an odd width computes one extra output that is not written).  Per chunk:
+with the interpolation points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity (B^T as F(6, 3)'s: see
+``_bt``; A^T[a, e] = p_e^a; G[e, k] = p_e^k / prod over q != p_e of (p_e - q); ``_transforms``).
+40 products per tile and channel pair instead of the direct loops' 100 (2.5x fewer; on 14-wide
+rows 4 tiles compute 16 outputs for 14: 2.2x).  The forward and dx put 16 samples in the vector
+lanes (float32; 8 in float64), as conv_lanes.py does: a chunk is copied once into
+``xt[hp, wp, c, lane]`` (``conv_lanes.to_lanes``), so the transforms are plain vector
+arithmetic with no shuffles.  Per chunk:
 
 * ``V[e, tj, r*C + c, lane] = (B^T d)[e]`` for every padded row r and tile column tj, once
   (``_input_rows``): each row is shared by the 5 output rows that read it;
@@ -27,21 +21,23 @@ tiles (14: 7 tiles; an odd width computes one extra output that is not written).
   5*C terms, each step 3 vector loads of V (one run per tile) and 8 broadcasts of the
   transformed weights ``U`` (``c5_weights``, once per call, in float64 and rounded once);
 * ``Y = A^T M + b`` into a tile ``[f, position, lane]`` of the chunk's output plane
-  (``_output_tiles``), written to ``out`` by 16 x 16 vector transposes (``_from_tile``).
+  (``_output_tiles``; outputs past the row's end not written), written to ``out`` by 16 x 16
+  vector transposes (``_from_tile``).
 
 dw (below) sums the same products over the tiles and samples instead, with the filters in the
 lanes.  Measured first and dropped: the 2-D F(2x2, 5x5) (36 products per 2x2 tile instead of
 100), the same layout: 0.55-0.70x of the direct loops it would replace, its 6x6 input transform
 per tile and channel (0.72 ms of a 2.7 ms forward on the bench's row; dx with 32 channels
-1.8 ms) costing more than the products it saved.
+1.8 ms) costing more than the products it saved; then F(2, 5) along the rows (points 0, +-1,
++-2): 1.1-1.5x slower than F(4, 5) on forward, dx and dw.
 
 Accuracy: each output is the sum of the same 25*C products as the direct convolution's, through
-transforms whose constants reach 5 and 1/24, so the rounding errors scale with the output's
-magnitude over a tile row: measured against float64 NumPy (max error / max |output|) float32
-0.4-1.6e-6 forward and dx, 1-2e-6 dw (the direct loops 2e-7 - 1e-6), float64 2e-15 - 5e-15
-(tests/test_conv_five.py).  Of the point sets tried (2-D error, float32), 0, +-1, +-2 keep B^T
-and A^T integer: 1.3e-6 (0, +-1, +-1/2: 1.4e-6; 0, +-1, 2, 1/2: 2.3e-6; 0, +-1, 2, -1/2:
-0.97e-6 but halves in B^T and A^T, more operations).
+transforms whose constants reach 21/4 and 8 (B^T, A^T) and 1/90 (G), so the rounding errors scale with
+the output's magnitude over a tile: measured against float64 NumPy (max error / max |output|)
+float32 0.4-2e-6 forward and dx, 1-5e-6 dw (the direct loops 2e-7 - 1e-6), float64 2e-15 -
+3e-15 (tests/test_conv_five.py).  Simulated in float32 (C = 16, sums of 80 terms), median error
+of F(4, 5) at 0, +-1, +-2, +-1/2: 6.9e-7, F(2, 5) at 0, +-1, +-2: 5.1e-7; 0, +-1, +-2, +-3:
+4.2e-6.
 """
 import functools
 from fractions import Fraction as Fr
