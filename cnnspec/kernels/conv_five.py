@@ -34,9 +34,8 @@ per tile and channel (0.72 ms of a 2.7 ms forward on the bench's row; dx with 32
 Accuracy: each output is the sum of the same 25*C products as the direct convolution's, through
 transforms whose constants reach 21/4 and 8 (B^T, A^T) and 1/90 (G), so the rounding errors
 scale with the output's magnitude over a tile: measured against float64 NumPy (max error / max
-|output|)
-float32 0.4-2e-6 forward and dx, 1-5e-6 dw (the direct loops 2e-7 - 1e-6), float64 2e-15 -
-3e-15 (tests/test_conv_five.py).  Simulated in float32 (C = 16, sums of 80 terms), median error
+|output|) float32 0.4-2e-6 forward and dx, 1-5e-6 dw (the direct loops 2e-7 - 1e-6), float64
+2e-15 - 3e-15 (tests/test_conv_five.py).  Simulated in float32 (C = 16, sums of 80 terms), median error
 of F(4, 5) at 0, +-1, +-2, +-1/2: 6.9e-7, F(2, 5) at 0, +-1, +-2: 5.1e-7; 0, +-1, +-2, +-3:
 4.2e-6.
 """
