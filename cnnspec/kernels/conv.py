@@ -235,7 +235,7 @@ class _Plan:
             from cnnspec.kernels.conv_big import wino_dw_sizes
             self.wino_dw = wino_dw_sizes(x_shape, w_shape, pad)
             self.per_thread = max(self.per_thread, self.wino_dw[0])
-        # 5x5 stride 1, the samples in the lanes: F(2, 5) along the rows (conv_five.py)
+        # 5x5 stride 1, batches of 16+: Winograd F(4, 5) along the rows (conv_five.py)
         self.c5 = self.c5_dx = self.c5_dw = None
         if self.direct is not None and (kh, kw) == (5, 5):
             from cnnspec.kernels.conv_direct import backward_data_pad
@@ -491,7 +491,7 @@ def _use_wino(c, f, kernel, stride, dilation, plane):
 
 _C5 = None              # tests: True / False, conv_five's row Winograd wherever it can run /
                         # never; None: the rules (_use_c5)
-_C5_ELEMENTS = 1 << 22  # a thread's slice at most (16 MB in float32: 5x5 32->32 on 28x28, 9 MB)
+_C5_ELEMENTS = 1 << 22  # a thread's slice at most (16 MB in float32; 5x5 32->32 on 28x28: 8 MB)
 _C5_CHANNELS = 8        # channels from which it runs (LeNet-5: compile; see _use_c5)
 
 
