@@ -497,8 +497,9 @@ _C5_CHANNELS = 8        # channels from which it runs (LeNet-5: compile; see _us
 
 def _use_c5(n, c, f, stride, dilation, elements, dx=False, dw=False):
     """The forward, dx (``dx``: c and f swapped) or dw of a 5x5 convolution by Winograd F(4, 5)
-    along the rows (conv_five.py): stride 1, no dilation, batches of >= 16 samples (a chunk of
-    lanes), a thread's slice (``elements``) of at most _C5_ELEMENTS, and C >= _C5_CHANNELS or
+    along the rows (conv_five.py): float32 (the calls check; float64 keeps the kernels before,
+    and the tests compile one signature less), stride 1, no dilation, batches of >= 16 samples
+    (a chunk of lanes, and a chunk per thread: the calls check), a thread's slice (``elements``) of at most _C5_ELEMENTS, and C >= _C5_CHANNELS or
     F >= 32 (forward), C and F >= _C5_CHANNELS (dx), C >= _C5_CHANNELS and F >= 16 (dw: blocks
     of 32 filters).  Measured against the kernels the rules chose before (float32, one thread,
     CPU time, 7-13 rounds alternating, load 4-7; median speed-up, quartiles), forward / dx /
@@ -1322,7 +1323,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
             x, b, tuple(pad), out, False, u,
             workspace[base + t * per:base + t * per + plan.wino], lo, hi), dynamic=True)
         return
-    if plan.c5 is not None and -(-x.shape[0] // 16) >= threads:
+    if plan.c5 is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
         from cnnspec.kernels import conv_five
         conv_five.run(x, w, False, b, pad, out, False, workspace, plan.shared, per, plan.c5,
                       threads)
@@ -1396,7 +1397,8 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
-    if dx is not None and plan.c5_dx is not None and -(-x.shape[0] // 16) >= threads:
+    if (dx is not None and plan.c5_dx is not None and x.dtype == np.float32
+            and -(-x.shape[0] // 16) >= threads):
         from cnnspec.kernels import conv_five
         size, pad_dx = plan.c5_dx
         conv_five.run(dout, w, True, empty1, pad_dx, dx, bool(accumulate), workspace, shared,
@@ -1452,7 +1454,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
             return
         dw = db = None
     if ((dw is not None or db is not None) and plan.c5_dw is not None
-            and -(-x.shape[0] // 16) >= threads):
+            and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads):
         from cnnspec.kernels import conv_five
         conv_five.weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces)
         if dx is None:
