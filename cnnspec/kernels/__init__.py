@@ -170,9 +170,11 @@ Threads, compile, performance
   (``conv_direct.py``, ``_simd.py``), and since its fifth round, where their wide grid wastes
   10% or more (small planes; 8 input channels or more), with the samples in the vector lanes
   (``conv_lanes.py``, also the transposed convolution's), and since its sixth round 3x3
-  stride-1 layers of 64 filters on large planes by Winograd F(2x2, 3x3) (``conv_big.py``);
-  README "### Performance" has the current figures.  The table below is the BLAS modes' (the
-  direct kernels off: ``conv._DIRECT = False``).
+  stride-1 layers of 64 filters on large planes by Winograd F(2x2, 3x3) (``conv_big.py``),
+  and since its seventh round 5x5 stride-1 layers of 8+ channels on batches of 16+ by Winograd
+  F(4, 5) along the rows (``conv_five.py``); README "### Performance" has the current
+  figures.  The table below is the BLAS modes' (the direct kernels off: ``conv._DIRECT =
+  False``).
 * Measured on this machine (AMD EPYC Zen 4, 2 cores, float32; PyTorch 2.13 with 2 threads,
   timed alternately with ours, best of several runs; the machine was shared, so the absolute
   numbers moved by +-30% between runs, the ratios less; forward+backward counts 3x the

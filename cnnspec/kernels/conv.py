@@ -15,7 +15,9 @@ with the filters in the vector lanes (``conv_direct.forward_lanes``: ``_Plan.lan
 (``conv_lanes.py``: ``_Plan.slanes``, ``slanes_dx``: ``_use_slanes``), dw on the input laid out
 channels innermost (``direct_dwr``: ``_use_dw_lanes``); 3x3 stride-1 layers of 64 filters on
 large planes run forward, dx and dw by Winograd F(2x2, 3x3) (``conv_big.py``: ``_Plan.wino``,
-``wino_dx``, ``wino_dw``: ``_use_wino``, tried before all of these).  The rest, and
+``wino_dx``, ``wino_dw``: ``_use_wino``, tried before all of these); 5x5 stride-1 layers on
+batches of 16 or more run forward, dx and dw by Winograd F(4, 5) along the rows
+(``conv_five.py``: ``_Plan.c5``, ``c5_dx``, ``c5_dw``: ``_use_c5``, tried next).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads (``run_split``: the forward's pieces taken by whichever thread is free, each with the
@@ -128,6 +130,7 @@ class _Plan:
                  "slanes_size")
     __slots__ += ("lanes", "lanes_dx")          # conv_direct.forward_lanes (_use_lanes)
     __slots__ += ("wino", "wino_dx", "wino_dw")  # conv_big.py's Winograd (_use_wino)
+    __slots__ += ("c5", "c5_dx", "c5_dw")        # conv_five.py's row Winograd (_use_c5)
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -232,7 +235,29 @@ class _Plan:
             from cnnspec.kernels.conv_big import wino_dw_sizes
             self.wino_dw = wino_dw_sizes(x_shape, w_shape, pad)
             self.per_thread = max(self.per_thread, self.wino_dw[0])
-        if self.wino is not None or self.wino_dx is not None:
+        # 5x5 stride 1, batches of 16+: Winograd F(4, 5) along the rows (conv_five.py)
+        self.c5 = self.c5_dx = self.c5_dw = None
+        if self.direct is not None and (kh, kw) == (5, 5):
+            from cnnspec.kernels.conv_direct import backward_data_pad
+            from cnnspec.kernels.conv_five import C5DwGeometry, C5Geometry
+            geo = C5Geometry(x_shape, f, pad, oh, ow, 16)
+            if _use_c5(n, c, f, stride, dilation, geo.per):
+                self.c5 = geo.per
+                self.shared = max(self.shared, geo.u)
+                self.per_thread = max(self.per_thread, geo.per)
+            geo = C5DwGeometry(x_shape, f, pad, oh, ow, 16)
+            if _use_c5(n, c, f, stride, dilation, geo.per, dw=True):
+                self.c5_dw = geo.per
+                self.per_thread = max(self.per_thread, geo.per)
+            pad_dx = backward_data_pad((kh, kw), pad, dilation)
+            if pad_dx is not None:
+                geo = C5Geometry((n, f, oh, ow), c, pad_dx, h, w, 16)
+                if _use_c5(n, f, c, stride, dilation, geo.per, dx=True):
+                    self.c5_dx = (geo.per, pad_dx)
+                    self.shared = max(self.shared, geo.u)
+                    self.per_thread = max(self.per_thread, geo.per)
+        if (self.wino is not None or self.wino_dx is not None or self.c5 is not None
+                or self.c5_dx is not None or self.c5_dw is not None):
             # Winograd's buffers start on 64-byte lines (_wino_base): 5-6% faster each, U and
             # the slices (NumPy's large arrays start 16 bytes past a line)
             self.shared = -(-self.shared // 16) * 16 + 16
@@ -462,6 +487,42 @@ def _use_wino(c, f, kernel, stride, dilation, plane):
         return _WINO
     return (f % 64 == 0 and c >= _WINO_CHANNELS and c * f <= _WINO_WEIGHTS
             and plane >= _WINO_PLANE)
+
+
+_C5 = None              # tests: True / False, conv_five's row Winograd wherever it can run /
+                        # never; None: the rules (_use_c5)
+_C5_ELEMENTS = 1 << 22  # a thread's slice at most (16 MB in float32; 5x5 32->32 on 28x28: 8 MB)
+_C5_CHANNELS = 8        # channels from which it runs (LeNet-5: compile; see _use_c5)
+
+
+def _use_c5(n, c, f, stride, dilation, elements, dx=False, dw=False):
+    """The forward, dx (``dx``: c and f swapped) or dw of a 5x5 convolution by Winograd F(4, 5)
+    along the rows (conv_five.py): float32 (the calls check; float64 keeps the kernels before,
+    and the tests compile one signature less), stride 1, no dilation, batches of >= 16 samples
+    (a chunk of lanes, and a chunk per thread: the calls check), a thread's slice (``elements``) of at most _C5_ELEMENTS, and C >= _C5_CHANNELS or
+    F >= 32 (forward), C and F >= _C5_CHANNELS (dx), C >= _C5_CHANNELS and F >= 16 (dw: blocks
+    of 32 filters).  Measured against the kernels the rules chose before (float32, one thread,
+    CPU time, 7-13 rounds alternating, load 4-7; median speed-up, quartiles), forward / dx /
+    dw + db: 5x5 16->32 on 64x14x14 1.69x (1.52-1.78) / 1.32x (1.18-1.41) / 1.36x (1.24-1.45),
+    forward+backward 1.47x (1.38-1.78); 16->32 on 16x14x14 1.50x / 1.25x / 1.16x; 16->16 on
+    64x14x14 1.45x / 1.49x / 1.05x, on 32x28x28 1.63x / 1.66x / 1.04x; 8->8 on 64x14x14 1.36x /
+    1.27x / 0.64x (8 filters: dw's blocks three quarters empty); 3->32 on 64x32x32 1.37x / 0.89x
+    / 0.76x (3 channels); LeNet-5's 1->6 on 64x32x32 1.14x / 0.47x / 0.24x and 6->16 on
+    64x14x14 2.27x / 1.23x / 1.21x (step 1.39x), but LeNet-5's first training step then
+    compiled these kernels: 20.7-23.7 s of CPU against 10.5-13.5 (3 fresh processes each, load
+    7): so not below 8 channels and 32 filters.  F(2, 5), first: 0.85-0.87x of F(4, 5) on the
+    bench's row, 0.68-0.79x on 32->32 on 64x28x28."""
+    if stride != (1, 1) or dilation != (1, 1) or n < 16:
+        return False
+    if _C5 is not None:
+        return _C5
+    if dx:          # c, f = dx's channels, filters: the layer's F and C
+        ok = min(c, f) >= _C5_CHANNELS
+    elif dw:
+        ok = f >= 16 and c >= _C5_CHANNELS
+    else:
+        ok = c >= _C5_CHANNELS or f >= 32
+    return ok and elements <= _C5_ELEMENTS
 
 
 def _is_depthwise(x_shape, w_shape, groups):
@@ -1232,7 +1293,8 @@ def _rules():
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
     plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups,
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
-                                     _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS))
+                                     _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS,
+                                     _C5, _C5_ELEMENTS, _C5_CHANNELS))
     if workspace.size < plan.workspace_size(threads):
         raise ValueError(f"conv2d workspace too small: {workspace.size} elements, "
                          f"need {plan.workspace_size(threads)} (conv2d_workspace_size)")
@@ -1260,6 +1322,11 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
             x, b, tuple(pad), out, False, u,
             workspace[base + t * per:base + t * per + plan.wino], lo, hi), dynamic=True)
+        return
+    if plan.c5 is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
+        from cnnspec.kernels import conv_five
+        conv_five.run(x, w, False, b, pad, out, False, workspace, plan.shared, per, plan.c5,
+                      threads)
         return
     if plan.lanes is not None:
         from cnnspec.kernels import conv_direct as D
@@ -1330,6 +1397,15 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
+    if (dx is not None and plan.c5_dx is not None and x.dtype == np.float32
+            and -(-x.shape[0] // 16) >= threads):
+        from cnnspec.kernels import conv_five
+        size, pad_dx = plan.c5_dx
+        conv_five.run(dout, w, True, empty1, pad_dx, dx, bool(accumulate), workspace, shared,
+                      per, size, threads)
+        if dw is None and db is None:
+            return
+        dx = None
     if dx is not None and plan.lanes_dx is not None:
         from cnnspec.kernels import conv_direct as D
         D.pack_weights_lanes(w, True, wt)
@@ -1374,6 +1450,13 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         conv_big.wino_dw_finish(workspace, base, per, pieces, o_du, o_db,
                                 empty4 if dw is None else dw, empty1 if db is None else db,
                                 dw is not None, db is not None)
+        if dx is None:
+            return
+        dw = db = None
+    if ((dw is not None or db is not None) and plan.c5_dw is not None
+            and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads):
+        from cnnspec.kernels import conv_five
+        conv_five.weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces)
         if dx is None:
             return
         dw = db = None
