@@ -79,6 +79,11 @@ def _is_int(v):
 
 def _ints(fn, name, value, n, minimum):
     """An int or a tuple of n ints (each >= minimum) as a tuple of n Python ints."""
+    if type(value) is int and minimum <= value <= MAX_SIZE:      # the common cases, at once
+        return (value,) * n
+    if (type(value) is tuple and len(value) == n
+            and all(type(v) is int and minimum <= v <= MAX_SIZE for v in value)):
+        return value
     try:
         values = (value,) * n if np.ndim(value) == 0 else tuple(value)
     except (TypeError, ValueError):

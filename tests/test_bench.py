@@ -125,6 +125,41 @@ def test_api_against_engine_beside_pytorch():
     assert row["rounds"] == 3
 
 
+def test_interleaved_rounds_alternate_the_two_sides_call_by_call():
+    """The layer API's row: the engine's and the API's calls alternate (each side first in turn),
+    every call is counted, PyTorch's side runs in a block after them."""
+    calls = []
+    first, second, other = (lambda: calls.append("e")), (lambda: calls.append("a")), (lambda: calls.append("t"))
+    t_first, t_second, t_other = bench.timed_interleaved(first, second, other, 0.01, 4)
+    assert len(t_first) == len(t_second) == len(t_other) == 4
+    timed = "".join(calls).split("t", 2)[2]          # after the warm-up and calibration calls
+    rounds = [r for r in timed.split("t") if r]
+    assert len(rounds) == 4 and all(r == rounds[0] for r in rounds)
+    assert rounds[0].startswith("eaae") and rounds[0] == "eaae" * (len(rounds[0]) // 4)
+    assert bench.timed_interleaved(first, second, None, 0.01, 3)[2] is None
+
+
+def test_the_api_row_reports_its_quartiles_and_only_its_rows(monkeypatch):
+    monkeypatch.setattr(bench, "API_CASE", ("tiny", (2, 3, 8, 8), 4, 3, 1))
+    results = bench.run(quick=True, use_torch=False, rounds=3, only=["api"])
+    assert results["conv"] == results["training"] == results["layers"] == results["memory"] == []
+    assert "compile" not in results
+    row = results["api"]
+    low, high = row["api_vs_engine_forward_quartiles"]
+    assert row["rounds"] == 3 and row["api_vs_engine_forward"][1] <= low <= high <= row["api_vs_engine_forward"][2]
+    text = bench.report(results)
+    assert "rounds of calls alternating" in text and f"({low:.2f}-{high:.2f})" in text
+    assert "convolution" not in text and "training" not in text
+    with pytest.raises(ValueError, match="unknown bench rows"):
+        bench.run(only=["apis"])
+    from cnnspec.cli import build_parser
+
+    assert build_parser().parse_args(["bench", "--only", "api, memory"]).only == ["api", "memory"]
+    bad = subprocess.run([sys.executable, "-m", "cnnspec", "bench", "--only", "api,speed"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "unknown rows speed: choose from conv, api" in bad.stderr
+
+
 def test_training_rows_on_one_thread_restore_the_threads():
     import os
 
@@ -230,6 +265,10 @@ def test_the_bench_settles_malloc_before_timing():
         if sys.argv[1] == "150":                # settled at once, then 150 MB a call
             bench.settle_malloc()
             print(faults(25_000_000, 6))
+        elif sys.argv[1] == "trim first":       # a trim threshold set before: no dynamic threshold
+            libc.mallopt(-1, 1 << 30)
+            bench.settle_malloc()
+            print(faults(6_422_528, 1))         # the layer API's conv output, 8x64x56x56 float32
         else:
             before = faults()
             bench.settle_malloc()
@@ -238,6 +277,7 @@ def test_the_bench_settles_malloc_before_timing():
     run = lambda *args: subprocess.run([sys.executable, "-c", code, *args], check=True,
                                        capture_output=True, text=True).stdout
     assert int(run("150")) < 100         # 30,000 a call without the trim threshold
+    assert int(run("trim first")) < 100  # 1,568 a call without the mmap threshold set
     before, after = map(int, run("14").split())
     # fresh pages every call: how many of the three blocks depends on where the imports left
     # the heap's top (two here, one in some runs of the whole file), never none

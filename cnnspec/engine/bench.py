@@ -196,6 +196,49 @@ def timed_sides(fns, min_time: float, rounds: int = 5) -> list:
     return times
 
 
+def timed_interleaved(first, second, other, min_time: float, rounds: int = 15):
+    """Seconds per call of ``first`` and ``second``, two functions that run the same kernels on
+    the same threads (the engine's calls and the layer API's), and of ``other`` (None: not
+    measured), in each of ``rounds`` rounds: a round runs ``first`` and ``second`` alternating
+    call by call (first, second, second, first, ...: neither is always the one after the other),
+    each call timed, then ``other``'s calls in a row (PyTorch's: its own thread pool would slow
+    the others' calls if it were interleaved).  About ``min_time`` seconds per side.  Timed in
+    blocks (``timed_sides``), a neighbour's burst of load fell on one side's block and the
+    per-round ratio of two equal sides read 0.6-1.6; interleaved, it lands on both.  Every call is
+    in the sums, so a cost that only some calls pay (page faults, say) is counted.  Returns
+    (first's times, second's times, other's times or None), one per round."""
+    first()
+    second()
+    start = time.perf_counter()
+    first()
+    second()
+    once = max((time.perf_counter() - start) / 2, 1e-7)
+    quads = max(1, round(min_time / rounds / once / 2))      # first, second, second, first
+    calls = None
+    if other is not None:
+        other()
+        start = time.perf_counter()
+        other()
+        calls = max(1, int(min_time / rounds / max(time.perf_counter() - start, 1e-7)))
+    times = ([], [], [] if other is not None else None)
+    clock = time.perf_counter
+    for _ in range(rounds):
+        spent = [0.0, 0.0]
+        for _ in range(quads):
+            for side, fn in ((0, first), (1, second), (1, second), (0, first)):
+                start = clock()
+                fn()
+                spent[side] += clock() - start
+        times[0].append(spent[0] / (2 * quads))
+        times[1].append(spent[1] / (2 * quads))
+        if other is not None:
+            start = clock()
+            for _ in range(calls):
+                other()
+            times[2].append((clock() - start) / calls)
+    return times
+
+
 def settle_malloc():
     """Put glibc's malloc in the state a long-running program reaches, before anything is timed.
 
@@ -205,22 +248,27 @@ def settle_malloc():
     for one size with alignment again and again, as PyTorch's CPU allocator does (64-byte aligned
     blocks, each a page larger than the last threshold), keeps mapping fresh pages: PyTorch's
     depthwise 3x3 on 32x144x28x28 took 10,000 page faults and 15-100 ms per call in a fresh
-    process, none and 2.4-2.9 ms once a larger block had been freed. Which state a row met
-    depended on the rows before it; freeing one 31 MiB block first makes it the same for every
-    row, the state PyTorch's own training loops reach (and cnnspec's layer API, which allocates
-    its outputs, meets too).  Then the heap's free top is kept (M_TRIM_THRESHOLD 1 GiB, which
-    also fixes the mmap threshold where the free left it): glibc otherwise gives it back to the
-    kernel once twice that threshold, ~62 MiB, is free there, and a call that frees more (PyTorch's
-    forward+backward of the same depthwise row, its fresh gradients) faulted 1,700-17,600 pages
-    back in on the next call (22-69 ms against 16.6-18 ms).  For the bench's process: it keeps
-    up to 1 GiB of freed memory.  A no-op with other allocators."""
-    np.empty(31 << 20, np.uint8)     # allocated and freed at once: 31 MiB + a page <= 32 MiB
+    process, none and 2.4-2.9 ms once a larger block had been freed.  Which state a row met
+    depended on the rows before it.  So the threshold is set where a long-running program's ends
+    up, 32 MiB (M_MMAP_THRESHOLD), for every row, PyTorch's blocks and the layer API's new
+    outputs alike; and the heap's free top is kept (M_TRIM_THRESHOLD 1 GiB): glibc otherwise gives
+    it back to the kernel once twice the threshold is free there, and a call that frees more
+    (PyTorch's forward+backward of the same depthwise row, its fresh gradients) faulted
+    1,700-17,600 pages back in on the next call (22-69 ms against 16.6-18 ms).  Setting either
+    threshold turns glibc's dynamic threshold off, so both are set: the trim threshold alone, set
+    first, would leave the mmap threshold at 128 KiB and every large block a fresh mapping (the
+    layer API's 6.4 MB conv output: 547 page faults a call, PyTorch's 4,700).  Settled, neither
+    faults after its first call (checked per call with getrusage in the API row: the engine's,
+    the API's and PyTorch's calls).  For the bench's process: it keeps up to 1 GiB of freed
+    memory.  A no-op with other allocators."""
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         import ctypes
-        ctypes.CDLL(None).mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
-_M_TRIM_THRESHOLD = -1      # glibc's malloc.h
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3      # glibc's malloc.h
 
 
 @contextlib.contextmanager
@@ -250,6 +298,11 @@ def using_threads(threads: int | None, torch=None):
 def _spread(values):
     """(median, min, max) of a list of figures."""
     return float(np.median(values)), float(min(values)), float(max(values))
+
+
+def _quartiles(values):
+    """(first, third) quartile of a list of figures."""
+    return float(np.percentile(values, 25)), float(np.percentile(values, 75))
 
 
 def _layer_steps(kind, args, torch):
@@ -492,10 +545,12 @@ def api_bench(name, shape, filters, k, pad, min_time, torch=None, rounds=5) -> d
         theirs["backward"] = t_backward
     row = {"name": name, "shape": list(shape), "filters": filters, "kernel": k, "pad": pad, "rounds": rounds}
     for key, (engine, layer_api) in sides.items():
-        t_engine, t_api, t_torch = timed_sides([engine, layer_api, theirs[key]], min_time, rounds)
+        t_engine, t_api, t_torch = timed_interleaved(engine, layer_api, theirs[key], min_time, rounds)
         row[f"engine_ms_{key}"] = _spread([1e3 * t for t in t_engine])
         row[f"api_ms_{key}"] = _spread([1e3 * t for t in t_api])
-        row[f"api_vs_engine_{key}"] = _spread([a / b for a, b in zip(t_engine, t_api)])
+        ratios = [a / b for a, b in zip(t_engine, t_api)]
+        row[f"api_vs_engine_{key}"] = _spread(ratios)
+        row[f"api_vs_engine_{key}_quartiles"] = _quartiles(ratios)
         if t_torch is not None:
             row[f"torch_ms_{key}"] = _spread([1e3 * t for t in t_torch])
             row[f"ratio_{key}"] = _spread([b / a for a, b in zip(t_api, t_torch)])
@@ -708,11 +763,20 @@ def machine(threads: int, torch=None) -> dict:
             "torch": torch.__version__ if torch is not None else None}
 
 
+# The groups of rows ``run(only=...)`` (``cnnspec bench --only``) chooses from
+GROUPS = ("conv", "api", "layers", "training", "memory", "compile")
+
+
 def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, compile_times: bool = True,
-        progress=None, rounds: int | None = None) -> dict:
+        progress=None, rounds: int | None = None, only=None) -> dict:
     """Every measurement, as a dict (what ``cnnspec bench --json`` prints). ``rounds``: alternating
-    rounds per measurement (default 3 quick, else 5 and 7 for the layer rows)."""
+    rounds per measurement (default 3 quick, else 5, 7 for the layer rows and 15 for the layer API's
+    interleaved rounds).  ``only``: the groups of GROUPS to run (None: all)."""
     from cnnspec.kernels._jit import num_threads
+
+    only = set(GROUPS if only is None else only)
+    if only - set(GROUPS):
+        raise ValueError(f"unknown bench rows {sorted(only - set(GROUPS))}: choose from {', '.join(GROUPS)}")
 
     say = progress or (lambda message: None)
     settle_malloc()
@@ -727,9 +791,10 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
     min_time = 0.3 if quick else 2.0
     repeat = rounds or (3 if quick else 5)
     layer_rounds = rounds or (3 if quick else 7)
+    api_rounds = rounds or (5 if quick else 15)
     results = {"machine": machine(threads, torch), "quick": quick, "conv": [], "layers": [],
                "training": [], "memory": []}
-    for case in CONV_CASES:
+    for case in CONV_CASES if "conv" in only else ():
         # with the machine's threads and with one on each side: PyTorch's OpenMP threads suffer
         # most when another process holds a core, so the one-thread rows are the steadier ones
         for count in sorted({threads, 1}, reverse=True):
@@ -737,23 +802,24 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
             with using_threads(count, torch):
                 row = conv_bench(*case, min_time, torch, repeat)
             results["conv"].append({**row, "threads": count})
-    say(f"layer API against the engine, conv {API_CASE[0]}")
-    results["api"] = api_bench(*API_CASE, min_time, torch, repeat)
-    for name, kind, args in LAYER_CASES:
+    if "api" in only:
+        say(f"layer API against the engine, conv {API_CASE[0]}")
+        results["api"] = api_bench(*API_CASE, min_time, torch, api_rounds)
+    for name, kind, args in LAYER_CASES if "layers" in only else ():
         say(f"layer {name} {'x'.join(map(str, args['shape']))}")
         results["layers"].append(layer_bench(name, kind, args, min_time, torch, layer_rounds))
-    for label, text, batches in TRAINING_CASES:
+    for label, text, batches in TRAINING_CASES if "training" in only else ():
         for batch in batches:
             for count in sorted({threads, 1}, reverse=True):
                 say(f"training {label} batch {batch}, {count} thread{'s' * (count > 1)}")
                 results["training"].append(training_bench(label, text, batch, min_time, torch, repeat,
                                                            threads=count))
-    for label, spec, batch in MEMORY_CASES:
+    for label, spec, batch in MEMORY_CASES if "memory" in only else ():
         text = _network_text(spec)
         if text is not None:
             say(f"memory {label} batch {batch}")
             results["memory"].append(memory_bench(label, text, batch))
-    if compile_times:
+    if compile_times and "compile" in only:
         rounds = 1 if quick else 3
         say(f"compile times ({2 * rounds} child processes)")
         try:
@@ -798,9 +864,10 @@ def report(results: dict) -> str:
              "medians of alternating rounds, (min-max) over the rounds"
              + ("; ratios above 1: cnnspec is faster" if torch else ""), ""]
     rounds = results["conv"][0].get("rounds") if results["conv"] else None
-    lines.append("convolution, float32: GFLOP/s (Nt: N threads on each side)"
-                 + (f", {rounds} rounds" if rounds else "")
-                 + ("; ratio = cnnspec / torch per round" if torch else ""))
+    if results["conv"]:
+        lines.append("convolution, float32: GFLOP/s (Nt: N threads on each side)"
+                     + (f", {rounds} rounds" if rounds else "")
+                     + ("; ratio = cnnspec / torch per round" if torch else ""))
     for row in results["conv"]:
         shape = "x".join(map(str, row["shape"]))
         for key, what in (("forward", "forward"), ("forward_backward", "fwd+bwd")):
@@ -816,10 +883,14 @@ def report(results: dict) -> str:
         row = results["api"]
         shape = "x".join(map(str, row["shape"]))
         lines += ["", f"layer API (cnnspec.api) against the engine's kernel calls, conv {row['name']} {shape}: "
-                      f"ms per call, {row['rounds']} rounds; api/engine = engine time / api time"]
+                      f"ms per call, {row['rounds']} rounds of calls alternating; api/engine = engine time / api "
+                      f"time per round (quartiles)"]
         for key in ("forward", "backward"):
             text = (f"  {key:8}  engine {_figure(row['engine_ms_' + key], 2)}  api {_figure(row['api_ms_' + key], 2)}"
                     f"  api/engine {_figure(row['api_vs_engine_' + key], 2, 'x')}")
+            if "api_vs_engine_%s_quartiles" % key in row:
+                low, high = row[f"api_vs_engine_{key}_quartiles"]
+                text += f" ({low:.2f}-{high:.2f})"
             if "torch_ms_" + key in row:
                 text += (f"  torch {_figure(row['torch_ms_' + key], 2)}  api vs torch "
                          f"{_figure(row['ratio_' + key], 2, 'x')}")
@@ -839,11 +910,11 @@ def report(results: dict) -> str:
                     text += (f"  torch {tmed:8.2f} ({tlo:.2f}-{thi:.2f})  "
                              f"{rmed:5.2f}x ({rlo:.2f}-{rhi:.2f})")
                 lines.append(text)
-    lines.append("")
     rounds = results["training"][0].get("rounds") if results["training"] else None
-    lines.append("training (SGD, momentum), float32: samples/s"
-                 + (f", median of {rounds} rounds (min-max)" if rounds else "")
-                 + ("; ratio = cnnspec / torch per round" if torch else ""))
+    if results["training"]:
+        lines += ["", "training (SGD, momentum), float32: samples/s"
+                  + (f", median of {rounds} rounds (min-max)" if rounds else "")
+                  + ("; ratio = cnnspec / torch per round" if torch else "")]
     speed = {}
     for row in results["training"]:
         count = row.get("threads")

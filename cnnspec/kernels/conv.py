@@ -538,8 +538,7 @@ def conv2d_workspace_size(x_shape, w_shape, stride, pad, dilation=(1, 1), groups
         from cnnspec.kernels import depthwise
         return depthwise.workspace_size(tuple(x_shape), tuple(w_shape), tuple(stride),
                                         tuple(pad), tuple(dilation), num_threads())
-    plan = _Plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(pad), tuple(dilation),
-                 groups)
+    plan = _layer_plan(x_shape, w_shape, stride, pad, dilation, groups)
     return plan.workspace_size(_backward_pieces(x_shape[0], num_threads()))
 
 
@@ -1290,11 +1289,18 @@ def _rules():
             direct.DW_GROUP_ELEMENTS if direct is not None else None)
 
 
-def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
-    plan = _cached_plan(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups,
+def _layer_plan(x_shape, w_shape, stride, pad, dilation, groups):
+    """The layer's cached _Plan under the module's current switches (conv2d_workspace_size's
+    too: making it anew took ~65 us of the layer API's call)."""
+    return _cached_plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(pad),
+                        tuple(dilation), groups,
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
-                                     _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS,
-                                     _C5, _C5_ELEMENTS, _C5_CHANNELS))
+                                    _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS,
+                                    _C5, _C5_ELEMENTS, _C5_CHANNELS))
+
+
+def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
+    plan = _layer_plan(x.shape, w.shape, stride, pad, dilation, groups)
     if workspace.size < plan.workspace_size(threads):
         raise ValueError(f"conv2d workspace too small: {workspace.size} elements, "
                          f"need {plan.workspace_size(threads)} (conv2d_workspace_size)")
