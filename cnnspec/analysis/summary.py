@@ -8,6 +8,8 @@ layers it reads ("Connected to", as Keras prints it).
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from cnnspec.analysis import dtype_bytes
 from cnnspec.analysis import receptive_field as rf
 from cnnspec.errors import CnnSpecError, nearest
@@ -43,7 +45,11 @@ def optimizer_slots(train: dict | None) -> int:
 # conventions"): a buffer per layer output except views, a gradient per output a trainable layer
 # depends on (an add or a view hands its single-use gradient through), and per-element side
 # buffers: max-pooling's argmax (int64), dropout's mask and uniform draws (bool + float64),
-# sample's eps and normal draws (dtype + float64).
+# sample's eps and normal draws (dtype + float64).  The training step's fusions
+# (engine.plan.Plan.relu_fusions, relu_pool_fusions) save gradients: a batchnorm whose only
+# reader is a relu takes the relu's gradient as its own, and a maxpool that is a relu's only
+# reader (the relu its input's only reader) writes the gradient of the relu's input: the relu's
+# is never made.
 _VIEWS = {"flatten", "identity", "reshape"}
 _HANDS_THROUGH = _VIEWS | {"add"}
 _SIDE_BYTES = {"maxpool": lambda size: 8, "adaptivemaxpool": lambda size: 8, "dropout": lambda size: 9,
@@ -53,8 +59,15 @@ _SIDE_BYTES = {"maxpool": lambda size: 8, "adaptivemaxpool": lambda size: 8, "dr
 def training_bytes(graph, batch: int, size: int) -> int:
     """Bytes of the activations, their gradients and the layers' side buffers that cnnspec's
     engine keeps for a training step of ``batch`` samples of ``size`` bytes (parameters, their
-    gradients and optimizer state not included).  Mirrors ``engine.plan.Training``: a final
-    softmax or sigmoid is fused with its loss (no gradient of its own)."""
+    gradients and optimizer state not included): the sum of :func:`training_buffers`."""
+    return sum(training_buffers(graph, batch, size).values())
+
+
+def training_buffers(graph, batch: int, size: int) -> dict:
+    """``{"values", "gradients", "side"}``: bytes of the layers' outputs, of their gradients and
+    of the side buffers that cnnspec's engine keeps for a training step.  Mirrors
+    ``engine.plan.Training``: a final softmax or sigmoid is fused with its loss (no gradient of
+    its own), and the relu fusions share or skip gradients (above)."""
     import math
 
     import networkx as nx
@@ -72,6 +85,7 @@ def training_bytes(graph, batch: int, size: int) -> int:
     fused = bool(head) and nodes[head[-1]]["op"] in ("softmax", "sigmoid") and bool(nodes[head[-1]]["inputs"])
     skip = set(head) if fused else set()
     score = nodes[head[-1]]["inputs"][0] if fused else (head[0] if head else None)
+    bn_relu, pooled = _relu_fusions(graph, order, output, skip)
     need, received = {}, {}
     for n in order:
         node = nodes[n]
@@ -88,15 +102,50 @@ def training_bytes(graph, batch: int, size: int) -> int:
         grads.add(score)
     shared = set()
     for n in reversed(order):
-        if not need[n] or n in skip:
+        if not need[n] or n in skip or n in pooled:
             continue
-        for i in nodes[n]["inputs"]:
+        if n in bn_relu:                               # the batchnorm's gradient is the relu's
+            shared.add(bn_relu[n])
+            continue
+        sources = nodes[n]["inputs"]
+        if sources and sources[0] in pooled:           # the maxpool writes the relu's input's
+            sources = nodes[sources[0]]["inputs"]
+        for i in sources:
             if need[i] and i not in grads and i not in shared:
                 if nodes[n]["op"] in _HANDS_THROUGH and received.get(i) == 1:
                     shared.add(i)
                 else:
                     grads.add(i)
-    return batch * (size * (values + sum(numel[n] for n in grads)) + side)
+    return {"values": batch * size * values, "gradients": batch * size * sum(numel[n] for n in grads),
+            "side": batch * side}
+
+
+def _relu_fusions(graph, order, output, skip) -> tuple:
+    """({relu: its batchnorm}, {relu: its maxpool}): the pairs the engine's training step fuses
+    (engine.plan.Plan.relu_fusions and relu_pool_fusions, for the built-in layers)."""
+    nodes = graph.nodes
+    consumers = Counter(i for n in order for i in nodes[n]["inputs"])
+    reader = {i: n for n in order for i in nodes[n]["inputs"]}
+    bn_relu, taken, pooled = {}, set(), {}
+    for n in order:
+        node = nodes[n]
+        if node["op"] != "relu" or n in skip or len(node["inputs"]) != 1:
+            continue
+        src = node["inputs"][0]
+        if src not in skip and consumers[src] == 1 and src != output and (
+                nodes[src]["op"] == "batchnorm"
+                or (nodes[src]["op"] == "add" and len(nodes[src]["inputs"]) == 2)):
+            taken.add(n)
+            if nodes[src]["op"] == "batchnorm":
+                bn_relu[n] = src
+    for n in order:
+        node = nodes[n]
+        if (node["op"] != "relu" or n in skip or n in taken or len(node["inputs"]) != 1
+                or consumers[n] != 1 or n == output or consumers[node["inputs"][0]] != 1):
+            continue
+        if nodes[reader[n]]["op"] == "maxpool" and reader[n] not in skip:
+            pooled[n] = reader[n]
+    return bn_relu, pooled
 
 
 def summarize(graph, batch: int = 1, dtype: str = "float32", depth: int | None = None) -> dict:
