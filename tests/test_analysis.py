@@ -115,11 +115,12 @@ def test_params_macs_and_memory_by_hand():
     assert t["memory_bytes"]["params"] == (params + 16) * 8      # + batchnorm running statistics
     # what the engine keeps for a training step: a buffer per output but flatten's (a view), relu's
     # included: input, conv1, batchnorm1, relu1, conv2, dense1; gradients of dense1's output, of
-    # flatten1's (handed through to conv2, its only reader), relu1, batchnorm1 and conv1 (not the
-    # input's); parameters and a gradient for each (frozen ones too: one flat array); no train
-    # section: plain SGD keeps no optimizer state
+    # flatten1's (handed through to conv2, its only reader), relu1 (batchnorm1's too: the pair is
+    # fused, its backward takes the relu's gradient) and conv1 (not the input's); parameters and a
+    # gradient for each (frozen ones too: one flat array); no train section: plain SGD keeps no
+    # optimizer state
     values = 4 * 36 + 8 * 36 + 8 * 36 + 8 * 36 + 4 * 16 + 5
-    grads = 5 + 4 * 16 + 8 * 36 + 8 * 36 + 8 * 36
+    grads = 5 + 4 * 16 + 8 * 36 + 8 * 36
     assert t["memory_bytes"]["training"] == (values + grads) * 3 * 8 + (params + 16) * 8 + params * 8
 
 
@@ -129,7 +130,9 @@ def test_training_memory_counts_side_buffers_and_optimizer_state():
     s = net.summary(batch=2)
     params = 4 * 9 + 4 + 16 * 3 + 3
     values = 16 + 64 + 64 + 16 + 16 + 3 + 3           # input conv relu maxpool dropout dense softmax
-    grads = 3 + 16 + 16 + 64 + 64    # dense (softmax fused with the loss), flatten, maxpool, relu, conv
+    # dense (softmax fused with the loss), flatten, maxpool, conv: the maxpool writes the gradient
+    # of the relu's input (relu -> maxpool fused), the relu has none
+    grads = 3 + 16 + 16 + 64
     side = 16 * 8 + 16 * 9                             # argmax (int64); mask (bool) + draws (float64)
     assert s["totals"]["memory_bytes"]["training"] == 2 * (4 * (values + grads) + side) + 2 * params * 4
     net.graph.graph["train"] = {"optimizer": {"name": "adam"}}       # two values per parameter

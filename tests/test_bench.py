@@ -148,7 +148,7 @@ def test_the_api_row_reports_its_quartiles_and_only_its_rows(monkeypatch):
     low, high = row["api_vs_engine_forward_quartiles"]
     assert row["rounds"] == 3 and row["api_vs_engine_forward"][1] <= low <= high <= row["api_vs_engine_forward"][2]
     text = bench.report(results)
-    assert "rounds of calls alternating" in text and f"({low:.2f}-{high:.2f})" in text
+    assert "rounds of calls alternating" in text and f"(quartiles {low:.2f}-{high:.2f}; " in text
     assert "convolution" not in text and "training" not in text
     with pytest.raises(ValueError, match="unknown bench rows"):
         bench.run(only=["apis"])
@@ -187,6 +187,66 @@ def test_memory_estimate_against_measured():
     # ResNet-18 read from specs/ with its input replaced
     text = bench._network_text(("resnet18.cnn", "3x64x64"))
     assert "3x64x64" in text and "224" not in text.split("input", 1)[1].split("\n", 1)[0]
+
+
+MEMORY_NETS = [
+    ("LeNet-5", bench.LENET5, 4),                                     # relu -> maxpool fused
+    ("ResNet-8", bench.RESNET8, 4),                                   # batchnorm -> relu, add -> relu
+    ("U-Net-S", bench.UNET_SMALL.replace("3x64x64", "3x16x16"), 2),   # a relu read twice, concat
+    ("dropout", "network D {\n input x: 3x12x12\n conv(8, 3x3) -> relu -> maxpool(2)\n"
+                " conv(8, 3x3, pad=1) -> batchnorm -> relu -> dropout(0.5) -> flatten -> dense(4) -> softmax\n}", 3),
+]
+
+
+def _numpy_bytes(tracemalloc):
+    """Bytes of NumPy arrays allocated since tracemalloc started and still alive."""
+    import numpy as np
+
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)])
+    return sum(stat.size for stat in snapshot.statistics("filename"))
+
+
+@pytest.mark.parametrize("label,text,batch", MEMORY_NETS, ids=[n[0] for n in MEMORY_NETS])
+def test_training_memory_estimate_is_what_the_engine_allocates(label, text, batch):
+    """The summary's count of a training step's buffers against the NumPy arrays the engine makes:
+    a plan (the outputs, max-pooling's argmax, dropout's mask and draws; its workspace, which the
+    estimate leaves out, taken off) and its training step (the gradients), traced by tracemalloc."""
+    import tracemalloc
+
+    import cnnspec
+    from cnnspec.analysis.summary import training_buffers
+
+    net = cnnspec.loads(text)
+    estimate = training_buffers(net.graph, batch, 4)
+    model = net.compile(dtype="float32", seed=0)
+    model._plan(1).training("cross_entropy")             # kernels and caches loaded first
+    model._plans.clear()
+    tracemalloc.start()
+    try:
+        plan = model._plan(batch)
+        plan_bytes = _numpy_bytes(tracemalloc) - next(iter(plan.ops.values())).ws.nbytes
+        tracemalloc.stop()
+        tracemalloc.start()
+        plan.training("cross_entropy")
+        gradient_bytes = _numpy_bytes(tracemalloc)
+    finally:
+        tracemalloc.stop()
+    # beyond the estimate: batchnorm's float64 batch statistics, the loss's scratch (bytes)
+    values = estimate["values"] + estimate["side"]
+    assert values <= plan_bytes <= 1.01 * values + 8192, (values, plan_bytes)
+    assert estimate["gradients"] <= gradient_bytes <= 1.01 * estimate["gradients"] + 8192, (
+        estimate["gradients"], gradient_bytes)
+
+
+def test_training_memory_estimate_tracks_the_measured_peak():
+    """The whole estimate (parameters, gradients, momentum too) against the peak a first training
+    step allocates (bench.memory_bench, tracemalloc), two threads: within 20% below (the
+    convolutions' workspace is not counted) and never more than 5% above."""
+    for label, text, batch in [("LeNet-5", bench.LENET5, 64), ("ResNet-8", bench.RESNET8, 32),
+                               ("U-Net-S", bench.UNET_SMALL.replace("3x64x64", "3x32x32"), 16)]:
+        with bench.using_threads(2):
+            row = bench.memory_bench(label, text, batch)
+        assert 0.8 <= row["ratio"] <= 1.05, (label, row)
 
 
 def test_report_prints_scaling_api_and_memory():

@@ -865,12 +865,12 @@ def report(results: dict) -> str:
     lines = [f"cnnspec bench on {m['cpu']} ({m['cores']} cores, {m['threads']} threads); "
              f"numpy {m['numpy']}, numba {m['numba']}" + (f", torch {m['torch']}" if torch else ", no torch"),
              "medians of alternating rounds, (min-max) over the rounds"
-             + ("; ratios above 1: cnnspec is faster" if torch else ""), ""]
+             + ("; ratios above 1: cnnspec is faster" if torch else "")]
     rounds = results["conv"][0].get("rounds") if results["conv"] else None
     if results["conv"]:
-        lines.append("convolution, float32: GFLOP/s (Nt: N threads on each side)"
-                     + (f", {rounds} rounds" if rounds else "")
-                     + ("; ratio = cnnspec / torch per round" if torch else ""))
+        lines += ["", "convolution, float32: GFLOP/s (Nt: N threads on each side)"
+                  + (f", {rounds} rounds" if rounds else "")
+                  + ("; ratio = cnnspec / torch per round" if torch else "")]
     for row in results["conv"]:
         shape = "x".join(map(str, row["shape"]))
         for key, what in (("forward", "forward"), ("forward_backward", "fwd+bwd")):
@@ -887,13 +887,14 @@ def report(results: dict) -> str:
         shape = "x".join(map(str, row["shape"]))
         lines += ["", f"layer API (cnnspec.api) against the engine's kernel calls, conv {row['name']} {shape}: "
                       f"ms per call, {row['rounds']} rounds of calls alternating; api/engine = engine time / api "
-                      f"time per round (quartiles)"]
+                      f"time per round"]
         for key in ("forward", "backward"):
-            text = (f"  {key:8}  engine {_figure(row['engine_ms_' + key], 2)}  api {_figure(row['api_ms_' + key], 2)}"
-                    f"  api/engine {_figure(row['api_vs_engine_' + key], 2, 'x')}")
-            if "api_vs_engine_%s_quartiles" % key in row:
+            ratio = _figure(row['api_vs_engine_' + key], 2, 'x')
+            if f"api_vs_engine_{key}_quartiles" in row:           # median (quartiles; min-max)
                 low, high = row[f"api_vs_engine_{key}_quartiles"]
-                text += f" ({low:.2f}-{high:.2f})"
+                ratio = ratio.replace(" (", f" (quartiles {low:.2f}-{high:.2f}; ")
+            text = (f"  {key:8}  engine {_figure(row['engine_ms_' + key], 2)}  api {_figure(row['api_ms_' + key], 2)}"
+                    f"  api/engine {ratio}")
             if "torch_ms_" + key in row:
                 text += (f"  torch {_figure(row['torch_ms_' + key], 2)}  api vs torch "
                          f"{_figure(row['ratio_' + key], 2, 'x')}")
