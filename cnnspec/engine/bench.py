@@ -11,9 +11,10 @@ measured peak of a training step, the first-call compile time (a fresh process w
 cache), the time a second process takes from start to its first training step (cache warm) and,
 with ``analysis=True``, the speed of the analysis. PyTorch runs the same work in the same process
 with as many threads as cnnspec uses. Every timing is taken in rounds: a round runs one side's
-calls in a row, then the other's (``timed_rounds``), so a neighbour's load hits both alike;
-medians and the min-max over the rounds are reported, and ratios are taken per round. Every
-figure is returned as data.
+calls in a row, then the other's (``timed_rounds``), so a neighbour's load hits both alike (the
+layer API and the engine, the same kernels on the same threads, alternate call by call:
+``timed_interleaved``); medians and the min-max over the rounds are reported, and ratios are
+taken per round. Every figure is returned as data.
 """
 from __future__ import annotations
 
@@ -514,8 +515,9 @@ def api_bench(name, shape, filters, k, pad, min_time, torch=None, rounds=5) -> d
     """The layer API against the engine on one float32 convolution: ``cnnspec.api``'s
     conv2d_forward and conv2d_backward (checked arguments, new output arrays each call) and the
     kernel calls of the engine's plan (buffers made once), beside PyTorch; ms per call over
-    ``rounds`` rounds (median, min, max), and per round engine time / api time (``api_vs_engine_*``:
-    1.0 = as fast) and PyTorch time / api time (``ratio_*``)."""
+    ``rounds`` rounds of ``timed_interleaved`` (median, min, max), and per round engine time / api
+    time (``api_vs_engine_*``: 1.0 = as fast; ``*_quartiles`` too) and PyTorch time / api time
+    (``ratio_*``)."""
     from cnnspec import api
     from cnnspec import kernels as K
 
