@@ -123,6 +123,11 @@ def test_api_against_engine_beside_pytorch():
         median, low, high = row[key]
         assert 0 < low <= median <= high, key
     assert row["rounds"] == 3
+    assert set(row["faults_forward"]) == {"engine", "api", "torch"}
+    assert all(n >= 0 for n in row["faults_backward"].values())
+    assert "page faults per call: forward engine" in bench.report(
+        {"machine": {"cpu": "X", "cores": 2, "threads": 2, "numpy": "2", "numba": "0", "torch": "2"},
+         "conv": [], "layers": [], "training": [], "api": row})
 
 
 def test_interleaved_rounds_alternate_the_two_sides_call_by_call():

@@ -517,7 +517,8 @@ def api_bench(name, shape, filters, k, pad, min_time, torch=None, rounds=5) -> d
     kernel calls of the engine's plan (buffers made once), beside PyTorch; ms per call over
     ``rounds`` rounds of ``timed_interleaved`` (median, min, max), and per round engine time / api
     time (``api_vs_engine_*``: 1.0 = as fast; ``*_quartiles`` too) and PyTorch time / api time
-    (``ratio_*``)."""
+    (``ratio_*``); ``faults_*``: page faults per timed call of each side (getrusage around each
+    call: a cost the API's new arrays would pay if malloc mapped fresh pages for them)."""
     from cnnspec import api
     from cnnspec import kernels as K
 
@@ -547,7 +548,11 @@ def api_bench(name, shape, filters, k, pad, min_time, torch=None, rounds=5) -> d
         theirs["backward"] = t_backward
     row = {"name": name, "shape": list(shape), "filters": filters, "kernel": k, "pad": pad, "rounds": rounds}
     for key, (engine, layer_api) in sides.items():
-        t_engine, t_api, t_torch = timed_interleaved(engine, layer_api, theirs[key], min_time, rounds)
+        counted = [_faults_counted(fn) for fn in (engine, layer_api, theirs[key])]
+        t_engine, t_api, t_torch = timed_interleaved(*(fn for fn, _ in counted), min_time, rounds)
+        # per timed call: the first two calls of each side warm up and calibrate
+        row[f"faults_{key}"] = {who: sum(log[2:]) / max(1, len(log) - 2)
+                                for who, (_, log) in zip(("engine", "api", "torch"), counted) if log is not None}
         row[f"engine_ms_{key}"] = _spread([1e3 * t for t in t_engine])
         row[f"api_ms_{key}"] = _spread([1e3 * t for t in t_api])
         ratios = [a / b for a, b in zip(t_engine, t_api)]
@@ -558,6 +563,24 @@ def api_bench(name, shape, filters, k, pad, min_time, torch=None, rounds=5) -> d
             row[f"ratio_{key}"] = _spread([b / a for a, b in zip(t_api, t_torch)])
             row[f"engine_ratio_{key}"] = _spread([b / a for a, b in zip(t_engine, t_torch)])
     return row
+
+
+def _faults_counted(fn):
+    """(fn wrapped to log the page faults of each call, the log); (None, None) for None; fn
+    itself and an empty log where getrusage is missing."""
+    if fn is None:
+        return None, None
+    log = []
+    try:
+        import resource
+    except ImportError:
+        return fn, log
+
+    def counted():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        fn()
+        log.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return counted, log
 
 
 def _labels(rng, model, batch):
@@ -901,6 +924,10 @@ def report(results: dict) -> str:
                 text += (f"  torch {_figure(row['torch_ms_' + key], 2)}  api vs torch "
                          f"{_figure(row['ratio_' + key], 2, 'x')}")
             lines.append(text)
+        if "faults_forward" in row:
+            lines.append("  page faults per call: " + "; ".join(
+                f"{key} " + ", ".join(f"{who} {n:.1f}" for who, n in row["faults_" + key].items())
+                for key in ("forward", "backward")))
     if results.get("layers"):
         lines += ["", f"layers of dsl.md §10, float32: ms per call, median of "
                       f"{results['layers'][0]['rounds']} rounds (min-max)"
