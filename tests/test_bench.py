@@ -198,6 +198,7 @@ MEMORY_NETS = [
     ("LeNet-5", bench.LENET5, 4),                                     # relu -> maxpool fused
     ("ResNet-8", bench.RESNET8, 4),                                   # batchnorm -> relu, add -> relu
     ("U-Net-S", bench.UNET_SMALL.replace("3x64x64", "3x16x16"), 2),   # a relu read twice, concat
+    ("MobileNetV2-S", bench.MOBILENET_SMALL, 2),                      # batchnorm -> relu6
     ("dropout", "network D {\n input x: 3x12x12\n conv(8, 3x3) -> relu -> maxpool(2)\n"
                 " conv(8, 3x3, pad=1) -> batchnorm -> relu -> dropout(0.5) -> flatten -> dense(4) -> softmax\n}", 3),
 ]

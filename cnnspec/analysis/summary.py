@@ -47,7 +47,7 @@ def optimizer_slots(train: dict | None) -> int:
 # buffers: max-pooling's argmax (int64), dropout's mask and uniform draws (bool + float64),
 # sample's eps and normal draws (dtype + float64).  The training step's fusions
 # (engine.plan.Plan.relu_fusions, relu_pool_fusions) save gradients: a batchnorm whose only
-# reader is a relu takes the relu's gradient as its own, and a maxpool that is a relu's only
+# reader is a relu or relu6 takes its gradient as its own, and a maxpool that is a relu's only
 # reader (the relu its input's only reader) writes the gradient of the relu's input: the relu's
 # is never made.
 _VIEWS = {"flatten", "identity", "reshape"}
@@ -121,20 +121,20 @@ def training_buffers(graph, batch: int, size: int) -> dict:
 
 
 def _relu_fusions(graph, order, output, skip) -> tuple:
-    """({relu: its batchnorm}, {relu: its maxpool}): the pairs the engine's training step fuses
-    (engine.plan.Plan.relu_fusions and relu_pool_fusions, for the built-in layers)."""
+    """({relu or relu6: its batchnorm}, {relu: its maxpool}): the pairs the engine's training
+    step fuses (engine.plan.Plan.relu_fusions and relu_pool_fusions, for the built-in layers)."""
     nodes = graph.nodes
     consumers = Counter(i for n in order for i in nodes[n]["inputs"])
     reader = {i: n for n in order for i in nodes[n]["inputs"]}
     bn_relu, taken, pooled = {}, set(), {}
     for n in order:
         node = nodes[n]
-        if node["op"] != "relu" or n in skip or len(node["inputs"]) != 1:
+        if node["op"] not in ("relu", "relu6") or n in skip or len(node["inputs"]) != 1:
             continue
         src = node["inputs"][0]
         if src not in skip and consumers[src] == 1 and src != output and (
                 nodes[src]["op"] == "batchnorm"
-                or (nodes[src]["op"] == "add" and len(nodes[src]["inputs"]) == 2)):
+                or (node["op"] == "relu" and nodes[src]["op"] == "add" and len(nodes[src]["inputs"]) == 2)):
             taken.add(n)
             if nodes[src]["op"] == "batchnorm":
                 bn_relu[n] = src
