@@ -62,12 +62,45 @@ def _forward_eval(x, gamma, beta, eps, running_mean, running_var, out, c0, c1):
 
 
 @jit
+def _dx_planes(g, x, y, six, c, n0, n1, mu, scale, shift, slope, dx, accumulate):
+    """dx[n, c] (+)= scale * (g' - shift - (x - mu) * slope) for n0 <= n < n1, where g' is g, or
+    (y not empty: a fused relu's output) g where y > 0, (six: relu6's) where 0 < y < 6."""
+    relu = y.size > 0
+    for n in range(n0, n1):
+        gs, xs, d = g[n, c], x[n, c], dx[n, c]
+        if relu and six:
+            ys = y[n, c]
+            for e in range(gs.size):
+                ge = gs[e] if (ys[e] > 0) & (ys[e] < 6) else 0
+                v = scale * (ge - shift - (xs[e] - mu) * slope)
+                if accumulate:
+                    d[e] += v
+                else:
+                    d[e] = v
+        elif relu:
+            ys = y[n, c]
+            for e in range(gs.size):
+                ge = 0 if ys[e] <= 0 else gs[e]
+                v = scale * (ge - shift - (xs[e] - mu) * slope)
+                if accumulate:
+                    d[e] += v
+                else:
+                    d[e] = v
+        else:
+            for e in range(gs.size):
+                v = scale * (gs[e] - shift - (xs[e] - mu) * slope)
+                if accumulate:
+                    d[e] += v
+                else:
+                    d[e] = v
+
+
+@jit
 def _backward_channel(dout, x, c, gamma, mu, inv, train, dx, dgamma, dbeta, need_dx,
                       accumulate, y):
     """Gradients of channel c; train=False is the backward of the evaluation-mode map; y (not
     empty): the output of a fused relu, dout its gradient."""
     m = x.shape[0] * x.shape[2]
-    relu = y.size > 0
     sum_g, sum_gx = _block_centred_sums(x, c, 0, x.shape[0], mu, dout, y, False)
     if dgamma.size > 0:
         dgamma[c] = sum_gx * inv
@@ -78,24 +111,7 @@ def _backward_channel(dout, x, c, gamma, mu, inv, train, dx, dgamma, dbeta, need
     scale = gamma[c] * inv
     shift = sum_g / m if train else 0.0
     slope = inv * inv * sum_gx / m if train else 0.0
-    for n in range(x.shape[0]):
-        g, xs, d = dout[n, c], x[n, c], dx[n, c]
-        if relu:
-            ys = y[n, c]
-            for e in range(g.size):
-                ge = 0 if ys[e] <= 0 else g[e]
-                v = scale * (ge - shift - (xs[e] - mu) * slope)
-                if accumulate:
-                    d[e] += v
-                else:
-                    d[e] = v
-        else:
-            for e in range(g.size):
-                v = scale * (g[e] - shift - (xs[e] - mu) * slope)
-                if accumulate:
-                    d[e] += v
-                else:
-                    d[e] = v
+    _dx_planes(dout, x, y, False, c, 0, x.shape[0], mu, scale, shift, slope, dx, accumulate)
 
 
 @jit
@@ -246,37 +262,10 @@ def _combine_grads(part, n_, s_, gamma, invstd, dgamma, dbeta):
 @jit
 def _grad_samples(g, x, mean, y, six, part, gamma, invstd, dx, accumulate, n0, n1):
     """dx[n] (+)= the batchnorm's input gradient for n0 <= n < n1 (part[0]: _combine_grads')."""
-    relu = y.size > 0
     for n in range(n0, n1):
         for c in range(x.shape[1]):
-            gs, xs, d = g[n, c], x[n, c], dx[n, c]
-            mu, scale = mean[c], gamma[c] * invstd[c]
-            shift, slope = part[0, c, 0], part[0, c, 1]
-            if relu and six:
-                ys = y[n, c]
-                for e in range(gs.size):
-                    ge = gs[e] if (ys[e] > 0) & (ys[e] < 6) else 0
-                    v = scale * (ge - shift - (xs[e] - mu) * slope)
-                    if accumulate:
-                        d[e] += v
-                    else:
-                        d[e] = v
-            elif relu:
-                ys = y[n, c]
-                for e in range(gs.size):
-                    ge = 0 if ys[e] <= 0 else gs[e]
-                    v = scale * (ge - shift - (xs[e] - mu) * slope)
-                    if accumulate:
-                        d[e] += v
-                    else:
-                        d[e] = v
-            else:
-                for e in range(gs.size):
-                    v = scale * (gs[e] - shift - (xs[e] - mu) * slope)
-                    if accumulate:
-                        d[e] += v
-                    else:
-                        d[e] = v
+            _dx_planes(g, x, y, six, c, n, n + 1, mean[c], gamma[c] * invstd[c], part[0, c, 0],
+                       part[0, c, 1], dx, accumulate)
 
 
 # -- entry points ------------------------------------------------------------------------------
