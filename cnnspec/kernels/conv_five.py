@@ -48,7 +48,7 @@ from cnnspec.kernels._jit import jit
 from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vprefetch, vsplat,
                                    vstore, vsub, vtranspose, vzero)
 from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
-from cnnspec.kernels.conv_lanes import to_lanes
+from cnnspec.kernels.conv_lanes import store_transposed, to_lanes
 
 TILE = 4             # outputs per tile (F(4, 5): 8 transformed values per tile)
 E = 8                # transformed values per tile
@@ -344,22 +344,9 @@ def _from_tile(tile, accumulate, n0, nl, of, f_, plane):
     """out[n0 + l, f, p] (+)= tile[f, p, l]: blocks of lanes positions by vector transposes, the
     last few one by one."""
     lanes = vlanes(tile)
-    step = f_ * plane
     for f in range(f_):
-        base = (n0 * f_ + f) * plane
-        p = 0
-        while p + lanes <= plane:
-            vtranspose(tile, (f * plane + p) * lanes, lanes, of, base + p, step, 0, nl,
-                       accumulate)
-            p += lanes
-        for q in range(p, plane):
-            src = (f * plane + q) * lanes
-            d = np.uint64(base + q)
-            for l in range(nl):
-                if accumulate:
-                    of[d + np.uint64(l * step)] += tile[src + l]
-                else:
-                    of[d + np.uint64(l * step)] = tile[src + l]
+        store_transposed(tile, f * plane * lanes, lanes, of, (n0 * f_ + f) * plane, plane,
+                         f_ * plane, nl, accumulate)
 
 
 @jit

@@ -320,22 +320,29 @@ def _from_tile(tile, fb, accumulate, n0, nl, of, f_, plane):
     """out[n0 + l, fb + r, p] (+)= tile[(p, r), l]: blocks of lanes positions transposed by
     vector shuffles (``vtranspose``), the last few one by one."""
     lanes = vlanes(tile)
-    step = f_ * plane
     for r in range(min(8, f_ - fb)):
-        base = ((n0 * f_) + fb + r) * plane
-        p = 0
-        while p + lanes <= plane:
-            vtranspose(tile, (p * 8 + r) * lanes, 8 * lanes, of, base + p, step, 0, nl,
-                       accumulate)
-            p += lanes
-        for q in range(p, plane):
-            src = (q * 8 + r) * lanes
-            d = np.uint64(base + q)
-            for l in range(nl):
-                if accumulate:
-                    of[d + np.uint64(l * step)] += tile[src + l]
-                else:
-                    of[d + np.uint64(l * step)] = tile[src + l]
+        store_transposed(tile, r * lanes, 8 * lanes, of, ((n0 * f_) + fb + r) * plane, plane,
+                         f_ * plane, nl, accumulate)
+
+
+@jit
+def store_transposed(tile, t0, tstride, of, base, plane, step, nl, accumulate):
+    """of[base + p + l * step] (+)= tile[t0 + p * tstride + l] for p < plane, l < nl (a plane of
+    lanes samples back to NCHW): blocks of lanes positions by vector shuffles (``vtranspose``),
+    the last few one by one."""
+    lanes = vlanes(tile)
+    p = 0
+    while p + lanes <= plane:
+        vtranspose(tile, t0 + p * tstride, tstride, of, base + p, step, 0, nl, accumulate)
+        p += lanes
+    for q in range(p, plane):
+        src = t0 + q * tstride
+        d = np.uint64(base + q)
+        for l in range(nl):
+            if accumulate:
+                of[d + np.uint64(l * step)] += tile[src + l]
+            else:
+                of[d + np.uint64(l * step)] = tile[src + l]
 
 
 @jit
