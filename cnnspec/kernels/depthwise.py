@@ -610,15 +610,21 @@ def _backward_flat(dout, x, w, stride, dx, dw, db, accumulate, need_dx, need_dw,
             _merge_block(buf, ds + ((blocks - 1) % 2) * slot, n_, blocks - 1, c_, c, h_, w_,
                          stride, ow_, ps, accumulate, dxf)
         if need_dw:
-            for e in range(taps * lanes):
-                acc64[e] += acc[e]
-            for t in range(taps):
-                s = 0.0
-                for e in range(lanes):
-                    s += acc64[t * lanes + e]
-                dwf[c * taps + t] = s
+            _dw_lanes_sum(acc, acc64, taps, lanes, dwf, c * taps)
         if need_db:
             db[c] = dbs
+
+
+@jit
+def _dw_lanes_sum(acc, acc64, taps, lanes, dwf, at):
+    """dwf[at + t] = the sum over lanes of acc64 + acc (per-lane float64 partials of tap t)."""
+    for e in range(taps * lanes):
+        acc64[e] += acc[e]
+    for t in range(taps):
+        s = 0.0
+        for e in range(lanes):
+            s += acc64[t * lanes + e]
+        dwf[at + t] = s
 
 
 @jit
@@ -949,13 +955,7 @@ def _backward_gather(dout, x, w, dx, dw, db, accumulate, need_dx, need_dw, need_
                     if nb > 3:
                         vstore_masked(dxf, x0 + 3 * xs + p, a3, xvmask, v)
         if need_dw:
-            for e in range(taps * lanes):
-                acc64[e] += acc[e]
-            for t in range(taps):
-                s = 0.0
-                for e in range(lanes):
-                    s += acc64[t * lanes + e]
-                dwf[c * taps + t] = s
+            _dw_lanes_sum(acc, acc64, taps, lanes, dwf, c * taps)
         if need_db:
             db[c] = dbs
 
