@@ -170,14 +170,7 @@ def _input_rows(xt, c_, hp, wp, tw, ts, ks, consts, v):
                     vload(xt, b), vload(xt, b + col), vload(xt, b + 2 * col),
                     vload(xt, b + 3 * col), vload(xt, b + 4 * col), vload(xt, b + 5 * col),
                     vload(xt, b + 6 * col), vload(xt, b + 7 * col), consts)
-                vstore(v, d, r0)
-                vstore(v, d + es, r1)
-                vstore(v, d + 2 * es, r2)
-                vstore(v, d + 3 * es, r3)
-                vstore(v, d + 4 * es, r4)
-                vstore(v, d + 5 * es, r5)
-                vstore(v, d + 6 * es, r6)
-                vstore(v, d + 7 * es, r7)
+                _store8(v, d, es, r0, r1, r2, r3, r4, r5, r6, r7)
 
 
 @jit
@@ -275,15 +268,16 @@ def _products(u, v, c_, fp, hp, tw, tiles, g0, m):
 
 
 @jit
-def _store8(m, d, lanes, a0, a1, a2, a3, a4, a5, a6, a7):
+def _store8(m, d, step, a0, a1, a2, a3, a4, a5, a6, a7):
+    """Eight vectors to m[d], m[d + step], ..., m[d + 7 * step]."""
     vstore(m, d, a0)
-    vstore(m, d + lanes, a1)
-    vstore(m, d + 2 * lanes, a2)
-    vstore(m, d + 3 * lanes, a3)
-    vstore(m, d + 4 * lanes, a4)
-    vstore(m, d + 5 * lanes, a5)
-    vstore(m, d + 6 * lanes, a6)
-    vstore(m, d + 7 * lanes, a7)
+    vstore(m, d + step, a1)
+    vstore(m, d + 2 * step, a2)
+    vstore(m, d + 3 * step, a3)
+    vstore(m, d + 4 * step, a4)
+    vstore(m, d + 5 * step, a5)
+    vstore(m, d + 6 * step, a6)
+    vstore(m, d + 7 * step, a7)
 
 
 @jit
