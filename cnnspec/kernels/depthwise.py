@@ -588,9 +588,7 @@ def _backward_flat(dout, x, w, stride, dx, dw, db, accumulate, need_dx, need_dw,
                               nb, taps, toff, fmask, nv, vmask, acc)
                 count += nb * nv
                 if count >= _FLUSH:
-                    for e in range(taps * lanes):
-                        acc64[e] += acc[e]
-                        acc[e] = 0
+                    _flush(acc, acc64, taps * lanes)
                     count = 0
             if need_dx:
                 if direct:
@@ -613,6 +611,14 @@ def _backward_flat(dout, x, w, stride, dx, dw, db, accumulate, need_dx, need_dw,
             _dw_lanes_sum(acc, acc64, taps, lanes, dwf, c * taps)
         if need_db:
             db[c] = dbs
+
+
+@jit
+def _flush(acc, acc64, n):
+    """acc64[:n] += acc[:n]; acc[:n] = 0 (the float32 partials of dw folded into float64)."""
+    for e in range(n):
+        acc64[e] += acc[e]
+        acc[e] = 0
 
 
 @jit
@@ -918,9 +924,7 @@ def _backward_gather(dout, x, w, dx, dw, db, accumulate, need_dx, need_dw, need_
                     vstore(acc, t * lanes, vadd(vload(acc, t * lanes), p0))
                 count += nb * nv
                 if count >= _FLUSH:
-                    for e in range(taps * lanes):
-                        acc64[e] += acc[e]
-                        acc[e] = 0
+                    _flush(acc, acc64, taps * lanes)
                     count = 0
             if need_dx:
                 for v in range(nvx):
