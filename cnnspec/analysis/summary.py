@@ -8,9 +8,7 @@ layers it reads ("Connected to", as Keras prints it).
 """
 from __future__ import annotations
 
-from collections import Counter
-
-from cnnspec.analysis import dtype_bytes
+from cnnspec.analysis import dtype_bytes, fusions
 from cnnspec.analysis import receptive_field as rf
 from cnnspec.errors import CnnSpecError, nearest
 from cnnspec.layers import LAYERS, fmt_shape
@@ -122,30 +120,10 @@ def training_buffers(graph, batch: int, size: int) -> dict:
 
 def _relu_fusions(graph, order, output, skip) -> tuple:
     """({relu or relu6: its batchnorm}, {relu: its maxpool}): the pairs the engine's training
-    step fuses (engine.plan.Plan.relu_fusions and relu_pool_fusions, for the built-in layers)."""
-    nodes = graph.nodes
-    consumers = Counter(i for n in order for i in nodes[n]["inputs"])
-    reader = {i: n for n in order for i in nodes[n]["inputs"]}
-    bn_relu, taken, pooled = {}, set(), {}
-    for n in order:
-        node = nodes[n]
-        if node["op"] not in ("relu", "relu6") or n in skip or len(node["inputs"]) != 1:
-            continue
-        src = node["inputs"][0]
-        if src not in skip and consumers[src] == 1 and src != output and (
-                nodes[src]["op"] == "batchnorm"
-                or (node["op"] == "relu" and nodes[src]["op"] == "add" and len(nodes[src]["inputs"]) == 2)):
-            taken.add(n)
-            if nodes[src]["op"] == "batchnorm":
-                bn_relu[n] = src
-    for n in order:
-        node = nodes[n]
-        if (node["op"] != "relu" or n in skip or n in taken or len(node["inputs"]) != 1
-                or consumers[n] != 1 or n == output or consumers[node["inputs"][0]] != 1):
-            continue
-        if nodes[reader[n]]["op"] == "maxpool" and reader[n] not in skip:
-            pooled[n] = reader[n]
-    return bn_relu, pooled
+    step fuses (:mod:`cnnspec.analysis.fusions`, the rule the engine's plan runs too)."""
+    with_relu = fusions.relu_fusions(graph, order, output, skip)
+    bn_relu = {relu: src for src, relu in with_relu.items() if graph.nodes[src]["op"] == "batchnorm"}
+    return bn_relu, fusions.relu_pool_fusions(graph, order, output, skip, set(with_relu.values()))
 
 
 def summarize(graph, batch: int = 1, dtype: str = "float32", depth: int | None = None) -> dict:

@@ -21,6 +21,7 @@ import networkx as nx
 import numpy as np
 
 from cnnspec import kernels as K
+from cnnspec.analysis import fusions
 from cnnspec.engine import losses
 from cnnspec.engine.ops import EVAL_PASS_THROUGH, OPS, PASS_THROUGH, VIEWS, NodeContext
 from cnnspec.limits import available_memory, require_memory
@@ -128,27 +129,10 @@ class Plan:
         (relu(max) = max(relu): the same values, bit for bit), and its backward masks by its own
         output and writes the relu's input's gradient: two calls over the full tensor less per
         step.  The relu's output is not written in training (only the maxpool read it)."""
-        from cnnspec.engine.ops import Activation, MaxPool
-
-        graph = self.model.graph
         if not FUSE_RELU:
             return {}
-        consumers = Counter(i for name in self.order for i in graph.nodes[name]["inputs"])
-        users = {}
-        for name in self.order:
-            for i in graph.nodes[name]["inputs"]:
-                users[i] = name
-        fused = {}
-        for name in self.order:
-            node = graph.nodes[name]
-            if (node["op"] != "relu" or name in skip or name in taken or len(node["inputs"]) != 1
-                    or type(self.ops.get(name)) is not Activation or consumers[name] != 1
-                    or name == self.model.output_name or consumers[node["inputs"][0]] != 1):
-                continue
-            pool = users[name]
-            if type(self.ops.get(pool)) is MaxPool and pool not in skip:
-                fused[name] = pool
-        return fused
+        return fusions.relu_pool_fusions(self.model.graph, self.order, self.model.output_name, skip,
+                                         taken, self._builtin)
 
     def relu_fusions(self, skip=()) -> dict:
         """{layer: relu} for every built-in batchnorm, or add of two operands, whose only
@@ -159,28 +143,19 @@ class Plan:
         same results bit for bit.  The layer's own output buffer is then not written in training
         (nothing reads it there: the relu's backward needs only the relu's output); the
         evaluation forward, ``activations`` and ``gradient`` run the layers apart."""
-        from cnnspec.engine.ops import Activation, Add, BatchNorm, InputActivation
-
-        graph = self.model.graph
         if not FUSE_RELU:
             return {}
-        consumers = Counter(i for name in self.order for i in graph.nodes[name]["inputs"])
-        fused = {}
-        for name in self.order:
-            node = graph.nodes[name]
-            if node["op"] not in ("relu", "relu6") or name in skip or len(node["inputs"]) != 1:
-                continue
-            src = node["inputs"][0]
-            kind = type(self.ops.get(src))
-            if src in skip or consumers[src] != 1 or src == self.model.output_name:
-                continue
-            if node["op"] == "relu6":
-                if type(self.ops[name]) is InputActivation and kind is BatchNorm:
-                    fused[src] = name
-            elif (type(self.ops[name]) is Activation
-                  and (kind is BatchNorm or (kind is Add and len(graph.nodes[src]["inputs"]) == 2))):
-                fused[src] = name
-        return fused
+        return fusions.relu_fusions(self.model.graph, self.order, self.model.output_name, skip,
+                                    self._builtin)
+
+    def _builtin(self, name) -> bool:
+        """Whether layer ``name`` runs the engine's own op for its kind (the fusions' kernels
+        are those ops'), not a custom layer's."""
+        from cnnspec.engine.ops import Activation, Add, BatchNorm, InputActivation, MaxPool
+
+        kinds = {"relu": Activation, "relu6": InputActivation, "batchnorm": BatchNorm, "add": Add,
+                 "maxpool": MaxPool}
+        return type(self.ops.get(name)) is kinds.get(self.model.graph.nodes[name]["op"])
 
     @property
     def target(self) -> np.ndarray:
