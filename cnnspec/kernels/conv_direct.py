@@ -76,13 +76,23 @@ def _grid(h, w, stride, pad):
 _grid_jit = jit(_grid)
 
 
+_OFFSETS = {}
+
+
 def window_offsets(x_shape, kernel, stride, pad, dilation, size):
     """The int64 table of window offsets of _grid's layout (``size`` >= C*KH*KW entries, the
-    rest 0), made once per call."""
+    rest 0), made once per geometry and kept (read only by the kernels): making it took ~37 us
+    a call, 11 calls in a ResNet-8 step, serial on two threads."""
     _, c, h, w = x_shape
-    wq, plane = _grid(h, w, stride, pad)
-    offs = np.zeros(size, np.int64)
-    _window_offsets(c, kernel, stride, pad, dilation, wq, plane, offs)
+    key = (c, h, w, tuple(kernel), tuple(stride), tuple(pad), tuple(dilation), size)
+    offs = _OFFSETS.get(key)
+    if offs is None:
+        wq, plane = _grid(h, w, stride, pad)
+        offs = np.zeros(size, np.int64)
+        _window_offsets(c, kernel, stride, pad, dilation, wq, plane, offs)
+        if len(_OFFSETS) >= 512:
+            _OFFSETS.clear()
+        _OFFSETS[key] = offs
     return offs
 
 
