@@ -346,6 +346,27 @@ def test_partial_sums_add_the_pieces_in_order(dtype):
         assert np.array_equal(dw, want_dw) and np.array_equal(db, want_db), (f, c)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pack_weights_lanes_layout(dtype):
+    """conv_direct.pack_weights_lanes against NumPy: wt[(c, i, j), f] = w[f, c, i, j] (forward),
+    wt[(f, i, j), c] = w[f, c, KH-1-i, KW-1-j] (dx), rows of O rounded up to 64, zeros past O
+    (the buffer starts as NaN); odd F and C, KH != KW, 1x1."""
+    rng = np.random.default_rng(3)
+    for f, c, kh, kw in ((7, 5, 3, 2), (64, 3, 3, 3), (65, 33, 1, 1), (6, 1, 5, 5)):
+        w = rng.standard_normal((f, c, kh, kw)).astype(dtype)
+        for flipped in (False, True):
+            o, rows = (c, f * kh * kw) if flipped else (f, c * kh * kw)
+            fp = -(-o // 64) * 64
+            want = np.zeros((rows, fp), dtype)
+            if flipped:
+                want[:, :o] = w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(rows, o)
+            else:
+                want[:, :o] = w.transpose(1, 2, 3, 0).reshape(rows, o)
+            wt = np.full(rows * fp + 5, np.nan, dtype)
+            conv_direct.pack_weights_lanes(w, flipped, wt)
+            assert np.array_equal(wt[:rows * fp].reshape(rows, fp), want), (f, c, flipped)
+            assert np.isnan(wt[rows * fp:]).all()
+
 def test_window_offsets_are_kept_per_geometry():
     """conv_direct.window_offsets keeps one table per geometry (making it was ~37 us a call):
     the kept table equals a fresh one, and another geometry (channels, plane, kernel, stride,
