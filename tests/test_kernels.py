@@ -302,6 +302,95 @@ def test_weight_grad_rows_on_dilated_widths(dtype, monkeypatch):
         is not None
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_partial_sums_add_the_pieces_in_order(dtype):
+    """conv._sum_partials (every layout of a piece's dw) and conv_lanes._rows_sum (dw^T by
+    kernel rows, padded to blocks of 12 rows and Fp filters) against NumPy: dw and db = piece 0
+    + piece 1 + ... in that order, bit for bit (the order fixes the rounding); odd F and C,
+    1x1 to 5x5 kernels, 1 to 3 pieces, a partial's slot longer than its sums."""
+    from cnnspec.kernels import conv_lanes
+    rng = np.random.default_rng(5)
+
+    def in_order(parts):
+        total = parts[0].copy()
+        for part in parts[1:]:
+            total += part
+        return total
+    for f, c, kh, kw, pieces in ((7, 5, 3, 3, 3), (16, 3, 1, 1, 2), (33, 9, 5, 5, 1),
+                                 (64, 16, 3, 3, 2), (6, 1, 5, 4, 3)):
+        k = c * kh * kw
+        for mode in (IM2COL, GATHER, ROWTAP, KN2ROW):
+            strides = conv._partial_strides(mode, (f, c, kh, kw))
+            shared, o_dw = 11, 5
+            per = o_dw + f * k + f + 3
+            ws = rng.standard_normal(shared + pieces * per).astype(dtype)
+            fi, ci, ii, ji = np.ix_(*(np.arange(m) for m in (f, c, kh, kw)))
+            at = fi * strides[0] + ci * strides[1] + ii * strides[2] + ji * strides[3]
+            parts = [ws[shared + t * per + o_dw + at] for t in range(pieces)]
+            dbs = [ws[shared + t * per + o_dw + f * k:][:f] for t in range(pieces)]
+            want_dw, want_db = in_order(parts), in_order(dbs)
+            dw, db = np.full((f, c, kh, kw), np.nan, dtype), np.full(f, np.nan, dtype)
+            conv._sum_partials(ws.copy(), shared, per, pieces, (0, 0, 0, o_dw, o_dw + f * k),
+                               strides, dw, db, True, True)
+            assert np.array_equal(dw, want_dw) and np.array_equal(db, want_db), (mode, f, c)
+        blocks, fp = -(-(kw * c) // 12), -(-f // 16) * 16
+        rows = kh * blocks * 12
+        per = rows * fp + fp + 7
+        ws = rng.standard_normal(3 + pieces * per).astype(dtype)
+        fi, ci, ii, ji = np.ix_(*(np.arange(m) for m in (f, c, kh, kw)))
+        at = (ii * blocks * 12 + ji * c + ci) * fp + fi
+        want_dw = in_order([ws[3 + t * per + at] for t in range(pieces)])
+        want_db = in_order([ws[3 + t * per + rows * fp:][:f] for t in range(pieces)])
+        dw, db = np.full((f, c, kh, kw), np.nan, dtype), np.full(f, np.nan, dtype)
+        conv_lanes._rows_sum(ws.copy(), 3, per, pieces, blocks, fp, True, True, dw, db)
+        assert np.array_equal(dw, want_dw) and np.array_equal(db, want_db), (f, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pack_weights_lanes_layout(dtype):
+    """conv_direct.pack_weights_lanes against NumPy: wt[(c, i, j), f] = w[f, c, i, j] (forward),
+    wt[(f, i, j), c] = w[f, c, KH-1-i, KW-1-j] (dx), rows of O rounded up to 64, zeros past O
+    (the buffer starts as NaN); odd F and C, KH != KW, 1x1."""
+    rng = np.random.default_rng(3)
+    for f, c, kh, kw in ((7, 5, 3, 2), (64, 3, 3, 3), (65, 33, 1, 1), (6, 1, 5, 5)):
+        w = rng.standard_normal((f, c, kh, kw)).astype(dtype)
+        for flipped in (False, True):
+            o, rows = (c, f * kh * kw) if flipped else (f, c * kh * kw)
+            fp = -(-o // 64) * 64
+            want = np.zeros((rows, fp), dtype)
+            if flipped:
+                want[:, :o] = w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(rows, o)
+            else:
+                want[:, :o] = w.transpose(1, 2, 3, 0).reshape(rows, o)
+            wt = np.full(rows * fp + 5, np.nan, dtype)
+            conv_direct.pack_weights_lanes(w, flipped, wt)
+            assert np.array_equal(wt[:rows * fp].reshape(rows, fp), want), (f, c, flipped)
+            assert np.isnan(wt[rows * fp:]).all()
+
+def test_window_offsets_are_kept_per_geometry():
+    """conv_direct.window_offsets keeps one table per geometry (making it was ~37 us a call):
+    the kept table equals a fresh one, and another geometry (channels, plane, kernel, stride,
+    padding, dilation, size) gets its own."""
+    from cnnspec.kernels.conv_direct import _grid, _window_offsets
+    cases = [((2, 3, 9, 9), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 27),
+             ((1, 4, 9, 9), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 36),
+             ((2, 3, 8, 9), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 27),
+             ((2, 3, 9, 9), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 27),
+             ((2, 3, 9, 9), (3, 3), (1, 1), (0, 2, 1, 1), (1, 1), 27),
+             ((2, 3, 9, 9), (3, 3), (1, 1), (1, 1, 1, 1), (2, 2), 27),
+             ((2, 3, 9, 9), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 30),
+             ((2, 3, 9, 9), (1, 5), (1, 1), (0, 0, 2, 2), (1, 1), 15)]
+    tables = []
+    for x_shape, kernel, stride, pad, dil, size in cases * 2:
+        offs = conv_direct.window_offsets(x_shape, kernel, stride, pad, dil, size)
+        wq, plane = _grid(x_shape[2], x_shape[3], stride, pad)
+        fresh = np.zeros(size, np.int64)
+        _window_offsets(x_shape[1], kernel, stride, pad, dil, wq, plane, fresh)
+        assert np.array_equal(offs, fresh)
+        tables.append(offs)
+    assert all(a is b for a, b in zip(tables[:len(cases)], tables[len(cases):]))
+    assert len({id(t) for t in tables}) == len(cases)
+
 def test_samples_in_lanes_rules():
     """Where the rules put conv_lanes.py's forward and dx (the samples in the lanes): the 5x5
     16->32 row and ResNet-8's 16x16 and strided layers at batch 64; not batches under 16, 32x32

@@ -651,11 +651,12 @@ def _rows_sum(ws, at, per, pieces, blocks, fp, need_dw, need_db, dw, db):
             part = ws[at + t * per:at + t * per + o_db]
             for e in range(o_db):
                 acc[e] += part[e]
-        for f in range(f_):
-            for c in range(c_):
-                for i in range(kh):
-                    for j in range(kw):
-                        dw[f, c, i, j] = acc[(i * blocks * 12 + j * c_ + c) * fp + f]
+        for i in range(kh):                     # acc's rows in order, filters innermost:
+            for j in range(kw):                 # 1.4-2x faster than dw's order (ResNet-8's)
+                for c in range(c_):
+                    r = (i * blocks * 12 + j * c_ + c) * fp
+                    for f in range(f_):
+                        dw[f, c, i, j] = acc[r + f]
     if need_db:
         _sum_pieces(ws, at + o_db, per, pieces, db)
 
