@@ -502,9 +502,10 @@ class BySamples:
         from cnnspec.kernels import _jit
 
         model, graph, n = plan.model, plan.model.graph, plan.batch
-        self.model, self.count, self.pool = model, count, _jit
+        self.model, self.count, self.jit = model, count, _jit
         flat = model._flat_grads
         spans, self.forward_shares, self.backward_shares, self.extra_grads = set(), [], [], []
+        self.workspace_bytes = 0
 
         def build(share):
             lo, hi = share * n // count, (share + 1) * n // count
@@ -518,6 +519,7 @@ class BySamples:
                 ops[name] = type(whole)(ctx)
             # each share's kernels run on its thread alone: their workspace is that of one thread
             workspace = np.zeros(max((op.workspace for op in ops.values()), default=0), model.dtype)
+            self.workspace_bytes += workspace.nbytes
             for op in ops.values():
                 op.ws = workspace
             own = flat if share == 0 else np.zeros_like(flat)
@@ -538,6 +540,9 @@ class BySamples:
 
         for share in range(count):
             _jit.alone([lambda: build(share)])        # workspace sizes for one thread
+        plan.require(plan.reserved + sum(a.nbytes for a in self.extra_grads) + self.workspace_bytes,
+                     f"training `{model.name}` by samples on {count} threads (a workspace and "
+                     f"parameter gradients per thread)")
         self.spans = [(flat[a:b], [g[a:b] for g in self.extra_grads]) for a, b in _merged(spans)]
 
     @staticmethod
@@ -558,9 +563,9 @@ class BySamples:
         return BySamples(plan, forward, calls, count) if count >= 2 else None
 
     def _run(self, shares) -> None:
-        pool = self.pool
-        pool.run_split(pool.alone, self.count, min(pool.num_threads(), self.count),
-                       lambda t, lo, hi: (shares[lo],), pieces=self.count)
+        jit = self.jit
+        jit.run_split(jit.alone, self.count, min(jit.num_threads(), self.count),
+                      lambda t, lo, hi: (shares[lo],), pieces=self.count)
 
     def forward(self) -> None:
         self._run(self.forward_shares)
