@@ -163,3 +163,22 @@ def test_alone_runs_kernels_on_one_thread(monkeypatch):
     with pytest.raises(ValueError):
         _jit.alone([lambda: int("x")])
     assert _jit.num_threads() == 3
+
+
+def test_no_memory_for_the_shares_trains_layer_by_layer(shares, monkeypatch):
+    """Where a second parameter gradient and workspace would not fit in what the machine has
+    available, the step splits layer by layer instead of refusing."""
+    model = _model()
+    xs, y = _data(model, 8)
+    plan_bytes = 20 * 2 ** 20
+    monkeypatch.setattr(plan_module, "available_memory", lambda: plan_bytes)
+
+    def build():
+        model._plans.clear()
+        model.train_step(xs, y, SGD(model, lr=0.1))
+        return model._plan(8)
+    plan = shares(build, 2)
+    used = plan.training("cross_entropy").shares.used         # the plan's and the step's buffers
+    monkeypatch.setattr(plan_module, "available_memory", lambda: used + 1)
+    plan = shares(build, 2)
+    assert plan.training("cross_entropy").shares is None          # and the step ran

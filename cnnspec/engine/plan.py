@@ -100,6 +100,11 @@ class Plan:
         self._eval_loss = {}                            # loss -> closure
         self._backprop = OrderedDict()                  # (layer, wrt) -> Backprop, recent last
 
+    def available_after(self, nbytes: int) -> float:
+        """Bytes left of what was available when the plan started, after ``nbytes`` (inf when
+        the machine does not say)."""
+        return float("inf") if self.available is None else self.available - nbytes
+
     def require(self, nbytes: int, what: str, hint: str | None = None) -> None:
         """Refuse (CnnSpecError with the figures) to go on when ``nbytes`` exceed what was
         available when the plan started."""
@@ -444,7 +449,7 @@ class Training:
         self.backward_steps = backward
         # on several threads, a big enough batch of a network without batch statistics runs in
         # shares of samples, one per thread, each through every layer
-        self.shares = BySamples.make(plan, forward, calls)
+        self.shares = BySamples.make(plan, forward, calls, plan.reserved + grads_bytes)
         # an input no layer differentiates through (unused by the output) has a zero gradient
         self.input_grads = {name: grad[name] if name in grad else np.zeros(act[name].shape, model.dtype)
                             for name in inputs if name in act}
@@ -540,15 +545,13 @@ class BySamples:
 
         for share in range(count):
             _jit.alone([lambda: build(share)])        # workspace sizes for one thread
-        plan.require(plan.reserved + sum(a.nbytes for a in self.extra_grads) + self.workspace_bytes,
-                     f"training `{model.name}` by samples on {count} threads (a workspace and "
-                     f"parameter gradients per thread)")
         self.spans = [(flat[a:b], [g[a:b] for g in self.extra_grads]) for a, b in _merged(spans)]
 
     @staticmethod
-    def make(plan, forward: dict, calls: list):
-        """The shares for this Training, or None: one thread, a batch too small to share, or a
-        layer that is not ``by_samples`` (or not the engine's own)."""
+    def make(plan, forward: dict, calls: list, used: int):
+        """The shares for this Training, or None: one thread, a batch too small to share, a
+        layer that is not ``by_samples`` (or not the engine's own), or no memory for them beside
+        the ``used`` bytes of the plan and the Training."""
         from cnnspec.engine.ops import OPS
         from cnnspec.kernels import _jit
 
@@ -560,7 +563,16 @@ class BySamples:
             return None
         macs = plan.batch * sum(graph.nodes[name].get("macs", 0) for name in plan.order)
         count = min(_jit.num_threads(), plan.batch, macs // SHARE_MACS)
-        return BySamples(plan, forward, calls, count) if count >= 2 else None
+        if count < 2:
+            return None
+        # a parameter gradient and a workspace per thread: where they do not fit in what was
+        # available when the plan started, the layers split as on a small batch
+        if (count - 1) * 2 * model._flat_grads.nbytes > plan.available_after(used):
+            return None
+        shares = BySamples(plan, forward, calls, count)
+        shares.used = used
+        extra = sum(a.nbytes for a in shares.extra_grads) + shares.workspace_bytes
+        return shares if extra <= plan.available_after(used) else None
 
     def _run(self, shares) -> None:
         jit = self.jit
