@@ -19,9 +19,11 @@ from cnnspec.errors import CnnSpecError
 
 
 class NodeContext:
-    """What an op is built from: the node's config, its input and output buffers, parameters."""
+    """What an op is built from: the node's config, its input and output buffers, parameters;
+    for an op of one share of the batch (``plan.BySamples``), ``whole`` is the whole batch's op and
+    ``rows`` the share's samples [lo, hi): its per-sample buffers are rows of the whole op's."""
 
-    def __init__(self, name, node, xs, y, params, state, model):
+    def __init__(self, name, node, xs, y, params, state, model, whole=None, rows=None):
         self.name = name
         self.op = node["op"]
         self.config = node["config"]
@@ -30,6 +32,7 @@ class NodeContext:
         self.params = params            # {name: array} views into the model's parameters
         self.state = state              # {name: array} (batchnorm running statistics)
         self.model = model
+        self.whole, self.rows = whole, rows
 
 
 def as4d(a):
@@ -58,11 +61,22 @@ def as2d(sizes) -> tuple:
 
 class Op:
     workspace = 0                       # elements of the shared conv workspace this op needs
+    by_samples = False                  # each sample's results depend on that sample alone, and the
+    # steps draw no random numbers: the batch may run in shares of samples, one per thread, each
+    # through every layer (``plan.BySamples``); False for batchnorm (batch statistics), dropout
 
     def __init__(self, c: NodeContext):
         self.c = c
         self.x = c.xs[0] if c.xs else None
         self.y = c.y
+
+    def per_sample(self, attr, shape, dtype):
+        """A buffer of one row per sample (``shape``): new zeros, or for an op of a share of the
+        batch the share's rows of the whole batch's op's buffer ``attr`` (no second copy)."""
+        if self.c.whole is None:
+            return np.zeros(shape, dtype)
+        lo, hi = self.c.rows
+        return getattr(self.c.whole, attr)[lo:hi]
 
     def forward(self, training: bool):
         raise NotImplementedError
@@ -77,6 +91,8 @@ class Op:
 
 
 class Conv(Op):
+    by_samples = True
+
     def __init__(self, c):
         super().__init__(c)
         self.x4, self.y4 = as4d(self.x), as4d(self.y)
@@ -110,11 +126,13 @@ def as_w4(w):
 
 
 class MaxPool(Op):
+    by_samples = True
+
     def __init__(self, c):
         super().__init__(c)
         self.x4, self.y4 = as4d(self.x), as4d(self.y)
         self.kernel, self.stride, self.pad, _ = geometry(c.config)
-        self.argmax = np.zeros(self.y4.shape, np.int64)
+        self.argmax = self.per_sample("argmax", self.y4.shape, np.int64)
 
     def forward(self, training):
         f, x, y, a = K.maxpool2d_forward_into, self.x4, self.y4, self.argmax
@@ -140,6 +158,7 @@ class MaxPool(Op):
 
 
 class AvgPool(Op):
+    by_samples = True
     forward_kernel, backward_kernel = "avgpool2d_forward_into", "avgpool2d_backward_into"
 
     def __init__(self, c):
@@ -165,6 +184,8 @@ class SumPool(AvgPool):
 
 
 class GlobalAvgPool(Op):
+    by_samples = True
+
     def forward(self, training):
         f, x, y = K.global_avgpool_forward_into, self.x, self.y
         return lambda: f(x, y)
@@ -177,9 +198,11 @@ class GlobalAvgPool(Op):
 
 
 class GlobalMaxPool(Op):
+    by_samples = True
+
     def __init__(self, c):
         super().__init__(c)
-        self.argmax = np.zeros(self.y.shape[:2], np.int64)
+        self.argmax = self.per_sample("argmax", self.y.shape[:2], np.int64)
 
     def forward(self, training):
         f, x, y, a = K.global_maxpool_forward_into, self.x, self.y, self.argmax
@@ -193,6 +216,8 @@ class GlobalMaxPool(Op):
 
 
 class Dense(Op):
+    by_samples = True
+
     def forward(self, training):
         f, x, y = K.dense_forward_into, self.x, self.y
         w, b = self.c.params["weight"], self.c.params.get("bias")
@@ -210,6 +235,7 @@ class Dense(Op):
 
 class Activation(Op):
     """relu, sigmoid, tanh, softmax: backward from the forward output y."""
+    by_samples = True
 
     def __init__(self, c):
         super().__init__(c)
@@ -241,6 +267,7 @@ class InputActivation(Activation):
 class ScaledActivation(Op):
     """leaky_relu (slope) and elu (alpha): one number, the layer's ``arg`` config key; backward
     from the forward input x."""
+    by_samples = True
 
     def __init__(self, c):
         super().__init__(c)
@@ -371,6 +398,7 @@ class PassThrough(Op):
     """Ops whose gradient reaches each input unchanged (add; flatten and identity, which are views).
     The plan aliases an input's gradient buffer to ``dy`` when this op is its only consumer (then
     ``dxs`` holds None for it); otherwise the gradient is copied or accumulated here."""
+    by_samples = True
 
     def backward(self, dy, dxs, grads):
         return pass_gradient(dy, dxs)
@@ -423,6 +451,7 @@ class View(PassThrough):
 
 class Concat(Op):
     """Along channels: each input is copied to (and its gradient taken from) a channel block."""
+    by_samples = True
 
     def forward(self, training):
         f, xs, y = K.concat_forward_into, self.c.xs, self.y
@@ -443,6 +472,7 @@ class Concat(Op):
 
 class ConvTranspose(Op):
     """Transposed convolution (PyTorch's ConvTranspose1d/2d); weight (C, F/groups, *kernel)."""
+    by_samples = True
 
     def __init__(self, c):
         super().__init__(c)
@@ -475,6 +505,7 @@ class ConvTranspose(Op):
 
 class Upsample(Op):
     """nearest or (bi)linear upsampling by integer factors (1-D: an image of height 1)."""
+    by_samples = True
 
     def __init__(self, c):
         super().__init__(c)
@@ -495,6 +526,8 @@ class Upsample(Op):
 
 
 class AdaptiveAvgPool(Op):
+    by_samples = True
+
     def __init__(self, c):
         super().__init__(c)
         self.x4, self.y4 = as4d(self.x), as4d(self.y)
@@ -512,10 +545,12 @@ class AdaptiveAvgPool(Op):
 
 
 class AdaptiveMaxPool(Op):
+    by_samples = True
+
     def __init__(self, c):
         super().__init__(c)
         self.x4, self.y4 = as4d(self.x), as4d(self.y)
-        self.argmax = np.zeros(self.y4.shape, np.int64)
+        self.argmax = self.per_sample("argmax", self.y4.shape, np.int64)
 
     def forward(self, training):
         f, x, y, a = K.adaptive_maxpool2d_forward_into, self.x4, self.y4, self.argmax
@@ -537,11 +572,12 @@ class Mul(Op):
     kernels directly (mul_backward for two full ones; gate_backward for a full one and a gate,
     both gradients in one pass); more operands form the product of the others in a scratch
     buffer first."""
+    by_samples = True
 
     def __init__(self, c):
         super().__init__(c)
         self.forms = tuple(c.config["broadcast"])
-        self.scratch = np.zeros(self.y.shape, self.y.dtype) if len(c.xs) > 2 else None
+        self.scratch = self.per_sample("scratch", self.y.shape, self.y.dtype) if len(c.xs) > 2 else None
 
     def _product(self, out, skip=None):
         """A closure writing the product of the operands (all but number ``skip``) into ``out``."""
@@ -606,6 +642,7 @@ class Rearrange(Op):
     """channels (the slice [start, stop), copied: a channel range is not contiguous across samples)
     and shuffle (groups): kernels ``f(x, value, out)`` and ``f(dout, value, dx, accumulate)`` of one
     config value."""
+    by_samples = True
     KERNELS = {"channels": ("channel_slice", "start"), "shuffle": ("channel_shuffle", "groups")}
 
     def __init__(self, c):

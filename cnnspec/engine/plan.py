@@ -28,6 +28,9 @@ from cnnspec.limits import available_memory, require_memory
 
 BACKPROP_CACHE = 8                  # backward paths (layer, wrt) kept per plan, least recently used out
 FUSE_RELU = True                    # False: batchnorm -> relu pairs run apart in training (tests)
+BY_SAMPLES = True                   # False: training on several threads splits each layer (tests)
+SHARE_MACS = 1 << 22                # forward multiply-adds per thread's share from which
+                                    # training runs by samples (BySamples)
 
 
 class Plan:
@@ -97,6 +100,11 @@ class Plan:
         self._eval_loss = {}                            # loss -> closure
         self._backprop = OrderedDict()                  # (layer, wrt) -> Backprop, recent last
 
+    def available_after(self, nbytes: int) -> float:
+        """Bytes left of what was available when the plan started, after ``nbytes`` (inf when
+        the machine does not say)."""
+        return float("inf") if self.available is None else self.available - nbytes
+
     def require(self, nbytes: int, what: str, hint: str | None = None) -> None:
         """Refuse (CnnSpecError with the figures) to go on when ``nbytes`` exceed what was
         available when the plan started."""
@@ -104,21 +112,24 @@ class Plan:
             f"memory grows with the batch ({self.batch} here): use a smaller one; "
             f"`cnnspec summary` shows the memory per layer"))
 
-    def forward_steps(self, training: bool, skip=(), fused=None, pooled=None) -> list:
-        """The forward's closures; ``fused`` ({layer: relu}, training only, ``relu_fusions``):
+    def forward_steps(self, training: bool, skip=(), fused=None, pooled=None, ops=None,
+                      act=None) -> list:
+        """The forward's closures (of ``ops`` over ``act``: a share of the batch's, ``BySamples``;
+        else the plan's); ``fused`` ({layer: relu}, training only, ``relu_fusions``):
         each such layer writes relu(its output) (relu6's, for a relu6) into the relu's output
         (the relu is in ``skip``);
         ``pooled`` ({relu: maxpool}, ``relu_pool_fusions``): each such maxpool pools the relu's
         input and takes the relu of the result (the relu is in ``skip``)."""
         fused = fused or {}
+        ops, act = ops or self.ops, act or self.act
         after = {pool: self.model.graph.nodes[relu]["inputs"][0] for relu, pool in (pooled or {}).items()}
         graph = self.model.graph
-        steps = (self.ops[name].forward_relu(self.act[fused[name]], **(
+        steps = (ops[name].forward_relu(act[fused[name]], **(
                      {"relu6": True} if graph.nodes[fused[name]]["op"] == "relu6" else {}))
                  if name in fused else
-                 self.ops[name].forward_after_relu(self.act[after[name]]) if name in after else
-                 self.ops[name].forward(training)
-                 for name in self.order if name in self.ops and name not in skip)
+                 ops[name].forward_after_relu(act[after[name]]) if name in after else
+                 ops[name].forward(training)
+                 for name in self.order if name in ops and name not in skip)
         return [s for s in steps if s is not None]
 
     def relu_pool_fusions(self, skip=(), taken=()) -> dict:
@@ -411,7 +422,7 @@ class Training:
         # relu -> maxpool pairs: the maxpool from the relu's input, both ways (Plan.relu_pool_fusions)
         pooled = plan.relu_pool_fusions(skip, taken=set(with_relu.values()))
         after_relu = {pool: relu for relu, pool in pooled.items()}
-        backward = []
+        backward, calls = [], []                       # calls: (layer, dy, dxs, grads, options)
         for name in reversed(order):
             if name not in plan.ops or not need[name] or name in skip or name in pooled:
                 continue
@@ -424,19 +435,21 @@ class Training:
             sources = graph.nodes[after_relu[name] if name in after_relu else name]["inputs"]
             dxs = [target(i, via) if need[i] else None for i in sources]
             grads = model._grads.get(name) if trainable.get(name, False) else None
-            if name in fused_relus.values():
-                step = plan.ops[name].backward(dy, dxs, grads, relu_y=act[with_relu[name]],
-                                               relu6=graph.nodes[with_relu[name]]["op"] == "relu6")
-            elif name in after_relu:
-                step = plan.ops[name].backward(dy, dxs, grads, after_relu=True)
-            else:
-                step = plan.ops[name].backward(dy, dxs, grads)
+            options = ({"relu_y": act[with_relu[name]],
+                        "relu6": graph.nodes[with_relu[name]]["op"] == "relu6"}
+                       if name in fused_relus.values() else
+                       {"after_relu": True} if name in after_relu else {})
+            step = plan.ops[name].backward(dy, dxs, grads, **options)
             if step is not None:
                 backward.append(step)
-        self.forward_steps = plan.forward_steps(
-            training=True, skip=skip | set(with_relu.values()) | set(pooled), fused=with_relu,
-            pooled=pooled)
+                calls.append((name, dy, dxs, grads, options))
+        forward = {"skip": skip | set(with_relu.values()) | set(pooled), "fused": with_relu,
+                   "pooled": pooled}
+        self.forward_steps = plan.forward_steps(training=True, **forward)
         self.backward_steps = backward
+        # on several threads, a big enough batch of a network without batch statistics runs in
+        # shares of samples, one per thread, each through every layer
+        self.shares = BySamples.make(plan, forward, calls, plan.reserved + grads_bytes)
         # an input no layer differentiates through (unused by the output) has a zero gradient
         self.input_grads = {name: grad[name] if name in grad else np.zeros(act[name].shape, model.dtype)
                             for name in inputs if name in act}
@@ -454,9 +467,140 @@ class Training:
 
     def forward(self, xs: dict) -> None:
         self.plan.copy_inputs(xs)
+        if self.shares is not None:
+            self.shares.forward()
+            return
         for step in self.forward_steps:
             step()
 
     def backward(self) -> None:
+        if self.shares is not None:
+            self.shares.backward()
+            return
         for step in self.backward_steps:
             step()
+
+
+class BySamples:
+    """A training step on several threads as data parallelism: the batch cut into one share of
+    samples per thread, each share run through every layer's forward (then, after the loss of
+    the whole batch, every backward) by one thread, its kernels on that thread alone
+    (``_jit.alone``).  Each thread keeps its share's activations in its core's cache, and a
+    step makes two pool calls instead of one or more per layer (each a wake-up and two GIL
+    hand-offs per piece: LeNet-5 at batch 64 made 6 in a ~3 ms step, its small layers ran on one
+    thread).
+
+    The shares' ops read and write rows [lo, hi) of the plan's buffers (views: the loss, the
+    output and the input gradients are the whole batch's, as on one thread); each share has
+    its own conv workspace.  Parameter gradients: the first share writes the model's, every
+    other its own copy, added to the model's in share order after the backward.  Results equal
+    the one-thread step's to float rounding (a parameter gradient is the sum of the shares'
+    sums, as a kernel split over threads sums its pieces'; a share's kernels are chosen for its
+    size), and are the same for every run on as many threads.
+
+    Only for networks whose every layer has ``by_samples`` (no batchnorm, dropout, droppath or
+    sample; no layer-API backend) and whose training forward has at least ``SHARE_MACS``
+    multiply-adds per share."""
+
+    def __init__(self, plan, forward: dict, calls: list, count: int):
+        from cnnspec.engine.ops import NodeContext
+        from cnnspec.kernels import _jit
+
+        model, graph, n = plan.model, plan.model.graph, plan.batch
+        self.model, self.count, self.jit = model, count, _jit
+        flat = model._flat_grads
+        spans, self.forward_shares, self.backward_shares, self.extra_grads = set(), [], [], []
+        self.workspace_bytes = 0
+
+        def build(share):
+            lo, hi = share * n // count, (share + 1) * n // count
+            act = {name: a[lo:hi] for name, a in plan.act.items()}
+            ops = {}
+            for name, whole in plan.ops.items():
+                node = graph.nodes[name]
+                ctx = NodeContext(name, node, [act[i] for i in node["inputs"]], act[name],
+                                  model.params.get(name, {}), model.state.get(name, {}), model,
+                                  whole=whole, rows=(lo, hi))
+                ops[name] = type(whole)(ctx)
+            # each share's kernels run on its thread alone: their workspace is that of one thread
+            workspace = np.zeros(max((op.workspace for op in ops.values()), default=0), model.dtype)
+            self.workspace_bytes += workspace.nbytes
+            for op in ops.values():
+                op.ws = workspace
+            own = flat if share == 0 else np.zeros_like(flat)
+            if share:
+                self.extra_grads.append(own)
+            backward = []
+            for name, dy, dxs, grads, options in calls:
+                if grads is not None:
+                    grads = {key: _same_place(g, flat, own) for key, g in grads.items()}
+                    spans.add(model._spans[name])
+                dxs = [None if t is None else (t[0][lo:hi], t[1]) for t in dxs]
+                options = {key: v[lo:hi] if isinstance(v, np.ndarray) else v for key, v in options.items()}
+                step = ops[name].backward(dy[lo:hi], dxs, grads, **options)
+                if step is not None:
+                    backward.append(step)
+            self.forward_shares.append(plan.forward_steps(training=True, ops=ops, act=act, **forward))
+            self.backward_shares.append(backward)
+
+        for share in range(count):
+            _jit.alone([lambda: build(share)])        # workspace sizes for one thread
+        self.spans = [(flat[a:b], [g[a:b] for g in self.extra_grads]) for a, b in _merged(spans)]
+
+    @staticmethod
+    def make(plan, forward: dict, calls: list, used: int):
+        """The shares for this Training, or None: one thread, a batch too small to share, a
+        layer that is not ``by_samples`` (or not the engine's own), or no memory for them beside
+        the ``used`` bytes of the plan and the Training."""
+        from cnnspec.engine.ops import OPS
+        from cnnspec.kernels import _jit
+
+        model, graph = plan.model, plan.model.graph
+        if not BY_SAMPLES or model._backend is not None or plan.term_ops:
+            return None
+        if not all(op.by_samples and type(op) is OPS[graph.nodes[name]["op"]]
+                   for name, op in plan.ops.items()):
+            return None
+        macs = plan.batch * sum(graph.nodes[name].get("macs", 0) for name in plan.order)
+        count = min(_jit.num_threads(), plan.batch, macs // SHARE_MACS)
+        if count < 2:
+            return None
+        # a parameter gradient and a workspace per thread: where they do not fit in what was
+        # available when the plan started, the layers split as on a small batch
+        if (count - 1) * 2 * model._flat_grads.nbytes > plan.available_after(used):
+            return None
+        shares = BySamples(plan, forward, calls, count)
+        shares.used = used
+        extra = sum(a.nbytes for a in shares.extra_grads) + shares.workspace_bytes
+        return shares if extra <= plan.available_after(used) else None
+
+    def _run(self, shares) -> None:
+        jit = self.jit
+        jit.run_split(jit.alone, self.count, min(jit.num_threads(), self.count),
+                      lambda t, lo, hi: (shares[lo],), pieces=self.count)
+
+    def forward(self) -> None:
+        self._run(self.forward_shares)
+
+    def backward(self) -> None:
+        self._run(self.backward_shares)
+        for total, parts in self.spans:               # the shares' parameter gradients, in order
+            for part in parts:
+                np.add(total, part, out=total)
+
+
+def _same_place(view, flat, other):
+    """The view of ``other`` at ``view``'s place in ``flat`` (same shape)."""
+    start = (view.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // flat.itemsize
+    return other[start:start + view.size].reshape(view.shape)
+
+
+def _merged(spans) -> list:
+    """(start, stop) ranges with the touching ones joined, in order."""
+    out = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out

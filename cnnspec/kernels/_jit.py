@@ -38,10 +38,29 @@ jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 jit_sum = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 
 
+_alone = threading.local()                 # .on: this thread runs a piece of a whole-batch split
+
+
 def num_threads() -> int:
-    """Threads a split kernel uses: CNNSPEC_THREADS, else the machine's cores (at most 8)."""
+    """Threads a split kernel uses: CNNSPEC_THREADS, else the machine's cores (at most 8); 1 inside
+    :func:`alone` (a thread that runs its own share of samples through every layer)."""
+    if getattr(_alone, "on", False):
+        return 1
     value = os.environ.get("CNNSPEC_THREADS")
     return max(1, int(value)) if value else max(1, min(8, os.cpu_count() or 1))
+
+
+def alone(steps) -> None:
+    """Run ``steps`` (zero-argument callables) in order on this thread with :func:`num_threads` 1:
+    the kernels they call neither split nor reserve workspace for other threads.  The engine's
+    training by samples runs each thread's share of the batch so (``engine.plan.BySamples``)."""
+    before = getattr(_alone, "on", False)
+    _alone.on = True
+    try:
+        for step in steps:
+            step()
+    finally:
+        _alone.on = before
 
 
 class _Job:
