@@ -397,6 +397,54 @@ def test_depthwise_flat_kernels(case, dtype, monkeypatch):
             close(got, old, dtype)
 
 
+# batches of 8+ split by samples (depthwise._sample_pieces): pieces of whole blocks of four and
+# of 4 + 1, the flat kernels (stride 1 and 2, gathers on 8x8), the wide grid (multiplier 2)
+SAMPLE_SPLIT_CASES = [
+    (10, 3, 9, 9, 1, (1, 1)), (33, 5, 8, 8, 1, (2, 2)), (16, 4, 11, 10, 1, (2, 2)),
+    (9, 3, 7, 7, 2, (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SAMPLE_SPLIT_CASES, ids=str)
+def test_depthwise_split_by_samples(case, dtype, monkeypatch):
+    """Split by samples: out and dx bit for bit those of the split by channels (the same loops
+    per plane), dw and db within rounding of it (the pieces' partial sums, each rounded to the
+    dtype, added in float64) and of the reference; bit for bit the same on 1 and 3 threads."""
+    from cnnspec.kernels import depthwise as D
+    n, c, h, w_, m, stride = case
+    pad, dil = (1, 1, 1, 1), (1, 1)
+    x, w = randn(n, c, h, w_, dtype=dtype), randn(c * m, 1, 3, 3, dtype=dtype)
+    b = randn(c * m, dtype=dtype)
+    shape = K.conv2d_output_shape(x.shape, w.shape, stride, pad, dil)
+    dout = randn(*shape, dtype=dtype)
+    results = []
+    monkeypatch.setattr(D, "_PARALLEL_MACS", 0)                    # split even these sizes
+    for by_samples, threads in [(False, "3"), (True, "1"), (True, "3")]:
+        monkeypatch.setattr(D, "_BY_SAMPLES", by_samples)
+        monkeypatch.setenv("CNNSPEC_THREADS", threads)
+        assert (D._sample_pieces(x.shape) > 1) == by_samples
+        ws = np.full(K.conv2d_workspace_size(x.shape, w.shape, stride, pad, dil, c), np.nan, dtype)
+        out = np.full(shape, np.nan, dtype)
+        K.conv2d_forward_into(x, w, b, stride, pad, dil, c, out, ws)
+        dx, dw, db = np.full_like(x, np.nan), np.full_like(w, np.nan), np.full_like(b, np.nan)
+        K.conv2d_backward_into(dout, x, w, stride, pad, dil, c, dx, dw, db, ws)
+        dw2 = np.full_like(w, np.nan)                               # dw alone
+        K.conv2d_backward_into(dout, x, w, stride, pad, dil, c, None, dw2, None, ws)
+        results.append((out, dx, dw, db, dw2))
+    channels, one, three = results
+    for a, b_ in zip(one, three):
+        assert np.array_equal(a, b_)
+    assert np.array_equal(one[0], channels[0]) and np.array_equal(one[1], channels[1])
+    assert np.array_equal(one[2], one[4])
+    rdx, rdw, rdb = R.conv2d_backward(dout, x, w, b, stride, pad, dil, c)
+    for got, old, ref in zip(one[2:4], channels[2:4], (rdw, rdb)):
+        close(got, ref, dtype)
+        close(got, old, dtype)
+    close(one[0], R.conv2d_forward(x, w, b, stride, pad, dil, c), dtype)
+    close(one[1], rdx, dtype)
+
+
 def test_depthwise_flat_rule():
     from cnnspec.kernels.depthwise import flat_ok
     assert flat_ok((8, 16, 32, 32), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1))   # MobileNet's
