@@ -153,6 +153,27 @@ def test_conv_transpose_by_the_lanes_kernels(case, dtype, threads, monkeypatch, 
     close(dw2, rdw, dtype)
 
 
+def test_conv_transpose_workspace_size_cached_per_rules(monkeypatch):
+    """The workspace size is worked out once per layer, thread count and switch settings: the
+    cached value is the one worked out anew under the same settings, and a change of threads or
+    switches gets its own."""
+    from cnnspec.kernels import conv_transpose as T
+    layers = [((17, 8, 4, 4), (8, 12, 4, 4), (2, 2), (1, 1, 1, 1), (0, 0)),
+              ((16, 32, 32, 32), (32, 16, 2, 2), (2, 2), (0, 0, 0, 0), (0, 0))]
+
+    def fresh(layer):
+        return T._workspace_size.__wrapped__(*layer, (1, 1), 1, None, None)
+    for threads, lanes in [("1", None), ("2", None), ("2", False), ("3", True)]:
+        monkeypatch.setenv("CNNSPEC_THREADS", threads)
+        monkeypatch.setattr(T, "_LANES", lanes)
+        for layer in layers:
+            assert T.conv_transpose2d_workspace_size(*layer) == fresh(layer)
+    monkeypatch.setenv("CNNSPEC_THREADS", "1")
+    one = T.conv_transpose2d_workspace_size(*layers[1])
+    monkeypatch.setenv("CNNSPEC_THREADS", "3")
+    assert T.conv_transpose2d_workspace_size(*layers[1]) > one
+
+
 # (N, C, H, W, F, KH, KW, stride, pad, dilation): convolutions by conv_lanes.conv_geometry
 LANES_CONV_CASES = [
     (3, 5, 7, 6, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),

@@ -94,6 +94,17 @@ def conv_transpose2d_workspace_size(x_shape, w_shape, stride, pad, output_pad, d
                                     groups=1):
     """Elements of the scratch ``workspace`` (x's dtype) that forward and backward need (for
     the current thread count); one workspace may be shared by all layers."""
+    from cnnspec.kernels.conv import _rules
+    return _workspace_size(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(pad),
+                           tuple(output_pad), tuple(dilation), groups, num_threads(),
+                           (_LANES, _DW_ROWS, _LANES_MAX_PLANE) + _rules())
+
+
+@functools.lru_cache(maxsize=256)
+def _workspace_size(x_shape, w_shape, stride, pad, output_pad, dilation, groups, threads, rules):
+    """conv_transpose2d_workspace_size, once per layer, thread count and the switches its rules
+    read (``rules``; working it out took ~46 us of the layer API's call)."""
+    del threads, rules                  # in the key only: the functions below read them
     size = num_threads() * _layout(tuple(x_shape), tuple(w_shape), groups)[1]
     out_shape = conv_transpose2d_output_shape(x_shape, w_shape, stride, pad, output_pad,
                                               dilation, groups)
