@@ -444,7 +444,7 @@ def test_depthwise_split_by_samples(case, dtype, monkeypatch):
     for by_samples, threads in [(False, "3"), (True, "1"), (True, "3")]:
         monkeypatch.setattr(D, "_BY_SAMPLES", by_samples)
         monkeypatch.setenv("CNNSPEC_THREADS", threads)
-        assert (D._sample_pieces(x.shape) > 1) == by_samples
+        assert (D._backward_pieces(x.shape) > 1) == by_samples
         ws = np.full(K.conv2d_workspace_size(x.shape, w.shape, stride, pad, dil, c), np.nan, dtype)
         out = np.full(shape, np.nan, dtype)
         K.conv2d_forward_into(x, w, b, stride, pad, dil, c, out, ws)
@@ -464,6 +464,14 @@ def test_depthwise_split_by_samples(case, dtype, monkeypatch):
         close(got, old, dtype)
     close(one[0], R.conv2d_forward(x, w, b, stride, pad, dil, c), dtype)
     close(one[1], rdx, dtype)
+
+
+def test_depthwise_sample_split_rule():
+    from cnnspec.kernels import depthwise as D
+    assert D._sample_pieces((64, 96, 32, 32)) == 8 and D._sample_pieces((10, 3, 9, 9)) == 2
+    assert D._sample_pieces((7, 96, 32, 32)) == 0                  # batch under 8: by channels
+    assert D._backward_pieces((64, 144, 16, 16)) == 8
+    assert D._backward_pieces((64, 96, 32, 32)) == 0               # big planes: by channels
 
 
 def test_depthwise_flat_rule():
