@@ -27,8 +27,15 @@ rest (depth multipliers, less padding), on conv.py's layout:
   ``acc[tap] += dwide * tap window``: a row of partial sums per tap (a scalar running sum adds one
   element per FP-add latency), summed into dw in float64 once per channel.
 
-Channels are split over threads in contiguous ranges: every output (out, dx planes, dw and db
-rows) belongs to one thread, so no partial sums are merged and results do not depend on timing.
+Threads: batches of 8+ are split by samples (``_sample_pieces``), as the 1x1 convolutions and
+batchnorms around a MobileNet's depthwise layer are, so a thread reads what it wrote in the layer
+before (split by channels, each thread read half of its input from the other core's cache): the
+forward on 2+ threads (each output plane computed by the same loops: bit-identical), the backward
+on input planes up to 16x16 (``_backward_pieces``) in up to 8 fixed pieces whatever the thread
+count, each piece's dw and db into its own rows of the workspace, added in piece order in float64
+(``_sum_parts``): the same bits on any thread count, within float32 rounding of one pass.  The
+rest is split by channels in contiguous ranges: every output (out, dx planes, dw and db rows)
+belongs to one thread.  Either way results do not depend on timing.
 """
 import functools
 
