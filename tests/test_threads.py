@@ -345,18 +345,24 @@ def test_pool_cuts_contiguous_pieces_and_raises_a_workers_error():
     np.testing.assert_array_equal(_pieces(6, 3), [1, 1, 2, 2, 3, 3])  # still serving
 
 
-@pytest.mark.parametrize("n, threads", [(100, 3), (10, 3), (2, 3), (1000, 2)])
-def test_dynamic_split_runs_the_fixed_pieces_once(n, threads):
-    """Dynamic: min(n, 4 * threads) fixed pieces, each run once, by whichever thread is free,
-    with that thread's slot (0: the calling thread)."""
+@pytest.mark.parametrize("n, threads, per_thread", [(100, 3, 4), (10, 3, 4), (2, 3, 4),
+                                                    (1000, 2, 4), (100, 3, 2), (13, 2, 2),
+                                                    (3, 2, 2), (9, 2, 1)])
+def test_dynamic_split_runs_the_fixed_pieces_once(n, threads, per_thread):
+    """Dynamic: min(n, per_thread * threads) fixed pieces (4 per thread unless told), each run
+    once, by whichever thread is free, with that thread's slot (0: the calling thread)."""
     import threading
 
     seen, main = [], threading.get_ident()
 
     def fn(slot, lo, hi):
         seen.append((lo, hi, slot, threading.get_ident() == main))
-    _jit.run_split(fn, n, threads, lambda t, lo, hi: (t, lo, hi), dynamic=True)
-    pieces = min(n, 4 * threads)
+    if per_thread == 4:
+        _jit.run_split(fn, n, threads, lambda t, lo, hi: (t, lo, hi), dynamic=True)
+    else:
+        _jit.run_split(fn, n, threads, lambda t, lo, hi: (t, lo, hi), dynamic=True,
+                       per_thread=per_thread)
+    pieces = min(n, per_thread * threads)
     assert sorted((lo, hi) for lo, hi, _, _ in seen) == [(c * n // pieces, (c + 1) * n // pieces)
                                                            for c in range(pieces)]
     for _, _, slot, on_main in seen:

@@ -145,14 +145,15 @@ def piece_count(n, threads, per_thread=_CHUNKS_PER_THREAD):
     return 1 if threads <= 1 else min(n, per_thread * threads)
 
 
-def run_split(fn, n, threads, args_for, dynamic=False, pieces=None):
+def run_split(fn, n, threads, args_for, dynamic=False, pieces=None,
+              per_thread=_CHUNKS_PER_THREAD):
     """Call ``fn(*args_for(t, lo, hi))`` over range(n) cut into contiguous [lo, hi) pieces, on
     ``threads`` threads (the calling one and the workers).
 
     Static (default): ``threads`` pieces, piece t [t*n//threads, (t+1)*n//threads) with slot t.
-    ``dynamic``: ``piece_count(n, threads)`` pieces, each passed the slot of the thread that runs
-    it (0: the calling thread): for kernels whose pieces write disjoint outputs and use the slot
-    only for scratch.  ``pieces=k``: k pieces, each passed its own index: for kernels that sum
+    ``dynamic``: ``piece_count(n, threads, per_thread)`` pieces, each passed the slot of the
+    thread that runs it (0: the calling thread): for kernels whose pieces write disjoint outputs
+    and use the slot only for scratch.  ``pieces=k``: k pieces, each passed its own index: for kernels that sum
     partial results (conv's dw), each piece into its own scratch, summed afterwards in piece
     order.  Every piece is taken by whichever thread is free, so the result never depends on
     which thread ran which piece; a thread that the OS deschedules (a busy machine) holds up one
@@ -167,7 +168,7 @@ def run_split(fn, n, threads, args_for, dynamic=False, pieces=None):
         return
     by_slot = dynamic and pieces is None
     if pieces is None:
-        pieces = piece_count(n, threads) if dynamic else threads
+        pieces = piece_count(n, threads, per_thread) if dynamic else threads
     helpers = min(threads, pieces) - 1
     if helpers <= 0 or not _busy.acquire(blocking=False):
         for c in range(pieces):

@@ -20,7 +20,8 @@ batches of 16 or more run forward, dx and dw by Winograd F(4, 5) along the rows
 (``conv_five.py``: ``_Plan.c5``, ``c5_dx``, ``c5_dw``: ``_use_c5``, tried next).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
-threads (``run_split``: the forward's pieces taken by whichever thread is free, each with the
+threads from 4M multiply-adds (a backward's: dx's and dw's together) (``run_split``: the
+forward's and dx's pieces, two per thread, taken by whichever thread is free, each with the
 thread's slice of the workspace; the backward's pieces, two per thread, each with its own slice
 and partial dw/db, summed in a fixed order afterwards, so results do not depend on timing).  Three ways to make the matrices:
 
@@ -1266,7 +1267,17 @@ def _partial_strides(mode, w_shape):
 
 # -- entry points -----------------------------------------------------------------------------
 
-_PARALLEL_MACS = 1 << 21        # below this many multiply-adds one thread is faster (measured)
+# Below _PARALLEL_MACS multiply-adds (a backward's: dx's and dw's together) one thread runs the
+# call: LeNet-5's convolutions, alone, 2 threads / 1 thread from 2M to 4M: forward 0.89-1.04x
+# (1->6 5x5 32x32, batch 24-32), 0.96-0.98x (6->16 5x5 14x14, batch 16); in a training step
+# (the worker woken from sleep) a split conv2 backward at batch 8 (3.8M) made the step 0.94x of
+# one thread's.  _FORWARD_PIECES: pieces per thread of the forward's and dx's dynamic split; two
+# against four (alone, 2 threads, one process alternating): 1.03-1.13x on 0.2-1 ms calls (LeNet
+# forward at batch 32-64, 16->16 3x3 32x32 at batch 8-16), equal on larger calls and in the
+# ResNet-8, MobileNetV2-S and U-Net-S training steps (each piece: ~5-10 us of Python and GIL
+# hand-offs).
+_PARALLEL_MACS = 1 << 22
+_FORWARD_PIECES = 2
 _EMPTY = {}                     # dtype -> (empty 1-D, empty 4-D): stand-ins for None
 
 
@@ -1343,7 +1354,8 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         conv_big.wino_weights(w, False, u)
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
             x, b, tuple(pad), out, False, u,
-            workspace[base + t * per:base + t * per + plan.wino], lo, hi), dynamic=True)
+            workspace[base + t * per:base + t * per + plan.wino], lo, hi),
+            dynamic=True, per_thread=_FORWARD_PIECES)
         return
     if plan.c5 is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
         from cnnspec.kernels import conv_five
@@ -1358,7 +1370,8 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         run_split(D.forward_lanes, x.shape[0], threads, lambda t, lo, hi: (
             x, b, tuple(stride), tuple(pad), out, False, wt, offs, pos,
             workspace[shared + t * per:shared + t * per + xp],
-            workspace[shared + t * per + xp:shared + t * per + end], lo, hi), dynamic=True)
+            workspace[shared + t * per + xp:shared + t * per + end], lo, hi),
+            dynamic=True, per_thread=_FORWARD_PIECES)
         return
     if plan.slanes:
         from cnnspec.kernels import conv_lanes as L
@@ -1376,12 +1389,14 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
             run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
                 x, b, (kh, kw), pad, dilation, out, False, wt, offs,
                 workspace[shared + t * per:shared + t * per + xp],
-                workspace[shared + t * per + xp:shared + t * per + end], lo, hi), dynamic=True)
+                workspace[shared + t * per + xp:shared + t * per + end], lo, hi),
+                dynamic=True, per_thread=_FORWARD_PIECES)
         else:
             run_split(D.forward_direct_strided, x.shape[0], threads, lambda t, lo, hi: (
                 x, b, (kh, kw), stride, pad, dilation, out, wt, offs,
                 workspace[shared + t * per:shared + t * per + xp],
-                workspace[shared + t * per + xp:shared + t * per + end], lo, hi), dynamic=True)
+                workspace[shared + t * per + xp:shared + t * per + end], lo, hi),
+                dynamic=True, per_thread=_FORWARD_PIECES)
         return
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
@@ -1390,7 +1405,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     run_split(_FORWARD[plan.mode], x.shape[0], threads, lambda t, lo, hi: (
         x, w, b, (kh, kw), stride, pad, dilation, groups, out, plan.mode, plan.identity,
         plan.rows, plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi),
-        dynamic=True)
+        dynamic=True, per_thread=_FORWARD_PIECES)
 
 
 def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,
@@ -1415,7 +1430,8 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         size, pad_dx = plan.wino_dx
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
             dout, empty1, pad_dx, dx, bool(accumulate), u,
-            workspace[base + t * per:base + t * per + size], lo, hi), dynamic=True)
+            workspace[base + t * per:base + t * per + size], lo, hi),
+            dynamic=True, per_thread=_FORWARD_PIECES)
         if dw is None and db is None:
             return
         dx = None
@@ -1436,7 +1452,8 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         run_split(D.forward_lanes, x.shape[0], threads, lambda t, lo, hi: (
             dout, empty1, (1, 1), pad_dx, dx, bool(accumulate), wt, offs, pos,
             workspace[shared + t * per:shared + t * per + xp],
-            workspace[shared + t * per + xp:shared + t * per + end], lo, hi), dynamic=True)
+            workspace[shared + t * per + xp:shared + t * per + end], lo, hi),
+            dynamic=True, per_thread=_FORWARD_PIECES)
         if dw is None and db is None:
             return
         dx = None
@@ -1458,7 +1475,8 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
             dout, empty1, (kh, kw), pad_dx, dilation, dx, bool(accumulate), wt, offs,
             workspace[shared + t * per:shared + t * per + xp],
-            workspace[shared + t * per + xp:shared + t * per + end], lo, hi), dynamic=True)
+            workspace[shared + t * per + xp:shared + t * per + end], lo, hi),
+            dynamic=True, per_thread=_FORWARD_PIECES)
         if dw is None and db is None:
             return
         dx = None
