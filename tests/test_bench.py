@@ -2,6 +2,7 @@
 
 No timed assertions: only that figures are produced and reported.
 """
+import os
 import platform
 import subprocess
 import sys
@@ -166,7 +167,6 @@ def test_the_api_row_reports_its_quartiles_and_only_its_rows(monkeypatch):
 
 
 def test_training_rows_on_one_thread_restore_the_threads():
-    import os
 
     torch = pytest.importorskip("torch")
     saved = torch.get_num_threads()
@@ -178,6 +178,36 @@ def test_training_rows_on_one_thread_restore_the_threads():
         assert os.environ.get("CNNSPEC_THREADS") == before_env and torch.get_num_threads() == before_torch == 2
     finally:
         torch.set_num_threads(saved)
+
+
+def test_training_rows_time_the_thread_counts_in_the_same_rounds(monkeypatch):
+    """The scaling is per round: each round's 1-thread time over its 2-thread time (sides in the
+    order cnnspec 2t, torch 2t, cnnspec 1t, torch 1t), and each side runs on its own count."""
+    seen = []
+
+    def fake_sides(fns, min_time, rounds=5, around=None):
+        for fn, context in zip(fns, around):
+            with context():
+                seen.append(os.environ.get("CNNSPEC_THREADS"))
+        return [[1.0, 2.0, 4.0], None, [3.0, 3.0, 6.0], None]
+
+    monkeypatch.setattr(bench, "timed_sides", fake_sides)
+    before = os.environ.get("CNNSPEC_THREADS")
+    many, one = bench.training_rows("LeNet-5", bench.LENET5, 2, 0.01, repeat=3, counts=(2, 1))
+    assert seen == ["2", "2", "1", "1"] and os.environ.get("CNNSPEC_THREADS") == before
+    assert (many["threads"], one["threads"]) == (2, 1)
+    assert many["scaling_spread"] == (1.5, 1.5, 3.0) and "scaling_spread" not in one
+    assert many["samples_per_s_spread"] == (1.0, 0.5, 2.0) and one["samples_per_s"] == 2 / 3
+    text = bench.report({"machine": {"cpu": "Test CPU", "cores": 2, "threads": 2, "python": "3.11",
+                                     "numpy": "2", "numba": "0.6", "torch": None},
+                         "conv": [], "layers": [], "training": [many, one], "memory": []})
+    assert "per round, median (min-max)" in text and "cnnspec 1.50x (1.50-3.00)" in text
+
+
+def test_training_rows_measure_both_counts_for_real():
+    many, one = bench.training_rows("LeNet-5", bench.LENET5, 2, 0.01, repeat=3, counts=(2, 1))
+    low, high = many["scaling_spread"][1:]
+    assert 0 < low <= many["scaling_spread"][0] <= high and one["samples_per_s"] > 0
 
 
 def test_unet_row_trains_per_pixel():
@@ -282,8 +312,8 @@ def test_report_prints_scaling_api_and_memory():
     }
     text = bench.report(results)
     for expected in ("8x64x56x56    1t forward", "1.25x (1.25-1.25)", "api/engine 1.00x (0.90-1.10)",
-                     "9000 (8000-9500)", "1.50x (1.40-1.60)", "2 threads", "1 thread ", "cnnspec  1.80x",
-                     "torch  1.50x", "estimate    3.0 MiB", "measured    4.0 MiB", "estimate/measured 0.75"):
+                     "9000 (8000-9500)", "1.50x (1.40-1.60)", "2 threads", "1 thread ", "cnnspec 1.80x",
+                     "torch 1.50x", "estimate    3.0 MiB", "measured    4.0 MiB", "estimate/measured 0.75"):
         assert expected in text, expected
 
 

@@ -172,28 +172,33 @@ def timed_rounds(ours, theirs, min_time: float, rounds: int = 5):
     return times[0], times[1]
 
 
-def timed_sides(fns, min_time: float, rounds: int = 5) -> list:
+def timed_sides(fns, min_time: float, rounds: int = 5, around=None) -> list:
     """Seconds per call of each function of ``fns`` (None: not measured, None returned) in each of
     ``rounds`` rounds of ``timed_rounds``: each side's calls in a row within a round (alternating
     single calls would let two thread pools slow each other), the sides one after the other,
-    about ``min_time`` seconds per side.  Each side first runs once to warm up and once to be timed."""
+    about ``min_time`` seconds per side.  Each side first runs once to warm up and once to be timed.
+    ``around``: per side, None or a zero-argument callable giving the context each of that side's
+    runs of calls is made in (``using_threads``: sides on different thread counts)."""
+    around = [a or contextlib.nullcontext for a in (around or [None] * len(fns))]
     calls = {}
     for i, fn in enumerate(fns):
         if fn is None:
             continue
-        fn()
-        start = time.perf_counter()
-        fn()
-        once = max(time.perf_counter() - start, 1e-7)
+        with around[i]():
+            fn()
+            start = time.perf_counter()
+            fn()
+            once = max(time.perf_counter() - start, 1e-7)
         calls[i] = max(1, int(min_time / rounds / once))
     times = [[] if fn is not None else None for fn in fns]
     for _ in range(rounds):
         for i, count in calls.items():
             fn = fns[i]
-            start = time.perf_counter()
-            for _ in range(count):
-                fn()
-            times[i].append((time.perf_counter() - start) / count)
+            with around[i]():
+                start = time.perf_counter()
+                for _ in range(count):
+                    fn()
+                times[i].append((time.perf_counter() - start) / count)
     return times
 
 
@@ -594,40 +599,61 @@ def training_bench(label, text, batch, min_time, torch=None, repeat=3, threads=N
     over ``repeat`` alternating rounds with PyTorch: the median (``samples_per_s``) and the
     (median, min, max) of the rounds (``*_spread``); ratio = cnnspec's / PyTorch's, per round.
     ``threads``: both sides on that many threads (None: as they are)."""
+    return training_rows(label, text, batch, min_time, torch, repeat, (threads,))[0]
+
+
+def training_rows(label, text, batch, min_time, torch=None, repeat=3, counts=(None,)) -> list:
+    """:func:`training_bench`'s row for each thread count of ``counts``, all timed in the same
+    rounds (one model per count, each side's steps in a row on its count of threads), so that a
+    change of the machine's speed between minutes hits every count alike.  With 1 among the
+    counts, each other count's row also has the scaling per round: ``scaling_spread`` (cnnspec's
+    samples/s on that many threads / on one) and ``torch_scaling_spread``."""
     import cnnspec
     from cnnspec.engine import SGD
 
-    with using_threads(threads, torch):
-        net = cnnspec.loads(text)
-        model = net.compile(dtype="float32", seed=0)
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((batch, *model.input_shape), dtype=np.float32)
-        y = _labels(rng, model, batch)
-        opt = SGD(model, lr=0.01, momentum=0.9)
-        torch_step = None
+    sides, around = [], []
+    for count in counts:
+        with using_threads(count, torch):
+            net = cnnspec.loads(text)
+            model = net.compile(dtype="float32", seed=0)
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((batch, *model.input_shape), dtype=np.float32)
+            y = _labels(rng, model, batch)
+            opt = SGD(model, lr=0.01, momentum=0.9)
+            sides.append(lambda model=model, x=x, y=y, opt=opt: model.train_step(x, y, opt))
+            if torch is not None:
+                from cnnspec.engine.torch_ref import TorchNet
+
+                tnet = TorchNet(model)
+                topt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
+                tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+                def torch_step(tnet=tnet, topt=topt, tx=tx, ty=ty):
+                    topt.zero_grad()
+                    loss = tnet.loss(tx, ty)
+                    loss.backward()
+                    topt.step()
+            sides.append(torch_step if torch is not None else None)
+        around += [lambda count=count: using_threads(count, torch)] * 2
+    times = timed_sides(sides, min_time, repeat, around)
+    rows = []
+    for k, count in enumerate(counts):
+        mine, other = times[2 * k], times[2 * k + 1]
+        row = {"network": label, "batch": batch, "params": model.n_params, "rounds": repeat,
+               "threads": count, "samples_per_s_spread": _spread([batch / t for t in mine])}
+        row["samples_per_s"] = row["samples_per_s_spread"][0]
         if torch is not None:
-            from cnnspec.engine.torch_ref import TorchNet
-
-            tnet = TorchNet(model)
-            topt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
-            tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-            def torch_step():
-                topt.zero_grad()
-                loss = tnet.loss(tx, ty)
-                loss.backward()
-                topt.step()
-
-        mine, other = timed_rounds(lambda: model.train_step(x, y, opt), torch_step, min_time, repeat)
-    row = {"network": label, "batch": batch, "params": model.n_params, "rounds": repeat,
-           "threads": threads, "samples_per_s_spread": _spread([batch / t for t in mine])}
-    row["samples_per_s"] = row["samples_per_s_spread"][0]
-    if torch is not None:
-        row["torch_samples_per_s_spread"] = _spread([batch / t for t in other])
-        row["torch_samples_per_s"] = row["torch_samples_per_s_spread"][0]
-        row["ratio_spread"] = _spread([b / a for a, b in zip(mine, other)])
-        row["ratio"] = row["ratio_spread"][0]
-    return row
+            row["torch_samples_per_s_spread"] = _spread([batch / t for t in other])
+            row["torch_samples_per_s"] = row["torch_samples_per_s_spread"][0]
+            row["ratio_spread"] = _spread([b / a for a, b in zip(mine, other)])
+            row["ratio"] = row["ratio_spread"][0]
+        if count and count > 1 and 1 in counts:
+            one = counts.index(1)
+            row["scaling_spread"] = _spread([a / b for a, b in zip(times[2 * one], mine)])
+            if torch is not None:
+                row["torch_scaling_spread"] = _spread([a / b for a, b in zip(times[2 * one + 1], other)])
+        rows.append(row)
+    return rows
 
 
 def _network_text(spec) -> str | None:
@@ -838,10 +864,12 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
         results["layers"].append(layer_bench(name, kind, args, min_time, torch, layer_rounds))
     for label, text, batches in TRAINING_CASES if "training" in only else ():
         for batch in batches:
-            for count in sorted({threads, 1}, reverse=True):
-                say(f"training {label} batch {batch}, {count} thread{'s' * (count > 1)}")
-                results["training"].append(training_bench(label, text, batch, min_time, torch, repeat,
-                                                           threads=count))
+            # the thread counts timed in the same rounds: the scaling is measured, not inferred
+            # from two rows that the machine's changing speed moves apart
+            counts = tuple(sorted({threads, 1}, reverse=True))
+            say(f"training {label} batch {batch}, {' and '.join(map(str, counts))} thread"
+                f"{'s' * (counts != (1,))}")
+            results["training"] += training_rows(label, text, batch, min_time, torch, repeat, counts)
     for label, spec, batch in MEMORY_CASES if "memory" in only else ():
         text = _network_text(spec)
         if text is not None:
@@ -962,11 +990,16 @@ def report(results: dict) -> str:
     scaling = [(key, row, speed[key[:2] + (1,)]) for key, row in speed.items()
                if key[2] and key[2] > 1 and key[:2] + (1,) in speed]
     if scaling:
-        lines += ["", "scaling: samples/s with {0} threads / with 1 thread (medians)".format(scaling[0][0][2])]
+        measured = all("scaling_spread" in many for _, many, _ in scaling)
+        lines += ["", "scaling: samples/s with {0} threads / with 1 thread ({1})".format(
+            scaling[0][0][2], "per round, median (min-max)" if measured else "medians")]
         for (label, batch, count), many, one in scaling:
-            text = f"  {label:22} batch {batch:<4} cnnspec {many['samples_per_s'] / one['samples_per_s']:5.2f}x"
+            mine = many.get("scaling_spread", many["samples_per_s"] / one["samples_per_s"])
+            text = f"  {label:22} batch {batch:<4} cnnspec {_figure(mine, 2, 'x'):19}"
             if torch:
-                text += f"   torch {many['torch_samples_per_s'] / one['torch_samples_per_s']:5.2f}x"
+                theirs = many.get("torch_scaling_spread",
+                                  many["torch_samples_per_s"] / one["torch_samples_per_s"])
+                text += f"   torch {_figure(theirs, 2, 'x')}"
             lines.append(text)
     if results.get("memory"):
         lines += ["", "training memory, float32: the summary's estimate against the measured peak of a "
