@@ -761,6 +761,7 @@ def backward_into(dout, x, w, stride, pad, dilation, dx, dw, db, workspace, accu
         rows, phases, per = _layout(x.shape, w.shape, stride, pad, dilation)
     pieces = _backward_pieces(x.shape)
     _check(workspace, _workspace(per, pieces, w.shape, threads))
+    need = (dx is not None, dw is not None, db is not None)
     if flat:
         tables = _tables(x.shape[2:], w.shape[2:], tuple(stride), tuple(pad), tuple(dilation),
                          _lanes(x.dtype))
@@ -781,7 +782,6 @@ def backward_into(dout, x, w, stride, pad, dilation, dx, dw, db, workspace, accu
         fn, args = _backward, lambda buf, dout, x, dx, dw, db, lo, hi: (
             dout, x, w, stride, pad, dilation, dx, dw, db, bool(accumulate), need[0], need[1],
             need[2], rows, phases, buf, lo, hi)
-    need = (dx is not None, dw is not None, db is not None)
     dx = empty4 if dx is None else dx
     if not pieces:
         run_split(fn, c_, threads, lambda t, lo, hi: args(
