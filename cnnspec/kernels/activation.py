@@ -8,6 +8,7 @@ threads (``_jit.elementwise``; softmax by samples), a small one on the calling t
 """
 import numpy as np
 
+from cnnspec.kernels._exp import exp
 from cnnspec.kernels._jit import by_samples, elementwise, jit
 
 
@@ -66,11 +67,8 @@ def _leaky_relu_backward_in_place(g, x, slope):
 def _sigmoid_forward(x, out):
     for i in range(x.size):
         v = x[i]
-        if v >= 0:                       # never exp of a large positive number
-            out[i] = 1 / (1 + np.exp(-v))
-        else:
-            e = np.exp(v)
-            out[i] = e / (1 + e)
+        e = exp(-abs(v))                 # never exp of a large positive number; float64, and
+        out[i] = 1 / (1 + e) if v >= 0 else e / (1 + e)     # selects: the loop vectorises
 
 
 @jit
@@ -101,20 +99,27 @@ def _tanh_backward(dout, y, dx, accumulate):
 
 @jit
 def _softmax_forward(x, out):
-    """x, out (N, C, S): softmax over C, minus the max first (stable for |x| up to 1e4)."""
+    """x, out (N, C, S): softmax over C, minus the max first (stable for |x| up to 1e4); each
+    position's exps rounded to out's type and summed in float64 in the order of C.  The loops
+    run along S (the positions side by side: vectorised, ``_exp.exp``), C outside."""
     n_, c_, s_ = x.shape
+    m = np.empty(s_, x.dtype)
+    total = np.empty(s_, np.float64)
     for n in range(n_):
+        xn, on = x[n], out[n]
         for s in range(s_):
-            m = x[n, 0, s]
-            for c in range(1, c_):
-                m = max(m, x[n, c, s])
-            total = 0.0
-            for c in range(c_):
-                e = np.exp(x[n, c, s] - m)
-                out[n, c, s] = e
-                total += e
-            for c in range(c_):
-                out[n, c, s] = out[n, c, s] / total
+            m[s] = xn[0, s]
+            total[s] = 0.0
+        for c in range(1, c_):
+            for s in range(s_):
+                m[s] = max(m[s], xn[c, s])
+        for c in range(c_):
+            for s in range(s_):
+                on[c, s] = exp(xn[c, s] - m[s])
+                total[s] += on[c, s]
+        for c in range(c_):
+            for s in range(s_):
+                on[c, s] = on[c, s] / total[s]
 
 
 @jit

@@ -16,6 +16,7 @@ Losses are summed in float64 and returned as Python floats.
 """
 import numpy as np
 
+from cnnspec.kernels._exp import exp, log
 from cnnspec.kernels._jit import by_samples, jit
 
 
@@ -34,11 +35,11 @@ def _softmax_cross_entropy(z, y, dz):
             m = max(m, row[k])
         s = 0.0
         for k in range(k_):
-            s += np.exp(row[k] - m)
-        lse = m + np.log(s)
+            s += exp(row[k] - m)
+        lse = m + log(s)
         total += lse - row[label]
         for k in range(k_):
-            drow[k] = np.exp(row[k] - lse) / n_
+            drow[k] = exp(row[k] - lse) / n_
         drow[label] -= 1.0 / n_
     return total / n_, -1
 
@@ -63,14 +64,15 @@ def _cross_entropy_positions(z, y, dz, count, totals):
                 m[p] = max(m[p], zn[k, p])
         for k in range(k_):
             for p in range(p_):
-                s[p] += np.exp(zn[k, p] - m[p])
+                s[p] += exp(zn[k, p] - m[p])
+        for p in range(p_):
+            lse[p] = m[p] + log(s[p])
         total = 0.0
         for p in range(p_):
-            lse[p] = m[p] + np.log(s[p])
             total += lse[p] - zn[yn[p], p]
         for k in range(k_):
             for p in range(p_):
-                dn[k, p] = np.exp(zn[k, p] - lse[p]) / count
+                dn[k, p] = exp(zn[k, p] - lse[p]) / count
         for p in range(p_):
             dn[yn[p], p] -= 1.0 / count
         totals[n] = total

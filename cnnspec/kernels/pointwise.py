@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from cnnspec.kernels._exp import exp
 from cnnspec.kernels._jit import elementwise, jit
 from cnnspec.kernels.activation import _flat, same_buffer
 
@@ -110,19 +111,20 @@ def _hardsigmoid_backward_in_place(g, x):
         g[i] = g[i] * _ONE_SIXTH if (x[i] > -3) & (x[i] < 3) else 0
 
 
-# -- silu, gelu, softplus, elu: one loop each (libm calls: not vectorised either way) ----------
+# -- silu, gelu, softplus, elu: one loop each (silu's exp is _exp.exp, in float64: vectorised;
+# the others call libm, so their loops stay scalar) -------------------------------------------
 
 @jit
 def _silu_forward(x, out):
     for i in range(x.size):
-        out[i] = x[i] / (1 + np.exp(-x[i]))
+        out[i] = x[i] / (1 + exp(-x[i]))
 
 
 @jit
 def _silu_backward(dout, x, dx, accumulate):
     for i in range(dx.size):
         v = x[i]
-        s = 1 / (1 + np.exp(-v))
+        s = 1 / (1 + exp(-v))
         d = dout[i] * s * (1 + v * (1 - s))
         dx[i] = dx[i] + d if accumulate else d
 
