@@ -701,6 +701,29 @@ def test_maxpool_ties_everywhere_go_to_the_first_maximum(case):
     np.testing.assert_allclose(dx, R.maxpool2d_backward(dout, x, k, s, p, shape[2:]), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("stride", [(2, 2), (1, 1), (2, 1), (1, 2), (3, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool_2x2_with_nans_and_ties_matches_a_window_by_window_reference(stride, dtype):
+    """The one-pass 2x2 driver (a loop of its own for stride 2 along the rows) against windows
+    taken one by one in Python: the max; its flat index, the first maximum in row-major order;
+    a NaN wins its window (the last NaN in that order, as PyTorch's ``val > max || isnan(val)``)."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(-2, 2, size=(3, 2, 9, 12)).astype(dtype)
+    x.reshape(-1)[rng.choice(x.size, 25, replace=False)] = np.nan
+    oh, ow = (9 - 2) // stride[0] + 1, (12 - 2) // stride[1] + 1
+    out, arg = np.empty((3, 2, oh, ow), dtype), np.empty((3, 2, oh, ow), np.int64)
+    K.maxpool2d_forward_into(x, (2, 2), stride, (0, 0, 0, 0), out, arg)
+    for n, c, i, j in np.ndindex(out.shape):
+        best, where = None, None
+        for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            h, w = i * stride[0] + a, j * stride[1] + b
+            v = x[n, c, h, w]
+            if best is None or v > best or np.isnan(v):
+                best, where = v, h * 12 + w
+        assert arg[n, c, i, j] == where
+        assert out[n, c, i, j] == best or (np.isnan(best) and np.isnan(out[n, c, i, j]))
+
+
 @pytest.mark.parametrize("case", [POOL_CASES[i] for i in (1, 2, 3)], ids=pool_id)
 def test_pooling_backward_matches_central_differences(case):
     n, c, h, w, k, s, p, ceil = case
