@@ -227,6 +227,21 @@ def vprefetch(typingctx, arr, index):
     return types.none(arr, index), codegen
 
 
+@intrinsic
+def line_offset(typingctx, arr):
+    """Elements from arr[0] to the first element on a 64-byte line boundary (0 .. lanes - 1):
+    a kernel that lays out its scratch from there loads whole lines, never one split over two
+    (NumPy's large arrays start 16 bytes past a line)."""
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        i64 = ir.IntType(64)
+        address = builder.ptrtoint(array.data, i64)
+        misaligned = builder.and_(builder.sub(ir.Constant(i64, 0), address), ir.Constant(i64, 63))
+        return builder.udiv(misaligned, ir.Constant(i64, arr.dtype.bitwidth // 8))
+
+    return types.intp(arr), codegen
+
+
 # -- masked loads and stores, shuffles (depthwise.py's flat kernels) --------------------------
 
 @intrinsic

@@ -1515,7 +1515,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         run_split(D.weight_grad_direct, x.shape[0], threads, lambda t, lo, hi: (
             dout, x, (kh, kw), stride, pad, dilation, dw is not None, db is not None, group, xp,
             wide, offs, workspace[shared + t * per:shared + t * per + total], lo, hi))
-        o_dw = group * (xp + wide) + 384
+        o_dw = D.weight_grad_dw_offset(group, xp, wide)
         _sum_partials(workspace, shared, per, threads, (0, 0, 0, o_dw, o_dw + f_ * cg * kh * kw),
                       _partial_strides(GATHER, w.shape), empty4 if dw is None else dw,
                       empty1 if db is None else db, dw is not None, db is not None)

@@ -40,7 +40,8 @@ loads and FMAs (1.3x).  The wide grid's extra work is (pitch*OH rounded up to a 
 import numpy as np
 
 from cnnspec.kernels._jit import jit
-from cnnspec.kernels._simd import vfma, vlanes, vload, vsplat, vstore, vtranspose, vzero
+from cnnspec.kernels._simd import (line_offset, vfma, vlanes, vload, vsplat, vstore, vtranspose,
+                                   vzero)
 from cnnspec.kernels.conv import _bias_grad_add, _split_sample, _tap_offset
 
 BLOCK_F = 8          # output channels per register block
@@ -317,15 +318,25 @@ DW_GROUP_ELEMENTS = 1 << 18   # a group's phase and wide buffers, at most (1 MB 
 
 def weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh):
     """(samples per group, phase buffer per sample, wide dout per sample, per-thread total):
-    the per-thread slice holds [phase buffers | wide douts | 16 x 16 scratch | dw (K, F) | db]."""
+    the per-thread slice holds [up to 15 elements | phase buffers | wide douts | the rest of 16
+    elements | 24 x 16 scratch | dw (K, F) | db] (see weight_grad_dw_offset).  The phase and
+    wide buffers start on a 64-byte line (``line_offset``) and each is a whole number of
+    lines: the wide douts' loads are never split over two lines (+10% on the 16-channel 3x3 dw,
+    quartiles 1.07-1.13)."""
     _, c, h, w = x_shape
     f, _, kh, kw = w_shape
     _, xp, _ = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+    xp = -(-xp // 16) * 16
     wq, _ = _grid(h, w, stride, pad)
     wide = -(-f // DW_BLOCK) * DW_BLOCK * (-(-(oh * wq) // STRIP) * STRIP)
     group = max(1, min(x_shape[0], DW_GROUP_ELEMENTS // (xp + wide)))
     k = c * kh * kw
-    return group, xp, wide, group * (xp + wide) + 384 + k * f + f
+    return group, xp, wide, weight_grad_dw_offset(group, xp, wide) + k * f + f
+
+
+def weight_grad_dw_offset(group, xp, wide):
+    """Where weight_grad_direct's partial dw starts in its per-thread slice (db follows it)."""
+    return 16 + group * (xp + wide) + 384
 
 
 @jit
@@ -343,8 +354,9 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
     kh, kw = kernel
     k_ = c_ * kh * kw
     kp = (k_ + 5) // 6 * 6
-    o_wide = group * xp_size
-    o_tmp = o_wide + group * wide_size
+    start = line_offset(buf)               # the phase buffers start on a line
+    o_wide = start + group * xp_size
+    o_tmp = 16 + group * (xp_size + wide_size)
     o_dw = o_tmp + 384
     o_db = o_dw + k_ * f_
     dwp, dbp = buf[o_dw:o_db], buf[o_db:o_db + f_]
@@ -361,7 +373,7 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
             if not need_dw:
                 continue
             _fill_sample(x, n, stride, pad, wq, plane, g0 == n0,
-                         buf[(n - g0) * xp_size:(n - g0 + 1) * xp_size])
+                         buf[start + (n - g0) * xp_size:start + (n - g0 + 1) * xp_size])
             if g0 == n0 and n == g0:     # the extra columns stay zero: every sample writes
                 for e in range(o_wide, o_wide + group * wide_size):   # the same places
                     buf[e] = 0
@@ -403,12 +415,12 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
                 a52 = vzero(buf)
                 a53 = vzero(buf)
                 for n in range(g1 - g0):
-                    t0 = n * xp_size + offs[kb + 0]
-                    t1 = n * xp_size + offs[kb + 1]
-                    t2 = n * xp_size + offs[kb + 2]
-                    t3 = n * xp_size + offs[kb + 3]
-                    t4 = n * xp_size + offs[kb + 4]
-                    t5 = n * xp_size + offs[kb + 5]
+                    t0 = start + n * xp_size + offs[kb + 0]
+                    t1 = start + n * xp_size + offs[kb + 1]
+                    t2 = start + n * xp_size + offs[kb + 2]
+                    t3 = start + n * xp_size + offs[kb + 3]
+                    t4 = start + n * xp_size + offs[kb + 4]
+                    t5 = start + n * xp_size + offs[kb + 5]
                     u = o_wide + n * wide_size + fb * qs
                     for q in range(0, qs, lanes):
                         y0 = vload(buf, u + q)
