@@ -219,19 +219,24 @@ def elementwise(kernel, *args):
     run_split(kernel, blocks, threads, args_for, pieces=memory_pieces(blocks, threads, n))
 
 
-def by_samples(kernel, work, *args):
+def by_samples(kernel, work, *args, scratch=()):
     """``kernel(*args)`` for a kernel independent per sample (axis 0 of the arrays as long as the
     first argument): with ``work`` (elements touched) above the element-wise threshold, the
-    threads take contiguous ranges of samples, each calling ``kernel`` on its slices."""
+    threads take contiguous ranges of samples, each calling ``kernel`` on its slices.
+    ``scratch``: (length, dtype) pairs; each call gets its own 1-D array of each after the
+    arguments (a kernel's rows of work: allocating them inside the kernel cost ~0.3 s of its
+    first compile)."""
     n = args[0].shape[0]
     threads = 1 if work < _PARALLEL_ELEMENTS else min(num_threads(), n)
     if threads <= 1:
-        kernel(*args)
+        kernel(*args, *(np.empty(length, dtype) for length, dtype in scratch))
         return
+    pieces = memory_pieces(n, threads, work)
+    rows = [np.empty((pieces, length), dtype) for length, dtype in scratch]
     cut = tuple(isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == n for a in args)
     run_split(kernel, n, threads, lambda t, lo, hi: tuple(a[lo:hi] if c else a
-                                                          for a, c in zip(args, cut)),
-              pieces=memory_pieces(n, threads, work))
+                                                          for a, c in zip(args, cut))
+              + tuple(r[t] for r in rows), pieces=pieces)
 
 
 @jit_sum

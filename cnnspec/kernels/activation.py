@@ -98,13 +98,12 @@ def _tanh_backward(dout, y, dx, accumulate):
 
 
 @jit
-def _softmax_forward(x, out):
+def _softmax_forward(x, out, m, total):
     """x, out (N, C, S): softmax over C, minus the max first (stable for |x| up to 1e4); each
     position's exps rounded to out's type and summed in float64 in the order of C.  The loops
-    run along S (the positions side by side: vectorised, ``_exp.exp``), C outside."""
+    run along S (the positions side by side: vectorised, ``_exp.exp``), C outside; m (S, x's
+    type) and total (S, float64) are scratch."""
     n_, c_, s_ = x.shape
-    m = np.empty(s_, x.dtype)
-    total = np.empty(s_, np.float64)
     for n in range(n_):
         xn, on = x[n], out[n]
         for s in range(s_):
@@ -198,7 +197,9 @@ def tanh_backward_into(dout, y, dx, accumulate=False):
 
 def softmax_forward_into(x, out):
     """Softmax over axis 1 of x (N, C, *spatial)."""
-    by_samples(_softmax_forward, 2 * x.size, _ncs(x), _ncs(out))
+    spatial = _ncs(x).shape[2]
+    by_samples(_softmax_forward, 2 * x.size, _ncs(x), _ncs(out),
+               scratch=((spatial, x.dtype), (spatial, np.float64)))
 
 
 def softmax_backward_into(dout, y, dx, accumulate=False):
