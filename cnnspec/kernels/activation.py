@@ -98,6 +98,17 @@ def _tanh_backward(dout, y, dx, accumulate):
 
 
 @jit
+def column_max(a, m):
+    """m[p] = the largest a[k, p] over k, for a (K, P): the loops along P (vectorised).  The
+    softmax and the per-position cross-entropy subtract it first."""
+    for p in range(a.shape[1]):
+        m[p] = a[0, p]
+    for k in range(1, a.shape[0]):
+        for p in range(a.shape[1]):
+            m[p] = max(m[p], a[k, p])
+
+
+@jit
 def _softmax_forward(x, out, m, total):
     """x, out (N, C, S): softmax over C, minus the max first (stable for |x| up to 1e4); each
     position's exps rounded to out's type and summed in float64 in the order of C.  The loops
@@ -106,12 +117,9 @@ def _softmax_forward(x, out, m, total):
     n_, c_, s_ = x.shape
     for n in range(n_):
         xn, on = x[n], out[n]
+        column_max(xn, m)
         for s in range(s_):
-            m[s] = xn[0, s]
             total[s] = 0.0
-        for c in range(1, c_):
-            for s in range(s_):
-                m[s] = max(m[s], xn[c, s])
         for c in range(c_):
             for s in range(s_):
                 on[c, s] = exp(xn[c, s] - m[s])

@@ -18,6 +18,7 @@ import numpy as np
 
 from cnnspec.kernels._exp import exp, log
 from cnnspec.kernels._jit import by_samples, jit
+from cnnspec.kernels.activation import column_max
 
 
 @jit
@@ -56,12 +57,9 @@ def _cross_entropy_positions(z, y, dz, count, totals):
     lse = np.empty(p_, np.float64)
     for n in range(n_):
         zn, dn, yn = z[n], dz[n], y[n]
+        column_max(zn, m)
         for p in range(p_):
-            m[p] = zn[0, p]
             s[p] = 0.0
-        for k in range(1, k_):
-            for p in range(p_):
-                m[p] = max(m[p], zn[k, p])
         for k in range(k_):
             for p in range(p_):
                 s[p] += exp(zn[k, p] - m[p])
