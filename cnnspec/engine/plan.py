@@ -502,12 +502,14 @@ class BySamples:
     sample; no layer-API backend) and whose training forward has at least ``SHARE_MACS``
     multiply-adds per share."""
 
-    def __init__(self, plan, forward: dict, calls: list, count: int):
+    def __init__(self, plan, forward: dict, calls: list, count: int, used: int):
+        """``used``: the bytes of the plan's and the Training's buffers (what the shares'
+        gradients and workspaces come on top of)."""
         from cnnspec.engine.ops import NodeContext
         from cnnspec.kernels import _jit
 
         model, graph, n = plan.model, plan.model.graph, plan.batch
-        self.model, self.count, self.jit = model, count, _jit
+        self.model, self.count, self.jit, self.used = model, count, _jit, used
         flat = model._flat_grads
         spans, self.forward_shares, self.backward_shares, self.extra_grads = set(), [], [], []
         self.workspace_bytes = 0
@@ -569,8 +571,7 @@ class BySamples:
         # available when the plan started, the layers split as on a small batch
         if (count - 1) * 2 * model._flat_grads.nbytes > plan.available_after(used):
             return None
-        shares = BySamples(plan, forward, calls, count)
-        shares.used = used
+        shares = BySamples(plan, forward, calls, count, used)
         extra = sum(a.nbytes for a in shares.extra_grads) + shares.workspace_bytes
         return shares if extra <= plan.available_after(used) else None
 
