@@ -243,14 +243,19 @@ def _numpy_bytes(tracemalloc):
 
 
 @pytest.mark.parametrize("label,text,batch", MEMORY_NETS, ids=[n[0] for n in MEMORY_NETS])
-def test_training_memory_estimate_is_what_the_engine_allocates(label, text, batch):
+def test_training_memory_estimate_is_what_the_engine_allocates(label, text, batch, monkeypatch):
     """The summary's count of a training step's buffers against the NumPy arrays the engine makes:
     a plan (the outputs, max-pooling's argmax, dropout's mask and draws; its workspace, which the
-    estimate leaves out, taken off) and its training step (the gradients), traced by tracemalloc."""
+    estimate leaves out, taken off) and its training step (the gradients), traced by tracemalloc.
+    Layer by layer: the shares of training by samples (a gradient and a workspace per thread,
+    which the estimate does not model) are in the peak's test below."""
     import tracemalloc
 
     import cnnspec
     from cnnspec.analysis.summary import training_buffers
+    from cnnspec.engine import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "BY_SAMPLES", False)
 
     net = cnnspec.loads(text)
     estimate = training_buffers(net.graph, batch, 4)

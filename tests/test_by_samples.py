@@ -3,9 +3,13 @@ statistics runs its batch in shares of samples, one per thread, each through eve
 parameter gradients are the shares' sums added in order.  Checked against the same steps run
 layer by layer on one thread (float64: equal to rounding), with uneven shares (batch 7 on 3
 threads), frozen layers, input gradients, a given output gradient (forward_train/backward), the
-fusions (relu -> maxpool, add -> relu) and multi-input layers; and that networks with batchnorm
-or dropout, and small batches, do not run so.
+fusions (relu -> maxpool, add -> relu) and multi-input layers; batchnorm, whose shares meet for
+the batch statistics (the same statistics as one thread's, bit for bit); and that networks with
+dropout, small batches, and shares that would cut a batchnorm's block of partial sums, do not
+run so.
 """
+import threading
+
 import numpy as np
 import pytest
 
@@ -123,8 +127,8 @@ def test_float32_lenet_by_samples_within_rounding(shares):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("layer", ["batchnorm", "dropout(0.3)"])
-def test_batch_statistics_and_random_layers_train_layer_by_layer(shares, layer):
+@pytest.mark.parametrize("layer", ["dropout(0.3)", "droppath(0.3)"])
+def test_random_layers_train_layer_by_layer(shares, layer):
     text = f"""
 network N {{
     input image: 2x6x6
@@ -137,6 +141,167 @@ network N {{
         model.train_step(xs, y, SGD(model, lr=0.1))
         return model._plan(8).training("cross_entropy").shares
     assert shares(build, 2) is None
+
+
+# batchnorm everywhere it can be: first layer (its input needs no gradient), fused with relu and
+# relu6, after an add, on dense features, frozen, and followed by something other than a relu
+BN_NET = """
+network Norms {
+    input image: 3x8x8
+    a = image -> batchnorm -> conv(4, 3x3, pad=1, bias=false) -> batchnorm -> relu
+    b = a -> conv(4, 3x3, pad=1) -> batchnorm -> relu6
+    s = add(a, b) -> batchnorm -> tanh
+    c = s -> conv(5, 1x1) -> batchnorm(momentum=0.3) -> relu -> maxpool(2)
+    f = c -> flatten -> dense(12) -> batchnorm -> relu
+    f -> dense(6) -> batchnorm -> softmax
+}
+"""
+
+
+@pytest.mark.parametrize("n, threads", [(16, 2), (8, 4), (2, 2), (40, 2)])
+def test_batchnorm_shares_meet_for_the_statistics(shares, n, threads):
+    """Every share's batchnorm waits for the others' partial sums: the running statistics of
+    the first batchnorm (on the input itself) are those of one thread bit for bit (the same
+    blocks' sums in the same order), the others' and the steps equal to rounding (a share's
+    kernels are chosen for its size; the parameter gradients are sums in shares)."""
+    def train(frozen=()):
+        model = _model(BN_NET)
+        model.set_trainable(list(frozen), False)
+        xs, y = _data(model, n)
+        opt = SGD(model, lr=0.1, momentum=0.9)
+        first = model.train_step(xs, y, opt)
+        state = {k: {s: v.copy() for s, v in st.items()} for k, st in model.state.items()}
+        values = [first] + [model.train_step(xs, y, opt) for _ in range(2)]
+        model.backprop(xs, y, inputs=("image",))
+        grads = {k: v.copy() for k, v in model.input_grads.items()}
+        return model, values, state, grads, model._plan(n).training("cross_entropy").shares
+    for frozen in ((), ("batchnorm2", "batchnorm5")):
+        serial, serial_values, serial_state, serial_grads, none = shares.layers(lambda: train(frozen))
+        model, values, state, grads, used = shares(lambda: train(frozen), threads)
+        assert none is None and used is not None and used.count == threads
+        for key, v in serial_state["batchnorm1"].items():
+            np.testing.assert_array_equal(state["batchnorm1"][key], v, err_msg=key)
+        for layer, st in serial_state.items():
+            for key, v in st.items():
+                _close(state[layer][key], v)
+        for (loss, out), (loss1, out1) in zip(values, serial_values):
+            assert loss == pytest.approx(loss1, rel=1e-12)
+            _close(out, out1)
+        _close(model._flat_params, serial._flat_params)
+        for key in model.state:
+            for name in model.state[key]:
+                _close(model.state[key][name], serial.state[key][name])
+        _close(grads["image"], serial_grads["image"])
+        if frozen:
+            start, stop = model._spans["batchnorm2"]
+            assert not model._flat_grads[start:stop].any()
+
+
+def test_shares_that_would_cut_a_batchnorm_block_train_layer_by_layer(shares):
+    """A batch of 12 has its batchnorm's partial sums in 8 blocks starting at samples 0, 1, 3,
+    4, 6, 7, 9, 10: two shares (0..5, 6..11) keep them whole, three (cut at 4 and 8) would not."""
+    def build(n):
+        model = _model(BN_NET)
+        xs, y = _data(model, n)
+        model.train_step(xs, y, SGD(model, lr=0.1))
+        return model._plan(n).training("cross_entropy").shares
+    assert shares(lambda: build(12), 2) is not None
+    assert shares(lambda: build(12), 3) is None
+    assert shares(lambda: build(9), 3) is not None          # blocks 0..7, 9: cut at 3 and 6
+
+
+def test_a_share_that_fails_releases_the_others(shares, monkeypatch):
+    """An error in one share while the others wait for it at a batchnorm reaches the caller as
+    itself (not the others' broken wait), and the next step runs."""
+    from cnnspec import kernels as K
+
+    partials, fail = K.batchnorm_partials_into, [True]
+
+    def failing(x, part, batch=None, first=0):
+        if first and fail[0]:
+            raise FloatingPointError("share 2 failed")
+        partials(x, part, batch, first)
+    monkeypatch.setattr(K, "batchnorm_partials_into", failing)
+
+    def run():
+        model = _model(BN_NET)
+        xs, y = _data(model, 16)
+        opt = SGD(model, lr=0.1)
+        with pytest.raises(FloatingPointError, match="share 2 failed"):
+            model.train_step(xs, y, opt)
+        fail[0] = False
+        loss, _ = model.train_step(xs, y, opt)
+        assert model._plan(16).training("cross_entropy").shares is not None
+        return loss
+    assert np.isfinite(shares(run, 2))
+
+
+def test_batchnorm_halves_in_shares_equal_the_whole_call():
+    """The kernels' two halves, run for two shares of a batch, write what one call writes (bit
+    for bit); a share that cuts a block is refused."""
+    from cnnspec import kernels as K
+
+    rng = np.random.default_rng(4)
+    n, c = 12, 3
+    x = rng.standard_normal((n, c, 5, 4)).astype(np.float32) * 3 + 1
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    gamma, beta = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    for relu in (False, True):
+        whole = {k: np.zeros(c) for k in ("mean", "invstd")}
+        rm, rv, out = np.zeros(c, np.float32), np.ones(c, np.float32), np.empty_like(x)
+        K.batchnorm_forward_train_into(x, gamma, beta, 1e-5, 0.1, rm, rv, out, whole["mean"],
+                                       whole["invstd"], relu=relu)
+        dx, dg, db = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
+        K.batchnorm_backward_into(dout, x, gamma, whole["mean"], whole["invstd"], dx, dg, db,
+                                  relu_y=out if relu else None)
+        part = np.empty((8, c, 2))
+        rm2, rv2, out2 = np.zeros(c, np.float32), np.ones(c, np.float32), np.empty_like(x)
+        dx2, dg2, db2 = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
+        cuts = [(0, 6), (6, 12)]
+        stats = [(np.zeros(c), np.zeros(c)) for _ in cuts]
+        for lo, hi in cuts:
+            K.batchnorm_partials_into(x[lo:hi], part, n, lo)
+        for (lo, hi), (mean, invstd) in zip(cuts, stats):
+            first = lo == 0
+            K.batchnorm_forward_from_partials(x[lo:hi], gamma, beta, 1e-5, 0.1, rm2 if first else None,
+                                              rv2 if first else None, out2[lo:hi], mean, invstd, part, n,
+                                              relu=relu)
+            np.testing.assert_array_equal(mean, whole["mean"])
+            np.testing.assert_array_equal(invstd, whole["invstd"])
+        y = out2 if relu else None
+        for lo, hi in cuts:
+            K.batchnorm_grad_partials_into(dout[lo:hi], x[lo:hi], stats[0][0], part, n, lo,
+                                           None if y is None else y[lo:hi])
+        for lo, hi in cuts:
+            K.batchnorm_backward_from_partials(dout[lo:hi], x[lo:hi], gamma, stats[0][0], stats[0][1],
+                                               dx2[lo:hi], dg2 if lo == 0 else None, db2 if lo == 0 else None,
+                                               part, n, relu_y=None if y is None else y[lo:hi])
+        for a, b in ((out2, out), (rm2, rm), (rv2, rv), (dx2, dx), (dg2, dg), (db2, db)):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="cut a block"):
+        K.batchnorm_partials_into(x[:8], part, n, 0)         # blocks start at 0, 1, 3, 4, 6, 7, 9, 10
+    assert K.share_blocks(12, 0, 6) == (0, 4) and K.share_blocks(12, 0, 8) is None
+
+
+def test_pieces_that_run_together_refuse_to_nest(monkeypatch):
+    """``run_split(together=True)`` needs a thread per piece: from inside a piece it would wait
+    for itself, so it refuses."""
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+    seen, errors = [], []
+
+    def outer(lo):
+        try:
+            _jit.run_split(lambda: None, 2, 2, lambda t, a, b: (), pieces=2, together=True)
+        except RuntimeError as error:
+            errors.append(error)
+        seen.append(lo)
+    _jit.run_split(outer, 2, 2, lambda t, lo, hi: (lo,), pieces=2)
+    assert sorted(seen) == [0, 1] and len(errors) == 2
+    barrier = threading.Barrier(2)                       # two pieces that meet: both ran at once
+    met = []
+    _jit.run_split(lambda i: met.append(barrier.wait()), 2, 2, lambda t, lo, hi: (lo,), pieces=2,
+                   together=True)
+    assert sorted(met) == [0, 1]
 
 
 def test_small_batches_train_layer_by_layer(monkeypatch):

@@ -17,6 +17,34 @@ DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-9, np.float32: 1e-4}
 
 
+@pytest.fixture
+def avx512_rules(monkeypatch):
+    """The rules of a machine with AVX-512, whatever this one has: where the direct kernels run
+    (``conv._wide_vector_cpu``); the plans are made, not run, so the rules are checked
+    everywhere (the kernels themselves run on every machine: ``_DIRECT_ALL``)."""
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", True)
+
+
+def test_without_avx512_the_convolutions_stay_on_blas(monkeypatch):
+    """On a CPU without AVX-512 the direct kernels, which keep sixteen 512-bit accumulators,
+    would spill AVX2's sixteen 256-bit registers: no layer of the bench's rows, ResNet-8 or the
+    U-Net is planned on them (the forward, dx, dw, lanes, samples-in-lanes, Winograd, 5x5)."""
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
+    for x, w, s, p in (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), ((64, 16, 14, 14), (32, 16, 5, 5), 1, 2),
+                       ((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), ((64, 32, 16, 16), (32, 32, 3, 3), 1, 1),
+                       ((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), ((64, 64, 8, 8), (64, 64, 3, 3), 1, 1)):
+        plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
+        assert plan.direct is None and plan.direct_dx is None and plan.direct_dw is None
+        assert plan.direct_dwr is None and plan.lanes is None and plan.lanes_dx is None
+        assert not plan.slanes and not plan.slanes_dx
+        assert plan.wino is None and plan.wino_dx is None and plan.wino_dw is None
+        assert plan.c5 is None and plan.c5_dx is None and plan.c5_dw is None
+        monkeypatch.setattr(conv, "_WIDE_VECTORS", True)
+        assert _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1).direct is not None      # where they would run
+        monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
+
+
+
 def rel_error(a, b):
     """CS231n's relative error: max |a - b| / max(1e-8, |a| + |b|)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -298,6 +326,7 @@ def test_weight_grad_rows_on_dilated_widths(dtype, monkeypatch):
         close(db, rdb, dtype)
     monkeypatch.setattr(conv, "_DW_LANES", None)          # the rules: F >= 32, plane * F small
     monkeypatch.setattr(conv, "_DIRECT_ALL", False)
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", True)      # (an AVX-512 machine's: see avx512_rules)
     assert _Plan((64, 32, 16, 16), (64, 32, 3, 3), (1, 1), (2,) * 4, (2, 2), 1).direct_dwr \
         is not None
 
@@ -391,7 +420,7 @@ def test_window_offsets_are_kept_per_geometry():
     assert all(a is b for a, b in zip(tables[:len(cases)], tables[len(cases):]))
     assert len({id(t) for t in tables}) == len(cases)
 
-def test_samples_in_lanes_rules():
+def test_samples_in_lanes_rules(avx512_rules):
     """Where the rules put conv_lanes.py's forward and dx (the samples in the lanes): the 5x5
     16->32 row and ResNet-8's 16x16 and strided layers at batch 64; not batches under 16, 32x32
     planes of ResNet-8's 16->16 (the wide grid wastes 3%), nor the forward of fewer than 8 input
@@ -422,15 +451,13 @@ def test_the_kernels_use_the_plan_of_the_lanes_switch_in_force(monkeypatch):
         assert (plan.lanes is not None) is lanes
 
 
-def test_lanes_rules():
+def test_lanes_rules(avx512_rules):
     """Where the rules put forward_lanes: ResNet-8's 8x8 layers (64 filters: 3x3 64->64, the
     stride-2 32->64 and its dx) and planes of 32x32 and more with 64 filters (the bench's 3x3
     64->64 on 56x56), not ResNet-8's 16x16 or 32x32 layers (32 and 16 filters), 64->64 on
     16x16, nor 3x3 256->256 on 4x4 (K > 1536)."""
     def plan(x, w, s, p):
         return _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
-    if not conv._wide_vector_cpu():
-        pytest.skip("the direct kernels need AVX-512")
     p = plan((64, 64, 8, 8), (64, 64, 3, 3), 1, 1)
     assert p.lanes is not None and p.lanes_dx is not None
     assert plan((64, 32, 16, 16), (64, 32, 3, 3), 2, 1).lanes is not None
@@ -502,14 +529,12 @@ def test_conv2d_winograd_matches_reference(case, dtype, monkeypatch):
     assert np.array_equal(dw2, dw)
 
 
-def test_winograd_rules():
+def test_winograd_rules(avx512_rules):
     """Where the rules put Winograd: 3x3 stride 1 with F (dx: C) a multiple of 64, C (dx: F)
     >= 32, C*F <= 4096 and planes of >= 2048 outputs (the bench's 64->64 on 56x56); not
     ResNet-8's or the U-Net's layers (8x8 to 32x32), 128->128, strides or other kernels."""
     def plan(x, w, s=1, p=1):
         return _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
-    if not conv._wide_vector_cpu():
-        pytest.skip("the direct kernels need AVX-512")
     for x, w in (((8, 64, 56, 56), (64, 64, 3, 3)), ((1, 32, 48, 50), (64, 32, 3, 3))):
         p = plan(x, w)
         assert p.wino is not None and p.wino_dw is not None, (x, w)

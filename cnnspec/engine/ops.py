@@ -20,10 +20,11 @@ from cnnspec.errors import CnnSpecError
 
 class NodeContext:
     """What an op is built from: the node's config, its input and output buffers, parameters;
-    for an op of one share of the batch (``plan.BySamples``), ``whole`` is the whole batch's op and
-    ``rows`` the share's samples [lo, hi): its per-sample buffers are rows of the whole op's."""
+    for an op of one share of the batch (``plan.BySamples``), ``whole`` is the whole batch's op,
+    ``rows`` the share's samples [lo, hi) (its per-sample buffers are rows of the whole op's) and
+    ``meet()`` returns once every share has called it (batchnorm's batch statistics)."""
 
-    def __init__(self, name, node, xs, y, params, state, model, whole=None, rows=None):
+    def __init__(self, name, node, xs, y, params, state, model, whole=None, rows=None, meet=None):
         self.name = name
         self.op = node["op"]
         self.config = node["config"]
@@ -32,7 +33,7 @@ class NodeContext:
         self.params = params            # {name: array} views into the model's parameters
         self.state = state              # {name: array} (batchnorm running statistics)
         self.model = model
-        self.whole, self.rows = whole, rows
+        self.whole, self.rows, self.meet = whole, rows, meet
 
 
 def as4d(a):
@@ -61,14 +62,20 @@ def as2d(sizes) -> tuple:
 
 class Op:
     workspace = 0                       # elements of the shared conv workspace this op needs
-    by_samples = False                  # each sample's results depend on that sample alone, and the
-    # steps draw no random numbers: the batch may run in shares of samples, one per thread, each
-    # through every layer (``plan.BySamples``); False for batchnorm (batch statistics), dropout
+    by_samples = False                  # each sample's results depend on that sample alone (or,
+    # batchnorm's, on statistics the shares meet for), and the steps draw no random numbers: the
+    # batch may run in shares of samples, one per thread, each through every layer
+    # (``plan.BySamples``); False for dropout, droppath and sample (random numbers)
 
     def __init__(self, c: NodeContext):
         self.c = c
         self.x = c.xs[0] if c.xs else None
         self.y = c.y
+
+    @staticmethod
+    def share_cut(batch: int, lo: int, hi: int) -> bool:
+        """Whether a share of samples [lo, hi) of a batch of ``batch`` can run this op."""
+        return True
 
     def per_sample(self, attr, shape, dtype):
         """A buffer of one row per sample (``shape``): new zeros, or for an op of a share of the
@@ -293,6 +300,8 @@ class BatchNorm(Op):
     Evaluation: running statistics. A frozen batchnorm still normalises with batch statistics in
     training, as a PyTorch module in train() mode whose parameters have requires_grad=False."""
 
+    by_samples = True                   # its shares meet for the batch statistics
+
     def __init__(self, c):
         super().__init__(c)
         channels = self.x.shape[1]
@@ -300,12 +309,28 @@ class BatchNorm(Op):
         self.invstd = np.zeros(channels)
         self.eps = float(c.config["eps"])
         self.momentum = float(c.config["momentum"])
+        if c.whole is not None:
+            # a share of the batch: its blocks' partial sums go to the whole op's, which every
+            # share reads after they meet; the first share's statistics are the whole op's
+            whole = c.whole
+            self.batch, self.first = whole.x.shape[0], c.rows[0]
+            if getattr(whole, "part", None) is None:
+                whole.part = np.empty((K.share_blocks(self.batch, 0, self.batch)[1], channels, 2))
+            self.part = whole.part
+            if self.first == 0:
+                self.mean, self.invstd = whole.mean, whole.invstd
+
+    @staticmethod
+    def share_cut(batch, lo, hi):
+        """A share covers whole blocks of the statistics' partial sums (``norm.share_blocks``)."""
+        return K.share_blocks(batch, lo, hi) is not None
 
     def check_batch(self):
         """As PyTorch: batch statistics need more than one value per channel."""
-        if self.x.size == self.x.shape[1]:
+        x = self.x if self.c.whole is None else self.c.whole.x
+        if x.size == x.shape[1]:
             raise CnnSpecError(f"`{self.c.name}` (batchnorm) needs more than one value per channel in training; "
-                               f"its input is {self.x.shape[1]} features x batch 1",
+                               f"its input is {x.shape[1]} features x batch 1",
                                hint="train with a batch of 2 or more")
 
     def forward(self, training):
@@ -317,6 +342,8 @@ class BatchNorm(Op):
         if not training:
             f = K.batchnorm_forward_eval_into
             return lambda: f(x, gamma, beta, eps, rm, rv, y)
+        if self.c.whole is not None:
+            return self._share_forward(y, False, False)
         f, momentum, mean, invstd = K.batchnorm_forward_train_into, self.momentum, self.mean, self.invstd
         return lambda: f(x, gamma, beta, eps, momentum, rm, rv, y, mean, invstd)
 
@@ -324,6 +351,8 @@ class BatchNorm(Op):
         """The training forward fused with the relu (``relu6``: relu6) after it:
         relu(batchnorm(x)) into ``y`` (the relu's output); this op's own output is not written."""
         self.check_batch()
+        if self.c.whole is not None:
+            return self._share_forward(y, not relu6, relu6)
         x, eps, momentum, mean, invstd = self.x, self.eps, self.momentum, self.mean, self.invstd
         gamma, beta = self.c.params["weight"], self.c.params["bias"]
         rm, rv = self.c.state["running_mean"], self.c.state["running_var"]
@@ -331,6 +360,22 @@ class BatchNorm(Op):
         if relu6:
             return lambda: f(x, gamma, beta, eps, momentum, rm, rv, y, mean, invstd, False, True)
         return lambda: f(x, gamma, beta, eps, momentum, rm, rv, y, mean, invstd, True)
+
+    def _share_forward(self, y, relu, relu6):
+        """A share's training forward: its blocks' partials, the meeting, then the statistics of
+        the whole batch (the first share updates the running ones) and its samples' output."""
+        x, eps, momentum, mean, invstd = self.x, self.eps, self.momentum, self.mean, self.invstd
+        gamma, beta = self.c.params["weight"], self.c.params["bias"]
+        rm, rv = ((self.c.state["running_mean"], self.c.state["running_var"]) if self.first == 0
+                  else (None, None))
+        part, batch, first, meet = self.part, self.batch, self.first, self.c.meet
+        partials, finish = K.batchnorm_partials_into, K.batchnorm_forward_from_partials
+
+        def step():
+            partials(x, part, batch, first)
+            meet()
+            finish(x, gamma, beta, eps, momentum, rm, rv, y, mean, invstd, part, batch, relu, relu6)
+        return step
 
     def backward(self, dy, dxs, grads, relu_y=None, relu6=False):
         """``relu_y``: the output of a relu (``relu6``: relu6) fused with this op
@@ -340,12 +385,29 @@ class BatchNorm(Op):
         dbeta = grads["bias"] if grads else None
         if dx is None and dgamma is None:
             return None
+        if self.c.whole is not None:
+            return self._share_backward(dy, dx, acc, dgamma, dbeta, relu_y, relu6)
         f, x, gamma, mean, invstd = K.batchnorm_backward_into, self.x, self.c.params["weight"], self.mean, self.invstd
         if relu_y is not None and relu6:
             return lambda: f(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, acc, relu_y, True)
         if relu_y is not None:
             return lambda: f(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, acc, relu_y)
         return lambda: f(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, acc)
+
+    def _share_backward(self, dy, dx, acc, dgamma, dbeta, relu_y, relu6):
+        """A share's training backward: its blocks' sums, the meeting, then its samples' dx; the
+        first share writes dgamma and dbeta of the whole batch (the others' copies stay 0)."""
+        x, gamma, mean, invstd = self.x, self.c.params["weight"], self.mean, self.invstd
+        part, batch, first, meet = self.part, self.batch, self.first, self.c.meet
+        if first:
+            dgamma = dbeta = None
+        partials, finish = K.batchnorm_grad_partials_into, K.batchnorm_backward_from_partials
+
+        def step():
+            partials(dy, x, mean, part, batch, first, relu_y, relu6)
+            meet()
+            finish(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, part, batch, acc, relu_y, relu6)
+        return step
 
     def backward_eval(self, dy, dxs):
         """Through the running statistics (a fixed affine map per channel)."""

@@ -15,6 +15,7 @@ training backward sends its gradient with the rest.
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter, OrderedDict
 
 import networkx as nx
@@ -498,9 +499,16 @@ class BySamples:
     sums, as a kernel split over threads sums its pieces'; a share's kernels are chosen for its
     size), and are the same for every run on as many threads.
 
-    Only for networks whose every layer has ``by_samples`` (no batchnorm, dropout, droppath or
-    sample; no layer-API backend) and whose training forward has at least ``SHARE_MACS``
-    multiply-adds per share."""
+    A batchnorm needs the whole batch's statistics: each share writes the partial sums of its
+    samples' blocks (``norm.share_blocks``: the shares cut the batch between blocks), the shares
+    meet (a barrier: every share runs at once, on its own thread), then each reads them all.
+    The statistics, and so every result of the layer, are those of one thread bit for bit (the
+    blocks' sums are the same sums, combined in the same order); its parameter gradients are
+    written by the first share.
+
+    Only for networks whose every layer has ``by_samples`` (no dropout, droppath or sample; no
+    layer-API backend) and whose training forward has at least ``SHARE_MACS`` multiply-adds per
+    share."""
 
     def __init__(self, plan, forward: dict, calls: list, count: int, used: int):
         """``used``: the bytes of the plan's and the Training's buffers (what the shares'
@@ -510,6 +518,7 @@ class BySamples:
 
         model, graph, n = plan.model, plan.model.graph, plan.batch
         self.model, self.count, self.jit, self.used = model, count, _jit, used
+        self.barrier, self.failure = threading.Barrier(count), None
         flat = model._flat_grads
         spans, self.forward_shares, self.backward_shares, self.extra_grads = set(), [], [], []
         self.workspace_bytes = 0
@@ -522,7 +531,7 @@ class BySamples:
                 node = graph.nodes[name]
                 ctx = NodeContext(name, node, [act[i] for i in node["inputs"]], act[name],
                                   model.params.get(name, {}), model.state.get(name, {}), model,
-                                  whole=whole, rows=(lo, hi))
+                                  whole=whole, rows=(lo, hi), meet=self.barrier.wait)
                 ops[name] = type(whole)(ctx)
             # each share's kernels run on its thread alone: their workspace is that of one thread
             workspace = np.zeros(max((op.workspace for op in ops.values()), default=0), model.dtype)
@@ -564,8 +573,10 @@ class BySamples:
                    for name, op in plan.ops.items()):
             return None
         macs = plan.batch * sum(graph.nodes[name].get("macs", 0) for name in plan.order)
-        count = min(_jit.num_threads(), plan.batch, macs // SHARE_MACS)
-        if count < 2:
+        n = plan.batch
+        count = min(_jit.num_threads(), n, macs // SHARE_MACS)
+        if count < 2 or not all(op.share_cut(n, s * n // count, (s + 1) * n // count)
+                                for op in plan.ops.values() for s in range(count)):
             return None
         # a parameter gradient and a workspace per thread: where they do not fit in what was
         # available when the plan started, the layers split as on a small batch
@@ -576,9 +587,31 @@ class BySamples:
         return shares if extra <= plan.available_after(used) else None
 
     def _run(self, shares) -> None:
+        """Every share at once, each on its own thread (they meet at each batchnorm)."""
         jit = self.jit
-        jit.run_split(jit.alone, self.count, min(jit.num_threads(), self.count),
-                      lambda t, lo, hi: (shares[lo],), pieces=self.count)
+        self.failure = None
+        try:
+            jit.run_split(self._share, self.count, self.count, lambda t, lo, hi: (shares[lo],),
+                          pieces=self.count, together=True)
+        except threading.BrokenBarrierError:
+            if self.failure is None:
+                raise
+            raise self.failure from None            # what broke the barrier, not the others' wait
+        finally:
+            if self.barrier.broken:
+                self.barrier.reset()
+
+    def _share(self, steps) -> None:
+        """One share's steps; on an error, the others waiting for it at a meeting are released
+        (their wait raises ``BrokenBarrierError``)."""
+        try:
+            self.jit.alone(steps)
+        except threading.BrokenBarrierError:
+            raise
+        except BaseException as error:
+            self.failure = error
+            self.barrier.abort()
+            raise
 
     def forward(self) -> None:
         self._run(self.forward_shares)

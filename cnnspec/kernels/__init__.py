@@ -85,6 +85,18 @@ Batch normalisation (x (N, C, *spatial) per channel, or (N, D) per feature):
     batchnorm_backward_eval_into(dout, x, gamma, eps, running_mean, running_var, dx, dgamma,
                                  dbeta, accumulate=False)
         backward of the evaluation-mode forward (a fixed affine map), e.g. for frozen layers.
+    The training forward and backward in two halves, for a batch run in shares of samples
+    (one per thread, each x the share's samples [first, first + len(x)) of a batch of
+    ``batch``; part: float64 (blocks, C, 2), the whole batch's, shared):
+    batchnorm_partials_into(x, part, batch=None, first=0)
+    batchnorm_forward_from_partials(x, gamma, beta, eps, momentum, running_mean, running_var,
+                                    out, mean, invstd, part, batch=None, relu=False, relu6=False)
+    batchnorm_grad_partials_into(dout, x, mean, part, batch=None, first=0, relu_y=None,
+                                 relu6=False)
+    batchnorm_backward_from_partials(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, part,
+                                     batch=None, accumulate=False, relu_y=None, relu6=False)
+        each share writes its blocks' partials, then (after every share has) the second half
+        for its samples; share_blocks(batch, lo, hi) says whether [lo, hi) is whole blocks.
 
 Dropout, merges:
     dropout_forward_into(x, mask, p, out)               out = x * mask / (1 - p); mask bool
@@ -212,8 +224,9 @@ from cnnspec.kernels.merge import (  # noqa: E402
     accumulate_into, add_into, add_relu_into, concat_backward_into, concat_forward_into, copy_into,
     dropout_backward_into, dropout_forward_into)
 from cnnspec.kernels.norm import (  # noqa: E402
-    batchnorm_backward_eval_into, batchnorm_backward_into, batchnorm_forward_eval_into,
-    batchnorm_forward_train_into)
+    batchnorm_backward_eval_into, batchnorm_backward_from_partials, batchnorm_backward_into,
+    batchnorm_forward_eval_into, batchnorm_forward_from_partials, batchnorm_forward_train_into,
+    batchnorm_grad_partials_into, batchnorm_partials_into, share_blocks)
 from cnnspec.kernels.pool import (  # noqa: E402
     avgpool2d_backward_into, avgpool2d_forward_into, global_avgpool_backward_into,
     global_avgpool_forward_into, global_maxpool_backward_into, global_maxpool_forward_into,

@@ -104,6 +104,7 @@ class _Job:
 
 
 _job = None
+_WORKER_NAME = "cnnspec-kernels"
 
 
 class _Worker:
@@ -114,7 +115,7 @@ class _Worker:
         self.index = index
         self.wake = threading.Lock()
         self.wake.acquire()
-        threading.Thread(target=self._loop, name="cnnspec-kernels", daemon=True).start()
+        threading.Thread(target=self._loop, name=_WORKER_NAME, daemon=True).start()
 
     def _loop(self):
         while True:
@@ -126,12 +127,13 @@ class _Worker:
 
 _workers = []
 _busy = threading.Lock()                          # held by the call whose pieces the workers run
+_owner = None                                     # the thread that holds it
 
 
 def _forget_workers():
     """A forked child has none of the parent's threads: it starts its own."""
-    global _workers, _busy, _job
-    _workers, _busy, _job = [], threading.Lock(), None
+    global _workers, _busy, _job, _owner
+    _workers, _busy, _job, _owner = [], threading.Lock(), None, None
 
 
 os.register_at_fork(after_in_child=_forget_workers)
@@ -146,7 +148,7 @@ def piece_count(n, threads, per_thread=_CHUNKS_PER_THREAD):
 
 
 def run_split(fn, n, threads, args_for, dynamic=False, pieces=None,
-              per_thread=_CHUNKS_PER_THREAD):
+              per_thread=_CHUNKS_PER_THREAD, together=False):
     """Call ``fn(*args_for(t, lo, hi))`` over range(n) cut into contiguous [lo, hi) pieces, on
     ``threads`` threads (the calling one and the workers).
 
@@ -161,8 +163,12 @@ def run_split(fn, n, threads, args_for, dynamic=False, pieces=None,
     pieces a worker started: a worker that wakes late finds none left.
 
     While the workers serve one call, another (from a second Python thread, or from inside a
-    piece) runs its pieces one after the other in its own thread: the same results."""
-    global _job
+    piece) runs its pieces one after the other in its own thread: the same results.
+
+    ``together``: pieces that wait for each other (``plan.BySamples``' shares meet at a barrier)
+    run at once, each on its own thread (``pieces`` at most ``threads``): such a call waits for
+    the workers while another call has them, and cannot be made from inside a piece."""
+    global _job, _owner
     if threads <= 1 and pieces is None:
         fn(*args_for(0, 0, n))
         return
@@ -170,10 +176,16 @@ def run_split(fn, n, threads, args_for, dynamic=False, pieces=None,
     if pieces is None:
         pieces = piece_count(n, threads, per_thread) if dynamic else threads
     helpers = min(threads, pieces) - 1
-    if helpers <= 0 or not _busy.acquire(blocking=False):
+    if together:
+        if pieces > threads or _owner == threading.get_ident() or \
+                threading.current_thread().name == _WORKER_NAME:
+            raise RuntimeError("pieces that run together need a thread each, outside a split call")
+        _busy.acquire()
+    elif helpers <= 0 or not _busy.acquire(blocking=False):
         for c in range(pieces):
             fn(*args_for(0 if by_slot else c, c * n // pieces, (c + 1) * n // pieces))
         return
+    _owner = threading.get_ident()
     try:
         while len(_workers) < helpers:
             _workers.append(_Worker(len(_workers) + 1))
@@ -186,6 +198,7 @@ def run_split(fn, n, threads, args_for, dynamic=False, pieces=None,
         if job.errors:
             raise job.errors[0]
     finally:
+        _owner = None
         _busy.release()
 
 

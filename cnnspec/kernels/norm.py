@@ -30,7 +30,10 @@ per sample instead of 64 strided planes).  The batch is cut into
 ``_blocks(N)`` blocks (up to 8, by N alone): a first call gives each block's per-channel partials
 (forward: its mean and centred sum of squares; backward: the sums of g and g * (x - mean)), which
 are combined in block order (Chan's pairwise update for the variance), and a second call over
-samples writes the output: the results depend on the batch, never on the threads.  With one
+samples writes the output: the results depend on the batch, never on the threads.  The two
+halves are also entry points (``batchnorm_partials_into``, ``batchnorm_forward_from_partials``
+and the backward's): the engine's shares of a batch (``plan.BySamples``), one per thread, each
+write their blocks' partials, meet, and each normalise their samples.  With one
 block it is the two-pass arithmetic exactly.  Evaluation splits by channels (no reduction).
 """
 import numpy as np
@@ -166,11 +169,11 @@ def _block_centred_sums(x, c, n0, n1, mu, g, y, six):
 
 
 @jit
-def _stats_blocks(x, part, nb, b0, b1):
-    """part[b, c] = (mean, centred sum of squares) of channel c over block b's samples."""
-    n_ = x.shape[0]
+def _stats_blocks(x, part, n_, first, nb, b0, b1):
+    """part[b, c] = (mean, centred sum of squares) of channel c over block b's samples (of a
+    batch of n_; x holds its samples from ``first`` on)."""
     for b in range(b0, b1):
-        n0, n1 = b * n_ // nb, (b + 1) * n_ // nb
+        n0, n1 = b * n_ // nb - first, (b + 1) * n_ // nb - first
         for c in range(x.shape[1]):
             total = 0.0
             for n in range(n0, n1):
@@ -228,11 +231,11 @@ def _affine_samples(x, gamma, beta, mean, invstd, out, act, n0, n1):
 
 
 @jit
-def _grad_sums_blocks(g, x, mean, y, six, part, nb, b0, b1):
-    """part[b, c] = the sums of g and g * (x - mean) over block b's samples of channel c."""
-    n_ = x.shape[0]
+def _grad_sums_blocks(g, x, mean, y, six, part, n_, first, nb, b0, b1):
+    """part[b, c] = the sums of g and g * (x - mean) over block b's samples of channel c (of a
+    batch of n_; x, g and y hold its samples from ``first`` on)."""
     for b in range(b0, b1):
-        n0, n1 = b * n_ // nb, (b + 1) * n_ // nb
+        n0, n1 = b * n_ // nb - first, (b + 1) * n_ // nb - first
         for c in range(x.shape[1]):
             s, t = _block_centred_sums(x, c, n0, n1, mean[c], g, y, six)
             part[b, c, 0] = s
@@ -240,9 +243,9 @@ def _grad_sums_blocks(g, x, mean, y, six, part, nb, b0, b1):
 
 
 @jit
-def _combine_grads(part, n_, s_, gamma, invstd, dgamma, dbeta):
-    """dgamma, dbeta from the blocks' sums (in block order); part[0, c] becomes (scale * shift
-    term, slope) of dx: dx = scale * (g - sum_g / M - (x - mean) * inv^2 * sum_gx / M)."""
+def _combine_grads(part, n_, s_, gamma, invstd, dgamma, dbeta, coef):
+    """dgamma, dbeta from the blocks' sums (in block order); coef[c] = (shift, slope) of dx:
+    dx = scale * (g - sum_g / M - (x - mean) * inv^2 * sum_gx / M)."""
     m = n_ * s_
     for c in range(part.shape[1]):
         s = part[0, c, 0]
@@ -255,17 +258,17 @@ def _combine_grads(part, n_, s_, gamma, invstd, dgamma, dbeta):
             dgamma[c] = t * inv
         if dbeta.size > 0:
             dbeta[c] = s
-        part[0, c, 0] = s / m
-        part[0, c, 1] = inv * inv * t / m
+        coef[c, 0] = s / m
+        coef[c, 1] = inv * inv * t / m
 
 
 @jit
-def _grad_samples(g, x, mean, y, six, part, gamma, invstd, dx, accumulate, n0, n1):
-    """dx[n] (+)= the batchnorm's input gradient for n0 <= n < n1 (part[0]: _combine_grads')."""
+def _grad_samples(g, x, mean, y, six, coef, gamma, invstd, dx, accumulate, n0, n1):
+    """dx[n] (+)= the batchnorm's input gradient for n0 <= n < n1 (coef: _combine_grads')."""
     for n in range(n0, n1):
         for c in range(x.shape[1]):
-            _dx_planes(g, x, y, six, c, n, n + 1, mean[c], gamma[c] * invstd[c], part[0, c, 0],
-                       part[0, c, 1], dx, accumulate)
+            _dx_planes(g, x, y, six, c, n, n + 1, mean[c], gamma[c] * invstd[c], coef[c, 0],
+                       coef[c, 1], dx, accumulate)
 
 
 # -- entry points ------------------------------------------------------------------------------
@@ -292,18 +295,28 @@ def _blocks(n):
     return min(n, _BLOCKS)
 
 
-def _partials(x3):
-    """(blocks, float64 (blocks, C, 2) scratch for their partials) of a (N, C, S) tensor (made
-    per call: kernels may run in several Python threads at once)."""
-    nb = _blocks(x3.shape[0])
-    return nb, np.empty((nb, x3.shape[1], 2))
+def share_blocks(batch, lo, hi):
+    """The blocks [b0, b1) of the partial sums of a batch of ``batch`` samples that are its
+    samples [lo, hi), or None where lo or hi cuts a block (``batchnorm_partials_into``)."""
+    nb = _blocks(batch)
+    starts = [b * batch // nb for b in range(nb + 1)]
+    return (starts.index(lo), starts.index(hi)) if lo in starts and hi in starts else None
 
 
-def _by_blocks(fn, x3, nb, *args):
-    """fn(*args, nb, b0, b1) over the blocks of the batch, on several threads for a big x."""
-    threads = 1 if x3.size < _PARALLEL_SIZE else min(num_threads(), nb)
-    run_split(fn, nb, threads, lambda t, lo, hi: args + (nb, lo, hi),
-              pieces=memory_pieces(nb, threads, 2 * x3.size) if threads > 1 else None)
+def _own_blocks(x3, batch, first):
+    batch = x3.shape[0] if batch is None else batch
+    blocks = share_blocks(batch, first, first + x3.shape[0])
+    if blocks is None:
+        raise ValueError(f"samples {first}..{first + x3.shape[0] - 1} of a batch of {batch} cut a block of "
+                         f"its batchnorm statistics (see norm.share_blocks)")
+    return batch, blocks
+
+
+def _by_blocks(fn, x3, nb, b0, b1, *args):
+    """fn(*args, nb, lo, hi) over the blocks [b0, b1) of the batch, on several threads for a big x."""
+    threads = 1 if x3.size < _PARALLEL_SIZE else min(num_threads(), b1 - b0)
+    run_split(fn, b1 - b0, threads, lambda t, lo, hi: args + (nb, b0 + lo, b0 + hi),
+              pieces=memory_pieces(b1 - b0, threads, 2 * x3.size) if threads > 1 else None)
 
 
 def _by_samples(fn, x3, *args):
@@ -328,14 +341,35 @@ def batchnorm_forward_train_into(x, gamma, beta, eps, momentum, running_mean, ru
     running_mean/running_var are updated in place (None: no update).  ``relu``: out receives
     relu(batchnorm(x)) (fused; the backward then takes ``relu_y=out``); ``relu6``: relu6 of it
     (the backward then takes ``relu_y=out, relu6=True``)."""
+    part = np.empty((_blocks(x.shape[0]), x.shape[1], 2))
+    batchnorm_partials_into(x, part)
+    batchnorm_forward_from_partials(x, gamma, beta, eps, momentum, running_mean, running_var, out,
+                                    mean, invstd, part, relu=relu, relu6=relu6)
+
+
+def batchnorm_partials_into(x, part, batch=None, first=0):
+    """The training forward's first half: each block's per-channel (mean, centred sum of
+    squares) into ``part`` (float64 (blocks, C, 2), ``_blocks(batch)`` blocks).  ``x`` holds the
+    samples [first, first + len(x)) of a batch of ``batch`` (default len(x)) and covers its
+    blocks whole (``share_blocks``): a share of the batch writes its blocks' rows of the whole
+    batch's ``part``, and the second half, run after every share's first, reads them all."""
+    x3 = _ncs(x)
+    batch, (b0, b1) = _own_blocks(x3, batch, first)
+    _by_blocks(_stats_blocks, x3, part.shape[0], b0, b1, x3, part, batch, first)
+
+
+def batchnorm_forward_from_partials(x, gamma, beta, eps, momentum, running_mean, running_var, out,
+                                    mean, invstd, part, batch=None, relu=False, relu6=False):
+    """The training forward's second half: mean and invstd of the whole batch of ``batch``
+    samples from every block's ``part`` (in block order: the same values for every share), the
+    running statistics updated (None: not), and the normalised ``x`` (samples of the batch)
+    into ``out``."""
     update = running_mean is not None
     if not update:
         running_mean = running_var = _empty(x.dtype, 1)
     x3, out3 = _ncs(x), _ncs(out)
-    nb, part = _partials(x3)
-    _by_blocks(_stats_blocks, x3, nb, x3, part)
-    _combine_stats(part, x3.shape[0], x3.shape[2], float(eps), float(momentum), update,
-                   running_mean, running_var, mean, invstd)
+    _combine_stats(part, x3.shape[0] if batch is None else batch, x3.shape[2], float(eps),
+                   float(momentum), update, running_mean, running_var, mean, invstd)
     _by_samples(_affine_samples, x3, x3, gamma, beta, mean, invstd, out3,
                 2 if relu6 else 1 if relu else 0)
 
@@ -350,15 +384,35 @@ def batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, acc
     """Training-mode backward from the forward's mean and invstd (None gradients: skipped).
     ``relu_y``: the output of a fused relu (``relu=True`` forward; ``relu6``: of a fused relu6);
     dout is then its gradient."""
+    part = np.empty((_blocks(x.shape[0]), x.shape[1], 2))
+    batchnorm_grad_partials_into(dout, x, mean, part, relu_y=relu_y, relu6=relu6)
+    batchnorm_backward_from_partials(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, part,
+                                     accumulate=accumulate, relu_y=relu_y, relu6=relu6)
+
+
+def batchnorm_grad_partials_into(dout, x, mean, part, batch=None, first=0, relu_y=None, relu6=False):
+    """The training backward's first half: each block's per-channel sums of dout and
+    dout * (x - mean) into ``part`` (as ``batchnorm_partials_into``: ``x``, ``dout`` and
+    ``relu_y`` hold the samples [first, first + len(x)) of a batch of ``batch``)."""
+    x3, g3 = _ncs(x), _ncs(dout)
+    y3 = _empty(x.dtype, 3) if relu_y is None else _ncs(relu_y)
+    batch, (b0, b1) = _own_blocks(x3, batch, first)
+    _by_blocks(_grad_sums_blocks, x3, part.shape[0], b0, b1, g3, x3, mean, y3, bool(relu6), part,
+               batch, first)
+
+
+def batchnorm_backward_from_partials(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, part,
+                                     batch=None, accumulate=False, relu_y=None, relu6=False):
+    """The training backward's second half: dgamma and dbeta of the whole batch of ``batch``
+    samples from every block's ``part`` (None: not written), and dx of x's samples."""
     empty1 = _empty(x.dtype, 1)
     x3, g3 = _ncs(x), _ncs(dout)
     y3 = _empty(x.dtype, 3) if relu_y is None else _ncs(relu_y)
-    nb, part = _partials(x3)
-    _by_blocks(_grad_sums_blocks, x3, nb, g3, x3, mean, y3, bool(relu6), part)
-    _combine_grads(part, x3.shape[0], x3.shape[2], gamma, invstd,
-                   empty1 if dgamma is None else dgamma, empty1 if dbeta is None else dbeta)
+    coef = np.empty((x3.shape[1], 2))
+    _combine_grads(part, x3.shape[0] if batch is None else batch, x3.shape[2], gamma, invstd,
+                   empty1 if dgamma is None else dgamma, empty1 if dbeta is None else dbeta, coef)
     if dx is not None:
-        _by_samples(_grad_samples, x3, g3, x3, mean, y3, bool(relu6), part, gamma, invstd, _ncs(dx),
+        _by_samples(_grad_samples, x3, g3, x3, mean, y3, bool(relu6), coef, gamma, invstd, _ncs(dx),
                     bool(accumulate))
 
 
