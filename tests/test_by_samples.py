@@ -46,8 +46,10 @@ def _data(model, n, seed=0):
 @pytest.fixture
 def shares(monkeypatch):
     """``run(fn, threads)``: fn() with training by samples on ``threads`` threads, every batch
-    shared (SHARE_MACS 1); ``layers(fn)``: fn() on one thread, layer by layer."""
+    shared (SHARE_MACS 1, SHARE_EXTRA without limit); ``layers(fn)``: fn() on one thread, layer
+    by layer."""
     monkeypatch.setattr(plan_module, "SHARE_MACS", 1)
+    monkeypatch.setattr(plan_module, "SHARE_EXTRA", float("inf"))
 
     def run(fn, threads):
         monkeypatch.setenv("CNNSPEC_THREADS", str(threads))
@@ -315,6 +317,34 @@ def test_small_batches_train_layer_by_layer(monkeypatch):
         xs, y = _data(model, n)
         model.train_step(xs["image"].astype(np.float32), y, SGD(model, lr=0.01))
         assert (model._plan(n).training("cross_entropy").shares is not None) == expect, n
+
+
+def test_gradient_copies_beyond_a_tenth_of_the_step_train_layer_by_layer(monkeypatch):
+    """The shares' copies of the parameter gradients (one per thread but the first) stay within
+    SHARE_EXTRA of the step's buffers, so that the summary's memory estimate (a step layer by
+    layer) holds: a dense-heavy network at a small batch (its gradients outweigh its
+    activations) trains layer by layer, a larger batch of it by samples; the workspaces of the
+    shares are cut from the plan's where it holds them."""
+    monkeypatch.setattr(plan_module, "SHARE_MACS", 1)
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+    text = """
+network Wide {
+    input image: 4x16x16
+    conv(8, 3x3, pad=1) -> relu -> flatten -> dense(64) -> relu -> dense(10) -> softmax
+}
+"""
+    def shares(n, extra):
+        monkeypatch.setattr(plan_module, "SHARE_EXTRA", extra)
+        model = _model(text)
+        xs, y = _data(model, n)
+        model.train_step(xs, y, SGD(model, lr=0.1))
+        return model._flat_grads.nbytes, model._plan(n).training("cross_entropy").shares
+    grads, small = shares(4, float("inf"))
+    assert grads > 0.1 * small.used                 # shared only without the limit
+    assert shares(4, 0.1)[1] is None
+    grads, large = shares(512, 0.1)
+    assert large is not None and grads <= 0.1 * large.used
+    assert large.workspace_bytes == 0               # the plan's workspace holds both shares'
 
 
 def test_alone_runs_kernels_on_one_thread(monkeypatch):

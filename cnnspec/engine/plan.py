@@ -32,6 +32,8 @@ FUSE_RELU = True                    # False: batchnorm -> relu pairs run apart i
 BY_SAMPLES = True                   # False: training on several threads splits each layer (tests)
 SHARE_MACS = 1 << 22                # forward multiply-adds per thread's share from which
                                     # training runs by samples (BySamples)
+SHARE_EXTRA = 0.1                   # at most this much of the step's buffers in the shares'
+                                    # copies of the parameter gradients
 
 
 class Plan:
@@ -91,7 +93,7 @@ class Plan:
                          f"`{largest}` ({terms}) with a batch of {batch} (its workspace and the activations)",
                          hint="the padded input it reads is that large: check its padding and dilation")
         self.reserved += size * dtype.itemsize
-        workspace = np.zeros(size, dtype)
+        self.workspace = workspace = np.zeros(size, dtype)
         for op in self.ops.values():
             op.ws = workspace
         self.eval_steps = self.forward_steps(training=False)
@@ -493,7 +495,8 @@ class BySamples:
 
     The shares' ops read and write rows [lo, hi) of the plan's buffers (views: the loss, the
     output and the input gradients are the whole batch's, as on one thread); each share has
-    its own conv workspace.  Parameter gradients: the first share writes the model's, every
+    its own conv workspace (cut from the plan's where it holds them).  Parameter gradients: the
+    first share writes the model's, every
     other its own copy, added to the model's in share order after the backward.  Results equal
     the one-thread step's to float rounding (a parameter gradient is the sum of the shares'
     sums, as a kernel split over threads sums its pieces'; a share's kernels are chosen for its
@@ -521,9 +524,8 @@ class BySamples:
         self.barrier, self.failure = threading.Barrier(count), None
         flat = model._flat_grads
         spans, self.forward_shares, self.backward_shares, self.extra_grads = set(), [], [], []
-        self.workspace_bytes = 0
 
-        def build(share):
+        def ops_of(share):
             lo, hi = share * n // count, (share + 1) * n // count
             act = {name: a[lo:hi] for name, a in plan.act.items()}
             ops = {}
@@ -533,11 +535,9 @@ class BySamples:
                                   model.params.get(name, {}), model.state.get(name, {}), model,
                                   whole=whole, rows=(lo, hi), meet=self.barrier.wait)
                 ops[name] = type(whole)(ctx)
-            # each share's kernels run on its thread alone: their workspace is that of one thread
-            workspace = np.zeros(max((op.workspace for op in ops.values()), default=0), model.dtype)
-            self.workspace_bytes += workspace.nbytes
-            for op in ops.values():
-                op.ws = workspace
+            return lo, hi, act, ops
+
+        def steps(share, lo, hi, act, ops):
             own = flat if share == 0 else np.zeros_like(flat)
             if share:
                 self.extra_grads.append(own)
@@ -554,8 +554,21 @@ class BySamples:
             self.forward_shares.append(plan.forward_steps(training=True, ops=ops, act=act, **forward))
             self.backward_shares.append(backward)
 
-        for share in range(count):
-            _jit.alone([lambda: build(share)])        # workspace sizes for one thread
+        built = []                                   # ops with the workspace sizes of one thread
+        _jit.alone([lambda: built.extend(ops_of(share) for share in range(count))])
+        # each share's kernels run on its thread alone: a workspace of one thread each, cut from
+        # the plan's (which the whole batch's layers use, never at the same time) where it holds
+        # them all, else made
+        sizes = [-(-max((op.workspace for op in ops.values()), default=0) // 16) * 16
+                 for _, _, _, ops in built]
+        whole = plan.workspace if sum(sizes) <= plan.workspace.size else np.zeros(sum(sizes), model.dtype)
+        self.workspace_bytes = 0 if whole is plan.workspace else whole.nbytes
+        start = 0
+        for size, (_, _, _, ops) in zip(sizes, built):
+            for op in ops.values():
+                op.ws = whole[start:start + size]
+            start += size
+        _jit.alone([lambda: [steps(share, *b) for share, b in enumerate(built)]])
         self.spans = [(flat[a:b], [g[a:b] for g in self.extra_grads]) for a, b in _merged(spans)]
 
     @staticmethod
@@ -579,8 +592,12 @@ class BySamples:
                                 for op in plan.ops.values() for s in range(count)):
             return None
         # a parameter gradient and a workspace per thread: where they do not fit in what was
-        # available when the plan started, the layers split as on a small batch
-        if (count - 1) * 2 * model._flat_grads.nbytes > plan.available_after(used):
+        # available when the plan started, or the gradients' copies would add more than
+        # SHARE_EXTRA to the step's buffers (ResNet-18 at 3x64x64, batch 16: 45 MiB to 250; the
+        # summary's memory estimate counts a step layer by layer), the layers split as on a
+        # small batch
+        grads = (count - 1) * model._flat_grads.nbytes
+        if 2 * grads > plan.available_after(used) or grads > SHARE_EXTRA * used:
             return None
         shares = BySamples(plan, forward, calls, count, used)
         extra = sum(a.nbytes for a in shares.extra_grads) + shares.workspace_bytes
