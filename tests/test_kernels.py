@@ -25,22 +25,32 @@ def avx512_rules(monkeypatch):
     monkeypatch.setattr(conv, "_WIDE_VECTORS", True)
 
 
-def test_without_avx512_the_convolutions_stay_on_blas(monkeypatch):
+def test_without_avx512_the_rules_of_avx2(monkeypatch):
     """On a CPU without AVX-512 the direct kernels, which keep sixteen 512-bit accumulators,
-    would spill AVX2's sixteen 256-bit registers: no layer of the bench's rows, ResNet-8 or the
-    U-Net is planned on them (the forward, dx, dw, lanes, samples-in-lanes, Winograd, 5x5)."""
+    spill AVX2's sixteen 256-bit registers: only the direct forward of few channels on wide
+    planes (stride 1, C*F <= 256, the wide grid's waste <= 1.2), the weight gradient of at most
+    4 channels and Winograd run there; nothing else (dx, the lanes, the samples in the lanes,
+    the 5x5 kernels), whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
-    for x, w, s, p in (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), ((64, 16, 14, 14), (32, 16, 5, 5), 1, 2),
-                       ((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), ((64, 32, 16, 16), (32, 32, 3, 3), 1, 1),
-                       ((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), ((64, 64, 8, 8), (64, 64, 3, 3), 1, 1)):
+    # (x, w, stride, pad): (direct forward, direct dw, Winograd)
+    for (x, w, s, p), (direct, dw, wino) in (
+            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (True, False, True)),      # the bench's rows
+            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (False, False, False)),
+            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (True, True, False)),
+            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (True, False, False)),   # ResNet-8's
+            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (False, False, False)),
+            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (False, False, False)),
+            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (False, False, False)),
+            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (True, False, False)),      # LeNet-5's conv1 (F < 8)
+            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (False, False, False))):   # conv2: waste 1.4
         plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
-        assert plan.direct is None and plan.direct_dx is None and plan.direct_dw is None
-        assert plan.direct_dwr is None and plan.lanes is None and plan.lanes_dx is None
-        assert not plan.slanes and not plan.slanes_dx
-        assert plan.wino is None and plan.wino_dx is None and plan.wino_dw is None
+        assert (plan.direct is not None, plan.direct_dw is not None, plan.wino is not None) == \
+            (direct, dw, wino), (x, w)
+        assert plan.direct_dx is None and plan.direct_dwr is None and plan.lanes is None
+        assert plan.lanes_dx is None and not plan.slanes and not plan.slanes_dx
         assert plan.c5 is None and plan.c5_dx is None and plan.c5_dw is None
         monkeypatch.setattr(conv, "_WIDE_VECTORS", True)
-        assert _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1).direct is not None      # where they would run
+        assert _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1).direct is not None      # AVX-512's
         monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
 
 
@@ -167,8 +177,9 @@ def test_direct_kernels_only_where_numba_compiles_avx512(features, direct, monke
     from numba.core import config
     monkeypatch.setattr(config, "CPU_FEATURES", features)
     monkeypatch.setattr(conv, "_WIDE_VECTORS", None)
-    # ResNet-8's first 3x3 16->16 layer at batch 64: 151 M multiply-adds, direct with AVX-512
-    plan = _Plan((64, 16, 32, 32), (16, 16, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    # ResNet-8's 3x3 32->32 layer at batch 64: 151 M multiply-adds, direct with AVX-512 only
+    # (AVX2's rules: test_without_avx512_the_rules_of_avx2)
+    plan = _Plan((64, 32, 16, 16), (32, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
     assert (plan.direct is not None) is direct
     monkeypatch.setattr(conv, "_WIDE_VECTORS", None)
 

@@ -173,6 +173,7 @@ class _Plan:
         # the forward by conv_direct.py instead (the backward keeps the mode): its packed
         # weights in the shared part, its phase and wide buffers in each thread's slice
         self.direct = None
+        avx512 = _DIRECT_ALL or _wide_vector_cpu()       # else AVX2's rules (_use_direct)
         if _use_direct(x_shape, w_shape, stride, pad, dilation, groups, self.mode, oh, ow):
             from cnnspec.kernels.conv_direct import direct_sizes
             wpk, xp, wide = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
@@ -182,7 +183,7 @@ class _Plan:
         # dx of a stride-1 convolution is a convolution of dout by the flipped weights: by
         # conv_direct.py too (dw stays with the mode)
         self.direct_dx = None
-        if self.direct is not None and stride == (1, 1) and (c >= 8 or _DIRECT_ALL):
+        if self.direct is not None and avx512 and stride == (1, 1) and (c >= 8 or _DIRECT_ALL):
             from cnnspec.kernels.conv_direct import backward_data_pad, direct_sizes
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
             if pad_dx is not None and (_DIRECT_ALL or
@@ -194,14 +195,14 @@ class _Plan:
                 self.per_thread = max(self.per_thread, xp + wide)
         # on small planes (and large ones), the forward and dx with the filters in the vector lanes
         self.lanes = self.lanes_dx = None
-        if self.direct is not None and _use_lanes(f, k, wide_waste(_direct_pitch(w, stride, pad),
-                                                                   oh, ow), oh * ow):
+        if self.direct is not None and avx512 and _use_lanes(
+                f, k, wide_waste(_direct_pitch(w, stride, pad), oh, ow), oh * ow):
             from cnnspec.kernels.conv_direct import lanes_positions, lanes_sizes
             wpk, xp, tile = lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow)
             self.lanes = (xp, xp + tile, lanes_positions(x_shape, stride, pad, oh, ow))
             self.shared = max(self.shared, wpk)
             self.per_thread = max(self.per_thread, xp + tile)
-        if self.direct is not None and stride == (1, 1):
+        if self.direct is not None and avx512 and stride == (1, 1):
             from cnnspec.kernels.conv_direct import (backward_data_pad, lanes_positions,
                                                      lanes_sizes)
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
@@ -238,7 +239,7 @@ class _Plan:
             self.per_thread = max(self.per_thread, self.wino_dw[0])
         # 5x5 stride 1, batches of 16+: Winograd F(4, 5) along the rows (conv_five.py)
         self.c5 = self.c5_dx = self.c5_dw = None
-        if self.direct is not None and (kh, kw) == (5, 5):
+        if self.direct is not None and avx512 and (kh, kw) == (5, 5):
             from cnnspec.kernels.conv_direct import backward_data_pad
             from cnnspec.kernels.conv_five import C5DwGeometry, C5Geometry
             geo = C5Geometry(x_shape, f, pad, oh, ow, 16)
@@ -266,7 +267,7 @@ class _Plan:
         # dw and db by conv_direct.py's blocked sums over the wide grid
         self.direct_dw = None
         if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
-                (c * f <= 256 or c <= 4) and f >= 8
+                (c * f <= 256 and avx512 or c <= 4) and f >= 8
                 and wide_waste(_direct_pitch(w, stride, pad), oh, ow) <= 1.35)):
             from cnnspec.kernels.conv_direct import weight_grad_sizes
             self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh)
@@ -274,7 +275,7 @@ class _Plan:
         # or with the filters in the vector lanes, on the input laid out channels innermost
         # (conv_lanes.weight_grad_rows): see _use_dw_lanes
         self.direct_dwr = None
-        if self.direct is not None and _DIRECT_DW and _use_dw_lanes(c, f, oh * ow,
+        if self.direct is not None and avx512 and _DIRECT_DW and _use_dw_lanes(c, f, oh * ow,
                                                                     self.direct_dw):
             from cnnspec.kernels.conv_lanes import rows_geometry
             self.direct_dw = None
@@ -284,8 +285,8 @@ class _Plan:
         # wide grid wastes much: see _use_slanes
         self.slanes, self.slanes_dx = _use_slanes(x_shape, w_shape, stride, pad, dilation, oh, ow,
                                                self.direct, self.direct_dx)
-        self.slanes = self.slanes and self.lanes is None           # forward_lanes goes first
-        self.slanes_dx = self.slanes_dx and self.lanes_dx is None
+        self.slanes = self.slanes and self.lanes is None and avx512   # forward_lanes goes first
+        self.slanes_dx = self.slanes_dx and self.lanes_dx is None and avx512
         self.slanes_size = (0, 0)
         if self.slanes or self.slanes_dx:
             from cnnspec.kernels import conv_lanes as L
@@ -395,11 +396,19 @@ def _use_slanes(x_shape, w_shape, stride, pad, dilation, oh, ow, direct, direct_
 def _wide_vector_cpu() -> bool:
     """Whether numba compiles for AVX-512 (the host's features, or NUMBA_CPU_FEATURES).  The
     direct kernels keep 16 accumulators of 512 bits: AVX-512's 32 vector registers hold them;
-    with AVX2's 16 registers of 256 bits they spill.  Measured on this project's AVX-512 machine
-    with numba generating AVX2 code (NUMBA_CPU_NAME=haswell and its features, float32, one
-    thread, CPU time): the direct forward 0.37-0.53x of the BLAS modes on ResNet-8/U-Net 3x3
-    layers and the 5x5 16->32 row, where with AVX-512 it is 1.1-1.4x faster.  So elsewhere the
-    BLAS modes stay (the tests still run the direct kernels on every machine: _DIRECT_ALL)."""
+    with AVX2's 16 registers of 256 bits they spill.  Without it ``_use_direct``'s AVX2 rules
+    choose the direct forward where it still wins, and of the kernels that ride on it only
+    Winograd's and the weight gradient of few channels run (measured on an AMD EPYC, Zen 3, AVX2,
+    float32, one thread, 7-9 rounds in one process against the BLAS modes; median speed-up and
+    quartiles): the forward of few channels on wide planes wins, 3->16 and 3->32 3x3 on 32x32 and
+    64x64 1.23-1.43x, 16->16 on 32x32 and 64x64 1.20-1.34x, LeNet-5's conv1 (1->6 5x5) 1.67x; of
+    more channels or narrow planes it loses, 5x5 16->32 on 14x14 0.76x, 32->32 on 16x16 0.85x,
+    64->64 on 8x8 0.60x, LeNet-5's conv2 (6->16 5x5 on 14x14) 0.93-0.98x, stride 2 16->32 0.89x;
+    the dw of 3 channels 1.17-1.27x; Winograd on the bench's 3x3 64->64 on 56x56 forward 1.03x
+    (0.86-1.15), backward 1.22x (1.18-1.24); every other kernel lost (the lanes on 8x8 0.42-0.48x,
+    the samples in the lanes 0.67-0.87x, conv_five's 5x5 backward 0.92x).  On Intel with
+    NUMBA_CPU_NAME=haswell the direct forward had run at 0.37-0.53x of BLAS on ResNet-8's and
+    the U-Net's 3x3 layers (the tests run every kernel on every machine: _DIRECT_ALL)."""
     global _WIDE_VECTORS
     if _WIDE_VECTORS is None:
         from numba.core import config
@@ -412,6 +421,8 @@ def _wide_vector_cpu() -> bool:
 
 
 _WIDE_VECTORS = None
+_AVX2_DIRECT_WEIGHTS = 256      # AVX2: the direct forward for C*F up to this (stride 1) ...
+_AVX2_DIRECT_WASTE = 1.2        # ... where the wide grid computes at most this many outputs per one
 
 
 def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
@@ -421,13 +432,23 @@ def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
     forward (float32, one thread, CPU time, median of 7 rounds at load 3-7): faster on every
     layer of ResNet-8 (batch 64: 1.2-1.7x, the strided ones by gather 1.3x and 1.7x), the
     U-Net (batch 16: 1.2-1.5x), LeNet-5 at batch 64 (1.4x, 1.1x) and the bench rows (1.0-1.35x);
-    LeNet-5 at batch 1 (0.1-0.2 M multiply-adds) 0.98x and 0.76x."""
+    LeNet-5 at batch 1 (0.1-0.2 M multiply-adds) 0.98x and 0.76x.  Without AVX-512: stride 1,
+    C*F at most _AVX2_DIRECT_WEIGHTS and the wide grid's waste at most _AVX2_DIRECT_WASTE, or
+    where Winograd runs (see _wide_vector_cpu)."""
     if not _DIRECT or groups != 1 or mode == IM2COL:
         return False
     if _DIRECT_ALL:
         return True
     macs = x_shape[0] * w_shape[0] * oh * ow * w_shape[1] * w_shape[2] * w_shape[3]
-    return macs >= _DIRECT_MACS and _wide_vector_cpu()
+    if macs < _DIRECT_MACS:
+        return False
+    if _wide_vector_cpu():
+        return True
+    f, c = w_shape[0], w_shape[1]
+    return stride == (1, 1) and (
+        c * f <= _AVX2_DIRECT_WEIGHTS
+        and wide_waste(_direct_pitch(x_shape[3], stride, pad), oh, ow) <= _AVX2_DIRECT_WASTE
+        or _use_wino(c, f, w_shape[2:], stride, dilation, oh * ow))
 
 
 _LANES = None           # tests: True / False, the forward and dx by forward_lanes wherever the
