@@ -397,16 +397,18 @@ def _wide_vector_cpu() -> bool:
     """Whether numba compiles for AVX-512 (the host's features, or NUMBA_CPU_FEATURES).  The
     direct kernels keep 16 accumulators of 512 bits: AVX-512's 32 vector registers hold them;
     with AVX2's 16 registers of 256 bits they spill.  Without it ``_use_direct``'s AVX2 rules
-    choose the direct forward where it still wins, and of the kernels that ride on it only
-    Winograd's and the weight gradient of few channels run (measured on an AMD EPYC, Zen 3, AVX2,
+    choose the direct forward where it still wins, and of the kernels that ride on it only the
+    weight gradient of few channels runs (measured on an AMD EPYC, Zen 3, AVX2,
     float32, one thread, 7-9 rounds in one process against the BLAS modes; median speed-up and
     quartiles): the forward of few channels on wide planes wins, 3->16 and 3->32 3x3 on 32x32 and
     64x64 1.23-1.43x, 16->16 on 32x32 and 64x64 1.20-1.34x, LeNet-5's conv1 (1->6 5x5) 1.67x; of
     more channels or narrow planes it loses, 5x5 16->32 on 14x14 0.76x, 32->32 on 16x16 0.85x,
     64->64 on 8x8 0.60x, LeNet-5's conv2 (6->16 5x5 on 14x14) 0.93-0.98x, stride 2 16->32 0.89x;
-    the dw of 3 channels 1.17-1.27x; Winograd on the bench's 3x3 64->64 on 56x56 forward 1.03x
-    (0.86-1.15), backward 1.22x (1.18-1.24); every other kernel lost (the lanes on 8x8 0.42-0.48x,
-    the samples in the lanes 0.67-0.87x, conv_five's 5x5 backward 0.92x).  On Intel with
+    the dw of 3 channels 1.17-1.27x; Winograd on the bench's 3x3 64->64 on 56x56 forward 1.03-1.13x
+    and backward 1.20-1.24x alone, but in the bench's rounds beside PyTorch its row fell from 0.68x
+    PyTorch to 0.53x (forward) and 0.85-0.91x to 0.62-0.86x (fwd+bwd), so it stays off; every
+    other kernel lost (the lanes on 8x8 0.42-0.48x, the samples in the lanes 0.67-0.87x,
+    conv_five's 5x5 backward 0.92x).  On Intel with
     NUMBA_CPU_NAME=haswell the direct forward had run at 0.37-0.53x of BLAS on ResNet-8's and
     the U-Net's 3x3 layers (the tests run every kernel on every machine: _DIRECT_ALL)."""
     global _WIDE_VECTORS
@@ -433,8 +435,8 @@ def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
     layer of ResNet-8 (batch 64: 1.2-1.7x, the strided ones by gather 1.3x and 1.7x), the
     U-Net (batch 16: 1.2-1.5x), LeNet-5 at batch 64 (1.4x, 1.1x) and the bench rows (1.0-1.35x);
     LeNet-5 at batch 1 (0.1-0.2 M multiply-adds) 0.98x and 0.76x.  Without AVX-512: stride 1,
-    C*F at most _AVX2_DIRECT_WEIGHTS and the wide grid's waste at most _AVX2_DIRECT_WASTE, or
-    where Winograd runs (see _wide_vector_cpu)."""
+    C*F at most _AVX2_DIRECT_WEIGHTS and the wide grid's waste at most _AVX2_DIRECT_WASTE (see
+    _wide_vector_cpu)."""
     if not _DIRECT or groups != 1 or mode == IM2COL:
         return False
     if _DIRECT_ALL:
@@ -445,10 +447,8 @@ def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
     if _wide_vector_cpu():
         return True
     f, c = w_shape[0], w_shape[1]
-    return stride == (1, 1) and (
-        c * f <= _AVX2_DIRECT_WEIGHTS
-        and wide_waste(_direct_pitch(x_shape[3], stride, pad), oh, ow) <= _AVX2_DIRECT_WASTE
-        or _use_wino(c, f, w_shape[2:], stride, dilation, oh * ow))
+    return (stride == (1, 1) and c * f <= _AVX2_DIRECT_WEIGHTS
+            and wide_waste(_direct_pitch(x_shape[3], stride, pad), oh, ow) <= _AVX2_DIRECT_WASTE)
 
 
 _LANES = None           # tests: True / False, the forward and dx by forward_lanes wherever the
