@@ -28,7 +28,7 @@ def avx512_rules(monkeypatch):
 def test_without_avx512_the_rules_of_avx2(monkeypatch):
     """On a CPU without AVX-512 the direct kernels, which keep sixteen 512-bit accumulators,
     spill AVX2's sixteen 256-bit registers: only the direct forward of few channels on wide
-    planes (stride 1, C*F <= 256, the wide grid's waste <= 1.2) and the weight gradient of at
+    planes (stride 1, F >= 8, C*F <= 256, the wide grid's waste <= 1.2) and the weight gradient of at
     most 4 channels run there; nothing else (dx, the lanes, the samples in the lanes, Winograd,
     the 5x5 kernels), whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
@@ -41,7 +41,7 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
             (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (False, False, False)),
             (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (False, False, False)),
             (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (False, False, False)),
-            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (True, False, False)),      # LeNet-5's conv1 (F < 8)
+            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (False, False, False)),     # LeNet-5's conv1 (F < 8)
             (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (False, False, False))):   # conv2: waste 1.4
         plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
         assert (plan.direct is not None, plan.direct_dw is not None, plan.wino is not None) == \

@@ -435,8 +435,10 @@ def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
     layer of ResNet-8 (batch 64: 1.2-1.7x, the strided ones by gather 1.3x and 1.7x), the
     U-Net (batch 16: 1.2-1.5x), LeNet-5 at batch 64 (1.4x, 1.1x) and the bench rows (1.0-1.35x);
     LeNet-5 at batch 1 (0.1-0.2 M multiply-adds) 0.98x and 0.76x.  Without AVX-512: stride 1,
-    C*F at most _AVX2_DIRECT_WEIGHTS and the wide grid's waste at most _AVX2_DIRECT_WASTE (see
-    _wide_vector_cpu)."""
+    at least 8 filters (a block; LeNet-5's conv1, 1->6, gained 1.6x there, ~0.5 ms of an 8 ms
+    step at batch 64, but compiling the direct forward added ~4 s to the first run of the
+    README's quick start), C*F at most _AVX2_DIRECT_WEIGHTS and the wide grid's waste at most
+    _AVX2_DIRECT_WASTE (see _wide_vector_cpu)."""
     if not _DIRECT or groups != 1 or mode == IM2COL:
         return False
     if _DIRECT_ALL:
@@ -447,7 +449,7 @@ def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
     if _wide_vector_cpu():
         return True
     f, c = w_shape[0], w_shape[1]
-    return (stride == (1, 1) and c * f <= _AVX2_DIRECT_WEIGHTS
+    return (stride == (1, 1) and f >= 8 and c * f <= _AVX2_DIRECT_WEIGHTS
             and wide_waste(_direct_pitch(x_shape[3], stride, pad), oh, ow) <= _AVX2_DIRECT_WASTE)
 
 
