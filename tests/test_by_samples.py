@@ -282,6 +282,12 @@ def test_batchnorm_halves_in_shares_equal_the_whole_call():
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="cut a block"):
         K.batchnorm_partials_into(x[:8], part, n, 0)         # blocks start at 0, 1, 3, 4, 6, 7, 9, 10
+    for bad in (np.empty((4, c, 2)), np.empty((8, c, 2), np.float32), np.empty((8, c + 1, 2)), [0.0]):
+        with pytest.raises(ValueError, match="partial sums: expected a contiguous float64 array"):
+            K.batchnorm_partials_into(x[:6], bad, n, 0)
+        with pytest.raises(ValueError, match="partial sums"):
+            K.batchnorm_backward_from_partials(dout[:6], x[:6], gamma, stats[0][0], stats[0][1],
+                                               dx2[:6], None, None, bad, n)
     assert K.share_blocks(12, 0, 6) == (0, 4) and K.share_blocks(12, 0, 8) is None
 
 

@@ -496,8 +496,8 @@ class BySamples:
     The shares' ops read and write rows [lo, hi) of the plan's buffers (views: the loss, the
     output and the input gradients are the whole batch's, as on one thread); each share has
     its own conv workspace (cut from the plan's where it holds them).  Parameter gradients: the
-    first share writes the model's, every
-    other its own copy, added to the model's in share order after the backward.  Results equal
+    first share writes the model's, every other its own copy, added to the model's in share
+    order after the backward.  Results equal
     the one-thread step's to float rounding (a parameter gradient is the sum of the shares'
     sums, as a kernel split over threads sums its pieces'; a share's kernels are chosen for its
     size), and are the same for every run on as many threads.

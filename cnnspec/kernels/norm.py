@@ -303,6 +303,17 @@ def share_blocks(batch, lo, hi):
     return (starts.index(lo), starts.index(hi)) if lo in starts and hi in starts else None
 
 
+def _check_part(part, batch, channels):
+    """``part`` must be float64 (blocks of a batch of ``batch``, C, 2): the kernels index it
+    unchecked."""
+    shape = (_blocks(batch), channels, 2)
+    if not (isinstance(part, np.ndarray) and part.dtype == np.float64 and part.shape == shape
+            and part.flags.c_contiguous):
+        got = f"{part.dtype} {part.shape}" if isinstance(part, np.ndarray) else type(part).__name__
+        raise ValueError(f"batchnorm partial sums: expected a contiguous float64 array of shape "
+                         f"{shape} (blocks of a batch of {batch}, channels, 2), got {got}")
+
+
 def _own_blocks(x3, batch, first):
     batch = x3.shape[0] if batch is None else batch
     blocks = share_blocks(batch, first, first + x3.shape[0])
@@ -355,6 +366,7 @@ def batchnorm_partials_into(x, part, batch=None, first=0):
     batch's ``part``, and the second half, run after every share's first, reads them all."""
     x3 = _ncs(x)
     batch, (b0, b1) = _own_blocks(x3, batch, first)
+    _check_part(part, batch, x3.shape[1])
     _by_blocks(_stats_blocks, x3, part.shape[0], b0, b1, x3, part, batch, first)
 
 
@@ -368,6 +380,7 @@ def batchnorm_forward_from_partials(x, gamma, beta, eps, momentum, running_mean,
     if not update:
         running_mean = running_var = _empty(x.dtype, 1)
     x3, out3 = _ncs(x), _ncs(out)
+    _check_part(part, x3.shape[0] if batch is None else batch, x3.shape[1])
     _combine_stats(part, x3.shape[0] if batch is None else batch, x3.shape[2], float(eps),
                    float(momentum), update, running_mean, running_var, mean, invstd)
     _by_samples(_affine_samples, x3, x3, gamma, beta, mean, invstd, out3,
@@ -397,6 +410,7 @@ def batchnorm_grad_partials_into(dout, x, mean, part, batch=None, first=0, relu_
     x3, g3 = _ncs(x), _ncs(dout)
     y3 = _empty(x.dtype, 3) if relu_y is None else _ncs(relu_y)
     batch, (b0, b1) = _own_blocks(x3, batch, first)
+    _check_part(part, batch, x3.shape[1])
     _by_blocks(_grad_sums_blocks, x3, part.shape[0], b0, b1, g3, x3, mean, y3, bool(relu6), part,
                batch, first)
 
@@ -408,6 +422,7 @@ def batchnorm_backward_from_partials(dout, x, gamma, mean, invstd, dx, dgamma, d
     empty1 = _empty(x.dtype, 1)
     x3, g3 = _ncs(x), _ncs(dout)
     y3 = _empty(x.dtype, 3) if relu_y is None else _ncs(relu_y)
+    _check_part(part, x3.shape[0] if batch is None else batch, x3.shape[1])
     coef = np.empty((x3.shape[1], 2))
     _combine_grads(part, x3.shape[0] if batch is None else batch, x3.shape[2], gamma, invstd,
                    empty1 if dgamma is None else dgamma, empty1 if dbeta is None else dbeta, coef)
