@@ -309,12 +309,13 @@ class BatchNorm(Op):
         self.invstd = np.zeros(channels)
         self.eps = float(c.config["eps"])
         self.momentum = float(c.config["momentum"])
+        self.part = None                        # the partial sums its shares meet on (float64)
         if c.whole is not None:
             # a share of the batch: its blocks' partial sums go to the whole op's, which every
             # share reads after they meet; the first share's statistics are the whole op's
             whole = c.whole
             self.batch, self.first = whole.x.shape[0], c.rows[0]
-            if getattr(whole, "part", None) is None:
+            if whole.part is None:
                 whole.part = np.empty((K.share_blocks(self.batch, 0, self.batch)[1], channels, 2))
             self.part = whole.part
             if self.first == 0:

@@ -450,8 +450,8 @@ class Training:
                    "pooled": pooled}
         self.forward_steps = plan.forward_steps(training=True, **forward)
         self.backward_steps = backward
-        # on several threads, a big enough batch of a network without batch statistics runs in
-        # shares of samples, one per thread, each through every layer
+        # on several threads, a big enough batch of a network without random draws runs in
+        # shares of samples, one per thread, each through every layer (BySamples)
         self.shares = BySamples.make(plan, forward, calls, plan.reserved + grads_bytes)
         # an input no layer differentiates through (unused by the output) has a zero gradient
         self.input_grads = {name: grad[name] if name in grad else np.zeros(act[name].shape, model.dtype)
