@@ -26,33 +26,39 @@ def avx512_rules(monkeypatch):
 
 
 def test_without_avx512_the_rules_of_avx2(monkeypatch):
-    """On a CPU without AVX-512 the direct kernels, which keep sixteen 512-bit accumulators,
-    spill AVX2's sixteen 256-bit registers: only the direct forward of few channels on wide
-    planes (stride 1, F >= 8, C*F <= 256, the wide grid's waste <= 1.2) and the weight gradient of at
-    most 4 channels run there; nothing else (dx, the lanes, the samples in the lanes, Winograd,
-    the 5x5 kernels), whatever AVX-512's rules would take."""
+    """On a CPU without AVX-512 the direct forward and dx run AVX2's narrow blocks (4 filters x
+    3 half vectors: 12 accumulators in its 16 registers) wherever AVX-512's would run, dx from
+    3 input channels; the weight gradient by the narrow blocks where they won (C*F <= 1024, or
+    <= 4096 on planes of >= 2048 outputs) and for at most 4 channels; nothing else (the lanes,
+    the samples in the lanes, Winograd, the 5x5 kernels), whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
-    # (x, w, stride, pad): (direct forward, direct dw, Winograd)
-    for (x, w, s, p), (direct, dw, wino) in (
-            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (False, False, False)),    # the bench's rows
-            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (False, False, False)),
-            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (True, True, False)),
-            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (True, False, False)),   # ResNet-8's
-            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (False, False, False)),
-            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (False, False, False)),
-            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (False, False, False)),
-            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (False, False, False)),     # LeNet-5's conv1 (F < 8)
-            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (False, False, False))):   # conv2: waste 1.4
+    # (x, w, stride, pad): (direct dx, direct dw); the forward is direct on every one
+    for (x, w, s, p), (dx, dw) in (
+            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (True, True)),     # the bench's rows
+            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (True, True)),
+            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (True, True)),
+            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (True, True)),    # ResNet-8's
+            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (True, True)),
+            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (False, True)),  # stride 2: dx by BLAS
+            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (False, False)),   # waste 1.5 (8x8, pad 1)
+            (((16, 64, 16, 16), (64, 64, 3, 3), 1, 1), (True, False)),  # C*F 4096 on 16x16
+            (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (True, False)),
+            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (False, False)),    # LeNet-5's conv1 (F < 8)
+            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (True, False))):   # conv2: waste 1.4
         plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
-        assert (plan.direct is not None, plan.direct_dw is not None, plan.wino is not None) == \
-            (direct, dw, wino), (x, w)
-        assert plan.direct_dx is None and plan.direct_dwr is None and plan.lanes is None
-        assert plan.lanes_dx is None and not plan.slanes and not plan.slanes_dx
+        assert plan.narrow and plan.direct is not None, (x, w)
+        assert (plan.direct_dx is not None, plan.direct_dw is not None) == (dx, dw), (x, w)
+        assert plan.wino is None and plan.wino_dx is None and plan.direct_dwr is None
+        assert plan.lanes is None and plan.lanes_dx is None
+        assert not plan.slanes and not plan.slanes_dx
         assert plan.c5 is None and plan.c5_dx is None and plan.c5_dw is None
         monkeypatch.setattr(conv, "_WIDE_VECTORS", True)
-        assert _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1).direct is not None      # AVX-512's
+        assert not _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1).narrow      # AVX-512's
         monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
-
+    # the packed weights' shape is what makes the drivers run the narrow blocks
+    assert conv_direct.packed_shape((6, 3, 5, 5), True) == (2, 4 * 75)
+    assert conv_direct.packed_shape((6, 3, 5, 5), False) == (8 * 75,)
+    assert conv_direct.packed_shape((6, 3, 5, 5), True, flipped=True) == (1, 4 * 150)
 
 
 def rel_error(a, b):
@@ -148,39 +154,43 @@ def test_conv_cases_cover_every_mode():
     assert modes == {IM2COL, GATHER, KN2ROW, ROWTAP}
 
 
-@pytest.fixture(params=["blas", "direct", "lanes"])
+@pytest.fixture(params=["blas", "direct", "narrow", "lanes"])
 def forward(request, monkeypatch):
-    """Every convolution case three times: the plan's BLAS forward, and conv_direct.py's
+    """Every convolution case four times: the plan's BLAS forward, and conv_direct.py's
     register-blocked forward wherever it applies (groups 1, not IM2COL), however small, with the
-    weight gradient by the blocked sums (``direct``); or there conv_lanes.py's forward and dx
-    (the samples in the lanes) and its weight gradient with the filters in the lanes
-    (``lanes``: weight_grad_rows, dilated widths included)."""
+    weight gradient by the blocked sums, in AVX-512's blocks (``direct``) and AVX2's
+    (``narrow``: both run on any machine); or there conv_lanes.py's forward and dx (the samples
+    in the lanes) and its weight gradient with the filters in the lanes (``lanes``:
+    weight_grad_rows, dilated widths included)."""
     monkeypatch.setattr(conv, "_DIRECT", request.param != "blas")
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", request.param != "narrow")
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
     monkeypatch.setattr(conv, "_DW_LANES", request.param == "lanes")
     monkeypatch.setattr(conv, "_SLANES", request.param == "lanes")
     monkeypatch.setattr(conv, "_LANES", False)          # forward_lanes: its own tests
     monkeypatch.setattr(conv, "_WINO", False)           # conv_big's Winograd: its own tests
-    if request.param == "lanes":       # its own data: the shared stream, from which the later
-        monkeypatch.setitem(globals(), "rng", np.random.default_rng(16))  # tests draw, as before
+    if request.param in ("lanes", "narrow"):   # their own data: the shared stream, from which
+        monkeypatch.setitem(globals(), "rng",   # the later tests draw, as before
+                            np.random.default_rng(16 if request.param == "lanes" else 17))
     # the weight gradient's sample groups: one sample, several, all of the batch
     monkeypatch.setattr(conv_direct, "DW_GROUP_ELEMENTS", 2000)
     return request.param
 
 
-@pytest.mark.parametrize("features, direct", [
-    ("+64bit,+avx,+avx2,+fma,+sse4.2,-avx512f,-avx512vl", False),   # AVX2: the accumulators spill
-    ("+64bit,+avx,+avx2,+fma,+avx512f,+avx512vl,+avx512bw", True),
-    ("+neon,+fp-armv8", False),
+@pytest.mark.parametrize("features, narrow", [
+    ("+64bit,+avx,+avx2,+fma,+sse4.2,-avx512f,-avx512vl", True),   # AVX2: 16 registers
+    ("+64bit,+avx,+avx2,+fma,+avx512f,+avx512vl,+avx512bw", False),
+    ("+neon,+fp-armv8", True),
 ])
-def test_direct_kernels_only_where_numba_compiles_avx512(features, direct, monkeypatch):
+def test_the_wide_blocks_only_where_numba_compiles_avx512(features, narrow, monkeypatch):
     from numba.core import config
     monkeypatch.setattr(config, "CPU_FEATURES", features)
     monkeypatch.setattr(conv, "_WIDE_VECTORS", None)
-    # ResNet-8's 3x3 32->32 layer at batch 64: 151 M multiply-adds, direct with AVX-512 only
-    # (AVX2's rules: test_without_avx512_the_rules_of_avx2)
+    # ResNet-8's 3x3 32->32 layer at batch 64: 151 M multiply-adds, direct on every machine,
+    # AVX-512's 16 accumulators of 512 bits with AVX-512 only (AVX2's rules:
+    # test_without_avx512_the_rules_of_avx2)
     plan = _Plan((64, 32, 16, 16), (32, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
-    assert (plan.direct is not None) is direct
+    assert plan.direct is not None and plan.narrow is narrow
     monkeypatch.setattr(conv, "_WIDE_VECTORS", None)
 
 
@@ -211,7 +221,7 @@ def test_direct_forward_covers_its_cases(forward):
         # dx as a convolution of dout: stride 1 and padding at most (K-1)*dilation on each side
         # (full padding included), C not a multiple of 8
         assert sum(direct_dx) == 9, direct_dx
-        if forward == "direct":
+        if forward in ("direct", "narrow"):
             groups = {(p.direct_dw[0], c[0]) for p, c in zip(plans, CONV_CASES) if p.direct_dw}
             assert {(1, 2), (1, 8), (2, 2), (2, 5)} <= groups, groups
             assert not any(p.direct_dwr for p in plans)
@@ -223,17 +233,18 @@ def test_direct_forward_covers_its_cases(forward):
             assert {run % 12 == 0 for _, run, _ in rows} == {True, False}, rows
 
 
-@pytest.mark.parametrize("lanes", [False, True])
+@pytest.mark.parametrize("kind", ["direct", "narrow", "lanes"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_direct_kernels_write_only_their_output(dtype, lanes, monkeypatch):
-    """The direct forward and dx (conv_direct.py's, or conv_lanes.py's with ``lanes``: chunks of
-    16 or 8 samples, the last one partial), whose pieces of the batch are taken by whichever
-    thread is free, on planes narrower than a vector (3 to 5 columns) and with F, C not
-    multiples of 8: every output is written (out starts NaN), none twice (accumulate), and
-    nothing around out (its samples are a slice of a bigger array whose other samples are
-    sentinels)."""
+def test_direct_kernels_write_only_their_output(dtype, kind, monkeypatch):
+    """The direct forward and dx (conv_direct.py's in AVX-512's blocks or AVX2's ``narrow``
+    ones, or conv_lanes.py's with ``lanes``: chunks of 16 or 8 samples, the last one partial),
+    whose pieces of the batch are taken by whichever thread is free, on planes narrower than a
+    vector (3 to 5 columns) and with F, C not multiples of 8 (or 4): every output is written
+    (out starts NaN), none twice (accumulate), and nothing around out (its samples are a slice
+    of a bigger array whose other samples are sentinels)."""
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
-    monkeypatch.setattr(conv, "_SLANES", lanes)
+    monkeypatch.setattr(conv, "_SLANES", kind == "lanes")
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", kind != "narrow")
     monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)       # split however small: 2 threads,
     monkeypatch.setenv("CNNSPEC_THREADS", "2")           # 2 or 3 pieces of the batch
     gen = np.random.default_rng(16)       # its own stream: the shared one feeds the cases below
@@ -260,6 +271,47 @@ def test_direct_kernels_write_only_their_output(dtype, lanes, monkeypatch):
         K.conv2d_backward_into(dout, x, wt, *geometry, bigx[1:-1], None, None, ws, accumulate=True)
         close(bigx[1:-1] - 1, rdx, dtype)
         assert (bigx[0] == 7).all() and (bigx[-1] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_narrow_blocks_sum_as_the_wide_ones(dtype, monkeypatch):
+    """AVX2's narrow blocks (4 filters x 3 half vectors) sum each output's taps in the order of
+    AVX-512's (8 x 2 vectors), one FMA a term: the forward and dx are the same bit for bit, on
+    F and C not multiples of 4 or 8, strided and dilated; the weight gradient's lanes sum in
+    another order (8 partial sums a vector, not 16): close to the reference."""
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_WINO", False)
+    monkeypatch.setattr(conv, "_C5", False)
+    gen = np.random.default_rng(5)
+    for (n, c, h, w, f, k, stride, pad, dil) in ((3, 6, 11, 9, 10, 3, 1, 1, 1),
+                                                   (2, 3, 13, 12, 5, 5, 1, 2, 1),
+                                                   (2, 9, 12, 10, 7, 3, 2, 1, 1),
+                                                   (2, 5, 12, 12, 6, 3, 1, 2, 2)):
+        x = gen.standard_normal((n, c, h, w)).astype(dtype)
+        wt = gen.standard_normal((f, c, k, k)).astype(dtype)
+        b = gen.standard_normal(f).astype(dtype)
+        geometry = ((stride,) * 2, (pad,) * 4, (dil,) * 2, 1)
+        dout = gen.standard_normal(K.conv2d_output_shape(x.shape, wt.shape, *geometry[:3])
+                                   ).astype(dtype)
+        results = []
+        for wide in (True, False):
+            monkeypatch.setattr(conv, "_WIDE_VECTORS", wide)
+            plan = _Plan(x.shape, wt.shape, *geometry)
+            assert plan.narrow is not wide and plan.direct is not None
+            assert (plan.direct_dx is not None) is (stride == 1) and plan.direct_dw is not None
+            ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype)
+            out = forward_into_a_slice(x, wt, b, geometry, ws, dtype)
+            dx, dw, db = np.empty_like(x), np.empty_like(wt), np.empty_like(b)
+            K.conv2d_backward_into(dout, x, wt, *geometry, dx, dw, db, ws)
+            results.append((out, dx, dw, db))
+        (out, dx, dw, db), (out_n, dx_n, dw_n, db_n) = results
+        np.testing.assert_array_equal(out_n, out)
+        if stride == 1:
+            np.testing.assert_array_equal(dx_n, dx)
+        rdx, rdw, rdb = R.conv2d_backward(dout, x, wt, b, *geometry)
+        close(dw_n, rdw, dtype)
+        close(db_n, rdb, dtype)
+        close(dx_n, rdx, dtype)
 
 
 # forward_lanes (filters in the vector lanes, blocks of 64): F or, for dx, C a multiple of 64

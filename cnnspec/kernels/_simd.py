@@ -12,6 +12,11 @@ Operations (callable from numba kernels only): ``vzero(a)`` (a vector of a's dty
 a.size), ``vsplat(a, i)`` (lanes copies of a[i]), ``vstore(a, i, v)``, ``vfma(acc, u, v)``
 (acc + u * v with one rounding, per lane: ``llvm.fma``, as BLAS's FMA kernels compute) and ``vlanes(a)`` (the lanes, a compile-time
 constant).  No fastmath anywhere: each lane is IEEE arithmetic in a fixed order.
+
+``yzero``, ``yload``, ``ysplat`` and ``ylanes`` are the same for half vectors, 32 bytes (8
+float32 or 4 float64 lanes: one AVX2 register).  AVX2 has 16 such registers, so a kernel for it
+keeps at most 12 accumulators of these (``conv_direct._direct_sample_narrow``); the other
+operations (``vfma``, ``vstore``, ``vadd``, ...) take vectors of either width.
 """
 import numpy as np
 from llvmlite import ir
@@ -23,11 +28,11 @@ VECTOR_BYTES = 64
 
 
 class Vec(types.Type):
-    """A SIMD vector of ``lanes`` elements of ``dtype`` (a numba float type)."""
+    """A SIMD vector of ``lanes`` elements of ``dtype`` (a numba float type), ``size`` bytes."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, size=VECTOR_BYTES):
         self.dtype = dtype
-        self.lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+        self.lanes = size // (dtype.bitwidth // 8)
         super().__init__(name=f"Vec({dtype}x{self.lanes})")
 
 
@@ -48,37 +53,69 @@ def _element_pointer(context, builder, arr_type, arr, index):
     return builder.gep(array.data, [index])
 
 
-@intrinsic
-def vzero(typingctx, arr):
-    vec = Vec(arr.dtype)
+def _zero(size):
+    @intrinsic
+    def zero(typingctx, arr):
+        vec = Vec(arr.dtype, size)
 
-    def codegen(context, builder, sig, args):
-        return ir.Constant(context.get_value_type(vec), None)
+        def codegen(context, builder, sig, args):
+            return ir.Constant(context.get_value_type(vec), None)
 
-    return vec(arr), codegen
-
-
-@intrinsic
-def vlanes(typingctx, arr):
-    lanes = Vec(arr.dtype).lanes
-
-    def codegen(context, builder, sig, args):
-        return context.get_constant(types.intp, lanes)
-
-    return types.intp(arr), codegen
+        return vec(arr), codegen
+    return zero
 
 
-@intrinsic
-def vload(typingctx, arr, index):
-    vec = Vec(arr.dtype)
+def _lanes(size):
+    @intrinsic
+    def lanes(typingctx, arr):
+        count = Vec(arr.dtype, size).lanes
 
-    def codegen(context, builder, sig, args):
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], index)
-        vptr = builder.bitcast(ptr, context.get_value_type(vec).as_pointer())
-        return builder.load(vptr, align=arr.dtype.bitwidth // 8)
+        def codegen(context, builder, sig, args):
+            return context.get_constant(types.intp, count)
 
-    return vec(arr, index), codegen
+        return types.intp(arr), codegen
+    return lanes
+
+
+def _load(size):
+    @intrinsic
+    def load(typingctx, arr, index):
+        vec = Vec(arr.dtype, size)
+
+        def codegen(context, builder, sig, args):
+            index = context.cast(builder, args[1], sig.args[1], types.intp)
+            ptr = _element_pointer(context, builder, sig.args[0], args[0], index)
+            vptr = builder.bitcast(ptr, context.get_value_type(vec).as_pointer())
+            return builder.load(vptr, align=arr.dtype.bitwidth // 8)
+
+        return vec(arr, index), codegen
+    return load
+
+
+def _splat(size):
+    @intrinsic
+    def splat(typingctx, arr, index):
+        """A vector of lanes copies of arr[index] (no bounds check)."""
+        vec = Vec(arr.dtype, size)
+
+        def codegen(context, builder, sig, args):
+            index = context.cast(builder, args[1], sig.args[1], types.intp)
+            value = builder.load(_element_pointer(context, builder, sig.args[0], args[0], index))
+            vty = context.get_value_type(vec)
+            undef = ir.Constant(vty, ir.Undefined)
+            one = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count)
+            return builder.shuffle_vector(one, undef, mask)
+
+        return vec(arr, index), codegen
+    return splat
+
+
+vzero, vlanes, vload, vsplat = (_zero(VECTOR_BYTES), _lanes(VECTOR_BYTES), _load(VECTOR_BYTES),
+                                _splat(VECTOR_BYTES))
+HALF_BYTES = VECTOR_BYTES // 2
+yzero, ylanes, yload, ysplat = (_zero(HALF_BYTES), _lanes(HALF_BYTES), _load(HALF_BYTES),
+                                _splat(HALF_BYTES))
 
 
 @intrinsic
@@ -91,23 +128,6 @@ def vstore(typingctx, arr, index, value):
         return context.get_dummy_value()
 
     return types.none(arr, index, value), codegen
-
-
-@intrinsic
-def vsplat(typingctx, arr, index):
-    """A vector of lanes copies of arr[index] (no bounds check)."""
-    vec = Vec(arr.dtype)
-
-    def codegen(context, builder, sig, args):
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
-        value = builder.load(_element_pointer(context, builder, sig.args[0], args[0], index))
-        vty = context.get_value_type(vec)
-        undef = ir.Constant(vty, ir.Undefined)
-        one = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count)
-        return builder.shuffle_vector(one, undef, mask)
-
-    return vec(arr, index), codegen
 
 
 @intrinsic

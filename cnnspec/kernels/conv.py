@@ -132,6 +132,7 @@ class _Plan:
     __slots__ += ("lanes", "lanes_dx")          # conv_direct.forward_lanes (_use_lanes)
     __slots__ += ("wino", "wino_dx", "wino_dw")  # conv_big.py's Winograd (_use_wino)
     __slots__ += ("c5", "c5_dx", "c5_dw")        # conv_five.py's row Winograd (_use_c5)
+    __slots__ += ("narrow",)                    # AVX2: conv_direct's narrow blocks
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -173,23 +174,27 @@ class _Plan:
         # the forward by conv_direct.py instead (the backward keeps the mode): its packed
         # weights in the shared part, its phase and wide buffers in each thread's slice
         self.direct = None
-        avx512 = _DIRECT_ALL or _wide_vector_cpu()       # else AVX2's rules (_use_direct)
+        # without AVX-512, the direct forward and dx run AVX2's narrow blocks (_use_direct)
+        self.narrow = not _wide_vector_cpu()
+        avx512 = _DIRECT_ALL or not self.narrow
         if _use_direct(x_shape, w_shape, stride, pad, dilation, groups, self.mode, oh, ow):
             from cnnspec.kernels.conv_direct import direct_sizes
-            wpk, xp, wide = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+            wpk, xp, wide = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh,
+                                         self.narrow)
             self.direct = (xp, xp + wide)
             self.shared = max(self.shared, wpk)
             self.per_thread = max(self.per_thread, xp + wide)
         # dx of a stride-1 convolution is a convolution of dout by the flipped weights: by
         # conv_direct.py too (dw stays with the mode)
         self.direct_dx = None
-        if self.direct is not None and avx512 and stride == (1, 1) and (c >= 8 or _DIRECT_ALL):
+        if self.direct is not None and stride == (1, 1) and (
+                c >= (_NARROW_DX_CHANNELS if self.narrow else 8) or _DIRECT_ALL):
             from cnnspec.kernels.conv_direct import backward_data_pad, direct_sizes
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
             if pad_dx is not None and (_DIRECT_ALL or
                                        wide_waste(ow + max(pad_dx[2:]), h, w) <= 1.35):
                 wpk, xp, wide = direct_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
-                                             dilation, h)
+                                             dilation, h, self.narrow)
                 self.direct_dx = (xp, xp + wide, pad_dx)
                 self.shared = max(self.shared, wpk)
                 self.per_thread = max(self.per_thread, xp + wide)
@@ -217,13 +222,15 @@ class _Plan:
                 self.per_thread = max(self.per_thread, xp + tile)
         # 3x3 stride 1 with many channels: Winograd F(2x2, 3x3) (conv_big.py), before the lanes
         self.wino = self.wino_dx = None
-        if self.direct is not None and _use_wino(c, f, (kh, kw), stride, dilation, oh * ow):
+        if self.direct is not None and avx512 and _use_wino(c, f, (kh, kw), stride, dilation,
+                                                            oh * ow):
             from cnnspec.kernels.conv_big import wino_sizes
             u, per = wino_sizes(x_shape, w_shape, pad)
             self.wino = per
             self.shared = max(self.shared, u)
             self.per_thread = max(self.per_thread, per)
-        if self.direct is not None and _use_wino(f, c, (kh, kw), stride, dilation, h * w):
+        if self.direct is not None and avx512 and _use_wino(f, c, (kh, kw), stride, dilation,
+                                                            h * w):
             from cnnspec.kernels.conv_big import wino_sizes
             from cnnspec.kernels.conv_direct import backward_data_pad
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
@@ -267,8 +274,8 @@ class _Plan:
         # dw and db by conv_direct.py's blocked sums over the wide grid
         self.direct_dw = None
         if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
-                (c * f <= 256 and avx512 or c <= 4) and f >= 8
-                and wide_waste(_direct_pitch(w, stride, pad), oh, ow) <= 1.35)):
+                (c * f <= 256 and avx512 or c <= 4 or self.narrow and _narrow_dw(c, f, oh * ow))
+                and f >= 8 and wide_waste(_direct_pitch(w, stride, pad), oh, ow) <= 1.35)):
             from cnnspec.kernels.conv_direct import weight_grad_sizes
             self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh)
             self.per_thread = max(self.per_thread, self.direct_dw[3])
@@ -423,8 +430,21 @@ def _wide_vector_cpu() -> bool:
 
 
 _WIDE_VECTORS = None
-_AVX2_DIRECT_WEIGHTS = 256      # AVX2: the direct forward for C*F up to this (stride 1) ...
-_AVX2_DIRECT_WASTE = 1.2        # ... where the wide grid computes at most this many outputs per one
+_NARROW_DX_CHANNELS = 3     # AVX2: dx by the direct kernel from this many input channels
+_NARROW_DW_WEIGHTS = 1024   # AVX2: the direct dw for C*F up to this, ...
+_NARROW_DW_PLANE = 2048     # ... or up to 4x this on planes of at least this many outputs
+
+
+def _narrow_dw(c, f, plane):
+    """Whether AVX2's direct dw (conv_direct.weight_grad_narrow) runs; measured against the
+    BLAS modes (float32, one thread, 7 rounds in one process; median speed-up, quartiles): 3x3
+    16->16 on 64x32x32 1.80x (1.64-1.88), 64->64 on 8x56x56 1.43x (1.32-1.51), LeNet-5's conv2
+    (6->16 5x5 on 64x14x14) 1.49x, 32->32 on 64x16x16 1.05x, 5x5 16->32 on 64x14x14 1.02x,
+    stride 2 16->32 1.00x; not 64->64 on 16x16x16 (0.81x) or 128->128 on 16x16x16 (0.65x):
+    each block of 2 filters x 6 taps sums a short run of the plane, then 12 vectors lane by
+    lane."""
+    return c * f <= _NARROW_DW_WEIGHTS or (c * f <= 4 * _NARROW_DW_WEIGHTS
+                                           and plane >= _NARROW_DW_PLANE)
 
 
 def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
@@ -446,11 +466,7 @@ def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
     macs = x_shape[0] * w_shape[0] * oh * ow * w_shape[1] * w_shape[2] * w_shape[3]
     if macs < _DIRECT_MACS:
         return False
-    if _wide_vector_cpu():
-        return True
-    f, c = w_shape[0], w_shape[1]
-    return (stride == (1, 1) and f >= 8 and c * f <= _AVX2_DIRECT_WEIGHTS
-            and wide_waste(_direct_pitch(x_shape[3], stride, pad), oh, ow) <= _AVX2_DIRECT_WASTE)
+    return True
 
 
 _LANES = None           # tests: True / False, the forward and dx by forward_lanes wherever the
@@ -1333,7 +1349,8 @@ def _cached_plan(x_shape, w_shape, stride, pad, dilation, groups, rules=None):
 def _rules():
     """The switches and limits _Plan reads: the cache key's part that is not the layer's."""
     direct = sys.modules.get("cnnspec.kernels.conv_direct")
-    return (_DIRECT, _DIRECT_DW, _DIRECT_ALL, _DIRECT_MACS, _WIDE_VECTORS, _ROWTAP_MAX_COL,
+    return (_DIRECT, _DIRECT_DW, _DIRECT_ALL, _DIRECT_MACS, _WIDE_VECTORS, _NARROW_DX_CHANNELS,
+            _NARROW_DW_WEIGHTS, _NARROW_DW_PLANE, _ROWTAP_MAX_COL,
             _SLANES, _SLANES_WASTE, _SLANES_MAX_PLANE,
             _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS,
             direct.DW_GROUP_ELEMENTS if direct is not None else None)
@@ -1405,6 +1422,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         return
     if plan.direct is not None:
         from cnnspec.kernels import conv_direct as D
+        wt = _packed(wt, w.shape, plan.narrow, False)
         D.pack_weights(w, wt)
         xp, end = plan.direct
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
@@ -1429,6 +1447,14 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         x, w, b, (kh, kw), stride, pad, dilation, groups, out, plan.mode, plan.identity,
         plan.rows, plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi),
         dynamic=True, per_thread=_FORWARD_PIECES)
+
+
+def _packed(wt, w_shape, narrow, flipped):
+    """The view of the workspace's shared part that conv_direct's packed weights fill (its
+    shape chooses AVX-512's or AVX2's blocks: conv_direct.packed_shape)."""
+    from cnnspec.kernels.conv_direct import packed_shape
+    shape = packed_shape(w_shape, narrow, flipped)
+    return wt[:int(np.prod(shape))].reshape(shape)
 
 
 def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,
@@ -1492,11 +1518,12 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         dx = None
     if dx is not None and plan.direct_dx is not None:
         from cnnspec.kernels import conv_direct as D
-        D.pack_weights_flipped(w, wt)
+        wpk = _packed(wt, w.shape, plan.narrow, True)
+        D.pack_weights_flipped(w, wpk)
         xp, end, pad_dx = plan.direct_dx
         offs = D.window_offsets(dout.shape, (kh, kw), (1, 1), pad_dx, dilation, f_ * kh * kw)
         run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
-            dout, empty1, (kh, kw), pad_dx, dilation, dx, bool(accumulate), wt, offs,
+            dout, empty1, (kh, kw), pad_dx, dilation, dx, bool(accumulate), wpk, offs,
             workspace[shared + t * per:shared + t * per + xp],
             workspace[shared + t * per + xp:shared + t * per + end], lo, hi),
             dynamic=True, per_thread=_FORWARD_PIECES)
@@ -1535,7 +1562,8 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         group, xp, wide, total = plan.direct_dw
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation,
                                 -(-(cg * kh * kw) // 6) * 6)
-        run_split(D.weight_grad_direct, x.shape[0], threads, lambda t, lo, hi: (
+        kernel = D.weight_grad_narrow if plan.narrow else D.weight_grad_direct
+        run_split(kernel, x.shape[0], threads, lambda t, lo, hi: (
             dout, x, (kh, kw), stride, pad, dilation, dw is not None, db is not None, group, xp,
             wide, offs, workspace[shared + t * per:shared + t * per + total], lo, hi))
         o_dw = D.weight_grad_dw_offset(group, xp, wide)
