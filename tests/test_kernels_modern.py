@@ -483,6 +483,27 @@ def test_depthwise_flat_rule():
     assert not flat_ok((8, 16, 32, 32), (32, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1))  # m = 2
 
 
+def test_depthwise_flat_kernels_on_avx2_only_for_small_planes(monkeypatch):
+    """With AVX-512 the flat kernels take every layer flat_ok allows; without it only stride 1
+    on planes up to 8x8 (their 16-lane masked vectors lost to the wide grid's loops elsewhere);
+    the workspace is sized for the kernels that run."""
+    from cnnspec.kernels import conv, depthwise as D
+    layers = [((8, 16, 32, 32), (1, 1)), ((8, 16, 8, 8), (1, 1)), ((8, 16, 8, 8), (2, 2)),
+              ((8, 16, 7, 7), (1, 1)), ((8, 16, 16, 16), (2, 2))]
+    for wide, expected in ((True, [True] * 5), (False, [False, True, False, True, False])):
+        monkeypatch.setattr(conv, "_WIDE_VECTORS", wide)
+        got = [D._use_flat(x, (16, 1, 3, 3), s, (1, 1, 1, 1), (1, 1)) for x, s in layers]
+        assert got == expected, wide
+        for x, s in layers:
+            per = (D._flat_per_thread(x, (16, 1, 3, 3), s, (1, 1, 1, 1), (1, 1))
+                   if D._use_flat(x, (16, 1, 3, 3), s, (1, 1, 1, 1), (1, 1)) else
+                   D._layout(x, (16, 1, 3, 3), s, (1, 1, 1, 1), (1, 1))[2])
+            assert D.workspace_size(x, (16, 1, 3, 3), s, (1, 1, 1, 1), (1, 1), 1) >= per
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
+    monkeypatch.setattr(D, "_FLAT", True)           # the tests' switch: wherever flat_ok
+    assert D._use_flat((8, 16, 32, 32), (16, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1))
+
+
 def test_one_channel_convolution_stays_on_the_general_path():
     assert not _is_depthwise((8, 1, 32, 32), (6, 1, 5, 5), 1)      # LeNet's conv1
     assert not _is_depthwise((8, 4, 32, 32), (8, 2, 3, 3), 2)      # two channels per group

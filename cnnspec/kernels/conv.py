@@ -402,22 +402,20 @@ def _use_slanes(x_shape, w_shape, stride, pad, dilation, oh, ow, direct, direct_
 
 def _wide_vector_cpu() -> bool:
     """Whether numba compiles for AVX-512 (the host's features, or NUMBA_CPU_FEATURES).  The
-    direct kernels keep 16 accumulators of 512 bits: AVX-512's 32 vector registers hold them;
-    with AVX2's 16 registers of 256 bits they spill.  Without it ``_use_direct``'s AVX2 rules
-    choose the direct forward where it still wins, and of the kernels that ride on it only the
-    weight gradient of few channels runs (measured on an AMD EPYC, Zen 3, AVX2,
-    float32, one thread, 7-9 rounds in one process against the BLAS modes; median speed-up and
-    quartiles): the forward of few channels on wide planes wins, 3->16 and 3->32 3x3 on 32x32 and
-    64x64 1.23-1.43x, 16->16 on 32x32 and 64x64 1.20-1.34x, LeNet-5's conv1 (1->6 5x5) 1.67x; of
-    more channels or narrow planes it loses, 5x5 16->32 on 14x14 0.76x, 32->32 on 16x16 0.85x,
-    64->64 on 8x8 0.60x, LeNet-5's conv2 (6->16 5x5 on 14x14) 0.93-0.98x, stride 2 16->32 0.89x;
-    the dw of 3 channels 1.17-1.27x; Winograd on the bench's 3x3 64->64 on 56x56 forward 1.03-1.13x
-    and backward 1.20-1.24x alone, but in the bench's rounds beside PyTorch its row fell from 0.68x
-    PyTorch to 0.53x (forward) and 0.85-0.91x to 0.62-0.86x (fwd+bwd), so it stays off; every
-    other kernel lost (the lanes on 8x8 0.42-0.48x, the samples in the lanes 0.67-0.87x,
-    conv_five's 5x5 backward 0.92x).  On Intel with
-    NUMBA_CPU_NAME=haswell the direct forward had run at 0.37-0.53x of BLAS on ResNet-8's and
-    the U-Net's 3x3 layers (the tests run every kernel on every machine: _DIRECT_ALL)."""
+    direct kernels' AVX-512 blocks keep 16 accumulators of 512 bits in its 32 vector registers;
+    with AVX2's 16 registers of 256 bits they spill.  Without it the plans take AVX2's narrow
+    blocks instead (``_Plan.narrow``: conv_direct._direct_sample_narrow, 4 filters x 3 half
+    vectors, and weight_grad_narrow, 2 filters x 6 taps: 12 accumulators each), and none of the
+    kernels written for AVX-512 alone.  Measured on an AMD EPYC (Zen 3, AVX2; float32, one
+    thread, 7 rounds in one process against the BLAS modes; median speed-up, quartiles), the
+    narrow forward won on every layer tried: 3x3 16->16 on 64x32x32 2.50x (2.40-2.54), 3->16
+    2.29x, 3->32 1.89x, 32->32 on 16x16 1.79x, 5x5 16->32 on 14x14 1.61x, stride 2 16->32 1.76x,
+    64->64 on 8x8 1.39x, 128->128 on 4x4 1.28x, 256->256 on 8x8 1.21x, LeNet-5's conv1 2.58x and
+    conv2 1.94x; dx from 3 channels (3->16 on 32x32 2.56x; conv2 1.02x); the dw: see
+    _narrow_dw.  Winograd (AVX-512's kernels) fell from 0.68x PyTorch to 0.53x on the bench's 3x3
+    64->64, the lanes on 8x8 0.42-0.48x of the BLAS modes, the samples in the lanes 0.67-0.87x,
+    conv_five's 5x5 backward 0.92x: all off without AVX-512.  The tests run every kernel on
+    every machine (_DIRECT_ALL, and _WIDE_VECTORS set either way)."""
     global _WIDE_VECTORS
     if _WIDE_VECTORS is None:
         from numba.core import config
@@ -454,11 +452,8 @@ def _use_direct(x_shape, w_shape, stride, pad, dilation, groups, mode, oh, ow):
     forward (float32, one thread, CPU time, median of 7 rounds at load 3-7): faster on every
     layer of ResNet-8 (batch 64: 1.2-1.7x, the strided ones by gather 1.3x and 1.7x), the
     U-Net (batch 16: 1.2-1.5x), LeNet-5 at batch 64 (1.4x, 1.1x) and the bench rows (1.0-1.35x);
-    LeNet-5 at batch 1 (0.1-0.2 M multiply-adds) 0.98x and 0.76x.  Without AVX-512: stride 1,
-    at least 8 filters (a block; LeNet-5's conv1, 1->6, gained 1.6x there, ~0.5 ms of an 8 ms
-    step at batch 64, but compiling the direct forward added ~4 s to the first run of the
-    README's quick start), C*F at most _AVX2_DIRECT_WEIGHTS and the wide grid's waste at most
-    _AVX2_DIRECT_WASTE (see _wide_vector_cpu)."""
+    LeNet-5 at batch 1 (0.1-0.2 M multiply-adds) 0.98x and 0.76x.  Without AVX-512 the same
+    rule, in AVX2's narrow blocks (see _wide_vector_cpu)."""
     if not _DIRECT or groups != 1 or mode == IM2COL:
         return False
     if _DIRECT_ALL:

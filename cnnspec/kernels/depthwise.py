@@ -7,7 +7,8 @@ layers have m = 1).  ``conv2d_*_into`` (conv.py) send these here.
 The general path runs each group as a BLAS product, here (1 x KH*KW) @ (KH*KW x columns): far
 too small (MobileNetV2's 3x3 on 32x96x56x56 took 116 ms there, PyTorch 181 ms).  Two kernels
 here: the *flat* ones (below the wide grid's, "the flat kernels") where one filter per channel
-and ceil(W / sw) <= OW (MobileNet's pad k // 2, any stride: ``flat_ok``), 1.2-7x faster, strided
+and ceil(W / sw) <= OW (MobileNet's pad k // 2, any stride: ``flat_ok``), 1.2-7x faster with
+AVX-512 (without it only on small planes: ``_use_flat``), strided
 ones by AVX-512 gathers where those measured faster (``_use_gathers``, at the end), and the
 forward of planes up to 8x8 sample by sample (``_forward_small``); the wide grid's loops for the
 rest (depth multipliers, less padding), on conv.py's layout:
@@ -67,7 +68,7 @@ def _layout(x_shape, w_shape, stride, pad, dilation):
 
 def workspace_size(x_shape, w_shape, stride, pad, dilation, threads):
     """Elements of the scratch workspace the depthwise kernels need with ``threads`` threads."""
-    if flat_ok(x_shape, w_shape, stride, pad, dilation):
+    if _use_flat(x_shape, w_shape, stride, pad, dilation):
         per = _flat_per_thread(x_shape, w_shape, stride, pad, dilation)
     else:
         per = _layout(x_shape, w_shape, stride, pad, dilation)[2]
@@ -652,12 +653,33 @@ def _merge_block(buf, at, n_, i, c_, c, h_, w_, stride, ow, ps, accumulate, dxf)
         _merge_plane(buf, at + k * phases, h_, w_, stride, ow, ps, accumulate, dxf, xb[k])
 
 
-_FLAT = True                      # the flat kernels where flat_ok (False: the wide grid's, to compare)
+_FLAT = None                      # tests: True / False, the flat kernels wherever flat_ok / never
+                                  # (the wide grid's, to compare); None: the rules (_use_flat)
+_NARROW_FLAT_PLANE = 64           # without AVX-512: the flat kernels for stride 1 up to 8x8
 _GATHERS = None                   # tests: True / False, strided flat layers by gathers always /
                                   # never; None: the rules (_use_gathers)
 _GATHER_BACKWARD_PLANE = 64       # input planes up to 8x8: the backward by gathers
 _SMALL = True                     # tests: False, small planes' forward by the kernels above
 _empty_offsets = np.zeros(16, np.int32)
+
+
+def _use_flat(x_shape, w_shape, stride, pad, dilation):
+    """Whether the flat kernels take a layer that flat_ok allows.  With AVX-512, always; without
+    it (AVX2: their 16-lane vectors are two registers, their masked loads and stores two
+    instructions each after the mask's lanes are unpacked from its bits), only stride 1 on planes
+    of up to _NARROW_FLAT_PLANE.  Measured against the wide grid's loops on an AMD EPYC (Zen 3,
+    AVX2; MobileNetV2's 3x3 layers, float32, one thread, median of 5 rounds, forward /
+    backward, the flat kernels' better run of two): 16 channels on 64x32x32 0.39x / 0.48x, 144
+    on 64x16x16 0.42x / 0.63x, 144 on 32x28x28 0.47x / 0.58x, 96 on 32x56x56 0.53x / 0.71x;
+    stride 2 on 32x32 0.27x / 0.23x, on 16x16 0.34x / 0.37x, on 8x8 0.87x / 0.43x; on 8x8
+    planes, stride 1, 1.51x / 1.49x.  Against PyTorch the layers went from 0.30-0.48x to
+    0.68-8x (only the strided 8x8 stays behind, 0.27x)."""
+    from cnnspec.kernels.conv import _wide_vector_cpu
+    if _FLAT is False or not flat_ok(x_shape, w_shape, stride, pad, dilation):
+        return False
+    if _FLAT or _wide_vector_cpu():
+        return True
+    return tuple(stride) == (1, 1) and x_shape[2] * x_shape[3] <= _NARROW_FLAT_PLANE
 
 
 def _use_gathers(kind, x_shape, stride):
@@ -715,7 +737,7 @@ def forward_into(x, w, b, stride, pad, dilation, out, workspace, empty1):
     ``empty1`` (an empty 1-D array of x's dtype) stands for b=None."""
     c_ = x.shape[1]
     threads = _threads(c_, out.size * w.shape[2] * w.shape[3])
-    if _FLAT and flat_ok(x.shape, w.shape, stride, pad, dilation):
+    if _use_flat(x.shape, w.shape, stride, pad, dilation):
         per = _flat_per_thread(x.shape, w.shape, stride, pad, dilation)
         _check(workspace, threads * per)
         direct, ps, toff, fmask, nv, vmask = _tables(
@@ -754,7 +776,7 @@ def backward_into(dout, x, w, stride, pad, dilation, dx, dw, db, workspace, accu
     ``empty4`` (empty arrays of x's dtype) stand for None."""
     c_ = x.shape[1]
     threads = _threads(c_, 2 * dout.size * w.shape[2] * w.shape[3])
-    flat = _FLAT and flat_ok(x.shape, w.shape, stride, pad, dilation)
+    flat = _use_flat(x.shape, w.shape, stride, pad, dilation)
     if flat:
         per = _flat_per_thread(x.shape, w.shape, stride, pad, dilation)
     else:
