@@ -40,11 +40,11 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
             (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (True, True)),    # ResNet-8's
             (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (True, True)),
             (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (False, True)),  # stride 2: dx by BLAS
-            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (False, False)),   # waste 1.5 (8x8, pad 1)
+            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (True, False)),    # 8x8: dw C*F 4096
             (((16, 64, 16, 16), (64, 64, 3, 3), 1, 1), (True, False)),  # C*F 4096 on 16x16
             (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (True, False)),
             (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (False, False)),    # LeNet-5's conv1 (F < 8)
-            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (True, False))):   # conv2: waste 1.4
+            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (True, False))):   # conv2: dw's waste 1.4
         plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
         assert plan.narrow and plan.direct is not None, (x, w)
         assert (plan.direct_dx is not None, plan.direct_dw is not None) == (dx, dw), (x, w)

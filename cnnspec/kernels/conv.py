@@ -189,10 +189,11 @@ class _Plan:
         self.direct_dx = None
         if self.direct is not None and stride == (1, 1) and (
                 c >= (_NARROW_DX_CHANNELS if self.narrow else 8) or _DIRECT_ALL):
-            from cnnspec.kernels.conv_direct import backward_data_pad, direct_sizes
+            from cnnspec.kernels.conv_direct import NARROW_STRIP, backward_data_pad, direct_sizes
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
+            strip = NARROW_STRIP if self.narrow else 32
             if pad_dx is not None and (_DIRECT_ALL or
-                                       wide_waste(ow + max(pad_dx[2:]), h, w) <= 1.35):
+                                       wide_waste(ow + max(pad_dx[2:]), h, w, strip) <= 1.35):
                 wpk, xp, wide = direct_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
                                              dilation, h, self.narrow)
                 self.direct_dx = (xp, xp + wide, pad_dx)
@@ -275,7 +276,8 @@ class _Plan:
         self.direct_dw = None
         if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
                 (c * f <= 256 and avx512 or c <= 4 or self.narrow and _narrow_dw(c, f, oh * ow))
-                and f >= 8 and wide_waste(_direct_pitch(w, stride, pad), oh, ow) <= 1.35)):
+                and f >= 8 and wide_waste(_direct_pitch(w, stride, pad), oh, ow,
+                                          8 if self.narrow else 32) <= 1.35)):
             from cnnspec.kernels.conv_direct import weight_grad_sizes
             self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh)
             self.per_thread = max(self.per_thread, self.direct_dw[3])
@@ -609,9 +611,10 @@ def _direct_pitch(w, stride, pad):
     return w + max(pad[2], pad[3]) if stride == (1, 1) else -(-(w + pad[2] + pad[3]) // stride[1])
 
 
-def wide_waste(wq, oh, ow):
-    """Work on the wide grid (OH rows of Wq, in strips of 32) over the output's OH*OW."""
-    return -(-(oh * wq) // 32) * 32 / (oh * ow)
+def wide_waste(wq, oh, ow, strip=32):
+    """Work on the wide grid (OH rows of Wq, in strips of 32 outputs, or ``strip``) over the
+    output's OH*OW."""
+    return -(-(oh * wq) // strip) * strip / (oh * ow)
 
 
 def _phase_shape(h_, w_, stride, pad):

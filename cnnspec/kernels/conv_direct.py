@@ -462,7 +462,7 @@ def weight_grad_narrow(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
 
 @jit
 def _dw_layout(dout, x, kernel, stride, pad, group, xp_size, wide_size, buf):
-    """(wq, plane, qs, K, K rounded up to 6 taps, start, o_wide, o_tmp, o_dw) of
+    """(wq, plane, qs, K, K rounded up to 6 taps, start, o_wide, o_tmp, o_dw, OH*wq) of
     weight_grad_sizes' slice (the partial dw at o_dw, db after it), the partial dw and db
     cleared."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
@@ -478,7 +478,7 @@ def _dw_layout(dout, x, kernel, stride, pad, group, xp_size, wide_size, buf):
     o_dw = o_tmp + 384
     for e in range(o_dw, o_dw + k_ * f_ + f_):
         buf[e] = 0
-    return wq, plane, qs, k_, kp, start, o_wide, o_tmp, o_dw
+    return wq, plane, qs, k_, kp, start, o_wide, o_tmp, o_dw, oh_ * wq
 
 
 @jit
@@ -486,7 +486,7 @@ def _dw_fill(dout, x, stride, pad, need_dw, need_db, group, xp_size, wide_size, 
              g0, g1):
     """db of samples g0 <= n < g1 added up; with need_dw their phase buffers and wide douts
     filled."""
-    wq, plane, qs, k_, _, start, o_wide, _, o_dw = lay
+    wq, plane, qs, k_, _, start, o_wide, _, o_dw, _ = lay
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
     dbp = buf[o_dw + k_ * f_:o_dw + k_ * f_ + f_]
     df = dout.reshape(dout.size)
@@ -514,7 +514,7 @@ def _dw_fill(dout, x, stride, pad, need_dw, need_db, group, xp_size, wide_size, 
 @jit
 def _dw_blocks(buf, offs, lay, count, xp_size, wide_size, f_):
     """The group's dw, blocks of 4 channels x 6 taps, added into the partial dw."""
-    _, _, qs, k_, kp, start, o_wide, o_tmp, o_dw = lay
+    _, _, qs, k_, kp, start, o_wide, o_tmp, o_dw, _ = lay
     lanes = vlanes(buf)
     fp = (f_ + 3) // 4 * 4
     dwp = buf[o_dw:o_dw + k_ * f_]
@@ -632,8 +632,9 @@ def _dw_add(buf, o_tmp, lanes, block, kb, fb, k_, f_, dwp):
 def _dw_blocks_narrow(buf, offs, lay, count, xp_size, wide_size, f_):
     """_dw_blocks for AVX2: blocks of 2 channels x 6 taps, 12 accumulators of half vectors
     (the two channels' dout vectors and one input vector in the other 3 registers)."""
-    _, _, qs, k_, kp, start, o_wide, o_tmp, o_dw = lay
+    _, _, qs, k_, kp, start, o_wide, o_tmp, o_dw, q_ = lay
     lanes = ylanes(buf)
+    qn = (q_ + lanes - 1) // lanes * lanes     # the rest of the strips' zeros add nothing
     fp = (f_ + 1) // 2 * 2
     dwp = buf[o_dw:o_dw + k_ * f_]
     for fb in range(0, fp, 2):
@@ -658,7 +659,7 @@ def _dw_blocks_narrow(buf, offs, lay, count, xp_size, wide_size, f_):
                 t4 = start + n * xp_size + offs[kb + 4]
                 t5 = start + n * xp_size + offs[kb + 5]
                 u = o_wide + n * wide_size + fb * qs
-                for q in range(0, qs, lanes):
+                for q in range(0, qn, lanes):
                     y0 = yload(buf, u + q)
                     y1 = yload(buf, u + qs + q)
                     v = yload(buf, t0 + q)
