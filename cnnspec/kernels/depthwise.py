@@ -666,34 +666,35 @@ _empty_offsets = np.zeros(16, np.int32)
 def _use_flat(x_shape, w_shape, stride, pad, dilation):
     """Whether the flat kernels take a layer that flat_ok allows.  With AVX-512, always; without
     it (AVX2: their 16-lane vectors are two registers, their masked loads and stores two
-    instructions each after the mask's lanes are unpacked from its bits), only stride 1 on planes
-    of up to _NARROW_FLAT_PLANE.  Measured against the wide grid's loops on an AMD EPYC (Zen 3,
+    instructions each after the mask's lanes are unpacked from its bits), only on planes of up
+    to _NARROW_FLAT_PLANE (strided ones by gathers: _use_gathers).  Measured against the wide grid's loops on an AMD EPYC (Zen 3,
     AVX2; MobileNetV2's 3x3 layers, float32, one thread, median of 5 rounds, forward /
     backward, the flat kernels' better run of two): 16 channels on 64x32x32 0.39x / 0.48x, 144
     on 64x16x16 0.42x / 0.63x, 144 on 32x28x28 0.47x / 0.58x, 96 on 32x56x56 0.53x / 0.71x;
     stride 2 on 32x32 0.27x / 0.23x, on 16x16 0.34x / 0.37x, on 8x8 0.87x / 0.43x; on 8x8
-    planes, stride 1, 1.51x / 1.49x.  Against PyTorch the layers went from 0.30-0.48x to
-    0.68-8x (only the strided 8x8 stays behind, 0.27x)."""
+    planes, stride 1, 1.51x / 1.49x, stride 2 by gathers 3.06x / 1.34x.  Against PyTorch the
+    layers went from 0.20-0.48x to 0.68-8x."""
     from cnnspec.kernels.conv import _wide_vector_cpu
     if _FLAT is False or not flat_ok(x_shape, w_shape, stride, pad, dilation):
         return False
     if _FLAT or _wide_vector_cpu():
         return True
-    return tuple(stride) == (1, 1) and x_shape[2] * x_shape[3] <= _NARROW_FLAT_PLANE
+    return x_shape[2] * x_shape[3] <= _NARROW_FLAT_PLANE
 
 
 def _use_gathers(kind, x_shape, stride):
     """Whether a strided flat layer runs by gathers (below) rather than its stride phases' copies.
     Measured (one thread, CPU time, MobileNetV2-S's strided layers at batch 64, see the
     performance log's seventh round): the forward 2.9x faster on 8x8 planes, 1.04-1.2x on 16x16
-    to 56x56; the backward 1.8x on 8x8, 0.65-0.82x on 16x16 and larger."""
+    to 56x56; the backward 1.8x on 8x8, 0.65-0.82x on 16x16 and larger.  On AVX2 (AMD EPYC,
+    the same layers) against the wide grid's loops: 8x8 3.06x / 1.34x, 16x16 0.85x / 0.58x."""
     from cnnspec.kernels.conv import _wide_vector_cpu
     if tuple(stride) == (1, 1) or _GATHERS is False:
         return False
     if _GATHERS:
         return True
-    if not _wide_vector_cpu():          # measured on AVX-512 only (elsewhere LLVM's gathers are
-        return False                    # AVX2's or scalar loads)
+    if not _wide_vector_cpu():          # AVX2 (its 8-lane gathers, two a vector): planes up to
+        return x_shape[2] * x_shape[3] <= _GATHER_BACKWARD_PLANE    # 8x8 only (_use_flat)
     return kind == "forward" or x_shape[2] * x_shape[3] <= _GATHER_BACKWARD_PLANE
 
 
