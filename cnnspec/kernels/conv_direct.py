@@ -24,6 +24,15 @@ channels x 6 taps = 24 vector accumulators of lane-wise partial sums over a grou
 thread's partial dw at the end of each group; db is summed as in conv.py.  For many channels
 (F >= 32) the filters are the vector lanes instead: conv_lanes.weight_grad_rows.
 
+**Without AVX-512** (AVX2: 16 registers of 256 bits; ``_Plan.narrow``) the same loops run in
+narrow blocks, 12 accumulators of half vectors (``_simd.yload`` and kin): the forward and dx 4
+output channels x 3 vectors of 8 float32 (``_direct_sample_narrow``; per tap 3 input loads, 4
+broadcasts, 12 FMAs: the loop compiles to those and nothing else, no spill), the weight gradient
+2 channels x 6 taps (``weight_grad_narrow``).  The forward sums each output's taps in the same
+order as AVX-512's blocks, so the two give the same bits.  The packed weights' shape chooses the
+blocks (``packed_shape``: 2-D for the narrow ones), so a specialisation compiles only the kernel
+it runs.
+
 Why not BLAS: per sample the products are small (kn2row's (F, Cg) @ (Cg, q) per tap, rowtap's
 inner dimension C*KW, dw's products of 9-48 rows), and OpenBLAS spends much of its time packing
 and in its edge kernels; the loops above read every input vector once per 8 output channels and
@@ -545,12 +554,7 @@ def _dw_blocks(buf, offs, lay, count, xp_size, wide_size, f_):
             a52 = vzero(buf)
             a53 = vzero(buf)
             for n in range(count):
-                t0 = start + n * xp_size + offs[kb + 0]
-                t1 = start + n * xp_size + offs[kb + 1]
-                t2 = start + n * xp_size + offs[kb + 2]
-                t3 = start + n * xp_size + offs[kb + 3]
-                t4 = start + n * xp_size + offs[kb + 4]
-                t5 = start + n * xp_size + offs[kb + 5]
+                t0, t1, t2, t3, t4, t5 = _six_taps(start + n * xp_size, offs, kb)
                 u = o_wide + n * wide_size + fb * qs
                 for q in range(0, qs, lanes):
                     y0 = vload(buf, u + q)
@@ -616,6 +620,13 @@ def _dw_blocks(buf, offs, lay, count, xp_size, wide_size, f_):
 
 
 @jit
+def _six_taps(base, offs, kb):
+    """Where taps kb .. kb + 5 read a sample's buffer that starts at base."""
+    return (base + offs[kb], base + offs[kb + 1], base + offs[kb + 2], base + offs[kb + 3],
+            base + offs[kb + 4], base + offs[kb + 5])
+
+
+@jit
 def _dw_add(buf, o_tmp, lanes, block, kb, fb, k_, f_, dwp):
     """dwp[(kb + tap) * F + fb + channel] += the lane sum of the block's vector
     buf[o_tmp + (tap * block + channel) * lanes ...] (6 taps x ``block`` channels)."""
@@ -652,12 +663,7 @@ def _dw_blocks_narrow(buf, offs, lay, count, xp_size, wide_size, f_):
             a50 = yzero(buf)
             a51 = yzero(buf)
             for n in range(count):
-                t0 = start + n * xp_size + offs[kb + 0]
-                t1 = start + n * xp_size + offs[kb + 1]
-                t2 = start + n * xp_size + offs[kb + 2]
-                t3 = start + n * xp_size + offs[kb + 3]
-                t4 = start + n * xp_size + offs[kb + 4]
-                t5 = start + n * xp_size + offs[kb + 5]
+                t0, t1, t2, t3, t4, t5 = _six_taps(start + n * xp_size, offs, kb)
                 u = o_wide + n * wide_size + fb * qs
                 for q in range(0, qn, lanes):
                     y0 = yload(buf, u + q)
