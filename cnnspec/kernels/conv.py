@@ -185,7 +185,7 @@ class _Plan:
             self.shared = max(self.shared, wpk)
             self.per_thread = max(self.per_thread, xp + wide)
         # dx of a stride-1 convolution is a convolution of dout by the flipped weights: by
-        # conv_direct.py too (dw stays with the mode)
+        # conv_direct.py too (dw: below)
         self.direct_dx = None
         if self.direct is not None and stride == (1, 1) and (
                 c >= (_NARROW_DX_CHANNELS if self.narrow else 8) or _DIRECT_ALL):
@@ -438,11 +438,11 @@ _NARROW_DW_PLANE = 2048     # ... or up to 4x this on planes of at least this ma
 def _narrow_dw(c, f, plane):
     """Whether AVX2's direct dw (conv_direct.weight_grad_narrow) runs; measured against the
     BLAS modes (float32, one thread, 7 rounds in one process; median speed-up, quartiles): 3x3
-    16->16 on 64x32x32 1.80x (1.64-1.88), 64->64 on 8x56x56 1.43x (1.32-1.51), LeNet-5's conv2
-    (6->16 5x5 on 64x14x14) 1.49x, 32->32 on 64x16x16 1.05x, 5x5 16->32 on 64x14x14 1.02x,
-    stride 2 16->32 1.00x; not 64->64 on 16x16x16 (0.81x) or 128->128 on 16x16x16 (0.65x):
-    each block of 2 filters x 6 taps sums a short run of the plane, then 12 vectors lane by
-    lane."""
+    16->16 on 64x32x32 1.67-1.80x (1.64-1.88), 64->64 on 8x56x56 1.43x (1.32-1.51), LeNet-5's
+    conv2 (6->16 5x5 on 64x14x14) 1.49x, 5x5 16->32 on 64x14x14 1.13x, 32->32 on 64x16x16
+    1.05-1.10x, stride 2 16->32 1.00x; not 64->64 on 16x16x16 (0.81-0.87x), on 64x8x8
+    (0.63-0.75x) or 128->128 on 16x16 and 8x8 planes (0.46-0.65x): each block of 2 filters x 6
+    taps sums a short run of the plane, then 12 vectors lane by lane."""
     return c * f <= _NARROW_DW_WEIGHTS or (c * f <= 4 * _NARROW_DW_WEIGHTS
                                            and plane >= _NARROW_DW_PLANE)
 
