@@ -174,12 +174,14 @@ def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
     """conv.py's plan of the convolution of the output (N, F, OH, OW) by w (C, F, KH, KW) with
     this stride, padding and dilation, whose input gradient is this transposed convolution's
     forward: its forward is this one's dx.  Returned where its direct kernels run (groups 1,
-    AVX-512, at least a million multiply-adds; output padding below the stride, so that it gives
+    at least a million multiply-adds; output padding below the stride, so that it gives
     back x's size), else None.  Used for dx alone (a frozen layer, the input gradient of
     ``model.gradient``).  Measured against the batched products below (float32, one thread, CPU
     time per call, 40 pairs of calls in alternating order, load 4; median speed-up, quartiles):
     dx alone, DCGAN's 4x4 s2 128->64 at 64x8x8 1.04x (0.99-1.12), the U-Net's 2x2 s2 64->32 at
-    16x16x16 1.28x (1.23-1.37), 32->16 at 16x32x32 1.63x (1.57-1.66).  Not used when dw is
+    16x16x16 1.28x (1.23-1.37), 32->16 at 16x32x32 1.63x (1.57-1.66); without AVX-512 (AVX2's
+    narrow blocks, AMD EPYC, 9 rounds in one process) 1.29x (1.16-1.38), 1.29x (1.27-1.32) and
+    1.34x (1.33-1.53).  Not used when dw is
     wanted too: the products below share one im2col of dout between dx and dw, and dx + dw by
     conv.py (its dw from its weight-gradient kernels) measured 0.96x, 0.96x, 1.06x; dw alone
     1.28x, 0.85x, 1.01x."""
