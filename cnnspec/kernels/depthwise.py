@@ -8,8 +8,8 @@ The general path runs each group as a BLAS product, here (1 x KH*KW) @ (KH*KW x 
 too small (MobileNetV2's 3x3 on 32x96x56x56 took 116 ms there, PyTorch 181 ms).  Two kernels
 here: the *flat* ones (below the wide grid's, "the flat kernels") where one filter per channel
 and ceil(W / sw) <= OW (MobileNet's pad k // 2, any stride: ``flat_ok``), 1.2-7x faster with
-AVX-512 (without it only on small planes: ``_use_flat``), strided
-ones by AVX-512 gathers where those measured faster (``_use_gathers``, at the end), and the
+AVX-512 (without it only on small planes: ``_use_flat``), strided ones by gathers where those
+measured faster (AVX-512's; AVX2's on 8x8 planes: ``_use_gathers``, at the end), and the
 forward of planes up to 8x8 sample by sample (``_forward_small``); the wide grid's loops for the
 rest (depth multipliers, less padding), on conv.py's layout:
 
@@ -655,7 +655,7 @@ def _merge_block(buf, at, n_, i, c_, c, h_, w_, stride, ow, ps, accumulate, dxf)
 
 _FLAT = None                      # tests: True / False, the flat kernels wherever flat_ok / never
                                   # (the wide grid's, to compare); None: the rules (_use_flat)
-_NARROW_FLAT_PLANE = 64           # without AVX-512: the flat kernels for stride 1 up to 8x8
+_NARROW_FLAT_PLANE = 64           # without AVX-512: the flat kernels on planes up to 8x8
 _GATHERS = None                   # tests: True / False, strided flat layers by gathers always /
                                   # never; None: the rules (_use_gathers)
 _GATHER_BACKWARD_PLANE = 64       # input planes up to 8x8: the backward by gathers
@@ -667,13 +667,14 @@ def _use_flat(x_shape, w_shape, stride, pad, dilation):
     """Whether the flat kernels take a layer that flat_ok allows.  With AVX-512, always; without
     it (AVX2: their 16-lane vectors are two registers, their masked loads and stores two
     instructions each after the mask's lanes are unpacked from its bits), only on planes of up
-    to _NARROW_FLAT_PLANE (strided ones by gathers: _use_gathers).  Measured against the wide grid's loops on an AMD EPYC (Zen 3,
-    AVX2; MobileNetV2's 3x3 layers, float32, one thread, median of 5 rounds, forward /
-    backward, the flat kernels' better run of two): 16 channels on 64x32x32 0.39x / 0.48x, 144
-    on 64x16x16 0.42x / 0.63x, 144 on 32x28x28 0.47x / 0.58x, 96 on 32x56x56 0.53x / 0.71x;
-    stride 2 on 32x32 0.27x / 0.23x, on 16x16 0.34x / 0.37x, on 8x8 0.87x / 0.43x; on 8x8
-    planes, stride 1, 1.51x / 1.49x, stride 2 by gathers 3.06x / 1.34x.  Against PyTorch the
-    layers went from 0.20-0.48x to 0.68-8x."""
+    to _NARROW_FLAT_PLANE (strided ones by gathers: _use_gathers).  Measured against the wide
+    grid's loops on an AMD EPYC (Zen 3, AVX2; MobileNetV2's 3x3 layers, float32, one thread,
+    median of 5 rounds, forward / backward, the flat kernels' better run of two): 16 channels
+    on 64x32x32 0.39x / 0.48x, 144 on 64x16x16 0.42x / 0.63x, 144 on 32x28x28 0.47x / 0.58x, 96
+    on 32x56x56 0.53x / 0.71x; stride 2 on 32x32 0.27x / 0.23x, on 16x16 0.34x / 0.37x, on 8x8
+    0.87x / 0.43x; on 8x8 planes, stride 1, 1.51x / 1.49x, stride 2 by gathers 3.06x / 1.34x.  Against PyTorch
+    (batch 64, forward and backward) the layers on planes up to 32x32 went from 0.18-1.76x to
+    0.42-6.6x, those on 28x28 and 56x56 from 1.8-4.1x to 3.6-8.1x."""
     from cnnspec.kernels.conv import _wide_vector_cpu
     if _FLAT is False or not flat_ok(x_shape, w_shape, stride, pad, dilation):
         return False
