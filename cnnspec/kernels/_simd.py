@@ -83,8 +83,7 @@ def _load(size):
         vec = Vec(arr.dtype, size)
 
         def codegen(context, builder, sig, args):
-            index = context.cast(builder, args[1], sig.args[1], types.intp)
-            ptr = _element_pointer(context, builder, sig.args[0], args[0], index)
+            ptr = _pointer(context, builder, sig, args, 0, 1)
             vptr = builder.bitcast(ptr, context.get_value_type(vec).as_pointer())
             return builder.load(vptr, align=arr.dtype.bitwidth // 8)
 
@@ -99,8 +98,7 @@ def _splat(size):
         vec = Vec(arr.dtype, size)
 
         def codegen(context, builder, sig, args):
-            index = context.cast(builder, args[1], sig.args[1], types.intp)
-            value = builder.load(_element_pointer(context, builder, sig.args[0], args[0], index))
+            value = builder.load(_pointer(context, builder, sig, args, 0, 1))
             vty = context.get_value_type(vec)
             undef = ir.Constant(vty, ir.Undefined)
             one = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
@@ -121,9 +119,8 @@ yzero, ylanes, yload, ysplat = (_zero(HALF_BYTES), _lanes(HALF_BYTES), _load(HAL
 @intrinsic
 def vstore(typingctx, arr, index, value):
     def codegen(context, builder, sig, args):
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], index)
-        vptr = builder.bitcast(ptr, args[2].type.as_pointer())
+        vptr = builder.bitcast(_pointer(context, builder, sig, args, 0, 1),
+                               args[2].type.as_pointer())
         builder.store(args[2], vptr, align=arr.dtype.bitwidth // 8)
         return context.get_dummy_value()
 
