@@ -407,7 +407,7 @@ def _wide_vector_cpu() -> bool:
     direct kernels' AVX-512 blocks keep 16 accumulators of 512 bits in its 32 vector registers;
     with AVX2's 16 registers of 256 bits they spill.  Without it the plans take AVX2's narrow
     blocks instead (``_Plan.narrow``: conv_direct._direct_sample_narrow, 4 filters x 3 half
-    vectors, and weight_grad_narrow, 2 filters x 6 taps: 12 accumulators each), and none of the
+    vectors, and _dw_blocks_narrow, 2 filters x 6 taps: 12 accumulators each), and none of the
     kernels written for AVX-512 alone.  Measured on an AMD EPYC (Zen 3, AVX2; float32, one
     thread, 7 rounds in one process against the BLAS modes; median speed-up, quartiles), the
     narrow forward won on every layer tried: 3x3 16->16 on 64x32x32 2.50x (2.40-2.54), 3->16
@@ -436,7 +436,7 @@ _NARROW_DW_PLANE = 2048     # ... or up to 4x this on planes of at least this ma
 
 
 def _narrow_dw(c, f, plane):
-    """Whether AVX2's direct dw (conv_direct.weight_grad_narrow) runs; measured against the
+    """Whether AVX2's direct dw (conv_direct._dw_blocks_narrow) runs; measured against the
     BLAS modes (float32, one thread, 7 rounds in one process; median speed-up, quartiles): 3x3
     16->16 on 64x32x32 1.67-1.80x (1.64-1.88), 64->64 on 8x56x56 1.43x (1.32-1.51), LeNet-5's
     conv2 (6->16 5x5 on 64x14x14) 1.49x, 5x5 16->32 on 64x14x14 1.13x, 32->32 on 64x16x16
@@ -1560,8 +1560,9 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         group, xp, wide, total = plan.direct_dw
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation,
                                 -(-(cg * kh * kw) // 6) * 6)
-        kernel = D.weight_grad_narrow if plan.narrow else D.weight_grad_direct
-        run_split(kernel, x.shape[0], threads, lambda t, lo, hi: (
+        if plan.narrow:                          # AVX2's blocks (weight_grad_direct)
+            offs = offs.reshape(-1, 6)
+        run_split(D.weight_grad_direct, x.shape[0], threads, lambda t, lo, hi: (
             dout, x, (kh, kw), stride, pad, dilation, dw is not None, db is not None, group, xp,
             wide, offs, workspace[shared + t * per:shared + t * per + total], lo, hi))
         o_dw = D.weight_grad_dw_offset(group, xp, wide)

@@ -28,10 +28,10 @@ thread's partial dw at the end of each group; db is summed as in conv.py.  For m
 narrow blocks, 12 accumulators of half vectors (``_simd.yload`` and kin): the forward and dx 4
 output channels x 3 vectors of 8 float32 (``_direct_sample_narrow``; per tap 3 input loads, 4
 broadcasts, 12 FMAs: the loop compiles to those and nothing else, no spill), the weight gradient
-2 channels x 6 taps (``weight_grad_narrow``).  The forward sums each output's taps in the same
+2 channels x 6 taps (``_dw_blocks_narrow``).  The forward sums each output's taps in the same
 order as AVX-512's blocks, so the two give the same bits.  The packed weights' shape chooses the
-blocks (``packed_shape``: 2-D for the narrow ones), so a specialisation compiles only the kernel
-it runs.
+blocks (``packed_shape``: 2-D for the narrow ones), and the tap table's the weight gradient's
+(rows of 6 taps), so a specialisation compiles only the kernel it runs.
 
 Why not BLAS: per sample the products are small (kn2row's (F, Cg) @ (Cg, q) per tap, rowtap's
 inner dimension C*KW, dw's products of 9-48 rows), and OpenBLAS spends much of its time packing
@@ -446,27 +446,21 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
                        xp_size, wide_size, offs, buf, n0, n1):
     """The partial dw (K, F) and db (F) of samples n0 <= n < n1 in buf (see weight_grad_sizes);
     offs: window_offsets padded to a multiple of 6 taps (the extra ones read the first window,
-    their sums are discarded).  Blocks of 4 channels x 6 taps (AVX-512)."""
+    their sums are discarded): flat for AVX-512's blocks of 4 channels x 6 taps, as rows of 6
+    taps (2-D) for AVX2's of 2 channels x 6 taps (as the packed weights' shape chooses the
+    forward's blocks: a specialisation compiles only the blocks it runs)."""
     lay = _dw_layout(dout, x, kernel, stride, pad, group, xp_size, wide_size, buf)
+    taps = offs.reshape(offs.size)
     for g0 in range(n0, n1, group):
         g1 = min(n1, g0 + group)
         _dw_fill(dout, x, stride, pad, need_dw, need_db, group, xp_size, wide_size, buf, lay,
                  n0, g0, g1)
-        if need_dw:
-            _dw_blocks(buf, offs, lay, g1 - g0, xp_size, wide_size, dout.shape[1])
-
-
-@jit
-def weight_grad_narrow(dout, x, kernel, stride, pad, dilation, need_dw, need_db, group,
-                       xp_size, wide_size, offs, buf, n0, n1):
-    """weight_grad_direct with AVX2's blocks: 2 channels x 6 taps of half vectors."""
-    lay = _dw_layout(dout, x, kernel, stride, pad, group, xp_size, wide_size, buf)
-    for g0 in range(n0, n1, group):
-        g1 = min(n1, g0 + group)
-        _dw_fill(dout, x, stride, pad, need_dw, need_db, group, xp_size, wide_size, buf, lay,
-                 n0, g0, g1)
-        if need_dw:
-            _dw_blocks_narrow(buf, offs, lay, g1 - g0, xp_size, wide_size, dout.shape[1])
+        if not need_dw:
+            continue
+        if offs.ndim == 2:
+            _dw_blocks_narrow(buf, taps, lay, g1 - g0, xp_size, wide_size, dout.shape[1])
+        else:
+            _dw_blocks(buf, taps, lay, g1 - g0, xp_size, wide_size, dout.shape[1])
 
 
 @jit
