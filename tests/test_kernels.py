@@ -4,6 +4,8 @@ against central differences of their own forward.
 Every kernel is compiled once per dtype: all cases of a family share one numba signature
 (C-contiguous arrays, tuples of ints), so the many configurations below cost no extra compiles.
 """
+import itertools
+
 import numpy as np
 import pytest
 
@@ -28,28 +30,35 @@ def avx512_rules(monkeypatch):
 def test_without_avx512_the_rules_of_avx2(monkeypatch):
     """On a CPU without AVX-512 the direct forward and dx run AVX2's narrow blocks (4 filters x
     3 half vectors: 12 accumulators in its 16 registers) wherever AVX-512's would run, dx from
-    3 input channels; the weight gradient by the narrow blocks where they won (C*F <= 1024, or
-    <= 4096 on planes of >= 2048 outputs) and for at most 4 channels; nothing else (the lanes,
-    the samples in the lanes, Winograd, the 5x5 kernels), whatever AVX-512's rules would take."""
+    3 input channels; the forward and dx with the filters in the lanes in AVX2's blocks (16
+    filters) where the narrow wide grid computes >= 1.15x the outputs (5x5 on 14x14 planes,
+    LeNet-5's conv2, 4x4 and 7x7 planes), not on 8x8 and 16x16 planes with padding 1 (1.125x)
+    nor on 56x56 (AVX-512's rules take those); the weight gradient by the narrow blocks where
+    they won (C*F <= 1024, or <= 4096 on planes of >= 2048 outputs) and for at most 4
+    channels; nothing else (the samples in the lanes, Winograd, the 5x5 kernels), whatever
+    AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
-    # (x, w, stride, pad): (direct dx, direct dw); the forward is direct on every one
-    for (x, w, s, p), (dx, dw) in (
-            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (True, True)),     # the bench's rows
-            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (True, True)),
-            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (True, True)),
-            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (True, True)),    # ResNet-8's
-            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (True, True)),
-            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (False, True)),  # stride 2: dx by BLAS
-            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (True, False)),    # 8x8: dw C*F 4096
-            (((16, 64, 16, 16), (64, 64, 3, 3), 1, 1), (True, False)),  # C*F 4096 on 16x16
-            (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (True, False)),
-            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (False, False)),    # LeNet-5's conv1 (F < 8)
-            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (True, False))):   # conv2: dw's waste 1.4
+    # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx); the forward is
+    # direct on every one
+    for (x, w, s, p), expected in (
+            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (True, True, False, False)),   # the bench's
+            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (False, True, True, True)),
+            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (True, True, False, False)),
+            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (True, True, False, False)),  # ResNet-8's
+            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (True, True, False, False)),
+            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (False, True, False, False)),  # dx: BLAS
+            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (True, False, False, False)),  # dw: C*F
+            (((16, 64, 16, 16), (64, 64, 3, 3), 1, 1), (True, False, False, False)),
+            (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (True, False, False, False)),
+            (((64, 64, 4, 4), (64, 64, 3, 3), 1, 1), (False, False, True, True)),
+            (((64, 32, 7, 7), (32, 32, 3, 3), 1, 1), (False, True, True, True)),
+            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (False, False, False, False)),  # LeNet-5's
+            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (True, False, True, False))):  # (C = 6)
         plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
         assert plan.narrow and plan.direct is not None, (x, w)
-        assert (plan.direct_dx is not None, plan.direct_dw is not None) == (dx, dw), (x, w)
+        assert (plan.direct_dx is not None, plan.direct_dw is not None,
+                plan.lanes is not None, plan.lanes_dx is not None) == expected, (x, w)
         assert plan.wino is None and plan.wino_dx is None and plan.direct_dwr is None
-        assert plan.lanes is None and plan.lanes_dx is None
         assert not plan.slanes and not plan.slanes_dx
         assert plan.c5 is None and plan.c5_dx is None and plan.c5_dw is None
         monkeypatch.setattr(conv, "_WIDE_VECTORS", True)
@@ -59,6 +68,9 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
     assert conv_direct.packed_shape((6, 3, 5, 5), True) == (2, 4 * 75)
     assert conv_direct.packed_shape((6, 3, 5, 5), False) == (8 * 75,)
     assert conv_direct.packed_shape((6, 3, 5, 5), True, flipped=True) == (1, 4 * 150)
+    assert conv_direct.lanes_shape((20, 3, 5, 5), True) == (75, 32)
+    assert conv_direct.lanes_shape((20, 3, 5, 5), False) == (75 * 64,)
+    assert conv_direct.lanes_shape((20, 3, 5, 5), True, flipped=True) == (500, 16)
 
 
 def rel_error(a, b):
@@ -314,25 +326,35 @@ def test_narrow_blocks_sum_as_the_wide_ones(dtype, monkeypatch):
         close(dx_n, rdx, dtype)
 
 
-# forward_lanes (filters in the vector lanes, blocks of 64): F or, for dx, C a multiple of 64
+# forward_lanes (filters in the vector lanes, blocks of 64; AVX2's of 16): F or, for dx, C a
+# multiple of them
 LANES_CASES = [   # (N, C, H, W, F, KH, KW, stride, pad, dilation, bias): forward, dx by lanes
-    ((1, 5, 7, 6, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), True), True, False),   # batch 1, C = 5
-    ((3, 64, 5, 7, 64, 3, 3, (1, 1), (1, 0, 2, 1), (1, 1), True), True, True),   # uneven padding
-    ((2, 7, 9, 8, 128, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), False), True, False),  # strided, 2 blocks
-    ((2, 64, 6, 6, 13, 2, 3, (1, 1), (0, 1, 1, 2), (2, 1), True), False, True),  # dilated, F = 13
-    ((3, 64, 4, 4, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False), True, True),  # 4x4
+    ((1, 5, 7, 6, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), True), (True, False), (True, False)),
+    ((3, 64, 5, 7, 64, 3, 3, (1, 1), (1, 0, 2, 1), (1, 1), True), (True, True), (True, True)),
+    ((2, 7, 9, 8, 128, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), False), (True, False), (True, False)),
+    ((2, 64, 6, 6, 13, 2, 3, (1, 1), (0, 1, 1, 2), (2, 1), True), (False, True), (False, True)),
+    ((3, 64, 4, 4, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False), (True, True), (True, True)),
+    ((2, 16, 9, 7, 48, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), True), (False, False), (True, True)),
+    ((2, 32, 8, 9, 16, 3, 3, (2, 1), (1, 1, 0, 2), (1, 1), True), (False, False), (True, False)),
 ]
+# batch 1 and C = 5; uneven padding; strided, 2 blocks of 64; dilated, F = 13 (dx only); 4x4;
+# 3 of AVX2's blocks (5x5) and its dx's one; F = 16 with stride (2, 1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case, fwd, bwd", LANES_CASES, ids=[str(i) for i in range(len(LANES_CASES))])
-def test_conv2d_lanes_matches_reference(case, fwd, bwd, dtype, monkeypatch):
+@pytest.mark.parametrize("narrow", [False, True], ids=["avx512", "avx2"])
+@pytest.mark.parametrize("case, wide_runs, narrow_runs", LANES_CASES,
+                         ids=[str(i) for i in range(len(LANES_CASES))])
+def test_conv2d_lanes_matches_reference(case, wide_runs, narrow_runs, narrow, dtype, monkeypatch):
     """The forward and dx with the filters in the vector lanes (positions of 6 outputs across
-    rows, the last block padded; 2 threads, pieces of the batch taken dynamically): the NumPy
-    reference, the wide grid's direct forward bit for bit (the same sums in the same order),
-    accumulation into dx, and nothing written around out (a slice of a bigger array)."""
+    rows, the last block padded; 2 threads, pieces of the batch taken dynamically), in
+    AVX-512's blocks and AVX2's (``narrow``: both run on any machine): the NumPy reference,
+    the wide grid's direct forward bit for bit (the same sums in the same order), accumulation
+    into dx, and nothing written around out (a slice of a bigger array)."""
     n, c, h, w, f, kh, kw, stride, pad, dil, bias = case
+    fwd, bwd = narrow_runs if narrow else wide_runs
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", not narrow)
     monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
     monkeypatch.setenv("CNNSPEC_THREADS", "2")
     x, wt = randn(n, c, h, w, dtype=dtype), randn(f, c, kh, kw, dtype=dtype)
@@ -441,23 +463,28 @@ def test_partial_sums_add_the_pieces_in_order(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_pack_weights_lanes_layout(dtype):
     """conv_direct.pack_weights_lanes against NumPy: wt[(c, i, j), f] = w[f, c, i, j] (forward),
-    wt[(f, i, j), c] = w[f, c, KH-1-i, KW-1-j] (dx), rows of O rounded up to 64, zeros past O
-    (the buffer starts as NaN); odd F and C, KH != KW, 1x1."""
+    wt[(f, i, j), c] = w[f, c, KH-1-i, KW-1-j] (dx), rows of O rounded up to 64 (flat), or to
+    16 (AVX2's blocks: wt 2-D, lanes_shape), zeros past O, nothing written past the rows (the
+    buffer starts as NaN); odd F and C, KH != KW, 1x1."""
     rng = np.random.default_rng(3)
     for f, c, kh, kw in ((7, 5, 3, 2), (64, 3, 3, 3), (65, 33, 1, 1), (6, 1, 5, 5)):
         w = rng.standard_normal((f, c, kh, kw)).astype(dtype)
-        for flipped in (False, True):
+        for flipped, narrow in itertools.product((False, True), (False, True)):
             o, rows = (c, f * kh * kw) if flipped else (f, c * kh * kw)
-            fp = -(-o // 64) * 64
+            fp = -(-o // (16 if narrow else 64)) * (16 if narrow else 64)
             want = np.zeros((rows, fp), dtype)
             if flipped:
                 want[:, :o] = w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(rows, o)
             else:
                 want[:, :o] = w.transpose(1, 2, 3, 0).reshape(rows, o)
-            wt = np.full(rows * fp + 5, np.nan, dtype)
-            conv_direct.pack_weights_lanes(w, flipped, wt)
-            assert np.array_equal(wt[:rows * fp].reshape(rows, fp), want), (f, c, flipped)
-            assert np.isnan(wt[rows * fp:]).all()
+            buf = np.full(rows * fp + 5, np.nan, dtype)
+            shape = conv_direct.lanes_shape(w.shape, narrow, flipped)
+            assert shape == ((rows, fp) if narrow else (rows * fp,))
+            conv_direct.pack_weights_lanes(
+                w, flipped, buf[:rows * fp].reshape(shape) if narrow else buf)
+            assert np.array_equal(buf[:rows * fp].reshape(rows, fp), want), (f, c, flipped)
+            assert np.isnan(buf[rows * fp:]).all()
+
 
 def test_window_offsets_are_kept_per_geometry():
     """conv_direct.window_offsets keeps one table per geometry (making it was ~37 us a call):

@@ -65,6 +65,7 @@ case: 114 against 45 GFLOP/s for dw = dwide @ col^T on LeNet's conv2.  Performan
 ``cnnspec/kernels/__init__.py``.
 """
 import functools
+import math
 import sys
 
 import numpy as np
@@ -177,6 +178,8 @@ class _Plan:
         # without AVX-512, the direct forward and dx run AVX2's narrow blocks (_use_direct)
         self.narrow = not _wide_vector_cpu()
         avx512 = _DIRECT_ALL or not self.narrow
+        from cnnspec.kernels.conv_direct import NARROW_STRIP
+        strip = NARROW_STRIP if self.narrow else 32     # the wide grid's strips (waste gates)
         if _use_direct(x_shape, w_shape, stride, pad, dilation, groups, self.mode, oh, ow):
             from cnnspec.kernels.conv_direct import direct_sizes
             wpk, xp, wide = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh,
@@ -189,9 +192,8 @@ class _Plan:
         self.direct_dx = None
         if self.direct is not None and stride == (1, 1) and (
                 c >= (_NARROW_DX_CHANNELS if self.narrow else 8) or _DIRECT_ALL):
-            from cnnspec.kernels.conv_direct import NARROW_STRIP, backward_data_pad, direct_sizes
+            from cnnspec.kernels.conv_direct import backward_data_pad, direct_sizes
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
-            strip = NARROW_STRIP if self.narrow else 32
             if pad_dx is not None and (_DIRECT_ALL or
                                        wide_waste(ow + max(pad_dx[2:]), h, w, strip) <= 1.35):
                 wpk, xp, wide = direct_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
@@ -201,21 +203,26 @@ class _Plan:
                 self.per_thread = max(self.per_thread, xp + wide)
         # on small planes (and large ones), the forward and dx with the filters in the vector lanes
         self.lanes = self.lanes_dx = None
-        if self.direct is not None and avx512 and _use_lanes(
-                f, k, wide_waste(_direct_pitch(w, stride, pad), oh, ow), oh * ow):
+        if self.direct is not None and _use_lanes(
+                f, k, wide_waste(_direct_pitch(w, stride, pad), oh, ow, strip), oh * ow,
+                self.narrow):
             from cnnspec.kernels.conv_direct import lanes_positions, lanes_sizes
-            wpk, xp, tile = lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow)
+            wpk, xp, tile = lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow,
+                                        self.narrow)
+            xp = -(-xp // 16) * 16                  # the tile on a line too
             self.lanes = (xp, xp + tile, lanes_positions(x_shape, stride, pad, oh, ow))
             self.shared = max(self.shared, wpk)
             self.per_thread = max(self.per_thread, xp + tile)
-        if self.direct is not None and avx512 and stride == (1, 1):
+        if self.direct is not None and stride == (1, 1):
             from cnnspec.kernels.conv_direct import (backward_data_pad, lanes_positions,
                                                      lanes_sizes)
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
             if pad_dx is not None and _use_lanes(c, f * kh * kw,
-                                                 wide_waste(w + max(pad_dx[2:]), h, w), h * w):
+                                                 wide_waste(w + max(pad_dx[2:]), h, w, strip),
+                                                 h * w, self.narrow):
                 wpk, xp, tile = lanes_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
-                                            dilation, h, w)
+                                            dilation, h, w, self.narrow)
+                xp = -(-xp // 16) * 16
                 self.lanes_dx = (xp, xp + tile, pad_dx,
                                  lanes_positions((n, f, oh, ow), stride, pad_dx, h, w))
                 self.direct_dx = None
@@ -266,12 +273,6 @@ class _Plan:
                     self.c5_dx = (geo.per, pad_dx)
                     self.shared = max(self.shared, geo.u)
                     self.per_thread = max(self.per_thread, geo.per)
-        if (self.wino is not None or self.wino_dx is not None or self.c5 is not None
-                or self.c5_dx is not None or self.c5_dw is not None):
-            # Winograd's buffers start on 64-byte lines (_wino_base): 5-6% faster each, U and
-            # the slices (NumPy's large arrays start 16 bytes past a line)
-            self.shared = -(-self.shared // 16) * 16 + 16
-            self.per_thread = -(-self.per_thread // 16) * 16
         # dw and db by conv_direct.py's blocked sums over the wide grid
         self.direct_dw = None
         if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
@@ -290,6 +291,14 @@ class _Plan:
             self.direct_dw = None
             self.direct_dwr = rows_geometry(x_shape, w_shape, stride, pad, dilation, oh, ow)
             self.per_thread = max(self.per_thread, self.direct_dwr.per + 16)
+        if (self.wino is not None or self.wino_dx is not None or self.c5 is not None
+                or self.c5_dx is not None or self.c5_dw is not None or self.lanes is not None
+                or self.lanes_dx is not None):
+            # Winograd's buffers start on 64-byte lines (_line_base): 5-6% faster each, U and
+            # the slices (NumPy's large arrays start 16 bytes past a line); the lanes' packed
+            # weights and tiles ~5% (AVX2's, the bench's 5x5)
+            self.shared = -(-self.shared // 16) * 16 + 16
+            self.per_thread = -(-self.per_thread // 16) * 16
         # the forward and dx with the samples in the vector lanes (conv_lanes.py) where the
         # wide grid wastes much: see _use_slanes
         self.slanes, self.slanes_dx = _use_slanes(x_shape, w_shape, stride, pad, dilation, oh, ow,
@@ -471,9 +480,10 @@ _LANES = None           # tests: True / False, the forward and dx by forward_lan
 _LANES_WASTE = 1.25     # the wide grid's extra work from which forward_lanes runs
 _LANES_TAPS = 1536      # at most this many C*KH*KW (the weights of a block of filters, 384 KB)
 _LANES_PLANE = 1024     # and on planes of at least this many outputs (32x32), whatever the waste
+_NARROW_LANES_WASTE = 1.15   # AVX2's blocks (16 filters): from this waste of its wide grid
 
 
-def _use_lanes(f, k, waste, plane):
+def _use_lanes(f, k, waste, plane, narrow=False):
     """The forward (or dx) by conv_direct.forward_lanes, filters in the vector lanes: where the
     wide grid would compute at least _LANES_WASTE times the outputs (small planes: 8x8 with
     padding 1, 1.5x; 4x4, 2x) or the plane has at least _LANES_PLANE outputs, F is a multiple
@@ -485,9 +495,22 @@ def _use_lanes(f, k, waste, plane):
     64->64 at batch 16 0.90-1.09x, left to the wide grid.  Large planes (sixth round, after
     the tile went to ``out`` by vector transposes; 21 rounds, quartiles), forward / dx: 3x3
     64->64 on 8x56x56 1.10x (1.03-1.18) / 1.12x (1.09-1.27), on 16x32x32 1.14x / 1.08x; not
-    on 16x16 (1.00x / 1.01x) or 128->128 on 8x28x28 (1.07x / 0.92x)."""
+    on 16x16 (1.00x / 1.01x) or 128->128 on 8x28x28 (1.07x / 0.92x).
+
+    Without AVX-512 (``narrow``: blocks of 16 filters, 6 positions x 2 half vectors) F a
+    multiple of 16 and the narrow wide grid's waste (strips of 24) at least
+    _NARROW_LANES_WASTE, whatever the plane.  Measured on AVX2 (Zen 3) against the narrow wide
+    grid's loops (float32, one thread, 7 rounds; median, quartiles): the bench's 5x5 16->32 on
+    64x14x14 (waste 1.22) 1.19x (1.16-1.20), its dx's 5x5 32->16 1.22x (1.21-1.23), LeNet-5's
+    5x5 6->16 on 64x14x14 (1.44) 1.53x (1.51-1.61), 3x3 64->64 on 64x4x4 (1.50) 1.45x, 32->32
+    on 64x7x7 (1.47) 1.34x, on 64x10x10 (1.20) 1.17x, 16->16 on 64x12x12 (1.17) 1.33x; not at
+    waste 1.07-1.12 (5x5 16->32 on 16x16 and 28x28, 3x3 on 8x8 and 16x16 planes: 0.93-1.00x)
+    nor on 56x56 (3x3 64->64: 0.92x): per multiply-add the narrow lanes run ~15% slower than
+    the narrow wide grid."""
     if _LANES is not None:
-        return _LANES and f % 64 == 0
+        return _LANES and f % (16 if narrow else 64) == 0
+    if narrow:
+        return f % 16 == 0 and k <= _LANES_TAPS and waste >= _NARROW_LANES_WASTE
     return f % 64 == 0 and k <= _LANES_TAPS and (waste >= _LANES_WASTE or plane >= _LANES_PLANE)
 
 
@@ -498,10 +521,11 @@ _WINO_CHANNELS = 32     # input channels, at least (the products' inner dimensio
 _WINO_WEIGHTS = 4096    # C*F at most: the 16 transformed weight matrices (256 KB) stay in L2
 
 
-def _wino_base(workspace, shared):
-    """(U, where the threads' slices start) for Winograd: the first element of the workspace on
-    a 64-byte line, and the slices from the line-aligned element in the last 16 of the shared
-    part (_Plan rounded it up to 16 and added 16; the slices' size is a multiple of 16)."""
+def _line_base(workspace, shared):
+    """(the shared part, where the threads' slices start) for the kernels whose buffers start on
+    64-byte lines (Winograd, conv_five, the lanes): the first element of the workspace on a
+    line, and the slices from the line-aligned element in the last 16 of the shared part
+    (_Plan rounded it up to 16 and added 16; the slices' size is a multiple of 16)."""
     shift = (-(workspace.ctypes.data // workspace.itemsize)) % (64 // workspace.itemsize)
     return workspace[shift:shared - 16 + shift], shared - 16 + shift
 
@@ -1360,7 +1384,7 @@ def _layer_plan(x_shape, w_shape, stride, pad, dilation, groups):
     return _cached_plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(pad),
                         tuple(dilation), groups,
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
-                                    _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS,
+                                    _NARROW_LANES_WASTE, _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS,
                                     _C5, _C5_ELEMENTS, _C5_CHANNELS))
 
 
@@ -1388,7 +1412,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     wt = workspace[:shared]
     if plan.wino is not None:
         from cnnspec.kernels import conv_big
-        u, base = _wino_base(workspace, shared)
+        u, base = _line_base(workspace, shared)
         conv_big.wino_weights(w, False, u)
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
             x, b, tuple(pad), out, False, u,
@@ -1402,13 +1426,15 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         return
     if plan.lanes is not None:
         from cnnspec.kernels import conv_direct as D
-        D.pack_weights_lanes(w, False, wt)
+        u, base = _line_base(workspace, shared)
+        wl = _packed(u, D.lanes_shape(w.shape, plan.narrow))
+        D.pack_weights_lanes(w, False, wl)
         xp, end, pos = plan.lanes
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
         run_split(D.forward_lanes, x.shape[0], threads, lambda t, lo, hi: (
-            x, b, tuple(stride), tuple(pad), out, False, wt, offs, pos,
-            workspace[shared + t * per:shared + t * per + xp],
-            workspace[shared + t * per + xp:shared + t * per + end], lo, hi),
+            x, b, tuple(stride), tuple(pad), out, False, wl, offs, pos,
+            workspace[base + t * per:base + t * per + xp],
+            workspace[base + t * per + xp:base + t * per + end], lo, hi),
             dynamic=True, per_thread=_FORWARD_PIECES)
         return
     if plan.slanes:
@@ -1420,7 +1446,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         return
     if plan.direct is not None:
         from cnnspec.kernels import conv_direct as D
-        wt = _packed(wt, w.shape, plan.narrow, False)
+        wt = _packed(wt, D.packed_shape(w.shape, plan.narrow))
         D.pack_weights(w, wt)
         xp, end = plan.direct
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
@@ -1447,12 +1473,10 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         dynamic=True, per_thread=_FORWARD_PIECES)
 
 
-def _packed(wt, w_shape, narrow, flipped):
+def _packed(wt, shape):
     """The view of the workspace's shared part that conv_direct's packed weights fill (its
-    shape chooses AVX-512's or AVX2's blocks: conv_direct.packed_shape)."""
-    from cnnspec.kernels.conv_direct import packed_shape
-    shape = packed_shape(w_shape, narrow, flipped)
-    return wt[:int(np.prod(shape))].reshape(shape)
+    shape chooses AVX-512's or AVX2's blocks: conv_direct.packed_shape, lanes_shape)."""
+    return wt[:math.prod(shape)].reshape(shape)       # (np.prod: 8 us a call)
 
 
 def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,
@@ -1472,7 +1496,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     wt = workspace[:shared]
     if dx is not None and plan.wino_dx is not None:
         from cnnspec.kernels import conv_big
-        u, base = _wino_base(workspace, shared)
+        u, base = _line_base(workspace, shared)
         conv_big.wino_weights(w, True, u)
         size, pad_dx = plan.wino_dx
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
@@ -1493,13 +1517,15 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         dx = None
     if dx is not None and plan.lanes_dx is not None:
         from cnnspec.kernels import conv_direct as D
-        D.pack_weights_lanes(w, True, wt)
+        u, base = _line_base(workspace, shared)
+        wl = _packed(u, D.lanes_shape(w.shape, plan.narrow, True))
+        D.pack_weights_lanes(w, True, wl)
         xp, end, pad_dx, pos = plan.lanes_dx
         offs = D.window_offsets(dout.shape, (kh, kw), (1, 1), pad_dx, dilation, f_ * kh * kw)
         run_split(D.forward_lanes, x.shape[0], threads, lambda t, lo, hi: (
-            dout, empty1, (1, 1), pad_dx, dx, bool(accumulate), wt, offs, pos,
-            workspace[shared + t * per:shared + t * per + xp],
-            workspace[shared + t * per + xp:shared + t * per + end], lo, hi),
+            dout, empty1, (1, 1), pad_dx, dx, bool(accumulate), wl, offs, pos,
+            workspace[base + t * per:base + t * per + xp],
+            workspace[base + t * per + xp:base + t * per + end], lo, hi),
             dynamic=True, per_thread=_FORWARD_PIECES)
         if dw is None and db is None:
             return
@@ -1516,7 +1542,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         dx = None
     if dx is not None and plan.direct_dx is not None:
         from cnnspec.kernels import conv_direct as D
-        wpk = _packed(wt, w.shape, plan.narrow, True)
+        wpk = _packed(wt, D.packed_shape(w.shape, plan.narrow, True))
         D.pack_weights_flipped(w, wpk)
         xp, end, pad_dx = plan.direct_dx
         offs = D.window_offsets(dout.shape, (kh, kw), (1, 1), pad_dx, dilation, f_ * kh * kw)
@@ -1531,7 +1557,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     if (dw is not None or db is not None) and plan.wino_dw is not None:
         from cnnspec.kernels import conv_big
         size, o_du, o_db = plan.wino_dw
-        _, base = _wino_base(workspace, shared)
+        _, base = _line_base(workspace, shared)
         run_split(conv_big.weight_grad_wino, x.shape[0], threads, lambda t, lo, hi: (
             dout, x, tuple(pad), dw is not None, db is not None,
             workspace[base + t * per:base + t * per + size], lo, hi), pieces=pieces)

@@ -46,6 +46,8 @@ spill the 16 accumulators at every tap: the table of offsets keeps the body a st
 loads and FMAs (1.3x).  The wide grid's extra work is (pitch*OH rounded up to a strip) / (OH*OW):
 6% on 32x32 with padding 1, 14% on 14x14 with padding 2, 50% on 8x8 with padding 1.
 """
+import math
+
 import numpy as np
 
 from cnnspec.kernels._jit import jit
@@ -701,23 +703,38 @@ def _dw_blocks_narrow(buf, offs, lay, count, xp_size, wide_size, f_):
 # of the packed weights and 6 broadcasts of the input.  Any output position can join a block
 # (the positions are a table), so nothing of the wide grid is computed: on 8x8 planes the wide
 # grid computes 96 outputs per 64, on 4x4 32 per 16.  Each accumulator sums its k in order with
-# one FMA per term, as _direct_sample does (the same values).
+# one FMA per term, as _direct_sample does (the same values).  Without AVX-512, blocks of 6
+# positions x 2 half vectors (16 float32 filters) = 12 accumulators (_lanes_sample_narrow; the
+# packed weights 2-D: lanes_shape).
 
 LANES_POS = 6        # output positions per block
 LANES_FILTERS = 64   # filters per block, float32 (4 vectors; float64: 2 blocks of 32)
 LANES_CHUNK = 64     # taps per pass over the tile: their weights (16 KB) stay in L1
+NARROW_LANES_FILTERS = 16    # AVX2: 2 half vectors of float32 (float64: 2 blocks of 8)
+NARROW_LANES_CHUNK = 256     # taps per pass: 16 KB of weights, as above
 
 
-def lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow):
+def lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow, narrow=False):
     """(packed weights, per-thread phase buffer, per-thread tile) in elements for
-    forward_lanes: weights (C*KH*KW, Fp), tile (P6, Fp); Fp = F rounded up to LANES_FILTERS,
-    P6 = OH*OW rounded up to LANES_POS."""
-    _, c, _, _ = x_shape
-    f, _, kh, kw = w_shape
+    forward_lanes: weights (C*KH*KW, Fp), tile (P6, Fp); Fp = F rounded up to LANES_FILTERS
+    (``narrow``: NARROW_LANES_FILTERS), P6 = OH*OW rounded up to LANES_POS."""
     _, xp, _ = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
-    fp = -(-f // LANES_FILTERS) * LANES_FILTERS
+    packed = math.prod(lanes_shape(w_shape, narrow))
+    fp = packed // (x_shape[1] * w_shape[2] * w_shape[3])
     p6 = -(-(oh * ow) // LANES_POS) * LANES_POS
-    return c * kh * kw * fp, xp, p6 * fp
+    return packed, xp, p6 * fp
+
+
+def lanes_shape(w_shape, narrow, flipped=False):
+    """The shape of the weights that pack_weights_lanes writes and forward_lanes reads, rows
+    k = (c, i, j) of Fp filters (``flipped``, dx's: k = (f, i, j), rows of C): flat for AVX-512's
+    blocks, 2-D for AVX2's (the two dimensions make forward_lanes run _lanes_sample_narrow)."""
+    f, c, kh, kw = w_shape
+    if flipped:
+        f, c = c, f
+    block = NARROW_LANES_FILTERS if narrow else LANES_FILTERS
+    fp = -(-f // block) * block
+    return (c * kh * kw, fp) if narrow else (c * kh * kw * fp,)
 
 
 def lanes_positions(x_shape, stride, pad, oh, ow):
@@ -733,12 +750,13 @@ def lanes_positions(x_shape, stride, pad, oh, ow):
 
 @jit
 def pack_weights_lanes(w, flipped, wt):
-    """wt[k, o] (rows of Fp = O rounded up to LANES_FILTERS, zero past O): the forward's
-    w[o, (c, i, j)], or (``flipped``, dx's convolution of dout) w[f, o, KH-1-i, KW-1-j] at
-    k = (f, i, j)."""
+    """wt[k, o] (rows of Fp = O rounded up to the blocks of lanes_shape, zero past O): the
+    forward's w[o, (c, i, j)], or (``flipped``, dx's convolution of dout) w[f, o, KH-1-i,
+    KW-1-j] at k = (f, i, j)."""
     f_, c_, kh, kw = w.shape
     o_, r_ = (c_, f_) if flipped else (f_, c_)
-    fp = (o_ + 63) // 64 * 64
+    fp = _lanes_filters(o_, wt)
+    wo = wt.reshape(wt.size)
     # flat unsigned offsets (signed ones made numba test each for a negative value), row by row
     # of wt (each written along memory, its padding columns zeroed): 2.3-3x faster than by rows
     # of w' (ResNet-8's 3x3 64->64 57 -> 19-21 us a call, serial on two threads)
@@ -750,127 +768,212 @@ def pack_weights_lanes(w, flipped, wt):
             if flipped:                          # wt[(f, i, j), c] = w[f, c, KH-1-i, KW-1-j]
                 src = np.uint64(a * c_ * t_ + t_ - 1 - t)
                 for b in range(o_):
-                    wt[dst + np.uint64(b)] = wf[src + np.uint64(b * t_)]
+                    wo[dst + np.uint64(b)] = wf[src + np.uint64(b * t_)]
             else:                                # wt[(c, i, j), f] = w[f, c, i, j]
                 src = np.uint64(a * t_ + t)
                 for b in range(o_):
-                    wt[dst + np.uint64(b)] = wf[src + np.uint64(b * c_ * t_)]
+                    wo[dst + np.uint64(b)] = wf[src + np.uint64(b * c_ * t_)]
             for b in range(o_, fp):
-                wt[dst + np.uint64(b)] = 0
+                wo[dst + np.uint64(b)] = 0
+
+
+@jit
+def _lanes_filters(o_, wt):
+    """Fp: O output channels rounded up to the blocks that wt's packing chooses (lanes_shape)."""
+    if wt.ndim == 2:
+        return (o_ + NARROW_LANES_FILTERS - 1) // NARROW_LANES_FILTERS * NARROW_LANES_FILTERS
+    return (o_ + LANES_FILTERS - 1) // LANES_FILTERS * LANES_FILTERS
 
 
 @jit
 def forward_lanes(x, b, stride, pad, out, accumulate, wt, offs, pos, xp, tile, n0, n1):
     """out[n] (+)= conv(x[n]) + b for n0 <= n < n1 (groups 1, any stride: _grid's layout);
-    wt from pack_weights_lanes, offs from window_offsets, pos from lanes_positions."""
+    wt from pack_weights_lanes (its shape, lanes_shape, chooses the blocks), offs from
+    window_offsets, pos from lanes_positions."""
     h_, w_ = x.shape[2], x.shape[3]
-    f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
     wq, plane = _grid_jit(h_, w_, stride, pad)
-    lanes = vlanes(xp)
-    p_ = oh_ * ow_
-    k_ = offs.size
-    fp = (f_ + 63) // 64 * 64
-    of = out.reshape(out.size)
+    fp = _lanes_filters(out.shape[1], wt)
+    wf = wt.reshape(wt.size)
     for n in range(n0, n1):
         _fill_sample(x, n, stride, pad, wq, plane, n == n0, xp)
-        for fb in range(0, fp, 4 * lanes):
-            for k0 in range(0, k_, LANES_CHUNK):
-                k1 = min(k_, k0 + LANES_CHUNK)
-                for p0 in range(0, pos.size, 6):
-                    q0 = pos[p0]
-                    q1 = pos[p0 + 1]
-                    q2 = pos[p0 + 2]
-                    q3 = pos[p0 + 3]
-                    q4 = pos[p0 + 4]
-                    q5 = pos[p0 + 5]
-                    d = p0 * fp + fb
-                    a00 = vzero(xp) if k0 == 0 else vload(tile, d)
-                    a01 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * lanes)
-                    a02 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * lanes)
-                    a03 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * lanes)
-                    a10 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp)
-                    a11 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp + 1 * lanes)
-                    a12 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp + 2 * lanes)
-                    a13 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp + 3 * lanes)
-                    a20 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp)
-                    a21 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp + 1 * lanes)
-                    a22 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp + 2 * lanes)
-                    a23 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp + 3 * lanes)
-                    a30 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp)
-                    a31 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp + 1 * lanes)
-                    a32 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp + 2 * lanes)
-                    a33 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp + 3 * lanes)
-                    a40 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp)
-                    a41 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp + 1 * lanes)
-                    a42 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp + 2 * lanes)
-                    a43 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp + 3 * lanes)
-                    a50 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp)
-                    a51 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp + 1 * lanes)
-                    a52 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp + 2 * lanes)
-                    a53 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp + 3 * lanes)
-                    u = k0 * fp + fb
-                    for k in range(k0, k1):
-                        t = offs[np.uint64(k)]      # unsigned: no negative-index test
-                        w0 = vload(wt, u)
-                        w1 = vload(wt, u + lanes)
-                        w2 = vload(wt, u + 2 * lanes)
-                        w3 = vload(wt, u + 3 * lanes)
-                        s = vsplat(xp, t + q0)
-                        a00 = vfma(a00, s, w0)
-                        a01 = vfma(a01, s, w1)
-                        a02 = vfma(a02, s, w2)
-                        a03 = vfma(a03, s, w3)
-                        s = vsplat(xp, t + q1)
-                        a10 = vfma(a10, s, w0)
-                        a11 = vfma(a11, s, w1)
-                        a12 = vfma(a12, s, w2)
-                        a13 = vfma(a13, s, w3)
-                        s = vsplat(xp, t + q2)
-                        a20 = vfma(a20, s, w0)
-                        a21 = vfma(a21, s, w1)
-                        a22 = vfma(a22, s, w2)
-                        a23 = vfma(a23, s, w3)
-                        s = vsplat(xp, t + q3)
-                        a30 = vfma(a30, s, w0)
-                        a31 = vfma(a31, s, w1)
-                        a32 = vfma(a32, s, w2)
-                        a33 = vfma(a33, s, w3)
-                        s = vsplat(xp, t + q4)
-                        a40 = vfma(a40, s, w0)
-                        a41 = vfma(a41, s, w1)
-                        a42 = vfma(a42, s, w2)
-                        a43 = vfma(a43, s, w3)
-                        s = vsplat(xp, t + q5)
-                        a50 = vfma(a50, s, w0)
-                        a51 = vfma(a51, s, w1)
-                        a52 = vfma(a52, s, w2)
-                        a53 = vfma(a53, s, w3)
-                        u += fp
-                    vstore(tile, d, a00)
-                    vstore(tile, d + 1 * lanes, a01)
-                    vstore(tile, d + 2 * lanes, a02)
-                    vstore(tile, d + 3 * lanes, a03)
-                    vstore(tile, d + 1 * fp, a10)
-                    vstore(tile, d + 1 * fp + 1 * lanes, a11)
-                    vstore(tile, d + 1 * fp + 2 * lanes, a12)
-                    vstore(tile, d + 1 * fp + 3 * lanes, a13)
-                    vstore(tile, d + 2 * fp, a20)
-                    vstore(tile, d + 2 * fp + 1 * lanes, a21)
-                    vstore(tile, d + 2 * fp + 2 * lanes, a22)
-                    vstore(tile, d + 2 * fp + 3 * lanes, a23)
-                    vstore(tile, d + 3 * fp, a30)
-                    vstore(tile, d + 3 * fp + 1 * lanes, a31)
-                    vstore(tile, d + 3 * fp + 2 * lanes, a32)
-                    vstore(tile, d + 3 * fp + 3 * lanes, a33)
-                    vstore(tile, d + 4 * fp, a40)
-                    vstore(tile, d + 4 * fp + 1 * lanes, a41)
-                    vstore(tile, d + 4 * fp + 2 * lanes, a42)
-                    vstore(tile, d + 4 * fp + 3 * lanes, a43)
-                    vstore(tile, d + 5 * fp, a50)
-                    vstore(tile, d + 5 * fp + 1 * lanes, a51)
-                    vstore(tile, d + 5 * fp + 2 * lanes, a52)
-                    vstore(tile, d + 5 * fp + 3 * lanes, a53)
+        if wt.ndim == 2:
+            _lanes_sample_narrow(xp, wf, offs, pos, fp, tile)
+        else:
+            _lanes_sample(xp, wf, offs, pos, fp, tile)
         _lanes_out(tile, fp, b, n, accumulate, out)
+
+
+@jit
+def _lanes_sample(xp, wt, offs, pos, fp, tile):
+    """tile[p, f] = one sample's sums (rows of fp), in blocks of 6 positions x 4 vectors of
+    filters, the taps in chunks of LANES_CHUNK (the tile holds the partial sums between)."""
+    lanes = vlanes(xp)
+    k_ = offs.size
+    for fb in range(0, fp, 4 * lanes):
+        for k0 in range(0, k_, LANES_CHUNK):
+            k1 = min(k_, k0 + LANES_CHUNK)
+            for p0 in range(0, pos.size, 6):
+                q0 = pos[p0]
+                q1 = pos[p0 + 1]
+                q2 = pos[p0 + 2]
+                q3 = pos[p0 + 3]
+                q4 = pos[p0 + 4]
+                q5 = pos[p0 + 5]
+                d = p0 * fp + fb
+                a00 = vzero(xp) if k0 == 0 else vload(tile, d)
+                a01 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * lanes)
+                a02 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * lanes)
+                a03 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * lanes)
+                a10 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp)
+                a11 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp + 1 * lanes)
+                a12 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp + 2 * lanes)
+                a13 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * fp + 3 * lanes)
+                a20 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp)
+                a21 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp + 1 * lanes)
+                a22 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp + 2 * lanes)
+                a23 = vzero(xp) if k0 == 0 else vload(tile, d + 2 * fp + 3 * lanes)
+                a30 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp)
+                a31 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp + 1 * lanes)
+                a32 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp + 2 * lanes)
+                a33 = vzero(xp) if k0 == 0 else vload(tile, d + 3 * fp + 3 * lanes)
+                a40 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp)
+                a41 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp + 1 * lanes)
+                a42 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp + 2 * lanes)
+                a43 = vzero(xp) if k0 == 0 else vload(tile, d + 4 * fp + 3 * lanes)
+                a50 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp)
+                a51 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp + 1 * lanes)
+                a52 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp + 2 * lanes)
+                a53 = vzero(xp) if k0 == 0 else vload(tile, d + 5 * fp + 3 * lanes)
+                u = k0 * fp + fb
+                for k in range(k0, k1):
+                    t = offs[np.uint64(k)]      # unsigned: no negative-index test
+                    w0 = vload(wt, u)
+                    w1 = vload(wt, u + lanes)
+                    w2 = vload(wt, u + 2 * lanes)
+                    w3 = vload(wt, u + 3 * lanes)
+                    s = vsplat(xp, t + q0)
+                    a00 = vfma(a00, s, w0)
+                    a01 = vfma(a01, s, w1)
+                    a02 = vfma(a02, s, w2)
+                    a03 = vfma(a03, s, w3)
+                    s = vsplat(xp, t + q1)
+                    a10 = vfma(a10, s, w0)
+                    a11 = vfma(a11, s, w1)
+                    a12 = vfma(a12, s, w2)
+                    a13 = vfma(a13, s, w3)
+                    s = vsplat(xp, t + q2)
+                    a20 = vfma(a20, s, w0)
+                    a21 = vfma(a21, s, w1)
+                    a22 = vfma(a22, s, w2)
+                    a23 = vfma(a23, s, w3)
+                    s = vsplat(xp, t + q3)
+                    a30 = vfma(a30, s, w0)
+                    a31 = vfma(a31, s, w1)
+                    a32 = vfma(a32, s, w2)
+                    a33 = vfma(a33, s, w3)
+                    s = vsplat(xp, t + q4)
+                    a40 = vfma(a40, s, w0)
+                    a41 = vfma(a41, s, w1)
+                    a42 = vfma(a42, s, w2)
+                    a43 = vfma(a43, s, w3)
+                    s = vsplat(xp, t + q5)
+                    a50 = vfma(a50, s, w0)
+                    a51 = vfma(a51, s, w1)
+                    a52 = vfma(a52, s, w2)
+                    a53 = vfma(a53, s, w3)
+                    u += fp
+                vstore(tile, d, a00)
+                vstore(tile, d + 1 * lanes, a01)
+                vstore(tile, d + 2 * lanes, a02)
+                vstore(tile, d + 3 * lanes, a03)
+                vstore(tile, d + 1 * fp, a10)
+                vstore(tile, d + 1 * fp + 1 * lanes, a11)
+                vstore(tile, d + 1 * fp + 2 * lanes, a12)
+                vstore(tile, d + 1 * fp + 3 * lanes, a13)
+                vstore(tile, d + 2 * fp, a20)
+                vstore(tile, d + 2 * fp + 1 * lanes, a21)
+                vstore(tile, d + 2 * fp + 2 * lanes, a22)
+                vstore(tile, d + 2 * fp + 3 * lanes, a23)
+                vstore(tile, d + 3 * fp, a30)
+                vstore(tile, d + 3 * fp + 1 * lanes, a31)
+                vstore(tile, d + 3 * fp + 2 * lanes, a32)
+                vstore(tile, d + 3 * fp + 3 * lanes, a33)
+                vstore(tile, d + 4 * fp, a40)
+                vstore(tile, d + 4 * fp + 1 * lanes, a41)
+                vstore(tile, d + 4 * fp + 2 * lanes, a42)
+                vstore(tile, d + 4 * fp + 3 * lanes, a43)
+                vstore(tile, d + 5 * fp, a50)
+                vstore(tile, d + 5 * fp + 1 * lanes, a51)
+                vstore(tile, d + 5 * fp + 2 * lanes, a52)
+                vstore(tile, d + 5 * fp + 3 * lanes, a53)
+
+
+@jit
+def _lanes_sample_narrow(xp, wt, offs, pos, fp, tile):
+    """_lanes_sample for AVX2 (16 registers of 8 float32): blocks of 6 positions x 2 half
+    vectors of filters, 12 accumulators, the 2 weight vectors and a broadcast input in the other
+    3 registers; the taps in chunks of NARROW_LANES_CHUNK."""
+    lanes = ylanes(xp)
+    k_ = offs.size
+    for fb in range(0, fp, 2 * lanes):
+        for k0 in range(0, k_, NARROW_LANES_CHUNK):
+            k1 = min(k_, k0 + NARROW_LANES_CHUNK)
+            for p0 in range(0, pos.size, 6):
+                q0 = pos[p0]
+                q1 = pos[p0 + 1]
+                q2 = pos[p0 + 2]
+                q3 = pos[p0 + 3]
+                q4 = pos[p0 + 4]
+                q5 = pos[p0 + 5]
+                d = p0 * fp + fb
+                a00 = yzero(xp) if k0 == 0 else yload(tile, d)
+                a01 = yzero(xp) if k0 == 0 else yload(tile, d + lanes)
+                a10 = yzero(xp) if k0 == 0 else yload(tile, d + 1 * fp)
+                a11 = yzero(xp) if k0 == 0 else yload(tile, d + 1 * fp + lanes)
+                a20 = yzero(xp) if k0 == 0 else yload(tile, d + 2 * fp)
+                a21 = yzero(xp) if k0 == 0 else yload(tile, d + 2 * fp + lanes)
+                a30 = yzero(xp) if k0 == 0 else yload(tile, d + 3 * fp)
+                a31 = yzero(xp) if k0 == 0 else yload(tile, d + 3 * fp + lanes)
+                a40 = yzero(xp) if k0 == 0 else yload(tile, d + 4 * fp)
+                a41 = yzero(xp) if k0 == 0 else yload(tile, d + 4 * fp + lanes)
+                a50 = yzero(xp) if k0 == 0 else yload(tile, d + 5 * fp)
+                a51 = yzero(xp) if k0 == 0 else yload(tile, d + 5 * fp + lanes)
+                u = k0 * fp + fb
+                for k in range(k0, k1):
+                    t = offs[np.uint64(k)]      # unsigned: no negative-index test
+                    w0 = yload(wt, u)
+                    w1 = yload(wt, u + lanes)
+                    s = ysplat(xp, t + q0)
+                    a00 = vfma(a00, s, w0)
+                    a01 = vfma(a01, s, w1)
+                    s = ysplat(xp, t + q1)
+                    a10 = vfma(a10, s, w0)
+                    a11 = vfma(a11, s, w1)
+                    s = ysplat(xp, t + q2)
+                    a20 = vfma(a20, s, w0)
+                    a21 = vfma(a21, s, w1)
+                    s = ysplat(xp, t + q3)
+                    a30 = vfma(a30, s, w0)
+                    a31 = vfma(a31, s, w1)
+                    s = ysplat(xp, t + q4)
+                    a40 = vfma(a40, s, w0)
+                    a41 = vfma(a41, s, w1)
+                    s = ysplat(xp, t + q5)
+                    a50 = vfma(a50, s, w0)
+                    a51 = vfma(a51, s, w1)
+                    u += fp
+                vstore(tile, d, a00)
+                vstore(tile, d + lanes, a01)
+                vstore(tile, d + 1 * fp, a10)
+                vstore(tile, d + 1 * fp + lanes, a11)
+                vstore(tile, d + 2 * fp, a20)
+                vstore(tile, d + 2 * fp + lanes, a21)
+                vstore(tile, d + 3 * fp, a30)
+                vstore(tile, d + 3 * fp + lanes, a31)
+                vstore(tile, d + 4 * fp, a40)
+                vstore(tile, d + 4 * fp + lanes, a41)
+                vstore(tile, d + 5 * fp, a50)
+                vstore(tile, d + 5 * fp + lanes, a51)
 
 
 @jit

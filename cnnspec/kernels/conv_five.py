@@ -632,11 +632,11 @@ def dw_geometry(x_shape, f, pad, oh, ow):
 
 def weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces):
     """dw and db (each may be None) of a 5x5 stride-1 convolution by the row Winograd: pieces of
-    the batch's chunks, each into its own slice (``per`` apart, from conv._wino_base's start),
+    the batch's chunks, each into its own slice (``per`` apart, from conv._line_base's start),
     summed in piece order."""
     from cnnspec.kernels._jit import run_split
-    from cnnspec.kernels.conv import _empty, _wino_base
-    _, base = _wino_base(workspace, shared)
+    from cnnspec.kernels.conv import _empty, _line_base
+    _, base = _line_base(workspace, shared)
     pad = tuple(pad)
     geo = dw_geometry(x.shape, dout.shape[1], pad, dout.shape[2], dout.shape[3])
     k = consts(x.dtype)
@@ -654,10 +654,10 @@ def run(x, w, flipped, b, pad, out, accumulate, workspace, shared, per, size, th
     """out (+)= the convolution of x (N, C, H, W) by w (``flipped``: dx's, w (C, F, 5, 5)
     turned) + b (empty: none), padding ``pad``, on ``threads`` threads: the transformed weights
     at the workspace's first 64-byte line, then one slice of ``per`` elements a thread (``size``
-    used), as conv._wino_base lays them out."""
+    used), as conv._line_base lays them out."""
     from cnnspec.kernels._jit import run_split
-    from cnnspec.kernels.conv import _wino_base
-    u, base = _wino_base(workspace, shared)
+    from cnnspec.kernels.conv import _line_base
+    u, base = _line_base(workspace, shared)
     c5_weights(w, flipped, GM, u)
     pad = tuple(pad)
     geo = _geometry(x.shape, out.shape[1], pad, out.shape[2], out.shape[3])

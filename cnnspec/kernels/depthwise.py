@@ -39,6 +39,7 @@ rest is split by channels in contiguous ranges: every output (out, dx planes, dw
 belongs to one thread.  Either way results do not depend on timing.
 """
 import functools
+import math
 
 import numpy as np
 
@@ -870,7 +871,7 @@ def _workspace(per, pieces, w_shape, threads):
     """Workspace elements: ``per`` a thread, or a piece and the pieces' dw and db rows."""
     if not pieces:
         return threads * per
-    return max(threads, pieces) * per + pieces * (int(np.prod(w_shape)) + w_shape[0])
+    return max(threads, pieces) * per + pieces * (math.prod(w_shape) + w_shape[0])
 
 
 # -- small strided planes by gathers ------------------------------------------------------------
