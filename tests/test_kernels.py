@@ -33,31 +33,34 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
     3 input channels; the forward and dx with the filters in the lanes in AVX2's blocks (16
     filters) where the narrow wide grid computes >= 1.15x the outputs (5x5 on 14x14 planes,
     LeNet-5's conv2, 4x4 and 7x7 planes), not on 8x8 and 16x16 planes with padding 1 (1.125x)
-    nor on 56x56 (AVX-512's rules take those); the weight gradient by the narrow blocks where
-    they won (C*F <= 1024, or <= 4096 on planes of >= 2048 outputs) and for at most 4
-    channels; nothing else (the samples in the lanes, Winograd, the 5x5 kernels), whatever
-    AVX-512's rules would take."""
+    nor on 56x56 (AVX-512's rules take those); the weight gradient with the filters in the
+    lanes for F a multiple of 16, else by the narrow blocks where they won (C*F <= 1024, or
+    <= 4096 on planes of >= 2048 outputs) and for at most 4 channels; nothing else (the
+    samples in the lanes, Winograd, the 5x5 kernels), whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
-    # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx); the forward is
-    # direct on every one
+    # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx, lanes dw); the
+    # forward is direct on every one
     for (x, w, s, p), expected in (
-            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (True, True, False, False)),   # the bench's
-            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (False, True, True, True)),
-            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (True, True, False, False)),
-            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (True, True, False, False)),  # ResNet-8's
-            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (True, True, False, False)),
-            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (False, True, False, False)),  # dx: BLAS
-            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (True, False, False, False)),  # dw: C*F
-            (((16, 64, 16, 16), (64, 64, 3, 3), 1, 1), (True, False, False, False)),
-            (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (True, False, False, False)),
-            (((64, 64, 4, 4), (64, 64, 3, 3), 1, 1), (False, False, True, True)),
-            (((64, 32, 7, 7), (32, 32, 3, 3), 1, 1), (False, True, True, True)),
-            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (False, False, False, False)),  # LeNet-5's
-            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (True, False, True, False))):  # (C = 6)
+            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 1)),   # the bench's
+            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (0, 0, 1, 1, 1)),
+            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (1, 0, 0, 0, 1)),
+            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1)),  # ResNet-8's
+            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1)),
+            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (0, 0, 0, 0, 1)),  # dx: BLAS
+            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 1)),
+            (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (1, 0, 0, 0, 1)),
+            (((64, 64, 4, 4), (64, 64, 3, 3), 1, 1), (0, 0, 1, 1, 1)),
+            (((64, 32, 7, 7), (32, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1)),
+            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (0, 0, 0, 0, 0)),     # LeNet-5's (F = 6)
+            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (1, 0, 1, 0, 1)),    # (C = 6)
+            (((64, 3, 32, 32), (24, 3, 3, 3), 1, 1), (1, 1, 0, 0, 0)),    # F = 24: blocked dw
+            (((64, 24, 16, 16), (24, 24, 3, 3), 1, 1), (1, 1, 0, 0, 0)),
+            (((64, 48, 8, 8), (40, 48, 3, 3), 1, 1), (1, 0, 0, 0, 0))):   # (on BLAS)
         plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
         assert plan.narrow and plan.direct is not None, (x, w)
         assert (plan.direct_dx is not None, plan.direct_dw is not None,
-                plan.lanes is not None, plan.lanes_dx is not None) == expected, (x, w)
+                plan.lanes is not None, plan.lanes_dx is not None,
+                plan.lanes_dw is not None) == tuple(map(bool, expected)), (x, w)
         assert plan.wino is None and plan.wino_dx is None and plan.direct_dwr is None
         assert not plan.slanes and not plan.slanes_dx
         assert plan.c5 is None and plan.c5_dx is None and plan.c5_dw is None
@@ -180,6 +183,7 @@ def forward(request, monkeypatch):
     monkeypatch.setattr(conv, "_DW_LANES", request.param == "lanes")
     monkeypatch.setattr(conv, "_SLANES", request.param == "lanes")
     monkeypatch.setattr(conv, "_LANES", False)          # forward_lanes: its own tests
+    monkeypatch.setattr(conv, "_LANES_DW", False)       # weight_grad_lanes: its own tests
     monkeypatch.setattr(conv, "_WINO", False)           # conv_big's Winograd: its own tests
     if request.param in ("lanes", "narrow"):   # their own data: the shared stream, from which
         monkeypatch.setitem(globals(), "rng",   # the later tests draw, as before
@@ -381,6 +385,53 @@ def test_conv2d_lanes_matches_reference(case, wide_runs, narrow_runs, narrow, dt
     assert np.array_equal(wide, out) or not fwd
 
 
+# weight_grad_lanes (AVX2's dw with the filters in the lanes, blocks of 16; runs of 256 positions)
+LANES_DW_CASES = [   # (N, C, H, W, F, KH, KW, stride, pad, dilation)
+    (1, 5, 7, 6, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),   # batch 1: 42 positions (2 x 16 + 10)
+    (3, 16, 9, 7, 48, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),   # 3 blocks of filters
+    (2, 7, 9, 8, 32, 3, 3, (2, 2), (1, 0, 2, 1), (1, 1)),    # strided, uneven padding
+    (2, 4, 10, 11, 16, 2, 3, (1, 1), (0, 1, 1, 2), (2, 1)),  # dilated
+    (2, 3, 21, 20, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),  # 420 positions: 2 runs
+    (2, 5, 6, 6, 32, 1, 2, (1, 1), (0, 0, 0, 1), (1, 1)),    # 1x2: 10 taps (2 blocks of 6)
+    (3, 6, 8, 9, 16, 3, 2, (2, 1), (1, 1, 0, 1), (1, 1)),    # stride (2, 1)
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", LANES_DW_CASES, ids=[str(i) for i in range(len(LANES_DW_CASES))])
+def test_weight_grad_lanes_matches_reference(case, dtype, monkeypatch):
+    """dw and db with the filters in the vector lanes (AVX2's blocks: runs on any machine; 2
+    threads, a partial per thread summed in order): the NumPy reference, dw alone, db alone and
+    both with dx (which keeps its own kernel: the same dx as without); the rules take it
+    wherever F is a multiple of 16 and the direct kernels run (here forced, however small)."""
+    n, c, h, w, f, kh, kw, stride, pad, dil = case
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
+    monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+    x, wt, b = randn(n, c, h, w, dtype=dtype), randn(f, c, kh, kw, dtype=dtype), randn(f, dtype=dtype)
+    geometry = (stride, pad, dil, 1)
+    dout = randn(*K.conv2d_output_shape(x.shape, wt.shape, stride, pad, dil), dtype=dtype)
+    rdx, rdw, rdb = R.conv2d_backward(dout, x, wt, b, *geometry)
+    ws = np.empty(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype)
+    assert _Plan(x.shape, wt.shape, *geometry).lanes_dw is not None
+    dw, db = np.full_like(wt, np.nan), np.full_like(b, np.nan)
+    K.conv2d_backward_into(dout, x, wt, *geometry, None, dw, None, ws)
+    close(dw, rdw, dtype)
+    K.conv2d_backward_into(dout, x, wt, *geometry, None, None, db, ws)
+    close(db, rdb, dtype)
+    dx, dw2, db2 = np.empty_like(x), np.empty_like(wt), np.empty_like(b)
+    K.conv2d_backward_into(dout, x, wt, *geometry, dx, dw2, db2, ws)
+    assert np.array_equal(dw2, dw) and np.array_equal(db2, db)
+    close(dx, rdx, dtype)
+    monkeypatch.setattr(conv, "_LANES_DW", False)
+    assert _Plan(x.shape, wt.shape, *geometry).lanes_dw is None
+    dx_without = np.empty_like(x)
+    K.conv2d_backward_into(dout, x, wt, *geometry, dx_without, None, None, np.empty(
+        K.conv2d_workspace_size(x.shape, wt.shape, *geometry), dtype))
+    assert np.array_equal(dx_without, dx)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_weight_grad_rows_on_dilated_widths(dtype, monkeypatch):
     """dw and db with the filters in the lanes (conv_lanes.weight_grad_rows) where the width is
@@ -456,8 +507,12 @@ def test_partial_sums_add_the_pieces_in_order(dtype):
         want_dw = in_order([ws[3 + t * per + at] for t in range(pieces)])
         want_db = in_order([ws[3 + t * per + rows * fp:][:f] for t in range(pieces)])
         dw, db = np.full((f, c, kh, kw), np.nan, dtype), np.full(f, np.nan, dtype)
-        conv_lanes._rows_sum(ws.copy(), 3, per, pieces, blocks, fp, True, True, dw, db)
+        conv_lanes._rows_sum(ws.copy(), 3, per, pieces, blocks, fp, kh, True, True, dw, db)
         assert np.array_equal(dw, want_dw) and np.array_equal(db, want_db), (f, c)
+        db = np.full(f, np.nan, dtype)                    # db alone: dw the empty stand-in
+        conv_lanes._rows_sum(ws.copy(), 3, per, pieces, blocks, fp, kh, False, True,
+                             np.empty((0, 0, 0, 0), dtype), db)
+        assert np.array_equal(db, want_db), (f, c)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -664,6 +719,10 @@ def test_conv2d_matches_reference(case, dtype, forward):
     dw2 = np.full_like(w, np.nan)
     K.conv2d_backward_into(dout, x, w, stride, pad, dil, groups, None, dw2, None, ws)
     close(dw2, rdw, dtype)
+    if b is not None:              # db alone (its sums once read the size of the absent dw)
+        db2 = np.full_like(b, np.nan)
+        K.conv2d_backward_into(dout, x, w, stride, pad, dil, groups, None, None, db2, ws)
+        close(db2, rdb, dtype)
 
 
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (0, 1, 3, 6, 11, 17)], ids=conv_id)

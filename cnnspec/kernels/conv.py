@@ -134,6 +134,7 @@ class _Plan:
     __slots__ += ("wino", "wino_dx", "wino_dw")  # conv_big.py's Winograd (_use_wino)
     __slots__ += ("c5", "c5_dx", "c5_dw")        # conv_five.py's row Winograd (_use_c5)
     __slots__ += ("narrow",)                    # AVX2: conv_direct's narrow blocks
+    __slots__ += ("lanes_dw",)                  # AVX2: conv_direct.weight_grad_lanes
 
     def __init__(self, x_shape, w_shape, stride, pad, dilation, groups):
         n, c, h, w = x_shape
@@ -291,9 +292,16 @@ class _Plan:
             self.direct_dw = None
             self.direct_dwr = rows_geometry(x_shape, w_shape, stride, pad, dilation, oh, ow)
             self.per_thread = max(self.per_thread, self.direct_dwr.per + 16)
+        # without AVX-512: dw with the filters in the vector lanes (conv_direct.weight_grad_lanes)
+        self.lanes_dw = None
+        if self.direct is not None and self.narrow and _DIRECT_DW and _use_lanes_dw(f):
+            from cnnspec.kernels.conv_direct import lanes_dw_sizes
+            self.direct_dw = None
+            self.lanes_dw = lanes_dw_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow)
+            self.per_thread = max(self.per_thread, self.lanes_dw[0])
         if (self.wino is not None or self.wino_dx is not None or self.c5 is not None
                 or self.c5_dx is not None or self.c5_dw is not None or self.lanes is not None
-                or self.lanes_dx is not None):
+                or self.lanes_dx is not None or self.lanes_dw is not None):
             # Winograd's buffers start on 64-byte lines (_line_base): 5-6% faster each, U and
             # the slices (NumPy's large arrays start 16 bytes past a line); the lanes' packed
             # weights and tiles ~5% (AVX2's, the bench's 5x5)
@@ -512,6 +520,24 @@ def _use_lanes(f, k, waste, plane, narrow=False):
     if narrow:
         return f % 16 == 0 and k <= _LANES_TAPS and waste >= _NARROW_LANES_WASTE
     return f % 64 == 0 and k <= _LANES_TAPS and (waste >= _LANES_WASTE or plane >= _LANES_PLANE)
+
+
+_LANES_DW = None        # tests: True / False, dw by conv_direct.weight_grad_lanes wherever F is a
+                        # multiple of 16 on AVX2 / never; None: the rules (_use_lanes_dw)
+
+
+def _use_lanes_dw(f):
+    """AVX2's weight gradient with the filters in the vector lanes (conv_direct.weight_grad_lanes)
+    wherever F is a multiple of 16 (its blocks).  Measured on AVX2 (Zen 3) against the kernels
+    the rules chose before (float32, one thread, 7 rounds, dw and db; median, quartiles): the
+    bench's 5x5 16->32 on 64x14x14 1.54x (1.50-1.54; the narrow blocked sums), LeNet-5's 6->16
+    2.24x (BLAS), ResNet-8's 3x3 16->16 on 32x32 1.17x, 16->32 stride 2 1.56x, 32->32 on 16x16
+    1.33x, 32->64 stride 2 1.46x (BLAS), 64->64 on 8x8 1.52x (BLAS), the bench's 64->64 on
+    8x56x56 1.18x, 16->16 on 16x64x64 1.10x, 32->32 on 16x32x32 1.21x; 3 channels (the blocked
+    sums' best case) 1.01x and 1.06x."""
+    if _LANES_DW is not None:
+        return _LANES_DW and f % 16 == 0
+    return f % 16 == 0
 
 
 _WINO = None            # tests: True / False, conv_big's Winograd wherever it can run / never;
@@ -1285,6 +1311,8 @@ def _sum_partials(ws, shared, per_thread, threads, layout, strides, dw, db, need
     o_dw, o_db = layout[3], layout[4]
     f_, cg, kh, kw = dw.shape
     sf, sc, si, sj = strides
+    if need_db:
+        f_ = db.shape[0]                         # dw may be the empty stand-in (not computed)
     if need_dw:
         at = shared + o_dw
         size = f_ * cg * kh * kw
@@ -1384,7 +1412,7 @@ def _layer_plan(x_shape, w_shape, stride, pad, dilation, groups):
     return _cached_plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(pad),
                         tuple(dilation), groups,
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
-                                    _NARROW_LANES_WASTE, _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS,
+                                    _NARROW_LANES_WASTE, _LANES_DW, _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS,
                                     _C5, _C5_ELEMENTS, _C5_CHANNELS))
 
 
@@ -1578,6 +1606,21 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         from cnnspec.kernels import conv_lanes
         conv_lanes.weight_grad(plan.direct_dwr, dout, x, w.shape, dilation, dw, db,
                                workspace[shared:], threads)
+        if dx is None:
+            return
+        dw = db = None
+    if (dw is not None or db is not None) and plan.lanes_dw is not None:
+        from cnnspec.kernels import conv_direct as D
+        size, o_dw, o_db = plan.lanes_dw
+        _, base = _line_base(workspace, shared)
+        offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation,
+                                -(-(cg * kh * kw) // 6) * 6)
+        run_split(D.weight_grad_lanes, x.shape[0], threads, lambda t, lo, hi: (
+            dout, x, tuple(stride), tuple(pad), dw is not None, db is not None, offs,
+            workspace[base + t * per:base + t * per + size], o_dw, o_db, lo, hi))
+        _sum_partials(workspace, base, per, threads, (0, 0, 0, o_dw, o_db),
+                      _partial_strides(GATHER, w.shape), empty4 if dw is None else dw,
+                      empty1 if db is None else db, dw is not None, db is not None)
         if dx is None:
             return
         dw = db = None

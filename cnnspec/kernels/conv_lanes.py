@@ -641,9 +641,10 @@ def weight_grad_rows(dout, x, kernel, dilation, pt, pl, hp, wp, wq, fp, blocks, 
 
 
 @jit
-def _rows_sum(ws, at, per, pieces, blocks, fp, need_dw, need_db, dw, db):
-    """dw[f, c, i, j] = the pieces' dw^T[i, j*C + c, f] summed in piece order; db likewise."""
-    f_, c_, kh, kw = dw.shape
+def _rows_sum(ws, at, per, pieces, blocks, fp, kh, need_dw, need_db, dw, db):
+    """dw[f, c, i, j] = the pieces' dw^T[i, j*C + c, f] summed in piece order; db likewise (KH
+    given: dw may be the empty stand-in)."""
+    f_, c_, _, kw = dw.shape
     o_db = kh * blocks * 12 * fp
     if need_dw:
         acc = ws[at:at + o_db]
@@ -679,5 +680,6 @@ def weight_grad(geo, dout, x, w_shape, dilation, dw, db, workspace, threads):
         dout, x, (w_shape[2], w_shape[3]), tuple(dilation), geo.pt, geo.pl, geo.hp, geo.wp, geo.wq,
         geo.fp, geo.blocks, geo.pin, dw is not None, db is not None, geo.xs, geo.gt,
         workspace[at + t * per:at + (t + 1) * per], lo, hi), pieces=pieces)
-    _rows_sum(workspace, at + geo.xs + geo.gt, per, pieces, geo.blocks, geo.fp, dw is not None,
-              db is not None, empty4 if dw is None else dw, empty1 if db is None else db)
+    _rows_sum(workspace, at + geo.xs + geo.gt, per, pieces, geo.blocks, geo.fp, w_shape[2],
+              dw is not None, db is not None, empty4 if dw is None else dw,
+              empty1 if db is None else db)
