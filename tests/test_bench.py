@@ -145,6 +145,23 @@ def test_interleaved_rounds_alternate_the_two_sides_call_by_call():
     assert bench.timed_interleaved(first, second, None, 0.01, 3)[2] is None
 
 
+def test_each_side_runs_after_a_pause(monkeypatch):
+    """Every timed run of one side's calls starts after a pause (PyTorch's threads spin on after
+    its last call, on the cores the next side needs): in timed_sides, and in timed_interleaved
+    before the alternating calls and before PyTorch's block."""
+    events = []
+    monkeypatch.setattr(bench, "_pause", lambda: events.append("|"))
+    a, b = (lambda: events.append("a")), (lambda: events.append("b"))
+    bench.timed_sides([a, b], 0.001, 3)
+    timed = "".join(events)[4:]                      # after the warm-up and calibration calls
+    assert timed.startswith("|")
+    assert [set(run) for run in timed.split("|")[1:]] == [{"a"}, {"b"}] * 3, timed
+    events.clear()
+    bench.timed_interleaved(a, b, lambda: events.append("t"), 0.001, 2)
+    timed = "".join(events).split("t", 2)[2]
+    assert [set(run) for run in timed.split("|")[1:]] == [{"a", "b"}, {"t"}] * 2, timed
+
+
 def test_the_api_row_reports_its_quartiles_and_only_its_rows(monkeypatch):
     monkeypatch.setattr(bench, "API_CASE", ("tiny", (2, 3, 8, 8), 4, 3, 1))
     results = bench.run(quick=True, use_torch=False, rounds=3, only=["api"])

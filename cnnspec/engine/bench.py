@@ -172,11 +172,25 @@ def timed_rounds(ours, theirs, min_time: float, rounds: int = 5):
     return times[0], times[1]
 
 
+# A pause before each side's run of calls: PyTorch's OpenMP threads keep spinning for several
+# ms after its last call, on the cores the next side's threads need.  Measured (2 threads, the
+# bench's 5x5 16->32 forward, 5 calls timed after 10 of another's, 15 rounds; medians): 4.42 ms
+# a call right after PyTorch's, 3.44 after NumPy's (a cache-evicting sum, no threads); after
+# PyTorch's and a pause of 5 ms 4.02, of 20 ms 3.76, of 100 ms 3.82 (NumPy's 3.81).  Without
+# the pause every run of cnnspec's calls after the first round paid it, PyTorch's none.
+SIDE_PAUSE = 0.05
+
+
+def _pause():
+    time.sleep(SIDE_PAUSE)
+
+
 def timed_sides(fns, min_time: float, rounds: int = 5, around=None) -> list:
     """Seconds per call of each function of ``fns`` (None: not measured, None returned) in each of
     ``rounds`` rounds of ``timed_rounds``: each side's calls in a row within a round (alternating
     single calls would let two thread pools slow each other), the sides one after the other,
-    about ``min_time`` seconds per side.  Each side first runs once to warm up and once to be timed.
+    each after a pause (SIDE_PAUSE: the other side's threads at rest), about ``min_time``
+    seconds per side.  Each side first runs once to warm up and once to be timed.
     ``around``: per side, None or a zero-argument callable giving the context each of that side's
     runs of calls is made in (``using_threads``: sides on different thread counts)."""
     around = [a or contextlib.nullcontext for a in (around or [None] * len(fns))]
@@ -194,6 +208,7 @@ def timed_sides(fns, min_time: float, rounds: int = 5, around=None) -> list:
     for _ in range(rounds):
         for i, count in calls.items():
             fn = fns[i]
+            _pause()
             with around[i]():
                 start = time.perf_counter()
                 for _ in range(count):
@@ -208,7 +223,7 @@ def timed_interleaved(first, second, other, min_time: float, rounds: int = 15):
     measured), in each of ``rounds`` rounds: a round runs ``first`` and ``second`` alternating
     call by call (first, second, second, first, ...: neither is always the one after the other),
     each call timed, then ``other``'s calls in a row (PyTorch's: its own thread pool would slow
-    the others' calls if it were interleaved).  About ``min_time`` seconds per side.  Timed in
+    the others' calls if it were interleaved), each run after a pause (SIDE_PAUSE).  About ``min_time`` seconds per side.  Timed in
     blocks (``timed_sides``), a neighbour's burst of load fell on one side's block and the
     per-round ratio of two equal sides read 0.6-1.6; interleaved, it lands on both.  Every call is
     in the sums, so a cost that only some calls pay (page faults, say) is counted.  Returns
@@ -230,6 +245,7 @@ def timed_interleaved(first, second, other, min_time: float, rounds: int = 15):
     clock = time.perf_counter
     for _ in range(rounds):
         spent = [0.0, 0.0]
+        _pause()
         for _ in range(quads):
             for side, fn in ((0, first), (1, second), (1, second), (0, first)):
                 start = clock()
@@ -238,6 +254,7 @@ def timed_interleaved(first, second, other, min_time: float, rounds: int = 15):
         times[0].append(spent[0] / (2 * quads))
         times[1].append(spent[1] / (2 * quads))
         if other is not None:
+            _pause()
             start = clock()
             for _ in range(calls):
                 other()
