@@ -115,6 +115,43 @@ def test_conv_transpose_input_gradient_by_the_direct_convolution_kernels(case, d
     close(dx2 - 1, rdx, dtype)
 
 
+# groups-1 cases whose input has a multiple of 16 channels (the adjoint convolution's filters)
+ADJOINT_DW_CASES = [
+    (3, 16, 5, 6, 7, 4, 4, (2, 2), (1, 1, 1, 1), (0, 0), (1, 1), 1, True),     # DCGAN's 4x4/2
+    (2, 32, 4, 4, 16, 2, 2, (2, 2), (0, 0, 0, 0), (0, 0), (1, 1), 1, False),   # U-Net's 2x2/2
+    (2, 16, 5, 4, 5, 3, 3, (2, 1), (1, 0, 1, 1), (1, 0), (1, 1), 1, True),     # odd, output pad
+    (2, 16, 5, 5, 4, 3, 3, (1, 1), (1, 1, 2, 2), (0, 0), (1, 2), 1, True),     # dilated
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ADJOINT_DW_CASES, ids=convt_id)
+def test_conv_transpose_without_avx512_by_the_adjoint_convolution(case, dtype, monkeypatch):
+    """Without AVX-512, dx with dw on the adjoint convolution's kernels, however small the layer:
+    dx its direct forward, dw its weight gradient with the filters in the lanes (x's channels a
+    multiple of 16: conv_direct.weight_grad_lanes); dw alone too; the same bits as the adjoint
+    convolution's own calls, and the reference."""
+    from cnnspec.kernels import conv, conv_transpose
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
+    stride, pad, op, dil, groups = case[7:12]
+    x, w, b, out, ws = run_convt(case, dtype)
+    adjoint = conv_transpose._adjoint_plan(out.shape, x.shape, w.shape, stride, pad, dil, groups)
+    assert adjoint is not None and adjoint.lanes_dw is not None
+    dout, rdw = check_convt_backward(case, x, w, b, out, ws, dtype)
+    dx, dw = np.empty_like(x), np.full_like(w, np.nan)
+    K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, dx, dw, None, ws)
+    want_dx, want_dw = np.empty_like(x), np.empty_like(w)
+    K.conv2d_forward_into(dout, w, None, stride, pad, dil, 1, want_dx, ws)
+    K.conv2d_backward_into(x, dout, w, stride, pad, dil, 1, None, want_dw, None, ws)
+    assert np.array_equal(dx, want_dx) and np.array_equal(dw, want_dw)
+    dw2 = np.full_like(w, np.nan)            # dw alone
+    K.conv_transpose2d_backward_into(dout, x, w, stride, pad, op, dil, groups, None, dw2, None,
+                                     ws)
+    assert np.array_equal(dw2, want_dw)
+    close(dw2, rdw, dtype)
+
+
 @pytest.fixture
 def own_rng(monkeypatch):
     """The test's own random stream: the module's shared one, from which the later tests draw

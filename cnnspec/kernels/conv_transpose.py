@@ -184,7 +184,10 @@ def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
     1.34x (1.33-1.53).  Not used when dw is
     wanted too: the products below share one im2col of dout between dx and dw, and dx + dw by
     conv.py (its dw from its weight-gradient kernels) measured 0.96x, 0.96x, 1.06x; dw alone
-    1.28x, 0.85x, 1.01x."""
+    1.28x, 0.85x, 1.01x.  Except without AVX-512 where the plan's dw has the filters in the
+    lanes (conv_direct.weight_grad_lanes: x's channels a multiple of 16): dx + dw 1.30x
+    (1.28-1.31), 1.05x (1.03-1.11), 1.14x (1.08-1.14); dw alone 1.36x, 1.25x, 1.20x (AMD EPYC,
+    one thread, 9 rounds in one process)."""
     from cnnspec.kernels.conv import _cached_plan, _rules, conv2d_output_shape
     if groups != 1:
         return None
@@ -469,13 +472,22 @@ def conv_transpose2d_backward_into(dout, x, w, stride, pad, output_pad, dilation
         dx = None
     rows = None if dw is None else _rows_geometry(dout.shape, x.shape, w.shape, stride, pad,
                                                   dilation, groups)
-    if (dx is not None and not accumulate and (dw is None or rows is not None) and _adjoint_plan(
-            dout.shape, x.shape, w.shape, stride, pad, dilation, groups) is not None):
+    adjoint = _adjoint_plan(dout.shape, x.shape, w.shape, stride, pad, dilation, groups)
+    # without AVX-512: dw as the adjoint convolution's, by AVX2's filters in the lanes
+    lanes_dw = dw is not None and rows is None and adjoint is not None and \
+        adjoint.lanes_dw is not None
+    if (dx is not None and not accumulate and (dw is None or rows is not None or lanes_dw)
+            and adjoint is not None):
         # dx: conv.py's direct forward of the adjoint convolution (see _adjoint_plan)
         from cnnspec.kernels.conv import conv2d_forward_into
         conv2d_forward_into(dout, w, None, tuple(stride), tuple(pad), tuple(dilation), 1, dx,
                             workspace)
         dx = None
+    if dx is None and lanes_dw:
+        from cnnspec.kernels.conv import conv2d_backward_into
+        conv2d_backward_into(x, dout, w, tuple(stride), tuple(pad), tuple(dilation), 1, None,
+                             dw, None, workspace)
+        dw = None
     if dx is None and rows is not None:
         # dw: conv_lanes.weight_grad_rows on the adjoint convolution (db, which is not that
         # convolution's bias gradient, below)
