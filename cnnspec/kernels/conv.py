@@ -1460,7 +1460,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         xp, end, pos = plan.lanes
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
         run_split(D.forward_lanes, x.shape[0], threads, lambda t, lo, hi: (
-            x, b, tuple(stride), tuple(pad), out, False, wl, offs, pos,
+            x, b, tuple(stride), D.phases_of(stride), tuple(pad), out, False, wl, offs, pos,
             workspace[base + t * per:base + t * per + xp],
             workspace[base + t * per + xp:base + t * per + end], lo, hi),
             dynamic=True, per_thread=_FORWARD_PIECES)
@@ -1551,7 +1551,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         xp, end, pad_dx, pos = plan.lanes_dx
         offs = D.window_offsets(dout.shape, (kh, kw), (1, 1), pad_dx, dilation, f_ * kh * kw)
         run_split(D.forward_lanes, x.shape[0], threads, lambda t, lo, hi: (
-            dout, empty1, (1, 1), pad_dx, dx, bool(accumulate), wl, offs, pos,
+            dout, empty1, (1, 1), None, pad_dx, dx, bool(accumulate), wl, offs, pos,
             workspace[base + t * per:base + t * per + xp],
             workspace[base + t * per + xp:base + t * per + end], lo, hi),
             dynamic=True, per_thread=_FORWARD_PIECES)
@@ -1616,8 +1616,9 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation,
                                 -(-(cg * kh * kw) // 6) * 6)
         run_split(D.weight_grad_lanes, x.shape[0], threads, lambda t, lo, hi: (
-            dout, x, tuple(stride), tuple(pad), dw is not None, db is not None, offs,
-            workspace[base + t * per:base + t * per + size], o_dw, o_db, lo, hi))
+            dout, x, tuple(stride), D.phases_of(stride), tuple(pad), dw is not None,
+            db is not None, offs, workspace[base + t * per:base + t * per + size], o_dw, o_db,
+            lo, hi))
         _sum_partials(workspace, base, per, threads, (0, 0, 0, o_dw, o_db),
                       _partial_strides(GATHER, w.shape), empty4 if dw is None else dw,
                       empty1 if db is None else db, dw is not None, db is not None)
@@ -1632,8 +1633,9 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if plan.narrow:                          # AVX2's blocks (weight_grad_direct)
             offs = offs.reshape(-1, 6)
         run_split(D.weight_grad_direct, x.shape[0], threads, lambda t, lo, hi: (
-            dout, x, (kh, kw), stride, pad, dilation, dw is not None, db is not None, group, xp,
-            wide, offs, workspace[shared + t * per:shared + t * per + total], lo, hi))
+            dout, x, (kh, kw), stride, D.phases_of(stride), pad, dilation, dw is not None,
+            db is not None, group, xp, wide, offs,
+            workspace[shared + t * per:shared + t * per + total], lo, hi))
         o_dw = D.weight_grad_dw_offset(group, xp, wide)
         _sum_partials(workspace, shared, per, threads, (0, 0, 0, o_dw, o_dw + f_ * cg * kh * kw),
                       _partial_strides(GATHER, w.shape), empty4 if dw is None else dw,

@@ -138,13 +138,21 @@ def _window_offsets(c_, kernel, stride, pad, dilation, wq, plane, offs):
                 offs[(c * kh + i) * kw + j] = t + c * plane
 
 
+def phases_of(stride):
+    """The drivers' ``phases`` argument: None for stride 1, else the stride.  Its type tells
+    numba which fill a specialisation needs (``if phases is None`` is resolved when it
+    compiles): the stride-phase split took 4 s of the first LeNet-5 step's compile, for layers
+    of stride 1."""
+    return None if tuple(stride) == (1, 1) else tuple(stride)
+
+
 @jit
-def _fill_sample(x, n, stride, pad, wq, plane, zero, xp):
-    """Sample n into the buffer of _grid's layout."""
-    if stride[0] == 1 and stride[1] == 1:
+def _fill_sample(x, n, phases, pad, wq, plane, zero, xp):
+    """Sample n into the buffer of _grid's layout (phases: see phases_of)."""
+    if phases is None:
         _pad_rows(x, n, pad, wq, plane, zero, xp)
     else:
-        _split_sample(x, n, stride, pad, zero, xp)
+        _split_sample(x, n, phases, pad, zero, xp)
 
 
 @jit
@@ -444,9 +452,10 @@ def weight_grad_dw_offset(group, xp, wide):
 
 
 @jit
-def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db, group,
+def weight_grad_direct(dout, x, kernel, stride, phases, pad, dilation, need_dw, need_db, group,
                        xp_size, wide_size, offs, buf, n0, n1):
-    """The partial dw (K, F) and db (F) of samples n0 <= n < n1 in buf (see weight_grad_sizes);
+    """The partial dw (K, F) and db (F) of samples n0 <= n < n1 in buf (see weight_grad_sizes;
+    ``phases`` from phases_of);
     offs: window_offsets padded to a multiple of 6 taps (the extra ones read the first window,
     their sums are discarded): flat for AVX-512's blocks of 4 channels x 6 taps, as rows of 6
     taps (2-D) for AVX2's of 2 channels x 6 taps (as the packed weights' shape chooses the
@@ -455,7 +464,7 @@ def weight_grad_direct(dout, x, kernel, stride, pad, dilation, need_dw, need_db,
     taps = offs.reshape(offs.size)
     for g0 in range(n0, n1, group):
         g1 = min(n1, g0 + group)
-        _dw_fill(dout, x, stride, pad, need_dw, need_db, group, xp_size, wide_size, buf, lay,
+        _dw_fill(dout, x, phases, pad, need_dw, need_db, group, xp_size, wide_size, buf, lay,
                  n0, g0, g1)
         if not need_dw:
             continue
@@ -487,7 +496,7 @@ def _dw_layout(dout, x, kernel, stride, pad, group, xp_size, wide_size, buf):
 
 
 @jit
-def _dw_fill(dout, x, stride, pad, need_dw, need_db, group, xp_size, wide_size, buf, lay, n0,
+def _dw_fill(dout, x, phases, pad, need_dw, need_db, group, xp_size, wide_size, buf, lay, n0,
              g0, g1):
     """db of samples g0 <= n < g1 added up; with need_dw their phase buffers and wide douts
     filled."""
@@ -500,7 +509,7 @@ def _dw_fill(dout, x, stride, pad, need_dw, need_db, group, xp_size, wide_size, 
             _bias_grad_add(dout, n, dbp)
         if not need_dw:
             continue
-        _fill_sample(x, n, stride, pad, wq, plane, g0 == n0,
+        _fill_sample(x, n, phases, pad, wq, plane, g0 == n0,
                      buf[start + (n - g0) * xp_size:start + (n - g0 + 1) * xp_size])
         if g0 == n0 and n == g0:     # the extra columns stay zero: every sample writes
             for e in range(o_wide, o_wide + group * wide_size):   # the same places
@@ -786,21 +795,28 @@ def _lanes_filters(o_, wt):
 
 
 @jit
-def forward_lanes(x, b, stride, pad, out, accumulate, wt, offs, pos, xp, tile, n0, n1):
-    """out[n] (+)= conv(x[n]) + b for n0 <= n < n1 (groups 1, any stride: _grid's layout);
-    wt from pack_weights_lanes (its shape, lanes_shape, chooses the blocks), offs from
-    window_offsets, pos from lanes_positions."""
-    h_, w_ = x.shape[2], x.shape[3]
-    wq, plane = _grid_jit(h_, w_, stride, pad)
+def forward_lanes(x, b, stride, phases, pad, out, accumulate, wt, offs, pos, xp, tile, n0, n1):
+    """out[n] (+)= conv(x[n]) + b for n0 <= n < n1 (groups 1, any stride: _grid's layout,
+    ``phases`` from phases_of); wt from pack_weights_lanes (its shape, lanes_shape, chooses the
+    blocks), offs from window_offsets, pos from lanes_positions."""
+    wq, plane = _grid_jit(x.shape[2], x.shape[3], stride, pad)
     fp = _lanes_filters(out.shape[1], wt)
-    wf = wt.reshape(wt.size)
     for n in range(n0, n1):
-        _fill_sample(x, n, stride, pad, wq, plane, n == n0, xp)
-        if wt.ndim == 2:
-            _lanes_sample_narrow(xp, wf, offs, pos, fp, tile)
-        else:
-            _lanes_sample(xp, wf, offs, pos, fp, tile)
-        _lanes_out(tile, fp, b, n, accumulate, out)
+        _fill_sample(x, n, phases, pad, wq, plane, n == n0, xp)
+        _lanes_one(xp, wt, offs, pos, fp, tile, b, n, accumulate, out)
+
+
+@jit
+def _lanes_one(xp, wt, offs, pos, fp, tile, b, n, accumulate, out):
+    """One sample, its buffer filled: the blocks that wt's packing chooses (a numba
+    specialisation compiles only the one it calls: wt.ndim is known when it compiles), then
+    out[n] from the tile."""
+    wf = wt.reshape(wt.size)
+    if wt.ndim == 2:
+        _lanes_sample_narrow(xp, wf, offs, pos, fp, tile)
+    else:
+        _lanes_sample(xp, wf, offs, pos, fp, tile)
+    _lanes_out(tile, fp, b, n, accumulate, out)
 
 
 @jit
@@ -1034,33 +1050,38 @@ def lanes_dw_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow):
 
 
 @jit
-def weight_grad_lanes(dout, x, stride, pad, need_dw, need_db, offs, buf, o_dw, o_db, n0, n1):
+def weight_grad_lanes(dout, x, stride, phases, pad, need_dw, need_db, offs, buf, o_dw, o_db, n0,
+                      n1):
     """The partial dw^T (rows k = (c, i, j) of F) and db of samples n0 <= n < n1 in buf (laid
-    out by lanes_dw_sizes), F a multiple of 16; offs from window_offsets, its size C*KH*KW
-    rounded up to 6 (the extra rows' sums are dropped)."""
-    h_, w_ = x.shape[2], x.shape[3]
+    out by lanes_dw_sizes), F a multiple of 16, ``phases`` from phases_of; offs from
+    window_offsets, its size C*KH*KW rounded up to 6 (the extra rows' sums are dropped)."""
+    wq, plane = _grid_jit(x.shape[2], x.shape[3], stride, pad)
+    xp, dt, dwt, db, pos = _dw_lanes_start(dout, wq, buf, o_dw, o_db)
+    for n in range(n0, n1):
+        if need_db:
+            _bias_grad_add(dout, n, db)
+        if need_dw:
+            _fill_sample(x, n, phases, pad, wq, plane, n == n0, xp)
+            _transpose_out(dout, n, dt)
+            _dw_lanes_sample(xp, dt, offs, pos, dout.shape[1], dwt)
+
+
+@jit
+def _dw_lanes_start(dout, wq, buf, o_dw, o_db):
+    """buf's views (the phase buffer, dout^T, dw^T, db), the partial sums zeroed, and the
+    table of where output p reads in _grid's layout (oh*pitch + ow)."""
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
     p_ = oh_ * ow_
-    wq, plane = _grid_jit(h_, w_, stride, pad)
-    xp = buf[:o_dw - p_ * f_]
-    dt = buf[o_dw - p_ * f_:o_dw]
     dwt = buf[o_dw:o_db]
     db = buf[o_db:o_db + f_]
-    pos = np.empty(p_, np.int64)
-    for p in range(p_):
-        pos[p] = p // ow_ * wq + p % ow_
     for e in range(dwt.size):
         dwt[e] = 0
     for f in range(f_):
         db[f] = 0
-    for n in range(n0, n1):
-        if need_db:
-            _bias_grad_add(dout, n, db)
-        if not need_dw:
-            continue
-        _fill_sample(x, n, stride, pad, wq, plane, n == n0, xp)
-        _transpose_out(dout, n, dt)
-        _dw_lanes_sample(xp, dt, offs, pos, f_, dwt)
+    pos = np.empty(p_, np.int64)
+    for p in range(p_):
+        pos[p] = p // ow_ * wq + p % ow_
+    return buf[:o_dw - p_ * f_], buf[o_dw - p_ * f_:o_dw], dwt, db, pos
 
 
 @jit
