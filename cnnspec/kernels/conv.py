@@ -17,7 +17,10 @@ channels innermost (``direct_dwr``: ``_use_dw_lanes``); 3x3 stride-1 layers of 6
 large planes run forward, dx and dw by Winograd F(2x2, 3x3) (``conv_big.py``: ``_Plan.wino``,
 ``wino_dx``, ``wino_dw``: ``_use_wino``, tried before all of these); 5x5 stride-1 layers on
 batches of 16 or more run forward, dx and dw by Winograd F(4, 5) along the rows
-(``conv_five.py``: ``_Plan.c5``, ``c5_dx``, ``c5_dw``: ``_use_c5``, tried next).  The rest, and
+(``conv_five.py``: ``_Plan.c5``, ``c5_dx``, ``c5_dw``: ``_use_c5``, tried next).  Without
+AVX-512 the direct loops and the filters-in-lanes forward and dx run in AVX2's own blocks, and
+dw with the filters in the lanes wherever F is a multiple of 16 (``_Plan.lanes_dw``:
+``conv_direct.weight_grad_lanes``; see ``_wide_vector_cpu``).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
 threads from 4M multiply-adds (a backward's: dx's and dw's together) (``run_split``: the
@@ -424,7 +427,9 @@ def _wide_vector_cpu() -> bool:
     direct kernels' AVX-512 blocks keep 16 accumulators of 512 bits in its 32 vector registers;
     with AVX2's 16 registers of 256 bits they spill.  Without it the plans take AVX2's narrow
     blocks instead (``_Plan.narrow``: conv_direct._direct_sample_narrow, 4 filters x 3 half
-    vectors, and _dw_blocks_narrow, 2 filters x 6 taps: 12 accumulators each), and none of the
+    vectors, and _dw_blocks_narrow, 2 filters x 6 taps; with the filters in the lanes
+    _lanes_sample_narrow, 6 positions x 16 filters (_use_lanes), and weight_grad_lanes, 6 taps x
+    16 filters (_use_lanes_dw, ``_Plan.lanes_dw``): 12 accumulators each), and none of the
     kernels written for AVX-512 alone.  Measured on an AMD EPYC (Zen 3, AVX2; float32, one
     thread, 7 rounds in one process against the BLAS modes; median speed-up, quartiles), the
     narrow forward won on every layer tried: 3x3 16->16 on 64x32x32 2.50x (2.40-2.54), 3->16

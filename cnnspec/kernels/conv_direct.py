@@ -31,7 +31,10 @@ broadcasts, 12 FMAs: the loop compiles to those and nothing else, no spill), the
 2 channels x 6 taps (``_dw_blocks_narrow``).  The forward sums each output's taps in the same
 order as AVX-512's blocks, so the two give the same bits.  The packed weights' shape chooses the
 blocks (``packed_shape``: 2-D for the narrow ones), and the tap table's the weight gradient's
-(rows of 6 taps), so a specialisation compiles only the kernel it runs.
+(rows of 6 taps), so a specialisation compiles only the kernel it runs.  With the filters in the
+lanes (below) AVX2 has 6 positions x 16 filters for the forward and dx
+(``_lanes_sample_narrow``, chosen by ``lanes_shape``'s 2-D weights), and 6 taps x 16 filters for
+the weight gradient (``weight_grad_lanes``: AVX2 only).
 
 Why not BLAS: per sample the products are small (kn2row's (F, Cg) @ (Cg, q) per tap, rowtap's
 inner dimension C*KW, dw's products of 9-48 rows), and OpenBLAS spends much of its time packing
@@ -626,7 +629,8 @@ def _dw_blocks(buf, offs, lay, count, xp_size, wide_size, f_):
 
 @jit
 def _six_taps(base, offs, kb):
-    """Where taps kb .. kb + 5 read a sample's buffer that starts at base."""
+    """Where taps kb .. kb + 5 read a sample's buffer that starts at base (or positions kb ..
+    kb + 5 of a table of positions, base 0)."""
     return (base + offs[kb], base + offs[kb + 1], base + offs[kb + 2], base + offs[kb + 3],
             base + offs[kb + 4], base + offs[kb + 5])
 
@@ -829,12 +833,7 @@ def _lanes_sample(xp, wt, offs, pos, fp, tile):
         for k0 in range(0, k_, LANES_CHUNK):
             k1 = min(k_, k0 + LANES_CHUNK)
             for p0 in range(0, pos.size, 6):
-                q0 = pos[p0]
-                q1 = pos[p0 + 1]
-                q2 = pos[p0 + 2]
-                q3 = pos[p0 + 3]
-                q4 = pos[p0 + 4]
-                q5 = pos[p0 + 5]
+                q0, q1, q2, q3, q4, q5 = _six_taps(0, pos, p0)
                 d = p0 * fp + fb
                 a00 = vzero(xp) if k0 == 0 else vload(tile, d)
                 a01 = vzero(xp) if k0 == 0 else vload(tile, d + 1 * lanes)
@@ -935,12 +934,7 @@ def _lanes_sample_narrow(xp, wt, offs, pos, fp, tile):
         for k0 in range(0, k_, NARROW_LANES_CHUNK):
             k1 = min(k_, k0 + NARROW_LANES_CHUNK)
             for p0 in range(0, pos.size, 6):
-                q0 = pos[p0]
-                q1 = pos[p0 + 1]
-                q2 = pos[p0 + 2]
-                q3 = pos[p0 + 3]
-                q4 = pos[p0 + 4]
-                q5 = pos[p0 + 5]
+                q0, q1, q2, q3, q4, q5 = _six_taps(0, pos, p0)
                 d = p0 * fp + fb
                 a00 = yzero(xp) if k0 == 0 else yload(tile, d)
                 a01 = yzero(xp) if k0 == 0 else yload(tile, d + lanes)
@@ -1110,12 +1104,7 @@ def _dw_lanes_sample(xp, dt, offs, pos, f_, dwt):
     lanes = ylanes(xp)
     p_ = pos.size
     for k0 in range(0, offs.size, 6):
-        t0 = offs[k0]
-        t1 = offs[k0 + 1]
-        t2 = offs[k0 + 2]
-        t3 = offs[k0 + 3]
-        t4 = offs[k0 + 4]
-        t5 = offs[k0 + 5]
+        t0, t1, t2, t3, t4, t5 = _six_taps(0, offs, k0)
         for fb in range(0, f_, 2 * lanes):
             for p0 in range(0, p_, LANES_DW_RUN):
                 a00 = yzero(xp)
