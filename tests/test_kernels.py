@@ -340,9 +340,10 @@ LANES_CASES = [   # (N, C, H, W, F, KH, KW, stride, pad, dilation, bias): forwar
     ((3, 64, 4, 4, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), False), (True, True), (True, True)),
     ((2, 16, 9, 7, 48, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), True), (False, False), (True, True)),
     ((2, 32, 8, 9, 16, 3, 3, (2, 1), (1, 1, 0, 2), (1, 1), True), (False, False), (True, False)),
+    ((2, 16, 3, 3, 16, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), True), (False, False), (True, True)),
 ]
 # batch 1 and C = 5; uneven padding; strided, 2 blocks of 64; dilated, F = 13 (dx only); 4x4;
-# 3 of AVX2's blocks (5x5) and its dx's one; F = 16 with stride (2, 1)
+# 3 of AVX2's blocks (5x5) and its dx's one; F = 16 with stride (2, 1); one output position
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -394,6 +395,7 @@ LANES_DW_CASES = [   # (N, C, H, W, F, KH, KW, stride, pad, dilation)
     (2, 3, 21, 20, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),  # 420 positions: 2 runs
     (2, 5, 6, 6, 32, 1, 2, (1, 1), (0, 0, 0, 1), (1, 1)),    # 1x2: 10 taps (2 blocks of 6)
     (3, 6, 8, 9, 16, 3, 2, (2, 1), (1, 1, 0, 1), (1, 1)),    # stride (2, 1)
+    (2, 8, 3, 3, 16, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1)),    # one position (no vector transpose)
 ]
 
 
