@@ -1417,8 +1417,9 @@ def _layer_plan(x_shape, w_shape, stride, pad, dilation, groups):
     return _cached_plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(pad),
                         tuple(dilation), groups,
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
-                                    _NARROW_LANES_WASTE, _LANES_DW, _WINO, _WINO_PLANE, _WINO_CHANNELS, _WINO_WEIGHTS,
-                                    _C5, _C5_ELEMENTS, _C5_CHANNELS))
+                                    _NARROW_LANES_WASTE, _LANES_DW, _WINO, _WINO_PLANE,
+                                    _WINO_CHANNELS, _WINO_WEIGHTS, _C5, _C5_ELEMENTS,
+                                    _C5_CHANNELS))
 
 
 def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):

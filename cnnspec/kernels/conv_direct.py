@@ -54,8 +54,8 @@ import math
 import numpy as np
 
 from cnnspec.kernels._jit import jit
-from cnnspec.kernels._simd import (line_offset, vadd, vfma, vlanes, vload, vsplat, vstore, vtranspose,
-                                   vzero, ylanes, yload, ysplat, yzero)
+from cnnspec.kernels._simd import (line_offset, vadd, vfma, vlanes, vload, vsplat, vstore,
+                                   vtranspose, vzero, ylanes, yload, ysplat, yzero)
 from cnnspec.kernels.conv import _bias_grad_add, _split_sample, _tap_offset
 
 BLOCK_F = 8          # output channels per register block
