@@ -35,7 +35,8 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
     LeNet-5's conv2, 4x4 and 7x7 planes), not on 8x8 and 16x16 planes with padding 1 (1.125x)
     nor on 56x56 (AVX-512's rules take those); the weight gradient with the filters in the
     lanes for F a multiple of 16, else by the narrow blocks where they won (C*F <= 1024, or
-    <= 4096 on planes of >= 2048 outputs) and for at most 4 channels; nothing else (the
+    <= 4096 on planes of >= 2048 outputs) and for at most 4 channels, however few the filters
+    (AVX-512's blocks: 8 or more); nothing else (the
     samples in the lanes, Winograd, the 5x5 kernels), whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
     # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx, lanes dw); the
@@ -51,7 +52,8 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
             (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (1, 0, 0, 0, 1)),
             (((64, 64, 4, 4), (64, 64, 3, 3), 1, 1), (0, 0, 1, 1, 1)),
             (((64, 32, 7, 7), (32, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1)),
-            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (0, 0, 0, 0, 0)),     # LeNet-5's (F = 6)
+            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (0, 1, 0, 0, 0)),     # LeNet-5's (F = 6)
+            (((16, 64, 32, 32), (3, 64, 3, 3), 1, 1), (1, 1, 0, 0, 0)),   # an image's 3 channels
             (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (1, 0, 1, 0, 1)),    # (C = 6)
             (((64, 3, 32, 32), (24, 3, 3, 3), 1, 1), (1, 1, 0, 0, 0)),    # F = 24: blocked dw
             (((64, 24, 16, 16), (24, 24, 3, 3), 1, 1), (1, 1, 0, 0, 0)),

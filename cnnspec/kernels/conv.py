@@ -281,7 +281,7 @@ class _Plan:
         self.direct_dw = None
         if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
                 (c * f <= 256 and avx512 or c <= 4 or self.narrow and _narrow_dw(c, f, oh * ow))
-                and f >= 8 and wide_waste(_direct_pitch(w, stride, pad), oh, ow,
+                and (f >= 8 or self.narrow) and wide_waste(_direct_pitch(w, stride, pad), oh, ow,
                                           8 if self.narrow else 32) <= 1.35)):
             from cnnspec.kernels.conv_direct import weight_grad_sizes
             self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh)
@@ -464,7 +464,11 @@ def _narrow_dw(c, f, plane):
     conv2 (6->16 5x5 on 64x14x14) 1.49x, 5x5 16->32 on 64x14x14 1.13x, 32->32 on 64x16x16
     1.05-1.10x, stride 2 16->32 1.00x; not 64->64 on 16x16x16 (0.81-0.87x), on 64x8x8
     (0.63-0.75x) or 128->128 on 16x16 and 8x8 planes (0.46-0.65x): each block of 2 filters x 6
-    taps sums a short run of the plane, then 12 vectors lane by lane."""
+    taps sums a short run of the plane, then 12 vectors lane by lane.  Unlike AVX-512's blocks
+    of 4 filters it also runs for fewer than 8 filters (BLAS's products of so few rows ran at
+    ~5 GFLOP/s): LeNet-5's conv1 (1->6 5x5 on 64x32x32) 3.46x (3.43-3.65), at batch 256 4.22x,
+    3->6 3.39x, 1->6 on 28x28 with padding 2 3.73x, 3->4 3x3 3.11x, 64->3 on 16x32x32 2.87x,
+    32->1 on 16x64x64 3.29x, 16->2 on 64x16x16 2.69x, 8->5 5x5 on 64x14x14 2.23x."""
     return c * f <= _NARROW_DW_WEIGHTS or (c * f <= 4 * _NARROW_DW_WEIGHTS
                                            and plane >= _NARROW_DW_PLANE)
 
