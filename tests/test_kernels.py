@@ -192,6 +192,7 @@ def forward(request, monkeypatch):
                             np.random.default_rng(16 if request.param == "lanes" else 17))
     # the weight gradient's sample groups: one sample, several, all of the batch
     monkeypatch.setattr(conv_direct, "DW_GROUP_ELEMENTS", 2000)
+    monkeypatch.setattr(conv_direct, "DW_FEW_FILTERS_ELEMENTS", 2000)   # (fewer than 8 filters)
     return request.param
 
 

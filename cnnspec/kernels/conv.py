@@ -284,7 +284,9 @@ class _Plan:
                 and (f >= 8 or self.narrow) and wide_waste(_direct_pitch(w, stride, pad), oh, ow,
                                           8 if self.narrow else 32) <= 1.35)):
             from cnnspec.kernels.conv_direct import weight_grad_sizes
-            self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh)
+            from cnnspec.kernels.conv_direct import DW_FEW_FILTERS_ELEMENTS
+            self.direct_dw = weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh,
+                                               DW_FEW_FILTERS_ELEMENTS if f < 8 else None)
             self.per_thread = max(self.per_thread, self.direct_dw[3])
         # or with the filters in the vector lanes, on the input laid out channels innermost
         # (conv_lanes.weight_grad_rows): see _use_dw_lanes

@@ -429,22 +429,26 @@ def forward_direct_strided(x, b, kernel, stride, pad, dilation, out, wpk, offs, 
 
 DW_BLOCK = 4         # output channels and taps per block (16 accumulators)
 DW_GROUP_ELEMENTS = 1 << 18   # a group's phase and wide buffers, at most (1 MB of float32)
+DW_FEW_FILTERS_ELEMENTS = 1 << 15   # ... for fewer than 8 filters (AVX2): LeNet-5's conv1 dw
+# 0.64 ms a call against 0.80 with the default (groups of 3 samples against 31), and a
+# workspace a tenth the size (the training-memory test: its peak 12.1 MiB against 7.9)
 
 
-def weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh):
+def weight_grad_sizes(x_shape, w_shape, stride, pad, dilation, oh, elements=None):
     """(samples per group, phase buffer per sample, wide dout per sample, per-thread total):
     the per-thread slice holds [up to 15 elements | phase buffers | wide douts | the rest of 16
     elements | 24 x 16 scratch | dw (K, F) | db] (see weight_grad_dw_offset).  The phase and
     wide buffers start on a 64-byte line (``line_offset``) and each is a whole number of
     lines: the wide douts' loads are never split over two lines (+10% on the 16-channel 3x3 dw,
-    quartiles 1.07-1.13)."""
+    quartiles 1.07-1.13).  ``elements``: a group's phase and wide buffers at most (default
+    DW_GROUP_ELEMENTS)."""
     _, c, h, w = x_shape
     f, _, kh, kw = w_shape
     _, xp, _ = direct_sizes(x_shape, w_shape, stride, pad, dilation, oh)
     xp = -(-xp // 16) * 16
     wq, _ = _grid(h, w, stride, pad)
     wide = -(-f // DW_BLOCK) * DW_BLOCK * (-(-(oh * wq) // STRIP) * STRIP)
-    group = max(1, min(x_shape[0], DW_GROUP_ELEMENTS // (xp + wide)))
+    group = max(1, min(x_shape[0], (elements or DW_GROUP_ELEMENTS) // (xp + wide)))
     k = c * kh * kw
     return group, xp, wide, weight_grad_dw_offset(group, xp, wide) + k * f + f
 
