@@ -188,13 +188,13 @@ def _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups):
     lanes (conv_direct.weight_grad_lanes: x's channels a multiple of 16): dx + dw 1.30x
     (1.28-1.31), 1.05x (1.03-1.11), 1.14x (1.08-1.14); dw alone 1.36x, 1.25x, 1.20x (AMD EPYC,
     one thread, 9 rounds in one process)."""
-    from cnnspec.kernels.conv import _cached_plan, _rules, conv2d_output_shape
+    from cnnspec.kernels.conv import _layer_plan, conv2d_output_shape
     if groups != 1:
         return None
     geometry = (tuple(stride), tuple(pad), tuple(dilation))
     if tuple(conv2d_output_shape(out_shape, w_shape, *geometry)) != tuple(x_shape):
         return None
-    plan = _cached_plan(tuple(out_shape), tuple(w_shape), *geometry, 1, _rules())
+    plan = _layer_plan(out_shape, w_shape, *geometry, 1)    # the plan conv.py's calls take
     return plan if plan.direct is not None else None
 
 
