@@ -36,39 +36,48 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
     nor on 56x56 (AVX-512's rules take those); the weight gradient with the filters in the
     lanes for F a multiple of 16, else by the narrow blocks where they won (C*F <= 1024, or
     <= 4096 on planes of >= 2048 outputs) and for at most 4 channels, however few the filters
-    (AVX-512's blocks: 8 or more); nothing else (the
-    samples in the lanes, Winograd, the 5x5 kernels), whatever AVX-512's rules would take."""
+    (AVX-512's blocks: 8 or more); 3x3 stride-1 layers by Winograd in AVX2's blocks (forward,
+    dx and dw; F a multiple of 16, C >= 16, planes of >= 1024 outputs or >= 196 with C, F >=
+    32), their dw by nothing else; nothing else (the samples in the lanes, the 5x5 kernels),
+    whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
-    # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx, lanes dw); the
-    # forward is direct on every one
+    # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx, lanes dw, Winograd);
+    # the forward is direct on every one
     for (x, w, s, p), expected in (
-            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 1)),   # the bench's
-            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (0, 0, 1, 1, 1)),
-            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (1, 0, 0, 0, 1)),
-            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1)),  # ResNet-8's
-            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1)),
-            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (0, 0, 0, 0, 1)),  # dx: BLAS
-            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 1)),
-            (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (1, 0, 0, 0, 1)),
-            (((64, 64, 4, 4), (64, 64, 3, 3), 1, 1), (0, 0, 1, 1, 1)),
-            (((64, 32, 7, 7), (32, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1)),
-            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (0, 1, 0, 0, 0)),     # LeNet-5's (F = 6)
-            (((16, 64, 32, 32), (3, 64, 3, 3), 1, 1), (1, 1, 0, 0, 0)),   # an image's 3 channels
-            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (1, 0, 1, 0, 1)),    # (C = 6)
-            (((64, 3, 32, 32), (24, 3, 3, 3), 1, 1), (1, 1, 0, 0, 0)),    # F = 24: blocked dw
-            (((64, 24, 16, 16), (24, 24, 3, 3), 1, 1), (1, 1, 0, 0, 0)),
-            (((64, 48, 8, 8), (40, 48, 3, 3), 1, 1), (1, 0, 0, 0, 0))):   # (on BLAS)
+            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),   # the bench's
+            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (0, 0, 1, 1, 1, 0)),
+            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
+            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),  # ResNet-8's
+            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),
+            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (0, 0, 0, 0, 1, 0)),  # dx: BLAS
+            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
+            (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),
+            (((64, 64, 4, 4), (64, 64, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
+            (((64, 32, 7, 7), (32, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
+            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (0, 1, 0, 0, 0, 0)),     # LeNet-5's (F = 6)
+            (((16, 64, 32, 32), (3, 64, 3, 3), 1, 1), (1, 1, 0, 0, 0, 0)),   # an image's 3 channels
+            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (1, 0, 1, 0, 1, 0)),    # (C = 6)
+            (((64, 3, 32, 32), (24, 3, 3, 3), 1, 1), (1, 1, 0, 0, 0, 0)),    # F = 24: blocked dw
+            (((64, 24, 16, 16), (24, 24, 3, 3), 1, 1), (1, 1, 0, 0, 0, 0)),
+            (((64, 48, 8, 8), (40, 48, 3, 3), 1, 1), (1, 0, 0, 0, 0, 0)),    # (on BLAS)
+            (((64, 16, 16, 16), (32, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),  # C = 16 on 16x16
+            (((4, 512, 7, 7), (512, 512, 3, 3), 1, 1), (0, 0, 0, 0, 1, 0))):  # C*F > 65536
         plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
         assert plan.narrow and plan.direct is not None, (x, w)
+        wino = plan.wino is not None
         assert (plan.direct_dx is not None, plan.direct_dw is not None,
                 plan.lanes is not None, plan.lanes_dx is not None,
-                plan.lanes_dw is not None) == tuple(map(bool, expected)), (x, w)
-        assert plan.wino is None and plan.wino_dx is None and plan.direct_dwr is None
+                plan.lanes_dw is not None, wino) == tuple(map(bool, expected)), (x, w)
+        assert (plan.wino_dw is not None) == wino and (plan.wino_dx is not None) == wino
+        assert plan.direct_dwr is None
         assert not plan.slanes and not plan.slanes_dx
         assert plan.c5 is None and plan.c5_dx is None and plan.c5_dw is None
         monkeypatch.setattr(conv, "_WIDE_VECTORS", True)
         assert not _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1).narrow      # AVX-512's
         monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
+    # dx by Winograd needs C a multiple of 16 (its filters): 24 -> 32 runs only the forward's
+    plan = _Plan((16, 24, 32, 32), (32, 24, 3, 3), (1, 1), (1,) * 4, (1, 1), 1)
+    assert plan.wino is not None and plan.wino_dw is not None and plan.wino_dx is None
     # the packed weights' shape is what makes the drivers run the narrow blocks
     assert conv_direct.packed_shape((6, 3, 5, 5), True) == (2, 4 * 75)
     assert conv_direct.packed_shape((6, 3, 5, 5), False) == (8 * 75,)
@@ -643,13 +652,16 @@ def scale_error(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+@pytest.mark.parametrize("blocks", ["wide", "narrow"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", WINO_CASES, ids=[str(i) for i in range(len(WINO_CASES))])
-def test_conv2d_winograd_matches_reference(case, dtype, monkeypatch):
+def test_conv2d_winograd_matches_reference(case, dtype, blocks, monkeypatch):
     """Winograd's forward, dx and dw (2 threads, pieces of the batch taken dynamically; dw's
     pieces summed in order) against the float64 NumPy reference, accumulation into dx, nothing
-    written around out, db, and dw alone."""
+    written around out, db, and dw alone; in AVX-512's blocks and in AVX2's (``narrow``: U and
+    the partial dU 2-D, filters padded to 16 rather than 64), on any machine."""
     n, c, h, w, f, pad, bias = case
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", blocks == "wide")
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
     monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
     monkeypatch.setattr(conv, "_WINO", True)
@@ -659,6 +671,7 @@ def test_conv2d_winograd_matches_reference(case, dtype, monkeypatch):
     geometry = ((1, 1), pad, (1, 1), 1)
     plan = _Plan(x.shape, wt.shape, *geometry)
     assert None not in (plan.wino, plan.wino_dx, plan.wino_dw)
+    assert plan.narrow == (blocks == "narrow")
     # NaN in the workspace: the kernels clear what they read (V's and dM's unused columns
     # reach only dropped outputs)
     ws = np.full(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), np.nan, dtype)
@@ -677,6 +690,30 @@ def test_conv2d_winograd_matches_reference(case, dtype, monkeypatch):
     dw2 = np.empty_like(wt)
     K.conv2d_backward_into(dout, x, wt, *geometry, None, dw2, None, ws)
     assert np.array_equal(dw2, dw)
+
+
+@pytest.mark.parametrize("case", WINO_CASES[:3], ids=[str(i) for i in range(3)])
+def test_winograd_narrow_blocks_give_the_same_bits(case, monkeypatch):
+    """AVX2's blocks of the products (6 tiles x 16 filters; dw 6 channels x 16 filters) sum the
+    same terms in the same order as AVX-512's (6 x 64): forward, dx and dw bit for bit."""
+    n, c, h, w, f, pad, bias = case
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_WINO", True)
+    x, wt, b = (randn(n, c, h, w, dtype=np.float32), randn(f, c, 3, 3, dtype=np.float32),
+                randn(f, dtype=np.float32))
+    geometry = ((1, 1), pad, (1, 1), 1)
+    results = []
+    for wide in (True, False):
+        monkeypatch.setattr(conv, "_WIDE_VECTORS", wide)
+        ws = np.zeros(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), np.float32)
+        out = np.empty(K.conv2d_output_shape(x.shape, wt.shape, (1, 1), pad), np.float32)
+        K.conv2d_forward_into(x, wt, b, *geometry, out, ws)
+        dout = np.random.default_rng(5).standard_normal(out.shape).astype(np.float32)
+        dx, dw, db = np.empty_like(x), np.empty_like(wt), np.empty_like(b)
+        K.conv2d_backward_into(dout, x, wt, *geometry, dx, dw, db, ws)
+        results.append((out, dx, dw, db))
+    for a, b2 in zip(*results):
+        assert np.array_equal(a, b2)
 
 
 def test_winograd_rules(avx512_rules):

@@ -233,28 +233,29 @@ class _Plan:
                 self.shared = max(self.shared, wpk)
                 self.per_thread = max(self.per_thread, xp + tile)
         # 3x3 stride 1 with many channels: Winograd F(2x2, 3x3) (conv_big.py), before the lanes
+        # (AVX2's own blocks without AVX-512: its U's shape, conv_big.weights_shape, says which)
         self.wino = self.wino_dx = None
-        if self.direct is not None and avx512 and _use_wino(c, f, (kh, kw), stride, dilation,
-                                                            oh * ow):
+        if self.direct is not None and _use_wino(c, f, (kh, kw), stride, dilation, oh * ow,
+                                                 self.narrow):
             from cnnspec.kernels.conv_big import wino_sizes
-            u, per = wino_sizes(x_shape, w_shape, pad)
+            u, per = wino_sizes(x_shape, w_shape, pad, self.narrow)
             self.wino = per
             self.shared = max(self.shared, u)
             self.per_thread = max(self.per_thread, per)
-        if self.direct is not None and avx512 and _use_wino(f, c, (kh, kw), stride, dilation,
-                                                            h * w):
+        if self.direct is not None and _use_wino(f, c, (kh, kw), stride, dilation, h * w,
+                                                 self.narrow):
             from cnnspec.kernels.conv_big import wino_sizes
             from cnnspec.kernels.conv_direct import backward_data_pad
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
             if pad_dx is not None:
-                u, per = wino_sizes((n, f, oh, ow), (c, f, kh, kw), pad_dx)
+                u, per = wino_sizes((n, f, oh, ow), (c, f, kh, kw), pad_dx, self.narrow)
                 self.wino_dx = (per, pad_dx)
                 self.shared = max(self.shared, u)
                 self.per_thread = max(self.per_thread, per)
         self.wino_dw = None
         if self.wino is not None:
             from cnnspec.kernels.conv_big import wino_dw_sizes
-            self.wino_dw = wino_dw_sizes(x_shape, w_shape, pad)
+            self.wino_dw = wino_dw_sizes(x_shape, w_shape, pad, self.narrow)
             self.per_thread = max(self.per_thread, self.wino_dw[0])
         # 5x5 stride 1, batches of 16+: Winograd F(4, 5) along the rows (conv_five.py)
         self.c5 = self.c5_dx = self.c5_dw = None
@@ -279,7 +280,7 @@ class _Plan:
                     self.per_thread = max(self.per_thread, geo.per)
         # dw and db by conv_direct.py's blocked sums over the wide grid
         self.direct_dw = None
-        if self.direct is not None and _DIRECT_DW and (_DIRECT_ALL or (
+        if self.direct is not None and _DIRECT_DW and self.wino_dw is None and (_DIRECT_ALL or (
                 (c * f <= 256 and avx512 or c <= 4 or self.narrow and _narrow_dw(c, f, oh * ow))
                 and (f >= 8 or self.narrow) and wide_waste(_direct_pitch(w, stride, pad), oh, ow,
                                           8 if self.narrow else 32) <= 1.35)):
@@ -299,7 +300,8 @@ class _Plan:
             self.per_thread = max(self.per_thread, self.direct_dwr.per + 16)
         # without AVX-512: dw with the filters in the vector lanes (conv_direct.weight_grad_lanes)
         self.lanes_dw = None
-        if self.direct is not None and self.narrow and _DIRECT_DW and _use_lanes_dw(f):
+        if (self.direct is not None and self.narrow and _DIRECT_DW and _use_lanes_dw(f)
+                and self.wino_dw is None):
             from cnnspec.kernels.conv_direct import lanes_dw_sizes
             self.direct_dw = None
             self.lanes_dw = lanes_dw_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow)
@@ -556,6 +558,12 @@ _WINO = None            # tests: True / False, conv_big's Winograd wherever it c
 _WINO_PLANE = 2048      # outputs per plane from which it runs (56x56: 3136)
 _WINO_CHANNELS = 32     # input channels, at least (the products' inner dimension)
 _WINO_WEIGHTS = 4096    # C*F at most: the 16 transformed weight matrices (256 KB) stay in L2
+# AVX2's blocks (see _use_wino): C >= 16 on planes of >= 1024 outputs, C and F >= 32 on
+# planes of >= 196 (14x14), C*F <= 65536 (U: 4 MB in float32)
+_NARROW_WINO_CHANNELS = 16
+_NARROW_WINO_PLANE = 1024
+_NARROW_WINO_SMALL_PLANE = 196
+_NARROW_WINO_WEIGHTS = 1 << 16
 
 
 def _line_base(workspace, shared):
@@ -567,7 +575,7 @@ def _line_base(workspace, shared):
     return workspace[shift:shared - 16 + shift], shared - 16 + shift
 
 
-def _use_wino(c, f, kernel, stride, dilation, plane):
+def _use_wino(c, f, kernel, stride, dilation, plane, narrow=False):
     """Forward, dx (c and f swapped, the input's plane) and dw by Winograd F(2x2, 3x3)
     (conv_big.py) for 3x3 kernels, stride 1, no dilation, F a multiple of its blocks of 64
     filters, C >= _WINO_CHANNELS, C*F <= _WINO_WEIGHTS and planes of >= _WINO_PLANE outputs.
@@ -578,11 +586,31 @@ def _use_wino(c, f, kernel, stride, dilation, plane):
     16x16x16 0.80x / 0.85x / 0.94x (the input transform runs whole vectors of 16 tiles: half
     empty on rows of 8), 128->128 on 8x28x28 0.98x / 0.90x / 1.17x; nor with many channels (256
     ->256 on 4x14x14 0.63x / 0.67x / 1.13x: each sample reads 4 MB of transformed weights) or
-    32 or 16 filters (a block of 64 half or three quarters empty: 0.68x, 0.46x forward)."""
+    32 or 16 filters (a block of 64 half or three quarters empty: 0.68x, 0.46x forward).
+
+    Without AVX-512 (``narrow``: AVX2's blocks of the products, 6 tiles x 16 filters, U padded
+    to 16 filters) it wins far more widely, since AVX2's direct loops run further from the
+    FMA units' peak: F a multiple of 16, C >= 16, C*F <= 65536, on planes of >= 1024 outputs
+    or, with C and F >= 32, of >= 196.  Measured on an AMD EPYC (Zen 3) against the kernels
+    the rules chose before (float32, one thread, 7 rounds in one process; median speed-up),
+    forward / dx / dw: 3x3 64->64 on 8x56x56 1.60x / 1.58x / 1.64x, on 16x64x64 1.66x, on
+    2x112x112 1.63x, on 8x28x28 1.25x / 1.25x / 1.40x, on 16x16x16 1.38x / 1.38x / 1.34x;
+    128->128 on 8x28x28 1.38x / 1.39x / 1.68x, 256->256 on 8x14x14 1.18x / 1.23x / 1.48x;
+    32->32 on 8x56x56 1.21x / 1.21x / 1.34x, on 16x32x32 1.18x / 1.20x / 1.26x, on 64x16x16
+    1.08x / 1.10x / 1.09x; 16->16 on 16x64x64 1.13x / 1.12x / 1.09x, on 64x32x32 0.97x /
+    1.08x / 1.07x; the U-Net's 64->32 on 16x32x32 1.38x / 1.23x / 1.42x and 32->16 on 16x64x64
+    1.17x / 1.10x / 1.20x.  Not: 64->64 on 64x8x8 (1.04x / 1.08x / 1.01x), 128->128 on
+    16x8x8 (0.89x / 0.89x / 1.17x), 512->512 on 4x7x7 (0.52x forward: 16 MB of U), 16->32 on
+    64x16x16 (0.99x / 0.81x / 0.93x), 8->16 (0.74x / 0.58x / 0.85x), 3->16 (0.57x / 0.37x /
+    0.63x), 16->16 on 64x8x8 (0.53x / 0.70x / 0.66x)."""
     if kernel != (3, 3) or stride != (1, 1) or dilation != (1, 1):
         return False
     if _WINO is not None:
         return _WINO
+    if narrow:
+        return (f % 16 == 0 and c >= _NARROW_WINO_CHANNELS and c * f <= _NARROW_WINO_WEIGHTS
+                and (plane >= _NARROW_WINO_PLANE
+                     or plane >= _NARROW_WINO_SMALL_PLANE and min(c, f) >= 32))
     return (f % 64 == 0 and c >= _WINO_CHANNELS and c * f <= _WINO_WEIGHTS
             and plane >= _WINO_PLANE)
 
@@ -1424,7 +1452,9 @@ def _layer_plan(x_shape, w_shape, stride, pad, dilation, groups):
                         tuple(dilation), groups,
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
                                     _NARROW_LANES_WASTE, _LANES_DW, _WINO, _WINO_PLANE,
-                                    _WINO_CHANNELS, _WINO_WEIGHTS, _C5, _C5_ELEMENTS,
+                                    _WINO_CHANNELS, _WINO_WEIGHTS, _NARROW_WINO_CHANNELS,
+                                    _NARROW_WINO_PLANE, _NARROW_WINO_SMALL_PLANE,
+                                    _NARROW_WINO_WEIGHTS, _C5, _C5_ELEMENTS,
                                     _C5_CHANNELS))
 
 
@@ -1453,6 +1483,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     if plan.wino is not None:
         from cnnspec.kernels import conv_big
         u, base = _line_base(workspace, shared)
+        u = _packed(u, conv_big.weights_shape(cg, f_, plan.narrow))
         conv_big.wino_weights(w, False, u)
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
             x, b, tuple(pad), out, False, u,
@@ -1537,6 +1568,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     if dx is not None and plan.wino_dx is not None:
         from cnnspec.kernels import conv_big
         u, base = _line_base(workspace, shared)
+        u = _packed(u, conv_big.weights_shape(f_, cg, plan.narrow))
         conv_big.wino_weights(w, True, u)
         size, pad_dx = plan.wino_dx
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
@@ -1596,12 +1628,15 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         dx = None
     if (dw is not None or db is not None) and plan.wino_dw is not None:
         from cnnspec.kernels import conv_big
-        size, o_du, o_db = plan.wino_dw
+        size, o_du, o_db, fp = plan.wino_dw
         _, base = _line_base(workspace, shared)
-        run_split(conv_big.weight_grad_wino, x.shape[0], threads, lambda t, lo, hi: (
-            dout, x, tuple(pad), dw is not None, db is not None,
-            workspace[base + t * per:base + t * per + size], lo, hi), pieces=pieces)
-        conv_big.wino_dw_finish(workspace, base, per, pieces, o_du, o_db,
+
+        def piece(t, lo, hi):
+            buf = workspace[base + t * per:base + t * per + size]
+            return (dout, x, tuple(pad), dw is not None, db is not None, buf,
+                    conv_big.partial_du(buf, o_du, cg, fp, plan.narrow), lo, hi)
+        run_split(conv_big.weight_grad_wino, x.shape[0], threads, piece, pieces=pieces)
+        conv_big.wino_dw_finish(workspace, base, per, pieces, o_du, o_db, fp,
                                 empty4 if dw is None else dw, empty1 if db is None else db,
                                 dw is not None, db is not None)
         if dx is None:

@@ -36,9 +36,10 @@ import numpy as np
 from cnnspec.kernels._jit import jit
 from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
 from cnnspec.kernels._simd import (vadd, vevens, vfma, vlanes, vload, vodds, vsplat, vstore, vsub,
-                                   vtranspose, vzero)
+                                   vtranspose, vzero, yload, ylanes, ysplat, yzero)
 
 WINO_FILTERS = 64    # filters per block, float32 (4 vectors; float64: blocks of 32)
+NARROW_FILTERS = 16  # AVX2's blocks: 2 half vectors (float64: blocks of 8)
 WINO_POS = 6         # tiles per block
 WINO_TILES = 96      # tiles per chunk (whole tile rows, at least one): V and M in L2
 SLACK = 16           # elements past a buffer's rows that whole-vector loops may touch
@@ -54,12 +55,27 @@ def wino_geometry(x_shape, w_shape, pad):
     return th, tw, 2 * th + 2, tw + 1, rows, t6, oh, ow
 
 
-def wino_sizes(x_shape, w_shape, pad):
+def filters_padded(f, narrow):
+    """Fp: F rounded up to the products' blocks of filters (AVX2's ``narrow`` ones or
+    AVX-512's)."""
+    block = NARROW_FILTERS if narrow else WINO_FILTERS
+    return -(-f // block) * block
+
+
+def weights_shape(r, f, narrow):
+    """The shape of U for R input and F output channels: (16*R, Fp) for AVX2's blocks, flat for
+    AVX-512's.  It is what chooses the blocks (forward_wino), as conv_direct's packed weights
+    do."""
+    fp = filters_padded(f, narrow)
+    return (16 * r, fp) if narrow else (16 * r * fp,)
+
+
+def wino_sizes(x_shape, w_shape, pad, narrow=False):
     """(U in the shared part, per-thread slice) in elements; the slice holds [xs | V | M | Y]."""
     _, c, _, _ = x_shape
     f = w_shape[0]
     th, tw, hp, k2, rows, t6, oh, ow = wino_geometry(x_shape, w_shape, pad)
-    fp = -(-f // WINO_FILTERS) * WINO_FILTERS
+    fp = filters_padded(f, narrow)
     xs = c * hp * 2 * k2 + SLACK
     v = 16 * c * (t6 + SLACK)
     m = 16 * t6 * fp
@@ -68,13 +84,15 @@ def wino_sizes(x_shape, w_shape, pad):
 
 
 @jit
-def wino_weights(w, flipped, u):
-    """u[e, c, o] (rows of Fp = O rounded up to WINO_FILTERS, zero past O) = (G g G^T)[e] for
-    g = w[o, c] (3x3), or (``flipped``, dx's convolution of dout) g = w[c, o] turned by 180
-    degrees; G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]."""
+def wino_weights(w, flipped, ushaped):
+    """u[e, c, o] (rows of Fp = O rounded up to the blocks of filters, zero past O) = (G g
+    G^T)[e] for g = w[o, c] (3x3), or (``flipped``, dx's convolution of dout) g = w[c, o] turned
+    by 180 degrees; G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].  ``ushaped``:
+    U in weights_shape's shape."""
     f_, c_ = w.shape[0], w.shape[1]
     o_, r_ = (c_, f_) if flipped else (f_, c_)
-    fp = (o_ + WINO_FILTERS - 1) // WINO_FILTERS * WINO_FILTERS
+    fp = ushaped.size // (16 * r_)
+    u = ushaped.reshape(ushaped.size)
     for e in range(16 * r_ * fp):
         u[e] = 0
     g = np.empty((3, 3), w.dtype)
@@ -300,6 +318,67 @@ def _products(u, v, c_, fp, t6, vs, m):
 
 
 @jit
+def _products_narrow(u, v, c_, fp, t6, vs, m):
+    """_products in AVX2's blocks (16 registers of 8 float32): 6 tiles x 2 half vectors of
+    filters, 12 accumulators, the 2 weight vectors and a broadcast in the other 3 registers.
+    The same sums in the same order as _products (the same bits)."""
+    lanes = ylanes(u)
+    for e in range(16):
+        for fb in range(0, fp, 2 * lanes):
+            for t0 in range(0, t6, 6):
+                a00 = yzero(u)
+                a01 = yzero(u)
+                a10 = yzero(u)
+                a11 = yzero(u)
+                a20 = yzero(u)
+                a21 = yzero(u)
+                a30 = yzero(u)
+                a31 = yzero(u)
+                a40 = yzero(u)
+                a41 = yzero(u)
+                a50 = yzero(u)
+                a51 = yzero(u)
+                uu = e * c_ * fp + fb
+                vv = e * c_ * vs + t0
+                for c in range(c_):
+                    w0 = yload(u, uu)
+                    w1 = yload(u, uu + lanes)
+                    s = ysplat(v, vv)
+                    a00 = vfma(a00, s, w0)
+                    a01 = vfma(a01, s, w1)
+                    s = ysplat(v, vv + 1)
+                    a10 = vfma(a10, s, w0)
+                    a11 = vfma(a11, s, w1)
+                    s = ysplat(v, vv + 2)
+                    a20 = vfma(a20, s, w0)
+                    a21 = vfma(a21, s, w1)
+                    s = ysplat(v, vv + 3)
+                    a30 = vfma(a30, s, w0)
+                    a31 = vfma(a31, s, w1)
+                    s = ysplat(v, vv + 4)
+                    a40 = vfma(a40, s, w0)
+                    a41 = vfma(a41, s, w1)
+                    s = ysplat(v, vv + 5)
+                    a50 = vfma(a50, s, w0)
+                    a51 = vfma(a51, s, w1)
+                    uu += fp
+                    vv += vs
+                d = (e * t6 + t0) * fp + fb
+                vstore(m, d, a00)
+                vstore(m, d + lanes, a01)
+                vstore(m, d + fp, a10)
+                vstore(m, d + fp + lanes, a11)
+                vstore(m, d + 2 * fp, a20)
+                vstore(m, d + 2 * fp + lanes, a21)
+                vstore(m, d + 3 * fp, a30)
+                vstore(m, d + 3 * fp + lanes, a31)
+                vstore(m, d + 4 * fp, a40)
+                vstore(m, d + 4 * fp + lanes, a41)
+                vstore(m, d + 5 * fp, a50)
+                vstore(m, d + 5 * fp + lanes, a51)
+
+
+@jit
 def _output_tiles(m, t6, fp, tw, ti0, ti1, ow_, y, b, n, accumulate, out):
     """Y = A^T M A (A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]) for tile rows ti0 <= ti < ti1, each
     into y (2 rows x 2*TW positions x Fp filters), then out[n, f, 2*ti + a, :] (+)= y + b."""
@@ -377,17 +456,18 @@ def _output_tiles(m, t6, fp, tw, ti0, ti1, ow_, y, b, n, accumulate, out):
 
 
 @jit
-def forward_wino(x, b, pad, out, accumulate, u, buf, n0, n1):
-    """out[n] (+)= conv3x3(x[n]) + b for n0 <= n < n1 (stride 1, groups 1); u from
-    wino_weights, buf a thread's slice (wino_sizes)."""
+def forward_wino(x, b, pad, out, accumulate, ushaped, buf, n0, n1):
+    """out[n] (+)= conv3x3(x[n]) + b for n0 <= n < n1 (stride 1, groups 1); ``ushaped`` from
+    wino_weights (its shape chooses the products' blocks: 2-D AVX2's, a numba specialisation
+    compiles only the one it calls), buf a thread's slice (wino_sizes)."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
-    lanes = vlanes(buf)
     th, tw = (oh_ + 1) // 2, (ow_ + 1) // 2
     hp, k2 = 2 * th + 2, tw + 1
     rows = max(1, min(th, WINO_TILES // tw))
     t6 = (rows * tw + WINO_POS - 1) // WINO_POS * WINO_POS
-    fp = (f_ + WINO_FILTERS - 1) // WINO_FILTERS * WINO_FILTERS
+    fp = ushaped.size // (16 * c_)
+    u = ushaped.reshape(ushaped.size)
     vs = t6 + SLACK
     o_v = c_ * hp * 2 * k2 + SLACK
     o_m = o_v + 16 * c_ * vs
@@ -400,7 +480,10 @@ def forward_wino(x, b, pad, out, accumulate, u, buf, n0, n1):
         for ti0 in range(0, th, rows):
             ti1 = min(th, ti0 + rows)
             _input_tiles(xs, c_, c_, hp, k2, tw, ti0, ti1, vs, v)
-            _products(u, v, c_, fp, t6, vs, m)
+            if ushaped.ndim == 2:
+                _products_narrow(u, v, c_, fp, t6, vs, m)
+            else:
+                _products(u, v, c_, fp, t6, vs, m)
             _output_tiles(m, t6, fp, tw, ti0, ti1, ow_, y, b, n, accumulate, out)
 
 
@@ -412,18 +495,26 @@ def forward_wino(x, b, pad, out, accumulate, u, buf, n0, n1):
 # broadcasts of V), added into the piece's partial dU after each chunk of tiles.
 
 
-def wino_dw_sizes(x_shape, w_shape, pad):
-    """(per-piece slice, offset of its partial dU (16, Cp, Fp), of its db) in elements: the slice
-    holds [xs | V (16, Cp, T6 + SLACK) | dout^T (2*TH, 2*TW, Fp) | dM (16, T6, Fp) | dU | db];
-    Cp = C rounded up to 6 (the extra rows of V stay zero)."""
+def wino_dw_sizes(x_shape, w_shape, pad, narrow=False):
+    """(per-piece slice, offset of its partial dU (16, Cp, Fp), of its db, Fp) in elements: the
+    slice holds [xs | V (16, Cp, T6 + SLACK) | dout^T (2*TH, 2*TW, Fp) | dM (16, T6, Fp) | dU |
+    db]; Cp = C rounded up to 6 (the extra rows of V stay zero)."""
     _, c, _, _ = x_shape
     f = w_shape[0]
     th, tw, hp, k2, rows, t6, oh, ow = wino_geometry(x_shape, w_shape, pad)
-    fp = -(-f // WINO_FILTERS) * WINO_FILTERS
+    fp = filters_padded(f, narrow)
     cp = -(-c // WINO_POS) * WINO_POS
     xs = c * hp * 2 * k2 + SLACK
     o_du = xs + 16 * cp * (t6 + SLACK) + 4 * th * tw * fp + 16 * t6 * fp
-    return o_du + 16 * cp * fp + f, o_du, o_du + 16 * cp * fp
+    return o_du + 16 * cp * fp + f, o_du, o_du + 16 * cp * fp, fp
+
+
+def partial_du(piece, o_du, c, fp, narrow):
+    """The view of a piece's slice that weight_grad_wino sums dU into: (16*Cp, Fp) for AVX2's
+    blocks, flat for AVX-512's (its shape chooses the blocks)."""
+    cp = -(-c // WINO_POS) * WINO_POS
+    du = piece[o_du:o_du + 16 * cp * fp]
+    return du.reshape(16 * cp, fp) if narrow else du
 
 
 @jit
@@ -569,6 +660,66 @@ def _dw_products(v, dm, cp, fp, t_, t6, vs, du):
 
 
 @jit
+def _dw_products_narrow(v, dm, cp, fp, t_, t6, vs, du):
+    """_dw_products in AVX2's blocks: 6 channels x 2 half vectors of filters, 12 accumulators
+    (the same sums in the same order: the same bits)."""
+    lanes = ylanes(v)
+    for e in range(16):
+        for cb in range(0, cp, 6):
+            for fb in range(0, fp, 2 * lanes):
+                a00 = yzero(v)
+                a01 = yzero(v)
+                a10 = yzero(v)
+                a11 = yzero(v)
+                a20 = yzero(v)
+                a21 = yzero(v)
+                a30 = yzero(v)
+                a31 = yzero(v)
+                a40 = yzero(v)
+                a41 = yzero(v)
+                a50 = yzero(v)
+                a51 = yzero(v)
+                mm = e * t6 * fp + fb
+                vv = (e * cp + cb) * vs
+                for t in range(t_):
+                    w0 = yload(dm, mm)
+                    w1 = yload(dm, mm + lanes)
+                    s = ysplat(v, vv + t)
+                    a00 = vfma(a00, s, w0)
+                    a01 = vfma(a01, s, w1)
+                    s = ysplat(v, vv + vs + t)
+                    a10 = vfma(a10, s, w0)
+                    a11 = vfma(a11, s, w1)
+                    s = ysplat(v, vv + 2 * vs + t)
+                    a20 = vfma(a20, s, w0)
+                    a21 = vfma(a21, s, w1)
+                    s = ysplat(v, vv + 3 * vs + t)
+                    a30 = vfma(a30, s, w0)
+                    a31 = vfma(a31, s, w1)
+                    s = ysplat(v, vv + 4 * vs + t)
+                    a40 = vfma(a40, s, w0)
+                    a41 = vfma(a41, s, w1)
+                    s = ysplat(v, vv + 5 * vs + t)
+                    a50 = vfma(a50, s, w0)
+                    a51 = vfma(a51, s, w1)
+                    mm += fp
+                d = (e * cp + cb) * fp + fb
+                _yadd2(du, d, lanes, a00, a01)
+                _yadd2(du, d + fp, lanes, a10, a11)
+                _yadd2(du, d + 2 * fp, lanes, a20, a21)
+                _yadd2(du, d + 3 * fp, lanes, a30, a31)
+                _yadd2(du, d + 4 * fp, lanes, a40, a41)
+                _yadd2(du, d + 5 * fp, lanes, a50, a51)
+
+
+@jit
+def _yadd2(a, i, lanes, p, q):
+    """a[i : i + 2*lanes] += (p, q), half vectors."""
+    vstore(a, i, vadd(yload(a, i), p))
+    vstore(a, i + lanes, vadd(yload(a, i + lanes), q))
+
+
+@jit
 def _vadd4(a, i, lanes, p, q, r, s):
     """a[i : i + 4*lanes] += (p, q, r, s)."""
     vstore(a, i, vadd(vload(a, i), p))
@@ -578,18 +729,18 @@ def _vadd4(a, i, lanes, p, q, r, s):
 
 
 @jit
-def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, n0, n1):
+def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, dushaped, n0, n1):
     """The partial dU (16, Cp, Fp) and db (F) of samples n0 <= n < n1 in buf (wino_dw_sizes);
-    wino_dw_finish sums the pieces' partials and makes dw."""
+    ``dushaped``: the dU part of buf as partial_du gives it (its shape chooses the blocks: 2-D
+    AVX2's); wino_dw_finish sums the pieces' partials and makes dw."""
     c_ = x.shape[1]
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
-    lanes = vlanes(buf)
     th, tw = (oh_ + 1) // 2, (ow_ + 1) // 2
     hp, k2 = 2 * th + 2, tw + 1
     rows = max(1, min(th, WINO_TILES // tw))
     t6 = (rows * tw + WINO_POS - 1) // WINO_POS * WINO_POS
-    fp = (f_ + WINO_FILTERS - 1) // WINO_FILTERS * WINO_FILTERS
     cp = (c_ + WINO_POS - 1) // WINO_POS * WINO_POS
+    fp = dushaped.size // (16 * cp)
     vs = t6 + SLACK
     o_v = c_ * hp * 2 * k2 + SLACK
     o_dt = o_v + 16 * cp * vs
@@ -597,7 +748,7 @@ def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, n0, n1):
     o_du = o_dm + 16 * t6 * fp
     o_db = o_du + 16 * cp * fp
     xs, v, dt, dm = buf[:o_v], buf[o_v:o_dt], buf[o_dt:o_dm], buf[o_dm:o_du]
-    du, dbp = buf[o_du:o_db], buf[o_db:o_db + f_]
+    du, dbp = dushaped.reshape(dushaped.size), buf[o_db:o_db + f_]
     for e in range(16):                # V's extra rows (Cp > C): their dU rows are dropped, but
         for c in range(c_, cp):        # NaN left in the workspace would not be
             for t in range(vs):
@@ -615,15 +766,17 @@ def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, n0, n1):
             ti1 = min(th, ti0 + rows)
             _input_tiles(xs, c_, cp, hp, k2, tw, ti0, ti1, vs, v)
             _dout_tiles(dt, tw, 2 * tw, fp, ti0, ti1, t6, dm)
-            _dw_products(v, dm, cp, fp, (ti1 - ti0) * tw, t6, vs, du)
+            if dushaped.ndim == 2:
+                _dw_products_narrow(v, dm, cp, fp, (ti1 - ti0) * tw, t6, vs, du)
+            else:
+                _dw_products(v, dm, cp, fp, (ti1 - ti0) * tw, t6, vs, du)
 
 
 @jit
-def wino_dw_finish(ws, base, per, pieces, o_du, o_db, dw, db, need_dw, need_db):
+def wino_dw_finish(ws, base, per, pieces, o_du, o_db, fp, dw, db, need_dw, need_db):
     """dw[f, c] = G^T (sum of the pieces' dU[:, c, f], in piece order) G, db = the sum of their
     db; G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]]."""
     f_, c_ = dw.shape[0], dw.shape[1]
-    fp = (f_ + WINO_FILTERS - 1) // WINO_FILTERS * WINO_FILTERS
     cp = (c_ + WINO_POS - 1) // WINO_POS * WINO_POS
     half = ws.dtype.type(0.5)
     d = np.empty(16, ws.dtype)
