@@ -31,14 +31,17 @@ def scale_error(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+@pytest.mark.parametrize("blocks", ["wide", "narrow"])
 @pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
-def test_c5_matches_reference(case, monkeypatch, dtype=np.float32):
+def test_c5_matches_reference(case, blocks, monkeypatch, dtype=np.float32):
     """Forward, dx and dw + db by conv_five (2 threads: the forward's and dx's chunks taken
     dynamically, dw's pieces summed in order) against the float64 reference; nothing written
     around out (a slice of a bigger array), dx accumulated, dw alone the same; the workspace
-    starts NaN (the kernels clear what they read).  float32 only: float64 takes the kernels
-    before (conv._use_c5)."""
+    starts NaN (the kernels clear what they read); in AVX-512's blocks and in AVX2's
+    (``narrow``), on any machine.  float32 only: float64 takes the kernels before
+    (conv._use_c5)."""
     n, c, h, w, f, pad, bias = case
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", blocks == "wide")
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
     monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
     monkeypatch.setattr(conv, "_C5", True)
@@ -49,6 +52,7 @@ def test_c5_matches_reference(case, monkeypatch, dtype=np.float32):
     geometry = ((1, 1), pad, (1, 1), 1)
     plan = _Plan(x.shape, wt.shape, *geometry)
     assert None not in (plan.c5, plan.c5_dx, plan.c5_dw)
+    assert plan.narrow == (blocks == "narrow")
     from cnnspec.kernels import conv_five
     calls = []
     monkeypatch.setattr(conv_five, "run",
@@ -82,6 +86,32 @@ def test_c5_matches_reference(case, monkeypatch, dtype=np.float32):
     assert calls == ([] if n <= 16 else ["run", "run", "dw", "dw"]), calls
 
 
+def test_c5_narrow_blocks_give_the_same_bits(monkeypatch):
+    """AVX2's blocks of the products (each half of the lanes alone, 3 tiles x 4 filters; dw 6 k
+    x 16 filters) sum the same terms in the same order as AVX-512's: forward, dx and dw bit for
+    bit."""
+    monkeypatch.setattr(conv, "_DIRECT_ALL", True)
+    monkeypatch.setattr(conv, "_C5", True)
+    n, c, h, w, f, pad, _ = CASES[0]
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((f, c, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    geometry = ((1, 1), pad, (1, 1), 1)
+    shape = K.conv2d_output_shape(x.shape, wt.shape, *geometry[:3])
+    dout = rng.standard_normal(shape).astype(np.float32)
+    results = []
+    for wide in (True, False):
+        monkeypatch.setattr(conv, "_WIDE_VECTORS", wide)
+        ws = np.zeros(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), np.float32)
+        out, dx, dw, db = (np.empty(shape, np.float32), np.empty_like(x), np.empty_like(wt),
+                           np.empty_like(b))
+        K.conv2d_forward_into(x, wt, b, *geometry, out, ws)
+        K.conv2d_backward_into(dout, x, wt, *geometry, dx, dw, db, ws)
+        results.append((out, dx, dw, db))
+    for a, b2 in zip(*results):
+        assert np.array_equal(a, b2)
+
+
 def test_c5_error_is_near_the_direct_loops():
     """float32 on the bench's row: Winograd's error is within a few times the direct loops'
     (measured 1.6e-6 against 2-4e-7 of the output's scale)."""
@@ -104,9 +134,10 @@ def test_c5_error_is_near_the_direct_loops():
 
 def test_c5_rules(monkeypatch):
     """Where the rules put conv_five: 5x5 stride 1, batch >= 16; the forward from 8 channels or
-    32 filters, dx from 8 channels and 8 filters, dw from 8 channels and 16 filters; not
-    LeNet-5's layers (their first step's compile), small batches, 3x3, strides or dilations.
-    The rules of an AVX-512 machine, whatever this one has (plans are made, not run)."""
+    32 filters, dx from 8 channels and 8 filters, dw from 8 channels and 16 filters (AVX2: 32);
+    not LeNet-5's layers (their first step's compile), small batches, 3x3, strides or
+    dilations.  The rules of an AVX-512 machine and of an AVX2 one, whatever this one has
+    (plans are made, not run)."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", True)
 
     def plan(x, w, s=1, p=2, d=1):
@@ -125,3 +156,11 @@ def test_c5_rules(monkeypatch):
                             ((64, 16, 28, 28), (32, 16, 5, 5), 1, 4, 2),
                             ((64, 64, 56, 56), (64, 64, 5, 5), 1, 2, 1)):  # slice too big
         assert plan(x, w, s, pad, d) == (False, False, False), (x, w, s, pad, d)
+    # without AVX-512 the same, but dw from 32 filters (AVX2's blocks of 16 read dM padded to 32)
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
+    assert plan((64, 16, 14, 14), (32, 16, 5, 5)) == (True, True, True)     # the bench's row
+    assert plan((64, 32, 28, 28), (32, 32, 5, 5)) == (True, True, True)
+    assert plan((32, 16, 28, 28), (16, 16, 5, 5)) == (True, True, False)    # dw: 16 filters
+    assert plan((64, 8, 14, 14), (8, 8, 5, 5)) == (True, True, False)
+    assert plan((64, 3, 32, 32), (32, 3, 5, 5)) == (True, False, False)
+    assert plan((64, 6, 14, 14), (16, 6, 5, 5), 1, 0) == (False, False, False)   # LeNet-5's

@@ -38,8 +38,8 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
     <= 4096 on planes of >= 2048 outputs) and for at most 4 channels, however few the filters
     (AVX-512's blocks: 8 or more); 3x3 stride-1 layers by Winograd in AVX2's blocks (forward,
     dx and dw; F a multiple of 16, C >= 16, planes of >= 1024 outputs or >= 196 with C, F >=
-    32), their dw by nothing else; nothing else (the samples in the lanes, the 5x5 kernels),
-    whatever AVX-512's rules would take."""
+    32), their dw by nothing else; 5x5 layers by the row Winograd (conv_five.py) in AVX2's
+    blocks; nothing else (the samples in the lanes), whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
     # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx, lanes dw, Winograd);
     # the forward is direct on every one
@@ -71,7 +71,8 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
         assert (plan.wino_dw is not None) == wino and (plan.wino_dx is not None) == wino
         assert plan.direct_dwr is None
         assert not plan.slanes and not plan.slanes_dx
-        assert plan.c5 is None and plan.c5_dx is None and plan.c5_dw is None
+        # the row Winograd of 5x5 layers (tests/test_conv_five.py has its rules)
+        assert (plan.c5 is not None) == (x == (64, 16, 14, 14))
         monkeypatch.setattr(conv, "_WIDE_VECTORS", True)
         assert not _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1).narrow      # AVX-512's
         monkeypatch.setattr(conv, "_WIDE_VECTORS", False)

@@ -18,8 +18,9 @@ large planes run forward, dx and dw by Winograd F(2x2, 3x3) (``conv_big.py``: ``
 ``wino_dx``, ``wino_dw``: ``_use_wino``, tried before all of these); 5x5 stride-1 layers on
 batches of 16 or more run forward, dx and dw by Winograd F(4, 5) along the rows
 (``conv_five.py``: ``_Plan.c5``, ``c5_dx``, ``c5_dw``: ``_use_c5``, tried next).  Without
-AVX-512 the direct loops and the filters-in-lanes forward and dx run in AVX2's own blocks, and
-dw with the filters in the lanes wherever F is a multiple of 16 (``_Plan.lanes_dw``:
+AVX-512 the direct loops, the filters-in-lanes forward and dx and both Winograds' products run
+in AVX2's own blocks (Winograd F(2x2, 3x3) then on far more layers: ``_use_wino``), and dw with
+the filters in the lanes wherever F is a multiple of 16 (``_Plan.lanes_dw``:
 ``conv_direct.weight_grad_lanes``; see ``_wide_vector_cpu``).  The rest, and
 every backward the direct kernels leave, is matrix products on BLAS (``_blas.gemm``), one sample at a time, output rows
 in chunks small enough for the BLAS small-matrix kernels and the caches; samples are split over
@@ -259,7 +260,7 @@ class _Plan:
             self.per_thread = max(self.per_thread, self.wino_dw[0])
         # 5x5 stride 1, batches of 16+: Winograd F(4, 5) along the rows (conv_five.py)
         self.c5 = self.c5_dx = self.c5_dw = None
-        if self.direct is not None and avx512 and (kh, kw) == (5, 5):
+        if self.direct is not None and (kh, kw) == (5, 5):
             from cnnspec.kernels.conv_direct import backward_data_pad
             from cnnspec.kernels.conv_five import C5DwGeometry, C5Geometry
             geo = C5Geometry(x_shape, f, pad, oh, ow, 16)
@@ -268,7 +269,7 @@ class _Plan:
                 self.shared = max(self.shared, geo.u)
                 self.per_thread = max(self.per_thread, geo.per)
             geo = C5DwGeometry(x_shape, f, pad, oh, ow, 16)
-            if _use_c5(n, c, f, stride, dilation, geo.per, dw=True):
+            if _use_c5(n, c, f, stride, dilation, geo.per, dw=True, narrow=self.narrow):
                 self.c5_dw = geo.per
                 self.per_thread = max(self.per_thread, geo.per)
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
@@ -440,10 +441,12 @@ def _wide_vector_cpu() -> bool:
     2.29x, 3->32 1.89x, 32->32 on 16x16 1.79x, 5x5 16->32 on 14x14 1.61x, stride 2 16->32 1.76x,
     64->64 on 8x8 1.39x, 128->128 on 4x4 1.28x, 256->256 on 8x8 1.21x, LeNet-5's conv1 2.58x and
     conv2 1.94x; dx from 3 channels (3->16 on 32x32 2.56x; conv2 1.02x); the dw: see
-    _narrow_dw.  Winograd (AVX-512's kernels) fell from 0.68x PyTorch to 0.53x on the bench's 3x3
-    64->64, the lanes on 8x8 0.42-0.48x of the BLAS modes, the samples in the lanes 0.67-0.87x,
-    conv_five's 5x5 backward 0.92x: all off without AVX-512.  The tests run every kernel on
-    every machine (_DIRECT_ALL, and _WIDE_VECTORS set either way)."""
+    _narrow_dw.  Winograd's products in AVX-512's blocks fell from 0.68x PyTorch to 0.53x on
+    the bench's 3x3 64->64, conv_five's 5x5 backward 0.92x: both now have AVX2's own blocks
+    (conv_big._products_narrow, conv_five._products_narrow and their dw's), chosen by the shape
+    of their transformed weights and partial dU, 1.2-1.7x the kernels before (_use_wino,
+    _use_c5).  The samples in the lanes (0.67-0.87x) stay off without AVX-512.  The tests run
+    every kernel on every machine (_DIRECT_ALL, and _WIDE_VECTORS set either way)."""
     global _WIDE_VECTORS
     if _WIDE_VECTORS is None:
         from numba.core import config
@@ -621,7 +624,7 @@ _C5_ELEMENTS = 1 << 22  # a thread's slice at most (16 MB in float32; 5x5 32->32
 _C5_CHANNELS = 8        # channels from which it runs (LeNet-5: compile; see _use_c5)
 
 
-def _use_c5(n, c, f, stride, dilation, elements, dx=False, dw=False):
+def _use_c5(n, c, f, stride, dilation, elements, dx=False, dw=False, narrow=False):
     """The forward, dx (``dx``: c and f swapped) or dw of a 5x5 convolution by Winograd F(4, 5)
     along the rows (conv_five.py): float32 (the calls check; float64 keeps the kernels before,
     and the tests compile one signature less), stride 1, no dilation, batches of >= 16 samples
@@ -637,7 +640,18 @@ def _use_c5(n, c, f, stride, dilation, elements, dx=False, dw=False):
     64x14x14 2.27x / 1.23x / 1.21x (step 1.39x), but LeNet-5's first training step then
     compiled these kernels: 20.7-23.7 s of CPU against 10.5-13.5 (3 fresh processes each, load
     7): so not below 8 channels and 32 filters.  F(2, 5), first: 0.85-0.87x of F(4, 5) on the
-    bench's row, 0.68-0.79x on 32->32 on 64x28x28."""
+    bench's row, 0.68-0.79x on 32->32 on 64x28x28.
+
+    Without AVX-512 (``narrow``) the same rules, the products in AVX2's blocks, but dw from
+    32 filters (its blocks of 16 filters read dM padded to 32).  Measured on an AMD EPYC
+    (Zen 3) against the kernels the rules chose before (float32, one thread, 7 rounds in one
+    process; median speed-up, quartiles), forward / dx / dw: 5x5 16->32 on 64x14x14 1.61x
+    (1.57-1.64) / 1.18x / 1.22x (1.20-1.23), on 256x14x14 1.74x / 1.38x / 1.32x, on 16x14x14
+    1.36x / 1.00x / 1.02x; 32->32 on 64x28x28 1.53x / 1.55x / 1.44x; 32->64 on 64x14x14
+    1.64x / 1.37x / 1.39x; 16->16 on 64x14x14 1.43x / 1.42x and on 32x28x28 1.58x / 1.59x
+    (dw 0.64x and 0.68x: not taken); 8->8 1.27x / 1.21x; 3->32 forward 1.15x.  Before, AVX-512's
+    blocks (24 accumulators of 16 lanes, spilling on AVX2) had measured 1.00x forward and 0.93x
+    backward on the bench's row."""
     if stride != (1, 1) or dilation != (1, 1) or n < 16:
         return False
     if _C5 is not None:
@@ -645,7 +659,7 @@ def _use_c5(n, c, f, stride, dilation, elements, dx=False, dw=False):
     if dx:          # c, f = dx's channels, filters: the layer's F and C
         ok = min(c, f) >= _C5_CHANNELS
     elif dw:
-        ok = f >= 16 and c >= _C5_CHANNELS
+        ok = f >= (32 if narrow else 16) and c >= _C5_CHANNELS
     else:
         ok = c >= _C5_CHANNELS or f >= 32
     return ok and elements <= _C5_ELEMENTS
@@ -1493,7 +1507,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     if plan.c5 is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
         from cnnspec.kernels import conv_five
         conv_five.run(x, w, False, b, pad, out, False, workspace, plan.shared, per, plan.c5,
-                      threads)
+                      threads, plan.narrow)
         return
     if plan.lanes is not None:
         from cnnspec.kernels import conv_direct as D
@@ -1583,7 +1597,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         from cnnspec.kernels import conv_five
         size, pad_dx = plan.c5_dx
         conv_five.run(dout, w, True, empty1, pad_dx, dx, bool(accumulate), workspace, shared,
-                      per, size, threads)
+                      per, size, threads, plan.narrow)
         if dw is None and db is None:
             return
         dx = None
@@ -1645,7 +1659,8 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     if ((dw is not None or db is not None) and plan.c5_dw is not None
             and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads):
         from cnnspec.kernels import conv_five
-        conv_five.weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces)
+        conv_five.weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces,
+                              plan.narrow)
         if dx is None:
             return
         dw = db = None

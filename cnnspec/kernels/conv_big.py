@@ -15,7 +15,9 @@ of the 4x4 tile, filters padded to a block); per sample, tile rows in chunks:
   column 2k + parity): tile t's columns are then unit-stride runs over t (vector loads);
 * 16 products ``M[e] (T, F) = V[e]^T (T, C) @ U[e] (C, F)``, blocks of 6 tiles x 4 vectors of
   filters (24 accumulators; per channel 4 vector loads of U and 6 broadcasts of V), as
-  ``conv_direct.forward_lanes`` does;
+  ``conv_direct.forward_lanes`` does; without AVX-512, 6 tiles x 2 half vectors (12
+  accumulators of 8 lanes, filters padded to 16: ``_products_narrow``, chosen by U's shape,
+  ``weights_shape``);
 * ``Y = A^T M A`` with the filters in the lanes, into two output rows x OW x F, written to
   ``out`` by vector transposes (``_simd.vtranspose``), then the bias.
 

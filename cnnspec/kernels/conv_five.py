@@ -20,6 +20,8 @@ arithmetic with no shuffles.  Per chunk:
   of 3 tiles (``_products``): blocks of 3 tiles x 8 filters, 24 vector accumulators through the
   5*C terms, each step 3 vector loads of V (one run per tile) and 8 broadcasts of the
   transformed weights ``U`` (``c5_weights``, once per call, in float64 and rounded once);
+  without AVX-512, each half of the lanes alone in blocks of 3 tiles x 4 filters (12
+  accumulators of 8 lanes: ``_products_narrow``, chosen by U's shape, ``weights_shape``);
 * ``Y = A^T M + b`` into a tile ``[f, position, lane]`` of the chunk's output plane
   (``_output_tiles``; outputs past the row's end not written), written to ``out`` by 16 x 16
   vector transposes (``_from_tile``).
@@ -40,13 +42,14 @@ of F(4, 5) at 0, +-1, +-2, +-1/2: 6.9e-7, F(2, 5) at 0, +-1, +-2: 5.1e-7; 0, +-1
 4.2e-6.
 """
 import functools
+import math
 from fractions import Fraction as Fr
 
 import numpy as np
 
 from cnnspec.kernels._jit import jit
 from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vprefetch, vsplat,
-                                   vstore, vsub, vtranspose, vzero)
+                                   vstore, vsub, vtranspose, vzero, ylanes, yload, ysplat, yzero)
 from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
 from cnnspec.kernels.conv_lanes import store_transposed, to_lanes
 
@@ -102,11 +105,20 @@ def _transforms():
 GM, AT = _transforms()
 
 
+def weights_shape(r, f, narrow):
+    """The shape of U for R input and F output channels: (E*5*R, Fp) for AVX2's blocks of the
+    products, flat for AVX-512's (it chooses them, as conv_direct's packed weights do)."""
+    fp = -(-f // BLOCK_F) * BLOCK_F
+    return (E * 5 * r, fp) if narrow else (E * 5 * r * fp,)
+
+
 @jit
-def c5_weights(w, flipped, gm, u):
+def c5_weights(w, flipped, gm, ushaped):
     """u[e, i*C + c, o] (rows of Fp = O rounded up to BLOCK_F, zero past O) = (G g_i)[e] for
     kernel row i of g = w[o, c] or (``flipped``: dx's convolution of dout) of g = w[c, o]
-    turned by 180 degrees; G = gm, computed in float64, rounded once."""
+    turned by 180 degrees; G = gm, computed in float64, rounded once; ``ushaped``: U in
+    weights_shape's shape."""
+    u = ushaped.reshape(ushaped.size)
     f_, c_ = w.shape[0], w.shape[1]
     o_, r_ = (c_, f_) if flipped else (f_, c_)
     fp = (o_ + BLOCK_F - 1) // BLOCK_F * BLOCK_F
@@ -268,6 +280,80 @@ def _products(u, v, c_, fp, hp, tw, tiles, g0, m):
 
 
 @jit
+def _products_narrow(u, v, c_, fp, hp, tw, tiles, g0, m):
+    """_products in AVX2's blocks (16 registers of 8 float32): each half of the lanes alone,
+    3 tiles x 4 filters, 12 accumulators; per term 3 half-vector loads of V and 4 broadcasts
+    of U.  The same sums in the same order (the same bits)."""
+    lanes = vlanes(v)
+    half = ylanes(v)
+    k_ = 5 * c_
+    es = tw * hp * c_ * lanes
+    t0 = min(g0, tiles - 1)
+    t1 = min(g0 + 1, tiles - 1)
+    t2 = min(g0 + 2, tiles - 1)
+    o0, o1, o2 = t0 // tw, t1 // tw, t2 // tw
+    p0 = ((t0 - o0 * tw) * hp + o0) * c_ * lanes
+    p1 = ((t1 - o1 * tw) * hp + o1) * c_ * lanes
+    p2 = ((t2 - o2 * tw) * hp + o2) * c_ * lanes
+    for e in range(E):
+        for fb in range(0, fp, 4):
+            for h in range(0, lanes, half):
+                a0 = yzero(v)
+                a1 = yzero(v)
+                a2 = yzero(v)
+                a3 = yzero(v)
+                b0 = yzero(v)
+                b1 = yzero(v)
+                b2 = yzero(v)
+                b3 = yzero(v)
+                c0 = yzero(v)
+                c1 = yzero(v)
+                c2 = yzero(v)
+                c3 = yzero(v)
+                uu = e * k_ * fp + fb
+                q0 = e * es + p0 + h
+                q1 = e * es + p1 + h
+                q2 = e * es + p2 + h
+                for k in range(k_):
+                    x0 = yload(v, q0)
+                    x1 = yload(v, q1)
+                    x2 = yload(v, q2)
+                    s = ysplat(u, uu)
+                    a0 = vfma(a0, s, x0)
+                    b0 = vfma(b0, s, x1)
+                    c0 = vfma(c0, s, x2)
+                    s = ysplat(u, uu + 1)
+                    a1 = vfma(a1, s, x0)
+                    b1 = vfma(b1, s, x1)
+                    c1 = vfma(c1, s, x2)
+                    s = ysplat(u, uu + 2)
+                    a2 = vfma(a2, s, x0)
+                    b2 = vfma(b2, s, x1)
+                    c2 = vfma(c2, s, x2)
+                    s = ysplat(u, uu + 3)
+                    a3 = vfma(a3, s, x0)
+                    b3 = vfma(b3, s, x1)
+                    c3 = vfma(c3, s, x2)
+                    uu += fp
+                    q0 += lanes
+                    q1 += lanes
+                    q2 += lanes
+                d = (e * GROUP * fp + fb) * lanes + h
+                _store4(m, d, lanes, a0, a1, a2, a3)
+                _store4(m, d + fp * lanes, lanes, b0, b1, b2, b3)
+                _store4(m, d + 2 * fp * lanes, lanes, c0, c1, c2, c3)
+
+
+@jit
+def _store4(m, d, step, a0, a1, a2, a3):
+    """Four vectors to m[d], m[d + step], m[d + 2 * step], m[d + 3 * step]."""
+    vstore(m, d, a0)
+    vstore(m, d + step, a1)
+    vstore(m, d + 2 * step, a2)
+    vstore(m, d + 3 * step, a3)
+
+
+@jit
 def _store8(m, d, step, a0, a1, a2, a3, a4, a5, a6, a7):
     """Eight vectors to m[d], m[d + step], ..., m[d + 7 * step]."""
     vstore(m, d, a0)
@@ -344,9 +430,11 @@ def _from_tile(tile, accumulate, n0, nl, of, f_, plane):
 
 
 @jit
-def c5_driver(x, u, b, pad, hp, wp, consts, accumulate, buf, out, i0, i1):
+def c5_driver(x, ushaped, b, pad, hp, wp, consts, accumulate, buf, out, i0, i1):
     """out[n] (+)= conv5x5(x[n]) + b (stride 1) for the samples of chunks i0 <= i < i1 (of the
-    lanes each); u from c5_weights, buf a thread's slice (C5Geometry.per)."""
+    lanes each); ``ushaped`` from c5_weights (its shape chooses the products' blocks: 2-D
+    AVX2's), buf a thread's slice (C5Geometry.per)."""
+    u = ushaped.reshape(ushaped.size)
     n_, c_ = x.shape[0], x.shape[1]
     f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
     lanes = vlanes(buf)
@@ -363,7 +451,10 @@ def c5_driver(x, u, b, pad, hp, wp, consts, accumulate, buf, out, i0, i1):
         to_lanes(x, n0, pad[0], pad[2], hp, wp, i == i0, xt)
         _input_rows(xt, c_, hp, wp, tw, hp * c_, 1, consts, v)
         for g0 in range(0, tiles, GROUP):
-            _products(u, v, c_, fp, hp, tw, tiles, g0, m)
+            if ushaped.ndim == 2:
+                _products_narrow(u, v, c_, fp, hp, tw, tiles, g0, m)
+            else:
+                _products(u, v, c_, fp, hp, tw, tiles, g0, m)
             _output_tiles(m, fp, f_, ow_, tw, g0, min(tiles, g0 + GROUP), b, consts, tile)
         _from_tile(tile, accumulate, n0, min(lanes, n_ - n0), of, f_, oh_ * ow_)
 
@@ -455,10 +546,80 @@ def _dw_products(v, dm, c_, fp, hp, tiles, tw, nl, e, du):
     v[e, tj, oh*C + k, l] * dm[t, l, f]: blocks of DW_TILES tiles (their dM stays in L1 through
     the blocks of k; sums of at most DW_TILES*lanes terms added into du), in them blocks of 12 k x
     2 vectors of filters (a last block past 5*C reads V's slack or the next row: dropped)."""
-    lanes = vlanes(v)
-    k_ = 5 * c_
     for t0 in range(0, tiles, DW_TILES):
         _dw_block(v, dm, c_, fp, hp, t0, min(tiles, t0 + DW_TILES), tw, nl, e, du)
+
+
+@jit
+def _dw_products_narrow(v, dm, c_, fp, hp, tiles, tw, nl, e, du):
+    """_dw_products in AVX2's blocks (_dw_block_narrow)."""
+    for t0 in range(0, tiles, DW_TILES):
+        _dw_block_narrow(v, dm, c_, fp, hp, t0, min(tiles, t0 + DW_TILES), tw, nl, e, du)
+
+
+@jit
+def _dw_block_narrow(v, dm, c_, fp, hp, t0, t1, tw, nl, e, du):
+    """_dw_block in AVX2's blocks: 6 k x 2 half vectors of filters, 12 accumulators; per tile
+    and sample 2 half-vector loads of dM and 6 broadcasts of V (the same sums in the same
+    order: the same bits)."""
+    lanes = vlanes(v)
+    half = ylanes(v)
+    k_ = 5 * c_
+    for fb in range(0, fp, 2 * half):
+        for k0 in range(0, k_, 6):
+            a0 = yzero(v)
+            a1 = yzero(v)
+            a2 = yzero(v)
+            a3 = yzero(v)
+            a4 = yzero(v)
+            a5 = yzero(v)
+            b0 = yzero(v)
+            b1 = yzero(v)
+            b2 = yzero(v)
+            b3 = yzero(v)
+            b4 = yzero(v)
+            b5 = yzero(v)
+            for t in range(t0, t1):
+                oh = t // tw
+                pv = ((e * tw + t - oh * tw) * hp + oh) * c_ * lanes + k0 * lanes
+                pm = t * lanes * fp + fb
+                for l in range(nl):
+                    w0 = yload(dm, pm)
+                    w1 = yload(dm, pm + half)
+                    s = ysplat(v, pv + l)
+                    a0 = vfma(a0, s, w0)
+                    b0 = vfma(b0, s, w1)
+                    s = ysplat(v, pv + lanes + l)
+                    a1 = vfma(a1, s, w0)
+                    b1 = vfma(b1, s, w1)
+                    s = ysplat(v, pv + 2 * lanes + l)
+                    a2 = vfma(a2, s, w0)
+                    b2 = vfma(b2, s, w1)
+                    s = ysplat(v, pv + 3 * lanes + l)
+                    a3 = vfma(a3, s, w0)
+                    b3 = vfma(b3, s, w1)
+                    s = ysplat(v, pv + 4 * lanes + l)
+                    a4 = vfma(a4, s, w0)
+                    b4 = vfma(b4, s, w1)
+                    s = ysplat(v, pv + 5 * lanes + l)
+                    a5 = vfma(a5, s, w0)
+                    b5 = vfma(b5, s, w1)
+                    pm += fp
+            d = (e * k_ + k0) * fp + fb
+            _add2y(du, d, k0 < k_, half, a0, b0)
+            _add2y(du, d + fp, k0 + 1 < k_, half, a1, b1)
+            _add2y(du, d + 2 * fp, k0 + 2 < k_, half, a2, b2)
+            _add2y(du, d + 3 * fp, k0 + 3 < k_, half, a3, b3)
+            _add2y(du, d + 4 * fp, k0 + 4 < k_, half, a4, b4)
+            _add2y(du, d + 5 * fp, k0 + 5 < k_, half, a5, b5)
+
+
+@jit
+def _add2y(a, d, inside, half, p, q):
+    """a[d : d + 2*half] += (p, q), half vectors, if ``inside``."""
+    if inside:
+        vstore(a, d, vadd(yload(a, d), p))
+        vstore(a, d + half, vadd(yload(a, d + half), q))
 
 
 @jit
@@ -560,10 +721,11 @@ def _add2(a, d, inside, lanes, p, q):
 
 
 @jit
-def c5_dw_driver(dout, x, pad, hp, wp, consts, need_dw, need_db, buf, o_dt, o_dm, o_du, o_db,
-                 i0, i1):
+def c5_dw_driver(dout, x, pad, hp, wp, consts, need_dw, need_db, buf, dushaped, o_dt, o_dm,
+                 o_du, o_db, i0, i1):
     """The partial dU (6, 5*C, Fp) and db (F) of the samples of chunks i0 <= i < i1 in buf
-    (C5DwGeometry); c5_dw_finish sums the pieces' partials and makes dw."""
+    (C5DwGeometry); ``dushaped``: buf's dU as partial_du gives it (2-D: AVX2's blocks);
+    c5_dw_finish sums the pieces' partials and makes dw."""
     n_, c_ = x.shape[0], x.shape[1]
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
     lanes = vlanes(buf)
@@ -571,7 +733,7 @@ def c5_dw_driver(dout, x, pad, hp, wp, consts, need_dw, need_db, buf, o_dt, o_dm
     tw = (ow_ + TILE - 1) // TILE
     o_v = hp * wp * c_ * lanes
     xt, v, dtt, dm = buf[:o_v], buf[o_v:o_dt], buf[o_dt:o_dm], buf[o_dm:o_du]
-    du, dbp = buf[o_du:o_db], buf[o_db:o_db + f_]
+    du, dbp = dushaped.reshape(dushaped.size), buf[o_db:o_db + f_]
     for e in range(o_du, o_db + f_):
         buf[e] = 0
     plane = oh_ * ow_ * fp
@@ -589,7 +751,10 @@ def c5_dw_driver(dout, x, pad, hp, wp, consts, need_dw, need_db, buf, o_dt, o_dm
             _dout_t(dout, n0 + l, fp, dtt[l * plane:(l + 1) * plane])
         for e in range(E):
             _dout_tiles(dtt, fp, oh_, ow_, tw, nl, e, consts, dm)
-            _dw_products(v, dm, c_, fp, hp, oh_ * tw, tw, nl, e, du)
+            if dushaped.ndim == 2:
+                _dw_products_narrow(v, dm, c_, fp, hp, oh_ * tw, tw, nl, e, du)
+            else:
+                _dw_products(v, dm, c_, fp, hp, oh_ * tw, tw, nl, e, du)
 
 
 @jit
@@ -630,34 +795,41 @@ def dw_geometry(x_shape, f, pad, oh, ow):
     return C5DwGeometry(x_shape, f, pad, oh, ow, 16)
 
 
-def weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces):
-    """dw and db (each may be None) of a 5x5 stride-1 convolution by the row Winograd: pieces of
-    the batch's chunks, each into its own slice (``per`` apart, from conv._line_base's start),
-    summed in piece order."""
+def weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces, narrow=False):
+    """dw and db (each may be None) of a 5x5 stride-1 convolution by the row Winograd (in
+    AVX2's blocks where ``narrow``): pieces of the batch's chunks, each into its own slice
+    (``per`` apart, from conv._line_base's start), summed in piece order."""
     from cnnspec.kernels._jit import run_split
     from cnnspec.kernels.conv import _empty, _line_base
     _, base = _line_base(workspace, shared)
     pad = tuple(pad)
     geo = dw_geometry(x.shape, dout.shape[1], pad, dout.shape[2], dout.shape[3])
     k = consts(x.dtype)
-    run_split(c5_dw_driver, -(-x.shape[0] // lanes_of(x.dtype)), threads, lambda t, lo, hi: (
-        dout, x, pad, geo.hp, geo.wp, k, dw is not None, db is not None,
-        workspace[base + t * per:base + t * per + geo.per], geo.o_dt, geo.o_dm, geo.o_du,
-        geo.o_db, lo, hi), pieces=pieces)
+
+    def piece(t, lo, hi):
+        buf = workspace[base + t * per:base + t * per + geo.per]
+        du = buf[geo.o_du:geo.o_db]
+        return (dout, x, pad, geo.hp, geo.wp, k, dw is not None, db is not None, buf,
+                du.reshape(-1, geo.fp) if narrow else du, geo.o_dt, geo.o_dm, geo.o_du,
+                geo.o_db, lo, hi)
+    run_split(c5_dw_driver, -(-x.shape[0] // lanes_of(x.dtype)), threads, piece, pieces=pieces)
     empty1, empty4 = _empty(x.dtype)
     c5_dw_finish(workspace, base, per, pieces, geo.o_du, geo.o_db, GM,
                  empty4 if dw is None else dw, empty1 if db is None else db, dw is not None,
                  db is not None)
 
 
-def run(x, w, flipped, b, pad, out, accumulate, workspace, shared, per, size, threads):
+def run(x, w, flipped, b, pad, out, accumulate, workspace, shared, per, size, threads,
+        narrow=False):
     """out (+)= the convolution of x (N, C, H, W) by w (``flipped``: dx's, w (C, F, 5, 5)
-    turned) + b (empty: none), padding ``pad``, on ``threads`` threads: the transformed weights
-    at the workspace's first 64-byte line, then one slice of ``per`` elements a thread (``size``
-    used), as conv._line_base lays them out."""
+    turned) + b (empty: none), padding ``pad``, on ``threads`` threads (``narrow``: AVX2's
+    blocks): the transformed weights at the workspace's first 64-byte line, then one slice of
+    ``per`` elements a thread (``size`` used), as conv._line_base lays them out."""
     from cnnspec.kernels._jit import run_split
     from cnnspec.kernels.conv import _line_base
     u, base = _line_base(workspace, shared)
+    shape = weights_shape(x.shape[1], out.shape[1], narrow)
+    u = u[:math.prod(shape)].reshape(shape)
     c5_weights(w, flipped, GM, u)
     pad = tuple(pad)
     geo = _geometry(x.shape, out.shape[1], pad, out.shape[2], out.shape[3])
