@@ -37,8 +37,8 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
     lanes for F a multiple of 16, else by the narrow blocks where they won (C*F <= 1024, or
     <= 4096 on planes of >= 2048 outputs) and for at most 4 channels, however few the filters
     (AVX-512's blocks: 8 or more); 3x3 stride-1 layers by Winograd in AVX2's blocks (forward,
-    dx and dw; F a multiple of 16, C >= 16, planes of >= 1024 outputs or >= 196 with C, F >=
-    32), their dw by nothing else; 5x5 layers by the row Winograd (conv_five.py) in AVX2's
+    dx and dw; F a multiple of 16, C and F >= 16 on planes of >= 2048 outputs, >= 32 on >= 1024,
+    >= 64 on >= 196: not ResNet-8's), their dw by nothing else; 5x5 layers by the row Winograd (conv_five.py) in AVX2's
     blocks; nothing else (the samples in the lanes), whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
     # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx, lanes dw, Winograd);
@@ -47,8 +47,11 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
             (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),   # the bench's
             (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (0, 0, 1, 1, 1, 0)),
             (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
-            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),  # ResNet-8's
-            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),
+            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),  # ResNet-8's
+            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
+            (((16, 16, 64, 64), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),  # the U-Net's
+            (((16, 64, 32, 32), (32, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),
+            (((16, 32, 16, 16), (64, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
             (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (0, 0, 0, 0, 1, 0)),  # dx: BLAS
             (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
             (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),
@@ -77,7 +80,7 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
         assert not _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1).narrow      # AVX-512's
         monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
     # dx by Winograd needs C a multiple of 16 (its filters): 24 -> 32 runs only the forward's
-    plan = _Plan((16, 24, 32, 32), (32, 24, 3, 3), (1, 1), (1,) * 4, (1, 1), 1)
+    plan = _Plan((8, 24, 56, 56), (32, 24, 3, 3), (1, 1), (1,) * 4, (1, 1), 1)
     assert plan.wino is not None and plan.wino_dw is not None and plan.wino_dx is None
     # the packed weights' shape is what makes the drivers run the narrow blocks
     assert conv_direct.packed_shape((6, 3, 5, 5), True) == (2, 4 * 75)

@@ -561,11 +561,9 @@ _WINO = None            # tests: True / False, conv_big's Winograd wherever it c
 _WINO_PLANE = 2048      # outputs per plane from which it runs (56x56: 3136)
 _WINO_CHANNELS = 32     # input channels, at least (the products' inner dimension)
 _WINO_WEIGHTS = 4096    # C*F at most: the 16 transformed weight matrices (256 KB) stay in L2
-# AVX2's blocks (see _use_wino): C >= 16 on planes of >= 1024 outputs, C and F >= 32 on
-# planes of >= 196 (14x14), C*F <= 65536 (U: 4 MB in float32)
-_NARROW_WINO_CHANNELS = 16
-_NARROW_WINO_PLANE = 1024
-_NARROW_WINO_SMALL_PLANE = 196
+# AVX2's blocks (see _use_wino): (outputs per plane at least, C and F at least), and C*F at
+# most (U: 4 MB in float32)
+_NARROW_WINO_PLANES = ((2048, 16), (1024, 32), (196, 64))
 _NARROW_WINO_WEIGHTS = 1 << 16
 
 
@@ -593,27 +591,28 @@ def _use_wino(c, f, kernel, stride, dilation, plane, narrow=False):
 
     Without AVX-512 (``narrow``: AVX2's blocks of the products, 6 tiles x 16 filters, U padded
     to 16 filters) it wins far more widely, since AVX2's direct loops run further from the
-    FMA units' peak: F a multiple of 16, C >= 16, C*F <= 65536, on planes of >= 1024 outputs
-    or, with C and F >= 32, of >= 196.  Measured on an AMD EPYC (Zen 3) against the kernels
-    the rules chose before (float32, one thread, 7 rounds in one process; median speed-up),
-    forward / dx / dw: 3x3 64->64 on 8x56x56 1.60x / 1.58x / 1.64x, on 16x64x64 1.66x, on
-    2x112x112 1.63x, on 8x28x28 1.25x / 1.25x / 1.40x, on 16x16x16 1.38x / 1.38x / 1.34x;
-    128->128 on 8x28x28 1.38x / 1.39x / 1.68x, 256->256 on 8x14x14 1.18x / 1.23x / 1.48x;
-    32->32 on 8x56x56 1.21x / 1.21x / 1.34x, on 16x32x32 1.18x / 1.20x / 1.26x, on 64x16x16
-    1.08x / 1.10x / 1.09x; 16->16 on 16x64x64 1.13x / 1.12x / 1.09x, on 64x32x32 0.97x /
-    1.08x / 1.07x; the U-Net's 64->32 on 16x32x32 1.38x / 1.23x / 1.42x and 32->16 on 16x64x64
-    1.17x / 1.10x / 1.20x.  Not: 64->64 on 64x8x8 (1.04x / 1.08x / 1.01x), 128->128 on
-    16x8x8 (0.89x / 0.89x / 1.17x), 512->512 on 4x7x7 (0.52x forward: 16 MB of U), 16->32 on
-    64x16x16 (0.99x / 0.81x / 0.93x), 8->16 (0.74x / 0.58x / 0.85x), 3->16 (0.57x / 0.37x /
-    0.63x), 16->16 on 64x8x8 (0.53x / 0.70x / 0.66x)."""
+    FMA units' peak: F a multiple of 16, C*F <= 65536, and C and F >= 16 on planes of >= 2048
+    outputs, >= 32 on planes of >= 1024, >= 64 on planes of >= 196 (_NARROW_WINO_PLANES).
+    Measured on an AMD EPYC (Zen 3) against the kernels the rules chose before (float32, one
+    thread, 7 rounds in one process; median speed-up), forward / dx / dw: 3x3 64->64 on
+    8x56x56 1.60x / 1.58x / 1.64x, on 16x64x64 1.66x, on 2x112x112 1.63x, on 8x28x28 1.25x /
+    1.25x / 1.40x, on 16x16x16 1.38x / 1.38x / 1.34x; 128->128 on 8x28x28 1.38x / 1.39x /
+    1.68x, 256->256 on 8x14x14 1.18x / 1.23x / 1.48x; 32->32 on 8x56x56 1.21x / 1.21x /
+    1.34x, on 16x32x32 1.18x / 1.20x / 1.26x; 16->16 on 16x64x64 1.13x / 1.12x / 1.09x; the
+    U-Net's 64->32 on 16x32x32 1.38x / 1.23x / 1.42x and 32->16 on 16x64x64 1.17x / 1.10x /
+    1.20x.  Not: ResNet-8's layers, 16->16 on 64x32x32 and 32->32 on 64x16x16 (0.95-1.10x
+    from run to run, on 1 and 2 threads; its training step 1.00x on one thread, 0.94x on two),
+    nor 64->64 on 64x8x8 (1.04x / 1.08x / 1.01x), 128->128 on 16x8x8 (0.89x / 0.89x / 1.17x),
+    512->512 on 4x7x7 (0.52x forward: 16 MB of U), 16->32 on 64x16x16 (0.99x / 0.81x /
+    0.93x), 8->16 (0.74x / 0.58x / 0.85x), 3->16 (0.57x / 0.37x / 0.63x), 16->16 on 64x8x8
+    (0.53x / 0.70x / 0.66x)."""
     if kernel != (3, 3) or stride != (1, 1) or dilation != (1, 1):
         return False
     if _WINO is not None:
         return _WINO
     if narrow:
-        return (f % 16 == 0 and c >= _NARROW_WINO_CHANNELS and c * f <= _NARROW_WINO_WEIGHTS
-                and (plane >= _NARROW_WINO_PLANE
-                     or plane >= _NARROW_WINO_SMALL_PLANE and min(c, f) >= 32))
+        return f % 16 == 0 and c * f <= _NARROW_WINO_WEIGHTS and any(
+            plane >= least and min(c, f) >= channels for least, channels in _NARROW_WINO_PLANES)
     return (f % 64 == 0 and c >= _WINO_CHANNELS and c * f <= _WINO_WEIGHTS
             and plane >= _WINO_PLANE)
 
@@ -1466,8 +1465,7 @@ def _layer_plan(x_shape, w_shape, stride, pad, dilation, groups):
                         tuple(dilation), groups,
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
                                     _NARROW_LANES_WASTE, _LANES_DW, _WINO, _WINO_PLANE,
-                                    _WINO_CHANNELS, _WINO_WEIGHTS, _NARROW_WINO_CHANNELS,
-                                    _NARROW_WINO_PLANE, _NARROW_WINO_SMALL_PLANE,
+                                    _WINO_CHANNELS, _WINO_WEIGHTS, _NARROW_WINO_PLANES,
                                     _NARROW_WINO_WEIGHTS, _C5, _C5_ELEMENTS,
                                     _C5_CHANNELS))
 
