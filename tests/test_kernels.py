@@ -816,6 +816,8 @@ POOL_CASES = [
     (3, 2, 9, 9, (3, 3), (3, 3), (0, 0, 0, 0), True),       # ceil that changes nothing
     (16, 16, 32, 32, (2, 2), (2, 2), (0, 0, 0, 0), False),  # split over threads
     (16, 16, 33, 33, (3, 3), (2, 2), (1, 1, 1, 1), False),  # bordered windows, split over threads
+    (2, 3, 7, 9, (2, 2), (2, 2), (0, 0, 0, 0), False),      # 2x2 stride 2, odd sides: the last
+                                                            # row and column in no window
 ]
 
 
