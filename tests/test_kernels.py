@@ -816,6 +816,7 @@ POOL_CASES = [
     (3, 2, 9, 9, (3, 3), (3, 3), (0, 0, 0, 0), True),       # ceil that changes nothing
     (16, 16, 32, 32, (2, 2), (2, 2), (0, 0, 0, 0), False),  # split over threads
     (16, 16, 33, 33, (3, 3), (2, 2), (1, 1, 1, 1), False),  # bordered windows, split over threads
+    (2, 3, 9, 10, (3, 3), (1, 1), (0, 0, 0, 0), False),     # 3x3 stride 1, no padding
     (2, 3, 7, 9, (2, 2), (2, 2), (0, 0, 0, 0), False),      # 2x2 stride 2, odd sides: the last
                                                             # row and column in no window
 ]
@@ -923,21 +924,24 @@ def test_maxpool_ties_everywhere_go_to_the_first_maximum(case):
     np.testing.assert_allclose(dx, R.maxpool2d_backward(dout, x, k, s, p, shape[2:]), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel", [2, 3])
 @pytest.mark.parametrize("stride", [(2, 2), (1, 1), (2, 1), (1, 2), (3, 2)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_maxpool_2x2_with_nans_and_ties_matches_a_window_by_window_reference(stride, dtype):
-    """The one-pass 2x2 driver (a loop of its own for stride 2 along the rows) against windows
-    taken one by one in Python: the max; its flat index, the first maximum in row-major order;
-    a NaN wins its window (the last NaN in that order, as PyTorch's ``val > max || isnan(val)``)."""
+def test_maxpool_with_nans_and_ties_matches_a_window_by_window_reference(stride, dtype, kernel):
+    """The one-pass 2x2 and 3x3 drivers (their windows' elements copied into runs; a loop of
+    its own for 2x2 with stride 2 along the rows) against windows taken one by one in Python:
+    the max; its flat index, the first maximum in row-major order; a NaN wins its window (the
+    last NaN in that order, as PyTorch's ``val > max || isnan(val)``)."""
     rng = np.random.default_rng(11)
     x = rng.integers(-2, 2, size=(3, 2, 9, 12)).astype(dtype)
     x.reshape(-1)[rng.choice(x.size, 25, replace=False)] = np.nan
-    oh, ow = (9 - 2) // stride[0] + 1, (12 - 2) // stride[1] + 1
+    k = kernel
+    oh, ow = (9 - k) // stride[0] + 1, (12 - k) // stride[1] + 1
     out, arg = np.empty((3, 2, oh, ow), dtype), np.empty((3, 2, oh, ow), np.int64)
-    K.maxpool2d_forward_into(x, (2, 2), stride, (0, 0, 0, 0), out, arg)
+    K.maxpool2d_forward_into(x, (k, k), stride, (0, 0, 0, 0), out, arg)
     for n, c, i, j in np.ndindex(out.shape):
         best, where = None, None
-        for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        for a, b in itertools.product(range(k), range(k)):
             h, w = i * stride[0] + a, j * stride[1] + b
             v = x[n, c, h, w]
             if best is None or v > best or np.isnan(v):

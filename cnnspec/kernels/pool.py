@@ -39,76 +39,89 @@ def _take(v, best):
 
 
 @jit
-def _max_2x2_at(top, bottom, col, base, pitch):
-    """(max, where) of the 2x2 window at column col of rows top and bottom, which is
-    base + pitch * row + col + column of the winner (row, column in 0..1): a flat index with
-    the row's start and width, 4 * row + column with base -col and pitch 4.  Separate selects,
-    which LLVM vectorises across windows (4x faster than the loops of _max_small on LeNet's
-    pooling); the first maximum wins, a NaN wins (the last one)."""
-    m = top[col]
-    i = base + col
-    v = top[col + 1]
-    t = _take(v, m)
-    m = v if t else m
-    i = base + col + 1 if t else i
-    v = bottom[col]
-    t = _take(v, m)
-    m = v if t else m
-    i = base + pitch + col if t else i
-    v = bottom[col + 1]
-    t = _take(v, m)
-    m = v if t else m
-    i = base + pitch + col + 1 if t else i
-    return m, i
+def _window_runs(src, r, sw, kh, kw, ow_, runs):
+    """runs[i * kw + j, ow] = src[r + i, ow * sw + j]: element (i, j) of the windows of a row
+    of outputs as one unit-stride run, so that the selects over a window read runs, which LLVM
+    vectorises; over strided columns it left them scalar for AVX2.  Measured on an AMD EPYC
+    (Zen 3), one thread, against the loops over the columns: 3x3 stride 2 padding 1 on
+    16x64x32x32 8.0 -> 1.9 ms, on 16x64x112x112 (ResNet-18's at 224) 97 -> 18 ms, 2x2 stride 1
+    on 16x64x32x32 15.5 -> 3.6 ms (PyTorch's max_pool2d with its indices: 9.1, 108, 19.6)."""
+    for i in range(kh):
+        row = src[r + i]
+        for j in range(kw):
+            run = runs[i * kw + j]
+            if sw == 1:                 # the stride known to LLVM: 1.5-3x
+                for ow in range(ow_):
+                    run[ow] = row[ow + j]
+            elif sw == 2:
+                for ow in range(ow_):
+                    run[ow] = row[2 * ow + j]
+            else:
+                for ow in range(ow_):
+                    run[ow] = row[ow * sw + j]
 
 
 @jit
-def _max_2x2(src, sh, sw, outp, argp):
-    """2x2 windows inside src; argp = 4 * row + column of the winner in its window."""
+def _max_2x2(src, sh, sw, outp, argp, runs):
+    """2x2 windows inside src; argp = 4 * row + column of the winner in its window (the first
+    maximum wins, a NaN wins: the last one).  ``runs``: scratch of (4, OW) (_window_runs)."""
     oh_, ow_ = outp.shape
+    r0, r1, r2, r3 = runs[0], runs[1], runs[2], runs[3]
     for oh in range(oh_):
-        top, bottom = src[oh * sh], src[oh * sh + 1]
+        _window_runs(src, oh * sh, sw, 2, 2, ow_, runs)
+        orow, arow = outp[oh], argp[oh]
         for ow in range(ow_):
-            c = ow * sw
-            outp[oh, ow], argp[oh, ow] = _max_2x2_at(top, bottom, c, -c, 4)
-
-
-@jit
-def _max_3x3(src, sh, sw, outp, argp):
-    """3x3 windows inside src, unrolled like _max_2x2 (the loops of _max_small ran 2.6x slower on
-    ResNet's 3x3 stride-2 pooling); argp = 4 * row + column of the winner in its window."""
-    oh_, ow_ = outp.shape
-    for oh in range(oh_):
-        r0, r1, r2 = src[oh * sh], src[oh * sh + 1], src[oh * sh + 2]
-        for ow in range(ow_):
-            c = ow * sw
-            m, a = r0[c], 0
-            v = r0[c + 1]
+            m, a = r0[ow], 0
+            v = r1[ow]
             t = _take(v, m)
             m, a = (v if t else m), (1 if t else a)
-            v = r0[c + 2]
-            t = _take(v, m)
-            m, a = (v if t else m), (2 if t else a)
-            v = r1[c]
+            v = r2[ow]
             t = _take(v, m)
             m, a = (v if t else m), (4 if t else a)
-            v = r1[c + 1]
+            v = r3[ow]
             t = _take(v, m)
             m, a = (v if t else m), (5 if t else a)
-            v = r1[c + 2]
+            orow[ow] = m
+            arow[ow] = a
+
+
+@jit
+def _max_3x3(src, sh, sw, outp, argp, runs):
+    """3x3 windows inside src, unrolled like _max_2x2 (the loops of _max_small ran 2.6x slower on
+    ResNet's 3x3 stride-2 pooling); argp = 4 * row + column of the winner in its window.
+    ``runs``: scratch of (9, OW)."""
+    oh_, ow_ = outp.shape
+    for oh in range(oh_):
+        _window_runs(src, oh * sh, sw, 3, 3, ow_, runs)
+        orow, arow = outp[oh], argp[oh]
+        for ow in range(ow_):
+            m, a = runs[0, ow], 0
+            v = runs[1, ow]
+            t = _take(v, m)
+            m, a = (v if t else m), (1 if t else a)
+            v = runs[2, ow]
+            t = _take(v, m)
+            m, a = (v if t else m), (2 if t else a)
+            v = runs[3, ow]
+            t = _take(v, m)
+            m, a = (v if t else m), (4 if t else a)
+            v = runs[4, ow]
+            t = _take(v, m)
+            m, a = (v if t else m), (5 if t else a)
+            v = runs[5, ow]
             t = _take(v, m)
             m, a = (v if t else m), (6 if t else a)
-            v = r2[c]
+            v = runs[6, ow]
             t = _take(v, m)
             m, a = (v if t else m), (8 if t else a)
-            v = r2[c + 1]
+            v = runs[7, ow]
             t = _take(v, m)
             m, a = (v if t else m), (9 if t else a)
-            v = r2[c + 2]
+            v = runs[8, ow]
             t = _take(v, m)
             m, a = (v if t else m), (10 if t else a)
-            outp[oh, ow] = m
-            argp[oh, ow] = a
+            orow[ow] = m
+            arow[ow] = a
 
 
 @jit
@@ -175,9 +188,10 @@ def _maxpool_2x2_forward(x, stride, out, argmax):
     One driver per kind of window, chosen in Python (``_maxpool_driver``): a network compiles
     only the kinds it uses (all kinds behind one branch took LeNet-5's first step 3.9 s longer).
     Stride 2 along the rows has a driver of its own (_maxpool_2x2_s2_forward)."""
+    runs = np.empty((4, out.shape[3]), x.dtype)
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
-            _max_2x2(x[n, c], stride[0], stride[1], out[n, c], argmax[n, c])
+            _max_2x2(x[n, c], stride[0], stride[1], out[n, c], argmax[n, c], runs)
             _offsets_to_index(argmax[n, c], stride[0], stride[1], 0, 0, x.shape[2], x.shape[3])
 
 
@@ -187,9 +201,10 @@ def _maxpool_2x2_s2_forward(x, sh, out, argmax):
     rows, writing the winner's flat index at once (the same values, first-wins ties and NaN as
     _max_2x2 then _offsets_to_index): 1.2-6x faster than the two passes (U-Net-S's 16x64x64
     pooling 1.66 -> 0.31 ms, LeNet-5's first 0.55 -> 0.27, on an Intel Xeon).  The two rows'
-    even and odd columns are first copied into four runs, so that the selects read unit-stride
-    runs, which LLVM vectorises for AVX2 too: on an AMD EPYC (Zen 3) it left the loop over
-    stride-2 columns scalar (LeNet-5's first pooling 1.11 ms, 0.28 ms with the runs)."""
+    even and odd columns are first copied into four runs (as _window_runs does), so that the selects
+    read unit-stride runs, which LLVM vectorises for AVX2 too: on an AMD EPYC (Zen 3) it left
+    the loop over stride-2 columns scalar (LeNet-5's first pooling 1.11 ms, 0.28 ms with the
+    runs)."""
     w_, ow_ = x.shape[3], out.shape[3]
     runs = np.empty((4, ow_), x.dtype)
     te, to, be, bo = runs[0], runs[1], runs[2], runs[3]
@@ -198,7 +213,7 @@ def _maxpool_2x2_s2_forward(x, sh, out, argmax):
             src, outp, argp = x[n, c], out[n, c], argmax[n, c]
             for oh in range(out.shape[2]):
                 top, bottom, orow, arow = src[sh * oh], src[sh * oh + 1], outp[oh], argp[oh]
-                for ow in range(ow_):
+                for ow in range(ow_):            # _window_runs with its stride 2 known: 1.5x
                     te[ow] = top[2 * ow]
                     to[ow] = top[2 * ow + 1]
                     be[ow] = bottom[2 * ow]
@@ -221,9 +236,10 @@ def _maxpool_2x2_s2_forward(x, sh, out, argmax):
 @jit
 def _maxpool_3x3_forward(x, stride, out, argmax):
     """3x3 windows inside x (see _maxpool_2x2_forward)."""
+    runs = np.empty((9, out.shape[3]), x.dtype)
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
-            _max_3x3(x[n, c], stride[0], stride[1], out[n, c], argmax[n, c])
+            _max_3x3(x[n, c], stride[0], stride[1], out[n, c], argmax[n, c], runs)
             _offsets_to_index(argmax[n, c], stride[0], stride[1], 0, 0, x.shape[2], x.shape[3])
 
 
@@ -237,14 +253,15 @@ def _maxpool_small_forward(x, kernel, stride, pad, out, argmax, scratch):
     sh, sw = stride
     hs, ws = max((oh_ - 1) * sh + kh, h_ + pad[0]), max((ow_ - 1) * sw + kw, w_ + pad[2])
     src = scratch[:hs * ws].reshape(hs, ws)
+    runs = np.empty((9, ow_), x.dtype)
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             outp, argp = out[n, c], argmax[n, c]
             _bordered_copy(x[n, c], pad[0], pad[2], -np.inf, src)
             if kh == 2 and kw == 2:
-                _max_2x2(src, sh, sw, outp, argp)
+                _max_2x2(src, sh, sw, outp, argp, runs)
             elif kh == 3 and kw == 3:
-                _max_3x3(src, sh, sw, outp, argp)
+                _max_3x3(src, sh, sw, outp, argp, runs)
             else:
                 _max_small(src, kh, kw, sh, sw, outp, argp)
             _offsets_to_index(argp, sh, sw, pad[0], pad[2], h_, w_)
