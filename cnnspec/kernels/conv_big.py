@@ -90,7 +90,8 @@ def wino_weights(w, flipped, ushaped):
     """u[e, c, o] (rows of Fp = O rounded up to the blocks of filters, zero past O) = (G g
     G^T)[e] for g = w[o, c] (3x3), or (``flipped``, dx's convolution of dout) g = w[c, o] turned
     by 180 degrees; G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].  ``ushaped``:
-    U in weights_shape's shape."""
+    U in weights_shape's shape.  The input channels outermost, so that each of U's rows is
+    written along memory (the filters outermost took 1.36 ms for 128 x 128, this 0.86-0.99)."""
     f_, c_ = w.shape[0], w.shape[1]
     o_, r_ = (c_, f_) if flipped else (f_, c_)
     fp = ushaped.size // (16 * r_)
@@ -100,8 +101,8 @@ def wino_weights(w, flipped, ushaped):
     g = np.empty((3, 3), w.dtype)
     gg = np.empty((4, 3), w.dtype)
     half = w.dtype.type(0.5)
-    for o in range(o_):
-        for c in range(r_):
+    for c in range(r_):
+        for o in range(o_):
             for i in range(3):
                 for j in range(3):
                     g[i, j] = w[c, o, 2 - i, 2 - j] if flipped else w[o, c, i, j]
