@@ -38,8 +38,9 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
     <= 4096 on planes of >= 2048 outputs) and for at most 4 channels, however few the filters
     (AVX-512's blocks: 8 or more); 3x3 stride-1 layers by Winograd in AVX2's blocks (forward,
     dx and dw; F a multiple of 16, C and F >= 16 on planes of >= 2048 outputs, >= 32 on >= 1024,
-    >= 64 on >= 196: not ResNet-8's), their dw by nothing else; 5x5 layers by the row Winograd (conv_five.py) in AVX2's
-    blocks; nothing else (the samples in the lanes), whatever AVX-512's rules would take."""
+    >= 64 on >= 196: not ResNet-8's), their dw by nothing else; 5x5 layers by the row
+    Winograd (conv_five.py) in AVX2's blocks; nothing else (the samples in the lanes),
+    whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
     # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx, lanes dw, Winograd);
     # the forward is direct on every one

@@ -42,7 +42,6 @@ of F(4, 5) at 0, +-1, +-2, +-1/2: 6.9e-7, F(2, 5) at 0, +-1, +-2: 5.1e-7; 0, +-1
 4.2e-6.
 """
 import functools
-import math
 from fractions import Fraction as Fr
 
 import numpy as np
@@ -51,6 +50,7 @@ from cnnspec.kernels._jit import jit
 from cnnspec.kernels._simd import (lanes_of, vadd, vfma, vlanes, vload, vprefetch, vsplat,
                                    vstore, vsub, vtranspose, vzero, ylanes, yload, ysplat, yzero)
 from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
+from cnnspec.kernels.conv_big import _yadd2
 from cnnspec.kernels.conv_lanes import store_transposed, to_lanes
 
 TILE = 4             # outputs per tile (F(4, 5): 8 transformed values per tile)
@@ -616,10 +616,9 @@ def _dw_block_narrow(v, dm, c_, fp, hp, t0, t1, tw, nl, e, du):
 
 @jit
 def _add2y(a, d, inside, half, p, q):
-    """a[d : d + 2*half] += (p, q), half vectors, if ``inside``."""
+    """conv_big._yadd2 (a[d : d + 2*half] += (p, q), half vectors) if ``inside``."""
     if inside:
-        vstore(a, d, vadd(yload(a, d), p))
-        vstore(a, d + half, vadd(yload(a, d + half), q))
+        _yadd2(a, d, half, p, q)
 
 
 @jit
@@ -826,10 +825,9 @@ def run(x, w, flipped, b, pad, out, accumulate, workspace, shared, per, size, th
     blocks): the transformed weights at the workspace's first 64-byte line, then one slice of
     ``per`` elements a thread (``size`` used), as conv._line_base lays them out."""
     from cnnspec.kernels._jit import run_split
-    from cnnspec.kernels.conv import _line_base
+    from cnnspec.kernels.conv import _line_base, _packed
     u, base = _line_base(workspace, shared)
-    shape = weights_shape(x.shape[1], out.shape[1], narrow)
-    u = u[:math.prod(shape)].reshape(shape)
+    u = _packed(u, weights_shape(x.shape[1], out.shape[1], narrow))
     c5_weights(w, flipped, GM, u)
     pad = tuple(pad)
     geo = _geometry(x.shape, out.shape[1], pad, out.shape[2], out.shape[3])
