@@ -925,19 +925,26 @@ def test_maxpool_ties_everywhere_go_to_the_first_maximum(case):
     np.testing.assert_allclose(dx, R.maxpool2d_backward(dout, x, k, s, p, shape[2:]), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("width", [12, 37])
 @pytest.mark.parametrize("kernel", [2, 3])
 @pytest.mark.parametrize("stride", [(2, 2), (1, 1), (2, 1), (1, 2), (3, 2)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_maxpool_with_nans_and_ties_matches_a_window_by_window_reference(stride, dtype, kernel):
-    """The one-pass 2x2 and 3x3 drivers (their windows' elements copied into runs; a loop of
-    its own for 2x2 with stride 2 along the rows) against windows taken one by one in Python:
-    the max; its flat index, the first maximum in row-major order; a NaN wins its window (the
-    last NaN in that order, as PyTorch's ``val > max || isnan(val)``)."""
+def test_maxpool_with_nans_and_ties_matches_a_window_by_window_reference(stride, dtype, kernel,
+                                                                         width):
+    """The one-pass 2x2 and 3x3 drivers (their windows' elements copied into runs; loops of
+    their own for 2x2 with stride 2 along the rows: a row at a time, planes at a time for rows
+    of fewer than 16 outputs) against windows taken one by one in Python: the max; its flat
+    index, the first maximum in row-major order; a NaN wins its window (the last NaN in that
+    order, as PyTorch's ``val > max || isnan(val)``)."""
+    from cnnspec.kernels import pool
     rng = np.random.default_rng(11)
-    x = rng.integers(-2, 2, size=(3, 2, 9, 12)).astype(dtype)
-    x.reshape(-1)[rng.choice(x.size, 25, replace=False)] = np.nan
+    x = rng.integers(-2, 2, size=(3, 2, 9, width)).astype(dtype)
+    x.reshape(-1)[rng.choice(x.size, 25 * width // 12, replace=False)] = np.nan
     k = kernel
-    oh, ow = (9 - k) // stride[0] + 1, (12 - k) // stride[1] + 1
+    oh, ow = (9 - k) // stride[0] + 1, (width - k) // stride[1] + 1
+    if k == 2 and stride[1] == 2:
+        assert (pool._maxpool_driver(x, (k, k), stride, (0,) * 4, np.empty((3, 2, oh, ow)))[0]
+                is (pool._maxpool_2x2_s2_planes if width == 12 else pool._maxpool_2x2_s2_forward))
     out, arg = np.empty((3, 2, oh, ow), dtype), np.empty((3, 2, oh, ow), np.int64)
     K.maxpool2d_forward_into(x, (k, k), stride, (0, 0, 0, 0), out, arg)
     for n, c, i, j in np.ndindex(out.shape):
@@ -946,9 +953,29 @@ def test_maxpool_with_nans_and_ties_matches_a_window_by_window_reference(stride,
             h, w = i * stride[0] + a, j * stride[1] + b
             v = x[n, c, h, w]
             if best is None or v > best or np.isnan(v):
-                best, where = v, h * 12 + w
+                best, where = v, h * width + w
         assert arg[n, c, i, j] == where
         assert out[n, c, i, j] == best or (np.isnan(best) and np.isnan(out[n, c, i, j]))
+
+
+@pytest.mark.parametrize("shape", [(8, 16, 6, 10), (64, 16, 11, 10), (2, 1, 2, 2)])
+def test_maxpool_planes_at_a_time_over_several_groups(shape):
+    """2x2 stride-2 pooling of short rows, planes at a time: groups of planes (at most 1,024
+    outputs each; a last, partial group; an odd height's last row unread) give the reference's
+    values and indices, and its backward the reference's gradient."""
+    from cnnspec.kernels import pool
+    x = randn(*shape).astype(np.float32)
+    out_shape = shape[:2] + (shape[2] // 2, shape[3] // 2)
+    assert pool._maxpool_driver(x, (2, 2), (2, 2), (0,) * 4, np.empty(out_shape))[0] is \
+        pool._maxpool_2x2_s2_planes
+    out, arg = np.full(out_shape, np.nan, np.float32), np.full(out_shape, -7, np.int64)
+    K.maxpool2d_forward_into(x, (2, 2), (2, 2), (0,) * 4, out, arg)
+    np.testing.assert_array_equal(out, R.maxpool2d_forward(x, (2, 2), (2, 2), (0,) * 4,
+                                                           out_shape[2:]))
+    dout, dx = randn(*out_shape).astype(np.float32), np.full_like(x, np.nan)
+    K.maxpool2d_backward_into(dout, arg, dx)
+    np.testing.assert_array_equal(dx, R.maxpool2d_backward(dout, x, (2, 2), (2, 2), (0,) * 4,
+                                                           out_shape[2:]))
 
 
 @pytest.mark.parametrize("case", [POOL_CASES[i] for i in (1, 2, 3)], ids=pool_id)

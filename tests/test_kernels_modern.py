@@ -190,6 +190,52 @@ def test_conv_transpose_by_the_lanes_kernels(case, dtype, threads, monkeypatch, 
     close(dw2, rdw, dtype)
 
 
+@pytest.mark.parametrize("dtype, threads", [(np.float64, "1"), (np.float32, "2")])
+@pytest.mark.parametrize("case", [c for c in CONVT_CASES if c[11] == 1], ids=convt_id)
+def test_conv_transpose_forward_by_the_products_in_lanes(case, dtype, threads, monkeypatch,
+                                                          own_rng):
+    """The forward's products with the samples in the vector lanes (_forward_lanes) for the
+    whole chunks of a batch one sample past them (the last sample by the products), on 1 and 2
+    threads; against the reference, into a NaN output and workspace; the same values again."""
+    from cnnspec.kernels import conv_transpose as T
+    from cnnspec.kernels._simd import lanes_of
+    monkeypatch.setenv("CNNSPEC_THREADS", threads)
+    monkeypatch.setattr(T, "_LANES", False)
+    monkeypatch.setattr(T, "_LANE_PRODUCTS", True)
+    lanes = lanes_of(dtype)
+    case = (lanes * (1 if dtype == np.float64 else 2) + 1,) + case[1:]
+    stride, pad, op, dil, groups = case[7:12]
+    x, w, b, out, ws = run_convt(case, dtype)
+    assert T._lane_chunks(x.shape, w.shape, stride, dil, groups, dtype)[0] == x.shape[0] // lanes
+    close(out, R.conv_transpose2d_forward(x, w, b, stride, pad, op, dil, groups), dtype)
+    again = np.full_like(out, np.nan)
+    K.conv_transpose2d_forward_into(x, w, b, stride, pad, op, dil, groups, again, ws)
+    assert np.array_equal(again, out)
+
+
+def test_conv_transpose_products_in_lanes_rules(monkeypatch):
+    """Where the forward's products run with the samples in the lanes: overlapping taps (DCGAN's
+    4x4 stride 2, 3x3 stride 2, a 4x4 kernel on a 1x1 input), whole chunks for each thread; not
+    U-Net's 2x2 stride 2 (a tap an output), nor grouped layers, nor a batch below the lanes."""
+    from cnnspec.kernels import conv_transpose as T
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+    f32 = np.float32
+
+    def chunks(x_shape, w_shape, stride, groups=1, dtype=f32, dilation=(1, 1)):
+        return T._lane_chunks(x_shape, w_shape, stride, dilation, groups, dtype)[0]
+    assert chunks((64, 128, 8, 8), (128, 64, 4, 4), (2, 2)) == 4
+    assert chunks((64, 128, 8, 8), (128, 64, 4, 4), (2, 2), dtype=np.float64) == 8
+    assert chunks((40, 64, 16, 16), (64, 32, 3, 3), (2, 2)) == 2
+    assert chunks((32, 512, 1, 1), (512, 256, 4, 4), (1, 1)) == 2
+    assert chunks((32, 64, 16, 16), (64, 32, 2, 2), (2, 2)) == 0          # U-Net's
+    assert chunks((32, 64, 16, 16), (64, 32, 2, 2), (2, 2), dilation=(2, 1)) == 2
+    assert chunks((64, 128, 8, 8), (32, 32, 4, 4), (2, 2), groups=4) == 0
+    assert chunks((16, 128, 8, 8), (128, 64, 4, 4), (2, 2)) == 0          # a chunk, 2 threads
+    assert chunks((15, 128, 8, 8), (128, 64, 4, 4), (2, 2)) == 0
+    monkeypatch.setattr(T, "_LANE_PRODUCTS", False)
+    assert chunks((64, 128, 8, 8), (128, 64, 4, 4), (2, 2)) == 0
+
+
 def test_conv_transpose_workspace_size_cached_per_rules(monkeypatch):
     """The workspace size is worked out once per layer, thread count and switch settings: the
     cached value is the one worked out anew under the same settings, and a change of threads or
