@@ -70,9 +70,9 @@ def _close(a, b):
 def test_sgd_steps_by_samples_equal_layer_by_layer(shares, n, threads):
     def train():
         model = _model()
-        xs, y = _data(model, n)
         opt = SGD(model, lr=0.1, momentum=0.9)
-        values = [model.train_step(xs, y, opt) for _ in range(3)]
+        values = [model.train_step(*_data(model, n, seed), opt) for seed in range(3)]  # new
+        # inputs each step: each share copies its rows of them
         training = model._plan(n).training("cross_entropy")
         return model, values, training
     serial, serial_values, serial_training = shares.layers(train)

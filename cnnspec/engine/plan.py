@@ -469,10 +469,10 @@ class Training:
         return float(value), plan.term_values()
 
     def forward(self, xs: dict) -> None:
-        self.plan.copy_inputs(xs)
         if self.shares is not None:
-            self.shares.forward()
+            self.shares.forward(xs)              # each share copies its rows of the inputs
             return
+        self.plan.copy_inputs(xs)
         for step in self.forward_steps:
             step()
 
@@ -521,6 +521,7 @@ class BySamples:
 
         model, graph, n = plan.model, plan.model.graph, plan.batch
         self.model, self.count, self.jit, self.used = model, count, _jit, used
+        self.xs = None                                # the inputs of the step under way
         self.barrier, self.failure = threading.Barrier(count), None
         flat = model._flat_grads
         spans, self.forward_shares, self.backward_shares, self.extra_grads = set(), [], [], []
@@ -551,7 +552,9 @@ class BySamples:
                 step = ops[name].backward(dy[lo:hi], dxs, grads, **options)
                 if step is not None:
                     backward.append(step)
-            self.forward_shares.append(plan.forward_steps(training=True, ops=ops, act=act, **forward))
+            inputs = [(act[name], name) for name in plan.inputs]
+            self.forward_shares.append([lambda: self._copy_rows(inputs, lo, hi)]
+                                       + plan.forward_steps(training=True, ops=ops, act=act, **forward))
             self.backward_shares.append(backward)
 
         built = []                                   # ops with the workspace sizes of one thread
@@ -630,8 +633,19 @@ class BySamples:
             self.barrier.abort()
             raise
 
-    def forward(self) -> None:
-        self._run(self.forward_shares)
+    def _copy_rows(self, inputs, lo, hi) -> None:
+        """A share's rows [lo, hi) of the step's inputs into its views of the input buffers
+        (on its thread: LeNet-5's 64x1x32x32 copy took 0.09 ms of a 2.3 ms step on one thread)."""
+        for buffer, name in inputs:
+            np.copyto(buffer, self.xs[name][lo:hi], casting="same_kind")
+
+    def forward(self, xs: dict) -> None:
+        """The shares' training forward of the checked inputs ``{name: array}``."""
+        self.xs = xs
+        try:
+            self._run(self.forward_shares)
+        finally:
+            self.xs = None                        # no reference to the caller's arrays kept
 
     def backward(self) -> None:
         self._run(self.backward_shares)
