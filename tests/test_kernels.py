@@ -179,6 +179,75 @@ def run_conv(case, dtype):
     return x, wt, b, out, ws
 
 
+# strided convolutions whose dx is the transposed convolution's products in lanes: ResNet's 3x3
+# stride 2, DCGAN's discriminator 4x4 stride 2, an odd size (a last row that no window reads:
+# output padding 1), dilation, a kernel narrower than its stride along one axis, 1x1 stride 2
+STRIDED_DX_CASES = [
+    (2, 8, 8, 8, 12, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (1, 9, 8, 10, 6, 4, 4, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (1, 8, 9, 7, 5, 3, 3, (2, 2), (0, 0, 0, 0), (1, 1)),
+    (1, 8, 11, 11, 4, 3, 2, (2, 3), (2, 1, 0, 1), (2, 1)),
+    (1, 8, 6, 7, 4, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype, threads", [(np.float64, "1"), (np.float32, "2")])
+@pytest.mark.parametrize("case", STRIDED_DX_CASES, ids=str)
+def test_strided_dx_by_the_transposed_products(case, dtype, threads, monkeypatch):
+    """A strided convolution's dx as the transposed convolution of dout by w (conv_transpose's
+    forward products, the samples in the lanes for whole chunks, the last sample by the scalar
+    col2im), however small the layer: alone, added to a dx (``accumulate``), with dw and db;
+    against the reference, on 1 and 2 threads, into NaN buffers and workspace."""
+    from cnnspec.kernels import conv_transpose
+    from cnnspec.kernels._simd import lanes_of
+    monkeypatch.setenv("CNNSPEC_THREADS", threads)
+    monkeypatch.setattr(conv, "_TRANSPOSED_DX", True)
+    monkeypatch.setattr(conv_transpose, "_LANE_PRODUCTS", True)
+    monkeypatch.setattr(conv, "_SLANES", False)
+    k, c, h, w_, f, kh, kw, stride, pad, dil = case
+    n = k * lanes_of(dtype) + 1
+    own = np.random.default_rng(8)            # not the module's stream: later tests keep their data
+    x = own.standard_normal((n, c, h, w_)).astype(dtype)
+    wt = own.standard_normal((f, c, kh, kw)).astype(dtype)
+    shape = K.conv2d_output_shape(x.shape, wt.shape, stride, pad, dil)
+    assert conv._transposed_dx(x.shape, shape, wt.shape, stride, pad, dil, 1, dtype) is not None
+    ws = np.full(K.conv2d_workspace_size(x.shape, wt.shape, stride, pad, dil, 1), np.nan, dtype)
+    dout = own.standard_normal(shape).astype(dtype)
+    rdx, rdw, rdb = R.conv2d_backward(dout, x, wt, np.zeros(f, dtype), stride, pad, dil, 1)
+    dx = np.full_like(x, np.nan)
+    K.conv2d_backward_into(dout, x, wt, stride, pad, dil, 1, dx, None, None, ws)
+    close(dx, rdx, dtype)
+    K.conv2d_backward_into(dout, x, wt, stride, pad, dil, 1, dx, None, None, ws, accumulate=True)
+    close(dx, 2 * rdx, dtype)
+    dx, dw, db = np.full_like(x, np.nan), np.full_like(wt, np.nan), np.full(f, np.nan, dtype)
+    K.conv2d_backward_into(dout, x, wt, stride, pad, dil, 1, dx, dw, db, ws)
+    close(dx, rdx, dtype)
+    close(dw, rdw, dtype)
+    close(db, rdb, dtype)
+
+
+def test_strided_dx_by_the_transposed_products_rule(monkeypatch):
+    """Where a strided convolution's dx runs as the transposed convolution's products: taps
+    that overlap, 8 input channels or more, a chunk of 16 samples (float32) per thread; not
+    stride 1, nor 1x1 stride 2, nor a first layer's 3 channels, nor groups."""
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+
+    def rule(n, c, hw, f, k, s, p, groups=1):
+        x_shape, w_shape = (n, c, hw, hw), (f, c // groups, k, k)
+        shape = K.conv2d_output_shape(x_shape, w_shape, (s, s), (p,) * 4, (1, 1))
+        return conv._transposed_dx(x_shape, shape, w_shape, (s, s), (p,) * 4, (1, 1), groups,
+                                   np.float32)
+    assert rule(64, 16, 32, 32, 3, 2, 1) == (1, 1)          # ResNet-8's: 15*2 - 2 + 2 + 1 = 31
+    assert rule(64, 64, 32, 128, 4, 2, 1) == (0, 0)         # DCGAN's discriminator
+    assert rule(32, 32, 29, 64, 5, 2, 2) == (0, 0)
+    assert rule(64, 16, 32, 16, 3, 1, 1) is None            # stride 1
+    assert rule(64, 16, 32, 32, 1, 2, 0) is None            # 1x1: no overlap
+    assert rule(64, 3, 64, 64, 4, 2, 1) is None             # 3 channels
+    assert rule(64, 16, 32, 32, 3, 2, 1, groups=2) is None
+    assert rule(16, 16, 32, 32, 3, 2, 1) is None            # one chunk for two threads
+    assert rule(8, 16, 32, 32, 3, 2, 1) is None
+
+
 def test_conv_cases_cover_every_mode():
     modes = {_Plan(c[:4], (c[4], c[1] // c[10], c[5], c[6]), c[7], c[8], c[9], c[10]).mode
              for c in CONV_CASES}
@@ -964,7 +1033,8 @@ def test_maxpool_planes_at_a_time_over_several_groups(shape):
     outputs each; a last, partial group; an odd height's last row unread) give the reference's
     values and indices, and its backward the reference's gradient."""
     from cnnspec.kernels import pool
-    x = randn(*shape).astype(np.float32)
+    own = np.random.default_rng(9)            # not the module's stream: later tests keep their data
+    x = own.standard_normal(shape).astype(np.float32)
     out_shape = shape[:2] + (shape[2] // 2, shape[3] // 2)
     assert pool._maxpool_driver(x, (2, 2), (2, 2), (0,) * 4, np.empty(out_shape))[0] is \
         pool._maxpool_2x2_s2_planes
@@ -972,7 +1042,7 @@ def test_maxpool_planes_at_a_time_over_several_groups(shape):
     K.maxpool2d_forward_into(x, (2, 2), (2, 2), (0,) * 4, out, arg)
     np.testing.assert_array_equal(out, R.maxpool2d_forward(x, (2, 2), (2, 2), (0,) * 4,
                                                            out_shape[2:]))
-    dout, dx = randn(*out_shape).astype(np.float32), np.full_like(x, np.nan)
+    dout, dx = own.standard_normal(out_shape).astype(np.float32), np.full_like(x, np.nan)
     K.maxpool2d_backward_into(dout, arg, dx)
     np.testing.assert_array_equal(dx, R.maxpool2d_backward(dout, x, (2, 2), (2, 2), (0,) * 4,
                                                            out_shape[2:]))

@@ -196,7 +196,8 @@ def test_conv_transpose_forward_by_the_products_in_lanes(case, dtype, threads, m
                                                           own_rng):
     """The forward's products with the samples in the vector lanes (_forward_lanes) for the
     whole chunks of a batch one sample past them (the last sample by the products), on 1 and 2
-    threads; against the reference, into a NaN output and workspace; the same values again."""
+    threads; against the reference, into a NaN output and workspace; the same values again, and
+    added to an output (``accumulate``)."""
     from cnnspec.kernels import conv_transpose as T
     from cnnspec.kernels._simd import lanes_of
     monkeypatch.setenv("CNNSPEC_THREADS", threads)
@@ -207,10 +208,14 @@ def test_conv_transpose_forward_by_the_products_in_lanes(case, dtype, threads, m
     stride, pad, op, dil, groups = case[7:12]
     x, w, b, out, ws = run_convt(case, dtype)
     assert T._lane_chunks(x.shape, w.shape, stride, dil, groups, dtype)[0] == x.shape[0] // lanes
-    close(out, R.conv_transpose2d_forward(x, w, b, stride, pad, op, dil, groups), dtype)
+    ref = R.conv_transpose2d_forward(x, w, b, stride, pad, op, dil, groups)
+    close(out, ref, dtype)
     again = np.full_like(out, np.nan)
     K.conv_transpose2d_forward_into(x, w, b, stride, pad, op, dil, groups, again, ws)
     assert np.array_equal(again, out)
+    K.conv_transpose2d_forward_into(x, w, b, stride, pad, op, dil, groups, again, ws,
+                                    accumulate=True)
+    close(again, 2 * ref, dtype)
 
 
 def test_conv_transpose_products_in_lanes_rules(monkeypatch):

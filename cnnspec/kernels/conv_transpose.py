@@ -119,14 +119,9 @@ def _workspace_size(x_shape, w_shape, stride, pad, output_pad, dilation, groups,
     """conv_transpose2d_workspace_size, once per layer, thread count and the switches its rules
     read (``rules``; working it out took ~46 us of the layer API's call)."""
     del threads, rules                  # in the key only: the functions below read them
-    size = num_threads() * _layout(tuple(x_shape), tuple(w_shape), groups)[1]
     out_shape = conv_transpose2d_output_shape(x_shape, w_shape, stride, pad, output_pad,
                                               dilation, groups)
-    for dtype in (np.float32, np.float64):
-        chunks, threads = _lane_chunks(x_shape, w_shape, stride, dilation, groups, dtype)
-        if chunks:
-            size = max(size, threads * _lanes_per_thread(x_shape, w_shape, out_shape,
-                                                         lanes_of(dtype)))
+    size = products_workspace_size(x_shape, w_shape, out_shape, stride, dilation, groups)
     if _adjoint_plan(out_shape, x_shape, w_shape, stride, pad, dilation, groups) is not None:
         from cnnspec.kernels.conv import conv2d_workspace_size
         size = max(size, conv2d_workspace_size(out_shape, w_shape, stride, pad, dilation, 1))
@@ -199,6 +194,17 @@ def _lane_chunks(x_shape, w_shape, stride, dilation, groups, dtype):
     return chunks, threads
 
 
+def products_workspace_size(x_shape, w_shape, out_shape, stride, dilation, groups):
+    """Elements of the workspace that ``forward_products`` needs (either dtype)."""
+    size = num_threads() * _layout(tuple(x_shape), tuple(w_shape), groups)[1]
+    for dtype in (np.float32, np.float64):
+        chunks, threads = _lane_chunks(x_shape, w_shape, stride, dilation, groups, dtype)
+        if chunks:
+            size = max(size, threads * _lanes_per_thread(x_shape, w_shape, out_shape,
+                                                         lanes_of(dtype)))
+    return size
+
+
 def _lanes_per_thread(x_shape, w_shape, out_shape, lanes):
     """A thread's slice of the workspace for _forward_lanes: [xl (C, HW*L) | col (F*K, HW*L) |
     tile (OH*OW*L)]."""
@@ -258,9 +264,10 @@ def _lanes_major(x, n0, xl):
 
 
 @jit
-def _forward_lanes(x, w, b, out, start, offs, buf, c0, c1):
+def _forward_lanes(x, w, b, accumulate, out, start, offs, buf, c0, c1):
     """Chunks [c0, c1) of lanes samples: col (F*K, HW*L) = w^T @ xl, then each output position
-    is b[f] plus its taps' vectors (``_tap_table``), in a tile (OH*OW, L) stored back to NCHW."""
+    is b[f] plus its taps' vectors (``_tap_table``), in a tile (OH*OW, L) stored back to NCHW
+    (added there with ``accumulate``)."""
     n_, c_, h_, w_ = x.shape
     _, f_, kh, kw = w.shape
     k = kh * kw
@@ -284,7 +291,7 @@ def _forward_lanes(x, w, b, out, start, offs, buf, c0, c1):
                     acc = vadd(acc, vload(col, base + offs[t]))
                 vstore(tile, o * lanes, acc)
             store_transposed(tile, 0, lanes, of, (n0 * f_ + f) * plane, plane, f_ * plane,
-                             min(lanes, n_ - n0), False)
+                             min(lanes, n_ - n0), accumulate)
 
 
 def _gather_run(sg, x, w, b, accumulate, out, workspace, threads):
@@ -450,21 +457,28 @@ def _im2col(dout, kernel, stride, pad, dilation, h_, w_, n0, g_, col):
 
 
 @jit
-def _fill_bias(out, b, n0, n1):
-    """out[n, f] = b[f] (0 without a bias) for n in [n0, n1)."""
+def _fill_bias(out, b, accumulate, n0, n1):
+    """out[n, f] = b[f] (0 without a bias) for n in [n0, n1); with ``accumulate`` out[n, f] +=
+    b[f] (nothing without a bias)."""
     f_ = out.shape[1]
     p = out.shape[2] * out.shape[3]
     of = out.reshape(out.size)
+    if accumulate and b.size == 0:
+        return
     for n in range(n0, n1):
         for f in range(f_):
             v = b[f] if b.size > 0 else 0.0
             plane = of[(n * f_ + f) * p:(n * f_ + f + 1) * p]
-            for e in range(p):
-                plane[e] = v
+            if accumulate:
+                for e in range(p):
+                    plane[e] += v
+            else:
+                for e in range(p):
+                    plane[e] = v
 
 
 @jit
-def _forward(x, w, b, stride, pad, dilation, groups, out, g_max, buf, n0, n1):
+def _forward(x, w, b, stride, pad, dilation, groups, accumulate, out, g_max, buf, n0, n1):
     """Samples [n0, n1) in chunks of at most g_max."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     _, fg, kh, kw = w.shape
@@ -474,7 +488,7 @@ def _forward(x, w, b, stride, pad, dilation, groups, out, g_max, buf, n0, n1):
     xc = buf[:c_ * g_max * hw]
     col = buf[c_ * g_max * hw:(c_ + fk * groups) * g_max * hw]
     wf = w.reshape(w.size)
-    _fill_bias(out, b, n0, n1)
+    _fill_bias(out, b, accumulate, n0, n1)
     for s0 in range(n0, n1, g_max):
         g_ = min(g_max, n1 - s0)
         p = g_ * hw
@@ -567,18 +581,26 @@ def _check_lanes(sg, workspace, threads):
 
 
 def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, groups, out,
-                                  workspace):
-    """out (N, F, OH, OW) = the transposed convolution of x (N, C, H, W) by w (C, F/groups,
-    KH, KW), + b (F,) or None.  ``output_pad`` only sets out's size (given by the caller's
-    buffer).  See the package docstring for conventions."""
+                                  workspace, accumulate=False):
+    """out (N, F, OH, OW) (+)= the transposed convolution of x (N, C, H, W) by w (C,
+    F/groups, KH, KW), + b (F,) or None (added to out with ``accumulate``: conv.py's input
+    gradient of a strided convolution, by this).  ``output_pad`` only sets out's size (given by
+    the caller's buffer).  See the package docstring for conventions."""
     macs = x.size * w.shape[1] * w.shape[2] * w.shape[3]
     geo = _lanes_geometry("forward", x.shape, w.shape, stride, pad, dilation, groups, out.shape,
                           x.dtype)
     if geo is not None:
         threads = _threads(x.shape[0], macs)
         _check_lanes(geo, workspace, threads)
-        _gather_run(geo, x, w, b, False, out, workspace, threads)
+        _gather_run(geo, x, w, b, bool(accumulate), out, workspace, threads)
         return
+    forward_products(x, w, b, stride, pad, dilation, groups, out, workspace, accumulate)
+
+
+def forward_products(x, w, b, stride, pad, dilation, groups, out, workspace, accumulate=False):
+    """conv_transpose2d_forward_into by the products: the whole chunks of lanes samples with
+    the samples in the lanes where ``_lane_chunks`` says, the rest with the scalar col2im."""
+    macs = x.size * w.shape[1] * w.shape[2] * w.shape[3]
     b = _empty(x.dtype)[0] if b is None else b
     chunks, threads = _lane_chunks(x.shape, w.shape, stride, dilation, groups, x.dtype)
     done = chunks * lanes_of(x.dtype)
@@ -591,12 +613,13 @@ def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, gr
                                  (w.shape[2], w.shape[3]), tuple(stride), tuple(pad),
                                  tuple(dilation), lanes_of(x.dtype))
         run_split(_forward_lanes, chunks, threads, lambda t, lo, hi: (
-            x, w, b, out, start, offs, workspace[t * per:(t + 1) * per], lo, hi), dynamic=True)
+            x, w, b, bool(accumulate), out, start, offs, workspace[t * per:(t + 1) * per], lo,
+            hi), dynamic=True)
     if done == x.shape[0]:
         return
     threads, g_max, per = _plan(x, w, groups, workspace, macs)
     run_split(_forward, x.shape[0] - done, threads, lambda t, lo, hi: (
-        x, w, b, stride, pad, dilation, groups, out, g_max,
+        x, w, b, stride, pad, dilation, groups, bool(accumulate), out, g_max,
         workspace[t * per:(t + 1) * per], done + lo, done + hi), dynamic=True)
 
 
