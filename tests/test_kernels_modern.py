@@ -554,6 +554,63 @@ def test_depthwise_split_by_samples(case, dtype, monkeypatch):
     close(one[1], rdx, dtype)
 
 
+# stride-1 depthwise layers of one filter per channel: MobileNet's 3x3, EfficientNet's 5x5, no
+# padding (dout smaller than x), asymmetric padding, dilation, a row (H = 1)
+DX_BY_FORWARD_CASES = [
+    (3, 6, 9, 9, 3, 3, (1, 1, 1, 1), (1, 1)),
+    (2, 4, 11, 10, 5, 5, (2, 2, 2, 2), (1, 1)),
+    (2, 5, 8, 9, 3, 3, (0, 0, 0, 0), (1, 1)),
+    (2, 3, 9, 8, 3, 2, (2, 0, 1, 0), (1, 1)),
+    (2, 3, 10, 10, 3, 3, (2, 1, 2, 2), (2, 2)),
+    (2, 4, 1, 13, 1, 3, (0, 0, 1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", DX_BY_FORWARD_CASES, ids=str)
+def test_depthwise_dx_by_the_forward_of_dout(case, dtype, monkeypatch, own_rng):
+    """dx of a stride-1 depthwise layer as the forward of dout by the turned weights
+    (depthwise._dx_pad), with dw and db and alone, against the reference and against the wide
+    grid's own backward; added to a dx (accumulate) the wide grid's backward runs."""
+    from cnnspec.kernels import depthwise as D
+    n, c, h, w_, kh, kw, pad, dil = case
+    x, w, b = randn(n, c, h, w_, dtype=dtype), randn(c, 1, kh, kw, dtype=dtype), randn(c, dtype=dtype)
+    shape = K.conv2d_output_shape(x.shape, w.shape, (1, 1), pad, dil)
+    dout = randn(*shape, dtype=dtype)
+    rdx, rdw, rdb = R.conv2d_backward(dout, x, w, b, (1, 1), pad, dil, c)
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(D, "_DX_BY_FORWARD", on)
+        assert (D._dx_pad(x.shape, w.shape, (1, 1), pad, dil) is not None) == on
+        ws = np.full(K.conv2d_workspace_size(x.shape, w.shape, (1, 1), pad, dil, c), np.nan, dtype)
+        dx, dw, db = np.full_like(x, np.nan), np.full_like(w, np.nan), np.full_like(b, np.nan)
+        K.conv2d_backward_into(dout, x, w, (1, 1), pad, dil, c, dx, dw, db, ws)
+        close(dx, rdx, dtype)
+        close(dw, rdw, dtype)
+        close(db, rdb, dtype)
+        alone = np.full_like(x, np.nan)
+        K.conv2d_backward_into(dout, x, w, (1, 1), pad, dil, c, alone, None, None, ws)
+        assert np.array_equal(alone, dx)
+        K.conv2d_backward_into(dout, x, w, (1, 1), pad, dil, c, alone, None, None, ws,
+                               accumulate=True)
+        close(alone, 2 * rdx, dtype)
+        results.append(dx)
+    close(results[0], results[1], dtype)
+
+
+def test_depthwise_dx_by_the_forward_rule():
+    """dx by the forward of dout: stride 1, one filter per channel, no padding beyond the
+    kernel's reach; not strided layers, depth multipliers, or where the flat kernels run."""
+    from cnnspec.kernels import depthwise as D
+    assert D._dx_pad((32, 144, 28, 28), (144, 1, 3, 3), (1, 1), (1,) * 4, (1, 1)) == (1,) * 4
+    assert D._dx_pad((32, 144, 28, 28), (144, 1, 5, 5), (1, 1), (1,) * 4, (1, 1)) == (3,) * 4
+    assert D._dx_pad((32, 144, 28, 28), (144, 1, 3, 3), (2, 2), (1,) * 4, (1, 1)) is None
+    assert D._dx_pad((32, 144, 28, 28), (288, 1, 3, 3), (1, 1), (1,) * 4, (1, 1)) is None
+    assert D._dx_pad((32, 144, 28, 28), (144, 1, 3, 3), (1, 1), (3, 1, 1, 1), (1, 1)) is None
+    flat = D._use_flat((64, 192, 8, 8), (192, 1, 3, 3), (1, 1), (1,) * 4, (1, 1))
+    assert (D._dx_pad((64, 192, 8, 8), (192, 1, 3, 3), (1, 1), (1,) * 4, (1, 1)) is None) == flat
+
+
 def test_depthwise_sample_split_rule():
     from cnnspec.kernels import depthwise as D
     assert D._sample_pieces((64, 96, 32, 32)) == 8 and D._sample_pieces((10, 3, 9, 9)) == 2
