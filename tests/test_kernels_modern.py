@@ -190,14 +190,16 @@ def test_conv_transpose_by_the_lanes_kernels(case, dtype, threads, monkeypatch, 
     close(dw2, rdw, dtype)
 
 
+@pytest.mark.parametrize("blocks", [False, True], ids=["whole", "blocks"])
 @pytest.mark.parametrize("dtype, threads", [(np.float64, "1"), (np.float32, "2")])
 @pytest.mark.parametrize("case", [c for c in CONVT_CASES if c[11] == 1], ids=convt_id)
-def test_conv_transpose_forward_by_the_products_in_lanes(case, dtype, threads, monkeypatch,
-                                                          own_rng):
+def test_conv_transpose_forward_by_the_products_in_lanes(case, dtype, threads, blocks,
+                                                          monkeypatch, own_rng):
     """The forward's products with the samples in the vector lanes (_forward_lanes) for the
     whole chunks of a batch one sample past them (the last sample by the products), on 1 and 2
-    threads; against the reference, into a NaN output and workspace; the same values again, and
-    added to an output (``accumulate``)."""
+    threads, with col for every filter at once and in blocks of two filters; against the
+    reference, into a NaN output and workspace; the same values again, and added to an output
+    (``accumulate``)."""
     from cnnspec.kernels import conv_transpose as T
     from cnnspec.kernels._simd import lanes_of
     monkeypatch.setenv("CNNSPEC_THREADS", threads)
@@ -206,6 +208,8 @@ def test_conv_transpose_forward_by_the_products_in_lanes(case, dtype, threads, m
     lanes = lanes_of(dtype)
     case = (lanes * (1 if dtype == np.float64 else 2) + 1,) + case[1:]
     stride, pad, op, dil, groups = case[7:12]
+    if blocks:                  # col for two filters at a time (the last block may hold one)
+        monkeypatch.setattr(T, "_LANE_COL", 2 * case[5] * case[6] * case[2] * case[3] * lanes)
     x, w, b, out, ws = run_convt(case, dtype)
     assert T._lane_chunks(x.shape, w.shape, stride, dil, groups, dtype)[0] == x.shape[0] // lanes
     ref = R.conv_transpose2d_forward(x, w, b, stride, pad, op, dil, groups)

@@ -69,6 +69,8 @@ _DW_ROWS = None                   # tests: True / False, dw by conv_lanes.weight
                                   # adjoint convolution wherever it applies / never; None: the rules
 _LANE_PRODUCTS = None             # tests: True / False, the forward's products with the samples
                                   # in the lanes for every whole chunk / never; None: the rules
+_LANE_COL = 1 << 21               # elements of _forward_lanes' col at most (8 MB in float32): the
+                                  # filters in blocks where all of them would take more
 
 
 def conv_transpose_output_size(size, kernel, stride, pad_before, pad_after, output_pad=0,
@@ -176,8 +178,8 @@ def _lanes_geometry(kind, x_shape, w_shape, stride, pad, dilation, groups, out_s
 def _lane_chunks(x_shape, w_shape, stride, dilation, groups, dtype):
     """(chunks, threads): the whole chunks of lanes samples whose forward runs as products in
     the lanes (``_forward_lanes``; 0: none), and the threads they run on.  The rules: groups 1,
-    taps that overlap (a kernel's extent wider than its stride along an axis), and at least a
-    chunk per thread.  Measured against the products with the scalar col2im (float32, AMD EPYC,
+    taps that overlap (a kernel's extent wider than its stride along an axis), at least a
+    chunk per thread, and x's chunk in the lanes (C*H*W*L) within _LANE_COL.  Measured against the products with the scalar col2im (float32, AMD EPYC,
     AVX2, 7 rounds of 5 calls, median speed-up, 1 / 2 threads): DCGAN's 4x4 stride 2 128 -> 64
     at 64x8x8 1.10x / 1.07x, 64 -> 32 at 64x16x16 1.13x / 1.08x, 3x3 stride 2 at 32x64x16x16
     1.11x / 1.09x, 4x4 on 1x1 (a generator's first layer, 16x512) 1.32x; 3x3 stride 1 0.99x /
@@ -189,7 +191,8 @@ def _lane_chunks(x_shape, w_shape, stride, dilation, groups, dtype):
         return 0, threads
     if _LANE_PRODUCTS is None:
         overlap = any((k - 1) * d + 1 > s for k, s, d in zip(w_shape[2:], stride, dilation))
-        if not overlap or chunks < threads:
+        xl = x_shape[1] * x_shape[2] * x_shape[3] * lanes_of(dtype)
+        if not overlap or chunks < threads or xl > _LANE_COL:
             return 0, threads
     return chunks, threads
 
@@ -205,12 +208,21 @@ def products_workspace_size(x_shape, w_shape, out_shape, stride, dilation, group
     return size
 
 
+def _lane_filters(x_shape, w_shape, lanes):
+    """Filters per block of _forward_lanes' products: all of them where their col holds at most
+    _LANE_COL elements, else as many as fit: a 3x3 stride-2 convolution's dx of 64 -> 128 at
+    32x56x56 took 34 MB of workspace with col whole, 14 MB in four blocks, which run at 0.91x
+    its speed (two blocks: 22 MB, 0.96x); still 1.7x the strided dx before them."""
+    per_filter = w_shape[2] * w_shape[3] * x_shape[2] * x_shape[3] * lanes
+    return max(1, min(w_shape[1], _LANE_COL // per_filter))
+
+
 def _lanes_per_thread(x_shape, w_shape, out_shape, lanes):
-    """A thread's slice of the workspace for _forward_lanes: [xl (C, HW*L) | col (F*K, HW*L) |
-    tile (OH*OW*L)]."""
+    """A thread's slice of the workspace for _forward_lanes: [xl (C, HW*L) | col (Fb*K, HW*L) |
+    tile (OH*OW*L)], Fb filters a block (_lane_filters)."""
     pl = x_shape[2] * x_shape[3] * lanes
-    return (x_shape[1] + w_shape[1] * w_shape[2] * w_shape[3]) * pl + \
-        out_shape[2] * out_shape[3] * lanes
+    fb = _lane_filters(x_shape, w_shape, lanes)
+    return (x_shape[1] + fb * w_shape[2] * w_shape[3]) * pl + out_shape[2] * out_shape[3] * lanes
 
 
 @functools.lru_cache(maxsize=64)
@@ -264,10 +276,10 @@ def _lanes_major(x, n0, xl):
 
 
 @jit
-def _forward_lanes(x, w, b, accumulate, out, start, offs, buf, c0, c1):
-    """Chunks [c0, c1) of lanes samples: col (F*K, HW*L) = w^T @ xl, then each output position
-    is b[f] plus its taps' vectors (``_tap_table``), in a tile (OH*OW, L) stored back to NCHW
-    (added there with ``accumulate``)."""
+def _forward_lanes(x, w, b, accumulate, out, start, offs, fblock, buf, c0, c1):
+    """Chunks [c0, c1) of lanes samples: per block of ``fblock`` filters col (Fb*K, HW*L) =
+    w_b^T @ xl, then each output position is b[f] plus its taps' vectors (``_tap_table``), in a
+    tile (OH*OW, L) stored back to NCHW (added there with ``accumulate``)."""
     n_, c_, h_, w_ = x.shape
     _, f_, kh, kw = w.shape
     k = kh * kw
@@ -275,23 +287,26 @@ def _forward_lanes(x, w, b, accumulate, out, start, offs, buf, c0, c1):
     pl = h_ * w_ * lanes
     plane = out.shape[2] * out.shape[3]
     xl = buf[:c_ * pl]
-    col = buf[c_ * pl:(c_ + f_ * k) * pl]
-    tile = buf[(c_ + f_ * k) * pl:(c_ + f_ * k) * pl + plane * lanes]
+    col = buf[c_ * pl:(c_ + fblock * k) * pl]
+    tile = buf[(c_ + fblock * k) * pl:(c_ + fblock * k) * pl + plane * lanes]
     wf = w.reshape(w.size)
     of = out.reshape(out.size)
     for ch in range(c0, c1):
         n0 = ch * lanes
         _lanes_major(x, n0, xl)
-        gemm(True, False, f_ * k, pl, c_, 1.0, wf, f_ * k, xl, pl, 0.0, col, pl)
-        for f in range(f_):
-            base = f * k * pl
-            for o in range(plane):
-                acc = vsplat(b, f) if b.size > 0 else vzero(tile)
-                for t in range(start[o], start[o + 1]):
-                    acc = vadd(acc, vload(col, base + offs[t]))
-                vstore(tile, o * lanes, acc)
-            store_transposed(tile, 0, lanes, of, (n0 * f_ + f) * plane, plane, f_ * plane,
-                             min(lanes, n_ - n0), accumulate)
+        for fb in range(0, f_, fblock):
+            fe = min(f_, fb + fblock)
+            gemm(True, False, (fe - fb) * k, pl, c_, 1.0, wf[fb * k:], f_ * k, xl, pl, 0.0, col,
+                 pl)
+            for f in range(fb, fe):
+                base = (f - fb) * k * pl
+                for o in range(plane):
+                    acc = vsplat(b, f) if b.size > 0 else vzero(tile)
+                    for t in range(start[o], start[o + 1]):
+                        acc = vadd(acc, vload(col, base + offs[t]))
+                    vstore(tile, o * lanes, acc)
+                store_transposed(tile, 0, lanes, of, (n0 * f_ + f) * plane, plane, f_ * plane,
+                                 min(lanes, n_ - n0), accumulate)
 
 
 def _gather_run(sg, x, w, b, accumulate, out, workspace, threads):
@@ -612,9 +627,10 @@ def forward_products(x, w, b, stride, pad, dilation, groups, out, workspace, acc
         start, offs = _tap_table(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
                                  (w.shape[2], w.shape[3]), tuple(stride), tuple(pad),
                                  tuple(dilation), lanes_of(x.dtype))
+        fblock = _lane_filters(x.shape, w.shape, lanes_of(x.dtype))
         run_split(_forward_lanes, chunks, threads, lambda t, lo, hi: (
-            x, w, b, bool(accumulate), out, start, offs, workspace[t * per:(t + 1) * per], lo,
-            hi), dynamic=True)
+            x, w, b, bool(accumulate), out, start, offs, fblock,
+            workspace[t * per:(t + 1) * per], lo, hi), dynamic=True)
     if done == x.shape[0]:
         return
     threads, g_max, per = _plan(x, w, groups, workspace, macs)
