@@ -222,6 +222,23 @@ def test_conv_transpose_forward_by_the_products_in_lanes(case, dtype, threads, b
     close(again, 2 * ref, dtype)
 
 
+@pytest.mark.parametrize("lanes", [True, False])
+def test_conv_transpose_workspace_too_small_is_refused(lanes, monkeypatch):
+    """A workspace smaller than conv_transpose2d_workspace_size says so, with both sizes,
+    whichever products run (the samples in the lanes or not); out is left as it was."""
+    from cnnspec.kernels import conv_transpose as T
+    monkeypatch.setattr(T, "_LANES", False)
+    monkeypatch.setattr(T, "_LANE_PRODUCTS", lanes)
+    x, w = np.ones((17, 8, 4, 4), np.float32), np.ones((8, 12, 4, 4), np.float32)
+    geometry = ((2, 2), (1, 1, 1, 1), (0, 0), (1, 1), 1)
+    need = K.conv_transpose2d_workspace_size(x.shape, w.shape, *geometry)
+    out = np.full(K.conv_transpose2d_output_shape(x.shape, w.shape, *geometry), 7.0, np.float32)
+    with pytest.raises(ValueError, match=r"conv_transpose2d workspace too small: 10 elements, "
+                                         r"need \d+ \(conv_transpose2d_workspace_size\)"):
+        K.conv_transpose2d_forward_into(x, w, None, *geometry, out, np.empty(10, np.float32))
+    assert need > 10 and np.all(out == 7.0)
+
+
 def test_conv_transpose_products_in_lanes_rules(monkeypatch):
     """Where the forward's products run with the samples in the lanes: overlapping taps (DCGAN's
     4x4 stride 2, 3x3 stride 2, a 4x4 kernel on a 1x1 input), whole chunks for each thread; not

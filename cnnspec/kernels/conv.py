@@ -710,15 +710,15 @@ def _transposed_dx(x_shape, dout_shape, w_shape, stride, pad, dilation, groups, 
     16x14x14 3.3x; DCGAN's discriminator 4x4 stride 2 64 -> 128 at 64x32x32 2.35x, 128 -> 256
     at 64x16x16 3.66x; 5x5 stride 2 32 -> 64 at 32x28x28 1.76x; its first layer (3 channels)
     0.90x: left out."""
-    from cnnspec.kernels import conv_transpose
+    from cnnspec.kernels import conv_transpose as T
     if _TRANSPOSED_DX is False or stride == (1, 1) or groups != 1 or (
             _TRANSPOSED_DX is None and w_shape[1] < 8):
         return None
-    if not conv_transpose._lane_chunks(dout_shape, w_shape, stride, dilation, 1, dtype)[0]:
+    if not T._lane_chunks(dout_shape, w_shape, stride, dilation, 1, dtype)[0]:
         return None
-    return tuple(x_shape[2 + a] - ((dout_shape[2 + a] - 1) * stride[a] - pad[2 * a]
-                                   - pad[2 * a + 1] + dilation[a] * (w_shape[2 + a] - 1) + 1)
-                 for a in (0, 1))
+    return tuple(x_shape[2 + a] - T.conv_transpose_output_size(
+        dout_shape[2 + a], w_shape[2 + a], stride[a], pad[2 * a], pad[2 * a + 1], 0, dilation[a])
+        for a in (0, 1))
 
 
 # -- small loops ------------------------------------------------------------------------------

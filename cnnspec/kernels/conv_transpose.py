@@ -581,18 +581,19 @@ def _plan(x, w, groups, workspace, macs):
     n = x.shape[0]
     threads = _threads(n, macs)
     g_max, per = _layout(x.shape, w.shape, groups)
-    if workspace.size < threads * per:
-        raise ValueError(f"conv_transpose2d workspace too small: {workspace.size} elements, "
-                         f"need {threads * per} (conv_transpose2d_workspace_size)")
+    _check(workspace, threads * per)
     return threads, g_max, per
+
+
+def _check(workspace, need):
+    if workspace.size < need:
+        raise ValueError(f"conv_transpose2d workspace too small: {workspace.size} elements, "
+                         f"need {need} (conv_transpose2d_workspace_size)")
 
 
 def _check_lanes(sg, workspace, threads):
     from cnnspec.kernels import conv_lanes
-    need = conv_lanes.workspace_size(sg.geo, threads)
-    if workspace.size < need:
-        raise ValueError(f"conv_transpose2d workspace too small: {workspace.size} elements, "
-                         f"need {need} (conv_transpose2d_workspace_size)")
+    _check(workspace, conv_lanes.workspace_size(sg.geo, threads))
 
 
 def conv_transpose2d_forward_into(x, w, b, stride, pad, output_pad, dilation, groups, out,
@@ -621,9 +622,7 @@ def forward_products(x, w, b, stride, pad, dilation, groups, out, workspace, acc
     done = chunks * lanes_of(x.dtype)
     if chunks:
         per = _lanes_per_thread(x.shape, w.shape, out.shape, lanes_of(x.dtype))
-        if workspace.size < threads * per:
-            raise ValueError(f"conv_transpose2d workspace too small: {workspace.size} elements, "
-                             f"need {threads * per} (conv_transpose2d_workspace_size)")
+        _check(workspace, threads * per)
         start, offs = _tap_table(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
                                  (w.shape[2], w.shape[3]), tuple(stride), tuple(pad),
                                  tuple(dilation), lanes_of(x.dtype))

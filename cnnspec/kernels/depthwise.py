@@ -99,7 +99,7 @@ def _dx_pad(x_shape, w_shape, stride, pad, dilation):
     dh*(KH-1) less the forward's padding there), where the wide grid's backward would run (not
     the flat kernels) and no padding exceeds the reach; else None.  The wide grid's dx adds
     each tap's products into dx's phases, a load and a store per element and tap; the forward
-    takes 3x3's nine taps in one pass: MobileNet's 32x144x28x28, two threads, dx 3.6 -> 2.2 ms
+    takes 3x3's nine taps in one pass: MobileNet's 32x144x28x28, two threads, dx 3.6 -> 2.3 ms
     (see the README's issue 16 fourteenth round)."""
     if _DX_BY_FORWARD is False or tuple(stride) != (1, 1) or w_shape[0] != x_shape[1]:
         return None
@@ -229,7 +229,7 @@ def _backward(dout, x, w, stride, pad, dilation, dx, dw, db, accumulate, need_dx
     offsets = _tap_offsets((kh, kw), stride, dilation, wq, hq * wq)
     for c in range(c0, c1):
         if need_dw:
-            sums[:] = 0.0
+            _zero(sums)
         dbs = np.zeros(m)
         for n in range(n_):
             if need_dw:

@@ -201,6 +201,21 @@ def _maxpool_2x2_forward(x, stride, out, argmax):
 
 
 @jit
+def _max_of_four(a, b, c, d, i, w_):
+    """(max, flat index) of a 2x2 window read as a, b (its top row) and c, d, whose top-left
+    element is at flat index i in a plane of width w_: the first maximum in row-major order,
+    a NaN winning (``_take``)."""
+    m = a
+    t = _take(b, m)
+    m, i1 = (b if t else m), (i + 1 if t else i)
+    t = _take(c, m)
+    m, i1 = (c if t else m), (i + w_ if t else i1)
+    t = _take(d, m)
+    m, i1 = (d if t else m), (i + w_ + 1 if t else i1)
+    return m, i1
+
+
+@jit
 def _maxpool_2x2_s2_forward(x, sh, out, argmax):
     """_maxpool_2x2_forward for stride (sh, 2): one pass per output row, from its two input
     rows, writing the winner's flat index at once (the same values, first-wins ties and NaN as
@@ -221,17 +236,8 @@ def _maxpool_2x2_s2_forward(x, sh, out, argmax):
                 orow, arow = outp[oh], argp[oh]
                 base = sh * oh * w_
                 for ow in range(ow_):
-                    m, i = te[ow], base + 2 * ow
-                    v = to[ow]
-                    t = _take(v, m)
-                    m, i = (v if t else m), (base + 2 * ow + 1 if t else i)
-                    v = be[ow]
-                    t = _take(v, m)
-                    m, i = (v if t else m), (base + w_ + 2 * ow if t else i)
-                    v = bo[ow]
-                    t = _take(v, m)
-                    m, i = (v if t else m), (base + w_ + 2 * ow + 1 if t else i)
-                    orow[ow], arow[ow] = m, i
+                    orow[ow], arow[ow] = _max_of_four(te[ow], to[ow], be[ow], bo[ow],
+                                                      base + 2 * ow, w_)
 
 
 @jit
@@ -271,18 +277,8 @@ def _maxpool_2x2_s2_planes(x, sh, out, argmax):
         o = np.uint64(p0 * plane)
         for e in range(k):
             u = np.uint64(e)
-            m, i = runs[u], corner[u]
-            v = runs[c1 + u]
-            t = _take(v, m)
-            m, i = (v if t else m), (corner[u] + 1 if t else i)
-            v = runs[c2 + u]
-            t = _take(v, m)
-            m, i = (v if t else m), (corner[u] + w_ if t else i)
-            v = runs[c3 + u]
-            t = _take(v, m)
-            m, i = (v if t else m), (corner[u] + w_ + 1 if t else i)
-            of[o + u] = m
-            af[o + u] = i
+            of[o + u], af[o + u] = _max_of_four(runs[u], runs[c1 + u], runs[c2 + u],
+                                                runs[c3 + u], corner[u], w_)
 
 
 @jit
