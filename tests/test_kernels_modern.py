@@ -632,6 +632,72 @@ def test_depthwise_dx_by_the_forward_rule():
     assert (D._dx_pad((64, 192, 8, 8), (192, 1, 3, 3), (1, 1), (1,) * 4, (1, 1)) is None) == flat
 
 
+# 3x3 stride-1 planes by depthwise._rows_3x3: output rows of 4k, 4k + 1, 4k + 2, 4k + 3 (the
+# four-row blocks and the rows after them), widths of exactly a half vector (8 float32, 4
+# float64), between whole vectors (the last one overlapping) and wide, no padding (OW = W - 2),
+# asymmetric padding, batches split by samples (N = 9), depth multiplier 2
+# (N, C, H, W, m, pad, bias)
+ROWS_3X3_CASES = [
+    (2, 3, 8, 8, 1, (1, 1, 1, 1), True), (3, 2, 9, 13, 1, (1, 1, 1, 1), False),
+    (2, 2, 12, 10, 1, (0, 0, 0, 0), True), (1, 3, 7, 30, 1, (2, 1, 0, 2), True),
+    (9, 2, 14, 28, 1, (1, 1, 1, 1), True), (2, 2, 1, 11, 1, (1, 1, 1, 1), False),
+    (2, 3, 6, 9, 2, (1, 1, 1, 1), True),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ROWS_3X3_CASES, ids=str)
+def test_depthwise_3x3_rows_straight_from_the_plane(case, dtype, monkeypatch, own_rng):
+    """The forward (and so the dx by the forward of dout) of 3x3 stride-1 layers by _rows_3x3,
+    against the reference and the wide grid's loops, with outputs between sentinels: nothing
+    written outside them, every output written."""
+    from cnnspec.kernels import depthwise as D
+    n, c, h, w_, m, pad, bias = case
+    x, w = randn(n, c, h, w_, dtype=dtype), randn(c * m, 1, 3, 3, dtype=dtype)
+    b = randn(c * m, dtype=dtype) if bias else None
+    shape = K.conv2d_output_shape(x.shape, w.shape, (1, 1), pad, (1, 1))
+    dout = randn(*shape, dtype=dtype)
+    monkeypatch.setattr(D, "_FLAT", False)
+    results = []
+    for on in (None, False):
+        monkeypatch.setattr(D, "_ROWS_3X3", on)
+        lanes = 32 // np.dtype(dtype).itemsize
+        assert D._use_rows_3x3(x.shape, w.shape, (1, 1), pad, (1, 1), dtype) == (
+            on is None and shape[3] >= lanes)
+        ws = np.full(K.conv2d_workspace_size(x.shape, w.shape, (1, 1), pad, (1, 1), c), np.nan,
+                     dtype)
+        big = np.full((n + 2,) + shape[1:], 7.0, dtype)      # sentinels: samples 0 and n + 1
+        out = big[1:n + 1]
+        out[...] = np.nan
+        K.conv2d_forward_into(x, w, b, (1, 1), pad, (1, 1), c, out, ws)
+        assert np.all(big[0] == 7.0) and np.all(big[n + 1] == 7.0)
+        dx = np.full_like(x, np.nan)
+        K.conv2d_backward_into(dout, x, w, (1, 1), pad, (1, 1), c, dx, None, None, ws)
+        results.append((out.copy(), dx))
+    rdx = R.conv2d_backward(dout, x, w, b, (1, 1), pad, (1, 1), c)[0]
+    for got, old, ref in zip(results[0], results[1],
+                             (R.conv2d_forward(x, w, b, (1, 1), pad, (1, 1), c), rdx)):
+        close(got, ref, dtype)
+        close(got, old, dtype)
+
+
+def test_depthwise_3x3_rows_rule():
+    from cnnspec.kernels import depthwise as D
+    mobile = ((32, 144, 28, 28), (144, 1, 3, 3), (1, 1), (1,) * 4, (1, 1))
+    assert D._use_rows_3x3(*mobile, np.float32)
+    assert D._use_rows_3x3((32, 144, 4, 4), (144, 1, 3, 3), (1, 1), (1,) * 4, (1, 1), np.float64)
+    assert not D._use_rows_3x3((32, 144, 7, 7), (144, 1, 3, 3), (1, 1), (1,) * 4, (1, 1),
+                               np.float32)                          # rows under a half vector
+    assert not D._use_rows_3x3((32, 144, 28, 28), (144, 1, 3, 3), (2, 2), (1,) * 4, (1, 1),
+                               np.float32)
+    assert not D._use_rows_3x3((32, 144, 28, 28), (144, 1, 3, 3), (1, 1), (2,) * 4, (2, 2),
+                               np.float32)
+    assert not D._use_rows_3x3((32, 144, 28, 28), (144, 1, 5, 5), (1, 1), (2,) * 4, (1, 1),
+                               np.float32)
+    assert D._use_rows_3x3((32, 144, 28, 28), (288, 1, 3, 3), (1, 1), (1,) * 4, (1, 1),
+                           np.float32)                              # depth multiplier 2
+
+
 def test_depthwise_sample_split_rule():
     from cnnspec.kernels import depthwise as D
     assert D._sample_pieces((64, 96, 32, 32)) == 8 and D._sample_pieces((10, 3, 9, 9)) == 2
