@@ -11,14 +11,13 @@ Operations (callable from numba kernels only): ``vzero(a)`` (a vector of a's dty
 ``vload(a, i)`` (a[i : i + lanes], unaligned, no bounds check: the caller keeps i + lanes <=
 a.size), ``vsplat(a, i)`` (lanes copies of a[i]), ``vstore(a, i, v)``, ``vfma(acc, u, v)``
 (acc + u * v with one rounding, per lane: ``llvm.fma``, as BLAS's FMA kernels compute) and ``vlanes(a)`` (the lanes, a compile-time
-constant), ``vcopy(dst, d, src, s, n)`` (a run of n elements in half vectors).  No fastmath anywhere: each lane is IEEE arithmetic in a fixed order.
+constant).  No fastmath anywhere: each lane is IEEE arithmetic in a fixed order.
 
 ``yzero``, ``yload``, ``ysplat`` and ``ylanes`` are the same for half vectors, 32 bytes (8
 float32 or 4 float64 lanes: one AVX2 register).  AVX2 has 16 such registers, so a kernel for it
 keeps at most 12 accumulators of these (``conv_direct._direct_sample_narrow``); the other
 operations (``vfma``, ``vstore``, ``vadd``, ...) take vectors of either width.
 """
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -371,24 +370,3 @@ def vgather(typingctx, arr, index, offsets, oi, masks, mi):
                                  mask, ir.Constant(vty, None)])
 
     return vec(arr, index, offsets, oi, masks, mi), codegen
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def vcopy(dst, d, src, s, n):
-    """dst[d : d + n] = src[s : s + n] (d, s np.uint64; the runs must not overlap) in half vectors,
-    the last one overlapping the one before.  LLVM vectorises a plain copy loop with its vectors
-    four at a time (32 float32 with AVX2): a row of 28 or 16 ran element by element.  Copies of
-    rows of 8-56 elements ran 1.3-2.3x faster so (plain loop 7.1 / 3.4 / 2.6 ns a row of 28 / 16 /
-    8, this 5.5 / 2.7 / 1.2).  numba inlines it (``inline="always"``): LLVM did not, and a call
-    per row cost ~10 ns."""
-    lanes = ylanes(src)
-    if n < lanes:
-        for e in range(n):
-            dst[d + np.uint64(e)] = src[s + np.uint64(e)]
-        return
-    step, last = np.uint64(lanes), np.uint64(n - lanes)
-    e = np.uint64(0)
-    while e < last:
-        vstore(dst, d + e, yload(src, s + e))
-        e += step
-    vstore(dst, d + last, yload(src, s + last))

@@ -79,7 +79,6 @@ import numpy as np
 
 from cnnspec.kernels._blas import gemm
 from cnnspec.kernels._jit import jit, num_threads, piece_count, run_split, sum64
-from cnnspec.kernels._simd import vcopy
 from cnnspec.layers.base import output_size
 
 # Chunk sizes (measured): kn2row (and rowtap) products whose output and input panels,
@@ -800,7 +799,8 @@ def _split_sample(x, n, stride, pad, zero, xp):
             for h in range(h_):
                 src = np.uint64(((n * c_ + c) * h_ + h) * w_)
                 dst = np.uint64((c * hq + h + pad[0]) * wq + pad[2])
-                vcopy(xp, dst, xf, src, w_)
+                for e in range(w_):
+                    xp[dst + np.uint64(e)] = xf[src + np.uint64(e)]
         return
     # row phase by row phase, so that the divisions are out of the loops (one per row cost 3x)
     be = pad[2] % sw                         # the column phase that even columns of x go to
