@@ -635,22 +635,24 @@ def test_depthwise_dx_by_the_forward_rule():
 # 3x3 stride-1 planes by depthwise._rows_3x3: output rows of 4k, 4k + 1, 4k + 2, 4k + 3 (the
 # four-row blocks and the rows after them), widths of exactly a half vector (8 float32, 4
 # float64), between whole vectors (the last one overlapping) and wide, no padding (OW = W - 2),
-# asymmetric padding, batches split by samples (N = 9), depth multiplier 2
+# asymmetric padding, batches split by samples (N = 9), depth multiplier 2 (dx by the wide grid,
+# dw by the rows), a tall plane (dw's float32 sums folded into float64 mid-plane)
 # (N, C, H, W, m, pad, bias)
 ROWS_3X3_CASES = [
     (2, 3, 8, 8, 1, (1, 1, 1, 1), True), (3, 2, 9, 13, 1, (1, 1, 1, 1), False),
     (2, 2, 12, 10, 1, (0, 0, 0, 0), True), (1, 3, 7, 30, 1, (2, 1, 0, 2), True),
     (9, 2, 14, 28, 1, (1, 1, 1, 1), True), (2, 2, 1, 11, 1, (1, 1, 1, 1), False),
-    (2, 3, 6, 9, 2, (1, 1, 1, 1), True),
+    (2, 3, 6, 9, 2, (1, 1, 1, 1), True), (2, 2, 70, 9, 1, (1, 1, 1, 1), True),
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", ROWS_3X3_CASES, ids=str)
 def test_depthwise_3x3_rows_straight_from_the_plane(case, dtype, monkeypatch, own_rng):
-    """The forward (and so the dx by the forward of dout) of 3x3 stride-1 layers by _rows_3x3,
-    against the reference and the wide grid's loops, with outputs between sentinels: nothing
-    written outside them, every output written."""
+    """The forward (and so the dx by the forward of dout) of 3x3 stride-1 layers by _rows_3x3
+    and their dw by _dw_rows_3x3 (with dx, alone, beside an accumulated dx), against the
+    reference and the wide grid's loops, with outputs between sentinels: nothing written
+    outside them, every output written."""
     from cnnspec.kernels import depthwise as D
     n, c, h, w_, m, pad, bias = case
     x, w = randn(n, c, h, w_, dtype=dtype), randn(c * m, 1, 3, 3, dtype=dtype)
@@ -671,12 +673,19 @@ def test_depthwise_3x3_rows_straight_from_the_plane(case, dtype, monkeypatch, ow
         out[...] = np.nan
         K.conv2d_forward_into(x, w, b, (1, 1), pad, (1, 1), c, out, ws)
         assert np.all(big[0] == 7.0) and np.all(big[n + 1] == 7.0)
-        dx = np.full_like(x, np.nan)
-        K.conv2d_backward_into(dout, x, w, (1, 1), pad, (1, 1), c, dx, None, None, ws)
-        results.append((out.copy(), dx))
-    rdx = R.conv2d_backward(dout, x, w, b, (1, 1), pad, (1, 1), c)[0]
-    for got, old, ref in zip(results[0], results[1],
-                             (R.conv2d_forward(x, w, b, (1, 1), pad, (1, 1), c), rdx)):
+        dx, dw = np.full_like(x, np.nan), np.full_like(w, np.nan)
+        K.conv2d_backward_into(dout, x, w, (1, 1), pad, (1, 1), c, dx, dw, None, ws)
+        dw_alone = np.full_like(w, np.nan)
+        K.conv2d_backward_into(dout, x, w, (1, 1), pad, (1, 1), c, None, dw_alone, None, ws)
+        assert np.array_equal(dw_alone, dw)
+        dx2, dw2 = dx.copy(), np.full_like(w, np.nan)
+        K.conv2d_backward_into(dout, x, w, (1, 1), pad, (1, 1), c, dx2, dw2, None, ws,
+                               accumulate=True)
+        assert np.array_equal(dw2, dw)
+        results.append((out.copy(), dx, dw, dx2))
+    rdx, rdw, _ = R.conv2d_backward(dout, x, w, b, (1, 1), pad, (1, 1), c)
+    refs = (R.conv2d_forward(x, w, b, (1, 1), pad, (1, 1), c), rdx, rdw, 2 * rdx)
+    for got, old, ref in zip(results[0], results[1], refs):
         close(got, ref, dtype)
         close(got, old, dtype)
 

@@ -259,6 +259,47 @@ def line_offset(typingctx, arr):
     return types.intp(arr), codegen
 
 
+@intrinsic
+def vzero_below(typingctx, v, k):
+    """v with its lanes below k (an integer) set to zero, the rest kept (a compare and a blend):
+    a row's last vector that overlaps the one before it counts each element once so."""
+    if not isinstance(v, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = args[0].type
+        n = vty.count
+        ity = ir.VectorType(ir.IntType(32), n)
+        k32 = builder.trunc(context.cast(builder, args[1], sig.args[1], types.int64),
+                            ir.IntType(32))
+        ks = builder.insert_element(ir.Constant(ity, ir.Undefined), k32,
+                                    ir.Constant(ir.IntType(32), 0))
+        ks = builder.shuffle_vector(ks, ks, ir.Constant(ity, [0] * n))
+        keep = builder.icmp_signed(">=", ir.Constant(ity, list(range(n))), ks)
+        return builder.select(keep, args[0], ir.Constant(vty, None))
+
+    return v(v, k), codegen
+
+
+@intrinsic
+def vadd_wide(typingctx, acc, index, v):
+    """acc[index : index + lanes of v] += v's lanes in float64 (acc a float64 array; v of float32
+    widened exactly, or of float64): running float32 sums folded into float64 ones, lane by
+    lane, a load, a widening, an add and a store per 4 lanes."""
+    if not (isinstance(v, Vec) and acc.dtype == types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        n = args[2].type.count
+        wty = ir.VectorType(ir.DoubleType(), n)
+        value = args[2] if v.dtype == types.float64 else builder.fpext(args[2], wty)
+        ptr = builder.bitcast(_pointer(context, builder, sig, args, 0, 1), wty.as_pointer())
+        builder.store(builder.fadd(builder.load(ptr, align=8), value), ptr, align=8)
+        return context.get_dummy_value()
+
+    return types.none(acc, index, v), codegen
+
+
 # -- masked loads and stores, shuffles (depthwise.py's flat kernels) --------------------------
 
 @intrinsic

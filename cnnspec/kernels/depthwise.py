@@ -31,7 +31,8 @@ rest (depth multipliers, less padding), on conv.py's layout:
   ``dphase[tap window] += w * dwide`` (merged back into dx by conv's ``_merge_phases``) and
   dw's ``sum(dwide * tap window)`` per tap, three taps at a time in running vectors
   (``_dw_taps``: a scalar running sum adds one element per FP-add latency), their lanes added
-  in float64 once per chunk.
+  in float64 once per chunk; the 3x3 stride-1 layers' dw straight from dout and the padded
+  plane instead (``_dw_rows_3x3``, the forward's blocks of four rows).
 
 Threads: batches of 8+ are split by samples (``_sample_pieces``), as the 1x1 convolutions and
 batchnorms around a MobileNet's depthwise layer are, so a thread reads what it wrote in the layer
@@ -51,7 +52,7 @@ import numpy as np
 from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
 from cnnspec.kernels._simd import (vadd, vevens, vfma, vgather, vhigh, vlanes, vload, vload_masked,
                                   vlow, vodds, vprefetch, vsplat, vstore, vstore_masked, vzero,
-                                  ylanes, yload, ysplat, yzero)
+                                  vadd_wide, vzero_below, ylanes, yload, ysplat, yzero)
 from cnnspec.kernels.conv import (_merge_phases, _phase_shape, _phase_shape_jit, _split_sample,
                                   _tap_offset, _zero, conv_output_size)
 
@@ -261,6 +262,105 @@ def _rows_3x3(xp, wf, b, f, wq, oh_, ow_, of, base):
 
 
 @jit
+def _dw_rows_3x3(xp, df, base, wq, oh_, ow_, acc, at):
+    """acc[at + (3i + j)*L + l] += lane l's share (L lanes) of the sum over the plane of
+    dout[oh, ow] * xp[(oh + i)*wq + ow + j], in float64: dw of
+    a 3x3 stride-1 layer (no dilation) from one sample's dout plane (df from ``base``, rows of
+    OW) and its padded input plane, no copy of dout: four dout rows at a time, each input row's
+    three shifted half vectors loaded once for the rows that use it, the nine taps' sums in
+    running vectors (a row's last vector, where it overlaps the one before, with the repeated
+    lanes of dout zeroed), added lane by lane into acc every ~_FLUSH vectors (``vadd_wide``).
+    The wide grid's dw copied dout to the grid and read it three times (three taps a pass):
+    dw 1.3-1.6x faster so on MobileNet's layers."""
+    lanes = ylanes(xp)
+    last = ow_ - lanes
+    one, two = np.uint64(1), np.uint64(2)
+    uq, uw = np.uint64(wq), np.uint64(ow_)
+    vectors = (ow_ + lanes - 1) // lanes
+    per_flush = max(1, _FLUSH // (4 * vectors))      # blocks of four rows between folds
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = yzero(xp)
+    blocks = oh_ // 4
+    for blk in range(blocks + 1):
+        rows = 4 if blk < blocks else oh_ - 4 * blocks
+        for k0 in range(0, ow_, lanes):
+            e = min(k0, last)
+            ue = np.uint64(e)
+            d = np.uint64(base + 4 * blk * ow_) + ue
+            s = np.uint64(4 * blk * wq) + ue
+            if rows == 4:
+                d0, d1 = yload(df, d), yload(df, d + uw)
+                d2, d3 = yload(df, d + two * uw), yload(df, d + np.uint64(3) * uw)
+                if k0 > e:
+                    d0, d1 = vzero_below(d0, k0 - e), vzero_below(d1, k0 - e)
+                    d2, d3 = vzero_below(d2, k0 - e), vzero_below(d3, k0 - e)
+                v = yload(xp, s)                  # input row 4*blk: dout row 0's kernel row 0
+                s00 = vfma(s00, d0, v)
+                v = yload(xp, s + one)
+                s01 = vfma(s01, d0, v)
+                v = yload(xp, s + two)
+                s02 = vfma(s02, d0, v)
+                s += uq                           # row 1: kernel row 1 of dout row 0, 0 of 1
+                v = yload(xp, s)
+                s10, s00 = vfma(s10, d0, v), vfma(s00, d1, v)
+                v = yload(xp, s + one)
+                s11, s01 = vfma(s11, d0, v), vfma(s01, d1, v)
+                v = yload(xp, s + two)
+                s12, s02 = vfma(s12, d0, v), vfma(s02, d1, v)
+                s += uq                           # row 2: kernel rows 2, 1, 0 of dout rows 0-2
+                v = yload(xp, s)
+                s20, s10, s00 = vfma(s20, d0, v), vfma(s10, d1, v), vfma(s00, d2, v)
+                v = yload(xp, s + one)
+                s21, s11, s01 = vfma(s21, d0, v), vfma(s11, d1, v), vfma(s01, d2, v)
+                v = yload(xp, s + two)
+                s22, s12, s02 = vfma(s22, d0, v), vfma(s12, d1, v), vfma(s02, d2, v)
+                s += uq                           # row 3: dout rows 1-3
+                v = yload(xp, s)
+                s20, s10, s00 = vfma(s20, d1, v), vfma(s10, d2, v), vfma(s00, d3, v)
+                v = yload(xp, s + one)
+                s21, s11, s01 = vfma(s21, d1, v), vfma(s11, d2, v), vfma(s01, d3, v)
+                v = yload(xp, s + two)
+                s22, s12, s02 = vfma(s22, d1, v), vfma(s12, d2, v), vfma(s02, d3, v)
+                s += uq                           # row 4: dout rows 2, 3
+                v = yload(xp, s)
+                s20, s10 = vfma(s20, d2, v), vfma(s10, d3, v)
+                v = yload(xp, s + one)
+                s21, s11 = vfma(s21, d2, v), vfma(s11, d3, v)
+                v = yload(xp, s + two)
+                s22, s12 = vfma(s22, d2, v), vfma(s12, d3, v)
+                s += uq                           # row 5: dout row 3
+                s20 = vfma(s20, d3, yload(xp, s))
+                s21 = vfma(s21, d3, yload(xp, s + one))
+                s22 = vfma(s22, d3, yload(xp, s + two))
+                continue
+            for r in range(rows):                 # the last rows one at a time
+                d0 = yload(df, d)
+                if k0 > e:
+                    d0 = vzero_below(d0, k0 - e)
+                s00 = vfma(s00, d0, yload(xp, s))
+                s01 = vfma(s01, d0, yload(xp, s + one))
+                s02 = vfma(s02, d0, yload(xp, s + two))
+                s10 = vfma(s10, d0, yload(xp, s + uq))
+                s11 = vfma(s11, d0, yload(xp, s + uq + one))
+                s12 = vfma(s12, d0, yload(xp, s + uq + two))
+                s20 = vfma(s20, d0, yload(xp, s + two * uq))
+                s21 = vfma(s21, d0, yload(xp, s + two * uq + one))
+                s22 = vfma(s22, d0, yload(xp, s + two * uq + two))
+                d += uw
+                s += uq
+        if blk % per_flush == per_flush - 1 or blk == blocks:
+            vadd_wide(acc, at, s00)
+            vadd_wide(acc, at + lanes, s01)
+            vadd_wide(acc, at + 2 * lanes, s02)
+            vadd_wide(acc, at + 3 * lanes, s10)
+            vadd_wide(acc, at + 4 * lanes, s11)
+            vadd_wide(acc, at + 5 * lanes, s12)
+            vadd_wide(acc, at + 6 * lanes, s20)
+            vadd_wide(acc, at + 7 * lanes, s21)
+            vadd_wide(acc, at + 8 * lanes, s22)
+            s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = yzero(xp)
+
+
+@jit
 def _forward(x, w, b, stride, pad, dilation, out, rows, phases, buf, c0, c1, rows_3x3):
     """Output planes of input channels [c0, c1), every sample (``rows_3x3``: by _rows_3x3)."""
     n_, c_, h_, w_ = x.shape
@@ -295,8 +395,8 @@ def _forward(x, w, b, stride, pad, dilation, out, rows, phases, buf, c0, c1, row
 
 @jit
 def _backward(dout, x, w, stride, pad, dilation, dx, dw, db, accumulate, need_dx, need_dw,
-              need_db, rows, phases, buf, c0, c1):
-    """dx planes, dw and db rows of input channels [c0, c1)."""
+              need_db, rows, phases, buf, c0, c1, rows_3x3):
+    """dx planes, dw and db rows of input channels [c0, c1) (``rows_3x3``: dw by _dw_rows_3x3)."""
     n_, c_, h_, w_ = x.shape
     f_, _, kh, kw = w.shape
     oh_, ow_ = dout.shape[2], dout.shape[3]
@@ -308,6 +408,8 @@ def _backward(dout, x, w, stride, pad, dilation, dx, dw, db, accumulate, need_dx
     dwide = buf[2 * phases:2 * phases + chunk]
     sums = np.zeros(m * taps)                     # dw's sums of the channel, float64
     lane_sums = np.empty(ylanes(dwide), dwide.dtype)
+    lanes = ylanes(xp)
+    acc = np.zeros(m * taps * lanes if rows_3x3 else 0)   # _dw_rows_3x3's sums, per lane
     wf, df = w.reshape(w.size), dout.reshape(dout.size)
     dwf = dw.reshape(dw.size)
     offsets = _tap_offsets((kh, kw), stride, dilation, wq, hq * wq)
@@ -326,7 +428,9 @@ def _backward(dout, x, w, stride, pad, dilation, dx, dw, db, accumulate, need_dx
                 base = (n * f_ + f) * oh_ * ow_
                 if need_db:
                     dbs[k] += sum64(df[base:base + oh_ * ow_])
-                if not (need_dx or need_dw):
+                if rows_3x3 and need_dw:
+                    _dw_rows_3x3(xp, df, base, wq, oh_, ow_, acc, k * taps * lanes)
+                if not (need_dx or need_dw and not rows_3x3):
                     continue
                 for oh0 in range(0, oh_, rows):
                     r = min(rows, oh_ - oh0)
@@ -339,7 +443,7 @@ def _backward(dout, x, w, stride, pad, dilation, dx, dw, db, accumulate, need_dx
                         for e in range(ow_, wq):
                             dwide[dst + np.uint64(e)] = 0
                     start = np.uint64(oh0 * wq)
-                    if need_dw:
+                    if need_dw and not rows_3x3:
                         for t0 in range(0, taps, 3):
                             _dw_taps(dwide, xp, offsets, start, q, t0, taps, sums, k * taps,
                                      lane_sums)
@@ -352,6 +456,13 @@ def _backward(dout, x, w, stride, pad, dilation, dx, dw, db, accumulate, need_dx
                                 dxp[o + u] += v * dwide[u]
             if need_dx:
                 _merge_phases(dxp, stride, pad, 0, accumulate, dx[n, c].reshape(1, 1, h_, w_))
+        if rows_3x3 and need_dw:                  # the lanes' sums, in lane order
+            for t in range(m * taps):
+                total = 0.0
+                for l in range(lanes):
+                    total += acc[t * lanes + l]
+                    acc[t * lanes + l] = 0
+                sums[t] = total
         for k in range(m):
             f = c * m + k
             if need_dw:
@@ -996,9 +1107,10 @@ def backward_into(dout, x, w, stride, pad, dilation, dx, dw, db, workspace, accu
                 dout, x, w, tuple(stride), dx, dw, db, bool(accumulate), need[0], need[1],
                 need[2]) + tables + (_ahead(x), buf, lo, hi)
     else:
+        rows_3x3 = _use_rows_3x3(x.shape, w.shape, stride, pad, dilation, x.dtype)
         fn, args = _backward, lambda buf, dout, x, dx, dw, db, lo, hi: (
             dout, x, w, stride, pad, dilation, dx, dw, db, bool(accumulate), need[0], need[1],
-            need[2], rows, phases, buf, lo, hi)
+            need[2], rows, phases, buf, lo, hi, rows_3x3)
     dx = empty4 if dx is None else dx
     if not pieces:
         run_split(fn, c_, threads, lambda t, lo, hi: args(
