@@ -29,13 +29,12 @@ first run ~0.5 s (exp for float32 and float64 arguments, log).  numba's cache
 checks only the source file of the function it compiles: after editing this file, delete
 ``cnnspec/kernels/__pycache__``.
 """
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from cnnspec.kernels._jit import jit
+from cnnspec.kernels._jit import jit, jit_inline
 
 _LOG2E = 1.44269504088896338700e+00
 _LN2_HI = 6.93147180369123816490e-01       # the upper 32 bits of ln2: k * _LN2_HI is exact
@@ -93,7 +92,7 @@ def exp(x):
     return y if x == x else x
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@jit_inline
 def log(x):
     """The natural logarithm of x in float64 (see the module docstring)."""
     x = np.float64(x)

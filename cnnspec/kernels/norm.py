@@ -38,7 +38,8 @@ block it is the two-pass arithmetic exactly.  Evaluation splits by channels (no 
 """
 import numpy as np
 
-from cnnspec.kernels._jit import jit, jit_sum, memory_pieces, num_threads, run_split, sum64
+from cnnspec.kernels._jit import (jit, jit_inline, jit_sum, memory_pieces, num_threads, run_split,
+                                  sum64)
 
 _PARALLEL_SIZE = 1 << 16
 
@@ -64,17 +65,21 @@ def _forward_eval(x, gamma, beta, eps, running_mean, running_var, out, c0, c1):
         _affine_channel(x, c, running_mean[c], gamma[c] * inv, beta[c], out, False)
 
 
-@jit
+@jit_inline
 def _dx_planes(g, x, y, six, c, n0, n1, mu, scale, shift, slope, dx, accumulate):
     """dx[n, c] (+)= scale * (g' - shift - (x - mu) * slope) for n0 <= n < n1, where g' is g, or
-    (y not empty: a fused relu's output) g where y > 0, (six: relu6's) where 0 < y < 6."""
+    (y not empty: a fused relu's output) g where y > 0, (six: relu6's) where 0 < y < 6.  g is
+    loaded (and widened) before the select: a load under the condition compiled to masked
+    loads, 1.15-1.3x slower (the same values).  Inlined (``jit_inline``): called per plane, a
+    call cost as much as a 64-element plane's loop (64x64x8x8: 0.20 -> 0.11 ms)."""
     relu = y.size > 0
     for n in range(n0, n1):
         gs, xs, d = g[n, c], x[n, c], dx[n, c]
         if relu and six:
             ys = y[n, c]
             for e in range(gs.size):
-                ge = gs[e] if (ys[e] > 0) & (ys[e] < 6) else 0
+                gv = np.float64(gs[e])
+                ge = gv if (ys[e] > 0) & (ys[e] < 6) else 0.0
                 v = scale * (ge - shift - (xs[e] - mu) * slope)
                 if accumulate:
                     d[e] += v
@@ -83,7 +88,8 @@ def _dx_planes(g, x, y, six, c, n0, n1, mu, scale, shift, slope, dx, accumulate)
         elif relu:
             ys = y[n, c]
             for e in range(gs.size):
-                ge = 0 if ys[e] <= 0 else gs[e]
+                gv = np.float64(gs[e])
+                ge = 0.0 if ys[e] <= 0 else gv
                 v = scale * (ge - shift - (xs[e] - mu) * slope)
                 if accumulate:
                     d[e] += v
