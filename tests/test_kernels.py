@@ -31,9 +31,10 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
     """On a CPU without AVX-512 the direct forward and dx run AVX2's narrow blocks (4 filters x
     3 half vectors: 12 accumulators in its 16 registers) wherever AVX-512's would run, dx from
     3 input channels; the forward and dx with the filters in the lanes in AVX2's blocks (16
-    filters) where the narrow wide grid computes >= 1.15x the outputs (5x5 on 14x14 planes,
-    LeNet-5's conv2, 4x4 and 7x7 planes), not on 8x8 and 16x16 planes with padding 1 (1.125x)
-    nor on 56x56 (AVX-512's rules take those); the weight gradient with the filters in the
+    filters) where the narrow wide grid computes >= 1.1x the outputs (5x5 on 14x14 planes,
+    LeNet-5's conv2, 4x4 and 7x7 planes, 8x8 and 16x16 planes with padding 1: 1.125x; a
+    strided layer's dx runs elsewhere), not on 32x32 or 56x56 (AVX-512's rules take those) nor
+    where Winograd runs the layer; the weight gradient with the filters in the
     lanes for F a multiple of 16, else by the narrow blocks where they won (C*F <= 1024, or
     <= 4096 on planes of >= 2048 outputs) and for at most 4 channels, however few the filters
     (AVX-512's blocks: 8 or more); 3x3 stride-1 layers by Winograd in AVX2's blocks (forward,
@@ -49,12 +50,12 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
             (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (0, 0, 1, 1, 1, 0)),
             (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
             (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),  # ResNet-8's
-            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
+            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
             (((16, 16, 64, 64), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),  # the U-Net's
             (((16, 64, 32, 32), (32, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),
-            (((16, 32, 16, 16), (64, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
-            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (0, 0, 0, 0, 1, 0)),  # dx: BLAS
-            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
+            (((16, 32, 16, 16), (64, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
+            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (0, 0, 1, 0, 1, 0)),  # dx: BLAS
+            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
             (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),
             (((64, 64, 4, 4), (64, 64, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
             (((64, 32, 7, 7), (32, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
@@ -63,8 +64,8 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
             (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (1, 0, 1, 0, 1, 0)),    # (C = 6)
             (((64, 3, 32, 32), (24, 3, 3, 3), 1, 1), (1, 1, 0, 0, 0, 0)),    # F = 24: blocked dw
             (((64, 24, 16, 16), (24, 24, 3, 3), 1, 1), (1, 1, 0, 0, 0, 0)),
-            (((64, 48, 8, 8), (40, 48, 3, 3), 1, 1), (1, 0, 0, 0, 0, 0)),    # (on BLAS)
-            (((64, 16, 16, 16), (32, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),  # C = 16 on 16x16
+            (((64, 48, 8, 8), (40, 48, 3, 3), 1, 1), (0, 0, 0, 1, 0, 0)),    # (dw on BLAS)
+            (((64, 16, 16, 16), (32, 16, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),  # C = 16 on 16x16
             (((4, 512, 7, 7), (512, 512, 3, 3), 1, 1), (0, 0, 0, 0, 1, 0))):  # C*F > 65536
         plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
         assert plan.narrow and plan.direct is not None, (x, w)
@@ -686,17 +687,19 @@ def test_the_kernels_use_the_plan_of_the_lanes_switch_in_force(monkeypatch):
 
 def test_lanes_rules(avx512_rules):
     """Where the rules put forward_lanes: ResNet-8's 8x8 layers (64 filters: 3x3 64->64, the
-    stride-2 32->64 and its dx) and planes of 32x32 and more with 64 filters (the bench's 3x3
-    64->64 on 56x56), not ResNet-8's 16x16 or 32x32 layers (32 and 16 filters), 64->64 on
-    16x16, nor 3x3 256->256 on 4x4 (K > 1536)."""
+    stride-2 32->64 and its dx) and planes of 32x32 and more with 64 filters, unless Winograd
+    runs the layer (the bench's 3x3 64->64 on 56x56: its forward and dx), not ResNet-8's 16x16
+    or 32x32 layers (32 and 16 filters), 64->64 on 16x16, nor 3x3 256->256 on 4x4 (K > 1536)."""
     def plan(x, w, s, p):
         return _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
     p = plan((64, 64, 8, 8), (64, 64, 3, 3), 1, 1)
     assert p.lanes is not None and p.lanes_dx is not None
     assert plan((64, 32, 16, 16), (64, 32, 3, 3), 2, 1).lanes is not None
-    for x in ((8, 64, 56, 56), (16, 64, 32, 32)):
-        p = plan(x, (64, 64, 3, 3), 1, 1)
-        assert p.lanes is not None and p.lanes_dx is not None, x
+    p = plan((16, 64, 32, 32), (64, 64, 3, 3), 1, 1)
+    assert p.lanes is not None and p.lanes_dx is not None
+    p = plan((8, 64, 56, 56), (64, 64, 3, 3), 1, 1)
+    assert p.wino is not None and p.wino_dx is not None
+    assert p.lanes is None and p.lanes_dx is None
     for x, w in (((64, 32, 16, 16), (32, 32, 3, 3)), ((64, 16, 32, 32), (16, 16, 3, 3)),
                  ((16, 64, 16, 16), (64, 64, 3, 3)), ((16, 256, 4, 4), (256, 256, 3, 3))):
         p = plan(x, w, 1, 1)

@@ -209,33 +209,6 @@ class _Plan:
                 self.direct_dx = (xp, xp + wide, pad_dx)
                 self.shared = max(self.shared, wpk)
                 self.per_thread = max(self.per_thread, xp + wide)
-        # on small planes (and large ones), the forward and dx with the filters in the vector lanes
-        self.lanes = self.lanes_dx = None
-        if self.direct is not None and _use_lanes(
-                f, k, wide_waste(_direct_pitch(w, stride, pad), oh, ow, strip), oh * ow,
-                self.narrow):
-            from cnnspec.kernels.conv_direct import lanes_positions, lanes_sizes
-            wpk, xp, tile = lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow,
-                                        self.narrow)
-            xp = -(-xp // 16) * 16                  # the tile on a line too
-            self.lanes = (xp, xp + tile, lanes_positions(x_shape, stride, pad, oh, ow))
-            self.shared = max(self.shared, wpk)
-            self.per_thread = max(self.per_thread, xp + tile)
-        if self.direct is not None and stride == (1, 1):
-            from cnnspec.kernels.conv_direct import (backward_data_pad, lanes_positions,
-                                                     lanes_sizes)
-            pad_dx = backward_data_pad((kh, kw), pad, dilation)
-            if pad_dx is not None and _use_lanes(c, f * kh * kw,
-                                                 wide_waste(w + max(pad_dx[2:]), h, w, strip),
-                                                 h * w, self.narrow):
-                wpk, xp, tile = lanes_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
-                                            dilation, h, w, self.narrow)
-                xp = -(-xp // 16) * 16
-                self.lanes_dx = (xp, xp + tile, pad_dx,
-                                 lanes_positions((n, f, oh, ow), stride, pad_dx, h, w))
-                self.direct_dx = None
-                self.shared = max(self.shared, wpk)
-                self.per_thread = max(self.per_thread, xp + tile)
         # 3x3 stride 1 with many channels: Winograd F(2x2, 3x3) (conv_big.py), before the lanes
         # (AVX2's own blocks without AVX-512: its U's shape, conv_big.weights_shape, says which)
         self.wino = self.wino_dx = None
@@ -256,6 +229,34 @@ class _Plan:
                 self.wino_dx = (per, pad_dx)
                 self.shared = max(self.shared, u)
                 self.per_thread = max(self.per_thread, per)
+        # on small planes (and large ones), the forward and dx with the filters in the vector lanes
+        # (where Winograd does not run them)
+        self.lanes = self.lanes_dx = None
+        if self.direct is not None and self.wino is None and _use_lanes(
+                f, k, wide_waste(_direct_pitch(w, stride, pad), oh, ow, strip), oh * ow,
+                self.narrow):
+            from cnnspec.kernels.conv_direct import lanes_positions, lanes_sizes
+            wpk, xp, tile = lanes_sizes(x_shape, w_shape, stride, pad, dilation, oh, ow,
+                                        self.narrow)
+            xp = -(-xp // 16) * 16                  # the tile on a line too
+            self.lanes = (xp, xp + tile, lanes_positions(x_shape, stride, pad, oh, ow))
+            self.shared = max(self.shared, wpk)
+            self.per_thread = max(self.per_thread, xp + tile)
+        if self.direct is not None and self.wino_dx is None and stride == (1, 1):
+            from cnnspec.kernels.conv_direct import (backward_data_pad, lanes_positions,
+                                                     lanes_sizes)
+            pad_dx = backward_data_pad((kh, kw), pad, dilation)
+            if pad_dx is not None and _use_lanes(c, f * kh * kw,
+                                                 wide_waste(w + max(pad_dx[2:]), h, w, strip),
+                                                 h * w, self.narrow):
+                wpk, xp, tile = lanes_sizes((n, f, oh, ow), (c, f, kh, kw), stride, pad_dx,
+                                            dilation, h, w, self.narrow)
+                xp = -(-xp // 16) * 16
+                self.lanes_dx = (xp, xp + tile, pad_dx,
+                                 lanes_positions((n, f, oh, ow), stride, pad_dx, h, w))
+                self.direct_dx = None
+                self.shared = max(self.shared, wpk)
+                self.per_thread = max(self.per_thread, xp + tile)
         self.wino_dw = None
         if self.wino is not None:
             from cnnspec.kernels.conv_big import wino_dw_sizes
@@ -507,7 +508,7 @@ _LANES = None           # tests: True / False, the forward and dx by forward_lan
 _LANES_WASTE = 1.25     # the wide grid's extra work from which forward_lanes runs
 _LANES_TAPS = 1536      # at most this many C*KH*KW (the weights of a block of filters, 384 KB)
 _LANES_PLANE = 1024     # and on planes of at least this many outputs (32x32), whatever the waste
-_NARROW_LANES_WASTE = 1.15   # AVX2's blocks (16 filters): from this waste of its wide grid
+_NARROW_LANES_WASTE = 1.1    # AVX2's blocks (16 filters): from this waste of its wide grid
 
 
 def _use_lanes(f, k, waste, plane, narrow=False):
@@ -530,10 +531,15 @@ def _use_lanes(f, k, waste, plane, narrow=False):
     grid's loops (float32, one thread, 7 rounds; median, quartiles): the bench's 5x5 16->32 on
     64x14x14 (waste 1.22) 1.19x (1.16-1.20), its dx's 5x5 32->16 1.22x (1.21-1.23), LeNet-5's
     5x5 6->16 on 64x14x14 (1.44) 1.53x (1.51-1.61), 3x3 64->64 on 64x4x4 (1.50) 1.45x, 32->32
-    on 64x7x7 (1.47) 1.34x, on 64x10x10 (1.20) 1.17x, 16->16 on 64x12x12 (1.17) 1.33x; not at
-    waste 1.07-1.12 (5x5 16->32 on 16x16 and 28x28, 3x3 on 8x8 and 16x16 planes: 0.93-1.00x)
-    nor on 56x56 (3x3 64->64: 0.92x): per multiply-add the narrow lanes run ~15% slower than
-    the narrow wide grid."""
+    on 64x7x7 (1.47) 1.34x, on 64x10x10 (1.20) 1.17x, 16->16 on 64x12x12 (1.17) 1.33x.  The
+    threshold was 1.15 until the fifteenth round, when 3x3 with padding 1 on 8x8 and 16x16
+    planes (waste 1.125) measured (7 rounds of 7 calls, medians, forward / dx): ResNet-8's
+    64->64 on 64x8x8 1.11-1.14x / 1.13-1.15x, 32->32 on 64x16x16 1.12-1.13x / 1.12-1.13x, 16->16
+    on 64x16x16 1.16x / 1.14x, 48->48 on 32x16x16 1.12x, 64->64 on 16x8x8 1.08x / 1.10x,
+    128->128 on 64x8x8 1.05x, 64->64 on 16x16x16 and 64x16x16 0.99-1.01x; ResNet-8's step
+    1.011x (1.006-1.028, five process pairs; 1.013x on two threads).  Below 1.1 the wide grid
+    stays: 32x32 planes (waste 1.03: 16->16 0.96-0.99x), 5x5 on 28x28 (1.07: 1.00x), 56x56
+    (3x3 64->64: 0.92x then, 1.00x now)."""
     if _LANES is not None:
         return _LANES and f % (16 if narrow else 64) == 0
     if narrow:
