@@ -636,13 +636,14 @@ def test_depthwise_dx_by_the_forward_rule():
 # four-row blocks and the rows after them), widths of exactly a half vector (8 float32, 4
 # float64), between whole vectors (the last one overlapping) and wide, no padding (OW = W - 2),
 # asymmetric padding, batches split by samples (N = 9), depth multiplier 2 (dx by the wide grid,
-# dw by the rows), a tall plane (dw's float32 sums folded into float64 mid-plane)
+# dw by the rows), a tall plane (dw's float32 sums folded into float64 mid-plane), padding 3
 # (N, C, H, W, m, pad, bias)
 ROWS_3X3_CASES = [
     (2, 3, 8, 8, 1, (1, 1, 1, 1), True), (3, 2, 9, 13, 1, (1, 1, 1, 1), False),
     (2, 2, 12, 10, 1, (0, 0, 0, 0), True), (1, 3, 7, 30, 1, (2, 1, 0, 2), True),
     (9, 2, 14, 28, 1, (1, 1, 1, 1), True), (2, 2, 1, 11, 1, (1, 1, 1, 1), False),
     (2, 3, 6, 9, 2, (1, 1, 1, 1), True), (2, 2, 70, 9, 1, (1, 1, 1, 1), True),
+    (2, 2, 5, 6, 1, (3, 3, 3, 3), False),          # padding past the kernel's reach: dx elsewhere
 ]
 
 
