@@ -300,6 +300,85 @@ def vadd_wide(typingctx, acc, index, v):
     return types.none(acc, index, v), codegen
 
 
+def _widened(v):
+    return Vec(types.float64, v.lanes * 8)
+
+
+@intrinsic
+def vwiden(typingctx, v):
+    """v's lanes in float64 (float32 widened exactly; float64 as it is): a vector of as many
+    lanes, twice the bytes."""
+    if not isinstance(v, Vec):
+        return None
+    wide = _widened(v)
+
+    def codegen(context, builder, sig, args):
+        if v.dtype == types.float64:
+            return args[0]
+        return builder.fpext(args[0], context.get_value_type(wide))
+
+    return wide(v), codegen
+
+
+@intrinsic
+def vfill(typingctx, v, x):
+    """A vector of v's type with every lane x (converted to v's dtype)."""
+    if not isinstance(v, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(v)
+        value = context.cast(builder, args[1], sig.args[1], v.dtype)
+        one = builder.insert_element(ir.Constant(vty, ir.Undefined), value,
+                                     ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, one, ir.Constant(
+            ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count))
+
+    return v(v, x), codegen
+
+
+@intrinsic
+def vhsum(typingctx, v):
+    """The sum of v's lanes, added one after the other in lane order (in v's dtype)."""
+    if not isinstance(v, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        total = builder.extract_element(args[0], ir.Constant(ir.IntType(32), 0))
+        for lane in range(1, args[0].type.count):
+            total = builder.fadd(total, builder.extract_element(
+                args[0], ir.Constant(ir.IntType(32), lane)))
+        return total
+
+    return v.dtype(v), codegen
+
+
+def _keep(test):
+    """An intrinsic (g, y) -> g's lanes where test(builder, y) holds, zeros elsewhere."""
+    @intrinsic
+    def keep(typingctx, g, y):
+        if not (isinstance(g, Vec) and y == g):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.select(test(builder, args[1]), args[0],
+                                  ir.Constant(args[0].type, None))
+
+        return g(g, y), codegen
+    return keep
+
+
+def _zeros_like(value):
+    return ir.Constant(value.type, None)
+
+
+# relu's backward rule (0 where y <= 0; a NaN y lets g through) and relu6's (g where 0 < y < 6)
+vkeep_relu = _keep(lambda b, y: b.fcmp_unordered(">", y, _zeros_like(y)))
+vkeep_relu6 = _keep(lambda b, y: b.and_(
+    b.fcmp_ordered(">", y, _zeros_like(y)),
+    b.fcmp_ordered("<", y, ir.Constant(y.type, [6.0] * y.type.count))))
+
+
 # -- masked loads and stores, shuffles (depthwise.py's flat kernels) --------------------------
 
 @intrinsic

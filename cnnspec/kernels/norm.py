@@ -40,6 +40,8 @@ import numpy as np
 
 from cnnspec.kernels._jit import (jit, jit_inline, jit_sum, memory_pieces, num_threads, run_split,
                                   sum64)
+from cnnspec.kernels._simd import (vadd, vfill, vfma, vhsum, vkeep_relu, vkeep_relu6, vsub, vwiden,
+                                   yload, ylanes, yzero)
 
 _PARALLEL_SIZE = 1 << 16
 
@@ -145,33 +147,51 @@ def _block_centred_square_sum(x, c, n0, n1, mu):
     return t
 
 
-@jit_sum
+@jit
 def _block_centred_sums(x, c, n0, n1, mu, g, y, six):
     """sums over samples n0 <= n < n1 of channel c of g and g * (x - mu), float64; g masked by
     relu's backward (0 where y <= 0) when y is not empty, or (``six``) relu6's (g where
-    0 < y < 6: y is the input there)."""
+    0 < y < 6: y is the input there).  In explicit vectors: each lane's running float64 sums
+    (g widened exactly, g * (x - mu) by one FMA), the lanes added in order at the end, the
+    planes' last elements (a plane not a whole number of vectors) after them.  The order is the
+    code's, not LLVM's: the fused relu's loop and the plain one on relu_backward's output add
+    the same numbers in the same order (the same bits), and g is loaded whatever y (a load under
+    the condition compiled to masked loads).  Against the loops LLVM vectorised with
+    reassociation: 1.2-1.5x on ResNet-8's and MobileNetV2-S's layers."""
+    lanes = ylanes(x)
+    relu = y.size > 0
+    sv = tv = vwiden(yzero(x))
+    muv = vfill(sv, mu)
     s = t = 0.0
-    if y.size > 0 and six:
-        for n in range(n0, n1):
-            xs, gs, ys = x[n, c], g[n, c], y[n, c]
-            for e in range(xs.size):
-                v = gs[e] if (ys[e] > 0) & (ys[e] < 6) else 0
-                s += v
-                t += v * (xs[e] - mu)
-    elif y.size > 0:
-        for n in range(n0, n1):
-            xs, gs, ys = x[n, c], g[n, c], y[n, c]
-            for e in range(xs.size):
-                v = 0 if ys[e] <= 0 else gs[e]
-                s += v
-                t += v * (xs[e] - mu)
-    else:
-        for n in range(n0, n1):
-            xs, gs = x[n, c], g[n, c]
-            for e in range(xs.size):
-                s += gs[e]
-                t += gs[e] * (xs[e] - mu)
-    return s, t
+    for n in range(n0, n1):
+        xs, gs = x[n, c], g[n, c]
+        ys = y[n, c] if relu else gs
+        size = xs.size
+        full = size - size % lanes
+        if relu and six:
+            for e in range(0, full, lanes):
+                gw = vwiden(vkeep_relu6(yload(gs, e), yload(ys, e)))
+                sv = vadd(sv, gw)
+                tv = vfma(tv, gw, vsub(vwiden(yload(xs, e)), muv))
+        elif relu:
+            for e in range(0, full, lanes):
+                gw = vwiden(vkeep_relu(yload(gs, e), yload(ys, e)))
+                sv = vadd(sv, gw)
+                tv = vfma(tv, gw, vsub(vwiden(yload(xs, e)), muv))
+        else:
+            for e in range(0, full, lanes):
+                gw = vwiden(yload(gs, e))
+                sv = vadd(sv, gw)
+                tv = vfma(tv, gw, vsub(vwiden(yload(xs, e)), muv))
+        for e in range(full, size):
+            v = np.float64(gs[e])
+            if relu and six:
+                v = v if (ys[e] > 0) & (ys[e] < 6) else 0.0
+            elif relu:
+                v = 0.0 if ys[e] <= 0 else v
+            s += v
+            t += v * (np.float64(xs[e]) - mu)
+    return vhsum(sv) + s, vhsum(tv) + t
 
 
 @jit
