@@ -742,11 +742,12 @@ def test_depthwise_flat_rule():
 def test_depthwise_flat_kernels_on_avx2_only_for_small_planes(monkeypatch):
     """With AVX-512 the flat kernels take every layer flat_ok allows; without it only planes up
     to 8x8, strided ones by gathers (their 16-lane masked vectors lost to the wide grid's loops
-    elsewhere); the workspace is sized for the kernels that run."""
+    elsewhere), and not 3x3 stride-1 layers whose output rows hold 8 elements (_rows_3x3 takes
+    those); the workspace is sized for the kernels that run."""
     from cnnspec.kernels import conv, depthwise as D
     layers = [((8, 16, 32, 32), (1, 1)), ((8, 16, 8, 8), (1, 1)), ((8, 16, 8, 8), (2, 2)),
               ((8, 16, 7, 7), (1, 1)), ((8, 16, 16, 16), (2, 2))]
-    for wide, expected in ((True, [True] * 5), (False, [False, True, True, True, False])):
+    for wide, expected in ((True, [True] * 5), (False, [False, False, True, True, False])):
         monkeypatch.setattr(conv, "_WIDE_VECTORS", wide)
         got = [D._use_flat(x, (16, 1, 3, 3), s, (1, 1, 1, 1), (1, 1)) for x, s in layers]
         assert got == expected, wide

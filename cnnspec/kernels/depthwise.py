@@ -969,13 +969,17 @@ def _use_flat(x_shape, w_shape, stride, pad, dilation):
     on 32x56x56 0.53x / 0.71x; stride 2 on 32x32 0.27x / 0.23x, on 16x16 0.34x / 0.37x, on 8x8
     0.87x / 0.43x; on 8x8 planes, stride 1, 1.51x / 1.49x, stride 2 by gathers 3.06x / 1.34x.  Against PyTorch
     (batch 64, forward and backward) the layers on planes up to 32x32 went from 0.18-1.76x to
-    0.42-6.6x, those on 28x28 and 56x56 from 1.8-4.1x to 3.6-8.1x."""
+    0.42-6.6x, those on 28x28 and 56x56 from 1.8-4.1x to 3.6-8.1x.  Since the fifteenth round,
+    3x3 stride-1 layers whose output rows hold a float32 half vector (8x8 planes with padding 1)
+    run _rows_3x3 and _dw_rows_3x3 instead (against the flat kernels, 144 and 192 channels on
+    64x8x8: forward 1.11-1.12x, backward 1.21-1.37x on one thread, 1.23-1.27x on two)."""
     from cnnspec.kernels.conv import _wide_vector_cpu
     if _FLAT is False or not flat_ok(x_shape, w_shape, stride, pad, dilation):
         return False
     if _FLAT or _wide_vector_cpu():
         return True
-    return x_shape[2] * x_shape[3] <= _NARROW_FLAT_PLANE
+    return (x_shape[2] * x_shape[3] <= _NARROW_FLAT_PLANE
+            and not _use_rows_3x3(x_shape, w_shape, stride, pad, dilation, np.float32))
 
 
 def _use_gathers(kind, x_shape, stride):
