@@ -157,7 +157,7 @@ def _block_centred_sums(x, c, n0, n1, mu, g, y, six):
     code's, not LLVM's: the fused relu's loop and the plain one on relu_backward's output add
     the same numbers in the same order (the same bits), and g is loaded whatever y (a load under
     the condition compiled to masked loads).  Against the loops LLVM vectorised with
-    reassociation: 1.2-1.5x on ResNet-8's and MobileNetV2-S's layers."""
+    reassociation: 1.3-1.5x on ResNet-8's and MobileNetV2-S's layers."""
     lanes = ylanes(x)
     relu = y.size > 0
     sv = tv = vwiden(yzero(x))
