@@ -143,28 +143,23 @@ def vfma(typingctx, acc, a, b):
     return acc(acc, a, b), codegen
 
 
-@intrinsic
-def vadd(typingctx, a, b):
-    """a + b, lane by lane."""
-    if not (isinstance(a, Vec) and b == a):
-        return None
+def _pairwise(build):
+    """An intrinsic (a, b) -> build(builder, a, b) for two vectors of one type, a vector of that
+    type: the lane-wise operations below, the masks of relu's gradients and the shuffles."""
+    @intrinsic
+    def pairwise(typingctx, a, b):
+        if not (isinstance(a, Vec) and b == a):
+            return None
 
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
+        def codegen(context, builder, sig, args):
+            return build(builder, args[0], args[1])
 
-    return a(a, b), codegen
+        return a(a, b), codegen
+    return pairwise
 
 
-@intrinsic
-def vsub(typingctx, a, b):
-    """a - b, lane by lane."""
-    if not (isinstance(a, Vec) and b == a):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fsub(args[0], args[1])
-
-    return a(a, b), codegen
+vadd = _pairwise(lambda b, x, y: b.fadd(x, y))      # x + y, lane by lane
+vsub = _pairwise(lambda b, x, y: b.fsub(x, y))      # x - y, lane by lane
 
 
 @intrinsic
@@ -355,17 +350,7 @@ def vhsum(typingctx, v):
 
 def _keep(test):
     """An intrinsic (g, y) -> g's lanes where test(builder, y) holds, zeros elsewhere."""
-    @intrinsic
-    def keep(typingctx, g, y):
-        if not (isinstance(g, Vec) and y == g):
-            return None
-
-        def codegen(context, builder, sig, args):
-            return builder.select(test(builder, args[1]), args[0],
-                                  ir.Constant(args[0].type, None))
-
-        return g(g, y), codegen
-    return keep
+    return _pairwise(lambda b, g, y: b.select(test(b, y), g, _zeros_like(g)))
 
 
 def _zeros_like(value):
@@ -420,18 +405,8 @@ def vstore_masked(typingctx, arr, index, value, masks, mi):
 
 def _shuffle(pick):
     """An intrinsic (a, b) -> the vector of lanes pick(lanes) of a's and b's lanes side by side."""
-    @intrinsic
-    def shuffle(typingctx, a, b):
-        if not (isinstance(a, Vec) and b == a):
-            return None
-
-        def codegen(context, builder, sig, args):
-            n = args[0].type.count
-            mask = ir.Constant(ir.VectorType(ir.IntType(32), n), pick(n))
-            return builder.shuffle_vector(args[0], args[1], mask)
-
-        return a(a, b), codegen
-    return shuffle
+    return _pairwise(lambda b, x, y: b.shuffle_vector(x, y, ir.Constant(
+        ir.VectorType(ir.IntType(32), x.type.count), pick(x.type.count))))
 
 
 vevens = _shuffle(lambda n: [2 * k for k in range(n)])          # a0 a2 .. b0 b2 ..
