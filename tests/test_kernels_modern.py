@@ -712,11 +712,12 @@ def test_narrow_lanes_rule():
     """AVX2's forward and dx with the filters in the lanes: 3x3 with padding 1 on 8x8 and 16x16
     planes (the narrow wide grid's waste 1.125) and smaller, not on 32x32 or 56x56 (waste 1.03,
     1.02), nor for filters that do not fill its blocks of 16."""
-    from cnnspec.kernels.conv import _use_lanes, wide_waste
+    from cnnspec.kernels.conv import _direct_pitch, _use_lanes, wide_waste
     from cnnspec.kernels.conv_direct import NARROW_STRIP as strip
 
     def lanes(f, c, hw):
-        return _use_lanes(f, 9 * c, wide_waste(hw + 1, hw, hw, strip), hw * hw, narrow=True)
+        pitch = _direct_pitch(hw, (1, 1), (1, 1, 1, 1))
+        return _use_lanes(f, 9 * c, wide_waste(pitch, hw, hw, strip), hw * hw, narrow=True)
     assert lanes(64, 64, 8) and lanes(32, 32, 16) and lanes(16, 16, 16) and lanes(64, 64, 4)
     assert not lanes(16, 16, 32) and not lanes(64, 64, 56)
     assert not lanes(24, 24, 8)                                     # F not a multiple of 16

@@ -49,7 +49,7 @@ import math
 
 import numpy as np
 
-from cnnspec.kernels._jit import jit, num_threads, run_split, sum64
+from cnnspec.kernels._jit import jit, jit_inline, num_threads, run_split, sum64
 from cnnspec.kernels._simd import (vadd, vevens, vfma, vgather, vhigh, vlanes, vload, vload_masked,
                                   vlow, vodds, vprefetch, vsplat, vstore, vstore_masked, vzero,
                                   vadd_wide, vzero_below, ylanes, yload, ysplat, yzero)
@@ -196,6 +196,12 @@ def _use_rows_3x3(x_shape, w_shape, stride, pad, dilation, dtype):
     return ow >= 32 // np.dtype(dtype).itemsize
 
 
+@jit_inline
+def _taps3(acc, a, b, c, u, v, w):
+    """acc + a*u + b*v + c*w: one kernel row's three taps, an FMA each, in that order."""
+    return vfma(vfma(vfma(acc, a, u), b, v), c, w)
+
+
 @jit
 def _rows_3x3(xp, wf, b, f, wq, oh_, ow_, of, base):
     """of[base + oh*OW + ow] = b[f] + the 3x3 taps of filter f, stride 1, no dilation, over the
@@ -222,42 +228,39 @@ def _rows_3x3(xp, wf, b, f, wq, oh_, ow_, of, base):
             s = np.uint64(4 * blk * wq) + e        # input row 4*blk (padded), column e
             d = np.uint64(base + 4 * blk * ow_) + e
             v0, v1, v2 = yload(xp, s), yload(xp, s + one), yload(xp, s + two)
-            r0 = vfma(vfma(vfma(bv, a0, v0), b0, v1), c0, v2)
+            r0 = _taps3(bv, a0, b0, c0, v0, v1, v2)
             s += uq
             v0, v1, v2 = yload(xp, s), yload(xp, s + one), yload(xp, s + two)
-            r0 = vfma(vfma(vfma(r0, a1, v0), b1, v1), c1, v2)
-            r1 = vfma(vfma(vfma(bv, a0, v0), b0, v1), c0, v2)
+            r0 = _taps3(r0, a1, b1, c1, v0, v1, v2)
+            r1 = _taps3(bv, a0, b0, c0, v0, v1, v2)
             s += uq
             v0, v1, v2 = yload(xp, s), yload(xp, s + one), yload(xp, s + two)
-            r0 = vfma(vfma(vfma(r0, a2, v0), b2, v1), c2, v2)
-            r1 = vfma(vfma(vfma(r1, a1, v0), b1, v1), c1, v2)
-            r2 = vfma(vfma(vfma(bv, a0, v0), b0, v1), c0, v2)
+            r0 = _taps3(r0, a2, b2, c2, v0, v1, v2)
+            r1 = _taps3(r1, a1, b1, c1, v0, v1, v2)
+            r2 = _taps3(bv, a0, b0, c0, v0, v1, v2)
             vstore(of, d, r0)
             s += uq
             v0, v1, v2 = yload(xp, s), yload(xp, s + one), yload(xp, s + two)
-            r1 = vfma(vfma(vfma(r1, a2, v0), b2, v1), c2, v2)
-            r2 = vfma(vfma(vfma(r2, a1, v0), b1, v1), c1, v2)
-            r3 = vfma(vfma(vfma(bv, a0, v0), b0, v1), c0, v2)
+            r1 = _taps3(r1, a2, b2, c2, v0, v1, v2)
+            r2 = _taps3(r2, a1, b1, c1, v0, v1, v2)
+            r3 = _taps3(bv, a0, b0, c0, v0, v1, v2)
             vstore(of, d + uw, r1)
             s += uq
             v0, v1, v2 = yload(xp, s), yload(xp, s + one), yload(xp, s + two)
-            r2 = vfma(vfma(vfma(r2, a2, v0), b2, v1), c2, v2)
-            r3 = vfma(vfma(vfma(r3, a1, v0), b1, v1), c1, v2)
+            r2 = _taps3(r2, a2, b2, c2, v0, v1, v2)
+            r3 = _taps3(r3, a1, b1, c1, v0, v1, v2)
             vstore(of, d + two * uw, r2)
             s += uq
             v0, v1, v2 = yload(xp, s), yload(xp, s + one), yload(xp, s + two)
-            r3 = vfma(vfma(vfma(r3, a2, v0), b2, v1), c2, v2)
+            r3 = _taps3(r3, a2, b2, c2, v0, v1, v2)
             vstore(of, d + three * uw, r3)
         for oh in range(4 * blocks, oh_):         # the last rows one at a time
             s = np.uint64(oh * wq) + e
-            r0 = vfma(vfma(vfma(bv, a0, yload(xp, s)), b0, yload(xp, s + one)), c0,
-                      yload(xp, s + two))
+            r0 = _taps3(bv, a0, b0, c0, yload(xp, s), yload(xp, s + one), yload(xp, s + two))
             s += uq
-            r0 = vfma(vfma(vfma(r0, a1, yload(xp, s)), b1, yload(xp, s + one)), c1,
-                      yload(xp, s + two))
+            r0 = _taps3(r0, a1, b1, c1, yload(xp, s), yload(xp, s + one), yload(xp, s + two))
             s += uq
-            r0 = vfma(vfma(vfma(r0, a2, yload(xp, s)), b2, yload(xp, s + one)), c2,
-                      yload(xp, s + two))
+            r0 = _taps3(r0, a2, b2, c2, yload(xp, s), yload(xp, s + one), yload(xp, s + two))
             vstore(of, np.uint64(base + oh * ow_) + e, r0)
 
 
