@@ -39,41 +39,51 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
     <= 4096 on planes of >= 2048 outputs) and for at most 4 channels, however few the filters
     (AVX-512's blocks: 8 or more); 3x3 stride-1 layers by Winograd in AVX2's blocks (forward,
     dx and dw; F a multiple of 16, C and F >= 16 on planes of >= 2048 outputs, >= 32 on >= 1024,
-    >= 64 on >= 196: not ResNet-8's), their dw by nothing else; 5x5 layers by the row
+    >= 64 on >= 196), their dw by nothing else; the forward and dx (not dw) also on planes of
+    >= 256 outputs with C and F >= 16 and of >= 64 with >= 32 in the channels-innermost layout
+    (C, dx: F, a multiple of 16, rows of at most 16 outputs or C >= 64: ResNet-8's 16x16 and 8x8
+    layers, not its 32x32 one), which also runs the other Winograd layers that it fits; 5x5 layers by the row
     Winograd (conv_five.py) in AVX2's blocks; nothing else (the samples in the lanes),
     whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
-    # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx, lanes dw, Winograd);
-    # the forward is direct on every one
+    # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx, lanes dw, Winograd:
+    # the forward's layout, dx's, dw by it: h the channels innermost, t the tiles', - none)
     for (x, w, s, p), expected in (
-            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),   # the bench's
-            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (0, 0, 1, 1, 1, 0)),
-            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),
-            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, 0)),  # ResNet-8's
-            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
-            (((16, 16, 64, 64), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),  # the U-Net's
-            (((16, 64, 32, 32), (32, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),
-            (((16, 32, 16, 16), (64, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
-            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (0, 0, 1, 0, 1, 0)),  # dx: BLAS
-            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
-            (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (1, 0, 0, 0, 0, 1)),
-            (((64, 64, 4, 4), (64, 64, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
-            (((64, 32, 7, 7), (32, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),
-            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (0, 1, 0, 0, 0, 0)),     # LeNet-5's (F = 6)
-            (((16, 64, 32, 32), (3, 64, 3, 3), 1, 1), (1, 1, 0, 0, 0, 0)),   # an image's 3 channels
-            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (1, 0, 1, 0, 1, 0)),    # (C = 6)
-            (((64, 3, 32, 32), (24, 3, 3, 3), 1, 1), (1, 1, 0, 0, 0, 0)),    # F = 24: blocked dw
-            (((64, 24, 16, 16), (24, 24, 3, 3), 1, 1), (1, 1, 0, 0, 0, 0)),
-            (((64, 48, 8, 8), (40, 48, 3, 3), 1, 1), (0, 0, 0, 1, 0, 0)),    # (dw on BLAS)
-            (((64, 16, 16, 16), (32, 16, 3, 3), 1, 1), (0, 0, 1, 1, 1, 0)),  # C = 16 on 16x16
-            (((4, 512, 7, 7), (512, 512, 3, 3), 1, 1), (0, 0, 0, 0, 1, 0))):  # C*F > 65536
+            (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd")),   # the bench's
+            (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (0, 0, 1, 1, 1, "---")),
+            (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (1, 0, 0, 0, 1, "---")),
+            (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, "---")),  # ResNet-8's
+            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1, "hh-")),
+            (((16, 16, 64, 64), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 0, "ttd")),  # the U-Net's
+            (((16, 64, 32, 32), (32, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, "htd")),
+            (((16, 32, 16, 16), (64, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1, "hh-")),
+            (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (0, 0, 1, 0, 1, "---")),  # dx: BLAS
+            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 1, "hh-")),
+            (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd")),
+            (((64, 64, 4, 4), (64, 64, 3, 3), 1, 1), (0, 0, 1, 1, 1, "---")),
+            (((64, 32, 7, 7), (32, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1, "---")),
+            (((64, 1, 32, 32), (6, 1, 5, 5), 1, 0), (0, 1, 0, 0, 0, "---")),     # LeNet-5's (F = 6)
+            (((16, 64, 32, 32), (3, 64, 3, 3), 1, 1), (1, 1, 0, 0, 0, "---")),   # an image's 3 channels
+            (((64, 6, 14, 14), (16, 6, 5, 5), 1, 0), (1, 0, 1, 0, 1, "---")),    # (C = 6)
+            (((64, 3, 32, 32), (24, 3, 3, 3), 1, 1), (1, 1, 0, 0, 0, "---")),    # F = 24: blocked dw
+            (((64, 24, 16, 16), (24, 24, 3, 3), 1, 1), (1, 1, 0, 0, 0, "---")),
+            (((64, 48, 8, 8), (40, 48, 3, 3), 1, 1), (0, 0, 0, 1, 0, "---")),    # (dw on BLAS)
+            (((64, 16, 16, 16), (32, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, "hh-")),  # C = 16 on 16x16
+            (((4, 512, 7, 7), (512, 512, 3, 3), 1, 1), (0, 0, 0, 0, 1, "---")),  # C*F > 65536
+            (((64, 16, 8, 8), (16, 16, 3, 3), 1, 1), (0, 0, 1, 1, 1, "---")),     # 16 on 8x8
+            (((64, 32, 8, 8), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1, "hh-")),
+            (((64, 16, 32, 32), (32, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, "---")),   # rows of 32
+            (((32, 64, 28, 28), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd"))):
         plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
         assert plan.narrow and plan.direct is not None, (x, w)
-        wino = plan.wino is not None
+        def layout(per, hwc):
+            return "-" if per is None else "h" if hwc else "t"
+        wino = (layout(plan.wino, plan.wino_hwc[0]) + layout(plan.wino_dx, plan.wino_hwc[1])
+                + ("-" if plan.wino_dw is None else "d"))
         assert (plan.direct_dx is not None, plan.direct_dw is not None,
                 plan.lanes is not None, plan.lanes_dx is not None,
-                plan.lanes_dw is not None, wino) == tuple(map(bool, expected)), (x, w)
-        assert (plan.wino_dw is not None) == wino and (plan.wino_dx is not None) == wino
+                plan.lanes_dw is not None) == tuple(map(bool, expected[:5])), (x, w)
+        assert wino == expected[5], (x, w, wino)
         assert plan.direct_dwr is None
         assert not plan.slanes and not plan.slanes_dx
         # the row Winograd of 5x5 layers (tests/test_conv_five.py has its rules)
@@ -713,6 +723,8 @@ WINO_CASES = [
     (2, 17, 16, 33, 64, (1, 1, 1, 1), True),   # OW = 33: the last vector overlaps; 2 chunks
     (2, 3, 5, 34, 5, (2, 2, 2, 2), True),      # padding 2 (even), dx's 0
     (1, 8, 4, 4, 64, (0, 1, 1, 0), False),     # a plane smaller than a vector
+    (2, 32, 8, 8, 48, (1, 1, 1, 1), True),     # C and F multiples of 16: both layouts
+    (3, 16, 5, 6, 16, (0, 2, 1, 0), False),    # 30 positions: a vector and a scalar tail
 ]
 # Winograd's outputs are the direct sums rounded differently: the transforms add and subtract
 # up to 4 inputs and up to 9 of the products' sums (dw: 4 and 9 the other way round), each
@@ -729,16 +741,19 @@ def scale_error(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("blocks", ["wide", "narrow"])
+@pytest.mark.parametrize("blocks", ["wide", "narrow", "hwc"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", WINO_CASES, ids=[str(i) for i in range(len(WINO_CASES))])
 def test_conv2d_winograd_matches_reference(case, dtype, blocks, monkeypatch):
     """Winograd's forward, dx and dw (2 threads, pieces of the batch taken dynamically; dw's
     pieces summed in order) against the float64 NumPy reference, accumulation into dx, nothing
     written around out, db, and dw alone; in AVX-512's blocks and in AVX2's (``narrow``: U and
-    the partial dU 2-D, filters padded to 16 rather than 64), on any machine."""
+    the partial dU 2-D, filters padded to 16 rather than 64), and in AVX2's with the
+    channels innermost (``hwc``: the forward where C, dx where F, is a multiple of 16), on any
+    machine."""
     n, c, h, w, f, pad, bias = case
     monkeypatch.setattr(conv, "_WIDE_VECTORS", blocks == "wide")
+    monkeypatch.setattr(conv, "_WINO_HWC", blocks == "hwc")
     monkeypatch.setattr(conv, "_DIRECT_ALL", True)
     monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
     monkeypatch.setattr(conv, "_WINO", True)
@@ -748,7 +763,8 @@ def test_conv2d_winograd_matches_reference(case, dtype, blocks, monkeypatch):
     geometry = ((1, 1), pad, (1, 1), 1)
     plan = _Plan(x.shape, wt.shape, *geometry)
     assert None not in (plan.wino, plan.wino_dx, plan.wino_dw)
-    assert plan.narrow == (blocks == "narrow")
+    assert plan.narrow == (blocks != "wide")
+    assert plan.wino_hwc == (blocks == "hwc" and c % 16 == 0, blocks == "hwc" and f % 16 == 0)
     # NaN in the workspace: the kernels clear what they read (V's and dM's unused columns
     # reach only dropped outputs)
     ws = np.full(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), np.nan, dtype)
@@ -791,6 +807,66 @@ def test_winograd_narrow_blocks_give_the_same_bits(case, monkeypatch):
         results.append((out, dx, dw, db))
     for a, b2 in zip(*results):
         assert np.array_equal(a, b2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [c for c in WINO_CASES if c[1] % 16 == 0 or c[4] % 16 == 0],
+                         ids=str)
+def test_winograd_channels_innermost_gives_the_same_bits(case, dtype, monkeypatch):
+    """The channels-innermost layout (``conv_big._fill_hwc``, ``_input_tiles_hwc``) computes
+    the tiles' layout's values in the same order: forward (C a multiple of 16) and dx (F),
+    accumulated, bit for bit; 2 threads; NaN in the workspace (the padding is cleared)."""
+    n, c, h, w, f, pad, bias = case
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
+    monkeypatch.setattr(conv, "_WINO", True)
+    monkeypatch.setattr(conv, "_PARALLEL_MACS", 0)
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+    x, wt = randn(n, c, h, w, dtype=dtype), randn(f, c, 3, 3, dtype=dtype)
+    b = randn(f, dtype=dtype) if bias else None
+    geometry = ((1, 1), pad, (1, 1), 1)
+    dout = randn(*K.conv2d_output_shape(x.shape, wt.shape, *geometry[:3]), dtype=dtype)
+    results = []
+    for hwc in (False, True):
+        monkeypatch.setattr(conv, "_WINO_HWC", hwc)
+        plan = _Plan(x.shape, wt.shape, *geometry)
+        assert plan.wino_hwc == (hwc and c % 16 == 0, hwc and f % 16 == 0)
+        ws = np.full(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), np.nan, dtype)
+        out = forward_into_a_slice(x, wt, b, geometry, ws, dtype)
+        dx = np.full_like(x, 0.5)
+        K.conv2d_backward_into(dout, x, wt, *geometry, dx, None, None, ws, accumulate=True)
+        results.append((out, dx))
+    for a, b2 in zip(*results):
+        assert not np.isnan(a).any() and np.array_equal(a, b2)
+
+
+def test_winograd_hwc_rules(monkeypatch):
+    """Without AVX-512, the channels-innermost layout runs the forward and dx of Winograd where
+    the rows hold at most 8 tiles (16 outputs) or C >= 64, C (dx: F) a multiple of 16, and
+    brings the layers of planes of >= 256 outputs with C and F >= 16, or >= 64 with >= 32, to
+    Winograd (ResNet-8's 32->32 on 16x16 and 64->64 on 8x8; their dw stays with the filters in
+    the lanes); not 16->16 on 32x32 or 8x8, nor rows of 32 with fewer than 64 channels."""
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
+
+    def plan(x, w):
+        return _Plan(x, w, (1, 1), (1,) * 4, (1, 1), 1)
+    for x, w in (((64, 32, 16, 16), (32, 32, 3, 3)), ((64, 64, 8, 8), (64, 64, 3, 3)),
+                 ((64, 32, 8, 8), (32, 32, 3, 3)), ((64, 16, 16, 16), (16, 16, 3, 3)),
+                 ((64, 64, 8, 8), (128, 64, 3, 3))):
+        p = plan(x, w)
+        assert p.wino is not None and p.wino_dx is not None and p.wino_hwc == (True, True), x
+        assert p.wino_dw is None and p.lanes_dw is not None, (x, w)
+    for x, w in (((64, 16, 32, 32), (16, 16, 3, 3)), ((64, 16, 8, 8), (16, 16, 3, 3)),
+                 ((64, 32, 4, 4), (32, 32, 3, 3)), ((64, 32, 16, 16), (24, 32, 3, 3))):
+        p = plan(x, w)
+        assert p.wino is None and p.wino_dx is None, (x, w)
+    p = plan((16, 16, 64, 64), (16, 16, 3, 3))           # the U-Net's: the tiles' layout
+    assert p.wino is not None and p.wino_hwc == (False, False) and p.wino_dw is not None
+    p = plan((8, 64, 56, 56), (64, 64, 3, 3))            # the bench's: C >= 64
+    assert p.wino_hwc == (True, True) and p.wino_dw is not None
+    p = plan((16, 64, 32, 32), (32, 64, 3, 3))           # dx: 32 channels on rows of 32
+    assert p.wino_hwc == (True, False)
+    monkeypatch.setattr(conv, "_WIDE_VECTORS", True)     # AVX-512's blocks: never
+    assert plan((8, 64, 56, 56), (64, 64, 3, 3)).wino_hwc == (False, False)
 
 
 def test_winograd_rules(avx512_rules):

@@ -19,7 +19,8 @@ large planes run forward, dx and dw by Winograd F(2x2, 3x3) (``conv_big.py``: ``
 batches of 16 or more run forward, dx and dw by Winograd F(4, 5) along the rows
 (``conv_five.py``: ``_Plan.c5``, ``c5_dx``, ``c5_dw``: ``_use_c5``, tried next).  Without
 AVX-512 the direct loops, the filters-in-lanes forward and dx and both Winograds' products run
-in AVX2's own blocks (Winograd F(2x2, 3x3) then on far more layers: ``_use_wino``), and dw with
+in AVX2's own blocks (Winograd F(2x2, 3x3) then on far more layers, its forward and dx on
+small planes with the channels innermost: ``_use_wino``, ``_wino_hwc``), and dw with
 the filters in the lanes wherever F is a multiple of 16 (``_Plan.lanes_dw``:
 ``conv_direct.weight_grad_lanes``; see ``_wide_vector_cpu``).  The dx of a strided
 convolution whose taps overlap (ResNet's 3x3 stride 2, DCGAN's discriminator) is the transposed
@@ -139,6 +140,7 @@ class _Plan:
                  "slanes_size")
     __slots__ += ("lanes", "lanes_dx")          # conv_direct.forward_lanes (_use_lanes)
     __slots__ += ("wino", "wino_dx", "wino_dw")  # conv_big.py's Winograd (_use_wino)
+    __slots__ += ("wino_hwc",)                  # its layout, forward and dx (_wino_hwc)
     __slots__ += ("c5", "c5_dx", "c5_dw")        # conv_five.py's row Winograd (_use_c5)
     __slots__ += ("narrow",)                    # AVX2: conv_direct's narrow blocks
     __slots__ += ("lanes_dw",)                  # AVX2: conv_direct.weight_grad_lanes
@@ -212,15 +214,16 @@ class _Plan:
         # 3x3 stride 1 with many channels: Winograd F(2x2, 3x3) (conv_big.py), before the lanes
         # (AVX2's own blocks without AVX-512: its U's shape, conv_big.weights_shape, says which)
         self.wino = self.wino_dx = None
+        self.wino_hwc = (_wino_hwc(c, ow, self.narrow), _wino_hwc(f, w, self.narrow))
         if self.direct is not None and _use_wino(c, f, (kh, kw), stride, dilation, oh * ow,
-                                                 self.narrow):
+                                                 self.narrow, ow):
             from cnnspec.kernels.conv_big import wino_sizes
             u, per = wino_sizes(x_shape, w_shape, pad, self.narrow)
             self.wino = per
             self.shared = max(self.shared, u)
             self.per_thread = max(self.per_thread, per)
         if self.direct is not None and _use_wino(f, c, (kh, kw), stride, dilation, h * w,
-                                                 self.narrow):
+                                                 self.narrow, w):
             from cnnspec.kernels.conv_big import wino_sizes
             from cnnspec.kernels.conv_direct import backward_data_pad
             pad_dx = backward_data_pad((kh, kw), pad, dilation)
@@ -258,7 +261,8 @@ class _Plan:
                 self.shared = max(self.shared, wpk)
                 self.per_thread = max(self.per_thread, xp + tile)
         self.wino_dw = None
-        if self.wino is not None:
+        if self.wino is not None and _use_wino(c, f, (kh, kw), stride, dilation, oh * ow,
+                                               self.narrow):
             from cnnspec.kernels.conv_big import wino_dw_sizes
             self.wino_dw = wino_dw_sizes(x_shape, w_shape, pad, self.narrow)
             self.per_thread = max(self.per_thread, self.wino_dw[0])
@@ -567,6 +571,8 @@ def _use_lanes_dw(f):
 
 _WINO = None            # tests: True / False, conv_big's Winograd wherever it can run / never;
                         # None: the rules (_use_wino)
+_WINO_HWC = None        # tests: True / False, conv_big's channels-innermost layout wherever
+                        # it can run (C a multiple of 16, AVX2) / never; None: _wino_hwc
 _WINO_PLANE = 2048      # outputs per plane from which it runs (56x56: 3136)
 _WINO_CHANNELS = 32     # input channels, at least (the products' inner dimension)
 _WINO_WEIGHTS = 4096    # C*F at most: the 16 transformed weight matrices (256 KB) stay in L2
@@ -574,6 +580,10 @@ _WINO_WEIGHTS = 4096    # C*F at most: the 16 transformed weight matrices (256 K
 # most (U: 4 MB in float32)
 _NARROW_WINO_PLANES = ((2048, 16), (1024, 32), (196, 64))
 _NARROW_WINO_WEIGHTS = 1 << 16
+# and, in the channels-innermost layout (_wino_hwc), forward and dx on smaller planes too
+_NARROW_HWC_PLANES = ((256, 16), (64, 32))
+_HWC_WIDTH = 16         # output rows up to this wide (8 tiles), or C >= _HWC_CHANNELS
+_HWC_CHANNELS = 64
 
 
 def _line_base(workspace, shared):
@@ -585,7 +595,7 @@ def _line_base(workspace, shared):
     return workspace[shift:shared - 16 + shift], shared - 16 + shift
 
 
-def _use_wino(c, f, kernel, stride, dilation, plane, narrow=False):
+def _use_wino(c, f, kernel, stride, dilation, plane, narrow=False, width=None):
     """Forward, dx (c and f swapped, the input's plane) and dw by Winograd F(2x2, 3x3)
     (conv_big.py) for 3x3 kernels, stride 1, no dilation, F a multiple of its blocks of 64
     filters, C >= _WINO_CHANNELS, C*F <= _WINO_WEIGHTS and planes of >= _WINO_PLANE outputs.
@@ -614,16 +624,46 @@ def _use_wino(c, f, kernel, stride, dilation, plane, narrow=False):
     nor 64->64 on 64x8x8 (1.04x / 1.08x / 1.01x), 128->128 on 16x8x8 (0.89x / 0.89x / 1.17x),
     512->512 on 4x7x7 (0.52x forward: 16 MB of U), 16->32 on 64x16x16 (0.99x / 0.81x /
     0.93x), 8->16 (0.74x / 0.58x / 0.85x), 3->16 (0.57x / 0.37x / 0.63x), 16->16 on 64x8x8
-    (0.53x / 0.70x / 0.66x)."""
+    (0.53x / 0.70x / 0.66x).  ``width`` (the output's, forward and dx): also the layers that
+    the channels-innermost layout takes (``_wino_hwc``, _NARROW_HWC_PLANES); without it, the
+    rule for dw (whose Winograd keeps the tiles' layout: 0.66-0.99x on those layers)."""
     if kernel != (3, 3) or stride != (1, 1) or dilation != (1, 1):
         return False
     if _WINO is not None:
         return _WINO
     if narrow:
-        return f % 16 == 0 and c * f <= _NARROW_WINO_WEIGHTS and any(
-            plane >= least and min(c, f) >= channels for least, channels in _NARROW_WINO_PLANES)
+        if f % 16 or c * f > _NARROW_WINO_WEIGHTS:
+            return False
+        if width is not None and _wino_hwc(c, width, narrow) and any(
+                plane >= least and min(c, f) >= channels for least, channels in _NARROW_HWC_PLANES):
+            return True
+        return any(plane >= least and min(c, f) >= channels
+                   for least, channels in _NARROW_WINO_PLANES)
     return (f % 64 == 0 and c >= _WINO_CHANNELS and c * f <= _WINO_WEIGHTS
             and plane >= _WINO_PLANE)
+
+
+def _wino_hwc(c, width, narrow):
+    """Winograd's forward (dx: c the output gradient's channels) in conv_big's channels-innermost
+    layout (``_fill_hwc``, ``_input_tiles_hwc``: the input transform's vectors hold 16 channels
+    rather than 16 tiles of a row, half or three quarters empty on rows of 8 or 4 tiles): AVX2
+    (its products' blocks read either layout), C a multiple of 16, output rows of at most
+    _HWC_WIDTH or C >= _HWC_CHANNELS.  The same values as the tiles' layout, bit for bit.
+    Measured on an AMD EPYC (Zen 3), float32, one thread, 3 rounds in one process; forward / dx
+    against the direct loops that ran them before: 16->16 on 64x16x16 1.18x / 1.17x, 32->32 on
+    64x8x8 1.24x / 1.24x, on 64x16x16 1.51x / 1.52x, 16->32 on 64x16x16 1.26x / 1.24x, 64->64
+    on 64x8x8 1.46x / 1.47x, 64->128 on 64x8x8 1.48x / 1.58x, 128->128 on 64x8x8 1.58x / 1.57x
+    (the tiles' layout on these: 0.75x, 0.75x, 1.07x, 1.01x, 1.01x, 1.19x, 1.25x forward);
+    against the tiles' layout on the layers that it ran: 64->64 on 64x14x14 1.29x, on 32x28x28
+    1.11x, on 8x56x56 1.02-1.08x, 32->64 on 64x16x16 1.23x.  Not: 16->16 on 64x32x32 (0.87x
+    the tiles' layout), 16->32 and 32->16 on 64x32x32 (0.97x, 0.86x), 16->16 on 16x64x64
+    (0.86x), 32->32 on 16x64x64 (0.90x), where rows of 16 or 32 tiles fill the tiles' vectors;
+    nor 16->16 on 64x8x8 (0.89x the direct loops)."""
+    if not narrow or c % 16:
+        return False
+    if _WINO_HWC is not None:
+        return _WINO_HWC
+    return width <= _HWC_WIDTH or c >= _HWC_CHANNELS
 
 
 _C5 = None              # tests: True / False, conv_five's row Winograd wherever it can run /
@@ -1512,7 +1552,8 @@ def _layer_plan(x_shape, w_shape, stride, pad, dilation, groups):
                         _rules() + (_LANES, _LANES_WASTE, _LANES_TAPS, _LANES_PLANE,
                                     _NARROW_LANES_WASTE, _LANES_DW, _WINO, _WINO_PLANE,
                                     _WINO_CHANNELS, _WINO_WEIGHTS, _NARROW_WINO_PLANES,
-                                    _NARROW_WINO_WEIGHTS, _C5, _C5_ELEMENTS,
+                                    _NARROW_WINO_WEIGHTS, _WINO_HWC, _NARROW_HWC_PLANES,
+                                    _HWC_WIDTH, _HWC_CHANNELS, _C5, _C5_ELEMENTS,
                                     _C5_CHANNELS))
 
 
@@ -1545,7 +1586,7 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         conv_big.wino_weights(w, False, u)
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
             x, b, tuple(pad), out, False, u,
-            workspace[base + t * per:base + t * per + plan.wino], lo, hi),
+            workspace[base + t * per:base + t * per + plan.wino], plan.wino_hwc[0], lo, hi),
             dynamic=True, per_thread=_FORWARD_PIECES)
         return
     if plan.c5 is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
@@ -1631,7 +1672,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         size, pad_dx = plan.wino_dx
         run_split(conv_big.forward_wino, x.shape[0], threads, lambda t, lo, hi: (
             dout, empty1, pad_dx, dx, bool(accumulate), u,
-            workspace[base + t * per:base + t * per + size], lo, hi),
+            workspace[base + t * per:base + t * per + size], plan.wino_hwc[1], lo, hi),
             dynamic=True, per_thread=_FORWARD_PIECES)
         if dw is None and db is None:
             return

@@ -21,6 +21,14 @@ of the 4x4 tile, filters padded to a block); per sample, tile rows in chunks:
 * ``Y = A^T M A`` with the filters in the lanes, into two output rows x OW x F, written to
   ``out`` by vector transposes (``_simd.vtranspose``), then the bias.
 
+Without AVX-512, where a plane's rows hold few tiles (8x8 and 16x16 planes: 4 or 8 tiles, the
+input transform's vectors a quarter or half full), the forward and dx can lay each sample out
+with its channels innermost instead (``hwc``: ``_fill_hwc``, xs[row, column, c], by vector
+transposes; ``_input_tiles_hwc``, V[e, t, c]): the input transform then works on vectors of 16
+channels, whatever the plane's width (C a multiple of 16), and AVX2's products read V with the
+channels, not the tiles, adjacent.  The same terms in the same order: the same bits
+(``conv._wino_hwc`` says where; tests/test_kernels.py).
+
 dx of a stride-1 convolution is the convolution of dout by the flipped, transposed weights
 (``conv_direct.backward_data_pad``): the same loops on U made from those.  dw: see the weight
 gradient's section below (the same V, the products summed over the tiles instead).
@@ -223,6 +231,79 @@ def _row_tiles(v, at, step, d0, d1, d2, d3):
 
 
 @jit
+def _fill_hwc(x, n, pad, hp, wq, zero, xs):
+    """xs[(r*wq + k)*C + c] = x[n, c] padded at row r, column k: the channels innermost (C a
+    multiple of the lanes), so that the input transform's vectors are whole whatever the
+    plane's width.  Blocks of lanes channels x lanes positions are transposed by vector
+    shuffles (``vtranspose``), as ``conv_lanes.to_lanes`` does with samples.  Only the plane's
+    positions are written: with ``zero`` (a call's first sample) the padding is cleared first."""
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    lanes = vlanes(xs)
+    pt, pl = pad[0], pad[2]
+    if zero:
+        for e in range(hp * wq * c_):
+            xs[e] = 0
+    xf = x.reshape(x.size)
+    hw = h_ * w_
+    for c0 in range(0, c_, lanes):
+        src = (n * c_ + c0) * hw
+        q = 0
+        while q + lanes <= hw:          # positions q.. of the plane, one run per row
+            h = q // w_
+            w = q - h * w_
+            k = 0
+            while k < lanes:
+                run = min(lanes - k, w_ - w)
+                at = ((h + pt) * wq + w + pl - k) * c_ + c0
+                vtranspose(xf, src + q, hw, xs, at, c_, k, k + run, False)
+                k += run
+                h += 1
+                w = 0
+            q += lanes
+        for e in range(q, hw):
+            h = e // w_
+            w = e - h * w_
+            d = np.uint64(((h + pt) * wq + w + pl) * c_ + c0)
+            for j in range(lanes):
+                xs[d + np.uint64(j)] = xf[np.uint64(src + e + j * hw)]
+
+
+@jit
+def _input_tiles_hwc(xs, c_, wq, tw, ti0, ti1, t6, v):
+    """_input_tiles on _fill_hwc's layout: v[(e*T6 + t)*C + c], a vector of channels at a
+    time (the same values)."""
+    lanes = vlanes(xs)
+    es = t6 * c_
+    rs = wq * c_
+    for ti in range(ti0, ti1):
+        for tj in range(tw):
+            t = (ti - ti0) * tw + tj
+            for c0 in range(0, c_, lanes):
+                a = 2 * ti * rs + 2 * tj * c_ + c0
+                d00, d01, d02, d03 = (vload(xs, a), vload(xs, a + c_), vload(xs, a + 2 * c_),
+                                      vload(xs, a + 3 * c_))
+                a += rs
+                d10, d11, d12, d13 = (vload(xs, a), vload(xs, a + c_), vload(xs, a + 2 * c_),
+                                      vload(xs, a + 3 * c_))
+                a += rs
+                d20, d21, d22, d23 = (vload(xs, a), vload(xs, a + c_), vload(xs, a + 2 * c_),
+                                      vload(xs, a + 3 * c_))
+                a += rs
+                d30, d31, d32, d33 = (vload(xs, a), vload(xs, a + c_), vload(xs, a + 2 * c_),
+                                      vload(xs, a + 3 * c_))
+                o = t * c_ + c0
+                # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3; then each row times B
+                _row_tiles(v, o, es, vsub(d00, d20), vsub(d01, d21), vsub(d02, d22),
+                           vsub(d03, d23))
+                _row_tiles(v, o + 4 * es, es, vadd(d10, d20), vadd(d11, d21), vadd(d12, d22),
+                           vadd(d13, d23))
+                _row_tiles(v, o + 8 * es, es, vsub(d20, d10), vsub(d21, d11), vsub(d22, d12),
+                           vsub(d23, d13))
+                _row_tiles(v, o + 12 * es, es, vsub(d10, d30), vsub(d11, d31),
+                           vsub(d12, d32), vsub(d13, d33))
+
+
+@jit
 def _products(u, v, c_, fp, t6, vs, m):
     """m[e, t, f] = sum over c of v[e, c, t] * u[e, c, f]: blocks of 6 tiles x 4 vectors of
     filters, the channels in order, one FMA per term."""
@@ -321,10 +402,11 @@ def _products(u, v, c_, fp, t6, vs, m):
 
 
 @jit
-def _products_narrow(u, v, c_, fp, t6, vs, m):
+def _products_narrow(u, v, c_, fp, t6, vs, m, hwc):
     """_products in AVX2's blocks (16 registers of 8 float32): 6 tiles x 2 half vectors of
     filters, 12 accumulators, the 2 weight vectors and a broadcast in the other 3 registers.
-    The same sums in the same order as _products (the same bits)."""
+    The same sums in the same order as _products (the same bits); ``hwc``: v in
+    _input_tiles_hwc's layout."""
     lanes = ylanes(u)
     for e in range(16):
         for fb in range(0, fp, 2 * lanes):
@@ -342,30 +424,32 @@ def _products_narrow(u, v, c_, fp, t6, vs, m):
                 a50 = yzero(u)
                 a51 = yzero(u)
                 uu = e * c_ * fp + fb
-                vv = e * c_ * vs + t0
+                # v[e, c, t] at (e*C + c)*vs + t, or (hwc) (e*T6 + t)*C + c
+                vv = (e * t6 + t0) * c_ if hwc else e * c_ * vs + t0
+                vt, vc = (c_, 1) if hwc else (1, vs)
                 for c in range(c_):
                     w0 = yload(u, uu)
                     w1 = yload(u, uu + lanes)
                     s = ysplat(v, vv)
                     a00 = vfma(a00, s, w0)
                     a01 = vfma(a01, s, w1)
-                    s = ysplat(v, vv + 1)
+                    s = ysplat(v, vv + vt)
                     a10 = vfma(a10, s, w0)
                     a11 = vfma(a11, s, w1)
-                    s = ysplat(v, vv + 2)
+                    s = ysplat(v, vv + 2 * vt)
                     a20 = vfma(a20, s, w0)
                     a21 = vfma(a21, s, w1)
-                    s = ysplat(v, vv + 3)
+                    s = ysplat(v, vv + 3 * vt)
                     a30 = vfma(a30, s, w0)
                     a31 = vfma(a31, s, w1)
-                    s = ysplat(v, vv + 4)
+                    s = ysplat(v, vv + 4 * vt)
                     a40 = vfma(a40, s, w0)
                     a41 = vfma(a41, s, w1)
-                    s = ysplat(v, vv + 5)
+                    s = ysplat(v, vv + 5 * vt)
                     a50 = vfma(a50, s, w0)
                     a51 = vfma(a51, s, w1)
                     uu += fp
-                    vv += vs
+                    vv += vc
                 d = (e * t6 + t0) * fp + fb
                 vstore(m, d, a00)
                 vstore(m, d + lanes, a01)
@@ -459,10 +543,11 @@ def _output_tiles(m, t6, fp, tw, ti0, ti1, ow_, y, b, n, accumulate, out):
 
 
 @jit
-def forward_wino(x, b, pad, out, accumulate, ushaped, buf, n0, n1):
+def forward_wino(x, b, pad, out, accumulate, ushaped, buf, hwc, n0, n1):
     """out[n] (+)= conv3x3(x[n]) + b for n0 <= n < n1 (stride 1, groups 1); ``ushaped`` from
     wino_weights (its shape chooses the products' blocks: 2-D AVX2's, a numba specialisation
-    compiles only the one it calls), buf a thread's slice (wino_sizes)."""
+    compiles only the one it calls), buf a thread's slice (wino_sizes); ``hwc``: the channels
+    innermost (AVX2's blocks only, C a multiple of the lanes)."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     f_, oh_, ow_ = out.shape[1], out.shape[2], out.shape[3]
     th, tw = (oh_ + 1) // 2, (ow_ + 1) // 2
@@ -479,12 +564,18 @@ def forward_wino(x, b, pad, out, accumulate, ushaped, buf, n0, n1):
     for n in range(n0, n1):
         # V's columns past a chunk's tiles and M's rows of them are never cleared: whatever
         # they hold reaches only outputs past the plane, which are dropped
-        _fill(x, n, pad, hp, k2, xs)
+        if hwc:
+            _fill_hwc(x, n, pad, hp, 2 * k2, n == n0, xs)
+        else:
+            _fill(x, n, pad, hp, k2, xs)
         for ti0 in range(0, th, rows):
             ti1 = min(th, ti0 + rows)
-            _input_tiles(xs, c_, c_, hp, k2, tw, ti0, ti1, vs, v)
+            if hwc:
+                _input_tiles_hwc(xs, c_, 2 * k2, tw, ti0, ti1, t6, v)
+            else:
+                _input_tiles(xs, c_, c_, hp, k2, tw, ti0, ti1, vs, v)
             if ushaped.ndim == 2:
-                _products_narrow(u, v, c_, fp, t6, vs, m)
+                _products_narrow(u, v, c_, fp, t6, vs, m, hwc)
             else:
                 _products(u, v, c_, fp, t6, vs, m)
             _output_tiles(m, t6, fp, tw, ti0, ti1, ow_, y, b, n, accumulate, out)
