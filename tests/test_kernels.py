@@ -39,26 +39,27 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
     <= 4096 on planes of >= 2048 outputs) and for at most 4 channels, however few the filters
     (AVX-512's blocks: 8 or more); 3x3 stride-1 layers by Winograd in AVX2's blocks (forward,
     dx and dw; F a multiple of 16, C and F >= 16 on planes of >= 2048 outputs, >= 32 on >= 1024,
-    >= 64 on >= 196), their dw by nothing else; the forward and dx (not dw) also on planes of
-    >= 256 outputs with C and F >= 16 and of >= 64 with >= 32 in the channels-innermost layout
-    (C, dx: F, a multiple of 16, rows of at most 16 outputs or C >= 64: ResNet-8's 16x16 and 8x8
-    layers, not its 32x32 one), which also runs the other Winograd layers that it fits; 5x5 layers by the row
+    >= 64 on >= 196), their dw by nothing else; also on planes of >= 256 outputs with C and
+    F >= 16 and of >= 64 with >= 32 in the channels-innermost layout (C, dx: F, a multiple of
+    16, rows of at most 16 outputs or C >= 64: ResNet-8's 16x16 and 8x8 layers, not its 32x32
+    one), which also runs the other Winograd layers that it fits; 5x5 layers by the row
     Winograd (conv_five.py) in AVX2's blocks; nothing else (the samples in the lanes),
     whatever AVX-512's rules would take."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
     # (x, w, stride, pad): (direct dx, direct dw, lanes forward, lanes dx, lanes dw, Winograd:
-    # the forward's layout, dx's, dw by it: h the channels innermost, t the tiles', - none)
+    # the forward's (and dw's) layout, dx's, dw by it: h the channels innermost, t the tiles',
+    # - none)
     for (x, w, s, p), expected in (
             (((8, 64, 56, 56), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd")),   # the bench's
             (((64, 16, 14, 14), (32, 16, 5, 5), 1, 2), (0, 0, 1, 1, 1, "---")),
             (((32, 3, 32, 32), (32, 3, 3, 3), 1, 1), (1, 0, 0, 0, 1, "---")),
             (((64, 16, 32, 32), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, "---")),  # ResNet-8's
-            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1, "hh-")),
+            (((64, 32, 16, 16), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd")),
             (((16, 16, 64, 64), (16, 16, 3, 3), 1, 1), (1, 0, 0, 0, 0, "ttd")),  # the U-Net's
             (((16, 64, 32, 32), (32, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, "htd")),
-            (((16, 32, 16, 16), (64, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1, "hh-")),
+            (((16, 32, 16, 16), (64, 32, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd")),
             (((64, 16, 32, 32), (32, 16, 3, 3), 2, 1), (0, 0, 1, 0, 1, "---")),  # dx: BLAS
-            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 1, "hh-")),
+            (((64, 64, 8, 8), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd")),
             (((16, 128, 16, 16), (128, 128, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd")),
             (((64, 64, 4, 4), (64, 64, 3, 3), 1, 1), (0, 0, 1, 1, 1, "---")),
             (((64, 32, 7, 7), (32, 32, 3, 3), 1, 1), (0, 0, 1, 1, 1, "---")),
@@ -68,10 +69,10 @@ def test_without_avx512_the_rules_of_avx2(monkeypatch):
             (((64, 3, 32, 32), (24, 3, 3, 3), 1, 1), (1, 1, 0, 0, 0, "---")),    # F = 24: blocked dw
             (((64, 24, 16, 16), (24, 24, 3, 3), 1, 1), (1, 1, 0, 0, 0, "---")),
             (((64, 48, 8, 8), (40, 48, 3, 3), 1, 1), (0, 0, 0, 1, 0, "---")),    # (dw on BLAS)
-            (((64, 16, 16, 16), (32, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, "hh-")),  # C = 16 on 16x16
+            (((64, 16, 16, 16), (32, 16, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd")),  # C = 16 on 16x16
             (((4, 512, 7, 7), (512, 512, 3, 3), 1, 1), (0, 0, 0, 0, 1, "---")),  # C*F > 65536
             (((64, 16, 8, 8), (16, 16, 3, 3), 1, 1), (0, 0, 1, 1, 1, "---")),     # 16 on 8x8
-            (((64, 32, 8, 8), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 1, "hh-")),
+            (((64, 32, 8, 8), (32, 32, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd")),
             (((64, 16, 32, 32), (32, 16, 3, 3), 1, 1), (1, 0, 0, 0, 1, "---")),   # rows of 32
             (((32, 64, 28, 28), (64, 64, 3, 3), 1, 1), (1, 0, 0, 0, 0, "hhd"))):
         plan = _Plan(x, w, (s, s), (p,) * 4, (1, 1), 1)
@@ -814,8 +815,9 @@ def test_winograd_narrow_blocks_give_the_same_bits(case, monkeypatch):
                          ids=str)
 def test_winograd_channels_innermost_gives_the_same_bits(case, dtype, monkeypatch):
     """The channels-innermost layout (``conv_big._fill_hwc``, ``_input_tiles_hwc``) computes
-    the tiles' layout's values in the same order: forward (C a multiple of 16) and dx (F),
-    accumulated, bit for bit; 2 threads; NaN in the workspace (the padding is cleared)."""
+    the tiles' layout's values in the same order: forward and dw (C a multiple of 16) and dx
+    (F), accumulated, bit for bit; 2 threads (dw's pieces summed in order); NaN in the
+    workspace (the padding, and dw's channels past C, are cleared)."""
     n, c, h, w, f, pad, bias = case
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
     monkeypatch.setattr(conv, "_WINO", True)
@@ -832,9 +834,9 @@ def test_winograd_channels_innermost_gives_the_same_bits(case, dtype, monkeypatc
         assert plan.wino_hwc == (hwc and c % 16 == 0, hwc and f % 16 == 0)
         ws = np.full(K.conv2d_workspace_size(x.shape, wt.shape, *geometry), np.nan, dtype)
         out = forward_into_a_slice(x, wt, b, geometry, ws, dtype)
-        dx = np.full_like(x, 0.5)
-        K.conv2d_backward_into(dout, x, wt, *geometry, dx, None, None, ws, accumulate=True)
-        results.append((out, dx))
+        dx, dw = np.full_like(x, 0.5), np.empty_like(wt)
+        K.conv2d_backward_into(dout, x, wt, *geometry, dx, dw, None, ws, accumulate=True)
+        results.append((out, dx, dw))
     for a, b2 in zip(*results):
         assert not np.isnan(a).any() and np.array_equal(a, b2)
 
@@ -843,8 +845,8 @@ def test_winograd_hwc_rules(monkeypatch):
     """Without AVX-512, the channels-innermost layout runs the forward and dx of Winograd where
     the rows hold at most 8 tiles (16 outputs) or C >= 64, C (dx: F) a multiple of 16, and
     brings the layers of planes of >= 256 outputs with C and F >= 16, or >= 64 with >= 32, to
-    Winograd (ResNet-8's 32->32 on 16x16 and 64->64 on 8x8; their dw stays with the filters in
-    the lanes); not 16->16 on 32x32 or 8x8, nor rows of 32 with fewer than 64 channels."""
+    Winograd, forward, dx and dw (ResNet-8's 32->32 on 16x16 and 64->64 on 8x8); not 16->16 on
+    32x32 or 8x8, nor rows of 32 with fewer than 64 channels."""
     monkeypatch.setattr(conv, "_WIDE_VECTORS", False)
 
     def plan(x, w):
@@ -854,7 +856,7 @@ def test_winograd_hwc_rules(monkeypatch):
                  ((64, 64, 8, 8), (128, 64, 3, 3))):
         p = plan(x, w)
         assert p.wino is not None and p.wino_dx is not None and p.wino_hwc == (True, True), x
-        assert p.wino_dw is None and p.lanes_dw is not None, (x, w)
+        assert p.wino_dw is not None and p.lanes_dw is None, (x, w)
     for x, w in (((64, 16, 32, 32), (16, 16, 3, 3)), ((64, 16, 8, 8), (16, 16, 3, 3)),
                  ((64, 32, 4, 4), (32, 32, 3, 3)), ((64, 32, 16, 16), (24, 32, 3, 3))):
         p = plan(x, w)

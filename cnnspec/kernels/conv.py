@@ -140,7 +140,7 @@ class _Plan:
                  "slanes_size")
     __slots__ += ("lanes", "lanes_dx")          # conv_direct.forward_lanes (_use_lanes)
     __slots__ += ("wino", "wino_dx", "wino_dw")  # conv_big.py's Winograd (_use_wino)
-    __slots__ += ("wino_hwc",)                  # its layout, forward and dx (_wino_hwc)
+    __slots__ += ("wino_hwc",)                  # its layout: forward and dw, dx (_wino_hwc)
     __slots__ += ("c5", "c5_dx", "c5_dw")        # conv_five.py's row Winograd (_use_c5)
     __slots__ += ("narrow",)                    # AVX2: conv_direct's narrow blocks
     __slots__ += ("lanes_dw",)                  # AVX2: conv_direct.weight_grad_lanes
@@ -261,8 +261,7 @@ class _Plan:
                 self.shared = max(self.shared, wpk)
                 self.per_thread = max(self.per_thread, xp + tile)
         self.wino_dw = None
-        if self.wino is not None and _use_wino(c, f, (kh, kw), stride, dilation, oh * ow,
-                                               self.narrow):
+        if self.wino is not None:
             from cnnspec.kernels.conv_big import wino_dw_sizes
             self.wino_dw = wino_dw_sizes(x_shape, w_shape, pad, self.narrow)
             self.per_thread = max(self.per_thread, self.wino_dw[0])
@@ -624,9 +623,8 @@ def _use_wino(c, f, kernel, stride, dilation, plane, narrow=False, width=None):
     nor 64->64 on 64x8x8 (1.04x / 1.08x / 1.01x), 128->128 on 16x8x8 (0.89x / 0.89x / 1.17x),
     512->512 on 4x7x7 (0.52x forward: 16 MB of U), 16->32 on 64x16x16 (0.99x / 0.81x /
     0.93x), 8->16 (0.74x / 0.58x / 0.85x), 3->16 (0.57x / 0.37x / 0.63x), 16->16 on 64x8x8
-    (0.53x / 0.70x / 0.66x).  ``width`` (the output's, forward and dx): also the layers that
-    the channels-innermost layout takes (``_wino_hwc``, _NARROW_HWC_PLANES); without it, the
-    rule for dw (whose Winograd keeps the tiles' layout: 0.66-0.99x on those layers)."""
+    (0.53x / 0.70x / 0.66x).  ``width`` (the output's): also the smaller planes that the
+    channels-innermost layout takes (``_wino_hwc``, _NARROW_HWC_PLANES)."""
     if kernel != (3, 3) or stride != (1, 1) or dilation != (1, 1):
         return False
     if _WINO is not None:
@@ -644,8 +642,9 @@ def _use_wino(c, f, kernel, stride, dilation, plane, narrow=False, width=None):
 
 
 def _wino_hwc(c, width, narrow):
-    """Winograd's forward (dx: c the output gradient's channels) in conv_big's channels-innermost
-    layout (``_fill_hwc``, ``_input_tiles_hwc``: the input transform's vectors hold 16 channels
+    """Winograd's forward and dw (dx: c the output gradient's channels) in conv_big's
+    channels-innermost layout (``_fill_hwc``, ``_input_tiles_hwc``: the input transform's vectors
+    hold 16 channels
     rather than 16 tiles of a row, half or three quarters empty on rows of 8 or 4 tiles): AVX2
     (its products' blocks read either layout), C a multiple of 16, output rows of at most
     _HWC_WIDTH or C >= _HWC_CHANNELS.  The same values as the tiles' layout, bit for bit.
@@ -658,7 +657,12 @@ def _wino_hwc(c, width, narrow):
     1.11x, on 8x56x56 1.02-1.08x, 32->64 on 64x16x16 1.23x.  Not: 16->16 on 64x32x32 (0.87x
     the tiles' layout), 16->32 and 32->16 on 64x32x32 (0.97x, 0.86x), 16->16 on 16x64x64
     (0.86x), 32->32 on 16x64x64 (0.90x), where rows of 16 or 32 tiles fill the tiles' vectors;
-    nor 16->16 on 64x8x8 (0.89x the direct loops)."""
+    nor 16->16 on 64x8x8 (0.89x the direct loops).  dw (Winograd's on x, in x's layout):
+    against the filters in the lanes that ran it before, 32->32 on 64x16x16 1.30x, 64->64 on
+    64x8x8 1.33x, 16->16 on 64x16x16 1.13x, 32->32 on 64x8x8 1.02x (the tiles' layout: 1.03x,
+    0.98x, 0.80x, 0.67x); against the tiles' layout, 64->64 on 64x14x14 1.16x, 128->128 on
+    64x8x8 1.20x, 32->64 on 64x16x16 1.10x, 128->128 on 16x16x16 1.06x, 64->64 on 32x28x28
+    1.03x, on 8x56x56 0.99x."""
     if not narrow or c % 16:
         return False
     if _WINO_HWC is not None:
@@ -1745,7 +1749,8 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         def piece(t, lo, hi):
             buf = workspace[base + t * per:base + t * per + size]
             return (dout, x, tuple(pad), dw is not None, db is not None, buf,
-                    conv_big.partial_du(buf, o_du, cg, fp, plan.narrow), lo, hi)
+                    conv_big.partial_du(buf, o_du, cg, fp, plan.narrow), plan.wino_hwc[0], lo,
+                    hi)
         run_split(conv_big.weight_grad_wino, x.shape[0], threads, piece, pieces=pieces)
         conv_big.wino_dw_finish(workspace, base, per, pieces, o_du, o_db, fp,
                                 empty4 if dw is None else dw, empty1 if db is None else db,

@@ -269,11 +269,12 @@ def _fill_hwc(x, n, pad, hp, wq, zero, xs):
 
 
 @jit
-def _input_tiles_hwc(xs, c_, wq, tw, ti0, ti1, t6, v):
-    """_input_tiles on _fill_hwc's layout: v[(e*T6 + t)*C + c], a vector of channels at a
-    time (the same values)."""
+def _input_tiles_hwc(xs, c_, cs, wq, tw, ti0, ti1, t6, v):
+    """_input_tiles on _fill_hwc's layout: v[(e*T6 + t)*cs + c] (cs >= C: the weight
+    gradient's channels padded to its blocks), a vector of channels at a time (the same
+    values)."""
     lanes = vlanes(xs)
-    es = t6 * c_
+    es = t6 * cs
     rs = wq * c_
     for ti in range(ti0, ti1):
         for tj in range(tw):
@@ -291,7 +292,7 @@ def _input_tiles_hwc(xs, c_, wq, tw, ti0, ti1, t6, v):
                 a += rs
                 d30, d31, d32, d33 = (vload(xs, a), vload(xs, a + c_), vload(xs, a + 2 * c_),
                                       vload(xs, a + 3 * c_))
-                o = t * c_ + c0
+                o = t * cs + c0
                 # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3; then each row times B
                 _row_tiles(v, o, es, vsub(d00, d20), vsub(d01, d21), vsub(d02, d22),
                            vsub(d03, d23))
@@ -571,7 +572,7 @@ def forward_wino(x, b, pad, out, accumulate, ushaped, buf, hwc, n0, n1):
         for ti0 in range(0, th, rows):
             ti1 = min(th, ti0 + rows)
             if hwc:
-                _input_tiles_hwc(xs, c_, 2 * k2, tw, ti0, ti1, t6, v)
+                _input_tiles_hwc(xs, c_, c_, 2 * k2, tw, ti0, ti1, t6, v)
             else:
                 _input_tiles(xs, c_, c_, hp, k2, tw, ti0, ti1, vs, v)
             if ushaped.ndim == 2:
@@ -754,9 +755,10 @@ def _dw_products(v, dm, cp, fp, t_, t6, vs, du):
 
 
 @jit
-def _dw_products_narrow(v, dm, cp, fp, t_, t6, vs, du):
+def _dw_products_narrow(v, dm, cp, fp, t_, t6, vs, du, hwc):
     """_dw_products in AVX2's blocks: 6 channels x 2 half vectors of filters, 12 accumulators
-    (the same sums in the same order: the same bits)."""
+    (the same sums in the same order: the same bits); ``hwc``: v in _input_tiles_hwc's layout
+    (the channels of a tile adjacent)."""
     lanes = ylanes(v)
     for e in range(16):
         for cb in range(0, cp, 6):
@@ -774,29 +776,32 @@ def _dw_products_narrow(v, dm, cp, fp, t_, t6, vs, du):
                 a50 = yzero(v)
                 a51 = yzero(v)
                 mm = e * t6 * fp + fb
-                vv = (e * cp + cb) * vs
+                # v[e, c, t] at (e*Cp + c)*vs + t, or (hwc) (e*T6 + t)*Cp + c
+                vv = e * t6 * cp + cb if hwc else (e * cp + cb) * vs
+                vc, vt = (1, cp) if hwc else (vs, 1)
                 for t in range(t_):
                     w0 = yload(dm, mm)
                     w1 = yload(dm, mm + lanes)
-                    s = ysplat(v, vv + t)
+                    s = ysplat(v, vv)
                     a00 = vfma(a00, s, w0)
                     a01 = vfma(a01, s, w1)
-                    s = ysplat(v, vv + vs + t)
+                    s = ysplat(v, vv + vc)
                     a10 = vfma(a10, s, w0)
                     a11 = vfma(a11, s, w1)
-                    s = ysplat(v, vv + 2 * vs + t)
+                    s = ysplat(v, vv + 2 * vc)
                     a20 = vfma(a20, s, w0)
                     a21 = vfma(a21, s, w1)
-                    s = ysplat(v, vv + 3 * vs + t)
+                    s = ysplat(v, vv + 3 * vc)
                     a30 = vfma(a30, s, w0)
                     a31 = vfma(a31, s, w1)
-                    s = ysplat(v, vv + 4 * vs + t)
+                    s = ysplat(v, vv + 4 * vc)
                     a40 = vfma(a40, s, w0)
                     a41 = vfma(a41, s, w1)
-                    s = ysplat(v, vv + 5 * vs + t)
+                    s = ysplat(v, vv + 5 * vc)
                     a50 = vfma(a50, s, w0)
                     a51 = vfma(a51, s, w1)
                     mm += fp
+                    vv += vt
                 d = (e * cp + cb) * fp + fb
                 _yadd2(du, d, lanes, a00, a01)
                 _yadd2(du, d + fp, lanes, a10, a11)
@@ -823,10 +828,11 @@ def _vadd4(a, i, lanes, p, q, r, s):
 
 
 @jit
-def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, dushaped, n0, n1):
+def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, dushaped, hwc, n0, n1):
     """The partial dU (16, Cp, Fp) and db (F) of samples n0 <= n < n1 in buf (wino_dw_sizes);
     ``dushaped``: the dU part of buf as partial_du gives it (its shape chooses the blocks: 2-D
-    AVX2's); wino_dw_finish sums the pieces' partials and makes dw."""
+    AVX2's); ``hwc``: x's channels innermost (AVX2's blocks only, C a multiple of the lanes);
+    wino_dw_finish sums the pieces' partials and makes dw."""
     c_ = x.shape[1]
     f_, oh_, ow_ = dout.shape[1], dout.shape[2], dout.shape[3]
     th, tw = (oh_ + 1) // 2, (ow_ + 1) // 2
@@ -846,7 +852,11 @@ def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, dushaped, n0, n1):
     for e in range(16):                # V's extra rows (Cp > C): their dU rows are dropped, but
         for c in range(c_, cp):        # NaN left in the workspace would not be
             for t in range(vs):
-                v[(e * cp + c) * vs + t] = 0
+                if hwc:
+                    if t < t6:
+                        v[(e * t6 + t) * cp + c] = 0
+                else:
+                    v[(e * cp + c) * vs + t] = 0
     for e in range(o_du, o_db + f_):
         buf[e] = 0
     for n in range(n0, n1):
@@ -854,14 +864,20 @@ def weight_grad_wino(dout, x, pad, need_dw, need_db, buf, dushaped, n0, n1):
             _bias_grad_add(dout, n, dbp)
         if not need_dw:
             continue
-        _fill(x, n, pad, hp, k2, xs)
+        if hwc:
+            _fill_hwc(x, n, pad, hp, 2 * k2, n == n0, xs)
+        else:
+            _fill(x, n, pad, hp, k2, xs)
         _dout_transposed(dout, n, 2 * th, 2 * tw, fp, dt)
         for ti0 in range(0, th, rows):
             ti1 = min(th, ti0 + rows)
-            _input_tiles(xs, c_, cp, hp, k2, tw, ti0, ti1, vs, v)
+            if hwc:
+                _input_tiles_hwc(xs, c_, cp, 2 * k2, tw, ti0, ti1, t6, v)
+            else:
+                _input_tiles(xs, c_, cp, hp, k2, tw, ti0, ti1, vs, v)
             _dout_tiles(dt, tw, 2 * tw, fp, ti0, ti1, t6, dm)
             if dushaped.ndim == 2:
-                _dw_products_narrow(v, dm, cp, fp, (ti1 - ti0) * tw, t6, vs, du)
+                _dw_products_narrow(v, dm, cp, fp, (ti1 - ti0) * tw, t6, vs, du, hwc)
             else:
                 _dw_products(v, dm, cp, fp, (ti1 - ti0) * tw, t6, vs, du)
 
