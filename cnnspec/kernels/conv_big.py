@@ -45,6 +45,7 @@ import numpy as np
 
 from cnnspec.kernels._jit import jit
 from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
+from cnnspec.kernels.conv_lanes import _hwc
 from cnnspec.kernels._simd import (vadd, vevens, vfma, vlanes, vload, vodds, vsplat, vstore, vsub,
                                    vtranspose, vzero, yload, ylanes, ysplat, yzero)
 
@@ -232,40 +233,14 @@ def _row_tiles(v, at, step, d0, d1, d2, d3):
 
 @jit
 def _fill_hwc(x, n, pad, hp, wq, zero, xs):
-    """xs[(r*wq + k)*C + c] = x[n, c] padded at row r, column k: the channels innermost (C a
-    multiple of the lanes), so that the input transform's vectors are whole whatever the
-    plane's width.  Blocks of lanes channels x lanes positions are transposed by vector
-    shuffles (``vtranspose``), as ``conv_lanes.to_lanes`` does with samples.  Only the plane's
+    """xs[(r*wq + k)*C + c] = x[n, c] padded at row r, column k: the channels innermost, so that
+    the input transform's vectors are whole whatever the plane's width (``conv_lanes._hwc``:
+    blocks of lanes channels x lanes positions transposed by vector shuffles).  Only the plane's
     positions are written: with ``zero`` (a call's first sample) the padding is cleared first."""
-    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
-    lanes = vlanes(xs)
-    pt, pl = pad[0], pad[2]
     if zero:
-        for e in range(hp * wq * c_):
+        for e in range(hp * wq * x.shape[1]):
             xs[e] = 0
-    xf = x.reshape(x.size)
-    hw = h_ * w_
-    for c0 in range(0, c_, lanes):
-        src = (n * c_ + c0) * hw
-        q = 0
-        while q + lanes <= hw:          # positions q.. of the plane, one run per row
-            h = q // w_
-            w = q - h * w_
-            k = 0
-            while k < lanes:
-                run = min(lanes - k, w_ - w)
-                at = ((h + pt) * wq + w + pl - k) * c_ + c0
-                vtranspose(xf, src + q, hw, xs, at, c_, k, k + run, False)
-                k += run
-                h += 1
-                w = 0
-            q += lanes
-        for e in range(q, hw):
-            h = e // w_
-            w = e - h * w_
-            d = np.uint64(((h + pt) * wq + w + pl) * c_ + c0)
-            for j in range(lanes):
-                xs[d + np.uint64(j)] = xf[np.uint64(src + e + j * hw)]
+    _hwc(x, n, pad[0], pad[2], wq, x.shape[1], xs)
 
 
 @jit
