@@ -19,8 +19,8 @@ large planes run forward, dx and dw by Winograd F(2x2, 3x3) (``conv_big.py``: ``
 batches of 16 or more run forward, dx and dw by Winograd F(4, 5) along the rows
 (``conv_five.py``: ``_Plan.c5``, ``c5_dx``, ``c5_dw``: ``_use_c5``, tried next).  Without
 AVX-512 the direct loops, the filters-in-lanes forward and dx and both Winograds' products run
-in AVX2's own blocks (Winograd F(2x2, 3x3) then on far more layers, its forward and dx on
-small planes with the channels innermost: ``_use_wino``, ``_wino_hwc``), and dw with
+in AVX2's own blocks (Winograd F(2x2, 3x3) then on far more layers, on small planes with the
+channels innermost: ``_use_wino``, ``_wino_hwc``), and dw with
 the filters in the lanes wherever F is a multiple of 16 (``_Plan.lanes_dw``:
 ``conv_direct.weight_grad_lanes``; see ``_wide_vector_cpu``).  The dx of a strided
 convolution whose taps overlap (ResNet's 3x3 stride 2, DCGAN's discriminator) is the transposed
@@ -644,10 +644,9 @@ def _use_wino(c, f, kernel, stride, dilation, plane, narrow=False, width=None):
 def _wino_hwc(c, width, narrow):
     """Winograd's forward and dw (dx: c the output gradient's channels) in conv_big's
     channels-innermost layout (``_fill_hwc``, ``_input_tiles_hwc``: the input transform's vectors
-    hold 16 channels
-    rather than 16 tiles of a row, half or three quarters empty on rows of 8 or 4 tiles): AVX2
-    (its products' blocks read either layout), C a multiple of 16, output rows of at most
-    _HWC_WIDTH or C >= _HWC_CHANNELS.  The same values as the tiles' layout, bit for bit.
+    hold 16 channels rather than 16 tiles of a row, half or three quarters empty on rows of 8 or
+    4 tiles): AVX2 (its products' blocks read either layout), C a multiple of 16, output rows
+    of at most _HWC_WIDTH or C >= _HWC_CHANNELS.  The same values as the tiles' layout, bit for bit.
     Measured on an AMD EPYC (Zen 3), float32, one thread, 3 rounds in one process; forward / dx
     against the direct loops that ran them before: 16->16 on 64x16x16 1.18x / 1.17x, 32->32 on
     64x8x8 1.24x / 1.24x, on 64x16x16 1.51x / 1.52x, 16->32 on 64x16x16 1.26x / 1.24x, 64->64

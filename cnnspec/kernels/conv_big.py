@@ -22,8 +22,8 @@ of the 4x4 tile, filters padded to a block); per sample, tile rows in chunks:
   ``out`` by vector transposes (``_simd.vtranspose``), then the bias.
 
 Without AVX-512, where a plane's rows hold few tiles (8x8 and 16x16 planes: 4 or 8 tiles, the
-input transform's vectors a quarter or half full), the forward and dx can lay each sample out
-with its channels innermost instead (``hwc``: ``_fill_hwc``, xs[row, column, c], by vector
+input transform's vectors a quarter or half full), the forward, dx and dw can lay each sample
+out with its channels innermost instead (``hwc``: ``_fill_hwc``, xs[row, column, c], by vector
 transposes; ``_input_tiles_hwc``, V[e, t, c]): the input transform then works on vectors of 16
 channels, whatever the plane's width (C a multiple of 16), and AVX2's products read V with the
 channels, not the tiles, adjacent.  The same terms in the same order: the same bits
