@@ -43,7 +43,7 @@ F(2x2, 3x3)'s transforms have no constants beyond 1/2, unlike F(4x4, 3x3)'s (4, 
 """
 import numpy as np
 
-from cnnspec.kernels._jit import jit
+from cnnspec.kernels._jit import jit, jit_inline
 from cnnspec.kernels.conv import _bias_grad_add, _sum_pieces
 from cnnspec.kernels.conv_lanes import _hwc
 from cnnspec.kernels._simd import (vadd, vevens, vfma, vlanes, vload, vodds, vsplat, vstore, vsub,
@@ -211,15 +211,24 @@ def _input_tiles(xs, c_, cs, hp, k2, tw, ti0, ti1, vs, v):
                 o3 = vload(xs, a + 7 * k2)
                 f3 = vload(xs, a + 6 * k2 + 1)
                 p3 = vload(xs, a + 7 * k2 + 1)
-                # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 (columns 0..3: e, o, f, p)
-                _row_tiles(v, (0 * cs + c) * vs + t + j0, cs * vs,
-                           vsub(e0, e2), vsub(o0, o2), vsub(f0, f2), vsub(p0, p2))
-                _row_tiles(v, (4 * cs + c) * vs + t + j0, cs * vs,
-                           vadd(e1, e2), vadd(o1, o2), vadd(f1, f2), vadd(p1, p2))
-                _row_tiles(v, (8 * cs + c) * vs + t + j0, cs * vs,
-                           vsub(e2, e1), vsub(o2, o1), vsub(f2, f1), vsub(p2, p1))
-                _row_tiles(v, (12 * cs + c) * vs + t + j0, cs * vs,
-                           vsub(e1, e3), vsub(o1, o3), vsub(f1, f3), vsub(p1, p3))
+                # the window's columns 0..3: e, o, f, p
+                _transform_window(v, c * vs + t + j0, cs * vs, e0, o0, f0, p0, e1, o1, f1, p1,
+                                  e2, o2, f2, p2, e3, o3, f3, p3)
+
+
+@jit_inline
+def _transform_window(v, at, step, d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23,
+                      d30, d31, d32, d33):
+    """v[at + e*step] = (B^T d B)[e], e = 4*i + j, for the 4x4 window d (rows d0.., columns
+    d.0..d.3; each a vector of tiles or of channels): B^T d's rows d0 - d2, d1 + d2, d2 - d1,
+    d1 - d3, each times B (_row_tiles)."""
+    _row_tiles(v, at, step, vsub(d00, d20), vsub(d01, d21), vsub(d02, d22), vsub(d03, d23))
+    _row_tiles(v, at + 4 * step, step, vadd(d10, d20), vadd(d11, d21), vadd(d12, d22),
+               vadd(d13, d23))
+    _row_tiles(v, at + 8 * step, step, vsub(d20, d10), vsub(d21, d11), vsub(d22, d12),
+               vsub(d23, d13))
+    _row_tiles(v, at + 12 * step, step, vsub(d10, d30), vsub(d11, d31), vsub(d12, d32),
+               vsub(d13, d33))
 
 
 @jit
@@ -267,16 +276,8 @@ def _input_tiles_hwc(xs, c_, cs, wq, tw, ti0, ti1, t6, v):
                 a += rs
                 d30, d31, d32, d33 = (vload(xs, a), vload(xs, a + c_), vload(xs, a + 2 * c_),
                                       vload(xs, a + 3 * c_))
-                o = t * cs + c0
-                # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3; then each row times B
-                _row_tiles(v, o, es, vsub(d00, d20), vsub(d01, d21), vsub(d02, d22),
-                           vsub(d03, d23))
-                _row_tiles(v, o + 4 * es, es, vadd(d10, d20), vadd(d11, d21), vadd(d12, d22),
-                           vadd(d13, d23))
-                _row_tiles(v, o + 8 * es, es, vsub(d20, d10), vsub(d21, d11), vsub(d22, d12),
-                           vsub(d23, d13))
-                _row_tiles(v, o + 12 * es, es, vsub(d10, d30), vsub(d11, d31),
-                           vsub(d12, d32), vsub(d13, d33))
+                _transform_window(v, t * cs + c0, es, d00, d01, d02, d03, d10, d11, d12, d13,
+                                  d20, d21, d22, d23, d30, d31, d32, d33)
 
 
 @jit
