@@ -1196,6 +1196,45 @@ def test_dense_matches_reference(n, d, m, bias, dtype):
     close(dx, 2 * rdx, dtype)
 
 
+@pytest.fixture(scope="module")
+def gemm_call():
+    """``_blas.gemm`` (callable from numba only) behind a jitted wrapper."""
+    import numba
+    from cnnspec.kernels._blas import gemm
+
+    @numba.njit
+    def call(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    return call
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n,k", [(1, 9, 7), (6, 1, 5), (1, 1, 4), (5, 6, 3), (1, 8, 1)])
+def test_gemm_matches_numpy(gemm_call, m, n, k, dtype):
+    """C = alpha op(A) @ op(B) + beta C with matrices inside wider rows (ld > width) or not, every
+    transpose: the one-row and one-column products take BLAS's gemv where their vectors are
+    contiguous (else gemm); with beta 0 an unwritten C (NaN) is not read."""
+    rng = np.random.default_rng(m * 100 + n * 10 + k)
+    for trans_a, trans_b, wide, beta in itertools.product((False, True), (False, True), (0, 3), (0.0, 1.0)):
+        a_rows, a_cols = (k, m) if trans_a else (m, k)
+        b_rows, b_cols = (n, k) if trans_b else (k, n)
+        lda, ldb, ldc = a_cols + wide, b_cols + wide, n + wide
+        a = rng.standard_normal(a_rows * lda).astype(dtype)
+        b = rng.standard_normal(b_rows * ldb).astype(dtype)
+        c = rng.standard_normal(m * ldc).astype(dtype) if beta else np.full(m * ldc, np.nan, dtype)
+        A = a.reshape(a_rows, lda)[:, :a_cols]
+        B = b.reshape(b_rows, ldb)[:, :b_cols]
+        before = c.reshape(m, ldc).copy()
+        expected = 0.5 * (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
+        if beta:
+            expected += beta * before[:, :n]
+        gemm_call(trans_a, trans_b, m, n, k, 0.5, a, lda, b, ldb, beta, c, ldc)
+        got = c.reshape(m, ldc)
+        close(got[:, :n], expected, dtype)
+        # the padding between rows is never written
+        np.testing.assert_array_equal(got[:, n:], before[:, n:])
+
+
 def test_dense_backward_matches_central_differences():
     x, w, b, dout = randn(3, 5), randn(5, 4), randn(4), randn(3, 4)
     out = np.empty((3, 4))

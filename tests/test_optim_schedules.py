@@ -72,6 +72,42 @@ def test_adamw_matches_torch(network, kwargs):
     assert not np.allclose(adam.params["dense1"]["weight"], model.params["dense1"]["weight"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.0, 1e-3), (0.9, 1e-3)])
+def test_sgd_in_float32_equals_torch_bit_for_bit(momentum, weight_decay):
+    """The weight decay and the parameter's move are each one fused multiply-add, as torch's
+    ``grad.add(param, alpha=wd)`` and ``param.add_(buf, alpha=-lr)``: float32 parameters equal
+    torch's bit for bit, step after step (LeNet-5's layers: the vectorised loops and their tails);
+    and equal a NumPy reference that rounds each fused product once (computed in float64, where
+    the float32 products are exact)."""
+    from cnnspec.engine import bench
+
+    model = cnnspec.loads(bench.LENET5).compile(dtype="float32", seed=0)
+    tensors = {(layer, key): torch.tensor(value.copy(), requires_grad=True)
+               for layer, group in model.params.items() for key, value in group.items()}
+    opt = SGD(model, lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    topt = torch.optim.SGD(list(tensors.values()), lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    lr, m, wd = (np.float64(np.float32(v)) for v in (0.1, momentum, weight_decay))
+    params = {key: model.params[key[0]][key[1]].astype(np.float64) for key in tensors}
+    bufs = {key: np.zeros_like(p) for key, p in params.items()}
+    for step in range(4):
+        rng = np.random.default_rng(step)
+        for (layer, key), t in tensors.items():
+            g = rng.standard_normal(t.shape).astype(np.float32)
+            model._grads[layer][key][...] = g
+            t.grad = torch.from_numpy(g.copy())
+            d = np.float32(wd * params[layer, key] + g)                   # fma, then rounded
+            if momentum:
+                d = np.float32(np.float32(bufs[layer, key] * m) + d)      # mul_, add_: 2 roundings
+                bufs[layer, key] = d.astype(np.float64)
+            params[layer, key] = np.float32(params[layer, key] - lr * d).astype(np.float64)
+        opt.step()
+        topt.step()
+        for (layer, key), t in tensors.items():
+            ours = model.params[layer][key]
+            np.testing.assert_array_equal(ours, t.detach().numpy(), err_msg=f"{layer}.{key} step {step}")
+            np.testing.assert_array_equal(ours, params[layer, key].astype(np.float32))
+
+
 def test_adamw_in_float32_matches_torch(network):
     model, _ = pair(network, dtype="float32")
     tensors = {(layer, key): torch.tensor(value.copy(), requires_grad=True)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import numba
+from numba import types
+from numba.extending import intrinsic
 
 
 def njit(fn=None, **options):
@@ -11,3 +13,15 @@ def njit(fn=None, **options):
     if fn is None:
         return lambda f: numba.njit(**options)(f)
     return numba.njit(**options)(fn)
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (LLVM's fma: the FMA instruction where the CPU has one, and
+    vectorised with its loop), for three floats of one type."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+    return a(a, b, c), codegen

@@ -3,7 +3,9 @@
 A model keeps all its parameters in one flat array (``model.params[layer][name]`` are views into
 it) and their gradients in another; each trainable layer is a (start, stop) segment of them. One
 fused numba loop per step updates them all, in the parameters' dtype, with the operations in
-torch's order (``torch.optim.SGD``/``Adam``, single-tensor path) so that results agree to rounding;
+torch's order (``torch.optim.SGD``/``Adam``, single-tensor path) so that results agree to rounding
+(SGD fuses its multiply-adds as ATen's vectorised add does: float32 parameters equal an AVX2
+torch's bit for bit, tested);
 a big model's update is split over threads. Momentum and Adam moments that fall below the smallest
 normal number are stored as 0 (see ``sgd_update``: subnormal arithmetic is ~100x slower).
 Frozen layers are skipped, as torch skips parameters without a gradient; Adam counts steps per
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnspec.engine.jit import njit
+from cnnspec.engine.jit import fma, njit
 from cnnspec.kernels._jit import memory_pieces, num_threads, run_split
 from cnnspec.errors import CnnSpecError
 
@@ -228,23 +230,34 @@ def _update_split(fn, segments, *args):
 
 @njit
 def sgd_update(p, g, buf, segments, lr, momentum, weight_decay, tiny, lo, hi):
-    """The SGD step of the segments' elements in [lo, hi)."""
+    """The SGD step of the segments' elements in [lo, hi). The weight decay and the parameter's
+    move are fused multiply-adds, rounded once, as torch's ``grad.add(param, alpha=wd)`` and
+    ``param.add_(buf, alpha=-lr)`` (ATen's vectorised add computes ``fmadd(other, alpha, self)``:
+    the same bits as torch, tested); a loop per case (momentum or not)
+    with no branch on the element, so that LLVM vectorises it (2.6x faster than one loop with the
+    cases inside: LeNet-5's 61,706 parameters in 13 us against 34)."""
+    zero = tiny - tiny                       # 0 in the parameters' dtype
     for s in range(segments.shape[0]):
         start, stop = max(segments[s, 0], lo), min(segments[s, 1], hi)
         if start >= stop:
             continue
         ps, gs = p[start:stop], g[start:stop]
-        bs = buf[start:stop] if momentum != 0 else buf
-        for i in range(ps.size):
-            d = gs[i]
-            if weight_decay != 0:
-                d = d + weight_decay * ps[i]
-            if momentum != 0:
+        if momentum != 0:
+            bs = buf[start:stop]
+            for i in range(ps.size):
+                d = gs[i]
+                if weight_decay != 0:
+                    d = fma(weight_decay, ps[i], d)
                 d = bs[i] * momentum + d
-                if abs(d) < tiny:
-                    d = 0
+                d = zero if abs(d) < tiny else d
                 bs[i] = d
-            ps[i] = ps[i] - lr * d
+                ps[i] = fma(-lr, d, ps[i])
+        else:
+            for i in range(ps.size):
+                d = gs[i]
+                if weight_decay != 0:
+                    d = fma(weight_decay, ps[i], d)
+                ps[i] = fma(-lr, d, ps[i])
 
 
 @njit

@@ -46,13 +46,18 @@ jit_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="alw
 _alone = threading.local()                 # .on: this thread runs a piece of a whole-batch split
 
 
+# the machine's cores, counted once: os.cpu_count() reads /sys on every call (7 us, and a
+# LeNet-5 step asks for the thread count a dozen times)
+_CORES = max(1, min(8, os.cpu_count() or 1))
+
+
 def num_threads() -> int:
     """Threads a split kernel uses: CNNSPEC_THREADS, else the machine's cores (at most 8); 1 inside
     :func:`alone` (a thread that runs its own share of samples through every layer)."""
     if getattr(_alone, "on", False):
         return 1
     value = os.environ.get("CNNSPEC_THREADS")
-    return max(1, int(value)) if value else max(1, min(8, os.cpu_count() or 1))
+    return max(1, int(value)) if value else _CORES
 
 
 def alone(steps) -> None:
