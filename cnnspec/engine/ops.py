@@ -309,7 +309,10 @@ class BatchNorm(Op):
         self.invstd = np.zeros(channels)
         self.eps = float(c.config["eps"])
         self.momentum = float(c.config["momentum"])
-        self.part = None                        # the partial sums its shares meet on (float64)
+        # the partial sums its shares meet on (float64): the forward's, and the backward's apart
+        # (BySamples.step: a share can reach this layer's backward while another still reads
+        # the forward's)
+        self.part = self.part_grad = None
         if c.whole is not None:
             # a share of the batch: its blocks' partial sums go to the whole op's, which every
             # share reads after they meet; the first share's statistics are the whole op's
@@ -317,7 +320,8 @@ class BatchNorm(Op):
             self.batch, self.first = whole.x.shape[0], c.rows[0]
             if whole.part is None:
                 whole.part = np.empty((K.share_blocks(self.batch, 0, self.batch)[1], channels, 2))
-            self.part = whole.part
+                whole.part_grad = np.empty_like(whole.part)
+            self.part, self.part_grad = whole.part, whole.part_grad
             if self.first == 0:
                 self.mean, self.invstd = whole.mean, whole.invstd
 
@@ -399,7 +403,7 @@ class BatchNorm(Op):
         """A share's training backward: its blocks' sums, the meeting, then its samples' dx; the
         first share writes dgamma and dbeta of the whole batch (the others' copies stay 0)."""
         x, gamma, mean, invstd = self.x, self.c.params["weight"], self.mean, self.invstd
-        part, batch, first, meet = self.part, self.batch, self.first, self.c.meet
+        part, batch, first, meet = self.part_grad, self.batch, self.first, self.c.meet
         if first:
             dgamma = dbeta = None
         partials, finish = K.batchnorm_grad_partials_into, K.batchnorm_backward_from_partials

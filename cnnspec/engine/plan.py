@@ -71,6 +71,7 @@ class Plan:
         self.before_final = self.act[final["inputs"][0]] if final["inputs"] else self.final_out
         self._labels = None
         self._target = None
+        self.loss_totals = np.zeros(batch)            # each sample's loss terms (loss_rows)
 
         backend = model._backend
         self.loss_kernels = backend if backend is not None else K
@@ -213,8 +214,18 @@ class Plan:
 
     def loss_step(self, loss: str, dscores: np.ndarray, fused: bool):
         """A closure computing ``loss`` of the current scores (``scores(loss)``) against the filled
-        targets, writing the gradient of the scores into ``dscores``; ``fused`` also computes the
-        final softmax or sigmoid (which the training forward skips)."""
+        targets, writing the gradient of the scores into ``dscores`` and returning the loss;
+        ``fused`` also computes the final softmax or sigmoid (which the training forward skips)."""
+        built_in = self.loss_rows(loss, dscores, fused)
+        if built_in is not None:
+            rows, value = built_in
+            run = rows(0, self.batch)
+
+            def step():
+                run()
+                return value()
+            return step
+        # a backend's loss (or softmax): its function on the whole batch
         kernels, n = self.loss_kernels, self.batch
         scores, output, final = self.scores(loss), self.output, self.final_out
         if loss in ("mse", "l1") or (loss == "bce" and not self.fuses(loss)):
@@ -232,9 +243,8 @@ class Plan:
                 return f(scores, target, dscores)
             return sigmoid_step
         f, labels, k = kernels.softmax_cross_entropy_into, self.labels, self.output.shape[1]
-        per = losses.positions(self.output.shape[1:])
         softmax = kernels.softmax_forward_into
-        if per == 1:
+        if losses.positions(self.output.shape[1:]) == 1:
             logits, dlogits = scores.reshape(n, k), dscores.reshape(n, k)
             if not fused:
                 return lambda: f(logits, labels, dlogits)
@@ -244,17 +254,8 @@ class Plan:
                 softmax(logits, probs)
                 return f(logits, labels, dlogits)
             return step
-        if f is K.softmax_cross_entropy_into:
-            # one label per position, the built-in kernel: straight from the (N, K, P) layout
-            f, by_position = K.cross_entropy_positions_into, labels.reshape(n, per)
-            by_class, dby_class = scores.reshape(n, k, per), dscores.reshape(n, k, per)
-
-            def positions():
-                if fused:
-                    softmax(scores, final)
-                return f(by_class, by_position, dby_class)
-            return positions
         # a given softmax_cross_entropy (rows): the scores (N, K, P) as rows (N*P, K), and back
+        per = losses.positions(self.output.shape[1:])
         rows, drows = np.zeros((n * per, k), scores.dtype), np.zeros((n * per, k), scores.dtype)
         by_class, dby_class = scores.reshape(n, k, per), dscores.reshape(n, k, per)
         by_row, dby_row = rows.reshape(n, per, k), drows.reshape(n, per, k)
@@ -267,6 +268,73 @@ class Plan:
             np.copyto(dby_class, dby_row.transpose(0, 2, 1))
             return value
         return per_position
+
+    def loss_rows(self, loss: str, dscores: np.ndarray, fused: bool):
+        """``(rows, value)`` for a loss the built-in kernels compute (None where a backend gives
+        the loss, or the softmax it fuses): ``rows(lo, hi)`` makes a closure computing the loss
+        terms of samples [lo, hi) (into ``loss_totals``) and their rows of the gradient
+        ``dscores`` (``loss_step``'s arguments); ``value()`` is the batch's loss from the terms,
+        the same bits for any cut of the batch into rows (``BySamples``' shares each compute
+        theirs)."""
+        from cnnspec.kernels import loss as L
+        from cnnspec.kernels._jit import by_samples
+
+        kernels, n, totals = self.loss_kernels, self.batch, self.loss_totals
+        scores, final = self.scores(loss), self.final_out
+        if loss in ("mse", "l1", "bce"):
+            name = "sigmoid_bce" if loss == "bce" and self.fuses(loss) else loss
+            into = {"mse": "mse_loss_into", "l1": "l1_loss_into", "bce": "bce_loss_into",
+                    "sigmoid_bce": "sigmoid_bce_into"}[name]
+            if getattr(kernels, into) is not getattr(K, into):
+                return None
+            kernel, count = L.ROWS[name], scores.size
+            x, target, dx = L.rows(scores), L.rows(self.target), L.rows(dscores)
+            sigmoid = K.sigmoid_forward_into if name == "sigmoid_bce" and fused else None
+
+            def rows(lo, hi):
+                args = (x[lo:hi], target[lo:hi], dx[lo:hi], count, totals[lo:hi])
+                if sigmoid is None:
+                    return lambda: kernel(*args)
+                logits, probs = scores[lo:hi], final[lo:hi]
+
+                def sigmoid_rows():
+                    sigmoid(logits, probs)
+                    kernel(*args)
+                return sigmoid_rows
+            return rows, lambda: L.mean(totals, count)
+        if kernels.softmax_cross_entropy_into is not K.softmax_cross_entropy_into or (
+                fused and kernels.softmax_forward_into is not K.softmax_forward_into):
+            return None
+        k, per = self.output.shape[1], losses.positions(self.output.shape[1:])
+        softmax, count = K.softmax_forward_into, n * per
+        if per == 1:
+            z, dz, probs, labels = scores.reshape(n, k), dscores.reshape(n, k), final.reshape(n, k), self.labels
+
+            def kernel(lo, hi):
+                bad = L._softmax_cross_entropy(z[lo:hi], labels[lo:hi], dz[lo:hi], count, totals[lo:hi])
+                if bad >= 0:
+                    raise ValueError(f"label {int(labels[lo + bad])} of sample {lo + bad} is "
+                                     f"outside 0..{k - 1}")
+        else:
+            # one label per position, straight from the (N, K, P) layout (samples split over
+            # the threads when it is big); the softmax over the scores as they are (N, K, ...)
+            z, probs, labels = scores, final, self.labels.reshape(n, per)
+            by_class, dz = scores.reshape(n, k, per), dscores.reshape(n, k, per)
+
+            def kernel(lo, hi):
+                by_samples(L._cross_entropy_positions, 3 * by_class[lo:hi].size, by_class[lo:hi],
+                           labels[lo:hi], dz[lo:hi], count, totals[lo:hi])
+
+        def rows(lo, hi):
+            if not fused:
+                return lambda: kernel(lo, hi)
+            logits, out = z[lo:hi], probs[lo:hi]
+
+            def softmax_rows():
+                softmax(logits, out)
+                kernel(lo, hi)
+            return softmax_rows
+        return rows, lambda: L.mean(totals, count)
 
     def fill_targets(self, loss: str, y) -> None:
         losses.fill_targets(y, self.labels if loss == "cross_entropy" else None,
@@ -419,6 +487,10 @@ class Training:
         dscores, _ = target(score_name)
         self.doutput = dscores
         self.loss_step = plan.loss_step(loss, dscores, fused) if loss is not None else None
+        # the built-in losses by rows of samples: each share computes its own (one pool call a
+        # step, BySamples.step), and the loss is the same bits as one thread's
+        built_in = plan.loss_rows(loss, dscores, fused) if loss is not None else None
+        self.loss_value = built_in[1] if built_in is not None else None
         # batchnorm -> relu pairs run as one call each way, add -> relu forward (Plan.relu_fusions)
         with_relu = plan.relu_fusions(skip)
         fused_relus = {relu: bn for bn, relu in with_relu.items() if graph.nodes[bn]["op"] == "batchnorm"}
@@ -452,7 +524,8 @@ class Training:
         self.backward_steps = backward
         # on several threads, a big enough batch of a network without random draws runs in
         # shares of samples, one per thread, each through every layer (BySamples)
-        self.shares = BySamples.make(plan, forward, calls, plan.reserved + grads_bytes)
+        self.shares = BySamples.make(plan, forward, calls, plan.reserved + grads_bytes,
+                                     built_in[0] if built_in is not None else None)
         # an input no layer differentiates through (unused by the output) has a zero gradient
         self.input_grads = {name: grad[name] if name in grad else np.zeros(act[name].shape, model.dtype)
                             for name in inputs if name in act}
@@ -463,9 +536,13 @@ class Training:
         loss of the output, {layer: loss term}): the loss is their sum."""
         plan = self.plan
         plan.fill_targets(self.loss, y)
-        self.forward(xs)
-        value = self.loss_step()
-        self.backward()
+        if self.shares is not None and self.shares.step_shares:
+            self.shares.step(xs)
+            value = self.loss_value()
+        else:
+            self.forward(xs)
+            value = self.loss_step()
+            self.backward()
         return float(value), plan.term_values()
 
     def forward(self, xs: dict) -> None:
@@ -513,9 +590,10 @@ class BySamples:
     layer-API backend) and whose training forward has at least ``SHARE_MACS`` multiply-adds per
     share."""
 
-    def __init__(self, plan, forward: dict, calls: list, count: int, used: int):
+    def __init__(self, plan, forward: dict, calls: list, count: int, used: int, loss_rows=None):
         """``used``: the bytes of the plan's and the Training's buffers (what the shares'
-        gradients and workspaces come on top of)."""
+        gradients and workspaces come on top of); ``loss_rows``: ``Plan.loss_rows``' closure
+        maker of the step's loss (None: no loss, or not the built-in kernels)."""
         from cnnspec.engine.ops import NodeContext
         from cnnspec.kernels import _jit
 
@@ -525,6 +603,7 @@ class BySamples:
         self.barrier, self.failure = threading.Barrier(count), None
         flat = model._flat_grads
         spans, self.forward_shares, self.backward_shares, self.extra_grads = set(), [], [], []
+        self.step_shares = [] if loss_rows is not None else None
 
         def ops_of(share):
             lo, hi = share * n // count, (share + 1) * n // count
@@ -556,6 +635,8 @@ class BySamples:
             self.forward_shares.append([lambda: self._copy_rows(inputs, lo, hi)]
                                        + plan.forward_steps(training=True, ops=ops, act=act, **forward))
             self.backward_shares.append(backward)
+            if loss_rows is not None:
+                self.step_shares.append(self.forward_shares[-1] + [loss_rows(lo, hi)] + backward)
 
         built = []                                   # ops with the workspace sizes of one thread
         _jit.alone([lambda: built.extend(ops_of(share) for share in range(count))])
@@ -575,7 +656,7 @@ class BySamples:
         self.spans = [(flat[a:b], [g[a:b] for g in self.extra_grads]) for a, b in _merged(spans)]
 
     @staticmethod
-    def make(plan, forward: dict, calls: list, used: int):
+    def make(plan, forward: dict, calls: list, used: int, loss_rows=None):
         """The shares for this Training, or None: one thread, a batch too small to share, a
         layer that is not ``by_samples`` (or not the engine's own), or no memory for them beside
         the ``used`` bytes of the plan and the Training."""
@@ -602,7 +683,7 @@ class BySamples:
         grads = (count - 1) * model._flat_grads.nbytes
         if 2 * grads > plan.available_after(used) or grads > SHARE_EXTRA * used:
             return None
-        shares = BySamples(plan, forward, calls, count, used)
+        shares = BySamples(plan, forward, calls, count, used, loss_rows)
         extra = sum(a.nbytes for a in shares.extra_grads) + shares.workspace_bytes
         return shares if extra <= plan.available_after(used) else None
 
@@ -649,6 +730,20 @@ class BySamples:
 
     def backward(self) -> None:
         self._run(self.backward_shares)
+        self._add_grads()
+
+    def step(self, xs: dict) -> None:
+        """A whole training step of the checked inputs and the filled targets in one pool call:
+        each share runs its samples' forward, its rows of the loss and its backward (a fork and
+        a join a step less, and the loss on the threads)."""
+        self.xs = xs
+        try:
+            self._run(self.step_shares)
+        finally:
+            self.xs = None
+        self._add_grads()
+
+    def _add_grads(self) -> None:
         for total, parts in self.spans:               # the shares' parameter gradients, in order
             for part in parts:
                 np.add(total, part, out=total)

@@ -12,7 +12,10 @@ sigmoid_bce over logits, fused and stable (BCEWithLogits) for |logits| up to 1e4
     loss_i = (1 - t) x - logsigmoid(x),  logsigmoid(x) = min(x, 0) - log1p(exp(-|x|))
     dlogits = (sigmoid(x) - t) / size
 l1: loss = mean |pred - target|, dpred = sign(pred - target) / size (0 where they are equal).
-Losses are summed in float64 and returned as Python floats.
+Losses are summed in float64 and returned as Python floats.  Each kernel takes rows of samples,
+the divisor (``count``: the whole batch's elements) and writes each sample's summed terms; the loss
+is their sum over the count (``mean``): the same bits for any cut of the batch into rows (the
+engine's threads each compute their share of samples).
 """
 import numpy as np
 
@@ -22,14 +25,14 @@ from cnnspec.kernels.activation import column_max
 
 
 @jit
-def _softmax_cross_entropy(z, y, dz):
-    """Returns (mean loss, index of the first label out of range or -1)."""
+def _softmax_cross_entropy(z, y, dz, count, totals):
+    """totals[n] = sample n's loss, dz = (softmax - onehot) / count.  Returns the index of the first
+    label out of range, or -1."""
     n_, k_ = z.shape
-    total = 0.0
     for n in range(n_):
         label = y[n]
         if label < 0 or label >= k_:
-            return 0.0, n
+            return n
         row, drow = z[n], dz[n]
         m = row[0]
         for k in range(1, k_):
@@ -38,11 +41,11 @@ def _softmax_cross_entropy(z, y, dz):
         for k in range(k_):
             s += exp(row[k] - m)
         lse = m + log(s)
-        total += lse - row[label]
+        totals[n] = lse - row[label]
         for k in range(k_):
-            drow[k] = exp(row[k] - lse) / n_
-        drow[label] -= 1.0 / n_
-    return total / n_, -1
+            drow[k] = exp(row[k] - lse) / count
+        drow[label] -= 1.0 / count
+    return -1
 
 
 @jit
@@ -77,14 +80,16 @@ def _cross_entropy_positions(z, y, dz, count, totals):
 
 
 @jit
-def _mse(pred, target, dpred):
-    total = 0.0
-    scale = 2.0 / pred.size
-    for i in range(pred.size):
-        d = pred[i] - target[i]
-        total += d * d
-        dpred[i] = scale * d
-    return total / pred.size
+def _mse(pred, target, dpred, count, totals):
+    """Rows (N, P): totals[n] = sum of row n's squared errors, dpred = 2 (pred - target) / count."""
+    scale = 2.0 / count
+    for n in range(pred.shape[0]):
+        total = 0.0
+        for i in range(pred.shape[1]):
+            d = pred[n, i] - target[n, i]
+            total += d * d
+            dpred[n, i] = scale * d
+        totals[n] = total
 
 
 # PyTorch's EPSILON in the bce gradient is a float32 constant: 1e-12 rounded to float32
@@ -92,79 +97,102 @@ _BCE_EPSILON = float(np.float32(1e-12))
 
 
 @jit
-def _bce(p, t, dp):
-    total = 0.0
-    scale = 1.0 / p.size
-    for i in range(p.size):
-        pi, ti = np.float64(p[i]), np.float64(t[i])
-        total += (ti - 1) * max(np.log1p(-pi), -100.0) - ti * max(np.log(pi), -100.0)
-        dp[i] = (pi - ti) / max((1 - pi) * pi, _BCE_EPSILON) / p.size
-    return total * scale
+def _bce(p, t, dp, count, totals):
+    for n in range(p.shape[0]):
+        total = 0.0
+        for i in range(p.shape[1]):
+            pi, ti = np.float64(p[n, i]), np.float64(t[n, i])
+            total += (ti - 1) * max(np.log1p(-pi), -100.0) - ti * max(np.log(pi), -100.0)
+            dp[n, i] = (pi - ti) / max((1 - pi) * pi, _BCE_EPSILON) / count
+        totals[n] = total
 
 
 @jit
-def _sigmoid_bce(x, t, dx):
-    total = 0.0
-    scale = 1.0 / x.size
-    for i in range(x.size):
-        v, ti = np.float64(x[i]), np.float64(t[i])
-        e = np.exp(-abs(v))                         # never exp of a positive number
-        total += (1 - ti) * v - (min(v, 0.0) - np.log1p(e))
-        s = 1 / (1 + e) if v >= 0 else e / (1 + e)  # sigmoid(v)
-        dx[i] = (s - ti) * scale
-    return total * scale
+def _sigmoid_bce(x, t, dx, count, totals):
+    scale = 1.0 / count
+    for n in range(x.shape[0]):
+        total = 0.0
+        for i in range(x.shape[1]):
+            v, ti = np.float64(x[n, i]), np.float64(t[n, i])
+            e = np.exp(-abs(v))                         # never exp of a positive number
+            total += (1 - ti) * v - (min(v, 0.0) - np.log1p(e))
+            s = 1 / (1 + e) if v >= 0 else e / (1 + e)  # sigmoid(v)
+            dx[n, i] = (s - ti) * scale
+        totals[n] = total
 
 
 @jit
-def _l1(p, t, dp):
-    total = 0.0
-    scale = 1.0 / p.size
-    for i in range(p.size):
-        d = np.float64(p[i]) - np.float64(t[i])
-        total += abs(d)
-        dp[i] = scale if d > 0 else (-scale if d < 0 else 0.0)
-    return total * scale
+def _l1(p, t, dp, count, totals):
+    scale = 1.0 / count
+    for n in range(p.shape[0]):
+        total = 0.0
+        for i in range(p.shape[1]):
+            d = np.float64(p[n, i]) - np.float64(t[n, i])
+            total += abs(d)
+            dp[n, i] = scale if d > 0 else (-scale if d < 0 else 0.0)
+        totals[n] = total
+
+
+# the element-wise losses' kernels over rows (N, P), by loss name
+ROWS = {"mse": _mse, "bce": _bce, "sigmoid_bce": _sigmoid_bce, "l1": _l1}
+
+
+def rows(a):
+    """A tensor (N, ...) as rows (N, P): one per sample."""
+    return a.reshape(len(a), -1)
+
+
+def mean(totals, count) -> float:
+    """The loss from the samples' terms: their sum (NumPy's, in a fixed order) over ``count``."""
+    return float(totals.sum() / count) if count else float("nan")
+
+
+def _element_wise(kernel, pred, target, dpred):
+    totals = np.empty(len(pred))
+    kernel(rows(pred), rows(target), rows(dpred), pred.size, totals)
+    return mean(totals, pred.size)
 
 
 def softmax_cross_entropy_into(logits, y, dlogits):
     """loss (float) = mean cross-entropy of softmax(logits (N, K)) against labels y (N,);
     dlogits (N, K) = its gradient."""
     y = y.astype(np.int64, copy=False)
-    loss, bad = _softmax_cross_entropy(logits, y, dlogits)
+    totals = np.empty(len(logits))
+    bad = _softmax_cross_entropy(logits, y, dlogits, len(logits), totals)
     if bad >= 0:
         raise ValueError(f"label {int(y[bad])} of sample {bad} is outside 0..{logits.shape[1] - 1}")
-    return float(loss)
+    return mean(totals, len(logits))
 
 
 def cross_entropy_positions_into(logits, y, dlogits):
     """loss (float) = mean cross-entropy over every position of softmax over axis 1 of logits
     (N, K, P) against labels y (N, P) in 0..K-1 (not checked here: the engine checks them);
     dlogits (N, K, P) its gradient.  Samples are split over the threads; the loss is the sum of
-    the samples' sums, in order, whatever the split."""
+    the samples' sums, whatever the split."""
     n, _, p = logits.shape
     totals = np.zeros(n)
     by_samples(_cross_entropy_positions, 3 * logits.size, logits, y.astype(np.int64, copy=False),
                dlogits, n * p, totals)
-    return float(totals.sum() / (n * p))
+    return mean(totals, n * p)
 
 
 def mse_loss_into(pred, target, dpred):
     """loss (float) = mean((pred - target)^2) over all elements; dpred its gradient."""
-    return float(_mse(pred.reshape(-1), target.reshape(-1), dpred.reshape(-1)))
+    return _element_wise(_mse, pred, target, dpred)
 
 
 def bce_loss_into(pred, target, dpred):
     """loss (float) = mean binary cross-entropy of probabilities pred against target in [0, 1]
     (logs clamped at -100, as PyTorch); dpred its gradient."""
-    return float(_bce(pred.reshape(-1), target.reshape(-1), dpred.reshape(-1)))
+    return _element_wise(_bce, pred, target, dpred)
 
 
 def sigmoid_bce_into(logits, target, dlogits):
     """loss (float) = mean binary cross-entropy of sigmoid(logits) against target, computed from
     the logits (stable); dlogits its gradient."""
-    return float(_sigmoid_bce(logits.reshape(-1), target.reshape(-1), dlogits.reshape(-1)))
+    return _element_wise(_sigmoid_bce, logits, target, dlogits)
 
 
 def l1_loss_into(pred, target, dpred):
     """loss (float) = mean |pred - target| over all elements; dpred its gradient."""
-    return float(_l1(pred.reshape(-1), target.reshape(-1), dpred.reshape(-1)))
+    return _element_wise(_l1, pred, target, dpred)
