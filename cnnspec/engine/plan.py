@@ -563,12 +563,13 @@ class Training:
 
 class BySamples:
     """A training step on several threads as data parallelism: the batch cut into one share of
-    samples per thread, each share run through every layer's forward (then, after the loss of
-    the whole batch, every backward) by one thread, its kernels on that thread alone
+    samples per thread, each share run through every layer's forward, its samples' rows of the
+    loss (``Plan.loss_rows``) and every backward by one thread, its kernels on that thread alone
     (``_jit.alone``).  Each thread keeps its share's activations in its core's cache, and a
-    step makes two pool calls instead of one or more per layer (each a wake-up and two GIL
-    hand-offs per piece: LeNet-5 at batch 64 made 6 in a ~3 ms step, its small layers ran on one
-    thread).
+    step makes one pool call (``step``) instead of one or more per layer (each a wake-up and two
+    GIL hand-offs per piece: LeNet-5 at batch 64 made 6 in a ~3 ms step, its small layers ran on
+    one thread).  Without a built-in loss (a given output gradient, a backend's loss) the forward
+    and the backward are two calls.
 
     The shares' ops read and write rows [lo, hi) of the plan's buffers (views: the loss, the
     output and the input gradients are the whole batch's, as on one thread); each share has
