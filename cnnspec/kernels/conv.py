@@ -746,19 +746,6 @@ def conv2d_workspace_size(x_shape, w_shape, stride, pad, dilation=(1, 1), groups
     return size
 
 
-def _narrow_dx_products(w_shape, pad):
-    """A stride-1 dx by the transposed convolution's products too where the direct dx does
-    poorly: 5 to 7 input channels (AVX2's narrow blocks of 8 outputs part empty), 16 filters or
-    more, 5x5 taps or more and no padding (dout padded by the kernel's size less one: the direct
-    dx's wide grid wastes most).  Measured against the direct dx (float32, one thread, 5 rounds,
-    median; AMD EPYC, AVX2): LeNet-5's conv2 (5x5 6 -> 16 on 14x14) at batch 16 / 32 / 64 / 128
-    1.22x / 1.22x / 1.30x / 1.35x, with 32 filters 1.62x, 7 channels 1.20x, on 9x9 2.31x, 7x7 on
-    16x16 1.74x; not 3x3 (6 channels on 10x10 0.93x, on 14x14 0.85x), 4 channels (0.97x), 3 with
-    8 filters (0.96x), 8 channels (0.93x), padding 2 (0.65x)."""
-    f, c, kh, kw = w_shape
-    return 5 <= c <= 7 and f >= 16 and kh * kw >= 25 and not any(pad)
-
-
 _TRANSPOSED_DX = None             # tests: True / False, a strided convolution's dx as the
                                   # transposed convolution's products in lanes wherever those run
                                   # (conv_transpose._lane_chunks) / never; None: the rule
@@ -775,12 +762,8 @@ def _transposed_dx(x_shape, dout_shape, w_shape, stride, pad, dilation, groups, 
     at 64x16x16 3.66x; 5x5 stride 2 32 -> 64 at 32x28x28 1.76x; its first layer (3 channels)
     0.90x: left out."""
     from cnnspec.kernels import conv_transpose as T
-    if _TRANSPOSED_DX is False or groups != 1:
-        return None
-    if stride == (1, 1):
-        if not (_TRANSPOSED_DX or _narrow_dx_products(w_shape, pad)):
-            return None
-    elif _TRANSPOSED_DX is None and w_shape[1] < 8:
+    if _TRANSPOSED_DX is False or stride == (1, 1) or groups != 1 or (
+            _TRANSPOSED_DX is None and w_shape[1] < 8):
         return None
     if not T._lane_chunks(dout_shape, w_shape, stride, dilation, 1, dtype)[0]:
         return None
