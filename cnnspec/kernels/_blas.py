@@ -97,28 +97,21 @@ def _gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         if m == 1 and (lda == 1 or not trans_a):
             # C's row = op(A)'s row (contiguous) @ op(B): y = op(B)^T x, B's storage seen
             # column-major is B^T (not trans_b: n x k) or op(B) (trans_b: k x n)
-            _clear(c, n, beta)
-            if trans_b:
-                xxgemv(kind, T, k, n, _on_stack(scalar(alpha)), b.ctypes, ldb, a.ctypes,
-                       _on_stack(scalar(beta)), c.ctypes)
-            else:
-                xxgemv(kind, N, n, k, _on_stack(scalar(alpha)), b.ctypes, ldb, a.ctypes,
-                       _on_stack(scalar(beta)), c.ctypes)
-            return
-        if n == 1 and ldc == 1 and (ldb == 1 or trans_b):
+            matrix, ld, x, length = b, ldb, a, n
+            trans, rows, cols = (T, k, n) if trans_b else (N, n, k)
+        elif n == 1 and ldc == 1 and (ldb == 1 or trans_b):
             # C's column = op(A) @ op(B)'s column (contiguous): y = op(A) x, A's storage seen
             # column-major is A^T (not trans_a: k x m) or op(A) (trans_a: m x k)
-            _clear(c, m, beta)
-            if trans_a:
-                xxgemv(kind, N, m, k, _on_stack(scalar(alpha)), a.ctypes, lda, b.ctypes,
-                       _on_stack(scalar(beta)), c.ctypes)
-            else:
-                xxgemv(kind, T, k, m, _on_stack(scalar(alpha)), a.ctypes, lda, b.ctypes,
-                       _on_stack(scalar(beta)), c.ctypes)
+            matrix, ld, x, length = a, lda, b, m
+            trans, rows, cols = (N, m, k) if trans_a else (T, k, m)
+        else:
+            xxgemm(kind, T if trans_b else N, T if trans_a else N, n, m, k,
+                   _on_stack(scalar(alpha)), b.ctypes, ldb, a.ctypes, lda,
+                   _on_stack(scalar(beta)), c.ctypes, ldc)
             return
-        xxgemm(kind, T if trans_b else N, T if trans_a else N, n, m, k,
-               _on_stack(scalar(alpha)), b.ctypes, ldb, a.ctypes, lda,
-               _on_stack(scalar(beta)), c.ctypes, ldc)
+        _clear(c, length, beta)
+        xxgemv(kind, trans, rows, cols, _on_stack(scalar(alpha)), matrix.ctypes, ld, x.ctypes,
+               _on_stack(scalar(beta)), c.ctypes)
 
     return impl
 

@@ -739,10 +739,10 @@ def conv2d_workspace_size(x_shape, w_shape, stride, pad, dilation=(1, 1), groups
             output_pad = _transposed_dx(tuple(x_shape), tuple(out_shape), tuple(w_shape),
                                         tuple(stride), tuple(pad), tuple(dilation), groups, dtype)
             if output_pad is not None:
-                from cnnspec.kernels.conv_transpose import products_workspace_size
-                size = max(size, products_workspace_size(tuple(out_shape), tuple(w_shape),
-                                                         tuple(x_shape), tuple(stride),
-                                                         tuple(dilation), 1))
+                from cnnspec.kernels.conv_transpose import forward_products_workspace_size
+                size = max(size, forward_products_workspace_size(
+                    tuple(out_shape), tuple(w_shape), tuple(x_shape), tuple(stride),
+                    tuple(dilation), 1))
     return size
 
 

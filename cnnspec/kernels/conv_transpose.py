@@ -198,13 +198,27 @@ def _lane_chunks(x_shape, w_shape, stride, dilation, groups, dtype):
 
 
 def products_workspace_size(x_shape, w_shape, out_shape, stride, dilation, groups):
-    """Elements of the workspace that ``forward_products`` needs (either dtype)."""
-    size = num_threads() * _layout(tuple(x_shape), tuple(w_shape), groups)[1]
+    """Elements of the workspace that the products of the forward and the backward need
+    (either dtype)."""
+    return max(num_threads() * _layout(tuple(x_shape), tuple(w_shape), groups)[1],
+               forward_products_workspace_size(x_shape, w_shape, out_shape, stride, dilation,
+                                               groups))
+
+
+def forward_products_workspace_size(x_shape, w_shape, out_shape, stride, dilation, groups):
+    """Elements of the workspace that ``forward_products`` alone needs (either dtype): the
+    lanes' slices for its whole chunks, the scalar products' for the samples after them (none
+    where the chunks take the batch: LeNet-5's conv2 dx then needs 2 MB less per thread)."""
+    size = 0
     for dtype in (np.float32, np.float64):
         chunks, threads = _lane_chunks(x_shape, w_shape, stride, dilation, groups, dtype)
         if chunks:
             size = max(size, threads * _lanes_per_thread(x_shape, w_shape, out_shape,
                                                          lanes_of(dtype)))
+        tail = x_shape[0] - chunks * lanes_of(dtype)
+        if tail:
+            size = max(size, num_threads() * _layout((tail, *x_shape[1:]), tuple(w_shape),
+                                                     groups)[1])
     return size
 
 
@@ -632,7 +646,7 @@ def forward_products(x, w, b, stride, pad, dilation, groups, out, workspace, acc
             workspace[t * per:(t + 1) * per], lo, hi), dynamic=True)
     if done == x.shape[0]:
         return
-    threads, g_max, per = _plan(x, w, groups, workspace, macs)
+    threads, g_max, per = _plan(x[done:], w, groups, workspace, macs)   # chunks of the rest
     run_split(_forward, x.shape[0] - done, threads, lambda t, lo, hi: (
         x, w, b, stride, pad, dilation, groups, bool(accumulate), out, g_max,
         workspace[t * per:(t + 1) * per], done + lo, done + hi), dynamic=True)
