@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from cnnspec.errors import CnnSpecError, nearest
+from cnnspec.kernels.loss import label_range
 
 LOSSES = ("cross_entropy", "mse", "bce", "l1")
 FUSED = {"cross_entropy": "softmax", "bce": "sigmoid"}     # a final activation the loss starts before
@@ -105,7 +106,10 @@ def check_targets(loss: str, y, n: int, out_shape) -> np.ndarray:
 
 
 def check_labels(y: np.ndarray, k: int) -> None:
-    if y.size and (y.min() < 0 or y.max() >= k):
+    if not y.size:
+        return
+    low, high = label_range(y.reshape(-1))
+    if low < 0 or high >= k:
         bad = y[(y < 0) | (y >= k)][0]
         raise CnnSpecError(f"class label {bad} is out of range: the network has {k} outputs (labels 0..{k - 1})")
 

@@ -465,6 +465,9 @@ class Model:
         and one batch size N >= 1. ``x`` is an array (a network with one input) or a mapping of
         the inputs' names to arrays."""
         names = self.input_names
+        if type(x) is np.ndarray and len(names) == 1:     # the common case, first (a training
+            x = self._check_array(names[0], x)           # step's checks are on its critical path)
+            return {names[0]: x}, len(x)
         if isinstance(x, Mapping):
             unknown = [key for key in x if key not in names]
             if unknown:
