@@ -129,6 +129,46 @@ def test_float32_lenet_by_samples_within_rounding(shares):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
 
 
+LOSS_NETS = {
+    "mse": ("conv(4, 3x3, pad=1) -> relu -> flatten -> dense(3)", "mse"),
+    "l1": ("conv(4, 3x3, pad=1) -> relu -> flatten -> dense(3)", "l1"),
+    "bce": ("conv(4, 3x3, pad=1) -> relu -> flatten -> dense(3) -> sigmoid", "bce"),
+    "bce_probabilities": ("conv(4, 3x3, pad=1) -> relu -> flatten -> dense(3) -> hardsigmoid", "bce"),
+    "cross_entropy_logits": ("conv(4, 3x3, pad=1) -> relu -> flatten -> dense(3)", "cross_entropy"),
+    "cross_entropy_positions": ("conv(4, 3x3, pad=1) -> relu -> conv(3, 1x1) -> softmax", "cross_entropy"),
+}
+
+
+@pytest.mark.parametrize("case", list(LOSS_NETS))
+def test_every_built_in_loss_by_samples_equals_layer_by_layer(shares, case):
+    """One pool call a step: each share computes its rows of the loss (the gradient scaled by
+    the whole batch's count, each sample's terms summed in one order), for every built-in loss
+    and the fused final activations: the losses, outputs and parameters of three steps equal
+    one thread's to rounding (float64, uneven shares: 7 samples on 3 threads)."""
+    body, loss = LOSS_NETS[case]
+    text = f"network L {{ input x: 2x5x4\n {body} }}"
+
+    def train():
+        model = _model(text)
+        opt = SGD(model, lr=0.1, momentum=0.9)
+        rng = np.random.default_rng(4)
+        x = rng.standard_normal((7, *model.input_shape))
+        k, *spatial = model.output_shape
+        if loss == "cross_entropy":
+            y = rng.integers(0, k, (7, *spatial) if spatial else 7)
+        else:
+            y = rng.uniform(0, 1, (7, *model.output_shape))
+        values = [model.train_step(x, y, opt, loss=loss) for _ in range(3)]
+        return model, values, model._plan(7).training(loss).shares
+    serial, serial_values, none = shares.layers(train)
+    model, values, used = shares(train, 3)
+    assert none is None and used is not None and used.step_shares
+    for (value, out), (value1, out1) in zip(values, serial_values):
+        assert value == pytest.approx(value1, rel=1e-12)
+        _close(out, out1)
+    _close(model._flat_params, serial._flat_params)
+
+
 @pytest.mark.parametrize("layer", ["dropout(0.3)", "droppath(0.3)"])
 def test_random_layers_train_layer_by_layer(shares, layer):
     text = f"""

@@ -108,7 +108,8 @@ def check_targets(loss: str, y, n: int, out_shape) -> np.ndarray:
 def check_labels(y: np.ndarray, k: int) -> None:
     if not y.size:
         return
-    low, high = label_range(y.reshape(-1))
+    flat = y.reshape(-1)
+    low, high = label_range(flat if flat.dtype.isnative else flat.astype(flat.dtype.newbyteorder("=")))
     if low < 0 or high >= k:
         bad = y[(y < 0) | (y >= k)][0]
         raise CnnSpecError(f"class label {bad} is out of range: the network has {k} outputs (labels 0..{k - 1})")

@@ -488,7 +488,7 @@ class Training:
         self.doutput = dscores
         self.loss_step = plan.loss_step(loss, dscores, fused) if loss is not None else None
         # the built-in losses by rows of samples: each share computes its own (one pool call a
-        # step, BySamples.step), and the loss is the same bits as one thread's
+        # step, BySamples.step); the loss is the sum of the samples' terms, in one order
         built_in = plan.loss_rows(loss, dscores, fused) if loss is not None else None
         self.loss_value = built_in[1] if built_in is not None else None
         # batchnorm -> relu pairs run as one call each way, add -> relu forward (Plan.relu_fusions)
