@@ -287,19 +287,19 @@ class Plan:
                     "sigmoid_bce": "sigmoid_bce_into"}[name]
             if getattr(kernels, into) is not getattr(K, into):
                 return None
-            kernel, count = L.ROWS[name], scores.size
+            kind, count = L.ROWS[name], scores.size
             x, target, dx = L.rows(scores), L.rows(self.target), L.rows(dscores)
             sigmoid = K.sigmoid_forward_into if name == "sigmoid_bce" and fused else None
 
             def rows(lo, hi):
-                args = (x[lo:hi], target[lo:hi], dx[lo:hi], count, totals[lo:hi])
+                args = (kind, x[lo:hi], target[lo:hi], dx[lo:hi], count, totals[lo:hi])
                 if sigmoid is None:
-                    return lambda: kernel(*args)
+                    return lambda: L.element_wise_rows(*args)
                 logits, probs = scores[lo:hi], final[lo:hi]
 
                 def sigmoid_rows():
                     sigmoid(logits, probs)
-                    kernel(*args)
+                    L.element_wise_rows(*args)
                 return sigmoid_rows
             return rows, lambda: L.mean(totals, count)
         if kernels.softmax_cross_entropy_into is not K.softmax_cross_entropy_into or (

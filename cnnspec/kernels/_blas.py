@@ -58,8 +58,9 @@ def _on_stack(typingctx, value):
 
 @register_jitable(inline="always")
 def _clear(c, n, beta):
-    """y = 0 before a gemv with beta 0: OpenBLAS scales y by beta, and 0 * NaN (an unwritten
-    buffer) is NaN; gemm's contract is that C is not read."""
+    """y = 0 before a gemv with beta 0: gemm's contract is that C is not read, and a BLAS that
+    scales y by beta would make an unwritten buffer's NaN a NaN result (0 * NaN); the BLAS that
+    scipy ships skips it, the tests check the contract."""
     if beta == 0:
         for j in range(n):
             c[j] = 0

@@ -208,7 +208,8 @@ def products_workspace_size(x_shape, w_shape, out_shape, stride, dilation, group
 def forward_products_workspace_size(x_shape, w_shape, out_shape, stride, dilation, groups):
     """Elements of the workspace that ``forward_products`` alone needs (either dtype): the
     lanes' slices for its whole chunks, the scalar products' for the samples after them (none
-    where the chunks take the batch: LeNet-5's conv2 dx then needs 2 MB less per thread)."""
+    where the chunks take the batch): what a strided convolution's dx by these products
+    (``conv._transposed_dx``) reserves."""
     size = 0
     for dtype in (np.float32, np.float64):
         chunks, threads = _lane_chunks(x_shape, w_shape, stride, dilation, groups, dtype)

@@ -20,7 +20,7 @@ engine's threads each compute their share of samples).
 import numpy as np
 
 from cnnspec.kernels._exp import exp, log
-from cnnspec.kernels._jit import by_samples, jit, sum64
+from cnnspec.kernels._jit import by_samples, jit, jit_inline, sum64
 from cnnspec.kernels.activation import column_max
 
 
@@ -79,62 +79,46 @@ def _cross_entropy_positions(z, y, dz, count, totals):
         totals[n] = total
 
 
-@jit
-def _mse(pred, target, dpred, count, totals):
-    """Rows (N, P): totals[n] = sum of row n's squared errors, dpred = 2 (pred - target) / count."""
-    scale = 2.0 / count
-    for n in range(pred.shape[0]):
-        total = 0.0
-        for i in range(pred.shape[1]):
-            d = pred[n, i] - target[n, i]
-            total += d * d
-            dpred[n, i] = scale * d
-        totals[n] = total
-
-
 # PyTorch's EPSILON in the bce gradient is a float32 constant: 1e-12 rounded to float32
 _BCE_EPSILON = float(np.float32(1e-12))
 
-
-@jit
-def _bce(p, t, dp, count, totals):
-    for n in range(p.shape[0]):
-        total = 0.0
-        for i in range(p.shape[1]):
-            pi, ti = np.float64(p[n, i]), np.float64(t[n, i])
-            total += (ti - 1) * max(np.log1p(-pi), -100.0) - ti * max(np.log(pi), -100.0)
-            dp[n, i] = (pi - ti) / max((1 - pi) * pi, _BCE_EPSILON) / count
-        totals[n] = total
+# the element-wise losses, by name: the kind _term computes
+MSE, BCE, SIGMOID_BCE, L1 = range(4)
+ROWS = {"mse": MSE, "bce": BCE, "sigmoid_bce": SIGMOID_BCE, "l1": L1}
 
 
-@jit
-def _sigmoid_bce(x, t, dx, count, totals):
+@jit_inline
+def _term(kind, p, t, count):
+    """(loss term, gradient) of one element of an element-wise loss (``kind``), ``count`` the
+    elements of the whole batch."""
+    if kind == MSE:
+        d = p - t
+        return np.float64(d * d), 2.0 / count * d
+    if kind == BCE:
+        pi, ti = np.float64(p), np.float64(t)
+        loss = (ti - 1) * max(np.log1p(-pi), -100.0) - ti * max(np.log(pi), -100.0)
+        return loss, (pi - ti) / max((1 - pi) * pi, _BCE_EPSILON) / count
+    if kind == SIGMOID_BCE:
+        v, ti = np.float64(p), np.float64(t)
+        e = np.exp(-abs(v))                         # never exp of a positive number
+        s = 1 / (1 + e) if v >= 0 else e / (1 + e)  # sigmoid(v)
+        return (1 - ti) * v - (min(v, 0.0) - np.log1p(e)), (s - ti) * (1.0 / count)
+    d = np.float64(p) - np.float64(t)               # L1
     scale = 1.0 / count
-    for n in range(x.shape[0]):
-        total = 0.0
-        for i in range(x.shape[1]):
-            v, ti = np.float64(x[n, i]), np.float64(t[n, i])
-            e = np.exp(-abs(v))                         # never exp of a positive number
-            total += (1 - ti) * v - (min(v, 0.0) - np.log1p(e))
-            s = 1 / (1 + e) if v >= 0 else e / (1 + e)  # sigmoid(v)
-            dx[n, i] = (s - ti) * scale
-        totals[n] = total
+    return abs(d), scale if d > 0 else (-scale if d < 0 else 0.0)
 
 
 @jit
-def _l1(p, t, dp, count, totals):
-    scale = 1.0 / count
-    for n in range(p.shape[0]):
+def element_wise_rows(kind, pred, target, dpred, count, totals):
+    """An element-wise loss over rows (N, P): totals[n] = the sum of row n's terms, dpred the
+    gradient (``_term``)."""
+    for n in range(pred.shape[0]):
         total = 0.0
-        for i in range(p.shape[1]):
-            d = np.float64(p[n, i]) - np.float64(t[n, i])
-            total += abs(d)
-            dp[n, i] = scale if d > 0 else (-scale if d < 0 else 0.0)
+        for i in range(pred.shape[1]):
+            term, grad = _term(kind, pred[n, i], target[n, i], count)
+            total += term
+            dpred[n, i] = grad
         totals[n] = total
-
-
-# the element-wise losses' kernels over rows (N, P), by loss name
-ROWS = {"mse": _mse, "bce": _bce, "sigmoid_bce": _sigmoid_bce, "l1": _l1}
 
 
 def rows(a):
@@ -148,9 +132,9 @@ def mean(totals, count) -> float:
     return sum64(totals) / count if count else float("nan")
 
 
-def _element_wise(kernel, pred, target, dpred):
+def _element_wise(kind, pred, target, dpred):
     totals = np.empty(len(pred))
-    kernel(rows(pred), rows(target), rows(dpred), pred.size, totals)
+    element_wise_rows(kind, rows(pred), rows(target), rows(dpred), pred.size, totals)
     return mean(totals, pred.size)
 
 
@@ -189,21 +173,21 @@ def cross_entropy_positions_into(logits, y, dlogits):
 
 def mse_loss_into(pred, target, dpred):
     """loss (float) = mean((pred - target)^2) over all elements; dpred its gradient."""
-    return _element_wise(_mse, pred, target, dpred)
+    return _element_wise(MSE, pred, target, dpred)
 
 
 def bce_loss_into(pred, target, dpred):
     """loss (float) = mean binary cross-entropy of probabilities pred against target in [0, 1]
     (logs clamped at -100, as PyTorch); dpred its gradient."""
-    return _element_wise(_bce, pred, target, dpred)
+    return _element_wise(BCE, pred, target, dpred)
 
 
 def sigmoid_bce_into(logits, target, dlogits):
     """loss (float) = mean binary cross-entropy of sigmoid(logits) against target, computed from
     the logits (stable); dlogits its gradient."""
-    return _element_wise(_sigmoid_bce, logits, target, dlogits)
+    return _element_wise(SIGMOID_BCE, logits, target, dlogits)
 
 
 def l1_loss_into(pred, target, dpred):
     """loss (float) = mean |pred - target| over all elements; dpred its gradient."""
-    return _element_wise(_l1, pred, target, dpred)
+    return _element_wise(L1, pred, target, dpred)
