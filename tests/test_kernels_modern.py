@@ -619,17 +619,24 @@ def test_depthwise_dx_by_the_forward_of_dout(case, dtype, monkeypatch, own_rng):
     close(results[0], results[1], dtype)
 
 
-def test_depthwise_dx_by_the_forward_rule():
+def test_depthwise_dx_by_the_forward_rule(monkeypatch):
     """dx by the forward of dout: stride 1, one filter per channel, no padding beyond the
-    kernel's reach; not strided layers, depth multipliers, or where the flat kernels run."""
+    kernel's reach; not strided layers, depth multipliers, or where the flat kernels run (which
+    layers those are depends on the CPU's vector width: both cases are checked on any CPU)."""
     from cnnspec.kernels import depthwise as D
+    monkeypatch.setattr(D, "_DX_BY_FORWARD", True)          # the padding rule alone
     assert D._dx_pad((32, 144, 28, 28), (144, 1, 3, 3), (1, 1), (1,) * 4, (1, 1)) == (1,) * 4
     assert D._dx_pad((32, 144, 28, 28), (144, 1, 5, 5), (1, 1), (1,) * 4, (1, 1)) == (3,) * 4
+    assert D._dx_pad((32, 144, 28, 28), (144, 1, 3, 3), (1, 1), (0, 2, 1, 1), (1, 1)) == (2, 0, 1, 1)
     assert D._dx_pad((32, 144, 28, 28), (144, 1, 3, 3), (2, 2), (1,) * 4, (1, 1)) is None
     assert D._dx_pad((32, 144, 28, 28), (288, 1, 3, 3), (1, 1), (1,) * 4, (1, 1)) is None
     assert D._dx_pad((32, 144, 28, 28), (144, 1, 3, 3), (1, 1), (3, 1, 1, 1), (1, 1)) is None
-    flat = D._use_flat((64, 192, 8, 8), (192, 1, 3, 3), (1, 1), (1,) * 4, (1, 1))
-    assert (D._dx_pad((64, 192, 8, 8), (192, 1, 3, 3), (1, 1), (1,) * 4, (1, 1)) is None) == flat
+    monkeypatch.setattr(D, "_DX_BY_FORWARD", None)          # and not where the flat kernels run
+    for shape, c in (((32, 144, 28, 28), 144), ((64, 192, 8, 8), 192)):
+        flat = D._use_flat(shape, (c, 1, 3, 3), (1, 1), (1,) * 4, (1, 1))
+        assert D._dx_pad(shape, (c, 1, 3, 3), (1, 1), (1,) * 4, (1, 1)) == (None if flat else (1,) * 4)
+    monkeypatch.setattr(D, "_DX_BY_FORWARD", False)
+    assert D._dx_pad((32, 144, 28, 28), (144, 1, 3, 3), (1, 1), (1,) * 4, (1, 1)) is None
 
 
 # 3x3 stride-1 planes by depthwise._rows_3x3: output rows of 4k, 4k + 1, 4k + 2, 4k + 3 (the

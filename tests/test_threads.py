@@ -376,7 +376,7 @@ def test_caller_does_not_wait_for_a_worker_that_has_not_started(monkeypatch):
     import threading
 
     class Asleep:
-        index = 1
+        index, sleeping = 1, True
 
         def __init__(self):
             self.wake = threading.Lock()
@@ -462,6 +462,125 @@ def test_pool_in_a_forked_child():
     assert result == [1, 1, 2, 2]
 
 
+def test_spin_while_waits_for_a_change_or_gives_up():
+    """``_spin_while(signals, slot, value, equal, spins)``: True once ``signals[slot]`` stops
+    being (``equal``) or becomes (not ``equal``) ``value``, False after ``spins`` turns; a store
+    from another thread ends the wait."""
+    import threading
+    import time
+
+    signals = np.zeros(16, np.int64)
+    signals[8] = 5
+    assert not _jit._spin_while(signals, 8, 5, True, 1000)
+    assert _jit._spin_while(signals, 8, 4, True, 1000)
+    assert _jit._spin_while(signals, 8, 5, False, 1000)
+    assert not _jit._spin_while(signals, 8, 6, False, 1000)
+    assert not _jit._spin_while(signals, 8, 5, True, 0)
+
+    def later():
+        time.sleep(0.01)
+        signals[0] = 1
+    other = threading.Thread(target=later)
+    other.start()
+    assert _jit._spin_while(signals, 0, 0, True, 10 ** 12)     # ends with the store, not the count
+    other.join()
+    assert _jit._spins() >= 0
+
+
+@pytest.mark.parametrize("value, turns", [("0", 0), ("250", None), ("ten", ValueError),
+                                          ("-5", ValueError), ("nan", ValueError)])
+def test_spin_time_from_the_environment(monkeypatch, value, turns):
+    """CNNSPEC_SPIN_US: how long a waiting thread spins before it sleeps; 0 none; a value that
+    is not a number of microseconds is refused by name."""
+    monkeypatch.setattr(_jit, "_spin_count", None)
+    monkeypatch.setenv("CNNSPEC_SPIN_US", value)
+    if turns is ValueError:
+        with pytest.raises(ValueError, match="CNNSPEC_SPIN_US"):
+            _jit._spins()
+    elif turns == 0:
+        assert _jit._spins() == 0
+    else:
+        assert _jit._spins() > 0
+
+
+@pytest.mark.parametrize("spins", [0, 50, None], ids=["sleeping", "short-spin", "default"])
+def test_workers_join_calls_whether_they_spin_or_sleep(monkeypatch, spins):
+    """Between calls a worker spins (CNNSPEC_SPIN_US), then sleeps: calls in a burst, calls
+    after a pause longer than the spin, and with no spinning at all, each run every piece once,
+    and the worker takes part (woken by its lock when asleep)."""
+    import threading
+    import time
+
+    if spins is not None:
+        monkeypatch.setattr(_jit, "_spin_count", spins)
+    main, helped = threading.get_ident(), 0
+    for call in range(40):
+        ran = []
+
+        def fn(c, lo, hi):
+            ran.append((c, threading.get_ident() != main))
+            time.sleep(0.001)                                # (the GIL released: the worker can take a piece)
+        _jit.run_split(fn, 4, 2, lambda t, lo, hi: (t, lo, hi), pieces=4)
+        assert sorted(c for c, _ in ran) == [0, 1, 2, 3]
+        helped += any(worker for _, worker in ran)
+        if call % 3 == 0:
+            time.sleep(0.005)                                # the short spin ends: asleep
+    assert helped > 0
+
+
+@pytest.mark.parametrize("spins", [0, None], ids=["sleeping", "spinning"])
+def test_barrier_meets_every_round_breaks_and_resets(monkeypatch, spins):
+    """``_jit.Barrier`` (the shares' meetings): no party leaves a round before every party came
+    to it, spinning or asleep; ``abort`` raises BrokenBarrierError in a waiter and in whoever
+    comes later, ``reset`` makes it whole."""
+    import threading
+    import time
+
+    if spins is not None:
+        monkeypatch.setattr(_jit, "_spin_count", spins)
+    barrier, reached, early = _jit.Barrier(3), [0, 0, 0], []
+
+    def party(i):
+        for r in range(200):
+            reached[i] = r + 1
+            if r % 50 == i:
+                time.sleep(0.002)                            # some rounds, one party comes late
+            barrier.wait()
+            if min(reached) < r + 1:
+                early.append((i, r))
+    threads = [threading.Thread(target=party, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads) and not early
+
+    raised = []
+
+    def waiter():
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            raised.append(True)
+    alone = threading.Thread(target=waiter)
+    alone.start()
+    time.sleep(0.05)
+    barrier.abort()
+    alone.join(60)
+    assert raised == [True] and barrier.broken
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait()
+    barrier.reset()
+    assert not barrier.broken
+    others = [threading.Thread(target=barrier.wait) for _ in range(2)]
+    for t in others:
+        t.start()
+    barrier.wait()
+    for t in others:
+        t.join(60)
+    assert not any(t.is_alive() for t in others)
+
+
 # -- convolution: the forward's dynamic pieces, the backward's pieces with their own partials ----
 
 @pytest.mark.parametrize("case", [
@@ -499,3 +618,21 @@ def test_conv_split_matches_numpy_and_does_not_depend_on_timing(monkeypatch, cas
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
     for other in runs[1:]:
         same(runs[0], other)
+
+
+def test_conv_plan_while_another_thread_imports_the_direct_kernels(monkeypatch):
+    """Two threads compiling their first networks at once: one may plan a convolution while the
+    other is still importing conv_direct (its module in sys.modules, half made). The plan's key
+    must not read an attribute the module does not have yet (it raised AttributeError)."""
+    import sys
+    import types
+
+    from cnnspec.kernels import conv
+
+    half_made = types.ModuleType("cnnspec.kernels.conv_direct")
+    monkeypatch.setitem(sys.modules, "cnnspec.kernels.conv_direct", half_made)
+    rules = conv._rules()
+    assert rules[-1] is None
+    monkeypatch.undo()
+    from cnnspec.kernels import conv_direct
+    assert conv._rules()[-1] == conv_direct.DW_GROUP_ELEMENTS

@@ -601,7 +601,7 @@ class BySamples:
         model, graph, n = plan.model, plan.model.graph, plan.batch
         self.model, self.count, self.jit, self.used = model, count, _jit, used
         self.xs = None                                # the inputs of the step under way
-        self.barrier, self.failure = threading.Barrier(count), None
+        self.barrier, self.failure = _jit.Barrier(count), None
         flat = model._flat_grads
         spans, self.forward_shares, self.backward_shares, self.extra_grads = set(), [], [], []
         self.step_shares = [] if loss_rows is not None else None

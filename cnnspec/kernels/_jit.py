@@ -18,9 +18,10 @@ daemon worker threads; ``nogil=True`` lets them run at once.  Measured (float64,
 the ``prange`` drivers took 15.5 s (forward) + 23.6 s (backward) to compile against 11.1 + 11.2
 s for the serial ones they call, per dtype, and the OpenMP layer's thread wake-up added
 milliseconds per call when another process held a core; a split call costs the worker's wake-up
-(~15-20 us measured with the cores shared), ~5 us of Python and two hand-offs of the GIL per
-piece (a no-op call in 2 pieces: 7-13 us of CPU, in 8: 13-27 us), so only work above ~0.1 ms is
-split.  :func:`elementwise` and :func:`by_samples` split the memory-bound kernels (activations,
+(~15-20 us measured with the cores shared on an Intel machine; 55-60 us on a virtual machine
+whose idle vCPUs halt, hence the spinning waits below), ~5 us of Python and two hand-offs of the
+GIL per piece (a no-op call in 2 pieces: 7-13 us of CPU, in 8: 13-27 us), so only work above
+~0.1 ms is split.  :func:`elementwise` and :func:`by_samples` split the memory-bound kernels (activations,
 add, copies, softmax, concat).  The pieces are fixed: results do not depend on timing (but a
 reduction split over threads, conv's dw, may round differently for another thread count).
 
@@ -29,10 +30,15 @@ here (or ``_blas.py``) that kernels in other files call, delete ``cnnspec/kernel
 """
 import itertools
 import os
+import platform
 import threading
+import time
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 jit_sum = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
@@ -80,9 +86,10 @@ class _Job:
     LeNet-5 step's tensors fit in L2); the one that finishes the last piece releases ``done``."""
 
     __slots__ = ("fn", "args_for", "n", "pieces", "by_slot", "helpers", "front", "back", "lock",
-                 "finished", "done", "errors")
+                 "finished", "done", "errors", "number")
 
-    def __init__(self, fn, args_for, n, pieces, by_slot, helpers):
+    def __init__(self, fn, args_for, n, pieces, by_slot, helpers, number):
+        self.number = number                          # what _signals[_POSTED] says of it
         self.fn, self.args_for, self.n, self.pieces = fn, args_for, n, pieces
         self.by_slot, self.helpers = by_slot, helpers
         self.front, self.back, self.lock = 0, pieces, threading.Lock()
@@ -101,16 +108,22 @@ class _Job:
             self.back -= 1
             return self.back
 
-    def run(self, index):
-        """Run pieces until none is left; ``index``: the thread's slot (0: the caller)."""
+    def run(self, index, post=None):
+        """Run pieces until none is left; ``index``: the thread's slot (0: the caller).
+        ``post``: called once the first piece's arguments are made, just before it runs."""
         fn, args_for, n, pieces = self.fn, self.args_for, self.n, self.pieces
         while (c := self._take(index)) is not None:
             try:
-                fn(*args_for(index if self.by_slot else c, c * n // pieces, (c + 1) * n // pieces))
+                args = args_for(index if self.by_slot else c, c * n // pieces, (c + 1) * n // pieces)
+                if post is not None:
+                    post()
+                    post = None
+                fn(*args)
             except BaseException as error:         # handed to the caller, which raises it
                 self.errors.append(error)
             if next(self.finished) == pieces:
                 self.done.release()
+                _signals[_FINISHED] = self.number      # after the release: the caller's acquire
 
 
 _job = None
@@ -118,18 +131,26 @@ _WORKER_NAME = "cnnspec-kernels"
 
 
 class _Worker:
-    """A daemon thread that joins the posted calls: woken by ``wake`` (released by the caller),
-    it runs what pieces are left of the current call, if any, and sleeps again."""
+    """A daemon thread that joins the posted calls: it runs what pieces are left of the current
+    call, if any, then waits for the next one, first by spinning (``_spin_while``, the GIL
+    released) for up to CNNSPEC_SPIN_US microseconds, then asleep on ``wake`` (released by the
+    caller that finds it ``sleeping``)."""
 
     def __init__(self, index):
-        self.index = index
+        self.index, self.sleeping = index, False
         self.wake = threading.Lock()
         self.wake.acquire()
-        threading.Thread(target=self._loop, name=_WORKER_NAME, daemon=True).start()
+        seen = int(_signals[_POSTED])                 # made before the call it is made for
+        threading.Thread(target=self._loop, args=(seen,), name=_WORKER_NAME, daemon=True).start()
 
-    def _loop(self):
+    def _loop(self, seen):
         while True:
-            self.wake.acquire()
+            if not _spin_while(_signals, _POSTED, seen, True, _spins()):
+                self.sleeping = True
+                if _signals[_POSTED] == seen:         # else posted since the spin: no sleep
+                    self.wake.acquire()
+                self.sleeping = False
+            seen = int(_signals[_POSTED])
             job = _job
             if job is not None and self.index <= job.helpers:
                 job.run(self.index)
@@ -147,6 +168,128 @@ def _forget_workers():
 
 
 os.register_at_fork(after_in_child=_forget_workers)
+
+
+# Waiting by spinning.  On a virtual machine a thread woken from sleep (a lock, a condition)
+# starts late: this one's vCPUs halt when idle, and the woken thread ran 55-60 us after the
+# release (a split call of two 33 us pieces took 92 us; the caller also slept on ``done`` for the
+# worker's piece).  So the workers, between calls, and the caller, for the pieces a worker runs,
+# first spin on _signals in compiled code without the GIL (the same call: 41 us; two 8 us pieces
+# 13 us), as OpenMP's threads spin (GOMP_SPINCOUNT, KMP_BLOCKTIME) before they sleep.
+_POSTED, _FINISHED = 0, 8                  # _signals' slots, a 64-byte line apart
+_signals = np.zeros(16, np.int64)          # the last call posted, the last call finished
+_SPIN_DEFAULT_US = 1000
+
+
+@intrinsic
+def _load_acquire(typingctx, array, index):
+    """``array[index]`` of an int64 array, read from memory on every call (an atomic load:
+    LLVM may not keep it in a register across the spin loop)."""
+    def codegen(context, builder, signature, args):
+        view = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, signature.args[0], view, [args[1]])
+        return builder.load_atomic(pointer, "acquire", 8)
+    return types.int64(array, index), codegen
+
+
+@intrinsic
+def _cpu_relax(typingctx):
+    """The CPU's spin-wait hint (x86 ``pause``, ARM ``yield``), else nothing."""
+    machine = platform.machine().lower()
+
+    def codegen(context, builder, signature, args):
+        if machine in ("x86_64", "amd64", "i686", "x86"):
+            hint = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(hint, [])
+        elif machine in ("aarch64", "arm64"):
+            hint = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(32)]),
+                "llvm.aarch64.hint")
+            builder.call(hint, [ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@jit
+def _spin_while(signals, slot, value, equal, spins):
+    """Spin while ``signals[slot] == value`` (``equal``) or ``!= value`` (not ``equal``), at
+    most ``spins`` times; whether the wait ended before then."""
+    for _ in range(spins):
+        if (_load_acquire(signals, slot) == value) != equal:
+            return True
+        _cpu_relax()
+    return False
+
+
+class Barrier:
+    """``threading.Barrier``'s ``wait``, ``abort``, ``reset`` and ``broken`` for ``parties``
+    threads, whose waiters spin (``_spin_while``) before they sleep: the shares of a training step
+    meet at every batchnorm, each way (``plan.BySamples``), and a waiter woken from sleep started
+    55-60 us late on this machine.  A broken barrier (``abort``) raises
+    ``threading.BrokenBarrierError`` in every waiter, as threading's does."""
+
+    def __init__(self, parties: int):
+        self.parties, self.broken = parties, False
+        self._count = 0                               # arrivals of the current round
+        self._round = np.zeros(1, np.int64)           # rounds completed (-1: broken)
+        self._cond = threading.Condition()
+
+    def wait(self) -> None:
+        cond = self._cond
+        with cond:
+            if self.broken:
+                raise threading.BrokenBarrierError
+            number = int(self._round[0])
+            self._count += 1
+            if self._count == self.parties:           # the last to arrive lets them all go
+                self._count = 0
+                self._round[0] = number + 1
+                cond.notify_all()
+                return
+        if not _spin_while(self._round, 0, number, True, _spins()):
+            with cond:
+                cond.wait_for(lambda: self._round[0] != number)
+        if self._round[0] < 0:
+            raise threading.BrokenBarrierError
+
+    def abort(self) -> None:
+        """Break the barrier: every thread waiting at it, or coming to it, raises."""
+        with self._cond:
+            self.broken, self._count = True, 0
+            self._round[0] = -1
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        """Whole again (no thread may be waiting)."""
+        with self._cond:
+            self.broken, self._count = False, 0
+            self._round[0] = 0
+
+
+_spin_count = None
+
+
+def _spins() -> int:
+    """How many turns of _spin_while make CNNSPEC_SPIN_US microseconds (default 1000; 0: no
+    spinning, every wait sleeps), measured once (a ``pause`` takes 10-150 cycles by CPU)."""
+    global _spin_count
+    if _spin_count is None:
+        text = os.environ.get("CNNSPEC_SPIN_US", str(_SPIN_DEFAULT_US))
+        try:
+            us = float(text)
+        except ValueError:
+            us = -1.0
+        if not 0 <= us < float("inf"):
+            raise ValueError(f"CNNSPEC_SPIN_US must be a number of microseconds, 0 or more "
+                             f"(0: no spinning), not {text!r}")
+        probe = np.ones(1, np.int64)
+        _spin_while(probe, 0, 1, True, 1)
+        turns, start = 20000, time.perf_counter()
+        _spin_while(probe, 0, 1, True, turns)
+        per_us = turns / max(1e-6, (time.perf_counter() - start) * 1e6)
+        _spin_count = max(0, int(us * per_us))
+    return _spin_count
 
 
 _CHUNKS_PER_THREAD = 4                  # pieces of a dynamic split, per thread
@@ -198,13 +341,20 @@ def run_split(fn, n, threads, args_for, dynamic=False, pieces=None,
     _owner = threading.get_ident()
     try:
         while len(_workers) < helpers:
+            _spins()                                 # measured before a worker spins
             _workers.append(_Worker(len(_workers) + 1))
-        _job = job = _Job(fn, args_for, n, pieces, by_slot, helpers)
-        for worker in _workers[:helpers]:
-            if worker.wake.locked():                 # else: woken already, not yet running
-                worker.wake.release()
-        job.run(0)
-        job.done.acquire()                           # the pieces a worker started are done
+        number = int(_signals[_POSTED]) + 1
+        _job = job = _Job(fn, args_for, n, pieces, by_slot, helpers, number)
+
+        def post():
+            _signals[_POSTED] = number               # the spinning workers start
+            for worker in _workers[:helpers]:
+                if worker.sleeping and worker.wake.locked():   # else: woken, or spinning
+                    worker.wake.release()
+        job.run(0, post)
+        # the pieces a worker started are done: spin for the last, then sleep on the lock
+        _spin_while(_signals, _FINISHED, number, False, _spins())
+        job.done.acquire()
         if job.errors:
             raise job.errors[0]
     finally:

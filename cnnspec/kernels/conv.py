@@ -1546,7 +1546,9 @@ def _rules():
             _NARROW_DW_WEIGHTS, _NARROW_DW_PLANE, _ROWTAP_MAX_COL,
             _SLANES, _SLANES_WASTE, _SLANES_MAX_PLANE,
             _ROWTAP_ELEMENTS, _DW_LANES, _DW_LANES_ELEMENTS,
-            direct.DW_GROUP_ELEMENTS if direct is not None else None)
+            # (getattr: another thread may be importing it, the attribute not yet made; the
+            # plan made then imports it in full)
+            getattr(direct, "DW_GROUP_ELEMENTS", None))
 
 
 def _layer_plan(x_shape, w_shape, stride, pad, dilation, groups):
