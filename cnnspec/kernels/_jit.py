@@ -108,10 +108,14 @@ class _Job:
             self.back -= 1
             return self.back
 
-    def run(self, index, post=None):
+    def run(self, index, post=None) -> bool:
         """Run pieces until none is left; ``index``: the thread's slot (0: the caller).
-        ``post``: called once the first piece's arguments are made, just before it runs."""
+        ``post``: called once the first piece's arguments are made, just before it runs.
+        Whether this thread finished the last piece: a worker that did tells the spinning
+        caller from compiled code, the GIL released (``_Worker._loop``), else the caller would
+        wake to a GIL the worker still holds, and sleep on it."""
         fn, args_for, n, pieces = self.fn, self.args_for, self.n, self.pieces
+        last = False
         while (c := self._take(index)) is not None:
             try:
                 args = args_for(index if self.by_slot else c, c * n // pieces, (c + 1) * n // pieces)
@@ -122,8 +126,11 @@ class _Job:
             except BaseException as error:         # handed to the caller, which raises it
                 self.errors.append(error)
             if next(self.finished) == pieces:
-                self.done.release()
-                _signals[_FINISHED] = self.number      # after the release: the caller's acquire
+                self.done.release()                   # before the signal: the caller's acquire
+                last = True
+                if index == 0:
+                    _signals[_FINISHED] = self.number
+        return last
 
 
 _job = None
@@ -144,16 +151,17 @@ class _Worker:
         threading.Thread(target=self._loop, args=(seen,), name=_WORKER_NAME, daemon=True).start()
 
     def _loop(self, seen):
+        finished = -1                                 # the call whose last piece it ran
         while True:
-            if not _spin_while(_signals, _POSTED, seen, True, _spins()):
+            if not _spin_while(_signals, _POSTED, seen, True, _spins(), _FINISHED, finished):
                 self.sleeping = True
                 if _signals[_POSTED] == seen:         # else posted since the spin: no sleep
                     self.wake.acquire()
                 self.sleeping = False
-            seen = int(_signals[_POSTED])
+            seen, finished = int(_signals[_POSTED]), -1
             job = _job
-            if job is not None and self.index <= job.helpers:
-                job.run(self.index)
+            if job is not None and self.index <= job.helpers and job.run(self.index):
+                finished = job.number
 
 
 _workers = []
@@ -211,10 +219,24 @@ def _cpu_relax(typingctx):
     return types.none(), codegen
 
 
+@intrinsic
+def _store_release(typingctx, array, index, value):
+    """``array[index] = value`` for an int64 array, an atomic store (seen by _load_acquire)."""
+    def codegen(context, builder, signature, args):
+        view = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, signature.args[0], view, [args[1]])
+        builder.store_atomic(args[2], pointer, "release", 8)
+        return context.get_dummy_value()
+    return types.none(array, index, types.int64), codegen
+
+
 @jit
-def _spin_while(signals, slot, value, equal, spins):
+def _spin_while(signals, slot, value, equal, spins, tell=-1, told=-1):
     """Spin while ``signals[slot] == value`` (``equal``) or ``!= value`` (not ``equal``), at
-    most ``spins`` times; whether the wait ended before then."""
+    most ``spins`` times; whether the wait ended before then.  First, with ``tell`` and
+    ``told`` both 0 or more, ``signals[tell] = told`` (a signal given without the GIL)."""
+    if 0 <= tell < signals.size and told >= 0:
+        _store_release(signals, tell, told)
     for _ in range(spins):
         if (_load_acquire(signals, slot) == value) != equal:
             return True
