@@ -182,11 +182,19 @@ os.register_at_fork(after_in_child=_forget_workers)
 # starts late: this one's vCPUs halt when idle, and the woken thread ran 55-60 us after the
 # release (a split call of two 33 us pieces took 92 us; the caller also slept on ``done`` for the
 # worker's piece).  So the workers, between calls, and the caller, for the pieces a worker runs,
-# first spin on _signals in compiled code without the GIL (the same call: 41 us; two 8 us pieces
-# 13 us), as OpenMP's threads spin (GOMP_SPINCOUNT, KMP_BLOCKTIME) before they sleep.
+# first spin on _signals in compiled code without the GIL (the same call: 74 us, 41 us in a
+# prototype whose pieces ran no Python), as OpenMP's threads spin (GOMP_SPINCOUNT,
+# KMP_BLOCKTIME) before they sleep.  What is left is the GIL: a thread that returns from a
+# kernel while another runs Python waits for it asleep.
 _POSTED, _FINISHED = 0, 8                  # _signals' slots, a 64-byte line apart
 _signals = np.zeros(16, np.int64)          # the last call posted, the last call finished
 _SPIN_DEFAULT_US = 1000
+
+
+def _item(context, builder, signature, args):
+    """The address of ``args[0][args[1]]`` (an intrinsic's array and index)."""
+    view = context.make_array(signature.args[0])(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, signature.args[0], view, [args[1]])
 
 
 @intrinsic
@@ -194,9 +202,7 @@ def _load_acquire(typingctx, array, index):
     """``array[index]`` of an int64 array, read from memory on every call (an atomic load:
     LLVM may not keep it in a register across the spin loop)."""
     def codegen(context, builder, signature, args):
-        view = context.make_array(signature.args[0])(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(context, builder, signature.args[0], view, [args[1]])
-        return builder.load_atomic(pointer, "acquire", 8)
+        return builder.load_atomic(_item(context, builder, signature, args), "acquire", 8)
     return types.int64(array, index), codegen
 
 
@@ -223,9 +229,7 @@ def _cpu_relax(typingctx):
 def _store_release(typingctx, array, index, value):
     """``array[index] = value`` for an int64 array, an atomic store (seen by _load_acquire)."""
     def codegen(context, builder, signature, args):
-        view = context.make_array(signature.args[0])(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(context, builder, signature.args[0], view, [args[1]])
-        builder.store_atomic(args[2], pointer, "release", 8)
+        builder.store_atomic(args[2], _item(context, builder, signature, args), "release", 8)
         return context.get_dummy_value()
     return types.none(array, index, types.int64), codegen
 
@@ -248,7 +252,7 @@ class Barrier:
     """``threading.Barrier``'s ``wait``, ``abort``, ``reset`` and ``broken`` for ``parties``
     threads, whose waiters spin (``_spin_while``) before they sleep: the shares of a training step
     meet at every batchnorm, each way (``plan.BySamples``), and a waiter woken from sleep started
-    55-60 us late on this machine.  A broken barrier (``abort``) raises
+    55-60 us late on the 2-core virtual machine of the measurements.  A broken barrier (``abort``) raises
     ``threading.BrokenBarrierError`` in every waiter, as threading's does."""
 
     def __init__(self, parties: int):
