@@ -487,8 +487,9 @@ def test_spin_while_waits_for_a_change_or_gives_up():
     assert _jit._spins() >= 0
 
 
-@pytest.mark.parametrize("value, turns", [("0", 0), ("250", None), ("ten", ValueError),
-                                          ("-5", ValueError), ("nan", ValueError)])
+@pytest.mark.parametrize("value, turns", [("0", 0), ("250", None), ("1e300", None),
+                                          ("ten", ValueError), ("-5", ValueError),
+                                          ("nan", ValueError), ("inf", ValueError)])
 def test_spin_time_from_the_environment(monkeypatch, value, turns):
     """CNNSPEC_SPIN_US: how long a waiting thread spins before it sleeps; 0 none; a value that
     is not a number of microseconds is refused by name."""
@@ -500,7 +501,9 @@ def test_spin_time_from_the_environment(monkeypatch, value, turns):
     elif turns == 0:
         assert _jit._spins() == 0
     else:
-        assert _jit._spins() > 0
+        turns = _jit._spins()
+        assert 0 < turns <= 1 << 62
+        assert _jit._spin_while(np.zeros(1, np.int64), 0, 1, True, turns)   # taken as an int64
 
 
 @pytest.mark.parametrize("spins", [0, 50, None], ids=["sleeping", "short-spin", "default"])

@@ -314,7 +314,7 @@ def _spins() -> int:
         turns, start = 20000, time.perf_counter()
         _spin_while(probe, 0, 1, True, turns)
         per_us = turns / max(1e-6, (time.perf_counter() - start) * 1e6)
-        _spin_count = max(0, int(us * per_us))
+        _spin_count = min(max(0, int(us * per_us)), 1 << 62)     # (an int64 for the kernel)
     return _spin_count
 
 
