@@ -492,11 +492,13 @@ def test_spin_while_waits_for_a_change_or_gives_up():
                                           ("nan", ValueError), ("inf", ValueError)])
 def test_spin_time_from_the_environment(monkeypatch, value, turns):
     """CNNSPEC_SPIN_US: how long a waiting thread spins before it sleeps; 0 none; a value that
-    is not a number of microseconds is refused by name."""
+    is not a number of microseconds is refused by name (an error the CLI prints as a message)."""
+    from cnnspec.errors import CnnSpecError
+
     monkeypatch.setattr(_jit, "_spin_count", None)
     monkeypatch.setenv("CNNSPEC_SPIN_US", value)
     if turns is ValueError:
-        with pytest.raises(ValueError, match="CNNSPEC_SPIN_US"):
+        with pytest.raises(CnnSpecError, match="CNNSPEC_SPIN_US"):
             _jit._spins()
     elif turns == 0:
         assert _jit._spins() == 0
@@ -639,3 +641,26 @@ def test_conv_plan_while_another_thread_imports_the_direct_kernels(monkeypatch):
     monkeypatch.undo()
     from cnnspec.kernels import conv_direct
     assert conv._rules()[-1] == conv_direct.DW_GROUP_ELEMENTS
+
+
+@pytest.mark.parametrize("setting", ["CNNSPEC_THREADS=two", "CNNSPEC_SPIN_US=fast"])
+def test_a_bad_thread_setting_is_a_message_not_a_traceback(tmp_path, setting):
+    """`cnnspec train` with CNNSPEC_THREADS or CNNSPEC_SPIN_US set to nonsense: exit 1 and one
+    message naming the variable, no Python traceback."""
+    import os
+    import subprocess
+    import sys
+
+    name, value = setting.split("=")
+    env = {**os.environ, name: value}
+    env.pop("CNNSPEC_THREADS" if name == "CNNSPEC_SPIN_US" else "CNNSPEC_SPIN_US", None)
+    if name == "CNNSPEC_SPIN_US":
+        env["CNNSPEC_THREADS"] = "2"                        # a split call asks for the spin time
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parents[1] / "specs" / "lenet5.cnn"
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "train", str(spec), "--epochs", "1",
+                           "--batch", "64", "--out", str(tmp_path / "run")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and f"error: {name} must be" in done.stderr, done.stderr

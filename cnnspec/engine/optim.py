@@ -4,7 +4,7 @@ A model keeps all its parameters in one flat array (``model.params[layer][name]`
 it) and their gradients in another; each trainable layer is a (start, stop) segment of them. One
 fused numba loop per step updates them all, in the parameters' dtype, with the operations in
 torch's order (``torch.optim.SGD``/``Adam``, single-tensor path) so that results agree to rounding
-(SGD fuses its multiply-adds as ATen's vectorised add does: float32 parameters equal an AVX2
+(SGD fuses its multiply-adds as ATen's vectorised add does: float32 parameters equal an AVX2 or AVX-512
 torch's bit for bit, tested);
 a big model's update is split over threads. Momentum and Adam moments that fall below the smallest
 normal number are stored as 0 (see ``sgd_update``: subnormal arithmetic is ~100x slower).

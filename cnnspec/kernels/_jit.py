@@ -40,6 +40,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from cnnspec.errors import CnnSpecError
+
 jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 jit_sum = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 # a helper called per plane or row: numba inlines it where it is called.  A call from one jitted
@@ -63,7 +65,13 @@ def num_threads() -> int:
     if getattr(_alone, "on", False):
         return 1
     value = os.environ.get("CNNSPEC_THREADS")
-    return max(1, int(value)) if value else _CORES
+    if not value:
+        return _CORES
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise CnnSpecError(f"CNNSPEC_THREADS must be a whole number of threads, not {value!r}",
+                           hint="unset it to use every core, or set it to 1 for one thread") from None
 
 
 def alone(steps) -> None:
@@ -307,8 +315,9 @@ def _spins() -> int:
         except ValueError:
             us = -1.0
         if not 0 <= us < float("inf"):
-            raise ValueError(f"CNNSPEC_SPIN_US must be a number of microseconds, 0 or more "
-                             f"(0: no spinning), not {text!r}")
+            raise CnnSpecError(f"CNNSPEC_SPIN_US must be a number of microseconds, 0 or more, "
+                               f"not {text!r}", hint="0: waiting threads sleep at once, without "
+                               f"spinning; unset: {_SPIN_DEFAULT_US}")
         probe = np.ones(1, np.int64)
         _spin_while(probe, 0, 1, True, 1)
         turns, start = 20000, time.perf_counter()
