@@ -468,6 +468,32 @@ def test_batchnorm_relu6_fusion_is_bit_identical(monkeypatch, frozen):
                           _trained(monkeypatch, FUSED6, False, frozen, fusions, gamma=4.0))
 
 
+DENSE_RELU = """
+network DenseRelu {
+    input x: 3x5x4
+    a = flatten -> dense(9) -> relu                             # fused
+    b = a -> dense(8, bias=false) -> relu                       # fused, no bias
+    c = b -> dense(7)                                           # feeds two layers: apart
+    d = c -> relu
+    add(c, d) -> dense(6) -> relu                               # the output relu: fused
+}
+"""
+
+
+@pytest.mark.parametrize("frozen", [None, "dense1", "dense*"])
+def test_dense_relu_fusion_is_bit_identical(monkeypatch, frozen):
+    """Training with dense -> relu pairs fused (one kernel call each way: the relu in the dense's
+    forward, its mask in the dense's backward) gives the same losses, parameters and input
+    gradients bit for bit as the layers apart; frozen dense layers still pass the gradient on."""
+    def fusions(plan, fuse):
+        assert plan.relu_fusions() == ({"dense1": "relu1", "dense2": "relu2", "dense4": "relu4"}
+                                       if fuse else {})
+
+    fused = _trained(monkeypatch, DENSE_RELU, True, frozen, fusions, negative_rows=2)
+    _assert_bit_identical(fused, _trained(monkeypatch, DENSE_RELU, False, frozen, fusions, negative_rows=2))
+    assert np.any(fused[1][-1] != 0)                         # the input gradient
+
+
 POOLED = """
 network Pooled {
     input x: 3x9x11

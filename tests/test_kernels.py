@@ -1129,6 +1129,37 @@ def test_maxpool_planes_at_a_time_over_several_groups(shape):
                                                            out_shape[2:]))
 
 
+@pytest.mark.parametrize("geometry,driver", [
+    (((2, 2), (2, 2), (0,) * 4, (4, 3, 9, 40)), "_maxpool_2x2_s2_forward"),
+    (((2, 2), (2, 2), (0,) * 4, (40, 16, 11, 10)), "_maxpool_2x2_s2_planes"),   # several groups
+    (((2, 2), (1, 1), (0,) * 4, (3, 2, 7, 9)), "_maxpool_2x2_forward"),
+    (((3, 3), (1, 1), (0,) * 4, (3, 2, 7, 9)), "_maxpool_3x3_forward"),
+    (((3, 3), (2, 2), (1,) * 4, (3, 2, 7, 9)), "_maxpool_small_forward"),
+    (((5, 4), (2, 3), (2, 2, 1, 1), (3, 2, 9, 11)), "_maxpool_general_forward")])
+def test_maxpool_with_relu_is_the_relu_of_the_pooling(geometry, driver):
+    """``relu=True`` (the training step's relu -> maxpool pair), in every driver's own call:
+    the outputs are the relu kernel's of the plain pooling's, bit for bit (NaN kept), the
+    indices the same."""
+    from cnnspec.kernels import pool
+    kernel, stride, pad, shape = geometry
+    own = np.random.default_rng(5)
+    x = own.integers(-12, 2, size=shape).astype(np.float32)       # windows of all-negative values too
+    x.reshape(-1)[own.choice(x.size, 7, replace=False)] = np.nan
+    oh = (shape[2] + pad[0] + pad[1] - kernel[0]) // stride[0] + 1
+    ow = (shape[3] + pad[2] + pad[3] - kernel[1]) // stride[1] + 1
+    out_shape = shape[:2] + (oh, ow)
+    assert pool._maxpool_driver(x, kernel, stride, pad, np.empty(out_shape))[0] is getattr(pool, driver)
+    plain, arg = np.empty(out_shape, np.float32), np.empty(out_shape, np.int64)
+    K.maxpool2d_forward_into(x, kernel, stride, pad, plain, arg)
+    fused, arg2 = np.full(out_shape, 7.0, np.float32), np.empty(out_shape, np.int64)
+    K.maxpool2d_forward_into(x, kernel, stride, pad, fused, arg2, relu=True)
+    expected = np.empty_like(plain)
+    K.relu_forward_into(plain, expected)
+    np.testing.assert_array_equal(fused, expected)
+    np.testing.assert_array_equal(arg2, arg)
+    assert np.any(plain < 0) and np.any(fused == 0) and np.any(fused > 0) and np.any(np.isnan(fused))
+
+
 @pytest.mark.parametrize("case", [POOL_CASES[i] for i in (1, 2, 3)], ids=pool_id)
 def test_pooling_backward_matches_central_differences(case):
     n, c, h, w, k, s, p, ceil = case
@@ -1194,6 +1225,43 @@ def test_dense_matches_reference(n, d, m, bias, dtype):
         close(db, rdb, dtype)
     K.dense_backward_into(dout, x, w, dx, None, None, accumulate=True)
     close(dx, 2 * rdx, dtype)
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense_relu_pair_matches_reference(monkeypatch, split, dtype, bias):
+    """The dense -> relu pair's kernels (the training step's fusion): forward relu(x @ w + b);
+    backward from the relu's output gradient g, masked by y > 0 into ``masked`` (g unchanged),
+    then dx (+)=, dw, db of it, against NumPy; in one call on one thread, and split over two
+    threads (the threshold lowered)."""
+    from cnnspec.kernels import dense
+
+    monkeypatch.setenv("CNNSPEC_THREADS", "2" if split else "1")
+    if split:
+        monkeypatch.setattr(dense, "_PARALLEL_MACS", 0)
+    n, d, m = 6, 70, 96                              # 96 columns: two threads' worth when split
+    x, w = randn(n, d, dtype=dtype), randn(d, m, dtype=dtype)
+    b = randn(m, dtype=dtype) if bias else None
+    z = R.dense_forward(x, w, b)
+    y = np.full((n, m), np.nan, dtype)
+    K.dense_forward_into(x, w, b, y, True)
+    close(y, np.maximum(z, 0), dtype)
+    assert np.all(y >= 0) and np.any(y == 0) and np.any(y > 0)
+    g = randn(n, m, dtype=dtype)
+    g_before, mask = g.copy(), y > 0
+    rdx, rdw, rdb = R.dense_backward(np.where(mask, g, 0), x, w, b)
+    dx, dw, masked = np.full_like(x, 1.0), np.empty_like(w), np.full((n, m), np.nan, dtype)
+    db = None if b is None else np.empty_like(b)
+    K.dense_backward_into(g, x, w, dx, dw, db, True, y, masked)
+    np.testing.assert_array_equal(masked, np.where(mask, g, 0))
+    np.testing.assert_array_equal(g, g_before)
+    close(dx, rdx + 1.0, dtype)
+    close(dw, rdw, dtype)
+    if bias:
+        close(db, rdb, dtype)
+    K.dense_backward_into(g, x, w, dx, None, None, False, y, masked)   # dx alone, not added
+    close(dx, rdx, dtype)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ def _all_builtin(name) -> bool:
 
 
 def relu_fusions(graph, order, output, skip=(), builtin=_all_builtin) -> dict:
-    """{layer: relu} for every batchnorm, or add of two operands, whose only consumer is a relu,
-    and {batchnorm: relu6} likewise (MobileNetV2's); none of them in ``skip``, the layer not the
-    network's ``output``, both ``builtin``."""
+    """{layer: relu} for every batchnorm, dense, or add of two operands, whose only consumer is
+    a relu, and {batchnorm: relu6} likewise (MobileNetV2's); none of them in ``skip``, the layer
+    not the network's ``output``, both ``builtin``."""
     nodes = graph.nodes
     consumers = Counter(i for name in order for i in nodes[name]["inputs"])
     fused = {}
@@ -28,8 +28,8 @@ def relu_fusions(graph, order, output, skip=(), builtin=_all_builtin) -> dict:
                 or not builtin(src)):
             continue
         kind = nodes[src]["op"]
-        if kind == "batchnorm" or (node["op"] == "relu" and kind == "add"
-                                   and len(nodes[src]["inputs"]) == 2):
+        if kind == "batchnorm" or (node["op"] == "relu" and (
+                kind == "dense" or kind == "add" and len(nodes[src]["inputs"]) == 2)):
             fused[src] = name
     return fused
 

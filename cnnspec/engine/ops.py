@@ -230,13 +230,24 @@ class Dense(Op):
         w, b = self.c.params["weight"], self.c.params.get("bias")
         return lambda: f(x, w, b, y)
 
-    def backward(self, dy, dxs, grads):
+    def forward_relu(self, y):
+        """The training forward of a dense -> relu pair (``Plan.relu_fusions``): relu(x @ w + b)
+        into the relu's output ``y``; this layer's own output is not written."""
+        f, x = K.dense_forward_into, self.x
+        w, b = self.c.params["weight"], self.c.params.get("bias")
+        return lambda: f(x, w, b, y, True)
+
+    def backward(self, dy, dxs, grads, relu_y=None, relu_dy=None):
+        """``relu_y``, ``relu_dy``: the output of the relu fused with this layer
+        (``forward_relu``) and its gradient, which the kernel masks into ``dy``, this layer's."""
         dx, acc = dxs[0] or (None, False)
         dw = grads["weight"] if grads else None
         db = grads.get("bias") if grads else None
         if dx is None and dw is None:
             return None
         f, x, w = K.dense_backward_into, self.x, self.c.params["weight"]
+        if relu_y is not None:
+            return lambda: f(relu_dy, x, w, dx, dw, db, acc, relu_y, dy)
         return lambda: f(dy, x, w, dx, dw, db, acc)
 
 

@@ -150,14 +150,16 @@ class Plan:
                                          taken, self._builtin)
 
     def relu_fusions(self, skip=()) -> dict:
-        """{layer: relu} for every built-in batchnorm, or add of two operands, whose only
-        consumer is a built-in relu (neither skipped), and {batchnorm: relu6} likewise
+        """{layer: relu} for every built-in batchnorm, dense, or add of two operands, whose
+        only consumer is a built-in relu (neither skipped), and {batchnorm: relu6} likewise
         (MobileNetV2's): the training forward runs each pair as one kernel call
-        (``batchnorm_forward_train_into`` with ``relu`` or ``relu6``, ``add_relu_into``), and
-        the backward of a batchnorm pair too (``relu_y``): one pass over the tensor less, the
-        same results bit for bit.  The layer's own output buffer is then not written in training
-        (nothing reads it there: the relu's backward needs only the relu's output); the
-        evaluation forward, ``activations`` and ``gradient`` run the layers apart."""
+        (``batchnorm_forward_train_into`` with ``relu`` or ``relu6``, ``dense_forward_into``
+        with ``relu``, ``add_relu_into``), and the backward of a batchnorm or dense pair too
+        (``relu_y``): one pass over the tensor less (a dense's: two kernel calls less each way,
+        which matter most to the training shares, whose every return from a kernel may wait for
+        the GIL), the same results bit for bit.  The layer's own output buffer is then not
+        written in training (nothing reads it there: the relu's backward needs only the relu's
+        output); the evaluation forward, ``activations`` and ``gradient`` run the layers apart."""
         if not FUSE_RELU:
             return {}
         return fusions.relu_fusions(self.model.graph, self.order, self.model.output_name, skip,
@@ -166,10 +168,10 @@ class Plan:
     def _builtin(self, name) -> bool:
         """Whether layer ``name`` runs the engine's own op for its kind (the fusions' kernels
         are those ops'), not a custom layer's."""
-        from cnnspec.engine.ops import Activation, Add, BatchNorm, InputActivation, MaxPool
+        from cnnspec.engine.ops import Activation, Add, BatchNorm, Dense, InputActivation, MaxPool
 
         kinds = {"relu": Activation, "relu6": InputActivation, "batchnorm": BatchNorm, "add": Add,
-                 "maxpool": MaxPool}
+                 "maxpool": MaxPool, "dense": Dense}
         return type(self.ops.get(name)) is kinds.get(self.model.graph.nodes[name]["op"])
 
     @property
@@ -310,8 +312,12 @@ class Plan:
         if per == 1:
             z, dz, probs, labels = scores.reshape(n, k), dscores.reshape(n, k), final.reshape(n, k), self.labels
 
-            def kernel(lo, hi):
-                bad = L._softmax_cross_entropy(z[lo:hi], labels[lo:hi], dz[lo:hi], count, totals[lo:hi])
+            def kernel(lo, hi, scratch=None):
+                if scratch is not None:       # the final softmax in the same call
+                    bad = L._softmax_and_cross_entropy(z[lo:hi], probs[lo:hi], labels[lo:hi], dz[lo:hi],
+                                                       count, totals[lo:hi], *scratch)
+                else:
+                    bad = L._softmax_cross_entropy(z[lo:hi], labels[lo:hi], dz[lo:hi], count, totals[lo:hi])
                 if bad >= 0:
                     raise ValueError(f"label {int(labels[lo + bad])} of sample {lo + bad} is "
                                      f"outside 0..{k - 1}")
@@ -328,6 +334,9 @@ class Plan:
         def rows(lo, hi):
             if not fused:
                 return lambda: kernel(lo, hi)
+            if per == 1:
+                scratch = (np.empty(1, z.dtype), np.empty(1))
+                return lambda: kernel(lo, hi, scratch)
             logits, out = z[lo:hi], probs[lo:hi]
 
             def softmax_rows():
@@ -491,9 +500,11 @@ class Training:
         # step, BySamples.step); the loss is the sum of the samples' terms, in one order
         built_in = plan.loss_rows(loss, dscores, fused) if loss is not None else None
         self.loss_value = built_in[1] if built_in is not None else None
-        # batchnorm -> relu pairs run as one call each way, add -> relu forward (Plan.relu_fusions)
+        # batchnorm -> relu and dense -> relu pairs run as one call each way, add -> relu forward
+        # (Plan.relu_fusions)
         with_relu = plan.relu_fusions(skip)
         fused_relus = {relu: bn for bn, relu in with_relu.items() if graph.nodes[bn]["op"] == "batchnorm"}
+        dense_relus = {relu: d for d, relu in with_relu.items() if graph.nodes[d]["op"] == "dense"}
         # relu -> maxpool pairs: the maxpool from the relu's input, both ways (Plan.relu_pool_fusions)
         pooled = plan.relu_pool_fusions(skip, taken=set(with_relu.values()))
         after_relu = {pool: relu for relu, pool in pooled.items()}
@@ -506,6 +517,10 @@ class Training:
                 if need[fused_relus[name]]:
                     grad[fused_relus[name]] = dy
                 continue
+            if name in dense_relus:                   # its dense's backward masks dy into its own
+                if need[dense_relus[name]]:
+                    target(dense_relus[name])
+                continue
             via = dy if graph.nodes[name]["op"] in PASS_THROUGH else None
             sources = graph.nodes[after_relu[name] if name in after_relu else name]["inputs"]
             dxs = [target(i, via) if need[i] else None for i in sources]
@@ -513,6 +528,8 @@ class Training:
             options = ({"relu_y": act[with_relu[name]],
                         "relu6": graph.nodes[with_relu[name]]["op"] == "relu6"}
                        if name in fused_relus.values() else
+                       {"relu_y": act[with_relu[name]], "relu_dy": grad[with_relu[name]]}
+                       if name in dense_relus.values() else
                        {"after_relu": True} if name in after_relu else {})
             step = plan.ops[name].backward(dy, dxs, grads, **options)
             if step is not None:

@@ -56,8 +56,10 @@ sum = the plain window sum = avg x its divisor):
     global_maxpool_backward_into(dout, argmax, dx, accumulate=False)
 
 Dense (out = x @ w + b):
-    dense_forward_into(x, w, b, out)                    x (N, D); w (D, M); b (M,) or None
-    dense_backward_into(dout, x, w, dx, dw, db, accumulate=False)
+    dense_forward_into(x, w, b, out, relu=False)        x (N, D); w (D, M); b (M,) or None
+    dense_backward_into(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, masked=None)
+        relu: a dense -> relu pair, out its relu; relu_y: the pair's backward, dout the relu's
+        output gradient, masked by relu_y > 0 into masked (N, M) first
 
 Activations (any shape; softmax over axis 1 of (N, C, *spatial)):
     relu_forward_into(x, out);          relu_backward_into(dout, y, dx, accumulate=False)

@@ -51,26 +51,119 @@ def _threads(macs, columns):
     return 1 if macs < _PARALLEL_MACS or columns < 64 else min(num_threads(), columns // 32)
 
 
-def dense_forward_into(x, w, b, out):
-    """out (N, M) = x (N, D) @ w (D, M) + b (M,) (b may be None)."""
+def dense_forward_into(x, w, b, out, relu=False):
+    """out (N, M) = x (N, D) @ w (D, M) + b (M,) (b may be None); ``relu``: out = relu of that
+    (the training step's dense -> relu pair, ``engine.plan.Plan.relu_fusions``)."""
     n, d = x.shape
     m = w.shape[1]
+    threads = _threads(n * m * d, m)
+    if threads == 1:                   # one call: a share's step returns to Python once a layer
+        _forward_one(x.reshape(-1), w.reshape(-1), _or_empty(b, x.dtype), out.reshape(-1), n, m,
+                     d, bool(relu))
+        return
     _gemm_threads(False, False, n, m, d, x.reshape(-1), d, w.reshape(-1), m, 0.0,
-                  out.reshape(-1), m, _threads(n * m * d, m))
+                  out.reshape(-1), m, threads)
     if b is not None:
         _add_bias(out, b)
+    if relu:
+        _relu_in_place(out.reshape(-1))
 
 
-def dense_backward_into(dout, x, w, dx, dw, db, accumulate=False):
-    """dx (+)= dout @ w.T, dw = x.T @ dout, db = sum(dout, axis=0); None: not computed."""
+def dense_backward_into(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, masked=None):
+    """dx (+)= dout @ w.T, dw = x.T @ dout, db = sum(dout, axis=0); None: not computed.
+    ``relu_y`` (the dense -> relu pair's backward): ``dout`` is the gradient of the relu's output
+    y, first masked by y > 0 into ``masked`` (the dense output's gradient, N x M), which the
+    products then read."""
     n, d = x.shape
     m = w.shape[1]
+    macs = n * m * d
+    if _threads(macs, d) == 1 and _threads(macs, m) == 1:
+        empty = _or_empty(None, x.dtype)
+        _backward_one(dout.reshape(-1), x.reshape(-1), w.reshape(-1), n, m, d,
+                      empty if dx is None else dx.reshape(-1), 1.0 if accumulate else 0.0,
+                      empty if dw is None else dw.reshape(-1), _or_empty(db, x.dtype),
+                      np.zeros(0 if db is None else m), _or_empty(relu_y, x.dtype).reshape(-1),
+                      empty if relu_y is None else masked.reshape(-1))
+        return
+    if relu_y is not None:
+        _relu_mask(dout.reshape(-1), relu_y.reshape(-1), masked.reshape(-1))
+        dout = masked
     g = dout.reshape(-1)
     if dx is not None:
         _gemm_threads(False, True, n, d, m, g, m, w.reshape(-1), m, 1.0 if accumulate else 0.0,
-                      dx.reshape(-1), d, _threads(n * m * d, d))
+                      dx.reshape(-1), d, _threads(macs, d))
     if dw is not None:
         _gemm_threads(True, False, d, m, n, x.reshape(-1), d, g, m, 0.0, dw.reshape(-1), m,
-                      _threads(n * m * d, m))
+                      _threads(macs, m))
     if db is not None:
         _bias_grad(dout, db, np.zeros(m))
+
+
+_EMPTY = {}
+
+
+def _or_empty(a, dtype):
+    """``a``, or for None a 0-element array of ``dtype`` (the one-call kernels' "not given")."""
+    if a is not None:
+        return a
+    if dtype not in _EMPTY:
+        _EMPTY[dtype] = np.zeros(0, dtype)
+    return _EMPTY[dtype]
+
+
+@jit
+def _forward_one(a, w, bias, c, n, m, d, relu):
+    """One thread's dense forward in one call (flat row-major arrays): c (n, m) = a (n, d) @
+    w (d, m) + bias (0 elements: none), then its relu (``relu``), in the order and with the
+    roundings of the separate calls (``_add_bias``, ``activation._relu_forward``)."""
+    gemm(False, False, n, m, d, 1.0, a, d, w, m, 0.0, c, m)
+    if bias.size and relu:
+        for i in range(n):
+            row = c[i * m:(i + 1) * m]
+            for j in range(m):
+                v = row[j] + bias[j]
+                row[j] = 0 if v <= 0 else v
+    elif bias.size:
+        for i in range(n):
+            row = c[i * m:(i + 1) * m]
+            for j in range(m):
+                row[j] += bias[j]
+    elif relu:
+        _relu_in_place(c)
+
+
+@jit
+def _backward_one(g, a, w, n, m, d, dx, beta, dw, db, acc, relu_y, masked):
+    """One thread's dense backward in one call (flat row-major arrays; 0 elements: not
+    computed): with ``relu_y``, g masked by relu_y > 0 into ``masked`` first; dx (n, d) = g @
+    w.T + beta dx, dw (d, m) = a.T @ g, db = column sums of g (in float64 ``acc``, m zeros)."""
+    if relu_y.size:
+        for k in range(masked.size):
+            masked[k] = 0 if relu_y[k] <= 0 else g[k]
+        src = masked
+    else:
+        src = g
+    if dx.size:
+        gemm(False, True, n, d, m, 1.0, src, m, w, m, beta, dx, d)
+    if dw.size:
+        gemm(True, False, d, m, n, 1.0, a, d, src, m, 0.0, dw, m)
+    if db.size:
+        for i in range(n):
+            row = src[i * m:(i + 1) * m]
+            for j in range(m):
+                acc[j] += row[j]
+        for j in range(m):
+            db[j] = acc[j]
+
+
+@jit
+def _relu_in_place(c):
+    for k in range(c.size):
+        c[k] = 0 if c[k] <= 0 else c[k]
+
+
+@jit
+def _relu_mask(g, y, out):
+    """out = g where y > 0, else 0 (relu's backward from its output y)."""
+    for k in range(out.size):
+        out[k] = 0 if y[k] <= 0 else g[k]

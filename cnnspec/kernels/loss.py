@@ -21,7 +21,7 @@ import numpy as np
 
 from cnnspec.kernels._exp import exp, log
 from cnnspec.kernels._jit import by_samples, jit, jit_inline, sum64
-from cnnspec.kernels.activation import column_max
+from cnnspec.kernels.activation import _softmax_forward, column_max
 
 
 @jit
@@ -46,6 +46,16 @@ def _softmax_cross_entropy(z, y, dz, count, totals):
             drow[k] = exp(row[k] - lse) / count
         drow[label] -= 1.0 / count
     return -1
+
+
+@jit
+def _softmax_and_cross_entropy(z, probs, y, dz, count, totals, m, total):
+    """A final softmax fused with its cross-entropy, in one call (a training share's rows):
+    probs = softmax(z) as ``activation._softmax_forward`` computes it (m: 1 element of z's
+    type, total: 1 float64, its scratch), then ``_softmax_cross_entropy``'s terms and gradient."""
+    n_, k_ = z.shape
+    _softmax_forward(z.reshape(n_, k_, 1), probs.reshape(n_, k_, 1), m, total)
+    return _softmax_cross_entropy(z, y, dz, count, totals)
 
 
 @jit

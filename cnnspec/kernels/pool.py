@@ -16,7 +16,6 @@ Samples are independent: big tensors are split over threads by samples (``run_sp
 import numpy as np
 
 from cnnspec.kernels._jit import jit, memory_pieces, num_threads, run_split, sum64
-from cnnspec.kernels.activation import _relu_forward
 
 _ROW_RUNS = 16                    # 2x2 stride-2 rows of this many outputs or more: a row at a
                                   # time (_maxpool_2x2_s2_forward); shorter: planes at a time
@@ -188,16 +187,20 @@ def _bordered_copy(xp, top, left, fill, dst):
 
 
 @jit
-def _maxpool_2x2_forward(x, stride, out, argmax):
+def _maxpool_2x2_forward(x, stride, out, argmax, relu):
     """2x2 windows that lie inside x (no padding, no ceil overhang): LeNet's and VGG's pooling.
     One driver per kind of window, chosen in Python (``_maxpool_driver``): a network compiles
     only the kinds it uses (all kinds behind one branch took LeNet-5's first step 3.9 s longer).
-    Stride 2 along the rows has a driver of its own (_maxpool_2x2_s2_forward)."""
+    Stride 2 along the rows has a driver of its own (_maxpool_2x2_s2_forward).  Every driver
+    takes ``relu`` last: the relu of each plane's outputs, while in cache (the training step's
+    relu -> maxpool pair, ``maxpool2d_forward_into``)."""
     runs = np.empty((4, out.shape[3]), x.dtype)
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             _max_2x2(x[n, c], stride[0], stride[1], out[n, c], argmax[n, c], runs)
             _offsets_to_index(argmax[n, c], stride[0], stride[1], 0, 0, x.shape[2], x.shape[3])
+            if relu:
+                _relu_plane(out[n, c])
 
 
 @jit
@@ -216,7 +219,7 @@ def _max_of_four(a, b, c, d, i, w_):
 
 
 @jit
-def _maxpool_2x2_s2_forward(x, sh, out, argmax):
+def _maxpool_2x2_s2_forward(x, sh, out, argmax, relu):
     """_maxpool_2x2_forward for stride (sh, 2): one pass per output row, from its two input
     rows, writing the winner's flat index at once (the same values, first-wins ties and NaN as
     _max_2x2 then _offsets_to_index): 1.2-6x faster than the two passes (U-Net-S's 16x64x64
@@ -238,10 +241,12 @@ def _maxpool_2x2_s2_forward(x, sh, out, argmax):
                 for ow in range(ow_):
                     orow[ow], arow[ow] = _max_of_four(te[ow], to[ow], be[ow], bo[ow],
                                                       base + 2 * ow, w_)
+            if relu:
+                _relu_plane(outp)
 
 
 @jit
-def _maxpool_2x2_s2_planes(x, sh, out, argmax):
+def _maxpool_2x2_s2_planes(x, sh, out, argmax, relu):
     """_maxpool_2x2_s2_forward for rows of fewer than _ROW_RUNS outputs: the outputs of a group
     of whole planes (at most _GROUP_OUTPUTS) at once, their windows' four elements copied into
     four runs (and the top-left element's flat index into a fifth), then one select loop over
@@ -279,20 +284,26 @@ def _maxpool_2x2_s2_planes(x, sh, out, argmax):
             u = np.uint64(e)
             of[o + u], af[o + u] = _max_of_four(runs[u], runs[c1 + u], runs[c2 + u],
                                                 runs[c3 + u], corner[u], w_)
+        if relu:
+            group_out = of[o:o + k]
+            for e in range(group_out.size):
+                group_out[e] = 0 if group_out[e] <= 0 else group_out[e]
 
 
 @jit
-def _maxpool_3x3_forward(x, stride, out, argmax):
+def _maxpool_3x3_forward(x, stride, out, argmax, relu):
     """3x3 windows inside x (see _maxpool_2x2_forward)."""
     runs = np.empty((9, out.shape[3]), x.dtype)
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             _max_3x3(x[n, c], stride[0], stride[1], out[n, c], argmax[n, c], runs)
             _offsets_to_index(argmax[n, c], stride[0], stride[1], 0, 0, x.shape[2], x.shape[3])
+            if relu:
+                _relu_plane(out[n, c])
 
 
 @jit
-def _maxpool_small_forward(x, kernel, stride, pad, out, argmax, scratch):
+def _maxpool_small_forward(x, kernel, stride, pad, out, argmax, scratch, relu):
     """2 to 3 rows and columns with padding or a ceil overhang (or 2x3, 3x2): each plane copied
     into ``scratch`` with a -inf border, then the straight-line windows."""
     h_, w_ = x.shape[2], x.shape[3]
@@ -313,10 +324,12 @@ def _maxpool_small_forward(x, kernel, stride, pad, out, argmax, scratch):
             else:
                 _max_small(src, kh, kw, sh, sw, outp, argp)
             _offsets_to_index(argp, sh, sw, pad[0], pad[2], h_, w_)
+            if relu:
+                _relu_plane(outp)
 
 
 @jit
-def _maxpool_general_forward(x, kernel, stride, pad, out, argmax):
+def _maxpool_general_forward(x, kernel, stride, pad, out, argmax, relu):
     """Any window (global max pooling, big kernels): loops clipped to the input."""
     h_, w_ = x.shape[2], x.shape[3]
     oh_, ow_ = out.shape[2], out.shape[3]
@@ -339,6 +352,17 @@ def _maxpool_general_forward(x, kernel, stride, pad, out, argmax):
                             arg = h * w_ + w if t else arg
                     outp[oh, ow] = best if arg >= 0 else -np.inf
                     argp[oh, ow] = arg
+            if relu:
+                _relu_plane(outp)
+
+
+@jit
+def _relu_plane(out):
+    """out = relu(out) in place, a plane (2-D) row by row."""
+    for h in range(out.shape[0]):
+        row = out[h]
+        for w in range(row.size):
+            row[w] = 0 if row[w] <= 0 else row[w]
 
 
 def _maxpool_driver(x, kernel, stride, pad, out):
@@ -557,21 +581,14 @@ def maxpool2d_forward_into(x, kernel, stride, pad, out, argmax, relu=False):
     driver, args = _maxpool_driver(x, kernel, stride, pad, out)
     work, small = out.size * kernel[0] * kernel[1], driver is _maxpool_small_forward
     threads = _threads(x.shape[0], work)
+    relu = bool(relu)                               # each plane's outputs, in the driver's call
     if small:                                       # a scratch plane per thread
         kernel, stride, pad, size = args
         scratch = np.empty((threads, size), x.dtype)
         args_for = lambda t, lo, hi: (x[lo:hi], kernel, stride, pad, out[lo:hi], argmax[lo:hi],  # noqa: E731
-                                      scratch[t])
+                                      scratch[t], relu)
     else:
-        args_for = lambda t, lo, hi: (x[lo:hi], *args, out[lo:hi], argmax[lo:hi])  # noqa: E731
-    if relu:                                        # each piece's outputs, while in cache
-        def pooled_relu(*piece):
-            driver(*piece)
-            flat = np.reshape(piece[-3] if driver is _maxpool_small_forward else piece[-2], -1,
-                              copy=False)
-            _relu_forward(flat, flat)
-        _by_samples(pooled_relu, x.shape[0], work, args_for, small)
-        return
+        args_for = lambda t, lo, hi: (x[lo:hi], *args, out[lo:hi], argmax[lo:hi], relu)  # noqa: E731
     _by_samples(driver, x.shape[0], work, args_for, small)
 
 
