@@ -64,7 +64,11 @@ def check(args) -> int:
             status = 1
             continue
         try:
-            _check_data(next(iter(nets.values())))     # one train section per file
+            first = next(iter(nets.values()))           # one train section per file
+            _check_data(first)
+            if first.train_config:                      # every setting as `cnnspec train` checks it
+                from cnnspec.train.config import resolve_config
+                resolve_config(first)
         except CnnSpecError as err:
             print(err.render(), file=sys.stderr)
             status = 1

@@ -56,6 +56,13 @@ CASES = {
                                    "missing `}` before `train`", "`{` at line 1, column 11"),
     "unclosed paren before block": (HEAD + "    conv(1, 3x3\nblock b() { relu }\n", 3, 9, 1,
                                     "unclosed `(`", "`)`"),
+    "misspelt network": ("netwrok N {\n    input v: 10\n}\n", 1, 1, 7, "unknown item `netwrok`",
+                         "did you mean `network`?"),
+    "unknown item": (HEAD + "}\nlayers {\n}\n", 4, 1, 6, "unknown item `layers`", "`train { ... }`"),
+    "else": ("block b(c) {\n    if c > 1 {\n        relu\n    } else {\n        tanh\n    }\n}\n" + HEAD
+             + "    b(2)\n}\n", 4, 7, 4, "`if` has no `else`", "the complementary condition"),
+    "a summary's layer name": (HEAD + "    conv(4, 3x3)\n    x = conv1 -> relu\n}\n", 4, 9, 5,
+                               "unknown name `conv1`", "bind the tensor first, e.g. `a = conv(...)`"),
     "two networks of one name": (HEAD + "}\n" + HEAD + "}\n", 4, 9, 1, "network `N` is defined twice", "line 1"),
     "two trains": (HEAD + "}\ntrain { }\ntrain { }\n", 5, 1, 9, "at most one `train`", "line 4"),
     "nesting": (HEAD + "    conv(" + "(" * 150 + "1" + ")" * 150 + ")\n}\n", 3, 108, 1,

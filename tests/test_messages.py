@@ -103,6 +103,25 @@ def test_check_reads_the_data_line(tmp_path, capsys, data, message, hint):
     assert (hint is None and "hint" not in err) or (hint is not None and hint in err)
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("optimizer = sgd(lr=-1)", "sgd's lr must be a positive finite number, got -1.0"),
+    ("optimizer = sgd(lr=0.1, momentum=-0.5)", "sgd's momentum must be a number >= 0, got -0.5"),
+    ("optimizer = adam(lr=0.1, betas=(0.9, 1.5))", "adam's betas must be two numbers in [0, 1), got (0.9, 1.5)"),
+    ("optimizer = adam(lr=0)", "adam's lr must be a positive finite number, got 0.0"),
+])
+def test_check_refuses_the_train_settings_train_refuses(tmp_path, capsys, setting, message):
+    """`check` passes a file only if `train` would accept its train section: the same error,
+    at the same line."""
+    spec = tmp_path / "n.cnn"
+    spec.write_text(f"network N {{\n    input x: 1x28x28\n    flatten -> dense(10)\n}}\ntrain {{\n"
+                    f"    data = shapes\n    {setting}\n}}\n")
+    assert main(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{spec}:7:5: error: {message}\n"), err
+    spec.write_text(spec.read_text().replace(setting, "optimizer = sgd(lr=0.1, momentum=0.9)"))
+    assert main(["check", str(spec)]) == 0
+
+
 def test_weights_of_another_network_point_at_partial(tmp_path, capsys):
     small = cnnspec.loads("network S {\n    input x: 1x32x32\n    conv(6, 5x5) -> relu -> maxpool(2)\n"
                           "    flatten -> dense(3)\n}\n")

@@ -22,6 +22,7 @@ Sizes of tensors (``in.channels``) are read by analysing the layers built so far
 from __future__ import annotations
 
 import operator
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -420,6 +421,11 @@ class Builder:
         elif expr.name in scope.params:
             what = "a constant" if expr.name in scope.constants else f"a parameter of block `{scope.block}`"
             hint = f"`{expr.name}` is {what}, a value, not a tensor"
+        else:
+            generated = re.fullmatch(r"([a-z_0-9]*[a-z_])(\d+)", expr.name)
+            if generated and generated[1] in self.kinds | self.blocks.keys():
+                hint = (f"`{expr.name}` is how summaries name a layer, not a name in the file: bind "
+                        f"the tensor first, e.g. `a = {generated[1]}(...)`, then write `a -> ...`")
         return self.fail(expr.pos, f"unknown name `{expr.name}`", hint=hint)
 
     def constant(self, statement: ast.Statement, scope: Scope):

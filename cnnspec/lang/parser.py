@@ -19,7 +19,7 @@ from pathlib import Path
 from lark import Lark, Token, Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
-from cnnspec.errors import CnnSpecError, Pos, error_at
+from cnnspec.errors import CnnSpecError, Pos, error_at, nearest
 from cnnspec.lang import ast, fastparse
 from cnnspec.layers.values import Size
 
@@ -429,6 +429,16 @@ def syntax_error(err: UnexpectedInput, text: str, file: str | None, postlex: Pos
     if in_train and tok.type == "NAME" and "_NL" in err.expected:
         return fail(pos, f"missing end of line before {describe_found(tok)}",
                     "each setting of the train section is `key = value` on a line of its own")
+    if innermost is None and tok.type == "NAME":      # where an item starts: a misspelt keyword?
+        guess = nearest(tok.value, ["network", "block", "train", "import"])
+        return fail(pos, f"unknown item `{tok.value}`",
+                    f"did you mean `{guess}`?" if guess else
+                    "a file holds `network NAME { ... }`, `block NAME(...) { ... }`, `train { ... }` "
+                    "and `import \"FILE\"` items")
+    if tok.type == "NAME" and tok.value == "else" and previous is not None and previous.type == "RBRACE":
+        return fail(pos, "`if` has no `else`",
+                    "write a second `if` with the complementary condition, e.g. `if not (...) { ... }` "
+                    "(a name may be bound in both bodies: only one runs)")
     if tok.type in ("NAME", "LPAR") and "_ARROW" in err.expected:
         return fail(pos, f"missing `->` before {describe_found(tok)}",
                     "steps of a chain are joined by `->`; a new statement starts on a new line")
