@@ -156,7 +156,11 @@ def test_cases_are_deterministic_and_cover_the_edges():
 
 def test_cases_keep_away_from_kinks_and_ties():
     for case in make_cases("relu_backward", 1, 5, "public"):
-        assert np.abs(case.args[1]).min() > 1e-3
+        x = case.args[1]
+        if case.kind == "zeros in the input":   # the one case with the kink, for layer-api.md's rule
+            assert np.count_nonzero(x == 0) == len(x.reshape(-1)[::3]) and np.abs(x[x != 0]).min() > 1e-3
+        else:
+            assert np.abs(x).min() > 1e-3
     for case in make_cases("maxpool2d_backward", 1, 5, "public"):
         values = np.sort(case.args[1].ravel())
         if case.kind == "ties":               # the one case made of ties, for layer-api.md's tie rule
@@ -471,6 +475,41 @@ def test_batch_gradebook_feedback_and_resume(classroom, tmp_path):
     again = run_batch(assignment, submissions, out, feedback=feedback, resume=True, grader=grader)
     assert again["graded"] == 1 and float(_rows(out)["bob"]["score"]) == 8
     assert not list(tmp_path.glob(".gradebook.csv.*"))                           # no temporary left
+
+
+def test_a_grader_failure_on_one_submission_spares_the_class(classroom, tmp_path):
+    """A bug of the grader's on one submission fails that student's row (saying so), not the
+    batch; resuming grades that submission again."""
+    assignment, submissions = classroom
+    out, feedback = tmp_path / "gradebook.csv", tmp_path / "feedback"
+    grader = Grader(load_assignment(assignment), reference=reference())
+    grade = grader.grade
+
+    def failing(path, **kwargs):
+        if "bob" in str(path):
+            raise TypeError("a bug")
+        return grade(path, **kwargs)
+
+    grader.grade = failing
+    summary = run_batch(assignment, submissions, out, feedback=feedback, grader=grader)
+    assert summary["graded"] == 4
+    rows = _rows(out)
+    assert rows["alice"]["score"] == "8.0" and float(rows["'=cmd()"]["score"]) == 8
+    assert float(rows["bob"]["score"]) == 0
+    assert rows["bob"]["status"].startswith("the grader failed on this submission (TypeError: a bug)")
+    assert "the grader failed on this submission" in (feedback / "bob.txt").read_text()
+    grader.grade = grade
+    again = run_batch(assignment, submissions, out, feedback=feedback, resume=True, grader=grader)
+    assert again["graded"] == 1 and _rows(out)["bob"]["status"] == "graded"
+
+
+def test_a_file_saved_with_a_byte_order_mark_is_graded(tmp_path):
+    """Windows editors start UTF-8 files with a BOM, which Python itself reads: so does the grader."""
+    assignment = small_assignment(tmp_path / "a", ["relu_forward", "dense_forward"])
+    path = tmp_path / "bom.py"
+    path.write_bytes(b"\xef\xbb\xbf" + SOLUTION.read_bytes())
+    result = Grader(load_assignment(assignment), reference=reference()).grade(path)
+    assert result.import_error is None and result.score == result.max_score, reports.text(result)
 
 
 def test_batch_resumes_after_an_interruption(classroom, tmp_path):

@@ -211,6 +211,40 @@ def test_hostile_frame_inspection(graded):
     rest_full(result, "relu_forward")
 
 
+def test_hostile_leak_hidden(place):
+    """What a report shows of a hidden case carries none of its inputs, whatever the code
+    chooses to put there: an exception class named after them is "an exception of its own
+    class", a refused file's path is left out, an exit status is not given."""
+    directory, assignment = place
+    grader = Grader(load_assignment(assignment), reference=reference())
+    problems = {p.name: p for p in grader.assignment.functions}
+    order = [case.visibility for case, _ in grader.cases(problems["sigmoid_forward"])]
+    exit_at = 2 * order.index("hidden") + 1            # a float64 and a float32 call a case
+    path = submission(directory, "hostile_leak_hidden", {"__EXIT_AT__": exit_at})
+    result = grader.grade(path)
+    shown = reports.text(result) + json.dumps(reports.gradescope(result)) + json.dumps(reports.prairielearn(result))
+    hidden = {name: [case.args for case, _ in grader.cases(problems[name]) if case.visibility == "hidden"]
+              for name in ("relu_forward", "relu_backward", "sigmoid_forward")}
+    for args in hidden["relu_forward"]:
+        x = args[0]
+        for first in (float(x.flat[0]), float(np.float32(x.flat[0]))):
+            tag = "S" + "_".join(map(str, x.shape)) + "_V" + ("%.4f" % first).replace("-", "m").replace(".", "p")
+            assert tag not in shown
+    def paths(visibility):                   # what relu_backward tries to open, both dtypes
+        return {f"shape={x.shape}/first={first!r}" for case, _ in grader.cases(problems["relu_backward"])
+                if case.visibility == visibility for x in [case.args[1]]
+                for first in (float(x.flat[0]), float(np.float32(x.flat[0])))}
+    assert paths("hidden") - paths("public")
+    for path in paths("hidden") - paths("public"):
+        assert path not in shown
+    assert "an exception of its own class in a hidden case" in shown
+    assert "forbidden file access (in a hidden case: what it named is not shown)" in result.violations
+    assert any("forbidden file access: reading /leak/" in v for v in result.violations)    # public: shown
+    [note] = [n for n in result.problem("sigmoid_forward").notes if "hidden case 1" in n]
+    assert "the process exited (os._exit() or a fatal error) in sigmoid_forward, hidden case 1" in note
+    assert "status" not in note and str(100 + hidden["sigmoid_forward"][0][0].shape[0]) not in note
+
+
 def test_hostile_bad_returns(graded):
     result, _ = graded["hostile_bad_returns"]
     expected = {"relu_forward": "out is an object of type Liar, not a NumPy array",

@@ -37,7 +37,13 @@ def graded(tmp_path_factory):
                         "    raise NotImplementedError\n")
     empty = directory / "empty.py"
     empty.write_text("import numpy as np\n")
-    paths = {"solution": SOLUTION, "template": template, "empty": empty,
+    loss_arrays = {}
+    for name, wrap in (("loss_in_array", "np.array([loss])"), ("three_losses", "np.array([loss] * 3)")):
+        loss_arrays[name] = directory / f"{name}.py"
+        loss_arrays[name].write_text(SOLUTION.read_text() + (
+            "\n\n_own_loss = softmax_cross_entropy\n\n\ndef softmax_cross_entropy(logits, y):\n"
+            f"    loss, dlogits = _own_loss(logits, y)\n    return {wrap}, dlogits\n"))
+    paths = {"solution": SOLUTION, "template": template, "empty": empty, **loss_arrays,
              "flipped": submission(directory, "mutant_kernel_flipped"),
              "onehot": submission(directory, "mutant_cross_entropy_gradient_without_onehot"),
              "loop": submission(directory, "hostile_infinite_loop")}
@@ -88,3 +94,15 @@ def test_a_hanging_function_fails_the_network_in_time(graded):
     for check in checks(result).values():
         assert not check.ok and "time limit exceeded in relu_forward" in check.messages[0]
     assert result.seconds < 15
+
+
+def test_a_loss_returned_in_an_array_is_graded(graded):
+    """A loss in a 1-element array is that number, as the function's own check takes it (its
+    shape check aside); three numbers fail the network's checks by name, and grading goes on."""
+    result = graded["loss_in_array"]
+    assert result.problem("lenet5").score == 30, reports.text(result)
+    result = graded["three_losses"]
+    failed = [c for c in checks(result).values() if c.passed < c.total]
+    assert failed and result.problem("lenet5").score < 30
+    assert any("backend `softmax_cross_entropy` returned an array of shape (3,) as the loss; expected one number"
+               in why for c in failed for why in c.messages), reports.text(result)

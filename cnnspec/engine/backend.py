@@ -131,7 +131,14 @@ def unpack(result, n, what):
 def loss_into(result, grad, what):
     loss, g = unpack(result, 2, what)
     put(grad, g, what)
-    return float(loss)
+    try:
+        value = np.asarray(loss)
+    except (TypeError, ValueError):              # e.g. a ragged list
+        value = None
+    if value is not None and value.size == 1 and value.dtype.kind in "fiu":
+        return float(value.reshape(()))          # a number, or one in an array of any shape
+    shown = f"an array of shape {value.shape}" if value is not None and value.ndim else type(loss).__name__
+    raise CnnSpecError(f"backend `{what}` returned {shown} as the loss; expected one number")
 
 
 class Given:

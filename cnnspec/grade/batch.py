@@ -208,8 +208,18 @@ def _die_with_parent(parent: int) -> None:
 
 def _grade_one(task: tuple) -> tuple:
     index, student, path = task
-    result = _GRADER.grade(Path(path), display_name=_display(student, Path(path)))
-    return index, {"result": result.to_dict(), "text": reports.text(result)}
+    return index, _graded(_GRADER, student, Path(path))
+
+
+def _graded(grader, student: str, path: Path) -> dict:
+    """The payload of one submission's grading; a failure of the grader itself on it (a bug:
+    submissions' own failures are in the report) fails that student's row, not the batch."""
+    try:
+        result = grader.grade(path, display_name=_display(student, path))
+    except Exception as exc:                   # noqa: BLE001 - the rest of the class is graded
+        why = f"the grader failed on this submission ({type(exc).__name__}: {exc}); grade it alone to see the traceback"
+        return {"result": None, "text": f"{student}: {why}\n", "why": why}
+    return {"result": result.to_dict(), "text": reports.text(result)}
 
 
 # -- the batch -----------------------------------------------------------------------------------
@@ -242,7 +252,7 @@ def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 
             except (OSError, ValueError):
                 record = None
             if record and record.get("sha256") == digest and record.get("assignment") == assignment_hash \
-                    and record.get("public_only") == public_only:
+                    and record.get("public_only") == public_only and record.get("result") is not None:
                 records[entry.student] = record
                 continue
         if entry.path is None:
@@ -265,8 +275,7 @@ def run_batch(assignment_path, directory, out, *, feedback=None, workers: int = 
 
             grader = Grader(assignment, public_only=public_only)
         for entry, digest in todo:
-            result = grader.grade(entry.path, display_name=_display(entry.student, entry.path))
-            finished(entry, digest, {"result": result.to_dict(), "text": reports.text(result)})
+            finished(entry, digest, _graded(grader, entry.student, entry.path))
     else:
         pool = multiprocessing.get_context("spawn").Pool(
             workers, initializer=_init_worker, initargs=(str(assignment.path), public_only, os.getpid()))
@@ -298,7 +307,7 @@ def _display(student: str, path: Path) -> str:
 def _save(state: Path, entry: Entry, digest, assignment_hash: str, public_only: bool, payload: dict) -> dict:
     record = {"student": entry.student, "submission": str(entry.path) if entry.path else None,
               "sha256": digest, "assignment": assignment_hash, "public_only": public_only,
-              "result": payload["result"], "text": payload["text"], "why": entry.why}
+              "result": payload["result"], "text": payload["text"], "why": payload.get("why", entry.why)}
     reports.write_atomic(state / f"{safe_name(entry.student)}.json", json.dumps(record))
     return record
 

@@ -24,7 +24,7 @@ EDGES = {
     "maxpool2d": ("overlapping windows", "padding", "non-square", "batch 1", "one channel", "ties"),
     "avgpool2d": ("overlapping windows", "padding", "non-square", "batch 1", "one channel"),
     "dense": ("batch 1", "no bias", "one input feature", "square weight"),
-    "relu": ("4-D input", "batch 1"),
+    "relu": ("4-D input", "batch 1", "zeros in the input"),
     "sigmoid": ("4-D input", "batch 1", "large inputs"),
     "tanh": ("4-D input", "batch 1", "large inputs"),
     "softmax": ("large inputs", "batch 1"),
@@ -202,6 +202,8 @@ def _elementwise(scale_large):
         elif kind == "large inputs":
             scale = scale_large
         x = _away_from_zero(rng.standard_normal(shape) * scale)
+        if kind == "zeros in the input":          # relu's gradient at x == 0 is 0 (layer-api.md)
+            x.reshape(-1)[::3] = 0.0
         return {"x": x}, shape
     return generate
 

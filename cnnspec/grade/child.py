@@ -201,8 +201,11 @@ def load_submission(path, display_name):
     module = types.ModuleType("submission")
     module.__file__ = display_name
     sys.modules["submission"] = module
-    with open(path, encoding="utf-8", errors="replace") as f:
-        source = f.read()
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):        # a BOM, as Windows editors save UTF-8 (the codec
+        data = data[3:]                         # utf-8-sig is not loaded, nor loadable, here)
+    source = data.decode("utf-8", errors="replace")
     try:
         exec(compile(source, display_name, "exec"), module.__dict__)
     except BaseException as exc:       # noqa: B036 -- SystemExit and KeyboardInterrupt too
@@ -299,6 +302,7 @@ def main():
     send({"status": "ready", "import_error": import_error, "defined": defined,
           "seconds": time.perf_counter() - started, "uid": os.getuid(),
           "violations": guard.violations})
+    reported = len(guard.violations)       # each reply carries the refusals of its own calls
 
     while True:
         try:
@@ -310,7 +314,8 @@ def main():
         func = module.__dict__.get(request["func"])
         replies = [call(func, request["func"], args, np, protocol.DTYPES, config["display_name"])
                    for args in request["calls"]]
-        send({"replies": replies, "violations": guard.violations})
+        send({"replies": replies, "violations": guard.violations[reported:]})
+        reported = len(guard.violations)
 
 
 def call(func, name, args, np, dtypes, display_name):

@@ -10,10 +10,12 @@ comparisons, the mutant diagnosis and the points. The sandbox only ever receives
 """
 from __future__ import annotations
 
+import builtins
 import copy
 import importlib
 import math
 import platform
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -95,7 +97,9 @@ class Runner:
         if self.import_output is None:     # what the first import printed: no case has run yet
             self.import_output = self.box.output_size()
 
-    def run(self, func: str, calls: list, timeout: float) -> list:
+    def run(self, func: str, calls: list, timeout: float, hidden: bool = False) -> list:
+        """The replies to ``calls``; ``hidden``: calls of a hidden case, whose refusals are
+        noted without what they named (a path or an address can carry the case's values)."""
         self.ensure()
         left = self.deadline - time.monotonic() if self.deadline is not None else timeout
         try:
@@ -105,11 +109,15 @@ class Runner:
                 self.fatal = self.time_message()
                 raise SandboxError("fatal", self.fatal) from None
             raise
-        self._note(reply.get("violations"))
+        self._note(reply.get("violations"), hidden)
         return reply["replies"]
 
-    def _note(self, violations) -> None:
+    def _note(self, violations, hidden: bool = False) -> None:
         for v in violations if isinstance(violations, list) else ():
+            if isinstance(v, str) and hidden:      # its kind only, from a fixed set of words
+                kind = next((k for k in ("forbidden import", "forbidden file access") if v.startswith(k)),
+                            "a forbidden operation")
+                v = f"{kind} (in a hidden case: what it named is not shown)"
             if isinstance(v, str) and v not in self.violations and len(self.violations) < 20:
                 self.violations.append(shorten(v, 300))
 
@@ -303,14 +311,20 @@ class Grader:
             if stop is None:
                 called = time.perf_counter()
                 try:
-                    replies = [runner.run(spec.name, [list(args)], timeout=limits.time_per_case)[0]
+                    replies = [runner.run(spec.name, [list(args)], timeout=limits.time_per_case,
+                                          hidden=case.visibility == "hidden")[0]
                                for args in (case.args, cast(case.args, np.float32))]
                 except SandboxError as exc:
                     if exc.kind == "fatal":
                         stop = f"not graded: {exc.message}"
                         result.notes.append(stop)
-                    else:
-                        stop = f"{exc.message}, {case.label}"
+                    else:                         # a hidden case: no exit status (the code
+                        message = exc.message         # chooses it: it could carry the inputs)
+                        if case.visibility == "hidden":
+                            message = re.sub(r"exited with status \d+", "exited", message)
+                            message = re.sub(r"killed by (?!SIGXCPU|SIGSEGV)\w+ \([^)]*\)",
+                                             "killed by a signal", message)
+                        stop = f"{message}, {case.label}"
                         result.notes.append(stop + "; the remaining cases of this function were not run")
                     runner.broken[spec.name] = stop
                 else:
@@ -531,7 +545,7 @@ class Grader:
             return True, "", False
         timeout = self.assignment.limits.time_per_case * max(1, math.ceil(len(calls) / 8))
         try:
-            replies = runner.run(forward.name, calls, timeout=timeout)
+            replies = runner.run(forward.name, calls, timeout=timeout, hidden=hidden)
         except SandboxError as exc:
             return False, exc.message, False
         values = []                                # per call, the forward's outputs (float64)
@@ -619,8 +633,10 @@ def _error_text(reply: dict, hidden: bool = False) -> str:
     if status == "error" and isinstance(reply.get("error"), dict):
         error = reply["error"]
         kind = str(error.get("type"))
-        if hidden:
-            return f"raised {kind if kind.isidentifier() else 'an exception'} in a hidden case"
+        if hidden:                     # a class of its own could be named after the inputs
+            builtin = isinstance(getattr(builtins, kind, None), type) and \
+                issubclass(getattr(builtins, kind), BaseException)
+            return f"raised {kind if builtin else 'an exception of its own class'} in a hidden case"
         line = f" ({line_text(error)})" if line_text(error) else ""
         return f"{shorten(error.get('message'), 400)}{line}"
     if status == "not_implemented":

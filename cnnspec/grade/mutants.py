@@ -432,6 +432,16 @@ def _(ref, dout, x):
     return dout * (dout > 0)
 
 
+relu_gradient_at_zero = mutant("relu_gradient_at_zero", """
+    Your ReLU gradient passes dout where x == 0: the gradient there is 0, as in PyTorch
+    (dx = dout where x > 0, and 0 where x <= 0).""")
+
+
+@relu_gradient_at_zero.on("relu_backward")
+def _(ref, dout, x):
+    return dout * (x >= 0)
+
+
 activation_gradient_from_input = mutant("activation_gradient_from_input", """
     Your gradient uses x where it should use the activation's output: sigmoid'(x) = s (1 - s)
     with s = sigmoid(x), and tanh'(x) = 1 - tanh(x)**2. The backward receives the forward's

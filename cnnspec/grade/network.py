@@ -138,7 +138,7 @@ def grade_network(grader, problem, runner) -> ProblemResult:
             ok, why = run()
         except (StudentFailure, SandboxError, CnnSpecError) as exc:
             ok, why = False, str(getattr(exc, "message", exc))
-        except (FloatingPointError, ValueError, ArithmeticError) as exc:
+        except (FloatingPointError, ValueError, ArithmeticError, TypeError) as exc:
             ok, why = False, f"{type(exc).__name__}: {exc}"
         check.record(ok, why)
 
