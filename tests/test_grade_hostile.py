@@ -307,10 +307,14 @@ def probe(tmp_path, guard: bool, big_mb: int = 0, limits: Limits | None = None) 
     path = submission(tmp_path, "probe_sandbox", {"__BIG__": big_mb, "__NEXT_TO_GRADER__": tmp_path / "x"})
     (tmp_path / "x").write_text("the grader's")
     with Sandbox(path, limits=limits or Limits(), guard=guard) as box:
-        box.start()
-        [reply] = box.call("relu_forward", [[np.zeros(2)]], timeout=20)["replies"]
-    assert reply["status"] == "error", reply
-    return json.loads(reply["error"]["message"].split(": ", 1)[1])
+        ready = box.start()
+        replies = [box.call(name, [[np.zeros(2)]], timeout=20)["replies"][0]
+                   for name in ("relu_forward", "sigmoid_forward")]
+    assert all(reply["status"] == "error" for reply in replies), replies
+    info = {"landlock": ready["landlock"]}
+    for reply in replies:
+        info.update(json.loads(reply["error"]["message"].split(": ", 1)[1]))
+    return info
 
 
 def test_the_child_is_unprivileged_alone_in_its_session_with_a_scrubbed_environment(tmp_path, monkeypatch):
@@ -346,6 +350,50 @@ def test_the_limits_hold_without_the_guard(tmp_path):
     if ROOT:
         assert info["kill_parent"].startswith("PermissionError")              # another user
         assert info["read_next_to_grader"].startswith("PermissionError") or "the grader's" in info["read_next_to_grader"]
+    if LANDLOCK:     # the kernel's file walls, for any user: what the guard refuses, it refuses too
+        assert info["landlock"] == LANDLOCK
+        for key in ("read_next_to_grader", "write_next_to_grader", "list_root"):
+            assert info[key].startswith("PermissionError"), (key, info[key])
+        assert not (tmp_path / "x.new").exists()
+        if LANDLOCK >= 4:                                                     # no TCP
+            assert info["connect"].startswith("PermissionError"), info["connect"]
+        if LANDLOCK >= 6:                                                     # signals scoped
+            assert info["kill_parent"].startswith("PermissionError")
+    else:
+        assert info["landlock"] == 0
+
+
+def _landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 without it (as the sandbox's child asks)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return max(0, libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))) if sys.platform == "linux" else 0
+
+
+LANDLOCK = _landlock_abi()
+
+
+def test_a_submission_that_disarms_the_guard_meets_the_kernels_walls(place, tmp_path):
+    """A submission that finds the guard through the frames and switches it off still reads
+    nothing outside the Python install and its folder, and writes nothing outside its folder,
+    where the kernel has Landlock (then the report of a run says so)."""
+    directory, assignment = place
+    secret = assignment.parent / ".secret"
+    outside = tmp_path / "written_by_a_student"
+    path = submission(tmp_path, "disarm_guard", {"__SECRET__": secret, "__OUTSIDE__": outside})
+    with Sandbox(path, limits=Limits()) as box:
+        ready = box.start()
+        [reply] = box.call("relu_forward", [[np.zeros(2)]], timeout=20)["replies"]
+    seen = json.loads(reply["error"]["message"].split(": ", 1)[1])
+    assert seen["disarmed"]                                   # the guard was found and switched off
+    assert ready["landlock"] == LANDLOCK
+    if LANDLOCK:
+        assert seen["secret"].startswith("PermissionError") and seen["assignment"].startswith("PermissionError")
+        assert seen["write"].startswith("PermissionError") and not outside.exists()
+    else:
+        assert not ROOT or seen["write"].startswith("PermissionError")      # another user's files
 
 
 def test_a_killed_grader_takes_its_sandbox_along(tmp_path):

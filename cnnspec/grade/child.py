@@ -111,6 +111,77 @@ def die_with_parent(parent_pid):
         raise SystemExit(1)
 
 
+# Landlock (Linux 5.13+): an unprivileged process restricts itself, for good, to the files it
+# names; the syscalls' numbers are the same on every architecture
+_LANDLOCK_CREATE, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT = 444, 445, 446
+_FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1, 2, 4, 8
+_FS_TRUNCATE = 1 << 14
+
+
+def restrict_files(read_roots):
+    """From here on this process (and anything it could start) may read only under
+    ``read_roots``, write only under its working directory (and /dev/null), open no TCP connection and
+    signal no process outside itself, as far as the kernel's Landlock ABI allows; enforced by
+    the kernel, whatever the submission does to the guard.  Returns the ABI used (0: no
+    Landlock here, e.g. an old kernel or a container that filters the calls)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    abi = libc.syscall(_LANDLOCK_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))   # the version
+    if abi < 1:
+        return 0
+    handled = (1 << 13) - 1                      # ABI 1: execute, read, write, make, remove ...
+    handled |= (1 << 13) if abi >= 2 else 0      # refer (link or rename across folders)
+    handled |= _FS_TRUNCATE if abi >= 3 else 0
+    handled |= (1 << 15) if abi >= 5 else 0      # ioctl on devices
+    fields = [handled]
+    if abi >= 4:
+        fields.append(3)                         # TCP bind and connect: no rule allows them
+    if abi >= 6:
+        fields.append(3)                         # scoped: abstract unix sockets, signals
+    attr = (ctypes.c_uint64 * len(fields))(*fields)
+    ruleset = libc.syscall(_LANDLOCK_CREATE, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
+                           ctypes.c_uint32(0))
+    if ruleset < 0:
+        return 0
+
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+    def allow(path, access):
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if not os.path.isdir(path):          # a file takes only the rights of files
+                access &= _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE
+            rule = PathBeneath(access & handled, fd)
+            if libc.syscall(_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(1),
+                            ctypes.byref(rule), ctypes.c_uint32(0)) < 0:
+                raise OSError(ctypes.get_errno(), f"landlock: cannot allow {path}")
+        finally:
+            os.close(fd)
+
+    try:
+        for root in read_roots:
+            allow(root, _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR)
+        for device in ("/dev/zero", "/dev/urandom", "/dev/random"):
+            allow(device, _FS_READ_FILE)
+        allow("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE | _FS_TRUNCATE)
+        allow(".", handled)      # the working directory, by itself: the sandbox user may not
+                                 # be able to walk the path to it (a private TMPDIR)
+        if libc.prctl(38, 1, 0, 0, 0) != 0:      # PR_SET_NO_NEW_PRIVS: required, and kept
+            raise OSError(ctypes.get_errno(), "landlock: no_new_privs")
+        if libc.syscall(_LANDLOCK_RESTRICT, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
+            raise OSError(ctypes.get_errno(), "landlock: restrict_self")
+    finally:
+        os.close(ruleset)
+    return abi
+
+
 class Guard:
     """Refuses what a submission must not do, and remembers each refusal for the report."""
 
@@ -291,6 +362,7 @@ def main():
     die_with_parent(config["parent"])
     workdir = os.path.realpath(os.getcwd())
     guard = Guard(config, workdir)
+    landlock = restrict_files(guard.read_roots) if config.get("walls") else 0
     if config.get("guard", True):
         sys.meta_path.insert(0, guard)
         sys.addaudithook(guard.audit)
@@ -300,7 +372,7 @@ def main():
     module, import_error = load_submission(config["submission"], config["display_name"])
     defined = sorted(k for k, v in module.__dict__.items() if callable(v) and not k.startswith("_"))
     send({"status": "ready", "import_error": import_error, "defined": defined,
-          "seconds": time.perf_counter() - started, "uid": os.getuid(),
+          "seconds": time.perf_counter() - started, "uid": os.getuid(), "landlock": landlock,
           "violations": guard.violations})
     reported = len(guard.violations)       # each reply carries the refusals of its own calls
 

@@ -207,7 +207,7 @@ class Sandbox:
                        "open_files": limits.open_files,
                        "memory_mb": None if self.trusted else limits.memory_mb,
                        "no_processes": not self.trusted},
-            "user": user, "guard": self.guard, "parent": os.getpid(),
+            "user": user, "guard": self.guard, "walls": not self.trusted, "parent": os.getpid(),
             "forbidden": [] if self.trusted else sorted(set(self.forbidden) | {"cnnspec", "ctypes", "_ctypes", "cffi"}),
             "deny": [] if self.trusted else _package_roots() + _framework_roots(self.forbidden),
         }

@@ -18,6 +18,14 @@ def _big_file():
     return os.path.getsize("big.bin")
 
 
+def _connect():
+    import socket
+    with socket.socket() as sock:            # a numeric address: no name lookup
+        sock.settimeout(2)
+        sock.connect(("127.0.0.1", 9))
+        return "connected"
+
+
 def relu_forward(x):
     info = {
         "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
@@ -32,3 +40,11 @@ def relu_forward(x):
         "big_file": _attempt(_big_file) if __BIG__ else None,
     }
     raise ValueError(json.dumps(info))
+
+
+def sigmoid_forward(x):
+    """The walls a kernel may add (Landlock), apart: relu_forward's message is near its length limit."""
+    raise ValueError(json.dumps({
+        "write_next_to_grader": _attempt(lambda: open("__NEXT_TO_GRADER__.new", "w").write("x")),
+        "list_root": _attempt(lambda: os.listdir("/")),
+        "connect": _attempt(_connect)}))
