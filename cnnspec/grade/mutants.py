@@ -172,6 +172,22 @@ _geometry(padding_one_side, (
     lambda s, p: (s, (p[0], 0)), lambda s, p: (s, (0, p[1])),
     lambda s, p: (s, (p[0], p[0])), lambda s, p: (s, (p[1], p[1])), lambda s, p: (s, (p[1], p[0]))))
 
+padding_off_by_one = mutant("padding_off_by_one", """
+    Your output equals the right one with a row and a column of zeros too many (or too few)
+    around the input, on every side or on one side of each axis: pad = (top, bottom, left,
+    right) gives exactly that many rows or columns of zeros, so that
+    OH = 1 + (H + top + bottom - KH) // sh.""")
+_geometry(padding_off_by_one, (
+    lambda s, p: (s, tuple(v + 1 for v in p)), lambda s, p: (s, tuple(max(v - 1, 0) for v in p)),
+    lambda s, p: (s, (p[0], p[1] + 1, p[2], p[3] + 1)), lambda s, p: (s, (p[0] + 1, p[1], p[2] + 1, p[3]))), (
+    lambda s, p: (s, tuple(v + 1 for v in p)), lambda s, p: (s, tuple(max(v - 1, 0) for v in p)),
+    lambda s, p: (s, (p[0], p[1] + 1)), lambda s, p: (s, (p[0] + 1, p[1]))))
+
+padding_order = mutant("padding_order", """
+    Your output equals the right one with the padding read as (top, left, bottom, right): the
+    order is pad = (top, bottom, left, right), the two numbers for the height first.""")
+_geometry(padding_order, (lambda s, p: (s, (p[0], p[2], p[1], p[3])),))
+
 stride_ignored = mutant("stride_ignored", """
     Your output equals the right one with stride 1: move the window sh rows down and sw columns
     right at each step, so that OH = 1 + (H + top + bottom - KH) // sh.""")
@@ -352,6 +368,18 @@ bias_missing = mutant("bias_missing", """
     Your output equals the right one without the bias: add b[f] to every output of filter (or
     unit) f -- f(sum of W * X + b); its gradient db[f] is the sum of dout over the batch and all
     positions.""")
+
+
+bias_first_only = mutant("bias_first_only", """
+    Your output adds one number, b[0], to the outputs of every filter (or unit): each filter f
+    has its own bias, b[f], added to all of its outputs.""")
+
+
+@bias_first_only.on("conv2d_forward", "conv1d_forward", "dense_forward")
+def _(ref, x, w, b, *geometry):
+    if b is None or b.size < 2:
+        raise ValueError("one bias or none: the same as the reference")
+    return _layer(ref, x, "forward")(x, w, None, *geometry) + b[0]
 
 
 @bias_missing.on("conv2d_forward", "conv1d_forward", "dense_forward")
