@@ -245,6 +245,19 @@ def test_hostile_leak_hidden(place):
     assert "status" not in note and str(100 + hidden["sigmoid_forward"][0][0].shape[0]) not in note
 
 
+def test_hostile_huge_output(graded):
+    """An output the child cannot copy into its reply is reported as that, with its size and the
+    limit, not as a process that exited; the other functions are graded."""
+    result, _ = graded["hostile_huge_output"]
+    problem = result.problem("relu_forward")
+    assert problem.score == 0
+    messages = [m for c in problem.checks for m in c.messages] + problem.notes
+    assert any("the output (488 MB) could not be sent back: no memory for a copy of it; the sandbox's "
+               "memory limit is 1024 MB" in m for m in messages), reports.text(result)
+    assert "exited with status" not in reports.text(result)
+    rest_full(result, "relu_forward")
+
+
 def test_hostile_bad_returns(graded):
     result, _ = graded["hostile_bad_returns"]
     expected = {"relu_forward": "out is an object of type Liar, not a NumPy array",

@@ -386,8 +386,35 @@ def main():
         func = module.__dict__.get(request["func"])
         replies = [call(func, request["func"], args, np, protocol.DTYPES, config["display_name"])
                    for args in request["calls"]]
-        send({"replies": replies, "violations": guard.violations[reported:]})
+        try:
+            send({"replies": replies, "violations": guard.violations[reported:]})
+        except MemoryError:                # the message is a copy of the outputs (and more)
+            megabytes = [_output_megabytes(r, np) for r in replies]
+            replies = None
+            send({"replies": [_too_large(mb, config["limits"].get("memory_mb")) for mb in megabytes],
+                  "violations": guard.violations[reported:]})
         reported = len(guard.violations)
+
+
+def _output_megabytes(reply, np):
+    """The size of a reply's arrays, in MB."""
+    total, stack = 0, [reply]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, np.ndarray):
+            total += v.nbytes
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return total / 2 ** 20
+
+
+def _too_large(megabytes, limit_mb):
+    limit = f"; the sandbox's memory limit is {limit_mb} MB" if limit_mb else ""
+    return {"status": "error", "error": {
+        "type": "MemoryError",
+        "message": f"the output ({megabytes:,.0f} MB) could not be sent back: no memory for a copy of it{limit}"}}
 
 
 def call(func, name, args, np, dtypes, display_name):
