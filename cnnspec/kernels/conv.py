@@ -1435,6 +1435,20 @@ def _backward_wide(dout, x, w, kernel, stride, pad, dilation, groups, dx, accumu
             _bias_grad_add(dout, n, dbp)
 
 
+@jit
+def _rowtap_backward_whole(dout, x, w, kernel, stride, pad, dilation, groups, dx, accumulate,
+                           need_dx, need_dw, need_db, mode, identity, rows, layout, wt, buf, n,
+                           ws, shared, per, strides, dw, db):
+    """The row-of-taps backward of the whole batch as one piece, in one call: the weights'
+    rows, ``_backward_rowtap``, the partials' sum (a training share's layer returns to Python
+    once, not three times)."""
+    _row_major_taps(w, wt)
+    _backward_rowtap(dout, x, w, kernel, stride, pad, dilation, groups, dx, accumulate, need_dx,
+                     need_dw, need_db, mode, identity, rows, layout, wt, buf, 0, n)
+    if need_dw or need_db:
+        _sum_partials(ws, shared, per, 1, layout, strides, dw, db, need_dw, need_db)
+
+
 _FORWARD = {IM2COL: _forward_im2col, ROWTAP: _forward_rowtap, GATHER: _forward_wide,
             KN2ROW: _forward_wide}
 _BACKWARD = {IM2COL: _backward_im2col, ROWTAP: _backward_rowtap, GATHER: _backward_wide,
@@ -1624,9 +1638,14 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     if plan.direct is not None:
         from cnnspec.kernels import conv_direct as D
         wt = _packed(wt, D.packed_shape(w.shape, plan.narrow))
-        D.pack_weights(w, wt)
         xp, end = plan.direct
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
+        if stride == (1, 1) and threads <= 1:    # one call (a training share's layer)
+            D.pack_and_forward(w, x, b, (kh, kw), pad, dilation, out, False, wt, offs,
+                               workspace[shared:shared + xp], workspace[shared + xp:shared + end],
+                               0, x.shape[0])
+            return
+        D.pack_weights(w, wt)
         if stride == (1, 1):
             run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
                 x, b, (kh, kw), pad, dilation, out, False, wt, offs,
@@ -1810,11 +1829,19 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dx is None:
             return
         dw = db = None
+    dx_ = empty4 if dx is None else dx
+    if plan.mode == ROWTAP and pieces == 1:     # one call (a training share's layer)
+        _rowtap_backward_whole(
+            dout, x, w, (kh, kw), stride, pad, dilation, groups, dx_, bool(accumulate),
+            dx is not None, dw is not None, db is not None, plan.mode, plan.identity, plan.rows,
+            plan.layout, wt, workspace[shared:shared + per], x.shape[0], workspace, shared, per,
+            _partial_strides(plan.mode, w.shape), empty4 if dw is None else dw,
+            empty1 if db is None else db)
+        return
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
     elif plan.mode == ROWTAP:
         _row_major_taps(w, wt)
-    dx_ = empty4 if dx is None else dx
     run_split(_BACKWARD[plan.mode], x.shape[0], threads, lambda t, lo, hi: (
         dout, x, w, (kh, kw), stride, pad, dilation, groups, dx_, bool(accumulate),
         dx is not None, dw is not None, db is not None, plan.mode, plan.identity, plan.rows,

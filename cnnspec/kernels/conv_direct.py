@@ -1166,3 +1166,11 @@ def _dw_lanes_sample(xp, dt, offs, pos, f_, dwt):
 def _add_to(a, i, lanes, v):
     """a[i:i + lanes] += v (a half vector)."""
     vstore(a, i, vadd(yload(a, i), v))
+
+
+@jit
+def pack_and_forward(w, x, b, kernel, pad, dilation, out, accumulate, wpk, offs, xp, wide, n0, n1):
+    """``pack_weights`` then ``forward_direct`` in one call: a layer on one thread (a training
+    share's) returns to Python once."""
+    pack_weights(w, wpk)
+    forward_direct(x, b, kernel, pad, dilation, out, accumulate, wpk, offs, xp, wide, n0, n1)
