@@ -195,9 +195,10 @@ _geometry(stride_ignored, (lambda s, p: ((1, 1), p),), (lambda s, p: ((1,), p),)
 
 
 padding_cropped_with_negative_end = mutant("padding_cropped_with_negative_end", """
-    Your dx is cut where a padding is 0: dx_pad[:, :, top:-bottom, left:-right] is empty along an
-    axis whose end padding is 0, since -0 == 0 makes the slice top:0. Crop with explicit ends:
-    dx_pad[:, :, top:top + H, left:left + W] (and x_pad[:, :, left:left + L] in 1-D).""")
+    Your dx (a transposed convolution's output) is cut where a padding is 0:
+    dx_pad[:, :, top:-bottom, left:-right] is empty along an axis whose end padding is 0, since
+    -0 == 0 makes the slice top:0. Crop with explicit ends: dx_pad[:, :, top:top + H,
+    left:left + W] (and x_pad[:, :, left:left + L] in 1-D).""")
 
 
 def _negative_end_crop(dxp, pad):
@@ -232,6 +233,16 @@ for _name in ("conv2d_backward", "conv1d_backward", "maxpool2d_backward", "avgpo
             raise ValueError("every padding is > 0: the crop is right")
         return (dx, *outputs[1:]) if len(outputs) > 1 else dx
     padding_cropped_with_negative_end.on(_name)(_impl)
+
+
+@padding_cropped_with_negative_end.on("conv_transpose2d_forward")
+def _(ref, x, w, b, stride, pad, output_pad):
+    """The full transposed convolution (no cropping) cut with negative ends."""
+    pad = tuple(int(p) for p in pad)
+    if all(pad[1::2]):
+        raise ValueError("every end padding is > 0: the crop is right")
+    full = ref.conv_transpose2d_forward(x, w, b, stride, (0, 0, 0, 0), output_pad)
+    return _negative_end_crop(full, pad)
 
 
 # -- pooling ----------------------------------------------------------------------------------
