@@ -74,6 +74,18 @@ def num_threads() -> int:
                            hint="unset it to use every core, or set it to 1 for one thread") from None
 
 
+_NONE = {}
+
+
+def none_array(dtype, ndim: int = 1) -> np.ndarray:
+    """A 0-element array of ``dtype`` and ``ndim`` axes, made once: what a compiled kernel is
+    given for an argument its caller leaves out (numba types None apart, a compile each)."""
+    key = (np.dtype(dtype), ndim)
+    if key not in _NONE:
+        _NONE[key] = np.zeros((0,) * ndim, dtype)
+    return _NONE[key]
+
+
 def alone(steps) -> None:
     """Run ``steps`` (zero-argument callables) in order on this thread with :func:`num_threads` 1:
     the kernels they call neither split nor reserve workspace for other threads.  The engine's

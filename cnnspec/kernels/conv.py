@@ -79,7 +79,7 @@ import sys
 import numpy as np
 
 from cnnspec.kernels._blas import gemm
-from cnnspec.kernels._jit import jit, num_threads, piece_count, run_split, sum64
+from cnnspec.kernels._jit import jit, none_array, num_threads, piece_count, run_split, sum64
 from cnnspec.layers.base import output_size
 
 # Chunk sizes (measured): kn2row (and rowtap) products whose output and input panels,
@@ -1524,13 +1524,11 @@ def _partial_strides(mode, w_shape):
 # hand-offs).
 _PARALLEL_MACS = 1 << 22
 _FORWARD_PIECES = 2
-_EMPTY = {}                     # dtype -> (empty 1-D, empty 4-D): stand-ins for None
 
 
 def _empty(dtype):
-    if dtype not in _EMPTY:
-        _EMPTY[dtype] = (np.zeros(0, dtype), np.zeros((0, 0, 0, 0), dtype))
-    return _EMPTY[dtype]
+    """(empty 1-D, empty 4-D): stand-ins for None."""
+    return none_array(dtype, 1), none_array(dtype, 4)
 
 
 def _threads(n, macs):

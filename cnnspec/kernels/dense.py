@@ -8,7 +8,8 @@ Each product is one BLAS call; large ones are split over threads by blocks of ou
 import numpy as np
 
 from cnnspec.kernels._blas import gemm
-from cnnspec.kernels._jit import jit, num_threads, run_split
+from cnnspec.kernels._jit import jit, none_array, num_threads, run_split
+from cnnspec.kernels.activation import _relu_backward, _relu_forward
 
 _PARALLEL_MACS = 1 << 23          # products below this run on one thread: measured (2 cores, wall
 # clock, 2 threads against 1): LeNet-5's 64x400x120 (3.1M multiply-adds) 0.67x forward and 0.54x
@@ -58,15 +59,16 @@ def dense_forward_into(x, w, b, out, relu=False):
     m = w.shape[1]
     threads = _threads(n * m * d, m)
     if threads == 1:                   # one call: a share's step returns to Python once a layer
-        _forward_one(x.reshape(-1), w.reshape(-1), _or_empty(b, x.dtype), out.reshape(-1), n, m,
-                     d, bool(relu))
+        _forward_one(x.reshape(-1), w.reshape(-1), none_array(x.dtype) if b is None else b,
+                     out.reshape(-1), n, m, d, bool(relu))
         return
     _gemm_threads(False, False, n, m, d, x.reshape(-1), d, w.reshape(-1), m, 0.0,
                   out.reshape(-1), m, threads)
     if b is not None:
         _add_bias(out, b)
     if relu:
-        _relu_in_place(out.reshape(-1))
+        flat = out.reshape(-1)
+        _relu_forward(flat, flat)
 
 
 def dense_backward_into(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, masked=None):
@@ -78,15 +80,15 @@ def dense_backward_into(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, m
     m = w.shape[1]
     macs = n * m * d
     if _threads(macs, d) == 1 and _threads(macs, m) == 1:
-        empty = _or_empty(None, x.dtype)
+        empty = none_array(x.dtype)
         _backward_one(dout.reshape(-1), x.reshape(-1), w.reshape(-1), n, m, d,
                       empty if dx is None else dx.reshape(-1), 1.0 if accumulate else 0.0,
-                      empty if dw is None else dw.reshape(-1), _or_empty(db, x.dtype),
-                      np.zeros(0 if db is None else m), _or_empty(relu_y, x.dtype).reshape(-1),
+                      empty if dw is None else dw.reshape(-1), empty if db is None else db,
+                      np.zeros(0 if db is None else m), empty if relu_y is None else relu_y.reshape(-1),
                       empty if relu_y is None else masked.reshape(-1))
         return
     if relu_y is not None:
-        _relu_mask(dout.reshape(-1), relu_y.reshape(-1), masked.reshape(-1))
+        _relu_backward(dout.reshape(-1), relu_y.reshape(-1), masked.reshape(-1), False)
         dout = masked
     g = dout.reshape(-1)
     if dx is not None:
@@ -99,37 +101,16 @@ def dense_backward_into(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, m
         _bias_grad(dout, db, np.zeros(m))
 
 
-_EMPTY = {}
-
-
-def _or_empty(a, dtype):
-    """``a``, or for None a 0-element array of ``dtype`` (the one-call kernels' "not given")."""
-    if a is not None:
-        return a
-    if dtype not in _EMPTY:
-        _EMPTY[dtype] = np.zeros(0, dtype)
-    return _EMPTY[dtype]
-
-
 @jit
 def _forward_one(a, w, bias, c, n, m, d, relu):
     """One thread's dense forward in one call (flat row-major arrays): c (n, m) = a (n, d) @
     w (d, m) + bias (0 elements: none), then its relu (``relu``), in the order and with the
     roundings of the separate calls (``_add_bias``, ``activation._relu_forward``)."""
     gemm(False, False, n, m, d, 1.0, a, d, w, m, 0.0, c, m)
-    if bias.size and relu:
-        for i in range(n):
-            row = c[i * m:(i + 1) * m]
-            for j in range(m):
-                v = row[j] + bias[j]
-                row[j] = 0 if v <= 0 else v
-    elif bias.size:
-        for i in range(n):
-            row = c[i * m:(i + 1) * m]
-            for j in range(m):
-                row[j] += bias[j]
-    elif relu:
-        _relu_in_place(c)
+    if bias.size:
+        _add_bias(c.reshape(n, m), bias)
+    if relu:
+        _relu_forward(c, c)
 
 
 @jit
@@ -138,8 +119,7 @@ def _backward_one(g, a, w, n, m, d, dx, beta, dw, db, acc, relu_y, masked):
     computed): with ``relu_y``, g masked by relu_y > 0 into ``masked`` first; dx (n, d) = g @
     w.T + beta dx, dw (d, m) = a.T @ g, db = column sums of g (in float64 ``acc``, m zeros)."""
     if relu_y.size:
-        for k in range(masked.size):
-            masked[k] = 0 if relu_y[k] <= 0 else g[k]
+        _relu_backward(g, relu_y, masked, False)
         src = masked
     else:
         src = g
@@ -148,22 +128,4 @@ def _backward_one(g, a, w, n, m, d, dx, beta, dw, db, acc, relu_y, masked):
     if dw.size:
         gemm(True, False, d, m, n, 1.0, a, d, src, m, 0.0, dw, m)
     if db.size:
-        for i in range(n):
-            row = src[i * m:(i + 1) * m]
-            for j in range(m):
-                acc[j] += row[j]
-        for j in range(m):
-            db[j] = acc[j]
-
-
-@jit
-def _relu_in_place(c):
-    for k in range(c.size):
-        c[k] = 0 if c[k] <= 0 else c[k]
-
-
-@jit
-def _relu_mask(g, y, out):
-    """out = g where y > 0, else 0 (relu's backward from its output y)."""
-    for k in range(out.size):
-        out[k] = 0 if y[k] <= 0 else g[k]
+        _bias_grad(src.reshape(n, m), db, acc)

@@ -38,8 +38,8 @@ block it is the two-pass arithmetic exactly.  Evaluation splits by channels (no 
 """
 import numpy as np
 
-from cnnspec.kernels._jit import (jit, jit_inline, jit_sum, memory_pieces, num_threads, run_split,
-                                  sum64)
+from cnnspec.kernels._jit import (jit, jit_inline, jit_sum, memory_pieces, none_array, num_threads,
+                                  run_split, sum64)
 from cnnspec.kernels._simd import (vadd, vfill, vfma, vhsum, vkeep_relu, vkeep_relu6, vsub, vwiden,
                                    yload, ylanes, yzero)
 
@@ -299,8 +299,6 @@ def _grad_samples(g, x, mean, y, six, coef, gamma, invstd, dx, accumulate, n0, n
 
 # -- entry points ------------------------------------------------------------------------------
 
-_EMPTY = {}
-
 
 def _ncs(a):
     return a.reshape(a.shape[0], a.shape[1], -1)
@@ -364,11 +362,7 @@ def _by_samples(fn, x3, *args):
               pieces=memory_pieces(n, threads, 2 * x3.size) if threads > 1 else None)
 
 
-def _empty(dtype, ndim):
-    key = (np.dtype(dtype), ndim)
-    if key not in _EMPTY:
-        _EMPTY[key] = np.zeros((0,) * ndim, dtype)
-    return _EMPTY[key]
+_empty = none_array
 
 
 def batchnorm_forward_train_into(x, gamma, beta, eps, momentum, running_mean, running_var, out,

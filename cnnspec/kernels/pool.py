@@ -16,6 +16,7 @@ Samples are independent: big tensors are split over threads by samples (``run_sp
 import numpy as np
 
 from cnnspec.kernels._jit import jit, memory_pieces, num_threads, run_split, sum64
+from cnnspec.kernels.activation import _relu_forward
 
 _ROW_RUNS = 16                    # 2x2 stride-2 rows of this many outputs or more: a row at a
                                   # time (_maxpool_2x2_s2_forward); shorter: planes at a time
@@ -286,8 +287,7 @@ def _maxpool_2x2_s2_planes(x, sh, out, argmax, relu):
                                                 runs[c3 + u], corner[u], w_)
         if relu:
             group_out = of[o:o + k]
-            for e in range(group_out.size):
-                group_out[e] = 0 if group_out[e] <= 0 else group_out[e]
+            _relu_forward(group_out, group_out)
 
 
 @jit
@@ -358,11 +358,9 @@ def _maxpool_general_forward(x, kernel, stride, pad, out, argmax, relu):
 
 @jit
 def _relu_plane(out):
-    """out = relu(out) in place, a plane (2-D) row by row."""
+    """out = relu(out) in place, a plane (2-D) row by row (activation's kernel)."""
     for h in range(out.shape[0]):
-        row = out[h]
-        for w in range(row.size):
-            row[w] = 0 if row[w] <= 0 else row[w]
+        _relu_forward(out[h], out[h])
 
 
 def _maxpool_driver(x, kernel, stride, pad, out):
