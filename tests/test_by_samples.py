@@ -200,12 +200,17 @@ network Norms {
 """
 
 
+@pytest.mark.parametrize("spins", [None, 0], ids=["spinning", "sleeping"])
 @pytest.mark.parametrize("n, threads", [(16, 2), (8, 4), (2, 2), (40, 2)])
-def test_batchnorm_shares_meet_for_the_statistics(shares, n, threads):
+def test_batchnorm_shares_meet_for_the_statistics(shares, monkeypatch, n, threads, spins):
     """Every share's batchnorm waits for the others' partial sums: the running statistics of
     the first batchnorm (on the input itself) are those of one thread bit for bit (the same
     blocks' sums in the same order), the others' and the steps equal to rounding (a share's
-    kernels are chosen for its size; the parameter gradients are sums in shares)."""
+    kernels are chosen for its size; the parameter gradients are sums in shares).  Spinning,
+    the shares meet inside the batchnorm's compiled call; without spinning (``CNNSPEC_SPIN_US``
+    0) every share but the last to come finishes the step after sleeping."""
+    if spins is not None:
+        monkeypatch.setattr(_jit, "_spin_count", spins)
     def train(frozen=()):
         model = _model(BN_NET)
         model.set_trainable(list(frozen), False)
@@ -257,13 +262,17 @@ def test_a_share_that_fails_releases_the_others(shares, monkeypatch):
     itself (not the others' broken wait), and the next step runs."""
     from cnnspec import kernels as K
 
-    partials, fail = K.batchnorm_partials_into, [True]
+    maker, fail = K.batchnorm_share_forward_step, [True]
 
-    def failing(x, part, batch=None, first=0):
-        if first and fail[0]:
-            raise FloatingPointError("share 2 failed")
-        partials(x, part, batch, first)
-    monkeypatch.setattr(K, "batchnorm_partials_into", failing)
+    def failing(*args):
+        step, first = maker(*args), args[12]
+
+        def failing_step():
+            if first and fail[0]:
+                raise FloatingPointError("share 2 failed")
+            step()
+        return failing_step
+    monkeypatch.setattr(K, "batchnorm_share_forward_step", failing)
 
     def run():
         model = _model(BN_NET)

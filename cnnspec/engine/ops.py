@@ -22,9 +22,9 @@ class NodeContext:
     """What an op is built from: the node's config, its input and output buffers, parameters;
     for an op of one share of the batch (``plan.BySamples``), ``whole`` is the whole batch's op,
     ``rows`` the share's samples [lo, hi) (its per-sample buffers are rows of the whole op's) and
-    ``meet()`` returns once every share has called it (batchnorm's batch statistics)."""
+    ``barrier`` is where the shares meet (``_jit.Barrier``: batchnorm's batch statistics)."""
 
-    def __init__(self, name, node, xs, y, params, state, model, whole=None, rows=None, meet=None):
+    def __init__(self, name, node, xs, y, params, state, model, whole=None, rows=None, barrier=None):
         self.name = name
         self.op = node["op"]
         self.config = node["config"]
@@ -33,7 +33,7 @@ class NodeContext:
         self.params = params            # {name: array} views into the model's parameters
         self.state = state              # {name: array} (batchnorm running statistics)
         self.model = model
-        self.whole, self.rows, self.meet = whole, rows, meet
+        self.whole, self.rows, self.barrier = whole, rows, barrier
 
 
 def as4d(a):
@@ -380,18 +380,11 @@ class BatchNorm(Op):
     def _share_forward(self, y, relu, relu6):
         """A share's training forward: its blocks' partials, the meeting, then the statistics of
         the whole batch (the first share updates the running ones) and its samples' output."""
-        x, eps, momentum, mean, invstd = self.x, self.eps, self.momentum, self.mean, self.invstd
-        gamma, beta = self.c.params["weight"], self.c.params["bias"]
         rm, rv = ((self.c.state["running_mean"], self.c.state["running_var"]) if self.first == 0
                   else (None, None))
-        part, batch, first, meet = self.part, self.batch, self.first, self.c.meet
-        partials, finish = K.batchnorm_partials_into, K.batchnorm_forward_from_partials
-
-        def step():
-            partials(x, part, batch, first)
-            meet()
-            finish(x, gamma, beta, eps, momentum, rm, rv, y, mean, invstd, part, batch, relu, relu6)
-        return step
+        return K.batchnorm_share_forward_step(
+            self.x, self.c.params["weight"], self.c.params["bias"], self.eps, self.momentum, rm, rv,
+            y, self.mean, self.invstd, self.part, self.batch, self.first, self.c.barrier, relu, relu6)
 
     def backward(self, dy, dxs, grads, relu_y=None, relu6=False):
         """``relu_y``: the output of a relu (``relu6``: relu6) fused with this op
@@ -413,17 +406,11 @@ class BatchNorm(Op):
     def _share_backward(self, dy, dx, acc, dgamma, dbeta, relu_y, relu6):
         """A share's training backward: its blocks' sums, the meeting, then its samples' dx; the
         first share writes dgamma and dbeta of the whole batch (the others' copies stay 0)."""
-        x, gamma, mean, invstd = self.x, self.c.params["weight"], self.mean, self.invstd
-        part, batch, first, meet = self.part_grad, self.batch, self.first, self.c.meet
-        if first:
+        if self.first:
             dgamma = dbeta = None
-        partials, finish = K.batchnorm_grad_partials_into, K.batchnorm_backward_from_partials
-
-        def step():
-            partials(dy, x, mean, part, batch, first, relu_y, relu6)
-            meet()
-            finish(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, part, batch, acc, relu_y, relu6)
-        return step
+        return K.batchnorm_share_backward_step(
+            dy, self.x, self.c.params["weight"], self.mean, self.invstd, dx, dgamma, dbeta,
+            self.part_grad, self.batch, self.first, self.c.barrier, acc, relu_y, relu6)
 
     def backward_eval(self, dy, dxs):
         """Through the running statistics (a fixed affine map per channel)."""

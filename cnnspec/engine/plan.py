@@ -631,7 +631,7 @@ class BySamples:
                 node = graph.nodes[name]
                 ctx = NodeContext(name, node, [act[i] for i in node["inputs"]], act[name],
                                   model.params.get(name, {}), model.state.get(name, {}), model,
-                                  whole=whole, rows=(lo, hi), meet=self.barrier.wait)
+                                  whole=whole, rows=(lo, hi), barrier=self.barrier)
                 ops[name] = type(whole)(ctx)
             return lo, hi, act, ops
 

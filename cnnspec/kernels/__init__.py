@@ -99,6 +99,12 @@ Batch normalisation (x (N, C, *spatial) per channel, or (N, D) per feature):
                                      batch=None, accumulate=False, relu_y=None, relu6=False)
         each share writes its blocks' partials, then (after every share has) the second half
         for its samples; share_blocks(batch, lo, hi) says whether [lo, hi) is whole blocks.
+    batchnorm_share_forward_step(x, gamma, beta, eps, momentum, running_mean, running_var, out,
+                                 mean, invstd, part, batch, first, barrier, relu=False, relu6=False)
+    batchnorm_share_backward_step(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, part, batch,
+                                  first, barrier, accumulate=False, relu_y=None, relu6=False)
+        the two halves and the meeting (barrier: a _jit.Barrier of the shares) as one step, a
+        function of no arguments, on the share's own thread; one compiled call each way.
 
 Dropout, merges:
     dropout_forward_into(x, mask, p, out)               out = x * mask / (1 - p); mask bool
@@ -228,7 +234,8 @@ from cnnspec.kernels.merge import (  # noqa: E402
 from cnnspec.kernels.norm import (  # noqa: E402
     batchnorm_backward_eval_into, batchnorm_backward_from_partials, batchnorm_backward_into,
     batchnorm_forward_eval_into, batchnorm_forward_from_partials, batchnorm_forward_train_into,
-    batchnorm_grad_partials_into, batchnorm_partials_into, share_blocks)
+    batchnorm_grad_partials_into, batchnorm_partials_into, batchnorm_share_backward_step,
+    batchnorm_share_forward_step, share_blocks)
 from cnnspec.kernels.pool import (  # noqa: E402
     avgpool2d_backward_into, avgpool2d_forward_into, global_avgpool_backward_into,
     global_avgpool_forward_into, global_maxpool_backward_into, global_maxpool_forward_into,

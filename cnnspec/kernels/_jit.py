@@ -268,49 +268,121 @@ def _spin_while(signals, slot, value, equal, spins, tell=-1, told=-1):
     return False
 
 
+@intrinsic
+def _compare_exchange(typingctx, array, index, expected, value):
+    """``array[index] = value`` if it holds ``expected`` (int64, sequentially consistent);
+    returns what it held."""
+    def codegen(context, builder, signature, args):
+        pair = builder.cmpxchg(_item(context, builder, signature, args), args[2], args[3],
+                               "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 0)
+    return types.int64(array, index, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _fetch_add(typingctx, array, index, value):
+    """``array[index] += value`` (int64, sequentially consistent); returns what it held."""
+    def codegen(context, builder, signature, args):
+        return builder.atomic_rmw("add", _item(context, builder, signature, args), args[2], "seq_cst")
+    return types.int64(array, index, types.int64), codegen
+
+
+# a Barrier's signals (int64, a 64-byte line apart): the rounds it completed (-1: broken), the
+# parties arrived in the round under way, the parties asleep waiting
+_ROUND, _ARRIVED, _SLEEPERS = 0, 8, 16
+# what an arrival (_arrive) came to, besides the round it stopped spinning in
+MET, MET_NOTIFY, BROKEN = -1, -2, -3
+
+
+@jit
+def _arrive(signals, parties, spins):
+    """One party's arrival at a Barrier's ``signals``: ``MET`` once every party came (the last
+    to come lets the others go), ``MET_NOTIFY`` when it let them go and one sleeps
+    (``Barrier.settle`` wakes it), ``BROKEN``; or, after ``spins`` turns, the round it waits
+    for (``Barrier.settle`` sleeps).  Compiled, so a kernel can meet the others inside one call
+    (``norm.batchnorm_share_forward``)."""
+    number = _load_acquire(signals, _ROUND)
+    if number < 0:
+        return BROKEN
+    if _fetch_add(signals, _ARRIVED, 1) + 1 == parties:
+        _store_release(signals, _ARRIVED, 0)          # before the round: no one arrives earlier
+        if _compare_exchange(signals, _ROUND, number, number + 1) != number:
+            return BROKEN
+        return MET_NOTIFY if _fetch_add(signals, _SLEEPERS, 0) > 0 else MET
+    if not _spin_while(signals, _ROUND, number, True, spins):
+        return number
+    return BROKEN if _load_acquire(signals, _ROUND) < 0 else MET
+
+
+@jit
+def _compare_signal(signals, slot, expected, value):
+    """``_compare_exchange`` for Python."""
+    return _compare_exchange(signals, slot, expected, value)
+
+
+@jit
+def _add_signal(signals, slot, add):
+    """``signals[slot] += add`` atomically (0: a read); what it holds then.  For Python."""
+    return _fetch_add(signals, slot, add) + add
+
+
 class Barrier:
     """``threading.Barrier``'s ``wait``, ``abort``, ``reset`` and ``broken`` for ``parties``
-    threads, whose waiters spin (``_spin_while``) before they sleep: the shares of a training step
-    meet at every batchnorm, each way (``plan.BySamples``), and a waiter woken from sleep started
-    55-60 us late on the 2-core virtual machine of the measurements.  A broken barrier (``abort``) raises
+    threads, whose waiters spin in compiled code before they sleep: the shares of a training
+    step meet at every batchnorm, each way (``plan.BySamples``), and a waiter woken from sleep
+    started 55-60 us late on the 2-core virtual machine of the measurements.  A kernel can also
+    arrive itself (``_arrive`` on ``signals``, then ``settle`` with what it came to): the
+    batchnorm's share steps compute their partial sums, meet and normalise in one compiled call,
+    so that the two shares, leaving the meeting together, do not both ask for the GIL (the one
+    that waits for it sleeps; in ResNet-8's step on two threads the meetings and the calls after
+    them cost each share ~4 ms of 45).  A broken barrier (``abort``) raises
     ``threading.BrokenBarrierError`` in every waiter, as threading's does."""
 
     def __init__(self, parties: int):
-        self.parties, self.broken = parties, False
-        self._count = 0                               # arrivals of the current round
-        self._round = np.zeros(1, np.int64)           # rounds completed (-1: broken)
+        self.parties = parties
+        self.signals = np.zeros(_SLEEPERS + 8, np.int64)
         self._cond = threading.Condition()
 
+    @property
+    def broken(self) -> bool:
+        return _add_signal(self.signals, _ROUND, 0) < 0
+
     def wait(self) -> None:
-        cond = self._cond
-        with cond:
-            if self.broken:
-                raise threading.BrokenBarrierError
-            number = int(self._round[0])
-            self._count += 1
-            if self._count == self.parties:           # the last to arrive lets them all go
-                self._count = 0
-                self._round[0] = number + 1
-                cond.notify_all()
-                return
-        if not _spin_while(self._round, 0, number, True, _spins()):
-            with cond:
-                cond.wait_for(lambda: self._round[0] != number)
-        if self._round[0] < 0:
+        self.settle(_arrive(self.signals, self.parties, _spins()))
+
+    def settle(self, came) -> None:
+        """What is left of an arrival that came to ``came`` (``_arrive``'s value): sleep until
+        the round ``came`` ends, wake the sleepers, or raise for a broken barrier."""
+        if came == MET:
+            return
+        if came == MET_NOTIFY:
+            with self._cond:
+                self._cond.notify_all()
+            return
+        if came >= 0:
+            signals = self.signals
+            _add_signal(signals, _SLEEPERS, 1)       # before the round is read: seen, or woken
+            try:
+                with self._cond:
+                    self._cond.wait_for(lambda: _add_signal(signals, _ROUND, 0) != came)
+            finally:
+                _add_signal(signals, _SLEEPERS, -1)
+        if self.broken:
             raise threading.BrokenBarrierError
 
     def abort(self) -> None:
         """Break the barrier: every thread waiting at it, or coming to it, raises."""
         with self._cond:
-            self.broken, self._count = True, 0
-            self._round[0] = -1
+            while True:                               # the round to -1, unless a party moves it on
+                number = _add_signal(self.signals, _ROUND, 0)
+                if number < 0 or _compare_signal(self.signals, _ROUND, number, -1) == number:
+                    break
             self._cond.notify_all()
 
     def reset(self) -> None:
         """Whole again (no thread may be waiting)."""
         with self._cond:
-            self.broken, self._count = False, 0
-            self._round[0] = 0
+            self.signals[:] = 0
 
 
 _spin_count = None

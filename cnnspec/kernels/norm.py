@@ -38,8 +38,8 @@ block it is the two-pass arithmetic exactly.  Evaluation splits by channels (no 
 """
 import numpy as np
 
-from cnnspec.kernels._jit import (jit, jit_inline, jit_sum, memory_pieces, none_array, num_threads,
-                                  run_split, sum64)
+from cnnspec.kernels._jit import (MET, MET_NOTIFY, _arrive, _spins, jit, jit_inline, jit_sum,
+                                  memory_pieces, none_array, num_threads, run_split, sum64)
 from cnnspec.kernels._simd import (vadd, vfill, vfma, vhsum, vkeep_relu, vkeep_relu6, vsub, vwiden,
                                    yload, ylanes, yzero)
 
@@ -405,6 +405,94 @@ def batchnorm_forward_from_partials(x, gamma, beta, eps, momentum, running_mean,
                    float(momentum), update, running_mean, running_var, mean, invstd)
     _by_samples(_affine_samples, x3, x3, gamma, beta, mean, invstd, out3,
                 2 if relu6 else 1 if relu else 0)
+
+
+@jit
+def _share_forward(x, part, n_, first, nb, b0, b1, signals, parties, spins, eps, momentum, update,
+                   running_mean, running_var, mean, invstd, gamma, beta, out, act):
+    """A share's training forward in one call: its blocks' partials, the meeting (``_arrive``)
+    and, once every share came, the statistics and its samples' output; what the meeting came
+    to (``_jit.Barrier.settle``)."""
+    _stats_blocks(x, part, n_, first, nb, b0, b1)
+    came = _arrive(signals, parties, spins)
+    if came == MET or came == MET_NOTIFY:
+        _combine_stats(part, n_, x.shape[2], eps, momentum, update, running_mean, running_var,
+                       mean, invstd)
+        _affine_samples(x, gamma, beta, mean, invstd, out, act, 0, x.shape[0])
+    return came
+
+
+@jit
+def _share_backward(g, x, mean, y, six, part, n_, first, nb, b0, b1, signals, parties, spins,
+                    gamma, invstd, dgamma, dbeta, coef, dx, need_dx, accumulate):
+    """A share's training backward in one call: its blocks' sums, the meeting and, once every
+    share came, dgamma, dbeta (empty: not written) and its samples' dx."""
+    _grad_sums_blocks(g, x, mean, y, six, part, n_, first, nb, b0, b1)
+    came = _arrive(signals, parties, spins)
+    if came == MET or came == MET_NOTIFY:
+        _combine_grads(part, n_, x.shape[2], gamma, invstd, dgamma, dbeta, coef)
+        if need_dx:
+            _grad_samples(g, x, mean, y, six, coef, gamma, invstd, dx, accumulate, 0, x.shape[0])
+    return came
+
+
+def batchnorm_share_forward_step(x, gamma, beta, eps, momentum, running_mean, running_var, out,
+                                 mean, invstd, part, batch, first, barrier, relu=False,
+                                 relu6=False):
+    """A share's training forward as one step (a function of no arguments) for a thread of
+    its own: ``batchnorm_partials_into``, ``barrier.wait()`` and
+    ``batchnorm_forward_from_partials`` with these arguments, checked once, run as one compiled
+    call where the meeting takes no sleep (``_jit.Barrier``); the same arithmetic."""
+    x3, out3 = _ncs(x), _ncs(out)
+    batch, (b0, b1) = _own_blocks(x3, batch, first)
+    _check_part(part, batch, x3.shape[1])
+    update = running_mean is not None
+    if not update:
+        running_mean = running_var = _empty(x.dtype, 1)
+    eps, momentum, act, nb = float(eps), float(momentum), 2 if relu6 else 1 if relu else 0, part.shape[0]
+    signals, parties = barrier.signals, barrier.parties
+
+    def step():
+        came = _share_forward(x3, part, batch, first, nb, b0, b1, signals, parties, _spins(), eps,
+                              momentum, update, running_mean, running_var, mean, invstd, gamma,
+                              beta, out3, act)
+        if came != MET:
+            barrier.settle(came)                     # asleep until the others came, or raises
+            if came >= 0:
+                _combine_stats(part, batch, x3.shape[2], eps, momentum, update, running_mean,
+                               running_var, mean, invstd)
+                _affine_samples(x3, gamma, beta, mean, invstd, out3, act, 0, x3.shape[0])
+    return step
+
+
+def batchnorm_share_backward_step(dout, x, gamma, mean, invstd, dx, dgamma, dbeta, part, batch,
+                                  first, barrier, accumulate=False, relu_y=None, relu6=False):
+    """A share's training backward as one step: ``batchnorm_grad_partials_into``,
+    ``barrier.wait()`` and ``batchnorm_backward_from_partials`` (as
+    ``batchnorm_share_forward_step``)."""
+    x3, g3 = _ncs(x), _ncs(dout)
+    y3 = _empty(x.dtype, 3) if relu_y is None else _ncs(relu_y)
+    batch, (b0, b1) = _own_blocks(x3, batch, first)
+    _check_part(part, batch, x3.shape[1])
+    empty1 = _empty(x.dtype, 1)
+    dgamma = empty1 if dgamma is None else dgamma
+    dbeta = empty1 if dbeta is None else dbeta
+    dx3, need_dx = (x3, False) if dx is None else (_ncs(dx), True)
+    coef, six, accumulate, nb = np.empty((x3.shape[1], 2)), bool(relu6), bool(accumulate), part.shape[0]
+    signals, parties = barrier.signals, barrier.parties
+
+    def step():
+        came = _share_backward(g3, x3, mean, y3, six, part, batch, first, nb, b0, b1, signals,
+                               parties, _spins(), gamma, invstd, dgamma, dbeta, coef, dx3, need_dx,
+                               accumulate)
+        if came != MET:
+            barrier.settle(came)
+            if came >= 0:
+                _combine_grads(part, batch, x3.shape[2], gamma, invstd, dgamma, dbeta, coef)
+                if need_dx:
+                    _grad_samples(g3, x3, mean, y3, six, coef, gamma, invstd, dx3, accumulate, 0,
+                                  x3.shape[0])
+    return step
 
 
 def batchnorm_forward_eval_into(x, gamma, beta, eps, running_mean, running_var, out):
