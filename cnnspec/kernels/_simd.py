@@ -295,6 +295,21 @@ def vadd_wide(typingctx, acc, index, v):
     return types.none(acc, index, v), codegen
 
 
+@intrinsic
+def vload_like(typingctx, arr, index, like):
+    """A vector of ``like``'s type (its lanes unused) from arr[index:] (arr of its dtype, no
+    bounds check): a kernel's accumulators kept in an array between loops."""
+    if not (isinstance(like, Vec) and arr.dtype == like.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vptr = builder.bitcast(_pointer(context, builder, sig, args, 0, 1),
+                               context.get_value_type(like).as_pointer())
+        return builder.load(vptr, align=arr.dtype.bitwidth // 8)
+
+    return like(arr, index, like), codegen
+
+
 def _widened(v):
     return Vec(types.float64, v.lanes * 8)
 

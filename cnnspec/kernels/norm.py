@@ -40,8 +40,8 @@ import numpy as np
 
 from cnnspec.kernels._jit import (MET, MET_NOTIFY, _arrive, _spins, jit, jit_inline, jit_sum,
                                   memory_pieces, none_array, num_threads, run_split, sum64)
-from cnnspec.kernels._simd import (vadd, vfill, vfma, vhsum, vkeep_relu, vkeep_relu6, vsub, vwiden,
-                                   yload, ylanes, yzero)
+from cnnspec.kernels._simd import (vadd, vfill, vfma, vhsum, vkeep_relu, vkeep_relu6, vload_like,
+                                   vstore, vsub, vwiden, yload, ylanes, yzero)
 
 _PARALLEL_SIZE = 1 << 16
 
@@ -136,15 +136,46 @@ def _backward(dout, x, gamma, mean, spread, eps, train, dx, dgamma, dbeta, need_
 
 
 @jit_sum
-def _block_centred_square_sum(x, c, n0, n1, mu):
-    """sum over samples n0 <= n < n1 of channel c of (x - mu)^2, float64."""
+def _centred_square_sum(xs, mu):
+    """sum of (xs - mu)^2 over a plane, float64."""
     t = 0.0
-    for n in range(n0, n1):
-        xs = x[n, c]
-        for e in range(xs.size):
-            d = xs[e] - mu
-            t += d * d
+    for e in range(xs.size):
+        d = xs[e] - mu
+        t += d * d
     return t
+
+
+@jit_inline
+def _plane_sums(xs, gs, ys, relu, six, mu, muv, sv, tv, s, t):
+    """One plane's terms added to the running sums of g and g * (x - mu) (_block_centred_sums):
+    the lanes' (sv, tv) and, for the plane's last elements, the scalars' (s, t)."""
+    lanes = ylanes(xs)
+    size = xs.size
+    full = size - size % lanes
+    if relu and six:
+        for e in range(0, full, lanes):
+            gw = vwiden(vkeep_relu6(yload(gs, e), yload(ys, e)))
+            sv = vadd(sv, gw)
+            tv = vfma(tv, gw, vsub(vwiden(yload(xs, e)), muv))
+    elif relu:
+        for e in range(0, full, lanes):
+            gw = vwiden(vkeep_relu(yload(gs, e), yload(ys, e)))
+            sv = vadd(sv, gw)
+            tv = vfma(tv, gw, vsub(vwiden(yload(xs, e)), muv))
+    else:
+        for e in range(0, full, lanes):
+            gw = vwiden(yload(gs, e))
+            sv = vadd(sv, gw)
+            tv = vfma(tv, gw, vsub(vwiden(yload(xs, e)), muv))
+    for e in range(full, size):
+        v = np.float64(gs[e])
+        if relu and six:
+            v = v if (ys[e] > 0) & (ys[e] < 6) else 0.0
+        elif relu:
+            v = 0.0 if ys[e] <= 0 else v
+        s += v
+        t += v * (np.float64(xs[e]) - mu)
+    return sv, tv, s, t
 
 
 @jit
@@ -158,55 +189,36 @@ def _block_centred_sums(x, c, n0, n1, mu, g, y, six):
     the same numbers in the same order (the same bits), and g is loaded whatever y (a load under
     the condition compiled to masked loads).  Against the loops LLVM vectorised with
     reassociation: 1.3-1.5x on ResNet-8's and MobileNetV2-S's layers."""
-    lanes = ylanes(x)
     relu = y.size > 0
     sv = tv = vwiden(yzero(x))
     muv = vfill(sv, mu)
     s = t = 0.0
     for n in range(n0, n1):
-        xs, gs = x[n, c], g[n, c]
-        ys = y[n, c] if relu else gs
-        size = xs.size
-        full = size - size % lanes
-        if relu and six:
-            for e in range(0, full, lanes):
-                gw = vwiden(vkeep_relu6(yload(gs, e), yload(ys, e)))
-                sv = vadd(sv, gw)
-                tv = vfma(tv, gw, vsub(vwiden(yload(xs, e)), muv))
-        elif relu:
-            for e in range(0, full, lanes):
-                gw = vwiden(vkeep_relu(yload(gs, e), yload(ys, e)))
-                sv = vadd(sv, gw)
-                tv = vfma(tv, gw, vsub(vwiden(yload(xs, e)), muv))
-        else:
-            for e in range(0, full, lanes):
-                gw = vwiden(yload(gs, e))
-                sv = vadd(sv, gw)
-                tv = vfma(tv, gw, vsub(vwiden(yload(xs, e)), muv))
-        for e in range(full, size):
-            v = np.float64(gs[e])
-            if relu and six:
-                v = v if (ys[e] > 0) & (ys[e] < 6) else 0.0
-            elif relu:
-                v = 0.0 if ys[e] <= 0 else v
-            s += v
-            t += v * (np.float64(xs[e]) - mu)
+        sv, tv, s, t = _plane_sums(x[n, c], g[n, c], y[n, c] if relu else g[n, c], relu, six, mu,
+                                   muv, sv, tv, s, t)
     return vhsum(sv) + s, vhsum(tv) + t
 
 
 @jit
 def _stats_blocks(x, part, n_, first, nb, b0, b1):
     """part[b, c] = (mean, centred sum of squares) of channel c over block b's samples (of a
-    batch of n_; x holds its samples from ``first`` on)."""
+    batch of n_; x holds its samples from ``first`` on): two passes over the block, each in
+    memory order, sample by sample and channel by channel (by channels, every plane began a
+    page the prefetcher had not seen: 32x64x8x8 float32, 0.045 -> 0.032 ms; 256x1024 features,
+    1.4 -> 0.6 ms), the second centred on the first's mean."""
     for b in range(b0, b1):
         n0, n1 = b * n_ // nb - first, (b + 1) * n_ // nb - first
         for c in range(x.shape[1]):
-            total = 0.0
-            for n in range(n0, n1):
-                total += sum64(x[n, c])
-            mu = total / ((n1 - n0) * x.shape[2])
-            part[b, c, 0] = mu
-            part[b, c, 1] = _block_centred_square_sum(x, c, n0, n1, mu)
+            part[b, c, 0] = 0.0
+            part[b, c, 1] = 0.0
+        for n in range(n0, n1):
+            for c in range(x.shape[1]):
+                part[b, c, 0] += sum64(x[n, c])
+        for c in range(x.shape[1]):
+            part[b, c, 0] /= (n1 - n0) * x.shape[2]
+        for n in range(n0, n1):
+            for c in range(x.shape[1]):
+                part[b, c, 1] += _centred_square_sum(x[n, c], part[b, c, 0])
 
 
 @jit
@@ -259,13 +271,35 @@ def _affine_samples(x, gamma, beta, mean, invstd, out, act, n0, n1):
 @jit
 def _grad_sums_blocks(g, x, mean, y, six, part, n_, first, nb, b0, b1):
     """part[b, c] = the sums of g and g * (x - mean) over block b's samples of channel c (of a
-    batch of n_; x, g and y hold its samples from ``first`` on)."""
+    batch of n_; x, g and y hold its samples from ``first`` on): _block_centred_sums' sums, the
+    same bits, but read in memory order, sample by sample and channel by channel, each
+    channel's running sums kept in an array between its planes.  By
+    channels, every plane began a page the prefetcher had not seen: on MobileNetV2-S's
+    32x96x32x32 float32 layer after a relu6, 3.4 -> 1.6 ms on one thread; ResNet-8's
+    32x64x8x8, 0.075 -> 0.033 ms."""
+    relu = y.size > 0
+    zero = vwiden(yzero(x))
+    lanes = ylanes(x)
+    acc = np.empty((x.shape[1], 2 * lanes + 2))
     for b in range(b0, b1):
         n0, n1 = b * n_ // nb - first, (b + 1) * n_ // nb - first
+        acc[:] = 0.0
+        for n in range(n0, n1):
+            for c in range(x.shape[1]):
+                run = acc[c]
+                mu = mean[c]
+                sv, tv, s, t = _plane_sums(x[n, c], g[n, c], y[n, c] if relu else g[n, c], relu,
+                                           six, mu, vfill(zero, mu), vload_like(run, 0, zero),
+                                           vload_like(run, lanes, zero), run[2 * lanes],
+                                           run[2 * lanes + 1])
+                vstore(run, 0, sv)
+                vstore(run, lanes, tv)
+                run[2 * lanes] = s
+                run[2 * lanes + 1] = t
         for c in range(x.shape[1]):
-            s, t = _block_centred_sums(x, c, n0, n1, mean[c], g, y, six)
-            part[b, c, 0] = s
-            part[b, c, 1] = t
+            run = acc[c]
+            part[b, c, 0] = vhsum(vload_like(run, 0, zero)) + run[2 * lanes]
+            part[b, c, 1] = vhsum(vload_like(run, lanes, zero)) + run[2 * lanes + 1]
 
 
 @jit
