@@ -1576,6 +1576,31 @@ def test_batchnorm_fused_relu6(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(16, 3, 5, 7), (8, 96, 32, 32), (12, 7), (9, 4, 3, 1)], ids=str)
+def test_batchnorm_block_sums_in_memory_order_are_the_channel_order_bits(shape, dtype):
+    """The backward's block sums read sample by sample (norm._grad_sums_blocks) add the same
+    numbers in the same order as the sums channel by channel (norm._block_centred_sums): bit for
+    bit, plain, after a relu and after a relu6, with planes that end in a partial vector."""
+    from cnnspec.kernels import norm
+
+    rng = np.random.default_rng(11)
+    n, c = shape[0], shape[1]
+    x3 = (rng.standard_normal(shape) * 3 + 1).astype(dtype).reshape(n, c, -1)
+    g3 = rng.standard_normal(x3.shape).astype(dtype)
+    y3 = (rng.standard_normal(x3.shape) * 4 + 2).astype(dtype)
+    mean = rng.standard_normal(c)
+    nb = min(n, 8)
+    for y, six in ((np.empty((0, 0, 0), dtype), False), (y3, False), (y3, True)):
+        part = np.full((nb, c, 2), np.nan)
+        norm._grad_sums_blocks(g3, x3, mean, y, six, part, n, 0, nb, 0, nb)
+        for b in range(nb):
+            for ch in range(c):
+                expect = norm._block_centred_sums(x3, ch, b * n // nb, (b + 1) * n // nb, mean[ch],
+                                                  g3, y, six)
+                assert (part[b, ch, 0], part[b, ch, 1]) == expect, (b, ch, six, y.size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", BN_SHAPES[:3], ids=str)
 def test_batchnorm_evaluation(shape, dtype):
     c = shape[1]
