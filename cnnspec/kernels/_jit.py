@@ -300,7 +300,7 @@ def _arrive(signals, parties, spins):
     to come lets the others go), ``MET_NOTIFY`` when it let them go and one sleeps
     (``Barrier.settle`` wakes it), ``BROKEN``; or, after ``spins`` turns, the round it waits
     for (``Barrier.settle`` sleeps).  Compiled, so a kernel can meet the others inside one call
-    (``norm.batchnorm_share_forward``)."""
+    (``norm.batchnorm_share_forward_step``)."""
     number = _load_acquire(signals, _ROUND)
     if number < 0:
         return BROKEN

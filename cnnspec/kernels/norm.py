@@ -33,7 +33,8 @@ are combined in block order (Chan's pairwise update for the variance), and a sec
 samples writes the output: the results depend on the batch, never on the threads.  The two
 halves are also entry points (``batchnorm_partials_into``, ``batchnorm_forward_from_partials``
 and the backward's): the engine's shares of a batch (``plan.BySamples``), one per thread, each
-write their blocks' partials, meet, and each normalise their samples.  With one
+write their blocks' partials, meet, and each normalise their samples, the three in one compiled
+call each way (``batchnorm_share_forward_step``, ``batchnorm_share_backward_step``).  With one
 block it is the two-pass arithmetic exactly.  Evaluation splits by channels (no reduction).
 """
 import numpy as np
@@ -273,10 +274,9 @@ def _grad_sums_blocks(g, x, mean, y, six, part, n_, first, nb, b0, b1):
     """part[b, c] = the sums of g and g * (x - mean) over block b's samples of channel c (of a
     batch of n_; x, g and y hold its samples from ``first`` on): _block_centred_sums' sums, the
     same bits, but read in memory order, sample by sample and channel by channel, each
-    channel's running sums kept in an array between its planes.  By
-    channels, every plane began a page the prefetcher had not seen: on MobileNetV2-S's
-    32x96x32x32 float32 layer after a relu6, 3.4 -> 1.6 ms on one thread; ResNet-8's
-    32x64x8x8, 0.075 -> 0.033 ms."""
+    channel's running sums kept in an array between its planes.  By channels, every plane
+    began a page the prefetcher had not seen: on MobileNetV2-S's 32x96x32x32 float32 layer
+    after a relu6, 3.4 -> 1.6 ms on one thread; ResNet-8's 32x64x8x8, 0.075 -> 0.033 ms."""
     relu = y.size > 0
     zero = vwiden(yzero(x))
     lanes = ylanes(x)
