@@ -432,3 +432,58 @@ def test_no_memory_for_the_shares_trains_layer_by_layer(shares, monkeypatch):
     monkeypatch.setattr(plan_module, "available_memory", lambda: used + 1)
     plan = shares(build, 2)
     assert plan.training("cross_entropy").shares is None          # and the step ran
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_steps_bound_once_write_what_the_calls_write(monkeypatch, dtype):
+    """``conv2d_forward_step`` / ``conv2d_backward_step`` (a training share's layer): where the
+    plan is one compiled call on one thread, that call is bound with its arguments (LeNet-5's
+    convolutions), and the step writes what ``conv2d_forward_into`` / ``conv2d_backward_into``
+    write, bit for bit, again on new values of the same buffers; a plan of several calls (a
+    strided layer) or several threads keeps the call itself."""
+    from cnnspec import kernels as K
+    from cnnspec.kernels import reference as R
+
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 6, 14, 14)).astype(dtype)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(dtype)
+    b = rng.standard_normal(16).astype(dtype)
+    geo = ((1, 1), (0, 0, 0, 0), (1, 1), 1)
+    out_shape = K.conv2d_output_shape(x.shape, w.shape, geo[0], geo[1])
+    ws = np.zeros(K.conv2d_workspace_size(x.shape, w.shape, *geo), dtype)
+    out, out2 = np.empty(out_shape, dtype), np.empty(out_shape, dtype)
+    dout = rng.standard_normal(out_shape).astype(dtype)
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+    dx2, dw2, db2 = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+
+    def bound(step):
+        return "kernel" in step.__code__.co_freevars
+
+    steps = []
+    _jit.alone([lambda: steps.extend([K.conv2d_forward_step(x, w, b, *geo, out, ws),
+                                      K.conv2d_backward_step(dout, x, w, *geo, dx, dw, db, ws)])])
+    assert bound(steps[0]) and bound(steps[1])
+    for _ in range(2):
+        _jit.alone(steps)
+        _jit.alone([lambda: K.conv2d_forward_into(x, w, b, *geo, out2, ws),
+                    lambda: K.conv2d_backward_into(dout, x, w, *geo, dx2, dw2, db2, ws)])
+        for a, e in ((out, out2), (dx, dx2), (dw, dw2), (db, db2)):
+            assert np.array_equal(a, e)
+        x[...] = rng.standard_normal(x.shape)
+        dout[...] = rng.standard_normal(dout.shape)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    x[...] = rng.standard_normal(x.shape)                   # the last values, against NumPy
+    dout[...] = rng.standard_normal(dout.shape)
+    _jit.alone(steps)
+    rdx, rdw, rdb = R.conv2d_backward(dout, x, w, b, *geo[:3])
+    for a, e in ((out, R.conv2d_forward(x, w, b, *geo[:3])), (dx, rdx), (dw, rdw), (db, rdb)):
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * np.abs(e).max())
+    strided = ((2, 2), (1, 1, 1, 1), (1, 1), 1)
+    ws2 = np.zeros(K.conv2d_workspace_size(x.shape, w.shape, *strided), dtype)
+    out3 = np.empty(K.conv2d_output_shape(x.shape, w.shape, strided[0], strided[1]), dtype)
+    assert not bound(K.conv2d_forward_step(x, w, b, *strided, out3, ws2))      # several calls
+    big = rng.standard_normal((64, 6, 32, 32)).astype(dtype)                  # two threads
+    ws3 = np.zeros(K.conv2d_workspace_size(big.shape, w.shape, *geo), dtype)
+    out4 = np.empty(K.conv2d_output_shape(big.shape, w.shape, geo[0], geo[1]), dtype)
+    assert not bound(K.conv2d_forward_step(big, w, b, *geo, out4, ws3))

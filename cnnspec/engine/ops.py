@@ -112,8 +112,11 @@ class Conv(Op):
         self.ws = None                  # the plan's shared workspace, set before steps are made
 
     def forward(self, training):
-        f, x, w, b, y, ws = K.conv2d_forward_into, self.x4, self.w, self.b, self.y4, self.ws
+        x, w, b, y, ws = self.x4, self.w, self.b, self.y4, self.ws
         s, p, d, g = self.stride, self.pad, self.dilation, self.groups
+        if self.c.whole is not None:        # a share's layer, on its thread alone: bound once
+            return K.conv2d_forward_step(x, w, b, s, p, d, g, y, ws)
+        f = K.conv2d_forward_into
         return lambda: f(x, w, b, s, p, d, g, y, ws)
 
     def backward(self, dy, dxs, grads):
@@ -122,8 +125,11 @@ class Conv(Op):
         db = grads.get("bias") if grads else None
         if dx is None and dw is None:
             return None
-        f, x, w, dy, dx, ws = K.conv2d_backward_into, self.x4, self.w, as4d(dy), as4d(dx), self.ws
+        x, w, dy, dx, ws = self.x4, self.w, as4d(dy), as4d(dx), self.ws
         s, p, d, g = self.stride, self.pad, self.dilation, self.groups
+        if self.c.whole is not None:
+            return K.conv2d_backward_step(dy, x, w, s, p, d, g, dx, dw, db, ws, acc)
+        f = K.conv2d_backward_into
         return lambda: f(dy, x, w, s, p, d, g, dx, dw, db, ws, acc)
 
 

@@ -38,6 +38,9 @@ Convolution (cross-correlation; groups and dilation supported):
     conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,
                          accumulate=False)
         dx (N, C, H, W) or None; dw like w or None; db (F,) or None
+    conv2d_forward_step(...), conv2d_backward_step(...)   (the same arguments)
+        the call as a function of no arguments for a thread of its own (a training share's
+        layer): where the plan chosen then is one compiled call, that call, bound once.
 
 Pooling (out's spatial size is given by the caller; padding never wins a max; avg divides by the
 window clipped to the padded input, like PyTorch count_include_pad=True, also in ceil mode;
@@ -222,8 +225,8 @@ from cnnspec.kernels.activation import (  # noqa: E402
     sigmoid_backward_into, sigmoid_forward_into, softmax_backward_into, softmax_forward_into,
     tanh_backward_into, tanh_forward_into)
 from cnnspec.kernels.conv import (  # noqa: E402
-    conv2d_backward_into, conv2d_forward_into, conv2d_output_shape, conv2d_workspace_size,
-    conv_output_size)
+    conv2d_backward_into, conv2d_backward_step, conv2d_forward_into, conv2d_forward_step,
+    conv2d_output_shape, conv2d_workspace_size, conv_output_size)
 from cnnspec.kernels.dense import dense_backward_into, dense_forward_into  # noqa: E402
 from cnnspec.kernels.loss import (  # noqa: E402
     bce_loss_into, cross_entropy_positions_into, l1_loss_into, mse_loss_into, sigmoid_bce_into,

@@ -1584,6 +1584,61 @@ def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
     return plan
 
 
+def _forward_route(plan, x, stride, threads):
+    """Which of its kernels the forward runs for ``plan``: "wino", "c5", "lanes", "slanes",
+    "direct" (by pieces), "direct one" (one call on one thread: a training share's layer), or
+    None (the plan's mode, by pieces)."""
+    if plan.wino is not None:
+        return "wino"
+    if plan.c5 is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
+        return "c5"
+    if plan.lanes is not None:
+        return "lanes"
+    if plan.slanes:
+        return "slanes"
+    if plan.direct is not None:
+        return "direct one" if tuple(stride) == (1, 1) and threads <= 1 else "direct"
+    return None
+
+
+def _forward_setup(x, w, b, stride, pad, dilation, groups, out, workspace):
+    """(route, plan, threads, b) of a forward that is not depthwise (b None: an empty bias)."""
+    f_, cg, kh, kw = w.shape
+    threads = _threads(x.shape[0], out.size * cg * kh * kw)
+    plan = _plan_for(x, w, stride, pad, dilation, groups, workspace, threads)
+    return (_forward_route(plan, x, stride, threads), plan, threads,
+            _empty(x.dtype)[0] if b is None else b)
+
+
+def _direct_one_call(x, w, b, pad, dilation, out, workspace, plan):
+    """(kernel, arguments) of the direct forward in one call: pack the weights, then every
+    sample (``conv_direct.pack_and_forward``)."""
+    from cnnspec.kernels import conv_direct as D
+    f_, cg, kh, kw = w.shape
+    shared = plan.shared
+    xp, end = plan.direct
+    offs = D.window_offsets(x.shape, (kh, kw), (1, 1), pad, dilation, cg * kh * kw)
+    wt = _packed(workspace[:shared], D.packed_shape(w.shape, plan.narrow))
+    return D.pack_and_forward, (w, x, b, (kh, kw), pad, dilation, out, False, wt, offs,
+                                workspace[shared:shared + xp], workspace[shared + xp:shared + end],
+                                0, x.shape[0])
+
+
+def conv2d_forward_step(x, w, b, stride, pad, dilation, groups, out, workspace):
+    """``conv2d_forward_into`` with these arguments as a step, a function of no arguments, for a
+    thread of its own (a training share's layer, run ``_jit.alone``): where the plan chosen now
+    is one compiled call, that call with its arguments bound once, so that the layer's Python
+    (the plan's lookup and checks, 10-20 us a call) is not run again: two shares take the GIL in
+    turn between their kernels (LeNet-5 at batch 64 on two threads, its four convolutions bound:
+    1.05-1.07x); else the call itself."""
+    if not _is_depthwise(x.shape, w.shape, groups):
+        route, plan, _, b_ = _forward_setup(x, w, b, stride, pad, dilation, groups, out, workspace)
+        if route == "direct one":
+            kernel, args = _direct_one_call(x, w, b_, pad, dilation, out, workspace, plan)
+            return lambda: kernel(*args)
+    return lambda: conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace)
+
+
 def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
     """out (N, F, OH, OW) = conv2d(x, w) + b.  See the package docstring for conventions."""
     if _is_depthwise(x.shape, w.shape, groups):
@@ -1592,13 +1647,14 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
                                _empty(x.dtype)[0])
         return
     f_, cg, kh, kw = w.shape
-    threads = _threads(x.shape[0], out.size * cg * kh * kw)
-    plan = _plan_for(x, w, stride, pad, dilation, groups, workspace, threads)
-    if b is None:
-        b = _empty(x.dtype)[0]
+    route, plan, threads, b = _forward_setup(x, w, b, stride, pad, dilation, groups, out, workspace)
+    if route == "direct one":
+        kernel, args = _direct_one_call(x, w, b, pad, dilation, out, workspace, plan)
+        kernel(*args)
+        return
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
-    if plan.wino is not None:
+    if route == "wino":
         from cnnspec.kernels import conv_big
         u, base = _line_base(workspace, shared)
         u = _packed(u, conv_big.weights_shape(cg, f_, plan.narrow))
@@ -1608,12 +1664,12 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
             workspace[base + t * per:base + t * per + plan.wino], plan.wino_hwc[0], lo, hi),
             dynamic=True, per_thread=_FORWARD_PIECES)
         return
-    if plan.c5 is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
+    if route == "c5":
         from cnnspec.kernels import conv_five
         conv_five.run(x, w, False, b, pad, out, False, workspace, plan.shared, per, plan.c5,
                       threads, plan.narrow)
         return
-    if plan.lanes is not None:
+    if route == "lanes":
         from cnnspec.kernels import conv_direct as D
         u, base = _line_base(workspace, shared)
         wl = _packed(u, D.lanes_shape(w.shape, plan.narrow))
@@ -1626,23 +1682,18 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
             workspace[base + t * per + xp:base + t * per + end], lo, hi),
             dynamic=True, per_thread=_FORWARD_PIECES)
         return
-    if plan.slanes:
+    if route == "slanes":
         from cnnspec.kernels import conv_lanes as L
         from cnnspec.kernels._simd import lanes_of
         geo = L.conv_geometry(x.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation),
                               out.shape[2], out.shape[3], lanes_of(x.dtype))
         L.run(geo, x, w, b if b.size else None, False, out, workspace, threads)
         return
-    if plan.direct is not None:
+    if route == "direct":
         from cnnspec.kernels import conv_direct as D
         wt = _packed(wt, D.packed_shape(w.shape, plan.narrow))
         xp, end = plan.direct
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
-        if stride == (1, 1) and threads <= 1:    # one call (a training share's layer)
-            D.pack_and_forward(w, x, b, (kh, kw), pad, dilation, out, False, wt, offs,
-                               workspace[shared:shared + xp], workspace[shared + xp:shared + end],
-                               0, x.shape[0])
-            return
         D.pack_weights(w, wt)
         if stride == (1, 1):
             run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
@@ -1673,6 +1724,85 @@ def _packed(wt, shape):
     return wt[:math.prod(shape)].reshape(shape)       # (np.prod: 8 us a call)
 
 
+def _dx_route(plan, dout, x, w, stride, pad, dilation, groups, threads):
+    """Which of its own kernels computes dx for ``plan`` ("wino", "c5", "lanes", "slanes",
+    "transposed", "direct"), or None: the plan's mode, with dw."""
+    if plan.wino_dx is not None:
+        return "wino"
+    if plan.c5_dx is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
+        return "c5"
+    if plan.lanes_dx is not None:
+        return "lanes"
+    if plan.slanes_dx:
+        return "slanes"
+    if _transposed_dx(x.shape, dout.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation),
+                      groups, x.dtype) is not None:
+        return "transposed"
+    if plan.direct_dx is not None:
+        return "direct"
+    return None
+
+
+def _dw_route(plan, x, threads):
+    """Which of its own kernels computes dw and db for ``plan`` ("wino", "c5", "rows", "lanes",
+    "direct"), or None: the plan's mode, with dx."""
+    if plan.wino_dw is not None:
+        return "wino"
+    if plan.c5_dw is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
+        return "c5"
+    if plan.direct_dwr is not None:
+        return "rows"
+    if plan.lanes_dw is not None:
+        return "lanes"
+    if plan.direct_dw is not None:
+        return "direct"
+    return None
+
+
+def _backward_setup(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace):
+    """(plan, threads, pieces, dx route, dw route) of a backward that is not depthwise (a
+    route None for what is not asked for)."""
+    f_, cg, kh, kw = w.shape
+    threads = _threads(x.shape[0], 2 * dout.size * cg * kh * kw)
+    pieces = _backward_pieces(x.shape[0], threads)
+    plan = _plan_for(x, w, stride, pad, dilation, groups, workspace, pieces)
+    dx_route = None if dx is None else _dx_route(plan, dout, x, w, stride, pad, dilation, groups,
+                                                 threads)
+    dw_route = None if dw is None and db is None else _dw_route(plan, x, threads)
+    return plan, threads, pieces, dx_route, dw_route
+
+
+def _rowtap_one_call(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace, accumulate,
+                     plan):
+    """(kernel, arguments) of the row-of-taps backward in one call (dx, dw and db on one
+    thread: ``_rowtap_backward_whole``)."""
+    f_, cg, kh, kw = w.shape
+    empty1, empty4 = _empty(x.dtype)
+    shared, per = plan.shared, plan.per_thread
+    return _rowtap_backward_whole, (
+        dout, x, w, (kh, kw), stride, pad, dilation, groups, empty4 if dx is None else dx,
+        bool(accumulate), dx is not None, dw is not None, db is not None, plan.mode,
+        plan.identity, plan.rows, plan.layout, workspace[:shared], workspace[shared:shared + per],
+        x.shape[0], workspace, shared, per, _partial_strides(plan.mode, w.shape),
+        empty4 if dw is None else dw, empty1 if db is None else db)
+
+
+def conv2d_backward_step(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,
+                         accumulate=False):
+    """``conv2d_backward_into`` with these arguments as a step (as ``conv2d_forward_step``):
+    where the plan chosen now is one compiled call (the row-of-taps backward on one thread),
+    that call with its arguments bound once; else the call itself."""
+    if not _is_depthwise(x.shape, w.shape, groups):
+        plan, _, pieces, dx_route, dw_route = _backward_setup(dout, x, w, stride, pad, dilation,
+                                                              groups, dx, dw, db, workspace)
+        if dx_route is None and dw_route is None and plan.mode == ROWTAP and pieces == 1:
+            kernel, args = _rowtap_one_call(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
+                                            workspace, accumulate, plan)
+            return lambda: kernel(*args)
+    return lambda: conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
+                                        workspace, accumulate)
+
+
 def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,
                          accumulate=False):
     """dx (+)= dL/dx, dw = dL/dw, db = dL/db (each may be None: not computed)."""
@@ -1682,13 +1812,12 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
                                 accumulate, *_empty(x.dtype))
         return
     f_, cg, kh, kw = w.shape
-    threads = _threads(x.shape[0], 2 * dout.size * cg * kh * kw)
-    pieces = _backward_pieces(x.shape[0], threads)
-    plan = _plan_for(x, w, stride, pad, dilation, groups, workspace, pieces)
+    plan, threads, pieces, dx_route, dw_route = _backward_setup(
+        dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace)
     empty1, empty4 = _empty(x.dtype)
     shared, per = plan.shared, plan.per_thread
     wt = workspace[:shared]
-    if dx is not None and plan.wino_dx is not None:
+    if dx_route == "wino":
         from cnnspec.kernels import conv_big
         u, base = _line_base(workspace, shared)
         u = _packed(u, conv_big.weights_shape(f_, cg, plan.narrow))
@@ -1701,8 +1830,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
-    if (dx is not None and plan.c5_dx is not None and x.dtype == np.float32
-            and -(-x.shape[0] // 16) >= threads):
+    if dx_route == "c5":
         from cnnspec.kernels import conv_five
         size, pad_dx = plan.c5_dx
         conv_five.run(dout, w, True, empty1, pad_dx, dx, bool(accumulate), workspace, shared,
@@ -1710,7 +1838,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
-    if dx is not None and plan.lanes_dx is not None:
+    if dx_route == "lanes":
         from cnnspec.kernels import conv_direct as D
         u, base = _line_base(workspace, shared)
         wl = _packed(u, D.lanes_shape(w.shape, plan.narrow, True))
@@ -1725,7 +1853,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
-    if dx is not None and plan.slanes_dx:
+    if dx_route == "slanes":
         # dx = the transposed convolution of dout by w: conv_lanes.py's phases
         from cnnspec.kernels import conv_lanes as L
         from cnnspec.kernels._simd import lanes_of
@@ -1735,10 +1863,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
-    output_pad = None if dx is None or plan.slanes_dx else _transposed_dx(
-        x.shape, dout.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation), groups,
-        x.dtype)
-    if output_pad is not None:
+    if dx_route == "transposed":
         # dx = the transposed convolution of dout by w: conv_transpose.py's products with the
         # samples in the lanes
         from cnnspec.kernels.conv_transpose import forward_products
@@ -1747,7 +1872,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
-    if dx is not None and plan.direct_dx is not None:
+    if dx_route == "direct":
         from cnnspec.kernels import conv_direct as D
         wpk = _packed(wt, D.packed_shape(w.shape, plan.narrow, True))
         D.pack_weights_flipped(w, wpk)
@@ -1761,7 +1886,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dw is None and db is None:
             return
         dx = None
-    if (dw is not None or db is not None) and plan.wino_dw is not None:
+    if dw_route == "wino":
         from cnnspec.kernels import conv_big
         size, o_du, o_db, fp = plan.wino_dw
         _, base = _line_base(workspace, shared)
@@ -1778,22 +1903,21 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dx is None:
             return
         dw = db = None
-    if ((dw is not None or db is not None) and plan.c5_dw is not None
-            and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads):
+    if dw_route == "c5":
         from cnnspec.kernels import conv_five
         conv_five.weight_grad(dout, x, pad, dw, db, workspace, shared, per, threads, pieces,
                               plan.narrow)
         if dx is None:
             return
         dw = db = None
-    if (dw is not None or db is not None) and plan.direct_dwr is not None:
+    if dw_route == "rows":
         from cnnspec.kernels import conv_lanes
         conv_lanes.weight_grad(plan.direct_dwr, dout, x, w.shape, dilation, dw, db,
                                workspace[shared:], threads)
         if dx is None:
             return
         dw = db = None
-    if (dw is not None or db is not None) and plan.lanes_dw is not None:
+    if dw_route == "lanes":
         from cnnspec.kernels import conv_direct as D
         size, o_dw, o_db = plan.lanes_dw
         _, base = _line_base(workspace, shared)
@@ -1809,7 +1933,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dx is None:
             return
         dw = db = None
-    if (dw is not None or db is not None) and plan.direct_dw is not None:
+    if dw_route == "direct":
         from cnnspec.kernels import conv_direct as D
         group, xp, wide, total = plan.direct_dw
         offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation,
@@ -1829,12 +1953,9 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         dw = db = None
     dx_ = empty4 if dx is None else dx
     if plan.mode == ROWTAP and pieces == 1:     # one call (a training share's layer)
-        _rowtap_backward_whole(
-            dout, x, w, (kh, kw), stride, pad, dilation, groups, dx_, bool(accumulate),
-            dx is not None, dw is not None, db is not None, plan.mode, plan.identity, plan.rows,
-            plan.layout, wt, workspace[shared:shared + per], x.shape[0], workspace, shared, per,
-            _partial_strides(plan.mode, w.shape), empty4 if dw is None else dw,
-            empty1 if db is None else db)
+        kernel, args = _rowtap_one_call(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
+                                        workspace, accumulate, plan)
+        kernel(*args)
         return
     if plan.mode == KN2ROW:
         _tap_major(w, wt)
