@@ -1584,21 +1584,30 @@ def _plan_for(x, w, stride, pad, dilation, groups, workspace, threads):
     return plan
 
 
-def _forward_route(plan, x, stride, threads):
-    """Which of its kernels the forward runs for ``plan``: "wino", "c5", "lanes", "slanes",
-    "direct" (by pieces), "direct one" (one call on one thread: a training share's layer), or
-    None (the plan's mode, by pieces)."""
-    if plan.wino is not None:
+def _blocked_route(plan, x, threads, part):
+    """The first of the blocked kernels that ``plan`` has for ``part`` ("" the forward, "_dx",
+    "_dw"): "wino", "c5" (float32, a chunk of 16 samples for each thread), "lanes", "slanes";
+    None if none."""
+    if getattr(plan, "wino" + part) is not None:
         return "wino"
-    if plan.c5 is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
+    if (getattr(plan, "c5" + part) is not None and x.dtype == np.float32
+            and -(-x.shape[0] // 16) >= threads):
         return "c5"
-    if plan.lanes is not None:
+    if getattr(plan, "lanes" + part) is not None:
         return "lanes"
-    if plan.slanes:
+    if getattr(plan, "slanes" + part, False):
         return "slanes"
-    if plan.direct is not None:
-        return "direct one" if tuple(stride) == (1, 1) and threads <= 1 else "direct"
     return None
+
+
+def _forward_route(plan, x, stride, threads):
+    """Which of its kernels the forward runs for ``plan``: a blocked one, "direct" (by
+    pieces), "direct one" (one call on one thread: a training share's layer), or None (the
+    plan's mode, by pieces)."""
+    route = _blocked_route(plan, x, threads, "")
+    if route is None and plan.direct is not None:
+        return "direct one" if tuple(stride) == (1, 1) and threads <= 1 else "direct"
+    return route
 
 
 def _forward_setup(x, w, b, stride, pad, dilation, groups, out, workspace):
@@ -1725,38 +1734,24 @@ def _packed(wt, shape):
 
 
 def _dx_route(plan, dout, x, w, stride, pad, dilation, groups, threads):
-    """Which of its own kernels computes dx for ``plan`` ("wino", "c5", "lanes", "slanes",
-    "transposed", "direct"), or None: the plan's mode, with dw."""
-    if plan.wino_dx is not None:
-        return "wino"
-    if plan.c5_dx is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
-        return "c5"
-    if plan.lanes_dx is not None:
-        return "lanes"
-    if plan.slanes_dx:
-        return "slanes"
-    if _transposed_dx(x.shape, dout.shape, w.shape, tuple(stride), tuple(pad), tuple(dilation),
-                      groups, x.dtype) is not None:
+    """Which of its own kernels computes dx for ``plan``: a blocked one, "transposed",
+    "direct", or None: the plan's mode, with dw."""
+    route = _blocked_route(plan, x, threads, "_dx")
+    if route is None and _transposed_dx(x.shape, dout.shape, w.shape, tuple(stride), tuple(pad),
+                                        tuple(dilation), groups, x.dtype) is not None:
         return "transposed"
-    if plan.direct_dx is not None:
-        return "direct"
-    return None
+    return "direct" if route is None and plan.direct_dx is not None else route
 
 
 def _dw_route(plan, x, threads):
-    """Which of its own kernels computes dw and db for ``plan`` ("wino", "c5", "rows", "lanes",
-    "direct"), or None: the plan's mode, with dx."""
-    if plan.wino_dw is not None:
-        return "wino"
-    if plan.c5_dw is not None and x.dtype == np.float32 and -(-x.shape[0] // 16) >= threads:
-        return "c5"
+    """Which of its own kernels computes dw and db for ``plan``: a blocked one ("wino", "c5",
+    "lanes"), "rows" (before "lanes"), "direct", or None: the plan's mode, with dx."""
+    route = _blocked_route(plan, x, threads, "_dw")
+    if route in ("wino", "c5"):
+        return route
     if plan.direct_dwr is not None:
         return "rows"
-    if plan.lanes_dw is not None:
-        return "lanes"
-    if plan.direct_dw is not None:
-        return "direct"
-    return None
+    return route if route is not None else "direct" if plan.direct_dw is not None else None
 
 
 def _backward_setup(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace):
