@@ -1767,6 +1767,12 @@ def _backward_setup(dout, x, w, stride, pad, dilation, groups, dx, dw, db, works
     return plan, threads, pieces, dx_route, dw_route
 
 
+def _rowtap_whole(plan, pieces):
+    """Whether the plan's own backward (what no other kernel took) is the row-of-taps one in
+    one call: a training share's layer, on one thread."""
+    return plan.mode == ROWTAP and pieces == 1
+
+
 def _rowtap_one_call(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace, accumulate,
                      plan):
     """(kernel, arguments) of the row-of-taps backward in one call (dx, dw and db on one
@@ -1790,7 +1796,7 @@ def conv2d_backward_step(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     if not _is_depthwise(x.shape, w.shape, groups):
         plan, _, pieces, dx_route, dw_route = _backward_setup(dout, x, w, stride, pad, dilation,
                                                               groups, dx, dw, db, workspace)
-        if dx_route is None and dw_route is None and plan.mode == ROWTAP and pieces == 1:
+        if dx_route is None and dw_route is None and _rowtap_whole(plan, pieces):
             kernel, args = _rowtap_one_call(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
                                             workspace, accumulate, plan)
             return lambda: kernel(*args)
@@ -1946,8 +1952,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dx is None:
             return
         dw = db = None
-    dx_ = empty4 if dx is None else dx
-    if plan.mode == ROWTAP and pieces == 1:     # one call (a training share's layer)
+    if _rowtap_whole(plan, pieces):
         kernel, args = _rowtap_one_call(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
                                         workspace, accumulate, plan)
         kernel(*args)
@@ -1956,6 +1961,7 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         _tap_major(w, wt)
     elif plan.mode == ROWTAP:
         _row_major_taps(w, wt)
+    dx_ = empty4 if dx is None else dx
     run_split(_BACKWARD[plan.mode], x.shape[0], threads, lambda t, lo, hi: (
         dout, x, w, (kh, kw), stride, pad, dilation, groups, dx_, bool(accumulate),
         dx is not None, dw is not None, db is not None, plan.mode, plan.identity, plan.rows,

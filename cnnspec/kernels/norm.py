@@ -450,10 +450,18 @@ def _share_forward(x, part, n_, first, nb, b0, b1, signals, parties, spins, eps,
     _stats_blocks(x, part, n_, first, nb, b0, b1)
     came = _arrive(signals, parties, spins)
     if came == MET or came == MET_NOTIFY:
-        _combine_stats(part, n_, x.shape[2], eps, momentum, update, running_mean, running_var,
-                       mean, invstd)
-        _affine_samples(x, gamma, beta, mean, invstd, out, act, 0, x.shape[0])
+        _finish_forward(x, part, n_, eps, momentum, update, running_mean, running_var, mean,
+                        invstd, gamma, beta, out, act)
     return came
+
+
+@jit
+def _finish_forward(x, part, n_, eps, momentum, update, running_mean, running_var, mean, invstd,
+                    gamma, beta, out, act):
+    """A share's forward after the meeting: the statistics, then its samples' output."""
+    _combine_stats(part, n_, x.shape[2], eps, momentum, update, running_mean, running_var, mean,
+                   invstd)
+    _affine_samples(x, gamma, beta, mean, invstd, out, act, 0, x.shape[0])
 
 
 @jit
@@ -464,10 +472,18 @@ def _share_backward(g, x, mean, y, six, part, n_, first, nb, b0, b1, signals, pa
     _grad_sums_blocks(g, x, mean, y, six, part, n_, first, nb, b0, b1)
     came = _arrive(signals, parties, spins)
     if came == MET or came == MET_NOTIFY:
-        _combine_grads(part, n_, x.shape[2], gamma, invstd, dgamma, dbeta, coef)
-        if need_dx:
-            _grad_samples(g, x, mean, y, six, coef, gamma, invstd, dx, accumulate, 0, x.shape[0])
+        _finish_backward(g, x, mean, y, six, part, n_, gamma, invstd, dgamma, dbeta, coef, dx,
+                         need_dx, accumulate)
     return came
+
+
+@jit
+def _finish_backward(g, x, mean, y, six, part, n_, gamma, invstd, dgamma, dbeta, coef, dx,
+                     need_dx, accumulate):
+    """A share's backward after the meeting: dgamma, dbeta (empty: not written), its dx."""
+    _combine_grads(part, n_, x.shape[2], gamma, invstd, dgamma, dbeta, coef)
+    if need_dx:
+        _grad_samples(g, x, mean, y, six, coef, gamma, invstd, dx, accumulate, 0, x.shape[0])
 
 
 def batchnorm_share_forward_step(x, gamma, beta, eps, momentum, running_mean, running_var, out,
@@ -493,9 +509,8 @@ def batchnorm_share_forward_step(x, gamma, beta, eps, momentum, running_mean, ru
         if came != MET:
             barrier.settle(came)                     # asleep until the others came, or raises
             if came >= 0:
-                _combine_stats(part, batch, x3.shape[2], eps, momentum, update, running_mean,
-                               running_var, mean, invstd)
-                _affine_samples(x3, gamma, beta, mean, invstd, out3, act, 0, x3.shape[0])
+                _finish_forward(x3, part, batch, eps, momentum, update, running_mean, running_var,
+                                mean, invstd, gamma, beta, out3, act)
     return step
 
 
@@ -522,10 +537,8 @@ def batchnorm_share_backward_step(dout, x, gamma, mean, invstd, dx, dgamma, dbet
         if came != MET:
             barrier.settle(came)
             if came >= 0:
-                _combine_grads(part, batch, x3.shape[2], gamma, invstd, dgamma, dbeta, coef)
-                if need_dx:
-                    _grad_samples(g3, x3, mean, y3, six, coef, gamma, invstd, dx3, accumulate, 0,
-                                  x3.shape[0])
+                _finish_backward(g3, x3, mean, y3, six, part, batch, gamma, invstd, dgamma, dbeta,
+                                 coef, dx3, need_dx, accumulate)
     return step
 
 
