@@ -8,6 +8,7 @@ the batch statistics (the same statistics as one thread's, bit for bit); and tha
 dropout, small batches, and shares that would cut a batchnorm's block of partial sums, do not
 run so.
 """
+import functools
 import threading
 
 import numpy as np
@@ -458,7 +459,7 @@ def test_conv_steps_bound_once_write_what_the_calls_write(monkeypatch, dtype):
     dx2, dw2, db2 = np.empty_like(x), np.empty_like(w), np.empty_like(b)
 
     def bound(step):
-        return "kernel" in step.__code__.co_freevars
+        return isinstance(step, functools.partial)
 
     steps = []
     _jit.alone([lambda: steps.extend([K.conv2d_forward_step(x, w, b, *geo, out, ws),
@@ -487,3 +488,99 @@ def test_conv_steps_bound_once_write_what_the_calls_write(monkeypatch, dtype):
     ws3 = np.zeros(K.conv2d_workspace_size(big.shape, w.shape, *geo), dtype)
     out4 = np.empty(K.conv2d_output_shape(big.shape, w.shape, geo[0], geo[1]), dtype)
     assert not bound(K.conv2d_forward_step(big, w, b, *geo, out4, ws3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool_and_dense_steps_bound_once_write_what_the_calls_write(dtype):
+    """``maxpool2d_*_step`` and ``dense_*_step`` (a training share's layers): each one compiled
+    call bound with its arguments, writing what the ``*_into`` calls write, bit for bit, on
+    every combination of the options the engine passes (the relu fused before a pooling or
+    after a dense, accumulated input gradients, no bias, no dx), again on new values of the same
+    buffers (a bound scratch, the dense bias gradient's sums, starts each call afresh); the
+    results checked against NumPy's too."""
+    from cnnspec import kernels as K
+    from cnnspec.kernels import reference as R
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 3, 9, 8)).astype(dtype)
+    pooled = (4, 3, 4, 4)
+    xd = rng.standard_normal((4, 10)).astype(dtype)
+    w = rng.standard_normal((10, 6)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    dyd = rng.standard_normal((4, 6)).astype(dtype)
+
+    def both(make):
+        """The buffers each way (bound step, plain call): ``make()`` gives (outputs, step maker
+        ``f(kind, *outputs)``), kind "step" or "into"."""
+        got, want = make(), make()
+        steps = []
+        _jit.alone([lambda: steps.append(got[1]("step", *got[0]))])
+        assert isinstance(steps[0], functools.partial)
+        for _ in range(2):
+            for a in (x, xd, dyd):
+                a[...] = rng.standard_normal(a.shape)
+            for outs in (got[0], want[0]):              # accumulated gradients start alike
+                for a in outs:
+                    a[...] = 0.5
+            _jit.alone(steps)
+            _jit.alone([lambda: want[1]("into", *want[0])()])
+            for a, e in zip(got[0], want[0]):
+                assert np.array_equal(a, e)
+        return got[0]
+
+    def call(kind, name, *args):
+        f = getattr(K, f"{name}_{kind}")
+        return f(*args) if kind == "step" else (lambda: f(*args))
+
+    for relu, k, s in ((False, (2, 2), (2, 2)), (True, (3, 3), (2, 2)), (False, (3, 2), (1, 2))):
+        shape = (4, 3, (9 - k[0]) // s[0] + 1, (8 - k[1]) // s[1] + 1)
+        out, arg = both(lambda: ((np.empty(shape, dtype), np.empty(shape, np.int64)),
+                                 lambda kind, o, a: call(kind, "maxpool2d_forward", x, k, s,
+                                                         (0, 0, 0, 0), o, a, relu)))
+        ref = R.maxpool2d_forward(np.maximum(x, 0) if relu else x, k, s, (0, 0, 0, 0))
+        assert np.array_equal(out, ref[0] if isinstance(ref, tuple) else ref)
+    argmax = np.empty(pooled, np.int64)
+    y = np.empty(pooled, dtype)
+    K.maxpool2d_forward_into(x, (2, 2), (2, 2), (0, 0, 0, 0), y, argmax, True)
+    dy = rng.standard_normal(pooled).astype(dtype)
+    for acc, after in ((False, None), (True, None), (True, y), (False, y)):
+        both(lambda: ((np.empty_like(x),),
+                      lambda kind, dx: call(kind, "maxpool2d_backward", dy, argmax, dx, acc,
+                                            after)))
+    for bias, relu in ((b, False), (None, True), (b, True)):
+        (out,) = both(lambda: ((np.empty((4, 6), dtype),),
+                               lambda kind, o: call(kind, "dense_forward", xd, w, bias, o, relu)))
+        ref = xd @ w + (0 if bias is None else bias)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(out, np.maximum(ref, 0) if relu else ref, rtol=tol, atol=tol)
+    relu_y = np.maximum(rng.standard_normal((4, 6)), 0).astype(dtype)
+    for acc, with_dx, relu in ((False, True, False), (True, True, True), (False, False, True)):
+        dx, dw, db = both(lambda: (
+            (np.empty_like(xd), np.empty_like(w), np.empty_like(b), np.empty((4, 6), dtype)),
+            lambda kind, dx, dw, db, masked: call(
+                kind, "dense_backward", dyd, xd, w, dx if with_dx else None, dw, db, acc,
+                relu_y if relu else None, masked if relu else None)))[:3]
+        g = dyd * (relu_y > 0) if relu else dyd
+        tol = 1e-4 if dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(dw, xd.T @ g, rtol=tol, atol=tol)
+        np.testing.assert_allclose(db, g.sum(axis=0), rtol=tol, atol=tol)
+        np.testing.assert_allclose(dx, (0.5 if acc else 0) + g @ w.T if with_dx else 0.5, rtol=tol,
+                                   atol=tol)
+
+
+def test_lenet_shares_run_bound_calls():
+    """LeNet-5 at batch 64 on two threads: every step of a share but its inputs' copy and its
+    rows of the loss is one compiled call bound once (no layer's Python between its kernels)."""
+    from cnnspec.engine.bench import TRAINING_CASES, _labels, using_threads
+
+    label, text, _ = next(c for c in TRAINING_CASES if c[0].startswith("LeNet-5"))
+    with using_threads(2):
+        model = cnnspec.loads(text).compile(dtype="float32", seed=0)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((64, *model.input_shape), dtype=np.float32)
+        model.train_step(x, _labels(rng, model, 64), SGD(model, lr=0.01))
+        shares = model._plans[64].training("cross_entropy", (), True).shares
+    for steps in shares.step_shares:
+        unbound = [s for s in steps if not isinstance(s, functools.partial)]
+        assert len(steps) == 16 and len(unbound) == 2, [getattr(s, "__qualname__", s)
+                                                        for s in unbound]

@@ -85,6 +85,14 @@ class Op:
         lo, hi = self.c.rows
         return getattr(self.c.whole, attr)[lo:hi]
 
+    def step(self, kernel: str, *args):
+        """The step calling ``K.<kernel>_into(*args)``; for a share's layer (on its thread alone)
+        ``K.<kernel>_step(*args)``: that call's compiled kernel with its arguments bound once."""
+        if self.c.whole is not None:
+            return getattr(K, kernel + "_step")(*args)
+        f = getattr(K, kernel + "_into")
+        return lambda: f(*args)
+
     def forward(self, training: bool):
         raise NotImplementedError
 
@@ -114,10 +122,7 @@ class Conv(Op):
     def forward(self, training):
         x, w, b, y, ws = self.x4, self.w, self.b, self.y4, self.ws
         s, p, d, g = self.stride, self.pad, self.dilation, self.groups
-        if self.c.whole is not None:        # a share's layer, on its thread alone: bound once
-            return K.conv2d_forward_step(x, w, b, s, p, d, g, y, ws)
-        f = K.conv2d_forward_into
-        return lambda: f(x, w, b, s, p, d, g, y, ws)
+        return self.step("conv2d_forward", x, w, b, s, p, d, g, y, ws)
 
     def backward(self, dy, dxs, grads):
         dx, acc = dxs[0] or (None, False)
@@ -127,10 +132,7 @@ class Conv(Op):
             return None
         x, w, dy, dx, ws = self.x4, self.w, as4d(dy), as4d(dx), self.ws
         s, p, d, g = self.stride, self.pad, self.dilation, self.groups
-        if self.c.whole is not None:
-            return K.conv2d_backward_step(dy, x, w, s, p, d, g, dx, dw, db, ws, acc)
-        f = K.conv2d_backward_into
-        return lambda: f(dy, x, w, s, p, d, g, dx, dw, db, ws, acc)
+        return self.step("conv2d_backward", dy, x, w, s, p, d, g, dx, dw, db, ws, acc)
 
 
 def as_w4(w):
@@ -148,26 +150,24 @@ class MaxPool(Op):
         self.argmax = self.per_sample("argmax", self.y4.shape, np.int64)
 
     def forward(self, training):
-        f, x, y, a = K.maxpool2d_forward_into, self.x4, self.y4, self.argmax
-        k, s, p = self.kernel, self.stride, self.pad
-        return lambda: f(x, k, s, p, y, a)
+        return self.step("maxpool2d_forward", self.x4, self.kernel, self.stride, self.pad, self.y4,
+                         self.argmax)
 
     def forward_after_relu(self, x):
         """The training forward fused with the relu before it (``Plan.relu_pool_fusions``):
         relu(maxpool(x)) = maxpool(relu(x)) from ``x``, the relu's input; the relu's output is not
         written."""
-        f, x, y, a = K.maxpool2d_forward_into, as4d(x), self.y4, self.argmax
-        k, s, p = self.kernel, self.stride, self.pad
-        return lambda: f(x, k, s, p, y, a, True)
+        return self.step("maxpool2d_forward", as4d(x), self.kernel, self.stride, self.pad, self.y4,
+                         self.argmax, True)
 
     def backward(self, dy, dxs, grads, after_relu=False):
         """``after_relu``: the forward was ``forward_after_relu``; ``dxs`` is then the relu's
         input's gradient target."""
         if dxs[0] is None:
             return None
-        (dx, acc), f, dy, a = dxs[0], K.maxpool2d_backward_into, as4d(dy), self.argmax
-        dx, y = as4d(dx), self.y4 if after_relu else None
-        return lambda: f(dy, a, dx, acc, y)
+        dx, acc = dxs[0]
+        return self.step("maxpool2d_backward", as4d(dy), self.argmax, as4d(dx), acc,
+                         self.y4 if after_relu else None)
 
 
 class AvgPool(Op):
@@ -232,16 +232,14 @@ class Dense(Op):
     by_samples = True
 
     def forward(self, training):
-        f, x, y = K.dense_forward_into, self.x, self.y
-        w, b = self.c.params["weight"], self.c.params.get("bias")
-        return lambda: f(x, w, b, y)
+        return self.step("dense_forward", self.x, self.c.params["weight"],
+                         self.c.params.get("bias"), self.y)
 
     def forward_relu(self, y):
         """The training forward of a dense -> relu pair (``Plan.relu_fusions``): relu(x @ w + b)
         into the relu's output ``y``; this layer's own output is not written."""
-        f, x = K.dense_forward_into, self.x
-        w, b = self.c.params["weight"], self.c.params.get("bias")
-        return lambda: f(x, w, b, y, True)
+        return self.step("dense_forward", self.x, self.c.params["weight"],
+                         self.c.params.get("bias"), y, True)
 
     def backward(self, dy, dxs, grads, relu_y=None, relu_dy=None):
         """``relu_y``, ``relu_dy``: the output of the relu fused with this layer
@@ -251,10 +249,10 @@ class Dense(Op):
         db = grads.get("bias") if grads else None
         if dx is None and dw is None:
             return None
-        f, x, w = K.dense_backward_into, self.x, self.c.params["weight"]
+        x, w = self.x, self.c.params["weight"]
         if relu_y is not None:
-            return lambda: f(relu_dy, x, w, dx, dw, db, acc, relu_y, dy)
-        return lambda: f(dy, x, w, dx, dw, db, acc)
+            return self.step("dense_backward", relu_dy, x, w, dx, dw, db, acc, relu_y, dy)
+        return self.step("dense_backward", dy, x, w, dx, dw, db, acc)
 
 
 class Activation(Op):

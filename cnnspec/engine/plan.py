@@ -312,37 +312,37 @@ class Plan:
         if per == 1:
             z, dz, probs, labels = scores.reshape(n, k), dscores.reshape(n, k), final.reshape(n, k), self.labels
 
-            def kernel(lo, hi, scratch=None):
-                if scratch is not None:       # the final softmax in the same call
-                    bad = L._softmax_and_cross_entropy(z[lo:hi], probs[lo:hi], labels[lo:hi], dz[lo:hi],
-                                                       count, totals[lo:hi], *scratch)
+            def rows(lo, hi):
+                # one compiled call, its arguments sliced once (a share's step), then the check
+                if fused:                     # the final softmax in the same call
+                    f, args = L._softmax_and_cross_entropy, (
+                        z[lo:hi], probs[lo:hi], labels[lo:hi], dz[lo:hi], count, totals[lo:hi],
+                        np.empty(1, z.dtype), np.empty(1))
                 else:
-                    bad = L._softmax_cross_entropy(z[lo:hi], labels[lo:hi], dz[lo:hi], count, totals[lo:hi])
-                if bad >= 0:
-                    raise ValueError(f"label {int(labels[lo + bad])} of sample {lo + bad} is "
-                                     f"outside 0..{k - 1}")
+                    f, args = L._softmax_cross_entropy, (z[lo:hi], labels[lo:hi], dz[lo:hi], count,
+                                                         totals[lo:hi])
+
+                def step():
+                    bad = f(*args)
+                    if bad >= 0:
+                        raise ValueError(f"label {int(labels[lo + bad])} of sample {lo + bad} is "
+                                         f"outside 0..{k - 1}")
+                return step
         else:
             # one label per position, straight from the (N, K, P) layout (samples split over
             # the threads when it is big); the softmax over the scores as they are (N, K, ...)
             z, probs, labels = scores, final, self.labels.reshape(n, per)
             by_class, dz = scores.reshape(n, k, per), dscores.reshape(n, k, per)
 
-            def kernel(lo, hi):
-                by_samples(L._cross_entropy_positions, 3 * by_class[lo:hi].size, by_class[lo:hi],
-                           labels[lo:hi], dz[lo:hi], count, totals[lo:hi])
+            def rows(lo, hi):
+                logits, out = z[lo:hi], probs[lo:hi]
+                args = (by_class[lo:hi], labels[lo:hi], dz[lo:hi], count, totals[lo:hi])
 
-        def rows(lo, hi):
-            if not fused:
-                return lambda: kernel(lo, hi)
-            if per == 1:
-                scratch = (np.empty(1, z.dtype), np.empty(1))
-                return lambda: kernel(lo, hi, scratch)
-            logits, out = z[lo:hi], probs[lo:hi]
-
-            def softmax_rows():
-                softmax(logits, out)
-                kernel(lo, hi)
-            return softmax_rows
+                def step():
+                    if fused:
+                        softmax(logits, out)
+                    by_samples(L._cross_entropy_positions, 3 * args[0].size, *args)
+                return step
         return rows, lambda: L.mean(totals, count)
 
     def fill_targets(self, loss: str, y) -> None:

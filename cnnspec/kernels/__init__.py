@@ -49,6 +49,8 @@ sum = the plain window sum = avg x its divisor):
         argmax int64 (N, C, OH, OW): flat index h*W + w of the chosen input (first maximum in
         row-major order), -1 for a window with no input element (then out = -inf, as PyTorch)
     maxpool2d_backward_into(dout, argmax, dx, accumulate=False)
+    maxpool2d_forward_step(...), maxpool2d_backward_step(...)   (the same arguments)
+        the call as a step for a thread of its own, bound once (as conv2d_forward_step)
     avgpool2d_forward_into(x, kernel, stride, pad, out)
     avgpool2d_backward_into(dout, kernel, stride, pad, dx, accumulate=False)
     sumpool2d_forward_into(x, kernel, stride, pad, out)
@@ -63,6 +65,8 @@ Dense (out = x @ w + b):
     dense_backward_into(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, masked=None)
         relu: a dense -> relu pair, out its relu; relu_y: the pair's backward, dout the relu's
         output gradient, masked by relu_y > 0 into masked (N, M) first
+    dense_forward_step(...), dense_backward_step(...)   (the same arguments)
+        the call as a step for a thread of its own, bound once (as conv2d_forward_step)
 
 Activations (any shape; softmax over axis 1 of (N, C, *spatial)):
     relu_forward_into(x, out);          relu_backward_into(dout, y, dx, accumulate=False)
@@ -227,7 +231,8 @@ from cnnspec.kernels.activation import (  # noqa: E402
 from cnnspec.kernels.conv import (  # noqa: E402
     conv2d_backward_into, conv2d_backward_step, conv2d_forward_into, conv2d_forward_step,
     conv2d_output_shape, conv2d_workspace_size, conv_output_size)
-from cnnspec.kernels.dense import dense_backward_into, dense_forward_into  # noqa: E402
+from cnnspec.kernels.dense import (  # noqa: E402
+    dense_backward_into, dense_backward_step, dense_forward_into, dense_forward_step)
 from cnnspec.kernels.loss import (  # noqa: E402
     bce_loss_into, cross_entropy_positions_into, l1_loss_into, mse_loss_into, sigmoid_bce_into,
     softmax_cross_entropy_into)
@@ -242,8 +247,8 @@ from cnnspec.kernels.norm import (  # noqa: E402
 from cnnspec.kernels.pool import (  # noqa: E402
     avgpool2d_backward_into, avgpool2d_forward_into, global_avgpool_backward_into,
     global_avgpool_forward_into, global_maxpool_backward_into, global_maxpool_forward_into,
-    maxpool2d_backward_into, maxpool2d_forward_into, sumpool2d_backward_into,
-    sumpool2d_forward_into)
+    maxpool2d_backward_into, maxpool2d_backward_step, maxpool2d_forward_into,
+    maxpool2d_forward_step, sumpool2d_backward_into, sumpool2d_forward_into)
 
 # The kernels of dsl.md §10's layers, imported on first access (PEP 562): importing this package
 # and running a network without them costs nothing more.

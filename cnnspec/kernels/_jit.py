@@ -28,6 +28,7 @@ reduction split over threads, conv's dw, may round differently for another threa
 numba's cache checks only the source file of the function it compiles: after editing a helper
 here (or ``_blas.py``) that kernels in other files call, delete ``cnnspec/kernels/__pycache__``.
 """
+import functools
 import itertools
 import os
 import platform
@@ -97,6 +98,16 @@ def alone(steps) -> None:
             step()
     finally:
         _alone.on = before
+
+
+def one_call(fn, n, args_for):
+    """``run_split(fn, n, 1, args_for)`` as a step (a function of no arguments) for a thread of
+    its own (a training share's layer, built and run :func:`alone`): ``fn``'s one call over
+    range(n), its arguments made now and bound once (``functools.partial``).  Between a share's
+    kernels no Python runs but the calls, so the shares' threads wait less for the GIL, which
+    each needs after every kernel: LeNet-5 at batch 64 on two threads, every step so bound,
+    1.01-1.07x (three processes, 12 rounds each)."""
+    return functools.partial(fn, *args_for(0, 0, n))
 
 
 class _Job:

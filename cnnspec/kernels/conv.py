@@ -1644,7 +1644,7 @@ def conv2d_forward_step(x, w, b, stride, pad, dilation, groups, out, workspace):
         route, plan, _, b_ = _forward_setup(x, w, b, stride, pad, dilation, groups, out, workspace)
         if route == "direct one":
             kernel, args = _direct_one_call(x, w, b_, pad, dilation, out, workspace, plan)
-            return lambda: kernel(*args)
+            return functools.partial(kernel, *args)
     return lambda: conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace)
 
 
@@ -1799,7 +1799,7 @@ def conv2d_backward_step(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         if dx_route is None and dw_route is None and _rowtap_whole(plan, pieces):
             kernel, args = _rowtap_one_call(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
                                             workspace, accumulate, plan)
-            return lambda: kernel(*args)
+            return functools.partial(kernel, *args)
     return lambda: conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
                                         workspace, accumulate)
 

@@ -5,6 +5,8 @@
 Each product is one BLAS call; large ones are split over threads by blocks of output columns
 (disjoint outputs; the BLAS numba calls runs one thread per call, see ``_blas``).
 """
+import functools
+
 import numpy as np
 
 from cnnspec.kernels._blas import gemm
@@ -38,8 +40,9 @@ def _add_bias(out, b):
 
 @jit
 def _bias_grad(dout, db, acc):
-    """db = column sums of dout, in float64 (``acc``: M float64 zeros, made by the caller: an
-    np.zeros here compiled numba's allocation machinery, 0.2 s of a first run)."""
+    """db = column sums of dout, in float64 (``acc``: M float64 of scratch, zeroed here; made
+    by the caller: an np.zeros here compiled numba's allocation machinery, 0.2 s of a first run)."""
+    acc[:] = 0.0
     for i in range(dout.shape[0]):
         row = dout[i]
         for j in range(row.size):
@@ -59,8 +62,7 @@ def dense_forward_into(x, w, b, out, relu=False):
     m = w.shape[1]
     threads = _threads(n * m * d, m)
     if threads == 1:                   # one call: a share's step returns to Python once a layer
-        _forward_one(x.reshape(-1), w.reshape(-1), none_array(x.dtype) if b is None else b,
-                     out.reshape(-1), n, m, d, bool(relu))
+        _forward_one(*_forward_one_args(x, w, b, out, relu))
         return
     _gemm_threads(False, False, n, m, d, x.reshape(-1), d, w.reshape(-1), m, 0.0,
                   out.reshape(-1), m, threads)
@@ -69,6 +71,21 @@ def dense_forward_into(x, w, b, out, relu=False):
     if relu:
         flat = out.reshape(-1)
         _relu_forward(flat, flat)
+
+
+def dense_forward_step(x, w, b, out, relu=False):
+    """``dense_forward_into`` with these arguments as a step for a thread of its own (a training
+    share's layer): where it is one compiled call, that call bound once (as ``_jit.one_call``)."""
+    n, d = x.shape
+    if _threads(n * w.shape[1] * d, w.shape[1]) > 1:
+        return lambda: dense_forward_into(x, w, b, out, relu)
+    return functools.partial(_forward_one, *_forward_one_args(x, w, b, out, relu))
+
+
+def _forward_one_args(x, w, b, out, relu):
+    n, d = x.shape
+    return (x.reshape(-1), w.reshape(-1), none_array(x.dtype) if b is None else b,
+            out.reshape(-1), n, w.shape[1], d, bool(relu))
 
 
 def dense_backward_into(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, masked=None):
@@ -80,12 +97,7 @@ def dense_backward_into(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, m
     m = w.shape[1]
     macs = n * m * d
     if _threads(macs, d) == 1 and _threads(macs, m) == 1:
-        empty = none_array(x.dtype)
-        _backward_one(dout.reshape(-1), x.reshape(-1), w.reshape(-1), n, m, d,
-                      empty if dx is None else dx.reshape(-1), 1.0 if accumulate else 0.0,
-                      empty if dw is None else dw.reshape(-1), empty if db is None else db,
-                      np.zeros(0 if db is None else m), empty if relu_y is None else relu_y.reshape(-1),
-                      empty if relu_y is None else masked.reshape(-1))
+        _backward_one(*_backward_one_args(dout, x, w, dx, dw, db, accumulate, relu_y, masked))
         return
     if relu_y is not None:
         _relu_backward(dout.reshape(-1), relu_y.reshape(-1), masked.reshape(-1), False)
@@ -99,6 +111,28 @@ def dense_backward_into(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, m
                       _threads(macs, m))
     if db is not None:
         _bias_grad(dout, db, np.zeros(m))
+
+
+def dense_backward_step(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, masked=None):
+    """``dense_backward_into`` as a step, bound once where it is one call (as
+    ``dense_forward_step``)."""
+    n, d = x.shape
+    m = w.shape[1]
+    if _threads(n * m * d, d) > 1 or _threads(n * m * d, m) > 1:
+        return lambda: dense_backward_into(dout, x, w, dx, dw, db, accumulate, relu_y, masked)
+    return functools.partial(_backward_one, *_backward_one_args(dout, x, w, dx, dw, db, accumulate,
+                                                                relu_y, masked))
+
+
+def _backward_one_args(dout, x, w, dx, dw, db, accumulate, relu_y, masked):
+    n, d = x.shape
+    m = w.shape[1]
+    empty = none_array(x.dtype)
+    return (dout.reshape(-1), x.reshape(-1), w.reshape(-1), n, m, d,
+            empty if dx is None else dx.reshape(-1), 1.0 if accumulate else 0.0,
+            empty if dw is None else dw.reshape(-1), empty if db is None else db,
+            np.zeros(0 if db is None else m), empty if relu_y is None else relu_y.reshape(-1),
+            empty if relu_y is None else masked.reshape(-1))
 
 
 @jit
@@ -117,7 +151,7 @@ def _forward_one(a, w, bias, c, n, m, d, relu):
 def _backward_one(g, a, w, n, m, d, dx, beta, dw, db, acc, relu_y, masked):
     """One thread's dense backward in one call (flat row-major arrays; 0 elements: not
     computed): with ``relu_y``, g masked by relu_y > 0 into ``masked`` first; dx (n, d) = g @
-    w.T + beta dx, dw (d, m) = a.T @ g, db = column sums of g (in float64 ``acc``, m zeros)."""
+    w.T + beta dx, dw (d, m) = a.T @ g, db = column sums of g (in float64 ``acc``, m of scratch)."""
     if relu_y.size:
         _relu_backward(g, relu_y, masked, False)
         src = masked

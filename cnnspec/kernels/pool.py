@@ -15,7 +15,7 @@ Samples are independent: big tensors are split over threads by samples (``run_sp
 """
 import numpy as np
 
-from cnnspec.kernels._jit import jit, memory_pieces, num_threads, run_split, sum64
+from cnnspec.kernels._jit import jit, memory_pieces, num_threads, one_call, run_split, sum64
 from cnnspec.kernels.activation import _relu_forward
 
 _ROW_RUNS = 16                    # 2x2 stride-2 rows of this many outputs or more: a row at a
@@ -576,27 +576,50 @@ def _by_samples(fn, n, work, args_for, by_slot=False):
 def maxpool2d_forward_into(x, kernel, stride, pad, out, argmax, relu=False):
     """``relu``: out = relu(maxpool(x)), which equals maxpool(relu(x)) bit for bit (a relu before
     the pooling fused into it; its backward then takes ``after_relu``)."""
+    driver, work, small, args_for = _maxpool_forward_call(x, kernel, stride, pad, out, argmax, relu)
+    _by_samples(driver, x.shape[0], work, args_for, small)
+
+
+def maxpool2d_forward_step(x, kernel, stride, pad, out, argmax, relu=False):
+    """``maxpool2d_forward_into`` with these arguments as a step for a thread of its own (a
+    training share's layer): its one compiled call, bound once (``_jit.one_call``)."""
+    driver, _, _, args_for = _maxpool_forward_call(x, kernel, stride, pad, out, argmax, relu)
+    return one_call(driver, x.shape[0], args_for)
+
+
+def _maxpool_forward_call(x, kernel, stride, pad, out, argmax, relu):
+    """(driver, work, whether by slot, args_for) of a max pooling's forward, as ``_by_samples``
+    takes them."""
     driver, args = _maxpool_driver(x, kernel, stride, pad, out)
     work, small = out.size * kernel[0] * kernel[1], driver is _maxpool_small_forward
-    threads = _threads(x.shape[0], work)
     relu = bool(relu)                               # each plane's outputs, in the driver's call
     if small:                                       # a scratch plane per thread
         kernel, stride, pad, size = args
-        scratch = np.empty((threads, size), x.dtype)
+        scratch = np.empty((_threads(x.shape[0], work), size), x.dtype)
         args_for = lambda t, lo, hi: (x[lo:hi], kernel, stride, pad, out[lo:hi], argmax[lo:hi],  # noqa: E731
                                       scratch[t], relu)
     else:
         args_for = lambda t, lo, hi: (x[lo:hi], *args, out[lo:hi], argmax[lo:hi], relu)  # noqa: E731
-    _by_samples(driver, x.shape[0], work, args_for, small)
+    return driver, work, small, args_for
 
 
 def maxpool2d_backward_into(dout, argmax, dx, accumulate=False, after_relu=None):
     """``after_relu``: the output of a forward with ``relu=True``; dx is then the gradient of the
     fused relu's input."""
-    y = dout if after_relu is None else after_relu
     _by_samples(_maxpool_backward, dx.shape[0], dx.size,
-                lambda t, lo, hi: (dout[lo:hi], argmax[lo:hi], dx[lo:hi], bool(accumulate),
-                                   y[lo:hi], after_relu is not None))
+                _maxpool_backward_args(dout, argmax, dx, accumulate, after_relu))
+
+
+def maxpool2d_backward_step(dout, argmax, dx, accumulate=False, after_relu=None):
+    """``maxpool2d_backward_into`` as a step, bound once (as ``maxpool2d_forward_step``)."""
+    return one_call(_maxpool_backward, dx.shape[0],
+                    _maxpool_backward_args(dout, argmax, dx, accumulate, after_relu))
+
+
+def _maxpool_backward_args(dout, argmax, dx, accumulate, after_relu):
+    y = dout if after_relu is None else after_relu
+    return lambda t, lo, hi: (dout[lo:hi], argmax[lo:hi], dx[lo:hi], bool(accumulate), y[lo:hi],
+                              after_relu is not None)
 
 
 def _avgpool(x, kernel, stride, pad, divide, out):
