@@ -73,6 +73,10 @@ def test_nothing_is_explained_as_nothing(graded):
     assert "computes nothing: it is the input x, unchanged" in text
     text = reports.text(graded("nothing_random"))
     assert "random numbers?" in text
+    text = reports.text(graded("nothing_nan"))
+    assert "computes nothing: it is nan everywhere" in text
+    text = reports.text(graded("nothing_inf"))
+    assert "computes nothing: no value of it is a finite number" in text
 
 
 def test_a_shape_slip_costs_the_shape_check_only(graded):

@@ -173,15 +173,19 @@ def squeezed_like(got, expected):
 
 def nothing_computed(name: str, got, expected, inputs: dict, got32=None) -> str | None:
     """Why output ``got`` (of ``expected``'s shape; values known to be wrong) shows that nothing
-    was computed: one value everywhere, an input returned unchanged, or values that change from
-    one call to the next for the same input (random numbers). None when it computed something."""
+    was computed: one value everywhere (NaN too, which equals nothing), no finite value at all,
+    an input returned unchanged, or values that change from one call to the next for the same
+    input (random numbers). None when it computed something."""
     if expected is None or not isinstance(got, np.ndarray):
         return None
     g = np.asarray(got, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        if g.size > 1 and np.ptp(e) > 0 and np.all(g == g.flat[0]):
-            return f"{name} computes nothing: it is {float(g.flat[0]):g} everywhere"
+        if g.size > 1 and np.ptp(e) > 0:
+            if np.all(g == g.flat[0]) or np.isnan(g).all():
+                return f"{name} computes nothing: it is {float(g.flat[0]):g} everywhere"
+            if not np.isfinite(g).any():
+                return f"{name} computes nothing: no value of it is a finite number (only inf and nan)"
         for param, value in inputs.items():
             if (isinstance(value, np.ndarray) and value.shape == g.shape and np.array_equal(g, value)
                     and not np.array_equal(e, value)):

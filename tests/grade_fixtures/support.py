@@ -57,6 +57,9 @@ NOTHING = {
     "nothing_zeros": "return np.zeros(shape, dtype=like.dtype)",
     "nothing_ones": "return np.ones(shape, dtype=like.dtype)",
     "nothing_random": "return np.random.standard_normal(shape).astype(like.dtype)",
+    "nothing_nan": "return np.full(shape, np.nan, dtype=like.dtype)",
+    "nothing_inf": "return np.where(np.arange(np.prod(shape)).reshape(shape) % 2, np.inf, "
+                   "-np.inf).astype(like.dtype)",
 }
 
 
