@@ -6,6 +6,7 @@ import ast
 import csv
 import io
 import json
+import os
 import stat
 import struct
 import time
@@ -99,6 +100,8 @@ BAD = [
     ("[functions.relu_forward]\n[[networks]]\nname = \"n\"\nspec = \"missing.cnn\"\n",
      "4:1: error: network file .*missing.cnn does not exist", None),
     ("[assignment]\nname = \"x\"\n", "error: the assignment grades nothing", None),
+    ("[functions.relu_forward]\n[limits]\nuser = \" \"\n", r"3:1: error: `user` in \[limits\] must name a user",
+     "`nobody` is the default"),
 ]
 
 
@@ -115,6 +118,26 @@ def test_a_bad_assignment_is_a_located_error(tmp_path, text, message, hint):
     assert re.search(message, rendered), rendered
     if hint:
         assert re.search(hint, rendered)
+
+
+@pytest.mark.parametrize("user, message", [
+    ("nosuchuser-cnnspec", "there is no user 'nosuchuser-cnnspec' on this machine"),
+    ("root", "whose uid is 0: the sandbox never runs submissions as root"),
+])
+def test_a_sandbox_user_root_cannot_switch_to_is_a_located_error(tmp_path, user, message):
+    """As root (CI, Gradescope), where the sandbox switches to `[limits] user`, a user that does
+    not exist, or is root, stops the assignment's loading with its line (it was a traceback once
+    grading had started, and no report); an ordinary user's sandbox runs as that user, so there
+    the name is not used and the assignment loads."""
+    path = tmp_path / "assignment.toml"
+    path.write_text(f'[functions.relu_forward]\n\n[limits]\nuser = "{user}"\n')
+    if os.geteuid() != 0:
+        assert load_assignment(path).limits.user == user
+        return
+    with pytest.raises(CnnSpecError) as info:
+        load_assignment(path)
+    rendered = info.value.render()
+    assert f"{path}:4:1: error: `user` in [limits]" in rendered and message in rendered, rendered
 
 
 def test_cli_bad_assignment_exits_1_with_the_location(tmp_path, capsys):
@@ -672,3 +695,18 @@ def test_students_can_run_public_from_the_student_bundle_alone(tmp_path, capsys)
     assert "120 / 120 (public cases only" in done.stdout and "lenet5" in done.stdout, done.stdout
     assert cli_main(["grade", "student-bundle", str(hw), "-o", str(tmp_path / "folder")]) == 0
     assert {p.name for p in (tmp_path / "folder").iterdir()} == names
+
+
+def test_a_value_off_by_float32_rounding_is_shown_in_digits_that_differ_and_named():
+    """A float64 result that went through float32 (relative error ~1e-7) printed identical
+    values at 6 digits; it is shown to the digits that tell the two apart, with the likely
+    cause. A real mistake (1%) is shown at 6 digits, without that hint."""
+    from cnnspec.grade.checks import value_problem
+
+    expected = np.array([[0.2050241234567, -1.5], [0.75, 2.0]])
+    got = expected.astype(np.float32).astype(np.float64) * (1 + 3e-7)
+    message = value_problem("out", got, expected, 1e-7, True)
+    assert "got 0.205024185, expected 0.205024123" in message, message
+    assert "float32's precision" in message
+    message = value_problem("out", expected * 1.01, expected, 1e-7, True)
+    assert "got 0.207074, expected 0.205024" in message and "float32" not in message, message

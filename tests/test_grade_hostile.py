@@ -264,7 +264,7 @@ def test_hostile_bad_returns(graded):
                 "relu_backward": "dx is an ndarray subclass (Sneaky), not a plain numpy.ndarray",
                 "sigmoid_forward": "returned a list of",
                 "tanh_forward": "out has dtype float32; expected float64",
-                "dense_forward": "out contains NaN",
+                "dense_forward": "out computes nothing: it is nan everywhere",
                 "softmax_forward": "out has shape",
                 "mse_loss": "loss is an object of type str"}
     for name, message in expected.items():
@@ -536,3 +536,49 @@ def test_sigterm_stops_the_workers_and_their_sandboxes_with_the_batch(tmp_path):
     assert report["status"] != 0, report
     assert report["gradebook"] is None, report                  # stopped before it was written
     assert sorted(p.name for p in temporary.iterdir()) == []    # the sandboxes' folders removed too
+
+
+def test_a_submission_checking_itself_with_numpy_testing_grades_in_full(place, tmp_path):
+    """`from numpy.testing import assert_allclose` (and `import sysconfig`, which it needs) import in
+    the sandbox even when its user cannot read the Python install (as root here, whose Python
+    may live under /root: the child loads them before it switches user); a check at the end of
+    the file runs and the functions get full marks."""
+    _, assignment = place
+    text = ("from numpy.testing import assert_allclose\nimport sysconfig\n\n" + SOLUTION.read_text()
+            + "\n\nassert_allclose(relu_forward(np.array([-1.0, 2.0])), [0.0, 2.0])\n")
+    path = tmp_path / "checked.py"
+    path.write_text(text)
+    result = Grader(load_assignment(assignment), reference=reference()).grade(path)
+    assert result.import_error is None, reports.text(result)
+    full(result, *FUNCTIONS)
+
+
+@pytest.mark.parametrize("body, words", [
+    ("raise ModuleNotFoundError(\"No module named 'shlex'\", name='shlex')",
+     "`fakelib.sub` cannot be imported in the sandbox: it needs the standard-library module shlex"),
+    ("import not_installed_anywhere",
+     "`fakelib.sub` cannot be imported in the sandbox: it needs not_installed_anywhere, which the "
+     "sandbox does not have"),
+])
+def test_an_import_that_fails_inside_a_library_names_the_students_import(tmp_path, monkeypatch, body,
+                                                                          words):
+    """The sandbox's message for an import that failed inside the module the submission imported
+    (matplotlib needing shlex, where the sandbox user cannot read the standard library) names the
+    submission's import, not a module it never wrote."""
+    from cnnspec.grade import child
+
+    package = tmp_path / "fakelib"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "sub.py").write_text(body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        exec(compile("import numpy\nimport fakelib.sub\n", "layers.py", "exec"), {})
+    except ModuleNotFoundError as exc:
+        error = child.describe_exception(exc, "layers.py")
+    else:
+        raise AssertionError("the import did not fail")
+    assert error["message"].startswith(words), error
+    assert error["line"] == 2 and "remove that import" in error["message"]
+    for name in ("fakelib", "fakelib.sub"):
+        sys.modules.pop(name, None)

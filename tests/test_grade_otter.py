@@ -90,3 +90,17 @@ def test_an_otter_test_file_scores_with_cnnspec(tmp_path, monkeypatch):
     assert otter.score(assignment, submission, "relu_forward") == 1.0
     with pytest.raises(KeyError, match="has no check `speed`"):
         otter.score(assignment, submission, "relu_forward", "speed")
+
+
+def test_otter_feedback_tells_why_a_function_is_missing(tmp_path):
+    """A file with a syntax error: Otter's message for a problem says the function is not defined
+    and also why (the report's import line, which the problem's block alone left out)."""
+    assignment = small_assignment(tmp_path / "hw", ["relu_forward"])
+    submission = tmp_path / "layers.py"
+    submission.write_text("import numpy as np\n\n\ndef relu_forward(x)\n    return np.maximum(x, 0)\n")
+    otter._RESULTS.clear()
+    with pytest.raises(AssertionError) as info:
+        otter.require(assignment, submission, "relu_forward")
+    message = str(info.value)
+    assert message.startswith("relu_forward") and "not defined" in message, message
+    assert "Import:" in message and "SyntaxError" in message and "line 4" in message, message

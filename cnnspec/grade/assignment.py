@@ -261,6 +261,28 @@ class _Reader:
         return out
 
 
+def _check_user(reader, user: str) -> None:
+    """``[limits] user``: a name; when the grader runs as root (where the sandbox switches to
+    it), a user of this machine other than root."""
+    if not user.strip():
+        raise reader.error("`user` in [limits] must name a user", "limits", "user",
+                           hint="the sandbox runs as this user when the grader runs as root; "
+                                "`nobody` is the default")
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return                  # an ordinary user's sandbox runs as that user: the name is unused
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise reader.error(f"`user` in [limits]: there is no user {user!r} on this machine", "limits",
+                           "user", hint="the grader runs as root here, so the sandbox must switch to an "
+                                        "existing user (`nobody` exists on most systems)") from None
+    if entry.pw_uid == 0:
+        raise reader.error(f"`user` in [limits] is {user!r}, whose uid is 0: the sandbox never runs "
+                           f"submissions as root", "limits", "user", hint="`nobody` is the default")
+
+
 def load_assignment(path) -> Assignment:
     """Read and validate ``assignment.toml`` (or a directory holding one)."""
     path = Path(path)
@@ -301,6 +323,7 @@ def load_assignment(path) -> Assignment:
     assignment.checks.update({k: float(v) for k, v in checks.items()})
     limits = reader.check(reader.table(data, "limits"), _SCHEMA["limits"], "limits", "limits")
     assignment.limits = Limits(**limits)
+    _check_user(reader, assignment.limits.user)
     imports = reader.check(reader.table(data, "imports"), _SCHEMA["imports"], "imports", "imports")
     if "forbidden" in imports:
         if not all(isinstance(n, str) and n.isidentifier() for n in imports["forbidden"]):

@@ -223,8 +223,9 @@ def output_problem(name: str, got, expected, dtype) -> str | None:
 
 
 def value_problem(name: str, got, expected, tol: float, show_values: bool) -> str | None:
-    """Why ``got`` does not match ``expected`` within ``tol`` (None when it does). With
-    ``show_values`` (public cases) the first large difference is shown: index, got, expected."""
+    """Why ``got`` (of the float64 call) does not match ``expected`` within ``tol`` (None when
+    it does). With ``show_values`` (public cases) the first large difference is shown: index,
+    got, expected, to as many digits as tell them apart."""
     if expected is None:
         return None
     got_a = np.asarray(got, dtype=np.float64)
@@ -242,9 +243,22 @@ def value_problem(name: str, got, expected, tol: float, show_values: bool) -> st
             each = np.abs(got_a - exp_a) / np.maximum(1e-8, np.abs(got_a) + np.abs(exp_a))
         bad = np.argwhere(~(each < tol))
         if got_a.ndim == 0:
-            message += f": got {float(got_a):.6g}, expected {float(exp_a):.6g}"
+            message += f": got {_digits(got_a, exp_a)}, expected {_digits(exp_a, got_a)}"
         elif len(bad):
             index = tuple(int(i) for i in bad[0])
-            message += (f"; first large difference at index {index}: got {got_a[index]:.6g}, "
-                        f"expected {exp_a[index]:.6g}")
+            message += (f"; first large difference at index {index}: got "
+                        f"{_digits(got_a[index], exp_a[index])}, expected "
+                        f"{_digits(exp_a[index], got_a[index])}")
+    if err < 1e-6:                  # (the float64 run's comparison: value_problem's only use)
+        message += ("; that is float32's precision (about 7 digits): was it computed in float32, "
+                    "or through a float32 array?")
     return message
+
+
+def _digits(value, other) -> str:
+    """``value`` to 6 significant digits, or to as many as tell it from ``other``."""
+    for digits in (6, 9, 12, 17):
+        text = f"{float(value):.{digits}g}"
+        if text != f"{float(other):.{digits}g}":
+            return text
+    return text

@@ -44,7 +44,9 @@ def grade_once(assignment, submission, *, public_only: bool = False):
 
 
 def feedback(result, problem: str) -> str:
-    """cnnspec's text report of one problem."""
+    """cnnspec's text report of one problem, then what the report says of the whole submission
+    that can explain it (the file did not import, or stopped importing; something refused; not
+    graded): "relu_forward is not defined in your file" alone hid a syntax error."""
     from cnnspec.grade import reports
 
     lines = reports.text(result).splitlines()
@@ -53,7 +55,9 @@ def feedback(result, problem: str) -> str:
         return f"no problem `{problem}` in this assignment"
     end = next((i for i in range(start + 1, len(lines))
                 if lines[i] and not lines[i].startswith(" ")), len(lines))
-    return "\n".join(lines[start:end])
+    whole = [line for line in reports.header(result)[2:]
+             if line.startswith(("Not graded:", "Import:", "Refused:"))]
+    return "\n".join(lines[start:end] + whole)
 
 
 def score(assignment, submission, problem: str, check: str | None = None, *, public_only: bool = False) -> float:

@@ -168,7 +168,11 @@ class Sandbox:
         copy.write_bytes(self.submission.read_bytes() if self.code is None else self.code.source.encode())
         user = None
         if os.geteuid() == 0 and not self.trusted:
-            entry = pwd.getpwnam(self.limits.user)
+            try:
+                entry = pwd.getpwnam(self.limits.user)
+            except KeyError:
+                raise SandboxError("start", f"no user {self.limits.user!r} to run submissions as "
+                                            f"(set `user` in [limits])") from None
             if entry.pw_uid == 0:
                 raise SandboxError("start", f"refusing to run submissions as root (user {self.limits.user!r})")
             user = (entry.pw_uid, entry.pw_gid)
