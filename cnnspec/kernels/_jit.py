@@ -106,7 +106,8 @@ def one_call(fn, n, args_for):
     range(n), its arguments made now and bound once (``functools.partial``).  Between a share's
     kernels no Python runs but the calls, so the shares' threads wait less for the GIL, which
     each needs after every kernel: LeNet-5 at batch 64 on two threads, every step so bound,
-    1.01-1.07x (three processes, 12 rounds each)."""
+    1.00-1.07x, a median near 1.03x (six processes, 16 rounds each; the performance log's
+    twenty-second round)."""
     return functools.partial(fn, *args_for(0, 0, n))
 
 

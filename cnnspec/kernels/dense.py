@@ -96,7 +96,7 @@ def dense_backward_into(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, m
     n, d = x.shape
     m = w.shape[1]
     macs = n * m * d
-    if _threads(macs, d) == 1 and _threads(macs, m) == 1:
+    if _backward_in_one_call(n, m, d):
         _backward_one(*_backward_one_args(dout, x, w, dx, dw, db, accumulate, relu_y, masked))
         return
     if relu_y is not None:
@@ -117,11 +117,15 @@ def dense_backward_step(dout, x, w, dx, dw, db, accumulate=False, relu_y=None, m
     """``dense_backward_into`` as a step, bound once where it is one call (as
     ``dense_forward_step``)."""
     n, d = x.shape
-    m = w.shape[1]
-    if _threads(n * m * d, d) > 1 or _threads(n * m * d, m) > 1:
+    if not _backward_in_one_call(n, w.shape[1], d):
         return lambda: dense_backward_into(dout, x, w, dx, dw, db, accumulate, relu_y, masked)
     return functools.partial(_backward_one, *_backward_one_args(dout, x, w, dx, dw, db, accumulate,
                                                                 relu_y, masked))
+
+
+def _backward_in_one_call(n, m, d):
+    """Whether the backward of an (n, d) x (d, m) dense runs on one thread, as one call."""
+    return _threads(n * m * d, d) == 1 and _threads(n * m * d, m) == 1
 
 
 def _backward_one_args(dout, x, w, dx, dw, db, accumulate, relu_y, masked):
