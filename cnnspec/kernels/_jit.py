@@ -111,6 +111,18 @@ def one_call(fn, n, args_for):
     return functools.partial(fn, *args_for(0, 0, n))
 
 
+def in_turn(*steps):
+    """Steps (functions of no arguments) as one step that calls them in order; one step as it
+    is.  A layer on one thread whose kernels are several calls (pack the weights, run the
+    samples, sum the partials) is its calls bound once, as :func:`one_call`'s."""
+    return steps[0] if len(steps) == 1 else functools.partial(_in_turn, steps)
+
+
+def _in_turn(steps):
+    for step in steps:
+        step()
+
+
 class _Job:
     """One split call: the calling thread (index 0) takes its pieces from the front, the workers
     that join (index 1 .. helpers) from the back, so that with a worker on time each thread keeps

@@ -79,7 +79,8 @@ import sys
 import numpy as np
 
 from cnnspec.kernels._blas import gemm
-from cnnspec.kernels._jit import jit, none_array, num_threads, piece_count, run_split, sum64
+from cnnspec.kernels._jit import (in_turn, jit, none_array, num_threads, one_call, piece_count,
+                                  run_split, sum64)
 from cnnspec.layers.base import output_size
 
 # Chunk sizes (measured): kn2row (and rowtap) products whose output and input panels,
@@ -1633,6 +1634,88 @@ def _direct_one_call(x, w, b, pad, dilation, out, workspace, plan):
                                 0, x.shape[0])
 
 
+def _lanes_args(x, w, b, stride, pad, dilation, out, accumulate, workspace, plan, flipped):
+    """(packed weights, args_for(t, lo, hi)) of ``conv_direct.forward_lanes`` on ``plan``'s
+    slices of the workspace: the forward of x by w (``flipped`` False), or dx (``flipped``: x is
+    dout, out is dx, w flipped; stride 1 and ``plan.lanes_dx``'s padding, ``stride`` and
+    ``pad`` not read)."""
+    from cnnspec.kernels import conv_direct as D
+    f_, cg, kh, kw = w.shape
+    u, base = _line_base(workspace, plan.shared)
+    per, accumulate = plan.per_thread, bool(accumulate)
+    wl = _packed(u, D.lanes_shape(w.shape, plan.narrow, flipped))
+    if flipped:
+        xp, end, pad, pos = plan.lanes_dx
+        offs = D.window_offsets(x.shape, (kh, kw), (1, 1), pad, dilation, f_ * kh * kw)
+        stride, phases = (1, 1), None
+    else:
+        xp, end, pos = plan.lanes
+        offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
+        stride, pad, phases = tuple(stride), tuple(pad), D.phases_of(stride)
+    return wl, lambda t, lo, hi: (
+        x, b, stride, phases, pad, out, accumulate, wl, offs, pos,
+        workspace[base + t * per:base + t * per + xp],
+        workspace[base + t * per + xp:base + t * per + end], lo, hi)
+
+
+def _dx_direct_args(dout, w, dilation, dx, accumulate, workspace, plan):
+    """(packed weights, args_for(t, lo, hi)) of dx by ``conv_direct.forward_direct``: dout by
+    the flipped w (``pack_weights_flipped``) on ``plan``'s slices of the workspace."""
+    from cnnspec.kernels import conv_direct as D
+    f_, cg, kh, kw = w.shape
+    shared, per, accumulate = plan.shared, plan.per_thread, bool(accumulate)
+    wpk = _packed(workspace[:shared], D.packed_shape(w.shape, plan.narrow, True))
+    xp, end, pad_dx = plan.direct_dx
+    offs = D.window_offsets(dout.shape, (kh, kw), (1, 1), pad_dx, dilation, f_ * kh * kw)
+    empty1 = _empty(dout.dtype)[0]
+    return wpk, lambda t, lo, hi: (
+        dout, empty1, (kh, kw), pad_dx, dilation, dx, accumulate, wpk, offs,
+        workspace[shared + t * per:shared + t * per + xp],
+        workspace[shared + t * per + xp:shared + t * per + end], lo, hi)
+
+
+def _dw_sums(workspace, start, per, o_dw, o_db, w_shape, dw, db):
+    """``sums(pieces)``: the arguments of ``_sum_partials`` for dw and db (each may be None)
+    from that many pieces' partials laid out as ``conv_direct``'s dw kernels write them."""
+    empty1, empty4 = _empty(workspace.dtype)
+    strides = _partial_strides(GATHER, w_shape)
+    return lambda pieces: (workspace, start, per, pieces, (0, 0, 0, o_dw, o_db), strides,
+                           empty4 if dw is None else dw, empty1 if db is None else db,
+                           dw is not None, db is not None)
+
+
+def _dw_lanes_args(dout, x, w, stride, pad, dilation, dw, db, workspace, plan):
+    """(args_for(t, lo, hi) of ``conv_direct.weight_grad_lanes``, ``_dw_sums``' sums)."""
+    from cnnspec.kernels import conv_direct as D
+    f_, cg, kh, kw = w.shape
+    per = plan.per_thread
+    size, o_dw, o_db = plan.lanes_dw
+    _, base = _line_base(workspace, plan.shared)
+    offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, -(-(cg * kh * kw) // 6) * 6)
+    stride_, pad_, phases = tuple(stride), tuple(pad), D.phases_of(stride)
+    return (lambda t, lo, hi: (dout, x, stride_, phases, pad_, dw is not None, db is not None,
+                               offs, workspace[base + t * per:base + t * per + size], o_dw,
+                               o_db, lo, hi),
+            _dw_sums(workspace, base, per, o_dw, o_db, w.shape, dw, db))
+
+
+def _dw_direct_args(dout, x, w, stride, pad, dilation, dw, db, workspace, plan):
+    """(args_for(t, lo, hi) of ``conv_direct.weight_grad_direct``, ``_dw_sums``' sums)."""
+    from cnnspec.kernels import conv_direct as D
+    f_, cg, kh, kw = w.shape
+    shared, per = plan.shared, plan.per_thread
+    group, xp, wide, total = plan.direct_dw
+    offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, -(-(cg * kh * kw) // 6) * 6)
+    if plan.narrow:                          # AVX2's blocks (weight_grad_direct)
+        offs = offs.reshape(-1, 6)
+    phases = D.phases_of(stride)
+    o_dw = D.weight_grad_dw_offset(group, xp, wide)
+    return (lambda t, lo, hi: (dout, x, (kh, kw), stride, phases, pad, dilation, dw is not None,
+                               db is not None, group, xp, wide, offs,
+                               workspace[shared + t * per:shared + t * per + total], lo, hi),
+            _dw_sums(workspace, shared, per, o_dw, o_dw + f_ * cg * kh * kw, w.shape, dw, db))
+
+
 def conv2d_forward_step(x, w, b, stride, pad, dilation, groups, out, workspace):
     """``conv2d_forward_into`` with these arguments as a step, a function of no arguments, for a
     thread of its own (a training share's layer, run ``_jit.alone``): where the plan chosen now
@@ -1641,10 +1724,21 @@ def conv2d_forward_step(x, w, b, stride, pad, dilation, groups, out, workspace):
     turn between their kernels (LeNet-5 at batch 64 on two threads, its four convolutions bound:
     1.05-1.07x); else the call itself."""
     if not _is_depthwise(x.shape, w.shape, groups):
-        route, plan, _, b_ = _forward_setup(x, w, b, stride, pad, dilation, groups, out, workspace)
+        route, plan, threads, b_ = _forward_setup(x, w, b, stride, pad, dilation, groups, out,
+                                                  workspace)
         if route == "direct one":
             kernel, args = _direct_one_call(x, w, b_, pad, dilation, out, workspace, plan)
             return functools.partial(kernel, *args)
+        if route == "lanes" and threads <= 1:
+            from cnnspec.kernels import conv_direct as D
+            wl, args_for = _lanes_args(x, w, b_, stride, pad, dilation, out, False, workspace,
+                                       plan, False)
+            return in_turn(functools.partial(D.pack_weights_lanes, w, False, wl),
+                           one_call(D.forward_lanes, x.shape[0], args_for))
+        if route is None and threads <= 1:
+            layout, kernel, args_for = _mode_forward(x, w, b_, stride, pad, dilation, groups, out,
+                                                     workspace, plan)
+            return in_turn(*[layout] * (layout is not None), one_call(kernel, x.shape[0], args_for))
     return lambda: conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace)
 
 
@@ -1680,16 +1774,11 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
         return
     if route == "lanes":
         from cnnspec.kernels import conv_direct as D
-        u, base = _line_base(workspace, shared)
-        wl = _packed(u, D.lanes_shape(w.shape, plan.narrow))
+        wl, args_for = _lanes_args(x, w, b, stride, pad, dilation, out, False, workspace, plan,
+                                   False)
         D.pack_weights_lanes(w, False, wl)
-        xp, end, pos = plan.lanes
-        offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation, cg * kh * kw)
-        run_split(D.forward_lanes, x.shape[0], threads, lambda t, lo, hi: (
-            x, b, tuple(stride), D.phases_of(stride), tuple(pad), out, False, wl, offs, pos,
-            workspace[base + t * per:base + t * per + xp],
-            workspace[base + t * per + xp:base + t * per + end], lo, hi),
-            dynamic=True, per_thread=_FORWARD_PIECES)
+        run_split(D.forward_lanes, x.shape[0], threads, args_for, dynamic=True,
+                  per_thread=_FORWARD_PIECES)
         return
     if route == "slanes":
         from cnnspec.kernels import conv_lanes as L
@@ -1717,14 +1806,32 @@ def conv2d_forward_into(x, w, b, stride, pad, dilation, groups, out, workspace):
                 workspace[shared + t * per + xp:shared + t * per + end], lo, hi),
                 dynamic=True, per_thread=_FORWARD_PIECES)
         return
-    if plan.mode == KN2ROW:
-        _tap_major(w, wt)
-    elif plan.mode == ROWTAP:
-        _row_major_taps(w, wt)
-    run_split(_FORWARD[plan.mode], x.shape[0], threads, lambda t, lo, hi: (
+    layout, kernel, args_for = _mode_forward(x, w, b, stride, pad, dilation, groups, out,
+                                             workspace, plan)
+    if layout is not None:
+        layout()
+    run_split(kernel, x.shape[0], threads, args_for, dynamic=True, per_thread=_FORWARD_PIECES)
+
+
+def _weights_layout(w, wt, mode):
+    """The call that lays the weights out in ``wt`` for a plan's own kernels of ``mode``
+    (KN2ROW: tap-major, ROWTAP: row-major taps), bound; None for a mode that reads w."""
+    if mode == KN2ROW:
+        return functools.partial(_tap_major, w, wt)
+    if mode == ROWTAP:
+        return functools.partial(_row_major_taps, w, wt)
+    return None
+
+
+def _mode_forward(x, w, b, stride, pad, dilation, groups, out, workspace, plan):
+    """(the weights' layout call or None, kernel, args_for(t, lo, hi)) of the plan's own
+    forward (its mode: im2col, kn2row, row of taps)."""
+    f_, cg, kh, kw = w.shape
+    shared, per = plan.shared, plan.per_thread
+    wt = workspace[:shared]
+    return (_weights_layout(w, wt, plan.mode), _FORWARD[plan.mode], lambda t, lo, hi: (
         x, w, b, (kh, kw), stride, pad, dilation, groups, out, plan.mode, plan.identity,
-        plan.rows, plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi),
-        dynamic=True, per_thread=_FORWARD_PIECES)
+        plan.rows, plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi))
 
 
 def _packed(wt, shape):
@@ -1794,14 +1901,56 @@ def conv2d_backward_step(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
     where the plan chosen now is one compiled call (the row-of-taps backward on one thread),
     that call with its arguments bound once; else the call itself."""
     if not _is_depthwise(x.shape, w.shape, groups):
-        plan, _, pieces, dx_route, dw_route = _backward_setup(dout, x, w, stride, pad, dilation,
-                                                              groups, dx, dw, db, workspace)
-        if dx_route is None and dw_route is None and _rowtap_whole(plan, pieces):
-            kernel, args = _rowtap_one_call(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
-                                            workspace, accumulate, plan)
-            return functools.partial(kernel, *args)
+        plan, threads, pieces, dx_route, dw_route = _backward_setup(
+            dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace)
+        if threads <= 1 and pieces == 1:
+            steps = _backward_steps(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
+                                    workspace, accumulate, plan, dx_route, dw_route)
+            if steps is not None:
+                return in_turn(*steps)
     return lambda: conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
                                         workspace, accumulate)
+
+
+def _backward_steps(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace, accumulate,
+                    plan, dx_route, dw_route):
+    """The calls of ``conv2d_backward_into`` on one thread, in its order, each bound with its
+    arguments (``functools.partial``): dx by the lanes or the direct loops, dw and db by the
+    lanes or the direct loops and their sum, the rest by the plan's own kernels (the row of taps
+    in one call); None where a part takes another route (a blocked one, the transposed dx)."""
+    from cnnspec.kernels import conv_direct as D
+    n, steps = x.shape[0], []
+    if dx_route == "lanes":
+        wl, args_for = _lanes_args(dout, w, _empty(x.dtype)[0], None, None, dilation, dx,
+                                   accumulate, workspace, plan, True)
+        steps += [functools.partial(D.pack_weights_lanes, w, True, wl),
+                  one_call(D.forward_lanes, n, args_for)]
+        dx = None
+    elif dx_route == "direct":
+        wpk, args_for = _dx_direct_args(dout, w, dilation, dx, accumulate, workspace, plan)
+        steps += [functools.partial(D.pack_weights_flipped, w, wpk),
+                  one_call(D.forward_direct, n, args_for)]
+        dx = None
+    elif dx_route is not None:
+        return None
+    if dw_route in ("lanes", "direct"):
+        kernel, made = ((D.weight_grad_lanes, _dw_lanes_args) if dw_route == "lanes"
+                        else (D.weight_grad_direct, _dw_direct_args))
+        args_for, sums = made(dout, x, w, stride, pad, dilation, dw, db, workspace, plan)
+        steps += [one_call(kernel, n, args_for), functools.partial(_sum_partials, *sums(1))]
+        dw = db = None
+    elif dw_route is not None:
+        return None
+    if dx is None and dw is None and db is None:
+        return steps
+    if _rowtap_whole(plan, 1):
+        kernel, args = _rowtap_one_call(dout, x, w, stride, pad, dilation, groups, dx, dw, db,
+                                        workspace, accumulate, plan)
+        return steps + [functools.partial(kernel, *args)]
+    layout, kernel, args_for, sums = _mode_backward(dout, x, w, stride, pad, dilation, groups,
+                                                    dx, dw, db, workspace, accumulate, plan)
+    return (steps + [layout] * (layout is not None) + [one_call(kernel, n, args_for)]
+            + [functools.partial(_sum_partials, *sums(1))] * (sums is not None))
 
 
 def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace,
@@ -1817,7 +1966,6 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace)
     empty1, empty4 = _empty(x.dtype)
     shared, per = plan.shared, plan.per_thread
-    wt = workspace[:shared]
     if dx_route == "wino":
         from cnnspec.kernels import conv_big
         u, base = _line_base(workspace, shared)
@@ -1841,16 +1989,11 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         dx = None
     if dx_route == "lanes":
         from cnnspec.kernels import conv_direct as D
-        u, base = _line_base(workspace, shared)
-        wl = _packed(u, D.lanes_shape(w.shape, plan.narrow, True))
+        wl, args_for = _lanes_args(dout, w, empty1, None, None, dilation, dx, accumulate,
+                                   workspace, plan, True)
         D.pack_weights_lanes(w, True, wl)
-        xp, end, pad_dx, pos = plan.lanes_dx
-        offs = D.window_offsets(dout.shape, (kh, kw), (1, 1), pad_dx, dilation, f_ * kh * kw)
-        run_split(D.forward_lanes, x.shape[0], threads, lambda t, lo, hi: (
-            dout, empty1, (1, 1), None, pad_dx, dx, bool(accumulate), wl, offs, pos,
-            workspace[base + t * per:base + t * per + xp],
-            workspace[base + t * per + xp:base + t * per + end], lo, hi),
-            dynamic=True, per_thread=_FORWARD_PIECES)
+        run_split(D.forward_lanes, x.shape[0], threads, args_for, dynamic=True,
+                  per_thread=_FORWARD_PIECES)
         if dw is None and db is None:
             return
         dx = None
@@ -1875,15 +2018,10 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         dx = None
     if dx_route == "direct":
         from cnnspec.kernels import conv_direct as D
-        wpk = _packed(wt, D.packed_shape(w.shape, plan.narrow, True))
+        wpk, args_for = _dx_direct_args(dout, w, dilation, dx, accumulate, workspace, plan)
         D.pack_weights_flipped(w, wpk)
-        xp, end, pad_dx = plan.direct_dx
-        offs = D.window_offsets(dout.shape, (kh, kw), (1, 1), pad_dx, dilation, f_ * kh * kw)
-        run_split(D.forward_direct, x.shape[0], threads, lambda t, lo, hi: (
-            dout, empty1, (kh, kw), pad_dx, dilation, dx, bool(accumulate), wpk, offs,
-            workspace[shared + t * per:shared + t * per + xp],
-            workspace[shared + t * per + xp:shared + t * per + end], lo, hi),
-            dynamic=True, per_thread=_FORWARD_PIECES)
+        run_split(D.forward_direct, x.shape[0], threads, args_for, dynamic=True,
+                  per_thread=_FORWARD_PIECES)
         if dw is None and db is None:
             return
         dx = None
@@ -1920,35 +2058,18 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
         dw = db = None
     if dw_route == "lanes":
         from cnnspec.kernels import conv_direct as D
-        size, o_dw, o_db = plan.lanes_dw
-        _, base = _line_base(workspace, shared)
-        offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation,
-                                -(-(cg * kh * kw) // 6) * 6)
-        run_split(D.weight_grad_lanes, x.shape[0], threads, lambda t, lo, hi: (
-            dout, x, tuple(stride), D.phases_of(stride), tuple(pad), dw is not None,
-            db is not None, offs, workspace[base + t * per:base + t * per + size], o_dw, o_db,
-            lo, hi))
-        _sum_partials(workspace, base, per, threads, (0, 0, 0, o_dw, o_db),
-                      _partial_strides(GATHER, w.shape), empty4 if dw is None else dw,
-                      empty1 if db is None else db, dw is not None, db is not None)
+        args_for, sums = _dw_lanes_args(dout, x, w, stride, pad, dilation, dw, db, workspace, plan)
+        run_split(D.weight_grad_lanes, x.shape[0], threads, args_for)
+        _sum_partials(*sums(threads))
         if dx is None:
             return
         dw = db = None
     if dw_route == "direct":
         from cnnspec.kernels import conv_direct as D
-        group, xp, wide, total = plan.direct_dw
-        offs = D.window_offsets(x.shape, (kh, kw), stride, pad, dilation,
-                                -(-(cg * kh * kw) // 6) * 6)
-        if plan.narrow:                          # AVX2's blocks (weight_grad_direct)
-            offs = offs.reshape(-1, 6)
-        run_split(D.weight_grad_direct, x.shape[0], threads, lambda t, lo, hi: (
-            dout, x, (kh, kw), stride, D.phases_of(stride), pad, dilation, dw is not None,
-            db is not None, group, xp, wide, offs,
-            workspace[shared + t * per:shared + t * per + total], lo, hi))
-        o_dw = D.weight_grad_dw_offset(group, xp, wide)
-        _sum_partials(workspace, shared, per, threads, (0, 0, 0, o_dw, o_dw + f_ * cg * kh * kw),
-                      _partial_strides(GATHER, w.shape), empty4 if dw is None else dw,
-                      empty1 if db is None else db, dw is not None, db is not None)
+        args_for, sums = _dw_direct_args(dout, x, w, stride, pad, dilation, dw, db, workspace,
+                                         plan)
+        run_split(D.weight_grad_direct, x.shape[0], threads, args_for)
+        _sum_partials(*sums(threads))
         if dx is None:
             return
         dw = db = None
@@ -1957,17 +2078,29 @@ def conv2d_backward_into(dout, x, w, stride, pad, dilation, groups, dx, dw, db, 
                                         workspace, accumulate, plan)
         kernel(*args)
         return
-    if plan.mode == KN2ROW:
-        _tap_major(w, wt)
-    elif plan.mode == ROWTAP:
-        _row_major_taps(w, wt)
-    dx_ = empty4 if dx is None else dx
-    run_split(_BACKWARD[plan.mode], x.shape[0], threads, lambda t, lo, hi: (
-        dout, x, w, (kh, kw), stride, pad, dilation, groups, dx_, bool(accumulate),
-        dx is not None, dw is not None, db is not None, plan.mode, plan.identity, plan.rows,
-        plan.layout, wt, workspace[shared + t * per:shared + (t + 1) * per], lo, hi),
-        pieces=pieces)
-    if dw is not None or db is not None:
-        _sum_partials(workspace, shared, per, pieces, plan.layout,
-                      _partial_strides(plan.mode, w.shape), empty4 if dw is None else dw,
-                      empty1 if db is None else db, dw is not None, db is not None)
+    layout, kernel, args_for, sums = _mode_backward(dout, x, w, stride, pad, dilation, groups,
+                                                    dx, dw, db, workspace, accumulate, plan)
+    if layout is not None:
+        layout()
+    run_split(kernel, x.shape[0], threads, args_for, pieces=pieces)
+    if sums is not None:
+        _sum_partials(*sums(pieces))
+
+
+def _mode_backward(dout, x, w, stride, pad, dilation, groups, dx, dw, db, workspace, accumulate,
+                   plan):
+    """(the weights' layout call or None, kernel, args_for(t, lo, hi), sums(pieces) or None:
+    ``_sum_partials``' arguments where dw or db is asked for) of the plan's own backward."""
+    f_, cg, kh, kw = w.shape
+    shared, per = plan.shared, plan.per_thread
+    empty1, empty4 = _empty(x.dtype)
+    wt = workspace[:shared]
+    dx_, need = empty4 if dx is None else dx, (dx is not None, dw is not None, db is not None)
+    strides = _partial_strides(plan.mode, w.shape)
+    sums = None if dw is None and db is None else lambda pieces: (
+        workspace, shared, per, pieces, plan.layout, strides, empty4 if dw is None else dw,
+        empty1 if db is None else db, dw is not None, db is not None)
+    return (_weights_layout(w, wt, plan.mode), _BACKWARD[plan.mode], lambda t, lo, hi: (
+        dout, x, w, (kh, kw), stride, pad, dilation, groups, dx_, bool(accumulate), *need,
+        plan.mode, plan.identity, plan.rows, plan.layout, wt,
+        workspace[shared + t * per:shared + (t + 1) * per], lo, hi), sums)
