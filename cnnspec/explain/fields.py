@@ -57,9 +57,12 @@ def field_box(node, position) -> tuple:
     if len(position) != len(shape) or not all(0 <= i < n for i, n in zip(position, shape)):
         raise CnnSpecError(f"position {','.join(map(str, position))} is outside the layer's "
                            f"{'x'.join(map(str, shape))} positions (counting from 0)")
-    extent = field.get("extent", field["size"])        # exact (fractions) where the analysis keeps them
+    if "axes" in field:                 # the analysis's exact per-unit tables (periodic after upsampling)
+        from cnnspec.analysis.receptive_field import interval
+
+        return tuple(interval(field, position))
     box = []
-    for i, r, j, p in zip(position, extent, field["stride"], field["padding"]):
+    for i, r, j, p in zip(position, field["size"], field["stride"], field["padding"]):
         first = i * Fraction(j) - Fraction(p)
         box.append((math.ceil(first), math.floor(first + Fraction(r) - 1)))
     return tuple(box)

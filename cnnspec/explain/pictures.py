@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from cnnspec.render.pictures import _figure
+from cnnspec.render.pictures import _figure, save_figure
 
 TITLES = {"gradcam": "Grad-CAM", "saliency": "saliency |d score / d input|",
           "smoothgrad": "SmoothGrad", "occlusion": "occlusion: score drop"}
@@ -54,7 +54,7 @@ def plot_explanation(x, explanation, path, title: str = "", classes=None) -> Non
         bottom.set_yticks([])
         bottom.set_xlabel("position")
         fig.colorbar(image, ax=[top, bottom], shrink=0.8)
-        fig.savefig(path)
+        save_figure(fig, path)
         return
     picture, grey = _image(x)
     fig = _figure(9, 3.5)
@@ -70,7 +70,7 @@ def plot_explanation(x, explanation, path, title: str = "", classes=None) -> Non
     right.set_title("over the input", fontsize=8)
     for ax in (left, middle, right):
         _bare(ax)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def plot_ascent(result, path, title: str = "", columns: int = 8) -> None:
@@ -95,7 +95,7 @@ def plot_ascent(result, path, title: str = "", columns: int = 8) -> None:
             picture, grey = _image((x - lo) / (hi - lo + 1e-12))
             ax.imshow(picture, cmap=grey, interpolation="nearest")
         ax.set_title(f"ch {result.channels[k]}: {result.objective[-1, k]:.3g}", fontsize=7)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def _limits(first: int, last: int, n: int) -> tuple:
@@ -141,7 +141,7 @@ def plot_field(x, view, path, title: str = "") -> None:
         ax.set_xlim(left_edge, right_edge)          # room for the part of the field in the padding
         ax.set_ylim(bottom, top)
         _bare(ax)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def _plot_field_sequence(x, view, path, title: str = "") -> None:
@@ -163,4 +163,4 @@ def _plot_field_sequence(x, view, path, title: str = "") -> None:
     fig.colorbar(image, ax=[top, bottom], shrink=0.8)
     for ax, rows in ((top, x.shape[0]), (bottom, 1)):
         ax.add_patch(Rectangle((a - 0.5, -0.5), b - a + 1, rows, fill=False, edgecolor="#00e5ff", linewidth=1.6))
-    fig.savefig(path)
+    save_figure(fig, path)

@@ -16,6 +16,33 @@ MAX_FILTERS = 64                 # filters drawn in a filter grid
 COLUMNS = 8
 
 
+def save_figure(fig, path) -> None:
+    """``fig.savefig(path)`` with what can go wrong said as a CnnSpecError naming the file: a
+    suffix matplotlib cannot write (it would otherwise append ``.png`` to a name without one), a
+    folder that cannot be made, a file that cannot be written. Missing folders are made, as
+    ``render`` and ``report`` make them."""
+    import os
+    from pathlib import Path
+
+    from cnnspec import atomic
+    from cnnspec.errors import CnnSpecError
+
+    path = Path(os.fspath(path))
+    kinds = fig.canvas.get_supported_filetypes()
+    suffix = path.suffix[1:].lower()
+    if suffix not in kinds:
+        raise CnnSpecError(f"cannot write a picture as {'.' + suffix if suffix else 'a file without a suffix'}",
+                           file=str(path), hint="name it .png (or " + ", ".join("." + k for k in sorted(kinds)
+                                                                                  if k != "png") + ")")
+    try:
+        if path.exists() and path.is_dir():
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format=suffix)
+    except OSError as exc:
+        raise atomic.write_error(exc, path, "picture") from None
+
+
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
@@ -77,7 +104,7 @@ def plot_curves(history, path) -> None:
             ax.legend()
         if epochs:
             ax.set_xticks(epochs if len(epochs) <= 20 else epochs[::max(1, len(epochs) // 10)])
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def plot_feature_maps(maps: dict, path, title: str | None = None, labels: dict | None = None) -> None:
@@ -114,7 +141,7 @@ def plot_feature_maps(maps: dict, path, title: str | None = None, labels: dict |
                        annotate=panel.size <= 64, cmap="viridis" if is_sequence else "gray")
             else:
                 ax.axis("off")
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def plot_filters(weight: np.ndarray, path, layer: str = "conv") -> None:
@@ -146,7 +173,7 @@ def plot_filters(weight: np.ndarray, path, layer: str = "conv") -> None:
             _panel(ax, panels[k], titles[k], annotate=annotate)
         else:
             ax.axis("off")
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, classes, path, title: str = "confusion matrix") -> None:
@@ -168,4 +195,4 @@ def plot_confusion(matrix: np.ndarray, classes, path, title: str = "confusion ma
         for (i, j), count in np.ndenumerate(matrix):
             ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
                     color="white" if count > threshold else "black")
-    fig.savefig(path)
+    save_figure(fig, path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnspec.render.pictures import _figure
+from cnnspec.render.pictures import _figure, save_figure
 
 MASK_COLOURS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
                          [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60],
@@ -52,7 +52,7 @@ def plot_reconstructions(clean, corrupted, outputs, path, title: str | None = No
             _show(axes[r, i], pictures[i], name if i == 0 else None)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def plot_segmentations(pictures, masks, predicted, path, classes=None, title: str | None = None) -> None:
@@ -72,7 +72,7 @@ def plot_segmentations(pictures, masks, predicted, path, classes=None, title: st
     if title:
         names = f" (classes: {', '.join(f'{k} {c}' for k, c in enumerate(classes))})" if classes else ""
         fig.suptitle(title + names, fontsize=8)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def grid(pictures, columns: int | None = None, pad: int = 2) -> np.ndarray:

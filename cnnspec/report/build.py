@@ -68,10 +68,15 @@ def _fraction_pairs(values) -> list:
 def _field(field) -> dict | None:
     if field is None:
         return None
-    extent = field.get("extent", field["size"])
-    return {"size": [int(v) for v in field["size"]], "extent": _fraction_pairs(extent),
-            "stride": _fraction_pairs(field["stride"]), "padding": _fraction_pairs(field["padding"]),
-            "aligned": bool(field["aligned"])}
+    out = {"size": [int(v) for v in field["size"]], "extent": _fraction_pairs(field["size"]),
+           "stride": _fraction_pairs(field["stride"]), "padding": _fraction_pairs(field["padding"]),
+           "aligned": bool(field["aligned"])}
+    if any(a.period > 1 for a in field.get("axes", ())):
+        # the field depends on the unit's position: per axis, unit o sees
+        # [low[o % period], high[o % period]] + (o // period) * shift
+        out["units"] = [{"period": a.period, "shift": int(a.shift), "low": [int(v) for v in a.low],
+                         "high": [int(v) for v in a.high]} for a in field["axes"]]
+    return out
 
 
 def _where(pos, graph) -> dict | None:

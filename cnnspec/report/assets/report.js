@@ -452,9 +452,15 @@
   function fieldBox(f, unit, dims) {    // per axis [first, last] (unclipped) and clipped
     var raw = [], clipped = [];
     for (var a = 0; a < dims.length; a++) {
-      var lo = unit[a] * frac(f.stride[a]) - frac(f.padding[a]);
-      var hi = lo + frac(f.extent[a]) - 1;
-      var first = Math.ceil(lo - 1e-9), last = Math.floor(hi + 1e-9);
+      var first, last;
+      if (f.units) {                    // the analysis's exact per-unit field (periodic after upsampling)
+        var u = f.units[a], q = Math.floor(unit[a] / u.period), r = unit[a] - q * u.period;
+        first = u.low[r] + q * u.shift; last = u.high[r] + q * u.shift;
+      } else {
+        var lo = unit[a] * frac(f.stride[a]) - frac(f.padding[a]);
+        var hi = lo + frac(f.extent[a]) - 1;
+        first = Math.ceil(lo - 1e-9); last = Math.floor(hi + 1e-9);
+      }
       raw.push([first, last]);
       clipped.push([Math.max(first, 0), Math.min(last, dims[a] - 1)]);
     }
