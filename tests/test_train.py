@@ -230,6 +230,25 @@ def test_resume_with_more_epochs_and_its_errors(tiny, tmp_path):
         fit(other, echo=quiet, progress=False, resume=tmp_path / "run")
 
 
+def test_zero_epochs_writes_the_initial_weights_and_resume_goes_on_from_them(tiny, tmp_path):
+    """``--epochs 0``: no step, the initial weights written (as the model compiled with the run's
+    seed) and a checkpoint that --resume trains on from, as a run of fewer epochs would be (it
+    ended in an error about a checkpoint to resume, exit 1, after writing the other files)."""
+    history = fit(tiny, echo=quiet, progress=False, out=tmp_path / "run", epochs=0)
+    assert history.rows == [] and not history.interrupted
+    saved = np.load(tmp_path / "run" / "weights.npz")
+    for name, array in history.model.arrays().items():
+        assert np.array_equal(saved[name], array)
+    with pytest.raises(CnnSpecError, match="already trained for 0 epochs") as info:
+        fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run")
+    assert "--epochs 1" in info.value.hint
+    longer = fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run", epochs=1)
+    fresh = fit(tiny, echo=quiet, progress=False, out=tmp_path / "one", epochs=1)
+    assert [row["epoch"] for row in longer.rows] == [1]
+    for name, array in fresh.model.arrays().items():
+        assert np.array_equal(longer.model.arrays()[name], array)
+
+
 # -- evaluating and running ---------------------------------------------------------------------
 
 def test_evaluate_counts_a_confusion_matrix(tiny):

@@ -312,6 +312,8 @@ class Run(Trains):
 
         written.append(atomic.write_atomic(out / "curves.png", lambda tmp: plot_curves(history.rows, tmp),
                                            what="training curves"))
+        if not checkpoint.exists(out / "checkpoint"):      # no epoch ran (--epochs 0): the state
+            self.save_checkpoint()                       # as it is, which --resume can go on from
         checkpoint.update_state(out / "checkpoint", default=_json_default, finished=True)
         history.written = [Path(p) for p in written]
 
@@ -333,7 +335,7 @@ class Run(Trains):
                                + (f" (--epochs {config.epochs} asks for no more)" if config.epochs < done else "")
                                + ": there is nothing to resume", file=str(self.out),
                                hint=f"give --epochs N with N > {done} to train it further, e.g. "
-                                    f"--resume {self.out} --epochs {2 * done}")
+                                    f"--resume {self.out} --epochs {max(2 * done, 1)}")
         self.echo(f"{self.history.network} has trained for {done} epoch{'s' if done != 1 else ''}; "
                   f"writing the final files its run did not finish writing")
         with StopRequest():
