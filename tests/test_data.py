@@ -334,6 +334,27 @@ def test_image_folder_errors(tmp_path):
         load_dataset(f"folder:{tmp_path / 'none'}", (3, 8, 8))
 
 
+
+def test_sixteen_bit_pictures_are_scaled_by_their_range(tmp_path):
+    """A 16-bit grey PNG holds value / 65535 (the PNG specification); Pillow's convert() would clip
+    every value above 255 to white. 32-bit and float pictures have no range to scale by: refused."""
+    from PIL import Image
+
+    values = np.array([[100, 32768], [65535, 0]], np.uint16)
+    for name in ("a", "b"):
+        (tmp_path / "pics" / name).mkdir(parents=True)
+        Image.fromarray(values).save(tmp_path / "pics" / name / "x.png")
+    assert Image.open(tmp_path / "pics" / "a" / "x.png").mode == "I;16"
+    for channels in (1, 3):
+        data = load_dataset(f"folder:{tmp_path / 'pics'}", (channels, 2, 2), val_split=0.0)
+        assert np.allclose(data.x_train[0], values / 65535.0, atol=1e-6)
+    assert np.allclose(read_array(tmp_path / "pics" / "a" / "x.png", (1, 2, 2))[0], values / 65535.0, atol=1e-6)
+    Image.fromarray(np.full((2, 2), 0.5, np.float32)).save(tmp_path / "pics" / "a" / "f.tif")
+    with pytest.raises(CnnSpecError, match="floating-point picture") as info:
+        load_dataset(f"folder:{tmp_path / 'pics'}", (1, 2, 2))
+    assert "f.tif" in str(info.value)
+
+
 # -- one input for `run` ------------------------------------------------------------------------
 
 def test_read_array(tmp_path):

@@ -371,3 +371,16 @@ def test_import_without_onnx_says_how_to_install_it(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "needs the `onnx` package" in result.stderr and "pip install 'cnnspec[onnx]'" in result.stderr
+
+
+@pytest.mark.parametrize("metadata", ['{"op": "conv", ', '{"op": "adaptiveavgpool"}', '[1, 2]',
+                                      '{"op": "adaptiveavgpool", "config": {}, "inputs": ["conv1"]}'])
+def test_damaged_layer_metadata_of_a_cnnspec_file_is_a_clear_error(tmp_path, capsys, metadata):
+    net = cnnspec.loads("network N {\n input image: 1x8x8\n conv(2, 3x3) -> adaptiveavgpool(2) -> flatten -> dense(3)\n}\n")
+    model = net.to_onnx(tmp_path / "n.onnx")
+    node = next(n for n in model.graph.node if n.name == "adaptiveavgpool1")
+    next(p for p in node.metadata_props if p.key == "cnnspec.layer").value = metadata
+    path = tmp_path / "damaged.onnx"
+    onnx.save(model, path)
+    err = cli_error(capsys, path)
+    assert err.startswith(f"{path}: error: ") and "adaptiveavgpool1" in err and "metadata" in err

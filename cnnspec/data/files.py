@@ -332,6 +332,22 @@ def read_image(path: Path, shape) -> np.ndarray:
             pixels = picture.size[0] * picture.size[1]
             require_memory(4 * pixels, f"this picture ({picture.size[0]}x{picture.size[1]} pixels)",
                            file=str(path))
+            sixteen = picture.mode.startswith("I;16") or (picture.mode == "I" and picture.format == "PNG")
+            if picture.mode in ("I", "F") and not sixteen:      # (older Pillows open a 16-bit PNG as I)
+                # Pillow's convert("L"/"RGB") clips these to 0..255 instead of scaling them
+                kind = "32-bit integer" if picture.mode == "I" else "floating-point"
+                raise CnnSpecError(f"this is a {kind} picture (Pillow mode {picture.mode}), whose values have no "
+                                   "standard range to scale to [0, 1]", file=str(path),
+                                   hint="save it as an 8- or 16-bit picture, or give the samples as a .npy/.npz "
+                                        "array")
+            if sixteen:
+                # 16 bits per sample (PNG, TIFF): value / 65535, as the PNG specification scales it;
+                # Pillow's convert("L"/"RGB") would clip every value above 255 to white
+                grey = Image.fromarray(np.asarray(picture, dtype=np.float32) / 65535.0)
+                if grey.size != (width, height):
+                    grey = grey.resize((width, height), Image.Resampling.BILINEAR)
+                array = np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)[None]
+                return np.repeat(array, channels, axis=0)
             picture = picture.convert("L" if channels == 1 else "RGB")
             if picture.size != (width, height):
                 picture = picture.resize((width, height), Image.Resampling.BILINEAR)
@@ -341,6 +357,8 @@ def read_image(path: Path, shape) -> np.ndarray:
                            hint="a decompression bomb, or resize the picture first") from None
     except MemoryError:
         raise CnnSpecError("this picture does not fit in the memory available", file=str(path)) from None
+    except CnnSpecError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise CnnSpecError(f"cannot read this picture (corrupt or not an image?): {exc}", file=str(path)) from None
     array = array[None] if channels == 1 else array.transpose(2, 0, 1)

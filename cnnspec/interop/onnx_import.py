@@ -493,9 +493,18 @@ class Importer:
         import json
 
         info = json.loads(node.doc_string)
-        inputs = [self.values[name] for name in info["inputs"]]
-        config = dict(info["config"], op=info["op"])
-        KINDS[info["op"]].from_cnnspec(self, node, config, inputs)
+        try:
+            inputs = [self.values[name] for name in info["inputs"]]
+            config = dict(info["config"], op=info["op"])
+            KINDS[info["op"]].from_cnnspec(self, node, config, inputs)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self._bad_metadata(node, f"{type(exc).__name__}: {exc}") from None
+
+    def _bad_metadata(self, node, why: str) -> CnnSpecError:
+        return CnnSpecError(f"node `{node.name or '(unnamed)'}` ({node.op_type}): its `cnnspec.layer` metadata is "
+                            f"damaged ({why[:200]}); cnnspec reads its own files' layers from it",
+                            file=self.file, hint="export the network again with cnnspec export, or remove "
+                                                 "the node's metadata_props")
 
     def opaque_layers(self, nodes) -> list:
         """For files cnnspec wrote: the nodes of each layer of an ``opaque`` kind (its node and those
@@ -507,7 +516,14 @@ class Importer:
         for node in nodes:
             meta = {p.key: p.value for p in node.metadata_props}
             if "cnnspec.layer" in meta:
-                info = json.loads(meta["cnnspec.layer"])
+                try:
+                    info = json.loads(meta["cnnspec.layer"])
+                except ValueError as exc:               # JSONDecodeError, UnicodeDecodeError
+                    raise self._bad_metadata(node, str(exc)) from None
+                if (not isinstance(info, dict) or not isinstance(info.get("op"), str)
+                        or not isinstance(info.get("config"), dict) or not isinstance(info.get("inputs"), list)
+                        or not all(isinstance(name, str) for name in info["inputs"])):
+                    raise self._bad_metadata(node, "not a layer's op, config and inputs")
                 if info["op"] in KINDS and getattr(KINDS[info["op"]], "opaque", False) and info["op"] in LAYERS:
                     layers[node.name] = info
         if not layers:
