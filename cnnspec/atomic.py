@@ -77,6 +77,10 @@ def write_atomic(path, write, what: str = "file") -> Path:
             os.replace(tmp, path)
         except OSError as exc:
             raise write_error(exc, path, what) from None
+        except WriteError as exc:          # a writer that says its own failures (save_figure's,
+            if exc.errno is None:          # on the temporary file): said of this file instead
+                raise
+            raise write_error(OSError(exc.errno, os.strerror(exc.errno)), path, what) from None
     except BaseException:
         try:
             os.remove(tmp)

@@ -17,10 +17,10 @@ COLUMNS = 8
 
 
 def save_figure(fig, path) -> None:
-    """``fig.savefig(path)`` with what can go wrong said as a CnnSpecError naming the file: a
-    suffix matplotlib cannot write (it would otherwise append ``.png`` to a name without one), a
-    folder that cannot be made, a file that cannot be written. Missing folders are made, as
-    ``render`` and ``report`` make them."""
+    """``fig.savefig(path)``, atomically (the picture whole or not at all), with what can go
+    wrong said as a CnnSpecError naming the file: a suffix matplotlib cannot write (it would
+    otherwise append ``.png`` to a name without one), a folder, a file that cannot be written.
+    Missing folders are made, as ``render`` and ``report`` make them."""
     import os
     from pathlib import Path
 
@@ -34,13 +34,13 @@ def save_figure(fig, path) -> None:
         raise CnnSpecError(f"cannot write a picture as {'.' + suffix if suffix else 'a file without a suffix'}",
                            file=str(path), hint="name it .png (or " + ", ".join("." + k for k in sorted(kinds)
                                                                                   if k != "png") + ")")
+    if path.is_dir():
+        raise atomic.write_error(IsADirectoryError(21, "Is a directory"), path, "picture")
     try:
-        if path.exists() and path.is_dir():
-            raise IsADirectoryError(21, "Is a directory", str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format=suffix)
     except OSError as exc:
-        raise atomic.write_error(exc, path, "picture") from None
+        raise atomic.write_error(exc, path.parent, "folder") from None
+    atomic.write_atomic(path, lambda tmp: fig.savefig(tmp, format=suffix), "picture")
 
 
 def _figure(width: float, height: float):
