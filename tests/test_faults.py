@@ -23,7 +23,7 @@ import pytest
 import cnnspec
 from cnnspec.cli import main
 from cnnspec.errors import CnnSpecError
-from cnnspec.train import fit
+from cnnspec.train import checkpoint, fit
 from test_train import TINY, interrupt_at, quiet, without_timings
 
 EPOCHS = 2
@@ -325,6 +325,92 @@ def test_a_diverging_run_stops_with_a_message_and_a_non_zero_exit(tiny, tmp_path
     assert "hint: the learning rate lr=1e+10 is likely too high" in captured.err and "try --lr 1e+09" in captured.err
     assert "Traceback" not in captured.err and "wrote" not in captured.out
     assert not (out / "weights.npz").exists()
+
+
+def diverge_after(monkeypatch, epoch=None, batch=None):
+    """From the batch after (epoch, batch) on (from the first, without them), every training
+    step's loss is NaN, as a run that diverges there sees it."""
+    from cnnspec.engine.model import Model
+
+    poisoned = [epoch is None]
+    real = Model.train_step
+
+    def train_step(self, *args, **kwargs):
+        loss, output = real(self, *args, **kwargs)
+        return (float("nan") if poisoned[0] else loss), output
+    monkeypatch.setattr(Model, "train_step", train_step)
+
+    def on_batch(e, b, loss):
+        if (e, b) == (epoch, batch):
+            poisoned[0] = True
+    return on_batch
+
+
+def files(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_new_run_in_an_earlier_runs_folder_loses_nothing_until_it_saves(tiny, tmp_path, monkeypatch):
+    """QA defect 3: a new run into the folder of a finished one deleted its best.npz before the
+    first batch, and when it then diverged said "the checkpoint of epoch 0 is kept" of the
+    earlier run's checkpoint. Now the earlier run's files stay as they are until the new run
+    commits a checkpoint of its own, and the message names the checkpoint really kept."""
+    out = tmp_path / "run"
+    fit(tiny, echo=quiet, progress=False, out=out, epochs=EPOCHS)
+    earlier = files(out)
+    assert "best.npz" in earlier
+    with monkeypatch.context() as mp:              # diverges before it saves anything
+        with pytest.raises(CnnSpecError) as info:
+            fit(tiny, echo=quiet, progress=False, out=out, epochs=EPOCHS, on_batch=diverge_after(mp, 1, 0))
+    assert info.value.message.startswith("training diverged: the loss became nan in epoch 1, batch 2/6; "
+                                         f"nothing of this run was saved ({out} holds an earlier run's files, "
+                                         "untouched)"), info.value.message
+    assert files(out) == earlier                  # best.npz, the checkpoint, the logs: all the earlier run's
+    with monkeypatch.context() as mp:              # the same on its very first batch
+        with pytest.raises(CnnSpecError, match="nothing of this run was saved"):
+            fit(tiny, echo=quiet, progress=False, out=out, epochs=EPOCHS, on_batch=diverge_after(mp))
+    assert files(out) == earlier
+    real_fsync = os.fsync
+
+    def fsync(fd):                  # the disk is full when the new run writes its first checkpoint
+        if ".weights-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+    with monkeypatch.context() as mp:              # no hint to --resume: that would go on with the earlier run
+        mp.setattr(os, "fsync", fsync)
+        with pytest.raises(CnnSpecError, match="no space left on the disk") as info:
+            fit(tiny, echo=quiet, progress=False, out=out, epochs=EPOCHS)
+    assert "--resume" not in (info.value.hint or "") and files(out) == earlier
+    # a new run interrupted in epoch 1 has committed its own checkpoint, which has no best epoch
+    # yet: the earlier run's best.npz is gone with the earlier run's checkpoint
+    stopped = fit(tiny, echo=quiet, progress=False, out=out, epochs=EPOCHS, on_batch=interrupt_at(1, 1))
+    assert stopped.interrupted and not (out / "best.npz").exists()
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert (state["epoch"], state["batch"], state["rows"]) == (1, 2, [])
+    with monkeypatch.context() as mp:              # its resume diverges: the checkpoint named is that one
+        with pytest.raises(CnnSpecError) as info:
+            fit(tiny, echo=quiet, progress=False, resume=out, on_batch=diverge_after(mp))
+    assert f"; the checkpoint in epoch 1 after batch 2 is kept in {out / 'checkpoint'}" in info.value.message
+    # a new run that diverges in epoch 2 keeps its own epoch 1: its checkpoint and its best.npz
+    with monkeypatch.context() as mp:
+        with pytest.raises(CnnSpecError) as info:
+            fit(tiny, echo=quiet, progress=False, out=out, epochs=EPOCHS, on_batch=diverge_after(mp, 2, 0))
+    assert info.value.message.endswith(f"in epoch 2, batch 2/6; the checkpoint after epoch 1 is kept in "
+                                       f"{out / 'checkpoint'}"), info.value.message
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert (state["epoch"], state["batch"], len(state["rows"])) == (2, 0, 1)
+    parts, _ = checkpoint.load(out / "checkpoint")
+    assert same_arrays(arrays(out / "best.npz"), parts["best"])
+    assert (out / "best.npz").read_bytes() != earlier["best.npz"]
+    # and a run that ends replaces every file of the earlier run, best.npz with its own
+    history = fit(tiny, echo=quiet, progress=False, out=out, epochs=EPOCHS)
+    assert same_arrays(arrays(out / "best.npz"), history.best_weights)
+    assert out / "best.npz" in history.written
+    # --epochs 0 there: its own checkpoint (not the earlier run's marked finished), no best.npz
+    fit(tiny, echo=quiet, progress=False, out=out, epochs=0)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert (state["epoch"], state["rows"], state["finished"]) == (1, [], True)
+    assert not (out / "best.npz").exists()
 
 
 def test_weights_that_are_not_finite_load_with_a_warning(tiny, tmp_path, capsys):

@@ -519,6 +519,26 @@ def test_a_loss_that_stops_being_finite_ends_the_run_with_a_message(task, tmp_pa
         fit(load(tmp_path, text), echo=quiet, progress=False, out=tmp_path / "run")
 
 
+def test_a_gan_run_in_an_earlier_runs_folder_names_only_its_own_checkpoint(tmp_path):
+    """QA defect 3, for a GAN: a new run that diverged before saving said "the last checkpoint is
+    kept" of the earlier run's; --epochs 0 marked the earlier run's checkpoint finished (in an
+    empty folder it failed: no checkpoint to mark)."""
+    net = load(tmp_path, TASKS["gan"])
+    out = tmp_path / "run"
+    fit(net, echo=quiet, progress=False, out=out, epochs=1)
+    earlier = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    diverging = load(tmp_path, TASKS["gan"].replace("sgd(lr=0.05, momentum=0.5)", "sgd(lr=1e30)"), "nan.cnn")
+    with pytest.raises(CnnSpecError, match=r"in epoch 1, batch \d+/6; nothing of this run was saved "
+                                           rf"\({out} holds an earlier run's files, untouched\)"):
+        fit(diverging, echo=quiet, progress=False, out=out)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == earlier
+    for folder in (out, tmp_path / "empty"):
+        fit(net, echo=quiet, progress=False, out=folder, epochs=0)
+        state = json.loads((folder / "checkpoint" / "state.json").read_text())
+        assert (state["epoch"], state["rows"], state["finished"]) == (1, [], True)
+    assert len(fit(net, echo=quiet, progress=False, resume=out, epochs=1).rows) == 1
+
+
 def test_three_gan_iterations_with_adam_equal_pytorch(tmp_path):
     """Gradients are not carried from one step to the next, and each network's Adam keeps its own
     state: three iterations of both steps end at PyTorch's weights."""

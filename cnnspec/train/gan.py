@@ -226,6 +226,7 @@ class GanRun(Trains):
         self.g.rng.bit_generator.state = state["engine_rng"]
         self.d.rng.bit_generator.state = state["d_engine_rng"]
         self.resumed, self.finished = True, bool(state.get("finished"))
+        self.note_checkpoint(run)
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -406,7 +407,7 @@ class GanRun(Trains):
                 if value is not None and not math.isfinite(value):
                     bar.close()
                     raise CnnSpecError(f"training diverged: {what} loss became {value} in epoch {epoch}, batch "
-                                       f"{b + 1}/{self.n_batches}" + self._kept(),
+                                       f"{b + 1}/{self.n_batches}" + self.kept_text(),
                                        hint=f"try a lower learning rate (--lr {config.lr / 10:g})")
             seconds += time.perf_counter() - tick
             d_sum += d_loss * len(index)
@@ -435,11 +436,6 @@ class GanRun(Trains):
         self.epoch, self.batch, self.rng_state, self.sums = epoch + 1, 0, None, None
         self.save_checkpoint()
         return True
-
-    def _kept(self) -> str:
-        if self.out is not None and checkpoint.exists(self.out / "checkpoint"):
-            return f"; the last checkpoint is kept in {self.out / 'checkpoint'}"
-        return ""
 
     def samples(self) -> np.ndarray:
         """The generator's pictures (evaluation mode) of the fixed noise, in [0, 1]."""
@@ -474,6 +470,7 @@ class GanRun(Trains):
                  "engine_rng": self.g.rng.bit_generator.state, "d_engine_rng": self.d.rng.bit_generator.state,
                  "config": self.config.to_json(), "rows": self.history.rows, "init": None, "finished": False}
         checkpoint.save(self.out / "checkpoint", parts, state, default=_json_default)
+        self.note_checkpoint(self.out)
         _write_logs(self.out, self.history)
 
     def write_final(self) -> None:
@@ -490,6 +487,8 @@ class GanRun(Trains):
         written += _write_logs(out, history)
         written.append(atomic.write_atomic(out / "curves.png", lambda tmp: plot_curves(history.rows, tmp),
                                            what="training curves"))
+        if self.kept is None or self.kept[0] != out:    # no epoch ran (--epochs 0): not an earlier
+            self.save_checkpoint()                       # run's checkpoint marked finished
         checkpoint.update_state(out / "checkpoint", default=_json_default, finished=True)
         history.written = [Path(p) for p in written]
 

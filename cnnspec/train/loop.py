@@ -155,20 +155,44 @@ def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, r
 
 class Trains:
     """What every kind of run shares: ``train()`` runs ``_train()``, and a file that cannot be
-    written ends it with an error that names the checkpoint kept."""
+    written ends it with an error that names the checkpoint kept.
+
+    ``kept`` is the last checkpoint of this run (or of the run it resumed): ``(run folder, epoch,
+    batch)``, the position it continues from; None while this run has committed none. A
+    checkpoint in ``out`` that is not ``kept`` is an earlier run's, and no message offers it."""
 
     out: Path | None
+    kept: tuple | None = None
 
     def train(self) -> History:
         try:
             return self._train()
         except atomic.WriteError as err:
-            if self.out is None or not checkpoint.exists(self.out / "checkpoint"):
+            if self.kept is None:
                 raise
             fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
             raise CnnSpecError(err.message, file=err.file,
                                hint=f"the last complete checkpoint is kept: {fix}, then continue "
-                                    f"with --resume {self.out}") from None
+                                    f"with --resume {self.kept[0]}") from None
+
+    def note_checkpoint(self, run: Path) -> None:
+        """This run's position has been committed in (or resumed from) ``run``'s checkpoint."""
+        self.kept = (Path(run), self.epoch, self.batch)
+
+    def kept_text(self) -> str:
+        """What an error ending the run says is kept: ``; the checkpoint after epoch 2 is kept in
+        DIR/checkpoint``, or that nothing of this run was saved (and that ``out``'s files, if
+        there are any, are an earlier run's, untouched)."""
+        if self.kept is not None:
+            run, epoch, batch = self.kept
+            when = (f"in epoch {epoch} after batch {batch}" if batch else
+                    f"after epoch {epoch - 1}" if epoch > 1 else "of the initial weights")
+            return f"; the checkpoint {when} is kept in {run / 'checkpoint'}"
+        if self.out is None:
+            return ""
+        if checkpoint.exists(self.out / "checkpoint"):
+            return f"; nothing of this run was saved ({self.out} holds an earlier run's files, untouched)"
+        return "; nothing of this run was saved"
 
 
 class Run(Trains):
@@ -228,6 +252,7 @@ class Run(Trains):
         # where to start: the next epoch and batch, and that epoch's generator state and sums so far
         self.epoch, self.batch, self.rng_state, self.sums = 1, 0, None, None
         self.resumed = self.finished = False
+        self.best_saved = None         # the best epoch whose weights out's best.npz holds (None: none of this run's)
 
     def restore(self, run: Path, parts: dict, state: dict) -> None:
         """Continue from the checkpoint of ``run`` (its ``parts`` and ``state``)."""
@@ -246,6 +271,7 @@ class Run(Trains):
             self.model.rng.bit_generator.state = state["engine_rng"]
         self.restore_fit_state(parts, state, folder)
         self.resumed, self.finished = True, bool(state.get("finished"))
+        self.note_checkpoint(run)      # best.npz: written again from the checkpoint's at the next commit
 
     def fit_state(self) -> dict:
         """What the schedule and the tracker carry over (part of the checkpoint's state)."""
@@ -276,8 +302,6 @@ class Run(Trains):
             echo(describe_run(history, self.dataset, config))
             if config.freeze:
                 echo(frozen_line(config.freeze, self.frozen_layers))
-        if self.out is not None and not self.resumed:
-            (self.out / "best.npz").unlink(missing_ok=True)          # a stale one from an earlier run
         # compile before the first batch, so that the bar's rate and time left and the epoch's
         # seconds are the training's own; the first run on a machine says what it is doing
         with CompileNotice() as notice:
@@ -305,6 +329,7 @@ class Run(Trains):
             return
         out, history = self.out, self.history
         written = [self.model.save(out / "weights.npz")]
+        self.settle_best()
         if (out / "best.npz").is_file():
             written.append(out / "best.npz")
         written += _write_logs(out, history)
@@ -312,8 +337,9 @@ class Run(Trains):
 
         written.append(atomic.write_atomic(out / "curves.png", lambda tmp: plot_curves(history.rows, tmp),
                                            what="training curves"))
-        if not checkpoint.exists(out / "checkpoint"):      # no epoch ran (--epochs 0): the state
-            self.save_checkpoint()                       # as it is, which --resume can go on from
+        if self.kept is None or self.kept[0] != out:    # no epoch ran (--epochs 0): the state as it
+            self.save_checkpoint()                       # is, which --resume can go on from (not an
+                                                         # earlier run's checkpoint marked finished)
         checkpoint.update_state(out / "checkpoint", default=_json_default, finished=True)
         history.written = [Path(p) for p in written]
 
@@ -353,12 +379,24 @@ class Run(Trains):
             tracker.restore_best(self.model)
             self.echo(f"restored the weights of epoch {tracker.best_epoch}, the best by {tracker.quantity} "
                       f"(restore_best_weights)")
-        if self.out is not None and tracker.best_weights is not None and not (self.out / "best.npz").is_file():
-            self.save_best()                  # resumed into another folder: bring best.npz along
 
     def save_best(self) -> None:
         """Write the best epoch's arrays to ``best.npz`` (atomically, as ``Model.save``)."""
         atomic.write_npz(self.out / "best.npz", self.tracker.best_weights, what="best weights")
+        self.best_saved = self.tracker.best_epoch
+
+    def settle_best(self) -> None:
+        """After each checkpoint this run commits (and with its final files), ``best.npz`` is made
+        the checkpoint's: the best epoch's weights, written when that epoch is new (a resumed run
+        writes them again, into another folder too), or no file while there is no best epoch.
+        Until this run's first commit an earlier run's ``best.npz`` in the folder is left alone,
+        like the rest of its files: a run that fails (or diverges) before then loses nothing of it."""
+        if self.out is None:
+            return
+        if self.tracker.best_weights is None:
+            (self.out / "best.npz").unlink(missing_ok=True)     # an earlier run's: stale now
+        elif self.best_saved != self.tracker.best_epoch:
+            self.save_best()
 
     @property
     def n_batches(self) -> int:
@@ -453,10 +491,7 @@ class Run(Trains):
             if self.out is not None and task != "classify":
                 self.write_pictures(epoch, x_val, outputs)
         self.history.rows.append(row)
-        best = self.tracker.update(epoch, row, model)
-        if best and self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
-            model.save(self.out / "best.npz")
+        best = self.tracker.update(epoch, row, model)         # best.npz: written with the checkpoint
         self.history.best = self.tracker.to_json()
         self.echo(epoch_line(row, config.epochs, lr=schedule is not None) + ("  [best]" if best else ""))
         if schedule is not None:
@@ -514,10 +549,7 @@ class Run(Trains):
         else:
             before = f" (the mean loss of this epoch so far was {mean_so_far:.4g})" if mean_so_far is not None else ""
             cause = f"the learning rate lr={config.lr:g} is likely too high{before}"
-        kept = (f"; the checkpoint of epoch {epoch - 1 if not self.batch else epoch} is kept in "
-                f"{self.out / 'checkpoint'}" if self.out is not None and checkpoint.exists(self.out / "checkpoint")
-                else "")
-        return CnnSpecError(f"training diverged: the loss became {loss} {where}{kept}",
+        return CnnSpecError(f"training diverged: the loss became {loss} {where}{self.kept_text()}",
                             hint=f"{cause}; try --lr {config.lr / 10:g}")
 
     def save_checkpoint(self) -> None:
@@ -527,6 +559,8 @@ class Run(Trains):
             return
         checkpoint.save(self.out / "checkpoint", self.checkpoint_parts(), self.checkpoint_state(),
                         default=_json_default)
+        self.note_checkpoint(self.out)
+        self.settle_best()
         _write_logs(self.out, self.history)
 
     def checkpoint_parts(self) -> dict:
