@@ -249,6 +249,45 @@ def test_zero_epochs_writes_the_initial_weights_and_resume_goes_on_from_them(tin
         assert np.array_equal(longer.model.arrays()[name], array)
 
 
+MISSING = object()
+
+
+@pytest.mark.parametrize("where", ["finished", "inside an epoch"])
+def test_resume_refuses_a_state_with_a_key_missing_or_damaged(tiny, tmp_path, where):
+    """QA defect 4: a checkpoint/state.json without `rng` or `sums` ended --resume in a KeyError
+    traceback (only network, epoch, batch, config and rows were checked). Every key a run's
+    restore reads is checked now, each with the one error other damage gets, naming the file."""
+    run = tmp_path / "run"
+    settings = dict(echo=quiet, progress=False, out=run, schedule="step(1, gamma=0.5)", patience=3)
+    if where == "finished":
+        fit(tiny, epochs=1, **settings)
+    else:
+        fit(tiny, epochs=2, on_batch=interrupt_at(1, 1), **settings)
+    path = run / "checkpoint" / "state.json"
+    good = json.loads(path.read_text())
+    assert good["batch"] == (0 if where == "finished" else 2)
+    damages = [("rng", MISSING), ("sums", MISSING), ("engine_rng", {"bit_generator": "PCG64"}),
+               ("engine_rng", "x"), ("tracker", {}), ("tracker", {"quantity": 5}), ("schedule", {}),
+               ("config", {"augment": 5}), ("rows", [1]), ("epoch", 0), ("epoch", True), ("batch", -1),
+               ("network", MISSING)]
+    if where != "finished":            # read only inside an epoch: the epoch's generator and sums
+        damages += [("rng", None), ("rng", "x"), ("rng", {**good["rng"], "bit_generator": "MT19937"}),
+                    ("sums", None), ("sums", [1, 2]), ("sums", "x"), ("sums", [*good["sums"][:6], "x"]),
+                    ("sums", ["x", *good["sums"][1:]])]
+    for key, value in damages:
+        state = {k: v for k, v in good.items() if k != key}
+        if value is not MISSING:
+            state[key] = value
+        path.write_text(json.dumps(state))
+        with pytest.raises(CnnSpecError) as info:
+            fit(tiny, echo=quiet, progress=False, resume=run, epochs=3)
+        assert info.value.message == f"cannot resume from this checkpoint: its state has no valid {key}", \
+            (key, value, info.value.message)
+        assert info.value.file == str(path)
+    path.write_text(json.dumps(good))
+    assert [row["epoch"] for row in fit(tiny, echo=quiet, progress=False, resume=run, epochs=3).rows] == [1, 2, 3]
+
+
 # -- evaluating and running ---------------------------------------------------------------------
 
 def test_evaluate_counts_a_confusion_matrix(tiny):

@@ -326,6 +326,40 @@ def test_ctrl_c_and_resume_reach_the_same_weights(task, tmp_path):
         assert "best.npz" in files and len(list((tmp_path / "run" / "pictures").iterdir())) == 3
 
 
+@pytest.mark.parametrize("task", ["segment", "gan"])
+def test_resume_refuses_a_state_with_a_key_missing_or_damaged(task, tmp_path):
+    """QA defect 4, for a task's and a GAN's run: a state.json without a key restore reads
+    (`rng`, `sums`, a GAN's `engine_rng`, `d_engine_rng`), or with one damaged, is the clean
+    "cannot resume from this checkpoint" error naming the file (was a KeyError traceback)."""
+    network = load(tmp_path, TASKS[task])
+    run = tmp_path / "run"
+    fit(network, echo=quiet, progress=False, out=run, epochs=2, on_batch=interrupt_at(1, 1))
+    path = run / "checkpoint" / "state.json"
+    good = json.loads(path.read_text())
+    assert good["batch"] == 2
+    missing = object()
+    damages = [("rng", missing), ("sums", missing), ("rng", None), ("rng", "x"), ("sums", None),
+               ("sums", good["sums"][:2]), ("rows", [[]])]
+    if task == "gan":
+        damages += [("engine_rng", missing), ("d_engine_rng", missing), ("engine_rng", None),
+                    ("d_engine_rng", {"bit_generator": "PCG64"}), ("sums", [*good["sums"][:6], "x"])]
+    else:                              # the pixel confusion matrix so far
+        damages += [("sums", [*good["sums"][:6], {**good["sums"][6], "confusion": [[1, 2], [3]]}]),
+                    ("sums", [*good["sums"][:6], {"sse": 0}])]
+    for key, value in damages:
+        state = {k: v for k, v in good.items() if k != key}
+        if value is not missing:
+            state[key] = value
+        path.write_text(json.dumps(state))
+        with pytest.raises(CnnSpecError) as info:
+            fit(network, echo=quiet, progress=False, resume=run)
+        assert info.value.message == f"cannot resume from this checkpoint: its state has no valid {key}", \
+            (key, value, info.value.message)
+        assert info.value.file == str(path)
+    path.write_text(json.dumps(good))
+    assert len(fit(network, echo=quiet, progress=False, resume=run).rows) == 2
+
+
 @pytest.mark.parametrize("loss", ["mse", "l1", "bce"])
 def test_reconstruct_learns_and_logs_psnr(loss, tmp_path):
     history = fit(load(tmp_path, AE.replace("LOSS", loss)), echo=quiet, progress=False, epochs=4)

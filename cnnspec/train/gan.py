@@ -208,6 +208,8 @@ class GanRun(Trains):
     # -- resume ----------------------------------------------------------------------------------
 
     def restore(self, run: Path, parts: dict, state: dict) -> None:
+        from cnnspec.train.loop import read_position, state_part
+
         folder = str(run / "checkpoint")
         for name in ("weights", "discriminator", "optimizer", "d_optimizer"):
             if name not in parts:
@@ -222,9 +224,11 @@ class GanRun(Trains):
         except CnnSpecError as exc:
             raise CnnSpecError(exc.message, file=folder, hint=exc.hint) from None
         self.history.rows = state["rows"]
-        self.epoch, self.batch, self.rng_state, self.sums = state["epoch"], state["batch"], state["rng"], state["sums"]
-        self.g.rng.bit_generator.state = state["engine_rng"]
-        self.d.rng.bit_generator.state = state["d_engine_rng"]
+        self.epoch, self.batch = state["epoch"], state["batch"]
+        self.rng_state, self.sums = read_position(run, state, lengths=(7, 7), numbers=7)
+        for model, key in ((self.g, "engine_rng"), (self.d, "d_engine_rng")):
+            with state_part(run, key):
+                model.rng.bit_generator.state = state[key]
         self.resumed, self.finished = True, bool(state.get("finished"))
         self.note_checkpoint(run)
 

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,7 +135,8 @@ def fit(network, config: TrainConfig | None = None, *, dataset=None, out=None, r
         if config is not None or extra:
             raise CnnSpecError(f"a resumed run keeps its settings; only epochs can change "
                                f"(given: {', '.join(extra) or 'config'})")
-        config = TrainConfig.from_json(state["config"])
+        with state_part(resume, "config"):
+            config = TrainConfig.from_json(state["config"])
         if overrides.get("epochs") is not None:
             config.epochs = int(overrides["epochs"])
         out = resume if out is None else out
@@ -266,9 +268,14 @@ class Run(Trains):
         except CnnSpecError as exc:
             raise CnnSpecError(exc.message, file=folder, hint=exc.hint) from None
         self.history.rows, self.history.init = state["rows"], state.get("init")
-        self.epoch, self.batch, self.rng_state, self.sums = state["epoch"], state["batch"], state["rng"], state["sums"]
+        self.epoch, self.batch = state["epoch"], state["batch"]
+        self.rng_state, self.sums = read_position(run, state, lengths=(4, 7), numbers=6)
+        if self.sums is not None and len(self.sums) > 6:
+            with state_part(run, "sums"):
+                TaskSums(self.config.task, self.n_classes).load(self.sums[6])
         if state.get("engine_rng") is not None:
-            self.model.rng.bit_generator.state = state["engine_rng"]
+            with state_part(run, "engine_rng"):
+                self.model.rng.bit_generator.state = state["engine_rng"]
         self.restore_fit_state(parts, state, folder)
         self.resumed, self.finished = True, bool(state.get("finished"))
         self.note_checkpoint(run)      # best.npz: written again from the checkpoint's at the next commit
@@ -279,10 +286,13 @@ class Run(Trains):
                 "tracker": self.tracker.state_dict()}
 
     def restore_fit_state(self, parts: dict, state: dict, folder: str) -> None:
+        run = Path(folder).parent
         if self.schedule is not None and state.get("schedule") is not None:
-            self.schedule.load_state_dict(state["schedule"])
+            with state_part(run, "schedule"):
+                self.schedule.load_state_dict(state["schedule"])
         if state.get("tracker") is not None:
-            self.tracker.load_state_dict(state["tracker"])
+            with state_part(run, "tracker"):
+                self.tracker.load_state_dict(state["tracker"])
             if self.tracker.best_epoch is not None:
                 if "best" not in parts:
                     raise CnnSpecError("the checkpoint names a best epoch but holds no best weights", file=folder)
@@ -673,18 +683,66 @@ def _init_line(path, report: dict) -> str:
 
 
 STATE_KEYS = {"network": str, "epoch": int, "batch": int, "config": dict, "rows": list}
+# the keys every run's state has, null where there is nothing to keep; a GAN's also has its two
+# models' generator states (a classifier's engine_rng may be null)
+POSITION_KEYS = ("rng", "sums")
+GAN_KEYS = ("engine_rng", "d_engine_rng")
+# what reading a damaged part of a state raises (a missing key, a value of another type or range)
+DAMAGE = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError)
+
+
+def bad_state(run: Path, keys) -> CnnSpecError:
+    """The error for a checkpoint whose state (``state.json``) lacks ``keys`` or holds them damaged."""
+    return CnnSpecError(f"cannot resume from this checkpoint: its state has no valid {', '.join(keys)}",
+                        file=str(Path(run) / "checkpoint" / checkpoint.RECORD))
+
+
+@contextmanager
+def state_part(run: Path, key: str):
+    """Reading ``key`` of the state of ``run``'s checkpoint: what cannot be read is :func:`bad_state`."""
+    try:
+        yield
+    except DAMAGE:
+        raise bad_state(run, [key]) from None
 
 
 def _read_checkpoint(run: Path) -> tuple[dict, dict]:
-    """The checkpoint of the run folder ``run``: its parts and its state, checked."""
+    """The checkpoint of the run folder ``run``: its parts and its state, checked: every key a
+    run's ``restore`` reads is there (its values are checked as they are read)."""
     if not run.is_dir():
         raise CnnSpecError("no checkpoint here to resume: there is no such folder", file=str(run))
     parts, state = checkpoint.load(run / "checkpoint")
-    wrong = [key for key, kind in STATE_KEYS.items() if not isinstance(state.get(key), kind)]
+    wrong = [key for key, kind in STATE_KEYS.items()
+             if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)]
+    wrong += [key for key in POSITION_KEYS if key not in state]
+    if state.get("task") == "gan":
+        wrong += [key for key in GAN_KEYS if not isinstance(state.get(key), dict)]
+    if "rows" not in wrong and not all(isinstance(row, dict) for row in state["rows"]):
+        wrong.append("rows")
+    if "epoch" not in wrong and state["epoch"] < 1:
+        wrong.append("epoch")
+    if "batch" not in wrong and state["batch"] < 0:
+        wrong.append("batch")
     if wrong:
-        raise CnnSpecError(f"cannot resume from this checkpoint: its state has no valid {', '.join(wrong)}",
-                           file=str(run / "checkpoint" / checkpoint.RECORD))
+        raise bad_state(run, wrong)
     return parts, state
+
+
+def read_position(run: Path, state: dict, lengths: tuple, numbers: int) -> tuple:
+    """The state's ``rng`` (an epoch's generator state) and ``sums`` (that epoch's sums so far),
+    checked: null at the start of an epoch; inside one (``batch`` > 0) a generator state NumPy
+    takes and a list of ``lengths[0]`` to ``lengths[1]`` items, the first ``numbers`` of them
+    numbers (the rest, a run's task sums, are checked by the run)."""
+    rng, values = state["rng"], state["sums"]
+    if not state["batch"]:
+        return None, None
+    with state_part(run, "rng"):
+        np.random.default_rng().bit_generator.state = rng
+    low, high = lengths
+    if (not isinstance(values, list) or not low <= len(values) <= high
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values[:numbers])):
+        raise bad_state(run, ["sums"])
+    return rng, values
 
 
 def _json_default(value):
