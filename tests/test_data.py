@@ -236,6 +236,31 @@ def test_mnist_missing_and_mismatched_files(tmp_path):
         load_dataset(f"mnist:{tmp_path / 'nowhere'}", (1, 28, 28))
 
 
+def test_a_test_split_of_another_shape_is_named_with_its_file(tmp_path):
+    """QA defect 5: only the test split differs (MNIST train 28x28, t10k 32x32; a .npz whose
+    x_test has another shape): the error said the data set "has samples of shape 1x32x32" and
+    hinted to change the network's input, which the train samples fit. It names the test split
+    and its file now, and says the train and test samples differ in shape."""
+    write_mnist(tmp_path / "m", gz=False)
+    (tmp_path / "m" / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((6, 32, 32))))
+    with pytest.raises(CnnSpecError) as info:
+        load_dataset(f"mnist:{tmp_path / 'm'}", (1, 28, 28))
+    err = info.value
+    assert err.file == str(tmp_path / "m" / "t10k-images-idx3-ubyte")
+    assert err.message == (f"data set 'mnist:{tmp_path / 'm'}': the train and test samples differ in shape: the test "
+                           f"split has samples of shape 1x32x32, the train split 1x28x28 (which fits the network's "
+                           f"input 1x28x28)")
+    assert err.hint.startswith("give the test samples the train samples' shape")
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 5, 5)), y=[0, 1, 0, 1], x_test=np.zeros((2, 6, 6)), y_test=[0, 1])
+    with pytest.raises(CnnSpecError, match=r"the train and test samples differ in shape: the test split has samples "
+                                           r"of shape 6x6, the train split 5x5 \(which fits the network's input "
+                                           r"1x5x5\)") as info:
+        load_dataset(str(tmp_path / "d.npz"), (1, 5, 5))
+    assert info.value.file == str(tmp_path / "d.npz")
+    with pytest.raises(CnnSpecError, match="has samples of shape 5x5, but the network's input is 1x6x6"):
+        load_dataset(str(tmp_path / "d.npz"), (1, 6, 6))          # the train split's error, as before
+
+
 # -- CIFAR-10 -----------------------------------------------------------------------------------
 
 def write_cifar(folder, n=4):

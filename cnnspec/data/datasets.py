@@ -115,7 +115,7 @@ def load_dataset(spec: str | None, input_shape, *, seed: int = 0, val_split: flo
     raw = _read(spec, input_shape, seed, Path(base_dir) if base_dir else Path.cwd(), task,
                 tuple(output_shape)[1:] if task == "segment" else None)
     x = fit_to_input(raw.x, input_shape, spec)
-    x_test = fit_to_input(raw.x_test, input_shape, spec) if raw.x_test is not None else None
+    x_test = fit_test_split(raw, input_shape, spec) if raw.x_test is not None else None
     n_val = int(round(len(x) * float(val_split)))
     if val_split and n_val == 0 and len(x) > 1:
         n_val = 1
@@ -254,6 +254,20 @@ def fit_to_input(x: np.ndarray, input_shape, spec: str) -> np.ndarray:
     raise CnnSpecError(f"data set {spec!r} has samples of shape {fmt_shape(sample) or 'scalar'}, "
                        f"but the network's input is {fmt_shape(input_shape)}",
                        hint="change the network's `input` line to the data's shape, or pick a data set that fits")
+
+
+def fit_test_split(raw, input_shape, spec: str) -> np.ndarray:
+    """The test split's samples arranged as the train split's (which fit the input): a test
+    split of another shape is an error saying so, naming the test split and its file."""
+    try:
+        return fit_to_input(raw.x_test, input_shape, spec)
+    except CnnSpecError:
+        raise CnnSpecError(f"data set {spec!r}: the train and test samples differ in shape: the test split has "
+                           f"samples of shape {fmt_shape(raw.x_test.shape[1:]) or 'scalar'}, the train split "
+                           f"{fmt_shape(raw.x.shape[1:]) or 'scalar'} (which fits the network's input "
+                           f"{fmt_shape(input_shape)})", file=raw.test_file,
+                           hint="give the test samples the train samples' shape; the network's input is "
+                                "right for the train samples") from None
 
 
 def check_masks(data: Dataset, output_shape) -> None:

@@ -41,6 +41,7 @@ class Raw:
     classes: list
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    test_file: str | None = None        # the file of the test split's samples, where it is one
 
 
 def _scaled(array: np.ndarray) -> np.ndarray:
@@ -147,7 +148,7 @@ def read_npz(path: Path, targets: str = "labels") -> Raw:
         y_test = (read_y(arrays["y_test"], path, len(x_test), "y_test") if "y_test" in arrays
                   else np.zeros(len(x_test), np.int64))
     if "y" not in arrays:
-        return Raw(_scaled(x), y, [], x_test, y_test)
+        return Raw(_scaled(x), y, [], x_test, y_test, _test_file(path, x_test))
     n_classes = int(max([y.max(initial=-1)] + ([y_test.max(initial=-1)] if y_test is not None else []))) + 1
     names = arrays.get("classes")
     if names is not None and (names.ndim != 1 or len(names) > MAX_CLASSES):
@@ -157,7 +158,11 @@ def read_npz(path: Path, targets: str = "labels") -> Raw:
     if len(classes) < n_classes:
         raise CnnSpecError(f"array 'classes' names {len(classes)} classes but the labels go up to "
                            f"{n_classes - 1}", file=str(path))
-    return Raw(_scaled(x), y, classes, x_test, y_test)
+    return Raw(_scaled(x), y, classes, x_test, y_test, _test_file(path, x_test))
+
+
+def _test_file(path: Path, x_test) -> str | None:
+    return None if x_test is None else str(path)
 
 
 # -- MNIST IDX ----------------------------------------------------------------------------------
@@ -226,22 +231,23 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 def _read_idx_pair(folder: Path, split: str):
+    """(images, labels, the images' file) of the split ``train`` or ``test``."""
     images_path, labels_path = _find_idx(folder, f"{split} images"), _find_idx(folder, f"{split} labels")
     images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
     if len(images) != len(labels):
         raise CnnSpecError(f"{len(labels)} labels for {len(images)} images in {images_path.name}",
                            file=str(labels_path))
-    return _scaled(images[:, None]), labels.astype(np.int64)
+    return _scaled(images[:, None]), labels.astype(np.int64), images_path
 
 
 def read_mnist(folder: Path) -> Raw:
     """The four MNIST IDX files (also Fashion-MNIST, which uses the same names and format)."""
     if not folder.is_dir():
         raise CnnSpecError("no such folder (mnist:DIR needs the four IDX files in DIR)", file=str(folder))
-    x, y = _read_idx_pair(folder, "train")
-    x_test, y_test = _read_idx_pair(folder, "test")
+    x, y, _ = _read_idx_pair(folder, "train")
+    x_test, y_test, test_path = _read_idx_pair(folder, "test")
     n_classes = int(max(y.max(initial=-1), y_test.max(initial=-1))) + 1
-    return Raw(x, y, [str(i) for i in range(n_classes)], x_test, y_test)
+    return Raw(x, y, [str(i) for i in range(n_classes)], x_test, y_test, str(test_path))
 
 
 # -- CIFAR-10 python batches --------------------------------------------------------------------
@@ -314,7 +320,7 @@ def read_cifar10(folder: Path) -> Raw:
         if isinstance(names, list) and all(isinstance(n, (bytes, str)) for n in names):
             classes = [n.decode() if isinstance(n, bytes) else n for n in names]
     return Raw(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-               classes, x_test, y_test)
+               classes, x_test, y_test, str(folder / "test_batch"))
 
 
 # -- image folder -------------------------------------------------------------------------------
