@@ -208,6 +208,28 @@ def test_cli_writes_the_module_and_the_state_dict(tmp_path, capsys):
         assert rel(net.eval()(torch.from_numpy(x)).numpy(), model.forward(x)) < 1e-5
 
 
+@pytest.mark.parametrize("spec, out, loads", [("lenet5.cnn", "mymodel.py", "mymodel.pt"),
+                                               ("dcgan.cnn", "gan.py", "gan.Generator.pt")])
+def test_the_modules_docstring_loads_the_state_dict_written_beside_it(tmp_path, capsys, monkeypatch, spec, out,
+                                                                     loads):
+    """QA defect 6: with -o OTHER.py the docstring said torch.load("lenet5.pt") (named after the
+    .cnn file; "dcgan.Generator.pt" for several networks) while OTHER.pt was written."""
+    assert main(["export", str(SPECS / spec), "--to", "pytorch", "-o", str(tmp_path / out)]) == 0
+    capsys.readouterr()
+    source = (tmp_path / out).read_text()
+    docstring = source.split('"""')[1]
+    assert re.findall(r'torch\.load\("([^"]+)"\)', source) == [loads] and f'torch.load("{loads}")' in docstring
+    assert (tmp_path / loads).is_file()
+    spec_ = importlib.util.spec_from_file_location("exported", tmp_path / out)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    usage = [line.strip() for line in docstring.splitlines() if line.startswith("    model")]
+    namespace = {"torch": torch, **vars(module)}
+    monkeypatch.chdir(tmp_path)
+    exec("\n".join(usage), namespace)          # the docstring's two lines, run beside the files written
+    assert isinstance(namespace["model"], torch.nn.Module)
+
+
 def test_export_without_torch_says_how_to_install_it(tmp_path):
     code = ("import sys; sys.modules['torch'] = None\n"
             "from cnnspec.cli import main\n"

@@ -382,9 +382,11 @@ def _as_int(value):
 
 # ---- public entry points ---------------------------------------------------------------------------
 
-def torch_source(networks, source_file: str | None = None) -> tuple:
+def torch_source(networks, source_file: str | None = None, module_file: str | None = None) -> tuple:
     """``(text, class names)``: the Python source of a module file defining one ``nn.Module``
-    class per network of ``networks`` (one Network or a list)."""
+    class per network of ``networks`` (one Network or a list). Its docstring shows loading the
+    first network's state dict, named as :func:`export_torch` names it beside ``module_file``
+    (the .py written; default: named after the .cnn file, as ``export`` names it without ``-o``)."""
     networks = networks if isinstance(networks, (list, tuple)) else [networks]
     classes, names, helpers, taken = [], [], set(), set()
     for net in networks:
@@ -398,7 +400,7 @@ def torch_source(networks, source_file: str | None = None) -> tuple:
         helpers |= writer.helpers
     origin = source_file or networks[0].file
     usage = [f"    model = {names[0]}()",
-             f"    model.load_state_dict(torch.load(\"{_pt_hint(origin, names[0], len(names))}\"))"]
+             f"    model.load_state_dict(torch.load(\"{_pt_hint(module_file or origin, names[0], len(names))}\"))"]
     doc = [f'"""{", ".join(n.name for n in networks)}: exported by cnnspec {__version__}'
            + (f" from {os.path.basename(origin)}" if origin else "") + ".",
            "",
@@ -415,7 +417,13 @@ def torch_source(networks, source_file: str | None = None) -> tuple:
 
 
 def _pt_hint(origin, name, count) -> str:
+    """The state dict's file name beside the file ``origin`` (a .cnn or the module's .py)."""
     stem = os.path.splitext(os.path.basename(origin))[0] if origin else name.lower()
+    return _pt_name(stem, name, count)
+
+
+def _pt_name(stem: str, name: str, count: int) -> str:
+    """The state dict file of the network whose class is ``name`` beside the module ``stem.py``."""
     return f"{stem}.pt" if count == 1 else f"{stem}.{name}.pt"
 
 
@@ -490,14 +498,14 @@ def export_torch(networks, path, weights=None, seed: int = 0) -> list:
     torch = require("torch")
     networks = networks if isinstance(networks, (list, tuple)) else [networks]
     weights = weights if isinstance(weights, (list, tuple)) else [weights] * len(networks)
-    text, names = torch_source(networks)
     path = os.fspath(path)
     stem = os.path.splitext(path)[0]
+    text, names = torch_source(networks, module_file=path)     # its docstring: the files written here
+    pts = [_pt_name(stem, name, len(networks)) for name in names]
     states = [state_dict(net, network_arrays(net, w, seed)) for net, w in zip(networks, weights)]
     written = []
     write_text(path, text, "module file")
-    for name, sd in zip(names, states):
-        pt = f"{stem}.pt" if len(networks) == 1 else f"{stem}.{name}.pt"
+    for name, sd, pt in zip(names, states, pts):
         write_atomic(pt, lambda tmp, sd=sd: torch.save(sd, tmp), "state dict")
         written.append((name, pt))
     return written
