@@ -594,3 +594,25 @@ def test_lenet_shares_run_bound_calls():
         unbound = [s for s in steps if not isinstance(s, functools.partial)]
         assert len(steps) == 16 and len(unbound) == 2, [getattr(s, "__qualname__", s)
                                                         for s in unbound]
+
+
+def test_a_thread_count_changed_between_steps_makes_the_plan_again(monkeypatch):
+    """CNNSPEC_THREADS changed after a model ran (a notebook that sets it): the next step makes
+    its plan for the new count (workspaces are per thread: a conv's plan made for one thread
+    raised "conv2d workspace too small" on two), and computes what a model made for it computes."""
+    from cnnspec.engine.bench import MOBILENET_SMALL
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 3, 32, 32))
+    y = rng.integers(0, 10, 16)
+
+    def steps(model, counts):
+        opt = SGD(model, lr=0.01, momentum=0.9)
+        for count in counts:
+            monkeypatch.setenv("CNNSPEC_THREADS", str(count))
+            model.train_step(x, y, opt)
+        return model.arrays()
+
+    changed = steps(_model(MOBILENET_SMALL), (1, 2, 1))
+    for name, value in steps(_model(MOBILENET_SMALL), (1, 1, 1)).items():
+        np.testing.assert_allclose(changed[name], value, rtol=1e-9, atol=1e-12)

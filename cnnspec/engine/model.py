@@ -29,6 +29,7 @@ import networkx as nx
 import numpy as np
 
 from cnnspec.engine import init, losses
+from cnnspec.kernels import _jit
 from cnnspec.errors import CnnSpecError, match_names, nearest
 from cnnspec.npz import read_npz
 
@@ -451,8 +452,9 @@ class Model:
     def _plan(self, batch: int):
         self._pending = None             # other buffers' contents: no backward() of a forward_train
         plan = self._plans.get(batch)
-        if plan is None:
-            from cnnspec.engine.plan import Plan
+        if plan is None or plan.threads != _jit.num_threads():   # (workspaces are per thread:
+            from cnnspec.engine.plan import Plan                  # CNNSPEC_THREADS changed since)
+            self._plans.pop(batch, None)
             plan = self._plans[batch] = Plan(self, batch)
             while len(self._plans) > PLAN_CACHE:
                 self._plans.popitem(last=False)

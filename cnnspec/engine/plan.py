@@ -22,6 +22,7 @@ import networkx as nx
 import numpy as np
 
 from cnnspec import kernels as K
+from cnnspec.kernels import _jit
 from cnnspec.analysis import fusions
 from cnnspec.engine import losses
 from cnnspec.engine.ops import EVAL_PASS_THROUGH, OPS, PASS_THROUGH, VIEWS, NodeContext
@@ -42,6 +43,7 @@ class Plan:
     def __init__(self, model, batch: int):
         self.model = model
         self.batch = batch
+        self.threads = _jit.num_threads()             # what its workspaces are sized for
         graph, dtype = model.graph, model.dtype
         self.order = model.live                        # nodes the output depends on, topological
         # what this plan may use, measured before it allocates; each stage checks its total
@@ -613,7 +615,6 @@ class BySamples:
         gradients and workspaces come on top of); ``loss_rows``: ``Plan.loss_rows``' closure
         maker of the step's loss (None: no loss, or not the built-in kernels)."""
         from cnnspec.engine.ops import NodeContext
-        from cnnspec.kernels import _jit
 
         model, graph, n = plan.model, plan.model.graph, plan.batch
         self.model, self.count, self.jit, self.used = model, count, _jit, used
@@ -679,7 +680,6 @@ class BySamples:
         layer that is not ``by_samples`` (or not the engine's own), or no memory for them beside
         the ``used`` bytes of the plan and the Training."""
         from cnnspec.engine.ops import OPS
-        from cnnspec.kernels import _jit
 
         model, graph = plan.model, plan.model.graph
         if not BY_SAMPLES or model._backend is not None or plan.term_ops:
