@@ -47,3 +47,27 @@ def numeric_grad(f, x, h=1e-5):
         flat[i] = old
         g[i] = (plus - minus) / (2 * h)
     return grad
+
+
+MISSING = object()                  # a key left out of a damaged checkpoint state
+
+
+def assert_damages_refused(path, good: dict, damages, resume) -> None:
+    """Each ``(key, value)`` of ``damages`` written into the checkpoint state ``path`` (``good``
+    with ``key`` set to ``value``, or left out for ``MISSING``) makes ``resume()`` refuse it with
+    the one error that names the key and the file; ``good`` is written back afterwards."""
+    import json
+
+    from cnnspec.errors import CnnSpecError
+
+    for key, value in damages:
+        state = {k: v for k, v in good.items() if k != key}
+        if value is not MISSING:
+            state[key] = value
+        path.write_text(json.dumps(state))
+        with pytest.raises(CnnSpecError) as info:
+            resume()
+        assert info.value.message == f"cannot resume from this checkpoint: its state has no valid {key}", \
+            (key, value, info.value.message)
+        assert info.value.file == str(path)
+    path.write_text(json.dumps(good))

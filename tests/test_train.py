@@ -8,6 +8,7 @@ import pytest
 import cnnspec
 from cnnspec.errors import CnnSpecError
 from cnnspec.train import evaluate, fit, predict, resolve_config
+from conftest import MISSING, assert_damages_refused
 
 TINY = """
 network Tiny {
@@ -249,7 +250,6 @@ def test_zero_epochs_writes_the_initial_weights_and_resume_goes_on_from_them(tin
         assert np.array_equal(longer.model.arrays()[name], array)
 
 
-MISSING = object()
 
 
 @pytest.mark.parametrize("where", ["finished", "inside an epoch"])
@@ -274,17 +274,7 @@ def test_resume_refuses_a_state_with_a_key_missing_or_damaged(tiny, tmp_path, wh
         damages += [("rng", None), ("rng", "x"), ("rng", {**good["rng"], "bit_generator": "MT19937"}),
                     ("sums", None), ("sums", [1, 2]), ("sums", "x"), ("sums", [*good["sums"][:6], "x"]),
                     ("sums", ["x", *good["sums"][1:]])]
-    for key, value in damages:
-        state = {k: v for k, v in good.items() if k != key}
-        if value is not MISSING:
-            state[key] = value
-        path.write_text(json.dumps(state))
-        with pytest.raises(CnnSpecError) as info:
-            fit(tiny, echo=quiet, progress=False, resume=run, epochs=3)
-        assert info.value.message == f"cannot resume from this checkpoint: its state has no valid {key}", \
-            (key, value, info.value.message)
-        assert info.value.file == str(path)
-    path.write_text(json.dumps(good))
+    assert_damages_refused(path, good, damages, lambda: fit(tiny, echo=quiet, progress=False, resume=run, epochs=3))
     assert [row["epoch"] for row in fit(tiny, echo=quiet, progress=False, resume=run, epochs=3).rows] == [1, 2, 3]
 
 

@@ -12,6 +12,7 @@ import cnnspec
 from cnnspec.errors import CnnSpecError
 from cnnspec.train import checkpoint, fit
 from cnnspec.train.metrics import iou, mean_iou, pixel_confusion, psnr
+from conftest import MISSING, assert_damages_refused
 
 AE = """
 network AE {
@@ -337,26 +338,15 @@ def test_resume_refuses_a_state_with_a_key_missing_or_damaged(task, tmp_path):
     path = run / "checkpoint" / "state.json"
     good = json.loads(path.read_text())
     assert good["batch"] == 2
-    missing = object()
-    damages = [("rng", missing), ("sums", missing), ("rng", None), ("rng", "x"), ("sums", None),
+    damages = [("rng", MISSING), ("sums", MISSING), ("rng", None), ("rng", "x"), ("sums", None),
                ("sums", good["sums"][:2]), ("rows", [[]])]
     if task == "gan":
-        damages += [("engine_rng", missing), ("d_engine_rng", missing), ("engine_rng", None),
+        damages += [("engine_rng", MISSING), ("d_engine_rng", MISSING), ("engine_rng", None),
                     ("d_engine_rng", {"bit_generator": "PCG64"}), ("sums", [*good["sums"][:6], "x"])]
     else:                              # the pixel confusion matrix so far
         damages += [("sums", [*good["sums"][:6], {**good["sums"][6], "confusion": [[1, 2], [3]]}]),
                     ("sums", [*good["sums"][:6], {"sse": 0}])]
-    for key, value in damages:
-        state = {k: v for k, v in good.items() if k != key}
-        if value is not missing:
-            state[key] = value
-        path.write_text(json.dumps(state))
-        with pytest.raises(CnnSpecError) as info:
-            fit(network, echo=quiet, progress=False, resume=run)
-        assert info.value.message == f"cannot resume from this checkpoint: its state has no valid {key}", \
-            (key, value, info.value.message)
-        assert info.value.file == str(path)
-    path.write_text(json.dumps(good))
+    assert_damages_refused(path, good, damages, lambda: fit(network, echo=quiet, progress=False, resume=run))
     assert len(fit(network, echo=quiet, progress=False, resume=run).rows) == 2
 
 
