@@ -66,11 +66,23 @@ def _array(fn, name, a, dtype, ndim=None):
     """a as a C-contiguous array of dtype (a copy only if needed; never written to)."""
     if a is None:
         raise ValueError(f"{fn}: {name} is None")
-    a = np.ascontiguousarray(a, dtype=dtype)
+    if np.iscomplexobj(a):
+        raise ValueError(f"{fn}: {name} must be real, got complex values")
+    a = np.asarray(a, dtype=dtype)         # not ascontiguousarray: it makes a 0-d array 1-D
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
     if ndim is not None and a.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
         want = ndim if isinstance(ndim, int) else " or ".join(map(str, ndim))
         raise ValueError(f"{fn}: {name} must be {want}-D, got shape {a.shape}")
     return a
+
+
+def _number(fn, name, value):
+    """A real number argument (eps, p) as a Python float: anything else is refused by name."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise ValueError(f"{fn}: {name} must be a number, got {value!r}")
+    return float(value)
 
 
 def _is_int(v):
@@ -394,7 +406,9 @@ def softmax_cross_entropy(logits, y):
     labels = np.asarray(y)
     if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(f"{fn}: y must have shape ({logits.shape[0]},), got {labels.shape}")
-    if labels.size and not np.all(np.equal(np.mod(labels, 1), 0)):
+    whole = labels.dtype.kind in "biu" or (labels.dtype.kind == "f" and bool(
+        np.all(np.isfinite(labels)) and np.all(np.mod(labels, 1) == 0)))
+    if not whole:
         raise ValueError(f"{fn}: y must hold integer class labels")
     dlogits = np.empty_like(logits)
     loss = _k.softmax_cross_entropy_into(logits, labels.astype(np.int64), dlogits)
@@ -422,7 +436,8 @@ def _bn_args(fn, x, gamma, beta, eps):
     beta = _array(fn, "beta", beta, dtype, 1)
     _same_shape(fn, "gamma", gamma, (x.shape[1],))
     _same_shape(fn, "beta", beta, (x.shape[1],))
-    if x.size // x.shape[1] < 2:
+    eps = _number(fn, "eps", eps)
+    if x.shape[1] and x.size // x.shape[1] < 2:
         raise ValueError(f"{fn}: batch statistics need more than one value per channel, "
                          f"got x of shape {x.shape}")
     if not eps > 0:
@@ -430,7 +445,9 @@ def _bn_args(fn, x, gamma, beta, eps):
     mean = np.empty(x.shape[1])
     invstd = np.empty(x.shape[1])
     out = np.empty_like(x)
-    _k.batchnorm_forward_train_into(x, gamma, beta, float(eps), 0.0, None, None, out, mean,
+    if x.shape[1] == 0:                         # no channels: nothing to normalise, as PyTorch
+        return x, gamma, out, mean, invstd
+    _k.batchnorm_forward_train_into(x, gamma, beta, eps, 0.0, None, None, out, mean,
                                     invstd)
     return x, gamma, out, mean, invstd
 
@@ -448,6 +465,8 @@ def batchnorm_backward(dout, x, gamma, beta, eps):
     _same_shape(fn, "dout", dout, x.shape)
     dx = np.empty_like(x)
     dgamma, dbeta = np.empty_like(gamma), np.empty_like(gamma)
+    if x.shape[1] == 0:
+        return dx, dgamma, dbeta
     _k.batchnorm_backward_into(dout, x, gamma, mean, invstd, dx, dgamma, dbeta)
     return dx, dgamma, dbeta
 
@@ -456,21 +475,22 @@ def _dropout_args(fn, name, a, p, mask):
     a = _array(fn, name, a, _dtype(a))
     mask = np.ascontiguousarray(mask, dtype=bool)
     _same_shape(fn, "mask", mask, a.shape)
+    p = _number(fn, "p", p)
     if not 0 <= p < 1:
         raise ValueError(f"{fn}: p must be in [0, 1), got {p!r}")
-    return a, mask
+    return a, mask, p
 
 
 def dropout_forward(x, p, mask):
     """out = x * mask / (1 - p); mask is the boolean keep-mask (same shape as x)."""
-    x, mask = _dropout_args("dropout_forward", "x", x, p, mask)
+    x, mask, p = _dropout_args("dropout_forward", "x", x, p, mask)
     out = np.empty_like(x)
     _k.dropout_forward_into(x, mask, p, out)
     return out
 
 
 def dropout_backward(dout, p, mask):
-    dout, mask = _dropout_args("dropout_backward", "dout", dout, p, mask)
+    dout, mask, p = _dropout_args("dropout_backward", "dout", dout, p, mask)
     dx = np.empty_like(dout)
     _k.dropout_backward_into(dout, mask, p, dx)
     return dx

@@ -246,6 +246,22 @@ def test_db_is_none_without_bias():
     (lambda: api.vae_sample_forward(r(2, 3), r(2, 3), r(3, 2)), "eps has shape"),
     (lambda: api.vae_sample_backward(r(2, 3), [1, 2], r(2, 3), r(2, 3), r(2, 3)),
      "dkl must be a number"),
+    (lambda: api.vae_sample_forward(np.array(1.0), np.array(1.0), np.array(1.0)),
+     "mu must be \\(N, ...\\)"),
+    (lambda: api.softmax_cross_entropy(r(3, 4), np.array(["a", "b", "c"])),
+     "y must hold integer class labels"),
+    (lambda: api.softmax_cross_entropy(r(3, 4), np.array([0, np.nan, 1])),
+     "y must hold integer class labels"),
+    (lambda: api.softmax_cross_entropy(r(3, 4), np.array([0, 1.5, 1])),
+     "y must hold integer class labels"),
+    (lambda: api.batchnorm_forward(r(4, 3), r(3), r(3), "x"), "eps must be a number, got 'x'"),
+    (lambda: api.batchnorm_backward(r(4, 3), r(4, 3), r(3), r(3), None), "eps must be a number"),
+    (lambda: api.dropout_forward(r(2, 3), None, np.ones((2, 3), bool)), "p must be a number"),
+    (lambda: api.dropout_backward(r(2, 3), "0.5", np.ones((2, 3), bool)),
+     "p must be a number, got '0.5'"),
+    (lambda: api.relu_forward(r(2, 3) * 1j), "x must be real, got complex values"),
+    (lambda: api.conv2d_forward(r(1, 3, 5, 5), r(2, 3, 3, 3) + 0j, None, 1, 0),
+     "w must be real"),
 ])
 def test_bad_arguments_raise_clear_value_errors(call, message):
     with pytest.raises(ValueError, match=message):
@@ -511,3 +527,66 @@ def test_dropout_rescales_kept_values():
     mask = np.array([[1, 0, 1, 0], [0, 0, 1, 1]], bool)
     assert api.dropout_forward(x, 0.5, mask).tolist() == [[2, 0, 2, 0], [0, 0, 2, 2]]
     assert api.dropout_backward(x, 0.5, mask).tolist() == [[2, 0, 2, 0], [0, 0, 2, 2]]
+
+
+@pytest.mark.parametrize("kernel,stride,pad", [(3, 2, 1), (2, 2, 1), (3, 1, 1), (2, 1, 1),
+                                               (3, 3, (1, 0, 2, 0))])
+def test_max_pooling_gradient_of_all_minus_inf_windows_reaches_the_input(kernel, stride, pad):
+    # padding never wins a max: a window whose input elements are all -inf sends its gradient
+    # to its first input element (row-major), as PyTorch, never into the padding
+    x = np.full((1, 1, 5, 5), -np.inf)
+    out = api.maxpool2d_forward(x, kernel, stride, pad)
+    dx = api.maxpool2d_backward(np.ones_like(out), x, kernel, stride, pad)
+    assert np.all(out == -np.inf)
+    assert dx.sum() == out.size
+
+
+def test_reference_max_pooling_gradient_of_all_minus_inf_windows():
+    x = np.full((1, 1, 3, 3), -np.inf)
+    dx = R.maxpool2d_backward(np.ones((1, 1, 2, 2)), x, (3, 3), (2, 2), (1, 1, 1, 1))
+    assert dx[0, 0].tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,groups", [((0, 3, 5, 5), (4, 3, 3, 3), 1),
+                                                    ((0, 4, 5, 5), (4, 4, 1, 1), 1),
+                                                    ((0, 8, 6, 6), (8, 4, 3, 3), 2)])
+def test_convolution_of_an_empty_batch(monkeypatch, x_shape, w_shape, groups):
+    # as PyTorch: an empty output, zero weight and bias gradients (on any number of threads)
+    monkeypatch.setenv("CNNSPEC_THREADS", "2")
+    x, w, b = np.empty(x_shape), np.ones(w_shape), np.ones(w_shape[0])
+    out = api.conv2d_forward(x, w, b, 1, 1, groups=groups)
+    assert out.shape == (0, w_shape[0]) + tuple(n + 2 - k + 1 for n, k in zip(x_shape[2:],
+                                                                               w_shape[2:]))
+    dx, dw, db = api.conv2d_backward(out, x, w, b, 1, 1, groups=groups)
+    assert dx.shape == x_shape and not dw.any() and not db.any()
+    assert api.conv1d_forward(x[:, :, 0], w[:, :, 0], b, 1, 1, groups=groups).shape == (
+        (0, w_shape[0], x_shape[3] + 2 - w_shape[3] + 1))
+
+
+def test_zero_dimensional_arrays_keep_their_shape():
+    # as PyTorch: the element-wise functions and losses of 0-d arrays give 0-d results
+    x, d, t = np.array(-0.75), np.array(2.0), np.array(0.25)
+    s = 1 / (1 + np.exp(0.75))
+    for name, y, dx in [("relu", 0.0, 0.0), ("sigmoid", s, 2 * s * (1 - s)),
+                        ("tanh", np.tanh(-0.75), 2 * (1 - np.tanh(-0.75) ** 2))]:
+        out, grad = getattr(api, name + "_forward")(x), getattr(api, name + "_backward")(d, x)
+        assert out.shape == grad.shape == ()
+        assert out == pytest.approx(y, rel=1e-15) and grad == pytest.approx(dx, rel=1e-15)
+    loss, dpred = api.mse_loss(x, t)
+    assert dpred.shape == () and loss == 1.0 and dpred == -2.0
+    loss, dlogits = api.sigmoid_bce(x, t)
+    assert dlogits.shape == () and dlogits == pytest.approx(s - 0.25, rel=1e-15)
+    assert loss == pytest.approx(-(0.25 * np.log(s) + 0.75 * np.log(1 - s)), rel=1e-15)
+    loss, dpred = api.bce_loss(t, np.array(1.0))
+    assert dpred.shape == () and loss == pytest.approx(np.log(4), rel=1e-15)
+
+
+def test_batch_normalisation_of_no_channels_and_float_labels():
+    # as PyTorch: zero channels give empty results; whole-number float labels are labels
+    x = np.empty((4, 0, 3, 3))
+    assert api.batchnorm_forward(x, np.empty(0), np.empty(0), 1e-5).shape == x.shape
+    dx, dgamma, dbeta = api.batchnorm_backward(x, x, np.empty(0), np.empty(0), 1e-5)
+    assert dx.shape == x.shape and dgamma.shape == dbeta.shape == (0,)
+    logits = r(3, 4)
+    assert api.softmax_cross_entropy(logits, np.array([0.0, 2.0, 1.0]))[0] == (
+        api.softmax_cross_entropy(logits, np.array([0, 2, 1]))[0])

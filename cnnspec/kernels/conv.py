@@ -733,7 +733,8 @@ def conv2d_workspace_size(x_shape, w_shape, stride, pad, dilation=(1, 1), groups
         return depthwise.workspace_size(tuple(x_shape), tuple(w_shape), tuple(stride),
                                         tuple(pad), tuple(dilation), num_threads())
     plan = _layer_plan(x_shape, w_shape, stride, pad, dilation, groups)
-    size = plan.workspace_size(_backward_pieces(x_shape[0], num_threads()))
+    # at least one piece: an empty batch still runs (and checks) one thread's slice
+    size = plan.workspace_size(max(1, _backward_pieces(x_shape[0], num_threads())))
     if not plan.slanes_dx:
         out_shape = conv2d_output_shape(x_shape, w_shape, stride, pad, dilation)
         for dtype in (np.float32, np.float64):

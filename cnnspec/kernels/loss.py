@@ -143,6 +143,8 @@ def mean(totals, count) -> float:
 
 
 def _element_wise(kind, pred, target, dpred):
+    if pred.ndim == 0:                          # a 0-d pair: one term, as a row of one
+        pred, target, dpred = pred.reshape(1), target.reshape(1), dpred.reshape(1)
     totals = np.empty(len(pred))
     element_wise_rows(kind, rows(pred), rows(target), rows(dpred), pred.size, totals)
     return mean(totals, pred.size)

@@ -153,15 +153,21 @@ def _max_small(src, kh, kw, sh, sw, outp, argp):
 
 
 @jit
-def _offsets_to_index(argp, sh, sw, pt, pl, h_, w_):
-    """argp = h * W + w of the winner from its window offsets (argp holds 4 * row + col):
-    -1 where the winner is in the -inf border (a window with no input element)."""
+def _offsets_to_index(argp, sh, sw, pt, pl, h_, w_, kh, kw):
+    """argp = h * W + w of the winner from its window offsets (argp holds 4 * row + col).
+    A winner in the -inf border ties with input elements that are all -inf (padding never wins):
+    the window's first input element (row-major) takes it, as PyTorch; -1 only for a window with
+    no input element."""
     oh_, ow_ = argp.shape
     for oh in range(oh_):
         for ow in range(ow_):
             h = oh * sh + (argp[oh, ow] >> 2) - pt
             w = ow * sw + (argp[oh, ow] & 3) - pl
             real = (h >= 0) & (h < h_) & (w >= 0) & (w < w_)
+            if not real:
+                h0, w0 = oh * sh - pt, ow * sw - pl
+                h, w = max(h0, 0), max(w0, 0)
+                real = (h < h_) & (h < h0 + kh) & (w < w_) & (w < w0 + kw)
             argp[oh, ow] = h * w_ + w if real else -1
 
 
@@ -199,7 +205,8 @@ def _maxpool_2x2_forward(x, stride, out, argmax, relu):
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             _max_2x2(x[n, c], stride[0], stride[1], out[n, c], argmax[n, c], runs)
-            _offsets_to_index(argmax[n, c], stride[0], stride[1], 0, 0, x.shape[2], x.shape[3])
+            _offsets_to_index(argmax[n, c], stride[0], stride[1], 0, 0, x.shape[2], x.shape[3],
+                              2, 2)
             if relu:
                 _relu_plane(out[n, c])
 
@@ -297,7 +304,8 @@ def _maxpool_3x3_forward(x, stride, out, argmax, relu):
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             _max_3x3(x[n, c], stride[0], stride[1], out[n, c], argmax[n, c], runs)
-            _offsets_to_index(argmax[n, c], stride[0], stride[1], 0, 0, x.shape[2], x.shape[3])
+            _offsets_to_index(argmax[n, c], stride[0], stride[1], 0, 0, x.shape[2], x.shape[3],
+                              3, 3)
             if relu:
                 _relu_plane(out[n, c])
 
@@ -323,7 +331,7 @@ def _maxpool_small_forward(x, kernel, stride, pad, out, argmax, scratch, relu):
                 _max_3x3(src, sh, sw, outp, argp, runs)
             else:
                 _max_small(src, kh, kw, sh, sw, outp, argp)
-            _offsets_to_index(argp, sh, sw, pad[0], pad[2], h_, w_)
+            _offsets_to_index(argp, sh, sw, pad[0], pad[2], h_, w_, kh, kw)
             if relu:
                 _relu_plane(outp)
 

@@ -123,6 +123,10 @@ def maxpool2d_backward(dout, x, kernel, stride, pad, out_hw=None):
     dout, x = _f64(dout, x)
     out_hw = _default_out(x, kernel, stride, pad, out_hw)
     first = _windows(x, kernel, stride, pad, out_hw, -np.inf).argmax(axis=-1)  # first max
+    # padding never wins: where it ties (input all -inf), the first input element takes it
+    real = _windows(np.ones_like(x), kernel, stride, pad, out_hw, 0.0) > 0
+    won_by_padding = ~np.take_along_axis(real, first[..., None], axis=-1)[..., 0]
+    first = np.where(won_by_padding, real.argmax(axis=-1), first)
     dx = np.zeros_like(x)
     n, c, oh, ow = dout.shape
     for a in range(oh):
