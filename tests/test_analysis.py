@@ -1,5 +1,4 @@
 """Shape, parameter, MAC, memory and receptive-field rules, and the located errors of analysis."""
-import itertools
 import random
 
 import pytest

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import zipfile
-import zlib
 
 import numpy as np
 import pytest

@@ -8,6 +8,7 @@ import os
 import pwd
 import time
 
+import numpy as np
 import pytest
 
 from cnnspec.cli import main as cli_main
@@ -328,13 +329,16 @@ DENOISER = """network Den {
     ("segment", 'task = "segment"\noutput = "4x12x12"\nthresholds = [[0.1, 0.5], [0.99, 1.0]]', SEGMENTER),
     ("reconstruct", 'task = "reconstruct"\ncorrupt = ["noise(0.2)"]\nthresholds = [[5, 0.5], [60, 1.0]]',
      DENOISER)])
-def test_a_design_for_a_task_is_scored_by_its_metric(tmp_path, task, extra, submission):
+def test_a_design_for_a_task_is_scored_by_its_metric(tmp_path, monkeypatch, task, extra, submission):
     """Segmentation designs score the held-out mean IoU, reconstructions the PSNR, each measured by
     the grader itself: the figures equal what the NumPy references give for the trained arrays."""
-    import numpy as np
+    from cnnspec.grade import design
+    from cnnspec.train.metrics import corrupted_held_out
 
-    from cnnspec.train.metrics import mean_iou, pixel_confusion
-
+    scored = []
+    real_score = design._score
+    monkeypatch.setattr(design, "_score", lambda problem, model, data, config: (
+        scored.append((model, data, config)) or real_score(problem, model, data, config)))
     directory = tmp_path / "hw"
     directory.mkdir()
     (directory / "assignment.toml").write_text(TASK_ASSIGNMENT.replace("{extra}", extra))
@@ -354,6 +358,18 @@ def test_a_design_for_a_task_is_scored_by_its_metric(tmp_path, task, extra, subm
         assert "held-out PSNR" in text and "their corrupted inputs" in text
         assert 5 <= value < 60, text
     assert all(c.ok for c in problem.checks[:2]), text
+    # the NumPy references, from the trained model the grader scored
+    (model, data, config), = scored
+    if task == "segment":
+        predicted = model.forward(data.x_test).argmax(axis=1)
+        ious = [np.sum((predicted == c) & (data.y_test == c)) / np.sum((predicted == c) | (data.y_test == c))
+                for c in range(4) if np.any((predicted == c) | (data.y_test == c))]
+        assert value == pytest.approx(np.mean(ious), rel=1e-12)
+    else:
+        fed = corrupted_held_out(config.corrupt, data.x_test, config.seed)
+        assert np.mean((fed - data.x_test) ** 2) > 0.01          # the inputs were spoilt
+        mse = np.mean((model.forward(fed).astype(np.float64) - data.x_test) ** 2)
+        assert value == pytest.approx(10 * np.log10(1 / mse), rel=1e-9)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -174,7 +174,7 @@ def test_conv_transpose_by_the_lanes_kernels(case, dtype, threads, monkeypatch, 
     """The forward and dx by conv_lanes.py (samples in the vector lanes), dw by its
     weight_grad_rows on the adjoint convolution (the width not dilated), however small the
     layer, on 1 and 2 threads."""
-    from cnnspec.kernels import conv, conv_transpose
+    from cnnspec.kernels import conv_transpose
     monkeypatch.setenv("CNNSPEC_THREADS", threads)
     monkeypatch.setattr(conv_transpose, "_LANES", True)
     monkeypatch.setattr(conv_transpose, "_DW_ROWS", True)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnspec.errors import CnnSpecError
-from cnnspec.limits import MAX_CLASSES, available_memory, human_bytes, open_regular, read_bytes, require_memory
+from cnnspec.limits import MAX_CLASSES, open_regular, read_bytes, require_memory
 from cnnspec.npz import read_npy
 from cnnspec.npz import read_npz as load_npz
 
