@@ -645,9 +645,19 @@ def test_gradescope_bundle(homework, tmp_path):
         assert wheel.name not in z.namelist()
 
 
-def test_warm_up_runs_the_reference_on_every_case(tmp_path):
+def test_warm_up_runs_the_reference_on_every_case(tmp_path, monkeypatch):
+    from cnnspec.grade import grader
+
     assignment = small_assignment(tmp_path, ["relu_forward", "conv2d_backward"])
-    warm_up(assignment)                                  # compiles; must not need the secret
+    (tmp_path / ".secret").unlink()                      # Gradescope's image is built without it
+    made = []
+    real = grader.Grader.cases
+    monkeypatch.setattr(grader.Grader, "cases", lambda self, problem: made.append(
+        (problem.name, real(self, problem))) or made[-1][1])
+    warm_up(assignment)
+    assert [name for name, _ in made] == ["relu_forward", "conv2d_backward"]
+    for _, cases in made:                                # each public case ran the reference
+        assert cases and all(case.visibility == "public" and outputs for case, outputs in cases)
 
 
 def test_a_submission_without_the_expected_file_is_told_which_and_what_was_found(homework, tmp_path, capsys):
