@@ -54,6 +54,30 @@ def test_ceil_mode_caffe_rule_last_window_starts_inside():
     assert out("maxpool(2, stride=2, pad=1, ceil=true)", "1x5x5") == (1, 3, 3)
 
 
+@pytest.mark.parametrize("body, shape, k, s", [
+    ("maxpool(3x3, stride=2, ceil=true)", "1x2x2", 3, 2),   # GoogLeNet's pool on a 2x2 map
+    ("avgpool(5x5, stride=5, ceil=true)", "1x3x3", 5, 5),
+    ("maxpool(6, stride=3, ceil=true)", "1x4", 6, 3),
+])
+def test_ceil_mode_window_larger_than_input_as_pytorch(body, shape, k, s):
+    # span = in - k < 0 but 1 + ceil(span / s) = 1: one window, starting inside the input
+    torch = pytest.importorskip("torch")
+    dims = tuple(int(v) for v in shape.split("x"))
+    pool = torch.nn.functional.max_pool1d if len(dims) == 2 else torch.nn.functional.avg_pool2d
+    expected = tuple(pool(torch.zeros(1, *dims), k, s, ceil_mode=True).shape[1:])
+    assert expected[1:] == (1,) * (len(dims) - 1)
+    assert out(body, shape) == expected
+
+
+def test_ceil_mode_window_larger_than_input_runs_as_pytorch():
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    x = np.random.default_rng(0).random((2, 3, 2, 2))
+    model = net_of("maxpool(3x3, stride=2, ceil=true)", "3x2x2").compile(dtype="float64")
+    expected = torch.nn.functional.max_pool2d(torch.tensor(x), 3, 2, ceil_mode=True).numpy()
+    np.testing.assert_allclose(model.forward(x), expected)
+
+
 def test_shapes_against_pytorch():
     torch = pytest.importorskip("torch")
     F = torch.nn.functional

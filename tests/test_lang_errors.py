@@ -219,3 +219,14 @@ def test_text_without_a_file_name():
     with pytest.raises(CnnSpecError) as info:
         compile_source(HEAD + "    rleu\n}\n")
     assert info.value.file is None and str(info.value).startswith("<string>:3:5: error:")
+
+
+@pytest.mark.parametrize("step, shape", [("flatten -> dense(16*8)", (128,)),
+                                         ("conv(4*4, 3x3)", (16, 26, 26)),
+                                         ("conv(2*3, 5x5, stride=2)", (6, 12, 12))])
+def test_a_product_of_numbers_is_a_number_where_no_size_is_due(step, shape):
+    # dsl.md §5: arithmetic is allowed on numbers; only a size (kernel, stride, ...) written `5*5`
+    # is the slip for `5x5` (the case "5*5" above)
+    import cnnspec
+
+    assert cnnspec.loads(HEAD + f"    {step}\n}}\n").output_shape == shape

@@ -240,6 +240,35 @@ def test_dilated_transposed_convolution_is_within_the_hull():
     check_against_gradients(net, hull=True, need_interior=False)
 
 
+@pytest.mark.parametrize("body", [
+    # unit o reads input i only where o + pad - t*dilation is a multiple of the stride: with
+    # stride 2 and dilation 2 the odd units read nothing; with stride 3 and dilation 2 every unit
+    # reads exactly one input (taps 0, 2, 4 fall on different residues mod 3)
+    "conv_transpose(1, 3x3, stride=2, dilation=2, pad=2)",
+    "conv_transpose(1, 3x3, stride=3, dilation=2, pad=2)",
+    "conv_transpose(1, 3x3, stride=3, dilation=2) -> conv(1, 3x3, pad=1)",
+])
+def test_dilated_strided_transposed_convolution_is_exact(body):
+    net = net_of(body, "1x6x6")
+    field = check_against_gradients(net, need_interior=False)
+    if "stride=3, dilation=2, pad=2" in body:
+        assert field["size"] == [1, 1]
+
+
+@pytest.mark.parametrize("body", [
+    # units 3o-1 of the transposed convolution read nothing; a window over only such units
+    # depends on no input either
+    "conv_transpose(1, 1x1, stride=3) -> conv(1, 1x1, stride=3, pad=(1, 0, 1, 0)) -> conv(1, 2x2)",
+    "conv_transpose(1, 1x1, stride=3) -> conv(1, 2x2, stride=3, pad=(2, 0, 2, 0))",
+    "conv_transpose(1, 1x1, stride=3, pad=(2, 2, 2, 2), output_pad=2) -> conv(1, 1x1, stride=3)"
+    " -> avgpool(2, stride=2, pad=1)",
+])
+def test_units_that_read_only_gaps_have_empty_fields(body):
+    net = net_of(body, "1x8x8")
+    check_against_gradients(net, need_interior=False)
+    assert net[net.output_name]["receptive_field"]["size"] == [0, 0]
+
+
 def test_fractional_stride_is_exact_and_printed_as_a_fraction():
     net = net_of("conv_transpose(1, 4x4, stride=2, pad=1) -> upsample(3)", "1x6x6")
     field = check_against_gradients(net, "conv_transpose1")

@@ -81,29 +81,62 @@ def through_window(field: dict, terms, sizes) -> dict | None:
     return finish([window_axis(axis, *term) for axis, term in zip(field["axes"], terms)], field["aligned"], sizes)
 
 
-def window_axis(axis: Axis, span, stride, offset) -> Axis | None:
-    if all(type(v) is int for v in (span, stride, offset)):          # a plain window: whole numbers
+def window_axis(axis: Axis, span, stride, offset, step=None) -> Axis | None:
+    """``step`` (a Fraction, optional): the unit reads only the positions ``o*stride - offset +
+    j*step`` (j = 0, 1, ...) that are whole numbers -- a transposed convolution's taps, ``d/s``
+    apart -- instead of every whole position of the interval."""
+    if all(type(v) is int for v in (span, stride, offset, 1 if step is None else step)):
         if axis.period == 1:                                          # Araujo et al.'s recurrence
             shift = axis.shift
-            return Axis(axis.jump * stride, 1, (axis.low[0] - offset * shift,),
-                        (axis.high[0] + (span - offset) * shift,))
+            low = axis.low[0] - offset * shift
+            if axis.high[0] < axis.low[0]:                            # every unit empty: stays so
+                return Axis(axis.jump * stride, 1, (low,), (low - 1,))
+            return Axis(axis.jump * stride, 1, (low,), (axis.high[0] + (span - offset) * shift,))
         period = axis.period // math.gcd(stride, axis.period)
-        low = tuple(axis.L(o * stride - offset) for o in range(period))
-        high = tuple(axis.H(o * stride - offset + span) for o in range(period))
+        low, high = zip(*(_reads(axis, o * stride - offset, span, step) for o in range(period)))
         return Axis(axis.jump * stride, period, low, high)
     stride, offset, span = Fraction(stride), Fraction(offset), Fraction(span)
     period = stride.denominator * axis.period // math.gcd(stride.numerator, axis.period)
     if period > MAX_PERIOD:
         return None
-    low = tuple(axis.L(math.ceil(o * stride - offset)) for o in range(period))
-    high = tuple(axis.H(math.floor(o * stride - offset + span)) for o in range(period))
+    step = None if step is None else Fraction(step)
+    low, high = zip(*(_reads(axis, o * stride - offset, span, step) for o in range(period)))
     jump = axis.jump * stride
     return Axis(jump.numerator if jump.denominator == 1 else jump, period, low, high)
 
 
+def _reads(axis: Axis, start, span, step) -> tuple:
+    """(L, H) of a unit that reads the input units at ``start + [0, span]`` (every whole position,
+    or with ``step`` only the whole numbers among ``start + j*step``): the union of the fields of
+    the units it reads that are not empty. A unit that reads only empty units (or none) is empty:
+    ``H = L - 1``. At most one period of units is looked at from each end."""
+    if step is None:
+        first, last, inc = math.ceil(start), math.floor(start + span), 1
+    else:
+        start, step = Fraction(start), Fraction(step)
+        taps = int(span / step)                       # j = 0 .. taps
+        t, period = start * step.denominator, step.denominator    # start + j*step whole: j = j0 mod period
+        j0 = (-t.numerator * pow(step.numerator, -1, period)) % period if t.denominator == 1 else taps + 1
+        if j0 > taps:
+            first, last, inc = 1, 0, 1
+        else:
+            first = int(start + j0 * step)
+            last = int(start + (j0 + (taps - j0) // period * period) * step)
+            inc = step.numerator
+    count = (last - first) // inc + 1 if first <= last else 0
+    look = min(count, axis.period)    # the units read fall in at most `period` classes mod period,
+    lows = [axis.L(i) for i in (first + m * inc for m in range(look)) if axis.L(i) <= axis.H(i)]
+    if not lows:                      # and L, H grow within a class: its first unit has its
+        marker = axis.L(math.ceil(start))           # lowest L, its last unit its highest H
+        return marker, marker - 1
+    highs = [axis.H(i) for i in (last - m * inc for m in range(look)) if axis.L(i) <= axis.H(i)]
+    return min(lows), max(highs)
+
+
 def merge(fields: list, sizes) -> dict | None:
-    """Where paths meet: the union, unit by unit and per axis, of the paths' fields. ``sizes``
-    are the merged tensors' spatial sizes (on an axis of size 1 the jump means nothing).
+    """Where paths meet: the union, unit by unit and per axis, of the paths' fields (a path whose
+    unit is empty adds nothing to it). ``sizes`` are the merged tensors' spatial sizes (on an axis
+    of size 1 the jump means nothing).
 
     Where the jumps differ (an unaligned merge, warned about) the union is exact on the tensor's
     units and continued beyond them with the largest jump."""
@@ -112,7 +145,8 @@ def merge(fields: list, sizes) -> dict | None:
         paths = [f["axes"][a] for f in fields]
         jumps = {p.jump for p in paths}
         if len(jumps) == 1 and all(p.period == 1 for p in paths):
-            axes.append(Axis(paths[0].jump, 1, (min(p.low[0] for p in paths),), (max(p.high[0] for p in paths),)))
+            full = [p for p in paths if p.low[0] <= p.high[0]] or paths[:1]
+            axes.append(Axis(paths[0].jump, 1, (min(p.low[0] for p in full),), (max(p.high[0] for p in full),)))
             continue
         if len(jumps) == 1:
             period = math.lcm(*(p.period for p in paths))
@@ -122,9 +156,13 @@ def merge(fields: list, sizes) -> dict | None:
             period = n * Fraction(jump).denominator
         if period > MAX_PERIOD:
             return None
-        low = tuple(min(p.L(o) for p in paths) for o in range(period))
-        high = tuple(max(p.H(o) for p in paths) for o in range(period))
-        axes.append(Axis(jump, period, low, high))
+        low, high = [], []
+        for o in range(period):
+            ivs = [(p.L(o), p.H(o)) for p in paths]
+            full = [v for v in ivs if v[0] <= v[1]] or ivs[:1]
+            low.append(min(v[0] for v in full))
+            high.append(max(v[1] for v in full))
+        axes.append(Axis(jump, period, tuple(low), tuple(high)))
     first = fields[0]
 
     def agrees(f):

@@ -38,6 +38,8 @@ MAX_LAYERS = 100_000             # layers plus block instances after expansion
 NAME_LAYERS = ("add", "concat", "mul", "sample")   # layers whose operands are tensor names
 SIZES = {1: ("channels",), 2: ("channels", "length"), 3: ("channels", "height", "width")}
 FUNCTIONS = {"min": min, "max": max}
+# arguments that take a size (`5x5`): `5*5` there is a slip for it, elsewhere a number
+SIZE_ARGS = ("kernel", "stride", "pad", "dilation", "output_pad", "size", "scale", "shape")
 COMPARISONS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
                ">": operator.gt, ">=": operator.ge}
 ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv}
@@ -567,9 +569,13 @@ class Builder:
     # -- arguments and values -------------------------------------------------------------------
     def arguments(self, call: ast.Call, scope: Scope):
         """(args tuple, kwargs dict, arg_pos {index or key: Pos}) of a layer call."""
+        from cnnspec.layers import LAYERS
+
         args, kwargs, arg_pos = [], {}, {}
-        for arg in call.args:
-            self.check_not_product(arg.value)
+        names = list(LAYERS[call.name].params) if call.name in LAYERS else []
+        for i, arg in enumerate(call.args):
+            if arg.key in SIZE_ARGS or (arg.key is None and i < len(names) and names[i] in SIZE_ARGS):
+                self.check_not_product(arg.value)
             value = self.value(arg.value, scope)
             if arg.key is None:
                 if kwargs:
@@ -584,7 +590,8 @@ class Builder:
         return tuple(args), kwargs, arg_pos
 
     def check_not_product(self, expr):
-        """``5*5`` written for the size ``5x5``."""
+        """``5*5`` written for the size ``5x5`` (only where a size is due: a product of numbers
+        is a number elsewhere, ``dense(16*8)``)."""
         if not (isinstance(expr, ast.BinOp) and expr.op == "*"):
             return
         if all(isinstance(side, ast.Literal) and type(side.value) is int for side in (expr.left, expr.right)):

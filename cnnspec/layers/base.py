@@ -220,9 +220,9 @@ def output_size(n: int, k: int, s: int, before: int, after: int, d: int = 1, cei
     """Lecture 003's rule: 1 + floor((n + before + after - d*(k-1) - 1) / s), or ceil with
     Caffe's rule that the last window must start inside the input or its left padding."""
     span = n + before + after - d * (k - 1) - 1
-    if span < 0:
-        return 1 + span // s if not ceil else 0      # below 1: the caller reports it
-    out = 1 + (-(-span // s) if ceil else span // s)
+    out = 1 + (-(-span // s) if ceil else span // s)  # below 1: the caller reports it
+    if out < 1:
+        return out
     if ceil and (out - 1) * s >= n + before:
         out -= 1
     return out

@@ -29,9 +29,10 @@ NAMED_KERNELS = {
 
 def window_terms(cfg) -> list:
     """(span, stride, offset) per spatial axis, for the receptive field: dilation*(kernel-1),
-    the stride and the padding before."""
+    the stride and the padding before; and, when the dilation is above 1, the step between the
+    taps (the positions read)."""
     dilation = cfg.get("dilation", (1,) * len(cfg["kernel"]))
-    return [(d * (k - 1), s, cfg["pad"][2 * i])
+    return [(d * (k - 1), s, cfg["pad"][2 * i]) + ((d,) if d > 1 else ())
             for i, (k, s, d) in enumerate(zip(cfg["kernel"], cfg["stride"], dilation))]
 
 
@@ -273,13 +274,14 @@ class ConvTranspose(Layer):
         return channels * (cfg["filters"] // cfg["groups"]) * math.prod(cfg["kernel"]) * math.prod(in_shapes[0][1:])
 
     def window(self, cfg, in_shapes):
-        """Output unit o reads the inputs i with i*s in [o + before - d*(k-1), o + before]."""
+        """Output unit o reads the inputs i with i*s = o + before - t*d (t < k): the whole numbers
+        among ``o/s - offset + j*d/s``, j = 0 .. k-1 (the 4th term, the step between taps)."""
         from fractions import Fraction
 
         terms = []
         for i, (k, s, d) in enumerate(zip(cfg["kernel"], cfg["stride"], cfg["dilation"])):
             span = d * (k - 1)
-            terms.append((Fraction(span, s), Fraction(1, s), Fraction(span - cfg["pad"][2 * i], s)))
+            terms.append((Fraction(span, s), Fraction(1, s), Fraction(span - cfg["pad"][2 * i], s), Fraction(d, s)))
         return terms
 
     def describe(self, cfg):
