@@ -154,3 +154,10 @@ def test_cli_json_depth_and_columns_refused_with_json(capsys):
     assert [layer["name"] for layer in data["layers"]][5:8] == ["basic1", "basic2", "down1"]
     assert {b["name"] for b in data["blocks"]} >= {"basic1", "down3"}
     assert main(["summary", str(SPECS / "resnet18.cnn"), "--json", "--columns", "op"]) == 1
+
+
+def test_a_flat_layer_sees_the_whole_input(capsys):
+    # design.md: after flatten/dense the field is the whole input ("all"; null in JSON)
+    assert main(["summary", str(SPECS / "lenet5.cnn"), "--columns", "rf"]) == 0
+    rows = {row.split()[0]: row.split()[-1] for row in body(capsys.readouterr().out)[1]}
+    assert rows["maxpool2"] == "16x16/4x4" and rows["flatten1"] == rows["dense3"] == "all"

@@ -376,7 +376,7 @@ def _display_rows(graph, data, depth) -> list:
             "params": _count(entry["params"], entry["trainable_params"]),
             "macs": f"{entry['macs']:,}" if entry["macs"] else "-",
             "activations": f"{entry['activations']:,}" if entry["activations"] else "-",
-            "rf": "-" if field is None else f"{fmt_shape(field['size'])}/{_strides(field['stride'])}"
+            "rf": "all" if field is None else f"{fmt_shape(field['size'])}/{_strides(field['stride'])}"
                   + ("" if field["aligned"] else " !"),
             "connected": ", ".join(shown_reads) if connected else "",
         })
