@@ -16,12 +16,13 @@ import zipfile
 import numpy as np
 import pytest
 
+from cnnspec import api
 from cnnspec.cli import main as cli_main
 from cnnspec.errors import CnnSpecError
 from cnnspec.grade import protocol, reports
 from cnnspec.grade.assignment import (CHECKS, DEFAULT_POINTS, SECRET_ENV, init_assignment, load_assignment,
                                       render_toml)
-from cnnspec.grade.batch import csv_cell, run_batch
+from cnnspec.grade.batch import csv_cell, find_submission, run_batch
 from cnnspec.grade.bundle import make_bundle, warm_up
 from cnnspec.grade.cases import EDGES, make_cases
 from cnnspec.grade.checks import output_problem, rel_error, unwrap, value_problem
@@ -331,6 +332,82 @@ def relu_forward(x):
     assert set(failed) == {"shape_dtype", "edge", "inputs"}, failed
     assert all(passed == total - 2 for passed, total in failed.values()), failed   # public and hidden
     assert any("ValueError: batch of one" in note for note in problem.notes)
+
+
+def test_the_float32_call_must_compute_the_same_function(tmp_path):
+    """layer-api.md: functions "must work for float32 and float64". A conv2d_forward right for
+    float64 inputs and all zeros for float32 ones computes nothing in float32: it loses the value
+    checks, named; one that computes in float64 and returns float32 (a legitimate way) loses nothing."""
+    wrong, widened = tmp_path / "wrong.py", tmp_path / "widened.py"
+    wrong.write_text(SOLUTION.read_text() + """
+_conv = conv2d_forward
+def conv2d_forward(x, w, b, stride, pad):
+    out = _conv(x, w, b, stride, pad)
+    return np.zeros_like(out) if x.dtype == np.float32 else out
+""")
+    widened.write_text(SOLUTION.read_text() + """
+_conv = conv2d_forward
+def conv2d_forward(x, w, b, stride, pad):
+    wide = lambda a: None if a is None else a.astype(np.float64)
+    return _conv(wide(x), wide(w), wide(b), stride, pad).astype(x.dtype)
+""")
+    grader = Grader(load_assignment(small_assignment(tmp_path / "a", ["conv2d_forward"])), reference=reference())
+    problem = grader.grade(wrong).problem("conv2d_forward")
+    failed = {c.key for c in problem.checks if not c.ok}
+    assert {"reference", "edge"} <= failed, reports.text(grader.grade(wrong))
+    messages = [m for c in problem.checks for m in c.messages]
+    assert any("with float32 inputs, out does not match" in m for m in messages), messages
+    result = grader.grade(widened)
+    assert result.score == result.max_score, reports.text(result)
+
+
+def test_a_namedtuple_of_gradients_is_a_tuple(tmp_path):
+    """dense_backward returns (dx, dw, db): a namedtuple of them is a tuple (isinstance, indexing,
+    unpacking), and the values are the solution's own, so it gets full marks -- it scored 0 with
+    "returned an object of type Grads, not a NumPy array; expected a tuple (dx, dw, db)"."""
+    path = tmp_path / "layers.py"
+    path.write_text(SOLUTION.read_text() + """
+import collections
+Grads = collections.namedtuple("Grads", "dx dw db")
+_dense_backward = dense_backward
+def dense_backward(dout, x, w, b):
+    return Grads(*_dense_backward(dout, x, w, b))
+""")
+    assignment = small_assignment(tmp_path / "a", ["dense_backward"])
+    result = Grader(load_assignment(assignment), reference=reference()).grade(path)
+    assert result.score == result.max_score, reports.text(result)
+
+
+def test_a_name_bound_to_something_else_than_a_function_is_said_so(tmp_path):
+    """`relu_forward = 5` at the end of the file is defined: the report says what it is, not
+    "relu_forward is not defined in your file"."""
+    path = tmp_path / "layers.py"
+    path.write_text(SOLUTION.read_text() + "\nrelu_forward = 5\n")
+    assignment = small_assignment(tmp_path / "a", ["relu_forward"])
+    text = reports.text(Grader(load_assignment(assignment), reference=reference()).grade(path))
+    assert "relu_forward is not a function: it is an object of type int" in text, text
+    assert "not defined" not in text, text
+
+
+@pytest.mark.parametrize("name, textbook", [
+    ("tanh_backward", lambda dout, x: dout * (1 - np.tanh(x) ** 2)),
+    ("sigmoid_backward", lambda dout, x: dout * (1 / (1 + np.exp(-x))) * (1 - 1 / (1 + np.exp(-x))))])
+def test_a_textbook_float32_backward_of_large_inputs_is_not_a_mistake(name, textbook):
+    """At |x| ~ 9 float32 keeps hardly a digit of 1 - tanh(x)**2 (1e-8 next to 1): the textbook
+    formula is off by far more than 1e-4 of its tiny output, by a rounding of dout's size; off by
+    1% of dout, it is a mistake."""
+    from cnnspec.grade.checks import float32_problem, upstream_scale
+    from cnnspec.grade.functions import FUNCTIONS
+
+    x = np.linspace(8.5, 10.5, 12, dtype=np.float32).reshape(3, 4)
+    dout = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    expected = getattr(api, name)(dout, x)
+    got = textbook(dout, x).astype(np.float32)
+    scale = upstream_scale(FUNCTIONS[name], (dout, x))
+    assert np.max(np.abs(got - expected)) > 3e-4 * np.max(np.abs(expected))   # digits lost
+    assert float32_problem("dx", got, expected) is not None                    # by the output's scale
+    assert float32_problem("dx", got, expected, scale) is None
+    assert float32_problem("dx", got + 0.01 * dout, expected, scale) is not None
 
 
 def test_losses_may_return_numpy_scalars(tmp_path):
@@ -658,6 +735,70 @@ def test_warm_up_runs_the_reference_on_every_case(tmp_path, monkeypatch):
     assert [name for name, _ in made] == ["relu_forward", "conv2d_backward"]
     for _, cases in made:                                # each public case ran the reference
         assert cases and all(case.visibility == "public" and outputs for case, outputs in cases)
+
+
+def test_an_upload_zipped_with_its_folder_is_graded(homework, tmp_path):
+    """Gradescope unpacks a zip of the student's folder as it is: hw1/layers.py beside the
+    student's own hw1/test_layers.py. The one file named layers.py is the submission (graded as
+    the reference solution it is); two of that name are refused by name, not "rename it"."""
+    folder = tmp_path / "submission"
+    (folder / "hw1").mkdir(parents=True)
+    (folder / "hw1" / "layers.py").write_text(SOLUTION.read_text())
+    (folder / "hw1" / "test_layers.py").write_text("import layers\n")
+    (folder / "README.txt").write_text("my homework")
+    assert find_submission(folder, "layers.py").path == folder / "hw1" / "layers.py"
+    out = tmp_path / "results.json"
+    assert cli_main(["grade", str(homework), str(folder), "--public", "--format", "gradescope", "-o", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["score"] == sum(t["max_score"] for t in data["tests"]) > 0, data["output"]
+    (folder / "old").mkdir()
+    (folder / "old" / "layers.py").write_text("x = 1\n")
+    entry = find_submission(folder, "layers.py")
+    assert entry.path is None and "2 files named layers.py in the folder (hw1/layers.py, old/layers.py)" in entry.why
+
+
+def test_a_submission_that_links_to_the_secret_reads_nothing_of_it(tmp_path, capsys):
+    """A zip keeps symbolic links: layers.py -> the assignment's .secret was read by the grader
+    itself (as root on Gradescope) and run as the submission, and the report said "NameError:
+    name '<the secret>' is not defined": the hidden cases' seed in the student's hands. A link is
+    refused by name, in a folder, behind a linked sub-folder or handed in alone."""
+    assignment = small_assignment(tmp_path / "a", ["relu_forward"])
+    secret = tmp_path / "a" / ".secret"
+    secret.write_text("deadbeef5f3a9c0d11e2b7a4c6f8e0d2a1b3c5d7e9f1a2b4\n")
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    (folder / "layers.py").symlink_to(secret)
+    (tmp_path / "sub2" / "hw1").mkdir(parents=True)
+    (tmp_path / "sub2" / "hw1" / "layers.py").write_text(SOLUTION.read_text())
+    (tmp_path / "sub3").mkdir()
+    (tmp_path / "sub3" / "hw1").symlink_to(tmp_path / "a", target_is_directory=True)
+    for target in (folder, folder / "layers.py"):
+        out = tmp_path / "results.json"
+        assert cli_main(["grade", str(assignment), str(target), "--format", "gradescope", "-o", str(out)]) == 0
+        text = out.read_text()
+        assert "deadbeef" not in text and "is a symbolic link" in text, text
+        assert json.loads(text)["score"] == 0
+    grader = Grader(load_assignment(assignment), reference=reference())
+    linked = reports.text(grader.grade(tmp_path / "sub3"))
+    assert "deadbeef" not in linked and "0 / " in linked.splitlines()[0], linked
+    result = grader.grade(tmp_path / "sub2")
+    assert result.score == result.max_score, reports.text(result)      # a plain sub-folder is fine
+
+
+
+def test_a_design_that_links_to_a_file_reads_nothing_of_it(tmp_path):
+    """The same through a design problem: design.cnn -> any file the grader can read was parsed
+    and its first line shown under the located error, whatever that line holds."""
+    assignment = small_assignment(tmp_path / "a", [], extra=(
+        '[[designs]]\nname = "small_cnn"\ninput = "1x16x16"\ndata = "shapes:n=200"\nepochs = 1\n'))
+    private = tmp_path / "private.txt"
+    private.write_text("0123abcdef private line\n")
+    for name, target in (("folder", tmp_path / "s1"), ("file", tmp_path / "s2")):
+        target.mkdir()
+        (target / "design.cnn").symlink_to(private)
+        graded = target if name == "folder" else target / "design.cnn"
+        text = reports.text(Grader(load_assignment(assignment), reference=reference()).grade(graded))
+        assert "private line" not in text and "is a symbolic link" in text, text
 
 
 def test_a_submission_without_the_expected_file_is_told_which_and_what_was_found(homework, tmp_path, capsys):

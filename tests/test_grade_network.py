@@ -81,6 +81,18 @@ def test_a_flipped_kernel_changes_outputs_and_gradients_but_still_trains(graded)
     assert found["training"].ok                            # a true convolution learns just as well
 
 
+def test_a_wrong_forward_is_named_and_its_gradients_not_blamed_on_correct_backwards(graded):
+    """The flipped kernel is in conv2d_forward only: the submission's dense_backward and
+    softmax_cross_entropy are the solution's own, so the feedback must not send the student there;
+    it names the first layer whose output differs and the forward function that computes it."""
+    found = checks(graded["flipped"])
+    assert ("the first layer whose output differs is `conv1`'s output (look at your conv2d_forward)"
+            in found["outputs"].messages[0]), found["outputs"].messages
+    message = found["gradients"].messages[0]
+    assert "the forward pass already differs, first at `conv1`'s output (look at your conv2d_forward)" in message
+    assert "dense_backward" not in message and "softmax_cross_entropy" not in message, message
+
+
 def test_wrong_gradients_name_the_functions_to_look_at(graded):
     found = checks(graded["onehot"])
     assert found["outputs"].ok and not found["gradients"].ok

@@ -246,3 +246,38 @@ def test_a_layer_named_like_a_module_attribute_is_a_clear_error():
     with pytest.raises(cnnspec.CnnSpecError, match="torch.nn.Module uses for itself"):
         net.to_torch()
     assert re.search(r"class N\b", cnnspec.loads("network N {\n    input x: 4\n    dense(2)\n}\n").to_torch().source)
+
+
+@pytest.mark.parametrize("param", ["lambda", "class", "self", "nn", "super"])
+def test_a_block_parameter_named_like_python_or_the_generated_code_exports(param):
+    """A block parameter is an argument of its class's __init__: `lambda` was a SyntaxError,
+    `self` a duplicate argument, `nn` and `super` shadowed what __init__ calls. The module builds
+    and computes the network, checked with torch.nn.functional on the same weights."""
+    import torch.nn.functional as F
+
+    from cnnspec.interop.weights import network_arrays
+
+    net = cnnspec.loads(f"block b({param}) {{\n    conv({param}, 3x3, pad=1) -> relu\n}}\n"
+                        "network N {\n    input x: 3x6x6\n    b(4) -> b(2)\n}\n")
+    arrays = {k: torch.from_numpy(v) for k, v in network_arrays(net, seed=3).items()}
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32))
+    expected = x
+    for block in ("b1", "b2"):
+        expected = F.relu(F.conv2d(expected, arrays[f"{block}.conv1.weight"], arrays[f"{block}.conv1.bias"], padding=1))
+    with torch.no_grad():
+        got = net.to_torch(seed=3)(x)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["training", "_parameters", "_modules", "_buffers"])
+def test_a_layer_named_like_a_module_instance_attribute_is_a_clear_error(name, tmp_path, capsys):
+    """nn.Module sets these in __init__, so dir(nn.Module) does not list them: a layer so named
+    made a module whose .eval() raises TypeError (torch: "cannot assign 'bool' as child module
+    'training'"), written by `export` with exit status 0."""
+    text = f"network N {{\n    input x: 4\n    dense(3)\n    {name} = relu\n    dense(2)\n}}\n"
+    with pytest.raises(cnnspec.CnnSpecError, match=f"torch.nn.Module uses for itself \\(`{name}`\\)"):
+        cnnspec.loads(text).to_torch()
+    spec = tmp_path / "n.cnn"
+    spec.write_text(text)
+    assert main(["export", str(spec), "--to", "pytorch", "-o", str(tmp_path / "n.py")]) == 1
+    assert "uses for itself" in capsys.readouterr().err and not (tmp_path / "n.py").exists()

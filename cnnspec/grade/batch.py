@@ -85,6 +85,16 @@ def find_submission(folder: Path, submission_name: str, student: str | None = No
         if (folder / name).is_file():
             return Entry(student, folder / name)
     files = _files(folder)
+    # an upload zipped with its folder (Gradescope unpacks hw1.zip as hw1/layers.py): the one file
+    # of the expected name in a sub-folder, whatever else the folder holds (the student's own tests)
+    for name in (submission_name, *(stem + suffix for suffix in SOURCES)):
+        named = [p for p in files if p.name == name]
+        if len(named) == 1:
+            return Entry(student, named[0])
+        if len(named) > 1:
+            listed = ", ".join(str(p.relative_to(folder)) for p in named[:12])
+            return Entry(student, None, f"{len(named)} files named {name} in the folder ({listed}): "
+                                        f"keep only the one to grade")
     found = [p for p in files if p.suffix in SOURCES]
     if len(found) == 1:
         return Entry(student, found[0])

@@ -255,6 +255,43 @@ def value_problem(name: str, got, expected, tol: float, show_values: bool) -> st
     return message
 
 
+FLOAT32_TOLERANCE = 1e-4      # of the output's scale: float32 keeps about 7 digits
+
+
+def upstream_scale(spec, args) -> float:
+    """The largest magnitude of a backward's upstream gradients among ``args`` (0 for a forward or
+    a loss): the size of the rounding a float32 backward makes at best."""
+    values = [np.asarray(a, dtype=np.float64) for p, a in zip(spec.params, args) if p in spec.upstream]
+    finite = [v[np.isfinite(v)] for v in values] if spec.kind == "backward" else []
+    return max((float(np.max(np.abs(v))) for v in finite if v.size), default=0.0)
+
+
+def float32_problem(name: str, got, expected, floor: float = 0.0, tol: float = FLOAT32_TOLERANCE) -> str | None:
+    """Why ``got``, an output of the float32 call, is not what the reference computes from the same
+    float32 inputs (``expected``), at float32's precision: the largest difference relative to the
+    largest expected magnitude, or to ``floor`` when that is larger (a backward's upstream
+    gradient: tanh's textbook ``dout * (1 - y**2)`` at |x| ~ 9 loses every digit of ``1 - y**2`` in
+    float32, a rounding of ``dout``'s size, not a mistake). None when it matches (or there is
+    nothing to compare)."""
+    if expected is None:
+        return None
+    g = np.asarray(got, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if g.shape != e.shape or e.size == 0:
+        return None
+    if not np.isfinite(g).all() and np.isfinite(e).all():
+        return f"with float32 inputs, {name} contains inf or NaN (an overflow in float32?)"
+    finite = np.isfinite(e)
+    scale = max(float(np.max(np.abs(e[finite]))) if finite.any() else 0.0, floor)
+    with np.errstate(invalid="ignore"):
+        err = float(np.max(np.abs(g[finite] - e[finite]))) / max(scale, 1e-8) if finite.any() else 0.0
+    if err < tol:
+        return None
+    return (f"with float32 inputs, {name} does not match the expected values (error {err:.1e} of its "
+            f"scale, where float32's rounding gives about 1e-6), although the float64 call does: the "
+            f"function must compute the same thing for float32 arrays")
+
+
 def _digits(value, other) -> str:
     """``value`` to 6 significant digits, or to as many as tell it from ``other``."""
     for digits in (6, 9, 12, 17):

@@ -359,6 +359,9 @@ def encode_result(value, np, dtypes, depth=0):
         if depth > 0:
             return {"$bad": "a nested tuple"}
         return {"$" + kind.__name__: [encode_result(v, np, dtypes, depth + 1) for v in value[:8]]}
+    if isinstance(value, tuple) and depth == 0:        # a namedtuple (dx, dw, db) is a tuple: its
+        items = tuple.__getitem__(value, slice(0, 8))  # items, read as tuple's, go as any tuple's
+        return {"$tuple": [encode_result(v, np, dtypes, depth + 1) for v in items]}
     if value is None:
         return None
     if kind in (float, int):
@@ -451,8 +454,12 @@ def _too_large(megabytes, limit_mb):
 
 
 def call(func, name, args, np, dtypes, display_name):
-    if not callable(func):
+    if func is None:
         return {"status": "missing"}
+    if not callable(func):           # `relu_forward = 5`, or a name reused for a result
+        return {"status": "error", "error": {
+            "type": "TypeError", "message": f"{name} is not a function: it is an object of type {type(func).__name__[:40]} "
+                                            f"at the end of your file", "line": None, "where": None}}
     args = [tuple(a) if isinstance(a, list) else a for a in args]
     before = [(a.copy(), a.shape, a.dtype) if type(a) is np.ndarray else None for a in args]
     started = time.perf_counter()

@@ -16,6 +16,7 @@ import importlib
 import math
 import platform
 import re
+import stat
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,8 +26,9 @@ import numpy as np
 from cnnspec.grade import mutants
 from cnnspec.grade.assignment import CHECK_TITLES, Assignment, FunctionProblem
 from cnnspec.grade.cases import Case, cast, make_cases
-from cnnspec.grade.checks import (Bad, as_outputs, describe, nothing_computed, numpy_hint, output_problem,
-                                  rel_error, shorten, squeezed_like, unwrap, value_problem)
+from cnnspec.grade.checks import (Bad, as_outputs, describe, float32_problem, nothing_computed, numpy_hint,
+                                  output_problem, rel_error, shorten, squeezed_like, unwrap, upstream_scale,
+                                  value_problem)
 from cnnspec.grade.functions import FUNCTIONS, forward_of
 from cnnspec.grade.design import grade_design, load_design_data
 from cnnspec.grade.network import grade_network
@@ -122,6 +124,29 @@ class Runner:
                 self.violations.append(shorten(v, 300))
 
 
+def _link_problem(path: Path, root: Path | None) -> str | None:
+    """Why the file to grade is not a file the student handed in: a symbolic link (to the grader's
+    secret, the assignment or another student's file, which the grader, not the sandbox, would
+    read and report errors from), in the student's folder or as the file itself; or not a regular
+    file. None when it is one."""
+    shown = str(path.relative_to(root)) if root is not None else path.name
+    here = path
+    while True:
+        if here.is_symlink():
+            where = "" if here == path else f" (`{here.relative_to(root)}` is one)"
+            return (f"{shown} is a symbolic link{where}, not a file handed in: hand in the file itself")
+        if root is None or here == root or here.parent == here:
+            break
+        here = here.parent
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return f"{shown} cannot be read"
+    if not stat.S_ISREG(mode):
+        return f"{shown} is not a regular file"
+    return None
+
+
 class Grader:
     """Grades submissions of one assignment (cases and reference outputs are computed once)."""
 
@@ -180,7 +205,14 @@ class Grader:
             layers = submission
             designs = {d.name: (None, f"no {d.submission} (grade the student's folder to grade designs)")
                        for d in a.designs}
+        for name, (path, _) in designs.items():
+            link = path is not None and _link_problem(path, root)
+            if link:
+                designs[name] = (None, link)
         if layers is not None:
+            link = _link_problem(layers, root)
+            if link:
+                return self.missing(shown, link)
             if submission.is_dir():
                 relative = layers.relative_to(submission)
                 display_name = f"{display_name}/{relative}" if display_name else str(relative)
@@ -437,6 +469,25 @@ class Grader:
                 shown = "a number" if np.ndim(e) == 0 else f"{np.shape(e)}"
                 slips[n] = (f"{n}: the values are right, but the shape is {got.shape}; expected {shown}"
                             if not hidden else f"{n}: the values are right, the shape is not")
+        # the float32 call must compute the same function: compared with the reference run on the
+        # same float32 inputs, at float32's precision (a float32 path that returns zeros, or the
+        # float64 result of something else, was never compared before)
+        if not value_why and ok32 and not whole32:
+            expected32 = None
+            for n, g32, e in zip(spec.returns, outputs32, expected):
+                if e is None or g32 is None or isinstance(g32, Bad):
+                    continue                      # None where None is due, or the shape check says why
+                same32 = squeezed_like(np.asarray(g32) if isinstance(g32, float) else g32, e)
+                if same32 is None:
+                    continue
+                if expected32 is None:
+                    args32 = cast(case.args, np.float32)
+                    reference = getattr(self.reference, spec.name)
+                    expected32 = dict(zip(spec.returns, as_outputs(reference(*copy.deepcopy(args32)))))
+                    floor = upstream_scale(spec, args32)
+                why32 = float32_problem(n, same32, expected32.get(n), floor)
+                if why32:
+                    value_why.append(why32)
         values_ok = not value_why
         usable = values_ok or not (unreadable or nothing)
 

@@ -53,6 +53,23 @@ def suspects(net, model, last_wrong: str) -> str:
             + ", ".join(names)) if names else f"the first wrong gradient from the loss back is {last_wrong}'s"
 
 
+def first_wrong_forward(net, student, reference, x, tolerance: float) -> str | None:
+    """Where the student's forward pass first leaves the reference's: "`conv1`'s output
+    (look at your conv2d_forward)", the first layer in network order whose evaluation-mode output
+    differs; None when every layer's output matches. Once a forward output differs, every gradient
+    computed from it differs too, whatever the backward functions do."""
+    ours, theirs = student.activations(x), reference.activations(x)
+    for name in reference.live:
+        if name not in ours or name not in theirs or rel_error(ours[name], theirs[name]) < tolerance:
+            continue
+        node = net.graph.nodes[name]
+        rank = len(node["input_shapes"][0]) - 1 if node.get("input_shapes") else 0
+        kind = api_kind(node["op"], node["config"], rank)
+        look = f" (look at your {kind}_forward)" if kind and f"{kind}_forward" in FUNCTIONS else ""
+        return f"`{name}`'s output{look}"
+    return None
+
+
 class Remote:
     """A layer-API function whose calls run in the sandbox."""
 
@@ -145,9 +162,18 @@ def grade_network(grader, problem, runner) -> ProblemResult:
     reference = Model(net, dtype="float64", seed=problem.seed)
     student = Model(net, dtype="float64", seed=problem.seed, backend=backend)
 
+    forward_wrong = []          # where the forward pass first differs, found by outputs()
+
     def outputs():
         err = rel_error(student.forward(x), reference.forward(x))
-        return err < problem.tolerance, f"the output differs from the reference network's (relative error {err:.1e})"
+        if err < problem.tolerance:
+            return True, ""
+        why = f"the output differs from the reference network's (relative error {err:.1e})"
+        where = first_wrong_forward(net, student, reference, x, problem.tolerance)
+        if where:
+            forward_wrong.append(where)
+            why += f"; the first layer whose output differs is {where}"
+        return False, why
 
     def gradients():
         loss_ref, grads_ref = reference.loss_and_grad(x, y)
@@ -160,7 +186,10 @@ def grade_network(grader, problem, runner) -> ProblemResult:
                     bad.append(f"{layer}.{key}")
                     wrong_layers.append(layer)
         why = f"differs from the reference network's: {', '.join(bad[:6])}"
-        if wrong_layers:
+        if bad and forward_wrong:       # the gradients follow from a wrong forward: not a backward's fault
+            why += (f"; the forward pass already differs, first at {forward_wrong[0]}: "
+                    f"the gradients cannot match until it does")
+        elif wrong_layers:
             why += f"; {suspects(net, student, wrong_layers[-1])}"
         return not bad, why
 

@@ -53,6 +53,14 @@ def _var(name: str) -> str:
     return name + "_" if keyword.iskeyword(name) or name in RESERVED_VARS else name
 
 
+def _param(name: str) -> str:
+    """A block parameter as an argument of its class's ``__init__``: a Python keyword (``lambda``),
+    ``self`` and the names that ``__init__`` itself uses (``nn``, ``super``, ...) take a trailing
+    underscore, as tensors' variables do."""
+    taken = keyword.iskeyword(name) or name in RESERVED_VARS or name in HELPER_CLASSES or name == "super"
+    return name + "_" if taken else name
+
+
 def _literal(value) -> str:
     return repr(tuple(value) if isinstance(value, Size) else value)
 
@@ -182,7 +190,7 @@ class TorchWriter:
         sources, ctor_args = [], {}
         for shape_key, group in self.classes.items():
             progs = group["programs"]
-            envs = [{"in_channels": p.in_channels, **{k: _as_int(v) for k, v in p.args.items()
+            envs = [{"in_channels": p.in_channels, **{_param(k): _as_int(v) for k, v in p.args.items()
                                                       if _as_int(v) is not None}} for p in progs]
             used, extra = [], []
             lines = []
@@ -216,7 +224,7 @@ class TorchWriter:
                                              named=key == "groups")
                 lines.append((entry, args, kwargs))
             params = ["in_channels"] if "in_channels" in used else []
-            params += [p for p in progs[0].args if p in used and p != "in_channels"]
+            params += [_param(p) for p in progs[0].args if _param(p) in used and _param(p) != "in_channels"]
             params += [name for name, _ in extra]
             for i, env in enumerate(envs):
                 values = {name: env[name] for name in params if name in env}
@@ -430,9 +438,12 @@ def _pt_name(stem: str, name: str, count: int) -> str:
 def _check_names(net):
     import torch.nn as nn
 
+    # the class's names and those every instance sets in __init__ (`training`, `_modules`, ...:
+    # `self.training = nn.ReLU()` builds, then `.eval()` raises TypeError)
+    taken = set(dir(nn.Module)) | set(vars(nn.Module())) | {"T_destination", "call_super_init", "dump_patches"}
     for n in net.graph.nodes:
         for part in n.split("."):
-            if part in dir(nn.Module) or part in ("T_destination", "call_super_init", "dump_patches"):
+            if part in taken:
                 raise CnnSpecError(f"the layer `{n}` has a name that torch.nn.Module uses for itself "
                                    f"(`{part}`); rename it in the .cnn file to export it to PyTorch")
 
