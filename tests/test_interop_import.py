@@ -384,3 +384,21 @@ def test_damaged_layer_metadata_of_a_cnnspec_file_is_a_clear_error(tmp_path, cap
     onnx.save(model, path)
     err = cli_error(capsys, path)
     assert err.startswith(f"{path}: error: ") and "adaptiveavgpool1" in err and "metadata" in err
+
+
+def test_weights_that_are_not_finite_are_refused_by_name(tmp_path, capsys):
+    # as a weights file holding them is (cnnspec.interop.weights): the model is damaged
+    bad = w(4, 2, 3, 3)(np.random.default_rng(0))
+    bad[1, 0, 2, 2] = np.nan
+    nodes = [helper.make_node("Conv", ["x", "W"], ["y"])]
+    path = save(make_model(nodes, {"W": bad}, (2, 8, 8)), tmp_path)
+    err = cli_error(capsys, path)
+    assert "weights hold NaN or infinite values: conv1.weight" in err and "m.onnx" in err
+
+
+def test_the_import_says_how_many_layers_it_wrote(tmp_path, capsys):
+    nodes = [helper.make_node("Conv", ["x", "W"], ["y"])]
+    path = save(make_model(nodes, {"W": w(4, 2, 3, 3)}, (2, 8, 8)), tmp_path)
+    assert main(["import", str(path), "-o", str(tmp_path / "m.cnn")]) == 0
+    assert "(g: 1 layer; 72 parameters" in capsys.readouterr().out
+    assert "# 1 layer.\n" in (tmp_path / "m.cnn").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from cnnspec.errors import CnnSpecError
+from cnnspec.errors import CnnSpecError, plural
 from cnnspec.atomic import write_npz, write_text
 
 
@@ -96,7 +96,7 @@ def import_(args) -> int:
     write_npz(weights_out, weights, "weights file")
     totals = net.summary()["totals"]
     blocks = {v["type"] for v in net.graph.graph.get("blocks", {}).values()}
-    print(f"wrote {args.output} ({net.name}: {len(net.graph) - 1} layers"
+    print(f"wrote {args.output} ({net.name}: {plural(len(net.graph) - len(net.input_names), 'layer')}"
           + (f", blocks {', '.join(sorted(blocks))}" if blocks else "")
           + f"; {totals['params']:,} parameters, {totals['macs']:,} MACs) and {weights_out}")
     return 0

@@ -789,7 +789,12 @@ def import_onnx(path, name: str | None = None):
     model = read_model(path)
     importer = Importer(model, file=path)
     layers = importer.run()
-    return write(layers, importer, path, name)
+    net, weights, text = write(layers, importer, path, name)
+    bad = [key for key, value in weights.items() if not np.all(np.isfinite(value))]
+    if bad:         # as a weights file would be refused: a damaged or diverged model
+        raise CnnSpecError(f"the model's weights hold NaN or infinite values: {', '.join(bad[:5])}"
+                           + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""), file=path)
+    return net, weights, text
 
 
 def from_onnx(path, name: str | None = None):

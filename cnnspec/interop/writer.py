@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnnspec.errors import CnnSpecError
+from cnnspec.errors import CnnSpecError, plural
 from cnnspec.interop.table import KINDS, Expr
 from cnnspec.layers import LAYERS
 
@@ -388,9 +388,8 @@ def write(layers, importer, path, name=None):
     declared = "".join(f"    input {n}: {'x'.join(str(v) for v in shape)}\n"
                        for n, (_, shape) in zip(input_names, importer.inputs))
     header = (f"# Imported by cnnspec from {os.path.basename(path)} ({describe(importer.model)}):\n"
-              f"# {len(layers)} layers" + (f", {len(block_names)} repeated structure"
-                                           f"{'s' if len(block_names) != 1 else ''} written as blocks"
-                                           if block_names else "") + ".\n")
+              f"# {plural(len(layers), 'layer')}" + (f", {plural(len(block_names), 'repeated structure')} "
+                                                      f"written as blocks" if block_names else "") + ".\n")
     text = header + "".join(b + "\n" for b in text_blocks) + (
         f"network {net_name} {{\n{declared}"
         + "".join(f"    {line}\n" for line in lines) + "}\n")
