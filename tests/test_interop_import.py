@@ -402,3 +402,18 @@ def test_the_import_says_how_many_layers_it_wrote(tmp_path, capsys):
     assert main(["import", str(path), "-o", str(tmp_path / "m.cnn")]) == 0
     assert "(g: 1 layer; 72 parameters" in capsys.readouterr().out
     assert "# 1 layer.\n" in (tmp_path / "m.cnn").read_text()
+
+
+@pytest.mark.parametrize("node, inits", [
+    (lambda: helper.make_node("ConstantOfShape", ["shape"], ["big"], name="huge"),
+     {"shape": np.array([100_000, 100_000], np.int64)}),
+    (lambda: helper.make_node("Range", ["s", "e", "d"], ["big"], name="huge"),
+     {"s": np.array(0, np.int64), "e": np.array(10 ** 12, np.int64), "d": np.array(1, np.int64)}),
+    (lambda: helper.make_node("Expand", ["one", "shape"], ["big"], name="huge"),
+     {"one": np.ones(1, np.float32), "shape": np.array([4, 10 ** 6, 10 ** 6], np.int64)})])
+def test_a_node_that_folds_to_a_huge_constant_is_named_before_anything_is_allocated(tmp_path, capsys,
+                                                                                   node, inits):
+    nodes = [node(), helper.make_node("Conv", ["x", "W"], ["y"])]
+    path = save(make_model(nodes, {**inits, "W": w(4, 2, 3, 3)}, (2, 8, 8)), tmp_path)
+    err = cli_error(capsys, path)
+    assert "the node `huge`" in err and "makes a constant of" in err, err

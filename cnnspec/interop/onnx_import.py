@@ -571,10 +571,18 @@ class Importer:
         inputs = [self.consts.get(name) if name else None for name in node.input]
         if any(name and name not in self.consts for name in node.input):
             return False
+        values = _folded_size(node.op_type, inputs)
+        if values > MAX_FOLDED:
+            raise CnnSpecError(f"the node `{node.name or node.output[0]}` ({node.op_type}) makes a constant of "
+                               f"{values:,} values; cnnspec folds constants of at most {MAX_FOLDED:,}",
+                               file=self.file)
         try:
             outputs = f(self, node, *inputs)
         except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, AttributeError):
             return False
+        except MemoryError:
+            raise CnnSpecError(f"the node `{node.name or node.output[0]}` ({node.op_type}) makes a constant "
+                               "too large for this machine's memory", file=self.file) from None
         for name, value in zip(node.output, outputs if isinstance(outputs, tuple) else (outputs,)):
             self.consts[name] = _known(value)
         return True
@@ -763,6 +771,25 @@ FOLD = {
     "Equal": lambda imp, node, a, b: np.equal(a, b) if a.dtype != object and b.dtype != object else _no(),
     "Where": lambda imp, node, c, a, b: np.where(c, a, b),
 }
+
+
+MAX_FOLDED = 2 ** 26      # values in one folded constant (shape arithmetic needs a handful)
+
+
+def _folded_size(op: str, inputs) -> int:
+    """How many values ``op`` would make from ``inputs`` when it makes them out of a shape or a
+    range (ConstantOfShape, Expand, Range), before any is allocated; 0 for other operators or
+    inputs it cannot read (the fold then fails on them as it would)."""
+    try:
+        if op in ("ConstantOfShape", "Expand"):
+            dims = [int(v) for v in np.asarray(inputs[-1]).reshape(-1)]
+            return math.prod(max(d, 0) for d in dims)
+        if op == "Range":
+            start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in inputs)
+            return max(0, math.ceil((limit - start) / delta)) if delta else 0
+    except (TypeError, ValueError, IndexError, OverflowError):
+        pass
+    return 0
 
 
 def _known(value):
