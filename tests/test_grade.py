@@ -801,6 +801,22 @@ def test_a_design_that_links_to_a_file_reads_nothing_of_it(tmp_path):
         assert "private line" not in text and "is a symbolic link" in text, text
 
 
+def test_a_linked_layer_file_loses_nothing_else(tmp_path):
+    """The link is refused, not read; the design handed in beside it is graded as ever."""
+    assignment = small_assignment(tmp_path / "a", ["relu_forward"], extra=(
+        '[[designs]]\nname = "small_cnn"\ninput = "1x16x16"\ndata = "shapes:n=200"\nepochs = 1\n'))
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "layers.py").symlink_to(tmp_path / "a" / ".secret")
+    (folder / "design.cnn").write_text("network N {\n    input x: 1x16x16\n    flatten -> dense(3)\n}\n")
+    result = Grader(load_assignment(assignment), reference=reference()).grade(folder)
+    text = reports.text(result)
+    assert "a test secret" not in text and "is a symbolic link" in text, text
+    assert result.problem("relu_forward").score == 0
+    design = result.problem("small_cnn")
+    assert design.checks and design.checks[0].ok and "not graded" not in text.split("small_cnn")[1][:200], text
+
+
 def test_a_submission_without_the_expected_file_is_told_which_and_what_was_found(homework, tmp_path, capsys):
     """Gradescope puts whatever the student uploaded in /autograder/submission."""
     folder = tmp_path / "submission"

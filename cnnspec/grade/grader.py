@@ -209,10 +209,10 @@ class Grader:
             link = path is not None and _link_problem(path, root)
             if link:
                 designs[name] = (None, link)
+        link = layers is not None and _link_problem(layers, root)
+        if link:                     # not read; the designs beside it are graded all the same
+            layers, why = None, link
         if layers is not None:
-            link = _link_problem(layers, root)
-            if link:
-                return self.missing(shown, link)
             if submission.is_dir():
                 relative = layers.relative_to(submission)
                 display_name = f"{display_name}/{relative}" if display_name else str(relative)
