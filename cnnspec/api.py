@@ -78,9 +78,10 @@ def _array(fn, name, a, dtype, ndim=None):
 
 
 def _number(fn, name, value):
-    """A real number argument (eps, p) as a Python float: anything else is refused by name."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
+    """A real number argument (eps, p, dkl; a 0-d array will do) as a Python float: anything else
+    is refused by name."""
+    kind = np.asarray(value).dtype.kind if np.ndim(value) == 0 and not isinstance(value, str) else ""
+    if kind not in ("i", "u", "f"):
         raise ValueError(f"{fn}: {name} must be a number, got {value!r}")
     return float(value)
 
@@ -661,10 +662,7 @@ def vae_sample_backward(dz, dkl, mu, logvar, eps):
     mu, logvar, eps = _sample_args(fn, mu, logvar, eps)
     dz = _array(fn, "dz", dz, mu.dtype)
     _same_shape(fn, "dz", dz, mu.shape)
-    try:
-        dkl = float(dkl)
-    except (TypeError, ValueError):
-        raise ValueError(f"{fn}: dkl must be a number, got {dkl!r}") from None
+    dkl = _number(fn, "dkl", dkl)
     dmu, dlogvar = np.empty_like(mu), np.empty_like(mu)
     _k.vae_sample_backward_into(dz, dkl, mu, logvar, eps, dmu, dlogvar)
     return dmu, dlogvar

@@ -785,7 +785,6 @@ def test_a_submission_that_links_to_the_secret_reads_nothing_of_it(tmp_path, cap
     assert result.score == result.max_score, reports.text(result)      # a plain sub-folder is fine
 
 
-
 def test_a_design_that_links_to_a_file_reads_nothing_of_it(tmp_path):
     """The same through a design problem: design.cnn -> any file the grader can read was parsed
     and its first line shown under the located error, whatever that line holds."""

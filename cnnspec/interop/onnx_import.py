@@ -816,11 +816,10 @@ def import_onnx(path, name: str | None = None):
     model = read_model(path)
     importer = Importer(model, file=path)
     layers = importer.run()
+    from cnnspec.interop.weights import refuse_non_finite
+
     net, weights, text = write(layers, importer, path, name)
-    bad = [key for key, value in weights.items() if not np.all(np.isfinite(value))]
-    if bad:         # as a weights file would be refused: a damaged or diverged model
-        raise CnnSpecError(f"the model's weights hold NaN or infinite values: {', '.join(bad[:5])}"
-                           + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""), file=path)
+    refuse_non_finite(weights, path)                # as a weights file holding them is
     return net, weights, text
 
 

@@ -57,8 +57,7 @@ def _param(name: str) -> str:
     """A block parameter as an argument of its class's ``__init__``: a Python keyword (``lambda``),
     ``self`` and the names that ``__init__`` itself uses (``nn``, ``super``, ...) take a trailing
     underscore, as tensors' variables do."""
-    taken = keyword.iskeyword(name) or name in RESERVED_VARS or name in HELPER_CLASSES or name == "super"
-    return name + "_" if taken else name
+    return name + "_" if name in HELPER_CLASSES or name == "super" else _var(name)
 
 
 def _literal(value) -> str:

@@ -35,8 +35,14 @@ def network_arrays(network, weights=None, seed: int = 0, dtype: str = "float32")
 
     if any(weight_mismatches(expected, arrays)):
         raise CnnSpecError(describe_mismatches(model.name, expected, arrays), file=path)
-    bad = [k for k in expected if not np.all(np.isfinite(arrays[k]))]
+    refuse_non_finite({k: arrays[k] for k in expected}, path)
+    return {k: np.asarray(arrays[k], dtype) for k in expected}
+
+
+def refuse_non_finite(arrays: dict, path=None) -> None:
+    """A CnnSpecError naming the arrays (``{"layer.param": array}``) that hold NaN or infinite
+    values: a damaged file or a diverged model."""
+    bad = [k for k, v in arrays.items() if not np.all(np.isfinite(v))]
     if bad:
         raise CnnSpecError(f"weights hold NaN or infinite values: {', '.join(bad[:5])}"
                            + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""), file=path)
-    return {k: np.asarray(arrays[k], dtype) for k in expected}
