@@ -7,6 +7,7 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cnnspec.engine import bench
@@ -420,3 +421,59 @@ def test_the_bench_settles_malloc_before_timing():
     # the heap's top (two here, one in some runs of the whole file), never none
     assert before >= 14_450_688 // 4096, (before, after)
     assert after < 100, (before, after)                         # the heap's, reused
+
+
+def test_machine_scaling_kernels_compute_what_they_say():
+    """The ceiling's two loops against NumPy (float32, the same operations in the same order)."""
+    from cnnspec.kernels.machine import arithmetic, streaming
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(100).astype(np.float32)
+    expected = a.copy()
+    for _ in range(7):
+        expected = expected * np.float32(0.999) + np.float32(0.001)
+    arithmetic(a, 7)
+    assert np.array_equal(a, expected)
+    x, y = rng.standard_normal((2, 50)).astype(np.float32)
+    out = np.empty(50, np.float32)
+    streaming(x, y, out)
+    assert np.array_equal(out, x + np.float32(0.5) * y)
+
+
+def test_machine_scaling_runs_each_count_in_the_same_rounds(monkeypatch):
+    """Per round: threads x (one thread's time) / (all threads' time); and the two-thread side runs
+    a piece on each of two threads at once (a piece of each thread's own arrays)."""
+    from cnnspec.kernels import _jit
+
+    calls = []
+
+    def fake_sides(fns, min_time, rounds=5, around=None):
+        for fn in fns:
+            fn()
+        return [[1.0, 1.0, 2.0], [1.0, 2.0, 1.6]]
+
+    def fake_split(fn, n, threads, args_for, pieces=None, together=False, **kw):
+        calls.append((n, threads, pieces, together, [id(args_for(t, 0, 0)[0]) for t in range(threads)]))
+
+    monkeypatch.setattr(bench, "timed_sides", fake_sides)
+    monkeypatch.setattr(_jit, "run_split", fake_split)
+    monkeypatch.setattr(bench, "_STREAMED", 64)
+    out = bench.machine_scaling(2, 0.01, 3)
+    assert out["arithmetic"] == out["memory"] == (2.0, 1.0, 2.5)
+    assert len(calls) == 2 and all(c[:4] == (2, 2, 2, True) and len(set(c[4])) == 2 for c in calls)
+    results = {"machine": {"cpu": "Test CPU", "cores": 2, "threads": 2, "python": "3.11", "numpy": "2",
+                           "numba": "0.6", "torch": None},
+               "conv": [], "layers": [], "memory": [], "machine_scaling": out,
+               "training": [{"network": "LeNet-5", "batch": 64, "threads": t, "rounds": 3, "samples_per_s": s,
+                             **({"scaling_spread": [1.5, 1.2, 1.7]} if t == 2 else {})}
+                            for t, s in ((2, 9.0), (1, 6.0))]}
+    text = bench.report(results)
+    assert "the machine: 2 threads against 1" in text
+    assert "cache 2.00x (1.00-2.50)" in text and "memory 2.00x (1.00-2.50)" in text
+
+
+def test_machine_scaling_for_real():
+    out = bench.machine_scaling(2, 0.01, 2)
+    for name in ("arithmetic", "memory"):
+        med, low, high = out[name]
+        assert 0 < low <= med <= high, (name, out)

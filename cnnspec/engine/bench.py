@@ -673,6 +673,43 @@ def training_rows(label, text, batch, min_time, torch=None, repeat=3, counts=(No
     return rows
 
 
+# What the machine itself gives a second thread: the same fixed work on every thread at once
+# (each thread its own arrays), against one thread doing it alone.  On a virtual machine whose
+# vCPUs share physical cores with other guests this is well under 2: the training rows' scaling
+# is to be read against it.  Measured on the 2-vCPU Zen 3 of the closing notes (5 rounds, 5 runs):
+# the L1 loop 0.84-2.24x, median ~1.7x; the stream ~1.4x.
+_ARITHMETIC = 2048                    # float32 elements per thread: 8 KiB, in L1
+_ARITHMETIC_TURNS = 20000             # passes over them a call: ~2-5 ms
+_STREAMED = 4 << 20                   # float32 elements per array, three arrays per thread: 48 MiB
+
+
+def machine_scaling(threads: int, min_time: float, rounds: int = 5) -> dict:
+    """How much faster ``threads`` threads get through a fixed amount of work per thread than one
+    thread through one such amount, on the engine's own threads (``_jit.run_split``, every piece
+    on its own thread): a loop on data in each core's L1 (``arithmetic``) and a stream through
+    arrays larger than the last-level cache (``memory``).  Per round, ``threads`` x (one
+    thread's seconds) / (all threads' seconds); (median, min, max) over ``rounds`` rounds, the
+    two counts' calls in a row each round (``timed_sides``)."""
+    from cnnspec.kernels import _jit
+    from cnnspec.kernels.machine import arithmetic, streaming
+
+    # each thread's cells 256 bytes clear of any other's: a cache line written by two cores
+    # (numpy's small arrays lie side by side) made two threads slower than one, 0.8x
+    cells = [np.ones(_ARITHMETIC + 128, np.float32)[64:-64] for _ in range(threads)]
+    streams = [tuple(np.ones(_STREAMED, np.float32) for _ in range(3)) for _ in range(threads)]
+    out = {"threads": threads, "rounds": rounds}
+    for name, fn, args in (("arithmetic", arithmetic, [(c, _ARITHMETIC_TURNS) for c in cells]),
+                           ("memory", streaming, streams)):
+        def one(fn=fn, args=args):
+            fn(*args[0])
+
+        def many(fn=fn, args=args):
+            _jit.run_split(fn, threads, threads, lambda t, lo, hi: args[t], pieces=threads, together=True)
+        alone, together = timed_sides([one, many], min_time, rounds)
+        out[name] = _spread([threads * a / b for a, b in zip(alone, together)])
+    return out
+
+
 def _network_text(spec) -> str | None:
     """A MEMORY_CASES network: its text, or (file in specs/, input size) read with the input
     replaced (None when the specs folder is not there: an installed package)."""
@@ -887,6 +924,9 @@ def run(quick: bool = False, analysis: bool = False, use_torch: bool = True, com
             say(f"training {label} batch {batch}, {' and '.join(map(str, counts))} thread"
                 f"{'s' * (counts != (1,))}")
             results["training"] += training_rows(label, text, batch, min_time, torch, repeat, counts)
+    if "training" in only and threads > 1:
+        say(f"the machine: {threads} threads against 1 on the same work each")
+        results["machine_scaling"] = machine_scaling(threads, min_time, repeat)
     for label, spec, batch in MEMORY_CASES if "memory" in only else ():
         text = _network_text(spec)
         if text is not None:
@@ -1018,6 +1058,12 @@ def report(results: dict) -> str:
                                   many["torch_samples_per_s"] / one["torch_samples_per_s"])
                 text += f"   torch {_figure(theirs, 2, 'x')}"
             lines.append(text)
+    ceiling = results.get("machine_scaling")
+    if ceiling:
+        lines += [f"  the machine: {ceiling['threads']} threads against 1, the same work on each "
+                  f"(the ceiling of the rows above)",
+                  f"    a loop on data in each core's cache {_figure(ceiling['arithmetic'], 2, 'x'):19}"
+                  f"   a stream through memory {_figure(ceiling['memory'], 2, 'x')}"]
     if results.get("memory"):
         lines += ["", "training memory, float32: the summary's estimate against the measured peak of a "
                       "training step (tracemalloc)"]
