@@ -473,6 +473,9 @@ class Builder:
             for inner in step.chain.steps:
                 x = self.step(inner, scope, x)
             return x
+        if isinstance(step, ast.BinOp) and step.op == "//":
+            raise self.fail(step.pos, "a value is not a step of a chain",
+                            hint="comments start with `#`; `//` is integer division")
         if not isinstance(step, (ast.Name, ast.Call)):
             raise self.fail(step.pos, "a value is not a step of a chain",
                             hint="steps are layers or blocks joined by `->`; a value is an argument, "

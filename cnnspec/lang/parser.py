@@ -388,7 +388,7 @@ def syntax_error(err: UnexpectedInput, text: str, file: str | None, postlex: Pos
         if char == "/":
             return fail(pos, "unexpected `/`", "integer division is written `//`")
         shown = f"`{char}`" if char.isprintable() and char else repr(char)
-        return fail(pos, f"unexpected character {shown}")
+        return fail(pos, f"unexpected character {shown}", LOOKALIKES.get(char))
 
     tok = arrow_token(err.token) if err.token.type == "_ARROW" else err.token
     if tok.type == "$END":                           # just after the last character written
@@ -421,9 +421,24 @@ def syntax_error(err: UnexpectedInput, text: str, file: str | None, postlex: Pos
         return fail(pos, f"missing `{close}` before `->`",
                     f"the `{innermost.value}` at {where(innermost)} is not closed")
     if tok.type == "NAME" and previous is not None and previous.type == "INT" and \
-            tok.value.startswith("x") and tok.line == previous.line:
+            tok.value.startswith("X") and tok.start_pos == previous.end_pos:
+        size = previous.value + tok.value.replace("X", "x")
+        return fail(token_pos(previous, file), "a size is written with a lowercase `x`",
+                    f"write `{size}`" if re.fullmatch(r"[0-9]+(x[0-9]+)+", size) else
+                    "e.g. `5x5` or `1x28x28`")
+    if tok.type == "NAME" and previous is not None and previous.type == "INT" and \
+            tok.value[:1] in ("x", "X") and tok.line == previous.line:
         return fail(token_pos(previous, file), "a size is written without spaces",
                     "write it as one word, e.g. `5x5` or `3x1`")
+    if tok.value == "//" and (previous is None or previous.type in ("_NL", "LBRACE", "RBRACE")):
+        return fail(pos, "unexpected `//`", "comments start with `#`; `//` is integer division")
+    # `relu  // two words`: a C comment (a `//` outside brackets, with words after it)?
+    slashes = [t for t in seen if t.value == "//" and t.line == tok.line and
+               all(text[t.start_pos - t.column + 1:t.start_pos].count(a) ==
+                   text[t.start_pos - t.column + 1:t.start_pos].count(b) for a, b in ("()", "[]"))]
+    if slashes and tok.type not in ("_NL", "$END"):
+        return fail(token_pos(slashes[-1], file), "`//` is integer division, not a comment",
+                    "comments start with `#`")
     in_train = innermost is not None and innermost.type == "LBRACE" and \
         re.search(r"\btrain\s*$", text[:innermost.start_pos]) is not None
     if in_train and tok.type == "NAME" and "_NL" in err.expected:
@@ -452,6 +467,26 @@ def syntax_error(err: UnexpectedInput, text: str, file: str | None, postlex: Pos
         return fail(pos, f"unexpected `{tok.value}`", hint)
     return fail(pos, f"unexpected {describe_found(tok)}",
                 expected_hint(err.expected, innermost if in_brackets else None))
+
+
+# Characters that word processors, PDFs and slides put in place of the ones the language uses.
+LOOKALIKES = {
+    "\u00d7": "sizes are written with the letter x: `5x5`, `1x28x28`",
+    "\u2192": "steps are joined by `->` (a minus and a greater-than sign)",
+    "\u2212": "write the minus sign as `-`",
+    "\u2013": "write the minus sign as `-`",
+    "\u2014": "write the minus sign as `-`",
+    "\u201c": 'quote with plain double quotes `"`',
+    "\u201d": 'quote with plain double quotes `"`',
+    "\u2018": 'quote with plain double quotes `"`',
+    "\u2019": 'quote with plain double quotes `"`',
+    "\u00a0": "a no-break space: replace it with an ordinary space",
+    "\u200b": "a zero-width space, invisible in most editors: delete it",
+    "\uff08": "a full-width parenthesis: write `(`",
+    "\uff09": "a full-width parenthesis: write `)`",
+    "\uff0c": "a full-width comma: write `,`",
+    ";": "statements end at the end of the line; no `;` is needed",
+}
 
 
 VALUE_STARTS = {"INT", "FLOAT", "SIZE", "NAME", "LPAR", "LSQB", "MINUS"}
