@@ -30,7 +30,7 @@ class CnnSpecError(Exception):
                 where += f":{self.col}"
         out = [f"{where}: error: {self.message}" if where else f"error: {self.message}"]
         if self.source_line is not None and self.line is not None:
-            text = self.source_line.rstrip("\n").expandtabs(1)
+            text = shown_line(self.source_line)
             out.append(f"    {text}")
             if self.col is not None:
                 out.append("    " + " " * (self.col - 1) + "^" + "~" * (self.width - 1))
@@ -40,6 +40,15 @@ class CnnSpecError(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+
+def shown_line(line: str) -> str:
+    """A source line as an error quotes it: tabs one column wide, and control characters (an
+    escape sequence in a file would drive the terminal) drawn as their symbols, one column each,
+    so that the caret below still points at the right one."""
+    line = line.rstrip("\r\n").expandtabs(1)
+    return "".join(chr(0x2400 + ord(c)) if ord(c) < 0x20 else "\u2421" if c == "\x7f"
+                   else "\ufffd" if 0x80 <= ord(c) < 0xa0 else c for c in line)
 
 
 class CnnSpecWarning(UserWarning):

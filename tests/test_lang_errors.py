@@ -215,11 +215,24 @@ def test_located_error(case):
         assert err.hint and hint in err.hint, str(err)
     rendered = str(err).splitlines()
     assert rendered[0] == f"f.cnn:{line}:{col}: error: {err.message}"
-    source_line = text.splitlines()[line - 1]
+    source_line = text.splitlines()[line - 1].replace("\x00", "\u2400")      # control characters drawn
     assert rendered[1] == "    " + source_line.expandtabs(1)
     if width is not None:
         assert err.width == width, str(err)
         assert rendered[2] == "    " + " " * (col - 1) + "^" + "~" * (width - 1)
+
+
+def test_control_characters_of_the_quoted_line_are_drawn_not_sent_to_the_terminal():
+    """An escape sequence in a student's file (clear the screen, colour the rest) is quoted as
+    visible symbols; the caret still stands under the character the message names."""
+    err = error_of(HEAD + "    relu \x1b[2J\x1b[31mgrade: 10/10\x07\n}\n")
+    rendered = str(err).splitlines()
+    assert rendered[0] == "f.cnn:3:10: error: unexpected character '\\x1b'"
+    assert rendered[1] == "        relu \u241b[2J\u241b[31mgrade: 10/10\u2407"
+    assert rendered[2] == "    " + " " * 9 + "^"
+    assert not any(ord(c) < 0x20 for c in str(err).replace("\n", ""))
+    err = error_of(HEAD + "    conv(1, 3x3) -> reul  # \x9b31m\r\n}\n")      # a C1 control, CRLF
+    assert str(err).splitlines()[1] == "        conv(1, 3x3) -> reul  # \ufffd31m"
 
 
 def test_no_network():
