@@ -247,6 +247,9 @@ MEMORY_NETS = [
     ("ResNet-8", bench.RESNET8, 4),                                   # batchnorm -> relu, add -> relu
     ("U-Net-S", bench.UNET_SMALL.replace("3x64x64", "3x16x16"), 2),   # a relu read twice, concat
     ("MobileNetV2-S", bench.MOBILENET_SMALL, 2),                      # batchnorm -> relu6
+    ("add-relu-maxpool", "network A {\n input x: 2x8x8\n a = conv(4, 3x3, pad=1) -> batchnorm -> relu\n"
+                         " b = a -> conv(4, 3x3, pad=1) -> batchnorm\n add(a, b) -> relu -> maxpool(2)\n"
+                         " flatten -> dense(8) -> softmax\n}", 16),           # add -> relu, not relu -> maxpool
     ("dropout", "network D {\n input x: 3x12x12\n conv(8, 3x3) -> relu -> maxpool(2)\n"
                 " conv(8, 3x3, pad=1) -> batchnorm -> relu -> dropout(0.5) -> flatten -> dense(4) -> softmax\n}", 3),
 ]
