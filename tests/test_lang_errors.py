@@ -264,3 +264,16 @@ def test_a_product_of_numbers_is_a_number_where_no_size_is_due(step, shape):
     import cnnspec
 
     assert cnnspec.loads(HEAD + f"    {step}\n}}\n").output_shape == shape
+
+
+def test_classic_mac_line_ends_are_lines():
+    """A file whose lines end in a lone carriage return (classic Mac OS, some exports) reads as the
+    same network as with new lines, and an error names the line and column an editor shows."""
+    import cnnspec
+
+    body = ["network N {", "    input image: 1x28x28   # a comment", "    conv(6, 5x5) -> relu -> flatten -> dense(10)",
+            "}", ""]
+    params = [cnnspec.loads(end.join(body)).summary()["totals"]["params"] for end in ("\r", "\n")]
+    assert params == [6 * 26 + 6 * 24 * 24 * 10 + 10] * 2
+    err = error_of("\r".join(body).replace("-> relu", "-> rleu"))
+    assert (err.line, err.col, err.source_line.strip()) == (3, 21, "conv(6, 5x5) -> rleu -> flatten -> dense(10)")

@@ -39,7 +39,7 @@ import networkx as nx
 from cnnspec.errors import CnnSpecError, Pos, error_at, not_utf8_error
 from cnnspec.lang.build import MAX_LAYERS, build_graph
 from cnnspec.lang.imports import blocks_in_scope
-from cnnspec.lang.parser import parse
+from cnnspec.lang.parser import parse, source_text
 from cnnspec.limits import read_text
 
 __all__ = ["MAX_LAYERS", "build_graph", "blocks_in_scope", "compile_all", "compile_file", "compile_source",
@@ -49,6 +49,7 @@ __all__ = ["MAX_LAYERS", "build_graph", "blocks_in_scope", "compile_all", "compi
 def compile_source(text: str, file: str | None = None, network: str | None = None) -> nx.DiGraph:
     """The raw graph of the network called ``network`` (None: the first) in ``text`` (named
     ``file`` in messages; imports are relative to it, or to the working directory when None)."""
+    text = source_text(text)
     try:
         return build_graph(parse(text, file), network=network)
     except RecursionError:                       # a last guard: every pass is meant to be shallow
@@ -58,6 +59,7 @@ def compile_source(text: str, file: str | None = None, network: str | None = Non
 def compile_all(text: str, file: str | None = None) -> dict:
     """{network name: raw graph} of every network in ``text``, in the order written (the file is
     parsed and its imports read once)."""
+    text = source_text(text)
     try:
         module = parse(text, file)
         sources = {file: text}

@@ -12,7 +12,7 @@ import os
 
 from cnnspec.errors import CnnSpecError, error_at, not_utf8
 from cnnspec.lang import ast
-from cnnspec.lang.parser import parse
+from cnnspec.lang.parser import parse, source_text
 from cnnspec.limits import read_text
 
 # A folder (real path) that imports must stay inside, or None: `cnnspec serve` sets it while it
@@ -38,7 +38,7 @@ def blocks_in_scope(module: ast.Module, sources: dict) -> dict[str, ast.Block]:
                 raise error_at(imp.pos, f"cyclic import of `{imp.path}`", sources=sources,
                                hint=f"the files import each other: {cycle}")
             if real not in loaded:
-                text = read(path, imp, sources)
+                text = source_text(read(path, imp, sources))
                 sources[path] = text
                 loaded[real] = visit(parse(text, path), (*chain, real))
             found += loaded[real]

@@ -96,9 +96,20 @@ def lark_parser() -> Lark:
                      postlex=PostLex(), cache=True)
 
 
+def source_text(text: str) -> str:
+    """The text of a `.cnn` file as it is read: without the byte-order mark some editors write,
+    and a lone carriage return (classic Mac OS line ends) read as a new line, as editors show
+    it, so that lines and columns are the editor's (a carriage return before a new line stays:
+    the grammar reads it as part of the line end; offsets are unchanged)."""
+    return _LONE_CR.sub("\n", text.removeprefix("\ufeff"))
+
+
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
 def parse(text: str, file: str | None = None) -> ast.Module:
     """Parse the text of one `.cnn` file (named ``file`` in messages) into an ``ast.Module``."""
-    text = text.removeprefix("\ufeff")            # a byte-order mark some editors write
+    text = source_text(text)
     try:                                          # well-formed text: the fast reader
         return assemble(fastparse.parse_items(text, file, MAX_INT, MAX_NESTING), file, text)
     except (fastparse.GiveUp, RecursionError):
