@@ -225,3 +225,22 @@ def test_weights_with_nan_are_refused(tmp_path):
     model.save(tmp_path / "w.npz")
     with pytest.raises(cnnspec.CnnSpecError, match="NaN or infinite values: conv1.weight"):
         net.to_onnx(tmp_path / "m.onnx", weights=tmp_path / "w.npz")
+
+
+@pytest.mark.parametrize("op", ["maxpool", "avgpool", "sumpool"])
+def test_ceil_mode_pooling_with_a_dropped_window_on_one_axis_only(tmp_path, op):
+    """Caffe's rule drops the last window of the rows (5 + 2 padding, kernel 3, stride 3: 2 rows,
+    not 3) while ceil mode adds a window to the columns (5, kernel 2: 3 columns): the floor rule
+    the export falls back to must keep the columns' extra window too. PyTorch is the reference."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    net = cnnspec.loads(f"network P {{\n    input image: 2x5x5\n    {op}(3x2, pad=1x0, ceil=true)\n}}\n")
+    net.to_onnx(tmp_path / "p.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    t = torch.from_numpy(x)
+    want = (F.max_pool2d(t, (3, 2), padding=(1, 0), ceil_mode=True) if op == "maxpool" else
+            F.avg_pool2d(t, (3, 2), padding=(1, 0), ceil_mode=True,
+                         divisor_override=1 if op == "sumpool" else None)).numpy()
+    assert want.shape == (2, 2, 2, 3) == (2, *net.output_shape)
+    assert rel(session(tmp_path / "p.onnx").run(None, {"image": x})[0], want) < 1e-6
+

@@ -331,12 +331,13 @@ class Conv(Kind):
         imp.layer("conv", kwargs, [x], node, params=params)
 
 
-def pool_extra(n, k, s, before, after, ceil):
+def pool_extra(n, k, s, before, after, ceil, always=False):
     """How much padding after the input ONNX's floor rule needs to give cnnspec's output size
-    (0 when ceil mode keeps no window that ONNX's shape rule would not)."""
+    (None when ceil mode keeps no window that ONNX's shape rule would not, unless ``always``:
+    the floor rule is then used on every axis, as soon as one axis needs it)."""
     out = output_size(n, k, s, before, after, 1, ceil)
     spec_ceil = 1 + -(-(n + before + after - k) // s)     # ONNX's ceil rule, without Caffe's drop
-    if not ceil or spec_ceil == out:
+    if not always and (not ceil or spec_ceil == out):
         return None
     return max(0, (out - 1) * s + k - (n + before + after))
 
@@ -388,6 +389,9 @@ class Pool(Kind):
         extra = [pool_extra(n, k, s, pad[2 * i], pad[2 * i + 1], cfg["ceil"])
                  for i, (n, k, s) in enumerate(zip(sizes, kernel, stride))]
         exact = all(e is None for e in extra)
+        if not exact:               # floor mode on every axis: those that ceil mode widens too
+            extra = [pool_extra(n, k, s, pad[2 * i], pad[2 * i + 1], cfg["ceil"], always=True)
+                     for i, (n, k, s) in enumerate(zip(sizes, kernel, stride))]
         x = xs[0]
         pool_name = name if op != "sumpool" else f"{name}/avg"     # sumpool: average, then Mul
         if op == "maxpool":
