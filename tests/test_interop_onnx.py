@@ -244,3 +244,24 @@ def test_ceil_mode_pooling_with_a_dropped_window_on_one_axis_only(tmp_path, op):
     assert want.shape == (2, 2, 2, 3) == (2, *net.output_shape)
     assert rel(session(tmp_path / "p.onnx").run(None, {"image": x})[0], want) < 1e-6
 
+
+@pytest.mark.parametrize("text, stride, pad, dilation, extra, bias", [
+    ("conv_transpose(2, 3, dilation=2, output_pad=1)", 1, 0, 2, 1, True),
+    ("conv_transpose(2, 3, pad=1, dilation=2, output_pad=1)", 1, 1, 2, 1, True),
+    ("conv_transpose(2, 3, stride=2, pad=1, dilation=3, output_pad=2, bias=false)", 2, 1, 3, 2, False),
+])
+def test_conv_transpose_whose_output_pad_is_not_below_the_stride(tmp_path, text, stride, pad, dilation, extra, bias):
+    """PyTorch takes an output_padding smaller than the stride or the dilation, ONNX Runtime
+    smaller than the stride only: the exported model must still run and compute PyTorch's
+    ConvTranspose1d."""
+    torch = pytest.importorskip("torch")
+    net = cnnspec.loads(f"network T {{\n    input image: 3x6\n    {text}\n}}\n")
+    model = net.compile(dtype="float32", seed=0)
+    net.to_onnx(tmp_path / "t.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 3, 6)).astype(np.float32)
+    params = {k: torch.from_numpy(np.array(v)) for k, v in model.params["conv_transpose1"].items()}
+    want = torch.nn.functional.conv_transpose1d(torch.from_numpy(x), params["weight"], params.get("bias"),
+                                                stride=stride, padding=pad, output_padding=extra,
+                                                dilation=dilation).numpy()
+    assert ("bias" in params) == bias and want.shape == (2, *net.output_shape)
+    assert rel(session(tmp_path / "t.onnx").run(None, {"image": x})[0], want) < 1e-5

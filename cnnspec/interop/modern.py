@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnspec.interop.table import (Conv, Ctor, Kind, call_text, cnn_pads, number_text, per_axis_text,
-                                   register, spatial_of, squash)
+from cnnspec.interop.table import (Conv, Ctor, Kind, call_text, cnn_pads, number_text, onnx_pads,
+                                   per_axis_text, register, spatial_of, squash)
 from cnnspec.layers.values import Size
 
 HELPERS = {
@@ -132,6 +132,33 @@ class ConvTranspose(Conv):
 
     def uneven(self, cfg) -> dict:
         return {"pad": tuple(cfg["pad"]), "output_pad": tuple(cfg["output_pad"])}
+
+    def to_onnx(self, b, name, node, xs):
+        """ONNX Runtime takes an output_padding smaller than the stride only (PyTorch: than the
+        stride or the dilation). output_pad first gives back rows the end padding crops (the same
+        values); what still reaches past the full output, by the stride or more, is zeros padded
+        after a ConvTranspose without bias, then the bias added."""
+        cfg = node["config"]
+        pad, extra = list(cfg["pad"]), list(cfg["output_pad"])
+        for i, e in enumerate(extra):
+            given = min(e, pad[2 * i + 1])
+            pad[2 * i + 1] -= given
+            extra[i] -= given
+        zeros = [e if e >= s else 0 for e, s in zip(extra, cfg["stride"])]
+        extra = [e - z for e, z in zip(extra, zeros)]
+        attrs = dict(kernel_shape=list(cfg["kernel"]), strides=list(cfg["stride"]), pads=onnx_pads(pad),
+                     dilations=list(cfg["dilation"]), group=cfg["groups"], output_padding=extra)
+        weights = [xs[0], b.param(name, "weight")]
+        if not any(zeros):
+            bias = [b.param(name, "bias")] if cfg["bias"] else []
+            return b.node("ConvTranspose", weights + bias, name, **attrs)
+        y = b.node("ConvTranspose", weights, f"{name}/conv", **attrs)
+        y = b.node("Pad", [y, b.const(f"{name}/pads", np.array([0, 0] + [0] * len(zeros) + [0, 0] + zeros, np.int64))],
+                   name if not cfg["bias"] else f"{name}/pad")
+        if not cfg["bias"]:
+            return y
+        bias = b.arrays[f"{name}.bias"].astype(np.float32).reshape(-1, *([1] * len(zeros)))
+        return b.node("Add", [y, b.const(f"{name}.bias", bias)], name)
 
     def from_onnx(self, imp, node):
         x = imp.tensor(node, 0)
