@@ -452,6 +452,10 @@ def syntax_error(err: UnexpectedInput, text: str, file: str | None, postlex: Pos
                     "comments start with `#`")
     in_train = innermost is not None and innermost.type == "LBRACE" and \
         re.search(r"\btrain\s*$", text[:innermost.start_pos]) is not None
+    if tok.value == ":" and previous is not None and previous.type == "NAME" and not in_brackets and \
+            (len(seen) < 2 or seen[-2].type in ("_NL", "LBRACE")):      # `image: 1x28x28` at a line's start
+        return fail(pos, "unexpected `:`", f"a setting of the train section is `{previous.value} = ...`"
+                    if in_train else f"an input is declared with `input`: `input {previous.value}: 1x28x28`")
     if in_train and tok.type == "NAME" and "_NL" in err.expected:
         return fail(pos, f"missing end of line before {describe_found(tok)}",
                     "each setting of the train section is `key = value` on a line of its own")
