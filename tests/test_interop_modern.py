@@ -193,3 +193,33 @@ def test_a_broken_gelu_pattern_is_a_clear_error(tmp_path, capsys):
     assert main(["import", str(tmp_path / "g.onnx")]) == 1
     err = capsys.readouterr().err
     assert "node `div` starts what looks like GELU" in err and "`relu` (Relu) uses a part of it" in err
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_interpolate_to_the_size_of_a_skip_connection_imports(tmp_path, mode):
+    """A U-Net's decoder as often written, F.interpolate(x, size=skip.shape[2:]): the exporter
+    gives Resize the sizes Concat(Shape(x)[:2], (H, W)), whose first entry is the batch size."""
+    torch = pytest.importorskip("torch")
+    nn, F = torch.nn, torch.nn.functional
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down, self.head = nn.Conv2d(3, 4, 3, 2, 1), nn.Conv2d(7, 2, 3, padding=1)
+
+        def forward(self, x):
+            y = F.interpolate(self.down(x), size=x.shape[2:], mode=mode)
+            return self.head(torch.cat([y, x], 1))
+
+    torch.manual_seed(0)
+    path = tmp_path / "decoder.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Decoder().eval(), torch.zeros(1, 3, 8, 10), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    net, weights = cnnspec.from_onnx(path)
+    assert "upsample" in [net[n]["op"] for n in net.layers()]
+    inputs = inputs_of(net, batch=3, dtype=np.float32)
+    model = net.compile(dtype="float32", seed=1)
+    model.load_arrays(weights)
+    assert rel(model.forward(inputs["x"]), onnx_run(path, inputs)) < 1e-5

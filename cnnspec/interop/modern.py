@@ -218,7 +218,15 @@ class Upsample(Kind):
         else:
             scales = imp.const(node, 2, "the scales") if imp.has_input(node, 2) else None
             if scales is None or scales.size == 0:
-                sizes = imp.const(node, 3, "the sizes").reshape(-1).astype(np.float64)
+                from cnnspec.interop.onnx_import import BATCH
+                sizes = imp.consts.get(node.input[3]) if imp.has_input(node, 3) else None
+                if sizes is not None and sizes.dtype == object and sizes.size and sizes.reshape(-1)[0] is BATCH \
+                        and not any(v is BATCH for v in sizes.reshape(-1)[1:]):
+                    # F.interpolate(x, size=...) with the batch read from x.shape: (N, C, H', W')
+                    sizes = np.array([1, *sizes.reshape(-1)[1:]], dtype=object)
+                else:
+                    sizes = imp.const(node, 3, "the sizes")
+                sizes = sizes.reshape(-1).astype(np.float64)
                 scales = sizes / np.array([1, x.shape[0], *x.shape[1:]], np.float64)
                 scales[0] = 1.0
             coordinates = imp.attr(node, "coordinate_transformation_mode", "half_pixel")
