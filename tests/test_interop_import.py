@@ -274,6 +274,41 @@ def test_sum_squeeze_sigmoid_tanh_and_reduce_max(tmp_path):
     assert net["batchnorm1"]["config"]["eps"] == 1e-3
 
 
+def gate_model(unsqueezes, gate_rank=4):
+    """conv -> x * sigmoid(flat gate) viewed through ``unsqueezes`` (lists of axes, one Unsqueeze
+    each): the squeeze-and-excitation gate as exporters write g[:, :, None, None]."""
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMean", ["c", "axes23"], ["m"], keepdims=0),
+             helper.make_node("Sigmoid", ["m"], ["g0"])]
+    inits = {"W": w(4, 3, 3, 3), "axes23": np.array([2, 3], np.int64)}
+    for k, axes in enumerate(unsqueezes):
+        inits[f"a{k}"] = np.array(axes, np.int64)
+        nodes.append(helper.make_node("Unsqueeze", [f"g{k}", f"a{k}"], [f"g{k + 1}"], name=f"unsqueeze{k}"))
+    nodes.append(helper.make_node("Mul", ["c", f"g{len(unsqueezes)}"], ["y"], name="gate"))
+    return make_model(nodes, inits, (3, 4, 4), opset=18)
+
+
+@pytest.mark.parametrize("unsqueezes", [[[2, 3]], [[2], [3]], [[-1], [-1]]])
+def test_a_gate_viewed_as_cx1x1_by_unsqueezes_gates_channels(tmp_path, unsqueezes):
+    """The TorchScript exporter writes g[:, :, None, None] as two Unsqueezes, the dynamo exporter
+    as one."""
+    net, _ = check_against_runtime(save(gate_model(unsqueezes), tmp_path), batch=3)
+    assert "mul" in [net[n]["op"] for n in net.layers()]
+
+
+@pytest.mark.parametrize("unsqueezes", [[[1, 3]], [[1], [3]], [[1, 2]], [[2]], []])
+def test_a_gate_broadcast_along_other_axes_than_channels_is_not_a_channel_gate(tmp_path, unsqueezes):
+    """g[:, None, :, None] scales the rows of a 4x4x4 map, g[:, None, None, :] its columns, and a
+    flat (batch, C) operand broadcasts along the last axes (ONNX's numpy rule): read as a channel
+    gate, each would compute something else than ONNX Runtime. Either the engine computes what ONNX
+    Runtime computes, or the import says it cannot."""
+    path = save(gate_model(unsqueezes), tmp_path)
+    try:
+        check_against_runtime(path, batch=1)
+    except cnnspec.CnnSpecError as err:
+        assert "node `gate` (Mul)" in str(err)
+
+
 # ---- what cnnspec does not read: clear errors, never a traceback --------------------------------------
 
 def cli_error(capsys, path) -> str:

@@ -376,13 +376,23 @@ class Importer:
                     self.values[node.output[0]] = gate
                     return
         if len(tensors) == 2 and "mul" in LAYERS:
-            # cnnspec's mul takes a flat gate as it is: the Unsqueeze that viewed it as Cx1x1 goes
+            # cnnspec's mul takes a flat gate as it is: the Unsqueezes that viewed it as Cx1x1 go
+            # (only those that add trailing axes: a gate viewed as 1xCx1 scales rows, not channels)
+            if len(tensors[0].shape) != len(tensors[1].shape):
+                raise self.fail(node, f"Mul of a (batch, {fmt_shape(tensors[0].shape)}) and a (batch, "
+                                      f"{fmt_shape(tensors[1].shape)}) tensor: ONNX broadcasts the smaller one "
+                                      "along the last axes (cnnspec's mul gates channels: view the gate as Cx1x1)")
             operands = []
             for t in tensors:
-                layer = self.layers[t.layer] if t.layer >= 0 else None
-                if layer is not None and layer.unsqueeze and self._single_use(t):
+                while True:
+                    layer = self.layers[t.layer] if t.layer >= 0 else None
+                    if layer is None or not layer.unsqueeze:
+                        break
                     source = layer.inputs[0]
-                    t = Value(source, self.input_shapes[source] if source < 0 else self.layers[source].shape)
+                    shape = self.input_shapes[source] if source < 0 else self.layers[source].shape
+                    if tuple(layer.shape[:len(shape)]) != tuple(shape) or any(n != 1 for n in layer.shape[len(shape):]):
+                        break
+                    t = Value(source, shape)
                 operands.append(t)
             self.layer("mul", {}, operands, node)
             return
