@@ -223,3 +223,41 @@ def test_interpolate_to_the_size_of_a_skip_connection_imports(tmp_path, mode):
     model = net.compile(dtype="float32", seed=1)
     model.load_arrays(weights)
     assert rel(model.forward(inputs["x"]), onnx_run(path, inputs)) < 1e-5
+
+
+def softplus_model(threshold=20.0, other="Softplus"):
+    """nn.Softplus() as the dynamo exporter writes it: Where(x > 20, x, Softplus(x))."""
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+             helper.make_node(other, ["c"], ["s"], name="soft"),
+             helper.make_node("Greater", ["c", "t"], ["above"], name="above"),
+             helper.make_node("Where", ["above", "c", "s"], ["y"], name="where")]
+    inits = [numpy_helper.from_array(np.full((2, 3, 1, 1), 10.0, np.float32), "W"),
+             numpy_helper.from_array(np.array(threshold, np.float32), "t")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 4, 4])],
+                              initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_softplus_as_the_dynamo_exporter_writes_it_imports(tmp_path):
+    path = tmp_path / "softplus.onnx"
+    onnx.save(softplus_model(), path)
+    net, weights = cnnspec.from_onnx(path)
+    assert [net[n]["op"] for n in net.layers()] == ["input", "conv", "softplus"]
+    inputs = inputs_of(net, batch=3, dtype=np.float32)          # conv outputs of about +-50: both sides of 20
+    model = net.compile(dtype="float32", seed=1)
+    model.load_arrays(weights)
+    assert rel(model.forward(inputs["x"]), onnx_run(path, inputs)) < 1e-5
+
+
+@pytest.mark.parametrize("threshold, other, message", [
+    (5.0, "Softplus", "softplus with threshold 5"),
+    (20.0, "Relu", "node `above` starts what looks like PyTorch's softplus"),
+])
+def test_softplus_patterns_cnnspec_cannot_read_are_clear_errors(tmp_path, capsys, threshold, other, message):
+    path = tmp_path / "softplus.onnx"
+    onnx.save(softplus_model(threshold, other), path)
+    assert main(["import", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -31,6 +31,7 @@ from cnnspec.interop.table import IMPORTERS, KINDS, pool_divisors
 from cnnspec.layers import LAYERS, LayerError, fmt_shape
 from cnnspec.layers.values import Size
 
+SOFTPLUS = "PyTorch's softplus (Where(x > 20, x, Softplus(x)))"
 MAX_BYTES = 2 ** 31 - 1          # protobuf's limit for one message; larger weights are external data
 
 
@@ -120,7 +121,7 @@ def _first_line(exc) -> str:
 
 # ---- the importer --------------------------------------------------------------------------------
 
-STRUCTURAL = ("Identity", "Cast", "Pad", "Mul", "Div", "Erf", "Unsqueeze", "Transpose")
+STRUCTURAL = ("Identity", "Cast", "Pad", "Mul", "Div", "Erf", "Unsqueeze", "Transpose", "Greater", "Where")
 
 
 def supported_operators() -> tuple:
@@ -413,7 +414,7 @@ class Importer:
     def broken_pattern(self, x: Value, node) -> CnnSpecError:
         stage, first, _ = x.pattern
         what = {"gelu": "GELU (x * 0.5 * (1 + erf(x / sqrt(2))))", "shuffle": "a channel shuffle "
-                "(Reshape, Transpose, Reshape)"}[stage.split(":")[0]]
+                "(Reshape, Transpose, Reshape)", "softplus": SOFTPLUS}[stage.split(":")[0]]
         return CnnSpecError(f"node `{first}` starts what looks like {what}, but `{node.name}` ({node.op_type}) "
                             "uses a part of it: cnnspec reads only the whole pattern", file=self.file)
 
@@ -427,6 +428,28 @@ class Importer:
             self.pattern(node, tensors[0], "gelu:scaled")
             return
         raise self.fail(node, "Div of tensors (other than x / sqrt(2) in GELU's erf form)")
+
+    def Greater(self, node):                 # x > 20, PyTorch's softplus threshold (the dynamo exporter)
+        tensors, consts = self.split_operands(node)
+        if len(tensors) == 1 and len(consts) == 1 and node.input[0] in self.values and tensors[0].pattern is None \
+                and tensors[0].pad is None and np.size(consts[0]) == 1 and "softplus" in LAYERS:
+            self.pattern(node, tensors[0], "softplus:above", float(np.reshape(consts[0], -1)[0]))
+            return
+        raise self.fail(node, f"Greater other than x > 20 in {SOFTPLUS}")
+
+    def Where(self, node):                   # Where(x > 20, x, Softplus(x)): softplus
+        cond, x, soft = (self.values.get(name) for name in node.input)
+        if cond is not None and cond.pattern is not None and cond.pattern[0] == "softplus:above":
+            layer = self.layers[soft.layer] if soft is not None and soft.layer >= 0 else None
+            if x is None or x.pattern is not None or x.pad is not None or x.layer != cond.layer or layer is None \
+                    or soft.pattern is not None or layer.op != "softplus" or layer.inputs != [x.layer]:
+                raise self.broken_pattern(cond, node)
+            if cond.pattern[2] != 20.0:
+                raise self.fail(node, f"softplus with threshold {cond.pattern[2]:g} (cnnspec's softplus is "
+                                      "PyTorch's default: beta 1, threshold 20)")
+            self.values[node.output[0]] = soft
+            return
+        raise self.fail(node, f"Where on tensors other than in {SOFTPLUS}")
 
     def Erf(self, node):
         x = self.tensor(node, 0)
