@@ -187,8 +187,29 @@ def test_padding_torch_cannot_say_uses_the_helpers():
     source = network("pools2d").to_torch().source
     assert "class Pool(nn.Module):" in source
     assert "Pool('sum', (2, 3), (2, 2), (1, 0, 0, 2), ceil=True)" in source
-    assert "nn.AvgPool2d(2, divisor_override=1)" in source                   # sumpool, natively
+    assert "Pool('sum', (2, 2), (2, 2), (0, 0, 0, 0))" in source             # sumpool: no divisor_override
     assert "PadConv2d(" in network("conv2d").to_torch().source
+
+
+@pytest.mark.parametrize("case", ["pools2d", "seq1d"])
+def test_torch_onnx_export_of_the_module_computes_what_the_engine_computes(case, tmp_path):
+    """The module taken on to ONNX by PyTorch's exporter: sum pooling and pooling in ceil mode
+    (the Pool helper) must not rest on what torch.onnx.export drops (divisor_override) or
+    reads by ONNX's shape rule (ceil_mode), checked by ONNX Runtime."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import warnings
+    xs = inputs(case)
+    names = list(xs)
+    path = tmp_path / "module.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(network(case).to_torch(), tuple(torch.from_numpy(x.astype(np.float32)) for x in xs.values()),
+                          str(path), dynamo=False, opset_version=17, input_names=names,
+                          dynamic_axes={n: {0: "N"} for n in names})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: x.astype(np.float32) for n, x in xs.items()})[0]
+    assert rel(got, engine_output(case, "float32")) < 1e-5
 
 
 def test_cli_writes_the_module_and_the_state_dict(tmp_path, capsys):

@@ -170,11 +170,13 @@ class PadConv2d(nn.Conv2d):
     "Pool": '''
 class Pool(nn.Module):
     """Pooling as cnnspec defines it, where torch.nn's pooling layers cannot say it (padding that
-    differs between the sides or exceeds half the kernel, sum pooling in 1-D). kind is "max",
-    "avg" or "sum"; pad = (before, after) per axis, first axis first. Padding is -inf for max and
-    zeros (counted) for avg and sum; with ceil=True the last window must start inside the input
-    or its left padding (Caffe's rule, as PyTorch's ceil_mode), and a window that hangs past the
-    padding is clipped (avg divides by the clipped size)."""
+    differs between the sides or exceeds half the kernel, sum pooling). kind is "max", "avg" or
+    "sum"; pad = (before, after) per axis, first axis first. Padding is -inf for max and zeros
+    (counted) for avg and sum; with ceil=True the last window must start inside the input or its
+    left padding (Caffe's rule, as PyTorch's ceil_mode), and a window that hangs past the padding
+    is clipped (avg divides by the clipped size). Written without ceil_mode and divisor_override,
+    which torch.onnx.export does not carry into ONNX: the windows that hang past the padding get
+    padding of their own (-inf, or zeros not counted)."""
 
     def __init__(self, kind, kernel, stride, pad, ceil=False):
         super().__init__()
@@ -185,21 +187,32 @@ class Pool(nn.Module):
 
     def forward(self, x):
         rank = len(self.kernel)
-        sizes = []
+        sizes, extra, counts = [], [], []
         for n, k, s, before, after in zip(x.shape[2:], self.kernel, self.stride, self.pad[0::2], self.pad[1::2]):
+            n = int(n)                                  # the spatial sizes are fixed
             span = n + before + after - k
             out = 1 + (-(-span // s) if self.ceil else span // s)
-            sizes.append(out - 1 if self.ceil and (out - 1) * s >= n + before else out)
-        torch_pad = [v for i in reversed(range(rank)) for v in self.pad[2 * i:2 * i + 2]]
+            if self.ceil and (out - 1) * s >= n + before:
+                out -= 1
+            sizes.append(out)
+            extra.append(max(0, (out - 1) * s + k - (n + before + after)))
+            counts.append([min(i * s + k, n + before + after) - i * s for i in range(out)])
+        torch_pad = [v for i in reversed(range(rank)) for v in (self.pad[2 * i], self.pad[2 * i + 1] + extra[i])]
         x = F.pad(x, torch_pad, value=-math.inf if self.kind == "max" else 0.0)
         if rank == 1:
             x = x.unsqueeze(2)
         kernel, stride = (1,) * (2 - rank) + tuple(self.kernel), (1,) * (2 - rank) + tuple(self.stride)
         if self.kind == "max":
-            y = F.max_pool2d(x, kernel, stride, ceil_mode=self.ceil)
+            y = F.max_pool2d(x, kernel, stride)
         else:
-            y = F.avg_pool2d(x, kernel, stride, ceil_mode=self.ceil,
-                             divisor_override=1 if self.kind == "sum" else None)
+            y = F.avg_pool2d(x, kernel, stride)         # the window's sum over its full size
+            if self.kind == "sum":
+                y = y * math.prod(self.kernel)
+            elif any(extra):                            # clipped windows: their own size
+                size = torch.tensor(counts[0], dtype=y.dtype, device=y.device)
+                for c in counts[1:]:
+                    size = size[:, None] * torch.tensor(c, dtype=y.dtype, device=y.device)
+                y = y * (math.prod(self.kernel) / size)
         if rank == 1:
             y = y.squeeze(2)
         return y[(..., *(slice(0, size) for size in sizes))]
@@ -362,8 +375,9 @@ class Pool(Kind):
         cfg, rank, op = node["config"], spatial_of(node), node["op"]
         kernel, stride, pad = cfg["kernel"], cfg["stride"], cfg["pad"]
         before, after = pad[0::2], pad[1::2]
-        native = before == after and all(p <= k // 2 for p, k in zip(before, kernel)) and not (
-            op == "sumpool" and rank == 1)
+        # sum pooling is never native: nn.AvgPool2d's divisor_override does not reach ONNX through
+        # torch.onnx.export (it writes a plain AveragePool, an average)
+        native = before == after and all(p <= k // 2 for p, k in zip(before, kernel)) and op != "sumpool"
         if not native:
             return Ctor("Pool", [op[:3], tuple(kernel), tuple(stride), tuple(pad)],
                         {"ceil": True} if cfg["ceil"] else {}, helper="Pool")
@@ -374,9 +388,7 @@ class Pool(Kind):
             kwargs["padding"] = squash(before)
         if cfg["ceil"]:
             kwargs["ceil_mode"] = True
-        if op == "sumpool":
-            kwargs["divisor_override"] = 1               # the window's sum
-        cls = {"maxpool": "MaxPool", "avgpool": "AvgPool", "sumpool": "AvgPool"}[op]
+        cls = {"maxpool": "MaxPool", "avgpool": "AvgPool"}[op]
         return Ctor(f"nn.{cls}{rank}d", [squash(kernel)], kwargs)
 
     def to_onnx(self, b, name, node, xs):
