@@ -336,6 +336,7 @@ def test_an_unsupported_operator_names_the_node_and_the_supported_ones(tmp_path,
     ("dynamic", "has a size that is not fixed (H)"),
     ("channel_softmax", "Softmax over axis 2"),
     ("runtime_weights", "the weights computed at run time"),
+    ("future_opset", "ONNX opset 99 is newer than the installed onnx package knows"),
 ])
 def test_graphs_cnnspec_cannot_express_are_clear_errors(tmp_path, capsys, case, message):
     W = {"W": w(2, 1, 3, 3)}
@@ -357,9 +358,11 @@ def test_graphs_cnnspec_cannot_express_are_clear_errors(tmp_path, capsys, case, 
         nodes, inits = [conv], W
     elif case == "channel_softmax":
         nodes, inits = [conv, helper.make_node("Softmax", ["c"], ["y"], axis=2)], W
+    elif case == "future_opset":
+        nodes, inits = [conv, helper.make_node("Relu", ["c"], ["y"])], W
     else:
         nodes, inits = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["x", "r"], ["y"])], {}
-    model = make_model(nodes, inits, (1, 5, 5), inputs=inputs)
+    model = make_model(nodes, inits, (1, 5, 5), inputs=inputs, opset=99 if case == "future_opset" else 21)
     if case == "two_outputs":
         model.graph.output.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 2, 3, 3]))
     path = save(model, tmp_path)

@@ -148,6 +148,11 @@ class Importer:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         if self.opset < 7:
             raise CnnSpecError(f"ONNX opset {self.opset} is too old (cnnspec reads opset 7 and later)", file=file)
+        newest = self.onnx.defs.onnx_opset_version()
+        if self.opset > newest:         # its operators' meaning is not known here (ONNX Runtime refuses it too)
+            raise CnnSpecError(f"ONNX opset {self.opset} is newer than the installed onnx package knows "
+                               f"(opset {newest})", file=file,
+                               hint="upgrade onnx, or export with an older opset_version")
         graph = model.graph
         self.consts = {t.name: self._array(t) for t in graph.initializer}
         self.values = {}
