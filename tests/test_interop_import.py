@@ -309,6 +309,42 @@ def test_a_gate_broadcast_along_other_axes_than_channels_is_not_a_channel_gate(t
         assert "node `gate` (Mul)" in str(err)
 
 
+def expanded_gate_model(shape=None, then="Mul"):
+    """conv -> x * g.view(N, C, 1, 1).expand_as(x), the squeeze-and-excitation gate as many
+    implementations write it: the Expand's shape from Shape(x) (a dynamic batch), or ``shape``."""
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMean", ["c", "axes23"], ["m"], keepdims=0),
+             helper.make_node("Sigmoid", ["m"], ["g0"]),
+             helper.make_node("Unsqueeze", ["g0", "axes23"], ["g1"])]
+    inits = {"W": w(4, 3, 3, 3), "axes23": np.array([2, 3], np.int64)}
+    if shape is None:
+        nodes.append(helper.make_node("Shape", ["c"], ["s"]))
+    else:
+        inits["s"] = np.array(shape, np.int64)
+    nodes += [helper.make_node("Expand", ["g1", "s"], ["g2"], name="expand"),
+              helper.make_node(then, ["c", "g2"], ["y"], name="gate")]
+    return make_model(nodes, inits, (3, 4, 4), opset=18)
+
+
+@pytest.mark.parametrize("shape", [None, [3, 4, 4, 4], [1, 4, 4, 4], [3, 4, 1, 4]])
+def test_a_gate_expanded_to_what_it_multiplies_gates_channels(tmp_path, shape):
+    """x * g.expand_as(x) is x * g (Mul broadcasts as Expand does): read as a channel gate, computing
+    what ONNX Runtime computes; an Expand to part of the shape too."""
+    net, _ = check_against_runtime(save(expanded_gate_model(shape), tmp_path), batch=3)
+    assert [net[n]["op"] for n in net.layers()][-2:] == ["sigmoid", "mul"]
+
+
+@pytest.mark.parametrize("shape, then, message", [
+    (None, "Add", "node `expand` starts what looks like a gate expanded"),
+    ([3, 4, 5, 4], "Mul", "Mul of a gate expanded to (batch, 4x5x4) and a (batch, 4x4x4) tensor"),
+    ([3, 4, 4], "Mul", "Expand of a (batch, 4x1x1) tensor to [3, 4, 4]")])
+def test_an_expanded_gate_cnnspec_cannot_read_is_a_clear_error(tmp_path, capsys, shape, then, message):
+    model = expanded_gate_model(shape, then)
+    if shape == [3, 4, 5, 4]:          # no model ONNX checks: its Mul cannot broadcast
+        model.graph.output[0].type.tensor_type.shape.dim[2].dim_value = 5
+    assert message in cli_error(capsys, save(model, tmp_path))
+
+
 # ---- what cnnspec does not read: clear errors, never a traceback --------------------------------------
 
 def cli_error(capsys, path) -> str:

@@ -50,6 +50,11 @@ class _Batch:
 BATCH = _Batch()
 
 
+def _shape_text(shape) -> str:
+    """A folded shape as a message shows it: [N, 8, 4, 4]."""
+    return "[" + ", ".join("N" if v is BATCH else str(int(v)) for v in shape) + "]"
+
+
 @dataclass
 class Value:
     """A tensor of the graph: the output of ``layer`` (-1: the network input), per-sample
@@ -382,6 +387,17 @@ class Importer:
                     self.values[node.output[0]] = gate
                     return
         if len(tensors) == 2 and "mul" in LAYERS:
+            # x * g.expand_as(x): the Expand is Mul's own broadcast, written out
+            for k, (t, other) in enumerate((tensors, tensors[::-1])):
+                if t.pattern is not None and t.pattern[0] == "expand:to":
+                    target = t.pattern[2]                  # Mul's result must be other's shape
+                    if len(target) != len(other.shape) or any(a not in (1, b) for a, b in zip(target, other.shape)):
+                        raise self.fail(node, f"Mul of a gate expanded to (batch, {fmt_shape(t.pattern[2])}) and "
+                                              f"a (batch, {fmt_shape(other.shape)}) tensor")
+                    tensors[k] = Value(t.layer, t.shape)
+            for t in tensors:
+                if t.pattern is not None:
+                    raise self.broken_pattern(t, node)
             # cnnspec's mul takes a flat gate as it is: the Unsqueezes that viewed it as Cx1x1 go
             # (only those that add trailing axes: a gate viewed as 1xCx1 scales rows, not channels)
             if len(tensors[0].shape) != len(tensors[1].shape):
@@ -419,7 +435,8 @@ class Importer:
     def broken_pattern(self, x: Value, node) -> CnnSpecError:
         stage, first, _ = x.pattern
         what = {"gelu": "GELU (x * 0.5 * (1 + erf(x / sqrt(2))))", "shuffle": "a channel shuffle "
-                "(Reshape, Transpose, Reshape)", "softplus": SOFTPLUS}[stage.split(":")[0]]
+                "(Reshape, Transpose, Reshape)", "softplus": SOFTPLUS,
+            "expand": "a gate expanded to the shape of what it multiplies (Expand, then Mul)"}[stage.split(":")[0]]
         return CnnSpecError(f"node `{first}` starts what looks like {what}, but `{node.name}` ({node.op_type}) "
                             "uses a part of it: cnnspec reads only the whole pattern", file=self.file)
 
@@ -484,6 +501,21 @@ class Importer:
             del self.values[node.output[0]]
             self.layer("gelu", {}, [x], node)
         return True
+
+    def Expand(self, node):                  # a gate expanded to its operand's shape: Mul broadcasts it
+        x = self.tensor(node, 0)
+        target = self.consts.get(node.input[1]) if len(node.input) > 1 else None
+        if target is None:
+            raise self.fail(node, "Expand to a shape computed from the input (cnnspec reads an Expand of a "
+                                  "gate only to a shape known at import time)")
+        target = list(np.reshape(target, -1))
+        full = [BATCH, *x.shape]
+        # the first axis: the batch, symbolic, or the fixed one of a model exported without dynamic axes
+        if len(target) != len(full) or (target[0] is not BATCH and int(target[0]) < 1) or \
+                any(int(t) < 1 or (n != 1 and int(t) != n) for n, t in zip(full[1:], target[1:])):
+            raise self.fail(node, f"Expand of a (batch, {fmt_shape(x.shape)}) tensor to {_shape_text(target)} (cnnspec reads "
+                                  "an Expand of a gate to the shape of the tensor it multiplies)")
+        self.pattern(node, x, "expand:to", tuple(int(t) for t in target[1:]))
 
     def Unsqueeze(self, node):               # a flat gate viewed as Cx1x1: reshape
         x = self.tensor(node, 0)
@@ -669,6 +701,8 @@ class Importer:
                 getattr(self, node.op_type)(node)
             elif node.op_type in IMPORTERS:
                 IMPORTERS[node.op_type].from_onnx(self, node)
+            elif node.op_type == "Expand" and node.input[0] in self.values and "mul" in LAYERS:
+                self.Expand(node)
             elif node.op_type in FOLD:
                 tensor = next((i for i in node.input if i in self.values), None)
                 what = (f"on a tensor computed from the input (`{tensor}`)" if tensor else
