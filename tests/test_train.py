@@ -327,3 +327,45 @@ def test_resume_refuses_an_optimizer_state_that_does_not_fit(tiny, tmp_path):
     optimizer.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(CnnSpecError, match=f"the checkpoint's parts disagree: {optimizer.name} has 14 bytes, the record says"):
         fit(tiny, echo=quiet, progress=False, resume=tmp_path / "run", epochs=2)
+
+
+ONE_LEFT = """
+network Flat {
+    input image: 1x6x6
+    a = conv(2, 3x3) -> batchnorm -> relu
+    flatten -> dense(4) -> batchnorm -> relu -> dense(3) -> softmax
+}
+train {
+    optimizer = sgd(lr=0.1)
+    epochs    = 1
+    batch     = 8
+    val_split = 0
+}
+"""
+
+
+def test_a_last_batch_of_one_sample_and_a_flat_batchnorm_is_refused_before_training(tmp_path):
+    """17 samples in batches of 8 leave one sample in the last batch, on which PyTorch's
+    BatchNorm1d cannot compute batch statistics. The run says so before its first batch, at the
+    batch line, with a batch that works (it failed at the end of the first epoch, hinting at
+    "a batch of 2 or more"); a batchnorm over maps (several values per channel) trains on it."""
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        torch = pytest.importorskip("torch")
+        torch.nn.BatchNorm1d(4).train()(torch.zeros(1, 4))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((17, 1, 6, 6)).astype(np.float32), y=np.arange(17) % 3)
+    path = tmp_path / "flat.cnn"
+    path.write_text(ONE_LEFT)
+    batches = []
+    with pytest.raises(CnnSpecError, match=r"the last batch of every epoch holds one sample \(17 training samples "
+                                           r"in batches of 8\), but `batchnorm2` \(batchnorm\)") as info:
+        fit(cnnspec.load(path), data=str(tmp_path / "d.npz"), echo=quiet, progress=False,
+            on_batch=lambda *a: batches.append(a))
+    assert not batches and info.value.line == 10 and info.value.hint == "choose another batch, e.g. 9"
+    with pytest.raises(CnnSpecError, match="holds one sample") as info:
+        fit(cnnspec.load(path), data=str(tmp_path / "d.npz"), echo=quiet, progress=False, batch=16)
+    assert info.value.hint == "choose another batch, e.g. 17"
+    history = fit(cnnspec.load(path), data=str(tmp_path / "d.npz"), echo=quiet, progress=False, batch=9)
+    assert len(history.rows) == 1
+    maps = cnnspec.loads(ONE_LEFT.replace("flatten -> dense(4) -> batchnorm -> relu", "flatten"))
+    assert len(fit(maps, data=str(tmp_path / "d.npz"), echo=quiet, progress=False).rows) == 1

@@ -737,6 +737,30 @@ def test_pack_needs_one_whole_pack_of_training_pictures(tmp_path):
     assert info.value.line == 21
 
 
+def test_a_last_batch_of_one_pack_and_a_flat_batchnorm_is_refused_before_training(tmp_path):
+    """15 pictures in batches of 4 end in 3, of which one pack of 2 is judged: one sample for a
+    batchnorm over the discriminator's features, which PyTorch refuses in training (Expected more
+    than 1 value per channel). The run says so before its first batch, at the batch line (it
+    failed at the end of the first epoch); 13 pictures end in a batch that fills no pack, skipped."""
+    from cnnspec.data import Dataset
+
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        torch.nn.BatchNorm1d(2).train()(torch.zeros(1, 2))
+    text = PACGAN.replace("flatten -> dense(1) -> sigmoid", "flatten -> dense(2) -> batchnorm -> relu -> dense(1) -> sigmoid")
+
+    def pictures(n):
+        real = np.random.default_rng(0).random((n, 1, 4, 4)).astype(np.float32)
+        return Dataset("real.npz", [], real, np.zeros(n, np.int64), real[:0], np.zeros(0, np.int64), task="gan")
+    batches = []
+    with pytest.raises(CnnSpecError, match=r"the last batch of every epoch holds one pack of 2 pictures \(15 training "
+                                           r"samples in batches of 4\), but `batchnorm2` \(batchnorm\) of `D`") as info:
+        fit(load(tmp_path, text), dataset=pictures(15), echo=quiet, progress=False, on_batch=lambda *a: batches.append(a))
+    assert not batches and info.value.line == 19 and info.value.hint == "choose another batch, e.g. 2"
+    history = fit(load(tmp_path, text), dataset=pictures(13), echo=quiet, progress=False, epochs=1)
+    assert len(history.rows) == 1
+
+
 def test_pack_with_a_conditional_gan_is_an_error(tmp_path):
     text = GAN.replace("    batch = 16\n", "    batch = 16\n    pack = 2\n")
     with pytest.raises(CnnSpecError, match="pack is for an unconditional GAN") as info:

@@ -121,6 +121,8 @@ class GanRun(Trains):
             with located(generator, "pack", config.from_file):
                 raise CnnSpecError(f"pack = {config.pack}, but the data set {dataset.spec!r} has only "
                                    f"{plural(len(dataset.x_train), 'training picture')}: not one whole pack")
+        from cnnspec.train.loop import check_last_batch
+        check_last_batch(generator, config, [self.g, self.d], len(dataset.x_train), config.pack)
         self.tanh = self.g._plan(1).final_op == "tanh"
         # g_ema: the moving average of the generator's weights (None before its first step), and
         # the model that samples with it

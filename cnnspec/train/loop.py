@@ -231,6 +231,7 @@ class Run(Trains):
             Augmenter(config.augment, dataset.sample_shape)(dataset.x_train[:1], np.random.default_rng(0),
                                                             dataset.y_train[:1])     # its located error
         self.model = network.compile(dtype="float32", seed=config.seed)
+        check_last_batch(network, config, [self.model], len(dataset.x_train))
         self.history = History(network.name, config, classes=list(dataset.classes), out=out, dataset=dataset,
                                model=self.model, data={
                                    "spec": dataset.spec, "sample_shape": list(dataset.sample_shape),
@@ -637,6 +638,36 @@ class TaskSums:
         self.parts = {k: float(v) for k, v in state["parts"].items()}
         if state.get("confusion") is not None:
             self.confusion = np.asarray(state["confusion"], np.int64).reshape(self.k, self.k)
+
+
+def check_last_batch(network, config: TrainConfig, models, n: int, pack: int = 1) -> None:
+    """Before the first batch: an epoch of ``n`` samples in batches of ``config.batch`` whose last
+    batch holds one sample (one pack of ``pack`` pictures for a packed GAN's discriminator,
+    ``models[-1]``) cannot train a batchnorm with one value per channel and sample (after
+    ``dense``, or on 1x1 maps): PyTorch refuses that batch (``Expected more than 1 value per
+    channel when training``), and so would the engine, at the end of the first epoch. Say so now,
+    at the ``batch`` line, with a batch that does not leave one sample over."""
+    def last(b: int) -> int:                        # the last batch, in whole packs
+        size = n % b or b
+        return size - size % pack
+
+    for model in models:
+        if last(config.batch) // (pack if model is models[-1] else 1) != 1:
+            continue
+        bn = next((name for name in model.live if model.graph.nodes[name]["op"] == "batchnorm"
+                   and math.prod(model.graph.nodes[name]["output_shape"][1:]) == 1), None)
+        if bn is None:
+            continue
+        fits = (b for k in range(1, n + 1) for b in (config.batch + k * pack, config.batch - k * pack)
+                if b >= 2 and last(b) not in (1, pack))
+        suggestion = next(fits, None)
+        one = f"one pack of {pack} pictures" if pack > 1 else "one sample"
+        with located(network, "batch", config.from_file):
+            raise CnnSpecError(f"the last batch of every epoch holds {one} ({plural(n, 'training sample')} in "
+                               f"batches of {config.batch}), but `{bn}` (batchnorm) of `{model.name}` needs more "
+                               f"than one value per channel in training, as PyTorch's does",
+                               hint=f"choose another batch, e.g. {suggestion}" if suggestion else
+                               "use more training samples")
 
 
 def _predicted(output: np.ndarray) -> np.ndarray:
