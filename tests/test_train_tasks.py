@@ -761,6 +761,23 @@ def test_a_last_batch_of_one_pack_and_a_flat_batchnorm_is_refused_before_trainin
     assert len(history.rows) == 1
 
 
+@pytest.mark.parametrize("loss, steps", [("bce", "noise(0.1)"), ("bce", "flip, noise(0.05)")])
+def test_noise_augmenting_a_bce_reconstruction_is_an_error_at_the_augment_line(tmp_path, loss, steps):
+    """The target of a reconstruction is its augmented input: noise would take it out of [0, 1],
+    which bce refuses (as PyTorch's binary_cross_entropy does) — at the first batch, without a
+    line; said at the augment line before training, with corrupt (the input only) as the hint."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError, match="between 0 and 1"):
+        torch.nn.functional.binary_cross_entropy(torch.full((2,), 0.5), torch.tensor([-0.1, 0.5]))
+    text = TASKS["reconstruct"].replace("    batch = 16\n", f"    batch = 16\n    augment = [{steps}]\n")
+    with pytest.raises(CnnSpecError, match=r"`noise` in `augment` noises the target of a reconstruction too") as info:
+        fit(load(tmp_path, text), echo=quiet, progress=False)
+    assert info.value.line == text.splitlines().index(f"    augment = [{steps}]") + 1
+    assert "corrupt = [noise(0.3)]" in info.value.hint
+    history = fit(load(tmp_path, text.replace("loss = bce", "loss = mse")), echo=quiet, progress=False, epochs=1)
+    assert len(history.rows) == 1
+
+
 def test_pack_with_a_conditional_gan_is_an_error(tmp_path):
     text = GAN.replace("    batch = 16\n", "    batch = 16\n    pack = 2\n")
     with pytest.raises(CnnSpecError, match="pack is for an unconditional GAN") as info:

@@ -171,6 +171,13 @@ def resolve_config(network, **overrides) -> TrainConfig:
                                    "monitor": config.monitor if "monitor" in given or "monitor" in section else None}):
         with located(network, key, config.from_file):
             raise CnnSpecError(message)
+    if config.task == "reconstruct" and config.loss == "bce" and any(name == "noise" for name, _ in config.augment):
+        # the augmented input is also the target: noise takes it out of [0, 1], which bce refuses
+        with located(network, "augment", config.from_file):
+            raise CnnSpecError("`noise` in `augment` noises the target of a reconstruction too (the target is the "
+                               "augmented input), and bce takes targets in [0, 1]",
+                               hint="to spoil the input only (a denoising auto-encoder), write it in `corrupt`: "
+                                    "corrupt = [noise(0.3)]; or choose loss = mse")
     return config
 
 
