@@ -159,6 +159,57 @@ padding_ignored = mutant("padding_ignored", """
     right, then slide the window.""")
 _geometry(padding_ignored, (lambda s, p: (s, (0, 0, 0, 0)),), (lambda s, p: (s, (0, 0)),))
 
+output_size_off_by_one = mutant("output_size_off_by_one", """
+    Your output is the right one without its last row or column (its last position in 1-D): the
+    output has OH = 1 + (H + top + bottom - KH) // sh rows and OW = 1 + (W + left + right - KW)
+    // sw columns: was the 1 + forgotten, or does a loop stop one step early? Padding only the
+    top and the left gives the same output when bottom and right are 1.""")
+# (before padding_one_side: with a padding of 1 at the end and stride 1, dropping the end padding
+# gives exactly these outputs, and the size formula is the commoner slip; the message names both)
+_LAST = {"both": (slice(None, -1), slice(None, -1)), "rows": (slice(None, -1), slice(None)),
+         "columns": (slice(None), slice(None, -1))}
+
+
+def _without_last(out, axes):
+    """``out`` without its last row and/or column (its last position in 1-D)."""
+    if out.ndim == 3:
+        if axes != "both" or out.shape[2] < 2:
+            raise ValueError("nothing to drop")
+        return _c(out[:, :, :-1])
+    rows, cols = _LAST[axes]
+    if (rows.stop and out.shape[2] < 2) or (cols.stop and out.shape[3] < 2):
+        raise ValueError("nothing to drop")
+    return _c(out[:, :, rows, cols])
+
+
+def _dout_without_last(dout, axes):
+    """``dout`` with its last row and/or column (last position in 1-D) zeroed: a backward that
+    loops over one output position too few never reads them."""
+    d = np.array(dout, copy=True)
+    if d.ndim == 3:
+        if axes != "both":
+            raise ValueError("one axis only")
+        d[:, :, -1] = 0
+        return d
+    if axes in ("both", "rows"):
+        d[:, :, -1, :] = 0
+    if axes in ("both", "columns"):
+        d[:, :, :, -1] = 0
+    return d
+
+
+for _name in ("conv2d_forward", "conv1d_forward", "maxpool2d_forward", "avgpool2d_forward"):
+    for _axes in _LAST:
+        def _impl(ref, *args, name=_name, axes=_axes):
+            return _without_last(getattr(ref, name)(*args), axes)
+        output_size_off_by_one.on(_name)(_impl)
+for _name in ("conv2d_backward", "conv1d_backward", "maxpool2d_backward", "avgpool2d_backward"):
+    for _axes in _LAST:
+        def _impl(ref, dout, *args, name=_name, axes=_axes):
+            return getattr(ref, name)(_dout_without_last(dout, axes), *args)
+        output_size_off_by_one.on(_name)(_impl)
+
+
 padding_one_side = mutant("padding_one_side", """
     Your output equals the right one with the padding on one side only, the same on both
     sides, or the two sides swapped: pad = (top, bottom, left, right) -- (left, right) in 1-D --
