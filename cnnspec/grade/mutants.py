@@ -245,6 +245,29 @@ stride_ignored = mutant("stride_ignored", """
 _geometry(stride_ignored, (lambda s, p: ((1, 1), p),), (lambda s, p: ((1,), p),))
 
 
+def _stride_ignored_backward(name):
+    """A convolution's backward whose loop over the output takes the window of output (i, j) at
+    (i, j), not (i*sh, j*sw): the reference's stride-1 backward of the padded input's top-left
+    part that those windows cover, put back in place."""
+    def impl(ref, dout, x, w, b, stride, pad):
+        if all(s == 1 for s in stride):
+            raise ValueError("the same as the reference for this case")
+        rank = x.ndim - 2
+        xp = np.pad(x, [(0, 0), (0, 0)] + [(int(pad[2 * i]), int(pad[2 * i + 1])) for i in range(rank)])
+        part = (slice(None), slice(None), *(slice(0, dout.shape[2 + i] - 1 + w.shape[2 + i]) for i in range(rank)))
+        dx_part, dw, db = getattr(ref, name)(dout, _c(xp[part]), w, b, (1,) * rank, (0,) * (2 * rank))
+        dxp = np.zeros_like(xp)
+        dxp[part] = dx_part
+        inside = (slice(None), slice(None), *(slice(int(pad[2 * i]), int(pad[2 * i]) + x.shape[2 + i])
+                                             for i in range(rank)))
+        return _c(dxp[inside]), dw, db
+    return impl
+
+
+for _name in ("conv2d_backward", "conv1d_backward"):
+    stride_ignored.on(_name)(_stride_ignored_backward(_name))
+
+
 padding_cropped_with_negative_end = mutant("padding_cropped_with_negative_end", """
     Your dx (a transposed convolution's output) is cut where a padding is 0:
     dx_pad[:, :, top:-bottom, left:-right] is empty along an axis whose end padding is 0, since
