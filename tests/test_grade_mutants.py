@@ -95,3 +95,13 @@ def test_an_unknown_mistake_shows_the_first_difference_in_public_cases_only(tmp_
     assert "first large difference at index" in public and "got" in public and "expected" in public
     assert hidden.startswith("hidden case 1 (basic)") and "index" not in hidden and "got" not in hidden
     assert result.problem("relu_forward").notes == []
+
+
+def test_dropout_divided_by_p_fails_the_basic_cases_too(graded):
+    """At p = 0.5 dividing by p is dividing by 1 - p: the basic cases draw p elsewhere, so the
+    mistake loses the reference check, not only the p = 0.2 edge case."""
+    problem = graded["mutant_dropout_divides_by_p"].problem("dropout_backward")
+    [reference_check] = [c for c in problem.checks if c.key == "reference"]
+    assert not reference_check.ok and all("(basic)" in m for m in reference_check.messages[:1])
+    for kind in ("basic", "4-D input", "batch 1"):
+        assert all(case.args[1] != 0.5 for case in make_cases("dropout_forward", 3, 4, "hidden") if case.kind == kind)
