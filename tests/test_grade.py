@@ -334,6 +334,39 @@ def relu_forward(x):
     assert any("ValueError: batch of one" in note for note in problem.notes)
 
 
+@pytest.mark.parametrize("db, kept", [("None", 2 / 3), ("db + 1", 2 / 3), ("db[:1]", 2 / 3),
+                                       ("np.zeros_like(db)", 2 / 3)])
+def test_right_outputs_beside_a_wrong_one_earn_their_share(tmp_path, db, kept):
+    """A backward with dx and dw right and db missing, wrong or of the wrong shape earns 2/3 of each
+    case's value credit (as tests that check dx, dw and db apart would give), and its inputs and
+    numerical-gradient checks (it scored 0.83 of 15 with db None, 4.29 with db wrong); shape and
+    dtype only where db is an array of the right shape. The same outputs all wrong earn nothing."""
+    path = tmp_path / "layers.py"
+    path.write_text(SOLUTION.read_text() + f"""
+_right = conv2d_backward
+def conv2d_backward(dout, x, w, b, stride, pad):
+    dx, dw, db = _right(dout, x, w, b, stride, pad)
+    return dx, dw, ({db} if db is not None else None)
+""")
+    assignment = load_assignment(small_assignment(tmp_path / "a", ["conv2d_backward"], public_cases=2))
+    grader = Grader(assignment, reference=reference())
+    problem = grader.grade(path).problem("conv2d_backward")
+    checks = {c.key: c for c in problem.checks}
+    cases = checks["reference"].total
+    assert checks["reference"].passed == 0 and checks["reference"].fraction == pytest.approx(kept)
+    assert "2 of 3 outputs right" in checks["reference"].messages[0]
+    # the numerical gradient: dx and dw agree with it, db does not where it is compared (an array of its shape)
+    assert checks["inputs"].ok and checks["numeric"].fraction == pytest.approx(1.0 if db in ("None", "db[:1]") else kept)
+    assert checks["shape_dtype"].ok == (db in ("db + 1", "np.zeros_like(db)"))
+    assert checks["edge"].fraction > 0.6 and cases == 3
+    path.write_text(SOLUTION.read_text() + """
+def conv2d_backward(dout, x, w, b, stride, pad):
+    return np.zeros_like(x), np.zeros_like(w), None if b is None else np.zeros_like(b)
+""")
+    nothing = grader.grade(path).problem("conv2d_backward")
+    assert nothing.score < 0.02 * nothing.max_score
+
+
 def test_the_float32_call_must_compute_the_same_function(tmp_path):
     """layer-api.md: functions "must work for float32 and float64". A conv2d_forward right for
     float64 inputs and all zeros for float32 ones computes nothing in float32: it loses the value

@@ -443,25 +443,34 @@ class Grader:
         value_why, slips, nothing = ([whole] if whole else []), {}, []
         unreadable = bool(whole)              # an output that is not an array of comparable shape
         as_expected = [None] * len(spec.returns)     # the outputs, squeezed to the expected shapes
+        # the outputs that count towards a case's partial credit (all but a None where None is
+        # due), and those of them that are wrong
+        counted = set() if whole else {n for n, g, e in zip(spec.returns, outputs, expected)
+                                        if e is not None or g is not None}
+        wrong = set()
         for i, (n, g, e, g32) in enumerate([] if whole else zip(spec.returns, outputs, expected, outputs32)):
             if e is None:
                 if g is not None:
                     value_why.append(f"{n} should be None here (b is None)")
+                    wrong.add(n)
                 continue
             if g is None or isinstance(g, Bad):
                 value_why.append(output_problem(n, g, e, np.float64))
                 unreadable = True
+                wrong.add(n)
                 continue
             got = np.asarray(g) if isinstance(g, float) else g
             same = squeezed_like(got, e)
             if same is None:
                 value_why.append(output_problem(n, g, e, np.float64) or f"{n} is {describe(g)}")
                 unreadable = True
+                wrong.add(n)
                 continue
             as_expected[i] = same
             why = value_problem(n, same, e, tol, not hidden)
             if why:
                 value_why.append(why)
+                wrong.add(n)
                 reason = nothing_computed(n, same, e, args, squeezed_like(g32, e))
                 if reason:
                     nothing.append(reason)
@@ -488,8 +497,12 @@ class Grader:
                 why32 = float32_problem(n, same32, expected32.get(n), floor)
                 if why32:
                     value_why.append(why32)
+                    wrong.add(n)
         values_ok = not value_why
-        usable = values_ok or not (unreadable or nothing)
+        # outputs right beside wrong ones (dx and dw right, db missing): the case earns their share
+        # of the value check, and the shape and inputs checks may pay alongside them
+        right = len(counted - wrong) if len(counted) > 1 else 0
+        usable = values_ok or right > 0 or not (unreadable or nothing)
 
         if "shape_dtype" in checks:
             problems = []
@@ -523,10 +536,13 @@ class Grader:
                     why = [f"matches the mistake '{mutant.name.replace('_', ' ')}' (see above)"]
                 elif nothing:
                     why = nothing
+            part = right / len(counted) if why and right else 0.0
             message = f"{case.label}: {'; '.join(why)}"
             if hidden:
                 message = failed + (f" ({why[0]})" if why and why[0].startswith("matches the mistake") else "")
-            checks[value_key].record(not why, message)
+            if part:
+                message += f" ({right} of {len(counted)} outputs right: {right}/{len(counted)} of the case's credit)"
+            checks[value_key].record(not why, message, part=part)
 
         if "inputs" in checks:
             self._record_inputs(checks["inputs"], spec, case, (r64, r32), usable, failed if hidden else None)
@@ -540,10 +556,10 @@ class Grader:
             if values_ok:
                 checks["numeric"].record(True)
             else:
-                ok, why, compared = self._numeric(problem, spec, case, expected, as_expected,
-                                                  [] if usable else (nothing or value_why), runner, hidden)
+                ok, why, compared, part = self._numeric(problem, spec, case, expected, as_expected,
+                                                        [] if usable else (nothing or value_why), runner, hidden)
                 state.disagreed |= compared and not ok
-                checks["numeric"].record(ok, failed if hidden else f"{case.label}: {why}")
+                checks["numeric"].record(ok, failed if hidden else f"{case.label}: {why}", part=part)
             checks["numeric"].seconds += time.perf_counter() - numeric_started
         return None
 
@@ -560,13 +576,14 @@ class Grader:
 
     # -- the numerical gradient of the student's own forward ----------------------------------------
     def _numeric(self, problem, spec, case, expected, outputs, problems, runner, hidden):
-        """(passed, why, compared): ``compared`` when the backward's values were compared with the
-        numerical gradient (and not refused before: no usable output, a failing forward)."""
+        """(passed, why, compared, part): ``compared`` when the backward's values were compared with
+        the numerical gradient (and not refused before: no usable output, a failing forward);
+        ``part``, the share of the compared outputs that agree with it when some do not."""
         if problems:
-            return False, "; ".join(problems), False
+            return False, "; ".join(problems), False, 0.0
         forward = forward_of(spec)
         if forward.name in runner.broken and forward.name != spec.name:
-            return False, f"cannot use your {forward.name}: {runner.broken[forward.name]}", False
+            return False, f"cannot use your {forward.name}: {runner.broken[forward.name]}", False, 0.0
         h = problem.numeric_step
         rng = np.random.default_rng(case.seed + (7,))
         calls, points = [], []                     # points: (output index, index into the array)
@@ -593,27 +610,27 @@ class Grader:
                     calls.append(args)
                 points.append((out_index, index, g[flat] >= 1e-3))
         if not calls:
-            return True, "", False
+            return True, "", False, 0.0
         timeout = self.assignment.limits.time_per_case * max(1, math.ceil(len(calls) / 8))
         try:
             replies = runner.run(forward.name, calls, timeout=timeout, hidden=hidden)
         except SandboxError as exc:
-            return False, exc.message, False
+            return False, exc.message, False, 0.0
         values = []                                # per call, the forward's outputs (float64)
         for reply in replies:
             if not isinstance(reply, dict) or reply.get("status") != "ok":
                 status = reply.get("status") if isinstance(reply, dict) else None
                 if status == "not_implemented":
-                    return False, f"needs your {forward.name}, which is not implemented", False
+                    return False, f"needs your {forward.name}, which is not implemented", False, 0.0
                 if status == "missing":
-                    return False, f"needs your {forward.name}, which is not defined", False
-                return False, f"your {forward.name} failed: {_error_text(reply, hidden)}", False
+                    return False, f"needs your {forward.name}, which is not defined", False, 0.0
+                return False, f"your {forward.name} failed: {_error_text(reply, hidden)}", False, 0.0
             out, whole = unwrap(reply.get("value"), forward.returns)
             used = out if spec.kind == "backward" else out[:1]     # a loss: the loss itself
             usable = not whole and all(isinstance(v, (np.ndarray, float)) for v in used) and (
                 spec.kind != "loss" or np.ndim(out[0]) == 0)
             if not usable:
-                return False, f"your {forward.name} did not return a usable value", False
+                return False, f"your {forward.name} did not return a usable value", False, 0.0
             values.append([np.asarray(v, dtype=np.float64) for v in used])
         # a backward differentiates sum over the forward's outputs of output * its upstream gradient
         upstream = [np.asarray(case.args[spec.params.index(p)], dtype=np.float64) for p in spec.upstream] \
@@ -623,7 +640,7 @@ class Grader:
             plus, minus = values[2 * k], values[2 * k + 1]
             if spec.kind == "backward":
                 if any(a.shape != u.shape or b.shape != u.shape for a, b, u in zip(plus, minus, upstream)):
-                    return False, f"your {forward.name} returned the wrong shape", False
+                    return False, f"your {forward.name} returned the wrong shape", False, 0.0
                 slope = float(sum(np.sum((a - b) * u) for a, b, u in zip(plus, minus, upstream)) / (2 * h))
                 same = all(np.array_equal(a, b) for a, b in zip(plus, minus))
             else:
@@ -638,14 +655,15 @@ class Grader:
             # a backward "agreeing" with it (zeros) earns nothing
             names = ", ".join(sorted(flat_params))
             return False, (f"your {forward.name} does not change when {names} changes, though the right "
-                           f"output does: a gradient cannot be checked against it"), False
+                           f"output does: a gradient cannot be checked against it"), False, 0.0
         bad = []
         for out_index in numeric:
             err = rel_error(analytic[out_index], numeric[out_index])
             if not err < problem.numeric_tolerance:
                 bad.append(f"{spec.returns[out_index]} does not agree with the numerical gradient of "
                            f"your {forward.name} (relative error {err:.1e})")
-        return not bad, "; ".join(bad), bool(bad)
+        part = (len(numeric) - len(bad)) / len(numeric) if bad and len(numeric) > 1 else 0.0
+        return not bad, "; ".join(bad), bool(bad), part
 
 
 class _FunctionState:

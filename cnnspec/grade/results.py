@@ -19,12 +19,13 @@ class CheckResult:
     seconds: float = 0.0                            # time spent on this check (calls, judging)
     skipped: str | None = None                      # why it did not run (not implemented, ...)
     credit: float | None = None                     # partial credit in [0, 1] instead of passed/total
+    partial: float = 0.0                            # credit of failed cases, in cases (some outputs right)
 
     @property
     def fraction(self) -> float:
         if self.credit is not None:
             return self.credit
-        return self.passed / self.total if self.total else 0.0
+        return (self.passed + self.partial) / self.total if self.total else 0.0
 
     @property
     def score(self) -> float:
@@ -37,11 +38,15 @@ class CheckResult:
             return self.credit >= 1.0
         return self.total > 0 and self.passed == self.total
 
-    def record(self, passed: bool, message: str | None = None, keep: int = 4) -> None:
+    def record(self, passed: bool, message: str | None = None, keep: int = 4, part: float = 0.0) -> None:
+        """One case: passed, or failed with ``message`` and ``part`` of its credit (the share of
+        its outputs that are right)."""
         self.total += 1
         if passed:
             self.passed += 1
-        elif message:
+            return
+        self.partial += part
+        if message:
             if len(self.messages) < keep:
                 self.messages.append(message)
             else:
