@@ -367,6 +367,27 @@ def conv2d_backward(dout, x, w, b, stride, pad):
     assert nothing.score < 0.02 * nothing.max_score
 
 
+def test_a_1d_stride_read_as_a_number_gets_a_hint(tmp_path):
+    """layer-api.md lists conv1d's pad as (left, right) but not its stride's form; the template
+    says (s,). Code that divides by the stride as a number raises a TypeError about a tuple in
+    every case: the feedback says how the stride comes."""
+    path = tmp_path / "layers.py"
+    path.write_text(SOLUTION.read_text() + """
+def conv1d_forward(x, w, b, stride, pad):
+    N, C, L = x.shape
+    F, _, K = w.shape
+    OL = 1 + (L + pad[0] + pad[1] - K) // stride
+    xp = np.pad(x, ((0, 0), (0, 0), tuple(pad)))
+    out = np.stack([np.tensordot(xp[:, :, i * stride:i * stride + K], w, axes=([1, 2], [1, 2]))
+                    for i in range(OL)], axis=2)
+    return out + b[:, None] if b is not None else out
+""")
+    assignment = load_assignment(small_assignment(tmp_path / "a", ["conv1d_forward"]))
+    problem = Grader(assignment, reference=reference()).grade(path).problem("conv1d_forward")
+    assert problem.score == 0
+    assert any("in 1-D the stride is a tuple of one number, (s,)" in note for note in problem.notes), problem.notes
+
+
 def test_the_float32_call_must_compute_the_same_function(tmp_path):
     """layer-api.md: functions "must work for float32 and float64". A conv2d_forward right for
     float64 inputs and all zeros for float32 ones computes nothing in float32: it loses the value

@@ -422,7 +422,7 @@ class Grader:
                     f"{spec.name} is not implemented (it raises NotImplementedError)")
         if status != "ok":
             state.errors[_error_text(r64, hidden)] += 1
-            hint = numpy_hint(_error_message(r64))
+            hint = numpy_hint(_error_message(r64)) or _stride_hint(spec, _error_message(r64))
             if hint and hint not in state.hints:
                 state.hints.append(hint)
             for key in applicable:
@@ -664,6 +664,14 @@ class Grader:
                            f"your {forward.name} (relative error {err:.1e})")
         part = (len(numeric) - len(bad)) / len(numeric) if bad and len(numeric) > 1 else 0.0
         return not bad, "; ".join(bad), bool(bad), part
+
+
+def _stride_hint(spec, message: str) -> str | None:
+    """1-D functions take their stride as a tuple (s,), as 2-D ones take (sh, sw): code that reads
+    it as a number raises a TypeError about a tuple."""
+    if "stride" in spec.params and spec.family.endswith("1d") and "'tuple'" in message:
+        return "hint: in 1-D the stride is a tuple of one number, (s,), as it is (sh, sw) in 2-D: read it with (s,) = stride"
+    return None
 
 
 class _FunctionState:
