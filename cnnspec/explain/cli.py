@@ -129,6 +129,10 @@ def explain_command(args) -> int:
 
     if not args.output and not args.npy:
         raise CnnSpecError("say where the map goes: -o PNG (a picture) and/or --npy NPY (the array)")
+    if args.output:
+        from cnnspec.render.pictures import check_picture_path
+
+        check_picture_path(args.output)      # before anything is computed or written (--npy)
     network, model = load_model(args.file, args.weights, args.dtype, args.network)
     x = read_array(Path(args.input), network.input_shape)
     classes = class_names(network, args.weights)

@@ -68,8 +68,9 @@ def field_box(node, position) -> tuple:
     return tuple(box)
 
 
-def receptive_field(model, x, layer: str, position) -> FieldView:
-    """The analysis's box and the effective field of unit ``position`` of ``layer`` for input ``x``."""
+def check_unit(model, layer: str, position) -> tuple:
+    """(layer's name, node, position, unclipped box) of a unit, or a CnnSpecError saying what is
+    wrong (no such layer, no positions, a position outside the layer), before anything runs."""
     layer = model.tensor_name(layer, "layer")
     node = dict(model.graph.nodes[layer], name=layer)
     shape = tuple(node["output_shape"])
@@ -77,7 +78,13 @@ def receptive_field(model, x, layer: str, position) -> FieldView:
         raise CnnSpecError(f"`{layer}` outputs {'x'.join(map(str, shape))}: no positions on the input to draw",
                            hint="choose a conv or pooling layer")
     position = tuple(int(i) for i in position)
-    unclipped = field_box(node, position)
+    return layer, node, position, field_box(node, position)
+
+
+def receptive_field(model, x, layer: str, position) -> FieldView:
+    """The analysis's box and the effective field of unit ``position`` of ``layer`` for input ``x``."""
+    layer, node, position, unclipped = check_unit(model, layer, position)
+    shape = tuple(node["output_shape"])
     size = model.input_shape[1:]
     box = tuple((max(a, 0), min(b, n - 1)) for (a, b), n in zip(unclipped, size))
     x = np.asarray(x, dtype=model.dtype)

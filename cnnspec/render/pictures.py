@@ -16,6 +16,27 @@ MAX_FILTERS = 64                 # filters drawn in a filter grid
 COLUMNS = 8
 
 
+def check_picture_path(path) -> str:
+    """The suffix of picture ``path`` if matplotlib can write it, else a CnnSpecError naming the
+    file: commands call it before they compute or write anything, so that a bad name leaves no
+    other output half-written."""
+    import os
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from cnnspec.errors import CnnSpecError
+
+    path = Path(os.fspath(path))
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix[1:].lower()
+    if suffix not in kinds:
+        raise CnnSpecError(f"cannot write a picture as {'.' + suffix if suffix else 'a file without a suffix'}",
+                           file=str(path), hint="name it .png (or " + ", ".join("." + k for k in sorted(kinds)
+                                                                                  if k != "png") + ")")
+    return suffix
+
+
 def save_figure(fig, path) -> None:
     """``fig.savefig(path)``, atomically (the picture whole or not at all), with what can go
     wrong said as a CnnSpecError naming the file: a suffix matplotlib cannot write (it would
@@ -28,12 +49,7 @@ def save_figure(fig, path) -> None:
     from cnnspec.errors import CnnSpecError
 
     path = Path(os.fspath(path))
-    kinds = fig.canvas.get_supported_filetypes()
-    suffix = path.suffix[1:].lower()
-    if suffix not in kinds:
-        raise CnnSpecError(f"cannot write a picture as {'.' + suffix if suffix else 'a file without a suffix'}",
-                           file=str(path), hint="name it .png (or " + ", ".join("." + k for k in sorted(kinds)
-                                                                                  if k != "png") + ")")
+    suffix = check_picture_path(path)
     if path.is_dir():
         raise atomic.write_error(IsADirectoryError(21, "Is a directory"), path, "picture")
     try:

@@ -355,6 +355,17 @@ def run_command(args) -> int:
                   file=sys.stderr)
     if args.top < 1:
         raise CnnSpecError(f"--top must be at least 1, got {args.top}")
+    # every picture's name and the --rf unit are checked before anything is computed or written,
+    # so that a mistake in one leaves no other picture written
+    from cnnspec.render.pictures import check_picture_path
+
+    for path in (args.picture, args.feature_maps, args.filters, args.rf_out if args.rf else None):
+        if path:
+            check_picture_path(path)
+    if args.rf:
+        from cnnspec.explain.fields import check_unit, parse_unit
+
+        check_unit(model, *parse_unit(args.rf))
     x = read_array(Path(args.input), network.input_shape)
     resized = aspect_note(Path(args.input), network.input_shape)
     if resized:
