@@ -46,7 +46,6 @@ def save_figure(fig, path) -> None:
     from pathlib import Path
 
     from cnnspec import atomic
-    from cnnspec.errors import CnnSpecError
 
     path = Path(os.fspath(path))
     suffix = check_picture_path(path)
