@@ -289,3 +289,14 @@ def test_sequences_match_captum():
         theirs = Occlusion(logits).attribute(tensor(x), sliding_window_shapes=(4, 3), strides=(4, 2), baselines=0.1,
                                              target=target)
         close(ours.map, theirs[0, 0].numpy())
+
+
+def test_weights_that_are_not_finite_are_an_error():
+    """A NaN in one weight makes every score NaN (as in NumPy: NaN * 0 is NaN): no class is
+    predicted and no map is drawn; the error names the layer and the array."""
+    model = cnnspec.load(SPECS / "lenet5.cnn").compile(dtype="float64", seed=0)
+    model.params["conv2"]["weight"][3, 0, 1, 1] = np.nan
+    x = np.random.default_rng(0).random(model.input_shape)
+    for method in (gradcam, saliency, occlusion):
+        with pytest.raises(CnnSpecError, match=r"first layer whose output is not is `conv2` \(conv2.weight holds NaN"):
+            method(model, x)

@@ -95,12 +95,29 @@ def _target(model, x, target, score: str):
     k = _classes(model)
     layer = _score_layer(model, score)
     values = model.activations(x[None], [layer])[layer][0].reshape(-1)
+    if not np.all(np.isfinite(values)):
+        _not_finite(model, x, layer)
     predicted = int(np.argmax(values))
     if target is None:
         target = predicted
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < k:
         raise CnnSpecError(f"class {target!r} is not one of `{model.name}`'s classes 0..{k - 1}")
     return int(target), predicted, float(values[target]), layer
+
+
+def _not_finite(model, x, layer):
+    """A CnnSpecError naming the first layer whose output for ``x`` is not finite (its parameters
+    hold NaN or infinity, or it overflows): no class is predicted and no map means anything."""
+    if not np.all(np.isfinite(x)):
+        raise CnnSpecError("the input holds values that are not finite numbers (NaN or infinity)")
+    names = [name for name in model.live if model.graph.nodes[name]["op"] != "input"]
+    outputs = model.activations(x[None], names)
+    first = next((name for name in names if not np.all(np.isfinite(outputs[name]))), layer)
+    bad = sorted(f"{first}.{key}" for key, value in model.params.get(first, {}).items()
+                 if not np.all(np.isfinite(value)))
+    raise CnnSpecError(f"`{model.name}`'s scores for this input are not finite numbers: the first layer whose "
+                       f"output is not is `{first}`" + (f" ({', '.join(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or infinity)" if bad else ""),
+                       hint="check the weights (a run that diverged?)")
 
 
 def _unit(model, layer, target):
