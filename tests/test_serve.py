@@ -94,6 +94,27 @@ def test_no_file_outside_the_folder_is_read(site, query, status):
     assert b"the secret" not in body and b"secret(c)" not in body
 
 
+def test_only_cnn_files_are_read(site):
+    """Inside the folder too, only .cnn files are served (README: "reads and writes only `.cnn`
+    files"): not notes, keys or a repository's config, nor through a link named .cnn."""
+    root = site["root"]
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("the secret")
+    (root / "notes.txt").write_text("the secret")
+    os.symlink(root / "notes.txt", root / "alias.cnn")
+    try:
+        for query in ("notes.txt", ".git/config", "alias.cnn"):
+            got, body, _ = get(site, "/api/file?path=" + query)
+            assert got == 403 and b"the secret" not in body, (query, got, body)
+        status, body, _ = get(site, "/api/files")
+        assert "alias.cnn" not in json.loads(body)["files"]
+    finally:
+        (root / "alias.cnn").unlink()
+        (root / "notes.txt").unlink()
+        (root / ".git" / "config").unlink()
+        (root / ".git").rmdir()
+
+
 def test_raw_paths_outside_the_api_are_not_served(site):
     for path in ("/../outside/secret.txt", "/%2e%2e/outside/secret.txt", "/lenet5.cnn", "/out/secret.txt",
                  "//etc/passwd"):

@@ -82,7 +82,7 @@ def listing(root: str) -> list:
             if name.endswith(".cnn"):
                 path = os.path.join(folder, name)
                 real = os.path.realpath(path)
-                if os.path.commonpath([real, root]) == root and os.path.isfile(real):
+                if os.path.commonpath([real, root]) == root and os.path.isfile(real) and real.endswith(".cnn"):
                     found.append(os.path.relpath(path, root).replace(os.sep, "/"))
                     if len(found) >= MAX_LISTED:
                         return found
@@ -261,6 +261,8 @@ class Handler(BaseHTTPRequestHandler):
             query = parse_qs(url.query, keep_blank_values=True)
             relative = (query.get("path") or [""])[0]
             path = inside(self.root, relative)
+            if not path.endswith(".cnn"):                 # the real file's name: links included
+                raise Refused(HTTPStatus.FORBIDDEN, "only .cnn files are read")
             if os.path.getsize(path) > MAX_FILE:
                 raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{relative} is larger than {MAX_FILE:,} bytes")
             try:
