@@ -298,5 +298,5 @@ def test_weights_that_are_not_finite_are_an_error():
     model.params["conv2"]["weight"][3, 0, 1, 1] = np.nan
     x = np.random.default_rng(0).random(model.input_shape)
     for method in (gradcam, saliency, occlusion):
-        with pytest.raises(CnnSpecError, match=r"first layer whose output is not is `conv2` \(conv2.weight holds NaN"):
+        with pytest.raises(CnnSpecError, match=r"first layer whose output is not finite is `conv2` \(conv2.weight holds NaN"):
             method(model, x)

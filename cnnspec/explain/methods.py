@@ -116,7 +116,7 @@ def _not_finite(model, x, layer):
     bad = sorted(f"{first}.{key}" for key, value in model.params.get(first, {}).items()
                  if not np.all(np.isfinite(value)))
     raise CnnSpecError(f"`{model.name}`'s scores for this input are not finite numbers: the first layer whose "
-                       f"output is not is `{first}`" + (f" ({', '.join(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or infinity)" if bad else ""),
+                       f"output is not finite is `{first}`" + (f" ({', '.join(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or infinity)" if bad else ""),
                        hint="check the weights (a run that diverged?)")
 
 
