@@ -245,3 +245,76 @@ def test_invalid_variants_are_drawn_again(tmp_path):
     assert all(not (e["values"]["size"] == 4 and e["values"]["k"] == 5) for e in key["students"].values())
     assert len({json.dumps(e["values"], sort_keys=True) for e in key["students"].values()}) == 6
     assert math.prod([4, 2]) - 1 >= 6
+
+
+VGG_BLOCKS = """# exercise: Lecture 003's VGG, its first two blocks
+# ask shape, receptive_field of conv2, maxpool1, conv4
+# ask total params, macs, activations
+network VGGStart {
+    input image: 3x224x224
+    conv(64, 3x3, pad=1) -> relu -> conv(64, 3x3, pad=1) -> relu -> maxpool(2)
+    conv(128, 3x3, pad=1) -> relu -> conv(128, 3x3, pad=1) -> relu -> maxpool(2)
+    flatten -> dense(10)
+}
+"""
+
+
+def vgg_blocks_by_torch():
+    """Lecture 003's first two VGG blocks in PyTorch: per layer (shape, field by the recurrence
+    checked on the input gradient of a centre unit), and the totals from the tensors."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    layers = [nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1), nn.MaxPool2d(2),
+              nn.Conv2d(64, 128, 3, padding=1), nn.Conv2d(128, 128, 3, padding=1), nn.MaxPool2d(2)]
+    x = torch.zeros(1, 3, 224, 224)
+    shapes, params, macs, activations = [], 0, 0, x.numel()
+    for layer in layers:
+        y = layer(x)
+        if isinstance(layer, nn.Conv2d):
+            params += sum(p.numel() for p in layer.parameters())
+            macs += y.numel() * layer.in_channels * 9
+        shapes.append("x".join(map(str, y.shape[1:])))
+        activations += y.numel()
+        x = y
+    dense = nn.Linear(x.numel(), 10)
+    params += sum(p.numel() for p in dense.parameters())
+    macs += x.numel() * 10
+    activations += 10
+    # fields: a small input, weights 1, pooling averaged: the support of a centre unit's gradient
+    fields = {}
+    probe = torch.zeros(1, 1, 40, 40, requires_grad=True)
+    h = probe
+    for name, layer in zip(["conv1", "conv2", "maxpool1", "conv3", "conv4"],
+                           [nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, padding=1), nn.AvgPool2d(2),
+                            nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, padding=1)]):
+        if isinstance(layer, nn.Conv2d):
+            nn.init.constant_(layer.weight, 1.0)
+        h = layer(h)
+        (grad,) = torch.autograd.grad(h[0, 0, h.shape[2] // 2, h.shape[3] // 2], probe, retain_graph=True)
+        rows = np.flatnonzero(grad[0, 0].numpy().any(1))
+        fields[name] = int(rows[-1] - rows[0] + 1)
+    return {"conv2": shapes[1], "maxpool1": shapes[2], "conv4": shapes[4]}, fields, params, macs, activations
+
+
+def test_answers_in_the_usual_spellings_of_fields_shapes_and_large_numbers_are_right(tmp_path):
+    """`(5, 5)` for a field, `(128, 112, 112)` for a shape and `138,357,544`-style thousands
+    separators for a total are right: commas read as what the question asks (the first was
+    unreadable and the last read as a shape 1x2x3 before)."""
+    (tmp_path / "t.cnn").write_text(VGG_BLOCKS)
+    (tmp_path / "roster.csv").write_text("id\nana\n")
+    key = make_exercise(tmp_path / "t.cnn", tmp_path / "roster.csv", tmp_path / "out", draw=False)
+    shapes, fields, params, macs, activations = vgg_blocks_by_torch()
+    questions = {(q["quantity"], q["layer"]): q["id"] for q in key["students"]["ana"]["questions"]}
+    spelled = {}
+    for layer in ("conv2", "maxpool1", "conv4"):
+        spelled[questions[("shape", layer)]] = "(" + shapes[layer].replace("x", ", ") + ")"
+        spelled[questions[("receptive_field", layer)]] = f"({fields[layer]}, {fields[layer]})"
+    spelled[questions[("total params", None)]] = f"{params:,}"
+    spelled[questions[("total macs", None)]] = f"{macs:,}"
+    spelled[questions[("total activations", None)]] = f"{activations:,}"
+    assert min(params, macs, activations) >= 1_000_000          # two thousands separators at least
+    (tmp_path / "answers-ana.json").write_text(json.dumps({"answers": spelled}))
+    [result] = check_files(tmp_path / "out", tmp_path / "answers-ana.json")
+    assert [q["feedback"] for q in result["questions"] if not q["ok"]] == []
+    assert result["score"] == result["max_score"] == 9
+

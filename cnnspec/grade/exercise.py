@@ -481,16 +481,20 @@ def read_answers(path) -> tuple[str | None, dict]:
     return student, out
 
 
-def _normal(answer) -> str | None:
+def _normal(answer, kind: str = "number") -> str | None:
     """An answer as the key writes it: ``8x16x16`` for a shape (``8 x 16 x 16``, ``(8, 16, 16)``,
-    ``8×16×16`` accepted), ``1234`` for a number (``1,234`` and ``1 234`` accepted)."""
+    ``8×16×16`` accepted), ``1234`` for a number (``1,234`` and ``1 234`` accepted). ``kind``
+    (``"shape"`` or ``"number"``: what the key holds) settles what commas mean: ``138,357,544``
+    is a number where a number is asked, ``(3, 3)`` a field where a field is asked."""
     text = str(answer).strip().strip("()[]").replace("×", "x").replace("*", "x").lower()
     if not text:
         return None
-    parts = re.split(r"\s*[x,]\s*|\s+", text) if re.search(r"\dx|\d\s+x|x\s*\d|\d\s*,\s*\d+\s*,", text) else None
-    if parts and len(parts) > 1 and all(p.isdigit() for p in parts):
-        return "x".join(str(int(p)) for p in parts)
-    number = re.sub(r"(?<=\d)[,\s_'](?=\d{3}\b)", "", text)
+    if kind == "shape":
+        parts = re.split(r"\s*[x,]\s*|\s+", text.rstrip(",").strip())
+        if parts and all(p.isdigit() for p in parts):
+            return "x".join(str(int(p)) for p in parts)
+        return None
+    number = re.sub(r"(?<=\d)[,\s_'](?=\d{3}\b)", "", text.rstrip(",").strip())
     if re.fullmatch(r"\d+", number):
         return str(int(number))
     try:
@@ -512,7 +516,8 @@ def check_answers(key: dict, student: str, given: dict) -> dict:
     for q in entry["questions"]:
         expected = str(q["answer"])
         raw = given.get(q["id"])
-        got = _normal(raw) if raw is not None else None
+        kind = "shape" if q["quantity"] in ("shape", "receptive_field") else "number"
+        got = _normal(raw, kind) if raw is not None else None
         if raw is None or not str(raw).strip():
             feedback = f"no answer; {q['formula']}"
             ok = False
