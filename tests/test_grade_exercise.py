@@ -318,3 +318,19 @@ def test_answers_in_the_usual_spellings_of_fields_shapes_and_large_numbers_are_r
     assert [q["feedback"] for q in result["questions"] if not q["ok"]] == []
     assert result["score"] == result["max_score"] == 9
 
+
+
+def test_the_total_activations_formula_adds_up_to_its_answer(tmp_path):
+    """The feedback's sum names every term of the total, the input's values included: its terms
+    add up to the answer, and the answer is PyTorch's count (input + every layer's output)."""
+    import re
+
+    (tmp_path / "t.cnn").write_text(VGG_BLOCKS)
+    (tmp_path / "roster.csv").write_text("id\nana\n")
+    key = make_exercise(tmp_path / "t.cnn", tmp_path / "roster.csv", tmp_path / "out", draw=False)
+    *_, activations = vgg_blocks_by_torch()
+    q = next(q for q in key["students"]["ana"]["questions"] if q["quantity"] == "total activations")
+    assert q["answer"] == activations and "input's included" in q["question"]
+    terms, total = q["formula"].split(": ", 1)[1].rsplit(" = ", 1)
+    assert int(total) == activations
+    assert sum(int(n) for n in re.findall(r" (\d+)(?: \+|$)", terms)) == activations

@@ -51,8 +51,8 @@ QUESTION_TEXT = {
                        "outputs depends on, padding included",
     "total params": "the total number of parameters of the network",
     "total macs": "the total MACs of the network for one sample",
-    "total activations": "the total activation values of the network for one sample (layers computed in place "
-                         "-- ReLU, dropout -- add none)",
+    "total activations": "the total activation values of the network for one sample, the input's included "
+                         "(layers computed in place -- activation functions, dropout, flatten -- add none)",
 }
 MAX_DRAWS = 200                   # redraws per student before giving up
 _VARY = re.compile(r"^#\s*vary\s+(\w+)\s+in\s+(.+?)\s*$")
@@ -316,8 +316,9 @@ def _field_formula(net, layer: str) -> str:
 
 
 def _total_formula(net, key: str, value: int) -> str:
-    parts = [f"{name} {net[name]['n_params' if key == 'params' else key]}" for name in net.layers()
-             if net[name]["op"] != "input" and net[name]["n_params" if key == "params" else key]]
+    field = "n_params" if key == "params" else key       # the input's values count among the activations
+    parts = [f"{name} {net[name][field]}" for name in net.layers()
+             if (net[name]["op"] != "input" or key == "activations") and net[name][field]]
     return f"the sum over the layers: {' + '.join(parts) if parts else '0'} = {value}"
 
 
