@@ -190,6 +190,53 @@ def test_the_time_estimate_follows_the_measured_rate():
                                                                     rel=0.05)
 
 
+BLOCK_DESIGNS = {
+    "block": """block stage(c) {
+    conv(c, 3x3, pad=1) -> relu -> maxpool(2)
+}
+network Mine {
+    input pic: 1x16x16
+    stage(8)
+    features = stage(16)
+    flatten -> dense(128) -> relu -> dense(10) -> softmax
+}
+""",
+    "chain": """network Mine {
+    input pic: 1x16x16
+    conv(8, 3x3, pad=1) -> relu -> maxpool(2)
+    features = conv(16, 3x3, pad=1) -> relu -> maxpool(2)
+    flatten -> dense(128) -> relu -> dense(10) -> softmax
+}
+""",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCK_DESIGNS))
+def test_the_receptive_field_is_checked_where_a_block_or_chain_binds_the_name(tmp_path, kind):
+    """`features = stage(16)` (a block) and `features = conv(...) -> relu -> maxpool(2)` (a chain)
+    bind `features` to their output, as dsl.md says: its field is checked (both were "your network
+    has no layer named `features`"). The reference: the support of the input gradient of a centre
+    unit of that output in PyTorch (weights 1, pooling averaged), 10x10 here."""
+    torch = pytest.importorskip("torch")
+    x = torch.zeros(1, 1, 16, 16, requires_grad=True)
+    h = x
+    for _ in range(2):
+        conv = torch.nn.Conv2d(h.shape[1], 1, 3, padding=1)
+        torch.nn.init.constant_(conv.weight, 1.0)
+        h = torch.nn.AvgPool2d(2)(conv(h))
+    (grad,) = torch.autograd.grad(h[0, 0, 2, 2], x)
+    rows = np.flatnonzero(grad[0, 0].numpy().any(1))
+    field = int(rows[-1] - rows[0] + 1)
+    assert field == 10
+    directory, paths = make(tmp_path, design=BLOCK_DESIGNS[kind])
+    result = Grader(load_assignment(directory)).grade(paths["design"])    # over the parameter budget: not trained
+    s = scores(result)
+    text = reports.text(result)
+    assert s["receptive_field"][0] == s["receptive_field"][1] > 0, text
+    assert f"receptive field of `features`: {field}x{field} (at least 8)" in text
+    assert s["params"][0] == 0 and "not trained: it is over the parameters budget" in text
+
+
 # -- a .cnn file is data ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, message", [

@@ -418,11 +418,14 @@ def grade_design(grader, problem: DesignProblem, path: Path, root: Path | None =
             train_blockers.append("it is over the training memory budget")
     if "receptive_field" in checks:
         layer = problem.receptive_field_layer
-        if layer not in net.graph:
+        # `features = conv(...)` names the layer; `features = stage(16)` or `features = conv(...) -> relu`
+        # binds the name to the output of the block or chain: its field is the one checked
+        node = layer if layer in net.graph else (net.graph.graph.get("bound") or {}).get(layer)
+        if node is None:
             checks["receptive_field"].record(False, f"your network has no layer named `{layer}`: bind the "
                                                     f"layer whose field is checked (`{layer} = conv(...)`)")
         else:
-            field = net[layer]["receptive_field"]
+            field = net[node]["receptive_field"]
             size = [int(v) for v in field["size"]] if field is not None else None
             ok = field is None or min(size) >= problem.receptive_field_min
             where = "the whole input" if field is None else "x".join(map(str, size))

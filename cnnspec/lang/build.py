@@ -91,7 +91,7 @@ def build_graph(module: ast.Module, blocks: dict[str, ast.Block] | None = None,
     graph.graph.update(
         network=chosen.name, networks=[n.name for n in module.networks], file=module.file,
         input=builder.inputs[0], inputs=list(builder.inputs), output=scope.current, sources=sources,
-        blocks=builder.instances, train=None, train_pos={})
+        blocks=builder.instances, bound=dict(scope.names), train=None, train_pos={})
     if module.train is not None:
         graph.graph["train"], graph.graph["train_pos"] = train_config(
             module.train, sources, {n.name: n for n in module.networks})
