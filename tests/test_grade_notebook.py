@@ -143,3 +143,31 @@ def test_batch_and_gradescope_folders_find_a_notebook(tmp_path):
     rows = {r.split(",")[0]: r for r in out.read_text().splitlines()[1:]}
     assert set(rows) == {"bob", "carol"}
     assert rows["bob"].split(",")[1:3] == ["2.0", "2.0"] and rows["carol"].split(",")[1] == "0.0"
+
+
+def test_lines_continuing_a_statement_are_python_not_ipython_syntax(tmp_path):
+    """`% x.size)` and `!= x)` continuing a bracket, and `%timeit ...` in a docstring, are Python
+    (IPython looks for its syntax only where a logical line starts): they are kept, and the notebook
+    grades as its .py twin does. They were removed, and the notebook did not compile (0 points)."""
+    source = ('import numpy as np\n'
+              'def relu_forward(x):\n'
+              '    """ReLU, elementwise.\n'
+              '    %timeit relu_forward(np.ones(10))\n'
+              '    """\n'
+              '    label = ("relu of %d values"\n'
+              '             % x.size)\n'
+              '    nans = (x\n'
+              '            != x)\n'
+              '    return np.where(nans, x, np.maximum(x, 0))\n')
+    compile(source, "layers.py", "exec")                       # the reference: plain Python runs it
+    code = notebook_code_from([("code", "%matplotlib inline\n"), ("code", source)])
+    assert code.removed == ["cell 1, line 1: `%matplotlib inline`"]
+    assert code.source.splitlines()[2:12] == source.splitlines()
+    nb = tmp_path / "layers.ipynb"
+    nb.write_text(notebook([("code", "%matplotlib inline\n"), ("code", source)]))
+    py = tmp_path / "layers.py"
+    py.write_text(source)
+    grader = Grader(load_assignment(small_assignment(tmp_path / "a", ["relu_forward"])), reference=reference())
+    twin, graded = grader.grade(py), grader.grade(nb)
+    assert twin.score == twin.max_score > 0
+    assert graded.score == twin.score and graded.import_error is None, reports.text(graded)
