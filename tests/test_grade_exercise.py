@@ -334,3 +334,27 @@ def test_the_total_activations_formula_adds_up_to_its_answer(tmp_path):
     terms, total = q["formula"].split(": ", 1)[1].rsplit(" = ", 1)
     assert int(total) == activations
     assert sum(int(n) for n in re.findall(r" (\d+)(?: \+|$)", terms)) == activations
+
+
+def test_an_answers_csv_filled_in_without_quotes_keeps_the_commas_of_its_answers(tmp_path):
+    """The answers.csv handed out, filled in as students type it: `q1,(128, 112, 112)` and
+    `q7,1,475,136` unquoted. The answer is the row's last column, commas and all (it was `(128`
+    and `1`: wrong, "you wrote 1"). The reference: PyTorch's shapes and counts."""
+    (tmp_path / "t.cnn").write_text(VGG_BLOCKS)
+    (tmp_path / "roster.csv").write_text("id\nana\n")
+    key = make_exercise(tmp_path / "t.cnn", tmp_path / "roster.csv", tmp_path / "out", draw=False)
+    shapes, fields, params, macs, activations = vgg_blocks_by_torch()
+    truth = {("total params", None): f"{params:,}", ("total macs", None): f"{macs:,}",
+             ("total activations", None): f"{activations:,}"}
+    for layer in ("conv2", "maxpool1", "conv4"):
+        truth[("shape", layer)] = "(" + shapes[layer].replace("x", ", ") + ")"
+        truth[("receptive_field", layer)] = f"{fields[layer]}, {fields[layer]}"
+    handed_out = (tmp_path / "out" / "ana" / "answers.csv").read_text().splitlines()
+    questions = {q["id"]: (q["quantity"], q["layer"]) for q in key["students"]["ana"]["questions"]}
+    filled = [handed_out[0]] + [f"{line}{truth[questions[line.rstrip(',')]]}" for line in handed_out[1:]]
+    assert any(line.count(",") >= 3 for line in filled)            # unquoted commas in the answers
+    (tmp_path / "out" / "ana" / "answers.csv").write_text("\n".join(filled) + "\n")
+    [result] = check_files(tmp_path / "out", tmp_path / "out" / "ana" / "answers.csv")
+    assert result["student"] == "ana"
+    assert [q["feedback"] for q in result["questions"] if not q["ok"]] == []
+    assert result["score"] == result["max_score"] == 9

@@ -478,7 +478,12 @@ def read_answers(path) -> tuple[str | None, dict]:
             student = row[s_col].strip()
         question = row[q_col].strip() if q_col < len(row) else ""
         if question:
-            out[question] = row[a_col].strip() if a_col is not None and a_col < len(row) else ""
+            width = len(header) if body is not rows else 2
+            if a_col is not None and a_col == width - 1 and len(row) > width:
+                # the answer is the last column: `q1,(8, 16, 16)` and `q2,1,168` unquoted keep their commas
+                out[question] = ",".join(row[a_col:]).strip()
+            else:
+                out[question] = row[a_col].strip() if a_col is not None and a_col < len(row) else ""
     return student, out
 
 
