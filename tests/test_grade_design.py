@@ -237,6 +237,18 @@ def test_the_receptive_field_is_checked_where_a_block_or_chain_binds_the_name(tm
     assert s["params"][0] == 0 and "not trained: it is over the parameters budget" in text
 
 
+
+def test_a_file_whose_first_network_is_not_the_design_says_which_network_was_graded(tmp_path):
+    """A helper network written before the design: the first network is graded (README, several
+    networks), and the shapes' message says so by name; it said only "your input is 1x8x8"."""
+    helper = "network Tiny {\n    input pic: 1x8x8\n    flatten -> dense(10)\n}\n"
+    directory, paths = make(tmp_path, design=helper + LEARNS.split("train {")[0])
+    result = Grader(load_assignment(directory)).grade(paths["design"])
+    text = " ".join(reports.text(result).split())
+    assert "your input is 1x8x8" in text
+    assert "your file holds 2 networks (Tiny, Small): the first, `Tiny`, is the one graded" in text, text
+
+
 # -- a .cnn file is data ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, message", [

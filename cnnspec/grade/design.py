@@ -378,6 +378,10 @@ def grade_design(grader, problem: DesignProblem, path: Path, root: Path | None =
                         + (f" (one unit per class: {len(data.classes)})" if not problem.output
                            and problem.task == "classify" else
                            " (the input's shape: a reconstruction)" if not problem.output else ""))
+    networks = net.graph.graph.get("networks") or []
+    if len(networks) > 1 and problems:       # the first network is the one graded (README: several networks)
+        problems.append(f"your file holds {len(networks)} networks ({', '.join(networks)}): the first, "
+                        f"`{networks[0]}`, is the one graded; put your design first")
     checks["shapes"].record(not problems, "; ".join(problems) or None)
     train_blockers = list(problems)
 
