@@ -90,6 +90,8 @@ def test_an_otter_test_file_scores_with_cnnspec(tmp_path, monkeypatch):
     assert otter.score(assignment, submission, "relu_forward") == 1.0
     with pytest.raises(KeyError, match="has no check `speed`"):
         otter.score(assignment, submission, "relu_forward", "speed")
+    with pytest.raises(KeyError, match="no problem `relu_forwrd` in this assignment: did you mean `relu_forward`"):
+        otter.require(assignment, submission, "relu_forwrd")         # a bare KeyError('relu_forwrd') before
 
 
 def test_otter_feedback_tells_why_a_function_is_missing(tmp_path):

@@ -63,7 +63,15 @@ def feedback(result, problem: str) -> str:
 def score(assignment, submission, problem: str, check: str | None = None, *, public_only: bool = False) -> float:
     """The fraction (0..1) of a problem's points (or of one check's) the submission earned."""
     result = grade_once(assignment, submission, public_only=public_only)
-    p = result.problem(problem)
+    try:
+        p = result.problem(problem)
+    except KeyError:
+        from cnnspec.errors import nearest
+
+        names = [q.name for q in result.problems]
+        guess = nearest(problem, names)
+        raise KeyError(f"no problem `{problem}` in this assignment"
+                       + (f": did you mean `{guess}`?" if guess else f" (its problems: {', '.join(names)})")) from None
     cents = p.cents()
     if check is None:
         top = sum(m for _, m in cents)
