@@ -358,3 +358,20 @@ def test_an_answers_csv_filled_in_without_quotes_keeps_the_commas_of_its_answers
     assert result["student"] == "ana"
     assert [q["feedback"] for q in result["questions"] if not q["ok"]] == []
     assert result["score"] == result["max_score"] == 9
+
+
+def test_the_activations_question_says_that_layers_computed_in_place_keep_none(tmp_path):
+    """ReLU's activation memory is 0 by the README's counting convention (element-wise activations,
+    dropout and flatten work in place and add none); the question asked "how many values it
+    outputs" -- 2048 for relu1 here, as PyTorch's output has -- and marked that wrong."""
+    torch = pytest.importorskip("torch")
+    (tmp_path / "t.cnn").write_text("# ask activations of conv1, relu1, flatten1\nnetwork N {\n"
+                                    "    input image: 3x16x16\n    conv(8, 3x3, pad=1) -> relu -> flatten\n}\n")
+    (tmp_path / "roster.csv").write_text("id\nana\n")
+    key = make_exercise(tmp_path / "t.cnn", tmp_path / "roster.csv", tmp_path / "out", draw=False)
+    questions = {q["layer"]: q for q in key["students"]["ana"]["questions"]}
+    outputs = torch.relu(torch.nn.Conv2d(3, 8, 3, padding=1)(torch.zeros(1, 3, 16, 16))).numel()
+    assert questions["conv1"]["answer"] == outputs == 2048
+    assert questions["relu1"]["answer"] == questions["flatten1"]["answer"] == 0
+    for q in questions.values():
+        assert "computed in place" in q["question"] and "keeps none" in q["question"], q["question"]

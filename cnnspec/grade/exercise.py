@@ -46,7 +46,8 @@ QUESTION_TEXT = {
     "shape": "the output shape of `{layer}` (CxHxW)",
     "params": "the number of parameters (weights and biases) of `{layer}`",
     "macs": "the multiply-accumulates (MACs) of `{layer}` for one sample",
-    "activations": "the activation memory of `{layer}`: how many values it outputs for one sample",
+    "activations": "the activation memory of `{layer}`: how many values it keeps as its output for one sample "
+                   "(a layer computed in place -- an activation function, dropout, flatten -- keeps none)",
     "receptive_field": "the receptive field of `{layer}` on the input (HxW): how many input pixels one of its "
                        "outputs depends on, padding included",
     "total params": "the total number of parameters of the network",
