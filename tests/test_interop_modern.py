@@ -38,7 +38,7 @@ def test_the_generated_module_says_what_torch_cannot():
     gates = cnnspec.loads(ZOO10["gates"]).to_torch().source
     assert "se = relu1 * hardsigmoid1" in gates                       # mul, in forward
     assert "g2 = se * sigmoid1[:, :, None, None]" in gates            # a flat gate, viewed as Cx1x1
-    assert "Channels(0, 4)" in gates and "nn.ChannelShuffle(2)" in gates and "DropPath(0.2)" in gates
+    assert "Channels(0, 4)" in gates and "= ChannelShuffle(2)" in gates and "DropPath(0.2)" in gates
     vae = cnnspec.loads(ZOO10["vae"]).to_torch().source
     assert "self.z = Sample(0.5)" in vae and "x = self.z(dense2, x)" in vae     # mu, logvar
     assert "nn.Unflatten(1, (4, 3, 3))" in vae

@@ -191,11 +191,13 @@ def test_padding_torch_cannot_say_uses_the_helpers():
     assert "PadConv2d(" in network("conv2d").to_torch().source
 
 
-@pytest.mark.parametrize("case", ["pools2d", "seq1d"])
+@pytest.mark.parametrize("case", ["pools2d", "seq1d", "gates"])
 def test_torch_onnx_export_of_the_module_computes_what_the_engine_computes(case, tmp_path):
     """The module taken on to ONNX by PyTorch's exporter: sum pooling and pooling in ceil mode
     (the Pool helper) must not rest on what torch.onnx.export drops (divisor_override) or
-    reads by ONNX's shape rule (ceil_mode), checked by ONNX Runtime."""
+    reads by ONNX's shape rule (ceil_mode), and a channel shuffle must not be
+    nn.ChannelShuffle (the TorchScript exporter has no aten::channel_shuffle), checked by ONNX
+    Runtime."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     import warnings

@@ -56,6 +56,19 @@ def crop_transposed(layer, conv, x):
     y = F.pad(y, [v for e in reversed(extend) for v in (0, e)])
     return y if layer.bias is None else y + layer.bias.view(1, -1, *[1] * (y.dim() - 2))
 ''',
+    "ChannelShuffle": '''
+class ChannelShuffle(nn.Module):
+    """nn.ChannelShuffle (the channels in groups, read group by group across), written with
+    unflatten, transpose and flatten: torch.onnx.export's TorchScript exporter has no
+    aten::channel_shuffle, and every exporter writes these."""
+
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        return x.unflatten(1, (self.groups, -1)).transpose(1, 2).flatten(1, 2)
+''',
     "Reshape": '''
 class Reshape(nn.Module):
     """The same values in another shape, per sample (cnnspec's reshape)."""
@@ -481,7 +494,7 @@ class Shuffle(Kind):
         return call_text(op, [kw["groups"]])
 
     def torch(self, node):
-        return Ctor("nn.ChannelShuffle", [node["config"]["groups"]])
+        return Ctor("ChannelShuffle", [node["config"]["groups"]], helper="ChannelShuffle")
 
     def to_onnx(self, b, name, node, xs):
         shape = node["input_shapes"][0]
