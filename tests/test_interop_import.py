@@ -345,6 +345,53 @@ def test_an_expanded_gate_cnnspec_cannot_read_is_a_clear_error(tmp_path, capsys,
     assert message in cli_error(capsys, save(model, tmp_path))
 
 
+@pytest.mark.parametrize("fmod", [0, 1])
+def test_mod_of_constants_folds_as_onnx_defines_it(fmod):
+    """Mod, which PyTorch's TorchScript exporter writes for an nn.Unflatten's axis, folded at import
+    time as ONNX's reference evaluator computes it: the sign of the divisor, or with fmod=1 of the
+    dividend."""
+    from onnx.reference import ReferenceEvaluator
+
+    from cnnspec.interop.onnx_import import FOLD
+
+    a, b = np.array([-7, 7, -8, 5, 0], np.int64), np.array([3, -3, 4, -2, 6], np.int64)
+    node = helper.make_node("Mod", ["a", "b"], ["y"], fmod=fmod)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.INT64, [5]) for n in "ab"],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [5])])
+    expected = ReferenceEvaluator(helper.make_model(graph)).run(None, {"a": a, "b": b})[0]
+
+    class Imp:
+        def attr(self, node, name, default=None):
+            return next((helper.get_attribute_value(x) for x in node.attribute if x.name == name), default)
+    assert np.array_equal(FOLD["Mod"](Imp(), node, a, b), expected)
+
+
+def test_a_vae_exported_to_pytorch_then_to_onnx_by_torchscript_imports_back(tmp_path):
+    """cnnspec -> PyTorch module -> torch.onnx.export (TorchScript) -> cnnspec: its nn.Unflatten
+    becomes Shape, Mod, Slice, Concat, Reshape, folded at import; the engine computes what ONNX
+    Runtime computes."""
+    torch = pytest.importorskip("torch")
+    source = cnnspec.loads("""
+network Vae {
+    input image: 1x8x8
+    h = conv(4, 3x3, stride=2, pad=1) -> relu -> flatten -> dense(16) -> relu
+    mu = h -> dense(6)
+    logvar = h -> dense(6)
+    z = sample(mu, logvar)
+    dense(36) -> relu -> reshape(4x3x3) -> conv_transpose(1, 4x4, stride=2, pad=1) -> sigmoid
+}
+""")
+    path = tmp_path / "vae.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(source.to_torch().eval(), torch.zeros(1, 1, 8, 8), str(path), dynamo=False, opset_version=17,
+                          input_names=["image"], dynamic_axes={"image": {0: "N"}})
+    assert any(n.op_type == "Mod" for n in onnx.load(str(path)).graph.node)
+    net, _ = check_against_runtime(path, batch=3)
+    # in evaluation the sample is its mean: the exporter drops logvar's dense(6) on 16 features
+    assert net.summary()["totals"]["params"] == source.summary()["totals"]["params"] - (16 * 6 + 6)
+
+
 # ---- what cnnspec does not read: clear errors, never a traceback --------------------------------------
 
 def cli_error(capsys, path) -> str:

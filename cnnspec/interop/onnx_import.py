@@ -834,6 +834,9 @@ FOLD = {
     "Sub": _arith(np.subtract),
     "Mul": _arith(np.multiply),
     "Div": _arith(lambda a, b: a // b if a.dtype.kind in "iu" and b.dtype.kind in "iu" else a / b),
+    # ONNX's Mod: the sign of the divisor (Python's %), or with fmod=1 of the dividend (C's fmod);
+    # PyTorch's TorchScript exporter writes it for the axis of an nn.Unflatten
+    "Mod": lambda imp, node, a, b: _arith(np.fmod if imp.attr(node, "fmod", 0) else np.mod)(imp, node, a, b),
     "Expand": lambda imp, node, x, shape: x * np.ones([int(v) for v in shape.reshape(-1)], x.dtype),
     "ConstantOfShape": lambda imp, node, shape: np.full(
         [int(v) for v in shape.reshape(-1)],
