@@ -676,8 +676,8 @@ def training_rows(label, text, batch, min_time, torch=None, repeat=3, counts=(No
 # What the machine itself gives a second thread: the same fixed work on every thread at once
 # (each thread its own arrays), against one thread doing it alone.  On a virtual machine whose
 # vCPUs share physical cores with other guests this is well under 2: the training rows' scaling
-# is to be read against it.  Measured on the 2-vCPU Zen 3 of the closing notes (5 rounds, 5 runs):
-# the L1 loop 0.84-2.24x, median ~1.7x; the stream ~1.4x.
+# is to be read against it.  Measured on the 2-vCPU Zen 3 of the performance log (run H, 5
+# rounds): the L1 loop 1.79x (1.03-1.85), the stream 0.99x (0.92-1.27).
 _ARITHMETIC = 2048                    # float32 elements per thread: 8 KiB, in L1
 _ARITHMETIC_TURNS = 20000             # passes over them a call: ~2-5 ms
 _STREAMED = 4 << 20                   # float32 elements per array, three arrays per thread: 48 MiB

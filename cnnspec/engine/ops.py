@@ -345,10 +345,16 @@ class BatchNorm(Op):
         """A share covers whole blocks of the statistics' partial sums (``norm.share_blocks``)."""
         return K.share_blocks(batch, lo, hi) is not None
 
+    @staticmethod
+    def one_value_per_channel(batch: int, shape) -> bool:
+        """Whether a batch of ``batch`` samples of per-sample ``shape`` (C, ...) gives the batch
+        statistics one value per channel, which training refuses, as PyTorch does."""
+        return batch * int(np.prod(shape[1:])) == 1
+
     def check_batch(self):
         """As PyTorch: batch statistics need more than one value per channel."""
         x = self.x if self.c.whole is None else self.c.whole.x
-        if x.size == x.shape[1]:
+        if self.one_value_per_channel(x.shape[0], x.shape[1:]):
             raise CnnSpecError(f"`{self.c.name}` (batchnorm) needs more than one value per channel in training; "
                                f"its input is {x.shape[1]} features x batch 1",
                                hint="train with a batch of 2 or more")

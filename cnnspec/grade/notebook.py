@@ -17,8 +17,10 @@ A file that is not a notebook (not JSON, no ``cells`` list, a cell whose source 
 """
 from __future__ import annotations
 
+import io
 import json
 import re
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,14 +124,12 @@ def notebook_code(path) -> NotebookCode:
                            f"{len(body)} line{'s' * (len(body) != 1)})")
             body = [""] * len(body)         # keep the numbering of what follows
         else:
-            continued, inside = False, _Inside()
+            continued = False
             for i, line in enumerate(body):
                 # IPython syntax only starts a logical line: `% x)` or `!= y)` continuing a bracket,
                 # and a docstring's `%timeit f(x)`, are Python
-                magic = continued or (inside.at_start() and (_MAGIC.match(line) or _SHELL_ASSIGN.match(line)
-                                                             or _HELP.match(line)))
-                if not magic:
-                    inside.feed(line)
+                magic = continued or ((_MAGIC.match(line) or _SHELL_ASSIGN.match(line) or _HELP.match(line))
+                                      and not _continues(body[:i]))
                 if magic:
                     if not continued:
                         removed.append(f"cell {number}, line {i + 1}: {_short(line)}")
@@ -144,47 +144,19 @@ def notebook_code(path) -> NotebookCode:
     return NotebookCode("\n".join(lines) + "\n", cells, removed, code_cells)
 
 
-class _Inside:
-    """Where a cell's Python stands after the lines fed so far: inside brackets, a triple-quoted
-    string or a backslash continuation (the next line continues a statement), or at the start of
-    a logical line."""
-
-    def __init__(self):
-        self.depth, self.quote, self.backslash = 0, None, False
-
-    def at_start(self) -> bool:
-        return self.depth == 0 and self.quote is None and not self.backslash
-
-    def feed(self, line: str) -> None:
-        i, n = 0, len(line)
-        self.backslash = False
-        while i < n:
-            if self.quote is not None:                       # inside a string
-                if line[i] == "\\":
-                    i += 2
-                    continue
-                if line.startswith(self.quote, i):
-                    i += len(self.quote)
-                    self.quote = None
-                    continue
-                i += 1
-                continue
-            char = line[i]
-            if char == "#":
-                break
-            if char in "\"'":
-                self.quote = char * 3 if line.startswith(char * 3, i) else char
-                i += len(self.quote)
-                continue
-            if char in "([{":
-                self.depth += 1
-            elif char in ")]}":
-                self.depth = max(self.depth - 1, 0)
-            elif char == "\\" and i == n - 1:
-                self.backslash = True
-            i += 1
-        if self.quote is not None and len(self.quote) == 1:  # an unclosed one-line string: the line's error
-            self.quote = None
+def _continues(lines) -> bool:
+    """Whether the Python of ``lines`` ends inside a statement (an open bracket, a triple-quoted
+    string, a backslash continuation): Python's own tokenizer says so ("EOF in multi-line
+    statement/string"). Code it cannot read is the cell's own error, reported when it runs."""
+    text = "\n".join(lines) + "\n"
+    try:
+        for _ in tokenize.generate_tokens(io.StringIO(text).readline):
+            pass
+    except tokenize.TokenError as err:
+        return "EOF" in str(err)
+    except SyntaxError:
+        return False
+    return False
 
 
 def _short(line: str) -> str:

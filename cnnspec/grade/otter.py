@@ -52,12 +52,22 @@ def feedback(result, problem: str) -> str:
     lines = reports.text(result).splitlines()
     start = next((i for i, line in enumerate(lines) if line.split(" ", 1)[0] == problem), None)
     if start is None:
-        return f"no problem `{problem}` in this assignment"
+        return _no_problem(result, problem)
     end = next((i for i in range(start + 1, len(lines))
                 if lines[i] and not lines[i].startswith(" ")), len(lines))
     whole = [line for line in reports.header(result)[2:]
              if line.startswith(("Not graded:", "Import:", "Refused:"))]
     return "\n".join(lines[start:end] + whole)
+
+
+def _no_problem(result, problem: str) -> str:
+    """A problem name the assignment lacks, in words, with the nearest one or the list."""
+    from cnnspec.errors import nearest
+
+    names = [q.name for q in result.problems]
+    guess = nearest(problem, names)
+    return (f"no problem `{problem}` in this assignment"
+            + (f": did you mean `{guess}`?" if guess else f" (its problems: {', '.join(names)})"))
 
 
 def score(assignment, submission, problem: str, check: str | None = None, *, public_only: bool = False) -> float:
@@ -66,12 +76,7 @@ def score(assignment, submission, problem: str, check: str | None = None, *, pub
     try:
         p = result.problem(problem)
     except KeyError:
-        from cnnspec.errors import nearest
-
-        names = [q.name for q in result.problems]
-        guess = nearest(problem, names)
-        raise KeyError(f"no problem `{problem}` in this assignment"
-                       + (f": did you mean `{guess}`?" if guess else f" (its problems: {', '.join(names)})")) from None
+        raise KeyError(_no_problem(result, problem)) from None
     cents = p.cents()
     if check is None:
         top = sum(m for _, m in cents)

@@ -651,11 +651,12 @@ def check_last_batch(network, config: TrainConfig, models, n: int, pack: int = 1
         size = n % b or b
         return size - size % pack
 
+    from cnnspec.engine.ops import BatchNorm
+
     for model in models:
-        if last(config.batch) // (pack if model is models[-1] else 1) != 1:
-            continue
+        batch = last(config.batch) // (pack if model is models[-1] else 1)
         bn = next((name for name in model.live if model.graph.nodes[name]["op"] == "batchnorm"
-                   and math.prod(model.graph.nodes[name]["output_shape"][1:]) == 1), None)
+                   and BatchNorm.one_value_per_channel(batch, model.graph.nodes[name]["output_shape"])), None)
         if bn is None:
             continue
         fits = (b for k in range(1, n + 1) for b in (config.batch + k * pack, config.batch - k * pack)
